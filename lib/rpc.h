@@ -1,0 +1,75 @@
+/* Internal RPC: protobuf-c messages over gRPC (the C core, completion-queue API), for every cross-process
+ * call.
+ *
+ * Server: a table of methods ("/cube.Master/CreateSandbox" → handler) served by a few threads that share one
+ * completion queue. A handler gets the unpacked request and an initialised response message; everything it
+ * allocates with cube_rpc_alloc/cube_rpc_strdup lives until the reply has been sent, then goes in one free.
+ * A handler error becomes a gRPC status (errno → status code) whose details are the error message.
+ *
+ * Client: one channel per peer, kept open; a call is synchronous with a deadline and optional cancellation;
+ * a gRPC status comes back as a cube_err (status → errno) so callers treat RPC failures like any other. */
+#ifndef CUBE_RPC_H
+#define CUBE_RPC_H
+
+#include <protobuf-c/protobuf-c.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "err.h"
+
+typedef struct cube_rpc_ctx cube_rpc_ctx;
+typedef struct cube_rpc_server cube_rpc_server;
+typedef struct cube_rpc_client cube_rpc_client;
+typedef struct cube_rpc_cancel cube_rpc_cancel;
+
+/* Returns 0 with *resp filled, or -1 with err set. req and resp are the method's message types. */
+typedef int (*cube_rpc_handler)(void *service, cube_rpc_ctx *ctx, const void *req, void *resp, cube_err *err);
+
+typedef struct cube_rpc_method {
+    const char *path; /* "/package.Service/Method" */
+    const ProtobufCMessageDescriptor *request;
+    const ProtobufCMessageDescriptor *response;
+    cube_rpc_handler handler;
+} cube_rpc_method;
+
+/* methods ends with a zeroed entry and must outlive the server. address: "unix:/path" or "host:port"
+ * ("127.0.0.1:0" picks a port: see cube_rpc_server_port). threads: handler concurrency (>= 1). */
+cube_rpc_server *cube_rpc_server_start(const char *address, const cube_rpc_method *methods, void *service,
+                                       int threads, cube_err *err);
+int cube_rpc_server_port(const cube_rpc_server *srv);
+/* Stops accepting, cancels calls in flight, waits for handlers to return, frees everything. */
+void cube_rpc_server_stop(cube_rpc_server *srv);
+
+void *cube_rpc_alloc(cube_rpc_ctx *ctx, size_t size); /* zeroed; NULL only when memory is exhausted */
+char *cube_rpc_strdup(cube_rpc_ctx *ctx, const char *s);
+/* True once the client has gone away or cancelled; long handlers check it between steps. */
+bool cube_rpc_cancelled(const cube_rpc_ctx *ctx);
+/* Milliseconds until the client's deadline (INT64_MAX when it set none). */
+int64_t cube_rpc_deadline_left_ms(const cube_rpc_ctx *ctx);
+
+cube_rpc_client *cube_rpc_client_new(const char *target, cube_err *err);
+void cube_rpc_client_free(cube_rpc_client *c);
+const char *cube_rpc_client_target(const cube_rpc_client *c);
+/* Connects now instead of on the first call (the first call on a cold channel costs milliseconds). */
+int cube_rpc_client_connect(cube_rpc_client *c, int64_t timeout_ms, cube_err *err);
+
+typedef struct cube_rpc_call_opts {
+    int64_t timeout_ms;      /* <= 0: 30 s */
+    cube_rpc_cancel *cancel; /* optional: cube_rpc_cancel_fire from another thread aborts the call */
+} cube_rpc_call_opts;
+
+/* *resp is the unpacked reply; free it with protobuf_c_message_free_unpacked(*resp, NULL). */
+int cube_rpc_call(cube_rpc_client *c, const char *method, const ProtobufCMessage *req,
+                  const ProtobufCMessageDescriptor *resp_desc, ProtobufCMessage **resp,
+                  const cube_rpc_call_opts *opts, cube_err *err);
+
+cube_rpc_cancel *cube_rpc_cancel_new(void);
+/* Cancels the call using this token now, or the next one to start with it. Thread-safe. */
+void cube_rpc_cancel_fire(cube_rpc_cancel *c);
+void cube_rpc_cancel_free(cube_rpc_cancel *c);
+
+/* The mapping both sides use; exposed for tests and for services that report statuses. */
+int cube_rpc_status_from_errno(int code);
+int cube_rpc_errno_from_status(int status);
+
+#endif

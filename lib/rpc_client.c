@@ -1,0 +1,204 @@
+#include <errno.h>
+#include <grpc/grpc.h>
+#include <grpc/grpc_security.h>
+#include <grpc/support/alloc.h>
+#include <grpc/support/time.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "rpc.h"
+#include "rpc_internal.h"
+
+struct cube_rpc_client {
+    grpc_channel *channel;
+    char *target;
+};
+
+struct cube_rpc_cancel {
+    pthread_mutex_t lock;
+    grpc_call *call; /* the call in flight with this token, if any */
+    int fired;
+};
+
+cube_rpc_cancel *cube_rpc_cancel_new(void)
+{
+    cube_rpc_cancel *c = calloc(1, sizeof(*c));
+    if (c) pthread_mutex_init(&c->lock, NULL);
+    return c;
+}
+
+void cube_rpc_cancel_fire(cube_rpc_cancel *c)
+{
+    pthread_mutex_lock(&c->lock);
+    c->fired = 1;
+    if (c->call) grpc_call_cancel(c->call, NULL);
+    pthread_mutex_unlock(&c->lock);
+}
+
+void cube_rpc_cancel_free(cube_rpc_cancel *c)
+{
+    if (!c) return;
+    pthread_mutex_destroy(&c->lock);
+    free(c);
+}
+
+cube_rpc_client *cube_rpc_client_new(const char *target, cube_err *err)
+{
+    cube_rpc_client *c = calloc(1, sizeof(*c));
+    if (!c || !(c->target = strdup(target))) {
+        free(c);
+        return cube_err_set(err, ENOMEM, "rpc client: out of memory"), NULL;
+    }
+    rpc_lib_init();
+    grpc_channel_credentials *creds = grpc_insecure_credentials_create();
+    /* Our calls are not idempotent by default (create, kill): a retry belongs to the caller, who knows. */
+    grpc_arg arg = {.type = GRPC_ARG_INTEGER, .key = GRPC_ARG_ENABLE_RETRIES, .value.integer = 0};
+    grpc_channel_args args = {.num_args = 1, .args = &arg};
+    c->channel = grpc_channel_create(target, creds, &args);
+    grpc_channel_credentials_release(creds);
+    if (!c->channel) {
+        cube_rpc_client_free(c);
+        return cube_err_set(err, EINVAL, "rpc client: cannot create channel to %s", target), NULL;
+    }
+    return c;
+}
+
+void cube_rpc_client_free(cube_rpc_client *c)
+{
+    if (!c) return;
+    if (c->channel) grpc_channel_destroy(c->channel);
+    free(c->target);
+    free(c);
+}
+
+const char *cube_rpc_client_target(const cube_rpc_client *c)
+{
+    return c->target;
+}
+
+static gpr_timespec deadline_in(int64_t ms)
+{
+    return gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC), gpr_time_from_millis(ms, GPR_TIMESPAN));
+}
+
+static void drain_and_destroy(grpc_completion_queue *cq)
+{
+    grpc_completion_queue_shutdown(cq);
+    while (grpc_completion_queue_pluck(cq, NULL, gpr_inf_future(GPR_CLOCK_REALTIME), NULL).type !=
+           GRPC_QUEUE_SHUTDOWN) {
+    }
+    grpc_completion_queue_destroy(cq);
+}
+
+int cube_rpc_client_connect(cube_rpc_client *c, int64_t timeout_ms, cube_err *err)
+{
+    grpc_completion_queue *cq = grpc_completion_queue_create_for_pluck(NULL);
+    gpr_timespec deadline = deadline_in(timeout_ms);
+    int rc = 0;
+    for (;;) {
+        grpc_connectivity_state st = grpc_channel_check_connectivity_state(c->channel, 1);
+        if (st == GRPC_CHANNEL_READY) break;
+        if (st == GRPC_CHANNEL_SHUTDOWN) {
+            rc = cube_err_set(err, ECONNREFUSED, "rpc: channel to %s is shut down", c->target);
+            break;
+        }
+        grpc_channel_watch_connectivity_state(c->channel, st, deadline, cq, c);
+        grpc_event ev = grpc_completion_queue_pluck(cq, c, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+        if (!ev.success) { /* deadline passed before the state changed */
+            rc = cube_err_set(err, ETIMEDOUT, "rpc: %s not reachable within %lld ms", c->target,
+                              (long long)timeout_ms);
+            break;
+        }
+    }
+    drain_and_destroy(cq);
+    return rc;
+}
+
+int cube_rpc_call(cube_rpc_client *c, const char *method, const ProtobufCMessage *req,
+                  const ProtobufCMessageDescriptor *resp_desc, ProtobufCMessage **resp,
+                  const cube_rpc_call_opts *opts, cube_err *err)
+{
+    int64_t timeout_ms = opts && opts->timeout_ms > 0 ? opts->timeout_ms : 30000;
+    cube_rpc_cancel *cancel = opts ? opts->cancel : NULL;
+    *resp = NULL;
+
+    grpc_completion_queue *cq = grpc_completion_queue_create_for_pluck(NULL);
+    grpc_slice method_slice = grpc_slice_from_static_string(method);
+    grpc_call *call = grpc_channel_create_call(c->channel, NULL, GRPC_PROPAGATE_DEFAULTS, cq, method_slice,
+                                               NULL, deadline_in(timeout_ms), NULL);
+    if (cancel) {
+        pthread_mutex_lock(&cancel->lock);
+        int fired = cancel->fired;
+        if (!fired) cancel->call = call;
+        pthread_mutex_unlock(&cancel->lock);
+        if (fired) {
+            grpc_call_unref(call);
+            drain_and_destroy(cq);
+            return cube_err_set(err, ECANCELED, "%s: cancelled", method);
+        }
+    }
+
+    grpc_byte_buffer *send = rpc_pack(req);
+    grpc_byte_buffer *recv = NULL;
+    grpc_metadata_array initial_md, trailing_md;
+    grpc_metadata_array_init(&initial_md);
+    grpc_metadata_array_init(&trailing_md);
+    grpc_status_code status = GRPC_STATUS_UNKNOWN;
+    grpc_slice details = grpc_empty_slice();
+
+    grpc_op ops[6];
+    memset(ops, 0, sizeof(ops));
+    ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
+    ops[1].op = GRPC_OP_SEND_MESSAGE;
+    ops[1].data.send_message.send_message = send;
+    ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
+    ops[3].op = GRPC_OP_RECV_INITIAL_METADATA;
+    ops[3].data.recv_initial_metadata.recv_initial_metadata = &initial_md;
+    ops[4].op = GRPC_OP_RECV_MESSAGE;
+    ops[4].data.recv_message.recv_message = &recv;
+    ops[5].op = GRPC_OP_RECV_STATUS_ON_CLIENT;
+    ops[5].data.recv_status_on_client.trailing_metadata = &trailing_md;
+    ops[5].data.recv_status_on_client.status = &status;
+    ops[5].data.recv_status_on_client.status_details = &details;
+
+    int rc = 0;
+    if (grpc_call_start_batch(call, ops, 6, call, NULL) != GRPC_CALL_OK) {
+        rc = cube_err_set(err, EIO, "%s: cannot start call to %s", method, c->target);
+    } else {
+        /* the deadline bounds the call inside grpc, so this wait always ends */
+        grpc_event ev = grpc_completion_queue_pluck(cq, call, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+        if (ev.type != GRPC_OP_COMPLETE || !ev.success) {
+            rc = cube_err_set(err, EIO, "%s: call to %s failed", method, c->target);
+        } else if (status != GRPC_STATUS_OK) {
+            char *d = grpc_slice_to_c_string(details);
+            int code = cube_rpc_errno_from_status(status);
+            if (status == GRPC_STATUS_DEADLINE_EXCEEDED)
+                rc = cube_err_set(err, code, "%s to %s: no answer within %lld ms", method, c->target,
+                                  (long long)timeout_ms);
+            else if (status == GRPC_STATUS_UNAVAILABLE)
+                rc = cube_err_set(err, code, "%s: %s unavailable: %s", method, c->target, d);
+            else
+                rc = cube_err_set(err, code, "%s", d && *d ? d : method);
+            gpr_free(d);
+        } else if (!recv) {
+            rc = cube_err_set(err, EPROTO, "%s: reply carried no message", method);
+        } else {
+            *resp = rpc_unpack(recv, resp_desc, NULL);
+            if (!*resp) rc = cube_err_set(err, EBADMSG, "%s: malformed %s in reply", method, resp_desc->name);
+        }
+    }
+    if (cancel) {
+        pthread_mutex_lock(&cancel->lock);
+        cancel->call = NULL;
+        pthread_mutex_unlock(&cancel->lock);
+    }
+    grpc_slice_unref(details);
+    grpc_metadata_array_destroy(&initial_md);
+    grpc_metadata_array_destroy(&trailing_md);
+    grpc_byte_buffer_destroy(send);
+    if (recv) grpc_byte_buffer_destroy(recv);
+    grpc_call_unref(call);
+    drain_and_destroy(cq);
+    return rc;
+}

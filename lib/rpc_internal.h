@@ -1,0 +1,27 @@
+/* Pieces the RPC client and server share. Not for use outside lib/rpc_*.c. */
+#ifndef CUBE_RPC_INTERNAL_H
+#define CUBE_RPC_INTERNAL_H
+
+#include <grpc/byte_buffer.h>
+#include <protobuf-c/protobuf-c.h>
+
+#include "err.h"
+
+/* A bump allocator that owns every allocation of one server call; freed whole. */
+typedef struct rpc_arena rpc_arena;
+rpc_arena *rpc_arena_new(void);
+void *rpc_arena_alloc(rpc_arena *a, size_t size);
+void rpc_arena_free(rpc_arena *a);
+/* A ProtobufCAllocator over the arena (frees are no-ops; the arena frees at the end). */
+ProtobufCAllocator rpc_arena_allocator(rpc_arena *a);
+
+/* Packs msg into a new byte buffer (NULL when memory is exhausted). */
+grpc_byte_buffer *rpc_pack(const ProtobufCMessage *msg);
+/* Unpacks a byte buffer as desc; NULL when malformed. */
+ProtobufCMessage *rpc_unpack(grpc_byte_buffer *bb, const ProtobufCMessageDescriptor *desc,
+                             ProtobufCAllocator *alloc);
+
+/* grpc_init, once per process. */
+void rpc_lib_init(void);
+
+#endif

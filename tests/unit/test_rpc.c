@@ -1,0 +1,354 @@
+/* RPC across two real processes: round trip, error statuses, deadline, cancellation, dead peer. */
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "echo_service.h"
+#include "testutil.h"
+#include "timeutil.h"
+
+static char *tmpdir;
+static char address[256];
+static pid_t server_pid = -1;
+static cube_rpc_client *client;
+
+/* Starts tests' rpc_echo_server at `address` and waits for its "ready" line. */
+static void start_server(void)
+{
+    const char *bindir = getenv("CUBE_TEST_BIN_DIR");
+    char bin[512];
+    snprintf(bin, sizeof(bin), "%s/rpc_echo_server", bindir ? bindir : ".");
+    int pipefd[2];
+    ck_assert_int_eq(pipe(pipefd), 0);
+    server_pid = fork();
+    ck_assert_int_ge(server_pid, 0);
+    if (server_pid == 0) {
+        dup2(pipefd[1], 1);
+        close(pipefd[0]);
+        close(pipefd[1]);
+        execl(bin, bin, address, (char *)NULL);
+        _exit(127);
+    }
+    close(pipefd[1]);
+    char line[64] = {0};
+    FILE *f = fdopen(pipefd[0], "r");
+    ck_assert_ptr_nonnull(fgets(line, sizeof(line), f));
+    fclose(f);
+    ck_assert_msg(strncmp(line, "ready", 5) == 0, "echo server said '%s'", line);
+}
+
+static void stop_server(int sig)
+{
+    if (server_pid <= 0) return;
+    kill(server_pid, sig);
+    int status;
+    waitpid(server_pid, &status, 0);
+    server_pid = -1;
+}
+
+static void setup(void)
+{
+    tmpdir = cube_test_tmpdir();
+    snprintf(address, sizeof(address), "unix:%s/echo.sock", tmpdir);
+    start_server();
+    cube_err err = {0};
+    client = cube_rpc_client_new(address, &err);
+    ck_assert_msg(client != NULL, "%s", err.msg);
+}
+
+static void teardown(void)
+{
+    cube_rpc_client_free(client);
+    stop_server(SIGTERM);
+    char sock[300];
+    snprintf(sock, sizeof(sock), "%s/echo.sock", tmpdir);
+    unlink(sock);
+    rmdir(tmpdir);
+    free(tmpdir);
+}
+
+static int call_echo(Cubetest__EchoRequest *req, Cubetest__EchoReply **reply, int64_t timeout_ms,
+                     cube_rpc_cancel *cancel, cube_err *err)
+{
+    cube_rpc_call_opts opts = {.timeout_ms = timeout_ms, .cancel = cancel};
+    ProtobufCMessage *resp = NULL;
+    int rc =
+        cube_rpc_call(client, ECHO_METHOD, &req->base, &cubetest__echo_reply__descriptor, &resp, &opts, err);
+    *reply = (Cubetest__EchoReply *)resp;
+    return rc;
+}
+
+START_TEST(round_trip)
+{
+    Cubetest__EchoRequest req = CUBETEST__ECHO_REQUEST__INIT;
+    req.text = "hello across processes";
+    size_t n = 1 << 20;
+    unsigned char *blob = malloc(n);
+    for (size_t i = 0; i < n; i++) blob[i] = (unsigned char)(i * 7);
+    req.blob.data = blob;
+    req.blob.len = n;
+    Cubetest__EchoReply *reply;
+    cube_err err = {0};
+    ck_assert_msg(call_echo(&req, &reply, 5000, NULL, &err) == 0, "%s", err.msg);
+    ck_assert_str_eq(reply->text, "hello across processes");
+    ck_assert_uint_eq(reply->blob.len, n);
+    ck_assert_int_eq(memcmp(reply->blob.data, blob, n), 0);
+    /* the server saw our deadline */
+    ck_assert_int_gt(reply->deadline_left_ms, 0);
+    ck_assert_int_le(reply->deadline_left_ms, 5000);
+    protobuf_c_message_free_unpacked(&reply->base, NULL);
+    free(blob);
+}
+END_TEST
+
+START_TEST(handler_error_becomes_status)
+{
+    Cubetest__EchoRequest req = CUBETEST__ECHO_REQUEST__INIT;
+    req.fail_errno = ENOENT;
+    req.fail_message = "sandbox i123 not found";
+    Cubetest__EchoReply *reply;
+    cube_err err = {0};
+    ck_assert_int_eq(call_echo(&req, &reply, 5000, NULL, &err), -1);
+    ck_assert_ptr_null(reply);
+    ck_assert_int_eq(err.code, ENOENT);
+    ck_assert_str_eq(err.msg, "sandbox i123 not found");
+
+    req.fail_errno = EINVAL;
+    req.fail_message = "timeout must be positive";
+    ck_assert_int_eq(call_echo(&req, &reply, 5000, NULL, &err), -1);
+    ck_assert_int_eq(err.code, EINVAL);
+}
+END_TEST
+
+START_TEST(unknown_method_is_unimplemented)
+{
+    Cubetest__EchoRequest req = CUBETEST__ECHO_REQUEST__INIT;
+    ProtobufCMessage *resp = NULL;
+    cube_err err = {0};
+    int rc = cube_rpc_call(client, "/cubetest.Echo/Nope", &req.base, &cubetest__echo_reply__descriptor, &resp,
+                           NULL, &err);
+    ck_assert_int_eq(rc, -1);
+    ck_assert_int_eq(err.code, ENOSYS);
+    ck_assert_msg(strstr(err.msg, "/cubetest.Echo/Nope") != NULL, "%s", err.msg);
+}
+END_TEST
+
+START_TEST(deadline_exceeded)
+{
+    Cubetest__EchoRequest req = CUBETEST__ECHO_REQUEST__INIT;
+    req.sleep_ms = 3000;
+    Cubetest__EchoReply *reply;
+    cube_err err = {0};
+    int64_t t0 = cube_now_mono_ms();
+    ck_assert_int_eq(call_echo(&req, &reply, 150, NULL, &err), -1);
+    int64_t took = cube_now_mono_ms() - t0;
+    ck_assert_int_eq(err.code, ETIMEDOUT);
+    ck_assert_msg(strstr(err.msg, "150 ms") != NULL, "%s", err.msg);
+    ck_assert_msg(took >= 140 && took < 1500, "deadline of 150 ms took %lld ms", (long long)took);
+}
+END_TEST
+
+static void *fire_later(void *arg)
+{
+    nanosleep(&(struct timespec){0, 100 * 1000000}, NULL);
+    cube_rpc_cancel_fire(arg);
+    return NULL;
+}
+
+START_TEST(cancellation)
+{
+    Cubetest__EchoRequest req = CUBETEST__ECHO_REQUEST__INIT;
+    req.sleep_ms = 5000;
+    Cubetest__EchoReply *reply;
+    cube_err err = {0};
+    cube_rpc_cancel *cancel = cube_rpc_cancel_new();
+    pthread_t th;
+    pthread_create(&th, NULL, fire_later, cancel);
+    int64_t t0 = cube_now_mono_ms();
+    ck_assert_int_eq(call_echo(&req, &reply, 10000, cancel, &err), -1);
+    int64_t took = cube_now_mono_ms() - t0;
+    pthread_join(th, NULL);
+    ck_assert_int_eq(err.code, ECANCELED);
+    ck_assert_msg(took < 2000, "cancel took %lld ms", (long long)took);
+    /* a fired token refuses the next call at once */
+    ck_assert_int_eq(call_echo(&req, &reply, 10000, cancel, &err), -1);
+    ck_assert_int_eq(err.code, ECANCELED);
+    cube_rpc_cancel_free(cancel);
+    /* the server is still fine afterwards */
+    req.sleep_ms = 0;
+    req.text = "still here";
+    ck_assert_msg(call_echo(&req, &reply, 5000, NULL, &err) == 0, "%s", err.msg);
+    ck_assert_str_eq(reply->text, "still here");
+    protobuf_c_message_free_unpacked(&reply->base, NULL);
+}
+END_TEST
+
+START_TEST(dead_peer_fails_within_deadline)
+{
+    Cubetest__EchoRequest req = CUBETEST__ECHO_REQUEST__INIT;
+    req.text = "warm";
+    Cubetest__EchoReply *reply;
+    cube_err err = {0};
+    ck_assert_msg(call_echo(&req, &reply, 5000, NULL, &err) == 0, "%s", err.msg);
+    protobuf_c_message_free_unpacked(&reply->base, NULL);
+
+    stop_server(SIGKILL);
+    int64_t t0 = cube_now_mono_ms();
+    int rc = call_echo(&req, &reply, 1000, NULL, &err);
+    int64_t took = cube_now_mono_ms() - t0;
+    ck_assert_int_eq(rc, -1);
+    ck_assert_msg(err.code == ECONNREFUSED || err.code == ETIMEDOUT, "errno %s: %s",
+                  cube_errno_name(err.code), err.msg);
+    ck_assert_msg(strstr(err.msg, address) != NULL || err.code == ETIMEDOUT, "%s", err.msg);
+    ck_assert_msg(took <= 1500, "dead peer took %lld ms to report", (long long)took);
+}
+END_TEST
+
+START_TEST(never_started_peer_is_unavailable)
+{
+    char addr[300];
+    snprintf(addr, sizeof(addr), "unix:%s/nobody.sock", tmpdir);
+    cube_err err = {0};
+    cube_rpc_client *c = cube_rpc_client_new(addr, &err);
+    ck_assert_ptr_nonnull(c);
+    Cubetest__EchoRequest req = CUBETEST__ECHO_REQUEST__INIT;
+    ProtobufCMessage *resp = NULL;
+    cube_rpc_call_opts opts = {.timeout_ms = 500};
+    int64_t t0 = cube_now_mono_ms();
+    int rc = cube_rpc_call(c, ECHO_METHOD, &req.base, &cubetest__echo_reply__descriptor, &resp, &opts, &err);
+    int64_t took = cube_now_mono_ms() - t0;
+    ck_assert_int_eq(rc, -1);
+    ck_assert_int_eq(err.code, ECONNREFUSED);
+    ck_assert_msg(strstr(err.msg, "unavailable") != NULL, "%s", err.msg);
+    ck_assert_msg(took <= 1000, "took %lld ms", (long long)took);
+    ck_assert_int_eq(cube_rpc_client_connect(c, 200, &err), -1);
+    cube_rpc_client_free(c);
+}
+END_TEST
+
+static void *hammer(void *arg)
+{
+    (void)arg;
+    for (int i = 0; i < 25; i++) {
+        char text[32];
+        snprintf(text, sizeof(text), "msg-%d", i);
+        Cubetest__EchoRequest req = CUBETEST__ECHO_REQUEST__INIT;
+        req.text = text;
+        Cubetest__EchoReply *reply;
+        cube_err err = {0};
+        if (call_echo(&req, &reply, 5000, NULL, &err) < 0) return (void *)1;
+        int bad = strcmp(reply->text, text) != 0;
+        protobuf_c_message_free_unpacked(&reply->base, NULL);
+        if (bad) return (void *)1;
+    }
+    return NULL;
+}
+
+START_TEST(concurrent_calls_share_one_channel)
+{
+    cube_err err = {0};
+    ck_assert_msg(cube_rpc_client_connect(client, 2000, &err) == 0, "%s", err.msg);
+    pthread_t th[8];
+    for (int i = 0; i < 8; i++) pthread_create(&th[i], NULL, hammer, NULL);
+    for (int i = 0; i < 8; i++) {
+        void *r;
+        pthread_join(th[i], &r);
+        ck_assert_ptr_null(r);
+    }
+}
+END_TEST
+
+START_TEST(in_process_tcp_and_port_conflict)
+{
+    cube_err err = {0};
+    cube_rpc_server *a = cube_rpc_server_start("127.0.0.1:0", echo_methods, NULL, 2, &err);
+    ck_assert_msg(a != NULL, "%s", err.msg);
+    int port = cube_rpc_server_port(a);
+    ck_assert_int_gt(port, 0);
+    char addr[64];
+    snprintf(addr, sizeof(addr), "127.0.0.1:%d", port);
+    cube_rpc_server *b = cube_rpc_server_start(addr, echo_methods, NULL, 1, &err);
+    ck_assert_ptr_null(b);
+    ck_assert_int_eq(err.code, EADDRINUSE);
+
+    cube_rpc_client *c = cube_rpc_client_new(addr, &err);
+    Cubetest__EchoRequest req = CUBETEST__ECHO_REQUEST__INIT;
+    req.text = "tcp";
+    ProtobufCMessage *resp = NULL;
+    ck_assert_msg(
+        cube_rpc_call(c, ECHO_METHOD, &req.base, &cubetest__echo_reply__descriptor, &resp, NULL, &err) == 0,
+        "%s", err.msg);
+    ck_assert_str_eq(((Cubetest__EchoReply *)resp)->text, "tcp");
+    protobuf_c_message_free_unpacked(resp, NULL);
+    cube_rpc_client_free(c);
+    cube_rpc_server_stop(a);
+}
+END_TEST
+
+typedef struct slow_call {
+    cube_rpc_client *c;
+    int rc;
+    cube_err err;
+} slow_call;
+
+static void *run_slow_call(void *arg)
+{
+    slow_call *sc = arg;
+    Cubetest__EchoRequest req = CUBETEST__ECHO_REQUEST__INIT;
+    req.sleep_ms = 10000;
+    ProtobufCMessage *resp = NULL;
+    cube_rpc_call_opts opts = {.timeout_ms = 20000};
+    sc->rc = cube_rpc_call(sc->c, ECHO_METHOD, &req.base, &cubetest__echo_reply__descriptor, &resp, &opts,
+                           &sc->err);
+    if (resp) protobuf_c_message_free_unpacked(resp, NULL);
+    return NULL;
+}
+
+START_TEST(stop_with_call_in_flight)
+{
+    /* A handler is mid-sleep when the server stops: stop cancels the call, waits for the handler, and the
+     * client gets an error status long before its own deadline. */
+    cube_err err = {0};
+    cube_rpc_server *s = cube_rpc_server_start("127.0.0.1:0", echo_methods, NULL, 2, &err);
+    ck_assert_ptr_nonnull(s);
+    char addr[64];
+    snprintf(addr, sizeof(addr), "127.0.0.1:%d", cube_rpc_server_port(s));
+    slow_call sc = {.c = cube_rpc_client_new(addr, &err)};
+    ck_assert_int_eq(cube_rpc_client_connect(sc.c, 2000, &err), 0);
+    pthread_t th;
+    pthread_create(&th, NULL, run_slow_call, &sc);
+    nanosleep(&(struct timespec){0, 200 * 1000000}, NULL);
+    int64_t t0 = cube_now_mono_ms();
+    cube_rpc_server_stop(s);
+    pthread_join(th, NULL);
+    int64_t took = cube_now_mono_ms() - t0;
+    ck_assert_int_eq(sc.rc, -1);
+    ck_assert_msg(took < 3000, "stop + failed call took %lld ms", (long long)took);
+    cube_rpc_client_free(sc.c);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("rpc");
+    TCase *tc = tcase_create("two processes");
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_set_timeout(tc, 30);
+    tcase_add_test(tc, round_trip);
+    tcase_add_test(tc, handler_error_becomes_status);
+    tcase_add_test(tc, unknown_method_is_unimplemented);
+    tcase_add_test(tc, deadline_exceeded);
+    tcase_add_test(tc, cancellation);
+    tcase_add_test(tc, dead_peer_fails_within_deadline);
+    tcase_add_test(tc, never_started_peer_is_unavailable);
+    tcase_add_test(tc, concurrent_calls_share_one_channel);
+    tcase_add_test(tc, in_process_tcp_and_port_conflict);
+    tcase_add_test(tc, stop_with_call_in_flight);
+    suite_add_tcase(s, tc);
+    return cube_run_suite(s);
+}
