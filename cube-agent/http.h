@@ -1,0 +1,63 @@
+/* HTTP on libmicrohttpd for the agent's two servers (envd, code interpreter): a route table, request state
+ * that lives from the first callback to MHD's completion notice, bodies buffered (JSON) or streamed to an
+ * upload callback (files), and one reply per request. Thread-per-connection mode, so a streaming response's
+ * reader may block waiting for process output. */
+#ifndef CUBE_AGENT_HTTP_H
+#define CUBE_AGENT_HTTP_H
+
+#include <microhttpd.h>
+#include <stddef.h>
+
+#include "err.h"
+
+#define HTTP_MAX_BUFFERED_BODY (8u << 20)
+
+typedef struct http_req http_req;
+typedef struct http_server http_server;
+
+/* Called once the whole body has arrived; must reply (http_reply_*) before returning. */
+typedef void (*http_handler)(void *svc, http_req *req);
+/* Receives the body in pieces instead of buffering it; returns -1 after replying with an error, which ends
+ * the upload. Called with len == 0 never. */
+typedef int (*http_upload)(void *svc, http_req *req, const char *data, size_t len);
+
+typedef struct http_route {
+    const char *method;
+    const char *path; /* exact, or a prefix when it ends with '/' and is longer than "/" */
+    http_handler handler;
+    http_upload upload; /* optional */
+} http_route;
+
+struct http_req {
+    struct MHD_Connection *conn;
+    const http_route *route;
+    const char *method;
+    const char *url;
+    char *body;
+    size_t body_len, body_cap;
+    void *state; /* the route's own, freed with state_free at completion */
+    void (*state_free)(void *state);
+    unsigned status;
+    struct MHD_Response *resp;
+    int replied;
+};
+
+const char *http_header(http_req *req, const char *name);
+const char *http_query(http_req *req, const char *name);
+
+/* Takes ownership of resp. A second reply for the same request is ignored. */
+void http_reply(http_req *req, unsigned status, struct MHD_Response *resp);
+void http_reply_bytes(http_req *req, unsigned status, const char *content_type, const void *data, size_t len);
+void http_reply_json(http_req *req, unsigned status, const char *json);
+void http_reply_empty(http_req *req, unsigned status);
+/* {"code": status, "message": msg} — the shape E2B's REST-style endpoints (/files, /init) use. */
+void http_reply_error(http_req *req, unsigned status, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* Listens on addr:port (port 0 picks one: http_server_port). routes ends with a zeroed entry. */
+http_server *http_server_start(const char *addr, int port, const http_route *routes, void *svc,
+                               cube_err *err);
+int http_server_port(const http_server *s);
+void http_server_stop(http_server *s);
+
+#endif

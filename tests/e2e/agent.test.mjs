@@ -1,0 +1,172 @@
+// cube-agent driven by the real, unmodified E2B JS SDKs (e2b, @e2b/code-interpreter). The agent runs on
+// loopback outside any sandbox; the SDK reaches it in debug mode (localhost:49983 / :49999), which sends no
+// access token: agent-token.test.mjs covers the token.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { Sandbox, CommandExitError, FileNotFoundError } from 'e2b';
+import { Sandbox as CodeSandbox } from '@e2b/code-interpreter';
+import { startAgent, startApiDouble, initAgent } from './harness.mjs';
+
+let agent, api, sbx, dir;
+
+before(async () => {
+  agent = await startAgent();
+  await initAgent({ envVars: { CUBE_INIT_VAR: 'from-init' } });
+  api = await startApiDouble({});
+  process.env.E2B_DEBUG = 'true';
+  process.env.E2B_API_URL = api.url;
+  process.env.E2B_API_KEY = 'e2b_test_key';
+  sbx = await Sandbox.connect('itest0000000000000000');
+  dir = mkdtempSync(join(tmpdir(), 'cube-agent-e2e-'));
+});
+
+after(async () => {
+  await api?.stop();
+  await agent?.stop();
+  if (dir) rmSync(dir, { recursive: true, force: true });
+});
+
+test('commands: stdout, exit codes, envs, cwd', async () => {
+  const r = await sbx.commands.run('echo hello; echo oops >&2');
+  assert.equal(r.exitCode, 0);
+  assert.equal(r.stdout, 'hello\n');
+  assert.equal(r.stderr, 'oops\n');
+
+  await assert.rejects(sbx.commands.run('exit 7'), (e) => e instanceof CommandExitError && e.exitCode === 7);
+
+  const env = await sbx.commands.run('echo "$CUBE_INIT_VAR $MINE"', { envs: { MINE: 'per-call' } });
+  assert.equal(env.stdout, 'from-init per-call\n');
+
+  const cwd = await sbx.commands.run('pwd', { cwd: dir });
+  assert.equal(cwd.stdout.trim(), dir);
+});
+
+test('commands: output streams as it happens', async () => {
+  const seen = [];
+  const t0 = Date.now();
+  await sbx.commands.run('echo one; sleep 0.6; echo two', {
+    onStdout: (d) => seen.push([d, Date.now() - t0]),
+  });
+  assert.deepEqual(seen.map((s) => s[0]).join(''), 'one\ntwo\n');
+  assert.ok(seen[0][1] < 500, `first line arrived after ${seen[0][1]} ms: not streamed`);
+});
+
+test('commands: background process, list, connect, kill', async () => {
+  const h = await sbx.commands.run('sleep 30', { background: true });
+  assert.ok(h.pid > 0);
+  const listed = await sbx.commands.list();
+  assert.ok(listed.some((p) => p.pid === h.pid && p.cmd === '/bin/bash'), JSON.stringify(listed));
+  const again = await sbx.commands.connect(h.pid);
+  assert.equal(await sbx.commands.kill(h.pid), true);
+  await assert.rejects(again.wait(), (e) => e instanceof CommandExitError);
+  assert.equal(await sbx.commands.kill(h.pid), false);
+});
+
+test('commands: stdin', async () => {
+  const h = await sbx.commands.run('read line; echo "got $line"', { background: true, stdin: true });
+  await sbx.commands.sendStdin(h.pid, 'typed\n');
+  const r = await h.wait();
+  assert.equal(r.stdout, 'got typed\n');
+});
+
+test('commands: pty', async () => {
+  let out = '';
+  const decoder = new TextDecoder();
+  const term = await sbx.pty.create({ cols: 100, rows: 30, onData: (d) => (out += decoder.decode(d)) });
+  await sbx.pty.sendInput(term.pid, new TextEncoder().encode('stty size; tty; exit\n'));
+  await term.wait().catch(() => {});
+  assert.match(out, /30 100/);
+  assert.match(out, /\/dev\/pts\//);
+});
+
+test('files: text, binary 256 KiB and 16 MiB, nested parents', async () => {
+  await sbx.files.write(`${dir}/a/b/c/hello.txt`, 'hello world');
+  assert.equal(await sbx.files.read(`${dir}/a/b/c/hello.txt`), 'hello world');
+
+  const small = randomBytes(256 * 1024);
+  await sbx.files.write(`${dir}/small.bin`, new Blob([small]));
+  const backSmall = Buffer.from(await sbx.files.read(`${dir}/small.bin`, { format: 'bytes' }));
+  assert.ok(backSmall.equals(small));
+
+  const big = randomBytes(16 * 1024 * 1024);
+  await sbx.files.write(`${dir}/big.bin`, new Blob([big]));
+  const backBig = Buffer.from(await sbx.files.read(`${dir}/big.bin`, { format: 'bytes' }));
+  assert.equal(backBig.length, big.length);
+  assert.ok(backBig.equals(big));
+});
+
+test('files: list, exists, getInfo, rename, remove, missing', async () => {
+  await sbx.files.write(`${dir}/list/one.txt`, '1');
+  await sbx.files.makeDir(`${dir}/list/sub`);
+  assert.equal(await sbx.files.makeDir(`${dir}/list/sub`), false);
+  const names = (await sbx.files.list(`${dir}/list`)).map((e) => `${e.name}:${e.type}`).sort();
+  assert.deepEqual(names, ['one.txt:file', 'sub:dir']);
+  assert.equal(await sbx.files.exists(`${dir}/list/one.txt`), true);
+  assert.equal(await sbx.files.exists(`${dir}/list/nope.txt`), false);
+  const info = await sbx.files.getInfo(`${dir}/list/one.txt`);
+  assert.equal(info.size, 1);
+  assert.equal(info.type, 'file');
+  await sbx.files.rename(`${dir}/list/one.txt`, `${dir}/list/two.txt`);
+  assert.equal(await sbx.files.read(`${dir}/list/two.txt`), '1');
+  await sbx.files.remove(`${dir}/list`);
+  assert.equal(await sbx.files.exists(`${dir}/list`), false);
+  await assert.rejects(sbx.files.read(`${dir}/missing.txt`), FileNotFoundError);
+});
+
+test('files: watchDir reports changes', async () => {
+  const events = [];
+  const w = await sbx.files.watchDir(dir, (e) => events.push(e), { recursive: true });
+  await sbx.files.write(`${dir}/watched.txt`, 'x');
+  for (let i = 0; i < 40 && !events.some((e) => e.name === 'watched.txt'); i++) await sleep(50);
+  await w.stop();
+  assert.ok(events.some((e) => e.name === 'watched.txt' && e.type === 'create'), JSON.stringify(events));
+});
+
+test('runCode: value, state, stdout, error, streaming', async () => {
+  const ci = await CodeSandbox.connect('itest0000000000000000');
+  const first = await ci.runCode('x = 40\nprint("hi")\nx + 2');
+  assert.equal(first.text, '42');
+  assert.equal(first.logs.stdout.join(''), 'hi\n');
+  const second = await ci.runCode('x * 2');
+  assert.equal(second.text, '80');
+  const err = await ci.runCode('1/0');
+  assert.equal(err.error.name, 'ZeroDivisionError');
+  assert.match(err.error.traceback, /ZeroDivisionError/);
+  const streamed = [];
+  await ci.runCode('import time\nfor i in range(3):\n    print(i, flush=True)\n    time.sleep(0.2)', {
+    onStdout: (m) => streamed.push(m.line),
+  });
+  assert.equal(streamed.join(''), '0\n1\n2\n');
+});
+
+test('runCode: contexts keep separate state; env vars per execution', async () => {
+  const ci = await CodeSandbox.connect('itest0000000000000000');
+  const a = await ci.createCodeContext();
+  const b = await ci.createCodeContext({ cwd: dir });
+  await ci.runCode('v = "in a"', { context: a });
+  assert.equal((await ci.runCode('v', { context: a })).text, "'in a'");
+  assert.equal((await ci.runCode('v', { context: b })).error.name, 'NameError');
+  assert.equal((await ci.runCode('import os; os.getcwd()', { context: b })).text, `'${dir}'`);
+  const env = await ci.runCode('import os; os.environ["PER_RUN"]', { context: a, envs: { PER_RUN: 'yes' } });
+  assert.equal(env.text, "'yes'");
+  const listed = (await ci.listCodeContexts()).map((c) => c.id);
+  assert.ok(listed.includes(a.id) && listed.includes(b.id));
+  await ci.restartCodeContext(a);
+  assert.equal((await ci.runCode('v', { context: a })).error.name, 'NameError');
+  await ci.removeCodeContext(b);
+  assert.ok(!(await ci.listCodeContexts()).some((c) => c.id === b.id));
+});
+
+test('runCode: a matplotlib figure comes back as PNG', async () => {
+  const ci = await CodeSandbox.connect('itest0000000000000000');
+  const r = await ci.runCode('import matplotlib.pyplot as plt\nplt.plot([1, 3, 2])\nplt.show()');
+  assert.equal(r.error, undefined, JSON.stringify(r.error));
+  const png = r.results.find((x) => x.png);
+  assert.ok(png, 'no png result');
+  assert.ok(Buffer.from(png.png, 'base64').subarray(1, 4).equals(Buffer.from('PNG')));
+});

@@ -1,0 +1,216 @@
+/* Malformed requests against a real envd server (in process, loopback, port chosen by the kernel): each gets
+ * a clean error and the agent keeps answering. */
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "agent.h"
+#include "children.h"
+#include "testutil.h"
+
+static agent a;
+static http_server *srv;
+static int port;
+
+static void setup(void)
+{
+    cube_err err = {0};
+    ck_assert_int_eq(children_start(), 0);
+    ck_assert_int_eq(agent_init(&a, "root", &err), 0);
+    srv = http_server_start("127.0.0.1", 0, envd_routes, &a, &err);
+    ck_assert_msg(srv != NULL, "%s", err.msg);
+    port = http_server_port(srv);
+}
+
+static void teardown(void)
+{
+    http_server_stop(srv);
+}
+
+/* Sends raw bytes, returns the whole response (malloc'd) with Connection: close semantics. */
+static char *roundtrip(const void *req, size_t len, size_t *out_len)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr);
+    ck_assert_int_eq(connect(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    ck_assert_int_eq(write(fd, req, len), (ssize_t)len);
+    shutdown(fd, SHUT_WR);
+    size_t cap = 65536, n = 0;
+    char *buf = malloc(cap + 1);
+    ssize_t r;
+    while ((r = read(fd, buf + n, cap - n)) > 0) n += (size_t)r;
+    close(fd);
+    buf[n] = '\0';
+    if (out_len) *out_len = n;
+    return buf;
+}
+
+static char *post(const char *path, const char *ctype, const void *body, size_t blen, size_t *out_len)
+{
+    char head[1024];
+    int hl = snprintf(
+        head, sizeof(head),
+        "POST %s HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: %s\r\nContent-Length: %zu\r\n\r\n",
+        path, ctype, blen);
+    char *req = malloc((size_t)hl + blen);
+    memcpy(req, head, (size_t)hl);
+    memcpy(req + hl, body, blen);
+    char *resp = roundtrip(req, (size_t)hl + blen, out_len);
+    free(req);
+    return resp;
+}
+
+static int status_of(const char *resp)
+{
+    int st = 0;
+    sscanf(resp, "HTTP/1.1 %d", &st);
+    return st;
+}
+
+static void assert_healthy(void)
+{
+    const char *req = "GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    char *resp = roundtrip(req, strlen(req), NULL);
+    ck_assert_int_eq(status_of(resp), 204);
+    free(resp);
+}
+
+START_TEST(stream_envelopes_malformed)
+{
+    const unsigned char truncated[] = {0, 0, 0, 0, 50, '{', '}'};
+    const unsigned char huge[] = {0, 0x7f, 0xff, 0xff, 0xff, '{', '}'};
+    const unsigned char header_only[] = {0, 0};
+    const unsigned char *cases[] = {truncated, huge, header_only};
+    size_t lens[] = {sizeof(truncated), sizeof(huge), sizeof(header_only)};
+    for (int i = 0; i < 3; i++) {
+        size_t n;
+        char *resp = post("/process.Process/Start", "application/connect+json", cases[i], lens[i], &n);
+        ck_assert_int_eq(status_of(resp), 200); /* Connect streams carry errors in the end-stream envelope */
+        ck_assert_msg(memmem(resp, n, "\"invalid_argument\"", 18) != NULL, "case %d", i);
+        free(resp);
+    }
+    assert_healthy();
+}
+END_TEST
+
+START_TEST(unary_bad_json)
+{
+    const char *bodies[] = {"{", "[1,2]", "\"str\"", "{\"process\":", "nul"};
+    for (int i = 0; i < 5; i++) {
+        char *resp = post("/process.Process/List", "application/json", bodies[i], strlen(bodies[i]), NULL);
+        ck_assert_msg(status_of(resp) == 400, "%s", resp);
+        ck_assert_ptr_nonnull(strstr(resp, "\"code\":\"invalid_argument\""));
+        free(resp);
+    }
+    const char *no_cmd = "{\"process\":{\"args\":[\"x\"]}}";
+    char env[64] = {0, 0, 0, 0, (char)strlen(no_cmd)};
+    memcpy(env + 5, no_cmd, strlen(no_cmd));
+    size_t n;
+    char *resp = post("/process.Process/Start", "application/connect+json", env, 5 + strlen(no_cmd), &n);
+    ck_assert_ptr_nonnull(memmem(resp, n, "process.cmd is required", 23));
+    free(resp);
+    resp = post("/filesystem.Filesystem/Stat", "application/json", "{\"path\":\"/nonexistent/x\"}", 25, NULL);
+    ck_assert_int_eq(status_of(resp), 404);
+    free(resp);
+    resp = post("/filesystem.Filesystem/Nope", "application/json", "{}", 2, NULL);
+    ck_assert_int_eq(status_of(resp), 501);
+    free(resp);
+    assert_healthy();
+}
+END_TEST
+
+START_TEST(files_bad_paths_and_bodies)
+{
+    const char *gets[] = {
+        "GET /files?path= HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        "GET /files?path=%00etc HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        "GET /files?path=/ HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        "GET /files?path=/no/such/file HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        "GET /files?path=/etc/hostname&username=nosuchuser HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    };
+    int want[] = {400, 400, 400, 404, 400};
+    for (int i = 0; i < 5; i++) {
+        char *resp = roundtrip(gets[i], strlen(gets[i]), NULL);
+        ck_assert_msg(status_of(resp) == want[i], "case %d: %s", i, resp);
+        ck_assert_ptr_nonnull(strstr(resp, "\"message\""));
+        free(resp);
+    }
+    /* a path far longer than PATH_MAX */
+    size_t n = 10000;
+    char *longreq = malloc(n + 200);
+    int off = sprintf(longreq, "GET /files?path=/");
+    memset(longreq + off, 'a', n);
+    strcpy(longreq + off + n, " HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    char *resp = roundtrip(longreq, strlen(longreq), NULL);
+    ck_assert_int_ge(status_of(resp), 400);
+    ck_assert_int_lt(status_of(resp), 500);
+    free(resp);
+    free(longreq);
+    /* multipart without a boundary, and a Range past the end */
+    resp = post("/files?path=/tmp/cube-x", "multipart/form-data", "garbage", 7, NULL);
+    ck_assert_int_eq(status_of(resp), 400);
+    free(resp);
+    const char *range = "GET /files?path=/etc/hostname HTTP/1.1\r\nHost: x\r\nRange: "
+                        "bytes=999999-\r\nConnection: close\r\n\r\n";
+    resp = roundtrip(range, strlen(range), NULL);
+    ck_assert_int_eq(status_of(resp), 416);
+    free(resp);
+    const char *gz = "not gzip at all";
+    char head[512];
+    int hl = snprintf(
+        head, sizeof(head),
+        "POST /files?path=/tmp/cube-gz-test HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: "
+        "application/octet-stream\r\nContent-Encoding: gzip\r\nContent-Length: %zu\r\n\r\n%s",
+        strlen(gz), gz);
+    resp = roundtrip(head, (size_t)hl, NULL);
+    ck_assert_int_eq(status_of(resp), 400);
+    free(resp);
+    unlink("/tmp/cube-gz-test");
+    assert_healthy();
+}
+END_TEST
+
+START_TEST(routing_and_init_errors)
+{
+    const char *req = "GET /nope HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    char *resp = roundtrip(req, strlen(req), NULL);
+    ck_assert_int_eq(status_of(resp), 404);
+    free(resp);
+    req = "DELETE /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    resp = roundtrip(req, strlen(req), NULL);
+    ck_assert_int_eq(status_of(resp), 405);
+    free(resp);
+    resp = post("/init", "application/json", "[1]", 3, NULL);
+    ck_assert_int_eq(status_of(resp), 400);
+    free(resp);
+    resp = post("/init", "application/json", "{\"envVars\":{\"A\":1}}", 19, NULL);
+    ck_assert_int_eq(status_of(resp), 400);
+    free(resp);
+    resp = post("/init", "application/json", "{\"defaultUser\":\"no-such-user-here\"}", 35, NULL);
+    ck_assert_int_eq(status_of(resp), 400);
+    free(resp);
+    /* garbage that is not HTTP at all */
+    resp = roundtrip("\x16\x03\x01garbage\r\n\r\n", 13, NULL);
+    free(resp);
+    assert_healthy();
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("agent_http");
+    TCase *tc = tcase_create("malformed");
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_set_timeout(tc, 30);
+    tcase_add_test(tc, stream_envelopes_malformed);
+    tcase_add_test(tc, unary_bad_json);
+    tcase_add_test(tc, files_bad_paths_and_bodies);
+    tcase_add_test(tc, routing_and_init_errors);
+    suite_add_tcase(s, tc);
+    return cube_run_suite(s);
+}
