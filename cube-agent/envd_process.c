@@ -131,19 +131,22 @@ void envd_process_start(agent *a, http_req *req)
     env_merge(&env, pj_get(pc, "envs", NULL));
 
     const char *req_cwd = pj_string(pc, "cwd", NULL);
+    int explicit_cwd = req_cwd && *req_cwd;
     int rc = agent_resolve_path(&u,
-                                req_cwd && *req_cwd ? req_cwd
-                                : workdir           ? workdir
-                                                    : u.home,
+                                explicit_cwd ? req_cwd
+                                : workdir    ? workdir
+                                             : u.home,
                                 cwd, sizeof(cwd), &err);
     free(workdir);
     struct stat st;
-    if (rc < 0 || stat(cwd, &st) < 0 || !S_ISDIR(st.st_mode)) {
+    int usable = rc == 0 && stat(cwd, &st) == 0 && S_ISDIR(st.st_mode);
+    if (!usable && explicit_cwd) {
         char msg[4200];
         snprintf(msg, sizeof(msg), "cwd '%s' does not exist or is not a directory", cwd);
         envd_rpc_error(req, 1, CONNECT_INVALID_ARGUMENT, msg);
         goto out;
     }
+    if (!usable) snprintf(cwd, sizeof(cwd), "/"); /* a user without a home (nobody) starts at the root */
     proc_spec spec = {
         .cmd = cmd,
         .argv = argv.v,

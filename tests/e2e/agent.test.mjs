@@ -46,6 +46,16 @@ test('commands: stdout, exit codes, envs, cwd', async () => {
   assert.equal(cwd.stdout.trim(), dir);
 });
 
+test('commands and files run as the requested user', async () => {
+  const r = await sbx.commands.run('id -un; echo $HOME', { user: 'nobody' });
+  assert.equal(r.stdout.split('\n')[0], 'nobody');
+  await sbx.files.write(`${dir}/as-root.txt`, 'x');
+  assert.equal((await sbx.files.getInfo(`${dir}/as-root.txt`)).owner, 'root');
+  // nobody may not write into a root-owned 0700 directory
+  await sbx.commands.run(`mkdir -p ${dir}/private && chmod 700 ${dir}/private`);
+  await assert.rejects(sbx.files.write(`${dir}/private/x.txt`, 'no', { user: 'nobody' }));
+});
+
 test('commands: output streams as it happens', async () => {
   const seen = [];
   const t0 = Date.now();
@@ -160,6 +170,14 @@ test('runCode: contexts keep separate state; env vars per execution', async () =
   assert.equal((await ci.runCode('v', { context: a })).error.name, 'NameError');
   await ci.removeCodeContext(b);
   assert.ok(!(await ci.listCodeContexts()).some((c) => c.id === b.id));
+});
+
+test('runCode: a pandas DataFrame comes back with html', async () => {
+  const ci = await CodeSandbox.connect('itest0000000000000000');
+  const r = await ci.runCode('import pandas as pd\npd.DataFrame({"a": [1, 2], "b": [3, 4]})');
+  assert.equal(r.error, undefined, JSON.stringify(r.error));
+  assert.match(r.results[0].html, /<table/);
+  assert.match(r.text, /a\s+b/);
 });
 
 test('runCode: a matplotlib figure comes back as PNG', async () => {
