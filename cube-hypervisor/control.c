@@ -1,0 +1,138 @@
+#include "control.h"
+
+#include <errno.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <unistd.h>
+
+#include "hypervisor.pb-c.h"
+#include "timeutil.h"
+
+static int info(void *svc, cube_rpc_ctx *ctx, const void *req, void *resp, cube_err *err)
+{
+    (void)req;
+    (void)err;
+    hv_control *c = svc;
+    Cube__HvInfo *out = resp;
+    char ns[64];
+    pid_t pid = c->ops->init_pid(c->sb);
+    snprintf(ns, sizeof(ns), "/proc/%d/ns/net", pid);
+    out->sandbox_id = cube_rpc_strdup(ctx, c->id);
+    out->backend = cube_rpc_strdup(ctx, c->ops->name);
+    out->init_pid = pid;
+    out->netns_path = cube_rpc_strdup(ctx, ns);
+    return 0;
+}
+
+static int lifecycle(hv_control *c, int (*op)(hv_sandbox *, cube_err *), cube_err *err)
+{
+    pthread_mutex_lock(&c->lock);
+    int rc = c->stopping ? cube_err_set(err, EBUSY, "sandbox %s is stopping", c->id) : op(c->sb, err);
+    pthread_mutex_unlock(&c->lock);
+    return rc;
+}
+
+static int pause_(void *svc, cube_rpc_ctx *ctx, const void *req, void *resp, cube_err *err)
+{
+    (void)ctx;
+    (void)req;
+    (void)resp;
+    hv_control *c = svc;
+    return lifecycle(c, c->ops->pause, err);
+}
+
+static int resume_(void *svc, cube_rpc_ctx *ctx, const void *req, void *resp, cube_err *err)
+{
+    (void)ctx;
+    (void)req;
+    (void)resp;
+    hv_control *c = svc;
+    return lifecycle(c, c->ops->resume, err);
+}
+
+static int snapshot(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *respp, cube_err *err)
+{
+    hv_control *c = svc;
+    const Cube__HvSnapshotRequest *req = reqp;
+    Cube__HvSnapshotResponse *resp = respp;
+    if (!req->dir || req->dir[0] != '/')
+        return cube_err_set(err, EINVAL, "snapshot dir must be an absolute path");
+    bool ps = false;
+    pthread_mutex_lock(&c->lock);
+    int rc = c->stopping ? cube_err_set(err, EBUSY, "sandbox %s is stopping", c->id)
+                         : c->ops->snapshot(c->sb, req->dir, &ps, err);
+    pthread_mutex_unlock(&c->lock);
+    if (rc < 0) return -1;
+    resp->dir = cube_rpc_strdup(ctx, req->dir);
+    resp->has_process_state = ps;
+    return 0;
+}
+
+static uint64_t host_mem_total(void)
+{
+    long pages = sysconf(_SC_PHYS_PAGES), size = sysconf(_SC_PAGESIZE);
+    return pages > 0 && size > 0 ? (uint64_t)pages * (uint64_t)size : 0;
+}
+
+static int stats(void *svc, cube_rpc_ctx *ctx, const void *req, void *respp, cube_err *err)
+{
+    (void)ctx;
+    (void)req;
+    hv_control *c = svc;
+    Cube__HvStats *out = respp;
+    hv_stats st;
+    pthread_mutex_lock(&c->lock);
+    int rc = c->ops->stats(c->sb, &st, err);
+    int64_t now = cube_now_mono_ns();
+    double pct = 0;
+    if (rc == 0 && c->last_sample_ns && now > c->last_sample_ns && st.cg.cpu_usage_ns >= c->last_cpu_ns)
+        pct = 100.0 * (double)(st.cg.cpu_usage_ns - c->last_cpu_ns) / (double)(now - c->last_sample_ns);
+    if (rc == 0) {
+        c->last_cpu_ns = st.cg.cpu_usage_ns;
+        c->last_sample_ns = now;
+    }
+    pthread_mutex_unlock(&c->lock);
+    if (rc < 0) return -1;
+    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+    out->cpu_count = (uint32_t)(ncpu > 0 ? ncpu : 1);
+    out->cpu_used_pct = pct;
+    out->mem_used = st.cg.mem_used;
+    out->mem_total =
+        st.cg.mem_limit && st.cg.mem_limit < host_mem_total() ? st.cg.mem_limit : host_mem_total();
+    out->mem_cache = st.cg.mem_cache;
+    out->disk_used = st.disk_used;
+    out->disk_total = st.disk_total;
+    out->pids = st.cg.pids;
+    out->state =
+        st.cg.frozen ? CUBE__SANDBOX_STATE__SANDBOX_STATE_PAUSED : CUBE__SANDBOX_STATE__SANDBOX_STATE_RUNNING;
+    return 0;
+}
+
+static int stop(void *svc, cube_rpc_ctx *ctx, const void *req, void *resp, cube_err *err)
+{
+    (void)ctx;
+    (void)req;
+    (void)resp;
+    (void)err;
+    hv_control *c = svc;
+    pthread_mutex_lock(&c->lock);
+    c->stopping = 1;
+    pthread_mutex_unlock(&c->lock);
+    uint64_t one = 1;
+    if (write(c->stop_fd, &one, sizeof(one)) < 0) return cube_err_sys(err, errno, "signal stop");
+    return 0;
+}
+
+#define M(name, fn, req, resp)                                                                               \
+    {                                                                                                        \
+        "/cube.Hypervisor/" name, &req##__descriptor, &resp##__descriptor, fn                                \
+    }
+const cube_rpc_method hv_control_methods[] = {
+    M("Info", info, cube__empty, cube__hv_info),
+    M("Pause", pause_, cube__empty, cube__empty),
+    M("Resume", resume_, cube__empty, cube__empty),
+    M("Snapshot", snapshot, cube__hv_snapshot_request, cube__hv_snapshot_response),
+    M("Stats", stats, cube__empty, cube__hv_stats),
+    M("Stop", stop, cube__empty, cube__empty),
+    {0},
+};

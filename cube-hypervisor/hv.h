@@ -1,0 +1,56 @@
+/* cube-hypervisor: one process per sandbox. The isolation backends sit behind one ops table; nothing above it
+ * knows which runs. A sandbox is created when the process starts (its spec is the command line) and answered
+ * for over the control socket until it stops. */
+#ifndef CUBE_HV_H
+#define CUBE_HV_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "cgroup.h"
+#include "err.h"
+
+typedef struct hv_spec {
+    const char *id;        /* sandbox id: also the hostname and the cgroup name */
+    const char *rootfs;    /* template rootfs directory: the lowest, read-only layer */
+    const char *layers;    /* optional "dirA:dirB" stacked above rootfs (restore, fork); may be NULL */
+    const char *state_dir; /* per-sandbox directory, created by the caller */
+    const char *agent_bin; /* host path of cube-agent, bind-mounted read-only at /.cube/cube-agent */
+    char *const *argv;     /* PID 1; NULL: the agent */
+    char *const *envp;
+    cg_limits limits;
+    uint64_t disk_mb; /* size of the writable layer */
+    uid_t uid_base;   /* root inside is this host uid */
+    uint32_t uid_count;
+} hv_spec;
+
+typedef struct hv_stats {
+    cg_stats cg;
+    uint64_t disk_used, disk_total;
+} hv_stats;
+
+typedef struct hv_sandbox hv_sandbox;
+
+typedef struct hv_ops {
+    const char *name;
+    /* 0 when this host can run the backend, else -1 with the reason in err. */
+    int (*available)(cube_err *err);
+    int (*create)(const hv_spec *spec, hv_sandbox **out, cube_err *err);
+    pid_t (*init_pid)(hv_sandbox *sb);
+    int (*pause)(hv_sandbox *sb, cube_err *err);
+    int (*resume)(hv_sandbox *sb, cube_err *err);
+    /* Copies the writable layer to dir (paused meanwhile); *process_state says whether processes were saved.
+     */
+    int (*snapshot)(hv_sandbox *sb, const char *dir, bool *process_state, cube_err *err);
+    int (*stats)(hv_sandbox *sb, hv_stats *st, cube_err *err);
+    /* Kills everything, removes mounts and cgroups. Idempotent; frees sb. */
+    void (*destroy)(hv_sandbox *sb);
+} hv_ops;
+
+extern const hv_ops hv_ns_ops;
+
+/* "auto": kvm when /dev/kvm works and the kvm backend is built, else ns. Logs the choice. */
+const hv_ops *hv_backend_pick(const char *name, cube_err *err);
+
+#endif

@@ -1,0 +1,206 @@
+/* cube-hypervisor: creates one sandbox from its command line, answers its control socket, and tears it down
+ * on Stop, SIGTERM/SIGINT, or when the sandbox's PID 1 exits. Prints "ready <init pid> <backend>" once
+ * running. */
+#include <errno.h>
+#include <libgen.h>
+#include <limits.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/signalfd.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "config.h"
+#include "control.h"
+#include "log.h"
+
+static const cube_config_flag flags[] = {
+    {"id", "hv.id", true, "sandbox id (hostname, cgroup name)"},
+    {"rootfs", "hv.rootfs", true, "template rootfs directory (read-only lower layer)"},
+    {"layers", "hv.layers", true, "extra read-only layers above the rootfs, dirA:dirB (restore/fork)"},
+    {"state", "hv.state", true, "per-sandbox state directory"},
+    {"agent", "hv.agent", true, "cube-agent binary to run as PID 1 (default: beside this binary)"},
+    {"backend", "hv.backend", true, "auto | ns | kvm (default auto)"},
+    {"control", "hv.control", true, "control socket address (default unix:<state>/control.sock)"},
+    {"cpus", "hv.cpus", true, "cpu limit in cores (default 2)"},
+    {"memory-mb", "hv.memory_mb", true, "memory limit (default 512)"},
+    {"disk-mb", "hv.disk_mb", true, "writable layer size (default 1024)"},
+    {"pids", "hv.pids", true, "process limit (default 1024)"},
+    {"uid-base", "hv.uid_base", true, "host uid of root inside (default 100000)"},
+    {"help", "hv.help", false, "this text"},
+    {0},
+};
+
+static void usage(void)
+{
+    fprintf(stderr, "usage: cube-hypervisor --id ID --rootfs DIR --state DIR [flags] [-- init argv]\n");
+    for (const cube_config_flag *f = flags; f->name; f++) fprintf(stderr, "  --%-10s %s\n", f->name, f->help);
+}
+
+static int valid_id(const char *s)
+{
+    size_t n = strlen(s);
+    if (n == 0 || n > 63) return 0;
+    for (const char *p = s; *p; p++)
+        if (!((*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') || *p == '-')) return 0;
+    return 1;
+}
+
+/* cube-agent beside us: installed side by side, or the build tree's cube-agent/ folder */
+static void default_agent(char *out, size_t cap)
+{
+    char self[PATH_MAX];
+    ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+    if (n < 0) n = 0;
+    self[n] = '\0';
+    char *dir = dirname(self);
+    snprintf(out, cap, "%s/cube-agent", dir);
+    if (access(out, X_OK) == 0) return;
+    snprintf(out, cap, "%s/../cube-agent/cube-agent", dir);
+}
+
+static int run(cube_config *cfg, int argc, char **argv)
+{
+    cube_err err = {0};
+    int first = 0;
+    if (cube_config_parse_args(cfg, argc, argv, flags, &first, &err) < 0) {
+        fprintf(stderr, "cube-hypervisor: %s\n", err.msg);
+        usage();
+        return 2;
+    }
+    bool help = false;
+    cube_config_get_bool(cfg, "hv.help", false, &help, NULL);
+    if (help) {
+        usage();
+        return 0;
+    }
+    const char *id = cube_config_get(cfg, "hv.id", NULL), *rootfs = cube_config_get(cfg, "hv.rootfs", NULL),
+               *state = cube_config_get(cfg, "hv.state", NULL);
+    if (!id || !rootfs || !state) {
+        fprintf(stderr, "cube-hypervisor: --id, --rootfs and --state are required\n");
+        usage();
+        return 2;
+    }
+    if (!valid_id(id)) {
+        fprintf(stderr, "cube-hypervisor: --id '%s' must be 1-63 chars of [a-z0-9-]\n", id);
+        return 2;
+    }
+    long long cpus, mem, disk, pids, uid_base;
+    if (cube_config_get_int(cfg, "hv.cpus", 2, 0, 1024, &cpus, &err) < 0 ||
+        cube_config_get_int(cfg, "hv.memory_mb", 512, 0, 1 << 22, &mem, &err) < 0 ||
+        cube_config_get_int(cfg, "hv.disk_mb", 1024, 1, 1 << 22, &disk, &err) < 0 ||
+        cube_config_get_int(cfg, "hv.pids", 1024, 0, 1 << 22, &pids, &err) < 0 ||
+        cube_config_get_int(cfg, "hv.uid_base", 100000, 1, (1LL << 32) - 65537, &uid_base, &err) < 0) {
+        fprintf(stderr, "cube-hypervisor: %s\n", err.msg);
+        return 2;
+    }
+    char rootfs_abs[PATH_MAX], state_abs[PATH_MAX], agent[PATH_MAX];
+    if (!realpath(rootfs, rootfs_abs) || !realpath(state, state_abs)) {
+        fprintf(stderr, "cube-hypervisor: %s: %s\n", realpath(rootfs, rootfs_abs) ? state : rootfs,
+                strerror(errno));
+        return 2;
+    }
+    const char *agent_flag = cube_config_get(cfg, "hv.agent", NULL);
+    if (agent_flag)
+        snprintf(agent, sizeof(agent), "%s", agent_flag);
+    else
+        default_agent(agent, sizeof(agent));
+    char agent_abs[PATH_MAX];
+    if (!realpath(agent, agent_abs) || access(agent_abs, X_OK) < 0) {
+        fprintf(stderr, "cube-hypervisor: cube-agent not found at %s (use --agent)\n", agent);
+        return 2;
+    }
+
+    const hv_ops *ops = hv_backend_pick(cube_config_get(cfg, "hv.backend", "auto"), &err);
+    if (!ops) {
+        fprintf(stderr, "cube-hypervisor: %s\n", err.msg);
+        return 1;
+    }
+    /* SIGCHLD tells us PID 1 exited; SIGTERM/SIGINT stop us. All arrive on a signalfd. */
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGCHLD);
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
+    int sfd = signalfd(-1, &set, SFD_CLOEXEC);
+
+    hv_spec spec = {
+        .id = id,
+        .rootfs = rootfs_abs,
+        .layers = cube_config_get(cfg, "hv.layers", NULL),
+        .state_dir = state_abs,
+        .agent_bin = agent_abs,
+        .argv = first < argc ? argv + first : NULL,
+        .limits = {(uint32_t)cpus, (uint64_t)mem, (uint32_t)pids},
+        .disk_mb = (uint64_t)disk,
+        .uid_base = (uid_t)uid_base,
+        .uid_count = 65536,
+    };
+    hv_control ctl = {.ops = ops, .lock = PTHREAD_MUTEX_INITIALIZER};
+    snprintf(ctl.id, sizeof(ctl.id), "%s", id);
+    ctl.stop_fd = eventfd(0, EFD_CLOEXEC);
+    if (ops->create(&spec, &ctl.sb, &err) < 0) {
+        fprintf(stderr, "cube-hypervisor: create sandbox %s: %s\n", id, err.msg);
+        return 1;
+    }
+    char control[PATH_MAX + 32];
+    const char *control_flag = cube_config_get(cfg, "hv.control", NULL);
+    snprintf(control, sizeof(control), "%s", control_flag ? control_flag : "");
+    if (!control_flag) snprintf(control, sizeof(control), "unix:%s/control.sock", state_abs);
+    cube_rpc_server *srv = cube_rpc_server_start(control, hv_control_methods, &ctl, 2, &err);
+    if (!srv) {
+        fprintf(stderr, "cube-hypervisor: control socket: %s\n", err.msg);
+        ops->destroy(ctl.sb);
+        return 1;
+    }
+    pid_t init = ops->init_pid(ctl.sb);
+    cube_log_info("sandbox running", "id=%s backend=%s init_pid=%d control=%s", id, ops->name, init, control);
+    printf("ready %d %s\n", init, ops->name);
+    fflush(stdout);
+
+    int rc = 0;
+    for (;;) {
+        struct pollfd fds[2] = {{sfd, POLLIN, 0}, {ctl.stop_fd, POLLIN, 0}};
+        if (poll(fds, 2, -1) < 0) {
+            if (errno == EINTR) continue;
+            break;
+        }
+        if (fds[1].revents) break; /* Stop RPC */
+        struct signalfd_siginfo si;
+        if (read(sfd, &si, sizeof(si)) != sizeof(si)) continue;
+        if (si.ssi_signo != SIGCHLD) break;
+        /* only PID 1: other children (the janitor, a snapshot's copy) are waited for by their owners */
+        int st;
+        if (waitpid(init, &st, WNOHANG) == init) {
+            cube_log_warn("sandbox init exited", "id=%s status=%d", id, st);
+            rc = 1;
+            break;
+        }
+    }
+    pthread_mutex_lock(&ctl.lock);
+    ctl.stopping = 1;
+    pthread_mutex_unlock(&ctl.lock);
+    cube_rpc_server_stop(srv);
+    ops->destroy(ctl.sb);
+    char sock[PATH_MAX + 32];
+    if (strncmp(control, "unix:", 5) == 0) {
+        snprintf(sock, sizeof(sock), "%s", control + 5);
+        unlink(sock);
+    }
+    cube_log_info("sandbox stopped", "id=%s", id);
+    return rc;
+}
+
+int main(int argc, char **argv)
+{
+    cube_log_init("cube-hypervisor", -1);
+    cube_config *cfg = cube_config_new();
+    int rc = run(cfg, argc, argv);
+    cube_config_free(cfg);
+    return rc;
+}

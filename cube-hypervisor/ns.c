@@ -1,0 +1,448 @@
+/* The ns backend: a hardened namespace jail. Root inside is root of the sandbox's own user namespace only
+ * (mapped to an unprivileged host uid); the template rootfs is the read-only lower layer of an overlay whose
+ * writable layer is a size-limited tmpfs; cgroups bound cpu, memory and pids; no_new_privs and a seccomp
+ * filter close what namespaces do not. PID 1 dies with this process (PDEATHSIG), and a janitor process
+ * removes the cgroups and mounts even when this process is killed with SIGKILL. */
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/sched.h>
+#include <net/if.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mount.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/statfs.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "hv.h"
+#include "log.h"
+#include "sandbox_seccomp.h"
+
+struct hv_sandbox {
+    char id[64];
+    char state[4096];
+    char root[4200]; /* <state>/root: the overlay's mount point */
+    char rw[4200];   /* <state>/rw: tmpfs holding upper/ and work/ */
+    pid_t init;
+    pid_t janitor;
+    int lifeline; /* write end; the janitor cleans up when it closes */
+    cgroup cg;
+    bool cg_made, rw_mounted;
+};
+
+static int ns_available(cube_err *err)
+{
+    if (access("/proc/self/ns/user", F_OK) < 0) return cube_err_set(err, ENOTSUP, "no user namespaces");
+    if (geteuid() != 0) return cube_err_set(err, EPERM, "the ns backend needs root (it maps uid ranges)");
+    return 0;
+}
+
+static int write_proc(const char *path, const char *v, cube_err *err)
+{
+    int fd = open(path, O_WRONLY | O_CLOEXEC);
+    if (fd < 0) return cube_err_sys(err, errno, "open %s", path);
+    ssize_t n = write(fd, v, strlen(v));
+    int e = errno;
+    close(fd);
+    return n == (ssize_t)strlen(v) ? 0 : cube_err_sys(err, e, "write %s", path);
+}
+
+/* ---- in the child, between clone and exec: report failures through errfd and exit ---- */
+
+static void child_fail(int errfd, const char *what)
+{
+    char msg[512];
+    int n = snprintf(msg, sizeof(msg), "%s: %s", what, strerror(errno));
+    if (write(errfd, msg, (size_t)n) < 0) {
+    }
+    _exit(127);
+}
+
+static void bind_dev(int errfd, const char *root, const char *name)
+{
+    char dst[4400], src[64];
+    snprintf(dst, sizeof(dst), "%s/dev/%s", root, name);
+    snprintf(src, sizeof(src), "/dev/%s", name);
+    int fd = open(dst, O_CREAT | O_WRONLY | O_CLOEXEC, 0666);
+    if (fd < 0) child_fail(errfd, "create /dev node");
+    close(fd);
+    if (mount(src, dst, NULL, MS_BIND, NULL) < 0) child_fail(errfd, src);
+}
+
+static void setup_dev(int errfd, const char *root)
+{
+    char p[4400];
+    snprintf(p, sizeof(p), "%s/dev", root);
+    mkdir(p, 0755);
+    if (mount("tmpfs", p, "tmpfs", MS_NOSUID | MS_NOEXEC | MS_STRICTATIME, "mode=755,size=65536k") < 0)
+        child_fail(errfd, "mount /dev");
+    static const char *const nodes[] = {"null", "zero", "full", "random", "urandom", "tty"};
+    for (size_t i = 0; i < sizeof(nodes) / sizeof(nodes[0]); i++) bind_dev(errfd, root, nodes[i]);
+    snprintf(p, sizeof(p), "%s/dev/pts", root);
+    mkdir(p, 0755);
+    if (mount("devpts", p, "devpts", MS_NOSUID | MS_NOEXEC, "newinstance,ptmxmode=0666,mode=0620") < 0)
+        child_fail(errfd, "mount /dev/pts");
+    snprintf(p, sizeof(p), "%s/dev/shm", root);
+    mkdir(p, 01777);
+    if (mount("shm", p, "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777,size=65536k") < 0)
+        child_fail(errfd, "mount /dev/shm");
+    static const char *const links[][2] = {{"pts/ptmx", "ptmx"},
+                                           {"/proc/self/fd", "fd"},
+                                           {"/proc/self/fd/0", "stdin"},
+                                           {"/proc/self/fd/1", "stdout"},
+                                           {"/proc/self/fd/2", "stderr"}};
+    for (size_t i = 0; i < sizeof(links) / sizeof(links[0]); i++) {
+        snprintf(p, sizeof(p), "%s/dev/%s", root, links[i][1]);
+        if (symlink(links[i][0], p) < 0) child_fail(errfd, "symlink in /dev");
+    }
+}
+
+static void loopback_up(void)
+{
+    int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (s < 0) return;
+    struct ifreq ifr = {0};
+    strcpy(ifr.ifr_name, "lo");
+    if (ioctl(s, SIOCGIFFLAGS, &ifr) == 0) {
+        ifr.ifr_flags |= IFF_UP;
+        ioctl(s, SIOCSIFFLAGS, &ifr);
+    }
+    close(s);
+}
+
+typedef struct child_args {
+    const hv_spec *spec;
+    hv_sandbox *sb;
+    int syncfd; /* read: the parent has written uid_map and placed us in the cgroups */
+    int errfd;  /* write: an error message; closed by exec on success */
+} child_args;
+
+static void child_main(const child_args *c)
+{
+    const hv_spec *spec = c->spec;
+    hv_sandbox *sb = c->sb;
+    int errfd = c->errfd;
+    /* PID 1 must not outlive the hypervisor: its death takes the whole pid namespace with it. (getppid() is 0
+     * in a new pid namespace; a parent that died before this line closed the sync pipe, so the read fails.)
+     */
+    if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0) _exit(126);
+    char go;
+    if (read(c->syncfd, &go, 1) != 1) _exit(126);
+    close(c->syncfd);
+    if (setresgid(0, 0, 0) < 0 || setresuid(0, 0, 0) < 0)
+        child_fail(errfd, "become root of the user namespace");
+    if (unshare(CLONE_NEWCGROUP) < 0) child_fail(errfd, "cgroup namespace");
+    if (sethostname(spec->id, strlen(spec->id)) < 0) child_fail(errfd, "sethostname");
+    if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0) child_fail(errfd, "make mounts private");
+
+    char opts[12288];
+    snprintf(opts, sizeof(opts), "lowerdir=%s%s%s,upperdir=%s/upper,workdir=%s/work,userxattr",
+             spec->layers ? spec->layers : "", spec->layers ? ":" : "", spec->rootfs, sb->rw, sb->rw);
+    if (mount("overlay", sb->root, "overlay", 0, opts) < 0) child_fail(errfd, "mount overlay rootfs");
+
+    char p[4400];
+    snprintf(p, sizeof(p), "%s/proc", sb->root);
+    mkdir(p, 0555);
+    if (mount("proc", p, "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) < 0)
+        child_fail(errfd, "mount /proc");
+    snprintf(p, sizeof(p), "%s/sys", sb->root);
+    mkdir(p, 0555);
+    if (mount("sysfs", p, "sysfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) < 0)
+        child_fail(errfd, "mount /sys read-only");
+    setup_dev(errfd, sb->root);
+    snprintf(p, sizeof(p), "%s/tmp", sb->root);
+    mkdir(p, 01777);
+
+    if (spec->agent_bin) {
+        snprintf(p, sizeof(p), "%s/.cube", sb->root);
+        mkdir(p, 0755);
+        snprintf(p, sizeof(p), "%s/.cube/cube-agent", sb->root);
+        int fd = open(p, O_CREAT | O_WRONLY | O_CLOEXEC, 0755);
+        if (fd < 0) child_fail(errfd, "create /.cube/cube-agent");
+        close(fd);
+        if (mount(spec->agent_bin, p, NULL, MS_BIND, NULL) < 0) child_fail(errfd, "bind cube-agent");
+        if (mount(NULL, p, NULL, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV, NULL) < 0)
+            child_fail(errfd, "cube-agent read-only");
+    }
+
+    /* the host's filesystem leaves the view: only the sandbox root remains */
+    if (chdir(sb->root) < 0) child_fail(errfd, "chdir rootfs");
+    if (syscall(SYS_pivot_root, ".", ".") < 0) child_fail(errfd, "pivot_root");
+    if (umount2(".", MNT_DETACH) < 0) child_fail(errfd, "detach the old root");
+    if (chdir("/") < 0) child_fail(errfd, "chdir /");
+    loopback_up();
+
+    /* Last privilege steps: no_new_privs (no setuid gains), then the seccomp filter, then exec. */
+    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0) child_fail(errfd, "no_new_privs");
+    cube_err err = {0};
+    if (sandbox_seccomp_load(&err) < 0) {
+        if (write(errfd, err.msg, strlen(err.msg)) < 0) {
+        }
+        _exit(127);
+    }
+    static char *const agent_argv[] = {"/.cube/cube-agent", NULL};
+    char *const *argv = spec->argv && spec->argv[0] ? spec->argv : agent_argv;
+    static char *const default_env[] = {"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+                                        "HOME=/root", NULL};
+    execve(argv[0], argv, spec->envp ? spec->envp : default_env);
+    child_fail(errfd, argv[0]);
+}
+
+/* Removes everything the sandbox left on the host; runs in the hypervisor (stop) and in the janitor (crash).
+ */
+static void cleanup(hv_sandbox *sb)
+{
+    if (sb->init > 0) kill(sb->init, SIGKILL);
+    if (sb->cg_made) sb->cg.ops->destroy(&sb->cg);
+    if (sb->rw_mounted) umount2(sb->rw, MNT_DETACH);
+    rmdir(sb->root);
+    rmdir(sb->rw);
+}
+
+/* A process of its own that outlives a SIGKILLed hypervisor: when the lifeline closes, it cleans up. */
+static pid_t start_janitor(hv_sandbox *sb, int *lifeline, cube_err *err)
+{
+    int fds[2];
+    if (pipe2(fds, O_CLOEXEC) < 0) return cube_err_sys(err, errno, "janitor pipe");
+    pid_t pid = fork();
+    if (pid < 0) {
+        close(fds[0]);
+        close(fds[1]);
+        return cube_err_sys(err, errno, "fork janitor");
+    }
+    if (pid == 0) {
+        setsid(); /* not in the hypervisor's process group: a group kill must not take the janitor too */
+        signal(SIGTERM, SIG_IGN);
+        signal(SIGINT, SIG_IGN);
+        close(fds[1]);
+        char c;
+        while (read(fds[0], &c, 1) > 0 || errno == EINTR) {
+        }
+        cleanup(sb);
+        _exit(0);
+    }
+    close(fds[0]);
+    *lifeline = fds[1];
+    return pid;
+}
+
+static int ns_create(const hv_spec *spec, hv_sandbox **out, cube_err *err)
+{
+    hv_sandbox *sb = calloc(1, sizeof(*sb));
+    if (!sb) return cube_err_set(err, ENOMEM, "out of memory");
+    sb->init = sb->janitor = -1;
+    sb->lifeline = -1;
+    snprintf(sb->id, sizeof(sb->id), "%s", spec->id);
+    snprintf(sb->state, sizeof(sb->state), "%s", spec->state_dir);
+    snprintf(sb->root, sizeof(sb->root), "%s/root", spec->state_dir);
+    snprintf(sb->rw, sizeof(sb->rw), "%s/rw", spec->state_dir);
+    int syncp[2] = {-1, -1}, errp[2] = {-1, -1};
+    char buf[4400];
+
+    if (cgroup_init(&sb->cg, spec->id, err) < 0) goto fail;
+    /* the sandbox's root (an unprivileged host uid) mounts the overlay from inside: it must be able to pass
+     * through the state directory, though not to list it */
+    if (chmod(sb->state, 0711) < 0) {
+        cube_err_sys(err, errno, "chmod %s", sb->state);
+        goto fail;
+    }
+    if (mkdir(sb->root, 0755) < 0 && errno != EEXIST) {
+        cube_err_sys(err, errno, "mkdir %s", sb->root);
+        goto fail;
+    }
+    if (mkdir(sb->rw, 0700) < 0 && errno != EEXIST) {
+        cube_err_sys(err, errno, "mkdir %s", sb->rw);
+        goto fail;
+    }
+    /* the writable layer: a tmpfs of disk_mb owned by the sandbox's root, so overlay copy-up works inside */
+    snprintf(buf, sizeof(buf), "size=%llum,mode=0755,uid=%u,gid=%u",
+             (unsigned long long)(spec->disk_mb ? spec->disk_mb : 1024), spec->uid_base, spec->uid_base);
+    if (mount("cube-rw", sb->rw, "tmpfs", MS_NOSUID | MS_NODEV, buf) < 0) {
+        cube_err_sys(err, errno, "mount writable layer at %s", sb->rw);
+        goto fail;
+    }
+    sb->rw_mounted = true;
+    snprintf(buf, sizeof(buf), "%s/upper", sb->rw);
+    if (mkdir(buf, 0755) < 0 || chown(buf, spec->uid_base, spec->uid_base) < 0) {
+        cube_err_sys(err, errno, "prepare %s", buf);
+        goto fail;
+    }
+    snprintf(buf, sizeof(buf), "%s/work", sb->rw);
+    if (mkdir(buf, 0755) < 0 || chown(buf, spec->uid_base, spec->uid_base) < 0) {
+        cube_err_sys(err, errno, "prepare %s", buf);
+        goto fail;
+    }
+    if (sb->cg.ops->create(&sb->cg, &spec->limits, err) < 0) {
+        sb->cg_made = true; /* partly made: destroy removes what exists */
+        goto fail;
+    }
+    sb->cg_made = true;
+    sb->janitor = start_janitor(sb, &sb->lifeline, err);
+    if (sb->janitor < 0) goto fail;
+
+    if (pipe2(syncp, O_CLOEXEC) < 0 || pipe2(errp, O_CLOEXEC) < 0) {
+        cube_err_sys(err, errno, "pipes");
+        goto fail;
+    }
+    struct clone_args ca = {
+        .flags = CLONE_NEWUSER | CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWUTS | CLONE_NEWIPC,
+        .exit_signal = SIGCHLD,
+    };
+    child_args cargs = {spec, sb, syncp[0], errp[1]};
+    long pid = syscall(SYS_clone3, &ca, sizeof(ca));
+    if (pid == 0) child_main(&cargs);
+    if (pid < 0) {
+        cube_err_sys(err, errno, "clone3 into new namespaces");
+        goto fail;
+    }
+    sb->init = (pid_t)pid;
+    close(syncp[0]);
+    syncp[0] = -1;
+    close(errp[1]);
+    errp[1] = -1;
+
+    char path[64], map[64];
+    snprintf(map, sizeof(map), "0 %u %u\n", spec->uid_base, spec->uid_count);
+    snprintf(path, sizeof(path), "/proc/%d/uid_map", sb->init);
+    if (write_proc(path, map, err) < 0) goto fail;
+    snprintf(path, sizeof(path), "/proc/%d/gid_map", sb->init);
+    if (write_proc(path, map, err) < 0) goto fail;
+    if (sb->cg.ops->add(&sb->cg, sb->init, err) < 0) goto fail;
+    if (write(syncp[1], "g", 1) != 1) {
+        cube_err_sys(err, errno, "start sandbox init");
+        goto fail;
+    }
+    close(syncp[1]);
+    syncp[1] = -1;
+    ssize_t n = read(errp[0], buf, sizeof(buf) - 1);
+    close(errp[0]);
+    errp[0] = -1;
+    if (n > 0) {
+        buf[n] = '\0';
+        cube_err_set(err, EIO, "sandbox setup: %s", buf);
+        goto fail;
+    }
+    *out = sb;
+    return 0;
+
+fail:
+    for (int i = 0; i < 2; i++) {
+        if (syncp[i] >= 0) close(syncp[i]);
+        if (errp[i] >= 0) close(errp[i]);
+    }
+    if (sb->init > 0) {
+        kill(sb->init, SIGKILL);
+        waitpid(sb->init, NULL, 0);
+    }
+    cleanup(sb);
+    if (sb->lifeline >= 0) close(sb->lifeline);
+    if (sb->janitor > 0) waitpid(sb->janitor, NULL, 0);
+    free(sb);
+    return -1;
+}
+
+static pid_t ns_init_pid(hv_sandbox *sb)
+{
+    return sb->init;
+}
+
+static int ns_pause(hv_sandbox *sb, cube_err *err)
+{
+    return sb->cg.ops->freeze(&sb->cg, true, err);
+}
+
+static int ns_resume(hv_sandbox *sb, cube_err *err)
+{
+    return sb->cg.ops->freeze(&sb->cg, false, err);
+}
+
+static int ns_stats(hv_sandbox *sb, hv_stats *st, cube_err *err)
+{
+    memset(st, 0, sizeof(*st));
+    if (sb->cg.ops->stats(&sb->cg, &st->cg, err) < 0) return -1;
+    struct statfs sf;
+    if (statfs(sb->rw, &sf) == 0) {
+        st->disk_total = (uint64_t)sf.f_blocks * (uint64_t)sf.f_bsize;
+        st->disk_used = st->disk_total - (uint64_t)sf.f_bfree * (uint64_t)sf.f_bsize;
+    }
+    return 0;
+}
+
+/* Files only: the writable layer, copied while the sandbox is frozen so that it is consistent. Process state
+ * would need CRIU, which this backend does not drive yet; the caller is told so. */
+static int ns_snapshot(hv_sandbox *sb, const char *dir, bool *process_state, cube_err *err)
+{
+    *process_state = false;
+    cube_err_clear(err);
+    cg_stats st;
+    if (sb->cg.ops->stats(&sb->cg, &st, err) < 0) return -1;
+    bool was_frozen = st.frozen;
+    if (!was_frozen && ns_pause(sb, err) < 0) return -1;
+    if (mkdir(dir, 0755) < 0 && errno != EEXIST) {
+        cube_err_sys(err, errno, "mkdir %s", dir);
+        goto out;
+    }
+    pid_t pid = fork();
+    if (pid == 0) {
+        char src[4300];
+        snprintf(src, sizeof(src), "%s/upper/.", sb->rw);
+        execl("/bin/cp", "cp", "-a", "--", src, dir, (char *)NULL); /* snapshot is not the hot path */
+        _exit(127);
+    }
+    int status = 0;
+    if (pid < 0 || waitpid(pid, &status, 0) < 0 || !WIFEXITED(status) || WEXITSTATUS(status) != 0)
+        cube_err_set(err, EIO, "copy the writable layer to %s failed", dir);
+out:
+    if (!was_frozen) ns_resume(sb, NULL);
+    return err->code ? -1 : 0;
+}
+
+static void ns_destroy(hv_sandbox *sb)
+{
+    if (!sb) return;
+    cleanup(sb);
+    if (sb->init > 0) waitpid(sb->init, NULL, 0);
+    if (sb->lifeline >= 0) close(sb->lifeline); /* the janitor finds nothing left and exits */
+    if (sb->janitor > 0) waitpid(sb->janitor, NULL, 0);
+    free(sb);
+}
+
+const hv_ops hv_ns_ops = {
+    .name = "ns",
+    .available = ns_available,
+    .create = ns_create,
+    .init_pid = ns_init_pid,
+    .pause = ns_pause,
+    .resume = ns_resume,
+    .snapshot = ns_snapshot,
+    .stats = ns_stats,
+    .destroy = ns_destroy,
+};
+
+const hv_ops *hv_backend_pick(const char *name, cube_err *err)
+{
+    if (!name || strcmp(name, "auto") == 0) {
+        int kvm = access("/dev/kvm", R_OK | W_OK) == 0;
+        cube_log_info("backend chosen", "backend=ns reason=%s",
+                      kvm ? "kvm-backend-not-built-in-this-version" : "no-usable-/dev/kvm");
+        name = "ns";
+    }
+    if (strcmp(name, "ns") == 0) return hv_ns_ops.available(err) < 0 ? NULL : &hv_ns_ops;
+    if (strcmp(name, "kvm") == 0) {
+        if (access("/dev/kvm", R_OK | W_OK) < 0)
+            cube_err_set(err, ENODEV, "kvm backend: no usable /dev/kvm on this host (%s)", strerror(errno));
+        else
+            cube_err_set(err, ENOSYS, "kvm backend: not built in this version of cube-hypervisor");
+        return NULL;
+    }
+    cube_err_set(err, EINVAL, "unknown backend '%s' (auto, ns, kvm)", name);
+    return NULL;
+}

@@ -1,0 +1,100 @@
+/* cube-probe: runs inside a sandbox in the hypervisor tests and reports what the kernel allowed.
+ * Each verb prints one line, "ok" or the errno name, and exits 0; the test reads the line. */
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/bpf.h>
+#include <linux/perf_event.h>
+#include <netinet/in.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/mount.h>
+#include <sys/reboot.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/swap.h>
+#include <sys/syscall.h>
+#include <sys/sysmacros.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+static int report(long rc)
+{
+    if (rc < 0)
+        printf("%s\n", strerrorname_np(errno));
+    else
+        printf("ok\n");
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) return 2;
+    const char *v = argv[1];
+    if (!strcmp(v, "bind80")) {
+        int s = socket(AF_INET, SOCK_STREAM, 0);
+        struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons(80)};
+        return report(bind(s, (struct sockaddr *)&sa, sizeof(sa)));
+    }
+    if (!strcmp(v, "bpf")) {
+        union bpf_attr attr;
+        memset(&attr, 0, sizeof(attr));
+        attr.map_type = BPF_MAP_TYPE_ARRAY;
+        attr.key_size = 4;
+        attr.value_size = 4;
+        attr.max_entries = 1;
+        return report(syscall(SYS_bpf, BPF_MAP_CREATE, &attr, sizeof(attr)));
+    }
+    if (!strcmp(v, "module")) return report(syscall(SYS_finit_module, 0, "", 0));
+    if (!strcmp(v, "kexec")) return report(syscall(SYS_kexec_load, 0, 0, NULL, 0));
+    if (!strcmp(v, "perf")) {
+        struct perf_event_attr pe;
+        memset(&pe, 0, sizeof(pe));
+        pe.size = sizeof(pe);
+        pe.type = PERF_TYPE_SOFTWARE;
+        pe.config = PERF_COUNT_SW_CPU_CLOCK;
+        return report(syscall(SYS_perf_event_open, &pe, 0, -1, -1, 0));
+    }
+    if (!strcmp(v, "keyctl")) return report(syscall(SYS_keyctl, 0, 0, 0, 0, 0));
+    if (!strcmp(v, "userns")) return report(unshare(CLONE_NEWUSER));
+    if (!strcmp(v, "reboot")) return report(reboot(RB_POWER_OFF));
+    if (!strcmp(v, "swapon")) return report(swapon("/tmp/none", 0));
+    if (!strcmp(v, "mknod")) return report(mknod("/tmp/sda", S_IFBLK | 0600, makedev(8, 0)));
+    if (!strcmp(v, "write") && argc == 4) { /* write STRING to a file, e.g. a host kernel setting */
+        int fd = open(argv[2], O_WRONLY);
+        if (fd < 0) return report(-1);
+        return report(write(fd, argv[3], strlen(argv[3])));
+    }
+    if (!strcmp(v, "forkbomb")) { /* fork until refused; print how many succeeded, then clean up */
+        int n = 0;
+        pid_t pids[100000];
+        for (; n < 100000; n++) {
+            pid_t p = fork();
+            if (p == 0) {
+                pause();
+                _exit(0);
+            }
+            if (p < 0) break;
+            pids[n] = p;
+        }
+        printf("%d %s\n", n, strerrorname_np(errno));
+        for (int i = 0; i < n; i++) kill(pids[i], SIGKILL);
+        while (wait(NULL) > 0) {
+        }
+        return 0;
+    }
+    if (!strcmp(v, "memhog") && argc == 3) { /* touch N MiB; the memory limit should stop it */
+        long mb = atol(argv[2]);
+        for (long i = 0; i < mb; i++) {
+            char *p = mmap(NULL, 1 << 20, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+            if (p == MAP_FAILED) return report(-1);
+            memset(p, 1, 1 << 20);
+        }
+        printf("survived %ld MiB\n", mb);
+        return 0;
+    }
+    return 2;
+}

@@ -1,0 +1,522 @@
+/* cube-hypervisor's ns backend, for real: namespaces, overlay, cgroups, seccomp, pause, snapshot and fork,
+ * teardown after SIGKILL. Each test starts cube-hypervisor processes over a small rootfs made from this
+ * host's binaries and talks to cube-agent inside through the sandbox's network namespace. Needs root. */
+#include <arpa/inet.h>
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <sched.h>
+#include <stdarg.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "common.pb-c.h"
+#include "connect.h"
+#include "hypervisor.pb-c.h"
+#include "rpc.h"
+#include "testutil.h"
+#include "timeutil.h"
+
+static char rootfs[320];
+static char workdir[256];
+
+typedef struct sandbox {
+    char id[32];
+    char state[512];
+    pid_t hv;   /* the cube-hypervisor process */
+    pid_t init; /* PID 1 inside, as the host sees it */
+} sandbox;
+
+static void msleep(int ms)
+{
+    nanosleep(&(struct timespec){ms / 1000, (long)(ms % 1000) * 1000000}, NULL);
+}
+
+/* Starts cube-hypervisor; extra flags may follow (NULL-terminated). Fails the test unless it says ready. */
+static void sb_start(sandbox *sb, const char *id, ...)
+{
+    memset(sb, 0, sizeof(*sb));
+    snprintf(sb->id, sizeof(sb->id), "%s", id);
+    snprintf(sb->state, sizeof(sb->state), "%s/%s", workdir, id);
+    mkdir(sb->state, 0700);
+    char *argv[32] = {
+        getenv("CUBE_HV_BIN"),   "--id", sb->id, "--rootfs", rootfs, "--state", sb->state, "--agent",
+        getenv("CUBE_AGENT_BIN")};
+    int n = 9;
+    va_list ap;
+    va_start(ap, id);
+    for (char *a; (a = va_arg(ap, char *)) && n < 31;) argv[n++] = a;
+    va_end(ap);
+    argv[n] = NULL;
+    int out[2];
+    ck_assert_int_eq(pipe(out), 0);
+    sb->hv = fork();
+    if (sb->hv == 0) {
+        dup2(out[1], 1);
+        close(out[0]);
+        execv(argv[0], argv);
+        _exit(127);
+    }
+    close(out[1]);
+    char line[128] = {0};
+    FILE *f = fdopen(out[0], "r");
+    char *got = fgets(line, sizeof(line), f);
+    fclose(f);
+    ck_assert_msg(got && sscanf(line, "ready %d", &sb->init) == 1, "hypervisor for %s did not start: '%s'",
+                  id, line);
+}
+
+static int hv_call(sandbox *sb, const char *method, const ProtobufCMessage *req,
+                   const ProtobufCMessageDescriptor *rd, ProtobufCMessage **resp, cube_err *err)
+{
+    char addr[600];
+    snprintf(addr, sizeof(addr), "unix:%s/control.sock", sb->state);
+    cube_rpc_client *c = cube_rpc_client_new(addr, err);
+    cube_rpc_call_opts o = {.timeout_ms = 10000};
+    int rc = cube_rpc_call(c, method, req, rd, resp, &o, err);
+    cube_rpc_client_free(c);
+    return rc;
+}
+
+static void sb_stop(sandbox *sb)
+{
+    if (sb->hv <= 0) return;
+    Cube__Empty e = CUBE__EMPTY__INIT;
+    ProtobufCMessage *r = NULL;
+    cube_err err = {0};
+    if (hv_call(sb, "/cube.Hypervisor/Stop", &e.base, &cube__empty__descriptor, &r, &err) == 0)
+        protobuf_c_message_free_unpacked(r, NULL);
+    else
+        kill(sb->hv, SIGTERM);
+    int st;
+    waitpid(sb->hv, &st, 0);
+    sb->hv = 0;
+}
+
+typedef struct run_result {
+    char out[65536];
+    size_t out_len;
+    char err[8192];
+    int exit_code;
+    char status[64];
+} run_result;
+
+/* Runs `bash -c cmd` inside the sandbox through cube-agent (process.Process/Start), from a child that joins
+ * the sandbox's network namespace. */
+static void sb_run(sandbox *sb, const char *cmd, run_result *r)
+{
+    memset(r, 0, sizeof(*r));
+    r->exit_code = -1000;
+    int pipefd[2];
+    ck_assert_int_eq(pipe(pipefd), 0);
+    pid_t pid = fork();
+    if (pid == 0) {
+        close(pipefd[0]);
+        char ns[64];
+        snprintf(ns, sizeof(ns), "/proc/%d/ns/net", sb->init);
+        int nsfd = open(ns, O_RDONLY);
+        if (nsfd < 0 || setns(nsfd, CLONE_NEWNET) < 0) _exit(3);
+        cJSON *req = cJSON_CreateObject(), *proc = cJSON_AddObjectToObject(req, "process");
+        cJSON_AddStringToObject(proc, "cmd", "/bin/bash");
+        cJSON *args = cJSON_AddArrayToObject(proc, "args");
+        cJSON_AddItemToArray(args, cJSON_CreateString("-c"));
+        cJSON_AddItemToArray(args, cJSON_CreateString(cmd));
+        char *body = cJSON_PrintUnformatted(req);
+        size_t elen;
+        unsigned char *env = connect_envelope(0, body, strlen(body), &elen);
+        int s = -1;
+        for (int i = 0; i < 300; i++) { /* the agent may still be starting */
+            s = socket(AF_INET, SOCK_STREAM, 0);
+            struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons(49983)};
+            inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr);
+            if (connect(s, (struct sockaddr *)&sa, sizeof(sa)) == 0) break;
+            close(s);
+            s = -1;
+            msleep(10);
+        }
+        if (s < 0) _exit(4);
+        char head[256];
+        int hl = snprintf(head, sizeof(head),
+                          "POST /process.Process/Start HTTP/1.0\r\nContent-Type: application/connect+json\r\n"
+                          "Content-Length: %zu\r\n\r\n",
+                          elen);
+        if (write(s, head, (size_t)hl) != hl || write(s, env, elen) != (ssize_t)elen) _exit(5);
+        char buf[65536];
+        ssize_t n;
+        while ((n = read(s, buf, sizeof(buf))) > 0)
+            if (write(pipefd[1], buf, (size_t)n) != n) _exit(6);
+        _exit(0);
+    }
+    close(pipefd[1]);
+    size_t cap = 1 << 20, len = 0;
+    char *resp = malloc(cap);
+    ssize_t n;
+    while ((n = read(pipefd[0], resp + len, cap - len)) > 0) len += (size_t)n;
+    close(pipefd[0]);
+    int st;
+    waitpid(pid, &st, 0);
+    ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0, "talking to the agent failed (%d)", WEXITSTATUS(st));
+    char *p = memmem(resp, len, "\r\n\r\n", 4);
+    ck_assert_ptr_nonnull(p);
+    p += 4;
+    while (p + 5 <= resp + len) {
+        uint32_t plen = (uint32_t)(unsigned char)p[1] << 24 | (uint32_t)(unsigned char)p[2] << 16 |
+                        (uint32_t)(unsigned char)p[3] << 8 | (unsigned char)p[4];
+        cJSON *j = cJSON_ParseWithLength(p + 5, plen);
+        p += 5 + plen;
+        cJSON *ev = cJSON_GetObjectItem(j, "event");
+        cJSON *data = cJSON_GetObjectItem(ev, "data"), *end = cJSON_GetObjectItem(ev, "end");
+        const char *o = cJSON_GetStringValue(cJSON_GetObjectItem(data, "stdout"));
+        const char *e = cJSON_GetStringValue(cJSON_GetObjectItem(data, "stderr"));
+        size_t dl;
+        if (o) {
+            unsigned char *d = b64_decode(o, &dl);
+            if (r->out_len + dl < sizeof(r->out)) memcpy(r->out + r->out_len, d, dl), r->out_len += dl;
+            free(d);
+        }
+        if (e) {
+            unsigned char *d = b64_decode(e, &dl);
+            strncat(r->err, (char *)d, dl < sizeof(r->err) - strlen(r->err) - 1 ? dl : 0);
+            free(d);
+        }
+        if (end) {
+            cJSON *code = cJSON_GetObjectItem(end, "exitCode");
+            r->exit_code = code ? (int)code->valuedouble : 0;
+            snprintf(r->status, sizeof(r->status), "%s",
+                     cJSON_GetStringValue(cJSON_GetObjectItem(end, "status")));
+        }
+        cJSON_Delete(j);
+    }
+    r->out[r->out_len] = '\0';
+    free(resp);
+}
+
+static void expect_run(sandbox *sb, const char *cmd, const char *want_out)
+{
+    run_result r;
+    sb_run(sb, cmd, &r);
+    ck_assert_msg(r.exit_code == 0, "'%s' exited %d: %s", cmd, r.exit_code, r.err);
+    ck_assert_msg(strcmp(r.out, want_out) == 0, "'%s' printed '%s', want '%s'", cmd, r.out, want_out);
+}
+
+static int path_exists(const char *p)
+{
+    struct stat st;
+    return lstat(p, &st) == 0;
+}
+
+static int mounted_under(const char *dir)
+{
+    FILE *f = fopen("/proc/self/mounts", "r");
+    char line[4096];
+    int found = 0;
+    while (f && fgets(line, sizeof(line), f))
+        if (strstr(line, dir)) found = 1;
+    if (f) fclose(f);
+    return found;
+}
+
+static void assert_nothing_left(sandbox *sb)
+{
+    char p[600];
+    for (int i = 0; i < 300 && kill(sb->init, 0) == 0; i++) msleep(10);
+    ck_assert_msg(kill(sb->init, 0) < 0, "PID 1 of %s survived", sb->id);
+    for (int i = 0; i < 300 && mounted_under(sb->state); i++) msleep(10);
+    ck_assert_msg(!mounted_under(sb->state), "a mount under %s survived", sb->state);
+    const char *ctrls[] = {"memory", "pids", "cpu", "freezer"};
+    for (int i = 0; i < 4; i++) {
+        snprintf(p, sizeof(p), "/sys/fs/cgroup/%s/cube/%s", ctrls[i], sb->id);
+        for (int k = 0; k < 300 && path_exists(p); k++) msleep(10);
+        ck_assert_msg(!path_exists(p), "cgroup %s survived", p);
+    }
+    snprintf(p, sizeof(p), "/sys/fs/cgroup/cube/%s", sb->id);
+    ck_assert_msg(!path_exists(p), "cgroup %s survived", p);
+}
+
+START_TEST(isolation_from_host_and_each_other)
+{
+    sandbox a, b;
+    sb_start(&a, "iso-a", NULL);
+    sb_start(&b, "iso-b", NULL);
+    /* a host file, the host's processes and mounts stay out of view */
+    char marker[300];
+    snprintf(marker, sizeof(marker), "%s/host-marker", workdir);
+    FILE *f = fopen(marker, "w");
+    fputs("host", f);
+    fclose(f);
+    char cmd[600];
+    snprintf(cmd, sizeof(cmd), "test -e %s && echo visible || echo hidden", marker);
+    expect_run(&a, cmd, "hidden\n");
+    expect_run(&a, "hostname", "iso-a\n");
+    expect_run(&a, "cat /proc/1/cmdline", "/.cube/cube-agent");
+    run_result r;
+    sb_run(&a, "ps -e -o pid= | wc -l", &r);
+    ck_assert_msg(atoi(r.out) <= 4, "sandbox sees %s processes", r.out);
+    sb_run(&a, "cat /proc/mounts", &r);
+    ck_assert_msg(!strstr(r.out, workdir) || strstr(r.out, "lowerdir="), "host paths visible: %s", r.out);
+    ck_assert_ptr_null(strstr(r.out, " /work"));
+    /* the other sandbox: its files and processes are not here */
+    expect_run(&b, "echo secret > /tmp/b-file; sleep 30 >/dev/null 2>&1 & echo started", "started\n");
+    expect_run(&a, "test -e /tmp/b-file && echo visible || echo hidden", "hidden\n");
+    expect_run(&a, "ps -e -o comm= | grep -c sleep || true", "0\n");
+    sb_stop(&a);
+    sb_stop(&b);
+    unlink(marker);
+}
+END_TEST
+
+START_TEST(root_inside_is_root_of_the_sandbox_only)
+{
+    sandbox a;
+    sb_start(&a, "root-a", NULL);
+    expect_run(&a, "id -u", "0\n");
+    run_result r;
+    sb_run(&a, "cat /proc/self/uid_map", &r);
+    ck_assert_msg(strstr(r.out, "100000") != NULL, "uid_map: %s", r.out);
+    expect_run(&a, "echo hi > /etc/motd && chown user:user /etc/motd && stat -c %U /etc/motd", "user\n");
+    expect_run(&a, "cube-probe bind80", "ok\n");
+    /* the change is in the sandbox's own layer, not in the template */
+    char p[400];
+    snprintf(p, sizeof(p), "%s/etc/motd", rootfs);
+    ck_assert(!path_exists(p));
+    sb_stop(&a);
+}
+END_TEST
+
+START_TEST(kernel_surfaces_are_refused)
+{
+    sandbox a;
+    sb_start(&a, "kern-a", NULL);
+    const char *refused[] = {"bpf",    "module", "kexec",  "perf", "keyctl",
+                             "userns", "reboot", "swapon", "mknod"};
+    for (size_t i = 0; i < sizeof(refused) / sizeof(refused[0]); i++) {
+        char cmd[64];
+        snprintf(cmd, sizeof(cmd), "cube-probe %s", refused[i]);
+        run_result r;
+        sb_run(&a, cmd, &r);
+        ck_assert_msg(strcmp(r.out, "ok\n") != 0 && r.out_len > 0, "%s was allowed", refused[i]);
+    }
+    /* host kernel settings and devices */
+    run_result r;
+    sb_run(&a, "cube-probe write /proc/sys/vm/drop_caches 3", &r);
+    ck_assert_msg(strcmp(r.out, "ok\n") != 0, "drop_caches writable");
+    sb_run(&a, "cube-probe write /sys/kernel/mm/transparent_hugepage/enabled never", &r);
+    ck_assert_msg(strcmp(r.out, "ok\n") != 0, "/sys writable");
+    sb_run(&a, "cube-probe write /proc/sysrq-trigger h", &r);
+    ck_assert_msg(strcmp(r.out, "ok\n") != 0, "sysrq-trigger writable");
+    sb_run(&a, "ls /dev", &r);
+    ck_assert_msg(!strstr(r.out, "vda") && !strstr(r.out, "sda") && !strstr(r.out, "kmsg") &&
+                      !strstr(r.out, "mem\n"),
+                  "host devices visible: %s", r.out);
+    sb_stop(&a);
+}
+END_TEST
+
+START_TEST(fork_and_memory_bombs_stay_inside)
+{
+    sandbox a;
+    sb_start(&a, "bomb-a", "--pids", "64", "--memory-mb", "96", NULL);
+    run_result r;
+    int64_t t0 = cube_now_mono_ms();
+    sb_run(&a, "cube-probe forkbomb", &r);
+    int forks = atoi(r.out);
+    ck_assert_msg(forks > 0 && forks < 64, "fork bomb made %d processes: %s", forks, r.out);
+    ck_assert_ptr_nonnull(strstr(r.out, "EAGAIN"));
+    sb_run(&a, "cube-probe memhog 400", &r);
+    ck_assert_msg(strstr(r.status, "killed") != NULL || r.exit_code != 0, "memory hog survived: %s %s", r.out,
+                  r.status);
+    ck_assert_ptr_null(strstr(r.out, "survived"));
+    /* the sandbox (and the host) still answer */
+    expect_run(&a, "echo alive", "alive\n");
+    ck_assert_int_lt(cube_now_mono_ms() - t0, 60000);
+    sb_stop(&a);
+}
+END_TEST
+
+static long read_count(sandbox *sb)
+{
+    char p[128], buf[64] = {0};
+    snprintf(p, sizeof(p), "/proc/%d/root/tmp/count", sb->init);
+    FILE *f = fopen(p, "r");
+    if (!f) return -1;
+    char *ok = fgets(buf, sizeof(buf), f);
+    fclose(f);
+    return ok ? atol(buf) : -1;
+}
+
+START_TEST(pause_freezes_and_resume_continues)
+{
+    sandbox a;
+    sb_start(&a, "pause-a", NULL);
+    expect_run(&a,
+               "(i=0; while true; do i=$((i+1)); echo $i > /tmp/count.new; mv /tmp/count.new /tmp/count; "
+               "sleep 0.02; done) >/dev/null 2>&1 & echo started",
+               "started\n");
+    msleep(300);
+    ck_assert_int_gt(read_count(&a), 0);
+    Cube__Empty e = CUBE__EMPTY__INIT;
+    ProtobufCMessage *resp = NULL;
+    cube_err err = {0};
+    ck_assert_msg(hv_call(&a, "/cube.Hypervisor/Pause", &e.base, &cube__empty__descriptor, &resp, &err) == 0,
+                  "%s", err.msg);
+    protobuf_c_message_free_unpacked(resp, NULL);
+    long frozen = read_count(&a);
+    msleep(400);
+    ck_assert_int_eq(read_count(&a), frozen);
+    ck_assert_msg(hv_call(&a, "/cube.Hypervisor/Stats", &e.base, &cube__hv_stats__descriptor, &resp, &err) ==
+                      0,
+                  "%s", err.msg);
+    ck_assert_int_eq(((Cube__HvStats *)resp)->state, CUBE__SANDBOX_STATE__SANDBOX_STATE_PAUSED);
+    protobuf_c_message_free_unpacked(resp, NULL);
+    ck_assert_int_eq(hv_call(&a, "/cube.Hypervisor/Resume", &e.base, &cube__empty__descriptor, &resp, &err),
+                     0);
+    protobuf_c_message_free_unpacked(resp, NULL);
+    msleep(400);
+    ck_assert_int_gt(read_count(&a), frozen);
+    sb_stop(&a);
+}
+END_TEST
+
+START_TEST(stats_report_usage)
+{
+    sandbox a;
+    sb_start(&a, "stats-a", "--disk-mb", "256", NULL);
+    expect_run(&a, "dd if=/dev/zero of=/tmp/blob bs=1M count=8 2>/dev/null; echo done", "done\n");
+    Cube__Empty e = CUBE__EMPTY__INIT;
+    ProtobufCMessage *resp = NULL;
+    cube_err err = {0};
+    ck_assert_msg(hv_call(&a, "/cube.Hypervisor/Stats", &e.base, &cube__hv_stats__descriptor, &resp, &err) ==
+                      0,
+                  "%s", err.msg);
+    Cube__HvStats *st = (Cube__HvStats *)resp;
+    ck_assert_uint_gt(st->mem_used, 0);
+    ck_assert_uint_ge(st->pids, 1);
+    ck_assert_uint_eq(st->disk_total, 256ull << 20);
+    ck_assert_uint_ge(st->disk_used, 8ull << 20);
+    ck_assert_int_eq(st->state, CUBE__SANDBOX_STATE__SANDBOX_STATE_RUNNING);
+    protobuf_c_message_free_unpacked(resp, NULL);
+    ck_assert_int_eq(hv_call(&a, "/cube.Hypervisor/Info", &e.base, &cube__hv_info__descriptor, &resp, &err),
+                     0);
+    ck_assert_str_eq(((Cube__HvInfo *)resp)->backend, "ns");
+    ck_assert_int_eq(((Cube__HvInfo *)resp)->init_pid, a.init);
+    protobuf_c_message_free_unpacked(resp, NULL);
+    sb_stop(&a);
+}
+END_TEST
+
+START_TEST(snapshot_then_fork_diverges)
+{
+    sandbox parent, child;
+    sb_start(&parent, "snap-p", NULL);
+    expect_run(&parent, "echo from-parent > /root/state.txt; echo ok", "ok\n");
+    char snap[600];
+    snprintf(snap, sizeof(snap), "%s/snap-1", workdir);
+    Cube__HvSnapshotRequest req = CUBE__HV_SNAPSHOT_REQUEST__INIT;
+    req.dir = snap;
+    ProtobufCMessage *resp = NULL;
+    cube_err err = {0};
+    ck_assert_msg(hv_call(&parent, "/cube.Hypervisor/Snapshot", &req.base,
+                          &cube__hv_snapshot_response__descriptor, &resp, &err) == 0,
+                  "%s", err.msg);
+    ck_assert(!((Cube__HvSnapshotResponse *)resp)->has_process_state);
+    protobuf_c_message_free_unpacked(resp, NULL);
+    sb_start(&child, "snap-c", "--layers", snap, NULL);
+    expect_run(&child, "cat /root/state.txt", "from-parent\n");
+    expect_run(&child, "echo from-child > /root/state.txt; cat /root/state.txt", "from-child\n");
+    expect_run(&parent, "cat /root/state.txt", "from-parent\n");
+    sb_stop(&child);
+    sb_stop(&parent);
+}
+END_TEST
+
+START_TEST(sigkill_of_the_hypervisor_leaves_nothing)
+{
+    sandbox a;
+    sb_start(&a, "kill-a", NULL);
+    expect_run(&a, "sleep 100 >/dev/null 2>&1 & echo started", "started\n");
+    kill(a.hv, SIGKILL);
+    waitpid(a.hv, NULL, 0);
+    a.hv = 0;
+    assert_nothing_left(&a);
+}
+END_TEST
+
+START_TEST(stop_leaves_nothing)
+{
+    sandbox a;
+    sb_start(&a, "stop-a", NULL);
+    expect_run(&a, "sleep 100 >/dev/null 2>&1 & echo started", "started\n");
+    sb_stop(&a);
+    assert_nothing_left(&a);
+}
+END_TEST
+
+START_TEST(bad_arguments_are_refused_clearly)
+{
+    const char *hv = getenv("CUBE_HV_BIN");
+    char cmd[1024];
+    snprintf(cmd, sizeof(cmd), "%s --id bad --rootfs /nonexistent --state %s 2>&1", hv, workdir);
+    FILE *p = popen(cmd, "r");
+    char out[65536] = {0};
+    size_t n = fread(out, 1, sizeof(out) - 1, p);
+    out[n] = '\0';
+    ck_assert_int_eq(WEXITSTATUS(pclose(p)), 2);
+    ck_assert_msg(strstr(out, "/nonexistent") != NULL, "%s", out);
+    snprintf(cmd, sizeof(cmd), "%s --id 'Bad_ID' --rootfs %s --state %s 2>&1", hv, rootfs, workdir);
+    p = popen(cmd, "r");
+    n = fread(out, 1, sizeof(out) - 1, p);
+    out[n] = '\0';
+    ck_assert_int_eq(WEXITSTATUS(pclose(p)), 2);
+    snprintf(cmd, sizeof(cmd), "%s --id kvm-x --rootfs %s --state %s --backend kvm 2>&1", hv, rootfs,
+             workdir);
+    p = popen(cmd, "r");
+    n = fread(out, 1, sizeof(out) - 1, p);
+    out[n] = '\0';
+    ck_assert_int_ne(WEXITSTATUS(pclose(p)), 0);
+    ck_assert_msg(strstr(out, "kvm backend") != NULL, "%s", out);
+}
+END_TEST
+
+int main(void)
+{
+    if (geteuid() != 0) {
+        printf("SKIP test_hypervisor: needs root to create user namespaces with uid maps and cgroups\n");
+        return 77;
+    }
+    snprintf(workdir, sizeof(workdir), "/tmp/cube-hv-test-%d", getpid());
+    mkdir(workdir, 0711);
+    snprintf(rootfs, sizeof(rootfs), "%s/rootfs", workdir);
+    char cmd[1024];
+    snprintf(cmd, sizeof(cmd), "CUBE_PROBE=%s %s %s %s", getenv("CUBE_PROBE_BIN"), getenv("CUBE_MKROOTFS"),
+             rootfs, getenv("CUBE_AGENT_BIN"));
+    if (system(cmd) != 0) {
+        fprintf(stderr, "mkrootfs failed\n");
+        return 1;
+    }
+    Suite *s = suite_create("hypervisor");
+    TCase *tc = tcase_create("ns backend");
+    tcase_set_timeout(tc, 120);
+    tcase_add_test(tc, isolation_from_host_and_each_other);
+    tcase_add_test(tc, root_inside_is_root_of_the_sandbox_only);
+    tcase_add_test(tc, kernel_surfaces_are_refused);
+    tcase_add_test(tc, fork_and_memory_bombs_stay_inside);
+    tcase_add_test(tc, pause_freezes_and_resume_continues);
+    tcase_add_test(tc, stats_report_usage);
+    tcase_add_test(tc, snapshot_then_fork_diverges);
+    tcase_add_test(tc, sigkill_of_the_hypervisor_leaves_nothing);
+    tcase_add_test(tc, stop_leaves_nothing);
+    tcase_add_test(tc, bad_arguments_are_refused_clearly);
+    suite_add_tcase(s, tc);
+    int rc = cube_run_suite(s);
+    snprintf(cmd, sizeof(cmd), "rm -rf %s", workdir);
+    if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", workdir);
+    return rc;
+}
