@@ -1,7 +1,7 @@
-/* HTTP on libmicrohttpd for the agent's two servers (envd, code interpreter): a route table, request state
- * that lives from the first callback to MHD's completion notice, bodies buffered (JSON) or streamed to an
- * upload callback (files), and one reply per request. Thread-per-connection mode, so a streaming response's
- * reader may block waiting for process output. */
+/* HTTP servers on libmicrohttpd (cube-api, and the agent's envd and code interpreter): a route table, request
+ * state that lives from the first callback to MHD's completion notice, bodies buffered (JSON) or streamed to
+ * an upload callback (files), and one reply per request. Thread-per-connection mode, so a streaming
+ * response's reader may block waiting for process output. */
 #ifndef CUBE_AGENT_HTTP_H
 #define CUBE_AGENT_HTTP_H
 

@@ -1,0 +1,497 @@
+#include "api.h"
+
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "json.h"
+#include "log.h"
+#include "master.pb-c.h"
+#include "timeutil.h"
+
+#define MAX_TIMEOUT_S (24 * 3600)
+
+static void reply_cjson(http_req *req, unsigned status, cJSON *o)
+{
+    char *s = cJSON_PrintUnformatted(o);
+    cJSON_Delete(o);
+    http_reply_json(req, status, s ? s : "{}");
+    free(s);
+}
+
+static void reply_err(http_req *req, const cube_err *err)
+{
+    unsigned st = (unsigned)cube_err_http_status(err);
+    if (err->code == EAGAIN || err->code == EHOSTUNREACH) st = 503; /* no node can take it now: ServiceBusy */
+    http_reply_error(req, st, "%s", err->msg);
+}
+
+/* X-API-KEY → the key's id through cube-master; replies 401 and returns -1 when it is missing or wrong. */
+static int authenticate(api *a, http_req *req, char key_id[64])
+{
+    const char *key = http_header(req, "X-API-KEY");
+    if (!key || !*key) {
+        http_reply_error(req, 401, "missing X-API-KEY header");
+        return -1;
+    }
+    Cube__AuthKeyRequest in = CUBE__AUTH_KEY_REQUEST__INIT;
+    in.key = (char *)key;
+    ProtobufCMessage *resp = NULL;
+    cube_err err = {0};
+    cube_rpc_call_opts o = {.timeout_ms = 5000};
+    if (cube_rpc_call(a->master, "/cube.Master/AuthKey", &in.base, &cube__auth_key_response__descriptor,
+                      &resp, &o, &err) < 0) {
+        if (err.code == EKEYREJECTED)
+            http_reply_error(req, 401, "Invalid API key");
+        else
+            reply_err(req, &err);
+        return -1;
+    }
+    snprintf(key_id, 64, "%s", ((Cube__AuthKeyResponse *)resp)->key_id);
+    protobuf_c_message_free_unpacked(resp, NULL);
+    return 0;
+}
+
+static int master_call(api *a, const char *method, const ProtobufCMessage *in,
+                       const ProtobufCMessageDescriptor *rd, ProtobufCMessage **out, cube_err *err)
+{
+    cube_rpc_call_opts o = {.timeout_ms = 90000};
+    return cube_rpc_call(a->master, method, in, rd, out, &o, err);
+}
+
+static void add_time(cJSON *o, const char *name, int64_t ms)
+{
+    char ts[CUBE_RFC3339_MAX];
+    cube_rfc3339_format(ms, ts);
+    cJSON_AddStringToObject(o, name, ts);
+}
+
+static cJSON *metadata_json(const Cube__Sandbox *sb)
+{
+    cJSON *md = cJSON_CreateObject();
+    for (size_t i = 0; i < sb->n_metadata; i++)
+        cJSON_AddStringToObject(md, sb->metadata[i]->key, sb->metadata[i]->value);
+    return md;
+}
+
+/* E2B's Sandbox (create, connect, resume). */
+static cJSON *sandbox_json(api *a, const Cube__Sandbox *sb)
+{
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "sandboxID", sb->sandbox_id);
+    cJSON_AddStringToObject(o, "templateID", sb->template_id);
+    cJSON_AddStringToObject(o, "alias", sb->template_id);
+    cJSON_AddStringToObject(o, "clientID", sb->client_id && *sb->client_id ? sb->client_id : "cube");
+    cJSON_AddStringToObject(o, "envdVersion",
+                            sb->envd_version && *sb->envd_version ? sb->envd_version : "0.5.7");
+    if (sb->envd_access_token && *sb->envd_access_token)
+        cJSON_AddStringToObject(o, "envdAccessToken", sb->envd_access_token);
+    if (*a->domain) cJSON_AddStringToObject(o, "domain", a->domain);
+    return o;
+}
+
+/* E2B's ListedSandbox, and SandboxDetail when detail is set. */
+static cJSON *listed_json(api *a, const Cube__Sandbox *sb, int detail)
+{
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "sandboxID", sb->sandbox_id);
+    cJSON_AddStringToObject(o, "templateID", sb->template_id);
+    cJSON_AddStringToObject(o, "alias", sb->template_id);
+    cJSON_AddStringToObject(o, "clientID", sb->client_id && *sb->client_id ? sb->client_id : "cube");
+    add_time(o, "startedAt", sb->started_at_ms);
+    add_time(o, "endAt", sb->end_at_ms);
+    cJSON_AddNumberToObject(o, "cpuCount", sb->resources ? sb->resources->cpu_count : 2);
+    cJSON_AddNumberToObject(o, "memoryMB", sb->resources ? (double)sb->resources->memory_mb : 512);
+    cJSON_AddNumberToObject(o, "diskSizeMB", sb->resources ? (double)sb->resources->disk_mb : 1024);
+    cJSON_AddStringToObject(o, "envdVersion",
+                            sb->envd_version && *sb->envd_version ? sb->envd_version : "0.5.7");
+    cJSON_AddItemToObject(o, "metadata", metadata_json(sb));
+    cJSON_AddStringToObject(o, "state",
+                            sb->state == CUBE__SANDBOX_STATE__SANDBOX_STATE_PAUSED ? "paused" : "running");
+    cJSON *vm = cJSON_AddArrayToObject(o, "volumeMounts");
+    for (size_t i = 0; i < sb->n_volume_mounts; i++) {
+        cJSON *m = cJSON_CreateObject();
+        cJSON_AddStringToObject(m, "name", sb->volume_mounts[i]->name);
+        cJSON_AddStringToObject(m, "path", sb->volume_mounts[i]->path);
+        cJSON_AddItemToArray(vm, m);
+    }
+    if (detail) {
+        if (sb->envd_access_token && *sb->envd_access_token)
+            cJSON_AddStringToObject(o, "envdAccessToken", sb->envd_access_token);
+        if (*a->domain) cJSON_AddStringToObject(o, "domain", a->domain);
+        cJSON_AddBoolToObject(o, "allowInternetAccess", sb->network ? sb->network->allow_internet_access : 1);
+        cJSON *lc = cJSON_AddObjectToObject(o, "lifecycle");
+        cJSON_AddStringToObject(lc, "onTimeout", sb->auto_pause ? "pause" : "kill");
+        cJSON_AddBoolToObject(lc, "autoResume", 0);
+    }
+    return o;
+}
+
+static cJSON *parse_body(http_req *req, int allow_empty)
+{
+    cube_err err = {0};
+    if (req->body_len == 0 && allow_empty) return cJSON_CreateObject();
+    cJSON *j = cube_json_parse(req->body, req->body_len, &err);
+    if (!j) {
+        http_reply_error(req, 400, "%s", err.msg);
+        return NULL;
+    }
+    if (!cJSON_IsObject(j)) {
+        cJSON_Delete(j);
+        http_reply_error(req, 400, "the body must be a JSON object");
+        return NULL;
+    }
+    return j;
+}
+
+/* A map<string,string> field of a request into protobuf entries allocated in *pool (freed by the caller). */
+typedef struct kv_pool {
+    Cube__CreateSandboxRequest__MetadataEntry *e;
+    Cube__CreateSandboxRequest__MetadataEntry **p;
+} kv_pool;
+
+static int to_entries(const cJSON *obj, const char *name, kv_pool *pool, size_t *n, cube_err *err)
+{
+    *n = 0;
+    if (!obj) return 0;
+    if (cube_json_check_string_map(obj, name, err) < 0) return -1;
+    size_t cnt = (size_t)cJSON_GetArraySize(obj);
+    pool->e = calloc(cnt ? cnt : 1, sizeof(*pool->e));
+    pool->p = calloc(cnt ? cnt : 1, sizeof(*pool->p));
+    if (!pool->e || !pool->p) return cube_err_set(err, ENOMEM, "out of memory");
+    const cJSON *it;
+    cJSON_ArrayForEach(it, obj)
+    {
+        cube__create_sandbox_request__metadata_entry__init(&pool->e[*n]);
+        pool->e[*n].key = it->string;
+        pool->e[*n].value = it->valuestring;
+        pool->p[*n] = &pool->e[*n];
+        (*n)++;
+    }
+    return 0;
+}
+
+static void create(api *a, http_req *req)
+{
+    char key_id[64];
+    if (authenticate(a, req, key_id) < 0) return;
+    cJSON *in = parse_body(req, 0);
+    if (!in) return;
+    cube_err err = {0};
+    const char *tpl = NULL;
+    int64_t timeout = 300;
+    bool auto_pause = false, internet = true;
+    const cJSON *md = NULL, *envs = NULL;
+    kv_pool mdp = {0}, envp = {0};
+    Cube__CreateSandboxRequest r = CUBE__CREATE_SANDBOX_REQUEST__INIT;
+    Cube__NetworkPolicy net = CUBE__NETWORK_POLICY__INIT;
+    if (cube_json_get_string(in, "templateID", true, &tpl, &err) < 0 ||
+        cube_json_get_int(in, "timeout", false, 0, MAX_TIMEOUT_S, &timeout, &err) < 0 ||
+        cube_json_get_bool(in, "autoPause", false, &auto_pause, &err) < 0 ||
+        cube_json_get_bool(in, "allow_internet_access", false, &internet, &err) < 0 ||
+        cube_json_get_object(in, "metadata", false, &md, &err) < 0 ||
+        cube_json_get_object(in, "envVars", false, &envs, &err) < 0 ||
+        to_entries(md, "metadata", &mdp, &r.n_metadata, &err) < 0 ||
+        to_entries(envs, "envVars", &envp, &r.n_env_vars, &err) < 0) {
+        http_reply_error(req, 400, "%s", err.msg);
+        goto out;
+    }
+    if (!*tpl) {
+        http_reply_error(req, 400, "templateID must not be empty");
+        goto out;
+    }
+    r.template_id = (char *)tpl;
+    r.timeout_s = timeout;
+    r.auto_pause = auto_pause;
+    r.metadata = (Cube__CreateSandboxRequest__MetadataEntry **)mdp.p;
+    r.env_vars = (Cube__CreateSandboxRequest__EnvVarsEntry **)envp.p;
+    net.allow_internet_access = internet;
+    r.network = &net;
+    r.api_key_id = key_id;
+    ProtobufCMessage *resp = NULL;
+    if (master_call(a, "/cube.Master/CreateSandbox", &r.base, &cube__create_sandbox_response__descriptor,
+                    &resp, &err) < 0) {
+        reply_err(req, &err);
+        goto out;
+    }
+    reply_cjson(req, 201, sandbox_json(a, ((Cube__CreateSandboxResponse *)resp)->sandbox));
+    protobuf_c_message_free_unpacked(resp, NULL);
+out:
+    free(mdp.e);
+    free(mdp.p);
+    free(envp.e);
+    free(envp.p);
+    cJSON_Delete(in);
+}
+
+static Cube__Sandbox *get_one(api *a, const char *id, ProtobufCMessage **holder, cube_err *err)
+{
+    Cube__SandboxRef ref = CUBE__SANDBOX_REF__INIT;
+    ref.sandbox_id = (char *)id;
+    if (master_call(a, "/cube.Master/GetSandbox", &ref.base, &cube__get_sandbox_response__descriptor, holder,
+                    err) < 0)
+        return NULL;
+    return ((Cube__GetSandboxResponse *)*holder)->sandbox;
+}
+
+static int url_decode(const char *in, char *out, size_t cap)
+{
+    size_t o = 0;
+    for (const char *p = in; *p && o + 1 < cap; p++) {
+        if (*p == '%' && p[1] && p[2]) {
+            char hex[3] = {p[1], p[2], 0};
+            char *end;
+            long v = strtol(hex, &end, 16);
+            if (*end) return -1;
+            out[o++] = (char)v;
+            p += 2;
+        } else {
+            out[o++] = *p == '+' ? ' ' : *p;
+        }
+    }
+    out[o] = '\0';
+    return 0;
+}
+
+int api_parse_metadata_filter(const char *q, char keys[][128], char values[][256], int max)
+{
+    char once[2048];
+    if (url_decode(q, once, sizeof(once)) < 0) return -1;
+    int n = 0;
+    char *save = NULL;
+    for (char *pair = strtok_r(once, "&", &save); pair; pair = strtok_r(NULL, "&", &save)) {
+        char *eq = strchr(pair, '=');
+        if (!eq || n == max) return -1;
+        *eq = '\0';
+        if (url_decode(pair, keys[n], 128) < 0 || url_decode(eq + 1, values[n], 256) < 0) return -1;
+        n++;
+    }
+    return n;
+}
+
+static void list(api *a, http_req *req, int v2)
+{
+    char key_id[64];
+    if (authenticate(a, req, key_id) < 0) return;
+    Cube__ListSandboxesRequest r = CUBE__LIST_SANDBOXES_REQUEST__INIT;
+    Cube__SandboxState states[4];
+    const char *state = http_query(req, "state");
+    if (state) {
+        char buf[128];
+        snprintf(buf, sizeof(buf), "%s", state);
+        char *save = NULL;
+        for (char *s = strtok_r(buf, ",", &save); s && r.n_states < 4; s = strtok_r(NULL, ",", &save)) {
+            if (strcmp(s, "running") == 0)
+                states[r.n_states++] = CUBE__SANDBOX_STATE__SANDBOX_STATE_RUNNING;
+            else if (strcmp(s, "paused") == 0)
+                states[r.n_states++] = CUBE__SANDBOX_STATE__SANDBOX_STATE_PAUSED;
+            else
+                return http_reply_error(req, 400, "state must be running or paused, not '%s'", s);
+        }
+        r.states = states;
+    }
+    char keys[16][128], values[16][256];
+    Cube__ListSandboxesRequest__MetadataEntry e[16], *ep[16];
+    const char *md = http_query(req, "metadata");
+    if (md && *md) {
+        int n = api_parse_metadata_filter(md, keys, values, 16);
+        if (n < 0) return http_reply_error(req, 400, "malformed metadata filter");
+        for (int i = 0; i < n; i++) {
+            cube__list_sandboxes_request__metadata_entry__init(&e[i]);
+            e[i].key = keys[i];
+            e[i].value = values[i];
+            ep[i] = &e[i];
+        }
+        r.n_metadata = (size_t)n;
+        r.metadata = ep;
+    }
+    const char *limit = http_query(req, "limit");
+    if (limit) {
+        char *end;
+        long l = strtol(limit, &end, 10);
+        if (*end || l < 1 || l > 1000) return http_reply_error(req, 400, "limit must be within 1..1000");
+        r.limit = (uint32_t)l;
+    } else if (!v2) {
+        r.limit = 1000;
+    }
+    r.next_token = (char *)http_query(req, "nextToken");
+    r.template_id = (char *)http_query(req, "template");
+    ProtobufCMessage *resp = NULL;
+    cube_err err = {0};
+    if (master_call(a, "/cube.Master/ListSandboxes", &r.base, &cube__list_sandboxes_response__descriptor,
+                    &resp, &err) < 0)
+        return reply_err(req, &err);
+    Cube__ListSandboxesResponse *lr = (Cube__ListSandboxesResponse *)resp;
+    cJSON *arr = cJSON_CreateArray();
+    for (size_t i = 0; i < lr->n_sandboxes; i++)
+        cJSON_AddItemToArray(arr, listed_json(a, lr->sandboxes[i], 0));
+    char *s = cJSON_PrintUnformatted(arr);
+    cJSON_Delete(arr);
+    struct MHD_Response *mr = MHD_create_response_from_buffer(strlen(s), s, MHD_RESPMEM_MUST_FREE);
+    MHD_add_response_header(mr, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
+    if (lr->next_token && *lr->next_token) MHD_add_response_header(mr, "X-Next-Token", lr->next_token);
+    char total[32];
+    snprintf(total, sizeof(total), "%u", lr->total_running);
+    MHD_add_response_header(mr, "X-Total-Running", total);
+    protobuf_c_message_free_unpacked(resp, NULL);
+    http_reply(req, 200, mr);
+}
+
+static void list_v1(void *svc, http_req *req)
+{
+    list(svc, req, 0);
+}
+
+static void list_v2(void *svc, http_req *req)
+{
+    list(svc, req, 1);
+}
+
+static void create_route(void *svc, http_req *req)
+{
+    create(svc, req);
+}
+
+/* Operations on one sandbox: /sandboxes/{id}[/op] and /v2/sandboxes/{id}[/op]. */
+static void sandbox_op(api *a, http_req *req, const char *rest)
+{
+    char id[64], op[32] = "";
+    const char *slash = strchr(rest, '/');
+    size_t idlen = slash ? (size_t)(slash - rest) : strlen(rest);
+    if (idlen == 0 || idlen >= sizeof(id))
+        return http_reply_error(req, 404, "no such endpoint: %s", req->url);
+    memcpy(id, rest, idlen);
+    id[idlen] = '\0';
+    if (slash) snprintf(op, sizeof(op), "%s", slash + 1);
+    char key_id[64];
+    if (authenticate(a, req, key_id) < 0) return;
+    cube_err err = {0};
+    ProtobufCMessage *resp = NULL;
+    const char *m = req->method;
+    if (!*op && strcmp(m, "GET") == 0) {
+        Cube__Sandbox *sb = get_one(a, id, &resp, &err);
+        if (!sb) return reply_err(req, &err);
+        reply_cjson(req, 200, listed_json(a, sb, 1));
+    } else if (!*op && strcmp(m, "DELETE") == 0) {
+        Cube__SandboxRef ref = CUBE__SANDBOX_REF__INIT;
+        ref.sandbox_id = id;
+        if (master_call(a, "/cube.Master/KillSandbox", &ref.base, &cube__kill_sandbox_response__descriptor,
+                        &resp, &err) < 0)
+            return reply_err(req, &err);
+        http_reply_empty(req, 204);
+    } else if ((strcmp(op, "timeout") == 0 || strcmp(op, "refreshes") == 0) && strcmp(m, "POST") == 0) {
+        cJSON *in = parse_body(req, 1);
+        if (!in) return;
+        int64_t t = strcmp(op, "timeout") == 0 ? -1 : 60;
+        int rc = cube_json_get_int(in, strcmp(op, "timeout") == 0 ? "timeout" : "duration",
+                                   strcmp(op, "timeout") == 0, 0, MAX_TIMEOUT_S, &t, &err);
+        cJSON_Delete(in);
+        if (rc < 0) return http_reply_error(req, 400, "%s", err.msg);
+        Cube__SetTimeoutRequest st = CUBE__SET_TIMEOUT_REQUEST__INIT;
+        st.sandbox_id = id;
+        st.timeout_s = t;
+        if (master_call(a, "/cube.Master/SetTimeout", &st.base, &cube__empty__descriptor, &resp, &err) < 0)
+            return reply_err(req, &err);
+        http_reply_empty(req, 204);
+    } else if (strcmp(op, "pause") == 0 && strcmp(m, "POST") == 0) {
+        Cube__SandboxRef ref = CUBE__SANDBOX_REF__INIT;
+        ref.sandbox_id = id;
+        if (master_call(a, "/cube.Master/PauseSandbox", &ref.base, &cube__empty__descriptor, &resp, &err) < 0)
+            return reply_err(req, &err);
+        http_reply_empty(req, 204);
+    } else if ((strcmp(op, "connect") == 0 || strcmp(op, "resume") == 0) && strcmp(m, "POST") == 0) {
+        cJSON *in = parse_body(req, 1);
+        if (!in) return;
+        int64_t t = 0;
+        int rc = cube_json_get_int(in, "timeout", false, 0, MAX_TIMEOUT_S, &t, &err);
+        cJSON_Delete(in);
+        if (rc < 0) return http_reply_error(req, 400, "%s", err.msg);
+        ProtobufCMessage *before = NULL;
+        Cube__Sandbox *sb = get_one(a, id, &before, &err);
+        if (!sb) return reply_err(req, &err);
+        int was_paused = sb->state == CUBE__SANDBOX_STATE__SANDBOX_STATE_PAUSED;
+        protobuf_c_message_free_unpacked(before, NULL);
+        if (strcmp(op, "resume") == 0 && !was_paused)
+            return http_reply_error(req, 409, "sandbox %s is already running", id);
+        Cube__SetTimeoutRequest st = CUBE__SET_TIMEOUT_REQUEST__INIT;
+        st.sandbox_id = id;
+        st.timeout_s = t;
+        if (master_call(a, "/cube.Master/ResumeSandbox", &st.base, &cube__get_sandbox_response__descriptor,
+                        &resp, &err) < 0)
+            return reply_err(req, &err);
+        reply_cjson(req, was_paused ? 201 : 200,
+                    sandbox_json(a, ((Cube__GetSandboxResponse *)resp)->sandbox));
+    } else if (strcmp(op, "metrics") == 0 || strcmp(op, "logs") == 0 || strcmp(op, "network") == 0 ||
+               strcmp(op, "fork") == 0 || strcmp(op, "snapshots") == 0) {
+        http_reply_error(req, 501, "%s is not implemented by this version of cube", op);
+    } else {
+        http_reply_error(req, 404, "no such endpoint: %s %s", m, req->url);
+    }
+    if (resp) protobuf_c_message_free_unpacked(resp, NULL);
+}
+
+static void sandbox_v1(void *svc, http_req *req)
+{
+    sandbox_op(svc, req, req->url + strlen("/sandboxes/"));
+}
+
+static void sandbox_v2(void *svc, http_req *req)
+{
+    sandbox_op(svc, req, req->url + strlen("/v2/sandboxes/"));
+}
+
+static void health(void *svc, http_req *req)
+{
+    (void)svc;
+    http_reply_json(req, 200, "{\"ok\":true}");
+}
+
+static const char openapi[] =
+    "openapi: 3.0.0\n"
+    "info: {title: cube E2B-compatible API, version: 0.1.0}\n"
+    "components:\n"
+    "  securitySchemes: {ApiKeyAuth: {type: apiKey, in: header, name: X-API-KEY}}\n"
+    "security: [{ApiKeyAuth: []}]\n"
+    "paths:\n"
+    "  /health: {get: {security: [], responses: {'200': {description: ok}}}}\n"
+    "  /sandboxes: {get: {responses: {'200': {description: ListedSandbox[]}}}, post: {responses: {'201': "
+    "{description: Sandbox}}}}\n"
+    "  /v2/sandboxes: {get: {responses: {'200': {description: ListedSandbox[] (X-Next-Token)}}}, post: "
+    "{responses: "
+    "{'201': {description: Sandbox}}}}\n"
+    "  /sandboxes/{sandboxID}: {get: {responses: {'200': {description: SandboxDetail}}}, delete: {responses: "
+    "{'204': "
+    "{description: killed}}}}\n"
+    "  /sandboxes/{sandboxID}/timeout: {post: {responses: {'204': {description: set}}}}\n"
+    "  /sandboxes/{sandboxID}/refreshes: {post: {responses: {'204': {description: refreshed}}}}\n"
+    "  /sandboxes/{sandboxID}/pause: {post: {responses: {'204': {description: paused}, '409': {description: "
+    "already "
+    "paused}}}}\n"
+    "  /sandboxes/{sandboxID}/resume: {post: {responses: {'201': {description: Sandbox}}}}\n"
+    "  /v2/sandboxes/{sandboxID}/connect: {post: {responses: {'200': {description: Sandbox}, '201': "
+    "{description: "
+    "resumed}}}}\n";
+
+static void openapi_doc(void *svc, http_req *req)
+{
+    (void)svc;
+    http_reply_bytes(req, 200, "application/yaml", openapi, sizeof(openapi) - 1);
+}
+
+const http_route api_routes[] = {
+    {"GET", "/health", health, NULL},
+    {"GET", "/openapi.yml", openapi_doc, NULL},
+    {"POST", "/sandboxes", create_route, NULL},
+    {"POST", "/v2/sandboxes", create_route, NULL},
+    {"GET", "/sandboxes", list_v1, NULL},
+    {"GET", "/v2/sandboxes", list_v2, NULL},
+    {"GET", "/sandboxes/", sandbox_v1, NULL},
+    {"DELETE", "/sandboxes/", sandbox_v1, NULL},
+    {"POST", "/sandboxes/", sandbox_v1, NULL},
+    {"PUT", "/sandboxes/", sandbox_v1, NULL},
+    {"GET", "/v2/sandboxes/", sandbox_v2, NULL},
+    {"POST", "/v2/sandboxes/", sandbox_v2, NULL},
+    {0},
+};

@@ -1,0 +1,83 @@
+/* cube-master: the control plane's truth and scheduler. */
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "config.h"
+#include "log.h"
+#include "master.h"
+
+static const cube_config_flag flags[] = {
+    {"data", "master.data", true, "data directory (default /var/lib/cube)"},
+    {"listen", "master.listen", true, "RPC address (default unix:<data>/run/master.sock)"},
+    {"db", "master.db", true, "SQLite database (default <data>/cube.db)"},
+    {"api-key-file", "master.api_key_file", true, "bootstrap API key to register (default <data>/api-key)"},
+    {"help", "master.help", false, "this text"},
+    {0},
+};
+
+static int run(cube_config *cfg, int argc, char **argv)
+{
+    cube_err err = {0};
+    int first;
+    if (cube_config_parse_args(cfg, argc, argv, flags, &first, &err) < 0 || first != argc) {
+        fprintf(stderr, "cube-master: %s\n", err.code ? err.msg : "unexpected argument");
+        return 2;
+    }
+    const char *data = cube_config_get(cfg, "master.data", "/var/lib/cube");
+    char path[4096], listen[4200], keyfile[4096];
+    snprintf(path, sizeof(path), "%s/run", data);
+    mkdir(data, 0755);
+    mkdir(path, 0755);
+    snprintf(path, sizeof(path), "%s/cube.db", data);
+    snprintf(listen, sizeof(listen), "unix:%s/run/master.sock", data);
+    snprintf(keyfile, sizeof(keyfile), "%s/api-key", data);
+    store *st = store_sqlite_open(cube_config_get(cfg, "master.db", path), &err);
+    if (!st) {
+        fprintf(stderr, "cube-master: %s\n", err.msg);
+        return 1;
+    }
+    master m;
+    master_init(&m, st, &err);
+    FILE *kf = fopen(cube_config_get(cfg, "master.api_key_file", keyfile), "re");
+    if (kf) {
+        char key[256] = {0};
+        if (fgets(key, sizeof(key), kf)) {
+            key[strcspn(key, "\r\n")] = '\0';
+            if (*key && master_ensure_key(&m, key, "bootstrap", &err) < 0)
+                fprintf(stderr, "cube-master: bootstrap key: %s\n", err.msg);
+        }
+        fclose(kf);
+    }
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
+    const char *addr = cube_config_get(cfg, "master.listen", listen);
+    cube_rpc_server *srv = cube_rpc_server_start(addr, master_methods, &m, 8, &err);
+    if (!srv) {
+        fprintf(stderr, "cube-master: %s\n", err.msg);
+        st->ops->close(st);
+        return 1;
+    }
+    master_start_reaper(&m);
+    cube_log_info("master ready", "listen=%s store=%s", addr, st->ops->name);
+    int sig;
+    sigwait(&set, &sig);
+    cube_rpc_server_stop(srv);
+    master_stop(&m);
+    st->ops->close(st);
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    cube_log_init("cube-master", -1);
+    cube_config *cfg = cube_config_new();
+    int rc = run(cfg, argc, argv);
+    cube_config_free(cfg);
+    return rc;
+}

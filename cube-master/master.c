@@ -1,0 +1,590 @@
+#include "master.h"
+
+#include <errno.h>
+#include <openssl/sha.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "cubelet.pb-c.h"
+#include "id.h"
+#include "log.h"
+#include "timeutil.h"
+
+#define MAX_TIMEOUT_S         (24 * 3600)
+#define CREATE_RPC_TIMEOUT_MS 60000
+
+static void key_hash(const char *key, char out[65])
+{
+    unsigned char d[SHA256_DIGEST_LENGTH];
+    SHA256((const unsigned char *)key, strlen(key), d);
+    for (int i = 0; i < SHA256_DIGEST_LENGTH; i++) snprintf(out + 2 * i, 3, "%02x", d[i]);
+}
+
+int master_init(master *m, store *st, cube_err *err)
+{
+    (void)err;
+    memset(m, 0, sizeof(*m));
+    m->st = st;
+    m->heartbeat_ms = 1000;
+    pthread_mutex_init(&m->lock, NULL);
+    pthread_mutex_init(&m->stop_lock, NULL);
+    pthread_cond_init(&m->stop_cond, NULL);
+    return 0;
+}
+
+int master_ensure_key(master *m, const char *key, const char *name, cube_err *err)
+{
+    char hash[65], id[64], found_name[128];
+    key_hash(key, hash);
+    if (m->st->ops->key_find(m->st, hash, id, found_name, err) == 0) return 0;
+    if (cube_id_new('k', id, 16, err) < 0) return -1;
+    return m->st->ops->key_put(m->st, id, name, hash, cube_now_unix_ms(), err);
+}
+
+/* ---- nodes ---- */
+
+static master_node *node_find(master *m, const char *node_id)
+{
+    for (master_node *n = m->nodes; n; n = n->next)
+        if (strcmp(n->node_id, node_id) == 0) return n;
+    return NULL;
+}
+
+static int node_alive(const master *m, const master_node *n, int64_t now)
+{
+    return now - n->last_seen_ms <= 3 * m->heartbeat_ms;
+}
+
+static int heartbeat(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *respp, cube_err *err)
+{
+    (void)ctx;
+    master *m = svc;
+    const Cube__NodeInfo *in = reqp;
+    Cube__RegisterNodeResponse *out = respp;
+    if (!in->node_id || !*in->node_id || !in->address || !*in->address)
+        return cube_err_set(err, EINVAL, "node_id and address are required");
+    /* keep an owned copy of the node's report */
+    size_t len = protobuf_c_message_get_packed_size(&in->base);
+    uint8_t *buf = malloc(len ? len : 1);
+    if (!buf) return cube_err_set(err, ENOMEM, "out of memory");
+    protobuf_c_message_pack(&in->base, buf);
+    Cube__NodeInfo *copy = cube__node_info__unpack(NULL, len, buf);
+    free(buf);
+    if (!copy) return cube_err_set(err, ENOMEM, "out of memory");
+    pthread_mutex_lock(&m->lock);
+    master_node *n = node_find(m, in->node_id);
+    int rc = 0;
+    if (!n) {
+        n = calloc(1, sizeof(*n));
+        if (n) {
+            snprintf(n->node_id, sizeof(n->node_id), "%s", in->node_id);
+            n->next = m->nodes;
+            m->nodes = n;
+            cube_log_info("node registered", "node=%s address=%s backend=%s", in->node_id, in->address,
+                          in->backend);
+        }
+    }
+    if (!n) {
+        rc = cube_err_set(err, ENOMEM, "out of memory");
+    } else {
+        if (strcmp(n->address, in->address) != 0) {
+            cube_rpc_client_free(n->client);
+            n->client = cube_rpc_client_new(in->address, err);
+            snprintf(n->address, sizeof(n->address), "%s", in->address);
+        }
+        if (n->info) cube__node_info__free_unpacked(n->info, NULL);
+        n->info = copy;
+        copy = NULL;
+        n->last_seen_ms = cube_now_mono_ms();
+    }
+    pthread_mutex_unlock(&m->lock);
+    if (copy) cube__node_info__free_unpacked(copy, NULL);
+    out->heartbeat_interval_ms = m->heartbeat_ms;
+    return rc;
+}
+
+/* With m->lock held: the node for a create. A ready pool slot wins, then the fewest running sandboxes. */
+static master_node *schedule(master *m, const char *template_id, cube_err *err)
+{
+    int64_t now = cube_now_mono_ms();
+    master_node *best = NULL;
+    long best_score = -1;
+    int any_alive = 0;
+    for (master_node *n = m->nodes; n; n = n->next) {
+        if (!node_alive(m, n, now) || !n->info || !n->client) continue;
+        any_alive = 1;
+        int has = 0;
+        for (size_t i = 0; i < n->info->n_templates; i++)
+            if (strcmp(n->info->templates[i], template_id) == 0) has = 1;
+        if (!has) continue;
+        long ready = 0;
+        for (size_t i = 0; i < n->info->n_pool_ready; i++)
+            if (strcmp(n->info->pool_ready[i]->key, template_id) == 0) ready = n->info->pool_ready[i]->value;
+        long score = (ready > 0 ? 1000000 : 0) - (long)n->info->running;
+        if (score > best_score) {
+            best = n;
+            best_score = score;
+        }
+    }
+    if (!best) {
+        if (!any_alive)
+            cube_err_set(err, EAGAIN, "no node is available to run sandboxes");
+        else
+            cube_err_set(err, ENOENT, "template '%s' not found", template_id);
+    }
+    return best;
+}
+
+static cube_rpc_client *node_client(master *m, const char *node_id, cube_err *err)
+{
+    pthread_mutex_lock(&m->lock);
+    master_node *n = node_find(m, node_id);
+    cube_rpc_client *c = n && node_alive(m, n, cube_now_mono_ms()) ? n->client : NULL;
+    pthread_mutex_unlock(&m->lock);
+    if (!c) cube_err_set(err, EHOSTUNREACH, "node '%s' is not reachable", node_id);
+    return c;
+}
+
+/* ---- sandboxes ---- */
+
+static void noop_free(void *d, void *p)
+{
+    (void)d;
+    (void)p;
+}
+
+/* Deep copy of a stored sandbox into the reply's arena (freed with the call). */
+static Cube__Sandbox *reply_copy(cube_rpc_ctx *ctx, const Cube__Sandbox *sb)
+{
+    size_t len = protobuf_c_message_get_packed_size(&sb->base);
+    uint8_t *buf = cube_rpc_alloc(ctx, len ? len : 1);
+    if (!buf) return NULL;
+    protobuf_c_message_pack(&sb->base, buf);
+    ProtobufCAllocator a = {
+        .alloc = (void *(*)(void *, size_t))cube_rpc_alloc, .free = noop_free, .allocator_data = ctx};
+    return cube__sandbox__unpack(&a, len, buf);
+}
+
+static int create_sandbox(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *respp, cube_err *err)
+{
+    master *m = svc;
+    const Cube__CreateSandboxRequest *req = reqp;
+    Cube__CreateSandboxResponse *out = respp;
+    if (!req->template_id || !*req->template_id) return cube_err_set(err, EINVAL, "templateID is required");
+    int64_t timeout = req->timeout_s ? req->timeout_s : 300;
+    if (timeout < 0 || timeout > MAX_TIMEOUT_S)
+        return cube_err_set(err, EINVAL, "timeout must be within 0..%d seconds", MAX_TIMEOUT_S);
+    char id[CUBE_ID_LEN + 1], token[65];
+    if (cube_sandbox_id_new(id, err) < 0 || cube_token_hex(token, 16, err) < 0) return -1;
+
+    pthread_mutex_lock(&m->lock);
+    master_node *n = schedule(m, req->template_id, err);
+    char node_id[64] = "";
+    cube_rpc_client *client = NULL;
+    if (n) {
+        snprintf(node_id, sizeof(node_id), "%s", n->node_id);
+        client = n->client;
+        n->info->running++; /* until the next heartbeat says otherwise: spreads a burst of creates */
+    }
+    pthread_mutex_unlock(&m->lock);
+    if (!client) return -1;
+
+    Cube__NodeCreateRequest nreq = CUBE__NODE_CREATE_REQUEST__INIT;
+    nreq.sandbox_id = id;
+    nreq.template_id = req->template_id;
+    /* map entries of every message are {key = 1, value = 2}: they pack the same whatever message holds them
+     */
+    nreq.n_env_vars = req->n_env_vars;
+    nreq.env_vars = (Cube__NodeCreateRequest__EnvVarsEntry **)req->env_vars;
+    nreq.envd_access_token = token;
+    nreq.network = req->network;
+    nreq.n_volume_mounts = req->n_volume_mounts;
+    nreq.volume_mounts = req->volume_mounts;
+    ProtobufCMessage *nresp = NULL;
+    cube_rpc_call_opts o = {.timeout_ms = CREATE_RPC_TIMEOUT_MS};
+    if (cube_rpc_call(client, "/cube.Cubelet/CreateSandbox", &nreq.base, &cube__node_sandbox__descriptor,
+                      &nresp, &o, err) < 0)
+        return cube_err_prefix(err, "create on node %s", node_id);
+    Cube__NodeSandbox *ns = (Cube__NodeSandbox *)nresp;
+
+    Cube__Sandbox sb = CUBE__SANDBOX__INIT;
+    Cube__Resources res = CUBE__RESOURCES__INIT;
+    res.cpu_count = 2;
+    res.memory_mb = 512;
+    res.disk_mb = 1024;
+    sb.sandbox_id = id;
+    sb.template_id = req->template_id;
+    sb.node_id = node_id;
+    sb.state = CUBE__SANDBOX_STATE__SANDBOX_STATE_RUNNING;
+    sb.n_metadata = req->n_metadata;
+    sb.metadata = (Cube__Sandbox__MetadataEntry **)req->metadata;
+    sb.started_at_ms = cube_now_unix_ms();
+    sb.end_at_ms = sb.started_at_ms + timeout * 1000;
+    sb.resources = &res;
+    sb.envd_version = "0.5.7";
+    sb.envd_access_token = token;
+    sb.agent_address = ns->agent_address;
+    sb.interpreter_address = ns->interpreter_address;
+    sb.auto_pause = req->auto_pause;
+    sb.network = req->network;
+    sb.n_volume_mounts = req->n_volume_mounts;
+    sb.volume_mounts = req->volume_mounts;
+    sb.client_id = "cube";
+    int rc = m->st->ops->sandbox_put(m->st, &sb, err);
+    if (rc == 0) {
+        out->sandbox = reply_copy(ctx, &sb);
+        cube_log_info("audit", "action=create sandbox=%s template=%s node=%s key=%s pooled=%d", id,
+                      req->template_id, node_id, req->api_key_id ? req->api_key_id : "", ns->from_pool);
+    } else {
+        /* not recorded: do not leave it running unseen */
+        Cube__NodeSandboxRef ref = CUBE__NODE_SANDBOX_REF__INIT;
+        ref.sandbox_id = id;
+        ProtobufCMessage *r = NULL;
+        if (cube_rpc_call(client, "/cube.Cubelet/KillSandbox", &ref.base, &cube__empty__descriptor, &r, NULL,
+                          NULL) == 0)
+            protobuf_c_message_free_unpacked(r, NULL);
+    }
+    protobuf_c_message_free_unpacked(nresp, NULL);
+    return rc;
+}
+
+static int get_sandbox(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *respp, cube_err *err)
+{
+    master *m = svc;
+    const Cube__SandboxRef *req = reqp;
+    Cube__GetSandboxResponse *out = respp;
+    Cube__Sandbox *sb = m->st->ops->sandbox_get(m->st, req->sandbox_id ? req->sandbox_id : "", err);
+    if (!sb) return -1;
+    out->sandbox = reply_copy(ctx, sb);
+    cube__sandbox__free_unpacked(sb, NULL);
+    return 0;
+}
+
+static int metadata_match(const Cube__Sandbox *sb, const Cube__ListSandboxesRequest *req)
+{
+    for (size_t i = 0; i < req->n_metadata; i++) {
+        int hit = 0;
+        for (size_t j = 0; j < sb->n_metadata && !hit; j++)
+            hit = strcmp(sb->metadata[j]->key, req->metadata[i]->key) == 0 &&
+                  strcmp(sb->metadata[j]->value, req->metadata[i]->value) == 0;
+        if (!hit) return 0;
+    }
+    return 1;
+}
+
+static int list_sandboxes(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *respp, cube_err *err)
+{
+    master *m = svc;
+    const Cube__ListSandboxesRequest *req = reqp;
+    Cube__ListSandboxesResponse *out = respp;
+    Cube__Sandbox **all;
+    size_t n;
+    if (m->st->ops->sandbox_list(m->st, &all, &n, err) < 0) return -1;
+    size_t offset = req->next_token && *req->next_token ? strtoul(req->next_token, NULL, 10) : 0;
+    size_t limit = req->limit ? req->limit : 100;
+    out->sandboxes = cube_rpc_alloc(ctx, (n ? n : 1) * sizeof(Cube__Sandbox *));
+    size_t matched = 0;
+    for (size_t i = 0; i < n; i++) {
+        Cube__Sandbox *sb = all[i];
+        if (sb->state == CUBE__SANDBOX_STATE__SANDBOX_STATE_RUNNING) out->total_running++;
+        int state_ok = req->n_states == 0 ? (sb->state == CUBE__SANDBOX_STATE__SANDBOX_STATE_RUNNING ||
+                                             sb->state == CUBE__SANDBOX_STATE__SANDBOX_STATE_PAUSED)
+                                          : 0;
+        for (size_t k = 0; k < req->n_states; k++)
+            if ((int)sb->state == (int)req->states[k]) state_ok = 1;
+        if (!state_ok || !metadata_match(sb, req)) continue;
+        if (req->template_id && *req->template_id && strcmp(req->template_id, sb->template_id) != 0) continue;
+        if (matched++ < offset) continue;
+        if (out->n_sandboxes == limit) {
+            char tok[32];
+            snprintf(tok, sizeof(tok), "%zu", offset + limit);
+            out->next_token = cube_rpc_strdup(ctx, tok);
+            continue;
+        }
+        out->sandboxes[out->n_sandboxes++] = reply_copy(ctx, sb);
+    }
+    store_free_sandboxes(all, n);
+    return 0;
+}
+
+/* Asks the sandbox's node to act on it. */
+static int node_op(master *m, const Cube__Sandbox *sb, const char *method,
+                   const ProtobufCMessageDescriptor *rd, ProtobufCMessage **resp, cube_err *err)
+{
+    cube_rpc_client *c = node_client(m, sb->node_id, err);
+    if (!c) return -1;
+    Cube__NodeSandboxRef ref = CUBE__NODE_SANDBOX_REF__INIT;
+    ref.sandbox_id = sb->sandbox_id;
+    cube_rpc_call_opts o = {.timeout_ms = 30000};
+    return cube_rpc_call(c, method, &ref.base, rd, resp, &o, err);
+}
+
+static int kill_one(master *m, Cube__Sandbox *sb, const char *why, cube_err *err)
+{
+    ProtobufCMessage *r = NULL;
+    if (node_op(m, sb, "/cube.Cubelet/KillSandbox", &cube__empty__descriptor, &r, err) < 0 &&
+        err->code != ENOENT)
+        cube_log_warn("kill on node failed; record removed anyway", "sandbox=%s err=\"%s\"", sb->sandbox_id,
+                      err->msg);
+    if (r) protobuf_c_message_free_unpacked(r, NULL);
+    cube_err_clear(err);
+    int rc = m->st->ops->sandbox_delete(m->st, sb->sandbox_id, err);
+    if (rc == 0) cube_log_info("audit", "action=kill sandbox=%s reason=%s", sb->sandbox_id, why);
+    return rc;
+}
+
+static int kill_sandbox(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *respp, cube_err *err)
+{
+    (void)ctx;
+    master *m = svc;
+    const Cube__SandboxRef *req = reqp;
+    Cube__KillSandboxResponse *out = respp;
+    Cube__Sandbox *sb = m->st->ops->sandbox_get(m->st, req->sandbox_id ? req->sandbox_id : "", err);
+    if (!sb) return -1;
+    int rc = kill_one(m, sb, "request", err);
+    cube__sandbox__free_unpacked(sb, NULL);
+    out->killed = rc == 0;
+    return rc;
+}
+
+static int set_timeout(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *respp, cube_err *err)
+{
+    (void)ctx;
+    (void)respp;
+    master *m = svc;
+    const Cube__SetTimeoutRequest *req = reqp;
+    if (req->timeout_s < 0 || req->timeout_s > MAX_TIMEOUT_S)
+        return cube_err_set(err, EINVAL, "timeout must be within 0..%d seconds", MAX_TIMEOUT_S);
+    Cube__Sandbox *sb = m->st->ops->sandbox_get(m->st, req->sandbox_id ? req->sandbox_id : "", err);
+    if (!sb) return -1;
+    sb->end_at_ms = cube_now_unix_ms() + req->timeout_s * 1000;
+    int rc = m->st->ops->sandbox_put(m->st, sb, err);
+    cube__sandbox__free_unpacked(sb, NULL);
+    return rc;
+}
+
+static int pause_sandbox(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *respp, cube_err *err)
+{
+    (void)ctx;
+    (void)respp;
+    master *m = svc;
+    const Cube__SandboxRef *req = reqp;
+    Cube__Sandbox *sb = m->st->ops->sandbox_get(m->st, req->sandbox_id ? req->sandbox_id : "", err);
+    if (!sb) return -1;
+    int rc;
+    if (sb->state == CUBE__SANDBOX_STATE__SANDBOX_STATE_PAUSED) {
+        rc = cube_err_set(err, EBUSY, "sandbox %s is already paused", sb->sandbox_id);
+    } else {
+        ProtobufCMessage *r = NULL;
+        rc = node_op(m, sb, "/cube.Cubelet/PauseSandbox", &cube__empty__descriptor, &r, err);
+        if (r) protobuf_c_message_free_unpacked(r, NULL);
+        if (rc == 0) {
+            sb->state = CUBE__SANDBOX_STATE__SANDBOX_STATE_PAUSED;
+            rc = m->st->ops->sandbox_put(m->st, sb, err);
+            cube_log_info("audit", "action=pause sandbox=%s", sb->sandbox_id);
+        }
+    }
+    cube__sandbox__free_unpacked(sb, NULL);
+    return rc;
+}
+
+/* Resume (and connect): a running sandbox only gets its timeout extended; a paused one is thawed first. */
+static int resume_sandbox(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *respp, cube_err *err)
+{
+    master *m = svc;
+    const Cube__SetTimeoutRequest *req = reqp;
+    Cube__GetSandboxResponse *out = respp;
+    Cube__Sandbox *sb = m->st->ops->sandbox_get(m->st, req->sandbox_id ? req->sandbox_id : "", err);
+    if (!sb) return -1;
+    int rc = 0;
+    if (sb->state == CUBE__SANDBOX_STATE__SANDBOX_STATE_PAUSED) {
+        ProtobufCMessage *r = NULL;
+        rc = node_op(m, sb, "/cube.Cubelet/ResumeSandbox", &cube__node_sandbox__descriptor, &r, err);
+        if (r) protobuf_c_message_free_unpacked(r, NULL);
+        if (rc == 0) {
+            sb->state = CUBE__SANDBOX_STATE__SANDBOX_STATE_RUNNING;
+            cube_log_info("audit", "action=resume sandbox=%s", sb->sandbox_id);
+        }
+    }
+    if (rc == 0) {
+        int64_t end = cube_now_unix_ms() + (req->timeout_s > 0 ? req->timeout_s : 300) * 1000;
+        if (end > sb->end_at_ms || req->timeout_s > 0) sb->end_at_ms = end;
+        rc = m->st->ops->sandbox_put(m->st, sb, err);
+    }
+    if (rc == 0) out->sandbox = reply_copy(ctx, sb);
+    cube__sandbox__free_unpacked(sb, NULL);
+    return rc;
+}
+
+static int auth_key(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *respp, cube_err *err)
+{
+    master *m = svc;
+    const Cube__AuthKeyRequest *req = reqp;
+    Cube__AuthKeyResponse *out = respp;
+    char hash[65], id[64], name[128];
+    key_hash(req->key ? req->key : "", hash);
+    if (m->st->ops->key_find(m->st, hash, id, name, err) < 0) {
+        if (err->code == ENOENT) cube_err_set(err, EKEYREJECTED, "Invalid API key");
+        return -1;
+    }
+    out->key_id = cube_rpc_strdup(ctx, id);
+    out->name = cube_rpc_strdup(ctx, name);
+    return 0;
+}
+
+static int create_key(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *respp, cube_err *err)
+{
+    master *m = svc;
+    const Cube__CreateKeyRequest *req = reqp;
+    Cube__ApiKey *out = respp;
+    char secret[64] = "e2b_", id[32], hash[65];
+    if (cube_token_hex(secret + 4, 20, err) < 0 || cube_id_new('k', id, 16, err) < 0) return -1;
+    key_hash(secret, hash);
+    int64_t now = cube_now_unix_ms();
+    const char *name = req->name && *req->name ? req->name : "unnamed";
+    if (m->st->ops->key_put(m->st, id, name, hash, now, err) < 0) return -1;
+    out->key_id = cube_rpc_strdup(ctx, id);
+    out->name = cube_rpc_strdup(ctx, name);
+    out->created_at_ms = now;
+    out->key = cube_rpc_strdup(ctx, secret);
+    cube_log_info("audit", "action=key-create key=%s", id);
+    return 0;
+}
+
+static int list_keys(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *respp, cube_err *err)
+{
+    (void)reqp;
+    master *m = svc;
+    Cube__ListKeysResponse *out = respp, tmp;
+    if (m->st->ops->key_list(m->st, &tmp, err) < 0) return -1;
+    out->keys = cube_rpc_alloc(ctx, (tmp.n_keys ? tmp.n_keys : 1) * sizeof(Cube__ApiKey *));
+    for (size_t i = 0; i < tmp.n_keys; i++) {
+        Cube__ApiKey *k = cube_rpc_alloc(ctx, sizeof(*k));
+        cube__api_key__init(k);
+        k->key_id = cube_rpc_strdup(ctx, tmp.keys[i]->key_id);
+        k->name = cube_rpc_strdup(ctx, tmp.keys[i]->name);
+        k->created_at_ms = tmp.keys[i]->created_at_ms;
+        out->keys[out->n_keys++] = k;
+    }
+    store_free_keys(&tmp);
+    return 0;
+}
+
+static int revoke_key(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *respp, cube_err *err)
+{
+    (void)ctx;
+    (void)respp;
+    master *m = svc;
+    const Cube__KeyRef *req = reqp;
+    int rc = m->st->ops->key_revoke(m->st, req->key_id ? req->key_id : "", err);
+    if (rc == 0) cube_log_info("audit", "action=key-revoke key=%s", req->key_id);
+    return rc;
+}
+
+static int list_nodes(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *respp, cube_err *err)
+{
+    (void)reqp;
+    (void)err;
+    master *m = svc;
+    Cube__ListNodesResponse *out = respp;
+    pthread_mutex_lock(&m->lock);
+    size_t n = 0;
+    for (master_node *x = m->nodes; x; x = x->next) n++;
+    out->nodes = cube_rpc_alloc(ctx, (n ? n : 1) * sizeof(Cube__NodeInfo *));
+    for (master_node *x = m->nodes; x; x = x->next) {
+        if (!x->info) continue;
+        size_t len = protobuf_c_message_get_packed_size(&x->info->base);
+        uint8_t *buf = cube_rpc_alloc(ctx, len ? len : 1);
+        protobuf_c_message_pack(&x->info->base, buf);
+        ProtobufCAllocator a = {
+            .alloc = (void *(*)(void *, size_t))cube_rpc_alloc, .free = noop_free, .allocator_data = ctx};
+        out->nodes[out->n_nodes++] = cube__node_info__unpack(&a, len, buf);
+    }
+    pthread_mutex_unlock(&m->lock);
+    return 0;
+}
+
+/* ---- timeouts ---- */
+
+static void *reaper(void *arg)
+{
+    master *m = arg;
+    pthread_mutex_lock(&m->stop_lock);
+    while (!m->stopping) {
+        pthread_mutex_unlock(&m->stop_lock);
+        Cube__Sandbox **v;
+        size_t n;
+        cube_err err = {0};
+        if (m->st->ops->sandbox_expired(m->st, cube_now_unix_ms(), &v, &n, &err) == 0) {
+            for (size_t i = 0; i < n; i++) {
+                if (v[i]->auto_pause) {
+                    ProtobufCMessage *r = NULL;
+                    if (node_op(m, v[i], "/cube.Cubelet/PauseSandbox", &cube__empty__descriptor, &r, &err) ==
+                        0) {
+                        protobuf_c_message_free_unpacked(r, NULL);
+                        v[i]->state = CUBE__SANDBOX_STATE__SANDBOX_STATE_PAUSED;
+                        m->st->ops->sandbox_put(m->st, v[i], &err);
+                        cube_log_info("audit", "action=pause sandbox=%s reason=timeout", v[i]->sandbox_id);
+                        continue;
+                    }
+                }
+                kill_one(m, v[i], "timeout", &err);
+            }
+            store_free_sandboxes(v, n);
+        }
+        /* a background sweep, not the hot path: twice a second is enough for second-granular timeouts */
+        struct timespec dl;
+        clock_gettime(CLOCK_REALTIME, &dl);
+        dl.tv_nsec += 500 * 1000000L;
+        if (dl.tv_nsec >= 1000000000L) dl.tv_sec++, dl.tv_nsec -= 1000000000L;
+        pthread_mutex_lock(&m->stop_lock);
+        if (!m->stopping) pthread_cond_timedwait(&m->stop_cond, &m->stop_lock, &dl);
+    }
+    pthread_mutex_unlock(&m->stop_lock);
+    return NULL;
+}
+
+void master_start_reaper(master *m)
+{
+    pthread_create(&m->reaper, NULL, reaper, m);
+}
+
+void master_stop(master *m)
+{
+    pthread_mutex_lock(&m->stop_lock);
+    m->stopping = 1;
+    pthread_cond_broadcast(&m->stop_cond);
+    pthread_mutex_unlock(&m->stop_lock);
+    if (m->reaper) pthread_join(m->reaper, NULL);
+    for (master_node *n = m->nodes, *next; n; n = next) {
+        next = n->next;
+        cube_rpc_client_free(n->client);
+        if (n->info) cube__node_info__free_unpacked(n->info, NULL);
+        free(n);
+    }
+    m->nodes = NULL;
+}
+
+#define M(name, fn, req, resp)                                                                               \
+    {                                                                                                        \
+        "/cube.Master/" name, &req##__descriptor, &resp##__descriptor, fn                                    \
+    }
+const cube_rpc_method master_methods[] = {
+    M("CreateSandbox", create_sandbox, cube__create_sandbox_request, cube__create_sandbox_response),
+    M("GetSandbox", get_sandbox, cube__sandbox_ref, cube__get_sandbox_response),
+    M("ListSandboxes", list_sandboxes, cube__list_sandboxes_request, cube__list_sandboxes_response),
+    M("KillSandbox", kill_sandbox, cube__sandbox_ref, cube__kill_sandbox_response),
+    M("SetTimeout", set_timeout, cube__set_timeout_request, cube__empty),
+    M("PauseSandbox", pause_sandbox, cube__sandbox_ref, cube__empty),
+    M("ResumeSandbox", resume_sandbox, cube__set_timeout_request, cube__get_sandbox_response),
+    M("RegisterNode", heartbeat, cube__node_info, cube__register_node_response),
+    M("Heartbeat", heartbeat, cube__node_info, cube__register_node_response),
+    M("AuthKey", auth_key, cube__auth_key_request, cube__auth_key_response),
+    M("CreateKey", create_key, cube__create_key_request, cube__api_key),
+    M("ListKeys", list_keys, cube__empty, cube__list_keys_response),
+    M("RevokeKey", revoke_key, cube__key_ref, cube__empty),
+    M("ListNodes", list_nodes, cube__empty, cube__list_nodes_response),
+    {0},
+};

@@ -1,0 +1,40 @@
+/* cube-master's core: the Master RPC service over the store, scheduling onto cubelets, the timeout reaper.
+ * main.c is a thin shell over it; tests drive it directly. */
+#ifndef CUBE_MASTER_H
+#define CUBE_MASTER_H
+
+#include <pthread.h>
+#include <stdbool.h>
+
+#include "rpc.h"
+#include "store.h"
+
+typedef struct master_node {
+    char node_id[64];
+    char address[256];
+    Cube__NodeInfo *info; /* last heartbeat (unpacked copy) */
+    int64_t last_seen_ms;
+    cube_rpc_client *client;
+    struct master_node *next;
+} master_node;
+
+typedef struct master {
+    store *st;
+    pthread_mutex_t lock; /* nodes */
+    master_node *nodes;
+    int64_t heartbeat_ms;
+    pthread_t reaper;
+    int stopping;
+    pthread_mutex_t stop_lock;
+    pthread_cond_t stop_cond;
+} master;
+
+int master_init(master *m, store *st, cube_err *err);
+/* Registers `key` (the operator's bootstrap key) if the store lacks it. */
+int master_ensure_key(master *m, const char *key, const char *name, cube_err *err);
+void master_start_reaper(master *m);
+void master_stop(master *m);
+
+extern const cube_rpc_method master_methods[];
+
+#endif

@@ -1,0 +1,44 @@
+/* The control plane's truth behind one interface: API keys, nodes, sandboxes. SQLite backs it on a single
+ * node (embedded, zero setup); a MySQL backend for clusters implements the same table of operations. */
+#ifndef CUBE_MASTER_STORE_H
+#define CUBE_MASTER_STORE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "common.pb-c.h"
+#include "err.h"
+#include "master.pb-c.h"
+
+typedef struct store store;
+
+typedef struct store_ops {
+    const char *name;
+    void (*close)(store *st);
+    /* API keys are stored by the sha256 of the secret; lookups take the hash. */
+    int (*key_put)(store *st, const char *key_id, const char *name, const char *hash, int64_t created_ms,
+                   cube_err *err);
+    int (*key_find)(store *st, const char *hash, char key_id[64], char name[128], cube_err *err); /* ENOENT */
+    int (*key_list)(store *st, Cube__ListKeysResponse *out,
+                    cube_err *err);                                  /* caller frees with store_free_keys */
+    int (*key_revoke)(store *st, const char *key_id, cube_err *err); /* ENOENT */
+    /* Sandboxes are kept whole (packed) with the columns that filters need. */
+    int (*sandbox_put)(store *st, const Cube__Sandbox *sb, cube_err *err);
+    Cube__Sandbox *(*sandbox_get)(store *st, const char *id,
+                                  cube_err *err);                    /* NULL + ENOENT; free_unpacked */
+    int (*sandbox_delete)(store *st, const char *id, cube_err *err); /* ENOENT */
+    /* All rows in start order (the caller filters: a node holds at most thousands). */
+    int (*sandbox_list)(store *st, Cube__Sandbox ***out, size_t *n, cube_err *err);
+    /* Running sandboxes whose end_at has passed. */
+    int (*sandbox_expired)(store *st, int64_t now_ms, Cube__Sandbox ***out, size_t *n, cube_err *err);
+} store_ops;
+
+struct store {
+    const store_ops *ops;
+};
+
+store *store_sqlite_open(const char *path, cube_err *err);
+void store_free_sandboxes(Cube__Sandbox **v, size_t n);
+void store_free_keys(Cube__ListKeysResponse *out);
+
+#endif

@@ -1,0 +1,336 @@
+/* SQLite backend of the store: WAL, one connection guarded by a mutex (the master's load is a few thousand
+ * writes a second at most; SQLite serialises writers anyway). */
+#include <errno.h>
+#include <pthread.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "store.h"
+
+typedef struct sqlite_store {
+    store base;
+    sqlite3 *db;
+    pthread_mutex_t lock;
+} sqlite_store;
+
+static const char *const schema[] = {
+    /* version 1 */
+    "CREATE TABLE api_keys(key_id TEXT PRIMARY KEY, name TEXT NOT NULL, key_hash TEXT NOT NULL UNIQUE,"
+    " created_at_ms INTEGER NOT NULL);"
+    "CREATE TABLE sandboxes(sandbox_id TEXT PRIMARY KEY, state INTEGER NOT NULL, started_at_ms INTEGER NOT "
+    "NULL,"
+    " end_at_ms INTEGER NOT NULL, data BLOB NOT NULL);"
+    "CREATE INDEX sandboxes_end ON sandboxes(state, end_at_ms);",
+};
+
+static int db_err(sqlite_store *s, cube_err *err, const char *what)
+{
+    return cube_err_set(err, EIO, "store: %s: %s", what, sqlite3_errmsg(s->db));
+}
+
+static int migrate(sqlite_store *s, cube_err *err)
+{
+    sqlite3_stmt *st;
+    int version = 0;
+    if (sqlite3_prepare_v2(s->db, "PRAGMA user_version", -1, &st, NULL) != SQLITE_OK)
+        return db_err(s, err, "version");
+    if (sqlite3_step(st) == SQLITE_ROW) version = sqlite3_column_int(st, 0);
+    sqlite3_finalize(st);
+    for (int v = version; v < (int)(sizeof(schema) / sizeof(schema[0])); v++) {
+        char *msg = NULL;
+        char sql[4096];
+        snprintf(sql, sizeof(sql), "BEGIN; %s PRAGMA user_version=%d; COMMIT;", schema[v], v + 1);
+        if (sqlite3_exec(s->db, sql, NULL, NULL, &msg) != SQLITE_OK) {
+            cube_err_set(err, EIO, "store: migrate to version %d: %s", v + 1, msg ? msg : "?");
+            sqlite3_free(msg);
+            sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static int key_put(store *base, const char *key_id, const char *name, const char *hash, int64_t created,
+                   cube_err *err)
+{
+    sqlite_store *s = (sqlite_store *)base;
+    int rc = 0;
+    pthread_mutex_lock(&s->lock);
+    do { /* break leaves the block; the lock is released below */
+        sqlite3_stmt *st;
+        if (sqlite3_prepare_v2(s->db, "INSERT OR IGNORE INTO api_keys VALUES(?,?,?,?)", -1, &st, NULL) !=
+            SQLITE_OK) {
+            rc = db_err(s, err, "insert key");
+            break;
+        }
+        sqlite3_bind_text(st, 1, key_id, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 2, name, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 3, hash, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(st, 4, created);
+        if (sqlite3_step(st) != SQLITE_DONE) rc = db_err(s, err, "insert key");
+        sqlite3_finalize(st);
+    } while (0);
+    pthread_mutex_unlock(&s->lock);
+    return rc;
+}
+
+static int key_find(store *base, const char *hash, char key_id[64], char name[128], cube_err *err)
+{
+    sqlite_store *s = (sqlite_store *)base;
+    int rc = 0;
+    pthread_mutex_lock(&s->lock);
+    do { /* break leaves the block; the lock is released below */
+        sqlite3_stmt *st;
+        if (sqlite3_prepare_v2(s->db, "SELECT key_id, name FROM api_keys WHERE key_hash=?", -1, &st, NULL) !=
+            SQLITE_OK) {
+            rc = db_err(s, err, "find key");
+            break;
+        }
+        sqlite3_bind_text(st, 1, hash, -1, SQLITE_STATIC);
+        if (sqlite3_step(st) == SQLITE_ROW) {
+            snprintf(key_id, 64, "%s", (const char *)sqlite3_column_text(st, 0));
+            snprintf(name, 128, "%s", (const char *)sqlite3_column_text(st, 1));
+        } else {
+            rc = cube_err_set(err, ENOENT, "no such API key");
+        }
+        sqlite3_finalize(st);
+    } while (0);
+    pthread_mutex_unlock(&s->lock);
+    return rc;
+}
+
+static int key_list(store *base, Cube__ListKeysResponse *out, cube_err *err)
+{
+    sqlite_store *s = (sqlite_store *)base;
+    int rc = 0;
+    cube__list_keys_response__init(out);
+    pthread_mutex_lock(&s->lock);
+    do { /* break leaves the block; the lock is released below */
+        sqlite3_stmt *st;
+        if (sqlite3_prepare_v2(s->db,
+                               "SELECT key_id, name, created_at_ms FROM api_keys ORDER BY created_at_ms", -1,
+                               &st, NULL) != SQLITE_OK) {
+            rc = db_err(s, err, "list keys");
+            break;
+        }
+        while (sqlite3_step(st) == SQLITE_ROW) {
+            Cube__ApiKey *k = malloc(sizeof(*k));
+            Cube__ApiKey **nk = realloc(out->keys, (out->n_keys + 1) * sizeof(*nk));
+            if (!k || !nk) {
+                free(k);
+                if (nk) out->keys = nk;
+                rc = cube_err_set(err, ENOMEM, "out of memory");
+                break;
+            }
+            out->keys = nk;
+            cube__api_key__init(k);
+            k->key_id = strdup((const char *)sqlite3_column_text(st, 0));
+            k->name = strdup((const char *)sqlite3_column_text(st, 1));
+            k->created_at_ms = sqlite3_column_int64(st, 2);
+            out->keys[out->n_keys++] = k;
+        }
+        sqlite3_finalize(st);
+    } while (0);
+    pthread_mutex_unlock(&s->lock);
+    return rc;
+}
+
+void store_free_keys(Cube__ListKeysResponse *out)
+{
+    for (size_t i = 0; i < out->n_keys; i++) {
+        free(out->keys[i]->key_id);
+        free(out->keys[i]->name);
+        free(out->keys[i]);
+    }
+    free(out->keys);
+    out->keys = NULL;
+    out->n_keys = 0;
+}
+
+static int exec_id(sqlite_store *s, const char *sql, const char *id, const char *what, cube_err *err)
+{
+    int rc = 0;
+    pthread_mutex_lock(&s->lock);
+    do { /* break leaves the block; the lock is released below */
+        sqlite3_stmt *st;
+        if (sqlite3_prepare_v2(s->db, sql, -1, &st, NULL) != SQLITE_OK) {
+            rc = db_err(s, err, what);
+            break;
+        }
+        sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
+        if (sqlite3_step(st) != SQLITE_DONE)
+            rc = db_err(s, err, what);
+        else if (sqlite3_changes(s->db) == 0)
+            rc = cube_err_set(err, ENOENT, "%s: '%s' not found", what, id);
+        sqlite3_finalize(st);
+    } while (0);
+    pthread_mutex_unlock(&s->lock);
+    return rc;
+}
+
+static int key_revoke(store *base, const char *key_id, cube_err *err)
+{
+    return exec_id((sqlite_store *)base, "DELETE FROM api_keys WHERE key_id=?", key_id, "revoke key", err);
+}
+
+static int sandbox_put(store *base, const Cube__Sandbox *sb, cube_err *err)
+{
+    sqlite_store *s = (sqlite_store *)base;
+    size_t len = protobuf_c_message_get_packed_size(&sb->base);
+    uint8_t *buf = malloc(len ? len : 1);
+    if (!buf) return cube_err_set(err, ENOMEM, "out of memory");
+    protobuf_c_message_pack(&sb->base, buf);
+    int rc = 0;
+    pthread_mutex_lock(&s->lock);
+    do { /* break leaves the block; the lock is released below */
+        sqlite3_stmt *st;
+        if (sqlite3_prepare_v2(s->db, "INSERT OR REPLACE INTO sandboxes VALUES(?,?,?,?,?)", -1, &st, NULL) !=
+            SQLITE_OK) {
+            rc = db_err(s, err, "put sandbox");
+            break;
+        }
+        sqlite3_bind_text(st, 1, sb->sandbox_id, -1, SQLITE_STATIC);
+        sqlite3_bind_int(st, 2, sb->state);
+        sqlite3_bind_int64(st, 3, sb->started_at_ms);
+        sqlite3_bind_int64(st, 4, sb->end_at_ms);
+        sqlite3_bind_blob(st, 5, buf, (int)len, SQLITE_STATIC);
+        if (sqlite3_step(st) != SQLITE_DONE) rc = db_err(s, err, "put sandbox");
+        sqlite3_finalize(st);
+    } while (0);
+    pthread_mutex_unlock(&s->lock);
+    free(buf);
+    return rc;
+}
+
+static Cube__Sandbox *unpack_row(sqlite3_stmt *st, int col)
+{
+    return cube__sandbox__unpack(NULL, (size_t)sqlite3_column_bytes(st, col), sqlite3_column_blob(st, col));
+}
+
+static Cube__Sandbox *sandbox_get(store *base, const char *id, cube_err *err)
+{
+    sqlite_store *s = (sqlite_store *)base;
+    Cube__Sandbox *out = NULL;
+    pthread_mutex_lock(&s->lock);
+    do { /* break leaves the block; the lock is released below */
+        sqlite3_stmt *st;
+        if (sqlite3_prepare_v2(s->db, "SELECT data FROM sandboxes WHERE sandbox_id=?", -1, &st, NULL) !=
+            SQLITE_OK) {
+            db_err(s, err, "get sandbox");
+            break;
+        }
+        sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
+        if (sqlite3_step(st) == SQLITE_ROW) {
+            out = unpack_row(st, 0);
+            if (!out) cube_err_set(err, EBADMSG, "sandbox '%s': stored record is corrupt", id);
+        } else {
+            cube_err_set(err, ENOENT, "sandbox '%s' not found", id);
+        }
+        sqlite3_finalize(st);
+    } while (0);
+    pthread_mutex_unlock(&s->lock);
+    return out;
+}
+
+static int sandbox_delete(store *base, const char *id, cube_err *err)
+{
+    return exec_id((sqlite_store *)base, "DELETE FROM sandboxes WHERE sandbox_id=?", id, "sandbox", err);
+}
+
+static int select_many(sqlite_store *s, const char *sql, int64_t arg, int has_arg, Cube__Sandbox ***out,
+                       size_t *n, cube_err *err)
+{
+    *out = NULL;
+    *n = 0;
+    int rc = 0;
+    pthread_mutex_lock(&s->lock);
+    do { /* break leaves the block; the lock is released below */
+        sqlite3_stmt *st;
+        if (sqlite3_prepare_v2(s->db, sql, -1, &st, NULL) != SQLITE_OK) {
+            rc = db_err(s, err, "list sandboxes");
+            break;
+        }
+        if (has_arg) sqlite3_bind_int64(st, 1, arg);
+        while (sqlite3_step(st) == SQLITE_ROW) {
+            Cube__Sandbox *sb = unpack_row(st, 0);
+            if (!sb) continue;
+            Cube__Sandbox **nv = realloc(*out, (*n + 1) * sizeof(*nv));
+            if (!nv) {
+                cube__sandbox__free_unpacked(sb, NULL);
+                rc = cube_err_set(err, ENOMEM, "out of memory");
+                break;
+            }
+            *out = nv;
+            (*out)[(*n)++] = sb;
+        }
+        sqlite3_finalize(st);
+    } while (0);
+    pthread_mutex_unlock(&s->lock);
+    return rc;
+}
+
+static int sandbox_list(store *base, Cube__Sandbox ***out, size_t *n, cube_err *err)
+{
+    return select_many((sqlite_store *)base, "SELECT data FROM sandboxes ORDER BY started_at_ms, sandbox_id",
+                       0, 0, out, n, err);
+}
+
+static int sandbox_expired(store *base, int64_t now, Cube__Sandbox ***out, size_t *n, cube_err *err)
+{
+    return select_many((sqlite_store *)base, "SELECT data FROM sandboxes WHERE state=2 AND end_at_ms <= ?",
+                       now, 1, out, n, err);
+}
+
+void store_free_sandboxes(Cube__Sandbox **v, size_t n)
+{
+    for (size_t i = 0; i < n; i++) cube__sandbox__free_unpacked(v[i], NULL);
+    free(v);
+}
+
+static void sq_close(store *base)
+{
+    sqlite_store *s = (sqlite_store *)base;
+    if (!s) return;
+    sqlite3_close(s->db);
+    pthread_mutex_destroy(&s->lock);
+    free(s);
+}
+
+static const store_ops sqlite_ops = {
+    .name = "sqlite",
+    .close = sq_close,
+    .key_put = key_put,
+    .key_find = key_find,
+    .key_list = key_list,
+    .key_revoke = key_revoke,
+    .sandbox_put = sandbox_put,
+    .sandbox_get = sandbox_get,
+    .sandbox_delete = sandbox_delete,
+    .sandbox_list = sandbox_list,
+    .sandbox_expired = sandbox_expired,
+};
+
+store *store_sqlite_open(const char *path, cube_err *err)
+{
+    sqlite_store *s = calloc(1, sizeof(*s));
+    if (!s) return cube_err_set(err, ENOMEM, "out of memory"), NULL;
+    s->base.ops = &sqlite_ops;
+    pthread_mutex_init(&s->lock, NULL);
+    if (sqlite3_open_v2(path, &s->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX,
+                        NULL) != SQLITE_OK) {
+        cube_err_set(err, EIO, "store: open %s: %s", path, s->db ? sqlite3_errmsg(s->db) : "out of memory");
+        sq_close(&s->base);
+        return NULL;
+    }
+    sqlite3_busy_timeout(s->db, 5000);
+    /* WAL + synchronous=NORMAL: a crash loses no committed transaction's integrity, writes stay cheap */
+    sqlite3_exec(s->db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON;", NULL,
+                 NULL, NULL);
+    if (migrate(s, err) < 0) {
+        sq_close(&s->base);
+        return NULL;
+    }
+    return &s->base;
+}

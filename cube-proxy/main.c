@@ -1,0 +1,70 @@
+/* cube-proxy: the node's entry for SDK traffic into sandboxes (E2B_SANDBOX_URL points here). */
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "config.h"
+#include "log.h"
+#include "proxy.h"
+
+static const cube_config_flag flags[] = {
+    {"data", "proxy.data", true, "data directory (default /var/lib/cube)"},
+    {"listen", "proxy.listen", true, "address (default 127.0.0.1)"},
+    {"port", "proxy.port", true, "port (default 3001)"},
+    {"master", "proxy.master", true, "cube-master address (default unix:<data>/run/master.sock)"},
+    {"domain", "proxy.domain", true, "sandbox domain for Host routing (default: any)"},
+    {0},
+};
+
+static proxy px;
+
+static void *signals(void *arg)
+{
+    sigset_t *set = arg;
+    int sig;
+    sigwait(set, &sig);
+    proxy_stop(&px);
+    return NULL;
+}
+
+int main(int argc, char **argv)
+{
+    cube_log_init("cube-proxy", -1);
+    cube_config *cfg = cube_config_new();
+    cube_err err = {0};
+    int first;
+    if (cube_config_parse_args(cfg, argc, argv, flags, &first, &err) < 0 || first != argc) {
+        fprintf(stderr, "cube-proxy: %s\n", err.code ? err.msg : "unexpected argument");
+        cube_config_free(cfg);
+        return 2;
+    }
+    long long port;
+    if (cube_config_get_int(cfg, "proxy.port", 3001, 0, 65535, &port, &err) < 0) {
+        fprintf(stderr, "cube-proxy: %s\n", err.msg);
+        cube_config_free(cfg);
+        return 2;
+    }
+    char master[4200];
+    snprintf(master, sizeof(master), "unix:%s/run/master.sock",
+             cube_config_get(cfg, "proxy.data", "/var/lib/cube"));
+    static sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
+    signal(SIGPIPE, SIG_IGN);
+    if (proxy_init(&px, cube_config_get(cfg, "proxy.listen", "127.0.0.1"), (int)port,
+                   cube_config_get(cfg, "proxy.master", master), cube_config_get(cfg, "proxy.domain", ""),
+                   &err) < 0) {
+        fprintf(stderr, "cube-proxy: %s\n", err.msg);
+        cube_config_free(cfg);
+        return 1;
+    }
+    pthread_t th;
+    pthread_create(&th, NULL, signals, &set);
+    cube_log_info("proxy ready", "port=%d", px.port);
+    proxy_serve(&px);
+    cube_config_free(cfg);
+    return 0;
+}

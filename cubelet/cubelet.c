@@ -1,0 +1,515 @@
+#include "cubelet.h"
+
+#include <cjson/cJSON.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "common.pb-c.h"
+#include "cubelet.pb-c.h"
+#include "hypervisor.pb-c.h"
+#include "id.h"
+#include "log.h"
+#include "master.pb-c.h"
+#include "netns.h"
+#include "timeutil.h"
+
+#define ENVD_PORT   49983
+#define INTERP_PORT 49999
+
+static int load_templates(cubelet *c, cube_err *err)
+{
+    char dir[4200];
+    snprintf(dir, sizeof(dir), "%s/templates", c->cfg.data_dir);
+    DIR *d = opendir(dir);
+    if (!d) return 0; /* no templates yet: the node runs nothing until some are built */
+    struct dirent *de;
+    while ((de = readdir(d))) {
+        if (de->d_name[0] == '.') continue;
+        char cfgp[4400], rootfs[4400];
+        snprintf(cfgp, sizeof(cfgp), "%s/%s/current/config.json", dir, de->d_name);
+        snprintf(rootfs, sizeof(rootfs), "%s/%s/current/rootfs", dir, de->d_name);
+        FILE *f = fopen(cfgp, "re");
+        if (!f) continue;
+        char buf[8192];
+        size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+        fclose(f);
+        buf[n] = '\0';
+        cJSON *j = cJSON_Parse(buf);
+        cl_template *t = calloc(1, sizeof(*t));
+        if (!t) {
+            cJSON_Delete(j);
+            closedir(d);
+            return cube_err_set(err, ENOMEM, "out of memory");
+        }
+        snprintf(t->name, sizeof(t->name), "%s", de->d_name);
+        if (!realpath(rootfs, t->rootfs)) snprintf(t->rootfs, sizeof(t->rootfs), "%s", rootfs);
+        cJSON *ub = cJSON_GetObjectItem(j, "uidBase");
+        t->uid_base = cJSON_IsNumber(ub) ? (unsigned)ub->valuedouble : 100000;
+        cJSON_Delete(j);
+        t->next = c->templates;
+        c->templates = t;
+        cube_log_info("template found", "template=%s rootfs=%s", t->name, t->rootfs);
+    }
+    closedir(d);
+    return 0;
+}
+
+int cubelet_init(cubelet *c, const cubelet_config *cfg, cube_err *err)
+{
+    memset(c, 0, sizeof(*c));
+    c->cfg = *cfg;
+    pthread_mutex_init(&c->lock, NULL);
+    pthread_cond_init(&c->refill, NULL);
+    snprintf(c->sandboxes_dir, sizeof(c->sandboxes_dir), "%s/sandboxes", cfg->data_dir);
+    if (mkdir(c->sandboxes_dir, 0711) < 0 && errno != EEXIST)
+        return cube_err_sys(err, errno, "mkdir %s", c->sandboxes_dir);
+    if (load_templates(c, err) < 0) return -1;
+    c->master = cube_rpc_client_new(cfg->master, err);
+    return c->master ? 0 : -1;
+}
+
+static const cl_template *find_template(cubelet *c, const char *name)
+{
+    for (cl_template *t = c->templates; t; t = t->next)
+        if (strcmp(t->name, name) == 0) return t;
+    return NULL;
+}
+
+static void rm_rf(const char *dir)
+{
+    pid_t p = fork();
+    if (p == 0) {
+        execl("/bin/rm", "rm", "-rf", "--one-file-system", "--", dir,
+              (char *)NULL); /* teardown, off the hot path */
+        _exit(127);
+    }
+    if (p > 0) waitpid(p, NULL, 0);
+}
+
+/* Starts a hypervisor for tpl and waits for its "ready" line. Not on the hot path of a pooled create. */
+static int spawn_slot(cubelet *c, const cl_template *tpl, cl_slot **out, cube_err *err)
+{
+    cl_slot *s = calloc(1, sizeof(*s));
+    if (!s) return cube_err_set(err, ENOMEM, "out of memory");
+    char rnd[16];
+    if (cube_id_new(0, rnd, 12, err) < 0) {
+        free(s);
+        return -1;
+    }
+    snprintf(s->slot_id, sizeof(s->slot_id), "s%s", rnd);
+    s->tpl = tpl;
+    s->state = SLOT_STARTING;
+    snprintf(s->state_dir, sizeof(s->state_dir), "%s/%s", c->sandboxes_dir, s->slot_id);
+    snprintf(s->control, sizeof(s->control), "unix:%s/control.sock", s->state_dir);
+    if (mkdir(s->state_dir, 0711) < 0) {
+        cube_err_sys(err, errno, "mkdir %s", s->state_dir);
+        free(s);
+        return -1;
+    }
+    int out_pipe[2];
+    if (pipe2(out_pipe, O_CLOEXEC) < 0) {
+        cube_err_sys(err, errno, "pipe");
+        free(s);
+        return -1;
+    }
+    char uid_base[16];
+    snprintf(uid_base, sizeof(uid_base), "%u", tpl->uid_base);
+    char *argv[] = {(char *)c->cfg.hypervisor_bin, "--id",       s->slot_id,   "--rootfs",
+                    (char *)tpl->rootfs,           "--state",    s->state_dir, "--agent",
+                    (char *)c->cfg.agent_bin,      "--uid-base", uid_base,     NULL};
+    s->hv = fork();
+    if (s->hv == 0) {
+        dup2(out_pipe[1], 1);
+        setpgid(0, 0); /* its own group: a signal to the cubelet's group does not reach sandboxes directly */
+        execv(argv[0], argv);
+        _exit(127);
+    }
+    close(out_pipe[1]);
+    char line[128] = {0};
+    ssize_t n = s->hv > 0 ? read(out_pipe[0], line, sizeof(line) - 1) : -1;
+    close(out_pipe[0]);
+    if (n <= 0 || sscanf(line, "ready %d", &s->init) != 1) {
+        if (s->hv > 0) {
+            kill(s->hv, SIGKILL);
+            waitpid(s->hv, NULL, 0);
+        }
+        rm_rf(s->state_dir);
+        free(s);
+        return cube_err_set(err, EIO, "cube-hypervisor for template %s did not start (see its log)",
+                            tpl->name);
+    }
+    snprintf(s->netns, sizeof(s->netns), "/proc/%d/ns/net", s->init);
+    /* the agent is exec'd but may not listen yet: wait for /health (cold path and pool refill only) */
+    int64_t deadline = cube_now_mono_ms() + 10000;
+    for (;;) {
+        int status = 0;
+        cube_err herr = {0};
+        if (cube_netns_http(s->netns, ENVD_PORT, "GET", "/health", NULL, &status, NULL, 0, 1000, &herr) ==
+                0 &&
+            status == 204)
+            break;
+        if (cube_now_mono_ms() > deadline) {
+            kill(s->hv, SIGTERM);
+            waitpid(s->hv, NULL, 0);
+            rm_rf(s->state_dir);
+            free(s);
+            return cube_err_set(err, ETIMEDOUT, "agent in new sandbox did not answer: %s", herr.msg);
+        }
+        nanosleep(&(struct timespec){0, 2 * 1000000}, NULL);
+    }
+    s->state = SLOT_READY;
+    *out = s;
+    return 0;
+}
+
+static int hv_call(cl_slot *s, const char *method, const ProtobufCMessageDescriptor *rd, cube_err *err)
+{
+    cube_rpc_client *cl = cube_rpc_client_new(s->control, err);
+    if (!cl) return -1;
+    Cube__Empty e = CUBE__EMPTY__INIT;
+    ProtobufCMessage *resp = NULL;
+    cube_rpc_call_opts o = {.timeout_ms = 15000};
+    int rc = cube_rpc_call(cl, method, &e.base, rd, &resp, &o, err);
+    if (resp) protobuf_c_message_free_unpacked(resp, NULL);
+    cube_rpc_client_free(cl);
+    return rc;
+}
+
+/* Stops the sandbox and removes its state; the slot is already out of the list. */
+static void destroy_slot(cl_slot *s)
+{
+    cube_err err = {0};
+    if (s->hv > 0) {
+        if (hv_call(s, "/cube.Hypervisor/Stop", &cube__empty__descriptor, &err) < 0) kill(s->hv, SIGTERM);
+        int st;
+        if (waitpid(s->hv, &st, 0) < 0) kill(s->hv, SIGKILL);
+    }
+    rm_rf(s->state_dir);
+    free(s);
+}
+
+static cl_slot *unlink_by_sandbox(cubelet *c, const char *sandbox_id)
+{
+    for (cl_slot **pp = &c->slots; *pp; pp = &(*pp)->next) {
+        if ((*pp)->state >= SLOT_CLAIMED && strcmp((*pp)->sandbox_id, sandbox_id) == 0) {
+            cl_slot *s = *pp;
+            *pp = s->next;
+            return s;
+        }
+    }
+    return NULL;
+}
+
+static cl_slot *find_by_sandbox(cubelet *c, const char *sandbox_id)
+{
+    for (cl_slot *s = c->slots; s; s = s->next)
+        if (s->state >= SLOT_CLAIMED && strcmp(s->sandbox_id, sandbox_id) == 0) return s;
+    return NULL;
+}
+
+/* The agent's /init: env vars, the access token, the default user and workdir of E2B templates. */
+static int init_agent(cl_slot *s, const Cube__NodeCreateRequest *req, cube_err *err)
+{
+    cJSON *body = cJSON_CreateObject();
+    cJSON *vars = cJSON_AddObjectToObject(body, "envVars");
+    for (size_t i = 0; i < req->n_env_vars; i++)
+        cJSON_AddStringToObject(vars, req->env_vars[i]->key, req->env_vars[i]->value);
+    if (req->envd_access_token && *req->envd_access_token)
+        cJSON_AddStringToObject(body, "accessToken", req->envd_access_token);
+    cJSON_AddStringToObject(body, "defaultUser", "user");
+    cJSON_AddStringToObject(body, "defaultWorkdir", "/home/user");
+    char *json = cJSON_PrintUnformatted(body);
+    cJSON_Delete(body);
+    int status = 0;
+    char resp[512];
+    int rc =
+        cube_netns_http(s->netns, ENVD_PORT, "POST", "/init", json, &status, resp, sizeof(resp), 5000, err);
+    free(json);
+    if (rc < 0) return cube_err_prefix(err, "agent /init");
+    if (status != 204) return cube_err_set(err, EIO, "agent /init answered %d: %s", status, resp);
+    return 0;
+}
+
+static int create_sandbox(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *respp, cube_err *err)
+{
+    cubelet *c = svc;
+    const Cube__NodeCreateRequest *req = reqp;
+    Cube__NodeSandbox *out = respp;
+    if (!req->sandbox_id || !*req->sandbox_id) return cube_err_set(err, EINVAL, "sandbox_id is required");
+    const cl_template *tpl = find_template(c, req->template_id ? req->template_id : "");
+    if (!tpl)
+        return cube_err_set(err, ENOENT, "template '%s' not found", req->template_id ? req->template_id : "");
+    pthread_mutex_lock(&c->lock);
+    cl_slot *s = NULL;
+    for (cl_slot *x = c->slots; x; x = x->next)
+        if (x->tpl == tpl && x->state == SLOT_READY) {
+            s = x;
+            break;
+        }
+    int from_pool = s != NULL;
+    if (s) {
+        s->state = SLOT_CLAIMED;
+        snprintf(s->sandbox_id, sizeof(s->sandbox_id), "%s", req->sandbox_id);
+        pthread_cond_signal(&c->refill);
+    }
+    pthread_mutex_unlock(&c->lock);
+    if (!s) { /* cold: the pool is empty */
+        if (spawn_slot(c, tpl, &s, err) < 0) return -1;
+        s->state = SLOT_CLAIMED;
+        snprintf(s->sandbox_id, sizeof(s->sandbox_id), "%s", req->sandbox_id);
+        pthread_mutex_lock(&c->lock);
+        s->next = c->slots;
+        c->slots = s;
+        pthread_mutex_unlock(&c->lock);
+    }
+    if (init_agent(s, req, err) < 0) {
+        pthread_mutex_lock(&c->lock);
+        cl_slot *gone = unlink_by_sandbox(c, req->sandbox_id);
+        pthread_mutex_unlock(&c->lock);
+        if (gone) destroy_slot(gone);
+        return -1;
+    }
+    char addr[96];
+    out->sandbox_id = cube_rpc_strdup(ctx, req->sandbox_id);
+    out->state = CUBE__SANDBOX_STATE__SANDBOX_STATE_RUNNING;
+    snprintf(addr, sizeof(addr), "netns:%s:%d", s->netns, ENVD_PORT);
+    out->agent_address = cube_rpc_strdup(ctx, addr);
+    snprintf(addr, sizeof(addr), "netns:%s:%d", s->netns, INTERP_PORT);
+    out->interpreter_address = cube_rpc_strdup(ctx, addr);
+    out->from_pool = from_pool;
+    cube_log_info("sandbox created", "sandbox=%s slot=%s template=%s pooled=%d", req->sandbox_id, s->slot_id,
+                  tpl->name, from_pool);
+    return 0;
+}
+
+static int kill_sandbox(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *respp, cube_err *err)
+{
+    (void)ctx;
+    (void)respp;
+    cubelet *c = svc;
+    const Cube__NodeSandboxRef *req = reqp;
+    pthread_mutex_lock(&c->lock);
+    cl_slot *s = unlink_by_sandbox(c, req->sandbox_id ? req->sandbox_id : "");
+    pthread_mutex_unlock(&c->lock);
+    if (!s) return cube_err_set(err, ENOENT, "sandbox '%s' is not on this node", req->sandbox_id);
+    destroy_slot(s);
+    return 0;
+}
+
+static int pause_resume(cubelet *c, const char *id, bool pause, cube_err *err)
+{
+    pthread_mutex_lock(&c->lock);
+    cl_slot *s = find_by_sandbox(c, id ? id : "");
+    char control[sizeof(s->control)];
+    if (s) snprintf(control, sizeof(control), "%s", s->control);
+    pthread_mutex_unlock(&c->lock);
+    if (!s) return cube_err_set(err, ENOENT, "sandbox '%s' is not on this node", id);
+    cl_slot tmp = {0};
+    snprintf(tmp.control, sizeof(tmp.control), "%s", control);
+    int rc = hv_call(&tmp, pause ? "/cube.Hypervisor/Pause" : "/cube.Hypervisor/Resume",
+                     &cube__empty__descriptor, err);
+    if (rc == 0) {
+        pthread_mutex_lock(&c->lock);
+        s = find_by_sandbox(c, id);
+        if (s) s->state = pause ? SLOT_PAUSED : SLOT_CLAIMED;
+        pthread_mutex_unlock(&c->lock);
+    }
+    return rc;
+}
+
+static int pause_sandbox(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *respp, cube_err *err)
+{
+    (void)ctx;
+    (void)respp;
+    return pause_resume(svc, ((const Cube__NodeSandboxRef *)reqp)->sandbox_id, true, err);
+}
+
+static int resume_sandbox(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *respp, cube_err *err)
+{
+    const Cube__NodeSandboxRef *req = reqp;
+    Cube__NodeSandbox *out = respp;
+    if (pause_resume(svc, req->sandbox_id, false, err) < 0) return -1;
+    out->sandbox_id = cube_rpc_strdup(ctx, req->sandbox_id);
+    out->state = CUBE__SANDBOX_STATE__SANDBOX_STATE_RUNNING;
+    return 0;
+}
+
+static int list_sandboxes(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *respp, cube_err *err)
+{
+    (void)reqp;
+    (void)err;
+    cubelet *c = svc;
+    Cube__NodeListResponse *out = respp;
+    pthread_mutex_lock(&c->lock);
+    size_t n = 0;
+    for (cl_slot *s = c->slots; s; s = s->next) n++;
+    out->sandboxes = cube_rpc_alloc(ctx, (n ? n : 1) * sizeof(*out->sandboxes));
+    for (cl_slot *s = c->slots; s; s = s->next) {
+        if (s->state < SLOT_CLAIMED) continue;
+        Cube__NodeSandbox *x = cube_rpc_alloc(ctx, sizeof(*x));
+        cube__node_sandbox__init(x);
+        x->sandbox_id = cube_rpc_strdup(ctx, s->sandbox_id);
+        x->state = s->state == SLOT_PAUSED ? CUBE__SANDBOX_STATE__SANDBOX_STATE_PAUSED
+                                           : CUBE__SANDBOX_STATE__SANDBOX_STATE_RUNNING;
+        out->sandboxes[out->n_sandboxes++] = x;
+    }
+    pthread_mutex_unlock(&c->lock);
+    return 0;
+}
+
+/* Keeps cfg.pool_size ready sandboxes per template; sleeps until a claim or a loss wakes it. */
+static void *refill_loop(void *arg)
+{
+    cubelet *c = arg;
+    pthread_mutex_lock(&c->lock);
+    while (!c->stopping) {
+        const cl_template *need = NULL;
+        for (cl_template *t = c->templates; t && !need; t = t->next) {
+            int ready = 0;
+            for (cl_slot *s = c->slots; s; s = s->next)
+                if (s->tpl == t && (s->state == SLOT_READY || s->state == SLOT_STARTING)) ready++;
+            if (ready < c->cfg.pool_size) need = t;
+        }
+        if (!need) {
+            pthread_cond_wait(&c->refill, &c->lock);
+            continue;
+        }
+        pthread_mutex_unlock(&c->lock);
+        cl_slot *s = NULL;
+        cube_err err = {0};
+        int rc = spawn_slot(c, need, &s, &err);
+        pthread_mutex_lock(&c->lock);
+        if (rc < 0) {
+            cube_log_error("pool refill failed", "template=%s err=\"%s\"", need->name, err.msg);
+            struct timespec dl;
+            clock_gettime(CLOCK_REALTIME, &dl);
+            dl.tv_sec += 2; /* back off before trying again: background only */
+            pthread_cond_timedwait(&c->refill, &c->lock, &dl);
+            continue;
+        }
+        if (c->stopping) {
+            pthread_mutex_unlock(&c->lock);
+            destroy_slot(s);
+            pthread_mutex_lock(&c->lock);
+            break;
+        }
+        s->next = c->slots;
+        c->slots = s;
+    }
+    pthread_mutex_unlock(&c->lock);
+    return NULL;
+}
+
+static void send_heartbeat(cubelet *c)
+{
+    Cube__NodeInfo ni = CUBE__NODE_INFO__INIT;
+    ni.node_id = (char *)c->cfg.node_id;
+    ni.address = (char *)c->cfg.listen;
+    ni.backend = "ns";
+    size_t nt = 0;
+    for (cl_template *t = c->templates; t; t = t->next) nt++;
+    char **names = calloc(nt ? nt : 1, sizeof(char *));
+    Cube__NodeInfo__PoolReadyEntry *entries = calloc(nt ? nt : 1, sizeof(*entries));
+    Cube__NodeInfo__PoolReadyEntry **eptrs = calloc(nt ? nt : 1, sizeof(*eptrs));
+    if (!names || !entries || !eptrs) goto out;
+    pthread_mutex_lock(&c->lock);
+    size_t i = 0;
+    for (cl_template *t = c->templates; t; t = t->next, i++) {
+        names[i] = t->name;
+        cube__node_info__pool_ready_entry__init(&entries[i]);
+        entries[i].key = t->name;
+        eptrs[i] = &entries[i];
+        for (cl_slot *s = c->slots; s; s = s->next) {
+            if (s->tpl == t && s->state == SLOT_READY) entries[i].value++;
+            if (s->tpl == t && s->state >= SLOT_CLAIMED) ni.running++;
+        }
+    }
+    pthread_mutex_unlock(&c->lock);
+    ni.n_templates = nt;
+    ni.templates = names;
+    ni.n_pool_ready = nt;
+    ni.pool_ready = eptrs;
+    ProtobufCMessage *resp = NULL;
+    cube_err err = {0};
+    cube_rpc_call_opts o = {.timeout_ms = 2000};
+    if (cube_rpc_call(c->master, "/cube.Master/Heartbeat", &ni.base,
+                      &cube__register_node_response__descriptor, &resp, &o, &err) == 0)
+        protobuf_c_message_free_unpacked(resp, NULL);
+    else
+        cube_log_debug("heartbeat failed", "err=\"%s\"", err.msg);
+out:
+    free(names);
+    free(entries);
+    free(eptrs);
+}
+
+static void *heartbeat_loop(void *arg)
+{
+    cubelet *c = arg;
+    pthread_mutex_lock(&c->lock);
+    while (!c->stopping) {
+        pthread_mutex_unlock(&c->lock);
+        send_heartbeat(c);
+        pthread_mutex_lock(&c->lock);
+        struct timespec dl;
+        clock_gettime(CLOCK_REALTIME, &dl);
+        dl.tv_sec += 1;
+        if (!c->stopping) pthread_cond_timedwait(&c->refill, &c->lock, &dl);
+    }
+    pthread_mutex_unlock(&c->lock);
+    return NULL;
+}
+
+void cubelet_start(cubelet *c)
+{
+    pthread_create(&c->refill_thread, NULL, refill_loop, c);
+    pthread_create(&c->heartbeat_thread, NULL, heartbeat_loop, c);
+}
+
+void cubelet_stop(cubelet *c)
+{
+    pthread_mutex_lock(&c->lock);
+    c->stopping = 1;
+    pthread_cond_broadcast(&c->refill);
+    pthread_mutex_unlock(&c->lock);
+    if (c->refill_thread) pthread_join(c->refill_thread, NULL);
+    if (c->heartbeat_thread) pthread_join(c->heartbeat_thread, NULL);
+    pthread_mutex_lock(&c->lock);
+    cl_slot *all = c->slots;
+    c->slots = NULL;
+    pthread_mutex_unlock(&c->lock);
+    while (all) {
+        cl_slot *next = all->next;
+        destroy_slot(all);
+        all = next;
+    }
+    cube_rpc_client_free(c->master);
+    c->master = NULL;
+    for (cl_template *t = c->templates, *n; t; t = n) {
+        n = t->next;
+        free(t);
+    }
+    c->templates = NULL;
+}
+
+#define M(name, fn, req, resp)                                                                               \
+    {                                                                                                        \
+        "/cube.Cubelet/" name, &req##__descriptor, &resp##__descriptor, fn                                   \
+    }
+const cube_rpc_method cubelet_methods[] = {
+    M("CreateSandbox", create_sandbox, cube__node_create_request, cube__node_sandbox),
+    M("KillSandbox", kill_sandbox, cube__node_sandbox_ref, cube__empty),
+    M("PauseSandbox", pause_sandbox, cube__node_sandbox_ref, cube__empty),
+    M("ResumeSandbox", resume_sandbox, cube__node_sandbox_ref, cube__node_sandbox),
+    M("ListSandboxes", list_sandboxes, cube__empty, cube__node_list_response),
+    {0},
+};

@@ -1,0 +1,65 @@
+/* cubelet's core: the node's sandboxes. A pool of ready sandboxes per template (hypervisor started, agent
+ * answering) makes a create a claim plus the agent's /init; the pool refills in the background; a create with
+ * an empty pool starts one cold. Each sandbox is a cube-hypervisor process this cubelet owns. */
+#ifndef CUBE_CUBELET_H
+#define CUBE_CUBELET_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <sys/types.h>
+
+#include "rpc.h"
+
+typedef struct cl_template {
+    char name[64];
+    char rootfs[4096];
+    unsigned uid_base;
+    struct cl_template *next;
+} cl_template;
+
+typedef enum { SLOT_STARTING, SLOT_READY, SLOT_CLAIMED, SLOT_PAUSED } slot_state;
+
+typedef struct cl_slot {
+    char slot_id[32];    /* the hypervisor's id: cgroup name, hostname */
+    char sandbox_id[32]; /* the E2B id once claimed */
+    const cl_template *tpl;
+    slot_state state;
+    pid_t hv;
+    pid_t init;
+    char state_dir[4200];
+    char control[4300];
+    char netns[64];
+    struct cl_slot *next;
+} cl_slot;
+
+typedef struct cubelet_config {
+    const char *data_dir;
+    const char *node_id;
+    const char *listen; /* this cubelet's RPC address */
+    const char *master; /* cube-master's RPC address */
+    const char *hypervisor_bin;
+    const char *agent_bin;
+    int pool_size; /* ready sandboxes kept per template */
+} cubelet_config;
+
+typedef struct cubelet {
+    cubelet_config cfg;
+    char sandboxes_dir[4096];
+    cl_template *templates;
+    pthread_mutex_t lock;
+    pthread_cond_t refill; /* signalled when a slot is claimed or lost */
+    cl_slot *slots;
+    int stopping;
+    pthread_t refill_thread, heartbeat_thread;
+    cube_rpc_client *master;
+} cubelet;
+
+int cubelet_init(cubelet *c, const cubelet_config *cfg, cube_err *err);
+/* Starts the pool refill and heartbeat threads. */
+void cubelet_start(cubelet *c);
+/* Stops every sandbox of this node and the threads. */
+void cubelet_stop(cubelet *c);
+
+extern const cube_rpc_method cubelet_methods[];
+
+#endif

@@ -1,0 +1,106 @@
+/* cubelet: one per node; the pool and the lifecycle of the node's sandboxes. */
+#include <libgen.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "config.h"
+#include "cubelet.h"
+#include "log.h"
+
+static const cube_config_flag flags[] = {
+    {"data", "cubelet.data", true, "data directory (default /var/lib/cube)"},
+    {"listen", "cubelet.listen", true, "RPC address (default unix:<data>/run/cubelet.sock)"},
+    {"master", "cubelet.master", true, "cube-master address (default unix:<data>/run/master.sock)"},
+    {"node-id", "cubelet.node_id", true, "this node's name (default the hostname)"},
+    {"pool-size", "cubelet.pool_size", true, "ready sandboxes kept per template (default 2)"},
+    {"hypervisor", "cubelet.hypervisor", true, "cube-hypervisor binary (default: beside this one)"},
+    {"agent", "cubelet.agent", true, "cube-agent binary (default: beside this one)"},
+    {"help", "cubelet.help", false, "this text"},
+    {0},
+};
+
+/* A sibling binary: installed side by side, or in the build tree's own folder. */
+static void sibling(const char *name, char *out, size_t cap)
+{
+    char self[PATH_MAX];
+    ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+    self[n > 0 ? n : 0] = '\0';
+    char *dir = dirname(self);
+    snprintf(out, cap, "%s/%s", dir, name);
+    if (access(out, X_OK) == 0) return;
+    snprintf(out, cap, "%s/../%s/%s", dir, name, name);
+}
+
+static int run(cube_config *cfg, int argc, char **argv)
+{
+    cube_err err = {0};
+    int first;
+    if (cube_config_parse_args(cfg, argc, argv, flags, &first, &err) < 0 || first != argc) {
+        fprintf(stderr, "cubelet: %s\n", err.code ? err.msg : "unexpected argument");
+        return 2;
+    }
+    const char *data = cube_config_get(cfg, "cubelet.data", "/var/lib/cube");
+    char listen[4200], master_addr[4200], host[256] = "node", hv[PATH_MAX], agent[PATH_MAX];
+    snprintf(listen, sizeof(listen), "unix:%s/run/cubelet.sock", data);
+    snprintf(master_addr, sizeof(master_addr), "unix:%s/run/master.sock", data);
+    gethostname(host, sizeof(host) - 1);
+    sibling("cube-hypervisor", hv, sizeof(hv));
+    sibling("cube-agent", agent, sizeof(agent));
+    long long pool;
+    if (cube_config_get_int(cfg, "cubelet.pool_size", 2, 0, 1000, &pool, &err) < 0) {
+        fprintf(stderr, "cubelet: %s\n", err.msg);
+        return 2;
+    }
+    cubelet_config cc = {
+        .data_dir = data,
+        .node_id = cube_config_get(cfg, "cubelet.node_id", host),
+        .listen = cube_config_get(cfg, "cubelet.listen", listen),
+        .master = cube_config_get(cfg, "cubelet.master", master_addr),
+        .hypervisor_bin = cube_config_get(cfg, "cubelet.hypervisor", hv),
+        .agent_bin = cube_config_get(cfg, "cubelet.agent", agent),
+        .pool_size = (int)pool,
+    };
+    if (access(cc.hypervisor_bin, X_OK) < 0 || access(cc.agent_bin, X_OK) < 0) {
+        fprintf(stderr, "cubelet: cube-hypervisor or cube-agent not found (%s, %s)\n", cc.hypervisor_bin,
+                cc.agent_bin);
+        return 2;
+    }
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
+    static cubelet c;
+    if (cubelet_init(&c, &cc, &err) < 0) {
+        fprintf(stderr, "cubelet: %s\n", err.msg);
+        return 1;
+    }
+    cube_rpc_server *srv = cube_rpc_server_start(cc.listen, cubelet_methods, &c, 8, &err);
+    if (!srv) {
+        fprintf(stderr, "cubelet: %s\n", err.msg);
+        cubelet_stop(&c);
+        return 1;
+    }
+    cubelet_start(&c);
+    cube_log_info("cubelet ready", "node=%s listen=%s master=%s pool=%lld", cc.node_id, cc.listen, cc.master,
+                  pool);
+    int sig;
+    sigwait(&set, &sig);
+    cube_log_info("cubelet stopping: sandboxes of this node go with it", "signal=%d", sig);
+    cube_rpc_server_stop(srv);
+    cubelet_stop(&c);
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    cube_log_init("cubelet", -1);
+    cube_config *cfg = cube_config_new();
+    int rc = run(cfg, argc, argv);
+    cube_config_free(cfg);
+    return rc;
+}
