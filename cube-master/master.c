@@ -110,7 +110,7 @@ static master_node *schedule(master *m, const char *template_id, cube_err *err)
 {
     int64_t now = cube_now_mono_ms();
     master_node *best = NULL;
-    long best_score = -1;
+    long best_score = 0;
     int any_alive = 0;
     for (master_node *n = m->nodes; n; n = n->next) {
         if (!node_alive(m, n, now) || !n->info || !n->client) continue;
@@ -123,7 +123,7 @@ static master_node *schedule(master *m, const char *template_id, cube_err *err)
         for (size_t i = 0; i < n->info->n_pool_ready; i++)
             if (strcmp(n->info->pool_ready[i]->key, template_id) == 0) ready = n->info->pool_ready[i]->value;
         long score = (ready > 0 ? 1000000 : 0) - (long)n->info->running;
-        if (score > best_score) {
+        if (!best || score > best_score) {
             best = n;
             best_score = score;
         }

@@ -69,6 +69,7 @@ int cubelet_init(cubelet *c, const cubelet_config *cfg, cube_err *err)
     c->cfg = *cfg;
     pthread_mutex_init(&c->lock, NULL);
     pthread_cond_init(&c->refill, NULL);
+    pthread_cond_init(&c->tick, NULL);
     snprintf(c->sandboxes_dir, sizeof(c->sandboxes_dir), "%s/sandboxes", cfg->data_dir);
     if (mkdir(c->sandboxes_dir, 0711) < 0 && errno != EEXIST)
         return cube_err_sys(err, errno, "mkdir %s", c->sandboxes_dir);
@@ -463,7 +464,7 @@ static void *heartbeat_loop(void *arg)
         struct timespec dl;
         clock_gettime(CLOCK_REALTIME, &dl);
         dl.tv_sec += 1;
-        if (!c->stopping) pthread_cond_timedwait(&c->refill, &c->lock, &dl);
+        if (!c->stopping) pthread_cond_timedwait(&c->tick, &c->lock, &dl);
     }
     pthread_mutex_unlock(&c->lock);
     return NULL;
@@ -480,6 +481,7 @@ void cubelet_stop(cubelet *c)
     pthread_mutex_lock(&c->lock);
     c->stopping = 1;
     pthread_cond_broadcast(&c->refill);
+    pthread_cond_broadcast(&c->tick);
     pthread_mutex_unlock(&c->lock);
     if (c->refill_thread) pthread_join(c->refill_thread, NULL);
     if (c->heartbeat_thread) pthread_join(c->heartbeat_thread, NULL);

@@ -47,7 +47,8 @@ typedef struct cubelet {
     char sandboxes_dir[4096];
     cl_template *templates;
     pthread_mutex_t lock;
-    pthread_cond_t refill; /* signalled when a slot is claimed or lost */
+    pthread_cond_t refill; /* signalled when a slot is claimed or lost: wakes the refill thread */
+    pthread_cond_t tick;   /* the heartbeat thread's timer; broadcast on stop */
     cl_slot *slots;
     int stopping;
     pthread_t refill_thread, heartbeat_thread;

@@ -1,0 +1,270 @@
+/* cubemastercli: the operator's command line over cube-master's RPC.
+ *   cubemastercli [--data DIR | --master ADDR] [--json] sandbox list | sandbox info ID | sandbox kill ID
+ *                                                       node list | key create [NAME] | key list | key revoke
+ * ID tpl list */
+#include <cjson/cJSON.h>
+#include <dirent.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "master.pb-c.h"
+#include "rpc.h"
+#include "timeutil.h"
+
+static int json_out;
+
+static int call(cube_rpc_client *c, const char *method, const ProtobufCMessage *in,
+                const ProtobufCMessageDescriptor *rd, ProtobufCMessage **out)
+{
+    cube_err err = {0};
+    cube_rpc_call_opts o = {.timeout_ms = 30000};
+    if (cube_rpc_call(c, method, in, rd, out, &o, &err) < 0) {
+        fprintf(stderr, "cubemastercli: %s\n", err.msg);
+        return err.code == ENOENT ? 3 : 1;
+    }
+    return 0;
+}
+
+static void print_json(cJSON *o)
+{
+    char *s = cJSON_Print(o);
+    puts(s);
+    free(s);
+    cJSON_Delete(o);
+}
+
+static cJSON *sandbox_obj(const Cube__Sandbox *sb)
+{
+    cJSON *o = cJSON_CreateObject();
+    char ts[CUBE_RFC3339_MAX];
+    cJSON_AddStringToObject(o, "sandboxID", sb->sandbox_id);
+    cJSON_AddStringToObject(o, "templateID", sb->template_id);
+    cJSON_AddStringToObject(o, "node", sb->node_id);
+    cJSON_AddStringToObject(o, "state",
+                            sb->state == CUBE__SANDBOX_STATE__SANDBOX_STATE_PAUSED ? "paused" : "running");
+    cube_rfc3339_format(sb->started_at_ms, ts);
+    cJSON_AddStringToObject(o, "startedAt", ts);
+    cube_rfc3339_format(sb->end_at_ms, ts);
+    cJSON_AddStringToObject(o, "endAt", ts);
+    cJSON *md = cJSON_AddObjectToObject(o, "metadata");
+    for (size_t i = 0; i < sb->n_metadata; i++)
+        cJSON_AddStringToObject(md, sb->metadata[i]->key, sb->metadata[i]->value);
+    return o;
+}
+
+static int sandbox_cmd(cube_rpc_client *c, int argc, char **argv)
+{
+    ProtobufCMessage *out = NULL;
+    int rc;
+    if (argc == 1 && strcmp(argv[0], "list") == 0) {
+        Cube__ListSandboxesRequest r = CUBE__LIST_SANDBOXES_REQUEST__INIT;
+        r.limit = 1000;
+        if ((rc = call(c, "/cube.Master/ListSandboxes", &r.base, &cube__list_sandboxes_response__descriptor,
+                       &out)))
+            return rc;
+        Cube__ListSandboxesResponse *l = (Cube__ListSandboxesResponse *)out;
+        if (json_out) {
+            cJSON *arr = cJSON_CreateArray();
+            for (size_t i = 0; i < l->n_sandboxes; i++)
+                cJSON_AddItemToArray(arr, sandbox_obj(l->sandboxes[i]));
+            print_json(arr);
+        } else {
+            printf("%-22s %-20s %-8s %-12s %s\n", "SANDBOX", "TEMPLATE", "STATE", "NODE", "ENDS");
+            for (size_t i = 0; i < l->n_sandboxes; i++) {
+                Cube__Sandbox *sb = l->sandboxes[i];
+                char ts[CUBE_RFC3339_MAX];
+                cube_rfc3339_format(sb->end_at_ms, ts);
+                printf("%-22s %-20s %-8s %-12s %s\n", sb->sandbox_id, sb->template_id,
+                       sb->state == CUBE__SANDBOX_STATE__SANDBOX_STATE_PAUSED ? "paused" : "running",
+                       sb->node_id, ts);
+            }
+        }
+    } else if (argc == 2 && strcmp(argv[0], "info") == 0) {
+        Cube__SandboxRef r = CUBE__SANDBOX_REF__INIT;
+        r.sandbox_id = argv[1];
+        if ((rc = call(c, "/cube.Master/GetSandbox", &r.base, &cube__get_sandbox_response__descriptor, &out)))
+            return rc;
+        print_json(sandbox_obj(((Cube__GetSandboxResponse *)out)->sandbox));
+    } else if (argc == 2 && strcmp(argv[0], "kill") == 0) {
+        Cube__SandboxRef r = CUBE__SANDBOX_REF__INIT;
+        r.sandbox_id = argv[1];
+        if ((rc = call(c, "/cube.Master/KillSandbox", &r.base, &cube__kill_sandbox_response__descriptor,
+                       &out)))
+            return rc;
+        if (!json_out) printf("killed %s\n", argv[1]);
+    } else {
+        fprintf(stderr, "cubemastercli: sandbox list | sandbox info ID | sandbox kill ID\n");
+        return 2;
+    }
+    if (out) protobuf_c_message_free_unpacked(out, NULL);
+    return 0;
+}
+
+static int key_cmd(cube_rpc_client *c, int argc, char **argv)
+{
+    ProtobufCMessage *out = NULL;
+    int rc;
+    if (argc >= 1 && argc <= 2 && strcmp(argv[0], "create") == 0) {
+        Cube__CreateKeyRequest r = CUBE__CREATE_KEY_REQUEST__INIT;
+        r.name = argc == 2 ? argv[1] : "cli";
+        if ((rc = call(c, "/cube.Master/CreateKey", &r.base, &cube__api_key__descriptor, &out))) return rc;
+        Cube__ApiKey *k = (Cube__ApiKey *)out;
+        if (json_out) {
+            cJSON *o = cJSON_CreateObject();
+            cJSON_AddStringToObject(o, "keyID", k->key_id);
+            cJSON_AddStringToObject(o, "name", k->name);
+            cJSON_AddStringToObject(o, "key", k->key);
+            print_json(o);
+        } else {
+            printf("key %s (%s): %s\nkeep it: it is stored hashed and cannot be shown again\n", k->key_id,
+                   k->name, k->key);
+        }
+    } else if (argc == 1 && strcmp(argv[0], "list") == 0) {
+        Cube__Empty e = CUBE__EMPTY__INIT;
+        if ((rc = call(c, "/cube.Master/ListKeys", &e.base, &cube__list_keys_response__descriptor, &out)))
+            return rc;
+        Cube__ListKeysResponse *l = (Cube__ListKeysResponse *)out;
+        cJSON *arr = cJSON_CreateArray();
+        if (!json_out) printf("%-20s %-20s %s\n", "KEY", "NAME", "CREATED");
+        for (size_t i = 0; i < l->n_keys; i++) {
+            char ts[CUBE_RFC3339_MAX];
+            cube_rfc3339_format(l->keys[i]->created_at_ms, ts);
+            if (!json_out) printf("%-20s %-20s %s\n", l->keys[i]->key_id, l->keys[i]->name, ts);
+            cJSON *o = cJSON_CreateObject();
+            cJSON_AddStringToObject(o, "keyID", l->keys[i]->key_id);
+            cJSON_AddStringToObject(o, "name", l->keys[i]->name);
+            cJSON_AddStringToObject(o, "createdAt", ts);
+            cJSON_AddItemToArray(arr, o);
+        }
+        if (json_out)
+            print_json(arr);
+        else
+            cJSON_Delete(arr);
+    } else if (argc == 2 && strcmp(argv[0], "revoke") == 0) {
+        Cube__KeyRef r = CUBE__KEY_REF__INIT;
+        r.key_id = argv[1];
+        if ((rc = call(c, "/cube.Master/RevokeKey", &r.base, &cube__empty__descriptor, &out))) return rc;
+        if (!json_out) printf("revoked %s\n", argv[1]);
+    } else {
+        fprintf(stderr, "cubemastercli: key create [NAME] | key list | key revoke ID\n");
+        return 2;
+    }
+    if (out) protobuf_c_message_free_unpacked(out, NULL);
+    return 0;
+}
+
+static int node_cmd(cube_rpc_client *c, int argc, char **argv)
+{
+    if (argc != 1 || strcmp(argv[0], "list") != 0) {
+        fprintf(stderr, "cubemastercli: node list\n");
+        return 2;
+    }
+    Cube__Empty e = CUBE__EMPTY__INIT;
+    ProtobufCMessage *out = NULL;
+    int rc = call(c, "/cube.Master/ListNodes", &e.base, &cube__list_nodes_response__descriptor, &out);
+    if (rc) return rc;
+    Cube__ListNodesResponse *l = (Cube__ListNodesResponse *)out;
+    cJSON *arr = cJSON_CreateArray();
+    if (!json_out) printf("%-16s %-8s %-8s %s\n", "NODE", "BACKEND", "RUNNING", "ADDRESS");
+    for (size_t i = 0; i < l->n_nodes; i++) {
+        Cube__NodeInfo *n = l->nodes[i];
+        if (!json_out) printf("%-16s %-8s %-8u %s\n", n->node_id, n->backend, n->running, n->address);
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddStringToObject(o, "node", n->node_id);
+        cJSON_AddStringToObject(o, "backend", n->backend);
+        cJSON_AddNumberToObject(o, "running", n->running);
+        cJSON_AddStringToObject(o, "address", n->address);
+        cJSON_AddItemToArray(arr, o);
+    }
+    if (json_out)
+        print_json(arr);
+    else
+        cJSON_Delete(arr);
+    protobuf_c_message_free_unpacked(out, NULL);
+    return 0;
+}
+
+/* Templates are files on the node (DATA/templates/NAME/current/config.json). */
+static int tpl_cmd(const char *data, int argc, char **argv)
+{
+    if (argc != 1 || strcmp(argv[0], "list") != 0) {
+        fprintf(stderr, "cubemastercli: tpl list (build templates with deploy/templates/build)\n");
+        return 2;
+    }
+    char dir[4200];
+    snprintf(dir, sizeof(dir), "%s/templates", data);
+    DIR *d = opendir(dir);
+    cJSON *arr = cJSON_CreateArray();
+    if (!json_out) printf("%-24s %s\n", "TEMPLATE", "ID");
+    struct dirent *de;
+    while (d && (de = readdir(d))) {
+        if (de->d_name[0] == '.') continue;
+        char cur[4400], target[256];
+        snprintf(cur, sizeof(cur), "%s/%s/current", dir, de->d_name);
+        ssize_t n = readlink(cur, target, sizeof(target) - 1);
+        if (n <= 0) continue;
+        target[n] = '\0';
+        if (!json_out) printf("%-24s %s\n", de->d_name, target);
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddStringToObject(o, "templateID", de->d_name);
+        cJSON_AddStringToObject(o, "buildID", target);
+        cJSON_AddItemToArray(arr, o);
+    }
+    if (d) closedir(d);
+    if (json_out)
+        print_json(arr);
+    else
+        cJSON_Delete(arr);
+    return 0;
+}
+
+static int usage(void)
+{
+    fprintf(stderr, "usage: cubemastercli [--data DIR | --master ADDR] [--json] COMMAND\n"
+                    "  sandbox list | sandbox info ID | sandbox kill ID\n"
+                    "  node list\n"
+                    "  key create [NAME] | key list | key revoke ID\n"
+                    "  tpl list\n");
+    return 2;
+}
+
+int main(int argc, char **argv)
+{
+    const char *data = "/var/lib/cube", *master = NULL;
+    int i = 1;
+    for (; i < argc && strncmp(argv[i], "--", 2) == 0; i++) {
+        if (strcmp(argv[i], "--json") == 0)
+            json_out = 1;
+        else if (strcmp(argv[i], "--data") == 0 && i + 1 < argc)
+            data = argv[++i];
+        else if (strcmp(argv[i], "--master") == 0 && i + 1 < argc)
+            master = argv[++i];
+        else
+            return usage();
+    }
+    if (argc - i < 1) return usage();
+    const char *noun = argv[i++];
+    if (strcmp(noun, "tpl") == 0) return tpl_cmd(data, argc - i, argv + i);
+    char addr[4200];
+    snprintf(addr, sizeof(addr), "unix:%s/run/master.sock", data);
+    cube_err err = {0};
+    cube_rpc_client *c = cube_rpc_client_new(master ? master : addr, &err);
+    if (!c) {
+        fprintf(stderr, "cubemastercli: %s\n", err.msg);
+        return 1;
+    }
+    int rc;
+    if (strcmp(noun, "sandbox") == 0)
+        rc = sandbox_cmd(c, argc - i, argv + i);
+    else if (strcmp(noun, "key") == 0)
+        rc = key_cmd(c, argc - i, argv + i);
+    else if (strcmp(noun, "node") == 0)
+        rc = node_cmd(c, argc - i, argv + i);
+    else
+        rc = usage();
+    cube_rpc_client_free(c);
+    return rc;
+}

@@ -1,0 +1,143 @@
+// The whole single-node stack, started the way a user starts it (deploy/cube up), driven by the real E2B SDKs
+// with nothing changed but the URLs, then stopped (deploy/cube down) with nothing left behind.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { Sandbox, SandboxNotFoundError, AuthenticationError } from 'e2b';
+import { Sandbox as CodeSandbox } from '@e2b/code-interpreter';
+
+const root = new URL('../..', import.meta.url).pathname;
+// templates are built once and cached in this data dir across runs
+const data = process.env.CUBE_STACK_DATA || '/var/lib/cube-e2e';
+const port = Number(process.env.CUBE_STACK_PORT || 3310);
+const cube = (...args) => execFileSync(`${root}/deploy/cube`, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] });
+
+before(() => {
+  const out = cube('up', '--data', data, '--port', String(port));
+  for (const m of out.matchAll(/^export (\w+)=(.*)$/gm)) process.env[m[1]] = m[2];
+  assert.equal(process.env.E2B_API_URL, `http://127.0.0.1:${port}`);
+  delete process.env.E2B_DEBUG;
+});
+
+after(() => {
+  cube('down', '--data', data);
+});
+
+test('create with metadata and envs; getInfo; commands and files', async () => {
+  const sbx = await Sandbox.create({ metadata: { suite: 'basic', who: 'stack test' }, envs: { GREETING: 'hello' } });
+  try {
+    const info = await sbx.getInfo();
+    assert.equal(info.sandboxId, sbx.sandboxId);
+    assert.equal(info.templateId, 'base');
+    assert.equal(info.state, 'running');
+    assert.deepEqual(info.metadata, { suite: 'basic', who: 'stack test' });
+    const r = await sbx.commands.run('echo "$GREETING from $(id -un) in $(pwd)"');
+    assert.equal(r.stdout, 'hello from user in /home/user\n');
+    await sbx.files.write('notes/today.txt', 'written through cube-proxy');
+    assert.equal(await sbx.files.read('/home/user/notes/today.txt'), 'written through cube-proxy');
+    const py = await sbx.commands.run('python3 -c "print(6*7)"');
+    assert.equal(py.stdout, '42\n');
+  } finally {
+    await sbx.kill();
+  }
+});
+
+test('list: filters and paging', async () => {
+  const made = [];
+  for (let i = 0; i < 3; i++) made.push(await Sandbox.create({ metadata: { suite: 'paging', n: String(i) } }));
+  try {
+    const pager = Sandbox.list({ query: { metadata: { suite: 'paging' }, state: ['running'] }, limit: 2 });
+    const first = await pager.nextItems();
+    assert.equal(first.length, 2);
+    assert.equal(pager.hasNext, true);
+    const second = await pager.nextItems();
+    assert.equal(second.length, 1);
+    assert.deepEqual([...first, ...second].map((s) => s.sandboxId).sort(), made.map((s) => s.sandboxId).sort());
+    const one = await Sandbox.list({ query: { metadata: { suite: 'paging', n: '1' } } }).nextItems();
+    assert.deepEqual(one.map((s) => s.sandboxId), [made[1].sandboxId]);
+    const none = await Sandbox.list({ query: { metadata: { suite: 'paging' }, state: ['paused'] } }).nextItems();
+    assert.equal(none.length, 0);
+  } finally {
+    for (const s of made) await s.kill();
+  }
+});
+
+test('setTimeout, pause, connect keeps files and processes, kill twice', async () => {
+  const sbx = await Sandbox.create();
+  await sbx.setTimeout(120_000);
+  const info = await sbx.getInfo();
+  const left = info.endAt.getTime() - Date.now();
+  assert.ok(left > 100_000 && left <= 121_000, `endAt is ${left} ms away`);
+  await sbx.files.write('/tmp/before-pause.txt', 'kept');
+  const bg = await sbx.commands.run('sleep 600', { background: true });
+  assert.equal(await Sandbox.pause(sbx.sandboxId), true);
+  assert.equal(await Sandbox.pause(sbx.sandboxId), false); // already paused: 409
+  assert.equal((await Sandbox.getInfo(sbx.sandboxId)).state, 'paused');
+  const again = await Sandbox.connect(sbx.sandboxId);
+  assert.equal((await again.getInfo()).state, 'running');
+  assert.equal(await again.files.read('/tmp/before-pause.txt'), 'kept');
+  assert.ok((await again.commands.list()).some((p) => p.pid === bg.pid), 'the background process did not survive');
+  assert.equal(await again.kill(), true);
+  assert.equal(await again.kill(), false);
+  await assert.rejects(Sandbox.getInfo(sbx.sandboxId), SandboxNotFoundError);
+});
+
+test('a sandbox is killed when its timeout passes', async () => {
+  const sbx = await Sandbox.create({ timeoutMs: 2_000 });
+  assert.equal((await sbx.commands.run('echo alive')).stdout, 'alive\n');
+  let gone = false;
+  for (let i = 0; i < 40 && !gone; i++) {
+    await sleep(250);
+    gone = !(await Sandbox.list().nextItems()).some((s) => s.sandboxId === sbx.sandboxId);
+  }
+  assert.ok(gone, 'still listed after its timeout');
+  await assert.rejects(Sandbox.getInfo(sbx.sandboxId), SandboxNotFoundError);
+});
+
+test('bad input gets clear errors', async () => {
+  const url = process.env.E2B_API_URL;
+  const key = process.env.E2B_API_KEY;
+  const bad = await fetch(`${url}/v2/sandboxes`, { method: 'POST', headers: { 'X-API-KEY': key, 'content-type': 'application/json' }, body: '{"templateID": ' });
+  assert.equal(bad.status, 400);
+  assert.equal((await bad.json()).code, 400);
+  const wrongType = await fetch(`${url}/v2/sandboxes`, { method: 'POST', headers: { 'X-API-KEY': key }, body: '{"templateID": "base", "timeout": "long"}' });
+  assert.equal(wrongType.status, 400);
+  await assert.rejects(Sandbox.create({ apiKey: 'e2b_wrong' }), AuthenticationError);
+  const nokey = await fetch(`${url}/v2/sandboxes`);
+  assert.equal(nokey.status, 401);
+  const unknown = await fetch(`${url}/v2/sandboxes`, { method: 'POST', headers: { 'X-API-KEY': key }, body: '{"templateID": "no-such-template"}' });
+  assert.ok(unknown.status >= 400 && unknown.status < 500, `unknown template answered ${unknown.status}`);
+  assert.match((await unknown.json()).message, /no-such-template/);
+  const proxied = await fetch(`${process.env.E2B_SANDBOX_URL}/health`, { headers: { 'E2b-Sandbox-Id': 'inosuchsandbox0000000', 'E2b-Sandbox-Port': '49983' } });
+  assert.equal(proxied.status, 502);
+});
+
+test('runCode in code-interpreter-v1', async () => {
+  const sbx = await CodeSandbox.create();
+  try {
+    const r = await sbx.runCode('import numpy as np\nint(np.arange(10).sum())');
+    assert.equal(r.text, '45');
+    const fig = await sbx.runCode('import matplotlib.pyplot as plt\nplt.plot([1, 2, 3])\nplt.show()');
+    assert.ok(fig.results.some((x) => x.png), JSON.stringify(fig.error));
+  } finally {
+    await sbx.kill();
+  }
+});
+
+test('deploy/cube down leaves nothing behind', () => {
+  cube('down', '--data', data);
+  const procs = execFileSync('ps', ['-eo', 'args'], { encoding: 'utf8' });
+  assert.ok(!procs.includes(`--state ${data}/sandboxes/`), 'a cube-hypervisor survived');
+  assert.ok(!/cube-(master|api|proxy)|cubelet/.test(procs.split('\n').filter((l) => l.includes(data)).join('\n')));
+  const mounts = readFileSync('/proc/self/mounts', 'utf8');
+  assert.ok(!mounts.includes(`${data}/`), 'a mount survived');
+  for (const c of ['memory', 'pids', 'cpu', 'freezer']) {
+    let left = [];
+    try {
+      left = execFileSync('ls', [`/sys/fs/cgroup/${c}/cube`], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim().split('\n').filter(Boolean);
+    } catch {}
+    assert.deepEqual(left, [], `cgroups left in ${c}`);
+  }
+});
