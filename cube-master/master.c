@@ -204,10 +204,12 @@ static int create_sandbox(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *
     nreq.volume_mounts = req->volume_mounts;
     ProtobufCMessage *nresp = NULL;
     cube_rpc_call_opts o = {.timeout_ms = CREATE_RPC_TIMEOUT_MS};
+    int64_t t_node = cube_now_mono_ns();
     if (cube_rpc_call(client, "/cube.Cubelet/CreateSandbox", &nreq.base, &cube__node_sandbox__descriptor,
                       &nresp, &o, err) < 0)
         return cube_err_prefix(err, "create on node %s", node_id);
     Cube__NodeSandbox *ns = (Cube__NodeSandbox *)nresp;
+    int64_t t_store = cube_now_mono_ns();
 
     Cube__Sandbox sb = CUBE__SANDBOX__INIT;
     Cube__Resources res = CUBE__RESOURCES__INIT;
@@ -235,8 +237,12 @@ static int create_sandbox(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *
     int rc = m->st->ops->sandbox_put(m->st, &sb, err);
     if (rc == 0) {
         out->sandbox = reply_copy(ctx, &sb);
-        cube_log_info("audit", "action=create sandbox=%s template=%s node=%s key=%s pooled=%d", id,
-                      req->template_id, node_id, req->api_key_id ? req->api_key_id : "", ns->from_pool);
+        int64_t t_end = cube_now_mono_ns();
+        cube_log_info(
+            "audit",
+            "action=create sandbox=%s template=%s node=%s key=%s pooled=%d node_ms=%.2f store_ms=%.2f", id,
+            req->template_id, node_id, req->api_key_id ? req->api_key_id : "", ns->from_pool,
+            (double)(t_store - t_node) / 1e6, (double)(t_end - t_store) / 1e6);
     } else {
         /* not recorded: do not leave it running unseen */
         Cube__NodeSandboxRef ref = CUBE__NODE_SANDBOX_REF__INIT;

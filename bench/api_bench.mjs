@@ -1,0 +1,70 @@
+// api_bench: create latency through the whole stack (deploy/cube up must be running; E2B_* exported).
+// Prints tab-separated lines: name, then figures in ms.
+//   http_seq p50 p95 p99        POST /v2/sandboxes from a light keep-alive HTTP client, one at a time
+//   http_c50 avg p95 p99        the same, 50 at once
+//   sdk_seq p50 p95 p99         Sandbox.create() as the SDK measures it, one at a time
+//   sdk_cmd p50                 Sandbox.create() + the first commands.run
+import http from 'node:http';
+import { Sandbox } from 'e2b';
+
+const api = new URL(process.env.E2B_API_URL);
+const key = process.env.E2B_API_KEY;
+const agent = new http.Agent({ keepAlive: true, maxSockets: 64 });
+
+function req(method, path, body) {
+  return new Promise((resolve, reject) => {
+    const r = http.request({ host: api.hostname, port: api.port, method, path, agent, headers: { 'X-API-KEY': key, 'content-type': 'application/json' } }, (res) => {
+      let data = '';
+      res.on('data', (c) => (data += c));
+      res.on('end', () => resolve({ status: res.statusCode, body: data }));
+    });
+    r.on('error', reject);
+    r.end(body);
+  });
+}
+
+const q = (v, p) => v.slice().sort((a, b) => a - b)[Math.min(v.length - 1, Math.floor(v.length * p))];
+const avg = (v) => v.reduce((a, b) => a + b, 0) / v.length;
+const fmt = (x) => x.toFixed(2);
+
+async function create() {
+  const t0 = performance.now();
+  const r = await req('POST', '/v2/sandboxes', '{"templateID":"base"}');
+  const ms = performance.now() - t0;
+  if (r.status !== 201) throw new Error(`create answered ${r.status}: ${r.body}`);
+  return [ms, JSON.parse(r.body).sandboxID];
+}
+
+const settle = (ms) => new Promise((r) => setTimeout(r, ms));
+const pool = Number(process.env.CUBE_BENCH_POOL || 0);
+const waitPool = () => settle(Math.max(1000, pool * 60)); // let the pool refill between phases
+
+const seq = [];
+for (let i = 0; i < 30; i++) {
+  const [ms, id] = await create();
+  seq.push(ms);
+  await req('DELETE', `/sandboxes/${id}`);
+  if (i % 5 === 4) await settle(300);
+}
+console.log(['http_seq', fmt(q(seq, 0.5)), fmt(q(seq, 0.95)), fmt(q(seq, 0.99))].join('\t'));
+
+await waitPool();
+const conc = await Promise.all(Array.from({ length: 50 }, () => create()));
+const cms = conc.map((x) => x[0]);
+console.log(['http_c50', fmt(avg(cms)), fmt(q(cms, 0.95)), fmt(q(cms, 0.99))].join('\t'));
+await Promise.all(conc.map(([, id]) => req('DELETE', `/sandboxes/${id}`)));
+
+await waitPool();
+const sdk = [], cmd = [];
+for (let i = 0; i < 20; i++) {
+  const t0 = performance.now();
+  const s = await Sandbox.create();
+  sdk.push(performance.now() - t0);
+  await s.commands.run('true');
+  cmd.push(performance.now() - t0);
+  await s.kill();
+  if (i % 5 === 4) await settle(300);
+}
+console.log(['sdk_seq', fmt(q(sdk, 0.5)), fmt(q(sdk, 0.95)), fmt(q(sdk, 0.99))].join('\t'));
+console.log(['sdk_cmd', fmt(q(cmd, 0.5))].join('\t'));
+agent.destroy();

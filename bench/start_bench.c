@@ -1,0 +1,130 @@
+/* start_bench: sandbox start figures for bench/run.
+ *   start_bench HV AGENT ROOTFS WORKDIR N
+ * Prints tab-separated lines:
+ *   cold <p50_ms> <p99_ms>      cube-hypervisor launched until its agent answers /health
+ *   pooled <p50_ms> <p99_ms>    a pre-started sandbox made ready for a user: the agent's /init (what a pooled
+ *                               create does on the node)
+ *   pss_kb <per sandbox>        host PSS of hypervisor + agent for an idle sandbox, averaged over N */
+#include <dirent.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "netns.h"
+#include "timeutil.h"
+
+typedef struct sb {
+    pid_t hv, init;
+    char state[512];
+} sb;
+
+static int cmp(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+static void pct(const char *name, double *v, int n)
+{
+    qsort(v, (size_t)n, sizeof(*v), cmp);
+    printf("%s\t%.2f\t%.2f\n", name, v[n / 2], v[(n * 99) / 100 < n ? (n * 99) / 100 : n - 1]);
+}
+
+static int start(const char *hv, const char *agent, const char *rootfs, const char *work, int i, sb *s)
+{
+    char id[32];
+    snprintf(id, sizeof(id), "bench-%d", i);
+    snprintf(s->state, sizeof(s->state), "%s/%s", work, id);
+    mkdir(s->state, 0711);
+    int p[2];
+    if (pipe(p) < 0) return -1;
+    s->hv = fork();
+    if (s->hv == 0) {
+        dup2(p[1], 1);
+        int null = open("/dev/null", 1);
+        dup2(null, 2);
+        execl(hv, hv, "--id", id, "--rootfs", rootfs, "--state", s->state, "--agent", agent, (char *)NULL);
+        _exit(127);
+    }
+    close(p[1]);
+    char line[128] = {0};
+    ssize_t n = read(p[0], line, sizeof(line) - 1);
+    close(p[0]);
+    if (n <= 0 || sscanf(line, "ready %d", &s->init) != 1) return -1;
+    char ns[64];
+    snprintf(ns, sizeof(ns), "/proc/%d/ns/net", s->init);
+    for (;;) { /* the agent was exec'd; ready when it answers */
+        int status = 0;
+        cube_err err = {0};
+        if (cube_netns_http(ns, 49983, "GET", "/health", NULL, &status, NULL, 0, 1000, &err) == 0 &&
+            status == 204)
+            return 0;
+        nanosleep(&(struct timespec){0, 200000}, NULL);
+    }
+}
+
+static long pss_kb(pid_t pid)
+{
+    char p[64], line[256];
+    snprintf(p, sizeof(p), "/proc/%d/smaps_rollup", pid);
+    FILE *f = fopen(p, "r");
+    long v = 0;
+    while (f && fgets(line, sizeof(line), f))
+        if (strncmp(line, "Pss:", 4) == 0) v = atol(line + 4);
+    if (f) fclose(f);
+    return v;
+}
+
+static void stop(sb *s)
+{
+    kill(s->hv, SIGTERM);
+    waitpid(s->hv, NULL, 0);
+    rmdir(s->state);
+}
+
+int main(int argc, char **argv)
+{
+    if (argc != 6) {
+        fprintf(stderr, "usage: start_bench HV AGENT ROOTFS WORKDIR N\n");
+        return 2;
+    }
+    int n = atoi(argv[5]);
+    sb *s = calloc((size_t)n, sizeof(*s));
+    double *cold = calloc((size_t)n, sizeof(double)), *pooled = calloc((size_t)n, sizeof(double));
+    for (int i = 0; i < n; i++) {
+        int64_t t0 = cube_now_mono_ns();
+        if (start(argv[1], argv[2], argv[3], argv[4], i, &s[i]) < 0) {
+            fprintf(stderr, "start_bench: sandbox %d did not start\n", i);
+            return 1;
+        }
+        cold[i] = (double)(cube_now_mono_ns() - t0) / 1e6;
+    }
+    sleep(1); /* idle: let start-up allocations settle before PSS is read */
+    long pss = 0;
+    for (int i = 0; i < n; i++) {
+        pss += pss_kb(s[i].hv) + pss_kb(s[i].init);
+        char ns[64];
+        snprintf(ns, sizeof(ns), "/proc/%d/ns/net", s[i].init);
+        int64_t t0 = cube_now_mono_ns();
+        int status = 0;
+        cube_err err = {0};
+        if (cube_netns_http(ns, 49983, "POST", "/init", "{\"envVars\":{\"A\":\"1\"},\"accessToken\":\"t\"}",
+                            &status, NULL, 0, 5000, &err) < 0 ||
+            status != 204) {
+            fprintf(stderr, "start_bench: /init failed: %s %d\n", err.msg, status);
+            return 1;
+        }
+        pooled[i] = (double)(cube_now_mono_ns() - t0) / 1e6;
+    }
+    for (int i = 0; i < n; i++) stop(&s[i]);
+    pct("cold", cold, n);
+    pct("pooled", pooled, n);
+    printf("pss_kb\t%ld\n", pss / n);
+    return 0;
+}
