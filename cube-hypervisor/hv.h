@@ -17,7 +17,11 @@ typedef struct hv_spec {
     const char *layers;    /* optional "dirA:dirB" stacked above rootfs (restore, fork); may be NULL */
     const char *state_dir; /* per-sandbox directory, created by the caller */
     const char *agent_bin; /* host path of cube-agent, bind-mounted read-only at /.cube/cube-agent */
-    char *const *argv;     /* PID 1; NULL: the agent */
+    /* or a self-contained agent directory (cube-agent, its libraries in lib/, the loader as ld.so), mounted
+     * at
+     * /.cube: the agent then runs whatever libc the template has, or none */
+    const char *agent_bundle;
+    char *const *argv; /* PID 1; NULL: the agent */
     char *const *envp;
     cg_limits limits;
     uint64_t disk_mb; /* size of the writable layer */

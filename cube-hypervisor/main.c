@@ -24,6 +24,8 @@ static const cube_config_flag flags[] = {
     {"layers", "hv.layers", true, "extra read-only layers above the rootfs, dirA:dirB (restore/fork)"},
     {"state", "hv.state", true, "per-sandbox state directory"},
     {"agent", "hv.agent", true, "cube-agent binary to run as PID 1 (default: beside this binary)"},
+    {"agent-bundle", "hv.agent_bundle", true,
+     "self-contained agent directory (cube-agent, lib/, ld.so) instead"},
     {"backend", "hv.backend", true, "auto | ns | kvm (default auto)"},
     {"control", "hv.control", true, "control socket address (default unix:<state>/control.sock)"},
     {"cpus", "hv.cpus", true, "cpu limit in cores (default 2)"},
@@ -109,7 +111,17 @@ static int run(cube_config *cfg, int argc, char **argv)
         snprintf(agent, sizeof(agent), "%s", agent_flag);
     else
         default_agent(agent, sizeof(agent));
-    char agent_abs[PATH_MAX];
+    char agent_abs[PATH_MAX], bundle_abs[PATH_MAX];
+    const char *bundle = cube_config_get(cfg, "hv.agent_bundle", NULL);
+    if (bundle) {
+        char probe[PATH_MAX + 32];
+        snprintf(probe, sizeof(probe), "%s/cube-agent", bundle);
+        if (!realpath(bundle, bundle_abs) || access(probe, X_OK) < 0) {
+            fprintf(stderr, "cube-hypervisor: --agent-bundle %s has no cube-agent\n", bundle);
+            return 2;
+        }
+        snprintf(agent, sizeof(agent), "%s", probe);
+    }
     if (!realpath(agent, agent_abs) || access(agent_abs, X_OK) < 0) {
         fprintf(stderr, "cube-hypervisor: cube-agent not found at %s (use --agent)\n", agent);
         return 2;
@@ -135,6 +147,7 @@ static int run(cube_config *cfg, int argc, char **argv)
         .layers = cube_config_get(cfg, "hv.layers", NULL),
         .state_dir = state_abs,
         .agent_bin = agent_abs,
+        .agent_bundle = bundle ? bundle_abs : NULL,
         .argv = first < argc ? argv + first : NULL,
         .limits = {(uint32_t)cpus, (uint64_t)mem, (uint32_t)pids},
         .disk_mb = (uint64_t)disk,

@@ -161,7 +161,14 @@ static void child_main(const child_args *c)
     snprintf(p, sizeof(p), "%s/tmp", sb->root);
     mkdir(p, 01777);
 
-    if (spec->agent_bin) {
+    if (spec->agent_bundle) {
+        snprintf(p, sizeof(p), "%s/.cube", sb->root);
+        mkdir(p, 0755);
+        if (mount(spec->agent_bundle, p, NULL, MS_BIND | MS_REC, NULL) < 0)
+            child_fail(errfd, "bind agent bundle");
+        if (mount(NULL, p, NULL, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV, NULL) < 0)
+            child_fail(errfd, "agent bundle read-only");
+    } else if (spec->agent_bin) {
         snprintf(p, sizeof(p), "%s/.cube", sb->root);
         mkdir(p, 0755);
         snprintf(p, sizeof(p), "%s/.cube/cube-agent", sb->root);
@@ -189,7 +196,11 @@ static void child_main(const child_args *c)
         _exit(127);
     }
     static char *const agent_argv[] = {"/.cube/cube-agent", NULL};
-    char *const *argv = spec->argv && spec->argv[0] ? spec->argv : agent_argv;
+    static char *const bundle_argv[] = {"/.cube/ld.so", "--library-path", "/.cube/lib", "/.cube/cube-agent",
+                                        NULL};
+    char *const *argv = spec->argv && spec->argv[0] ? spec->argv
+                        : spec->agent_bundle        ? bundle_argv
+                                                    : agent_argv;
     static char *const default_env[] = {"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
                                         "HOME=/root", NULL};
     execve(argv[0], argv, spec->envp ? spec->envp : default_env);

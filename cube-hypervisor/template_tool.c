@@ -2,7 +2,9 @@
  *   cube-template shift DIR UID_BASE   own every file of DIR by UID_BASE + its current uid/gid, keeping modes
  *                                      (setuid bits included), so root inside a sandbox owns what root owned.
  */
+#include <cjson/cJSON.h>
 #include <errno.h>
+#include <openssl/sha.h>
 #include <ftw.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -10,7 +12,22 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "template_import.h"
+
 static unsigned long base;
+
+static int rm_one(const char *p, const struct stat *st, int flag, struct FTW *ftw)
+{
+    (void)st;
+    (void)flag;
+    (void)ftw;
+    return remove(p) < 0 && errno != ENOENT ? -1 : 0;
+}
+
+static void rm_tree(const char *p)
+{
+    nftw(p, rm_one, 32, FTW_DEPTH | FTW_PHYS);
+}
 
 static int shift_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
 {
@@ -30,8 +47,164 @@ static int shift_one(const char *path, const struct stat *st, int flag, struct F
     return 0;
 }
 
+static void put_json(const char *path, cJSON *o)
+{
+    char *s = cJSON_Print(o);
+    FILE *f = fopen(path, "we");
+    if (f) {
+        fputs(s, f);
+        fclose(f);
+    }
+    free(s);
+}
+
+/* Image config (Env ["K=V"], WorkingDir, User, Cmd) into the template's config.json. */
+static cJSON *template_config(const char *name, const char *id, const char *source, const cJSON *img,
+                              unsigned long uid)
+{
+    cJSON *c = cJSON_CreateObject();
+    cJSON_AddStringToObject(c, "name", name);
+    cJSON_AddStringToObject(c, "id", id);
+    cJSON_AddStringToObject(c, "source", source);
+    const char *user = cJSON_GetStringValue(cJSON_GetObjectItem(img, "User"));
+    const char *wd = cJSON_GetStringValue(cJSON_GetObjectItem(img, "WorkingDir"));
+    cJSON_AddStringToObject(c, "user", user && *user ? user : "root");
+    cJSON_AddStringToObject(c, "workdir", wd && *wd ? wd : "/");
+    cJSON *env = cJSON_AddObjectToObject(c, "env");
+    const cJSON *e;
+    cJSON_ArrayForEach(e, cJSON_GetObjectItem(img, "Env"))
+    {
+        const char *kv = cJSON_GetStringValue(e);
+        const char *eq = kv ? strchr(kv, '=') : NULL;
+        if (!eq || eq == kv) continue;
+        char k[256];
+        snprintf(k, sizeof(k), "%.*s", (int)(eq - kv), kv);
+        cJSON_AddStringToObject(env, k, eq + 1);
+    }
+    if (cJSON_GetObjectItem(img, "Cmd"))
+        cJSON_AddItemToObject(c, "cmd", cJSON_Duplicate(cJSON_GetObjectItem(img, "Cmd"), 1));
+    cJSON_AddNumberToObject(c, "cpu", 2);
+    cJSON_AddNumberToObject(c, "memoryMB", 512);
+    cJSON_AddNumberToObject(c, "diskMB", 1024);
+    cJSON_AddNumberToObject(c, "uidBase", (double)uid);
+    return c;
+}
+
+static int import_cmd(int argc, char **argv)
+{
+    const char *name = argc > 0 ? argv[0] : NULL, *data = NULL, *oci = NULL, *dsave = NULL, *tarball = NULL;
+    unsigned long uid = 100000;
+    for (int i = 1; i + 1 < argc; i += 2) {
+        if (!strcmp(argv[i], "--data"))
+            data = argv[i + 1];
+        else if (!strcmp(argv[i], "--oci"))
+            oci = argv[i + 1];
+        else if (!strcmp(argv[i], "--docker-save"))
+            dsave = argv[i + 1];
+        else if (!strcmp(argv[i], "--rootfs"))
+            tarball = argv[i + 1];
+        else if (!strcmp(argv[i], "--uid-base"))
+            uid = strtoul(argv[i + 1], NULL, 10);
+        else
+            name = NULL;
+    }
+    if (!name || !data || (!!oci + !!dsave + !!tarball) != 1 || argc % 2 == 0 || !uid) {
+        fprintf(
+            stderr,
+            "usage: cube-template import NAME --data DIR (--oci LAYOUT | --docker-save TAR | --rootfs TAR) "
+            "[--uid-base N]\n");
+        return 2;
+    }
+    for (const char *p = name; *p; p++)
+        if (!((*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') || *p == '-' || *p == '_' || *p == '.')) {
+            fprintf(stderr, "cube-template: template name '%s' must be [a-z0-9._-]\n", name);
+            return 2;
+        }
+    cube_err err = {0};
+    char digest[80] = "";
+    const char *source = oci ? oci : dsave ? dsave : tarball;
+    if (oci) {
+        char idx[4200];
+        snprintf(idx, sizeof(idx), "%s/index.json", oci);
+        if (tpl_file_digest(idx, digest, &err) < 0) goto fail;
+    } else if (tpl_file_digest(source, digest, &err) < 0) {
+        goto fail;
+    }
+    char recipe[256], id[20];
+    snprintf(recipe, sizeof(recipe), "v1 %s uid_base=%lu", digest, uid);
+    unsigned char md[SHA256_DIGEST_LENGTH];
+    SHA256((unsigned char *)recipe, strlen(recipe), md);
+    for (int i = 0; i < 8; i++) snprintf(id + 2 * i, 3, "%02x", md[i]);
+    char dir[4200], rootfs[4300], building[4300], scratch[4300], cfgp[4300], cur[4300];
+    snprintf(dir, sizeof(dir), "%s/templates/%s/%s", data, name, id);
+    snprintf(rootfs, sizeof(rootfs), "%s/rootfs", dir);
+    snprintf(building, sizeof(building), "%s/rootfs.building", dir);
+    snprintf(scratch, sizeof(scratch), "%s/scratch", dir);
+    snprintf(cfgp, sizeof(cfgp), "%s/config.json", dir);
+    snprintf(cur, sizeof(cur), "%s/templates/%s/current", data, name);
+    if (access(cfgp, F_OK) != 0) {
+        char mk[4400];
+        snprintf(mk, sizeof(mk), "%s/templates/%s", data, name);
+        mkdir(data, 0755);
+        snprintf(scratch, sizeof(scratch), "%s/templates", data);
+        mkdir(scratch, 0755);
+        mkdir(mk, 0755);
+        mkdir(dir, 0755);
+        snprintf(scratch, sizeof(scratch), "%s/scratch", dir);
+        rm_tree(building);
+        rm_tree(scratch);
+        if (mkdir(building, 0755) < 0) {
+            cube_err_sys(&err, errno, "mkdir %s", building);
+            goto fail;
+        }
+        cJSON *img = NULL;
+        int rc;
+        fprintf(stderr, "cube-template: importing %s as %s\n", source, name);
+        if (oci)
+            rc = tpl_import_oci(oci, building, &img, digest, &err);
+        else if (dsave)
+            rc = tpl_import_docker_save(dsave, scratch, building, &img, digest, &err);
+        else
+            rc = tpl_apply_layer(building, tarball, &err);
+        rm_tree(scratch);
+        if (rc < 0) {
+            cJSON_Delete(img);
+            rm_tree(building);
+            goto fail;
+        }
+        snprintf(mk, sizeof(mk), "%s/.cube", building);
+        mkdir(mk, 0755);
+        base = uid;
+        if (nftw(building, shift_one, 64, FTW_PHYS | FTW_MOUNT) != 0) {
+            cJSON_Delete(img);
+            cube_err_set(&err, EIO, "shifting ownership of %s failed", building);
+            goto fail;
+        }
+        cJSON *cfg = template_config(name, id, source, img, uid);
+        cJSON_Delete(img);
+        if (rename(building, rootfs) < 0) {
+            cJSON_Delete(cfg);
+            cube_err_sys(&err, errno, "rename %s", building);
+            goto fail;
+        }
+        put_json(cfgp, cfg);
+        cJSON_Delete(cfg);
+    }
+    unlink(cur);
+    if (symlink(id, cur) < 0) {
+        cube_err_sys(&err, errno, "link %s", cur);
+        goto fail;
+    }
+    printf("%s\n", dir);
+    return 0;
+fail:
+    fprintf(stderr, "cube-template: %s\n", err.msg);
+    return 1;
+}
+
 int main(int argc, char **argv)
 {
+    if (argc >= 2 && strcmp(argv[1], "import") == 0) return import_cmd(argc - 2, argv + 2);
     if (argc == 4 && strcmp(argv[1], "shift") == 0) {
         char *end;
         base = strtoul(argv[3], &end, 10);
@@ -41,6 +214,8 @@ int main(int argc, char **argv)
         }
         return nftw(argv[2], shift_one, 64, FTW_PHYS | FTW_MOUNT) == 0 ? 0 : 1;
     }
-    fprintf(stderr, "usage: cube-template shift DIR UID_BASE\n");
+    fprintf(stderr,
+            "usage: cube-template shift DIR UID_BASE | cube-template import NAME --data DIR (--oci LAYOUT | "
+            "--docker-save TAR | --rootfs TAR) [--uid-base N]\n");
     return 2;
 }

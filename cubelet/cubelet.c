@@ -55,6 +55,12 @@ static int load_templates(cubelet *c, cube_err *err)
         if (!realpath(rootfs, t->rootfs)) snprintf(t->rootfs, sizeof(t->rootfs), "%s", rootfs);
         cJSON *ub = cJSON_GetObjectItem(j, "uidBase");
         t->uid_base = cJSON_IsNumber(ub) ? (unsigned)ub->valuedouble : 100000;
+        const char *user = cJSON_GetStringValue(cJSON_GetObjectItem(j, "user"));
+        const char *wd = cJSON_GetStringValue(cJSON_GetObjectItem(j, "workdir"));
+        snprintf(t->user, sizeof(t->user), "%s", user && *user ? user : "root");
+        snprintf(t->workdir, sizeof(t->workdir), "%s", wd && *wd ? wd : "/");
+        cJSON *env = cJSON_GetObjectItem(j, "env");
+        t->env_json = cJSON_IsObject(env) ? cJSON_PrintUnformatted(env) : NULL;
         cJSON_Delete(j);
         t->next = c->templates;
         c->templates = t;
@@ -222,13 +228,17 @@ static cl_slot *find_by_sandbox(cubelet *c, const char *sandbox_id)
 static int init_agent(cl_slot *s, const Cube__NodeCreateRequest *req, cube_err *err)
 {
     cJSON *body = cJSON_CreateObject();
-    cJSON *vars = cJSON_AddObjectToObject(body, "envVars");
+    cJSON *vars = s->tpl->env_json ? cJSON_Parse(s->tpl->env_json) : NULL;
+    if (!vars) vars = cJSON_CreateObject();
+    cJSON_AddItemToObject(body, "envVars", vars);
+    for (size_t i = 0; i < req->n_env_vars; i++)
+        cJSON_DeleteItemFromObjectCaseSensitive(vars, req->env_vars[i]->key);
     for (size_t i = 0; i < req->n_env_vars; i++)
         cJSON_AddStringToObject(vars, req->env_vars[i]->key, req->env_vars[i]->value);
     if (req->envd_access_token && *req->envd_access_token)
         cJSON_AddStringToObject(body, "accessToken", req->envd_access_token);
-    cJSON_AddStringToObject(body, "defaultUser", "user");
-    cJSON_AddStringToObject(body, "defaultWorkdir", "/home/user");
+    cJSON_AddStringToObject(body, "defaultUser", s->tpl->user);
+    cJSON_AddStringToObject(body, "defaultWorkdir", s->tpl->workdir);
     char *json = cJSON_PrintUnformatted(body);
     cJSON_Delete(body);
     int status = 0;
@@ -510,6 +520,7 @@ void cubelet_stop(cubelet *c)
     c->master = NULL;
     for (cl_template *t = c->templates, *n; t; t = n) {
         n = t->next;
+        free(t->env_json);
         free(t);
     }
     c->templates = NULL;

@@ -14,6 +14,9 @@ typedef struct cl_template {
     char name[64];
     char rootfs[4096];
     unsigned uid_base;
+    char user[64]; /* the default user and workdir the agent gets at /init */
+    char workdir[512];
+    char *env_json; /* {"K": "V"} from the image, merged under the request's envVars */
     struct cl_template *next;
 } cl_template;
 
@@ -39,7 +42,8 @@ typedef struct cubelet_config {
     const char *master; /* cube-master's RPC address */
     const char *hypervisor_bin;
     const char *agent_bin;
-    int pool_size; /* ready sandboxes kept per template */
+    const char *agent_bundle; /* when set, sandboxes get this self-contained agent directory instead */
+    int pool_size;            /* ready sandboxes kept per template */
 } cubelet_config;
 
 typedef struct cubelet {

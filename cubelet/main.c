@@ -19,6 +19,7 @@ static const cube_config_flag flags[] = {
     {"pool-size", "cubelet.pool_size", true, "ready sandboxes kept per template (default 2)"},
     {"hypervisor", "cubelet.hypervisor", true, "cube-hypervisor binary (default: beside this one)"},
     {"agent", "cubelet.agent", true, "cube-agent binary (default: beside this one)"},
+    {"agent-bundle", "cubelet.agent_bundle", true, "self-contained agent directory (deploy/agent-bundle)"},
     {"help", "cubelet.help", false, "this text"},
     {0},
 };
@@ -62,6 +63,7 @@ static int run(cube_config *cfg, int argc, char **argv)
         .master = cube_config_get(cfg, "cubelet.master", master_addr),
         .hypervisor_bin = cube_config_get(cfg, "cubelet.hypervisor", hv),
         .agent_bin = cube_config_get(cfg, "cubelet.agent", agent),
+        .agent_bundle = cube_config_get(cfg, "cubelet.agent_bundle", NULL),
         .pool_size = (int)pool,
     };
     if (access(cc.hypervisor_bin, X_OK) < 0 || access(cc.agent_bin, X_OK) < 0) {

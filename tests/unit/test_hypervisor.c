@@ -485,6 +485,127 @@ START_TEST(bad_arguments_are_refused_clearly)
 }
 END_TEST
 
+/* sha256 of a file via sha256sum, for the hand-made OCI layout */
+static void sha256_of(const char *path, char hex[65])
+{
+    char cmd[700];
+    snprintf(cmd, sizeof(cmd), "sha256sum '%s'", path);
+    FILE *p = popen(cmd, "r");
+    ck_assert_ptr_nonnull(p);
+    ck_assert_int_eq(fscanf(p, "%64s", hex), 1);
+    pclose(p);
+}
+
+static void write_file(const char *path, const char *content)
+{
+    FILE *f = fopen(path, "w");
+    ck_assert_ptr_nonnull(f);
+    fputs(content, f);
+    fclose(f);
+}
+
+/* blobs/sha256/<hex> for a file; returns the hex */
+static void add_blob(const char *layout, const char *file, char hex[65])
+{
+    sha256_of(file, hex);
+    char cmd[1500];
+    snprintf(cmd, sizeof(cmd), "mkdir -p '%s/blobs/sha256' && cp '%s' '%s/blobs/sha256/%s'", layout, file,
+             layout, hex);
+    ck_assert_int_eq(system(cmd), 0);
+}
+
+START_TEST(oci_layout_template_runs)
+{
+    /* a hand-made OCI image: layer 1 a rootfs without cube-agent's libraries, layer 2 adds a file and whites
+     * out another; the config sets Env and WorkingDir */
+    char img[400], layout[400], cmd[2000], l1[450], l2[450], cfg[450], man[450], hex[65], h1[65], h2[65],
+        hc[65];
+    snprintf(img, sizeof(img), "%s/img", workdir);
+    snprintf(layout, sizeof(layout), "%s/layout", workdir);
+    snprintf(cmd, sizeof(cmd),
+             "%s '%s/root' '' 0 && mkdir -p '%s/l2/etc' && echo 'from layer 2' > '%s/l2/etc/layer2.txt'"
+             " && touch '%s/l2/etc/.wh.os-release' && tar -C '%s/root' -czf '%s/l1.tgz' . && tar -C '%s/l2' "
+             "-cf '%s/l2.tar' .",
+             getenv("CUBE_MKROOTFS"), img, img, img, img, img, img, img, img);
+    ck_assert_int_eq(system(cmd), 0);
+    snprintf(l1, sizeof(l1), "%s/l1.tgz", img);
+    snprintf(l2, sizeof(l2), "%s/l2.tar", img);
+    add_blob(layout, l1, h1);
+    add_blob(layout, l2, h2);
+    snprintf(cfg, sizeof(cfg), "%s/config.json", img);
+    write_file(cfg,
+               "{\"architecture\":\"amd64\",\"os\":\"linux\",\"config\":{\"Env\":[\"IMG_VAR=from-image\","
+               "\"PATH=/usr/bin:/bin\"],\"WorkingDir\":\"/root\",\"User\":\"root\"}}");
+    add_blob(layout, cfg, hc);
+    snprintf(man, sizeof(man), "%s/manifest.json", img);
+    char body[1200];
+    snprintf(body, sizeof(body),
+             "{\"schemaVersion\":2,\"config\":{\"mediaType\":\"application/"
+             "vnd.oci.image.config.v1+json\",\"digest\":"
+             "\"sha256:%s\"},\"layers\":[{\"mediaType\":\"application/"
+             "vnd.oci.image.layer.v1.tar+gzip\",\"digest\":"
+             "\"sha256:%s\"},{\"mediaType\":\"application/"
+             "vnd.oci.image.layer.v1.tar\",\"digest\":\"sha256:%s\"}]}",
+             hc, h1, h2);
+    write_file(man, body);
+    add_blob(layout, man, hex);
+    snprintf(body, sizeof(body), "{\"schemaVersion\":2,\"manifests\":[{\"digest\":\"sha256:%s\"}]}", hex);
+    snprintf(cmd, sizeof(cmd), "%s/index.json", layout);
+    write_file(cmd, body);
+    snprintf(cmd, sizeof(cmd), "echo '{\"imageLayoutVersion\": \"1.0.0\"}' > '%s/oci-layout'", layout);
+    ck_assert_int_eq(system(cmd), 0);
+
+    /* import, twice: the second is the cached one */
+    char data[400], tdir[600] = {0}, bundle[400];
+    snprintf(data, sizeof(data), "%s/data", workdir);
+    for (int i = 0; i < 2; i++) {
+        snprintf(cmd, sizeof(cmd), "%s import img --data '%s' --oci '%s'", getenv("CUBE_TEMPLATE_BIN"), data,
+                 layout);
+        FILE *p = popen(cmd, "r");
+        ck_assert_ptr_nonnull(fgets(tdir, sizeof(tdir), p));
+        ck_assert_int_eq(WEXITSTATUS(pclose(p)), 0);
+    }
+    tdir[strcspn(tdir, "\n")] = '\0';
+    snprintf(cmd, sizeof(cmd), "grep -q from-image '%s/config.json'", tdir);
+    ck_assert_int_eq(system(cmd), 0);
+    snprintf(bundle, sizeof(bundle), "%s/bundle", workdir);
+    snprintf(cmd, sizeof(cmd), "%s '%s' '%s'", getenv("CUBE_AGENT_BUNDLE_SH"), getenv("CUBE_AGENT_BIN"),
+             bundle);
+    ck_assert_int_eq(system(cmd), 0);
+
+    char saved[sizeof(rootfs)];
+    snprintf(saved, sizeof(saved), "%s", rootfs);
+    snprintf(rootfs, sizeof(rootfs), "%s/rootfs", tdir);
+    sandbox a;
+    sb_start(&a, "oci-a", "--agent-bundle", bundle, NULL);
+    snprintf(rootfs, sizeof(rootfs), "%s", saved);
+    expect_run(&a, "cat /etc/layer2.txt", "from layer 2\n");
+    expect_run(&a, "test -e /etc/os-release && echo present || echo whited-out", "whited-out\n");
+    expect_run(&a,
+               "id -u; test -e /usr/lib/x86_64-linux-gnu/libmicrohttpd.so.12 || echo no-agent-libs-in-image",
+               "0\nno-agent-libs-in-image\n");
+    sb_stop(&a);
+
+    /* a layer that tries to write outside the rootfs is refused */
+    snprintf(cmd, sizeof(cmd),
+             "python3 -c \"import tarfile,io; t=tarfile.open('%s/evil.tar','w'); "
+             "i=tarfile.TarInfo('../../escape.txt'); "
+             "i.size=3; t.addfile(i, io.BytesIO(b'bad')); t.close()\"",
+             img);
+    ck_assert_int_eq(system(cmd), 0);
+    snprintf(cmd, sizeof(cmd), "%s import evil --data '%s' --rootfs '%s/evil.tar' 2>&1",
+             getenv("CUBE_TEMPLATE_BIN"), data, img);
+    FILE *p = popen(cmd, "r");
+    char out[1024] = {0};
+    size_t n = fread(out, 1, sizeof(out) - 1, p);
+    out[n] = '\0';
+    ck_assert_int_ne(WEXITSTATUS(pclose(p)), 0);
+    ck_assert_msg(strstr(out, "would leave the rootfs") != NULL, "%s", out);
+    snprintf(cmd, sizeof(cmd), "%s/../escape.txt", workdir);
+    ck_assert(!path_exists(cmd));
+}
+END_TEST
+
 int main(void)
 {
     if (geteuid() != 0) {
@@ -514,6 +635,7 @@ int main(void)
     tcase_add_test(tc, sigkill_of_the_hypervisor_leaves_nothing);
     tcase_add_test(tc, stop_leaves_nothing);
     tcase_add_test(tc, bad_arguments_are_refused_clearly);
+    tcase_add_test(tc, oci_layout_template_runs);
     suite_add_tcase(s, tc);
     int rc = cube_run_suite(s);
     snprintf(cmd, sizeof(cmd), "rm -rf %s", workdir);
