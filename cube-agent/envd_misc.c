@@ -41,6 +41,8 @@ void envd_init(agent *a, http_req *req)
     const cJSON *tok = cJSON_GetObjectItemCaseSensitive(in, "accessToken");
     const cJSON *user = cJSON_GetObjectItemCaseSensitive(in, "defaultUser");
     const cJSON *wd = cJSON_GetObjectItemCaseSensitive(in, "defaultWorkdir");
+    /* cube's own field: a pooled sandbox takes its E2B id as hostname when it is claimed */
+    const cJSON *host = cJSON_GetObjectItemCaseSensitive(in, "hostname");
     if ((vars && !cJSON_IsNull(vars) &&
          (!cJSON_IsObject(vars) || cube_json_check_string_map(vars, "envVars", &err) < 0)) ||
         (tok && !cJSON_IsNull(tok) && !cJSON_IsString(tok)) ||
@@ -51,6 +53,23 @@ void envd_init(agent *a, http_req *req)
             req, 400,
             "envVars must map strings to strings; accessToken, defaultUser, defaultWorkdir strings");
         return;
+    }
+    if (cJSON_IsString(host)) {
+        const char *h = host->valuestring;
+        size_t hl = strlen(h);
+        int ok = hl > 0 && hl <= 63;
+        for (const char *c = h; *c && ok; c++) ok = (*c >= 'a' && *c <= 'z') || (*c >= '0' && *c <= '9') || *c == '-';
+        if (!ok) {
+            cJSON_Delete(in);
+            http_reply_error(req, 400, "hostname must be 1-63 chars of [a-z0-9-]");
+            return;
+        }
+        /* only as PID 1 of a sandbox, whose UTS namespace it owns: never the hostname of a machine */
+        if (getpid() == 1 && sethostname(h, hl) < 0) {
+            cJSON_Delete(in);
+            http_reply_error(req, 500, "sethostname: %s", strerror(errno));
+            return;
+        }
     }
     if (cJSON_IsString(user)) {
         agent_user u;

@@ -237,6 +237,7 @@ static int init_agent(cl_slot *s, const Cube__NodeCreateRequest *req, cube_err *
         cJSON_AddStringToObject(vars, req->env_vars[i]->key, req->env_vars[i]->value);
     if (req->envd_access_token && *req->envd_access_token)
         cJSON_AddStringToObject(body, "accessToken", req->envd_access_token);
+    cJSON_AddStringToObject(body, "hostname", req->sandbox_id);
     cJSON_AddStringToObject(body, "defaultUser", s->tpl->user);
     cJSON_AddStringToObject(body, "defaultWorkdir", s->tpl->workdir);
     char *json = cJSON_PrintUnformatted(body);

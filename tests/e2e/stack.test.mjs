@@ -33,8 +33,8 @@ test('create with metadata and envs; getInfo; commands and files', async () => {
     assert.equal(info.templateId, 'base');
     assert.equal(info.state, 'running');
     assert.deepEqual(info.metadata, { suite: 'basic', who: 'stack test' });
-    const r = await sbx.commands.run('echo "$GREETING from $(id -un) in $(pwd)"');
-    assert.equal(r.stdout, 'hello from user in /home/user\n');
+    const r = await sbx.commands.run('echo "$GREETING from $(id -un) in $(pwd) on $(hostname)"');
+    assert.equal(r.stdout, `hello from user in /home/user on ${sbx.sandboxId}\n`);
     await sbx.files.write('notes/today.txt', 'written through cube-proxy');
     assert.equal(await sbx.files.read('/home/user/notes/today.txt'), 'written through cube-proxy');
     const py = await sbx.commands.run('python3 -c "print(6*7)"');
