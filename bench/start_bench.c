@@ -88,8 +88,69 @@ static void stop(sb *s)
     rmdir(s->state);
 }
 
+static double host_exec_ms(void)
+{
+    int64_t t0 = cube_now_mono_ns();
+    pid_t p = fork();
+    if (p == 0) {
+        execl("/bin/true", "true", (char *)NULL);
+        _exit(127);
+    }
+    waitpid(p, NULL, 0);
+    return (double)(cube_now_mono_ns() - t0) / 1e6;
+}
+
+static long mem_available_kb(void)
+{
+    FILE *f = fopen("/proc/meminfo", "r");
+    char line[256];
+    long v = 0;
+    while (f && fgets(line, sizeof(line), f))
+        if (strncmp(line, "MemAvailable:", 13) == 0) v = atol(line + 13);
+    if (f) fclose(f);
+    return v;
+}
+
+/* hold: N idle sandboxes at once; then how the host and one sandbox answer */
+static int hold(char **argv, int n)
+{
+    sb *s = calloc((size_t)n, sizeof(*s));
+    double idle_exec[20], loaded_exec[20], health[20];
+    for (int i = 0; i < 20; i++) idle_exec[i] = host_exec_ms();
+    long avail0 = mem_available_kb();
+    int64_t t0 = cube_now_mono_ns();
+    int started = 0;
+    for (; started < n; started++)
+        if (start(argv[2], argv[3], argv[4], argv[5], started, &s[started]) < 0) break;
+    double secs = (double)(cube_now_mono_ns() - t0) / 1e9;
+    sleep(2);
+    long avail1 = mem_available_kb();
+    for (int i = 0; i < 20; i++) {
+        loaded_exec[i] = host_exec_ms();
+        sb *x = &s[(i * 7919) % (started ? started : 1)];
+        char ns[64];
+        snprintf(ns, sizeof(ns), "/proc/%d/ns/net", x->init);
+        int64_t h0 = cube_now_mono_ns();
+        int status = 0;
+        cube_err err = {0};
+        cube_netns_http(ns, 49983, "GET", "/health", NULL, &status, NULL, 0, 5000, &err);
+        health[i] = status == 204 ? (double)(cube_now_mono_ns() - h0) / 1e6 : 9999;
+    }
+    for (int i = 0; i < started; i++) kill(s[i].hv, SIGTERM);
+    for (int i = 0; i < started; i++) {
+        waitpid(s[i].hv, NULL, 0);
+        rmdir(s[i].state);
+    }
+    printf("held\t%d\t%.1f\t%.0f\n", started, secs, (double)(avail0 - avail1) / 1024.0);
+    pct("host_exec_idle", idle_exec, 20);
+    pct("host_exec_loaded", loaded_exec, 20);
+    pct("sandbox_health_loaded", health, 20);
+    return started == n ? 0 : 1;
+}
+
 int main(int argc, char **argv)
 {
+    if (argc == 7 && strcmp(argv[1], "hold") == 0) return hold(argv, atoi(argv[6]));
     if (argc != 6) {
         fprintf(stderr, "usage: start_bench HV AGENT ROOTFS WORKDIR N\n");
         return 2;
