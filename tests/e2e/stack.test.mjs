@@ -8,7 +8,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { Sandbox, SandboxNotFoundError, AuthenticationError } from 'e2b';
 import { Sandbox as CodeSandbox } from '@e2b/code-interpreter';
 
-const root = new URL('../..', import.meta.url).pathname;
+const root = process.env.CUBE_ROOT || new URL('../..', import.meta.url).pathname;
 // templates are built once and cached in this data dir across runs
 const data = process.env.CUBE_STACK_DATA || '/var/lib/cube-e2e';
 const port = Number(process.env.CUBE_STACK_PORT || 3310);
