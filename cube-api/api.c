@@ -8,6 +8,7 @@
 
 #include "json.h"
 #include "log.h"
+#include "hypervisor.pb-c.h"
 #include "master.pb-c.h"
 #include "timeutil.h"
 
@@ -423,8 +424,29 @@ static void sandbox_op(api *a, http_req *req, const char *rest)
             return reply_err(req, &err);
         reply_cjson(req, was_paused ? 201 : 200,
                     sandbox_json(a, ((Cube__GetSandboxResponse *)resp)->sandbox));
-    } else if (strcmp(op, "metrics") == 0 || strcmp(op, "logs") == 0 || strcmp(op, "network") == 0 ||
-               strcmp(op, "fork") == 0 || strcmp(op, "snapshots") == 0) {
+    } else if (strcmp(op, "metrics") == 0 && strcmp(m, "GET") == 0) {
+        /* one current sample: cube keeps no history of sandbox metrics yet */
+        Cube__SandboxRef ref = CUBE__SANDBOX_REF__INIT;
+        ref.sandbox_id = id;
+        if (master_call(a, "/cube.Master/SandboxMetrics", &ref.base, &cube__hv_stats__descriptor, &resp,
+                        &err) < 0)
+            return reply_err(req, &err);
+        Cube__HvStats *st = (Cube__HvStats *)resp;
+        cJSON *arr = cJSON_CreateArray(), *o = cJSON_CreateObject();
+        int64_t now = cube_now_unix_ms();
+        add_time(o, "timestamp", now);
+        cJSON_AddNumberToObject(o, "timestampUnix", (double)(now / 1000));
+        cJSON_AddNumberToObject(o, "cpuCount", st->cpu_count);
+        cJSON_AddNumberToObject(o, "cpuUsedPct", st->cpu_used_pct);
+        cJSON_AddNumberToObject(o, "memUsed", (double)st->mem_used);
+        cJSON_AddNumberToObject(o, "memTotal", (double)st->mem_total);
+        cJSON_AddNumberToObject(o, "memCache", (double)st->mem_cache);
+        cJSON_AddNumberToObject(o, "diskUsed", (double)st->disk_used);
+        cJSON_AddNumberToObject(o, "diskTotal", (double)st->disk_total);
+        cJSON_AddItemToArray(arr, o);
+        reply_cjson(req, 200, arr);
+    } else if (strcmp(op, "logs") == 0 || strcmp(op, "network") == 0 || strcmp(op, "fork") == 0 ||
+               strcmp(op, "snapshots") == 0) {
         http_reply_error(req, 501, "%s is not implemented by this version of cube", op);
     } else {
         http_reply_error(req, 404, "no such endpoint: %s %s", m, req->url);

@@ -8,6 +8,7 @@
 #include <time.h>
 
 #include "cubelet.pb-c.h"
+#include "hypervisor.pb-c.h"
 #include "id.h"
 #include "log.h"
 #include "timeutil.h"
@@ -424,6 +425,32 @@ static int resume_sandbox(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *
     return rc;
 }
 
+static int sandbox_metrics(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *respp, cube_err *err)
+{
+    (void)ctx;
+    master *m = svc;
+    const Cube__SandboxRef *req = reqp;
+    Cube__HvStats *out = respp;
+    Cube__Sandbox *sb = m->st->ops->sandbox_get(m->st, req->sandbox_id ? req->sandbox_id : "", err);
+    if (!sb) return -1;
+    ProtobufCMessage *r = NULL;
+    int rc = node_op(m, sb, "/cube.Cubelet/SandboxStats", &cube__hv_stats__descriptor, &r, err);
+    cube__sandbox__free_unpacked(sb, NULL);
+    if (rc < 0) return -1;
+    Cube__HvStats *st = (Cube__HvStats *)r;
+    out->cpu_count = st->cpu_count;
+    out->cpu_used_pct = st->cpu_used_pct;
+    out->mem_used = st->mem_used;
+    out->mem_total = st->mem_total;
+    out->mem_cache = st->mem_cache;
+    out->disk_used = st->disk_used;
+    out->disk_total = st->disk_total;
+    out->pids = st->pids;
+    out->state = st->state;
+    protobuf_c_message_free_unpacked(r, NULL);
+    return 0;
+}
+
 static int auth_key(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *respp, cube_err *err)
 {
     master *m = svc;
@@ -592,5 +619,6 @@ const cube_rpc_method master_methods[] = {
     M("ListKeys", list_keys, cube__empty, cube__list_keys_response),
     M("RevokeKey", revoke_key, cube__key_ref, cube__empty),
     M("ListNodes", list_nodes, cube__empty, cube__list_nodes_response),
+    M("SandboxMetrics", sandbox_metrics, cube__sandbox_ref, cube__hv_stats),
     {0},
 };

@@ -363,6 +363,42 @@ static int resume_sandbox(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *
     return 0;
 }
 
+/* The hypervisor's figures for one sandbox (E2B's metrics). */
+static int sandbox_stats(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *respp, cube_err *err)
+{
+    cubelet *c = svc;
+    const Cube__NodeSandboxRef *req = reqp;
+    Cube__HvStats *out = respp;
+    pthread_mutex_lock(&c->lock);
+    cl_slot *s = find_by_sandbox(c, req->sandbox_id ? req->sandbox_id : "");
+    char control[sizeof(s->control)];
+    if (s) snprintf(control, sizeof(control), "%s", s->control);
+    pthread_mutex_unlock(&c->lock);
+    if (!s) return cube_err_set(err, ENOENT, "sandbox '%s' is not on this node", req->sandbox_id);
+    cube_rpc_client *cl = cube_rpc_client_new(control, err);
+    if (!cl) return -1;
+    Cube__Empty e = CUBE__EMPTY__INIT;
+    ProtobufCMessage *resp = NULL;
+    cube_rpc_call_opts o = {.timeout_ms = 5000};
+    int rc =
+        cube_rpc_call(cl, "/cube.Hypervisor/Stats", &e.base, &cube__hv_stats__descriptor, &resp, &o, err);
+    cube_rpc_client_free(cl);
+    if (rc < 0) return -1;
+    Cube__HvStats *st = (Cube__HvStats *)resp;
+    out->cpu_count = st->cpu_count;
+    out->cpu_used_pct = st->cpu_used_pct;
+    out->mem_used = st->mem_used;
+    out->mem_total = st->mem_total;
+    out->mem_cache = st->mem_cache;
+    out->disk_used = st->disk_used;
+    out->disk_total = st->disk_total;
+    out->pids = st->pids;
+    out->state = st->state;
+    protobuf_c_message_free_unpacked(resp, NULL);
+    (void)ctx;
+    return 0;
+}
+
 static int list_sandboxes(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *respp, cube_err *err)
 {
     (void)reqp;
@@ -537,5 +573,6 @@ const cube_rpc_method cubelet_methods[] = {
     M("PauseSandbox", pause_sandbox, cube__node_sandbox_ref, cube__empty),
     M("ResumeSandbox", resume_sandbox, cube__node_sandbox_ref, cube__node_sandbox),
     M("ListSandboxes", list_sandboxes, cube__empty, cube__node_list_response),
+    M("SandboxStats", sandbox_stats, cube__node_sandbox_ref, cube__hv_stats),
     {0},
 };

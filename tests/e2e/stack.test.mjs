@@ -39,6 +39,9 @@ test('create with metadata and envs; getInfo; commands and files', async () => {
     assert.equal(await sbx.files.read('/home/user/notes/today.txt'), 'written through cube-proxy');
     const py = await sbx.commands.run('python3 -c "print(6*7)"');
     assert.equal(py.stdout, '42\n');
+    const metrics = await sbx.getMetrics();
+    assert.ok(metrics.length >= 1);
+    assert.ok(metrics[0].memUsed > 0 && metrics[0].diskTotal > 0 && metrics[0].cpuCount >= 1, JSON.stringify(metrics));
   } finally {
     await sbx.kill();
   }
