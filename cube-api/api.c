@@ -445,8 +445,37 @@ static void sandbox_op(api *a, http_req *req, const char *rest)
         cJSON_AddNumberToObject(o, "diskTotal", (double)st->disk_total);
         cJSON_AddItemToArray(arr, o);
         reply_cjson(req, 200, arr);
-    } else if (strcmp(op, "logs") == 0 || strcmp(op, "network") == 0 || strcmp(op, "fork") == 0 ||
-               strcmp(op, "snapshots") == 0) {
+    } else if (strcmp(op, "fork") == 0 && strcmp(m, "POST") == 0) {
+        cJSON *in = parse_body(req, 1);
+        if (!in) return;
+        int64_t t = 0, count = 1;
+        int bad = cube_json_get_int(in, "timeout", false, 0, MAX_TIMEOUT_S, &t, &err) < 0 ||
+                  cube_json_get_int(in, "count", false, 1, 20, &count, &err) < 0;
+        cJSON_Delete(in);
+        if (bad) return http_reply_error(req, 400, "%s", err.msg);
+        Cube__ForkRequest fr = CUBE__FORK_REQUEST__INIT;
+        fr.sandbox_id = id;
+        fr.timeout_s = t;
+        fr.count = (uint32_t)count;
+        fr.api_key_id = key_id;
+        if (master_call(a, "/cube.Master/ForkSandbox", &fr.base, &cube__fork_response__descriptor, &resp,
+                        &err) < 0)
+            return reply_err(req, &err);
+        Cube__ForkResponse *res = (Cube__ForkResponse *)resp;
+        cJSON *arr = cJSON_CreateArray();
+        for (size_t i = 0; i < res->n_results; i++) {
+            cJSON *o = cJSON_CreateObject();
+            if (res->results[i]->sandbox) {
+                cJSON_AddItemToObject(o, "sandbox", sandbox_json(a, res->results[i]->sandbox));
+            } else {
+                cJSON *e = cJSON_AddObjectToObject(o, "error");
+                cJSON_AddNumberToObject(e, "code", res->results[i]->code);
+                cJSON_AddStringToObject(e, "message", res->results[i]->error);
+            }
+            cJSON_AddItemToArray(arr, o);
+        }
+        reply_cjson(req, 201, arr);
+    } else if (strcmp(op, "logs") == 0 || strcmp(op, "network") == 0 || strcmp(op, "snapshots") == 0) {
         http_reply_error(req, 501, "%s is not implemented by this version of cube", op);
     } else {
         http_reply_error(req, 404, "no such endpoint: %s %s", m, req->url);

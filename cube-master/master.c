@@ -425,6 +425,85 @@ static int resume_sandbox(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *
     return rc;
 }
 
+static int fork_sandbox(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *respp, cube_err *err)
+{
+    master *m = svc;
+    const Cube__ForkRequest *req = reqp;
+    Cube__ForkResponse *out = respp;
+    uint32_t count = req->count ? req->count : 1;
+    if (count > 20) return cube_err_set(err, EINVAL, "count must be within 1..20");
+    int64_t timeout = req->timeout_s ? req->timeout_s : 300;
+    if (timeout < 0 || timeout > MAX_TIMEOUT_S)
+        return cube_err_set(err, EINVAL, "timeout must be within 0..%d seconds", MAX_TIMEOUT_S);
+    Cube__Sandbox *parent = m->st->ops->sandbox_get(m->st, req->sandbox_id ? req->sandbox_id : "", err);
+    if (!parent) return -1;
+    cube_rpc_client *client = node_client(m, parent->node_id, err);
+    int rc = -1;
+    Cube__NodeForkRequest nreq = CUBE__NODE_FORK_REQUEST__INIT;
+    Cube__NodeCreateRequest *kids = cube_rpc_alloc(ctx, count * sizeof(*kids));
+    Cube__NodeCreateRequest **kidp = cube_rpc_alloc(ctx, count * sizeof(*kidp));
+    ProtobufCMessage *nresp = NULL;
+    if (!client || !kids || !kidp) goto out;
+    for (uint32_t i = 0; i < count; i++) {
+        char *id = cube_rpc_alloc(ctx, CUBE_ID_LEN + 1), *tok = cube_rpc_alloc(ctx, 33);
+        if (!id || !tok || cube_sandbox_id_new(id, err) < 0 || cube_token_hex(tok, 16, err) < 0) goto out;
+        cube__node_create_request__init(&kids[i]);
+        kids[i].sandbox_id = id;
+        kids[i].template_id = parent->template_id;
+        kids[i].envd_access_token = tok;
+        kidp[i] = &kids[i];
+    }
+    nreq.parent_id = parent->sandbox_id;
+    nreq.n_children = count;
+    nreq.children = kidp;
+    cube_rpc_call_opts o = {.timeout_ms = 300000};
+    if (cube_rpc_call(client, "/cube.Cubelet/ForkSandbox", &nreq.base, &cube__node_fork_response__descriptor,
+                      &nresp, &o, err) < 0) {
+        cube_err_prefix(err, "fork on node %s", parent->node_id);
+        goto out;
+    }
+    Cube__NodeForkResponse *nr = (Cube__NodeForkResponse *)nresp;
+    out->results = cube_rpc_alloc(ctx, (nr->n_sandboxes + nr->n_errors + 1) * sizeof(Cube__ForkResult *));
+    for (size_t i = 0; i < nr->n_sandboxes; i++) {
+        Cube__Sandbox sb = *parent;
+        const char *token = "";
+        for (uint32_t k = 0; k < count; k++)
+            if (strcmp(kids[k].sandbox_id, nr->sandboxes[i]->sandbox_id) == 0)
+                token = kids[k].envd_access_token;
+        sb.sandbox_id = nr->sandboxes[i]->sandbox_id;
+        sb.state = CUBE__SANDBOX_STATE__SANDBOX_STATE_RUNNING;
+        sb.started_at_ms = cube_now_unix_ms();
+        sb.end_at_ms = sb.started_at_ms + timeout * 1000;
+        sb.envd_access_token = (char *)token;
+        sb.agent_address = nr->sandboxes[i]->agent_address;
+        sb.interpreter_address = nr->sandboxes[i]->interpreter_address;
+        Cube__ForkResult *fr = cube_rpc_alloc(ctx, sizeof(*fr));
+        cube__fork_result__init(fr);
+        cube_err perr = {0};
+        if (m->st->ops->sandbox_put(m->st, &sb, &perr) < 0) {
+            fr->error = cube_rpc_strdup(ctx, perr.msg);
+            fr->code = 500;
+        } else {
+            fr->sandbox = reply_copy(ctx, &sb);
+            cube_log_info("audit", "action=fork parent=%s sandbox=%s key=%s", parent->sandbox_id,
+                          sb.sandbox_id, req->api_key_id ? req->api_key_id : "");
+        }
+        out->results[out->n_results++] = fr;
+    }
+    for (size_t i = 0; i < nr->n_errors; i++) {
+        Cube__ForkResult *fr = cube_rpc_alloc(ctx, sizeof(*fr));
+        cube__fork_result__init(fr);
+        fr->error = cube_rpc_strdup(ctx, nr->errors[i]);
+        fr->code = 500;
+        out->results[out->n_results++] = fr;
+    }
+    rc = 0;
+out:
+    if (nresp) protobuf_c_message_free_unpacked(nresp, NULL);
+    cube__sandbox__free_unpacked(parent, NULL);
+    return rc;
+}
+
 static int sandbox_metrics(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *respp, cube_err *err)
 {
     (void)ctx;
@@ -620,5 +699,6 @@ const cube_rpc_method master_methods[] = {
     M("RevokeKey", revoke_key, cube__key_ref, cube__empty),
     M("ListNodes", list_nodes, cube__empty, cube__list_nodes_response),
     M("SandboxMetrics", sandbox_metrics, cube__sandbox_ref, cube__hv_stats),
+    M("ForkSandbox", fork_sandbox, cube__fork_request, cube__fork_response),
     {0},
 };

@@ -104,7 +104,7 @@ static void rm_rf(const char *dir)
 }
 
 /* Starts a hypervisor for tpl and waits for its "ready" line. Not on the hot path of a pooled create. */
-static int spawn_slot(cubelet *c, const cl_template *tpl, cl_slot **out, cube_err *err)
+static int spawn_slot(cubelet *c, const cl_template *tpl, const char *layers, cl_slot **out, cube_err *err)
 {
     cl_slot *s = calloc(1, sizeof(*s));
     if (!s) return cube_err_set(err, ENOMEM, "out of memory");
@@ -115,6 +115,7 @@ static int spawn_slot(cubelet *c, const cl_template *tpl, cl_slot **out, cube_er
     }
     snprintf(s->slot_id, sizeof(s->slot_id), "s%s", rnd);
     s->tpl = tpl;
+    snprintf(s->layers, sizeof(s->layers), "%s", layers ? layers : "");
     s->state = SLOT_STARTING;
     snprintf(s->state_dir, sizeof(s->state_dir), "%s/%s", c->sandboxes_dir, s->slot_id);
     snprintf(s->control, sizeof(s->control), "unix:%s/control.sock", s->state_dir);
@@ -131,9 +132,24 @@ static int spawn_slot(cubelet *c, const cl_template *tpl, cl_slot **out, cube_er
     }
     char uid_base[16];
     snprintf(uid_base, sizeof(uid_base), "%u", tpl->uid_base);
-    char *argv[] = {(char *)c->cfg.hypervisor_bin, "--id",       s->slot_id,   "--rootfs",
-                    (char *)tpl->rootfs,           "--state",    s->state_dir, "--agent",
-                    (char *)c->cfg.agent_bin,      "--uid-base", uid_base,     NULL};
+    char *argv[16];
+    int a = 0;
+    argv[a++] = (char *)c->cfg.hypervisor_bin;
+    argv[a++] = "--id";
+    argv[a++] = s->slot_id;
+    argv[a++] = "--rootfs";
+    argv[a++] = (char *)tpl->rootfs;
+    argv[a++] = "--state";
+    argv[a++] = s->state_dir;
+    argv[a++] = "--uid-base";
+    argv[a++] = uid_base;
+    argv[a++] = c->cfg.agent_bundle ? "--agent-bundle" : "--agent";
+    argv[a++] = (char *)(c->cfg.agent_bundle ? c->cfg.agent_bundle : c->cfg.agent_bin);
+    if (*s->layers) {
+        argv[a++] = "--layers";
+        argv[a++] = s->layers;
+    }
+    argv[a] = NULL;
     s->hv = fork();
     if (s->hv == 0) {
         dup2(out_pipe[1], 1);
@@ -277,7 +293,7 @@ static int create_sandbox(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *
     }
     pthread_mutex_unlock(&c->lock);
     if (!s) { /* cold: the pool is empty */
-        if (spawn_slot(c, tpl, &s, err) < 0) return -1;
+        if (spawn_slot(c, tpl, NULL, &s, err) < 0) return -1;
         s->state = SLOT_CLAIMED;
         snprintf(s->sandbox_id, sizeof(s->sandbox_id), "%s", req->sandbox_id);
         pthread_mutex_lock(&c->lock);
@@ -360,6 +376,88 @@ static int resume_sandbox(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *
     if (pause_resume(svc, req->sandbox_id, false, err) < 0) return -1;
     out->sandbox_id = cube_rpc_strdup(ctx, req->sandbox_id);
     out->state = CUBE__SANDBOX_STATE__SANDBOX_STATE_RUNNING;
+    return 0;
+}
+
+/* Fork: snapshot the parent's writable layer once, then start each child cold on top of it (stacked above the
+ * parent's own layers), and hand it out like a create. Snapshots stay until the node stops. */
+static int fork_sandbox(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *respp, cube_err *err)
+{
+    cubelet *c = svc;
+    const Cube__NodeForkRequest *req = reqp;
+    Cube__NodeForkResponse *out = respp;
+    pthread_mutex_lock(&c->lock);
+    cl_slot *p = find_by_sandbox(c, req->parent_id ? req->parent_id : "");
+    char control[sizeof(p->control)], layers[sizeof(p->layers)], slot[sizeof(p->slot_id)];
+    const cl_template *tpl = p ? p->tpl : NULL;
+    if (p) {
+        snprintf(control, sizeof(control), "%s", p->control);
+        snprintf(layers, sizeof(layers), "%s", p->layers);
+        snprintf(slot, sizeof(slot), "%s", p->slot_id);
+    }
+    pthread_mutex_unlock(&c->lock);
+    if (!p) return cube_err_set(err, ENOENT, "sandbox '%s' is not on this node", req->parent_id);
+    char snaps[4200], snap[4400], rnd[16];
+    snprintf(snaps, sizeof(snaps), "%s/snapshots", c->cfg.data_dir);
+    mkdir(snaps, 0711);
+    if (cube_id_new(0, rnd, 8, err) < 0) return -1;
+    snprintf(snap, sizeof(snap), "%s/%s-%s", snaps, slot, rnd);
+    cube_rpc_client *cl = cube_rpc_client_new(control, err);
+    if (!cl) return -1;
+    Cube__HvSnapshotRequest sr = CUBE__HV_SNAPSHOT_REQUEST__INIT;
+    sr.dir = snap;
+    ProtobufCMessage *resp = NULL;
+    cube_rpc_call_opts o = {.timeout_ms = 120000};
+    int rc = cube_rpc_call(cl, "/cube.Hypervisor/Snapshot", &sr.base, &cube__hv_snapshot_response__descriptor,
+                           &resp, &o, err);
+    cube_rpc_client_free(cl);
+    if (resp) protobuf_c_message_free_unpacked(resp, NULL);
+    if (rc < 0) return cube_err_prefix(err, "snapshot %s", req->parent_id);
+    chmod(snap, 0755);
+    char child_layers[sizeof(layers) + 4400];
+    snprintf(child_layers, sizeof(child_layers), "%s%s%s", snap, *layers ? ":" : "", layers);
+
+    out->sandboxes =
+        cube_rpc_alloc(ctx, (req->n_children ? req->n_children : 1) * sizeof(Cube__NodeSandbox *));
+    out->errors = cube_rpc_alloc(ctx, (req->n_children ? req->n_children : 1) * sizeof(char *));
+    for (size_t i = 0; i < req->n_children; i++) {
+        const Cube__NodeCreateRequest *child = req->children[i];
+        cl_slot *s = NULL;
+        cube_err cerr = {0};
+        if (spawn_slot(c, tpl, child_layers, &s, &cerr) == 0) {
+            s->state = SLOT_CLAIMED;
+            snprintf(s->sandbox_id, sizeof(s->sandbox_id), "%s", child->sandbox_id);
+            pthread_mutex_lock(&c->lock);
+            s->next = c->slots;
+            c->slots = s;
+            pthread_mutex_unlock(&c->lock);
+            if (init_agent(s, child, &cerr) < 0) {
+                pthread_mutex_lock(&c->lock);
+                cl_slot *gone = unlink_by_sandbox(c, child->sandbox_id);
+                pthread_mutex_unlock(&c->lock);
+                if (gone) destroy_slot(gone);
+                s = NULL;
+            }
+        }
+        if (!s) {
+            char msg[1200];
+            snprintf(msg, sizeof(msg), "%s: %s", child->sandbox_id, cerr.msg);
+            out->errors[out->n_errors++] = cube_rpc_strdup(ctx, msg);
+            continue;
+        }
+        Cube__NodeSandbox *ns = cube_rpc_alloc(ctx, sizeof(*ns));
+        cube__node_sandbox__init(ns);
+        char addr[96];
+        ns->sandbox_id = cube_rpc_strdup(ctx, child->sandbox_id);
+        ns->state = CUBE__SANDBOX_STATE__SANDBOX_STATE_RUNNING;
+        snprintf(addr, sizeof(addr), "netns:%s:%d", s->netns, ENVD_PORT);
+        ns->agent_address = cube_rpc_strdup(ctx, addr);
+        snprintf(addr, sizeof(addr), "netns:%s:%d", s->netns, INTERP_PORT);
+        ns->interpreter_address = cube_rpc_strdup(ctx, addr);
+        out->sandboxes[out->n_sandboxes++] = ns;
+        cube_log_info("sandbox forked", "parent=%s sandbox=%s slot=%s snapshot=%s", req->parent_id,
+                      child->sandbox_id, s->slot_id, snap);
+    }
     return 0;
 }
 
@@ -446,7 +544,7 @@ static void *refill_loop(void *arg)
         pthread_mutex_unlock(&c->lock);
         cl_slot *s = NULL;
         cube_err err = {0};
-        int rc = spawn_slot(c, need, &s, &err);
+        int rc = spawn_slot(c, need, NULL, &s, &err);
         pthread_mutex_lock(&c->lock);
         if (rc < 0) {
             cube_log_error("pool refill failed", "template=%s err=\"%s\"", need->name, err.msg);
@@ -574,5 +672,6 @@ const cube_rpc_method cubelet_methods[] = {
     M("ResumeSandbox", resume_sandbox, cube__node_sandbox_ref, cube__node_sandbox),
     M("ListSandboxes", list_sandboxes, cube__empty, cube__node_list_response),
     M("SandboxStats", sandbox_stats, cube__node_sandbox_ref, cube__hv_stats),
+    M("ForkSandbox", fork_sandbox, cube__node_fork_request, cube__node_fork_response),
     {0},
 };

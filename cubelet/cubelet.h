@@ -32,6 +32,7 @@ typedef struct cl_slot {
     char state_dir[4200];
     char control[4300];
     char netns[64];
+    char layers[8192]; /* read-only layers above the template (a fork's snapshots), "a:b", or empty */
     struct cl_slot *next;
 } cl_slot;
 

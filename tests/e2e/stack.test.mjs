@@ -87,6 +87,24 @@ test('setTimeout, pause, connect keeps files and processes, kill twice', async (
   await assert.rejects(Sandbox.getInfo(sbx.sandboxId), SandboxNotFoundError);
 });
 
+test('fork: children start from the parent\'s files and diverge', async () => {
+  const parent = await Sandbox.create();
+  try {
+    await parent.files.write('/home/user/state.txt', 'from the parent');
+    const kids = await Sandbox.fork(parent.sandboxId, { count: 2 });
+    assert.equal(kids.length, 2);
+    for (const k of kids) assert.ok(!(k instanceof Error), String(k));
+    for (const k of kids) assert.equal(await k.files.read('/home/user/state.txt'), 'from the parent');
+    await kids[0].files.write('/home/user/state.txt', 'child 0');
+    assert.equal(await kids[1].files.read('/home/user/state.txt'), 'from the parent');
+    assert.equal(await parent.files.read('/home/user/state.txt'), 'from the parent');
+    assert.equal((await parent.getInfo()).state, 'running');
+    for (const k of kids) await k.kill();
+  } finally {
+    await parent.kill();
+  }
+});
+
 test('a sandbox is killed when its timeout passes', async () => {
   const sbx = await Sandbox.create({ timeoutMs: 2_000 });
   assert.equal((await sbx.commands.run('echo alive')).stdout, 'alive\n');
