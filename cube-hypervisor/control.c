@@ -123,10 +123,7 @@ static int stop(void *svc, cube_rpc_ctx *ctx, const void *req, void *resp, cube_
     return 0;
 }
 
-#define M(name, fn, req, resp)                                                                               \
-    {                                                                                                        \
-        "/cube.Hypervisor/" name, &req##__descriptor, &resp##__descriptor, fn                                \
-    }
+#define M(name, fn, req, resp) CUBE_RPC_METHOD("cube.Hypervisor", name, fn, req, resp)
 const cube_rpc_method hv_control_methods[] = {
     M("Info", info, cube__empty, cube__hv_info),
     M("Pause", pause_, cube__empty, cube__empty),

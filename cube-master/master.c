@@ -11,6 +11,7 @@
 #include "hypervisor.pb-c.h"
 #include "id.h"
 #include "log.h"
+#include "protoutil.h"
 #include "timeutil.h"
 
 #define MAX_TIMEOUT_S         (24 * 3600)
@@ -516,16 +517,7 @@ static int sandbox_metrics(void *svc, cube_rpc_ctx *ctx, const void *reqp, void 
     int rc = node_op(m, sb, "/cube.Cubelet/SandboxStats", &cube__hv_stats__descriptor, &r, err);
     cube__sandbox__free_unpacked(sb, NULL);
     if (rc < 0) return -1;
-    Cube__HvStats *st = (Cube__HvStats *)r;
-    out->cpu_count = st->cpu_count;
-    out->cpu_used_pct = st->cpu_used_pct;
-    out->mem_used = st->mem_used;
-    out->mem_total = st->mem_total;
-    out->mem_cache = st->mem_cache;
-    out->disk_used = st->disk_used;
-    out->disk_total = st->disk_total;
-    out->pids = st->pids;
-    out->state = st->state;
+    cube_hv_stats_copy(out, (const Cube__HvStats *)r);
     protobuf_c_message_free_unpacked(r, NULL);
     return 0;
 }
@@ -679,10 +671,7 @@ void master_stop(master *m)
     m->nodes = NULL;
 }
 
-#define M(name, fn, req, resp)                                                                               \
-    {                                                                                                        \
-        "/cube.Master/" name, &req##__descriptor, &resp##__descriptor, fn                                    \
-    }
+#define M(name, fn, req, resp) CUBE_RPC_METHOD("cube.Master", name, fn, req, resp)
 const cube_rpc_method master_methods[] = {
     M("CreateSandbox", create_sandbox, cube__create_sandbox_request, cube__create_sandbox_response),
     M("GetSandbox", get_sandbox, cube__sandbox_ref, cube__get_sandbox_response),

@@ -21,6 +21,7 @@
 #include "log.h"
 #include "master.pb-c.h"
 #include "netns.h"
+#include "protoutil.h"
 #include "timeutil.h"
 
 #define ENVD_PORT   49983
@@ -195,16 +196,25 @@ static int spawn_slot(cubelet *c, const cl_template *tpl, const char *layers, cl
     return 0;
 }
 
+/* One call on a sandbox's control socket (a short-lived channel: lifecycle calls are rare per sandbox). */
+static int hv_rpc(const char *control, const char *method, const ProtobufCMessage *req,
+                  const ProtobufCMessageDescriptor *rd, ProtobufCMessage **resp, int64_t timeout_ms,
+                  cube_err *err)
+{
+    cube_rpc_client *cl = cube_rpc_client_new(control, err);
+    if (!cl) return -1;
+    cube_rpc_call_opts o = {.timeout_ms = timeout_ms};
+    int rc = cube_rpc_call(cl, method, req, rd, resp, &o, err);
+    cube_rpc_client_free(cl);
+    return rc;
+}
+
 static int hv_call(cl_slot *s, const char *method, const ProtobufCMessageDescriptor *rd, cube_err *err)
 {
-    cube_rpc_client *cl = cube_rpc_client_new(s->control, err);
-    if (!cl) return -1;
     Cube__Empty e = CUBE__EMPTY__INIT;
     ProtobufCMessage *resp = NULL;
-    cube_rpc_call_opts o = {.timeout_ms = 15000};
-    int rc = cube_rpc_call(cl, method, &e.base, rd, &resp, &o, err);
+    int rc = hv_rpc(s->control, method, &e.base, rd, &resp, 15000, err);
     if (resp) protobuf_c_message_free_unpacked(resp, NULL);
-    cube_rpc_client_free(cl);
     return rc;
 }
 
@@ -349,10 +359,11 @@ static int pause_resume(cubelet *c, const char *id, bool pause, cube_err *err)
     if (s) snprintf(control, sizeof(control), "%s", s->control);
     pthread_mutex_unlock(&c->lock);
     if (!s) return cube_err_set(err, ENOENT, "sandbox '%s' is not on this node", id);
-    cl_slot tmp = {0};
-    snprintf(tmp.control, sizeof(tmp.control), "%s", control);
-    int rc = hv_call(&tmp, pause ? "/cube.Hypervisor/Pause" : "/cube.Hypervisor/Resume",
-                     &cube__empty__descriptor, err);
+    Cube__Empty e = CUBE__EMPTY__INIT;
+    ProtobufCMessage *resp = NULL;
+    int rc = hv_rpc(control, pause ? "/cube.Hypervisor/Pause" : "/cube.Hypervisor/Resume", &e.base,
+                    &cube__empty__descriptor, &resp, 15000, err);
+    if (resp) protobuf_c_message_free_unpacked(resp, NULL);
     if (rc == 0) {
         pthread_mutex_lock(&c->lock);
         s = find_by_sandbox(c, id);
@@ -473,25 +484,11 @@ static int sandbox_stats(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *r
     if (s) snprintf(control, sizeof(control), "%s", s->control);
     pthread_mutex_unlock(&c->lock);
     if (!s) return cube_err_set(err, ENOENT, "sandbox '%s' is not on this node", req->sandbox_id);
-    cube_rpc_client *cl = cube_rpc_client_new(control, err);
-    if (!cl) return -1;
     Cube__Empty e = CUBE__EMPTY__INIT;
     ProtobufCMessage *resp = NULL;
-    cube_rpc_call_opts o = {.timeout_ms = 5000};
-    int rc =
-        cube_rpc_call(cl, "/cube.Hypervisor/Stats", &e.base, &cube__hv_stats__descriptor, &resp, &o, err);
-    cube_rpc_client_free(cl);
-    if (rc < 0) return -1;
-    Cube__HvStats *st = (Cube__HvStats *)resp;
-    out->cpu_count = st->cpu_count;
-    out->cpu_used_pct = st->cpu_used_pct;
-    out->mem_used = st->mem_used;
-    out->mem_total = st->mem_total;
-    out->mem_cache = st->mem_cache;
-    out->disk_used = st->disk_used;
-    out->disk_total = st->disk_total;
-    out->pids = st->pids;
-    out->state = st->state;
+    if (hv_rpc(control, "/cube.Hypervisor/Stats", &e.base, &cube__hv_stats__descriptor, &resp, 5000, err) < 0)
+        return -1;
+    cube_hv_stats_copy(out, (const Cube__HvStats *)resp);
     protobuf_c_message_free_unpacked(resp, NULL);
     (void)ctx;
     return 0;
@@ -661,10 +658,7 @@ void cubelet_stop(cubelet *c)
     c->templates = NULL;
 }
 
-#define M(name, fn, req, resp)                                                                               \
-    {                                                                                                        \
-        "/cube.Cubelet/" name, &req##__descriptor, &resp##__descriptor, fn                                   \
-    }
+#define M(name, fn, req, resp) CUBE_RPC_METHOD("cube.Cubelet", name, fn, req, resp)
 const cube_rpc_method cubelet_methods[] = {
     M("CreateSandbox", create_sandbox, cube__node_create_request, cube__node_sandbox),
     M("KillSandbox", kill_sandbox, cube__node_sandbox_ref, cube__empty),

@@ -32,6 +32,13 @@ typedef struct cube_rpc_method {
     cube_rpc_handler handler;
 } cube_rpc_method;
 
+/* One method-table row: CUBE_RPC_METHOD("cube.Master", "GetSandbox", handler, cube__sandbox_ref,
+ * cube__get_...) */
+#define CUBE_RPC_METHOD(service, name, fn, req, resp)                                                        \
+    {                                                                                                        \
+        "/" service "/" name, &req##__descriptor, &resp##__descriptor, fn                                    \
+    }
+
 /* methods ends with a zeroed entry and must outlive the server. address: "unix:/path" or "host:port"
  * ("127.0.0.1:0" picks a port: see cube_rpc_server_port). threads: handler concurrency (>= 1). */
 cube_rpc_server *cube_rpc_server_start(const char *address, const cube_rpc_method *methods, void *service,
