@@ -33,6 +33,52 @@ int tpl_file_digest(const char *path, char digest[80], cube_err *err)
     return 0;
 }
 
+static EVP_MD_CTX *walk_ctx;
+static size_t walk_root_len;
+
+static int walk_one(const char *p, const struct stat *st, int flag, struct FTW *ftw)
+{
+    (void)flag;
+    (void)ftw;
+    char line[PATH_MAX + 128];
+    int n = snprintf(line, sizeof(line), "%s\t%o\t%u\t%u\t%lld\t%lld\n", p + walk_root_len, st->st_mode,
+                     st->st_uid, st->st_gid, (long long)st->st_size, (long long)st->st_mtime);
+    EVP_DigestUpdate(walk_ctx, line, (size_t)n);
+    return 0;
+}
+
+int tpl_dir_digest(const char *dir, char digest[80], cube_err *err)
+{
+    walk_ctx = EVP_MD_CTX_new();
+    walk_root_len = strlen(dir);
+    EVP_DigestInit_ex(walk_ctx, EVP_sha256(), NULL);
+    int rc = nftw(dir, walk_one, 64, FTW_PHYS);
+    unsigned char md[32];
+    unsigned int len = 0;
+    EVP_DigestFinal_ex(walk_ctx, md, &len);
+    EVP_MD_CTX_free(walk_ctx);
+    walk_ctx = NULL;
+    if (rc != 0) return cube_err_sys(err, errno, "read %s", dir);
+    int o = snprintf(digest, 80, "sha256:");
+    for (unsigned i = 0; i < len; i++) o += snprintf(digest + o, 80 - (size_t)o, "%02x", md[i]);
+    return 0;
+}
+
+int tpl_copy_dir(const char *dir, const char *rootfs, cube_err *err)
+{
+    char src[PATH_MAX + 4];
+    snprintf(src, sizeof(src), "%s/.", dir);
+    pid_t pid = fork();
+    if (pid == 0) {
+        execl("/bin/cp", "cp", "-a", "--", src, rootfs, (char *)NULL); /* template import, not a hot path */
+        _exit(127);
+    }
+    int st = 0;
+    if (pid < 0 || waitpid(pid, &st, 0) < 0 || !WIFEXITED(st) || WEXITSTATUS(st) != 0)
+        return cube_err_set(err, EIO, "copying %s failed", dir);
+    return 0;
+}
+
 static cJSON *read_json(const char *path, cube_err *err)
 {
     FILE *f = fopen(path, "re");

@@ -109,10 +109,9 @@ static int import_cmd(int argc, char **argv)
             name = NULL;
     }
     if (!name || !data || (!!oci + !!dsave + !!tarball) != 1 || argc % 2 == 0 || !uid) {
-        fprintf(
-            stderr,
-            "usage: cube-template import NAME --data DIR (--oci LAYOUT | --docker-save TAR | --rootfs TAR) "
-            "[--uid-base N]\n");
+        fprintf(stderr, "usage: cube-template import NAME --data DIR (--oci LAYOUT | --docker-save TAR | "
+                        "--rootfs TAR|DIR) "
+                        "[--uid-base N]\n");
         return 2;
     }
     for (const char *p = name; *p; p++)
@@ -127,8 +126,11 @@ static int import_cmd(int argc, char **argv)
         char idx[4200];
         snprintf(idx, sizeof(idx), "%s/index.json", oci);
         if (tpl_file_digest(idx, digest, &err) < 0) goto fail;
-    } else if (tpl_file_digest(source, digest, &err) < 0) {
-        goto fail;
+    } else {
+        struct stat sst;
+        int is_dir = tarball && stat(tarball, &sst) == 0 && S_ISDIR(sst.st_mode);
+        if ((is_dir ? tpl_dir_digest(source, digest, &err) : tpl_file_digest(source, digest, &err)) < 0)
+            goto fail;
     }
     char recipe[256], id[20];
     snprintf(recipe, sizeof(recipe), "v1 %s uid_base=%lu", digest, uid);
@@ -164,8 +166,11 @@ static int import_cmd(int argc, char **argv)
             rc = tpl_import_oci(oci, building, &img, digest, &err);
         else if (dsave)
             rc = tpl_import_docker_save(dsave, scratch, building, &img, digest, &err);
-        else
-            rc = tpl_apply_layer(building, tarball, &err);
+        else {
+            struct stat sst;
+            rc = stat(tarball, &sst) == 0 && S_ISDIR(sst.st_mode) ? tpl_copy_dir(tarball, building, &err)
+                                                                  : tpl_apply_layer(building, tarball, &err);
+        }
         rm_tree(scratch);
         if (rc < 0) {
             cJSON_Delete(img);
@@ -216,6 +221,6 @@ int main(int argc, char **argv)
     }
     fprintf(stderr,
             "usage: cube-template shift DIR UID_BASE | cube-template import NAME --data DIR (--oci LAYOUT | "
-            "--docker-save TAR | --rootfs TAR) [--uid-base N]\n");
+            "--docker-save TAR | --rootfs TAR|DIR) [--uid-base N]\n");
     return 2;
 }

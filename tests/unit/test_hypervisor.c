@@ -586,6 +586,33 @@ START_TEST(oci_layout_template_runs)
                "0\nno-agent-libs-in-image\n");
     sb_stop(&a);
 
+    /* the same image as `docker save` writes it, and a plain directory */
+    snprintf(
+        cmd, sizeof(cmd),
+        "cd '%s' && mkdir -p ds/l1 ds/l2 && gzip -dc l1.tgz > ds/l1/layer.tar && cp l2.tar ds/l2/layer.tar "
+        "&& "
+        "cp config.json ds/cfg.json && echo '[{\"Config\":\"cfg.json\",\"RepoTags\":[\"img:1\"],\"Layers\":"
+        "[\"l1/layer.tar\",\"l2/layer.tar\"]}]' > ds/manifest.json && tar -C ds -cf ds.tar .",
+        img);
+    ck_assert_int_eq(system(cmd), 0);
+    const char *kinds[][2] = {{"--docker-save", "ds.tar"}, {"--rootfs", "root"}};
+    for (int k = 0; k < 2; k++) {
+        snprintf(cmd, sizeof(cmd), "%s import imp%d --data '%s' %s '%s/%s'", getenv("CUBE_TEMPLATE_BIN"), k,
+                 data, kinds[k][0], img, kinds[k][1]);
+        FILE *p = popen(cmd, "r");
+        char dir[600] = {0};
+        ck_assert_ptr_nonnull(fgets(dir, sizeof(dir), p));
+        ck_assert_int_eq(WEXITSTATUS(pclose(p)), 0);
+        dir[strcspn(dir, "\n")] = '\0';
+        char f[900];
+        snprintf(f, sizeof(f), "%s/rootfs/bin/bash", dir);
+        ck_assert_msg(path_exists(f), "%s: no bin/bash", kinds[k][0]);
+        snprintf(f, sizeof(f), "%s/rootfs/etc/layer2.txt", dir);
+        ck_assert_int_eq(path_exists(f), k == 0); /* layer 2 only in the image */
+        snprintf(f, sizeof(f), "%s/rootfs/etc/os-release", dir);
+        ck_assert_int_eq(path_exists(f), k == 1); /* whited out in the image */
+    }
+
     /* a layer that tries to write outside the rootfs is refused */
     snprintf(cmd, sizeof(cmd),
              "python3 -c \"import tarfile,io; t=tarfile.open('%s/evil.tar','w'); "
