@@ -281,9 +281,11 @@ int tpl_import_oci(const char *layout, const char *rootfs, cJSON **config, char 
         cJSON_GetStringValue(cJSON_GetObjectItem(cJSON_GetObjectItem(manifest, "config"), "digest"));
     if (cd && blob_path(layout, cd, path, sizeof(path)) == 0) *config = image_config(path, err);
     const cJSON *layer;
+    int nl = cJSON_GetArraySize(cJSON_GetObjectItem(manifest, "layers")), li = 0;
     cJSON_ArrayForEach(layer, cJSON_GetObjectItem(manifest, "layers"))
     {
         const char *ld = cJSON_GetStringValue(cJSON_GetObjectItem(layer, "digest"));
+        fprintf(stderr, "cube-template: layer %d/%d %.19s\n", ++li, nl, ld ? ld : "?");
         if (!ld || blob_path(layout, ld, path, sizeof(path)) < 0) {
             rc = cube_err_set(err, EBADMSG, "OCI layout %s: a layer has no valid digest", layout);
             goto out;
@@ -324,6 +326,7 @@ int tpl_import_docker_save(const char *tarball, const char *scratch, const char 
     cJSON_ArrayForEach(l, cJSON_GetObjectItem(img, "Layers"))
     {
         const char *lp = cJSON_GetStringValue(l);
+        fprintf(stderr, "cube-template: layer %s\n", lp ? lp : "?");
         if (!lp || clean_name(lp, name, sizeof(name)) != 0) {
             rc = cube_err_set(err, EBADMSG, "docker save tarball %s: bad layer path", tarball);
             goto out;

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "master.pb-c.h"
@@ -187,15 +188,109 @@ static int node_cmd(cube_rpc_client *c, int argc, char **argv)
     return 0;
 }
 
-/* Templates are files on the node (DATA/templates/NAME/current/config.json). */
-static int tpl_cmd(const char *data, int argc, char **argv)
+/* A sibling program: installed side by side, or in the build tree. */
+static void sibling(const char *dir_of_self, const char *rel_build, const char *name, char *out, size_t cap)
 {
-    if (argc != 1 || strcmp(argv[0], "list") != 0) {
-        fprintf(stderr, "cubemastercli: tpl list (build templates with deploy/templates/build)\n");
-        return 2;
-    }
+    snprintf(out, cap, "%s/%s", dir_of_self, name);
+    if (access(out, X_OK) == 0) return;
+    snprintf(out, cap, "%s/%s", dir_of_self, rel_build);
+}
+
+/* Templates are files on the node (DATA/templates/NAME/current/...); building one runs cube-template (image
+ * files) or deploy/templates/build (debootstrap). */
+static int tpl_cmd(cube_rpc_client *c, const char *data, int argc, char **argv)
+{
     char dir[4200];
     snprintf(dir, sizeof(dir), "%s/templates", data);
+    if (argc >= 1 && strcmp(argv[0], "create-from-image") == 0) {
+        if (argc != 4 || (strcmp(argv[2], "--oci") && strcmp(argv[2], "--docker-save") &&
+                          strcmp(argv[2], "--rootfs") && strcmp(argv[2], "--debootstrap"))) {
+            fprintf(stderr,
+                    "cubemastercli: tpl create-from-image NAME (--oci LAYOUT | --docker-save TAR | --rootfs "
+                    "TAR|DIR | --debootstrap base|code-interpreter-v1)\n");
+            return 2;
+        }
+        char self[4096], tool[4200];
+        ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+        self[n > 0 ? n : 0] = '\0';
+        *strrchr(self, '/') = '\0';
+        if (strcmp(argv[2], "--debootstrap") == 0) {
+            if (strcmp(argv[1], argv[3]) != 0) {
+                fprintf(stderr, "cubemastercli: a debootstrap template is named after its recipe (%s)\n",
+                        argv[3]);
+                return 2;
+            }
+            sibling(self, "../../deploy/templates/build", "cube-template-build", tool, sizeof(tool));
+            fprintf(stderr, "building %s with debootstrap (minutes the first time)...\n", argv[3]);
+            execl(tool, tool, argv[3], "--data", data, (char *)NULL);
+        } else {
+            sibling(self, "../cube-hypervisor/cube-template", "cube-template", tool, sizeof(tool));
+            execl(tool, tool, "import", argv[1], "--data", data, argv[2], argv[3], (char *)NULL);
+        }
+        fprintf(stderr, "cubemastercli: cannot run %s: %s\n", tool, strerror(errno));
+        return 1;
+    }
+    if (argc == 2 && (strcmp(argv[0], "info") == 0 || strcmp(argv[0], "delete") == 0)) {
+        char cfgp[4600];
+        snprintf(cfgp, sizeof(cfgp), "%s/%s/current/config.json", dir, argv[1]);
+        if (strchr(argv[1], '/') || access(cfgp, R_OK) != 0) {
+            fprintf(stderr, "cubemastercli: template '%s' not found\n", argv[1]);
+            return 3;
+        }
+        if (strcmp(argv[0], "info") == 0) {
+            FILE *f = fopen(cfgp, "re");
+            char buf[8192];
+            size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+            fclose(f);
+            buf[n] = '\0';
+            fputs(buf, stdout);
+            return 0;
+        }
+        /* a template in use stays: its rootfs is the lower layer of running sandboxes */
+        Cube__ListSandboxesRequest r = CUBE__LIST_SANDBOXES_REQUEST__INIT;
+        Cube__SandboxState states[] = {CUBE__SANDBOX_STATE__SANDBOX_STATE_RUNNING,
+                                       CUBE__SANDBOX_STATE__SANDBOX_STATE_PAUSED};
+        r.states = states;
+        r.n_states = 2;
+        r.template_id = argv[1];
+        ProtobufCMessage *out = NULL;
+        int rc =
+            call(c, "/cube.Master/ListSandboxes", &r.base, &cube__list_sandboxes_response__descriptor, &out);
+        if (rc) return rc;
+        size_t used = ((Cube__ListSandboxesResponse *)out)->n_sandboxes;
+        protobuf_c_message_free_unpacked(out, NULL);
+        if (used) {
+            fprintf(stderr, "cubemastercli: template '%s' is used by %zu sandbox(es); kill them first\n",
+                    argv[1], used);
+            return 1;
+        }
+        char path[4600], cur[4700];
+        snprintf(path, sizeof(path), "%s/%s", dir, argv[1]);
+        /* unpublish first: nodes drop the template and its ready pool within a heartbeat, then the files go
+         */
+        snprintf(cur, sizeof(cur), "%s/current", path);
+        unlink(cur);
+        sleep(3);
+        pid_t pid = fork();
+        if (pid == 0) {
+            execl("/bin/rm", "rm", "-rf", "--one-file-system", "--", path, (char *)NULL);
+            _exit(127);
+        }
+        int st = 0;
+        waitpid(pid, &st, 0);
+        if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
+            fprintf(stderr, "cubemastercli: removing %s failed\n", path);
+            return 1;
+        }
+        if (!json_out) printf("deleted template %s\n", argv[1]);
+        return 0;
+    }
+    if (argc != 1 || strcmp(argv[0], "list") != 0) {
+        fprintf(
+            stderr,
+            "cubemastercli: tpl list | tpl info NAME | tpl delete NAME | tpl create-from-image NAME ...\n");
+        return 2;
+    }
     DIR *d = opendir(dir);
     cJSON *arr = cJSON_CreateArray();
     if (!json_out) printf("%-24s %s\n", "TEMPLATE", "ID");
@@ -227,7 +322,9 @@ static int usage(void)
                     "  sandbox list | sandbox info ID | sandbox kill ID\n"
                     "  node list\n"
                     "  key create [NAME] | key list | key revoke ID\n"
-                    "  tpl list\n");
+                    "  tpl list | tpl info NAME | tpl delete NAME\n"
+                    "  tpl create-from-image NAME (--oci LAYOUT | --docker-save TAR | --rootfs TAR|DIR |\n"
+                    "                              --debootstrap base|code-interpreter-v1)\n");
     return 2;
 }
 
@@ -247,7 +344,6 @@ int main(int argc, char **argv)
     }
     if (argc - i < 1) return usage();
     const char *noun = argv[i++];
-    if (strcmp(noun, "tpl") == 0) return tpl_cmd(data, argc - i, argv + i);
     char addr[4200];
     snprintf(addr, sizeof(addr), "unix:%s/run/master.sock", data);
     cube_err err = {0};
@@ -263,6 +359,8 @@ int main(int argc, char **argv)
         rc = key_cmd(c, argc - i, argv + i);
     else if (strcmp(noun, "node") == 0)
         rc = node_cmd(c, argc - i, argv + i);
+    else if (strcmp(noun, "tpl") == 0)
+        rc = tpl_cmd(c, data, argc - i, argv + i);
     else
         rc = usage();
     cube_rpc_client_free(c);

@@ -27,6 +27,10 @@
 #define ENVD_PORT   49983
 #define INTERP_PORT 49999
 
+static const cl_template *find_template(cubelet *c, const char *name);
+
+/* Adds the templates built since the last scan (at start, then once a heartbeat). Templates are never removed
+ * while the cubelet runs, and a new one is published whole, so readers walk the list without the lock. */
 static int load_templates(cubelet *c, cube_err *err)
 {
     char dir[4200];
@@ -35,7 +39,7 @@ static int load_templates(cubelet *c, cube_err *err)
     if (!d) return 0; /* no templates yet: the node runs nothing until some are built */
     struct dirent *de;
     while ((de = readdir(d))) {
-        if (de->d_name[0] == '.') continue;
+        if (de->d_name[0] == '.' || find_template(c, de->d_name)) continue;
         char cfgp[4400], rootfs[4400];
         snprintf(cfgp, sizeof(cfgp), "%s/%s/current/config.json", dir, de->d_name);
         snprintf(rootfs, sizeof(rootfs), "%s/%s/current/rootfs", dir, de->d_name);
@@ -64,7 +68,7 @@ static int load_templates(cubelet *c, cube_err *err)
         t->env_json = cJSON_IsObject(env) ? cJSON_PrintUnformatted(env) : NULL;
         cJSON_Delete(j);
         t->next = c->templates;
-        c->templates = t;
+        __atomic_store_n(&c->templates, t, __ATOMIC_RELEASE);
         cube_log_info("template found", "template=%s rootfs=%s", t->name, t->rootfs);
     }
     closedir(d);
@@ -88,8 +92,8 @@ int cubelet_init(cubelet *c, const cubelet_config *cfg, cube_err *err)
 
 static const cl_template *find_template(cubelet *c, const char *name)
 {
-    for (cl_template *t = c->templates; t; t = t->next)
-        if (strcmp(t->name, name) == 0) return t;
+    for (cl_template *t = __atomic_load_n(&c->templates, __ATOMIC_ACQUIRE); t; t = t->next)
+        if (!__atomic_load_n(&t->gone, __ATOMIC_ACQUIRE) && strcmp(t->name, name) == 0) return t;
     return NULL;
 }
 
@@ -529,6 +533,7 @@ static void *refill_loop(void *arg)
     while (!c->stopping) {
         const cl_template *need = NULL;
         for (cl_template *t = c->templates; t && !need; t = t->next) {
+            if (__atomic_load_n(&t->gone, __ATOMIC_ACQUIRE)) continue;
             int ready = 0;
             for (cl_slot *s = c->slots; s; s = s->next)
                 if (s->tpl == t && (s->state == SLOT_READY || s->state == SLOT_STARTING)) ready++;
@@ -571,14 +576,15 @@ static void send_heartbeat(cubelet *c)
     ni.address = (char *)c->cfg.listen;
     ni.backend = "ns";
     size_t nt = 0;
-    for (cl_template *t = c->templates; t; t = t->next) nt++;
+    for (cl_template *t = c->templates; t; t = t->next) nt += !__atomic_load_n(&t->gone, __ATOMIC_ACQUIRE);
     char **names = calloc(nt ? nt : 1, sizeof(char *));
     Cube__NodeInfo__PoolReadyEntry *entries = calloc(nt ? nt : 1, sizeof(*entries));
     Cube__NodeInfo__PoolReadyEntry **eptrs = calloc(nt ? nt : 1, sizeof(*eptrs));
     if (!names || !entries || !eptrs) goto out;
     pthread_mutex_lock(&c->lock);
     size_t i = 0;
-    for (cl_template *t = c->templates; t; t = t->next, i++) {
+    for (cl_template *t = c->templates; t && i < nt; t = t->next) {
+        if (__atomic_load_n(&t->gone, __ATOMIC_ACQUIRE)) continue;
         names[i] = t->name;
         cube__node_info__pool_ready_entry__init(&entries[i]);
         entries[i].key = t->name;
@@ -587,6 +593,7 @@ static void send_heartbeat(cubelet *c)
             if (s->tpl == t && s->state == SLOT_READY) entries[i].value++;
             if (s->tpl == t && s->state >= SLOT_CLAIMED) ni.running++;
         }
+        i++;
     }
     pthread_mutex_unlock(&c->lock);
     ni.n_templates = nt;
@@ -607,12 +614,48 @@ out:
     free(eptrs);
 }
 
+/* A template whose current/ link was removed (cubemastercli tpl delete) takes no new sandboxes, and its ready
+ * pool goes: those sandboxes sit on files about to be deleted. */
+static void drop_deleted_templates(cubelet *c)
+{
+    for (cl_template *t = __atomic_load_n(&c->templates, __ATOMIC_ACQUIRE); t; t = t->next) {
+        if (__atomic_load_n(&t->gone, __ATOMIC_ACQUIRE)) continue;
+        char cur[4400];
+        snprintf(cur, sizeof(cur), "%s/templates/%s/current", c->cfg.data_dir, t->name);
+        if (access(cur, F_OK) == 0) continue;
+        __atomic_store_n(&t->gone, 1, __ATOMIC_RELEASE);
+        cube_log_info("template removed", "template=%s", t->name);
+        cl_slot *drop = NULL;
+        pthread_mutex_lock(&c->lock);
+        for (cl_slot **pp = &c->slots; *pp;) {
+            if ((*pp)->tpl == t && (*pp)->state == SLOT_READY) {
+                cl_slot *s = *pp;
+                *pp = s->next;
+                s->next = drop;
+                drop = s;
+            } else {
+                pp = &(*pp)->next;
+            }
+        }
+        pthread_mutex_unlock(&c->lock);
+        while (drop) {
+            cl_slot *n = drop->next;
+            destroy_slot(drop);
+            drop = n;
+        }
+    }
+}
+
 static void *heartbeat_loop(void *arg)
 {
     cubelet *c = arg;
     pthread_mutex_lock(&c->lock);
     while (!c->stopping) {
         pthread_mutex_unlock(&c->lock);
+        cube_err err = {0};
+        drop_deleted_templates(c);
+        if (load_templates(c, &err) < 0) cube_log_warn("template scan failed", "err=\"%s\"", err.msg);
+        pthread_cond_signal(&c->refill); /* a new template wants its pool */
         send_heartbeat(c);
         pthread_mutex_lock(&c->lock);
         struct timespec dl;

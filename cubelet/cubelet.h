@@ -17,6 +17,7 @@ typedef struct cl_template {
     char user[64]; /* the default user and workdir the agent gets at /init */
     char workdir[512];
     char *env_json; /* {"K": "V"} from the image, merged under the request's envVars */
+    int gone;       /* its files were deleted: no new sandboxes, pool drained (atomic) */
     struct cl_template *next;
 } cl_template;
 

@@ -117,6 +117,29 @@ test('a sandbox is killed when its timeout passes', async () => {
   await assert.rejects(Sandbox.getInfo(sbx.sandboxId), SandboxNotFoundError);
 });
 
+test('cubemastercli makes a template from a rootfs directory; the SDK creates from it', async () => {
+  const cli = (...args) => execFileSync(`${root}/build/cube-master/cubemastercli`, ['--data', data, ...args], { encoding: 'utf8' });
+  const dir = execFileSync('mktemp', ['-d', '/tmp/cube-tpl-XXXXXX'], { encoding: 'utf8' }).trim();
+  try {
+    // a small rootfs without cube-agent's libraries: the agent bundle serves it
+    execFileSync(`${root}/tests/helpers/mkrootfs`, [`${dir}/root`, '', '0']);
+    cli('tpl', 'create-from-image', 'tiny', '--rootfs', `${dir}/root`);
+    assert.match(cli('tpl', 'list'), /^tiny\s/m);
+    let sbx;
+    for (let i = 0; i < 50 && !sbx; i++) { // the node picks new templates up within a heartbeat
+      try { sbx = await Sandbox.create('tiny'); } catch (e) { await sleep(200); }
+    }
+    assert.ok(sbx, 'no sandbox from the new template');
+    assert.equal((await sbx.commands.run('cat /etc/os-release; id -un')).stdout, 'cube-test-rootfs\nroot\n');
+    assert.throws(() => cli('tpl', 'delete', 'tiny'), /used by 1 sandbox/);
+    await sbx.kill();
+    assert.match(cli('tpl', 'delete', 'tiny'), /deleted/);
+    assert.throws(() => cli('tpl', 'info', 'tiny'), (e) => e.status === 3);
+  } finally {
+    execFileSync('rm', ['-rf', dir]);
+  }
+});
+
 test('bad input gets clear errors', async () => {
   const url = process.env.E2B_API_URL;
   const key = process.env.E2B_API_KEY;
