@@ -21,6 +21,7 @@ static int info(void *svc, cube_rpc_ctx *ctx, const void *req, void *resp, cube_
     out->backend = cube_rpc_strdup(ctx, c->ops->name);
     out->init_pid = pid;
     out->netns_path = cube_rpc_strdup(ctx, ns);
+    out->hv_pid = getpid();
     return 0;
 }
 

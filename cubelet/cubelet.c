@@ -28,6 +28,7 @@
 #define INTERP_PORT 49999
 
 static const cl_template *find_template(cubelet *c, const char *name);
+static void adopt_running(cubelet *c);
 
 /* Adds the templates built since the last scan (at start, then once a heartbeat). Templates are never removed
  * while the cubelet runs, and a new one is published whole, so readers walk the list without the lock. */
@@ -86,6 +87,7 @@ int cubelet_init(cubelet *c, const cubelet_config *cfg, cube_err *err)
     if (mkdir(c->sandboxes_dir, 0711) < 0 && errno != EEXIST)
         return cube_err_sys(err, errno, "mkdir %s", c->sandboxes_dir);
     if (load_templates(c, err) < 0) return -1;
+    adopt_running(c);
     c->master = cube_rpc_client_new(cfg->master, err);
     return c->master ? 0 : -1;
 }
@@ -228,8 +230,13 @@ static void destroy_slot(cl_slot *s)
     cube_err err = {0};
     if (s->hv > 0) {
         if (hv_call(s, "/cube.Hypervisor/Stop", &cube__empty__descriptor, &err) < 0) kill(s->hv, SIGTERM);
-        int st;
-        if (waitpid(s->hv, &st, 0) < 0) kill(s->hv, SIGKILL);
+        if (s->adopted) {
+            /* not our child: wait for it to finish its teardown (teardown path only) */
+            for (int i = 0; i < 1000 && kill(s->hv, 0) == 0; i++)
+                nanosleep(&(struct timespec){0, 10000000}, NULL);
+        } else if (waitpid(s->hv, NULL, 0) < 0) {
+            kill(s->hv, SIGKILL);
+        }
     }
     rm_rf(s->state_dir);
     free(s);
@@ -252,6 +259,79 @@ static cl_slot *find_by_sandbox(cubelet *c, const char *sandbox_id)
     for (cl_slot *s = c->slots; s; s = s->next)
         if (s->state >= SLOT_CLAIMED && strcmp(s->sandbox_id, sandbox_id) == 0) return s;
     return NULL;
+}
+
+/* Which sandbox and template a slot serves, on disk beside it, so that a restarted cubelet can adopt it. */
+static void record_claim(const cl_slot *s)
+{
+    char p[4300];
+    snprintf(p, sizeof(p), "%s/claim", s->state_dir);
+    FILE *f = fopen(p, "we");
+    if (!f) return;
+    fprintf(f, "%s %s\n", s->sandbox_id, s->tpl->name);
+    fclose(f);
+}
+
+/* At start: sandboxes whose hypervisors outlived a previous cubelet (crash, kill -9) are taken back; a state
+ * directory whose hypervisor is gone is removed. */
+static void adopt_running(cubelet *c)
+{
+    DIR *d = opendir(c->sandboxes_dir);
+    if (!d) return;
+    struct dirent *de;
+    while ((de = readdir(d))) {
+        if (de->d_name[0] == '.') continue;
+        cl_slot *s = calloc(1, sizeof(*s));
+        if (!s) break;
+        snprintf(s->slot_id, sizeof(s->slot_id), "%s", de->d_name);
+        snprintf(s->state_dir, sizeof(s->state_dir), "%s/%s", c->sandboxes_dir, de->d_name);
+        snprintf(s->control, sizeof(s->control), "unix:%s/control.sock", s->state_dir);
+        Cube__Empty e = CUBE__EMPTY__INIT;
+        ProtobufCMessage *resp = NULL;
+        cube_err err = {0};
+        char claim[4300], sid[64] = "", tname[64] = "";
+        snprintf(claim, sizeof(claim), "%s/claim", s->state_dir);
+        FILE *f = fopen(claim, "re");
+        if (f) {
+            if (fscanf(f, "%63s %63s", sid, tname) != 2) sid[0] = tname[0] = '\0';
+            fclose(f);
+        }
+        const cl_template *tpl = *tname ? find_template(c, tname) : NULL;
+        if (!tpl || hv_rpc(s->control, "/cube.Hypervisor/Info", &e.base, &cube__hv_info__descriptor, &resp,
+                           2000, &err) < 0) {
+            /* unclaimed pool slot or dead hypervisor: not worth keeping */
+            if (resp) protobuf_c_message_free_unpacked(resp, NULL);
+            s->hv = 0;
+            if (hv_rpc(s->control, "/cube.Hypervisor/Stop", &e.base, &cube__empty__descriptor, &resp, 2000,
+                       &err) == 0)
+                protobuf_c_message_free_unpacked(resp, NULL);
+            rm_rf(s->state_dir);
+            free(s);
+            continue;
+        }
+        Cube__HvInfo *info = (Cube__HvInfo *)resp;
+        s->hv = info->hv_pid;
+        s->init = info->init_pid;
+        s->adopted = true;
+        s->tpl = tpl;
+        s->state = SLOT_CLAIMED;
+        snprintf(s->sandbox_id, sizeof(s->sandbox_id), "%s", sid);
+        snprintf(s->netns, sizeof(s->netns), "/proc/%d/ns/net", s->init);
+        protobuf_c_message_free_unpacked(resp, NULL);
+        { /* a paused sandbox stays paused */
+            ProtobufCMessage *st = NULL;
+            if (hv_rpc(s->control, "/cube.Hypervisor/Stats", &e.base, &cube__hv_stats__descriptor, &st, 2000,
+                       &err) == 0) {
+                if (((Cube__HvStats *)st)->state == CUBE__SANDBOX_STATE__SANDBOX_STATE_PAUSED)
+                    s->state = SLOT_PAUSED;
+                protobuf_c_message_free_unpacked(st, NULL);
+            }
+        }
+        s->next = c->slots;
+        c->slots = s;
+        cube_log_info("sandbox adopted", "sandbox=%s slot=%s hv_pid=%d", s->sandbox_id, s->slot_id, s->hv);
+    }
+    closedir(d);
 }
 
 /* The agent's /init: env vars, the access token, the default user and workdir of E2B templates. */
@@ -315,6 +395,7 @@ static int create_sandbox(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *
         c->slots = s;
         pthread_mutex_unlock(&c->lock);
     }
+    record_claim(s);
     /* pool sandboxes were made at low priority: the user's sandbox runs at normal priority */
     setpriority(PRIO_PROCESS, (id_t)s->hv, 0);
     setpriority(PRIO_PROCESS, (id_t)s->init, 0);

@@ -30,6 +30,7 @@ typedef struct cl_slot {
     slot_state state;
     pid_t hv;
     pid_t init;
+    bool adopted; /* found running at start: not our child, so it is watched, not waited for */
     char state_dir[4200];
     char control[4300];
     char netns[64];

@@ -105,6 +105,27 @@ test('fork: children start from the parent\'s files and diverge', async () => {
   }
 });
 
+test('a cubelet killed with SIGKILL and started again adopts its running sandboxes', async () => {
+  const sbx = await Sandbox.create();
+  await sbx.files.write('/tmp/adopt.txt', 'still here');
+  const pid = Number(readFileSync(`${data}/run/cubelet.pid`, 'utf8').trim());
+  process.kill(pid, 'SIGKILL');
+  for (let i = 0; i < 100; i++) {
+    try { process.kill(pid, 0); await sleep(50); } catch { break; }
+  }
+  cube('up', '--data', data, '--port', String(port)); // starts what is not running: the cubelet
+  assert.equal(await sbx.files.read('/tmp/adopt.txt'), 'still here');
+  // lifecycle calls reach the sandbox through the new cubelet
+  let paused = false;
+  for (let i = 0; i < 50 && !paused; i++) {
+    try { paused = await Sandbox.pause(sbx.sandboxId); } catch { await sleep(100); }
+  }
+  assert.equal(paused, true);
+  const again = await Sandbox.connect(sbx.sandboxId);
+  assert.equal(await again.files.read('/tmp/adopt.txt'), 'still here');
+  assert.equal(await again.kill(), true);
+});
+
 test('a sandbox is killed when its timeout passes', async () => {
   const sbx = await Sandbox.create({ timeoutMs: 2_000 });
   assert.equal((await sbx.commands.run('echo alive')).stdout, 'alive\n');
