@@ -125,7 +125,7 @@ static cJSON *listed_json(api *a, const Cube__Sandbox *sb, int detail)
         cJSON_AddBoolToObject(o, "allowInternetAccess", sb->network ? sb->network->allow_internet_access : 1);
         cJSON *lc = cJSON_AddObjectToObject(o, "lifecycle");
         cJSON_AddStringToObject(lc, "onTimeout", sb->auto_pause ? "pause" : "kill");
-        cJSON_AddBoolToObject(lc, "autoResume", 0);
+        cJSON_AddBoolToObject(lc, "autoResume", sb->auto_resume);
     }
     return o;
 }
@@ -184,7 +184,8 @@ static void create(api *a, http_req *req)
     const char *tpl = NULL;
     int64_t timeout = 300;
     bool auto_pause = false, internet = true;
-    const cJSON *md = NULL, *envs = NULL;
+    const cJSON *md = NULL, *envs = NULL, *resume = NULL;
+    bool auto_resume = false;
     kv_pool mdp = {0}, envp = {0};
     Cube__CreateSandboxRequest r = CUBE__CREATE_SANDBOX_REQUEST__INIT;
     Cube__NetworkPolicy net = CUBE__NETWORK_POLICY__INIT;
@@ -194,6 +195,8 @@ static void create(api *a, http_req *req)
         cube_json_get_bool(in, "allow_internet_access", false, &internet, &err) < 0 ||
         cube_json_get_object(in, "metadata", false, &md, &err) < 0 ||
         cube_json_get_object(in, "envVars", false, &envs, &err) < 0 ||
+        cube_json_get_object(in, "autoResume", false, &resume, &err) < 0 ||
+        (resume && cube_json_get_bool(resume, "enabled", false, &auto_resume, &err) < 0) ||
         to_entries(md, "metadata", &mdp, &r.n_metadata, &err) < 0 ||
         to_entries(envs, "envVars", &envp, &r.n_env_vars, &err) < 0) {
         http_reply_error(req, 400, "%s", err.msg);
@@ -206,6 +209,11 @@ static void create(api *a, http_req *req)
     r.template_id = (char *)tpl;
     r.timeout_s = timeout;
     r.auto_pause = auto_pause;
+    r.auto_resume = auto_resume;
+    if (auto_resume && !auto_pause) {
+        http_reply_error(req, 400, "autoResume needs autoPause (lifecycle onTimeout: pause)");
+        goto out;
+    }
     r.metadata = (Cube__CreateSandboxRequest__MetadataEntry **)mdp.p;
     r.env_vars = (Cube__CreateSandboxRequest__EnvVarsEntry **)envp.p;
     net.allow_internet_access = internet;

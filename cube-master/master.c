@@ -232,6 +232,7 @@ static int create_sandbox(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *
     sb.agent_address = ns->agent_address;
     sb.interpreter_address = ns->interpreter_address;
     sb.auto_pause = req->auto_pause;
+    sb.auto_resume = req->auto_resume;
     sb.network = req->network;
     sb.n_volume_mounts = req->n_volume_mounts;
     sb.volume_mounts = req->volume_mounts;

@@ -116,7 +116,8 @@ static void reply_json(int fd, int status, const char *reason, const char *msg)
 }
 
 /* The sandbox's network namespace from its agent address "netns:/proc/PID/ns/net:PORT". */
-static int resolve(proxy *p, const char *id, char *netns, size_t cap, int *paused, cube_err *err)
+static int resolve(proxy *p, const char *id, char *netns, size_t cap, int *paused, int *auto_resume,
+                   cube_err *err)
 {
     Cube__SandboxRef ref = CUBE__SANDBOX_REF__INIT;
     ref.sandbox_id = (char *)id;
@@ -135,6 +136,7 @@ static int resolve(proxy *p, const char *id, char *netns, size_t cap, int *pause
         char *last = strrchr(netns, ':');
         if (last) *last = '\0';
         *paused = sb->state == CUBE__SANDBOX_STATE__SANDBOX_STATE_PAUSED;
+        *auto_resume = sb->auto_resume;
     }
     protobuf_c_message_free_unpacked(resp, NULL);
     return rc;
@@ -238,13 +240,24 @@ static void *serve_conn(void *arg)
         goto out;
     }
     char netns[128], msg[512];
-    int paused = 0;
+    int paused = 0, auto_resume = 0;
     cube_err err = {0};
-    if (resolve(p, t.sandbox_id, netns, sizeof(netns), &paused, &err) < 0) {
+    if (resolve(p, t.sandbox_id, netns, sizeof(netns), &paused, &auto_resume, &err) < 0) {
         snprintf(msg, sizeof(msg), "sandbox %s: %s", t.sandbox_id,
                  err.code == ENOENT ? "not found" : err.msg);
         reply_json(fd, 502, "Bad Gateway", msg);
         goto out;
+    }
+    if (paused && auto_resume) { /* the first request wakes it (lifecycle.autoResume) */
+        Cube__SetTimeoutRequest rr = CUBE__SET_TIMEOUT_REQUEST__INIT;
+        rr.sandbox_id = t.sandbox_id;
+        ProtobufCMessage *resp = NULL;
+        cube_rpc_call_opts o = {.timeout_ms = 30000};
+        if (cube_rpc_call(p->master, "/cube.Master/ResumeSandbox", &rr.base,
+                          &cube__get_sandbox_response__descriptor, &resp, &o, &err) == 0) {
+            protobuf_c_message_free_unpacked(resp, NULL);
+            paused = 0;
+        }
     }
     if (paused) {
         snprintf(msg, sizeof(msg), "sandbox %s is paused: resume it (Sandbox.connect) first", t.sandbox_id);

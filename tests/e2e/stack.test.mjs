@@ -126,6 +126,21 @@ test('a cubelet killed with SIGKILL and started again adopts its running sandbox
   assert.equal(await again.kill(), true);
 });
 
+test('lifecycle: paused on timeout, resumed by the next request', async () => {
+  const sbx = await Sandbox.create({ timeoutMs: 2_000, lifecycle: { onTimeout: 'pause', autoResume: true } });
+  await sbx.files.write('/tmp/lifecycle.txt', 'survives the pause');
+  let state = 'running';
+  for (let i = 0; i < 40 && state !== 'paused'; i++) {
+    await sleep(250);
+    state = (await Sandbox.getInfo(sbx.sandboxId)).state;
+  }
+  assert.equal(state, 'paused');
+  assert.equal((await Sandbox.getInfo(sbx.sandboxId)).lifecycle.autoResume, true);
+  assert.equal(await sbx.files.read('/tmp/lifecycle.txt'), 'survives the pause'); // through cube-proxy: resumes
+  assert.equal((await Sandbox.getInfo(sbx.sandboxId)).state, 'running');
+  await sbx.kill();
+});
+
 test('a sandbox is killed when its timeout passes', async () => {
   const sbx = await Sandbox.create({ timeoutMs: 2_000 });
   assert.equal((await sbx.commands.run('echo alive')).stdout, 'alive\n');
