@@ -3,6 +3,7 @@
 //   http_seq p50 p95 p99        POST /v2/sandboxes from a light keep-alive HTTP client, one at a time
 //   http_c50 avg p95 p99        the same, 50 at once
 //   sdk_seq p50 p95 p99         Sandbox.create() as the SDK measures it, one at a time
+//   sdk_c50 p50 p95 p99         the same, 50 at once
 //   sdk_cmd p50                 Sandbox.create() + the first commands.run
 import http from 'node:http';
 import { Sandbox } from 'e2b';
@@ -66,5 +67,15 @@ for (let i = 0; i < 20; i++) {
   if (i % 5 === 4) await settle(300);
 }
 console.log(['sdk_seq', fmt(q(sdk, 0.5)), fmt(q(sdk, 0.95)), fmt(q(sdk, 0.99))].join('\t'));
+
+await waitPool();
+const sdkc = await Promise.all(Array.from({ length: 50 }, async () => {
+  const t0 = performance.now();
+  const s = await Sandbox.create();
+  return [performance.now() - t0, s];
+}));
+const sc = sdkc.map((x) => x[0]);
+console.log(['sdk_c50', fmt(q(sc, 0.5)), fmt(q(sc, 0.95)), fmt(q(sc, 0.99))].join('\t'));
+await Promise.all(sdkc.map(([, s]) => s.kill()));
 console.log(['sdk_cmd', fmt(q(cmd, 0.5))].join('\t'));
 agent.destroy();
