@@ -187,6 +187,7 @@ static void create(api *a, http_req *req)
     const cJSON *md = NULL, *envs = NULL, *resume = NULL;
     bool auto_resume = false;
     kv_pool mdp = {0}, envp = {0};
+    Cube__VolumeMount *vmounts = NULL, **vmptrs = NULL;
     Cube__CreateSandboxRequest r = CUBE__CREATE_SANDBOX_REQUEST__INIT;
     Cube__NetworkPolicy net = CUBE__NETWORK_POLICY__INIT;
     if (cube_json_get_string(in, "templateID", true, &tpl, &err) < 0 ||
@@ -210,6 +211,32 @@ static void create(api *a, http_req *req)
     r.timeout_s = timeout;
     r.auto_pause = auto_pause;
     r.auto_resume = auto_resume;
+    const cJSON *vms = cJSON_GetObjectItemCaseSensitive(in, "volumeMounts");
+    if (vms && !cJSON_IsNull(vms)) {
+        if (!cJSON_IsArray(vms) || cJSON_GetArraySize(vms) > 16) {
+            http_reply_error(req, 400, "volumeMounts must be an array of at most 16 {name, path}");
+            goto out;
+        }
+        size_t nv = (size_t)cJSON_GetArraySize(vms);
+        vmounts = calloc(nv ? nv : 1, sizeof(*vmounts));
+        vmptrs = calloc(nv ? nv : 1, sizeof(*vmptrs));
+        const cJSON *it;
+        cJSON_ArrayForEach(it, vms)
+        {
+            const char *vn = NULL, *vp = NULL;
+            if (cube_json_get_string(it, "name", true, &vn, &err) < 0 ||
+                cube_json_get_string(it, "path", true, &vp, &err) < 0) {
+                http_reply_error(req, 400, "volumeMounts: %s", err.msg);
+                goto out;
+            }
+            cube__volume_mount__init(&vmounts[r.n_volume_mounts]);
+            vmounts[r.n_volume_mounts].name = (char *)vn;
+            vmounts[r.n_volume_mounts].path = (char *)vp;
+            vmptrs[r.n_volume_mounts] = &vmounts[r.n_volume_mounts];
+            r.n_volume_mounts++;
+        }
+        r.volume_mounts = vmptrs;
+    }
     if (auto_resume && !auto_pause) {
         http_reply_error(req, 400, "autoResume needs autoPause (lifecycle onTimeout: pause)");
         goto out;
@@ -228,6 +255,8 @@ static void create(api *a, http_req *req)
     reply_cjson(req, 201, sandbox_json(a, ((Cube__CreateSandboxResponse *)resp)->sandbox));
     protobuf_c_message_free_unpacked(resp, NULL);
 out:
+    free(vmounts);
+    free(vmptrs);
     free(mdp.e);
     free(mdp.p);
     free(envp.e);
@@ -501,6 +530,79 @@ static void sandbox_v2(void *svc, http_req *req)
     sandbox_op(svc, req, req->url + strlen("/v2/sandboxes/"));
 }
 
+static cJSON *volume_json(const Cube__Volume *v, int with_token)
+{
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "volumeID", v->volume_id);
+    cJSON_AddStringToObject(o, "name", v->name);
+    if (with_token) cJSON_AddStringToObject(o, "token", v->token);
+    return o;
+}
+
+static void volumes_create(void *svc, http_req *req)
+{
+    api *a = svc;
+    char key_id[64];
+    if (authenticate(a, req, key_id) < 0) return;
+    cJSON *in = parse_body(req, 0);
+    if (!in) return;
+    const char *name = NULL;
+    cube_err err = {0};
+    if (cube_json_get_string(in, "name", true, &name, &err) < 0) {
+        cJSON_Delete(in);
+        return http_reply_error(req, 400, "%s", err.msg);
+    }
+    Cube__CreateVolumeRequest r = CUBE__CREATE_VOLUME_REQUEST__INIT;
+    r.name = (char *)name;
+    ProtobufCMessage *resp = NULL;
+    int rc = master_call(a, "/cube.Master/CreateVolume", &r.base, &cube__volume__descriptor, &resp, &err);
+    cJSON_Delete(in);
+    if (rc < 0) return reply_err(req, &err);
+    reply_cjson(req, 201, volume_json((Cube__Volume *)resp, 1));
+    protobuf_c_message_free_unpacked(resp, NULL);
+}
+
+static void volumes_list(void *svc, http_req *req)
+{
+    api *a = svc;
+    char key_id[64];
+    if (authenticate(a, req, key_id) < 0) return;
+    Cube__Empty e = CUBE__EMPTY__INIT;
+    ProtobufCMessage *resp = NULL;
+    cube_err err = {0};
+    if (master_call(a, "/cube.Master/ListVolumes", &e.base, &cube__list_volumes_response__descriptor, &resp,
+                    &err) < 0)
+        return reply_err(req, &err);
+    Cube__ListVolumesResponse *l = (Cube__ListVolumesResponse *)resp;
+    cJSON *arr = cJSON_CreateArray();
+    for (size_t i = 0; i < l->n_volumes; i++) cJSON_AddItemToArray(arr, volume_json(l->volumes[i], 0));
+    protobuf_c_message_free_unpacked(resp, NULL);
+    reply_cjson(req, 200, arr);
+}
+
+/* GET and DELETE /volumes/{id} */
+static void volume_one(void *svc, http_req *req)
+{
+    api *a = svc;
+    char key_id[64];
+    if (authenticate(a, req, key_id) < 0) return;
+    const char *id = req->url + strlen("/volumes/");
+    if (strchr(id, '/')) return http_reply_error(req, 404, "no such endpoint: %s %s", req->method, req->url);
+    Cube__VolumeRef ref = CUBE__VOLUME_REF__INIT;
+    ref.volume_id = (char *)id;
+    ProtobufCMessage *resp = NULL;
+    cube_err err = {0};
+    int del = strcmp(req->method, "DELETE") == 0;
+    if (master_call(a, del ? "/cube.Master/DeleteVolume" : "/cube.Master/GetVolume", &ref.base,
+                    del ? &cube__empty__descriptor : &cube__volume__descriptor, &resp, &err) < 0)
+        return reply_err(req, &err);
+    if (del)
+        http_reply_empty(req, 204);
+    else
+        reply_cjson(req, 200, volume_json((Cube__Volume *)resp, 1));
+    protobuf_c_message_free_unpacked(resp, NULL);
+}
+
 static void health(void *svc, http_req *req)
 {
     (void)svc;
@@ -551,6 +653,10 @@ const http_route api_routes[] = {
     {"POST", "/sandboxes/", sandbox_v1, NULL},
     {"PUT", "/sandboxes/", sandbox_v1, NULL},
     {"GET", "/v2/sandboxes/", sandbox_v2, NULL},
+    {"POST", "/volumes", volumes_create, NULL},
+    {"GET", "/volumes", volumes_list, NULL},
+    {"GET", "/volumes/", volume_one, NULL},
+    {"DELETE", "/volumes/", volume_one, NULL},
     {"POST", "/v2/sandboxes/", sandbox_v2, NULL},
     {0},
 };

@@ -41,6 +41,7 @@ static int run(cube_config *cfg, int argc, char **argv)
     }
     master m;
     master_init(&m, st, &err);
+    snprintf(m.data_dir, sizeof(m.data_dir), "%s", data);
     FILE *kf = fopen(cube_config_get(cfg, "master.api_key_file", keyfile), "re");
     if (kf) {
         char key[256] = {0};

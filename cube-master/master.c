@@ -5,7 +5,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "cubelet.pb-c.h"
 #include "hypervisor.pb-c.h"
@@ -180,6 +182,19 @@ static int create_sandbox(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *
         return cube_err_set(err, EINVAL, "timeout must be within 0..%d seconds", MAX_TIMEOUT_S);
     char id[CUBE_ID_LEN + 1], token[65];
     if (cube_sandbox_id_new(id, err) < 0 || cube_token_hex(token, 16, err) < 0) return -1;
+    /* volumes by name: each must exist; the node gets its id (the directory's name) */
+    for (size_t i = 0; i < req->n_volume_mounts; i++) {
+        Cube__VolumeMount *vm = req->volume_mounts[i];
+        if (!vm->path || vm->path[0] != '/' || strstr(vm->path, "..") || strcmp(vm->path, "/") == 0)
+            return cube_err_set(err, EINVAL, "volume mount path '%s' must be absolute, without '..'",
+                                vm->path ? vm->path : "");
+        Cube__Volume *v = m->st->ops->volume_get(m->st, vm->name ? vm->name : "", err);
+        if (!v)
+            return err->code == ENOENT ? cube_err_set(err, EINVAL, "volume '%s' does not exist", vm->name)
+                                       : -1;
+        vm->volume_id = cube_rpc_strdup(ctx, v->volume_id);
+        cube__volume__free_unpacked(v, NULL);
+    }
 
     pthread_mutex_lock(&m->lock);
     master_node *n = schedule(m, req->template_id, err);
@@ -506,6 +521,112 @@ out:
     return rc;
 }
 
+/* ---- volumes ---- */
+
+static int valid_volume_name(const char *s)
+{
+    size_t n = s ? strlen(s) : 0;
+    if (n == 0 || n > 63) return 0;
+    for (; *s; s++)
+        if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') || (*s >= '0' && *s <= '9') || *s == '-' ||
+              *s == '_' || *s == '.'))
+            return 0;
+    return 1;
+}
+
+static void volume_reply(cube_rpc_ctx *ctx, Cube__Volume *out, const Cube__Volume *v)
+{
+    out->volume_id = cube_rpc_strdup(ctx, v->volume_id);
+    out->name = cube_rpc_strdup(ctx, v->name);
+    out->token = cube_rpc_strdup(ctx, v->token);
+    out->created_at_ms = v->created_at_ms;
+}
+
+static int create_volume(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *respp, cube_err *err)
+{
+    master *m = svc;
+    const Cube__CreateVolumeRequest *req = reqp;
+    if (!valid_volume_name(req->name))
+        return cube_err_set(err, EINVAL, "volume name must be 1-63 chars of [A-Za-z0-9._-]");
+    char id[24], token[65];
+    if (cube_id_new('v', id, 16, err) < 0 || cube_token_hex(token, 24, err) < 0) return -1;
+    Cube__Volume v = CUBE__VOLUME__INIT;
+    v.volume_id = id;
+    v.name = req->name;
+    v.token = token;
+    v.created_at_ms = cube_now_unix_ms();
+    if (m->st->ops->volume_put(m->st, &v, err) < 0) return -1;
+    cube_log_info("audit", "action=volume-create volume=%s name=%s", id, req->name);
+    volume_reply(ctx, respp, &v);
+    return 0;
+}
+
+static int get_volume(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *respp, cube_err *err)
+{
+    master *m = svc;
+    const Cube__VolumeRef *req = reqp;
+    Cube__Volume *v = m->st->ops->volume_get(m->st, req->volume_id ? req->volume_id : "", err);
+    if (!v) return -1;
+    volume_reply(ctx, respp, v);
+    cube__volume__free_unpacked(v, NULL);
+    return 0;
+}
+
+static int list_volumes(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *respp, cube_err *err)
+{
+    (void)reqp;
+    master *m = svc;
+    Cube__ListVolumesResponse *out = respp;
+    Cube__Volume **v;
+    size_t n;
+    if (m->st->ops->volume_list(m->st, &v, &n, err) < 0) return -1;
+    out->volumes = cube_rpc_alloc(ctx, (n ? n : 1) * sizeof(*out->volumes));
+    for (size_t i = 0; i < n; i++) {
+        Cube__Volume *x = cube_rpc_alloc(ctx, sizeof(*x));
+        cube__volume__init(x);
+        volume_reply(ctx, x, v[i]);
+        out->volumes[out->n_volumes++] = x;
+    }
+    store_free_volumes(v, n);
+    return 0;
+}
+
+/* A volume still mounted by a running or paused sandbox stays. */
+static int delete_volume(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *respp, cube_err *err)
+{
+    (void)ctx;
+    (void)respp;
+    master *m = svc;
+    const Cube__VolumeRef *req = reqp;
+    Cube__Volume *v = m->st->ops->volume_get(m->st, req->volume_id ? req->volume_id : "", err);
+    if (!v) return -1;
+    Cube__Sandbox **all;
+    size_t n;
+    int listed = m->st->ops->sandbox_list(m->st, &all, &n, err) == 0;
+    int rc = listed ? 0 : -1;
+    for (size_t i = 0; listed && rc == 0 && i < n; i++)
+        for (size_t k = 0; k < all[i]->n_volume_mounts; k++)
+            if (all[i]->volume_mounts[k]->volume_id &&
+                strcmp(all[i]->volume_mounts[k]->volume_id, v->volume_id) == 0)
+                rc = cube_err_set(err, EBUSY, "volume '%s' is mounted by sandbox %s", v->name,
+                                  all[i]->sandbox_id);
+    if (listed) store_free_sandboxes(all, n);
+    if (rc == 0) rc = m->st->ops->volume_delete(m->st, v->volume_id, err);
+    if (rc == 0) {
+        char dir[4300];
+        snprintf(dir, sizeof(dir), "%s/volumes/%s", m->data_dir, v->volume_id);
+        pid_t pid = fork();
+        if (pid == 0) {
+            execl("/bin/rm", "rm", "-rf", "--one-file-system", "--", dir, (char *)NULL); /* not a hot path */
+            _exit(127);
+        }
+        if (pid > 0) waitpid(pid, NULL, 0);
+        cube_log_info("audit", "action=volume-delete volume=%s", v->volume_id);
+    }
+    cube__volume__free_unpacked(v, NULL);
+    return rc;
+}
+
 static int sandbox_metrics(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *respp, cube_err *err)
 {
     (void)ctx;
@@ -690,5 +811,9 @@ const cube_rpc_method master_methods[] = {
     M("ListNodes", list_nodes, cube__empty, cube__list_nodes_response),
     M("SandboxMetrics", sandbox_metrics, cube__sandbox_ref, cube__hv_stats),
     M("ForkSandbox", fork_sandbox, cube__fork_request, cube__fork_response),
+    M("CreateVolume", create_volume, cube__create_volume_request, cube__volume),
+    M("GetVolume", get_volume, cube__volume_ref, cube__volume),
+    M("ListVolumes", list_volumes, cube__empty, cube__list_volumes_response),
+    M("DeleteVolume", delete_volume, cube__volume_ref, cube__empty),
     {0},
 };

@@ -29,6 +29,11 @@ typedef struct store_ops {
     int (*sandbox_delete)(store *st, const char *id, cube_err *err); /* ENOENT */
     /* All rows in start order (the caller filters: a node holds at most thousands). */
     int (*sandbox_list)(store *st, Cube__Sandbox ***out, size_t *n, cube_err *err);
+    /* Volumes, by id; names are unique. */
+    int (*volume_put)(store *st, const Cube__Volume *v, cube_err *err); /* EEXIST for a taken name */
+    Cube__Volume *(*volume_get)(store *st, const char *id_or_name, cube_err *err); /* NULL + ENOENT */
+    int (*volume_list)(store *st, Cube__Volume ***out, size_t *n, cube_err *err);
+    int (*volume_delete)(store *st, const char *id, cube_err *err);
     /* Running sandboxes whose end_at has passed. */
     int (*sandbox_expired)(store *st, int64_t now_ms, Cube__Sandbox ***out, size_t *n, cube_err *err);
 } store_ops;
@@ -40,5 +45,6 @@ struct store {
 store *store_sqlite_open(const char *path, cube_err *err);
 void store_free_sandboxes(Cube__Sandbox **v, size_t n);
 void store_free_keys(Cube__ListKeysResponse *out);
+void store_free_volumes(Cube__Volume **v, size_t n);
 
 #endif

@@ -23,6 +23,8 @@ static const char *const schema[] = {
     "NULL,"
     " end_at_ms INTEGER NOT NULL, data BLOB NOT NULL);"
     "CREATE INDEX sandboxes_end ON sandboxes(state, end_at_ms);",
+    /* version 2 */
+    "CREATE TABLE volumes(volume_id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, data BLOB NOT NULL);",
 };
 
 static int db_err(sqlite_store *s, cube_err *err, const char *what)
@@ -283,6 +285,94 @@ static int sandbox_expired(store *base, int64_t now, Cube__Sandbox ***out, size_
                        now, 1, out, n, err);
 }
 
+static int volume_put(store *base, const Cube__Volume *v, cube_err *err)
+{
+    sqlite_store *s = (sqlite_store *)base;
+    size_t len = protobuf_c_message_get_packed_size(&v->base);
+    uint8_t *buf = malloc(len ? len : 1);
+    if (!buf) return cube_err_set(err, ENOMEM, "out of memory");
+    protobuf_c_message_pack(&v->base, buf);
+    int rc = 0;
+    pthread_mutex_lock(&s->lock);
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(s->db, "INSERT INTO volumes VALUES(?,?,?)", -1, &st, NULL) != SQLITE_OK) {
+        rc = db_err(s, err, "put volume");
+    } else {
+        sqlite3_bind_text(st, 1, v->volume_id, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 2, v->name, -1, SQLITE_STATIC);
+        sqlite3_bind_blob(st, 3, buf, (int)len, SQLITE_STATIC);
+        int r = sqlite3_step(st);
+        if (r == SQLITE_CONSTRAINT)
+            rc = cube_err_set(err, EEXIST, "a volume named '%s' already exists", v->name);
+        else if (r != SQLITE_DONE)
+            rc = db_err(s, err, "put volume");
+        sqlite3_finalize(st);
+    }
+    pthread_mutex_unlock(&s->lock);
+    free(buf);
+    return rc;
+}
+
+static Cube__Volume *volume_get(store *base, const char *key, cube_err *err)
+{
+    sqlite_store *s = (sqlite_store *)base;
+    Cube__Volume *out = NULL;
+    pthread_mutex_lock(&s->lock);
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(s->db, "SELECT data FROM volumes WHERE volume_id=?1 OR name=?1", -1, &st, NULL) !=
+        SQLITE_OK) {
+        db_err(s, err, "get volume");
+    } else {
+        sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
+        if (sqlite3_step(st) == SQLITE_ROW)
+            out = cube__volume__unpack(NULL, (size_t)sqlite3_column_bytes(st, 0), sqlite3_column_blob(st, 0));
+        else
+            cube_err_set(err, ENOENT, "volume '%s' not found", key);
+        sqlite3_finalize(st);
+    }
+    pthread_mutex_unlock(&s->lock);
+    return out;
+}
+
+static int volume_list(store *base, Cube__Volume ***out, size_t *n, cube_err *err)
+{
+    sqlite_store *s = (sqlite_store *)base;
+    *out = NULL;
+    *n = 0;
+    int rc = 0;
+    pthread_mutex_lock(&s->lock);
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(s->db, "SELECT data FROM volumes ORDER BY name", -1, &st, NULL) != SQLITE_OK) {
+        rc = db_err(s, err, "list volumes");
+    } else {
+        while (sqlite3_step(st) == SQLITE_ROW) {
+            Cube__Volume *v =
+                cube__volume__unpack(NULL, (size_t)sqlite3_column_bytes(st, 0), sqlite3_column_blob(st, 0));
+            Cube__Volume **nv = v ? realloc(*out, (*n + 1) * sizeof(*nv)) : NULL;
+            if (!nv) {
+                if (v) cube__volume__free_unpacked(v, NULL);
+                continue;
+            }
+            *out = nv;
+            (*out)[(*n)++] = v;
+        }
+        sqlite3_finalize(st);
+    }
+    pthread_mutex_unlock(&s->lock);
+    return rc;
+}
+
+static int volume_delete(store *base, const char *id, cube_err *err)
+{
+    return exec_id((sqlite_store *)base, "DELETE FROM volumes WHERE volume_id=?", id, "volume", err);
+}
+
+void store_free_volumes(Cube__Volume **v, size_t n)
+{
+    for (size_t i = 0; i < n; i++) cube__volume__free_unpacked(v[i], NULL);
+    free(v);
+}
+
 void store_free_sandboxes(Cube__Sandbox **v, size_t n)
 {
     for (size_t i = 0; i < n; i++) cube__sandbox__free_unpacked(v[i], NULL);
@@ -310,6 +400,10 @@ static const store_ops sqlite_ops = {
     .sandbox_delete = sandbox_delete,
     .sandbox_list = sandbox_list,
     .sandbox_expired = sandbox_expired,
+    .volume_put = volume_put,
+    .volume_get = volume_get,
+    .volume_list = volume_list,
+    .volume_delete = volume_delete,
 };
 
 store *store_sqlite_open(const char *path, cube_err *err)

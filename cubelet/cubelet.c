@@ -8,7 +8,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/mount.h>
+#include <sched.h>
 #include <sys/resource.h>
+#include <sys/syscall.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -334,6 +337,80 @@ static void adopt_running(cubelet *c)
     closedir(d);
 }
 
+/* Mounts a volume's directory into a running sandbox at path: the directory is cloned as a detached mount
+ * here, then a child that joins the sandbox's mount namespace (it must be single-threaded to) attaches it. */
+static int mount_volume(cubelet *c, const cl_slot *s, const Cube__VolumeMount *vm, cube_err *err)
+{
+    if (!vm->volume_id || !*vm->volume_id || strchr(vm->volume_id, '/') || !vm->path || vm->path[0] != '/' ||
+        strstr(vm->path, ".."))
+        return cube_err_set(err, EINVAL, "bad volume mount '%s' at '%s'", vm->name ? vm->name : "",
+                            vm->path ? vm->path : "");
+    char host[4400];
+    snprintf(host, sizeof(host), "%s/volumes", c->cfg.data_dir);
+    mkdir(host, 0711);
+    snprintf(host, sizeof(host), "%s/volumes/%s", c->cfg.data_dir, vm->volume_id);
+    if (mkdir(host, 0755) == 0) { /* new: owned by the sandboxes' `user` (uid 1000 inside) */
+        if (chown(host, s->tpl->uid_base + 1000, s->tpl->uid_base + 1000) < 0)
+            return cube_err_sys(err, errno, "chown %s", host);
+    } else if (errno != EEXIST) {
+        return cube_err_sys(err, errno, "mkdir %s", host);
+    }
+    int tree = (int)syscall(SYS_open_tree, AT_FDCWD, host, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC);
+    if (tree < 0) return cube_err_sys(err, errno, "clone the mount of %s", host);
+    char ns[64];
+    snprintf(ns, sizeof(ns), "/proc/%d/ns/mnt", s->init);
+    int nsfd = open(ns, O_RDONLY | O_CLOEXEC);
+    if (nsfd < 0) {
+        close(tree);
+        return cube_err_sys(err, errno, "open %s", ns);
+    }
+    /* the namespace's own root is not the sandbox's root after its pivot_root: take the root from PID 1 */
+    snprintf(ns, sizeof(ns), "/proc/%d/root", s->init);
+    int rootfd = open(ns, O_PATH | O_DIRECTORY | O_CLOEXEC);
+    if (rootfd < 0) {
+        close(tree);
+        close(nsfd);
+        return cube_err_sys(err, errno, "open %s", ns);
+    }
+    char userns[64];
+    snprintf(userns, sizeof(userns), "/proc/%d/ns/user", s->init);
+    int userfd = open(userns, O_RDONLY | O_CLOEXEC);
+    pid_t pid = userfd < 0 ? -1 : fork();
+    if (pid == 0) {
+        /* become the sandbox's root (its user namespace), so that what is created there is owned inside */
+        if (setns(userfd, CLONE_NEWUSER) < 0 || setresgid(0, 0, 0) < 0 || setresuid(0, 0, 0) < 0) _exit(9);
+        if (setns(nsfd, CLONE_NEWNS) < 0 || fchdir(rootfd) < 0 || chroot(".") < 0 || chdir("/") < 0)
+            _exit(10);
+        char path[4096];
+        snprintf(path, sizeof(path), "%s", vm->path);
+        for (char *p = path + 1;; p++) { /* mkdir -p, owned by root inside */
+            if (*p != '/' && *p) continue;
+            char ch = *p;
+            *p = '\0';
+            if (mkdir(path, 0755) < 0 && errno != EEXIST) _exit(11);
+            *p = ch;
+            if (!ch) break;
+        }
+        if (syscall(SYS_move_mount, tree, "", AT_FDCWD, path, MOVE_MOUNT_F_EMPTY_PATH) < 0)
+            _exit(100 + (errno & 127));
+        _exit(0);
+    }
+    close(nsfd);
+    close(rootfd);
+    if (userfd >= 0) close(userfd);
+    close(tree);
+    int st = 0;
+    if (pid < 0 || waitpid(pid, &st, 0) < 0 || !WIFEXITED(st) || WEXITSTATUS(st) != 0)
+        return cube_err_set(
+            err, EIO, "mount volume %s at %s failed: %s", vm->name, vm->path,
+            WIFEXITED(st) && WEXITSTATUS(st) >= 100  ? strerror(WEXITSTATUS(st) - 100)
+            : WIFEXITED(st) && WEXITSTATUS(st) == 9  ? "cannot join the sandbox's user namespace"
+            : WIFEXITED(st) && WEXITSTATUS(st) == 10 ? "cannot join the sandbox's mount namespace"
+            : WIFEXITED(st) && WEXITSTATUS(st) == 11 ? "cannot create the mount point"
+                                                     : "helper died");
+    return 0;
+}
+
 /* The agent's /init: env vars, the access token, the default user and workdir of E2B templates. */
 static int init_agent(cl_slot *s, const Cube__NodeCreateRequest *req, cube_err *err)
 {
@@ -396,6 +473,15 @@ static int create_sandbox(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *
         pthread_mutex_unlock(&c->lock);
     }
     record_claim(s);
+    for (size_t i = 0; i < req->n_volume_mounts; i++) {
+        if (mount_volume(c, s, req->volume_mounts[i], err) < 0) {
+            pthread_mutex_lock(&c->lock);
+            cl_slot *gone = unlink_by_sandbox(c, req->sandbox_id);
+            pthread_mutex_unlock(&c->lock);
+            if (gone) destroy_slot(gone);
+            return -1;
+        }
+    }
     /* pool sandboxes were made at low priority: the user's sandbox runs at normal priority */
     setpriority(PRIO_PROCESS, (id_t)s->hv, 0);
     setpriority(PRIO_PROCESS, (id_t)s->init, 0);

@@ -141,6 +141,29 @@ test('lifecycle: paused on timeout, resumed by the next request', async () => {
   await sbx.kill();
 });
 
+test('volumes: a named directory outlives the sandboxes that mount it and is shared', async () => {
+  const { Volume } = await import('e2b');
+  const vol = await Volume.create(`stack-vol-${Date.now()}`);
+  try {
+    const a = await Sandbox.create({ volumeMounts: { '/mnt/shared': vol } });
+    assert.deepEqual((await a.getInfo()).volumeMounts.map((m) => m.path), ['/mnt/shared']);
+    await a.commands.run('echo "written by a" > /mnt/shared/note.txt');
+    const b = await Sandbox.create({ volumeMounts: { '/data': vol.name } });
+    assert.equal((await b.commands.run('cat /data/note.txt')).stdout, 'written by a\n');
+    await a.kill();
+    await b.kill();
+    const c = await Sandbox.create({ volumeMounts: { '/again': vol } });
+    assert.equal(await c.files.read('/again/note.txt'), 'written by a\n');
+    await assert.rejects(Volume.destroy(vol.volumeId)); // still mounted by c
+    await c.kill();
+    assert.ok((await Volume.list()).some((v) => v.volumeId === vol.volumeId));
+    await assert.rejects(Sandbox.create({ volumeMounts: { '/x': 'no-such-volume' } }));
+  } finally {
+    await Volume.destroy(vol.volumeId).catch(() => {});
+  }
+  assert.equal((await Volume.list()).some((v) => v.volumeId === vol.volumeId), false);
+});
+
 test('a sandbox is killed when its timeout passes', async () => {
   const sbx = await Sandbox.create({ timeoutMs: 2_000 });
   assert.equal((await sbx.commands.run('echo alive')).stdout, 'alive\n');
