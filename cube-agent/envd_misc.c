@@ -58,7 +58,8 @@ void envd_init(agent *a, http_req *req)
         const char *h = host->valuestring;
         size_t hl = strlen(h);
         int ok = hl > 0 && hl <= 63;
-        for (const char *c = h; *c && ok; c++) ok = (*c >= 'a' && *c <= 'z') || (*c >= '0' && *c <= '9') || *c == '-';
+        for (const char *c = h; *c && ok; c++)
+            ok = (*c >= 'a' && *c <= 'z') || (*c >= '0' && *c <= '9') || *c == '-';
         if (!ok) {
             cJSON_Delete(in);
             http_reply_error(req, 400, "hostname must be 1-63 chars of [a-z0-9-]");

@@ -8,6 +8,7 @@
 
 #include "json.h"
 #include "log.h"
+#include "metrics.h"
 #include "hypervisor.pb-c.h"
 #include "master.pb-c.h"
 #include "timeutil.h"
@@ -603,6 +604,14 @@ static void volume_one(void *svc, http_req *req)
     protobuf_c_message_free_unpacked(resp, NULL);
 }
 
+static void metrics(void *svc, http_req *req)
+{
+    (void)svc;
+    char *text = cube_metrics_render();
+    http_reply_bytes(req, 200, "text/plain; version=0.0.4", text ? text : "", text ? strlen(text) : 0);
+    free(text);
+}
+
 static void health(void *svc, http_req *req)
 {
     (void)svc;
@@ -644,6 +653,7 @@ static void openapi_doc(void *svc, http_req *req)
 const http_route api_routes[] = {
     {"GET", "/health", health, NULL},
     {"GET", "/openapi.yml", openapi_doc, NULL},
+    {"GET", "/metrics", metrics, NULL},
     {"POST", "/sandboxes", create_route, NULL},
     {"POST", "/v2/sandboxes", create_route, NULL},
     {"GET", "/sandboxes", list_v1, NULL},

@@ -6,7 +6,9 @@
 #include <sys/stat.h>
 
 #include "config.h"
+#include "http.h"
 #include "log.h"
+#include "metrics.h"
 #include "master.h"
 
 static const cube_config_flag flags[] = {
@@ -14,6 +16,8 @@ static const cube_config_flag flags[] = {
     {"listen", "master.listen", true, "RPC address (default unix:<data>/run/master.sock)"},
     {"db", "master.db", true, "SQLite database (default <data>/cube.db)"},
     {"api-key-file", "master.api_key_file", true, "bootstrap API key to register (default <data>/api-key)"},
+    {"metrics-port", "master.metrics_port", true,
+     "serve Prometheus /metrics on 127.0.0.1:PORT (default: off)"},
     {"help", "master.help", false, "this text"},
     {0},
 };
@@ -65,9 +69,15 @@ static int run(cube_config *cfg, int argc, char **argv)
         return 1;
     }
     master_start_reaper(&m);
+    long long mport = 0;
+    http_server *msrv = NULL;
+    if (cube_config_get_int(cfg, "master.metrics_port", 0, 0, 65535, &mport, &err) == 0 && mport &&
+        !(msrv = cube_metrics_serve("127.0.0.1", (int)mport, &err)))
+        cube_log_warn("no metrics listener", "err=\"%s\"", err.msg);
     cube_log_info("master ready", "listen=%s store=%s", addr, st->ops->name);
     int sig;
     sigwait(&set, &sig);
+    http_server_stop(msrv);
     cube_rpc_server_stop(srv);
     master_stop(&m);
     st->ops->close(st);

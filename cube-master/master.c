@@ -13,6 +13,7 @@
 #include "hypervisor.pb-c.h"
 #include "id.h"
 #include "log.h"
+#include "metrics.h"
 #include "protoutil.h"
 #include "timeutil.h"
 
@@ -207,6 +208,7 @@ static int create_sandbox(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *
     }
     pthread_mutex_unlock(&m->lock);
     if (!client) return -1;
+    int64_t t_start = cube_now_mono_ns();
 
     Cube__NodeCreateRequest nreq = CUBE__NODE_CREATE_REQUEST__INIT;
     nreq.sandbox_id = id;
@@ -255,6 +257,12 @@ static int create_sandbox(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *
     int rc = m->st->ops->sandbox_put(m->st, &sb, err);
     if (rc == 0) {
         out->sandbox = reply_copy(ctx, &sb);
+        cube_metric_observe("cube_sandbox_create_seconds",
+                            "Sandbox create time in cube-master (node + store)",
+                            (double)(cube_now_mono_ns() - t_start) / 1e9);
+        cube_metric_add(ns->from_pool ? "cube_sandbox_creates_total{pooled=\"true\"}"
+                                      : "cube_sandbox_creates_total{pooled=\"false\"}",
+                        "Sandboxes created, from a ready pool slot or cold", 1);
         int64_t t_end = cube_now_mono_ns();
         cube_log_info(
             "audit",
@@ -743,6 +751,18 @@ static void *reaper(void *arg)
         Cube__Sandbox **v;
         size_t n;
         cube_err err = {0};
+        Cube__Sandbox **all;
+        size_t na;
+        if (m->st->ops->sandbox_list(m->st, &all, &na, &err) == 0) {
+            double running = 0, paused = 0;
+            for (size_t i = 0; i < na; i++) {
+                running += all[i]->state == CUBE__SANDBOX_STATE__SANDBOX_STATE_RUNNING;
+                paused += all[i]->state == CUBE__SANDBOX_STATE__SANDBOX_STATE_PAUSED;
+            }
+            cube_metric_set("cube_sandboxes{state=\"running\"}", "Sandboxes by state", running);
+            cube_metric_set("cube_sandboxes{state=\"paused\"}", "Sandboxes by state", paused);
+            store_free_sandboxes(all, na);
+        }
         if (m->st->ops->sandbox_expired(m->st, cube_now_unix_ms(), &v, &n, &err) == 0) {
             for (size_t i = 0; i < n; i++) {
                 if (v[i]->auto_pause) {

@@ -16,6 +16,7 @@
 
 #include "json.h"
 #include "log.h"
+#include "metrics.h"
 #include "master.pb-c.h"
 #include "netns.h"
 
@@ -227,7 +228,18 @@ static void *serve_conn(void *arg)
     size_t head_len = (size_t)(end - head) + 4;
     proxy_target t;
     if (proxy_parse_target(head, p->domain, &t) < 0) {
-        if (strncmp(head, "GET /health ", 12) == 0) {
+        if (strncmp(head, "GET /metrics ", 13) == 0) {
+            char *text = cube_metrics_render();
+            char h[200];
+            int hl = snprintf(
+                h, sizeof(h),
+                "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: %zu\r\n"
+                "Connection: close\r\n\r\n",
+                text ? strlen(text) : 0);
+            write_all(fd, h, (size_t)hl);
+            if (text) write_all(fd, text, strlen(text));
+            free(text);
+        } else if (strncmp(head, "GET /health ", 12) == 0) {
             const char *ok =
                 "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 11\r\nConnection: "
                 "close\r\n\r\n{\"ok\":true}";
@@ -264,6 +276,7 @@ static void *serve_conn(void *arg)
         reply_json(fd, 502, "Bad Gateway", msg);
         goto out;
     }
+    cube_metric_add("cube_proxy_connections_total", "Connections relayed into sandboxes", 1);
     int up = cube_netns_connect(netns, t.port, &err);
     if (up < 0) {
         snprintf(msg, sizeof(msg), "sandbox %s port %u: %s", t.sandbox_id, t.port, err.msg);

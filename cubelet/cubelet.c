@@ -22,6 +22,7 @@
 #include "hypervisor.pb-c.h"
 #include "id.h"
 #include "log.h"
+#include "metrics.h"
 #include "master.pb-c.h"
 #include "netns.h"
 #include "protoutil.h"
@@ -763,6 +764,13 @@ static void send_heartbeat(cubelet *c)
         i++;
     }
     pthread_mutex_unlock(&c->lock);
+    cube_metric_clear("cube_pool_ready{");
+    for (size_t k = 0; k < i; k++) {
+        char name[160];
+        snprintf(name, sizeof(name), "cube_pool_ready{template=\"%s\"}", entries[k].key);
+        cube_metric_set(name, "Ready sandboxes in the pool, by template", entries[k].value);
+    }
+    cube_metric_set("cube_node_sandboxes", "Sandboxes handed out on this node", ni.running);
     ni.n_templates = nt;
     ni.templates = names;
     ni.n_pool_ready = nt;

@@ -9,7 +9,9 @@
 
 #include "config.h"
 #include "cubelet.h"
+#include "http.h"
 #include "log.h"
+#include "metrics.h"
 
 static const cube_config_flag flags[] = {
     {"data", "cubelet.data", true, "data directory (default /var/lib/cube)"},
@@ -20,6 +22,8 @@ static const cube_config_flag flags[] = {
     {"hypervisor", "cubelet.hypervisor", true, "cube-hypervisor binary (default: beside this one)"},
     {"agent", "cubelet.agent", true, "cube-agent binary (default: beside this one)"},
     {"agent-bundle", "cubelet.agent_bundle", true, "self-contained agent directory (deploy/agent-bundle)"},
+    {"metrics-port", "cubelet.metrics_port", true,
+     "serve Prometheus /metrics on 127.0.0.1:PORT (default: off)"},
     {"help", "cubelet.help", false, "this text"},
     {0},
 };
@@ -88,11 +92,17 @@ static int run(cube_config *cfg, int argc, char **argv)
         return 1;
     }
     cubelet_start(&c);
+    long long mport = 0;
+    http_server *msrv = NULL;
+    if (cube_config_get_int(cfg, "cubelet.metrics_port", 0, 0, 65535, &mport, &err) == 0 && mport &&
+        !(msrv = cube_metrics_serve("127.0.0.1", (int)mport, &err)))
+        cube_log_warn("no metrics listener", "err=\"%s\"", err.msg);
     cube_log_info("cubelet ready", "node=%s listen=%s master=%s pool=%lld", cc.node_id, cc.listen, cc.master,
                   pool);
     int sig;
     sigwait(&set, &sig);
     cube_log_info("cubelet stopping: sandboxes of this node go with it", "signal=%d", sig);
+    http_server_stop(msrv);
     cube_rpc_server_stop(srv);
     cubelet_stop(&c);
     return 0;

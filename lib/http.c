@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "json.h"
+#include "metrics.h"
 
 struct http_server {
     struct MHD_Daemon *daemon;
@@ -132,6 +133,9 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     if (!req->replied) req->route->handler(s->svc, req);
     if (!req->replied) http_reply_error(req, 500, "handler gave no reply");
     if (!req->resp) return MHD_NO;
+    char metric[96];
+    snprintf(metric, sizeof(metric), "cube_http_requests_total{code=\"%u\"}", req->status);
+    cube_metric_add(metric, "HTTP requests answered, by status", 1);
     enum MHD_Result rc = MHD_queue_response(conn, req->status, req->resp);
     MHD_destroy_response(req->resp);
     req->resp = NULL;

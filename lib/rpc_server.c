@@ -9,6 +9,8 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "metrics.h"
+#include "timeutil.h"
 #include "rpc.h"
 #include "rpc_internal.h"
 
@@ -201,7 +203,15 @@ static void dispatch(call_slot *s)
     }
     m->response->message_init(resp);
     cube_err err = {0};
-    if (m->handler(srv->service, &s->ctx, req, resp, &err) < 0) {
+    int64_t t0 = cube_now_mono_ns();
+    int hrc = m->handler(srv->service, &s->ctx, req, resp, &err);
+    char name[400];
+    snprintf(name, sizeof(name), "cube_rpc_calls_total{method=\"%s\",code=\"%s\"}", m->path,
+             hrc < 0 ? cube_errno_name(err.code ? err.code : EIO) : "OK");
+    cube_metric_add(name, "RPC calls served, by method and result", 1);
+    snprintf(name, sizeof(name), "cube_rpc_duration_seconds{method=\"%s\"}", m->path);
+    cube_metric_observe(name, "RPC handling time", (double)(cube_now_mono_ns() - t0) / 1e9);
+    if (hrc < 0) {
         if (!err.code) err.code = EIO;
         cube_log_debug("rpc call failed", "method=%s errno=%s", m->path, cube_errno_name(err.code));
         send_reply(s, (grpc_status_code)cube_rpc_status_from_errno(err.code), err.msg);

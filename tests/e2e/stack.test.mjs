@@ -199,6 +199,25 @@ test('cubemastercli makes a template from a rootfs directory; the SDK creates fr
   }
 });
 
+test('every service serves Prometheus metrics', async () => {
+  const get = async (url) => {
+    const r = await fetch(url);
+    assert.equal(r.status, 200, url);
+    return r.text();
+  };
+  const api = await get(`${process.env.E2B_API_URL}/metrics`);
+  assert.match(api, /^cube_http_requests_total\{code="201"\} \d+/m);
+  const master = await get(`http://127.0.0.1:${port + 2}/metrics`);
+  assert.match(master, /^# TYPE cube_sandbox_create_seconds histogram$/m);
+  assert.match(master, /^cube_sandbox_create_seconds_count [1-9]\d*$/m);
+  assert.match(master, /^cube_sandboxes\{state="running"\} \d+$/m);
+  assert.match(master, /^cube_rpc_calls_total\{method="\/cube.Master\/CreateSandbox",code="OK"\} [1-9]/m);
+  const node = await get(`http://127.0.0.1:${port + 3}/metrics`);
+  assert.match(node, /^cube_pool_ready\{template="base"\} \d+$/m);
+  const proxy = await get(`${process.env.E2B_SANDBOX_URL}/metrics`);
+  assert.match(proxy, /^cube_proxy_connections_total [1-9]/m);
+});
+
 test('bad input gets clear errors', async () => {
   const url = process.env.E2B_API_URL;
   const key = process.env.E2B_API_KEY;
