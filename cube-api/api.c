@@ -513,7 +513,29 @@ static void sandbox_op(api *a, http_req *req, const char *rest)
             cJSON_AddItemToArray(arr, o);
         }
         reply_cjson(req, 201, arr);
-    } else if (strcmp(op, "logs") == 0 || strcmp(op, "network") == 0 || strcmp(op, "snapshots") == 0) {
+    } else if (strcmp(op, "snapshots") == 0 && strcmp(m, "POST") == 0) {
+        cJSON *in = parse_body(req, 1);
+        if (!in) return;
+        const char *name = NULL;
+        int bad = cube_json_get_string(in, "name", false, &name, &err) < 0;
+        Cube__CreateSnapshotRequest sr = CUBE__CREATE_SNAPSHOT_REQUEST__INIT;
+        sr.sandbox_id = id;
+        sr.name = (char *)name;
+        if (bad) {
+            cJSON_Delete(in);
+            return http_reply_error(req, 400, "%s", err.msg);
+        }
+        int rc = master_call(a, "/cube.Master/CreateSnapshot", &sr.base, &cube__snapshot_info__descriptor,
+                             &resp, &err);
+        cJSON_Delete(in);
+        if (rc < 0) return reply_err(req, &err);
+        cJSON *o = cJSON_CreateObject();
+        const char *sid = ((Cube__SnapshotInfo *)resp)->snapshot_id;
+        cJSON_AddStringToObject(o, "snapshotID", sid);
+        cJSON *names = cJSON_AddArrayToObject(o, "names");
+        cJSON_AddItemToArray(names, cJSON_CreateString(sid));
+        reply_cjson(req, 201, o);
+    } else if (strcmp(op, "logs") == 0 || strcmp(op, "network") == 0) {
         http_reply_error(req, 501, "%s is not implemented by this version of cube", op);
     } else {
         http_reply_error(req, 404, "no such endpoint: %s %s", m, req->url);
@@ -612,6 +634,49 @@ static void metrics(void *svc, http_req *req)
     free(text);
 }
 
+static void snapshots_list(void *svc, http_req *req)
+{
+    api *a = svc;
+    char key_id[64];
+    if (authenticate(a, req, key_id) < 0) return;
+    Cube__ListSnapshotsRequest r = CUBE__LIST_SNAPSHOTS_REQUEST__INIT;
+    r.sandbox_id = (char *)http_query(req, "sandboxID");
+    ProtobufCMessage *resp = NULL;
+    cube_err err = {0};
+    if (master_call(a, "/cube.Master/ListSnapshots", &r.base, &cube__list_snapshots_response__descriptor,
+                    &resp, &err) < 0)
+        return reply_err(req, &err);
+    Cube__ListSnapshotsResponse *l = (Cube__ListSnapshotsResponse *)resp;
+    cJSON *arr = cJSON_CreateArray();
+    for (size_t i = 0; i < l->n_snapshots; i++) {
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddStringToObject(o, "snapshotID", l->snapshots[i]->snapshot_id);
+        cJSON_AddItemToArray(cJSON_AddArrayToObject(o, "names"),
+                             cJSON_CreateString(l->snapshots[i]->snapshot_id));
+        cJSON_AddStringToObject(o, "sandboxID", l->snapshots[i]->sandbox_id);
+        add_time(o, "createdAt", l->snapshots[i]->created_at_ms);
+        cJSON_AddItemToArray(arr, o);
+    }
+    protobuf_c_message_free_unpacked(resp, NULL);
+    reply_cjson(req, 200, arr);
+}
+
+/* DELETE /templates/{id}: templates and snapshots alike (the SDK's deleteSnapshot) */
+static void template_delete(void *svc, http_req *req)
+{
+    api *a = svc;
+    char key_id[64];
+    if (authenticate(a, req, key_id) < 0) return;
+    Cube__TemplateRef r = CUBE__TEMPLATE_REF__INIT;
+    r.template_id = (char *)(req->url + strlen("/templates/"));
+    ProtobufCMessage *resp = NULL;
+    cube_err err = {0};
+    if (master_call(a, "/cube.Master/DeleteTemplate", &r.base, &cube__empty__descriptor, &resp, &err) < 0)
+        return reply_err(req, &err);
+    protobuf_c_message_free_unpacked(resp, NULL);
+    http_reply_empty(req, 204);
+}
+
 static void health(void *svc, http_req *req)
 {
     (void)svc;
@@ -663,6 +728,8 @@ const http_route api_routes[] = {
     {"POST", "/sandboxes/", sandbox_v1, NULL},
     {"PUT", "/sandboxes/", sandbox_v1, NULL},
     {"GET", "/v2/sandboxes/", sandbox_v2, NULL},
+    {"GET", "/snapshots", snapshots_list, NULL},
+    {"DELETE", "/templates/", template_delete, NULL},
     {"POST", "/volumes", volumes_create, NULL},
     {"GET", "/volumes", volumes_list, NULL},
     {"GET", "/volumes/", volume_one, NULL},

@@ -1,5 +1,7 @@
 #include "master.h"
 
+#include <cjson/cJSON.h>
+#include <dirent.h>
 #include <errno.h>
 #include <openssl/sha.h>
 #include <stdio.h>
@@ -635,6 +637,156 @@ static int delete_volume(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *r
     return rc;
 }
 
+/* ---- snapshots (templates made from a sandbox) ---- */
+
+static int valid_template_name(const char *s)
+{
+    size_t n = s ? strlen(s) : 0;
+    if (n == 0 || n > 63 || s[0] == '.') return 0;
+    for (; *s; s++)
+        if (!((*s >= 'a' && *s <= 'z') || (*s >= '0' && *s <= '9') || *s == '-' || *s == '_' || *s == '.'))
+            return 0;
+    return 1;
+}
+
+static int create_snapshot(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *respp, cube_err *err)
+{
+    master *m = svc;
+    const Cube__CreateSnapshotRequest *req = reqp;
+    Cube__SnapshotInfo *out = respp;
+    char id[64];
+    if (req->name && *req->name) {
+        if (!valid_template_name(req->name))
+            return cube_err_set(err, EINVAL, "snapshot name must be 1-63 chars of [a-z0-9._-]");
+        snprintf(id, sizeof(id), "%s", req->name);
+    } else {
+        char rnd[16];
+        if (cube_id_new(0, rnd, 12, err) < 0) return -1;
+        snprintf(id, sizeof(id), "snap-%s", rnd);
+    }
+    Cube__Sandbox *sb = m->st->ops->sandbox_get(m->st, req->sandbox_id ? req->sandbox_id : "", err);
+    if (!sb) return -1;
+    cube_rpc_client *c = node_client(m, sb->node_id, err);
+    int rc = -1;
+    if (c) {
+        Cube__NodeSnapshotRequest nr = CUBE__NODE_SNAPSHOT_REQUEST__INIT;
+        nr.sandbox_id = sb->sandbox_id;
+        nr.snapshot_id = id;
+        ProtobufCMessage *r = NULL;
+        cube_rpc_call_opts o = {.timeout_ms = 180000};
+        rc = cube_rpc_call(c, "/cube.Cubelet/SnapshotSandbox", &nr.base, &cube__empty__descriptor, &r, &o,
+                           err);
+        if (r) protobuf_c_message_free_unpacked(r, NULL);
+    }
+    if (rc == 0) {
+        out->snapshot_id = cube_rpc_strdup(ctx, id);
+        out->sandbox_id = cube_rpc_strdup(ctx, sb->sandbox_id);
+        out->created_at_ms = cube_now_unix_ms();
+        cube_log_info("audit", "action=snapshot sandbox=%s snapshot=%s", sb->sandbox_id, id);
+    }
+    cube__sandbox__free_unpacked(sb, NULL);
+    return rc;
+}
+
+static int list_snapshots(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *respp, cube_err *err)
+{
+    (void)err;
+    master *m = svc;
+    const Cube__ListSnapshotsRequest *req = reqp;
+    Cube__ListSnapshotsResponse *out = respp;
+    char dir[4200];
+    snprintf(dir, sizeof(dir), "%s/templates", m->data_dir);
+    DIR *d = opendir(dir);
+    size_t cap = 16;
+    out->snapshots = cube_rpc_alloc(ctx, cap * sizeof(*out->snapshots));
+    struct dirent *de;
+    while (d && (de = readdir(d))) {
+        if (de->d_name[0] == '.') continue;
+        char p[4600];
+        snprintf(p, sizeof(p), "%s/%s/current/config.json", dir, de->d_name);
+        FILE *f = fopen(p, "re");
+        if (!f) continue;
+        char buf[16384];
+        size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+        fclose(f);
+        buf[n] = '\0';
+        cJSON *j = cJSON_Parse(buf);
+        const char *of = cJSON_GetStringValue(cJSON_GetObjectItem(j, "snapshotOf"));
+        if (of && (!req->sandbox_id || !*req->sandbox_id || strcmp(of, req->sandbox_id) == 0)) {
+            if (out->n_snapshots == cap) {
+                Cube__SnapshotInfo **bigger = cube_rpc_alloc(ctx, 2 * cap * sizeof(*bigger));
+                memcpy(bigger, out->snapshots, cap * sizeof(*bigger));
+                out->snapshots = bigger;
+                cap *= 2;
+            }
+            Cube__SnapshotInfo *si = cube_rpc_alloc(ctx, sizeof(*si));
+            cube__snapshot_info__init(si);
+            si->snapshot_id = cube_rpc_strdup(ctx, de->d_name);
+            si->sandbox_id = cube_rpc_strdup(ctx, of);
+            cJSON *at = cJSON_GetObjectItem(j, "createdAt");
+            si->created_at_ms = cJSON_IsNumber(at) ? (int64_t)at->valuedouble : 0;
+            out->snapshots[out->n_snapshots++] = si;
+        }
+        cJSON_Delete(j);
+    }
+    if (d) closedir(d);
+    return 0;
+}
+
+/* A template (or snapshot) nobody uses is unpublished at once (nodes drain its pool within a heartbeat) and
+ * its files are removed by the reaper a little later, once no node can still be starting a sandbox on them.
+ */
+static int delete_template(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *respp, cube_err *err)
+{
+    (void)ctx;
+    (void)respp;
+    master *m = svc;
+    const Cube__TemplateRef *req = reqp;
+    const char *id = req->template_id ? req->template_id : "";
+    char dir[4400], cur[4500], gone[4600];
+    snprintf(dir, sizeof(dir), "%s/templates/%s", m->data_dir, id);
+    snprintf(cur, sizeof(cur), "%s/current", dir);
+    if (!valid_template_name(id) || access(cur, F_OK) != 0)
+        return cube_err_set(err, ENOENT, "template '%s' not found", id);
+    Cube__Sandbox **all;
+    size_t n;
+    if (m->st->ops->sandbox_list(m->st, &all, &n, err) < 0) return -1;
+    int rc = 0;
+    for (size_t i = 0; i < n && rc == 0; i++)
+        if (strcmp(all[i]->template_id, id) == 0)
+            rc = cube_err_set(err, EBUSY, "template '%s' is used by sandbox %s", id, all[i]->sandbox_id);
+    store_free_sandboxes(all, n);
+    if (rc < 0) return -1;
+    snprintf(gone, sizeof(gone), "%s/templates/.deleted-%lld-%s", m->data_dir, (long long)cube_now_unix_ms(),
+             id);
+    if (rename(dir, gone) < 0) return cube_err_sys(err, errno, "remove template %s", id);
+    cube_log_info("audit", "action=template-delete template=%s", id);
+    return 0;
+}
+
+/* Files of deleted templates, a while after: rm -rf (background, off every request path). */
+static void sweep_deleted_templates(master *m)
+{
+    char dir[4200];
+    snprintf(dir, sizeof(dir), "%s/templates", m->data_dir);
+    DIR *d = opendir(dir);
+    struct dirent *de;
+    int64_t now = cube_now_unix_ms();
+    while (d && (de = readdir(d))) {
+        long long at;
+        if (sscanf(de->d_name, ".deleted-%lld-", &at) != 1 || now - at < 10000) continue;
+        char p[4500];
+        snprintf(p, sizeof(p), "%s/%s", dir, de->d_name);
+        pid_t pid = fork();
+        if (pid == 0) {
+            execl("/bin/rm", "rm", "-rf", "--one-file-system", "--", p, (char *)NULL);
+            _exit(127);
+        }
+        if (pid > 0) waitpid(pid, NULL, 0);
+    }
+    if (d) closedir(d);
+}
+
 static int sandbox_metrics(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *respp, cube_err *err)
 {
     (void)ctx;
@@ -751,6 +903,7 @@ static void *reaper(void *arg)
         Cube__Sandbox **v;
         size_t n;
         cube_err err = {0};
+        if (*m->data_dir) sweep_deleted_templates(m);
         Cube__Sandbox **all;
         size_t na;
         if (m->st->ops->sandbox_list(m->st, &all, &na, &err) == 0) {
@@ -835,5 +988,8 @@ const cube_rpc_method master_methods[] = {
     M("GetVolume", get_volume, cube__volume_ref, cube__volume),
     M("ListVolumes", list_volumes, cube__empty, cube__list_volumes_response),
     M("DeleteVolume", delete_volume, cube__volume_ref, cube__empty),
+    M("CreateSnapshot", create_snapshot, cube__create_snapshot_request, cube__snapshot_info),
+    M("ListSnapshots", list_snapshots, cube__list_snapshots_request, cube__list_snapshots_response),
+    M("DeleteTemplate", delete_template, cube__template_ref, cube__empty),
     {0},
 };

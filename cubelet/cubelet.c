@@ -62,6 +62,13 @@ static int load_templates(cubelet *c, cube_err *err)
             return cube_err_set(err, ENOMEM, "out of memory");
         }
         snprintf(t->name, sizeof(t->name), "%s", de->d_name);
+        /* a snapshot template names its parent's rootfs and the layers above it */
+        const char *own_rootfs = cJSON_GetStringValue(cJSON_GetObjectItem(j, "rootfs"));
+        const char *layers = cJSON_GetStringValue(cJSON_GetObjectItem(j, "layers"));
+        cJSON *pool = cJSON_GetObjectItem(j, "pool");
+        if (own_rootfs) snprintf(rootfs, sizeof(rootfs), "%s", own_rootfs);
+        snprintf(t->layers, sizeof(t->layers), "%s", layers ? layers : "");
+        t->pool = cJSON_IsNumber(pool) ? (int)pool->valuedouble : c->cfg.pool_size;
         if (!realpath(rootfs, t->rootfs)) snprintf(t->rootfs, sizeof(t->rootfs), "%s", rootfs);
         cJSON *ub = cJSON_GetObjectItem(j, "uidBase");
         t->uid_base = cJSON_IsNumber(ub) ? (unsigned)ub->valuedouble : 100000;
@@ -126,7 +133,7 @@ static int spawn_slot(cubelet *c, const cl_template *tpl, const char *layers, cl
     }
     snprintf(s->slot_id, sizeof(s->slot_id), "s%s", rnd);
     s->tpl = tpl;
-    snprintf(s->layers, sizeof(s->layers), "%s", layers ? layers : "");
+    snprintf(s->layers, sizeof(s->layers), "%s", layers ? layers : tpl->layers);
     s->state = SLOT_STARTING;
     snprintf(s->state_dir, sizeof(s->state_dir), "%s/%s", c->sandboxes_dir, s->slot_id);
     snprintf(s->control, sizeof(s->control), "unix:%s/control.sock", s->state_dir);
@@ -644,6 +651,73 @@ static int fork_sandbox(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *re
     return 0;
 }
 
+/* Snapshot as a template: the sandbox's writable layer is copied (paused meanwhile) under
+ * <data>/templates/<snapshot id>/, with a config naming the parent's rootfs and layers, so creates from it
+ * stack the same files. No pool is kept for it: creates from a snapshot start cold. */
+static int snapshot_sandbox(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *respp, cube_err *err)
+{
+    (void)ctx;
+    (void)respp;
+    cubelet *c = svc;
+    const Cube__NodeSnapshotRequest *req = reqp;
+    const char *sid = req->snapshot_id ? req->snapshot_id : "";
+    if (!*sid || strchr(sid, '/') || sid[0] == '.')
+        return cube_err_set(err, EINVAL, "bad snapshot id '%s'", sid);
+    if (find_template(c, sid)) return cube_err_set(err, EEXIST, "a template named '%s' exists", sid);
+    pthread_mutex_lock(&c->lock);
+    cl_slot *p = find_by_sandbox(c, req->sandbox_id ? req->sandbox_id : "");
+    char control[sizeof(p->control)], layers[sizeof(p->layers)];
+    const cl_template *tpl = p ? p->tpl : NULL;
+    if (p) {
+        snprintf(control, sizeof(control), "%s", p->control);
+        snprintf(layers, sizeof(layers), "%s", p->layers);
+    }
+    pthread_mutex_unlock(&c->lock);
+    if (!p) return cube_err_set(err, ENOENT, "sandbox '%s' is not on this node", req->sandbox_id);
+    char dir[4400], build[16], layer[4500], cfgp[4500], cur[4500];
+    if (cube_id_new(0, build, 12, err) < 0) return -1;
+    snprintf(dir, sizeof(dir), "%s/templates/%s", c->cfg.data_dir, sid);
+    if (mkdir(dir, 0755) < 0) return cube_err_sys(err, errno, "mkdir %s", dir);
+    snprintf(dir, sizeof(dir), "%s/templates/%s/%s", c->cfg.data_dir, sid, build);
+    snprintf(layer, sizeof(layer), "%s/layer", dir);
+    snprintf(cfgp, sizeof(cfgp), "%s/config.json", dir);
+    snprintf(cur, sizeof(cur), "%s/templates/%s/current", c->cfg.data_dir, sid);
+    mkdir(dir, 0755);
+    Cube__HvSnapshotRequest sr = CUBE__HV_SNAPSHOT_REQUEST__INIT;
+    sr.dir = layer;
+    ProtobufCMessage *resp = NULL;
+    if (hv_rpc(control, "/cube.Hypervisor/Snapshot", &sr.base, &cube__hv_snapshot_response__descriptor, &resp,
+               120000, err) < 0)
+        return cube_err_prefix(err, "snapshot %s", req->sandbox_id);
+    protobuf_c_message_free_unpacked(resp, NULL);
+    chmod(layer, 0755);
+    char all_layers[sizeof(layers) + 4600];
+    snprintf(all_layers, sizeof(all_layers), "%s%s%s", layer, *layers ? ":" : "", layers);
+    cJSON *cfg = cJSON_CreateObject();
+    cJSON_AddStringToObject(cfg, "name", sid);
+    cJSON_AddStringToObject(cfg, "id", build);
+    cJSON_AddStringToObject(cfg, "snapshotOf", req->sandbox_id);
+    cJSON_AddStringToObject(cfg, "parentTemplate", tpl->name);
+    cJSON_AddNumberToObject(cfg, "createdAt", (double)cube_now_unix_ms());
+    cJSON_AddStringToObject(cfg, "rootfs", tpl->rootfs);
+    cJSON_AddStringToObject(cfg, "layers", all_layers);
+    cJSON_AddStringToObject(cfg, "user", tpl->user);
+    cJSON_AddStringToObject(cfg, "workdir", tpl->workdir);
+    cJSON_AddItemToObject(cfg, "env", tpl->env_json ? cJSON_Parse(tpl->env_json) : cJSON_CreateObject());
+    cJSON_AddNumberToObject(cfg, "uidBase", tpl->uid_base);
+    cJSON_AddNumberToObject(cfg, "pool", 0);
+    char *text = cJSON_Print(cfg);
+    cJSON_Delete(cfg);
+    FILE *f = fopen(cfgp, "we");
+    int ok = f && text && fputs(text, f) >= 0;
+    if (f) ok = fclose(f) == 0 && ok;
+    free(text);
+    if (!ok || symlink(build, cur) < 0)
+        return cube_err_sys(err, errno ? errno : EIO, "publish snapshot %s", sid);
+    cube_log_info("sandbox snapshotted", "sandbox=%s snapshot=%s", req->sandbox_id, sid);
+    return 0;
+}
+
 /* The hypervisor's figures for one sandbox (E2B's metrics). */
 static int sandbox_stats(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *respp, cube_err *err)
 {
@@ -705,7 +779,7 @@ static void *refill_loop(void *arg)
             int ready = 0;
             for (cl_slot *s = c->slots; s; s = s->next)
                 if (s->tpl == t && (s->state == SLOT_READY || s->state == SLOT_STARTING)) ready++;
-            if (ready < c->cfg.pool_size) need = t;
+            if (ready < t->pool) need = t;
         }
         if (!need) {
             pthread_cond_wait(&c->refill, &c->lock);
@@ -885,5 +959,6 @@ const cube_rpc_method cubelet_methods[] = {
     M("ListSandboxes", list_sandboxes, cube__empty, cube__node_list_response),
     M("SandboxStats", sandbox_stats, cube__node_sandbox_ref, cube__hv_stats),
     M("ForkSandbox", fork_sandbox, cube__node_fork_request, cube__node_fork_response),
+    M("SnapshotSandbox", snapshot_sandbox, cube__node_snapshot_request, cube__empty),
     {0},
 };

@@ -16,8 +16,10 @@ typedef struct cl_template {
     unsigned uid_base;
     char user[64]; /* the default user and workdir the agent gets at /init */
     char workdir[512];
-    char *env_json; /* {"K": "V"} from the image, merged under the request's envVars */
-    int gone;       /* its files were deleted: no new sandboxes, pool drained (atomic) */
+    char *env_json;    /* {"K": "V"} from the image, merged under the request's envVars */
+    char layers[8192]; /* a snapshot template: its layers above the parent's rootfs ("a:b"), else empty */
+    int pool; /* ready sandboxes to keep: the node's pool size, or the template's own (snapshots: 0) */
+    int gone; /* its files were deleted: no new sandboxes, pool drained (atomic) */
     struct cl_template *next;
 } cl_template;
 

@@ -164,6 +164,28 @@ test('volumes: a named directory outlives the sandboxes that mount it and is sha
   assert.equal((await Volume.list()).some((v) => v.volumeId === vol.volumeId), false);
 });
 
+test('snapshots: a sandbox\'s files become a template that new sandboxes start from', async () => {
+  const sbx = await Sandbox.create();
+  await sbx.files.write('/home/user/project/state.txt', 'snapshotted');
+  const snap = await Sandbox.createSnapshot(sbx.sandboxId);
+  assert.ok(snap.snapshotId);
+  assert.deepEqual(snap.names, [snap.snapshotId]);
+  await sbx.files.write('/home/user/project/state.txt', 'changed after');
+  const listed = await sbx.listSnapshots().nextItems();
+  assert.ok(listed.some((s) => s.snapshotId === snap.snapshotId), JSON.stringify(listed));
+  let child;
+  for (let i = 0; i < 50 && !child; i++) { // the node publishes it within a heartbeat
+    try { child = await Sandbox.create(snap.snapshotId); } catch { await sleep(200); }
+  }
+  assert.ok(child, 'no sandbox from the snapshot');
+  assert.equal(await child.files.read('/home/user/project/state.txt'), 'snapshotted');
+  await assert.rejects(Sandbox.deleteSnapshot(snap.snapshotId)); // in use by child
+  await child.kill();
+  await sbx.kill();
+  assert.equal(await Sandbox.deleteSnapshot(snap.snapshotId), true);
+  assert.equal(await Sandbox.deleteSnapshot(snap.snapshotId), false);
+});
+
 test('a sandbox is killed when its timeout passes', async () => {
   const sbx = await Sandbox.create({ timeoutMs: 2_000 });
   assert.equal((await sbx.commands.run('echo alive')).stdout, 'alive\n');
