@@ -19,6 +19,7 @@
 
 #include "children.h"
 #include "connect.h"
+#include "log.h"
 
 typedef struct event {
     char *json;
@@ -232,6 +233,7 @@ static void *reader(void *arg)
         if (status[8] >= 'A' && status[8] <= 'Z') status[8] = (char)(status[8] + 32);
     }
     cJSON_AddStringToObject(end, "status", status);
+    cube_log_info("process ended", "pid=%d status=\"%s\"", p->pid, status);
     char *json = event_json("end", end);
 
     /* leave the table first so that nothing new attaches to a finished process */
@@ -382,6 +384,8 @@ int proc_start(proc_table *t, const proc_spec *spec, proc_sub **sub, uint32_t *p
     pthread_mutex_unlock(&t->lock);
 
     queue_one(*sub, start_event(pid));
+    cube_log_info("process started", "pid=%d cmd=%s tag=%s user=%s", pid, spec->cmd,
+                  spec->tag ? spec->tag : "", spec->user ? spec->user : "");
     pthread_t th;
     if (pthread_create(&th, NULL, reader, p) != 0) {
         kill(-pid, SIGKILL); /* cannot watch it: do not leave it running unseen */

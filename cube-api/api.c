@@ -393,6 +393,78 @@ static void create_route(void *svc, http_req *req)
     create(svc, req);
 }
 
+/* One of our log lines, `ts=... level=... svc=... msg="..." key=value ...`, as E2B's log entry. */
+static cJSON *log_entry(const char *line, int64_t *ts_ms)
+{
+    cJSON *e = cJSON_CreateObject(), *fields = cJSON_CreateObject();
+    char ts[64] = "", level[16] = "info", msg[1024] = "";
+    const char *p = line;
+    while (*p) {
+        while (*p == ' ') p++;
+        const char *eq = strchr(p, '=');
+        if (!eq) break;
+        char key[64];
+        snprintf(key, sizeof(key), "%.*s", (int)(eq - p) < 63 ? (int)(eq - p) : 63, p);
+        char val[1024];
+        size_t v = 0;
+        p = eq + 1;
+        if (*p == '"') { /* quoted, with \" and \n escapes */
+            for (p++; *p && *p != '"'; p++) {
+                if (*p == '\\' && p[1]) p++;
+                if (v + 1 < sizeof(val)) val[v++] = *p == 'n' && p[-1] == '\\' ? '\n' : *p;
+            }
+            if (*p == '"') p++;
+        } else {
+            while (*p && *p != ' ') {
+                if (v + 1 < sizeof(val)) val[v++] = *p;
+                p++;
+            }
+        }
+        val[v] = '\0';
+        if (!strcmp(key, "ts"))
+            snprintf(ts, sizeof(ts), "%s", val);
+        else if (!strcmp(key, "level"))
+            snprintf(level, sizeof(level), "%s", val);
+        else if (!strcmp(key, "msg"))
+            snprintf(msg, sizeof(msg), "%s", val);
+        else
+            cJSON_AddStringToObject(fields, key, val);
+    }
+    *ts_ms = 0;
+    cube_err ignored;
+    if (*ts) cube_rfc3339_parse(ts, ts_ms, &ignored);
+    if (!*msg) snprintf(msg, sizeof(msg), "%s", line); /* not one of ours: the whole line */
+    char tsf[CUBE_RFC3339_MAX];
+    cube_rfc3339_format(*ts_ms, tsf);
+    cJSON_AddStringToObject(e, "timestamp", tsf);
+    cJSON_AddStringToObject(e, "level", level);
+    cJSON_AddStringToObject(e, "message", msg);
+    cJSON_AddItemToObject(e, "fields", fields);
+    return e;
+}
+
+/* v1: {"logs": [{timestamp, line}], "logEntries": [...]}; v2: {"logs": [{timestamp, level, message, fields}]}
+ */
+static cJSON *logs_json(const Cube__LogLines *l, int v2)
+{
+    cJSON *o = cJSON_CreateObject();
+    cJSON *logs = cJSON_AddArrayToObject(o, "logs");
+    cJSON *entries = v2 ? logs : cJSON_AddArrayToObject(o, "logEntries");
+    for (size_t i = 0; i < l->n_lines; i++) {
+        int64_t ms;
+        cJSON *e = log_entry(l->lines[i], &ms);
+        if (!v2) {
+            cJSON *plain = cJSON_CreateObject();
+            cJSON_AddStringToObject(plain, "timestamp",
+                                    cJSON_GetStringValue(cJSON_GetObjectItem(e, "timestamp")));
+            cJSON_AddStringToObject(plain, "line", l->lines[i]);
+            cJSON_AddItemToArray(logs, plain);
+        }
+        cJSON_AddItemToArray(entries, e);
+    }
+    return o;
+}
+
 /* Operations on one sandbox: /sandboxes/{id}[/op] and /v2/sandboxes/{id}[/op]. */
 static void sandbox_op(api *a, http_req *req, const char *rest)
 {
@@ -535,7 +607,14 @@ static void sandbox_op(api *a, http_req *req, const char *rest)
         cJSON *names = cJSON_AddArrayToObject(o, "names");
         cJSON_AddItemToArray(names, cJSON_CreateString(sid));
         reply_cjson(req, 201, o);
-    } else if (strcmp(op, "logs") == 0 || strcmp(op, "network") == 0) {
+    } else if (strcmp(op, "logs") == 0 && strcmp(m, "GET") == 0) {
+        Cube__SandboxRef ref = CUBE__SANDBOX_REF__INIT;
+        ref.sandbox_id = id;
+        if (master_call(a, "/cube.Master/SandboxLogs", &ref.base, &cube__log_lines__descriptor, &resp, &err) <
+            0)
+            return reply_err(req, &err);
+        reply_cjson(req, 200, logs_json((Cube__LogLines *)resp, strncmp(req->url, "/v2/", 4) == 0));
+    } else if (strcmp(op, "network") == 0) {
         http_reply_error(req, 501, "%s is not implemented by this version of cube", op);
     } else {
         http_reply_error(req, 404, "no such endpoint: %s %s", m, req->url);

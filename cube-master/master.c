@@ -787,6 +787,24 @@ static void sweep_deleted_templates(master *m)
     if (d) closedir(d);
 }
 
+static int sandbox_logs(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *respp, cube_err *err)
+{
+    master *m = svc;
+    const Cube__SandboxRef *req = reqp;
+    Cube__LogLines *out = respp;
+    Cube__Sandbox *sb = m->st->ops->sandbox_get(m->st, req->sandbox_id ? req->sandbox_id : "", err);
+    if (!sb) return -1;
+    ProtobufCMessage *r = NULL;
+    int rc = node_op(m, sb, "/cube.Cubelet/SandboxLogs", &cube__log_lines__descriptor, &r, err);
+    cube__sandbox__free_unpacked(sb, NULL);
+    if (rc < 0) return -1;
+    Cube__LogLines *l = (Cube__LogLines *)r;
+    out->lines = cube_rpc_alloc(ctx, (l->n_lines ? l->n_lines : 1) * sizeof(char *));
+    for (size_t i = 0; i < l->n_lines; i++) out->lines[out->n_lines++] = cube_rpc_strdup(ctx, l->lines[i]);
+    protobuf_c_message_free_unpacked(r, NULL);
+    return 0;
+}
+
 static int sandbox_metrics(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *respp, cube_err *err)
 {
     (void)ctx;
@@ -991,5 +1009,6 @@ const cube_rpc_method master_methods[] = {
     M("CreateSnapshot", create_snapshot, cube__create_snapshot_request, cube__snapshot_info),
     M("ListSnapshots", list_snapshots, cube__list_snapshots_request, cube__list_snapshots_response),
     M("DeleteTemplate", delete_template, cube__template_ref, cube__empty),
+    M("SandboxLogs", sandbox_logs, cube__sandbox_ref, cube__log_lines),
     {0},
 };

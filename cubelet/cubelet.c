@@ -168,14 +168,19 @@ static int spawn_slot(cubelet *c, const cl_template *tpl, const char *layers, cl
         argv[a++] = s->layers;
     }
     argv[a] = NULL;
+    char logp[4400];
+    snprintf(logp, sizeof(logp), "%s/sandbox.log", s->state_dir);
+    int logfd = open(logp, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
     s->hv = fork();
     if (s->hv == 0) {
         dup2(out_pipe[1], 1);
+        if (logfd >= 0) dup2(logfd, 2); /* the hypervisor's and the agent's log lines: GET .../logs */
         setpgid(0, 0); /* its own group: a signal to the cubelet's group does not reach sandboxes directly */
         execv(argv[0], argv);
         _exit(127);
     }
     close(out_pipe[1]);
+    if (logfd >= 0) close(logfd);
     char line[128] = {0};
     ssize_t n = s->hv > 0 ? read(out_pipe[0], line, sizeof(line) - 1) : -1;
     close(out_pipe[0]);
@@ -718,6 +723,45 @@ static int snapshot_sandbox(void *svc, cube_rpc_ctx *ctx, const void *reqp, void
     return 0;
 }
 
+/* The last lines of the sandbox's log (at most 1000 lines, 256 KiB). */
+static int sandbox_logs(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *respp, cube_err *err)
+{
+    cubelet *c = svc;
+    const Cube__NodeSandboxRef *req = reqp;
+    Cube__LogLines *out = respp;
+    pthread_mutex_lock(&c->lock);
+    cl_slot *s = find_by_sandbox(c, req->sandbox_id ? req->sandbox_id : "");
+    char path[4400];
+    if (s) snprintf(path, sizeof(path), "%s/sandbox.log", s->state_dir);
+    pthread_mutex_unlock(&c->lock);
+    if (!s) return cube_err_set(err, ENOENT, "sandbox '%s' is not on this node", req->sandbox_id);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return 0; /* nothing logged yet */
+    enum { CAP = 256 * 1024 };
+    char *buf = cube_rpc_alloc(ctx, CAP + 1);
+    off_t size = lseek(fd, 0, SEEK_END);
+    off_t from = size > CAP ? size - CAP : 0;
+    ssize_t n = buf ? pread(fd, buf, CAP, from) : -1;
+    close(fd);
+    if (n < 0) return cube_err_sys(err, errno, "read %s", path);
+    buf[n] = '\0';
+    char *start = buf;
+    if (from > 0 && (start = strchr(buf, '\n'))) start++; /* skip a partial first line */
+    size_t count = 0;
+    for (char *p = start; p && *p; p = strchr(p, '\n') ? strchr(p, '\n') + 1 : NULL) count++;
+    size_t skip = count > 1000 ? count - 1000 : 0;
+    out->lines = cube_rpc_alloc(ctx, (count ? count : 1) * sizeof(char *));
+    char *save = NULL;
+    for (char *l = start ? strtok_r(start, "\n", &save) : NULL; l; l = strtok_r(NULL, "\n", &save)) {
+        if (skip) {
+            skip--;
+            continue;
+        }
+        out->lines[out->n_lines++] = l;
+    }
+    return 0;
+}
+
 /* The hypervisor's figures for one sandbox (E2B's metrics). */
 static int sandbox_stats(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *respp, cube_err *err)
 {
@@ -960,5 +1004,6 @@ const cube_rpc_method cubelet_methods[] = {
     M("SandboxStats", sandbox_stats, cube__node_sandbox_ref, cube__hv_stats),
     M("ForkSandbox", fork_sandbox, cube__node_fork_request, cube__node_fork_response),
     M("SnapshotSandbox", snapshot_sandbox, cube__node_snapshot_request, cube__empty),
+    M("SandboxLogs", sandbox_logs, cube__node_sandbox_ref, cube__log_lines),
     {0},
 };

@@ -39,6 +39,9 @@ test('create with metadata and envs; getInfo; commands and files', async () => {
     assert.equal(await sbx.files.read('/home/user/notes/today.txt'), 'written through cube-proxy');
     const py = await sbx.commands.run('python3 -c "print(6*7)"');
     assert.equal(py.stdout, '42\n');
+    const logs = await (await fetch(`${process.env.E2B_API_URL}/v2/sandboxes/${sbx.sandboxId}/logs`, { headers: { 'X-API-KEY': process.env.E2B_API_KEY } })).json();
+    assert.ok(logs.logs.some((e) => e.message === 'process started' && /python3|bash/.test(e.fields.cmd)), JSON.stringify(logs).slice(0, 500));
+    assert.ok(logs.logs.some((e) => e.message === 'agent ready'));
     const metrics = await sbx.getMetrics();
     assert.ok(metrics.length >= 1);
     assert.ok(metrics[0].memUsed > 0 && metrics[0].diskTotal > 0 && metrics[0].cpuCount >= 1, JSON.stringify(metrics));
