@@ -4,15 +4,18 @@
  * ID tpl list */
 #include <cjson/cJSON.h>
 #include <dirent.h>
+#include <fcntl.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include "master.pb-c.h"
 #include "rpc.h"
+#include "id.h"
 #include "timeutil.h"
 
 static int json_out;
@@ -188,6 +191,93 @@ static int node_cmd(cube_rpc_client *c, int argc, char **argv)
     return 0;
 }
 
+/* Background builds: `create-from-image ... --async` prints a job id and builds in a detached process whose
+ * output goes to <data>/jobs/<id>.log; when it ends, <id>.status holds its exit code. `tpl watch --job-id ID`
+ * follows the log until then and exits with that code. In the builder, returns 0 to go on building. */
+static int start_job(const char *data, const char *name)
+{
+    char dir[4200], id[32], rnd[12], logp[4300], statusp[4300];
+    snprintf(dir, sizeof(dir), "%s/jobs", data);
+    mkdir(dir, 0755);
+    cube_err err = {0};
+    if (cube_id_new(0, rnd, 10, &err) < 0) {
+        fprintf(stderr, "cubemastercli: %s\n", err.msg);
+        return -1;
+    }
+    snprintf(id, sizeof(id), "tpl-%s", rnd);
+    snprintf(logp, sizeof(logp), "%s/%s.log", dir, id);
+    snprintf(statusp, sizeof(statusp), "%s/%s.status", dir, id);
+    int logfd = open(logp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (logfd < 0) {
+        fprintf(stderr, "cubemastercli: cannot create %s: %s\n", logp, strerror(errno));
+        return -1;
+    }
+    pid_t pid = fork();
+    if (pid < 0) {
+        close(logfd);
+        return -1;
+    }
+    if (pid > 0) {
+        close(logfd);
+        if (json_out)
+            printf("{\"jobID\": \"%s\", \"template\": \"%s\"}\n", id, name);
+        else
+            printf("job %s building template %s; follow it: cubemastercli tpl watch --job-id %s\n", id, name,
+                   id);
+        exit(0);
+    }
+    setsid();
+    dup2(logfd, 1);
+    dup2(logfd, 2);
+    int devnull = open("/dev/null", O_RDONLY);
+    if (devnull >= 0) dup2(devnull, 0);
+    /* a second fork: the builder execs, this process records its exit code */
+    pid_t b = fork();
+    if (b == 0) return 0;
+    int st = 0;
+    waitpid(b, &st, 0);
+    FILE *f = fopen(statusp, "w");
+    if (f) {
+        fprintf(f, "%d\n", WIFEXITED(st) ? WEXITSTATUS(st) : 1);
+        fclose(f);
+    }
+    exit(0);
+}
+
+static int tpl_watch(const char *data, const char *id)
+{
+    char logp[4300], statusp[4300];
+    if (strchr(id, '/') || strncmp(id, "tpl-", 4) != 0) {
+        fprintf(stderr, "cubemastercli: no job '%s'\n", id);
+        return 3;
+    }
+    snprintf(logp, sizeof(logp), "%s/jobs/%s.log", data, id);
+    snprintf(statusp, sizeof(statusp), "%s/jobs/%s.status", data, id);
+    FILE *log = fopen(logp, "r");
+    if (!log) {
+        fprintf(stderr, "cubemastercli: no job '%s'\n", id);
+        return 3;
+    }
+    char buf[4096];
+    for (;;) {
+        size_t n;
+        while ((n = fread(buf, 1, sizeof(buf), log)) > 0) fwrite(buf, 1, n, stdout);
+        fflush(stdout);
+        clearerr(log);
+        FILE *sf = fopen(statusp, "r");
+        if (sf) {
+            int code = 1;
+            if (fscanf(sf, "%d", &code) != 1) code = 1;
+            fclose(sf);
+            while ((n = fread(buf, 1, sizeof(buf), log)) > 0) fwrite(buf, 1, n, stdout);
+            fclose(log);
+            printf("job %s %s\n", id, code == 0 ? "done" : "failed");
+            return code == 0 ? 0 : 1;
+        }
+        usleep(200 * 1000); /* an operator's terminal, not a request path */
+    }
+}
+
 /* A sibling program: installed side by side, or in the build tree. */
 static void sibling(const char *dir_of_self, const char *rel_build, const char *name, char *out, size_t cap)
 {
@@ -202,6 +292,10 @@ static int tpl_cmd(cube_rpc_client *c, const char *data, int argc, char **argv)
 {
     char dir[4200];
     snprintf(dir, sizeof(dir), "%s/templates", data);
+    if (argc == 3 && strcmp(argv[0], "watch") == 0 && strcmp(argv[1], "--job-id") == 0)
+        return tpl_watch(data, argv[2]);
+    int async = argc >= 1 && strcmp(argv[argc - 1], "--async") == 0;
+    if (async) argc--;
     if (argc >= 1 && strcmp(argv[0], "create-from-image") == 0) {
         if (argc != 4 || (strcmp(argv[2], "--oci") && strcmp(argv[2], "--docker-save") &&
                           strcmp(argv[2], "--rootfs") && strcmp(argv[2], "--debootstrap"))) {
@@ -214,6 +308,7 @@ static int tpl_cmd(cube_rpc_client *c, const char *data, int argc, char **argv)
         ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
         self[n > 0 ? n : 0] = '\0';
         *strrchr(self, '/') = '\0';
+        if (async && start_job(data, argv[1]) < 0) return 1; /* the parent printed the job id and exited */
         if (strcmp(argv[2], "--debootstrap") == 0) {
             if (strcmp(argv[1], argv[3]) != 0) {
                 fprintf(stderr, "cubemastercli: a debootstrap template is named after its recipe (%s)\n",
@@ -324,7 +419,8 @@ static int usage(void)
                     "  key create [NAME] | key list | key revoke ID\n"
                     "  tpl list | tpl info NAME | tpl delete NAME\n"
                     "  tpl create-from-image NAME (--oci LAYOUT | --docker-save TAR | --rootfs TAR|DIR |\n"
-                    "                              --debootstrap base|code-interpreter-v1)\n");
+                    "                              --debootstrap base|code-interpreter-v1) [--async]\n"
+                    "  tpl watch --job-id ID\n");
     return 2;
 }
 

@@ -207,7 +207,9 @@ test('cubemastercli makes a template from a rootfs directory; the SDK creates fr
   try {
     // a small rootfs without cube-agent's libraries: the agent bundle serves it
     execFileSync(`${root}/tests/helpers/mkrootfs`, [`${dir}/root`, '', '0']);
-    cli('tpl', 'create-from-image', 'tiny', '--rootfs', `${dir}/root`);
+    const job = cli('tpl', 'create-from-image', 'tiny', '--rootfs', `${dir}/root`, '--async').match(/job (tpl-\w+)/)[1];
+    assert.match(cli('tpl', 'watch', '--job-id', job), new RegExp(`job ${job} done`));
+    assert.throws(() => cli('tpl', 'watch', '--job-id', 'tpl-nope'), (e) => e.status === 3);
     assert.match(cli('tpl', 'list'), /^tiny\s/m);
     let sbx;
     for (let i = 0; i < 50 && !sbx; i++) { // the node picks new templates up within a heartbeat
