@@ -15,6 +15,7 @@
 
 #include "master.pb-c.h"
 #include "rpc.h"
+#include "fsutil.h"
 #include "id.h"
 #include "timeutil.h"
 
@@ -366,14 +367,7 @@ static int tpl_cmd(cube_rpc_client *c, const char *data, int argc, char **argv)
         snprintf(cur, sizeof(cur), "%s/current", path);
         unlink(cur);
         sleep(3);
-        pid_t pid = fork();
-        if (pid == 0) {
-            execl("/bin/rm", "rm", "-rf", "--one-file-system", "--", path, (char *)NULL);
-            _exit(127);
-        }
-        int st = 0;
-        waitpid(pid, &st, 0);
-        if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
+        if (cube_rm_rf(path) < 0) {
             fprintf(stderr, "cubemastercli: removing %s failed\n", path);
             return 1;
         }

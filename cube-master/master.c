@@ -14,6 +14,7 @@
 #include "cubelet.pb-c.h"
 #include "hypervisor.pb-c.h"
 #include "id.h"
+#include "fsutil.h"
 #include "log.h"
 #include "metrics.h"
 #include "protoutil.h"
@@ -625,12 +626,7 @@ static int delete_volume(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *r
     if (rc == 0) {
         char dir[4300];
         snprintf(dir, sizeof(dir), "%s/volumes/%s", m->data_dir, v->volume_id);
-        pid_t pid = fork();
-        if (pid == 0) {
-            execl("/bin/rm", "rm", "-rf", "--one-file-system", "--", dir, (char *)NULL); /* not a hot path */
-            _exit(127);
-        }
-        if (pid > 0) waitpid(pid, NULL, 0);
+        cube_rm_rf(dir);
         cube_log_info("audit", "action=volume-delete volume=%s", v->volume_id);
     }
     cube__volume__free_unpacked(v, NULL);
@@ -777,12 +773,7 @@ static void sweep_deleted_templates(master *m)
         if (sscanf(de->d_name, ".deleted-%lld-", &at) != 1 || now - at < 10000) continue;
         char p[4500];
         snprintf(p, sizeof(p), "%s/%s", dir, de->d_name);
-        pid_t pid = fork();
-        if (pid == 0) {
-            execl("/bin/rm", "rm", "-rf", "--one-file-system", "--", p, (char *)NULL);
-            _exit(127);
-        }
-        if (pid > 0) waitpid(pid, NULL, 0);
+        cube_rm_rf(p);
     }
     if (d) closedir(d);
 }

@@ -21,6 +21,7 @@
 #include "cubelet.pb-c.h"
 #include "hypervisor.pb-c.h"
 #include "id.h"
+#include "fsutil.h"
 #include "log.h"
 #include "metrics.h"
 #include "master.pb-c.h"
@@ -112,13 +113,7 @@ static const cl_template *find_template(cubelet *c, const char *name)
 
 static void rm_rf(const char *dir)
 {
-    pid_t p = fork();
-    if (p == 0) {
-        execl("/bin/rm", "rm", "-rf", "--one-file-system", "--", dir,
-              (char *)NULL); /* teardown, off the hot path */
-        _exit(127);
-    }
-    if (p > 0) waitpid(p, NULL, 0);
+    cube_rm_rf(dir);
 }
 
 /* Starts a hypervisor for tpl and waits for its "ready" line. Not on the hot path of a pooled create. */
