@@ -17,8 +17,8 @@ int tpl_import_oci(const char *layout, const char *rootfs, cJSON **config, char 
 int tpl_import_docker_save(const char *tarball, const char *scratch, const char *rootfs, cJSON **config,
                            char digest[80], cube_err *err);
 
-/* A directory as a rootfs: copied whole (cp -a); its digest covers every entry's path, type, mode, owner, size
- * and mtime, so a changed tree is a new template. */
+/* A directory as a rootfs: copied whole (cp -a); its digest covers every entry's path, type, mode, owner,
+ * size and mtime, so a changed tree is a new template. */
 int tpl_dir_digest(const char *dir, char digest[80], cube_err *err);
 int tpl_copy_dir(const char *dir, const char *rootfs, cube_err *err);
 

@@ -20,7 +20,7 @@ typedef struct master_node {
 
 typedef struct master {
     store *st;
-    char data_dir[4096]; /* volumes live in <data_dir>/volumes/<id> (single node: shared with the cubelet) */
+    char data_dir[4096];  /* volumes live in <data_dir>/volumes/<id> (single node: shared with the cubelet) */
     pthread_mutex_t lock; /* nodes */
     master_node *nodes;
     int64_t heartbeat_ms;
