@@ -175,6 +175,51 @@ START_TEST(files_bad_paths_and_bodies)
 }
 END_TEST
 
+START_TEST(files_range_and_gzip_upload)
+{
+    /* an upload, gzip-compressed, with parents created */
+    char dir[] = "/tmp/cube-range-XXXXXX";
+    ck_assert_ptr_nonnull(mkdtemp(dir));
+    char path[128], cmd[512];
+    snprintf(path, sizeof(path), "%s/a/b/data.txt", dir);
+    snprintf(cmd, sizeof(cmd), "printf 'hello, range world' | gzip -c > %s/body.gz", dir);
+    ck_assert_int_eq(system(cmd), 0);
+    snprintf(cmd, sizeof(cmd), "%s/body.gz", dir);
+    FILE *f = fopen(cmd, "rb");
+    char gz[256];
+    size_t gl = fread(gz, 1, sizeof(gz), f);
+    fclose(f);
+    char head[512];
+    int hl = snprintf(head, sizeof(head),
+                      "POST /files?path=%s HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: "
+                      "application/octet-stream\r\nContent-Encoding: gzip\r\nContent-Length: %zu\r\n\r\n",
+                      path, gl);
+    char req[1024];
+    memcpy(req, head, (size_t)hl);
+    memcpy(req + hl, gz, gl);
+    char *resp = roundtrip(req, (size_t)hl + gl, NULL);
+    ck_assert_msg(status_of(resp) == 200, "%s", resp);
+    free(resp);
+    /* a byte range of it, and a suffix range */
+    snprintf(head, sizeof(head),
+             "GET /files?path=%s HTTP/1.1\r\nHost: x\r\nRange: bytes=7-11\r\nConnection: close\r\n\r\n",
+             path);
+    resp = roundtrip(head, strlen(head), NULL);
+    ck_assert_int_eq(status_of(resp), 206);
+    ck_assert_msg(strstr(resp, "Content-Range: bytes 7-11/18") != NULL, "%s", resp);
+    ck_assert_msg(strstr(resp, "\r\n\r\nrange") != NULL, "%s", resp);
+    free(resp);
+    snprintf(head, sizeof(head),
+             "GET /files?path=%s HTTP/1.1\r\nHost: x\r\nRange: bytes=-5\r\nConnection: close\r\n\r\n", path);
+    resp = roundtrip(head, strlen(head), NULL);
+    ck_assert_int_eq(status_of(resp), 206);
+    ck_assert_ptr_nonnull(strstr(resp, "\r\n\r\nworld"));
+    free(resp);
+    snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+    ck_assert_int_eq(system(cmd), 0);
+}
+END_TEST
+
 START_TEST(routing_and_init_errors)
 {
     const char *req = "GET /nope HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
@@ -211,6 +256,7 @@ int main(void)
     tcase_add_test(tc, unary_bad_json);
     tcase_add_test(tc, files_bad_paths_and_bodies);
     tcase_add_test(tc, routing_and_init_errors);
+    tcase_add_test(tc, files_range_and_gzip_upload);
     suite_add_tcase(s, tc);
     return cube_run_suite(s);
 }
