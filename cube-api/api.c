@@ -38,6 +38,16 @@ static int authenticate(api *a, http_req *req, char key_id[64])
         http_reply_error(req, 401, "missing X-API-KEY header");
         return -1;
     }
+    size_t kl = strlen(key);
+    unsigned h = 2166136261u; /* FNV-1a picks the cache slot */
+    for (size_t i = 0; i < kl; i++) h = (h ^ (unsigned char)key[i]) * 16777619u;
+    api_auth_entry *slot = &a->auth[h % API_AUTH_SLOTS];
+    int64_t now = cube_now_mono_ms();
+    pthread_mutex_lock(&a->auth_lock);
+    int hit = kl < sizeof(slot->key) && slot->expires_ms > now && strcmp(slot->key, key) == 0;
+    if (hit) snprintf(key_id, 64, "%s", slot->key_id);
+    pthread_mutex_unlock(&a->auth_lock);
+    if (hit) return 0;
     Cube__AuthKeyRequest in = CUBE__AUTH_KEY_REQUEST__INIT;
     in.key = (char *)key;
     ProtobufCMessage *resp = NULL;
@@ -53,6 +63,13 @@ static int authenticate(api *a, http_req *req, char key_id[64])
     }
     snprintf(key_id, 64, "%s", ((Cube__AuthKeyResponse *)resp)->key_id);
     protobuf_c_message_free_unpacked(resp, NULL);
+    if (kl < sizeof(slot->key)) {
+        pthread_mutex_lock(&a->auth_lock);
+        snprintf(slot->key, sizeof(slot->key), "%s", key);
+        snprintf(slot->key_id, sizeof(slot->key_id), "%s", key_id);
+        slot->expires_ms = now + API_AUTH_TTL_MS;
+        pthread_mutex_unlock(&a->auth_lock);
+    }
     return 0;
 }
 

@@ -5,9 +5,24 @@
 #include "http.h"
 #include "rpc.h"
 
+#include <pthread.h>
+#include <stdint.h>
+
+/* Keys cube-master accepted in the last few seconds: most requests then need no AuthKey round trip.
+ * A revoked key stops working within API_AUTH_TTL_MS. */
+#define API_AUTH_SLOTS  64
+#define API_AUTH_TTL_MS 5000
+typedef struct api_auth_entry {
+    char key[128];
+    char key_id[64];
+    int64_t expires_ms;
+} api_auth_entry;
+
 typedef struct api {
     cube_rpc_client *master;
     char domain[256]; /* returned as the sandbox domain when set */
+    pthread_mutex_t auth_lock;
+    api_auth_entry auth[API_AUTH_SLOTS];
 } api;
 
 extern const http_route api_routes[];

@@ -35,6 +35,7 @@ int main(int argc, char **argv)
     snprintf(master, sizeof(master), "unix:%s/run/master.sock",
              cube_config_get(cfg, "api.data", "/var/lib/cube"));
     snprintf(a.domain, sizeof(a.domain), "%s", cube_config_get(cfg, "api.domain", ""));
+    pthread_mutex_init(&a.auth_lock, NULL);
     a.master = cube_rpc_client_new(cube_config_get(cfg, "api.master", master), &err);
     sigset_t set;
     sigemptyset(&set);

@@ -62,7 +62,7 @@ static int run(cube_config *cfg, int argc, char **argv)
     sigaddset(&set, SIGINT);
     pthread_sigmask(SIG_BLOCK, &set, NULL);
     const char *addr = cube_config_get(cfg, "master.listen", listen);
-    cube_rpc_server *srv = cube_rpc_server_start(addr, master_methods, &m, 8, &err);
+    cube_rpc_server *srv = cube_rpc_server_start(addr, master_methods, &m, 64, &err);
     if (!srv) {
         fprintf(stderr, "cube-master: %s\n", err.msg);
         st->ops->close(st);
