@@ -4,7 +4,8 @@
  *   cold <p50_ms> <p99_ms>      cube-hypervisor launched until its agent answers /health
  *   pooled <p50_ms> <p99_ms>    a pre-started sandbox made ready for a user: the agent's /init (what a pooled
  *                               create does on the node)
- *   pss_kb <per sandbox>        host PSS of hypervisor + agent for an idle sandbox, averaged over N */
+ *   pss_kb <per sandbox>        host PSS of an idle sandbox's processes (hypervisor, its janitor, the agent),
+ *                               averaged over N */
 #include <dirent.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -79,6 +80,26 @@ static long pss_kb(pid_t pid)
         if (strncmp(line, "Pss:", 4) == 0) v = atol(line + 4);
     if (f) fclose(f);
     return v;
+}
+
+/* Everything a sandbox costs the host: the hypervisor and its children (PID 1 inside, the janitor). */
+static long sandbox_pss_kb(pid_t hv)
+{
+    long total = pss_kb(hv);
+    char p[96], buf[4096];
+    snprintf(p, sizeof(p), "/proc/%d/task/%d/children", hv, hv);
+    FILE *f = fopen(p, "r");
+    size_t n = f ? fread(buf, 1, sizeof(buf) - 1, f) : 0;
+    if (f) fclose(f);
+    buf[n] = '\0';
+    for (char *q = buf; *q;) {
+        char *end;
+        long child = strtol(q, &end, 10);
+        if (end == q) break;
+        total += pss_kb((pid_t)child);
+        q = end;
+    }
+    return total;
 }
 
 static void stop(sb *s)
@@ -169,7 +190,7 @@ int main(int argc, char **argv)
     sleep(1); /* idle: let start-up allocations settle before PSS is read */
     long pss = 0;
     for (int i = 0; i < n; i++) {
-        pss += pss_kb(s[i].hv) + pss_kb(s[i].init);
+        pss += sandbox_pss_kb(s[i].hv);
         char ns[64];
         snprintf(ns, sizeof(ns), "/proc/%d/ns/net", s[i].init);
         int64_t t0 = cube_now_mono_ns();
