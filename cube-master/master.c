@@ -65,6 +65,39 @@ static int node_alive(const master *m, const master_node *n, int64_t now)
     return now - n->last_seen_ms <= 3 * m->heartbeat_ms;
 }
 
+/* A node that (re)registers — a restarted cubelet, or this master after its own restart — is asked what it
+ * runs; records of sandboxes it no longer has are removed, never left to be routed to (or silently reused).
+ */
+static void reconcile_node(master *m, const char *node_id, cube_rpc_client *client)
+{
+    Cube__Empty e = CUBE__EMPTY__INIT;
+    ProtobufCMessage *resp = NULL;
+    cube_err err = {0};
+    cube_rpc_call_opts o = {.timeout_ms = 5000};
+    if (cube_rpc_call(client, "/cube.Cubelet/ListSandboxes", &e.base, &cube__node_list_response__descriptor,
+                      &resp, &o, &err) < 0) {
+        cube_log_warn("reconcile skipped", "node=%s err=\"%s\"", node_id, err.msg);
+        return;
+    }
+    Cube__NodeListResponse *l = (Cube__NodeListResponse *)resp;
+    Cube__Sandbox **all;
+    size_t n;
+    if (m->st->ops->sandbox_list(m->st, &all, &n, &err) == 0) {
+        for (size_t i = 0; i < n; i++) {
+            if (strcmp(all[i]->node_id, node_id) != 0) continue;
+            int present = 0;
+            for (size_t k = 0; k < l->n_sandboxes && !present; k++)
+                present = strcmp(l->sandboxes[k]->sandbox_id, all[i]->sandbox_id) == 0;
+            if (present) continue;
+            if (m->st->ops->sandbox_delete(m->st, all[i]->sandbox_id, &err) == 0)
+                cube_log_info("audit", "action=gone sandbox=%s node=%s reason=not-on-node",
+                              all[i]->sandbox_id, node_id);
+        }
+        store_free_sandboxes(all, n);
+    }
+    protobuf_c_message_free_unpacked(resp, NULL);
+}
+
 static int heartbeat(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *respp, cube_err *err)
 {
     (void)ctx;
@@ -92,6 +125,7 @@ static int heartbeat(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *respp
             m->nodes = n;
             cube_log_info("node registered", "node=%s address=%s backend=%s", in->node_id, in->address,
                           in->backend);
+            n->reconcile = 1;
         }
     }
     if (!n) {
@@ -102,13 +136,19 @@ static int heartbeat(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *respp
             n->client = cube_rpc_client_new(in->address, err);
             snprintf(n->address, sizeof(n->address), "%s", in->address);
         }
+        /* back after a silence (its cubelet restarted): what it runs may have changed */
+        if (n->last_seen_ms && !node_alive(m, n, cube_now_mono_ms())) n->reconcile = 1;
         if (n->info) cube__node_info__free_unpacked(n->info, NULL);
         n->info = copy;
         copy = NULL;
         n->last_seen_ms = cube_now_mono_ms();
     }
+    int reconcile = n && n->reconcile;
+    if (n) n->reconcile = 0;
+    cube_rpc_client *client = n ? n->client : NULL;
     pthread_mutex_unlock(&m->lock);
     if (copy) cube__node_info__free_unpacked(copy, NULL);
+    if (reconcile && client) reconcile_node(m, in->node_id, client);
     out->heartbeat_interval_ms = m->heartbeat_ms;
     return rc;
 }

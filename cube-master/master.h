@@ -15,6 +15,7 @@ typedef struct master_node {
     Cube__NodeInfo *info; /* last heartbeat (unpacked copy) */
     int64_t last_seen_ms;
     cube_rpc_client *client;
+    int reconcile; /* newly registered: compare its sandboxes with the store */
     struct master_node *next;
 } master_node;
 
