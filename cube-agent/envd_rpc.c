@@ -104,10 +104,7 @@ int envd_rpc_begin(agent *a, http_req *req, int streaming, cJSON **in)
 
 void envd_rpc_reply(http_req *req, cJSON *out)
 {
-    char *s = cJSON_PrintUnformatted(out);
-    cJSON_Delete(out);
-    http_reply_json(req, 200, s ? s : "{}");
-    free(s);
+    http_reply_cjson(req, 200, out);
 }
 
 typedef struct stream_state {

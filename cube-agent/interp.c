@@ -188,14 +188,6 @@ static cJSON *ctx_json(const ctx *c)
     return o;
 }
 
-static void reply_cjson(http_req *req, unsigned status, cJSON *o)
-{
-    char *s = cJSON_PrintUnformatted(o);
-    cJSON_Delete(o);
-    http_reply_json(req, status, s ? s : "null");
-    free(s);
-}
-
 static ctx *find_ctx(interp *ip, const char *id)
 {
     for (ctx *c = ip->head; c; c = c->next)
@@ -402,7 +394,7 @@ static void contexts_create(void *svc, http_req *req)
     pthread_mutex_unlock(&ip->lock);
     cJSON_Delete(in);
     if (!out) return http_reply_error(req, err.code == EINVAL ? 400 : 500, "%s", err.msg);
-    reply_cjson(req, 200, out);
+    http_reply_cjson(req, 200, out);
 }
 
 static void contexts_list(void *svc, http_req *req)
@@ -412,7 +404,7 @@ static void contexts_list(void *svc, http_req *req)
     pthread_mutex_lock(&ip->lock);
     for (ctx *c = ip->head; c; c = c->next) cJSON_AddItemToArray(arr, ctx_json(c));
     pthread_mutex_unlock(&ip->lock);
-    reply_cjson(req, 200, arr);
+    http_reply_cjson(req, 200, arr);
 }
 
 /* DELETE /contexts/{id} and POST /contexts/{id}/restart */

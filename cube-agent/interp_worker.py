@@ -53,25 +53,20 @@ def _result(value, main):
         r["text"] = repr(fig)
         return r
     r["text"] = repr(value)
-    for attr, field in (("_repr_html_", "html"), ("_repr_markdown_", "markdown"), ("_repr_svg_", "svg"),
-                        ("_repr_latex_", "latex"), ("_repr_json_", "json"), ("_repr_javascript_", "javascript")):
-        fn = getattr(value, attr, None)
-        if callable(fn):
-            try:
-                out = fn()
-            except Exception:
-                out = None
-            if out is not None:
-                r[field] = out
-    for attr, field in (("_repr_png_", "png"), ("_repr_jpeg_", "jpeg")):
-        fn = getattr(value, attr, None)
-        if callable(fn):
-            try:
-                out = fn()
-            except Exception:
-                out = None
+    # IPython's rich-display protocol; binary formats travel base64-encoded
+    for field in ("html", "markdown", "svg", "latex", "json", "javascript", "png", "jpeg"):
+        fn = getattr(value, "_repr_%s_" % field, None)
+        if not callable(fn):
+            continue
+        try:
+            out = fn()
+        except Exception:
+            continue
+        if field in ("png", "jpeg"):
             if isinstance(out, bytes):
                 r[field] = base64.b64encode(out).decode()
+        elif out is not None:
+            r[field] = out
     return r
 
 

@@ -15,14 +15,6 @@
 
 #define MAX_TIMEOUT_S (24 * 3600)
 
-static void reply_cjson(http_req *req, unsigned status, cJSON *o)
-{
-    char *s = cJSON_PrintUnformatted(o);
-    cJSON_Delete(o);
-    http_reply_json(req, status, s ? s : "{}");
-    free(s);
-}
-
 static void reply_err(http_req *req, const cube_err *err)
 {
     unsigned st = (unsigned)cube_err_http_status(err);
@@ -270,7 +262,7 @@ static void create(api *a, http_req *req)
         reply_err(req, &err);
         goto out;
     }
-    reply_cjson(req, 201, sandbox_json(a, ((Cube__CreateSandboxResponse *)resp)->sandbox));
+    http_reply_cjson(req, 201, sandbox_json(a, ((Cube__CreateSandboxResponse *)resp)->sandbox));
     protobuf_c_message_free_unpacked(resp, NULL);
 out:
     free(vmounts);
@@ -501,7 +493,7 @@ static void sandbox_op(api *a, http_req *req, const char *rest)
     if (!*op && strcmp(m, "GET") == 0) {
         Cube__Sandbox *sb = get_one(a, id, &resp, &err);
         if (!sb) return reply_err(req, &err);
-        reply_cjson(req, 200, listed_json(a, sb, 1));
+        http_reply_cjson(req, 200, listed_json(a, sb, 1));
     } else if (!*op && strcmp(m, "DELETE") == 0) {
         Cube__SandboxRef ref = CUBE__SANDBOX_REF__INIT;
         ref.sandbox_id = id;
@@ -549,8 +541,8 @@ static void sandbox_op(api *a, http_req *req, const char *rest)
         if (master_call(a, "/cube.Master/ResumeSandbox", &st.base, &cube__get_sandbox_response__descriptor,
                         &resp, &err) < 0)
             return reply_err(req, &err);
-        reply_cjson(req, was_paused ? 201 : 200,
-                    sandbox_json(a, ((Cube__GetSandboxResponse *)resp)->sandbox));
+        http_reply_cjson(req, was_paused ? 201 : 200,
+                         sandbox_json(a, ((Cube__GetSandboxResponse *)resp)->sandbox));
     } else if (strcmp(op, "metrics") == 0 && strcmp(m, "GET") == 0) {
         /* one current sample: cube keeps no history of sandbox metrics yet */
         Cube__SandboxRef ref = CUBE__SANDBOX_REF__INIT;
@@ -571,7 +563,7 @@ static void sandbox_op(api *a, http_req *req, const char *rest)
         cJSON_AddNumberToObject(o, "diskUsed", (double)st->disk_used);
         cJSON_AddNumberToObject(o, "diskTotal", (double)st->disk_total);
         cJSON_AddItemToArray(arr, o);
-        reply_cjson(req, 200, arr);
+        http_reply_cjson(req, 200, arr);
     } else if (strcmp(op, "fork") == 0 && strcmp(m, "POST") == 0) {
         cJSON *in = parse_body(req, 1);
         if (!in) return;
@@ -601,7 +593,7 @@ static void sandbox_op(api *a, http_req *req, const char *rest)
             }
             cJSON_AddItemToArray(arr, o);
         }
-        reply_cjson(req, 201, arr);
+        http_reply_cjson(req, 201, arr);
     } else if (strcmp(op, "snapshots") == 0 && strcmp(m, "POST") == 0) {
         cJSON *in = parse_body(req, 1);
         if (!in) return;
@@ -623,14 +615,14 @@ static void sandbox_op(api *a, http_req *req, const char *rest)
         cJSON_AddStringToObject(o, "snapshotID", sid);
         cJSON *names = cJSON_AddArrayToObject(o, "names");
         cJSON_AddItemToArray(names, cJSON_CreateString(sid));
-        reply_cjson(req, 201, o);
+        http_reply_cjson(req, 201, o);
     } else if (strcmp(op, "logs") == 0 && strcmp(m, "GET") == 0) {
         Cube__SandboxRef ref = CUBE__SANDBOX_REF__INIT;
         ref.sandbox_id = id;
         if (master_call(a, "/cube.Master/SandboxLogs", &ref.base, &cube__log_lines__descriptor, &resp, &err) <
             0)
             return reply_err(req, &err);
-        reply_cjson(req, 200, logs_json((Cube__LogLines *)resp, strncmp(req->url, "/v2/", 4) == 0));
+        http_reply_cjson(req, 200, logs_json((Cube__LogLines *)resp, strncmp(req->url, "/v2/", 4) == 0));
     } else if (strcmp(op, "network") == 0) {
         http_reply_error(req, 501, "%s is not implemented by this version of cube", op);
     } else {
@@ -677,7 +669,7 @@ static void volumes_create(void *svc, http_req *req)
     int rc = master_call(a, "/cube.Master/CreateVolume", &r.base, &cube__volume__descriptor, &resp, &err);
     cJSON_Delete(in);
     if (rc < 0) return reply_err(req, &err);
-    reply_cjson(req, 201, volume_json((Cube__Volume *)resp, 1));
+    http_reply_cjson(req, 201, volume_json((Cube__Volume *)resp, 1));
     protobuf_c_message_free_unpacked(resp, NULL);
 }
 
@@ -696,7 +688,7 @@ static void volumes_list(void *svc, http_req *req)
     cJSON *arr = cJSON_CreateArray();
     for (size_t i = 0; i < l->n_volumes; i++) cJSON_AddItemToArray(arr, volume_json(l->volumes[i], 0));
     protobuf_c_message_free_unpacked(resp, NULL);
-    reply_cjson(req, 200, arr);
+    http_reply_cjson(req, 200, arr);
 }
 
 /* GET and DELETE /volumes/{id} */
@@ -718,16 +710,8 @@ static void volume_one(void *svc, http_req *req)
     if (del)
         http_reply_empty(req, 204);
     else
-        reply_cjson(req, 200, volume_json((Cube__Volume *)resp, 1));
+        http_reply_cjson(req, 200, volume_json((Cube__Volume *)resp, 1));
     protobuf_c_message_free_unpacked(resp, NULL);
-}
-
-static void metrics(void *svc, http_req *req)
-{
-    (void)svc;
-    char *text = cube_metrics_render();
-    http_reply_bytes(req, 200, "text/plain; version=0.0.4", text ? text : "", text ? strlen(text) : 0);
-    free(text);
 }
 
 static void snapshots_list(void *svc, http_req *req)
@@ -754,7 +738,7 @@ static void snapshots_list(void *svc, http_req *req)
         cJSON_AddItemToArray(arr, o);
     }
     protobuf_c_message_free_unpacked(resp, NULL);
-    reply_cjson(req, 200, arr);
+    http_reply_cjson(req, 200, arr);
 }
 
 /* DELETE /templates/{id}: templates and snapshots alike (the SDK's deleteSnapshot) */
@@ -814,7 +798,7 @@ static void openapi_doc(void *svc, http_req *req)
 const http_route api_routes[] = {
     {"GET", "/health", health, NULL},
     {"GET", "/openapi.yml", openapi_doc, NULL},
-    {"GET", "/metrics", metrics, NULL},
+    {"GET", "/metrics", cube_metrics_http, NULL},
     {"POST", "/sandboxes", create_route, NULL},
     {"POST", "/v2/sandboxes", create_route, NULL},
     {"GET", "/sandboxes", list_v1, NULL},

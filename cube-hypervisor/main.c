@@ -2,7 +2,6 @@
  * on Stop, SIGTERM/SIGINT, or when the sandbox's PID 1 exits. Prints "ready <init pid> <backend>" once
  * running. */
 #include <errno.h>
-#include <libgen.h>
 #include <limits.h>
 #include <poll.h>
 #include <signal.h>
@@ -16,6 +15,7 @@
 
 #include "config.h"
 #include "control.h"
+#include "fsutil.h"
 #include "log.h"
 
 static const cube_config_flag flags[] = {
@@ -50,19 +50,6 @@ static int valid_id(const char *s)
     for (const char *p = s; *p; p++)
         if (!((*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') || *p == '-')) return 0;
     return 1;
-}
-
-/* cube-agent beside us: installed side by side, or the build tree's cube-agent/ folder */
-static void default_agent(char *out, size_t cap)
-{
-    char self[PATH_MAX];
-    ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
-    if (n < 0) n = 0;
-    self[n] = '\0';
-    char *dir = dirname(self);
-    snprintf(out, cap, "%s/cube-agent", dir);
-    if (access(out, X_OK) == 0) return;
-    snprintf(out, cap, "%s/../cube-agent/cube-agent", dir);
 }
 
 static int run(cube_config *cfg, int argc, char **argv)
@@ -110,7 +97,7 @@ static int run(cube_config *cfg, int argc, char **argv)
     if (agent_flag)
         snprintf(agent, sizeof(agent), "%s", agent_flag);
     else
-        default_agent(agent, sizeof(agent));
+        cube_sibling_path("cube-agent", "../cube-agent/cube-agent", agent, sizeof(agent));
     char agent_abs[PATH_MAX], bundle_abs[PATH_MAX];
     const char *bundle = cube_config_get(cfg, "hv.agent_bundle", NULL);
     if (bundle) {

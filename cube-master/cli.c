@@ -279,14 +279,6 @@ static int tpl_watch(const char *data, const char *id)
     }
 }
 
-/* A sibling program: installed side by side, or in the build tree. */
-static void sibling(const char *dir_of_self, const char *rel_build, const char *name, char *out, size_t cap)
-{
-    snprintf(out, cap, "%s/%s", dir_of_self, name);
-    if (access(out, X_OK) == 0) return;
-    snprintf(out, cap, "%s/%s", dir_of_self, rel_build);
-}
-
 /* Templates are files on the node (DATA/templates/NAME/current/...); building one runs cube-template (image
  * files) or deploy/templates/build (debootstrap). */
 static int tpl_cmd(cube_rpc_client *c, const char *data, int argc, char **argv)
@@ -305,10 +297,7 @@ static int tpl_cmd(cube_rpc_client *c, const char *data, int argc, char **argv)
                     "TAR|DIR | --debootstrap base|code-interpreter-v1)\n");
             return 2;
         }
-        char self[4096], tool[4200];
-        ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
-        self[n > 0 ? n : 0] = '\0';
-        *strrchr(self, '/') = '\0';
+        char tool[4200];
         if (async && start_job(data, argv[1]) < 0) return 1; /* the parent printed the job id and exited */
         if (strcmp(argv[2], "--debootstrap") == 0) {
             if (strcmp(argv[1], argv[3]) != 0) {
@@ -316,11 +305,11 @@ static int tpl_cmd(cube_rpc_client *c, const char *data, int argc, char **argv)
                         argv[3]);
                 return 2;
             }
-            sibling(self, "../../deploy/templates/build", "cube-template-build", tool, sizeof(tool));
+            cube_sibling_path("cube-template-build", "../../deploy/templates/build", tool, sizeof(tool));
             fprintf(stderr, "building %s with debootstrap (minutes the first time)...\n", argv[3]);
             execl(tool, tool, argv[3], "--data", data, (char *)NULL);
         } else {
-            sibling(self, "../cube-hypervisor/cube-template", "cube-template", tool, sizeof(tool));
+            cube_sibling_path("cube-template", "../cube-hypervisor/cube-template", tool, sizeof(tool));
             execl(tool, tool, "import", argv[1], "--data", data, argv[2], argv[3], (char *)NULL);
         }
         fprintf(stderr, "cubemastercli: cannot run %s: %s\n", tool, strerror(errno));

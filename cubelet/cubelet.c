@@ -111,11 +111,6 @@ static const cl_template *find_template(cubelet *c, const char *name)
     return NULL;
 }
 
-static void rm_rf(const char *dir)
-{
-    cube_rm_rf(dir);
-}
-
 /* Starts a hypervisor for tpl and waits for its "ready" line. Not on the hot path of a pooled create. */
 static int spawn_slot(cubelet *c, const cl_template *tpl, const char *layers, cl_slot **out, cube_err *err)
 {
@@ -184,7 +179,7 @@ static int spawn_slot(cubelet *c, const cl_template *tpl, const char *layers, cl
             kill(s->hv, SIGKILL);
             waitpid(s->hv, NULL, 0);
         }
-        rm_rf(s->state_dir);
+        cube_rm_rf(s->state_dir);
         free(s);
         return cube_err_set(err, EIO, "cube-hypervisor for template %s did not start (see its log)",
                             tpl->name);
@@ -202,7 +197,7 @@ static int spawn_slot(cubelet *c, const cl_template *tpl, const char *layers, cl
         if (cube_now_mono_ms() > deadline) {
             kill(s->hv, SIGTERM);
             waitpid(s->hv, NULL, 0);
-            rm_rf(s->state_dir);
+            cube_rm_rf(s->state_dir);
             free(s);
             return cube_err_set(err, ETIMEDOUT, "agent in new sandbox did not answer: %s", herr.msg);
         }
@@ -249,7 +244,7 @@ static void destroy_slot(cl_slot *s)
             kill(s->hv, SIGKILL);
         }
     }
-    rm_rf(s->state_dir);
+    cube_rm_rf(s->state_dir);
     free(s);
 }
 
@@ -316,7 +311,7 @@ static void adopt_running(cubelet *c)
             if (hv_rpc(s->control, "/cube.Hypervisor/Stop", &e.base, &cube__empty__descriptor, &resp, 2000,
                        &err) == 0)
                 protobuf_c_message_free_unpacked(resp, NULL);
-            rm_rf(s->state_dir);
+            cube_rm_rf(s->state_dir);
             free(s);
             continue;
         }

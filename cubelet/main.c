@@ -1,5 +1,4 @@
 /* cubelet: one per node; the pool and the lifecycle of the node's sandboxes. */
-#include <libgen.h>
 #include <limits.h>
 #include <signal.h>
 #include <stdio.h>
@@ -8,6 +7,7 @@
 #include <unistd.h>
 
 #include "config.h"
+#include "fsutil.h"
 #include "cubelet.h"
 #include "http.h"
 #include "log.h"
@@ -28,18 +28,6 @@ static const cube_config_flag flags[] = {
     {0},
 };
 
-/* A sibling binary: installed side by side, or in the build tree's own folder. */
-static void sibling(const char *name, char *out, size_t cap)
-{
-    char self[PATH_MAX];
-    ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
-    self[n > 0 ? n : 0] = '\0';
-    char *dir = dirname(self);
-    snprintf(out, cap, "%s/%s", dir, name);
-    if (access(out, X_OK) == 0) return;
-    snprintf(out, cap, "%s/../%s/%s", dir, name, name);
-}
-
 static int run(cube_config *cfg, int argc, char **argv)
 {
     cube_err err = {0};
@@ -53,8 +41,8 @@ static int run(cube_config *cfg, int argc, char **argv)
     snprintf(listen, sizeof(listen), "unix:%s/run/cubelet.sock", data);
     snprintf(master_addr, sizeof(master_addr), "unix:%s/run/master.sock", data);
     gethostname(host, sizeof(host) - 1);
-    sibling("cube-hypervisor", hv, sizeof(hv));
-    sibling("cube-agent", agent, sizeof(agent));
+    cube_sibling_path("cube-hypervisor", "../cube-hypervisor/cube-hypervisor", hv, sizeof(hv));
+    cube_sibling_path("cube-agent", "../cube-agent/cube-agent", agent, sizeof(agent));
     long long pool;
     if (cube_config_get_int(cfg, "cubelet.pool_size", 2, 0, 1000, &pool, &err) < 0) {
         fprintf(stderr, "cubelet: %s\n", err.msg);

@@ -1,7 +1,21 @@
 #include "fsutil.h"
 
+#include <libgen.h>
+#include <limits.h>
+#include <stdio.h>
 #include <sys/wait.h>
 #include <unistd.h>
+
+void cube_sibling_path(const char *name, const char *build_rel, char *out, size_t cap)
+{
+    char self[PATH_MAX];
+    ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+    self[n > 0 ? n : 0] = '\0';
+    char *dir = dirname(self);
+    snprintf(out, cap, "%s/%s", dir, name);
+    if (access(out, X_OK) == 0) return;
+    snprintf(out, cap, "%s/%s", dir, build_rel);
+}
 
 int cube_rm_rf(const char *path)
 {

@@ -2,8 +2,14 @@
 #ifndef CUBE_FSUTIL_H
 #define CUBE_FSUTIL_H
 
+#include <stddef.h>
+
 /* rm -rf that stays on one filesystem (a mount left inside is not descended into). 0 when the tree is gone.
  */
 int cube_rm_rf(const char *path);
+
+/* A program that ships with the running one: <own dir>/name when it is there (installed side by side), else
+ * <own dir>/build_rel (the build tree's layout). */
+void cube_sibling_path(const char *name, const char *build_rel, char *out, size_t cap);
 
 #endif

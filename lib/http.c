@@ -51,6 +51,14 @@ void http_reply_json(http_req *req, unsigned status, const char *json)
     http_reply_bytes(req, status, "application/json", json, strlen(json));
 }
 
+void http_reply_cjson(http_req *req, unsigned status, cJSON *o)
+{
+    char *s = cJSON_PrintUnformatted(o);
+    cJSON_Delete(o);
+    http_reply_json(req, status, s ? s : "{}");
+    free(s);
+}
+
 void http_reply_empty(http_req *req, unsigned status)
 {
     http_reply(req, status, MHD_create_response_from_buffer(0, NULL, MHD_RESPMEM_PERSISTENT));

@@ -49,6 +49,9 @@ const char *http_query(http_req *req, const char *name);
 void http_reply(http_req *req, unsigned status, struct MHD_Response *resp);
 void http_reply_bytes(http_req *req, unsigned status, const char *content_type, const void *data, size_t len);
 void http_reply_json(http_req *req, unsigned status, const char *json);
+/* Replies with a cJSON tree, compact; takes ownership of o. */
+typedef struct cJSON cJSON;
+void http_reply_cjson(http_req *req, unsigned status, cJSON *o);
 void http_reply_empty(http_req *req, unsigned status);
 /* {"code": status, "message": msg} — the shape E2B's REST-style endpoints (/files, /init) use. */
 void http_reply_error(http_req *req, unsigned status, const char *fmt, ...)

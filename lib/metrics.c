@@ -153,7 +153,7 @@ char *cube_metrics_render(void)
     return buf;
 }
 
-static void serve_metrics(void *svc, http_req *req)
+void cube_metrics_http(void *svc, http_req *req)
 {
     (void)svc;
     char *text = cube_metrics_render();
@@ -168,7 +168,7 @@ static void serve_health(void *svc, http_req *req)
 }
 
 static const http_route metric_routes[] = {
-    {"GET", "/metrics", serve_metrics, NULL},
+    {"GET", "/metrics", cube_metrics_http, NULL},
     {"GET", "/health", serve_health, NULL},
     {0},
 };

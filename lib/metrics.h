@@ -19,6 +19,9 @@ void cube_metric_clear(const char *prefix);
 char *cube_metrics_render(void);
 
 typedef struct http_server http_server;
+typedef struct http_req http_req;
+/* The GET /metrics handler, for services that already serve HTTP (an http_route handler; svc unused). */
+void cube_metrics_http(void *svc, http_req *req);
 /* A listener that answers GET /metrics (and /health) on addr:port, for services that speak no HTTP. */
 http_server *cube_metrics_serve(const char *addr, int port, cube_err *err);
 
