@@ -1,0 +1,205 @@
+// SPDX-License-Identifier: GPL-2.0
+/* The sandbox network policy, attached at TC on the host side of each sandbox's veth:
+ *   from_sandbox (ingress of the host veth): anti-spoofing, no other sandbox, no address of the node, the
+ *     operator's deny list, then the sandbox's allow/deny lists (allow wins, as in E2B), then its default;
+ *   to_sandbox (egress of the host veth): only IPv4 for the sandbox's own address, never from another
+ * sandbox. Everything else is dropped and counted; refusals and (optionally) allowed new connections go to a
+ * ring buffer for audit. Policy changes are map updates; the programs are never reloaded for them. */
+#include <linux/bpf.h>
+#include <linux/if_ether.h>
+#include <linux/in.h>
+#include <linux/ip.h>
+#include <linux/pkt_cls.h>
+#include <linux/tcp.h>
+#include <linux/udp.h>
+#include <bpf/bpf_endian.h>
+#include <bpf/bpf_helpers.h>
+
+#include "net_maps.h"
+
+char LICENSE[] SEC("license") = "GPL";
+
+/* set by cube-net before load: the node's sandbox range (network order) */
+const volatile __u32 sandbox_net = 0;
+const volatile __u32 sandbox_mask = 0;
+/* the interface sandboxes may leave through (0: none, no egress at all) */
+volatile __u32 uplink_ifindex = 0;
+
+struct {
+    __uint(type, BPF_MAP_TYPE_HASH);
+    __uint(max_entries, CN_MAX_SLOTS);
+    __type(key, __u32); /* ifindex of the host-side veth */
+    __type(value, struct cn_slot_cfg);
+} cn_slots SEC(".maps");
+
+struct {
+    __uint(type, BPF_MAP_TYPE_LPM_TRIE);
+    __uint(max_entries, CN_MAX_RULES);
+    __uint(map_flags, BPF_F_NO_PREALLOC);
+    __type(key, struct cn_rule_key);
+    __type(value, __u8);
+} cn_allow SEC(".maps");
+
+struct {
+    __uint(type, BPF_MAP_TYPE_LPM_TRIE);
+    __uint(max_entries, CN_MAX_RULES);
+    __uint(map_flags, BPF_F_NO_PREALLOC);
+    __type(key, struct cn_rule_key);
+    __type(value, __u8);
+} cn_deny SEC(".maps");
+
+struct {
+    __uint(type, BPF_MAP_TYPE_LPM_TRIE);
+    __uint(max_entries, 1024);
+    __uint(map_flags, BPF_F_NO_PREALLOC);
+    __type(key, struct cn_node_key);
+    __type(value, __u8);
+} cn_node_deny SEC(".maps");
+
+struct {
+    __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+    __uint(max_entries, CN_MAX_SLOTS);
+    __type(key, __u32);
+    __type(value, struct cn_counters);
+} cn_stats SEC(".maps");
+
+struct {
+    __uint(type, BPF_MAP_TYPE_RINGBUF);
+    __uint(max_entries, 1 << 18);
+} cn_events SEC(".maps");
+
+static __always_inline void count_drop(__u32 slot, int denied)
+{
+    struct cn_counters *c = bpf_map_lookup_elem(&cn_stats, &slot);
+    if (!c) return;
+    c->dropped++;
+    if (denied) c->denied++;
+}
+
+static __always_inline void audit(__u32 slot, const struct iphdr *ip, void *l4, void *end, __u8 reason,
+                                  int only_syn)
+{
+    __u16 sport = 0, dport = 0;
+    if (ip->protocol == IPPROTO_TCP) {
+        struct tcphdr *t = l4;
+        if ((void *)(t + 1) > end) return;
+        /* one record per connection attempt, not per packet */
+        if (!t->syn || t->ack) return;
+        sport = bpf_ntohs(t->source);
+        dport = bpf_ntohs(t->dest);
+    } else if (ip->protocol == IPPROTO_UDP) {
+        struct udphdr *u = l4;
+        if ((void *)(u + 1) > end) return;
+        sport = bpf_ntohs(u->source);
+        dport = bpf_ntohs(u->dest);
+        if (only_syn) return;
+    } else if (only_syn) {
+        return;
+    }
+    struct cn_event *e = bpf_ringbuf_reserve(&cn_events, sizeof(*e), 0);
+    if (!e) return; /* full: the drop counter still counts it */
+    e->slot = slot;
+    e->saddr = ip->saddr;
+    e->daddr = ip->daddr;
+    e->sport = sport;
+    e->dport = dport;
+    e->proto = ip->protocol;
+    e->reason = reason;
+    e->pad[0] = e->pad[1] = 0;
+    bpf_ringbuf_submit(e, 0);
+}
+
+static __always_inline int refuse(__u32 slot, const struct iphdr *ip, void *l4, void *end, __u8 reason)
+{
+    count_drop(slot, reason == CN_DROP_POLICY || reason == CN_DROP_NODE_DENY);
+    audit(slot, ip, l4, end, reason, 0);
+    return TC_ACT_SHOT;
+}
+
+SEC("tc")
+int from_sandbox(struct __sk_buff *skb)
+{
+    void *data = (void *)(long)skb->data;
+    void *end = (void *)(long)skb->data_end;
+    __u32 ifindex = skb->ifindex;
+    struct cn_slot_cfg *cfg = bpf_map_lookup_elem(&cn_slots, &ifindex);
+    if (!cfg) return TC_ACT_SHOT;
+    __u32 slot = cfg->slot;
+    struct ethhdr *eth = data;
+    if ((void *)(eth + 1) > end) return TC_ACT_SHOT;
+    if (eth->h_proto != bpf_htons(ETH_P_IP)) {
+        count_drop(slot, 0);
+        return TC_ACT_SHOT;
+    }
+    struct iphdr *ip = (void *)(eth + 1);
+    if ((void *)(ip + 1) > end || ip->ihl < 5) {
+        count_drop(slot, 0);
+        return TC_ACT_SHOT;
+    }
+    void *l4 = (void *)ip + ip->ihl * 4;
+    if (ip->saddr != cfg->addr) return refuse(slot, ip, l4, end, CN_DROP_SPOOF);
+    __u32 daddr = ip->daddr;
+    if ((daddr & sandbox_mask) == sandbox_net) return refuse(slot, ip, l4, end, CN_DROP_SANDBOX_NET);
+    struct cn_node_key nk = {.prefixlen = 32, .addr = daddr};
+    if (bpf_map_lookup_elem(&cn_node_deny, &nk)) return refuse(slot, ip, l4, end, CN_DROP_NODE_DENY);
+
+    /* the kernel's own routing decides what "the node" is: a local or broadcast destination, or no
+     * forwarding at all, means the packet would be delivered to the host */
+    struct bpf_fib_lookup fib = {0};
+    fib.family = 2; /* AF_INET */
+    fib.tos = ip->tos;
+    fib.l4_protocol = ip->protocol;
+    fib.tot_len = bpf_ntohs(ip->tot_len);
+    fib.ipv4_src = ip->saddr;
+    fib.ipv4_dst = daddr;
+    fib.ifindex = ifindex;
+    long rc = bpf_fib_lookup(skb, &fib, sizeof(fib), 0);
+    if (rc == BPF_FIB_LKUP_RET_NOT_FWDED) return refuse(slot, ip, l4, end, CN_DROP_HOST);
+    /* forwarded, but only out of the uplink (its neighbour may still be unresolved, or the kernel will send
+     * "fragmentation needed" itself) */
+    if ((rc != BPF_FIB_LKUP_RET_SUCCESS && rc != BPF_FIB_LKUP_RET_NO_NEIGH &&
+         rc != BPF_FIB_LKUP_RET_FRAG_NEEDED) ||
+        !uplink_ifindex || fib.ifindex != uplink_ifindex)
+        return refuse(slot, ip, l4, end, CN_DROP_NO_UPLINK);
+
+    struct cn_rule_key k = {.prefixlen = 64, .tag = bpf_htonl(slot << 1 | (cfg->gen & 1)), .addr = daddr};
+    int allow;
+    if (bpf_map_lookup_elem(&cn_allow, &k))
+        allow = 1;
+    else if (bpf_map_lookup_elem(&cn_deny, &k))
+        allow = 0;
+    else
+        allow = cfg->default_allow;
+    if (!allow) return refuse(slot, ip, l4, end, CN_DROP_POLICY);
+    if (cfg->audit_allowed) audit(slot, ip, l4, end, CN_ALLOW, 1);
+    struct cn_counters *c = bpf_map_lookup_elem(&cn_stats, &slot);
+    if (c) {
+        c->tx_packets++;
+        c->tx_bytes += skb->len;
+    }
+    return TC_ACT_OK;
+}
+
+SEC("tc")
+int to_sandbox(struct __sk_buff *skb)
+{
+    void *data = (void *)(long)skb->data;
+    void *end = (void *)(long)skb->data_end;
+    __u32 ifindex = skb->ifindex;
+    struct cn_slot_cfg *cfg = bpf_map_lookup_elem(&cn_slots, &ifindex);
+    if (!cfg) return TC_ACT_SHOT;
+    __u32 slot = cfg->slot;
+    struct ethhdr *eth = data;
+    struct iphdr *ip = (void *)(eth + 1);
+    if ((void *)(ip + 1) > end || eth->h_proto != bpf_htons(ETH_P_IP) || ip->daddr != cfg->addr ||
+        (ip->saddr & sandbox_mask) == sandbox_net) {
+        count_drop(slot, 0);
+        return TC_ACT_SHOT;
+    }
+    struct cn_counters *c = bpf_map_lookup_elem(&cn_stats, &slot);
+    if (c) {
+        c->rx_packets++;
+        c->rx_bytes += skb->len;
+    }
+    return TC_ACT_OK;
+}

@@ -1,0 +1,442 @@
+/* cube-net's core (see net.h): building, leasing, releasing and adopting network slots. */
+#include "net.h"
+
+#include <arpa/inet.h>
+#include <bpf/bpf.h>
+#include <bpf/libbpf.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/if_ether.h>
+#include <sched.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "bpf/net_maps.h"
+#include "log.h"
+#include "metrics.h"
+#include "nl.h"
+#include "net_internal.h"
+#include "policy.h"
+#include "sandbox_net.skel.h"
+#include "timeutil.h"
+#include "uplink.h"
+
+#define GATEWAY      "169.254.1.1"
+#define PEER_IFINDEX 2 /* eth0 in a fresh namespace: lo is 1 */
+
+static const uint8_t host_mac[6] = {0x02, 0xcb, 0xff, 0xff, 0xff, 0x01};
+
+static void slot_mac(uint32_t addr, uint8_t mac[6])
+{
+    const uint8_t *a = (const uint8_t *)&addr;
+    mac[0] = 0x02;
+    mac[1] = 0xcb;
+    memcpy(mac + 2, a, 4);
+}
+
+static void host_ifname(int idx, char name[16])
+{
+    snprintf(name, 16, "cn%d", idx);
+}
+
+static void ns_path(const cube_net *n, int idx, char *buf, size_t len)
+{
+    snprintf(buf, len, "%s/slot-%d", n->cfg.ns_dir, idx);
+}
+
+static void lease_path(const cube_net *n, int idx, char *buf, size_t len)
+{
+    snprintf(buf, len, "%s/slot-%d.lease", n->cfg.state_dir, idx);
+}
+
+static void fill_info(const cube_net *n, int idx, cn_lease_info *out)
+{
+    ns_path(n, idx, out->netns, sizeof(out->netns));
+    host_ifname(idx, out->host_ifname);
+    inet_ntop(AF_INET, &n->slots[idx].addr, out->address, sizeof(out->address));
+    snprintf(out->gateway, sizeof(out->gateway), GATEWAY);
+}
+
+/* The slot's host side gets the two programs (replacing whatever a previous cube-net attached). */
+int cube_net_attach(cube_net *n, int ifindex, cube_err *err)
+{
+    DECLARE_LIBBPF_OPTS(bpf_tc_hook, hook, .ifindex = ifindex,
+                        .attach_point = BPF_TC_INGRESS | BPF_TC_EGRESS);
+    int rc = bpf_tc_hook_create(&hook);
+    if (rc < 0 && rc != -EEXIST) return cube_err_sys(err, -rc, "clsact qdisc on ifindex %d", ifindex);
+    struct {
+        enum bpf_tc_attach_point at;
+        struct bpf_program *prog;
+    } att[2] = {{BPF_TC_INGRESS, n->skel->progs.from_sandbox}, {BPF_TC_EGRESS, n->skel->progs.to_sandbox}};
+    for (int i = 0; i < 2; i++) {
+        hook.attach_point = att[i].at;
+        DECLARE_LIBBPF_OPTS(bpf_tc_opts, opts, .handle = 1, .priority = 1, .flags = BPF_TC_F_REPLACE,
+                            .prog_fd = bpf_program__fd(att[i].prog));
+        rc = bpf_tc_attach(&hook, &opts);
+        if (rc < 0) return cube_err_sys(err, -rc, "attach %s", bpf_program__name(att[i].prog));
+    }
+    return 0;
+}
+
+/* Removes whatever exists of slot idx: rules, map entry, veth, namespace mount, lease file. Never fails
+ * halfway silently: what cannot be removed is logged. */
+void cube_net_teardown(cube_net *n, int idx, cn_nl *nl)
+{
+    cn_slot *s = &n->slots[idx];
+    if (s->host_ifindex > 0) {
+        __u32 ifx = (__u32)s->host_ifindex;
+        bpf_map_delete_elem(bpf_map__fd(n->skel->maps.cn_slots), &ifx);
+    }
+    if (s->policy) {
+        int afd = bpf_map__fd(n->skel->maps.cn_allow), dfd = bpf_map__fd(n->skel->maps.cn_deny);
+        cn_rules_delete(afd, dfd, idx, s->gen, s->policy);
+        free(s->policy);
+        s->policy = NULL;
+    }
+    cube_err err = {0};
+    char name[16];
+    host_ifname(idx, name);
+    int ifx = s->host_ifindex > 0 ? s->host_ifindex : cn_nl_link_index(nl, name, &err);
+    if (ifx > 0 && cn_nl_link_del(nl, ifx, &err) < 0 && err.code != ENODEV)
+        cube_log_warn("veth not removed", "slot=%d err=\"%s\"", idx, err.msg);
+    s->host_ifindex = 0;
+    char p[4300];
+    ns_path(n, idx, p, sizeof(p));
+    if (umount2(p, MNT_DETACH) < 0 && errno != EINVAL && errno != ENOENT)
+        cube_log_warn("namespace not unmounted", "slot=%d path=%s errno=%d", idx, p, errno);
+    unlink(p);
+    lease_path(n, idx, p, sizeof(p));
+    unlink(p);
+    s->lease[0] = '\0';
+    s->gen = 0;
+}
+
+/* Builds slot idx: a namespace with lo and eth0 configured, the veth's host side routed and filtered. Runs on
+ * the calling thread, which it moves into the new namespace and back. */
+static int build(cube_net *n, int idx, cn_nl *host, cube_err *err)
+{
+    cn_slot *s = &n->slots[idx];
+    char p[4300];
+    ns_path(n, idx, p, sizeof(p));
+    int fd = open(p, O_RDONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0444);
+    if (fd < 0) return cube_err_sys(err, errno, "create %s", p);
+    close(fd);
+    int nsfd = -1;
+    cn_nl *inner = NULL;
+    if (unshare(CLONE_NEWNET) < 0) {
+        cube_err_sys(err, errno, "new network namespace");
+        unlink(p);
+        return -1;
+    }
+    int rc = -1;
+    if (mount("/proc/thread-self/ns/net", p, NULL, MS_BIND, NULL) < 0) {
+        cube_err_sys(err, errno, "bind the namespace at %s", p);
+    } else if ((nsfd = open(p, O_RDONLY | O_CLOEXEC)) < 0) {
+        cube_err_sys(err, errno, "open %s", p);
+    } else if (cn_sysctl("/proc/sys/net/ipv6/conf/all/disable_ipv6", "1", err) == 0 &&
+               cn_sysctl("/proc/sys/net/ipv6/conf/default/disable_ipv6", "1", err) == 0 &&
+               /* the sandbox's root is not root of this namespace: let it bind low ports and ping */
+               cn_sysctl("/proc/sys/net/ipv4/ip_unprivileged_port_start", "0", err) == 0 &&
+               cn_sysctl("/proc/sys/net/ipv4/ping_group_range", "0 2147483647", err) == 0 &&
+               (inner = cn_nl_open(err)) != NULL) {
+        rc = 0;
+    }
+    if (setns(n->host_ns, CLONE_NEWNET) < 0) { /* cannot happen with a valid fd; never stay inside */
+        cube_log_error("cannot return to the node's network namespace", "errno=%d", errno);
+        abort();
+    }
+    if (rc < 0) goto fail;
+    rc = -1;
+    uint8_t mac[6];
+    slot_mac(s->addr, mac);
+    char name[16];
+    host_ifname(idx, name);
+    uint32_t gw;
+    inet_pton(AF_INET, GATEWAY, &gw);
+    int ifx = cn_nl_add_veth(host, name, host_mac, "eth0", PEER_IFINDEX, mac, nsfd, err);
+    if (ifx < 0) goto fail;
+    s->host_ifindex = ifx;
+    if (cn_nl_link_up(host, ifx, err) < 0 || cn_nl_route_add(host, ifx, s->addr, 32, 0, err) < 0 ||
+        cn_nl_neigh_add(host, ifx, s->addr, mac, err) < 0 || cn_nl_link_up(inner, 1, err) < 0 ||
+        cn_nl_link_up(inner, PEER_IFINDEX, err) < 0 ||
+        cn_nl_addr_add(inner, PEER_IFINDEX, s->addr, 32, err) < 0 ||
+        cn_nl_route_add(inner, PEER_IFINDEX, gw, 32, 0, err) < 0 ||
+        cn_nl_neigh_add(inner, PEER_IFINDEX, gw, host_mac, err) < 0 ||
+        cn_nl_route_add(inner, PEER_IFINDEX, 0, 0, gw, err) < 0 || cube_net_attach(n, ifx, err) < 0)
+        goto fail;
+    /* fresh counters for the new tenant of this index */
+    int ncpu = libbpf_num_possible_cpus();
+    struct cn_counters *zero = calloc((size_t)(ncpu > 0 ? ncpu : 1), sizeof(*zero));
+    __u32 key = (__u32)idx;
+    if (zero) bpf_map_update_elem(bpf_map__fd(n->skel->maps.cn_stats), &key, zero, BPF_ANY);
+    free(zero);
+    rc = 0;
+fail:
+    cn_nl_close(inner);
+    if (nsfd >= 0) close(nsfd);
+    if (rc < 0) {
+        cube_err_prefix(err, "slot %d", idx);
+        cube_net_teardown(n, idx, host);
+    }
+    return rc;
+}
+
+/* Picks a free index and builds it; lock held on entry and exit (dropped while building). Returns the index
+ * (CN_READY) or -1. */
+static int build_one(cube_net *n, cn_nl *host, cube_err *err)
+{
+    int idx = -1;
+    for (int i = 0; i < n->nslots; i++) {
+        int c = (n->cursor + i) % n->nslots + 1;
+        if (n->slots[c].state == CN_FREE) {
+            idx = c;
+            break;
+        }
+    }
+    if (idx < 0) return cube_err_set(err, ENOSPC, "no free address in %s", n->cfg.cidr);
+    n->cursor = idx % n->nslots;
+    n->slots[idx].state = CN_BUILDING;
+    pthread_mutex_unlock(&n->lock);
+    int64_t t0 = cube_now_mono_ns();
+    int rc = build(n, idx, host, err);
+    cube_metric_observe("cube_net_slot_build_seconds", "time to build a network slot",
+                        (double)(cube_now_mono_ns() - t0) / 1e9);
+    pthread_mutex_lock(&n->lock);
+    n->slots[idx].state = rc < 0 ? CN_FREE : CN_READY;
+    if (rc < 0) return -1;
+    n->ready++;
+    return idx;
+}
+
+void *cube_net_refill_loop(void *arg)
+{
+    cube_net *n = arg;
+    cube_err err = {0};
+    cn_nl *host = cn_nl_open(&err);
+    if (!host) {
+        cube_log_error("refill thread has no netlink socket", "err=\"%s\"", err.msg);
+        return NULL;
+    }
+    pthread_mutex_lock(&n->lock);
+    while (!n->stopping) {
+        if (n->ready >= n->cfg.pool_size) {
+            pthread_cond_wait(&n->refill, &n->lock);
+            continue;
+        }
+        if (build_one(n, host, &err) < 0) {
+            cube_log_warn("network slot not built", "err=\"%s\"", err.msg);
+            /* a persistent failure (no addresses, no privileges) waits for the next lease or release */
+            pthread_cond_wait(&n->refill, &n->lock);
+        }
+    }
+    pthread_mutex_unlock(&n->lock);
+    cn_nl_close(host);
+    return NULL;
+}
+
+static int find_lease(cube_net *n, const char *lease)
+{
+    for (int i = 1; i <= n->nslots; i++)
+        if ((n->slots[i].state == CN_LEASED || n->slots[i].state == CN_RELEASING) &&
+            strcmp(n->slots[i].lease, lease) == 0)
+            return i;
+    return -1;
+}
+
+static int valid_lease(const char *lease, cube_err *err)
+{
+    size_t len = lease ? strlen(lease) : 0;
+    if (len == 0 || len >= 64)
+        return cube_err_set(err, EINVAL, "a lease name of 1..63 characters is required");
+    for (const char *p = lease; *p; p++)
+        if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') || *p == '-' ||
+              *p == '_' || *p == '.'))
+            return cube_err_set(err, EINVAL, "bad lease name '%s'", lease);
+    return 0;
+}
+
+/* The slot's rules and its map entry, under generation gen: the map entry is written last, so the programs
+ * see either the old complete policy or the new one. */
+int cube_net_apply(cube_net *n, int idx, uint32_t gen, const cn_policy *p, cube_err *err)
+{
+    cn_slot *s = &n->slots[idx];
+    int afd = bpf_map__fd(n->skel->maps.cn_allow), dfd = bpf_map__fd(n->skel->maps.cn_deny);
+    if (cn_rules_write(afd, dfd, idx, gen, p, err) < 0) {
+        cn_rules_delete(afd, dfd, idx, gen, p);
+        return -1;
+    }
+    struct cn_slot_cfg cfg = {.slot = (__u32)idx,
+                              .addr = s->addr,
+                              .gen = gen,
+                              .default_allow = p->internet,
+                              .audit_allowed = n->cfg.audit_allowed};
+    __u32 ifx = (__u32)s->host_ifindex;
+    if (bpf_map_update_elem(bpf_map__fd(n->skel->maps.cn_slots), &ifx, &cfg, BPF_ANY) < 0) {
+        int e = errno;
+        cn_rules_delete(afd, dfd, idx, gen, p);
+        return cube_err_sys(err, e, "write slot %d", idx);
+    }
+    return 0;
+}
+
+int cube_net_lease(cube_net *n, const char *lease, const cn_policy *p, cn_lease_info *out, cube_err *err)
+{
+    if (valid_lease(lease, err) < 0) return -1;
+    cn_policy *copy = malloc(sizeof(*copy));
+    if (!copy) return cube_err_sys(err, ENOMEM, "policy");
+    *copy = *p;
+    pthread_mutex_lock(&n->lock);
+    int idx = find_lease(n, lease);
+    if (idx > 0) { /* a retried call: the same slot */
+        fill_info(n, idx, out);
+        pthread_mutex_unlock(&n->lock);
+        free(copy);
+        return 0;
+    }
+    for (int i = 1; i <= n->nslots && idx < 0; i++)
+        if (n->slots[i].state == CN_READY) idx = i;
+    if (idx > 0) {
+        n->ready--;
+    } else {
+        /* cold: nothing ready; build one on this thread (counted, so a pool too small shows) */
+        cube_metric_add("cube_net_cold_slots_total", "slots built on the lease path (pool empty)", 1);
+        cn_nl *host = cn_nl_open(err);
+        idx = host ? build_one(n, host, err) : -1;
+        cn_nl_close(host);
+        if (idx < 0) {
+            pthread_mutex_unlock(&n->lock);
+            free(copy);
+            return -1;
+        }
+        n->ready--;
+    }
+    cn_slot *s = &n->slots[idx];
+    s->state = CN_LEASED;
+    snprintf(s->lease, sizeof(s->lease), "%s", lease);
+    s->gen = 0;
+    s->policy = copy;
+    pthread_cond_signal(&n->refill);
+    int rc = cube_net_apply(n, idx, 0, copy, err);
+    char lp[4300];
+    lease_path(n, idx, lp, sizeof(lp));
+    if (rc == 0) rc = cn_policy_save(lp, lease, 0, copy, err);
+    if (rc < 0) {
+        /* a slot that may hold partial rules is never handed out again: it is torn down and rebuilt */
+        s->state = CN_RELEASING;
+        pthread_mutex_unlock(&n->lock);
+        cn_nl *host = cn_nl_open(err);
+        pthread_mutex_lock(&n->lock);
+        if (host) cube_net_teardown(n, idx, host);
+        cn_nl_close(host);
+        s->state = host ? CN_FREE : CN_RELEASING;
+        pthread_mutex_unlock(&n->lock);
+        return -1;
+    }
+    fill_info(n, idx, out);
+    pthread_mutex_unlock(&n->lock);
+    return 0;
+}
+
+int cube_net_update(cube_net *n, const char *lease, const cn_policy *p, cube_err *err)
+{
+    cn_policy *copy = malloc(sizeof(*copy));
+    if (!copy) return cube_err_sys(err, ENOMEM, "policy");
+    *copy = *p;
+    pthread_mutex_lock(&n->lock);
+    int idx = find_lease(n, lease ? lease : "");
+    if (idx < 0 || n->slots[idx].state != CN_LEASED) {
+        pthread_mutex_unlock(&n->lock);
+        free(copy);
+        return cube_err_set(err, ENOENT, "no network lease '%s'", lease ? lease : "");
+    }
+    cn_slot *s = &n->slots[idx];
+    uint32_t gen = s->gen + 1;
+    if (cube_net_apply(n, idx, gen, copy, err) < 0) {
+        pthread_mutex_unlock(&n->lock);
+        free(copy);
+        return -1;
+    }
+    int afd = bpf_map__fd(n->skel->maps.cn_allow), dfd = bpf_map__fd(n->skel->maps.cn_deny);
+    cn_rules_delete(afd, dfd, idx, s->gen, s->policy);
+    free(s->policy);
+    s->policy = copy;
+    s->gen = gen;
+    char lp[4300];
+    lease_path(n, idx, lp, sizeof(lp));
+    int rc = cn_policy_save(lp, lease, gen, copy, err);
+    pthread_mutex_unlock(&n->lock);
+    return rc;
+}
+
+int cube_net_release(cube_net *n, const char *lease, cube_err *err)
+{
+    pthread_mutex_lock(&n->lock);
+    int idx = find_lease(n, lease ? lease : "");
+    if (idx < 0 || n->slots[idx].state != CN_LEASED) {
+        pthread_mutex_unlock(&n->lock);
+        return 0;
+    }
+    n->slots[idx].state = CN_RELEASING;
+    pthread_mutex_unlock(&n->lock);
+    cn_nl *host = cn_nl_open(err);
+    if (!host) {
+        pthread_mutex_lock(&n->lock);
+        n->slots[idx].state = CN_LEASED;
+        pthread_mutex_unlock(&n->lock);
+        return -1;
+    }
+    cube_net_teardown(n, idx, host);
+    cn_nl_close(host);
+    pthread_mutex_lock(&n->lock);
+    n->slots[idx].state = CN_FREE; /* only now: the index's old rules and veth are gone */
+    pthread_cond_signal(&n->refill);
+    pthread_mutex_unlock(&n->lock);
+    return 0;
+}
+
+int cube_net_stats(cube_net *n, const char *lease, cn_stats *out, cube_err *err)
+{
+    memset(out, 0, sizeof(*out));
+    pthread_mutex_lock(&n->lock);
+    int idx = find_lease(n, lease ? lease : "");
+    pthread_mutex_unlock(&n->lock);
+    if (idx < 0) return cube_err_set(err, ENOENT, "no network lease '%s'", lease ? lease : "");
+    int ncpu = libbpf_num_possible_cpus();
+    if (ncpu <= 0) return cube_err_set(err, EIO, "cannot count CPUs");
+    struct cn_counters *per = calloc((size_t)ncpu, sizeof(*per));
+    if (!per) return cube_err_sys(err, ENOMEM, "stats");
+    __u32 key = (__u32)idx;
+    if (bpf_map_lookup_elem(bpf_map__fd(n->skel->maps.cn_stats), &key, per) < 0) {
+        int e = errno;
+        free(per);
+        return cube_err_sys(err, e, "read counters");
+    }
+    for (int i = 0; i < ncpu; i++) {
+        out->tx_bytes += per[i].tx_bytes;
+        out->tx_packets += per[i].tx_packets;
+        out->rx_bytes += per[i].rx_bytes;
+        out->rx_packets += per[i].rx_packets;
+        out->dropped += per[i].dropped;
+        out->denied += per[i].denied;
+    }
+    free(per);
+    return 0;
+}
+
+void cube_net_each_lease(cube_net *n, void (*fn)(void *arg, const char *lease, const cn_lease_info *li),
+                         void *arg)
+{
+    pthread_mutex_lock(&n->lock);
+    for (int i = 1; i <= n->nslots; i++) {
+        if (n->slots[i].state != CN_LEASED) continue;
+        cn_lease_info li;
+        fill_info(n, i, &li);
+        fn(arg, n->slots[i].lease, &li);
+    }
+    pthread_mutex_unlock(&n->lock);
+}

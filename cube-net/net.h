@@ -1,0 +1,114 @@
+/* cube-net's core: the node's network slots. A slot is a network namespace (bind-mounted under ns_dir so it
+ * outlives any process) joined to the node by a veth pair whose host side carries the sandbox_net BPF
+ * programs. Slots are built ahead of time by a refill thread; a lease hands one out by writing its policy
+ * into BPF maps, so the create path does no netlink work. A sandbox process joins the slot's namespace by
+ * path.
+ *
+ * Addressing: the sandbox's eth0 has addr/32 from the node CIDR, a default route via 169.254.1.1 and a
+ * permanent neighbour entry for it; the host side has a /32 route and a permanent neighbour entry back. No
+ * ARP, and the namespace belongs to the node (not the sandbox's user namespace): a sandbox cannot change its
+ * addresses, routes or neighbours, nor open raw sockets. */
+#ifndef CUBE_NET_H
+#define CUBE_NET_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "err.h"
+
+typedef struct cn_prefix {
+    uint32_t addr; /* network order, host bits cleared */
+    uint8_t len;
+} cn_prefix;
+
+#define CN_MAX_POLICY_RULES 256
+
+/* E2B's egress policy: allowOut wins over denyOut; allow_internet_access=false is denyOut 0.0.0.0/0. */
+typedef struct cn_policy {
+    bool internet;
+    int n_allow, n_deny;
+    cn_prefix allow[CN_MAX_POLICY_RULES];
+    cn_prefix deny[CN_MAX_POLICY_RULES];
+} cn_policy;
+
+/* Parses "a.b.c.d" or "a.b.c.d/n" (host bits cleared); a clear error for names, IPv6, junk. */
+int cn_parse_prefix(const char *s, cn_prefix *out, cube_err *err);
+/* Adds each of list to the policy's allow (or deny) side. */
+int cn_policy_add(cn_policy *p, bool allow, const char *const *list, size_t n, cube_err *err);
+
+typedef struct cn_config {
+    const char *state_dir; /* leases, one file a slot */
+    const char *ns_dir;    /* the slots' namespace bind mounts */
+    const char *cidr;      /* the node's sandbox range, e.g. 10.200.0.0/16 */
+    const char *uplink;    /* interface sandboxes leave through (masqueraded), or NULL: no egress at all */
+    const char *node_deny; /* operator's comma-separated CIDRs no sandbox may reach, whatever its policy */
+    int pool_size;         /* slots kept ready */
+    bool audit_allowed;    /* log allowed new connections too (denied ones always are) */
+} cn_config;
+
+typedef enum { CN_FREE, CN_BUILDING, CN_READY, CN_LEASED, CN_RELEASING } cn_state;
+
+typedef struct cn_slot {
+    cn_state state;
+    int host_ifindex;
+    uint32_t addr; /* network order */
+    uint32_t gen;
+    char lease[64];
+    cn_policy *policy; /* while leased */
+} cn_slot;
+
+typedef struct cn_lease_info {
+    char netns[4200];
+    char host_ifname[16];
+    char address[16];
+    char gateway[16];
+} cn_lease_info;
+
+typedef struct cn_stats {
+    uint64_t tx_bytes, tx_packets, rx_bytes, rx_packets, dropped, denied;
+} cn_stats;
+
+struct sandbox_net;
+struct ring_buffer;
+
+typedef struct cube_net {
+    cn_config cfg;
+    uint32_t net, mask; /* network order */
+    int nslots;         /* usable slot indices are 1 .. nslots */
+    cn_slot *slots;     /* [nslots + 1] */
+    int host_ns;        /* the node's network namespace (where cube_net_init ran) */
+    int uplink_ifindex;
+    struct sandbox_net *skel;
+    struct ring_buffer *events;
+    pthread_mutex_t lock;
+    pthread_cond_t refill; /* a slot was leased or freed */
+    int ready;             /* slots in CN_READY */
+    int cursor;            /* next index to try when building: addresses are reused as late as possible */
+    int stopping;
+    bool threads;
+    pthread_t refill_thread, audit_thread;
+} cube_net;
+
+/* Loads the BPF programs, sets up the uplink (forwarding + masquerade) if any, and adopts what a previous
+ * cube-net left: leased slots get the new programs and their policies back; everything else is removed. */
+int cube_net_init(cube_net *n, const cn_config *cfg, cube_err *err);
+/* Starts the refill and audit threads. */
+void cube_net_start(cube_net *n);
+/* Stops the threads and removes unleased slots. Leased slots stay (their sandboxes run on, still filtered by
+ * the attached programs) for the next cube-net to adopt; with none left, the uplink rules go too. */
+void cube_net_stop(cube_net *n);
+
+/* Hands out a slot to lease (idempotent for the same lease). */
+int cube_net_lease(cube_net *n, const char *lease, const cn_policy *p, cn_lease_info *out, cube_err *err);
+/* Replaces a lease's policy: new rules under the other generation bit, one map update flips to them. */
+int cube_net_update(cube_net *n, const char *lease, const cn_policy *p, cube_err *err);
+/* Removes the rules, the veth and the namespace; the address is free again. Unknown leases are not an error.
+ */
+int cube_net_release(cube_net *n, const char *lease, cube_err *err);
+int cube_net_stats(cube_net *n, const char *lease, cn_stats *out, cube_err *err);
+/* The leases held, for reconciling with cubelet: calls fn for each. */
+void cube_net_each_lease(cube_net *n, void (*fn)(void *arg, const char *lease, const cn_lease_info *li),
+                         void *arg);
+
+#endif

@@ -1,0 +1,193 @@
+/* cube-net start and stop: loading the programs, the uplink, adopting a previous cube-net's slots. */
+#include <arpa/inet.h>
+#include <bpf/bpf.h>
+#include <bpf/libbpf.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <net/if.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "audit.h"
+#include "bpf/net_maps.h"
+#include "fsutil.h"
+#include "log.h"
+#include "net.h"
+#include "net_internal.h"
+#include "nl.h"
+#include "policy.h"
+#include "sandbox_net.skel.h"
+#include "uplink.h"
+
+static int mkdir_p(const char *path, cube_err *err)
+{
+    char p[4096];
+    snprintf(p, sizeof(p), "%s", path);
+    for (char *s = p + 1;; s++) {
+        if (*s != '/' && *s) continue;
+        char c = *s;
+        *s = '\0';
+        if (mkdir(p, 0700) < 0 && errno != EEXIST) return cube_err_sys(err, errno, "mkdir %s", p);
+        *s = c;
+        if (!c) break;
+    }
+    return 0;
+}
+
+static int libbpf_quiet(enum libbpf_print_level level, const char *fmt, va_list ap)
+{
+    if (level == LIBBPF_DEBUG) return 0;
+    /* bpf_tc_hook_create on an interface that already has its clsact qdisc (adoption): expected, said as an
+     * error by the kernel's extended ack */
+    if (strstr(fmt, "Kernel error message")) return 0;
+    return vfprintf(stderr, fmt, ap);
+}
+
+static int load_programs(cube_net *n, cube_err *err)
+{
+    libbpf_set_print(libbpf_quiet);
+    n->skel = sandbox_net__open();
+    if (!n->skel) return cube_err_sys(err, errno, "open the BPF object");
+    n->skel->rodata->sandbox_net = n->net;
+    n->skel->rodata->sandbox_mask = n->mask;
+    n->skel->bss->uplink_ifindex = (__u32)n->uplink_ifindex;
+    int rc = sandbox_net__load(n->skel);
+    if (rc < 0) return cube_err_sys(err, -rc, "load the BPF programs (needs root and a kernel with BPF)");
+    return 0;
+}
+
+static int node_deny(cube_net *n, cube_err *err)
+{
+    if (!n->cfg.node_deny || !*n->cfg.node_deny) return 0;
+    char *list = strdup(n->cfg.node_deny), *save = NULL;
+    if (!list) return cube_err_sys(err, ENOMEM, "deny list");
+    int rc = 0;
+    for (char *t = strtok_r(list, ", ", &save); t && rc == 0; t = strtok_r(NULL, ", ", &save)) {
+        cn_prefix p;
+        if (cn_parse_prefix(t, &p, err) < 0) {
+            rc = -1;
+            break;
+        }
+        struct cn_node_key k = {.prefixlen = p.len, .addr = p.addr};
+        __u8 one = 1;
+        if (bpf_map_update_elem(bpf_map__fd(n->skel->maps.cn_node_deny), &k, &one, BPF_ANY) < 0)
+            rc = cube_err_sys(err, errno, "node deny list");
+    }
+    free(list);
+    return rc;
+}
+
+/* Slots found on disk: a leased one whose veth still exists is taken back (programs re-attached, policy
+ * re-written); anything else is removed. */
+static void adopt(cube_net *n, cn_nl *host)
+{
+    for (int idx = 1; idx <= n->nslots; idx++) {
+        char lp[4300], np[4300], name[16];
+        snprintf(lp, sizeof(lp), "%s/slot-%d.lease", n->cfg.state_dir, idx);
+        snprintf(np, sizeof(np), "%s/slot-%d", n->cfg.ns_dir, idx);
+        snprintf(name, sizeof(name), "cn%d", idx);
+        cube_err err = {0};
+        int have_lease = access(lp, F_OK) == 0, have_ns = access(np, F_OK) == 0;
+        int ifx = cn_nl_link_index(host, name, &err);
+        if (!have_lease && !have_ns && ifx <= 0) continue;
+        cn_slot *s = &n->slots[idx];
+        cn_policy *p = calloc(1, sizeof(*p));
+        if (have_lease && have_ns && ifx > 0 && p &&
+            cn_policy_load(lp, s->lease, sizeof(s->lease), &s->gen, p, &err) == 0) {
+            s->host_ifindex = ifx;
+            if (cube_net_attach(n, ifx, &err) == 0 && cube_net_apply(n, idx, s->gen, p, &err) == 0) {
+                s->policy = p;
+                s->state = CN_LEASED;
+                cube_log_info("network slot adopted", "slot=%d lease=%s", idx, s->lease);
+                continue;
+            }
+        }
+        cube_log_info("stale network slot removed", "slot=%d lease=%d ns=%d veth=%d err=\"%s\"", idx,
+                      have_lease, have_ns, ifx > 0, err.msg);
+        free(p);
+        s->policy = NULL;
+        cube_net_teardown(n, idx, host);
+    }
+}
+
+int cube_net_init(cube_net *n, const cn_config *cfg, cube_err *err)
+{
+    memset(n, 0, sizeof(*n));
+    n->cfg = *cfg;
+    n->host_ns = -1;
+    pthread_mutex_init(&n->lock, NULL);
+    pthread_cond_init(&n->refill, NULL);
+    cn_prefix range;
+    if (cn_parse_prefix(cfg->cidr, &range, err) < 0) return cube_err_prefix(err, "sandbox CIDR");
+    if (range.len < 16 || range.len > 30)
+        return cube_err_set(err, EINVAL, "sandbox CIDR %s: the prefix must be /16../30", cfg->cidr);
+    n->net = range.addr;
+    n->mask = htonl(~0u << (32 - range.len));
+    n->nslots = (1 << (32 - range.len)) - 2;
+    if (n->nslots > CN_MAX_SLOTS - 1) n->nslots = CN_MAX_SLOTS - 1;
+    n->slots = calloc((size_t)n->nslots + 1, sizeof(*n->slots));
+    if (!n->slots) return cube_err_sys(err, ENOMEM, "slots");
+    for (int i = 1; i <= n->nslots; i++) n->slots[i].addr = htonl(ntohl(n->net) + (uint32_t)i);
+    if (mkdir_p(cfg->state_dir, err) < 0 || mkdir_p(cfg->ns_dir, err) < 0) return -1;
+    n->host_ns = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
+    if (n->host_ns < 0) return cube_err_sys(err, errno, "open the node's network namespace");
+    if (cfg->uplink && *cfg->uplink) {
+        n->uplink_ifindex = (int)if_nametoindex(cfg->uplink);
+        if (!n->uplink_ifindex)
+            return cube_err_set(err, ENODEV, "uplink interface '%s' not found", cfg->uplink);
+    }
+    if (load_programs(n, err) < 0 || node_deny(n, err) < 0) return -1;
+    if (n->uplink_ifindex && cn_uplink_enable(cfg->uplink, cfg->cidr, err) < 0) return -1;
+    cn_nl *host = cn_nl_open(err);
+    if (!host) return -1;
+    adopt(n, host);
+    cn_nl_close(host);
+    if (cn_audit_open(n, err) < 0) return -1;
+    return 0;
+}
+
+void cube_net_start(cube_net *n)
+{
+    pthread_create(&n->refill_thread, NULL, cube_net_refill_loop, n);
+    pthread_create(&n->audit_thread, NULL, cn_audit_loop, n);
+    n->threads = true;
+}
+
+void cube_net_stop(cube_net *n)
+{
+    pthread_mutex_lock(&n->lock);
+    n->stopping = 1;
+    pthread_cond_broadcast(&n->refill);
+    pthread_mutex_unlock(&n->lock);
+    if (n->threads) {
+        pthread_join(n->refill_thread, NULL);
+        pthread_join(n->audit_thread, NULL);
+        n->threads = false;
+    }
+    cube_err err = {0};
+    cn_nl *host = n->slots ? cn_nl_open(&err) : NULL;
+    int leased = 0;
+    for (int i = 1; host && i <= n->nslots; i++) {
+        if (n->slots[i].state == CN_LEASED) {
+            leased++;
+            free(n->slots[i].policy);
+            n->slots[i].policy = NULL;
+        } else if (n->slots[i].state != CN_FREE) {
+            cube_net_teardown(n, i, host);
+        }
+    }
+    cn_nl_close(host);
+    if (!leased && n->uplink_ifindex) cn_uplink_disable();
+    cn_audit_close(n);
+    if (n->skel) sandbox_net__destroy(n->skel);
+    n->skel = NULL;
+    if (n->host_ns >= 0) close(n->host_ns);
+    n->host_ns = -1;
+    free(n->slots);
+    n->slots = NULL;
+}

@@ -1,0 +1,16 @@
+/* Between cube-net's core files (net.c, net_init.c, audit.c): not for the service or tests. */
+#ifndef CUBE_NET_INTERNAL_H
+#define CUBE_NET_INTERNAL_H
+
+#include "net.h"
+#include "nl.h"
+
+/* Attaches the programs to a slot's host side, replacing earlier ones. */
+int cube_net_attach(cube_net *n, int ifindex, cube_err *err);
+/* Writes slot idx's rules under generation gen, then its map entry. */
+int cube_net_apply(cube_net *n, int idx, uint32_t gen, const cn_policy *p, cube_err *err);
+/* Removes everything of slot idx. */
+void cube_net_teardown(cube_net *n, int idx, cn_nl *nl);
+void *cube_net_refill_loop(void *arg);
+
+#endif

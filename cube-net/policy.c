@@ -1,0 +1,152 @@
+/* Egress policies: parsing E2B's allowOut/denyOut entries and writing them into the BPF tries. */
+#include <arpa/inet.h>
+#include <bpf/bpf.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "bpf/net_maps.h"
+#include "net.h"
+#include "policy.h"
+
+int cn_parse_prefix(const char *s, cn_prefix *out, cube_err *err)
+{
+    char buf[64];
+    if (!s || !*s) return cube_err_set(err, EINVAL, "empty address in network rules");
+    if (strlen(s) >= sizeof(buf))
+        return cube_err_set(err, EINVAL, "'%.40s...' is not an IPv4 address or CIDR", s);
+    snprintf(buf, sizeof(buf), "%s", s);
+    if (strchr(buf, ':'))
+        return cube_err_set(err, EINVAL, "'%s': IPv6 is not supported (sandboxes have IPv4 only)", s);
+    long len = 32;
+    char *slash = strchr(buf, '/');
+    if (slash) {
+        *slash = '\0';
+        char *end;
+        errno = 0;
+        len = strtol(slash + 1, &end, 10);
+        if (errno || end == slash + 1 || *end || len < 0 || len > 32)
+            return cube_err_set(err, EINVAL, "'%s': the prefix length must be 0..32", s);
+    }
+    struct in_addr a;
+    if (inet_pton(AF_INET, buf, &a) != 1) {
+        for (const char *p = buf; *p; p++)
+            if ((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z'))
+                return cube_err_set(err, EINVAL,
+                                    "'%s': domain names are not supported in network rules; give IPv4 "
+                                    "addresses or CIDRs",
+                                    s);
+        return cube_err_set(err, EINVAL, "'%s' is not an IPv4 address or CIDR", s);
+    }
+    uint32_t mask = len ? htonl(~0u << (32 - len)) : 0;
+    out->addr = a.s_addr & mask;
+    out->len = (uint8_t)len;
+    return 0;
+}
+
+int cn_policy_add(cn_policy *p, bool allow, const char *const *list, size_t n, cube_err *err)
+{
+    int *count = allow ? &p->n_allow : &p->n_deny;
+    cn_prefix *arr = allow ? p->allow : p->deny;
+    for (size_t i = 0; i < n; i++) {
+        if (*count >= CN_MAX_POLICY_RULES)
+            return cube_err_set(err, EINVAL, "at most %d %s entries", CN_MAX_POLICY_RULES,
+                                allow ? "allowOut" : "denyOut");
+        if (cn_parse_prefix(list[i], &arr[*count], err) < 0) return -1;
+        (*count)++;
+    }
+    return 0;
+}
+
+static void rule_key(struct cn_rule_key *k, int slot, uint32_t gen, const cn_prefix *pfx)
+{
+    memset(k, 0, sizeof(*k));
+    k->prefixlen = 32 + pfx->len;
+    k->tag = htonl((uint32_t)slot << 1 | (gen & 1));
+    k->addr = pfx->addr;
+}
+
+int cn_rules_write(int allow_fd, int deny_fd, int slot, uint32_t gen, const cn_policy *p, cube_err *err)
+{
+    uint8_t one = 1;
+    struct cn_rule_key k;
+    for (int i = 0; i < p->n_allow; i++) {
+        rule_key(&k, slot, gen, &p->allow[i]);
+        if (bpf_map_update_elem(allow_fd, &k, &one, BPF_ANY) < 0)
+            return cube_err_sys(err, errno, "write allow rule");
+    }
+    for (int i = 0; i < p->n_deny; i++) {
+        rule_key(&k, slot, gen, &p->deny[i]);
+        if (bpf_map_update_elem(deny_fd, &k, &one, BPF_ANY) < 0)
+            return cube_err_sys(err, errno, "write deny rule");
+    }
+    return 0;
+}
+
+void cn_rules_delete(int allow_fd, int deny_fd, int slot, uint32_t gen, const cn_policy *p)
+{
+    struct cn_rule_key k;
+    for (int i = 0; i < p->n_allow; i++) {
+        rule_key(&k, slot, gen, &p->allow[i]);
+        bpf_map_delete_elem(allow_fd, &k);
+    }
+    for (int i = 0; i < p->n_deny; i++) {
+        rule_key(&k, slot, gen, &p->deny[i]);
+        bpf_map_delete_elem(deny_fd, &k);
+    }
+}
+
+int cn_policy_save(const char *path, const char *lease, uint32_t gen, const cn_policy *p, cube_err *err)
+{
+    char tmp[4200];
+    snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+    FILE *f = fopen(tmp, "we");
+    if (!f) return cube_err_sys(err, errno, "write %s", tmp);
+    fprintf(f, "lease %s\ngen %u\ninternet %d\n", lease, gen, p->internet);
+    char a[INET_ADDRSTRLEN];
+    for (int i = 0; i < p->n_allow; i++)
+        fprintf(f, "allow %s/%u\n", inet_ntop(AF_INET, &p->allow[i].addr, a, sizeof(a)), p->allow[i].len);
+    for (int i = 0; i < p->n_deny; i++)
+        fprintf(f, "deny %s/%u\n", inet_ntop(AF_INET, &p->deny[i].addr, a, sizeof(a)), p->deny[i].len);
+    int bad = ferror(f);
+    if (fclose(f) != 0 || bad || rename(tmp, path) < 0) {
+        unlink(tmp);
+        return cube_err_sys(err, errno ? errno : EIO, "write %s", path);
+    }
+    return 0;
+}
+
+int cn_policy_load(const char *path, char *lease, size_t lease_len, uint32_t *gen, cn_policy *p,
+                   cube_err *err)
+{
+    FILE *f = fopen(path, "re");
+    if (!f) return cube_err_sys(err, errno, "read %s", path);
+    memset(p, 0, sizeof(*p));
+    char line[256];
+    int have_lease = 0;
+    while (fgets(line, sizeof(line), f)) {
+        line[strcspn(line, "\n")] = '\0';
+        char *v = strchr(line, ' ');
+        if (!v) continue;
+        *v++ = '\0';
+        if (strcmp(line, "lease") == 0) {
+            snprintf(lease, lease_len, "%s", v);
+            have_lease = 1;
+        } else if (strcmp(line, "gen") == 0) {
+            *gen = (uint32_t)strtoul(v, NULL, 10);
+        } else if (strcmp(line, "internet") == 0) {
+            p->internet = atoi(v) != 0;
+        } else if (strcmp(line, "allow") == 0 || strcmp(line, "deny") == 0) {
+            const char *one[1] = {v};
+            if (cn_policy_add(p, line[0] == 'a', one, 1, err) < 0) {
+                fclose(f);
+                return -1;
+            }
+        }
+    }
+    fclose(f);
+    if (!have_lease) return cube_err_set(err, EINVAL, "%s: no lease", path);
+    return 0;
+}

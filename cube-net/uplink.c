@@ -1,0 +1,60 @@
+/* Forwarding and masquerade for the uplink (see uplink.h). */
+#include "uplink.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <nftables/libnftables.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#define TABLE "cube_net"
+
+int cn_sysctl(const char *path, const char *value, cube_err *err)
+{
+    int fd = open(path, O_WRONLY | O_CLOEXEC);
+    if (fd < 0) return cube_err_sys(err, errno, "open %s", path);
+    ssize_t n = write(fd, value, strlen(value));
+    int e = errno;
+    close(fd);
+    if (n != (ssize_t)strlen(value)) return cube_err_sys(err, n < 0 ? e : EIO, "write %s", path);
+    return 0;
+}
+
+static int nft(const char *cmds, cube_err *err)
+{
+    struct nft_ctx *c = nft_ctx_new(NFT_CTX_DEFAULT);
+    if (!c) return cube_err_set(err, ENOMEM, "nftables context");
+    nft_ctx_buffer_output(c);
+    nft_ctx_buffer_error(c);
+    int rc = nft_run_cmd_from_buffer(c, cmds);
+    if (rc != 0) {
+        const char *msg = nft_ctx_get_error_buffer(c);
+        cube_err_set(err, EIO, "nftables: %.*s", (int)strcspn(msg ? msg : "", "\n"), msg ? msg : "");
+    }
+    nft_ctx_free(c);
+    return rc != 0 ? -1 : 0;
+}
+
+int cn_uplink_enable(const char *uplink, const char *cidr, cube_err *err)
+{
+    for (const char *p = uplink; *p; p++) /* it goes into a rule: an interface name, nothing else */
+        if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') || *p == '-' ||
+              *p == '_' || *p == '.' || *p == '@'))
+            return cube_err_set(err, EINVAL, "bad uplink interface name '%s'", uplink);
+    if (cn_sysctl("/proc/sys/net/ipv4/ip_forward", "1", err) < 0) return -1;
+    char cmds[1024];
+    snprintf(cmds, sizeof(cmds),
+             "add table ip " TABLE "\n"
+             "flush table ip " TABLE "\n"
+             "add chain ip " TABLE " postrouting { type nat hook postrouting priority srcnat; }\n"
+             "add rule ip " TABLE " postrouting ip saddr %s oifname \"%s\" masquerade\n",
+             cidr, uplink);
+    return nft(cmds, err);
+}
+
+void cn_uplink_disable(void)
+{
+    cube_err err = {0};
+    nft("delete table ip " TABLE "\n", &err); /* absent already: nothing to do */
+}

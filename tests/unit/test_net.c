@@ -1,0 +1,459 @@
+/* cube-net for real: its BPF programs loaded with libbpf and attached to real veths, in namespaces this test
+ * creates. Each test runs in its own process (Check's fork) inside a fresh "node" network namespace and a
+ * private mount namespace, with an "uplink" namespace behind the node holding two outside networks:
+ * 198.51.100.1 and 203.0.113.1. Traffic goes only between those namespaces. Needs root. */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/ip_icmp.h>
+#include <nftables/libnftables.h>
+#include <poll.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "metrics.h"
+#include "net.h"
+#include "nl.h"
+#include "testutil.h"
+
+#define ALLOWED_IP "198.51.100.1"
+#define DENIED_IP  "203.0.113.1"
+#define NODE_IP    "192.0.2.1"
+#define PORT       8000
+
+static char *dir;
+static int node_ns = -1, uplink_ns = -1;
+static cube_net net;
+
+static uint32_t ip4(const char *s)
+{
+    struct in_addr a;
+    ck_assert_int_eq(inet_pton(AF_INET, s, &a), 1);
+    return a.s_addr;
+}
+
+/* A socket made inside the namespace at path (or of fd ns_fd when path is NULL). */
+static int ns_socket(const char *path, int ns_fd, int type, int proto)
+{
+    int fd = path ? open(path, O_RDONLY | O_CLOEXEC) : ns_fd;
+    ck_assert_int_ge(fd, 0);
+    ck_assert_int_eq(setns(fd, CLONE_NEWNET), 0);
+    int s = socket(AF_INET, type | SOCK_CLOEXEC, proto);
+    ck_assert_int_eq(setns(node_ns, CLONE_NEWNET), 0);
+    if (path) close(fd);
+    ck_assert_int_ge(s, 0);
+    return s;
+}
+
+static int listener(int ns_fd, const char *path, int type, int port)
+{
+    int s = ns_socket(path, ns_fd, type, 0);
+    int one = 1;
+    setsockopt(s, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    ck_assert_int_eq(bind(s, (struct sockaddr *)&a, sizeof(a)), 0);
+    if (type == SOCK_STREAM) ck_assert_int_eq(listen(s, 16), 0);
+    return s;
+}
+
+/* TCP connect from inside the sandbox's namespace: the fd, or -1 when it did not connect in time. */
+static int tcp_connect(const char *ns, const char *ip, int port, int timeout_ms)
+{
+    int s = ns_socket(ns, -1, SOCK_STREAM | SOCK_NONBLOCK, 0);
+    struct sockaddr_in a = {
+        .sin_family = AF_INET, .sin_port = htons((uint16_t)port), .sin_addr.s_addr = ip4(ip)};
+    int rc = connect(s, (struct sockaddr *)&a, sizeof(a));
+    if (rc < 0 && errno == EINPROGRESS) {
+        struct pollfd p = {.fd = s, .events = POLLOUT};
+        int e = 0;
+        socklen_t l = sizeof(e);
+        rc = poll(&p, 1, timeout_ms) == 1 && getsockopt(s, SOL_SOCKET, SO_ERROR, &e, &l) == 0 && e == 0 ? 0
+                                                                                                        : -1;
+    }
+    if (rc < 0) {
+        close(s);
+        return -1;
+    }
+    fcntl(s, F_SETFL, 0);
+    return s;
+}
+
+static int can_connect(const char *ns, const char *ip, int port)
+{
+    int s = tcp_connect(ns, ip, port, 400);
+    if (s >= 0) close(s);
+    return s >= 0;
+}
+
+/* Sends one UDP datagram from the sandbox; true when the receiving socket got it. */
+static int udp_reaches(const char *from_ns, const char *ip, int port, int rx)
+{
+    int s = ns_socket(from_ns, -1, SOCK_DGRAM, 0);
+    struct sockaddr_in a = {
+        .sin_family = AF_INET, .sin_port = htons((uint16_t)port), .sin_addr.s_addr = ip4(ip)};
+    sendto(s, "x", 1, 0, (struct sockaddr *)&a, sizeof(a));
+    close(s);
+    struct pollfd p = {.fd = rx, .events = POLLIN};
+    if (poll(&p, 1, 300) != 1) return 0;
+    char b[8];
+    return recv(rx, b, sizeof(b), 0) == 1;
+}
+
+/* One ICMP echo from the sandbox (a ping socket, as an unprivileged user inside would use). */
+static int ping_answers(const char *ns, const char *ip)
+{
+    int s = ns_socket(ns, -1, SOCK_DGRAM, IPPROTO_ICMP);
+    struct icmphdr h = {.type = ICMP_ECHO};
+    h.un.echo.sequence = htons(1);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = ip4(ip)};
+    int ok = 0;
+    if (sendto(s, &h, sizeof(h), 0, (struct sockaddr *)&a, sizeof(a)) == (ssize_t)sizeof(h)) {
+        struct pollfd p = {.fd = s, .events = POLLIN};
+        char b[64];
+        ok = poll(&p, 1, 400) == 1 && recv(s, b, sizeof(b), 0) > 0;
+    }
+    close(s);
+    return ok;
+}
+
+/* The uplink side: echo every TCP connection's bytes back; remember who connected. */
+static struct sockaddr_in last_peer;
+static void *echo_server(void *arg)
+{
+    int l = (int)(intptr_t)arg;
+    for (;;) {
+        struct sockaddr_in peer;
+        socklen_t pl = sizeof(peer);
+        int c = accept(l, (struct sockaddr *)&peer, &pl);
+        if (c < 0) return NULL;
+        last_peer = peer;
+        char b[256];
+        ssize_t n;
+        while ((n = recv(c, b, sizeof(b), 0)) > 0)
+            if (send(c, b, (size_t)n, MSG_NOSIGNAL) != n) break;
+        close(c);
+    }
+}
+
+static int echo_ok(int s, const char *msg)
+{
+    size_t len = strlen(msg);
+    if (send(s, msg, len, MSG_NOSIGNAL) != (ssize_t)len) return 0;
+    struct pollfd p = {.fd = s, .events = POLLIN};
+    char b[256] = {0};
+    return poll(&p, 1, 1000) == 1 && recv(s, b, sizeof(b) - 1, 0) == (ssize_t)len && memcmp(b, msg, len) == 0;
+}
+
+/* node namespace + private mounts; the uplink namespace behind veth up0 with the two outside addresses */
+static void node_setup(void)
+{
+    ck_assert_int_eq(unshare(CLONE_NEWNS | CLONE_NEWNET), 0);
+    ck_assert_int_eq(mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL), 0);
+    node_ns = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
+    cube_err err = {0};
+    cn_nl *node = cn_nl_open(&err);
+    ck_assert_msg(node != NULL, "%s", err.msg);
+    ck_assert_int_eq(cn_nl_link_up(node, 1, &err), 0);
+    ck_assert_int_eq(unshare(CLONE_NEWNET), 0);
+    uplink_ns = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
+    cn_nl *up = cn_nl_open(&err);
+    ck_assert_ptr_nonnull(up);
+    ck_assert_int_eq(setns(node_ns, CLONE_NEWNET), 0);
+    const uint8_t m1[6] = {2, 0, 0, 0, 0, 1}, m2[6] = {2, 0, 0, 0, 0, 2};
+    int ifx = cn_nl_add_veth(node, "up0", m1, "eth0", 2, m2, uplink_ns, &err);
+    ck_assert_msg(ifx > 0, "%s", err.msg);
+    ck_assert_int_eq(cn_nl_link_up(node, ifx, &err), 0);
+    ck_assert_int_eq(cn_nl_addr_add(node, ifx, ip4(NODE_IP), 24, &err), 0);
+    ck_assert_int_eq(cn_nl_route_add(node, ifx, ip4("198.51.100.0"), 24, ip4("192.0.2.2"), &err), 0);
+    ck_assert_int_eq(cn_nl_route_add(node, ifx, ip4("203.0.113.0"), 24, ip4("192.0.2.2"), &err), 0);
+    ck_assert_int_eq(cn_nl_link_up(up, 1, &err), 0);
+    ck_assert_int_eq(cn_nl_link_up(up, 2, &err), 0);
+    ck_assert_int_eq(cn_nl_addr_add(up, 2, ip4("192.0.2.2"), 24, &err), 0);
+    ck_assert_int_eq(cn_nl_addr_add(up, 1, ip4(ALLOWED_IP), 32, &err), 0);
+    ck_assert_int_eq(cn_nl_addr_add(up, 1, ip4(DENIED_IP), 32, &err), 0);
+    cn_nl_close(up);
+    cn_nl_close(node);
+    pthread_t t;
+    pthread_create(&t, NULL, echo_server, (void *)(intptr_t)listener(uplink_ns, NULL, SOCK_STREAM, PORT));
+    pthread_detach(t);
+    dir = cube_test_tmpdir();
+}
+
+static void net_start(int pool)
+{
+    char state[512], nsd[512];
+    snprintf(state, sizeof(state), "%s/state", dir);
+    snprintf(nsd, sizeof(nsd), "%s/ns", dir);
+    cn_config cfg = {.state_dir = strdup(state),
+                     .ns_dir = strdup(nsd),
+                     .cidr = "10.200.0.0/24",
+                     .uplink = "up0",
+                     .node_deny = "169.254.0.0/16",
+                     .pool_size = pool};
+    cube_err err = {0};
+    ck_assert_msg(cube_net_init(&net, &cfg, &err) == 0, "cube_net_init: %s", err.msg);
+    cube_net_start(&net);
+}
+
+static cn_policy policy(bool internet, const char *allow, const char *deny)
+{
+    cn_policy p = {.internet = internet};
+    cube_err err = {0};
+    if (allow) ck_assert_int_eq(cn_policy_add(&p, true, &allow, 1, &err), 0);
+    if (deny) ck_assert_int_eq(cn_policy_add(&p, false, &deny, 1, &err), 0);
+    return p;
+}
+
+static void lease(const char *name, cn_policy p, cn_lease_info *li)
+{
+    cube_err err = {0};
+    ck_assert_msg(cube_net_lease(&net, name, &p, li, &err) == 0, "lease %s: %s", name, err.msg);
+}
+
+START_TEST(sandboxes_cannot_reach_each_other)
+{
+    net_start(2);
+    cn_lease_info a, b;
+    lease("sb-a", policy(true, NULL, NULL), &a);
+    lease("sb-b", policy(true, NULL, NULL), &b);
+    ck_assert_str_ne(a.address, b.address);
+    int tl = listener(-1, b.netns, SOCK_STREAM, 7000), ul = listener(-1, b.netns, SOCK_DGRAM, 7001);
+    /* the servers are up: B reaches itself, and A reaches the outside */
+    ck_assert(can_connect(b.netns, b.address, 7000));
+    ck_assert(udp_reaches(b.netns, b.address, 7001, ul));
+    ck_assert(can_connect(a.netns, ALLOWED_IP, PORT));
+    ck_assert(ping_answers(a.netns, ALLOWED_IP));
+    /* but not each other, by any protocol */
+    ck_assert(!can_connect(a.netns, b.address, 7000));
+    ck_assert(!udp_reaches(a.netns, b.address, 7001, ul));
+    ck_assert(!ping_answers(a.netns, b.address));
+    cn_stats st;
+    cube_err err = {0};
+    ck_assert_int_eq(cube_net_stats(&net, "sb-a", &st, &err), 0);
+    ck_assert_uint_ge(st.dropped, 3);
+    ck_assert_uint_gt(st.tx_packets, 0);
+    ck_assert_uint_gt(st.rx_packets, 0);
+    close(tl);
+    close(ul);
+    cube_net_stop(&net);
+}
+END_TEST
+
+START_TEST(sandbox_cannot_reach_the_node)
+{
+    net_start(1);
+    cn_lease_info a;
+    lease("sb-a", policy(true, NULL, NULL), &a);
+    int l = listener(node_ns, NULL, SOCK_STREAM, 7100);
+    int ul = listener(node_ns, NULL, SOCK_DGRAM, 7101);
+    ck_assert(!can_connect(a.netns, NODE_IP, 7100));
+    ck_assert(!can_connect(a.netns, a.gateway, 7100));
+    ck_assert(!udp_reaches(a.netns, NODE_IP, 7101, ul));
+    ck_assert(!ping_answers(a.netns, NODE_IP));
+    /* the operator's deny list holds whatever the sandbox's policy says */
+    cube_err err = {0};
+    cn_policy p = policy(true, "169.254.169.254", NULL);
+    ck_assert_int_eq(cube_net_update(&net, "sb-a", &p, &err), 0);
+    ck_assert(!can_connect(a.netns, "169.254.169.254", 80));
+    close(l);
+    close(ul);
+    cube_net_stop(&net);
+}
+END_TEST
+
+START_TEST(egress_follows_allow_and_deny_lists)
+{
+    net_start(2);
+    cn_lease_info a, b, c;
+    /* allow_internet_access=false with one allowed network (allowOut wins over the implied deny) */
+    lease("only-allowed", policy(false, "198.51.100.0/24", NULL), &a);
+    ck_assert(can_connect(a.netns, ALLOWED_IP, PORT));
+    ck_assert(!can_connect(a.netns, DENIED_IP, PORT));
+    /* masqueraded out of the uplink: the outside sees the node's address */
+    ck_assert_str_eq(inet_ntoa(last_peer.sin_addr), NODE_IP);
+    /* internet on, one network denied */
+    lease("deny-one", policy(true, NULL, "203.0.113.0/24"), &b);
+    ck_assert(can_connect(b.netns, ALLOWED_IP, PORT));
+    ck_assert(!can_connect(b.netns, DENIED_IP, PORT));
+    /* no internet, nothing allowed */
+    lease("none", policy(false, NULL, NULL), &c);
+    ck_assert(!can_connect(c.netns, ALLOWED_IP, PORT));
+    ck_assert(!ping_answers(c.netns, ALLOWED_IP));
+    /* refused connections are counted and audited */
+    cn_stats st;
+    cube_err err = {0};
+    ck_assert_int_eq(cube_net_stats(&net, "only-allowed", &st, &err), 0);
+    ck_assert_uint_ge(st.denied, 1);
+    usleep(600 * 1000); /* the audit thread drains the ring buffer */
+    char *m = cube_metrics_render();
+    ck_assert_msg(strstr(m, "cube_net_audit_events_total{verdict=\"deny\",reason=\"policy\"}") != NULL, "%s",
+                  m);
+    free(m);
+    cube_net_stop(&net);
+}
+END_TEST
+
+START_TEST(live_policy_update_keeps_allowed_flows)
+{
+    net_start(1);
+    cn_lease_info a;
+    lease("sb", policy(false, "198.51.100.0/24", NULL), &a);
+    int s = tcp_connect(a.netns, ALLOWED_IP, PORT, 1000);
+    ck_assert_int_ge(s, 0);
+    ck_assert(echo_ok(s, "before"));
+    ck_assert(!can_connect(a.netns, DENIED_IP, PORT));
+    cube_err err = {0};
+    cn_policy p = policy(false, "198.51.100.0/24", NULL);
+    const char *more = "203.0.113.0/24";
+    ck_assert_int_eq(cn_policy_add(&p, true, &more, 1, &err), 0);
+    ck_assert_int_eq(cube_net_update(&net, "sb", &p, &err), 0);
+    ck_assert(echo_ok(s, "during")); /* the established flow went on */
+    ck_assert(can_connect(a.netns, DENIED_IP, PORT));
+    /* and back: 203.0.113.0/24 refused again, the 198.51.100.0/24 flow still fine */
+    p = policy(false, "198.51.100.0/24", "203.0.113.0/24");
+    ck_assert_int_eq(cube_net_update(&net, "sb", &p, &err), 0);
+    ck_assert(!can_connect(a.netns, DENIED_IP, PORT));
+    ck_assert(echo_ok(s, "after"));
+    close(s);
+    cube_net_stop(&net);
+}
+END_TEST
+
+static int count_mounts_under(const char *prefix)
+{
+    FILE *f = fopen("/proc/self/mountinfo", "re");
+    char line[4096];
+    int n = 0;
+    while (f && fgets(line, sizeof(line), f))
+        if (strstr(line, prefix)) n++;
+    if (f) fclose(f);
+    return n;
+}
+
+static int link_exists(const char *name)
+{
+    cube_err err = {0};
+    cn_nl *nl = cn_nl_open(&err);
+    int idx = cn_nl_link_index(nl, name, &err);
+    cn_nl_close(nl);
+    return idx > 0;
+}
+
+static int nft_table_exists(void)
+{
+    struct nft_ctx *c = nft_ctx_new(NFT_CTX_DEFAULT);
+    nft_ctx_buffer_output(c);
+    nft_ctx_buffer_error(c);
+    int rc = nft_run_cmd_from_buffer(c, "list table ip cube_net");
+    nft_ctx_free(c);
+    return rc == 0;
+}
+
+START_TEST(release_and_stop_leave_nothing)
+{
+    net_start(1);
+    cn_lease_info a;
+    lease("gone", policy(true, NULL, NULL), &a);
+    ck_assert(link_exists(a.host_ifname));
+    ck_assert(nft_table_exists());
+    char ns[4300];
+    snprintf(ns, sizeof(ns), "%s", a.netns);
+    cube_err err = {0};
+    ck_assert_int_eq(cube_net_release(&net, "gone", &err), 0);
+    ck_assert(!link_exists(a.host_ifname));
+    ck_assert_int_ne(access(ns, F_OK), 0);
+    ck_assert_int_ne(cube_net_stats(&net, "gone", &(cn_stats){0}, &err), 0);
+    ck_assert_int_eq(cube_net_release(&net, "gone", &err), 0); /* twice: still fine */
+    cube_net_stop(&net);
+    char nsd[512];
+    snprintf(nsd, sizeof(nsd), "%s/ns/", dir);
+    ck_assert_int_eq(count_mounts_under(nsd), 0);
+    for (int i = 1; i < 8; i++) {
+        char n[16];
+        snprintf(n, sizeof(n), "cn%d", i);
+        ck_assert_msg(!link_exists(n), "%s left behind", n);
+    }
+    ck_assert(!nft_table_exists());
+}
+END_TEST
+
+START_TEST(restart_adopts_leases_and_their_policy)
+{
+    net_start(1);
+    cn_lease_info a;
+    lease("kept", policy(false, "198.51.100.0/24", NULL), &a);
+    cube_net_stop(&net); /* leased slots stay */
+    ck_assert(link_exists(a.host_ifname));
+    ck_assert(can_connect(a.netns, ALLOWED_IP, PORT)); /* still filtered by the attached programs */
+    ck_assert(!can_connect(a.netns, DENIED_IP, PORT));
+    net_start(1);
+    cn_lease_info again;
+    lease("kept", policy(false, NULL, NULL), &again); /* the same lease: the same slot, policy unchanged */
+    ck_assert_str_eq(again.address, a.address);
+    ck_assert(can_connect(a.netns, ALLOWED_IP, PORT));
+    ck_assert(!can_connect(a.netns, DENIED_IP, PORT));
+    cube_err err = {0};
+    ck_assert_int_eq(cube_net_release(&net, "kept", &err), 0);
+    cube_net_stop(&net);
+    ck_assert(!link_exists(a.host_ifname));
+}
+END_TEST
+
+START_TEST(bad_input_is_refused_clearly)
+{
+    cn_prefix p;
+    cube_err err = {0};
+    ck_assert_int_eq(cn_parse_prefix("10.0.0.0/8", &p, &err), 0);
+    ck_assert_int_eq(p.len, 8);
+    ck_assert_int_eq(cn_parse_prefix("10.1.2.3/8", &p, &err), 0);
+    ck_assert_uint_eq(p.addr, ip4("10.0.0.0"));
+    ck_assert_int_eq(cn_parse_prefix("example.com", &p, &err), -1);
+    ck_assert_ptr_nonnull(strstr(err.msg, "domain names are not supported"));
+    ck_assert_int_eq(cn_parse_prefix("::1/128", &p, &err), -1);
+    ck_assert_ptr_nonnull(strstr(err.msg, "IPv6"));
+    ck_assert_int_eq(cn_parse_prefix("1.2.3.4/33", &p, &err), -1);
+    ck_assert_int_eq(cn_parse_prefix("1.2.3/8x", &p, &err), -1);
+    ck_assert_int_eq(cn_parse_prefix("", &p, &err), -1);
+    net_start(0);
+    cn_lease_info li;
+    cn_policy pol = policy(true, NULL, NULL);
+    ck_assert_int_eq(cube_net_lease(&net, "bad/name", &pol, &li, &err), -1);
+    ck_assert_int_eq(err.code, EINVAL);
+    ck_assert_int_eq(cube_net_update(&net, "nobody", &pol, &err), -1);
+    ck_assert_int_eq(err.code, ENOENT);
+    /* pool 0: the lease builds its slot itself */
+    ck_assert_int_eq(cube_net_lease(&net, "cold", &pol, &li, &err), 0);
+    ck_assert(can_connect(li.netns, ALLOWED_IP, PORT));
+    cube_net_stop(&net);
+}
+END_TEST
+
+int main(void)
+{
+    if (geteuid() != 0) {
+        printf("SKIP test_net: needs root to create namespaces and load BPF programs\n");
+        return 77;
+    }
+    Suite *s = suite_create("net");
+    TCase *tc = tcase_create("cube-net");
+    tcase_set_timeout(tc, 60);
+    tcase_add_checked_fixture(tc, node_setup, NULL);
+    tcase_add_test(tc, sandboxes_cannot_reach_each_other);
+    tcase_add_test(tc, sandbox_cannot_reach_the_node);
+    tcase_add_test(tc, egress_follows_allow_and_deny_lists);
+    tcase_add_test(tc, live_policy_update_keeps_allowed_flows);
+    tcase_add_test(tc, release_and_stop_leave_nothing);
+    tcase_add_test(tc, restart_adopts_leases_and_their_policy);
+    tcase_add_test(tc, bad_input_is_refused_clearly);
+    suite_add_tcase(s, tc);
+    int rc = cube_run_suite(s);
+    return rc;
+}
