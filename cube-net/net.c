@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mount.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -112,7 +113,6 @@ void cube_net_teardown(cube_net *n, int idx, cn_nl *nl)
     unlink(p);
     lease_path(n, idx, p, sizeof(p));
     unlink(p);
-    s->lease[0] = '\0';
     s->gen = 0;
 }
 
@@ -209,7 +209,7 @@ static int build_one(cube_net *n, cn_nl *host, cube_err *err)
     pthread_mutex_lock(&n->lock);
     n->slots[idx].state = rc < 0 ? CN_FREE : CN_READY;
     if (rc < 0) return -1;
-    n->ready++;
+    n->ready_stack[n->ready++] = idx;
     return idx;
 }
 
@@ -217,6 +217,8 @@ void *cube_net_refill_loop(void *arg)
 {
     cube_net *n = arg;
     cube_err err = {0};
+    /* building is background work: leases (the create path) go first on a busy node */
+    setpriority(PRIO_PROCESS, (id_t)gettid(), 10);
     cn_nl *host = cn_nl_open(&err);
     if (!host) {
         cube_log_error("refill thread has no netlink socket", "err=\"%s\"", err.msg);
@@ -239,13 +241,39 @@ void *cube_net_refill_loop(void *arg)
     return NULL;
 }
 
+static unsigned lease_bucket(const cube_net *n, const char *lease)
+{
+    uint32_t h = 2166136261u; /* FNV-1a */
+    for (const char *p = lease; *p; p++) h = (h ^ (uint8_t)*p) * 16777619u;
+    return h % (sizeof(n->lease_index) / sizeof(n->lease_index[0]));
+}
+
+/* The slot holding lease (lock held), or -1. */
 static int find_lease(cube_net *n, const char *lease)
 {
-    for (int i = 1; i <= n->nslots; i++)
-        if ((n->slots[i].state == CN_LEASED || n->slots[i].state == CN_RELEASING) &&
-            strcmp(n->slots[i].lease, lease) == 0)
-            return i;
+    for (int i = n->lease_index[lease_bucket(n, lease)]; i; i = n->slots[i].next_lease)
+        if (strcmp(n->slots[i].lease, lease) == 0) return i;
     return -1;
+}
+
+void cube_net_index_lease(cube_net *n, int idx)
+{
+    unsigned b = lease_bucket(n, n->slots[idx].lease);
+    n->slots[idx].next_lease = n->lease_index[b];
+    n->lease_index[b] = idx;
+    n->slots[idx].indexed = true;
+}
+
+static void unindex_lease(cube_net *n, int idx)
+{
+    if (!n->slots[idx].indexed) return;
+    for (int *pp = &n->lease_index[lease_bucket(n, n->slots[idx].lease)]; *pp; pp = &n->slots[*pp].next_lease)
+        if (*pp == idx) {
+            *pp = n->slots[idx].next_lease;
+            break;
+        }
+    n->slots[idx].indexed = false;
+    n->slots[idx].next_lease = 0;
 }
 
 static int valid_lease(const char *lease, cube_err *err)
@@ -298,10 +326,8 @@ int cube_net_lease(cube_net *n, const char *lease, const cn_policy *p, cn_lease_
         free(copy);
         return 0;
     }
-    for (int i = 1; i <= n->nslots && idx < 0; i++)
-        if (n->slots[i].state == CN_READY) idx = i;
-    if (idx > 0) {
-        n->ready--;
+    if (n->ready > 0) {
+        idx = n->ready_stack[--n->ready];
     } else {
         /* cold: nothing ready; build one on this thread (counted, so a pool too small shows) */
         cube_metric_add("cube_net_cold_slots_total", "slots built on the lease path (pool empty)", 1);
@@ -313,11 +339,13 @@ int cube_net_lease(cube_net *n, const char *lease, const cn_policy *p, cn_lease_
             free(copy);
             return -1;
         }
-        n->ready--;
+        for (int i = 0; i < n->ready; i++) /* take this one off the ready stack */
+            if (n->ready_stack[i] == idx) n->ready_stack[i] = n->ready_stack[--n->ready];
     }
     cn_slot *s = &n->slots[idx];
     s->state = CN_LEASED;
     snprintf(s->lease, sizeof(s->lease), "%s", lease);
+    cube_net_index_lease(n, idx);
     s->gen = 0;
     s->policy = copy;
     pthread_cond_signal(&n->refill);
@@ -328,12 +356,15 @@ int cube_net_lease(cube_net *n, const char *lease, const cn_policy *p, cn_lease_
     if (rc < 0) {
         /* a slot that may hold partial rules is never handed out again: it is torn down and rebuilt */
         s->state = CN_RELEASING;
+        unindex_lease(n, idx);
         pthread_mutex_unlock(&n->lock);
-        cn_nl *host = cn_nl_open(err);
+        cube_err e2 = {0};
+        cn_nl *host = cn_nl_open(&e2);
         pthread_mutex_lock(&n->lock);
         if (host) cube_net_teardown(n, idx, host);
         cn_nl_close(host);
         s->state = host ? CN_FREE : CN_RELEASING;
+        s->lease[0] = '\0';
         pthread_mutex_unlock(&n->lock);
         return -1;
     }
@@ -382,11 +413,13 @@ int cube_net_release(cube_net *n, const char *lease, cube_err *err)
         return 0;
     }
     n->slots[idx].state = CN_RELEASING;
+    unindex_lease(n, idx);
     pthread_mutex_unlock(&n->lock);
     cn_nl *host = cn_nl_open(err);
     if (!host) {
         pthread_mutex_lock(&n->lock);
         n->slots[idx].state = CN_LEASED;
+        cube_net_index_lease(n, idx);
         pthread_mutex_unlock(&n->lock);
         return -1;
     }
@@ -394,6 +427,7 @@ int cube_net_release(cube_net *n, const char *lease, cube_err *err)
     cn_nl_close(host);
     pthread_mutex_lock(&n->lock);
     n->slots[idx].state = CN_FREE; /* only now: the index's old rules and veth are gone */
+    n->slots[idx].lease[0] = '\0';
     pthread_cond_signal(&n->refill);
     pthread_mutex_unlock(&n->lock);
     return 0;

@@ -56,6 +56,8 @@ typedef struct cn_slot {
     uint32_t gen;
     char lease[64];
     cn_policy *policy; /* while leased */
+    int next_lease;    /* the lease index's chain */
+    bool indexed;
 } cn_slot;
 
 typedef struct cn_lease_info {
@@ -83,7 +85,9 @@ typedef struct cube_net {
     struct ring_buffer *events;
     pthread_mutex_t lock;
     pthread_cond_t refill; /* a slot was leased or freed */
-    int ready;             /* slots in CN_READY */
+    int ready;             /* slots in CN_READY: ready_stack[0 .. ready-1] */
+    int *ready_stack;
+    int lease_index[1024]; /* lease name hash -> first slot of its chain (0: none) */
     int cursor;            /* next index to try when building: addresses are reused as late as possible */
     int stopping;
     bool threads;

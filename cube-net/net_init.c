@@ -103,6 +103,7 @@ static void adopt(cube_net *n, cn_nl *host)
             if (cube_net_attach(n, ifx, &err) == 0 && cube_net_apply(n, idx, s->gen, p, &err) == 0) {
                 s->policy = p;
                 s->state = CN_LEASED;
+                cube_net_index_lease(n, idx);
                 cube_log_info("network slot adopted", "slot=%d lease=%s", idx, s->lease);
                 continue;
             }
@@ -112,6 +113,7 @@ static void adopt(cube_net *n, cn_nl *host)
         free(p);
         s->policy = NULL;
         cube_net_teardown(n, idx, host);
+        s->lease[0] = '\0';
     }
 }
 
@@ -131,7 +133,8 @@ int cube_net_init(cube_net *n, const cn_config *cfg, cube_err *err)
     n->nslots = (1 << (32 - range.len)) - 2;
     if (n->nslots > CN_MAX_SLOTS - 1) n->nslots = CN_MAX_SLOTS - 1;
     n->slots = calloc((size_t)n->nslots + 1, sizeof(*n->slots));
-    if (!n->slots) return cube_err_sys(err, ENOMEM, "slots");
+    n->ready_stack = calloc((size_t)n->nslots + 1, sizeof(*n->ready_stack));
+    if (!n->slots || !n->ready_stack) return cube_err_sys(err, ENOMEM, "slots");
     for (int i = 1; i <= n->nslots; i++) n->slots[i].addr = htonl(ntohl(n->net) + (uint32_t)i);
     if (mkdir_p(cfg->state_dir, err) < 0 || mkdir_p(cfg->ns_dir, err) < 0) return -1;
     n->host_ns = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
@@ -190,4 +193,6 @@ void cube_net_stop(cube_net *n)
     n->host_ns = -1;
     free(n->slots);
     n->slots = NULL;
+    free(n->ready_stack);
+    n->ready_stack = NULL;
 }

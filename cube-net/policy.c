@@ -2,6 +2,7 @@
 #include <arpa/inet.h>
 #include <bpf/bpf.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -100,20 +101,42 @@ void cn_rules_delete(int allow_fd, int deny_fd, int slot, uint32_t gen, const cn
 
 int cn_policy_save(const char *path, const char *lease, uint32_t gen, const cn_policy *p, cube_err *err)
 {
+    /* on the lease path: one buffer, one write, one rename (a reader sees the old file or the new one) */
+    char buf[256 + 2 * CN_MAX_POLICY_RULES * 28];
+    size_t len =
+        (size_t)snprintf(buf, sizeof(buf), "lease %s\ngen %u\ninternet %d\n", lease, gen, p->internet);
+    char a[INET_ADDRSTRLEN];
+    for (int side = 0; side < 2; side++) {
+        const cn_prefix *v = side ? p->deny : p->allow;
+        for (int i = 0; i < (side ? p->n_deny : p->n_allow) && len < sizeof(buf); i++)
+            len += (size_t)snprintf(buf + len, sizeof(buf) - len, "%s %s/%u\n", side ? "deny" : "allow",
+                                    inet_ntop(AF_INET, &v[i].addr, a, sizeof(a)), v[i].len);
+    }
+    if (len < sizeof(buf)) len += (size_t)snprintf(buf + len, sizeof(buf) - len, "end\n");
+    if (len >= sizeof(buf)) return cube_err_set(err, E2BIG, "policy too large to save");
+    /* a new lease: the file does not exist, so write it in place (no rename over an old file, which ext4
+     * turns into a data flush); "end" marks it complete for the loader */
+    int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (fd >= 0) {
+        ssize_t w = write(fd, buf, len);
+        int e = errno;
+        close(fd);
+        if (w == (ssize_t)len) return 0;
+        unlink(path);
+        return cube_err_sys(err, w < 0 ? e : EIO, "write %s", path);
+    }
+    if (errno != EEXIST) return cube_err_sys(err, errno, "write %s", path);
     char tmp[4200];
     snprintf(tmp, sizeof(tmp), "%s.tmp", path);
-    FILE *f = fopen(tmp, "we");
-    if (!f) return cube_err_sys(err, errno, "write %s", tmp);
-    fprintf(f, "lease %s\ngen %u\ninternet %d\n", lease, gen, p->internet);
-    char a[INET_ADDRSTRLEN];
-    for (int i = 0; i < p->n_allow; i++)
-        fprintf(f, "allow %s/%u\n", inet_ntop(AF_INET, &p->allow[i].addr, a, sizeof(a)), p->allow[i].len);
-    for (int i = 0; i < p->n_deny; i++)
-        fprintf(f, "deny %s/%u\n", inet_ntop(AF_INET, &p->deny[i].addr, a, sizeof(a)), p->deny[i].len);
-    int bad = ferror(f);
-    if (fclose(f) != 0 || bad || rename(tmp, path) < 0) {
+    fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd < 0) return cube_err_sys(err, errno, "write %s", tmp);
+    ssize_t w = write(fd, buf, len);
+    int e = errno;
+    close(fd);
+    if (w != (ssize_t)len || rename(tmp, path) < 0) {
+        if (w == (ssize_t)len) e = errno;
         unlink(tmp);
-        return cube_err_sys(err, errno ? errno : EIO, "write %s", path);
+        return cube_err_sys(err, w < 0 || w == (ssize_t)len ? e : EIO, "write %s", path);
     }
     return 0;
 }
@@ -125,9 +148,10 @@ int cn_policy_load(const char *path, char *lease, size_t lease_len, uint32_t *ge
     if (!f) return cube_err_sys(err, errno, "read %s", path);
     memset(p, 0, sizeof(*p));
     char line[256];
-    int have_lease = 0;
+    int have_lease = 0, complete = 0;
     while (fgets(line, sizeof(line), f)) {
         line[strcspn(line, "\n")] = '\0';
+        if (strcmp(line, "end") == 0) complete = 1;
         char *v = strchr(line, ' ');
         if (!v) continue;
         *v++ = '\0';
@@ -147,6 +171,6 @@ int cn_policy_load(const char *path, char *lease, size_t lease_len, uint32_t *ge
         }
     }
     fclose(f);
-    if (!have_lease) return cube_err_set(err, EINVAL, "%s: no lease", path);
+    if (!have_lease || !complete) return cube_err_set(err, EINVAL, "%s: incomplete lease file", path);
     return 0;
 }

@@ -149,7 +149,8 @@ int from_sandbox(struct __sk_buff *skb)
     fib.family = 2; /* AF_INET */
     fib.tos = ip->tos;
     fib.l4_protocol = ip->protocol;
-    fib.tot_len = bpf_ntohs(ip->tot_len);
+    /* tot_len stays 0: the kernel then checks the skb itself against the route's MTU (right for GSO
+     * packets) and fills in the egress ifindex even when it answers FRAG_NEEDED */
     fib.ipv4_src = ip->saddr;
     fib.ipv4_dst = daddr;
     fib.ifindex = ifindex;
