@@ -1,4 +1,5 @@
 #include "api.h"
+#include "network.h"
 
 #include <cjson/cJSON.h>
 #include <errno.h>
@@ -133,6 +134,7 @@ static cJSON *listed_json(api *a, const Cube__Sandbox *sb, int detail)
             cJSON_AddStringToObject(o, "envdAccessToken", sb->envd_access_token);
         if (*a->domain) cJSON_AddStringToObject(o, "domain", a->domain);
         cJSON_AddBoolToObject(o, "allowInternetAccess", sb->network ? sb->network->allow_internet_access : 1);
+        cJSON_AddItemToObject(o, "network", api_network_json(sb->network));
         cJSON *lc = cJSON_AddObjectToObject(o, "lifecycle");
         cJSON_AddStringToObject(lc, "onTimeout", sb->auto_pause ? "pause" : "kill");
         cJSON_AddBoolToObject(lc, "autoResume", sb->auto_resume);
@@ -199,7 +201,7 @@ static void create(api *a, http_req *req)
     kv_pool mdp = {0}, envp = {0};
     Cube__VolumeMount *vmounts = NULL, **vmptrs = NULL;
     Cube__CreateSandboxRequest r = CUBE__CREATE_SANDBOX_REQUEST__INIT;
-    Cube__NetworkPolicy net = CUBE__NETWORK_POLICY__INIT;
+    api_network net = {0};
     if (cube_json_get_string(in, "templateID", true, &tpl, &err) < 0 ||
         cube_json_get_int(in, "timeout", false, 0, MAX_TIMEOUT_S, &timeout, &err) < 0 ||
         cube_json_get_bool(in, "autoPause", false, &auto_pause, &err) < 0 ||
@@ -253,8 +255,11 @@ static void create(api *a, http_req *req)
     }
     r.metadata = (Cube__CreateSandboxRequest__MetadataEntry **)mdp.p;
     r.env_vars = (Cube__CreateSandboxRequest__EnvVarsEntry **)envp.p;
-    net.allow_internet_access = internet;
-    r.network = &net;
+    if (api_network_parse(internet, cJSON_GetObjectItemCaseSensitive(in, "network"), &net, &err) < 0) {
+        http_reply_error(req, 400, "%s", err.msg);
+        goto out;
+    }
+    r.network = &net.policy;
     r.api_key_id = key_id;
     ProtobufCMessage *resp = NULL;
     if (master_call(a, "/cube.Master/CreateSandbox", &r.base, &cube__create_sandbox_response__descriptor,
@@ -265,6 +270,7 @@ static void create(api *a, http_req *req)
     http_reply_cjson(req, 201, sandbox_json(a, ((Cube__CreateSandboxResponse *)resp)->sandbox));
     protobuf_c_message_free_unpacked(resp, NULL);
 out:
+    api_network_free(&net);
     free(vmounts);
     free(vmptrs);
     free(mdp.e);
@@ -623,8 +629,26 @@ static void sandbox_op(api *a, http_req *req, const char *rest)
             0)
             return reply_err(req, &err);
         http_reply_cjson(req, 200, logs_json((Cube__LogLines *)resp, strncmp(req->url, "/v2/", 4) == 0));
-    } else if (strcmp(op, "network") == 0) {
-        http_reply_error(req, 501, "%s is not implemented by this version of cube", op);
+    } else if (strcmp(op, "network") == 0 && strcmp(m, "PUT") == 0) {
+        /* the whole egress policy is replaced: what the body leaves out goes back to E2B's defaults */
+        cJSON *in = parse_body(req, 1);
+        if (!in) return;
+        bool internet = true;
+        api_network net = {0};
+        if (cube_json_get_bool(in, "allow_internet_access", false, &internet, &err) < 0 ||
+            api_network_parse(internet, in, &net, &err) < 0) {
+            api_network_free(&net);
+            cJSON_Delete(in);
+            return http_reply_error(req, 400, "%s", err.msg);
+        }
+        Cube__UpdateNetworkRequest ur = CUBE__UPDATE_NETWORK_REQUEST__INIT;
+        ur.sandbox_id = id;
+        ur.network = &net.policy;
+        int rc = master_call(a, "/cube.Master/UpdateNetwork", &ur.base, &cube__empty__descriptor, &resp, &err);
+        api_network_free(&net);
+        cJSON_Delete(in);
+        if (rc < 0) return reply_err(req, &err);
+        http_reply_empty(req, 204);
     } else {
         http_reply_error(req, 404, "no such endpoint: %s %s", m, req->url);
     }

@@ -21,6 +21,9 @@ typedef struct hv_spec {
      * at
      * /.cube: the agent then runs whatever libc the template has, or none */
     const char *agent_bundle;
+    /* a network namespace to join (cube-net's slot for this sandbox, owned by the node so the sandbox cannot
+     * reconfigure it); NULL: a new one with only loopback */
+    const char *netns;
     char *const *argv; /* PID 1; NULL: the agent */
     char *const *envp;
     cg_limits limits;

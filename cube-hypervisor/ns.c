@@ -122,6 +122,7 @@ static void loopback_up(void)
 typedef struct child_args {
     const hv_spec *spec;
     hv_sandbox *sb;
+    int sysfs; /* a detached sysfs mount made for the joined network namespace, or -1 */
     int syncfd; /* read: the parent has written uid_map and placed us in the cgroups */
     int errfd;  /* write: an error message; closed by exec on success */
 } child_args;
@@ -156,8 +157,13 @@ static void child_main(const child_args *c)
         child_fail(errfd, "mount /proc");
     snprintf(p, sizeof(p), "%s/sys", sb->root);
     mkdir(p, 0555);
-    if (mount("sysfs", p, "sysfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) < 0)
+    if (c->sysfs >= 0) {
+        if (syscall(SYS_move_mount, c->sysfs, "", AT_FDCWD, p, MOVE_MOUNT_F_EMPTY_PATH) < 0)
+            child_fail(errfd, "attach /sys");
+        close(c->sysfs);
+    } else if (mount("sysfs", p, "sysfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) < 0) {
         child_fail(errfd, "mount /sys read-only");
+    }
     setup_dev(errfd, sb->root);
     snprintf(p, sizeof(p), "%s/tmp", sb->root);
     mkdir(p, 01777);
@@ -257,6 +263,36 @@ static pid_t start_janitor(hv_sandbox *sb, int *lifeline, cube_err *err)
     return pid;
 }
 
+/* Moves this thread into the network namespace at path (the current one goes to *saved) and makes a read-only
+ * sysfs mount there, detached, for the sandbox to attach. */
+static int join_netns(const char *path, int *saved, int *sysfs, cube_err *err)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return cube_err_sys(err, errno, "open network namespace %s", path);
+    *saved = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
+    if (*saved < 0 || setns(fd, CLONE_NEWNET) < 0) {
+        int e = errno;
+        close(fd);
+        if (*saved >= 0) close(*saved);
+        *saved = -1;
+        return cube_err_sys(err, e, "join network namespace %s", path);
+    }
+    close(fd);
+    int fs = (int)syscall(SYS_fsopen, "sysfs", FSOPEN_CLOEXEC);
+    if (fs < 0) return cube_err_sys(err, errno, "fsopen sysfs");
+    if (syscall(SYS_fsconfig, fs, FSCONFIG_CMD_CREATE, NULL, NULL, 0) < 0) {
+        int e = errno;
+        close(fs);
+        return cube_err_sys(err, e, "create sysfs");
+    }
+    *sysfs = (int)syscall(SYS_fsmount, fs, FSMOUNT_CLOEXEC,
+                          MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC);
+    int e = errno;
+    close(fs);
+    if (*sysfs < 0) return cube_err_sys(err, e, "mount sysfs");
+    return 0;
+}
+
 static int ns_create(const hv_spec *spec, hv_sandbox **out, cube_err *err)
 {
     hv_sandbox *sb = calloc(1, sizeof(*sb));
@@ -267,7 +303,7 @@ static int ns_create(const hv_spec *spec, hv_sandbox **out, cube_err *err)
     snprintf(sb->state, sizeof(sb->state), "%s", spec->state_dir);
     snprintf(sb->root, sizeof(sb->root), "%s/root", spec->state_dir);
     snprintf(sb->rw, sizeof(sb->rw), "%s/rw", spec->state_dir);
-    int syncp[2] = {-1, -1}, errp[2] = {-1, -1};
+    int syncp[2] = {-1, -1}, errp[2] = {-1, -1}, host_ns = -1;
     char buf[4400];
 
     if (cgroup_init(&sb->cg, spec->id, err) < 0) goto fail;
@@ -319,9 +355,21 @@ static int ns_create(const hv_spec *spec, hv_sandbox **out, cube_err *err)
         .flags = CLONE_NEWUSER | CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWUTS | CLONE_NEWIPC,
         .exit_signal = SIGCHLD,
     };
-    child_args cargs = {spec, sb, syncp[0], errp[1]};
+    child_args cargs = {spec, sb, -1, syncp[0], errp[1]};
+    if (spec->netns) {
+        /* join the slot's namespace for the clone (this thread only, and back after it); a sandbox's root
+         * cannot mount sysfs for a namespace it does not own, so the mount is made here and handed over */
+        if (join_netns(spec->netns, &host_ns, &cargs.sysfs, err) < 0) goto fail;
+        ca.flags &= ~(uint64_t)CLONE_NEWNET;
+    }
     long pid = syscall(SYS_clone3, &ca, sizeof(ca));
     if (pid == 0) child_main(&cargs);
+    if (host_ns >= 0) {
+        if (setns(host_ns, CLONE_NEWNET) < 0) abort(); /* never stay in the sandbox's namespace */
+        close(host_ns);
+        host_ns = -1;
+    }
+    if (cargs.sysfs >= 0) close(cargs.sysfs);
     if (pid < 0) {
         cube_err_sys(err, errno, "clone3 into new namespaces");
         goto fail;
@@ -357,6 +405,10 @@ static int ns_create(const hv_spec *spec, hv_sandbox **out, cube_err *err)
     return 0;
 
 fail:
+    if (host_ns >= 0) {
+        if (setns(host_ns, CLONE_NEWNET) < 0) abort();
+        close(host_ns);
+    }
     for (int i = 0; i < 2; i++) {
         if (syncp[i] >= 0) close(syncp[i]);
         if (errp[i] >= 0) close(errp[i]);

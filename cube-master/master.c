@@ -519,6 +519,7 @@ static int fork_sandbox(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *re
         kids[i].sandbox_id = id;
         kids[i].template_id = parent->template_id;
         kids[i].envd_access_token = tok;
+        kids[i].network = parent->network; /* a fork keeps its parent's egress policy */
         kidp[i] = &kids[i];
     }
     nreq.parent_id = parent->sandbox_id;
@@ -836,6 +837,38 @@ static int sandbox_logs(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *re
     return 0;
 }
 
+/* The node's cube-net applies the new policy (a map update there), then the record keeps it for GET. */
+static int update_network(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *respp, cube_err *err)
+{
+    (void)ctx;
+    (void)respp;
+    master *m = svc;
+    const Cube__UpdateNetworkRequest *req = reqp;
+    Cube__Sandbox *sb = m->st->ops->sandbox_get(m->st, req->sandbox_id ? req->sandbox_id : "", err);
+    if (!sb) return -1;
+    cube_rpc_client *c = node_client(m, sb->node_id, err);
+    Cube__NodeNetworkRequest nr = CUBE__NODE_NETWORK_REQUEST__INIT;
+    nr.sandbox_id = sb->sandbox_id;
+    nr.network = req->network;
+    ProtobufCMessage *r = NULL;
+    cube_rpc_call_opts o = {.timeout_ms = 30000};
+    int rc = c ? cube_rpc_call(c, "/cube.Cubelet/UpdateNetwork", &nr.base, &cube__empty__descriptor, &r, &o, err)
+               : -1;
+    if (r) protobuf_c_message_free_unpacked(r, NULL);
+    if (rc == 0) {
+        Cube__NetworkPolicy *old = sb->network;
+        sb->network = req->network; /* borrowed for the write, given back before the free */
+        rc = m->st->ops->sandbox_put(m->st, sb, err);
+        sb->network = old;
+        if (rc == 0)
+            cube_log_info("audit", "action=update-network sandbox=%s internet=%d allow=%zu deny=%zu",
+                          req->sandbox_id, req->network ? req->network->allow_internet_access : 1,
+                          req->network ? req->network->n_allow_out : 0, req->network ? req->network->n_deny_out : 0);
+    }
+    cube__sandbox__free_unpacked(sb, NULL);
+    return rc;
+}
+
 static int sandbox_metrics(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *respp, cube_err *err)
 {
     (void)ctx;
@@ -1041,5 +1074,6 @@ const cube_rpc_method master_methods[] = {
     M("ListSnapshots", list_snapshots, cube__list_snapshots_request, cube__list_snapshots_response),
     M("DeleteTemplate", delete_template, cube__template_ref, cube__empty),
     M("SandboxLogs", sandbox_logs, cube__sandbox_ref, cube__log_lines),
+    M("UpdateNetwork", update_network, cube__update_network_request, cube__empty),
     {0},
 };

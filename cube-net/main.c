@@ -19,6 +19,7 @@ static const cube_config_flag flags[] = {
      "interface sandboxes reach the outside through, masqueraded (default: none)"},
     {"deny", "net.deny", true,
      "comma-separated CIDRs no sandbox may reach whatever its policy (default 169.254.0.0/16)"},
+    {"ifprefix", "net.ifprefix", true, "host-side interface name prefix (default cn); one per cube-net on a host"},
     {"pool-size", "net.pool_size", true, "network slots kept ready (default 8)"},
     {"audit-allowed", "net.audit_allowed", false, "log allowed new connections too"},
     {"metrics-port", "net.metrics_port", true, "serve Prometheus /metrics on 127.0.0.1:PORT (default: off)"},
@@ -58,6 +59,7 @@ static int run(cube_config *cfg, int argc, char **argv)
         .cidr = cube_config_get(cfg, "net.cidr", "10.200.0.0/16"),
         .uplink = cube_config_get(cfg, "net.uplink", NULL),
         .node_deny = cube_config_get(cfg, "net.deny", "169.254.0.0/16"),
+        .ifprefix = cube_config_get(cfg, "net.ifprefix", "cn"),
         .pool_size = (int)pool,
         .audit_allowed = audit,
     };

@@ -40,9 +40,9 @@ static void slot_mac(uint32_t addr, uint8_t mac[6])
     memcpy(mac + 2, a, 4);
 }
 
-static void host_ifname(int idx, char name[16])
+void cube_net_ifname(const cube_net *n, int idx, char name[16])
 {
-    snprintf(name, 16, "cn%d", idx);
+    snprintf(name, 16, "%s%d", n->cfg.ifprefix, idx);
 }
 
 static void ns_path(const cube_net *n, int idx, char *buf, size_t len)
@@ -58,7 +58,7 @@ static void lease_path(const cube_net *n, int idx, char *buf, size_t len)
 static void fill_info(const cube_net *n, int idx, cn_lease_info *out)
 {
     ns_path(n, idx, out->netns, sizeof(out->netns));
-    host_ifname(idx, out->host_ifname);
+    cube_net_ifname(n, idx, out->host_ifname);
     inet_ntop(AF_INET, &n->slots[idx].addr, out->address, sizeof(out->address));
     snprintf(out->gateway, sizeof(out->gateway), GATEWAY);
 }
@@ -101,7 +101,7 @@ void cube_net_teardown(cube_net *n, int idx, cn_nl *nl)
     }
     cube_err err = {0};
     char name[16];
-    host_ifname(idx, name);
+    cube_net_ifname(n, idx, name);
     int ifx = s->host_ifindex > 0 ? s->host_ifindex : cn_nl_link_index(nl, name, &err);
     if (ifx > 0 && cn_nl_link_del(nl, ifx, &err) < 0 && err.code != ENODEV)
         cube_log_warn("veth not removed", "slot=%d err=\"%s\"", idx, err.msg);
@@ -155,7 +155,7 @@ static int build(cube_net *n, int idx, cn_nl *host, cube_err *err)
     uint8_t mac[6];
     slot_mac(s->addr, mac);
     char name[16];
-    host_ifname(idx, name);
+    cube_net_ifname(n, idx, name);
     uint32_t gw;
     inet_pton(AF_INET, GATEWAY, &gw);
     int ifx = cn_nl_add_veth(host, name, host_mac, "eth0", PEER_IFINDEX, mac, nsfd, err);

@@ -43,6 +43,8 @@ typedef struct cn_config {
     const char *cidr;      /* the node's sandbox range, e.g. 10.200.0.0/16 */
     const char *uplink;    /* interface sandboxes leave through (masqueraded), or NULL: no egress at all */
     const char *node_deny; /* operator's comma-separated CIDRs no sandbox may reach, whatever its policy */
+    const char *ifprefix;  /* host-side interface names: <ifprefix><slot> (default "cn"; one per cube-net on a
+                            * host) */
     int pool_size;         /* slots kept ready */
     bool audit_allowed;    /* log allowed new connections too (denied ones always are) */
 } cn_config;

@@ -90,7 +90,7 @@ static void adopt(cube_net *n, cn_nl *host)
         char lp[4300], np[4300], name[16];
         snprintf(lp, sizeof(lp), "%s/slot-%d.lease", n->cfg.state_dir, idx);
         snprintf(np, sizeof(np), "%s/slot-%d", n->cfg.ns_dir, idx);
-        snprintf(name, sizeof(name), "cn%d", idx);
+        cube_net_ifname(n, idx, name);
         cube_err err = {0};
         int have_lease = access(lp, F_OK) == 0, have_ns = access(np, F_OK) == 0;
         int ifx = cn_nl_link_index(host, name, &err);
@@ -124,6 +124,12 @@ int cube_net_init(cube_net *n, const cn_config *cfg, cube_err *err)
     n->host_ns = -1;
     pthread_mutex_init(&n->lock, NULL);
     pthread_cond_init(&n->refill, NULL);
+    if (!cfg->ifprefix || !*cfg->ifprefix) n->cfg.ifprefix = "cn";
+    if (strlen(n->cfg.ifprefix) > 9) return cube_err_set(err, EINVAL, "interface prefix '%s' is too long", n->cfg.ifprefix);
+    for (const char *p = n->cfg.ifprefix; *p; p++)
+        if (!((*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9')))
+            return cube_err_set(err, EINVAL, "interface prefix '%s': lowercase letters and digits only",
+                                n->cfg.ifprefix);
     cn_prefix range;
     if (cn_parse_prefix(cfg->cidr, &range, err) < 0) return cube_err_prefix(err, "sandbox CIDR");
     if (range.len < 16 || range.len > 30)
@@ -145,7 +151,7 @@ int cube_net_init(cube_net *n, const cn_config *cfg, cube_err *err)
             return cube_err_set(err, ENODEV, "uplink interface '%s' not found", cfg->uplink);
     }
     if (load_programs(n, err) < 0 || node_deny(n, err) < 0) return -1;
-    if (n->uplink_ifindex && cn_uplink_enable(cfg->uplink, cfg->cidr, err) < 0) return -1;
+    if (n->uplink_ifindex && cn_uplink_enable(n->cfg.ifprefix, cfg->uplink, cfg->cidr, err) < 0) return -1;
     cn_nl *host = cn_nl_open(err);
     if (!host) return -1;
     adopt(n, host);
@@ -185,7 +191,7 @@ void cube_net_stop(cube_net *n)
         }
     }
     cn_nl_close(host);
-    if (!leased && n->uplink_ifindex) cn_uplink_disable();
+    if (!leased && n->uplink_ifindex) cn_uplink_disable(n->cfg.ifprefix);
     cn_audit_close(n);
     if (n->skel) sandbox_net__destroy(n->skel);
     n->skel = NULL;

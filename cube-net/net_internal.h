@@ -12,6 +12,8 @@ int cube_net_apply(cube_net *n, int idx, uint32_t gen, const cn_policy *p, cube_
 /* Removes everything of slot idx. */
 void cube_net_teardown(cube_net *n, int idx, cn_nl *nl);
 void *cube_net_refill_loop(void *arg);
+/* The host-side interface name of slot idx: <ifprefix><idx>. */
+void cube_net_ifname(const cube_net *n, int idx, char name[16]);
 /* Makes slot idx findable by its lease name (lock held). */
 void cube_net_index_lease(cube_net *n, int idx);
 

@@ -10,41 +10,12 @@
 
 #include "bpf/net_maps.h"
 #include "net.h"
+#include "netaddr.h"
 #include "policy.h"
 
 int cn_parse_prefix(const char *s, cn_prefix *out, cube_err *err)
 {
-    char buf[64];
-    if (!s || !*s) return cube_err_set(err, EINVAL, "empty address in network rules");
-    if (strlen(s) >= sizeof(buf))
-        return cube_err_set(err, EINVAL, "'%.40s...' is not an IPv4 address or CIDR", s);
-    snprintf(buf, sizeof(buf), "%s", s);
-    if (strchr(buf, ':'))
-        return cube_err_set(err, EINVAL, "'%s': IPv6 is not supported (sandboxes have IPv4 only)", s);
-    long len = 32;
-    char *slash = strchr(buf, '/');
-    if (slash) {
-        *slash = '\0';
-        char *end;
-        errno = 0;
-        len = strtol(slash + 1, &end, 10);
-        if (errno || end == slash + 1 || *end || len < 0 || len > 32)
-            return cube_err_set(err, EINVAL, "'%s': the prefix length must be 0..32", s);
-    }
-    struct in_addr a;
-    if (inet_pton(AF_INET, buf, &a) != 1) {
-        for (const char *p = buf; *p; p++)
-            if ((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z'))
-                return cube_err_set(err, EINVAL,
-                                    "'%s': domain names are not supported in network rules; give IPv4 "
-                                    "addresses or CIDRs",
-                                    s);
-        return cube_err_set(err, EINVAL, "'%s' is not an IPv4 address or CIDR", s);
-    }
-    uint32_t mask = len ? htonl(~0u << (32 - len)) : 0;
-    out->addr = a.s_addr & mask;
-    out->len = (uint8_t)len;
-    return 0;
+    return cube_parse_ipv4_prefix(s, &out->addr, &out->len, err);
 }
 
 int cn_policy_add(cn_policy *p, bool allow, const char *const *list, size_t n, cube_err *err)

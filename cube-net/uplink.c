@@ -8,7 +8,6 @@
 #include <string.h>
 #include <unistd.h>
 
-#define TABLE "cube_net"
 
 int cn_sysctl(const char *path, const char *value, cube_err *err)
 {
@@ -36,7 +35,7 @@ static int nft(const char *cmds, cube_err *err)
     return rc != 0 ? -1 : 0;
 }
 
-int cn_uplink_enable(const char *uplink, const char *cidr, cube_err *err)
+int cn_uplink_enable(const char *tag, const char *uplink, const char *cidr, cube_err *err)
 {
     for (const char *p = uplink; *p; p++) /* it goes into a rule: an interface name, nothing else */
         if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') || *p == '-' ||
@@ -45,16 +44,18 @@ int cn_uplink_enable(const char *uplink, const char *cidr, cube_err *err)
     if (cn_sysctl("/proc/sys/net/ipv4/ip_forward", "1", err) < 0) return -1;
     char cmds[1024];
     snprintf(cmds, sizeof(cmds),
-             "add table ip " TABLE "\n"
-             "flush table ip " TABLE "\n"
-             "add chain ip " TABLE " postrouting { type nat hook postrouting priority srcnat; }\n"
-             "add rule ip " TABLE " postrouting ip saddr %s oifname \"%s\" masquerade\n",
-             cidr, uplink);
+             "add table ip cube_%s\n"
+             "flush table ip cube_%s\n"
+             "add chain ip cube_%s postrouting { type nat hook postrouting priority srcnat; }\n"
+             "add rule ip cube_%s postrouting ip saddr %s oifname \"%s\" masquerade\n",
+             tag, tag, tag, tag, cidr, uplink);
     return nft(cmds, err);
 }
 
-void cn_uplink_disable(void)
+void cn_uplink_disable(const char *tag)
 {
     cube_err err = {0};
-    nft("delete table ip " TABLE "\n", &err); /* absent already: nothing to do */
+    char cmd[128];
+    snprintf(cmd, sizeof(cmd), "delete table ip cube_%s\n", tag);
+    nft(cmd, &err); /* absent already: nothing to do */
 }

@@ -5,8 +5,9 @@
 
 #include "err.h"
 
-int cn_uplink_enable(const char *uplink, const char *cidr, cube_err *err);
-void cn_uplink_disable(void);
+/* The nftables table is named after tag (the interface prefix), so cube-nets on one host keep apart. */
+int cn_uplink_enable(const char *tag, const char *uplink, const char *cidr, cube_err *err);
+void cn_uplink_disable(const char *tag);
 /* Writes value to a sysctl file of the calling thread's network namespace. */
 int cn_sysctl(const char *path, const char *value, cube_err *err);
 

@@ -25,6 +25,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "master.pb-c.h"
+#include "netclient.h"
 #include "netns.h"
 #include "protoutil.h"
 #include "timeutil.h"
@@ -100,6 +101,11 @@ int cubelet_init(cubelet *c, const cubelet_config *cfg, cube_err *err)
         return cube_err_sys(err, errno, "mkdir %s", c->sandboxes_dir);
     if (load_templates(c, err) < 0) return -1;
     adopt_running(c);
+    if (cfg->net && *cfg->net) {
+        c->net = cube_rpc_client_new(cfg->net, err);
+        if (!c->net) return -1;
+        cl_net_reconcile(c);
+    }
     c->master = cube_rpc_client_new(cfg->master, err);
     return c->master ? 0 : -1;
 }
@@ -138,9 +144,16 @@ static int spawn_slot(cubelet *c, const cl_template *tpl, const char *layers, cl
         free(s);
         return -1;
     }
+    if (cl_net_lease(c, s->slot_id, s->net_path, sizeof(s->net_path), err) < 0) {
+        close(out_pipe[0]);
+        close(out_pipe[1]);
+        rmdir(s->state_dir);
+        free(s);
+        return -1;
+    }
     char uid_base[16];
     snprintf(uid_base, sizeof(uid_base), "%u", tpl->uid_base);
-    char *argv[16];
+    char *argv[20];
     int a = 0;
     argv[a++] = (char *)c->cfg.hypervisor_bin;
     argv[a++] = "--id";
@@ -156,6 +169,10 @@ static int spawn_slot(cubelet *c, const cl_template *tpl, const char *layers, cl
     if (*s->layers) {
         argv[a++] = "--layers";
         argv[a++] = s->layers;
+    }
+    if (*s->net_path) {
+        argv[a++] = "--netns";
+        argv[a++] = s->net_path;
     }
     argv[a] = NULL;
     char logp[4400];
@@ -180,6 +197,7 @@ static int spawn_slot(cubelet *c, const cl_template *tpl, const char *layers, cl
             waitpid(s->hv, NULL, 0);
         }
         cube_rm_rf(s->state_dir);
+        cl_net_release(c, s->slot_id);
         free(s);
         return cube_err_set(err, EIO, "cube-hypervisor for template %s did not start (see its log)",
                             tpl->name);
@@ -198,6 +216,7 @@ static int spawn_slot(cubelet *c, const cl_template *tpl, const char *layers, cl
             kill(s->hv, SIGTERM);
             waitpid(s->hv, NULL, 0);
             cube_rm_rf(s->state_dir);
+            cl_net_release(c, s->slot_id);
             free(s);
             return cube_err_set(err, ETIMEDOUT, "agent in new sandbox did not answer: %s", herr.msg);
         }
@@ -231,7 +250,7 @@ static int hv_call(cl_slot *s, const char *method, const ProtobufCMessageDescrip
 }
 
 /* Stops the sandbox and removes its state; the slot is already out of the list. */
-static void destroy_slot(cl_slot *s)
+static void destroy_slot(cubelet *c, cl_slot *s)
 {
     cube_err err = {0};
     if (s->hv > 0) {
@@ -245,6 +264,7 @@ static void destroy_slot(cl_slot *s)
         }
     }
     cube_rm_rf(s->state_dir);
+    cl_net_release(c, s->slot_id); /* after the hypervisor is gone: nothing uses the slot any more */
     free(s);
 }
 
@@ -481,9 +501,16 @@ static int create_sandbox(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *
             pthread_mutex_lock(&c->lock);
             cl_slot *gone = unlink_by_sandbox(c, req->sandbox_id);
             pthread_mutex_unlock(&c->lock);
-            if (gone) destroy_slot(gone);
+            if (gone) destroy_slot(c, gone);
             return -1;
         }
+    }
+    if (cl_net_policy(c, s->slot_id, req->network, err) < 0) {
+        pthread_mutex_lock(&c->lock);
+        cl_slot *gone = unlink_by_sandbox(c, req->sandbox_id);
+        pthread_mutex_unlock(&c->lock);
+        if (gone) destroy_slot(c, gone);
+        return -1;
     }
     /* pool sandboxes were made at low priority: the user's sandbox runs at normal priority */
     setpriority(PRIO_PROCESS, (id_t)s->hv, 0);
@@ -493,7 +520,7 @@ static int create_sandbox(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *
         pthread_mutex_lock(&c->lock);
         cl_slot *gone = unlink_by_sandbox(c, req->sandbox_id);
         pthread_mutex_unlock(&c->lock);
-        if (gone) destroy_slot(gone);
+        if (gone) destroy_slot(c, gone);
         return -1;
     }
     char addr[96];
@@ -521,7 +548,7 @@ static int kill_sandbox(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *re
     cl_slot *s = unlink_by_sandbox(c, req->sandbox_id ? req->sandbox_id : "");
     pthread_mutex_unlock(&c->lock);
     if (!s) return cube_err_set(err, ENOENT, "sandbox '%s' is not on this node", req->sandbox_id);
-    destroy_slot(s);
+    destroy_slot(c, s);
     return 0;
 }
 
@@ -616,11 +643,11 @@ static int fork_sandbox(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *re
             s->next = c->slots;
             c->slots = s;
             pthread_mutex_unlock(&c->lock);
-            if (init_agent(s, child, &cerr) < 0) {
+            if (cl_net_policy(c, s->slot_id, child->network, &cerr) < 0 || init_agent(s, child, &cerr) < 0) {
                 pthread_mutex_lock(&c->lock);
                 cl_slot *gone = unlink_by_sandbox(c, child->sandbox_id);
                 pthread_mutex_unlock(&c->lock);
-                if (gone) destroy_slot(gone);
+                if (gone) destroy_slot(c, gone);
                 s = NULL;
             }
         }
@@ -834,7 +861,7 @@ static void *refill_loop(void *arg)
         }
         if (c->stopping) {
             pthread_mutex_unlock(&c->lock);
-            destroy_slot(s);
+            destroy_slot(c, s);
             pthread_mutex_lock(&c->lock);
             break;
         }
@@ -923,7 +950,7 @@ static void drop_deleted_templates(cubelet *c)
         pthread_mutex_unlock(&c->lock);
         while (drop) {
             cl_slot *n = drop->next;
-            destroy_slot(drop);
+            destroy_slot(c, drop);
             drop = n;
         }
     }
@@ -971,17 +998,35 @@ void cubelet_stop(cubelet *c)
     pthread_mutex_unlock(&c->lock);
     while (all) {
         cl_slot *next = all->next;
-        destroy_slot(all);
+        destroy_slot(c, all);
         all = next;
     }
     cube_rpc_client_free(c->master);
     c->master = NULL;
+    cube_rpc_client_free(c->net);
+    c->net = NULL;
     for (cl_template *t = c->templates, *n; t; t = n) {
         n = t->next;
         free(t->env_json);
         free(t);
     }
     c->templates = NULL;
+}
+
+static int update_network(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *respp, cube_err *err)
+{
+    (void)ctx;
+    (void)respp;
+    cubelet *c = svc;
+    const Cube__NodeNetworkRequest *req = reqp;
+    pthread_mutex_lock(&c->lock);
+    cl_slot *s = find_by_sandbox(c, req->sandbox_id ? req->sandbox_id : "");
+    char slot[sizeof(s->slot_id)];
+    if (s) snprintf(slot, sizeof(slot), "%s", s->slot_id);
+    pthread_mutex_unlock(&c->lock);
+    if (!s) return cube_err_set(err, ENOENT, "sandbox '%s' is not on this node", req->sandbox_id);
+    if (!c->net) return cube_err_set(err, ENOSYS, "this node runs no cube-net: sandboxes have no network");
+    return cl_net_policy(c, slot, req->network, err);
 }
 
 #define M(name, fn, req, resp) CUBE_RPC_METHOD("cube.Cubelet", name, fn, req, resp)
@@ -995,5 +1040,6 @@ const cube_rpc_method cubelet_methods[] = {
     M("ForkSandbox", fork_sandbox, cube__node_fork_request, cube__node_fork_response),
     M("SnapshotSandbox", snapshot_sandbox, cube__node_snapshot_request, cube__empty),
     M("SandboxLogs", sandbox_logs, cube__node_sandbox_ref, cube__log_lines),
+    M("UpdateNetwork", update_network, cube__node_network_request, cube__empty),
     {0},
 };

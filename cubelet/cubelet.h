@@ -35,7 +35,8 @@ typedef struct cl_slot {
     bool adopted; /* found running at start: not our child, so it is watched, not waited for */
     char state_dir[4200];
     char control[4300];
-    char netns[64];
+    char netns[64];       /* /proc/<init>/ns/net: where the node reaches the agent */
+    char net_path[4200];  /* cube-net's namespace for this slot, or empty */
     char layers[8192]; /* read-only layers above the template (a fork's snapshots), "a:b", or empty */
     struct cl_slot *next;
 } cl_slot;
@@ -48,6 +49,7 @@ typedef struct cubelet_config {
     const char *hypervisor_bin;
     const char *agent_bin;
     const char *agent_bundle; /* when set, sandboxes get this self-contained agent directory instead */
+    const char *net;          /* cube-net's RPC address, or NULL: sandboxes get no network but loopback */
     int pool_size;            /* ready sandboxes kept per template */
 } cubelet_config;
 
@@ -62,6 +64,7 @@ typedef struct cubelet {
     int stopping;
     pthread_t refill_thread, heartbeat_thread;
     cube_rpc_client *master;
+    cube_rpc_client *net; /* NULL without cube-net */
 } cubelet;
 
 int cubelet_init(cubelet *c, const cubelet_config *cfg, cube_err *err);

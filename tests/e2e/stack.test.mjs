@@ -4,6 +4,9 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { lookup } from 'node:dns/promises';
+import { networkInterfaces } from 'node:os';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Sandbox, SandboxNotFoundError, AuthenticationError } from 'e2b';
 import { Sandbox as CodeSandbox } from '@e2b/code-interpreter';
@@ -244,6 +247,74 @@ test('every service serves Prometheus metrics', async () => {
   assert.match(node, /^cube_pool_ready\{template="base"\} \d+$/m);
   const proxy = await get(`${process.env.E2B_SANDBOX_URL}/metrics`);
   assert.match(proxy, /^cube_proxy_connections_total [1-9]/m);
+  const net = await get(`http://127.0.0.1:${port + 4}/metrics`);
+  assert.match(net, /^cube_net_slots\{state="leased"\} [1-9]/m);
+  assert.match(net, /^cube_net_sandbox_tx_packets\{sandbox="s[a-z0-9]+"\} \d+/m);
+});
+
+// Runs a TCP connect (or a name lookup) inside a sandbox: true when it succeeded within 2 s.
+const reaches = async (sbx, host, port) => {
+  const r = await sbx.commands.run(`python3 -c "import socket; socket.create_connection(('${host}', ${port}), timeout=2)"`).catch((e) => e);
+  return r.exitCode === 0;
+};
+const resolves = async (sbx) => {
+  const r = await sbx.commands.run(`python3 -c "import socket; socket.getaddrinfo('deb.debian.org', 80)"`, { envs: { RES_OPTIONS: 'timeout:1 attempts:1' } }).catch((e) => e);
+  return r.exitCode === 0;
+};
+const addressOf = async (sbx) => (await sbx.commands.run(`python3 -c "import socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.connect(('192.0.2.1', 9)); print(s.getsockname()[0])"`)).stdout.trim();
+
+test('network: sandboxes reach neither each other nor the node; egress follows the policy, changed live', async () => {
+  const a = await Sandbox.create();
+  const b = await Sandbox.create();
+  const server = createServer((c) => c.end()).listen(0, '0.0.0.0');
+  try {
+    const ipA = await addressOf(a), ipB = await addressOf(b);
+    assert.match(ipA, /^10\.\d+\.\d+\.\d+$/);
+    assert.notEqual(ipA, ipB);
+    await b.commands.run('python3 -m http.server 8080', { background: true });
+    let up = false;
+    for (let i = 0; i < 50 && !up; i++) up = await reaches(b, ipB, 8080);
+    assert.ok(up, 'the server in sandbox B never answered B itself');
+    assert.equal(await reaches(a, ipB, 8080), false, 'sandbox A reached sandbox B');
+    // the node: its own address, a port this test listens on (which the node itself reaches)
+    const nodeIp = Object.values(networkInterfaces()).flat().find((i) => i.family === 'IPv4' && !i.internal).address;
+    const hostPort = server.address().port;
+    assert.equal(await reaches(a, nodeIp, hostPort), false, 'a sandbox reached a service on the node');
+    assert.equal(await reaches(a, nodeIp, port), false, 'a sandbox reached cube-api on the node');
+    // egress: name lookups go to the resolver outside; the policy decides, and changes apply at once
+    const ns = (await a.commands.run("awk '/^nameserver/ {print $2; exit}' /etc/resolv.conf")).stdout.trim();
+    let hostResolves = true;
+    try { await lookup('deb.debian.org'); } catch { hostResolves = false; }
+    if (!hostResolves || ns.startsWith('127.')) {
+      console.log(`# SKIP egress checks: this host cannot resolve names through a non-loopback resolver (${ns})`);
+    } else {
+      assert.ok(await resolves(a), 'a sandbox with internet access could not resolve a name');
+      await a.updateNetwork({ allowInternetAccess: false });
+      assert.equal(await resolves(a), false, 'allowInternetAccess: false still let a lookup out');
+      await a.updateNetwork({ allowInternetAccess: false, allowOut: [`${ns}/32`] });
+      assert.ok(await resolves(a), 'an allowOut entry was not honoured');
+      await a.updateNetwork({ denyOut: [`${ns}/32`] });
+      assert.equal(await resolves(a), false, 'a denyOut entry was not honoured');
+      const info = await a.getInfo();
+      assert.deepEqual(info.network.denyOut, [`${ns}/32`]);
+      assert.equal(info.allowInternetAccess, true);
+      const c = await Sandbox.create({ allowInternetAccess: false });
+      try {
+        assert.equal(await resolves(c), false, 'a sandbox created without internet access made a lookup');
+      } finally {
+        await c.kill();
+      }
+    }
+    // rules cube cannot honour are refused, not ignored
+    await assert.rejects(Sandbox.create({ network: { allowOut: ['example.com'] } }), /domain names are not supported/);
+    const put = await fetch(`${process.env.E2B_API_URL}/sandboxes/${a.sandboxId}/network`, { method: 'PUT', headers: { 'X-API-KEY': process.env.E2B_API_KEY, 'content-type': 'application/json' }, body: '{"denyOut": ["10.0.0.0/33"]}' });
+    assert.equal(put.status, 400);
+    assert.match((await put.json()).message, /prefix length/);
+  } finally {
+    server.close();
+    await a.kill();
+    await b.kill();
+  }
 });
 
 test('bad input gets clear errors', async () => {
@@ -283,6 +354,9 @@ test('deploy/cube down leaves nothing behind', () => {
   assert.ok(!/cube-(master|api|proxy)|cubelet/.test(procs.split('\n').filter((l) => l.includes(data)).join('\n')));
   const mounts = readFileSync('/proc/self/mounts', 'utf8');
   assert.ok(!mounts.includes(`${data}/`), 'a mount survived');
+  const links = execFileSync('ls', ['/sys/class/net'], { encoding: 'utf8' }).split('\n');
+  assert.deepEqual(links.filter((l) => new RegExp(`^c${port % 10000}n\\d+$`).test(l)), [], 'a sandbox veth survived');
+  assert.ok(!procs.split('\n').some((l) => l.includes('cube-net') && l.includes(data)), 'cube-net survived');
   for (const c of ['memory', 'pids', 'cpu', 'freezer']) {
     let left = [];
     try {

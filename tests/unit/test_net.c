@@ -352,7 +352,7 @@ static int nft_table_exists(void)
     struct nft_ctx *c = nft_ctx_new(NFT_CTX_DEFAULT);
     nft_ctx_buffer_output(c);
     nft_ctx_buffer_error(c);
-    int rc = nft_run_cmd_from_buffer(c, "list table ip cube_net");
+    int rc = nft_run_cmd_from_buffer(c, "list table ip cube_cn");
     nft_ctx_free(c);
     return rc == 0;
 }

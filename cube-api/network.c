@@ -1,0 +1,72 @@
+/* E2B network options <-> NetworkPolicy (see network.h). */
+#include "network.h"
+
+#include <errno.h>
+#include <stdlib.h>
+
+#include "netaddr.h"
+
+#define MAX_RULES 256
+
+static int rules(const cJSON *net, const char *name, char ***out, size_t *n, cube_err *err)
+{
+    const cJSON *arr = net ? cJSON_GetObjectItemCaseSensitive(net, name) : NULL;
+    *out = NULL;
+    *n = 0;
+    if (!arr || cJSON_IsNull(arr)) return 0;
+    if (!cJSON_IsArray(arr) || cJSON_GetArraySize(arr) > MAX_RULES)
+        return cube_err_set(err, EINVAL, "network.%s must be an array of at most %d IPv4 addresses or CIDRs", name,
+                            MAX_RULES);
+    *out = calloc((size_t)cJSON_GetArraySize(arr) + 1, sizeof(char *));
+    if (!*out) return cube_err_set(err, ENOMEM, "out of memory");
+    const cJSON *it;
+    cJSON_ArrayForEach(it, arr)
+    {
+        uint32_t a;
+        uint8_t len;
+        if (!cJSON_IsString(it))
+            return cube_err_set(err, EINVAL, "network.%s[%zu] must be a string", name, *n);
+        if (cube_parse_ipv4_prefix(it->valuestring, &a, &len, err) < 0)
+            return cube_err_prefix(err, "network.%s[%zu]", name, *n);
+        (*out)[(*n)++] = it->valuestring;
+    }
+    return 0;
+}
+
+int api_network_parse(bool internet, const cJSON *net, api_network *out, cube_err *err)
+{
+    cube__network_policy__init(&out->policy);
+    out->allow = out->deny = NULL;
+    out->policy.allow_internet_access = internet;
+    if (net && !cJSON_IsNull(net) && !cJSON_IsObject(net))
+        return cube_err_set(err, EINVAL, "network must be an object");
+    /* what cube cannot honour is refused, not ignored: these change what may leave the sandbox */
+    static const char *const unsupported[] = {"egressProxy", "rules"};
+    for (size_t i = 0; net && i < sizeof(unsupported) / sizeof(unsupported[0]); i++) {
+        const cJSON *v = cJSON_GetObjectItemCaseSensitive(net, unsupported[i]);
+        if (v && !cJSON_IsNull(v) && !(cJSON_IsObject(v) && !v->child))
+            return cube_err_set(err, EINVAL, "network.%s is not supported by cube", unsupported[i]);
+    }
+    if (rules(net, "allowOut", &out->allow, &out->policy.n_allow_out, err) < 0 ||
+        rules(net, "denyOut", &out->deny, &out->policy.n_deny_out, err) < 0)
+        return -1;
+    out->policy.allow_out = out->allow;
+    out->policy.deny_out = out->deny;
+    return 0;
+}
+
+void api_network_free(api_network *n)
+{
+    free(n->allow);
+    free(n->deny);
+    n->allow = n->deny = NULL;
+}
+
+cJSON *api_network_json(const Cube__NetworkPolicy *np)
+{
+    cJSON *o = cJSON_CreateObject();
+    cJSON *a = cJSON_AddArrayToObject(o, "allowOut"), *d = cJSON_AddArrayToObject(o, "denyOut");
+    for (size_t i = 0; np && i < np->n_allow_out; i++) cJSON_AddItemToArray(a, cJSON_CreateString(np->allow_out[i]));
+    for (size_t i = 0; np && i < np->n_deny_out; i++) cJSON_AddItemToArray(d, cJSON_CreateString(np->deny_out[i]));
+    return o;
+}

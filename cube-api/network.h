@@ -1,0 +1,23 @@
+/* E2B's sandbox network options (create's `allow_internet_access` + `network`, and PUT .../network) as
+ * cube's NetworkPolicy, checked here so a bad rule is a 400 before any sandbox is touched. */
+#ifndef CUBE_API_NETWORK_H
+#define CUBE_API_NETWORK_H
+
+#include <cjson/cJSON.h>
+#include <stdbool.h>
+
+#include "common.pb-c.h"
+#include "err.h"
+
+typedef struct api_network {
+    Cube__NetworkPolicy policy; /* its strings point into the parsed JSON */
+    char **allow, **deny;
+} api_network;
+
+/* internet: the allow_internet_access value (default true); net: the `network` object or NULL. */
+int api_network_parse(bool internet, const cJSON *net, api_network *out, cube_err *err);
+void api_network_free(api_network *n);
+/* {allowOut, denyOut} for a sandbox's detail. */
+cJSON *api_network_json(const Cube__NetworkPolicy *np);
+
+#endif
