@@ -644,7 +644,8 @@ static void sandbox_op(api *a, http_req *req, const char *rest)
         Cube__UpdateNetworkRequest ur = CUBE__UPDATE_NETWORK_REQUEST__INIT;
         ur.sandbox_id = id;
         ur.network = &net.policy;
-        int rc = master_call(a, "/cube.Master/UpdateNetwork", &ur.base, &cube__empty__descriptor, &resp, &err);
+        int rc =
+            master_call(a, "/cube.Master/UpdateNetwork", &ur.base, &cube__empty__descriptor, &resp, &err);
         api_network_free(&net);
         cJSON_Delete(in);
         if (rc < 0) return reply_err(req, &err);

@@ -15,8 +15,8 @@ static int rules(const cJSON *net, const char *name, char ***out, size_t *n, cub
     *n = 0;
     if (!arr || cJSON_IsNull(arr)) return 0;
     if (!cJSON_IsArray(arr) || cJSON_GetArraySize(arr) > MAX_RULES)
-        return cube_err_set(err, EINVAL, "network.%s must be an array of at most %d IPv4 addresses or CIDRs", name,
-                            MAX_RULES);
+        return cube_err_set(err, EINVAL, "network.%s must be an array of at most %d IPv4 addresses or CIDRs",
+                            name, MAX_RULES);
     *out = calloc((size_t)cJSON_GetArraySize(arr) + 1, sizeof(char *));
     if (!*out) return cube_err_set(err, ENOMEM, "out of memory");
     const cJSON *it;
@@ -66,7 +66,9 @@ cJSON *api_network_json(const Cube__NetworkPolicy *np)
 {
     cJSON *o = cJSON_CreateObject();
     cJSON *a = cJSON_AddArrayToObject(o, "allowOut"), *d = cJSON_AddArrayToObject(o, "denyOut");
-    for (size_t i = 0; np && i < np->n_allow_out; i++) cJSON_AddItemToArray(a, cJSON_CreateString(np->allow_out[i]));
-    for (size_t i = 0; np && i < np->n_deny_out; i++) cJSON_AddItemToArray(d, cJSON_CreateString(np->deny_out[i]));
+    for (size_t i = 0; np && i < np->n_allow_out; i++)
+        cJSON_AddItemToArray(a, cJSON_CreateString(np->allow_out[i]));
+    for (size_t i = 0; np && i < np->n_deny_out; i++)
+        cJSON_AddItemToArray(d, cJSON_CreateString(np->deny_out[i]));
     return o;
 }

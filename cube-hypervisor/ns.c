@@ -122,7 +122,7 @@ static void loopback_up(void)
 typedef struct child_args {
     const hv_spec *spec;
     hv_sandbox *sb;
-    int sysfs; /* a detached sysfs mount made for the joined network namespace, or -1 */
+    int sysfs;  /* a detached sysfs mount made for the joined network namespace, or -1 */
     int syncfd; /* read: the parent has written uid_map and placed us in the cgroups */
     int errfd;  /* write: an error message; closed by exec on success */
 } child_args;

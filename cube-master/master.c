@@ -852,8 +852,9 @@ static int update_network(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *
     nr.network = req->network;
     ProtobufCMessage *r = NULL;
     cube_rpc_call_opts o = {.timeout_ms = 30000};
-    int rc = c ? cube_rpc_call(c, "/cube.Cubelet/UpdateNetwork", &nr.base, &cube__empty__descriptor, &r, &o, err)
-               : -1;
+    int rc =
+        c ? cube_rpc_call(c, "/cube.Cubelet/UpdateNetwork", &nr.base, &cube__empty__descriptor, &r, &o, err)
+          : -1;
     if (r) protobuf_c_message_free_unpacked(r, NULL);
     if (rc == 0) {
         Cube__NetworkPolicy *old = sb->network;
@@ -863,7 +864,8 @@ static int update_network(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *
         if (rc == 0)
             cube_log_info("audit", "action=update-network sandbox=%s internet=%d allow=%zu deny=%zu",
                           req->sandbox_id, req->network ? req->network->allow_internet_access : 1,
-                          req->network ? req->network->n_allow_out : 0, req->network ? req->network->n_deny_out : 0);
+                          req->network ? req->network->n_allow_out : 0,
+                          req->network ? req->network->n_deny_out : 0);
     }
     cube__sandbox__free_unpacked(sb, NULL);
     return rc;

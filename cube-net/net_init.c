@@ -125,7 +125,8 @@ int cube_net_init(cube_net *n, const cn_config *cfg, cube_err *err)
     pthread_mutex_init(&n->lock, NULL);
     pthread_cond_init(&n->refill, NULL);
     if (!cfg->ifprefix || !*cfg->ifprefix) n->cfg.ifprefix = "cn";
-    if (strlen(n->cfg.ifprefix) > 9) return cube_err_set(err, EINVAL, "interface prefix '%s' is too long", n->cfg.ifprefix);
+    if (strlen(n->cfg.ifprefix) > 9)
+        return cube_err_set(err, EINVAL, "interface prefix '%s' is too long", n->cfg.ifprefix);
     for (const char *p = n->cfg.ifprefix; *p; p++)
         if (!((*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9')))
             return cube_err_set(err, EINVAL, "interface prefix '%s': lowercase letters and digits only",

@@ -8,7 +8,6 @@
 #include <string.h>
 #include <unistd.h>
 
-
 int cn_sysctl(const char *path, const char *value, cube_err *err)
 {
     int fd = open(path, O_WRONLY | O_CLOEXEC);

@@ -35,9 +35,9 @@ typedef struct cl_slot {
     bool adopted; /* found running at start: not our child, so it is watched, not waited for */
     char state_dir[4200];
     char control[4300];
-    char netns[64];       /* /proc/<init>/ns/net: where the node reaches the agent */
-    char net_path[4200];  /* cube-net's namespace for this slot, or empty */
-    char layers[8192]; /* read-only layers above the template (a fork's snapshots), "a:b", or empty */
+    char netns[64];      /* /proc/<init>/ns/net: where the node reaches the agent */
+    char net_path[4200]; /* cube-net's namespace for this slot, or empty */
+    char layers[8192];   /* read-only layers above the template (a fork's snapshots), "a:b", or empty */
     struct cl_slot *next;
 } cl_slot;
 

@@ -8,8 +8,8 @@
 #include "log.h"
 #include "net.pb-c.h"
 
-static int call(cubelet *c, const char *method, const ProtobufCMessage *req, const ProtobufCMessageDescriptor *rd,
-                ProtobufCMessage **resp, cube_err *err)
+static int call(cubelet *c, const char *method, const ProtobufCMessage *req,
+                const ProtobufCMessageDescriptor *rd, ProtobufCMessage **resp, cube_err *err)
 {
     cube_rpc_call_opts o = {.timeout_ms = 10000};
     return cube_rpc_call(c->net, method, req, rd, resp, &o, err);

@@ -41,4 +41,3 @@ int cube_parse_ipv4_prefix(const char *s, uint32_t *addr, uint8_t *plen, cube_er
     *plen = (uint8_t)len;
     return 0;
 }
-

@@ -4,7 +4,9 @@
 #include <fcntl.h>
 #include <linux/bpf.h>
 #include <linux/perf_event.h>
+#include <net/if.h>
 #include <netinet/in.h>
+#include <sys/ioctl.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdio.h>
@@ -34,6 +36,14 @@ int main(int argc, char **argv)
 {
     if (argc < 2) return 2;
     const char *v = argv[1];
+    if (!strcmp(v, "lo_down")) { /* reconfigure the network: only in a namespace the sandbox owns */
+        int s = socket(AF_INET, SOCK_DGRAM, 0);
+        struct ifreq ifr = {0};
+        strcpy(ifr.ifr_name, "lo");
+        if (ioctl(s, SIOCGIFFLAGS, &ifr) < 0) return report(-1);
+        ifr.ifr_flags &= ~IFF_UP;
+        return report(ioctl(s, SIOCSIFFLAGS, &ifr));
+    }
     if (!strcmp(v, "bind80")) {
         int s = socket(AF_INET, SOCK_STREAM, 0);
         struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons(80)};

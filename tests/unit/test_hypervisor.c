@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mount.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -240,6 +241,39 @@ static void assert_nothing_left(sandbox *sb)
     snprintf(p, sizeof(p), "/sys/fs/cgroup/cube/%s", sb->id);
     ck_assert_msg(!path_exists(p), "cgroup %s survived", p);
 }
+
+/* --netns: the sandbox joins a namespace the node made (cube-net's slot), gets a sysfs for it, and cannot
+ * reconfigure it (its root is not root of that namespace) */
+START_TEST(joins_a_node_owned_network_namespace)
+{
+    char ns[300];
+    snprintf(ns, sizeof(ns), "%s/test-netns", workdir);
+    int fd = open(ns, O_CREAT | O_RDONLY, 0444);
+    ck_assert_int_ge(fd, 0);
+    close(fd);
+    int host = open("/proc/thread-self/ns/net", O_RDONLY);
+    ck_assert_int_eq(unshare(CLONE_NEWNET), 0);
+    ck_assert_int_eq(mount("/proc/thread-self/ns/net", ns, NULL, MS_BIND, NULL), 0);
+    ck_assert_int_eq(setns(host, CLONE_NEWNET), 0);
+    close(host);
+    struct stat st;
+    ck_assert_int_eq(stat(ns, &st), 0);
+    sandbox sb;
+    sb_start(&sb, "netns-join", "--netns", ns, NULL);
+    char want[64];
+    snprintf(want, sizeof(want), "net:[%lu]\n", (unsigned long)st.st_ino);
+    expect_run(&sb, "readlink /proc/self/ns/net", want);
+    expect_run(&sb, "ls /sys/class/net", "lo\n");
+    expect_run(&sb, "cube-probe lo_down", "EPERM\n");
+    sb_stop(&sb);
+    /* without --netns the sandbox owns its (empty) namespace */
+    sb_start(&sb, "netns-own", NULL);
+    expect_run(&sb, "cube-probe lo_down", "ok\n");
+    sb_stop(&sb);
+    ck_assert_int_eq(umount2(ns, MNT_DETACH), 0);
+    unlink(ns);
+}
+END_TEST
 
 START_TEST(isolation_from_host_and_each_other)
 {
@@ -653,6 +687,7 @@ int main(void)
     TCase *tc = tcase_create("ns backend");
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, isolation_from_host_and_each_other);
+    tcase_add_test(tc, joins_a_node_owned_network_namespace);
     tcase_add_test(tc, root_inside_is_root_of_the_sandbox_only);
     tcase_add_test(tc, kernel_surfaces_are_refused);
     tcase_add_test(tc, fork_and_memory_bombs_stay_inside);
