@@ -36,12 +36,12 @@ int main(int argc, char **argv)
 {
     if (argc < 2) return 2;
     const char *v = argv[1];
-    if (!strcmp(v, "lo_down")) { /* reconfigure the network: only in a namespace the sandbox owns */
+    if (!strcmp(v, "lo_setflags")) { /* reconfigure the network (same flags again, so nothing breaks): only
+                                      * in a namespace the sandbox owns */
         int s = socket(AF_INET, SOCK_DGRAM, 0);
         struct ifreq ifr = {0};
         strcpy(ifr.ifr_name, "lo");
         if (ioctl(s, SIOCGIFFLAGS, &ifr) < 0) return report(-1);
-        ifr.ifr_flags &= ~IFF_UP;
         return report(ioctl(s, SIOCSIFFLAGS, &ifr));
     }
     if (!strcmp(v, "bind80")) {
