@@ -26,6 +26,16 @@ typedef struct hv_spec {
     const char *netns;
     char *const *argv; /* PID 1; NULL: the agent */
     char *const *envp;
+    /* A container's process (cube-shim): its working directory, user, hostname, stdio (host fds made its
+     * 0/1/2) and a start gate (PID 1 execs only after a byte arrives on start_fd; EOF: it exits). NULL /
+     * false: the defaults (/, root, the id, inherited, no gate). */
+    const char *cwd;
+    const char *hostname;
+    bool has_user, has_stdio, has_start;
+    uid_t uid;
+    gid_t gid;
+    int stdio_fds[3];
+    int start_fd;
     cg_limits limits;
     uint64_t disk_mb; /* size of the writable layer */
     uid_t uid_base;   /* root inside is this host uid */

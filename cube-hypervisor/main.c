@@ -17,6 +17,7 @@
 #include "control.h"
 #include "fsutil.h"
 #include "log.h"
+#include "oci.h"
 
 static const cube_config_flag flags[] = {
     {"id", "hv.id", true, "sandbox id (hostname, cgroup name)"},
@@ -26,6 +27,10 @@ static const cube_config_flag flags[] = {
     {"agent", "hv.agent", true, "cube-agent binary to run as PID 1 (default: beside this binary)"},
     {"agent-bundle", "hv.agent_bundle", true,
      "self-contained agent directory (cube-agent, lib/, ld.so) instead"},
+    {"oci-config", "hv.oci_config", true,
+     "an OCI runtime config.json: PID 1 is its process (args, env, cwd, user) with its hostname"},
+    {"stdio-fds", "hv.stdio_fds", true, "IN,OUT,ERR: inherited fds that become PID 1's stdio"},
+    {"start-fd", "hv.start_fd", true, "inherited fd: PID 1 execs when a byte arrives (EOF: it exits)"},
     {"netns", "hv.netns", true, "network namespace to join (cube-net's slot); default: a new, empty one"},
     {"backend", "hv.backend", true, "auto | ns | kvm (default auto)"},
     {"control", "hv.control", true, "control socket address (default unix:<state>/control.sock)"},
@@ -84,7 +89,7 @@ static int run(cube_config *cfg, int argc, char **argv)
         cube_config_get_int(cfg, "hv.memory_mb", 512, 0, 1 << 22, &mem, &err) < 0 ||
         cube_config_get_int(cfg, "hv.disk_mb", 1024, 1, 1 << 22, &disk, &err) < 0 ||
         cube_config_get_int(cfg, "hv.pids", 1024, 0, 1 << 22, &pids, &err) < 0 ||
-        cube_config_get_int(cfg, "hv.uid_base", 100000, 1, (1LL << 32) - 65537, &uid_base, &err) < 0) {
+        cube_config_get_int(cfg, "hv.uid_base", 100000, 0, (1LL << 32) - 65537, &uid_base, &err) < 0) {
         fprintf(stderr, "cube-hypervisor: %s\n", err.msg);
         return 2;
     }
@@ -143,6 +148,34 @@ static int run(cube_config *cfg, int argc, char **argv)
         .uid_base = (uid_t)uid_base,
         .uid_count = 65536,
     };
+    const char *stdio = cube_config_get(cfg, "hv.stdio_fds", NULL);
+    if (stdio && sscanf(stdio, "%d,%d,%d", &spec.stdio_fds[0], &spec.stdio_fds[1], &spec.stdio_fds[2]) != 3) {
+        fprintf(stderr, "cube-hypervisor: --stdio-fds wants IN,OUT,ERR\n");
+        return 2;
+    }
+    spec.has_stdio = stdio != NULL;
+    long long start_fd;
+    if (cube_config_get_int(cfg, "hv.start_fd", -1, -1, 1 << 20, &start_fd, &err) < 0) {
+        fprintf(stderr, "cube-hypervisor: %s\n", err.msg);
+        return 2;
+    }
+    spec.start_fd = (int)start_fd;
+    spec.has_start = start_fd >= 0;
+    oci_process oci = {0};
+    const char *oci_path = cube_config_get(cfg, "hv.oci_config", NULL);
+    if (oci_path) {
+        if (oci_process_load(oci_path, &oci, &err) < 0) {
+            fprintf(stderr, "cube-hypervisor: %s\n", err.msg);
+            return 2;
+        }
+        spec.argv = oci.argv;
+        spec.envp = oci.envp;
+        spec.cwd = oci.cwd;
+        spec.hostname = oci.hostname;
+        spec.has_user = true;
+        spec.uid = oci.uid;
+        spec.gid = oci.gid;
+    }
     hv_control ctl = {.ops = ops, .lock = PTHREAD_MUTEX_INITIALIZER};
     snprintf(ctl.id, sizeof(ctl.id), "%s", id);
     ctl.stop_fd = eventfd(0, EFD_CLOEXEC);
@@ -180,7 +213,8 @@ static int run(cube_config *cfg, int argc, char **argv)
         int st;
         if (waitpid(init, &st, WNOHANG) == init) {
             cube_log_warn("sandbox init exited", "id=%s status=%d", id, st);
-            rc = 1;
+            /* our exit status is PID 1's, as a shell reports it (the shim reports it to containerd) */
+            rc = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + (WIFSIGNALED(st) ? WTERMSIG(st) : 0);
             break;
         }
     }
@@ -195,6 +229,7 @@ static int run(cube_config *cfg, int argc, char **argv)
         unlink(sock);
     }
     cube_log_info("sandbox stopped", "id=%s", id);
+    oci_process_free(&oci);
     return rc;
 }
 

@@ -20,6 +20,7 @@
 #include <sys/statfs.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
+#include <grp.h>
 #include <limits.h>
 #include <unistd.h>
 
@@ -142,7 +143,8 @@ static void child_main(const child_args *c)
     if (setresgid(0, 0, 0) < 0 || setresuid(0, 0, 0) < 0)
         child_fail(errfd, "become root of the user namespace");
     if (unshare(CLONE_NEWCGROUP) < 0) child_fail(errfd, "cgroup namespace");
-    if (sethostname(spec->id, strlen(spec->id)) < 0) child_fail(errfd, "sethostname");
+    const char *hn = spec->hostname ? spec->hostname : spec->id;
+    if (sethostname(hn, strlen(hn)) < 0) child_fail(errfd, "sethostname");
     if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0) child_fail(errfd, "make mounts private");
 
     char opts[12288];
@@ -193,6 +195,7 @@ static void child_main(const child_args *c)
     if (umount2(".", MNT_DETACH) < 0) child_fail(errfd, "detach the old root");
     if (chdir("/") < 0) child_fail(errfd, "chdir /");
     loopback_up();
+    if (spec->cwd && chdir(spec->cwd) < 0) child_fail(errfd, "chdir to the process's cwd");
 
     /* Last privilege steps: no_new_privs (no setuid gains), then the seccomp filter, then exec. */
     if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0) child_fail(errfd, "no_new_privs");
@@ -202,6 +205,21 @@ static void child_main(const child_args *c)
         }
         _exit(127);
     }
+    for (int i = 0; spec->has_stdio && i < 3; i++)
+        if (dup2(spec->stdio_fds[i], i) < 0) child_fail(errfd, "stdio");
+    for (int i = 0; spec->has_stdio && i < 3; i++)
+        if (spec->stdio_fds[i] > 2) close(spec->stdio_fds[i]);
+    if (spec->has_user && (setgroups(0, NULL) < 0 || setresgid(spec->gid, spec->gid, spec->gid) < 0 ||
+                           setresuid(spec->uid, spec->uid, spec->uid) < 0))
+        child_fail(errfd, "switch to the process's user");
+    if (spec->has_start) {
+        /* set up: the hypervisor reports ready now (it waits for errfd to close), the process runs when the
+         * gate opens */
+        close(errfd);
+        char go;
+        if (read(spec->start_fd, &go, 1) != 1) _exit(0);
+        close(spec->start_fd);
+    }
     static char *const agent_argv[] = {"/.cube/cube-agent", NULL};
     static char *const bundle_argv[] = {"/.cube/ld.so", "--library-path", "/.cube/lib", "/.cube/cube-agent",
                                         NULL};
@@ -210,7 +228,24 @@ static void child_main(const child_args *c)
                                                     : agent_argv;
     static char *const default_env[] = {"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
                                         "HOME=/root", NULL};
-    execve(argv[0], argv, spec->envp ? spec->envp : default_env);
+    char *const *envp = spec->envp ? spec->envp : default_env;
+    const char *prog = argv[0];
+    char found[4096];
+    if (!strchr(prog, '/')) { /* a bare name: looked up in the process's own PATH, as runc does */
+        const char *path = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+        for (char *const *e = envp; *e; e++)
+            if (strncmp(*e, "PATH=", 5) == 0) path = *e + 5;
+        while (*path) {
+            size_t n = strcspn(path, ":");
+            snprintf(found, sizeof(found), "%.*s/%s", (int)n, path, prog);
+            if (n && access(found, X_OK) == 0) {
+                prog = found;
+                break;
+            }
+            path += n + (path[n] == ':');
+        }
+    }
+    execve(prog, argv, envp);
     child_fail(errfd, argv[0]);
 }
 
