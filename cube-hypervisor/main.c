@@ -115,7 +115,9 @@ static int run(cube_config *cfg, int argc, char **argv)
         }
         snprintf(agent, sizeof(agent), "%s", probe);
     }
-    if (!realpath(agent, agent_abs) || access(agent_abs, X_OK) < 0) {
+    /* a container's own process (--oci-config) needs no agent inside */
+    bool need_agent = cube_config_get(cfg, "hv.oci_config", NULL) == NULL;
+    if (need_agent && (!realpath(agent, agent_abs) || access(agent_abs, X_OK) < 0)) {
         fprintf(stderr, "cube-hypervisor: cube-agent not found at %s (use --agent)\n", agent);
         return 2;
     }
@@ -139,8 +141,8 @@ static int run(cube_config *cfg, int argc, char **argv)
         .rootfs = rootfs_abs,
         .layers = cube_config_get(cfg, "hv.layers", NULL),
         .state_dir = state_abs,
-        .agent_bin = agent_abs,
-        .agent_bundle = bundle ? bundle_abs : NULL,
+        .agent_bin = need_agent ? agent_abs : NULL,
+        .agent_bundle = need_agent && bundle ? bundle_abs : NULL,
         .netns = cube_config_get(cfg, "hv.netns", NULL),
         .argv = first < argc ? argv + first : NULL,
         .limits = {(uint32_t)cpus, (uint64_t)mem, (uint32_t)pids},

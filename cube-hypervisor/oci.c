@@ -80,8 +80,12 @@ int oci_process_load(const char *path, oci_process *out, cube_err *err)
     const cJSON *user = cJSON_GetObjectItemCaseSensitive(proc, "user");
     const cJSON *uid = user ? cJSON_GetObjectItemCaseSensitive(user, "uid") : NULL;
     const cJSON *gid = user ? cJSON_GetObjectItemCaseSensitive(user, "gid") : NULL;
-    out->uid = cJSON_IsNumber(uid) && uid->valuedouble >= 0 && uid->valuedouble < 65536 ? (uid_t)uid->valuedouble : 0;
-    out->gid = cJSON_IsNumber(gid) && gid->valuedouble >= 0 && gid->valuedouble < 65536 ? (gid_t)gid->valuedouble : 0;
+    out->uid = cJSON_IsNumber(uid) && uid->valuedouble >= 0 && uid->valuedouble < 65536
+                   ? (uid_t)uid->valuedouble
+                   : 0;
+    out->gid = cJSON_IsNumber(gid) && gid->valuedouble >= 0 && gid->valuedouble < 65536
+                   ? (gid_t)gid->valuedouble
+                   : 0;
     rc = 0;
 out:
     cJSON_Delete(j);
