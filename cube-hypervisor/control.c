@@ -98,6 +98,7 @@ static int stats(void *svc, cube_rpc_ctx *ctx, const void *req, void *respp, cub
     out->cpu_count = (uint32_t)(ncpu > 0 ? ncpu : 1);
     out->cpu_used_pct = pct;
     out->mem_used = st.cg.mem_used;
+    out->cpu_usage_ns = st.cg.cpu_usage_ns;
     out->mem_total =
         st.cg.mem_limit && st.cg.mem_limit < host_mem_total() ? st.cg.mem_limit : host_mem_total();
     out->mem_cache = st.cg.mem_cache;

@@ -62,6 +62,10 @@ rc=$?
 timeout 60 $C run -d "${RT[@]}" "$IMG" t2 sleep 1000 || fail "run -d"
 state() { $C task ls 2>/dev/null | awk -v t="$1" '$1 == t {print $3}'; }
 [ "$(state t2)" = RUNNING ] && pass "task runs" || fail "task state $(state t2)"
+m=$(timeout 30 $C task metrics t2 2>&1)
+echo "$m" | grep -Eq '^pids.current +[1-9]' && echo "$m" | grep -Eq '^memory.usage_in_bytes +[1-9]' &&
+  pass "metrics (Stats)" || fail "metrics: $m"
+$C task ps t2 2>/dev/null | grep -q "^$($C task ls | awk '$1 == "t2" {print $2}') " && pass "ps (Pids)" || fail "task ps"
 out=$(timeout 30 $C task exec --exec-id e1 t2 sh -c 'ps -o pid,comm | awk "\$1 == 1 {print \$2}"; exit 5' 2>&1)
 rc=$?
 [ "$out" = sleep ] && [ $rc -eq 5 ] && pass "exec runs inside the container (sees its PID 1), returns its status" ||
