@@ -15,6 +15,9 @@ static const cube_config_flag flags[] = {
     {"data", "master.data", true, "data directory (default /var/lib/cube)"},
     {"listen", "master.listen", true, "RPC address (default unix:<data>/run/master.sock)"},
     {"db", "master.db", true, "SQLite database (default <data>/cube.db)"},
+    {"store", "master.store", true,
+     "shared store for several masters: mysql://user[:pw]@host[:port]/db or mysql://user@unix(/sock)/db "
+     "(default: the SQLite database)"},
     {"api-key-file", "master.api_key_file", true, "bootstrap API key to register (default <data>/api-key)"},
     {"metrics-port", "master.metrics_port", true,
      "serve Prometheus /metrics on 127.0.0.1:PORT (default: off)"},
@@ -38,7 +41,9 @@ static int run(cube_config *cfg, int argc, char **argv)
     snprintf(path, sizeof(path), "%s/cube.db", data);
     snprintf(listen, sizeof(listen), "unix:%s/run/master.sock", data);
     snprintf(keyfile, sizeof(keyfile), "%s/api-key", data);
-    store *st = store_sqlite_open(cube_config_get(cfg, "master.db", path), &err);
+    const char *url = cube_config_get(cfg, "master.store", NULL);
+    store *st =
+        url ? store_mysql_open(url, &err) : store_sqlite_open(cube_config_get(cfg, "master.db", path), &err);
     if (!st) {
         fprintf(stderr, "cube-master: %s\n", err.msg);
         return 1;

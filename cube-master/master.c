@@ -1000,8 +1000,15 @@ static void *reaper(void *arg)
             cube_metric_set("cube_sandboxes{state=\"paused\"}", "Sandboxes by state", paused);
             store_free_sandboxes(all, na);
         }
-        if (m->st->ops->sandbox_expired(m->st, cube_now_unix_ms(), &v, &n, &err) == 0) {
+        int64_t now = cube_now_unix_ms();
+        if (m->st->ops->sandbox_expired(m->st, now, &v, &n, &err) == 0) {
             for (size_t i = 0; i < n; i++) {
+                /* another master sharing the store may be looking at the same sandbox: whoever claims it
+                 * acts; the claim holds for a minute, so a master that dies mid-way leaves it to the next */
+                cube_err cerr = {0};
+                if (m->st->ops->sandbox_claim(m->st, v[i]->sandbox_id, v[i]->end_at_ms, now + 60000, &cerr) <
+                    0)
+                    continue;
                 if (v[i]->auto_pause) {
                     ProtobufCMessage *r = NULL;
                     if (node_op(m, v[i], "/cube.Cubelet/PauseSandbox", &cube__empty__descriptor, &r, &err) ==

@@ -36,6 +36,10 @@ typedef struct store_ops {
     int (*volume_delete)(store *st, const char *id, cube_err *err);
     /* Running sandboxes whose end_at has passed. */
     int (*sandbox_expired)(store *st, int64_t now_ms, Cube__Sandbox ***out, size_t *n, cube_err *err);
+    /* Takes an expired sandbox for this master: moves end_at from seen_end to new_end only if no one moved it
+     * since (EBUSY then). Masters sharing a store act on a timeout once; a master that dies holding one
+     * leaves it to the next after new_end. */
+    int (*sandbox_claim)(store *st, const char *id, int64_t seen_end, int64_t new_end, cube_err *err);
 } store_ops;
 
 struct store {
@@ -43,6 +47,8 @@ struct store {
 };
 
 store *store_sqlite_open(const char *path, cube_err *err);
+/* mysql://user[:password]@host[:port]/database or mysql://user@unix(/path.sock)/database */
+store *store_mysql_open(const char *url, cube_err *err);
 void store_free_sandboxes(Cube__Sandbox **v, size_t n);
 void store_free_keys(Cube__ListKeysResponse *out);
 void store_free_volumes(Cube__Volume **v, size_t n);

@@ -285,6 +285,29 @@ static int sandbox_expired(store *base, int64_t now, Cube__Sandbox ***out, size_
                        now, 1, out, n, err);
 }
 
+static int sandbox_claim(store *base, const char *id, int64_t seen_end, int64_t new_end, cube_err *err)
+{
+    sqlite_store *s = (sqlite_store *)base;
+    int rc = 0;
+    pthread_mutex_lock(&s->lock);
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(s->db, "UPDATE sandboxes SET end_at_ms=? WHERE sandbox_id=? AND end_at_ms=?", -1,
+                           &st, NULL) != SQLITE_OK) {
+        rc = db_err(s, err, "claim sandbox");
+    } else {
+        sqlite3_bind_int64(st, 1, new_end);
+        sqlite3_bind_text(st, 2, id, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(st, 3, seen_end);
+        if (sqlite3_step(st) != SQLITE_DONE)
+            rc = db_err(s, err, "claim sandbox");
+        else if (sqlite3_changes(s->db) == 0)
+            rc = cube_err_set(err, EBUSY, "sandbox '%s' was claimed by another master", id);
+        sqlite3_finalize(st);
+    }
+    pthread_mutex_unlock(&s->lock);
+    return rc;
+}
+
 static int volume_put(store *base, const Cube__Volume *v, cube_err *err)
 {
     sqlite_store *s = (sqlite_store *)base;
@@ -400,6 +423,7 @@ static const store_ops sqlite_ops = {
     .sandbox_delete = sandbox_delete,
     .sandbox_list = sandbox_list,
     .sandbox_expired = sandbox_expired,
+    .sandbox_claim = sandbox_claim,
     .volume_put = volume_put,
     .volume_get = volume_get,
     .volume_list = volume_list,

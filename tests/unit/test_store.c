@@ -1,0 +1,314 @@
+/* The store interface, the same cases against each backend: SQLite (a temp file) and MySQL (a real mariadbd
+ * this test starts on a unix socket in a temp dir; skipped loudly when mariadb-server is not installed). Two
+ * store handles on one MySQL database stand for two masters. */
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "store.h"
+#include "testutil.h"
+
+static char dir[256];
+static char mysql_url[512];
+static pid_t mariadbd = -1;
+static int have_mysql;
+
+static store *open_backend(int i)
+{
+    cube_err err = {0};
+    store *st;
+    if (i == 0) {
+        char p[300];
+        snprintf(p, sizeof(p), "%s/store-%d.db", dir, getpid());
+        st = store_sqlite_open(p, &err);
+    } else {
+        st = store_mysql_open(mysql_url, &err);
+    }
+    ck_assert_msg(st != NULL, "open %s: %s", i ? "mysql" : "sqlite", err.msg);
+    return st;
+}
+
+static int skip(int i)
+{
+    if (i == 1 && !have_mysql) {
+        printf("SKIP mysql case: mariadb-server is not installed\n");
+        return 1;
+    }
+    return 0;
+}
+
+static Cube__Sandbox sandbox(const char *id, int64_t started, int64_t end)
+{
+    Cube__Sandbox sb = CUBE__SANDBOX__INIT;
+    sb.sandbox_id = (char *)id;
+    sb.template_id = "base";
+    sb.state = CUBE__SANDBOX_STATE__SANDBOX_STATE_RUNNING;
+    sb.started_at_ms = started;
+    sb.end_at_ms = end;
+    return sb;
+}
+
+START_TEST(keys)
+{
+    if (skip(_i)) return;
+    store *st = open_backend(_i);
+    cube_err err = {0};
+    char hash[65];
+    snprintf(hash, sizeof(hash), "%064d", getpid());
+    char id[64], name[128];
+    snprintf(id, sizeof(id), "k%d", getpid());
+    ck_assert_int_eq(st->ops->key_put(st, id, "it's a key", hash, 1000, &err), 0);
+    ck_assert_int_eq(st->ops->key_put(st, id, "again", hash, 2000, &err), 0); /* same key: no change */
+    char got_id[64], got_name[128];
+    ck_assert_int_eq(st->ops->key_find(st, hash, got_id, got_name, &err), 0);
+    ck_assert_str_eq(got_id, id);
+    ck_assert_str_eq(got_name, "it's a key");
+    Cube__ListKeysResponse l;
+    ck_assert_int_eq(st->ops->key_list(st, &l, &err), 0);
+    int seen = 0;
+    for (size_t i = 0; i < l.n_keys; i++) seen += strcmp(l.keys[i]->key_id, id) == 0;
+    ck_assert_int_eq(seen, 1);
+    store_free_keys(&l);
+    ck_assert_int_eq(st->ops->key_revoke(st, id, &err), 0);
+    ck_assert_int_eq(st->ops->key_find(st, hash, got_id, got_name, &err), -1);
+    ck_assert_int_eq(err.code, ENOENT);
+    ck_assert_int_eq(st->ops->key_revoke(st, id, &err), -1);
+    ck_assert_int_eq(err.code, ENOENT);
+    (void)name;
+    st->ops->close(st);
+}
+END_TEST
+
+START_TEST(sandboxes_and_claims)
+{
+    if (skip(_i)) return;
+    store *st = open_backend(_i);
+    cube_err err = {0};
+    char a[64], b[64];
+    snprintf(a, sizeof(a), "ia%d", getpid());
+    snprintf(b, sizeof(b), "ib%d", getpid());
+    Cube__Sandbox sa = sandbox(a, 100, 1000), sbb = sandbox(b, 200, 5000);
+    Cube__Sandbox__MetadataEntry md = CUBE__SANDBOX__METADATA_ENTRY__INIT, *mdp = &md;
+    md.key = "owner";
+    md.value = "quote ' and backslash \\";
+    sa.n_metadata = 1;
+    sa.metadata = &mdp;
+    ck_assert_int_eq(st->ops->sandbox_put(st, &sa, &err), 0);
+    ck_assert_int_eq(st->ops->sandbox_put(st, &sbb, &err), 0);
+    Cube__Sandbox *got = st->ops->sandbox_get(st, a, &err);
+    ck_assert_ptr_nonnull(got);
+    ck_assert_str_eq(got->metadata[0]->value, "quote ' and backslash \\");
+    cube__sandbox__free_unpacked(got, NULL);
+    Cube__Sandbox **v;
+    size_t n;
+    ck_assert_int_eq(st->ops->sandbox_expired(st, 2000, &v, &n, &err), 0);
+    int expired_a = 0, expired_b = 0;
+    for (size_t i = 0; i < n; i++) {
+        expired_a += strcmp(v[i]->sandbox_id, a) == 0;
+        expired_b += strcmp(v[i]->sandbox_id, b) == 0;
+    }
+    store_free_sandboxes(v, n);
+    ck_assert_int_eq(expired_a, 1);
+    ck_assert_int_eq(expired_b, 0);
+    /* a claim moves end_at once; a second claim from what was seen before loses */
+    ck_assert_int_eq(st->ops->sandbox_claim(st, a, 1000, 62000, &err), 0);
+    ck_assert_int_eq(st->ops->sandbox_claim(st, a, 1000, 62000, &err), -1);
+    ck_assert_int_eq(err.code, EBUSY);
+    ck_assert_int_eq(st->ops->sandbox_expired(st, 2000, &v, &n, &err), 0);
+    for (size_t i = 0; i < n; i++) ck_assert_str_ne(v[i]->sandbox_id, a);
+    store_free_sandboxes(v, n);
+    ck_assert_int_eq(st->ops->sandbox_list(st, &v, &n, &err), 0);
+    int pos_a = -1, pos_b = -1;
+    for (size_t i = 0; i < n; i++) {
+        if (!strcmp(v[i]->sandbox_id, a)) pos_a = (int)i;
+        if (!strcmp(v[i]->sandbox_id, b)) pos_b = (int)i;
+    }
+    store_free_sandboxes(v, n);
+    ck_assert_int_ge(pos_a, 0);
+    ck_assert_int_gt(pos_b, pos_a); /* start order */
+    ck_assert_int_eq(st->ops->sandbox_delete(st, a, &err), 0);
+    ck_assert_ptr_null(st->ops->sandbox_get(st, a, &err));
+    ck_assert_int_eq(err.code, ENOENT);
+    ck_assert_int_eq(st->ops->sandbox_delete(st, a, &err), -1);
+    ck_assert_int_eq(st->ops->sandbox_delete(st, b, &err), 0);
+    st->ops->close(st);
+}
+END_TEST
+
+START_TEST(volumes)
+{
+    if (skip(_i)) return;
+    store *st = open_backend(_i);
+    cube_err err = {0};
+    char id[64], name[64];
+    snprintf(id, sizeof(id), "vol%d", getpid());
+    snprintf(name, sizeof(name), "data-%d", getpid());
+    Cube__Volume v = CUBE__VOLUME__INIT;
+    v.volume_id = id;
+    v.name = name;
+    ck_assert_int_eq(st->ops->volume_put(st, &v, &err), 0);
+    Cube__Volume dup = v;
+    dup.volume_id = "other";
+    ck_assert_int_eq(st->ops->volume_put(st, &dup, &err), -1);
+    ck_assert_int_eq(err.code, EEXIST);
+    Cube__Volume *g = st->ops->volume_get(st, name, &err);
+    ck_assert_ptr_nonnull(g);
+    ck_assert_str_eq(g->volume_id, id);
+    cube__volume__free_unpacked(g, NULL);
+    g = st->ops->volume_get(st, id, &err);
+    ck_assert_ptr_nonnull(g);
+    cube__volume__free_unpacked(g, NULL);
+    ck_assert_int_eq(st->ops->volume_delete(st, id, &err), 0);
+    ck_assert_ptr_null(st->ops->volume_get(st, id, &err));
+    ck_assert_int_eq(err.code, ENOENT);
+    st->ops->close(st);
+}
+END_TEST
+
+typedef struct racer {
+    store *st;
+    const char *id;
+    int won;
+} racer;
+
+static void *race(void *arg)
+{
+    racer *r = arg;
+    cube_err err = {0};
+    r->won = r->st->ops->sandbox_claim(r->st, r->id, 1000, 99000, &err) == 0;
+    return NULL;
+}
+
+/* two masters (two store handles, two connection pools) see the same expired sandbox: one acts */
+START_TEST(two_masters_claim_once)
+{
+    if (skip(1)) return;
+    store *m1 = open_backend(1), *m2 = open_backend(1);
+    cube_err err = {0};
+    for (int round = 0; round < 20; round++) {
+        char id[64];
+        snprintf(id, sizeof(id), "race%d-%d", getpid(), round);
+        Cube__Sandbox sb = sandbox(id, 1, 1000);
+        ck_assert_int_eq(m1->ops->sandbox_put(m1, &sb, &err), 0);
+        racer a = {m1, id, 0}, b = {m2, id, 0};
+        pthread_t ta, tb;
+        pthread_create(&ta, NULL, race, &a);
+        pthread_create(&tb, NULL, race, &b);
+        pthread_join(ta, NULL);
+        pthread_join(tb, NULL);
+        ck_assert_int_eq(a.won + b.won, 1);
+        m2->ops->sandbox_delete(m2, id, &err);
+    }
+    m1->ops->close(m1);
+    m2->ops->close(m2);
+}
+END_TEST
+
+static int run_cmd(char *const argv[])
+{
+    pid_t p = fork();
+    if (p == 0) {
+        freopen("/dev/null", "w", stdout);
+        execvp(argv[0], argv);
+        _exit(127);
+    }
+    int st;
+    waitpid(p, &st, 0);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+static void start_mariadbd(void)
+{
+    char data[300], sock[300], pidf[300], datadir_arg[320], sock_arg[320], pid_arg[320], log[320];
+    snprintf(data, sizeof(data), "%s/mysql", dir);
+    snprintf(sock, sizeof(sock), "%s/mysql.sock", dir);
+    snprintf(pidf, sizeof(pidf), "%s/mysql.pid", dir);
+    snprintf(datadir_arg, sizeof(datadir_arg), "--datadir=%s", data);
+    snprintf(sock_arg, sizeof(sock_arg), "--socket=%s", sock);
+    snprintf(pid_arg, sizeof(pid_arg), "--pid-file=%s", pidf);
+    snprintf(log, sizeof(log), "--log-error=%s/mysql.err", dir);
+    if (access(data, F_OK) != 0) {
+        char *inst[] = {"mariadb-install-db",
+                        "--no-defaults",
+                        datadir_arg,
+                        "--user=root",
+                        "--auth-root-authentication-method=normal",
+                        "--skip-test-db",
+                        NULL};
+        if (run_cmd(inst) != 0) {
+            fprintf(stderr, "mariadb-install-db failed\n");
+            exit(1);
+        }
+    }
+    mariadbd = fork();
+    if (mariadbd == 0) {
+        execlp("mariadbd", "mariadbd", "--no-defaults", datadir_arg, sock_arg, pid_arg, log,
+               "--skip-networking", "--user=root", "--innodb-buffer-pool-size=32M", (char *)NULL);
+        _exit(127);
+    }
+    for (int i = 0; i < 300 && access(sock, F_OK) != 0; i++) usleep(100 * 1000);
+    char *create[] = {
+        "mariadb", "--no-defaults", sock_arg, "-uroot", "-e", "CREATE DATABASE IF NOT EXISTS cube_test",
+        NULL};
+    for (int i = 0; i < 50 && run_cmd(create) != 0; i++) usleep(100 * 1000);
+    snprintf(mysql_url, sizeof(mysql_url), "mysql://root@unix(%s)/cube_test", sock);
+}
+
+static void stop_mariadbd(void)
+{
+    if (mariadbd <= 0) return;
+    kill(mariadbd, SIGTERM);
+    waitpid(mariadbd, NULL, 0);
+    mariadbd = -1;
+}
+
+/* the server restarts under a store handle: the next call reconnects and succeeds */
+START_TEST(mysql_reconnects_after_a_restart)
+{
+    if (skip(1)) return;
+    store *st = open_backend(1);
+    cube_err err = {0};
+    Cube__Sandbox **v;
+    size_t n;
+    ck_assert_int_eq(st->ops->sandbox_list(st, &v, &n, &err), 0);
+    store_free_sandboxes(v, n);
+    stop_mariadbd();
+    start_mariadbd();
+    ck_assert_msg(st->ops->sandbox_list(st, &v, &n, &err) == 0, "after restart: %s", err.msg);
+    store_free_sandboxes(v, n);
+    st->ops->close(st);
+}
+END_TEST
+
+int main(void)
+{
+    snprintf(dir, sizeof(dir), "/tmp/cube-store-test-%d", getpid());
+    mkdir(dir, 0700);
+    have_mysql = access("/usr/sbin/mariadbd", X_OK) == 0 && geteuid() == 0;
+    if (have_mysql) start_mariadbd();
+    Suite *s = suite_create("store");
+    TCase *tc = tcase_create("backends");
+    tcase_set_timeout(tc, 60);
+    tcase_add_loop_test(tc, keys, 0, 2);
+    tcase_add_loop_test(tc, sandboxes_and_claims, 0, 2);
+    tcase_add_loop_test(tc, volumes, 0, 2);
+    tcase_add_test(tc, two_masters_claim_once);
+    tcase_add_test(tc, mysql_reconnects_after_a_restart);
+    suite_add_tcase(s, tc);
+    SRunner *sr = srunner_create(s);
+    srunner_set_fork_status(sr, CK_NOFORK); /* the reconnect test restarts the server this process owns */
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    stop_mariadbd();
+    char rm[320];
+    snprintf(rm, sizeof(rm), "rm -rf %s", dir);
+    if (system(rm) != 0) fprintf(stderr, "could not remove %s\n", dir);
+    return failed ? 1 : 0;
+}
