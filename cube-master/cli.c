@@ -1,7 +1,7 @@
 /* cubemastercli: the operator's command line over cube-master's RPC.
  *   cubemastercli [--data DIR | --master ADDR] [--json] sandbox list | sandbox info ID | sandbox kill ID
- *                                                       node list | key create [NAME] | key list | key revoke
- * ID tpl list */
+ *                                node list | node drain|undrain|remove NODE | key create [NAME] | key list |
+ * key revoke ID tpl list */
 #include <cjson/cJSON.h>
 #include <dirent.h>
 #include <fcntl.h>
@@ -163,8 +163,26 @@ static int key_cmd(cube_rpc_client *c, int argc, char **argv)
 
 static int node_cmd(cube_rpc_client *c, int argc, char **argv)
 {
+    if (argc == 2 &&
+        (!strcmp(argv[0], "drain") || !strcmp(argv[0], "undrain") || !strcmp(argv[0], "remove"))) {
+        Cube__NodeRef ref = CUBE__NODE_REF__INIT;
+        ref.node_id = argv[1];
+        ref.undo = strcmp(argv[0], "undrain") == 0;
+        ProtobufCMessage *out = NULL;
+        int rc =
+            call(c, strcmp(argv[0], "remove") == 0 ? "/cube.Master/RemoveNode" : "/cube.Master/DrainNode",
+                 &ref.base, &cube__empty__descriptor, &out);
+        if (out) protobuf_c_message_free_unpacked(out, NULL);
+        if (rc == 0 && !json_out)
+            printf("%s %s\n", argv[1],
+                   !strcmp(argv[0], "remove") ? "removed"
+                   : ref.undo                 ? "takes sandboxes again"
+                                              : "draining");
+        return rc;
+    }
     if (argc != 1 || strcmp(argv[0], "list") != 0) {
-        fprintf(stderr, "cubemastercli: node list\n");
+        fprintf(stderr,
+                "cubemastercli: node list | node drain NODE | node undrain NODE | node remove NODE\n");
         return 2;
     }
     Cube__Empty e = CUBE__EMPTY__INIT;
@@ -173,12 +191,15 @@ static int node_cmd(cube_rpc_client *c, int argc, char **argv)
     if (rc) return rc;
     Cube__ListNodesResponse *l = (Cube__ListNodesResponse *)out;
     cJSON *arr = cJSON_CreateArray();
-    if (!json_out) printf("%-16s %-8s %-8s %s\n", "NODE", "BACKEND", "RUNNING", "ADDRESS");
+    if (!json_out) printf("%-16s %-9s %-8s %-8s %s\n", "NODE", "STATE", "BACKEND", "RUNNING", "ADDRESS");
     for (size_t i = 0; i < l->n_nodes; i++) {
         Cube__NodeInfo *n = l->nodes[i];
-        if (!json_out) printf("%-16s %-8s %-8u %s\n", n->node_id, n->backend, n->running, n->address);
+        const char *state = n->lost ? "lost" : n->draining ? "draining" : "ready";
+        if (!json_out)
+            printf("%-16s %-9s %-8s %-8u %s\n", n->node_id, state, n->backend, n->running, n->address);
         cJSON *o = cJSON_CreateObject();
         cJSON_AddStringToObject(o, "node", n->node_id);
+        cJSON_AddStringToObject(o, "state", state);
         cJSON_AddStringToObject(o, "backend", n->backend);
         cJSON_AddNumberToObject(o, "running", n->running);
         cJSON_AddStringToObject(o, "address", n->address);
@@ -398,7 +419,7 @@ static int usage(void)
 {
     fprintf(stderr, "usage: cubemastercli [--data DIR | --master ADDR] [--json] COMMAND\n"
                     "  sandbox list | sandbox info ID | sandbox kill ID\n"
-                    "  node list\n"
+                    "  node list | node drain NODE | node undrain NODE | node remove NODE\n"
                     "  key create [NAME] | key list | key revoke ID\n"
                     "  tpl list | tpl info NAME | tpl delete NAME\n"
                     "  tpl create-from-image NAME (--oci LAYOUT | --docker-save TAR | --rootfs TAR|DIR |\n"

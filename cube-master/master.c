@@ -68,7 +68,7 @@ static int node_alive(const master *m, const master_node *n, int64_t now)
 /* A node that (re)registers — a restarted cubelet, or this master after its own restart — is asked what it
  * runs; records of sandboxes it no longer has are removed, never left to be routed to (or silently reused).
  */
-static void reconcile_node(master *m, const char *node_id, cube_rpc_client *client)
+static void reconcile_node(master *m, const char *node_id, cube_rpc_client *client, int was_lost)
 {
     Cube__Empty e = CUBE__EMPTY__INIT;
     ProtobufCMessage *resp = NULL;
@@ -83,19 +83,71 @@ static void reconcile_node(master *m, const char *node_id, cube_rpc_client *clie
     Cube__Sandbox **all;
     size_t n;
     if (m->st->ops->sandbox_list(m->st, &all, &n, &err) == 0) {
+        /* records the node no longer backs, and records of sandboxes reported lost, are removed */
         for (size_t i = 0; i < n; i++) {
             if (strcmp(all[i]->node_id, node_id) != 0) continue;
             int present = 0;
             for (size_t k = 0; k < l->n_sandboxes && !present; k++)
                 present = strcmp(l->sandboxes[k]->sandbox_id, all[i]->sandbox_id) == 0;
-            if (present) continue;
+            if (present && all[i]->state != CUBE__SANDBOX_STATE__SANDBOX_STATE_LOST) continue;
             if (m->st->ops->sandbox_delete(m->st, all[i]->sandbox_id, &err) == 0)
-                cube_log_info("audit", "action=gone sandbox=%s node=%s reason=not-on-node",
-                              all[i]->sandbox_id, node_id);
+                cube_log_info("audit", "action=gone sandbox=%s node=%s reason=%s", all[i]->sandbox_id,
+                              node_id, present ? "lost-with-node" : "not-on-node");
+        }
+        /* what a node coming back from being lost still runs that the store says is gone is killed: users
+         * were told it is gone, so it must not come back. (Not on a first registration with this master: a
+         * create through another master may not have written its record yet.) */
+        for (size_t k = 0; was_lost && k < l->n_sandboxes; k++) {
+            const char *id = l->sandboxes[k]->sandbox_id;
+            int known = 0;
+            for (size_t i = 0; i < n && !known; i++)
+                known = strcmp(all[i]->sandbox_id, id) == 0 &&
+                        all[i]->state != CUBE__SANDBOX_STATE__SANDBOX_STATE_LOST;
+            if (known) continue;
+            Cube__NodeSandboxRef ref = CUBE__NODE_SANDBOX_REF__INIT;
+            ref.sandbox_id = (char *)id;
+            ProtobufCMessage *r = NULL;
+            if (cube_rpc_call(client, "/cube.Cubelet/KillSandbox", &ref.base, &cube__empty__descriptor, &r,
+                              &o, &err) == 0)
+                cube_log_info("audit", "action=kill sandbox=%s node=%s reason=gone-in-store", id, node_id);
+            if (r) protobuf_c_message_free_unpacked(r, NULL);
         }
         store_free_sandboxes(all, n);
     }
     protobuf_c_message_free_unpacked(resp, NULL);
+}
+
+/* A node silent for three heartbeats is lost: its sandboxes are marked lost (reported gone to users, never
+ * routed to); scheduling already skips it. Run by the reaper. */
+static void mark_lost_nodes(master *m)
+{
+    int64_t now = cube_now_mono_ms();
+    char lost[16][64];
+    int nl = 0;
+    pthread_mutex_lock(&m->lock);
+    for (master_node *x = m->nodes; x && nl < 16; x = x->next) {
+        if (x->lost || node_alive(m, x, now)) continue;
+        x->lost = 1;
+        x->reconcile = 1;
+        snprintf(lost[nl++], 64, "%s", x->node_id);
+    }
+    pthread_mutex_unlock(&m->lock);
+    for (int k = 0; k < nl; k++) {
+        cube_log_warn("node lost", "node=%s", lost[k]);
+        Cube__Sandbox **all;
+        size_t n;
+        cube_err err = {0};
+        if (m->st->ops->sandbox_list(m->st, &all, &n, &err) < 0) continue;
+        for (size_t i = 0; i < n; i++) {
+            if (strcmp(all[i]->node_id, lost[k]) != 0 ||
+                all[i]->state == CUBE__SANDBOX_STATE__SANDBOX_STATE_LOST)
+                continue;
+            all[i]->state = CUBE__SANDBOX_STATE__SANDBOX_STATE_LOST;
+            if (m->st->ops->sandbox_put(m->st, all[i], &err) == 0)
+                cube_log_info("audit", "action=lost sandbox=%s node=%s", all[i]->sandbox_id, lost[k]);
+        }
+        store_free_sandboxes(all, n);
+    }
 }
 
 static int heartbeat(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *respp, cube_err *err)
@@ -138,17 +190,18 @@ static int heartbeat(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *respp
         }
         /* back after a silence (its cubelet restarted): what it runs may have changed */
         if (n->last_seen_ms && !node_alive(m, n, cube_now_mono_ms())) n->reconcile = 1;
+        if (n->lost) cube_log_info("node back", "node=%s", in->node_id);
         if (n->info) cube__node_info__free_unpacked(n->info, NULL);
         n->info = copy;
         copy = NULL;
         n->last_seen_ms = cube_now_mono_ms();
     }
-    int reconcile = n && n->reconcile;
-    if (n) n->reconcile = 0;
+    int reconcile = n && n->reconcile, was_lost = n && n->lost;
+    if (n) n->reconcile = n->lost = 0;
     cube_rpc_client *client = n ? n->client : NULL;
     pthread_mutex_unlock(&m->lock);
     if (copy) cube__node_info__free_unpacked(copy, NULL);
-    if (reconcile && client) reconcile_node(m, in->node_id, client);
+    if (reconcile && client) reconcile_node(m, in->node_id, client, was_lost);
     out->heartbeat_interval_ms = m->heartbeat_ms;
     return rc;
 }
@@ -161,7 +214,7 @@ static master_node *schedule(master *m, const char *template_id, cube_err *err)
     long best_score = 0;
     int any_alive = 0;
     for (master_node *n = m->nodes; n; n = n->next) {
-        if (!node_alive(m, n, now) || !n->info || !n->client) continue;
+        if (!node_alive(m, n, now) || !n->info || !n->client || n->info->draining) continue;
         any_alive = 1;
         int has = 0;
         for (size_t i = 0; i < n->info->n_templates; i++)
@@ -332,6 +385,11 @@ static int get_sandbox(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *res
     Cube__GetSandboxResponse *out = respp;
     Cube__Sandbox *sb = m->st->ops->sandbox_get(m->st, req->sandbox_id ? req->sandbox_id : "", err);
     if (!sb) return -1;
+    if (sb->state == CUBE__SANDBOX_STATE__SANDBOX_STATE_LOST) {
+        cube_err_set(err, ENOENT, "sandbox '%s' is gone: its node %s was lost", sb->sandbox_id, sb->node_id);
+        cube__sandbox__free_unpacked(sb, NULL);
+        return -1;
+    }
     out->sandbox = reply_copy(ctx, sb);
     cube__sandbox__free_unpacked(sb, NULL);
     return 0;
@@ -399,7 +457,8 @@ static int node_op(master *m, const Cube__Sandbox *sb, const char *method,
 static int kill_one(master *m, Cube__Sandbox *sb, const char *why, cube_err *err)
 {
     ProtobufCMessage *r = NULL;
-    if (node_op(m, sb, "/cube.Cubelet/KillSandbox", &cube__empty__descriptor, &r, err) < 0 &&
+    if (sb->state != CUBE__SANDBOX_STATE__SANDBOX_STATE_LOST &&
+        node_op(m, sb, "/cube.Cubelet/KillSandbox", &cube__empty__descriptor, &r, err) < 0 &&
         err->code != ENOENT)
         cube_log_warn("kill on node failed; record removed anyway", "sandbox=%s err=\"%s\"", sb->sandbox_id,
                       err->msg);
@@ -871,6 +930,65 @@ static int update_network(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *
     return rc;
 }
 
+static int drain_node(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *respp, cube_err *err)
+{
+    (void)ctx;
+    (void)respp;
+    master *m = svc;
+    const Cube__NodeRef *req = reqp;
+    cube_rpc_client *c = node_client(m, req->node_id ? req->node_id : "", err);
+    if (!c) return -1;
+    Cube__NodeDrainRequest dr = CUBE__NODE_DRAIN_REQUEST__INIT;
+    dr.drain = !req->undo;
+    ProtobufCMessage *r = NULL;
+    cube_rpc_call_opts o = {.timeout_ms = 10000};
+    if (cube_rpc_call(c, "/cube.Cubelet/Drain", &dr.base, &cube__empty__descriptor, &r, &o, err) < 0)
+        return -1;
+    protobuf_c_message_free_unpacked(r, NULL);
+    pthread_mutex_lock(&m->lock); /* schedule by it at once, not at the next heartbeat */
+    master_node *n = node_find(m, req->node_id);
+    if (n && n->info) n->info->draining = dr.drain;
+    pthread_mutex_unlock(&m->lock);
+    cube_log_info("audit", "action=%s node=%s", dr.drain ? "drain" : "undrain", req->node_id);
+    return 0;
+}
+
+/* A node taken out for good: it must be silent (lost) first; its sandbox records go, and this master forgets
+ * it. A cubelet that comes back later registers afresh and reconciles. */
+static int remove_node(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *respp, cube_err *err)
+{
+    (void)ctx;
+    (void)respp;
+    master *m = svc;
+    const Cube__NodeRef *req = reqp;
+    const char *id = req->node_id ? req->node_id : "";
+    pthread_mutex_lock(&m->lock);
+    master_node **pp = &m->nodes, *n = NULL;
+    for (; *pp; pp = &(*pp)->next)
+        if (strcmp((*pp)->node_id, id) == 0) break;
+    n = *pp;
+    int alive = n && node_alive(m, n, cube_now_mono_ms());
+    if (n && !alive) *pp = n->next;
+    pthread_mutex_unlock(&m->lock);
+    if (!n) return cube_err_set(err, ENOENT, "node '%s' is not known to this master", id);
+    if (alive) return cube_err_set(err, EBUSY, "node '%s' is alive: drain it and stop its cubelet first", id);
+    Cube__Sandbox **all;
+    size_t cnt;
+    if (m->st->ops->sandbox_list(m->st, &all, &cnt, err) == 0) {
+        for (size_t i = 0; i < cnt; i++)
+            if (strcmp(all[i]->node_id, id) == 0 &&
+                m->st->ops->sandbox_delete(m->st, all[i]->sandbox_id, err) == 0)
+                cube_log_info("audit", "action=gone sandbox=%s node=%s reason=node-removed",
+                              all[i]->sandbox_id, id);
+        store_free_sandboxes(all, cnt);
+    }
+    cube_rpc_client_free(n->client);
+    if (n->info) cube__node_info__free_unpacked(n->info, NULL);
+    free(n);
+    cube_log_info("audit", "action=remove-node node=%s", id);
+    return 0;
+}
+
 static int sandbox_metrics(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *respp, cube_err *err)
 {
     (void)ctx;
@@ -970,7 +1088,11 @@ static int list_nodes(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *resp
         protobuf_c_message_pack(&x->info->base, buf);
         ProtobufCAllocator a = {
             .alloc = (void *(*)(void *, size_t))cube_rpc_alloc, .free = noop_free, .allocator_data = ctx};
-        out->nodes[out->n_nodes++] = cube__node_info__unpack(&a, len, buf);
+        Cube__NodeInfo *ni = cube__node_info__unpack(&a, len, buf);
+        if (!ni) continue;
+        ni->lost = x->lost || !node_alive(m, x, cube_now_mono_ms());
+        ni->last_seen_ms_ago = cube_now_mono_ms() - x->last_seen_ms;
+        out->nodes[out->n_nodes++] = ni;
     }
     pthread_mutex_unlock(&m->lock);
     return 0;
@@ -988,6 +1110,7 @@ static void *reaper(void *arg)
         size_t n;
         cube_err err = {0};
         if (*m->data_dir) sweep_deleted_templates(m);
+        mark_lost_nodes(m);
         Cube__Sandbox **all;
         size_t na;
         if (m->st->ops->sandbox_list(m->st, &all, &na, &err) == 0) {
@@ -1084,5 +1207,7 @@ const cube_rpc_method master_methods[] = {
     M("DeleteTemplate", delete_template, cube__template_ref, cube__empty),
     M("SandboxLogs", sandbox_logs, cube__sandbox_ref, cube__log_lines),
     M("UpdateNetwork", update_network, cube__update_network_request, cube__empty),
+    M("DrainNode", drain_node, cube__node_ref, cube__empty),
+    M("RemoveNode", remove_node, cube__node_ref, cube__empty),
     {0},
 };

@@ -16,6 +16,7 @@ typedef struct master_node {
     int64_t last_seen_ms;
     cube_rpc_client *client;
     int reconcile; /* newly registered: compare its sandboxes with the store */
+    int lost;      /* stopped heartbeating; its sandboxes were marked lost */
     struct master_node *next;
 } master_node;
 

@@ -106,8 +106,20 @@ int cubelet_init(cubelet *c, const cubelet_config *cfg, cube_err *err)
         if (!c->net) return -1;
         cl_net_reconcile(c);
     }
-    c->master = cube_rpc_client_new(cfg->master, err);
-    return c->master ? 0 : -1;
+    char list[4096];
+    snprintf(list, sizeof(list), "%s", cfg->master);
+    char *save = NULL;
+    for (char *a = strtok_r(list, ",", &save); a; a = strtok_r(NULL, ",", &save)) {
+        if (c->n_masters == (int)(sizeof(c->masters) / sizeof(c->masters[0])))
+            return cube_err_set(err, EINVAL, "at most %d masters", c->n_masters);
+        if (!(c->masters[c->n_masters] = cube_rpc_client_new(a, err))) return -1;
+        c->n_masters++;
+    }
+    if (!c->n_masters) return cube_err_set(err, EINVAL, "no master address");
+    char dp[4200];
+    snprintf(dp, sizeof(dp), "%s/draining", cfg->data_dir);
+    c->draining = access(dp, F_OK) == 0;
+    return 0;
 }
 
 static const cl_template *find_template(cubelet *c, const char *name)
@@ -910,14 +922,17 @@ static void send_heartbeat(cubelet *c)
     ni.templates = names;
     ni.n_pool_ready = nt;
     ni.pool_ready = eptrs;
-    ProtobufCMessage *resp = NULL;
-    cube_err err = {0};
-    cube_rpc_call_opts o = {.timeout_ms = 2000};
-    if (cube_rpc_call(c->master, "/cube.Master/Heartbeat", &ni.base,
-                      &cube__register_node_response__descriptor, &resp, &o, &err) == 0)
-        protobuf_c_message_free_unpacked(resp, NULL);
-    else
-        cube_log_debug("heartbeat failed", "err=\"%s\"", err.msg);
+    ni.draining = __atomic_load_n(&c->draining, __ATOMIC_ACQUIRE);
+    for (int m = 0; m < c->n_masters; m++) { /* every master learns the node itself: no shared node table */
+        ProtobufCMessage *resp = NULL;
+        cube_err err = {0};
+        cube_rpc_call_opts o = {.timeout_ms = 2000};
+        if (cube_rpc_call(c->masters[m], "/cube.Master/Heartbeat", &ni.base,
+                          &cube__register_node_response__descriptor, &resp, &o, &err) == 0)
+            protobuf_c_message_free_unpacked(resp, NULL);
+        else
+            cube_log_debug("heartbeat failed", "master=%d err=\"%s\"", m, err.msg);
+    }
 out:
     free(names);
     free(entries);
@@ -1001,8 +1016,8 @@ void cubelet_stop(cubelet *c)
         destroy_slot(c, all);
         all = next;
     }
-    cube_rpc_client_free(c->master);
-    c->master = NULL;
+    for (int m = 0; m < c->n_masters; m++) cube_rpc_client_free(c->masters[m]);
+    c->n_masters = 0;
     cube_rpc_client_free(c->net);
     c->net = NULL;
     for (cl_template *t = c->templates, *n; t; t = n) {
@@ -1029,6 +1044,30 @@ static int update_network(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *
     return cl_net_policy(c, slot, req->network, err);
 }
 
+/* Drain: no new sandboxes here (the running ones stay); remembered across restarts. */
+static int drain(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *respp, cube_err *err)
+{
+    (void)ctx;
+    (void)respp;
+    cubelet *c = svc;
+    const Cube__NodeDrainRequest *req = reqp;
+    char dp[4200];
+    snprintf(dp, sizeof(dp), "%s/draining", c->cfg.data_dir);
+    if (req->drain) {
+        FILE *f = fopen(dp, "we");
+        if (!f) return cube_err_sys(err, errno, "write %s", dp);
+        fclose(f);
+    } else if (unlink(dp) < 0 && errno != ENOENT) {
+        return cube_err_sys(err, errno, "remove %s", dp);
+    }
+    __atomic_store_n(&c->draining, req->drain ? 1 : 0, __ATOMIC_RELEASE);
+    cube_log_info(req->drain ? "node draining" : "node takes sandboxes again", "node=%s", c->cfg.node_id);
+    pthread_mutex_lock(&c->lock);
+    pthread_cond_broadcast(&c->tick); /* report it now */
+    pthread_mutex_unlock(&c->lock);
+    return 0;
+}
+
 #define M(name, fn, req, resp) CUBE_RPC_METHOD("cube.Cubelet", name, fn, req, resp)
 const cube_rpc_method cubelet_methods[] = {
     M("CreateSandbox", create_sandbox, cube__node_create_request, cube__node_sandbox),
@@ -1041,5 +1080,6 @@ const cube_rpc_method cubelet_methods[] = {
     M("SnapshotSandbox", snapshot_sandbox, cube__node_snapshot_request, cube__empty),
     M("SandboxLogs", sandbox_logs, cube__node_sandbox_ref, cube__log_lines),
     M("UpdateNetwork", update_network, cube__node_network_request, cube__empty),
+    M("Drain", drain, cube__node_drain_request, cube__empty),
     {0},
 };

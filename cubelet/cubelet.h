@@ -45,7 +45,7 @@ typedef struct cubelet_config {
     const char *data_dir;
     const char *node_id;
     const char *listen; /* this cubelet's RPC address */
-    const char *master; /* cube-master's RPC address */
+    const char *master; /* cube-master's RPC address; several, comma-separated, in a cluster */
     const char *hypervisor_bin;
     const char *agent_bin;
     const char *agent_bundle; /* when set, sandboxes get this self-contained agent directory instead */
@@ -63,8 +63,10 @@ typedef struct cubelet {
     cl_slot *slots;
     int stopping;
     pthread_t refill_thread, heartbeat_thread;
-    cube_rpc_client *master;
+    cube_rpc_client *masters[8]; /* heartbeats go to every master */
+    int n_masters;
     cube_rpc_client *net; /* NULL without cube-net */
+    int draining;         /* no new sandboxes: reported in heartbeats; kept in <data>/draining */
 } cubelet;
 
 int cubelet_init(cubelet *c, const cubelet_config *cfg, cube_err *err);

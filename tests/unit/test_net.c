@@ -189,11 +189,11 @@ static void node_setup(void)
 
 static void net_start(int pool)
 {
-    char state[512], nsd[512];
+    static char state[512], nsd[512]; /* cube_net keeps these pointers */
     snprintf(state, sizeof(state), "%s/state", dir);
     snprintf(nsd, sizeof(nsd), "%s/ns", dir);
-    cn_config cfg = {.state_dir = strdup(state),
-                     .ns_dir = strdup(nsd),
+    cn_config cfg = {.state_dir = state,
+                     .ns_dir = nsd,
                      .cidr = "10.200.0.0/24",
                      .uplink = "up0",
                      .node_deny = "169.254.0.0/16",
