@@ -14,6 +14,10 @@
 #include "master.pb-c.h"
 #include "timeutil.h"
 
+static int call_masters(api *a, const char *method, const ProtobufCMessage *in,
+                        const ProtobufCMessageDescriptor *rd, ProtobufCMessage **out, int64_t timeout_ms,
+                        cube_err *err);
+
 #define MAX_TIMEOUT_S (24 * 3600)
 
 static void reply_err(http_req *req, const cube_err *err)
@@ -45,9 +49,8 @@ static int authenticate(api *a, http_req *req, char key_id[64])
     in.key = (char *)key;
     ProtobufCMessage *resp = NULL;
     cube_err err = {0};
-    cube_rpc_call_opts o = {.timeout_ms = 5000};
-    if (cube_rpc_call(a->master, "/cube.Master/AuthKey", &in.base, &cube__auth_key_response__descriptor,
-                      &resp, &o, &err) < 0) {
+    if (call_masters(a, "/cube.Master/AuthKey", &in.base, &cube__auth_key_response__descriptor, &resp, 5000,
+                     &err) < 0) {
         if (err.code == EKEYREJECTED)
             http_reply_error(req, 401, "Invalid API key");
         else
@@ -66,11 +69,18 @@ static int authenticate(api *a, http_req *req, char key_id[64])
     return 0;
 }
 
+static int call_masters(api *a, const char *method, const ProtobufCMessage *in,
+                        const ProtobufCMessageDescriptor *rd, ProtobufCMessage **out, int64_t timeout_ms,
+                        cube_err *err)
+{
+    cube_rpc_call_opts o = {.timeout_ms = timeout_ms};
+    return cube_rpc_failover_call(&a->masters, method, in, rd, out, &o, err);
+}
+
 static int master_call(api *a, const char *method, const ProtobufCMessage *in,
                        const ProtobufCMessageDescriptor *rd, ProtobufCMessage **out, cube_err *err)
 {
-    cube_rpc_call_opts o = {.timeout_ms = 90000};
-    return cube_rpc_call(a->master, method, in, rd, out, &o, err);
+    return call_masters(a, method, in, rd, out, 90000, err);
 }
 
 static void add_time(cJSON *o, const char *name, int64_t ms)

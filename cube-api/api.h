@@ -19,8 +19,8 @@ typedef struct api_auth_entry {
 } api_auth_entry;
 
 typedef struct api {
-    cube_rpc_client *master;
-    char domain[256]; /* returned as the sandbox domain when set */
+    cube_rpc_failover masters; /* a cluster's masters: one is asked until it stops answering */
+    char domain[256];          /* returned as the sandbox domain when set */
     pthread_mutex_t auth_lock;
     api_auth_entry auth[API_AUTH_SLOTS];
 } api;

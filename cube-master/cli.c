@@ -173,11 +173,15 @@ static int node_cmd(cube_rpc_client *c, int argc, char **argv)
             call(c, strcmp(argv[0], "remove") == 0 ? "/cube.Master/RemoveNode" : "/cube.Master/DrainNode",
                  &ref.base, &cube__empty__descriptor, &out);
         if (out) protobuf_c_message_free_unpacked(out, NULL);
-        if (rc == 0 && !json_out)
-            printf("%s %s\n", argv[1],
-                   !strcmp(argv[0], "remove") ? "removed"
-                   : ref.undo                 ? "takes sandboxes again"
-                                              : "draining");
+        const char *state = !strcmp(argv[0], "remove") ? "removed" : ref.undo ? "ready" : "draining";
+        if (rc == 0 && json_out) {
+            cJSON *o = cJSON_CreateObject();
+            cJSON_AddStringToObject(o, "node", argv[1]);
+            cJSON_AddStringToObject(o, "state", state);
+            print_json(o);
+        } else if (rc == 0) {
+            printf("%s %s\n", argv[1], state);
+        }
         return rc;
     }
     if (argc != 1 || strcmp(argv[0], "list") != 0) {

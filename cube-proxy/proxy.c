@@ -37,8 +37,7 @@ int proxy_init(proxy *p, const char *addr, int port, const char *master, const c
     socklen_t sl = sizeof(sa);
     getsockname(p->listen_fd, (struct sockaddr *)&sa, &sl);
     p->port = ntohs(sa.sin_port);
-    p->master = cube_rpc_client_new(master, err);
-    return p->master ? 0 : -1;
+    return cube_rpc_failover_init(&p->masters, master, err);
 }
 
 /* Case-insensitive header lookup in a raw head; copies the trimmed value. */
@@ -124,8 +123,8 @@ static int resolve(proxy *p, const char *id, char *netns, size_t cap, int *pause
     ref.sandbox_id = (char *)id;
     ProtobufCMessage *resp = NULL;
     cube_rpc_call_opts o = {.timeout_ms = 5000};
-    if (cube_rpc_call(p->master, "/cube.Master/GetSandbox", &ref.base,
-                      &cube__get_sandbox_response__descriptor, &resp, &o, err) < 0)
+    if (cube_rpc_failover_call(&p->masters, "/cube.Master/GetSandbox", &ref.base,
+                               &cube__get_sandbox_response__descriptor, &resp, &o, err) < 0)
         return -1;
     Cube__Sandbox *sb = ((Cube__GetSandboxResponse *)resp)->sandbox;
     int rc = 0;
@@ -265,8 +264,8 @@ static void *serve_conn(void *arg)
         rr.sandbox_id = t.sandbox_id;
         ProtobufCMessage *resp = NULL;
         cube_rpc_call_opts o = {.timeout_ms = 30000};
-        if (cube_rpc_call(p->master, "/cube.Master/ResumeSandbox", &rr.base,
-                          &cube__get_sandbox_response__descriptor, &resp, &o, &err) == 0) {
+        if (cube_rpc_failover_call(&p->masters, "/cube.Master/ResumeSandbox", &rr.base,
+                                   &cube__get_sandbox_response__descriptor, &resp, &o, &err) == 0) {
             protobuf_c_message_free_unpacked(resp, NULL);
             paused = 0;
         }

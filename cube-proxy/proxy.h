@@ -11,7 +11,7 @@
 typedef struct proxy {
     int listen_fd;
     int port;
-    cube_rpc_client *master;
+    cube_rpc_failover masters; /* one or a cluster's several */
     char domain[256];
     volatile int stopping;
 } proxy;

@@ -167,6 +167,12 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 
 http_server *http_server_start(const char *addr, int port, const http_route *routes, void *svc, cube_err *err)
 {
+    return http_server_start_shared(addr, port, routes, svc, false, err);
+}
+
+http_server *http_server_start_shared(const char *addr, int port, const http_route *routes, void *svc,
+                                      bool share_port, cube_err *err)
+{
     http_server *s = calloc(1, sizeof(*s));
     if (!s) return cube_err_set(err, ENOMEM, "http: out of memory"), NULL;
     s->routes = routes;
@@ -179,7 +185,8 @@ http_server *http_server_start(const char *addr, int port, const http_route *rou
     s->daemon = MHD_start_daemon(
         MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG, (uint16_t)port,
         NULL, NULL, on_request, s, MHD_OPTION_SOCK_ADDR, &sa, MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
-        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)0, MHD_OPTION_END);
+        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)0, MHD_OPTION_LISTENING_ADDRESS_REUSE,
+        (unsigned)(share_port ? 1 : 0), MHD_OPTION_END);
     if (!s->daemon) {
         free(s);
         return cube_err_set(err, EADDRINUSE, "http: cannot listen on %s:%d", addr, port), NULL;

@@ -6,6 +6,7 @@
 #define CUBE_AGENT_HTTP_H
 
 #include <microhttpd.h>
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "err.h"
@@ -60,6 +61,10 @@ void http_reply_error(http_req *req, unsigned status, const char *fmt, ...)
 /* Listens on addr:port (port 0 picks one: http_server_port). routes ends with a zeroed entry. */
 http_server *http_server_start(const char *addr, int port, const http_route *routes, void *svc,
                                cube_err *err);
+/* The same, and with share_port several processes may listen on addr:port (SO_REUSEPORT; the kernel spreads
+ * connections between them). */
+http_server *http_server_start_shared(const char *addr, int port, const http_route *routes, void *svc,
+                                      bool share_port, cube_err *err);
 int http_server_port(const http_server *s);
 void http_server_stop(http_server *s);
 

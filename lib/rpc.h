@@ -79,4 +79,18 @@ void cube_rpc_cancel_free(cube_rpc_cancel *c);
 int cube_rpc_status_from_errno(int code);
 int cube_rpc_errno_from_status(int status);
 
+/* Several servers of one service (a cluster's masters), "addrA,addrB": calls go to the current one; when it
+ * cannot be reached (connection refused: it died) the next is asked and becomes current. */
+typedef struct cube_rpc_failover {
+    cube_rpc_client *c[8];
+    int n;
+    int current; /* atomic */
+} cube_rpc_failover;
+
+int cube_rpc_failover_init(cube_rpc_failover *f, const char *addresses, cube_err *err);
+int cube_rpc_failover_call(cube_rpc_failover *f, const char *method, const ProtobufCMessage *req,
+                           const ProtobufCMessageDescriptor *resp_desc, ProtobufCMessage **resp,
+                           const cube_rpc_call_opts *opts, cube_err *err);
+void cube_rpc_failover_free(cube_rpc_failover *f);
+
 #endif

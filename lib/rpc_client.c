@@ -5,6 +5,7 @@
 #include <grpc/support/time.h>
 #include <pthread.h>
 #include <stdlib.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "rpc.h"
@@ -53,8 +54,15 @@ cube_rpc_client *cube_rpc_client_new(const char *target, cube_err *err)
     rpc_lib_init();
     grpc_channel_credentials *creds = grpc_insecure_credentials_create();
     /* Our calls are not idempotent by default (create, kill): a retry belongs to the caller, who knows. */
-    grpc_arg arg = {.type = GRPC_ARG_INTEGER, .key = GRPC_ARG_ENABLE_RETRIES, .value.integer = 0};
-    grpc_channel_args args = {.num_args = 1, .args = &arg};
+    /* A peer that restarts (a master, a cubelet) is reconnected to within a second, not after gRPC's default
+     * backoff of up to two minutes: our peers are local services, not remote hosts to be gentle with. */
+    grpc_arg arg[] = {
+        {.type = GRPC_ARG_INTEGER, .key = GRPC_ARG_ENABLE_RETRIES, .value.integer = 0},
+        {.type = GRPC_ARG_INTEGER, .key = GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, .value.integer = 100},
+        {.type = GRPC_ARG_INTEGER, .key = GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, .value.integer = 1000},
+        {.type = GRPC_ARG_INTEGER, .key = GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, .value.integer = 100},
+    };
+    grpc_channel_args args = {.num_args = sizeof(arg) / sizeof(arg[0]), .args = arg};
     c->channel = grpc_channel_create(target, creds, &args);
     grpc_channel_credentials_release(creds);
     if (!c->channel) {
@@ -201,4 +209,47 @@ int cube_rpc_call(cube_rpc_client *c, const char *method, const ProtobufCMessage
     grpc_call_unref(call);
     drain_and_destroy(cq);
     return rc;
+}
+
+int cube_rpc_failover_init(cube_rpc_failover *f, const char *addresses, cube_err *err)
+{
+    memset(f, 0, sizeof(*f));
+    char list[4096];
+    snprintf(list, sizeof(list), "%s", addresses ? addresses : "");
+    char *save = NULL;
+    for (char *a = strtok_r(list, ",", &save); a; a = strtok_r(NULL, ",", &save)) {
+        if (f->n == (int)(sizeof(f->c) / sizeof(f->c[0]))) {
+            cube_rpc_failover_free(f);
+            return cube_err_set(err, EINVAL, "at most %zu addresses", sizeof(f->c) / sizeof(f->c[0]));
+        }
+        if (!(f->c[f->n] = cube_rpc_client_new(a, err))) {
+            cube_rpc_failover_free(f);
+            return -1;
+        }
+        f->n++;
+    }
+    return f->n ? 0 : cube_err_set(err, EINVAL, "no address given");
+}
+
+int cube_rpc_failover_call(cube_rpc_failover *f, const char *method, const ProtobufCMessage *req,
+                           const ProtobufCMessageDescriptor *resp_desc, ProtobufCMessage **resp,
+                           const cube_rpc_call_opts *opts, cube_err *err)
+{
+    int first = __atomic_load_n(&f->current, __ATOMIC_RELAXED);
+    for (int k = 0; k < f->n; k++) {
+        int i = (first + k) % f->n;
+        cube_err_clear(err);
+        int rc = cube_rpc_call(f->c[i], method, req, resp_desc, resp, opts, err);
+        if (rc == 0 || err->code != ECONNREFUSED) {
+            if (k) __atomic_store_n(&f->current, i, __ATOMIC_RELAXED);
+            return rc;
+        }
+    }
+    return -1;
+}
+
+void cube_rpc_failover_free(cube_rpc_failover *f)
+{
+    for (int i = 0; i < f->n; i++) cube_rpc_client_free(f->c[i]);
+    f->n = 0;
 }
