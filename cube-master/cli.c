@@ -198,7 +198,7 @@ static int node_cmd(cube_rpc_client *c, int argc, char **argv)
     if (!json_out) printf("%-16s %-9s %-8s %-8s %s\n", "NODE", "STATE", "BACKEND", "RUNNING", "ADDRESS");
     for (size_t i = 0; i < l->n_nodes; i++) {
         Cube__NodeInfo *n = l->nodes[i];
-        const char *state = n->lost ? "lost" : n->draining ? "draining" : "ready";
+        const char *state = n->lost ? "lost" : n->silent ? "silent" : n->draining ? "draining" : "ready";
         if (!json_out)
             printf("%-16s %-9s %-8s %-8u %s\n", n->node_id, state, n->backend, n->running, n->address);
         cJSON *o = cJSON_CreateObject();

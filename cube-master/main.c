@@ -18,6 +18,9 @@ static const cube_config_flag flags[] = {
     {"store", "master.store", true,
      "shared store for several masters: mysql://user[:pw]@host[:port]/db or mysql://user@unix(/sock)/db "
      "(default: the SQLite database)"},
+    {"node-lost-ms", "master.node_lost_ms", true,
+     "a node silent this long is lost: its sandboxes are reported gone (default 15000)"},
+    {"redis", "master.redis", true, "Redis for sandbox routes (unix:/path or host:port; default: none)"},
     {"api-key-file", "master.api_key_file", true, "bootstrap API key to register (default <data>/api-key)"},
     {"metrics-port", "master.metrics_port", true,
      "serve Prometheus /metrics on 127.0.0.1:PORT (default: off)"},
@@ -44,12 +47,21 @@ static int run(cube_config *cfg, int argc, char **argv)
     const char *url = cube_config_get(cfg, "master.store", NULL);
     store *st =
         url ? store_mysql_open(url, &err) : store_sqlite_open(cube_config_get(cfg, "master.db", path), &err);
+    const char *redis = cube_config_get(cfg, "master.redis", NULL);
+    if (st && redis) st = store_with_routes(st, redis, &err);
     if (!st) {
         fprintf(stderr, "cube-master: %s\n", err.msg);
         return 1;
     }
     master m;
     master_init(&m, st, &err);
+    long long lost_ms;
+    if (cube_config_get_int(cfg, "master.node_lost_ms", 15000, 2000, 3600000, &lost_ms, &err) < 0) {
+        fprintf(stderr, "cube-master: %s\n", err.msg);
+        st->ops->close(st);
+        return 2;
+    }
+    m.node_lost_ms = lost_ms;
     snprintf(m.data_dir, sizeof(m.data_dir), "%s", data);
     FILE *kf = fopen(cube_config_get(cfg, "master.api_key_file", keyfile), "re");
     if (kf) {

@@ -36,6 +36,7 @@ int master_init(master *m, store *st, cube_err *err)
     memset(m, 0, sizeof(*m));
     m->st = st;
     m->heartbeat_ms = 1000;
+    m->node_lost_ms = 15000;
     pthread_mutex_init(&m->lock, NULL);
     pthread_mutex_init(&m->stop_lock, NULL);
     pthread_cond_init(&m->stop_cond, NULL);
@@ -117,8 +118,9 @@ static void reconcile_node(master *m, const char *node_id, cube_rpc_client *clie
     protobuf_c_message_free_unpacked(resp, NULL);
 }
 
-/* A node silent for three heartbeats is lost: its sandboxes are marked lost (reported gone to users, never
- * routed to); scheduling already skips it. Run by the reaper. */
+/* A node silent for node_lost_ms is lost: its sandboxes are marked lost (reported gone to users, never routed
+ * to). Long enough for a cubelet to restart and adopt its sandboxes; scheduling skips a node after three
+ * missed heartbeats already. Run by the reaper. */
 static void mark_lost_nodes(master *m)
 {
     int64_t now = cube_now_mono_ms();
@@ -126,7 +128,7 @@ static void mark_lost_nodes(master *m)
     int nl = 0;
     pthread_mutex_lock(&m->lock);
     for (master_node *x = m->nodes; x && nl < 16; x = x->next) {
-        if (x->lost || node_alive(m, x, now)) continue;
+        if (x->lost || now - x->last_seen_ms <= m->node_lost_ms) continue;
         x->lost = 1;
         x->reconcile = 1;
         snprintf(lost[nl++], 64, "%s", x->node_id);
@@ -1090,7 +1092,8 @@ static int list_nodes(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *resp
             .alloc = (void *(*)(void *, size_t))cube_rpc_alloc, .free = noop_free, .allocator_data = ctx};
         Cube__NodeInfo *ni = cube__node_info__unpack(&a, len, buf);
         if (!ni) continue;
-        ni->lost = x->lost || !node_alive(m, x, cube_now_mono_ms());
+        ni->lost = x->lost;
+        ni->silent = !node_alive(m, x, cube_now_mono_ms());
         ni->last_seen_ms_ago = cube_now_mono_ms() - x->last_seen_ms;
         out->nodes[out->n_nodes++] = ni;
     }

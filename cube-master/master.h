@@ -26,6 +26,8 @@ typedef struct master {
     pthread_mutex_t lock; /* nodes */
     master_node *nodes;
     int64_t heartbeat_ms;
+    int64_t node_lost_ms; /* silence after which a node's sandboxes are reported gone (scheduling stops after
+                           * three heartbeats already) */
     pthread_t reaper;
     int stopping;
     pthread_mutex_t stop_lock;

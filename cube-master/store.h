@@ -49,6 +49,8 @@ struct store {
 store *store_sqlite_open(const char *path, cube_err *err);
 /* mysql://user[:password]@host[:port]/database or mysql://user@unix(/path.sock)/database */
 store *store_mysql_open(const char *url, cube_err *err);
+/* inner, plus sandbox routes kept in Redis at redis_addr for cube-proxy (takes inner; closes it on error). */
+store *store_with_routes(store *inner, const char *redis_addr, cube_err *err);
 void store_free_sandboxes(Cube__Sandbox **v, size_t n);
 void store_free_keys(Cube__ListKeysResponse *out);
 void store_free_volumes(Cube__Volume **v, size_t n);

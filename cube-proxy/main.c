@@ -14,6 +14,7 @@ static const cube_config_flag flags[] = {
     {"port", "proxy.port", true, "port (default 3001)"},
     {"master", "proxy.master", true, "cube-master address (default unix:<data>/run/master.sock)"},
     {"domain", "proxy.domain", true, "sandbox domain for Host routing (default: any)"},
+    {"redis", "proxy.redis", true, "Redis with the cluster's sandbox routes (unix:/path or host:port)"},
     {0},
 };
 
@@ -61,6 +62,8 @@ int main(int argc, char **argv)
         cube_config_free(cfg);
         return 1;
     }
+    const char *redis = cube_config_get(cfg, "proxy.redis", NULL);
+    if (redis) proxy_use_redis(&px, redis);
     pthread_t th;
     pthread_create(&th, NULL, signals, &set);
     cube_log_info("proxy ready", "port=%d", px.port);

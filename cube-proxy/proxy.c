@@ -19,6 +19,7 @@
 #include "metrics.h"
 #include "master.pb-c.h"
 #include "netns.h"
+#include "redis.h"
 
 #define HEAD_MAX 65536
 
@@ -115,10 +116,36 @@ static void reply_json(int fd, int status, const char *reason, const char *msg)
     free(body);
 }
 
+void proxy_use_redis(proxy *p, const char *redis_addr)
+{
+    p->routes = cube_redis_new(redis_addr);
+}
+
+/* The route a master published ("STATE AUTO_RESUME NETNS"); 0, or -1 for a miss, a tombstone or no Redis. */
+static int resolve_cached(proxy *p, const char *id, char *netns, size_t cap, int *paused, int *auto_resume)
+{
+    if (!p->routes) return -1;
+    redisReply *r = cube_redis_cmd(p->routes, "HGET cube:routes %s", id);
+    int state = 0, ar = 0, off = 0, rc = -1;
+    if (r && r->type == REDIS_REPLY_STRING && sscanf(r->str, "%d %d %n", &state, &ar, &off) == 2 && off > 0 &&
+        strncmp(r->str + off, "/proc/", 6) == 0) {
+        snprintf(netns, cap, "%s", r->str + off);
+        *paused = state == CUBE__SANDBOX_STATE__SANDBOX_STATE_PAUSED;
+        *auto_resume = ar;
+        rc = 0;
+    }
+    if (r) freeReplyObject(r);
+    cube_metric_add(rc == 0 ? "cube_proxy_route_lookups_total{source=\"redis\"}"
+                            : "cube_proxy_route_lookups_total{source=\"master\"}",
+                    "Where sandbox routes came from", 1);
+    return rc;
+}
+
 /* The sandbox's network namespace from its agent address "netns:/proc/PID/ns/net:PORT". */
 static int resolve(proxy *p, const char *id, char *netns, size_t cap, int *paused, int *auto_resume,
                    cube_err *err)
 {
+    if (resolve_cached(p, id, netns, cap, paused, auto_resume) == 0) return 0;
     Cube__SandboxRef ref = CUBE__SANDBOX_REF__INIT;
     ref.sandbox_id = (char *)id;
     ProtobufCMessage *resp = NULL;

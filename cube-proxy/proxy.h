@@ -12,6 +12,7 @@ typedef struct proxy {
     int listen_fd;
     int port;
     cube_rpc_failover masters; /* one or a cluster's several */
+    struct cube_redis *routes; /* a cluster's route cache (cube:routes), asked before a master; or NULL */
     char domain[256];
     volatile int stopping;
 } proxy;
@@ -22,6 +23,8 @@ typedef struct proxy_target {
 } proxy_target;
 
 int proxy_init(proxy *p, const char *addr, int port, const char *master, const char *domain, cube_err *err);
+/* Routes from Redis first (deploy: a cluster); a miss or an unreachable Redis falls back to the masters. */
+void proxy_use_redis(proxy *p, const char *redis_addr);
 /* Accepts until proxy_stop; one thread per connection. */
 void proxy_serve(proxy *p);
 void proxy_stop(proxy *p);

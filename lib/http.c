@@ -182,11 +182,18 @@ http_server *http_server_start_shared(const char *addr, int port, const http_rou
         free(s);
         return cube_err_set(err, EINVAL, "http: bad listen address '%s'", addr), NULL;
     }
-    s->daemon = MHD_start_daemon(
-        MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG, (uint16_t)port,
-        NULL, NULL, on_request, s, MHD_OPTION_SOCK_ADDR, &sa, MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
-        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)0, MHD_OPTION_LISTENING_ADDRESS_REUSE,
-        (unsigned)(share_port ? 1 : 0), MHD_OPTION_END);
+    /* the option only when sharing: given as 0 it would also drop MHD's default SO_REUSEADDR, and a restart
+     * would then wait out its old connections' TIME_WAIT */
+    unsigned flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG;
+    if (share_port)
+        s->daemon =
+            MHD_start_daemon(flags, (uint16_t)port, NULL, NULL, on_request, s, MHD_OPTION_SOCK_ADDR, &sa,
+                             MHD_OPTION_NOTIFY_COMPLETED, on_completed, s, MHD_OPTION_CONNECTION_TIMEOUT,
+                             (unsigned)0, MHD_OPTION_LISTENING_ADDRESS_REUSE, (unsigned)1, MHD_OPTION_END);
+    else
+        s->daemon = MHD_start_daemon(flags, (uint16_t)port, NULL, NULL, on_request, s, MHD_OPTION_SOCK_ADDR,
+                                     &sa, MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
+                                     MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)0, MHD_OPTION_END);
     if (!s->daemon) {
         free(s);
         return cube_err_set(err, EADDRINUSE, "http: cannot listen on %s:%d", addr, port), NULL;

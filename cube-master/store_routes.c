@@ -1,0 +1,194 @@
+/* The store with routes: every sandbox write also updates the hash cube:routes in Redis (sandbox id ->
+ * "STATE AUTO_RESUME NETNS"), which cube-proxy reads before asking a master. The store stays the truth: a
+ * Redis write that fails leaves the view suspect, so on the next connection the hash is dropped and rebuilt
+ * from the store; a proxy that misses Redis asks a master (slower, still right).
+ * Several masters share the hash: a removed sandbox leaves a tombstone ("x") and a rebuild only fills fields
+ * that are absent (HSETNX), so a rebuild from an older listing never brings back a sandbox another master
+ * just removed, nor lays an older state over a newer one. Tombstones go at the next rebuild. */
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+#include "redis.h"
+#include "store.h"
+
+#define ROUTES "cube:routes"
+
+typedef struct routes_store {
+    store base;
+    store *inner;
+    cube_redis *redis;
+    bool suspect; /* a write failed: rebuild on the next connection */
+    pthread_mutex_t lock;
+} routes_store;
+
+static bool routable(const Cube__Sandbox *sb)
+{
+    return (sb->state == CUBE__SANDBOX_STATE__SANDBOX_STATE_RUNNING ||
+            sb->state == CUBE__SANDBOX_STATE__SANDBOX_STATE_PAUSED) &&
+           sb->agent_address && strncmp(sb->agent_address, "netns:", 6) == 0;
+}
+
+static bool write_route(routes_store *s, const Cube__Sandbox *sb, bool only_new)
+{
+    redisReply *r;
+    if (routable(sb)) {
+        char netns[512];
+        snprintf(netns, sizeof(netns), "%s", sb->agent_address + 6);
+        char *port = strrchr(netns, ':');
+        if (port) *port = '\0';
+        char value[600];
+        snprintf(value, sizeof(value), "%d %d %s", sb->state, sb->auto_resume, netns);
+        r = cube_redis_cmd(s->redis, only_new ? "HSETNX %s %s %s" : "HSET %s %s %s", ROUTES, sb->sandbox_id,
+                           value);
+    } else {
+        r = cube_redis_cmd(s->redis, only_new ? "HSETNX %s %s x" : "HSET %s %s x", ROUTES, sb->sandbox_id);
+    }
+    bool ok = r && r->type != REDIS_REPLY_ERROR;
+    if (r) freeReplyObject(r);
+    return ok;
+}
+
+/* After a failure (or at the first connection): the hash is rebuilt from the store. Lock held: route writes
+ * are serialised with a rebuild, so a rebuild never lays an older state over a newer one. */
+static void sync_routes(routes_store *s)
+{
+    /* a new connection: Redis may have restarted empty (or missed our writes while away) */
+    bool fresh = cube_redis_take_fresh(s->redis);
+    if (fresh || s->suspect) {
+        redisReply *r = cube_redis_cmd(s->redis, "DEL %s", ROUTES);
+        if (r) freeReplyObject(r);
+        Cube__Sandbox **all;
+        size_t n;
+        cube_err err = {0};
+        bool ok = r != NULL;
+        if (ok && s->inner->ops->sandbox_list(s->inner, &all, &n, &err) == 0) {
+            for (size_t i = 0; i < n && ok; i++) ok = write_route(s, all[i], true);
+            store_free_sandboxes(all, n);
+            if (ok) cube_log_info("routes rebuilt in redis", "sandboxes=%zu", n);
+        }
+        s->suspect = !ok;
+    }
+}
+
+static int r_sandbox_put(store *base, const Cube__Sandbox *sb, cube_err *err)
+{
+    routes_store *s = (routes_store *)base;
+    if (s->inner->ops->sandbox_put(s->inner, sb, err) < 0) return -1;
+    pthread_mutex_lock(&s->lock);
+    sync_routes(s);
+    if (!write_route(s, sb, false)) s->suspect = true;
+    pthread_mutex_unlock(&s->lock);
+    return 0;
+}
+
+static int r_sandbox_delete(store *base, const char *id, cube_err *err)
+{
+    routes_store *s = (routes_store *)base;
+    int rc = s->inner->ops->sandbox_delete(s->inner, id, err);
+    pthread_mutex_lock(&s->lock);
+    sync_routes(s);
+    redisReply *r = cube_redis_cmd(s->redis, "HSET %s %s x", ROUTES, id); /* tombstone */
+    if (!r) s->suspect = true;
+    if (r) freeReplyObject(r);
+    pthread_mutex_unlock(&s->lock);
+    return rc;
+}
+
+/* the rest passes through */
+#define INNER(s) (((routes_store *)(s))->inner)
+static int r_key_put(store *s, const char *a, const char *b, const char *c, int64_t d, cube_err *e)
+{
+    return INNER(s)->ops->key_put(INNER(s), a, b, c, d, e);
+}
+static int r_key_find(store *s, const char *h, char id[64], char name[128], cube_err *e)
+{
+    return INNER(s)->ops->key_find(INNER(s), h, id, name, e);
+}
+static int r_key_list(store *s, Cube__ListKeysResponse *o, cube_err *e)
+{
+    return INNER(s)->ops->key_list(INNER(s), o, e);
+}
+static int r_key_revoke(store *s, const char *id, cube_err *e)
+{
+    return INNER(s)->ops->key_revoke(INNER(s), id, e);
+}
+static Cube__Sandbox *r_sandbox_get(store *s, const char *id, cube_err *e)
+{
+    return INNER(s)->ops->sandbox_get(INNER(s), id, e);
+}
+static int r_sandbox_list(store *s, Cube__Sandbox ***o, size_t *n, cube_err *e)
+{
+    return INNER(s)->ops->sandbox_list(INNER(s), o, n, e);
+}
+static int r_sandbox_expired(store *s, int64_t now, Cube__Sandbox ***o, size_t *n, cube_err *e)
+{
+    return INNER(s)->ops->sandbox_expired(INNER(s), now, o, n, e);
+}
+static int r_sandbox_claim(store *s, const char *id, int64_t a, int64_t b, cube_err *e)
+{
+    return INNER(s)->ops->sandbox_claim(INNER(s), id, a, b, e);
+}
+static int r_volume_put(store *s, const Cube__Volume *v, cube_err *e)
+{
+    return INNER(s)->ops->volume_put(INNER(s), v, e);
+}
+static Cube__Volume *r_volume_get(store *s, const char *k, cube_err *e)
+{
+    return INNER(s)->ops->volume_get(INNER(s), k, e);
+}
+static int r_volume_list(store *s, Cube__Volume ***o, size_t *n, cube_err *e)
+{
+    return INNER(s)->ops->volume_list(INNER(s), o, n, e);
+}
+static int r_volume_delete(store *s, const char *id, cube_err *e)
+{
+    return INNER(s)->ops->volume_delete(INNER(s), id, e);
+}
+
+static void r_close(store *base)
+{
+    routes_store *s = (routes_store *)base;
+    s->inner->ops->close(s->inner);
+    cube_redis_free(s->redis);
+    pthread_mutex_destroy(&s->lock);
+    free(s);
+}
+
+static const store_ops routes_ops = {
+    .name = "routes",
+    .close = r_close,
+    .key_put = r_key_put,
+    .key_find = r_key_find,
+    .key_list = r_key_list,
+    .key_revoke = r_key_revoke,
+    .sandbox_put = r_sandbox_put,
+    .sandbox_get = r_sandbox_get,
+    .sandbox_delete = r_sandbox_delete,
+    .sandbox_list = r_sandbox_list,
+    .sandbox_expired = r_sandbox_expired,
+    .sandbox_claim = r_sandbox_claim,
+    .volume_put = r_volume_put,
+    .volume_get = r_volume_get,
+    .volume_list = r_volume_list,
+    .volume_delete = r_volume_delete,
+};
+
+store *store_with_routes(store *inner, const char *redis_addr, cube_err *err)
+{
+    routes_store *s = calloc(1, sizeof(*s));
+    if (!s || !(s->redis = cube_redis_new(redis_addr))) {
+        free(s);
+        inner->ops->close(inner);
+        cube_err_set(err, ENOMEM, "out of memory");
+        return NULL;
+    }
+    s->base.ops = &routes_ops;
+    s->inner = inner;
+    s->suspect = true; /* the first connection rebuilds: whatever the hash holds is not ours to trust */
+    pthread_mutex_init(&s->lock, NULL);
+    return &s->base;
+}
