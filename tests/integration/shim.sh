@@ -93,8 +93,8 @@ for _ in $(seq 50); do [ "$(state t2)" = STOPPED ] && break; sleep 0.1; done
 timeout 30 $C task delete t2 >/dev/null && pass "task delete" || fail "task delete"
 $C container delete t2 || fail "container delete"
 
-# 4. nothing left behind
-sleep 0.5
+# 4. nothing left behind (a shim exits after answering Shutdown: give it a moment)
+for _ in $(seq 50); do pgrep -f containerd-shim-cube-v2 >/dev/null || break; sleep 0.1; done
 pgrep -f "cube-hypervisor --id ctr-" >/dev/null && fail "a cube-hypervisor survived" || pass "no hypervisor left"
 pgrep -f containerd-shim-cube-v2 >/dev/null && fail "a shim survived" || pass "no shim left"
 left=$(awk -v d="$work/" 'index($2, d) == 1 && $2 !~ /\/root\/io.containerd/ {print $2}' /proc/self/mounts)
