@@ -48,6 +48,11 @@ for (let i = 0; i < 30; i++) {
   if (i % 5 === 4) await settle(300);
 }
 console.log(['http_seq', fmt(q(seq, 0.5)), fmt(q(seq, 0.95)), fmt(q(seq, 0.99))].join('\t'));
+if (process.env.CUBE_BENCH_ONLY_SEQ) {
+  // creates per second, one client at a time over the same keep-alive connection
+  console.log(['http_seq_rate', fmt(1000 / avg(seq))].join('\t'));
+  process.exit(0);
+}
 
 await waitPool();
 const conc = await Promise.all(Array.from({ length: 50 }, () => create()));
