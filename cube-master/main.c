@@ -20,6 +20,8 @@ static const cube_config_flag flags[] = {
      "(default: the SQLite database)"},
     {"node-lost-ms", "master.node_lost_ms", true,
      "a node silent this long is lost: its sandboxes are reported gone (default 15000)"},
+    {"orphan-after-ms", "master.orphan_after_ms", true,
+     "a sandbox a node runs this long with no record is killed (default 60000)"},
     {"redis", "master.redis", true, "Redis for sandbox routes (unix:/path or host:port; default: none)"},
     {"api-key-file", "master.api_key_file", true, "bootstrap API key to register (default <data>/api-key)"},
     {"metrics-port", "master.metrics_port", true,
@@ -62,6 +64,13 @@ static int run(cube_config *cfg, int argc, char **argv)
         return 2;
     }
     m.node_lost_ms = lost_ms;
+    long long orphan_ms;
+    if (cube_config_get_int(cfg, "master.orphan_after_ms", 60000, 1000, 86400000, &orphan_ms, &err) < 0) {
+        fprintf(stderr, "cube-master: %s\n", err.msg);
+        st->ops->close(st);
+        return 2;
+    }
+    m.orphan_after_ms = orphan_ms;
     snprintf(m.data_dir, sizeof(m.data_dir), "%s", data);
     FILE *kf = fopen(cube_config_get(cfg, "master.api_key_file", keyfile), "re");
     if (kf) {

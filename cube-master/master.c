@@ -37,6 +37,7 @@ int master_init(master *m, store *st, cube_err *err)
     m->st = st;
     m->heartbeat_ms = 1000;
     m->node_lost_ms = 15000;
+    m->orphan_after_ms = 60000;
     pthread_mutex_init(&m->lock, NULL);
     pthread_mutex_init(&m->stop_lock, NULL);
     pthread_cond_init(&m->stop_cond, NULL);
@@ -116,6 +117,55 @@ static void reconcile_node(master *m, const char *node_id, cube_rpc_client *clie
         store_free_sandboxes(all, n);
     }
     protobuf_c_message_free_unpacked(resp, NULL);
+}
+
+/* Every orphan_after_ms / 2: what alive nodes have run for orphan_after_ms (a minute) without a record is an
+ * orphan (its create died with a master between the node's answer and the store write): it is killed, never
+ * left running unseen. (The minute covers creates in flight through other masters.) */
+static void sweep_orphans(master *m)
+{
+    int64_t now = cube_now_mono_ms();
+    if (now - m->last_orphan_sweep_ms < m->orphan_after_ms / 2) return;
+    m->last_orphan_sweep_ms = now;
+    char ids[64][64];
+    cube_rpc_client *clients[64];
+    int nn = 0;
+    pthread_mutex_lock(&m->lock);
+    for (master_node *x = m->nodes; x && nn < 64; x = x->next) {
+        if (!node_alive(m, x, now) || !x->client) continue;
+        snprintf(ids[nn], 64, "%s", x->node_id);
+        clients[nn++] = x->client;
+    }
+    pthread_mutex_unlock(&m->lock);
+    for (int k = 0; k < nn; k++) {
+        Cube__Empty e = CUBE__EMPTY__INIT;
+        ProtobufCMessage *resp = NULL;
+        cube_err err = {0};
+        cube_rpc_call_opts o = {.timeout_ms = 5000};
+        if (cube_rpc_call(clients[k], "/cube.Cubelet/ListSandboxes", &e.base,
+                          &cube__node_list_response__descriptor, &resp, &o, &err) < 0)
+            continue;
+        const Cube__NodeListResponse *l = (const Cube__NodeListResponse *)resp;
+        for (size_t i = 0; i < l->n_sandboxes; i++) {
+            const Cube__NodeSandbox *ns = l->sandboxes[i];
+            if (ns->held_ms < m->orphan_after_ms) continue;
+            Cube__Sandbox *sb = m->st->ops->sandbox_get(m->st, ns->sandbox_id, &err);
+            if (sb) {
+                cube__sandbox__free_unpacked(sb, NULL);
+                continue;
+            }
+            if (err.code != ENOENT) continue; /* the store did not answer: not a reason to kill */
+            Cube__NodeSandboxRef ref = CUBE__NODE_SANDBOX_REF__INIT;
+            ref.sandbox_id = ns->sandbox_id;
+            ProtobufCMessage *r = NULL;
+            if (cube_rpc_call(clients[k], "/cube.Cubelet/KillSandbox", &ref.base, &cube__empty__descriptor,
+                              &r, &o, &err) == 0)
+                cube_log_info("audit", "action=kill sandbox=%s node=%s reason=orphan", ns->sandbox_id,
+                              ids[k]);
+            if (r) protobuf_c_message_free_unpacked(r, NULL);
+        }
+        protobuf_c_message_free_unpacked(resp, NULL);
+    }
 }
 
 /* A node silent for node_lost_ms is lost: its sandboxes are marked lost (reported gone to users, never routed
@@ -1114,6 +1164,7 @@ static void *reaper(void *arg)
         cube_err err = {0};
         if (*m->data_dir) sweep_deleted_templates(m);
         mark_lost_nodes(m);
+        sweep_orphans(m);
         Cube__Sandbox **all;
         size_t na;
         if (m->st->ops->sandbox_list(m->st, &all, &na, &err) == 0) {

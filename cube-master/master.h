@@ -26,8 +26,10 @@ typedef struct master {
     pthread_mutex_t lock; /* nodes */
     master_node *nodes;
     int64_t heartbeat_ms;
-    int64_t node_lost_ms; /* silence after which a node's sandboxes are reported gone (scheduling stops after
-                           * three heartbeats already) */
+    int64_t node_lost_ms;
+    int64_t orphan_after_ms;      /* a sandbox a node runs without a record this long is killed */
+    int64_t last_orphan_sweep_ms; /* silence after which a node's sandboxes are reported gone (scheduling
+                                   * stops after three heartbeats already) */
     pthread_t reaper;
     int stopping;
     pthread_mutex_t stop_lock;

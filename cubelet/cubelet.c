@@ -351,6 +351,7 @@ static void adopt_running(cubelet *c)
         s->hv = info->hv_pid;
         s->init = info->init_pid;
         s->adopted = true;
+        s->claimed_ms = cube_now_mono_ms();
         s->tpl = tpl;
         s->state = SLOT_CLAIMED;
         snprintf(s->sandbox_id, sizeof(s->sandbox_id), "%s", sid);
@@ -494,6 +495,7 @@ static int create_sandbox(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *
     int from_pool = s != NULL;
     if (s) {
         s->state = SLOT_CLAIMED;
+        s->claimed_ms = cube_now_mono_ms();
         snprintf(s->sandbox_id, sizeof(s->sandbox_id), "%s", req->sandbox_id);
         pthread_cond_signal(&c->refill);
     }
@@ -501,6 +503,7 @@ static int create_sandbox(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *
     if (!s) { /* cold: the pool is empty */
         if (spawn_slot(c, tpl, NULL, &s, err) < 0) return -1;
         s->state = SLOT_CLAIMED;
+        s->claimed_ms = cube_now_mono_ms();
         snprintf(s->sandbox_id, sizeof(s->sandbox_id), "%s", req->sandbox_id);
         pthread_mutex_lock(&c->lock);
         s->next = c->slots;
@@ -650,6 +653,7 @@ static int fork_sandbox(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *re
         cube_err cerr = {0};
         if (spawn_slot(c, tpl, child_layers, &s, &cerr) == 0) {
             s->state = SLOT_CLAIMED;
+            s->claimed_ms = cube_now_mono_ms();
             snprintf(s->sandbox_id, sizeof(s->sandbox_id), "%s", child->sandbox_id);
             pthread_mutex_lock(&c->lock);
             s->next = c->slots;
@@ -830,6 +834,7 @@ static int list_sandboxes(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *
         x->sandbox_id = cube_rpc_strdup(ctx, s->sandbox_id);
         x->state = s->state == SLOT_PAUSED ? CUBE__SANDBOX_STATE__SANDBOX_STATE_PAUSED
                                            : CUBE__SANDBOX_STATE__SANDBOX_STATE_RUNNING;
+        x->held_ms = s->claimed_ms ? cube_now_mono_ms() - s->claimed_ms : 0;
         out->sandboxes[out->n_sandboxes++] = x;
     }
     pthread_mutex_unlock(&c->lock);

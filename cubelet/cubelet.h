@@ -32,7 +32,8 @@ typedef struct cl_slot {
     slot_state state;
     pid_t hv;
     pid_t init;
-    bool adopted; /* found running at start: not our child, so it is watched, not waited for */
+    bool adopted;       /* found running at start: not our child, so it is watched, not waited for */
+    int64_t claimed_ms; /* monotonic: when a create claimed it (adopted: when adopted) */
     char state_dir[4200];
     char control[4300];
     char netns[64];      /* /proc/<init>/ns/net: where the node reaches the agent */

@@ -12,7 +12,8 @@ const root = process.env.CUBE_ROOT || new URL('../..', import.meta.url).pathname
 // shares the single-node test's data dir for its cached templates; the cluster's own state lives beside them
 const data = process.env.CUBE_CLUSTER_DATA || '/var/lib/cube-e2e';
 const port = Number(process.env.CUBE_CLUSTER_PORT || 3510);
-const cube = (...args) => execFileSync(`${root}/deploy/cube`, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] });
+// orphans (a sandbox a node runs with no record) are killed after 4 s here, not a minute, to test it in time
+const cube = (...args) => execFileSync(`${root}/deploy/cube`, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, CUBE_MASTER_ORPHAN_AFTER_MS: '4000' } });
 const upOnly = () => cube('up', '--cluster', '--nodes', '3', '--data', data, '--port', String(port));
 const cli = (master, ...args) =>
   JSON.parse(execFileSync(`${root}/build/cube-master/cubemastercli`, ['--master', `unix:${data}/master-${master}/run/master.sock`, '--json', ...args], { encoding: 'utf8' }));
@@ -178,6 +179,24 @@ test('routes come from redis; a redis restart does not break routing', async () 
   } finally {
     await s.kill();
   }
+});
+
+test('a sandbox a node runs without a record (its create died with a master) is killed', async () => {
+  const s = await Sandbox.create();
+  const node = nodeOf(s.sandboxId);
+  // the record vanishes as if the master had died before writing it
+  execFileSync('mariadb', ['--no-defaults', `--socket=${data}/mysql/mysql.sock`, '-uroot', 'cube', '-e',
+    `DELETE FROM sandboxes WHERE sandbox_id='${s.sandboxId}'`]);
+  const running = () => cli(2, 'node', 'list').find((n) => n.node === node).running;
+  await sleep(1200); // a heartbeat that counts it
+  const before = running();
+  assert.ok(before >= 1);
+  let now = before;
+  for (let i = 0; i < 100 && now === before; i++) {
+    await sleep(200);
+    now = running();
+  }
+  assert.equal(now, before - 1, `node ${node} still runs the orphan`);
 });
 
 test('deploy/cube down removes the cluster', () => {
