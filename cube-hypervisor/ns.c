@@ -26,6 +26,7 @@
 
 #include "hv.h"
 #include "log.h"
+#include "oci.h"
 #include "sandbox_seccomp.h"
 
 struct hv_sandbox {
@@ -229,22 +230,8 @@ static void child_main(const child_args *c)
     static char *const default_env[] = {"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
                                         "HOME=/root", NULL};
     char *const *envp = spec->envp ? spec->envp : default_env;
-    const char *prog = argv[0];
     char found[4096];
-    if (!strchr(prog, '/')) { /* a bare name: looked up in the process's own PATH, as runc does */
-        const char *path = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
-        for (char *const *e = envp; *e; e++)
-            if (strncmp(*e, "PATH=", 5) == 0) path = *e + 5;
-        while (*path) {
-            size_t n = strcspn(path, ":");
-            snprintf(found, sizeof(found), "%.*s/%s", (int)n, path, prog);
-            if (n && access(found, X_OK) == 0) {
-                prog = found;
-                break;
-            }
-            path += n + (path[n] == ':');
-        }
-    }
+    const char *prog = oci_find_program(argv[0], envp, found, sizeof(found));
     execve(prog, argv, envp);
     child_fail(errfd, argv[0]);
 }

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 static char **strings(const cJSON *arr, const char *what, cube_err *err)
 {
@@ -102,4 +103,19 @@ void oci_process_free(oci_process *p)
     free(p->cwd);
     free(p->hostname);
     memset(p, 0, sizeof(*p));
+}
+
+const char *oci_find_program(const char *prog, char *const *envp, char *buf, size_t len)
+{
+    if (strchr(prog, '/')) return prog;
+    const char *path = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+    for (char *const *e = envp; e && *e; e++)
+        if (strncmp(*e, "PATH=", 5) == 0) path = *e + 5;
+    while (*path) {
+        size_t n = strcspn(path, ":");
+        snprintf(buf, len, "%.*s/%s", (int)n, path, prog);
+        if (n && access(buf, X_OK) == 0) return buf;
+        path += n + (path[n] == ':');
+    }
+    return prog;
 }

@@ -17,5 +17,8 @@ typedef struct oci_process {
 
 int oci_process_load(const char *config_json, oci_process *out, cube_err *err);
 void oci_process_free(oci_process *p);
+/* args[0] as runc runs it: a bare name is looked up in the process's own PATH (from envp); the result is prog
+ * itself or a path written to buf. */
+const char *oci_find_program(const char *prog, char *const *envp, char *buf, size_t len);
 
 #endif

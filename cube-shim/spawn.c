@@ -171,22 +171,8 @@ static void exec_helper(shim *s, shim_proc *p, const oci_process *op, int io[3],
         if (setgroups(0, NULL) < 0 || setresgid(op->gid, op->gid, op->gid) < 0 ||
             setresuid(op->uid, op->uid, op->uid) < 0)
             _exit(126);
-        const char *prog = op->argv[0];
         char found[4096];
-        if (!strchr(prog, '/')) { /* the process's own PATH, as runc does */
-            const char *pth = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
-            for (char **e = op->envp; e && *e; e++)
-                if (strncmp(*e, "PATH=", 5) == 0) pth = *e + 5;
-            while (*pth) {
-                size_t n = strcspn(pth, ":");
-                snprintf(found, sizeof(found), "%.*s/%s", (int)n, pth, prog);
-                if (n && access(found, X_OK) == 0) {
-                    prog = found;
-                    break;
-                }
-                pth += n + (pth[n] == ':');
-            }
-        }
+        const char *prog = oci_find_program(op->argv[0], op->envp, found, sizeof(found));
         execve(prog, op->argv, op->envp);
         _exit(127);
     }
