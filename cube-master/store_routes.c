@@ -4,7 +4,9 @@
  * from the store; a proxy that misses Redis asks a master (slower, still right).
  * Several masters share the hash: a removed sandbox leaves a tombstone ("x") and a rebuild only fills fields
  * that are absent (HSETNX), so a rebuild from an older listing never brings back a sandbox another master
- * just removed, nor lays an older state over a newer one. Tombstones go at the next rebuild. */
+ * just removed, nor lays an older state over a newer one. Tombstones go at the next rebuild.
+ * Each change is also published on the channel cube:events, one JSON object a message:
+ * {"sandboxID", "state": running|paused|lost|deleted, "node"}. */
 #include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -74,6 +76,22 @@ static void sync_routes(routes_store *s)
     }
 }
 
+static void publish(routes_store *s, const char *id, const char *state, const char *node)
+{
+    char msg[256];
+    snprintf(msg, sizeof(msg), "{\"sandboxID\":\"%s\",\"state\":\"%s\",\"node\":\"%s\"}", id, state, node);
+    redisReply *r = cube_redis_cmd(s->redis, "PUBLISH cube:events %s", msg);
+    if (r) freeReplyObject(r);
+}
+
+static const char *state_name(int st)
+{
+    return st == CUBE__SANDBOX_STATE__SANDBOX_STATE_RUNNING  ? "running"
+           : st == CUBE__SANDBOX_STATE__SANDBOX_STATE_PAUSED ? "paused"
+           : st == CUBE__SANDBOX_STATE__SANDBOX_STATE_LOST   ? "lost"
+                                                             : "other";
+}
+
 static int r_sandbox_put(store *base, const Cube__Sandbox *sb, cube_err *err)
 {
     routes_store *s = (routes_store *)base;
@@ -81,6 +99,7 @@ static int r_sandbox_put(store *base, const Cube__Sandbox *sb, cube_err *err)
     pthread_mutex_lock(&s->lock);
     sync_routes(s);
     if (!write_route(s, sb, false)) s->suspect = true;
+    publish(s, sb->sandbox_id, state_name(sb->state), sb->node_id ? sb->node_id : "");
     pthread_mutex_unlock(&s->lock);
     return 0;
 }
@@ -94,6 +113,7 @@ static int r_sandbox_delete(store *base, const char *id, cube_err *err)
     redisReply *r = cube_redis_cmd(s->redis, "HSET %s %s x", ROUTES, id); /* tombstone */
     if (!r) s->suspect = true;
     if (r) freeReplyObject(r);
+    if (rc == 0) publish(s, id, "deleted", "");
     pthread_mutex_unlock(&s->lock);
     return rc;
 }

@@ -3,7 +3,7 @@
 // network namespace of its own. Driven by the real E2B SDK through the shared address.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { readFileSync, rmSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Sandbox, SandboxNotFoundError, NotFoundError } from 'e2b';
@@ -197,6 +197,22 @@ test('a sandbox a node runs without a record (its create died with a master) is 
     now = running();
   }
   assert.equal(now, before - 1, `node ${node} still runs the orphan`);
+});
+
+test('sandbox changes are published on redis (cube:events)', async () => {
+  const sub = spawn('redis-cli', ['-s', `${data}/redis.sock`, 'SUBSCRIBE', 'cube:events']);
+  let out = '';
+  sub.stdout.on('data', (d) => (out += d));
+  try {
+    await sleep(300);
+    const s = await Sandbox.create();
+    await s.kill();
+    for (let i = 0; i < 50 && !out.includes(`"sandboxID":"${s.sandboxId}","state":"deleted"`); i++) await sleep(100);
+    assert.match(out, new RegExp(`"sandboxID":"${s.sandboxId}","state":"running","node":"node-\\d"`));
+    assert.ok(out.includes(`"sandboxID":"${s.sandboxId}","state":"deleted"`), out);
+  } finally {
+    sub.kill();
+  }
 });
 
 test('deploy/cube down removes the cluster', () => {
