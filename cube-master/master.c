@@ -70,7 +70,7 @@ static int node_alive(const master *m, const master_node *n, int64_t now)
 /* A node that (re)registers — a restarted cubelet, or this master after its own restart — is asked what it
  * runs; records of sandboxes it no longer has are removed, never left to be routed to (or silently reused).
  */
-static void reconcile_node(master *m, const char *node_id, cube_rpc_client *client, int was_lost)
+static int reconcile_node(master *m, const char *node_id, cube_rpc_client *client, int was_lost)
 {
     Cube__Empty e = CUBE__EMPTY__INIT;
     ProtobufCMessage *resp = NULL;
@@ -78,8 +78,8 @@ static void reconcile_node(master *m, const char *node_id, cube_rpc_client *clie
     cube_rpc_call_opts o = {.timeout_ms = 5000};
     if (cube_rpc_call(client, "/cube.Cubelet/ListSandboxes", &e.base, &cube__node_list_response__descriptor,
                       &resp, &o, &err) < 0) {
-        cube_log_warn("reconcile skipped", "node=%s err=\"%s\"", node_id, err.msg);
-        return;
+        cube_log_warn("reconcile deferred to the next heartbeat", "node=%s err=\"%s\"", node_id, err.msg);
+        return -1;
     }
     Cube__NodeListResponse *l = (Cube__NodeListResponse *)resp;
     Cube__Sandbox **all;
@@ -117,6 +117,7 @@ static void reconcile_node(master *m, const char *node_id, cube_rpc_client *clie
         store_free_sandboxes(all, n);
     }
     protobuf_c_message_free_unpacked(resp, NULL);
+    return 0;
 }
 
 /* Every orphan_after_ms / 2: what alive nodes have run for orphan_after_ms (a minute) without a record is an
@@ -253,7 +254,15 @@ static int heartbeat(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *respp
     cube_rpc_client *client = n ? n->client : NULL;
     pthread_mutex_unlock(&m->lock);
     if (copy) cube__node_info__free_unpacked(copy, NULL);
-    if (reconcile && client) reconcile_node(m, in->node_id, client, was_lost);
+    if (reconcile && client && reconcile_node(m, in->node_id, client, was_lost) < 0) {
+        pthread_mutex_lock(&m->lock); /* not reached yet (a channel still reconnecting): again next time */
+        n = node_find(m, in->node_id);
+        if (n) {
+            n->reconcile = 1;
+            n->lost = n->lost || was_lost;
+        }
+        pthread_mutex_unlock(&m->lock);
+    }
     out->heartbeat_interval_ms = m->heartbeat_ms;
     return rc;
 }
