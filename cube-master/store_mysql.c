@@ -321,7 +321,8 @@ static int my_sandbox_put(store *base, const Cube__Sandbox *sb, cube_err *err)
     if (!buf) return cube_err_set(err, ENOMEM, "out of memory");
     protobuf_c_message_pack(&sb->base, buf);
     sqlbuf b = {0};
-    puts_(&b, "REPLACE INTO sandboxes VALUES(");
+    /* an upsert in place (REPLACE would delete and insert: two index updates) */
+    puts_(&b, "INSERT INTO sandboxes VALUES(");
     put_str(&b, sb->sandbox_id);
     puts_(&b, ",");
     put_int(&b, sb->state);
@@ -331,7 +332,8 @@ static int my_sandbox_put(store *base, const Cube__Sandbox *sb, cube_err *err)
     put_int(&b, sb->end_at_ms);
     puts_(&b, ",");
     put_hex(&b, buf, len);
-    puts_(&b, ")");
+    puts_(&b, ") ON DUPLICATE KEY UPDATE state=VALUES(state), started_at_ms=VALUES(started_at_ms),"
+              " end_at_ms=VALUES(end_at_ms), data=VALUES(data)");
     free(buf);
     if (done(&b, err) < 0) return -1;
     int rc = exec((mysql_store *)base, b.p, b.len, "put sandbox", NULL, err);
