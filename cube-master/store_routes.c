@@ -1,6 +1,6 @@
 /* The store with routes: every sandbox write also updates the hash cube:routes in Redis (sandbox id ->
- * "STATE AUTO_RESUME NETNS"), which cube-proxy reads before asking a master. The store stays the truth: a
- * Redis write that fails leaves the view suspect, so on the next connection the hash is dropped and rebuilt
+ * "STATE AUTO_RESUME NODE NETNS"), which cube-proxy reads before asking a master. The store stays the truth:
+ * a Redis write that fails leaves the view suspect, so on the next connection the hash is dropped and rebuilt
  * from the store; a proxy that misses Redis asks a master (slower, still right).
  * Several masters share the hash: a removed sandbox leaves a tombstone ("x") and a rebuild only fills fields
  * that are absent (HSETNX), so a rebuild from an older listing never brings back a sandbox another master
@@ -43,7 +43,8 @@ static bool write_route(routes_store *s, const Cube__Sandbox *sb, bool only_new)
         char *port = strrchr(netns, ':');
         if (port) *port = '\0';
         char value[600];
-        snprintf(value, sizeof(value), "%d %d %s", sb->state, sb->auto_resume, netns);
+        snprintf(value, sizeof(value), "%d %d %s %s", sb->state, sb->auto_resume,
+                 sb->node_id && *sb->node_id ? sb->node_id : "-", netns);
         r = cube_redis_cmd(s->redis, only_new ? "HSETNX %s %s %s" : "HSET %s %s %s", ROUTES, sb->sandbox_id,
                            value);
     } else {

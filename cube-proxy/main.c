@@ -14,6 +14,8 @@ static const cube_config_flag flags[] = {
     {"port", "proxy.port", true, "port (default 3001)"},
     {"master", "proxy.master", true, "cube-master address (default unix:<data>/run/master.sock)"},
     {"domain", "proxy.domain", true, "sandbox domain for Host routing (default: any)"},
+    {"node-id", "proxy.node_id", true,
+     "in a cluster, the node this proxy serves; sandboxes elsewhere go to their node's proxy"},
     {"redis", "proxy.redis", true, "Redis with the cluster's sandbox routes (unix:/path or host:port)"},
     {0},
 };
@@ -64,6 +66,7 @@ int main(int argc, char **argv)
     }
     const char *redis = cube_config_get(cfg, "proxy.redis", NULL);
     if (redis) proxy_use_redis(&px, redis);
+    proxy_set_node(&px, cube_config_get(cfg, "proxy.node_id", ""));
     pthread_t th;
     pthread_create(&th, NULL, signals, &set);
     cube_log_info("proxy ready", "port=%d", px.port);

@@ -121,14 +121,21 @@ void proxy_use_redis(proxy *p, const char *redis_addr)
     p->routes = cube_redis_new(redis_addr);
 }
 
-/* The route a master published ("STATE AUTO_RESUME NETNS"); 0, or -1 for a miss, a tombstone or no Redis. */
-static int resolve_cached(proxy *p, const char *id, char *netns, size_t cap, int *paused, int *auto_resume)
+void proxy_set_node(proxy *p, const char *node_id)
+{
+    snprintf(p->node_id, sizeof(p->node_id), "%s", node_id ? node_id : "");
+}
+
+/* The route a master published ("STATE AUTO_RESUME NODE NETNS"); 0, or -1 for a miss, a tombstone or no
+ * Redis. */
+static int resolve_cached(proxy *p, const char *id, char *netns, size_t cap, char node[64], int *paused,
+                          int *auto_resume)
 {
     if (!p->routes) return -1;
     redisReply *r = cube_redis_cmd(p->routes, "HGET cube:routes %s", id);
     int state = 0, ar = 0, off = 0, rc = -1;
-    if (r && r->type == REDIS_REPLY_STRING && sscanf(r->str, "%d %d %n", &state, &ar, &off) == 2 && off > 0 &&
-        strncmp(r->str + off, "/proc/", 6) == 0) {
+    if (r && r->type == REDIS_REPLY_STRING && sscanf(r->str, "%d %d %63s %n", &state, &ar, node, &off) == 3 &&
+        off > 0 && strncmp(r->str + off, "/proc/", 6) == 0) {
         snprintf(netns, cap, "%s", r->str + off);
         *paused = state == CUBE__SANDBOX_STATE__SANDBOX_STATE_PAUSED;
         *auto_resume = ar;
@@ -142,10 +149,10 @@ static int resolve_cached(proxy *p, const char *id, char *netns, size_t cap, int
 }
 
 /* The sandbox's network namespace from its agent address "netns:/proc/PID/ns/net:PORT". */
-static int resolve(proxy *p, const char *id, char *netns, size_t cap, int *paused, int *auto_resume,
-                   cube_err *err)
+static int resolve(proxy *p, const char *id, char *netns, size_t cap, char node[64], int *paused,
+                   int *auto_resume, cube_err *err)
 {
-    if (resolve_cached(p, id, netns, cap, paused, auto_resume) == 0) return 0;
+    if (resolve_cached(p, id, netns, cap, node, paused, auto_resume) == 0) return 0;
     Cube__SandboxRef ref = CUBE__SANDBOX_REF__INIT;
     ref.sandbox_id = (char *)id;
     ProtobufCMessage *resp = NULL;
@@ -164,6 +171,7 @@ static int resolve(proxy *p, const char *id, char *netns, size_t cap, int *pause
         if (last) *last = '\0';
         *paused = sb->state == CUBE__SANDBOX_STATE__SANDBOX_STATE_PAUSED;
         *auto_resume = sb->auto_resume;
+        snprintf(node, 64, "%s", sb->node_id ? sb->node_id : "");
     }
     protobuf_c_message_free_unpacked(resp, NULL);
     return rc;
@@ -231,6 +239,47 @@ static void pump(int a, int b, const char *pending, size_t pending_len)
     }
 }
 
+/* The proxy of node_id (from the masters' node list): "host:port" into addr. */
+static int node_proxy(proxy *p, const char *node_id, char *addr, size_t cap, cube_err *err)
+{
+    Cube__Empty e = CUBE__EMPTY__INIT;
+    ProtobufCMessage *resp = NULL;
+    cube_rpc_call_opts o = {.timeout_ms = 5000};
+    if (cube_rpc_failover_call(&p->masters, "/cube.Master/ListNodes", &e.base,
+                               &cube__list_nodes_response__descriptor, &resp, &o, err) < 0)
+        return -1;
+    const Cube__ListNodesResponse *l = (const Cube__ListNodesResponse *)resp;
+    int rc = cube_err_set(err, EHOSTUNREACH, "node %s has no proxy address", node_id);
+    for (size_t i = 0; i < l->n_nodes; i++)
+        if (strcmp(l->nodes[i]->node_id, node_id) == 0 && l->nodes[i]->proxy_address &&
+            *l->nodes[i]->proxy_address) {
+            snprintf(addr, cap, "%s", l->nodes[i]->proxy_address);
+            rc = 0;
+            cube_err_clear(err);
+        }
+    protobuf_c_message_free_unpacked(resp, NULL);
+    return rc;
+}
+
+static int tcp_connect(const char *hostport, cube_err *err)
+{
+    char host[256];
+    snprintf(host, sizeof(host), "%s", hostport);
+    char *colon = strrchr(host, ':');
+    if (!colon) return cube_err_set(err, EINVAL, "bad proxy address %s", hostport);
+    *colon = '\0';
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)atoi(colon + 1))};
+    if (inet_pton(AF_INET, host, &sa.sin_addr) != 1)
+        return cube_err_set(err, EINVAL, "bad proxy address %s", hostport);
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+        cube_err_sys(err, errno, "connect %s", hostport);
+        if (fd >= 0) close(fd);
+        return -1;
+    }
+    return fd;
+}
+
 static void *serve_conn(void *arg)
 {
     proxy *p = ((void **)arg)[0];
@@ -277,13 +326,37 @@ static void *serve_conn(void *arg)
         }
         goto out;
     }
-    char netns[128], msg[512];
+    char netns[128], msg[512], node[64] = "";
     int paused = 0, auto_resume = 0;
     cube_err err = {0};
-    if (resolve(p, t.sandbox_id, netns, sizeof(netns), &paused, &auto_resume, &err) < 0) {
+    if (resolve(p, t.sandbox_id, netns, sizeof(netns), node, &paused, &auto_resume, &err) < 0) {
         snprintf(msg, sizeof(msg), "sandbox %s: %s", t.sandbox_id,
                  err.code == ENOENT ? "not found" : err.msg);
         reply_json(fd, 502, "Bad Gateway", msg);
+        goto out;
+    }
+    if (*p->node_id && *node && strcmp(node, p->node_id) != 0) {
+        /* on another node: one hop to that node's proxy, which serves it like a local request (a request
+         * that already made its hop is not sent on again) */
+        char hop[8], addr[300];
+        if (header(head, "X-Cube-Hop", hop, sizeof(hop)) == 0) {
+            snprintf(msg, sizeof(msg), "sandbox %s is not on node %s", t.sandbox_id, p->node_id);
+            reply_json(fd, 502, "Bad Gateway", msg);
+            goto out;
+        }
+        int up = node_proxy(p, node, addr, sizeof(addr), &err) < 0 ? -1 : tcp_connect(addr, &err);
+        if (up < 0) {
+            snprintf(msg, sizeof(msg), "sandbox %s on node %s: %s", t.sandbox_id, node, err.msg);
+            reply_json(fd, 502, "Bad Gateway", msg);
+            goto out;
+        }
+        cube_metric_add("cube_proxy_forwarded_total", "Connections forwarded to another node's proxy", 1);
+        /* the head with the hop mark, then the rest as it comes */
+        const char *eol = strstr(head, "\r\n");
+        write_all(up, head, (size_t)(eol - head) + 2);
+        write_all(up, "X-Cube-Hop: 1\r\n", 15);
+        write_all(up, eol + 2, len - (size_t)(eol + 2 - head));
+        pump(fd, up, NULL, 0);
         goto out;
     }
     if (paused && auto_resume) { /* the first request wakes it (lifecycle.autoResume) */

@@ -894,6 +894,7 @@ static void send_heartbeat(cubelet *c)
     Cube__NodeInfo ni = CUBE__NODE_INFO__INIT;
     ni.node_id = (char *)c->cfg.node_id;
     ni.address = (char *)c->cfg.listen;
+    ni.proxy_address = (char *)(c->cfg.proxy_address ? c->cfg.proxy_address : "");
     ni.backend = "ns";
     size_t nt = 0;
     for (cl_template *t = c->templates; t; t = t->next) nt += !__atomic_load_n(&t->gone, __ATOMIC_ACQUIRE);

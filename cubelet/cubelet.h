@@ -49,9 +49,10 @@ typedef struct cubelet_config {
     const char *master; /* cube-master's RPC address; several, comma-separated, in a cluster */
     const char *hypervisor_bin;
     const char *agent_bin;
-    const char *agent_bundle; /* when set, sandboxes get this self-contained agent directory instead */
-    const char *net;          /* cube-net's RPC address, or NULL: sandboxes get no network but loopback */
-    int pool_size;            /* ready sandboxes kept per template */
+    const char *agent_bundle;  /* when set, sandboxes get this self-contained agent directory instead */
+    const char *net;           /* cube-net's RPC address, or NULL: sandboxes get no network but loopback */
+    const char *proxy_address; /* where this node's cube-proxy listens (reported to masters), or NULL */
+    int pool_size;             /* ready sandboxes kept per template */
 } cubelet_config;
 
 typedef struct cubelet {

@@ -22,6 +22,8 @@ static const cube_config_flag flags[] = {
     {"hypervisor", "cubelet.hypervisor", true, "cube-hypervisor binary (default: beside this one)"},
     {"agent", "cubelet.agent", true, "cube-agent binary (default: beside this one)"},
     {"agent-bundle", "cubelet.agent_bundle", true, "self-contained agent directory (deploy/agent-bundle)"},
+    {"proxy-address", "cubelet.proxy_address", true,
+     "host:port where this node's cube-proxy listens, for the other nodes' proxies (cluster)"},
     {"net", "cubelet.net", true, "cube-net's RPC address (default: none, sandboxes get loopback only)"},
     {"metrics-port", "cubelet.metrics_port", true,
      "serve Prometheus /metrics on 127.0.0.1:PORT (default: off)"},
@@ -58,6 +60,7 @@ static int run(cube_config *cfg, int argc, char **argv)
         .agent_bin = cube_config_get(cfg, "cubelet.agent", agent),
         .agent_bundle = cube_config_get(cfg, "cubelet.agent_bundle", NULL),
         .net = cube_config_get(cfg, "cubelet.net", NULL),
+        .proxy_address = cube_config_get(cfg, "cubelet.proxy_address", NULL),
         .pool_size = (int)pool,
     };
     if (access(cc.hypervisor_bin, X_OK) < 0 || access(cc.agent_bin, X_OK) < 0) {

@@ -1,6 +1,7 @@
 // A cluster on one machine, started the way an operator tries one (deploy/cube up --cluster): mariadb as the
-// shared store, two cube-masters, two cube-apis sharing one port, three nodes (cubelet + cube-net) each in a
-// network namespace of its own. Driven by the real E2B SDK through the shared address.
+// shared store, redis for routes, two cube-masters, two cube-apis sharing one port, three nodes (cubelet +
+// cube-net + cube-proxy) each in a network namespace of its own, an entry proxy that forwards to the node
+// proxies. Driven by the real E2B SDK through the shared addresses.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync, spawn } from 'node:child_process';
@@ -72,6 +73,14 @@ test('creates spread across nodes; both masters answer for every sandbox; comman
       assert.equal(r.stdout.trim(), s.sandboxId);
     }
     assert.ok(where.size >= 2, `all sandboxes landed on ${[...where]}`);
+    // the entry proxy forwarded each one to its node's proxy, which reached the sandbox
+    const entry = await (await fetch(`${process.env.E2B_SANDBOX_URL}/metrics`)).text();
+    assert.match(entry, /^cube_proxy_forwarded_total [1-9]/m);
+    for (const n of where) {
+      const k = n.split('-')[1];
+      const text = await (await fetch(`http://10.${40 + (port % 50)}.${k}.2:${port + 1}/metrics`)).text();
+      assert.match(text, /^cube_proxy_connections_total [1-9]/m, `node ${n}'s proxy relayed nothing`);
+    }
   } finally {
     for (const s of sbs) await s.kill();
   }
