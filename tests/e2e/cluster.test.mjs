@@ -109,6 +109,22 @@ test('kill -9 of one master under a create loop loses no sandbox record', async 
   }
 });
 
+test('either api answers for any sandbox: one killed, the other serves the shared port', async () => {
+  const s = await Sandbox.create();
+  try {
+    for (const api of ['api-1', 'api-2']) {
+      process.kill(pidOf(api), 'SIGKILL');
+      await sleep(200);
+      const info = await Sandbox.getInfo(s.sandboxId); // a new connection lands on the api still listening
+      assert.equal(info.sandboxId, s.sandboxId);
+      assert.equal((await s.commands.run('echo ok')).stdout, 'ok\n');
+      await up();
+    }
+  } finally {
+    await s.kill();
+  }
+});
+
 test('drain keeps new sandboxes off a node; remove refuses a live node', async () => {
   const sbs = [];
   try {
