@@ -74,6 +74,7 @@ static void sync_routes(routes_store *s)
             if (ok) cube_log_info("routes rebuilt in redis", "sandboxes=%zu", n);
         }
         s->suspect = !ok;
+        cube_redis_take_fresh(s->redis); /* the connection the rebuild itself made is not news */
     }
 }
 
