@@ -116,6 +116,22 @@ static __always_inline int refuse(__u32 slot, const struct iphdr *ip, void *l4, 
     return TC_ACT_SHOT;
 }
 
+/* a packet that passed: counted in the slot's tx (from the sandbox) or rx (to it) */
+static __always_inline int pass(__u32 slot, const struct __sk_buff *skb, int tx)
+{
+    struct cn_counters *c = bpf_map_lookup_elem(&cn_stats, &slot);
+    if (c) {
+        if (tx) {
+            c->tx_packets++;
+            c->tx_bytes += skb->len;
+        } else {
+            c->rx_packets++;
+            c->rx_bytes += skb->len;
+        }
+    }
+    return TC_ACT_OK;
+}
+
 SEC("tc")
 int from_sandbox(struct __sk_buff *skb)
 {
@@ -173,12 +189,7 @@ int from_sandbox(struct __sk_buff *skb)
         allow = cfg->default_allow;
     if (!allow) return refuse(slot, ip, l4, end, CN_DROP_POLICY);
     if (cfg->audit_allowed) audit(slot, ip, l4, end, CN_ALLOW, 1);
-    struct cn_counters *c = bpf_map_lookup_elem(&cn_stats, &slot);
-    if (c) {
-        c->tx_packets++;
-        c->tx_bytes += skb->len;
-    }
-    return TC_ACT_OK;
+    return pass(slot, skb, 1);
 }
 
 SEC("tc")
@@ -197,10 +208,5 @@ int to_sandbox(struct __sk_buff *skb)
         count_drop(slot, 0);
         return TC_ACT_SHOT;
     }
-    struct cn_counters *c = bpf_map_lookup_elem(&cn_stats, &slot);
-    if (c) {
-        c->rx_packets++;
-        c->rx_bytes += skb->len;
-    }
-    return TC_ACT_OK;
+    return pass(slot, skb, 0);
 }
