@@ -1,0 +1,357 @@
+/* cube-master's nodes: heartbeats (each cubelet reports to every master), scheduling, reconciling a node's
+ * sandboxes with the store, lost nodes, orphans, drain and remove. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cubelet.pb-c.h"
+#include "log.h"
+#include "master.h"
+#include "master_nodes.h"
+#include "timeutil.h"
+
+master_node *node_find(master *m, const char *node_id)
+{
+    for (master_node *n = m->nodes; n; n = n->next)
+        if (strcmp(n->node_id, node_id) == 0) return n;
+    return NULL;
+}
+
+int node_alive(const master *m, const master_node *n, int64_t now)
+{
+    return now - n->last_seen_ms <= 3 * m->heartbeat_ms;
+}
+
+/* A node that (re)registers — a restarted cubelet, or this master after its own restart — is asked what it
+ * runs; records of sandboxes it no longer has are removed, never left to be routed to (or silently reused).
+ */
+static int reconcile_node(master *m, const char *node_id, cube_rpc_client *client, int was_lost)
+{
+    Cube__Empty e = CUBE__EMPTY__INIT;
+    ProtobufCMessage *resp = NULL;
+    cube_err err = {0};
+    cube_rpc_call_opts o = {.timeout_ms = 5000};
+    if (cube_rpc_call(client, "/cube.Cubelet/ListSandboxes", &e.base, &cube__node_list_response__descriptor,
+                      &resp, &o, &err) < 0) {
+        cube_log_warn("reconcile deferred to the next heartbeat", "node=%s err=\"%s\"", node_id, err.msg);
+        return -1;
+    }
+    Cube__NodeListResponse *l = (Cube__NodeListResponse *)resp;
+    Cube__Sandbox **all;
+    size_t n;
+    if (m->st->ops->sandbox_list(m->st, &all, &n, &err) == 0) {
+        /* records the node no longer backs, and records of sandboxes reported lost, are removed */
+        for (size_t i = 0; i < n; i++) {
+            if (strcmp(all[i]->node_id, node_id) != 0) continue;
+            int present = 0;
+            for (size_t k = 0; k < l->n_sandboxes && !present; k++)
+                present = strcmp(l->sandboxes[k]->sandbox_id, all[i]->sandbox_id) == 0;
+            if (present && all[i]->state != CUBE__SANDBOX_STATE__SANDBOX_STATE_LOST) continue;
+            if (m->st->ops->sandbox_delete(m->st, all[i]->sandbox_id, &err) == 0)
+                cube_log_info("audit", "action=gone sandbox=%s node=%s reason=%s", all[i]->sandbox_id,
+                              node_id, present ? "lost-with-node" : "not-on-node");
+        }
+        /* what a node coming back from being lost still runs that the store says is gone is killed: users
+         * were told it is gone, so it must not come back. (Not on a first registration with this master: a
+         * create through another master may not have written its record yet.) */
+        for (size_t k = 0; was_lost && k < l->n_sandboxes; k++) {
+            const char *id = l->sandboxes[k]->sandbox_id;
+            int known = 0;
+            for (size_t i = 0; i < n && !known; i++)
+                known = strcmp(all[i]->sandbox_id, id) == 0 &&
+                        all[i]->state != CUBE__SANDBOX_STATE__SANDBOX_STATE_LOST;
+            if (known) continue;
+            Cube__NodeSandboxRef ref = CUBE__NODE_SANDBOX_REF__INIT;
+            ref.sandbox_id = (char *)id;
+            ProtobufCMessage *r = NULL;
+            if (cube_rpc_call(client, "/cube.Cubelet/KillSandbox", &ref.base, &cube__empty__descriptor, &r,
+                              &o, &err) == 0)
+                cube_log_info("audit", "action=kill sandbox=%s node=%s reason=gone-in-store", id, node_id);
+            if (r) protobuf_c_message_free_unpacked(r, NULL);
+        }
+        store_free_sandboxes(all, n);
+    }
+    protobuf_c_message_free_unpacked(resp, NULL);
+    return 0;
+}
+
+/* Every orphan_after_ms / 2: what alive nodes have run for orphan_after_ms (a minute) without a record is an
+ * orphan (its create died with a master between the node's answer and the store write): it is killed, never
+ * left running unseen. (The minute covers creates in flight through other masters.) */
+void sweep_orphans(master *m)
+{
+    int64_t now = cube_now_mono_ms();
+    if (now - m->last_orphan_sweep_ms < m->orphan_after_ms / 2) return;
+    m->last_orphan_sweep_ms = now;
+    char ids[64][64];
+    cube_rpc_client *clients[64];
+    int nn = 0;
+    pthread_mutex_lock(&m->lock);
+    for (master_node *x = m->nodes; x && nn < 64; x = x->next) {
+        if (!node_alive(m, x, now) || !x->client) continue;
+        snprintf(ids[nn], 64, "%s", x->node_id);
+        clients[nn++] = x->client;
+    }
+    pthread_mutex_unlock(&m->lock);
+    for (int k = 0; k < nn; k++) {
+        Cube__Empty e = CUBE__EMPTY__INIT;
+        ProtobufCMessage *resp = NULL;
+        cube_err err = {0};
+        cube_rpc_call_opts o = {.timeout_ms = 5000};
+        if (cube_rpc_call(clients[k], "/cube.Cubelet/ListSandboxes", &e.base,
+                          &cube__node_list_response__descriptor, &resp, &o, &err) < 0)
+            continue;
+        const Cube__NodeListResponse *l = (const Cube__NodeListResponse *)resp;
+        for (size_t i = 0; i < l->n_sandboxes; i++) {
+            const Cube__NodeSandbox *ns = l->sandboxes[i];
+            if (ns->held_ms < m->orphan_after_ms) continue;
+            Cube__Sandbox *sb = m->st->ops->sandbox_get(m->st, ns->sandbox_id, &err);
+            if (sb) {
+                cube__sandbox__free_unpacked(sb, NULL);
+                continue;
+            }
+            if (err.code != ENOENT) continue; /* the store did not answer: not a reason to kill */
+            Cube__NodeSandboxRef ref = CUBE__NODE_SANDBOX_REF__INIT;
+            ref.sandbox_id = ns->sandbox_id;
+            ProtobufCMessage *r = NULL;
+            if (cube_rpc_call(clients[k], "/cube.Cubelet/KillSandbox", &ref.base, &cube__empty__descriptor,
+                              &r, &o, &err) == 0)
+                cube_log_info("audit", "action=kill sandbox=%s node=%s reason=orphan", ns->sandbox_id,
+                              ids[k]);
+            if (r) protobuf_c_message_free_unpacked(r, NULL);
+        }
+        protobuf_c_message_free_unpacked(resp, NULL);
+    }
+}
+
+/* A node silent for node_lost_ms is lost: its sandboxes are marked lost (reported gone to users, never routed
+ * to). Long enough for a cubelet to restart and adopt its sandboxes; scheduling skips a node after three
+ * missed heartbeats already. Run by the reaper. */
+void mark_lost_nodes(master *m)
+{
+    int64_t now = cube_now_mono_ms();
+    char lost[16][64];
+    int nl = 0;
+    pthread_mutex_lock(&m->lock);
+    for (master_node *x = m->nodes; x && nl < 16; x = x->next) {
+        if (x->lost || now - x->last_seen_ms <= m->node_lost_ms) continue;
+        x->lost = 1;
+        x->reconcile = 1;
+        snprintf(lost[nl++], 64, "%s", x->node_id);
+    }
+    pthread_mutex_unlock(&m->lock);
+    for (int k = 0; k < nl; k++) {
+        cube_log_warn("node lost", "node=%s", lost[k]);
+        Cube__Sandbox **all;
+        size_t n;
+        cube_err err = {0};
+        if (m->st->ops->sandbox_list(m->st, &all, &n, &err) < 0) continue;
+        for (size_t i = 0; i < n; i++) {
+            if (strcmp(all[i]->node_id, lost[k]) != 0 ||
+                all[i]->state == CUBE__SANDBOX_STATE__SANDBOX_STATE_LOST)
+                continue;
+            all[i]->state = CUBE__SANDBOX_STATE__SANDBOX_STATE_LOST;
+            if (m->st->ops->sandbox_put(m->st, all[i], &err) == 0)
+                cube_log_info("audit", "action=lost sandbox=%s node=%s", all[i]->sandbox_id, lost[k]);
+        }
+        store_free_sandboxes(all, n);
+    }
+}
+
+int heartbeat(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *respp, cube_err *err)
+{
+    (void)ctx;
+    master *m = svc;
+    const Cube__NodeInfo *in = reqp;
+    Cube__RegisterNodeResponse *out = respp;
+    if (!in->node_id || !*in->node_id || !in->address || !*in->address)
+        return cube_err_set(err, EINVAL, "node_id and address are required");
+    /* keep an owned copy of the node's report */
+    size_t len = protobuf_c_message_get_packed_size(&in->base);
+    uint8_t *buf = malloc(len ? len : 1);
+    if (!buf) return cube_err_set(err, ENOMEM, "out of memory");
+    protobuf_c_message_pack(&in->base, buf);
+    Cube__NodeInfo *copy = cube__node_info__unpack(NULL, len, buf);
+    free(buf);
+    if (!copy) return cube_err_set(err, ENOMEM, "out of memory");
+    pthread_mutex_lock(&m->lock);
+    master_node *n = node_find(m, in->node_id);
+    int rc = 0;
+    if (!n) {
+        n = calloc(1, sizeof(*n));
+        if (n) {
+            snprintf(n->node_id, sizeof(n->node_id), "%s", in->node_id);
+            n->next = m->nodes;
+            m->nodes = n;
+            cube_log_info("node registered", "node=%s address=%s backend=%s", in->node_id, in->address,
+                          in->backend);
+            n->reconcile = 1;
+        }
+    }
+    if (!n) {
+        rc = cube_err_set(err, ENOMEM, "out of memory");
+    } else {
+        if (strcmp(n->address, in->address) != 0) {
+            cube_rpc_client_free(n->client);
+            n->client = cube_rpc_client_new(in->address, err);
+            snprintf(n->address, sizeof(n->address), "%s", in->address);
+        }
+        /* back after a silence (its cubelet restarted): what it runs may have changed */
+        if (n->last_seen_ms && !node_alive(m, n, cube_now_mono_ms())) n->reconcile = 1;
+        if (n->lost) cube_log_info("node back", "node=%s", in->node_id);
+        if (n->info) cube__node_info__free_unpacked(n->info, NULL);
+        n->info = copy;
+        copy = NULL;
+        n->last_seen_ms = cube_now_mono_ms();
+    }
+    int reconcile = n && n->reconcile, was_lost = n && n->lost;
+    if (n) n->reconcile = n->lost = 0;
+    cube_rpc_client *client = n ? n->client : NULL;
+    pthread_mutex_unlock(&m->lock);
+    if (copy) cube__node_info__free_unpacked(copy, NULL);
+    if (reconcile && client && reconcile_node(m, in->node_id, client, was_lost) < 0) {
+        pthread_mutex_lock(&m->lock); /* not reached yet (a channel still reconnecting): again next time */
+        n = node_find(m, in->node_id);
+        if (n) {
+            n->reconcile = 1;
+            n->lost = n->lost || was_lost;
+        }
+        pthread_mutex_unlock(&m->lock);
+    }
+    out->heartbeat_interval_ms = m->heartbeat_ms;
+    return rc;
+}
+
+/* With m->lock held: the node for a create. A ready pool slot wins, then the fewest running sandboxes. */
+master_node *schedule(master *m, const char *template_id, cube_err *err)
+{
+    int64_t now = cube_now_mono_ms();
+    master_node *best = NULL;
+    long best_score = 0;
+    int any_alive = 0;
+    for (master_node *n = m->nodes; n; n = n->next) {
+        if (!node_alive(m, n, now) || !n->info || !n->client || n->info->draining) continue;
+        any_alive = 1;
+        int has = 0;
+        for (size_t i = 0; i < n->info->n_templates; i++)
+            if (strcmp(n->info->templates[i], template_id) == 0) has = 1;
+        if (!has) continue;
+        long ready = 0;
+        for (size_t i = 0; i < n->info->n_pool_ready; i++)
+            if (strcmp(n->info->pool_ready[i]->key, template_id) == 0) ready = n->info->pool_ready[i]->value;
+        long score = (ready > 0 ? 1000000 : 0) - (long)n->info->running;
+        if (!best || score > best_score) {
+            best = n;
+            best_score = score;
+        }
+    }
+    if (!best) {
+        if (!any_alive)
+            cube_err_set(err, EAGAIN, "no node is available to run sandboxes");
+        else
+            cube_err_set(err, ENOENT, "template '%s' not found", template_id);
+    }
+    return best;
+}
+
+cube_rpc_client *node_client(master *m, const char *node_id, cube_err *err)
+{
+    pthread_mutex_lock(&m->lock);
+    master_node *n = node_find(m, node_id);
+    cube_rpc_client *c = n && node_alive(m, n, cube_now_mono_ms()) ? n->client : NULL;
+    pthread_mutex_unlock(&m->lock);
+    if (!c) cube_err_set(err, EHOSTUNREACH, "node '%s' is not reachable", node_id);
+    return c;
+}
+
+/* ---- sandboxes ---- */
+
+int drain_node(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *respp, cube_err *err)
+{
+    (void)ctx;
+    (void)respp;
+    master *m = svc;
+    const Cube__NodeRef *req = reqp;
+    cube_rpc_client *c = node_client(m, req->node_id ? req->node_id : "", err);
+    if (!c) return -1;
+    Cube__NodeDrainRequest dr = CUBE__NODE_DRAIN_REQUEST__INIT;
+    dr.drain = !req->undo;
+    ProtobufCMessage *r = NULL;
+    cube_rpc_call_opts o = {.timeout_ms = 10000};
+    if (cube_rpc_call(c, "/cube.Cubelet/Drain", &dr.base, &cube__empty__descriptor, &r, &o, err) < 0)
+        return -1;
+    protobuf_c_message_free_unpacked(r, NULL);
+    pthread_mutex_lock(&m->lock); /* schedule by it at once, not at the next heartbeat */
+    master_node *n = node_find(m, req->node_id);
+    if (n && n->info) n->info->draining = dr.drain;
+    pthread_mutex_unlock(&m->lock);
+    cube_log_info("audit", "action=%s node=%s", dr.drain ? "drain" : "undrain", req->node_id);
+    return 0;
+}
+
+/* A node taken out for good: it must be silent (lost) first; its sandbox records go, and this master forgets
+ * it. A cubelet that comes back later registers afresh and reconciles. */
+int remove_node(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *respp, cube_err *err)
+{
+    (void)ctx;
+    (void)respp;
+    master *m = svc;
+    const Cube__NodeRef *req = reqp;
+    const char *id = req->node_id ? req->node_id : "";
+    pthread_mutex_lock(&m->lock);
+    master_node **pp = &m->nodes, *n = NULL;
+    for (; *pp; pp = &(*pp)->next)
+        if (strcmp((*pp)->node_id, id) == 0) break;
+    n = *pp;
+    int alive = n && node_alive(m, n, cube_now_mono_ms());
+    if (n && !alive) *pp = n->next;
+    pthread_mutex_unlock(&m->lock);
+    if (!n) return cube_err_set(err, ENOENT, "node '%s' is not known to this master", id);
+    if (alive) return cube_err_set(err, EBUSY, "node '%s' is alive: drain it and stop its cubelet first", id);
+    Cube__Sandbox **all;
+    size_t cnt;
+    if (m->st->ops->sandbox_list(m->st, &all, &cnt, err) == 0) {
+        for (size_t i = 0; i < cnt; i++)
+            if (strcmp(all[i]->node_id, id) == 0 &&
+                m->st->ops->sandbox_delete(m->st, all[i]->sandbox_id, err) == 0)
+                cube_log_info("audit", "action=gone sandbox=%s node=%s reason=node-removed",
+                              all[i]->sandbox_id, id);
+        store_free_sandboxes(all, cnt);
+    }
+    cube_rpc_client_free(n->client);
+    if (n->info) cube__node_info__free_unpacked(n->info, NULL);
+    free(n);
+    cube_log_info("audit", "action=remove-node node=%s", id);
+    return 0;
+}
+
+int list_nodes(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *respp, cube_err *err)
+{
+    (void)reqp;
+    (void)err;
+    master *m = svc;
+    Cube__ListNodesResponse *out = respp;
+    pthread_mutex_lock(&m->lock);
+    size_t n = 0;
+    for (master_node *x = m->nodes; x; x = x->next) n++;
+    out->nodes = cube_rpc_alloc(ctx, (n ? n : 1) * sizeof(Cube__NodeInfo *));
+    for (master_node *x = m->nodes; x; x = x->next) {
+        if (!x->info) continue;
+        size_t len = protobuf_c_message_get_packed_size(&x->info->base);
+        uint8_t *buf = cube_rpc_alloc(ctx, len ? len : 1);
+        protobuf_c_message_pack(&x->info->base, buf);
+        ProtobufCAllocator a = {
+            .alloc = (void *(*)(void *, size_t))cube_rpc_alloc, .free = noop_free, .allocator_data = ctx};
+        Cube__NodeInfo *ni = cube__node_info__unpack(&a, len, buf);
+        if (!ni) continue;
+        ni->lost = x->lost;
+        ni->silent = !node_alive(m, x, cube_now_mono_ms());
+        ni->last_seen_ms_ago = cube_now_mono_ms() - x->last_seen_ms;
+        out->nodes[out->n_nodes++] = ni;
+    }
+    pthread_mutex_unlock(&m->lock);
+    return 0;
+}
+
+/* ---- timeouts ---- */
