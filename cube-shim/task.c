@@ -491,14 +491,10 @@ static int handle_pids(void *svc, ttrpc_ctx *ctx, const void *reqp, void *respp,
 
 static int hv_call(shim *s, const char *method, cube_err *err)
 {
-    cube_rpc_client *c = cube_rpc_client_new(s->control, err);
-    if (!c) return -1;
     Cube__Empty e = CUBE__EMPTY__INIT;
     ProtobufCMessage *resp = NULL;
-    cube_rpc_call_opts o = {.timeout_ms = 15000};
-    int rc = cube_rpc_call(c, method, &e.base, &cube__empty__descriptor, &resp, &o, err);
+    int rc = cube_rpc_call_once(s->control, method, &e.base, &cube__empty__descriptor, &resp, 15000, err);
     if (resp) protobuf_c_message_free_unpacked(resp, NULL);
-    cube_rpc_client_free(c);
     return rc;
 }
 
@@ -610,14 +606,11 @@ static int handle_stats(void *svc, ttrpc_ctx *ctx, const void *reqp, void *respp
     if (p && p->exited) rc = cube_err_set(err, ENOENT, "container %s is not running", s->id);
     pthread_mutex_unlock(&s->lock);
     if (rc < 0) return -1;
-    cube_rpc_client *c = cube_rpc_client_new(s->control, err);
-    if (!c) return -1;
     Cube__Empty e = CUBE__EMPTY__INIT;
     ProtobufCMessage *resp = NULL;
-    cube_rpc_call_opts o = {.timeout_ms = 15000};
-    rc = cube_rpc_call(c, "/cube.Hypervisor/Stats", &e.base, &cube__hv_stats__descriptor, &resp, &o, err);
-    cube_rpc_client_free(c);
-    if (rc < 0) return -1;
+    if (cube_rpc_call_once(s->control, "/cube.Hypervisor/Stats", &e.base, &cube__hv_stats__descriptor, &resp,
+                           15000, err) < 0)
+        return -1;
     const Cube__HvStats *hs = (const Cube__HvStats *)resp;
     Cubeshim__CgMetrics m = CUBESHIM__CG_METRICS__INIT;
     Cubeshim__CgPidsStat pids = CUBESHIM__CG_PIDS_STAT__INIT;

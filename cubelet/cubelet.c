@@ -106,16 +106,7 @@ int cubelet_init(cubelet *c, const cubelet_config *cfg, cube_err *err)
         if (!c->net) return -1;
         cl_net_reconcile(c);
     }
-    char list[4096];
-    snprintf(list, sizeof(list), "%s", cfg->master);
-    char *save = NULL;
-    for (char *a = strtok_r(list, ",", &save); a; a = strtok_r(NULL, ",", &save)) {
-        if (c->n_masters == (int)(sizeof(c->masters) / sizeof(c->masters[0])))
-            return cube_err_set(err, EINVAL, "at most %d masters", c->n_masters);
-        if (!(c->masters[c->n_masters] = cube_rpc_client_new(a, err))) return -1;
-        c->n_masters++;
-    }
-    if (!c->n_masters) return cube_err_set(err, EINVAL, "no master address");
+    if (cube_rpc_failover_init(&c->masters, cfg->master, err) < 0) return -1;
     char dp[4200];
     snprintf(dp, sizeof(dp), "%s/draining", cfg->data_dir);
     c->draining = access(dp, F_OK) == 0;
@@ -239,24 +230,11 @@ static int spawn_slot(cubelet *c, const cl_template *tpl, const char *layers, cl
     return 0;
 }
 
-/* One call on a sandbox's control socket (a short-lived channel: lifecycle calls are rare per sandbox). */
-static int hv_rpc(const char *control, const char *method, const ProtobufCMessage *req,
-                  const ProtobufCMessageDescriptor *rd, ProtobufCMessage **resp, int64_t timeout_ms,
-                  cube_err *err)
-{
-    cube_rpc_client *cl = cube_rpc_client_new(control, err);
-    if (!cl) return -1;
-    cube_rpc_call_opts o = {.timeout_ms = timeout_ms};
-    int rc = cube_rpc_call(cl, method, req, rd, resp, &o, err);
-    cube_rpc_client_free(cl);
-    return rc;
-}
-
 static int hv_call(cl_slot *s, const char *method, const ProtobufCMessageDescriptor *rd, cube_err *err)
 {
     Cube__Empty e = CUBE__EMPTY__INIT;
     ProtobufCMessage *resp = NULL;
-    int rc = hv_rpc(s->control, method, &e.base, rd, &resp, 15000, err);
+    int rc = cube_rpc_call_once(s->control, method, &e.base, rd, &resp, 15000, err);
     if (resp) protobuf_c_message_free_unpacked(resp, NULL);
     return rc;
 }
@@ -335,13 +313,13 @@ static void adopt_running(cubelet *c)
             fclose(f);
         }
         const cl_template *tpl = *tname ? find_template(c, tname) : NULL;
-        if (!tpl || hv_rpc(s->control, "/cube.Hypervisor/Info", &e.base, &cube__hv_info__descriptor, &resp,
-                           2000, &err) < 0) {
+        if (!tpl || cube_rpc_call_once(s->control, "/cube.Hypervisor/Info", &e.base,
+                                       &cube__hv_info__descriptor, &resp, 2000, &err) < 0) {
             /* unclaimed pool slot or dead hypervisor: not worth keeping */
             if (resp) protobuf_c_message_free_unpacked(resp, NULL);
             s->hv = 0;
-            if (hv_rpc(s->control, "/cube.Hypervisor/Stop", &e.base, &cube__empty__descriptor, &resp, 2000,
-                       &err) == 0)
+            if (cube_rpc_call_once(s->control, "/cube.Hypervisor/Stop", &e.base, &cube__empty__descriptor,
+                                   &resp, 2000, &err) == 0)
                 protobuf_c_message_free_unpacked(resp, NULL);
             cube_rm_rf(s->state_dir);
             free(s);
@@ -359,8 +337,8 @@ static void adopt_running(cubelet *c)
         protobuf_c_message_free_unpacked(resp, NULL);
         { /* a paused sandbox stays paused */
             ProtobufCMessage *st = NULL;
-            if (hv_rpc(s->control, "/cube.Hypervisor/Stats", &e.base, &cube__hv_stats__descriptor, &st, 2000,
-                       &err) == 0) {
+            if (cube_rpc_call_once(s->control, "/cube.Hypervisor/Stats", &e.base, &cube__hv_stats__descriptor,
+                                   &st, 2000, &err) == 0) {
                 if (((Cube__HvStats *)st)->state == CUBE__SANDBOX_STATE__SANDBOX_STATE_PAUSED)
                     s->state = SLOT_PAUSED;
                 protobuf_c_message_free_unpacked(st, NULL);
@@ -577,8 +555,8 @@ static int pause_resume(cubelet *c, const char *id, bool pause, cube_err *err)
     if (!s) return cube_err_set(err, ENOENT, "sandbox '%s' is not on this node", id);
     Cube__Empty e = CUBE__EMPTY__INIT;
     ProtobufCMessage *resp = NULL;
-    int rc = hv_rpc(control, pause ? "/cube.Hypervisor/Pause" : "/cube.Hypervisor/Resume", &e.base,
-                    &cube__empty__descriptor, &resp, 15000, err);
+    int rc = cube_rpc_call_once(control, pause ? "/cube.Hypervisor/Pause" : "/cube.Hypervisor/Resume",
+                                &e.base, &cube__empty__descriptor, &resp, 15000, err);
     if (resp) protobuf_c_message_free_unpacked(resp, NULL);
     if (rc == 0) {
         pthread_mutex_lock(&c->lock);
@@ -629,15 +607,11 @@ static int fork_sandbox(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *re
     mkdir(snaps, 0711);
     if (cube_id_new(0, rnd, 8, err) < 0) return -1;
     snprintf(snap, sizeof(snap), "%s/%s-%s", snaps, slot, rnd);
-    cube_rpc_client *cl = cube_rpc_client_new(control, err);
-    if (!cl) return -1;
     Cube__HvSnapshotRequest sr = CUBE__HV_SNAPSHOT_REQUEST__INIT;
     sr.dir = snap;
     ProtobufCMessage *resp = NULL;
-    cube_rpc_call_opts o = {.timeout_ms = 120000};
-    int rc = cube_rpc_call(cl, "/cube.Hypervisor/Snapshot", &sr.base, &cube__hv_snapshot_response__descriptor,
-                           &resp, &o, err);
-    cube_rpc_client_free(cl);
+    int rc = cube_rpc_call_once(control, "/cube.Hypervisor/Snapshot", &sr.base,
+                                &cube__hv_snapshot_response__descriptor, &resp, 120000, err);
     if (resp) protobuf_c_message_free_unpacked(resp, NULL);
     if (rc < 0) return cube_err_prefix(err, "snapshot %s", req->parent_id);
     chmod(snap, 0755);
@@ -724,8 +698,8 @@ static int snapshot_sandbox(void *svc, cube_rpc_ctx *ctx, const void *reqp, void
     Cube__HvSnapshotRequest sr = CUBE__HV_SNAPSHOT_REQUEST__INIT;
     sr.dir = layer;
     ProtobufCMessage *resp = NULL;
-    if (hv_rpc(control, "/cube.Hypervisor/Snapshot", &sr.base, &cube__hv_snapshot_response__descriptor, &resp,
-               120000, err) < 0)
+    if (cube_rpc_call_once(control, "/cube.Hypervisor/Snapshot", &sr.base,
+                           &cube__hv_snapshot_response__descriptor, &resp, 120000, err) < 0)
         return cube_err_prefix(err, "snapshot %s", req->sandbox_id);
     protobuf_c_message_free_unpacked(resp, NULL);
     chmod(layer, 0755);
@@ -809,7 +783,8 @@ static int sandbox_stats(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *r
     if (!s) return cube_err_set(err, ENOENT, "sandbox '%s' is not on this node", req->sandbox_id);
     Cube__Empty e = CUBE__EMPTY__INIT;
     ProtobufCMessage *resp = NULL;
-    if (hv_rpc(control, "/cube.Hypervisor/Stats", &e.base, &cube__hv_stats__descriptor, &resp, 5000, err) < 0)
+    if (cube_rpc_call_once(control, "/cube.Hypervisor/Stats", &e.base, &cube__hv_stats__descriptor, &resp,
+                           5000, err) < 0)
         return -1;
     cube_hv_stats_copy(out, (const Cube__HvStats *)resp);
     protobuf_c_message_free_unpacked(resp, NULL);
@@ -929,11 +904,11 @@ static void send_heartbeat(cubelet *c)
     ni.n_pool_ready = nt;
     ni.pool_ready = eptrs;
     ni.draining = __atomic_load_n(&c->draining, __ATOMIC_ACQUIRE);
-    for (int m = 0; m < c->n_masters; m++) { /* every master learns the node itself: no shared node table */
+    for (int m = 0; m < c->masters.n; m++) { /* every master learns the node itself: no shared node table */
         ProtobufCMessage *resp = NULL;
         cube_err err = {0};
         cube_rpc_call_opts o = {.timeout_ms = 2000};
-        if (cube_rpc_call(c->masters[m], "/cube.Master/Heartbeat", &ni.base,
+        if (cube_rpc_call(c->masters.c[m], "/cube.Master/Heartbeat", &ni.base,
                           &cube__register_node_response__descriptor, &resp, &o, &err) == 0)
             protobuf_c_message_free_unpacked(resp, NULL);
         else
@@ -1022,8 +997,7 @@ void cubelet_stop(cubelet *c)
         destroy_slot(c, all);
         all = next;
     }
-    for (int m = 0; m < c->n_masters; m++) cube_rpc_client_free(c->masters[m]);
-    c->n_masters = 0;
+    cube_rpc_failover_free(&c->masters);
     cube_rpc_client_free(c->net);
     c->net = NULL;
     for (cl_template *t = c->templates, *n; t; t = n) {

@@ -65,10 +65,9 @@ typedef struct cubelet {
     cl_slot *slots;
     int stopping;
     pthread_t refill_thread, heartbeat_thread;
-    cube_rpc_client *masters[8]; /* heartbeats go to every master */
-    int n_masters;
-    cube_rpc_client *net; /* NULL without cube-net */
-    int draining;         /* no new sandboxes: reported in heartbeats; kept in <data>/draining */
+    cube_rpc_failover masters; /* heartbeats go to every one of them */
+    cube_rpc_client *net;      /* NULL without cube-net */
+    int draining;              /* no new sandboxes: reported in heartbeats; kept in <data>/draining */
 } cubelet;
 
 int cubelet_init(cubelet *c, const cubelet_config *cfg, cube_err *err);

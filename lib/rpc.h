@@ -79,6 +79,11 @@ void cube_rpc_cancel_free(cube_rpc_cancel *c);
 int cube_rpc_status_from_errno(int code);
 int cube_rpc_errno_from_status(int status);
 
+/* One call on a short-lived channel to address (a sandbox's control socket: calls there are rare). */
+int cube_rpc_call_once(const char *address, const char *method, const ProtobufCMessage *req,
+                       const ProtobufCMessageDescriptor *resp_desc, ProtobufCMessage **resp,
+                       int64_t timeout_ms, cube_err *err);
+
 /* Several servers of one service (a cluster's masters), "addrA,addrB": calls go to the current one; when it
  * cannot be reached (connection refused: it died) the next is asked and becomes current. */
 typedef struct cube_rpc_failover {

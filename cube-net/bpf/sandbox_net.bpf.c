@@ -116,6 +116,13 @@ static __always_inline int refuse(__u32 slot, const struct iphdr *ip, void *l4, 
     return TC_ACT_SHOT;
 }
 
+/* the slot of the interface the packet is on (none: an interface being built or torn down) */
+static __always_inline struct cn_slot_cfg *slot_of(const struct __sk_buff *skb)
+{
+    __u32 ifindex = skb->ifindex;
+    return bpf_map_lookup_elem(&cn_slots, &ifindex);
+}
+
 /* a packet that passed: counted in the slot's tx (from the sandbox) or rx (to it) */
 static __always_inline int pass(__u32 slot, const struct __sk_buff *skb, int tx)
 {
@@ -137,8 +144,7 @@ int from_sandbox(struct __sk_buff *skb)
 {
     void *data = (void *)(long)skb->data;
     void *end = (void *)(long)skb->data_end;
-    __u32 ifindex = skb->ifindex;
-    struct cn_slot_cfg *cfg = bpf_map_lookup_elem(&cn_slots, &ifindex);
+    struct cn_slot_cfg *cfg = slot_of(skb);
     if (!cfg) return TC_ACT_SHOT;
     __u32 slot = cfg->slot;
     struct ethhdr *eth = data;
@@ -169,7 +175,7 @@ int from_sandbox(struct __sk_buff *skb)
      * packets) and fills in the egress ifindex even when it answers FRAG_NEEDED */
     fib.ipv4_src = ip->saddr;
     fib.ipv4_dst = daddr;
-    fib.ifindex = ifindex;
+    fib.ifindex = skb->ifindex;
     long rc = bpf_fib_lookup(skb, &fib, sizeof(fib), 0);
     if (rc == BPF_FIB_LKUP_RET_NOT_FWDED) return refuse(slot, ip, l4, end, CN_DROP_HOST);
     /* forwarded, but only out of the uplink (its neighbour may still be unresolved, or the kernel will send
@@ -197,8 +203,7 @@ int to_sandbox(struct __sk_buff *skb)
 {
     void *data = (void *)(long)skb->data;
     void *end = (void *)(long)skb->data_end;
-    __u32 ifindex = skb->ifindex;
-    struct cn_slot_cfg *cfg = bpf_map_lookup_elem(&cn_slots, &ifindex);
+    struct cn_slot_cfg *cfg = slot_of(skb);
     if (!cfg) return TC_ACT_SHOT;
     __u32 slot = cfg->slot;
     struct ethhdr *eth = data;
