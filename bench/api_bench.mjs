@@ -1,6 +1,7 @@
 // api_bench: create latency through the whole stack (deploy/cube up must be running; E2B_* exported).
 // Prints tab-separated lines: name, then figures in ms.
 //   http_seq p50 p95 p99        POST /v2/sandboxes from a light keep-alive HTTP client, one at a time
+//                               (CUBE_BENCH_SEQ_N of them, 30 unless set)
 //   http_c50 avg p95 p99        the same, 50 at once
 //   sdk_seq p50 p95 p99         Sandbox.create() as the SDK measures it, one at a time
 //   sdk_c50 p50 p95 p99         the same, 50 at once
@@ -41,7 +42,8 @@ const pool = Number(process.env.CUBE_BENCH_POOL || 0);
 const waitPool = () => settle(Math.max(1000, pool * 60)); // let the pool refill between phases
 
 const seq = [];
-for (let i = 0; i < 30; i++) {
+const seqN = Number(process.env.CUBE_BENCH_SEQ_N || 30);
+for (let i = 0; i < seqN; i++) {
   const [ms, id] = await create();
   seq.push(ms);
   await req('DELETE', `/sandboxes/${id}`);

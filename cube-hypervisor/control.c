@@ -118,6 +118,7 @@ static int stop(void *svc, cube_rpc_ctx *ctx, const void *req, void *resp, cube_
     (void)err;
     hv_control *c = svc;
     pthread_mutex_lock(&c->lock);
+    if (!c->stopping && c->sb) c->ops->terminate(c->sb); /* dead when Stop answers; the teardown follows */
     c->stopping = 1;
     pthread_mutex_unlock(&c->lock);
     uint64_t one = 1;

@@ -61,6 +61,9 @@ typedef struct hv_ops {
      */
     int (*snapshot)(hv_sandbox *sb, const char *dir, bool *process_state, cube_err *err);
     int (*stats)(hv_sandbox *sb, hv_stats *st, cube_err *err);
+    /* Kills every process of the sandbox now (a paused one too), leaving the teardown to destroy: Stop's
+     * caller learns that the sandbox no longer runs before the slower cleanup. */
+    void (*terminate)(hv_sandbox *sb);
     /* Kills everything, removes mounts and cgroups. Idempotent; frees sb. */
     void (*destroy)(hv_sandbox *sb);
 } hv_ops;

@@ -201,6 +201,7 @@ static int run(cube_config *cfg, int argc, char **argv)
     fflush(stdout);
 
     int rc = 0;
+    bool init_exited = false;
     for (;;) {
         struct pollfd fds[2] = {{sfd, POLLIN, 0}, {ctl.stop_fd, POLLIN, 0}};
         if (poll(fds, 2, -1) < 0) {
@@ -214,15 +215,20 @@ static int run(cube_config *cfg, int argc, char **argv)
         /* only PID 1: other children (the janitor, a snapshot's copy) are waited for by their owners */
         int st;
         if (waitpid(init, &st, WNOHANG) == init) {
-            cube_log_warn("sandbox init exited", "id=%s status=%d", id, st);
             /* our exit status is PID 1's, as a shell reports it (the shim reports it to containerd) */
             rc = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + (WIFSIGNALED(st) ? WTERMSIG(st) : 0);
+            init_exited = true;
             break;
         }
     }
     pthread_mutex_lock(&ctl.lock);
+    bool asked = ctl.stopping; /* Stop killed PID 1 before we saw its exit: not the sandbox's own doing */
     ctl.stopping = 1;
     pthread_mutex_unlock(&ctl.lock);
+    if (asked)
+        rc = 0;
+    else if (init_exited)
+        cube_log_warn("sandbox init exited", "id=%s status=%d", id, rc);
     cube_rpc_server_stop(srv);
     ops->destroy(ctl.sb);
     char sock[PATH_MAX + 32];

@@ -461,6 +461,16 @@ static int ns_resume(hv_sandbox *sb, cube_err *err)
     return sb->cg.ops->freeze(&sb->cg, false, err);
 }
 
+/* SIGKILL to PID 1 ends its pid namespace: the kernel kills every other process in it. A frozen sandbox is
+ * thawed after, or the kill would wait for a resume. */
+static void ns_terminate(hv_sandbox *sb)
+{
+    if (sb->init <= 0) return;
+    kill(sb->init, SIGKILL);
+    cube_err err = {0};
+    sb->cg.ops->freeze(&sb->cg, false, &err);
+}
+
 static int ns_stats(hv_sandbox *sb, hv_stats *st, cube_err *err)
 {
     memset(st, 0, sizeof(*st));
@@ -521,6 +531,7 @@ const hv_ops hv_ns_ops = {
     .resume = ns_resume,
     .snapshot = ns_snapshot,
     .stats = ns_stats,
+    .terminate = ns_terminate,
     .destroy = ns_destroy,
 };
 

@@ -207,6 +207,9 @@ static int node_cmd(cube_rpc_client *c, int argc, char **argv)
         cJSON_AddStringToObject(o, "backend", n->backend);
         cJSON_AddNumberToObject(o, "running", n->running);
         cJSON_AddStringToObject(o, "address", n->address);
+        cJSON *pool = cJSON_AddObjectToObject(o, "pool_ready"); /* template -> sandboxes ready in its pool */
+        for (size_t k = 0; k < n->n_pool_ready; k++)
+            cJSON_AddNumberToObject(pool, n->pool_ready[k]->key, n->pool_ready[k]->value);
         cJSON_AddItemToArray(arr, o);
     }
     if (json_out)

@@ -86,7 +86,7 @@ int cube_net_attach(cube_net *n, int ifindex, cube_err *err)
 
 /* Removes whatever exists of slot idx: rules, map entry, veth, namespace mount, lease file. Never fails
  * halfway silently: what cannot be removed is logged. */
-void cube_net_teardown(cube_net *n, int idx, cn_nl *nl)
+void cube_net_detach(cube_net *n, int idx)
 {
     cn_slot *s = &n->slots[idx];
     if (s->host_ifindex > 0) {
@@ -99,6 +99,17 @@ void cube_net_teardown(cube_net *n, int idx, cn_nl *nl)
         free(s->policy);
         s->policy = NULL;
     }
+    char p[4300];
+    lease_path(n, idx, p, sizeof(p));
+    unlink(p);
+    s->gen = 0;
+}
+
+/* The veth and the namespace of slot idx (detached already): the slow part, RCU grace periods in the kernel.
+ */
+static void remove_slot(cube_net *n, int idx, cn_nl *nl)
+{
+    cn_slot *s = &n->slots[idx];
     cube_err err = {0};
     char name[16];
     cube_net_ifname(n, idx, name);
@@ -111,9 +122,12 @@ void cube_net_teardown(cube_net *n, int idx, cn_nl *nl)
     if (umount2(p, MNT_DETACH) < 0 && errno != EINVAL && errno != ENOENT)
         cube_log_warn("namespace not unmounted", "slot=%d path=%s errno=%d", idx, p, errno);
     unlink(p);
-    lease_path(n, idx, p, sizeof(p));
-    unlink(p);
-    s->gen = 0;
+}
+
+void cube_net_teardown(cube_net *n, int idx, cn_nl *nl)
+{
+    cube_net_detach(n, idx);
+    remove_slot(n, idx, nl);
 }
 
 /* Builds slot idx: a namespace with lo and eth0 configured, the veth's host side routed and filtered. Runs on
@@ -213,6 +227,21 @@ static int build_one(cube_net *n, cn_nl *host, cube_err *err)
     return idx;
 }
 
+/* Released slots (detached already, lock held on entry and exit): their veths and namespaces go, then the
+ * addresses are free again. */
+static void remove_released(cube_net *n, cn_nl *host)
+{
+    while (n->nreleased > 0) {
+        int idx = n->released[--n->nreleased];
+        pthread_mutex_unlock(&n->lock);
+        remove_slot(n, idx, host);
+        pthread_mutex_lock(&n->lock);
+        n->slots[idx].state = CN_FREE; /* only now: the index's old veth is gone */
+        n->slots[idx].lease[0] = '\0';
+    }
+    pthread_cond_broadcast(&n->removed);
+}
+
 void *cube_net_refill_loop(void *arg)
 {
     cube_net *n = arg;
@@ -226,6 +255,10 @@ void *cube_net_refill_loop(void *arg)
     }
     pthread_mutex_lock(&n->lock);
     while (!n->stopping) {
+        if (n->nreleased > 0) {
+            remove_released(n, host);
+            continue;
+        }
         if (n->ready >= n->cfg.pool_size) {
             pthread_cond_wait(&n->refill, &n->lock);
             continue;
@@ -239,6 +272,13 @@ void *cube_net_refill_loop(void *arg)
     pthread_mutex_unlock(&n->lock);
     cn_nl_close(host);
     return NULL;
+}
+
+void cube_net_wait_removed(cube_net *n)
+{
+    pthread_mutex_lock(&n->lock);
+    while (n->nreleased > 0 && n->threads && !n->stopping) pthread_cond_wait(&n->removed, &n->lock);
+    pthread_mutex_unlock(&n->lock);
 }
 
 static unsigned lease_bucket(const cube_net *n, const char *lease)
@@ -412,21 +452,30 @@ int cube_net_release(cube_net *n, const char *lease, cube_err *err)
         pthread_mutex_unlock(&n->lock);
         return 0;
     }
+    /* at once: no rules, no lease (a restart would not adopt it), the name is free */
     n->slots[idx].state = CN_RELEASING;
     unindex_lease(n, idx);
+    cube_net_detach(n, idx);
+    if (n->threads) {
+        /* the veth and namespace go on the refill thread: deleting them waits on the kernel (RCU), and the
+         * caller (a sandbox's teardown, the next create right behind it) need not */
+        n->released[n->nreleased++] = idx;
+        pthread_cond_signal(&n->refill);
+        pthread_mutex_unlock(&n->lock);
+        return 0;
+    }
     pthread_mutex_unlock(&n->lock);
     cn_nl *host = cn_nl_open(err);
     if (!host) {
         pthread_mutex_lock(&n->lock);
-        n->slots[idx].state = CN_LEASED;
-        cube_net_index_lease(n, idx);
+        n->released[n->nreleased++] = idx; /* removed at stop */
         pthread_mutex_unlock(&n->lock);
         return -1;
     }
-    cube_net_teardown(n, idx, host);
+    remove_slot(n, idx, host);
     cn_nl_close(host);
     pthread_mutex_lock(&n->lock);
-    n->slots[idx].state = CN_FREE; /* only now: the index's old rules and veth are gone */
+    n->slots[idx].state = CN_FREE;
     n->slots[idx].lease[0] = '\0';
     pthread_cond_signal(&n->refill);
     pthread_mutex_unlock(&n->lock);

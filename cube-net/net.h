@@ -86,9 +86,12 @@ typedef struct cube_net {
     struct sandbox_net *skel;
     struct ring_buffer *events;
     pthread_mutex_t lock;
-    pthread_cond_t refill; /* a slot was leased or freed */
-    int ready;             /* slots in CN_READY: ready_stack[0 .. ready-1] */
+    pthread_cond_t refill;  /* a slot was leased or freed */
+    pthread_cond_t removed; /* the refill thread emptied released[] */
+    int ready;              /* slots in CN_READY: ready_stack[0 .. ready-1] */
     int *ready_stack;
+    int nreleased; /* slots in CN_RELEASING whose veth and namespace are still to go: released[] */
+    int *released;
     int lease_index[1024]; /* lease name hash -> first slot of its chain (0: none) */
     int cursor;            /* next index to try when building: addresses are reused as late as possible */
     int stopping;
@@ -109,9 +112,11 @@ void cube_net_stop(cube_net *n);
 int cube_net_lease(cube_net *n, const char *lease, const cn_policy *p, cn_lease_info *out, cube_err *err);
 /* Replaces a lease's policy: new rules under the other generation bit, one map update flips to them. */
 int cube_net_update(cube_net *n, const char *lease, const cn_policy *p, cube_err *err);
-/* Removes the rules, the veth and the namespace; the address is free again. Unknown leases are not an error.
- */
+/* Removes the lease and its rules at once; the veth and the namespace go on the refill thread (inline when
+ * the threads are not running), then the address is free again. Unknown leases are not an error. */
 int cube_net_release(cube_net *n, const char *lease, cube_err *err);
+/* Returns once every released slot's veth and namespace are gone. */
+void cube_net_wait_removed(cube_net *n);
 int cube_net_stats(cube_net *n, const char *lease, cn_stats *out, cube_err *err);
 /* The leases held, for reconciling with cubelet: calls fn for each. */
 void cube_net_each_lease(cube_net *n, void (*fn)(void *arg, const char *lease, const cn_lease_info *li),

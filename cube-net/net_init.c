@@ -124,6 +124,7 @@ int cube_net_init(cube_net *n, const cn_config *cfg, cube_err *err)
     n->host_ns = -1;
     pthread_mutex_init(&n->lock, NULL);
     pthread_cond_init(&n->refill, NULL);
+    pthread_cond_init(&n->removed, NULL);
     if (!cfg->ifprefix || !*cfg->ifprefix) n->cfg.ifprefix = "cn";
     if (strlen(n->cfg.ifprefix) > 9)
         return cube_err_set(err, EINVAL, "interface prefix '%s' is too long", n->cfg.ifprefix);
@@ -141,7 +142,8 @@ int cube_net_init(cube_net *n, const cn_config *cfg, cube_err *err)
     if (n->nslots > CN_MAX_SLOTS - 1) n->nslots = CN_MAX_SLOTS - 1;
     n->slots = calloc((size_t)n->nslots + 1, sizeof(*n->slots));
     n->ready_stack = calloc((size_t)n->nslots + 1, sizeof(*n->ready_stack));
-    if (!n->slots || !n->ready_stack) return cube_err_sys(err, ENOMEM, "slots");
+    n->released = calloc((size_t)n->nslots + 1, sizeof(*n->released));
+    if (!n->slots || !n->ready_stack || !n->released) return cube_err_sys(err, ENOMEM, "slots");
     for (int i = 1; i <= n->nslots; i++) n->slots[i].addr = htonl(ntohl(n->net) + (uint32_t)i);
     if (mkdir_p(cfg->state_dir, err) < 0 || mkdir_p(cfg->ns_dir, err) < 0) return -1;
     n->host_ns = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
@@ -192,6 +194,7 @@ void cube_net_stop(cube_net *n)
         }
     }
     cn_nl_close(host);
+    n->nreleased = 0; /* torn down above, with every other slot not leased */
     if (!leased && n->uplink_ifindex) cn_uplink_disable(n->cfg.ifprefix);
     cn_audit_close(n);
     if (n->skel) sandbox_net__destroy(n->skel);
@@ -202,4 +205,6 @@ void cube_net_stop(cube_net *n)
     n->slots = NULL;
     free(n->ready_stack);
     n->ready_stack = NULL;
+    free(n->released);
+    n->released = NULL;
 }

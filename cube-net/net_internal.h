@@ -9,7 +9,9 @@
 int cube_net_attach(cube_net *n, int ifindex, cube_err *err);
 /* Writes slot idx's rules under generation gen, then its map entry. */
 int cube_net_apply(cube_net *n, int idx, uint32_t gen, const cn_policy *p, cube_err *err);
-/* Removes everything of slot idx. */
+/* Takes slot idx's rules out of the maps and removes its lease file (lock held; fast). */
+void cube_net_detach(cube_net *n, int idx);
+/* Removes everything of slot idx: detach, then its veth and namespace. */
 void cube_net_teardown(cube_net *n, int idx, cn_nl *nl);
 void *cube_net_refill_loop(void *arg);
 /* The host-side interface name of slot idx: <ifprefix><idx>. */

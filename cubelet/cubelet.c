@@ -5,12 +5,12 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <linux/mount.h>
 #include <sched.h>
-#include <sys/resource.h>
 #include <sys/syscall.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -27,6 +27,7 @@
 #include "master.pb-c.h"
 #include "netclient.h"
 #include "netns.h"
+#include "pool_sched.h"
 #include "protoutil.h"
 #include "timeutil.h"
 
@@ -96,6 +97,7 @@ int cubelet_init(cubelet *c, const cubelet_config *cfg, cube_err *err)
     pthread_mutex_init(&c->lock, NULL);
     pthread_cond_init(&c->refill, NULL);
     pthread_cond_init(&c->tick, NULL);
+    pthread_cond_init(&c->reap, NULL);
     snprintf(c->sandboxes_dir, sizeof(c->sandboxes_dir), "%s/sandboxes", cfg->data_dir);
     if (mkdir(c->sandboxes_dir, 0711) < 0 && errno != EEXIST)
         return cube_err_sys(err, errno, "mkdir %s", c->sandboxes_dir);
@@ -181,13 +183,27 @@ static int spawn_slot(cubelet *c, const cl_template *tpl, const char *layers, cl
     char logp[4400];
     snprintf(logp, sizeof(logp), "%s/sandbox.log", s->state_dir);
     int logfd = open(logp, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
-    s->hv = fork();
-    if (s->hv == 0) {
-        dup2(out_pipe[1], 1);
-        if (logfd >= 0) dup2(logfd, 2); /* the hypervisor's and the agent's log lines: GET .../logs */
-        setpgid(0, 0); /* its own group: a signal to the cubelet's group does not reach sandboxes directly */
-        execv(argv[0], argv);
-        _exit(127);
+    /* posix_spawn (clone with CLONE_VM|CLONE_VFORK), not fork: fork would copy this multithreaded process's
+     * page tables and make every other thread (RPCs being answered) take copy-on-write faults until exec */
+    posix_spawn_file_actions_t fa;
+    posix_spawnattr_t at;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawnattr_init(&at);
+    posix_spawn_file_actions_adddup2(&fa, out_pipe[1], 1);
+    if (logfd >= 0)
+        posix_spawn_file_actions_adddup2(&fa, logfd, 2); /* hypervisor and agent log: GET .../logs */
+    sigset_t none;
+    sigemptyset(&none);
+    posix_spawnattr_setsigmask(&at, &none);
+    /* its own group: a signal to the cubelet's group does not reach sandboxes directly */
+    posix_spawnattr_setpgroup(&at, 0);
+    posix_spawnattr_setflags(&at, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK);
+    int sprc = posix_spawn(&s->hv, argv[0], &fa, &at, argv, environ);
+    posix_spawn_file_actions_destroy(&fa);
+    posix_spawnattr_destroy(&at);
+    if (sprc != 0) {
+        cube_log_error("cannot start cube-hypervisor", "bin=%s errno=%d", argv[0], sprc);
+        s->hv = -1;
     }
     close(out_pipe[1]);
     if (logfd >= 0) close(logfd);
@@ -244,7 +260,8 @@ static void destroy_slot(cubelet *c, cl_slot *s)
 {
     cube_err err = {0};
     if (s->hv > 0) {
-        if (hv_call(s, "/cube.Hypervisor/Stop", &cube__empty__descriptor, &err) < 0) kill(s->hv, SIGTERM);
+        if (!s->stopped && hv_call(s, "/cube.Hypervisor/Stop", &cube__empty__descriptor, &err) < 0)
+            kill(s->hv, SIGTERM);
         if (s->adopted) {
             /* not our child: wait for it to finish its teardown (teardown path only) */
             for (int i = 0; i < 1000 && kill(s->hv, 0) == 0; i++)
@@ -256,6 +273,45 @@ static void destroy_slot(cubelet *c, cl_slot *s)
     cube_rm_rf(s->state_dir);
     cl_net_release(c, s->slot_id); /* after the hypervisor is gone: nothing uses the slot any more */
     free(s);
+}
+
+/* A kill: Stop answers once the sandbox's processes are killed, so the caller can say it is gone; the
+ * hypervisor's own teardown (unmounts, cgroups, its exit), the state files and the network slot are left to
+ * the reaper thread, and the hypervisor does that teardown at the lowest priority, out of the next create's
+ * way. */
+static void retire_slot(cubelet *c, cl_slot *s)
+{
+    cube_err err = {0};
+    if (s->hv > 0) {
+        if (hv_call(s, "/cube.Hypervisor/Stop", &cube__empty__descriptor, &err) < 0) kill(s->hv, SIGTERM);
+        s->stopped = true;
+        cl_sched_background_process(s->hv);
+    }
+    pthread_mutex_lock(&c->lock);
+    s->next = c->retiring;
+    c->retiring = s;
+    pthread_cond_signal(&c->reap);
+    pthread_mutex_unlock(&c->lock);
+}
+
+static void *reaper_loop(void *arg)
+{
+    cubelet *c = arg;
+    pthread_mutex_lock(&c->lock);
+    for (;;) {
+        cl_slot *s = c->retiring;
+        if (!s) {
+            if (c->stopping) break;
+            pthread_cond_wait(&c->reap, &c->lock);
+            continue;
+        }
+        c->retiring = s->next;
+        pthread_mutex_unlock(&c->lock);
+        destroy_slot(c, s);
+        pthread_mutex_lock(&c->lock);
+    }
+    pthread_mutex_unlock(&c->lock);
+    return NULL;
 }
 
 static cl_slot *unlink_by_sandbox(cubelet *c, const char *sandbox_id)
@@ -506,8 +562,7 @@ static int create_sandbox(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *
         return -1;
     }
     /* pool sandboxes were made at low priority: the user's sandbox runs at normal priority */
-    setpriority(PRIO_PROCESS, (id_t)s->hv, 0);
-    setpriority(PRIO_PROCESS, (id_t)s->init, 0);
+    if (from_pool) cl_sched_foreground(s->hv);
     int64_t t_init = cube_now_mono_ns();
     if (init_agent(s, req, err) < 0) {
         pthread_mutex_lock(&c->lock);
@@ -541,7 +596,7 @@ static int kill_sandbox(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *re
     cl_slot *s = unlink_by_sandbox(c, req->sandbox_id ? req->sandbox_id : "");
     pthread_mutex_unlock(&c->lock);
     if (!s) return cube_err_set(err, ENOENT, "sandbox '%s' is not on this node", req->sandbox_id);
-    destroy_slot(c, s);
+    retire_slot(c, s);
     return 0;
 }
 
@@ -820,10 +875,10 @@ static int list_sandboxes(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *
 static void *refill_loop(void *arg)
 {
     cubelet *c = arg;
-    /* Refills run at low CPU priority so that a burst of creates is not slowed by the sandboxes being made to
-     * replace them (on a 2-core node one start costs tens of ms of CPU). Sandboxes inherit it: a claim
-     * restores normal priority (claim_priority). */
-    setpriority(PRIO_PROCESS, (id_t)gettid(), 10);
+    /* Refills run at low priority, so that a burst of creates is not slowed by the sandboxes
+     * being made to replace them (on a 2-core node one start costs tens of ms of CPU); see pool_sched.h. */
+    cl_sched_background();
+    int lock_fd = cl_pool_lock_open(CL_POOL_LOCK);
     pthread_mutex_lock(&c->lock);
     while (!c->stopping) {
         const cl_template *need = NULL;
@@ -841,7 +896,9 @@ static void *refill_loop(void *arg)
         pthread_mutex_unlock(&c->lock);
         cl_slot *s = NULL;
         cube_err err = {0};
+        cl_pool_lock(lock_fd, 1);
         int rc = spawn_slot(c, need, NULL, &s, &err);
+        cl_pool_lock(lock_fd, 0);
         pthread_mutex_lock(&c->lock);
         if (rc < 0) {
             cube_log_error("pool refill failed", "template=%s err=\"%s\"", need->name, err.msg);
@@ -861,6 +918,7 @@ static void *refill_loop(void *arg)
         c->slots = s;
     }
     pthread_mutex_unlock(&c->lock);
+    if (lock_fd >= 0) close(lock_fd);
     return NULL;
 }
 
@@ -977,6 +1035,7 @@ void cubelet_start(cubelet *c)
 {
     pthread_create(&c->refill_thread, NULL, refill_loop, c);
     pthread_create(&c->heartbeat_thread, NULL, heartbeat_loop, c);
+    pthread_create(&c->reaper_thread, NULL, reaper_loop, c);
 }
 
 void cubelet_stop(cubelet *c)
@@ -985,9 +1044,11 @@ void cubelet_stop(cubelet *c)
     c->stopping = 1;
     pthread_cond_broadcast(&c->refill);
     pthread_cond_broadcast(&c->tick);
+    pthread_cond_broadcast(&c->reap);
     pthread_mutex_unlock(&c->lock);
     if (c->refill_thread) pthread_join(c->refill_thread, NULL);
     if (c->heartbeat_thread) pthread_join(c->heartbeat_thread, NULL);
+    if (c->reaper_thread) pthread_join(c->reaper_thread, NULL); /* it finishes what was retired first */
     pthread_mutex_lock(&c->lock);
     cl_slot *all = c->slots;
     c->slots = NULL;

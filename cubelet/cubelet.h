@@ -39,6 +39,7 @@ typedef struct cl_slot {
     char netns[64];      /* /proc/<init>/ns/net: where the node reaches the agent */
     char net_path[4200]; /* cube-net's namespace for this slot, or empty */
     char layers[8192];   /* read-only layers above the template (a fork's snapshots), "a:b", or empty */
+    bool stopped;        /* Stop answered: its processes are dead, the teardown is left */
     struct cl_slot *next;
 } cl_slot;
 
@@ -64,7 +65,9 @@ typedef struct cubelet {
     pthread_cond_t tick;   /* the heartbeat thread's timer; broadcast on stop */
     cl_slot *slots;
     int stopping;
-    pthread_t refill_thread, heartbeat_thread;
+    pthread_cond_t reap; /* a slot was put on retiring */
+    cl_slot *retiring;   /* killed sandboxes whose hypervisor exit, files and network slot are still to go */
+    pthread_t refill_thread, heartbeat_thread, reaper_thread;
     cube_rpc_failover masters; /* heartbeats go to every one of them */
     cube_rpc_client *net;      /* NULL without cube-net */
     int draining;              /* no new sandboxes: reported in heartbeats; kept in <data>/draining */

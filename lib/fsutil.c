@@ -1,9 +1,11 @@
 #include "fsutil.h"
 
+#include <errno.h>
+#include <ftw.h>
 #include <libgen.h>
+#include <sys/stat.h>
 #include <limits.h>
 #include <stdio.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 void cube_sibling_path(const char *name, const char *build_rel, char *out, size_t cap)
@@ -17,14 +19,22 @@ void cube_sibling_path(const char *name, const char *build_rel, char *out, size_
     snprintf(out, cap, "%s/%s", dir, build_rel);
 }
 
+static int remove_entry(const char *path, const struct stat *st, int type, struct FTW *ftw)
+{
+    (void)st, (void)type, (void)ftw;
+    /* keep going past an entry that will not go: the caller learns from the top directory still being there
+     */
+    if (remove(path) < 0 && errno != ENOENT) return 0;
+    return 0;
+}
+
 int cube_rm_rf(const char *path)
 {
-    pid_t pid = fork();
-    if (pid == 0) {
-        execl("/bin/rm", "rm", "-rf", "--one-file-system", "--", path, (char *)NULL);
-        _exit(127);
-    }
-    int st = 0;
-    if (pid < 0 || waitpid(pid, &st, 0) < 0) return -1;
-    return WIFEXITED(st) && WEXITSTATUS(st) == 0 ? 0 : -1;
+    /* in process (no fork of a large multithreaded service: its page tables would be copied and every thread
+     * would take copy-on-write faults until the child exec'd); depth first, not following links, and
+     * FTW_MOUNT keeps it on the top directory's filesystem like rm --one-file-system */
+    struct stat st;
+    if (lstat(path, &st) < 0) return errno == ENOENT ? 0 : -1;
+    if (nftw(path, remove_entry, 16, FTW_DEPTH | FTW_PHYS | FTW_MOUNT) < 0) return -1;
+    return lstat(path, &st) < 0 && errno == ENOENT ? 0 : -1;
 }

@@ -368,6 +368,9 @@ START_TEST(release_and_stop_leave_nothing)
     snprintf(ns, sizeof(ns), "%s", a.netns);
     cube_err err = {0};
     ck_assert_int_eq(cube_net_release(&net, "gone", &err), 0);
+    /* the lease is gone at once; its veth and namespace go on the refill thread */
+    ck_assert_int_ne(cube_net_stats(&net, "gone", &(cn_stats){0}, &err), 0);
+    cube_net_wait_removed(&net);
     ck_assert(!link_exists(a.host_ifname));
     ck_assert_int_ne(access(ns, F_OK), 0);
     ck_assert_int_ne(cube_net_stats(&net, "gone", &(cn_stats){0}, &err), 0);
