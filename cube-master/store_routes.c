@@ -34,22 +34,28 @@ static bool routable(const Cube__Sandbox *sb)
            sb->agent_address && strncmp(sb->agent_address, "netns:", 6) == 0;
 }
 
+/* The hash's value for a sandbox: "STATE AUTORESUME NODE NETNS", or the tombstone "x" when it cannot be
+ * routed (any more). */
+static void route_value(const Cube__Sandbox *sb, char *value, size_t len)
+{
+    if (!routable(sb)) {
+        snprintf(value, len, "x");
+        return;
+    }
+    char netns[512];
+    snprintf(netns, sizeof(netns), "%s", sb->agent_address + 6);
+    char *port = strrchr(netns, ':');
+    if (port) *port = '\0';
+    snprintf(value, len, "%d %d %s %s", sb->state, sb->auto_resume,
+             sb->node_id && *sb->node_id ? sb->node_id : "-", netns);
+}
+
 static bool write_route(routes_store *s, const Cube__Sandbox *sb, bool only_new)
 {
-    redisReply *r;
-    if (routable(sb)) {
-        char netns[512];
-        snprintf(netns, sizeof(netns), "%s", sb->agent_address + 6);
-        char *port = strrchr(netns, ':');
-        if (port) *port = '\0';
-        char value[600];
-        snprintf(value, sizeof(value), "%d %d %s %s", sb->state, sb->auto_resume,
-                 sb->node_id && *sb->node_id ? sb->node_id : "-", netns);
-        r = cube_redis_cmd(s->redis, only_new ? "HSETNX %s %s %s" : "HSET %s %s %s", ROUTES, sb->sandbox_id,
-                           value);
-    } else {
-        r = cube_redis_cmd(s->redis, only_new ? "HSETNX %s %s x" : "HSET %s %s x", ROUTES, sb->sandbox_id);
-    }
+    char value[600];
+    route_value(sb, value, sizeof(value));
+    redisReply *r = cube_redis_cmd(s->redis, only_new ? "HSETNX %s %s %s" : "HSET %s %s %s", ROUTES,
+                                   sb->sandbox_id, value);
     bool ok = r && r->type != REDIS_REPLY_ERROR;
     if (r) freeReplyObject(r);
     return ok;
@@ -78,10 +84,15 @@ static void sync_routes(routes_store *s)
     }
 }
 
+static void event_message(const char *id, const char *state, const char *node, char *msg, size_t len)
+{
+    snprintf(msg, len, "{\"sandboxID\":\"%s\",\"state\":\"%s\",\"node\":\"%s\"}", id, state, node);
+}
+
 static void publish(routes_store *s, const char *id, const char *state, const char *node)
 {
     char msg[256];
-    snprintf(msg, sizeof(msg), "{\"sandboxID\":\"%s\",\"state\":\"%s\",\"node\":\"%s\"}", id, state, node);
+    event_message(id, state, node, msg, sizeof(msg));
     redisReply *r = cube_redis_cmd(s->redis, "PUBLISH cube:events %s", msg);
     if (r) freeReplyObject(r);
 }
@@ -98,11 +109,27 @@ static int r_sandbox_put(store *base, const Cube__Sandbox *sb, cube_err *err)
 {
     routes_store *s = (routes_store *)base;
     if (s->inner->ops->sandbox_put(s->inner, sb, err) < 0) return -1;
+    /* the route and the event go together: one round trip on the create path */
+    char value[600], msg[256];
+    route_value(sb, value, sizeof(value));
+    event_message(sb->sandbox_id, state_name(sb->state), sb->node_id ? sb->node_id : "", msg, sizeof(msg));
+    char *cmds[2] = {NULL, NULL};
+    int lens[2];
+    lens[0] = redisFormatCommand(&cmds[0], "HSET %s %s %s", ROUTES, sb->sandbox_id, value);
+    lens[1] = redisFormatCommand(&cmds[1], "PUBLISH cube:events %s", msg);
     pthread_mutex_lock(&s->lock);
     sync_routes(s);
-    if (!write_route(s, sb, false)) s->suspect = true;
-    publish(s, sb->sandbox_id, state_name(sb->state), sb->node_id ? sb->node_id : "");
+    redisReply *replies[2];
+    bool ok = lens[0] > 0 && lens[1] > 0 && cube_redis_pipeline(s->redis, 2, cmds, lens, replies) == 0;
+    if (ok) {
+        if (replies[0]->type == REDIS_REPLY_ERROR) ok = false;
+        freeReplyObject(replies[0]);
+        freeReplyObject(replies[1]);
+    }
+    if (!ok) s->suspect = true;
     pthread_mutex_unlock(&s->lock);
+    redisFreeCommand(cmds[0]);
+    redisFreeCommand(cmds[1]);
     return 0;
 }
 

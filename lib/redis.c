@@ -92,6 +92,38 @@ redisReply *cube_redis_cmd(cube_redis *r, const char *fmt, ...)
     return reply;
 }
 
+int cube_redis_pipeline(cube_redis *r, int n, char **cmds, const int *lens, redisReply **replies)
+{
+    for (int i = 0; i < n; i++) replies[i] = NULL;
+    pthread_mutex_lock(&r->lock);
+    int rc = -1;
+    for (int attempt = 0; attempt < 2 && rc < 0; attempt++) {
+        bool was_up = r->ctx != NULL;
+        if (!r->ctx) connect_locked(r);
+        if (!r->ctx) break;
+        int i = 0, ok = 1;
+        for (; i < n && ok; i++)
+            ok = redisAppendFormattedCommand(r->ctx, cmds[i], (size_t)lens[i]) == REDIS_OK;
+        for (i = 0; i < n && ok; i++)
+            ok = redisGetReply(r->ctx, (void **)&replies[i]) == REDIS_OK && replies[i];
+        if (ok) {
+            rc = 0;
+            break;
+        }
+        for (i = 0; i < n; i++) {
+            if (replies[i]) freeReplyObject(replies[i]);
+            replies[i] = NULL;
+        }
+        cube_log_warn("redis unavailable", "addr=%s err=\"%s\"", r->addr, r->ctx->errstr);
+        redisFree(r->ctx);
+        r->ctx = NULL;
+        if (!was_up) break;
+        r->next_try_ms = 0;
+    }
+    pthread_mutex_unlock(&r->lock);
+    return rc;
+}
+
 bool cube_redis_take_fresh(cube_redis *r)
 {
     pthread_mutex_lock(&r->lock);
