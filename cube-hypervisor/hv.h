@@ -38,7 +38,12 @@ typedef struct hv_spec {
     int start_fd;
     cg_limits limits;
     uint64_t disk_mb; /* size of the writable layer */
-    uid_t uid_base;   /* root inside is this host uid */
+    /* kvm backend: the guest kernel and the template's root disk image (ext4), or a snapshot directory to
+     * clone from instead of booting */
+    const char *kernel;
+    const char *disk_image;
+    const char *restore;
+    uid_t uid_base; /* root inside is this host uid */
     uint32_t uid_count;
 } hv_spec;
 
@@ -61,6 +66,9 @@ typedef struct hv_ops {
      */
     int (*snapshot)(hv_sandbox *sb, const char *dir, bool *process_state, cube_err *err);
     int (*stats)(hv_sandbox *sb, hv_stats *st, cube_err *err);
+    /* A descriptor that becomes readable when the sandbox ends by itself, where that is not PID 1's SIGCHLD
+     * (a microVM's guest shutting down); NULL for backends whose end is PID 1's exit. */
+    int (*exit_fd)(hv_sandbox *sb);
     /* Kills every process of the sandbox now (a paused one too), leaving the teardown to destroy: Stop's
      * caller learns that the sandbox no longer runs before the slower cleanup. */
     void (*terminate)(hv_sandbox *sb);
@@ -69,8 +77,9 @@ typedef struct hv_ops {
 } hv_ops;
 
 extern const hv_ops hv_ns_ops;
+extern const hv_ops hv_kvm_ops;
 
-/* "auto": kvm when /dev/kvm works and the kvm backend is built, else ns. Logs the choice. */
-const hv_ops *hv_backend_pick(const char *name, cube_err *err);
+/* "auto": kvm when /dev/kvm works and a guest (kernel and disk image) is given, else ns. Logs the choice. */
+const hv_ops *hv_backend_pick(const char *name, bool guest_given, cube_err *err);
 
 #endif

@@ -32,7 +32,11 @@ static const cube_config_flag flags[] = {
     {"stdio-fds", "hv.stdio_fds", true, "IN,OUT,ERR: inherited fds that become PID 1's stdio"},
     {"start-fd", "hv.start_fd", true, "inherited fd: PID 1 execs when a byte arrives (EOF: it exits)"},
     {"netns", "hv.netns", true, "network namespace to join (cube-net's slot); default: a new, empty one"},
-    {"backend", "hv.backend", true, "auto | ns | kvm (default auto)"},
+    {"backend", "hv.backend", true,
+     "auto | ns | kvm (default auto: kvm when /dev/kvm works and a guest is given)"},
+    {"kernel", "hv.kernel", true, "kvm: the guest kernel (bzImage or vmlinux)"},
+    {"disk", "hv.disk", true, "kvm: the template's root disk image (ext4), shared read-only"},
+    {"restore", "hv.restore", true, "kvm: a snapshot directory to clone from instead of booting"},
     {"control", "hv.control", true, "control socket address (default unix:<state>/control.sock)"},
     {"cpus", "hv.cpus", true, "cpu limit in cores (default 2)"},
     {"memory-mb", "hv.memory_mb", true, "memory limit (default 512)"},
@@ -122,7 +126,11 @@ static int run(cube_config *cfg, int argc, char **argv)
         return 2;
     }
 
-    const hv_ops *ops = hv_backend_pick(cube_config_get(cfg, "hv.backend", "auto"), &err);
+    const char *kernel = cube_config_get(cfg, "hv.kernel", NULL),
+               *disk_image = cube_config_get(cfg, "hv.disk", NULL),
+               *restore = cube_config_get(cfg, "hv.restore", NULL);
+    const hv_ops *ops =
+        hv_backend_pick(cube_config_get(cfg, "hv.backend", "auto"), (kernel || restore) && disk_image, &err);
     if (!ops) {
         fprintf(stderr, "cube-hypervisor: %s\n", err.msg);
         return 1;
@@ -147,6 +155,9 @@ static int run(cube_config *cfg, int argc, char **argv)
         .argv = first < argc ? argv + first : NULL,
         .limits = {(uint32_t)cpus, (uint64_t)mem, (uint32_t)pids},
         .disk_mb = (uint64_t)disk,
+        .kernel = kernel,
+        .disk_image = disk_image,
+        .restore = restore,
         .uid_base = (uid_t)uid_base,
         .uid_count = 65536,
     };
@@ -202,13 +213,18 @@ static int run(cube_config *cfg, int argc, char **argv)
 
     int rc = 0;
     bool init_exited = false;
+    int guest_fd = ops->exit_fd ? ops->exit_fd(ctl.sb) : -1;
     for (;;) {
-        struct pollfd fds[2] = {{sfd, POLLIN, 0}, {ctl.stop_fd, POLLIN, 0}};
-        if (poll(fds, 2, -1) < 0) {
+        struct pollfd fds[3] = {{sfd, POLLIN, 0}, {ctl.stop_fd, POLLIN, 0}, {guest_fd, POLLIN, 0}};
+        if (poll(fds, 3, -1) < 0) {
             if (errno == EINTR) continue;
             break;
         }
         if (fds[1].revents) break; /* Stop RPC */
+        if (fds[2].revents) {      /* the microVM's guest shut down */
+            init_exited = true;
+            break;
+        }
         struct signalfd_siginfo si;
         if (read(sfd, &si, sizeof(si)) != sizeof(si)) continue;
         if (si.ssi_signo != SIGCHLD) break;

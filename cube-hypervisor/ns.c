@@ -534,23 +534,3 @@ const hv_ops hv_ns_ops = {
     .terminate = ns_terminate,
     .destroy = ns_destroy,
 };
-
-const hv_ops *hv_backend_pick(const char *name, cube_err *err)
-{
-    if (!name || strcmp(name, "auto") == 0) {
-        int kvm = access("/dev/kvm", R_OK | W_OK) == 0;
-        cube_log_info("backend chosen", "backend=ns reason=%s",
-                      kvm ? "kvm-backend-not-built-in-this-version" : "no-usable-/dev/kvm");
-        name = "ns";
-    }
-    if (strcmp(name, "ns") == 0) return hv_ns_ops.available(err) < 0 ? NULL : &hv_ns_ops;
-    if (strcmp(name, "kvm") == 0) {
-        if (access("/dev/kvm", R_OK | W_OK) < 0)
-            cube_err_set(err, ENODEV, "kvm backend: no usable /dev/kvm on this host (%s)", strerror(errno));
-        else
-            cube_err_set(err, ENOSYS, "kvm backend: not built in this version of cube-hypervisor");
-        return NULL;
-    }
-    cube_err_set(err, EINVAL, "unknown backend '%s' (auto, ns, kvm)", name);
-    return NULL;
-}

@@ -502,6 +502,21 @@ START_TEST(stop_leaves_nothing)
 }
 END_TEST
 
+/* auto runs ns when kvm cannot run the sandbox: without /dev/kvm even with a guest given (a kvm attempt would
+ * fail on the missing kernel), and with /dev/kvm when no guest is given */
+START_TEST(auto_falls_back_to_ns_without_kvm)
+{
+    sandbox sb;
+    if (access("/dev/kvm", R_OK | W_OK) == 0)
+        sb_start(&sb, "auto-ns", NULL);
+    else
+        sb_start(&sb, "auto-ns", "--kernel", "/nonexistent/vmlinuz", "--disk", "/nonexistent/root.img", NULL);
+    ck_assert_int_gt(sb.init, 0);
+    ck_assert_int_ne(sb.init, sb.hv); /* a real PID 1 of its own: the ns backend */
+    sb_stop(&sb);
+}
+END_TEST
+
 START_TEST(bad_arguments_are_refused_clearly)
 {
     const char *hv = getenv("CUBE_HV_BIN");
@@ -525,6 +540,10 @@ START_TEST(bad_arguments_are_refused_clearly)
     out[n] = '\0';
     ck_assert_int_ne(WEXITSTATUS(pclose(p)), 0);
     ck_assert_msg(strstr(out, "kvm backend") != NULL, "%s", out);
+    if (access("/dev/kvm", R_OK | W_OK) < 0) { /* the words: one clear line */
+        ck_assert_msg(strchr(out, '\n') == strrchr(out, '\n'), "more than one line: %s", out);
+        ck_assert_msg(strstr(out, "/dev/kvm") != NULL, "%s", out);
+    }
 }
 END_TEST
 
@@ -696,6 +715,7 @@ int main(void)
     TCase *tc = tcase_create("ns backend");
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, isolation_from_host_and_each_other);
+    tcase_add_test(tc, auto_falls_back_to_ns_without_kvm);
     tcase_add_test(tc, joins_a_node_owned_network_namespace);
     tcase_add_test(tc, root_inside_is_root_of_the_sandbox_only);
     tcase_add_test(tc, kernel_surfaces_are_refused);

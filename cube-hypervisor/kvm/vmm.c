@@ -1,0 +1,734 @@
+/* The microVM (see vmm.h). */
+#include "vmm.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/kvm.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "boot.h"
+#include "log.h"
+#include "snapshot.h"
+#include "virtio_blk.h"
+
+#define TSS_ADDR          0xfffbd000
+#define IDENTITY_MAP_ADDR 0xfffbc000
+#define BLK_IRQ           5
+#define COM1              0x3f8
+#define KICK_SIGNAL       SIGUSR1
+/* what every guest gets: the serial console, no PCI or legacy probing, the disk as root, the agent as init */
+#define BASE_CMDLINE                                                                                         \
+    "console=ttyS0 8250.nr_uarts=1 reboot=k panic=1 pci=off nomodule i8042.noaux i8042.nomux i8042.nopnp "   \
+    "i8042.dumbkbd root=/dev/vda rw rootfstype=ext4 init=/.cube/cube-agent"
+
+typedef struct vcpu {
+    struct vmm *v;
+    int id, fd;
+    struct kvm_run *run;
+    pthread_t thread;
+    bool started;
+} vcpu;
+
+struct vmm {
+    int kvm, vm;
+    size_t run_size;
+    gmem mem;
+    int mem_fd; /* the memfd of a cold-booted VM (-1 for a clone: its memory is the snapshot's file) */
+    vcpu cpus[VMM_MAX_VCPUS];
+    int ncpus;
+    vblk disk;
+    int disk_irqfd;
+    bool disk_open;
+    pthread_mutex_t dev_lock; /* the device model: one MMIO access at a time */
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    int pause_req, paused, stopping;
+    int exit_fd;
+    int console_fd;
+    uint8_t uart_lcr, uart_ier, uart_scr;
+};
+
+static int kvm_ioctl_err(cube_err *err, const char *what)
+{
+    return cube_err_sys(err, errno, "kvm: %s", what);
+}
+
+int vmm_available(cube_err *err)
+{
+    int kvm = open("/dev/kvm", O_RDWR | O_CLOEXEC);
+    if (kvm < 0) return cube_err_sys(err, errno, "kvm backend: no usable /dev/kvm on this host");
+    int rc = 0;
+    int api = ioctl(kvm, KVM_GET_API_VERSION, 0);
+    if (api != KVM_API_VERSION)
+        rc = cube_err_set(err, ENOTSUP, "kvm backend: /dev/kvm speaks API %d, not %d", api, KVM_API_VERSION);
+    else if (ioctl(kvm, KVM_CHECK_EXTENSION, KVM_CAP_IRQCHIP) <= 0 ||
+             ioctl(kvm, KVM_CHECK_EXTENSION, KVM_CAP_USER_MEMORY) <= 0 ||
+             ioctl(kvm, KVM_CHECK_EXTENSION, KVM_CAP_IRQFD) <= 0 ||
+             ioctl(kvm, KVM_CHECK_EXTENSION, KVM_CAP_IMMEDIATE_EXIT) <= 0)
+        rc = cube_err_set(err, ENOTSUP,
+                          "kvm backend: this KVM lacks irqchip, user memory, irqfd or immediate exit");
+    close(kvm);
+    return rc;
+}
+
+static void kick_handler(int sig)
+{
+    (void)sig; /* only interrupts KVM_RUN */
+}
+
+/* ---- the serial port: enough of a 16550 for the kernel's console output ---- */
+
+static void uart_io(vmm *v, uint16_t port, uint8_t *data, bool out)
+{
+    int reg = port - COM1;
+    bool dlab = v->uart_lcr & 0x80;
+    if (out) {
+        if (reg == 0 && !dlab && v->console_fd >= 0) {
+            ssize_t w = write(v->console_fd, data, 1);
+            (void)w; /* a console that cannot keep up loses output, never stalls the guest */
+        } else if (reg == 1 && !dlab) {
+            v->uart_ier = data[0];
+        } else if (reg == 3) {
+            v->uart_lcr = data[0];
+        } else if (reg == 7) {
+            v->uart_scr = data[0];
+        }
+        return;
+    }
+    switch (reg) {
+    case 1:
+        data[0] = dlab ? 0 : v->uart_ier;
+        break;
+    case 2:
+        data[0] = 0x01;
+        break; /* IIR: no interrupt pending */
+    case 3:
+        data[0] = v->uart_lcr;
+        break;
+    case 5:
+        data[0] = 0x60;
+        break; /* LSR: transmitter empty, never any input */
+    case 6:
+        data[0] = 0xb0;
+        break; /* MSR: DCD, DSR, CTS */
+    case 7:
+        data[0] = v->uart_scr;
+        break;
+    default:
+        data[0] = 0;
+    }
+}
+
+static void guest_stopped(vmm *v, const char *why)
+{
+    pthread_mutex_lock(&v->lock);
+    int first = !v->stopping;
+    v->stopping = 1;
+    pthread_cond_broadcast(&v->cond);
+    pthread_mutex_unlock(&v->lock);
+    if (!first) return;
+    cube_log_info("guest stopped", "reason=%s", why);
+    uint64_t one = 1;
+    ssize_t w = write(v->exit_fd, &one, sizeof(one));
+    (void)w;
+    for (int i = 0; i < v->ncpus; i++) /* the others leave KVM_RUN too */
+        if (v->cpus[i].started && !pthread_equal(v->cpus[i].thread, pthread_self())) {
+            v->cpus[i].run->immediate_exit = 1;
+            pthread_kill(v->cpus[i].thread, KICK_SIGNAL);
+        }
+}
+
+/* Returns false when the vCPU must stop. */
+static bool handle_exit(vcpu *c)
+{
+    vmm *v = c->v;
+    struct kvm_run *run = c->run;
+    switch (run->exit_reason) {
+    case KVM_EXIT_IO: {
+        uint8_t *data = (uint8_t *)run + run->io.data_offset;
+        bool out = run->io.direction == KVM_EXIT_IO_OUT;
+        for (uint32_t i = 0; i < run->io.count; i++, data += run->io.size) {
+            uint16_t port = run->io.port;
+            if (port >= COM1 && port < COM1 + 8 && run->io.size == 1) {
+                uart_io(v, port, data, out);
+            } else if (port == 0x64 && out && data[0] == 0xfe) {
+                guest_stopped(v, "reset"); /* reboot=k: the keyboard controller's reset line */
+                return false;
+            } else if (!out) {
+                memset(data, 0xff, run->io.size); /* nothing at that port */
+            }
+        }
+        return true;
+    }
+    case KVM_EXIT_MMIO: {
+        uint64_t a = run->mmio.phys_addr;
+        if (a >= v->disk.dev.base && a < v->disk.dev.base + VMMIO_PAGE && run->mmio.len <= 8) {
+            pthread_mutex_lock(&v->dev_lock);
+            if (run->mmio.is_write)
+                vmmio_write(&v->disk.dev, a - v->disk.dev.base, run->mmio.data, run->mmio.len);
+            else
+                vmmio_read(&v->disk.dev, a - v->disk.dev.base, run->mmio.data, run->mmio.len);
+            pthread_mutex_unlock(&v->dev_lock);
+        } else if (!run->mmio.is_write) {
+            memset(run->mmio.data, 0xff, sizeof(run->mmio.data));
+        }
+        return true;
+    }
+    case KVM_EXIT_INTR:
+        return true;
+    case KVM_EXIT_SHUTDOWN:
+        guest_stopped(v, "shutdown (triple fault)");
+        return false;
+    case KVM_EXIT_SYSTEM_EVENT:
+        guest_stopped(v, "system event");
+        return false;
+    case KVM_EXIT_HLT:
+        guest_stopped(v, "halt");
+        return false;
+    case KVM_EXIT_FAIL_ENTRY:
+        cube_log_error("vcpu entry failed", "vcpu=%d reason=0x%llx", c->id,
+                       (unsigned long long)run->fail_entry.hardware_entry_failure_reason);
+        guest_stopped(v, "entry failure");
+        return false;
+    case KVM_EXIT_INTERNAL_ERROR:
+        cube_log_error("kvm internal error", "vcpu=%d suberror=%u", c->id, run->internal.suberror);
+        guest_stopped(v, "internal error");
+        return false;
+    default:
+        cube_log_error("unhandled vcpu exit", "vcpu=%d exit_reason=%u", c->id, run->exit_reason);
+        guest_stopped(v, "unhandled exit");
+        return false;
+    }
+}
+
+static void *vcpu_loop(void *arg)
+{
+    vcpu *c = arg;
+    vmm *v = c->v;
+    sigset_t set;
+    sigfillset(&set);
+    sigdelset(&set, KICK_SIGNAL);
+    pthread_sigmask(SIG_SETMASK, &set, NULL);
+    for (;;) {
+        pthread_mutex_lock(&v->lock);
+        while (v->pause_req && !v->stopping) {
+            v->paused++;
+            pthread_cond_broadcast(&v->cond);
+            pthread_cond_wait(&v->cond, &v->lock);
+            v->paused--;
+        }
+        int stop = v->stopping;
+        pthread_mutex_unlock(&v->lock);
+        if (stop) break;
+        c->run->immediate_exit = 0;
+        if (ioctl(c->fd, KVM_RUN, 0) < 0) {
+            if (errno == EINTR || errno == EAGAIN) continue; /* kicked: pause or stop */
+            cube_log_error("KVM_RUN failed", "vcpu=%d errno=%d", c->id, errno);
+            guest_stopped(v, "KVM_RUN failed");
+            break;
+        }
+        if (!handle_exit(c)) break;
+    }
+    return NULL;
+}
+
+static void raise_disk_irq(vmmio_dev *d)
+{
+    vmm *v = d->vmm;
+    uint64_t one = 1;
+    ssize_t w = write(v->disk_irqfd, &one, sizeof(one));
+    (void)w;
+}
+
+/* ---- setup ---- */
+
+static int setup_cpuid(vmm *v, vcpu *c, cube_err *err)
+{
+    size_t n = 256;
+    struct kvm_cpuid2 *cpuid = calloc(1, sizeof(*cpuid) + n * sizeof(struct kvm_cpuid_entry2));
+    if (!cpuid) return cube_err_set(err, ENOMEM, "cpuid");
+    cpuid->nent = (uint32_t)n;
+    if (ioctl(v->kvm, KVM_GET_SUPPORTED_CPUID, cpuid) < 0) {
+        free(cpuid);
+        return kvm_ioctl_err(err, "KVM_GET_SUPPORTED_CPUID");
+    }
+    for (uint32_t i = 0; i < cpuid->nent; i++) {
+        struct kvm_cpuid_entry2 *e = &cpuid->entries[i];
+        if (e->function == 1) e->ebx = (e->ebx & 0x00ffffff) | ((uint32_t)c->id << 24); /* initial APIC id */
+        if (e->function == 0xb) e->edx = (uint32_t)c->id;                               /* x2APIC id */
+    }
+    int rc = ioctl(c->fd, KVM_SET_CPUID2, cpuid);
+    free(cpuid);
+    return rc < 0 ? kvm_ioctl_err(err, "KVM_SET_CPUID2") : 0;
+}
+
+/* The local APIC's LINT0 takes the PIC's interrupts (ExtINT), LINT1 NMIs: what firmware would have set. */
+static int setup_lapic(vcpu *c, cube_err *err)
+{
+    struct kvm_lapic_state l;
+    if (ioctl(c->fd, KVM_GET_LAPIC, &l) < 0) return kvm_ioctl_err(err, "KVM_GET_LAPIC");
+    uint32_t lint0, lint1;
+    memcpy(&lint0, l.regs + 0x350, 4);
+    memcpy(&lint1, l.regs + 0x360, 4);
+    lint0 = (lint0 & ~0x700u) | 0x700; /* ExtINT */
+    lint1 = (lint1 & ~0x700u) | 0x400; /* NMI */
+    memcpy(l.regs + 0x350, &lint0, 4);
+    memcpy(l.regs + 0x360, &lint1, 4);
+    return ioctl(c->fd, KVM_SET_LAPIC, &l) < 0 ? kvm_ioctl_err(err, "KVM_SET_LAPIC") : 0;
+}
+
+static int boot_vcpu0(vmm *v, const kb_kernel *k, cube_err *err)
+{
+    vcpu *c = &v->cpus[0];
+    struct kvm_sregs s;
+    if (ioctl(c->fd, KVM_GET_SREGS, &s) < 0) return kvm_ioctl_err(err, "KVM_GET_SREGS");
+    kb_long_mode_sregs(&s);
+    if (ioctl(c->fd, KVM_SET_SREGS, &s) < 0) return kvm_ioctl_err(err, "KVM_SET_SREGS");
+    struct kvm_regs r;
+    kb_entry_regs(k, &r);
+    if (ioctl(c->fd, KVM_SET_REGS, &r) < 0) return kvm_ioctl_err(err, "KVM_SET_REGS");
+    struct kvm_fpu fpu = {.fcw = 0x37f, .mxcsr = 0x1f80};
+    if (ioctl(c->fd, KVM_SET_FPU, &fpu) < 0) return kvm_ioctl_err(err, "KVM_SET_FPU");
+    return 0;
+}
+
+static int read_file(const char *path, uint8_t **buf, size_t *len, cube_err *err)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    struct stat st;
+    if (fd < 0 || fstat(fd, &st) < 0) {
+        int e = errno;
+        if (fd >= 0) close(fd);
+        return cube_err_sys(err, e, "open %s", path);
+    }
+    *len = (size_t)st.st_size;
+    *buf = malloc(*len ? *len : 1);
+    size_t got = 0;
+    while (*buf && got < *len) {
+        ssize_t n = read(fd, *buf + got, *len - got);
+        if (n <= 0) break;
+        got += (size_t)n;
+    }
+    close(fd);
+    if (!*buf || got != *len) {
+        free(*buf);
+        return cube_err_set(err, EIO, "read %s", path);
+    }
+    return 0;
+}
+
+/* The snapshot's MSRs: what the guest kernel set up for system calls, its per-CPU base, the TSC and kvmclock.
+ */
+static const uint32_t saved_msrs[] = {0x174,      0x175,      0x176,      0xc0000081, 0xc0000082, 0xc0000083,
+                                      0xc0000084, 0xc0000102, 0x10,       0x1a0,      0x277,      0x6e0,
+                                      0x4b564d00, 0x4b564d01, 0x4b564d02, 0x4b564d03, 0x4b564d04};
+#define NSAVED_MSRS (sizeof(saved_msrs) / sizeof(saved_msrs[0]))
+
+static int get_vcpu_state(vcpu *c, snap_vcpu *s, cube_err *err)
+{
+    memset(s, 0, sizeof(*s));
+    if (ioctl(c->fd, KVM_GET_MP_STATE, &s->mp) < 0) return kvm_ioctl_err(err, "KVM_GET_MP_STATE");
+    if (ioctl(c->fd, KVM_GET_REGS, &s->regs) < 0) return kvm_ioctl_err(err, "KVM_GET_REGS");
+    if (ioctl(c->fd, KVM_GET_SREGS, &s->sregs) < 0) return kvm_ioctl_err(err, "KVM_GET_SREGS");
+    if (ioctl(c->fd, KVM_GET_FPU, &s->fpu) < 0) return kvm_ioctl_err(err, "KVM_GET_FPU");
+    if (ioctl(c->fd, KVM_GET_XCRS, &s->xcrs) < 0) return kvm_ioctl_err(err, "KVM_GET_XCRS");
+    if (ioctl(c->fd, KVM_GET_LAPIC, &s->lapic) < 0) return kvm_ioctl_err(err, "KVM_GET_LAPIC");
+    if (ioctl(c->fd, KVM_GET_VCPU_EVENTS, &s->events) < 0) return kvm_ioctl_err(err, "KVM_GET_VCPU_EVENTS");
+    struct {
+        struct kvm_msrs h;
+        struct kvm_msr_entry e[SNAP_MAX_MSRS];
+    } m = {0};
+    m.h.nmsrs = NSAVED_MSRS;
+    for (size_t i = 0; i < NSAVED_MSRS; i++) m.e[i].index = saved_msrs[i];
+    int got = ioctl(c->fd, KVM_GET_MSRS, &m);
+    if (got < 0) return kvm_ioctl_err(err, "KVM_GET_MSRS");
+    s->nmsrs = (uint32_t)got; /* the first got of them: an MSR this CPU lacks ends the list */
+    memcpy(s->msrs, m.e, sizeof(m.e[0]) * (size_t)got);
+    return 0;
+}
+
+static int set_vcpu_state(vcpu *c, const snap_vcpu *s, cube_err *err)
+{
+    /* the order KVM needs: modes before registers, the APIC before the events it delivers */
+    if (ioctl(c->fd, KVM_SET_SREGS, &s->sregs) < 0) return kvm_ioctl_err(err, "KVM_SET_SREGS");
+    if (ioctl(c->fd, KVM_SET_REGS, &s->regs) < 0) return kvm_ioctl_err(err, "KVM_SET_REGS");
+    if (ioctl(c->fd, KVM_SET_FPU, &s->fpu) < 0) return kvm_ioctl_err(err, "KVM_SET_FPU");
+    if (ioctl(c->fd, KVM_SET_XCRS, &s->xcrs) < 0) return kvm_ioctl_err(err, "KVM_SET_XCRS");
+    struct {
+        struct kvm_msrs h;
+        struct kvm_msr_entry e[SNAP_MAX_MSRS];
+    } m = {0};
+    uint32_t n = s->nmsrs <= SNAP_MAX_MSRS ? s->nmsrs : SNAP_MAX_MSRS;
+    m.h.nmsrs = n;
+    memcpy(m.e, s->msrs, sizeof(m.e[0]) * n);
+    if (ioctl(c->fd, KVM_SET_MSRS, &m) != (int)n) return kvm_ioctl_err(err, "KVM_SET_MSRS");
+    if (ioctl(c->fd, KVM_SET_LAPIC, &s->lapic) < 0) return kvm_ioctl_err(err, "KVM_SET_LAPIC");
+    if (ioctl(c->fd, KVM_SET_MP_STATE, &s->mp) < 0) return kvm_ioctl_err(err, "KVM_SET_MP_STATE");
+    if (ioctl(c->fd, KVM_SET_VCPU_EVENTS, &s->events) < 0) return kvm_ioctl_err(err, "KVM_SET_VCPU_EVENTS");
+    return 0;
+}
+
+static int copy_file(const char *from, const char *to, cube_err *err)
+{
+    int in = open(from, O_RDONLY | O_CLOEXEC);
+    int out = in < 0 ? -1 : open(to, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    struct stat st;
+    int rc = 0;
+    if (in < 0 || out < 0 || fstat(in, &st) < 0 || ftruncate(out, st.st_size) < 0) {
+        rc = cube_err_sys(err, errno, "copy %s to %s", from, to);
+    } else {
+        /* extent by extent, so a sparse overlay stays sparse */
+        off_t off = 0;
+        while (rc == 0 && (off = lseek(in, off, SEEK_DATA)) >= 0) {
+            off_t end = lseek(in, off, SEEK_HOLE);
+            loff_t a = off, b = off;
+            while (a < end) {
+                ssize_t n = copy_file_range(in, &a, out, &b, (size_t)(end - a), 0);
+                if (n <= 0) {
+                    rc = cube_err_sys(err, n < 0 ? errno : EIO, "copy %s", from);
+                    break;
+                }
+            }
+            off = end;
+        }
+    }
+    if (in >= 0) close(in);
+    if (out >= 0) close(out);
+    return rc;
+}
+
+static int create_vm(vmm *v, const vmm_config *cfg, cube_err *err)
+{
+    v->kvm = open("/dev/kvm", O_RDWR | O_CLOEXEC);
+    if (v->kvm < 0) return cube_err_sys(err, errno, "kvm backend: no usable /dev/kvm on this host");
+    v->vm = ioctl(v->kvm, KVM_CREATE_VM, 0);
+    if (v->vm < 0) return kvm_ioctl_err(err, "KVM_CREATE_VM");
+    if (ioctl(v->vm, KVM_SET_TSS_ADDR, TSS_ADDR) < 0) return kvm_ioctl_err(err, "KVM_SET_TSS_ADDR");
+    uint64_t idmap = IDENTITY_MAP_ADDR;
+    if (ioctl(v->vm, KVM_SET_IDENTITY_MAP_ADDR, &idmap) < 0)
+        return kvm_ioctl_err(err, "KVM_SET_IDENTITY_MAP_ADDR");
+    if (ioctl(v->vm, KVM_CREATE_IRQCHIP, 0) < 0) return kvm_ioctl_err(err, "KVM_CREATE_IRQCHIP");
+    struct kvm_pit_config pit = {0};
+    if (ioctl(v->vm, KVM_CREATE_PIT2, &pit) < 0) return kvm_ioctl_err(err, "KVM_CREATE_PIT2");
+    int rs = ioctl(v->kvm, KVM_GET_VCPU_MMAP_SIZE, 0);
+    if (rs <= 0) return kvm_ioctl_err(err, "KVM_GET_VCPU_MMAP_SIZE");
+    v->run_size = (size_t)rs;
+    struct kvm_userspace_memory_region region = {
+        .slot = 0, .guest_phys_addr = 0, .memory_size = v->mem.size, .userspace_addr = (uint64_t)v->mem.base};
+    if (ioctl(v->vm, KVM_SET_USER_MEMORY_REGION, &region) < 0)
+        return kvm_ioctl_err(err, "KVM_SET_USER_MEMORY_REGION");
+    for (int i = 0; i < cfg->vcpus; i++) {
+        vcpu *c = &v->cpus[i];
+        c->v = v;
+        c->id = i;
+        c->fd = ioctl(v->vm, KVM_CREATE_VCPU, i);
+        if (c->fd < 0) return kvm_ioctl_err(err, "KVM_CREATE_VCPU");
+        v->ncpus++;
+        c->run = mmap(NULL, v->run_size, PROT_READ | PROT_WRITE, MAP_SHARED, c->fd, 0);
+        if (c->run == MAP_FAILED) {
+            c->run = NULL;
+            return cube_err_sys(err, errno, "kvm: map vcpu %d", i);
+        }
+        if (setup_cpuid(v, c, err) < 0) return -1;
+    }
+    /* the root disk on the MMIO bus, its interrupt through an irqfd */
+    if (vblk_open(&v->disk, cfg->disk, cfg->overlay, "cube-root", err) < 0) return -1;
+    v->disk_open = true;
+    vblk_attach(&v->disk, &v->mem, KB_MMIO_START, BLK_IRQ);
+    v->disk.dev.vmm = v;
+    v->disk.dev.raise_irq = raise_disk_irq;
+    v->disk_irqfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    struct kvm_irqfd irqfd = {.fd = (uint32_t)v->disk_irqfd, .gsi = BLK_IRQ};
+    if (v->disk_irqfd < 0 || ioctl(v->vm, KVM_IRQFD, &irqfd) < 0) return kvm_ioctl_err(err, "KVM_IRQFD");
+    return 0;
+}
+
+static int cold_boot(vmm *v, const vmm_config *cfg, cube_err *err)
+{
+    v->mem_fd = memfd_create("cube-guest", MFD_CLOEXEC);
+    if (v->mem_fd < 0 || ftruncate(v->mem_fd, (off_t)cfg->mem_bytes) < 0)
+        return cube_err_sys(err, errno, "guest memory");
+    v->mem.size = cfg->mem_bytes;
+    v->mem.base = mmap(NULL, v->mem.size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, v->mem_fd, 0);
+    if (v->mem.base == MAP_FAILED) {
+        v->mem.base = NULL;
+        return cube_err_sys(err, errno, "map guest memory");
+    }
+    if (create_vm(v, cfg, err) < 0) return -1;
+    uint8_t *img = NULL;
+    size_t len = 0;
+    if (read_file(cfg->kernel, &img, &len, err) < 0) return cube_err_prefix(err, "kernel");
+    kb_kernel k;
+    int rc = kb_load_kernel(&v->mem, img, len, &k, err);
+    free(img);
+    if (rc < 0) return -1;
+    char dev[96], cmdline[KB_CMDLINE_MAX];
+    vmmio_cmdline(&v->disk.dev, dev, sizeof(dev));
+    snprintf(cmdline, sizeof(cmdline), "%s %s %s", BASE_CMDLINE, dev, cfg->cmdline ? cfg->cmdline : "");
+    if (kb_write_zero_page(&v->mem, &k, cmdline, err) < 0 || kb_write_page_tables(&v->mem, err) < 0)
+        return -1;
+    for (int i = 0; i < v->ncpus; i++)
+        if (setup_lapic(&v->cpus[i], err) < 0) return -1;
+    return boot_vcpu0(v, &k, err); /* the others wait for the guest's INIT/SIPI */
+}
+
+static int restore(vmm *v, const vmm_config *cfg, cube_err *err)
+{
+    char p[4200];
+    snap_file s;
+    snprintf(p, sizeof(p), "%s/snapshot", cfg->restore);
+    if (snap_open(&s, p, err) < 0) return -1;
+    int rc = -1;
+    const snap_vm *vm = snap_get(&s, SNAP_VM, 0, sizeof(snap_vm));
+    if (!vm || vm->vcpus == 0 || vm->vcpus > VMM_MAX_VCPUS ||
+        memchr(vm->mem_file, 0, sizeof(vm->mem_file)) == NULL || strchr(vm->mem_file, '/')) {
+        cube_err_set(err, EINVAL, "snapshot %s: no usable VM section", p);
+        goto out;
+    }
+    /* the memory file, copy-on-write: every clone of this snapshot shares its pages until it writes them */
+    snprintf(p, sizeof(p), "%s/%s", cfg->restore, vm->mem_file);
+    int fd = open(p, O_RDONLY | O_CLOEXEC);
+    struct stat st;
+    if (fd < 0 || fstat(fd, &st) < 0 || (uint64_t)st.st_size < vm->mem_size) {
+        cube_err_sys(err, fd < 0 ? errno : EINVAL, "snapshot memory %s", p);
+        if (fd >= 0) close(fd);
+        goto out;
+    }
+    v->mem.size = vm->mem_size;
+    v->mem.base = mmap(NULL, v->mem.size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_NORESERVE, fd, 0);
+    close(fd);
+    if (v->mem.base == MAP_FAILED) {
+        v->mem.base = NULL;
+        cube_err_sys(err, errno, "map snapshot memory");
+        goto out;
+    }
+    snprintf(p, sizeof(p), "%s/disk-overlay", cfg->restore);
+    if (cfg->overlay && copy_file(p, cfg->overlay, err) < 0) goto out;
+    vmm_config c2 = *cfg;
+    c2.vcpus = (int)vm->vcpus;
+    if (create_vm(v, &c2, err) < 0) goto out;
+    const uint8_t *bitmap = snap_get(&s, SNAP_DISK, 0, (v->disk.sectors + 7) / 8);
+    const vmmio_saved *dev = snap_get(&s, SNAP_DEVICE, 0, sizeof(vmmio_saved));
+    if (!bitmap || !dev) {
+        cube_err_set(err, EINVAL, "snapshot has no state for the root disk (another disk image?)");
+        goto out;
+    }
+    memcpy(v->disk.present, bitmap, (v->disk.sectors + 7) / 8);
+    if (vmmio_restore(&v->disk.dev, dev, err) < 0) goto out;
+    for (uint32_t i = 0; i < 3; i++) {
+        const struct kvm_irqchip *chip = snap_get(&s, SNAP_IRQCHIP, i, sizeof(struct kvm_irqchip));
+        if (!chip || ioctl(v->vm, KVM_SET_IRQCHIP, chip) < 0) {
+            kvm_ioctl_err(err, "KVM_SET_IRQCHIP");
+            goto out;
+        }
+    }
+    const struct kvm_pit_state2 *pit = snap_get(&s, SNAP_PIT, 0, sizeof(*pit));
+    if (!pit || ioctl(v->vm, KVM_SET_PIT2, pit) < 0) {
+        kvm_ioctl_err(err, "KVM_SET_PIT2");
+        goto out;
+    }
+    for (int i = 0; i < v->ncpus; i++) {
+        const snap_vcpu *sc = snap_get(&s, SNAP_VCPU, (uint32_t)i, sizeof(snap_vcpu));
+        if (!sc) {
+            cube_err_set(err, EINVAL, "snapshot lacks vCPU %d", i);
+            goto out;
+        }
+        if (set_vcpu_state(&v->cpus[i], sc, err) < 0) goto out;
+    }
+    const struct kvm_clock_data *clock = snap_get(&s, SNAP_CLOCK, 0, sizeof(struct kvm_clock_data));
+    if (clock) {
+        struct kvm_clock_data cd = *clock;
+        cd.flags = 0; /* the guest's clock goes on from where it was saved */
+        if (ioctl(v->vm, KVM_SET_CLOCK, &cd) < 0) {
+            kvm_ioctl_err(err, "KVM_SET_CLOCK");
+            goto out;
+        }
+    }
+    rc = 0;
+out:
+    snap_close(&s);
+    return rc;
+}
+
+int vmm_create(const vmm_config *cfg, vmm **out, cube_err *err)
+{
+    if (cfg->vcpus < 1 || cfg->vcpus > VMM_MAX_VCPUS)
+        return cube_err_set(err, EINVAL, "a microVM has 1 to %d vCPUs", VMM_MAX_VCPUS);
+    if (!cfg->restore && (!cfg->kernel || cfg->mem_bytes < (64u << 20)))
+        return cube_err_set(err, EINVAL, "a cold boot needs a kernel and at least 64 MiB");
+    if (!cfg->disk) return cube_err_set(err, EINVAL, "a microVM needs a root disk image");
+    vmm *v = calloc(1, sizeof(*v));
+    if (!v) return cube_err_set(err, ENOMEM, "vmm");
+    v->kvm = v->vm = v->mem_fd = v->disk_irqfd = -1;
+    v->console_fd = cfg->console_fd;
+    pthread_mutex_init(&v->lock, NULL);
+    pthread_mutex_init(&v->dev_lock, NULL);
+    pthread_cond_init(&v->cond, NULL);
+    v->exit_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    struct sigaction sa = {.sa_handler = kick_handler}; /* no SA_RESTART: KVM_RUN returns EINTR */
+    sigemptyset(&sa.sa_mask);
+    sigaction(KICK_SIGNAL, &sa, NULL);
+    if (v->exit_fd < 0 || (cfg->restore ? restore(v, cfg, err) : cold_boot(v, cfg, err)) < 0) {
+        vmm_destroy(v);
+        return -1;
+    }
+    for (int i = 0; i < v->ncpus; i++) {
+        if (pthread_create(&v->cpus[i].thread, NULL, vcpu_loop, &v->cpus[i]) != 0) {
+            vmm_destroy(v);
+            return cube_err_set(err, EAGAIN, "cannot start vCPU thread %d", i);
+        }
+        v->cpus[i].started = true;
+    }
+    *out = v;
+    return 0;
+}
+
+int vmm_exit_fd(const vmm *v)
+{
+    return v->exit_fd;
+}
+
+int vmm_pause(vmm *v, cube_err *err)
+{
+    pthread_mutex_lock(&v->lock);
+    if (v->stopping) {
+        pthread_mutex_unlock(&v->lock);
+        return cube_err_set(err, ESRCH, "the guest has stopped");
+    }
+    v->pause_req++;
+    if (v->pause_req == 1)
+        for (int i = 0; i < v->ncpus; i++) {
+            v->cpus[i].run->immediate_exit = 1;
+            pthread_kill(v->cpus[i].thread, KICK_SIGNAL);
+        }
+    while (v->paused < v->ncpus && !v->stopping) pthread_cond_wait(&v->cond, &v->lock);
+    pthread_mutex_unlock(&v->lock);
+    return 0;
+}
+
+int vmm_resume(vmm *v, cube_err *err)
+{
+    (void)err;
+    pthread_mutex_lock(&v->lock);
+    if (v->pause_req > 0) v->pause_req--;
+    if (v->pause_req == 0) pthread_cond_broadcast(&v->cond);
+    pthread_mutex_unlock(&v->lock);
+    return 0;
+}
+
+/* Guest memory to a file, leaving the zero pages as holes: a booted guest has touched a fraction of its RAM.
+ */
+static int save_memory(vmm *v, const char *path, cube_err *err)
+{
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd < 0 || ftruncate(fd, (off_t)v->mem.size) < 0) {
+        int e = errno;
+        if (fd >= 0) close(fd);
+        return cube_err_sys(err, e, "snapshot memory %s", path);
+    }
+    static const uint8_t zero[4096];
+    int rc = 0;
+    for (uint64_t off = 0; off < v->mem.size && rc == 0; off += 4096) {
+        if (memcmp(v->mem.base + off, zero, 4096) == 0) continue;
+        if (pwrite(fd, v->mem.base + off, 4096, (off_t)off) != 4096)
+            rc = cube_err_sys(err, errno, "write %s", path);
+    }
+    if (rc == 0 && fsync(fd) < 0) rc = cube_err_sys(err, errno, "sync %s", path);
+    close(fd);
+    return rc;
+}
+
+int vmm_snapshot(vmm *v, const char *dir, cube_err *err)
+{
+    if (vmm_pause(v, err) < 0) return -1;
+    int rc = -1;
+    char p[4200];
+    snap_writer w = {0};
+    snprintf(p, sizeof(p), "%s/snapshot", dir);
+    if (snap_create(&w, p, err) < 0) goto out;
+    snap_vm vm = {.mem_size = v->mem.size, .vcpus = (uint32_t)v->ncpus, .devices = 1};
+    snprintf(vm.mem_file, sizeof(vm.mem_file), "memory");
+    snap_put(&w, SNAP_VM, 0, &vm, sizeof(vm));
+    for (int i = 0; i < v->ncpus; i++) {
+        snap_vcpu s;
+        if (get_vcpu_state(&v->cpus[i], &s, err) < 0) goto fail;
+        snap_put(&w, SNAP_VCPU, (uint32_t)i, &s, sizeof(s));
+    }
+    for (uint32_t i = 0; i < 3; i++) {
+        struct kvm_irqchip chip = {.chip_id = i};
+        if (ioctl(v->vm, KVM_GET_IRQCHIP, &chip) < 0) {
+            kvm_ioctl_err(err, "KVM_GET_IRQCHIP");
+            goto fail;
+        }
+        snap_put(&w, SNAP_IRQCHIP, i, &chip, sizeof(chip));
+    }
+    struct kvm_pit_state2 pit;
+    struct kvm_clock_data clock = {0};
+    if (ioctl(v->vm, KVM_GET_PIT2, &pit) < 0 || ioctl(v->vm, KVM_GET_CLOCK, &clock) < 0) {
+        kvm_ioctl_err(err, "KVM_GET_PIT2 / KVM_GET_CLOCK");
+        goto fail;
+    }
+    snap_put(&w, SNAP_PIT, 0, &pit, sizeof(pit));
+    snap_put(&w, SNAP_CLOCK, 0, &clock, sizeof(clock));
+    vmmio_saved dev;
+    pthread_mutex_lock(&v->dev_lock);
+    vmmio_save(&v->disk.dev, &dev);
+    snap_put(&w, SNAP_DEVICE, 0, &dev, sizeof(dev));
+    snap_put(&w, SNAP_DISK, 0, v->disk.present, (v->disk.sectors + 7) / 8);
+    pthread_mutex_unlock(&v->dev_lock);
+    if (snap_finish(&w, err) < 0) goto out;
+    snprintf(p, sizeof(p), "%s/memory", dir);
+    if (save_memory(v, p, err) < 0) goto out;
+    if (v->disk.overlay_fd >= 0) {
+        snprintf(p, sizeof(p), "%s/disk-overlay", dir);
+        char src[64];
+        snprintf(src, sizeof(src), "/proc/self/fd/%d", v->disk.overlay_fd);
+        if (fdatasync(v->disk.overlay_fd) < 0 || copy_file(src, p, err) < 0) goto out;
+    }
+    rc = 0;
+    goto out;
+fail:
+    if (w.f) fclose(w.f);
+out:
+    vmm_resume(v, NULL);
+    return rc;
+}
+
+void vmm_destroy(vmm *v)
+{
+    if (!v) return;
+    pthread_mutex_lock(&v->lock);
+    v->stopping = 1;
+    pthread_cond_broadcast(&v->cond);
+    pthread_mutex_unlock(&v->lock);
+    for (int i = 0; i < v->ncpus; i++)
+        if (v->cpus[i].started) {
+            v->cpus[i].run->immediate_exit = 1;
+            pthread_kill(v->cpus[i].thread, KICK_SIGNAL);
+        }
+    for (int i = 0; i < v->ncpus; i++) {
+        if (v->cpus[i].started) pthread_join(v->cpus[i].thread, NULL);
+        if (v->cpus[i].run) munmap(v->cpus[i].run, v->run_size);
+        if (v->cpus[i].fd >= 0) close(v->cpus[i].fd);
+    }
+    if (v->disk_open) vblk_close(&v->disk);
+    if (v->disk_irqfd >= 0) close(v->disk_irqfd);
+    if (v->vm >= 0) close(v->vm);
+    if (v->kvm >= 0) close(v->kvm);
+    if (v->mem.base) munmap(v->mem.base, v->mem.size);
+    if (v->mem_fd >= 0) close(v->mem_fd);
+    if (v->exit_fd >= 0) close(v->exit_fd);
+    pthread_mutex_destroy(&v->lock);
+    pthread_mutex_destroy(&v->dev_lock);
+    pthread_cond_destroy(&v->cond);
+    free(v);
+}

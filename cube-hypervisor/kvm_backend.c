@@ -1,0 +1,138 @@
+/* The kvm backend: a sandbox is a microVM (kvm/vmm.h) running the template's disk image under its own guest
+ * kernel; this process is its VMM. */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "hv.h"
+#include "vmm.h"
+
+typedef struct kvm_sandbox {
+    vmm *vm;
+    int console_fd;
+    uint64_t mem_bytes;
+    char overlay[4200];
+} kvm_sandbox;
+
+static int kvm_available(cube_err *err)
+{
+    return vmm_available(err);
+}
+
+static int kvm_create(const hv_spec *spec, hv_sandbox **out, cube_err *err)
+{
+    if (!spec->kernel && !spec->restore)
+        return cube_err_set(err, EINVAL,
+                            "kvm backend: --kernel (a bzImage or vmlinux) or --restore is required");
+    if (!spec->disk_image)
+        return cube_err_set(err, EINVAL, "kvm backend: --disk (the template's ext4 root image) is required");
+    kvm_sandbox *k = calloc(1, sizeof(*k));
+    if (!k) return cube_err_set(err, ENOMEM, "out of memory");
+    char console[4200];
+    snprintf(console, sizeof(console), "%s/console.log", spec->state_dir);
+    snprintf(k->overlay, sizeof(k->overlay), "%s/disk-overlay", spec->state_dir);
+    k->console_fd = open(console, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NONBLOCK, 0640);
+    k->mem_bytes = (spec->limits.memory_mb ? spec->limits.memory_mb : 512) << 20;
+    char cmdline[160];
+    snprintf(cmdline, sizeof(cmdline), "cube.id=%s", spec->id);
+    int cpus = spec->limits.cpus ? (int)spec->limits.cpus : 1;
+    vmm_config cfg = {
+        .kernel = spec->kernel,
+        .restore = spec->restore,
+        .disk = spec->disk_image,
+        .overlay = k->overlay,
+        .cmdline = cmdline,
+        .mem_bytes = k->mem_bytes,
+        .vcpus = cpus > VMM_MAX_VCPUS ? VMM_MAX_VCPUS : cpus,
+        .console_fd = k->console_fd,
+    };
+    if (vmm_create(&cfg, &k->vm, err) < 0) {
+        if (k->console_fd >= 0) close(k->console_fd);
+        unlink(k->overlay);
+        free(k);
+        return -1;
+    }
+    *out = (hv_sandbox *)k;
+    return 0;
+}
+
+/* No process of the guest exists on the host: the VMM (this process) stands for it. */
+static pid_t kvm_init_pid(hv_sandbox *sb)
+{
+    (void)sb;
+    return getpid();
+}
+
+static int kvm_pause(hv_sandbox *sb, cube_err *err)
+{
+    return vmm_pause(((kvm_sandbox *)sb)->vm, err);
+}
+
+static int kvm_resume(hv_sandbox *sb, cube_err *err)
+{
+    return vmm_resume(((kvm_sandbox *)sb)->vm, err);
+}
+
+static int kvm_snapshot(hv_sandbox *sb, const char *dir, bool *process_state, cube_err *err)
+{
+    *process_state = false;
+    if (vmm_snapshot(((kvm_sandbox *)sb)->vm, dir, err) < 0) return -1;
+    *process_state = true; /* the whole machine: memory, vCPUs, devices */
+    return 0;
+}
+
+static int kvm_stats(hv_sandbox *sb, hv_stats *st, cube_err *err)
+{
+    (void)err;
+    kvm_sandbox *k = (kvm_sandbox *)sb;
+    memset(st, 0, sizeof(*st));
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts); /* the vCPU threads' time is this process's */
+    st->cg.cpu_usage_ns = (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+    st->cg.mem_limit = k->mem_bytes;
+    FILE *f = fopen("/proc/self/statm", "re");
+    unsigned long size, resident;
+    if (f && fscanf(f, "%lu %lu", &size, &resident) == 2) st->cg.mem_used = (uint64_t)resident * 4096;
+    if (f) fclose(f);
+    st->cg.pids = 1;
+    return 0;
+}
+
+static void kvm_terminate(hv_sandbox *sb)
+{
+    cube_err err = {0};
+    vmm_pause(((kvm_sandbox *)sb)->vm, &err); /* the guest runs no more; destroy frees it */
+}
+
+static int kvm_exit_fd(hv_sandbox *sb)
+{
+    return vmm_exit_fd(((kvm_sandbox *)sb)->vm);
+}
+
+static void kvm_destroy(hv_sandbox *sb)
+{
+    kvm_sandbox *k = (kvm_sandbox *)sb;
+    if (!k) return;
+    vmm_destroy(k->vm);
+    if (k->console_fd >= 0) close(k->console_fd);
+    unlink(k->overlay);
+    free(k);
+}
+
+const hv_ops hv_kvm_ops = {
+    .name = "kvm",
+    .available = kvm_available,
+    .create = kvm_create,
+    .init_pid = kvm_init_pid,
+    .pause = kvm_pause,
+    .resume = kvm_resume,
+    .snapshot = kvm_snapshot,
+    .stats = kvm_stats,
+    .exit_fd = kvm_exit_fd,
+    .terminate = kvm_terminate,
+    .destroy = kvm_destroy,
+};
