@@ -65,38 +65,12 @@ static void connect_locked(cube_redis *r)
     cube_log_info("redis connected", "addr=%s", r->addr);
 }
 
-redisReply *cube_redis_cmd(cube_redis *r, const char *fmt, ...)
-{
-    pthread_mutex_lock(&r->lock);
-    redisReply *reply = NULL;
-    /* a connection that was up may have died with a server restart: one fresh connection is tried at once */
-    for (int attempt = 0; attempt < 2 && !reply; attempt++) {
-        bool was_up = r->ctx != NULL;
-        if (!r->ctx) connect_locked(r);
-        if (!r->ctx) break;
-        va_list ap;
-        va_start(ap, fmt);
-        reply = redisvCommand(r->ctx, fmt, ap);
-        va_end(ap);
-        if (!reply || r->ctx->err) { /* the connection is unusable: drop it */
-            if (reply) freeReplyObject(reply);
-            reply = NULL;
-            cube_log_warn("redis unavailable", "addr=%s err=\"%s\"", r->addr, r->ctx->errstr);
-            redisFree(r->ctx);
-            r->ctx = NULL;
-            if (!was_up) break;
-            r->next_try_ms = 0;
-        }
-    }
-    pthread_mutex_unlock(&r->lock);
-    return reply;
-}
-
 int cube_redis_pipeline(cube_redis *r, int n, char **cmds, const int *lens, redisReply **replies)
 {
     for (int i = 0; i < n; i++) replies[i] = NULL;
     pthread_mutex_lock(&r->lock);
     int rc = -1;
+    /* a connection that was up may have died with a server restart: one fresh connection is tried at once */
     for (int attempt = 0; attempt < 2 && rc < 0; attempt++) {
         bool was_up = r->ctx != NULL;
         if (!r->ctx) connect_locked(r);
@@ -110,7 +84,7 @@ int cube_redis_pipeline(cube_redis *r, int n, char **cmds, const int *lens, redi
             rc = 0;
             break;
         }
-        for (i = 0; i < n; i++) {
+        for (i = 0; i < n; i++) { /* the connection is unusable: drop it */
             if (replies[i]) freeReplyObject(replies[i]);
             replies[i] = NULL;
         }
@@ -122,6 +96,19 @@ int cube_redis_pipeline(cube_redis *r, int n, char **cmds, const int *lens, redi
     }
     pthread_mutex_unlock(&r->lock);
     return rc;
+}
+
+redisReply *cube_redis_cmd(cube_redis *r, const char *fmt, ...)
+{
+    char *cmd = NULL;
+    va_list ap;
+    va_start(ap, fmt);
+    int len = redisvFormatCommand(&cmd, fmt, ap);
+    va_end(ap);
+    redisReply *reply = NULL;
+    if (len > 0) cube_redis_pipeline(r, 1, &cmd, &len, &reply);
+    redisFreeCommand(cmd);
+    return reply;
 }
 
 bool cube_redis_take_fresh(cube_redis *r)
