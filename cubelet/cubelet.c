@@ -256,12 +256,19 @@ static int hv_call(cl_slot *s, const char *method, const ProtobufCMessageDescrip
 }
 
 /* Stops the sandbox and removes its state; the slot is already out of the list. */
+/* Stop answers once the sandbox's processes are killed; a hypervisor that cannot answer gets SIGTERM. */
+static void stop_hv(cl_slot *s)
+{
+    if (s->hv <= 0 || s->stopped) return;
+    cube_err err = {0};
+    if (hv_call(s, "/cube.Hypervisor/Stop", &cube__empty__descriptor, &err) < 0) kill(s->hv, SIGTERM);
+    s->stopped = true;
+}
+
 static void destroy_slot(cubelet *c, cl_slot *s)
 {
-    cube_err err = {0};
     if (s->hv > 0) {
-        if (!s->stopped && hv_call(s, "/cube.Hypervisor/Stop", &cube__empty__descriptor, &err) < 0)
-            kill(s->hv, SIGTERM);
+        stop_hv(s);
         if (s->adopted) {
             /* not our child: wait for it to finish its teardown (teardown path only) */
             for (int i = 0; i < 1000 && kill(s->hv, 0) == 0; i++)
@@ -275,18 +282,13 @@ static void destroy_slot(cubelet *c, cl_slot *s)
     free(s);
 }
 
-/* A kill: Stop answers once the sandbox's processes are killed, so the caller can say it is gone; the
- * hypervisor's own teardown (unmounts, cgroups, its exit), the state files and the network slot are left to
- * the reaper thread, and the hypervisor does that teardown at the lowest priority, out of the next create's
- * way. */
+/* A kill: once Stop answered the caller can say the sandbox is gone; the hypervisor's own teardown (unmounts,
+ * cgroups, its exit), the state files and the network slot are left to the reaper thread, and the hypervisor
+ * does that teardown at the lowest priority, out of the next create's way. */
 static void retire_slot(cubelet *c, cl_slot *s)
 {
-    cube_err err = {0};
-    if (s->hv > 0) {
-        if (hv_call(s, "/cube.Hypervisor/Stop", &cube__empty__descriptor, &err) < 0) kill(s->hv, SIGTERM);
-        s->stopped = true;
-        cl_sched_background_process(s->hv);
-    }
+    stop_hv(s);
+    if (s->hv > 0) cl_sched_background_process(s->hv);
     pthread_mutex_lock(&c->lock);
     s->next = c->retiring;
     c->retiring = s;
