@@ -70,30 +70,30 @@ int snap_parse(snap_file *s, uint8_t *buf, size_t size, cube_err *err)
     s->buf = buf;
     s->size = size;
     if (size < HEADER || memcmp(buf, magic, 8) != 0) {
-        snap_close(s);
-        return cube_err_set(err, EINVAL, "not a cube snapshot");
+        cube_err_set(err, EINVAL, "not a cube snapshot");
+        goto bad;
     }
     uint32_t version = get32(buf + 8), n = get32(buf + 12);
     if (version != SNAP_VERSION) {
-        snap_close(s);
-        return cube_err_set(err, EINVAL, "snapshot version %u (this cube-hypervisor reads %d)", version,
-                            SNAP_VERSION);
+        cube_err_set(err, EINVAL, "snapshot version %u (this cube-hypervisor reads %d)", version,
+                     SNAP_VERSION);
+        goto bad;
     }
     /* every section takes at least its header: a count beyond that is a lie, not an allocation */
     if (n > (size - HEADER) / SECTION) {
-        snap_close(s);
-        return cube_err_set(err, EINVAL, "snapshot claims %u sections, more than fit in it", n);
+        cube_err_set(err, EINVAL, "snapshot claims %u sections, more than fit in it", n);
+        goto bad;
     }
     s->secs = calloc(n ? n : 1, sizeof(*s->secs));
     if (!s->secs) {
-        snap_close(s);
-        return cube_err_set(err, ENOMEM, "snapshot sections");
+        cube_err_set(err, ENOMEM, "snapshot sections");
+        goto bad;
     }
     size_t off = HEADER;
     for (uint32_t i = 0; i < n; i++) {
         if (size - off < SECTION) {
-            snap_close(s);
-            return cube_err_set(err, EINVAL, "snapshot truncated at section %u", i);
+            cube_err_set(err, EINVAL, "snapshot truncated at section %u", i);
+            goto bad;
         }
         snap_section *sec = &s->secs[i];
         sec->type = get32(buf + off);
@@ -102,23 +102,26 @@ int snap_parse(snap_file *s, uint8_t *buf, size_t size, cube_err *err)
         uint32_t crc = get32(buf + off + 16);
         off += SECTION;
         if (sec->len > size - off) {
-            snap_close(s);
-            return cube_err_set(err, EINVAL, "snapshot section %u runs past the end of the file", i);
+            cube_err_set(err, EINVAL, "snapshot section %u runs past the end of the file", i);
+            goto bad;
         }
         sec->data = buf + off;
         if ((uint32_t)crc32(0, sec->data, (uInt)sec->len) != crc) {
-            snap_close(s);
-            return cube_err_set(err, EINVAL, "snapshot section %u (type %u) is corrupt (CRC mismatch)", i,
-                                sec->type);
+            cube_err_set(err, EINVAL, "snapshot section %u (type %u) is corrupt (CRC mismatch)", i,
+                         sec->type);
+            goto bad;
         }
         off += sec->len;
         s->n++;
     }
     if (off != size) {
-        snap_close(s);
-        return cube_err_set(err, EINVAL, "snapshot has %zu stray bytes after its last section", size - off);
+        cube_err_set(err, EINVAL, "snapshot has %zu stray bytes after its last section", size - off);
+        goto bad;
     }
     return 0;
+bad:
+    snap_close(s);
+    return -1;
 }
 
 int snap_open(snap_file *s, const char *path, cube_err *err)
