@@ -556,7 +556,8 @@ static int create_sandbox(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *
             return -1;
         }
     }
-    if (cl_net_policy(c, s->slot_id, req->network, err) < 0) {
+    /* the slot was leased with the default policy: only another one costs a call to cube-net */
+    if (!cl_net_policy_is_default(req->network) && cl_net_policy(c, s->slot_id, req->network, err) < 0) {
         pthread_mutex_lock(&c->lock);
         cl_slot *gone = unlink_by_sandbox(c, req->sandbox_id);
         pthread_mutex_unlock(&c->lock);

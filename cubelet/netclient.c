@@ -19,8 +19,13 @@ int cl_net_lease(cubelet *c, const char *lease, char *netns, size_t len, cube_er
 {
     netns[0] = '\0';
     if (!c->net) return 0;
+    /* E2B's default policy (internet allowed) from the start: the common create then needs no policy change,
+     * one RPC fewer on its path. A pool sandbox runs only the agent, which makes no connections. */
+    Cube__NetworkPolicy internet = CUBE__NETWORK_POLICY__INIT;
+    internet.allow_internet_access = 1;
     Cube__EnsureNetworkRequest r = CUBE__ENSURE_NETWORK_REQUEST__INIT;
-    r.sandbox_id = (char *)lease; /* no policy: no egress until a create claims it */
+    r.sandbox_id = (char *)lease;
+    r.policy = &internet;
     ProtobufCMessage *resp = NULL;
     if (call(c, "/cube.Net/EnsureNetwork", &r.base, &cube__network_slot__descriptor, &resp, err) < 0)
         return cube_err_prefix(err, "cube-net");
@@ -43,6 +48,11 @@ int cl_net_policy(cubelet *c, const char *lease, const Cube__NetworkPolicy *np, 
     int rc = call(c, "/cube.Net/UpdatePolicy", &r.base, &cube__empty__descriptor, &resp, err);
     if (resp) protobuf_c_message_free_unpacked(resp, NULL);
     return rc < 0 ? cube_err_prefix(err, "network policy") : 0;
+}
+
+bool cl_net_policy_is_default(const Cube__NetworkPolicy *np)
+{
+    return !np || (np->allow_internet_access && np->n_allow_out == 0 && np->n_deny_out == 0);
 }
 
 void cl_net_release(cubelet *c, const char *lease)
