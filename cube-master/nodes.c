@@ -210,6 +210,8 @@ int heartbeat(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *respp, cube_
     cube_rpc_client *client = n ? n->client : NULL;
     pthread_mutex_unlock(&m->lock);
     if (copy) cube__node_info__free_unpacked(copy, NULL);
+    if (rc == 0 && m->st->ops->node_seen)
+        m->st->ops->node_seen(m->st, in->node_id, in->proxy_address, m->node_lost_ms);
     if (reconcile && client && reconcile_node(m, in->node_id, client, was_lost) < 0) {
         pthread_mutex_lock(&m->lock); /* not reached yet (a channel still reconnecting): again next time */
         n = node_find(m, in->node_id);

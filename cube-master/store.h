@@ -40,6 +40,9 @@ typedef struct store_ops {
      * since (EBUSY then). Masters sharing a store act on a timeout once; a master that dies holding one
      * leaves it to the next after new_end. */
     int (*sandbox_claim)(store *st, const char *id, int64_t seen_end, int64_t new_end, cube_err *err);
+    /* A node was heard from: kept where proxies see it for ttl_ms (Redis: cube:node:<id> = its proxy's
+     * address, expiring when the node has been silent that long). NULL: such stores keep no liveness. */
+    void (*node_seen)(store *st, const char *node_id, const char *proxy_address, int64_t ttl_ms);
 } store_ops;
 
 struct store {

@@ -6,7 +6,9 @@
  * that are absent (HSETNX), so a rebuild from an older listing never brings back a sandbox another master
  * just removed, nor lays an older state over a newer one. Tombstones go at the next rebuild.
  * Each change is also published on the channel cube:events, one JSON object a message:
- * {"sandboxID", "state": running|paused|lost|deleted, "node"}. */
+ * {"sandboxID", "state": running|paused|lost|deleted, "node"}.
+ * Node liveness: every heartbeat a master hears sets cube:node:<id> (the node's proxy address, "-" for none)
+ * to expire when the node would count as lost; an entry proxy reads node addresses there. */
 #include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -198,6 +200,14 @@ static int r_volume_delete(store *s, const char *id, cube_err *e)
     return INNER(s)->ops->volume_delete(INNER(s), id, e);
 }
 
+static void r_node_seen(store *base, const char *node_id, const char *proxy_address, int64_t ttl_ms)
+{
+    routes_store *s = (routes_store *)base;
+    redisReply *r = cube_redis_cmd(s->redis, "SET cube:node:%s %s PX %lld", node_id,
+                                   proxy_address && *proxy_address ? proxy_address : "-", (long long)ttl_ms);
+    if (r) freeReplyObject(r); /* a miss only sends proxies to a master for the address */
+}
+
 static void r_close(store *base)
 {
     routes_store *s = (routes_store *)base;
@@ -224,6 +234,7 @@ static const store_ops routes_ops = {
     .volume_get = r_volume_get,
     .volume_list = r_volume_list,
     .volume_delete = r_volume_delete,
+    .node_seen = r_node_seen,
 };
 
 store *store_with_routes(store *inner, const char *redis_addr, cube_err *err)

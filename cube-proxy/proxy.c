@@ -239,9 +239,20 @@ static void pump(int a, int b, const char *pending, size_t pending_len)
     }
 }
 
-/* The proxy of node_id (from the masters' node list): "host:port" into addr. */
+/* The proxy of node_id: "host:port" into addr, from the node's liveness key in Redis (set by masters at every
+ * heartbeat, gone when the node is lost), else from the masters' node list. */
 static int node_proxy(proxy *p, const char *node_id, char *addr, size_t cap, cube_err *err)
 {
+    if (p->routes) {
+        redisReply *r = cube_redis_cmd(p->routes, "GET cube:node:%s", node_id);
+        bool hit = r && r->type == REDIS_REPLY_STRING && strcmp(r->str, "-") != 0 && r->len < cap;
+        if (hit) snprintf(addr, cap, "%s", r->str);
+        if (r) freeReplyObject(r);
+        cube_metric_add(hit ? "cube_proxy_node_lookups_total{source=\"redis\"}"
+                            : "cube_proxy_node_lookups_total{source=\"master\"}",
+                        "Where node proxy addresses came from", 1);
+        if (hit) return 0;
+    }
     Cube__Empty e = CUBE__EMPTY__INIT;
     ProtobufCMessage *resp = NULL;
     cube_rpc_call_opts o = {.timeout_ms = 5000};

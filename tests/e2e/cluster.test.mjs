@@ -15,6 +15,7 @@ const data = process.env.CUBE_CLUSTER_DATA || '/var/lib/cube-e2e';
 const port = Number(process.env.CUBE_CLUSTER_PORT || 3510);
 // orphans (a sandbox a node runs with no record) are killed after 4 s here, not a minute, to test it in time
 const cube = (...args) => execFileSync(`${root}/deploy/cube`, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, CUBE_MASTER_ORPHAN_AFTER_MS: '4000' } });
+const redisCli = (...args) => execFileSync('redis-cli', ['-s', `${data}/redis.sock`, ...args], { encoding: 'utf8' }).trim();
 const upOnly = () => cube('up', '--cluster', '--nodes', '3', '--data', data, '--port', String(port));
 const cli = (master, ...args) =>
   JSON.parse(execFileSync(`${root}/build/cube-master/cubemastercli`, ['--master', `unix:${data}/master-${master}/run/master.sock`, '--json', ...args], { encoding: 'utf8' }));
@@ -76,6 +77,12 @@ test('creates spread across nodes; both masters answer for every sandbox; comman
     // the entry proxy forwarded each one to its node's proxy, which reached the sandbox
     const entry = await (await fetch(`${process.env.E2B_SANDBOX_URL}/metrics`)).text();
     assert.match(entry, /^cube_proxy_forwarded_total [1-9]/m);
+    // it found the node proxies in redis, where every heartbeat leaves a key that expires with the node
+    assert.match(entry, /^cube_proxy_node_lookups_total\{source="redis"\} [1-9]/m);
+    for (const n of where) {
+      const ttl = Number(redisCli('PTTL', `cube:node:${n}`));
+      assert.ok(ttl > 0 && ttl <= 15000, `cube:node:${n} expires in ${ttl} ms, not within the lost window`);
+    }
     for (const n of where) {
       const k = n.split('-')[1];
       const text = await (await fetch(`http://10.${40 + (port % 50)}.${k}.2:${port + 1}/metrics`)).text();
@@ -161,6 +168,13 @@ test('a lost node: its sandboxes are reported gone within the heartbeat window, 
   const took = Date.now() - t0;
   console.log(`# lost node's sandboxes reported gone after ${took} ms`);
   assert.equal(nodes()['node-3'], 'lost');
+  // its liveness key in redis expired with it (set at each heartbeat for the lost window)
+  let alive = redisCli('EXISTS', 'cube:node:node-3');
+  for (let i = 0; i < 20 && alive !== '0'; i++) {
+    await sleep(200);
+    alive = redisCli('EXISTS', 'cube:node:node-3');
+  }
+  assert.equal(alive, '0', 'a lost node still has a liveness key in redis');
   // new sandboxes go elsewhere meanwhile
   const other = await Sandbox.create();
   assert.notEqual(nodeOf(other.sandboxId), 'node-3');
