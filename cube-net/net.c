@@ -456,29 +456,21 @@ int cube_net_release(cube_net *n, const char *lease, cube_err *err)
     n->slots[idx].state = CN_RELEASING;
     unindex_lease(n, idx);
     cube_net_detach(n, idx);
+    n->released[n->nreleased++] = idx;
     if (n->threads) {
         /* the veth and namespace go on the refill thread: deleting them waits on the kernel (RCU), and the
          * caller (a sandbox's teardown, the next create right behind it) need not */
-        n->released[n->nreleased++] = idx;
         pthread_cond_signal(&n->refill);
         pthread_mutex_unlock(&n->lock);
         return 0;
     }
     pthread_mutex_unlock(&n->lock);
     cn_nl *host = cn_nl_open(err);
-    if (!host) {
-        pthread_mutex_lock(&n->lock);
-        n->released[n->nreleased++] = idx; /* removed at stop */
-        pthread_mutex_unlock(&n->lock);
-        return -1;
-    }
-    remove_slot(n, idx, host);
-    cn_nl_close(host);
+    if (!host) return -1; /* left queued: removed at stop */
     pthread_mutex_lock(&n->lock);
-    n->slots[idx].state = CN_FREE;
-    n->slots[idx].lease[0] = '\0';
-    pthread_cond_signal(&n->refill);
+    remove_released(n, host);
     pthread_mutex_unlock(&n->lock);
+    cn_nl_close(host);
     return 0;
 }
 

@@ -19,8 +19,8 @@ void cl_sched_background(void)
     setpriority(PRIO_PROCESS, (id_t)gettid(), POOL_NICE);
 }
 
-/* Calls fn for each thread of pid; with recurse, then for each child process of each thread
- * (/proc/PID/task/TID/children: a process forked by any thread is found). */
+/* Sets the nice value of each thread of pid; with recurse, of each child process of each thread too
+ * (/proc/PID/task/TID/children: a process forked by any thread is found). Returns how many threads. */
 static int each_thread(pid_t pid, int depth, int nice, int recurse)
 {
     if (depth > 16) return 0;
