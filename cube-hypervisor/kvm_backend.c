@@ -49,6 +49,7 @@ static int kvm_create(const hv_spec *spec, hv_sandbox **out, cube_err *err)
         .mem_bytes = k->mem_bytes,
         .vcpus = cpus > VMM_MAX_VCPUS ? VMM_MAX_VCPUS : cpus,
         .console_fd = k->console_fd,
+        .tap_fd = -1, /* the guest's network is not wired to cube-net's slots yet */
     };
     if (vmm_create(&cfg, &k->vm, err) < 0) {
         if (k->console_fd >= 0) close(k->console_fd);

@@ -71,6 +71,11 @@ int vq_pop(virtq *q, const gmem *m, vq_chain *c, cube_err *err)
     return 1;
 }
 
+void vq_unpop(virtq *q)
+{
+    q->last_avail--;
+}
+
 void vq_push(virtq *q, const gmem *m, uint16_t head, uint32_t len)
 {
     struct vring_used *used = gmem_ptr(m, q->used_gpa, ring_bytes_used(q->num));

@@ -35,6 +35,9 @@ int vq_validate(const virtq *q, const gmem *m, cube_err *err);
 /* 1 with the next request in c, 0 when the driver has made none available, -1 on a malformed chain (the
  * request is consumed and must be answered with vq_push and length 0). */
 int vq_pop(virtq *q, const gmem *m, vq_chain *c, cube_err *err);
+/* Gives the request vq_pop just took back to the available ring, untouched: the device cannot serve it yet
+ * (a receive buffer with no frame to put in it). */
+void vq_unpop(virtq *q);
 /* Returns request head to the driver with len bytes written into its writable buffers. */
 void vq_push(virtq *q, const gmem *m, uint16_t head, uint32_t len);
 /* Whether the driver wants an interrupt for what was just pushed (VIRTQ_AVAIL_F_NO_INTERRUPT clear). */

@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <poll.h>
 #include <sys/eventfd.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
@@ -19,10 +20,12 @@
 #include "log.h"
 #include "snapshot.h"
 #include "virtio_blk.h"
+#include "virtio_net.h"
 
 #define TSS_ADDR          0xfffbd000
 #define IDENTITY_MAP_ADDR 0xfffbc000
 #define BLK_IRQ           5
+#define NET_IRQ           6
 #define COM1              0x3f8
 #define KICK_SIGNAL       SIGUSR1
 /* what every guest gets: the serial console, no PCI or legacy probing, the disk as root, the agent as init */
@@ -48,6 +51,11 @@ struct vmm {
     vblk disk;
     int disk_irqfd;
     bool disk_open;
+    vnet net; /* net.tap_fd < 0: no network */
+    int net_irqfd;
+    int io_wake; /* eventfd: the I/O thread looks again (receive buffers, pause, stop) */
+    pthread_t io_thread;
+    bool io_started;
     pthread_mutex_t dev_lock; /* the device model: one MMIO access at a time */
     pthread_mutex_t lock;
     pthread_cond_t cond;
@@ -171,12 +179,17 @@ static bool handle_exit(vcpu *c)
     }
     case KVM_EXIT_MMIO: {
         uint64_t a = run->mmio.phys_addr;
-        if (a >= v->disk.dev.base && a < v->disk.dev.base + VMMIO_PAGE && run->mmio.len <= 8) {
+        vmmio_dev *d = NULL;
+        if (a >= v->disk.dev.base && a < v->disk.dev.base + VMMIO_PAGE)
+            d = &v->disk.dev;
+        else if (v->net.tap_fd >= 0 && a >= v->net.dev.base && a < v->net.dev.base + VMMIO_PAGE)
+            d = &v->net.dev;
+        if (d && run->mmio.len <= 8) {
             pthread_mutex_lock(&v->dev_lock);
             if (run->mmio.is_write)
-                vmmio_write(&v->disk.dev, a - v->disk.dev.base, run->mmio.data, run->mmio.len);
+                vmmio_write(d, a - d->base, run->mmio.data, run->mmio.len);
             else
-                vmmio_read(&v->disk.dev, a - v->disk.dev.base, run->mmio.data, run->mmio.len);
+                vmmio_read(d, a - d->base, run->mmio.data, run->mmio.len);
             pthread_mutex_unlock(&v->dev_lock);
         } else if (!run->mmio.is_write) {
             memset(run->mmio.data, 0xff, sizeof(run->mmio.data));
@@ -247,6 +260,62 @@ static void raise_disk_irq(vmmio_dev *d)
     uint64_t one = 1;
     ssize_t w = write(v->disk_irqfd, &one, sizeof(one));
     (void)w;
+}
+
+static void raise_net_irq(vmmio_dev *d)
+{
+    vmm *v = d->vmm;
+    uint64_t one = 1;
+    ssize_t w = write(v->net_irqfd, &one, sizeof(one));
+    (void)w;
+}
+
+static void wake_io(vmm *v)
+{
+    uint64_t one = 1;
+    ssize_t w = write(v->io_wake, &one, sizeof(one));
+    (void)w;
+}
+
+static void net_rx_wake(vnet *n)
+{
+    wake_io(n->dev.vmm);
+}
+
+/* The I/O thread: frames from the tap into the guest's receive buffers. It reads the tap only while the
+ * guest has buffers for it (else the frames wait in the tap's queue) and never while the VM is paused, so a
+ * snapshot sees guest memory still. */
+static void *io_loop(void *arg)
+{
+    vmm *v = arg;
+    sigset_t set;
+    sigfillset(&set);
+    pthread_sigmask(SIG_SETMASK, &set, NULL);
+    for (;;) {
+        pthread_mutex_lock(&v->lock);
+        while (v->pause_req && !v->stopping) pthread_cond_wait(&v->cond, &v->lock);
+        int stop = v->stopping;
+        pthread_mutex_unlock(&v->lock);
+        if (stop) break;
+        pthread_mutex_lock(&v->dev_lock);
+        bool want_tap = !v->net.rx_blocked;
+        pthread_mutex_unlock(&v->dev_lock);
+        struct pollfd p[2] = {{.fd = v->io_wake, .events = POLLIN},
+                              {.fd = want_tap ? v->net.tap_fd : -1, .events = POLLIN}};
+        if (poll(p, 2, -1) < 0) continue;
+        if (p[0].revents & POLLIN) {
+            uint64_t n;
+            ssize_t r = read(v->io_wake, &n, sizeof(n));
+            (void)r;
+            continue; /* pause, stop or new buffers: look again from the top */
+        }
+        if (p[1].revents) {
+            pthread_mutex_lock(&v->dev_lock);
+            vnet_rx(&v->net);
+            pthread_mutex_unlock(&v->dev_lock);
+        }
+    }
+    return NULL;
 }
 
 /* ---- setup ---- */
@@ -449,6 +518,19 @@ static int create_vm(vmm *v, const vmm_config *cfg, cube_err *err)
     v->disk_irqfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     struct kvm_irqfd irqfd = {.fd = (uint32_t)v->disk_irqfd, .gsi = BLK_IRQ};
     if (v->disk_irqfd < 0 || ioctl(v->vm, KVM_IRQFD, &irqfd) < 0) return kvm_ioctl_err(err, "KVM_IRQFD");
+    if (cfg->tap_fd >= 0) { /* the network, next page up, on a tap descriptor of the VM's own */
+        int tap = fcntl(cfg->tap_fd, F_DUPFD_CLOEXEC, 3);
+        if (tap < 0) return cube_err_sys(err, errno, "tap");
+        vnet_init(&v->net, tap, cfg->mac);
+        vnet_attach(&v->net, &v->mem, KB_MMIO_START + VMMIO_PAGE, NET_IRQ);
+        v->net.dev.vmm = v;
+        v->net.dev.raise_irq = raise_net_irq;
+        v->net.rx_wake = net_rx_wake;
+        v->net_irqfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+        struct kvm_irqfd nirq = {.fd = (uint32_t)v->net_irqfd, .gsi = NET_IRQ};
+        if (v->net_irqfd < 0 || ioctl(v->vm, KVM_IRQFD, &nirq) < 0)
+            return kvm_ioctl_err(err, "KVM_IRQFD (net)");
+    }
     return 0;
 }
 
@@ -471,9 +553,11 @@ static int cold_boot(vmm *v, const vmm_config *cfg, cube_err *err)
     int rc = kb_load_kernel(&v->mem, img, len, &k, err);
     free(img);
     if (rc < 0) return -1;
-    char dev[96], cmdline[KB_CMDLINE_MAX];
+    char dev[96], net[96] = "", cmdline[KB_CMDLINE_MAX];
     vmmio_cmdline(&v->disk.dev, dev, sizeof(dev));
-    snprintf(cmdline, sizeof(cmdline), "%s %s %s", BASE_CMDLINE, dev, cfg->cmdline ? cfg->cmdline : "");
+    if (v->net.tap_fd >= 0) vmmio_cmdline(&v->net.dev, net, sizeof(net));
+    snprintf(cmdline, sizeof(cmdline), "%s %s %s %s", BASE_CMDLINE, dev, net,
+             cfg->cmdline ? cfg->cmdline : "");
     if (kb_write_zero_page(&v->mem, &k, cmdline, err) < 0 || kb_write_page_tables(&v->mem, err) < 0)
         return -1;
     for (int i = 0; i < v->ncpus; i++)
@@ -524,6 +608,16 @@ static int restore(vmm *v, const vmm_config *cfg, cube_err *err)
     }
     memcpy(v->disk.present, bitmap, (v->disk.sectors + 7) / 8);
     if (vmmio_restore(&v->disk.dev, dev, err) < 0) goto out;
+    /* the network as the guest left it: a snapshot with a network needs a tap to restore into */
+    const vmmio_saved *ndev = vm->devices > 1 ? snap_get(&s, SNAP_DEVICE, 1, sizeof(vmmio_saved)) : NULL;
+    if ((ndev != NULL) != (v->net.tap_fd >= 0)) {
+        cube_err_set(err, EINVAL,
+                     ndev ? "snapshot's guest has a network: a tap is needed to restore it"
+                          : "snapshot's guest had no network device");
+        goto out;
+    }
+    if (ndev && vmmio_restore(&v->net.dev, ndev, err) < 0) goto out;
+    v->net.rx_blocked = false; /* its receive buffers are in the restored memory: look at the tap */
     for (uint32_t i = 0; i < 3; i++) {
         const struct kvm_irqchip *chip = snap_get(&s, SNAP_IRQCHIP, i, sizeof(struct kvm_irqchip));
         if (!chip || ioctl(v->vm, KVM_SET_IRQCHIP, chip) < 0) {
@@ -568,18 +662,28 @@ int vmm_create(const vmm_config *cfg, vmm **out, cube_err *err)
     if (!cfg->disk) return cube_err_set(err, EINVAL, "a microVM needs a root disk image");
     vmm *v = calloc(1, sizeof(*v));
     if (!v) return cube_err_set(err, ENOMEM, "vmm");
-    v->kvm = v->vm = v->mem_fd = v->disk_irqfd = -1;
+    v->kvm = v->vm = v->mem_fd = v->disk_irqfd = v->net_irqfd = v->io_wake = -1;
+    v->net.tap_fd = -1;
     v->console_fd = cfg->console_fd;
     pthread_mutex_init(&v->lock, NULL);
     pthread_mutex_init(&v->dev_lock, NULL);
     pthread_cond_init(&v->cond, NULL);
     v->exit_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    v->io_wake = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     struct sigaction sa = {.sa_handler = kick_handler}; /* no SA_RESTART: KVM_RUN returns EINTR */
     sigemptyset(&sa.sa_mask);
     sigaction(KICK_SIGNAL, &sa, NULL);
-    if (v->exit_fd < 0 || (cfg->restore ? restore(v, cfg, err) : cold_boot(v, cfg, err)) < 0) {
+    if (v->exit_fd < 0 || v->io_wake < 0 ||
+        (cfg->restore ? restore(v, cfg, err) : cold_boot(v, cfg, err)) < 0) {
         vmm_destroy(v);
         return -1;
+    }
+    if (v->net.tap_fd >= 0) {
+        if (pthread_create(&v->io_thread, NULL, io_loop, v) != 0) {
+            vmm_destroy(v);
+            return cube_err_set(err, EAGAIN, "cannot start the I/O thread");
+        }
+        v->io_started = true;
     }
     for (int i = 0; i < v->ncpus; i++) {
         if (pthread_create(&v->cpus[i].thread, NULL, vcpu_loop, &v->cpus[i]) != 0) {
@@ -612,6 +716,12 @@ int vmm_pause(vmm *v, cube_err *err)
         }
     while (v->paused < v->ncpus && !v->stopping) pthread_cond_wait(&v->cond, &v->lock);
     pthread_mutex_unlock(&v->lock);
+    /* the I/O thread stops between frames: after dev_lock is taken once, none is being delivered */
+    if (v->io_started) {
+        wake_io(v);
+        pthread_mutex_lock(&v->dev_lock);
+        pthread_mutex_unlock(&v->dev_lock);
+    }
     return 0;
 }
 
@@ -655,7 +765,8 @@ int vmm_snapshot(vmm *v, const char *dir, cube_err *err)
     snap_writer w = {0};
     snprintf(p, sizeof(p), "%s/snapshot", dir);
     if (snap_create(&w, p, err) < 0) goto out;
-    snap_vm vm = {.mem_size = v->mem.size, .vcpus = (uint32_t)v->ncpus, .devices = 1};
+    snap_vm vm = {
+        .mem_size = v->mem.size, .vcpus = (uint32_t)v->ncpus, .devices = v->net.tap_fd >= 0 ? 2 : 1};
     snprintf(vm.mem_file, sizeof(vm.mem_file), "memory");
     snap_put(&w, SNAP_VM, 0, &vm, sizeof(vm));
     for (int i = 0; i < v->ncpus; i++) {
@@ -684,6 +795,10 @@ int vmm_snapshot(vmm *v, const char *dir, cube_err *err)
     vmmio_save(&v->disk.dev, &dev);
     snap_put(&w, SNAP_DEVICE, 0, &dev, sizeof(dev));
     snap_put(&w, SNAP_DISK, 0, v->disk.present, (v->disk.sectors + 7) / 8);
+    if (v->net.tap_fd >= 0) {
+        vmmio_save(&v->net.dev, &dev);
+        snap_put(&w, SNAP_DEVICE, 1, &dev, sizeof(dev));
+    }
     pthread_mutex_unlock(&v->dev_lock);
     if (snap_finish(&w, err) < 0) goto out;
     snprintf(p, sizeof(p), "%s/memory", dir);
@@ -715,6 +830,10 @@ void vmm_destroy(vmm *v)
             v->cpus[i].run->immediate_exit = 1;
             pthread_kill(v->cpus[i].thread, KICK_SIGNAL);
         }
+    if (v->io_started) {
+        wake_io(v);
+        pthread_join(v->io_thread, NULL);
+    }
     for (int i = 0; i < v->ncpus; i++) {
         if (v->cpus[i].started) pthread_join(v->cpus[i].thread, NULL);
         if (v->cpus[i].run) munmap(v->cpus[i].run, v->run_size);
@@ -722,6 +841,9 @@ void vmm_destroy(vmm *v)
     }
     if (v->disk_open) vblk_close(&v->disk);
     if (v->disk_irqfd >= 0) close(v->disk_irqfd);
+    vnet_close(&v->net);
+    if (v->net_irqfd >= 0) close(v->net_irqfd);
+    if (v->io_wake >= 0) close(v->io_wake);
     if (v->vm >= 0) close(v->vm);
     if (v->kvm >= 0) close(v->kvm);
     if (v->mem.base) munmap(v->mem.base, v->mem.size);

@@ -1,7 +1,8 @@
 /* The microVM itself, against linux/kvm.h: guest memory (a memfd, or a snapshot's memory file mapped
  * MAP_PRIVATE so clones share its pages copy-on-write), an in-kernel irqchip and PIT, one thread per vCPU
- * running KVM_RUN, a 16550 serial port for the guest's console, and virtio-mmio devices (the root disk) with
- * interrupts through irqfd. Pause stops every vCPU outside KVM_RUN; a snapshot is taken while paused. */
+ * running KVM_RUN, a 16550 serial port for the guest's console, and virtio-mmio devices (the root disk, the
+ * network over a tap) with interrupts through irqfd; an I/O thread moves frames from the tap into the guest.
+ * Pause stops every vCPU outside KVM_RUN; a snapshot is taken while paused. */
 #ifndef CUBE_KVM_VMM_H
 #define CUBE_KVM_VMM_H
 
@@ -22,6 +23,12 @@ typedef struct vmm_config {
     uint64_t mem_bytes;
     int vcpus;
     int console_fd; /* the serial port's output */
+    /* the guest's eth0: a tap (vnet_tap_open; the VMM works on a duplicate, the caller closes this one), -1
+     * for none; its MAC. A clone keeps the
+     * addresses its snapshot's guest had: every clone sits behind its own tap, in its own network namespace
+     */
+    int tap_fd;
+    uint8_t mac[6];
 } vmm_config;
 
 typedef struct vmm vmm;

@@ -10,6 +10,13 @@
 #include <linux/virtio_config.h>
 #include <linux/virtio_ids.h>
 #include <linux/virtio_mmio.h>
+#include <linux/virtio_net.h>
+#include <net/if.h>
+#include <netpacket/packet.h>
+#include <sched.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <arpa/inet.h>
 #include <linux/virtio_ring.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,6 +26,7 @@
 #include "boot.h"
 #include "snapshot.h"
 #include "virtio_blk.h"
+#include "virtio_net.h"
 #include "virtio_mmio.h"
 #include "virtq.h"
 
@@ -584,6 +592,178 @@ START_TEST(blk_without_overlay_is_read_only)
 }
 END_TEST
 
+/* ---- virtio-net over a real tap, in a network namespace of the test's own ---- */
+
+/* queue q's rings: queue 0 where the other tests keep theirs, queue 1 0x4000 further; buffers apart */
+#define QRING(q)   (DESC + (uint64_t)(q)*0x4000)
+#define QBUF(q, i) (BUFS + 0x40000 + (uint64_t)(q)*0x10000 + (uint64_t)(i)*4096)
+#define ETH_TEST   0x88b5 /* IEEE "local experimental": nothing else on the link speaks it */
+
+static void net_offer(int q, uint16_t idx, uint32_t len, bool writable)
+{
+    struct vring_desc *d = (struct vring_desc *)(mem.base + QRING(q)) + idx % QN;
+    struct vring_avail *a = (struct vring_avail *)(mem.base + QRING(q) + 0x1000);
+    d->addr = QBUF(q, idx % QN);
+    d->len = len;
+    d->flags = writable ? VRING_DESC_F_WRITE : 0;
+    a->ring[a->idx % QN] = (uint16_t)(idx % QN);
+    a->idx++;
+}
+
+static struct vring_used *net_used(int q)
+{
+    return (struct vring_used *)(mem.base + QRING(q) + 0x2000);
+}
+
+static void net_driver_init(vmmio_dev *d, uint64_t want)
+{
+    wr(d, VIRTIO_MMIO_STATUS, 0);
+    wr(d, VIRTIO_MMIO_STATUS, VIRTIO_CONFIG_S_ACKNOWLEDGE | VIRTIO_CONFIG_S_DRIVER);
+    wr(d, VIRTIO_MMIO_DRIVER_FEATURES_SEL, 0);
+    wr(d, VIRTIO_MMIO_DRIVER_FEATURES, (uint32_t)want);
+    wr(d, VIRTIO_MMIO_DRIVER_FEATURES_SEL, 1);
+    wr(d, VIRTIO_MMIO_DRIVER_FEATURES, (uint32_t)(want >> 32));
+    wr(d, VIRTIO_MMIO_STATUS,
+       VIRTIO_CONFIG_S_ACKNOWLEDGE | VIRTIO_CONFIG_S_DRIVER | VIRTIO_CONFIG_S_FEATURES_OK);
+    for (uint32_t q = 0; q < 2; q++) {
+        wr(d, VIRTIO_MMIO_QUEUE_SEL, q);
+        wr(d, VIRTIO_MMIO_QUEUE_NUM, QN);
+        wr(d, VIRTIO_MMIO_QUEUE_DESC_LOW, (uint32_t)QRING(q));
+        wr(d, VIRTIO_MMIO_QUEUE_AVAIL_LOW, (uint32_t)QRING(q) + 0x1000);
+        wr(d, VIRTIO_MMIO_QUEUE_USED_LOW, (uint32_t)QRING(q) + 0x2000);
+        wr(d, VIRTIO_MMIO_QUEUE_READY, 1);
+    }
+    wr(d, VIRTIO_MMIO_STATUS,
+       VIRTIO_CONFIG_S_ACKNOWLEDGE | VIRTIO_CONFIG_S_DRIVER | VIRTIO_CONFIG_S_FEATURES_OK |
+           VIRTIO_CONFIG_S_DRIVER_OK);
+}
+
+static void frame(uint8_t *f, const uint8_t dst[6], const uint8_t src[6], const char *text)
+{
+    memset(f, 0, 60);
+    memcpy(f, dst, 6);
+    memcpy(f + 6, src, 6);
+    f[12] = ETH_TEST >> 8;
+    f[13] = ETH_TEST & 0xff;
+    memcpy(f + 14, text, strlen(text));
+}
+
+static int woken;
+static void count_wake(vnet *n)
+{
+    (void)n;
+    woken++;
+}
+
+START_TEST(net_moves_frames_between_tap_and_guest)
+{
+    ck_assert_msg(unshare(CLONE_NEWNET) == 0, "a network namespace of the test's own (needs root)");
+    /* no IPv6 on the new link: the host side would send router solicitations into the tap */
+    int s6 = open("/proc/sys/net/ipv6/conf/default/disable_ipv6", O_WRONLY);
+    if (s6 >= 0) {
+        ck_assert_int_eq(write(s6, "1", 1), 1);
+        close(s6);
+    }
+    cube_err err = {0};
+    char name[IFNAMSIZ];
+    int tap = vnet_tap_open("cubetest%d", name, &err);
+    ck_assert_msg(tap >= 0, "%s", err.msg);
+    ck_assert_str_eq(name, "cubetest0");
+    int ctl = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    struct ifreq ifr = {0};
+    snprintf(ifr.ifr_name, sizeof(ifr.ifr_name), "%s", name);
+    ck_assert_int_eq(ioctl(ctl, SIOCGIFFLAGS, &ifr), 0);
+    ifr.ifr_flags |= IFF_UP;
+    ck_assert_int_eq(ioctl(ctl, SIOCSIFFLAGS, &ifr), 0);
+    ck_assert_int_eq(ioctl(ctl, SIOCGIFINDEX, &ifr), 0);
+    close(ctl);
+    /* the host's side of the link: a packet socket on the tap interface */
+    int pk = socket(AF_PACKET, SOCK_RAW | SOCK_CLOEXEC, htons(ETH_TEST));
+    ck_assert_int_ge(pk, 0);
+    struct sockaddr_ll ll = {
+        .sll_family = AF_PACKET, .sll_protocol = htons(ETH_TEST), .sll_ifindex = ifr.ifr_ifindex};
+    ck_assert_int_eq(bind(pk, (struct sockaddr *)&ll, sizeof(ll)), 0);
+    struct timeval tv = {2, 0};
+    setsockopt(pk, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+
+    const uint8_t guest_mac[6] = {0x02, 0xcb, 0, 0, 0, 1}, host_mac[6] = {0x02, 0xcb, 0, 0, 0, 2};
+    vnet n;
+    vnet_init(&n, tap, guest_mac);
+    vnet_attach(&n, &mem, KB_MMIO_START, 6);
+    n.dev.raise_irq = count_irq;
+    n.rx_wake = count_wake;
+    irqs = woken = 0;
+    vmmio_dev *d = &n.dev;
+    ck_assert_uint_eq(rd(d, VIRTIO_MMIO_DEVICE_ID), VIRTIO_ID_NET);
+    ck_assert(rd(d, VIRTIO_MMIO_DEVICE_FEATURES) & (1u << VIRTIO_NET_F_MAC));
+    ck_assert(!(rd(d, VIRTIO_MMIO_DEVICE_FEATURES) & (1u << VIRTIO_NET_F_CSUM))); /* no offloads */
+    /* before the driver: frames are not taken */
+    ck_assert_int_eq(vnet_rx(&n), 0);
+    net_driver_init(d, (1ull << VIRTIO_F_VERSION_1) | (1ull << VIRTIO_NET_F_MAC));
+    ck_assert(rd(d, VIRTIO_MMIO_STATUS) & VIRTIO_CONFIG_S_DRIVER_OK);
+    uint8_t mac[6];
+    vmmio_read(d, VIRTIO_MMIO_CONFIG, mac, 4);
+    vmmio_read(d, VIRTIO_MMIO_CONFIG + 4, mac + 4, 2);
+    ck_assert_mem_eq(mac, guest_mac, 6);
+
+    /* transmit: header + frame in one readable buffer comes out of the tap as the frame */
+    uint8_t f[60], got[128];
+    frame(f, host_mac, guest_mac, "from the guest");
+    memset(mem.base + QBUF(1, 0), 0, VNET_HDR_LEN);
+    memcpy(mem.base + QBUF(1, 0) + VNET_HDR_LEN, f, sizeof(f));
+    net_offer(1, 0, VNET_HDR_LEN + sizeof(f), false);
+    wr(d, VIRTIO_MMIO_QUEUE_NOTIFY, VNET_TXQ);
+    ck_assert_uint_eq(net_used(1)->idx, 1);
+    ck_assert_uint_eq(n.tx_frames, 1);
+    ck_assert_int_eq(irqs, 1);
+    ssize_t r = recv(pk, got, sizeof(got), 0);
+    ck_assert_int_eq(r, sizeof(f));
+    ck_assert_mem_eq(got, f, sizeof(f));
+    /* a buffer with no frame after the header is dropped, and still returned */
+    net_offer(1, 1, VNET_HDR_LEN, false);
+    wr(d, VIRTIO_MMIO_QUEUE_NOTIFY, VNET_TXQ);
+    ck_assert_uint_eq(net_used(1)->idx, 2);
+    ck_assert_uint_eq(n.tx_dropped, 1);
+
+    /* receive: a frame sent to the guest waits in the tap until there is a buffer for it */
+    frame(f, guest_mac, host_mac, "to the guest");
+    ck_assert_int_eq(sendto(pk, f, sizeof(f), 0, (struct sockaddr *)&ll, sizeof(ll)), sizeof(f));
+    ck_assert_int_eq(vnet_rx(&n), 0);
+    ck_assert(n.rx_blocked);
+    memset(mem.base + QBUF(0, 0), 0xee, 2048);
+    net_offer(0, 0, 2048, true);
+    wr(d, VIRTIO_MMIO_QUEUE_NOTIFY, VNET_RXQ);
+    ck_assert_int_eq(woken, 1); /* the VMM is told to read the tap again */
+    ck_assert_int_eq(vnet_rx(&n), 1);
+    ck_assert_uint_eq(net_used(0)->idx, 1);
+    ck_assert_uint_eq(net_used(0)->ring[0].len, VNET_HDR_LEN + sizeof(f));
+    struct virtio_net_hdr_v1 h;
+    memcpy(&h, mem.base + QBUF(0, 0), sizeof(h));
+    ck_assert_uint_eq(h.flags, 0);
+    ck_assert_uint_eq(h.gso_type, VIRTIO_NET_HDR_GSO_NONE);
+    ck_assert_uint_eq(h.num_buffers, 1);
+    ck_assert_mem_eq(mem.base + QBUF(0, 0) + VNET_HDR_LEN, f, sizeof(f));
+    /* the tap is empty now: a posted buffer stays the driver's */
+    net_offer(0, 1, 2048, true);
+    ck_assert_int_eq(vnet_rx(&n), 0);
+    ck_assert_uint_eq(net_used(0)->idx, 1);
+    /* a buffer too small for the header is handed back unused; a frame longer than its buffer is cut */
+    ck_assert_int_eq(sendto(pk, f, sizeof(f), 0, (struct sockaddr *)&ll, sizeof(ll)), sizeof(f));
+    ck_assert_int_eq(vnet_rx(&n), 1); /* into the buffer posted above */
+    net_offer(0, 2, 4, true);
+    net_offer(0, 3, VNET_HDR_LEN + 20, true);
+    ck_assert_int_eq(sendto(pk, f, sizeof(f), 0, (struct sockaddr *)&ll, sizeof(ll)), sizeof(f));
+    ck_assert_int_eq(vnet_rx(&n), 1);
+    ck_assert_uint_eq(net_used(0)->idx, 4);
+    ck_assert_uint_eq(net_used(0)->ring[2].len, 0);
+    ck_assert_uint_eq(net_used(0)->ring[3].len, VNET_HDR_LEN + 20);
+    ck_assert_mem_eq(mem.base + QBUF(0, 3) + VNET_HDR_LEN, f, 20);
+    ck_assert_uint_eq(n.rx_frames, 3);
+    close(pk);
+    vnet_close(&n);
+}
+END_TEST
+
 /* ---- snapshots ---- */
 
 START_TEST(snapshot_round_trips_vcpu_and_device_state)
@@ -727,6 +907,7 @@ int main(void)
     tcase_add_test(tc, mmio_registers_and_feature_negotiation);
     tcase_add_test(tc, blk_reads_base_and_writes_only_the_overlay);
     tcase_add_test(tc, blk_without_overlay_is_read_only);
+    tcase_add_test(tc, net_moves_frames_between_tap_and_guest);
     tcase_add_test(tc, snapshot_round_trips_vcpu_and_device_state);
     tcase_add_test(tc, snapshot_corruption_is_caught);
     suite_add_tcase(s, tc);
