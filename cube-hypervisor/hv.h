@@ -72,6 +72,9 @@ typedef struct hv_ops {
     /* Kills every process of the sandbox now (a paused one too), leaving the teardown to destroy: Stop's
      * caller learns that the sandbox no longer runs before the slower cleanup. */
     void (*terminate)(hv_sandbox *sb);
+    /* Called once the control socket serves: confines this process for the rest of its life (the kvm
+     * backend's jail). NULL: nothing to do. */
+    int (*jail)(hv_sandbox *sb, cube_err *err);
     /* Kills everything, removes mounts and cgroups. Idempotent; frees sb. */
     void (*destroy)(hv_sandbox *sb);
 } hv_ops;

@@ -6,11 +6,9 @@
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <string.h>
-#include <sys/mount.h>
 #include <unistd.h>
 
-#include "cgroup.h"
+#include "janitor.h"
 
 int main(int argc, char **argv)
 {
@@ -24,13 +22,6 @@ int main(int argc, char **argv)
     char c;
     while (read(fd, &c, 1) > 0 || errno == EINTR) {
     }
-    cube_err err = {0};
-    cgroup cg = {0};
-    cg.ops = cgroup_detect(&err);
-    snprintf(cg.name, sizeof(cg.name), "%s", argv[2]);
-    if (cg.ops && strncmp(cg.name, "cube/", 5) == 0) cg.ops->destroy(&cg);
-    umount2(argv[3], MNT_DETACH);
-    rmdir(argv[4]);
-    rmdir(argv[3]);
+    hv_janitor_clean(argv[2], argv[3], argv[4]);
     return 0;
 }

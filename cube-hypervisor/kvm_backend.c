@@ -1,22 +1,52 @@
 /* The kvm backend: a sandbox is a microVM (kvm/vmm.h) running the template's disk image under its own guest
- * kernel; this process is its VMM. */
+ * kernel; this process is its VMM, confined as vmm_jail.h says: its own cgroup from before the guest's first
+ * page, then (once the control socket serves) no capabilities and a seccomp filter. The VMM cannot remove a
+ * cgroup it is in, so its janitor does that once the VMM has exited (the lifeline closes with the process).
+ */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "hv.h"
+#include "janitor.h"
 #include "vmm.h"
+#include "vmm_jail.h"
+
+#define VMM_OVERHEAD_MB                                                                                      \
+    64 /* the VMM's own memory beside the guest's: threads, device buffers, the RPC server */
+#define VMM_MAX_TASKS 64 /* vCPUs, the I/O thread and the control socket's threads */
 
 typedef struct kvm_sandbox {
     vmm *vm;
     int console_fd;
     uint64_t mem_bytes;
     char overlay[4200];
+    cgroup cg;
+    pid_t janitor;
+    int lifeline; /* open for the VMM's life: the janitor cleans up when it closes */
 } kvm_sandbox;
+
+/* The VMM's cgroup, made and joined; on failure nothing is left (or the janitor will remove it). */
+static int join_cgroup(kvm_sandbox *k, const hv_spec *spec, cube_err *err)
+{
+    if (cgroup_init(&k->cg, spec->id, err) < 0) return -1;
+    cg_limits lim = {.cpus = spec->limits.cpus,
+                     .memory_mb = (k->mem_bytes >> 20) + VMM_OVERHEAD_MB,
+                     .pids = VMM_MAX_TASKS};
+    if (k->cg.ops->create(&k->cg, &lim, err) < 0) {
+        k->cg.ops->destroy(&k->cg);
+        return -1;
+    }
+    k->janitor = hv_janitor_start(k->cg.name, "", "", &k->lifeline, err);
+    if (k->janitor < 0) {
+        k->cg.ops->destroy(&k->cg);
+        return -1;
+    }
+    return k->cg.ops->add(&k->cg, getpid(), err); /* failing, the janitor removes the group at exit */
+}
 
 static int kvm_available(cube_err *err)
 {
@@ -37,6 +67,12 @@ static int kvm_create(const hv_spec *spec, hv_sandbox **out, cube_err *err)
     snprintf(k->overlay, sizeof(k->overlay), "%s/disk-overlay", spec->state_dir);
     k->console_fd = open(console, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NONBLOCK, 0640);
     k->mem_bytes = (spec->limits.memory_mb ? spec->limits.memory_mb : 512) << 20;
+    k->lifeline = -1;
+    if (join_cgroup(k, spec, err) < 0) {
+        if (k->console_fd >= 0) close(k->console_fd);
+        free(k);
+        return -1;
+    }
     char cmdline[160];
     snprintf(cmdline, sizeof(cmdline), "cube.id=%s", spec->id);
     int cpus = spec->limits.cpus ? (int)spec->limits.cpus : 1;
@@ -52,6 +88,8 @@ static int kvm_create(const hv_spec *spec, hv_sandbox **out, cube_err *err)
         .tap_fd = -1, /* the guest's network is not wired to cube-net's slots yet */
     };
     if (vmm_create(&cfg, &k->vm, err) < 0) {
+        /* the lifeline stays open: this process is in the cgroup, which its janitor removes after the exit
+         * that follows a failed create */
         if (k->console_fd >= 0) close(k->console_fd);
         unlink(k->overlay);
         free(k);
@@ -88,19 +126,10 @@ static int kvm_snapshot(hv_sandbox *sb, const char *dir, bool *process_state, cu
 
 static int kvm_stats(hv_sandbox *sb, hv_stats *st, cube_err *err)
 {
-    (void)err;
     kvm_sandbox *k = (kvm_sandbox *)sb;
     memset(st, 0, sizeof(*st));
-    struct timespec ts;
-    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts); /* the vCPU threads' time is this process's */
-    st->cg.cpu_usage_ns = (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-    st->cg.mem_limit = k->mem_bytes;
-    FILE *f = fopen("/proc/self/statm", "re");
-    unsigned long size, resident;
-    if (f && fscanf(f, "%lu %lu", &size, &resident) == 2) st->cg.mem_used = (uint64_t)resident * 4096;
-    if (f) fclose(f);
-    st->cg.pids = 1;
-    return 0;
+    /* the VMM's cgroup holds the guest's memory and the vCPUs' time */
+    return k->cg.ops->stats(&k->cg, &st->cg, err);
 }
 
 static void kvm_terminate(hv_sandbox *sb)
@@ -112,6 +141,12 @@ static void kvm_terminate(hv_sandbox *sb)
 static int kvm_exit_fd(hv_sandbox *sb)
 {
     return vmm_exit_fd(((kvm_sandbox *)sb)->vm);
+}
+
+static int kvm_jail(hv_sandbox *sb, cube_err *err)
+{
+    (void)sb;
+    return vmm_jail(err);
 }
 
 static void kvm_destroy(hv_sandbox *sb)
@@ -135,5 +170,6 @@ const hv_ops hv_kvm_ops = {
     .stats = kvm_stats,
     .exit_fd = kvm_exit_fd,
     .terminate = kvm_terminate,
+    .jail = kvm_jail,
     .destroy = kvm_destroy,
 };

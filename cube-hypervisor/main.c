@@ -206,6 +206,12 @@ static int run(cube_config *cfg, int argc, char **argv)
         ops->destroy(ctl.sb);
         return 1;
     }
+    if (ops->jail && ops->jail(ctl.sb, &err) < 0) {
+        fprintf(stderr, "cube-hypervisor: jail: %s\n", err.msg);
+        cube_rpc_server_stop(srv);
+        ops->destroy(ctl.sb);
+        return 1;
+    }
     pid_t init = ops->init_pid(ctl.sb);
     cube_log_info("sandbox running", "id=%s backend=%s init_pid=%d control=%s", id, ops->name, init, control);
     printf("ready %d %s\n", init, ops->name);

@@ -21,10 +21,10 @@
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <grp.h>
-#include <limits.h>
 #include <unistd.h>
 
 #include "hv.h"
+#include "janitor.h"
 #include "log.h"
 #include "oci.h"
 #include "sandbox_seccomp.h"
@@ -247,44 +247,6 @@ static void cleanup(hv_sandbox *sb)
     rmdir(sb->rw);
 }
 
-/* A process of its own that outlives a SIGKILLed hypervisor: when the lifeline closes, it cleans up. */
-static pid_t start_janitor(hv_sandbox *sb, int *lifeline, cube_err *err)
-{
-    int fds[2];
-    if (pipe2(fds, O_CLOEXEC) < 0) return cube_err_sys(err, errno, "janitor pipe");
-    pid_t pid = fork();
-    if (pid < 0) {
-        close(fds[0]);
-        close(fds[1]);
-        return cube_err_sys(err, errno, "fork janitor");
-    }
-    if (pid == 0) {
-        setsid(); /* not in the hypervisor's process group: a group kill must not take the janitor too */
-        signal(SIGTERM, SIG_IGN);
-        signal(SIGINT, SIG_IGN);
-        close(fds[1]);
-        /* the small cube-janitor program beside us, so that a waiting janitor costs ~0.1 MB, not a copy of
-         * this process; if it is missing, this fork does the job itself */
-        char self[PATH_MAX], janitor[PATH_MAX + 16];
-        ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
-        if (n > 0 && dup2(fds[0], 3) == 3) {
-            self[n] = '\0';
-            char *slash = strrchr(self, '/');
-            if (slash) *slash = '\0';
-            snprintf(janitor, sizeof(janitor), "%s/cube-janitor", self);
-            execl(janitor, "cube-janitor", "3", sb->cg.name, sb->rw, sb->root, (char *)NULL);
-        }
-        char c;
-        while (read(fds[0], &c, 1) > 0 || errno == EINTR) {
-        }
-        cleanup(sb);
-        _exit(0);
-    }
-    close(fds[0]);
-    *lifeline = fds[1];
-    return pid;
-}
-
 /* Moves this thread into the network namespace at path (the current one goes to *saved) and makes a read-only
  * sysfs mount there, detached, for the sandbox to attach. */
 static int join_netns(const char *path, int *saved, int *sysfs, cube_err *err)
@@ -366,7 +328,7 @@ static int ns_create(const hv_spec *spec, hv_sandbox **out, cube_err *err)
         goto fail;
     }
     sb->cg_made = true;
-    sb->janitor = start_janitor(sb, &sb->lifeline, err);
+    sb->janitor = hv_janitor_start(sb->cg.name, sb->rw, sb->root, &sb->lifeline, err);
     if (sb->janitor < 0) goto fail;
 
     if (pipe2(syncp, O_CLOEXEC) < 0 || pipe2(errp, O_CLOEXEC) < 0) {
