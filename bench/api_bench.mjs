@@ -1,7 +1,8 @@
 // api_bench: create latency through the whole stack (deploy/cube up must be running; E2B_* exported).
 // Prints tab-separated lines: name, then figures in ms.
 //   http_seq p50 p95 p99        POST /v2/sandboxes from a light keep-alive HTTP client, one at a time
-//                               (CUBE_BENCH_SEQ_N of them, 30 unless set)
+//                               (CUBE_BENCH_SEQ_N of them, 30 unless set; with CUBE_BENCH_SAMPLES=FILE each
+//                               one's "sandboxID ms" goes to FILE)
 //   http_c50 avg p95 p99        the same, 50 at once
 //   sdk_seq p50 p95 p99         Sandbox.create() as the SDK measures it, one at a time
 //   sdk_c50 p50 p95 p99         the same, 50 at once
@@ -43,13 +44,16 @@ const waitPool = () => settle(Math.max(1000, pool * 60)); // let the pool refill
 
 const seq = [];
 const seqN = Number(process.env.CUBE_BENCH_SEQ_N || 30);
+const samples = []; // "sandboxID ms" per sequential create, for CUBE_BENCH_SAMPLES
 for (let i = 0; i < seqN; i++) {
   const [ms, id] = await create();
   seq.push(ms);
+  samples.push(`${id} ${ms.toFixed(3)}`);
   await req('DELETE', `/sandboxes/${id}`);
   if (i % 5 === 4) await settle(300);
 }
 console.log(['http_seq', fmt(q(seq, 0.5)), fmt(q(seq, 0.95)), fmt(q(seq, 0.99))].join('\t'));
+if (process.env.CUBE_BENCH_SAMPLES) (await import('node:fs')).writeFileSync(process.env.CUBE_BENCH_SAMPLES, samples.join('\n') + '\n');
 if (process.env.CUBE_BENCH_ONLY_SEQ) {
   // creates per second, one client at a time over the same keep-alive connection
   console.log(['http_seq_rate', fmt(1000 / avg(seq))].join('\t'));

@@ -156,7 +156,7 @@ static int create_sandbox(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *
     sb.n_volume_mounts = req->n_volume_mounts;
     sb.volume_mounts = req->volume_mounts;
     sb.client_id = "cube";
-    int rc = m->st->ops->sandbox_put(m->st, &sb, err);
+    int rc = m->st->ops->sandbox_add(m->st, &sb, err);
     if (rc == 0) {
         out->sandbox = reply_copy(ctx, &sb);
         cube_metric_observe("cube_sandbox_create_seconds",
@@ -414,7 +414,7 @@ static int fork_sandbox(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *re
         Cube__ForkResult *fr = cube_rpc_alloc(ctx, sizeof(*fr));
         cube__fork_result__init(fr);
         cube_err perr = {0};
-        if (m->st->ops->sandbox_put(m->st, &sb, &perr) < 0) {
+        if (m->st->ops->sandbox_add(m->st, &sb, &perr) < 0) {
             fr->error = cube_rpc_strdup(ctx, perr.msg);
             fr->code = 500;
         } else {

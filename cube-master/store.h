@@ -24,6 +24,9 @@ typedef struct store_ops {
     int (*key_revoke)(store *st, const char *key_id, cube_err *err); /* ENOENT */
     /* Sandboxes are kept whole (packed) with the columns that filters need. */
     int (*sandbox_put)(store *st, const Cube__Sandbox *sb, cube_err *err);
+    /* The record of a sandbox just created (no earlier one): stored as by sandbox_put before it returns; a
+     * view derived from the store (Redis routes) may be brought up to date after. */
+    int (*sandbox_add)(store *st, const Cube__Sandbox *sb, cube_err *err);
     Cube__Sandbox *(*sandbox_get)(store *st, const char *id,
                                   cube_err *err);                    /* NULL + ENOENT; free_unpacked */
     int (*sandbox_delete)(store *st, const char *id, cube_err *err); /* ENOENT */

@@ -528,6 +528,7 @@ static const store_ops mysql_ops = {
     .key_list = my_key_list,
     .key_revoke = my_key_revoke,
     .sandbox_put = my_sandbox_put,
+    .sandbox_add = my_sandbox_put,
     .sandbox_get = my_sandbox_get,
     .sandbox_delete = my_sandbox_delete,
     .sandbox_list = my_sandbox_list,

@@ -8,7 +8,11 @@
  * Each change is also published on the channel cube:events, one JSON object a message:
  * {"sandboxID", "state": running|paused|lost|deleted, "node"}.
  * Node liveness: every heartbeat a master hears sets cube:node:<id> (the node's proxy address, "-" for none)
- * to expire when the node would count as lost; an entry proxy reads node addresses there. */
+ * to expire when the node would count as lost; an entry proxy reads node addresses there.
+ * One writer thread sends every route change and event, in the order the store took them, pipelining what
+ * has queued up. A change to an existing sandbox (pause, resume, delete) waits for its write, so its route is
+ * right when the caller answers; a new sandbox's (sandbox_add) does not: until its route lands a proxy asks a
+ * master, and a create's answer waits for no Redis round trip. */
 #include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -21,12 +25,29 @@
 
 #define ROUTES "cube:routes"
 
+/* Redis commands for one store change (the route, the event), formatted with redisFormatCommand */
+typedef struct route_job {
+    struct route_job *next;
+    int n;
+    char *cmds[2];
+    int lens[2];
+} route_job;
+
+#define WRITER_BATCH 32 /* jobs in one pipelined round trip */
+
 typedef struct routes_store {
     store base;
     store *inner;
     cube_redis *redis;
-    bool suspect; /* a write failed: rebuild on the next connection */
-    pthread_mutex_t lock;
+    bool suspect;         /* a write failed: rebuild on the next connection */
+    pthread_mutex_t lock; /* the Redis view: writes and rebuilds */
+    /* the writer's queue */
+    pthread_mutex_t qlock;
+    pthread_cond_t qcond;
+    route_job *head, **tail;
+    uint64_t queued, written; /* jobs so far: a caller waits for its own number to be written */
+    bool stop;
+    pthread_t writer;
 } routes_store;
 
 static bool routable(const Cube__Sandbox *sb)
@@ -91,14 +112,6 @@ static void event_message(const char *id, const char *state, const char *node, c
     snprintf(msg, len, "{\"sandboxID\":\"%s\",\"state\":\"%s\",\"node\":\"%s\"}", id, state, node);
 }
 
-static void publish(routes_store *s, const char *id, const char *state, const char *node)
-{
-    char msg[256];
-    event_message(id, state, node, msg, sizeof(msg));
-    redisReply *r = cube_redis_cmd(s->redis, "PUBLISH cube:events %s", msg);
-    if (r) freeReplyObject(r);
-}
-
 static const char *state_name(int st)
 {
     return st == CUBE__SANDBOX_STATE__SANDBOX_STATE_RUNNING  ? "running"
@@ -107,31 +120,120 @@ static const char *state_name(int st)
                                                              : "other";
 }
 
+static void free_job(route_job *j)
+{
+    for (int i = 0; i < j->n; i++) redisFreeCommand(j->cmds[i]);
+    free(j);
+}
+
+/* Sends queued jobs, a batch a round trip, until stopped with nothing left. */
+static void *writer_loop(void *arg)
+{
+    routes_store *s = arg;
+    pthread_mutex_lock(&s->qlock);
+    for (;;) {
+        while (!s->head && !s->stop) pthread_cond_wait(&s->qcond, &s->qlock);
+        if (!s->head) break;
+        route_job *batch = s->head, *last = batch;
+        int jobs = 1, ncmd = batch->n;
+        while (last->next && jobs < WRITER_BATCH) {
+            last = last->next;
+            jobs++;
+            ncmd += last->n;
+        }
+        s->head = last->next;
+        if (!s->head) s->tail = &s->head;
+        last->next = NULL;
+        pthread_mutex_unlock(&s->qlock);
+
+        char *cmds[WRITER_BATCH * 2];
+        int lens[WRITER_BATCH * 2];
+        redisReply *replies[WRITER_BATCH * 2];
+        int k = 0;
+        for (route_job *j = batch; j; j = j->next)
+            for (int i = 0; i < j->n; i++, k++) {
+                cmds[k] = j->cmds[i];
+                lens[k] = j->lens[i];
+            }
+        pthread_mutex_lock(&s->lock);
+        sync_routes(s);
+        bool ok = cube_redis_pipeline(s->redis, ncmd, cmds, lens, replies) == 0;
+        for (int i = 0; ok && i < ncmd; i++) {
+            if (replies[i]->type == REDIS_REPLY_ERROR) ok = false;
+        }
+        for (int i = 0; i < ncmd; i++)
+            if (replies[i]) freeReplyObject(replies[i]);
+        if (!ok) s->suspect = true; /* rebuilt from the store at the next connection */
+        pthread_mutex_unlock(&s->lock);
+        while (batch) {
+            route_job *n = batch->next;
+            free_job(batch);
+            batch = n;
+        }
+        pthread_mutex_lock(&s->qlock);
+        s->written += (uint64_t)jobs;
+        pthread_cond_broadcast(&s->qcond);
+    }
+    pthread_mutex_unlock(&s->qlock);
+    return NULL;
+}
+
+/* Queues a sandbox's route (value "x": a tombstone) and, unless state is NULL, its event; waits until they
+ * are sent when wait is set. A job that cannot be formatted leaves the view suspect (rebuilt later). */
+static void queue_change(routes_store *s, const char *id, const char *value, const char *state,
+                         const char *node, bool wait)
+{
+    route_job *j = calloc(1, sizeof(*j));
+    if (j) {
+        j->lens[0] = redisFormatCommand(&j->cmds[0], "HSET %s %s %s", ROUTES, id, value);
+        j->n = 1;
+        if (state) {
+            char msg[256];
+            event_message(id, state, node, msg, sizeof(msg));
+            j->lens[1] = redisFormatCommand(&j->cmds[1], "PUBLISH cube:events %s", msg);
+            j->n = 2;
+        }
+    }
+    if (!j || j->lens[0] <= 0 || (j->n == 2 && j->lens[1] <= 0)) {
+        if (j) {
+            if (j->lens[0] <= 0) j->cmds[0] = NULL;
+            if (j->n == 2 && j->lens[1] <= 0) j->cmds[1] = NULL;
+            free_job(j);
+        }
+        pthread_mutex_lock(&s->lock);
+        s->suspect = true;
+        pthread_mutex_unlock(&s->lock);
+        return;
+    }
+    pthread_mutex_lock(&s->qlock);
+    *s->tail = j;
+    s->tail = &j->next;
+    uint64_t ticket = ++s->queued;
+    pthread_cond_broadcast(&s->qcond);
+    while (wait && s->written < ticket) pthread_cond_wait(&s->qcond, &s->qlock);
+    pthread_mutex_unlock(&s->qlock);
+}
+
+static void queue_sandbox(routes_store *s, const Cube__Sandbox *sb, bool wait)
+{
+    char value[600];
+    route_value(sb, value, sizeof(value));
+    queue_change(s, sb->sandbox_id, value, state_name(sb->state), sb->node_id ? sb->node_id : "", wait);
+}
+
 static int r_sandbox_put(store *base, const Cube__Sandbox *sb, cube_err *err)
 {
     routes_store *s = (routes_store *)base;
     if (s->inner->ops->sandbox_put(s->inner, sb, err) < 0) return -1;
-    /* the route and the event go together: one round trip on the create path */
-    char value[600], msg[256];
-    route_value(sb, value, sizeof(value));
-    event_message(sb->sandbox_id, state_name(sb->state), sb->node_id ? sb->node_id : "", msg, sizeof(msg));
-    char *cmds[2] = {NULL, NULL};
-    int lens[2];
-    lens[0] = redisFormatCommand(&cmds[0], "HSET %s %s %s", ROUTES, sb->sandbox_id, value);
-    lens[1] = redisFormatCommand(&cmds[1], "PUBLISH cube:events %s", msg);
-    pthread_mutex_lock(&s->lock);
-    sync_routes(s);
-    redisReply *replies[2];
-    bool ok = lens[0] > 0 && lens[1] > 0 && cube_redis_pipeline(s->redis, 2, cmds, lens, replies) == 0;
-    if (ok) {
-        if (replies[0]->type == REDIS_REPLY_ERROR) ok = false;
-        freeReplyObject(replies[0]);
-        freeReplyObject(replies[1]);
-    }
-    if (!ok) s->suspect = true;
-    pthread_mutex_unlock(&s->lock);
-    redisFreeCommand(cmds[0]);
-    redisFreeCommand(cmds[1]);
+    queue_sandbox(s, sb, true);
+    return 0;
+}
+
+static int r_sandbox_add(store *base, const Cube__Sandbox *sb, cube_err *err)
+{
+    routes_store *s = (routes_store *)base;
+    if (s->inner->ops->sandbox_add(s->inner, sb, err) < 0) return -1;
+    queue_sandbox(s, sb, false);
     return 0;
 }
 
@@ -139,13 +241,7 @@ static int r_sandbox_delete(store *base, const char *id, cube_err *err)
 {
     routes_store *s = (routes_store *)base;
     int rc = s->inner->ops->sandbox_delete(s->inner, id, err);
-    pthread_mutex_lock(&s->lock);
-    sync_routes(s);
-    redisReply *r = cube_redis_cmd(s->redis, "HSET %s %s x", ROUTES, id); /* tombstone */
-    if (!r) s->suspect = true;
-    if (r) freeReplyObject(r);
-    if (rc == 0) publish(s, id, "deleted", "");
-    pthread_mutex_unlock(&s->lock);
+    queue_change(s, id, "x", rc == 0 ? "deleted" : NULL, "", true); /* a tombstone either way */
     return rc;
 }
 
@@ -211,6 +307,13 @@ static void r_node_seen(store *base, const char *node_id, const char *proxy_addr
 static void r_close(store *base)
 {
     routes_store *s = (routes_store *)base;
+    pthread_mutex_lock(&s->qlock);
+    s->stop = true; /* what is queued is still sent */
+    pthread_cond_broadcast(&s->qcond);
+    pthread_mutex_unlock(&s->qlock);
+    pthread_join(s->writer, NULL);
+    pthread_mutex_destroy(&s->qlock);
+    pthread_cond_destroy(&s->qcond);
     s->inner->ops->close(s->inner);
     cube_redis_free(s->redis);
     pthread_mutex_destroy(&s->lock);
@@ -225,6 +328,7 @@ static const store_ops routes_ops = {
     .key_list = r_key_list,
     .key_revoke = r_key_revoke,
     .sandbox_put = r_sandbox_put,
+    .sandbox_add = r_sandbox_add,
     .sandbox_get = r_sandbox_get,
     .sandbox_delete = r_sandbox_delete,
     .sandbox_list = r_sandbox_list,
@@ -250,5 +354,15 @@ store *store_with_routes(store *inner, const char *redis_addr, cube_err *err)
     s->inner = inner;
     s->suspect = true; /* the first connection rebuilds: whatever the hash holds is not ours to trust */
     pthread_mutex_init(&s->lock, NULL);
+    pthread_mutex_init(&s->qlock, NULL);
+    pthread_cond_init(&s->qcond, NULL);
+    s->tail = &s->head;
+    if (pthread_create(&s->writer, NULL, writer_loop, s) != 0) {
+        cube_redis_free(s->redis);
+        inner->ops->close(inner);
+        free(s);
+        cube_err_set(err, EAGAIN, "cannot start the routes writer");
+        return NULL;
+    }
     return &s->base;
 }

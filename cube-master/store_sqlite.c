@@ -419,6 +419,7 @@ static const store_ops sqlite_ops = {
     .key_list = key_list,
     .key_revoke = key_revoke,
     .sandbox_put = sandbox_put,
+    .sandbox_add = sandbox_put,
     .sandbox_get = sandbox_get,
     .sandbox_delete = sandbox_delete,
     .sandbox_list = sandbox_list,

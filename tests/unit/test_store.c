@@ -1,7 +1,9 @@
 /* The store interface, the same cases against each backend: SQLite (a temp file) and MySQL (a real mariadbd
  * this test starts on a unix socket in a temp dir; skipped loudly when mariadb-server is not installed). Two
- * store handles on one MySQL database stand for two masters. */
+ * store handles on one MySQL database stand for two masters. The Redis view (routes and events) over a store,
+ * against a real redis-server the test starts. */
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -11,7 +13,10 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <hiredis/hiredis.h>
+
 #include "store.h"
+#include "timeutil.h"
 #include "testutil.h"
 
 static char dir[256];
@@ -286,6 +291,117 @@ START_TEST(mysql_reconnects_after_a_restart)
 }
 END_TEST
 
+/* ---- the Redis view: routes and events, in the order the store took them ---- */
+
+static pid_t redis = -1; /* the test's redis-server; main stops it if a failed test left it running */
+
+static void stop_redis(void)
+{
+    if (redis <= 0) return;
+    kill(redis, SIGKILL);
+    waitpid(redis, NULL, 0);
+    redis = -1;
+}
+
+static redisContext *redis_client(const char *sock)
+{
+    redisContext *c = NULL;
+    for (int i = 0; i < 100; i++) { /* redis-server takes a moment to listen */
+        c = redisConnectUnix(sock);
+        if (c && !c->err) return c;
+        if (c) redisFree(c);
+        c = NULL;
+        usleep(20 * 1000);
+    }
+    ck_abort_msg("redis-server did not come up at %s", sock);
+    return NULL;
+}
+
+static char *hget(redisContext *c, const char *id)
+{
+    static char v[700];
+    redisReply *r = redisCommand(c, "HGET cube:routes %s", id);
+    ck_assert_ptr_nonnull(r);
+    snprintf(v, sizeof(v), "%s", r->type == REDIS_REPLY_STRING ? r->str : "(none)");
+    freeReplyObject(r);
+    return v;
+}
+
+START_TEST(redis_routes_follow_the_store_in_order)
+{
+    if (access("/usr/bin/redis-server", X_OK) != 0) {
+        printf("SKIP redis routes: redis-server is not installed\n");
+        return;
+    }
+    char sock[300], addr[310], dbp[300];
+    snprintf(sock, sizeof(sock), "%s/redis.sock", dir);
+    snprintf(addr, sizeof(addr), "unix:%s", sock);
+    snprintf(dbp, sizeof(dbp), "%s/routes.db", dir);
+    redis = fork();
+    if (redis == 0) {
+        int null = open("/dev/null", O_WRONLY);
+        dup2(null, 1);
+        execlp("redis-server", "redis-server", "--port", "0", "--unixsocket", sock, "--save", "",
+               "--appendonly", "no", "--dir", dir, (char *)NULL);
+        _exit(127);
+    }
+    redisContext *c = redis_client(sock);
+    redisContext *sub = redis_client(sock);
+    redisReply *r = redisCommand(sub, "SUBSCRIBE cube:events");
+    freeReplyObject(r);
+    cube_err err = {0};
+    store *inner = store_sqlite_open(dbp, &err);
+    ck_assert_ptr_nonnull(inner);
+    store *st = store_with_routes(inner, addr, &err);
+    ck_assert_msg(st != NULL, "%s", err.msg);
+
+    /* a new sandbox: stored when add returns, its route written after (not waited for) */
+    Cube__Sandbox a = sandbox("iroutea", 1, 2);
+    a.node_id = "node-1";
+    a.agent_address = "netns:/proc/77/ns/net:49983";
+    ck_assert_int_eq(st->ops->sandbox_add(st, &a, &err), 0);
+    Cube__Sandbox *got = st->ops->sandbox_get(st, "iroutea", &err);
+    ck_assert_ptr_nonnull(got);
+    cube__sandbox__free_unpacked(got, NULL);
+    /* a change waits for its own write, and the writes go in order: after it, the add's is there too */
+    Cube__Sandbox b = a;
+    b.sandbox_id = "irouteb";
+    ck_assert_int_eq(st->ops->sandbox_add(st, &b, &err), 0);
+    b.state = CUBE__SANDBOX_STATE__SANDBOX_STATE_PAUSED;
+    ck_assert_int_eq(st->ops->sandbox_put(st, &b, &err), 0);
+    ck_assert_str_eq(hget(c, "iroutea"), "2 0 node-1 /proc/77/ns/net"); /* STATE_RUNNING */
+    ck_assert_str_eq(hget(c, "irouteb"), "3 0 node-1 /proc/77/ns/net"); /* STATE_PAUSED */
+    ck_assert_int_eq(st->ops->sandbox_delete(st, "iroutea", &err), 0);
+    ck_assert_str_eq(hget(c, "iroutea"), "x"); /* a tombstone, right when delete returns */
+    /* the events, in order */
+    const char *want[] = {"\"iroutea\",\"state\":\"running\"", "\"irouteb\",\"state\":\"running\"",
+                          "\"irouteb\",\"state\":\"paused\"", "\"iroutea\",\"state\":\"deleted\""};
+    for (int i = 0; i < 4; i++) {
+        redisReply *m = NULL;
+        ck_assert_int_eq(redisGetReply(sub, (void **)&m), REDIS_OK);
+        ck_assert(m->type == REDIS_REPLY_ARRAY && m->elements == 3);
+        ck_assert_msg(strstr(m->element[2]->str, want[i]) != NULL, "event %d: %s", i, m->element[2]->str);
+        freeReplyObject(m);
+    }
+    /* Redis gone: the store still answers, and fast (the view is rebuilt when Redis is back) */
+    stop_redis();
+    Cube__Sandbox d = a;
+    d.sandbox_id = "iroutec";
+    int64_t t0 = cube_now_mono_ms();
+    ck_assert_int_eq(st->ops->sandbox_add(st, &d, &err), 0);
+    d.state = CUBE__SANDBOX_STATE__SANDBOX_STATE_PAUSED;
+    ck_assert_int_eq(st->ops->sandbox_put(st, &d, &err), 0);
+    ck_assert_int_lt(cube_now_mono_ms() - t0, 3000);
+    got = st->ops->sandbox_get(st, "iroutec", &err);
+    ck_assert_ptr_nonnull(got);
+    ck_assert_int_eq(got->state, CUBE__SANDBOX_STATE__SANDBOX_STATE_PAUSED);
+    cube__sandbox__free_unpacked(got, NULL);
+    st->ops->close(st); /* stops the writer after what was queued */
+    redisFree(c);
+    redisFree(sub);
+}
+END_TEST
+
 int main(void)
 {
     snprintf(dir, sizeof(dir), "/tmp/cube-store-test-%d", getpid());
@@ -300,6 +416,7 @@ int main(void)
     tcase_add_loop_test(tc, volumes, 0, 2);
     tcase_add_test(tc, two_masters_claim_once);
     tcase_add_test(tc, mysql_reconnects_after_a_restart);
+    tcase_add_test(tc, redis_routes_follow_the_store_in_order);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_set_fork_status(sr, CK_NOFORK); /* the reconnect test restarts the server this process owns */
@@ -307,6 +424,7 @@ int main(void)
     int failed = srunner_ntests_failed(sr);
     srunner_free(sr);
     stop_mariadbd();
+    stop_redis();
     char rm[320];
     snprintf(rm, sizeof(rm), "rm -rf %s", dir);
     if (system(rm) != 0) fprintf(stderr, "could not remove %s\n", dir);
