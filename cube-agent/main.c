@@ -17,6 +17,7 @@ static const cube_config_flag flags[] = {
     {"interp-port", "agent.interp_port", true, "code interpreter port (default 49999; 0 disables)"},
     {"default-user", "agent.default_user", true, "user for requests that name none (default root)"},
     {"python", "agent.python", true, "python3 for the code interpreter (default /usr/bin/python3)"},
+    {"ready-fd", "agent.ready_fd", true, "a descriptor to write one byte to (and close) once listening"},
     {"help", "agent.help", false, "this text"},
     {0},
 };
@@ -42,11 +43,13 @@ int main(int argc, char **argv)
     cube_config_get_bool(cfg, "agent.help", false, &help, &err);
     if (help) {
         usage();
+        cube_config_free(cfg);
         return 0;
     }
-    long long envd_port, interp_port;
+    long long envd_port, interp_port, ready_fd;
     if (cube_config_get_int(cfg, "agent.envd_port", 49983, 0, 65535, &envd_port, &err) < 0 ||
-        cube_config_get_int(cfg, "agent.interp_port", 49999, 0, 65535, &interp_port, &err) < 0) {
+        cube_config_get_int(cfg, "agent.interp_port", 49999, 0, 65535, &interp_port, &err) < 0 ||
+        cube_config_get_int(cfg, "agent.ready_fd", -1, -1, 1 << 20, &ready_fd, &err) < 0) {
         fprintf(stderr, "cube-agent: %s\n", err.msg);
         return 2;
     }
@@ -84,6 +87,11 @@ int main(int argc, char **argv)
     }
     cube_log_info("agent ready", "envd=%s:%d interpreter=%s:%d version=%s", listen, http_server_port(envd),
                   listen, isrv ? http_server_port(isrv) : 0, ENVD_VERSION);
+    if (ready_fd >= 0) { /* the hypervisor waits for this instead of polling /health */
+        if (write((int)ready_fd, "r", 1) != 1)
+            cube_log_warn("ready descriptor not writable", "fd=%lld", ready_fd);
+        close((int)ready_fd);
+    }
     int sig;
     sigwait(&set, &sig);
     cube_log_info("agent stopping", "signal=%d", sig);

@@ -8,6 +8,7 @@
 #include <linux/sched.h>
 #include <net/if.h>
 #include <sched.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -28,6 +29,9 @@
 #include "log.h"
 #include "oci.h"
 #include "sandbox_seccomp.h"
+
+/* how long a new sandbox's agent may take to listen (a cold start takes tens of ms; a loaded host more) */
+#define AGENT_READY_TIMEOUT_MS 10000
 
 struct hv_sandbox {
     char id[64];
@@ -124,9 +128,10 @@ static void loopback_up(void)
 typedef struct child_args {
     const hv_spec *spec;
     hv_sandbox *sb;
-    int sysfs;  /* a detached sysfs mount made for the joined network namespace, or -1 */
-    int syncfd; /* read: the parent has written uid_map and placed us in the cgroups */
-    int errfd;  /* write: an error message; closed by exec on success */
+    int sysfs;   /* a detached sysfs mount made for the joined network namespace, or -1 */
+    int syncfd;  /* read: the parent has written uid_map and placed us in the cgroups */
+    int errfd;   /* write: an error message; closed by exec on success */
+    int readyfd; /* write, for the agent: a byte once it listens (--ready-fd); -1 for another process */
 } child_args;
 
 static void child_main(const child_args *c)
@@ -221,9 +226,13 @@ static void child_main(const child_args *c)
         if (read(spec->start_fd, &go, 1) != 1) _exit(0);
         close(spec->start_fd);
     }
-    static char *const agent_argv[] = {"/.cube/cube-agent", NULL};
-    static char *const bundle_argv[] = {"/.cube/ld.so", "--library-path", "/.cube/lib", "/.cube/cube-agent",
-                                        NULL};
+    /* the agent tells the hypervisor when it listens: the descriptor stays open across exec */
+    char ready_arg[32];
+    snprintf(ready_arg, sizeof(ready_arg), "--ready-fd=%d", c->readyfd);
+    if (c->readyfd >= 0 && fcntl(c->readyfd, F_SETFD, 0) < 0) child_fail(errfd, "agent ready pipe");
+    char *const agent_argv[] = {"/.cube/cube-agent", ready_arg, NULL};
+    char *const bundle_argv[] = {"/.cube/ld.so",      "--library-path", "/.cube/lib",
+                                 "/.cube/cube-agent", ready_arg,        NULL};
     char *const *argv = spec->argv && spec->argv[0] ? spec->argv
                         : spec->agent_bundle        ? bundle_argv
                                                     : agent_argv;
@@ -287,7 +296,8 @@ static int ns_create(const hv_spec *spec, hv_sandbox **out, cube_err *err)
     snprintf(sb->state, sizeof(sb->state), "%s", spec->state_dir);
     snprintf(sb->root, sizeof(sb->root), "%s/root", spec->state_dir);
     snprintf(sb->rw, sizeof(sb->rw), "%s/rw", spec->state_dir);
-    int syncp[2] = {-1, -1}, errp[2] = {-1, -1}, host_ns = -1;
+    int syncp[2] = {-1, -1}, errp[2] = {-1, -1}, readyp[2] = {-1, -1}, host_ns = -1;
+    bool agent = !(spec->argv && spec->argv[0]);
     char buf[4400];
 
     if (cgroup_init(&sb->cg, spec->id, err) < 0) goto fail;
@@ -331,7 +341,8 @@ static int ns_create(const hv_spec *spec, hv_sandbox **out, cube_err *err)
     sb->janitor = hv_janitor_start(sb->cg.name, sb->rw, sb->root, &sb->lifeline, err);
     if (sb->janitor < 0) goto fail;
 
-    if (pipe2(syncp, O_CLOEXEC) < 0 || pipe2(errp, O_CLOEXEC) < 0) {
+    if (pipe2(syncp, O_CLOEXEC) < 0 || pipe2(errp, O_CLOEXEC) < 0 ||
+        (agent && pipe2(readyp, O_CLOEXEC) < 0)) {
         cube_err_sys(err, errno, "pipes");
         goto fail;
     }
@@ -339,7 +350,7 @@ static int ns_create(const hv_spec *spec, hv_sandbox **out, cube_err *err)
         .flags = CLONE_NEWUSER | CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWUTS | CLONE_NEWIPC,
         .exit_signal = SIGCHLD,
     };
-    child_args cargs = {spec, sb, -1, syncp[0], errp[1]};
+    child_args cargs = {spec, sb, -1, syncp[0], errp[1], readyp[1]};
     if (spec->netns) {
         /* join the slot's namespace for the clone (this thread only, and back after it); a sandbox's root
          * cannot mount sysfs for a namespace it does not own, so the mount is made here and handed over */
@@ -385,6 +396,24 @@ static int ns_create(const hv_spec *spec, hv_sandbox **out, cube_err *err)
         cube_err_set(err, EIO, "sandbox setup: %s", buf);
         goto fail;
     }
+    if (agent) {
+        /* ready when the agent listens: whoever asked for the sandbox can use it at once. End of file: the
+         * agent died first (its log says why). */
+        close(readyp[1]);
+        readyp[1] = -1;
+        struct pollfd pr = {.fd = readyp[0], .events = POLLIN};
+        char b;
+        int rc = poll(&pr, 1, AGENT_READY_TIMEOUT_MS);
+        if (rc <= 0 || read(readyp[0], &b, 1) != 1) {
+            cube_err_set(err, ETIMEDOUT,
+                         rc == 0 ? "the agent did not listen within %d ms"
+                                 : "the agent exited before it listened (see the sandbox log)",
+                         AGENT_READY_TIMEOUT_MS);
+            goto fail;
+        }
+        close(readyp[0]);
+        readyp[0] = -1;
+    }
     *out = sb;
     return 0;
 
@@ -396,6 +425,7 @@ fail:
     for (int i = 0; i < 2; i++) {
         if (syncp[i] >= 0) close(syncp[i]);
         if (errp[i] >= 0) close(errp[i]);
+        if (readyp[i] >= 0) close(readyp[i]);
     }
     if (sb->init > 0) {
         kill(sb->init, SIGKILL);

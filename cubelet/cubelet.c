@@ -222,25 +222,7 @@ static int spawn_slot(cubelet *c, const cl_template *tpl, const char *layers, cl
                             tpl->name);
     }
     snprintf(s->netns, sizeof(s->netns), "/proc/%d/ns/net", s->init);
-    /* the agent is exec'd but may not listen yet: wait for /health (cold path and pool refill only) */
-    int64_t deadline = cube_now_mono_ms() + 10000;
-    for (;;) {
-        int status = 0;
-        cube_err herr = {0};
-        if (cube_netns_http(s->netns, ENVD_PORT, "GET", "/health", NULL, &status, NULL, 0, 1000, &herr) ==
-                0 &&
-            status == 204)
-            break;
-        if (cube_now_mono_ms() > deadline) {
-            kill(s->hv, SIGTERM);
-            waitpid(s->hv, NULL, 0);
-            cube_rm_rf(s->state_dir);
-            cl_net_release(c, s->slot_id);
-            free(s);
-            return cube_err_set(err, ETIMEDOUT, "agent in new sandbox did not answer: %s", herr.msg);
-        }
-        nanosleep(&(struct timespec){0, 2 * 1000000}, NULL);
-    }
+    /* "ready" comes once the agent listens (the hypervisor waits for its word): no polling here */
     s->state = SLOT_READY;
     *out = s;
     return 0;
