@@ -126,6 +126,7 @@ static const cl_template *find_template(cubelet *c, const char *name)
 static int spawn_slot(cubelet *c, const cl_template *tpl, const char *layers, cl_slot **out, cube_err *err)
 {
     cl_slot *s = calloc(1, sizeof(*s));
+    if (s) s->agent_fd = -1;
     if (!s) return cube_err_set(err, ENOMEM, "out of memory");
     char rnd[16];
     if (cube_id_new(0, rnd, 12, err) < 0) {
@@ -222,7 +223,10 @@ static int spawn_slot(cubelet *c, const cl_template *tpl, const char *layers, cl
                             tpl->name);
     }
     snprintf(s->netns, sizeof(s->netns), "/proc/%d/ns/net", s->init);
-    /* "ready" comes once the agent listens (the hypervisor waits for its word): no polling here */
+    /* "ready" comes once the agent listens (the hypervisor waits for its word): no polling here. The
+     * connection the claim will use is made now, on the pool's time */
+    cube_err cerr = {0};
+    s->agent_fd = cube_netns_connect(s->netns, ENVD_PORT, &cerr);
     s->state = SLOT_READY;
     *out = s;
     return 0;
@@ -261,6 +265,7 @@ static void destroy_slot(cubelet *c, cl_slot *s)
     }
     cube_rm_rf(s->state_dir);
     cl_net_release(c, s->slot_id); /* after the hypervisor is gone: nothing uses the slot any more */
+    if (s->agent_fd >= 0) close(s->agent_fd);
     free(s);
 }
 
@@ -338,6 +343,7 @@ static void adopt_running(cubelet *c)
     while ((de = readdir(d))) {
         if (de->d_name[0] == '.') continue;
         cl_slot *s = calloc(1, sizeof(*s));
+        if (s) s->agent_fd = -1;
         if (!s) break;
         snprintf(s->slot_id, sizeof(s->slot_id), "%s", de->d_name);
         snprintf(s->state_dir, sizeof(s->state_dir), "%s/%s", c->sandboxes_dir, de->d_name);
@@ -485,8 +491,14 @@ static int init_agent(cl_slot *s, const Cube__NodeCreateRequest *req, cube_err *
     cJSON_Delete(body);
     int status = 0;
     char resp[512];
-    int rc =
-        cube_netns_http(s->netns, ENVD_PORT, "POST", "/init", json, &status, resp, sizeof(resp), 5000, err);
+    int rc = -1;
+    if (s->agent_fd >= 0) { /* the pool's connection; one that went stale is retried on a new one */
+        rc = cube_netns_http_on(s->agent_fd, "POST", "/init", json, &status, resp, sizeof(resp), 5000, err);
+        s->agent_fd = -1;
+    }
+    if (rc < 0)
+        rc = cube_netns_http(s->netns, ENVD_PORT, "POST", "/init", json, &status, resp, sizeof(resp), 5000,
+                             err);
     free(json);
     if (rc < 0) return cube_err_prefix(err, "agent /init");
     if (status != 204) return cube_err_set(err, EIO, "agent /init answered %d: %s", status, resp);

@@ -40,6 +40,8 @@ typedef struct cl_slot {
     char net_path[4200]; /* cube-net's namespace for this slot, or empty */
     char layers[8192];   /* read-only layers above the template (a fork's snapshots), "a:b", or empty */
     bool stopped;        /* Stop answered: its processes are dead, the teardown is left */
+    int agent_fd; /* a connection to the agent made while the slot waited in the pool (the agent's thread for
+                   * it started then): the claim's /init goes over it; -1 when none */
     struct cl_slot *next;
 } cl_slot;
 

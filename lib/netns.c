@@ -71,9 +71,15 @@ static int wait_io(int fd, short ev, int64_t deadline, cube_err *err)
 int cube_netns_http(const char *netns_path, uint16_t port, const char *method, const char *path,
                     const char *body, int *status, char *resp_body, size_t cap, int timeout_ms, cube_err *err)
 {
-    int64_t deadline = cube_now_mono_ms() + timeout_ms;
     int fd = cube_netns_connect(netns_path, port, err);
     if (fd < 0) return -1;
+    return cube_netns_http_on(fd, method, path, body, status, resp_body, cap, timeout_ms, err);
+}
+
+int cube_netns_http_on(int fd, const char *method, const char *path, const char *body, int *status,
+                       char *resp_body, size_t cap, int timeout_ms, cube_err *err)
+{
+    int64_t deadline = cube_now_mono_ms() + timeout_ms;
     size_t blen = body ? strlen(body) : 0;
     char *req = NULL;
     int n = asprintf(&req,
@@ -108,6 +114,7 @@ int cube_netns_http(const char *netns_path, uint16_t port, const char *method, c
     close(fd);
     if (rc < 0) return -1;
     buf[len] = '\0';
+    if (len == 0) return cube_err_set(err, ECONNRESET, "connection closed without an answer");
     if (sscanf(buf, "HTTP/%*s %d", status) != 1) return cube_err_set(err, EPROTO, "malformed HTTP answer");
     const char *b = strstr(buf, "\r\n\r\n");
     if (resp_body && cap) snprintf(resp_body, cap, "%s", b ? b + 4 : "");

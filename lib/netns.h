@@ -16,5 +16,8 @@ int cube_netns_connect(const char *netns_path, uint16_t port, cube_err *err);
 int cube_netns_http(const char *netns_path, uint16_t port, const char *method, const char *path,
                     const char *body, int *status, char *resp_body, size_t cap, int timeout_ms,
                     cube_err *err);
+/* The same over a connection made earlier (cube_netns_connect), which it closes. */
+int cube_netns_http_on(int fd, const char *method, const char *path, const char *body, int *status,
+                       char *resp_body, size_t cap, int timeout_ms, cube_err *err);
 
 #endif
