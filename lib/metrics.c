@@ -5,8 +5,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "http.h"
-
 #define NBUCKETS 10
 static const double bucket_le[NBUCKETS] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 10};
 
@@ -151,29 +149,4 @@ char *cube_metrics_render(void)
     pthread_mutex_unlock(&lock);
     fclose(f);
     return buf;
-}
-
-void cube_metrics_http(void *svc, http_req *req)
-{
-    (void)svc;
-    char *text = cube_metrics_render();
-    http_reply_bytes(req, 200, "text/plain; version=0.0.4", text ? text : "", text ? strlen(text) : 0);
-    free(text);
-}
-
-static void serve_health(void *svc, http_req *req)
-{
-    (void)svc;
-    http_reply_json(req, 200, "{\"ok\":true}");
-}
-
-static const http_route metric_routes[] = {
-    {"GET", "/metrics", cube_metrics_http, NULL},
-    {"GET", "/health", serve_health, NULL},
-    {0},
-};
-
-http_server *cube_metrics_serve(const char *addr, int port, cube_err *err)
-{
-    return http_server_start(addr, port, metric_routes, NULL, err);
 }
