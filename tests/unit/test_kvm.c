@@ -398,8 +398,11 @@ static void count_irq(vmmio_dev *d)
     irqs++;
 }
 
-/* The Linux driver's sequence: reset, ACKNOWLEDGE, DRIVER, features, FEATURES_OK, queue 0, DRIVER_OK. */
-static void driver_init(vmmio_dev *d, uint64_t want)
+/* queue q's rings: queue 0's at DESC/AVAIL/USED, each further queue 0x4000 up */
+#define QRING(q) (DESC + (uint64_t)(q)*0x4000)
+
+/* The Linux driver's sequence: reset, ACKNOWLEDGE, DRIVER, features, FEATURES_OK, nq queues, DRIVER_OK. */
+static void driver_init_queues(vmmio_dev *d, uint64_t want, uint32_t nq)
 {
     wr(d, VIRTIO_MMIO_STATUS, 0);
     wr(d, VIRTIO_MMIO_STATUS, VIRTIO_CONFIG_S_ACKNOWLEDGE);
@@ -410,16 +413,23 @@ static void driver_init(vmmio_dev *d, uint64_t want)
     wr(d, VIRTIO_MMIO_DRIVER_FEATURES, (uint32_t)(want >> 32));
     wr(d, VIRTIO_MMIO_STATUS,
        VIRTIO_CONFIG_S_ACKNOWLEDGE | VIRTIO_CONFIG_S_DRIVER | VIRTIO_CONFIG_S_FEATURES_OK);
-    wr(d, VIRTIO_MMIO_QUEUE_SEL, 0);
-    wr(d, VIRTIO_MMIO_QUEUE_NUM, QN);
-    wr(d, VIRTIO_MMIO_QUEUE_DESC_LOW, DESC);
-    wr(d, VIRTIO_MMIO_QUEUE_DESC_HIGH, 0);
-    wr(d, VIRTIO_MMIO_QUEUE_AVAIL_LOW, AVAIL);
-    wr(d, VIRTIO_MMIO_QUEUE_USED_LOW, USED);
-    wr(d, VIRTIO_MMIO_QUEUE_READY, 1);
+    for (uint32_t q = 0; q < nq; q++) {
+        wr(d, VIRTIO_MMIO_QUEUE_SEL, q);
+        wr(d, VIRTIO_MMIO_QUEUE_NUM, QN);
+        wr(d, VIRTIO_MMIO_QUEUE_DESC_LOW, (uint32_t)QRING(q));
+        wr(d, VIRTIO_MMIO_QUEUE_DESC_HIGH, 0);
+        wr(d, VIRTIO_MMIO_QUEUE_AVAIL_LOW, (uint32_t)QRING(q) + (AVAIL - DESC));
+        wr(d, VIRTIO_MMIO_QUEUE_USED_LOW, (uint32_t)QRING(q) + (USED - DESC));
+        wr(d, VIRTIO_MMIO_QUEUE_READY, 1);
+    }
     wr(d, VIRTIO_MMIO_STATUS,
        VIRTIO_CONFIG_S_ACKNOWLEDGE | VIRTIO_CONFIG_S_DRIVER | VIRTIO_CONFIG_S_FEATURES_OK |
            VIRTIO_CONFIG_S_DRIVER_OK);
+}
+
+static void driver_init(vmmio_dev *d, uint64_t want)
+{
+    driver_init_queues(d, want, 1);
 }
 
 static char disk_dir[] = "/tmp/cube-kvm-test-XXXXXX";
@@ -594,8 +604,7 @@ END_TEST
 
 /* ---- virtio-net over a real tap, in a network namespace of the test's own ---- */
 
-/* queue q's rings: queue 0 where the other tests keep theirs, queue 1 0x4000 further; buffers apart */
-#define QRING(q)   (DESC + (uint64_t)(q)*0x4000)
+/* receive and transmit buffers, apart from the other tests' */
 #define QBUF(q, i) (BUFS + 0x40000 + (uint64_t)(q)*0x10000 + (uint64_t)(i)*4096)
 #define ETH_TEST   0x88b5 /* IEEE "local experimental": nothing else on the link speaks it */
 
@@ -613,29 +622,6 @@ static void net_offer(int q, uint16_t idx, uint32_t len, bool writable)
 static struct vring_used *net_used(int q)
 {
     return (struct vring_used *)(mem.base + QRING(q) + 0x2000);
-}
-
-static void net_driver_init(vmmio_dev *d, uint64_t want)
-{
-    wr(d, VIRTIO_MMIO_STATUS, 0);
-    wr(d, VIRTIO_MMIO_STATUS, VIRTIO_CONFIG_S_ACKNOWLEDGE | VIRTIO_CONFIG_S_DRIVER);
-    wr(d, VIRTIO_MMIO_DRIVER_FEATURES_SEL, 0);
-    wr(d, VIRTIO_MMIO_DRIVER_FEATURES, (uint32_t)want);
-    wr(d, VIRTIO_MMIO_DRIVER_FEATURES_SEL, 1);
-    wr(d, VIRTIO_MMIO_DRIVER_FEATURES, (uint32_t)(want >> 32));
-    wr(d, VIRTIO_MMIO_STATUS,
-       VIRTIO_CONFIG_S_ACKNOWLEDGE | VIRTIO_CONFIG_S_DRIVER | VIRTIO_CONFIG_S_FEATURES_OK);
-    for (uint32_t q = 0; q < 2; q++) {
-        wr(d, VIRTIO_MMIO_QUEUE_SEL, q);
-        wr(d, VIRTIO_MMIO_QUEUE_NUM, QN);
-        wr(d, VIRTIO_MMIO_QUEUE_DESC_LOW, (uint32_t)QRING(q));
-        wr(d, VIRTIO_MMIO_QUEUE_AVAIL_LOW, (uint32_t)QRING(q) + 0x1000);
-        wr(d, VIRTIO_MMIO_QUEUE_USED_LOW, (uint32_t)QRING(q) + 0x2000);
-        wr(d, VIRTIO_MMIO_QUEUE_READY, 1);
-    }
-    wr(d, VIRTIO_MMIO_STATUS,
-       VIRTIO_CONFIG_S_ACKNOWLEDGE | VIRTIO_CONFIG_S_DRIVER | VIRTIO_CONFIG_S_FEATURES_OK |
-           VIRTIO_CONFIG_S_DRIVER_OK);
 }
 
 static void frame(uint8_t *f, const uint8_t dst[6], const uint8_t src[6], const char *text)
@@ -699,7 +685,7 @@ START_TEST(net_moves_frames_between_tap_and_guest)
     ck_assert(!(rd(d, VIRTIO_MMIO_DEVICE_FEATURES) & (1u << VIRTIO_NET_F_CSUM))); /* no offloads */
     /* before the driver: frames are not taken */
     ck_assert_int_eq(vnet_rx(&n), 0);
-    net_driver_init(d, (1ull << VIRTIO_F_VERSION_1) | (1ull << VIRTIO_NET_F_MAC));
+    driver_init_queues(d, (1ull << VIRTIO_F_VERSION_1) | (1ull << VIRTIO_NET_F_MAC), 2);
     ck_assert(rd(d, VIRTIO_MMIO_STATUS) & VIRTIO_CONFIG_S_DRIVER_OK);
     uint8_t mac[6];
     vmmio_read(d, VIRTIO_MMIO_CONFIG, mac, 4);

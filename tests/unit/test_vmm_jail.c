@@ -25,6 +25,7 @@
 
 #include "echo_service.h"
 #include "rpc.h"
+#include "testutil.h"
 #include "vmm_jail.h"
 
 static int report_fd;
@@ -213,9 +214,5 @@ int main(void)
     tcase_add_test(tc, jail_drops_every_capability);
     tcase_add_test(tc, seccomp_allows_what_the_vmm_does_and_nothing_else);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? 1 : 0;
+    return cube_run_suite(s);
 }
