@@ -311,7 +311,9 @@ static void *io_loop(void *arg)
         }
         if (p[1].revents) {
             pthread_mutex_lock(&v->dev_lock);
-            vnet_rx(&v->net);
+            /* a pause that came meanwhile has passed through dev_lock already: seen here, nothing is written
+             * into the guest after vmm_pause returned */
+            if (!__atomic_load_n(&v->pause_req, __ATOMIC_ACQUIRE)) vnet_rx(&v->net);
             pthread_mutex_unlock(&v->dev_lock);
         }
     }
@@ -708,8 +710,8 @@ int vmm_pause(vmm *v, cube_err *err)
         pthread_mutex_unlock(&v->lock);
         return cube_err_set(err, ESRCH, "the guest has stopped");
     }
-    v->pause_req++;
-    if (v->pause_req == 1)
+    /* atomic: the I/O thread reads it holding dev_lock, not this lock */
+    if (__atomic_add_fetch(&v->pause_req, 1, __ATOMIC_RELEASE) == 1)
         for (int i = 0; i < v->ncpus; i++) {
             v->cpus[i].run->immediate_exit = 1;
             pthread_kill(v->cpus[i].thread, KICK_SIGNAL);
@@ -729,7 +731,7 @@ int vmm_resume(vmm *v, cube_err *err)
 {
     (void)err;
     pthread_mutex_lock(&v->lock);
-    if (v->pause_req > 0) v->pause_req--;
+    if (v->pause_req > 0) __atomic_sub_fetch(&v->pause_req, 1, __ATOMIC_RELEASE);
     if (v->pause_req == 0) pthread_cond_broadcast(&v->cond);
     pthread_mutex_unlock(&v->lock);
     return 0;
