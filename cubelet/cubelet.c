@@ -492,11 +492,14 @@ static int init_agent(cl_slot *s, const Cube__NodeCreateRequest *req, cube_err *
     int status = 0;
     char resp[512];
     int rc = -1;
-    if (s->agent_fd >= 0) { /* the pool's connection; one that went stale is retried on a new one */
+    bool fresh = true;
+    if (s->agent_fd >= 0) { /* the pool's connection; one found closed is retried on a new one (a request
+                             * that may have been served, e.g. timed out, is not sent twice) */
         rc = cube_netns_http_on(s->agent_fd, "POST", "/init", json, &status, resp, sizeof(resp), 5000, err);
         s->agent_fd = -1;
+        fresh = rc < 0 && (err->code == ECONNRESET || err->code == EPIPE);
     }
-    if (rc < 0)
+    if (rc < 0 && fresh)
         rc = cube_netns_http(s->netns, ENVD_PORT, "POST", "/init", json, &status, resp, sizeof(resp), 5000,
                              err);
     free(json);

@@ -93,7 +93,8 @@ int cube_netns_http_on(int fd, const char *method, const char *path, const char 
     int rc = 0;
     for (int off = 0; off < n && rc == 0;) {
         if ((rc = wait_io(fd, POLLOUT, deadline, err)) < 0) break;
-        ssize_t w = write(fd, req + off, (size_t)(n - off));
+        ssize_t w =
+            send(fd, req + off, (size_t)(n - off), MSG_NOSIGNAL); /* a closed peer: EPIPE, no signal */
         if (w < 0 && errno != EINTR) rc = cube_err_sys(err, errno, "send");
         if (w > 0) off += (int)w;
     }
