@@ -184,22 +184,19 @@ static void queue_change(routes_store *s, const char *id, const char *value, con
                          const char *node, bool wait)
 {
     route_job *j = calloc(1, sizeof(*j));
-    if (j) {
+    bool ok = j != NULL;
+    if (ok) { /* a command that cannot be formatted stays NULL, which free_job takes */
+        j->n = state ? 2 : 1;
         j->lens[0] = redisFormatCommand(&j->cmds[0], "HSET %s %s %s", ROUTES, id, value);
-        j->n = 1;
         if (state) {
             char msg[256];
             event_message(id, state, node, msg, sizeof(msg));
             j->lens[1] = redisFormatCommand(&j->cmds[1], "PUBLISH cube:events %s", msg);
-            j->n = 2;
         }
+        for (int i = 0; i < j->n; i++) ok = ok && j->lens[i] > 0;
     }
-    if (!j || j->lens[0] <= 0 || (j->n == 2 && j->lens[1] <= 0)) {
-        if (j) {
-            if (j->lens[0] <= 0) j->cmds[0] = NULL;
-            if (j->n == 2 && j->lens[1] <= 0) j->cmds[1] = NULL;
-            free_job(j);
-        }
+    if (!ok) {
+        if (j) free_job(j);
         pthread_mutex_lock(&s->lock);
         s->suspect = true;
         pthread_mutex_unlock(&s->lock);

@@ -126,8 +126,8 @@ static const cl_template *find_template(cubelet *c, const char *name)
 static int spawn_slot(cubelet *c, const cl_template *tpl, const char *layers, cl_slot **out, cube_err *err)
 {
     cl_slot *s = calloc(1, sizeof(*s));
-    if (s) s->agent_fd = -1;
     if (!s) return cube_err_set(err, ENOMEM, "out of memory");
+    s->agent_fd = -1;
     char rnd[16];
     if (cube_id_new(0, rnd, 12, err) < 0) {
         free(s);
@@ -343,8 +343,8 @@ static void adopt_running(cubelet *c)
     while ((de = readdir(d))) {
         if (de->d_name[0] == '.') continue;
         cl_slot *s = calloc(1, sizeof(*s));
-        if (s) s->agent_fd = -1;
         if (!s) break;
+        s->agent_fd = -1;
         snprintf(s->slot_id, sizeof(s->slot_id), "%s", de->d_name);
         snprintf(s->state_dir, sizeof(s->state_dir), "%s/%s", c->sandboxes_dir, de->d_name);
         snprintf(s->control, sizeof(s->control), "unix:%s/control.sock", s->state_dir);

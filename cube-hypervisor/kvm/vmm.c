@@ -145,9 +145,7 @@ static void guest_stopped(vmm *v, const char *why)
     pthread_mutex_unlock(&v->lock);
     if (!first) return;
     cube_log_info("guest stopped", "reason=%s", why);
-    uint64_t one = 1;
-    ssize_t w = write(v->exit_fd, &one, sizeof(one));
-    (void)w;
+    eventfd_write(v->exit_fd, 1);
     for (int i = 0; i < v->ncpus; i++) /* the others leave KVM_RUN too */
         if (v->cpus[i].started && !pthread_equal(v->cpus[i].thread, pthread_self())) {
             v->cpus[i].run->immediate_exit = 1;
@@ -254,27 +252,16 @@ static void *vcpu_loop(void *arg)
     return NULL;
 }
 
-static void raise_disk_irq(vmmio_dev *d)
+/* A device's interrupt line: the irqfd KVM injects it from (eventfd writes cannot fail short of overflow). */
+static void raise_irq(vmmio_dev *d)
 {
     vmm *v = d->vmm;
-    uint64_t one = 1;
-    ssize_t w = write(v->disk_irqfd, &one, sizeof(one));
-    (void)w;
-}
-
-static void raise_net_irq(vmmio_dev *d)
-{
-    vmm *v = d->vmm;
-    uint64_t one = 1;
-    ssize_t w = write(v->net_irqfd, &one, sizeof(one));
-    (void)w;
+    eventfd_write(d == &v->disk.dev ? v->disk_irqfd : v->net_irqfd, 1);
 }
 
 static void wake_io(vmm *v)
 {
-    uint64_t one = 1;
-    ssize_t w = write(v->io_wake, &one, sizeof(one));
-    (void)w;
+    eventfd_write(v->io_wake, 1);
 }
 
 static void net_rx_wake(vnet *n)
@@ -304,9 +291,8 @@ static void *io_loop(void *arg)
                               {.fd = want_tap ? v->net.tap_fd : -1, .events = POLLIN}};
         if (poll(p, 2, -1) < 0) continue;
         if (p[0].revents & POLLIN) {
-            uint64_t n;
-            ssize_t r = read(v->io_wake, &n, sizeof(n));
-            (void)r;
+            eventfd_t n;
+            eventfd_read(v->io_wake, &n);
             continue; /* pause, stop or new buffers: look again from the top */
         }
         if (p[1].revents) {
@@ -516,7 +502,7 @@ static int create_vm(vmm *v, const vmm_config *cfg, cube_err *err)
     v->disk_open = true;
     vblk_attach(&v->disk, &v->mem, KB_MMIO_START, BLK_IRQ);
     v->disk.dev.vmm = v;
-    v->disk.dev.raise_irq = raise_disk_irq;
+    v->disk.dev.raise_irq = raise_irq;
     v->disk_irqfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     struct kvm_irqfd irqfd = {.fd = (uint32_t)v->disk_irqfd, .gsi = BLK_IRQ};
     if (v->disk_irqfd < 0 || ioctl(v->vm, KVM_IRQFD, &irqfd) < 0) return kvm_ioctl_err(err, "KVM_IRQFD");
@@ -526,7 +512,7 @@ static int create_vm(vmm *v, const vmm_config *cfg, cube_err *err)
         vnet_init(&v->net, tap, cfg->mac);
         vnet_attach(&v->net, &v->mem, KB_MMIO_START + VMMIO_PAGE, NET_IRQ);
         v->net.dev.vmm = v;
-        v->net.dev.raise_irq = raise_net_irq;
+        v->net.dev.raise_irq = raise_irq;
         v->net.rx_wake = net_rx_wake;
         v->net_irqfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
         struct kvm_irqfd nirq = {.fd = (uint32_t)v->net_irqfd, .gsi = NET_IRQ};
