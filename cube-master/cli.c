@@ -1,7 +1,7 @@
 /* cubemastercli: the operator's command line over cube-master's RPC.
  *   cubemastercli [--data DIR | --master ADDR] [--json] sandbox list | sandbox info ID | sandbox kill ID
- *                                node list | node drain|undrain|remove NODE | key create [NAME] | key list |
- * key revoke ID tpl list */
+ *                                node list | node wait | node drain|undrain|remove NODE | key create [NAME] |
+ * key list | key revoke ID tpl list */
 #include <cjson/cJSON.h>
 #include <dirent.h>
 #include <fcntl.h>
@@ -161,6 +161,79 @@ static int key_cmd(cube_rpc_client *c, int argc, char **argv)
     return 0;
 }
 
+/* A node answers (and, unless an operator drained it, takes creates), and with `pool`, every template's pool
+ * is as deep as the node keeps it. */
+static int node_ready(const Cube__NodeInfo *n, int pool)
+{
+    if (n->lost || n->silent) return 0;
+    if (n->draining) return 1;
+    for (size_t k = 0; pool && k < n->n_pool_target; k++) {
+        uint32_t ready = 0;
+        for (size_t j = 0; j < n->n_pool_ready; j++)
+            if (strcmp(n->pool_ready[j]->key, n->pool_target[k]->key) == 0) ready = n->pool_ready[j]->value;
+        if (ready < n->pool_target[k]->value) return 0;
+    }
+    return 1;
+}
+
+/* `node wait`: until COUNT nodes (default 1) are ready (with --pool: their pools full), or the timeout
+ * (default 60 s): what `deploy/cube up` waits for before it says the stack is up. Start-up tooling, so it
+ * polls. */
+static int node_wait(cube_rpc_client *c, int argc, char **argv)
+{
+    long count = 1, timeout_s = 60;
+    int pool = 0;
+    for (int i = 0; i < argc; i++) {
+        char *end = NULL;
+        if (strcmp(argv[i], "--pool") == 0) {
+            pool = 1;
+        } else if (strcmp(argv[i], "--count") == 0 && i + 1 < argc) {
+            count = strtol(argv[++i], &end, 10);
+            if (*end || count < 1 || count > 10000) {
+                fprintf(stderr, "cubemastercli: --count must be 1..10000, got '%s'\n", argv[i]);
+                return 2;
+            }
+        } else if (strcmp(argv[i], "--timeout") == 0 && i + 1 < argc) {
+            timeout_s = strtol(argv[++i], &end, 10);
+            if (*end || timeout_s < 0 || timeout_s > 86400) {
+                fprintf(stderr, "cubemastercli: --timeout must be 0..86400 seconds, got '%s'\n", argv[i]);
+                return 2;
+            }
+        } else {
+            fprintf(stderr, "cubemastercli: node wait [--count N] [--pool] [--timeout S]: unknown '%s'\n",
+                    argv[i]);
+            return 2;
+        }
+    }
+    int64_t until = cube_now_mono_ms() + timeout_s * 1000;
+    char last[256] = "no answer from the master";
+    for (;;) {
+        Cube__Empty e = CUBE__EMPTY__INIT;
+        ProtobufCMessage *out = NULL;
+        cube_err err = {0};
+        cube_rpc_call_opts o = {.timeout_ms = 2000};
+        if (cube_rpc_call(c, "/cube.Master/ListNodes", &e.base, &cube__list_nodes_response__descriptor, &out,
+                          &o, &err) == 0) {
+            const Cube__ListNodesResponse *l = (const Cube__ListNodesResponse *)out;
+            long ready = 0;
+            for (size_t i = 0; i < l->n_nodes; i++) ready += node_ready(l->nodes[i], pool);
+            snprintf(last, sizeof(last), "%ld of %zu node(s) ready%s, %ld wanted", ready, l->n_nodes,
+                     pool ? " with full pools" : "", count);
+            protobuf_c_message_free_unpacked(out, NULL);
+            if (ready >= count) {
+                if (!json_out) printf("%s\n", last);
+                return 0;
+            }
+        } else {
+            snprintf(last, sizeof(last), "%s", err.msg);
+        }
+        if (cube_now_mono_ms() >= until) break;
+        usleep(100 * 1000);
+    }
+    fprintf(stderr, "cubemastercli: node wait: timed out after %ld s: %s\n", timeout_s, last);
+    return 1;
+}
+
 static int node_cmd(cube_rpc_client *c, int argc, char **argv)
 {
     if (argc == 2 &&
@@ -184,9 +257,11 @@ static int node_cmd(cube_rpc_client *c, int argc, char **argv)
         }
         return rc;
     }
+    if (argc >= 1 && strcmp(argv[0], "wait") == 0) return node_wait(c, argc - 1, argv + 1);
     if (argc != 1 || strcmp(argv[0], "list") != 0) {
         fprintf(stderr,
-                "cubemastercli: node list | node drain NODE | node undrain NODE | node remove NODE\n");
+                "cubemastercli: node list | node wait [--count N] [--pool] [--timeout S] | node drain "
+                "NODE | node undrain NODE | node remove NODE\n");
         return 2;
     }
     Cube__Empty e = CUBE__EMPTY__INIT;
@@ -195,12 +270,23 @@ static int node_cmd(cube_rpc_client *c, int argc, char **argv)
     if (rc) return rc;
     Cube__ListNodesResponse *l = (Cube__ListNodesResponse *)out;
     cJSON *arr = cJSON_CreateArray();
-    if (!json_out) printf("%-16s %-9s %-8s %-8s %s\n", "NODE", "STATE", "BACKEND", "RUNNING", "ADDRESS");
+    if (!json_out)
+        printf("%-16s %-9s %-8s %-8s %-28s %s\n", "NODE", "STATE", "BACKEND", "RUNNING", "ADDRESS",
+               "POOL (ready/target)");
     for (size_t i = 0; i < l->n_nodes; i++) {
         Cube__NodeInfo *n = l->nodes[i];
         const char *state = n->lost ? "lost" : n->silent ? "silent" : n->draining ? "draining" : "ready";
-        if (!json_out)
-            printf("%-16s %-9s %-8s %-8u %s\n", n->node_id, state, n->backend, n->running, n->address);
+        if (!json_out) {
+            printf("%-16s %-9s %-8s %-8u %-28s", n->node_id, state, n->backend, n->running, n->address);
+            for (size_t k = 0; k < n->n_pool_target; k++) {
+                uint32_t ready = 0;
+                for (size_t j = 0; j < n->n_pool_ready; j++)
+                    if (strcmp(n->pool_ready[j]->key, n->pool_target[k]->key) == 0)
+                        ready = n->pool_ready[j]->value;
+                printf(" %s %u/%u", n->pool_target[k]->key, ready, n->pool_target[k]->value);
+            }
+            printf("\n");
+        }
         cJSON *o = cJSON_CreateObject();
         cJSON_AddStringToObject(o, "node", n->node_id);
         cJSON_AddStringToObject(o, "state", state);
@@ -210,6 +296,9 @@ static int node_cmd(cube_rpc_client *c, int argc, char **argv)
         cJSON *pool = cJSON_AddObjectToObject(o, "pool_ready"); /* template -> sandboxes ready in its pool */
         for (size_t k = 0; k < n->n_pool_ready; k++)
             cJSON_AddNumberToObject(pool, n->pool_ready[k]->key, n->pool_ready[k]->value);
+        cJSON *target = cJSON_AddObjectToObject(o, "pool_target"); /* template -> slots it keeps ready */
+        for (size_t k = 0; k < n->n_pool_target; k++)
+            cJSON_AddNumberToObject(target, n->pool_target[k]->key, n->pool_target[k]->value);
         cJSON_AddItemToArray(arr, o);
     }
     if (json_out)
@@ -426,7 +515,8 @@ static int usage(void)
 {
     fprintf(stderr, "usage: cubemastercli [--data DIR | --master ADDR] [--json] COMMAND\n"
                     "  sandbox list | sandbox info ID | sandbox kill ID\n"
-                    "  node list | node drain NODE | node undrain NODE | node remove NODE\n"
+                    "  node list | node wait [--count N] [--pool] [--timeout S]\n"
+                    "  node drain NODE | node undrain NODE | node remove NODE\n"
                     "  key create [NAME] | key list | key revoke ID\n"
                     "  tpl list | tpl info NAME | tpl delete NAME\n"
                     "  tpl create-from-image NAME (--oci LAYOUT | --docker-save TAR | --rootfs TAR|DIR |\n"

@@ -23,6 +23,9 @@
 
 #define MAX_TIMEOUT_S         (24 * 3600)
 #define CREATE_RPC_TIMEOUT_MS 60000
+/* a create while no node is alive yet (a cluster starting, this master just restarted and not yet heard from
+ * its nodes, a heartbeat apart) waits this long for one instead of answering 503 at once */
+#define CREATE_NODE_WAIT_MS 5000
 
 static void key_hash(const char *key, char out[65])
 {
@@ -40,6 +43,11 @@ int master_init(master *m, store *st, cube_err *err)
     m->node_lost_ms = 15000;
     m->orphan_after_ms = 60000;
     pthread_mutex_init(&m->lock, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&m->nodes_changed, &ca);
+    pthread_condattr_destroy(&ca);
     pthread_mutex_init(&m->stop_lock, NULL);
     pthread_cond_init(&m->stop_cond, NULL);
     return 0;
@@ -99,17 +107,10 @@ static int create_sandbox(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *
         cube__volume__free_unpacked(v, NULL);
     }
 
-    pthread_mutex_lock(&m->lock);
-    master_node *n = schedule(m, req->template_id, err);
     char node_id[64] = "";
-    cube_rpc_client *client = NULL;
-    if (n) {
-        snprintf(node_id, sizeof(node_id), "%s", n->node_id);
-        client = n->client;
-        n->info->running++; /* until the next heartbeat says otherwise: spreads a burst of creates */
-    }
-    pthread_mutex_unlock(&m->lock);
-    if (!client) return -1;
+    node_link *link = schedule_wait(m, req->template_id, CREATE_NODE_WAIT_MS, node_id, err);
+    if (!link) return -1;
+    cube_rpc_client *client = link->rpc;
     int64_t t_start = cube_now_mono_ns();
 
     Cube__NodeCreateRequest nreq = CUBE__NODE_CREATE_REQUEST__INIT;
@@ -127,8 +128,10 @@ static int create_sandbox(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *
     cube_rpc_call_opts o = {.timeout_ms = CREATE_RPC_TIMEOUT_MS};
     int64_t t_node = cube_now_mono_ns();
     if (cube_rpc_call(client, "/cube.Cubelet/CreateSandbox", &nreq.base, &cube__node_sandbox__descriptor,
-                      &nresp, &o, err) < 0)
+                      &nresp, &o, err) < 0) {
+        node_link_put(link);
         return cube_err_prefix(err, "create on node %s", node_id);
+    }
     Cube__NodeSandbox *ns = (Cube__NodeSandbox *)nresp;
     int64_t t_store = cube_now_mono_ns();
 
@@ -181,6 +184,7 @@ static int create_sandbox(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *
             protobuf_c_message_free_unpacked(r, NULL);
     }
     protobuf_c_message_free_unpacked(nresp, NULL);
+    node_link_put(link);
     return rc;
 }
 
@@ -252,12 +256,14 @@ static int list_sandboxes(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *
 static int node_op(master *m, const Cube__Sandbox *sb, const char *method,
                    const ProtobufCMessageDescriptor *rd, ProtobufCMessage **resp, cube_err *err)
 {
-    cube_rpc_client *c = node_client(m, sb->node_id, err);
-    if (!c) return -1;
+    node_link *l = node_link_get(m, sb->node_id, err);
+    if (!l) return -1;
     Cube__NodeSandboxRef ref = CUBE__NODE_SANDBOX_REF__INIT;
     ref.sandbox_id = sb->sandbox_id;
     cube_rpc_call_opts o = {.timeout_ms = 30000};
-    return cube_rpc_call(c, method, &ref.base, rd, resp, &o, err);
+    int rc = cube_rpc_call(l->rpc, method, &ref.base, rd, resp, &o, err);
+    node_link_put(l);
+    return rc;
 }
 
 static int kill_one(master *m, Cube__Sandbox *sb, const char *why, cube_err *err)
@@ -370,13 +376,13 @@ static int fork_sandbox(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *re
         return cube_err_set(err, EINVAL, "timeout must be within 0..%d seconds", MAX_TIMEOUT_S);
     Cube__Sandbox *parent = m->st->ops->sandbox_get(m->st, req->sandbox_id ? req->sandbox_id : "", err);
     if (!parent) return -1;
-    cube_rpc_client *client = node_client(m, parent->node_id, err);
+    node_link *link = node_link_get(m, parent->node_id, err);
     int rc = -1;
     Cube__NodeForkRequest nreq = CUBE__NODE_FORK_REQUEST__INIT;
     Cube__NodeCreateRequest *kids = cube_rpc_alloc(ctx, count * sizeof(*kids));
     Cube__NodeCreateRequest **kidp = cube_rpc_alloc(ctx, count * sizeof(*kidp));
     ProtobufCMessage *nresp = NULL;
-    if (!client || !kids || !kidp) goto out;
+    if (!link || !kids || !kidp) goto out;
     for (uint32_t i = 0; i < count; i++) {
         char *id = cube_rpc_alloc(ctx, CUBE_ID_LEN + 1), *tok = cube_rpc_alloc(ctx, 33);
         if (!id || !tok || cube_sandbox_id_new(id, err) < 0 || cube_token_hex(tok, 16, err) < 0) goto out;
@@ -391,8 +397,8 @@ static int fork_sandbox(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *re
     nreq.n_children = count;
     nreq.children = kidp;
     cube_rpc_call_opts o = {.timeout_ms = 300000};
-    if (cube_rpc_call(client, "/cube.Cubelet/ForkSandbox", &nreq.base, &cube__node_fork_response__descriptor,
-                      &nresp, &o, err) < 0) {
+    if (cube_rpc_call(link->rpc, "/cube.Cubelet/ForkSandbox", &nreq.base,
+                      &cube__node_fork_response__descriptor, &nresp, &o, err) < 0) {
         cube_err_prefix(err, "fork on node %s", parent->node_id);
         goto out;
     }
@@ -433,6 +439,7 @@ static int fork_sandbox(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *re
     }
     rc = 0;
 out:
+    node_link_put(link);
     if (nresp) protobuf_c_message_free_unpacked(nresp, NULL);
     cube__sandbox__free_unpacked(parent, NULL);
     return rc;
@@ -568,17 +575,18 @@ static int create_snapshot(void *svc, cube_rpc_ctx *ctx, const void *reqp, void 
     }
     Cube__Sandbox *sb = m->st->ops->sandbox_get(m->st, req->sandbox_id ? req->sandbox_id : "", err);
     if (!sb) return -1;
-    cube_rpc_client *c = node_client(m, sb->node_id, err);
+    node_link *l = node_link_get(m, sb->node_id, err);
     int rc = -1;
-    if (c) {
+    if (l) {
         Cube__NodeSnapshotRequest nr = CUBE__NODE_SNAPSHOT_REQUEST__INIT;
         nr.sandbox_id = sb->sandbox_id;
         nr.snapshot_id = id;
         ProtobufCMessage *r = NULL;
         cube_rpc_call_opts o = {.timeout_ms = 180000};
-        rc = cube_rpc_call(c, "/cube.Cubelet/SnapshotSandbox", &nr.base, &cube__empty__descriptor, &r, &o,
-                           err);
+        rc = cube_rpc_call(l->rpc, "/cube.Cubelet/SnapshotSandbox", &nr.base, &cube__empty__descriptor, &r,
+                           &o, err);
         if (r) protobuf_c_message_free_unpacked(r, NULL);
+        node_link_put(l);
     }
     if (rc == 0) {
         out->snapshot_id = cube_rpc_strdup(ctx, id);
@@ -711,15 +719,16 @@ static int update_network(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *
     const Cube__UpdateNetworkRequest *req = reqp;
     Cube__Sandbox *sb = m->st->ops->sandbox_get(m->st, req->sandbox_id ? req->sandbox_id : "", err);
     if (!sb) return -1;
-    cube_rpc_client *c = node_client(m, sb->node_id, err);
+    node_link *l = node_link_get(m, sb->node_id, err);
     Cube__NodeNetworkRequest nr = CUBE__NODE_NETWORK_REQUEST__INIT;
     nr.sandbox_id = sb->sandbox_id;
     nr.network = req->network;
     ProtobufCMessage *r = NULL;
     cube_rpc_call_opts o = {.timeout_ms = 30000};
-    int rc =
-        c ? cube_rpc_call(c, "/cube.Cubelet/UpdateNetwork", &nr.base, &cube__empty__descriptor, &r, &o, err)
-          : -1;
+    int rc = l ? cube_rpc_call(l->rpc, "/cube.Cubelet/UpdateNetwork", &nr.base, &cube__empty__descriptor, &r,
+                               &o, err)
+               : -1;
+    node_link_put(l);
     if (r) protobuf_c_message_free_unpacked(r, NULL);
     if (rc == 0) {
         Cube__NetworkPolicy *old = sb->network;
@@ -892,9 +901,7 @@ void master_stop(master *m)
     if (m->reaper) pthread_join(m->reaper, NULL);
     for (master_node *n = m->nodes, *next; n; n = next) {
         next = n->next;
-        cube_rpc_client_free(n->client);
-        if (n->info) cube__node_info__free_unpacked(n->info, NULL);
-        free(n);
+        node_free(n);
     }
     m->nodes = NULL;
 }

@@ -4,17 +4,25 @@
 #define CUBE_MASTER_H
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 
 #include "rpc.h"
 #include "store.h"
 
+/* A node's RPC client, shared by the threads calling it: the node entry holds one reference, each call in
+ * flight another, so an address change or `node remove` never frees a client a call still uses. */
+typedef struct node_link {
+    cube_rpc_client *rpc;
+    atomic_int refs;
+} node_link;
+
 typedef struct master_node {
     char node_id[64];
-    char address[256];
+    char address[256];    /* the address `link` was made for ("" until one could be made) */
     Cube__NodeInfo *info; /* last heartbeat (unpacked copy) */
     int64_t last_seen_ms;
-    cube_rpc_client *client;
+    node_link *link;
     int reconcile; /* newly registered: compare its sandboxes with the store */
     int lost;      /* stopped heartbeating; its sandboxes were marked lost */
     struct master_node *next;
@@ -24,6 +32,7 @@ typedef struct master {
     store *st;
     char data_dir[4096];  /* volumes live in <data_dir>/volumes/<id> (single node: shared with the cubelet) */
     pthread_mutex_t lock; /* nodes */
+    pthread_cond_t nodes_changed; /* a heartbeat arrived (with lock): creates waiting for a node look again */
     master_node *nodes;
     int64_t heartbeat_ms;
     int64_t node_lost_ms;

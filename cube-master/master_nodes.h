@@ -9,8 +9,17 @@ master_node *node_find(master *m, const char *node_id);
 int node_alive(const master *m, const master_node *n, int64_t now);
 /* With m->lock held: the node for a create (a ready pool slot wins, then the fewest running). */
 master_node *schedule(master *m, const char *template_id, cube_err *err);
-/* The RPC client of a live node, or NULL + EHOSTUNREACH. */
-cube_rpc_client *node_client(master *m, const char *node_id, cube_err *err);
+/* The node for a create and a reference to its link; while no node is alive at all (a cluster starting, a
+ * master just restarted) it waits up to wait_ms for a heartbeat instead of failing at once. */
+node_link *schedule_wait(master *m, const char *template_id, int64_t wait_ms, char node_id[64],
+                         cube_err *err);
+/* A reference to a live node's link (node_link_put when done), or NULL + EHOSTUNREACH. */
+node_link *node_link_get(master *m, const char *node_id, cube_err *err);
+/* With m->lock held: a reference to n's link, or NULL when it has none. */
+node_link *node_link_ref(master_node *n);
+void node_link_put(node_link *l);
+/* Frees a node entry (its reference to the link included); the node must be off the list. */
+void node_free(master_node *n);
 /* The reaper's node chores. */
 void mark_lost_nodes(master *m);
 void sweep_orphans(master *m);

@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "cubelet.pb-c.h"
 #include "log.h"
@@ -21,6 +22,39 @@ master_node *node_find(master *m, const char *node_id)
 int node_alive(const master *m, const master_node *n, int64_t now)
 {
     return now - n->last_seen_ms <= 3 * m->heartbeat_ms;
+}
+
+static node_link *node_link_new(const char *address, cube_err *err)
+{
+    node_link *l = calloc(1, sizeof(*l));
+    if (!l) return cube_err_set(err, ENOMEM, "out of memory"), NULL;
+    l->rpc = cube_rpc_client_new(address, err);
+    if (!l->rpc) {
+        free(l);
+        return NULL;
+    }
+    atomic_init(&l->refs, 1);
+    return l;
+}
+
+node_link *node_link_ref(master_node *n)
+{
+    if (n->link) atomic_fetch_add(&n->link->refs, 1);
+    return n->link;
+}
+
+void node_link_put(node_link *l)
+{
+    if (!l || atomic_fetch_sub(&l->refs, 1) != 1) return;
+    cube_rpc_client_free(l->rpc);
+    free(l);
+}
+
+void node_free(master_node *n)
+{
+    node_link_put(n->link);
+    if (n->info) cube__node_info__free_unpacked(n->info, NULL);
+    free(n);
 }
 
 /* A node that (re)registers — a restarted cubelet, or this master after its own restart — is asked what it
@@ -85,23 +119,26 @@ void sweep_orphans(master *m)
     if (now - m->last_orphan_sweep_ms < m->orphan_after_ms / 2) return;
     m->last_orphan_sweep_ms = now;
     char ids[64][64];
-    cube_rpc_client *clients[64];
+    node_link *links[64];
     int nn = 0;
     pthread_mutex_lock(&m->lock);
     for (master_node *x = m->nodes; x && nn < 64; x = x->next) {
-        if (!node_alive(m, x, now) || !x->client) continue;
+        if (!node_alive(m, x, now) || !x->link) continue;
         snprintf(ids[nn], 64, "%s", x->node_id);
-        clients[nn++] = x->client;
+        links[nn++] = node_link_ref(x);
     }
     pthread_mutex_unlock(&m->lock);
     for (int k = 0; k < nn; k++) {
+        cube_rpc_client *client = links[k]->rpc;
         Cube__Empty e = CUBE__EMPTY__INIT;
         ProtobufCMessage *resp = NULL;
         cube_err err = {0};
         cube_rpc_call_opts o = {.timeout_ms = 5000};
-        if (cube_rpc_call(clients[k], "/cube.Cubelet/ListSandboxes", &e.base,
-                          &cube__node_list_response__descriptor, &resp, &o, &err) < 0)
+        if (cube_rpc_call(client, "/cube.Cubelet/ListSandboxes", &e.base,
+                          &cube__node_list_response__descriptor, &resp, &o, &err) < 0) {
+            node_link_put(links[k]);
             continue;
+        }
         const Cube__NodeListResponse *l = (const Cube__NodeListResponse *)resp;
         for (size_t i = 0; i < l->n_sandboxes; i++) {
             const Cube__NodeSandbox *ns = l->sandboxes[i];
@@ -115,13 +152,14 @@ void sweep_orphans(master *m)
             Cube__NodeSandboxRef ref = CUBE__NODE_SANDBOX_REF__INIT;
             ref.sandbox_id = ns->sandbox_id;
             ProtobufCMessage *r = NULL;
-            if (cube_rpc_call(clients[k], "/cube.Cubelet/KillSandbox", &ref.base, &cube__empty__descriptor,
-                              &r, &o, &err) == 0)
+            if (cube_rpc_call(client, "/cube.Cubelet/KillSandbox", &ref.base, &cube__empty__descriptor, &r,
+                              &o, &err) == 0)
                 cube_log_info("audit", "action=kill sandbox=%s node=%s reason=orphan", ns->sandbox_id,
                               ids[k]);
             if (r) protobuf_c_message_free_unpacked(r, NULL);
         }
         protobuf_c_message_free_unpacked(resp, NULL);
+        node_link_put(links[k]);
     }
 }
 
@@ -192,10 +230,18 @@ int heartbeat(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *respp, cube_
     if (!n) {
         rc = cube_err_set(err, ENOMEM, "out of memory");
     } else {
-        if (strcmp(n->address, in->address) != 0) {
-            cube_rpc_client_free(n->client);
-            n->client = cube_rpc_client_new(in->address, err);
-            snprintf(n->address, sizeof(n->address), "%s", in->address);
+        /* a new address, or none made yet (an earlier attempt failed: tried again at every heartbeat) */
+        if (!n->link || strcmp(n->address, in->address) != 0) {
+            cube_err lerr = {0};
+            node_link *l = node_link_new(in->address, &lerr);
+            if (l) {
+                node_link_put(n->link); /* calls in flight keep the old one until they finish */
+                n->link = l;
+                snprintf(n->address, sizeof(n->address), "%s", in->address);
+            } else {
+                cube_log_warn("no client for node; retried at its next heartbeat",
+                              "node=%s address=%s err=\"%s\"", in->node_id, in->address, lerr.msg);
+            }
         }
         /* back after a silence (its cubelet restarted): what it runs may have changed */
         if (n->last_seen_ms && !node_alive(m, n, cube_now_mono_ms())) n->reconcile = 1;
@@ -205,14 +251,17 @@ int heartbeat(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *respp, cube_
         copy = NULL;
         n->last_seen_ms = cube_now_mono_ms();
     }
-    int reconcile = n && n->reconcile, was_lost = n && n->lost;
-    if (n) n->reconcile = n->lost = 0;
-    cube_rpc_client *client = n ? n->client : NULL;
+    int reconcile = n && n->reconcile && n->link, was_lost = n && n->lost;
+    if (reconcile) n->reconcile = n->lost = 0;
+    node_link *link = reconcile ? node_link_ref(n) : NULL;
+    pthread_cond_broadcast(&m->nodes_changed);
     pthread_mutex_unlock(&m->lock);
     if (copy) cube__node_info__free_unpacked(copy, NULL);
     if (rc == 0 && m->st->ops->node_seen)
         m->st->ops->node_seen(m->st, in->node_id, in->proxy_address, m->node_lost_ms);
-    if (reconcile && client && reconcile_node(m, in->node_id, client, was_lost) < 0) {
+    int reconciled = link ? reconcile_node(m, in->node_id, link->rpc, was_lost) : 0;
+    node_link_put(link);
+    if (reconciled < 0) {
         pthread_mutex_lock(&m->lock); /* not reached yet (a channel still reconnecting): again next time */
         n = node_find(m, in->node_id);
         if (n) {
@@ -225,7 +274,17 @@ int heartbeat(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *respp, cube_
     return rc;
 }
 
-/* With m->lock held: the node for a create. A ready pool slot wins, then the fewest running sandboxes. */
+/* The node's ready pool slots for a template, as last reported (less what this master has taken since). */
+static Cube__NodeInfo__PoolReadyEntry *pool_entry(master_node *n, const char *template_id)
+{
+    for (size_t i = 0; i < n->info->n_pool_ready; i++)
+        if (strcmp(n->info->pool_ready[i]->key, template_id) == 0) return n->info->pool_ready[i];
+    return NULL;
+}
+
+/* With m->lock held: the node for a create. A ready pool slot wins, then the fewest running sandboxes. The
+ * pick is counted against the node's report at once (one slot fewer, one sandbox more) until its next
+ * heartbeat: a burst between two heartbeats spreads instead of piling onto the node that reported a pool. */
 master_node *schedule(master *m, const char *template_id, cube_err *err)
 {
     int64_t now = cube_now_mono_ms();
@@ -233,22 +292,25 @@ master_node *schedule(master *m, const char *template_id, cube_err *err)
     long best_score = 0;
     int any_alive = 0;
     for (master_node *n = m->nodes; n; n = n->next) {
-        if (!node_alive(m, n, now) || !n->info || !n->client || n->info->draining) continue;
+        if (!node_alive(m, n, now) || !n->info || !n->link || n->info->draining) continue;
         any_alive = 1;
         int has = 0;
         for (size_t i = 0; i < n->info->n_templates; i++)
             if (strcmp(n->info->templates[i], template_id) == 0) has = 1;
         if (!has) continue;
-        long ready = 0;
-        for (size_t i = 0; i < n->info->n_pool_ready; i++)
-            if (strcmp(n->info->pool_ready[i]->key, template_id) == 0) ready = n->info->pool_ready[i]->value;
+        Cube__NodeInfo__PoolReadyEntry *pe = pool_entry(n, template_id);
+        long ready = pe ? (long)pe->value : 0;
         long score = (ready > 0 ? 1000000 : 0) - (long)n->info->running;
         if (!best || score > best_score) {
             best = n;
             best_score = score;
         }
     }
-    if (!best) {
+    if (best) {
+        Cube__NodeInfo__PoolReadyEntry *pe = pool_entry(best, template_id);
+        if (pe && pe->value > 0) pe->value--;
+        best->info->running++;
+    } else {
         if (!any_alive)
             cube_err_set(err, EAGAIN, "no node is available to run sandboxes");
         else
@@ -257,14 +319,41 @@ master_node *schedule(master *m, const char *template_id, cube_err *err)
     return best;
 }
 
-cube_rpc_client *node_client(master *m, const char *node_id, cube_err *err)
+node_link *schedule_wait(master *m, const char *template_id, int64_t wait_ms, char node_id[64], cube_err *err)
+{
+    int64_t until = cube_now_mono_ms() + wait_ms;
+    node_link *l = NULL;
+    pthread_mutex_lock(&m->lock);
+    for (;;) {
+        cube_err_clear(err);
+        master_node *n = schedule(m, template_id, err);
+        if (n) {
+            snprintf(node_id, 64, "%s", n->node_id);
+            l = node_link_ref(n);
+            break;
+        }
+        /* only "no node alive" is worth waiting for; a template no node has is an answer */
+        int64_t left = until - cube_now_mono_ms();
+        if (err->code != EAGAIN || left <= 0) break;
+        struct timespec dl;
+        clock_gettime(CLOCK_MONOTONIC, &dl);
+        dl.tv_sec += left / 1000;
+        dl.tv_nsec += (left % 1000) * 1000000L;
+        if (dl.tv_nsec >= 1000000000L) dl.tv_sec++, dl.tv_nsec -= 1000000000L;
+        pthread_cond_timedwait(&m->nodes_changed, &m->lock, &dl);
+    }
+    pthread_mutex_unlock(&m->lock);
+    return l;
+}
+
+node_link *node_link_get(master *m, const char *node_id, cube_err *err)
 {
     pthread_mutex_lock(&m->lock);
     master_node *n = node_find(m, node_id);
-    cube_rpc_client *c = n && node_alive(m, n, cube_now_mono_ms()) ? n->client : NULL;
+    node_link *l = n && node_alive(m, n, cube_now_mono_ms()) ? node_link_ref(n) : NULL;
     pthread_mutex_unlock(&m->lock);
-    if (!c) cube_err_set(err, EHOSTUNREACH, "node '%s' is not reachable", node_id);
-    return c;
+    if (!l) cube_err_set(err, EHOSTUNREACH, "node '%s' is not reachable", node_id);
+    return l;
 }
 
 /* ---- sandboxes ---- */
@@ -275,14 +364,15 @@ int drain_node(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *respp, cube
     (void)respp;
     master *m = svc;
     const Cube__NodeRef *req = reqp;
-    cube_rpc_client *c = node_client(m, req->node_id ? req->node_id : "", err);
-    if (!c) return -1;
+    node_link *l = node_link_get(m, req->node_id ? req->node_id : "", err);
+    if (!l) return -1;
     Cube__NodeDrainRequest dr = CUBE__NODE_DRAIN_REQUEST__INIT;
     dr.drain = !req->undo;
     ProtobufCMessage *r = NULL;
     cube_rpc_call_opts o = {.timeout_ms = 10000};
-    if (cube_rpc_call(c, "/cube.Cubelet/Drain", &dr.base, &cube__empty__descriptor, &r, &o, err) < 0)
-        return -1;
+    int rc = cube_rpc_call(l->rpc, "/cube.Cubelet/Drain", &dr.base, &cube__empty__descriptor, &r, &o, err);
+    node_link_put(l);
+    if (rc < 0) return -1;
     protobuf_c_message_free_unpacked(r, NULL);
     pthread_mutex_lock(&m->lock); /* schedule by it at once, not at the next heartbeat */
     master_node *n = node_find(m, req->node_id);
@@ -321,9 +411,7 @@ int remove_node(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *respp, cub
                               all[i]->sandbox_id, id);
         store_free_sandboxes(all, cnt);
     }
-    cube_rpc_client_free(n->client);
-    if (n->info) cube__node_info__free_unpacked(n->info, NULL);
-    free(n);
+    node_free(n);
     cube_log_info("audit", "action=remove-node node=%s", id);
     return 0;
 }

@@ -934,7 +934,9 @@ static void send_heartbeat(cubelet *c)
     char **names = calloc(nt ? nt : 1, sizeof(char *));
     Cube__NodeInfo__PoolReadyEntry *entries = calloc(nt ? nt : 1, sizeof(*entries));
     Cube__NodeInfo__PoolReadyEntry **eptrs = calloc(nt ? nt : 1, sizeof(*eptrs));
-    if (!names || !entries || !eptrs) goto out;
+    Cube__NodeInfo__PoolTargetEntry *targets = calloc(nt ? nt : 1, sizeof(*targets));
+    Cube__NodeInfo__PoolTargetEntry **tptrs = calloc(nt ? nt : 1, sizeof(*tptrs));
+    if (!names || !entries || !eptrs || !targets || !tptrs) goto out;
     pthread_mutex_lock(&c->lock);
     size_t i = 0;
     for (cl_template *t = c->templates; t && i < nt; t = t->next) {
@@ -943,6 +945,10 @@ static void send_heartbeat(cubelet *c)
         cube__node_info__pool_ready_entry__init(&entries[i]);
         entries[i].key = t->name;
         eptrs[i] = &entries[i];
+        cube__node_info__pool_target_entry__init(&targets[i]);
+        targets[i].key = t->name;
+        targets[i].value = (uint32_t)t->pool;
+        tptrs[i] = &targets[i];
         for (cl_slot *s = c->slots; s; s = s->next) {
             if (s->tpl == t && s->state == SLOT_READY) entries[i].value++;
             if (s->tpl == t && s->state >= SLOT_CLAIMED) ni.running++;
@@ -961,6 +967,8 @@ static void send_heartbeat(cubelet *c)
     ni.templates = names;
     ni.n_pool_ready = nt;
     ni.pool_ready = eptrs;
+    ni.n_pool_target = i;
+    ni.pool_target = tptrs;
     ni.draining = __atomic_load_n(&c->draining, __ATOMIC_ACQUIRE);
     for (int m = 0; m < c->masters.n; m++) { /* every master learns the node itself: no shared node table */
         ProtobufCMessage *resp = NULL;
@@ -976,6 +984,8 @@ out:
     free(names);
     free(entries);
     free(eptrs);
+    free(targets);
+    free(tptrs);
 }
 
 /* A template whose current/ link was removed (cubemastercli tpl delete) takes no new sandboxes, and its ready
