@@ -2,6 +2,7 @@
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/resource.h>
 
 #include "api.h"
 #include "config.h"
@@ -15,8 +16,38 @@ static const cube_config_flag flags[] = {
      "cube-master address, or several comma-separated (failover) (default unix:<data>/run/master.sock)"},
     {"share-port", "api.share_port", false, "let several cube-apis listen on the same port (SO_REUSEPORT)"},
     {"domain", "api.domain", true, "domain returned for sandboxes (default none)"},
+    {"max-conns", "api.max_conns", true, "client connections in all (default: from the open-file limit)"},
+    {"max-conns-per-addr", "api.max_conns_per_addr", true,
+     "client connections per address (default: no cap)"},
+    {"idle-timeout-s", "api.idle_timeout_s", true,
+     "a connection silent this long (head, body or between requests) is closed (default 30)"},
+    {"workers", "api.workers", true, "threads running requests (default 64)"},
     {0},
 };
+
+/* The edge's limits: one epoll thread holds the connections, a fixed pool runs requests (each may wait on a
+ * master for a create); the connection cap follows the open-file limit, raised to its hard maximum. */
+static int edge_opts(cube_config *cfg, http_server_opts *o, cube_err *err)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
+    long long fds =
+        getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY ? (long long)rl.rlim_cur : 65536;
+    long long v, def = fds > 256 ? fds - 128 : 128;
+    if (cube_config_get_int(cfg, "api.max_conns", def > 65536 ? 65536 : def, 1, 1 << 20, &v, err) < 0)
+        return -1;
+    o->max_conns = (unsigned)v;
+    if (cube_config_get_int(cfg, "api.max_conns_per_addr", 0, 0, 1 << 20, &v, err) < 0) return -1;
+    o->max_per_addr = (unsigned)v;
+    if (cube_config_get_int(cfg, "api.idle_timeout_s", 30, 0, 86400, &v, err) < 0) return -1;
+    o->idle_timeout_s = (unsigned)v;
+    if (cube_config_get_int(cfg, "api.workers", 64, 1, 4096, &v, err) < 0) return -1;
+    o->workers = (int)v;
+    return 0;
+}
 
 int main(int argc, char **argv)
 {
@@ -27,8 +58,10 @@ int main(int argc, char **argv)
     long long port;
     static api a;
     http_server *srv = NULL;
+    http_server_opts opts = {0};
     if (cube_config_parse_args(cfg, argc, argv, flags, &first, &err) < 0 || first != argc ||
-        cube_config_get_int(cfg, "api.port", 3000, 0, 65535, &port, &err) < 0) {
+        cube_config_get_int(cfg, "api.port", 3000, 0, 65535, &port, &err) < 0 ||
+        edge_opts(cfg, &opts, &err) < 0) {
         fprintf(stderr, "cube-api: %s\n", err.code ? err.msg : "unexpected argument");
         rc = 2;
         goto out;
@@ -40,23 +73,23 @@ int main(int argc, char **argv)
     pthread_mutex_init(&a.auth_lock, NULL);
     int have_masters =
         cube_rpc_failover_init(&a.masters, cube_config_get(cfg, "api.master", master), &err) == 0;
-    bool share = false;
-    cube_config_get_bool(cfg, "api.share_port", false, &share, NULL);
+    cube_config_get_bool(cfg, "api.share_port", false, &opts.share_port, NULL);
     sigset_t set;
     sigemptyset(&set);
     sigaddset(&set, SIGTERM);
     sigaddset(&set, SIGINT);
     pthread_sigmask(SIG_BLOCK, &set, NULL);
-    srv = have_masters ? http_server_start_shared(cube_config_get(cfg, "api.listen", "127.0.0.1"), (int)port,
-                                                  api_routes, &a, share, &err)
+    srv = have_masters ? http_server_start_opts(cube_config_get(cfg, "api.listen", "127.0.0.1"), (int)port,
+                                                api_routes, &a, &opts, &err)
                        : NULL;
     if (!srv) {
         fprintf(stderr, "cube-api: %s\n", err.msg);
         rc = 1;
         goto out;
     }
-    cube_log_info("api ready", "port=%d master=%s", http_server_port(srv),
-                  cube_rpc_client_target(a.masters.c[0]));
+    cube_log_info("api ready", "port=%d master=%s max_conns=%u per_addr=%u idle_timeout_s=%u workers=%d",
+                  http_server_port(srv), cube_rpc_client_target(a.masters.c[0]), opts.max_conns,
+                  opts.max_per_addr, opts.idle_timeout_s, opts.workers);
     int sig;
     sigwait(&set, &sig);
     http_server_stop(srv);

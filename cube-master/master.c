@@ -82,6 +82,31 @@ static Cube__Sandbox *reply_copy(cube_rpc_ctx *ctx, const Cube__Sandbox *sb)
     return cube__sandbox__unpack(&a, len, buf);
 }
 
+/* A change to a sandbox's record that needs no node call (a timeout, the record of a policy the node already
+ * applied): read, change, write back conditional on the state read; when the state moved meanwhile, again
+ * from a fresh read. ENOENT when the sandbox is gone (a kill won). On success *out (if given) is the record
+ * written (free_unpacked). */
+static int sandbox_modify(master *m, const char *id,
+                          int (*change)(Cube__Sandbox *sb, void *arg, cube_err *err), void *arg,
+                          Cube__Sandbox **out, cube_err *err)
+{
+    for (int attempt = 0; attempt < 8; attempt++) {
+        Cube__Sandbox *sb = m->st->ops->sandbox_get(m->st, id, err);
+        if (!sb) return -1;
+        int expect = sb->state;
+        int rc = change(sb, arg, err);
+        if (rc == 0) rc = m->st->ops->sandbox_update(m->st, sb, expect, err);
+        if (rc == 0 && out) {
+            *out = sb;
+            return 0;
+        }
+        cube__sandbox__free_unpacked(sb, NULL);
+        if (rc == 0 || err->code != EBUSY) return rc;
+        cube_err_clear(err);
+    }
+    return cube_err_set(err, EBUSY, "sandbox '%s' keeps changing: try again", id);
+}
+
 static int create_sandbox(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *respp, cube_err *err)
 {
     master *m = svc;
@@ -295,6 +320,21 @@ static int kill_sandbox(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *re
     return rc;
 }
 
+static int not_lost(const Cube__Sandbox *sb, cube_err *err)
+{
+    if (sb->state != CUBE__SANDBOX_STATE__SANDBOX_STATE_LOST) return 0;
+    return cube_err_set(err, ENOENT, "sandbox '%s' is gone: its node %s was lost", sb->sandbox_id,
+                        sb->node_id);
+}
+
+static int change_timeout(Cube__Sandbox *sb, void *arg, cube_err *err)
+{
+    const Cube__SetTimeoutRequest *req = arg;
+    if (not_lost(sb, err) < 0) return -1;
+    sb->end_at_ms = cube_now_unix_ms() + req->timeout_s * 1000;
+    return 0;
+}
+
 static int set_timeout(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *respp, cube_err *err)
 {
     (void)ctx;
@@ -303,11 +343,28 @@ static int set_timeout(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *res
     const Cube__SetTimeoutRequest *req = reqp;
     if (req->timeout_s < 0 || req->timeout_s > MAX_TIMEOUT_S)
         return cube_err_set(err, EINVAL, "timeout must be within 0..%d seconds", MAX_TIMEOUT_S);
-    Cube__Sandbox *sb = m->st->ops->sandbox_get(m->st, req->sandbox_id ? req->sandbox_id : "", err);
-    if (!sb) return -1;
-    sb->end_at_ms = cube_now_unix_ms() + req->timeout_s * 1000;
-    int rc = m->st->ops->sandbox_put(m->st, sb, err);
-    cube__sandbox__free_unpacked(sb, NULL);
+    return sandbox_modify(m, req->sandbox_id ? req->sandbox_id : "", change_timeout, (void *)req, NULL, err);
+}
+
+/* Running -> paused: the node pauses it, then the record moves only if it is still the running sandbox read
+ * before (a kill meanwhile wins: ENOENT, and the record is not brought back). */
+static int pause_one(master *m, Cube__Sandbox *sb, const char *why, cube_err *err)
+{
+    if (not_lost(sb, err) < 0) return -1;
+    if (sb->state != CUBE__SANDBOX_STATE__SANDBOX_STATE_RUNNING)
+        return cube_err_set(err, EBUSY, "sandbox %s is already paused", sb->sandbox_id);
+    ProtobufCMessage *r = NULL;
+    int rc = node_op(m, sb, "/cube.Cubelet/PauseSandbox", &cube__empty__descriptor, &r, err);
+    if (r) protobuf_c_message_free_unpacked(r, NULL);
+    if (rc < 0) return -1;
+    sb->state = CUBE__SANDBOX_STATE__SANDBOX_STATE_PAUSED;
+    rc = m->st->ops->sandbox_update(m->st, sb, CUBE__SANDBOX_STATE__SANDBOX_STATE_RUNNING, err);
+    if (rc == 0)
+        cube_log_info("audit", "action=pause sandbox=%s reason=%s", sb->sandbox_id, why);
+    else if (err->code == ENOENT)
+        cube_err_set(err, ENOENT, "sandbox '%s' was killed while it was being paused", sb->sandbox_id);
+    else if (err->code == EBUSY)
+        cube_err_set(err, EBUSY, "sandbox %s is already paused", sb->sandbox_id);
     return rc;
 }
 
@@ -319,19 +376,7 @@ static int pause_sandbox(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *r
     const Cube__SandboxRef *req = reqp;
     Cube__Sandbox *sb = m->st->ops->sandbox_get(m->st, req->sandbox_id ? req->sandbox_id : "", err);
     if (!sb) return -1;
-    int rc;
-    if (sb->state == CUBE__SANDBOX_STATE__SANDBOX_STATE_PAUSED) {
-        rc = cube_err_set(err, EBUSY, "sandbox %s is already paused", sb->sandbox_id);
-    } else {
-        ProtobufCMessage *r = NULL;
-        rc = node_op(m, sb, "/cube.Cubelet/PauseSandbox", &cube__empty__descriptor, &r, err);
-        if (r) protobuf_c_message_free_unpacked(r, NULL);
-        if (rc == 0) {
-            sb->state = CUBE__SANDBOX_STATE__SANDBOX_STATE_PAUSED;
-            rc = m->st->ops->sandbox_put(m->st, sb, err);
-            cube_log_info("audit", "action=pause sandbox=%s", sb->sandbox_id);
-        }
-    }
+    int rc = pause_one(m, sb, "request", err);
     cube__sandbox__free_unpacked(sb, NULL);
     return rc;
 }
@@ -342,26 +387,35 @@ static int resume_sandbox(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *
     master *m = svc;
     const Cube__SetTimeoutRequest *req = reqp;
     Cube__GetSandboxResponse *out = respp;
-    Cube__Sandbox *sb = m->st->ops->sandbox_get(m->st, req->sandbox_id ? req->sandbox_id : "", err);
-    if (!sb) return -1;
-    int rc = 0;
-    if (sb->state == CUBE__SANDBOX_STATE__SANDBOX_STATE_PAUSED) {
-        ProtobufCMessage *r = NULL;
-        rc = node_op(m, sb, "/cube.Cubelet/ResumeSandbox", &cube__node_sandbox__descriptor, &r, err);
-        if (r) protobuf_c_message_free_unpacked(r, NULL);
-        if (rc == 0) {
+    const char *id = req->sandbox_id ? req->sandbox_id : "";
+    for (int attempt = 0; attempt < 8; attempt++) {
+        Cube__Sandbox *sb = m->st->ops->sandbox_get(m->st, id, err);
+        if (!sb) return -1;
+        int expect = sb->state, rc = not_lost(sb, err);
+        if (rc == 0 && expect == CUBE__SANDBOX_STATE__SANDBOX_STATE_PAUSED) {
+            ProtobufCMessage *r = NULL;
+            rc = node_op(m, sb, "/cube.Cubelet/ResumeSandbox", &cube__node_sandbox__descriptor, &r, err);
+            if (r) protobuf_c_message_free_unpacked(r, NULL);
             sb->state = CUBE__SANDBOX_STATE__SANDBOX_STATE_RUNNING;
-            cube_log_info("audit", "action=resume sandbox=%s", sb->sandbox_id);
         }
+        if (rc == 0) {
+            int64_t end = cube_now_unix_ms() + (req->timeout_s > 0 ? req->timeout_s : 300) * 1000;
+            if (end > sb->end_at_ms || req->timeout_s > 0) sb->end_at_ms = end;
+            rc = m->st->ops->sandbox_update(m->st, sb, expect, err);
+        }
+        if (rc == 0) {
+            if (expect == CUBE__SANDBOX_STATE__SANDBOX_STATE_PAUSED)
+                cube_log_info("audit", "action=resume sandbox=%s", id);
+            out->sandbox = reply_copy(ctx, sb);
+        } else if (err->code == ENOENT && expect == CUBE__SANDBOX_STATE__SANDBOX_STATE_PAUSED) {
+            cube_err_set(err, ENOENT, "sandbox '%s' was killed while it was being resumed", id);
+        }
+        cube__sandbox__free_unpacked(sb, NULL);
+        /* EBUSY: paused or resumed by someone else meanwhile; look again */
+        if (rc == 0 || err->code != EBUSY) return rc;
+        cube_err_clear(err);
     }
-    if (rc == 0) {
-        int64_t end = cube_now_unix_ms() + (req->timeout_s > 0 ? req->timeout_s : 300) * 1000;
-        if (end > sb->end_at_ms || req->timeout_s > 0) sb->end_at_ms = end;
-        rc = m->st->ops->sandbox_put(m->st, sb, err);
-    }
-    if (rc == 0) out->sandbox = reply_copy(ctx, sb);
-    cube__sandbox__free_unpacked(sb, NULL);
-    return rc;
+    return cube_err_set(err, EBUSY, "sandbox '%s' keeps changing: try again", id);
 }
 
 static int fork_sandbox(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *respp, cube_err *err)
@@ -710,6 +764,26 @@ static int sandbox_logs(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *re
     return 0;
 }
 
+/* The record keeps a deep copy of the request's policy (the record is freed as a whole). */
+static int change_network(Cube__Sandbox *sb, void *arg, cube_err *err)
+{
+    const Cube__UpdateNetworkRequest *req = arg;
+    if (not_lost(sb, err) < 0) return -1;
+    Cube__NetworkPolicy *copy = NULL;
+    if (req->network) {
+        size_t len = protobuf_c_message_get_packed_size(&req->network->base);
+        uint8_t *buf = malloc(len ? len : 1);
+        if (!buf) return cube_err_set(err, ENOMEM, "out of memory");
+        protobuf_c_message_pack(&req->network->base, buf);
+        copy = cube__network_policy__unpack(NULL, len, buf);
+        free(buf);
+        if (!copy) return cube_err_set(err, ENOMEM, "out of memory");
+    }
+    if (sb->network) cube__network_policy__free_unpacked(sb->network, NULL);
+    sb->network = copy;
+    return 0;
+}
+
 /* The node's cube-net applies the new policy (a map update there), then the record keeps it for GET. */
 static int update_network(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *respp, cube_err *err)
 {
@@ -731,10 +805,7 @@ static int update_network(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *
     node_link_put(l);
     if (r) protobuf_c_message_free_unpacked(r, NULL);
     if (rc == 0) {
-        Cube__NetworkPolicy *old = sb->network;
-        sb->network = req->network; /* borrowed for the write, given back before the free */
-        rc = m->st->ops->sandbox_put(m->st, sb, err);
-        sb->network = old;
+        rc = sandbox_modify(m, sb->sandbox_id, change_network, (void *)req, NULL, err);
         if (rc == 0)
             cube_log_info("audit", "action=update-network sandbox=%s internet=%d allow=%zu deny=%zu",
                           req->sandbox_id, req->network ? req->network->allow_internet_access : 1,
@@ -860,16 +931,12 @@ static void *reaper(void *arg)
                 if (m->st->ops->sandbox_claim(m->st, v[i]->sandbox_id, v[i]->end_at_ms, now + 60000, &cerr) <
                     0)
                     continue;
+                /* the claim moved end_at: the record read before it is not the one to write back */
+                v[i]->end_at_ms = now + 60000;
                 if (v[i]->auto_pause) {
-                    ProtobufCMessage *r = NULL;
-                    if (node_op(m, v[i], "/cube.Cubelet/PauseSandbox", &cube__empty__descriptor, &r, &err) ==
-                        0) {
-                        protobuf_c_message_free_unpacked(r, NULL);
-                        v[i]->state = CUBE__SANDBOX_STATE__SANDBOX_STATE_PAUSED;
-                        m->st->ops->sandbox_put(m->st, v[i], &err);
-                        cube_log_info("audit", "action=pause sandbox=%s reason=timeout", v[i]->sandbox_id);
+                    /* killed or paused meanwhile: nothing left to do */
+                    if (pause_one(m, v[i], "timeout", &err) == 0 || err.code == ENOENT || err.code == EBUSY)
                         continue;
-                    }
                 }
                 kill_one(m, v[i], "timeout", &err);
             }

@@ -189,8 +189,9 @@ void mark_lost_nodes(master *m)
             if (strcmp(all[i]->node_id, lost[k]) != 0 ||
                 all[i]->state == CUBE__SANDBOX_STATE__SANDBOX_STATE_LOST)
                 continue;
+            int was = all[i]->state;
             all[i]->state = CUBE__SANDBOX_STATE__SANDBOX_STATE_LOST;
-            if (m->st->ops->sandbox_put(m->st, all[i], &err) == 0)
+            if (m->st->ops->sandbox_update(m->st, all[i], was, &err) == 0)
                 cube_log_info("audit", "action=lost sandbox=%s node=%s", all[i]->sandbox_id, lost[k]);
         }
         store_free_sandboxes(all, n);

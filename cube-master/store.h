@@ -22,10 +22,12 @@ typedef struct store_ops {
     int (*key_list)(store *st, Cube__ListKeysResponse *out,
                     cube_err *err);                                  /* caller frees with store_free_keys */
     int (*key_revoke)(store *st, const char *key_id, cube_err *err); /* ENOENT */
-    /* Sandboxes are kept whole (packed) with the columns that filters need. */
-    int (*sandbox_put)(store *st, const Cube__Sandbox *sb, cube_err *err);
-    /* The record of a sandbox just created (no earlier one): stored as by sandbox_put before it returns; a
-     * view derived from the store (Redis routes) may be brought up to date after. */
+    /* Sandboxes are kept whole (packed) with the columns that filters need. A change is a transition: the
+     * record is replaced only while it exists in the state the caller read (expect_state), never recreated;
+     * ENOENT when it is gone (a kill won), EBUSY when its state moved meanwhile (read it again). */
+    int (*sandbox_update)(store *st, const Cube__Sandbox *sb, int expect_state, cube_err *err);
+    /* The record of a sandbox just created: EEXIST if its id is taken. Stored before it returns; a view
+     * derived from the store (Redis routes) may be brought up to date after. */
     int (*sandbox_add)(store *st, const Cube__Sandbox *sb, cube_err *err);
     Cube__Sandbox *(*sandbox_get)(store *st, const char *id,
                                   cube_err *err);                    /* NULL + ENOENT; free_unpacked */

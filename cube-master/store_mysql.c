@@ -49,7 +49,7 @@ static int connect_one(mysql_store *s, conn *c, cube_err *err)
     mysql_options(c->db, MYSQL_OPT_CONNECT_TIMEOUT, &timeout);
     mysql_options(c->db, MYSQL_SET_CHARSET_NAME, "utf8mb4");
     if (!mysql_real_connect(c->db, *s->sock ? NULL : s->host, s->user, *s->pass ? s->pass : NULL, s->db,
-                            s->port, *s->sock ? s->sock : NULL, 0)) {
+                            s->port, *s->sock ? s->sock : NULL, CLIENT_FOUND_ROWS)) {
         cube_err_set(err, EIO, "store: connect to mysql %s: %s", *s->sock ? s->sock : s->host,
                      mysql_error(c->db));
         mysql_close(c->db);
@@ -107,8 +107,8 @@ static conn *run(mysql_store *s, const char *sql, size_t len, const char *what, 
             cube_err cerr = {0};
             if (connect_one(s, c, &cerr) == 0) continue;
         }
-        if (e == ER_DUP_ENTRY)
-            cube_err_set(err, EEXIST, "store: %s: duplicate", what);
+        if (e == ER_DUP_ENTRY) /* sent again after a dropped connection: maybe our own first attempt */
+            cube_err_set(err, attempt ? EALREADY : EEXIST, "store: %s: duplicate", what);
         else
             cube_err_set(err, EIO, "store: %s: %s", what, c->db ? mysql_error(c->db) : "no connection");
         release(s, c);
@@ -314,31 +314,92 @@ static int my_key_revoke(store *base, const char *key_id, cube_err *err)
     return delete_by((mysql_store *)base, "api_keys", "key_id", key_id, "revoke key", err);
 }
 
-static int my_sandbox_put(store *base, const Cube__Sandbox *sb, cube_err *err)
+/* Affected rows count the rows matched (CLIENT_FOUND_ROWS): a transition that changes nothing still found its
+ * row. */
+static int my_sandbox_state(mysql_store *s, const char *id, int *state, cube_err *err);
+
+static int my_sandbox_write(store *base, const Cube__Sandbox *sb, int expect_state, bool insert,
+                            cube_err *err)
 {
+    mysql_store *s = (mysql_store *)base;
     size_t len = protobuf_c_message_get_packed_size(&sb->base);
     uint8_t *buf = malloc(len ? len : 1);
     if (!buf) return cube_err_set(err, ENOMEM, "out of memory");
     protobuf_c_message_pack(&sb->base, buf);
     sqlbuf b = {0};
-    /* an upsert in place (REPLACE would delete and insert: two index updates) */
-    puts_(&b, "INSERT INTO sandboxes VALUES(");
-    put_str(&b, sb->sandbox_id);
-    puts_(&b, ",");
-    put_int(&b, sb->state);
-    puts_(&b, ",");
-    put_int(&b, sb->started_at_ms);
-    puts_(&b, ",");
-    put_int(&b, sb->end_at_ms);
-    puts_(&b, ",");
-    put_hex(&b, buf, len);
-    puts_(&b, ") ON DUPLICATE KEY UPDATE state=VALUES(state), started_at_ms=VALUES(started_at_ms),"
-              " end_at_ms=VALUES(end_at_ms), data=VALUES(data)");
+    if (insert) {
+        puts_(&b, "INSERT INTO sandboxes VALUES(");
+        put_str(&b, sb->sandbox_id);
+        puts_(&b, ",");
+        put_int(&b, sb->state);
+        puts_(&b, ",");
+        put_int(&b, sb->started_at_ms);
+        puts_(&b, ",");
+        put_int(&b, sb->end_at_ms);
+        puts_(&b, ",");
+        put_hex(&b, buf, len);
+        puts_(&b, ")");
+    } else {
+        puts_(&b, "UPDATE sandboxes SET state=");
+        put_int(&b, sb->state);
+        puts_(&b, ", started_at_ms=");
+        put_int(&b, sb->started_at_ms);
+        puts_(&b, ", end_at_ms=");
+        put_int(&b, sb->end_at_ms);
+        puts_(&b, ", data=");
+        put_hex(&b, buf, len);
+        puts_(&b, " WHERE sandbox_id=");
+        put_str(&b, sb->sandbox_id);
+        puts_(&b, " AND state=");
+        put_int(&b, expect_state);
+    }
     free(buf);
     if (done(&b, err) < 0) return -1;
-    int rc = exec((mysql_store *)base, b.p, b.len, "put sandbox", NULL, err);
+    uint64_t n = 0;
+    int rc = exec(s, b.p, b.len, insert ? "add sandbox" : "update sandbox", &n, err);
     free(b.p);
-    return rc;
+    if (rc < 0 && insert && err->code == EALREADY) {
+        /* sent again after a dropped connection (run()): ids are fresh random ones, so what is there is this
+         * very insert's first attempt */
+        cube_err_clear(err);
+        return 0;
+    }
+    if (rc < 0 && insert && err->code == EEXIST)
+        return cube_err_set(err, EEXIST, "sandbox '%s' exists already", sb->sandbox_id);
+    if (rc < 0 || insert || n > 0) return rc;
+    int now;
+    if (my_sandbox_state(s, sb->sandbox_id, &now, err) < 0) return -1;
+    return cube_err_set(err, EBUSY, "sandbox '%s' changed state meanwhile (now %d, expected %d)",
+                        sb->sandbox_id, now, expect_state);
+}
+
+static int my_sandbox_update(store *base, const Cube__Sandbox *sb, int expect_state, cube_err *err)
+{
+    return my_sandbox_write(base, sb, expect_state, false, err);
+}
+
+static int my_sandbox_add(store *base, const Cube__Sandbox *sb, cube_err *err)
+{
+    return my_sandbox_write(base, sb, 0, true, err);
+}
+
+static int state_row_fn(void *arg, MYSQL_ROW row, unsigned long *lens)
+{
+    (void)lens;
+    *(int *)arg = row[0] ? atoi(row[0]) : -1;
+    return 0;
+}
+
+/* ENOENT when the sandbox has no record. */
+static int my_sandbox_state(mysql_store *s, const char *id, int *state, cube_err *err)
+{
+    sqlbuf b = {0};
+    puts_(&b, "SELECT state FROM sandboxes WHERE sandbox_id=");
+    put_str(&b, id);
+    long n = select_rows(s, &b, "sandbox state", state_row_fn, state, err);
+    if (n < 0) return -1;
+    if (n == 0) return cube_err_set(err, ENOENT, "sandbox '%s' not found (it was removed meanwhile)", id);
+    return 0;
 }
 
 typedef struct sb_rows {
@@ -527,8 +588,8 @@ static const store_ops mysql_ops = {
     .key_find = my_key_find,
     .key_list = my_key_list,
     .key_revoke = my_key_revoke,
-    .sandbox_put = my_sandbox_put,
-    .sandbox_add = my_sandbox_put,
+    .sandbox_update = my_sandbox_update,
+    .sandbox_add = my_sandbox_add,
     .sandbox_get = my_sandbox_get,
     .sandbox_delete = my_sandbox_delete,
     .sandbox_list = my_sandbox_list,

@@ -33,7 +33,8 @@ typedef struct route_job {
     int lens[2];
 } route_job;
 
-#define WRITER_BATCH 32 /* jobs in one pipelined round trip */
+#define WRITER_BATCH  32 /* jobs in one pipelined round trip */
+#define ROUTE_STRIPES 64 /* locks that order one sandbox's writes (see stripe()) */
 
 typedef struct routes_store {
     store base;
@@ -46,6 +47,7 @@ typedef struct routes_store {
     pthread_cond_t qcond;
     route_job *head, **tail;
     uint64_t queued, written; /* jobs so far: a caller waits for its own number to be written */
+    pthread_mutex_t stripes[ROUTE_STRIPES];
     bool stop;
     pthread_t writer;
 } routes_store;
@@ -178,16 +180,26 @@ static void *writer_loop(void *arg)
     return NULL;
 }
 
-/* Queues a sandbox's route (value "x": a tombstone) and, unless state is NULL, its event; waits until they
- * are sent when wait is set. A job that cannot be formatted leaves the view suspect (rebuilt later). */
-static void queue_change(routes_store *s, const char *id, const char *value, const char *state,
-                         const char *node, bool wait)
+/* A route is set only where it is not a tombstone: ids are never reused, so a removed sandbox's route stays
+ * removed whatever write arrives late (another master's, in its own writer's order). */
+#define SET_UNLESS_REMOVED                                                                                   \
+    "if redis.call('HGET', KEYS[1], ARGV[1]) == 'x' then return 0 end "                                      \
+    "return redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])"
+
+/* Queues a sandbox's route (value "x": a tombstone) and, unless state is NULL, its event; returns the job's
+ * ticket for wait_written (0: nothing to wait for). A job that cannot be formatted leaves the view suspect
+ * (rebuilt later). */
+static uint64_t queue_change(routes_store *s, const char *id, const char *value, const char *state,
+                             const char *node)
 {
     route_job *j = calloc(1, sizeof(*j));
     bool ok = j != NULL;
     if (ok) { /* a command that cannot be formatted stays NULL, which free_job takes */
         j->n = state ? 2 : 1;
-        j->lens[0] = redisFormatCommand(&j->cmds[0], "HSET %s %s %s", ROUTES, id, value);
+        j->lens[0] = strcmp(value, "x") == 0
+                         ? redisFormatCommand(&j->cmds[0], "HSET %s %s %s", ROUTES, id, value)
+                         : redisFormatCommand(&j->cmds[0], "EVAL %s 1 %s %s %s", SET_UNLESS_REMOVED, ROUTES,
+                                              id, value);
         if (state) {
             char msg[256];
             event_message(id, state, node, msg, sizeof(msg));
@@ -200,45 +212,72 @@ static void queue_change(routes_store *s, const char *id, const char *value, con
         pthread_mutex_lock(&s->lock);
         s->suspect = true;
         pthread_mutex_unlock(&s->lock);
-        return;
+        return 0;
     }
     pthread_mutex_lock(&s->qlock);
     *s->tail = j;
     s->tail = &j->next;
     uint64_t ticket = ++s->queued;
     pthread_cond_broadcast(&s->qcond);
-    while (wait && s->written < ticket) pthread_cond_wait(&s->qcond, &s->qlock);
+    pthread_mutex_unlock(&s->qlock);
+    return ticket;
+}
+
+static void wait_written(routes_store *s, uint64_t ticket)
+{
+    pthread_mutex_lock(&s->qlock);
+    while (s->written < ticket) pthread_cond_wait(&s->qcond, &s->qlock);
     pthread_mutex_unlock(&s->qlock);
 }
 
-static void queue_sandbox(routes_store *s, const Cube__Sandbox *sb, bool wait)
+static uint64_t queue_sandbox(routes_store *s, const Cube__Sandbox *sb)
 {
     char value[600];
     route_value(sb, value, sizeof(value));
-    queue_change(s, sb->sandbox_id, value, state_name(sb->state), sb->node_id ? sb->node_id : "", wait);
+    return queue_change(s, sb->sandbox_id, value, state_name(sb->state), sb->node_id ? sb->node_id : "");
 }
 
-static int r_sandbox_put(store *base, const Cube__Sandbox *sb, cube_err *err)
+/* A sandbox's store write and the queueing of its route happen under its stripe's lock: two threads changing
+ * one sandbox queue their routes in the order the store took the writes. */
+static pthread_mutex_t *stripe(routes_store *s, const char *id)
+{
+    unsigned h = 2166136261u;
+    for (; *id; id++) h = (h ^ (unsigned char)*id) * 16777619u;
+    return &s->stripes[h % ROUTE_STRIPES];
+}
+
+static int r_sandbox_update(store *base, const Cube__Sandbox *sb, int expect_state, cube_err *err)
 {
     routes_store *s = (routes_store *)base;
-    if (s->inner->ops->sandbox_put(s->inner, sb, err) < 0) return -1;
-    queue_sandbox(s, sb, true);
-    return 0;
+    pthread_mutex_t *l = stripe(s, sb->sandbox_id);
+    pthread_mutex_lock(l);
+    int rc = s->inner->ops->sandbox_update(s->inner, sb, expect_state, err);
+    uint64_t ticket = rc == 0 ? queue_sandbox(s, sb) : 0;
+    pthread_mutex_unlock(l);
+    if (ticket) wait_written(s, ticket);
+    return rc;
 }
 
 static int r_sandbox_add(store *base, const Cube__Sandbox *sb, cube_err *err)
 {
     routes_store *s = (routes_store *)base;
-    if (s->inner->ops->sandbox_add(s->inner, sb, err) < 0) return -1;
-    queue_sandbox(s, sb, false);
-    return 0;
+    pthread_mutex_t *l = stripe(s, sb->sandbox_id);
+    pthread_mutex_lock(l);
+    int rc = s->inner->ops->sandbox_add(s->inner, sb, err);
+    if (rc == 0) queue_sandbox(s, sb); /* not waited for: see the top of this file */
+    pthread_mutex_unlock(l);
+    return rc;
 }
 
 static int r_sandbox_delete(store *base, const char *id, cube_err *err)
 {
     routes_store *s = (routes_store *)base;
+    pthread_mutex_t *l = stripe(s, id);
+    pthread_mutex_lock(l);
     int rc = s->inner->ops->sandbox_delete(s->inner, id, err);
-    queue_change(s, id, "x", rc == 0 ? "deleted" : NULL, "", true); /* a tombstone either way */
+    uint64_t ticket = queue_change(s, id, "x", rc == 0 ? "deleted" : NULL, ""); /* a tombstone either way */
+    pthread_mutex_unlock(l);
+    if (ticket) wait_written(s, ticket);
     return rc;
 }
 
@@ -324,7 +363,7 @@ static const store_ops routes_ops = {
     .key_find = r_key_find,
     .key_list = r_key_list,
     .key_revoke = r_key_revoke,
-    .sandbox_put = r_sandbox_put,
+    .sandbox_update = r_sandbox_update,
     .sandbox_add = r_sandbox_add,
     .sandbox_get = r_sandbox_get,
     .sandbox_delete = r_sandbox_delete,
@@ -353,6 +392,7 @@ store *store_with_routes(store *inner, const char *redis_addr, cube_err *err)
     pthread_mutex_init(&s->lock, NULL);
     pthread_mutex_init(&s->qlock, NULL);
     pthread_cond_init(&s->qcond, NULL);
+    for (int i = 0; i < ROUTE_STRIPES; i++) pthread_mutex_init(&s->stripes[i], NULL);
     s->tail = &s->head;
     if (pthread_create(&s->writer, NULL, writer_loop, s) != 0) {
         cube_redis_free(s->redis);

@@ -177,7 +177,8 @@ static int key_revoke(store *base, const char *key_id, cube_err *err)
     return exec_id((sqlite_store *)base, "DELETE FROM api_keys WHERE key_id=?", key_id, "revoke key", err);
 }
 
-static int sandbox_put(store *base, const Cube__Sandbox *sb, cube_err *err)
+/* One statement over a packed sandbox: INSERT (an add) or a conditional UPDATE (a transition). */
+static int sandbox_write(store *base, const Cube__Sandbox *sb, int expect_state, bool insert, cube_err *err)
 {
     sqlite_store *s = (sqlite_store *)base;
     size_t len = protobuf_c_message_get_packed_size(&sb->base);
@@ -185,25 +186,59 @@ static int sandbox_put(store *base, const Cube__Sandbox *sb, cube_err *err)
     if (!buf) return cube_err_set(err, ENOMEM, "out of memory");
     protobuf_c_message_pack(&sb->base, buf);
     int rc = 0;
+    const char *what = insert ? "add sandbox" : "update sandbox";
     pthread_mutex_lock(&s->lock);
     do { /* break leaves the block; the lock is released below */
         sqlite3_stmt *st;
-        if (sqlite3_prepare_v2(s->db, "INSERT OR REPLACE INTO sandboxes VALUES(?,?,?,?,?)", -1, &st, NULL) !=
+        const char *sql = insert ? "INSERT INTO sandboxes(state, started_at_ms, end_at_ms, data, sandbox_id) "
+                                   "VALUES(?,?,?,?,?)"
+                                 : "UPDATE sandboxes SET state=?, started_at_ms=?, end_at_ms=?, data=? "
+                                   "WHERE sandbox_id=? AND state=?";
+        if (sqlite3_prepare_v2(s->db, sql, -1, &st, NULL) != SQLITE_OK) {
+            rc = db_err(s, err, what);
+            break;
+        }
+        sqlite3_bind_int(st, 1, sb->state);
+        sqlite3_bind_int64(st, 2, sb->started_at_ms);
+        sqlite3_bind_int64(st, 3, sb->end_at_ms);
+        sqlite3_bind_blob(st, 4, buf, (int)len, SQLITE_STATIC);
+        sqlite3_bind_text(st, 5, sb->sandbox_id, -1, SQLITE_STATIC);
+        if (!insert) sqlite3_bind_int(st, 6, expect_state);
+        int step = sqlite3_step(st), missed = 0;
+        if (step == SQLITE_CONSTRAINT)
+            rc = cube_err_set(err, EEXIST, "sandbox '%s' exists already", sb->sandbox_id);
+        else if (step != SQLITE_DONE)
+            rc = db_err(s, err, what);
+        else if (!insert && sqlite3_changes(s->db) == 0)
+            rc = missed = -1; /* told apart below: gone, or in another state */
+        sqlite3_finalize(st);
+        if (!missed) break;
+        if (sqlite3_prepare_v2(s->db, "SELECT state FROM sandboxes WHERE sandbox_id=?", -1, &st, NULL) !=
             SQLITE_OK) {
-            rc = db_err(s, err, "put sandbox");
+            db_err(s, err, what);
             break;
         }
         sqlite3_bind_text(st, 1, sb->sandbox_id, -1, SQLITE_STATIC);
-        sqlite3_bind_int(st, 2, sb->state);
-        sqlite3_bind_int64(st, 3, sb->started_at_ms);
-        sqlite3_bind_int64(st, 4, sb->end_at_ms);
-        sqlite3_bind_blob(st, 5, buf, (int)len, SQLITE_STATIC);
-        if (sqlite3_step(st) != SQLITE_DONE) rc = db_err(s, err, "put sandbox");
+        if (sqlite3_step(st) == SQLITE_ROW)
+            cube_err_set(err, EBUSY, "sandbox '%s' changed state meanwhile (now %d, expected %d)",
+                         sb->sandbox_id, sqlite3_column_int(st, 0), expect_state);
+        else
+            cube_err_set(err, ENOENT, "sandbox '%s' not found (it was removed meanwhile)", sb->sandbox_id);
         sqlite3_finalize(st);
     } while (0);
     pthread_mutex_unlock(&s->lock);
     free(buf);
     return rc;
+}
+
+static int sandbox_update(store *base, const Cube__Sandbox *sb, int expect_state, cube_err *err)
+{
+    return sandbox_write(base, sb, expect_state, false, err);
+}
+
+static int sandbox_add(store *base, const Cube__Sandbox *sb, cube_err *err)
+{
+    return sandbox_write(base, sb, 0, true, err);
 }
 
 static Cube__Sandbox *unpack_row(sqlite3_stmt *st, int col)
@@ -418,8 +453,8 @@ static const store_ops sqlite_ops = {
     .key_find = key_find,
     .key_list = key_list,
     .key_revoke = key_revoke,
-    .sandbox_put = sandbox_put,
-    .sandbox_add = sandbox_put,
+    .sandbox_update = sandbox_update,
+    .sandbox_add = sandbox_add,
     .sandbox_get = sandbox_get,
     .sandbox_delete = sandbox_delete,
     .sandbox_list = sandbox_list,

@@ -3,6 +3,7 @@
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/resource.h>
 
 #include "config.h"
 #include "log.h"
@@ -17,8 +18,45 @@ static const cube_config_flag flags[] = {
     {"node-id", "proxy.node_id", true,
      "in a cluster, the node this proxy serves; sandboxes elsewhere go to their node's proxy"},
     {"redis", "proxy.redis", true, "Redis with the cluster's sandbox routes (unix:/path or host:port)"},
+    {"max-conns", "proxy.max_conns", true, "client connections in all (default: from the open-file limit)"},
+    {"max-conns-per-addr", "proxy.max_conns_per_addr", true,
+     "client connections per address (default: max-conns)"},
+    {"head-timeout-ms", "proxy.head_timeout_ms", true, "time for a request head to arrive (default 10000)"},
+    {"idle-timeout-ms", "proxy.idle_timeout_ms", true,
+     "a relayed connection with no byte either way is closed (default 900000)"},
+    {"workers", "proxy.workers", true, "threads routing requests (default 16)"},
     {0},
 };
+
+/* Every descriptor the hard limit allows: each relayed connection holds two. */
+static void raise_nofile(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
+}
+
+static int limits_from(cube_config *cfg, proxy_limits *l, cube_err *err)
+{
+    proxy_limits_default(l);
+    long long v;
+    if (cube_config_get_int(cfg, "proxy.max_conns", l->max_conns, 1, 1 << 20, &v, err) < 0) return -1;
+    l->max_conns = (int)v;
+    if (cube_config_get_int(cfg, "proxy.max_conns_per_addr", l->max_conns, 1, 1 << 20, &v, err) < 0)
+        return -1;
+    l->max_per_addr = (int)v;
+    if (cube_config_get_int(cfg, "proxy.head_timeout_ms", l->head_timeout_ms, 100, 3600000, &v, err) < 0)
+        return -1;
+    l->head_timeout_ms = (int)v;
+    if (cube_config_get_int(cfg, "proxy.idle_timeout_ms", l->idle_timeout_ms, 1000, 86400000, &v, err) < 0)
+        return -1;
+    l->idle_timeout_ms = (int)v;
+    if (cube_config_get_int(cfg, "proxy.workers", l->workers, 1, 1024, &v, err) < 0) return -1;
+    l->workers = (int)v;
+    return 0;
+}
 
 static proxy px;
 
@@ -43,7 +81,10 @@ int main(int argc, char **argv)
         return 2;
     }
     long long port;
-    if (cube_config_get_int(cfg, "proxy.port", 3001, 0, 65535, &port, &err) < 0) {
+    raise_nofile();
+    proxy_limits limits;
+    if (cube_config_get_int(cfg, "proxy.port", 3001, 0, 65535, &port, &err) < 0 ||
+        limits_from(cfg, &limits, &err) < 0) {
         fprintf(stderr, "cube-proxy: %s\n", err.msg);
         cube_config_free(cfg);
         return 2;
@@ -64,13 +105,16 @@ int main(int argc, char **argv)
         cube_config_free(cfg);
         return 1;
     }
+    px.limits = limits;
     const char *redis = cube_config_get(cfg, "proxy.redis", NULL);
     if (redis) proxy_use_redis(&px, redis);
     proxy_set_node(&px, cube_config_get(cfg, "proxy.node_id", ""));
     pthread_t th;
     pthread_create(&th, NULL, signals, &set);
-    cube_log_info("proxy ready", "port=%d", px.port);
-    proxy_serve(&px);
+    cube_log_info("proxy ready", "port=%d max_conns=%d per_addr=%d head_timeout_ms=%d workers=%d", px.port,
+                  limits.max_conns, limits.max_per_addr, limits.head_timeout_ms, limits.workers);
+    int rc = proxy_serve(&px, &err) < 0 ? 1 : 0;
+    if (rc) fprintf(stderr, "cube-proxy: %s\n", err.msg);
     cube_config_free(cfg);
-    return 0;
+    return rc;
 }

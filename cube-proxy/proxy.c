@@ -21,7 +21,7 @@
 #include "netns.h"
 #include "redis.h"
 
-#define HEAD_MAX 65536
+#define CONNECT_TIMEOUT_MS 3000
 
 int proxy_init(proxy *p, const char *addr, int port, const char *master, const char *domain, cube_err *err)
 {
@@ -92,28 +92,29 @@ int proxy_parse_target(const char *head, const char *domain, proxy_target *t)
     return 0;
 }
 
-static void write_all(int fd, const char *b, size_t n)
-{
-    while (n > 0) {
-        ssize_t w = write(fd, b, n);
-        if (w < 0 && errno == EINTR) continue;
-        if (w <= 0) return;
-        b += w;
-        n -= (size_t)w;
-    }
-}
-
-static void reply_json(int fd, int status, const char *reason, const char *msg)
+/* A whole response for the client (the relay sends it, then closes): JSON {"code","message"}. */
+static void reply_json(proxy_route *r, int status, const char *reason, const char *msg)
 {
     char *body = cube_json_error_body(status, msg);
-    char head[256];
-    int n = snprintf(head, sizeof(head),
-                     "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %zu\r\nConnection: "
-                     "close\r\n\r\n",
-                     status, reason, body ? strlen(body) : 0);
-    write_all(fd, head, (size_t)n);
-    if (body) write_all(fd, body, strlen(body));
+    r->reply = proxy_format_reply(status, reason, "application/json", body ? body : "", NULL, &r->reply_len);
     free(body);
+}
+
+char *proxy_format_reply(int status, const char *reason, const char *content_type, const char *body,
+                         const char *extra_headers, size_t *len)
+{
+    size_t bl = strlen(body), cap = bl + 512 + (extra_headers ? strlen(extra_headers) : 0);
+    char *out = malloc(cap);
+    if (!out) {
+        *len = 0;
+        return NULL;
+    }
+    int n = snprintf(
+        out, cap, "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n%sConnection: close\r\n\r\n",
+        status, reason, content_type, bl, extra_headers ? extra_headers : "");
+    memcpy(out + n, body, bl);
+    *len = (size_t)n + bl;
+    return out;
 }
 
 void proxy_use_redis(proxy *p, const char *redis_addr)
@@ -210,35 +211,6 @@ static char *upstream_head(const char *head, size_t head_len, int upgrade)
     return out;
 }
 
-/* Relays both ways until both sides are done. */
-static void pump(int a, int b, const char *pending, size_t pending_len)
-{
-    if (pending_len) write_all(b, pending, pending_len);
-    char buf[65536];
-    int a_open = 1, b_open = 1;
-    while (b_open) {
-        struct pollfd fds[2] = {{a, a_open ? POLLIN : 0, 0}, {b, POLLIN, 0}};
-        if (poll(fds, 2, -1) < 0) {
-            if (errno == EINTR) continue;
-            break;
-        }
-        if (a_open && fds[0].revents) {
-            ssize_t n = read(a, buf, sizeof(buf));
-            if (n > 0) {
-                write_all(b, buf, (size_t)n);
-            } else {
-                a_open = 0;
-                shutdown(b, SHUT_WR); /* the request is complete: let the sandbox finish its answer */
-            }
-        }
-        if (fds[1].revents) {
-            ssize_t n = read(b, buf, sizeof(buf));
-            if (n <= 0) break;
-            write_all(a, buf, (size_t)n);
-        }
-    }
-}
-
 /* The proxy of node_id: "host:port" into addr, from the node's liveness key in Redis (set by masters at every
  * heartbeat, gone when the node is lost), else from the masters' node list. */
 static int node_proxy(proxy *p, const char *node_id, char *addr, size_t cap, cube_err *err)
@@ -272,6 +244,7 @@ static int node_proxy(proxy *p, const char *node_id, char *addr, size_t cap, cub
     return rc;
 }
 
+/* A node proxy: connects within CONNECT_TIMEOUT_MS (a node that went away must not hold a worker long). */
 static int tcp_connect(const char *hostport, cube_err *err)
 {
     char host[256];
@@ -282,60 +255,49 @@ static int tcp_connect(const char *hostport, cube_err *err)
     struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)atoi(colon + 1))};
     if (inet_pton(AF_INET, host, &sa.sin_addr) != 1)
         return cube_err_set(err, EINVAL, "bad proxy address %s", hostport);
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
-        cube_err_sys(err, errno, "connect %s", hostport);
-        if (fd >= 0) close(fd);
-        return -1;
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (fd < 0) return cube_err_sys(err, errno, "socket");
+    if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+        int e = errno;
+        if (e == EINPROGRESS) {
+            struct pollfd pf = {fd, POLLOUT, 0};
+            int n = poll(&pf, 1, CONNECT_TIMEOUT_MS);
+            socklen_t el = sizeof(e);
+            if (n == 0)
+                e = ETIMEDOUT;
+            else if (n < 0 || getsockopt(fd, SOL_SOCKET, SO_ERROR, &e, &el) < 0)
+                e = errno;
+        }
+        if (e) {
+            close(fd);
+            return cube_err_sys(err, e, "connect %s", hostport);
+        }
     }
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     return fd;
 }
 
-static void *serve_conn(void *arg)
+void proxy_route_request(proxy *p, const char *head, size_t head_len, size_t len, proxy_route *r)
 {
-    proxy *p = ((void **)arg)[0];
-    int fd = (int)(intptr_t)((void **)arg)[1];
-    free(arg);
-    char *head = malloc(HEAD_MAX + 1);
-    size_t len = 0;
-    char *end = NULL;
-    while (head && len < HEAD_MAX) {
-        ssize_t n = read(fd, head + len, HEAD_MAX - len);
-        if (n <= 0) break;
-        len += (size_t)n;
-        head[len] = '\0';
-        if ((end = strstr(head, "\r\n\r\n"))) break;
-    }
-    if (!head || !end) {
-        if (head && len > 0)
-            reply_json(fd, len >= HEAD_MAX ? 431 : 400, "Bad Request", "malformed request head");
-        goto out;
-    }
-    size_t head_len = (size_t)(end - head) + 4;
+    memset(r, 0, sizeof(*r));
+    r->up = -1;
     proxy_target t;
     if (proxy_parse_target(head, p->domain, &t) < 0) {
         if (strncmp(head, "GET /metrics ", 13) == 0) {
             char *text = cube_metrics_render();
-            char h[200];
-            int hl = snprintf(
-                h, sizeof(h),
-                "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: %zu\r\n"
-                "Connection: close\r\n\r\n",
-                text ? strlen(text) : 0);
-            write_all(fd, h, (size_t)hl);
-            if (text) write_all(fd, text, strlen(text));
+            r->reply = proxy_format_reply(200, "OK", "text/plain; version=0.0.4", text ? text : "", NULL,
+                                          &r->reply_len);
             free(text);
         } else if (strncmp(head, "GET /health ", 12) == 0) {
-            const char *ok =
-                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 11\r\nConnection: "
-                "close\r\n\r\n{\"ok\":true}";
-            write_all(fd, ok, strlen(ok));
+            r->reply =
+                proxy_format_reply(200, "OK", "application/json", "{\"ok\":true}", NULL, &r->reply_len);
         } else {
             reply_json(
-                fd, 400, "Bad Request",
+                r, 400, "Bad Request",
                 "no sandbox named: send E2b-Sandbox-Id and E2b-Sandbox-Port, or Host <port>-<id>.<domain>");
         }
-        goto out;
+        return;
     }
     char netns[128], msg[512], node[64] = "";
     int paused = 0, auto_resume = 0;
@@ -343,8 +305,8 @@ static void *serve_conn(void *arg)
     if (resolve(p, t.sandbox_id, netns, sizeof(netns), node, &paused, &auto_resume, &err) < 0) {
         snprintf(msg, sizeof(msg), "sandbox %s: %s", t.sandbox_id,
                  err.code == ENOENT ? "not found" : err.msg);
-        reply_json(fd, 502, "Bad Gateway", msg);
-        goto out;
+        reply_json(r, 502, "Bad Gateway", msg);
+        return;
     }
     if (*p->node_id && *node && strcmp(node, p->node_id) != 0) {
         /* on another node: one hop to that node's proxy, which serves it like a local request (a request
@@ -352,23 +314,31 @@ static void *serve_conn(void *arg)
         char hop[8], addr[300];
         if (header(head, "X-Cube-Hop", hop, sizeof(hop)) == 0) {
             snprintf(msg, sizeof(msg), "sandbox %s is not on node %s", t.sandbox_id, p->node_id);
-            reply_json(fd, 502, "Bad Gateway", msg);
-            goto out;
+            reply_json(r, 502, "Bad Gateway", msg);
+            return;
         }
         int up = node_proxy(p, node, addr, sizeof(addr), &err) < 0 ? -1 : tcp_connect(addr, &err);
         if (up < 0) {
             snprintf(msg, sizeof(msg), "sandbox %s on node %s: %s", t.sandbox_id, node, err.msg);
-            reply_json(fd, 502, "Bad Gateway", msg);
-            goto out;
+            reply_json(r, 502, "Bad Gateway", msg);
+            return;
         }
         cube_metric_add("cube_proxy_forwarded_total", "Connections forwarded to another node's proxy", 1);
-        /* the head with the hop mark, then the rest as it comes */
+        /* the head with the hop mark, then the rest as it came */
         const char *eol = strstr(head, "\r\n");
-        write_all(up, head, (size_t)(eol - head) + 2);
-        write_all(up, "X-Cube-Hop: 1\r\n", 15);
-        write_all(up, eol + 2, len - (size_t)(eol + 2 - head));
-        pump(fd, up, NULL, 0);
-        goto out;
+        size_t first = (size_t)(eol - head) + 2;
+        r->send = malloc(len + 16);
+        if (!r->send) {
+            close(up);
+            reply_json(r, 503, "Service Unavailable", "out of memory");
+            return;
+        }
+        memcpy(r->send, head, first);
+        memcpy(r->send + first, "X-Cube-Hop: 1\r\n", 15);
+        memcpy(r->send + first + 15, head + first, len - first);
+        r->send_len = len + 15;
+        r->up = up;
+        return;
     }
     if (paused && auto_resume) { /* the first request wakes it (lifecycle.autoResume) */
         Cube__SetTimeoutRequest rr = CUBE__SET_TIMEOUT_REQUEST__INIT;
@@ -383,64 +353,27 @@ static void *serve_conn(void *arg)
     }
     if (paused) {
         snprintf(msg, sizeof(msg), "sandbox %s is paused: resume it (Sandbox.connect) first", t.sandbox_id);
-        reply_json(fd, 502, "Bad Gateway", msg);
-        goto out;
+        reply_json(r, 502, "Bad Gateway", msg);
+        return;
     }
     cube_metric_add("cube_proxy_connections_total", "Connections relayed into sandboxes", 1);
     int up = cube_netns_connect(netns, t.port, &err);
     if (up < 0) {
         snprintf(msg, sizeof(msg), "sandbox %s port %u: %s", t.sandbox_id, t.port, err.msg);
-        reply_json(fd, 502, "Bad Gateway", msg);
-        goto out;
+        reply_json(r, 502, "Bad Gateway", msg);
+        return;
     }
     char upg[64];
     char *uh = upstream_head(head, head_len, header(head, "Upgrade", upg, sizeof(upg)) == 0);
-    if (uh) {
-        write_all(up, uh, strlen(uh));
-        pump(fd, up, head + head_len, len - head_len);
+    size_t uhl = uh ? strlen(uh) : 0;
+    r->send = uh ? realloc(uh, uhl + (len - head_len) + 1) : NULL;
+    if (!r->send) {
+        free(uh);
+        close(up);
+        reply_json(r, 503, "Service Unavailable", "out of memory");
+        return;
     }
-    free(uh);
-    close(up);
-out:
-    free(head);
-    close(fd);
-    return NULL;
-}
-
-void proxy_serve(proxy *p)
-{
-    while (!p->stopping) {
-        int fd = accept4(p->listen_fd, NULL, NULL, SOCK_CLOEXEC);
-        if (fd < 0) {
-            if (errno == EINTR || errno == ECONNABORTED) continue;
-            if (p->stopping) break;
-            cube_log_warn("accept failed", "errno=%d", errno);
-            continue;
-        }
-        int one = 1;
-        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-        void **arg = malloc(2 * sizeof(void *));
-        pthread_t th;
-        if (!arg) {
-            close(fd);
-            continue;
-        }
-        arg[0] = p;
-        arg[1] = (void *)(intptr_t)fd;
-        pthread_attr_t attr;
-        pthread_attr_init(&attr);
-        pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-        pthread_attr_setstacksize(&attr, 256 * 1024);
-        if (pthread_create(&th, &attr, serve_conn, arg) != 0) {
-            free(arg);
-            close(fd);
-        }
-        pthread_attr_destroy(&attr);
-    }
-}
-
-void proxy_stop(proxy *p)
-{
-    p->stopping = 1;
-    shutdown(p->listen_fd, SHUT_RDWR);
+    memcpy(r->send + uhl, head + head_len, len - head_len);
+    r->send_len = uhl + (len - head_len);
+    r->up = up;
 }

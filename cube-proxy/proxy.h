@@ -1,6 +1,12 @@
 /* cube-proxy's core: routes SDK traffic into sandboxes. The target comes from the E2b-Sandbox-Id and
- * E2b-Sandbox-Port headers or from Host "<port>-<id>.<domain>"; the sandbox's address from cube-master. Bytes
- * are relayed as they come (streams, uploads, WebSocket after an Upgrade), never buffered whole. */
+ * E2b-Sandbox-Port headers or from Host "<port>-<id>.<domain>"; the sandbox's address from Redis or
+ * cube-master. Bytes are relayed as they come (streams, uploads, WebSocket after an Upgrade), never buffered
+ * whole.
+ *
+ * Two halves: the relay (relay.c) is one event loop that accepts, reads request heads under a deadline,
+ * enforces the connection caps and pumps bytes both ways; routing a request (proxy.c: Redis, a master, the
+ * sandbox's netns, a node proxy) may block, so a fixed pool of workers does it. Threads do not grow with
+ * connections, and an idle or slow client costs a socket and a few KB. */
 #ifndef CUBE_PROXY_H
 #define CUBE_PROXY_H
 
@@ -8,8 +14,19 @@
 
 #include "rpc.h"
 
+/* The edge's limits (conventions: redis maxclients/timeout, nginx client_header_timeout). */
+typedef struct proxy_limits {
+    int head_timeout_ms; /* from accept to the end of the request head */
+    int idle_timeout_ms; /* a relayed connection with no byte either way (streams send keepalives) */
+    int max_conns;       /* in total; at the cap the oldest connection still sending its head makes room */
+    int max_per_addr;    /* per client address, the same way; else 429 */
+    int workers;         /* threads that route requests */
+} proxy_limits;
+
 typedef struct proxy {
     int listen_fd;
+    proxy_limits limits;
+    struct proxy_relay *relay;
     int port;
     cube_rpc_failover masters; /* one or a cluster's several */
     struct cube_redis *routes; /* a cluster's route cache (cube:routes), asked before a master; or NULL */
@@ -31,9 +48,29 @@ void proxy_use_redis(proxy *p, const char *redis_addr);
 /* This proxy serves node_id; sandboxes elsewhere are forwarded to their node's proxy
  * (NodeInfo.proxy_address). */
 void proxy_set_node(proxy *p, const char *node_id);
-/* Accepts until proxy_stop; one thread per connection. */
-void proxy_serve(proxy *p);
+/* Defaults sized to the process's open-file limit (two descriptors per relayed connection). */
+void proxy_limits_default(proxy_limits *l);
+/* Serves until proxy_stop (the relay's loop runs on the calling thread). -1 if it could not start. */
+int proxy_serve(proxy *p, cube_err *err);
+/* Any thread, and async-signal-safe. */
 void proxy_stop(proxy *p);
+
+/* What routing one request gives the relay: an upstream connection and the bytes to send it first (the
+ * rewritten head and whatever body came with it), or a whole reply for the client. */
+typedef struct proxy_route {
+    int up; /* -1: none */
+    char *send;
+    size_t send_len;
+    char *reply;
+    size_t reply_len;
+} proxy_route;
+
+/* Routes one request; head[0..len) holds its head (head_len bytes, NUL-terminated there) and any bytes that
+ * followed. Blocking (Redis, masters, connects): run by the relay's workers. */
+void proxy_route_request(proxy *p, const char *head, size_t head_len, size_t len, proxy_route *r);
+/* "HTTP/1.1 status reason" with the body, Connection: close; extra_headers ("Name: v\r\n"...) may be NULL. */
+char *proxy_format_reply(int status, const char *reason, const char *content_type, const char *body,
+                         const char *extra_headers, size_t *len);
 
 /* Parses the routing target out of a request head; 0, or -1 when it names none. Exposed for tests. */
 int proxy_parse_target(const char *head, const char *domain, proxy_target *t);

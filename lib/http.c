@@ -3,6 +3,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,7 +17,17 @@ struct http_server {
     const http_route *routes;
     void *svc;
     int port;
+    /* event-driven mode: requests whose body is in wait here for a handler thread */
+    pthread_t *workers;
+    int nworkers;
+    pthread_mutex_t qlock;
+    pthread_cond_t qcond;
+    http_req *qhead, *qtail;
+    bool qstop;
 };
+
+/* Request state beyond what handlers see: where it is in the event-driven hand-off. */
+enum { REQ_READING, REQ_QUEUED, REQ_HANDLED };
 
 const char *http_header(http_req *req, const char *name)
 {
@@ -138,6 +149,24 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         *upload_size = 0; /* consumed (or discarded after an error reply) */
         return MHD_YES;
     }
+    if (s->nworkers && !req->replied && req->stage == REQ_READING) {
+        /* the body is in: a handler thread runs it while MHD's thread serves the other connections */
+        pthread_mutex_lock(&s->qlock);
+        bool queued = !s->qstop; /* stopping: no thread would resume it, so it runs here */
+        if (queued) {
+            req->stage = REQ_QUEUED;
+            MHD_suspend_connection(conn);
+            req->qnext = NULL;
+            if (s->qtail)
+                s->qtail->qnext = req;
+            else
+                s->qhead = req;
+            s->qtail = req;
+            pthread_cond_signal(&s->qcond);
+        }
+        pthread_mutex_unlock(&s->qlock);
+        if (queued) return MHD_YES;
+    }
     if (!req->replied) req->route->handler(s->svc, req);
     if (!req->replied) http_reply_error(req, 500, "handler gave no reply");
     if (!req->resp) return MHD_NO;
@@ -165,6 +194,38 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     *con_cls = NULL;
 }
 
+static void *worker(void *arg)
+{
+    http_server *s = arg;
+    pthread_mutex_lock(&s->qlock);
+    for (;;) {
+        while (!s->qhead && !s->qstop) pthread_cond_wait(&s->qcond, &s->qlock);
+        if (!s->qhead) break;
+        http_req *req = s->qhead;
+        s->qhead = req->qnext;
+        if (!s->qhead) s->qtail = NULL;
+        pthread_mutex_unlock(&s->qlock);
+        if (!req->replied) req->route->handler(s->svc, req);
+        req->stage = REQ_HANDLED;
+        MHD_resume_connection(req->conn); /* MHD calls on_request again, which sends the reply */
+        pthread_mutex_lock(&s->qlock);
+    }
+    pthread_mutex_unlock(&s->qlock);
+    return NULL;
+}
+
+static void stop_workers(http_server *s)
+{
+    pthread_mutex_lock(&s->qlock);
+    s->qstop = true;
+    pthread_cond_broadcast(&s->qcond);
+    pthread_mutex_unlock(&s->qlock);
+    for (int i = 0; i < s->nworkers; i++) pthread_join(s->workers[i], NULL);
+    free(s->workers);
+    s->workers = NULL;
+    s->nworkers = 0;
+}
+
 http_server *http_server_start(const char *addr, int port, const http_route *routes, void *svc, cube_err *err)
 {
     return http_server_start_shared(addr, port, routes, svc, false, err);
@@ -173,28 +234,60 @@ http_server *http_server_start(const char *addr, int port, const http_route *rou
 http_server *http_server_start_shared(const char *addr, int port, const http_route *routes, void *svc,
                                       bool share_port, cube_err *err)
 {
+    http_server_opts o = {.share_port = share_port};
+    return http_server_start_opts(addr, port, routes, svc, &o, err);
+}
+
+http_server *http_server_start_opts(const char *addr, int port, const http_route *routes, void *svc,
+                                    const http_server_opts *opts, cube_err *err)
+{
     http_server *s = calloc(1, sizeof(*s));
     if (!s) return cube_err_set(err, ENOMEM, "http: out of memory"), NULL;
     s->routes = routes;
     s->svc = svc;
+    pthread_mutex_init(&s->qlock, NULL);
+    pthread_cond_init(&s->qcond, NULL);
     struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
     if (inet_pton(AF_INET, addr, &sa.sin_addr) != 1) {
         free(s);
         return cube_err_set(err, EINVAL, "http: bad listen address '%s'", addr), NULL;
     }
+    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG;
+    if (opts->workers > 0) {
+        flags |= MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME;
+        s->workers = calloc((size_t)opts->workers, sizeof(*s->workers));
+        if (!s->workers) {
+            free(s);
+            return cube_err_set(err, ENOMEM, "http: out of memory"), NULL;
+        }
+        for (; s->nworkers < opts->workers; s->nworkers++)
+            if (pthread_create(&s->workers[s->nworkers], NULL, worker, s) != 0) break;
+        if (s->nworkers == 0) {
+            free(s->workers);
+            free(s);
+            return cube_err_set(err, EAGAIN, "http: cannot start handler threads"), NULL;
+        }
+    } else {
+        flags |= MHD_USE_THREAD_PER_CONNECTION;
+    }
+    struct MHD_OptionItem o[8];
+    int n = 0;
+    o[n++] = (struct MHD_OptionItem){MHD_OPTION_SOCK_ADDR, 0, &sa};
+    o[n++] = (struct MHD_OptionItem){MHD_OPTION_NOTIFY_COMPLETED, (intptr_t)on_completed, s};
+    o[n++] = (struct MHD_OptionItem){MHD_OPTION_CONNECTION_TIMEOUT, (intptr_t)opts->idle_timeout_s, NULL};
+    if (opts->max_conns)
+        o[n++] = (struct MHD_OptionItem){MHD_OPTION_CONNECTION_LIMIT, (intptr_t)opts->max_conns, NULL};
+    if (opts->max_per_addr)
+        o[n++] =
+            (struct MHD_OptionItem){MHD_OPTION_PER_IP_CONNECTION_LIMIT, (intptr_t)opts->max_per_addr, NULL};
     /* the option only when sharing: given as 0 it would also drop MHD's default SO_REUSEADDR, and a restart
      * would then wait out its old connections' TIME_WAIT */
-    unsigned flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG;
-    if (share_port)
-        s->daemon =
-            MHD_start_daemon(flags, (uint16_t)port, NULL, NULL, on_request, s, MHD_OPTION_SOCK_ADDR, &sa,
-                             MHD_OPTION_NOTIFY_COMPLETED, on_completed, s, MHD_OPTION_CONNECTION_TIMEOUT,
-                             (unsigned)0, MHD_OPTION_LISTENING_ADDRESS_REUSE, (unsigned)1, MHD_OPTION_END);
-    else
-        s->daemon = MHD_start_daemon(flags, (uint16_t)port, NULL, NULL, on_request, s, MHD_OPTION_SOCK_ADDR,
-                                     &sa, MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
-                                     MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)0, MHD_OPTION_END);
+    if (opts->share_port) o[n++] = (struct MHD_OptionItem){MHD_OPTION_LISTENING_ADDRESS_REUSE, 1, NULL};
+    o[n++] = (struct MHD_OptionItem){MHD_OPTION_END, 0, NULL};
+    s->daemon = MHD_start_daemon(flags, (uint16_t)port, NULL, NULL, on_request, s, MHD_OPTION_ARRAY, o,
+                                 MHD_OPTION_END);
     if (!s->daemon) {
+        stop_workers(s);
         free(s);
         return cube_err_set(err, EADDRINUSE, "http: cannot listen on %s:%d", addr, port), NULL;
     }
@@ -211,6 +304,10 @@ int http_server_port(const http_server *s)
 void http_server_stop(http_server *s)
 {
     if (!s) return;
+    /* handlers first (a suspended connection is resumed by its worker), then the daemon */
+    stop_workers(s);
     MHD_stop_daemon(s->daemon);
+    pthread_mutex_destroy(&s->qlock);
+    pthread_cond_destroy(&s->qcond);
     free(s);
 }

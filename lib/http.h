@@ -41,6 +41,8 @@ struct http_req {
     unsigned status;
     struct MHD_Response *resp;
     int replied;
+    int stage;              /* the server's (event-driven hand-off) */
+    struct http_req *qnext; /* the server's queue */
 };
 
 const char *http_header(http_req *req, const char *name);
@@ -57,6 +59,23 @@ void http_reply_empty(http_req *req, unsigned status);
 /* {"code": status, "message": msg} — the shape E2B's REST-style endpoints (/files, /init) use. */
 void http_reply_error(http_req *req, unsigned status, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+
+/* How a server holds its connections. Thread-per-connection (the default, zero value) suits the agent, whose
+ * streaming responses block waiting for process output. An edge facing many clients (cube-api) sets
+ * `workers`: one epoll thread holds every connection (an idle one costs a socket and some memory, no thread)
+ * and a fixed pool of that many threads runs the handlers (the connection is suspended meanwhile); upload
+ * routes and streaming replies are not for that mode. */
+typedef struct http_server_opts {
+    bool share_port;         /* several processes on one addr:port (SO_REUSEPORT) */
+    int workers;             /* > 0: event-driven with this many handler threads */
+    unsigned max_conns;      /* 0: no cap (beyond the open-file limit) */
+    unsigned max_per_addr;   /* 0: no cap per client address */
+    unsigned idle_timeout_s; /* a connection with no byte in (request head, body, or between keep-alive
+                              * requests) this long is closed; 0: never */
+} http_server_opts;
+
+http_server *http_server_start_opts(const char *addr, int port, const http_route *routes, void *svc,
+                                    const http_server_opts *opts, cube_err *err);
 
 /* Listens on addr:port (port 0 picks one: http_server_port). routes ends with a zeroed entry. */
 http_server *http_server_start(const char *addr, int port, const http_route *routes, void *svc,

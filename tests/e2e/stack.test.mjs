@@ -4,7 +4,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
-import { createServer } from 'node:net';
+import { createServer, connect } from 'node:net';
 import { lookup } from 'node:dns/promises';
 import { networkInterfaces } from 'node:os';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -333,6 +333,41 @@ test('bad input gets clear errors', async () => {
   assert.match((await unknown.json()).message, /no-such-template/);
   const proxied = await fetch(`${process.env.E2B_SANDBOX_URL}/health`, { headers: { 'E2b-Sandbox-Id': 'inosuchsandbox0000000', 'E2b-Sandbox-Port': '49983' } });
   assert.equal(proxied.status, 502);
+});
+
+test('idle half-open clients lock out neither the API nor the proxy, and cost them no threads', async () => {
+  const threads = (svc) => {
+    const pid = readFileSync(`${data}/run/${svc}.pid`, 'utf8').trim();
+    return Number(readFileSync(`/proc/${pid}/status`, 'utf8').match(/^Threads:\s+(\d+)/m)[1]);
+  };
+  const before = { api: threads('cube-api'), proxy: threads('cube-proxy') };
+  const held = [];
+  const opened = [];
+  for (const [i, url] of [process.env.E2B_API_URL, process.env.E2B_SANDBOX_URL].flatMap((u) => Array(300).fill(u)).entries()) {
+    const u = new URL(url);
+    const sock = connect({ host: u.hostname, port: Number(u.port) });
+    sock.on('error', () => {});
+    opened.push(new Promise((resolve) => sock.on('connect', resolve)));
+    sock.on('connect', () => sock.write(`GET /health HTTP/1.1\r\nHost: idle-${i}\r\nX-Half: `));
+    held.push(sock);
+  }
+  try {
+    await Promise.all(opened);
+    await sleep(300);
+    const sbx = await Sandbox.create();
+    try {
+      assert.equal((await sbx.commands.run('echo through')).stdout, 'through\n');
+      await sbx.files.write('/tmp/x', 'y');
+      assert.equal(await sbx.files.read('/tmp/x'), 'y');
+    } finally {
+      await sbx.kill();
+    }
+    // one epoll thread holds them all; a fixed pool runs requests (a few threads of slack for grpc's own)
+    assert.ok(threads('cube-api') < before.api + 20, `cube-api went from ${before.api} to ${threads('cube-api')} threads`);
+    assert.ok(threads('cube-proxy') < before.proxy + 20, `cube-proxy went from ${before.proxy} to ${threads('cube-proxy')} threads`);
+  } finally {
+    for (const s of held) s.destroy();
+  }
 });
 
 test('runCode in code-interpreter-v1', async () => {

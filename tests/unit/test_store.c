@@ -109,8 +109,8 @@ START_TEST(sandboxes_and_claims)
     md.value = "quote ' and backslash \\";
     sa.n_metadata = 1;
     sa.metadata = &mdp;
-    ck_assert_int_eq(st->ops->sandbox_put(st, &sa, &err), 0);
-    ck_assert_int_eq(st->ops->sandbox_put(st, &sbb, &err), 0);
+    ck_assert_int_eq(st->ops->sandbox_add(st, &sa, &err), 0);
+    ck_assert_int_eq(st->ops->sandbox_add(st, &sbb, &err), 0);
     Cube__Sandbox *got = st->ops->sandbox_get(st, a, &err);
     ck_assert_ptr_nonnull(got);
     ck_assert_str_eq(got->metadata[0]->value, "quote ' and backslash \\");
@@ -147,6 +147,41 @@ START_TEST(sandboxes_and_claims)
     ck_assert_int_eq(err.code, ENOENT);
     ck_assert_int_eq(st->ops->sandbox_delete(st, a, &err), -1);
     ck_assert_int_eq(st->ops->sandbox_delete(st, b, &err), 0);
+    st->ops->close(st);
+}
+END_TEST
+
+/* Changes are transitions: conditional on the state read, never recreating what a kill removed. */
+START_TEST(transitions)
+{
+    if (skip(_i)) return;
+    store *st = open_backend(_i);
+    cube_err err = {0};
+    char id[64];
+    snprintf(id, sizeof(id), "it%d", getpid());
+    Cube__Sandbox sb = sandbox(id, 100, 1000);
+    ck_assert_int_eq(st->ops->sandbox_add(st, &sb, &err), 0);
+    ck_assert_int_eq(st->ops->sandbox_add(st, &sb, &err), -1); /* an id is added once */
+    ck_assert_int_eq(err.code, EEXIST);
+    /* running -> paused, from what was read */
+    sb.state = CUBE__SANDBOX_STATE__SANDBOX_STATE_PAUSED;
+    ck_assert_int_eq(st->ops->sandbox_update(st, &sb, CUBE__SANDBOX_STATE__SANDBOX_STATE_RUNNING, &err), 0);
+    /* a second pause read "running" too: it lost */
+    ck_assert_int_eq(st->ops->sandbox_update(st, &sb, CUBE__SANDBOX_STATE__SANDBOX_STATE_RUNNING, &err), -1);
+    ck_assert_int_eq(err.code, EBUSY);
+    /* a change that writes the same values still finds its row (MySQL counts matched rows, not changed) */
+    ck_assert_int_eq(st->ops->sandbox_update(st, &sb, CUBE__SANDBOX_STATE__SANDBOX_STATE_PAUSED, &err), 0);
+    Cube__Sandbox *got = st->ops->sandbox_get(st, id, &err);
+    ck_assert_ptr_nonnull(got);
+    ck_assert_int_eq(got->state, CUBE__SANDBOX_STATE__SANDBOX_STATE_PAUSED);
+    cube__sandbox__free_unpacked(got, NULL);
+    /* a kill wins: a resume that read "paused" before it finds nothing, and brings nothing back */
+    ck_assert_int_eq(st->ops->sandbox_delete(st, id, &err), 0);
+    sb.state = CUBE__SANDBOX_STATE__SANDBOX_STATE_RUNNING;
+    ck_assert_int_eq(st->ops->sandbox_update(st, &sb, CUBE__SANDBOX_STATE__SANDBOX_STATE_PAUSED, &err), -1);
+    ck_assert_int_eq(err.code, ENOENT);
+    ck_assert_ptr_null(st->ops->sandbox_get(st, id, &err));
+    ck_assert_int_eq(err.code, ENOENT);
     st->ops->close(st);
 }
 END_TEST
@@ -205,7 +240,7 @@ START_TEST(two_masters_claim_once)
         char id[64];
         snprintf(id, sizeof(id), "race%d-%d", getpid(), round);
         Cube__Sandbox sb = sandbox(id, 1, 1000);
-        ck_assert_int_eq(m1->ops->sandbox_put(m1, &sb, &err), 0);
+        ck_assert_int_eq(m1->ops->sandbox_add(m1, &sb, &err), 0);
         racer a = {m1, id, 0}, b = {m2, id, 0};
         pthread_t ta, tb;
         pthread_create(&ta, NULL, race, &a);
@@ -374,11 +409,15 @@ START_TEST(redis_routes_follow_the_store_in_order)
     b.sandbox_id = "irouteb";
     ck_assert_int_eq(st->ops->sandbox_add(st, &b, &err), 0);
     b.state = CUBE__SANDBOX_STATE__SANDBOX_STATE_PAUSED;
-    ck_assert_int_eq(st->ops->sandbox_put(st, &b, &err), 0);
+    ck_assert_int_eq(st->ops->sandbox_update(st, &b, CUBE__SANDBOX_STATE__SANDBOX_STATE_RUNNING, &err), 0);
     ck_assert_str_eq(hget(c, "iroutea"), "2 0 node-1 /proc/77/ns/net"); /* STATE_RUNNING */
     ck_assert_str_eq(hget(c, "irouteb"), "3 0 node-1 /proc/77/ns/net"); /* STATE_PAUSED */
     ck_assert_int_eq(st->ops->sandbox_delete(st, "iroutea", &err), 0);
     ck_assert_str_eq(hget(c, "iroutea"), "x"); /* a tombstone, right when delete returns */
+    /* a change that lost to the delete writes neither a record nor a route */
+    ck_assert_int_eq(st->ops->sandbox_update(st, &a, CUBE__SANDBOX_STATE__SANDBOX_STATE_RUNNING, &err), -1);
+    ck_assert_int_eq(err.code, ENOENT);
+    ck_assert_str_eq(hget(c, "iroutea"), "x");
     /* the events, in order */
     const char *want[] = {"\"iroutea\",\"state\":\"running\"", "\"irouteb\",\"state\":\"running\"",
                           "\"irouteb\",\"state\":\"paused\"", "\"iroutea\",\"state\":\"deleted\""};
@@ -396,7 +435,7 @@ START_TEST(redis_routes_follow_the_store_in_order)
     int64_t t0 = cube_now_mono_ms();
     ck_assert_int_eq(st->ops->sandbox_add(st, &d, &err), 0);
     d.state = CUBE__SANDBOX_STATE__SANDBOX_STATE_PAUSED;
-    ck_assert_int_eq(st->ops->sandbox_put(st, &d, &err), 0);
+    ck_assert_int_eq(st->ops->sandbox_update(st, &d, CUBE__SANDBOX_STATE__SANDBOX_STATE_RUNNING, &err), 0);
     ck_assert_int_lt(cube_now_mono_ms() - t0, 3000);
     got = st->ops->sandbox_get(st, "iroutec", &err);
     ck_assert_ptr_nonnull(got);
@@ -419,6 +458,7 @@ int main(void)
     tcase_set_timeout(tc, 60);
     tcase_add_loop_test(tc, keys, 0, 2);
     tcase_add_loop_test(tc, sandboxes_and_claims, 0, 2);
+    tcase_add_loop_test(tc, transitions, 0, 2);
     tcase_add_loop_test(tc, volumes, 0, 2);
     tcase_add_test(tc, two_masters_claim_once);
     tcase_add_test(tc, mysql_reconnects_after_a_restart);

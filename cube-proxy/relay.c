@@ -1,0 +1,591 @@
+/* The proxy's relay: one event loop (lib/loop.c) for every client and upstream socket, a fixed pool of
+ * workers for routing (which blocks), and the edge's limits.
+ *
+ * A connection goes HEAD (reading the request head, under head_timeout_ms from accept) -> ROUTE (a worker
+ * resolves the sandbox and connects; the loop does not touch it meanwhile) -> PUMP (bytes both ways through a
+ * buffer each, idle_timeout_ms without a byte either way ends it). Caps: max_conns in total and max_per_addr
+ * per client address. At a cap the oldest connection still in HEAD (of that address, for the per-address cap)
+ * is answered 503 and closed to make room — idle or slow clients cannot lock out the ones that send whole
+ * requests; only when none is left in HEAD is the new one refused (503 or 429, with Retry-After). */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "loop.h"
+#include "metrics.h"
+#include "proxy.h"
+#include "timeutil.h"
+
+#define HEAD_MAX      65536
+#define PUMP_BUF      65536
+#define SWEEP_MS      250 /* deadlines are checked this often */
+#define ADDR_BUCKETS  1024
+#define ACCEPT_BATCH  128
+#define ACCEPT_PAUSE  100 /* ms without accepting when the process is out of descriptors */
+#define RETRY_AFTER_S "1"
+
+typedef enum { C_HEAD, C_ROUTE, C_PUMP } conn_state;
+
+typedef struct addr_count {
+    char key[INET6_ADDRSTRLEN];
+    int n;
+    struct addr_count *next;
+} addr_count;
+
+typedef struct pbuf {
+    char *p;
+    size_t off, len, cap; /* pending bytes are p[off..len) */
+} pbuf;
+
+typedef struct conn {
+    struct proxy_relay *r;
+    int fd, up;
+    conn_state state;
+    char *head;
+    size_t head_len, head_cap;
+    int64_t accepted_ms, active_ms;
+    addr_count *addr;
+    struct conn *prev, *next;   /* every connection */
+    struct conn *hprev, *hnext; /* in HEAD, oldest first */
+    struct conn *qnext;         /* the workers' queue */
+    proxy_route route;
+    pbuf c2u, u2c;
+    bool client_eof, up_eof, up_shut;
+    int client_ev, up_ev; /* interests registered with the loop (0: not registered) */
+} conn;
+
+typedef struct proxy_relay {
+    proxy *p;
+    cube_loop *loop;
+    conn *all, *heads, *heads_tail;
+    size_t n;
+    addr_count *addrs[ADDR_BUCKETS];
+    bool accepting;
+    /* workers */
+    pthread_t *th;
+    int nth;
+    pthread_mutex_t qlock;
+    pthread_cond_t qcond;
+    conn *qhead, *qtail;
+    bool qstop;
+} proxy_relay;
+
+void proxy_limits_default(proxy_limits *l)
+{
+    struct rlimit rl = {0};
+    getrlimit(RLIMIT_NOFILE, &rl);
+    long fds = rl.rlim_cur == RLIM_INFINITY ? 1 << 20 : (long)rl.rlim_cur;
+    long conns = (fds - 64) / 2;
+    if (conns > 65536) conns = 65536;
+    if (conns < 16) conns = 16;
+    l->head_timeout_ms = 10000;
+    l->idle_timeout_ms = 15 * 60 * 1000;
+    l->max_conns = (int)conns;
+    l->max_per_addr = (int)conns;
+    l->workers = 16;
+}
+
+/* ---- client addresses ---- */
+
+static addr_count *addr_ref(proxy_relay *r, const char *key)
+{
+    unsigned h = 2166136261u;
+    for (const char *k = key; *k; k++) h = (h ^ (unsigned char)*k) * 16777619u;
+    addr_count **b = &r->addrs[h % ADDR_BUCKETS];
+    for (addr_count *a = *b; a; a = a->next)
+        if (strcmp(a->key, key) == 0) return a;
+    addr_count *a = calloc(1, sizeof(*a));
+    if (!a) return NULL;
+    snprintf(a->key, sizeof(a->key), "%s", key);
+    a->next = *b;
+    *b = a;
+    return a;
+}
+
+/* Frees an address entry nobody counts any more. */
+static void addr_forget(proxy_relay *r, addr_count *a)
+{
+    if (!a || a->n > 0) return;
+    unsigned h = 2166136261u;
+    for (const char *k = a->key; *k; k++) h = (h ^ (unsigned char)*k) * 16777619u;
+    for (addr_count **pp = &r->addrs[h % ADDR_BUCKETS]; *pp; pp = &(*pp)->next)
+        if (*pp == a) {
+            *pp = a->next;
+            free(a);
+            return;
+        }
+}
+
+/* ---- lists ---- */
+
+static void heads_remove(proxy_relay *r, conn *c)
+{
+    if (c->hprev)
+        c->hprev->hnext = c->hnext;
+    else if (r->heads == c)
+        r->heads = c->hnext;
+    if (c->hnext)
+        c->hnext->hprev = c->hprev;
+    else if (r->heads_tail == c)
+        r->heads_tail = c->hprev;
+    c->hprev = c->hnext = NULL;
+}
+
+static void gauge(proxy_relay *r)
+{
+    cube_metric_set("cube_proxy_open_connections", "Client connections open", (double)r->n);
+}
+
+static void set_interest(conn *c, int fd, int *reg, int want);
+
+static void conn_close(conn *c)
+{
+    proxy_relay *r = c->r;
+    set_interest(c, c->fd, &c->client_ev, 0);
+    if (c->up >= 0) set_interest(c, c->up, &c->up_ev, 0);
+    close(c->fd);
+    if (c->up >= 0) close(c->up);
+    if (c->route.up >= 0) close(c->route.up); /* routed, but never handed back (the loop stopped) */
+    if (c->state == C_HEAD) heads_remove(r, c);
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        r->all = c->next;
+    if (c->next) c->next->prev = c->prev;
+    if (c->addr) c->addr->n--;
+    addr_forget(r, c->addr);
+    r->n--;
+    gauge(r);
+    free(c->head);
+    free(c->route.send);
+    free(c->route.reply);
+    free(c->c2u.p);
+    free(c->u2c.p);
+    free(c);
+}
+
+/* A refusal on a connection the loop holds no buffer for: best effort (a fresh socket's send buffer takes
+ * it), then the write side closed and what the client sent read away, so the close that follows is not a
+ * reset that could overtake the answer. The caller closes fd. */
+static void refuse(int fd, int status, const char *reason, const char *msg, const char *metric)
+{
+    char body[256];
+    snprintf(body, sizeof(body), "{\"code\":%d,\"message\":\"%s\"}", status, msg);
+    size_t len;
+    char *resp = proxy_format_reply(status, reason, "application/json", body,
+                                    "Retry-After: " RETRY_AFTER_S "\r\n", &len);
+    if (resp && write(fd, resp, len) < 0) { /* nothing more to do for it */
+    }
+    free(resp);
+    shutdown(fd, SHUT_WR);
+    char sink[4096];
+    while (read(fd, sink, sizeof(sink)) > 0) {
+    }
+    cube_metric_add(metric, "Client connections refused or dropped by the proxy's limits", 1);
+}
+
+/* The oldest connection still sending its head (of addr, when given) is answered and closed. */
+static bool evict_head(proxy_relay *r, const addr_count *addr)
+{
+    for (conn *c = r->heads; c; c = c->hnext) {
+        if (addr && c->addr != addr) continue;
+        refuse(c->fd, 503, "Service Unavailable", "the proxy is at its connection limit: retry",
+               "cube_proxy_refused_total{reason=\"evicted\"}");
+        conn_close(c);
+        return true;
+    }
+    return false;
+}
+
+/* ---- the loop side ---- */
+
+static void on_conn(cube_loop *loop, int fd, int events, void *arg);
+
+static void set_interest(conn *c, int fd, int *reg, int want)
+{
+    if (*reg == want) return;
+    cube_err err = {0};
+    if (want == 0) {
+        cube_loop_del_fd(c->r->loop, fd); /* not registered at all: no HUP storms from a socket not read */
+    } else if (*reg == 0) {
+        if (cube_loop_add_fd(c->r->loop, fd, want, on_conn, c, &err) < 0) {
+            cube_log_warn("relay: watch failed", "err=\"%s\"", err.msg);
+            return;
+        }
+    } else {
+        cube_loop_mod_fd(c->r->loop, fd, want, &err);
+    }
+    *reg = want;
+}
+
+static size_t pending(const pbuf *b)
+{
+    return b->len - b->off;
+}
+
+/* Reads what fits into b; 1 data, 0 eof, -1 error, 2 nothing now. */
+static int fill(int fd, pbuf *b)
+{
+    if (b->off == b->len) b->off = b->len = 0;
+    if (b->len == b->cap) return 2;
+    ssize_t n = read(fd, b->p + b->len, b->cap - b->len);
+    if (n > 0) {
+        b->len += (size_t)n;
+        return 1;
+    }
+    if (n == 0) return 0;
+    return errno == EAGAIN || errno == EINTR ? 2 : -1;
+}
+
+/* Writes what is pending; -1 on a broken peer. */
+static int drain(int fd, pbuf *b)
+{
+    while (pending(b)) {
+        ssize_t n = send(fd, b->p + b->off, pending(b), MSG_NOSIGNAL);
+        if (n > 0) {
+            b->off += (size_t)n;
+            continue;
+        }
+        if (n < 0 && (errno == EAGAIN || errno == EINTR)) return 0;
+        return -1;
+    }
+    b->off = b->len = 0;
+    return 0;
+}
+
+/* One step of the relay: move what can move, then say what each side waits for. Returns false once the
+ * connection is done (closed). */
+static bool pump(conn *c, bool client_ready, bool up_ready)
+{
+    if (client_ready && !c->client_eof && pending(&c->c2u) == 0) {
+        int rc = fill(c->fd, &c->c2u);
+        if (rc < 0) return conn_close(c), false;
+        if (rc == 0) c->client_eof = true;
+        if (rc == 1) c->active_ms = cube_now_mono_ms();
+    }
+    if (c->up >= 0 && up_ready && !c->up_eof && pending(&c->u2c) == 0) {
+        int rc = fill(c->up, &c->u2c);
+        if (rc < 0) return conn_close(c), false;
+        if (rc == 0) c->up_eof = true;
+        if (rc == 1) c->active_ms = cube_now_mono_ms();
+    }
+    if (c->up >= 0 && drain(c->up, &c->c2u) < 0) return conn_close(c), false;
+    if (drain(c->fd, &c->u2c) < 0) return conn_close(c), false;
+    /* the request is complete: the sandbox finishes its answer */
+    if (c->client_eof && pending(&c->c2u) == 0 && c->up >= 0 && !c->up_shut) {
+        shutdown(c->up, SHUT_WR);
+        c->up_shut = true;
+    }
+    if (c->up_eof && pending(&c->u2c) == 0) return conn_close(c), false;
+    if (c->client_eof && c->up < 0) return conn_close(c), false;
+    set_interest(c, c->fd, &c->client_ev,
+                 (!c->client_eof && !pending(&c->c2u) ? CUBE_LOOP_READ : 0) |
+                     (pending(&c->u2c) ? CUBE_LOOP_WRITE : 0));
+    if (c->up >= 0)
+        set_interest(c, c->up, &c->up_ev,
+                     (!c->up_eof && !pending(&c->u2c) ? CUBE_LOOP_READ : 0) |
+                         (pending(&c->c2u) ? CUBE_LOOP_WRITE : 0));
+    return true;
+}
+
+static void queue_route(proxy_relay *r, conn *c)
+{
+    pthread_mutex_lock(&r->qlock);
+    c->qnext = NULL;
+    if (r->qtail)
+        r->qtail->qnext = c;
+    else
+        r->qhead = c;
+    r->qtail = c;
+    pthread_cond_signal(&r->qcond);
+    pthread_mutex_unlock(&r->qlock);
+}
+
+static void read_head(conn *c)
+{
+    proxy_relay *r = c->r;
+    for (;;) {
+        if (c->head_len == c->head_cap) {
+            if (c->head_cap >= HEAD_MAX) {
+                heads_remove(r, c);
+                c->state = C_PUMP; /* only to send the answer */
+                c->route.reply =
+                    proxy_format_reply(431, "Request Header Fields Too Large", "application/json",
+                                       "{\"code\":431,\"message\":\"request head larger than 64 KiB\"}", NULL,
+                                       &c->route.reply_len);
+                goto answer;
+            }
+            size_t cap = c->head_cap ? c->head_cap * 4 : 2048;
+            if (cap > HEAD_MAX) cap = HEAD_MAX;
+            char *nh = realloc(c->head, cap + 1);
+            if (!nh) return conn_close(c);
+            c->head = nh;
+            c->head_cap = cap;
+        }
+        ssize_t n = read(c->fd, c->head + c->head_len, c->head_cap - c->head_len);
+        if (n < 0 && (errno == EAGAIN || errno == EINTR)) return;
+        if (n <= 0) return conn_close(c); /* gone before a whole head: nothing to answer */
+        size_t from = c->head_len > 3 ? c->head_len - 3 : 0;
+        c->head_len += (size_t)n;
+        c->head[c->head_len] = '\0';
+        char *end = strstr(c->head + from, "\r\n\r\n");
+        if (!end) continue;
+        /* a whole head: a worker routes it; the loop leaves the connection alone until it is back */
+        heads_remove(r, c);
+        set_interest(c, c->fd, &c->client_ev, 0);
+        c->state = C_ROUTE;
+        c->route.send_len = (size_t)(end - c->head) + 4; /* the head's length, for the worker */
+        queue_route(r, c);
+        return;
+    }
+answer:
+    c->u2c.p = c->route.reply;
+    c->u2c.len = c->u2c.cap = c->route.reply_len;
+    c->route.reply = NULL;
+    c->up_eof = true; /* nothing comes from upstream: done once the answer is out */
+    set_interest(c, c->fd, &c->client_ev, 0);
+    pump(c, false, false);
+}
+
+/* Back from a worker (on the loop thread): pump to the sandbox, or send the answer. */
+static void route_done(cube_loop *loop, void *arg)
+{
+    (void)loop;
+    conn *c = arg;
+    c->state = C_PUMP;
+    c->active_ms = cube_now_mono_ms();
+    c->up = c->route.up;
+    c->route.up = -1;
+    if (c->up < 0) { /* an answer of the proxy's own */
+        c->u2c.p = c->route.reply;
+        c->u2c.len = c->u2c.cap = c->route.reply_len;
+        c->route.reply = NULL;
+        c->up_eof = true;
+        pump(c, false, false);
+        return;
+    }
+    fcntl(c->up, F_SETFL, fcntl(c->up, F_GETFL) | O_NONBLOCK);
+    /* what goes upstream first (the rewritten head, any body that came with it), then the client's bytes */
+    c->c2u.p = c->route.send;
+    c->c2u.len = c->route.send_len;
+    c->c2u.cap = c->route.send_len > PUMP_BUF ? c->route.send_len : PUMP_BUF;
+    c->route.send = NULL;
+    if (c->c2u.cap > c->route.send_len) {
+        char *big = realloc(c->c2u.p, c->c2u.cap);
+        if (!big) return conn_close(c);
+        c->c2u.p = big;
+    }
+    c->u2c.p = malloc(PUMP_BUF);
+    c->u2c.cap = PUMP_BUF;
+    if (!c->u2c.p) return conn_close(c);
+    free(c->head); /* the head has been copied into what goes upstream */
+    c->head = NULL;
+    pump(c, true, true);
+}
+
+static void on_conn(cube_loop *loop, int fd, int events, void *arg)
+{
+    (void)loop;
+    conn *c = arg;
+    if (c->state == C_HEAD) return read_head(c);
+    if (c->state != C_PUMP) return;
+    bool ready = events & (CUBE_LOOP_READ | CUBE_LOOP_HUP);
+    pump(c, fd == c->fd && ready, fd == c->up && ready);
+}
+
+static void accept_resume(cube_loop *loop, void *arg);
+
+static void on_listen(cube_loop *loop, int lfd, int events, void *arg)
+{
+    (void)events;
+    proxy_relay *r = arg;
+    const proxy_limits *lim = &r->p->limits;
+    for (int i = 0; i < ACCEPT_BATCH; i++) {
+        struct sockaddr_storage ss;
+        socklen_t sl = sizeof(ss);
+        int fd = accept4(lfd, (struct sockaddr *)&ss, &sl, SOCK_CLOEXEC | SOCK_NONBLOCK);
+        if (fd < 0) {
+            if (errno == EAGAIN) return;
+            if (errno == EINTR || errno == ECONNABORTED) continue;
+            if ((errno == EMFILE || errno == ENFILE) && evict_head(r, NULL)) continue;
+            /* out of descriptors with nobody to evict: stop accepting a moment, not spin */
+            cube_loop_del_fd(loop, lfd);
+            r->accepting = false;
+            cube_loop_add_timer(loop, ACCEPT_PAUSE, accept_resume, r);
+            cube_metric_add("cube_proxy_accept_paused_total", "Times the proxy ran out of descriptors", 1);
+            return;
+        }
+        char key[INET6_ADDRSTRLEN] = "?";
+        if (ss.ss_family == AF_INET)
+            inet_ntop(AF_INET, &((struct sockaddr_in *)&ss)->sin_addr, key, sizeof(key));
+        else if (ss.ss_family == AF_INET6)
+            inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&ss)->sin6_addr, key, sizeof(key));
+        if ((int)r->n >= lim->max_conns && !evict_head(r, NULL)) {
+            refuse(fd, 503, "Service Unavailable", "the proxy is at its connection limit: retry",
+                   "cube_proxy_refused_total{reason=\"total\"}");
+            close(fd);
+            continue;
+        }
+        addr_count *a = addr_ref(r, key);
+        if (a && a->n >= lim->max_per_addr && !evict_head(r, a)) {
+            refuse(fd, 429, "Too Many Requests", "too many connections from this address: retry",
+                   "cube_proxy_refused_total{reason=\"per_address\"}");
+            close(fd);
+            continue;
+        }
+        conn *c = calloc(1, sizeof(*c));
+        if (!c || !a) {
+            free(c);
+            addr_forget(r, a);
+            close(fd);
+            continue;
+        }
+        a->n++;
+        c->r = r;
+        c->fd = fd;
+        c->up = -1;
+        c->route.up = -1;
+        c->addr = a;
+        c->state = C_HEAD;
+        c->accepted_ms = c->active_ms = cube_now_mono_ms();
+        c->next = r->all;
+        if (r->all) r->all->prev = c;
+        r->all = c;
+        c->hprev = r->heads_tail;
+        if (r->heads_tail)
+            r->heads_tail->hnext = c;
+        else
+            r->heads = c;
+        r->heads_tail = c;
+        r->n++;
+        gauge(r);
+        set_interest(c, fd, &c->client_ev, CUBE_LOOP_READ);
+        if (!c->client_ev) conn_close(c);
+    }
+}
+
+static void accept_resume(cube_loop *loop, void *arg)
+{
+    proxy_relay *r = arg;
+    cube_err err = {0};
+    if (!r->accepting && cube_loop_add_fd(loop, r->p->listen_fd, CUBE_LOOP_READ, on_listen, r, &err) == 0)
+        r->accepting = true;
+}
+
+/* Deadlines: heads are in accept order, so the sweep stops at the first one still in time. */
+static void sweep(cube_loop *loop, void *arg)
+{
+    proxy_relay *r = arg;
+    const proxy_limits *lim = &r->p->limits;
+    int64_t now = cube_now_mono_ms();
+    while (r->heads && now - r->heads->accepted_ms >= lim->head_timeout_ms) {
+        conn *c = r->heads;
+        refuse(c->fd, 408, "Request Timeout", "the request head did not arrive in time",
+               "cube_proxy_refused_total{reason=\"head_timeout\"}");
+        conn_close(c);
+    }
+    for (conn *c = r->all, *next; c; c = next) {
+        next = c->next;
+        if (c->state == C_PUMP && now - c->active_ms >= lim->idle_timeout_ms) {
+            cube_metric_add("cube_proxy_idle_closed_total", "Relayed connections closed after idling", 1);
+            conn_close(c);
+        }
+    }
+    cube_loop_add_timer(loop, SWEEP_MS, sweep, r);
+}
+
+/* ---- workers ---- */
+
+static void *worker(void *arg)
+{
+    proxy_relay *r = arg;
+    pthread_mutex_lock(&r->qlock);
+    for (;;) {
+        while (!r->qhead && !r->qstop) pthread_cond_wait(&r->qcond, &r->qlock);
+        if (r->qstop) break;
+        conn *c = r->qhead;
+        r->qhead = c->qnext;
+        if (!r->qhead) r->qtail = NULL;
+        pthread_mutex_unlock(&r->qlock);
+        size_t head_len = c->route.send_len;
+        c->route.send_len = 0;
+        proxy_route_request(r->p, c->head, head_len, c->head_len, &c->route);
+        cube_err err = {0};
+        if (cube_loop_post(r->loop, route_done, c, &err) < 0) /* the loop frees it with the rest at exit */
+            cube_log_warn("relay: cannot hand a routed request back", "err=\"%s\"", err.msg);
+        pthread_mutex_lock(&r->qlock);
+    }
+    pthread_mutex_unlock(&r->qlock);
+    return NULL;
+}
+
+int proxy_serve(proxy *p, cube_err *err)
+{
+    proxy_relay *r = calloc(1, sizeof(*r));
+    if (!r) return cube_err_set(err, ENOMEM, "out of memory");
+    r->p = p;
+    pthread_mutex_init(&r->qlock, NULL);
+    pthread_cond_init(&r->qcond, NULL);
+    int rc = -1;
+    fcntl(p->listen_fd, F_SETFL, fcntl(p->listen_fd, F_GETFL) | O_NONBLOCK);
+    r->loop = cube_loop_new(err);
+    if (!r->loop) goto out;
+    r->th = calloc((size_t)p->limits.workers, sizeof(*r->th));
+    if (!r->th) {
+        cube_err_set(err, ENOMEM, "out of memory");
+        goto out;
+    }
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setstacksize(&attr, 256 * 1024);
+    for (; r->nth < p->limits.workers; r->nth++)
+        if (pthread_create(&r->th[r->nth], &attr, worker, r) != 0) break;
+    pthread_attr_destroy(&attr);
+    if (r->nth == 0) {
+        cube_err_set(err, EAGAIN, "cannot start the proxy's workers");
+        goto out;
+    }
+    if (cube_loop_add_fd(r->loop, p->listen_fd, CUBE_LOOP_READ, on_listen, r, err) < 0) goto out;
+    r->accepting = true;
+    cube_loop_add_timer(r->loop, SWEEP_MS, sweep, r);
+    __atomic_store_n(&p->relay, r, __ATOMIC_RELEASE);
+    if (__atomic_load_n(&p->stopping, __ATOMIC_ACQUIRE)) cube_loop_stop(r->loop);
+    rc = cube_loop_run(r->loop, err);
+out:
+    pthread_mutex_lock(&r->qlock);
+    r->qstop = true;
+    pthread_cond_broadcast(&r->qcond);
+    pthread_mutex_unlock(&r->qlock);
+    for (int i = 0; i < r->nth; i++) pthread_join(r->th[i], NULL);
+    /* every connection, whatever its state (a routed one whose hand-back the loop never ran included) */
+    while (r->all) conn_close(r->all);
+    for (int i = 0; i < ADDR_BUCKETS; i++)
+        for (addr_count *a = r->addrs[i], *n; a; a = n) {
+            n = a->next;
+            free(a);
+        }
+    __atomic_store_n(&p->relay, NULL, __ATOMIC_RELEASE);
+    cube_loop_free(r->loop);
+    free(r->th);
+    pthread_mutex_destroy(&r->qlock);
+    pthread_cond_destroy(&r->qcond);
+    free(r);
+    return rc;
+}
+
+void proxy_stop(proxy *p)
+{
+    __atomic_store_n(&p->stopping, 1, __ATOMIC_RELEASE);
+    proxy_relay *r = __atomic_load_n(&p->relay, __ATOMIC_ACQUIRE);
+    if (r) cube_loop_stop(r->loop);
+}

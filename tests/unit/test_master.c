@@ -1,0 +1,410 @@
+/* cube-master's core against fake cubelets (RPC servers in this process that answer as nodes do): scheduling
+ * a burst, a create waiting for the first node, and the races a real cluster has — a kill against a pause or
+ * a resume in flight (the kill wins, nothing comes back), a node removed while a call to it is in flight (its
+ * client outlives the call; ASan would see a use after free). The store is SQLite in a temp dir. */
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "cubelet.pb-c.h"
+#include "master.h"
+#include "rpc.h"
+#include "testutil.h"
+#include "timeutil.h"
+
+#define MAX_SB 64
+
+/* A node as the master sees it: its sandboxes, and a gate that holds Pause/Resume until the test opens it. */
+typedef struct fake_node {
+    char id[32], addr[300];
+    cube_rpc_server *srv;
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    char sandboxes[MAX_SB][32];
+    int n, creates;
+    int hold;    /* Pause/Resume wait while set */
+    int holding; /* calls waiting at the gate */
+} fake_node;
+
+static void fake_remove(fake_node *f, const char *id)
+{
+    for (int i = 0; i < f->n; i++)
+        if (strcmp(f->sandboxes[i], id) == 0) {
+            memmove(f->sandboxes[i], f->sandboxes[i + 1], (size_t)(f->n - i - 1) * sizeof(f->sandboxes[0]));
+            f->n--;
+            return;
+        }
+}
+
+static int fake_has(fake_node *f, const char *id)
+{
+    for (int i = 0; i < f->n; i++)
+        if (strcmp(f->sandboxes[i], id) == 0) return 1;
+    return 0;
+}
+
+static int fake_create(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *respp, cube_err *err)
+{
+    fake_node *f = svc;
+    const Cube__NodeCreateRequest *req = reqp;
+    Cube__NodeSandbox *out = respp;
+    pthread_mutex_lock(&f->lock);
+    if (f->n == MAX_SB) {
+        pthread_mutex_unlock(&f->lock);
+        return cube_err_set(err, ENOSPC, "fake node full");
+    }
+    snprintf(f->sandboxes[f->n++], 32, "%s", req->sandbox_id);
+    f->creates++;
+    pthread_mutex_unlock(&f->lock);
+    out->sandbox_id = cube_rpc_strdup(ctx, req->sandbox_id);
+    out->state = CUBE__SANDBOX_STATE__SANDBOX_STATE_RUNNING;
+    out->agent_address = "netns:/proc/1/ns/net:49983";
+    out->from_pool = 1;
+    return 0;
+}
+
+static int fake_kill(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *respp, cube_err *err)
+{
+    (void)ctx, (void)respp;
+    fake_node *f = svc;
+    const Cube__NodeSandboxRef *req = reqp;
+    pthread_mutex_lock(&f->lock);
+    int had = fake_has(f, req->sandbox_id);
+    fake_remove(f, req->sandbox_id);
+    pthread_cond_broadcast(&f->cond);
+    pthread_mutex_unlock(&f->lock);
+    return had ? 0 : cube_err_set(err, ENOENT, "sandbox %s not on this node", req->sandbox_id);
+}
+
+/* Pause and resume: held at the gate while the test races something against them. */
+static int fake_gate(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *respp, cube_err *err)
+{
+    (void)ctx, (void)respp, (void)err;
+    fake_node *f = svc;
+    (void)reqp;
+    pthread_mutex_lock(&f->lock);
+    f->holding++;
+    pthread_cond_broadcast(&f->cond);
+    while (f->hold) pthread_cond_wait(&f->cond, &f->lock);
+    f->holding--;
+    pthread_mutex_unlock(&f->lock);
+    return 0;
+}
+
+static int fake_resume(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *respp, cube_err *err)
+{
+    Cube__NodeSandbox *out = respp;
+    const Cube__NodeSandboxRef *req = reqp;
+    out->sandbox_id = cube_rpc_strdup(ctx, req->sandbox_id);
+    return fake_gate(svc, ctx, reqp, NULL, err);
+}
+
+static int fake_list(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *respp, cube_err *err)
+{
+    (void)reqp, (void)err;
+    fake_node *f = svc;
+    Cube__NodeListResponse *out = respp;
+    pthread_mutex_lock(&f->lock);
+    out->sandboxes = cube_rpc_alloc(ctx, (size_t)(f->n ? f->n : 1) * sizeof(*out->sandboxes));
+    for (int i = 0; i < f->n; i++) {
+        Cube__NodeSandbox *x = cube_rpc_alloc(ctx, sizeof(*x));
+        cube__node_sandbox__init(x);
+        x->sandbox_id = cube_rpc_strdup(ctx, f->sandboxes[i]);
+        x->state = CUBE__SANDBOX_STATE__SANDBOX_STATE_RUNNING;
+        out->sandboxes[out->n_sandboxes++] = x;
+    }
+    pthread_mutex_unlock(&f->lock);
+    return 0;
+}
+
+#define C(name, fn, req, resp) CUBE_RPC_METHOD("cube.Cubelet", name, fn, req, resp)
+static const cube_rpc_method fake_methods[] = {
+    C("CreateSandbox", fake_create, cube__node_create_request, cube__node_sandbox),
+    C("KillSandbox", fake_kill, cube__node_sandbox_ref, cube__empty),
+    C("PauseSandbox", fake_gate, cube__node_sandbox_ref, cube__empty),
+    C("ResumeSandbox", fake_resume, cube__node_sandbox_ref, cube__node_sandbox),
+    C("ListSandboxes", fake_list, cube__empty, cube__node_list_response),
+    {0},
+};
+
+static char dir[256];
+static store *st;
+static master m;
+static cube_rpc_server *master_srv;
+static cube_rpc_client *mc; /* the test's client of the master, as cube-api is */
+
+static void fake_start(fake_node *f, const char *id)
+{
+    memset(f, 0, sizeof(*f));
+    snprintf(f->id, sizeof(f->id), "%s", id);
+    snprintf(f->addr, sizeof(f->addr), "unix:%s/%s.sock", dir, id);
+    pthread_mutex_init(&f->lock, NULL);
+    pthread_cond_init(&f->cond, NULL);
+    cube_err err = {0};
+    f->srv = cube_rpc_server_start(f->addr, fake_methods, f, 4, &err);
+    ck_assert_msg(f->srv != NULL, "%s", err.msg);
+}
+
+static void fake_stop(fake_node *f)
+{
+    pthread_mutex_lock(&f->lock);
+    f->hold = 0;
+    pthread_cond_broadcast(&f->cond);
+    pthread_mutex_unlock(&f->lock);
+    cube_rpc_server_stop(f->srv);
+}
+
+/* The node's heartbeat to the master, reporting `ready` pooled sandboxes of base. */
+static void heartbeat(fake_node *f, unsigned ready)
+{
+    Cube__NodeInfo ni = CUBE__NODE_INFO__INIT;
+    ni.node_id = f->id;
+    ni.address = f->addr;
+    ni.backend = "ns";
+    char *tpl = "base";
+    ni.n_templates = 1;
+    ni.templates = &tpl;
+    Cube__NodeInfo__PoolReadyEntry pe = CUBE__NODE_INFO__POOL_READY_ENTRY__INIT, *pep = &pe;
+    pe.key = "base";
+    pe.value = ready;
+    ni.n_pool_ready = 1;
+    ni.pool_ready = &pep;
+    pthread_mutex_lock(&f->lock);
+    ni.running = (uint32_t)f->n;
+    pthread_mutex_unlock(&f->lock);
+    ProtobufCMessage *r = NULL;
+    cube_err err = {0};
+    ck_assert_msg(cube_rpc_call(mc, "/cube.Master/Heartbeat", &ni.base,
+                                &cube__register_node_response__descriptor, &r, NULL, &err) == 0,
+                  "heartbeat: %s", err.msg);
+    protobuf_c_message_free_unpacked(r, NULL);
+}
+
+static int create(char id[64], char node[64], cube_err *err)
+{
+    Cube__CreateSandboxRequest req = CUBE__CREATE_SANDBOX_REQUEST__INIT;
+    req.template_id = "base";
+    ProtobufCMessage *r = NULL;
+    if (cube_rpc_call(mc, "/cube.Master/CreateSandbox", &req.base, &cube__create_sandbox_response__descriptor,
+                      &r, NULL, err) < 0)
+        return -1;
+    Cube__Sandbox *sb = ((Cube__CreateSandboxResponse *)r)->sandbox;
+    snprintf(id, 64, "%s", sb->sandbox_id);
+    if (node) snprintf(node, 64, "%s", sb->node_id);
+    protobuf_c_message_free_unpacked(r, NULL);
+    return 0;
+}
+
+static int call_ref(const char *method, const ProtobufCMessageDescriptor *rd, const char *id, cube_err *err)
+{
+    Cube__SetTimeoutRequest req = CUBE__SET_TIMEOUT_REQUEST__INIT; /* a SandboxRef on the wire too */
+    req.sandbox_id = (char *)id;
+    ProtobufCMessage *r = NULL;
+    int rc = cube_rpc_call(mc, method, &req.base, rd, &r, NULL, err);
+    if (r) protobuf_c_message_free_unpacked(r, NULL);
+    return rc;
+}
+
+static void setup(void)
+{
+    snprintf(dir, sizeof(dir), "/tmp/cube-master-test-%d", getpid());
+    mkdir(dir, 0700);
+    char p[300], addr[320];
+    snprintf(p, sizeof(p), "%s/store.db", dir);
+    cube_err err = {0};
+    st = store_sqlite_open(p, &err);
+    ck_assert_msg(st != NULL, "%s", err.msg);
+    ck_assert_int_eq(master_init(&m, st, &err), 0);
+    m.heartbeat_ms = 100; /* a node silent 300 ms is not scheduled; lost (and removable) after node_lost_ms */
+    m.node_lost_ms = 400;
+    snprintf(m.data_dir, sizeof(m.data_dir), "%s", dir);
+    snprintf(addr, sizeof(addr), "unix:%s/master.sock", dir);
+    master_srv = cube_rpc_server_start(addr, master_methods, &m, 16, &err);
+    ck_assert_msg(master_srv != NULL, "%s", err.msg);
+    mc = cube_rpc_client_new(addr, &err);
+    ck_assert_ptr_nonnull(mc);
+}
+
+static void teardown(void)
+{
+    cube_rpc_client_free(mc);
+    cube_rpc_server_stop(master_srv);
+    master_stop(&m);
+    st->ops->close(st);
+    char rm[300];
+    snprintf(rm, sizeof(rm), "rm -rf %s", dir);
+    if (system(rm) != 0) fprintf(stderr, "could not remove %s\n", dir);
+}
+
+/* A burst between two heartbeats: the node that reported a pool gets as many as it has ready, the rest spread
+ * by load, instead of all piling onto it until its next report. */
+START_TEST(a_burst_spreads_over_nodes)
+{
+    fake_node f[3];
+    const char *names[] = {"node-1", "node-2", "node-3"};
+    for (int i = 0; i < 3; i++) fake_start(&f[i], names[i]);
+    heartbeat(&f[0], 2);
+    heartbeat(&f[1], 0);
+    heartbeat(&f[2], 0);
+    cube_err err = {0};
+    char id[64];
+    for (int i = 0; i < 6; i++) ck_assert_msg(create(id, NULL, &err) == 0, "create %d: %s", i, err.msg);
+    for (int i = 0; i < 3; i++) {
+        ck_assert_msg(f[i].creates == 2, "%s got %d of 6 creates", f[i].id, f[i].creates);
+        fake_stop(&f[i]);
+    }
+}
+END_TEST
+
+typedef struct bg_call {
+    pthread_t th;
+    const char *method;
+    const ProtobufCMessageDescriptor *rd;
+    char id[64];
+    int rc, code;
+    int64_t took_ms;
+} bg_call;
+
+static void *bg_create(void *arg)
+{
+    bg_call *c = arg;
+    cube_err err = {0};
+    int64_t t0 = cube_now_mono_ms();
+    c->rc = create(c->id, NULL, &err);
+    c->code = err.code;
+    c->took_ms = cube_now_mono_ms() - t0;
+    return NULL;
+}
+
+static void *bg_ref(void *arg)
+{
+    bg_call *c = arg;
+    cube_err err = {0};
+    c->rc = call_ref(c->method, c->rd, c->id, &err);
+    c->code = err.code;
+    return NULL;
+}
+
+/* A cluster still starting (no node heard from yet): a create waits for the first heartbeat, no 503. */
+START_TEST(a_create_waits_for_the_first_node)
+{
+    fake_node f;
+    fake_start(&f, "node-1");
+    bg_call c = {0};
+    pthread_create(&c.th, NULL, bg_create, &c);
+    usleep(300 * 1000);
+    heartbeat(&f, 1);
+    pthread_join(c.th, NULL);
+    ck_assert_msg(c.rc == 0, "create failed: errno %d", c.code);
+    ck_assert_int_ge(c.took_ms, 250);
+    ck_assert_int_eq(f.creates, 1);
+    fake_stop(&f);
+}
+END_TEST
+
+static void wait_holding(fake_node *f)
+{
+    pthread_mutex_lock(&f->lock);
+    while (!f->holding) pthread_cond_wait(&f->cond, &f->lock);
+    pthread_mutex_unlock(&f->lock);
+}
+
+static void open_gate(fake_node *f)
+{
+    pthread_mutex_lock(&f->lock);
+    f->hold = 0;
+    pthread_cond_broadcast(&f->cond);
+    pthread_mutex_unlock(&f->lock);
+}
+
+/* The node pauses (or resumes) the sandbox while a kill deletes it: the kill wins; the record does not come
+ * back, paused or running. `_i` 0: pause raced; 1: resume raced. */
+START_TEST(a_kill_wins_over_a_pause_or_resume_in_flight)
+{
+    fake_node f;
+    fake_start(&f, "node-1");
+    heartbeat(&f, 1);
+    cube_err err = {0};
+    char id[64];
+    ck_assert_int_eq(create(id, NULL, &err), 0);
+    if (_i == 1)
+        ck_assert_int_eq(call_ref("/cube.Master/PauseSandbox", &cube__empty__descriptor, id, &err), 0);
+    f.hold = 1;
+    bg_call c = {.method = _i ? "/cube.Master/ResumeSandbox" : "/cube.Master/PauseSandbox",
+                 .rd = _i ? &cube__get_sandbox_response__descriptor : &cube__empty__descriptor};
+    snprintf(c.id, sizeof(c.id), "%s", id);
+    pthread_create(&c.th, NULL, bg_ref, &c);
+    wait_holding(&f); /* the node is pausing/resuming it now */
+    ck_assert_msg(call_ref("/cube.Master/KillSandbox", &cube__kill_sandbox_response__descriptor, id, &err) ==
+                      0,
+                  "kill: %s", err.msg);
+    open_gate(&f);
+    pthread_join(c.th, NULL);
+    ck_assert_int_eq(c.rc, -1);
+    ck_assert_int_eq(c.code, ENOENT);
+    ck_assert_int_eq(call_ref("/cube.Master/GetSandbox", &cube__get_sandbox_response__descriptor, id, &err),
+                     -1);
+    ck_assert_int_eq(err.code, ENOENT);
+    Cube__ListSandboxesRequest lr = CUBE__LIST_SANDBOXES_REQUEST__INIT;
+    ProtobufCMessage *r = NULL;
+    ck_assert_int_eq(cube_rpc_call(mc, "/cube.Master/ListSandboxes", &lr.base,
+                                   &cube__list_sandboxes_response__descriptor, &r, NULL, &err),
+                     0);
+    ck_assert_int_eq(((Cube__ListSandboxesResponse *)r)->n_sandboxes, 0);
+    protobuf_c_message_free_unpacked(r, NULL);
+    fake_stop(&f);
+}
+END_TEST
+
+/* A node removed (it went silent, then `node remove`) while a call to it is in flight: the call ends on the
+ * client it started with; nothing is freed under it. */
+START_TEST(a_node_removed_under_a_call_in_flight)
+{
+    fake_node f;
+    fake_start(&f, "node-1");
+    heartbeat(&f, 1);
+    cube_err err = {0};
+    char id[64];
+    ck_assert_int_eq(create(id, NULL, &err), 0);
+    f.hold = 1;
+    bg_call c = {.method = "/cube.Master/PauseSandbox", .rd = &cube__empty__descriptor};
+    snprintf(c.id, sizeof(c.id), "%s", id);
+    pthread_create(&c.th, NULL, bg_ref, &c);
+    wait_holding(&f);
+    usleep(600 * 1000); /* silent past node_lost_ms */
+    Cube__NodeRef nr = CUBE__NODE_REF__INIT;
+    nr.node_id = "node-1";
+    ProtobufCMessage *r = NULL;
+    ck_assert_msg(
+        cube_rpc_call(mc, "/cube.Master/RemoveNode", &nr.base, &cube__empty__descriptor, &r, NULL, &err) == 0,
+        "remove: %s", err.msg);
+    protobuf_c_message_free_unpacked(r, NULL);
+    open_gate(&f);
+    pthread_join(c.th, NULL);
+    ck_assert_int_eq(c.rc, -1); /* its record went with the node */
+    ck_assert_int_eq(c.code, ENOENT);
+    fake_stop(&f);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("master");
+    TCase *tc = tcase_create("core");
+    tcase_set_timeout(tc, 30);
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_add_test(tc, a_burst_spreads_over_nodes);
+    tcase_add_test(tc, a_create_waits_for_the_first_node);
+    tcase_add_loop_test(tc, a_kill_wins_over_a_pause_or_resume_in_flight, 0, 2);
+    tcase_add_test(tc, a_node_removed_under_a_call_in_flight);
+    suite_add_tcase(s, tc);
+    SRunner *sr = srunner_create(s);
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? 1 : 0;
+}

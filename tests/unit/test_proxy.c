@@ -1,0 +1,210 @@
+/* cube-proxy's relay at its edge, in process over loopback: a request head that does not arrive in time is
+ * answered 408; at the connection cap the oldest client still sending its head makes room for one that sends
+ * a whole request; idle clients add no threads; requests the proxy answers itself (health, metrics, a request
+ * naming no sandbox) come back whole. No master is reachable here: routing to a sandbox is the e2e tests'. */
+#include <arpa/inet.h>
+#include <dirent.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "proxy.h"
+#include "testutil.h"
+#include "timeutil.h"
+
+static proxy px;
+static pthread_t server;
+
+static void *serve(void *arg)
+{
+    (void)arg;
+    cube_err err = {0};
+    if (proxy_serve(&px, &err) < 0) fprintf(stderr, "proxy_serve: %s\n", err.msg);
+    return NULL;
+}
+
+static void start(int max_conns, int head_timeout_ms)
+{
+    cube_err err = {0};
+    ck_assert_msg(proxy_init(&px, "127.0.0.1", 0, "unix:/nonexistent/master.sock", "", &err) == 0, "%s",
+                  err.msg);
+    proxy_limits_default(&px.limits);
+    px.limits.max_conns = max_conns;
+    px.limits.max_per_addr = max_conns;
+    px.limits.head_timeout_ms = head_timeout_ms;
+    px.limits.workers = 2;
+    pthread_create(&server, NULL, serve, NULL);
+}
+
+static void stop(void)
+{
+    proxy_stop(&px);
+    pthread_join(server, NULL);
+    close(px.listen_fd);
+    cube_rpc_failover_free(&px.masters);
+}
+
+static int dial(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)px.port)};
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ck_assert_int_eq(connect(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    return fd;
+}
+
+static void send_str(int fd, const char *s)
+{
+    ck_assert_int_eq(write(fd, s, strlen(s)), (ssize_t)strlen(s));
+}
+
+/* Everything the server sends until it closes (or timeout_ms passes: then what came so far). */
+static char *read_all(int fd, int timeout_ms)
+{
+    static char buf[65536];
+    size_t n = 0;
+    int64_t until = cube_now_mono_ms() + timeout_ms;
+    while (n < sizeof(buf) - 1) {
+        int left = (int)(until - cube_now_mono_ms());
+        struct pollfd pf = {fd, POLLIN, 0};
+        if (left <= 0 || poll(&pf, 1, left) <= 0) break;
+        ssize_t r = read(fd, buf + n, sizeof(buf) - 1 - n);
+        if (r <= 0) break;
+        n += (size_t)r;
+    }
+    buf[n] = '\0';
+    return buf;
+}
+
+static int threads(void)
+{
+    int n = 0;
+    DIR *d = opendir("/proc/self/task");
+    struct dirent *de;
+    while (d && (de = readdir(d)))
+        if (de->d_name[0] != '.') n++;
+    if (d) closedir(d);
+    return n;
+}
+
+START_TEST(answers_of_its_own)
+{
+    start(64, 5000);
+    int fd = dial();
+    send_str(fd, "GET /health HTTP/1.1\r\nHost: x\r\n\r\n");
+    char *r = read_all(fd, 3000);
+    ck_assert_msg(strncmp(r, "HTTP/1.1 200 ", 13) == 0 && strstr(r, "{\"ok\":true}"), "%s", r);
+    close(fd);
+    fd = dial();
+    send_str(fd, "GET /files HTTP/1.1\r\nHost: nothing-here\r\n\r\n");
+    r = read_all(fd, 3000);
+    ck_assert_msg(strncmp(r, "HTTP/1.1 400 ", 13) == 0 && strstr(r, "E2b-Sandbox-Id"), "%s", r);
+    close(fd);
+    /* a sandbox no master can be asked about: a clear 502, not a hang */
+    fd = dial();
+    send_str(fd, "GET / HTTP/1.1\r\nHost: 49983-isomething.example\r\n\r\n");
+    r = read_all(fd, 8000);
+    ck_assert_msg(strncmp(r, "HTTP/1.1 502 ", 13) == 0, "%s", r);
+    close(fd);
+    /* a head over 64 KiB */
+    fd = dial();
+    send_str(fd, "GET / HTTP/1.1\r\n");
+    char line[1024];
+    memset(line, 'a', sizeof(line));
+    memcpy(line, "X-Pad: ", 7);
+    line[sizeof(line) - 2] = '\r';
+    line[sizeof(line) - 1] = '\n';
+    for (int i = 0; i < 70; i++)
+        if (write(fd, line, sizeof(line)) < 0) break;
+    r = read_all(fd, 3000);
+    ck_assert_msg(strncmp(r, "HTTP/1.1 431 ", 13) == 0, "%s", r);
+    close(fd);
+    stop();
+}
+END_TEST
+
+START_TEST(a_head_that_does_not_arrive_in_time_is_answered_408)
+{
+    start(64, 300);
+    int fd = dial();
+    send_str(fd, "GET /health HTTP/1.1\r\nHost: x\r\n"); /* half a head, then nothing */
+    int64_t t0 = cube_now_mono_ms();
+    char *r = read_all(fd, 5000);
+    int64_t took = cube_now_mono_ms() - t0;
+    ck_assert_msg(strncmp(r, "HTTP/1.1 408 ", 13) == 0, "%s", r);
+    ck_assert_int_ge(took, 250);
+    ck_assert_int_lt(took, 3000);
+    close(fd);
+    stop();
+}
+END_TEST
+
+/* At the cap, the oldest client still sending its head is answered 503 and dropped; the new one that sends a
+ * whole request is served. */
+START_TEST(at_the_cap_idle_heads_make_room)
+{
+    start(4, 60000);
+    int idle[4];
+    for (int i = 0; i < 4; i++) {
+        idle[i] = dial();
+        send_str(idle[i], "GET /health HTTP/1.1\r\n");
+        usleep(20 * 1000); /* accepted in this order */
+    }
+    int fd = dial();
+    send_str(fd, "GET /health HTTP/1.1\r\nHost: x\r\n\r\n");
+    char *r = read_all(fd, 3000);
+    ck_assert_msg(strncmp(r, "HTTP/1.1 200 ", 13) == 0, "%s", r);
+    close(fd);
+    r = read_all(idle[0], 3000);
+    ck_assert_msg(strncmp(r, "HTTP/1.1 503 ", 13) == 0 && strstr(r, "Retry-After: 1"), "oldest: %s", r);
+    /* the others are still held */
+    struct pollfd pf = {idle[1], POLLIN, 0};
+    ck_assert_int_eq(poll(&pf, 1, 100), 0);
+    for (int i = 0; i < 4; i++) close(idle[i]);
+    stop();
+}
+END_TEST
+
+START_TEST(idle_clients_add_no_threads)
+{
+    start(4096, 60000);
+    int fd = dial();
+    send_str(fd, "GET /health HTTP/1.1\r\nHost: x\r\n\r\n");
+    read_all(fd, 3000);
+    close(fd);
+    int before = threads();
+    enum { N = 500 };
+    static int idle[N];
+    for (int i = 0; i < N; i++) {
+        idle[i] = dial();
+        send_str(idle[i], "GET /health HTTP/1.1\r\nX-Half: ");
+    }
+    fd = dial();
+    send_str(fd, "GET /health HTTP/1.1\r\nHost: x\r\n\r\n");
+    char *r = read_all(fd, 3000);
+    ck_assert_msg(strncmp(r, "HTTP/1.1 200 ", 13) == 0, "%s", r);
+    close(fd);
+    ck_assert_int_eq(threads(), before);
+    for (int i = 0; i < N; i++) close(idle[i]);
+    stop();
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("proxy");
+    TCase *tc = tcase_create("relay");
+    tcase_set_timeout(tc, 30);
+    tcase_add_test(tc, answers_of_its_own);
+    tcase_add_test(tc, a_head_that_does_not_arrive_in_time_is_answered_408);
+    tcase_add_test(tc, at_the_cap_idle_heads_make_room);
+    tcase_add_test(tc, idle_clients_add_no_threads);
+    suite_add_tcase(s, tc);
+    return cube_run_suite(s);
+}
