@@ -1,10 +1,13 @@
 #include "children.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdlib.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 typedef struct child {
     pid_t pid;
@@ -83,4 +86,25 @@ int children_start(void)
     if (pthread_create(&th, NULL, reaper, NULL) != 0) return -1;
     pthread_detach(th);
     return 0;
+}
+
+static long nproc_limit;
+
+void children_set_nproc(long n)
+{
+    nproc_limit = n;
+}
+
+void children_confine(void)
+{
+    int fd = open("/proc/self/oom_score_adj", O_WRONLY | O_CLOEXEC);
+    if (fd >= 0) {
+        if (write(fd, "500", 3) < 0) { /* no /proc: nothing to do */
+        }
+        close(fd);
+    }
+    if (nproc_limit > 0) {
+        struct rlimit rl = {(rlim_t)nproc_limit, (rlim_t)nproc_limit};
+        setrlimit(RLIMIT_NPROC, &rl);
+    }
 }

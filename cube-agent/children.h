@@ -14,4 +14,15 @@ void children_unlock(void);
 /* With the lock held. */
 int children_add(pid_t pid, child_exit_cb cb, void *arg);
 
+/* How many processes (threads included) the agent's children may have, per user: the sandbox's pids limit
+ * less a reserve, so that a fork bomb leaves the agent room to serve the kill that ends it. 0: no limit. Set
+ * once at start. */
+void children_set_nproc(long n);
+
+/* In a child between fork and exec (async-signal-safe): gives up what only the agent keeps. Its OOM score is
+ * raised well above the agent's (an oom_score_adj of 500 counts as half the sandbox's memory), so a sandbox
+ * out of memory loses the processes that use it, never the agent (raising one's own score needs no
+ * privilege; lowering it again does); and its process count is bounded (children_set_nproc). */
+void children_confine(void);
+
 #endif

@@ -124,6 +124,7 @@ static int start_worker(interp *ip, ctx *c, cube_err *err)
     children_lock();
     pid_t pid = fork();
     if (pid == 0) {
+        children_confine();
         setsid(); /* SIGINT to the worker alone interrupts the running code */
         if (dup2(in[0], 0) < 0 || dup2(ev[1], 3) < 0) _exit(127);
         if (getuid() == 0 && (setgroups((size_t)ng, groups) < 0 || setgid(u.gid) < 0 || setuid(u.uid) < 0))

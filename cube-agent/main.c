@@ -18,6 +18,8 @@ static const cube_config_flag flags[] = {
     {"default-user", "agent.default_user", true, "user for requests that name none (default root)"},
     {"python", "agent.python", true, "python3 for the code interpreter (default /usr/bin/python3)"},
     {"ready-fd", "agent.ready_fd", true, "a descriptor to write one byte to (and close) once listening"},
+    {"user-procs", "agent.user_procs", true,
+     "processes each user may run (RLIMIT_NPROC of what the agent starts; default: no limit)"},
     {"help", "agent.help", false, "this text"},
     {0},
 };
@@ -46,13 +48,15 @@ int main(int argc, char **argv)
         cube_config_free(cfg);
         return 0;
     }
-    long long envd_port, interp_port, ready_fd;
+    long long envd_port, interp_port, ready_fd, user_procs;
     if (cube_config_get_int(cfg, "agent.envd_port", 49983, 0, 65535, &envd_port, &err) < 0 ||
         cube_config_get_int(cfg, "agent.interp_port", 49999, 0, 65535, &interp_port, &err) < 0 ||
-        cube_config_get_int(cfg, "agent.ready_fd", -1, -1, 1 << 20, &ready_fd, &err) < 0) {
+        cube_config_get_int(cfg, "agent.ready_fd", -1, -1, 1 << 20, &ready_fd, &err) < 0 ||
+        cube_config_get_int(cfg, "agent.user_procs", 0, 0, 1 << 22, &user_procs, &err) < 0) {
         fprintf(stderr, "cube-agent: %s\n", err.msg);
         return 2;
     }
+    children_set_nproc((long)user_procs);
     const char *listen = cube_config_get(cfg, "agent.listen", "0.0.0.0");
 
     /* signals are taken by sigwait below; every thread inherits the blocked mask */

@@ -1,5 +1,6 @@
 #include "proc.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
@@ -51,9 +52,21 @@ struct proc {
     proc *next;
 };
 
+/* A process that ended may leave the processes it started behind, in its process group (`cmd &`, a fork bomb
+ * whose first shell returned at once). The last ones are remembered so that a kill through the SDK still
+ * takes that group, as it would have while its first process ran. */
+#define ENDED_GROUPS 256
+
+typedef struct ended_group {
+    pid_t pgid;
+    char tag[64];
+} ended_group;
+
 struct proc_table {
     pthread_mutex_t lock;
     proc *head;
+    ended_group ended[ENDED_GROUPS];
+    unsigned ended_next;
 };
 
 proc_table *proc_table_new(void)
@@ -245,6 +258,9 @@ static void *reader(void *arg)
             break;
         }
     }
+    ended_group *g = &t->ended[t->ended_next++ % ENDED_GROUPS];
+    g->pgid = p->pid;
+    snprintf(g->tag, sizeof(g->tag), "%s", p->tag ? p->tag : "");
     pthread_mutex_unlock(&t->lock);
     pthread_mutex_lock(&p->lock);
     broadcast(p, json, 1);
@@ -279,6 +295,7 @@ static void child_exec(const proc_spec *spec, int in_fd, int out_fd, int err_fd,
     sigemptyset(&none);
     sigprocmask(SIG_SETMASK, &none, NULL);
     signal(SIGPIPE, SIG_DFL);
+    children_confine();
     if (setsid() < 0) goto fail;
     if (pty_slave >= 0) {
         if (ioctl(pty_slave, TIOCSCTTY, 0) < 0) goto fail;
@@ -538,9 +555,55 @@ int proc_send_input(proc_table *t, const proc_selector *sel, const void *data, s
     return rc;
 }
 
+/* Whether a process of group pgid still runs (zombies waiting to be reaped do not count). */
+static bool group_runs(pid_t pgid)
+{
+    DIR *d = opendir("/proc");
+    if (!d) return false;
+    bool runs = false;
+    struct dirent *de;
+    while (!runs && (de = readdir(d))) {
+        if (de->d_name[0] < '1' || de->d_name[0] > '9') continue;
+        char path[64], buf[512];
+        snprintf(path, sizeof(path), "/proc/%s/stat", de->d_name);
+        int fd = open(path, O_RDONLY | O_CLOEXEC);
+        if (fd < 0) continue;
+        ssize_t n = read(fd, buf, sizeof(buf) - 1);
+        close(fd);
+        if (n <= 0) continue;
+        buf[n] = '\0';
+        /* "pid (comm) state ppid pgrp ...": comm may hold anything, so parse from its closing parenthesis */
+        const char *rp = strrchr(buf, ')');
+        char state;
+        int ppid, pgrp;
+        if (rp && sscanf(rp + 1, " %c %d %d", &state, &ppid, &pgrp) == 3 && pgrp == pgid && state != 'Z')
+            runs = true;
+    }
+    closedir(d);
+    return runs;
+}
+
+/* The group of an ended process that sel names, if any of it still runs: signalled. */
+static int signal_ended_group(proc_table *t, const proc_selector *sel, int sig)
+{
+    pid_t pgid = 0;
+    pthread_mutex_lock(&t->lock);
+    for (unsigned i = 0; i < ENDED_GROUPS && !pgid; i++) {
+        const ended_group *g = &t->ended[(t->ended_next - 1 - i) % ENDED_GROUPS];
+        if (g->pgid && (sel->pid ? (uint32_t)g->pgid == sel->pid : sel->tag && strcmp(g->tag, sel->tag) == 0))
+            pgid = g->pgid;
+    }
+    pthread_mutex_unlock(&t->lock);
+    return pgid && group_runs(pgid) && kill(-pgid, sig) == 0 ? 0 : -1;
+}
+
 int proc_signal(proc_table *t, const proc_selector *sel, int sig, cube_err *err)
 {
     proc *p = lookup(t, sel, err);
+    if (!p && err->code == ENOENT && signal_ended_group(t, sel, sig) == 0) {
+        cube_err_clear(err);
+        return 0;
+    }
     if (!p) return -1;
     /* the whole process group: `bash -c` children must not outlive a kill */
     int rc = 0;

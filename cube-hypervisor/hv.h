@@ -38,6 +38,9 @@ typedef struct hv_spec {
     int start_fd;
     cg_limits limits;
     uint64_t disk_mb; /* size of the writable layer */
+    /* ns backend: an empty ext4 image of disk_mb (hv_disk_template) the writable layer is a copy of; NULL: a
+     * tmpfs */
+    const char *disk_template;
     /* kvm backend: the guest kernel and the template's root disk image (ext4), or a snapshot directory to
      * clone from instead of booting */
     const char *kernel;

@@ -1,8 +1,9 @@
 /* The ns backend: a hardened namespace jail. Root inside is root of the sandbox's own user namespace only
  * (mapped to an unprivileged host uid); the template rootfs is the read-only lower layer of an overlay whose
- * writable layer is a size-limited tmpfs; cgroups bound cpu, memory and pids; no_new_privs and a seccomp
- * filter close what namespaces do not. PID 1 dies with this process (PDEATHSIG), and a janitor process
- * removes the cgroups and mounts even when this process is killed with SIGKILL. */
+ * writable layer is a size-limited ext4 on the node's disk (disk.h; a tmpfs without a disk template); cgroups
+ * bound cpu, memory and pids; no_new_privs and a seccomp filter close what namespaces do not. PID 1 dies with
+ * this process (PDEATHSIG), and a janitor process removes the cgroups and mounts even when this process is
+ * killed with SIGKILL. */
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/sched.h>
@@ -24,6 +25,7 @@
 #include <grp.h>
 #include <unistd.h>
 
+#include "disk.h"
 #include "hv.h"
 #include "janitor.h"
 #include "log.h"
@@ -32,12 +34,14 @@
 
 /* how long a new sandbox's agent may take to listen (a cold start takes tens of ms; a loaded host more) */
 #define AGENT_READY_TIMEOUT_MS 10000
+/* pids kept for the agent's own threads and processes out of the sandbox's limit */
+#define AGENT_PIDS_RESERVE 64
 
 struct hv_sandbox {
     char id[64];
     char state[4096];
     char root[4200]; /* <state>/root: the overlay's mount point */
-    char rw[4200];   /* <state>/rw: tmpfs holding upper/ and work/ */
+    char rw[4200];   /* <state>/rw: the writable layer holding upper/ and work/ */
     pid_t init;
     pid_t janitor;
     int lifeline; /* write end; the janitor cleans up when it closes */
@@ -227,12 +231,17 @@ static void child_main(const child_args *c)
         close(spec->start_fd);
     }
     /* the agent tells the hypervisor when it listens: the descriptor stays open across exec */
-    char ready_arg[32];
+    char ready_arg[32], procs_arg[40];
     snprintf(ready_arg, sizeof(ready_arg), "--ready-fd=%d", c->readyfd);
     if (c->readyfd >= 0 && fcntl(c->readyfd, F_SETFD, 0) < 0) child_fail(errfd, "agent ready pipe");
-    char *const agent_argv[] = {"/.cube/cube-agent", ready_arg, NULL};
-    char *const bundle_argv[] = {"/.cube/ld.so",      "--library-path", "/.cube/lib",
-                                 "/.cube/cube-agent", ready_arg,        NULL};
+    /* what the agent runs may hold the sandbox's pids limit less a reserve: a fork bomb leaves the agent the
+     * threads to serve the kill that ends it */
+    uint32_t pids = spec->limits.pids;
+    snprintf(procs_arg, sizeof(procs_arg), "--user-procs=%u",
+             pids > 2 * AGENT_PIDS_RESERVE ? pids - AGENT_PIDS_RESERVE : 0);
+    char *const agent_argv[] = {"/.cube/cube-agent", ready_arg, procs_arg, NULL};
+    char *const bundle_argv[] = {"/.cube/ld.so", "--library-path", "/.cube/lib", "/.cube/cube-agent",
+                                 ready_arg,      procs_arg,        NULL};
     char *const *argv = spec->argv && spec->argv[0] ? spec->argv
                         : spec->agent_bundle        ? bundle_argv
                                                     : agent_argv;
@@ -315,12 +324,19 @@ static int ns_create(const hv_spec *spec, hv_sandbox **out, cube_err *err)
         cube_err_sys(err, errno, "mkdir %s", sb->rw);
         goto fail;
     }
-    /* the writable layer: a tmpfs of disk_mb owned by the sandbox's root, so overlay copy-up works inside */
-    snprintf(buf, sizeof(buf), "size=%llum,mode=0755,uid=%u,gid=%u",
-             (unsigned long long)(spec->disk_mb ? spec->disk_mb : 1024), spec->uid_base, spec->uid_base);
-    if (mount("cube-rw", sb->rw, "tmpfs", MS_NOSUID | MS_NODEV, buf) < 0) {
-        cube_err_sys(err, errno, "mount writable layer at %s", sb->rw);
-        goto fail;
+    /* the writable layer, owned by the sandbox's root so overlay copy-up works inside: its own ext4 on the
+     * node's disk when the node gave a disk template (see disk.h), else a tmpfs of disk_mb (whose pages are
+     * memory, charged to the sandbox's memory limit) */
+    if (spec->disk_template) {
+        snprintf(buf, sizeof(buf), "%s/disk.img", spec->state_dir);
+        if (hv_disk_attach(spec->disk_template, buf, sb->rw, spec->uid_base, err) < 0) goto fail;
+    } else {
+        snprintf(buf, sizeof(buf), "size=%llum,mode=0755,uid=%u,gid=%u",
+                 (unsigned long long)(spec->disk_mb ? spec->disk_mb : 1024), spec->uid_base, spec->uid_base);
+        if (mount("cube-rw", sb->rw, "tmpfs", MS_NOSUID | MS_NODEV, buf) < 0) {
+            cube_err_sys(err, errno, "mount writable layer at %s", sb->rw);
+            goto fail;
+        }
     }
     sb->rw_mounted = true;
     snprintf(buf, sizeof(buf), "%s/upper", sb->rw);
@@ -382,6 +398,16 @@ static int ns_create(const hv_spec *spec, hv_sandbox **out, cube_err *err)
     snprintf(path, sizeof(path), "/proc/%d/gid_map", sb->init);
     if (write_proc(path, map, err) < 0) goto fail;
     if (sb->cg.ops->add(&sb->cg, sb->init, err) < 0) goto fail;
+    /* The agent outlives what it runs: every process it starts raises its own OOM score (agent side), and
+     * where this host lets root lower one (CAP_SYS_RESOURCE, which some container hosts withhold) the agent's
+     * is also set to -1000 here, from outside: the OOM killer never picks it, and a sandbox cannot undo it.
+     * A container's own PID 1 (cube-shim) is the workload: it keeps the default. */
+    snprintf(path, sizeof(path), "/proc/%d/oom_score_adj", sb->init);
+    if (agent && write_proc(path, "-1000", err) < 0) {
+        if (err->code != EACCES && err->code != EPERM) goto fail;
+        cube_err_clear(
+            err); /* the children's raised scores alone keep the agent out of the OOM killer's way */
+    }
     if (write(syncp[1], "g", 1) != 1) {
         cube_err_sys(err, errno, "start sandbox init");
         goto fail;

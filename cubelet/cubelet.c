@@ -1,4 +1,5 @@
 #include "cubelet.h"
+#include "disk.h"
 
 #include <cjson/cJSON.h>
 #include <dirent.h>
@@ -98,10 +99,18 @@ int cubelet_init(cubelet *c, const cubelet_config *cfg, cube_err *err)
     pthread_cond_init(&c->refill, NULL);
     pthread_cond_init(&c->tick, NULL);
     pthread_cond_init(&c->reap, NULL);
+    pthread_cond_init(&c->slot_idle, NULL);
     snprintf(c->sandboxes_dir, sizeof(c->sandboxes_dir), "%s/sandboxes", cfg->data_dir);
     if (mkdir(c->sandboxes_dir, 0711) < 0 && errno != EEXIST)
         return cube_err_sys(err, errno, "mkdir %s", c->sandboxes_dir);
     if (load_templates(c, err) < 0) return -1;
+    /* made once per node and size, here at start: never on a create's path (it runs mkfs) */
+    char disks[4200];
+    snprintf(disks, sizeof(disks), "%s/disks", cfg->data_dir);
+    snprintf(c->disk_mb, sizeof(c->disk_mb), "%d", cfg->disk_mb > 0 ? cfg->disk_mb : 1024);
+    if (hv_disk_template(disks, (uint64_t)(cfg->disk_mb > 0 ? cfg->disk_mb : 1024), c->disk_template,
+                         sizeof(c->disk_template), err) < 0)
+        return cube_err_prefix(err, "sandbox disks");
     adopt_running(c);
     if (cfg->net && *cfg->net) {
         c->net = cube_rpc_client_new(cfg->net, err);
@@ -159,7 +168,7 @@ static int spawn_slot(cubelet *c, const cl_template *tpl, const char *layers, cl
     }
     char uid_base[16];
     snprintf(uid_base, sizeof(uid_base), "%u", tpl->uid_base);
-    char *argv[20];
+    char *argv[24];
     int a = 0;
     argv[a++] = (char *)c->cfg.hypervisor_bin;
     argv[a++] = "--id";
@@ -170,6 +179,10 @@ static int spawn_slot(cubelet *c, const cl_template *tpl, const char *layers, cl
     argv[a++] = s->state_dir;
     argv[a++] = "--uid-base";
     argv[a++] = uid_base;
+    argv[a++] = "--disk-mb";
+    argv[a++] = c->disk_mb;
+    argv[a++] = "--disk-template";
+    argv[a++] = c->disk_template;
     argv[a++] = c->cfg.agent_bundle ? "--agent-bundle" : "--agent";
     argv[a++] = (char *)(c->cfg.agent_bundle ? c->cfg.agent_bundle : c->cfg.agent_bin);
     if (*s->layers) {
@@ -303,23 +316,40 @@ static void *reaper_loop(void *arg)
     return NULL;
 }
 
-static cl_slot *unlink_by_sandbox(cubelet *c, const char *sandbox_id)
-{
-    for (cl_slot **pp = &c->slots; *pp; pp = &(*pp)->next) {
-        if ((*pp)->state >= SLOT_CLAIMED && strcmp((*pp)->sandbox_id, sandbox_id) == 0) {
-            cl_slot *s = *pp;
-            *pp = s->next;
-            return s;
-        }
-    }
-    return NULL;
-}
-
+/* With the lock: a handed-out sandbox's slot, unless a kill has it (dying). */
 static cl_slot *find_by_sandbox(cubelet *c, const char *sandbox_id)
 {
     for (cl_slot *s = c->slots; s; s = s->next)
-        if (s->state >= SLOT_CLAIMED && strcmp(s->sandbox_id, sandbox_id) == 0) return s;
+        if (s->state >= SLOT_CLAIMED && !s->dying && strcmp(s->sandbox_id, sandbox_id) == 0) return s;
     return NULL;
+}
+
+/* With the lock: one user fewer (see cl_slot.users). */
+static void slot_release(cubelet *c, cl_slot *s)
+{
+    if (--s->users == 0) pthread_cond_broadcast(&c->slot_idle);
+}
+
+/* With the lock: takes s off the list. */
+static void unlink_slot(cubelet *c, cl_slot *s)
+{
+    for (cl_slot **pp = &c->slots; *pp; pp = &(*pp)->next)
+        if (*pp == s) {
+            *pp = s->next;
+            return;
+        }
+}
+
+/* A create that failed after its claim: the slot goes, unless a kill has it already (which waits for this
+ * create to let go, then retires it). */
+static void create_failed(cubelet *c, cl_slot *s)
+{
+    pthread_mutex_lock(&c->lock);
+    bool killed = s->dying;
+    if (!killed) unlink_slot(c, s);
+    slot_release(c, s);
+    pthread_mutex_unlock(&c->lock);
+    if (!killed) destroy_slot(c, s);
 }
 
 /* Which sandbox and template a slot serves, on disk beside it, so that a restarted cubelet can adopt it. */
@@ -529,6 +559,7 @@ static int create_sandbox(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *
     if (s) {
         s->state = SLOT_CLAIMED;
         s->claimed_ms = cube_now_mono_ms();
+        s->users = 1; /* this create's, until the sandbox is set up */
         snprintf(s->sandbox_id, sizeof(s->sandbox_id), "%s", req->sandbox_id);
         pthread_cond_signal(&c->refill);
     }
@@ -537,6 +568,7 @@ static int create_sandbox(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *
         if (spawn_slot(c, tpl, NULL, &s, err) < 0) return -1;
         s->state = SLOT_CLAIMED;
         s->claimed_ms = cube_now_mono_ms();
+        s->users = 1;
         snprintf(s->sandbox_id, sizeof(s->sandbox_id), "%s", req->sandbox_id);
         pthread_mutex_lock(&c->lock);
         s->next = c->slots;
@@ -546,29 +578,20 @@ static int create_sandbox(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *
     record_claim(s);
     for (size_t i = 0; i < req->n_volume_mounts; i++) {
         if (mount_volume(c, s, req->volume_mounts[i], err) < 0) {
-            pthread_mutex_lock(&c->lock);
-            cl_slot *gone = unlink_by_sandbox(c, req->sandbox_id);
-            pthread_mutex_unlock(&c->lock);
-            if (gone) destroy_slot(c, gone);
+            create_failed(c, s);
             return -1;
         }
     }
     /* the slot was leased with the default policy: only another one costs a call to cube-net */
     if (!cl_net_policy_is_default(req->network) && cl_net_policy(c, s->slot_id, req->network, err) < 0) {
-        pthread_mutex_lock(&c->lock);
-        cl_slot *gone = unlink_by_sandbox(c, req->sandbox_id);
-        pthread_mutex_unlock(&c->lock);
-        if (gone) destroy_slot(c, gone);
+        create_failed(c, s);
         return -1;
     }
     /* pool sandboxes were made at low priority: the user's sandbox runs at normal priority */
     if (from_pool) cl_sched_foreground(s->hv);
     int64_t t_init = cube_now_mono_ns();
     if (init_agent(s, req, err) < 0) {
-        pthread_mutex_lock(&c->lock);
-        cl_slot *gone = unlink_by_sandbox(c, req->sandbox_id);
-        pthread_mutex_unlock(&c->lock);
-        if (gone) destroy_slot(c, gone);
+        create_failed(c, s);
         return -1;
     }
     char addr[96];
@@ -583,6 +606,9 @@ static int create_sandbox(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *
     cube_log_info("sandbox created", "sandbox=%s slot=%s template=%s pooled=%d claim_ms=%.2f init_ms=%.2f",
                   req->sandbox_id, s->slot_id, tpl->name, from_pool, (double)(t_init - t0) / 1e6,
                   (double)(t_end - t_init) / 1e6);
+    pthread_mutex_lock(&c->lock);
+    slot_release(c, s); /* a kill that came meanwhile may take it now */
+    pthread_mutex_unlock(&c->lock);
     return 0;
 }
 
@@ -593,7 +619,13 @@ static int kill_sandbox(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *re
     cubelet *c = svc;
     const Cube__NodeSandboxRef *req = reqp;
     pthread_mutex_lock(&c->lock);
-    cl_slot *s = unlink_by_sandbox(c, req->sandbox_id ? req->sandbox_id : "");
+    cl_slot *s = find_by_sandbox(c, req->sandbox_id ? req->sandbox_id : "");
+    if (s) {
+        /* a create still setting it up, a pause or resume under way: they finish first (nobody new starts) */
+        s->dying = true;
+        while (s->users > 0) pthread_cond_wait(&c->slot_idle, &c->lock);
+        unlink_slot(c, s);
+    }
     pthread_mutex_unlock(&c->lock);
     if (!s) return cube_err_set(err, ENOENT, "sandbox '%s' is not on this node", req->sandbox_id);
     retire_slot(c, s);
@@ -605,7 +637,10 @@ static int pause_resume(cubelet *c, const char *id, bool pause, cube_err *err)
     pthread_mutex_lock(&c->lock);
     cl_slot *s = find_by_sandbox(c, id ? id : "");
     char control[sizeof(s->control)];
-    if (s) snprintf(control, sizeof(control), "%s", s->control);
+    if (s) {
+        snprintf(control, sizeof(control), "%s", s->control);
+        s->users++; /* a kill waits for the hypervisor's answer */
+    }
     pthread_mutex_unlock(&c->lock);
     if (!s) return cube_err_set(err, ENOENT, "sandbox '%s' is not on this node", id);
     Cube__Empty e = CUBE__EMPTY__INIT;
@@ -613,12 +648,13 @@ static int pause_resume(cubelet *c, const char *id, bool pause, cube_err *err)
     int rc = cube_rpc_call_once(control, pause ? "/cube.Hypervisor/Pause" : "/cube.Hypervisor/Resume",
                                 &e.base, &cube__empty__descriptor, &resp, 15000, err);
     if (resp) protobuf_c_message_free_unpacked(resp, NULL);
-    if (rc == 0) {
-        pthread_mutex_lock(&c->lock);
-        s = find_by_sandbox(c, id);
-        if (s) s->state = pause ? SLOT_PAUSED : SLOT_CLAIMED;
-        pthread_mutex_unlock(&c->lock);
-    }
+    pthread_mutex_lock(&c->lock);
+    if (rc == 0 && !s->dying) s->state = pause ? SLOT_PAUSED : SLOT_CLAIMED;
+    if (rc == 0 && s->dying)
+        rc = cube_err_set(err, ENOENT, "sandbox '%s' was killed while it was being %s", id,
+                          pause ? "paused" : "resumed");
+    slot_release(c, s);
+    pthread_mutex_unlock(&c->lock);
     return rc;
 }
 
@@ -683,16 +719,14 @@ static int fork_sandbox(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *re
         if (spawn_slot(c, tpl, child_layers, &s, &cerr) == 0) {
             s->state = SLOT_CLAIMED;
             s->claimed_ms = cube_now_mono_ms();
+            s->users = 1; /* this fork's, until the child is set up */
             snprintf(s->sandbox_id, sizeof(s->sandbox_id), "%s", child->sandbox_id);
             pthread_mutex_lock(&c->lock);
             s->next = c->slots;
             c->slots = s;
             pthread_mutex_unlock(&c->lock);
             if (cl_net_policy(c, s->slot_id, child->network, &cerr) < 0 || init_agent(s, child, &cerr) < 0) {
-                pthread_mutex_lock(&c->lock);
-                cl_slot *gone = unlink_by_sandbox(c, child->sandbox_id);
-                pthread_mutex_unlock(&c->lock);
-                if (gone) destroy_slot(c, gone);
+                create_failed(c, s);
                 s = NULL;
             }
         }
@@ -714,6 +748,9 @@ static int fork_sandbox(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *re
         out->sandboxes[out->n_sandboxes++] = ns;
         cube_log_info("sandbox forked", "parent=%s sandbox=%s slot=%s snapshot=%s", req->parent_id,
                       child->sandbox_id, s->slot_id, snap);
+        pthread_mutex_lock(&c->lock);
+        slot_release(c, s);
+        pthread_mutex_unlock(&c->lock);
     }
     return 0;
 }

@@ -42,6 +42,11 @@ typedef struct cl_slot {
     bool stopped;        /* Stop answered: its processes are dead, the teardown is left */
     int agent_fd; /* a connection to the agent made while the slot waited in the pool (the agent's thread for
                    * it started then): the claim's /init goes over it; -1 when none */
+    /* With the cubelet's lock: calls still using the slot after unlocking (a create setting it up, a pause or
+     * resume); a kill marks it dying (no new user finds it) and waits for users to reach 0 before it takes
+     * the slot off the list, so nobody frees a slot under a call. */
+    int users;
+    bool dying;
     struct cl_slot *next;
 } cl_slot;
 
@@ -56,6 +61,7 @@ typedef struct cubelet_config {
     const char *net;           /* cube-net's RPC address, or NULL: sandboxes get no network but loopback */
     const char *proxy_address; /* where this node's cube-proxy listens (reported to masters), or NULL */
     int pool_size;             /* ready sandboxes kept per template */
+    int disk_mb;               /* each sandbox's writable layer, on the node's disk */
 } cubelet_config;
 
 typedef struct cubelet {
@@ -67,12 +73,15 @@ typedef struct cubelet {
     pthread_cond_t tick;   /* the heartbeat thread's timer; broadcast on stop */
     cl_slot *slots;
     int stopping;
-    pthread_cond_t reap; /* a slot was put on retiring */
-    cl_slot *retiring;   /* killed sandboxes whose hypervisor exit, files and network slot are still to go */
+    pthread_cond_t reap;      /* a slot was put on retiring */
+    pthread_cond_t slot_idle; /* a slot's users went down (kills wait for 0) */
+    cl_slot *retiring; /* killed sandboxes whose hypervisor exit, files and network slot are still to go */
     pthread_t refill_thread, heartbeat_thread, reaper_thread;
     cube_rpc_failover masters; /* heartbeats go to every one of them */
     cube_rpc_client *net;      /* NULL without cube-net */
     int draining;              /* no new sandboxes: reported in heartbeats; kept in <data>/draining */
+    char disk_template[4400];  /* the empty ext4 image of cfg.disk_mb sandboxes' disks are copies of */
+    char disk_mb[16];
 } cubelet;
 
 int cubelet_init(cubelet *c, const cubelet_config *cfg, cube_err *err);

@@ -335,6 +335,66 @@ test('bad input gets clear errors', async () => {
   assert.equal(proxied.status, 502);
 });
 
+test('disk is disk: filling it is ENOSPC to the writer; the sandbox answers, keeps its files, reports its disk', async () => {
+  const sbx = await Sandbox.create();
+  try {
+    await sbx.files.write('/home/user/keep.txt', 'kept');
+    const before = (await sbx.getMetrics())[0];
+    assert.ok(before.diskTotal >= 900e6 && before.diskTotal <= 1100e6, `diskTotal ${before.diskTotal}`);
+    // more than the disk (1 GiB) and more than the memory limit (512 MB): the disk runs out, not the memory
+    const fill = await sbx.commands.run('dd if=/dev/zero of=/home/user/fill bs=1M count=1500 2>&1; echo "rc=$?"', { timeoutMs: 120_000 });
+    assert.match(fill.stdout, /No space left on device/);
+    assert.match(fill.stdout, /rc=1/);
+    assert.equal((await sbx.commands.run('cat /home/user/keep.txt')).stdout, 'kept');
+    const full = (await sbx.getMetrics())[0];
+    assert.ok(full.diskUsed > 0.9 * full.diskTotal, `diskUsed ${full.diskUsed} of ${full.diskTotal}`);
+    // the space comes back when the file goes
+    await sbx.commands.run('rm /home/user/fill');
+    assert.equal((await sbx.commands.run('echo more > /home/user/after.txt && cat /home/user/after.txt')).stdout, 'more\n');
+  } finally {
+    await sbx.kill();
+  }
+});
+
+test('the agent outlives what it runs: a memory bomb, then a fork bomb killed through the SDK', async () => {
+  const sbx = await Sandbox.create();
+  try {
+    // what the agent starts is the OOM killer's first choice, never the agent
+    const scores = (await sbx.commands.run('cat /proc/self/oom_score_adj')).stdout.trim();
+    assert.equal(scores, '500');
+    const mem = await sbx.commands.run('python3 -c "a=[]\nwhile True: a.append(bytearray(64 << 20))"', { timeoutMs: 60_000 }).catch((e) => e);
+    assert.notEqual(mem.exitCode, 0, 'the memory bomb was not stopped');
+    assert.equal((await sbx.commands.run('echo alive')).stdout, 'alive\n');
+    // what runs, zombies the agent has yet to reap aside
+    const running = async () => Number((await sbx.commands.run('ps -e -o stat= | grep -vc Z')).stdout.trim());
+    const idle = await running();
+    // a fork bomb holds the sandbox's process limit, less what the agent keeps for itself: the kill gets in
+    const bomb = await sbx.commands.run('bomb() { bomb | bomb & }; bomb; wait', { background: true });
+    await sleep(1500);
+    await bomb.kill(); // true, or false when the bomb burnt out on the limit already (its shells give up)
+    assert.equal((await sbx.commands.run('echo alive')).stdout, 'alive\n');
+    // nothing of it is left once the kernel has torn down what the kill hit
+    const settled = async (what) => {
+      let now = await running();
+      for (let i = 0; i < 100 && now > idle; i++) {
+        await sleep(100);
+        now = await running();
+      }
+      assert.ok(now <= idle, `${now} processes run after ${what} (${idle} before)`);
+    };
+    await settled('the fork bomb was killed');
+    // a command whose first process returned at once: the kill still takes what it left running
+    const left = await sbx.commands.run('for i in $(seq 20); do (while :; do sleep 1; done) & done', { background: true });
+    await left.wait();
+    assert.ok((await running()) >= idle + 20);
+    assert.equal(await left.kill(), true);
+    await settled('the kill of what a finished command left');
+    assert.equal(await left.kill(), false); // nothing of it is left to kill
+  } finally {
+    await sbx.kill();
+  }
+});
+
 test('idle half-open clients lock out neither the API nor the proxy, and cost them no threads', async () => {
   const threads = (svc) => {
     const pid = readFileSync(`${data}/run/${svc}.pid`, 'utf8').trim();
@@ -399,4 +459,7 @@ test('deploy/cube down leaves nothing behind', () => {
     } catch {}
     assert.deepEqual(left, [], `cgroups left in ${c}`);
   }
+  // the sandboxes' disks: loop devices that clear themselves when their mounts go
+  const loops = execFileSync('losetup', ['-l', '-n', '-O', 'BACK-FILE'], { encoding: 'utf8' });
+  assert.ok(!loops.includes(`${data}/`), `loop devices left: ${loops}`);
 });

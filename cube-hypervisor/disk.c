@@ -1,0 +1,150 @@
+/* The writable layer on a loop-mounted ext4 image (see disk.h). */
+#include "disk.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/loop.h>
+#include <spawn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+extern char **environ;
+
+int hv_disk_template(const char *dir, uint64_t size_mb, char *out, size_t cap, cube_err *err)
+{
+    if (mkdir(dir, 0700) < 0 && errno != EEXIST) return cube_err_sys(err, errno, "mkdir %s", dir);
+    snprintf(out, cap, "%s/ext4-%llum.img", dir, (unsigned long long)size_mb);
+    if (access(out, R_OK) == 0) return 0;
+    /* made under a temporary name and renamed: a half-made image is never taken for a template */
+    char tmp[4400];
+    snprintf(tmp, sizeof(tmp), "%s.%d.tmp", out, (int)getpid());
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd < 0) return cube_err_sys(err, errno, "create %s", tmp);
+    int rc = ftruncate(fd, (off_t)(size_mb << 20));
+    int e = errno;
+    close(fd);
+    if (rc < 0) {
+        unlink(tmp);
+        return cube_err_sys(err, e, "size %s", tmp);
+    }
+    /* no journal (the layer lives and dies with its sandbox), inode tables initialised lazily by the kernel,
+     * no blocks reserved for root: the sandbox gets the size it was given */
+    char *argv[] = {
+        "mkfs.ext4", "-q",   "-F", "-O", "^has_journal", "-E", "lazy_itable_init=1,nodiscard", "-m", "0",
+        "-b",        "4096", tmp,  NULL};
+    pid_t pid;
+    int status = 0;
+    int sp = posix_spawnp(&pid, "mkfs.ext4", NULL, NULL, argv, environ);
+    if (sp != 0 || waitpid(pid, &status, 0) < 0 || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+        unlink(tmp);
+        return cube_err_set(err, sp ? sp : EIO, "mkfs.ext4 %s failed%s", tmp,
+                            sp == ENOENT ? " (e2fsprogs is not installed)" : "");
+    }
+    if (rename(tmp, out) < 0) {
+        e = errno;
+        unlink(tmp);
+        return cube_err_sys(err, e, "rename %s", tmp);
+    }
+    return 0;
+}
+
+/* A sparse copy: only the template's data extents are read and written. */
+static int sparse_copy(int in, int out, cube_err *err)
+{
+    struct stat st;
+    if (fstat(in, &st) < 0) return cube_err_sys(err, errno, "stat the disk template");
+    if (ftruncate(out, st.st_size) < 0) return cube_err_sys(err, errno, "size the sandbox disk");
+    off_t pos = 0;
+    while (pos < st.st_size) {
+        off_t data = lseek(in, pos, SEEK_DATA);
+        if (data < 0) {
+            if (errno == ENXIO) break; /* only a hole is left */
+            return cube_err_sys(err, errno, "seek the disk template");
+        }
+        off_t hole = lseek(in, data, SEEK_HOLE);
+        if (hole < 0) return cube_err_sys(err, errno, "seek the disk template");
+        off_t ioff = data, ooff = data;
+        while (ioff < hole) {
+            ssize_t n = copy_file_range(in, &ioff, out, &ooff, (size_t)(hole - ioff), 0);
+            if (n < 0 && errno == EINTR) continue;
+            if (n <= 0) return cube_err_sys(err, n < 0 ? errno : EIO, "copy the disk template");
+        }
+        pos = hole;
+    }
+    return 0;
+}
+
+/* A free loop device bound to fd, reading and writing it directly (no second copy in the page cache) and
+ * clearing itself when its last user goes. Returns the device open: AUTOCLEAR would clear it at this close
+ * if nothing else held it, so the caller mounts it first. Another process may take the device offered between
+ * asking and binding: then the next one. */
+static int loop_bind(int fd, char *dev, size_t cap, cube_err *err)
+{
+    int ctl = open("/dev/loop-control", O_RDWR | O_CLOEXEC);
+    if (ctl < 0) return cube_err_sys(err, errno, "open /dev/loop-control");
+    int rc = -1;
+    for (int attempt = 0; attempt < 64; attempt++) {
+        int n = ioctl(ctl, LOOP_CTL_GET_FREE);
+        if (n < 0) {
+            cube_err_sys(err, errno, "find a free loop device");
+            break;
+        }
+        snprintf(dev, cap, "/dev/loop%d", n);
+        int lfd = open(dev, O_RDWR | O_CLOEXEC);
+        if (lfd < 0) {
+            cube_err_sys(err, errno, "open %s", dev);
+            break;
+        }
+        struct loop_config lc = {.fd = (uint32_t)fd, .block_size = 4096};
+        lc.info.lo_flags = LO_FLAGS_AUTOCLEAR | LO_FLAGS_DIRECT_IO;
+        if (ioctl(lfd, LOOP_CONFIGURE, &lc) == 0) {
+            rc = lfd;
+            break;
+        }
+        int e = errno;
+        close(lfd);
+        if (e != EBUSY) {
+            cube_err_sys(err, e, "bind %s", dev);
+            break;
+        }
+    }
+    close(ctl);
+    return rc;
+}
+
+int hv_disk_attach(const char *template_img, const char *scratch, const char *mountpoint, uid_t uid,
+                   cube_err *err)
+{
+    int in = open(template_img, O_RDONLY | O_CLOEXEC);
+    if (in < 0) return cube_err_sys(err, errno, "open disk template %s", template_img);
+    int out = open(scratch, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (out < 0) {
+        int e = errno;
+        close(in);
+        return cube_err_sys(err, e, "create %s", scratch);
+    }
+    int rc = sparse_copy(in, out, err);
+    close(in);
+    char dev[64];
+    int lfd = rc == 0 ? loop_bind(out, dev, sizeof(dev), err) : -1;
+    /* the device holds the file from here: its name is not needed any more, and the space goes with it */
+    unlink(scratch);
+    close(out);
+    if (lfd < 0) return -1;
+    rc = mount(dev, mountpoint, "ext4", MS_NOSUID | MS_NODEV, "discard");
+    int e = errno;
+    close(lfd); /* the mount holds the device now (or, failed, nothing does: it clears) */
+    if (rc < 0) return cube_err_sys(err, e, "mount %s (a copy of %s) at %s", dev, template_img, mountpoint);
+    if (chown(mountpoint, uid, uid) < 0 || chmod(mountpoint, 0755) < 0) {
+        e = errno;
+        umount2(mountpoint, MNT_DETACH);
+        return cube_err_sys(err, e, "own %s", mountpoint);
+    }
+    return 0;
+}
