@@ -1,7 +1,9 @@
 // burst: CubeSandbox's method for concurrent creates. CUBE_BENCH_BURST (default 50) raw keep-alive
 // `POST /v2/sandboxes` at once, CUBE_BENCH_ROUNDS (default 10) rounds, each round's sandboxes killed before the
 // next, against E2B_API_URL as it runs (deploy/cube up with its defaults); then the same loop against a
-// do-nothing HTTP server in this process (the floor: what the client and the machine cost).
+// do-nothing HTTP server in this process (the floor: what the client and the machine cost). With
+// CUBE_BENCH_GAP_MS, rounds are that far apart (bursts after a quiet spell, the pool refilled meanwhile);
+// without, back to back (a sustained rate: every create needs a sandbox started somewhere).
 // Prints tab-separated lines, figures in ms:
 //   burst_first avg p95 p99        the first round (the pool as it was: mostly cold starts)
 //   burst_rest avg p95 p99         the other rounds together
@@ -11,6 +13,7 @@ import http from 'node:http';
 
 const burst = Number(process.env.CUBE_BENCH_BURST || 50);
 const rounds = Number(process.env.CUBE_BENCH_ROUNDS || 10);
+const gap = Number(process.env.CUBE_BENCH_GAP_MS || 0);
 const key = process.env.E2B_API_KEY;
 const q = (v, p) => v.slice().sort((a, b) => a - b)[Math.min(v.length - 1, Math.floor(v.length * p))];
 const avg = (v) => v.reduce((a, b) => a + b, 0) / v.length;
@@ -32,7 +35,7 @@ function client(base) {
   return { req, agent };
 }
 
-async function run(base) {
+async function run(base, pause = gap) {
   const { req, agent } = client(base);
   const perRound = [];
   let failed = 0;
@@ -51,6 +54,7 @@ async function run(base) {
     );
     perRound.push(res.map((x) => x[0]));
     await Promise.all(res.filter((x) => x[1]).map((x) => req('DELETE', `/sandboxes/${x[1]}`)));
+    if (pause && r < rounds - 1) await new Promise((ok) => setTimeout(ok, pause));
   }
   agent.destroy();
   return { perRound, failed };
@@ -72,7 +76,7 @@ const floor = http.createServer((rq, rs) => {
 await new Promise((r) => floor.listen(0, '127.0.0.1', r));
 
 const cube = await run(process.env.E2B_API_URL);
-const nothing = await run(`http://127.0.0.1:${floor.address().port}`);
+const nothing = await run(`http://127.0.0.1:${floor.address().port}`, 0);
 floor.close();
 console.log(`burst_first\t${fig(cube.perRound[0])}`);
 console.log(`burst_rest\t${fig(cube.perRound.slice(1).flat())}`);

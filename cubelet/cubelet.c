@@ -549,6 +549,7 @@ static int create_sandbox(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *
     if (!tpl)
         return cube_err_set(err, ENOENT, "template '%s' not found", req->template_id ? req->template_id : "");
     pthread_mutex_lock(&c->lock);
+    pool_demand_note(&((cl_template *)tpl)->demand, cube_now_mono_ms()); /* the pool follows creates */
     cl_slot *s = NULL;
     for (cl_slot *x = c->slots; x; x = x->next)
         if (x->tpl == tpl && x->state == SLOT_READY) {
@@ -908,7 +909,15 @@ static int list_sandboxes(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *
     return 0;
 }
 
-/* Keeps cfg.pool_size ready sandboxes per template; sleeps until a claim or a loss wakes it. */
+/* With the lock: how many ready sandboxes t's pool should hold now (pool_demand.h). */
+static int pool_target(cubelet *c, cl_template *t)
+{
+    int max = c->cfg.pool_max > t->pool ? c->cfg.pool_max : t->pool;
+    return pool_demand_target(&t->demand, cube_now_mono_ms(), t->pool, max);
+}
+
+/* Keeps each template's pool at its target (pool_target); sleeps until a claim or a loss wakes it, and
+ * while a pool is above its configured size, looks again every second to let it shrink when demand goes. */
 static void *refill_loop(void *arg)
 {
     cubelet *c = arg;
@@ -918,16 +927,40 @@ static void *refill_loop(void *arg)
     int lock_fd = cl_pool_lock_open(CL_POOL_LOCK);
     pthread_mutex_lock(&c->lock);
     while (!c->stopping) {
-        const cl_template *need = NULL;
-        for (cl_template *t = c->templates; t && !need; t = t->next) {
+        cl_template *need = NULL;
+        cl_slot *extra = NULL;
+        bool raised = false;
+        for (cl_template *t = c->templates; t && !need && !extra; t = t->next) {
             if (__atomic_load_n(&t->gone, __ATOMIC_ACQUIRE)) continue;
-            int ready = 0;
+            int ready = 0, target = pool_target(c, t);
+            cl_slot *idle = NULL;
             for (cl_slot *s = c->slots; s; s = s->next)
-                if (s->tpl == t && (s->state == SLOT_READY || s->state == SLOT_STARTING)) ready++;
-            if (ready < t->pool) need = t;
+                if (s->tpl == t && (s->state == SLOT_READY || s->state == SLOT_STARTING)) {
+                    ready++;
+                    if (s->state == SLOT_READY) idle = s;
+                }
+            raised = raised || target > t->pool || ready > t->pool;
+            if (ready < target)
+                need = t;
+            else if (ready > target && idle)
+                extra = idle; /* demand went: one idle sandbox at a time goes */
+        }
+        if (extra) {
+            unlink_slot(c, extra);
+            pthread_mutex_unlock(&c->lock);
+            destroy_slot(c, extra);
+            pthread_mutex_lock(&c->lock);
+            continue;
         }
         if (!need) {
-            pthread_cond_wait(&c->refill, &c->lock);
+            if (raised) {
+                struct timespec dl;
+                clock_gettime(CLOCK_REALTIME, &dl);
+                dl.tv_sec += 1; /* background only: a raised pool is looked at again to shrink */
+                pthread_cond_timedwait(&c->refill, &c->lock, &dl);
+            } else {
+                pthread_cond_wait(&c->refill, &c->lock);
+            }
             continue;
         }
         pthread_mutex_unlock(&c->lock);
@@ -984,7 +1017,7 @@ static void send_heartbeat(cubelet *c)
         eptrs[i] = &entries[i];
         cube__node_info__pool_target_entry__init(&targets[i]);
         targets[i].key = t->name;
-        targets[i].value = (uint32_t)t->pool;
+        targets[i].value = (uint32_t)pool_target(c, t);
         tptrs[i] = &targets[i];
         for (cl_slot *s = c->slots; s; s = s->next) {
             if (s->tpl == t && s->state == SLOT_READY) entries[i].value++;

@@ -8,6 +8,7 @@
 #include <stdbool.h>
 #include <sys/types.h>
 
+#include "pool_demand.h"
 #include "rpc.h"
 
 typedef struct cl_template {
@@ -18,8 +19,10 @@ typedef struct cl_template {
     char workdir[512];
     char *env_json;    /* {"K": "V"} from the image, merged under the request's envVars */
     char layers[8192]; /* a snapshot template: its layers above the parent's rootfs ("a:b"), else empty */
-    int pool; /* ready sandboxes to keep: the node's pool size, or the template's own (snapshots: 0) */
-    int gone; /* its files were deleted: no new sandboxes, pool drained (atomic) */
+    int pool; /* ready sandboxes to keep at least: the node's pool size, or the template's own (snapshots: 0)
+               */
+    pool_demand demand; /* creates seen (with the cubelet's lock): the pool follows them up to pool_max */
+    int gone;           /* its files were deleted: no new sandboxes, pool drained (atomic) */
     struct cl_template *next;
 } cl_template;
 
@@ -60,7 +63,8 @@ typedef struct cubelet_config {
     const char *agent_bundle;  /* when set, sandboxes get this self-contained agent directory instead */
     const char *net;           /* cube-net's RPC address, or NULL: sandboxes get no network but loopback */
     const char *proxy_address; /* where this node's cube-proxy listens (reported to masters), or NULL */
-    int pool_size;             /* ready sandboxes kept per template */
+    int pool_size;             /* ready sandboxes kept per template, at least */
+    int pool_max;              /* the most a template's pool grows to while creates come fast */
     int disk_mb;               /* each sandbox's writable layer, on the node's disk */
 } cubelet_config;
 

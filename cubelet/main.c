@@ -19,6 +19,8 @@ static const cube_config_flag flags[] = {
     {"master", "cubelet.master", true, "cube-master address (default unix:<data>/run/master.sock)"},
     {"node-id", "cubelet.node_id", true, "this node's name (default the hostname)"},
     {"pool-size", "cubelet.pool_size", true, "ready sandboxes kept per template (default 2)"},
+    {"pool-max", "cubelet.pool_max", true,
+     "the most ready sandboxes a template's pool grows to while creates come fast (default 64)"},
     {"disk-mb", "cubelet.disk_mb", true,
      "each sandbox's disk (its writable layer), on the node's disk (default 1024)"},
     {"hypervisor", "cubelet.hypervisor", true, "cube-hypervisor binary (default: beside this one)"},
@@ -48,8 +50,9 @@ static int run(cube_config *cfg, int argc, char **argv)
     gethostname(host, sizeof(host) - 1);
     cube_sibling_path("cube-hypervisor", "../cube-hypervisor/cube-hypervisor", hv, sizeof(hv));
     cube_sibling_path("cube-agent", "../cube-agent/cube-agent", agent, sizeof(agent));
-    long long pool, disk_mb;
+    long long pool, pool_max, disk_mb;
     if (cube_config_get_int(cfg, "cubelet.pool_size", 2, 0, 1000, &pool, &err) < 0 ||
+        cube_config_get_int(cfg, "cubelet.pool_max", 64, 0, 10000, &pool_max, &err) < 0 ||
         cube_config_get_int(cfg, "cubelet.disk_mb", 1024, 16, 1 << 22, &disk_mb, &err) < 0) {
         fprintf(stderr, "cubelet: %s\n", err.msg);
         return 2;
@@ -65,6 +68,7 @@ static int run(cube_config *cfg, int argc, char **argv)
         .net = cube_config_get(cfg, "cubelet.net", NULL),
         .proxy_address = cube_config_get(cfg, "cubelet.proxy_address", NULL),
         .pool_size = (int)pool,
+        .pool_max = (int)pool_max,
         .disk_mb = (int)disk_mb,
     };
     if (access(cc.hypervisor_bin, X_OK) < 0 || access(cc.agent_bin, X_OK) < 0) {
