@@ -405,7 +405,26 @@ int proc_start(proc_table *t, const proc_spec *spec, proc_sub **sub, uint32_t *p
                   spec->tag ? spec->tag : "", spec->user ? spec->user : "");
     pthread_t th;
     if (pthread_create(&th, NULL, reader, p) != 0) {
-        kill(-pid, SIGKILL); /* cannot watch it: do not leave it running unseen */
+        /* cannot watch it: it does not run unseen, and what the reader would have released goes here (the
+         * reaper's reference stays until it collects the killed child) */
+        kill(-pid, SIGKILL);
+        pthread_mutex_lock(&t->lock);
+        for (proc **pp = &t->head; *pp; pp = &(*pp)->next)
+            if (*pp == p) {
+                *pp = p->next;
+                break;
+            }
+        pthread_mutex_unlock(&t->lock);
+        proc_sub_free(*sub);
+        *sub = NULL;
+        pthread_mutex_lock(&p->lock);
+        close_fd(&p->out_fd);
+        close_fd(&p->err_fd);
+        close_fd(&p->pty_fd);
+        close_fd(&p->stdin_fd);
+        pthread_mutex_unlock(&p->lock);
+        proc_unref(p); /* the table's */
+        proc_unref(p); /* the reader's, which never ran */
         return cube_err_set(err, EAGAIN, "start %s: no thread for its output", spec->cmd);
     }
     pthread_detach(th);

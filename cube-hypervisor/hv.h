@@ -41,6 +41,9 @@ typedef struct hv_spec {
     /* ns backend: an empty ext4 image of disk_mb (hv_disk_template) the writable layer is a copy of; NULL: a
      * tmpfs */
     const char *disk_template;
+    /* ns backend: an lxcfs mount; the sandbox's /proc/meminfo, cpuinfo, stat, uptime, loadavg, diskstats and
+     * swaps come from it (its own limits, not the node's). NULL: the kernel's */
+    const char *lxcfs;
     /* kvm backend: the guest kernel and the template's root disk image (ext4), or a snapshot directory to
      * clone from instead of booting */
     const char *kernel;

@@ -41,6 +41,8 @@ static const cube_config_flag flags[] = {
     {"cpus", "hv.cpus", true, "cpu limit in cores (default 2)"},
     {"memory-mb", "hv.memory_mb", true, "memory limit (default 512)"},
     {"disk-mb", "hv.disk_mb", true, "writable layer size (default 1024)"},
+    {"lxcfs", "hv.lxcfs", true,
+     "ns: an lxcfs mount: the sandbox's /proc/meminfo, cpuinfo, stat, uptime... show its own limits"},
     {"disk-template", "hv.disk_template", true,
      "ns: an empty ext4 image of --disk-mb (cubelet makes it): the writable layer is a copy on a loop device "
      "(default: a tmpfs, whose pages count as memory)"},
@@ -159,6 +161,7 @@ static int run(cube_config *cfg, int argc, char **argv)
         .limits = {(uint32_t)cpus, (uint64_t)mem, (uint32_t)pids},
         .disk_mb = (uint64_t)disk,
         .disk_template = cube_config_get(cfg, "hv.disk_template", NULL),
+        .lxcfs = cube_config_get(cfg, "hv.lxcfs", NULL),
         .kernel = kernel,
         .disk_image = disk_image,
         .restore = restore,

@@ -167,6 +167,18 @@ static void child_main(const child_args *c)
     mkdir(p, 0555);
     if (mount("proc", p, "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) < 0)
         child_fail(errfd, "mount /proc");
+    if (spec->lxcfs) {
+        /* what programs size themselves by (free, top, nproc's cousins, the JVM, Node, pandas) shows the
+         * sandbox's own memory and CPUs: lxcfs answers each read for the reader's cgroups */
+        static const char *const files[] = {"meminfo", "cpuinfo",   "stat", "uptime",
+                                            "loadavg", "diskstats", "swaps"};
+        for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++) {
+            char src[4400], dst[4400];
+            snprintf(src, sizeof(src), "%s/proc/%s", spec->lxcfs, files[i]);
+            snprintf(dst, sizeof(dst), "%s/proc/%s", sb->root, files[i]);
+            if (mount(src, dst, NULL, MS_BIND, NULL) < 0) child_fail(errfd, src);
+        }
+    }
     snprintf(p, sizeof(p), "%s/sys", sb->root);
     mkdir(p, 0555);
     if (c->sysfs >= 0) {

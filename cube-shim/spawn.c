@@ -2,6 +2,7 @@
 #include "spawn.h"
 
 #include <errno.h>
+#include <stdbool.h>
 #include <fcntl.h>
 #include <grp.h>
 #include <sched.h>
@@ -118,13 +119,24 @@ fail:
 /* The helper between the shim and an exec'd process: it joins the sandbox (cgroups, then namespaces, then
  * its root) and forks the process there (a pid namespace applies to children), reports the process's host
  * pid, and exits with its status. */
+/* What the helper reports instead of a pid when it cannot enter the container (spawn_exec says which). */
+enum { ENTER_CGROUP = -1, ENTER_NAMESPACES = -2 };
+
+static void helper_fail(int report, int why)
+{
+    if (write(report, &why, sizeof(why)) < 0) {
+    }
+    _exit(125);
+}
+
 static void exec_helper(shim *s, shim_proc *p, const oci_process *op, int io[3], int report)
 {
     pid_t init = s->init.pid;
     char path[256], line[512];
     snprintf(path, sizeof(path), "/proc/%d/cgroup", init);
     FILE *f = fopen(path, "re");
-    while (f && fgets(line, sizeof(line), f)) { /* "N:controllers:/path", paths from the host's view */
+    if (!f) helper_fail(report, ENTER_CGROUP);
+    while (fgets(line, sizeof(line), f)) { /* "N:controllers:/path", paths from the host's view */
         char *c1 = strchr(line, ':'), *c2 = c1 ? strchr(c1 + 1, ':') : NULL;
         if (!c2) continue;
         *c2 = '\0';
@@ -138,14 +150,15 @@ static void exec_helper(shim *s, shim_proc *p, const oci_process *op, int io[3],
                      strncmp(ctrl, "name=", 5) == 0 ? ctrl + 5 : ctrl, cg);
         else
             snprintf(procs, sizeof(procs), "/sys/fs/cgroup%s/cgroup.procs", cg);
+        /* the container's own cgroups (cube/...) must be joined: an exec outside them would run beyond the
+         * container's limits; other hierarchies (the host's root, a v2 mount elsewhere) are best effort */
+        bool own = strstr(cg, "/cube/") != NULL;
         int fd = open(procs, O_WRONLY | O_CLOEXEC);
-        if (fd >= 0) {
-            if (write(fd, "0", 1) < 0) {
-            }
-            close(fd);
-        }
+        bool joined = fd >= 0 && write(fd, "0", 1) == 1;
+        if (fd >= 0) close(fd);
+        if (own && !joined) helper_fail(report, ENTER_CGROUP);
     }
-    if (f) fclose(f);
+    fclose(f);
     static const struct {
         const char *name;
         int type;
@@ -158,11 +171,12 @@ static void exec_helper(shim *s, shim_proc *p, const oci_process *op, int io[3],
     for (int i = 0; i < 7; i++) {
         snprintf(path, sizeof(path), "/proc/%d/ns/%s", init, order[i].name);
         nsfd[i] = open(path, O_RDONLY | O_CLOEXEC);
-        if (nsfd[i] < 0) _exit(125);
+        if (nsfd[i] < 0) helper_fail(report, ENTER_NAMESPACES);
     }
     for (int i = 0; i < 7; i++)
-        if (setns(nsfd[i], order[i].type) < 0) _exit(125);
-    if (rootfd < 0 || fchdir(rootfd) < 0 || chroot(".") < 0 || chdir(op->cwd ? op->cwd : "/") < 0) _exit(125);
+        if (setns(nsfd[i], order[i].type) < 0) helper_fail(report, ENTER_NAMESPACES);
+    if (rootfd < 0 || fchdir(rootfd) < 0 || chroot(".") < 0 || chdir(op->cwd ? op->cwd : "/") < 0)
+        helper_fail(report, ENTER_NAMESPACES);
     pid_t child = fork();
     if (child == 0) {
         for (int i = 0; i < 3; i++) dup2(io[i], i);
@@ -236,6 +250,8 @@ int spawn_exec(shim *s, shim_proc *p, cube_err *err)
     int pid = 0;
     ssize_t n = read(rep[0], &pid, sizeof(pid));
     close(rep[0]);
+    if (n == sizeof(pid) && pid == ENTER_CGROUP)
+        return cube_err_set(err, EIO, "exec %s could not join the container's cgroups", p->exec_id);
     if (n != sizeof(pid) || pid <= 0)
         return cube_err_set(err, EIO, "exec %s could not enter the container", p->exec_id);
     pthread_mutex_lock(&s->lock);

@@ -168,7 +168,7 @@ static int spawn_slot(cubelet *c, const cl_template *tpl, const char *layers, cl
     }
     char uid_base[16];
     snprintf(uid_base, sizeof(uid_base), "%u", tpl->uid_base);
-    char *argv[24];
+    char *argv[28];
     int a = 0;
     argv[a++] = (char *)c->cfg.hypervisor_bin;
     argv[a++] = "--id";
@@ -179,6 +179,10 @@ static int spawn_slot(cubelet *c, const cl_template *tpl, const char *layers, cl
     argv[a++] = s->state_dir;
     argv[a++] = "--uid-base";
     argv[a++] = uid_base;
+    if (c->cfg.lxcfs) {
+        argv[a++] = "--lxcfs";
+        argv[a++] = (char *)c->cfg.lxcfs;
+    }
     argv[a++] = "--disk-mb";
     argv[a++] = c->disk_mb;
     argv[a++] = "--disk-template";

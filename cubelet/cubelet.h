@@ -66,6 +66,7 @@ typedef struct cubelet_config {
     int pool_size;             /* ready sandboxes kept per template, at least */
     int pool_max;              /* the most a template's pool grows to while creates come fast */
     int disk_mb;               /* each sandbox's writable layer, on the node's disk */
+    const char *lxcfs;         /* an lxcfs mount for sandboxes' /proc views, or NULL */
 } cubelet_config;
 
 typedef struct cubelet {

@@ -21,6 +21,8 @@ static const cube_config_flag flags[] = {
     {"pool-size", "cubelet.pool_size", true, "ready sandboxes kept per template (default 2)"},
     {"pool-max", "cubelet.pool_max", true,
      "the most ready sandboxes a template's pool grows to while creates come fast (default 64)"},
+    {"lxcfs", "cubelet.lxcfs", true,
+     "an lxcfs mount: sandboxes' /proc/meminfo, cpuinfo, stat, uptime... show their own limits"},
     {"disk-mb", "cubelet.disk_mb", true,
      "each sandbox's disk (its writable layer), on the node's disk (default 1024)"},
     {"hypervisor", "cubelet.hypervisor", true, "cube-hypervisor binary (default: beside this one)"},
@@ -70,7 +72,14 @@ static int run(cube_config *cfg, int argc, char **argv)
         .pool_size = (int)pool,
         .pool_max = (int)pool_max,
         .disk_mb = (int)disk_mb,
+        .lxcfs = cube_config_get(cfg, "cubelet.lxcfs", NULL),
     };
+    char probe[PATH_MAX + 32];
+    snprintf(probe, sizeof(probe), "%s/proc/meminfo", cc.lxcfs ? cc.lxcfs : "");
+    if (cc.lxcfs && access(probe, R_OK) < 0) {
+        fprintf(stderr, "cubelet: --lxcfs %s is not an lxcfs mount (no %s)\n", cc.lxcfs, probe);
+        return 2;
+    }
     if (access(cc.hypervisor_bin, X_OK) < 0 || access(cc.agent_bin, X_OK) < 0) {
         fprintf(stderr, "cubelet: cube-hypervisor or cube-agent not found (%s, %s)\n", cc.hypervisor_bin,
                 cc.agent_bin);

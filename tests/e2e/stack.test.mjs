@@ -53,6 +53,20 @@ test('create with metadata and envs; getInfo; commands and files', async () => {
   }
 });
 
+test('a sandbox sees its own memory and uptime, not the node\'s (lxcfs)', async () => {
+  const sbx = await Sandbox.create();
+  try {
+    const mem = (await sbx.commands.run('grep MemTotal /proc/meminfo')).stdout;
+    assert.match(mem, /^MemTotal:\s+524288 kB/m, mem); // its 512 MB limit
+    const free = (await sbx.commands.run('free -m | awk \'/^Mem:/ {print $2}\'')).stdout.trim();
+    assert.equal(free, '512');
+    const up = Number((await sbx.commands.run('cut -d" " -f1 /proc/uptime')).stdout);
+    assert.ok(up < 3600, `uptime ${up} s: the node's, not the sandbox's`);
+  } finally {
+    await sbx.kill();
+  }
+});
+
 test('list: filters and paging', async () => {
   const made = [];
   for (let i = 0; i < 3; i++) made.push(await Sandbox.create({ metadata: { suite: 'paging', n: String(i) } }));

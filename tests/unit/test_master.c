@@ -4,6 +4,7 @@
  * client outlives the call; ASan would see a use after free). The store is SQLite in a temp dir. */
 #include <errno.h>
 #include <pthread.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -321,24 +322,31 @@ static void open_gate(fake_node *f)
     pthread_mutex_unlock(&f->lock);
 }
 
+/* A node with one sandbox (paused first if asked) and c's call to the master under way, held at the node. */
+static void held_call(fake_node *f, bool paused, bg_call *c, char id[64])
+{
+    fake_start(f, "node-1");
+    heartbeat(f, 1);
+    cube_err err = {0};
+    ck_assert_int_eq(create(id, NULL, &err), 0);
+    if (paused)
+        ck_assert_int_eq(call_ref("/cube.Master/PauseSandbox", &cube__empty__descriptor, id, &err), 0);
+    f->hold = 1;
+    snprintf(c->id, sizeof(c->id), "%s", id);
+    pthread_create(&c->th, NULL, bg_ref, c);
+    wait_holding(f);
+}
+
 /* The node pauses (or resumes) the sandbox while a kill deletes it: the kill wins; the record does not come
  * back, paused or running. `_i` 0: pause raced; 1: resume raced. */
 START_TEST(a_kill_wins_over_a_pause_or_resume_in_flight)
 {
     fake_node f;
-    fake_start(&f, "node-1");
-    heartbeat(&f, 1);
     cube_err err = {0};
     char id[64];
-    ck_assert_int_eq(create(id, NULL, &err), 0);
-    if (_i == 1)
-        ck_assert_int_eq(call_ref("/cube.Master/PauseSandbox", &cube__empty__descriptor, id, &err), 0);
-    f.hold = 1;
     bg_call c = {.method = _i ? "/cube.Master/ResumeSandbox" : "/cube.Master/PauseSandbox",
                  .rd = _i ? &cube__get_sandbox_response__descriptor : &cube__empty__descriptor};
-    snprintf(c.id, sizeof(c.id), "%s", id);
-    pthread_create(&c.th, NULL, bg_ref, &c);
-    wait_holding(&f); /* the node is pausing/resuming it now */
+    held_call(&f, _i == 1, &c, id); /* the node is pausing/resuming it now */
     ck_assert_msg(call_ref("/cube.Master/KillSandbox", &cube__kill_sandbox_response__descriptor, id, &err) ==
                       0,
                   "kill: %s", err.msg);
@@ -365,16 +373,10 @@ END_TEST
 START_TEST(a_node_removed_under_a_call_in_flight)
 {
     fake_node f;
-    fake_start(&f, "node-1");
-    heartbeat(&f, 1);
     cube_err err = {0};
     char id[64];
-    ck_assert_int_eq(create(id, NULL, &err), 0);
-    f.hold = 1;
     bg_call c = {.method = "/cube.Master/PauseSandbox", .rd = &cube__empty__descriptor};
-    snprintf(c.id, sizeof(c.id), "%s", id);
-    pthread_create(&c.th, NULL, bg_ref, &c);
-    wait_holding(&f);
+    held_call(&f, false, &c, id);
     usleep(600 * 1000); /* silent past node_lost_ms */
     Cube__NodeRef nr = CUBE__NODE_REF__INIT;
     nr.node_id = "node-1";
