@@ -14,7 +14,8 @@ typedef struct api_network {
     char **allow, **deny;
 } api_network;
 
-/* internet: the allow_internet_access value (default true); net: the `network` object or NULL. */
+/* internet: the allow_internet_access value (default true); net: the `network` object or NULL. out is
+ * released with api_network_free whatever this returned (a rule list half read on an error included). */
 int api_network_parse(bool internet, const cJSON *net, api_network *out, cube_err *err);
 void api_network_free(api_network *n);
 /* {allowOut, denyOut} for a sandbox's detail. */
