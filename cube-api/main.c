@@ -6,6 +6,7 @@
 
 #include "api.h"
 #include "config.h"
+#include "rpc.h"
 #include "log.h"
 
 static const cube_config_flag flags[] = {
@@ -22,6 +23,9 @@ static const cube_config_flag flags[] = {
     {"idle-timeout-s", "api.idle_timeout_s", true,
      "a connection silent this long (head, body or between requests) is closed (default 30)"},
     {"workers", "api.workers", true, "threads running requests (default 64)"},
+    {"tls-dir", "api.tls_dir", true,
+     "this machine's TLS identity (ca.pem, cert.pem, key.pem; deploy/tls-certs): links to other machines "
+     "(host:port) use mutual TLS"},
     {0},
 };
 
@@ -61,7 +65,8 @@ int main(int argc, char **argv)
     http_server_opts opts = {0};
     if (cube_config_parse_args(cfg, argc, argv, flags, &first, &err) < 0 || first != argc ||
         cube_config_get_int(cfg, "api.port", 3000, 0, 65535, &port, &err) < 0 ||
-        edge_opts(cfg, &opts, &err) < 0) {
+        edge_opts(cfg, &opts, &err) < 0 ||
+        cube_rpc_tls_configure(cube_config_get(cfg, "api.tls_dir", NULL), &err) < 0) {
         fprintf(stderr, "cube-api: %s\n", err.code ? err.msg : "unexpected argument");
         rc = 2;
         goto out;

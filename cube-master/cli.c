@@ -513,7 +513,7 @@ static int tpl_cmd(cube_rpc_client *c, const char *data, int argc, char **argv)
 
 static int usage(void)
 {
-    fprintf(stderr, "usage: cubemastercli [--data DIR | --master ADDR] [--json] COMMAND\n"
+    fprintf(stderr, "usage: cubemastercli [--data DIR | --master ADDR [--tls-dir DIR]] [--json] COMMAND\n"
                     "  sandbox list | sandbox info ID | sandbox kill ID\n"
                     "  node list | node wait [--count N] [--pool] [--timeout S]\n"
                     "  node drain NODE | node undrain NODE | node remove NODE\n"
@@ -527,7 +527,7 @@ static int usage(void)
 
 int main(int argc, char **argv)
 {
-    const char *data = "/var/lib/cube", *master = NULL;
+    const char *data = "/var/lib/cube", *master = NULL, *tls_dir = NULL;
     int i = 1;
     for (; i < argc && strncmp(argv[i], "--", 2) == 0; i++) {
         if (strcmp(argv[i], "--json") == 0)
@@ -536,6 +536,8 @@ int main(int argc, char **argv)
             data = argv[++i];
         else if (strcmp(argv[i], "--master") == 0 && i + 1 < argc)
             master = argv[++i];
+        else if (strcmp(argv[i], "--tls-dir") == 0 && i + 1 < argc)
+            tls_dir = argv[++i];
         else
             return usage();
     }
@@ -544,6 +546,10 @@ int main(int argc, char **argv)
     char addr[4200];
     snprintf(addr, sizeof(addr), "unix:%s/run/master.sock", data);
     cube_err err = {0};
+    if (cube_rpc_tls_configure(tls_dir, &err) < 0) {
+        fprintf(stderr, "cubemastercli: %s\n", err.msg);
+        return 1;
+    }
     cube_rpc_client *c = cube_rpc_client_new(master ? master : addr, &err);
     if (!c) {
         fprintf(stderr, "cubemastercli: %s\n", err.msg);

@@ -6,6 +6,7 @@
 #include <sys/stat.h>
 
 #include "config.h"
+#include "rpc.h"
 #include "http.h"
 #include "log.h"
 #include "metrics.h"
@@ -27,6 +28,9 @@ static const cube_config_flag flags[] = {
     {"metrics-port", "master.metrics_port", true,
      "serve Prometheus /metrics on 127.0.0.1:PORT (default: off)"},
     {"help", "master.help", false, "this text"},
+    {"tls-dir", "master.tls_dir", true,
+     "this machine's TLS identity (ca.pem, cert.pem, key.pem; deploy/tls-certs): links to other machines "
+     "(host:port) use mutual TLS"},
     {0},
 };
 
@@ -34,7 +38,8 @@ static int run(cube_config *cfg, int argc, char **argv)
 {
     cube_err err = {0};
     int first;
-    if (cube_config_parse_args(cfg, argc, argv, flags, &first, &err) < 0 || first != argc) {
+    if (cube_config_parse_args(cfg, argc, argv, flags, &first, &err) < 0 || first != argc ||
+        cube_rpc_tls_configure(cube_config_get(cfg, "master.tls_dir", NULL), &err) < 0) {
         fprintf(stderr, "cube-master: %s\n", err.code ? err.msg : "unexpected argument");
         return 2;
     }

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "config.h"
+#include "rpc.h"
 #include "http.h"
 #include "log.h"
 #include "metrics.h"
@@ -25,6 +26,9 @@ static const cube_config_flag flags[] = {
     {"audit-allowed", "net.audit_allowed", false, "log allowed new connections too"},
     {"metrics-port", "net.metrics_port", true, "serve Prometheus /metrics on 127.0.0.1:PORT (default: off)"},
     {"help", "net.help", false, "this text"},
+    {"tls-dir", "net.tls_dir", true,
+     "this machine's TLS identity (ca.pem, cert.pem, key.pem; deploy/tls-certs): links to other machines "
+     "(host:port) use mutual TLS"},
     {0},
 };
 
@@ -32,7 +36,8 @@ static int run(cube_config *cfg, int argc, char **argv)
 {
     cube_err err = {0};
     int first;
-    if (cube_config_parse_args(cfg, argc, argv, flags, &first, &err) < 0 || first != argc) {
+    if (cube_config_parse_args(cfg, argc, argv, flags, &first, &err) < 0 || first != argc ||
+        cube_rpc_tls_configure(cube_config_get(cfg, "net.tls_dir", NULL), &err) < 0) {
         fprintf(stderr, "cube-net: %s\n", err.code ? err.msg : "unexpected argument");
         return 2;
     }

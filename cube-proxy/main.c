@@ -6,6 +6,7 @@
 #include <sys/resource.h>
 
 #include "config.h"
+#include "rpc.h"
 #include "log.h"
 #include "proxy.h"
 
@@ -25,6 +26,9 @@ static const cube_config_flag flags[] = {
     {"idle-timeout-ms", "proxy.idle_timeout_ms", true,
      "a relayed connection with no byte either way is closed (default 900000)"},
     {"workers", "proxy.workers", true, "threads routing requests (default 16)"},
+    {"tls-dir", "proxy.tls_dir", true,
+     "this machine's TLS identity (ca.pem, cert.pem, key.pem; deploy/tls-certs): links to other machines "
+     "(host:port) use mutual TLS"},
     {0},
 };
 
@@ -75,7 +79,8 @@ int main(int argc, char **argv)
     cube_config *cfg = cube_config_new();
     cube_err err = {0};
     int first;
-    if (cube_config_parse_args(cfg, argc, argv, flags, &first, &err) < 0 || first != argc) {
+    if (cube_config_parse_args(cfg, argc, argv, flags, &first, &err) < 0 || first != argc ||
+        cube_rpc_tls_configure(cube_config_get(cfg, "proxy.tls_dir", NULL), &err) < 0) {
         fprintf(stderr, "cube-proxy: %s\n", err.code ? err.msg : "unexpected argument");
         cube_config_free(cfg);
         return 2;

@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include "config.h"
+#include "rpc.h"
 #include "fsutil.h"
 #include "cubelet.h"
 #include "http.h"
@@ -34,6 +35,9 @@ static const cube_config_flag flags[] = {
     {"metrics-port", "cubelet.metrics_port", true,
      "serve Prometheus /metrics on 127.0.0.1:PORT (default: off)"},
     {"help", "cubelet.help", false, "this text"},
+    {"tls-dir", "cubelet.tls_dir", true,
+     "this machine's TLS identity (ca.pem, cert.pem, key.pem; deploy/tls-certs): links to other machines "
+     "(host:port) use mutual TLS"},
     {0},
 };
 
@@ -41,7 +45,8 @@ static int run(cube_config *cfg, int argc, char **argv)
 {
     cube_err err = {0};
     int first;
-    if (cube_config_parse_args(cfg, argc, argv, flags, &first, &err) < 0 || first != argc) {
+    if (cube_config_parse_args(cfg, argc, argv, flags, &first, &err) < 0 || first != argc ||
+        cube_rpc_tls_configure(cube_config_get(cfg, "cubelet.tls_dir", NULL), &err) < 0) {
         fprintf(stderr, "cubelet: %s\n", err.code ? err.msg : "unexpected argument");
         return 2;
     }

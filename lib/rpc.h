@@ -84,6 +84,25 @@ int cube_rpc_call_once(const char *address, const char *method, const ProtobufCM
                        const ProtobufCMessageDescriptor *resp_desc, ProtobufCMessage **resp,
                        int64_t timeout_ms, cube_err *err);
 
+/* Links between machines use mutual TLS: every peer holds a certificate signed by the cluster's CA and is
+ * refused without one. An identity is a directory with ca.pem (the CA), cert.pem and key.pem (this
+ * process's). cube_rpc_use_tls makes it the process's, once at start: from then on clients to host:port
+ * targets and servers on host:port addresses speak TLS and require the peer's certificate (a server's must
+ * name the address clients dial, as a DNS or IP subject alternative name). Unix sockets (one machine) stay
+ * plain. */
+typedef struct cube_rpc_tls cube_rpc_tls;
+cube_rpc_tls *cube_rpc_tls_load(const char *dir, cube_err *err);
+void cube_rpc_tls_free(cube_rpc_tls *t);
+void cube_rpc_use_tls(const cube_rpc_tls *t); /* t must outlive every client and server */
+const cube_rpc_tls *cube_rpc_tls_default(void);
+/* A service's --tls-dir: loads it and makes it the process's (nothing when dir is NULL or empty). */
+int cube_rpc_tls_configure(const char *dir, cube_err *err);
+bool cube_rpc_address_is_local(const char *address);
+/* The same with an explicit identity (NULL: plain), whatever the process's. */
+cube_rpc_client *cube_rpc_client_new_tls(const char *target, const cube_rpc_tls *tls, cube_err *err);
+cube_rpc_server *cube_rpc_server_start_tls(const char *address, const cube_rpc_method *methods, void *service,
+                                           int threads, const cube_rpc_tls *tls, cube_err *err);
+
 /* Several servers of one service (a cluster's masters), "addrA,addrB": calls go to the current one; when it
  * cannot be reached (connection refused: it died) the next is asked and becomes current. */
 typedef struct cube_rpc_failover {

@@ -46,13 +46,20 @@ void cube_rpc_cancel_free(cube_rpc_cancel *c)
 
 cube_rpc_client *cube_rpc_client_new(const char *target, cube_err *err)
 {
+    return cube_rpc_client_new_tls(target, cube_rpc_address_is_local(target) ? NULL : cube_rpc_tls_default(),
+                                   err);
+}
+
+cube_rpc_client *cube_rpc_client_new_tls(const char *target, const cube_rpc_tls *tls, cube_err *err)
+{
     cube_rpc_client *c = calloc(1, sizeof(*c));
     if (!c || !(c->target = strdup(target))) {
         free(c);
         return cube_err_set(err, ENOMEM, "rpc client: out of memory"), NULL;
     }
     rpc_lib_init();
-    grpc_channel_credentials *creds = grpc_insecure_credentials_create();
+    grpc_channel_credentials *creds =
+        tls ? cube_rpc_tls_channel_creds(tls) : grpc_insecure_credentials_create();
     /* Our calls are not idempotent by default (create, kill): a retry belongs to the caller, who knows. */
     /* A peer that restarts (a master, a cubelet) is reconnected to within a second, not after gRPC's default
      * backoff of up to two minutes: our peers are local services, not remote hosts to be gentle with. */

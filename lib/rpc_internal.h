@@ -3,9 +3,11 @@
 #define CUBE_RPC_INTERNAL_H
 
 #include <grpc/byte_buffer.h>
+#include <grpc/grpc_security.h>
 #include <protobuf-c/protobuf-c.h>
 
 #include "err.h"
+#include "rpc.h"
 
 /* A bump allocator that owns every allocation of one server call; freed whole. */
 typedef struct rpc_arena rpc_arena;
@@ -23,5 +25,7 @@ ProtobufCMessage *rpc_unpack(grpc_byte_buffer *bb, const ProtobufCMessageDescrip
 
 /* grpc_init, once per process. */
 void rpc_lib_init(void);
+grpc_channel_credentials *cube_rpc_tls_channel_creds(const cube_rpc_tls *t);
+grpc_server_credentials *cube_rpc_tls_server_creds(const cube_rpc_tls *t);
 
 #endif

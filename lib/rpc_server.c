@@ -295,6 +295,13 @@ static void remove_stale_socket(const char *address)
 cube_rpc_server *cube_rpc_server_start(const char *address, const cube_rpc_method *methods, void *service,
                                        int threads, cube_err *err)
 {
+    return cube_rpc_server_start_tls(address, methods, service, threads,
+                                     cube_rpc_address_is_local(address) ? NULL : cube_rpc_tls_default(), err);
+}
+
+cube_rpc_server *cube_rpc_server_start_tls(const char *address, const cube_rpc_method *methods, void *service,
+                                           int threads, const cube_rpc_tls *tls, cube_err *err)
+{
     if (threads < 1) threads = 1;
     cube_rpc_server *srv = calloc(1, sizeof(*srv));
     if (!srv) return cube_err_set(err, ENOMEM, "rpc server: out of memory"), NULL;
@@ -311,7 +318,8 @@ cube_rpc_server *cube_rpc_server_start(const char *address, const cube_rpc_metho
     srv->server = grpc_server_create(&args, NULL);
     grpc_server_register_completion_queue(srv->server, srv->cq, NULL);
     remove_stale_socket(address);
-    grpc_server_credentials *creds = grpc_insecure_server_credentials_create();
+    grpc_server_credentials *creds =
+        tls ? cube_rpc_tls_server_creds(tls) : grpc_insecure_server_credentials_create();
     srv->port = grpc_server_add_http2_port(srv->server, address, creds);
     grpc_server_credentials_release(creds);
     if (srv->port == 0) {

@@ -3,6 +3,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -290,6 +291,76 @@ START_TEST(in_process_tcp_and_port_conflict)
 }
 END_TEST
 
+/* Mutual TLS between machines: a peer with the cluster CA's certificate is served; one signed by another CA,
+ * or one with none, is refused; a client does not talk to a server the cluster's CA did not sign. */
+static void make_identity(const char *dir, const char *name)
+{
+    const char *tool = getenv("CUBE_TLS_CERTS");
+    ck_assert_msg(tool != NULL, "CUBE_TLS_CERTS (deploy/tls-certs) is not set");
+    char cmd[1024];
+    snprintf(cmd, sizeof(cmd), "%s %s %s IP:127.0.0.1", tool, dir, name);
+    ck_assert_msg(system(cmd) == 0, "%s failed", cmd);
+}
+
+static cube_rpc_tls *identity(const char *dir, const char *name)
+{
+    char p[600];
+    snprintf(p, sizeof(p), "%s/%s", dir, name);
+    cube_err err = {0};
+    cube_rpc_tls *t = cube_rpc_tls_load(p, &err);
+    ck_assert_msg(t != NULL, "%s", err.msg);
+    return t;
+}
+
+static int echo_over(const char *addr, const cube_rpc_tls *tls, cube_err *err)
+{
+    cube_rpc_client *c = cube_rpc_client_new_tls(addr, tls, err);
+    ck_assert_ptr_nonnull(c);
+    Cubetest__EchoRequest req = CUBETEST__ECHO_REQUEST__INIT;
+    req.text = "over tls";
+    ProtobufCMessage *resp = NULL;
+    cube_rpc_call_opts o = {.timeout_ms = 3000};
+    int rc = cube_rpc_call(c, ECHO_METHOD, &req.base, &cubetest__echo_reply__descriptor, &resp, &o, err);
+    if (rc == 0) ck_assert_str_eq(((Cubetest__EchoReply *)resp)->text, "over tls");
+    if (resp) protobuf_c_message_free_unpacked(resp, NULL);
+    cube_rpc_client_free(c);
+    return rc;
+}
+
+START_TEST(mutual_tls_refuses_strangers)
+{
+    char cluster[400], other[400];
+    snprintf(cluster, sizeof(cluster), "%s/cluster", tmpdir);
+    snprintf(other, sizeof(other), "%s/other", tmpdir);
+    make_identity(cluster, "master");
+    make_identity(cluster, "node-1");
+    make_identity(other, "intruder");
+    cube_rpc_tls *master = identity(cluster, "master"), *node = identity(cluster, "node-1"),
+                 *intruder = identity(other, "intruder");
+    cube_err err = {0};
+    cube_rpc_server *srv = cube_rpc_server_start_tls("127.0.0.1:0", echo_methods, NULL, 2, master, &err);
+    ck_assert_msg(srv != NULL, "%s", err.msg);
+    char addr[64];
+    snprintf(addr, sizeof(addr), "127.0.0.1:%d", cube_rpc_server_port(srv));
+    ck_assert_msg(echo_over(addr, node, &err) == 0, "the cluster's node was refused: %s", err.msg);
+    ck_assert_int_eq(echo_over(addr, intruder, &err), -1); /* a certificate from another CA */
+    ck_assert_int_eq(echo_over(addr, NULL, &err), -1);     /* plain text */
+    cube_rpc_server_stop(srv);
+    /* and the other way: a node does not talk to a server outside the cluster */
+    srv = cube_rpc_server_start_tls("127.0.0.1:0", echo_methods, NULL, 2, intruder, &err);
+    ck_assert_msg(srv != NULL, "%s", err.msg);
+    snprintf(addr, sizeof(addr), "127.0.0.1:%d", cube_rpc_server_port(srv));
+    ck_assert_int_eq(echo_over(addr, node, &err), -1);
+    cube_rpc_server_stop(srv);
+    /* an identity directory that is not one is a clear error */
+    ck_assert_ptr_null(cube_rpc_tls_load(tmpdir, &err));
+    ck_assert_ptr_nonnull(strstr(err.msg, "ca.pem"));
+    cube_rpc_tls_free(master);
+    cube_rpc_tls_free(node);
+    cube_rpc_tls_free(intruder);
+}
+END_TEST
+
 typedef struct slow_call {
     cube_rpc_client *c;
     int rc;
@@ -349,6 +420,7 @@ int main(void)
     tcase_add_test(tc, concurrent_calls_share_one_channel);
     tcase_add_test(tc, in_process_tcp_and_port_conflict);
     tcase_add_test(tc, stop_with_call_in_flight);
+    tcase_add_test(tc, mutual_tls_refuses_strangers);
     suite_add_tcase(s, tc);
     return cube_run_suite(s);
 }
