@@ -26,6 +26,7 @@
 int proxy_init(proxy *p, const char *addr, int port, const char *master, const char *domain, cube_err *err)
 {
     memset(p, 0, sizeof(*p));
+    pthread_mutex_init(&p->relay_lock, NULL);
     snprintf(p->domain, sizeof(p->domain), "%s", domain ? domain : "");
     p->listen_fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     int one = 1;

@@ -10,6 +10,7 @@
 #ifndef CUBE_PROXY_H
 #define CUBE_PROXY_H
 
+#include <pthread.h>
 #include <stdint.h>
 
 #include "rpc.h"
@@ -26,6 +27,7 @@ typedef struct proxy_limits {
 typedef struct proxy {
     int listen_fd;
     proxy_limits limits;
+    pthread_mutex_t relay_lock; /* proxy_stop (any thread) against the relay's teardown */
     struct proxy_relay *relay;
     int port;
     cube_rpc_failover masters; /* one or a cluster's several */
@@ -34,7 +36,7 @@ typedef struct proxy {
      * proxy (one hop). Empty: every sandbox is reached from here (one machine). */
     char node_id[64];
     char domain[256];
-    volatile int stopping;
+    int stopping; /* with relay_lock */
 } proxy;
 
 typedef struct proxy_target {
@@ -52,7 +54,7 @@ void proxy_set_node(proxy *p, const char *node_id);
 void proxy_limits_default(proxy_limits *l);
 /* Serves until proxy_stop (the relay's loop runs on the calling thread). -1 if it could not start. */
 int proxy_serve(proxy *p, cube_err *err);
-/* Any thread, and async-signal-safe. */
+/* Any thread (not a signal handler: it takes a lock). */
 void proxy_stop(proxy *p);
 
 /* What routing one request gives the relay: an upstream connection and the bytes to send it first (the

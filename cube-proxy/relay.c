@@ -558,10 +558,15 @@ int proxy_serve(proxy *p, cube_err *err)
     if (cube_loop_add_fd(r->loop, p->listen_fd, CUBE_LOOP_READ, on_listen, r, err) < 0) goto out;
     r->accepting = true;
     cube_loop_add_timer(r->loop, SWEEP_MS, sweep, r);
-    __atomic_store_n(&p->relay, r, __ATOMIC_RELEASE);
-    if (__atomic_load_n(&p->stopping, __ATOMIC_ACQUIRE)) cube_loop_stop(r->loop);
+    pthread_mutex_lock(&p->relay_lock);
+    p->relay = r;
+    if (p->stopping) cube_loop_stop(r->loop);
+    pthread_mutex_unlock(&p->relay_lock);
     rc = cube_loop_run(r->loop, err);
 out:
+    pthread_mutex_lock(&p->relay_lock); /* no proxy_stop reaches the loop from here */
+    p->relay = NULL;
+    pthread_mutex_unlock(&p->relay_lock);
     pthread_mutex_lock(&r->qlock);
     r->qstop = true;
     pthread_cond_broadcast(&r->qcond);
@@ -574,7 +579,6 @@ out:
             n = a->next;
             free(a);
         }
-    __atomic_store_n(&p->relay, NULL, __ATOMIC_RELEASE);
     cube_loop_free(r->loop);
     free(r->th);
     pthread_mutex_destroy(&r->qlock);
@@ -585,7 +589,8 @@ out:
 
 void proxy_stop(proxy *p)
 {
-    __atomic_store_n(&p->stopping, 1, __ATOMIC_RELEASE);
-    proxy_relay *r = __atomic_load_n(&p->relay, __ATOMIC_ACQUIRE);
-    if (r) cube_loop_stop(r->loop);
+    pthread_mutex_lock(&p->relay_lock);
+    p->stopping = 1;
+    if (p->relay) cube_loop_stop(p->relay->loop);
+    pthread_mutex_unlock(&p->relay_lock);
 }

@@ -35,7 +35,7 @@ typedef struct posted {
 struct cube_loop {
     int epfd;
     int wakefd;
-    volatile int stop;
+    int stop; /* atomic: set from any thread (cube_loop_stop), read by the loop */
     fd_watch *fds;
     size_t nfds;
     timer *timers; /* sorted by due_ms; small counts in practice */
@@ -181,7 +181,7 @@ int cube_loop_post(cube_loop *loop, cube_loop_cb cb, void *arg, cube_err *err)
 
 void cube_loop_stop(cube_loop *loop)
 {
-    loop->stop = 1;
+    __atomic_store_n(&loop->stop, 1, __ATOMIC_RELEASE);
     uint64_t one = 1;
     ssize_t n = write(loop->wakefd, &one, sizeof(one));
     (void)n;
@@ -208,7 +208,7 @@ static void run_timers(cube_loop *loop)
 {
     int64_t now = cube_now_mono_ms();
     /* take one due timer at a time: a callback may add or delete others */
-    while (loop->timers && loop->timers->due_ms <= now && !loop->stop) {
+    while (loop->timers && loop->timers->due_ms <= now && !__atomic_load_n(&loop->stop, __ATOMIC_ACQUIRE)) {
         timer *t = loop->timers;
         loop->timers = t->next;
         cube_loop_cb cb = t->cb;
@@ -221,7 +221,7 @@ static void run_timers(cube_loop *loop)
 int cube_loop_run(cube_loop *loop, cube_err *err)
 {
     struct epoll_event evs[64];
-    while (!loop->stop) {
+    while (!__atomic_load_n(&loop->stop, __ATOMIC_ACQUIRE)) {
         int timeout = -1;
         if (loop->timers) {
             int64_t left = loop->timers->due_ms - cube_now_mono_ms();
@@ -232,7 +232,7 @@ int cube_loop_run(cube_loop *loop, cube_err *err)
             if (errno == EINTR) continue;
             return cube_err_sys(err, errno, "loop: epoll_wait");
         }
-        for (int i = 0; i < n && !loop->stop; i++) {
+        for (int i = 0; i < n && !__atomic_load_n(&loop->stop, __ATOMIC_ACQUIRE); i++) {
             if (evs[i].data.u64 == UINT64_MAX) {
                 run_posted(loop);
                 continue;
@@ -249,6 +249,6 @@ int cube_loop_run(cube_loop *loop, cube_err *err)
         }
         run_timers(loop);
     }
-    loop->stop = 0;
+    __atomic_store_n(&loop->stop, 0, __ATOMIC_RELEASE);
     return 0;
 }

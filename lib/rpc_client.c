@@ -178,11 +178,13 @@ int cube_rpc_call(cube_rpc_client *c, const char *method, const ProtobufCMessage
     ops[5].data.recv_status_on_client.status_details = &details;
 
     int rc = 0;
+    RPC_HANDOFF_RELEASE(call);
     if (grpc_call_start_batch(call, ops, 6, call, NULL) != GRPC_CALL_OK) {
         rc = cube_err_set(err, EIO, "%s: cannot start call to %s", method, c->target);
     } else {
         /* the deadline bounds the call inside grpc, so this wait always ends */
         grpc_event ev = grpc_completion_queue_pluck(cq, call, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+        RPC_HANDOFF_ACQUIRE(call);
         if (ev.type != GRPC_OP_COMPLETE || !ev.success) {
             rc = cube_err_set(err, EIO, "%s: call to %s failed", method, c->target);
         } else if (status != GRPC_STATUS_OK) {

@@ -132,6 +132,7 @@ static int request_one(cube_rpc_server *srv)
     grpc_call_details_init(&s->details);
     grpc_metadata_array_init(&s->request_md);
     __atomic_add_fetch(&srv->live_slots, 1, __ATOMIC_ACQ_REL);
+    RPC_HANDOFF_RELEASE(&s->main_tag);
     grpc_call_error e = grpc_server_request_call(srv->server, &s->call, &s->details, &s->request_md, srv->cq,
                                                  srv->cq, &s->main_tag);
     if (e != GRPC_CALL_OK) {
@@ -170,7 +171,9 @@ static void send_reply(call_slot *s, grpc_status_code status, const char *detail
     }
     n++;
     s->state = SLOT_SENDING;
-    if (grpc_call_start_batch(s->call, ops, n, &s->main_tag, NULL) != GRPC_CALL_OK) slot_unref(s);
+    grpc_call *call = s->call; /* read before the hand-off: the event may free s */
+    RPC_HANDOFF_RELEASE(&s->main_tag);
+    if (grpc_call_start_batch(call, ops, n, &s->main_tag, NULL) != GRPC_CALL_OK) slot_unref(s);
 }
 
 static void dispatch(call_slot *s)
@@ -223,6 +226,7 @@ static void dispatch(call_slot *s)
 
 static void on_event(cube_rpc_server *srv, slot_tag *tag, int ok)
 {
+    RPC_HANDOFF_ACQUIRE(tag); /* what the batch's starter wrote, this event's taker reads */
     call_slot *s = tag->slot;
     if (tag->is_close) {
         __atomic_store_n(&s->ctx.closed, 1, __ATOMIC_RELEASE);
@@ -242,13 +246,16 @@ static void on_event(cube_rpc_server *srv, slot_tag *tag, int ok)
         close_op.op = GRPC_OP_RECV_CLOSE_ON_SERVER;
         close_op.data.recv_close_on_server.cancelled = &s->ctx.cancelled;
         __atomic_add_fetch(&s->refs, 1, __ATOMIC_ACQ_REL);
-        if (grpc_call_start_batch(s->call, &close_op, 1, &s->close_tag, NULL) != GRPC_CALL_OK) slot_unref(s);
+        grpc_call *call = s->call;
+        RPC_HANDOFF_RELEASE(&s->close_tag);
+        if (grpc_call_start_batch(call, &close_op, 1, &s->close_tag, NULL) != GRPC_CALL_OK) slot_unref(s);
         grpc_op recv_op;
         memset(&recv_op, 0, sizeof(recv_op));
         recv_op.op = GRPC_OP_RECV_MESSAGE;
         recv_op.data.recv_message.recv_message = &s->request;
         s->state = SLOT_RECEIVING;
-        if (grpc_call_start_batch(s->call, &recv_op, 1, &s->main_tag, NULL) != GRPC_CALL_OK) slot_unref(s);
+        RPC_HANDOFF_RELEASE(&s->main_tag);
+        if (grpc_call_start_batch(call, &recv_op, 1, &s->main_tag, NULL) != GRPC_CALL_OK) slot_unref(s);
         return;
     }
     case SLOT_RECEIVING:

@@ -9,6 +9,7 @@ import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Sandbox } from 'e2b';
+import { assertNothingLeft } from './leftovers.mjs';
 
 const root = process.env.CUBE_ROOT || new URL('../..', import.meta.url).pathname;
 const data = process.env.CUBE_CHAOS_DATA || '/var/lib/cube-e2e';
@@ -72,20 +73,5 @@ test('kill -9 of each service under load loses nothing and leaves nothing', asyn
   assert.deepEqual((await Sandbox.list().nextItems()).map((x) => x.sandboxId), []);
 
   cube('down', '--data', data, '--port', String(port));
-  const procs = execFileSync('ps', ['-eo', 'args'], { encoding: 'utf8' }).split('\n').filter((l) => l.includes(data));
-  assert.deepEqual(procs, [], 'processes survived');
-  assert.ok(!readFileSync('/proc/self/mounts', 'utf8').includes(`${data}/`), 'a mount survived');
-  const loops = execFileSync('losetup', ['-l', '-n', '-O', 'BACK-FILE'], { encoding: 'utf8' });
-  assert.ok(!loops.includes(`${data}/`), `loop devices left: ${loops}`);
-  const ns = execFileSync('ip', ['netns', 'list'], { encoding: 'utf8' });
-  assert.ok(!/^cube-/m.test(ns), `network namespaces left: ${ns}`);
-  const links = execFileSync('ls', ['/sys/class/net'], { encoding: 'utf8' }).split('\n');
-  assert.deepEqual(links.filter((l) => new RegExp(`^c${port % 10000}n\\d+$`).test(l)), [], 'a sandbox veth survived');
-  for (const c of ['memory', 'pids', 'cpu', 'freezer']) {
-    let left = [];
-    try {
-      left = execFileSync('ls', [`/sys/fs/cgroup/${c}/cube`], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim().split('\n').filter(Boolean);
-    } catch {}
-    assert.deepEqual(left, [], `cgroups left in ${c}`);
-  }
+  assertNothingLeft(data, port);
 });

@@ -5,7 +5,7 @@ set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 work=$(mktemp -d /tmp/cube-sdk-latest-XXXXXX)
 trap 'rm -rf "$work"' EXIT
-cp "$here"/*.test.mjs "$here"/harness.mjs "$work/"
+cp "$here"/*.mjs "$work/"
 cat >"$work/package.json" <<'JSON'
 {"name": "cube-e2e-latest", "private": true, "dependencies": {"e2b": "latest", "@e2b/code-interpreter": "latest"}}
 JSON

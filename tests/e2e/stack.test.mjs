@@ -10,6 +10,7 @@ import { networkInterfaces } from 'node:os';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Sandbox, SandboxNotFoundError, AuthenticationError } from 'e2b';
 import { Sandbox as CodeSandbox } from '@e2b/code-interpreter';
+import { assertNothingLeft } from './leftovers.mjs';
 
 const root = process.env.CUBE_ROOT || new URL('../..', import.meta.url).pathname;
 // templates are built once and cached in this data dir across runs
@@ -458,22 +459,5 @@ test('runCode in code-interpreter-v1', async () => {
 
 test('deploy/cube down leaves nothing behind', () => {
   cube('down', '--data', data);
-  const procs = execFileSync('ps', ['-eo', 'args'], { encoding: 'utf8' });
-  assert.ok(!procs.includes(`--state ${data}/sandboxes/`), 'a cube-hypervisor survived');
-  assert.ok(!/cube-(master|api|proxy)|cubelet/.test(procs.split('\n').filter((l) => l.includes(data)).join('\n')));
-  const mounts = readFileSync('/proc/self/mounts', 'utf8');
-  assert.ok(!mounts.includes(`${data}/`), 'a mount survived');
-  const links = execFileSync('ls', ['/sys/class/net'], { encoding: 'utf8' }).split('\n');
-  assert.deepEqual(links.filter((l) => new RegExp(`^c${port % 10000}n\\d+$`).test(l)), [], 'a sandbox veth survived');
-  assert.ok(!procs.split('\n').some((l) => l.includes('cube-net') && l.includes(data)), 'cube-net survived');
-  for (const c of ['memory', 'pids', 'cpu', 'freezer']) {
-    let left = [];
-    try {
-      left = execFileSync('ls', [`/sys/fs/cgroup/${c}/cube`], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim().split('\n').filter(Boolean);
-    } catch {}
-    assert.deepEqual(left, [], `cgroups left in ${c}`);
-  }
-  // the sandboxes' disks: loop devices that clear themselves when their mounts go
-  const loops = execFileSync('losetup', ['-l', '-n', '-O', 'BACK-FILE'], { encoding: 'utf8' });
-  assert.ok(!loops.includes(`${data}/`), `loop devices left: ${loops}`);
+  assertNothingLeft(data, port);
 });

@@ -255,7 +255,10 @@ START_TEST(a_burst_spreads_over_nodes)
     char id[64];
     for (int i = 0; i < 6; i++) ck_assert_msg(create(id, NULL, &err) == 0, "create %d: %s", i, err.msg);
     for (int i = 0; i < 3; i++) {
-        ck_assert_msg(f[i].creates == 2, "%s got %d of 6 creates", f[i].id, f[i].creates);
+        pthread_mutex_lock(&f[i].lock);
+        int creates = f[i].creates;
+        pthread_mutex_unlock(&f[i].lock);
+        ck_assert_msg(creates == 2, "%s got %d of 6 creates", f[i].id, creates);
         fake_stop(&f[i]);
     }
 }
@@ -302,7 +305,9 @@ START_TEST(a_create_waits_for_the_first_node)
     pthread_join(c.th, NULL);
     ck_assert_msg(c.rc == 0, "create failed: errno %d", c.code);
     ck_assert_int_ge(c.took_ms, 250);
+    pthread_mutex_lock(&f.lock);
     ck_assert_int_eq(f.creates, 1);
+    pthread_mutex_unlock(&f.lock);
     fake_stop(&f);
 }
 END_TEST
@@ -331,7 +336,9 @@ static void held_call(fake_node *f, bool paused, bg_call *c, char id[64])
     ck_assert_int_eq(create(id, NULL, &err), 0);
     if (paused)
         ck_assert_int_eq(call_ref("/cube.Master/PauseSandbox", &cube__empty__descriptor, id, &err), 0);
+    pthread_mutex_lock(&f->lock);
     f->hold = 1;
+    pthread_mutex_unlock(&f->lock);
     snprintf(c->id, sizeof(c->id), "%s", id);
     pthread_create(&c->th, NULL, bg_ref, c);
     wait_holding(f);
