@@ -108,6 +108,18 @@ test('setTimeout, pause, connect keeps files and processes, kill twice', async (
   await assert.rejects(Sandbox.getInfo(sbx.sandboxId), SandboxNotFoundError);
 });
 
+test('kill, pause and connect raced on 20 sandboxes at once: the kills win, none is left listed', async () => {
+  const made = await Promise.all(Array.from({ length: 20 }, () => Sandbox.create({ metadata: { suite: 'race' } })));
+  const outcomes = await Promise.allSettled(
+    made.flatMap((s) => [s.kill(), Sandbox.pause(s.sandboxId), Sandbox.connect(s.sandboxId)]),
+  );
+  // each client got an answer (success, or a clear 404/409 for the loser), never a crash or a hang
+  for (const o of outcomes) if (o.status === 'rejected') assert.ok(o.reason instanceof Error, String(o.reason));
+  const left = (await Sandbox.list({ query: { metadata: { suite: 'race' }, state: ['running', 'paused'] } }).nextItems()).map((x) => x.sandboxId);
+  assert.deepEqual(left, [], 'sandboxes killed in the race are still listed');
+  for (const s of made) await assert.rejects(Sandbox.getInfo(s.sandboxId), SandboxNotFoundError);
+});
+
 test('fork: children start from the parent\'s files and diverge', async () => {
   const parent = await Sandbox.create();
   try {
