@@ -1,0 +1,232 @@
+/* cube-api's core against a fake cube-master (an RPC server in this process): the E2B routes, bad input as a
+ * 400 naming the field, a missing or wrong key as 401, and each master error mapped to the status the SDK
+ * expects (404 gone, 409 conflict, 503 no node yet) with a JSON message — served by the event-driven HTTP
+ * edge (one epoll thread, a worker pool) as cube-api runs it. */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "api.h"
+#include "master.pb-c.h"
+#include "testutil.h"
+#include "timeutil.h"
+
+/* ---- the fake master: behaviour chosen by the template or sandbox id ---- */
+
+static int fake_auth(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *respp, cube_err *err)
+{
+    (void)svc;
+    const Cube__AuthKeyRequest *req = reqp;
+    Cube__AuthKeyResponse *out = respp;
+    if (!req->key || strcmp(req->key, "e2b_good") != 0)
+        return cube_err_set(err, EKEYREJECTED, "Invalid API key");
+    out->key_id = cube_rpc_strdup(ctx, "k1");
+    return 0;
+}
+
+static Cube__Sandbox *fake_sandbox(cube_rpc_ctx *ctx, const char *id, const char *tpl)
+{
+    Cube__Sandbox *sb = cube_rpc_alloc(ctx, sizeof(*sb));
+    cube__sandbox__init(sb);
+    sb->sandbox_id = cube_rpc_strdup(ctx, id);
+    sb->template_id = cube_rpc_strdup(ctx, tpl);
+    sb->state = CUBE__SANDBOX_STATE__SANDBOX_STATE_RUNNING;
+    sb->started_at_ms = cube_now_unix_ms();
+    sb->end_at_ms = sb->started_at_ms + 300000;
+    sb->envd_version = "0.5.7";
+    sb->client_id = "cube";
+    return sb;
+}
+
+/* "busy": no node is alive (EAGAIN); "missing": no such template (ENOENT); anything else is created */
+static int fake_create(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *respp, cube_err *err)
+{
+    (void)svc;
+    const Cube__CreateSandboxRequest *req = reqp;
+    Cube__CreateSandboxResponse *out = respp;
+    if (strcmp(req->template_id, "busy") == 0) return cube_err_set(err, EAGAIN, "no node is available");
+    if (strcmp(req->template_id, "missing") == 0)
+        return cube_err_set(err, ENOENT, "template 'missing' not found");
+    out->sandbox = fake_sandbox(ctx, "inew", req->template_id);
+    return 0;
+}
+
+/* sandbox "igone" does not exist; "ipaused" is paused already (EBUSY to a pause) */
+static int fake_ref(const char *id, cube_err *err)
+{
+    if (strcmp(id, "igone") == 0) return cube_err_set(err, ENOENT, "sandbox 'igone' not found");
+    return 0;
+}
+
+static int fake_get(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *respp, cube_err *err)
+{
+    (void)svc;
+    const Cube__SandboxRef *req = reqp;
+    if (fake_ref(req->sandbox_id, err) < 0) return -1;
+    ((Cube__GetSandboxResponse *)respp)->sandbox = fake_sandbox(ctx, req->sandbox_id, "base");
+    return 0;
+}
+
+static int fake_kill(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *respp, cube_err *err)
+{
+    (void)svc, (void)ctx;
+    const Cube__SandboxRef *req = reqp;
+    if (fake_ref(req->sandbox_id, err) < 0) return -1;
+    ((Cube__KillSandboxResponse *)respp)->killed = 1;
+    return 0;
+}
+
+static int fake_pause(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *respp, cube_err *err)
+{
+    (void)svc, (void)ctx, (void)respp;
+    const Cube__SandboxRef *req = reqp;
+    if (fake_ref(req->sandbox_id, err) < 0) return -1;
+    if (strcmp(req->sandbox_id, "ipaused") == 0)
+        return cube_err_set(err, EBUSY, "sandbox ipaused is already paused");
+    return 0;
+}
+
+#define M(name, fn, req, resp) CUBE_RPC_METHOD("cube.Master", name, fn, req, resp)
+static const cube_rpc_method fake_master[] = {
+    M("AuthKey", fake_auth, cube__auth_key_request, cube__auth_key_response),
+    M("CreateSandbox", fake_create, cube__create_sandbox_request, cube__create_sandbox_response),
+    M("GetSandbox", fake_get, cube__sandbox_ref, cube__get_sandbox_response),
+    M("KillSandbox", fake_kill, cube__sandbox_ref, cube__kill_sandbox_response),
+    M("PauseSandbox", fake_pause, cube__sandbox_ref, cube__empty),
+    {0},
+};
+
+/* ---- the api under test ---- */
+
+static char *dir;
+static cube_rpc_server *master_srv;
+static api a;
+static http_server *srv;
+
+static void setup(void)
+{
+    dir = cube_test_tmpdir();
+    char addr[300];
+    snprintf(addr, sizeof(addr), "unix:%s/master.sock", dir);
+    cube_err err = {0};
+    master_srv = cube_rpc_server_start(addr, fake_master, NULL, 4, &err);
+    ck_assert_msg(master_srv != NULL, "%s", err.msg);
+    memset(&a, 0, sizeof(a));
+    pthread_mutex_init(&a.auth_lock, NULL);
+    ck_assert_int_eq(cube_rpc_failover_init(&a.masters, addr, &err), 0);
+    http_server_opts o = {.workers = 4, .idle_timeout_s = 30};
+    srv = http_server_start_opts("127.0.0.1", 0, api_routes, &a, &o, &err);
+    ck_assert_msg(srv != NULL, "%s", err.msg);
+}
+
+static void teardown(void)
+{
+    http_server_stop(srv);
+    cube_rpc_failover_free(&a.masters);
+    cube_rpc_server_stop(master_srv);
+    char rm[300];
+    snprintf(rm, sizeof(rm), "rm -rf %s", dir);
+    if (system(rm) != 0) fprintf(stderr, "could not remove %s\n", dir);
+    free(dir);
+}
+
+/* One request on its own connection; the status, and the body into body. */
+static int request(const char *method, const char *path, const char *key, const char *json, char *body,
+                   size_t cap)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)http_server_port(srv))};
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ck_assert_int_eq(connect(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    char head[1024];
+    int n = snprintf(
+        head, sizeof(head),
+        "%s %s HTTP/1.1\r\nHost: api\r\nConnection: close\r\n%s%s%sContent-Type: application/json\r\n"
+        "Content-Length: %zu\r\n\r\n%s",
+        method, path, key ? "X-API-KEY: " : "", key ? key : "", key ? "\r\n" : "", json ? strlen(json) : 0,
+        json ? json : "");
+    ck_assert_int_eq(write(fd, head, (size_t)n), n);
+    static char resp[65536];
+    size_t got = 0;
+    for (;;) {
+        struct pollfd pf = {fd, POLLIN, 0};
+        ck_assert_msg(poll(&pf, 1, 10000) == 1, "no answer to %s %s", method, path);
+        ssize_t r = read(fd, resp + got, sizeof(resp) - 1 - got);
+        if (r <= 0) break;
+        got += (size_t)r;
+    }
+    close(fd);
+    resp[got] = '\0';
+    int status = 0;
+    ck_assert_msg(sscanf(resp, "HTTP/1.1 %d", &status) == 1, "not HTTP: %s", resp);
+    const char *b = strstr(resp, "\r\n\r\n");
+    snprintf(body, cap, "%s", b ? b + 4 : "");
+    return status;
+}
+
+START_TEST(create_and_its_errors)
+{
+    char body[4096];
+    ck_assert_int_eq(
+        request("POST", "/sandboxes", "e2b_good", "{\"templateID\":\"base\"}", body, sizeof(body)), 201);
+    ck_assert_msg(strstr(body, "\"sandboxID\":\"inew\""), "%s", body);
+    /* bad input: 400 naming the field */
+    ck_assert_int_eq(request("POST", "/sandboxes", "e2b_good", "{\"templateID\":7}", body, sizeof(body)),
+                     400);
+    ck_assert_msg(strstr(body, "templateID"), "%s", body);
+    ck_assert_int_eq(request("POST", "/sandboxes", "e2b_good", "{\"templateID\":\"base\",\"timeout\":-3}",
+                             body, sizeof(body)),
+                     400);
+    ck_assert_msg(strstr(body, "timeout"), "%s", body);
+    ck_assert_int_eq(request("POST", "/sandboxes", "e2b_good",
+                             "{\"templateID\":\"base\",\"network\":{\"allowOut\":[\"10.0.0.0/99\"]}}", body,
+                             sizeof(body)),
+                     400);
+    ck_assert_msg(strstr(body, "allowOut"), "%s", body);
+    ck_assert_int_eq(request("POST", "/sandboxes", "e2b_good", "{not json", body, sizeof(body)), 400);
+    /* the key */
+    ck_assert_int_eq(request("POST", "/sandboxes", NULL, "{\"templateID\":\"base\"}", body, sizeof(body)),
+                     401);
+    ck_assert_int_eq(
+        request("POST", "/sandboxes", "e2b_wrong", "{\"templateID\":\"base\"}", body, sizeof(body)), 401);
+    /* the master's answers */
+    ck_assert_int_eq(
+        request("POST", "/sandboxes", "e2b_good", "{\"templateID\":\"missing\"}", body, sizeof(body)), 404);
+    ck_assert_msg(strstr(body, "\"message\"") && strstr(body, "missing"), "%s", body);
+    ck_assert_int_eq(
+        request("POST", "/sandboxes", "e2b_good", "{\"templateID\":\"busy\"}", body, sizeof(body)), 503);
+}
+END_TEST
+
+START_TEST(sandbox_routes_map_errors)
+{
+    char body[4096];
+    ck_assert_int_eq(request("GET", "/sandboxes/ihere", "e2b_good", NULL, body, sizeof(body)), 200);
+    ck_assert_int_eq(request("GET", "/sandboxes/igone", "e2b_good", NULL, body, sizeof(body)), 404);
+    ck_assert_int_eq(request("DELETE", "/sandboxes/ihere", "e2b_good", NULL, body, sizeof(body)), 204);
+    ck_assert_int_eq(request("DELETE", "/sandboxes/igone", "e2b_good", NULL, body, sizeof(body)), 404);
+    ck_assert_int_eq(request("POST", "/sandboxes/ihere/pause", "e2b_good", NULL, body, sizeof(body)), 204);
+    ck_assert_int_eq(request("POST", "/sandboxes/ipaused/pause", "e2b_good", NULL, body, sizeof(body)), 409);
+    ck_assert_int_eq(request("GET", "/no/such/thing", "e2b_good", NULL, body, sizeof(body)), 404);
+    ck_assert_int_eq(request("PATCH", "/sandboxes", "e2b_good", NULL, body, sizeof(body)), 405);
+    ck_assert_int_eq(request("GET", "/health", NULL, NULL, body, sizeof(body)), 200);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("api");
+    TCase *tc = tcase_create("routes");
+    tcase_set_timeout(tc, 30);
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_add_test(tc, create_and_its_errors);
+    tcase_add_test(tc, sandbox_routes_map_errors);
+    suite_add_tcase(s, tc);
+    return cube_run_suite(s);
+}
