@@ -5,7 +5,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync, spawn } from 'node:child_process';
-import { readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Sandbox, SandboxNotFoundError, NotFoundError } from 'e2b';
 
@@ -242,6 +242,40 @@ test('a sandbox a node runs without a record (its create died with a master) is 
     now = running();
   }
   assert.equal(now, before - 1, `node ${node} still runs the orphan`);
+});
+
+test('between machines, mutual TLS: a master on TCP serves the cluster\'s certificates and refuses others', async () => {
+  // the identities deploy/cube up --cluster made; a third master on TCP, as on a machine of its own
+  const pki = `${data}/tls`;
+  for (const f of ['ca.pem', 'master-1/cert.pem', 'node-1/key.pem', 'operator/cert.pem']) assert.ok(existsSync(`${pki}/${f}`), `${f} was not made`);
+  execFileSync(`${root}/deploy/tls-certs`, [`${data}/tls-rogue`, 'operator', 'IP:127.0.0.1']);
+  const tcp = `127.0.0.1:${port + 30}`;
+  mkdirSync(`${data}/master-3/run`, { recursive: true });
+  const m3 = spawn(`${root}/build/cube-master/cube-master`, ['--data', `${data}/master-3`, '--listen', tcp,
+    '--store', `mysql://root@unix(${data}/mysql/mysql.sock)/cube`, '--tls-dir', `${pki}/master-1`], { stdio: 'ignore' });
+  const ask = (tls) => {
+    try {
+      return { ok: true, out: execFileSync(`${root}/build/cube-master/cubemastercli`, ['--master', tcp, '--tls-dir', tls, '--json', 'sandbox', 'list'], { encoding: 'utf8', stdio: 'pipe' }) };
+    } catch (e) {
+      return { ok: false, out: String(e.stderr) };
+    }
+  };
+  try {
+    let good = { ok: false };
+    for (let i = 0; i < 50 && !good.ok; i++) {
+      await sleep(100);
+      good = ask(`${pki}/operator`);
+    }
+    assert.ok(good.ok, `the cluster's operator was refused: ${good.out}`);
+    const rogue = ask(`${data}/tls-rogue/operator`);
+    assert.ok(!rogue.ok, 'a certificate from another CA was served');
+    assert.match(rogue.out, /unavailable|handshake|certificate/i);
+  } finally {
+    const exited = new Promise((resolve) => m3.on('exit', resolve));
+    m3.kill('SIGTERM');
+    await exited;
+    rmSync(`${data}/tls-rogue`, { recursive: true, force: true });
+  }
 });
 
 test('sandbox changes are published on redis (cube:events)', async () => {
