@@ -132,6 +132,24 @@ static const cl_template *find_template(cubelet *c, const char *name)
 }
 
 /* Starts a hypervisor for tpl and waits for its "ready" line. Not on the hot path of a pooled create. */
+/* The last non-empty line of a small log file into out ("" when there is none). */
+static void last_line(const char *path, char *out, size_t cap)
+{
+    *out = '\0';
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return;
+    char buf[2048];
+    off_t size = lseek(fd, 0, SEEK_END);
+    off_t from = size > (off_t)sizeof(buf) - 1 ? size - (off_t)sizeof(buf) + 1 : 0;
+    ssize_t n = pread(fd, buf, sizeof(buf) - 1, from);
+    close(fd);
+    if (n <= 0) return;
+    buf[n] = '\0';
+    while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r')) buf[--n] = '\0';
+    char *nl = strrchr(buf, '\n');
+    snprintf(out, cap, "%s", nl ? nl + 1 : buf);
+}
+
 static int spawn_slot(cubelet *c, const cl_template *tpl, const char *layers, cl_slot **out, cube_err *err)
 {
     cl_slot *s = calloc(1, sizeof(*s));
@@ -233,11 +251,15 @@ static int spawn_slot(cubelet *c, const cl_template *tpl, const char *layers, cl
             kill(s->hv, SIGKILL);
             waitpid(s->hv, NULL, 0);
         }
+        /* its log goes with its state directory: what it said last comes along in the error */
+        char why[512] = "", logp[4400];
+        snprintf(logp, sizeof(logp), "%s/sandbox.log", s->state_dir);
+        last_line(logp, why, sizeof(why));
         cube_rm_rf(s->state_dir);
         cl_net_release(c, s->slot_id);
         free(s);
-        return cube_err_set(err, EIO, "cube-hypervisor for template %s did not start (see its log)",
-                            tpl->name);
+        return cube_err_set(err, EIO, "cube-hypervisor for template %s did not start%s%s", tpl->name,
+                            *why ? ": " : "", why);
     }
     snprintf(s->netns, sizeof(s->netns), "/proc/%d/ns/net", s->init);
     /* "ready" comes once the agent listens (the hypervisor waits for its word): no polling here. The
