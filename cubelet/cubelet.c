@@ -935,10 +935,34 @@ static int list_sandboxes(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *
     return 0;
 }
 
-/* With the lock: how many ready sandboxes t's pool should hold now (pool_demand.h). */
+/* Whether the node has memory to lend to idle sandboxes beyond the configured pools: MemAvailable above
+ * POOL_MEM_FLOOR_MB (read at most once a second; the refill thread and heartbeats ask). */
+#define POOL_MEM_FLOOR_MB 1024
+static bool pool_may_grow(void)
+{
+    static int64_t checked_ms;
+    static bool ok = true;
+    int64_t now = cube_now_mono_ms();
+    if (now - __atomic_load_n(&checked_ms, __ATOMIC_RELAXED) < 1000)
+        return __atomic_load_n(&ok, __ATOMIC_RELAXED);
+    __atomic_store_n(&checked_ms, now, __ATOMIC_RELAXED);
+    FILE *f = fopen("/proc/meminfo", "re");
+    char line[128];
+    long long kb = -1;
+    while (f && fgets(line, sizeof(line), f))
+        if (sscanf(line, "MemAvailable: %lld kB", &kb) == 1) break;
+    if (f) fclose(f);
+    bool v = kb < 0 || kb / 1024 > POOL_MEM_FLOOR_MB;
+    __atomic_store_n(&ok, v, __ATOMIC_RELAXED);
+    return v;
+}
+
+/* With the lock: how many ready sandboxes t's pool should hold now (pool_demand.h): it follows demand while
+ * the node has memory to spare, else keeps the configured size. */
 static int pool_target(cubelet *c, cl_template *t)
 {
     int max = c->cfg.pool_max > t->pool ? c->cfg.pool_max : t->pool;
+    if (!pool_may_grow()) max = t->pool;
     return pool_demand_target(&t->demand, cube_now_mono_ms(), t->pool, max);
 }
 
