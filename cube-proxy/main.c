@@ -111,6 +111,12 @@ int main(int argc, char **argv)
         return 1;
     }
     px.limits = limits;
+    const char *tls_dir = cube_config_get(cfg, "proxy.tls_dir", NULL);
+    if (tls_dir && *tls_dir && proxy_use_tls(&px, tls_dir, &err) < 0) {
+        fprintf(stderr, "cube-proxy: %s\n", err.msg);
+        cube_config_free(cfg);
+        return 1;
+    }
     const char *redis = cube_config_get(cfg, "proxy.redis", NULL);
     if (redis) proxy_use_redis(&px, redis);
     proxy_set_node(&px, cube_config_get(cfg, "proxy.node_id", ""));

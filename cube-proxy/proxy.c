@@ -3,6 +3,7 @@
 #include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
@@ -20,6 +21,7 @@
 #include "master.pb-c.h"
 #include "netns.h"
 #include "redis.h"
+#include "tls.h"
 
 #define CONNECT_TIMEOUT_MS 3000
 
@@ -279,7 +281,14 @@ static int tcp_connect(const char *hostport, cube_err *err)
     return fd;
 }
 
-void proxy_route_request(proxy *p, const char *head, size_t head_len, size_t len, proxy_route *r)
+int proxy_use_tls(proxy *p, const char *dir, cube_err *err)
+{
+    p->tls = proxy_tls_load(dir, err);
+    return p->tls ? 0 : -1;
+}
+
+void proxy_route_request(proxy *p, const char *head, size_t head_len, size_t len, bool peer_tls,
+                         proxy_route *r)
 {
     memset(r, 0, sizeof(*r));
     r->up = -1;
@@ -300,7 +309,11 @@ void proxy_route_request(proxy *p, const char *head, size_t head_len, size_t len
         }
         return;
     }
-    char netns[128], msg[512], node[64] = "";
+    char netns[128], msg[512], node[64] = "", hopmark[8];
+    if (p->tls && !peer_tls && header(head, "X-Cube-Hop", hopmark, sizeof(hopmark)) == 0) {
+        reply_json(r, 403, "Forbidden", "a hop from another proxy must come over TLS here");
+        return;
+    }
     int paused = 0, auto_resume = 0;
     cube_err err = {0};
     if (resolve(p, t.sandbox_id, netns, sizeof(netns), node, &paused, &auto_resume, &err) < 0) {
@@ -319,6 +332,19 @@ void proxy_route_request(proxy *p, const char *head, size_t head_len, size_t len
             return;
         }
         int up = node_proxy(p, node, addr, sizeof(addr), &err) < 0 ? -1 : tcp_connect(addr, &err);
+        if (up >= 0 &&
+            p->tls) { /* the hop to another machine: mutual TLS, the peer checked for addr's host */
+            char host[300];
+            snprintf(host, sizeof(host), "%s", addr);
+            char *colon = strrchr(host, ':');
+            if (colon) *colon = '\0';
+            fcntl(up, F_SETFL, fcntl(up, F_GETFL) & ~O_NONBLOCK);
+            r->up_ssl = proxy_tls_connect(p->tls, up, host, CONNECT_TIMEOUT_MS, &err);
+            if (!r->up_ssl) {
+                close(up);
+                up = -1;
+            }
+        }
         if (up < 0) {
             snprintf(msg, sizeof(msg), "sandbox %s on node %s: %s", t.sandbox_id, node, err.msg);
             reply_json(r, 502, "Bad Gateway", msg);

@@ -11,6 +11,7 @@
 #define CUBE_PROXY_H
 
 #include <pthread.h>
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "rpc.h"
@@ -29,6 +30,7 @@ typedef struct proxy {
     proxy_limits limits;
     pthread_mutex_t relay_lock; /* proxy_stop (any thread) against the relay's teardown */
     struct proxy_relay *relay;
+    struct proxy_tls *tls; /* TLS for hops between proxies (--tls-dir), or NULL: plain */
     int port;
     cube_rpc_failover masters; /* one or a cluster's several */
     struct cube_redis *routes; /* a cluster's route cache (cube:routes), asked before a master; or NULL */
@@ -45,6 +47,8 @@ typedef struct proxy_target {
 } proxy_target;
 
 int proxy_init(proxy *p, const char *addr, int port, const char *master, const char *domain, cube_err *err);
+/* Hops to and from other nodes' proxies use mutual TLS with the identity in dir (tls.h). */
+int proxy_use_tls(proxy *p, const char *dir, cube_err *err);
 /* Routes from Redis first (deploy: a cluster); a miss or an unreachable Redis falls back to the masters. */
 void proxy_use_redis(proxy *p, const char *redis_addr);
 /* This proxy serves node_id; sandboxes elsewhere are forwarded to their node's proxy
@@ -60,7 +64,8 @@ void proxy_stop(proxy *p);
 /* What routing one request gives the relay: an upstream connection and the bytes to send it first (the
  * rewritten head and whatever body came with it), or a whole reply for the client. */
 typedef struct proxy_route {
-    int up; /* -1: none */
+    int up;                /* -1: none */
+    struct ssl_st *up_ssl; /* a hop to another node's proxy over TLS, or NULL */
     char *send;
     size_t send_len;
     char *reply;
@@ -69,7 +74,8 @@ typedef struct proxy_route {
 
 /* Routes one request; head[0..len) holds its head (head_len bytes, NUL-terminated there) and any bytes that
  * followed. Blocking (Redis, masters, connects): run by the relay's workers. */
-void proxy_route_request(proxy *p, const char *head, size_t head_len, size_t len, proxy_route *r);
+void proxy_route_request(proxy *p, const char *head, size_t head_len, size_t len, bool peer_tls,
+                         proxy_route *r);
 /* "HTTP/1.1 status reason" with the body, Connection: close; extra_headers ("Name: v\r\n"...) may be NULL. */
 char *proxy_format_reply(int status, const char *reason, const char *content_type, const char *body,
                          const char *extra_headers, size_t *len);

@@ -18,6 +18,8 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <openssl/err.h>
+#include <stdint.h>
 #include <unistd.h>
 
 #include "log.h"
@@ -25,6 +27,7 @@
 #include "metrics.h"
 #include "proxy.h"
 #include "timeutil.h"
+#include "tls.h"
 
 #define HEAD_MAX      65536
 #define PUMP_BUF      65536
@@ -60,6 +63,10 @@ typedef struct conn {
     struct conn *qnext;         /* the workers' queue */
     proxy_route route;
     pbuf c2u, u2c;
+    SSL *ssl, *up_ssl; /* TLS on the client side (a hop from another proxy) and upstream (our hop) */
+    bool tls_checked;  /* the first byte was looked at: TLS or plain */
+    bool tls_ready;    /* the client's handshake is done */
+    bool ssl_read_wants_write, up_ssl_read_wants_write;
     bool client_eof, up_eof, up_shut;
     int client_ev, up_ev; /* interests registered with the loop (0: not registered) */
 } conn;
@@ -166,6 +173,9 @@ static void conn_close(conn *c)
     addr_forget(r, c->addr);
     r->n--;
     gauge(r);
+    SSL_free(c->ssl);
+    SSL_free(c->up_ssl);
+    SSL_free(c->route.up_ssl);
     free(c->head);
     free(c->route.send);
     free(c->route.reply);
@@ -199,6 +209,10 @@ static bool evict_head(proxy_relay *r, const addr_count *addr)
 {
     for (conn *c = r->heads; c; c = c->hnext) {
         if (addr && c->addr != addr) continue;
+        if (c->ssl) { /* no plain answer into a TLS session: the peer proxy retries on its side */
+            conn_close(c);
+            return true;
+        }
         refuse(c->fd, 503, "Service Unavailable", "the proxy is at its connection limit: retry",
                "cube_proxy_refused_total{reason=\"evicted\"}");
         conn_close(c);
@@ -233,68 +247,112 @@ static size_t pending(const pbuf *b)
     return b->len - b->off;
 }
 
+/* One read from a side, TLS or plain: >0 bytes, 0 end of stream, -1 broken, -2 nothing now (*wants_write:
+ * TLS needs the socket writable before it can read on). */
+static ssize_t side_read(int fd, SSL *ssl, void *buf, size_t len, bool *wants_write)
+{
+    *wants_write = false;
+    if (!ssl) {
+        ssize_t n = read(fd, buf, len);
+        if (n >= 0) return n;
+        return errno == EAGAIN || errno == EINTR ? -2 : -1;
+    }
+    int n = SSL_read(ssl, buf, len > INT32_MAX ? INT32_MAX : (int)len);
+    if (n > 0) return n;
+    int e = SSL_get_error(ssl, n);
+    ERR_clear_error();
+    if (e == SSL_ERROR_WANT_READ) return -2;
+    if (e == SSL_ERROR_WANT_WRITE) return *wants_write = true, -2;
+    if (e == SSL_ERROR_ZERO_RETURN) return 0;
+    return -1;
+}
+
+/* One write to a side: bytes written, -2 nothing now, -1 broken. */
+static ssize_t side_write(int fd, SSL *ssl, const void *buf, size_t len)
+{
+    if (!ssl) {
+        ssize_t n = send(fd, buf, len, MSG_NOSIGNAL);
+        if (n >= 0) return n;
+        return errno == EAGAIN || errno == EINTR ? -2 : -1;
+    }
+    int n = SSL_write(ssl, buf, len > INT32_MAX ? INT32_MAX : (int)len);
+    if (n > 0) return n;
+    int e = SSL_get_error(ssl, n);
+    ERR_clear_error();
+    return e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE ? -2 : -1;
+}
+
 /* Reads what fits into b; 1 data, 0 eof, -1 error, 2 nothing now. */
-static int fill(int fd, pbuf *b)
+static int fill(int fd, SSL *ssl, pbuf *b, bool *wants_write)
 {
     if (b->off == b->len) b->off = b->len = 0;
+    *wants_write = false;
     if (b->len == b->cap) return 2;
-    ssize_t n = read(fd, b->p + b->len, b->cap - b->len);
+    ssize_t n = side_read(fd, ssl, b->p + b->len, b->cap - b->len, wants_write);
     if (n > 0) {
         b->len += (size_t)n;
         return 1;
     }
-    if (n == 0) return 0;
-    return errno == EAGAIN || errno == EINTR ? 2 : -1;
+    return n == 0 ? 0 : n == -2 ? 2 : -1;
 }
 
 /* Writes what is pending; -1 on a broken peer. */
-static int drain(int fd, pbuf *b)
+static int drain(int fd, SSL *ssl, pbuf *b)
 {
     while (pending(b)) {
-        ssize_t n = send(fd, b->p + b->off, pending(b), MSG_NOSIGNAL);
+        ssize_t n = side_write(fd, ssl, b->p + b->off, pending(b));
         if (n > 0) {
             b->off += (size_t)n;
             continue;
         }
-        if (n < 0 && (errno == EAGAIN || errno == EINTR)) return 0;
-        return -1;
+        return n == -2 ? 0 : -1;
     }
     b->off = b->len = 0;
     return 0;
 }
 
 /* One step of the relay: move what can move, then say what each side waits for. Returns false once the
- * connection is done (closed). */
+ * connection is done (closed). TLS may hold decrypted bytes no socket event will announce: those are taken
+ * in further rounds. */
 static bool pump(conn *c, bool client_ready, bool up_ready)
 {
-    if (client_ready && !c->client_eof && pending(&c->c2u) == 0) {
-        int rc = fill(c->fd, &c->c2u);
-        if (rc < 0) return conn_close(c), false;
-        if (rc == 0) c->client_eof = true;
-        if (rc == 1) c->active_ms = cube_now_mono_ms();
+    for (int round = 0; round < 64; round++) {
+        if (client_ready && !c->client_eof && pending(&c->c2u) == 0) {
+            int rc = fill(c->fd, c->ssl, &c->c2u, &c->ssl_read_wants_write);
+            if (rc < 0) return conn_close(c), false;
+            if (rc == 0) c->client_eof = true;
+            if (rc == 1) c->active_ms = cube_now_mono_ms();
+        }
+        if (c->up >= 0 && up_ready && !c->up_eof && pending(&c->u2c) == 0) {
+            int rc = fill(c->up, c->up_ssl, &c->u2c, &c->up_ssl_read_wants_write);
+            if (rc < 0) return conn_close(c), false;
+            if (rc == 0) c->up_eof = true;
+            if (rc == 1) c->active_ms = cube_now_mono_ms();
+        }
+        if (c->up >= 0 && drain(c->up, c->up_ssl, &c->c2u) < 0) return conn_close(c), false;
+        if (drain(c->fd, c->ssl, &c->u2c) < 0) return conn_close(c), false;
+        client_ready = c->ssl && !c->client_eof && !pending(&c->c2u) && SSL_pending(c->ssl) > 0;
+        up_ready = c->up_ssl && !c->up_eof && !pending(&c->u2c) && SSL_pending(c->up_ssl) > 0;
+        if (!client_ready && !up_ready) break;
     }
-    if (c->up >= 0 && up_ready && !c->up_eof && pending(&c->u2c) == 0) {
-        int rc = fill(c->up, &c->u2c);
-        if (rc < 0) return conn_close(c), false;
-        if (rc == 0) c->up_eof = true;
-        if (rc == 1) c->active_ms = cube_now_mono_ms();
-    }
-    if (c->up >= 0 && drain(c->up, &c->c2u) < 0) return conn_close(c), false;
-    if (drain(c->fd, &c->u2c) < 0) return conn_close(c), false;
-    /* the request is complete: the sandbox finishes its answer */
+    /* the request is complete: the sandbox finishes its answer (over TLS: our close_notify, the reading goes
+     * on) */
     if (c->client_eof && pending(&c->c2u) == 0 && c->up >= 0 && !c->up_shut) {
-        shutdown(c->up, SHUT_WR);
+        if (c->up_ssl)
+            SSL_shutdown(c->up_ssl);
+        else
+            shutdown(c->up, SHUT_WR);
         c->up_shut = true;
     }
     if (c->up_eof && pending(&c->u2c) == 0) return conn_close(c), false;
     if (c->client_eof && c->up < 0) return conn_close(c), false;
     set_interest(c, c->fd, &c->client_ev,
                  (!c->client_eof && !pending(&c->c2u) ? CUBE_LOOP_READ : 0) |
-                     (pending(&c->u2c) ? CUBE_LOOP_WRITE : 0));
+                     (pending(&c->u2c) || c->ssl_read_wants_write ? CUBE_LOOP_WRITE : 0));
     if (c->up >= 0)
         set_interest(c, c->up, &c->up_ev,
                      (!c->up_eof && !pending(&c->u2c) ? CUBE_LOOP_READ : 0) |
-                         (pending(&c->c2u) ? CUBE_LOOP_WRITE : 0));
+                         (pending(&c->c2u) || c->up_ssl_read_wants_write ? CUBE_LOOP_WRITE : 0));
     return true;
 }
 
@@ -332,8 +390,12 @@ static void read_head(conn *c)
             c->head = nh;
             c->head_cap = cap;
         }
-        ssize_t n = read(c->fd, c->head + c->head_len, c->head_cap - c->head_len);
-        if (n < 0 && (errno == EAGAIN || errno == EINTR)) return;
+        bool wants_write;
+        ssize_t n = side_read(c->fd, c->ssl, c->head + c->head_len, c->head_cap - c->head_len, &wants_write);
+        if (n == -2) {
+            set_interest(c, c->fd, &c->client_ev, CUBE_LOOP_READ | (wants_write ? CUBE_LOOP_WRITE : 0));
+            return;
+        }
         if (n <= 0) return conn_close(c); /* gone before a whole head: nothing to answer */
         size_t from = c->head_len > 3 ? c->head_len - 3 : 0;
         c->head_len += (size_t)n;
@@ -366,6 +428,8 @@ static void route_done(cube_loop *loop, void *arg)
     c->active_ms = cube_now_mono_ms();
     c->up = c->route.up;
     c->route.up = -1;
+    c->up_ssl = c->route.up_ssl;
+    c->route.up_ssl = NULL;
     if (c->up < 0) { /* an answer of the proxy's own */
         c->u2c.p = c->route.reply;
         c->u2c.len = c->u2c.cap = c->route.reply_len;
@@ -393,11 +457,50 @@ static void route_done(cube_loop *loop, void *arg)
     pump(c, true, true);
 }
 
+/* Before the head: a TLS hello from another proxy, or plain HTTP. Returns false while the handshake goes on
+ * (or when the connection is closed). */
+static bool tls_step(conn *c)
+{
+    proxy_tls *tls = c->r->p->tls;
+    if (!tls || c->tls_ready) return true;
+    if (!c->tls_checked) {
+        unsigned char first;
+        ssize_t n = recv(c->fd, &first, 1, MSG_PEEK);
+        if (n < 0 && (errno == EAGAIN || errno == EINTR)) return false;
+        if (n <= 0) return conn_close(c), false;
+        c->tls_checked = true;
+        if (!proxy_tls_hello(first)) {
+            c->tls_ready = true; /* plain: an SDK client */
+            return true;
+        }
+        if (!(c->ssl = proxy_tls_server_session(tls, c->fd))) return conn_close(c), false;
+    }
+    int rc = SSL_accept(c->ssl);
+    if (rc == 1) {
+        c->tls_ready = true;
+        set_interest(c, c->fd, &c->client_ev, CUBE_LOOP_READ);
+        return true;
+    }
+    int e = SSL_get_error(c->ssl, rc);
+    ERR_clear_error();
+    if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
+        set_interest(c, c->fd, &c->client_ev, e == SSL_ERROR_WANT_READ ? CUBE_LOOP_READ : CUBE_LOOP_WRITE);
+        return false;
+    }
+    cube_metric_add("cube_proxy_refused_total{reason=\"tls\"}",
+                    "Client connections refused or dropped by the proxy's limits", 1);
+    conn_close(c); /* a certificate the cluster did not sign, or no TLS at all */
+    return false;
+}
+
 static void on_conn(cube_loop *loop, int fd, int events, void *arg)
 {
     (void)loop;
     conn *c = arg;
-    if (c->state == C_HEAD) return read_head(c);
+    if (c->state == C_HEAD) {
+        if (!tls_step(c)) return;
+        return read_head(c);
+    }
     if (c->state != C_PUMP) return;
     bool ready = events & (CUBE_LOOP_READ | CUBE_LOOP_HUP);
     pump(c, fd == c->fd && ready, fd == c->up && ready);
@@ -455,6 +558,7 @@ static void on_listen(cube_loop *loop, int lfd, int events, void *arg)
         c->fd = fd;
         c->up = -1;
         c->route.up = -1;
+        c->route.up_ssl = NULL;
         c->addr = a;
         c->state = C_HEAD;
         c->accepted_ms = c->active_ms = cube_now_mono_ms();
@@ -490,6 +594,10 @@ static void sweep(cube_loop *loop, void *arg)
     int64_t now = cube_now_mono_ms();
     while (r->heads && now - r->heads->accepted_ms >= lim->head_timeout_ms) {
         conn *c = r->heads;
+        if (c->ssl) {
+            conn_close(c);
+            continue;
+        }
         refuse(c->fd, 408, "Request Timeout", "the request head did not arrive in time",
                "cube_proxy_refused_total{reason=\"head_timeout\"}");
         conn_close(c);
@@ -519,7 +627,7 @@ static void *worker(void *arg)
         pthread_mutex_unlock(&r->qlock);
         size_t head_len = c->route.send_len;
         c->route.send_len = 0;
-        proxy_route_request(r->p, c->head, head_len, c->head_len, &c->route);
+        proxy_route_request(r->p, c->head, head_len, c->head_len, c->ssl != NULL, &c->route);
         cube_err err = {0};
         if (cube_loop_post(r->loop, route_done, c, &err) < 0) /* the loop frees it with the rest at exit */
             cube_log_warn("relay: cannot hand a routed request back", "err=\"%s\"", err.msg);

@@ -87,6 +87,11 @@ test('creates spread across nodes; both masters answer for every sandbox; comman
       const k = n.split('-')[1];
       const text = await (await fetch(`http://10.${40 + (port % 50)}.${k}.2:${port + 1}/metrics`)).text();
       assert.match(text, /^cube_proxy_connections_total [1-9]/m, `node ${n}'s proxy relayed nothing`);
+      // those hops came over mutual TLS: one that comes plain is refused
+      const plain = await fetch(`http://10.${40 + (port % 50)}.${k}.2:${port + 1}/health`, {
+        headers: { 'E2b-Sandbox-Id': sbs[0].sandboxId, 'E2b-Sandbox-Port': '49983', 'X-Cube-Hop': '1' },
+      });
+      assert.equal(plain.status, 403, `node ${n}'s proxy took a plain hop`);
     }
   } finally {
     for (const s of sbs) await s.kill();
