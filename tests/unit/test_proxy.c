@@ -200,14 +200,6 @@ END_TEST
 /* Hops between proxies: a proxy with a TLS identity takes TLS from a peer holding the cluster CA's
  * certificate (and answers it), refuses one from another CA, still serves plain SDK clients, and refuses a
  * hop that comes plain. */
-static void identity(const char *dir, const char *name)
-{
-    const char *tool = getenv("CUBE_TLS_CERTS");
-    ck_assert_msg(tool != NULL, "CUBE_TLS_CERTS (deploy/tls-certs) is not set");
-    char cmd[1024];
-    snprintf(cmd, sizeof(cmd), "%s %s %s IP:127.0.0.1", tool, dir, name);
-    ck_assert_msg(system(cmd) == 0, "%s failed", cmd);
-}
 
 /* A hop's client side as another proxy makes it: TLS over a fresh connection, then a request. NULL when the
  * handshake fails. */
@@ -241,9 +233,9 @@ START_TEST(hops_between_proxies_use_mutual_tls)
     char cluster[300], other[300], p[400];
     snprintf(cluster, sizeof(cluster), "%s/cluster", dir);
     snprintf(other, sizeof(other), "%s/other", dir);
-    identity(cluster, "proxy-1");
-    identity(cluster, "proxy-2");
-    identity(other, "intruder");
+    cube_test_tls_identity(cluster, "proxy-1");
+    cube_test_tls_identity(cluster, "proxy-2");
+    cube_test_tls_identity(other, "intruder");
     start(64, 5000);
     cube_err err = {0};
     snprintf(p, sizeof(p), "%s/proxy-1", cluster);

@@ -293,14 +293,6 @@ END_TEST
 
 /* Mutual TLS between machines: a peer with the cluster CA's certificate is served; one signed by another CA,
  * or one with none, is refused; a client does not talk to a server the cluster's CA did not sign. */
-static void make_identity(const char *dir, const char *name)
-{
-    const char *tool = getenv("CUBE_TLS_CERTS");
-    ck_assert_msg(tool != NULL, "CUBE_TLS_CERTS (deploy/tls-certs) is not set");
-    char cmd[1024];
-    snprintf(cmd, sizeof(cmd), "%s %s %s IP:127.0.0.1", tool, dir, name);
-    ck_assert_msg(system(cmd) == 0, "%s failed", cmd);
-}
 
 static cube_rpc_tls *identity(const char *dir, const char *name)
 {
@@ -332,9 +324,9 @@ START_TEST(mutual_tls_refuses_strangers)
     char cluster[400], other[400];
     snprintf(cluster, sizeof(cluster), "%s/cluster", tmpdir);
     snprintf(other, sizeof(other), "%s/other", tmpdir);
-    make_identity(cluster, "master");
-    make_identity(cluster, "node-1");
-    make_identity(other, "intruder");
+    cube_test_tls_identity(cluster, "master");
+    cube_test_tls_identity(cluster, "node-1");
+    cube_test_tls_identity(other, "intruder");
     cube_rpc_tls *master = identity(cluster, "master"), *node = identity(cluster, "node-1"),
                  *intruder = identity(other, "intruder");
     cube_err err = {0};
