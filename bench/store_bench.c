@@ -1,8 +1,8 @@
 /* The cluster's state cost per create: one new sandbox's record written (sandbox_add, what cube-master does
  * per create), on single-node SQLite, on MySQL, and on MySQL with the Redis routes and events (whose write a
- * create does not wait for); and a change to a sandbox with Redis (sandbox_update, which waits for its route).
- * Prints tab-separated rows: name, p50 us, p90 us. Usage: store_bench DIR MYSQL_URL REDIS_ADDR (servers
- * already running). */
+ * create does not wait for); and a change to a sandbox with Redis (sandbox_update, which waits for its
+ * route). Prints tab-separated rows: name, p50 us, p90 us. Usage: store_bench DIR MYSQL_URL REDIS_ADDR
+ * (servers already running). */
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>

@@ -28,7 +28,8 @@ void rpc_lib_init(void);
 
 /* Under ThreadSanitizer: a completion queue hands a call's memory from the thread that started a batch to the
  * one that takes its event, through gRPC's own synchronisation, which TSan cannot see (Debian's gRPC is not
- * instrumented). These name that hand-off on the batch's tag (or the call); elsewhere they compile to nothing. */
+ * instrumented). These name that hand-off on the batch's tag (or the call); elsewhere they compile to
+ * nothing. */
 #if defined(__SANITIZE_THREAD__)
 void __tsan_acquire(void *addr);
 void __tsan_release(void *addr);
