@@ -133,6 +133,7 @@ typedef struct child_args {
     const hv_spec *spec;
     hv_sandbox *sb;
     int sysfs;   /* a detached sysfs mount made for the joined network namespace, or -1 */
+    int agent;   /* a detached bind mount of the agent (binary or bundle), or -1 */
     int syncfd;  /* read: the parent has written uid_map and placed us in the cgroups */
     int errfd;   /* write: an error message; closed by exec on success */
     int readyfd; /* write, for the agent: a byte once it listens (--ready-fd); -1 for another process */
@@ -192,23 +193,20 @@ static void child_main(const child_args *c)
     snprintf(p, sizeof(p), "%s/tmp", sb->root);
     mkdir(p, 01777);
 
-    if (spec->agent_bundle) {
+    if (c->agent >= 0) {
         snprintf(p, sizeof(p), "%s/.cube", sb->root);
         mkdir(p, 0755);
-        if (mount(spec->agent_bundle, p, NULL, MS_BIND | MS_REC, NULL) < 0)
-            child_fail(errfd, "bind agent bundle");
+        if (!spec->agent_bundle) {
+            snprintf(p, sizeof(p), "%s/.cube/cube-agent", sb->root);
+            int fd = open(p, O_CREAT | O_WRONLY | O_CLOEXEC, 0755);
+            if (fd < 0) child_fail(errfd, "create /.cube/cube-agent");
+            close(fd);
+        }
+        if (syscall(SYS_move_mount, c->agent, "", AT_FDCWD, p, MOVE_MOUNT_F_EMPTY_PATH) < 0)
+            child_fail(errfd, "attach the agent");
+        close(c->agent);
         if (mount(NULL, p, NULL, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV, NULL) < 0)
-            child_fail(errfd, "agent bundle read-only");
-    } else if (spec->agent_bin) {
-        snprintf(p, sizeof(p), "%s/.cube", sb->root);
-        mkdir(p, 0755);
-        snprintf(p, sizeof(p), "%s/.cube/cube-agent", sb->root);
-        int fd = open(p, O_CREAT | O_WRONLY | O_CLOEXEC, 0755);
-        if (fd < 0) child_fail(errfd, "create /.cube/cube-agent");
-        close(fd);
-        if (mount(spec->agent_bin, p, NULL, MS_BIND, NULL) < 0) child_fail(errfd, "bind cube-agent");
-        if (mount(NULL, p, NULL, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV, NULL) < 0)
-            child_fail(errfd, "cube-agent read-only");
+            child_fail(errfd, "agent read-only");
     }
 
     /* the host's filesystem leaves the view: only the sandbox root remains */
@@ -378,11 +376,26 @@ static int ns_create(const hv_spec *spec, hv_sandbox **out, cube_err *err)
         .flags = CLONE_NEWUSER | CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWUTS | CLONE_NEWIPC,
         .exit_signal = SIGCHLD,
     };
-    child_args cargs = {spec, sb, -1, syncp[0], errp[1], readyp[1]};
+    child_args cargs = {spec, sb, -1, -1, syncp[0], errp[1], readyp[1]};
+    const char *agent_src = spec->agent_bundle ? spec->agent_bundle : spec->agent_bin;
+    if (agent_src) {
+        /* taken here, as host root: the sandbox's root (an unprivileged host uid) may not be able to reach
+         * it (a build tree under a 0700 home) */
+        cargs.agent =
+            (int)syscall(SYS_open_tree, AT_FDCWD, agent_src,
+                         OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | (spec->agent_bundle ? AT_RECURSIVE : 0));
+        if (cargs.agent < 0) {
+            cube_err_sys(err, errno, "bind the agent %s", agent_src);
+            goto fail;
+        }
+    }
     if (spec->netns) {
         /* join the slot's namespace for the clone (this thread only, and back after it); a sandbox's root
          * cannot mount sysfs for a namespace it does not own, so the mount is made here and handed over */
-        if (join_netns(spec->netns, &host_ns, &cargs.sysfs, err) < 0) goto fail;
+        if (join_netns(spec->netns, &host_ns, &cargs.sysfs, err) < 0) {
+            if (cargs.agent >= 0) close(cargs.agent);
+            goto fail;
+        }
         ca.flags &= ~(uint64_t)CLONE_NEWNET;
     }
     long pid = syscall(SYS_clone3, &ca, sizeof(ca));
@@ -393,6 +406,7 @@ static int ns_create(const hv_spec *spec, hv_sandbox **out, cube_err *err)
         host_ns = -1;
     }
     if (cargs.sysfs >= 0) close(cargs.sysfs);
+    if (cargs.agent >= 0) close(cargs.agent);
     if (pid < 0) {
         cube_err_sys(err, errno, "clone3 into new namespaces");
         goto fail;

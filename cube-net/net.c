@@ -233,9 +233,11 @@ static void remove_released(cube_net *n, cn_nl *host)
 {
     while (n->nreleased > 0) {
         int idx = n->released[--n->nreleased];
+        n->nremoving++; /* counted until its namespace is gone: wait_removed waits for this too */
         pthread_mutex_unlock(&n->lock);
         remove_slot(n, idx, host);
         pthread_mutex_lock(&n->lock);
+        n->nremoving--;
         n->slots[idx].state = CN_FREE; /* only now: the index's old veth is gone */
         n->slots[idx].lease[0] = '\0';
     }
@@ -277,7 +279,8 @@ void *cube_net_refill_loop(void *arg)
 void cube_net_wait_removed(cube_net *n)
 {
     pthread_mutex_lock(&n->lock);
-    while (n->nreleased > 0 && n->threads && !n->stopping) pthread_cond_wait(&n->removed, &n->lock);
+    while ((n->nreleased > 0 || n->nremoving > 0) && n->threads && !n->stopping)
+        pthread_cond_wait(&n->removed, &n->lock);
     pthread_mutex_unlock(&n->lock);
 }
 
