@@ -1,5 +1,6 @@
 #include "proc.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
@@ -573,9 +574,38 @@ int proc_send_input(proc_table *t, const proc_selector *sel, const void *data, s
     return rc;
 }
 
-/* The group of an ended process that sel names, if any of it is left: signalled. The kernel's answer is the
- * test (ESRCH: nothing is left): a scan of /proc while a fork bomb churns can miss every member, and a group
- * that a scan called empty went on forking. A group's id is not reused while any member holds it. */
+/* Whether a process of group pgid still runs (zombies waiting to be reaped do not count). */
+static bool group_runs(pid_t pgid)
+{
+    DIR *d = opendir("/proc");
+    if (!d) return false;
+    bool runs = false;
+    struct dirent *de;
+    while (!runs && (de = readdir(d))) {
+        if (de->d_name[0] < '1' || de->d_name[0] > '9') continue;
+        char path[64], buf[512];
+        snprintf(path, sizeof(path), "/proc/%s/stat", de->d_name);
+        int fd = open(path, O_RDONLY | O_CLOEXEC);
+        if (fd < 0) continue;
+        ssize_t n = read(fd, buf, sizeof(buf) - 1);
+        close(fd);
+        if (n <= 0) continue;
+        buf[n] = '\0';
+        /* "pid (comm) state ppid pgrp ...": comm may hold anything, so parse from its closing parenthesis */
+        const char *rp = strrchr(buf, ')');
+        char state;
+        int ppid, pgrp;
+        if (rp && sscanf(rp + 1, " %c %d %d", &state, &ppid, &pgrp) == 3 && pgrp == pgid && state != 'Z')
+            runs = true;
+    }
+    closedir(d);
+    return runs;
+}
+
+/* The group of an ended process that sel names: whatever is left of it is signalled, whatever a scan of /proc
+ * says (a scan while a fork bomb churns can miss every member, and a group that a scan called empty went on
+ * forking; a group's id is not reused while any member holds it). The answer is whether the scan saw one of
+ * them running: zombies alone, waiting for their reaper, are nothing left to kill. */
 static int signal_ended_group(proc_table *t, const proc_selector *sel, int sig)
 {
     pid_t pgid = 0;
@@ -586,7 +616,9 @@ static int signal_ended_group(proc_table *t, const proc_selector *sel, int sig)
             pgid = g->pgid;
     }
     pthread_mutex_unlock(&t->lock);
-    return pgid && kill(-pgid, sig) == 0 ? 0 : -1;
+    if (!pgid) return -1;
+    bool runs = group_runs(pgid);
+    return kill(-pgid, sig) == 0 && runs ? 0 : -1;
 }
 
 int proc_signal(proc_table *t, const proc_selector *sel, int sig, cube_err *err)
