@@ -37,7 +37,7 @@ static const cube_config_flag flags[] = {
     {"kernel", "hv.kernel", true, "kvm: the guest kernel (bzImage or vmlinux)"},
     {"disk", "hv.disk", true, "kvm: the template's root disk image (ext4), shared read-only"},
     {"restore", "hv.restore", true, "kvm: a snapshot directory to clone from instead of booting"},
-    {"control", "hv.control", true, "control socket address (default unix:<state>/control.sock)"},
+    {"control", "hv.control", true, "control socket path (default <state>/control.sock)"},
     {"cpus", "hv.cpus", true, "cpu limit in cores (default 2)"},
     {"memory-mb", "hv.memory_mb", true, "memory limit (default 512)"},
     {"disk-mb", "hv.disk_mb", true, "writable layer size (default 1024)"},
@@ -207,7 +207,7 @@ static int run(cube_config *cfg, int argc, char **argv)
     const char *control_flag = cube_config_get(cfg, "hv.control", NULL);
     snprintf(control, sizeof(control), "%s", control_flag ? control_flag : "");
     if (!control_flag) snprintf(control, sizeof(control), "unix:%s/control.sock", state_abs);
-    cube_rpc_server *srv = cube_rpc_server_start(control, hv_control_methods, &ctl, 2, &err);
+    cube_rpc_local *srv = cube_rpc_local_start(control, hv_control_methods, &ctl, 2, &err);
     if (!srv) {
         fprintf(stderr, "cube-hypervisor: control socket: %s\n", err.msg);
         ops->destroy(ctl.sb);
@@ -215,7 +215,7 @@ static int run(cube_config *cfg, int argc, char **argv)
     }
     if (ops->jail && ops->jail(ctl.sb, &err) < 0) {
         fprintf(stderr, "cube-hypervisor: jail: %s\n", err.msg);
-        cube_rpc_server_stop(srv);
+        cube_rpc_local_stop(srv);
         ops->destroy(ctl.sb);
         return 1;
     }
@@ -258,13 +258,8 @@ static int run(cube_config *cfg, int argc, char **argv)
         rc = 0;
     else if (init_exited)
         cube_log_warn("sandbox init exited", "id=%s status=%d", id, rc);
-    cube_rpc_server_stop(srv);
+    cube_rpc_local_stop(srv);
     ops->destroy(ctl.sb);
-    char sock[PATH_MAX + 32];
-    if (strncmp(control, "unix:", 5) == 0) {
-        snprintf(sock, sizeof(sock), "%s", control + 5);
-        unlink(sock);
-    }
     cube_log_info("sandbox stopped", "id=%s", id);
     oci_process_free(&oci);
     return rc;

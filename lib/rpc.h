@@ -79,7 +79,18 @@ void cube_rpc_cancel_free(cube_rpc_cancel *c);
 int cube_rpc_status_from_errno(int code);
 int cube_rpc_errno_from_status(int status);
 
-/* One call on a short-lived channel to address (a sandbox's control socket: calls there are rare). */
+/* A sandbox's control socket (cube-hypervisor; cubelet and cube-shim call it): the same method tables and
+ * handlers over a unix SOCK_SEQPACKET socket, a connection per call, no gRPC (see rpc_local.c for the wire
+ * format and why). address: "unix:/path" or "/path"; the socket is made 0600. threads: calls served at once.
+ */
+typedef struct cube_rpc_local cube_rpc_local;
+cube_rpc_local *cube_rpc_local_start(const char *address, const cube_rpc_method *methods, void *service,
+                                     int threads, cube_err *err);
+/* Stops accepting, ends calls in flight (their connections are shut down), waits for handlers, removes the
+ * socket, frees everything. */
+void cube_rpc_local_stop(cube_rpc_local *srv);
+/* One call to a control socket. Errors come back with the handler's errno; an absent or dead server is
+ * ECONNREFUSED, no answer in time ETIMEDOUT. */
 int cube_rpc_call_once(const char *address, const char *method, const ProtobufCMessage *req,
                        const ProtobufCMessageDescriptor *resp_desc, ProtobufCMessage **resp,
                        int64_t timeout_ms, cube_err *err);

@@ -262,15 +262,3 @@ void cube_rpc_failover_free(cube_rpc_failover *f)
     for (int i = 0; i < f->n; i++) cube_rpc_client_free(f->c[i]);
     f->n = 0;
 }
-
-int cube_rpc_call_once(const char *address, const char *method, const ProtobufCMessage *req,
-                       const ProtobufCMessageDescriptor *resp_desc, ProtobufCMessage **resp,
-                       int64_t timeout_ms, cube_err *err)
-{
-    cube_rpc_client *c = cube_rpc_client_new(address, err);
-    if (!c) return -1;
-    cube_rpc_call_opts o = {.timeout_ms = timeout_ms};
-    int rc = cube_rpc_call(c, method, req, resp_desc, resp, &o, err);
-    cube_rpc_client_free(c);
-    return rc;
-}

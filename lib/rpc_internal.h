@@ -8,14 +8,7 @@
 
 #include "err.h"
 #include "rpc.h"
-
-/* A bump allocator that owns every allocation of one server call; freed whole. */
-typedef struct rpc_arena rpc_arena;
-rpc_arena *rpc_arena_new(void);
-void *rpc_arena_alloc(rpc_arena *a, size_t size);
-void rpc_arena_free(rpc_arena *a);
-/* A ProtobufCAllocator over the arena (frees are no-ops; the arena frees at the end). */
-ProtobufCAllocator rpc_arena_allocator(rpc_arena *a);
+#include "rpc_core.h"
 
 /* Packs msg into a new byte buffer (NULL when memory is exhausted). */
 grpc_byte_buffer *rpc_pack(const ProtobufCMessage *msg);

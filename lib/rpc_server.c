@@ -1,4 +1,5 @@
 #include <errno.h>
+#include <grpc/byte_buffer_reader.h>
 #include <grpc/grpc.h>
 #include <grpc/grpc_security.h>
 #include <grpc/support/time.h>
@@ -24,13 +25,6 @@ typedef struct slot_tag {
     call_slot *slot;
     int is_close;
 } slot_tag;
-
-struct cube_rpc_ctx {
-    gpr_timespec deadline;
-    int closed;    /* atomic: RECV_CLOSE_ON_SERVER completed */
-    int cancelled; /* written by grpc before the close completion */
-    rpc_arena *arena;
-};
 
 struct call_slot {
     cube_rpc_server *srv;
@@ -62,34 +56,6 @@ struct cube_rpc_server {
     slot_tag shutdown_tag;
 };
 
-void *cube_rpc_alloc(cube_rpc_ctx *ctx, size_t size)
-{
-    return rpc_arena_alloc(ctx->arena, size);
-}
-
-char *cube_rpc_strdup(cube_rpc_ctx *ctx, const char *s)
-{
-    if (!s) return NULL;
-    size_t n = strlen(s) + 1;
-    char *p = rpc_arena_alloc(ctx->arena, n);
-    if (p) memcpy(p, s, n);
-    return p;
-}
-
-bool cube_rpc_cancelled(const cube_rpc_ctx *ctx)
-{
-    return __atomic_load_n(&ctx->closed, __ATOMIC_ACQUIRE) && ctx->cancelled;
-}
-
-int64_t cube_rpc_deadline_left_ms(const cube_rpc_ctx *ctx)
-{
-    gpr_timespec dl = gpr_convert_clock_type(ctx->deadline, GPR_CLOCK_MONOTONIC);
-    if (gpr_time_cmp(dl, gpr_inf_future(GPR_CLOCK_MONOTONIC)) == 0) return INT64_MAX;
-    gpr_timespec left = gpr_time_sub(dl, gpr_now(GPR_CLOCK_MONOTONIC));
-    int64_t ms = (int64_t)left.tv_sec * 1000 + left.tv_nsec / 1000000;
-    return ms < 0 ? 0 : ms;
-}
-
 static void maybe_shutdown_cq(cube_rpc_server *srv)
 {
     if (__atomic_load_n(&srv->shutdown_done, __ATOMIC_ACQUIRE) &&
@@ -119,6 +85,7 @@ static int request_one(cube_rpc_server *srv)
 {
     call_slot *s = calloc(1, sizeof(*s));
     if (!s) return -1;
+    s->ctx.fd = -1;
     s->ctx.arena = rpc_arena_new();
     if (!s->ctx.arena) {
         free(s);
@@ -191,32 +158,19 @@ static void dispatch(call_slot *s)
         send_reply(s, GRPC_STATUS_INVALID_ARGUMENT, "no request message");
         return;
     }
-    ProtobufCAllocator alloc = rpc_arena_allocator(s->ctx.arena);
-    ProtobufCMessage *req = rpc_unpack(s->request, m->request, &alloc);
-    if (!req) {
-        char msg[300];
-        snprintf(msg, sizeof(msg), "%s: malformed %s", m->path, m->request->name);
-        send_reply(s, GRPC_STATUS_INVALID_ARGUMENT, msg);
+    grpc_byte_buffer_reader reader;
+    if (!grpc_byte_buffer_reader_init(&reader, s->request)) {
+        send_reply(s, GRPC_STATUS_INVALID_ARGUMENT, "unreadable request message");
         return;
     }
-    ProtobufCMessage *resp = cube_rpc_alloc(&s->ctx, m->response->sizeof_message);
-    if (!resp) {
-        send_reply(s, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
-        return;
-    }
-    m->response->message_init(resp);
+    grpc_slice in = grpc_byte_buffer_reader_readall(&reader);
+    grpc_byte_buffer_reader_destroy(&reader);
+    ProtobufCMessage *resp = NULL;
     cube_err err = {0};
-    int64_t t0 = cube_now_mono_ns();
-    int hrc = m->handler(srv->service, &s->ctx, req, resp, &err);
-    char name[400];
-    snprintf(name, sizeof(name), "cube_rpc_calls_total{method=\"%s\",code=\"%s\"}", m->path,
-             hrc < 0 ? cube_errno_name(err.code ? err.code : EIO) : "OK");
-    cube_metric_add(name, "RPC calls served, by method and result", 1);
-    snprintf(name, sizeof(name), "cube_rpc_duration_seconds{method=\"%s\"}", m->path);
-    cube_metric_observe(name, "RPC handling time", (double)(cube_now_mono_ns() - t0) / 1e9);
-    if (hrc < 0) {
-        if (!err.code) err.code = EIO;
-        cube_log_debug("rpc call failed", "method=%s errno=%s", m->path, cube_errno_name(err.code));
+    int rc =
+        rpc_invoke(m, srv->service, &s->ctx, GRPC_SLICE_START_PTR(in), GRPC_SLICE_LENGTH(in), &resp, &err);
+    grpc_slice_unref(in);
+    if (rc < 0) {
         send_reply(s, (grpc_status_code)cube_rpc_status_from_errno(err.code), err.msg);
         return;
     }
@@ -240,7 +194,12 @@ static void on_event(cube_rpc_server *srv, slot_tag *tag, int ok)
             return;
         }
         if (!__atomic_load_n(&srv->shutting_down, __ATOMIC_ACQUIRE)) request_one(srv);
-        s->ctx.deadline = s->details.deadline;
+        s->ctx.deadline_ns = INT64_MAX;
+        gpr_timespec dl = gpr_convert_clock_type(s->details.deadline, GPR_CLOCK_MONOTONIC);
+        if (gpr_time_cmp(dl, gpr_inf_future(GPR_CLOCK_MONOTONIC)) != 0) {
+            gpr_timespec left = gpr_time_sub(dl, gpr_now(GPR_CLOCK_MONOTONIC));
+            s->ctx.deadline_ns = cube_now_mono_ns() + (int64_t)left.tv_sec * 1000000000 + left.tv_nsec;
+        }
         grpc_op close_op;
         memset(&close_op, 0, sizeof(close_op));
         close_op.op = GRPC_OP_RECV_CLOSE_ON_SERVER;

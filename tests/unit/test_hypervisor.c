@@ -82,11 +82,7 @@ static int hv_call(sandbox *sb, const char *method, const ProtobufCMessage *req,
 {
     char addr[600];
     snprintf(addr, sizeof(addr), "unix:%s/control.sock", sb->state);
-    cube_rpc_client *c = cube_rpc_client_new(addr, err);
-    cube_rpc_call_opts o = {.timeout_ms = 10000};
-    int rc = cube_rpc_call(c, method, req, rd, resp, &o, err);
-    cube_rpc_client_free(c);
-    return rc;
+    return cube_rpc_call_once(addr, method, req, rd, resp, 10000, err);
 }
 
 static void sb_stop(sandbox *sb)

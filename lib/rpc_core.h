@@ -1,0 +1,33 @@
+/* What every RPC transport shares (gRPC in rpc_server.c/rpc_client.c, unix SOCK_SEQPACKET in rpc_local.c).
+ * Not for use outside lib/rpc_*.c. No gRPC types here. */
+#ifndef CUBE_RPC_CORE_H
+#define CUBE_RPC_CORE_H
+
+#include <protobuf-c/protobuf-c.h>
+#include <stdint.h>
+
+#include "err.h"
+#include "rpc.h"
+
+/* A bump allocator that owns every allocation of one server call; freed whole. */
+typedef struct rpc_arena rpc_arena;
+rpc_arena *rpc_arena_new(void);
+void *rpc_arena_alloc(rpc_arena *a, size_t size);
+void rpc_arena_free(rpc_arena *a);
+/* A ProtobufCAllocator over the arena (frees are no-ops; the arena frees at the end). */
+ProtobufCAllocator rpc_arena_allocator(rpc_arena *a);
+
+struct cube_rpc_ctx {
+    int64_t deadline_ns; /* monotonic; INT64_MAX: none */
+    int closed;          /* gRPC, atomic: RECV_CLOSE_ON_SERVER completed */
+    int cancelled;       /* gRPC: written by grpc before the close completion */
+    int fd;              /* local: the call's connection (its hang-up is the cancel); -1 for gRPC */
+    rpc_arena *arena;
+};
+
+/* Unpacks in as m's request, runs its handler with a fresh response, counts the call. 0 with *resp (in the
+ * arena), or -1 with err set (EINVAL for a malformed request). */
+int rpc_invoke(const cube_rpc_method *m, void *service, cube_rpc_ctx *ctx, const uint8_t *in, size_t len,
+               ProtobufCMessage **resp, cube_err *err);
+
+#endif
