@@ -34,6 +34,11 @@
 
 #define ENVD_PORT   49983
 #define INTERP_PORT 49999
+/* the longest a create waits for a ready sandbox before starting its own past the CPU count (a stuck start
+ * must not hold the others) */
+#define COLD_WAIT_MAX_MS 3000
+/* cold starts at once per CPU: a start waits on its processes half the time, so a few per CPU keep it busy */
+#define COLD_PER_CPU 2
 
 static const cl_template *find_template(cubelet *c, const char *name);
 static void adopt_running(cubelet *c);
@@ -100,6 +105,7 @@ int cubelet_init(cubelet *c, const cubelet_config *cfg, cube_err *err)
     pthread_cond_init(&c->tick, NULL);
     pthread_cond_init(&c->reap, NULL);
     pthread_cond_init(&c->slot_idle, NULL);
+    pthread_cond_init(&c->slot_ready, NULL);
     snprintf(c->sandboxes_dir, sizeof(c->sandboxes_dir), "%s/sandboxes", cfg->data_dir);
     if (mkdir(c->sandboxes_dir, 0711) < 0 && errno != EEXIST)
         return cube_err_sys(err, errno, "mkdir %s", c->sandboxes_dir);
@@ -576,28 +582,64 @@ static int create_sandbox(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *
         return cube_err_set(err, ENOENT, "template '%s' not found", req->template_id ? req->template_id : "");
     pthread_mutex_lock(&c->lock);
     pool_demand_note(&((cl_template *)tpl)->demand, cube_now_mono_ms()); /* the pool follows creates */
+    /* A pooled sandbox if there is one; else a cold start of our own, but no more of them at once than the
+     * node has CPUs: on a burst, starts sharing the CPUs all finish late together, while a create that waits
+     * here takes the first sandbox to become ready (a refill's or its own turn), so creates finish in the
+     * order they came and the average halves. */
     cl_slot *s = NULL;
-    for (cl_slot *x = c->slots; x; x = x->next)
-        if (x->tpl == tpl && x->state == SLOT_READY) {
-            s = x;
+    int from_pool = 0;
+    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+    int64_t wait_until = cube_now_mono_ms() + COLD_WAIT_MAX_MS;
+    for (;;) {
+        for (cl_slot *x = c->slots; x; x = x->next)
+            if (x->tpl == tpl && x->state == SLOT_READY) {
+                s = x;
+                break;
+            }
+        if (s) {
+            from_pool = 1;
+            s->state = SLOT_CLAIMED;
+            s->claimed_ms = cube_now_mono_ms();
+            s->users = 1; /* this create's, until the sandbox is set up */
+            snprintf(s->sandbox_id, sizeof(s->sandbox_id), "%s", req->sandbox_id);
+            pthread_cond_signal(&c->refill);
             break;
         }
-    int from_pool = s != NULL;
-    if (s) {
-        s->state = SLOT_CLAIMED;
-        s->claimed_ms = cube_now_mono_ms();
-        s->users = 1; /* this create's, until the sandbox is set up */
-        snprintf(s->sandbox_id, sizeof(s->sandbox_id), "%s", req->sandbox_id);
-        pthread_cond_signal(&c->refill);
+        if (c->stopping) {
+            pthread_mutex_unlock(&c->lock);
+            return cube_err_set(err, EAGAIN, "node is stopping");
+        }
+        int64_t now = cube_now_mono_ms();
+        if (c->cold_running < COLD_PER_CPU * (ncpu > 0 ? ncpu : 1) || now >= wait_until) {
+            c->cold_running++;
+            break;
+        }
+        pthread_cond_signal(&c->refill); /* the pool is short: the refill thread may be asleep */
+        struct timespec dl;
+        clock_gettime(CLOCK_REALTIME, &dl);
+        int64_t left = wait_until - now;
+        dl.tv_sec += left / 1000;
+        dl.tv_nsec += (left % 1000) * 1000000;
+        if (dl.tv_nsec >= 1000000000) {
+            dl.tv_sec++;
+            dl.tv_nsec -= 1000000000;
+        }
+        pthread_cond_timedwait(&c->slot_ready, &c->lock, &dl);
     }
     pthread_mutex_unlock(&c->lock);
     if (!s) { /* cold: the pool is empty */
-        if (spawn_slot(c, tpl, NULL, &s, err) < 0) return -1;
+        int rc = spawn_slot(c, tpl, NULL, &s, err);
+        pthread_mutex_lock(&c->lock);
+        c->cold_running--;
+        pthread_cond_signal(&c->slot_ready); /* a waiting create may start its own now */
+        if (rc < 0) {
+            pthread_mutex_unlock(&c->lock);
+            return -1;
+        }
         s->state = SLOT_CLAIMED;
         s->claimed_ms = cube_now_mono_ms();
         s->users = 1;
         snprintf(s->sandbox_id, sizeof(s->sandbox_id), "%s", req->sandbox_id);
-        pthread_mutex_lock(&c->lock);
         s->next = c->slots;
         c->slots = s;
         pthread_mutex_unlock(&c->lock);
@@ -1036,6 +1078,7 @@ static void *refill_loop(void *arg)
         }
         s->next = c->slots;
         c->slots = s;
+        pthread_cond_signal(&c->slot_ready); /* a create waiting for the pool takes it */
     }
     pthread_mutex_unlock(&c->lock);
     if (lock_fd >= 0) close(lock_fd);
@@ -1173,6 +1216,7 @@ void cubelet_stop(cubelet *c)
     pthread_mutex_lock(&c->lock);
     c->stopping = 1;
     pthread_cond_broadcast(&c->refill);
+    pthread_cond_broadcast(&c->slot_ready);
     pthread_cond_broadcast(&c->tick);
     pthread_cond_broadcast(&c->reap);
     pthread_mutex_unlock(&c->lock);
