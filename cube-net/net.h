@@ -91,6 +91,7 @@ typedef struct cube_net {
     int ready;              /* slots in CN_READY: ready_stack[0 .. ready-1] */
     int *ready_stack;
     int nreleased; /* slots in CN_RELEASING whose veth and namespace are still to go: released[] */
+    bool ns_tmpfs; /* ns_dir is a tmpfs this process mounted */
     int nremoving; /* popped from released[] and being torn down by the refill thread now */
     int *released;
     int lease_index[1024]; /* lease name hash -> first slot of its chain (0: none) */
