@@ -1,4 +1,9 @@
 /* The pool's depth following demand (cubelet/pool_demand.c). */
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cgroup_tune.h"
 #include "pool_demand.h"
 #include "testutil.h"
 
@@ -37,6 +42,57 @@ START_TEST(a_steady_rate_counts_over_the_window)
 }
 END_TEST
 
+/* The cgroup2 mount's options as /proc/self/mounts shows them, or false when there is none. */
+static bool cgroup2_options(char *out, size_t cap)
+{
+    FILE *f = fopen("/proc/self/mounts", "re");
+    char line[4096], type[64], o[2048];
+    bool found = false;
+    while (f && !found && fgets(line, sizeof(line), f))
+        if (sscanf(line, "%*s %*s %63s %2047s", type, o) == 2 && strcmp(type, "cgroup2") == 0) {
+            snprintf(out, cap, "%s", o);
+            found = true;
+        }
+    if (f) fclose(f);
+    return found;
+}
+
+/* Every option of before is in after, and after adds favordynmods and nothing else. */
+static void assert_only_favordynmods_added(const char *before, const char *after)
+{
+    char b[2048], a[2048], *save = NULL;
+    snprintf(b, sizeof(b), ",%s,", before);
+    snprintf(a, sizeof(a), "%s", after);
+    for (char *o = strtok_r(a, ",", &save); o; o = strtok_r(NULL, ",", &save)) {
+        char needle[300];
+        snprintf(needle, sizeof(needle), ",%s,", o);
+        ck_assert_msg(strstr(b, needle) || strcmp(o, "favordynmods") == 0, "option %s appeared", o);
+    }
+    snprintf(a, sizeof(a), ",%s,", after);
+    snprintf(b, sizeof(b), "%s", before);
+    for (char *o = strtok_r(b, ",", &save); o; o = strtok_r(NULL, ",", &save)) {
+        char needle[300];
+        snprintf(needle, sizeof(needle), ",%s,", o);
+        ck_assert_msg(strstr(a, needle), "option %s was dropped (%s -> %s)", o, before, after);
+    }
+    ck_assert_ptr_nonnull(strstr(after, "favordynmods"));
+}
+
+START_TEST(cgroup_moves_favoured_keeping_the_mount_options)
+{
+    char before[2048], after[2048];
+    ck_assert(cgroup2_options(before, sizeof(before)));
+    cube_err err = {0};
+    ck_assert_msg(cl_cgroup_favor_dynmods(&err) == 0, "%s", err.msg);
+    ck_assert(cgroup2_options(after, sizeof(after)));
+    assert_only_favordynmods_added(before, after);
+    /* again: nothing to do, nothing changes */
+    ck_assert_msg(cl_cgroup_favor_dynmods(&err) == 0, "%s", err.msg);
+    ck_assert(cgroup2_options(before, sizeof(before)));
+    ck_assert_str_eq(before, after);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("pool_demand");
@@ -45,5 +101,13 @@ int main(void)
     tcase_add_test(tc, a_burst_raises_it_for_a_minute);
     tcase_add_test(tc, a_steady_rate_counts_over_the_window);
     suite_add_tcase(s, tc);
+    char opts[2048];
+    if (getuid() == 0 && cgroup2_options(opts, sizeof(opts))) {
+        TCase *tune = tcase_create("cgroup tuning");
+        tcase_add_test(tune, cgroup_moves_favoured_keeping_the_mount_options);
+        suite_add_tcase(s, tune);
+    } else {
+        fprintf(stderr, "SKIPPED: the cgroup tuning case needs root and a cgroup2 mount\n");
+    }
     return cube_run_suite(s);
 }
