@@ -13,6 +13,11 @@
 /* cgroup: "cube/<id>" or "" for none; rw, root: a mount and directories, or "" for none. Returns the
  * janitor's pid and the lifeline in *lifeline. */
 pid_t hv_janitor_start(const char *cgroup, const char *rw, const char *root, int *lifeline, cube_err *err);
+/* A sandbox's own disk (a loop-backed ext4 at mountpoint, see disk.h) is about to go with everything on it:
+ * stops it without writing back what its page cache holds (a sandbox that wrote a gigabyte and is killed
+ * would otherwise have it flushed to a file deleted right after). Anything else at mountpoint is left alone.
+ */
+void hv_disk_forget(const char *mountpoint);
 /* What the janitor does once the lifeline closes. */
 void hv_janitor_clean(const char *cgroup, const char *rw, const char *root);
 
