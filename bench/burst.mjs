@@ -17,7 +17,7 @@ const gap = Number(process.env.CUBE_BENCH_GAP_MS || 0);
 const key = process.env.E2B_API_KEY;
 const q = (v, p) => v.slice().sort((a, b) => a - b)[Math.min(v.length - 1, Math.floor(v.length * p))];
 const avg = (v) => v.reduce((a, b) => a + b, 0) / v.length;
-const fig = (v) => [avg(v), q(v, 0.95), q(v, 0.99)].map((x) => x.toFixed(2)).join('\t');
+const fig = (v) => (v.length ? [avg(v), q(v, 0.95), q(v, 0.99)].map((x) => x.toFixed(2)).join('\t') : '-\t-\t-');
 
 function client(base) {
   const url = new URL(base);

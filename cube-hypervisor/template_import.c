@@ -12,6 +12,8 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <linux/openat2.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 int tpl_file_digest(const char *path, char digest[80], cube_err *err)
@@ -77,6 +79,34 @@ int tpl_copy_dir(const char *dir, const char *rootfs, cube_err *err)
     if (pid < 0 || waitpid(pid, &st, 0) < 0 || !WIFEXITED(st) || WEXITSTATUS(st) != 0)
         return cube_err_set(err, EIO, "copying %s failed", dir);
     return 0;
+}
+
+/* A file an image names (a manifest's layer path, a blob, index.json) opened inside dir with every symlink on
+ * the way resolved as if dir were / : an image can plant "layer.tar -> /etc/shadow" or "blobs -> /", and its
+ * files must never reach the host's. *path gets /proc/self/fd/N for the readers below; close *fd after. */
+static int open_within(const char *dir, const char *name, char *path, size_t cap, int *fd, cube_err *err)
+{
+    int dfd = open(dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
+    if (dfd < 0) return cube_err_sys(err, errno, "open %s", dir);
+    struct open_how how = {.flags = O_RDONLY | O_CLOEXEC, .resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS};
+    *fd = (int)syscall(SYS_openat2, dfd, name, &how, sizeof(how));
+    int e = errno;
+    close(dfd);
+    if (*fd < 0) return cube_err_sys(err, e, "open %s in %s", name, dir);
+    struct stat st;
+    if (fstat(*fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+        close(*fd);
+        *fd = -1;
+        return cube_err_set(err, EBADMSG, "%s in %s is not a regular file", name, dir);
+    }
+    snprintf(path, cap, "/proc/self/fd/%d", *fd);
+    return 0;
+}
+
+static void close_fd(int *fd)
+{
+    if (*fd >= 0) close(*fd);
+    *fd = -1;
 }
 
 static cJSON *read_json(const char *path, cube_err *err)
@@ -238,13 +268,16 @@ int tpl_apply_layer(const char *rootfs, const char *layer, cube_err *err)
     return 0;
 }
 
-/* blobs/<alg>/<hex> for a digest "alg:hex"; -1 when malformed or escaping. */
-static int blob_path(const char *layout, const char *digest, char *out, size_t cap)
+/* The blob blobs/<alg>/<hex> of a digest "alg:hex", opened within the layout (open_within); -1 when the
+ * digest is malformed or the blob cannot be opened. */
+static int blob_open(const char *layout, const char *digest, char *out, size_t cap, int *fd, cube_err *err)
 {
     const char *colon = digest ? strchr(digest, ':') : NULL;
-    if (!colon || strchr(digest, '/') || strstr(digest, "..")) return -1;
-    snprintf(out, cap, "%s/blobs/%.*s/%s", layout, (int)(colon - digest), digest, colon + 1);
-    return 0;
+    if (!colon || strchr(digest, '/') || strstr(digest, ".."))
+        return cube_err_set(err, EBADMSG, "malformed digest '%.80s'", digest ? digest : "");
+    char name[400];
+    snprintf(name, sizeof(name), "blobs/%.*s/%.200s", (int)(colon - digest), digest, colon + 1);
+    return open_within(layout, name, out, cap, fd, err);
 }
 
 static cJSON *image_config(const char *path, cube_err *err)
@@ -259,38 +292,50 @@ static cJSON *image_config(const char *path, cube_err *err)
 int tpl_import_oci(const char *layout, const char *rootfs, cJSON **config, char digest[80], cube_err *err)
 {
     *config = NULL;
-    char path[PATH_MAX * 2];
-    snprintf(path, sizeof(path), "%s/index.json", layout);
+    char path[64];
+    int fd = -1;
+    if (open_within(layout, "index.json", path, sizeof(path), &fd, err) < 0)
+        return cube_err_prefix(err, "OCI layout %s", layout);
     cJSON *index = read_json(path, err);
+    close_fd(&fd);
     if (!index) return cube_err_prefix(err, "OCI layout %s", layout);
     const cJSON *m = cJSON_GetArrayItem(cJSON_GetObjectItem(index, "manifests"), 0);
     const char *md = cJSON_GetStringValue(cJSON_GetObjectItem(m, "digest"));
     int rc = 0;
     cJSON *manifest = NULL;
-    if (!md || blob_path(layout, md, path, sizeof(path)) < 0) {
-        rc = cube_err_set(err, EBADMSG, "OCI layout %s: index.json names no manifest", layout);
+    if (!md || blob_open(layout, md, path, sizeof(path), &fd, err) < 0) {
+        rc = cube_err_set(err, EBADMSG, "OCI layout %s: index.json names no manifest (%s)", layout,
+                          md ? err->msg : "no digest");
         goto out;
     }
     snprintf(digest, 80, "%s", md);
     manifest = read_json(path, err);
+    close_fd(&fd);
     if (!manifest) {
         rc = -1;
         goto out;
     }
     const char *cd =
         cJSON_GetStringValue(cJSON_GetObjectItem(cJSON_GetObjectItem(manifest, "config"), "digest"));
-    if (cd && blob_path(layout, cd, path, sizeof(path)) == 0) *config = image_config(path, err);
+    if (cd && blob_open(layout, cd, path, sizeof(path), &fd, err) == 0) {
+        *config = image_config(path, err);
+        close_fd(&fd);
+    }
+    cube_err_clear(err); /* an image without a usable config runs with the template's defaults */
     const cJSON *layer;
     int nl = cJSON_GetArraySize(cJSON_GetObjectItem(manifest, "layers")), li = 0;
     cJSON_ArrayForEach(layer, cJSON_GetObjectItem(manifest, "layers"))
     {
         const char *ld = cJSON_GetStringValue(cJSON_GetObjectItem(layer, "digest"));
         fprintf(stderr, "cube-template: layer %d/%d %.19s\n", ++li, nl, ld ? ld : "?");
-        if (!ld || blob_path(layout, ld, path, sizeof(path)) < 0) {
-            rc = cube_err_set(err, EBADMSG, "OCI layout %s: a layer has no valid digest", layout);
+        if (!ld || blob_open(layout, ld, path, sizeof(path), &fd, err) < 0) {
+            rc = cube_err_set(err, EBADMSG, "OCI layout %s: a layer has no valid digest (%s)", layout,
+                              ld ? err->msg : "none");
             goto out;
         }
-        if ((rc = tpl_apply_layer(rootfs, path, err)) < 0) goto out;
+        rc = tpl_apply_layer(rootfs, path, err);
+        close_fd(&fd);
+        if (rc < 0) goto out;
     }
 out:
     cJSON_Delete(manifest);
@@ -305,9 +350,12 @@ int tpl_import_docker_save(const char *tarball, const char *scratch, const char 
     /* the outer tarball holds manifest.json, the image config and one tar per layer */
     if (mkdir(scratch, 0700) < 0 && errno != EEXIST) return cube_err_sys(err, errno, "mkdir %s", scratch);
     if (tpl_apply_layer(scratch, tarball, err) < 0) return cube_err_prefix(err, "docker save tarball");
-    char path[PATH_MAX * 2];
-    snprintf(path, sizeof(path), "%s/manifest.json", scratch);
+    char path[64];
+    int fd = -1;
+    if (open_within(scratch, "manifest.json", path, sizeof(path), &fd, err) < 0)
+        return cube_err_prefix(err, "docker save tarball %s", tarball);
     cJSON *man = read_json(path, err);
+    close_fd(&fd);
     if (!man) return cube_err_prefix(err, "docker save tarball %s", tarball);
     const cJSON *img = cJSON_GetArrayItem(man, 0);
     const char *cfg = cJSON_GetStringValue(cJSON_GetObjectItem(img, "Config"));
@@ -317,11 +365,13 @@ int tpl_import_docker_save(const char *tarball, const char *scratch, const char 
         rc = cube_err_set(err, EBADMSG, "docker save tarball %s: manifest.json names no config", tarball);
         goto out;
     }
-    snprintf(path, sizeof(path), "%s/%s", scratch, name);
-    if (tpl_file_digest(path, digest, err) < 0 || !(*config = image_config(path, err))) {
+    if (open_within(scratch, name, path, sizeof(path), &fd, err) < 0 ||
+        tpl_file_digest(path, digest, err) < 0 || !(*config = image_config(path, err))) {
+        close_fd(&fd);
         rc = -1;
         goto out;
     }
+    close_fd(&fd);
     const cJSON *l;
     cJSON_ArrayForEach(l, cJSON_GetObjectItem(img, "Layers"))
     {
@@ -331,8 +381,10 @@ int tpl_import_docker_save(const char *tarball, const char *scratch, const char 
             rc = cube_err_set(err, EBADMSG, "docker save tarball %s: bad layer path", tarball);
             goto out;
         }
-        snprintf(path, sizeof(path), "%s/%s", scratch, name);
-        if ((rc = tpl_apply_layer(rootfs, path, err)) < 0) goto out;
+        if ((rc = open_within(scratch, name, path, sizeof(path), &fd, err)) < 0) goto out;
+        rc = tpl_apply_layer(rootfs, path, err);
+        close_fd(&fd);
+        if (rc < 0) goto out;
     }
 out:
     cJSON_Delete(man);

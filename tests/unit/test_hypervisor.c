@@ -688,6 +688,28 @@ START_TEST(oci_layout_template_runs)
     ck_assert_msg(strstr(out, "would leave the rootfs") != NULL, "%s", out);
     snprintf(cmd, sizeof(cmd), "%s/../escape.txt", workdir);
     ck_assert(!path_exists(cmd));
+
+    /* an image whose files are symlinks to the host's: a layer pointing at a tarball on the host, a config at
+     * a host file; neither is read (the names resolve inside the image) */
+    snprintf(
+        cmd, sizeof(cmd),
+        "cd '%s' && mkdir -p hostside && echo secret > hostside/secret.txt && tar -C hostside -cf "
+        "host-secret.tar secret.txt && rm -rf ds3 && mkdir -p ds3/l1 && ln -s '%s/host-secret.tar' "
+        "ds3/l1/layer.tar && cp config.json ds3/cfg.json && echo '[{\"Config\":\"cfg.json\",\"Layers\":"
+        "[\"l1/layer.tar\"]}]' > ds3/manifest.json && tar -C ds3 -cf ds3.tar . && rm -rf ds4 && mkdir ds4 "
+        "&& ln -s /etc/hostname ds4/cfg.json && cp ds3/manifest.json ds4/ && tar -C ds4 -cf ds4.tar .",
+        img, img);
+    ck_assert_int_eq(system(cmd), 0);
+    for (int k = 3; k <= 4; k++) {
+        snprintf(cmd, sizeof(cmd), "%s import planted%d --data '%s' --docker-save '%s/ds%d.tar' 2>&1",
+                 getenv("CUBE_TEMPLATE_BIN"), k, data, img, k);
+        p = popen(cmd, "r");
+        n = fread(out, 1, sizeof(out) - 1, p);
+        out[n] = '\0';
+        ck_assert_msg(WEXITSTATUS(pclose(p)) != 0, "ds%d imported: %s", k, out);
+        snprintf(cmd, sizeof(cmd), "test -z \"$(find '%s' -name secret.txt)\"", data);
+        ck_assert_msg(system(cmd) == 0, "a host file reached template planted%d", k);
+    }
 }
 END_TEST
 
