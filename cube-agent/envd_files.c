@@ -263,7 +263,8 @@ static enum MHD_Result on_part(void *cls, enum MHD_ValueKind kind, const char *k
     (void)transfer_encoding;
     http_req *req = cls;
     upload *up = req->state;
-    if (up->failed || strcmp(key, "file") != 0) return MHD_YES;
+    if (up->failed || !key || strcmp(key, "file") != 0)
+        return MHD_YES; /* a part without a name is not a file */
     if (off == 0) {
         /* a new part: ?path= names the single destination, else the part's filename does */
         const char *dest = up->qpath && *up->qpath ? up->qpath : filename;
