@@ -157,12 +157,31 @@ static int clean_name(const char *in, char *out, size_t cap)
     return 0;
 }
 
+/* The decompressors libarchive has built in, and only those. For a compression it has no library for (lrzip,
+ * lzop, grzip, ...) it would run an external program instead, and inside the chroot that program is the
+ * image's own: an image could plant /usr/bin/lrzip in one layer and have it run as root by the next. */
+static void support_builtin_filters(struct archive *a)
+{
+    static int (*const filters[])(struct archive *) = {
+        archive_read_support_filter_gzip,    archive_read_support_filter_bzip2,
+        archive_read_support_filter_xz,      archive_read_support_filter_lzma,
+        archive_read_support_filter_zstd,    archive_read_support_filter_lz4,
+        archive_read_support_filter_compress};
+    for (size_t i = 0; i < sizeof(filters) / sizeof(filters[0]); i++) {
+        /* ARCHIVE_WARN: it would fall back to an external program; such a filter is left out */
+        struct archive *probe = archive_read_new();
+        int builtin = probe && filters[i](probe) == ARCHIVE_OK;
+        archive_read_free(probe);
+        if (builtin) filters[i](a);
+    }
+}
+
 /* Extraction proper, inside a chroot at the rootfs: an image's symlinks (/lib -> /usr/lib, or an absolute one
  * planted to point at the host) then resolve inside the rootfs, never on the host. */
 static int extract_here(int fd, const char *layer, cube_err *err)
 {
     struct archive *in = archive_read_new();
-    archive_read_support_filter_all(in);
+    support_builtin_filters(in);
     archive_read_support_format_all(in);
     struct archive *out = archive_write_disk_new();
     archive_write_disk_set_options(out, ARCHIVE_EXTRACT_TIME | ARCHIVE_EXTRACT_PERM | ARCHIVE_EXTRACT_OWNER |
