@@ -513,28 +513,30 @@ START_TEST(auto_falls_back_to_ns_without_kvm)
 }
 END_TEST
 
+/* Runs a shell command; its output (stdout and whatever it redirects) goes to out. Returns its exit status.
+ */
+static int run_capture(const char *cmd, char *out, size_t cap)
+{
+    FILE *p = popen(cmd, "r");
+    ck_assert_ptr_nonnull(p);
+    size_t n = fread(out, 1, cap - 1, p);
+    out[n] = '\0';
+    return WEXITSTATUS(pclose(p));
+}
+
 START_TEST(bad_arguments_are_refused_clearly)
 {
     const char *hv = getenv("CUBE_HV_BIN");
     char cmd[1024];
     snprintf(cmd, sizeof(cmd), "%s --id bad --rootfs /nonexistent --state %s 2>&1", hv, workdir);
-    FILE *p = popen(cmd, "r");
     char out[65536] = {0};
-    size_t n = fread(out, 1, sizeof(out) - 1, p);
-    out[n] = '\0';
-    ck_assert_int_eq(WEXITSTATUS(pclose(p)), 2);
+    ck_assert_int_eq(run_capture(cmd, out, sizeof(out)), 2);
     ck_assert_msg(strstr(out, "/nonexistent") != NULL, "%s", out);
     snprintf(cmd, sizeof(cmd), "%s --id 'Bad_ID' --rootfs %s --state %s 2>&1", hv, rootfs, workdir);
-    p = popen(cmd, "r");
-    n = fread(out, 1, sizeof(out) - 1, p);
-    out[n] = '\0';
-    ck_assert_int_eq(WEXITSTATUS(pclose(p)), 2);
+    ck_assert_int_eq(run_capture(cmd, out, sizeof(out)), 2);
     snprintf(cmd, sizeof(cmd), "%s --id kvm-x --rootfs %s --state %s --backend kvm 2>&1", hv, rootfs,
              workdir);
-    p = popen(cmd, "r");
-    n = fread(out, 1, sizeof(out) - 1, p);
-    out[n] = '\0';
-    ck_assert_int_ne(WEXITSTATUS(pclose(p)), 0);
+    ck_assert_int_ne(run_capture(cmd, out, sizeof(out)), 0);
     ck_assert_msg(strstr(out, "kvm backend") != NULL, "%s", out);
     if (access("/dev/kvm", R_OK | W_OK) < 0) { /* the words: one clear line */
         ck_assert_msg(strchr(out, '\n') == strrchr(out, '\n'), "more than one line: %s", out);
@@ -680,11 +682,8 @@ START_TEST(oci_layout_template_runs)
     ck_assert_int_eq(system(cmd), 0);
     snprintf(cmd, sizeof(cmd), "%s import evil --data '%s' --rootfs '%s/evil.tar' 2>&1",
              getenv("CUBE_TEMPLATE_BIN"), data, img);
-    FILE *p = popen(cmd, "r");
     char out[1024] = {0};
-    size_t n = fread(out, 1, sizeof(out) - 1, p);
-    out[n] = '\0';
-    ck_assert_int_ne(WEXITSTATUS(pclose(p)), 0);
+    ck_assert_int_ne(run_capture(cmd, out, sizeof(out)), 0);
     ck_assert_msg(strstr(out, "would leave the rootfs") != NULL, "%s", out);
     snprintf(cmd, sizeof(cmd), "%s/../escape.txt", workdir);
     ck_assert(!path_exists(cmd));
@@ -703,10 +702,7 @@ START_TEST(oci_layout_template_runs)
     for (int k = 3; k <= 4; k++) {
         snprintf(cmd, sizeof(cmd), "%s import planted%d --data '%s' --docker-save '%s/ds%d.tar' 2>&1",
                  getenv("CUBE_TEMPLATE_BIN"), k, data, img, k);
-        p = popen(cmd, "r");
-        n = fread(out, 1, sizeof(out) - 1, p);
-        out[n] = '\0';
-        ck_assert_msg(WEXITSTATUS(pclose(p)) != 0, "ds%d imported: %s", k, out);
+        ck_assert_msg(run_capture(cmd, out, sizeof(out)) != 0, "ds%d imported: %s", k, out);
         snprintf(cmd, sizeof(cmd), "test -z \"$(find '%s' -name secret.txt)\"", data);
         ck_assert_msg(system(cmd) == 0, "a host file reached template planted%d", k);
     }
@@ -727,10 +723,7 @@ START_TEST(oci_layout_template_runs)
     ck_assert_int_eq(system(cmd), 0);
     snprintf(cmd, sizeof(cmd), "%s import planted5 --data '%s' --docker-save '%s/ds5.tar' 2>&1",
              getenv("CUBE_TEMPLATE_BIN"), data, img);
-    p = popen(cmd, "r");
-    n = fread(out, 1, sizeof(out) - 1, p);
-    out[n] = '\0';
-    ck_assert_int_ne(WEXITSTATUS(pclose(p)), 0);
+    ck_assert_int_ne(run_capture(cmd, out, sizeof(out)), 0);
     ck_assert_msg(!strstr(out, "PLANTED-RAN"), "the image's own decompressor ran: %s", out);
 }
 END_TEST
