@@ -24,6 +24,7 @@
 #include "common.pb-c.h"
 #include "connect.h"
 #include "hypervisor.pb-c.h"
+#include "janitor.h"
 #include "rpc.h"
 #include "testutil.h"
 #include "timeutil.h"
@@ -524,6 +525,45 @@ static int run_capture(const char *cmd, char *out, size_t cap)
     return WEXITSTATUS(pclose(p));
 }
 
+/* Writes a small file in dir; 0 or the errno. */
+static int write_in(const char *dir)
+{
+    char f[600];
+    snprintf(f, sizeof(f), "%s/probe", dir);
+    int fd = open(f, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0) return errno;
+    int e = write(fd, "x", 1) == 1 && fsync(fd) == 0 ? 0 : errno;
+    close(fd);
+    return e;
+}
+
+START_TEST(forgetting_a_disk_stops_that_disk_only)
+{
+    /* a loop-backed ext4 of this test's own, a directory inside it, a tmpfs beside it */
+    char img[400], mnt[400], sub[450], tmp[400], cmd[1600];
+    snprintf(img, sizeof(img), "%s/forget.img", workdir);
+    snprintf(mnt, sizeof(mnt), "%s/forget-ext4", workdir);
+    snprintf(sub, sizeof(sub), "%s/sub", mnt);
+    snprintf(tmp, sizeof(tmp), "%s/forget-tmpfs", workdir);
+    snprintf(
+        cmd, sizeof(cmd),
+        "truncate -s 64M '%s' && mkfs.ext4 -q -F -O ^has_journal '%s' && mkdir -p '%s' '%s' && mount -o loop "
+        "'%s' '%s' && mkdir '%s' && mount -t tmpfs none '%s'",
+        img, img, mnt, tmp, img, mnt, sub, tmp);
+    ck_assert_int_eq(system(cmd), 0);
+    /* not a mount point (a sandbox whose disk was never mounted), a tmpfs: left alone */
+    hv_disk_forget(sub);
+    hv_disk_forget(tmp);
+    ck_assert_int_eq(write_in(sub), 0);
+    ck_assert_int_eq(write_in(tmp), 0);
+    /* the disk itself: stopped, nothing more reaches it */
+    hv_disk_forget(mnt);
+    ck_assert_int_eq(write_in(mnt), EIO);
+    snprintf(cmd, sizeof(cmd), "umount '%s' && umount '%s' && rm -f '%s'", tmp, mnt, img);
+    ck_assert_int_eq(system(cmd), 0);
+}
+END_TEST
+
 START_TEST(bad_arguments_are_refused_clearly)
 {
     const char *hv = getenv("CUBE_HV_BIN");
@@ -755,6 +795,7 @@ int main(void)
     tcase_add_test(tc, fork_and_memory_bombs_stay_inside);
     tcase_add_test(tc, pause_freezes_and_resume_continues);
     tcase_add_test(tc, stats_report_usage);
+    tcase_add_test(tc, forgetting_a_disk_stops_that_disk_only);
     tcase_add_test(tc, snapshot_then_fork_diverges);
     tcase_add_test(tc, sigkill_of_the_hypervisor_leaves_nothing);
     tcase_add_test(tc, stop_leaves_nothing);
