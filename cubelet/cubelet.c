@@ -609,6 +609,10 @@ static int create_sandbox(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *
             pthread_mutex_unlock(&c->lock);
             return cube_err_set(err, EAGAIN, "node is stopping");
         }
+        if (__atomic_load_n(&tpl->gone, __ATOMIC_ACQUIRE)) { /* deleted meanwhile: no sandbox will come */
+            pthread_mutex_unlock(&c->lock);
+            return cube_err_set(err, ENOENT, "template '%s' was deleted", tpl->name);
+        }
         int64_t now = cube_now_mono_ms();
         if (c->cold_running < COLD_PER_CPU * (ncpu > 0 ? ncpu : 1) || now >= wait_until) {
             c->cold_running++;
@@ -1174,6 +1178,7 @@ static void drop_deleted_templates(cubelet *c)
                 pp = &(*pp)->next;
             }
         }
+        pthread_cond_broadcast(&c->slot_ready); /* creates waiting for its pool get their answer now */
         pthread_mutex_unlock(&c->lock);
         while (drop) {
             cl_slot *n = drop->next;
