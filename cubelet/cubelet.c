@@ -1,4 +1,5 @@
 #include "cubelet.h"
+#include "cubelet_internal.h"
 #include "disk.h"
 
 #include <cjson/cJSON.h>
@@ -45,7 +46,7 @@ static void adopt_running(cubelet *c);
 
 /* Adds the templates built since the last scan (at start, then once a heartbeat). Templates are never removed
  * while the cubelet runs, and a new one is published whole, so readers walk the list without the lock. */
-static int load_templates(cubelet *c, cube_err *err)
+int cl_load_templates(cubelet *c, cube_err *err)
 {
     char dir[4200];
     snprintf(dir, sizeof(dir), "%s/templates", c->cfg.data_dir);
@@ -109,7 +110,7 @@ int cubelet_init(cubelet *c, const cubelet_config *cfg, cube_err *err)
     snprintf(c->sandboxes_dir, sizeof(c->sandboxes_dir), "%s/sandboxes", cfg->data_dir);
     if (mkdir(c->sandboxes_dir, 0711) < 0 && errno != EEXIST)
         return cube_err_sys(err, errno, "mkdir %s", c->sandboxes_dir);
-    if (load_templates(c, err) < 0) return -1;
+    if (cl_load_templates(c, err) < 0) return -1;
     /* made once per node and size, here at start: never on a create's path (it runs mkfs) */
     char disks[4200];
     snprintf(disks, sizeof(disks), "%s/disks", cfg->data_dir);
@@ -156,7 +157,7 @@ static void last_line(const char *path, char *out, size_t cap)
     snprintf(out, cap, "%s", nl ? nl + 1 : buf);
 }
 
-static int spawn_slot(cubelet *c, const cl_template *tpl, const char *layers, cl_slot **out, cube_err *err)
+int cl_spawn_slot(cubelet *c, const cl_template *tpl, const char *layers, cl_slot **out, cube_err *err)
 {
     cl_slot *s = calloc(1, sizeof(*s));
     if (!s) return cube_err_set(err, ENOMEM, "out of memory");
@@ -296,7 +297,7 @@ static void stop_hv(cl_slot *s)
     s->stopped = true;
 }
 
-static void destroy_slot(cubelet *c, cl_slot *s)
+void cl_destroy_slot(cubelet *c, cl_slot *s)
 {
     if (s->hv > 0) {
         stop_hv(s);
@@ -341,7 +342,7 @@ static void *reaper_loop(void *arg)
         }
         c->retiring = s->next;
         pthread_mutex_unlock(&c->lock);
-        destroy_slot(c, s);
+        cl_destroy_slot(c, s);
         pthread_mutex_lock(&c->lock);
     }
     pthread_mutex_unlock(&c->lock);
@@ -363,7 +364,7 @@ static void slot_release(cubelet *c, cl_slot *s)
 }
 
 /* With the lock: takes s off the list. */
-static void unlink_slot(cubelet *c, cl_slot *s)
+void cl_unlink_slot(cubelet *c, cl_slot *s)
 {
     for (cl_slot **pp = &c->slots; *pp; pp = &(*pp)->next)
         if (*pp == s) {
@@ -378,10 +379,10 @@ static void create_failed(cubelet *c, cl_slot *s)
 {
     pthread_mutex_lock(&c->lock);
     bool killed = s->dying;
-    if (!killed) unlink_slot(c, s);
+    if (!killed) cl_unlink_slot(c, s);
     slot_release(c, s);
     pthread_mutex_unlock(&c->lock);
-    if (!killed) destroy_slot(c, s);
+    if (!killed) cl_destroy_slot(c, s);
 }
 
 /* Which sandbox and template a slot serves, on disk beside it, so that a restarted cubelet can adopt it. */
@@ -632,7 +633,7 @@ static int create_sandbox(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *
     }
     pthread_mutex_unlock(&c->lock);
     if (!s) { /* cold: the pool is empty */
-        int rc = spawn_slot(c, tpl, NULL, &s, err);
+        int rc = cl_spawn_slot(c, tpl, NULL, &s, err);
         pthread_mutex_lock(&c->lock);
         c->cold_running--;
         pthread_cond_signal(&c->slot_ready); /* a waiting create may start its own now */
@@ -697,7 +698,7 @@ static int kill_sandbox(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *re
         /* a create still setting it up, a pause or resume under way: they finish first (nobody new starts) */
         s->dying = true;
         while (s->users > 0) pthread_cond_wait(&c->slot_idle, &c->lock);
-        unlink_slot(c, s);
+        cl_unlink_slot(c, s);
     }
     pthread_mutex_unlock(&c->lock);
     if (!s) return cube_err_set(err, ENOENT, "sandbox '%s' is not on this node", req->sandbox_id);
@@ -789,7 +790,7 @@ static int fork_sandbox(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *re
         const Cube__NodeCreateRequest *child = req->children[i];
         cl_slot *s = NULL;
         cube_err cerr = {0};
-        if (spawn_slot(c, tpl, child_layers, &s, &cerr) == 0) {
+        if (cl_spawn_slot(c, tpl, child_layers, &s, &cerr) == 0) {
             s->state = SLOT_CLAIMED;
             s->claimed_ms = cube_now_mono_ms();
             s->users = 1; /* this fork's, until the child is set up */
@@ -981,238 +982,10 @@ static int list_sandboxes(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *
     return 0;
 }
 
-/* Whether the node has memory to lend to idle sandboxes beyond the configured pools: MemAvailable above
- * POOL_MEM_FLOOR_MB (read at most once a second; the refill thread and heartbeats ask). */
-#define POOL_MEM_FLOOR_MB 1024
-static bool pool_may_grow(void)
-{
-    static int64_t checked_ms;
-    static bool ok = true;
-    int64_t now = cube_now_mono_ms();
-    if (now - __atomic_load_n(&checked_ms, __ATOMIC_RELAXED) < 1000)
-        return __atomic_load_n(&ok, __ATOMIC_RELAXED);
-    __atomic_store_n(&checked_ms, now, __ATOMIC_RELAXED);
-    FILE *f = fopen("/proc/meminfo", "re");
-    char line[128];
-    long long kb = -1;
-    while (f && fgets(line, sizeof(line), f))
-        if (sscanf(line, "MemAvailable: %lld kB", &kb) == 1) break;
-    if (f) fclose(f);
-    bool v = kb < 0 || kb / 1024 > POOL_MEM_FLOOR_MB;
-    __atomic_store_n(&ok, v, __ATOMIC_RELAXED);
-    return v;
-}
-
-/* With the lock: how many ready sandboxes t's pool should hold now (pool_demand.h): it follows demand while
- * the node has memory to spare, else keeps the configured size. */
-static int pool_target(cubelet *c, cl_template *t)
-{
-    int max = c->cfg.pool_max > t->pool ? c->cfg.pool_max : t->pool;
-    if (!pool_may_grow()) max = t->pool;
-    return pool_demand_target(&t->demand, cube_now_mono_ms(), t->pool, max);
-}
-
-/* Keeps each template's pool at its target (pool_target); sleeps until a claim or a loss wakes it, and
- * while a pool is above its configured size, looks again every second to let it shrink when demand goes. */
-static void *refill_loop(void *arg)
-{
-    cubelet *c = arg;
-    /* Refills run at low priority, so that a burst of creates is not slowed by the sandboxes
-     * being made to replace them (on a 2-core node one start costs tens of ms of CPU); see pool_sched.h. */
-    cl_sched_background();
-    int lock_fd = cl_pool_lock_open(CL_POOL_LOCK);
-    pthread_mutex_lock(&c->lock);
-    while (!c->stopping) {
-        cl_template *need = NULL;
-        cl_slot *extra = NULL;
-        bool raised = false;
-        for (cl_template *t = c->templates; t && !need && !extra; t = t->next) {
-            if (__atomic_load_n(&t->gone, __ATOMIC_ACQUIRE)) continue;
-            int ready = 0, target = pool_target(c, t);
-            cl_slot *idle = NULL;
-            for (cl_slot *s = c->slots; s; s = s->next)
-                if (s->tpl == t && (s->state == SLOT_READY || s->state == SLOT_STARTING)) {
-                    ready++;
-                    if (s->state == SLOT_READY) idle = s;
-                }
-            raised = raised || target > t->pool || ready > t->pool;
-            if (ready < target)
-                need = t;
-            else if (ready > target && idle)
-                extra = idle; /* demand went: one idle sandbox at a time goes */
-        }
-        if (extra) {
-            unlink_slot(c, extra);
-            pthread_mutex_unlock(&c->lock);
-            destroy_slot(c, extra);
-            pthread_mutex_lock(&c->lock);
-            continue;
-        }
-        if (!need) {
-            if (raised) {
-                struct timespec dl;
-                clock_gettime(CLOCK_REALTIME, &dl);
-                dl.tv_sec += 1; /* background only: a raised pool is looked at again to shrink */
-                pthread_cond_timedwait(&c->refill, &c->lock, &dl);
-            } else {
-                pthread_cond_wait(&c->refill, &c->lock);
-            }
-            continue;
-        }
-        pthread_mutex_unlock(&c->lock);
-        cl_slot *s = NULL;
-        cube_err err = {0};
-        cl_pool_lock(lock_fd, 1);
-        int rc = spawn_slot(c, need, NULL, &s, &err);
-        cl_pool_lock(lock_fd, 0);
-        pthread_mutex_lock(&c->lock);
-        if (rc < 0) {
-            cube_log_error("pool refill failed", "template=%s err=\"%s\"", need->name, err.msg);
-            struct timespec dl;
-            clock_gettime(CLOCK_REALTIME, &dl);
-            dl.tv_sec += 2; /* back off before trying again: background only */
-            pthread_cond_timedwait(&c->refill, &c->lock, &dl);
-            continue;
-        }
-        if (c->stopping) {
-            pthread_mutex_unlock(&c->lock);
-            destroy_slot(c, s);
-            pthread_mutex_lock(&c->lock);
-            break;
-        }
-        s->next = c->slots;
-        c->slots = s;
-        pthread_cond_signal(&c->slot_ready); /* a create waiting for the pool takes it */
-    }
-    pthread_mutex_unlock(&c->lock);
-    if (lock_fd >= 0) close(lock_fd);
-    return NULL;
-}
-
-static void send_heartbeat(cubelet *c)
-{
-    Cube__NodeInfo ni = CUBE__NODE_INFO__INIT;
-    ni.node_id = (char *)c->cfg.node_id;
-    ni.address = (char *)c->cfg.listen;
-    ni.proxy_address = (char *)(c->cfg.proxy_address ? c->cfg.proxy_address : "");
-    ni.backend = "ns";
-    size_t nt = 0;
-    for (cl_template *t = c->templates; t; t = t->next) nt += !__atomic_load_n(&t->gone, __ATOMIC_ACQUIRE);
-    char **names = calloc(nt ? nt : 1, sizeof(char *));
-    Cube__NodeInfo__PoolReadyEntry *entries = calloc(nt ? nt : 1, sizeof(*entries));
-    Cube__NodeInfo__PoolReadyEntry **eptrs = calloc(nt ? nt : 1, sizeof(*eptrs));
-    Cube__NodeInfo__PoolTargetEntry *targets = calloc(nt ? nt : 1, sizeof(*targets));
-    Cube__NodeInfo__PoolTargetEntry **tptrs = calloc(nt ? nt : 1, sizeof(*tptrs));
-    if (!names || !entries || !eptrs || !targets || !tptrs) goto out;
-    pthread_mutex_lock(&c->lock);
-    size_t i = 0;
-    for (cl_template *t = c->templates; t && i < nt; t = t->next) {
-        if (__atomic_load_n(&t->gone, __ATOMIC_ACQUIRE)) continue;
-        names[i] = t->name;
-        cube__node_info__pool_ready_entry__init(&entries[i]);
-        entries[i].key = t->name;
-        eptrs[i] = &entries[i];
-        cube__node_info__pool_target_entry__init(&targets[i]);
-        targets[i].key = t->name;
-        targets[i].value = (uint32_t)pool_target(c, t);
-        tptrs[i] = &targets[i];
-        for (cl_slot *s = c->slots; s; s = s->next) {
-            if (s->tpl == t && s->state == SLOT_READY) entries[i].value++;
-            if (s->tpl == t && s->state >= SLOT_CLAIMED) ni.running++;
-        }
-        i++;
-    }
-    pthread_mutex_unlock(&c->lock);
-    cube_metric_clear("cube_pool_ready{");
-    for (size_t k = 0; k < i; k++) {
-        char name[160];
-        snprintf(name, sizeof(name), "cube_pool_ready{template=\"%s\"}", entries[k].key);
-        cube_metric_set(name, "Ready sandboxes in the pool, by template", entries[k].value);
-    }
-    cube_metric_set("cube_node_sandboxes", "Sandboxes handed out on this node", ni.running);
-    ni.n_templates = nt;
-    ni.templates = names;
-    ni.n_pool_ready = nt;
-    ni.pool_ready = eptrs;
-    ni.n_pool_target = i;
-    ni.pool_target = tptrs;
-    ni.draining = __atomic_load_n(&c->draining, __ATOMIC_ACQUIRE);
-    for (int m = 0; m < c->masters.n; m++) { /* every master learns the node itself: no shared node table */
-        ProtobufCMessage *resp = NULL;
-        cube_err err = {0};
-        cube_rpc_call_opts o = {.timeout_ms = 2000};
-        if (cube_rpc_call(c->masters.c[m], "/cube.Master/Heartbeat", &ni.base,
-                          &cube__register_node_response__descriptor, &resp, &o, &err) == 0)
-            protobuf_c_message_free_unpacked(resp, NULL);
-        else
-            cube_log_debug("heartbeat failed", "master=%d err=\"%s\"", m, err.msg);
-    }
-out:
-    free(names);
-    free(entries);
-    free(eptrs);
-    free(targets);
-    free(tptrs);
-}
-
-/* A template whose current/ link was removed (cubemastercli tpl delete) takes no new sandboxes, and its ready
- * pool goes: those sandboxes sit on files about to be deleted. */
-static void drop_deleted_templates(cubelet *c)
-{
-    for (cl_template *t = __atomic_load_n(&c->templates, __ATOMIC_ACQUIRE); t; t = t->next) {
-        if (__atomic_load_n(&t->gone, __ATOMIC_ACQUIRE)) continue;
-        char cur[4400];
-        snprintf(cur, sizeof(cur), "%s/templates/%s/current", c->cfg.data_dir, t->name);
-        if (access(cur, F_OK) == 0) continue;
-        __atomic_store_n(&t->gone, 1, __ATOMIC_RELEASE);
-        cube_log_info("template removed", "template=%s", t->name);
-        cl_slot *drop = NULL;
-        pthread_mutex_lock(&c->lock);
-        for (cl_slot **pp = &c->slots; *pp;) {
-            if ((*pp)->tpl == t && (*pp)->state == SLOT_READY) {
-                cl_slot *s = *pp;
-                *pp = s->next;
-                s->next = drop;
-                drop = s;
-            } else {
-                pp = &(*pp)->next;
-            }
-        }
-        pthread_cond_broadcast(&c->slot_ready); /* creates waiting for its pool get their answer now */
-        pthread_mutex_unlock(&c->lock);
-        while (drop) {
-            cl_slot *n = drop->next;
-            destroy_slot(c, drop);
-            drop = n;
-        }
-    }
-}
-
-static void *heartbeat_loop(void *arg)
-{
-    cubelet *c = arg;
-    pthread_mutex_lock(&c->lock);
-    while (!c->stopping) {
-        pthread_mutex_unlock(&c->lock);
-        cube_err err = {0};
-        drop_deleted_templates(c);
-        if (load_templates(c, &err) < 0) cube_log_warn("template scan failed", "err=\"%s\"", err.msg);
-        pthread_cond_signal(&c->refill); /* a new template wants its pool */
-        send_heartbeat(c);
-        pthread_mutex_lock(&c->lock);
-        struct timespec dl;
-        clock_gettime(CLOCK_REALTIME, &dl);
-        dl.tv_sec += 1;
-        if (!c->stopping) pthread_cond_timedwait(&c->tick, &c->lock, &dl);
-    }
-    pthread_mutex_unlock(&c->lock);
-    return NULL;
-}
-
 void cubelet_start(cubelet *c)
 {
-    pthread_create(&c->refill_thread, NULL, refill_loop, c);
-    pthread_create(&c->heartbeat_thread, NULL, heartbeat_loop, c);
+    pthread_create(&c->refill_thread, NULL, cl_refill_loop, c);
+    pthread_create(&c->heartbeat_thread, NULL, cl_heartbeat_loop, c);
     pthread_create(&c->reaper_thread, NULL, reaper_loop, c);
 }
 
@@ -1234,7 +1007,7 @@ void cubelet_stop(cubelet *c)
     pthread_mutex_unlock(&c->lock);
     while (all) {
         cl_slot *next = all->next;
-        destroy_slot(c, all);
+        cl_destroy_slot(c, all);
         all = next;
     }
     cube_rpc_failover_free(&c->masters);

@@ -1,0 +1,134 @@
+/* The node's heartbeat to every master (its pools, its sandboxes, its address), and the templates it picks up
+ * or drops between two heartbeats. */
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "cubelet_internal.h"
+#include "log.h"
+#include "master.pb-c.h"
+#include "metrics.h"
+#include "timeutil.h"
+
+static void send_heartbeat(cubelet *c)
+{
+    Cube__NodeInfo ni = CUBE__NODE_INFO__INIT;
+    ni.node_id = (char *)c->cfg.node_id;
+    ni.address = (char *)c->cfg.listen;
+    ni.proxy_address = (char *)(c->cfg.proxy_address ? c->cfg.proxy_address : "");
+    ni.backend = "ns";
+    size_t nt = 0;
+    for (cl_template *t = c->templates; t; t = t->next) nt += !__atomic_load_n(&t->gone, __ATOMIC_ACQUIRE);
+    char **names = calloc(nt ? nt : 1, sizeof(char *));
+    Cube__NodeInfo__PoolReadyEntry *entries = calloc(nt ? nt : 1, sizeof(*entries));
+    Cube__NodeInfo__PoolReadyEntry **eptrs = calloc(nt ? nt : 1, sizeof(*eptrs));
+    Cube__NodeInfo__PoolTargetEntry *targets = calloc(nt ? nt : 1, sizeof(*targets));
+    Cube__NodeInfo__PoolTargetEntry **tptrs = calloc(nt ? nt : 1, sizeof(*tptrs));
+    if (!names || !entries || !eptrs || !targets || !tptrs) goto out;
+    pthread_mutex_lock(&c->lock);
+    size_t i = 0;
+    for (cl_template *t = c->templates; t && i < nt; t = t->next) {
+        if (__atomic_load_n(&t->gone, __ATOMIC_ACQUIRE)) continue;
+        names[i] = t->name;
+        cube__node_info__pool_ready_entry__init(&entries[i]);
+        entries[i].key = t->name;
+        eptrs[i] = &entries[i];
+        cube__node_info__pool_target_entry__init(&targets[i]);
+        targets[i].key = t->name;
+        targets[i].value = (uint32_t)cl_pool_target(c, t);
+        tptrs[i] = &targets[i];
+        for (cl_slot *s = c->slots; s; s = s->next) {
+            if (s->tpl == t && s->state == SLOT_READY) entries[i].value++;
+            if (s->tpl == t && s->state >= SLOT_CLAIMED) ni.running++;
+        }
+        i++;
+    }
+    pthread_mutex_unlock(&c->lock);
+    cube_metric_clear("cube_pool_ready{");
+    for (size_t k = 0; k < i; k++) {
+        char name[160];
+        snprintf(name, sizeof(name), "cube_pool_ready{template=\"%s\"}", entries[k].key);
+        cube_metric_set(name, "Ready sandboxes in the pool, by template", entries[k].value);
+    }
+    cube_metric_set("cube_node_sandboxes", "Sandboxes handed out on this node", ni.running);
+    ni.n_templates = nt;
+    ni.templates = names;
+    ni.n_pool_ready = nt;
+    ni.pool_ready = eptrs;
+    ni.n_pool_target = i;
+    ni.pool_target = tptrs;
+    ni.draining = __atomic_load_n(&c->draining, __ATOMIC_ACQUIRE);
+    for (int m = 0; m < c->masters.n; m++) { /* every master learns the node itself: no shared node table */
+        ProtobufCMessage *resp = NULL;
+        cube_err err = {0};
+        cube_rpc_call_opts o = {.timeout_ms = 2000};
+        if (cube_rpc_call(c->masters.c[m], "/cube.Master/Heartbeat", &ni.base,
+                          &cube__register_node_response__descriptor, &resp, &o, &err) == 0)
+            protobuf_c_message_free_unpacked(resp, NULL);
+        else
+            cube_log_debug("heartbeat failed", "master=%d err=\"%s\"", m, err.msg);
+    }
+out:
+    free(names);
+    free(entries);
+    free(eptrs);
+    free(targets);
+    free(tptrs);
+}
+
+/* A template whose current/ link was removed (cubemastercli tpl delete) takes no new sandboxes, and its ready
+ * pool goes: those sandboxes sit on files about to be deleted. */
+static void drop_deleted_templates(cubelet *c)
+{
+    for (cl_template *t = __atomic_load_n(&c->templates, __ATOMIC_ACQUIRE); t; t = t->next) {
+        if (__atomic_load_n(&t->gone, __ATOMIC_ACQUIRE)) continue;
+        char cur[4400];
+        snprintf(cur, sizeof(cur), "%s/templates/%s/current", c->cfg.data_dir, t->name);
+        if (access(cur, F_OK) == 0) continue;
+        __atomic_store_n(&t->gone, 1, __ATOMIC_RELEASE);
+        cube_log_info("template removed", "template=%s", t->name);
+        cl_slot *drop = NULL;
+        pthread_mutex_lock(&c->lock);
+        for (cl_slot **pp = &c->slots; *pp;) {
+            if ((*pp)->tpl == t && (*pp)->state == SLOT_READY) {
+                cl_slot *s = *pp;
+                *pp = s->next;
+                s->next = drop;
+                drop = s;
+            } else {
+                pp = &(*pp)->next;
+            }
+        }
+        pthread_cond_broadcast(&c->slot_ready); /* creates waiting for its pool get their answer now */
+        pthread_mutex_unlock(&c->lock);
+        while (drop) {
+            cl_slot *n = drop->next;
+            cl_destroy_slot(c, drop);
+            drop = n;
+        }
+    }
+}
+
+void *cl_heartbeat_loop(void *arg)
+{
+    cubelet *c = arg;
+    pthread_mutex_lock(&c->lock);
+    while (!c->stopping) {
+        pthread_mutex_unlock(&c->lock);
+        cube_err err = {0};
+        drop_deleted_templates(c);
+        if (cl_load_templates(c, &err) < 0) cube_log_warn("template scan failed", "err=\"%s\"", err.msg);
+        pthread_cond_signal(&c->refill); /* a new template wants its pool */
+        send_heartbeat(c);
+        pthread_mutex_lock(&c->lock);
+        struct timespec dl;
+        clock_gettime(CLOCK_REALTIME, &dl);
+        dl.tv_sec += 1;
+        if (!c->stopping) pthread_cond_timedwait(&c->tick, &c->lock, &dl);
+    }
+    pthread_mutex_unlock(&c->lock);
+    return NULL;
+}

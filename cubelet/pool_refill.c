@@ -1,0 +1,119 @@
+/* Pools of ready sandboxes kept at their targets (see cubelet.h): the refill thread. */
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "cubelet_internal.h"
+#include "log.h"
+#include "pool_sched.h"
+#include "timeutil.h"
+
+/* Whether the node has memory to lend to idle sandboxes beyond the configured pools: MemAvailable above
+ * POOL_MEM_FLOOR_MB (read at most once a second; the refill thread and heartbeats ask). */
+#define POOL_MEM_FLOOR_MB 1024
+static bool pool_may_grow(void)
+{
+    static int64_t checked_ms;
+    static bool ok = true;
+    int64_t now = cube_now_mono_ms();
+    if (now - __atomic_load_n(&checked_ms, __ATOMIC_RELAXED) < 1000)
+        return __atomic_load_n(&ok, __ATOMIC_RELAXED);
+    __atomic_store_n(&checked_ms, now, __ATOMIC_RELAXED);
+    FILE *f = fopen("/proc/meminfo", "re");
+    char line[128];
+    long long kb = -1;
+    while (f && fgets(line, sizeof(line), f))
+        if (sscanf(line, "MemAvailable: %lld kB", &kb) == 1) break;
+    if (f) fclose(f);
+    bool v = kb < 0 || kb / 1024 > POOL_MEM_FLOOR_MB;
+    __atomic_store_n(&ok, v, __ATOMIC_RELAXED);
+    return v;
+}
+
+/* With the lock: how many ready sandboxes t's pool should hold now (pool_demand.h): it follows demand while
+ * the node has memory to spare, else keeps the configured size. */
+int cl_pool_target(cubelet *c, cl_template *t)
+{
+    int max = c->cfg.pool_max > t->pool ? c->cfg.pool_max : t->pool;
+    if (!pool_may_grow()) max = t->pool;
+    return pool_demand_target(&t->demand, cube_now_mono_ms(), t->pool, max);
+}
+
+/* Keeps each template's pool at its target (cl_pool_target); sleeps until a claim or a loss wakes it, and
+ * while a pool is above its configured size, looks again every second to let it shrink when demand goes. */
+void *cl_refill_loop(void *arg)
+{
+    cubelet *c = arg;
+    /* Refills run at low priority, so that a burst of creates is not slowed by the sandboxes
+     * being made to replace them (on a 2-core node one start costs tens of ms of CPU); see pool_sched.h. */
+    cl_sched_background();
+    int lock_fd = cl_pool_lock_open(CL_POOL_LOCK);
+    pthread_mutex_lock(&c->lock);
+    while (!c->stopping) {
+        cl_template *need = NULL;
+        cl_slot *extra = NULL;
+        bool raised = false;
+        for (cl_template *t = c->templates; t && !need && !extra; t = t->next) {
+            if (__atomic_load_n(&t->gone, __ATOMIC_ACQUIRE)) continue;
+            int ready = 0, target = cl_pool_target(c, t);
+            cl_slot *idle = NULL;
+            for (cl_slot *s = c->slots; s; s = s->next)
+                if (s->tpl == t && (s->state == SLOT_READY || s->state == SLOT_STARTING)) {
+                    ready++;
+                    if (s->state == SLOT_READY) idle = s;
+                }
+            raised = raised || target > t->pool || ready > t->pool;
+            if (ready < target)
+                need = t;
+            else if (ready > target && idle)
+                extra = idle; /* demand went: one idle sandbox at a time goes */
+        }
+        if (extra) {
+            cl_unlink_slot(c, extra);
+            pthread_mutex_unlock(&c->lock);
+            cl_destroy_slot(c, extra);
+            pthread_mutex_lock(&c->lock);
+            continue;
+        }
+        if (!need) {
+            if (raised) {
+                struct timespec dl;
+                clock_gettime(CLOCK_REALTIME, &dl);
+                dl.tv_sec += 1; /* background only: a raised pool is looked at again to shrink */
+                pthread_cond_timedwait(&c->refill, &c->lock, &dl);
+            } else {
+                pthread_cond_wait(&c->refill, &c->lock);
+            }
+            continue;
+        }
+        pthread_mutex_unlock(&c->lock);
+        cl_slot *s = NULL;
+        cube_err err = {0};
+        cl_pool_lock(lock_fd, 1);
+        int rc = cl_spawn_slot(c, need, NULL, &s, &err);
+        cl_pool_lock(lock_fd, 0);
+        pthread_mutex_lock(&c->lock);
+        if (rc < 0) {
+            cube_log_error("pool refill failed", "template=%s err=\"%s\"", need->name, err.msg);
+            struct timespec dl;
+            clock_gettime(CLOCK_REALTIME, &dl);
+            dl.tv_sec += 2; /* back off before trying again: background only */
+            pthread_cond_timedwait(&c->refill, &c->lock, &dl);
+            continue;
+        }
+        if (c->stopping) {
+            pthread_mutex_unlock(&c->lock);
+            cl_destroy_slot(c, s);
+            pthread_mutex_lock(&c->lock);
+            break;
+        }
+        s->next = c->slots;
+        c->slots = s;
+        pthread_cond_signal(&c->slot_ready); /* a create waiting for the pool takes it */
+    }
+    pthread_mutex_unlock(&c->lock);
+    if (lock_fd >= 0) close(lock_fd);
+    return NULL;
+}
