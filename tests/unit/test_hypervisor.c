@@ -3,6 +3,7 @@
  * host's binaries and talks to cube-agent inside through the sandbox's network namespace. Needs root. */
 #include <arpa/inet.h>
 #include <cjson/cJSON.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -425,6 +426,45 @@ START_TEST(pause_freezes_and_resume_continues)
 }
 END_TEST
 
+/* Context switches of every thread of pid so far (voluntary and not). */
+static long ctx_switches(pid_t pid)
+{
+    char path[64];
+    snprintf(path, sizeof(path), "/proc/%d/task", pid);
+    DIR *d = opendir(path);
+    ck_assert_ptr_nonnull(d);
+    long total = 0;
+    for (struct dirent *de; (de = readdir(d));) {
+        if (de->d_name[0] == '.') continue;
+        char st[128], line[256];
+        snprintf(st, sizeof(st), "/proc/%d/task/%s/status", pid, de->d_name);
+        FILE *f = fopen(st, "re");
+        long v;
+        while (f && fgets(line, sizeof(line), f))
+            if (sscanf(line, "voluntary_ctxt_switches: %ld", &v) == 1 ||
+                sscanf(line, "nonvoluntary_ctxt_switches: %ld", &v) == 1)
+                total += v;
+        if (f) fclose(f);
+    }
+    closedir(d);
+    return total;
+}
+
+START_TEST(an_idle_sandbox_costs_no_cpu)
+{
+    /* a pooled sandbox waits for its claim: neither its hypervisor nor its agent wakes meanwhile (gRPC's
+     * timers woke each hypervisor twice a second) */
+    sandbox a;
+    sb_start(&a, "idle-a", NULL);
+    nanosleep(&(struct timespec){0, 300 * 1000000}, NULL); /* the start's last steps settle */
+    long hv0 = ctx_switches(a.hv), agent0 = ctx_switches(a.init);
+    nanosleep(&(struct timespec){3, 0}, NULL);
+    long hv = ctx_switches(a.hv) - hv0, agent = ctx_switches(a.init) - agent0;
+    ck_assert_msg(hv <= 1 && agent <= 1, "idle for 3 s: hypervisor woke %ld times, agent %ld", hv, agent);
+    sb_stop(&a);
+}
+END_TEST
+
 START_TEST(stats_report_usage)
 {
     sandbox a;
@@ -795,6 +835,7 @@ int main(void)
     tcase_add_test(tc, fork_and_memory_bombs_stay_inside);
     tcase_add_test(tc, pause_freezes_and_resume_continues);
     tcase_add_test(tc, stats_report_usage);
+    tcase_add_test(tc, an_idle_sandbox_costs_no_cpu);
     tcase_add_test(tc, forgetting_a_disk_stops_that_disk_only);
     tcase_add_test(tc, snapshot_then_fork_diverges);
     tcase_add_test(tc, sigkill_of_the_hypervisor_leaves_nothing);
