@@ -45,7 +45,8 @@ struct proc {
     int out_fd, err_fd, pty_fd, stdin_fd;
     int exit_efd;
     int wstatus, exited;
-    int refs; /* atomic: table entry, reaper, reader thread, each stream */
+    int group_killed; /* atomic: SIGKILL went to its whole group (nothing of it can fork after that) */
+    int refs;         /* atomic: table entry, reaper, reader thread, each stream */
     proc_sub *subs;
     pthread_mutex_t lock;
     pthread_cond_t cond;
@@ -59,6 +60,7 @@ struct proc {
 
 typedef struct ended_group {
     pid_t pgid;
+    bool killed; /* SIGKILL went to the group already: what is left of it is dying */
     char tag[64];
 } ended_group;
 
@@ -260,6 +262,7 @@ static void *reader(void *arg)
     }
     ended_group *g = &t->ended[t->ended_next++ % ENDED_GROUPS];
     g->pgid = p->pid;
+    g->killed = __atomic_load_n(&p->group_killed, __ATOMIC_ACQUIRE);
     snprintf(g->tag, sizeof(g->tag), "%s", p->tag ? p->tag : "");
     pthread_mutex_unlock(&t->lock);
     pthread_mutex_lock(&p->lock);
@@ -609,15 +612,22 @@ static bool group_runs(pid_t pgid)
 static int signal_ended_group(proc_table *t, const proc_selector *sel, int sig)
 {
     pid_t pgid = 0;
+    bool killed = false;
     pthread_mutex_lock(&t->lock);
     for (unsigned i = 0; i < ENDED_GROUPS && !pgid; i++) {
-        const ended_group *g = &t->ended[(t->ended_next - 1 - i) % ENDED_GROUPS];
-        if (g->pgid && (sel->pid ? (uint32_t)g->pgid == sel->pid : sel->tag && strcmp(g->tag, sel->tag) == 0))
+        ended_group *g = &t->ended[(t->ended_next - 1 - i) % ENDED_GROUPS];
+        if (g->pgid &&
+            (sel->pid ? (uint32_t)g->pgid == sel->pid : sel->tag && strcmp(g->tag, sel->tag) == 0)) {
             pgid = g->pgid;
+            killed = g->killed;
+            if (sig == SIGKILL) g->killed = true;
+        }
     }
     pthread_mutex_unlock(&t->lock);
     if (!pgid) return -1;
-    bool runs = group_runs(pgid);
+    /* a group SIGKILLed before: its members are on their way out (a kill reaches every member at once, and
+     * none can fork after it), so nothing is left to kill, whatever a scan still sees exiting */
+    bool runs = !killed && group_runs(pgid);
     return kill(-pgid, sig) == 0 && runs ? 0 : -1;
 }
 
@@ -631,8 +641,11 @@ int proc_signal(proc_table *t, const proc_selector *sel, int sig, cube_err *err)
     if (!p) return -1;
     /* the whole process group: `bash -c` children must not outlive a kill */
     int rc = 0;
-    if (kill(-p->pid, sig) < 0 && kill(p->pid, sig) < 0)
+    if (kill(-p->pid, sig) == 0) {
+        if (sig == SIGKILL) __atomic_store_n(&p->group_killed, 1, __ATOMIC_RELEASE);
+    } else if (kill(p->pid, sig) < 0) {
         rc = cube_err_sys(err, errno, "signal process %d", p->pid);
+    }
     proc_unref(p);
     return rc;
 }
