@@ -583,10 +583,10 @@ static int create_sandbox(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *
         return cube_err_set(err, ENOENT, "template '%s' not found", req->template_id ? req->template_id : "");
     pthread_mutex_lock(&c->lock);
     pool_demand_note(&((cl_template *)tpl)->demand, cube_now_mono_ms()); /* the pool follows creates */
-    /* A pooled sandbox if there is one; else a cold start of our own, but no more of them at once than the
-     * node has CPUs: on a burst, starts sharing the CPUs all finish late together, while a create that waits
-     * here takes the first sandbox to become ready (a refill's or its own turn), so creates finish in the
-     * order they came and the average halves. */
+    /* A pooled sandbox if there is one; else a cold start of our own, but no more of them at once than
+     * COLD_PER_CPU per CPU: on a burst, starts sharing the CPUs all finish late together, while a create that
+     * waits here takes the first sandbox to become ready (a refill's, or its own turn to start one), so
+     * creates finish in about the order they came. */
     cl_slot *s = NULL;
     int from_pool = 0;
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
@@ -636,7 +636,7 @@ static int create_sandbox(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *
         int rc = cl_spawn_slot(c, tpl, NULL, &s, err);
         pthread_mutex_lock(&c->lock);
         c->cold_running--;
-        pthread_cond_signal(&c->slot_ready); /* a waiting create may start its own now */
+        pthread_cond_broadcast(&c->slot_ready); /* a waiting create may start its own now */
         if (rc < 0) {
             pthread_mutex_unlock(&c->lock);
             return -1;

@@ -111,7 +111,8 @@ void *cl_refill_loop(void *arg)
         }
         s->next = c->slots;
         c->slots = s;
-        pthread_cond_signal(&c->slot_ready); /* a create waiting for the pool takes it */
+        /* a create waiting for this template's pool takes it (all wake: waiters may want other templates) */
+        pthread_cond_broadcast(&c->slot_ready);
     }
     pthread_mutex_unlock(&c->lock);
     if (lock_fd >= 0) close(lock_fd);
