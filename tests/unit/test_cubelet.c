@@ -1,0 +1,235 @@
+/* cubelet's core against a fake cube-hypervisor (tests/helpers/fake_hypervisor.c), through its RPC methods as
+ * a master calls them: the pool fills, a create claims from it, creates that find it empty start their own
+ * (several at once), a kill stops the hypervisor, pause and resume reach it, a hypervisor that cannot start
+ * gives the create its reason. */
+#include <dirent.h>
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "common.pb-c.h"
+#include "cubelet.h"
+#include "cubelet.pb-c.h"
+#include "fsutil.h"
+#include "testutil.h"
+
+static char *dir;
+static char log_path[300], sock[300];
+static cubelet c;
+static cube_rpc_server *srv;
+static cube_rpc_client *client;
+
+static void write_text(const char *path, const char *text)
+{
+    FILE *f = fopen(path, "we");
+    ck_assert_ptr_nonnull(f);
+    fputs(text, f);
+    fclose(f);
+}
+
+static void template(const char *name, const char *config)
+{
+    char p[600];
+    snprintf(p, sizeof(p), "%s/templates/%s/current/rootfs", dir, name);
+    char cmd[700];
+    snprintf(cmd, sizeof(cmd), "mkdir -p '%s'", p);
+    ck_assert_int_eq(system(cmd), 0);
+    snprintf(p, sizeof(p), "%s/templates/%s/current/config.json", dir, name);
+    write_text(p, config);
+}
+
+/* Lines of the fake's log that start with what. */
+static int count(const char *what)
+{
+    FILE *f = fopen(log_path, "re");
+    char line[256];
+    int n = 0;
+    while (f && fgets(line, sizeof(line), f))
+        if (strncmp(line, what, strlen(what)) == 0 && line[strlen(what)] == ' ') n++;
+    if (f) fclose(f);
+    return n;
+}
+
+static void wait_count(const char *what, int at_least)
+{
+    for (int i = 0; i < 200 && count(what) < at_least; i++) nanosleep(&(struct timespec){0, 50000000}, NULL);
+    ck_assert_msg(count(what) >= at_least, "%d '%s' calls, expected %d", count(what), what, at_least);
+}
+
+static void setup(void)
+{
+    dir = cube_test_tmpdir();
+    snprintf(log_path, sizeof(log_path), "%s/hv.log", dir);
+    setenv("FAKE_HV_LOG", log_path, 1);
+    template("pooled", "{\"pool\":2}");
+    template("cold", "{\"pool\":0}");
+    template("broken", "{\"pool\":0,\"rootfs\":\"/nonexistent/broken\"}");
+    static char hv[600], master[400]; /* the cubelet keeps these */
+    snprintf(hv, sizeof(hv), "%s/fake_hypervisor", getenv("CUBE_TEST_BIN_DIR"));
+    snprintf(master, sizeof(master), "unix:%s/no-master.sock", dir);
+    cubelet_config cfg = {.data_dir = dir,
+                          .node_id = "n1",
+                          .master = master,
+                          .hypervisor_bin = hv,
+                          .agent_bin = "/bin/true",
+                          .pool_size = 2,
+                          .pool_max = 2,
+                          .disk_mb = 16};
+    cube_err err = {0};
+    ck_assert_msg(cubelet_init(&c, &cfg, &err) == 0, "%s", err.msg);
+    cubelet_start(&c);
+    snprintf(sock, sizeof(sock), "unix:%s/cubelet.sock", dir);
+    srv = cube_rpc_server_start(sock, cubelet_methods, &c, 16, &err);
+    ck_assert_msg(srv != NULL, "%s", err.msg);
+    client = cube_rpc_client_new(sock, &err);
+    ck_assert_ptr_nonnull(client);
+}
+
+static void teardown(void)
+{
+    cube_rpc_client_free(client);
+    cube_rpc_server_stop(srv);
+    cubelet_stop(&c);
+    cube_rm_rf(dir);
+    free(dir);
+}
+
+/* CreateSandbox; 0 with *from_pool, or -1 with err. */
+static int create(const char *sandbox, const char *tpl, bool *from_pool, cube_err *err)
+{
+    Cube__NodeCreateRequest req = CUBE__NODE_CREATE_REQUEST__INIT;
+    req.sandbox_id = (char *)sandbox;
+    req.template_id = (char *)tpl;
+    ProtobufCMessage *resp = NULL;
+    cube_rpc_call_opts o = {.timeout_ms = 20000};
+    if (cube_rpc_call(client, "/cube.Cubelet/CreateSandbox", &req.base, &cube__node_sandbox__descriptor,
+                      &resp, &o, err) < 0)
+        return -1;
+    Cube__NodeSandbox *sb = (Cube__NodeSandbox *)resp;
+    if (from_pool) *from_pool = sb->from_pool;
+    ck_assert_ptr_nonnull(strstr(sb->agent_address, "netns:/proc/"));
+    protobuf_c_message_free_unpacked(resp, NULL);
+    return 0;
+}
+
+static int by_ref(const char *method, const char *sandbox, const ProtobufCMessageDescriptor *rd,
+                  cube_err *err)
+{
+    Cube__NodeSandboxRef ref = CUBE__NODE_SANDBOX_REF__INIT;
+    ref.sandbox_id = (char *)sandbox;
+    ProtobufCMessage *resp = NULL;
+    cube_rpc_call_opts o = {.timeout_ms = 20000};
+    int rc = cube_rpc_call(client, method, &ref.base, rd, &resp, &o, err);
+    if (resp) protobuf_c_message_free_unpacked(resp, NULL);
+    return rc;
+}
+
+START_TEST(pool_claims_kills_pauses)
+{
+    wait_count("Start", 2); /* the pooled template's two */
+    cube_err err = {0};
+    bool pooled = false;
+    ck_assert_msg(create("sb-1", "pooled", &pooled, &err) == 0, "%s", err.msg);
+    ck_assert(pooled);
+    /* the pool refills behind the claim */
+    wait_count("Start", 3);
+    ck_assert_msg(by_ref("/cube.Cubelet/PauseSandbox", "sb-1", &cube__empty__descriptor, &err) == 0, "%s",
+                  err.msg);
+    ck_assert_int_eq(count("Pause"), 1);
+    ck_assert_msg(by_ref("/cube.Cubelet/ResumeSandbox", "sb-1", &cube__node_sandbox__descriptor, &err) == 0,
+                  "%s", err.msg);
+    ck_assert_int_eq(count("Resume"), 1);
+    int stops = count("Stop");
+    ck_assert_msg(by_ref("/cube.Cubelet/KillSandbox", "sb-1", &cube__empty__descriptor, &err) == 0, "%s",
+                  err.msg);
+    wait_count("Stop", stops + 1);
+    wait_count("Exit", 1);
+    /* gone: a second kill and a pause say so */
+    ck_assert_int_eq(by_ref("/cube.Cubelet/PauseSandbox", "sb-1", &cube__empty__descriptor, &err), -1);
+    ck_assert_int_eq(err.code, ENOENT);
+}
+END_TEST
+
+typedef struct cold_create {
+    char id[32];
+    int rc;
+    bool pooled;
+    cube_err err;
+} cold_create;
+
+static void *run_create(void *arg)
+{
+    cold_create *cc = arg;
+    cc->rc = create(cc->id, "cold", &cc->pooled, &cc->err);
+    return NULL;
+}
+
+START_TEST(creates_without_a_pool_start_their_own)
+{
+    /* more at once than the node starts at once: each gets a sandbox of its own, none from a pool */
+    enum { N = 12 };
+    cold_create cc[N];
+    pthread_t th[N];
+    for (int i = 0; i < N; i++) {
+        cc[i] = (cold_create){0};
+        snprintf(cc[i].id, sizeof(cc[i].id), "cold-%d", i);
+        pthread_create(&th[i], NULL, run_create, &cc[i]);
+    }
+    for (int i = 0; i < N; i++) {
+        pthread_join(th[i], NULL);
+        ck_assert_msg(cc[i].rc == 0, "%s: %s", cc[i].id, cc[i].err.msg);
+        ck_assert(!cc[i].pooled);
+    }
+    Cube__Empty e = CUBE__EMPTY__INIT;
+    ProtobufCMessage *resp = NULL;
+    cube_err err = {0};
+    cube_rpc_call_opts o = {.timeout_ms = 5000};
+    ck_assert_int_eq(cube_rpc_call(client, "/cube.Cubelet/ListSandboxes", &e.base,
+                                   &cube__node_list_response__descriptor, &resp, &o, &err),
+                     0);
+    ck_assert_uint_eq(((Cube__NodeListResponse *)resp)->n_sandboxes, N);
+    protobuf_c_message_free_unpacked(resp, NULL);
+}
+END_TEST
+
+START_TEST(a_hypervisor_that_cannot_start_says_why)
+{
+    cube_err err = {0};
+    ck_assert_int_eq(create("sb-b", "broken", NULL, &err), -1);
+    ck_assert_msg(strstr(err.msg, "rootfs is broken"), "%s", err.msg);
+    ck_assert_int_eq(create("sb-x", "no-such-template", NULL, &err), -1);
+    ck_assert_int_eq(err.code, ENOENT);
+    /* nothing of the failed start is left: the only state directories are the pool's two */
+    wait_count("Start", 2);
+    char p[400];
+    snprintf(p, sizeof(p), "%s/sandboxes", dir);
+    DIR *d = opendir(p);
+    ck_assert_ptr_nonnull(d);
+    int n = 0;
+    for (struct dirent *de; (de = readdir(d));) n += de->d_name[0] != '.';
+    closedir(d);
+    ck_assert_int_eq(n, 2);
+}
+END_TEST
+
+int main(void)
+{
+    if (geteuid() != 0) {
+        printf("SKIP test_cubelet: the fake hypervisor's agent needs a network namespace (root)\n");
+        return 77;
+    }
+    Suite *s = suite_create("cubelet");
+    TCase *tc = tcase_create("with a fake hypervisor");
+    tcase_set_timeout(tc, 60);
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_add_test(tc, pool_claims_kills_pauses);
+    tcase_add_test(tc, creates_without_a_pool_start_their_own);
+    tcase_add_test(tc, a_hypervisor_that_cannot_start_says_why);
+    suite_add_tcase(s, tc);
+    return cube_run_suite(s);
+}
