@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "fsutil.h"
+#include "cgroup_tune.h"
 #include "log.h"
 #include "shim.h"
 #include "shim.pb-c.h"
@@ -121,6 +122,10 @@ static int do_start(const opts *o)
             dup2(null, 2);
         }
         signal(SIGPIPE, SIG_IGN);
+        const char *tuning = getenv("CUBE_CGROUP_TUNING");
+        cube_err terr = {0};
+        if ((!tuning || strcmp(tuning, "off") != 0) && cube_cgroup_favor_dynmods(&terr) < 0)
+            cube_log_warn("cgroups not tuned: each sandbox start waits ~10 ms more", "err=\"%s\"", terr.msg);
         const char *ttrpc = getenv("TTRPC_ADDRESS");
         char ttrpc_buf[PATH_MAX + 16];
         if (!ttrpc && o->address) {

@@ -89,7 +89,7 @@ static int run(cube_config *cfg, int argc, char **argv)
         fprintf(stderr, "cubelet: --cgroup-tuning must be on or off, got '%s'\n", tuning);
         return 2;
     }
-    if (strcmp(tuning, "on") == 0 && cl_cgroup_favor_dynmods(&err) < 0) {
+    if (strcmp(tuning, "on") == 0 && cube_cgroup_favor_dynmods(&err) < 0) {
         cube_log_warn("cgroups not tuned: each sandbox start waits ~10 ms more", "err=\"%s\"", err.msg);
         cube_err_clear(&err);
     }

@@ -83,11 +83,11 @@ START_TEST(cgroup_moves_favoured_keeping_the_mount_options)
     char before[2048], after[2048];
     ck_assert(cgroup2_options(before, sizeof(before)));
     cube_err err = {0};
-    ck_assert_msg(cl_cgroup_favor_dynmods(&err) == 0, "%s", err.msg);
+    ck_assert_msg(cube_cgroup_favor_dynmods(&err) == 0, "%s", err.msg);
     ck_assert(cgroup2_options(after, sizeof(after)));
     assert_only_favordynmods_added(before, after);
     /* again: nothing to do, nothing changes */
-    ck_assert_msg(cl_cgroup_favor_dynmods(&err) == 0, "%s", err.msg);
+    ck_assert_msg(cube_cgroup_favor_dynmods(&err) == 0, "%s", err.msg);
     ck_assert(cgroup2_options(before, sizeof(before)));
     ck_assert_str_eq(before, after);
 }

@@ -27,7 +27,7 @@ static int fsconfig_flag(int fd, const char *key)
     return (int)syscall(SYS_fsconfig, fd, FSCONFIG_SET_FLAG, key, NULL, 0);
 }
 
-int cl_cgroup_favor_dynmods(cube_err *err)
+int cube_cgroup_favor_dynmods(cube_err *err)
 {
     FILE *f = fopen("/proc/self/mounts", "re");
     if (!f) return cube_err_sys(err, errno, "read /proc/self/mounts");

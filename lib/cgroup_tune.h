@@ -4,16 +4,16 @@
  * option favordynmods (Linux 6.1) keeps that lock in the mode where a move costs ~0.1 ms, at a small cost to
  * fork and exit. The lock is global, so the option on the cgroup2 mount serves cgroup v1 moves too.
  *
- * cl_cgroup_favor_dynmods sets it on the node's cgroup2 mount, keeping the mount's other options; 0 when it
+ * cube_cgroup_favor_dynmods sets it on the node's cgroup2 mount, keeping the mount's other options; 0 when it
  * is set (or was already), -1 when it cannot be (no cgroup2 mount, an older kernel): sandboxes still start,
  * only slower, and the caller says so. */
-#ifndef CUBE_CL_CGROUP_TUNE_H
-#define CUBE_CL_CGROUP_TUNE_H
+#ifndef CUBE_CGROUP_TUNE_H
+#define CUBE_CGROUP_TUNE_H
 
 #include <stdbool.h>
 
 #include "err.h"
 
-int cl_cgroup_favor_dynmods(cube_err *err);
+int cube_cgroup_favor_dynmods(cube_err *err);
 
 #endif
