@@ -11,6 +11,7 @@
 #include <sys/ioctl.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -118,8 +119,7 @@ static int loop_bind(int fd, char *dev, size_t cap, cube_err *err)
     return rc;
 }
 
-int hv_disk_attach(const char *template_img, const char *scratch, const char *mountpoint, uid_t uid,
-                   cube_err *err)
+int hv_disk_prepare(const char *template_img, const char *scratch, cube_err *err)
 {
     int in = open(template_img, O_RDONLY | O_CLOEXEC);
     if (in < 0) return cube_err_sys(err, errno, "open disk template %s", template_img);
@@ -137,14 +137,37 @@ int hv_disk_attach(const char *template_img, const char *scratch, const char *mo
     unlink(scratch);
     close(out);
     if (lfd < 0) return -1;
-    rc = mount(dev, mountpoint, "ext4", MS_NOSUID | MS_NODEV, "discard");
-    int e = errno;
+    /* a detached mount: it belongs to no namespace until placed, and goes (with the device) if never placed
+     */
+    int mfd = -1, fs = (int)syscall(SYS_fsopen, "ext4", FSOPEN_CLOEXEC);
+    if (fs < 0 || syscall(SYS_fsconfig, fs, FSCONFIG_SET_STRING, "source", dev, 0) < 0 ||
+        syscall(SYS_fsconfig, fs, FSCONFIG_SET_FLAG, "discard", NULL, 0) < 0 ||
+        syscall(SYS_fsconfig, fs, FSCONFIG_CMD_CREATE, NULL, NULL, 0) < 0 ||
+        (mfd = (int)syscall(SYS_fsmount, fs, FSMOUNT_CLOEXEC, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV)) < 0)
+        cube_err_sys(err, errno, "mount %s (a copy of %s)", dev, template_img);
+    if (fs >= 0) close(fs);
     close(lfd); /* the mount holds the device now (or, failed, nothing does: it clears) */
-    if (rc < 0) return cube_err_sys(err, e, "mount %s (a copy of %s) at %s", dev, template_img, mountpoint);
+    return mfd;
+}
+
+int hv_disk_place(int mount_fd, const char *mountpoint, uid_t uid, cube_err *err)
+{
+    if (syscall(SYS_move_mount, mount_fd, "", AT_FDCWD, mountpoint, MOVE_MOUNT_F_EMPTY_PATH) < 0)
+        return cube_err_sys(err, errno, "place the sandbox disk at %s", mountpoint);
     if (chown(mountpoint, uid, uid) < 0 || chmod(mountpoint, 0755) < 0) {
-        e = errno;
+        int e = errno;
         umount2(mountpoint, MNT_DETACH);
         return cube_err_sys(err, e, "own %s", mountpoint);
     }
     return 0;
+}
+
+int hv_disk_attach(const char *template_img, const char *scratch, const char *mountpoint, uid_t uid,
+                   cube_err *err)
+{
+    int mfd = hv_disk_prepare(template_img, scratch, err);
+    if (mfd < 0) return -1;
+    int rc = hv_disk_place(mfd, mountpoint, uid, err);
+    close(mfd);
+    return rc;
 }

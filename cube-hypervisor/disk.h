@@ -24,4 +24,10 @@ int hv_disk_template(const char *dir, uint64_t size_mb, char *out, size_t cap, c
 int hv_disk_attach(const char *template_img, const char *scratch, const char *mountpoint, uid_t uid,
                    cube_err *err);
 
+/* The same in two steps, so that the first can happen ahead of a create (cubelet keeps a few for cold
+ * starts): prepare returns a detached mount of a fresh copy (an fd: closed unplaced, the mount, the device
+ * and the copy go), place attaches it at mountpoint. */
+int hv_disk_prepare(const char *template_img, const char *scratch, cube_err *err);
+int hv_disk_place(int mount_fd, const char *mountpoint, uid_t uid, cube_err *err);
+
 #endif

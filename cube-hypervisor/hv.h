@@ -41,6 +41,8 @@ typedef struct hv_spec {
     /* ns backend: an empty ext4 image of disk_mb (hv_disk_template) the writable layer is a copy of; NULL: a
      * tmpfs */
     const char *disk_template;
+    int disk_fd; /* ns backend: a disk prepared ahead (hv_disk_prepare, a descriptor > 2) placed instead of a
+                  * copy of disk_template; 0 or -1: none */
     /* ns backend: an lxcfs mount; the sandbox's /proc/meminfo, cpuinfo, stat, uptime, loadavg, diskstats and
      * swaps come from it (its own limits, not the node's). NULL: the kernel's */
     const char *lxcfs;

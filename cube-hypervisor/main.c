@@ -43,6 +43,8 @@ static const cube_config_flag flags[] = {
     {"disk-mb", "hv.disk_mb", true, "writable layer size (default 1024)"},
     {"lxcfs", "hv.lxcfs", true,
      "ns: an lxcfs mount: the sandbox's /proc/meminfo, cpuinfo, stat, uptime... show its own limits"},
+    {"disk-fd", "hv.disk_fd", true,
+     "a disk prepared ahead, as a detached mount at this descriptor (cubelet)"},
     {"disk-template", "hv.disk_template", true,
      "ns: an empty ext4 image of --disk-mb (cubelet makes it): the writable layer is a copy on a loop device "
      "(default: a tmpfs, whose pages count as memory)"},
@@ -93,10 +95,11 @@ static int run(cube_config *cfg, int argc, char **argv)
         fprintf(stderr, "cube-hypervisor: --id '%s' must be 1-63 chars of [a-z0-9-]\n", id);
         return 2;
     }
-    long long cpus, mem, disk, pids, uid_base;
+    long long cpus, mem, disk, disk_fd, pids, uid_base;
     if (cube_config_get_int(cfg, "hv.cpus", 2, 0, 1024, &cpus, &err) < 0 ||
         cube_config_get_int(cfg, "hv.memory_mb", 512, 0, 1 << 22, &mem, &err) < 0 ||
         cube_config_get_int(cfg, "hv.disk_mb", 1024, 1, 1 << 22, &disk, &err) < 0 ||
+        cube_config_get_int(cfg, "hv.disk_fd", -1, -1, 1 << 20, &disk_fd, &err) < 0 ||
         cube_config_get_int(cfg, "hv.pids", 1024, 0, 1 << 22, &pids, &err) < 0 ||
         cube_config_get_int(cfg, "hv.uid_base", 100000, 0, (1LL << 32) - 65537, &uid_base, &err) < 0) {
         fprintf(stderr, "cube-hypervisor: %s\n", err.msg);
@@ -161,6 +164,7 @@ static int run(cube_config *cfg, int argc, char **argv)
         .limits = {(uint32_t)cpus, (uint64_t)mem, (uint32_t)pids},
         .disk_mb = (uint64_t)disk,
         .disk_template = cube_config_get(cfg, "hv.disk_template", NULL),
+        .disk_fd = (int)disk_fd,
         .lxcfs = cube_config_get(cfg, "hv.lxcfs", NULL),
         .kernel = kernel,
         .disk_image = disk_image,

@@ -228,8 +228,9 @@ static void child_main(const child_args *c)
         }
         _exit(127);
     }
-    for (int i = 0; spec->has_stdio && i < 3; i++)
-        if (dup2(spec->stdio_fds[i], i) < 0) child_fail(errfd, "stdio");
+    for (int i = 0; spec->has_stdio && i < 3; i++) /* dup2 onto itself would keep close-on-exec */
+        if (spec->stdio_fds[i] == i ? fcntl(i, F_SETFD, 0) < 0 : dup2(spec->stdio_fds[i], i) < 0)
+            child_fail(errfd, "stdio");
     for (int i = 0; spec->has_stdio && i < 3; i++)
         if (spec->stdio_fds[i] > 2) close(spec->stdio_fds[i]);
     if (spec->has_user && (setgroups(0, NULL) < 0 || setresgid(spec->gid, spec->gid, spec->gid) < 0 ||
@@ -343,7 +344,11 @@ static int ns_create(const hv_spec *spec, hv_sandbox **out, cube_err *err)
     /* the writable layer, owned by the sandbox's root so overlay copy-up works inside: its own ext4 on the
      * node's disk when the node gave a disk template (see disk.h), else a tmpfs of disk_mb (whose pages are
      * memory, charged to the sandbox's memory limit) */
-    if (spec->disk_template) {
+    if (spec->disk_fd > 2) { /* prepared ahead by the node (a cold start: the copy and mount are done) */
+        int rc = hv_disk_place(spec->disk_fd, sb->rw, spec->uid_base, err);
+        close(spec->disk_fd);
+        if (rc < 0) goto fail;
+    } else if (spec->disk_template) {
         snprintf(buf, sizeof(buf), "%s/disk.img", spec->state_dir);
         if (hv_disk_attach(spec->disk_template, buf, sb->rw, spec->uid_base, err) < 0) goto fail;
     } else {

@@ -38,11 +38,11 @@
 /* the longest a create waits for a ready sandbox before starting its own past the CPU count (a stuck start
  * must not hold the others) */
 #define COLD_WAIT_MAX_MS 3000
-/* cold starts at once per CPU: a start waits on its processes half the time, so a few per CPU keep it busy */
-#define COLD_PER_CPU 2
 
 static const cl_template *find_template(cubelet *c, const char *name);
 static void adopt_running(cubelet *c);
+static int spawn_slot(cubelet *c, const cl_template *tpl, const char *layers, int disk_fd, cl_slot **out,
+                      cube_err *err);
 
 /* Adds the templates built since the last scan (at start, then once a heartbeat). Templates are never removed
  * while the cubelet runs, and a new one is published whole, so readers walk the list without the lock. */
@@ -157,7 +157,16 @@ static void last_line(const char *path, char *out, size_t cap)
     snprintf(out, cap, "%s", nl ? nl + 1 : buf);
 }
 
-int cl_spawn_slot(cubelet *c, const cl_template *tpl, const char *layers, cl_slot **out, cube_err *err)
+int cl_spawn_slot(cubelet *c, const cl_template *tpl, const char *layers, int disk_fd, cl_slot **out,
+                  cube_err *err)
+{
+    int rc = spawn_slot(c, tpl, layers, disk_fd, out, err);
+    if (disk_fd >= 0) close(disk_fd); /* the hypervisor has its own copy, or it was never started */
+    return rc;
+}
+
+static int spawn_slot(cubelet *c, const cl_template *tpl, const char *layers, int disk_fd, cl_slot **out,
+                      cube_err *err)
 {
     cl_slot *s = calloc(1, sizeof(*s));
     if (!s) return cube_err_set(err, ENOMEM, "out of memory");
@@ -212,6 +221,10 @@ int cl_spawn_slot(cubelet *c, const cl_template *tpl, const char *layers, cl_slo
     argv[a++] = c->disk_mb;
     argv[a++] = "--disk-template";
     argv[a++] = c->disk_template;
+    if (disk_fd >= 0) {
+        argv[a++] = "--disk-fd";
+        argv[a++] = "3";
+    }
     argv[a++] = c->cfg.agent_bundle ? "--agent-bundle" : "--agent";
     argv[a++] = (char *)(c->cfg.agent_bundle ? c->cfg.agent_bundle : c->cfg.agent_bin);
     if (*s->layers) {
@@ -233,6 +246,9 @@ int cl_spawn_slot(cubelet *c, const cl_template *tpl, const char *layers, cl_slo
     posix_spawn_file_actions_init(&fa);
     posix_spawnattr_init(&at);
     posix_spawn_file_actions_adddup2(&fa, out_pipe[1], 1);
+    int ahead =
+        disk_fd == 3 ? fcntl(disk_fd, F_DUPFD_CLOEXEC, 4) : disk_fd; /* dup2 onto itself keeps CLOEXEC */
+    if (ahead >= 0) posix_spawn_file_actions_adddup2(&fa, ahead, 3);
     if (logfd >= 0)
         posix_spawn_file_actions_adddup2(&fa, logfd, 2); /* hypervisor and agent log: GET .../logs */
     sigset_t none;
@@ -242,6 +258,7 @@ int cl_spawn_slot(cubelet *c, const cl_template *tpl, const char *layers, cl_slo
     posix_spawnattr_setpgroup(&at, 0);
     posix_spawnattr_setflags(&at, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK);
     int sprc = posix_spawn(&s->hv, argv[0], &fa, &at, argv, environ);
+    if (ahead >= 0 && ahead != disk_fd) close(ahead);
     posix_spawn_file_actions_destroy(&fa);
     posix_spawnattr_destroy(&at);
     if (sprc != 0) {
@@ -588,7 +605,7 @@ static int create_sandbox(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *
      * waits here takes the first sandbox to become ready (a refill's, or its own turn to start one), so
      * creates finish in about the order they came. */
     cl_slot *s = NULL;
-    int from_pool = 0;
+    int from_pool = 0, disk_fd = -1;
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
     int64_t wait_until = cube_now_mono_ms() + COLD_WAIT_MAX_MS;
     for (;;) {
@@ -617,6 +634,9 @@ static int create_sandbox(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *
         int64_t now = cube_now_mono_ms();
         if (c->cold_running < COLD_PER_CPU * (ncpu > 0 ? ncpu : 1) || now >= wait_until) {
             c->cold_running++;
+            /* a writable layer made ahead saves this start the template's copy and mount */
+            if (c->nready_disks > 0) disk_fd = c->ready_disks[--c->nready_disks];
+            pthread_cond_signal(&c->refill);
             break;
         }
         pthread_cond_signal(&c->refill); /* the pool is short: the refill thread may be asleep */
@@ -633,7 +653,7 @@ static int create_sandbox(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *
     }
     pthread_mutex_unlock(&c->lock);
     if (!s) { /* cold: the pool is empty */
-        int rc = cl_spawn_slot(c, tpl, NULL, &s, err);
+        int rc = cl_spawn_slot(c, tpl, NULL, disk_fd, &s, err);
         pthread_mutex_lock(&c->lock);
         c->cold_running--;
         pthread_cond_broadcast(&c->slot_ready); /* a waiting create may start its own now */
@@ -790,7 +810,7 @@ static int fork_sandbox(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *re
         const Cube__NodeCreateRequest *child = req->children[i];
         cl_slot *s = NULL;
         cube_err cerr = {0};
-        if (cl_spawn_slot(c, tpl, child_layers, &s, &cerr) == 0) {
+        if (cl_spawn_slot(c, tpl, child_layers, -1, &s, &cerr) == 0) {
             s->state = SLOT_CLAIMED;
             s->claimed_ms = cube_now_mono_ms();
             s->users = 1; /* this fork's, until the child is set up */
@@ -1010,6 +1030,7 @@ void cubelet_stop(cubelet *c)
         cl_destroy_slot(c, all);
         all = next;
     }
+    while (c->nready_disks > 0) close(c->ready_disks[--c->nready_disks]); /* their mounts and devices go */
     cube_rpc_failover_free(&c->masters);
     cube_rpc_client_free(c->net);
     c->net = NULL;

@@ -80,9 +80,12 @@ typedef struct cubelet {
     int stopping;
     pthread_cond_t reap;      /* a slot was put on retiring */
     pthread_cond_t slot_idle; /* a slot's users went down (kills wait for 0) */
-    pthread_cond_t
-        slot_ready;    /* a pooled sandbox became ready, or a cold start ended: creates waiting wake */
-    int cold_running;  /* cold starts under way (creates that found the pool empty), at most ncpu */
+    /* a pooled sandbox became ready, or a cold start ended: creates waiting wake */
+    pthread_cond_t slot_ready;
+    int cold_running;    /* cold starts under way (creates that found the pool empty) */
+    int ready_disks[16]; /* writable layers made ahead for cold starts (hv_disk_prepare: mount fds) */
+    int nready_disks;
+    bool disks_failed; /* making one failed: cold starts copy the template themselves */
     cl_slot *retiring; /* killed sandboxes whose hypervisor exit, files and network slot are still to go */
     pthread_t refill_thread, heartbeat_thread, reaper_thread;
     cube_rpc_failover masters; /* heartbeats go to every one of them */

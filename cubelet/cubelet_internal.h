@@ -6,9 +6,15 @@
 
 #include "cubelet.h"
 
+/* Cold starts at once per CPU: a start waits on its processes part of the time, so a couple per CPU keep it
+ * busy; as many writable layers are kept made ahead for them. */
+#define COLD_PER_CPU 2
+
 /* Starts a sandbox of tpl (its hypervisor, its network slot) and waits until its agent answers; *out is not
- * on the list yet. layers: the template's own (NULL) or a snapshot's. */
-int cl_spawn_slot(cubelet *c, const cl_template *tpl, const char *layers, cl_slot **out, cube_err *err);
+ * on the list yet. layers: the template's own (NULL) or a snapshot's. disk_fd: a writable layer made ahead
+ * (taken: closed here), or -1 for the hypervisor to make its own. */
+int cl_spawn_slot(cubelet *c, const cl_template *tpl, const char *layers, int disk_fd, cl_slot **out,
+                  cube_err *err);
 /* Stops the sandbox and removes its state; the slot is already off the list. */
 void cl_destroy_slot(cubelet *c, cl_slot *s);
 /* With the lock: takes s off the list. */

@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include "cubelet_internal.h"
+#include "disk.h"
 #include "log.h"
 #include "pool_sched.h"
 #include "timeutil.h"
@@ -51,7 +52,31 @@ void *cl_refill_loop(void *arg)
     cl_sched_background();
     int lock_fd = cl_pool_lock_open(CL_POOL_LOCK);
     pthread_mutex_lock(&c->lock);
+    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+    int disks_want = COLD_PER_CPU * (int)(ncpu > 0 ? ncpu : 1);
+    int max_disks = (int)(sizeof(c->ready_disks) / sizeof(c->ready_disks[0]));
+    if (disks_want > max_disks) disks_want = max_disks;
+    unsigned made = 0;
     while (!c->stopping) {
+        if (c->nready_disks < disks_want && !c->disks_failed && *c->disk_template) {
+            /* writable layers for cold starts first: a few, cheap (a sparse copy and a mount) */
+            char scratch[4400];
+            snprintf(scratch, sizeof(scratch), "%s.ahead-%d-%u", c->disk_template, (int)getpid(), made++);
+            pthread_mutex_unlock(&c->lock);
+            cube_err derr = {0};
+            int fd = hv_disk_prepare(c->disk_template, scratch, &derr);
+            pthread_mutex_lock(&c->lock);
+            if (fd < 0) {
+                cube_log_warn("no writable layers made ahead: cold starts copy the template", "err=\"%s\"",
+                              derr.msg);
+                c->disks_failed = true;
+            } else if (c->nready_disks < max_disks) {
+                c->ready_disks[c->nready_disks++] = fd;
+            } else {
+                close(fd);
+            }
+            continue;
+        }
         cl_template *need = NULL;
         cl_slot *extra = NULL;
         bool raised = false;
@@ -92,7 +117,7 @@ void *cl_refill_loop(void *arg)
         cl_slot *s = NULL;
         cube_err err = {0};
         cl_pool_lock(lock_fd, 1);
-        int rc = cl_spawn_slot(c, need, NULL, &s, &err);
+        int rc = cl_spawn_slot(c, need, NULL, -1, &s, &err);
         cl_pool_lock(lock_fd, 0);
         pthread_mutex_lock(&c->lock);
         if (rc < 0) {
