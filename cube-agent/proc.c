@@ -21,6 +21,7 @@
 #include "children.h"
 #include "connect.h"
 #include "log.h"
+#include "timeutil.h"
 
 typedef struct event {
     char *json;
@@ -488,14 +489,7 @@ int proc_sub_next(proc_sub *sub, int timeout_ms, char **json)
 {
     proc *p = sub->p;
     if (sub->done) return -1;
-    struct timespec dl;
-    clock_gettime(CLOCK_REALTIME, &dl);
-    dl.tv_sec += timeout_ms / 1000;
-    dl.tv_nsec += (long)(timeout_ms % 1000) * 1000000;
-    if (dl.tv_nsec >= 1000000000) {
-        dl.tv_sec++;
-        dl.tv_nsec -= 1000000000;
-    }
+    struct timespec dl = cube_timespec_after_ms(CLOCK_REALTIME, timeout_ms);
     pthread_mutex_lock(&p->lock);
     while (!sub->head) {
         if (pthread_cond_timedwait(&p->cond, &p->lock, &dl) == ETIMEDOUT) break;

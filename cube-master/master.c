@@ -943,10 +943,7 @@ static void *reaper(void *arg)
             store_free_sandboxes(v, n);
         }
         /* a background sweep, not the hot path: twice a second is enough for second-granular timeouts */
-        struct timespec dl;
-        clock_gettime(CLOCK_REALTIME, &dl);
-        dl.tv_nsec += 500 * 1000000L;
-        if (dl.tv_nsec >= 1000000000L) dl.tv_sec++, dl.tv_nsec -= 1000000000L;
+        struct timespec dl = cube_timespec_after_ms(CLOCK_REALTIME, 500);
         pthread_mutex_lock(&m->stop_lock);
         if (!m->stopping) pthread_cond_timedwait(&m->stop_cond, &m->stop_lock, &dl);
     }

@@ -336,11 +336,7 @@ node_link *schedule_wait(master *m, const char *template_id, int64_t wait_ms, ch
         /* only "no node alive" is worth waiting for; a template no node has is an answer */
         int64_t left = until - cube_now_mono_ms();
         if (err->code != EAGAIN || left <= 0) break;
-        struct timespec dl;
-        clock_gettime(CLOCK_MONOTONIC, &dl);
-        dl.tv_sec += left / 1000;
-        dl.tv_nsec += (left % 1000) * 1000000L;
-        if (dl.tv_nsec >= 1000000000L) dl.tv_sec++, dl.tv_nsec -= 1000000000L;
+        struct timespec dl = cube_timespec_after_ms(CLOCK_MONOTONIC, left);
         pthread_cond_timedwait(&m->nodes_changed, &m->lock, &dl);
     }
     pthread_mutex_unlock(&m->lock);

@@ -640,15 +640,7 @@ static int create_sandbox(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *
             break;
         }
         pthread_cond_signal(&c->refill); /* the pool is short: the refill thread may be asleep */
-        struct timespec dl;
-        clock_gettime(CLOCK_REALTIME, &dl);
-        int64_t left = wait_until - now;
-        dl.tv_sec += left / 1000;
-        dl.tv_nsec += (left % 1000) * 1000000;
-        if (dl.tv_nsec >= 1000000000) {
-            dl.tv_sec++;
-            dl.tv_nsec -= 1000000000;
-        }
+        struct timespec dl = cube_timespec_after_ms(CLOCK_REALTIME, wait_until - now);
         pthread_cond_timedwait(&c->slot_ready, &c->lock, &dl);
     }
     pthread_mutex_unlock(&c->lock);

@@ -28,6 +28,12 @@ int64_t cube_now_unix_ms(void)
     return clock_ns(CLOCK_REALTIME) / 1000000;
 }
 
+struct timespec cube_timespec_after_ms(clockid_t clock, int64_t ms)
+{
+    int64_t ns = clock_ns(clock) + (ms > 0 ? ms : 0) * 1000000;
+    return (struct timespec){.tv_sec = (time_t)(ns / 1000000000), .tv_nsec = (long)(ns % 1000000000)};
+}
+
 void cube_rfc3339_format(int64_t unix_ms, char out[CUBE_RFC3339_MAX])
 {
     time_t secs = (time_t)(unix_ms >= 0 ? unix_ms / 1000 : (unix_ms - 999) / 1000);

@@ -4,12 +4,16 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <time.h>
 
 #include "err.h"
 
 int64_t cube_now_mono_ns(void);
 int64_t cube_now_mono_ms(void);
 int64_t cube_now_unix_ms(void);
+/* The time ms milliseconds from now on clock: the absolute deadline pthread_cond_timedwait takes (clock: the
+ * condition's, CLOCK_REALTIME unless its attributes say otherwise). */
+struct timespec cube_timespec_after_ms(clockid_t clock, int64_t ms);
 
 #define CUBE_RFC3339_MAX 64
 /* "2026-11-22T20:42:43.123Z" from unix milliseconds. */
