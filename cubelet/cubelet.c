@@ -107,6 +107,8 @@ int cubelet_init(cubelet *c, const cubelet_config *cfg, cube_err *err)
     pthread_cond_init(&c->reap, NULL);
     pthread_cond_init(&c->slot_idle, NULL);
     pthread_cond_init(&c->slot_ready, NULL);
+    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+    c->cold_max = COLD_PER_CPU * (int)(ncpu > 0 ? ncpu : 1);
     snprintf(c->sandboxes_dir, sizeof(c->sandboxes_dir), "%s/sandboxes", cfg->data_dir);
     if (mkdir(c->sandboxes_dir, 0711) < 0 && errno != EEXIST)
         return cube_err_sys(err, errno, "mkdir %s", c->sandboxes_dir);
@@ -606,7 +608,6 @@ static int create_sandbox(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *
      * creates finish in about the order they came. */
     cl_slot *s = NULL;
     int from_pool = 0, disk_fd = -1;
-    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
     int64_t wait_until = cube_now_mono_ms() + COLD_WAIT_MAX_MS;
     for (;;) {
         for (cl_slot *x = c->slots; x; x = x->next)
@@ -632,7 +633,7 @@ static int create_sandbox(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *
             return cube_err_set(err, ENOENT, "template '%s' was deleted", tpl->name);
         }
         int64_t now = cube_now_mono_ms();
-        if (c->cold_running < COLD_PER_CPU * (ncpu > 0 ? ncpu : 1) || now >= wait_until) {
+        if (c->cold_running < c->cold_max || now >= wait_until) {
             c->cold_running++;
             /* a writable layer made ahead saves this start the template's copy and mount */
             if (c->nready_disks > 0) disk_fd = c->ready_disks[--c->nready_disks];

@@ -83,6 +83,7 @@ typedef struct cubelet {
     /* a pooled sandbox became ready, or a cold start ended: creates waiting wake */
     pthread_cond_t slot_ready;
     int cold_running;    /* cold starts under way (creates that found the pool empty) */
+    int cold_max;        /* how many may be under way at once: COLD_PER_CPU per CPU, counted at init */
     int ready_disks[16]; /* writable layers made ahead for cold starts (hv_disk_prepare: mount fds) */
     int nready_disks;
     bool disks_failed; /* making one failed: cold starts copy the template themselves */

@@ -52,10 +52,9 @@ void *cl_refill_loop(void *arg)
     cl_sched_background();
     int lock_fd = cl_pool_lock_open(CL_POOL_LOCK);
     pthread_mutex_lock(&c->lock);
-    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
-    int disks_want = COLD_PER_CPU * (int)(ncpu > 0 ? ncpu : 1);
+    /* as many writable layers made ahead as cold starts may run at once */
     int max_disks = (int)(sizeof(c->ready_disks) / sizeof(c->ready_disks[0]));
-    if (disks_want > max_disks) disks_want = max_disks;
+    int disks_want = c->cold_max < max_disks ? c->cold_max : max_disks;
     unsigned made = 0;
     while (!c->stopping) {
         if (c->nready_disks < disks_want && !c->disks_failed && *c->disk_template) {
