@@ -7,6 +7,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "fsutil.h"
 #include "janitor.h"
 
 pid_t hv_janitor_start(const char *cgroup, const char *rw, const char *root, int *lifeline, cube_err *err)
@@ -26,9 +27,9 @@ pid_t hv_janitor_start(const char *cgroup, const char *rw, const char *root, int
         close(fds[1]);
         char self[PATH_MAX], janitor[PATH_MAX + 16];
         ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
-        /* the lifeline at 3, open across exec (dup2 onto itself would keep close-on-exec: then the janitor
-         * saw the lifeline closed at once and tore the new sandbox down) */
-        if (n > 0 && (fds[0] == 3 ? fcntl(3, F_SETFD, 0) == 0 : dup2(fds[0], 3) == 3)) {
+        /* the lifeline at 3, open across exec (were it closed there, the janitor would tear the new sandbox
+         * down at once) */
+        if (n > 0 && cube_fd_at(fds[0], 3) == 0) {
             self[n] = '\0';
             char *slash = strrchr(self, '/');
             if (slash) *slash = '\0';

@@ -26,6 +26,7 @@
 #include <unistd.h>
 
 #include "disk.h"
+#include "fsutil.h"
 #include "hv.h"
 #include "janitor.h"
 #include "log.h"
@@ -228,9 +229,8 @@ static void child_main(const child_args *c)
         }
         _exit(127);
     }
-    for (int i = 0; spec->has_stdio && i < 3; i++) /* dup2 onto itself would keep close-on-exec */
-        if (spec->stdio_fds[i] == i ? fcntl(i, F_SETFD, 0) < 0 : dup2(spec->stdio_fds[i], i) < 0)
-            child_fail(errfd, "stdio");
+    for (int i = 0; spec->has_stdio && i < 3; i++)
+        if (cube_fd_at(spec->stdio_fds[i], i) < 0) child_fail(errfd, "stdio");
     for (int i = 0; spec->has_stdio && i < 3; i++)
         if (spec->stdio_fds[i] > 2) close(spec->stdio_fds[i]);
     if (spec->has_user && (setgroups(0, NULL) < 0 || setresgid(spec->gid, spec->gid, spec->gid) < 0 ||

@@ -1,6 +1,7 @@
 #include "fsutil.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <ftw.h>
 #include <libgen.h>
 #include <sys/stat.h>
@@ -37,4 +38,10 @@ int cube_rm_rf(const char *path)
     if (lstat(path, &st) < 0) return errno == ENOENT ? 0 : -1;
     if (nftw(path, remove_entry, 16, FTW_DEPTH | FTW_PHYS | FTW_MOUNT) < 0) return -1;
     return lstat(path, &st) < 0 && errno == ENOENT ? 0 : -1;
+}
+
+int cube_fd_at(int fd, int target)
+{
+    if (fd == target) return fcntl(fd, F_SETFD, 0);
+    return dup2(fd, target) == target ? 0 : -1;
 }

@@ -1,4 +1,4 @@
-/* File-tree chores of teardown paths (never a request's hot path). */
+/* File-tree chores of teardown paths (never a request's hot path), and a descriptor chore of spawning. */
 #ifndef CUBE_FSUTIL_H
 #define CUBE_FSUTIL_H
 
@@ -11,5 +11,10 @@ int cube_rm_rf(const char *path);
 /* A program that ships with the running one: <own dir>/name when it is there (installed side by side), else
  * <own dir>/build_rel (the build tree's layout). */
 void cube_sibling_path(const char *name, const char *build_rel, char *out, size_t cap);
+
+/* Makes target the descriptor fd is, open across exec (for a child between fork and exec: async-signal-safe).
+ * dup2 onto itself would leave close-on-exec set, so when fd already is target the flag is cleared instead.
+ * 0, or -1 with errno. */
+int cube_fd_at(int fd, int target);
 
 #endif
