@@ -654,6 +654,16 @@ static void add_blob(const char *layout, const char *file, char hex[65])
     ck_assert_int_eq(system(cmd), 0);
 }
 
+/* cube-template import NAME --data DATA FLAG PATH, its output (stderr too) into out; its exit status. */
+static int import_as(const char *name, const char *data, const char *flag, const char *path, char *out,
+                     size_t cap)
+{
+    char cmd[1600];
+    snprintf(cmd, sizeof(cmd), "%s import %s --data '%s' %s '%s' 2>&1", getenv("CUBE_TEMPLATE_BIN"), name,
+             data, flag, path);
+    return run_capture(cmd, out, cap);
+}
+
 START_TEST(oci_layout_template_runs)
 {
     /* a hand-made OCI image: layer 1 a rootfs without cube-agent's libraries, layer 2 adds a file and whites
@@ -760,10 +770,9 @@ START_TEST(oci_layout_template_runs)
              "i.size=3; t.addfile(i, io.BytesIO(b'bad')); t.close()\"",
              img);
     ck_assert_int_eq(system(cmd), 0);
-    snprintf(cmd, sizeof(cmd), "%s import evil --data '%s' --rootfs '%s/evil.tar' 2>&1",
-             getenv("CUBE_TEMPLATE_BIN"), data, img);
-    char out[1024] = {0};
-    ck_assert_int_ne(run_capture(cmd, out, sizeof(out)), 0);
+    char out[1024] = {0}, tarball[500];
+    snprintf(tarball, sizeof(tarball), "%s/evil.tar", img);
+    ck_assert_int_ne(import_as("evil", data, "--rootfs", tarball, out, sizeof(out)), 0);
     ck_assert_msg(strstr(out, "would leave the rootfs") != NULL, "%s", out);
     snprintf(cmd, sizeof(cmd), "%s/../escape.txt", workdir);
     ck_assert(!path_exists(cmd));
@@ -780,9 +789,11 @@ START_TEST(oci_layout_template_runs)
         img, img);
     ck_assert_int_eq(system(cmd), 0);
     for (int k = 3; k <= 4; k++) {
-        snprintf(cmd, sizeof(cmd), "%s import planted%d --data '%s' --docker-save '%s/ds%d.tar' 2>&1",
-                 getenv("CUBE_TEMPLATE_BIN"), k, data, img, k);
-        ck_assert_msg(run_capture(cmd, out, sizeof(out)) != 0, "ds%d imported: %s", k, out);
+        char name[32];
+        snprintf(name, sizeof(name), "planted%d", k);
+        snprintf(tarball, sizeof(tarball), "%s/ds%d.tar", img, k);
+        ck_assert_msg(import_as(name, data, "--docker-save", tarball, out, sizeof(out)) != 0,
+                      "ds%d imported: %s", k, out);
         snprintf(cmd, sizeof(cmd), "test -z \"$(find '%s' -name secret.txt)\"", data);
         ck_assert_msg(system(cmd) == 0, "a host file reached template planted%d", k);
     }
@@ -801,9 +812,8 @@ START_TEST(oci_layout_template_runs)
         "ds5/p && tar -C ds5 -cf ds5.tar .",
         img);
     ck_assert_int_eq(system(cmd), 0);
-    snprintf(cmd, sizeof(cmd), "%s import planted5 --data '%s' --docker-save '%s/ds5.tar' 2>&1",
-             getenv("CUBE_TEMPLATE_BIN"), data, img);
-    ck_assert_int_ne(run_capture(cmd, out, sizeof(out)), 0);
+    snprintf(tarball, sizeof(tarball), "%s/ds5.tar", img);
+    ck_assert_int_ne(import_as("planted5", data, "--docker-save", tarball, out, sizeof(out)), 0);
     ck_assert_msg(!strstr(out, "PLANTED-RAN"), "the image's own decompressor ran: %s", out);
 }
 END_TEST
