@@ -367,7 +367,7 @@ static int my_sandbox_write(store *base, const Cube__Sandbox *sb, int expect_sta
     if (rc < 0 && insert && err->code == EEXIST)
         return cube_err_set(err, EEXIST, "sandbox '%s' exists already", sb->sandbox_id);
     if (rc < 0 || insert || n > 0) return rc;
-    int now;
+    int now = -1;
     if (my_sandbox_state(s, sb->sandbox_id, &now, err) < 0) return -1;
     return cube_err_set(err, EBUSY, "sandbox '%s' changed state meanwhile (now %d, expected %d)",
                         sb->sandbox_id, now, expect_state);
