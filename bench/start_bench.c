@@ -1,5 +1,6 @@
 /* start_bench: sandbox start figures for bench/run.
  *   start_bench HV AGENT ROOTFS WORKDIR N
+ * HV is cube-hypervisor (exec'd per sandbox) or cube-zygote (started once; each sandbox forked from it).
  * Prints tab-separated lines:
  *   cold <p50_ms> <p99_ms>      cube-hypervisor launched until its agent answers /health
  *   pooled <p50_ms> <p99_ms>    a pre-started sandbox made ready for a user: the agent's /init (what a pooled
@@ -7,6 +8,8 @@
  *   pss_kb <per sandbox>        host PSS of an idle sandbox's processes (hypervisor, its janitor, the agent),
  *                               averaged over N */
 #include <dirent.h>
+#include <errno.h>
+#include <poll.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
@@ -19,11 +22,15 @@
 
 #include "netns.h"
 #include "timeutil.h"
+#include "zygote.h"
 
 typedef struct sb {
     pid_t hv, init;
+    int pidfd; /* a zygote's child: watched through it */
     char state[512];
 } sb;
+
+static cube_zygote zy = {.sock = -1};
 
 static int cmp(const void *a, const void *b)
 {
@@ -45,13 +52,30 @@ static int start(const char *hv, const char *agent, const char *rootfs, const ch
     mkdir(s->state, 0711);
     int p[2];
     if (pipe(p) < 0) return -1;
-    s->hv = fork();
-    if (s->hv == 0) {
-        dup2(p[1], 1);
-        int null = open("/dev/null", 1);
-        dup2(null, 2);
-        execl(hv, hv, "--id", id, "--rootfs", rootfs, "--state", s->state, "--agent", agent, (char *)NULL);
-        _exit(127);
+    s->pidfd = -1;
+    if (zy.sock >= 0) {
+        int null = open("/dev/null", O_WRONLY | O_CLOEXEC), fds[2] = {p[1], null}, targets[2] = {1, 2};
+        char *args[] = {"cube-hypervisor", "--id",   id,        "--rootfs",    (char *)rootfs,
+                        "--state",         s->state, "--agent", (char *)agent, NULL};
+        cube_err err = {0};
+        int rc = cube_zygote_spawn(&zy, args, fds, targets, 2, &s->hv, &s->pidfd, &err);
+        close(null);
+        if (rc < 0) {
+            fprintf(stderr, "start_bench: %s\n", err.msg);
+            close(p[0]);
+            close(p[1]);
+            return -1;
+        }
+    } else {
+        s->hv = fork();
+        if (s->hv == 0) {
+            dup2(p[1], 1);
+            int null = open("/dev/null", 1);
+            dup2(null, 2);
+            execl(hv, hv, "--id", id, "--rootfs", rootfs, "--state", s->state, "--agent", agent,
+                  (char *)NULL);
+            _exit(127);
+        }
     }
     close(p[1]);
     char line[128] = {0};
@@ -102,10 +126,22 @@ static long sandbox_pss_kb(pid_t hv)
     return total;
 }
 
+static void wait_hv(sb *s)
+{
+    if (s->pidfd < 0) {
+        waitpid(s->hv, NULL, 0);
+        return;
+    }
+    struct pollfd p = {s->pidfd, POLLIN, 0};
+    while (poll(&p, 1, -1) < 0 && errno == EINTR) {
+    }
+    close(s->pidfd);
+}
+
 static void stop(sb *s)
 {
     kill(s->hv, SIGTERM);
-    waitpid(s->hv, NULL, 0);
+    wait_hv(s);
     rmdir(s->state);
 }
 
@@ -159,7 +195,7 @@ static int hold(char **argv, int n)
     }
     for (int i = 0; i < started; i++) kill(s[i].hv, SIGTERM);
     for (int i = 0; i < started; i++) {
-        waitpid(s[i].hv, NULL, 0);
+        wait_hv(&s[i]);
         rmdir(s[i].state);
     }
     printf("held\t%d\t%.1f\t%.0f\n", started, secs, (double)(avail0 - avail1) / 1024.0);
@@ -169,8 +205,22 @@ static int hold(char **argv, int n)
     return started == n ? 0 : 1;
 }
 
+/* HV named cube-zygote: start it once; sandboxes are then forked from it */
+static int zygote_if_named(const char *hv)
+{
+    const char *base = strrchr(hv, '/');
+    if (strcmp(base ? base + 1 : hv, "cube-zygote") != 0) return 0;
+    cube_err err = {0};
+    if (cube_zygote_start(&zy, hv, &err) < 0) {
+        fprintf(stderr, "start_bench: %s\n", err.msg);
+        return -1;
+    }
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
+    if (zygote_if_named(argc == 7 ? argv[2] : argc > 1 ? argv[1] : "") < 0) return 1;
     if (argc == 7 && strcmp(argv[1], "hold") == 0) return hold(argv, atoi(argv[6]));
     if (argc != 6) {
         fprintf(stderr, "usage: start_bench HV AGENT ROOTFS WORKDIR N\n");

@@ -88,6 +88,9 @@ typedef struct hv_ops {
 } hv_ops;
 
 extern const hv_ops hv_ns_ops;
+/* ns backend: when set (cube-zygote sets it to the agent's main), a sandbox's PID 1 runs the agent from the
+ * image it already has, loaded and initialised, instead of exec'ing /.cube/cube-agent. NULL: exec. */
+extern int (*hv_builtin_agent)(int argc, char **argv);
 extern const hv_ops hv_kvm_ops;
 
 /* "auto": kvm when /dev/kvm works and a guest (kernel and disk image) is given, else ns. Logs the choice. */

@@ -31,12 +31,20 @@
 #include "janitor.h"
 #include "log.h"
 #include "oci.h"
+#include "proc_title.h"
 #include "sandbox_seccomp.h"
 
 /* how long a new sandbox's agent may take to listen (a cold start takes tens of ms; a loaded host more) */
 #define AGENT_READY_TIMEOUT_MS 10000
 /* pids kept for the agent's own threads and processes out of the sandbox's limit */
 #define AGENT_PIDS_RESERVE 64
+
+int (*hv_builtin_agent)(int argc, char **argv);
+
+#define DEFAULT_PATH "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+static char *const default_env[] = {DEFAULT_PATH, "HOME=/root", NULL};
+/* the same, as /proc/1/environ shows it */
+static const char default_env_block[] = DEFAULT_PATH "\0HOME=/root";
 
 struct hv_sandbox {
     char id[64];
@@ -130,14 +138,38 @@ static void loopback_up(void)
     close(s);
 }
 
+/* The rest of exec's work when PID 1 goes on in this image (hv_builtin_agent): handled signals back to their
+ * defaults (ignored ones and the blocked mask stay, as across exec), the new environment, the name ps shows,
+ * dumpable again. */
+static void exec_in_place(char *const *envp)
+{
+    for (int sig = 1; sig < NSIG; sig++) {
+        struct sigaction sa;
+        if (sigaction(sig, NULL, &sa) == 0 && sa.sa_handler != SIG_DFL && sa.sa_handler != SIG_IGN) {
+            sa.sa_handler = SIG_DFL;
+            sa.sa_flags = 0;
+            sigaction(sig, &sa, NULL);
+        }
+    }
+    /* the node's environment (the zygote's) is not the sandbox's to read, in /proc/1/environ or memory */
+    extern char **environ;
+    for (char **e = environ; e && *e; e++) explicit_bzero(*e, strlen(*e));
+    environ = (char **)envp;
+    prctl(PR_SET_NAME, "cube-agent");
+    /* becoming the namespace's root made this process undumpable (exec would have undone that): its /proc
+     * files would belong to the host's root, out of the agent's reach (its children's oom_score_adj) */
+    prctl(PR_SET_DUMPABLE, 1);
+}
+
 typedef struct child_args {
     const hv_spec *spec;
     hv_sandbox *sb;
-    int sysfs;   /* a detached sysfs mount made for the joined network namespace, or -1 */
-    int agent;   /* a detached bind mount of the agent (binary or bundle), or -1 */
-    int syncfd;  /* read: the parent has written uid_map and placed us in the cgroups */
-    int errfd;   /* write: an error message; closed by exec on success */
-    int readyfd; /* write, for the agent: a byte once it listens (--ready-fd); -1 for another process */
+    int sysfs;    /* a detached sysfs mount made for the joined network namespace, or -1 */
+    int agent;    /* a detached bind mount of the agent (binary or bundle), or -1 */
+    int syncfd;   /* read: the parent has written uid_map and placed us in the cgroups */
+    int errfd;    /* write: an error message; closed by exec on success */
+    int readyfd;  /* write, for the agent: a byte once it listens (--ready-fd); -1 for another process */
+    bool builtin; /* the agent runs from this image (hv_builtin_agent) */
 } child_args;
 
 static void child_main(const child_args *c)
@@ -244,24 +276,44 @@ static void child_main(const child_args *c)
         if (read(spec->start_fd, &go, 1) != 1) _exit(0);
         close(spec->start_fd);
     }
-    /* the agent tells the hypervisor when it listens: the descriptor stays open across exec */
+    /* the agent tells the hypervisor when it listens (the descriptor stays open across exec); what it runs
+     * may hold the sandbox's pids limit less a reserve: a fork bomb leaves the agent the threads to serve
+     * the kill that ends it */
     char ready_arg[32], procs_arg[40];
-    snprintf(ready_arg, sizeof(ready_arg), "--ready-fd=%d", c->readyfd);
-    if (c->readyfd >= 0 && fcntl(c->readyfd, F_SETFD, 0) < 0) child_fail(errfd, "agent ready pipe");
-    /* what the agent runs may hold the sandbox's pids limit less a reserve: a fork bomb leaves the agent the
-     * threads to serve the kill that ends it */
+    int readyfd = c->readyfd;
+    /* A built-in agent is this image, not an exec: /proc/1/cmdline and environ would show the hypervisor's
+     * command line and the node's environment, so they are pointed at the agent's. Where that cannot be
+     * done, the agent is exec'd as without a zygote. */
+    bool builtin = c->builtin;
     uint32_t pids = spec->limits.pids;
     snprintf(procs_arg, sizeof(procs_arg), "--user-procs=%u",
              pids > 2 * AGENT_PIDS_RESERVE ? pids - AGENT_PIDS_RESERVE : 0);
+    if (builtin) {
+        char title[96];
+        int n = snprintf(title, sizeof(title), "/.cube/cube-agent%c--ready-fd=3%c%s", 0, 0, procs_arg);
+        builtin = proc_title_set(title, (size_t)n + 1, default_env_block, sizeof(default_env_block)) == 0;
+    }
+    if (builtin) {
+        /* what exec would do, less the loading: only stdio and the ready pipe (as fd 3) stay open; errfd's
+         * close tells the hypervisor that set-up went well */
+        if (cube_fd_at(readyfd, 3) < 0) child_fail(errfd, "agent ready pipe");
+        readyfd = 3;
+        close_range(4, ~0U, 0);
+    }
+    snprintf(ready_arg, sizeof(ready_arg), "--ready-fd=%d", readyfd);
+    if (readyfd >= 0 && fcntl(readyfd, F_SETFD, 0) < 0) child_fail(errfd, "agent ready pipe");
     char *const agent_argv[] = {"/.cube/cube-agent", ready_arg, procs_arg, NULL};
     char *const bundle_argv[] = {"/.cube/ld.so", "--library-path", "/.cube/lib", "/.cube/cube-agent",
                                  ready_arg,      procs_arg,        NULL};
     char *const *argv = spec->argv && spec->argv[0] ? spec->argv
                         : spec->agent_bundle        ? bundle_argv
                                                     : agent_argv;
-    static char *const default_env[] = {"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-                                        "HOME=/root", NULL};
     char *const *envp = spec->envp ? spec->envp : default_env;
+    if (builtin) {
+        char *builtin_argv[] = {"cube-agent", ready_arg, procs_arg, NULL};
+        exec_in_place(envp);
+        _exit(hv_builtin_agent(3, builtin_argv));
+    }
     char found[4096];
     const char *prog = oci_find_program(argv[0], envp, found, sizeof(found));
     execve(prog, argv, envp);
@@ -387,7 +439,7 @@ static int ns_create(const hv_spec *spec, hv_sandbox **out, cube_err *err)
         .flags = CLONE_NEWUSER | CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWUTS | CLONE_NEWIPC,
         .exit_signal = SIGCHLD,
     };
-    child_args cargs = {spec, sb, -1, -1, syncp[0], errp[1], readyp[1]};
+    child_args cargs = {spec, sb, -1, -1, syncp[0], errp[1], readyp[1], false};
     const char *agent_src = spec->agent_bundle ? spec->agent_bundle : spec->agent_bin;
     if (agent_src) {
         /* taken here, as host root: the sandbox's root (an unprivileged host uid) may not be able to reach
@@ -409,6 +461,7 @@ static int ns_create(const hv_spec *spec, hv_sandbox **out, cube_err *err)
         }
         ca.flags &= ~(uint64_t)CLONE_NEWNET;
     }
+    cargs.builtin = agent && hv_builtin_agent;
     long pid = syscall(SYS_clone3, &ca, sizeof(ca));
     if (pid == 0) child_main(&cargs);
     if (host_ns >= 0) {

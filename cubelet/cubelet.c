@@ -6,6 +6,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <spawn.h>
 #include <stdio.h>
@@ -130,6 +131,11 @@ int cubelet_init(cubelet *c, const cubelet_config *cfg, cube_err *err)
     char dp[4200];
     snprintf(dp, sizeof(dp), "%s/draining", cfg->data_dir);
     c->draining = access(dp, F_OK) == 0;
+    c->zygote.sock = -1;
+    if (cfg->zygote_bin && cube_zygote_start(&c->zygote, cfg->zygote_bin, err) < 0) {
+        cube_log_warn("no zygote: cube-hypervisor is exec'd for each sandbox", "err=\"%s\"", err->msg);
+        cube_err_clear(err);
+    }
     return 0;
 }
 
@@ -167,12 +173,82 @@ int cl_spawn_slot(cubelet *c, const cl_template *tpl, const char *layers, int di
     return rc;
 }
 
+/* Runs a hypervisor: forked by the zygote when there is one (no exec, the agent built in), else exec'd. Its
+ * stdout is out (the "ready" line), its stderr logfd (the sandbox's log), disk_fd its fd 3. s->hv is -1
+ * when neither worked. */
+static void start_hv(cubelet *c, cl_slot *s, char **argv, int out, int logfd, int disk_fd)
+{
+    s->hv_pidfd = -1;
+    if (c->zygote.sock >= 0) {
+        int fds[3] = {out, logfd, disk_fd}, targets[3] = {1, 2, 3}, nfds = logfd >= 0 ? 2 : 1;
+        if (logfd < 0) fds[1] = disk_fd, targets[1] = 3;
+        if (disk_fd >= 0) nfds++;
+        char *hv0 = argv[0];
+        argv[0] = "cube-hypervisor";
+        cube_err err = {0};
+        int rc = cube_zygote_spawn(&c->zygote, argv, fds, targets, nfds, &s->hv, &s->hv_pidfd, &err);
+        argv[0] = hv0;
+        if (rc == 0) return;
+        cube_log_warn("sandbox not forked by the zygote: exec'ing cube-hypervisor", "err=\"%s\"", err.msg);
+    }
+    /* posix_spawn (clone with CLONE_VM|CLONE_VFORK), not fork: fork would copy this multithreaded process's
+     * page tables and make every other thread (RPCs being answered) take copy-on-write faults until exec */
+    posix_spawn_file_actions_t fa;
+    posix_spawnattr_t at;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawnattr_init(&at);
+    posix_spawn_file_actions_adddup2(&fa, out, 1);
+    int ahead =
+        disk_fd == 3 ? fcntl(disk_fd, F_DUPFD_CLOEXEC, 4) : disk_fd; /* dup2 onto itself keeps CLOEXEC */
+    if (ahead >= 0) posix_spawn_file_actions_adddup2(&fa, ahead, 3);
+    if (logfd >= 0)
+        posix_spawn_file_actions_adddup2(&fa, logfd, 2); /* hypervisor and agent log: GET .../logs */
+    sigset_t none;
+    sigemptyset(&none);
+    posix_spawnattr_setsigmask(&at, &none);
+    /* its own group: a signal to the cubelet's group does not reach sandboxes directly */
+    posix_spawnattr_setpgroup(&at, 0);
+    posix_spawnattr_setflags(&at, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK);
+    int sprc = posix_spawn(&s->hv, argv[0], &fa, &at, argv, environ);
+    if (ahead >= 0 && ahead != disk_fd) close(ahead);
+    posix_spawn_file_actions_destroy(&fa);
+    posix_spawnattr_destroy(&at);
+    if (sprc != 0) {
+        cube_log_error("cannot start cube-hypervisor", "bin=%s errno=%d", argv[0], sprc);
+        s->hv = -1;
+    }
+}
+
+/* Waits for a slot's hypervisor to exit: our child is reaped, another's (the zygote's, an adopted one)
+ * watched through its pidfd. */
+static void wait_hv(cl_slot *s)
+{
+    if (s->hv_pidfd < 0) {
+        if (waitpid(s->hv, NULL, 0) < 0 && errno == ECHILD && s->adopted) /* no pidfd: watched by polling */
+            for (int i = 0; i < 1000 && kill(s->hv, 0) == 0; i++)
+                nanosleep(&(struct timespec){0, 10000000}, NULL);
+        return;
+    }
+    struct pollfd p = {s->hv_pidfd, POLLIN, 0};
+    while (poll(&p, 1, -1) < 0 && errno == EINTR) {
+    }
+}
+
+static void kill_hv(cl_slot *s, int sig)
+{
+    if (s->hv_pidfd >= 0)
+        syscall(SYS_pidfd_send_signal, s->hv_pidfd, sig, NULL, 0);
+    else
+        kill(s->hv, sig);
+}
+
 static int spawn_slot(cubelet *c, const cl_template *tpl, const char *layers, int disk_fd, cl_slot **out,
                       cube_err *err)
 {
     cl_slot *s = calloc(1, sizeof(*s));
     if (!s) return cube_err_set(err, ENOMEM, "out of memory");
     s->agent_fd = -1;
+    s->hv_pidfd = -1;
     char rnd[16];
     if (cube_id_new(0, rnd, 12, err) < 0) {
         free(s);
@@ -241,32 +317,7 @@ static int spawn_slot(cubelet *c, const cl_template *tpl, const char *layers, in
     char logp[4400];
     snprintf(logp, sizeof(logp), "%s/sandbox.log", s->state_dir);
     int logfd = open(logp, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
-    /* posix_spawn (clone with CLONE_VM|CLONE_VFORK), not fork: fork would copy this multithreaded process's
-     * page tables and make every other thread (RPCs being answered) take copy-on-write faults until exec */
-    posix_spawn_file_actions_t fa;
-    posix_spawnattr_t at;
-    posix_spawn_file_actions_init(&fa);
-    posix_spawnattr_init(&at);
-    posix_spawn_file_actions_adddup2(&fa, out_pipe[1], 1);
-    int ahead =
-        disk_fd == 3 ? fcntl(disk_fd, F_DUPFD_CLOEXEC, 4) : disk_fd; /* dup2 onto itself keeps CLOEXEC */
-    if (ahead >= 0) posix_spawn_file_actions_adddup2(&fa, ahead, 3);
-    if (logfd >= 0)
-        posix_spawn_file_actions_adddup2(&fa, logfd, 2); /* hypervisor and agent log: GET .../logs */
-    sigset_t none;
-    sigemptyset(&none);
-    posix_spawnattr_setsigmask(&at, &none);
-    /* its own group: a signal to the cubelet's group does not reach sandboxes directly */
-    posix_spawnattr_setpgroup(&at, 0);
-    posix_spawnattr_setflags(&at, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK);
-    int sprc = posix_spawn(&s->hv, argv[0], &fa, &at, argv, environ);
-    if (ahead >= 0 && ahead != disk_fd) close(ahead);
-    posix_spawn_file_actions_destroy(&fa);
-    posix_spawnattr_destroy(&at);
-    if (sprc != 0) {
-        cube_log_error("cannot start cube-hypervisor", "bin=%s errno=%d", argv[0], sprc);
-        s->hv = -1;
-    }
+    start_hv(c, s, argv, out_pipe[1], logfd, disk_fd);
     close(out_pipe[1]);
     if (logfd >= 0) close(logfd);
     char line[128] = {0};
@@ -274,9 +325,10 @@ static int spawn_slot(cubelet *c, const cl_template *tpl, const char *layers, in
     close(out_pipe[0]);
     if (n <= 0 || sscanf(line, "ready %d", &s->init) != 1) {
         if (s->hv > 0) {
-            kill(s->hv, SIGKILL);
-            waitpid(s->hv, NULL, 0);
+            kill_hv(s, SIGKILL);
+            wait_hv(s);
         }
+        if (s->hv_pidfd >= 0) close(s->hv_pidfd);
         /* its log goes with its state directory: what it said last comes along in the error */
         char why[512] = "", logp[4400];
         snprintf(logp, sizeof(logp), "%s/sandbox.log", s->state_dir);
@@ -312,7 +364,7 @@ static void stop_hv(cl_slot *s)
 {
     if (s->hv <= 0 || s->stopped) return;
     cube_err err = {0};
-    if (hv_call(s, "/cube.Hypervisor/Stop", &cube__empty__descriptor, &err) < 0) kill(s->hv, SIGTERM);
+    if (hv_call(s, "/cube.Hypervisor/Stop", &cube__empty__descriptor, &err) < 0) kill_hv(s, SIGTERM);
     s->stopped = true;
 }
 
@@ -320,14 +372,9 @@ void cl_destroy_slot(cubelet *c, cl_slot *s)
 {
     if (s->hv > 0) {
         stop_hv(s);
-        if (s->adopted) {
-            /* not our child: wait for it to finish its teardown (teardown path only) */
-            for (int i = 0; i < 1000 && kill(s->hv, 0) == 0; i++)
-                nanosleep(&(struct timespec){0, 10000000}, NULL);
-        } else if (waitpid(s->hv, NULL, 0) < 0) {
-            kill(s->hv, SIGKILL);
-        }
+        wait_hv(s); /* its teardown done */
     }
+    if (s->hv_pidfd >= 0) close(s->hv_pidfd);
     cube_rm_rf(s->state_dir);
     cl_net_release(c, s->slot_id); /* after the hypervisor is gone: nothing uses the slot any more */
     if (s->agent_fd >= 0) close(s->agent_fd);
@@ -427,6 +474,7 @@ static void adopt_running(cubelet *c)
         cl_slot *s = calloc(1, sizeof(*s));
         if (!s) break;
         s->agent_fd = -1;
+        s->hv_pidfd = -1;
         snprintf(s->slot_id, sizeof(s->slot_id), "%s", de->d_name);
         snprintf(s->state_dir, sizeof(s->state_dir), "%s/%s", c->sandboxes_dir, de->d_name);
         snprintf(s->control, sizeof(s->control), "unix:%s/control.sock", s->state_dir);
@@ -455,6 +503,7 @@ static void adopt_running(cubelet *c)
         }
         Cube__HvInfo *info = (Cube__HvInfo *)resp;
         s->hv = info->hv_pid;
+        s->hv_pidfd = (int)syscall(SYS_pidfd_open, s->hv, 0);
         s->init = info->init_pid;
         s->adopted = true;
         s->claimed_ms = cube_now_mono_ms();
@@ -1024,6 +1073,7 @@ void cubelet_stop(cubelet *c)
         all = next;
     }
     while (c->nready_disks > 0) close(c->ready_disks[--c->nready_disks]); /* their mounts and devices go */
+    cube_zygote_stop(&c->zygote);
     cube_rpc_failover_free(&c->masters);
     cube_rpc_client_free(c->net);
     c->net = NULL;

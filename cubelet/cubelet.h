@@ -10,6 +10,7 @@
 
 #include "pool_demand.h"
 #include "rpc.h"
+#include "zygote.h"
 
 typedef struct cl_template {
     char name[64];
@@ -34,6 +35,7 @@ typedef struct cl_slot {
     const cl_template *tpl;
     slot_state state;
     pid_t hv;
+    int hv_pidfd; /* not our child (the zygote's, or adopted at start): its exit is watched here; else -1 */
     pid_t init;
     bool adopted;       /* found running at start: not our child, so it is watched, not waited for */
     int64_t claimed_ms; /* monotonic: when a create claimed it (adopted: when adopted) */
@@ -59,6 +61,9 @@ typedef struct cubelet_config {
     const char *listen; /* this cubelet's RPC address */
     const char *master; /* cube-master's RPC address; several, comma-separated, in a cluster */
     const char *hypervisor_bin;
+    /* cube-zygote: sandboxes' hypervisors are forked from it, loaded and initialised, with the agent built
+     * in; NULL: cube-hypervisor is exec'd for each */
+    const char *zygote_bin;
     const char *agent_bin;
     const char *agent_bundle;  /* when set, sandboxes get this self-contained agent directory instead */
     const char *net;           /* cube-net's RPC address, or NULL: sandboxes get no network but loopback */
@@ -74,6 +79,7 @@ typedef struct cubelet {
     char sandboxes_dir[4096];
     cl_template *templates;
     pthread_mutex_t lock;
+    cube_zygote zygote;    /* sock -1: hypervisors are exec'd */
     pthread_cond_t refill; /* signalled when a slot is claimed or lost: wakes the refill thread */
     pthread_cond_t tick;   /* the heartbeat thread's timer; broadcast on stop */
     cl_slot *slots;

@@ -1,4 +1,5 @@
 /* cubelet: one per node; the pool and the lifecycle of the node's sandboxes. */
+#include <errno.h>
 #include <limits.h>
 #include <signal.h>
 #include <stdio.h>
@@ -29,6 +30,9 @@ static const cube_config_flag flags[] = {
      "each sandbox's disk (its writable layer), on the node's disk (default 1024)"},
     {"hypervisor", "cubelet.hypervisor", true, "cube-hypervisor binary (default: beside this one)"},
     {"agent", "cubelet.agent", true, "cube-agent binary (default: beside this one)"},
+    {"zygote", "cubelet.zygote", true,
+     "cube-zygote binary, the warm parent sandboxes are forked from (default: beside this one); off: exec "
+     "cube-hypervisor and cube-agent for each sandbox"},
     {"agent-bundle", "cubelet.agent_bundle", true, "self-contained agent directory (deploy/agent-bundle)"},
     {"proxy-address", "cubelet.proxy_address", true,
      "host:port where this node's cube-proxy listens, for the other nodes' proxies (cluster)"},
@@ -56,12 +60,13 @@ static int run(cube_config *cfg, int argc, char **argv)
         return 2;
     }
     const char *data = cube_config_get(cfg, "cubelet.data", "/var/lib/cube");
-    char listen[4200], master_addr[4200], host[256] = "node", hv[PATH_MAX], agent[PATH_MAX];
+    char listen[4200], master_addr[4200], host[256] = "node", hv[PATH_MAX], agent[PATH_MAX], zygote[PATH_MAX];
     snprintf(listen, sizeof(listen), "unix:%s/run/cubelet.sock", data);
     snprintf(master_addr, sizeof(master_addr), "unix:%s/run/master.sock", data);
     gethostname(host, sizeof(host) - 1);
     cube_sibling_path("cube-hypervisor", "../cube-hypervisor/cube-hypervisor", hv, sizeof(hv));
     cube_sibling_path("cube-agent", "../cube-agent/cube-agent", agent, sizeof(agent));
+    cube_sibling_path("cube-zygote", "../cube-hypervisor/cube-zygote", zygote, sizeof(zygote));
     long long pool, pool_max, disk_mb;
     if (cube_config_get_int(cfg, "cubelet.pool_size", 2, 0, 1000, &pool, &err) < 0 ||
         cube_config_get_int(cfg, "cubelet.pool_max", 64, 0, 10000, &pool_max, &err) < 0 ||
@@ -77,6 +82,7 @@ static int run(cube_config *cfg, int argc, char **argv)
         .hypervisor_bin = cube_config_get(cfg, "cubelet.hypervisor", hv),
         .agent_bin = cube_config_get(cfg, "cubelet.agent", agent),
         .agent_bundle = cube_config_get(cfg, "cubelet.agent_bundle", NULL),
+        .zygote_bin = cube_config_get(cfg, "cubelet.zygote", zygote),
         .net = cube_config_get(cfg, "cubelet.net", NULL),
         .proxy_address = cube_config_get(cfg, "cubelet.proxy_address", NULL),
         .pool_size = (int)pool,
@@ -103,6 +109,15 @@ static int run(cube_config *cfg, int argc, char **argv)
         fprintf(stderr, "cubelet: cube-hypervisor or cube-agent not found (%s, %s)\n", cc.hypervisor_bin,
                 cc.agent_bin);
         return 2;
+    }
+    if (strcmp(cc.zygote_bin, "off") == 0) {
+        cc.zygote_bin = NULL;
+    } else if (access(cc.zygote_bin, X_OK) < 0) {
+        if (cube_config_get(cfg, "cubelet.zygote", NULL)) {
+            fprintf(stderr, "cubelet: --zygote %s: %s\n", cc.zygote_bin, strerror(errno));
+            return 2;
+        }
+        cc.zygote_bin = NULL; /* none beside this one: exec as before */
     }
     sigset_t set;
     sigemptyset(&set);

@@ -17,6 +17,7 @@
 #include <net/if.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
+#include <poll.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -29,6 +30,7 @@
 #include "rpc.h"
 #include "testutil.h"
 #include "timeutil.h"
+#include "zygote.h"
 
 static char rootfs[320];
 static char workdir[256];
@@ -37,8 +39,28 @@ typedef struct sandbox {
     char id[32];
     char state[512];
     pid_t hv;   /* the cube-hypervisor process */
+    int pidfd;  /* forked by the zygote: not this test's child, watched through this */
     pid_t init; /* PID 1 inside, as the host sees it */
 } sandbox;
+
+/* The "forked from cube-zygote" test case runs every ns case again with sandboxes the zygote forks (the
+ * hypervisor not exec'd, the agent built in) instead of an exec'd cube-hypervisor. */
+static cube_zygote zygote = {.sock = -1};
+/* in the zygote's environment (the node's, as cubelet's would be): never visible to a sandbox */
+#define NODE_SECRET "CUBE_NODE_SECRET=zygote-env-must-not-leak"
+
+static void zygote_up(void)
+{
+    putenv(NODE_SECRET);
+    cube_err err = {0};
+    ck_assert_msg(cube_zygote_start(&zygote, getenv("CUBE_ZYGOTE_BIN"), &err) == 0, "%s", err.msg);
+    unsetenv("CUBE_NODE_SECRET");
+}
+
+static void zygote_down(void)
+{
+    cube_zygote_stop(&zygote);
+}
 
 static void msleep(int ms)
 {
@@ -63,12 +85,21 @@ static void sb_start(sandbox *sb, const char *id, ...)
     argv[n] = NULL;
     int out[2];
     ck_assert_int_eq(pipe(out), 0);
-    sb->hv = fork();
-    if (sb->hv == 0) {
-        dup2(out[1], 1);
-        close(out[0]);
-        execv(argv[0], argv);
-        _exit(127);
+    sb->pidfd = -1;
+    if (zygote.sock >= 0) {
+        int fds[1] = {out[1]}, targets[1] = {1};
+        cube_err err = {0};
+        argv[0] = "cube-hypervisor";
+        ck_assert_msg(cube_zygote_spawn(&zygote, argv, fds, targets, 1, &sb->hv, &sb->pidfd, &err) == 0, "%s",
+                      err.msg);
+    } else {
+        sb->hv = fork();
+        if (sb->hv == 0) {
+            dup2(out[1], 1);
+            close(out[0]);
+            execv(argv[0], argv);
+            _exit(127);
+        }
     }
     close(out[1]);
     char line[128] = {0};
@@ -87,6 +118,20 @@ static int hv_call(sandbox *sb, const char *method, const ProtobufCMessage *req,
     return cube_rpc_call_once(addr, method, req, rd, resp, 10000, err);
 }
 
+/* Waits for the hypervisor's exit: this test's child, or the zygote's */
+static void hv_wait(sandbox *sb)
+{
+    if (sb->pidfd >= 0) {
+        struct pollfd p = {sb->pidfd, POLLIN, 0};
+        ck_assert_int_eq(poll(&p, 1, 30000), 1);
+        close(sb->pidfd);
+        sb->pidfd = -1;
+    } else {
+        waitpid(sb->hv, NULL, 0);
+    }
+    sb->hv = 0;
+}
+
 static void sb_stop(sandbox *sb)
 {
     if (sb->hv <= 0) return;
@@ -97,9 +142,7 @@ static void sb_stop(sandbox *sb)
         protobuf_c_message_free_unpacked(r, NULL);
     else
         kill(sb->hv, SIGTERM);
-    int st;
-    waitpid(sb->hv, &st, 0);
-    sb->hv = 0;
+    hv_wait(sb);
 }
 
 typedef struct run_result {
@@ -314,6 +357,42 @@ START_TEST(isolation_from_host_and_each_other)
 }
 END_TEST
 
+/* What PID 1 shows of itself, whichever way it started: the agent's command line and environment, its name;
+ * nothing of the node's environment (a zygote-forked agent was never exec'd: it scrubs what it inherited);
+ * the hypervisor shows its own command line, not the zygote's. */
+START_TEST(pid1_shows_the_agent_and_nothing_of_the_node)
+{
+    sandbox a;
+    sb_start(&a, "title-a", NULL);
+    /* (bash alone: the test rootfs has no tr) */
+    const char *words = "while IFS= read -r -d '' w; do printf '%s|' \"$w\"; done < ";
+    char cmd[256];
+    snprintf(cmd, sizeof(cmd), "%s/proc/1/cmdline", words);
+    run_result r;
+    sb_run(&a, cmd, &r);
+    ck_assert_msg(strncmp(r.out, "/.cube/cube-agent|--ready-fd=", 29) == 0 &&
+                      strstr(r.out, "|--user-procs=960|"),
+                  "PID 1 shows '%s'", r.out);
+    expect_run(&a, "cat /proc/1/comm", "cube-agent\n");
+    snprintf(cmd, sizeof(cmd), "%s/proc/1/environ", words);
+    expect_run(&a, cmd, "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin|HOME=/root|");
+    expect_run(&a, "env | grep -c CUBE_NODE_SECRET || true", "0\n");
+    /* the whole of PID 1's memory, as its own root can read it */
+    expect_run(&a, "cube-probe grep_mem 1 7a79676f74652d656e762d6d7573742d6e6f742d6c65616b", "absent\n");
+    char p[64], buf[512] = {0};
+    snprintf(p, sizeof(p), "/proc/%d/cmdline", a.hv);
+    FILE *f = fopen(p, "r");
+    ck_assert_ptr_nonnull(f);
+    size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+    fclose(f);
+    const char *base = strrchr(buf, '/');
+    ck_assert_msg(n > 0 && strcmp(base ? base + 1 : buf, "cube-hypervisor") == 0 &&
+                      strcmp(buf + strlen(buf) + 1, "--id") == 0,
+                  "hypervisor shows '%s'", buf);
+    sb_stop(&a);
+}
+END_TEST
+
 START_TEST(root_inside_is_root_of_the_sandbox_only)
 {
     sandbox a;
@@ -523,8 +602,7 @@ START_TEST(sigkill_of_the_hypervisor_leaves_nothing)
     sb_start(&a, "kill-a", NULL);
     expect_run(&a, "sleep 100 >/dev/null 2>&1 & echo started", "started\n");
     kill(a.hv, SIGKILL);
-    waitpid(a.hv, NULL, 0);
-    a.hv = 0;
+    hv_wait(&a);
     assert_nothing_left(&a);
 }
 END_TEST
@@ -837,22 +915,32 @@ int main(void)
     Suite *s = suite_create("hypervisor");
     TCase *tc = tcase_create("ns backend");
     tcase_set_timeout(tc, 120);
-    tcase_add_test(tc, isolation_from_host_and_each_other);
-    tcase_add_test(tc, auto_falls_back_to_ns_without_kvm);
-    tcase_add_test(tc, joins_a_node_owned_network_namespace);
-    tcase_add_test(tc, root_inside_is_root_of_the_sandbox_only);
-    tcase_add_test(tc, kernel_surfaces_are_refused);
-    tcase_add_test(tc, fork_and_memory_bombs_stay_inside);
-    tcase_add_test(tc, pause_freezes_and_resume_continues);
-    tcase_add_test(tc, stats_report_usage);
-    tcase_add_test(tc, an_idle_sandbox_costs_no_cpu);
-    tcase_add_test(tc, forgetting_a_disk_stops_that_disk_only);
-    tcase_add_test(tc, snapshot_then_fork_diverges);
-    tcase_add_test(tc, sigkill_of_the_hypervisor_leaves_nothing);
-    tcase_add_test(tc, stop_leaves_nothing);
+    const TTest *ns_cases[] = {
+        isolation_from_host_and_each_other,
+        pid1_shows_the_agent_and_nothing_of_the_node,
+        auto_falls_back_to_ns_without_kvm,
+        joins_a_node_owned_network_namespace,
+        root_inside_is_root_of_the_sandbox_only,
+        kernel_surfaces_are_refused,
+        fork_and_memory_bombs_stay_inside,
+        pause_freezes_and_resume_continues,
+        stats_report_usage,
+        an_idle_sandbox_costs_no_cpu,
+        forgetting_a_disk_stops_that_disk_only,
+        snapshot_then_fork_diverges,
+        sigkill_of_the_hypervisor_leaves_nothing,
+        stop_leaves_nothing,
+        oci_layout_template_runs,
+    };
+    int tc_count = (int)(sizeof(ns_cases) / sizeof(ns_cases[0]));
+    for (int i = 0; i < tc_count; i++) tcase_add_test(tc, ns_cases[i]);
     tcase_add_test(tc, bad_arguments_are_refused_clearly);
-    tcase_add_test(tc, oci_layout_template_runs);
     suite_add_tcase(s, tc);
+    TCase *tz = tcase_create("ns backend, forked from cube-zygote");
+    tcase_set_timeout(tz, 120);
+    tcase_add_unchecked_fixture(tz, zygote_up, zygote_down);
+    for (int i = 0; i < tc_count; i++) tcase_add_test(tz, ns_cases[i]);
+    suite_add_tcase(s, tz);
     int rc = cube_run_suite(s);
     snprintf(cmd, sizeof(cmd), "rm -rf %s", workdir);
     if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", workdir);
