@@ -52,6 +52,8 @@ typedef struct cl_slot {
      * the slot off the list, so nobody frees a slot under a call. */
     int users;
     bool dying;
+    /* where its start went, ms: the network slot's lease, the hypervisor until ready, the agent connection */
+    float lease_ms, hv_ms, connect_ms;
     struct cl_slot *next;
 } cl_slot;
 
