@@ -5,6 +5,7 @@
 #pragma once
 
 #include <pthread.h>
+#include <stdint.h>
 #include <sys/types.h>
 
 #include "err.h"
@@ -16,15 +17,18 @@ int zygote_serve(int sock, int (*entry)(int argc, char **argv));
 /* The node's side: one zygote process and the socket to it; spawns may come from many threads. */
 typedef struct cube_zygote {
     pthread_mutex_t lock;
-    int sock; /* -1: none (never started, or it died) */
+    const char *bin;
+    int sock; /* -1: none now (not started, or it died) */
     pid_t pid;
+    int64_t started_ms; /* monotonic: the last start, which bounds how often a dead one is replaced */
 } cube_zygote;
 
-/* Starts bin (cube-zygote) as a child of this process; it dies with this process. */
+/* Starts bin (cube-zygote) as a child of this process; it exits when this process closes its socket (or
+ * dies). */
 int cube_zygote_start(cube_zygote *z, const char *bin, cube_err *err);
 /* Forks argv in the zygote with fds[i] placed at targets[i] (stdout, stderr, ...) in its own process group.
- * On success *pid and *pidfd (close-on-exec) are the child's. ECONNRESET: the zygote is gone (it is not
- * restarted; the caller may exec instead). */
+ * On success *pid and *pidfd (close-on-exec) are the child's. A zygote found dead is replaced (at most once a
+ * second); ECONNRESET when there is none: the caller may exec instead. */
 int cube_zygote_spawn(cube_zygote *z, char *const argv[], const int fds[], const int targets[], int nfds,
                       pid_t *pid, int *pidfd, cube_err *err);
 /* Closes the socket (the zygote exits) and reaps it. Children it forked live on. */

@@ -9,6 +9,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "log.h"
+#include "timeutil.h"
 #include "zygote.h"
 #include "zygote_proto.h"
 
@@ -26,11 +28,15 @@ static bool zygote_keeps(const char *kv)
     return false;
 }
 
-int cube_zygote_start(cube_zygote *z, const char *bin, cube_err *err)
+/* With z->lock held (or before anyone else can use z). */
+static int start_locked(cube_zygote *z, cube_err *err)
 {
-    z->sock = -1;
-    z->pid = -1;
-    pthread_mutex_init(&z->lock, NULL);
+    if (z->pid > 0) { /* the one that died: reaped before its replacement */
+        kill(z->pid, SIGKILL);
+        waitpid(z->pid, NULL, 0);
+        z->pid = -1;
+    }
+    z->started_ms = cube_now_mono_ms();
     int sv[2];
     if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0)
         return cube_err_sys(err, errno, "zygote socket pair");
@@ -44,23 +50,32 @@ int cube_zygote_start(cube_zygote *z, const char *bin, cube_err *err)
     posix_spawnattr_setsigmask(&at, &none);
     posix_spawnattr_setpgroup(&at, 0);
     posix_spawnattr_setflags(&at, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK);
-    char *argv[] = {(char *)bin, "--socket-fd", "3", NULL};
+    char *argv[] = {(char *)z->bin, "--socket-fd", "3", NULL};
     char *envp[16];
     int n = 0;
     for (char **e = environ; *e && n < 15; e++)
         if (zygote_keeps(*e)) envp[n++] = *e;
     envp[n] = NULL;
-    int rc = posix_spawn(&z->pid, bin, &fa, &at, argv, envp);
+    int rc = posix_spawn(&z->pid, z->bin, &fa, &at, argv, envp);
     posix_spawn_file_actions_destroy(&fa);
     posix_spawnattr_destroy(&at);
     close(sv[1]);
     if (rc != 0) {
         close(sv[0]);
         z->pid = -1;
-        return cube_err_sys(err, rc, "start %s", bin);
+        return cube_err_sys(err, rc, "start %s", z->bin);
     }
     z->sock = sv[0];
     return 0;
+}
+
+int cube_zygote_start(cube_zygote *z, const char *bin, cube_err *err)
+{
+    pthread_mutex_init(&z->lock, NULL);
+    z->bin = bin;
+    z->sock = -1;
+    z->pid = -1;
+    return start_locked(z, err);
 }
 
 int cube_zygote_spawn(cube_zygote *z, char *const argv[], const int fds[], const int targets[], int nfds,
@@ -106,7 +121,12 @@ int cube_zygote_spawn(cube_zygote *z, char *const argv[], const int fds[], const
     /* one request in flight: the zygote answers in order and a reply must meet its own request */
     pthread_mutex_lock(&z->lock);
     ssize_t n = -1;
-    int e = ECONNRESET;
+    int e = 0;
+    if (z->sock < 0 && z->bin && cube_now_mono_ms() - z->started_ms >= 1000) {
+        cube_err serr = {0};
+        if (start_locked(z, &serr) == 0)
+            cube_log_warn("the zygote died: a new one is started", "pid=%d", z->pid);
+    }
     if (z->sock >= 0) {
         n = sendmsg(z->sock, &m, MSG_NOSIGNAL);
         if (n == (ssize_t)len) {
@@ -114,13 +134,14 @@ int cube_zygote_spawn(cube_zygote *z, char *const argv[], const int fds[], const
             while (n < 0 && errno == EINTR);
         }
         if (n <= 0) {
-            e = n == 0 ? ECONNRESET : errno;
-            close(z->sock); /* gone or out of step: no later request may read this one's reply */
+            e = n == 0 ? 0 : errno; /* why, for the message; the caller is told ECONNRESET */
+            close(z->sock);         /* gone or out of step: no later request may read this one's reply */
             z->sock = -1;
         }
     }
     pthread_mutex_unlock(&z->lock);
-    if (n != (ssize_t)sizeof(r)) return cube_err_set(err, e, "the zygote is gone");
+    if (n != (ssize_t)sizeof(r))
+        return cube_err_set(err, ECONNRESET, "the zygote is gone%s%s", e ? ": " : "", e ? strerror(e) : "");
     int got = -1;
     for (struct cmsghdr *c = CMSG_FIRSTHDR(&rm); c; c = CMSG_NXTHDR(&rm, c))
         if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS && c->cmsg_len == CMSG_LEN(sizeof(int)))
