@@ -412,15 +412,13 @@ static int ns_create(const hv_spec *spec, hv_sandbox **out, cube_err *err)
         }
     }
     sb->rw_mounted = true;
-    snprintf(buf, sizeof(buf), "%s/upper", sb->rw);
-    if (mkdir(buf, 0755) < 0 || chown(buf, spec->uid_base, spec->uid_base) < 0) {
-        cube_err_sys(err, errno, "prepare %s", buf);
-        goto fail;
-    }
-    snprintf(buf, sizeof(buf), "%s/work", sb->rw);
-    if (mkdir(buf, 0755) < 0 || chown(buf, spec->uid_base, spec->uid_base) < 0) {
-        cube_err_sys(err, errno, "prepare %s", buf);
-        goto fail;
+    /* (a disk prepared ahead has them already) */
+    for (int i = 0; i < 2; i++) {
+        snprintf(buf, sizeof(buf), "%s/%s", sb->rw, i ? "work" : "upper");
+        if ((mkdir(buf, 0755) < 0 && errno != EEXIST) || chown(buf, spec->uid_base, spec->uid_base) < 0) {
+            cube_err_sys(err, errno, "prepare %s", buf);
+            goto fail;
+        }
     }
     if (sb->cg.ops->create(&sb->cg, &spec->limits, err) < 0) {
         sb->cg_made = true; /* partly made: destroy removes what exists */
