@@ -47,6 +47,21 @@ int api_network_parse(bool internet, const cJSON *net, api_network *out, cube_er
         if (v && !cJSON_IsNull(v) && !(cJSON_IsObject(v) && !v->child))
             return cube_err_set(err, EINVAL, "network.%s is not supported by cube", unsupported[i]);
     }
+    /* sandbox URLs that only a token opens, a rewritten Host, TLS to ports inside: not built yet, and a
+     * sandbox that the user believes private must not answer the world */
+    const cJSON *pub = net ? cJSON_GetObjectItemCaseSensitive(net, "allowPublicTraffic") : NULL;
+    if (pub && !cJSON_IsNull(pub) && !cJSON_IsBool(pub))
+        return cube_err_set(err, EINVAL, "network.allowPublicTraffic must be a boolean");
+    if (cJSON_IsFalse(pub))
+        return cube_err_set(err, EINVAL,
+                            "network.allowPublicTraffic=false is not supported by cube (its sandbox URLs are "
+                            "reachable without a traffic token)");
+    const cJSON *mask = net ? cJSON_GetObjectItemCaseSensitive(net, "maskRequestHost") : NULL;
+    if (mask && !cJSON_IsNull(mask) && !(cJSON_IsString(mask) && !*mask->valuestring))
+        return cube_err_set(err, EINVAL, "network.maskRequestHost is not supported by cube");
+    const cJSON *https = net ? cJSON_GetObjectItemCaseSensitive(net, "httpsPorts") : NULL;
+    if (https && !cJSON_IsNull(https) && !(cJSON_IsArray(https) && !https->child))
+        return cube_err_set(err, EINVAL, "network.httpsPorts is not supported by cube");
     if (rules(net, "allowOut", &out->allow, &out->policy.n_allow_out, err) < 0 ||
         rules(net, "denyOut", &out->deny, &out->policy.n_deny_out, err) < 0)
         return -1;

@@ -189,6 +189,26 @@ START_TEST(create_and_its_errors)
                              sizeof(body)),
                      400);
     ck_assert_msg(strstr(body, "allowOut"), "%s", body);
+    /* what cube cannot honour is refused by name, never ignored: a private sandbox must not answer the world
+     */
+    static const char *const refused[][2] = {
+        {"{\"templateID\":\"base\",\"network\":{\"allowPublicTraffic\":false}}", "allowPublicTraffic"},
+        {"{\"templateID\":\"base\",\"network\":{\"allowPublicTraffic\":\"no\"}}", "allowPublicTraffic"},
+        {"{\"templateID\":\"base\",\"network\":{\"maskRequestHost\":\"${PORT}.example.com\"}}",
+         "maskRequestHost"},
+        {"{\"templateID\":\"base\",\"network\":{\"httpsPorts\":[8443]}}", "httpsPorts"},
+        {"{\"templateID\":\"base\",\"network\":{\"egressProxy\":{\"address\":\"p:1080\"}}}", "egressProxy"},
+    };
+    for (size_t i = 0; i < sizeof(refused) / sizeof(refused[0]); i++) {
+        ck_assert_int_eq(request("POST", "/sandboxes", "e2b_good", refused[i][0], body, sizeof(body)), 400);
+        ck_assert_msg(strstr(body, refused[i][1]), "%s", body);
+    }
+    /* their defaults are what cube does */
+    ck_assert_int_eq(request("POST", "/sandboxes", "e2b_good",
+                             "{\"templateID\":\"base\",\"network\":{\"allowPublicTraffic\":true,"
+                             "\"maskRequestHost\":null,\"httpsPorts\":[]}}",
+                             body, sizeof(body)),
+                     201);
     ck_assert_int_eq(request("POST", "/sandboxes", "e2b_good", "{not json", body, sizeof(body)), 400);
     /* the key */
     ck_assert_int_eq(request("POST", "/sandboxes", NULL, "{\"templateID\":\"base\"}", body, sizeof(body)),
