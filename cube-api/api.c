@@ -110,6 +110,8 @@ static cJSON *sandbox_json(api *a, const Cube__Sandbox *sb)
                             sb->envd_version && *sb->envd_version ? sb->envd_version : "0.5.7");
     if (sb->envd_access_token && *sb->envd_access_token)
         cJSON_AddStringToObject(o, "envdAccessToken", sb->envd_access_token);
+    if (sb->traffic_access_token && *sb->traffic_access_token)
+        cJSON_AddStringToObject(o, "trafficAccessToken", sb->traffic_access_token);
     if (*a->domain) cJSON_AddStringToObject(o, "domain", a->domain);
     return o;
 }
@@ -144,7 +146,9 @@ static cJSON *listed_json(api *a, const Cube__Sandbox *sb, int detail)
             cJSON_AddStringToObject(o, "envdAccessToken", sb->envd_access_token);
         if (*a->domain) cJSON_AddStringToObject(o, "domain", a->domain);
         cJSON_AddBoolToObject(o, "allowInternetAccess", sb->network ? sb->network->allow_internet_access : 1);
-        cJSON_AddItemToObject(o, "network", api_network_json(sb->network));
+        cJSON_AddItemToObject(
+            o, "network",
+            api_network_json(sb->network, !(sb->traffic_access_token && *sb->traffic_access_token)));
         cJSON *lc = cJSON_AddObjectToObject(o, "lifecycle");
         cJSON_AddStringToObject(lc, "onTimeout", sb->auto_pause ? "pause" : "kill");
         cJSON_AddBoolToObject(lc, "autoResume", sb->auto_resume);
@@ -270,6 +274,7 @@ static void create(api *a, http_req *req)
         goto out;
     }
     r.network = &net.policy;
+    r.private_traffic = net.private_traffic;
     r.api_key_id = key_id;
     ProtobufCMessage *resp = NULL;
     if (master_call(a, "/cube.Master/CreateSandbox", &r.base, &cube__create_sandbox_response__descriptor,
@@ -646,7 +651,10 @@ static void sandbox_op(api *a, http_req *req, const char *rest)
         bool internet = true;
         api_network net = {0};
         if (cube_json_get_bool(in, "allow_internet_access", false, &internet, &err) < 0 ||
-            api_network_parse(internet, in, &net, &err) < 0) {
+            api_network_parse(internet, in, &net, &err) < 0 ||
+            (net.traffic_given &&
+             cube_err_set(&err, EINVAL, "network.allowPublicTraffic is chosen when the sandbox is created") <
+                 0)) {
             api_network_free(&net);
             cJSON_Delete(in);
             return http_reply_error(req, 400, "%s", err.msg);

@@ -37,6 +37,7 @@ int api_network_parse(bool internet, const cJSON *net, api_network *out, cube_er
 {
     cube__network_policy__init(&out->policy);
     out->allow = out->deny = NULL;
+    out->private_traffic = out->traffic_given = false;
     out->policy.allow_internet_access = internet;
     if (net && !cJSON_IsNull(net) && !cJSON_IsObject(net))
         return cube_err_set(err, EINVAL, "network must be an object");
@@ -47,15 +48,12 @@ int api_network_parse(bool internet, const cJSON *net, api_network *out, cube_er
         if (v && !cJSON_IsNull(v) && !(cJSON_IsObject(v) && !v->child))
             return cube_err_set(err, EINVAL, "network.%s is not supported by cube", unsupported[i]);
     }
-    /* sandbox URLs that only a token opens, a rewritten Host, TLS to ports inside: not built yet, and a
-     * sandbox that the user believes private must not answer the world */
     const cJSON *pub = net ? cJSON_GetObjectItemCaseSensitive(net, "allowPublicTraffic") : NULL;
     if (pub && !cJSON_IsNull(pub) && !cJSON_IsBool(pub))
         return cube_err_set(err, EINVAL, "network.allowPublicTraffic must be a boolean");
-    if (cJSON_IsFalse(pub))
-        return cube_err_set(err, EINVAL,
-                            "network.allowPublicTraffic=false is not supported by cube (its sandbox URLs are "
-                            "reachable without a traffic token)");
+    out->traffic_given = pub && !cJSON_IsNull(pub);
+    out->private_traffic = cJSON_IsFalse(pub);
+    /* a rewritten Host and TLS to ports inside: not built yet, refused rather than ignored */
     const cJSON *mask = net ? cJSON_GetObjectItemCaseSensitive(net, "maskRequestHost") : NULL;
     if (mask && !cJSON_IsNull(mask) && !(cJSON_IsString(mask) && !*mask->valuestring))
         return cube_err_set(err, EINVAL, "network.maskRequestHost is not supported by cube");
@@ -77,7 +75,7 @@ void api_network_free(api_network *n)
     n->allow = n->deny = NULL;
 }
 
-cJSON *api_network_json(const Cube__NetworkPolicy *np)
+cJSON *api_network_json(const Cube__NetworkPolicy *np, bool public_traffic)
 {
     cJSON *o = cJSON_CreateObject();
     cJSON *a = cJSON_AddArrayToObject(o, "allowOut"), *d = cJSON_AddArrayToObject(o, "denyOut");
@@ -85,5 +83,6 @@ cJSON *api_network_json(const Cube__NetworkPolicy *np)
         cJSON_AddItemToArray(a, cJSON_CreateString(np->allow_out[i]));
     for (size_t i = 0; np && i < np->n_deny_out; i++)
         cJSON_AddItemToArray(d, cJSON_CreateString(np->deny_out[i]));
+    cJSON_AddBoolToObject(o, "allowPublicTraffic", public_traffic);
     return o;
 }

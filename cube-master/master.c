@@ -118,6 +118,8 @@ static int create_sandbox(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *
         return cube_err_set(err, EINVAL, "timeout must be within 0..%d seconds", MAX_TIMEOUT_S);
     char id[CUBE_ID_LEN + 1], token[65];
     if (cube_sandbox_id_new(id, err) < 0 || cube_token_hex(token, 16, err) < 0) return -1;
+    char traffic[33] = "";
+    if (req->private_traffic && cube_token_hex(traffic, 16, err) < 0) return -1;
     /* volumes by name: each must exist; the node gets its id (the directory's name) */
     for (size_t i = 0; i < req->n_volume_mounts; i++) {
         Cube__VolumeMount *vm = req->volume_mounts[i];
@@ -180,6 +182,7 @@ static int create_sandbox(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *
     sb.interpreter_address = ns->interpreter_address;
     sb.auto_pause = req->auto_pause;
     sb.auto_resume = req->auto_resume;
+    sb.traffic_access_token = traffic;
     sb.network = req->network;
     sb.n_volume_mounts = req->n_volume_mounts;
     sb.volume_mounts = req->volume_mounts;
@@ -474,7 +477,14 @@ static int fork_sandbox(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *re
         Cube__ForkResult *fr = cube_rpc_alloc(ctx, sizeof(*fr));
         cube__fork_result__init(fr);
         cube_err perr = {0};
-        if (m->st->ops->sandbox_add(m->st, &sb, &perr) < 0) {
+        /* a private parent's fork is private too, with a token of its own */
+        char *traffic =
+            parent->traffic_access_token && *parent->traffic_access_token ? cube_rpc_alloc(ctx, 33) : NULL;
+        if (traffic && cube_token_hex(traffic, 16, &perr) == 0) sb.traffic_access_token = traffic;
+        if (perr.code || (parent->traffic_access_token && *parent->traffic_access_token && !traffic)) {
+            fr->error = cube_rpc_strdup(ctx, "could not make the fork's traffic access token");
+            fr->code = 500;
+        } else if (m->st->ops->sandbox_add(m->st, &sb, &perr) < 0) {
             fr->error = cube_rpc_strdup(ctx, perr.msg);
             fr->code = 500;
         } else {

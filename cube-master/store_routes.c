@@ -1,11 +1,11 @@
 /* The store with routes: every sandbox write also updates the hash cube:routes in Redis (sandbox id ->
- * "STATE AUTO_RESUME NODE NETNS"), which cube-proxy reads before asking a master. The store stays the truth:
- * a Redis write that fails leaves the view suspect, so on the next connection the hash is dropped and rebuilt
- * from the store; a proxy that misses Redis asks a master (slower, still right).
- * Several masters share the hash: a removed sandbox leaves a tombstone ("x") and a rebuild only fills fields
- * that are absent (HSETNX), so a rebuild from an older listing never brings back a sandbox another master
- * just removed, nor lays an older state over a newer one. Tombstones go at the next rebuild.
- * Each change is also published on the channel cube:events, one JSON object a message:
+ * "STATE AUTO_RESUME NODE NETNS", and the traffic token of a private one), which cube-proxy reads before
+ * asking a master. The store stays the truth: a Redis write that fails leaves the view suspect, so on the
+ * next connection the hash is dropped and rebuilt from the store; a proxy that misses Redis asks a master
+ * (slower, still right). Several masters share the hash: a removed sandbox leaves a tombstone ("x") and a
+ * rebuild only fills fields that are absent (HSETNX), so a rebuild from an older listing never brings back a
+ * sandbox another master just removed, nor lays an older state over a newer one. Tombstones go at the next
+ * rebuild. Each change is also published on the channel cube:events, one JSON object a message:
  * {"sandboxID", "state": running|paused|lost|deleted, "node"}.
  * Node liveness: every heartbeat a master hears sets cube:node:<id> (the node's proxy address, "-" for none)
  * to expire when the node would count as lost; an entry proxy reads node addresses there.
@@ -59,8 +59,8 @@ static bool routable(const Cube__Sandbox *sb)
            sb->agent_address && strncmp(sb->agent_address, "netns:", 6) == 0;
 }
 
-/* The hash's value for a sandbox: "STATE AUTORESUME NODE NETNS", or the tombstone "x" when it cannot be
- * routed (any more). */
+/* The hash's value for a sandbox: "STATE AUTORESUME NODE NETNS[ TRAFFIC_TOKEN]", or the tombstone "x" when it
+ * cannot be routed (any more). */
 static void route_value(const Cube__Sandbox *sb, char *value, size_t len)
 {
     if (!routable(sb)) {
@@ -71,8 +71,10 @@ static void route_value(const Cube__Sandbox *sb, char *value, size_t len)
     snprintf(netns, sizeof(netns), "%s", sb->agent_address + 6);
     char *port = strrchr(netns, ':');
     if (port) *port = '\0';
-    snprintf(value, len, "%d %d %s %s", sb->state, sb->auto_resume,
-             sb->node_id && *sb->node_id ? sb->node_id : "-", netns);
+    bool priv = sb->traffic_access_token && *sb->traffic_access_token;
+    snprintf(value, len, "%d %d %s %s%s%s", sb->state, sb->auto_resume,
+             sb->node_id && *sb->node_id ? sb->node_id : "-", netns, priv ? " " : "",
+             priv ? sb->traffic_access_token : "");
 }
 
 static bool write_route(routes_store *s, const Cube__Sandbox *sb, bool only_new)

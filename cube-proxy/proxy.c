@@ -15,6 +15,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <openssl/crypto.h>
+
 #include "json.h"
 #include "log.h"
 #include "metrics.h"
@@ -22,6 +24,10 @@
 #include "netns.h"
 #include "redis.h"
 #include "tls.h"
+
+/* the agent's ports: envd (guarded by the envd access token) and the code interpreter */
+#define ENVD_PORT   49983
+#define INTERP_PORT 49999
 
 #define CONNECT_TIMEOUT_MS 3000
 
@@ -130,19 +136,29 @@ void proxy_set_node(proxy *p, const char *node_id)
     snprintf(p->node_id, sizeof(p->node_id), "%s", node_id ? node_id : "");
 }
 
-/* The route a master published ("STATE AUTO_RESUME NODE NETNS"); 0, or -1 for a miss, a tombstone or no
- * Redis. */
-static int resolve_cached(proxy *p, const char *id, char *netns, size_t cap, char node[64], int *paused,
-                          int *auto_resume)
+/* What routing a request needs to know of its sandbox. */
+typedef struct route_info {
+    char netns[128];
+    char node[64];
+    char traffic_token[64]; /* empty: public */
+    int paused, auto_resume;
+} route_info;
+
+/* The route a master published ("STATE AUTO_RESUME NODE NETNS[ TRAFFIC_TOKEN]"); 0, or -1 for a miss, a
+ * tombstone or no Redis. */
+static int resolve_cached(proxy *p, const char *id, route_info *ri)
 {
     if (!p->routes) return -1;
     redisReply *r = cube_redis_cmd(p->routes, "HGET cube:routes %s", id);
-    int state = 0, ar = 0, off = 0, rc = -1;
-    if (r && r->type == REDIS_REPLY_STRING && sscanf(r->str, "%d %d %63s %n", &state, &ar, node, &off) == 3 &&
-        off > 0 && strncmp(r->str + off, "/proc/", 6) == 0) {
-        snprintf(netns, cap, "%s", r->str + off);
-        *paused = state == CUBE__SANDBOX_STATE__SANDBOX_STATE_PAUSED;
-        *auto_resume = ar;
+    int state = 0, ar = 0, n = 0, rc = -1;
+    ri->traffic_token[0] = '\0';
+    if (r && r->type == REDIS_REPLY_STRING &&
+        (n = sscanf(r->str, "%d %d %63s %127s %63s", &state, &ar, ri->node, ri->netns, ri->traffic_token)) >=
+            4 &&
+        strncmp(ri->netns, "/proc/", 6) == 0) {
+        if (n == 4) ri->traffic_token[0] = '\0';
+        ri->paused = state == CUBE__SANDBOX_STATE__SANDBOX_STATE_PAUSED;
+        ri->auto_resume = ar;
         rc = 0;
     }
     if (r) freeReplyObject(r);
@@ -153,10 +169,9 @@ static int resolve_cached(proxy *p, const char *id, char *netns, size_t cap, cha
 }
 
 /* The sandbox's network namespace from its agent address "netns:/proc/PID/ns/net:PORT". */
-static int resolve(proxy *p, const char *id, char *netns, size_t cap, char node[64], int *paused,
-                   int *auto_resume, cube_err *err)
+static int resolve(proxy *p, const char *id, route_info *ri, cube_err *err)
 {
-    if (resolve_cached(p, id, netns, cap, node, paused, auto_resume) == 0) return 0;
+    if (resolve_cached(p, id, ri) == 0) return 0;
     Cube__SandboxRef ref = CUBE__SANDBOX_REF__INIT;
     ref.sandbox_id = (char *)id;
     ProtobufCMessage *resp = NULL;
@@ -170,12 +185,14 @@ static int resolve(proxy *p, const char *id, char *netns, size_t cap, char node[
     if (strncmp(a, "netns:", 6) != 0) {
         rc = cube_err_set(err, EHOSTUNREACH, "sandbox %s has no reachable address", id);
     } else {
-        snprintf(netns, cap, "%s", a + 6);
-        char *last = strrchr(netns, ':');
+        snprintf(ri->netns, sizeof(ri->netns), "%s", a + 6);
+        char *last = strrchr(ri->netns, ':');
         if (last) *last = '\0';
-        *paused = sb->state == CUBE__SANDBOX_STATE__SANDBOX_STATE_PAUSED;
-        *auto_resume = sb->auto_resume;
-        snprintf(node, 64, "%s", sb->node_id ? sb->node_id : "");
+        ri->paused = sb->state == CUBE__SANDBOX_STATE__SANDBOX_STATE_PAUSED;
+        ri->auto_resume = sb->auto_resume;
+        snprintf(ri->node, sizeof(ri->node), "%s", sb->node_id ? sb->node_id : "");
+        snprintf(ri->traffic_token, sizeof(ri->traffic_token), "%s",
+                 sb->traffic_access_token ? sb->traffic_access_token : "");
     }
     protobuf_c_message_free_unpacked(resp, NULL);
     return rc;
@@ -309,20 +326,35 @@ void proxy_route_request(proxy *p, const char *head, size_t head_len, size_t len
         }
         return;
     }
-    char netns[128], msg[512], node[64] = "", hopmark[8];
+    char msg[512], hopmark[8];
     if (p->tls && !peer_tls && header(head, "X-Cube-Hop", hopmark, sizeof(hopmark)) == 0) {
         reply_json(r, 403, "Forbidden", "a hop from another proxy must come over TLS here");
         return;
     }
-    int paused = 0, auto_resume = 0;
+    route_info ri = {0};
     cube_err err = {0};
-    if (resolve(p, t.sandbox_id, netns, sizeof(netns), node, &paused, &auto_resume, &err) < 0) {
+    if (resolve(p, t.sandbox_id, &ri, &err) < 0) {
         snprintf(msg, sizeof(msg), "sandbox %s: %s", t.sandbox_id,
                  err.code == ENOENT ? "not found" : err.msg);
         reply_json(r, 502, "Bad Gateway", msg);
         return;
     }
-    if (*p->node_id && *node && strcmp(node, p->node_id) != 0) {
+    /* a private sandbox (allowPublicTraffic false): its ports answer only its traffic token; the agent's own
+     * ports keep their own guard (the envd access token), which the SDK sends instead */
+    if (*ri.traffic_token && t.port != ENVD_PORT && t.port != INTERP_PORT) {
+        char got[80] = "";
+        header(head, "e2b-traffic-access-token", got, sizeof(got));
+        size_t n = strlen(ri.traffic_token);
+        if (strlen(got) != n || CRYPTO_memcmp(got, ri.traffic_token, n) != 0) {
+            cube_metric_add("cube_proxy_traffic_refused_total",
+                            "Requests to private sandboxes without their traffic access token", 1);
+            reply_json(r, 403, "Forbidden",
+                       *got ? "wrong e2b-traffic-access-token for this sandbox"
+                            : "this sandbox is private: send its e2b-traffic-access-token header");
+            return;
+        }
+    }
+    if (*p->node_id && *ri.node && strcmp(ri.node, p->node_id) != 0) {
         /* on another node: one hop to that node's proxy, which serves it like a local request (a request
          * that already made its hop is not sent on again) */
         char hop[8], addr[300];
@@ -331,7 +363,7 @@ void proxy_route_request(proxy *p, const char *head, size_t head_len, size_t len
             reply_json(r, 502, "Bad Gateway", msg);
             return;
         }
-        int up = node_proxy(p, node, addr, sizeof(addr), &err) < 0 ? -1 : tcp_connect(addr, &err);
+        int up = node_proxy(p, ri.node, addr, sizeof(addr), &err) < 0 ? -1 : tcp_connect(addr, &err);
         if (up >= 0 &&
             p->tls) { /* the hop to another machine: mutual TLS, the peer checked for addr's host */
             char host[300];
@@ -346,7 +378,7 @@ void proxy_route_request(proxy *p, const char *head, size_t head_len, size_t len
             }
         }
         if (up < 0) {
-            snprintf(msg, sizeof(msg), "sandbox %s on node %s: %s", t.sandbox_id, node, err.msg);
+            snprintf(msg, sizeof(msg), "sandbox %s on node %s: %s", t.sandbox_id, ri.node, err.msg);
             reply_json(r, 502, "Bad Gateway", msg);
             return;
         }
@@ -367,7 +399,7 @@ void proxy_route_request(proxy *p, const char *head, size_t head_len, size_t len
         r->up = up;
         return;
     }
-    if (paused && auto_resume) { /* the first request wakes it (lifecycle.autoResume) */
+    if (ri.paused && ri.auto_resume) { /* the first request wakes it (lifecycle.autoResume) */
         Cube__SetTimeoutRequest rr = CUBE__SET_TIMEOUT_REQUEST__INIT;
         rr.sandbox_id = t.sandbox_id;
         ProtobufCMessage *resp = NULL;
@@ -375,16 +407,16 @@ void proxy_route_request(proxy *p, const char *head, size_t head_len, size_t len
         if (cube_rpc_failover_call(&p->masters, "/cube.Master/ResumeSandbox", &rr.base,
                                    &cube__get_sandbox_response__descriptor, &resp, &o, &err) == 0) {
             protobuf_c_message_free_unpacked(resp, NULL);
-            paused = 0;
+            ri.paused = 0;
         }
     }
-    if (paused) {
+    if (ri.paused) {
         snprintf(msg, sizeof(msg), "sandbox %s is paused: resume it (Sandbox.connect) first", t.sandbox_id);
         reply_json(r, 502, "Bad Gateway", msg);
         return;
     }
     cube_metric_add("cube_proxy_connections_total", "Connections relayed into sandboxes", 1);
-    int up = cube_netns_connect(netns, t.port, &err);
+    int up = cube_netns_connect(ri.netns, t.port, &err);
     if (up < 0) {
         snprintf(msg, sizeof(msg), "sandbox %s port %u: %s", t.sandbox_id, t.port, err.msg);
         reply_json(r, 502, "Bad Gateway", msg);

@@ -344,6 +344,36 @@ test('network: sandboxes reach neither each other nor the node; egress follows t
   }
 });
 
+test('a private sandbox (allowPublicTraffic: false) answers on its ports only with its traffic token', async () => {
+  const priv = await Sandbox.create({ network: { allowPublicTraffic: false } });
+  const pub = await Sandbox.create();
+  try {
+    assert.match(priv.trafficAccessToken ?? '', /^[0-9a-f]{32}$/);
+    assert.equal(pub.trafficAccessToken, undefined);
+    assert.equal((await priv.getInfo()).network?.allowPublicTraffic, false);
+    for (const s of [priv, pub]) await s.commands.run('cd /tmp && exec python3 -m http.server 8000 >/dev/null 2>&1', { background: true });
+    const get = (s, headers = {}) =>
+      fetch(`${process.env.E2B_SANDBOX_URL}/`, { headers: { 'E2b-Sandbox-Id': s.sandboxId, 'E2b-Sandbox-Port': '8000', ...headers } });
+    const token = { 'e2b-traffic-access-token': priv.trafficAccessToken };
+    for (let i = 0; i < 100 && ((await get(pub)).status !== 200 || (await get(priv, token)).status !== 200); i++) await sleep(100);
+    assert.equal((await get(pub)).status, 200, 'a public sandbox needs no token');
+    assert.equal((await get(priv, token)).status, 200);
+    const none = await get(priv);
+    assert.equal(none.status, 403);
+    assert.match((await none.json()).message, /e2b-traffic-access-token/);
+    assert.equal((await get(priv, { 'e2b-traffic-access-token': '0'.repeat(32) })).status, 403);
+    assert.equal((await get(pub, { 'e2b-traffic-access-token': priv.trafficAccessToken })).status, 200);
+    // the SDK's own calls go to the agent, guarded by its envd token, and need no traffic token
+    assert.equal((await priv.commands.run('echo inside')).stdout, 'inside\n');
+    // chosen at create only
+    const put = await fetch(`${process.env.E2B_API_URL}/sandboxes/${priv.sandboxId}/network`, { method: 'PUT', headers: { 'X-API-KEY': process.env.E2B_API_KEY, 'content-type': 'application/json' }, body: '{"allowPublicTraffic": true}' });
+    assert.equal(put.status, 400);
+  } finally {
+    await priv.kill();
+    await pub.kill();
+  }
+});
+
 test('bad input gets clear errors', async () => {
   const url = process.env.E2B_API_URL;
   const key = process.env.E2B_API_KEY;

@@ -17,7 +17,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         api_network n;
         cube_err err = {0};
         if (api_network_parse(!cJSON_IsFalse(internet), cJSON_IsObject(net) ? net : NULL, &n, &err) == 0)
-            cJSON_Delete(api_network_json(&n.policy));
+            cJSON_Delete(api_network_json(&n.policy, !n.private_traffic));
         api_network_free(&n); /* whatever parse returned (network.h) */
         cJSON_Delete(j);
     }

@@ -54,6 +54,7 @@ static int fake_create(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *res
     if (strcmp(req->template_id, "missing") == 0)
         return cube_err_set(err, ENOENT, "template 'missing' not found");
     out->sandbox = fake_sandbox(ctx, "inew", req->template_id);
+    if (req->private_traffic) out->sandbox->traffic_access_token = "tok-from-master";
     return 0;
 }
 
@@ -192,7 +193,6 @@ START_TEST(create_and_its_errors)
     /* what cube cannot honour is refused by name, never ignored: a private sandbox must not answer the world
      */
     static const char *const refused[][2] = {
-        {"{\"templateID\":\"base\",\"network\":{\"allowPublicTraffic\":false}}", "allowPublicTraffic"},
         {"{\"templateID\":\"base\",\"network\":{\"allowPublicTraffic\":\"no\"}}", "allowPublicTraffic"},
         {"{\"templateID\":\"base\",\"network\":{\"maskRequestHost\":\"${PORT}.example.com\"}}",
          "maskRequestHost"},
@@ -209,6 +209,18 @@ START_TEST(create_and_its_errors)
                              "\"maskRequestHost\":null,\"httpsPorts\":[]}}",
                              body, sizeof(body)),
                      201);
+    ck_assert_msg(!strstr(body, "trafficAccessToken"), "a public sandbox got a traffic token: %s", body);
+    /* a private one: the master's token comes back as E2B's trafficAccessToken */
+    ck_assert_int_eq(request("POST", "/sandboxes", "e2b_good",
+                             "{\"templateID\":\"base\",\"network\":{\"allowPublicTraffic\":false}}", body,
+                             sizeof(body)),
+                     201);
+    ck_assert_msg(strstr(body, "\"trafficAccessToken\":\"tok-from-master\""), "%s", body);
+    /* chosen at create: a network update may not flip it */
+    ck_assert_int_eq(request("PUT", "/sandboxes/inew/network", "e2b_good", "{\"allowPublicTraffic\":true}",
+                             body, sizeof(body)),
+                     400);
+    ck_assert_msg(strstr(body, "allowPublicTraffic"), "%s", body);
     ck_assert_int_eq(request("POST", "/sandboxes", "e2b_good", "{not json", body, sizeof(body)), 400);
     /* the key */
     ck_assert_int_eq(request("POST", "/sandboxes", NULL, "{\"templateID\":\"base\"}", body, sizeof(body)),
