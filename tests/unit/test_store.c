@@ -428,6 +428,13 @@ START_TEST(redis_routes_follow_the_store_in_order)
         ck_assert_msg(strstr(m->element[2]->str, want[i]) != NULL, "event %d: %s", i, m->element[2]->str);
         freeReplyObject(m);
     }
+    /* a private sandbox's route carries its traffic token, which the proxies check */
+    Cube__Sandbox p = a;
+    p.sandbox_id = "iroutep";
+    p.traffic_access_token = "0123456789abcdef0123456789abcdef";
+    ck_assert_int_eq(st->ops->sandbox_add(st, &p, &err), 0);
+    ck_assert_int_eq(st->ops->sandbox_update(st, &p, CUBE__SANDBOX_STATE__SANDBOX_STATE_RUNNING, &err), 0);
+    ck_assert_str_eq(hget(c, "iroutep"), "2 0 node-1 /proc/77/ns/net 0123456789abcdef0123456789abcdef");
     /* Redis gone: the store still answers, and fast (the view is rebuilt when Redis is back) */
     stop_redis();
     Cube__Sandbox d = a;
