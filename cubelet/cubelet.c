@@ -180,9 +180,9 @@ static void start_hv(cubelet *c, cl_slot *s, char **argv, int out, int logfd, in
 {
     s->hv_pidfd = -1;
     if (c->zygote.sock >= 0) {
-        int fds[3] = {out, logfd, disk_fd}, targets[3] = {1, 2, 3}, nfds = logfd >= 0 ? 2 : 1;
-        if (logfd < 0) fds[1] = disk_fd, targets[1] = 3;
-        if (disk_fd >= 0) nfds++;
+        int fds[3] = {out}, targets[3] = {1}, nfds = 1;
+        if (logfd >= 0) fds[nfds] = logfd, targets[nfds++] = 2;
+        if (disk_fd >= 0) fds[nfds] = disk_fd, targets[nfds++] = 3;
         char *hv0 = argv[0];
         argv[0] = "cube-hypervisor";
         cube_err err = {0};
@@ -224,9 +224,11 @@ static void start_hv(cubelet *c, cl_slot *s, char **argv, int out, int logfd, in
 static void wait_hv(cl_slot *s)
 {
     if (s->hv_pidfd < 0) {
-        if (waitpid(s->hv, NULL, 0) < 0 && errno == ECHILD && s->adopted) /* no pidfd: watched by polling */
+        if (s->adopted) /* no pidfd: watched by polling (teardown path only) */
             for (int i = 0; i < 1000 && kill(s->hv, 0) == 0; i++)
                 nanosleep(&(struct timespec){0, 10000000}, NULL);
+        else if (waitpid(s->hv, NULL, 0) < 0)
+            kill(s->hv, SIGKILL);
         return;
     }
     struct pollfd p = {s->hv_pidfd, POLLIN, 0};
