@@ -1,4 +1,5 @@
 #include <errno.h>
+#include <stdbool.h>
 #include <linux/prctl.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -10,8 +11,41 @@
 
 #include "proc_title.h"
 
+/* The rest of the layout PR_SET_MM_MAP sets, as /proc/self/stat gives it (fields 1-51): the same in every
+ * process forked, not exec'd, from the one that read it, so it is read once per image. */
+static struct {
+    bool have;
+    unsigned long v[52];
+} layout;
+
+int proc_title_prepare(void)
+{
+    if (layout.have) return 0;
+    char buf[2048];
+    FILE *f = fopen("/proc/self/stat", "re");
+    if (!f) return -1;
+    size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    char *p = strrchr(buf, ')'); /* the command name (field 2) may hold spaces: count from its end */
+    if (!p) return errno = EINVAL, -1;
+    int field = 2;
+    for (char *q = p + 1; *q && field < 51;) {
+        while (*q == ' ') q++;
+        field++;
+        char *end;
+        layout.v[field] = strtoul(q, &end, 10);
+        if (end == q && field != 3) return errno = EINVAL, -1; /* field 3 is the state, a letter */
+        q = end == q ? q + 1 : end;
+    }
+    if (field < 51) return errno = EINVAL, -1;
+    layout.have = true;
+    return 0;
+}
+
 int proc_title_set(const char *args, size_t args_len, const char *env, size_t env_len)
 {
+    if (proc_title_prepare() < 0) return -1;
     /* the kernel reads them only from anonymous memory (FOLL_ANON): a copy on a page of their own */
     size_t total = args_len + (env ? env_len : 0);
     char *copy = mmap(NULL, total, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
@@ -20,26 +54,7 @@ int proc_title_set(const char *args, size_t args_len, const char *env, size_t en
     if (env) memcpy(copy + args_len, env, env_len);
     args = copy;
     env = env ? copy + args_len : NULL;
-    /* PR_SET_MM_MAP sets the whole layout at once: the rest of it is given as it is now */
-    char buf[2048];
-    FILE *f = fopen("/proc/self/stat", "re");
-    if (!f) goto fail;
-    size_t n = fread(buf, 1, sizeof(buf) - 1, f);
-    fclose(f);
-    buf[n] = '\0';
-    char *p = strrchr(buf, ')'); /* the command name (field 2) may hold spaces: count from its end */
-    if (!p) goto invalid;
-    unsigned long v[52] = {0};
-    int field = 2;
-    for (char *q = p + 1; *q && field < 51;) {
-        while (*q == ' ') q++;
-        field++;
-        char *end;
-        v[field] = strtoul(q, &end, 10);
-        if (end == q && field != 3) goto invalid; /* field 3 is the state, a letter */
-        q = end == q ? q + 1 : end;
-    }
-    if (field < 51) goto invalid;
+    const unsigned long *v = layout.v;
     struct prctl_mm_map m = {
         .start_code = v[26],
         .end_code = v[27],
@@ -55,10 +70,6 @@ int proc_title_set(const char *args, size_t args_len, const char *env, size_t en
         .exe_fd = (uint32_t)-1,
     };
     if (prctl(PR_SET_MM, PR_SET_MM_MAP, &m, sizeof(m), 0) == 0) return 0;
-    goto fail;
-invalid:
-    errno = EINVAL;
-fail:;
     int e = errno;
     munmap(copy, total);
     errno = e;

@@ -6,6 +6,9 @@
 
 #include <stddef.h>
 
-/* args and env: blocks of NUL-terminated strings (copied); env NULL keeps the environment shown. -1 with
- * errno. */
+/* Reads the process's layout once for this image and every process forked from it (the zygote calls it
+ * before it forks anything; proc_title_set calls it where nobody did). -1 with errno. */
+int proc_title_prepare(void);
+/* args and env: blocks of NUL-terminated strings (copied); env NULL shows the environment the layout was
+ * read with. -1 with errno. */
 int proc_title_set(const char *args, size_t args_len, const char *env, size_t env_len);

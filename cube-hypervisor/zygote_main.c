@@ -8,6 +8,7 @@
 #include "hv.h"
 #include "hv_main.h"
 #include "log.h"
+#include "proc_title.h"
 #include "zygote.h"
 
 int main(int argc, char **argv)
@@ -24,5 +25,10 @@ int main(int argc, char **argv)
         return 2;
     }
     hv_builtin_agent = agent_main;
+    /* read once here, not by every child that points its command line at its own */
+    if (proc_title_prepare() < 0) {
+        perror("cube-zygote: /proc/self/stat");
+        return 1;
+    }
     return zygote_serve((int)fd, hv_main) < 0 ? 1 : 0;
 }
