@@ -478,10 +478,10 @@ static int fork_sandbox(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *re
         cube__fork_result__init(fr);
         cube_err perr = {0};
         /* a private parent's fork is private too, with a token of its own */
-        char *traffic =
-            parent->traffic_access_token && *parent->traffic_access_token ? cube_rpc_alloc(ctx, 33) : NULL;
-        if (traffic && cube_token_hex(traffic, 16, &perr) == 0) sb.traffic_access_token = traffic;
-        if (perr.code || (parent->traffic_access_token && *parent->traffic_access_token && !traffic)) {
+        bool private_traffic = parent->traffic_access_token && *parent->traffic_access_token;
+        char *traffic = private_traffic ? cube_rpc_alloc(ctx, 33) : NULL;
+        if (traffic) sb.traffic_access_token = traffic;
+        if (private_traffic && (!traffic || cube_token_hex(traffic, 16, &perr) < 0)) {
             fr->error = cube_rpc_strdup(ctx, "could not make the fork's traffic access token");
             fr->code = 500;
         } else if (m->st->ops->sandbox_add(m->st, &sb, &perr) < 0) {
