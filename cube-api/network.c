@@ -3,10 +3,33 @@
 
 #include <errno.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "netaddr.h"
 
 #define MAX_RULES 256
+
+/* allowOut takes addresses, CIDRs and domain names ("*.example.com" too); denyOut addresses and CIDRs */
+static int rule_entry(const char *field, size_t i, const char *s, cube_err *err)
+{
+    uint32_t a;
+    uint8_t len;
+    if (cube_parse_ipv4_prefix(s, &a, &len, err) == 0) return 0;
+    bool wordy = false;
+    for (const char *p = s; *p; p++)
+        if ((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || *p == '*') wordy = true;
+    if (wordy && !strchr(s, '/') && !strchr(s, ':')) {
+        if (strcmp(field, "denyOut") == 0)
+            return cube_err_set(
+                err, EINVAL,
+                "network.denyOut[%zu]: '%.64s' is a domain name; denyOut takes IPv4 addresses "
+                "and CIDRs (deny everything with '0.0.0.0/0' and allow names in allowOut)",
+                i, s);
+        char norm[CUBE_DOMAIN_MAX];
+        if (cube_parse_domain_pattern(s, norm, err) == 0) return 0;
+    }
+    return cube_err_prefix(err, "network.%s[%zu]", field, i);
+}
 
 static int rules(const cJSON *net, const char *name, char ***out, size_t *n, cube_err *err)
 {
@@ -15,19 +38,17 @@ static int rules(const cJSON *net, const char *name, char ***out, size_t *n, cub
     *n = 0;
     if (!arr || cJSON_IsNull(arr)) return 0;
     if (!cJSON_IsArray(arr) || cJSON_GetArraySize(arr) > MAX_RULES)
-        return cube_err_set(err, EINVAL, "network.%s must be an array of at most %d IPv4 addresses or CIDRs",
-                            name, MAX_RULES);
+        return cube_err_set(err, EINVAL, "network.%s must be an array of at most %d %s", name, MAX_RULES,
+                            strcmp(name, "allowOut") == 0 ? "IPv4 addresses, CIDRs or domain names"
+                                                          : "IPv4 addresses or CIDRs");
     *out = calloc((size_t)cJSON_GetArraySize(arr) + 1, sizeof(char *));
     if (!*out) return cube_err_set(err, ENOMEM, "out of memory");
     const cJSON *it;
     cJSON_ArrayForEach(it, arr)
     {
-        uint32_t a;
-        uint8_t len;
         if (!cJSON_IsString(it))
             return cube_err_set(err, EINVAL, "network.%s[%zu] must be a string", name, *n);
-        if (cube_parse_ipv4_prefix(it->valuestring, &a, &len, err) < 0)
-            return cube_err_prefix(err, "network.%s[%zu]", name, *n);
+        if (rule_entry(name, *n, it->valuestring, err) < 0) return -1;
         (*out)[(*n)++] = it->valuestring;
     }
     return 0;

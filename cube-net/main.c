@@ -24,6 +24,8 @@ static const cube_config_flag flags[] = {
      "host-side interface name prefix (default cn); one per cube-net on a host"},
     {"pool-size", "net.pool_size", true, "network slots kept ready (default 8)"},
     {"audit-allowed", "net.audit_allowed", false, "log allowed new connections too"},
+    {"dns", "net.dns", true,
+     "ADDR[:PORT] of the resolver sandboxes' names go to (default: the node's, from /etc/resolv.conf)"},
     {"metrics-port", "net.metrics_port", true, "serve Prometheus /metrics on 127.0.0.1:PORT (default: off)"},
     {"help", "net.help", false, "this text"},
     {"tls-dir", "net.tls_dir", true,
@@ -68,6 +70,7 @@ static int run(cube_config *cfg, int argc, char **argv)
         .ifprefix = cube_config_get(cfg, "net.ifprefix", "cn"),
         .pool_size = (int)pool,
         .audit_allowed = audit,
+        .dns = cube_config_get(cfg, "net.dns", NULL),
     };
     sigset_t set;
     sigemptyset(&set);

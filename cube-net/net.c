@@ -19,6 +19,7 @@
 
 #include "bpf/net_maps.h"
 #include "log.h"
+#include "names.h"
 #include "metrics.h"
 #include "nl.h"
 #include "net_internal.h"
@@ -99,6 +100,7 @@ void cube_net_detach(cube_net *n, int idx)
         free(s->policy);
         s->policy = NULL;
     }
+    cn_names_forget(n, idx);
     char p[4300];
     lease_path(n, idx, p, sizeof(p));
     unlink(p);
@@ -345,7 +347,8 @@ int cube_net_apply(cube_net *n, int idx, uint32_t gen, const cn_policy *p, cube_
                               .addr = s->addr,
                               .gen = gen,
                               .default_allow = p->internet,
-                              .audit_allowed = n->cfg.audit_allowed};
+                              .audit_allowed = n->cfg.audit_allowed,
+                              .names = p->n_names > 0};
     __u32 ifx = (__u32)s->host_ifindex;
     if (bpf_map_update_elem(bpf_map__fd(n->skel->maps.cn_slots), &ifx, &cfg, BPF_ANY) < 0) {
         int e = errno;
@@ -355,9 +358,20 @@ int cube_net_apply(cube_net *n, int idx, uint32_t gen, const cn_policy *p, cube_
     return 0;
 }
 
+/* names need the node's resolver and egress proxy (an uplink and an upstream resolver) */
+static int names_possible(const cube_net *n, const cn_policy *p, cube_err *err)
+{
+    if (p->n_names && (!n->dns || !n->egress))
+        return cube_err_set(
+            err, EINVAL,
+            "domain names in allowOut need the node's resolver, which this node does not run (%s)",
+            n->uplink_ifindex ? "no upstream DNS server" : "no uplink: sandboxes have no egress");
+    return 0;
+}
+
 int cube_net_lease(cube_net *n, const char *lease, const cn_policy *p, cn_lease_info *out, cube_err *err)
 {
-    if (valid_lease(lease, err) < 0) return -1;
+    if (valid_lease(lease, err) < 0 || names_possible(n, p, err) < 0) return -1;
     cn_policy *copy = malloc(sizeof(*copy));
     if (!copy) return cube_err_sys(err, ENOMEM, "policy");
     *copy = *p;
@@ -418,6 +432,7 @@ int cube_net_lease(cube_net *n, const char *lease, const cn_policy *p, cn_lease_
 
 int cube_net_update(cube_net *n, const char *lease, const cn_policy *p, cube_err *err)
 {
+    if (names_possible(n, p, err) < 0) return -1;
     cn_policy *copy = malloc(sizeof(*copy));
     if (!copy) return cube_err_sys(err, ENOMEM, "policy");
     *copy = *p;
@@ -430,12 +445,15 @@ int cube_net_update(cube_net *n, const char *lease, const cn_policy *p, cube_err
     }
     cn_slot *s = &n->slots[idx];
     uint32_t gen = s->gen + 1;
-    if (cube_net_apply(n, idx, gen, copy, err) < 0) {
+    /* addresses the new policy's names still allow go on being allowed (flows in progress, cached answers) */
+    if (cn_names_carry(n, idx, gen, copy, err) < 0 || cube_net_apply(n, idx, gen, copy, err) < 0) {
+        cn_names_unwrite(n, idx, gen);
         pthread_mutex_unlock(&n->lock);
         free(copy);
         return -1;
     }
     int afd = bpf_map__fd(n->skel->maps.cn_allow), dfd = bpf_map__fd(n->skel->maps.cn_deny);
+    cn_names_unwrite(n, idx, s->gen);
     cn_rules_delete(afd, dfd, idx, s->gen, s->policy);
     free(s->policy);
     s->policy = copy;

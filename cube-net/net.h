@@ -23,19 +23,33 @@ typedef struct cn_prefix {
 } cn_prefix;
 
 #define CN_MAX_POLICY_RULES 256
+#define CN_MAX_POLICY_NAMES 64
+#define CN_NAME_MAX         254 /* CUBE_DOMAIN_MAX */
 
-/* E2B's egress policy: allowOut wins over denyOut; allow_internet_access=false is denyOut 0.0.0.0/0. */
+/* E2B's egress policy: allowOut wins over denyOut; allow_internet_access=false is denyOut 0.0.0.0/0.
+ * allowOut may name domains ("api.example.com", "*.example.com"): an address is allowed while one of those
+ * names resolves to it through the node's resolver, and TCP 80/443 to it goes through the node's egress
+ * proxy, which checks the name the connection carries (TLS SNI, HTTP Host). */
 typedef struct cn_policy {
     bool internet;
-    int n_allow, n_deny;
+    int n_allow, n_deny, n_names;
     cn_prefix allow[CN_MAX_POLICY_RULES];
     cn_prefix deny[CN_MAX_POLICY_RULES];
+    char names[CN_MAX_POLICY_NAMES][CN_NAME_MAX];
 } cn_policy;
 
 /* Parses "a.b.c.d" or "a.b.c.d/n" (host bits cleared); a clear error for names, IPv6, junk. */
 int cn_parse_prefix(const char *s, cn_prefix *out, cube_err *err);
-/* Adds each of list to the policy's allow (or deny) side. */
+/* Adds each of list to the policy's allow (or deny) side: addresses and CIDRs either side, domain names
+ * (and "*." wildcards) on the allow side only. */
 int cn_policy_add(cn_policy *p, bool allow, const char *const *list, size_t n, cube_err *err);
+/* Whether one of the policy's names matches name (a DNS question, an SNI, a Host). */
+bool cn_policy_allows_name(const cn_policy *p, const char *name);
+/* The policy's name (pattern) that matches name, or NULL. */
+const char *cn_policy_name_rule(const cn_policy *p, const char *name);
+/* The policy's verdict for an address, as the BPF program gives it (allow wins over deny, then the
+ * default); names play no part. */
+bool cn_policy_allows_addr(const cn_policy *p, uint32_t addr);
 
 typedef struct cn_config {
     const char *state_dir; /* leases, one file a slot */
@@ -47,6 +61,8 @@ typedef struct cn_config {
                             * host) */
     int pool_size;         /* slots kept ready */
     bool audit_allowed;    /* log allowed new connections too (denied ones always are) */
+    const char *dns;       /* the resolver sandboxes' names go to, "ADDR[:PORT]" (NULL: the node's own, from
+                            * /etc/resolv.conf); with an uplink only */
 } cn_config;
 
 typedef enum { CN_FREE, CN_BUILDING, CN_READY, CN_LEASED, CN_RELEASING } cn_state;
@@ -60,6 +76,8 @@ typedef struct cn_slot {
     cn_policy *policy; /* while leased */
     int next_lease;    /* the lease index's chain */
     bool indexed;
+    struct cn_name_rec *seen; /* what the policy's names resolved to (names.c) */
+    int n_seen;
 } cn_slot;
 
 typedef struct cn_lease_info {
@@ -75,6 +93,8 @@ typedef struct cn_stats {
 
 struct sandbox_net;
 struct ring_buffer;
+struct cn_dns;
+struct cn_egress;
 
 typedef struct cube_net {
     cn_config cfg;
@@ -98,7 +118,10 @@ typedef struct cube_net {
     int cursor;            /* next index to try when building: addresses are reused as late as possible */
     int stopping;
     bool threads;
-    pthread_t refill_thread, audit_thread;
+    bool steering;            /* the mark rule and local table are in place */
+    struct cn_dns *dns;       /* the node's resolver for sandboxes (dns.c), with an uplink */
+    struct cn_egress *egress; /* the egress proxy (egress.c), with an uplink */
+    pthread_t refill_thread, audit_thread, dns_thread, egress_thread;
 } cube_net;
 
 /* Loads the BPF programs, sets up the uplink (forwarding + masquerade) if any, and adopts what a previous

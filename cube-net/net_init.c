@@ -17,6 +17,8 @@
 #include <unistd.h>
 
 #include "audit.h"
+#include "dns.h"
+#include "egress.h"
 #include "bpf/net_maps.h"
 #include "fsutil.h"
 #include "log.h"
@@ -83,9 +85,38 @@ static int load_programs(cube_net *n, cube_err *err)
     n->skel->rodata->sandbox_net = n->net;
     n->skel->rodata->sandbox_mask = n->mask;
     n->skel->bss->uplink_ifindex = (__u32)n->uplink_ifindex;
+    /* steering to the node's resolver and egress proxy: only where sandboxes have a way out at all */
+    n->skel->rodata->steer_mark = n->uplink_ifindex ? CN_STEER_MARK : 0;
     int rc = sandbox_net__load(n->skel);
     if (rc < 0) return cube_err_sys(err, -rc, "load the BPF programs (needs root and a kernel with BPF)");
     return 0;
+}
+
+/* Packets the programs steer to the node's sockets carry CN_STEER_MARK; this rule and table deliver them
+ * locally (the assigned socket takes them, whatever their destination address). Shared by every cube-net of
+ * the namespace (same rule, same table): added idempotently. */
+static int steering_enable(cube_net *n, cube_err *err)
+{
+    cn_nl *nl = cn_nl_open(err);
+    if (!nl) return -1;
+    int rc = cn_nl_local_table_add(nl, CN_STEER_TABLE, err);
+    if (rc == 0) rc = cn_nl_mark_rule_add(nl, CN_STEER_MARK, CN_STEER_TABLE, CN_STEER_PRIORITY, err);
+    cn_nl_close(nl);
+    if (rc < 0) return cube_err_prefix(err, "steering to the node's resolver and egress proxy");
+    n->steering = true;
+    return 0;
+}
+
+static void steering_disable(cube_net *n)
+{
+    cube_err err = {0};
+    cn_nl *nl = cn_nl_open(&err);
+    if (!nl) return;
+    if (cn_nl_mark_rule_del(nl, CN_STEER_MARK, CN_STEER_TABLE, CN_STEER_PRIORITY, &err) < 0 ||
+        cn_nl_local_table_del(nl, CN_STEER_TABLE, &err) < 0)
+        cube_log_warn("steering not removed", "err=\"%s\"", err.msg);
+    cn_nl_close(nl);
+    n->steering = false;
 }
 
 static int node_deny(cube_net *n, cube_err *err)
@@ -183,6 +214,9 @@ int cube_net_init(cube_net *n, const cn_config *cfg, cube_err *err)
     }
     if (load_programs(n, err) < 0 || node_deny(n, err) < 0) return -1;
     if (n->uplink_ifindex && cn_uplink_enable(n->cfg.ifprefix, cfg->uplink, cfg->cidr, err) < 0) return -1;
+    if (n->uplink_ifindex &&
+        (steering_enable(n, err) < 0 || cn_dns_open(n, err) < 0 || cn_egress_open(n, err) < 0))
+        return -1;
     cn_nl *host = cn_nl_open(err);
     if (!host) return -1;
     adopt(n, host);
@@ -195,6 +229,8 @@ void cube_net_start(cube_net *n)
 {
     pthread_create(&n->refill_thread, NULL, cube_net_refill_loop, n);
     pthread_create(&n->audit_thread, NULL, cn_audit_loop, n);
+    if (n->dns) pthread_create(&n->dns_thread, NULL, cn_dns_loop, n);
+    if (n->egress) pthread_create(&n->egress_thread, NULL, cn_egress_loop, n);
     n->threads = true;
 }
 
@@ -207,8 +243,12 @@ void cube_net_stop(cube_net *n)
     if (n->threads) {
         pthread_join(n->refill_thread, NULL);
         pthread_join(n->audit_thread, NULL);
+        if (n->dns) pthread_join(n->dns_thread, NULL);
+        if (n->egress) pthread_join(n->egress_thread, NULL);
         n->threads = false;
     }
+    cn_dns_close(n);
+    cn_egress_close(n);
     cube_err err = {0};
     cn_nl *host = n->slots ? cn_nl_open(&err) : NULL;
     int leased = 0;
@@ -217,6 +257,9 @@ void cube_net_stop(cube_net *n)
             leased++;
             free(n->slots[i].policy);
             n->slots[i].policy = NULL;
+            free(n->slots[i].seen); /* the entries stay with the attached programs' maps */
+            n->slots[i].seen = NULL;
+            n->slots[i].n_seen = 0;
         } else if (n->slots[i].state != CN_FREE) {
             cube_net_teardown(n, i, host);
         }
@@ -224,6 +267,7 @@ void cube_net_stop(cube_net *n)
     cn_nl_close(host);
     n->nreleased = 0; /* torn down above, with every other slot not leased */
     if (!leased && n->uplink_ifindex) cn_uplink_disable(n->cfg.ifprefix);
+    if (!leased && n->steering) steering_disable(n);
     if (!leased && n->ns_tmpfs && umount2(n->cfg.ns_dir, MNT_DETACH) == 0) n->ns_tmpfs = false;
     cn_audit_close(n);
     if (n->skel) sandbox_net__destroy(n->skel);

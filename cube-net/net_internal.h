@@ -5,6 +5,11 @@
 #include "net.h"
 #include "nl.h"
 
+/* Steering to the node's sockets (see net_init.c): the packet mark, the table and the rule's priority. */
+#define CN_STEER_MARK     0x0c0be001u
+#define CN_STEER_TABLE    3262u
+#define CN_STEER_PRIORITY 90u
+
 /* Attaches the programs to a slot's host side, replacing earlier ones. */
 int cube_net_attach(cube_net *n, int ifindex, cube_err *err);
 /* Writes slot idx's rules under generation gen, then its map entry. */

@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <libmnl/libmnl.h>
+#include <linux/fib_rules.h>
 #include <linux/if.h>
 #include <linux/if_link.h>
 #include <linux/neighbour.h>
@@ -185,4 +186,57 @@ int cn_nl_neigh_add(cn_nl *nl, int ifindex, uint32_t addr, const uint8_t mac[6],
     mnl_attr_put_u32(h, NDA_DST, addr);
     mnl_attr_put(h, NDA_LLADDR, 6, mac);
     return transact(nl, h, NULL, NULL, "add neighbour", err);
+}
+
+static int local_table(cn_nl *nl, uint16_t type, uint16_t flags, uint32_t table, cube_err *err)
+{
+    struct nlmsghdr *h = start(nl, type, flags);
+    struct rtmsg *rt = mnl_nlmsg_put_extra_header(h, sizeof(*rt));
+    rt->rtm_family = AF_INET;
+    rt->rtm_dst_len = 0;
+    rt->rtm_table = RT_TABLE_UNSPEC; /* RTA_TABLE below: ids over 255 */
+    rt->rtm_protocol = RTPROT_STATIC;
+    rt->rtm_scope = RT_SCOPE_HOST;
+    rt->rtm_type = RTN_LOCAL;
+    mnl_attr_put_u32(h, RTA_TABLE, table);
+    mnl_attr_put_u32(h, RTA_OIF, 1); /* lo */
+    return transact(nl, h, NULL, NULL, type == RTM_NEWROUTE ? "add local route" : "delete local route", err);
+}
+
+int cn_nl_local_table_add(cn_nl *nl, uint32_t table, cube_err *err)
+{
+    return local_table(nl, RTM_NEWROUTE, NLM_F_CREATE | NLM_F_REPLACE, table, err);
+}
+
+int cn_nl_local_table_del(cn_nl *nl, uint32_t table, cube_err *err)
+{
+    int rc = local_table(nl, RTM_DELROUTE, 0, table, err);
+    return rc < 0 && (err->code == ESRCH || err->code == ENOENT) ? 0 : rc;
+}
+
+static int mark_rule(cn_nl *nl, uint16_t type, uint16_t flags, uint32_t mark, uint32_t table, uint32_t prio,
+                     cube_err *err)
+{
+    struct nlmsghdr *h = start(nl, type, flags);
+    struct fib_rule_hdr *fr = mnl_nlmsg_put_extra_header(h, sizeof(*fr));
+    fr->family = AF_INET;
+    fr->action = FR_ACT_TO_TBL;
+    fr->table = RT_TABLE_UNSPEC;
+    mnl_attr_put_u32(h, FRA_TABLE, table);
+    mnl_attr_put_u32(h, FRA_FWMARK, mark);
+    mnl_attr_put_u32(h, FRA_FWMASK, 0xffffffffu);
+    mnl_attr_put_u32(h, FRA_PRIORITY, prio);
+    return transact(nl, h, NULL, NULL, type == RTM_NEWRULE ? "add rule" : "delete rule", err);
+}
+
+int cn_nl_mark_rule_add(cn_nl *nl, uint32_t mark, uint32_t table, uint32_t priority, cube_err *err)
+{
+    int rc = mark_rule(nl, RTM_NEWRULE, NLM_F_CREATE | NLM_F_EXCL, mark, table, priority, err);
+    return rc < 0 && err->code == EEXIST ? 0 : rc;
+}
+
+int cn_nl_mark_rule_del(cn_nl *nl, uint32_t mark, uint32_t table, uint32_t priority, cube_err *err)
+{
+    int rc = mark_rule(nl, RTM_DELRULE, 0, mark, table, priority, err);
+    return rc < 0 && (err->code == ENOENT || err->code == ESRCH) ? 0 : rc;
 }

@@ -28,5 +28,12 @@ int cn_nl_addr_add(cn_nl *nl, int ifindex, uint32_t addr, int prefix, cube_err *
 int cn_nl_route_add(cn_nl *nl, int ifindex, uint32_t dst, int prefix, uint32_t gw, cube_err *err);
 /* A permanent neighbour entry: no ARP on the sandbox links. */
 int cn_nl_neigh_add(cn_nl *nl, int ifindex, uint32_t addr, const uint8_t mac[6], cube_err *err);
+/* "Everything is local" in table (route type local, 0.0.0.0/0 on lo) and a rule sending packets with mark to
+ * that table at priority: how packets steered by the BPF programs reach the node's sockets. Replaces what is
+ * there (idempotent); the _del calls remove them (missing ones are not an error). */
+int cn_nl_local_table_add(cn_nl *nl, uint32_t table, cube_err *err);
+int cn_nl_local_table_del(cn_nl *nl, uint32_t table, cube_err *err);
+int cn_nl_mark_rule_add(cn_nl *nl, uint32_t mark, uint32_t table, uint32_t priority, cube_err *err);
+int cn_nl_mark_rule_del(cn_nl *nl, uint32_t mark, uint32_t table, uint32_t priority, cube_err *err);
 
 #endif

@@ -18,11 +18,32 @@ int cn_parse_prefix(const char *s, cn_prefix *out, cube_err *err)
     return cube_parse_ipv4_prefix(s, &out->addr, &out->len, err);
 }
 
+/* an entry with a letter in it and no '/' is meant as a name */
+static bool looks_like_name(const char *s)
+{
+    if (strchr(s, '/') || strchr(s, ':')) return false;
+    for (; *s; s++)
+        if ((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') || *s == '*') return true;
+    return false;
+}
+
 int cn_policy_add(cn_policy *p, bool allow, const char *const *list, size_t n, cube_err *err)
 {
     int *count = allow ? &p->n_allow : &p->n_deny;
     cn_prefix *arr = allow ? p->allow : p->deny;
     for (size_t i = 0; i < n; i++) {
+        if (allow && looks_like_name(list[i])) {
+            if (p->n_names >= CN_MAX_POLICY_NAMES)
+                return cube_err_set(err, EINVAL, "at most %d domain names in allowOut", CN_MAX_POLICY_NAMES);
+            if (cube_parse_domain_pattern(list[i], p->names[p->n_names], err) < 0) return -1;
+            p->n_names++;
+            continue;
+        }
+        if (!allow && looks_like_name(list[i]))
+            return cube_err_set(err, EINVAL,
+                                "'%.64s': denyOut takes IPv4 addresses and CIDRs; names can only be allowed "
+                                "(allowOut)",
+                                list[i]);
         if (*count >= CN_MAX_POLICY_RULES)
             return cube_err_set(err, EINVAL, "at most %d %s entries", CN_MAX_POLICY_RULES,
                                 allow ? "allowOut" : "denyOut");
@@ -30,6 +51,33 @@ int cn_policy_add(cn_policy *p, bool allow, const char *const *list, size_t n, c
         (*count)++;
     }
     return 0;
+}
+
+const char *cn_policy_name_rule(const cn_policy *p, const char *name)
+{
+    for (int i = 0; i < p->n_names; i++)
+        if (cube_domain_match(p->names[i], name)) return p->names[i];
+    return NULL;
+}
+
+bool cn_policy_allows_name(const cn_policy *p, const char *name)
+{
+    return cn_policy_name_rule(p, name) != NULL;
+}
+
+static bool in_prefix(const cn_prefix *x, uint32_t addr)
+{
+    uint32_t mask = x->len ? htonl(~0u << (32 - x->len)) : 0;
+    return (addr & mask) == x->addr;
+}
+
+bool cn_policy_allows_addr(const cn_policy *p, uint32_t addr)
+{
+    for (int i = 0; i < p->n_allow; i++)
+        if (in_prefix(&p->allow[i], addr)) return true;
+    for (int i = 0; i < p->n_deny; i++)
+        if (in_prefix(&p->deny[i], addr)) return false;
+    return p->internet;
 }
 
 static void rule_key(struct cn_rule_key *k, int slot, uint32_t gen, const cn_prefix *pfx)
@@ -73,7 +121,7 @@ void cn_rules_delete(int allow_fd, int deny_fd, int slot, uint32_t gen, const cn
 int cn_policy_save(const char *path, const char *lease, uint32_t gen, const cn_policy *p, cube_err *err)
 {
     /* on the lease path: one buffer, one write, one rename (a reader sees the old file or the new one) */
-    char buf[256 + 2 * CN_MAX_POLICY_RULES * 28];
+    char buf[256 + 2 * CN_MAX_POLICY_RULES * 28 + CN_MAX_POLICY_NAMES * (CN_NAME_MAX + 6)];
     size_t len =
         (size_t)snprintf(buf, sizeof(buf), "lease %s\ngen %u\ninternet %d\n", lease, gen, p->internet);
     char a[INET_ADDRSTRLEN];
@@ -83,6 +131,8 @@ int cn_policy_save(const char *path, const char *lease, uint32_t gen, const cn_p
             len += (size_t)snprintf(buf + len, sizeof(buf) - len, "%s %s/%u\n", side ? "deny" : "allow",
                                     inet_ntop(AF_INET, &v[i].addr, a, sizeof(a)), v[i].len);
     }
+    for (int i = 0; i < p->n_names && len < sizeof(buf); i++)
+        len += (size_t)snprintf(buf + len, sizeof(buf) - len, "name %s\n", p->names[i]);
     if (len < sizeof(buf)) len += (size_t)snprintf(buf + len, sizeof(buf) - len, "end\n");
     if (len >= sizeof(buf)) return cube_err_set(err, E2BIG, "policy too large to save");
     /* a new lease: the file does not exist, so write it in place (no rename over an old file, which ext4
@@ -118,7 +168,7 @@ int cn_policy_load(const char *path, char *lease, size_t lease_len, uint32_t *ge
     FILE *f = fopen(path, "re");
     if (!f) return cube_err_sys(err, errno, "read %s", path);
     memset(p, 0, sizeof(*p));
-    char line[256];
+    char line[512];
     int have_lease = 0, complete = 0;
     while (fgets(line, sizeof(line), f)) {
         line[strcspn(line, "\n")] = '\0';
@@ -133,9 +183,9 @@ int cn_policy_load(const char *path, char *lease, size_t lease_len, uint32_t *ge
             *gen = (uint32_t)strtoul(v, NULL, 10);
         } else if (strcmp(line, "internet") == 0) {
             p->internet = atoi(v) != 0;
-        } else if (strcmp(line, "allow") == 0 || strcmp(line, "deny") == 0) {
+        } else if (strcmp(line, "allow") == 0 || strcmp(line, "deny") == 0 || strcmp(line, "name") == 0) {
             const char *one[1] = {v};
-            if (cn_policy_add(p, line[0] == 'a', one, 1, err) < 0) {
+            if (cn_policy_add(p, line[0] != 'd', one, 1, err) < 0) {
                 fclose(f);
                 return -1;
             }

@@ -15,7 +15,29 @@ struct cn_slot_cfg {
     __u32 gen;          /* policy generation: rule keys carry (slot << 1 | gen & 1) */
     __u8 default_allow; /* verdict when no rule matches: E2B allow_internet_access */
     __u8 audit_allowed; /* also log allowed new connections */
-    __u8 pad[2];
+    __u8 names; /* the policy allows domain names: TCP 80/443 not allowed by address goes to the egress
+                 * proxy, which checks the name on the connection */
+    __u8 pad;
+};
+
+#define CN_MAX_NAME_ADDRS 65536 /* addresses allowed through names, over all slots */
+
+/* An address that an allowed name resolved to for a slot (written by the node's resolver). */
+struct cn_name_key {
+    __u32 tag;  /* network order (slot << 1 | generation bit), as in cn_rule_key */
+    __u32 addr; /* network order */
+};
+
+struct cn_name_val {
+    __u64 expires_ns; /* CLOCK_MONOTONIC: new connections until then (the record's TTL) */
+    __u64 used_ns;    /* last packet of an established flow (kept after expiry while in use) */
+};
+
+/* The node's sockets the programs steer to (a SOCKMAP: index -> socket in the node's namespace). */
+enum cn_sock_index {
+    CN_SOCK_DNS = 0,    /* UDP: every DNS query a sandbox sends */
+    CN_SOCK_EGRESS = 1, /* TCP listener: connections the egress proxy decides (names; refusals) */
+    CN_SOCK_MAX = 2,
 };
 
 /* LPM key of a per-slot rule: the first 32 bits (slot tag) always match exactly. */

@@ -24,6 +24,8 @@ const volatile __u32 sandbox_net = 0;
 const volatile __u32 sandbox_mask = 0;
 /* the interface sandboxes may leave through (0: none, no egress at all) */
 volatile __u32 uplink_ifindex = 0;
+/* the packet mark that a policy-routing rule delivers locally (to the socket the program assigned) */
+const volatile __u32 steer_mark = 0;
 
 struct {
     __uint(type, BPF_MAP_TYPE_HASH);
@@ -55,6 +57,21 @@ struct {
     __type(key, struct cn_node_key);
     __type(value, __u8);
 } cn_node_deny SEC(".maps");
+
+struct {
+    __uint(type, BPF_MAP_TYPE_HASH);
+    __uint(max_entries, CN_MAX_NAME_ADDRS);
+    __uint(map_flags, BPF_F_NO_PREALLOC);
+    __type(key, struct cn_name_key);
+    __type(value, struct cn_name_val);
+} cn_names SEC(".maps");
+
+struct {
+    __uint(type, BPF_MAP_TYPE_SOCKMAP);
+    __uint(max_entries, CN_SOCK_MAX);
+    __type(key, __u32);
+    __type(value, __u64);
+} cn_socks SEC(".maps");
 
 struct {
     __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -139,6 +156,98 @@ static __always_inline int pass(__u32 slot, const struct __sk_buff *skb, int tx)
     return TC_ACT_OK;
 }
 
+/* Hands a new flow's packet to one of the node's sockets: assigned to it, and marked so that the node's
+ * routing delivers it locally. Returns -1 when the socket is not there (the node runs no resolver or proxy).
+ */
+static __always_inline int steer(struct __sk_buff *skb, __u32 which)
+{
+    if (!steer_mark) return -1;
+    struct bpf_sock *sk = bpf_map_lookup_elem(&cn_socks, &which);
+    if (!sk) return -1;
+    long rc = bpf_sk_assign(skb, sk, 0);
+    bpf_sk_release(sk);
+    if (rc) return -1;
+    skb->mark = steer_mark;
+    return 0;
+}
+
+/* A later packet of a steered TCP flow: delivered locally only to the connection the proxy accepted (an
+ * exact 4-tuple match), never to whatever else listens on the node. */
+static __always_inline int steer_established(struct __sk_buff *skb, const struct iphdr *ip,
+                                             const struct tcphdr *t)
+{
+    if (!steer_mark) return -1;
+    struct bpf_sock_tuple tup = {0};
+    tup.ipv4.saddr = ip->saddr;
+    tup.ipv4.daddr = ip->daddr;
+    tup.ipv4.sport = t->source;
+    tup.ipv4.dport = t->dest;
+    struct bpf_sock *sk = bpf_skc_lookup_tcp(skb, &tup, sizeof(tup.ipv4), BPF_F_CURRENT_NETNS, 0);
+    if (!sk) return -1;
+    int ok = sk->state != BPF_TCP_LISTEN;
+    bpf_sk_release(sk);
+    if (!ok) return -1;
+    skb->mark = steer_mark;
+    return 0;
+}
+
+static __always_inline __u16 csum_fold(__s64 sum)
+{
+    __u64 s = (__u64)sum;
+    s = (s & 0xffff) + (s >> 16);
+    s = (s & 0xffff) + (s >> 16);
+    s = (s & 0xffff) + (s >> 16);
+    return (__u16)~s;
+}
+
+/* Turns a TCP SYN from the sandbox (plain IPv4 header) into the RST|ACK its destination would send, and sends
+ * it back to the sandbox. */
+static __always_inline int reset_back(struct __sk_buff *skb)
+{
+    const __u32 len = sizeof(struct ethhdr) + sizeof(struct iphdr) + sizeof(struct tcphdr);
+    if (bpf_skb_change_tail(skb, len, 0)) return TC_ACT_SHOT; /* the SYN's options go */
+    void *data = (void *)(long)skb->data;
+    void *end = (void *)(long)skb->data_end;
+    struct ethhdr *eth = data;
+    struct iphdr *ip = (void *)(eth + 1);
+    struct tcphdr *t = (void *)(ip + 1);
+    if ((void *)(t + 1) > end) return TC_ACT_SHOT;
+    __u8 mac[ETH_ALEN];
+    __builtin_memcpy(mac, eth->h_source, ETH_ALEN);
+    __builtin_memcpy(eth->h_source, eth->h_dest, ETH_ALEN);
+    __builtin_memcpy(eth->h_dest, mac, ETH_ALEN);
+    __be32 a = ip->saddr;
+    ip->saddr = ip->daddr;
+    ip->daddr = a;
+    ip->tot_len = bpf_htons(sizeof(struct iphdr) + sizeof(struct tcphdr));
+    ip->ttl = 64;
+    ip->id = 0;
+    ip->frag_off = 0;
+    ip->check = 0;
+    ip->check = csum_fold(bpf_csum_diff(0, 0, (__be32 *)ip, sizeof(*ip), 0));
+    __be16 p = t->source;
+    t->source = t->dest;
+    t->dest = p;
+    __u32 seq = bpf_ntohl(t->seq);
+    t->ack_seq = bpf_htonl(seq + 1); /* the SYN counts as one */
+    t->seq = 0;
+    /* flags and data offset: doff 5, RST|ACK */
+    ((__u8 *)t)[12] = 5 << 4;
+    ((__u8 *)t)[13] = 0x14;
+    t->window = 0;
+    t->urg_ptr = 0;
+    t->check = 0;
+    struct {
+        __be32 saddr, daddr;
+        __u8 zero, proto;
+        __be16 len;
+    } pseudo = {.saddr = ip->saddr, .daddr = ip->daddr, .proto = IPPROTO_TCP, .len = bpf_htons(sizeof(*t))};
+    __s64 sum = bpf_csum_diff(0, 0, (__be32 *)&pseudo, sizeof(pseudo), 0);
+    sum = bpf_csum_diff(0, 0, (__be32 *)t, sizeof(*t), (__u32)sum);
+    t->check = csum_fold(sum);
+    return bpf_redirect(skb->ifindex, 0);
+}
+
 SEC("tc")
 int from_sandbox(struct __sk_buff *skb)
 {
@@ -162,6 +271,21 @@ int from_sandbox(struct __sk_buff *skb)
     if (ip->saddr != cfg->addr) return refuse(slot, ip, l4, end, CN_DROP_SPOOF);
     __u32 daddr = ip->daddr;
     if ((daddr & sandbox_mask) == sandbox_net) return refuse(slot, ip, l4, end, CN_DROP_SANDBOX_NET);
+    __u16 dport = 0;
+    int tcp = ip->protocol == IPPROTO_TCP, new_flow = 1;
+    if (tcp) {
+        struct tcphdr *t = l4;
+        if ((void *)(t + 1) > end) return refuse(slot, ip, l4, end, CN_DROP_NOT_IPV4);
+        dport = bpf_ntohs(t->dest);
+        new_flow = t->syn && !t->ack;
+    } else if (ip->protocol == IPPROTO_UDP) {
+        struct udphdr *u = l4;
+        if ((void *)(u + 1) > end) return refuse(slot, ip, l4, end, CN_DROP_NOT_IPV4);
+        dport = bpf_ntohs(u->dest);
+    }
+    /* names: every DNS query goes to the node's resolver, whatever server the sandbox asked (the resolver
+     * answers for that server's address, and applies the policy to the names) */
+    if (ip->protocol == IPPROTO_UDP && dport == 53 && steer(skb, CN_SOCK_DNS) == 0) return pass(slot, skb, 1);
     struct cn_node_key nk = {.prefixlen = 32, .addr = daddr};
     if (bpf_map_lookup_elem(&cn_node_deny, &nk)) return refuse(slot, ip, l4, end, CN_DROP_NODE_DENY);
 
@@ -185,15 +309,46 @@ int from_sandbox(struct __sk_buff *skb)
         !uplink_ifindex || fib.ifindex != uplink_ifindex)
         return refuse(slot, ip, l4, end, CN_DROP_NO_UPLINK);
 
-    struct cn_rule_key k = {.prefixlen = 64, .tag = bpf_htonl(slot << 1 | (cfg->gen & 1)), .addr = daddr};
-    int allow;
-    if (bpf_map_lookup_elem(&cn_allow, &k))
+    __u32 tag = bpf_htonl(slot << 1 | (cfg->gen & 1));
+    struct cn_rule_key k = {.prefixlen = 64, .tag = tag, .addr = daddr};
+    int allow = 0;
+    if (bpf_map_lookup_elem(&cn_allow, &k)) {
         allow = 1;
-    else if (bpf_map_lookup_elem(&cn_deny, &k))
-        allow = 0;
-    else
-        allow = cfg->default_allow;
-    if (!allow) return refuse(slot, ip, l4, end, CN_DROP_POLICY);
+    } else if (tcp && cfg->names && (dport == 80 || dport == 443)) {
+        /* web traffic to an address not allowed as such: the proxy checks the name it carries */
+        struct tcphdr *t = l4;
+        if ((void *)(t + 1) > end) return refuse(slot, ip, l4, end, CN_DROP_POLICY);
+        if ((new_flow ? steer(skb, CN_SOCK_EGRESS) : steer_established(skb, ip, t)) == 0)
+            return pass(slot, skb, 1);
+    } else {
+        struct cn_name_key nk = {.tag = tag, .addr = daddr};
+        struct cn_name_val *nv = bpf_map_lookup_elem(&cn_names, &nk);
+        if (nv) {
+            __u64 now = bpf_ktime_get_ns();
+            /* a new flow needs a live record; an established TCP flow goes on past the TTL while in use */
+            if (!new_flow && tcp) {
+                nv->used_ns = now;
+                allow = 1;
+            } else if (now < nv->expires_ns) {
+                allow = 1;
+            }
+        }
+    }
+    if (!allow) {
+        if (bpf_map_lookup_elem(&cn_deny, &k))
+            allow = 0;
+        else
+            allow = cfg->default_allow;
+    }
+    if (!allow) {
+        if (tcp && new_flow && ip->ihl == 5) {
+            /* a refused connection is refused at once (ECONNREFUSED), not left to time out */
+            count_drop(slot, 1);
+            audit(slot, ip, l4, end, CN_DROP_POLICY, 0);
+            return reset_back(skb);
+        }
+        return refuse(slot, ip, l4, end, CN_DROP_POLICY);
+    }
     if (cfg->audit_allowed) audit(slot, ip, l4, end, CN_ALLOW, 1);
     return pass(slot, skb, 1);
 }

@@ -190,6 +190,17 @@ START_TEST(create_and_its_errors)
                              sizeof(body)),
                      400);
     ck_assert_msg(strstr(body, "allowOut"), "%s", body);
+    /* names: allowed in allowOut (wildcards too), never a bare '*', never in denyOut */
+    static const char *const bad_names[][2] = {
+        {"{\"templateID\":\"base\",\"network\":{\"allowOut\":[\"*\"]}}", "allowOut[0]"},
+        {"{\"templateID\":\"base\",\"network\":{\"allowOut\":[\"ok.test\",\"a.*.test\"]}}", "allowOut[1]"},
+        {"{\"templateID\":\"base\",\"network\":{\"allowOut\":[\"bad name.test\"]}}", "allowOut[0]"},
+        {"{\"templateID\":\"base\",\"network\":{\"denyOut\":[\"evil.test\"]}}", "denyOut[0]"},
+    };
+    for (size_t i = 0; i < sizeof(bad_names) / sizeof(bad_names[0]); i++) {
+        ck_assert_int_eq(request("POST", "/sandboxes", "e2b_good", bad_names[i][0], body, sizeof(body)), 400);
+        ck_assert_msg(strstr(body, bad_names[i][1]), "%s: %s", bad_names[i][0], body);
+    }
     /* what cube cannot honour is refused by name, never ignored: a private sandbox must not answer the world
      */
     static const char *const refused[][2] = {

@@ -19,6 +19,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <ldns/ldns.h>
+#include <openssl/ssl.h>
+
+#include "dns.h"
 #include "metrics.h"
 #include "net.h"
 #include "nl.h"
@@ -28,6 +32,7 @@
 #define DENIED_IP  "203.0.113.1"
 #define NODE_IP    "192.0.2.1"
 #define PORT       8000
+#define DNS_IP     "192.0.2.2" /* the uplink side: the node's upstream resolver in the names tests */
 
 static char *dir;
 static int node_ns = -1, uplink_ns = -1;
@@ -152,6 +157,83 @@ static int echo_ok(int s, const char *msg)
     return poll(&p, 1, 1000) == 1 && recv(s, b, sizeof(b) - 1, 0) == (ssize_t)len && memcmp(b, msg, len) == 0;
 }
 
+/* The uplink's resolver: allowed.test and other.test share ALLOWED_IP (as names on a CDN do); wild.test and
+ * a.wild.test are DENIED_IP; anything else does not exist. */
+static void *dns_server(void *arg)
+{
+    int s = (int)(intptr_t)arg;
+    static const char *const zone[][2] = {{"allowed.test.", ALLOWED_IP},
+                                          {"other.test.", ALLOWED_IP},
+                                          {"wild.test.", DENIED_IP},
+                                          {"a.wild.test.", DENIED_IP}};
+    for (;;) {
+        uint8_t b[512];
+        struct sockaddr_in from;
+        socklen_t fl = sizeof(from);
+        ssize_t n = recvfrom(s, b, sizeof(b), 0, (struct sockaddr *)&from, &fl);
+        if (n < 0) return NULL;
+        ldns_pkt *q = NULL;
+        if (ldns_wire2pkt(&q, b, (size_t)n) != LDNS_STATUS_OK) continue;
+        ldns_rr *qr = ldns_rr_list_rr(ldns_pkt_question(q), 0);
+        char *name = ldns_rdf2str(ldns_rr_owner(qr));
+        ldns_pkt *r = ldns_pkt_new();
+        ldns_pkt_set_id(r, ldns_pkt_id(q));
+        ldns_pkt_set_qr(r, true);
+        ldns_pkt_set_rd(r, ldns_pkt_rd(q));
+        ldns_pkt_push_rr(r, LDNS_SECTION_QUESTION, ldns_rr_clone(qr));
+        ldns_pkt_set_rcode(r, LDNS_RCODE_NXDOMAIN);
+        for (size_t i = 0; i < sizeof(zone) / sizeof(zone[0]); i++) {
+            if (strcasecmp(name, zone[i][0]) != 0 || ldns_rr_get_type(qr) != LDNS_RR_TYPE_A) continue;
+            char rr[300];
+            snprintf(rr, sizeof(rr), "%s 60 IN A %s", zone[i][0], zone[i][1]);
+            ldns_rr *a = NULL;
+            ldns_rr_new_frm_str(&a, rr, 0, NULL, NULL);
+            ldns_pkt_push_rr(r, LDNS_SECTION_ANSWER, a);
+            ldns_pkt_set_rcode(r, LDNS_RCODE_NOERROR);
+        }
+        uint8_t *wire = NULL;
+        size_t wl = 0;
+        if (ldns_pkt2wire(&wire, r, &wl) == LDNS_STATUS_OK)
+            sendto(s, wire, wl, 0, (struct sockaddr *)&from, fl);
+        free(wire);
+        free(name);
+        ldns_pkt_free(r);
+        ldns_pkt_free(q);
+    }
+}
+
+/* The uplink's web servers (80, 443, on both outside addresses): remember the first bytes, answer "ok". */
+static char last_head[4096];
+static pthread_mutex_t head_lock = PTHREAD_MUTEX_INITIALIZER;
+static void *head_server(void *arg)
+{
+    int l = (int)(intptr_t)arg;
+    for (;;) {
+        int c = accept(l, NULL, NULL);
+        if (c < 0) return NULL;
+        struct pollfd p = {.fd = c, .events = POLLIN};
+        char b[sizeof(last_head)] = {0};
+        ssize_t n = poll(&p, 1, 2000) == 1 ? recv(c, b, sizeof(b) - 1, 0) : -1;
+        if (n > 0) {
+            pthread_mutex_lock(&head_lock);
+            memcpy(last_head, b, sizeof(b));
+            pthread_mutex_unlock(&head_lock);
+            send(c, "ok", 2, MSG_NOSIGNAL);
+        }
+        close(c);
+    }
+}
+
+/* whether the web servers' last connection carried needle in its first bytes (then forgotten) */
+static int head_had(const char *needle, size_t len)
+{
+    pthread_mutex_lock(&head_lock);
+    int found = memmem(last_head, sizeof(last_head), needle, len) != NULL;
+    memset(last_head, 0, sizeof(last_head));
+    pthread_mutex_unlock(&head_lock);
+    return found;
+}
+
 /* node namespace + private mounts; the uplink namespace behind veth up0 with the two outside addresses */
 static void node_setup(void)
 {
@@ -184,6 +266,12 @@ static void node_setup(void)
     pthread_t t;
     pthread_create(&t, NULL, echo_server, (void *)(intptr_t)listener(uplink_ns, NULL, SOCK_STREAM, PORT));
     pthread_detach(t);
+    pthread_create(&t, NULL, dns_server, (void *)(intptr_t)listener(uplink_ns, NULL, SOCK_DGRAM, 53));
+    pthread_detach(t);
+    for (int port = 80; port <= 443; port += 363) {
+        pthread_create(&t, NULL, head_server, (void *)(intptr_t)listener(uplink_ns, NULL, SOCK_STREAM, port));
+        pthread_detach(t);
+    }
     dir = cube_test_tmpdir();
 }
 
@@ -197,6 +285,7 @@ static void net_start(int pool)
                      .cidr = "10.200.0.0/24",
                      .uplink = "up0",
                      .node_deny = "169.254.0.0/16",
+                     .dns = DNS_IP,
                      .pool_size = pool};
     cube_err err = {0};
     ck_assert_msg(cube_net_init(&net, &cfg, &err) == 0, "cube_net_init: %s", err.msg);
@@ -277,7 +366,8 @@ START_TEST(egress_follows_allow_and_deny_lists)
     lease("only-allowed", policy(false, "198.51.100.0/24", NULL), &a);
     ck_assert(can_connect(a.netns, ALLOWED_IP, PORT));
     ck_assert(!can_connect(a.netns, DENIED_IP, PORT));
-    /* masqueraded out of the uplink: the outside sees the node's address */
+    /* masqueraded out of the uplink: the outside sees the node's address (once the echo server took it) */
+    for (int i = 0; i < 100 && !last_peer.sin_addr.s_addr; i++) usleep(10 * 1000);
     ck_assert_str_eq(inet_ntoa(last_peer.sin_addr), NODE_IP);
     /* internet on, one network denied */
     lease("deny-one", policy(true, NULL, "203.0.113.0/24"), &b);
@@ -439,6 +529,179 @@ START_TEST(bad_input_is_refused_clearly)
 }
 END_TEST
 
+/* An A query from inside the sandbox to server (any address: the node's resolver answers for it). Returns the
+ * rcode, the addresses in addrs[*n]; -1 when no answer came from server:53. */
+static int resolve(const char *ns, const char *server, const char *name, uint32_t *addrs, int *n)
+{
+    ldns_pkt *q = NULL;
+    ck_assert_int_eq(ldns_pkt_query_new_frm_str(&q, name, LDNS_RR_TYPE_A, LDNS_RR_CLASS_IN, LDNS_RD),
+                     LDNS_STATUS_OK);
+    ldns_pkt_set_id(q, 4242);
+    uint8_t *wire = NULL, b[512];
+    size_t wl = 0;
+    ck_assert_int_eq(ldns_pkt2wire(&wire, q, &wl), LDNS_STATUS_OK);
+    ldns_pkt_free(q);
+    int s = ns_socket(ns, -1, SOCK_DGRAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(53), .sin_addr.s_addr = ip4(server)};
+    ck_assert_int_eq(sendto(s, wire, wl, 0, (struct sockaddr *)&a, sizeof(a)), (ssize_t)wl);
+    free(wire);
+    struct pollfd p = {.fd = s, .events = POLLIN};
+    struct sockaddr_in from = {0};
+    socklen_t fl = sizeof(from);
+    ssize_t len = poll(&p, 1, 2000) == 1 ? recvfrom(s, b, sizeof(b), 0, (struct sockaddr *)&from, &fl) : -1;
+    close(s);
+    if (len < 12 || from.sin_addr.s_addr != a.sin_addr.s_addr || from.sin_port != htons(53)) return -1;
+    cn_dns_question qq = {.id = 4242, .qtype = 1};
+    snprintf(qq.name, sizeof(qq.name), "%s", name);
+    uint32_t ttl;
+    *n = cn_dns_parse_answer(b, (size_t)len, &qq, addrs, 8, &ttl);
+    return b[3] & 0x0f;
+}
+
+/* errno of a TCP connect from the sandbox (0: connected), ETIMEDOUT when nothing answered in timeout_ms */
+static int connect_errno(const char *ns, const char *ip, int port, int timeout_ms)
+{
+    int s = ns_socket(ns, -1, SOCK_STREAM | SOCK_NONBLOCK, 0);
+    struct sockaddr_in a = {
+        .sin_family = AF_INET, .sin_port = htons((uint16_t)port), .sin_addr.s_addr = ip4(ip)};
+    int e = connect(s, (struct sockaddr *)&a, sizeof(a)) == 0 ? 0 : errno;
+    if (e == EINPROGRESS) {
+        struct pollfd p = {.fd = s, .events = POLLOUT};
+        socklen_t l = sizeof(e);
+        e = ETIMEDOUT;
+        if (poll(&p, 1, timeout_ms) == 1) getsockopt(s, SOL_SOCKET, SO_ERROR, &e, &l);
+    }
+    close(s);
+    return e;
+}
+
+/* Sends bytes on a new connection to ip:port from the sandbox; true when the server answered "ok". */
+static int web_ok(const char *ns, const char *ip, int port, const void *bytes, size_t len)
+{
+    int s = tcp_connect(ns, ip, port, 1000);
+    if (s < 0) return 0;
+    char b[8] = {0};
+    struct pollfd p = {.fd = s, .events = POLLIN};
+    int ok = send(s, bytes, len, MSG_NOSIGNAL) == (ssize_t)len && poll(&p, 1, 2000) == 1 &&
+             recv(s, b, sizeof(b), 0) == 2 && memcmp(b, "ok", 2) == 0;
+    close(s);
+    return ok;
+}
+
+static int http_ok(const char *ns, const char *ip, const char *host)
+{
+    char req[256];
+    int n = snprintf(req, sizeof(req), "GET / HTTP/1.1\r\nUser-Agent: t\r\nHost: %s\r\n\r\n", host);
+    return web_ok(ns, ip, 80, req, (size_t)n);
+}
+
+/* A real TLS ClientHello (OpenSSL's, server name sni) sent to ip:443 */
+static int tls_ok(const char *ns, const char *ip, const char *sni)
+{
+    SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+    SSL *ssl = SSL_new(ctx);
+    BIO *rb = BIO_new(BIO_s_mem()), *wb = BIO_new(BIO_s_mem());
+    SSL_set_bio(ssl, rb, wb);
+    SSL_set_tlsext_host_name(ssl, sni);
+    ck_assert_int_le(SSL_connect(ssl), 0); /* wants the server's answer: the hello is written */
+    char *hello;
+    long len = BIO_get_mem_data(wb, &hello);
+    ck_assert_int_gt(len, 0);
+    int ok = web_ok(ns, ip, 443, hello, (size_t)len);
+    SSL_free(ssl);
+    SSL_CTX_free(ctx);
+    return ok;
+}
+
+START_TEST(refused_connections_fail_at_once)
+{
+    net_start(1);
+    cn_lease_info a;
+    lease("sb", policy(true, NULL, "203.0.113.0/24"), &a);
+    ck_assert_int_eq(connect_errno(a.netns, ALLOWED_IP, PORT, 1000), 0);
+    /* a reset in answer to the SYN: not a timeout */
+    ck_assert_int_eq(connect_errno(a.netns, DENIED_IP, PORT, 1000), ECONNREFUSED);
+    cube_net_stop(&net);
+}
+END_TEST
+
+START_TEST(names_allow_what_they_resolve_to)
+{
+    net_start(1);
+    cn_lease_info a;
+    const char *names[] = {"allowed.test", "*.wild.test"};
+    cn_policy p = policy(false, NULL, NULL);
+    cube_err err = {0};
+    ck_assert_msg(cn_policy_add(&p, true, names, 2, &err) == 0, "%s", err.msg);
+    lease("names", p, &a);
+    uint32_t addrs[8];
+    int n = 0;
+    /* nothing is reachable before a name resolves to it */
+    ck_assert_int_eq(connect_errno(a.netns, ALLOWED_IP, PORT, 1000), ECONNREFUSED);
+    /* names not allowed are refused at the node (no name leaves it for a sandbox that may reach nothing); a
+     * query is answered by the node's resolver, as the server asked (9.9.9.9 is nowhere here) */
+    ck_assert_int_eq(resolve(a.netns, "9.9.9.9", "other.test", addrs, &n), 5);
+    ck_assert_int_eq(resolve(a.netns, "9.9.9.9", "wild.test", addrs, &n), 5); /* not the wildcard's apex */
+    ck_assert_int_eq(resolve(a.netns, "9.9.9.9", "allowed.test", addrs, &n), 0);
+    ck_assert_int_eq(n, 1);
+    ck_assert_uint_eq(addrs[0], ip4(ALLOWED_IP));
+    /* the address is allowed now, for the sandbox that resolved it */
+    ck_assert_int_eq(connect_errno(a.netns, ALLOWED_IP, PORT, 1000), 0);
+    ck_assert_int_eq(connect_errno(a.netns, DENIED_IP, PORT, 1000), ECONNREFUSED);
+    /* one address, two names: on the web ports the name on the connection decides */
+    ck_assert(http_ok(a.netns, ALLOWED_IP, "allowed.test"));
+    ck_assert(head_had("Host: allowed.test", 18));
+    ck_assert(!http_ok(a.netns, ALLOWED_IP, "other.test"));
+    ck_assert(tls_ok(a.netns, ALLOWED_IP, "allowed.test"));
+    ck_assert(head_had("allowed.test", 12));
+    ck_assert(!tls_ok(a.netns, ALLOWED_IP, "other.test"));
+    ck_assert(!head_had("other.test", 10));
+    /* a wildcard: its subdomains */
+    ck_assert_int_eq(resolve(a.netns, "9.9.9.9", "A.Wild.Test", addrs, &n), 0);
+    ck_assert_uint_eq(addrs[0], ip4(DENIED_IP));
+    ck_assert(tls_ok(a.netns, DENIED_IP, "a.wild.test"));
+    ck_assert_int_eq(connect_errno(a.netns, DENIED_IP, PORT, 1000), 0);
+    /* a live update: the name gone, its addresses go with it; an established flow of an allowed one goes on
+     */
+    int s = tcp_connect(a.netns, ALLOWED_IP, PORT, 1000);
+    ck_assert_int_ge(s, 0);
+    cn_policy q = policy(false, NULL, NULL);
+    const char *one[] = {"allowed.test"};
+    ck_assert_int_eq(cn_policy_add(&q, true, one, 1, &err), 0);
+    ck_assert_int_eq(cube_net_update(&net, "names", &q, &err), 0);
+    ck_assert(echo_ok(s, "still"));
+    close(s);
+    ck_assert_int_eq(connect_errno(a.netns, ALLOWED_IP, PORT, 1000), 0);
+    ck_assert_int_eq(connect_errno(a.netns, DENIED_IP, PORT, 1000), ECONNREFUSED);
+    ck_assert(!tls_ok(a.netns, DENIED_IP, "a.wild.test"));
+    usleep(300 * 1000);
+    char *m = cube_metrics_render();
+    ck_assert_msg(strstr(m, "cube_net_egress_connections_total{verdict=\"deny\"}") != NULL, "%s", m);
+    ck_assert_msg(strstr(m, "cube_net_dns_queries_total{verdict=\"refused\"}") != NULL, "%s", m);
+    free(m);
+    cube_net_stop(&net);
+}
+END_TEST
+
+START_TEST(name_rules_refuse_bad_input)
+{
+    cn_policy p = {0};
+    cube_err err = {0};
+    const char *star[] = {"*"}, *mid[] = {"a.*.test"}, *deny[] = {"evil.test"}, *ok[] = {"*.Example.COM."};
+    ck_assert_int_eq(cn_policy_add(&p, true, star, 1, &err), -1);
+    ck_assert_ptr_nonnull(strstr(err.msg, "every name"));
+    ck_assert_int_eq(cn_policy_add(&p, true, mid, 1, &err), -1);
+    ck_assert_int_eq(cn_policy_add(&p, false, deny, 1, &err), -1);
+    ck_assert_ptr_nonnull(strstr(err.msg, "allowOut"));
+    ck_assert_int_eq(cn_policy_add(&p, true, ok, 1, &err), 0);
+    ck_assert_str_eq(p.names[0], "*.example.com");
+    ck_assert(cn_policy_allows_name(&p, "api.example.com"));
+    ck_assert(cn_policy_allows_name(&p, "A.B.EXAMPLE.com."));
+    ck_assert(!cn_policy_allows_name(&p, "example.com"));
+    ck_assert(!cn_policy_allows_name(&p, "badexample.com"));
+}
+END_TEST
+
 int main(void)
 {
     if (geteuid() != 0) {
@@ -456,6 +719,9 @@ int main(void)
     tcase_add_test(tc, release_and_stop_leave_nothing);
     tcase_add_test(tc, restart_adopts_leases_and_their_policy);
     tcase_add_test(tc, bad_input_is_refused_clearly);
+    tcase_add_test(tc, refused_connections_fail_at_once);
+    tcase_add_test(tc, names_allow_what_they_resolve_to);
+    tcase_add_test(tc, name_rules_refuse_bad_input);
     suite_add_tcase(s, tc);
     int rc = cube_run_suite(s);
     return rc;

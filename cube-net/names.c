@@ -1,0 +1,166 @@
+/* Addresses allowed through names (see names.h). */
+#include "names.h"
+
+#include <arpa/inet.h>
+#include <bpf/bpf.h>
+#include <bpf/libbpf.h>
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "bpf/net_maps.h"
+#include "netaddr.h"
+#include "sandbox_net.skel.h"
+#include "timeutil.h"
+
+static int names_fd(const cube_net *n)
+{
+    return bpf_map__fd(n->skel->maps.cn_names);
+}
+
+static struct cn_name_key key_of(int idx, uint32_t gen, uint32_t addr)
+{
+    struct cn_name_key k = {.tag = htonl((uint32_t)idx << 1 | (gen & 1)), .addr = addr};
+    return k;
+}
+
+/* The map entry for addr: the latest expiry of the slot's records for it. */
+static int write_addr(cube_net *n, int idx, uint32_t gen, uint32_t addr, cube_err *err)
+{
+    cn_slot *s = &n->slots[idx];
+    int64_t expires = 0;
+    for (int i = 0; i < s->n_seen; i++)
+        if (s->seen[i].addr == addr && s->seen[i].expires_ns > expires) expires = s->seen[i].expires_ns;
+    struct cn_name_key k = key_of(idx, gen, addr);
+    struct cn_name_val v = {0};
+    bpf_map_lookup_elem(names_fd(n), &k, &v); /* keep used_ns */
+    v.expires_ns = (__u64)expires;
+    if (bpf_map_update_elem(names_fd(n), &k, &v, BPF_ANY) < 0)
+        return cube_err_sys(err, errno, "allow an address of a name");
+    return 0;
+}
+
+static void unwrite_addr(cube_net *n, int idx, uint32_t gen, uint32_t addr)
+{
+    struct cn_name_key k = key_of(idx, gen, addr);
+    bpf_map_delete_elem(names_fd(n), &k);
+}
+
+static bool addr_recorded(const cn_slot *s, uint32_t addr)
+{
+    for (int i = 0; i < s->n_seen; i++)
+        if (s->seen[i].addr == addr) return true;
+    return false;
+}
+
+static void drop_rec(cube_net *n, int idx, int i)
+{
+    cn_slot *s = &n->slots[idx];
+    uint32_t addr = s->seen[i].addr;
+    s->seen[i] = s->seen[--s->n_seen];
+    if (!addr_recorded(s, addr))
+        unwrite_addr(n, idx, s->gen, addr);
+    else
+        write_addr(n, idx, s->gen, addr, &(cube_err){0});
+}
+
+int cn_names_record(cube_net *n, int idx, const char *name, const uint32_t *addrs, int naddrs, uint32_t ttl_s,
+                    cube_err *err)
+{
+    cn_slot *s = &n->slots[idx];
+    if (!s->seen && !(s->seen = calloc(CN_NAME_RECS_PER_SLOT, sizeof(*s->seen))))
+        return cube_err_sys(err, ENOMEM, "name records");
+    if (ttl_s < CN_NAME_TTL_MIN_S) ttl_s = CN_NAME_TTL_MIN_S;
+    if (ttl_s > CN_NAME_TTL_MAX_S) ttl_s = CN_NAME_TTL_MAX_S;
+    int64_t expires = cube_now_mono_ns() + (int64_t)ttl_s * 1000000000LL;
+    for (int a = 0; a < naddrs; a++) {
+        int found = -1;
+        for (int i = 0; i < s->n_seen && found < 0; i++)
+            if (s->seen[i].addr == addrs[a] && strcasecmp(s->seen[i].name, name) == 0) found = i;
+        if (found < 0) {
+            if (s->n_seen == CN_NAME_RECS_PER_SLOT) { /* full: the one that expires first goes */
+                int oldest = 0;
+                for (int i = 1; i < s->n_seen; i++)
+                    if (s->seen[i].expires_ns < s->seen[oldest].expires_ns) oldest = i;
+                drop_rec(n, idx, oldest);
+            }
+            found = s->n_seen++;
+            s->seen[found].addr = addrs[a];
+            snprintf(s->seen[found].name, sizeof(s->seen[found].name), "%s", name);
+            s->seen[found].expires_ns = 0;
+        }
+        if (expires > s->seen[found].expires_ns) s->seen[found].expires_ns = expires;
+        if (write_addr(n, idx, s->gen, addrs[a], err) < 0) return -1;
+    }
+    return 0;
+}
+
+bool cn_names_fresh(const cube_net *n, int idx, const char *name, uint32_t addr)
+{
+    const cn_slot *s = &n->slots[idx];
+    int64_t now = cube_now_mono_ns();
+    for (int i = 0; i < s->n_seen; i++)
+        if (s->seen[i].addr == addr && s->seen[i].expires_ns > now &&
+            (!name || cube_domain_match(s->seen[i].name, name)))
+            return true;
+    return false;
+}
+
+int cn_names_carry(cube_net *n, int idx, uint32_t gen, const cn_policy *p, cube_err *err)
+{
+    cn_slot *s = &n->slots[idx];
+    for (int i = 0; i < s->n_seen;) {
+        if (!cn_policy_allows_name(p, s->seen[i].name)) {
+            drop_rec(n, idx, i); /* under the current generation, as it is until the flip */
+            continue;
+        }
+        i++;
+    }
+    for (int i = 0; i < s->n_seen; i++)
+        if (write_addr(n, idx, gen, s->seen[i].addr, err) < 0) return -1;
+    return 0;
+}
+
+void cn_names_unwrite(cube_net *n, int idx, uint32_t gen)
+{
+    cn_slot *s = &n->slots[idx];
+    for (int i = 0; i < s->n_seen; i++) unwrite_addr(n, idx, gen, s->seen[i].addr);
+}
+
+void cn_names_forget(cube_net *n, int idx)
+{
+    cn_slot *s = &n->slots[idx];
+    if (s->n_seen) {
+        for (int i = 0; i < s->n_seen; i++) {
+            unwrite_addr(n, idx, 0, s->seen[i].addr);
+            unwrite_addr(n, idx, 1, s->seen[i].addr);
+        }
+    }
+    free(s->seen);
+    s->seen = NULL;
+    s->n_seen = 0;
+}
+
+void cn_names_sweep(cube_net *n)
+{
+    int64_t now = cube_now_mono_ns();
+    for (int idx = 1; idx <= n->nslots; idx++) {
+        cn_slot *s = &n->slots[idx];
+        if (s->state != CN_LEASED) continue;
+        for (int i = 0; i < s->n_seen;) {
+            if (s->seen[i].expires_ns > now) {
+                i++;
+                continue;
+            }
+            struct cn_name_key k = key_of(idx, s->gen, s->seen[i].addr);
+            struct cn_name_val v = {0};
+            bpf_map_lookup_elem(names_fd(n), &k, &v);
+            if ((int64_t)v.used_ns > now - (int64_t)CN_NAME_IDLE_S * 1000000000LL) {
+                i++;
+                continue;
+            }
+            drop_rec(n, idx, i);
+        }
+    }
+}
