@@ -54,6 +54,52 @@ static int rules(const cJSON *net, const char *name, char ***out, size_t *n, cub
     return 0;
 }
 
+/* egressProxy: {address "host:port", username?, password?} (RFC 1929's limits); null or {} for none */
+static int egress_proxy(const cJSON *net, Cube__NetworkPolicy *p, cube_err *err)
+{
+    const cJSON *ep = net ? cJSON_GetObjectItemCaseSensitive(net, "egressProxy") : NULL;
+    if (!ep || cJSON_IsNull(ep) || (cJSON_IsObject(ep) && !ep->child)) return 0;
+    if (!cJSON_IsObject(ep)) return cube_err_set(err, EINVAL, "network.egressProxy must be an object");
+    const cJSON *addr = cJSON_GetObjectItemCaseSensitive(ep, "address");
+    if (!cJSON_IsString(addr))
+        return cube_err_set(err, EINVAL, "network.egressProxy.address (\"host:port\") is required");
+    const char *s = addr->valuestring, *colon = strrchr(s, ':');
+    char host[CUBE_DOMAIN_MAX], *end = NULL;
+    long port = colon ? strtol(colon + 1, &end, 10) : 0;
+    size_t hl = colon ? (size_t)(colon - s) : 0;
+    uint32_t a;
+    uint8_t len;
+    if (!colon || !end || *end || colon[1] == '\0' || port < 1 || port > 65535 || hl == 0 ||
+        hl >= sizeof(host))
+        return cube_err_set(err, EINVAL, "network.egressProxy.address: '%.64s' is not host:port", s);
+    memcpy(host, s, hl);
+    host[hl] = '\0';
+    char norm[CUBE_DOMAIN_MAX];
+    cube_err e2 = {0};
+    if (!(cube_parse_ipv4_prefix(host, &a, &len, &e2) == 0 && len == 32) &&
+        (strchr(host, '*') || cube_parse_domain_pattern(host, norm, &e2) < 0))
+        return cube_err_set(err, EINVAL,
+                            "network.egressProxy.address: '%.64s' is not an IPv4 address or host name", host);
+    p->egress_proxy = addr->valuestring;
+    static const char *const creds[] = {"username", "password"};
+    int given = 0;
+    for (int i = 0; i < 2; i++) {
+        const cJSON *v = cJSON_GetObjectItemCaseSensitive(ep, creds[i]);
+        if (!v || cJSON_IsNull(v)) continue;
+        given |= 1 << i;
+        if (!cJSON_IsString(v) || strlen(v->valuestring) > 255)
+            return cube_err_set(err, EINVAL, "network.egressProxy.%s must be a string of at most 255 bytes",
+                                creds[i]);
+        if (i == 0)
+            p->egress_proxy_username = v->valuestring;
+        else
+            p->egress_proxy_password = v->valuestring;
+    }
+    if (given == 1 || given == 2)
+        return cube_err_set(err, EINVAL, "network.egressProxy: username and password go together");
+    return 0;
+}
+
 int api_network_parse(bool internet, const cJSON *net, api_network *out, cube_err *err)
 {
     cube__network_policy__init(&out->policy);
@@ -63,7 +109,7 @@ int api_network_parse(bool internet, const cJSON *net, api_network *out, cube_er
     if (net && !cJSON_IsNull(net) && !cJSON_IsObject(net))
         return cube_err_set(err, EINVAL, "network must be an object");
     /* what cube cannot honour is refused, not ignored: these change what may leave the sandbox */
-    static const char *const unsupported[] = {"egressProxy", "rules"};
+    static const char *const unsupported[] = {"rules"};
     for (size_t i = 0; net && i < sizeof(unsupported) / sizeof(unsupported[0]); i++) {
         const cJSON *v = cJSON_GetObjectItemCaseSensitive(net, unsupported[i]);
         if (v && !cJSON_IsNull(v) && !(cJSON_IsObject(v) && !v->child))
@@ -81,6 +127,7 @@ int api_network_parse(bool internet, const cJSON *net, api_network *out, cube_er
     const cJSON *https = net ? cJSON_GetObjectItemCaseSensitive(net, "httpsPorts") : NULL;
     if (https && !cJSON_IsNull(https) && !(cJSON_IsArray(https) && !https->child))
         return cube_err_set(err, EINVAL, "network.httpsPorts is not supported by cube");
+    if (egress_proxy(net, &out->policy, err) < 0) return -1;
     if (rules(net, "allowOut", &out->allow, &out->policy.n_allow_out, err) < 0 ||
         rules(net, "denyOut", &out->deny, &out->policy.n_deny_out, err) < 0)
         return -1;
@@ -105,5 +152,11 @@ cJSON *api_network_json(const Cube__NetworkPolicy *np, bool public_traffic)
     for (size_t i = 0; np && i < np->n_deny_out; i++)
         cJSON_AddItemToArray(d, cJSON_CreateString(np->deny_out[i]));
     cJSON_AddBoolToObject(o, "allowPublicTraffic", public_traffic);
+    if (np && np->egress_proxy && *np->egress_proxy) { /* never the password */
+        cJSON *ep = cJSON_AddObjectToObject(o, "egressProxy");
+        cJSON_AddStringToObject(ep, "address", np->egress_proxy);
+        if (np->egress_proxy_username && *np->egress_proxy_username)
+            cJSON_AddStringToObject(ep, "username", np->egress_proxy_username);
+    }
     return o;
 }

@@ -18,6 +18,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "names.h"
+#include "net_internal.h"
 #include "sandbox_net.skel.h"
 #include "timeutil.h"
 
@@ -165,15 +166,6 @@ static void count(const char *verdict)
     cube_metric_add(name, "DNS queries from sandboxes, by what the node's resolver did", 1);
 }
 
-/* the slot a sandbox address belongs to, leased (lock held), or 0 */
-static int slot_of_addr(const cube_net *n, uint32_t addr)
-{
-    long idx = (long)ntohl(addr) - (long)ntohl(n->net);
-    if (idx < 1 || idx > n->nslots) return 0;
-    const cn_slot *s = &n->slots[idx];
-    return s->state == CN_LEASED && s->addr == addr && s->policy ? (int)idx : 0;
-}
-
 static int on_query(cube_net *n, cn_dns *d)
 {
     struct sockaddr_in client;
@@ -199,7 +191,7 @@ static int on_query(cube_net *n, cn_dns *d)
         return 1;
     }
     pthread_mutex_lock(&n->lock);
-    int idx = slot_of_addr(n, client.sin_addr.s_addr);
+    int idx = cube_net_slot_of_addr(n, client.sin_addr.s_addr);
     bool by_name = idx && cn_policy_allows_name(n->slots[idx].policy, q.name);
     /* the server it asked is one it may reach anyway: intercepting takes nothing away */
     bool reachable = idx && cn_policy_allows_addr(n->slots[idx].policy, server.sin_addr.s_addr);
@@ -212,9 +204,13 @@ static int on_query(cube_net *n, cn_dns *d)
         if (idx) cube_log_debug("dns refused", "lease=%s name=%s", lease, q.name);
         return 1;
     }
-    int free_i = -1;
-    for (int i = 0; i < CN_DNS_MAX_PENDING && free_i < 0; i++)
-        if (!d->pend[i].used) free_i = i;
+    /* one sandbox cannot take every pending place: the others' lookups go on */
+    int free_i = -1, mine = 0;
+    for (int i = 0; i < CN_DNS_MAX_PENDING; i++) {
+        if (!d->pend[i].used && free_i < 0) free_i = i;
+        if (d->pend[i].used && d->pend[i].slot == idx) mine++;
+    }
+    if (mine >= CN_DNS_MAX_PENDING_PER_SANDBOX) free_i = -1;
     uint16_t id = 0;
     for (int tries = 0; free_i >= 0 && tries < 8; tries++) {
         if (getrandom(&id, sizeof(id), 0) != sizeof(id) || !d->by_id[id]) break;
@@ -275,7 +271,7 @@ static int on_upstream(cube_net *n, cn_dns *d)
         pthread_mutex_lock(&n->lock);
         cube_err err = {0};
         char lease[64] = "";
-        if (slot_of_addr(n, p->client.sin_addr.s_addr) == p->slot &&
+        if (cube_net_slot_of_addr(n, p->client.sin_addr.s_addr) == p->slot &&
             cn_policy_allows_name(n->slots[p->slot].policy, p->q.name)) {
             snprintf(lease, sizeof(lease), "%s", n->slots[p->slot].lease);
             if (cn_names_record(n, p->slot, p->q.name, addrs, na, ttl, &err) < 0)
@@ -305,6 +301,7 @@ static void expire(cube_net *n, cn_dns *d)
     pthread_mutex_lock(&n->lock);
     cn_names_sweep(n);
     pthread_mutex_unlock(&n->lock);
+    cn_names_save(n);
 }
 
 void *cn_dns_loop(void *arg)

@@ -12,9 +12,10 @@
 
 #include "net.h"
 
-#define CN_DNS_PORT        53
-#define CN_DNS_MAX_PENDING 1024 /* queries waiting for the upstream; beyond: SERVFAIL */
-#define CN_DNS_TIMEOUT_MS  5000
+#define CN_DNS_PORT                    53
+#define CN_DNS_MAX_PENDING             1024 /* queries waiting for the upstream; beyond: SERVFAIL */
+#define CN_DNS_MAX_PENDING_PER_SANDBOX 64
+#define CN_DNS_TIMEOUT_MS              5000
 
 /* Opens the resolver's sockets and puts the steered one in the programs' socket map. No upstream (none
  * given, none in /etc/resolv.conf): returns 0 and leaves n->dns NULL (leases with names are then refused). */

@@ -18,12 +18,13 @@
 #include "log.h"
 #include "metrics.h"
 #include "names.h"
+#include "net_internal.h"
 #include "sandbox_net.skel.h"
 #include "timeutil.h"
 
 #define BUF 16384
 
-enum { HEAD, CONNECTING, RELAY };
+enum { HEAD, CONNECTING, SOCKS, RELAY };
 
 typedef struct pipe_buf {
     uint8_t data[BUF];
@@ -47,6 +48,13 @@ typedef struct conn {
     pipe_buf to_down; /* the server's */
     int64_t deadline_ms;
     int slot;
+    /* a SOCKS5 egress proxy (the sandbox's policy): connect there, then ask it for dst */
+    bool socks;
+    struct sockaddr_in proxy;
+    char user[256], pass[256];
+    int socks_step;  /* 0: method chosen?  1: authenticated?  2: connected? */
+    uint8_t sk[300]; /* the proxy's answer so far */
+    size_t sk_len;
     struct sockaddr_in sandbox, dst;
     char lease[64];
     char name[CN_NAME_MAX];
@@ -163,21 +171,13 @@ static void watch(cn_egress *e, end *x, uint32_t events)
     if (epoll_ctl(e->ep, EPOLL_CTL_MOD, x->fd, &ev) < 0) epoll_ctl(e->ep, EPOLL_CTL_ADD, x->fd, &ev);
 }
 
-/* the slot a sandbox address belongs to, leased (lock held), or 0 */
-static int slot_of_addr(const cube_net *n, uint32_t addr)
-{
-    long idx = (long)ntohl(addr) - (long)ntohl(n->net);
-    if (idx < 1 || idx > n->nslots) return 0;
-    const cn_slot *s = &n->slots[idx];
-    return s->state == CN_LEASED && s->addr == addr && s->policy ? (int)idx : 0;
-}
-
 static void start_upstream(cn_egress *e, conn *c, const char *rule)
 {
+    const struct sockaddr_in *to = c->socks ? &c->proxy : &c->dst;
     c->up.fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (c->up.fd < 0 ||
-        (connect(c->up.fd, (struct sockaddr *)&c->dst, sizeof(c->dst)) < 0 && errno != EINPROGRESS)) {
-        refuse(e, c, "upstream-unreachable");
+        (connect(c->up.fd, (const struct sockaddr *)to, sizeof(*to)) < 0 && errno != EINPROGRESS)) {
+        refuse(e, c, c->socks ? "egress-proxy-unreachable" : "upstream-unreachable");
         return;
     }
     audit(c, "allow", rule);
@@ -191,7 +191,7 @@ static void start_upstream(cn_egress *e, conn *c, const char *rule)
 static void decide(cube_net *n, cn_egress *e, conn *c, bool have_name)
 {
     pthread_mutex_lock(&n->lock);
-    int idx = slot_of_addr(n, c->sandbox.sin_addr.s_addr);
+    int idx = cube_net_slot_of_addr(n, c->sandbox.sin_addr.s_addr);
     const cn_policy *p = idx == c->slot ? n->slots[idx].policy : NULL;
     char rule[CN_NAME_MAX + 8] = "";
     const char *pattern = p && have_name ? cn_policy_name_rule(p, c->name) : NULL;
@@ -199,6 +199,14 @@ static void decide(cube_net *n, cn_egress *e, conn *c, bool have_name)
         snprintf(rule, sizeof(rule), "name:%s", pattern);
     else if (p && cn_policy_allows_addr(p, c->dst.sin_addr.s_addr))
         snprintf(rule, sizeof(rule), "address");
+    if (*rule && p->proxy.address[0]) {
+        c->socks = true;
+        c->proxy = (struct sockaddr_in){
+            .sin_family = AF_INET, .sin_port = htons(p->proxy.port), .sin_addr.s_addr = p->proxy.addr};
+        snprintf(c->user, sizeof(c->user), "%s", p->proxy.username);
+        snprintf(c->pass, sizeof(c->pass), "%s", p->proxy.password);
+        strncat(rule, " via=socks5", sizeof(rule) - strlen(rule) - 1);
+    }
     pthread_mutex_unlock(&n->lock);
     if (!*rule) {
         refuse(e, c,
@@ -218,7 +226,13 @@ static void on_accept(cube_net *n, cn_egress *e)
         socklen_t pl = sizeof(peer);
         int fd = accept4(e->listener, (struct sockaddr *)&peer, &pl, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0) return;
-        conn *c = e->nconns < CN_EGRESS_MAX_CONNS ? calloc(1, sizeof(*c)) : NULL;
+        /* one sandbox cannot take every place: the others' connections go on */
+        int mine = 0;
+        for (int j = 0; j < e->nconns; j++)
+            mine += e->conns[j]->sandbox.sin_addr.s_addr == peer.sin_addr.s_addr;
+        conn *c = e->nconns < CN_EGRESS_MAX_CONNS && mine < CN_EGRESS_MAX_CONNS_PER_SANDBOX
+                      ? calloc(1, sizeof(*c))
+                      : NULL;
         if (!c) {
             cube_metric_add("cube_net_egress_connections_total{verdict=\"overload\"}",
                             "TCP connections the egress proxy decided, by verdict", 1);
@@ -232,7 +246,7 @@ static void on_accept(cube_net *n, cn_egress *e)
         socklen_t dl = sizeof(c->dst);
         getsockname(fd, (struct sockaddr *)&c->dst, &dl); /* the address the sandbox asked */
         pthread_mutex_lock(&n->lock);
-        c->slot = slot_of_addr(n, peer.sin_addr.s_addr);
+        c->slot = cube_net_slot_of_addr(n, peer.sin_addr.s_addr);
         bool names = c->slot && n->slots[c->slot].policy->n_names > 0;
         snprintf(c->lease, sizeof(c->lease), "%s", c->slot ? n->slots[c->slot].lease : "-");
         pthread_mutex_unlock(&n->lock);
@@ -265,6 +279,19 @@ static void on_head(cube_net *n, cn_egress *e, conn *c)
     decide(n, e, c, rc == 1);
 }
 
+/* the tunnel could not be made: the sandbox's connection is reset (never sent direct instead) */
+static void socks_fail(cn_egress *e, conn *c, const char *why)
+{
+    char a[INET_ADDRSTRLEN];
+    cube_log_info("egress proxy failed", "lease=%s address=%s port=%u reason=\"%s\"", c->lease,
+                  inet_ntop(AF_INET, &c->dst.sin_addr, a, sizeof(a)), ntohs(c->dst.sin_port), why);
+    cube_metric_add("cube_net_egress_connections_total{verdict=\"proxy_failed\"}",
+                    "TCP connections the egress proxy decided, by verdict", 1);
+    reset_fd(c->down.fd);
+    c->down.fd = -1;
+    conn_free(e, c);
+}
+
 static void on_connected(cn_egress *e, conn *c)
 {
     int so = 0;
@@ -277,6 +304,100 @@ static void on_connected(cn_egress *e, conn *c)
         reset_fd(c->down.fd);
         c->down.fd = -1;
         conn_free(e, c);
+        return;
+    }
+    if (c->socks) {
+        /* RFC 1928: our methods (none, or username/password per RFC 1929) */
+        uint8_t hello[3] = {5, 1, c->user[0] ? 2 : 0};
+        if (send(c->up.fd, hello, sizeof(hello), MSG_NOSIGNAL) != sizeof(hello)) {
+            socks_fail(e, c, "the proxy closed");
+            return;
+        }
+        c->state = SOCKS;
+        watch(e, &c->up, EPOLLIN);
+        return;
+    }
+    c->state = RELAY;
+    c->deadline_ms = cube_now_mono_ms() + CN_EGRESS_IDLE_MS;
+}
+
+/* how many bytes the proxy's answer at this step has in all (0: not known yet) */
+static size_t socks_need(const conn *c)
+{
+    if (c->socks_step < 2) return 2;
+    if (c->sk_len < 5) return 5;
+    switch (c->sk[3]) { /* reply: VER REP RSV ATYP BND.ADDR BND.PORT */
+    case 1:
+        return 4 + 4 + 2;
+    case 4:
+        return 4 + 16 + 2;
+    case 3:
+        return 4 + 1 + (size_t)c->sk[4] + 2;
+    default:
+        return 5; /* bad: rejected below */
+    }
+}
+
+/* the proxy's bytes: one step of the handshake at a time; when connected, the head (if any) goes first */
+static void on_socks(cn_egress *e, conn *c)
+{
+    size_t need = socks_need(c);
+    ssize_t r = recv(c->up.fd, c->sk + c->sk_len, need - c->sk_len, 0);
+    if (r < 0 && (errno == EAGAIN || errno == EINTR)) return;
+    if (r <= 0) {
+        socks_fail(e, c, "the proxy closed");
+        return;
+    }
+    c->sk_len += (size_t)r;
+    if (c->sk_len < socks_need(c)) return;
+    if (c->socks_step == 0) {
+        if (c->sk[0] != 5 || c->sk[1] != (c->user[0] ? 2 : 0)) {
+            socks_fail(e, c, "the proxy refused our authentication method");
+            return;
+        }
+        if (c->user[0]) {
+            uint8_t auth[3 + 255 + 255];
+            size_t ul = strlen(c->user), pl = strlen(c->pass), n = 0;
+            auth[n++] = 1;
+            auth[n++] = (uint8_t)ul;
+            memcpy(auth + n, c->user, ul);
+            n += ul;
+            auth[n++] = (uint8_t)pl;
+            memcpy(auth + n, c->pass, pl);
+            n += pl;
+            ssize_t w = send(c->up.fd, auth, n, MSG_NOSIGNAL);
+            explicit_bzero(auth, sizeof(auth));
+            if (w != (ssize_t)n) {
+                socks_fail(e, c, "the proxy closed");
+                return;
+            }
+            c->socks_step = 1;
+            c->sk_len = 0;
+            return;
+        }
+        c->socks_step = 1;
+        c->sk[1] = 0; /* no authentication: as if it succeeded */
+    }
+    if (c->socks_step == 1) {
+        if (c->sk[1] != 0) {
+            socks_fail(e, c, "the proxy refused the credentials");
+            return;
+        }
+        uint8_t req[10] = {5, 1, 0, 1}; /* CONNECT to the IPv4 address the sandbox asked */
+        memcpy(req + 4, &c->dst.sin_addr, 4);
+        memcpy(req + 8, &c->dst.sin_port, 2);
+        if (send(c->up.fd, req, sizeof(req), MSG_NOSIGNAL) != sizeof(req)) {
+            socks_fail(e, c, "the proxy closed");
+            return;
+        }
+        c->socks_step = 2;
+        c->sk_len = 0;
+        return;
+    }
+    if (c->sk[0] != 5 || c->sk[1] != 0 || (c->sk[3] != 1 && c->sk[3] != 3 && c->sk[3] != 4)) {
+        char why[64];
+        snprintf(why, sizeof(why), "the proxy refused the connection (reply %u)", c->sk[1]);
+        socks_fail(e, c, why);
         return;
     }
     c->state = RELAY;
@@ -356,7 +477,12 @@ static void on_event(cube_net *n, cn_egress *e, end *x, uint32_t events)
     case CONNECTING:
         if (x != &c->up) return;
         on_connected(e, c);
-        if (c->state != RELAY) return;
+        if (c->dead || c->state != RELAY) return;
+        break;
+    case SOCKS:
+        if (x != &c->up) return;
+        on_socks(e, c);
+        if (c->dead || c->state != RELAY) return;
         break;
     default:
         break;
@@ -376,6 +502,12 @@ static void expire(cube_net *n, cn_egress *e)
         if (c->state == HEAD) { /* no name came in time: the address alone decides */
             c->name[0] = '\0';
             decide(n, e, c, false);
+        } else if (c->state == SOCKS || (c->state == CONNECTING && c->socks)) {
+            socks_fail(e, c, "the proxy did not answer in time");
+        } else if (c->state == CONNECTING) {
+            reset_fd(c->down.fd);
+            c->down.fd = -1;
+            conn_free(e, c);
         } else {
             conn_free(e, c);
         }

@@ -12,10 +12,11 @@
 
 #include "net.h"
 
-#define CN_EGRESS_MAX_CONNS  4096
-#define CN_EGRESS_HEAD_MS    10000   /* to send the first bytes (ClientHello, request head) */
-#define CN_EGRESS_CONNECT_MS 10000   /* the upstream's connect */
-#define CN_EGRESS_IDLE_MS    1800000 /* a relayed connection with no bytes either way */
+#define CN_EGRESS_MAX_CONNS             4096
+#define CN_EGRESS_MAX_CONNS_PER_SANDBOX 512
+#define CN_EGRESS_HEAD_MS               10000   /* to send the first bytes (ClientHello, request head) */
+#define CN_EGRESS_CONNECT_MS            10000   /* the upstream's connect */
+#define CN_EGRESS_IDLE_MS               1800000 /* a relayed connection with no bytes either way */
 
 /* Opens the listener and puts it in the programs' socket map. */
 int cn_egress_open(cube_net *n, cube_err *err);

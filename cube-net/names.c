@@ -5,6 +5,10 @@
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <unistd.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -57,6 +61,7 @@ static bool addr_recorded(const cn_slot *s, uint32_t addr)
 static void drop_rec(cube_net *n, int idx, int i)
 {
     cn_slot *s = &n->slots[idx];
+    s->names_dirty = true;
     uint32_t addr = s->seen[i].addr;
     s->seen[i] = s->seen[--s->n_seen];
     if (!addr_recorded(s, addr))
@@ -91,6 +96,7 @@ int cn_names_record(cube_net *n, int idx, const char *name, const uint32_t *addr
             s->seen[found].expires_ns = 0;
         }
         if (expires > s->seen[found].expires_ns) s->seen[found].expires_ns = expires;
+        s->names_dirty = true;
         if (write_addr(n, idx, s->gen, addrs[a], err) < 0) return -1;
     }
     return 0;
@@ -163,4 +169,72 @@ void cn_names_sweep(cube_net *n)
             drop_rec(n, idx, i);
         }
     }
+}
+
+void cn_names_path(const cube_net *n, int idx, char *buf, size_t len)
+{
+    snprintf(buf, len, "%s/slot-%d.names", n->cfg.state_dir, idx);
+}
+
+void cn_names_save(cube_net *n)
+{
+    for (int idx = 1; idx <= n->nslots; idx++) {
+        pthread_mutex_lock(&n->lock);
+        cn_slot *s = &n->slots[idx];
+        if (s->state != CN_LEASED || !s->names_dirty) {
+            pthread_mutex_unlock(&n->lock);
+            continue;
+        }
+        s->names_dirty = false;
+        int count = s->n_seen;
+        cn_name_rec *copy = count ? malloc((size_t)count * sizeof(*copy)) : NULL;
+        if (copy) memcpy(copy, s->seen, (size_t)count * sizeof(*copy));
+        pthread_mutex_unlock(&n->lock);
+        char path[4300], tmp[4310];
+        cn_names_path(n, idx, path, sizeof(path));
+        snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+        FILE *f = fopen(tmp, "we");
+        for (int i = 0; f && copy && i < count; i++) {
+            char a[INET_ADDRSTRLEN];
+            fprintf(f, "%s %" PRId64 " %s\n", inet_ntop(AF_INET, &copy[i].addr, a, sizeof(a)),
+                    copy[i].expires_ns, copy[i].name);
+        }
+        /* a slot released meanwhile: its file was removed with it, and must stay gone */
+        if (f && fclose(f) == 0) {
+            pthread_mutex_lock(&n->lock);
+            if (s->state == CN_LEASED) rename(tmp, path);
+            pthread_mutex_unlock(&n->lock);
+        }
+        unlink(tmp);
+        free(copy);
+    }
+}
+
+void cn_names_load(cube_net *n, int idx)
+{
+    char path[4300], line[512];
+    cn_names_path(n, idx, path, sizeof(path));
+    FILE *f = fopen(path, "re");
+    if (!f) return;
+    cn_slot *s = &n->slots[idx];
+    int64_t now = cube_now_mono_ns();
+    while (fgets(line, sizeof(line), f)) {
+        char addr[INET_ADDRSTRLEN], name[CN_NAME_MAX];
+        int64_t expires;
+        uint32_t a;
+        if (sscanf(line, "%15s %" SCNd64 " %253s", addr, &expires, name) != 3 ||
+            inet_pton(AF_INET, addr, &a) != 1 || !s->policy || !cn_policy_allows_name(s->policy, name))
+            continue;
+        if (!s->seen && !(s->seen = calloc(CN_NAME_RECS_PER_SLOT, sizeof(*s->seen)))) break;
+        if (s->n_seen == CN_NAME_RECS_PER_SLOT) break;
+        cn_name_rec *r = &s->seen[s->n_seen++];
+        r->addr = a;
+        r->expires_ns = expires;
+        snprintf(r->name, sizeof(r->name), "%s", name);
+        /* flows that were going on when cube-net stopped go on: in use as of now */
+        struct cn_name_key k = key_of(idx, s->gen, a);
+        struct cn_name_val v = {.expires_ns = (__u64)(expires > 0 ? expires : 0), .used_ns = (__u64)now};
+        bpf_map_update_elem(names_fd(n), &k, &v, BPF_ANY);
+    }
+    fclose(f);
 }

@@ -36,4 +36,11 @@ void cn_names_forget(cube_net *n, int idx);
 /* Drops records expired and unused for CN_NAME_IDLE_S, over all leased slots. */
 void cn_names_sweep(cube_net *n);
 
+/* The records outlive a restart of cube-net (a file beside the lease, <state>/slot-N.names): cn_names_save
+ * writes every slot whose records changed since (taking the lock itself, writing outside it); cn_names_load
+ * takes an adopted slot's back and allows their addresses again (lock held, or before the threads run). */
+void cn_names_save(cube_net *n);
+void cn_names_load(cube_net *n, int idx);
+void cn_names_path(const cube_net *n, int idx, char *buf, size_t len);
+
 #endif

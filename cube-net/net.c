@@ -102,6 +102,8 @@ void cube_net_detach(cube_net *n, int idx)
     }
     cn_names_forget(n, idx);
     char p[4300];
+    cn_names_path(n, idx, p, sizeof(p));
+    unlink(p);
     lease_path(n, idx, p, sizeof(p));
     unlink(p);
     s->gen = 0;
@@ -333,6 +335,14 @@ static int valid_lease(const char *lease, cube_err *err)
     return 0;
 }
 
+int cube_net_slot_of_addr(const cube_net *n, uint32_t addr)
+{
+    long idx = (long)ntohl(addr) - (long)ntohl(n->net);
+    if (idx < 1 || idx > n->nslots) return 0;
+    const cn_slot *s = &n->slots[idx];
+    return s->state == CN_LEASED && s->addr == addr && s->policy ? (int)idx : 0;
+}
+
 /* The slot's rules and its map entry, under generation gen: the map entry is written last, so the programs
  * see either the old complete policy or the new one. */
 int cube_net_apply(cube_net *n, int idx, uint32_t gen, const cn_policy *p, cube_err *err)
@@ -348,7 +358,8 @@ int cube_net_apply(cube_net *n, int idx, uint32_t gen, const cn_policy *p, cube_
                               .gen = gen,
                               .default_allow = p->internet,
                               .audit_allowed = n->cfg.audit_allowed,
-                              .names = p->n_names > 0};
+                              .names = p->n_names > 0,
+                              .socks = p->proxy.address[0] != '\0'};
     __u32 ifx = (__u32)s->host_ifindex;
     if (bpf_map_update_elem(bpf_map__fd(n->skel->maps.cn_slots), &ifx, &cfg, BPF_ANY) < 0) {
         int e = errno;
@@ -361,6 +372,10 @@ int cube_net_apply(cube_net *n, int idx, uint32_t gen, const cn_policy *p, cube_
 /* names need the node's resolver and egress proxy (an uplink and an upstream resolver) */
 static int names_possible(const cube_net *n, const cn_policy *p, cube_err *err)
 {
+    if (p->proxy.address[0] && !n->egress)
+        return cube_err_set(err, EINVAL,
+                            "an egress proxy needs the node's egress proxy, which this node does not run "
+                            "(no uplink: sandboxes have no egress)");
     if (p->n_names && (!n->dns || !n->egress))
         return cube_err_set(
             err, EINVAL,

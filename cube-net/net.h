@@ -36,6 +36,14 @@ typedef struct cn_policy {
     cn_prefix allow[CN_MAX_POLICY_RULES];
     cn_prefix deny[CN_MAX_POLICY_RULES];
     char names[CN_MAX_POLICY_NAMES][CN_NAME_MAX];
+    /* E2B egressProxy: every TCP connection the policy allows is tunnelled through this SOCKS5 server by the
+     * node's egress proxy, and fails when it cannot be (never a direct connection instead) */
+    struct {
+        char address[CN_NAME_MAX + 8]; /* as given, "host:port" ("" for none) */
+        uint32_t addr;                 /* the host's IPv4 address (network order), resolved when set */
+        uint16_t port;                 /* host order */
+        char username[256], password[256];
+    } proxy;
 } cn_policy;
 
 /* Parses "a.b.c.d" or "a.b.c.d/n" (host bits cleared); a clear error for names, IPv6, junk. */
@@ -43,6 +51,9 @@ int cn_parse_prefix(const char *s, cn_prefix *out, cube_err *err);
 /* Adds each of list to the policy's allow (or deny) side: addresses and CIDRs either side, domain names
  * (and "*." wildcards) on the allow side only. */
 int cn_policy_add(cn_policy *p, bool allow, const char *const *list, size_t n, cube_err *err);
+/* Sets the policy's SOCKS5 egress proxy ("host:port"; a host name is resolved now, with the node's resolver
+ * configuration); user and pass may be NULL (no authentication). */
+int cn_policy_set_proxy(cn_policy *p, const char *address, const char *user, const char *pass, cube_err *err);
 /* Whether one of the policy's names matches name (a DNS question, an SNI, a Host). */
 bool cn_policy_allows_name(const cn_policy *p, const char *name);
 /* The policy's name (pattern) that matches name, or NULL. */
@@ -78,6 +89,7 @@ typedef struct cn_slot {
     bool indexed;
     struct cn_name_rec *seen; /* what the policy's names resolved to (names.c) */
     int n_seen;
+    bool names_dirty; /* seen changed since it was last saved */
 } cn_slot;
 
 typedef struct cn_lease_info {

@@ -22,6 +22,7 @@
 #include "bpf/net_maps.h"
 #include "fsutil.h"
 #include "log.h"
+#include "names.h"
 #include "net.h"
 #include "net_internal.h"
 #include "nl.h"
@@ -160,6 +161,7 @@ static void adopt(cube_net *n, cn_nl *host)
             s->host_ifindex = ifx;
             if (cube_net_attach(n, ifx, &err) == 0 && cube_net_apply(n, idx, s->gen, p, &err) == 0) {
                 s->policy = p;
+                cn_names_load(n, idx);
                 s->state = CN_LEASED;
                 cube_net_index_lease(n, idx);
                 cube_log_info("network slot adopted", "slot=%d lease=%s", idx, s->lease);
@@ -249,6 +251,7 @@ void cube_net_stop(cube_net *n)
     }
     cn_dns_close(n);
     cn_egress_close(n);
+    if (n->slots) cn_names_save(n);
     cube_err err = {0};
     cn_nl *host = n->slots ? cn_nl_open(&err) : NULL;
     int leased = 0;

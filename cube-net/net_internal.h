@@ -21,6 +21,8 @@ void cube_net_teardown(cube_net *n, int idx, cn_nl *nl);
 void *cube_net_refill_loop(void *arg);
 /* The host-side interface name of slot idx: <ifprefix><idx>. */
 void cube_net_ifname(const cube_net *n, int idx, char name[16]);
+/* The leased slot a sandbox address (network order) belongs to, or 0 (lock held). */
+int cube_net_slot_of_addr(const cube_net *n, uint32_t addr);
 /* Makes slot idx findable by its lease name (lock held). */
 void cube_net_index_lease(cube_net *n, int idx);
 

@@ -3,6 +3,7 @@
 #include <bpf/bpf.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <netdb.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -50,6 +51,40 @@ int cn_policy_add(cn_policy *p, bool allow, const char *const *list, size_t n, c
         if (cn_parse_prefix(list[i], &arr[*count], err) < 0) return -1;
         (*count)++;
     }
+    return 0;
+}
+
+int cn_policy_set_proxy(cn_policy *p, const char *address, const char *user, const char *pass, cube_err *err)
+{
+    memset(&p->proxy, 0, sizeof(p->proxy));
+    if (!address || !*address) return 0;
+    char host[CN_NAME_MAX];
+    const char *colon = strrchr(address, ':');
+    char *end = NULL;
+    long port = colon ? strtol(colon + 1, &end, 10) : 0;
+    size_t hl = colon ? (size_t)(colon - address) : 0;
+    if (!colon || !end || *end || colon[1] == '\0' || port < 1 || port > 65535 || hl == 0 ||
+        hl >= sizeof(host))
+        return cube_err_set(err, EINVAL, "egress proxy '%.64s': host:port is needed", address);
+    if (strlen(user ? user : "") > 255 || strlen(pass ? pass : "") > 255)
+        return cube_err_set(err, EINVAL, "egress proxy credentials: at most 255 bytes each");
+    memcpy(host, address, hl);
+    host[hl] = '\0';
+    struct in_addr a;
+    if (inet_pton(AF_INET, host, &a) != 1) {
+        struct addrinfo hints = {.ai_family = AF_INET, .ai_socktype = SOCK_STREAM}, *res = NULL;
+        int rc = getaddrinfo(host, NULL, &hints, &res);
+        if (rc != 0 || !res)
+            return cube_err_set(err, EINVAL, "egress proxy '%.64s': %s", address,
+                                rc ? gai_strerror(rc) : "no IPv4 address");
+        a = ((struct sockaddr_in *)res->ai_addr)->sin_addr;
+        freeaddrinfo(res);
+    }
+    snprintf(p->proxy.address, sizeof(p->proxy.address), "%s", address);
+    p->proxy.addr = a.s_addr;
+    p->proxy.port = (uint16_t)port;
+    snprintf(p->proxy.username, sizeof(p->proxy.username), "%s", user ? user : "");
+    snprintf(p->proxy.password, sizeof(p->proxy.password), "%s", pass ? pass : "");
     return 0;
 }
 
@@ -118,10 +153,34 @@ void cn_rules_delete(int allow_fd, int deny_fd, int slot, uint32_t gen, const cn
     }
 }
 
+/* credentials in the lease file: hex, so that any byte survives a line format */
+static void hex(const char *s, char out[512])
+{
+    static const char digits[] = "0123456789abcdef";
+    size_t o = 0;
+    for (; *s && o + 2 < 512; s++) {
+        out[o++] = digits[(unsigned char)*s >> 4];
+        out[o++] = digits[(unsigned char)*s & 15];
+    }
+    out[o] = '\0';
+}
+
+static void unhex(const char *s, char *out, size_t cap)
+{
+    size_t o = 0;
+    if (strcmp(s, "-") == 0) s = "";
+    for (; s[0] && s[1] && o + 1 < cap; s += 2) {
+        unsigned v;
+        if (sscanf(s, "%2x", &v) != 1) break;
+        out[o++] = (char)v;
+    }
+    out[o] = '\0';
+}
+
 int cn_policy_save(const char *path, const char *lease, uint32_t gen, const cn_policy *p, cube_err *err)
 {
     /* on the lease path: one buffer, one write, one rename (a reader sees the old file or the new one) */
-    char buf[256 + 2 * CN_MAX_POLICY_RULES * 28 + CN_MAX_POLICY_NAMES * (CN_NAME_MAX + 6)];
+    char buf[256 + 2 * CN_MAX_POLICY_RULES * 28 + CN_MAX_POLICY_NAMES * (CN_NAME_MAX + 6) + 1400];
     size_t len =
         (size_t)snprintf(buf, sizeof(buf), "lease %s\ngen %u\ninternet %d\n", lease, gen, p->internet);
     char a[INET_ADDRSTRLEN];
@@ -133,6 +192,14 @@ int cn_policy_save(const char *path, const char *lease, uint32_t gen, const cn_p
     }
     for (int i = 0; i < p->n_names && len < sizeof(buf); i++)
         len += (size_t)snprintf(buf + len, sizeof(buf) - len, "name %s\n", p->names[i]);
+    if (p->proxy.address[0] && len < sizeof(buf)) {
+        char a[INET_ADDRSTRLEN], u[512], pw[512];
+        hex(p->proxy.username, u);
+        hex(p->proxy.password, pw);
+        len += (size_t)snprintf(buf + len, sizeof(buf) - len, "proxy %s %s %u %s %s\n", p->proxy.address,
+                                inet_ntop(AF_INET, &p->proxy.addr, a, sizeof(a)), p->proxy.port,
+                                u[0] ? u : "-", pw[0] ? pw : "-");
+    }
     if (len < sizeof(buf)) len += (size_t)snprintf(buf + len, sizeof(buf) - len, "end\n");
     if (len >= sizeof(buf)) return cube_err_set(err, E2BIG, "policy too large to save");
     /* a new lease: the file does not exist, so write it in place (no rename over an old file, which ext4
@@ -168,7 +235,7 @@ int cn_policy_load(const char *path, char *lease, size_t lease_len, uint32_t *ge
     FILE *f = fopen(path, "re");
     if (!f) return cube_err_sys(err, errno, "read %s", path);
     memset(p, 0, sizeof(*p));
-    char line[512];
+    char line[1400];
     int have_lease = 0, complete = 0;
     while (fgets(line, sizeof(line), f)) {
         line[strcspn(line, "\n")] = '\0';
@@ -183,6 +250,18 @@ int cn_policy_load(const char *path, char *lease, size_t lease_len, uint32_t *ge
             *gen = (uint32_t)strtoul(v, NULL, 10);
         } else if (strcmp(line, "internet") == 0) {
             p->internet = atoi(v) != 0;
+        } else if (strcmp(line, "proxy") == 0) {
+            char address[CN_NAME_MAX + 8], a[INET_ADDRSTRLEN], u[512], pw[512];
+            unsigned port;
+            struct in_addr ia;
+            if (sscanf(v, "%261s %15s %u %511s %511s", address, a, &port, u, pw) == 5 &&
+                inet_pton(AF_INET, a, &ia) == 1) {
+                snprintf(p->proxy.address, sizeof(p->proxy.address), "%s", address);
+                p->proxy.addr = ia.s_addr;
+                p->proxy.port = (uint16_t)port;
+                unhex(u, p->proxy.username, sizeof(p->proxy.username));
+                unhex(pw, p->proxy.password, sizeof(p->proxy.password));
+            }
         } else if (strcmp(line, "allow") == 0 || strcmp(line, "deny") == 0 || strcmp(line, "name") == 0) {
             const char *one[1] = {v};
             if (cn_policy_add(p, line[0] != 'd', one, 1, err) < 0) {

@@ -15,7 +15,9 @@ static int policy_from(const Cube__NetworkPolicy *np, cn_policy *p, cube_err *er
     if (!np) return 0; /* no policy: no egress (a pooled sandbox, not yet anyone's) */
     p->internet = np->allow_internet_access;
     if (cn_policy_add(p, true, (const char *const *)np->allow_out, np->n_allow_out, err) < 0 ||
-        cn_policy_add(p, false, (const char *const *)np->deny_out, np->n_deny_out, err) < 0)
+        cn_policy_add(p, false, (const char *const *)np->deny_out, np->n_deny_out, err) < 0 ||
+        cn_policy_set_proxy(p, np->egress_proxy, np->egress_proxy_username, np->egress_proxy_password, err) <
+            0)
         return -1;
     return 0;
 }

@@ -17,7 +17,8 @@ struct cn_slot_cfg {
     __u8 audit_allowed; /* also log allowed new connections */
     __u8 names; /* the policy allows domain names: TCP 80/443 not allowed by address goes to the egress
                  * proxy, which checks the name on the connection */
-    __u8 pad;
+    __u8 socks; /* an egress proxy (SOCKS5): every allowed TCP connection goes to the node's egress proxy,
+                 * which tunnels it (or refuses it: never direct) */
 };
 
 #define CN_MAX_NAME_ADDRS 65536 /* addresses allowed through names, over all slots */
@@ -36,7 +37,7 @@ struct cn_name_val {
 /* The node's sockets the programs steer to (a SOCKMAP: index -> socket in the node's namespace). */
 enum cn_sock_index {
     CN_SOCK_DNS = 0,    /* UDP: every DNS query a sandbox sends */
-    CN_SOCK_EGRESS = 1, /* TCP listener: connections the egress proxy decides (names; refusals) */
+    CN_SOCK_EGRESS = 1, /* TCP listener: connections the egress proxy decides (names) or tunnels (SOCKS5) */
     CN_SOCK_MAX = 2,
 };
 

@@ -350,6 +350,14 @@ int from_sandbox(struct __sk_buff *skb)
         return refuse(slot, ip, l4, end, CN_DROP_POLICY);
     }
     if (cfg->audit_allowed) audit(slot, ip, l4, end, CN_ALLOW, 1);
+    if (tcp && cfg->socks) {
+        /* tunnelled on the node; without the proxy there is no way out (fails closed) */
+        struct tcphdr *t = l4;
+        if ((void *)(t + 1) > end) return refuse(slot, ip, l4, end, CN_DROP_POLICY);
+        if ((new_flow ? steer(skb, CN_SOCK_EGRESS) : steer_established(skb, ip, t)) == 0)
+            return pass(slot, skb, 1);
+        return refuse(slot, ip, l4, end, CN_DROP_POLICY);
+    }
     return pass(slot, skb, 1);
 }
 

@@ -333,7 +333,7 @@ test('network: sandboxes reach neither each other nor the node; egress follows t
       }
     }
     // rules cube cannot honour are refused, not ignored
-    await assert.rejects(Sandbox.create({ network: { allowOut: ['example.com'] } }), /domain names are not supported/);
+    await assert.rejects(Sandbox.create({ network: { denyOut: ['example.com'] } }), /denyOut\[0\].*domain name/);
     const put = await fetch(`${process.env.E2B_API_URL}/sandboxes/${a.sandboxId}/network`, { method: 'PUT', headers: { 'X-API-KEY': process.env.E2B_API_KEY, 'content-type': 'application/json' }, body: '{"denyOut": ["10.0.0.0/33"]}' });
     assert.equal(put.status, 400);
     assert.match((await put.json()).message, /prefix length/);

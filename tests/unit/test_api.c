@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "api.h"
+#include "network.h"
 #include "master.pb-c.h"
 #include "testutil.h"
 #include "timeutil.h"
@@ -208,10 +209,15 @@ START_TEST(create_and_its_errors)
         {"{\"templateID\":\"base\",\"network\":{\"maskRequestHost\":\"${PORT}.example.com\"}}",
          "maskRequestHost"},
         {"{\"templateID\":\"base\",\"network\":{\"httpsPorts\":[8443]}}", "httpsPorts"},
-        {"{\"templateID\":\"base\",\"network\":{\"egressProxy\":{\"address\":\"p:1080\"}}}", "egressProxy"},
+        {"{\"templateID\":\"base\",\"network\":{\"egressProxy\":{\"address\":\"no-port\"}}}", "egressProxy"},
+        {"{\"templateID\":\"base\",\"network\":{\"egressProxy\":{\"address\":\"p:1080\",\"username\":\"u\"}}"
+         "}",
+         "egressProxy"},
+        {"{\"templateID\":\"base\",\"network\":{\"egressProxy\":{\"address\":\"p:99999\"}}}", "egressProxy"},
     };
     for (size_t i = 0; i < sizeof(refused) / sizeof(refused[0]); i++) {
-        ck_assert_int_eq(request("POST", "/sandboxes", "e2b_good", refused[i][0], body, sizeof(body)), 400);
+        ck_assert_msg(request("POST", "/sandboxes", "e2b_good", refused[i][0], body, sizeof(body)) == 400,
+                      "%s", refused[i][0]);
         ck_assert_msg(strstr(body, refused[i][1]), "%s", body);
     }
     /* their defaults are what cube does */
@@ -247,6 +253,30 @@ START_TEST(create_and_its_errors)
 }
 END_TEST
 
+START_TEST(egress_proxy_is_kept_and_its_password_never_shown)
+{
+    cJSON *net =
+        cJSON_Parse("{\"allowOut\":[\"api.example.com\",\"*.cdn.example.net\"],\"denyOut\":[\"0.0.0.0/0\"],"
+                    "\"egressProxy\":{\"address\":\"proxy.example.com:1080\",\"username\":\"me\","
+                    "\"password\":\"s3cret-pw\"}}");
+    api_network n = {0};
+    cube_err err = {0};
+    ck_assert_msg(api_network_parse(true, net, &n, &err) == 0, "%s", err.msg);
+    ck_assert_str_eq(n.policy.egress_proxy, "proxy.example.com:1080");
+    ck_assert_str_eq(n.policy.egress_proxy_password, "s3cret-pw");
+    ck_assert_int_eq((int)n.policy.n_allow_out, 2);
+    cJSON *out = api_network_json(&n.policy, true);
+    char *s = cJSON_PrintUnformatted(out);
+    ck_assert_msg(strstr(s, "\"egressProxy\":{\"address\":\"proxy.example.com:1080\",\"username\":\"me\"}"),
+                  "%s", s);
+    ck_assert_msg(!strstr(s, "s3cret"), "the password came back: %s", s);
+    free(s);
+    cJSON_Delete(out);
+    api_network_free(&n);
+    cJSON_Delete(net);
+}
+END_TEST
+
 START_TEST(sandbox_routes_map_errors)
 {
     char body[4096];
@@ -270,6 +300,7 @@ int main(void)
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_add_test(tc, create_and_its_errors);
     tcase_add_test(tc, sandbox_routes_map_errors);
+    tcase_add_test(tc, egress_proxy_is_kept_and_its_password_never_shown);
     suite_add_tcase(s, tc);
     return cube_run_suite(s);
 }

@@ -702,6 +702,161 @@ START_TEST(name_rules_refuse_bad_input)
 }
 END_TEST
 
+START_TEST(restart_keeps_what_names_resolved_to)
+{
+    net_start(1);
+    cn_lease_info a;
+    cn_policy p = policy(false, NULL, NULL);
+    const char *names[] = {"allowed.test"};
+    cube_err err = {0};
+    ck_assert_int_eq(cn_policy_add(&p, true, names, 1, &err), 0);
+    lease("named", p, &a);
+    uint32_t addrs[8];
+    int n = 0;
+    ck_assert_int_eq(resolve(a.netns, "9.9.9.9", "allowed.test", addrs, &n), 0);
+    int s = tcp_connect(a.netns, ALLOWED_IP, PORT, 1000);
+    ck_assert_int_ge(s, 0);
+    cube_net_stop(&net);
+    net_start(1);
+    /* the flow in progress goes on, and the name's address is still allowed without a new lookup */
+    ck_assert(echo_ok(s, "across a restart"));
+    close(s);
+    ck_assert_int_eq(connect_errno(a.netns, ALLOWED_IP, PORT, 1000), 0);
+    ck_assert(tls_ok(a.netns, ALLOWED_IP, "allowed.test"));
+    ck_assert(!tls_ok(a.netns, ALLOWED_IP, "other.test"));
+    ck_assert_int_eq(cube_net_release(&net, "named", &err), 0);
+    char path[600];
+    snprintf(path, sizeof(path), "%s/state/slot-1.names", dir);
+    ck_assert_int_ne(access(path, F_OK), 0); /* gone with the lease */
+    cube_net_stop(&net);
+}
+END_TEST
+
+/* A SOCKS5 server (RFC 1928/1929, CONNECT to IPv4 only) in the uplink namespace: user "u", password "pw".
+ * Counts the connections it carried; stops answering when socks_off is set. */
+static int socks_carried, socks_listener = -1;
+static pthread_mutex_t socks_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static int read_full(int fd, void *buf, size_t n)
+{
+    for (size_t got = 0; got < n;) {
+        ssize_t r = recv(fd, (char *)buf + got, n - got, 0);
+        if (r <= 0) return -1;
+        got += (size_t)r;
+    }
+    return 0;
+}
+
+static void *socks_conn(void *arg)
+{
+    int c = (int)(intptr_t)arg, up = -1;
+    uint8_t b[600];
+    if (read_full(c, b, 2) < 0 || b[0] != 5 || read_full(c, b + 2, b[1]) < 0 || !memchr(b + 2, 2, b[1]))
+        goto out;
+    if (send(c, "\x05\x02", 2, MSG_NOSIGNAL) != 2 || read_full(c, b, 2) < 0 || b[0] != 1 ||
+        read_full(c, b + 2, b[1] + 1u) < 0)
+        goto out;
+    size_t ul = b[1], pl = b[2 + ul];
+    char user[256] = {0}, pass[256] = {0};
+    memcpy(user, b + 2, ul);
+    if (read_full(c, pass, pl) < 0) goto out;
+    int good = strcmp(user, "u") == 0 && strcmp(pass, "pw") == 0;
+    if (send(c, good ? "\x01\x00" : "\x01\x01", 2, MSG_NOSIGNAL) != 2 || !good) goto out;
+    if (read_full(c, b, 10) < 0 || b[0] != 5 || b[1] != 1 || b[3] != 1) goto out;
+    struct sockaddr_in to = {.sin_family = AF_INET};
+    memcpy(&to.sin_addr, b + 4, 4);
+    memcpy(&to.sin_port, b + 8, 2);
+    up = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    int ok = connect(up, (struct sockaddr *)&to, sizeof(to)) == 0;
+    uint8_t rep[10] = {5, ok ? 0 : 5, 0, 1};
+    if (send(c, rep, sizeof(rep), MSG_NOSIGNAL) != sizeof(rep) || !ok) goto out;
+    pthread_mutex_lock(&socks_lock);
+    socks_carried++;
+    pthread_mutex_unlock(&socks_lock);
+    for (;;) {
+        struct pollfd p[2] = {{.fd = c, .events = POLLIN}, {.fd = up, .events = POLLIN}};
+        if (poll(p, 2, 5000) <= 0) break;
+        ssize_t n = 0;
+        if (p[0].revents &&
+            ((n = recv(c, b, sizeof(b), 0)) <= 0 || send(up, b, (size_t)n, MSG_NOSIGNAL) != n))
+            break;
+        if (p[1].revents &&
+            ((n = recv(up, b, sizeof(b), 0)) <= 0 || send(c, b, (size_t)n, MSG_NOSIGNAL) != n))
+            break;
+    }
+out:
+    if (up >= 0) close(up);
+    close(c);
+    return NULL;
+}
+
+static void *socks_server(void *arg)
+{
+    int l = (int)(intptr_t)arg;
+    for (;;) {
+        int c = accept(l, NULL, NULL);
+        if (c < 0) return NULL;
+        pthread_t t;
+        pthread_create(&t, NULL, socks_conn, (void *)(intptr_t)c);
+        pthread_detach(t);
+    }
+}
+
+static int carried(void)
+{
+    pthread_mutex_lock(&socks_lock);
+    int n = socks_carried;
+    pthread_mutex_unlock(&socks_lock);
+    return n;
+}
+
+START_TEST(egress_proxy_tunnels_and_fails_closed)
+{
+    socks_listener = listener(uplink_ns, NULL, SOCK_STREAM, 1080);
+    pthread_t t;
+    pthread_create(&t, NULL, socks_server, (void *)(intptr_t)socks_listener);
+    pthread_detach(t);
+    net_start(1);
+    cn_lease_info a;
+    cube_err err = {0};
+    cn_policy p = policy(true, NULL, "203.0.113.0/24");
+    ck_assert_msg(cn_policy_set_proxy(&p, DNS_IP ":1080", "u", "pw", &err) == 0, "%s", err.msg);
+    lease("tunnelled", p, &a);
+    /* through the proxy: the server sees the proxy, not the node */
+    int s = tcp_connect(a.netns, ALLOWED_IP, PORT, 1000);
+    ck_assert_int_ge(s, 0);
+    ck_assert(echo_ok(s, "through socks"));
+    close(s);
+    ck_assert_int_eq(carried(), 1);
+    /* the policy first: a denied address is refused, never tunnelled */
+    ck_assert_int_eq(connect_errno(a.netns, DENIED_IP, PORT, 1000), ECONNREFUSED);
+    ck_assert_int_eq(carried(), 1);
+    /* a wrong password, then no proxy at all: the connection fails, it never goes direct */
+    cn_policy q = policy(true, NULL, "203.0.113.0/24");
+    ck_assert_int_eq(cn_policy_set_proxy(&q, DNS_IP ":1080", "u", "wrong", &err), 0);
+    ck_assert_int_eq(cube_net_update(&net, "tunnelled", &q, &err), 0);
+    s = tcp_connect(a.netns, ALLOWED_IP, PORT, 1000);
+    ck_assert(s < 0 || !echo_ok(s, "no"));
+    if (s >= 0) close(s);
+    shutdown(socks_listener, SHUT_RDWR);
+    close(socks_listener);
+    ck_assert_int_eq(cn_policy_set_proxy(&q, DNS_IP ":1080", "u", "pw", &err), 0);
+    ck_assert_int_eq(cube_net_update(&net, "tunnelled", &q, &err), 0);
+    s = tcp_connect(a.netns, ALLOWED_IP, PORT, 1000);
+    ck_assert(s < 0 || !echo_ok(s, "no"));
+    if (s >= 0) close(s);
+    ck_assert_int_eq(carried(), 1);
+    /* and without the proxy in the policy, direct again */
+    cn_policy direct = policy(true, NULL, "203.0.113.0/24");
+    ck_assert_int_eq(cube_net_update(&net, "tunnelled", &direct, &err), 0);
+    ck_assert(can_connect(a.netns, ALLOWED_IP, PORT));
+    /* a proxy that is no host:port */
+    ck_assert_int_eq(cn_policy_set_proxy(&q, "no-port", NULL, NULL, &err), -1);
+    ck_assert_int_eq(cn_policy_set_proxy(&q, "1.2.3.4:0", NULL, NULL, &err), -1);
+    cube_net_stop(&net);
+}
+END_TEST
+
 int main(void)
 {
     if (geteuid() != 0) {
@@ -718,10 +873,12 @@ int main(void)
     tcase_add_test(tc, live_policy_update_keeps_allowed_flows);
     tcase_add_test(tc, release_and_stop_leave_nothing);
     tcase_add_test(tc, restart_adopts_leases_and_their_policy);
+    tcase_add_test(tc, restart_keeps_what_names_resolved_to);
     tcase_add_test(tc, bad_input_is_refused_clearly);
     tcase_add_test(tc, refused_connections_fail_at_once);
     tcase_add_test(tc, names_allow_what_they_resolve_to);
     tcase_add_test(tc, name_rules_refuse_bad_input);
+    tcase_add_test(tc, egress_proxy_tunnels_and_fails_closed);
     suite_add_tcase(s, tc);
     int rc = cube_run_suite(s);
     return rc;

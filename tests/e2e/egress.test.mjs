@@ -1,0 +1,221 @@
+// Egress by name, end to end: a small internet of the test's own (a network namespace behind a veth that the
+// node uses as its uplink, with a DNS server and HTTP/HTTPS servers under a test CA), the single-node stack
+// started on it (deploy/cube up --uplink --dns), and the unmodified E2B SDK's network options.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFileSync, spawn } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { createInterface } from 'node:readline';
+import { Sandbox } from 'e2b';
+import { assertNothingLeft } from './leftovers.mjs';
+
+const root = process.env.CUBE_ROOT || new URL('../..', import.meta.url).pathname;
+// the stack test's data directory (templates cached there) and ports: the e2e tests run one at a time
+const data = process.env.CUBE_STACK_DATA || '/var/lib/cube-e2e';
+const port = Number(process.env.CUBE_STACK_PORT || 3310);
+const cube = (...args) => execFileSync(`${root}/deploy/cube`, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] });
+const sh = (cmd, ...args) => execFileSync(cmd, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+
+const NS = 'cube-e2e-inet', HOSTIF = 'cinet0';
+// all on the link's own subnet (198.18.0.0/24, RFC 2544's benchmarking range): no route of this machine changes
+const SHARED = '198.18.0.10', WILD = '198.18.0.11', RESOLVER = '198.18.0.2';
+const zone = { 'allowed.test': SHARED, 'other.test': SHARED, 'wild.test': WILD, 'a.wild.test': WILD, 'deep.b.wild.test': WILD };
+const seen = []; // the servers' request lines
+let server, dir, ca;
+
+const cleanupInternet = () => {
+  if (/^cube-e2e-inet\b/m.test(sh('ip', 'netns', 'list'))) sh('ip', 'netns', 'del', NS);
+};
+
+before(async () => {
+  cleanupInternet();
+  dir = mkdtempSync(`${tmpdir()}/cube-egress-`);
+  // a CA and a server certificate for every name of the zone
+  sh('openssl', 'req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '2', '-subj', '/CN=cube egress test CA',
+    '-keyout', `${dir}/ca.key`, '-out', `${dir}/ca.pem`);
+  sh('openssl', 'req', '-newkey', 'rsa:2048', '-nodes', '-subj', '/CN=allowed.test', '-keyout', `${dir}/srv.key`, '-out', `${dir}/srv.csr`);
+  sh('bash', '-c', `printf 'subjectAltName=DNS:allowed.test,DNS:other.test,DNS:wild.test,DNS:*.wild.test,DNS:*.b.wild.test\\n' > '${dir}/ext'`);
+  sh('openssl', 'x509', '-req', '-in', `${dir}/srv.csr`, '-CA', `${dir}/ca.pem`, '-CAkey', `${dir}/ca.key`, '-CAcreateserial',
+    '-days', '2', '-extfile', `${dir}/ext`, '-out', `${dir}/srv.pem`);
+  ca = readFileSync(`${dir}/ca.pem`, 'utf8');
+  // the internet: a namespace behind a veth; the servers' addresses on its side of the link
+  sh('ip', 'netns', 'add', NS);
+  sh('ip', 'link', 'add', HOSTIF, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', NS);
+  sh('ip', 'addr', 'add', '198.18.0.1/24', 'dev', HOSTIF);
+  sh('ip', 'link', 'set', HOSTIF, 'up');
+  sh('ip', '-n', NS, 'addr', 'add', `${RESOLVER}/24`, 'dev', 'eth0');
+  sh('ip', '-n', NS, 'link', 'set', 'eth0', 'up');
+  sh('ip', '-n', NS, 'link', 'set', 'lo', 'up');
+  sh('ip', '-n', NS, 'addr', 'add', `${SHARED}/24`, 'dev', 'eth0');
+  sh('ip', '-n', NS, 'addr', 'add', `${WILD}/24`, 'dev', 'eth0');
+  server = spawn('ip', ['netns', 'exec', NS, process.execPath, `${root}/tests/e2e/inet-server.mjs`, JSON.stringify(zone),
+    `${dir}/srv.pem`, `${dir}/srv.key`], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const lines = createInterface({ input: server.stdout });
+  await new Promise((resolve, reject) => {
+    server.on('exit', (c) => reject(new Error(`the test internet's servers exited with ${c}`)));
+    lines.on('line', (l) => {
+      const m = JSON.parse(l);
+      if (m.kind === 'ready') resolve();
+      else seen.push(m);
+    });
+  });
+  const out = cube('up', '--data', data, '--port', String(port), '--uplink', HOSTIF, '--dns', RESOLVER);
+  for (const m of out.matchAll(/^export (\w+)=(.*)$/gm)) process.env[m[1]] = m[2];
+  delete process.env.E2B_DEBUG;
+});
+
+after(() => {
+  try { cube('down', '--data', data); } finally {
+    server?.kill();
+    cleanupInternet();
+    if (dir) rmSync(dir, { recursive: true, force: true });
+  }
+  assertNothingLeft(data, port);
+});
+
+// What runs inside the sandbox: one probe per call, its outcome as JSON.
+const PROBE = `
+import json, socket, ssl, sys, urllib.request
+mode, target = sys.argv[1], sys.argv[2]
+ctx = ssl.create_default_context(cafile='/tmp/test-ca.pem')
+try:
+    if mode == 'resolve':
+        out = sorted({a[4][0] for a in socket.getaddrinfo(target, 80, socket.AF_INET)})
+    elif mode in ('http', 'https'):
+        out = urllib.request.urlopen(mode + '://' + target + '/', timeout=5, context=ctx if mode == 'https' else None).read().decode()
+    elif mode == 'connect':
+        ip, port = target.split(',')
+        socket.create_connection((ip, int(port)), timeout=5).close()
+        out = 'connected'
+    elif mode in ('raw-http', 'raw-https'):
+        ip, host = target.split(',')
+        s = socket.create_connection((ip, 443 if mode == 'raw-https' else 80), timeout=5)
+        if mode == 'raw-https':
+            s = ctx.wrap_socket(s, server_hostname=host)
+        s.sendall(('GET / HTTP/1.1\\r\\nHost: %s\\r\\nConnection: close\\r\\n\\r\\n' % host).encode())
+        out = s.recv(4096).decode(errors='replace')
+        if not out:
+            raise ConnectionResetError('closed without an answer')
+    print(json.dumps({'ok': True, 'out': out}))
+except Exception as e:
+    print(json.dumps({'ok': False, 'error': type(e).__name__ + ': ' + str(e)}))
+`;
+
+const probe = async (sbx, mode, target) => {
+  const r = await sbx.commands.run(`python3 /tmp/probe.py ${mode} '${target}'`);
+  return JSON.parse(r.stdout);
+};
+
+test('allowOut by name: the names reach their servers over HTTP and HTTPS, other names on the same address and bare addresses do not; wildcards; live updates; audit', async () => {
+  const sbx = await Sandbox.create({ network: { allowOut: ['allowed.test', '*.wild.test'], denyOut: ['0.0.0.0/0'] } });
+  try {
+    await sbx.files.write('/tmp/probe.py', PROBE);
+    await sbx.files.write('/tmp/test-ca.pem', ca);
+    // an address no allowed name led to: refused at once (not a timeout); on the web ports, whatever the
+    // connection says (here: no name at all)
+    let r = await probe(sbx, 'connect', `${SHARED},8080`);
+    assert.equal(r.ok, false);
+    assert.match(r.error, /ConnectionRefused/, JSON.stringify(r));
+    r = await probe(sbx, 'raw-http', `${SHARED},${SHARED}`);
+    assert.equal(r.ok, false, JSON.stringify(r));
+    // names: only the allowed ones resolve (no name leaves the node for a sandbox that may reach nothing)
+    r = await probe(sbx, 'resolve', 'other.test');
+    assert.equal(r.ok, false, JSON.stringify(r));
+    r = await probe(sbx, 'resolve', 'allowed.test');
+    assert.deepEqual(r.out, [SHARED], JSON.stringify(r));
+    r = await probe(sbx, 'connect', `${SHARED},8080`);
+    assert.equal(r.out, 'connected', JSON.stringify(r));
+    r = await probe(sbx, 'http', 'allowed.test');
+    assert.equal(r.out, 'hello allowed.test\n', JSON.stringify(r));
+    r = await probe(sbx, 'https', 'allowed.test');
+    assert.equal(r.out, 'hello allowed.test\n', JSON.stringify(r));
+    assert.ok(seen.some((l) => l.kind === 'https' && l.sni === 'allowed.test'), JSON.stringify(seen));
+    // the same address under a name not allowed: the name on the connection decides
+    const before = seen.length;
+    r = await probe(sbx, 'raw-http', `${SHARED},other.test`);
+    assert.equal(r.ok, false, JSON.stringify(r));
+    r = await probe(sbx, 'raw-https', `${SHARED},other.test`);
+    assert.equal(r.ok, false, JSON.stringify(r));
+    assert.equal(seen.slice(before).filter((l) => l.host === 'other.test').length, 0, JSON.stringify(seen));
+    // a wildcard: its subdomains at any depth, not its apex
+    r = await probe(sbx, 'https', 'a.wild.test');
+    assert.equal(r.out, 'hello a.wild.test\n', JSON.stringify(r));
+    r = await probe(sbx, 'https', 'deep.b.wild.test');
+    assert.equal(r.out, 'hello deep.b.wild.test\n', JSON.stringify(r));
+    r = await probe(sbx, 'resolve', 'wild.test');
+    assert.equal(r.ok, false, JSON.stringify(r));
+    // a live update: the next connection follows it
+    await sbx.updateNetwork({ allowOut: ['other.test'], denyOut: ['0.0.0.0/0'] });
+    r = await probe(sbx, 'https', 'other.test');
+    assert.equal(r.out, 'hello other.test\n', JSON.stringify(r));
+    r = await probe(sbx, 'raw-https', `${WILD},a.wild.test`);
+    assert.equal(r.ok, false, JSON.stringify(r));
+    r = await probe(sbx, 'resolve', 'allowed.test');
+    assert.equal(r.ok, false, JSON.stringify(r));
+    const info = await sbx.getInfo();
+    assert.deepEqual(info.network.allowOut, ['other.test']);
+    // one audit line per decision
+    const log = readFileSync(`${data}/log/cube-net.log`, 'utf8');
+    assert.match(log, /msg=egress .*name=allowed\.test address=198\.18\.0\.10 port=443 verdict=allow rule=name:allowed\.test/);
+    assert.match(log, /msg=egress .*name=other\.test address=198\.18\.0\.10 port=80 verdict=deny/);
+  } finally {
+    await sbx.kill();
+  }
+});
+
+test('a sandbox without name rules resolves and reaches whatever its addresses allow', async () => {
+  const sbx = await Sandbox.create();
+  try {
+    await sbx.files.write('/tmp/probe.py', PROBE);
+    await sbx.files.write('/tmp/test-ca.pem', ca);
+    const r = await probe(sbx, 'https', 'other.test');
+    assert.equal(r.out, 'hello other.test\n', JSON.stringify(r));
+    await sbx.updateNetwork({ denyOut: [`${SHARED}/32`] });
+    const d = await probe(sbx, 'connect', `${SHARED},8080`);
+    assert.match(d.error, /ConnectionRefused/, JSON.stringify(d));
+  } finally {
+    await sbx.kill();
+  }
+});
+
+test('egressProxy: TCP tunnelled through a SOCKS5 server with credentials, after the policy; fails closed', async () => {
+  const proxy = { address: `${RESOLVER}:1080`, username: 'tunnel', password: 'pw' };
+  const sbx = await Sandbox.create({ network: { denyOut: [`${WILD}/32`], egressProxy: proxy } });
+  try {
+    await sbx.files.write('/tmp/probe.py', PROBE);
+    await sbx.files.write('/tmp/test-ca.pem', ca);
+    const before = seen.length;
+    let r = await probe(sbx, 'https', 'allowed.test');
+    assert.equal(r.out, 'hello allowed.test\n', JSON.stringify(r));
+    assert.ok(seen.slice(before).some((l) => l.kind === 'socks' && l.dst === `${SHARED}:443`), JSON.stringify(seen.slice(before)));
+    // the policy comes first: a denied address is refused, never tunnelled
+    r = await probe(sbx, 'connect', `${WILD},8080`);
+    assert.match(r.error, /ConnectionRefused/, JSON.stringify(r));
+    const info = await sbx.getInfo();
+    assert.deepEqual(info.network.egressProxy, { address: proxy.address, username: 'tunnel' });
+    // wrong credentials: the connection fails, it never goes direct
+    await sbx.updateNetwork({ denyOut: [`${WILD}/32`], egressProxy: { ...proxy, password: 'wrong' } });
+    const mark = seen.length;
+    r = await probe(sbx, 'http', 'other.test');
+    assert.equal(r.ok, false, JSON.stringify(r));
+    assert.equal(seen.slice(mark).filter((l) => l.kind === 'http').length, 0, 'a connection went direct');
+    // an update without it: direct again
+    await sbx.updateNetwork({ denyOut: [`${WILD}/32`] });
+    r = await probe(sbx, 'http', 'other.test');
+    assert.equal(r.out, 'hello other.test\n', JSON.stringify(r));
+  } finally {
+    await sbx.kill();
+  }
+});
+
+test('bad name rules are a 400 naming the field', async () => {
+  for (const [network, field] of [
+    [{ allowOut: ['*'] }, 'allowOut'],
+    [{ allowOut: ['ok.test', 'a.*.test'] }, 'allowOut\\[1\\]'],
+    [{ denyOut: ['evil.test'] }, 'denyOut'],
+    [{ egressProxy: { address: 'no-port' } }, 'egressProxy'],
+  ]) {
+    await assert.rejects(Sandbox.create({ network }), new RegExp(field), JSON.stringify(network));
+  }
+});
