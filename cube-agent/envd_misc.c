@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <unistd.h>
 
@@ -28,6 +29,45 @@ static char *dup_or_null(const char *s)
 
 /* POST /init from the node agent: env vars, access token, default user and workdir. Exempt from the token
  * check the first time; once a token is set, a change needs the current token. */
+#define CA_SYSTEM_BUNDLE "/etc/ssl/certs/ca-certificates.crt"
+#define CA_CUBE_FILE     "/usr/local/share/ca-certificates/cube-egress.crt"
+
+static const char *const ca_env[][2] = {
+    {"NODE_EXTRA_CA_CERTS", CA_CUBE_FILE},
+    {"REQUESTS_CA_BUNDLE", CA_SYSTEM_BUNDLE},
+    {"SSL_CERT_FILE", CA_SYSTEM_BUNDLE},
+    {"CURL_CA_BUNDLE", CA_SYSTEM_BUNDLE},
+};
+
+/* The node's egress CA into the sandbox's trust: a file of its own (where update-ca-certificates looks) and
+ * the system bundle (what OpenSSL, curl and Python read), once. */
+static int agent_trust_ca(const char *pem, cube_err *err)
+{
+    mkdir("/usr/local/share/ca-certificates", 0755);
+    FILE *f = fopen(CA_CUBE_FILE, "we");
+    if (!f || fputs(pem, f) < 0 || fclose(f) != 0) {
+        if (f) fclose(f);
+        return cube_err_sys(err, errno, "write %s", CA_CUBE_FILE);
+    }
+    f = fopen(CA_SYSTEM_BUNDLE, "re");
+    if (!f) return 0; /* a template without a bundle: the file above and the variables still tell */
+    char line[128];
+    bool have = false;
+    /* the bundle holds it already (a re-init): its first base64 line is enough to tell */
+    const char *first = strchr(pem, '\n');
+    char mark[80] = "";
+    if (first) snprintf(mark, sizeof(mark), "%.64s", first + 1);
+    while (!have && *mark && fgets(line, sizeof(line), f)) have = strncmp(line, mark, strlen(mark)) == 0;
+    fclose(f);
+    if (have) return 0;
+    f = fopen(CA_SYSTEM_BUNDLE, "ae");
+    if (!f || fputs("\n# cube egress CA\n", f) < 0 || fputs(pem, f) < 0 || fclose(f) != 0) {
+        if (f) fclose(f);
+        return cube_err_sys(err, errno, "append to %s", CA_SYSTEM_BUNDLE);
+    }
+    return 0;
+}
+
 void envd_init(agent *a, http_req *req)
 {
     cube_err err = {0};
@@ -43,15 +83,21 @@ void envd_init(agent *a, http_req *req)
     const cJSON *wd = cJSON_GetObjectItemCaseSensitive(in, "defaultWorkdir");
     /* cube's own field: a pooled sandbox takes its E2B id as hostname when it is claimed */
     const cJSON *host = cJSON_GetObjectItemCaseSensitive(in, "hostname");
+    /* cube's own field: the node's egress CA, for the sandbox's trust store */
+    const cJSON *ca = cJSON_GetObjectItemCaseSensitive(in, "caCerts");
     if ((vars && !cJSON_IsNull(vars) &&
          (!cJSON_IsObject(vars) || cube_json_check_string_map(vars, "envVars", &err) < 0)) ||
         (tok && !cJSON_IsNull(tok) && !cJSON_IsString(tok)) ||
         (user && !cJSON_IsNull(user) && !cJSON_IsString(user)) ||
-        (wd && !cJSON_IsNull(wd) && !cJSON_IsString(wd))) {
+        (wd && !cJSON_IsNull(wd) && !cJSON_IsString(wd)) ||
+        (ca && !cJSON_IsNull(ca) &&
+         (!cJSON_IsString(ca) || strlen(ca->valuestring) > 16384 ||
+          strncmp(ca->valuestring, "-----BEGIN CERTIFICATE-----", 27) != 0))) {
         cJSON_Delete(in);
-        http_reply_error(
-            req, 400,
-            "envVars must map strings to strings; accessToken, defaultUser, defaultWorkdir strings");
+        http_reply_error(req, 400,
+                         "envVars must map strings to strings; accessToken, defaultUser, defaultWorkdir "
+                         "strings; caCerts PEM "
+                         "certificates");
         return;
     }
     if (cJSON_IsString(host)) {
@@ -87,6 +133,17 @@ void envd_init(agent *a, http_req *req)
         http_reply_error(req, 401, "the access token is already set; re-init needs it");
         return;
     }
+    /* only as PID 1 of a sandbox: its own files, never a machine's trust store */
+    if (cJSON_IsString(ca) && getpid() == 1 && agent_trust_ca(ca->valuestring, &err) < 0) {
+        pthread_mutex_unlock(&a->lock);
+        cJSON_Delete(in);
+        http_reply_error(req, 500, "%s", err.msg);
+        return;
+    }
+    if (cJSON_IsString(ca) && getpid() == 1) /* for what reads no system store: Node, Python's requests */
+        for (size_t i = 0; i < sizeof(ca_env) / sizeof(ca_env[0]); i++)
+            if (!cJSON_GetObjectItemCaseSensitive(a->env_vars, ca_env[i][0]))
+                cJSON_AddStringToObject(a->env_vars, ca_env[i][0], ca_env[i][1]);
     if (cJSON_IsObject(vars)) {
         const cJSON *it;
         cJSON_ArrayForEach(it, vars)

@@ -7,7 +7,9 @@
 
 #include "netaddr.h"
 
-#define MAX_RULES 256
+#define MAX_RULES            256
+#define API_MAX_HEADER_RULES 16   /* as cube-net's CN_MAX_HEADER_RULES */
+#define API_MAX_HEADER_VALUE 4095 /* as cube-net's CN_HEADER_VALUE_MAX - 1 */
 
 /* allowOut takes addresses, CIDRs and domain names ("*.example.com" too); denyOut addresses and CIDRs */
 static int rule_entry(const char *field, size_t i, const char *s, cube_err *err)
@@ -100,21 +102,102 @@ static int egress_proxy(const cJSON *net, Cube__NetworkPolicy *p, cube_err *err)
     return 0;
 }
 
+/* a header name: an HTTP token; a value: no control characters (no header can be smuggled in) */
+static bool header_name_ok(const char *s)
+{
+    if (!*s || strlen(s) > 127) return false;
+    for (; *s; s++)
+        if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') || (*s >= '0' && *s <= '9') ||
+              strchr("!#$%&'*+-.^_`|~", *s)))
+            return false;
+    return true;
+}
+
+static bool header_value_ok(const char *s)
+{
+    if (strlen(s) > API_MAX_HEADER_VALUE) return false;
+    for (; *s; s++)
+        if ((unsigned char)*s < 0x20 && *s != '\t') return false;
+    return true;
+}
+
+/* rules: {"host": [{transform: {headers: {name: value}}}, ...]}; hosts as allowOut's names (a rule grants no
+ * access by itself) */
+static int header_rules(const cJSON *net, api_network *out, cube_err *err)
+{
+    const cJSON *rules = net ? cJSON_GetObjectItemCaseSensitive(net, "rules") : NULL;
+    if (!rules || cJSON_IsNull(rules)) return 0;
+    if (!cJSON_IsObject(rules))
+        return cube_err_set(err, EINVAL, "network.rules must be an object of host: rules");
+    size_t total = 0;
+    const cJSON *host;
+    cJSON_ArrayForEach(host, rules)
+    {
+        const cJSON *r;
+        if (!cJSON_IsArray(host))
+            return cube_err_set(err, EINVAL, "network.rules[\"%.64s\"] must be an array", host->string);
+        cJSON_ArrayForEach(r, host)
+        {
+            const cJSON *h =
+                cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(r, "transform"), "headers");
+            if (cJSON_IsObject(h)) total += (size_t)cJSON_GetArraySize(h);
+        }
+    }
+    if (total > API_MAX_HEADER_RULES)
+        return cube_err_set(err, EINVAL, "network.rules: at most %d headers in all", API_MAX_HEADER_RULES);
+    out->rule_store = calloc(total + 1, sizeof(*out->rule_store));
+    out->rules = calloc(total + 1, sizeof(*out->rules));
+    if (!out->rule_store || !out->rules) return cube_err_set(err, ENOMEM, "out of memory");
+    cJSON_ArrayForEach(host, rules)
+    {
+        char norm[CUBE_DOMAIN_MAX];
+        if (cube_parse_domain_pattern(host->string, norm, err) < 0)
+            return cube_err_prefix(err, "network.rules[\"%.64s\"]", host->string);
+        const cJSON *r;
+        cJSON_ArrayForEach(r, host)
+        {
+            const cJSON *t = cJSON_IsObject(r) ? cJSON_GetObjectItemCaseSensitive(r, "transform") : NULL;
+            const cJSON *h = t && !cJSON_IsNull(t) ? cJSON_GetObjectItemCaseSensitive(t, "headers") : NULL;
+            if (!cJSON_IsObject(r) || (t && !cJSON_IsNull(t) && !cJSON_IsObject(t)) ||
+                (h && !cJSON_IsNull(h) && !cJSON_IsObject(h)))
+                return cube_err_set(err, EINVAL,
+                                    "network.rules[\"%.64s\"]: each rule is {transform: {headers: {...}}}",
+                                    host->string);
+            const cJSON *kv;
+            cJSON_ArrayForEach(kv, h)
+            {
+                if (!header_name_ok(kv->string))
+                    return cube_err_set(err, EINVAL, "network.rules[\"%.64s\"]: '%.64s' is not a header name",
+                                        host->string, kv->string);
+                if (!cJSON_IsString(kv) || !header_value_ok(kv->valuestring))
+                    return cube_err_set(
+                        err, EINVAL,
+                        "network.rules[\"%.64s\"].%.64s: a string of at most %d bytes, no control "
+                        "characters",
+                        host->string, kv->string, API_MAX_HEADER_VALUE);
+                Cube__HeaderRule *hr = &out->rule_store[out->policy.n_rules];
+                cube__header_rule__init(hr);
+                hr->host = host->string;
+                hr->header = kv->string;
+                hr->value = kv->valuestring;
+                out->rules[out->policy.n_rules++] = hr;
+            }
+        }
+    }
+    out->policy.rules = out->rules;
+    return 0;
+}
+
 int api_network_parse(bool internet, const cJSON *net, api_network *out, cube_err *err)
 {
     cube__network_policy__init(&out->policy);
     out->allow = out->deny = NULL;
+    out->rules = NULL;
+    out->rule_store = NULL;
     out->private_traffic = out->traffic_given = false;
     out->policy.allow_internet_access = internet;
     if (net && !cJSON_IsNull(net) && !cJSON_IsObject(net))
         return cube_err_set(err, EINVAL, "network must be an object");
-    /* what cube cannot honour is refused, not ignored: these change what may leave the sandbox */
-    static const char *const unsupported[] = {"rules"};
-    for (size_t i = 0; net && i < sizeof(unsupported) / sizeof(unsupported[0]); i++) {
-        const cJSON *v = cJSON_GetObjectItemCaseSensitive(net, unsupported[i]);
-        if (v && !cJSON_IsNull(v) && !(cJSON_IsObject(v) && !v->child))
-            return cube_err_set(err, EINVAL, "network.%s is not supported by cube", unsupported[i]);
-    }
     const cJSON *pub = net ? cJSON_GetObjectItemCaseSensitive(net, "allowPublicTraffic") : NULL;
     if (pub && !cJSON_IsNull(pub) && !cJSON_IsBool(pub))
         return cube_err_set(err, EINVAL, "network.allowPublicTraffic must be a boolean");
@@ -127,7 +210,10 @@ int api_network_parse(bool internet, const cJSON *net, api_network *out, cube_er
     const cJSON *https = net ? cJSON_GetObjectItemCaseSensitive(net, "httpsPorts") : NULL;
     if (https && !cJSON_IsNull(https) && !(cJSON_IsArray(https) && !https->child))
         return cube_err_set(err, EINVAL, "network.httpsPorts is not supported by cube");
-    if (egress_proxy(net, &out->policy, err) < 0) return -1;
+    if (egress_proxy(net, &out->policy, err) < 0 || header_rules(net, out, err) < 0) return -1;
+    if (out->policy.n_rules && out->policy.egress_proxy && *out->policy.egress_proxy)
+        return cube_err_set(err, EINVAL,
+                            "network.rules together with network.egressProxy is not supported yet");
     if (rules(net, "allowOut", &out->allow, &out->policy.n_allow_out, err) < 0 ||
         rules(net, "denyOut", &out->deny, &out->policy.n_deny_out, err) < 0)
         return -1;
@@ -140,7 +226,11 @@ void api_network_free(api_network *n)
 {
     free(n->allow);
     free(n->deny);
+    free(n->rules);
+    free(n->rule_store);
     n->allow = n->deny = NULL;
+    n->rules = NULL;
+    n->rule_store = NULL;
 }
 
 cJSON *api_network_json(const Cube__NetworkPolicy *np, bool public_traffic)
@@ -152,6 +242,21 @@ cJSON *api_network_json(const Cube__NetworkPolicy *np, bool public_traffic)
     for (size_t i = 0; np && i < np->n_deny_out; i++)
         cJSON_AddItemToArray(d, cJSON_CreateString(np->deny_out[i]));
     cJSON_AddBoolToObject(o, "allowPublicTraffic", public_traffic);
+    if (np && np->n_rules) { /* the hosts and header names; never the values */
+        cJSON *rules = cJSON_AddObjectToObject(o, "rules");
+        for (size_t i = 0; i < np->n_rules; i++) {
+            cJSON *list = cJSON_GetObjectItemCaseSensitive(rules, np->rules[i]->host);
+            if (!list) {
+                list = cJSON_AddArrayToObject(rules, np->rules[i]->host);
+                cJSON *t = cJSON_CreateObject();
+                cJSON_AddObjectToObject(cJSON_AddObjectToObject(t, "transform"), "headers");
+                cJSON_AddItemToArray(list, t);
+            }
+            cJSON *headers = cJSON_GetObjectItemCaseSensitive(
+                cJSON_GetObjectItemCaseSensitive(cJSON_GetArrayItem(list, 0), "transform"), "headers");
+            cJSON_AddStringToObject(headers, np->rules[i]->header, "[redacted]");
+        }
+    }
     if (np && np->egress_proxy && *np->egress_proxy) { /* never the password */
         cJSON *ep = cJSON_AddObjectToObject(o, "egressProxy");
         cJSON_AddStringToObject(ep, "address", np->egress_proxy);

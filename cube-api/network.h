@@ -12,6 +12,7 @@
 typedef struct api_network {
     Cube__NetworkPolicy policy; /* its strings point into the parsed JSON */
     char **allow, **deny;
+    Cube__HeaderRule *rule_store, **rules; /* policy.rules */
     bool private_traffic; /* allowPublicTraffic false: only requests with the traffic access token get in */
     bool traffic_given;   /* allowPublicTraffic was in the body at all */
 } api_network;

@@ -15,6 +15,7 @@
 
 #include "bpf/net_maps.h"
 #include "egress_head.h"
+#include "egress_mitm.h"
 #include "log.h"
 #include "metrics.h"
 #include "names.h"
@@ -199,6 +200,20 @@ static void decide(cube_net *n, cn_egress *e, conn *c, bool have_name)
         snprintf(rule, sizeof(rule), "name:%s", pattern);
     else if (p && cn_policy_allows_addr(p, c->dst.sin_addr.s_addr))
         snprintf(rule, sizeof(rule), "address");
+    /* a header rule for the name on a TLS connection: injected on a thread of its own */
+    cn_mitm_job *job = NULL;
+    const char *rule_host =
+        *rule && have_name && ntohs(c->dst.sin_port) == 443 ? cn_policy_rule_host(p, c->name) : NULL;
+    if (rule_host && (job = calloc(1, sizeof(*job)))) {
+        for (int i = 0; i < p->n_rules; i++)
+            if (strcmp(p->rules[i].host, rule_host) == 0) {
+                snprintf(job->names[job->nrules], sizeof(job->names[0]), "%s", p->rules[i].header);
+                snprintf(job->values[job->nrules], sizeof(job->values[0]), "%s", p->rules[i].value);
+                job->nrules++;
+            }
+        strncat(rule, " inject=", sizeof(rule) - strlen(rule) - 1);
+        strncat(rule, rule_host, sizeof(rule) - strlen(rule) - 1);
+    }
     if (*rule && p->proxy.address[0]) {
         c->socks = true;
         c->proxy = (struct sockaddr_in){
@@ -208,6 +223,31 @@ static void decide(cube_net *n, cn_egress *e, conn *c, bool have_name)
         strncat(rule, " via=socks5", sizeof(rule) - strlen(rule) - 1);
     }
     pthread_mutex_unlock(&n->lock);
+    if (rule_host) {
+        if (!job || !(job->head = malloc(c->to_up.len ? c->to_up.len : 1))) {
+            free(job);
+            refuse(e, c, "out-of-memory");
+            return;
+        }
+        memcpy(job->head, c->to_up.data, c->to_up.len);
+        job->head_len = c->to_up.len;
+        job->down = c->down.fd;
+        job->dst = c->dst;
+        snprintf(job->name, sizeof(job->name), "%s", c->name);
+        snprintf(job->lease, sizeof(job->lease), "%s", c->lease);
+        epoll_ctl(e->ep, EPOLL_CTL_DEL, c->down.fd, NULL);
+        if (cn_mitm_start(n, job) < 0) {
+            free(job->head);
+            explicit_bzero(job, sizeof(*job));
+            free(job);
+            refuse(e, c, "busy");
+            return;
+        }
+        audit(c, "allow", rule);
+        c->down.fd = -1; /* the job's now */
+        conn_free(e, c);
+        return;
+    }
     if (!*rule) {
         refuse(e, c,
                !p          ? "no-lease"
@@ -247,7 +287,8 @@ static void on_accept(cube_net *n, cn_egress *e)
         getsockname(fd, (struct sockaddr *)&c->dst, &dl); /* the address the sandbox asked */
         pthread_mutex_lock(&n->lock);
         c->slot = cube_net_slot_of_addr(n, peer.sin_addr.s_addr);
-        bool names = c->slot && n->slots[c->slot].policy->n_names > 0;
+        bool names =
+            c->slot && (n->slots[c->slot].policy->n_names > 0 || n->slots[c->slot].policy->n_rules > 0);
         snprintf(c->lease, sizeof(c->lease), "%s", c->slot ? n->slots[c->slot].lease : "-");
         pthread_mutex_unlock(&n->lock);
         uint16_t port = ntohs(c->dst.sin_port);

@@ -24,6 +24,8 @@ static const cube_config_flag flags[] = {
      "host-side interface name prefix (default cn); one per cube-net on a host"},
     {"pool-size", "net.pool_size", true, "network slots kept ready (default 8)"},
     {"audit-allowed", "net.audit_allowed", false, "log allowed new connections too"},
+    {"upstream-ca", "net.upstream_ca", true,
+     "PEM file of extra CAs the egress proxy trusts for servers it injects headers on the way to"},
     {"dns", "net.dns", true,
      "ADDR[:PORT] of the resolver sandboxes' names go to (default: the node's, from /etc/resolv.conf)"},
     {"metrics-port", "net.metrics_port", true, "serve Prometheus /metrics on 127.0.0.1:PORT (default: off)"},
@@ -71,6 +73,7 @@ static int run(cube_config *cfg, int argc, char **argv)
         .pool_size = (int)pool,
         .audit_allowed = audit,
         .dns = cube_config_get(cfg, "net.dns", NULL),
+        .upstream_ca = cube_config_get(cfg, "net.upstream_ca", NULL),
     };
     sigset_t set;
     sigemptyset(&set);

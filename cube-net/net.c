@@ -359,7 +359,8 @@ int cube_net_apply(cube_net *n, int idx, uint32_t gen, const cn_policy *p, cube_
                               .default_allow = p->internet,
                               .audit_allowed = n->cfg.audit_allowed,
                               .names = p->n_names > 0,
-                              .socks = p->proxy.address[0] != '\0'};
+                              .socks = p->proxy.address[0] != '\0',
+                              .rules = p->n_rules > 0};
     __u32 ifx = (__u32)s->host_ifindex;
     if (bpf_map_update_elem(bpf_map__fd(n->skel->maps.cn_slots), &ifx, &cfg, BPF_ANY) < 0) {
         int e = errno;
@@ -372,6 +373,12 @@ int cube_net_apply(cube_net *n, int idx, uint32_t gen, const cn_policy *p, cube_
 /* names need the node's resolver and egress proxy (an uplink and an upstream resolver) */
 static int names_possible(const cube_net *n, const cn_policy *p, cube_err *err)
 {
+    if (p->n_rules && (!n->egress || !n->tls))
+        return cube_err_set(err, EINVAL,
+                            "header rules need the node's egress proxy, which this node does not run "
+                            "(no uplink: sandboxes have no egress)");
+    if (p->n_rules && p->proxy.address[0])
+        return cube_err_set(err, EINVAL, "header rules together with an egress proxy are not supported yet");
     if (p->proxy.address[0] && !n->egress)
         return cube_err_set(err, EINVAL,
                             "an egress proxy needs the node's egress proxy, which this node does not run "

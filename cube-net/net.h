@@ -25,6 +25,8 @@ typedef struct cn_prefix {
 #define CN_MAX_POLICY_RULES 256
 #define CN_MAX_POLICY_NAMES 64
 #define CN_NAME_MAX         254 /* CUBE_DOMAIN_MAX */
+#define CN_MAX_HEADER_RULES 16
+#define CN_HEADER_VALUE_MAX 4096
 
 /* E2B's egress policy: allowOut wins over denyOut; allow_internet_access=false is denyOut 0.0.0.0/0.
  * allowOut may name domains ("api.example.com", "*.example.com"): an address is allowed while one of those
@@ -44,6 +46,14 @@ typedef struct cn_policy {
         uint16_t port;                 /* host order */
         char username[256], password[256];
     } proxy;
+    /* E2B network.rules: headers set on HTTPS requests to a host ("*." wildcards), by the node's egress proxy
+     * (TLS terminated with the node's CA); one entry per header, in order */
+    int n_rules;
+    struct cn_header_rule {
+        char host[CN_NAME_MAX];
+        char header[128];
+        char value[CN_HEADER_VALUE_MAX];
+    } rules[CN_MAX_HEADER_RULES];
 } cn_policy;
 
 /* Parses "a.b.c.d" or "a.b.c.d/n" (host bits cleared); a clear error for names, IPv6, junk. */
@@ -54,6 +64,10 @@ int cn_policy_add(cn_policy *p, bool allow, const char *const *list, size_t n, c
 /* Sets the policy's SOCKS5 egress proxy ("host:port"; a host name is resolved now, with the node's resolver
  * configuration); user and pass may be NULL (no authentication). */
 int cn_policy_set_proxy(cn_policy *p, const char *address, const char *user, const char *pass, cube_err *err);
+/* Adds a header rule (host: a name or "*." wildcard; header: an HTTP token; value: no control characters). */
+int cn_policy_add_rule(cn_policy *p, const char *host, const char *header, const char *value, cube_err *err);
+/* The host pattern whose rules apply to name: an exact one first, else the longest wildcard; NULL: none. */
+const char *cn_policy_rule_host(const cn_policy *p, const char *name);
 /* Whether one of the policy's names matches name (a DNS question, an SNI, a Host). */
 bool cn_policy_allows_name(const cn_policy *p, const char *name);
 /* The policy's name (pattern) that matches name, or NULL. */
@@ -74,6 +88,8 @@ typedef struct cn_config {
     bool audit_allowed;    /* log allowed new connections too (denied ones always are) */
     const char *dns;       /* the resolver sandboxes' names go to, "ADDR[:PORT]" (NULL: the node's own, from
                             * /etc/resolv.conf); with an uplink only */
+    const char
+        *upstream_ca; /* extra CAs (PEM file) the egress proxy trusts for servers, beside the system's */
 } cn_config;
 
 typedef enum { CN_FREE, CN_BUILDING, CN_READY, CN_LEASED, CN_RELEASING } cn_state;
@@ -133,6 +149,10 @@ typedef struct cube_net {
     bool steering;            /* the mark rule and local table are in place */
     struct cn_dns *dns;       /* the node's resolver for sandboxes (dns.c), with an uplink */
     struct cn_egress *egress; /* the egress proxy (egress.c), with an uplink */
+    struct cn_tls *tls;       /* the node's egress CA (<state_dir>/ca) for header rules, with an uplink */
+    int mitm_running;         /* connections with header rules, each on its thread (egress_mitm.c) */
+    bool mitm_stopping;
+    pthread_cond_t mitm_done;
     pthread_t refill_thread, audit_thread, dns_thread, egress_thread;
 } cube_net;
 

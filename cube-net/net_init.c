@@ -19,6 +19,8 @@
 #include "audit.h"
 #include "dns.h"
 #include "egress.h"
+#include "egress_mitm.h"
+#include "egress_tls.h"
 #include "bpf/net_maps.h"
 #include "fsutil.h"
 #include "log.h"
@@ -185,6 +187,7 @@ int cube_net_init(cube_net *n, const cn_config *cfg, cube_err *err)
     pthread_mutex_init(&n->lock, NULL);
     pthread_cond_init(&n->refill, NULL);
     pthread_cond_init(&n->removed, NULL);
+    pthread_cond_init(&n->mitm_done, NULL);
     if (!cfg->ifprefix || !*cfg->ifprefix) n->cfg.ifprefix = "cn";
     if (strlen(n->cfg.ifprefix) > 9)
         return cube_err_set(err, EINVAL, "interface prefix '%s' is too long", n->cfg.ifprefix);
@@ -219,6 +222,11 @@ int cube_net_init(cube_net *n, const cn_config *cfg, cube_err *err)
     if (n->uplink_ifindex &&
         (steering_enable(n, err) < 0 || cn_dns_open(n, err) < 0 || cn_egress_open(n, err) < 0))
         return -1;
+    if (n->uplink_ifindex) {
+        char ca_dir[4200];
+        snprintf(ca_dir, sizeof(ca_dir), "%s/ca", cfg->state_dir);
+        if (!(n->tls = cn_tls_open(ca_dir, cfg->upstream_ca, err))) return cube_err_prefix(err, "egress TLS");
+    }
     cn_nl *host = cn_nl_open(err);
     if (!host) return -1;
     adopt(n, host);
@@ -251,6 +259,9 @@ void cube_net_stop(cube_net *n)
     }
     cn_dns_close(n);
     cn_egress_close(n);
+    cn_mitm_stop_all(n);
+    cn_tls_close(n->tls);
+    n->tls = NULL;
     if (n->slots) cn_names_save(n);
     cube_err err = {0};
     cn_nl *host = n->slots ? cn_nl_open(&err) : NULL;

@@ -88,6 +88,45 @@ int cn_policy_set_proxy(cn_policy *p, const char *address, const char *user, con
     return 0;
 }
 
+int cn_policy_add_rule(cn_policy *p, const char *host, const char *header, const char *value, cube_err *err)
+{
+    if (p->n_rules >= CN_MAX_HEADER_RULES)
+        return cube_err_set(err, EINVAL, "at most %d header rules", CN_MAX_HEADER_RULES);
+    struct cn_header_rule *r = &p->rules[p->n_rules];
+    if (cube_parse_domain_pattern(host, r->host, err) < 0) return cube_err_prefix(err, "rules");
+    size_t hl = strlen(header ? header : ""), vl = strlen(value ? value : "");
+    if (hl == 0 || hl >= sizeof(r->header) || vl >= sizeof(r->value))
+        return cube_err_set(err, EINVAL,
+                            "rules[%s]: a header name of 1..127 and a value of at most %zu bytes", host,
+                            sizeof(r->value) - 1);
+    for (const char *s = header; *s; s++)
+        if (*s <= ' ' || *s == ':' || *s == 0x7f)
+            return cube_err_set(err, EINVAL, "rules[%s]: bad header name", host);
+    for (const char *s = value; *s; s++)
+        if ((unsigned char)*s < 0x20 && *s != '\t')
+            return cube_err_set(err, EINVAL, "rules[%s].%s: control characters in the value", host, header);
+    memcpy(r->header, header, hl + 1);
+    memcpy(r->value, value, vl + 1);
+    p->n_rules++;
+    return 0;
+}
+
+const char *cn_policy_rule_host(const cn_policy *p, const char *name)
+{
+    const char *best = NULL;
+    size_t best_len = 0;
+    for (int i = 0; i < p->n_rules; i++) {
+        const char *h = p->rules[i].host;
+        if (!cube_domain_match(h, name)) continue;
+        if (h[0] != '*') return h; /* exact wins */
+        if (!best || strlen(h) > best_len) {
+            best = h;
+            best_len = strlen(h);
+        }
+    }
+    return best;
+}
+
 const char *cn_policy_name_rule(const cn_policy *p, const char *name)
 {
     for (int i = 0; i < p->n_names; i++)
@@ -154,11 +193,11 @@ void cn_rules_delete(int allow_fd, int deny_fd, int slot, uint32_t gen, const cn
 }
 
 /* credentials in the lease file: hex, so that any byte survives a line format */
-static void hex(const char *s, char out[512])
+static void hex(const char *s, char *out, size_t cap)
 {
     static const char digits[] = "0123456789abcdef";
     size_t o = 0;
-    for (; *s && o + 2 < 512; s++) {
+    for (; *s && o + 2 < cap; s++) {
         out[o++] = digits[(unsigned char)*s >> 4];
         out[o++] = digits[(unsigned char)*s & 15];
     }
@@ -177,31 +216,55 @@ static void unhex(const char *s, char *out, size_t cap)
     out[o] = '\0';
 }
 
+static int policy_write(const char *path, const char *lease, uint32_t gen, const cn_policy *p, char *buf,
+                        size_t cap, cube_err *err);
+
 int cn_policy_save(const char *path, const char *lease, uint32_t gen, const cn_policy *p, cube_err *err)
 {
     /* on the lease path: one buffer, one write, one rename (a reader sees the old file or the new one) */
-    char buf[256 + 2 * CN_MAX_POLICY_RULES * 28 + CN_MAX_POLICY_NAMES * (CN_NAME_MAX + 6) + 1400];
-    size_t len =
-        (size_t)snprintf(buf, sizeof(buf), "lease %s\ngen %u\ninternet %d\n", lease, gen, p->internet);
+    const size_t cap = 256 + 2 * CN_MAX_POLICY_RULES * 28 + CN_MAX_POLICY_NAMES * (CN_NAME_MAX + 6) + 1400 +
+                       CN_MAX_HEADER_RULES * (CN_NAME_MAX + 2 * 128 + 2 * CN_HEADER_VALUE_MAX + 8);
+    char *buf = malloc(cap);
+    if (!buf) return cube_err_set(err, ENOMEM, "policy file");
+    int rc = policy_write(path, lease, gen, p, buf, cap, err);
+    explicit_bzero(buf, cap); /* header values */
+    free(buf);
+    return rc;
+}
+
+static int policy_write(const char *path, const char *lease, uint32_t gen, const cn_policy *p, char *buf,
+                        size_t cap, cube_err *err)
+{
+    size_t len = (size_t)snprintf(buf, cap, "lease %s\ngen %u\ninternet %d\n", lease, gen, p->internet);
     char a[INET_ADDRSTRLEN];
     for (int side = 0; side < 2; side++) {
         const cn_prefix *v = side ? p->deny : p->allow;
-        for (int i = 0; i < (side ? p->n_deny : p->n_allow) && len < sizeof(buf); i++)
-            len += (size_t)snprintf(buf + len, sizeof(buf) - len, "%s %s/%u\n", side ? "deny" : "allow",
+        for (int i = 0; i < (side ? p->n_deny : p->n_allow) && len < cap; i++)
+            len += (size_t)snprintf(buf + len, cap - len, "%s %s/%u\n", side ? "deny" : "allow",
                                     inet_ntop(AF_INET, &v[i].addr, a, sizeof(a)), v[i].len);
     }
-    for (int i = 0; i < p->n_names && len < sizeof(buf); i++)
-        len += (size_t)snprintf(buf + len, sizeof(buf) - len, "name %s\n", p->names[i]);
-    if (p->proxy.address[0] && len < sizeof(buf)) {
+    for (int i = 0; i < p->n_names && len < cap; i++)
+        len += (size_t)snprintf(buf + len, cap - len, "name %s\n", p->names[i]);
+    if (p->proxy.address[0] && len < cap) {
         char a[INET_ADDRSTRLEN], u[512], pw[512];
-        hex(p->proxy.username, u);
-        hex(p->proxy.password, pw);
-        len += (size_t)snprintf(buf + len, sizeof(buf) - len, "proxy %s %s %u %s %s\n", p->proxy.address,
+        hex(p->proxy.username, u, sizeof(u));
+        hex(p->proxy.password, pw, sizeof(pw));
+        len += (size_t)snprintf(buf + len, cap - len, "proxy %s %s %u %s %s\n", p->proxy.address,
                                 inet_ntop(AF_INET, &p->proxy.addr, a, sizeof(a)), p->proxy.port,
                                 u[0] ? u : "-", pw[0] ? pw : "-");
     }
-    if (len < sizeof(buf)) len += (size_t)snprintf(buf + len, sizeof(buf) - len, "end\n");
-    if (len >= sizeof(buf)) return cube_err_set(err, E2BIG, "policy too large to save");
+    for (int i = 0; i < p->n_rules && len + 2 * (128 + CN_HEADER_VALUE_MAX) + CN_NAME_MAX + 16 < cap; i++) {
+        len += (size_t)snprintf(buf + len, cap - len, "rule %s ", p->rules[i].host);
+        hex(p->rules[i].header, buf + len, cap - len);
+        len += strlen(buf + len);
+        buf[len++] = ' ';
+        hex(p->rules[i].value, buf + len, cap - len);
+        len += strlen(buf + len);
+        if (buf[len - 1] == ' ') buf[len++] = '-'; /* an empty value */
+        buf[len++] = '\n';
+    }
+    if (len < cap) len += (size_t)snprintf(buf + len, cap - len, "end\n");
+    if (len >= cap) return cube_err_set(err, E2BIG, "policy too large to save");
     /* a new lease: the file does not exist, so write it in place (no rename over an old file, which ext4
      * turns into a data flush); "end" marks it complete for the loader */
     int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
@@ -235,9 +298,10 @@ int cn_policy_load(const char *path, char *lease, size_t lease_len, uint32_t *ge
     FILE *f = fopen(path, "re");
     if (!f) return cube_err_sys(err, errno, "read %s", path);
     memset(p, 0, sizeof(*p));
-    char line[1400];
+    char *line = NULL;
+    size_t line_cap = 0;
     int have_lease = 0, complete = 0;
-    while (fgets(line, sizeof(line), f)) {
+    while (getline(&line, &line_cap, f) > 0) {
         line[strcspn(line, "\n")] = '\0';
         if (strcmp(line, "end") == 0) complete = 1;
         char *v = strchr(line, ' ');
@@ -250,6 +314,17 @@ int cn_policy_load(const char *path, char *lease, size_t lease_len, uint32_t *ge
             *gen = (uint32_t)strtoul(v, NULL, 10);
         } else if (strcmp(line, "internet") == 0) {
             p->internet = atoi(v) != 0;
+        } else if (strcmp(line, "rule") == 0 && p->n_rules < CN_MAX_HEADER_RULES) {
+            char *h = strchr(v, ' '), *val = h ? strchr(h + 1, ' ') : NULL;
+            if (h && val) {
+                *h++ = '\0';
+                *val++ = '\0';
+                struct cn_header_rule *r = &p->rules[p->n_rules];
+                snprintf(r->host, sizeof(r->host), "%s", v);
+                unhex(h, r->header, sizeof(r->header));
+                unhex(val, r->value, sizeof(r->value));
+                p->n_rules++;
+            }
         } else if (strcmp(line, "proxy") == 0) {
             char address[CN_NAME_MAX + 8], a[INET_ADDRSTRLEN], u[512], pw[512];
             unsigned port;
@@ -265,11 +340,14 @@ int cn_policy_load(const char *path, char *lease, size_t lease_len, uint32_t *ge
         } else if (strcmp(line, "allow") == 0 || strcmp(line, "deny") == 0 || strcmp(line, "name") == 0) {
             const char *one[1] = {v};
             if (cn_policy_add(p, line[0] != 'd', one, 1, err) < 0) {
+                free(line);
                 fclose(f);
                 return -1;
             }
         }
     }
+    if (line) explicit_bzero(line, line_cap);
+    free(line);
     fclose(f);
     if (!have_lease || !complete) return cube_err_set(err, EINVAL, "%s: incomplete lease file", path);
     return 0;

@@ -19,6 +19,9 @@ static int policy_from(const Cube__NetworkPolicy *np, cn_policy *p, cube_err *er
         cn_policy_set_proxy(p, np->egress_proxy, np->egress_proxy_username, np->egress_proxy_password, err) <
             0)
         return -1;
+    for (size_t i = 0; i < np->n_rules; i++)
+        if (cn_policy_add_rule(p, np->rules[i]->host, np->rules[i]->header, np->rules[i]->value, err) < 0)
+            return -1;
     return 0;
 }
 

@@ -610,10 +610,32 @@ static int mount_volume(cubelet *c, const cl_slot *s, const Cube__VolumeMount *v
     return 0;
 }
 
-/* The agent's /init: env vars, the access token, the default user and workdir of E2B templates. */
-static int init_agent(cl_slot *s, const Cube__NodeCreateRequest *req, cube_err *err)
+/* The node's egress CA (cube-net keeps it under <data>/net/ca): sandboxes trust it, so that header rules
+ * can be applied to their HTTPS. Read once it exists; a node without one (no uplink) sends none. */
+static const char *egress_ca(cubelet *c)
+{
+    pthread_mutex_lock(&c->lock);
+    if (!c->egress_ca_pem) {
+        char path[4200], pem[8192];
+        snprintf(path, sizeof(path), "%s/net/ca/ca.pem", c->cfg.data_dir);
+        FILE *f = fopen(path, "re");
+        size_t n = f ? fread(pem, 1, sizeof(pem) - 1, f) : 0;
+        if (f) fclose(f);
+        pem[n] = '\0';
+        if (n && strstr(pem, "-----END CERTIFICATE-----")) c->egress_ca_pem = strdup(pem);
+    }
+    const char *pem = c->egress_ca_pem;
+    pthread_mutex_unlock(&c->lock);
+    return pem;
+}
+
+/* The agent's /init: env vars, the access token, the default user and workdir of E2B templates, the node's
+ * egress CA. */
+static int init_agent(cubelet *c, cl_slot *s, const Cube__NodeCreateRequest *req, cube_err *err)
 {
     cJSON *body = cJSON_CreateObject();
+    const char *ca = egress_ca(c);
+    if (ca) cJSON_AddStringToObject(body, "caCerts", ca);
     cJSON *vars = s->tpl->env_json ? cJSON_Parse(s->tpl->env_json) : NULL;
     if (!vars) vars = cJSON_CreateObject();
     cJSON_AddItemToObject(body, "envVars", vars);
@@ -734,7 +756,7 @@ static int create_sandbox(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *
     /* pool sandboxes were made at low priority: the user's sandbox runs at normal priority */
     if (from_pool) cl_sched_foreground(s->hv);
     int64_t t_init = cube_now_mono_ns();
-    if (init_agent(s, req, err) < 0) {
+    if (init_agent(c, s, req, err) < 0) {
         create_failed(c, s);
         return -1;
     }
@@ -876,7 +898,8 @@ static int fork_sandbox(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *re
             s->next = c->slots;
             c->slots = s;
             pthread_mutex_unlock(&c->lock);
-            if (cl_net_policy(c, s->slot_id, child->network, &cerr) < 0 || init_agent(s, child, &cerr) < 0) {
+            if (cl_net_policy(c, s->slot_id, child->network, &cerr) < 0 ||
+                init_agent(c, s, child, &cerr) < 0) {
                 create_failed(c, s);
                 s = NULL;
             }
@@ -1092,6 +1115,8 @@ void cubelet_stop(cubelet *c)
     cube_rpc_failover_free(&c->masters);
     cube_rpc_client_free(c->net);
     c->net = NULL;
+    free(c->egress_ca_pem);
+    c->egress_ca_pem = NULL;
     for (cl_template *t = c->templates, *n; t; t = n) {
         n = t->next;
         free(t->env_json);

@@ -101,6 +101,7 @@ typedef struct cubelet {
     cube_rpc_client *net;      /* NULL without cube-net */
     int draining;              /* no new sandboxes: reported in heartbeats; kept in <data>/draining */
     char disk_template[4400];  /* the empty ext4 image of cfg.disk_mb sandboxes' disks are copies of */
+    char *egress_ca_pem;       /* the node's egress CA, for sandboxes to trust (read once it exists) */
     char disk_mb[16];
 } cubelet;
 

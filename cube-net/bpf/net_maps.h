@@ -19,6 +19,8 @@ struct cn_slot_cfg {
                  * proxy, which checks the name on the connection */
     __u8 socks; /* an egress proxy (SOCKS5): every allowed TCP connection goes to the node's egress proxy,
                  * which tunnels it (or refuses it: never direct) */
+    __u8 rules; /* header rules: TCP 443 goes to the egress proxy whatever the address (it may inject) */
+    __u8 pad[3];
 };
 
 #define CN_MAX_NAME_ADDRS 65536 /* addresses allowed through names, over all slots */

@@ -312,6 +312,13 @@ int from_sandbox(struct __sk_buff *skb)
     __u32 tag = bpf_htonl(slot << 1 | (cfg->gen & 1));
     struct cn_rule_key k = {.prefixlen = 64, .tag = tag, .addr = daddr};
     int allow = 0;
+    if (tcp && dport == 443 && cfg->rules) {
+        /* header rules: the proxy sees every TLS connection's name (and decides, as for names) */
+        struct tcphdr *t = l4;
+        if ((void *)(t + 1) > end) return refuse(slot, ip, l4, end, CN_DROP_POLICY);
+        if ((new_flow ? steer(skb, CN_SOCK_EGRESS) : steer_established(skb, ip, t)) == 0)
+            return pass(slot, skb, 1);
+    }
     if (bpf_map_lookup_elem(&cn_allow, &k)) {
         allow = 1;
     } else if (tcp && cfg->names && (dport == 80 || dport == 443)) {

@@ -6,6 +6,7 @@ import assert from 'node:assert/strict';
 import { execFileSync, spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
+import { randomBytes } from 'node:crypto';
 import { createInterface } from 'node:readline';
 import { Sandbox } from 'e2b';
 import { assertNothingLeft } from './leftovers.mjs';
@@ -60,7 +61,8 @@ before(async () => {
       else seen.push(m);
     });
   });
-  const out = cube('up', '--data', data, '--port', String(port), '--uplink', HOSTIF, '--dns', RESOLVER);
+  const out = cube('up', '--data', data, '--port', String(port), '--uplink', HOSTIF, '--dns', RESOLVER,
+    '--upstream-ca', `${dir}/ca.pem`);
   for (const m of out.matchAll(/^export (\w+)=(.*)$/gm)) process.env[m[1]] = m[2];
   delete process.env.E2B_DEBUG;
 });
@@ -209,12 +211,106 @@ test('egressProxy: TCP tunnelled through a SOCKS5 server with credentials, after
   }
 });
 
+// Looks for a value everywhere in the sandbox: the environment of every process, every file outside /proc,
+// /sys and /dev, and the memory of every process but its own. It gets the value reversed, so that nothing of
+// it is in any command line.
+const SEARCH = `
+import os, sys
+needle = sys.argv[1][::-1].encode()
+found = []
+for pid in filter(str.isdigit, os.listdir('/proc')):
+    if int(pid) == os.getpid():
+        continue
+    try:
+        if needle in open('/proc/%s/environ' % pid, 'rb').read():
+            found.append('environ of %s' % pid)
+        with open('/proc/%s/maps' % pid) as maps, open('/proc/%s/mem' % pid, 'rb', 0) as mem:
+            for line in maps:
+                span, perms = line.split()[:2]
+                if not perms.startswith('r'):
+                    continue
+                lo, hi = (int(x, 16) for x in span.split('-'))
+                try:
+                    mem.seek(lo)
+                    if needle in mem.read(hi - lo):
+                        found.append('memory of %s (%s)' % (pid, line.split()[-1]))
+                except OSError:
+                    pass
+    except OSError:
+        pass
+for top, dirs, files in os.walk('/'):
+    dirs[:] = [d for d in dirs if os.path.join(top, d) not in ('/proc', '/sys', '/dev')]
+    for f in files:
+        p = os.path.join(top, f)
+        try:
+            if os.path.isfile(p) and not os.path.islink(p) and needle in open(p, 'rb').read():
+                found.append(p)
+        except OSError:
+            pass
+print('\\n'.join(found) if found else 'nowhere')
+`;
+
+test('rules: a header set on HTTPS to a name on the way out; the value is nowhere in the sandbox', async () => {
+  const secret = `sk-cube-e2e-${randomBytes(12).toString('hex')}`;
+  const rules = { 'allowed.test': [{ transform: { headers: { Authorization: `Bearer ${secret}`, 'X-Team': 'cube' } } }] };
+  const sbx = await Sandbox.create({ network: { allowOut: ['allowed.test', '*.wild.test'], denyOut: ['0.0.0.0/0'], rules } });
+  try {
+    await sbx.files.write('/tmp/probe.py', PROBE.replace("cafile='/tmp/test-ca.pem'", ''));
+    await sbx.files.write('/tmp/search.py', SEARCH);
+    const before = seen.length;
+    // the sandbox's own trust store holds the node's CA: no option needed (urllib, curl)
+    let r = await probe(sbx, 'https', 'allowed.test');
+    assert.equal(r.out, 'hello allowed.test\n', JSON.stringify(r));
+    const curl = await sbx.commands.run('curl -sS -H "Authorization: mine" https://allowed.test/');
+    assert.equal(curl.stdout, 'hello allowed.test\n');
+    const got = seen.slice(before).filter((l) => l.kind === 'https' && l.host === 'allowed.test');
+    assert.equal(got.length, 2, JSON.stringify(seen.slice(before)));
+    for (const l of got) {
+      assert.equal(l.headers.authorization, `Bearer ${secret}`);
+      assert.equal(l.headers['x-team'], 'cube');
+    }
+    // a name without rules is passed through untouched: the real server's certificate, no header
+    await sbx.files.write('/tmp/test-ca.pem', ca);
+    await sbx.files.write('/tmp/probe-ca.py', PROBE);
+    const mark = seen.length;
+    const w = await sbx.commands.run(`python3 /tmp/probe-ca.py https a.wild.test`);
+    assert.equal(JSON.parse(w.stdout).out, 'hello a.wild.test\n', w.stdout);
+    assert.equal(seen.slice(mark).find((l) => l.host === 'a.wild.test').headers.authorization, undefined);
+    // the value is nowhere inside: environments, files, memory (the search finds a planted control value in each)
+    const search = (v) => sbx.commands.run(`python3 /tmp/search.py '${[...v].reverse().join('')}'`, { user: 'root' });
+    const control = `ctl-${randomBytes(12).toString('hex')}`;
+    await sbx.files.write('/tmp/planted.txt', control);
+    const holder = await sbx.commands.run('sleep 60', { background: true, envs: { PLANTED: control } });
+    const found = (await search(control)).stdout;
+    assert.match(found, /\/tmp\/planted\.txt/, found);
+    assert.match(found, /environ of \d+/, found);
+    assert.match(found, /memory of \d+/, found);
+    await holder.kill();
+    const where = await search(secret);
+    assert.equal(where.stdout.trim(), 'nowhere', where.stdout);
+    const info = await sbx.getInfo();
+    assert.ok(!JSON.stringify(info).includes(secret), 'getInfo returned the value');
+    assert.deepEqual(Object.keys(info.network.rules ?? {}), ['allowed.test']);
+    const log = readFileSync(`${data}/log/cube-net.log`, 'utf8');
+    assert.ok(!log.includes(secret), 'the value is in cube-net\'s log');
+    assert.match(log, /msg=egress .*name=allowed\.test .*verdict=allow rule=name:allowed\.test inject=allowed\.test/);
+  } finally {
+    await sbx.kill();
+  }
+  for (const f of ['cube-api', 'cube-master', 'cubelet']) {
+    assert.ok(!readFileSync(`${data}/log/${f}.log`, 'utf8').includes(secret), `the value is in ${f}'s log`);
+  }
+});
+
 test('bad name rules are a 400 naming the field', async () => {
   for (const [network, field] of [
     [{ allowOut: ['*'] }, 'allowOut'],
     [{ allowOut: ['ok.test', 'a.*.test'] }, 'allowOut\\[1\\]'],
     [{ denyOut: ['evil.test'] }, 'denyOut'],
     [{ egressProxy: { address: 'no-port' } }, 'egressProxy'],
+    [{ rules: { '*': [{ transform: { headers: { A: 'b' } } }] } }, 'rules'],
+    [{ rules: { 'ok.test': [{ transform: { headers: { 'Bad Name': 'b' } } }] } }, 'rules'],
+    [{ rules: { 'ok.test': [{ transform: { headers: { A: 'line\r\nInjected: yes' } } }] } }, 'rules'],
   ]) {
     await assert.rejects(Sandbox.create({ network }), new RegExp(field), JSON.stringify(network));
   }

@@ -23,6 +23,7 @@
 #include <openssl/ssl.h>
 
 #include "dns.h"
+#include "egress_http.h"
 #include "metrics.h"
 #include "net.h"
 #include "nl.h"
@@ -32,7 +33,8 @@
 #define DENIED_IP  "203.0.113.1"
 #define NODE_IP    "192.0.2.1"
 #define PORT       8000
-#define DNS_IP     "192.0.2.2" /* the uplink side: the node's upstream resolver in the names tests */
+#define DNS_IP     "192.0.2.2"    /* the uplink side: the node's upstream resolver in the names tests */
+#define TLS_IP     "198.51.100.2" /* an HTTPS server (secure.test, under the test's own CA) */
 
 static char *dir;
 static int node_ns = -1, uplink_ns = -1;
@@ -66,6 +68,18 @@ static int listener(int ns_fd, const char *path, int type, int port)
     struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
     ck_assert_int_eq(bind(s, (struct sockaddr *)&a, sizeof(a)), 0);
     if (type == SOCK_STREAM) ck_assert_int_eq(listen(s, 16), 0);
+    return s;
+}
+
+static int listener_at(int ns_fd, const char *ip, int port)
+{
+    int s = ns_socket(NULL, ns_fd, SOCK_STREAM, 0);
+    int one = 1;
+    setsockopt(s, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    struct sockaddr_in a = {
+        .sin_family = AF_INET, .sin_port = htons((uint16_t)port), .sin_addr.s_addr = ip4(ip)};
+    ck_assert_int_eq(bind(s, (struct sockaddr *)&a, sizeof(a)), 0);
+    ck_assert_int_eq(listen(s, 16), 0);
     return s;
 }
 
@@ -165,7 +179,8 @@ static void *dns_server(void *arg)
     static const char *const zone[][2] = {{"allowed.test.", ALLOWED_IP},
                                           {"other.test.", ALLOWED_IP},
                                           {"wild.test.", DENIED_IP},
-                                          {"a.wild.test.", DENIED_IP}};
+                                          {"a.wild.test.", DENIED_IP},
+                                          {"secure.test.", TLS_IP}};
     for (;;) {
         uint8_t b[512];
         struct sockaddr_in from;
@@ -261,6 +276,7 @@ static void node_setup(void)
     ck_assert_int_eq(cn_nl_addr_add(up, 2, ip4("192.0.2.2"), 24, &err), 0);
     ck_assert_int_eq(cn_nl_addr_add(up, 1, ip4(ALLOWED_IP), 32, &err), 0);
     ck_assert_int_eq(cn_nl_addr_add(up, 1, ip4(DENIED_IP), 32, &err), 0);
+    ck_assert_int_eq(cn_nl_addr_add(up, 1, ip4(TLS_IP), 32, &err), 0);
     cn_nl_close(up);
     cn_nl_close(node);
     pthread_t t;
@@ -268,12 +284,17 @@ static void node_setup(void)
     pthread_detach(t);
     pthread_create(&t, NULL, dns_server, (void *)(intptr_t)listener(uplink_ns, NULL, SOCK_DGRAM, 53));
     pthread_detach(t);
-    for (int port = 80; port <= 443; port += 363) {
-        pthread_create(&t, NULL, head_server, (void *)(intptr_t)listener(uplink_ns, NULL, SOCK_STREAM, port));
+    pthread_create(&t, NULL, head_server, (void *)(intptr_t)listener(uplink_ns, NULL, SOCK_STREAM, 80));
+    pthread_detach(t);
+    for (int i = 0; i < 2; i++) { /* 443 on the two outside addresses; TLS_IP's is the HTTPS server's */
+        pthread_create(&t, NULL, head_server,
+                       (void *)(intptr_t)listener_at(uplink_ns, i ? DENIED_IP : ALLOWED_IP, 443));
         pthread_detach(t);
     }
     dir = cube_test_tmpdir();
 }
+
+static char upstream_ca[600]; /* the HTTPS server's CA, when a test made one */
 
 static void net_start(int pool)
 {
@@ -286,6 +307,7 @@ static void net_start(int pool)
                      .uplink = "up0",
                      .node_deny = "169.254.0.0/16",
                      .dns = DNS_IP,
+                     .upstream_ca = upstream_ca[0] ? upstream_ca : NULL,
                      .pool_size = pool};
     cube_err err = {0};
     ck_assert_msg(cube_net_init(&net, &cfg, &err) == 0, "cube_net_init: %s", err.msg);
@@ -857,6 +879,206 @@ START_TEST(egress_proxy_tunnels_and_fails_closed)
 }
 END_TEST
 
+/* The HTTPS server at TLS_IP:443 (secure.test, a certificate of the test's CA): answers each request with the
+ * head it received, as the body. */
+static void *https_server(void *arg)
+{
+    SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
+    char cert[640], key[640];
+    snprintf(cert, sizeof(cert), "%s/srv.pem", dir);
+    snprintf(key, sizeof(key), "%s/srv.key", dir);
+    ck_assert_int_eq(SSL_CTX_use_certificate_file(ctx, cert, SSL_FILETYPE_PEM), 1);
+    ck_assert_int_eq(SSL_CTX_use_PrivateKey_file(ctx, key, SSL_FILETYPE_PEM), 1);
+    int l = (int)(intptr_t)arg;
+    for (;;) {
+        int c = accept(l, NULL, NULL);
+        if (c < 0) return NULL;
+        SSL *s = SSL_new(ctx);
+        SSL_set_fd(s, c);
+        if (SSL_accept(s) == 1) {
+            char head[8192];
+            size_t n = 0;
+            for (;;) { /* request after request: heads only, bodies by Content-Length */
+                int r = SSL_read(s, head + n, (int)(sizeof(head) - 1 - n));
+                if (r <= 0) break;
+                n += (size_t)r;
+                head[n] = '\0';
+                char *end = strstr(head, "\r\n\r\n");
+                if (!end) continue;
+                size_t hl = (size_t)(end + 4 - head), body = 0;
+                char *cl = strcasestr(head, "content-length:");
+                if (cl && cl < end) body = strtoul(cl + 15, NULL, 10);
+                while (n < hl + body) {
+                    r = SSL_read(s, head + n, (int)(sizeof(head) - 1 - n));
+                    if (r <= 0) break;
+                    n += (size_t)r;
+                }
+                char resp[9000];
+                int rl = snprintf(resp, sizeof(resp), "HTTP/1.1 200 OK\r\nContent-Length: %zu\r\n\r\n%.*s",
+                                  hl, (int)hl, head);
+                SSL_write(s, resp, rl);
+                memmove(head, head + hl + body, n - hl - body);
+                n -= hl + body;
+            }
+        }
+        SSL_free(s);
+        close(c);
+    }
+}
+
+/* One HTTPS exchange from the sandbox: TLS to ip:443 for sni, trusting ca; each of reqs sent in turn, the
+ * bodies of the answers concatenated into out. Returns the number of answers, -1 when TLS failed. */
+static int https_exchange(const char *ns, const char *ip, const char *sni, const char *ca,
+                          const char *const *reqs, int nreq, char *out, size_t cap)
+{
+    int fd = tcp_connect(ns, ip, 443, 2000);
+    if (fd < 0) return -1;
+    struct timeval tv = {.tv_sec = 3};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+    SSL_CTX_load_verify_locations(ctx, ca, NULL);
+    SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+    SSL *s = SSL_new(ctx);
+    SSL_set_fd(s, fd);
+    SSL_set_tlsext_host_name(s, sni);
+    SSL_set1_host(s, sni);
+    int answers = -1;
+    out[0] = '\0';
+    if (SSL_connect(s) == 1) {
+        answers = 0;
+        size_t used = 0;
+        for (int i = 0; i < nreq; i++) {
+            if (SSL_write(s, reqs[i], (int)strlen(reqs[i])) <= 0) break;
+            char b[9000];
+            size_t n = 0;
+            for (;;) {
+                int r = SSL_read(s, b + n, (int)(sizeof(b) - 1 - n));
+                if (r <= 0) break;
+                n += (size_t)r;
+                b[n] = '\0';
+                char *end = strstr(b, "\r\n\r\n"), *cl = strcasestr(b, "content-length:");
+                if (end && cl && n >= (size_t)(end + 4 - b) + strtoul(cl + 15, NULL, 10)) break;
+            }
+            if (n == 0) break;
+            used += (size_t)snprintf(out + used, cap - used, "%s\n----\n", b);
+            answers++;
+            if (used >= cap) break;
+        }
+    }
+    SSL_free(s);
+    SSL_CTX_free(ctx);
+    close(fd);
+    return answers;
+}
+
+START_TEST(header_rules_are_injected_on_the_way_out)
+{
+    char cmd[2600];
+    snprintf(cmd, sizeof(cmd),
+             "cd '%s' && openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=test-ca -keyout ca.key "
+             "-out ca.pem "
+             ">/dev/null 2>&1 && openssl req -newkey rsa:2048 -nodes -subj /CN=secure.test -keyout srv.key "
+             "-out srv.csr "
+             ">/dev/null 2>&1 && printf 'subjectAltName=DNS:secure.test\\n' > ext && openssl x509 -req -in "
+             "srv.csr -CA "
+             "ca.pem -CAkey ca.key -CAcreateserial -days 2 -extfile ext -out srv.pem >/dev/null 2>&1",
+             dir);
+    ck_assert_int_eq(system(cmd), 0);
+    snprintf(upstream_ca, sizeof(upstream_ca), "%s/ca.pem", dir);
+    pthread_t t;
+    pthread_create(&t, NULL, https_server, (void *)(intptr_t)listener_at(uplink_ns, TLS_IP, 443));
+    pthread_detach(t);
+    net_start(1);
+    cn_lease_info a;
+    cube_err err = {0};
+    cn_policy p = policy(true, NULL, NULL);
+    ck_assert_int_eq(cn_policy_add_rule(&p, "secure.test", "Authorization", "Bearer s3cr3t-value", &err), 0);
+    ck_assert_int_eq(cn_policy_add_rule(&p, "secure.test", "X-Cube-Test", "two", &err), 0);
+    ck_assert_int_eq(cn_policy_add_rule(&p, "*.test", "X-Wild", "not-for-secure", &err), 0);
+    lease("inject", p, &a);
+    char node_ca[640], out[20000];
+    snprintf(node_ca, sizeof(node_ca), "%s/state/ca/ca.pem", dir);
+    /* the sandbox's own guess at the header is replaced; the exact host's rules win over the wildcard's; a
+     * second request on the connection (after a body) gets them too */
+    const char *reqs[] = {"GET /one HTTP/1.1\r\nHost: secure.test\r\nauthorization: guessed\r\n\r\n",
+                          "POST /two HTTP/1.1\r\nHost: secure.test:443\r\nContent-Length: 5\r\n\r\nhello",
+                          "GET /three HTTP/1.1\r\nHost: other.test\r\n\r\n"};
+    int n = https_exchange(a.netns, TLS_IP, "secure.test", node_ca, reqs, 3, out, sizeof(out));
+    ck_assert_msg(n == 3, "%d answers: %s", n, out);
+    char *second = strstr(out, "POST /two"), *third = strstr(out, "HTTP/1.1 421");
+    ck_assert_msg(second && third, "%s", out);
+    ck_assert_msg(strstr(out, "Authorization: Bearer s3cr3t-value\r\nX-Cube-Test: two") < second, "%s", out);
+    ck_assert_msg(strstr(second, "Authorization: Bearer s3cr3t-value\r\nX-Cube-Test: two"), "%s", out);
+    ck_assert_msg(!strstr(out, "guessed") && !strstr(out, "not-for-secure"), "%s", out);
+    /* the server's certificate is checked: trusting only the node's CA is what makes it work inside, and a
+     * client that does not trust it gets no answer */
+    ck_assert_int_eq(https_exchange(a.netns, TLS_IP, "secure.test", upstream_ca, reqs, 1, out, sizeof(out)),
+                     -1);
+    /* a name without rules is not intercepted: the real server's certificate comes through */
+    const char *plain[] = {"GET / HTTP/1.1\r\nHost: secure.test\r\n\r\n"};
+    cn_policy q = policy(true, NULL, NULL);
+    ck_assert_int_eq(cn_policy_add_rule(&q, "elsewhere.test", "Authorization", "x", &err), 0);
+    ck_assert_int_eq(cube_net_update(&net, "inject", &q, &err), 0);
+    ck_assert_int_eq(https_exchange(a.netns, TLS_IP, "secure.test", upstream_ca, plain, 1, out, sizeof(out)),
+                     1);
+    ck_assert_msg(!strstr(out, "Authorization"), "%s", out);
+    cube_net_stop(&net);
+    upstream_ca[0] = '\0';
+}
+END_TEST
+
+/* what the rewriter makes of a stream fed in one piece: the status, the bytes that go upstream in out */
+static int rewrite(const char *in, char *out, size_t cap)
+{
+    static const char *const names[] = {"Authorization"}, *const values[] = {"Bearer v"};
+    cn_http_rw *rw = malloc(sizeof(*rw));
+    cn_http_rw_init(rw, "api.test", 1, names, values);
+    cn_buf b = {0};
+    int st = cn_http_rw_feed(rw, (const uint8_t *)in, strlen(in), &b);
+    snprintf(out, cap, "%.*s", (int)b.len, b.data ? (char *)b.data : "");
+    cn_buf_free(&b);
+    free(rw);
+    return st;
+}
+
+START_TEST(header_rules_rewrite_requests_and_refuse_ambiguity)
+{
+    char out[2048];
+    ck_assert_int_eq(rewrite("GET / HTTP/1.1\r\nHost: api.test\r\nauthorization: mine\r\nAccept: */*\r\n\r\n",
+                             out, sizeof(out)),
+                     0);
+    ck_assert_str_eq(out,
+                     "GET / HTTP/1.1\r\nHost: api.test\r\nAccept: */*\r\nAuthorization: Bearer v\r\n\r\n");
+    /* chunked bodies are passed by their framing: the next request's head is rewritten too */
+    ck_assert_int_eq(
+        rewrite("POST / HTTP/1.1\r\nHost: api.test\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n"
+                "GET /2 HTTP/1.1\r\nHost: api.test\r\n\r\n",
+                out, sizeof(out)),
+        0);
+    ck_assert_ptr_nonnull(strstr(strstr(out, "GET /2"), "Authorization: Bearer v"));
+    /* a body that only looks like a request is not one */
+    ck_assert_int_eq(rewrite("POST / HTTP/1.1\r\nHost: api.test\r\nContent-Length: 35\r\n\r\nGET / "
+                             "HTTP/1.1\r\nHost: evil.test\r\n\r\n",
+                             out, sizeof(out)),
+                     0);
+    ck_assert_ptr_null(strstr(strstr(out, "evil.test"), "Authorization"));
+    /* what a smuggler or a fronting client would need: refused */
+    ck_assert_int_eq(rewrite("GET / HTTP/1.1\r\nHost: evil.test\r\n\r\n", out, sizeof(out)), 421);
+    ck_assert_int_eq(rewrite("GET / HTTP/1.1\r\n\r\n", out, sizeof(out)), 421);
+    ck_assert_int_eq(rewrite("GET / HTTP/1.1\r\nHost: api.test\r\nHost: evil.test\r\n\r\n", out, sizeof(out)),
+                     400);
+    ck_assert_int_eq(
+        rewrite(
+            "POST / HTTP/1.1\r\nHost: api.test\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n",
+            out, sizeof(out)),
+        400);
+    ck_assert_int_eq(rewrite("GET / HTTP/1.1\r\nHost: api.test\r\nX: a\r\n b\r\n\r\n", out, sizeof(out)),
+                     400);
+    ck_assert_int_eq(rewrite("GET / HTTP/1.1\r\nHost : api.test\r\n\r\n", out, sizeof(out)), 400);
+    ck_assert_int_eq(rewrite("GET / HTTP/2.0\r\nHost: api.test\r\n\r\n", out, sizeof(out)), 400);
+}
+END_TEST
+
 int main(void)
 {
     if (geteuid() != 0) {
@@ -879,6 +1101,8 @@ int main(void)
     tcase_add_test(tc, names_allow_what_they_resolve_to);
     tcase_add_test(tc, name_rules_refuse_bad_input);
     tcase_add_test(tc, egress_proxy_tunnels_and_fails_closed);
+    tcase_add_test(tc, header_rules_are_injected_on_the_way_out);
+    tcase_add_test(tc, header_rules_rewrite_requests_and_refuse_ambiguity);
     suite_add_tcase(s, tc);
     int rc = cube_run_suite(s);
     return rc;
