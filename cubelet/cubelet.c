@@ -629,12 +629,37 @@ static const char *egress_ca(cubelet *c)
     return pem;
 }
 
+static char *ca_body(const char *pem)
+{
+    cJSON *b = cJSON_CreateObject();
+    cJSON_AddStringToObject(b, "caCerts", pem);
+    char *json = cJSON_PrintUnformatted(b);
+    cJSON_Delete(b);
+    return json;
+}
+
+void cl_slot_trust_ca(cubelet *c, cl_slot *s)
+{
+    const char *ca = egress_ca(c);
+    if (!ca || s->agent_fd < 0) return;
+    char *json = ca_body(ca), resp[256];
+    int status = 0;
+    cube_err err = {0};
+    /* the pool's connection is spent on it: another is made for the claim */
+    int rc =
+        json ? cube_netns_http_on(s->agent_fd, "POST", "/init", json, &status, resp, sizeof(resp), 5000, &err)
+             : -1;
+    free(json);
+    s->ca_trusted = rc == 0 && status == 204;
+    s->agent_fd = cube_netns_connect(s->netns, ENVD_PORT, &err);
+}
+
 /* The agent's /init: env vars, the access token, the default user and workdir of E2B templates, the node's
- * egress CA. */
+ * egress CA (unless the pool gave it already). */
 static int init_agent(cubelet *c, cl_slot *s, const Cube__NodeCreateRequest *req, cube_err *err)
 {
     cJSON *body = cJSON_CreateObject();
-    const char *ca = egress_ca(c);
+    const char *ca = s->ca_trusted ? NULL : egress_ca(c);
     if (ca) cJSON_AddStringToObject(body, "caCerts", ca);
     cJSON *vars = s->tpl->env_json ? cJSON_Parse(s->tpl->env_json) : NULL;
     if (!vars) vars = cJSON_CreateObject();

@@ -47,6 +47,7 @@ typedef struct cl_slot {
     bool stopped;        /* Stop answered: its processes are dead, the teardown is left */
     int agent_fd; /* a connection to the agent made while the slot waited in the pool (the agent's thread for
                    * it started then): the claim's /init goes over it; -1 when none */
+    bool ca_trusted; /* the node's egress CA is in its trust store already (done on the pool's time) */
     /* With the cubelet's lock: calls still using the slot after unlocking (a create setting it up, a pause or
      * resume); a kill marks it dying (no new user finds it) and waits for users to reach 0 before it takes
      * the slot off the list, so nobody frees a slot under a call. */

@@ -17,6 +17,9 @@ int cl_spawn_slot(cubelet *c, const cl_template *tpl, const char *layers, int di
                   cube_err *err);
 /* Stops the sandbox and removes its state; the slot is already off the list. */
 void cl_destroy_slot(cubelet *c, cl_slot *s);
+/* A pool slot, before anyone can claim it: the node's egress CA into its trust store, on the pool's time (the
+ * claim's /init then skips it). Failing here only leaves it to the claim. */
+void cl_slot_trust_ca(cubelet *c, cl_slot *s);
 /* With the lock: takes s off the list. */
 void cl_unlink_slot(cubelet *c, cl_slot *s);
 /* Adds the templates built since the last scan. */

@@ -117,6 +117,7 @@ void *cl_refill_loop(void *arg)
         cube_err err = {0};
         cl_pool_lock(lock_fd, 1);
         int rc = cl_spawn_slot(c, need, NULL, -1, &s, &err);
+        if (rc == 0) cl_slot_trust_ca(c, s);
         cl_pool_lock(lock_fd, 0);
         pthread_mutex_lock(&c->lock);
         if (rc < 0) {
