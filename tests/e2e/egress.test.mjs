@@ -51,7 +51,7 @@ before(async () => {
   sh('ip', '-n', NS, 'addr', 'add', `${SHARED}/24`, 'dev', 'eth0');
   sh('ip', '-n', NS, 'addr', 'add', `${WILD}/24`, 'dev', 'eth0');
   server = spawn('ip', ['netns', 'exec', NS, process.execPath, `${root}/tests/e2e/inet-server.mjs`, JSON.stringify(zone),
-    `${dir}/srv.pem`, `${dir}/srv.key`], { stdio: ['ignore', 'pipe', 'inherit'] });
+    `${dir}/srv.pem`, `${dir}/srv.key`], { stdio: ['pipe', 'pipe', 'inherit'] });
   const lines = createInterface({ input: server.stdout });
   await new Promise((resolve, reject) => {
     server.on('exit', (c) => reject(new Error(`the test internet's servers exited with ${c}`)));
@@ -202,6 +202,17 @@ test('egressProxy: TCP tunnelled through a SOCKS5 server with credentials, after
     r = await probe(sbx, 'http', 'other.test');
     assert.equal(r.ok, false, JSON.stringify(r));
     assert.equal(seen.slice(mark).filter((l) => l.kind === 'http').length, 0, 'a connection went direct');
+    // the proxy down: the connection fails, it never goes direct
+    await sbx.updateNetwork({ denyOut: [`${WILD}/32`], egressProxy: proxy });
+    r = await probe(sbx, 'http', 'other.test');
+    assert.equal(r.out, 'hello other.test\n', JSON.stringify(r));
+    const off = new Promise((resolve) => { const t = setInterval(() => { if (seen.some((l) => l.kind === 'socks-off')) { clearInterval(t); resolve(); } }, 50); });
+    server.stdin.write('socks-off\n');
+    await off;
+    const mark2 = seen.length;
+    r = await probe(sbx, 'http', 'other.test');
+    assert.equal(r.ok, false, JSON.stringify(r));
+    assert.equal(seen.slice(mark2).filter((l) => l.kind === 'http').length, 0, 'a connection went direct');
     // an update without it: direct again
     await sbx.updateNetwork({ denyOut: [`${WILD}/32`] });
     r = await probe(sbx, 'http', 'other.test');

@@ -60,7 +60,7 @@ net.createServer((s) => s.end('tcp\n')).listen(8080, '0.0.0.0', up);
 https.createServer({ cert: readFileSync(certFile), key: readFileSync(keyFile) }, serve('https')).listen(443, '0.0.0.0', up);
 
 // SOCKS5 (RFC 1928/1929) on 1080: user "tunnel", password "pw"; CONNECT to IPv4 addresses only. Prints
-// {kind: "socks", dst} for each connection it carries.
+// {kind: "socks", dst} for each connection it carries; stops when "socks-off" comes on stdin.
 const socks = net.createServer((c) => {
   let buf = Buffer.alloc(0), step = 0;
   const need = (n) => buf.length >= n;
@@ -101,3 +101,13 @@ const socks = net.createServer((c) => {
   });
 });
 socks.listen(1080, '0.0.0.0', up);
+// "socks-off" on stdin stops the SOCKS5 server (its connections too): the test's outage
+const carried = new Set();
+socks.on('connection', (c) => { carried.add(c); c.on('close', () => carried.delete(c)); });
+process.stdin.setEncoding('utf8');
+process.stdin.on('data', (d) => {
+  if (d.includes('socks-off')) {
+    socks.close(() => console.log(JSON.stringify({ kind: 'socks-off' })));
+    for (const c of carried) c.destroy();
+  }
+});
