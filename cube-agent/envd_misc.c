@@ -9,6 +9,7 @@
 
 #include "agent.h"
 #include "json.h"
+#include "log.h"
 #include "timeutil.h"
 
 void envd_health(agent *a, http_req *req);
@@ -43,7 +44,11 @@ static const char *const ca_env[][2] = {
  * the system bundle (what OpenSSL, curl and Python read), once. */
 static int agent_trust_ca(const char *pem, cube_err *err)
 {
-    mkdir("/usr/local/share/ca-certificates", 0755);
+    /* any template: the directories may not exist yet */
+    static const char *const dirs[] = {"/usr", "/usr/local", "/usr/local/share",
+                                       "/usr/local/share/ca-certificates"};
+    for (size_t i = 0; i < sizeof(dirs) / sizeof(dirs[0]); i++)
+        if (mkdir(dirs[i], 0755) < 0 && errno != EEXIST) return cube_err_sys(err, errno, "mkdir %s", dirs[i]);
     FILE *f = fopen(CA_CUBE_FILE, "we");
     if (!f || fputs(pem, f) < 0 || fclose(f) != 0) {
         if (f) fclose(f);
@@ -133,13 +138,11 @@ void envd_init(agent *a, http_req *req)
         http_reply_error(req, 401, "the access token is already set; re-init needs it");
         return;
     }
-    /* only as PID 1 of a sandbox: its own files, never a machine's trust store */
-    if (cJSON_IsString(ca) && getpid() == 1 && agent_trust_ca(ca->valuestring, &err) < 0) {
-        pthread_mutex_unlock(&a->lock);
-        cJSON_Delete(in);
-        http_reply_error(req, 500, "%s", err.msg);
-        return;
-    }
+    /* only as PID 1 of a sandbox: its own files, never a machine's trust store. A template it cannot be put
+     * into (a read-only /usr, say) still starts: its HTTPS to names with header rules then fails, and
+     * cube-net says why */
+    if (cJSON_IsString(ca) && getpid() == 1 && agent_trust_ca(ca->valuestring, &err) < 0)
+        cube_log_warn("egress CA not trusted", "err=\"%s\"", err.msg);
     if (cJSON_IsString(ca) && getpid() == 1) /* for what reads no system store: Node, Python's requests */
         for (size_t i = 0; i < sizeof(ca_env) / sizeof(ca_env[0]); i++)
             if (!cJSON_GetObjectItemCaseSensitive(a->env_vars, ca_env[i][0]))

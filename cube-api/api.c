@@ -654,6 +654,11 @@ static void sandbox_op(api *a, http_req *req, const char *rest)
             api_network_parse(internet, in, &net, &err) < 0 ||
             (net.traffic_given &&
              cube_err_set(&err, EINVAL, "network.allowPublicTraffic is chosen when the sandbox is created") <
+                 0) ||
+            (net.inbound_given &&
+             cube_err_set(
+                 &err, EINVAL,
+                 "network.maskRequestHost and network.httpsPorts are chosen when the sandbox is created") <
                  0)) {
             api_network_free(&net);
             cJSON_Delete(in);

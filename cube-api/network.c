@@ -194,6 +194,8 @@ int api_network_parse(bool internet, const cJSON *net, api_network *out, cube_er
     out->allow = out->deny = NULL;
     out->rules = NULL;
     out->rule_store = NULL;
+    out->https_ports = NULL;
+    out->inbound_given = false;
     out->private_traffic = out->traffic_given = false;
     out->policy.allow_internet_access = internet;
     if (net && !cJSON_IsNull(net) && !cJSON_IsObject(net))
@@ -203,13 +205,39 @@ int api_network_parse(bool internet, const cJSON *net, api_network *out, cube_er
         return cube_err_set(err, EINVAL, "network.allowPublicTraffic must be a boolean");
     out->traffic_given = pub && !cJSON_IsNull(pub);
     out->private_traffic = cJSON_IsFalse(pub);
-    /* a rewritten Host and TLS to ports inside: not built yet, refused rather than ignored */
+    /* inbound, for cube-proxy: the Host the sandbox's servers see, the ports that speak TLS */
     const cJSON *mask = net ? cJSON_GetObjectItemCaseSensitive(net, "maskRequestHost") : NULL;
-    if (mask && !cJSON_IsNull(mask) && !(cJSON_IsString(mask) && !*mask->valuestring))
-        return cube_err_set(err, EINVAL, "network.maskRequestHost is not supported by cube");
+    if (mask && !cJSON_IsNull(mask)) {
+        bool ok = cJSON_IsString(mask) && strlen(mask->valuestring) <= 253;
+        for (const char *s = ok ? mask->valuestring : ""; *s && ok; s++)
+            ok = (*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') || (*s >= '0' && *s <= '9') ||
+                 strchr(".-_:[]${}", *s);
+        if (!ok)
+            return cube_err_set(err, EINVAL,
+                                "network.maskRequestHost must be a host[:port] of at most 253 characters "
+                                "(\"${PORT}\" stands for the port)");
+        out->policy.mask_request_host = mask->valuestring;
+        out->inbound_given = true;
+    }
     const cJSON *https = net ? cJSON_GetObjectItemCaseSensitive(net, "httpsPorts") : NULL;
-    if (https && !cJSON_IsNull(https) && !(cJSON_IsArray(https) && !https->child))
-        return cube_err_set(err, EINVAL, "network.httpsPorts is not supported by cube");
+    if (https && !cJSON_IsNull(https)) {
+        if (!cJSON_IsArray(https) || cJSON_GetArraySize(https) > 64)
+            return cube_err_set(err, EINVAL, "network.httpsPorts must be an array of at most 64 ports");
+        out->https_ports = calloc((size_t)cJSON_GetArraySize(https) + 1, sizeof(uint32_t));
+        if (!out->https_ports) return cube_err_set(err, ENOMEM, "out of memory");
+        const cJSON *it;
+        cJSON_ArrayForEach(it, https)
+        {
+            if (!cJSON_IsNumber(it) || it->valuedouble != (double)(int)it->valuedouble || it->valueint < 1 ||
+                it->valueint > 65535 || it->valueint == 49983)
+                return cube_err_set(err, EINVAL,
+                                    "network.httpsPorts[%zu] must be a port 1..65535 (not envd's 49983)",
+                                    out->policy.n_https_ports);
+            out->https_ports[out->policy.n_https_ports++] = (uint32_t)it->valueint;
+        }
+        out->policy.https_ports = out->https_ports;
+        out->inbound_given = true;
+    }
     if (egress_proxy(net, &out->policy, err) < 0 || header_rules(net, out, err) < 0) return -1;
     if (out->policy.n_rules && out->policy.egress_proxy && *out->policy.egress_proxy)
         return cube_err_set(err, EINVAL,
@@ -228,6 +256,8 @@ void api_network_free(api_network *n)
     free(n->deny);
     free(n->rules);
     free(n->rule_store);
+    free(n->https_ports);
+    n->https_ports = NULL;
     n->allow = n->deny = NULL;
     n->rules = NULL;
     n->rule_store = NULL;
@@ -242,6 +272,13 @@ cJSON *api_network_json(const Cube__NetworkPolicy *np, bool public_traffic)
     for (size_t i = 0; np && i < np->n_deny_out; i++)
         cJSON_AddItemToArray(d, cJSON_CreateString(np->deny_out[i]));
     cJSON_AddBoolToObject(o, "allowPublicTraffic", public_traffic);
+    if (np && np->mask_request_host && *np->mask_request_host)
+        cJSON_AddStringToObject(o, "maskRequestHost", np->mask_request_host);
+    if (np && np->n_https_ports) {
+        cJSON *ports = cJSON_AddArrayToObject(o, "httpsPorts");
+        for (size_t i = 0; i < np->n_https_ports; i++)
+            cJSON_AddItemToArray(ports, cJSON_CreateNumber(np->https_ports[i]));
+    }
     if (np && np->n_rules) { /* the hosts and header names; never the values */
         cJSON *rules = cJSON_AddObjectToObject(o, "rules");
         for (size_t i = 0; i < np->n_rules; i++) {

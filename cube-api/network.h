@@ -13,6 +13,8 @@ typedef struct api_network {
     Cube__NetworkPolicy policy; /* its strings point into the parsed JSON */
     char **allow, **deny;
     Cube__HeaderRule *rule_store, **rules; /* policy.rules */
+    uint32_t *https_ports;                 /* policy.https_ports */
+    bool inbound_given;                    /* maskRequestHost or httpsPorts were in the body */
     bool private_traffic; /* allowPublicTraffic false: only requests with the traffic access token get in */
     bool traffic_given;   /* allowPublicTraffic was in the body at all */
 } api_network;

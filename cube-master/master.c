@@ -789,6 +789,27 @@ static int change_network(Cube__Sandbox *sb, void *arg, cube_err *err)
         free(buf);
         if (!copy) return cube_err_set(err, ENOMEM, "out of memory");
     }
+    /* what cube-proxy applies inbound was chosen at create: an update keeps it */
+    if (copy && sb->network && sb->network->mask_request_host && *sb->network->mask_request_host) {
+        char *m = strdup(sb->network->mask_request_host);
+        if (!m) {
+            cube__network_policy__free_unpacked(copy, NULL);
+            return cube_err_set(err, ENOMEM, "out of memory");
+        }
+        if (copy->mask_request_host != protobuf_c_empty_string) free(copy->mask_request_host);
+        copy->mask_request_host = m;
+    }
+    if (copy && sb->network && sb->network->n_https_ports) {
+        uint32_t *ports = malloc(sb->network->n_https_ports * sizeof(uint32_t));
+        if (!ports) {
+            cube__network_policy__free_unpacked(copy, NULL);
+            return cube_err_set(err, ENOMEM, "out of memory");
+        }
+        memcpy(ports, sb->network->https_ports, sb->network->n_https_ports * sizeof(uint32_t));
+        free(copy->https_ports);
+        copy->https_ports = ports;
+        copy->n_https_ports = sb->network->n_https_ports;
+    }
     if (sb->network) cube__network_policy__free_unpacked(sb->network, NULL);
     sb->network = copy;
     return 0;

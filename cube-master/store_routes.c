@@ -59,8 +59,8 @@ static bool routable(const Cube__Sandbox *sb)
            sb->agent_address && strncmp(sb->agent_address, "netns:", 6) == 0;
 }
 
-/* The hash's value for a sandbox: "STATE AUTORESUME NODE NETNS[ TRAFFIC_TOKEN]", or the tombstone "x" when it
- * cannot be routed (any more). */
+/* The hash's value for a sandbox: "STATE AUTORESUME NODE NETNS[ TRAFFIC_TOKEN[ MASK HTTPS_PORTS]]" ("-" for
+ * an empty one; the ports comma-separated), or the tombstone "x" when it cannot be routed (any more). */
 static void route_value(const Cube__Sandbox *sb, char *value, size_t len)
 {
     if (!routable(sb)) {
@@ -72,14 +72,21 @@ static void route_value(const Cube__Sandbox *sb, char *value, size_t len)
     char *port = strrchr(netns, ':');
     if (port) *port = '\0';
     bool priv = sb->traffic_access_token && *sb->traffic_access_token;
-    snprintf(value, len, "%d %d %s %s%s%s", sb->state, sb->auto_resume,
-             sb->node_id && *sb->node_id ? sb->node_id : "-", netns, priv ? " " : "",
-             priv ? sb->traffic_access_token : "");
+    const Cube__NetworkPolicy *np = sb->network;
+    bool mask = np && np->mask_request_host && *np->mask_request_host, https = np && np->n_https_ports;
+    int n = snprintf(value, len, "%d %d %s %s", sb->state, sb->auto_resume,
+                     sb->node_id && *sb->node_id ? sb->node_id : "-", netns);
+    if (priv || mask || https)
+        n += snprintf(value + n, len - (size_t)n, " %s", priv ? sb->traffic_access_token : "-");
+    if (mask || https) n += snprintf(value + n, len - (size_t)n, " %s ", mask ? np->mask_request_host : "-");
+    for (size_t i = 0; https && i < np->n_https_ports && (size_t)n < len; i++)
+        n += snprintf(value + n, len - (size_t)n, "%s%u", i ? "," : "", np->https_ports[i]);
+    if ((mask || https) && !https && (size_t)n < len) snprintf(value + n, len - (size_t)n, "-");
 }
 
 static bool write_route(routes_store *s, const Cube__Sandbox *sb, bool only_new)
 {
-    char value[600];
+    char value[1400];
     route_value(sb, value, sizeof(value));
     redisReply *r = cube_redis_cmd(s->redis, only_new ? "HSETNX %s %s %s" : "HSET %s %s %s", ROUTES,
                                    sb->sandbox_id, value);
@@ -234,7 +241,7 @@ static void wait_written(routes_store *s, uint64_t ticket)
 
 static uint64_t queue_sandbox(routes_store *s, const Cube__Sandbox *sb)
 {
-    char value[600];
+    char value[1400];
     route_value(sb, value, sizeof(value));
     return queue_change(s, sb->sandbox_id, value, state_name(sb->state), sb->node_id ? sb->node_id : "");
 }

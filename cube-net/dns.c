@@ -109,14 +109,11 @@ int cn_dns_open(cube_net *n, cube_err *err)
         free(d);
         return cube_err_sys(err, e, "the resolver's sockets");
     }
-    __u32 k = CN_SOCK_DNS;
-    __u64 v = (__u64)d->sock;
-    if (bpf_map_update_elem(bpf_map__fd(n->skel->maps.cn_socks), &k, &v, BPF_ANY) < 0) {
-        int e = errno;
+    if (cube_net_steer_to(n, CN_SOCK_DNS, d->sock, err) < 0) {
         close(d->sock);
         close(d->upstream);
         free(d);
-        return cube_err_sys(err, e, "the resolver's socket in the socket map");
+        return cube_err_prefix(err, "the resolver's socket");
     }
     n->dns = d;
     char s[INET_ADDRSTRLEN];
@@ -129,8 +126,7 @@ void cn_dns_close(cube_net *n)
 {
     cn_dns *d = n->dns;
     if (!d) return;
-    __u32 k = CN_SOCK_DNS;
-    if (n->skel) bpf_map_delete_elem(bpf_map__fd(n->skel->maps.cn_socks), &k);
+    if (n->skel) cube_net_steer_to(n, CN_SOCK_DNS, -1, NULL);
     close(d->sock);
     close(d->upstream);
     free(d);

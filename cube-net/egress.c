@@ -91,14 +91,11 @@ int cn_egress_open(cube_net *n, cube_err *err)
     }
     struct epoll_event ev = {.events = EPOLLIN, .data.ptr = NULL};
     epoll_ctl(e->ep, EPOLL_CTL_ADD, e->listener, &ev);
-    __u32 k = CN_SOCK_EGRESS;
-    __u64 v = (__u64)e->listener;
-    if (bpf_map_update_elem(bpf_map__fd(n->skel->maps.cn_socks), &k, &v, BPF_ANY) < 0) {
-        int er = errno;
+    if (cube_net_steer_to(n, CN_SOCK_EGRESS, e->listener, err) < 0) {
         close(e->listener);
         close(e->ep);
         free(e);
-        return cube_err_sys(err, er, "the egress proxy in the socket map");
+        return cube_err_prefix(err, "the egress proxy's listener");
     }
     n->egress = e;
     return 0;
@@ -137,8 +134,7 @@ void cn_egress_close(cube_net *n)
 {
     cn_egress *e = n->egress;
     if (!e) return;
-    __u32 k = CN_SOCK_EGRESS;
-    if (n->skel) bpf_map_delete_elem(bpf_map__fd(n->skel->maps.cn_socks), &k);
+    if (n->skel) cube_net_steer_to(n, CN_SOCK_EGRESS, -1, NULL);
     while (e->nconns) conn_free(e, e->conns[0]);
     reap(e);
     close(e->listener);
@@ -194,7 +190,7 @@ static void decide(cube_net *n, cn_egress *e, conn *c, bool have_name)
     pthread_mutex_lock(&n->lock);
     int idx = cube_net_slot_of_addr(n, c->sandbox.sin_addr.s_addr);
     const cn_policy *p = idx == c->slot ? n->slots[idx].policy : NULL;
-    char rule[CN_NAME_MAX + 8] = "";
+    char rule[2 * CN_NAME_MAX + 32] = "";
     const char *pattern = p && have_name ? cn_policy_name_rule(p, c->name) : NULL;
     if (pattern && cn_names_fresh(n, idx, NULL, c->dst.sin_addr.s_addr))
         snprintf(rule, sizeof(rule), "name:%s", pattern);
@@ -233,6 +229,7 @@ static void decide(cube_net *n, cn_egress *e, conn *c, bool have_name)
         job->head_len = c->to_up.len;
         job->down = c->down.fd;
         job->dst = c->dst;
+        job->sandbox = c->sandbox.sin_addr.s_addr;
         snprintf(job->name, sizeof(job->name), "%s", c->name);
         snprintf(job->lease, sizeof(job->lease), "%s", c->lease);
         epoll_ctl(e->ep, EPOLL_CTL_DEL, c->down.fd, NULL);
@@ -531,9 +528,20 @@ static void on_event(cube_net *n, cn_egress *e, end *x, uint32_t events)
     relay(e, c);
 }
 
+/* the sandbox still holds its lease (lock held): a killed one's connections end with it */
+static bool lease_held(const cube_net *n, const conn *c)
+{
+    int idx = cube_net_slot_of_addr(n, c->sandbox.sin_addr.s_addr);
+    return idx && strcmp(n->slots[idx].lease, c->lease) == 0;
+}
+
 static void expire(cube_net *n, cn_egress *e)
 {
     int64_t now = cube_now_mono_ms();
+    pthread_mutex_lock(&n->lock);
+    for (int i = 0; i < e->nconns; i++)
+        if (!lease_held(n, e->conns[i])) e->conns[i]->deadline_ms = 0;
+    pthread_mutex_unlock(&n->lock);
     for (int i = 0; i < e->nconns;) {
         conn *c = e->conns[i];
         if (c->deadline_ms > now) {

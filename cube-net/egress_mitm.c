@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "egress_http.h"
+#include "net_internal.h"
 #include "log.h"
 #include "metrics.h"
 #include "timeutil.h"
@@ -37,6 +38,16 @@ static void io_timeouts(int fd)
 static bool stopping(cube_net *n)
 {
     return __atomic_load_n(&n->mitm_stopping, __ATOMIC_ACQUIRE);
+}
+
+/* the sandbox still holds its lease (a killed one's connections end with it, not at the idle timeout) */
+static bool lease_held(mitm *m)
+{
+    pthread_mutex_lock(&m->n->lock);
+    int idx = cube_net_slot_of_addr(m->n, m->job->sandbox);
+    bool held = idx && strcmp(m->n->slots[idx].lease, m->job->lease) == 0;
+    pthread_mutex_unlock(&m->n->lock);
+    return held;
 }
 
 /* more of the sandbox's bytes into the TLS input: false at its end */
@@ -152,8 +163,12 @@ static void relay(mitm *m)
     cn_http_rw_init(rw, j->name, j->nrules, names, values);
     cn_buf out = {0};
     uint8_t buf[16384];
-    int64_t idle_until = cube_now_mono_ms() + CN_MITM_IDLE_MS;
+    int64_t idle_until = cube_now_mono_ms() + CN_MITM_IDLE_MS, next_check = cube_now_mono_ms() + 1000;
     for (bool done = false; !done && !stopping(m->n);) {
+        if (cube_now_mono_ms() >= next_check) {
+            if (!lease_held(m)) break;
+            next_check = cube_now_mono_ms() + 1000;
+        }
         bool down_ready = SSL_pending(m->ds) > 0 || BIO_ctrl_pending(m->rb) > 0,
              up_ready = SSL_pending(m->us) > 0;
         if (!down_ready && !up_ready) {
@@ -225,6 +240,7 @@ static void *mitm_main(void *arg)
 {
     mitm *m = arg;
     cube_net *n = m->n;
+    uint32_t addr = m->job->sandbox;
     run(m);
     SSL_free(m->ds);
     SSL_free(m->us);
@@ -236,7 +252,11 @@ static void *mitm_main(void *arg)
     free(m->job);
     free(m);
     pthread_mutex_lock(&n->lock);
-    n->mitm_running--;
+    for (int i = 0; i < n->mitm_running; i++)
+        if (n->mitm_addr[i] == addr) {
+            n->mitm_addr[i] = n->mitm_addr[--n->mitm_running];
+            break;
+        }
     pthread_cond_broadcast(&n->mitm_done);
     pthread_mutex_unlock(&n->lock);
     return NULL;
@@ -250,8 +270,11 @@ int cn_mitm_start(cube_net *n, cn_mitm_job *job)
     m->job = job;
     m->up = -1;
     pthread_mutex_lock(&n->lock);
-    bool room = n->tls && n->mitm_running < CN_MITM_MAX_THREADS && !n->mitm_stopping;
-    if (room) n->mitm_running++;
+    int mine = 0;
+    for (int i = 0; i < n->mitm_running; i++) mine += n->mitm_addr[i] == job->sandbox;
+    bool room = n->tls && n->mitm_running < CN_MITM_MAX_THREADS && mine < CN_MITM_MAX_PER_SANDBOX &&
+                !n->mitm_stopping;
+    if (room) n->mitm_addr[n->mitm_running++] = job->sandbox;
     pthread_mutex_unlock(&n->lock);
     pthread_t t;
     pthread_attr_t attr;
@@ -262,7 +285,11 @@ int cn_mitm_start(cube_net *n, cn_mitm_job *job)
         free(m);
         if (room) {
             pthread_mutex_lock(&n->lock);
-            n->mitm_running--;
+            for (int i = 0; i < n->mitm_running; i++)
+                if (n->mitm_addr[i] == job->sandbox) {
+                    n->mitm_addr[i] = n->mitm_addr[--n->mitm_running];
+                    break;
+                }
             pthread_mutex_unlock(&n->lock);
         }
         return -1;

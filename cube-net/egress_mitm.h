@@ -11,15 +11,17 @@
 #include "egress_tls.h"
 #include "net.h"
 
-#define CN_MITM_MAX_THREADS 256
-#define CN_MITM_IO_MS       30000   /* a handshake, a connect, a write that makes no progress */
-#define CN_MITM_IDLE_MS     1800000 /* no bytes either way */
+#define CN_MITM_MAX_THREADS     256 /* cube_net.mitm_addr's size */
+#define CN_MITM_MAX_PER_SANDBOX 64
+#define CN_MITM_IO_MS           30000   /* a handshake, a connect, a write that makes no progress */
+#define CN_MITM_IDLE_MS         1800000 /* no bytes either way */
 
 typedef struct cn_mitm_job {
     int down;      /* the sandbox's connection (the job owns it) */
     uint8_t *head; /* what was read of it already (the ClientHello) */
     size_t head_len;
     struct sockaddr_in dst; /* the address the sandbox asked */
+    uint32_t sandbox;       /* the sandbox's address (network order) */
     char name[CN_NAME_MAX]; /* its SNI: the upstream's name too */
     char lease[64];
     int nrules;

@@ -58,10 +58,16 @@ static bool addr_recorded(const cn_slot *s, uint32_t addr)
     return false;
 }
 
+static void mark_dirty(cube_net *n, cn_slot *s)
+{
+    if (!s->names_dirty) n->names_dirty_slots++;
+    s->names_dirty = true;
+}
+
 static void drop_rec(cube_net *n, int idx, int i)
 {
     cn_slot *s = &n->slots[idx];
-    s->names_dirty = true;
+    mark_dirty(n, s);
     uint32_t addr = s->seen[i].addr;
     s->seen[i] = s->seen[--s->n_seen];
     if (!addr_recorded(s, addr))
@@ -96,7 +102,7 @@ int cn_names_record(cube_net *n, int idx, const char *name, const uint32_t *addr
             s->seen[found].expires_ns = 0;
         }
         if (expires > s->seen[found].expires_ns) s->seen[found].expires_ns = expires;
-        s->names_dirty = true;
+        mark_dirty(n, s);
         if (write_addr(n, idx, s->gen, addrs[a], err) < 0) return -1;
     }
     return 0;
@@ -146,6 +152,8 @@ void cn_names_forget(cube_net *n, int idx)
     free(s->seen);
     s->seen = NULL;
     s->n_seen = 0;
+    if (s->names_dirty) n->names_dirty_slots--;
+    s->names_dirty = false;
 }
 
 void cn_names_sweep(cube_net *n)
@@ -178,7 +186,11 @@ void cn_names_path(const cube_net *n, int idx, char *buf, size_t len)
 
 void cn_names_save(cube_net *n)
 {
-    for (int idx = 1; idx <= n->nslots; idx++) {
+    /* nothing changed (an idle node): no walk over the slots */
+    pthread_mutex_lock(&n->lock);
+    int dirty = n->names_dirty_slots;
+    pthread_mutex_unlock(&n->lock);
+    for (int idx = 1; dirty > 0 && idx <= n->nslots; idx++) {
         pthread_mutex_lock(&n->lock);
         cn_slot *s = &n->slots[idx];
         if (s->state != CN_LEASED || !s->names_dirty) {
@@ -186,6 +198,8 @@ void cn_names_save(cube_net *n)
             continue;
         }
         s->names_dirty = false;
+        n->names_dirty_slots--;
+        dirty--;
         int count = s->n_seen;
         cn_name_rec *copy = count ? malloc((size_t)count * sizeof(*copy)) : NULL;
         if (copy) memcpy(copy, s->seen, (size_t)count * sizeof(*copy));

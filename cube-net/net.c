@@ -335,6 +335,16 @@ static int valid_lease(const char *lease, cube_err *err)
     return 0;
 }
 
+int cube_net_steer_to(cube_net *n, unsigned which, int fd, cube_err *err)
+{
+    __u32 k = which;
+    __u64 v = (__u64)fd;
+    int mfd = bpf_map__fd(n->skel->maps.cn_socks);
+    if (fd < 0) return bpf_map_delete_elem(mfd, &k) < 0 && errno != ENOENT ? -1 : 0;
+    if (bpf_map_update_elem(mfd, &k, &v, BPF_ANY) < 0) return cube_err_sys(err, errno, "the socket map");
+    return 0;
+}
+
 int cube_net_slot_of_addr(const cube_net *n, uint32_t addr)
 {
     long idx = (long)ntohl(addr) - (long)ntohl(n->net);

@@ -147,10 +147,12 @@ typedef struct cube_net {
     int stopping;
     bool threads;
     bool steering;            /* the mark rule and local table are in place */
+    int names_dirty_slots;    /* slots whose name records changed since they were saved (names.c) */
     struct cn_dns *dns;       /* the node's resolver for sandboxes (dns.c), with an uplink */
     struct cn_egress *egress; /* the egress proxy (egress.c), with an uplink */
     struct cn_tls *tls;       /* the node's egress CA (<state_dir>/ca) for header rules, with an uplink */
     int mitm_running;         /* connections with header rules, each on its thread (egress_mitm.c) */
+    uint32_t mitm_addr[256];  /* the sandbox of each (CN_MITM_MAX_THREADS), for a per-sandbox cap */
     bool mitm_stopping;
     pthread_cond_t mitm_done;
     pthread_t refill_thread, audit_thread, dns_thread, egress_thread;

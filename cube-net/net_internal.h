@@ -21,6 +21,9 @@ void cube_net_teardown(cube_net *n, int idx, cn_nl *nl);
 void *cube_net_refill_loop(void *arg);
 /* The host-side interface name of slot idx: <ifprefix><idx>. */
 void cube_net_ifname(const cube_net *n, int idx, char name[16]);
+/* Puts fd at index which (enum cn_sock_index) of the programs' socket map, or takes it out (fd -1): where
+ * they steer to. */
+int cube_net_steer_to(cube_net *n, unsigned which, int fd, cube_err *err);
 /* The leased slot a sandbox address (network order) belongs to, or 0 (lock held). */
 int cube_net_slot_of_addr(const cube_net *n, uint32_t addr);
 /* Makes slot idx findable by its lease name (lock held). */

@@ -142,7 +142,23 @@ typedef struct route_info {
     char node[64];
     char traffic_token[64]; /* empty: public */
     int paused, auto_resume;
+    char mask[256];     /* network.maskRequestHost: the Host the sandbox sees ("${PORT}": the port); "" */
+    uint16_t https[64]; /* network.httpsPorts */
+    int n_https;
 } route_info;
+
+static void https_ports_parse(route_info *ri, const char *list)
+{
+    ri->n_https = 0;
+    for (const char *s = list; *s && ri->n_https < 64;) {
+        char *end;
+        long v = strtol(s, &end, 10);
+        if (end == s) break;
+        if (v > 0 && v < 65536) ri->https[ri->n_https++] = (uint16_t)v;
+        s = *end == ',' ? end + 1 : end;
+        if (*end != ',') break;
+    }
+}
 
 /* The route a master published ("STATE AUTO_RESUME NODE NETNS[ TRAFFIC_TOKEN]"); 0, or -1 for a miss, a
  * tombstone or no Redis. */
@@ -151,12 +167,16 @@ static int resolve_cached(proxy *p, const char *id, route_info *ri)
     if (!p->routes) return -1;
     redisReply *r = cube_redis_cmd(p->routes, "HGET cube:routes %s", id);
     int state = 0, ar = 0, n = 0, rc = -1;
-    ri->traffic_token[0] = '\0';
+    char https[512] = "";
+    ri->traffic_token[0] = ri->mask[0] = '\0';
+    ri->n_https = 0;
     if (r && r->type == REDIS_REPLY_STRING &&
-        (n = sscanf(r->str, "%d %d %63s %127s %63s", &state, &ar, ri->node, ri->netns, ri->traffic_token)) >=
-            4 &&
+        (n = sscanf(r->str, "%d %d %63s %127s %63s %255s %511s", &state, &ar, ri->node, ri->netns,
+                    ri->traffic_token, ri->mask, https)) >= 4 &&
         strncmp(ri->netns, "/proc/", 6) == 0) {
-        if (n == 4) ri->traffic_token[0] = '\0';
+        if (n < 5 || strcmp(ri->traffic_token, "-") == 0) ri->traffic_token[0] = '\0';
+        if (n < 6 || strcmp(ri->mask, "-") == 0) ri->mask[0] = '\0';
+        if (n >= 7) https_ports_parse(ri, https);
         ri->paused = state == CUBE__SANDBOX_STATE__SANDBOX_STATE_PAUSED;
         ri->auto_resume = ar;
         rc = 0;
@@ -193,6 +213,11 @@ static int resolve(proxy *p, const char *id, route_info *ri, cube_err *err)
         snprintf(ri->node, sizeof(ri->node), "%s", sb->node_id ? sb->node_id : "");
         snprintf(ri->traffic_token, sizeof(ri->traffic_token), "%s",
                  sb->traffic_access_token ? sb->traffic_access_token : "");
+        const Cube__NetworkPolicy *np = sb->network;
+        snprintf(ri->mask, sizeof(ri->mask), "%s", np && np->mask_request_host ? np->mask_request_host : "");
+        ri->n_https = 0;
+        for (size_t i = 0; np && i < np->n_https_ports && ri->n_https < 64; i++)
+            ri->https[ri->n_https++] = (uint16_t)np->https_ports[i];
     }
     protobuf_c_message_free_unpacked(resp, NULL);
     return rc;
@@ -200,9 +225,9 @@ static int resolve(proxy *p, const char *id, route_info *ri, cube_err *err)
 
 /* Rewrites the head for the sandbox: one request per upstream connection (Connection: close), unless the
  * client asks for an Upgrade, which then owns the connection. Returns a malloc'd head. */
-static char *upstream_head(const char *head, size_t head_len, int upgrade)
+static char *upstream_head(const char *head, size_t head_len, int upgrade, const char *host)
 {
-    char *out = malloc(head_len + 64);
+    char *out = malloc(head_len + 64 + (host ? strlen(host) + 8 : 0));
     if (!out) return NULL;
     size_t o = 0;
     const char *line = head;
@@ -212,15 +237,17 @@ static char *upstream_head(const char *head, size_t head_len, int upgrade)
         if (!nl) break;
         size_t len = (size_t)(nl - line);
         if (len == 0) break; /* blank line: end of head */
-        int drop = !upgrade &&
-                   (strncasecmp(line, "Connection:", 11) == 0 || strncasecmp(line, "Keep-Alive:", 11) == 0 ||
-                    strncasecmp(line, "Proxy-Connection:", 17) == 0);
+        int drop = (!upgrade &&
+                    (strncasecmp(line, "Connection:", 11) == 0 || strncasecmp(line, "Keep-Alive:", 11) == 0 ||
+                     strncasecmp(line, "Proxy-Connection:", 17) == 0)) ||
+                   (host && strncasecmp(line, "Host:", 5) == 0);
         if (!drop) {
             memcpy(out + o, line, len + 2);
             o += len + 2;
         }
         line = nl + 2;
     }
+    if (host) o += (size_t)sprintf(out + o, "Host: %s\r\n", host);
     if (!upgrade) {
         memcpy(out + o, "Connection: close\r\n", 19);
         o += 19;
@@ -422,12 +449,36 @@ void proxy_route_request(proxy *p, const char *head, size_t head_len, size_t len
         reply_json(r, 502, "Bad Gateway", msg);
         return;
     }
+    bool https = false;
+    for (int i = 0; i < ri.n_https; i++) https |= ri.https[i] == t.port;
+    if (https) { /* a port that serves HTTPS inside: the proxy speaks TLS to it */
+        fcntl(up, F_SETFL, fcntl(up, F_GETFL) & ~O_NONBLOCK);
+        r->up_ssl = proxy_tls_connect_sandbox(up, NULL, CONNECT_TIMEOUT_MS, &err);
+        if (!r->up_ssl) {
+            close(up);
+            snprintf(msg, sizeof(msg), "sandbox %s port %u (HTTPS): %s", t.sandbox_id, t.port, err.msg);
+            reply_json(r, 502, "Bad Gateway", msg);
+            return;
+        }
+    }
+    /* maskRequestHost: the Host the sandbox's server sees, "${PORT}" standing for the port */
+    char host[300] = "";
+    if (*ri.mask) {
+        const char *ph = strstr(ri.mask, "${PORT}");
+        if (ph)
+            snprintf(host, sizeof(host), "%.*s%u%s", (int)(ph - ri.mask), ri.mask, t.port, ph + 7);
+        else
+            snprintf(host, sizeof(host), "%s", ri.mask);
+    }
     char upg[64];
-    char *uh = upstream_head(head, head_len, header(head, "Upgrade", upg, sizeof(upg)) == 0);
+    char *uh =
+        upstream_head(head, head_len, header(head, "Upgrade", upg, sizeof(upg)) == 0, *host ? host : NULL);
     size_t uhl = uh ? strlen(uh) : 0;
     r->send = uh ? realloc(uh, uhl + (len - head_len) + 1) : NULL;
     if (!r->send) {
         free(uh);
+        if (r->up_ssl) SSL_free(r->up_ssl);
+        r->up_ssl = NULL;
         close(up);
         reply_json(r, 503, "Service Unavailable", "out of memory");
         return;

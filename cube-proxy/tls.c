@@ -4,6 +4,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <openssl/err.h>
+#include <pthread.h>
 #include <openssl/x509v3.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -63,11 +64,17 @@ void proxy_tls_free(proxy_tls *t)
     free(t);
 }
 
-SSL *proxy_tls_connect(proxy_tls *t, int fd, const char *host, int timeout_ms, cube_err *err)
+/* a blocking socket's handshake under a deadline (0: none, as the relay wants it after) */
+static void io_deadline(int fd, int ms)
 {
-    struct timeval tv = {.tv_sec = timeout_ms / 1000, .tv_usec = (timeout_ms % 1000) * 1000};
+    struct timeval tv = {.tv_sec = ms / 1000, .tv_usec = (ms % 1000) * 1000};
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
     setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+}
+
+SSL *proxy_tls_connect(proxy_tls *t, int fd, const char *host, int timeout_ms, cube_err *err)
+{
+    io_deadline(fd, timeout_ms);
     SSL *ssl = SSL_new(t->client);
     if (!ssl) return ssl_fail(err, "new session"), NULL;
     struct in_addr a4;
@@ -84,9 +91,33 @@ SSL *proxy_tls_connect(proxy_tls *t, int fd, const char *host, int timeout_ms, c
         SSL_free(ssl);
         return NULL;
     }
-    struct timeval none = {0};
-    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &none, sizeof(none));
-    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &none, sizeof(none));
+    io_deadline(fd, 0);
+    return ssl;
+}
+
+static SSL_CTX *sandbox_ctx;
+static pthread_once_t sandbox_once = PTHREAD_ONCE_INIT;
+
+static void sandbox_ctx_make(void)
+{
+    sandbox_ctx = SSL_CTX_new(TLS_client_method());
+    if (sandbox_ctx) SSL_CTX_set_verify(sandbox_ctx, SSL_VERIFY_NONE, NULL);
+}
+
+SSL *proxy_tls_connect_sandbox(int fd, const char *sni, int timeout_ms, cube_err *err)
+{
+    pthread_once(&sandbox_once, sandbox_ctx_make);
+    if (!sandbox_ctx) return ssl_fail(err, "client context"), NULL;
+    io_deadline(fd, timeout_ms);
+    SSL *ssl = SSL_new(sandbox_ctx);
+    if (!ssl) return ssl_fail(err, "new session"), NULL;
+    if (SSL_set_fd(ssl, fd) != 1 || (sni && *sni && SSL_set_tlsext_host_name(ssl, sni) != 1) ||
+        SSL_connect(ssl) != 1) {
+        ssl_fail(err, "TLS handshake with the sandbox's port");
+        SSL_free(ssl);
+        return NULL;
+    }
+    io_deadline(fd, 0);
     return ssl;
 }
 

@@ -19,6 +19,9 @@ void proxy_tls_free(proxy_tls *t);
 /* Over a connected socket (blocking): the handshake as a client within timeout_ms, the peer's certificate
  * checked against the cluster's CA and host (an IP or a DNS name). The socket is left blocking. */
 SSL *proxy_tls_connect(proxy_tls *t, int fd, const char *host, int timeout_ms, cube_err *err);
+/* The same to a sandbox's port that serves HTTPS (network.httpsPorts): its certificate is not checked
+ * (self-signed ones work), sni names it. Needs no --tls-dir. */
+SSL *proxy_tls_connect_sandbox(int fd, const char *sni, int timeout_ms, cube_err *err);
 /* A server session on fd (non-blocking): the relay drives SSL_accept as the socket allows. */
 SSL *proxy_tls_server_session(proxy_tls *t, int fd);
 /* Whether the first byte a client sent opens a TLS handshake (a TLS record of type handshake). */

@@ -313,6 +313,65 @@ test('rules: a header set on HTTPS to a name on the way out; the value is nowher
   }
 });
 
+// A server inside the sandbox that answers with the Host its request carried: plain, or TLS with a
+// self-signed certificate (argv: port [cert key]).
+const ECHO_HOST = `
+import http.server, ssl, sys
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = ('host=%s' % self.headers.get('Host')).encode()
+        self.send_response(200)
+        self.send_header('Content-Length', str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *a):
+        pass
+srv = http.server.HTTPServer(('0.0.0.0', int(sys.argv[1])), H)
+if len(sys.argv) > 2:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(sys.argv[2], sys.argv[3])
+    srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
+srv.serve_forever()
+`;
+
+test('inbound: maskRequestHost is the Host the sandbox sees, httpsPorts are reached over TLS; both kept by updates', async () => {
+  sh('openssl', 'req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '2', '-subj', '/CN=inside',
+    '-keyout', `${dir}/inside.key`, '-out', `${dir}/inside.pem`);
+  const sbx = await Sandbox.create({ network: { maskRequestHost: 'localhost:${PORT}', httpsPorts: [8443] } });
+  try {
+    await sbx.files.write('/tmp/echo.py', ECHO_HOST);
+    await sbx.files.write('/tmp/inside.pem', readFileSync(`${dir}/inside.pem`, 'utf8'));
+    await sbx.files.write('/tmp/inside.key', readFileSync(`${dir}/inside.key`, 'utf8'));
+    await sbx.commands.run('python3 /tmp/echo.py 8000', { background: true });
+    await sbx.commands.run('python3 /tmp/echo.py 8443 /tmp/inside.pem /tmp/inside.key', { background: true });
+    const get = (p) => fetch(`${process.env.E2B_SANDBOX_URL}/`, { headers: { 'E2b-Sandbox-Id': sbx.sandboxId, 'E2b-Sandbox-Port': String(p) } });
+    let plain;
+    for (let i = 0; i < 50; i++) {
+      plain = await get(8000);
+      if (plain.status === 200) break;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    assert.equal(await plain.text(), 'host=localhost:8000');
+    let tls;
+    for (let i = 0; i < 50; i++) {
+      tls = await get(8443);
+      if (tls.status === 200) break;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    const tlsBody = await tls.text();
+    assert.equal(tls.status, 200, tlsBody);
+    assert.equal(tlsBody, 'host=localhost:8443');
+    const info = await sbx.getInfo();
+    assert.equal(info.network.maskRequestHost, 'localhost:${PORT}');
+    assert.deepEqual(info.network.httpsPorts, [8443]);
+    // an egress update keeps them (they are chosen at create)
+    await sbx.updateNetwork({ denyOut: [`${WILD}/32`] });
+    assert.equal(await (await get(8443)).text(), 'host=localhost:8443');
+  } finally {
+    await sbx.kill();
+  }
+});
+
 test('bad name rules are a 400 naming the field', async () => {
   for (const [network, field] of [
     [{ allowOut: ['*'] }, 'allowOut'],
@@ -320,6 +379,8 @@ test('bad name rules are a 400 naming the field', async () => {
     [{ denyOut: ['evil.test'] }, 'denyOut'],
     [{ egressProxy: { address: 'no-port' } }, 'egressProxy'],
     [{ rules: { '*': [{ transform: { headers: { A: 'b' } } }] } }, 'rules'],
+    [{ httpsPorts: [49983] }, 'httpsPorts'],
+    [{ maskRequestHost: 'two words' }, 'maskRequestHost'],
     [{ rules: { 'ok.test': [{ transform: { headers: { 'Bad Name': 'b' } } }] } }, 'rules'],
     [{ rules: { 'ok.test': [{ transform: { headers: { A: 'line\r\nInjected: yes' } } }] } }, 'rules'],
   ]) {

@@ -206,9 +206,9 @@ START_TEST(create_and_its_errors)
      */
     static const char *const refused[][2] = {
         {"{\"templateID\":\"base\",\"network\":{\"allowPublicTraffic\":\"no\"}}", "allowPublicTraffic"},
-        {"{\"templateID\":\"base\",\"network\":{\"maskRequestHost\":\"${PORT}.example.com\"}}",
-         "maskRequestHost"},
-        {"{\"templateID\":\"base\",\"network\":{\"httpsPorts\":[8443]}}", "httpsPorts"},
+        {"{\"templateID\":\"base\",\"network\":{\"maskRequestHost\":\"a host\"}}", "maskRequestHost"},
+        {"{\"templateID\":\"base\",\"network\":{\"httpsPorts\":[49983]}}", "httpsPorts[0]"},
+        {"{\"templateID\":\"base\",\"network\":{\"httpsPorts\":[443,\"x\"]}}", "httpsPorts[1]"},
         {"{\"templateID\":\"base\",\"network\":{\"egressProxy\":{\"address\":\"no-port\"}}}", "egressProxy"},
         {"{\"templateID\":\"base\",\"network\":{\"egressProxy\":{\"address\":\"p:1080\",\"username\":\"u\"}}"
          "}",
@@ -264,6 +264,24 @@ START_TEST(egress_proxy_is_kept_and_its_password_never_shown)
     ck_assert_msg(api_network_parse(true, net, &n, &err) == 0, "%s", err.msg);
     ck_assert_str_eq(n.policy.egress_proxy, "proxy.example.com:1080");
     ck_assert_str_eq(n.policy.egress_proxy_password, "s3cret-pw");
+    api_network_free(&n);
+    cJSON_Delete(net);
+    /* inbound: the Host the sandbox sees and its HTTPS ports, shown back */
+    net = cJSON_Parse("{\"maskRequestHost\":\"localhost:${PORT}\",\"httpsPorts\":[8443,9443]}");
+    ck_assert_msg(api_network_parse(true, net, &n, &err) == 0, "%s", err.msg);
+    ck_assert(n.inbound_given);
+    cJSON *shown = api_network_json(&n.policy, true);
+    char *txt = cJSON_PrintUnformatted(shown);
+    ck_assert_msg(strstr(txt, "\"maskRequestHost\":\"localhost:${PORT}\",\"httpsPorts\":[8443,9443]"), "%s",
+                  txt);
+    free(txt);
+    cJSON_Delete(shown);
+    api_network_free(&n);
+    cJSON_Delete(net);
+    net = cJSON_Parse("{\"allowOut\":[\"api.example.com\",\"*.cdn.example.net\"],\"denyOut\":[\"0.0.0.0/0\"],"
+                      "\"egressProxy\":{\"address\":\"proxy.example.com:1080\",\"username\":\"me\","
+                      "\"password\":\"s3cret-pw\"}}");
+    ck_assert_msg(api_network_parse(true, net, &n, &err) == 0, "%s", err.msg);
     ck_assert_int_eq((int)n.policy.n_allow_out, 2);
     cJSON *out = api_network_json(&n.policy, true);
     char *s = cJSON_PrintUnformatted(out);

@@ -435,6 +435,23 @@ START_TEST(redis_routes_follow_the_store_in_order)
     ck_assert_int_eq(st->ops->sandbox_add(st, &p, &err), 0);
     ck_assert_int_eq(st->ops->sandbox_update(st, &p, CUBE__SANDBOX_STATE__SANDBOX_STATE_RUNNING, &err), 0);
     ck_assert_str_eq(hget(c, "iroutep"), "2 0 node-1 /proc/77/ns/net 0123456789abcdef0123456789abcdef");
+    /* what cube-proxy applies inbound goes with it: the Host mask and the HTTPS ports ("-" for none) */
+    Cube__NetworkPolicy np = CUBE__NETWORK_POLICY__INIT;
+    uint32_t ports[] = {8443, 9443};
+    np.mask_request_host = "localhost:${PORT}";
+    np.https_ports = ports;
+    np.n_https_ports = 2;
+    Cube__Sandbox q = a;
+    q.sandbox_id = "irouteq";
+    q.network = &np;
+    ck_assert_int_eq(st->ops->sandbox_add(st, &q, &err), 0);
+    ck_assert_int_eq(st->ops->sandbox_update(st, &q, CUBE__SANDBOX_STATE__SANDBOX_STATE_RUNNING, &err), 0);
+    ck_assert_str_eq(hget(c, "irouteq"), "2 0 node-1 /proc/77/ns/net - localhost:${PORT} 8443,9443");
+    np.n_https_ports = 0;
+    q.sandbox_id = "irouter";
+    ck_assert_int_eq(st->ops->sandbox_add(st, &q, &err), 0);
+    ck_assert_int_eq(st->ops->sandbox_update(st, &q, CUBE__SANDBOX_STATE__SANDBOX_STATE_RUNNING, &err), 0);
+    ck_assert_str_eq(hget(c, "irouter"), "2 0 node-1 /proc/77/ns/net - localhost:${PORT} -");
     /* Redis gone: the store still answers, and fast (the view is rebuilt when Redis is back) */
     stop_redis();
     Cube__Sandbox d = a;
