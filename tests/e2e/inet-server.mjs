@@ -56,7 +56,7 @@ const serve = (kind) => (req, res) => {
 };
 http.createServer(serve('http')).listen(80, '0.0.0.0', up);
 // a plain TCP service (not the web ports): answers "tcp" and closes
-net.createServer((s) => s.end('tcp\n')).listen(8080, '0.0.0.0', up);
+net.createServer((s) => { s.on('error', () => {}); s.end('tcp\n'); }).listen(8080, '0.0.0.0', up); // a reset client must not end the server
 https.createServer({ cert: readFileSync(certFile), key: readFileSync(keyFile) }, serve('https')).listen(443, '0.0.0.0', up);
 
 // SOCKS5 (RFC 1928/1929) on 1080: user "tunnel", password "pw"; CONNECT to IPv4 addresses only. Prints
