@@ -34,7 +34,6 @@
 #include "protoutil.h"
 #include "timeutil.h"
 
-#define ENVD_PORT   49983
 #define INTERP_PORT 49999
 /* the longest a create waits for a ready sandbox before starting its own past the CPU count (a stuck start
  * must not hold the others) */
@@ -610,90 +609,6 @@ static int mount_volume(cubelet *c, const cl_slot *s, const Cube__VolumeMount *v
     return 0;
 }
 
-/* The node's egress CA (cube-net keeps it under <data>/net/ca): sandboxes trust it, so that header rules
- * can be applied to their HTTPS. Read once it exists; a node without one (no uplink) sends none. */
-static const char *egress_ca(cubelet *c)
-{
-    pthread_mutex_lock(&c->lock);
-    if (!c->egress_ca_pem) {
-        char path[4200], pem[8192];
-        snprintf(path, sizeof(path), "%s/net/ca/ca.pem", c->cfg.data_dir);
-        FILE *f = fopen(path, "re");
-        size_t n = f ? fread(pem, 1, sizeof(pem) - 1, f) : 0;
-        if (f) fclose(f);
-        pem[n] = '\0';
-        if (n && strstr(pem, "-----END CERTIFICATE-----")) c->egress_ca_pem = strdup(pem);
-    }
-    const char *pem = c->egress_ca_pem;
-    pthread_mutex_unlock(&c->lock);
-    return pem;
-}
-
-static char *ca_body(const char *pem)
-{
-    cJSON *b = cJSON_CreateObject();
-    cJSON_AddStringToObject(b, "caCerts", pem);
-    char *json = cJSON_PrintUnformatted(b);
-    cJSON_Delete(b);
-    return json;
-}
-
-void cl_slot_trust_ca(cubelet *c, cl_slot *s)
-{
-    const char *ca = egress_ca(c);
-    if (!ca || s->agent_fd < 0) return;
-    char *json = ca_body(ca), resp[256];
-    int status = 0;
-    cube_err err = {0};
-    /* the pool's connection is spent on it: another is made for the claim */
-    int rc =
-        json ? cube_netns_http_on(s->agent_fd, "POST", "/init", json, &status, resp, sizeof(resp), 5000, &err)
-             : -1;
-    free(json);
-    s->ca_trusted = rc == 0 && status == 204;
-    s->agent_fd = cube_netns_connect(s->netns, ENVD_PORT, &err);
-}
-
-/* The agent's /init: env vars, the access token, the default user and workdir of E2B templates, the node's
- * egress CA (unless the pool gave it already). */
-static int init_agent(cubelet *c, cl_slot *s, const Cube__NodeCreateRequest *req, cube_err *err)
-{
-    cJSON *body = cJSON_CreateObject();
-    const char *ca = s->ca_trusted ? NULL : egress_ca(c);
-    if (ca) cJSON_AddStringToObject(body, "caCerts", ca);
-    cJSON *vars = s->tpl->env_json ? cJSON_Parse(s->tpl->env_json) : NULL;
-    if (!vars) vars = cJSON_CreateObject();
-    cJSON_AddItemToObject(body, "envVars", vars);
-    for (size_t i = 0; i < req->n_env_vars; i++)
-        cJSON_DeleteItemFromObjectCaseSensitive(vars, req->env_vars[i]->key);
-    for (size_t i = 0; i < req->n_env_vars; i++)
-        cJSON_AddStringToObject(vars, req->env_vars[i]->key, req->env_vars[i]->value);
-    if (req->envd_access_token && *req->envd_access_token)
-        cJSON_AddStringToObject(body, "accessToken", req->envd_access_token);
-    cJSON_AddStringToObject(body, "hostname", req->sandbox_id);
-    cJSON_AddStringToObject(body, "defaultUser", s->tpl->user);
-    cJSON_AddStringToObject(body, "defaultWorkdir", s->tpl->workdir);
-    char *json = cJSON_PrintUnformatted(body);
-    cJSON_Delete(body);
-    int status = 0;
-    char resp[512];
-    int rc = -1;
-    bool fresh = true;
-    if (s->agent_fd >= 0) { /* the pool's connection; one found closed is retried on a new one (a request
-                             * that may have been served, e.g. timed out, is not sent twice) */
-        rc = cube_netns_http_on(s->agent_fd, "POST", "/init", json, &status, resp, sizeof(resp), 5000, err);
-        s->agent_fd = -1;
-        fresh = rc < 0 && (err->code == ECONNRESET || err->code == EPIPE);
-    }
-    if (rc < 0 && fresh)
-        rc = cube_netns_http(s->netns, ENVD_PORT, "POST", "/init", json, &status, resp, sizeof(resp), 5000,
-                             err);
-    free(json);
-    if (rc < 0) return cube_err_prefix(err, "agent /init");
-    if (status != 204) return cube_err_set(err, EIO, "agent /init answered %d: %s", status, resp);
-    return 0;
-}
-
 static int create_sandbox(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *respp, cube_err *err)
 {
     cubelet *c = svc;
@@ -781,7 +696,7 @@ static int create_sandbox(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *
     /* pool sandboxes were made at low priority: the user's sandbox runs at normal priority */
     if (from_pool) cl_sched_foreground(s->hv);
     int64_t t_init = cube_now_mono_ns();
-    if (init_agent(c, s, req, err) < 0) {
+    if (cl_init_agent(c, s, req, err) < 0) {
         create_failed(c, s);
         return -1;
     }
@@ -924,7 +839,7 @@ static int fork_sandbox(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *re
             c->slots = s;
             pthread_mutex_unlock(&c->lock);
             if (cl_net_policy(c, s->slot_id, child->network, &cerr) < 0 ||
-                init_agent(c, s, child, &cerr) < 0) {
+                cl_init_agent(c, s, child, &cerr) < 0) {
                 create_failed(c, s);
                 s = NULL;
             }

@@ -5,6 +5,7 @@
 #define CUBE_CUBELET_INTERNAL_H
 
 #include "cubelet.h"
+#include "cubelet.pb-c.h"
 
 /* Cold starts at once per CPU: a start waits on its processes part of the time, so a couple per CPU keep it
  * busy; as many writable layers are kept made ahead for them. */
@@ -17,6 +18,11 @@ int cl_spawn_slot(cubelet *c, const cl_template *tpl, const char *layers, int di
                   cube_err *err);
 /* Stops the sandbox and removes its state; the slot is already off the list. */
 void cl_destroy_slot(cubelet *c, cl_slot *s);
+#define ENVD_PORT 49983 /* the agent's envd API in every sandbox */
+
+/* The agent's /init for a sandbox handed out as req: env vars, the access token, the default user and workdir
+ * of its template, the node's egress CA (unless the pool gave it already). */
+int cl_init_agent(cubelet *c, cl_slot *s, const Cube__NodeCreateRequest *req, cube_err *err);
 /* A pool slot, before anyone can claim it: the node's egress CA into its trust store, on the pool's time (the
  * claim's /init then skips it). Failing here only leaves it to the claim. */
 void cl_slot_trust_ca(cubelet *c, cl_slot *s);
