@@ -192,7 +192,7 @@ static void decide(cube_net *n, cn_egress *e, conn *c, bool have_name)
     const cn_policy *p = idx == c->slot ? n->slots[idx].policy : NULL;
     char rule[2 * CN_NAME_MAX + 32] = "";
     const char *pattern = p && have_name ? cn_policy_name_rule(p, c->name) : NULL;
-    if (pattern && cn_names_fresh(n, idx, NULL, c->dst.sin_addr.s_addr))
+    if (pattern && cn_names_fresh(n, idx, c->dst.sin_addr.s_addr))
         snprintf(rule, sizeof(rule), "name:%s", pattern);
     else if (p && cn_policy_allows_addr(p, c->dst.sin_addr.s_addr))
         snprintf(rule, sizeof(rule), "address");

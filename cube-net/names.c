@@ -108,14 +108,12 @@ int cn_names_record(cube_net *n, int idx, const char *name, const uint32_t *addr
     return 0;
 }
 
-bool cn_names_fresh(const cube_net *n, int idx, const char *name, uint32_t addr)
+bool cn_names_fresh(const cube_net *n, int idx, uint32_t addr)
 {
     const cn_slot *s = &n->slots[idx];
     int64_t now = cube_now_mono_ns();
     for (int i = 0; i < s->n_seen; i++)
-        if (s->seen[i].addr == addr && s->seen[i].expires_ns > now &&
-            (!name || cube_domain_match(s->seen[i].name, name)))
-            return true;
+        if (s->seen[i].addr == addr && s->seen[i].expires_ns > now) return true;
     return false;
 }
 

@@ -24,8 +24,8 @@ typedef struct cn_name_rec {
  */
 int cn_names_record(cube_net *n, int idx, const char *name, const uint32_t *addrs, int naddrs, uint32_t ttl_s,
                     cube_err *err);
-/* Whether a live record of slot idx allows addr for a new connection (name NULL: any name). */
-bool cn_names_fresh(const cube_net *n, int idx, const char *name, uint32_t addr);
+/* Whether a live record of slot idx (of any of its allowed names) allows addr for a new connection. */
+bool cn_names_fresh(const cube_net *n, int idx, uint32_t addr);
 /* A policy update: the records the new policy still allows are written under gen (before the slot flips to
  * it); the others are dropped. */
 int cn_names_carry(cube_net *n, int idx, uint32_t gen, const cn_policy *p, cube_err *err);
