@@ -255,7 +255,9 @@ void cube_rpc_local_stop(cube_rpc_local *srv)
     }
     for (int i = 0; i < srv->nworkers; i++) {
         int fd = __atomic_load_n(&srv->workers[i].conn, __ATOMIC_ACQUIRE);
-        if (fd >= 0) shutdown(fd, SHUT_RDWR); /* a call in flight: its reads and writes end now */
+        /* a call in flight stops waiting for its request now, but still sends its reply (the Stop that
+         * asked for this one is answered, not cut off: its caller would take that for a hung server) */
+        if (fd >= 0) shutdown(fd, SHUT_RD);
     }
     for (int i = 0; i < srv->nworkers; i++) pthread_join(srv->workers[i].th, NULL);
     close(srv->lfd);

@@ -157,6 +157,13 @@ int main(int argc, char **argv)
     char c;
     if (read(p[0], &c, 1) != 1) return 1;
     stop_fd = eventfd(0, EFD_CLOEXEC);
+    /* blocked before the control threads start, which inherit the mask: a SIGTERM is read from sfd, never
+     * the default action on some thread */
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigprocmask(SIG_BLOCK, &set, NULL);
+    int sfd = signalfd(-1, &set, SFD_CLOEXEC);
     char sock[4200];
     snprintf(sock, sizeof(sock), "%s/control.sock", state);
     cube_err err = {0};
@@ -169,11 +176,6 @@ int main(int argc, char **argv)
     note("Start");
     printf("ready %d fake\n", init_pid);
     fflush(stdout);
-    sigset_t set;
-    sigemptyset(&set);
-    sigaddset(&set, SIGTERM);
-    sigprocmask(SIG_BLOCK, &set, NULL);
-    int sfd = signalfd(-1, &set, SFD_CLOEXEC);
     /* until Stop or SIGTERM */
     struct pollfd fds[2] = {{stop_fd, POLLIN, 0}, {sfd, POLLIN, 0}};
     while (poll(fds, 2, -1) < 0 && errno == EINTR) {
