@@ -1,4 +1,5 @@
 #include "api.h"
+#include "api_internal.h"
 #include "network.h"
 
 #include <cjson/cJSON.h>
@@ -20,7 +21,7 @@ static int call_masters(api *a, const char *method, const ProtobufCMessage *in,
 
 #define MAX_TIMEOUT_S (24 * 3600)
 
-static void reply_err(http_req *req, const cube_err *err)
+void api_reply_err(http_req *req, const cube_err *err)
 {
     unsigned st = (unsigned)cube_err_http_status(err);
     if (err->code == EAGAIN || err->code == EHOSTUNREACH) st = 503; /* no node can take it now: ServiceBusy */
@@ -28,7 +29,7 @@ static void reply_err(http_req *req, const cube_err *err)
 }
 
 /* X-API-KEY → the key's id through cube-master; replies 401 and returns -1 when it is missing or wrong. */
-static int authenticate(api *a, http_req *req, char key_id[64])
+int api_authenticate(api *a, http_req *req, char key_id[64])
 {
     const char *key = http_header(req, "X-API-KEY");
     if (!key || !*key) {
@@ -54,7 +55,7 @@ static int authenticate(api *a, http_req *req, char key_id[64])
         if (err.code == EKEYREJECTED)
             http_reply_error(req, 401, "Invalid API key");
         else
-            reply_err(req, &err);
+            api_reply_err(req, &err);
         return -1;
     }
     snprintf(key_id, 64, "%s", ((Cube__AuthKeyResponse *)resp)->key_id);
@@ -77,13 +78,13 @@ static int call_masters(api *a, const char *method, const ProtobufCMessage *in,
     return cube_rpc_failover_call(&a->masters, method, in, rd, out, &o, err);
 }
 
-static int master_call(api *a, const char *method, const ProtobufCMessage *in,
-                       const ProtobufCMessageDescriptor *rd, ProtobufCMessage **out, cube_err *err)
+int api_master_call(api *a, const char *method, const ProtobufCMessage *in,
+                    const ProtobufCMessageDescriptor *rd, ProtobufCMessage **out, cube_err *err)
 {
     return call_masters(a, method, in, rd, out, 90000, err);
 }
 
-static void add_time(cJSON *o, const char *name, int64_t ms)
+void api_add_time(cJSON *o, const char *name, int64_t ms)
 {
     char ts[CUBE_RFC3339_MAX];
     cube_rfc3339_format(ms, ts);
@@ -124,8 +125,8 @@ static cJSON *listed_json(api *a, const Cube__Sandbox *sb, int detail)
     cJSON_AddStringToObject(o, "templateID", sb->template_id);
     cJSON_AddStringToObject(o, "alias", sb->template_id);
     cJSON_AddStringToObject(o, "clientID", sb->client_id && *sb->client_id ? sb->client_id : "cube");
-    add_time(o, "startedAt", sb->started_at_ms);
-    add_time(o, "endAt", sb->end_at_ms);
+    api_add_time(o, "startedAt", sb->started_at_ms);
+    api_add_time(o, "endAt", sb->end_at_ms);
     cJSON_AddNumberToObject(o, "cpuCount", sb->resources ? sb->resources->cpu_count : 2);
     cJSON_AddNumberToObject(o, "memoryMB", sb->resources ? (double)sb->resources->memory_mb : 512);
     cJSON_AddNumberToObject(o, "diskSizeMB", sb->resources ? (double)sb->resources->disk_mb : 1024);
@@ -156,7 +157,7 @@ static cJSON *listed_json(api *a, const Cube__Sandbox *sb, int detail)
     return o;
 }
 
-static cJSON *parse_body(http_req *req, int allow_empty)
+cJSON *api_parse_body(http_req *req, int allow_empty)
 {
     cube_err err = {0};
     if (req->body_len == 0 && allow_empty) return cJSON_CreateObject();
@@ -173,13 +174,7 @@ static cJSON *parse_body(http_req *req, int allow_empty)
     return j;
 }
 
-/* A map<string,string> field of a request into protobuf entries allocated in *pool (freed by the caller). */
-typedef struct kv_pool {
-    Cube__CreateSandboxRequest__MetadataEntry *e;
-    Cube__CreateSandboxRequest__MetadataEntry **p;
-} kv_pool;
-
-static int to_entries(const cJSON *obj, const char *name, kv_pool *pool, size_t *n, cube_err *err)
+int api_to_entries(const cJSON *obj, const char *name, kv_pool *pool, size_t *n, cube_err *err)
 {
     *n = 0;
     if (!obj) return 0;
@@ -203,8 +198,8 @@ static int to_entries(const cJSON *obj, const char *name, kv_pool *pool, size_t 
 static void create(api *a, http_req *req)
 {
     char key_id[64];
-    if (authenticate(a, req, key_id) < 0) return;
-    cJSON *in = parse_body(req, 0);
+    if (api_authenticate(a, req, key_id) < 0) return;
+    cJSON *in = api_parse_body(req, 0);
     if (!in) return;
     cube_err err = {0};
     const char *tpl = NULL;
@@ -224,8 +219,8 @@ static void create(api *a, http_req *req)
         cube_json_get_object(in, "envVars", false, &envs, &err) < 0 ||
         cube_json_get_object(in, "autoResume", false, &resume, &err) < 0 ||
         (resume && cube_json_get_bool(resume, "enabled", false, &auto_resume, &err) < 0) ||
-        to_entries(md, "metadata", &mdp, &r.n_metadata, &err) < 0 ||
-        to_entries(envs, "envVars", &envp, &r.n_env_vars, &err) < 0) {
+        api_to_entries(md, "metadata", &mdp, &r.n_metadata, &err) < 0 ||
+        api_to_entries(envs, "envVars", &envp, &r.n_env_vars, &err) < 0) {
         http_reply_error(req, 400, "%s", err.msg);
         goto out;
     }
@@ -277,9 +272,9 @@ static void create(api *a, http_req *req)
     r.private_traffic = net.private_traffic;
     r.api_key_id = key_id;
     ProtobufCMessage *resp = NULL;
-    if (master_call(a, "/cube.Master/CreateSandbox", &r.base, &cube__create_sandbox_response__descriptor,
-                    &resp, &err) < 0) {
-        reply_err(req, &err);
+    if (api_master_call(a, "/cube.Master/CreateSandbox", &r.base, &cube__create_sandbox_response__descriptor,
+                        &resp, &err) < 0) {
+        api_reply_err(req, &err);
         goto out;
     }
     http_reply_cjson(req, 201, sandbox_json(a, ((Cube__CreateSandboxResponse *)resp)->sandbox));
@@ -299,8 +294,8 @@ static Cube__Sandbox *get_one(api *a, const char *id, ProtobufCMessage **holder,
 {
     Cube__SandboxRef ref = CUBE__SANDBOX_REF__INIT;
     ref.sandbox_id = (char *)id;
-    if (master_call(a, "/cube.Master/GetSandbox", &ref.base, &cube__get_sandbox_response__descriptor, holder,
-                    err) < 0)
+    if (api_master_call(a, "/cube.Master/GetSandbox", &ref.base, &cube__get_sandbox_response__descriptor,
+                        holder, err) < 0)
         return NULL;
     return ((Cube__GetSandboxResponse *)*holder)->sandbox;
 }
@@ -343,7 +338,7 @@ int api_parse_metadata_filter(const char *q, char keys[][128], char values[][256
 static void list(api *a, http_req *req, int v2)
 {
     char key_id[64];
-    if (authenticate(a, req, key_id) < 0) return;
+    if (api_authenticate(a, req, key_id) < 0) return;
     Cube__ListSandboxesRequest r = CUBE__LIST_SANDBOXES_REQUEST__INIT;
     Cube__SandboxState states[4];
     const char *state = http_query(req, "state");
@@ -389,9 +384,9 @@ static void list(api *a, http_req *req, int v2)
     r.template_id = (char *)http_query(req, "template");
     ProtobufCMessage *resp = NULL;
     cube_err err = {0};
-    if (master_call(a, "/cube.Master/ListSandboxes", &r.base, &cube__list_sandboxes_response__descriptor,
-                    &resp, &err) < 0)
-        return reply_err(req, &err);
+    if (api_master_call(a, "/cube.Master/ListSandboxes", &r.base, &cube__list_sandboxes_response__descriptor,
+                        &resp, &err) < 0)
+        return api_reply_err(req, &err);
     Cube__ListSandboxesResponse *lr = (Cube__ListSandboxesResponse *)resp;
     cJSON *arr = cJSON_CreateArray();
     for (size_t i = 0; i < lr->n_sandboxes; i++)
@@ -507,23 +502,23 @@ static void sandbox_op(api *a, http_req *req, const char *rest)
     id[idlen] = '\0';
     if (slash) snprintf(op, sizeof(op), "%s", slash + 1);
     char key_id[64];
-    if (authenticate(a, req, key_id) < 0) return;
+    if (api_authenticate(a, req, key_id) < 0) return;
     cube_err err = {0};
     ProtobufCMessage *resp = NULL;
     const char *m = req->method;
     if (!*op && strcmp(m, "GET") == 0) {
         Cube__Sandbox *sb = get_one(a, id, &resp, &err);
-        if (!sb) return reply_err(req, &err);
+        if (!sb) return api_reply_err(req, &err);
         http_reply_cjson(req, 200, listed_json(a, sb, 1));
     } else if (!*op && strcmp(m, "DELETE") == 0) {
         Cube__SandboxRef ref = CUBE__SANDBOX_REF__INIT;
         ref.sandbox_id = id;
-        if (master_call(a, "/cube.Master/KillSandbox", &ref.base, &cube__kill_sandbox_response__descriptor,
-                        &resp, &err) < 0)
-            return reply_err(req, &err);
+        if (api_master_call(a, "/cube.Master/KillSandbox", &ref.base,
+                            &cube__kill_sandbox_response__descriptor, &resp, &err) < 0)
+            return api_reply_err(req, &err);
         http_reply_empty(req, 204);
     } else if ((strcmp(op, "timeout") == 0 || strcmp(op, "refreshes") == 0) && strcmp(m, "POST") == 0) {
-        cJSON *in = parse_body(req, 1);
+        cJSON *in = api_parse_body(req, 1);
         if (!in) return;
         int64_t t = strcmp(op, "timeout") == 0 ? -1 : 60;
         int rc = cube_json_get_int(in, strcmp(op, "timeout") == 0 ? "timeout" : "duration",
@@ -533,17 +528,19 @@ static void sandbox_op(api *a, http_req *req, const char *rest)
         Cube__SetTimeoutRequest st = CUBE__SET_TIMEOUT_REQUEST__INIT;
         st.sandbox_id = id;
         st.timeout_s = t;
-        if (master_call(a, "/cube.Master/SetTimeout", &st.base, &cube__empty__descriptor, &resp, &err) < 0)
-            return reply_err(req, &err);
+        if (api_master_call(a, "/cube.Master/SetTimeout", &st.base, &cube__empty__descriptor, &resp, &err) <
+            0)
+            return api_reply_err(req, &err);
         http_reply_empty(req, 204);
     } else if (strcmp(op, "pause") == 0 && strcmp(m, "POST") == 0) {
         Cube__SandboxRef ref = CUBE__SANDBOX_REF__INIT;
         ref.sandbox_id = id;
-        if (master_call(a, "/cube.Master/PauseSandbox", &ref.base, &cube__empty__descriptor, &resp, &err) < 0)
-            return reply_err(req, &err);
+        if (api_master_call(a, "/cube.Master/PauseSandbox", &ref.base, &cube__empty__descriptor, &resp,
+                            &err) < 0)
+            return api_reply_err(req, &err);
         http_reply_empty(req, 204);
     } else if ((strcmp(op, "connect") == 0 || strcmp(op, "resume") == 0) && strcmp(m, "POST") == 0) {
-        cJSON *in = parse_body(req, 1);
+        cJSON *in = api_parse_body(req, 1);
         if (!in) return;
         int64_t t = 0;
         int rc = cube_json_get_int(in, "timeout", false, 0, MAX_TIMEOUT_S, &t, &err);
@@ -551,7 +548,7 @@ static void sandbox_op(api *a, http_req *req, const char *rest)
         if (rc < 0) return http_reply_error(req, 400, "%s", err.msg);
         ProtobufCMessage *before = NULL;
         Cube__Sandbox *sb = get_one(a, id, &before, &err);
-        if (!sb) return reply_err(req, &err);
+        if (!sb) return api_reply_err(req, &err);
         int was_paused = sb->state == CUBE__SANDBOX_STATE__SANDBOX_STATE_PAUSED;
         protobuf_c_message_free_unpacked(before, NULL);
         if (strcmp(op, "resume") == 0 && !was_paused)
@@ -559,22 +556,22 @@ static void sandbox_op(api *a, http_req *req, const char *rest)
         Cube__SetTimeoutRequest st = CUBE__SET_TIMEOUT_REQUEST__INIT;
         st.sandbox_id = id;
         st.timeout_s = t;
-        if (master_call(a, "/cube.Master/ResumeSandbox", &st.base, &cube__get_sandbox_response__descriptor,
-                        &resp, &err) < 0)
-            return reply_err(req, &err);
+        if (api_master_call(a, "/cube.Master/ResumeSandbox", &st.base,
+                            &cube__get_sandbox_response__descriptor, &resp, &err) < 0)
+            return api_reply_err(req, &err);
         http_reply_cjson(req, was_paused ? 201 : 200,
                          sandbox_json(a, ((Cube__GetSandboxResponse *)resp)->sandbox));
     } else if (strcmp(op, "metrics") == 0 && strcmp(m, "GET") == 0) {
         /* one current sample: cube keeps no history of sandbox metrics yet */
         Cube__SandboxRef ref = CUBE__SANDBOX_REF__INIT;
         ref.sandbox_id = id;
-        if (master_call(a, "/cube.Master/SandboxMetrics", &ref.base, &cube__hv_stats__descriptor, &resp,
-                        &err) < 0)
-            return reply_err(req, &err);
+        if (api_master_call(a, "/cube.Master/SandboxMetrics", &ref.base, &cube__hv_stats__descriptor, &resp,
+                            &err) < 0)
+            return api_reply_err(req, &err);
         Cube__HvStats *st = (Cube__HvStats *)resp;
         cJSON *arr = cJSON_CreateArray(), *o = cJSON_CreateObject();
         int64_t now = cube_now_unix_ms();
-        add_time(o, "timestamp", now);
+        api_add_time(o, "timestamp", now);
         cJSON_AddNumberToObject(o, "timestampUnix", (double)(now / 1000));
         cJSON_AddNumberToObject(o, "cpuCount", st->cpu_count);
         cJSON_AddNumberToObject(o, "cpuUsedPct", st->cpu_used_pct);
@@ -586,7 +583,7 @@ static void sandbox_op(api *a, http_req *req, const char *rest)
         cJSON_AddItemToArray(arr, o);
         http_reply_cjson(req, 200, arr);
     } else if (strcmp(op, "fork") == 0 && strcmp(m, "POST") == 0) {
-        cJSON *in = parse_body(req, 1);
+        cJSON *in = api_parse_body(req, 1);
         if (!in) return;
         int64_t t = 0, count = 1;
         int bad = cube_json_get_int(in, "timeout", false, 0, MAX_TIMEOUT_S, &t, &err) < 0 ||
@@ -598,9 +595,9 @@ static void sandbox_op(api *a, http_req *req, const char *rest)
         fr.timeout_s = t;
         fr.count = (uint32_t)count;
         fr.api_key_id = key_id;
-        if (master_call(a, "/cube.Master/ForkSandbox", &fr.base, &cube__fork_response__descriptor, &resp,
-                        &err) < 0)
-            return reply_err(req, &err);
+        if (api_master_call(a, "/cube.Master/ForkSandbox", &fr.base, &cube__fork_response__descriptor, &resp,
+                            &err) < 0)
+            return api_reply_err(req, &err);
         Cube__ForkResponse *res = (Cube__ForkResponse *)resp;
         cJSON *arr = cJSON_CreateArray();
         for (size_t i = 0; i < res->n_results; i++) {
@@ -616,7 +613,7 @@ static void sandbox_op(api *a, http_req *req, const char *rest)
         }
         http_reply_cjson(req, 201, arr);
     } else if (strcmp(op, "snapshots") == 0 && strcmp(m, "POST") == 0) {
-        cJSON *in = parse_body(req, 1);
+        cJSON *in = api_parse_body(req, 1);
         if (!in) return;
         const char *name = NULL;
         int bad = cube_json_get_string(in, "name", false, &name, &err) < 0;
@@ -627,10 +624,10 @@ static void sandbox_op(api *a, http_req *req, const char *rest)
             cJSON_Delete(in);
             return http_reply_error(req, 400, "%s", err.msg);
         }
-        int rc = master_call(a, "/cube.Master/CreateSnapshot", &sr.base, &cube__snapshot_info__descriptor,
-                             &resp, &err);
+        int rc = api_master_call(a, "/cube.Master/CreateSnapshot", &sr.base, &cube__snapshot_info__descriptor,
+                                 &resp, &err);
         cJSON_Delete(in);
-        if (rc < 0) return reply_err(req, &err);
+        if (rc < 0) return api_reply_err(req, &err);
         cJSON *o = cJSON_CreateObject();
         const char *sid = ((Cube__SnapshotInfo *)resp)->snapshot_id;
         cJSON_AddStringToObject(o, "snapshotID", sid);
@@ -640,13 +637,13 @@ static void sandbox_op(api *a, http_req *req, const char *rest)
     } else if (strcmp(op, "logs") == 0 && strcmp(m, "GET") == 0) {
         Cube__SandboxRef ref = CUBE__SANDBOX_REF__INIT;
         ref.sandbox_id = id;
-        if (master_call(a, "/cube.Master/SandboxLogs", &ref.base, &cube__log_lines__descriptor, &resp, &err) <
-            0)
-            return reply_err(req, &err);
+        if (api_master_call(a, "/cube.Master/SandboxLogs", &ref.base, &cube__log_lines__descriptor, &resp,
+                            &err) < 0)
+            return api_reply_err(req, &err);
         http_reply_cjson(req, 200, logs_json((Cube__LogLines *)resp, strncmp(req->url, "/v2/", 4) == 0));
     } else if (strcmp(op, "network") == 0 && strcmp(m, "PUT") == 0) {
         /* the whole egress policy is replaced: what the body leaves out goes back to E2B's defaults */
-        cJSON *in = parse_body(req, 1);
+        cJSON *in = api_parse_body(req, 1);
         if (!in) return;
         bool internet = true;
         api_network net = {0};
@@ -668,10 +665,10 @@ static void sandbox_op(api *a, http_req *req, const char *rest)
         ur.sandbox_id = id;
         ur.network = &net.policy;
         int rc =
-            master_call(a, "/cube.Master/UpdateNetwork", &ur.base, &cube__empty__descriptor, &resp, &err);
+            api_master_call(a, "/cube.Master/UpdateNetwork", &ur.base, &cube__empty__descriptor, &resp, &err);
         api_network_free(&net);
         cJSON_Delete(in);
-        if (rc < 0) return reply_err(req, &err);
+        if (rc < 0) return api_reply_err(req, &err);
         http_reply_empty(req, 204);
     } else {
         http_reply_error(req, 404, "no such endpoint: %s %s", m, req->url);
@@ -702,8 +699,8 @@ static void volumes_create(void *svc, http_req *req)
 {
     api *a = svc;
     char key_id[64];
-    if (authenticate(a, req, key_id) < 0) return;
-    cJSON *in = parse_body(req, 0);
+    if (api_authenticate(a, req, key_id) < 0) return;
+    cJSON *in = api_parse_body(req, 0);
     if (!in) return;
     const char *name = NULL;
     cube_err err = {0};
@@ -714,9 +711,9 @@ static void volumes_create(void *svc, http_req *req)
     Cube__CreateVolumeRequest r = CUBE__CREATE_VOLUME_REQUEST__INIT;
     r.name = (char *)name;
     ProtobufCMessage *resp = NULL;
-    int rc = master_call(a, "/cube.Master/CreateVolume", &r.base, &cube__volume__descriptor, &resp, &err);
+    int rc = api_master_call(a, "/cube.Master/CreateVolume", &r.base, &cube__volume__descriptor, &resp, &err);
     cJSON_Delete(in);
-    if (rc < 0) return reply_err(req, &err);
+    if (rc < 0) return api_reply_err(req, &err);
     http_reply_cjson(req, 201, volume_json((Cube__Volume *)resp, 1));
     protobuf_c_message_free_unpacked(resp, NULL);
 }
@@ -725,13 +722,13 @@ static void volumes_list(void *svc, http_req *req)
 {
     api *a = svc;
     char key_id[64];
-    if (authenticate(a, req, key_id) < 0) return;
+    if (api_authenticate(a, req, key_id) < 0) return;
     Cube__Empty e = CUBE__EMPTY__INIT;
     ProtobufCMessage *resp = NULL;
     cube_err err = {0};
-    if (master_call(a, "/cube.Master/ListVolumes", &e.base, &cube__list_volumes_response__descriptor, &resp,
-                    &err) < 0)
-        return reply_err(req, &err);
+    if (api_master_call(a, "/cube.Master/ListVolumes", &e.base, &cube__list_volumes_response__descriptor,
+                        &resp, &err) < 0)
+        return api_reply_err(req, &err);
     Cube__ListVolumesResponse *l = (Cube__ListVolumesResponse *)resp;
     cJSON *arr = cJSON_CreateArray();
     for (size_t i = 0; i < l->n_volumes; i++) cJSON_AddItemToArray(arr, volume_json(l->volumes[i], 0));
@@ -744,7 +741,7 @@ static void volume_one(void *svc, http_req *req)
 {
     api *a = svc;
     char key_id[64];
-    if (authenticate(a, req, key_id) < 0) return;
+    if (api_authenticate(a, req, key_id) < 0) return;
     const char *id = req->url + strlen("/volumes/");
     if (strchr(id, '/')) return http_reply_error(req, 404, "no such endpoint: %s %s", req->method, req->url);
     Cube__VolumeRef ref = CUBE__VOLUME_REF__INIT;
@@ -752,9 +749,9 @@ static void volume_one(void *svc, http_req *req)
     ProtobufCMessage *resp = NULL;
     cube_err err = {0};
     int del = strcmp(req->method, "DELETE") == 0;
-    if (master_call(a, del ? "/cube.Master/DeleteVolume" : "/cube.Master/GetVolume", &ref.base,
-                    del ? &cube__empty__descriptor : &cube__volume__descriptor, &resp, &err) < 0)
-        return reply_err(req, &err);
+    if (api_master_call(a, del ? "/cube.Master/DeleteVolume" : "/cube.Master/GetVolume", &ref.base,
+                        del ? &cube__empty__descriptor : &cube__volume__descriptor, &resp, &err) < 0)
+        return api_reply_err(req, &err);
     if (del)
         http_reply_empty(req, 204);
     else
@@ -766,14 +763,14 @@ static void snapshots_list(void *svc, http_req *req)
 {
     api *a = svc;
     char key_id[64];
-    if (authenticate(a, req, key_id) < 0) return;
+    if (api_authenticate(a, req, key_id) < 0) return;
     Cube__ListSnapshotsRequest r = CUBE__LIST_SNAPSHOTS_REQUEST__INIT;
     r.sandbox_id = (char *)http_query(req, "sandboxID");
     ProtobufCMessage *resp = NULL;
     cube_err err = {0};
-    if (master_call(a, "/cube.Master/ListSnapshots", &r.base, &cube__list_snapshots_response__descriptor,
-                    &resp, &err) < 0)
-        return reply_err(req, &err);
+    if (api_master_call(a, "/cube.Master/ListSnapshots", &r.base, &cube__list_snapshots_response__descriptor,
+                        &resp, &err) < 0)
+        return api_reply_err(req, &err);
     Cube__ListSnapshotsResponse *l = (Cube__ListSnapshotsResponse *)resp;
     cJSON *arr = cJSON_CreateArray();
     for (size_t i = 0; i < l->n_snapshots; i++) {
@@ -782,7 +779,7 @@ static void snapshots_list(void *svc, http_req *req)
         cJSON_AddItemToArray(cJSON_AddArrayToObject(o, "names"),
                              cJSON_CreateString(l->snapshots[i]->snapshot_id));
         cJSON_AddStringToObject(o, "sandboxID", l->snapshots[i]->sandbox_id);
-        add_time(o, "createdAt", l->snapshots[i]->created_at_ms);
+        api_add_time(o, "createdAt", l->snapshots[i]->created_at_ms);
         cJSON_AddItemToArray(arr, o);
     }
     protobuf_c_message_free_unpacked(resp, NULL);
@@ -794,13 +791,13 @@ static void template_delete(void *svc, http_req *req)
 {
     api *a = svc;
     char key_id[64];
-    if (authenticate(a, req, key_id) < 0) return;
+    if (api_authenticate(a, req, key_id) < 0) return;
     Cube__TemplateRef r = CUBE__TEMPLATE_REF__INIT;
     r.template_id = (char *)(req->url + strlen("/templates/"));
     ProtobufCMessage *resp = NULL;
     cube_err err = {0};
-    if (master_call(a, "/cube.Master/DeleteTemplate", &r.base, &cube__empty__descriptor, &resp, &err) < 0)
-        return reply_err(req, &err);
+    if (api_master_call(a, "/cube.Master/DeleteTemplate", &r.base, &cube__empty__descriptor, &resp, &err) < 0)
+        return api_reply_err(req, &err);
     protobuf_c_message_free_unpacked(resp, NULL);
     http_reply_empty(req, 204);
 }
@@ -862,6 +859,11 @@ const http_route api_routes[] = {
     {"GET", "/volumes", volumes_list, NULL},
     {"GET", "/volumes/", volume_one, NULL},
     {"DELETE", "/volumes/", volume_one, NULL},
+    {"GET", "/secrets", api_secrets, NULL},
+    {"POST", "/secrets", api_secrets, NULL},
+    {"GET", "/secrets/", api_secret_one, NULL},
+    {"POST", "/secrets/", api_secret_one, NULL},
+    {"DELETE", "/secrets/", api_secret_one, NULL},
     {"POST", "/v2/sandboxes/", sandbox_v2, NULL},
     {0},
 };

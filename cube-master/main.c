@@ -25,6 +25,9 @@ static const cube_config_flag flags[] = {
      "a sandbox a node runs this long with no record is killed (default 60000)"},
     {"redis", "master.redis", true, "Redis for sandbox routes (unix:/path or host:port; default: none)"},
     {"api-key-file", "master.api_key_file", true, "bootstrap API key to register (default <data>/api-key)"},
+    {"secrets-key", "master.secrets_key", true,
+     "key file sealing secrets in the store, made when missing (default <data>/secrets.key); every master "
+     "of one store needs the same file"},
     {"metrics-port", "master.metrics_port", true,
      "serve Prometheus /metrics on 127.0.0.1:PORT (default: off)"},
     {"help", "master.help", false, "this text"},
@@ -77,6 +80,14 @@ static int run(cube_config *cfg, int argc, char **argv)
     }
     m.orphan_after_ms = orphan_ms;
     snprintf(m.data_dir, sizeof(m.data_dir), "%s", data);
+    char secrets_key[4200];
+    snprintf(secrets_key, sizeof(secrets_key), "%s/secrets.key", data);
+    if (secret_key_load(cube_config_get(cfg, "master.secrets_key", secrets_key), m.secret_key, &err) < 0) {
+        fprintf(stderr, "cube-master: %s\n", err.msg);
+        st->ops->close(st);
+        return 1;
+    }
+    m.has_secret_key = true;
     FILE *kf = fopen(cube_config_get(cfg, "master.api_key_file", keyfile), "re");
     if (kf) {
         char key[256] = {0};

@@ -1,5 +1,6 @@
 #include "master.h"
 #include "master_nodes.h"
+#include "secrets.h"
 
 #include <cjson/cJSON.h>
 #include <dirent.h>
@@ -148,14 +149,22 @@ static int create_sandbox(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *
     nreq.n_env_vars = req->n_env_vars;
     nreq.env_vars = (Cube__NodeCreateRequest__EnvVarsEntry **)req->env_vars;
     nreq.envd_access_token = token;
-    nreq.network = req->network;
+    Cube__NetworkPolicy *filled =
+        NULL; /* the rules' secrets, for the node only: the record keeps placeholders */
+    if (secrets_resolve_policy(m, req->network, false, &filled, err) < 0) {
+        node_link_put(link);
+        return -1;
+    }
+    nreq.network = filled ? filled : req->network;
     nreq.n_volume_mounts = req->n_volume_mounts;
     nreq.volume_mounts = req->volume_mounts;
     ProtobufCMessage *nresp = NULL;
     cube_rpc_call_opts o = {.timeout_ms = CREATE_RPC_TIMEOUT_MS};
     int64_t t_node = cube_now_mono_ns();
-    if (cube_rpc_call(client, "/cube.Cubelet/CreateSandbox", &nreq.base, &cube__node_sandbox__descriptor,
-                      &nresp, &o, err) < 0) {
+    int node_rc = cube_rpc_call(client, "/cube.Cubelet/CreateSandbox", &nreq.base,
+                                &cube__node_sandbox__descriptor, &nresp, &o, err);
+    secrets_free_policy(filled);
+    if (node_rc < 0) {
         node_link_put(link);
         return cube_err_prefix(err, "create on node %s", node_id);
     }
@@ -824,15 +833,21 @@ static int update_network(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *
     const Cube__UpdateNetworkRequest *req = reqp;
     Cube__Sandbox *sb = m->st->ops->sandbox_get(m->st, req->sandbox_id ? req->sandbox_id : "", err);
     if (!sb) return -1;
+    Cube__NetworkPolicy *filled = NULL;
+    if (secrets_resolve_policy(m, req->network, false, &filled, err) < 0) {
+        cube__sandbox__free_unpacked(sb, NULL);
+        return -1;
+    }
     node_link *l = node_link_get(m, sb->node_id, err);
     Cube__NodeNetworkRequest nr = CUBE__NODE_NETWORK_REQUEST__INIT;
     nr.sandbox_id = sb->sandbox_id;
-    nr.network = req->network;
+    nr.network = filled ? filled : req->network;
     ProtobufCMessage *r = NULL;
     cube_rpc_call_opts o = {.timeout_ms = 30000};
     int rc = l ? cube_rpc_call(l->rpc, "/cube.Cubelet/UpdateNetwork", &nr.base, &cube__empty__descriptor, &r,
                                &o, err)
                : -1;
+    secrets_free_policy(filled);
     node_link_put(l);
     if (r) protobuf_c_message_free_unpacked(r, NULL);
     if (rc == 0) {
@@ -1023,6 +1038,11 @@ const cube_rpc_method master_methods[] = {
     M("GetVolume", get_volume, cube__volume_ref, cube__volume),
     M("ListVolumes", list_volumes, cube__empty, cube__list_volumes_response),
     M("DeleteVolume", delete_volume, cube__volume_ref, cube__empty),
+    M("CreateSecret", create_secret, cube__create_secret_request, cube__secret),
+    M("GetSecret", get_secret, cube__secret_ref, cube__secret),
+    M("ListSecrets", list_secrets, cube__empty, cube__list_secrets_response),
+    M("UpdateSecret", update_secret, cube__update_secret_request, cube__secret),
+    M("DeleteSecret", delete_secret, cube__secret_ref, cube__empty),
     M("CreateSnapshot", create_snapshot, cube__create_snapshot_request, cube__snapshot_info),
     M("ListSnapshots", list_snapshots, cube__list_snapshots_request, cube__list_snapshots_response),
     M("DeleteTemplate", delete_template, cube__template_ref, cube__empty),

@@ -8,6 +8,7 @@
 #include <stdbool.h>
 
 #include "rpc.h"
+#include "secret_box.h"
 #include "store.h"
 
 /* A node's RPC client, shared by the threads calling it: the node entry holds one reference, each call in
@@ -39,6 +40,8 @@ typedef struct master {
     int64_t orphan_after_ms;      /* a sandbox a node runs without a record this long is killed */
     int64_t last_orphan_sweep_ms; /* silence after which a node's sandboxes are reported gone (scheduling
                                    * stops after three heartbeats already) */
+    uint8_t secret_key[SECRET_KEY_LEN]; /* seals secrets in the store (every master of a store: the same) */
+    bool has_secret_key;
     pthread_t reaper;
     int stopping;
     pthread_mutex_t stop_lock;

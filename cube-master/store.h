@@ -39,6 +39,13 @@ typedef struct store_ops {
     Cube__Volume *(*volume_get)(store *st, const char *id_or_name, cube_err *err); /* NULL + ENOENT */
     int (*volume_list)(store *st, Cube__Volume ***out, size_t *n, cube_err *err);
     int (*volume_delete)(store *st, const char *id, cube_err *err);
+    /* Secrets, by id; names are unique. An update is a transition: it replaces the record only while its
+     * version is still expect_version (EBUSY otherwise, gone or moved: read it again). */
+    int (*secret_put)(store *st, const Cube__Secret *s, cube_err *err); /* EEXIST for a taken name */
+    Cube__Secret *(*secret_get)(store *st, const char *id_or_name, cube_err *err); /* NULL + ENOENT */
+    int (*secret_list)(store *st, Cube__Secret ***out, size_t *n, cube_err *err);
+    int (*secret_update)(store *st, const Cube__Secret *s, int64_t expect_version, cube_err *err);
+    int (*secret_delete)(store *st, const char *id, cube_err *err); /* ENOENT */
     /* Running sandboxes whose end_at has passed. */
     int (*sandbox_expired)(store *st, int64_t now_ms, Cube__Sandbox ***out, size_t *n, cube_err *err);
     /* Takes an expired sandbox for this master: moves end_at from seen_end to new_end only if no one moved it
@@ -62,5 +69,6 @@ store *store_with_routes(store *inner, const char *redis_addr, cube_err *err);
 void store_free_sandboxes(Cube__Sandbox **v, size_t n);
 void store_free_keys(Cube__ListKeysResponse *out);
 void store_free_volumes(Cube__Volume **v, size_t n);
+void store_free_secrets(Cube__Secret **v, size_t n);
 
 #endif

@@ -24,6 +24,8 @@ static const char *const schema[] = {
     " INDEX sandboxes_end(state, end_at_ms)) ENGINE=InnoDB",
     "CREATE TABLE IF NOT EXISTS volumes(volume_id VARCHAR(64) PRIMARY KEY, name VARCHAR(128) NOT NULL UNIQUE,"
     " data BLOB NOT NULL) ENGINE=InnoDB",
+    "CREATE TABLE IF NOT EXISTS secrets(secret_id VARCHAR(64) PRIMARY KEY, name VARCHAR(128) NOT NULL UNIQUE,"
+    " version BIGINT NOT NULL, data MEDIUMBLOB NOT NULL) ENGINE=InnoDB",
 };
 
 typedef struct conn {
@@ -515,19 +517,21 @@ static int my_volume_put(store *base, const Cube__Volume *v, cube_err *err)
     return rc;
 }
 
-typedef struct vol_rows {
-    Cube__Volume **v;
+/* Rows of one packed message type (volumes, secrets). */
+typedef struct packed_rows {
+    const ProtobufCMessageDescriptor *desc;
+    ProtobufCMessage **v;
     size_t n;
-} vol_rows;
+} packed_rows;
 
-static int vol_row_fn(void *arg, MYSQL_ROW row, unsigned long *lens)
+static int packed_row_fn(void *arg, MYSQL_ROW row, unsigned long *lens)
 {
-    vol_rows *r = arg;
-    Cube__Volume *v = cube__volume__unpack(NULL, lens[0], (const uint8_t *)row[0]);
-    if (!v) return 0;
-    Cube__Volume **nv = realloc(r->v, (r->n + 1) * sizeof(*nv));
+    packed_rows *r = arg;
+    ProtobufCMessage *v = protobuf_c_message_unpack(r->desc, NULL, lens[0], (const uint8_t *)row[0]);
+    if (!v) return 0; /* a corrupt record is skipped, as in the SQLite store */
+    ProtobufCMessage **nv = realloc(r->v, (r->n + 1) * sizeof(*nv));
     if (!nv) {
-        cube__volume__free_unpacked(v, NULL);
+        protobuf_c_message_free_unpacked(v, NULL);
         return -1;
     }
     r->v = nv;
@@ -535,39 +539,139 @@ static int vol_row_fn(void *arg, MYSQL_ROW row, unsigned long *lens)
     return 0;
 }
 
-static Cube__Volume *my_volume_get(store *base, const char *key, cube_err *err)
+/* The row of table whose id_col or name is key; NULL + ENOENT when none. */
+static ProtobufCMessage *get_packed(mysql_store *s, const char *table, const char *id_col, const char *key,
+                                    const ProtobufCMessageDescriptor *desc, const char *what, cube_err *err)
 {
     sqlbuf b = {0};
-    puts_(&b, "SELECT data FROM volumes WHERE volume_id=");
+    puts_(&b, "SELECT data FROM ");
+    puts_(&b, table);
+    puts_(&b, " WHERE ");
+    puts_(&b, id_col);
+    puts_(&b, "=");
     put_str(&b, key);
     puts_(&b, " OR name=");
     put_str(&b, key);
-    vol_rows r = {0};
-    if (select_rows((mysql_store *)base, &b, "get volume", vol_row_fn, &r, err) < 0) return NULL;
+    packed_rows r = {.desc = desc};
+    if (select_rows(s, &b, what, packed_row_fn, &r, err) < 0) return NULL;
     if (r.n == 0) {
-        cube_err_set(err, ENOENT, "volume '%s' not found", key);
+        cube_err_set(err, ENOENT, "%s '%s' not found", what, key);
         return NULL;
     }
-    Cube__Volume *v = r.v[0];
-    for (size_t i = 1; i < r.n; i++) cube__volume__free_unpacked(r.v[i], NULL);
+    ProtobufCMessage *v = r.v[0];
+    for (size_t i = 1; i < r.n; i++) protobuf_c_message_free_unpacked(r.v[i], NULL);
     free(r.v);
     return v;
 }
 
-static int my_volume_list(store *base, Cube__Volume ***out, size_t *n, cube_err *err)
+static int list_packed(mysql_store *s, const char *table, const ProtobufCMessageDescriptor *desc,
+                       ProtobufCMessage ***out, size_t *n, cube_err *err)
 {
     sqlbuf b = {0};
-    puts_(&b, "SELECT data FROM volumes ORDER BY name");
-    vol_rows r = {0};
-    long got = select_rows((mysql_store *)base, &b, "list volumes", vol_row_fn, &r, err);
+    puts_(&b, "SELECT data FROM ");
+    puts_(&b, table);
+    puts_(&b, " ORDER BY name");
+    packed_rows r = {.desc = desc};
+    long got = select_rows(s, &b, table, packed_row_fn, &r, err);
     *out = r.v;
     *n = r.n;
     return got < 0 ? -1 : 0;
 }
 
+static Cube__Volume *my_volume_get(store *base, const char *key, cube_err *err)
+{
+    return (Cube__Volume *)get_packed((mysql_store *)base, "volumes", "volume_id", key,
+                                      &cube__volume__descriptor, "volume", err);
+}
+
+static int my_volume_list(store *base, Cube__Volume ***out, size_t *n, cube_err *err)
+{
+    return list_packed((mysql_store *)base, "volumes", &cube__volume__descriptor, (ProtobufCMessage ***)out,
+                       n, err);
+}
+
 static int my_volume_delete(store *base, const char *id, cube_err *err)
 {
     return delete_by((mysql_store *)base, "volumes", "volume_id", id, "volume", err);
+}
+
+/* INSERT (a new secret) or an UPDATE conditional on the version the caller read. */
+static int my_secret_write(store *base, const Cube__Secret *sec, int64_t expect_version, bool insert,
+                           cube_err *err)
+{
+    mysql_store *s = (mysql_store *)base;
+    size_t len = protobuf_c_message_get_packed_size(&sec->base);
+    uint8_t *buf = malloc(len ? len : 1);
+    if (!buf) return cube_err_set(err, ENOMEM, "out of memory");
+    protobuf_c_message_pack(&sec->base, buf);
+    sqlbuf b = {0};
+    if (insert) {
+        puts_(&b, "INSERT INTO secrets VALUES(");
+        put_str(&b, sec->secret_id);
+        puts_(&b, ",");
+        put_str(&b, sec->name);
+        puts_(&b, ",");
+        put_int(&b, sec->version);
+        puts_(&b, ",");
+        put_hex(&b, buf, len);
+        puts_(&b, ")");
+    } else {
+        puts_(&b, "UPDATE secrets SET version=");
+        put_int(&b, sec->version);
+        puts_(&b, ", data=");
+        put_hex(&b, buf, len);
+        puts_(&b, " WHERE secret_id=");
+        put_str(&b, sec->secret_id);
+        puts_(&b, " AND version=");
+        put_int(&b, expect_version);
+    }
+    free(buf);
+    if (done(&b, err) < 0) return -1;
+    uint64_t n = 0;
+    int rc = exec(s, b.p, b.len, insert ? "add secret" : "update secret", &n, err);
+    free(b.p);
+    if (rc < 0 && insert && err->code == EALREADY) {
+        /* sent again after a dropped connection: ours if the row under the name has our fresh id */
+        cube_err gerr = {0};
+        ProtobufCMessage *got =
+            get_packed(s, "secrets", "secret_id", sec->secret_id, &cube__secret__descriptor, "secret", &gerr);
+        bool ours = got && strcmp(((Cube__Secret *)got)->name, sec->name) == 0;
+        if (got) protobuf_c_message_free_unpacked(got, NULL);
+        if (ours) return cube_err_clear(err), 0;
+        err->code = EEXIST;
+    }
+    if (rc < 0 && insert && err->code == EEXIST)
+        return cube_err_set(err, EEXIST, "a secret named '%s' already exists", sec->name);
+    if (rc == 0 && !insert && n == 0)
+        return cube_err_set(err, EBUSY, "secret '%s' changed or went meanwhile", sec->name);
+    return rc;
+}
+
+static int my_secret_put(store *base, const Cube__Secret *sec, cube_err *err)
+{
+    return my_secret_write(base, sec, 0, true, err);
+}
+
+static int my_secret_update(store *base, const Cube__Secret *sec, int64_t expect_version, cube_err *err)
+{
+    return my_secret_write(base, sec, expect_version, false, err);
+}
+
+static Cube__Secret *my_secret_get(store *base, const char *key, cube_err *err)
+{
+    return (Cube__Secret *)get_packed((mysql_store *)base, "secrets", "secret_id", key,
+                                      &cube__secret__descriptor, "secret", err);
+}
+
+static int my_secret_list(store *base, Cube__Secret ***out, size_t *n, cube_err *err)
+{
+    return list_packed((mysql_store *)base, "secrets", &cube__secret__descriptor, (ProtobufCMessage ***)out,
+                       n, err);
+}
+
+static int my_secret_delete(store *base, const char *id, cube_err *err)
+{
+    return delete_by((mysql_store *)base, "secrets", "secret_id", id, "secret", err);
 }
 
 static void my_close(store *base)
@@ -599,6 +703,11 @@ static const store_ops mysql_ops = {
     .volume_get = my_volume_get,
     .volume_list = my_volume_list,
     .volume_delete = my_volume_delete,
+    .secret_put = my_secret_put,
+    .secret_get = my_secret_get,
+    .secret_list = my_secret_list,
+    .secret_update = my_secret_update,
+    .secret_delete = my_secret_delete,
 };
 
 /* mysql://user[:password]@host[:port]/database, or @unix(/path/to.sock) instead of host:port */

@@ -340,6 +340,26 @@ static int r_volume_delete(store *s, const char *id, cube_err *e)
 {
     return INNER(s)->ops->volume_delete(INNER(s), id, e);
 }
+static int r_secret_put(store *s, const Cube__Secret *v, cube_err *e)
+{
+    return INNER(s)->ops->secret_put(INNER(s), v, e);
+}
+static Cube__Secret *r_secret_get(store *s, const char *k, cube_err *e)
+{
+    return INNER(s)->ops->secret_get(INNER(s), k, e);
+}
+static int r_secret_list(store *s, Cube__Secret ***o, size_t *n, cube_err *e)
+{
+    return INNER(s)->ops->secret_list(INNER(s), o, n, e);
+}
+static int r_secret_update(store *s, const Cube__Secret *v, int64_t expect, cube_err *e)
+{
+    return INNER(s)->ops->secret_update(INNER(s), v, expect, e);
+}
+static int r_secret_delete(store *s, const char *id, cube_err *e)
+{
+    return INNER(s)->ops->secret_delete(INNER(s), id, e);
+}
 
 static void r_node_seen(store *base, const char *node_id, const char *proxy_address, int64_t ttl_ms)
 {
@@ -383,6 +403,11 @@ static const store_ops routes_ops = {
     .volume_get = r_volume_get,
     .volume_list = r_volume_list,
     .volume_delete = r_volume_delete,
+    .secret_put = r_secret_put,
+    .secret_get = r_secret_get,
+    .secret_list = r_secret_list,
+    .secret_update = r_secret_update,
+    .secret_delete = r_secret_delete,
     .node_seen = r_node_seen,
 };
 

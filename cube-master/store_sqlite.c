@@ -25,6 +25,9 @@ static const char *const schema[] = {
     "CREATE INDEX sandboxes_end ON sandboxes(state, end_at_ms);",
     /* version 2 */
     "CREATE TABLE volumes(volume_id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, data BLOB NOT NULL);",
+    /* version 3 */
+    "CREATE TABLE secrets(secret_id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, version INTEGER NOT NULL,"
+    " data BLOB NOT NULL);",
 };
 
 static int db_err(sqlite_store *s, cube_err *err, const char *what)
@@ -371,45 +374,49 @@ static int volume_put(store *base, const Cube__Volume *v, cube_err *err)
     return rc;
 }
 
-static Cube__Volume *volume_get(store *base, const char *key, cube_err *err)
+/* The one row sql (one text parameter, used as ?1) selects, unpacked as desc; NULL + ENOENT when none. */
+static ProtobufCMessage *get_packed(sqlite_store *s, const char *sql, const char *key,
+                                    const ProtobufCMessageDescriptor *desc, const char *what, cube_err *err)
 {
-    sqlite_store *s = (sqlite_store *)base;
-    Cube__Volume *out = NULL;
+    ProtobufCMessage *out = NULL;
     pthread_mutex_lock(&s->lock);
     sqlite3_stmt *st;
-    if (sqlite3_prepare_v2(s->db, "SELECT data FROM volumes WHERE volume_id=?1 OR name=?1", -1, &st, NULL) !=
-        SQLITE_OK) {
-        db_err(s, err, "get volume");
+    if (sqlite3_prepare_v2(s->db, sql, -1, &st, NULL) != SQLITE_OK) {
+        db_err(s, err, what);
     } else {
         sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
-        if (sqlite3_step(st) == SQLITE_ROW)
-            out = cube__volume__unpack(NULL, (size_t)sqlite3_column_bytes(st, 0), sqlite3_column_blob(st, 0));
-        else
-            cube_err_set(err, ENOENT, "volume '%s' not found", key);
+        if (sqlite3_step(st) != SQLITE_ROW)
+            cube_err_set(err, ENOENT, "%s '%s' not found", what, key);
+        else if (!(out = protobuf_c_message_unpack(desc, NULL, (size_t)sqlite3_column_bytes(st, 0),
+                                                   sqlite3_column_blob(st, 0))))
+            cube_err_set(err, EBADMSG, "%s '%s': stored record is corrupt", what, key);
         sqlite3_finalize(st);
     }
     pthread_mutex_unlock(&s->lock);
     return out;
 }
 
-static int volume_list(store *base, Cube__Volume ***out, size_t *n, cube_err *err)
+/* Every row sql selects, unpacked as desc (a corrupt one is skipped). */
+static int list_packed(sqlite_store *s, const char *sql, const ProtobufCMessageDescriptor *desc,
+                       ProtobufCMessage ***out, size_t *n, const char *what, cube_err *err)
 {
-    sqlite_store *s = (sqlite_store *)base;
     *out = NULL;
     *n = 0;
     int rc = 0;
     pthread_mutex_lock(&s->lock);
     sqlite3_stmt *st;
-    if (sqlite3_prepare_v2(s->db, "SELECT data FROM volumes ORDER BY name", -1, &st, NULL) != SQLITE_OK) {
-        rc = db_err(s, err, "list volumes");
+    if (sqlite3_prepare_v2(s->db, sql, -1, &st, NULL) != SQLITE_OK) {
+        rc = db_err(s, err, what);
     } else {
         while (sqlite3_step(st) == SQLITE_ROW) {
-            Cube__Volume *v =
-                cube__volume__unpack(NULL, (size_t)sqlite3_column_bytes(st, 0), sqlite3_column_blob(st, 0));
-            Cube__Volume **nv = v ? realloc(*out, (*n + 1) * sizeof(*nv)) : NULL;
+            ProtobufCMessage *v = protobuf_c_message_unpack(desc, NULL, (size_t)sqlite3_column_bytes(st, 0),
+                                                            sqlite3_column_blob(st, 0));
+            if (!v) continue;
+            ProtobufCMessage **nv = realloc(*out, (*n + 1) * sizeof(*nv));
             if (!nv) {
-                if (v) cube__volume__free_unpacked(v, NULL);
-                continue;
+                protobuf_c_message_free_unpacked(v, NULL);
+                rc = cube_err_set(err, ENOMEM, "out of memory");
+                break;
             }
             *out = nv;
             (*out)[(*n)++] = v;
@@ -420,9 +427,94 @@ static int volume_list(store *base, Cube__Volume ***out, size_t *n, cube_err *er
     return rc;
 }
 
+static Cube__Volume *volume_get(store *base, const char *key, cube_err *err)
+{
+    return (Cube__Volume *)get_packed((sqlite_store *)base,
+                                      "SELECT data FROM volumes WHERE volume_id=?1 OR name=?1", key,
+                                      &cube__volume__descriptor, "volume", err);
+}
+
+static int volume_list(store *base, Cube__Volume ***out, size_t *n, cube_err *err)
+{
+    return list_packed((sqlite_store *)base, "SELECT data FROM volumes ORDER BY name",
+                       &cube__volume__descriptor, (ProtobufCMessage ***)out, n, "list volumes", err);
+}
+
 static int volume_delete(store *base, const char *id, cube_err *err)
 {
     return exec_id((sqlite_store *)base, "DELETE FROM volumes WHERE volume_id=?", id, "volume", err);
+}
+
+/* INSERT (a new secret) or an UPDATE conditional on the version the caller read. */
+static int secret_write(store *base, const Cube__Secret *sec, int64_t expect_version, bool insert,
+                        cube_err *err)
+{
+    sqlite_store *s = (sqlite_store *)base;
+    size_t len = protobuf_c_message_get_packed_size(&sec->base);
+    uint8_t *buf = malloc(len ? len : 1);
+    if (!buf) return cube_err_set(err, ENOMEM, "out of memory");
+    protobuf_c_message_pack(&sec->base, buf);
+    int rc = 0;
+    pthread_mutex_lock(&s->lock);
+    sqlite3_stmt *st;
+    const char *sql = insert ? "INSERT INTO secrets(version, data, secret_id, name) VALUES(?1,?2,?3,?4)"
+                             : "UPDATE secrets SET version=?1, data=?2 WHERE secret_id=?3 AND version=?5";
+    if (sqlite3_prepare_v2(s->db, sql, -1, &st, NULL) != SQLITE_OK) {
+        rc = db_err(s, err, "write secret");
+    } else {
+        sqlite3_bind_int64(st, 1, sec->version);
+        sqlite3_bind_blob(st, 2, buf, (int)len, SQLITE_STATIC);
+        sqlite3_bind_text(st, 3, sec->secret_id, -1, SQLITE_STATIC);
+        if (insert)
+            sqlite3_bind_text(st, 4, sec->name, -1, SQLITE_STATIC);
+        else
+            sqlite3_bind_int64(st, 5, expect_version);
+        int step = sqlite3_step(st);
+        if (step == SQLITE_CONSTRAINT)
+            rc = cube_err_set(err, EEXIST, "a secret named '%s' already exists", sec->name);
+        else if (step != SQLITE_DONE)
+            rc = db_err(s, err, "write secret");
+        else if (!insert && sqlite3_changes(s->db) == 0)
+            rc = cube_err_set(err, EBUSY, "secret '%s' changed or went meanwhile", sec->name);
+        sqlite3_finalize(st);
+    }
+    pthread_mutex_unlock(&s->lock);
+    free(buf);
+    return rc;
+}
+
+static int secret_put(store *base, const Cube__Secret *sec, cube_err *err)
+{
+    return secret_write(base, sec, 0, true, err);
+}
+
+static int secret_update(store *base, const Cube__Secret *sec, int64_t expect_version, cube_err *err)
+{
+    return secret_write(base, sec, expect_version, false, err);
+}
+
+static Cube__Secret *secret_get(store *base, const char *key, cube_err *err)
+{
+    return (Cube__Secret *)get_packed((sqlite_store *)base,
+                                      "SELECT data FROM secrets WHERE secret_id=?1 OR name=?1", key,
+                                      &cube__secret__descriptor, "secret", err);
+}
+
+static int secret_list(store *base, Cube__Secret ***out, size_t *n, cube_err *err)
+{
+    return list_packed((sqlite_store *)base, "SELECT data FROM secrets ORDER BY name",
+                       &cube__secret__descriptor, (ProtobufCMessage ***)out, n, "list secrets", err);
+}
+
+static int secret_delete(store *base, const char *id, cube_err *err)
+{
+    return exec_id((sqlite_store *)base, "DELETE FROM secrets WHERE secret_id=?", id, "secret", err);
+}
+
+void store_free_secrets(Cube__Secret **v, size_t n)
+{
+    for (size_t i = 0; i < n; i++) cube__secret__free_unpacked(v[i], NULL);
+    free(v);
 }
 
 void store_free_volumes(Cube__Volume **v, size_t n)
@@ -464,6 +556,11 @@ static const store_ops sqlite_ops = {
     .volume_get = volume_get,
     .volume_list = volume_list,
     .volume_delete = volume_delete,
+    .secret_put = secret_put,
+    .secret_get = secret_get,
+    .secret_list = secret_list,
+    .secret_update = secret_update,
+    .secret_delete = secret_delete,
 };
 
 store *store_sqlite_open(const char *path, cube_err *err)

@@ -8,7 +8,7 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { randomBytes } from 'node:crypto';
 import { createInterface } from 'node:readline';
-import { Sandbox } from 'e2b';
+import { Sandbox, Secret } from 'e2b';
 import { assertNothingLeft } from './leftovers.mjs';
 
 const root = process.env.CUBE_ROOT || new URL('../..', import.meta.url).pathname;
@@ -310,6 +310,67 @@ test('rules: a header set on HTTPS to a name on the way out; the value is nowher
   }
   for (const f of ['cube-api', 'cube-master', 'cubelet']) {
     assert.ok(!readFileSync(`${data}/log/${f}.log`, 'utf8').includes(secret), `the value is in ${f}'s log`);
+  }
+});
+
+test('secrets: a rule names a secret (Secret.fill); its value reaches the server and nothing else; updates and deletes reach running sandboxes', async () => {
+  const name = `e2e-token-${randomBytes(4).toString('hex')}`;
+  const v1 = `sk-v1-${randomBytes(12).toString('hex')}`, v2 = `sk-v2-${randomBytes(12).toString('hex')}`;
+  const info = await Secret.create(name, v1, { metadata: { team: 'cube' } });
+  assert.equal(info.name, name);
+  assert.equal(info.version, 1);
+  assert.deepEqual(info.metadata, { team: 'cube' });
+  assert.match(info.secretId, /^sec_/);
+  // bad input: a 400 (409 for a taken name) that says what is wrong
+  await assert.rejects(Secret.create(name.toUpperCase(), 'x'), /already exists/);
+  await assert.rejects(Secret.create('sec_mine', 'x'), /name/);
+  await assert.rejects(Secret.create(`${name}-nl`, 'a\r\nInjected: yes'), /value/);
+  const listed = [];
+  const pages = Secret.list({ limit: 1 });
+  while (pages.hasNext) listed.push(...await pages.nextItems());
+  assert.ok(listed.some((s) => s.name === name), JSON.stringify(listed));
+  assert.equal((await Secret.getInfo(info.secretId)).name, name);
+  assert.equal(await Secret.exists(name), true);
+  const rules = { 'allowed.test': [{ transform: { headers: { Authorization: `Bearer ${Secret.fill(name)}` } } }] };
+  const sbx = await Sandbox.create({ network: { allowOut: ['allowed.test'], denyOut: ['0.0.0.0/0'], rules } });
+  try {
+    // trusts the node's CA (the system bundle: while the rule injects) and the test's (once it no longer does)
+    await sbx.files.write('/tmp/test-ca.pem', ca);
+    await sbx.commands.run('cat /etc/ssl/certs/ca-certificates.crt /tmp/test-ca.pem > /tmp/both.pem');
+    await sbx.files.write('/tmp/probe.py', PROBE.replace("cafile='/tmp/test-ca.pem'", "cafile='/tmp/both.pem'"));
+    const sent = async () => { // the Authorization header the server saw on one new HTTPS connection
+      const mark = seen.length;
+      const r = await probe(sbx, 'https', 'allowed.test');
+      assert.equal(r.out, 'hello allowed.test\n', JSON.stringify(r));
+      return seen.slice(mark).filter((l) => l.kind === 'https' && l.host === 'allowed.test').map((l) => l.headers.authorization);
+    };
+    assert.deepEqual(await sent(), [`Bearer ${v1}`]);
+    const shown = JSON.stringify([await sbx.getInfo(), listed, await Secret.getInfo(name)]);
+    assert.ok(!shown.includes(v1), 'an answer carried the value');
+    // the store keeps it sealed, the sandbox's record keeps the placeholder
+    for (const f of ['cube.db', 'cube.db-wal']) {
+      let bytes = '';
+      try { bytes = readFileSync(`${data}/${f}`, 'latin1'); } catch { continue; }
+      assert.ok(!bytes.includes(v1), `the value is in the store's ${f}`);
+    }
+    // a new value reaches the running sandbox's next connection
+    const up = await Secret.update(name, v2);
+    assert.equal(up.version, 2);
+    assert.deepEqual(up.metadata, { team: 'cube' });
+    assert.deepEqual(await sent(), [`Bearer ${v2}`]);
+    // deleted: the header is not sent any more (never the placeholder); with no header left for the name, its
+    // connections pass through untouched
+    assert.equal(await Secret.destroy(name), true);
+    assert.deepEqual(await sent(), [undefined]);
+    assert.equal(await Secret.exists(name), false);
+    assert.equal(await Secret.destroy(name), false);
+    await assert.rejects(Sandbox.create({ network: { allowOut: ['allowed.test'], rules } }), /network\.rules/);
+  } finally {
+    await sbx.kill();
+  }
+  for (const f of ['cube-api', 'cube-master', 'cubelet', 'cube-net']) {
+    const log = readFileSync(`${data}/log/${f}.log`, 'utf8');
+    assert.ok(!log.includes(v1) && !log.includes(v2), `a value is in ${f}'s log`);
   }
 });
 

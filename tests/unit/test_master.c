@@ -13,6 +13,7 @@
 
 #include "cubelet.pb-c.h"
 #include "master.h"
+#include "secret_box.h"
 #include "rpc.h"
 #include "testutil.h"
 #include "timeutil.h"
@@ -27,9 +28,20 @@ typedef struct fake_node {
     pthread_cond_t cond;
     char sandboxes[MAX_SB][32];
     int n, creates;
-    int hold;    /* Pause/Resume wait while set */
-    int holding; /* calls waiting at the gate */
+    int hold;        /* Pause/Resume wait while set */
+    int holding;     /* calls waiting at the gate */
+    char rules[512]; /* the header rules of the last create or network update: "host header=value;..." */
+    int network_updates;
 } fake_node;
+
+static void fake_note_rules(fake_node *f, const Cube__NetworkPolicy *p)
+{
+    size_t len = 0;
+    f->rules[0] = '\0';
+    for (size_t i = 0; p && i < p->n_rules; i++)
+        len += (size_t)snprintf(f->rules + len, len < sizeof(f->rules) ? sizeof(f->rules) - len : 0,
+                                "%s %s=%s;", p->rules[i]->host, p->rules[i]->header, p->rules[i]->value);
+}
 
 static void fake_remove(fake_node *f, const char *id)
 {
@@ -60,6 +72,7 @@ static int fake_create(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *res
     }
     snprintf(f->sandboxes[f->n++], 32, "%s", req->sandbox_id);
     f->creates++;
+    fake_note_rules(f, req->network);
     pthread_mutex_unlock(&f->lock);
     out->sandbox_id = cube_rpc_strdup(ctx, req->sandbox_id);
     out->state = CUBE__SANDBOX_STATE__SANDBOX_STATE_RUNNING;
@@ -122,6 +135,21 @@ static int fake_list(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *respp
     return 0;
 }
 
+static int fake_network(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *respp, cube_err *err)
+{
+    (void)ctx, (void)respp;
+    fake_node *f = svc;
+    const Cube__NodeNetworkRequest *req = reqp;
+    pthread_mutex_lock(&f->lock);
+    int had = fake_has(f, req->sandbox_id);
+    if (had) {
+        fake_note_rules(f, req->network);
+        f->network_updates++;
+    }
+    pthread_mutex_unlock(&f->lock);
+    return had ? 0 : cube_err_set(err, ENOENT, "sandbox %s not on this node", req->sandbox_id);
+}
+
 #define C(name, fn, req, resp) CUBE_RPC_METHOD("cube.Cubelet", name, fn, req, resp)
 static const cube_rpc_method fake_methods[] = {
     C("CreateSandbox", fake_create, cube__node_create_request, cube__node_sandbox),
@@ -129,6 +157,7 @@ static const cube_rpc_method fake_methods[] = {
     C("PauseSandbox", fake_gate, cube__node_sandbox_ref, cube__empty),
     C("ResumeSandbox", fake_resume, cube__node_sandbox_ref, cube__node_sandbox),
     C("ListSandboxes", fake_list, cube__empty, cube__node_list_response),
+    C("UpdateNetwork", fake_network, cube__node_network_request, cube__empty),
     {0},
 };
 
@@ -400,6 +429,193 @@ START_TEST(a_node_removed_under_a_call_in_flight)
 }
 END_TEST
 
+static int secret_call(const char *method, const ProtobufCMessage *req, Cube__Secret **out, cube_err *err)
+{
+    ProtobufCMessage *r = NULL;
+    int rc = cube_rpc_call(mc, method, req, &cube__secret__descriptor, &r, NULL, err);
+    if (out)
+        *out = (Cube__Secret *)r;
+    else if (r)
+        protobuf_c_message_free_unpacked(r, NULL);
+    return rc;
+}
+
+static int create_secret_named(const char *name, const char *value, cube_err *err)
+{
+    Cube__CreateSecretRequest req = CUBE__CREATE_SECRET_REQUEST__INIT;
+    req.name = (char *)name;
+    req.value = (char *)value;
+    return secret_call("/cube.Master/CreateSecret", &req.base, NULL, err);
+}
+
+static void fake_rules(fake_node *f, char out[512])
+{
+    pthread_mutex_lock(&f->lock);
+    snprintf(out, 512, "%s", f->rules);
+    pthread_mutex_unlock(&f->lock);
+}
+
+/* true when the bytes of the file at path contain what */
+static bool file_has_one(const char *path, const char *what)
+{
+    FILE *fp = fopen(path, "rb");
+    if (!fp) return false;
+    static char buf[1 << 20];
+    size_t n = fread(buf, 1, sizeof(buf), fp);
+    fclose(fp);
+    return memmem(buf, n, what, strlen(what)) != NULL;
+}
+
+/* the SQLite store: its file and its write-ahead log */
+static bool file_has(const char *db, const char *what)
+{
+    char wal[320];
+    snprintf(wal, sizeof(wal), "%s-wal", db);
+    return file_has_one(db, what) || file_has_one(wal, what);
+}
+
+/* A secret's value reaches the node inside the header rule that names it, and nowhere else: not the store
+ * (sealed), not the sandbox's record (the placeholder stays), not an answer. An update reaches running
+ * sandboxes before it answers; a delete takes the header away. */
+START_TEST(secrets_fill_rules_for_the_node_only)
+{
+    cube_err err = {0};
+    char keyfile[300];
+    snprintf(keyfile, sizeof(keyfile), "%s/secrets.key", dir);
+    ck_assert_int_eq(create_secret_named("tok", "v", &err), -1); /* no key yet: secrets are off */
+    ck_assert_msg(strstr(err.msg, "--secrets-key"), "%s", err.msg);
+    ck_assert_msg(secret_key_load(keyfile, m.secret_key, &err) == 0, "%s", err.msg);
+    struct stat kst;
+    ck_assert_int_eq(stat(keyfile, &kst), 0);
+    ck_assert_int_eq(kst.st_mode & 0777, 0600);
+    m.has_secret_key = true;
+
+    Cube__CreateSecretRequest req = CUBE__CREATE_SECRET_REQUEST__INIT;
+    Cube__CreateSecretRequest__MetadataEntry me = CUBE__CREATE_SECRET_REQUEST__METADATA_ENTRY__INIT,
+                                             *mep = &me;
+    me.key = "team";
+    me.value = "a";
+    req.name = "API-Token";
+    req.value = "s3cr3t-v1";
+    req.n_metadata = 1;
+    req.metadata = &mep;
+    Cube__Secret *s = NULL;
+    ck_assert_msg(secret_call("/cube.Master/CreateSecret", &req.base, &s, &err) == 0, "%s", err.msg);
+    ck_assert_str_eq(s->name, "api-token");
+    ck_assert_int_eq(s->version, 1);
+    ck_assert_uint_eq(s->sealed_value.len, 0);
+    ck_assert_uint_eq(s->n_metadata, 1);
+    ck_assert(strncmp(s->secret_id, "sec_", 4) == 0);
+    char sid[64];
+    snprintf(sid, sizeof(sid), "%s", s->secret_id);
+    protobuf_c_message_free_unpacked(&s->base, NULL);
+
+    /* bad input, each named */
+    const char *bad_names[] = {"sec_x", "a{b}", "", "tab\there"};
+    for (size_t i = 0; i < 4; i++) {
+        ck_assert_int_eq(create_secret_named(bad_names[i], "v", &err), -1);
+        ck_assert_int_eq(err.code, EINVAL);
+        ck_assert_msg(strstr(err.msg, "name"), "%s", err.msg);
+    }
+    ck_assert_int_eq(create_secret_named("other", "a\r\nX-Evil: 1", &err), -1);
+    ck_assert_msg(err.code == EINVAL && strstr(err.msg, "value"), "%s", err.msg);
+    ck_assert_int_eq(create_secret_named("API-TOKEN", "again", &err), -1);
+    ck_assert_int_eq(err.code, EEXIST);
+
+    fake_node f;
+    fake_start(&f, "node-1");
+    heartbeat(&f, 2);
+    Cube__NetworkPolicy np = CUBE__NETWORK_POLICY__INIT;
+    Cube__HeaderRule hr = CUBE__HEADER_RULE__INIT, hr2 = CUBE__HEADER_RULE__INIT, *rules[] = {&hr, &hr2};
+    hr.host = "api.test";
+    hr.header = "Authorization";
+    hr.value = "Bearer ${e2b.secrets.api-token} (${e2b.secrets.API-TOKEN})";
+    hr2.host = "api.test";
+    hr2.header = "X-Plain";
+    hr2.value = "as-is";
+    np.n_rules = 2;
+    np.rules = rules;
+    Cube__CreateSandboxRequest cr = CUBE__CREATE_SANDBOX_REQUEST__INIT;
+    cr.template_id = "base";
+    cr.network = &np;
+    ProtobufCMessage *r = NULL;
+    ck_assert_msg(cube_rpc_call(mc, "/cube.Master/CreateSandbox", &cr.base,
+                                &cube__create_sandbox_response__descriptor, &r, NULL, &err) == 0,
+                  "%s", err.msg);
+    char sbid[64], seen[512];
+    snprintf(sbid, sizeof(sbid), "%s", ((Cube__CreateSandboxResponse *)r)->sandbox->sandbox_id);
+    protobuf_c_message_free_unpacked(r, NULL);
+    fake_rules(&f, seen);
+    ck_assert_str_eq(seen, "api.test Authorization=Bearer s3cr3t-v1 (s3cr3t-v1);api.test X-Plain=as-is;");
+    Cube__Sandbox *rec = st->ops->sandbox_get(st, sbid, &err);
+    ck_assert_ptr_nonnull(rec);
+    ck_assert_str_eq(rec->network->rules[0]->value, hr.value);
+    cube__sandbox__free_unpacked(rec, NULL);
+    char db[300];
+    snprintf(db, sizeof(db), "%s/store.db", dir);
+    ck_assert(!file_has(db, "s3cr3t"));
+
+    /* a secret that does not exist, or a placeholder of another kind: 400 naming the rule */
+    hr.value = "${e2b.secrets.nope}";
+    ck_assert_int_eq(cube_rpc_call(mc, "/cube.Master/CreateSandbox", &cr.base,
+                                   &cube__create_sandbox_response__descriptor, &r, NULL, &err),
+                     -1);
+    ck_assert_msg(err.code == EINVAL && strstr(err.msg, "network.rules[\"api.test\"].Authorization"), "%s",
+                  err.msg);
+    hr.value = "${e2b.identity.tokens.aws}";
+    ck_assert_int_eq(cube_rpc_call(mc, "/cube.Master/CreateSandbox", &cr.base,
+                                   &cube__create_sandbox_response__descriptor, &r, NULL, &err),
+                     -1);
+    ck_assert_int_eq(err.code, EINVAL);
+
+    /* an update is a new version, and the running sandbox has it before the answer */
+    Cube__UpdateSecretRequest ur = CUBE__UPDATE_SECRET_REQUEST__INIT;
+    ur.secret = sid;
+    ur.value = "s3cr3t-v2";
+    ck_assert_msg(secret_call("/cube.Master/UpdateSecret", &ur.base, &s, &err) == 0, "%s", err.msg);
+    ck_assert_int_eq(s->version, 2);
+    ck_assert_uint_eq(s->n_metadata, 1); /* kept: none given */
+    protobuf_c_message_free_unpacked(&s->base, NULL);
+    fake_rules(&f, seen);
+    ck_assert_str_eq(seen, "api.test Authorization=Bearer s3cr3t-v2 (s3cr3t-v2);api.test X-Plain=as-is;");
+    ck_assert(!file_has(db, "s3cr3t"));
+
+    /* a master with another key cannot open it, and says why */
+    uint8_t good[SECRET_KEY_LEN];
+    memcpy(good, m.secret_key, sizeof(good));
+    m.secret_key[0] ^= 1;
+    Cube__UpdateNetworkRequest unr = CUBE__UPDATE_NETWORK_REQUEST__INIT;
+    hr.value = "Bearer ${e2b.secrets.api-token}";
+    unr.sandbox_id = sbid;
+    unr.network = &np;
+    ck_assert_int_eq(
+        cube_rpc_call(mc, "/cube.Master/UpdateNetwork", &unr.base, &cube__empty__descriptor, &r, NULL, &err),
+        -1);
+    ck_assert_msg(err.code == EIO && strstr(err.msg, "--secrets-key"), "%d %s", err.code, err.msg);
+    memcpy(m.secret_key, good, sizeof(good));
+    ck_assert_msg(cube_rpc_call(mc, "/cube.Master/UpdateNetwork", &unr.base, &cube__empty__descriptor, &r,
+                                NULL, &err) == 0,
+                  "%s", err.msg);
+    protobuf_c_message_free_unpacked(r, NULL);
+    fake_rules(&f, seen);
+    ck_assert_str_eq(seen, "api.test Authorization=Bearer s3cr3t-v2;api.test X-Plain=as-is;");
+
+    /* a delete takes the header away from the running sandbox; the secret is gone by id and by name */
+    Cube__SecretRef ref = CUBE__SECRET_REF__INIT;
+    ref.secret = "Api-Token";
+    ck_assert_msg(cube_rpc_call(mc, "/cube.Master/DeleteSecret", &ref.base, &cube__empty__descriptor, &r,
+                                NULL, &err) == 0,
+                  "%s", err.msg);
+    protobuf_c_message_free_unpacked(r, NULL);
+    fake_rules(&f, seen);
+    ck_assert_str_eq(seen, "api.test X-Plain=as-is;");
+    ref.secret = sid;
+    ck_assert_int_eq(secret_call("/cube.Master/GetSecret", &ref.base, NULL, &err), -1);
+    ck_assert_int_eq(err.code, ENOENT);
+    fake_stop(&f);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("master");
@@ -410,6 +626,7 @@ int main(void)
     tcase_add_test(tc, a_create_waits_for_the_first_node);
     tcase_add_loop_test(tc, a_kill_wins_over_a_pause_or_resume_in_flight, 0, 2);
     tcase_add_test(tc, a_node_removed_under_a_call_in_flight);
+    tcase_add_test(tc, secrets_fill_rules_for_the_node_only);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);

@@ -216,6 +216,66 @@ START_TEST(volumes)
 }
 END_TEST
 
+/* a secret's record: names unique, an update only from the version read, the list in name order */
+START_TEST(secrets)
+{
+    if (skip(_i)) return;
+    store *st = open_backend(_i);
+    cube_err err = {0};
+    char id[64], id2[64], name[64], name2[64];
+    snprintf(id, sizeof(id), "sec_a%d", getpid());
+    snprintf(id2, sizeof(id2), "sec_b%d", getpid());
+    snprintf(name, sizeof(name), "b-key-%d", getpid());
+    snprintf(name2, sizeof(name2), "a-key-%d", getpid());
+    uint8_t sealed[] = {1, 2, 3, 0, 4};
+    Cube__Secret s = CUBE__SECRET__INIT;
+    s.secret_id = id;
+    s.name = name;
+    s.version = 1;
+    s.sealed_value.data = sealed;
+    s.sealed_value.len = sizeof(sealed);
+    ck_assert_int_eq(st->ops->secret_put(st, &s, &err), 0);
+    Cube__Secret dup = s;
+    dup.secret_id = id2;
+    ck_assert_int_eq(st->ops->secret_put(st, &dup, &err), -1);
+    ck_assert_int_eq(err.code, EEXIST);
+    dup.name = name2;
+    ck_assert_int_eq(st->ops->secret_put(st, &dup, &err), 0);
+    Cube__Secret *g = st->ops->secret_get(st, name, &err);
+    ck_assert_ptr_nonnull(g);
+    ck_assert_str_eq(g->secret_id, id);
+    ck_assert_uint_eq(g->sealed_value.len, sizeof(sealed));
+    ck_assert_int_eq(memcmp(g->sealed_value.data, sealed, sizeof(sealed)), 0);
+    cube__secret__free_unpacked(g, NULL);
+    /* version 1 -> 2; a second writer that also read version 1 is refused */
+    Cube__Secret next = s;
+    next.version = 2;
+    ck_assert_int_eq(st->ops->secret_update(st, &next, 1, &err), 0);
+    ck_assert_int_eq(st->ops->secret_update(st, &next, 1, &err), -1);
+    ck_assert_int_eq(err.code, EBUSY);
+    g = st->ops->secret_get(st, id, &err);
+    ck_assert_ptr_nonnull(g);
+    ck_assert_int_eq(g->version, 2);
+    cube__secret__free_unpacked(g, NULL);
+    Cube__Secret **all;
+    size_t n;
+    ck_assert_int_eq(st->ops->secret_list(st, &all, &n, &err), 0);
+    int at_a = -1, at_b = -1;
+    for (size_t i = 0; i < n; i++) {
+        if (strcmp(all[i]->name, name2) == 0) at_a = (int)i;
+        if (strcmp(all[i]->name, name) == 0) at_b = (int)i;
+    }
+    ck_assert(at_a >= 0 && at_b > at_a);
+    store_free_secrets(all, n);
+    ck_assert_int_eq(st->ops->secret_delete(st, id, &err), 0);
+    ck_assert_int_eq(st->ops->secret_delete(st, id2, &err), 0);
+    ck_assert_ptr_null(st->ops->secret_get(st, id, &err));
+    ck_assert_int_eq(err.code, ENOENT);
+    ck_assert_int_eq(st->ops->secret_update(st, &next, 2, &err), -1); /* gone */
+    st->ops->close(st);
+}
+END_TEST
+
 typedef struct racer {
     store *st;
     const char *id;
@@ -484,6 +544,7 @@ int main(void)
     tcase_add_loop_test(tc, sandboxes_and_claims, 0, 2);
     tcase_add_loop_test(tc, transitions, 0, 2);
     tcase_add_loop_test(tc, volumes, 0, 2);
+    tcase_add_loop_test(tc, secrets, 0, 2);
     tcase_add_test(tc, two_masters_claim_once);
     tcase_add_test(tc, mysql_reconnects_after_a_restart);
     tcase_add_test(tc, redis_routes_follow_the_store_in_order);

@@ -1,0 +1,32 @@
+/* Between api.c and the files of cube-api's other endpoints (secrets.c). */
+#ifndef CUBE_API_INTERNAL_H
+#define CUBE_API_INTERNAL_H
+
+#include <cjson/cJSON.h>
+
+#include "api.h"
+#include "master.pb-c.h"
+
+/* err as an HTTP error (its status from the errno; 503 when no node can take it now). */
+void api_reply_err(http_req *req, const cube_err *err);
+/* X-API-KEY → the key's id through cube-master; replies 401 and returns -1 when it is missing or wrong. */
+int api_authenticate(api *a, http_req *req, char key_id[64]);
+int api_master_call(api *a, const char *method, const ProtobufCMessage *in,
+                    const ProtobufCMessageDescriptor *rd, ProtobufCMessage **out, cube_err *err);
+void api_add_time(cJSON *o, const char *name, int64_t ms);
+/* The body as a JSON object, or NULL after replying 400. */
+cJSON *api_parse_body(http_req *req, int allow_empty);
+
+/* A map<string,string> field of a request into protobuf entries allocated in *pool (freed by the caller); map
+ * entries are {key = 1, value = 2} in every message, so these stand for any message's. */
+typedef struct kv_pool {
+    Cube__CreateSandboxRequest__MetadataEntry *e;
+    Cube__CreateSandboxRequest__MetadataEntry **p;
+} kv_pool;
+int api_to_entries(const cJSON *obj, const char *name, kv_pool *pool, size_t *n, cube_err *err);
+
+/* /secrets and /secrets/{id or name} */
+void api_secrets(void *svc, http_req *req);
+void api_secret_one(void *svc, http_req *req);
+
+#endif
