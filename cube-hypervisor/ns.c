@@ -378,6 +378,8 @@ static int ns_create(const hv_spec *spec, hv_sandbox **out, cube_err *err)
     bool agent = !(spec->argv && spec->argv[0]);
     char buf[4400];
 
+    /* compiled here (or once in the zygote this was forked from): PID 1 only installs it */
+    if (sandbox_seccomp_prepare(err) < 0) goto fail;
     if (cgroup_init(&sb->cg, spec->id, err) < 0) goto fail;
     /* the sandbox's root (an unprivileged host uid) mounts the overlay from inside: it must be able to pass
      * through the state directory, though not to list it */

@@ -1,8 +1,15 @@
 #include "sandbox_seccomp.h"
 
 #include <errno.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+#include <pthread.h>
 #include <sched.h>
 #include <seccomp.h>
+#include <stdlib.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 /* What a sandbox may not ask of the host kernel: the surfaces that reach beyond its namespaces (modules,
  * kexec, bpf, perf, keyrings, handles to host files, userfaultfd, swap, reboot, the clock, the kernel log)
@@ -47,10 +54,22 @@ static const int denied[] = {
     SCMP_SYS(mount_setattr),
 };
 
-int sandbox_seccomp_load(cube_err *err)
+/* The filter, compiled once per process image (libseccomp's compile is most of the cost of loading it): the
+ * zygote compiles it before it forks any sandbox, so that a sandbox's PID 1 only installs it. */
+static struct {
+    pthread_once_t once;
+    struct sock_filter *insns;
+    unsigned short len;
+    int error; /* an errno when it could not be compiled */
+} compiled = {.once = PTHREAD_ONCE_INIT};
+
+static void compile(void)
 {
     scmp_filter_ctx ctx = seccomp_init(SCMP_ACT_ALLOW);
-    if (!ctx) return cube_err_set(err, ENOMEM, "seccomp_init");
+    if (!ctx) {
+        compiled.error = ENOMEM;
+        return;
+    }
     int rc = 0;
     for (size_t i = 0; i < sizeof(denied) / sizeof(denied[0]) && rc == 0; i++)
         if (denied[i] >= 0) rc = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EPERM), denied[i], 0);
@@ -63,8 +82,42 @@ int sandbox_seccomp_load(cube_err *err)
         rc = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EPERM), SCMP_SYS(unshare), 1,
                               SCMP_A0(SCMP_CMP_MASKED_EQ, CLONE_NEWUSER, CLONE_NEWUSER));
     if (rc == 0) rc = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(ENOSYS), SCMP_SYS(clone3), 0);
-    if (rc == 0) rc = seccomp_load(ctx);
+    /* the program as the kernel takes it, through a memory file (libseccomp 2.5 exports to a descriptor) */
+    int fd = rc == 0 ? memfd_create("cube-seccomp", MFD_CLOEXEC) : -1;
+    if (rc == 0 && fd < 0) rc = -errno;
+    if (rc == 0) rc = seccomp_export_bpf(ctx, fd);
     seccomp_release(ctx);
-    if (rc < 0) return cube_err_sys(err, -rc, "load seccomp filter");
+    off_t size = rc == 0 ? lseek(fd, 0, SEEK_END) : 0;
+    if (rc == 0 && (size <= 0 || size % (off_t)sizeof(struct sock_filter) != 0 ||
+                    size / (off_t)sizeof(struct sock_filter) > BPF_MAXINSNS))
+        rc = -EINVAL;
+    struct sock_filter *insns = rc == 0 ? malloc((size_t)size) : NULL;
+    if (rc == 0 && !insns) rc = -ENOMEM;
+    if (rc == 0 && pread(fd, insns, (size_t)size, 0) != size) rc = -EIO;
+    if (fd >= 0) close(fd);
+    if (rc < 0) {
+        free(insns);
+        compiled.error = -rc;
+        return;
+    }
+    compiled.insns = insns;
+    compiled.len = (unsigned short)(size / (off_t)sizeof(struct sock_filter));
+}
+
+int sandbox_seccomp_prepare(cube_err *err)
+{
+    pthread_once(&compiled.once, compile);
+    if (compiled.error) return cube_err_sys(err, compiled.error, "compile the seccomp filter");
+    return 0;
+}
+
+int sandbox_seccomp_load(cube_err *err)
+{
+    if (sandbox_seccomp_prepare(err) < 0) return -1;
+    struct sock_fprog prog = {.len = compiled.len, .filter = compiled.insns};
+    /* no flags: what libseccomp's load does with its default attributes (no_new_privs is set by the caller)
+     */
+    if (syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &prog) < 0)
+        return cube_err_sys(err, errno, "load seccomp filter");
     return 0;
 }

@@ -3,12 +3,16 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "agent_main.h"
 #include "hv.h"
 #include "hv_main.h"
 #include "log.h"
 #include "proc_title.h"
+#include "sandbox_seccomp.h"
 #include "zygote.h"
 
 int main(int argc, char **argv)
@@ -24,7 +28,26 @@ int main(int argc, char **argv)
         fprintf(stderr, "cube-zygote: --socket-fd wants a descriptor number\n");
         return 2;
     }
+    /* Every library's symbols bound once, here: bound lazily, each forked sandbox would look them up and
+     * write (copy-on-write) its own bindings again, a few milliseconds of each start on hosts where page
+     * faults are dear. The loader does that for every library only when LD_BIND_NOW is set at exec: set it
+     * and exec again, once; then drop it, so that nothing the sandboxes start inherits it. */
+    if (!getenv("LD_BIND_NOW")) {
+        setenv("LD_BIND_NOW", "1", 1);
+        execv("/proc/self/exe", argv);
+        perror("cube-zygote: exec itself with LD_BIND_NOW (going on with lazy binding)");
+    }
+    unsetenv("LD_BIND_NOW");
+    prctl(PR_SET_NAME, "cube-zygote"); /* not "exe" */
     hv_builtin_agent = agent_main;
+    /* what every sandbox would otherwise do again after the fork: the seccomp filter compiled, the time zone
+     * read (log lines' timestamps) */
+    cube_err err = {0};
+    if (sandbox_seccomp_prepare(&err) < 0) {
+        fprintf(stderr, "cube-zygote: %s\n", err.msg);
+        return 1;
+    }
+    tzset();
     /* read once here, not by every child that points its command line at its own */
     if (proc_title_prepare() < 0) {
         perror("cube-zygote: /proc/self/stat");
