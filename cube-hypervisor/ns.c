@@ -493,10 +493,16 @@ static int ns_create(const hv_spec *spec, hv_sandbox **out, cube_err *err)
      * is also set to -1000 here, from outside: the OOM killer never picks it, and a sandbox cannot undo it.
      * A container's own PID 1 (cube-shim) is the workload: it keeps the default. */
     snprintf(path, sizeof(path), "/proc/%d/oom_score_adj", sb->init);
-    if (agent && write_proc(path, "-1000", err) < 0) {
-        if (err->code != EACCES && err->code != EPERM) goto fail;
-        cube_err_clear(
-            err); /* the children's raised scores alone keep the agent out of the OOM killer's way */
+    if (agent) {
+        /* refused: the children's raised scores alone keep the agent out of the OOM killer's way (checked
+         * without formatting an error: on such hosts it is refused for every sandbox) */
+        int fd = open(path, O_WRONLY | O_CLOEXEC);
+        if ((fd < 0 || write(fd, "-1000", 5) != 5) && errno != EACCES && errno != EPERM) {
+            cube_err_sys(err, errno, "write %s", path);
+            if (fd >= 0) close(fd);
+            goto fail;
+        }
+        if (fd >= 0) close(fd);
     }
     if (write(syncp[1], "g", 1) != 1) {
         cube_err_sys(err, errno, "start sandbox init");
