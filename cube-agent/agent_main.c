@@ -61,14 +61,16 @@ int agent_main(int argc, char **argv)
     children_set_nproc((long)user_procs);
     const char *listen = cube_config_get(cfg, "agent.listen", "0.0.0.0");
 
-    /* signals are taken by sigwait below; every thread inherits the blocked mask */
+    /* signals are taken by sigwait below (SIGCHLD: children to reap); every thread inherits the blocked mask,
+     * and every child the agent starts clears it */
     sigset_t set;
     sigemptyset(&set);
     sigaddset(&set, SIGTERM);
     sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGCHLD);
     pthread_sigmask(SIG_BLOCK, &set, NULL);
     if (children_start() < 0) {
-        fprintf(stderr, "cube-agent: cannot start the reaper thread\n");
+        fprintf(stderr, "cube-agent: cannot set up for its children\n");
         return 1;
     }
     static agent a;
@@ -99,7 +101,7 @@ int agent_main(int argc, char **argv)
         close((int)ready_fd);
     }
     int sig;
-    sigwait(&set, &sig);
+    while (sigwait(&set, &sig) == 0 && sig == SIGCHLD) children_reap();
     cube_log_info("agent stopping", "signal=%d", sig);
     /* Processes the agent started go with it. The HTTP servers are not stopped one connection at a time:
      * a stream may be waiting for its next keepalive, and process exit closes every socket at once. */

@@ -17,9 +17,7 @@ typedef struct child {
 } child;
 
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
-static pthread_cond_t have_children = PTHREAD_COND_INITIALIZER;
 static child *head;
-static int forks; /* children ever registered: the reaper sleeps until there is one to wait for */
 
 void children_lock(void)
 {
@@ -37,28 +35,16 @@ int children_add(pid_t pid, child_exit_cb cb, void *arg)
     if (!c) return -1;
     *c = (child){pid, cb, arg, head};
     head = c;
-    forks++;
-    pthread_cond_signal(&have_children);
     return 0;
 }
 
-static void *reaper(void *unused)
+void children_reap(void)
 {
-    (void)unused;
     for (;;) {
-        pthread_mutex_lock(&lock);
-        int seen = forks; /* read before waitpid so a fork in between is not missed */
-        pthread_mutex_unlock(&lock);
         int st;
-        pid_t pid = waitpid(-1, &st, __WALL);
-        if (pid < 0) {
-            if (errno == EINTR) continue;
-            /* ECHILD: nothing to wait for until the next registration */
-            pthread_mutex_lock(&lock);
-            while (forks == seen) pthread_cond_wait(&have_children, &lock);
-            pthread_mutex_unlock(&lock);
-            continue;
-        }
+        pid_t pid = waitpid(-1, &st, WNOHANG | __WALL);
+        if (pid < 0 && errno == EINTR) continue;
+        if (pid <= 0) return; /* none left that exited (0), or no children at all (ECHILD) */
         pthread_mutex_lock(&lock);
         child *found = NULL;
         for (child **pp = &head; *pp; pp = &(*pp)->next) {
@@ -74,17 +60,14 @@ static void *reaper(void *unused)
             free(found);
         }
     }
-    return NULL;
 }
 
 int children_start(void)
 {
-    /* children we spawn inherit default dispositions; SIGCHLD itself must not be ignored or waitpid fails */
+    /* SIGCHLD stays pending (blocked, taken by sigwait) rather than discarded: its default action is to
+     * ignore it, and an ignored SIGCHLD would make the kernel reap children before waitpid sees them */
     signal(SIGCHLD, SIG_DFL);
     signal(SIGPIPE, SIG_IGN);
-    pthread_t th;
-    if (pthread_create(&th, NULL, reaper, NULL) != 0) return -1;
-    pthread_detach(th);
     return 0;
 }
 
@@ -97,6 +80,12 @@ void children_set_nproc(long n)
 
 void children_confine(void)
 {
+    /* Default dispositions, as a process started by a login or by envd has them: an ignored SIGINT or SIGQUIT
+     * survives exec, and the agent may have inherited one from whatever started the node (a background job
+     * of a shell script ignores both), which would make Ctrl-C and the interpreter's interrupt do nothing. */
+    struct sigaction dfl = {.sa_handler = SIG_DFL};
+    for (int sig = 1; sig < NSIG; sig++)
+        if (sig != SIGKILL && sig != SIGSTOP) sigaction(sig, &dfl, NULL);
     int fd = open("/proc/self/oom_score_adj", O_WRONLY | O_CLOEXEC);
     if (fd >= 0) {
         if (write(fd, "500", 3) < 0) { /* no /proc: nothing to do */

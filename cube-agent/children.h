@@ -1,6 +1,8 @@
-/* Child processes of the agent. One reaper thread waits for every child (the agent is PID 1 in a sandbox, so
- * orphans land here too) and hands the exit status of the registered ones to their owner's callback.
- * Register under children_lock() around fork(), so a child that dies at once is still found. */
+/* Child processes of the agent. The agent's main thread reaps every child when SIGCHLD comes (the agent is
+ * PID 1 in a sandbox, so orphans land here too: SIGCHLD is blocked in every thread and taken by sigwait) and
+ * hands the exit status of the registered ones to their owner's callback. Register under children_lock()
+ * around fork(), so a child that dies at once is still found. No thread of its own: a sandbox starts with
+ * one thread fewer. */
 #ifndef CUBE_AGENT_CHILDREN_H
 #define CUBE_AGENT_CHILDREN_H
 
@@ -8,7 +10,9 @@
 
 typedef void (*child_exit_cb)(void *arg, pid_t pid, int wstatus);
 
-int children_start(void); /* starts the reaper; once per process */
+int children_start(void); /* once per process, before any child */
+/* Reaps every child that has exited, without waiting; on each SIGCHLD. */
+void children_reap(void);
 void children_lock(void);
 void children_unlock(void);
 /* With the lock held. */
@@ -19,7 +23,8 @@ int children_add(pid_t pid, child_exit_cb cb, void *arg);
  * once at start. */
 void children_set_nproc(long n);
 
-/* In a child between fork and exec (async-signal-safe): gives up what only the agent keeps. Its OOM score is
+/* In a child between fork and exec (async-signal-safe): gives up what only the agent keeps. Every signal's
+ * disposition is the default again (an ignored one would survive exec). Its OOM score is
  * raised well above the agent's (an oom_score_adj of 500 counts as half the sandbox's memory), so a sandbox
  * out of memory loses the processes that use it, never the agent (raising one's own score needs no
  * privilege; lowering it again does); and its process count is bounded (children_set_nproc). */

@@ -43,6 +43,12 @@ test('create with metadata and envs; getInfo; commands and files', async () => {
     assert.equal(await sbx.files.read('/home/user/notes/today.txt'), 'written through cube-proxy');
     const py = await sbx.commands.run('python3 -c "print(6*7)"');
     assert.equal(py.stdout, '42\n');
+    // a command starts with no signal blocked and SIGINT, SIGQUIT not ignored (as a login shell's would),
+    // whatever the node's services inherited from the shell that started them
+    const st = (await sbx.commands.run("grep -E '^Sig(Blk|Ign)' /proc/self/status")).stdout;
+    const mask = (name) => BigInt('0x' + new RegExp(`${name}:\\s*([0-9a-f]+)`).exec(st)[1]);
+    assert.equal(mask('SigBlk'), 0n, st);
+    assert.equal(mask('SigIgn') & 0x6n, 0n, st);
     const logs = await (await fetch(`${process.env.E2B_API_URL}/v2/sandboxes/${sbx.sandboxId}/logs`, { headers: { 'X-API-KEY': process.env.E2B_API_KEY } })).json();
     assert.ok(logs.logs.some((e) => e.message === 'process started' && /python3|bash/.test(e.fields.cmd)), JSON.stringify(logs).slice(0, 500));
     assert.ok(logs.logs.some((e) => e.message === 'agent ready'));
@@ -520,6 +526,9 @@ test('runCode in code-interpreter-v1', async () => {
   try {
     const r = await sbx.runCode('import numpy as np\nint(np.arange(10).sum())');
     assert.equal(r.text, '45');
+    // the worker can be interrupted: SIGINT is neither blocked nor ignored there, so Python has its handler
+    const sig = await sbx.runCode('import signal\nsignal.getsignal(signal.SIGINT).__name__');
+    assert.equal(sig.text, "'default_int_handler'", JSON.stringify(sig));
     const fig = await sbx.runCode('import matplotlib.pyplot as plt\nplt.plot([1, 2, 3])\nplt.show()');
     assert.ok(fig.results.some((x) => x.png), JSON.stringify(fig.error));
   } finally {
