@@ -207,11 +207,17 @@ static void child_main(const child_args *c)
     if (spec->lxcfs) {
         /* what programs size themselves by (free, top, nproc's cousins, the JVM, Node, pandas) shows the
          * sandbox's own memory and CPUs: lxcfs answers each read for the reader's cgroups */
-        static const char *const files[] = {"meminfo", "cpuinfo",   "stat", "uptime",
-                                            "loadavg", "diskstats", "swaps"};
+        static const char *const files[] = {"meminfo", "cpuinfo", "stat",     "uptime",
+                                            "loadavg", "swaps",   "diskstats"};
         for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++) {
             char src[4400], dst[4400];
-            snprintf(src, sizeof(src), "%s/proc/%s", spec->lxcfs, files[i]);
+            /* diskstats: empty. lxcfs builds the host's whole list of block devices for every lookup of it
+             * (one loop device per sandbox: the node's busiest CPU cost in a churn of creates), and that list
+             * would show every other sandbox's disk; a sandbox has no blkio group to report anyway */
+            if (strcmp(files[i], "diskstats") == 0)
+                snprintf(src, sizeof(src), "/dev/null");
+            else
+                snprintf(src, sizeof(src), "%s/proc/%s", spec->lxcfs, files[i]);
             snprintf(dst, sizeof(dst), "%s/proc/%s", sb->root, files[i]);
             if (mount(src, dst, NULL, MS_BIND, NULL) < 0) child_fail(errfd, src);
         }

@@ -37,7 +37,14 @@
 #define INTERP_PORT 49999
 /* the longest a create waits for a ready sandbox before starting its own past the CPU count (a stuck start
  * must not hold the others) */
-#define COLD_WAIT_MAX_MS 3000
+/* A create waits at most this long (or until its caller's deadline) for a pooled sandbox or its turn to start
+ * one; then the node answers "busy" (EAGAIN, a 503 to the user) instead of starting yet another sandbox on
+ * CPUs already full: past what the node can start, more concurrent starts only make every one of them late.
+ */
+#define CREATE_WAIT_MAX_MS 10000
+/* Creates that may wait at once: the RPC server's threads less a reserve, so that kills (which free the CPU
+ * and memory the waiting creates need) and other calls always find a thread. */
+#define CREATES_WAITING_MAX (CUBELET_RPC_THREADS - 32)
 
 static const cl_template *find_template(cubelet *c, const char *name);
 static void adopt_running(cubelet *c);
@@ -627,7 +634,11 @@ static int create_sandbox(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *
      * creates finish in about the order they came. */
     cl_slot *s = NULL;
     int from_pool = 0, disk_fd = -1;
-    int64_t wait_until = cube_now_mono_ms() + COLD_WAIT_MAX_MS;
+    int64_t wait_ms = CREATE_WAIT_MAX_MS, left = ctx ? cube_rpc_deadline_left_ms(ctx) : INT64_MAX;
+    if (left - 500 < wait_ms)
+        wait_ms = left > 1000 ? left - 500 : left / 2; /* answer before the caller gives up */
+    int64_t wait_until = cube_now_mono_ms() + wait_ms;
+    bool waiting = false;
     for (;;) {
         for (cl_slot *x = c->slots; x; x = x->next)
             if (x->tpl == tpl && x->state == SLOT_READY) {
@@ -644,25 +655,51 @@ static int create_sandbox(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *
             break;
         }
         if (c->stopping) {
+            if (waiting) c->creates_waiting--;
             pthread_mutex_unlock(&c->lock);
             return cube_err_set(err, EAGAIN, "node is stopping");
         }
         if (__atomic_load_n(&tpl->gone, __ATOMIC_ACQUIRE)) { /* deleted meanwhile: no sandbox will come */
+            if (waiting) c->creates_waiting--;
             pthread_mutex_unlock(&c->lock);
             return cube_err_set(err, ENOENT, "template '%s' was deleted", tpl->name);
         }
         int64_t now = cube_now_mono_ms();
-        if (c->cold_running < c->cold_max || now >= wait_until) {
+        if (c->cold_running < c->cold_max) {
             c->cold_running++;
             /* a writable layer made ahead saves this start the template's copy and mount */
             if (c->nready_disks > 0) disk_fd = c->ready_disks[--c->nready_disks];
             pthread_cond_signal(&c->refill);
             break;
         }
+        int busy = 0;
+        if (ctx && cube_rpc_cancelled(ctx))
+            busy = ECANCELED;
+        else if (now >= wait_until || (!waiting && c->creates_waiting >= CREATES_WAITING_MAX))
+            busy = EAGAIN;
+        if (busy) {
+            int n = c->creates_waiting;
+            if (waiting) c->creates_waiting--;
+            pthread_mutex_unlock(&c->lock);
+            cube_metric_add("cube_node_creates_refused_total{reason=\"busy\"}",
+                            "Creates a node answered busy: no sandbox for them in time", 1);
+            if (busy == ECANCELED)
+                return cube_err_set(err, ECANCELED, "the create was abandoned by its caller");
+            return cube_err_set(
+                err, EAGAIN,
+                "node is busy: no sandbox became free for this create within %lld ms (%d creates "
+                "waiting, %d starting); try again",
+                (long long)wait_ms, n, c->cold_running);
+        }
+        if (!waiting) {
+            waiting = true;
+            c->creates_waiting++;
+        }
         pthread_cond_signal(&c->refill); /* the pool is short: the refill thread may be asleep */
         struct timespec dl = cube_timespec_after_ms(CLOCK_REALTIME, wait_until - now);
         pthread_cond_timedwait(&c->slot_ready, &c->lock, &dl);
     }
+    if (waiting) c->creates_waiting--;
     pthread_mutex_unlock(&c->lock);
     if (!s) { /* cold: the pool is empty */
         int rc = cl_spawn_slot(c, tpl, NULL, disk_fd, &s, err);

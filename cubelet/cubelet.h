@@ -12,6 +12,9 @@
 #include "rpc.h"
 #include "zygote.h"
 
+/* The node's RPC server threads: a create waiting for a sandbox holds one (see CREATES_WAITING_MAX). */
+#define CUBELET_RPC_THREADS 256
+
 typedef struct cl_template {
     char name[64];
     char rootfs[4096];
@@ -93,6 +96,7 @@ typedef struct cubelet {
     pthread_cond_t slot_ready;
     int cold_running;    /* cold starts under way (creates that found the pool empty) */
     int cold_max;        /* how many may be under way at once: COLD_PER_CPU per CPU, counted at init */
+    int creates_waiting; /* creates waiting for a pooled sandbox or their turn to start one */
     int ready_disks[16]; /* writable layers made ahead for cold starts (hv_disk_prepare: mount fds) */
     int nready_disks;
     bool disks_failed; /* making one failed: cold starts copy the template themselves */

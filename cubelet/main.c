@@ -129,7 +129,7 @@ static int run(cube_config *cfg, int argc, char **argv)
         fprintf(stderr, "cubelet: %s\n", err.msg);
         return 1;
     }
-    cube_rpc_server *srv = cube_rpc_server_start(cc.listen, cubelet_methods, &c, 64, &err);
+    cube_rpc_server *srv = cube_rpc_server_start(cc.listen, cubelet_methods, &c, CUBELET_RPC_THREADS, &err);
     if (!srv) {
         fprintf(stderr, "cubelet: %s\n", err.msg);
         cubelet_stop(&c);

@@ -19,6 +19,7 @@
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "common.pb-c.h"
@@ -174,6 +175,9 @@ int main(int argc, char **argv)
         return 1;
     }
     note("Start");
+    /* a slow start, where a test asks for one (a node whose CPUs are full) */
+    const char *slow = getenv("FAKE_HV_START_MS");
+    if (slow) nanosleep(&(struct timespec){atoi(slow) / 1000, (atoi(slow) % 1000) * 1000000L}, NULL);
     printf("ready %d fake\n", init_pid);
     fflush(stdout);
     /* until Stop or SIGTERM */

@@ -17,6 +17,7 @@
 #include "cubelet.pb-c.h"
 #include "fsutil.h"
 #include "testutil.h"
+#include "timeutil.h"
 
 static char *dir;
 static char log_path[300], sock[300];
@@ -197,6 +198,59 @@ START_TEST(creates_without_a_pool_start_their_own)
 }
 END_TEST
 
+typedef struct short_create {
+    char id[32];
+    int rc;
+    int64_t took_ms;
+    cube_err err;
+} short_create;
+
+static void *run_short_create(void *arg)
+{
+    short_create *sc = arg;
+    Cube__NodeCreateRequest req = CUBE__NODE_CREATE_REQUEST__INIT;
+    req.sandbox_id = sc->id;
+    req.template_id = "cold";
+    ProtobufCMessage *resp = NULL;
+    cube_rpc_call_opts o = {.timeout_ms = 2000};
+    int64_t t0 = cube_now_mono_ms();
+    sc->rc = cube_rpc_call(client, "/cube.Cubelet/CreateSandbox", &req.base, &cube__node_sandbox__descriptor,
+                           &resp, &o, &sc->err);
+    sc->took_ms = cube_now_mono_ms() - t0;
+    if (resp) protobuf_c_message_free_unpacked(resp, NULL);
+    return NULL;
+}
+
+START_TEST(a_busy_node_says_so_before_its_callers_deadline)
+{
+    /* every start takes 5 s (CPUs full): the creates beyond what the node starts at once do not start more
+     * sandboxes; they answer "busy" (EAGAIN) before their caller's 2 s deadline, not a timeout */
+    setenv("FAKE_HV_START_MS", "5000", 1);
+    enum { EXTRA = 3 };
+    int n = c.cold_max + EXTRA;
+    ck_assert_int_le(n, 64);
+    short_create sc[64];
+    pthread_t th[64];
+    for (int i = 0; i < n; i++) {
+        sc[i] = (short_create){0};
+        snprintf(sc[i].id, sizeof(sc[i].id), "busy-%d", i);
+        pthread_create(&th[i], NULL, run_short_create, &sc[i]);
+    }
+    int busy = 0;
+    for (int i = 0; i < n; i++) {
+        pthread_join(th[i], NULL);
+        ck_assert_int_eq(sc[i].rc, -1); /* none can start within 2 s */
+        if (sc[i].err.code == EAGAIN) {
+            busy++;
+            ck_assert_msg(strstr(sc[i].err.msg, "busy") != NULL, "%s", sc[i].err.msg);
+            ck_assert_int_lt(sc[i].took_ms, 2000);
+        }
+    }
+    ck_assert_int_eq(busy, EXTRA);
+    unsetenv("FAKE_HV_START_MS");
+}
+END_TEST
+
 START_TEST(a_hypervisor_that_cannot_start_says_why)
 {
     cube_err err = {0};
@@ -229,6 +283,7 @@ int main(void)
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_add_test(tc, pool_claims_kills_pauses);
     tcase_add_test(tc, creates_without_a_pool_start_their_own);
+    tcase_add_test(tc, a_busy_node_says_so_before_its_callers_deadline);
     tcase_add_test(tc, a_hypervisor_that_cannot_start_says_why);
     suite_add_tcase(s, tc);
     return cube_run_suite(s);
