@@ -220,6 +220,7 @@ typedef struct exec_stream {
     size_t len;  /* bytes in buf */
     size_t sent; /* of buf, already handed to MHD */
     int done;
+    int client_fd; /* the caller's connection (not ours to close), or -1 */
 } exec_stream;
 
 /* Hands out complete lines only; notices the end_of_execution line. On worker death, reports it as an error.
@@ -253,6 +254,16 @@ static ssize_t exec_read(void *cls, uint64_t pos, char *out, size_t max)
             memmove(es->buf, es->buf + n, es->len - n);
             es->len -= n;
             return (ssize_t)n;
+        }
+        /* while the code runs silently, watch the caller too: one that hung up (a client's timeout, through
+         * cube-proxy) ends the stream now, and exec_free interrupts the code, instead of the next execution
+         * waiting for this one to finish on its own. A FIN counts as hung up, as in nginx's 499. */
+        struct pollfd pf[2] = {{es->c->ev_fd, POLLIN, 0}, {es->client_fd, POLLRDHUP, 0}};
+        if (poll(pf, es->client_fd >= 0 ? 2 : 1, -1) < 0 && errno != EINTR)
+            return MHD_CONTENT_READER_END_WITH_ERROR;
+        if (!(pf[0].revents & (POLLIN | POLLHUP | POLLERR))) {
+            if (pf[1].revents & (POLLRDHUP | POLLHUP | POLLERR)) return MHD_CONTENT_READER_END_WITH_ERROR;
+            continue;
         }
         ssize_t n = read(es->c->ev_fd, es->buf + es->len, sizeof(es->buf) - es->len);
         if (n > 0) {
@@ -372,6 +383,9 @@ static void execute(void *svc, http_req *req)
     exec_stream *es = calloc(1, sizeof(*es));
     es->ip = ip;
     es->c = c;
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(req->conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+    es->client_fd = ci ? ci->connect_fd : -1;
     size_t ll = strlen(line);
     line[ll] = '\n'; /* cJSON's output has no newline inside: one request per line */
     ssize_t w = write(c->in_fd, line, ll + 1);

@@ -529,6 +529,12 @@ test('runCode in code-interpreter-v1', async () => {
     // the worker can be interrupted: SIGINT is neither blocked nor ignored there, so Python has its handler
     const sig = await sbx.runCode('import signal\nsignal.getsignal(signal.SIGINT).__name__');
     assert.equal(sig.text, "'default_int_handler'", JSON.stringify(sig));
+    // a caller that gives up (timeoutMs) interrupts its code: the next execution does not wait for it
+    await assert.rejects(sbx.runCode('import time\ntime.sleep(60)', { timeoutMs: 1500 }));
+    const t0 = Date.now();
+    const next = await sbx.runCode('6*7');
+    assert.equal(next.text, '42');
+    assert.ok(Date.now() - t0 < 20000, `the next execution waited ${Date.now() - t0} ms`);
     const fig = await sbx.runCode('import matplotlib.pyplot as plt\nplt.plot([1, 2, 3])\nplt.show()');
     assert.ok(fig.results.some((x) => x.png), JSON.stringify(fig.error));
   } finally {
