@@ -401,10 +401,14 @@ void cl_destroy_slot(cubelet *c, cl_slot *s)
 static void retire_slot(cubelet *c, cl_slot *s)
 {
     stop_hv(s);
-    if (s->hv > 0) cl_sched_background_process(s->hv);
+    pthread_mutex_lock(&c->lock);
+    bool behind = c->nretiring >= RETIRE_BEHIND;
+    pthread_mutex_unlock(&c->lock);
+    if (s->hv > 0 && !behind) cl_sched_background_process(s->hv);
     pthread_mutex_lock(&c->lock);
     s->next = c->retiring;
     c->retiring = s;
+    c->nretiring++;
     pthread_cond_signal(&c->reap);
     pthread_mutex_unlock(&c->lock);
 }
@@ -424,6 +428,10 @@ static void *reaper_loop(void *arg)
         pthread_mutex_unlock(&c->lock);
         cl_destroy_slot(c, s);
         pthread_mutex_lock(&c->lock);
+        if (--c->nretiring == RETIRE_BEHIND - 1) { /* caught up: starts may go on */
+            pthread_cond_broadcast(&c->slot_ready);
+            pthread_cond_signal(&c->refill);
+        }
     }
     pthread_mutex_unlock(&c->lock);
     return NULL;
@@ -665,7 +673,7 @@ static int create_sandbox(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *
             return cube_err_set(err, ENOENT, "template '%s' was deleted", tpl->name);
         }
         int64_t now = cube_now_mono_ms();
-        if (c->cold_running < c->cold_max) {
+        if (c->cold_running < c->cold_max && c->nretiring < RETIRE_BEHIND) {
             c->cold_running++;
             /* a writable layer made ahead saves this start the template's copy and mount */
             if (c->nready_disks > 0) disk_fd = c->ready_disks[--c->nready_disks];

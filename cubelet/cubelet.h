@@ -101,6 +101,7 @@ typedef struct cubelet {
     int nready_disks;
     bool disks_failed; /* making one failed: cold starts copy the template themselves */
     cl_slot *retiring; /* killed sandboxes whose hypervisor exit, files and network slot are still to go */
+    int nretiring;     /* how many: while RETIRE_BEHIND or more, no new sandbox starts (see cubelet.c) */
     pthread_t refill_thread, heartbeat_thread, reaper_thread;
     cube_rpc_failover masters; /* heartbeats go to every one of them */
     cube_rpc_client *net;      /* NULL without cube-net */

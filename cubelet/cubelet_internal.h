@@ -10,6 +10,10 @@
 /* Cold starts at once per CPU: a start waits on its processes part of the time, so a couple per CPU keep it
  * busy; as many writable layers are kept made ahead for them. */
 #define COLD_PER_CPU 2
+/* Killed sandboxes whose teardown is still to finish, past which the node starts no new sandbox (cold or for
+ * the pool) and tears down at normal priority: under creates faster than the node can serve, teardowns at
+ * the lowest priority starved, and thousands of killed sandboxes' processes and memory piled up. */
+#define RETIRE_BEHIND 32
 
 /* Starts a sandbox of tpl (its hypervisor, its network slot) and waits until its agent answers; *out is not
  * on the list yet. layers: the template's own (NULL) or a snapshot's. disk_fd: a writable layer made ahead

@@ -101,6 +101,7 @@ void *cl_refill_loop(void *arg)
             pthread_mutex_lock(&c->lock);
             continue;
         }
+        if (need && c->nretiring >= RETIRE_BEHIND) need = NULL; /* teardowns first: the reaper wakes us */
         if (!need) {
             if (raised) {
                 struct timespec dl;
