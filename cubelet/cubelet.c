@@ -686,7 +686,7 @@ static int create_sandbox(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *
         else if (now >= wait_until || (!waiting && c->creates_waiting >= CREATES_WAITING_MAX))
             busy = EAGAIN;
         if (busy) {
-            int n = c->creates_waiting;
+            int n = c->creates_waiting, starting = c->cold_running;
             if (waiting) c->creates_waiting--;
             pthread_mutex_unlock(&c->lock);
             cube_metric_add("cube_node_creates_refused_total{reason=\"busy\"}",
@@ -697,7 +697,7 @@ static int create_sandbox(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *
                 err, EAGAIN,
                 "node is busy: no sandbox became free for this create within %lld ms (%d creates "
                 "waiting, %d starting); try again",
-                (long long)wait_ms, n, c->cold_running);
+                (long long)wait_ms, n, starting);
         }
         if (!waiting) {
             waiting = true;
