@@ -86,6 +86,10 @@ void children_confine(void)
     struct sigaction dfl = {.sa_handler = SIG_DFL};
     for (int sig = 1; sig < NSIG; sig++)
         if (sig != SIGKILL && sig != SIGSTOP) sigaction(sig, &dfl, NULL);
+    /* and none blocked: the agent's threads block SIGINT, SIGTERM and SIGCHLD (taken by its sigwait) */
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, NULL);
     int fd = open("/proc/self/oom_score_adj", O_WRONLY | O_CLOEXEC);
     if (fd >= 0) {
         if (write(fd, "500", 3) < 0) { /* no /proc: nothing to do */

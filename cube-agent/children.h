@@ -24,7 +24,7 @@ int children_add(pid_t pid, child_exit_cb cb, void *arg);
 void children_set_nproc(long n);
 
 /* In a child between fork and exec (async-signal-safe): gives up what only the agent keeps. Every signal's
- * disposition is the default again (an ignored one would survive exec). Its OOM score is
+ * disposition is the default again (an ignored one would survive exec) and none is blocked. Its OOM score is
  * raised well above the agent's (an oom_score_adj of 500 counts as half the sandbox's memory), so a sandbox
  * out of memory loses the processes that use it, never the agent (raising one's own score needs no
  * privilege; lowering it again does); and its process count is bounded (children_set_nproc). */

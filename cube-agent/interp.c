@@ -124,13 +124,8 @@ static int start_worker(interp *ip, ctx *c, cube_err *err)
     children_lock();
     pid_t pid = fork();
     if (pid == 0) {
-        /* the agent's threads block SIGINT, SIGTERM and SIGCHLD (taken by its sigwait): the worker must not,
-         * or the SIGINT that interrupts its code would wait forever */
-        sigset_t none;
-        sigemptyset(&none);
-        sigprocmask(SIG_SETMASK, &none, NULL);
-        children_confine();
-        setsid(); /* SIGINT to the worker alone interrupts the running code */
+        children_confine(); /* signals as a fresh process has them: the SIGINT below must reach it */
+        setsid();           /* SIGINT to the worker alone interrupts the running code */
         if (dup2(in[0], 0) < 0 || dup2(ev[1], 3) < 0) _exit(127);
         if (getuid() == 0 && (setgroups((size_t)ng, groups) < 0 || setgid(u.gid) < 0 || setuid(u.uid) < 0))
             _exit(126);

@@ -295,10 +295,6 @@ static void child_exec(const proc_spec *spec, int in_fd, int out_fd, int err_fd,
                        const gid_t *groups, int ngroups)
 {
     int e = 0;
-    sigset_t none;
-    sigemptyset(&none);
-    sigprocmask(SIG_SETMASK, &none, NULL);
-    signal(SIGPIPE, SIG_DFL);
     children_confine();
     if (setsid() < 0) goto fail;
     if (pty_slave >= 0) {

@@ -35,8 +35,6 @@
 #include "timeutil.h"
 
 #define INTERP_PORT 49999
-/* the longest a create waits for a ready sandbox before starting its own past the CPU count (a stuck start
- * must not hold the others) */
 /* A create waits at most this long (or until its caller's deadline) for a pooled sandbox or its turn to start
  * one; then the node answers "busy" (EAGAIN, a 503 to the user) instead of starting yet another sandbox on
  * CPUs already full: past what the node can start, more concurrent starts only make every one of them late.
@@ -689,10 +687,10 @@ static int create_sandbox(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *
             int n = c->creates_waiting, starting = c->cold_running;
             if (waiting) c->creates_waiting--;
             pthread_mutex_unlock(&c->lock);
-            cube_metric_add("cube_node_creates_refused_total{reason=\"busy\"}",
-                            "Creates a node answered busy: no sandbox for them in time", 1);
             if (busy == ECANCELED)
                 return cube_err_set(err, ECANCELED, "the create was abandoned by its caller");
+            cube_metric_add("cube_node_creates_refused_total{reason=\"busy\"}",
+                            "Creates a node answered busy: no sandbox for them in time", 1);
             return cube_err_set(
                 err, EAGAIN,
                 "node is busy: no sandbox became free for this create within %lld ms (%d creates "
