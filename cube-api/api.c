@@ -1,5 +1,6 @@
 #include "api.h"
 #include "api_internal.h"
+#include "console.h"
 #include "network.h"
 
 #include <cjson/cJSON.h>
@@ -133,6 +134,7 @@ static cJSON *listed_json(api *a, const Cube__Sandbox *sb, int detail)
     cJSON_AddStringToObject(o, "envdVersion",
                             sb->envd_version && *sb->envd_version ? sb->envd_version : "0.5.7");
     cJSON_AddItemToObject(o, "metadata", metadata_json(sb));
+    if (sb->node_id && *sb->node_id) cJSON_AddStringToObject(o, "nodeID", sb->node_id); /* cube's own */
     cJSON_AddStringToObject(o, "state",
                             sb->state == CUBE__SANDBOX_STATE__SANDBOX_STATE_PAUSED ? "paused" : "running");
     cJSON *vm = cJSON_AddArrayToObject(o, "volumeMounts");
@@ -854,6 +856,13 @@ const http_route api_routes[] = {
     {"PUT", "/sandboxes/", sandbox_v1, NULL},
     {"GET", "/v2/sandboxes/", sandbox_v2, NULL},
     {"GET", "/snapshots", snapshots_list, NULL},
+    {"GET", "/templates", api_templates, NULL},
+    {"GET", "/nodes", api_nodes, NULL},
+    {"GET", "/api-keys", api_keys, NULL},
+    {"POST", "/api-keys", api_keys, NULL},
+    {"DELETE", "/api-keys/", api_key_one, NULL},
+    {"GET", "/console", api_console, NULL},
+    {"GET", "/console/", api_console, NULL},
     {"DELETE", "/templates/", template_delete, NULL},
     {"POST", "/volumes", volumes_create, NULL},
     {"GET", "/volumes", volumes_list, NULL},

@@ -19,8 +19,10 @@ typedef struct api_auth_entry {
 } api_auth_entry;
 
 typedef struct api {
-    cube_rpc_failover masters; /* a cluster's masters: one is asked until it stops answering */
-    char domain[256];          /* returned as the sandbox domain when set */
+    cube_rpc_failover masters;     /* a cluster's masters: one is asked until it stops answering */
+    char domain[256];              /* returned as the sandbox domain when set */
+    char console_sandbox_url[256]; /* where the console's page reaches sandboxes (cube-proxy); ":PORT" is
+                                    * that port on the host the page came from */
     pthread_mutex_t auth_lock;
     api_auth_entry auth[API_AUTH_SLOTS];
 } api;

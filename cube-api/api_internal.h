@@ -29,4 +29,10 @@ int api_to_entries(const cJSON *obj, const char *name, kv_pool *pool, size_t *n,
 void api_secrets(void *svc, http_req *req);
 void api_secret_one(void *svc, http_req *req);
 
+/* /api-keys, /api-keys/{id}, /nodes, /templates (admin.c) */
+void api_keys(void *svc, http_req *req);
+void api_key_one(void *svc, http_req *req);
+void api_nodes(void *svc, http_req *req);
+void api_templates(void *svc, http_req *req);
+
 #endif

@@ -17,6 +17,10 @@ static const cube_config_flag flags[] = {
      "cube-master address, or several comma-separated (failover) (default unix:<data>/run/master.sock)"},
     {"share-port", "api.share_port", false, "let several cube-apis listen on the same port (SO_REUSEPORT)"},
     {"domain", "api.domain", true, "domain returned for sandboxes (default none)"},
+    {"sandbox-url", "api.sandbox_url", true,
+     "where the web console (/console) reaches sandboxes: cube-proxy's URL (E2B_SANDBOX_URL), or :PORT for "
+     "that "
+     "port on the host the console was opened at (default :<port + 1>, as deploy/cube lays them out)"},
     {"max-conns", "api.max_conns", true, "client connections in all (default: from the open-file limit)"},
     {"max-conns-per-addr", "api.max_conns_per_addr", true,
      "client connections per address (default: no cap)"},
@@ -75,6 +79,10 @@ int main(int argc, char **argv)
     snprintf(master, sizeof(master), "unix:%s/run/master.sock",
              cube_config_get(cfg, "api.data", "/var/lib/cube"));
     snprintf(a.domain, sizeof(a.domain), "%s", cube_config_get(cfg, "api.domain", ""));
+    char proxy_port[16];
+    snprintf(proxy_port, sizeof(proxy_port), ":%lld", port + 1);
+    snprintf(a.console_sandbox_url, sizeof(a.console_sandbox_url), "%s",
+             cube_config_get(cfg, "api.sandbox_url", proxy_port));
     pthread_mutex_init(&a.auth_lock, NULL);
     int have_masters =
         cube_rpc_failover_init(&a.masters, cube_config_get(cfg, "api.master", master), &err) == 0;

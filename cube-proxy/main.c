@@ -18,6 +18,10 @@ static const cube_config_flag flags[] = {
     {"domain", "proxy.domain", true, "sandbox domain for Host routing (default: any)"},
     {"node-id", "proxy.node_id", true,
      "in a cluster, the node this proxy serves; sandboxes elsewhere go to their node's proxy"},
+    {"console-origin", "proxy.console_origin", true,
+     "origins of the web console (cube-api's /console), comma-separated, e.g. http://127.0.0.1:3000: its "
+     "page "
+     "may call the sandboxes' agent across origins (CORS); default none"},
     {"redis", "proxy.redis", true, "Redis with the cluster's sandbox routes (unix:/path or host:port)"},
     {"max-conns", "proxy.max_conns", true, "client connections in all (default: from the open-file limit)"},
     {"max-conns-per-addr", "proxy.max_conns_per_addr", true,
@@ -120,6 +124,7 @@ int main(int argc, char **argv)
     const char *redis = cube_config_get(cfg, "proxy.redis", NULL);
     if (redis) proxy_use_redis(&px, redis);
     proxy_set_node(&px, cube_config_get(cfg, "proxy.node_id", ""));
+    proxy_set_console_origins(&px, cube_config_get(cfg, "proxy.console_origin", ""));
     pthread_t th;
     pthread_create(&th, NULL, signals, &set);
     cube_log_info("proxy ready", "port=%d max_conns=%d per_addr=%d head_timeout_ms=%d workers=%d", px.port,

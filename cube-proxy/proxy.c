@@ -101,12 +101,61 @@ int proxy_parse_target(const char *head, const char *domain, proxy_target *t)
     return 0;
 }
 
-/* A whole response for the client (the relay sends it, then closes): JSON {"code","message"}. */
+/* A whole response for the client (the relay sends it, then closes): JSON {"code","message"}; with the CORS
+ * headers of a console's request, so that its page can read why. */
 static void reply_json(proxy_route *r, int status, const char *reason, const char *msg)
 {
     char *body = cube_json_error_body(status, msg);
-    r->reply = proxy_format_reply(status, reason, "application/json", body ? body : "", NULL, &r->reply_len);
+    r->reply = proxy_format_reply(status, reason, "application/json", body ? body : "", r->resp_headers,
+                                  &r->reply_len);
     free(body);
+}
+
+void proxy_set_console_origins(proxy *p, const char *origins)
+{
+    snprintf(p->console_origins, sizeof(p->console_origins), "%s", origins ? origins : "");
+}
+
+static bool console_origin(const proxy *p, const char *origin)
+{
+    size_t n = strlen(origin);
+    for (const char *o = p->console_origins; n && *o;) {
+        const char *comma = strchr(o, ',');
+        size_t len = comma ? (size_t)(comma - o) : strlen(o);
+        if (len == n && strncasecmp(o, origin, n) == 0) return true;
+        o += len + (comma != NULL);
+    }
+    return false;
+}
+
+/* The console's cross-origin calls into the agent. A preflight names no sandbox (its custom headers are
+ * not sent), so the proxy answers it itself; a request then gets the allowing headers on its answer.
+ * Returns true when the request was answered here. */
+static bool console_cors(proxy *p, const char *head, proxy_route *r)
+{
+    char origin[256], want[1024];
+    if (!*p->console_origins || header(head, "Origin", origin, sizeof(origin)) < 0 ||
+        !console_origin(p, origin))
+        return false;
+    for (const char *c = origin; *c; c++)
+        if (*c < 0x21 || *c > 0x7e) return false; /* nothing that could end a header line */
+    char *h = malloc(strlen(origin) + 64);
+    if (!h) return false;
+    sprintf(h, "Access-Control-Allow-Origin: %s\r\nVary: Origin\r\n", origin);
+    r->resp_headers = h;
+    if (strncmp(head, "OPTIONS ", 8) != 0 ||
+        header(head, "Access-Control-Request-Method", want, sizeof(want)) < 0)
+        return false;
+    if (header(head, "Access-Control-Request-Headers", want, sizeof(want)) < 0) *want = '\0';
+    for (char *c = want; *c; c++)
+        if (!(isalnum((unsigned char)*c) || *c == '-' || *c == ',' || *c == ' ')) *c = ' ';
+    char extra[1600];
+    snprintf(extra, sizeof(extra),
+             "%sAccess-Control-Allow-Methods: GET, POST, PUT, DELETE\r\n"
+             "Access-Control-Allow-Headers: %s\r\nAccess-Control-Max-Age: 600\r\n",
+             h, *want ? want : "Content-Type");
+    r->reply = proxy_format_reply(204, "No Content", "text/plain", "", extra, &r->reply_len);
+    return true;
 }
 
 char *proxy_format_reply(int status, const char *reason, const char *content_type, const char *body,
@@ -336,6 +385,7 @@ void proxy_route_request(proxy *p, const char *head, size_t head_len, size_t len
 {
     memset(r, 0, sizeof(*r));
     r->up = -1;
+    if (console_cors(p, head, r)) return;
     proxy_target t;
     if (proxy_parse_target(head, p->domain, &t) < 0) {
         if (strncmp(head, "GET /metrics ", 13) == 0) {
@@ -410,6 +460,8 @@ void proxy_route_request(proxy *p, const char *head, size_t head_len, size_t len
             return;
         }
         cube_metric_add("cube_proxy_forwarded_total", "Connections forwarded to another node's proxy", 1);
+        free(r->resp_headers); /* the node's proxy adds them to the sandbox's answer */
+        r->resp_headers = NULL;
         /* the head with the hop mark, then the rest as it came */
         const char *eol = strstr(head, "\r\n");
         size_t first = (size_t)(eol - head) + 2;
@@ -441,6 +493,10 @@ void proxy_route_request(proxy *p, const char *head, size_t head_len, size_t len
         snprintf(msg, sizeof(msg), "sandbox %s is paused: resume it (Sandbox.connect) first", t.sandbox_id);
         reply_json(r, 502, "Bad Gateway", msg);
         return;
+    }
+    if (t.port != ENVD_PORT && t.port != INTERP_PORT) { /* the user's own servers answer CORS their way */
+        free(r->resp_headers);
+        r->resp_headers = NULL;
     }
     cube_metric_add("cube_proxy_connections_total", "Connections relayed into sandboxes", 1);
     int up = cube_netns_connect(ri.netns, t.port, &err);

@@ -38,7 +38,8 @@ typedef struct proxy {
      * proxy (one hop). Empty: every sandbox is reached from here (one machine). */
     char node_id[64];
     char domain[256];
-    int stopping; /* with relay_lock */
+    char console_origins[1024]; /* comma-separated: origins whose pages may call the agent's ports (CORS) */
+    int stopping;               /* with relay_lock */
 } proxy;
 
 typedef struct proxy_target {
@@ -54,6 +55,9 @@ void proxy_use_redis(proxy *p, const char *redis_addr);
 /* This proxy serves node_id; sandboxes elsewhere are forwarded to their node's proxy
  * (NodeInfo.proxy_address). */
 void proxy_set_node(proxy *p, const char *node_id);
+/* The web console's origins (comma-separated, e.g. "http://127.0.0.1:3000"): pages from them may call the
+ * agent's ports (envd, the code interpreter) across origins; nothing else is answered CORS. */
+void proxy_set_console_origins(proxy *p, const char *origins);
 /* Defaults sized to the process's open-file limit (two descriptors per relayed connection). */
 void proxy_limits_default(proxy_limits *l);
 /* Serves until proxy_stop (the relay's loop runs on the calling thread). -1 if it could not start. */
@@ -70,6 +74,7 @@ typedef struct proxy_route {
     size_t send_len;
     char *reply;
     size_t reply_len;
+    char *resp_headers; /* "Name: v\r\n"... for the relay to add to the sandbox's answer (CORS), or NULL */
 } proxy_route;
 
 /* Routes one request; head[0..len) holds its head (head_len bytes, NUL-terminated there) and any bytes that

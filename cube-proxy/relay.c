@@ -68,6 +68,7 @@ typedef struct conn {
     bool tls_ready;    /* the client's handshake is done */
     bool ssl_read_wants_write, up_ssl_read_wants_write;
     bool client_eof, up_eof, up_shut;
+    char *inject; /* header lines still to add to the sandbox's answer, after its status line (CORS) */
     int client_ev, up_ev; /* interests registered with the loop (0: not registered) */
 } conn;
 
@@ -179,6 +180,8 @@ static void conn_close(conn *c)
     free(c->head);
     free(c->route.send);
     free(c->route.reply);
+    free(c->route.resp_headers);
+    free(c->inject);
     free(c->c2u.p);
     free(c->u2c.p);
     free(c);
@@ -311,6 +314,31 @@ static int drain(int fd, SSL *ssl, pbuf *b)
     return 0;
 }
 
+/* Adds c->inject after the status line of the sandbox's answer, which the first read holds (the agent
+ * writes its head at once; a status line split across reads would go out without them). One request per
+ * connection upstream (Connection: close), so there is one answer head. */
+static int inject_headers(conn *c)
+{
+    pbuf *b = &c->u2c;
+    char *p = b->p + b->off, *eol = memmem(p, pending(b), "\r\n", 2);
+    size_t il = strlen(c->inject);
+    if (eol) {
+        size_t at = (size_t)(eol - b->p) + 2;
+        if (b->len + il > b->cap) {
+            char *nb = realloc(b->p, b->len + il);
+            if (!nb) return -1;
+            b->p = nb;
+            b->cap = b->len + il;
+        }
+        memmove(b->p + at + il, b->p + at, b->len - at);
+        memcpy(b->p + at, c->inject, il);
+        b->len += il;
+    }
+    free(c->inject);
+    c->inject = NULL;
+    return 0;
+}
+
 /* One step of the relay: move what can move, then say what each side waits for. Returns false once the
  * connection is done (closed). TLS may hold decrypted bytes no socket event will announce: those are taken
  * in further rounds. */
@@ -328,6 +356,7 @@ static bool pump(conn *c, bool client_ready, bool up_ready)
             if (rc < 0) return conn_close(c), false;
             if (rc == 0) c->up_eof = true;
             if (rc == 1) c->active_ms = cube_now_mono_ms();
+            if (rc == 1 && c->inject && inject_headers(c) < 0) return conn_close(c), false;
         }
         if (c->up >= 0 && drain(c->up, c->up_ssl, &c->c2u) < 0) return conn_close(c), false;
         if (drain(c->fd, c->ssl, &c->u2c) < 0) return conn_close(c), false;
@@ -430,6 +459,8 @@ static void route_done(cube_loop *loop, void *arg)
     c->route.up = -1;
     c->up_ssl = c->route.up_ssl;
     c->route.up_ssl = NULL;
+    c->inject = c->route.resp_headers; /* an answer of the proxy's own has them already */
+    c->route.resp_headers = NULL;
     if (c->up < 0) { /* an answer of the proxy's own */
         c->u2c.p = c->route.reply;
         c->u2c.len = c->u2c.cap = c->route.reply_len;

@@ -4,6 +4,7 @@
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/sysinfo.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -13,6 +14,19 @@
 #include "metrics.h"
 #include "timeutil.h"
 
+/* MemAvailable from /proc/meminfo (sysinfo's freeram leaves out the page cache the kernel would give back) */
+static uint64_t mem_available_mb(void)
+{
+    FILE *f = fopen("/proc/meminfo", "re");
+    if (!f) return 0;
+    char line[128];
+    unsigned long long kb = 0;
+    while (fgets(line, sizeof(line), f))
+        if (sscanf(line, "MemAvailable: %llu kB", &kb) == 1) break;
+    fclose(f);
+    return kb >> 10;
+}
+
 static void send_heartbeat(cubelet *c)
 {
     Cube__NodeInfo ni = CUBE__NODE_INFO__INIT;
@@ -20,6 +34,16 @@ static void send_heartbeat(cubelet *c)
     ni.address = (char *)c->cfg.listen;
     ni.proxy_address = (char *)(c->cfg.proxy_address ? c->cfg.proxy_address : "");
     ni.backend = "ns";
+    /* what the node is and how busy its host is, for operators (cubemastercli, the console) */
+    Cube__Resources cap = CUBE__RESOURCES__INIT;
+    struct sysinfo si;
+    cap.cpu_count = (uint32_t)sysconf(_SC_NPROCESSORS_ONLN);
+    if (sysinfo(&si) == 0) {
+        cap.memory_mb = (uint64_t)si.totalram * si.mem_unit >> 20;
+        ni.load1 = si.loads[0] / (double)(1 << SI_LOAD_SHIFT);
+    }
+    ni.capacity = &cap;
+    ni.mem_available_mb = mem_available_mb();
     size_t nt = 0;
     for (cl_template *t = c->templates; t; t = t->next) nt += !__atomic_load_n(&t->gone, __ATOMIC_ACQUIRE);
     char **names = calloc(nt ? nt : 1, sizeof(char *));

@@ -94,6 +94,76 @@ static int fake_pause(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *resp
     return 0;
 }
 
+/* keys: "k1" (the caller's, e2b_good) and "k2"; any other is not found */
+static int fake_list_keys(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *respp, cube_err *err)
+{
+    (void)svc, (void)reqp, (void)err;
+    Cube__ListKeysResponse *out = respp;
+    out->keys = cube_rpc_alloc(ctx, 2 * sizeof(Cube__ApiKey *));
+    for (int i = 0; i < 2; i++) {
+        Cube__ApiKey *k = cube_rpc_alloc(ctx, sizeof(*k));
+        cube__api_key__init(k);
+        k->key_id = i ? "k2" : "k1";
+        k->name = i ? "other" : "bootstrap";
+        k->created_at_ms = 1700000000000;
+        out->keys[out->n_keys++] = k;
+    }
+    return 0;
+}
+
+static int fake_create_key(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *respp, cube_err *err)
+{
+    (void)svc, (void)err;
+    Cube__ApiKey *out = respp;
+    out->key_id = "k3";
+    out->name = cube_rpc_strdup(ctx, ((const Cube__CreateKeyRequest *)reqp)->name);
+    out->key = "e2b_fresh";
+    return 0;
+}
+
+static int fake_revoke_key(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *respp, cube_err *err)
+{
+    (void)svc, (void)ctx, (void)respp;
+    const char *id = ((const Cube__KeyRef *)reqp)->key_id;
+    return strcmp(id, "k2") == 0 ? 0 : cube_err_set(err, ENOENT, "key %s not found", id);
+}
+
+/* two live nodes with "base" (one also "code"), and a lost one whose templates do not count */
+static int fake_list_nodes(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *respp, cube_err *err)
+{
+    (void)svc, (void)reqp, (void)err;
+    Cube__ListNodesResponse *out = respp;
+    static const char *names[] = {"n1", "n2", "n3"};
+    out->nodes = cube_rpc_alloc(ctx, 3 * sizeof(Cube__NodeInfo *));
+    for (int i = 0; i < 3; i++) {
+        Cube__NodeInfo *n = cube_rpc_alloc(ctx, sizeof(*n));
+        cube__node_info__init(n);
+        n->node_id = (char *)names[i];
+        n->backend = "ns";
+        n->lost = i == 2;
+        n->draining = i == 1;
+        n->n_templates = i == 0 ? 2 : 1;
+        n->templates = cube_rpc_alloc(ctx, 2 * sizeof(char *));
+        n->templates[0] = "base";
+        n->templates[1] = "code";
+        n->n_pool_ready = n->n_pool_target = n->n_templates;
+        n->pool_ready = cube_rpc_alloc(ctx, 2 * sizeof(*n->pool_ready));
+        n->pool_target = cube_rpc_alloc(ctx, 2 * sizeof(*n->pool_target));
+        for (size_t t = 0; t < n->n_templates; t++) {
+            n->pool_ready[t] = cube_rpc_alloc(ctx, sizeof(**n->pool_ready));
+            cube__node_info__pool_ready_entry__init(n->pool_ready[t]);
+            n->pool_ready[t]->key = n->templates[t];
+            n->pool_ready[t]->value = 1 + (uint32_t)i;
+            n->pool_target[t] = cube_rpc_alloc(ctx, sizeof(**n->pool_target));
+            cube__node_info__pool_target_entry__init(n->pool_target[t]);
+            n->pool_target[t]->key = n->templates[t];
+            n->pool_target[t]->value = 4;
+        }
+        out->nodes[out->n_nodes++] = n;
+    }
+    return 0;
+}
+
 #define M(name, fn, req, resp) CUBE_RPC_METHOD("cube.Master", name, fn, req, resp)
 static const cube_rpc_method fake_master[] = {
     M("AuthKey", fake_auth, cube__auth_key_request, cube__auth_key_response),
@@ -101,6 +171,10 @@ static const cube_rpc_method fake_master[] = {
     M("GetSandbox", fake_get, cube__sandbox_ref, cube__get_sandbox_response),
     M("KillSandbox", fake_kill, cube__sandbox_ref, cube__kill_sandbox_response),
     M("PauseSandbox", fake_pause, cube__sandbox_ref, cube__empty),
+    M("ListKeys", fake_list_keys, cube__empty, cube__list_keys_response),
+    M("CreateKey", fake_create_key, cube__create_key_request, cube__api_key),
+    M("RevokeKey", fake_revoke_key, cube__key_ref, cube__empty),
+    M("ListNodes", fake_list_nodes, cube__empty, cube__list_nodes_response),
     {0},
 };
 
@@ -310,6 +384,55 @@ START_TEST(sandbox_routes_map_errors)
 }
 END_TEST
 
+START_TEST(keys_nodes_and_templates_for_the_console)
+{
+    char body[8192];
+    ck_assert_int_eq(request("GET", "/api-keys", NULL, NULL, body, sizeof(body)), 401);
+    ck_assert_int_eq(request("GET", "/api-keys", "e2b_good", NULL, body, sizeof(body)), 200);
+    /* the caller's own key is marked; no secret is ever listed */
+    ck_assert_ptr_nonnull(strstr(body, "\"id\":\"k1\",\"name\":\"bootstrap\""));
+    ck_assert_ptr_nonnull(strstr(body, "\"current\":true"));
+    ck_assert_ptr_null(strstr(body, "\"key\""));
+    ck_assert_int_eq(request("POST", "/api-keys", "e2b_good", "{}", body, sizeof(body)), 400);
+    ck_assert_ptr_nonnull(strstr(body, "'name'"));
+    ck_assert_int_eq(request("POST", "/api-keys", "e2b_good", "{\"name\":\"\"}", body, sizeof(body)), 400);
+    ck_assert_int_eq(request("POST", "/api-keys", "e2b_good", "{\"name\":\"a\\nb\"}", body, sizeof(body)),
+                     400);
+    ck_assert_int_eq(request("POST", "/api-keys", "e2b_good", "{\"name\":\"ci\"}", body, sizeof(body)), 201);
+    ck_assert_ptr_nonnull(strstr(body, "\"key\":\"e2b_fresh\""));
+    ck_assert_int_eq(request("DELETE", "/api-keys/k2", "e2b_good", NULL, body, sizeof(body)), 204);
+    ck_assert_int_eq(request("DELETE", "/api-keys/k9", "e2b_good", NULL, body, sizeof(body)), 404);
+
+    ck_assert_int_eq(request("GET", "/nodes", "e2b_good", NULL, body, sizeof(body)), 200);
+    ck_assert_ptr_nonnull(strstr(body, "\"nodeID\":\"n1\",\"status\":\"ready\""));
+    ck_assert_ptr_nonnull(strstr(body, "\"nodeID\":\"n2\",\"status\":\"draining\""));
+    ck_assert_ptr_nonnull(strstr(body, "\"nodeID\":\"n3\",\"status\":\"lost\""));
+    ck_assert_ptr_nonnull(strstr(body, "{\"templateID\":\"code\",\"ready\":1,\"target\":4}"));
+    /* templates from the live nodes: base on n1 and n2 (pools summed), code on n1; the lost n3 not counted */
+    ck_assert_int_eq(request("GET", "/templates", "e2b_good", NULL, body, sizeof(body)), 200);
+    ck_assert_ptr_nonnull(strstr(body, "\"templateID\":\"base\""));
+    ck_assert_ptr_nonnull(strstr(body, "\"nodes\":2,\"poolReady\":3,\"poolTarget\":8"));
+    ck_assert_ptr_nonnull(strstr(body, "\"nodes\":1,\"poolReady\":1,\"poolTarget\":4"));
+}
+END_TEST
+
+START_TEST(the_console_is_served_from_the_binary)
+{
+    char body[65536];
+    snprintf(a.console_sandbox_url, sizeof(a.console_sandbox_url), ":3001");
+    ck_assert_int_eq(request("GET", "/console", NULL, NULL, body, sizeof(body)), 308);
+    ck_assert_int_eq(request("GET", "/console/", NULL, NULL, body, sizeof(body)), 200);
+    ck_assert_ptr_nonnull(strstr(body, "<script type=\"module\" src=\"app.js\">"));
+    ck_assert_int_eq(request("GET", "/console/app.js", NULL, NULL, body, sizeof(body)), 200);
+    ck_assert_ptr_nonnull(strstr(body, "X-API-KEY"));
+    ck_assert_int_eq(request("GET", "/console/config.json", NULL, NULL, body, sizeof(body)), 200);
+    ck_assert_ptr_nonnull(strstr(body, "\"sandboxUrl\":\":3001\""));
+    ck_assert_int_eq(request("GET", "/console/../api-keys", NULL, NULL, body, sizeof(body)) / 100, 4);
+    ck_assert_int_eq(request("GET", "/console/nothing.js", NULL, NULL, body, sizeof(body)), 404);
+    ck_assert_int_eq(request("POST", "/console/", NULL, NULL, body, sizeof(body)), 405);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("api");
@@ -319,6 +442,8 @@ int main(void)
     tcase_add_test(tc, create_and_its_errors);
     tcase_add_test(tc, sandbox_routes_map_errors);
     tcase_add_test(tc, egress_proxy_is_kept_and_its_password_never_shown);
+    tcase_add_test(tc, keys_nodes_and_templates_for_the_console);
+    tcase_add_test(tc, the_console_is_served_from_the_binary);
     suite_add_tcase(s, tc);
     return cube_run_suite(s);
 }

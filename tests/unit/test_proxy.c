@@ -21,6 +21,7 @@
 
 static proxy px;
 static pthread_t server;
+static const char *console_origins; /* for the next start() */
 
 static void *serve(void *arg)
 {
@@ -35,6 +36,7 @@ static void start(int max_conns, int head_timeout_ms)
     cube_err err = {0};
     ck_assert_msg(proxy_init(&px, "127.0.0.1", 0, "unix:/nonexistent/master.sock", "", &err) == 0, "%s",
                   err.msg);
+    proxy_set_console_origins(&px, console_origins);
     proxy_limits_default(&px.limits);
     px.limits.max_conns = max_conns;
     px.limits.max_per_addr = max_conns;
@@ -125,6 +127,41 @@ START_TEST(answers_of_its_own)
         if (write(fd, line, sizeof(line)) < 0) break;
     r = read_all(fd, 3000);
     ck_assert_msg(strncmp(r, "HTTP/1.1 431 ", 13) == 0, "%s", r);
+    close(fd);
+    stop();
+}
+END_TEST
+
+/* The web console's page (another origin: cube-api's port) may call the agents; no other origin is answered
+ * CORS. A preflight names no sandbox, so the proxy answers it; its own errors carry the headers too. */
+START_TEST(only_the_consoles_origin_is_answered_cors)
+{
+    console_origins = "http://127.0.0.1:3000,http://localhost:3000";
+    start(64, 5000);
+    int fd = dial();
+    send_str(fd, "OPTIONS /process.Process/Start HTTP/1.1\r\nHost: p\r\nOrigin: http://localhost:3000\r\n"
+                 "Access-Control-Request-Method: POST\r\n"
+                 "Access-Control-Request-Headers: content-type,e2b-sandbox-id;x\r\n\r\n");
+    char *r = read_all(fd, 3000);
+    ck_assert_msg(strncmp(r, "HTTP/1.1 204 ", 13) == 0, "%s", r);
+    ck_assert_msg(strstr(r, "\r\nAccess-Control-Allow-Origin: http://localhost:3000\r\n"), "%s", r);
+    ck_assert_msg(strstr(r, "\r\nAccess-Control-Allow-Headers: content-type,e2b-sandbox-id x\r\n"), "%s", r);
+    close(fd);
+    fd = dial();
+    send_str(fd,
+             "OPTIONS /process.Process/Start HTTP/1.1\r\nHost: p\r\nOrigin: http://localhost:3000.evil\r\n"
+             "Access-Control-Request-Method: POST\r\n\r\n");
+    r = read_all(fd, 3000);
+    ck_assert_msg(strncmp(r, "HTTP/1.1 400 ", 13) == 0 && !strstr(r, "Access-Control"), "%s", r);
+    close(fd);
+    /* an error of the proxy's own, readable by the console's page */
+    fd = dial();
+    send_str(fd,
+             "POST /filesystem.Filesystem/ListDir HTTP/1.1\r\nHost: p\r\nOrigin: http://127.0.0.1:3000\r\n"
+             "E2b-Sandbox-Id: isomething\r\nE2b-Sandbox-Port: 49983\r\nContent-Length: 0\r\n\r\n");
+    r = read_all(fd, 8000);
+    ck_assert_msg(strncmp(r, "HTTP/1.1 502 ", 13) == 0, "%s", r);
+    ck_assert_msg(strstr(r, "\r\nAccess-Control-Allow-Origin: http://127.0.0.1:3000\r\n"), "%s", r);
     close(fd);
     stop();
 }
@@ -278,6 +315,7 @@ int main(void)
     TCase *tc = tcase_create("relay");
     tcase_set_timeout(tc, 30);
     tcase_add_test(tc, answers_of_its_own);
+    tcase_add_test(tc, only_the_consoles_origin_is_answered_cors);
     tcase_add_test(tc, a_head_that_does_not_arrive_in_time_is_answered_408);
     tcase_add_test(tc, at_the_cap_idle_heads_make_room);
     tcase_add_test(tc, idle_clients_add_no_threads);

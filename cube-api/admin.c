@@ -1,0 +1,210 @@
+/* The operators' side of the REST API, as the console uses it: API keys (E2B's /api-keys shapes), nodes with
+ * their pools, and the templates the nodes hold. Any valid key may call them: a cube deployment is one team.
+ */
+#include <ctype.h>
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "api_internal.h"
+#include "json.h"
+
+#define KEY_NAME_MAX 64
+
+static cJSON *key_json(const Cube__ApiKey *k)
+{
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "id", k->key_id);
+    cJSON_AddStringToObject(o, "name", k->name);
+    /* the secret is stored hashed: only its fixed prefix can be shown */
+    cJSON *mask = cJSON_AddObjectToObject(o, "mask");
+    cJSON_AddStringToObject(mask, "prefix", "e2b_");
+    cJSON_AddStringToObject(mask, "maskedValuePrefix", "");
+    cJSON_AddStringToObject(mask, "maskedValueSuffix", "");
+    api_add_time(o, "createdAt", k->created_at_ms);
+    cJSON_AddNullToObject(o, "createdBy");
+    cJSON_AddNullToObject(o, "lastUsed");
+    if (k->key && *k->key) cJSON_AddStringToObject(o, "key", k->key);
+    return o;
+}
+
+/* GET /api-keys, POST /api-keys {name} (the answer holds the key, once) */
+void api_keys(void *svc, http_req *req)
+{
+    api *a = svc;
+    char key_id[64];
+    if (api_authenticate(a, req, key_id) < 0) return;
+    ProtobufCMessage *resp = NULL;
+    cube_err err = {0};
+    if (strcmp(req->method, "GET") == 0) {
+        Cube__Empty e = CUBE__EMPTY__INIT;
+        if (api_master_call(a, "/cube.Master/ListKeys", &e.base, &cube__list_keys_response__descriptor, &resp,
+                            &err) < 0)
+            return api_reply_err(req, &err);
+        Cube__ListKeysResponse *l = (Cube__ListKeysResponse *)resp;
+        cJSON *arr = cJSON_CreateArray();
+        for (size_t i = 0; i < l->n_keys; i++) {
+            cJSON *o = key_json(l->keys[i]);
+            /* which one this caller holds: the console marks it (revoking it signs the console out) */
+            if (strcmp(l->keys[i]->key_id, key_id) == 0) cJSON_AddBoolToObject(o, "current", true);
+            cJSON_AddItemToArray(arr, o);
+        }
+        protobuf_c_message_free_unpacked(resp, NULL);
+        return http_reply_cjson(req, 200, arr);
+    }
+    cJSON *in = api_parse_body(req, 0);
+    if (!in) return;
+    const char *name = NULL;
+    if (cube_json_get_string(in, "name", true, &name, &err) < 0) {
+        cJSON_Delete(in);
+        return http_reply_error(req, 400, "%s", err.msg);
+    }
+    size_t n = strlen(name);
+    bool printable = n > 0 && n <= KEY_NAME_MAX;
+    for (size_t i = 0; printable && i < n; i++) printable = isprint((unsigned char)name[i]) || name[i] < 0;
+    if (!printable) {
+        cJSON_Delete(in);
+        return http_reply_error(req, 400, "name must be 1 to %d printable characters", KEY_NAME_MAX);
+    }
+    Cube__CreateKeyRequest r = CUBE__CREATE_KEY_REQUEST__INIT;
+    r.name = (char *)name;
+    int rc = api_master_call(a, "/cube.Master/CreateKey", &r.base, &cube__api_key__descriptor, &resp, &err);
+    cJSON_Delete(in);
+    if (rc < 0) return api_reply_err(req, &err);
+    http_reply_cjson(req, 201, key_json((Cube__ApiKey *)resp));
+    protobuf_c_message_free_unpacked(resp, NULL);
+}
+
+/* DELETE /api-keys/{id} */
+void api_key_one(void *svc, http_req *req)
+{
+    api *a = svc;
+    char key_id[64];
+    if (api_authenticate(a, req, key_id) < 0) return;
+    const char *id = req->url + strlen("/api-keys/");
+    if (!*id || strchr(id, '/')) return http_reply_error(req, 404, "no such endpoint: %s", req->url);
+    Cube__KeyRef r = CUBE__KEY_REF__INIT;
+    r.key_id = (char *)id;
+    ProtobufCMessage *resp = NULL;
+    cube_err err = {0};
+    if (api_master_call(a, "/cube.Master/RevokeKey", &r.base, &cube__empty__descriptor, &resp, &err) < 0)
+        return api_reply_err(req, &err);
+    protobuf_c_message_free_unpacked(resp, NULL);
+    /* this api stops accepting the key now; the others within API_AUTH_TTL_MS */
+    pthread_mutex_lock(&a->auth_lock);
+    memset(a->auth, 0, sizeof(a->auth));
+    pthread_mutex_unlock(&a->auth_lock);
+    http_reply_empty(req, 204);
+}
+
+static const char *node_status(const Cube__NodeInfo *n)
+{
+    return n->lost ? "lost" : n->silent ? "unhealthy" : n->draining ? "draining" : "ready";
+}
+
+static uint32_t pool_ready(const Cube__NodeInfo *n, const char *tpl)
+{
+    for (size_t i = 0; i < n->n_pool_ready; i++)
+        if (strcmp(n->pool_ready[i]->key, tpl) == 0) return n->pool_ready[i]->value;
+    return 0;
+}
+
+static uint32_t pool_target(const Cube__NodeInfo *n, const char *tpl)
+{
+    for (size_t i = 0; i < n->n_pool_target; i++)
+        if (strcmp(n->pool_target[i]->key, tpl) == 0) return n->pool_target[i]->value;
+    return 0;
+}
+
+static int list_nodes(api *a, http_req *req, Cube__ListNodesResponse **out)
+{
+    char key_id[64];
+    if (api_authenticate(a, req, key_id) < 0) return -1;
+    Cube__Empty e = CUBE__EMPTY__INIT;
+    ProtobufCMessage *resp = NULL;
+    cube_err err = {0};
+    if (api_master_call(a, "/cube.Master/ListNodes", &e.base, &cube__list_nodes_response__descriptor, &resp,
+                        &err) < 0) {
+        api_reply_err(req, &err);
+        return -1;
+    }
+    *out = (Cube__ListNodesResponse *)resp;
+    return 0;
+}
+
+/* GET /nodes: each node's health, load and pool per template (ready beside the depth it keeps) */
+void api_nodes(void *svc, http_req *req)
+{
+    Cube__ListNodesResponse *l;
+    if (list_nodes(svc, req, &l) < 0) return;
+    cJSON *arr = cJSON_CreateArray();
+    for (size_t i = 0; i < l->n_nodes; i++) {
+        const Cube__NodeInfo *n = l->nodes[i];
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddStringToObject(o, "nodeID", n->node_id);
+        cJSON_AddStringToObject(o, "status", node_status(n));
+        cJSON_AddStringToObject(o, "backend", n->backend);
+        cJSON_AddStringToObject(o, "address", n->address);
+        cJSON_AddNumberToObject(o, "sandboxCount", n->running);
+        cJSON_AddNumberToObject(o, "cpuCount", n->capacity ? n->capacity->cpu_count : 0);
+        cJSON_AddNumberToObject(o, "memoryMB", n->capacity ? (double)n->capacity->memory_mb : 0);
+        cJSON_AddNumberToObject(o, "memoryAvailableMB", (double)n->mem_available_mb);
+        cJSON_AddNumberToObject(o, "load1", n->load1);
+        cJSON_AddNumberToObject(o, "lastSeenMsAgo", (double)n->last_seen_ms_ago);
+        cJSON *pools = cJSON_AddArrayToObject(o, "pools");
+        for (size_t t = 0; t < n->n_templates; t++) {
+            cJSON *p = cJSON_CreateObject();
+            cJSON_AddStringToObject(p, "templateID", n->templates[t]);
+            cJSON_AddNumberToObject(p, "ready", pool_ready(n, n->templates[t]));
+            cJSON_AddNumberToObject(p, "target", pool_target(n, n->templates[t]));
+            cJSON_AddItemToArray(pools, p);
+        }
+        cJSON_AddItemToArray(arr, o);
+    }
+    protobuf_c_message_free_unpacked(&l->base, NULL);
+    http_reply_cjson(req, 200, arr);
+}
+
+/* GET /templates: E2B's template list, made from what the live nodes hold (a template is ready where a node
+ * has it) */
+void api_templates(void *svc, http_req *req)
+{
+    Cube__ListNodesResponse *l;
+    if (list_nodes(svc, req, &l) < 0) return;
+    cJSON *arr = cJSON_CreateArray();
+    for (size_t i = 0; i < l->n_nodes; i++) {
+        const Cube__NodeInfo *n = l->nodes[i];
+        if (n->lost) continue;
+        for (size_t t = 0; t < n->n_templates; t++) {
+            const char *id = n->templates[t];
+            cJSON *o = NULL, *it;
+            cJSON_ArrayForEach(
+                it, arr) if (strcmp(cJSON_GetStringValue(cJSON_GetObjectItem(it, "templateID")), id) == 0) o =
+                it;
+            if (!o) {
+                o = cJSON_CreateObject();
+                cJSON_AddStringToObject(o, "templateID", id);
+                cJSON_AddStringToObject(o, "buildID", "");
+                cJSON_AddNumberToObject(o, "cpuCount", 2);
+                cJSON_AddNumberToObject(o, "memoryMB", 512);
+                cJSON_AddNumberToObject(o, "diskSizeMB", 1024);
+                cJSON_AddBoolToObject(o, "public", false);
+                cJSON_AddItemToArray(cJSON_AddArrayToObject(o, "aliases"), cJSON_CreateString(id));
+                cJSON_AddItemToArray(cJSON_AddArrayToObject(o, "names"), cJSON_CreateString(id));
+                cJSON_AddStringToObject(o, "buildStatus", "ready");
+                cJSON_AddNumberToObject(o, "nodes", 0);
+                cJSON_AddNumberToObject(o, "poolReady", 0);
+                cJSON_AddNumberToObject(o, "poolTarget", 0);
+                cJSON_AddItemToArray(arr, o);
+            }
+            const char *counts[] = {"nodes", "poolReady", "poolTarget"};
+            double add[] = {1, pool_ready(n, id), pool_target(n, id)};
+            for (int c = 0; c < 3; c++) {
+                cJSON *v = cJSON_GetObjectItem(o, counts[c]);
+                cJSON_SetNumberValue(v, v->valuedouble + add[c]);
+            }
+        }
+    }
+    protobuf_c_message_free_unpacked(&l->base, NULL);
+    http_reply_cjson(req, 200, arr);
+}
