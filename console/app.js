@@ -314,7 +314,7 @@ async function sandboxesPage(view) {
   const table = h('table', { 'aria-label': 'Sandboxes' },
     h('thead', {}, h('tr', {},
       h('th', { scope: 'col' }, h('span', { class: 'visually-hidden' }, 'Select')),
-      ...['Sandbox', 'Template', 'State', 'Node', 'CPU / memory / disk', 'Age', 'Ends in', 'Metadata'].map((t) => h('th', { scope: 'col' }, t)),
+      ...['Sandbox', 'Template', 'State', 'Node', 'CPU · memory · disk', 'Age', 'Ends in', 'Metadata'].map((t) => h('th', { scope: 'col' }, t)),
       h('th', { scope: 'col' }, h('span', { class: 'visually-hidden' }, 'Actions')))),
     body);
   view.append(
@@ -326,6 +326,7 @@ async function sandboxesPage(view) {
     table);
 
   let rows = [];
+  let usage = {}; // sandbox id -> its latest SandboxMetric (running ones)
   let shown = '';
   function render() {
     const q = filter.value.trim().toLowerCase();
@@ -336,7 +337,7 @@ async function sandboxesPage(view) {
     bulk.disabled = selected.size === 0;
     bulk.textContent = selected.size ? `Kill selected (${selected.size})` : 'Kill selected';
     count.textContent = `${list.length} of ${rows.length}`;
-    const key = JSON.stringify([list, [...selected]]) + Math.floor(Date.now() / 30000);
+    const key = JSON.stringify([list, [...selected], list.map((s) => usage[s.sandboxID])]) + Math.floor(Date.now() / 30000);
     if (key === shown) return; // unchanged: keep the DOM (and the keyboard focus) as it is
     shown = key;
     const focused = document.activeElement && document.activeElement.dataset.focusKey;
@@ -350,7 +351,9 @@ async function sandboxesPage(view) {
       h('td', {}, s.templateID),
       h('td', {}, stateTag(s.state)),
       h('td', {}, s.nodeID || ''),
-      h('td', {}, `${s.cpuCount} vCPU / ${s.memoryMB} MB / ${s.diskSizeMB} MB`),
+      h('td', {}, usage[s.sandboxID]
+        ? `${usage[s.sandboxID].cpuUsedPct.toFixed(1)} % of ${s.cpuCount} vCPU · ${mb(usage[s.sandboxID].memUsed)} of ${s.memoryMB} MB · disk ${mb(usage[s.sandboxID].diskUsed)}`
+        : `${s.cpuCount} vCPU · ${s.memoryMB} MB · disk ${s.diskSizeMB} MB`),
       h('td', {}, ago(s.startedAt)),
       h('td', {}, ago(s.endAt, -1)),
       h('td', {}, metadataTags(s.metadata)),
@@ -365,6 +368,9 @@ async function sandboxesPage(view) {
   async function load() {
     rows = (await api('/v2/sandboxes?limit=1000')) || [];
     rows.sort((a, b) => (a.startedAt < b.startedAt ? 1 : -1));
+    // live usage of the newest 100 running ones, in one call
+    const running = rows.filter((s) => s.state === 'running').slice(0, 100).map((s) => s.sandboxID);
+    usage = running.length ? ((await api(`/sandboxes/metrics?sandbox_ids=${running.join(',')}`)) || {}).sandboxes || {} : {};
     render();
   }
   async function act(id, action) {

@@ -264,6 +264,23 @@ static void create(api *a, http_req *req)
         http_reply_error(req, 400, "autoResume needs autoPause (lifecycle onTimeout: pause)");
         goto out;
     }
+    /* what cube cannot do is refused by name, never accepted and ignored */
+    bool keep_memory = true;
+    if (cube_json_get_bool(in, "autoPauseMemory", false, &keep_memory, &err) < 0) {
+        http_reply_error(req, 400, "%s", err.msg);
+        goto out;
+    }
+    if (!keep_memory) {
+        http_reply_error(req, 400,
+                         "autoPauseMemory: false (onTimeout keepMemory: false) is not supported: a "
+                         "paused cube sandbox keeps its memory and processes");
+        goto out;
+    }
+    const cJSON *mcp = cJSON_GetObjectItemCaseSensitive(in, "mcp");
+    if (mcp && !cJSON_IsNull(mcp)) {
+        http_reply_error(req, 400, "mcp is not supported: cube has no MCP gateway template");
+        goto out;
+    }
     r.metadata = (Cube__CreateSandboxRequest__MetadataEntry **)mdp.p;
     r.env_vars = (Cube__CreateSandboxRequest__EnvVarsEntry **)envp.p;
     if (api_network_parse(internet, cJSON_GetObjectItemCaseSensitive(in, "network"), &net, &err) < 0) {
@@ -492,6 +509,92 @@ static cJSON *logs_json(const Cube__LogLines *l, int v2)
     return o;
 }
 
+/* A pause or resume body's "memory": false asks to drop the sandbox's memory, which cube does not do: a 400
+ * naming it (a body without it, or with true, passes). Returns -1 after replying. */
+static int refuse_memory_false(http_req *req, const char *what)
+{
+    cJSON *in = api_parse_body(req, 1);
+    if (!in) return -1;
+    bool memory = true;
+    cube_err err = {0};
+    int rc = cube_json_get_bool(in, "memory", false, &memory, &err);
+    cJSON_Delete(in);
+    if (rc < 0) {
+        http_reply_error(req, 400, "%s", err.msg);
+        return -1;
+    }
+    if (!memory) {
+        http_reply_error(req, 400,
+                         "memory: false (%s) is not supported: a paused cube sandbox keeps its memory and "
+                         "processes",
+                         what);
+        return -1;
+    }
+    return 0;
+}
+
+/* E2B's SandboxMetric */
+static cJSON *metric_json(const Cube__HvStats *st, int64_t now_ms)
+{
+    cJSON *o = cJSON_CreateObject();
+    api_add_time(o, "timestamp", now_ms);
+    cJSON_AddNumberToObject(o, "timestampUnix", (double)(now_ms / 1000));
+    cJSON_AddNumberToObject(o, "cpuCount", st->cpu_count);
+    cJSON_AddNumberToObject(o, "cpuUsedPct", st->cpu_used_pct);
+    cJSON_AddNumberToObject(o, "memUsed", (double)st->mem_used);
+    cJSON_AddNumberToObject(o, "memTotal", (double)st->mem_total);
+    cJSON_AddNumberToObject(o, "memCache", (double)st->mem_cache);
+    cJSON_AddNumberToObject(o, "diskUsed", (double)st->disk_used);
+    cJSON_AddNumberToObject(o, "diskTotal", (double)st->disk_total);
+    return o;
+}
+
+#define BULK_METRICS_MAX 100
+
+/* GET /sandboxes/metrics?sandbox_ids=a,b,...: {"sandboxes": {id: SandboxMetric}}; a sandbox that is gone or
+ * paused (no sample) is left out, as E2B does */
+static void metrics_bulk(void *svc, http_req *req)
+{
+    api *a = svc;
+    char key_id[64];
+    if (api_authenticate(a, req, key_id) < 0) return;
+    const char *q = http_query(req, "sandbox_ids");
+    if (!q || !*q) return http_reply_error(req, 400, "sandbox_ids is required: sandbox ids, comma-separated");
+    char ids[BULK_METRICS_MAX * 64 + 1];
+    if (strlen(q) >= sizeof(ids))
+        return http_reply_error(req, 400, "sandbox_ids: at most %d sandboxes at once", BULK_METRICS_MAX);
+    snprintf(ids, sizeof(ids), "%s", q);
+    cJSON *out = cJSON_CreateObject(), *map = cJSON_AddObjectToObject(out, "sandboxes");
+    int n = 0, got = 0;
+    cube_err failed = {
+        0}; /* a sandbox's own failure leaves it out; only when none answered is it the answer */
+    char *save = NULL;
+    for (char *id = strtok_r(ids, ",", &save); id; id = strtok_r(NULL, ",", &save)) {
+        if (++n > BULK_METRICS_MAX) {
+            cJSON_Delete(out);
+            return http_reply_error(req, 400, "sandbox_ids: at most %d sandboxes at once", BULK_METRICS_MAX);
+        }
+        if (strlen(id) >= 64 || cJSON_GetObjectItemCaseSensitive(map, id)) continue;
+        Cube__SandboxRef ref = CUBE__SANDBOX_REF__INIT;
+        ref.sandbox_id = id;
+        ProtobufCMessage *resp = NULL;
+        cube_err err = {0};
+        if (api_master_call(a, "/cube.Master/SandboxMetrics", &ref.base, &cube__hv_stats__descriptor, &resp,
+                            &err) < 0) {
+            if (err.code != ENOENT) failed = err;
+            continue;
+        }
+        got++;
+        cJSON_AddItemToObject(map, id, metric_json((Cube__HvStats *)resp, cube_now_unix_ms()));
+        protobuf_c_message_free_unpacked(resp, NULL);
+    }
+    if (!got && failed.code) {
+        cJSON_Delete(out);
+        return api_reply_err(req, &failed);
+    }
+    http_reply_cjson(req, 200, out);
+}
+
 /* Operations on one sandbox: /sandboxes/{id}[/op] and /v2/sandboxes/{id}[/op]. */
 static void sandbox_op(api *a, http_req *req, const char *rest)
 {
@@ -535,6 +638,7 @@ static void sandbox_op(api *a, http_req *req, const char *rest)
             return api_reply_err(req, &err);
         http_reply_empty(req, 204);
     } else if (strcmp(op, "pause") == 0 && strcmp(m, "POST") == 0) {
+        if (refuse_memory_false(req, "a pause (keepMemory: false)") < 0) return;
         Cube__SandboxRef ref = CUBE__SANDBOX_REF__INIT;
         ref.sandbox_id = id;
         if (api_master_call(a, "/cube.Master/PauseSandbox", &ref.base, &cube__empty__descriptor, &resp,
@@ -545,9 +649,17 @@ static void sandbox_op(api *a, http_req *req, const char *rest)
         cJSON *in = api_parse_body(req, 1);
         if (!in) return;
         int64_t t = 0;
-        int rc = cube_json_get_int(in, "timeout", false, 0, MAX_TIMEOUT_S, &t, &err);
+        bool memory = true;
+        int rc = cube_json_get_int(in, "timeout", false, 0, MAX_TIMEOUT_S, &t, &err) < 0 ||
+                         cube_json_get_bool(in, "memory", false, &memory, &err) < 0
+                     ? -1
+                     : 0;
         cJSON_Delete(in);
         if (rc < 0) return http_reply_error(req, 400, "%s", err.msg);
+        if (!memory)
+            return http_reply_error(req, 400,
+                                    "memory: false (onResume: 'reboot') is not supported: a paused cube "
+                                    "sandbox resumes with its memory and processes");
         ProtobufCMessage *before = NULL;
         Cube__Sandbox *sb = get_one(a, id, &before, &err);
         if (!sb) return api_reply_err(req, &err);
@@ -564,25 +676,28 @@ static void sandbox_op(api *a, http_req *req, const char *rest)
         http_reply_cjson(req, was_paused ? 201 : 200,
                          sandbox_json(a, ((Cube__GetSandboxResponse *)resp)->sandbox));
     } else if (strcmp(op, "metrics") == 0 && strcmp(m, "GET") == 0) {
-        /* one current sample: cube keeps no history of sandbox metrics yet */
+        /* cube keeps no history of sandbox metrics: the current sample, when it falls in [start, end] */
+        int64_t range[2] = {0, INT64_MAX / 1000};
+        const char *names[2] = {"start", "end"};
+        for (int i = 0; i < 2; i++) {
+            const char *v = http_query(req, names[i]);
+            char *end;
+            if (!v) continue;
+            long long t = strtoll(v, &end, 10);
+            if (!*v || *end || t < 0 || t > INT64_MAX / 1000)
+                return http_reply_error(req, 400, "%s must be a Unix time in seconds, not '%s'", names[i], v);
+            range[i] = t;
+        }
+        if (range[0] > range[1]) return http_reply_error(req, 400, "start must not be after end");
         Cube__SandboxRef ref = CUBE__SANDBOX_REF__INIT;
         ref.sandbox_id = id;
         if (api_master_call(a, "/cube.Master/SandboxMetrics", &ref.base, &cube__hv_stats__descriptor, &resp,
                             &err) < 0)
             return api_reply_err(req, &err);
-        Cube__HvStats *st = (Cube__HvStats *)resp;
-        cJSON *arr = cJSON_CreateArray(), *o = cJSON_CreateObject();
         int64_t now = cube_now_unix_ms();
-        api_add_time(o, "timestamp", now);
-        cJSON_AddNumberToObject(o, "timestampUnix", (double)(now / 1000));
-        cJSON_AddNumberToObject(o, "cpuCount", st->cpu_count);
-        cJSON_AddNumberToObject(o, "cpuUsedPct", st->cpu_used_pct);
-        cJSON_AddNumberToObject(o, "memUsed", (double)st->mem_used);
-        cJSON_AddNumberToObject(o, "memTotal", (double)st->mem_total);
-        cJSON_AddNumberToObject(o, "memCache", (double)st->mem_cache);
-        cJSON_AddNumberToObject(o, "diskUsed", (double)st->disk_used);
-        cJSON_AddNumberToObject(o, "diskTotal", (double)st->disk_total);
-        cJSON_AddItemToArray(arr, o);
+        cJSON *arr = cJSON_CreateArray();
+        if (now / 1000 >= range[0] && now / 1000 <= range[1])
+            cJSON_AddItemToArray(arr, metric_json((Cube__HvStats *)resp, now));
         http_reply_cjson(req, 200, arr);
     } else if (strcmp(op, "fork") == 0 && strcmp(m, "POST") == 0) {
         cJSON *in = api_parse_body(req, 1);
@@ -761,11 +876,31 @@ static void volume_one(void *svc, http_req *req)
     protobuf_c_message_free_unpacked(resp, NULL);
 }
 
+static int snapshot_newest_first(const void *x, const void *y)
+{
+    const Cube__SnapshotInfo *a = *(Cube__SnapshotInfo *const *)x, *b = *(Cube__SnapshotInfo *const *)y;
+    if (a->created_at_ms != b->created_at_ms) return a->created_at_ms > b->created_at_ms ? -1 : 1;
+    return strcmp(a->snapshot_id, b->snapshot_id);
+}
+
+#define SNAPSHOTS_PAGE_DEFAULT 100
+#define SNAPSHOTS_PAGE_MAX     1000
+
+/* GET /snapshots[?sandboxID&limit&nextToken]: newest first, a page at a time; the next page's token (the last
+ * snapshot's id) in X-Next-Token, as the SDK's paginator reads it */
 static void snapshots_list(void *svc, http_req *req)
 {
     api *a = svc;
     char key_id[64];
     if (api_authenticate(a, req, key_id) < 0) return;
+    long limit = SNAPSHOTS_PAGE_DEFAULT;
+    const char *ls = http_query(req, "limit"), *after = http_query(req, "nextToken");
+    if (ls) {
+        char *end;
+        limit = strtol(ls, &end, 10);
+        if (!*ls || *end || limit < 1 || limit > SNAPSHOTS_PAGE_MAX)
+            return http_reply_error(req, 400, "limit must be within 1..%d", SNAPSHOTS_PAGE_MAX);
+    }
     Cube__ListSnapshotsRequest r = CUBE__LIST_SNAPSHOTS_REQUEST__INIT;
     r.sandbox_id = (char *)http_query(req, "sandboxID");
     ProtobufCMessage *resp = NULL;
@@ -774,8 +909,19 @@ static void snapshots_list(void *svc, http_req *req)
                         &resp, &err) < 0)
         return api_reply_err(req, &err);
     Cube__ListSnapshotsResponse *l = (Cube__ListSnapshotsResponse *)resp;
+    if (l->n_snapshots) qsort(l->snapshots, l->n_snapshots, sizeof(*l->snapshots), snapshot_newest_first);
+    size_t from = 0;
+    if (after && *after) {
+        while (from < l->n_snapshots && strcmp(l->snapshots[from]->snapshot_id, after) != 0) from++;
+        if (from == l->n_snapshots) {
+            protobuf_c_message_free_unpacked(resp, NULL);
+            return http_reply_error(req, 400, "nextToken '%s' names no snapshot (deleted since?)", after);
+        }
+        from++;
+    }
     cJSON *arr = cJSON_CreateArray();
-    for (size_t i = 0; i < l->n_snapshots; i++) {
+    size_t i = from;
+    for (; i < l->n_snapshots && i < from + (size_t)limit; i++) {
         cJSON *o = cJSON_CreateObject();
         cJSON_AddStringToObject(o, "snapshotID", l->snapshots[i]->snapshot_id);
         cJSON_AddItemToArray(cJSON_AddArrayToObject(o, "names"),
@@ -784,8 +930,18 @@ static void snapshots_list(void *svc, http_req *req)
         api_add_time(o, "createdAt", l->snapshots[i]->created_at_ms);
         cJSON_AddItemToArray(arr, o);
     }
+    char *s = cJSON_PrintUnformatted(arr);
+    cJSON_Delete(arr);
+    struct MHD_Response *mr = s ? MHD_create_response_from_buffer(strlen(s), s, MHD_RESPMEM_MUST_FREE) : NULL;
+    if (!mr) {
+        free(s);
+        protobuf_c_message_free_unpacked(resp, NULL);
+        return http_reply_error(req, 500, "out of memory");
+    }
+    MHD_add_response_header(mr, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
+    if (i < l->n_snapshots) MHD_add_response_header(mr, "X-Next-Token", l->snapshots[i - 1]->snapshot_id);
     protobuf_c_message_free_unpacked(resp, NULL);
-    http_reply_cjson(req, 200, arr);
+    http_reply(req, 200, mr);
 }
 
 /* DELETE /templates/{id}: templates and snapshots alike (the SDK's deleteSnapshot) */
@@ -850,6 +1006,7 @@ const http_route api_routes[] = {
     {"POST", "/v2/sandboxes", create_route, NULL},
     {"GET", "/sandboxes", list_v1, NULL},
     {"GET", "/v2/sandboxes", list_v2, NULL},
+    {"GET", "/sandboxes/metrics", metrics_bulk, NULL},
     {"GET", "/sandboxes/", sandbox_v1, NULL},
     {"DELETE", "/sandboxes/", sandbox_v1, NULL},
     {"POST", "/sandboxes/", sandbox_v1, NULL},

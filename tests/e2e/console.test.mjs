@@ -69,6 +69,7 @@ test('a sandbox made by the SDK: listed with its metadata, terminal, upload, pau
     assert.match(text, /owner=console-test/);
     assert.match(text, /purpose=browser/);
     assert.match(text, /running/);
+    await row.locator('td', { hasText: /% of 2 vCPU/ }).waitFor(); // its live usage (bulk metrics)
     await shot('sandboxes');
 
     // search narrows the list to it

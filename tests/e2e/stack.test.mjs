@@ -212,6 +212,13 @@ test('snapshots: a sandbox\'s files become a template that new sandboxes start f
   await sbx.files.write('/home/user/project/state.txt', 'changed after');
   const listed = await sbx.listSnapshots().nextItems();
   assert.ok(listed.some((s) => s.snapshotId === snap.snapshotId), JSON.stringify(listed));
+  // paged, newest first: a second snapshot comes on the first page of one, the first on the next
+  const snap2 = await Sandbox.createSnapshot(sbx.sandboxId);
+  const pager = sbx.listSnapshots({ limit: 1 });
+  assert.deepEqual((await pager.nextItems()).map((s) => s.snapshotId), [snap2.snapshotId]);
+  assert.equal(pager.hasNext, true);
+  assert.deepEqual((await pager.nextItems()).map((s) => s.snapshotId), [snap.snapshotId]);
+  assert.equal(await Sandbox.deleteSnapshot(snap2.snapshotId), true);
   let child;
   for (let i = 0; i < 50 && !child; i++) { // the node publishes it within a heartbeat
     try { child = await Sandbox.create(snap.snapshotId); } catch { await sleep(200); }
@@ -223,6 +230,21 @@ test('snapshots: a sandbox\'s files become a template that new sandboxes start f
   await sbx.kill();
   assert.equal(await Sandbox.deleteSnapshot(snap.snapshotId), true);
   assert.equal(await Sandbox.deleteSnapshot(snap.snapshotId), false);
+});
+
+test('what cube does not do is refused by name: pauses without memory, onResume reboot', async () => {
+  await assert.rejects(Sandbox.create({ lifecycle: { onTimeout: { action: 'pause', keepMemory: false } } }), /autoPauseMemory/);
+  const sbx = await Sandbox.create();
+  try {
+    await assert.rejects(sbx.pause({ keepMemory: false }), /memory: false/);
+    assert.equal((await sbx.getInfo()).state, 'running');
+    assert.equal(await sbx.pause({ keepMemory: true }), true);
+    await assert.rejects(Sandbox.connect(sbx.sandboxId, { onResume: 'reboot' }), /reboot/);
+    const again = await Sandbox.connect(sbx.sandboxId, { onResume: 'restore' });
+    assert.equal((await again.commands.run('echo back')).stdout, 'back\n');
+  } finally {
+    await sbx.kill();
+  }
 });
 
 test('a sandbox is killed when its timeout passes', async () => {

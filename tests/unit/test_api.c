@@ -164,6 +164,38 @@ static int fake_list_nodes(void *svc, cube_rpc_ctx *ctx, const void *reqp, void 
     return 0;
 }
 
+/* a sample whose cpu says which sandbox it is: "ihere" 12.5 %; "igone" is not found */
+static int fake_metrics(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *respp, cube_err *err)
+{
+    (void)svc, (void)ctx;
+    const Cube__SandboxRef *req = reqp;
+    if (fake_ref(req->sandbox_id, err) < 0) return -1;
+    Cube__HvStats *out = respp;
+    out->cpu_count = 2;
+    out->cpu_used_pct = strcmp(req->sandbox_id, "ihere") == 0 ? 12.5 : 1;
+    out->mem_used = 1 << 20;
+    out->mem_total = 512 << 20;
+    return 0;
+}
+
+/* snapshots s1 (oldest) .. s3, answered oldest first: the api pages them newest first */
+static int fake_list_snapshots(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *respp, cube_err *err)
+{
+    (void)svc, (void)reqp, (void)err;
+    Cube__ListSnapshotsResponse *out = respp;
+    static const char *ids[] = {"s1", "s2", "s3"};
+    out->snapshots = cube_rpc_alloc(ctx, 3 * sizeof(Cube__SnapshotInfo *));
+    for (int i = 0; i < 3; i++) {
+        Cube__SnapshotInfo *si = cube_rpc_alloc(ctx, sizeof(*si));
+        cube__snapshot_info__init(si);
+        si->snapshot_id = (char *)ids[i];
+        si->sandbox_id = "ihere";
+        si->created_at_ms = 1700000000000 + i * 1000;
+        out->snapshots[out->n_snapshots++] = si;
+    }
+    return 0;
+}
+
 #define M(name, fn, req, resp) CUBE_RPC_METHOD("cube.Master", name, fn, req, resp)
 static const cube_rpc_method fake_master[] = {
     M("AuthKey", fake_auth, cube__auth_key_request, cube__auth_key_response),
@@ -175,6 +207,8 @@ static const cube_rpc_method fake_master[] = {
     M("CreateKey", fake_create_key, cube__create_key_request, cube__api_key),
     M("RevokeKey", fake_revoke_key, cube__key_ref, cube__empty),
     M("ListNodes", fake_list_nodes, cube__empty, cube__list_nodes_response),
+    M("SandboxMetrics", fake_metrics, cube__sandbox_ref, cube__hv_stats),
+    M("ListSnapshots", fake_list_snapshots, cube__list_snapshots_request, cube__list_snapshots_response),
     {0},
 };
 
@@ -416,6 +450,83 @@ START_TEST(keys_nodes_and_templates_for_the_console)
 }
 END_TEST
 
+START_TEST(metrics_one_range_and_many)
+{
+    char body[8192], path[8192];
+    ck_assert_int_eq(request("GET", "/sandboxes/ihere/metrics", "e2b_good", NULL, body, sizeof(body)), 200);
+    ck_assert_ptr_nonnull(strstr(body, "\"cpuUsedPct\":12.5"));
+    /* a range that holds now: the sample; one in the past: none (no history is kept); bad ones: 400 */
+    long long now = cube_now_unix_ms() / 1000;
+    snprintf(path, sizeof(path), "/sandboxes/ihere/metrics?start=%lld&end=%lld", now - 60, now + 60);
+    ck_assert_int_eq(request("GET", path, "e2b_good", NULL, body, sizeof(body)), 200);
+    ck_assert_ptr_nonnull(strstr(body, "\"cpuUsedPct\":12.5"));
+    snprintf(path, sizeof(path), "/sandboxes/ihere/metrics?start=%lld&end=%lld", now - 3600, now - 1800);
+    ck_assert_int_eq(request("GET", path, "e2b_good", NULL, body, sizeof(body)), 200);
+    ck_assert_str_eq(body, "[]");
+    ck_assert_int_eq(
+        request("GET", "/sandboxes/ihere/metrics?start=soon", "e2b_good", NULL, body, sizeof(body)), 400);
+    ck_assert_ptr_nonnull(strstr(body, "start must be"));
+    ck_assert_int_eq(
+        request("GET", "/sandboxes/ihere/metrics?start=20&end=10", "e2b_good", NULL, body, sizeof(body)),
+        400);
+    /* bulk: the ones that exist, by id; the gone one left out */
+    ck_assert_int_eq(request("GET", "/sandboxes/metrics?sandbox_ids=ihere,igone,iother", "e2b_good", NULL,
+                             body, sizeof(body)),
+                     200);
+    ck_assert_ptr_nonnull(strstr(body, "{\"sandboxes\":{\"ihere\":{"));
+    ck_assert_ptr_nonnull(strstr(body, "\"iother\":{"));
+    ck_assert_ptr_null(strstr(body, "igone"));
+    ck_assert_int_eq(request("GET", "/sandboxes/metrics", "e2b_good", NULL, body, sizeof(body)), 400);
+    ck_assert_ptr_nonnull(strstr(body, "sandbox_ids"));
+    size_t o = (size_t)snprintf(path, sizeof(path), "/sandboxes/metrics?sandbox_ids=");
+    for (int i = 0; i < 101; i++) o += (size_t)snprintf(path + o, sizeof(path) - o, "%si%d", i ? "," : "", i);
+    ck_assert_int_eq(request("GET", path, "e2b_good", NULL, body, sizeof(body)), 400);
+    ck_assert_ptr_nonnull(strstr(body, "at most 100"));
+}
+END_TEST
+
+/* what cube cannot do is a 400 naming it, not accepted and ignored */
+START_TEST(memoryless_pauses_and_mcp_are_refused_by_name)
+{
+    char body[4096];
+    ck_assert_int_eq(
+        request("POST", "/sandboxes/ihere/pause", "e2b_good", "{\"memory\":false}", body, sizeof(body)), 400);
+    ck_assert_ptr_nonnull(strstr(body, "memory: false"));
+    ck_assert_int_eq(
+        request("POST", "/sandboxes/ihere/pause", "e2b_good", "{\"memory\":true}", body, sizeof(body)), 204);
+    ck_assert_int_eq(
+        request("POST", "/sandboxes/ihere/connect", "e2b_good", "{\"memory\":false}", body, sizeof(body)),
+        400);
+    ck_assert_ptr_nonnull(strstr(body, "reboot"));
+    ck_assert_int_eq(request("POST", "/sandboxes", "e2b_good",
+                             "{\"templateID\":\"base\",\"autoPause\":true,\"autoPauseMemory\":false}", body,
+                             sizeof(body)),
+                     400);
+    ck_assert_ptr_nonnull(strstr(body, "autoPauseMemory"));
+    ck_assert_int_eq(request("POST", "/sandboxes", "e2b_good",
+                             "{\"templateID\":\"base\",\"mcp\":{\"github\":{}}}", body, sizeof(body)),
+                     400);
+    ck_assert_ptr_nonnull(strstr(body, "mcp"));
+    ck_assert_int_eq(request("POST", "/sandboxes", "e2b_good", "{\"templateID\":\"base\",\"mcp\":null}", body,
+                             sizeof(body)),
+                     201);
+}
+END_TEST
+
+START_TEST(snapshots_are_paged_newest_first)
+{
+    char body[4096];
+    ck_assert_int_eq(request("GET", "/snapshots?limit=2", "e2b_good", NULL, body, sizeof(body)), 200);
+    char *s3 = strstr(body, "\"s3\""), *s2 = strstr(body, "\"s2\"");
+    ck_assert_msg(s3 && s2 && s3 < s2 && !strstr(body, "\"s1\""), "%s", body);
+    ck_assert_int_eq(request("GET", "/snapshots?limit=2&nextToken=s2", "e2b_good", NULL, body, sizeof(body)),
+                     200);
+    ck_assert_msg(strstr(body, "\"s1\"") && !strstr(body, "\"s2\""), "%s", body);
+    ck_assert_int_eq(request("GET", "/snapshots?nextToken=s9", "e2b_good", NULL, body, sizeof(body)), 400);
+    ck_assert_int_eq(request("GET", "/snapshots?limit=0", "e2b_good", NULL, body, sizeof(body)), 400);
+}
+END_TEST
+
 START_TEST(the_console_is_served_from_the_binary)
 {
     char body[65536];
@@ -444,6 +555,9 @@ int main(void)
     tcase_add_test(tc, egress_proxy_is_kept_and_its_password_never_shown);
     tcase_add_test(tc, keys_nodes_and_templates_for_the_console);
     tcase_add_test(tc, the_console_is_served_from_the_binary);
+    tcase_add_test(tc, metrics_one_range_and_many);
+    tcase_add_test(tc, memoryless_pauses_and_mcp_are_refused_by_name);
+    tcase_add_test(tc, snapshots_are_paged_newest_first);
     suite_add_tcase(s, tc);
     return cube_run_suite(s);
 }
