@@ -79,9 +79,10 @@ static void aad_of(char out[96], const char *id, int64_t version)
     snprintf(out, 96, "%s:%lld", id, (long long)version);
 }
 
+/* Acquire: a key switched on while the master serves (tests do) is seen with its bytes. */
 static int need_key(const master *m, cube_err *err)
 {
-    return m->has_secret_key
+    return __atomic_load_n(&m->has_secret_key, __ATOMIC_ACQUIRE)
                ? 0
                : cube_err_set(err, ENOTSUP, "secrets are off: cube-master has no --secrets-key");
 }
