@@ -208,3 +208,32 @@ void api_templates(void *svc, http_req *req)
     protobuf_c_message_free_unpacked(&l->base, NULL);
     http_reply_cjson(req, 200, arr);
 }
+
+/* GET /templates/aliases/{alias} (the SDK's Template.exists) and GET /templates/{id}: a template is there
+ * when a live node holds it; cube's template names are their ids and aliases. */
+void api_template_one(void *svc, http_req *req)
+{
+    const char *rest = req->url + strlen("/templates/");
+    bool alias = strncmp(rest, "aliases/", 8) == 0;
+    const char *id = alias ? rest + 8 : rest;
+    if (!*id || strchr(id, '/')) return http_reply_error(req, 404, "no such endpoint: %s", req->url);
+    Cube__ListNodesResponse *l;
+    if (list_nodes(svc, req, &l) < 0) return;
+    bool found = false;
+    for (size_t i = 0; i < l->n_nodes && !found; i++)
+        for (size_t t = 0; !l->nodes[i]->lost && t < l->nodes[i]->n_templates && !found; t++)
+            found = strcmp(l->nodes[i]->templates[t], id) == 0;
+    protobuf_c_message_free_unpacked(&l->base, NULL);
+    if (!found) return http_reply_error(req, 404, "template %s'%s' not found", alias ? "alias " : "", id);
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "templateID", id);
+    cJSON_AddBoolToObject(o, "public", false);
+    if (!alias) {
+        cJSON_AddItemToArray(cJSON_AddArrayToObject(o, "aliases"), cJSON_CreateString(id));
+        cJSON_AddItemToArray(cJSON_AddArrayToObject(o, "names"), cJSON_CreateString(id));
+        cJSON_AddArrayToObject(o, "builds"); /* no build through the API made it */
+        cJSON_AddNumberToObject(o, "spawnCount", 0);
+        cJSON_AddNullToObject(o, "lastSpawnedAt");
+    }
+    http_reply_cjson(req, 200, o);
+}

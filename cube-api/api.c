@@ -1014,6 +1014,7 @@ const http_route api_routes[] = {
     {"GET", "/v2/sandboxes/", sandbox_v2, NULL},
     {"GET", "/snapshots", snapshots_list, NULL},
     {"GET", "/templates", api_templates, NULL},
+    {"GET", "/templates/", api_template_one, NULL},
     {"GET", "/nodes", api_nodes, NULL},
     {"GET", "/api-keys", api_keys, NULL},
     {"POST", "/api-keys", api_keys, NULL},

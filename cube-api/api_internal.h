@@ -34,5 +34,6 @@ void api_keys(void *svc, http_req *req);
 void api_key_one(void *svc, http_req *req);
 void api_nodes(void *svc, http_req *req);
 void api_templates(void *svc, http_req *req);
+void api_template_one(void *svc, http_req *req);
 
 #endif

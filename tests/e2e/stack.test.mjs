@@ -8,7 +8,7 @@ import { createServer, connect } from 'node:net';
 import { lookup } from 'node:dns/promises';
 import { networkInterfaces } from 'node:os';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { Sandbox, SandboxNotFoundError, AuthenticationError } from 'e2b';
+import { Sandbox, SandboxNotFoundError, AuthenticationError, Template } from 'e2b';
 import { Sandbox as CodeSandbox } from '@e2b/code-interpreter';
 import { assertNothingLeft } from './leftovers.mjs';
 
@@ -230,6 +230,12 @@ test('snapshots: a sandbox\'s files become a template that new sandboxes start f
   await sbx.kill();
   assert.equal(await Sandbox.deleteSnapshot(snap.snapshotId), true);
   assert.equal(await Sandbox.deleteSnapshot(snap.snapshotId), false);
+});
+
+test('Template.exists: the templates the node holds', async () => {
+  assert.equal(await Template.exists('base'), true);
+  assert.equal(await Template.exists('code-interpreter-v1'), true);
+  assert.equal(await Template.exists('no-such-template'), false);
 });
 
 test('what cube does not do is refused by name: pauses without memory, onResume reboot', async () => {

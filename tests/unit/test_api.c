@@ -447,6 +447,13 @@ START_TEST(keys_nodes_and_templates_for_the_console)
     ck_assert_ptr_nonnull(strstr(body, "\"templateID\":\"base\""));
     ck_assert_ptr_nonnull(strstr(body, "\"nodes\":2,\"poolReady\":3,\"poolTarget\":8"));
     ck_assert_ptr_nonnull(strstr(body, "\"nodes\":1,\"poolReady\":1,\"poolTarget\":4"));
+    /* one template, and the SDK's Template.exists: only what a live node holds */
+    ck_assert_int_eq(request("GET", "/templates/aliases/code", "e2b_good", NULL, body, sizeof(body)), 200);
+    ck_assert_str_eq(body, "{\"templateID\":\"code\",\"public\":false}");
+    ck_assert_int_eq(request("GET", "/templates/aliases/nothing", "e2b_good", NULL, body, sizeof(body)), 404);
+    ck_assert_int_eq(request("GET", "/templates/base", "e2b_good", NULL, body, sizeof(body)), 200);
+    ck_assert_ptr_nonnull(strstr(body, "\"aliases\":[\"base\"]"));
+    ck_assert_int_eq(request("GET", "/templates/nothing", "e2b_good", NULL, body, sizeof(body)), 404);
 }
 END_TEST
 
