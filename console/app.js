@@ -658,6 +658,7 @@ function filesPanel(getSbx) {
 function metricsPanel(id) {
   const series = { cpu: [], mem: [], disk: [] };
   const charts = {};
+  const since = h('p', { class: 'muted' });
   const mk = (key, label) => {
     const line = document.createElementNS('http://www.w3.org/2000/svg', 'polyline');
     const svg = document.createElementNS('http://www.w3.org/2000/svg', 'svg');
@@ -671,7 +672,7 @@ function metricsPanel(id) {
   };
   const panel = h('section', { class: 'panel', 'aria-labelledby': 'metrics-title' },
     h('h2', { id: 'metrics-title' }, 'CPU, memory and disk'),
-    h('p', { class: 'muted' }, 'Sampled every 3 s while this page is open.'),
+    since,
     h('div', { class: 'charts' }, mk('cpu', 'CPU %'), mk('mem', 'Memory'), mk('disk', 'Disk')));
   function draw(key, max, text) {
     const pts = series[key].length === 1 ? [series[key][0], series[key][0]] : series[key];
@@ -680,23 +681,23 @@ function metricsPanel(id) {
     c.cap.textContent = `${c.label}: ${text}`;
     c.svg.setAttribute('aria-label', `${c.label}: ${text}`);
   }
-  every(REFRESH_MS, async () => {
+  every(REFRESH_MS * 2, async () => {
     let m;
     try {
-      m = await api(`/sandboxes/${id}/metrics`);
+      m = await api(`/sandboxes/${id}/metrics`); // its life: every 5 s, coarser as it ages; the last is now
     } catch (e) {
       if (e.status === 404 || e.status === 409) return;
       throw e;
     }
-    const s = m && m[m.length - 1];
-    if (!s) return;
-    series.cpu.push(s.cpuUsedPct);
-    series.mem.push(s.memUsed);
-    series.disk.push(s.diskUsed);
-    for (const k of Object.keys(series)) if (series[k].length > 200) series[k].shift();
-    draw('cpu', 100, `${s.cpuUsedPct.toFixed(1)} % of ${s.cpuCount} vCPU`);
+    if (!m || !m.length) return;
+    const s = m[m.length - 1];
+    series.cpu = m.map((x) => x.cpuUsedPct);
+    series.mem = m.map((x) => x.memUsed);
+    series.disk = m.map((x) => x.diskUsed);
+    draw('cpu', Math.max(100, ...series.cpu), `${s.cpuUsedPct.toFixed(1)} % (100 % = one of ${s.cpuCount} vCPU)`);
     draw('mem', s.memTotal, `${mb(s.memUsed)} of ${mb(s.memTotal)}`);
     draw('disk', s.diskTotal, `${mb(s.diskUsed)} of ${mb(s.diskTotal)}`);
+    since.textContent = `Over its life since ${new Date(m[0].timestamp).toLocaleTimeString()}: ${m.length} samples (every 5 s, coarser as it ages).`;
   });
   return panel;
 }

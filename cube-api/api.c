@@ -676,7 +676,8 @@ static void sandbox_op(api *a, http_req *req, const char *rest)
         http_reply_cjson(req, was_paused ? 201 : 200,
                          sandbox_json(a, ((Cube__GetSandboxResponse *)resp)->sandbox));
     } else if (strcmp(op, "metrics") == 0 && strcmp(m, "GET") == 0) {
-        /* cube keeps no history of sandbox metrics: the current sample, when it falls in [start, end] */
+        /* its samples over its life (every 5 s, coarser as it ages; the last taken now), those in [start,
+         * end] */
         int64_t range[2] = {0, INT64_MAX / 1000};
         const char *names[2] = {"start", "end"};
         for (int i = 0; i < 2; i++) {
@@ -691,13 +692,16 @@ static void sandbox_op(api *a, http_req *req, const char *rest)
         if (range[0] > range[1]) return http_reply_error(req, 400, "start must not be after end");
         Cube__SandboxRef ref = CUBE__SANDBOX_REF__INIT;
         ref.sandbox_id = id;
-        if (api_master_call(a, "/cube.Master/SandboxMetrics", &ref.base, &cube__hv_stats__descriptor, &resp,
-                            &err) < 0)
+        if (api_master_call(a, "/cube.Master/SandboxMetricsHistory", &ref.base,
+                            &cube__hv_stats_history__descriptor, &resp, &err) < 0)
             return api_reply_err(req, &err);
-        int64_t now = cube_now_unix_ms();
+        const Cube__HvStatsHistory *h = (const Cube__HvStatsHistory *)resp;
         cJSON *arr = cJSON_CreateArray();
-        if (now / 1000 >= range[0] && now / 1000 <= range[1])
-            cJSON_AddItemToArray(arr, metric_json((Cube__HvStats *)resp, now));
+        for (size_t i = 0; i < h->n_samples; i++) {
+            int64_t at = h->samples[i]->sampled_at_ms;
+            if (at / 1000 >= range[0] && at / 1000 <= range[1])
+                cJSON_AddItemToArray(arr, metric_json(h->samples[i], at));
+        }
         http_reply_cjson(req, 200, arr);
     } else if (strcmp(op, "fork") == 0 && strcmp(m, "POST") == 0) {
         cJSON *in = api_parse_body(req, 1);

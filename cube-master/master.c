@@ -879,6 +879,31 @@ static int sandbox_metrics(void *svc, cube_rpc_ctx *ctx, const void *reqp, void 
     return 0;
 }
 
+/* The sandbox's samples over its life from its node, oldest first, the last one taken now. */
+static int sandbox_metrics_history(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *respp, cube_err *err)
+{
+    master *m = svc;
+    const Cube__SandboxRef *req = reqp;
+    Cube__HvStatsHistory *out = respp;
+    Cube__Sandbox *sb = m->st->ops->sandbox_get(m->st, req->sandbox_id ? req->sandbox_id : "", err);
+    if (!sb) return -1;
+    ProtobufCMessage *r = NULL;
+    int rc =
+        node_op(m, sb, "/cube.Cubelet/SandboxStatsHistory", &cube__hv_stats_history__descriptor, &r, err);
+    cube__sandbox__free_unpacked(sb, NULL);
+    if (rc < 0) return -1;
+    const Cube__HvStatsHistory *h = (const Cube__HvStatsHistory *)r;
+    out->samples = cube_rpc_alloc(ctx, (h->n_samples ? h->n_samples : 1) * sizeof(*out->samples));
+    for (size_t i = 0; i < h->n_samples; i++) {
+        Cube__HvStats *x = cube_rpc_alloc(ctx, sizeof(*x));
+        cube__hv_stats__init(x);
+        cube_hv_stats_copy(x, h->samples[i]);
+        out->samples[out->n_samples++] = x;
+    }
+    protobuf_c_message_free_unpacked(r, NULL);
+    return 0;
+}
+
 static int auth_key(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *respp, cube_err *err)
 {
     master *m = svc;
@@ -1033,6 +1058,7 @@ const cube_rpc_method master_methods[] = {
     M("RevokeKey", revoke_key, cube__key_ref, cube__empty),
     M("ListNodes", list_nodes, cube__empty, cube__list_nodes_response),
     M("SandboxMetrics", sandbox_metrics, cube__sandbox_ref, cube__hv_stats),
+    M("SandboxMetricsHistory", sandbox_metrics_history, cube__sandbox_ref, cube__hv_stats_history),
     M("ForkSandbox", fork_sandbox, cube__fork_request, cube__fork_response),
     M("CreateVolume", create_volume, cube__create_volume_request, cube__volume),
     M("GetVolume", get_volume, cube__volume_ref, cube__volume),

@@ -257,6 +257,7 @@ static int spawn_slot(cubelet *c, const cl_template *tpl, const char *layers, in
     s->hv_pidfd = -1;
     char rnd[16];
     if (cube_id_new(0, rnd, 12, err) < 0) {
+        free(s->history);
         free(s);
         return -1;
     }
@@ -436,7 +437,7 @@ static void *reaper_loop(void *arg)
 }
 
 /* With the lock: a handed-out sandbox's slot, unless a kill has it (dying). */
-static cl_slot *find_by_sandbox(cubelet *c, const char *sandbox_id)
+cl_slot *cl_find_by_sandbox(cubelet *c, const char *sandbox_id)
 {
     for (cl_slot *s = c->slots; s; s = s->next)
         if (s->state >= SLOT_CLAIMED && !s->dying && strcmp(s->sandbox_id, sandbox_id) == 0) return s;
@@ -775,7 +776,7 @@ static int kill_sandbox(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *re
     cubelet *c = svc;
     const Cube__NodeSandboxRef *req = reqp;
     pthread_mutex_lock(&c->lock);
-    cl_slot *s = find_by_sandbox(c, req->sandbox_id ? req->sandbox_id : "");
+    cl_slot *s = cl_find_by_sandbox(c, req->sandbox_id ? req->sandbox_id : "");
     if (s) {
         /* a create still setting it up, a pause or resume under way: they finish first (nobody new starts) */
         s->dying = true;
@@ -791,7 +792,7 @@ static int kill_sandbox(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *re
 static int pause_resume(cubelet *c, const char *id, bool pause, cube_err *err)
 {
     pthread_mutex_lock(&c->lock);
-    cl_slot *s = find_by_sandbox(c, id ? id : "");
+    cl_slot *s = cl_find_by_sandbox(c, id ? id : "");
     char control[sizeof(s->control)];
     if (s) {
         snprintf(control, sizeof(control), "%s", s->control);
@@ -839,7 +840,7 @@ static int fork_sandbox(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *re
     const Cube__NodeForkRequest *req = reqp;
     Cube__NodeForkResponse *out = respp;
     pthread_mutex_lock(&c->lock);
-    cl_slot *p = find_by_sandbox(c, req->parent_id ? req->parent_id : "");
+    cl_slot *p = cl_find_by_sandbox(c, req->parent_id ? req->parent_id : "");
     char control[sizeof(p->control)], layers[sizeof(p->layers)], slot[sizeof(p->slot_id)];
     const cl_template *tpl = p ? p->tpl : NULL;
     if (p) {
@@ -926,7 +927,7 @@ static int snapshot_sandbox(void *svc, cube_rpc_ctx *ctx, const void *reqp, void
         return cube_err_set(err, EINVAL, "bad snapshot id '%s'", sid);
     if (find_template(c, sid)) return cube_err_set(err, EEXIST, "a template named '%s' exists", sid);
     pthread_mutex_lock(&c->lock);
-    cl_slot *p = find_by_sandbox(c, req->sandbox_id ? req->sandbox_id : "");
+    cl_slot *p = cl_find_by_sandbox(c, req->sandbox_id ? req->sandbox_id : "");
     char control[sizeof(p->control)], layers[sizeof(p->layers)];
     const cl_template *tpl = p ? p->tpl : NULL;
     if (p) {
@@ -986,7 +987,7 @@ static int sandbox_logs(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *re
     const Cube__NodeSandboxRef *req = reqp;
     Cube__LogLines *out = respp;
     pthread_mutex_lock(&c->lock);
-    cl_slot *s = find_by_sandbox(c, req->sandbox_id ? req->sandbox_id : "");
+    cl_slot *s = cl_find_by_sandbox(c, req->sandbox_id ? req->sandbox_id : "");
     char path[4400];
     if (s) snprintf(path, sizeof(path), "%s/sandbox.log", s->state_dir);
     pthread_mutex_unlock(&c->lock);
@@ -1025,7 +1026,7 @@ static int sandbox_stats(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *r
     const Cube__NodeSandboxRef *req = reqp;
     Cube__HvStats *out = respp;
     pthread_mutex_lock(&c->lock);
-    cl_slot *s = find_by_sandbox(c, req->sandbox_id ? req->sandbox_id : "");
+    cl_slot *s = cl_find_by_sandbox(c, req->sandbox_id ? req->sandbox_id : "");
     char control[sizeof(s->control)];
     if (s) snprintf(control, sizeof(control), "%s", s->control);
     pthread_mutex_unlock(&c->lock);
@@ -1070,6 +1071,7 @@ void cubelet_start(cubelet *c)
     pthread_create(&c->refill_thread, NULL, cl_refill_loop, c);
     pthread_create(&c->heartbeat_thread, NULL, cl_heartbeat_loop, c);
     pthread_create(&c->reaper_thread, NULL, reaper_loop, c);
+    pthread_create(&c->sampler_thread, NULL, cl_sampler_loop, c);
 }
 
 void cubelet_stop(cubelet *c)
@@ -1084,6 +1086,7 @@ void cubelet_stop(cubelet *c)
     if (c->refill_thread) pthread_join(c->refill_thread, NULL);
     if (c->heartbeat_thread) pthread_join(c->heartbeat_thread, NULL);
     if (c->reaper_thread) pthread_join(c->reaper_thread, NULL); /* it finishes what was retired first */
+    if (c->sampler_thread) pthread_join(c->sampler_thread, NULL);
     pthread_mutex_lock(&c->lock);
     cl_slot *all = c->slots;
     c->slots = NULL;
@@ -1115,7 +1118,7 @@ static int update_network(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *
     cubelet *c = svc;
     const Cube__NodeNetworkRequest *req = reqp;
     pthread_mutex_lock(&c->lock);
-    cl_slot *s = find_by_sandbox(c, req->sandbox_id ? req->sandbox_id : "");
+    cl_slot *s = cl_find_by_sandbox(c, req->sandbox_id ? req->sandbox_id : "");
     char slot[sizeof(s->slot_id)];
     if (s) snprintf(slot, sizeof(slot), "%s", s->slot_id);
     pthread_mutex_unlock(&c->lock);
@@ -1156,6 +1159,7 @@ const cube_rpc_method cubelet_methods[] = {
     M("ResumeSandbox", resume_sandbox, cube__node_sandbox_ref, cube__node_sandbox),
     M("ListSandboxes", list_sandboxes, cube__empty, cube__node_list_response),
     M("SandboxStats", sandbox_stats, cube__node_sandbox_ref, cube__hv_stats),
+    M("SandboxStatsHistory", cl_sandbox_stats_history, cube__node_sandbox_ref, cube__hv_stats_history),
     M("ForkSandbox", fork_sandbox, cube__node_fork_request, cube__node_fork_response),
     M("SnapshotSandbox", snapshot_sandbox, cube__node_snapshot_request, cube__empty),
     M("SandboxLogs", sandbox_logs, cube__node_sandbox_ref, cube__log_lines),

@@ -58,6 +58,7 @@ typedef struct cl_slot {
     bool dying;
     /* where its start went, ms: the network slot's lease, the hypervisor until ready, the agent connection */
     float lease_ms, hv_ms, connect_ms;
+    struct metrics_history *history; /* with the lock: once handed out and sampled (metrics_history.h) */
     struct cl_slot *next;
 } cl_slot;
 
@@ -78,6 +79,7 @@ typedef struct cubelet_config {
     int pool_max;              /* the most a template's pool grows to while creates come fast */
     int disk_mb;               /* each sandbox's writable layer, on the node's disk */
     const char *lxcfs;         /* an lxcfs mount for sandboxes' /proc views, or NULL */
+    int metrics_sample_ms;     /* handed-out sandboxes' metrics history: one sample this often (0: 5 s) */
 } cubelet_config;
 
 typedef struct cubelet {
@@ -102,7 +104,7 @@ typedef struct cubelet {
     bool disks_failed; /* making one failed: cold starts copy the template themselves */
     cl_slot *retiring; /* killed sandboxes whose hypervisor exit, files and network slot are still to go */
     int nretiring;     /* how many: while RETIRE_BEHIND or more, no new sandbox starts (see cubelet.c) */
-    pthread_t refill_thread, heartbeat_thread, reaper_thread;
+    pthread_t refill_thread, heartbeat_thread, reaper_thread, sampler_thread;
     cube_rpc_failover masters; /* heartbeats go to every one of them */
     cube_rpc_client *net;      /* NULL without cube-net */
     int draining;              /* no new sandboxes: reported in heartbeats; kept in <data>/draining */

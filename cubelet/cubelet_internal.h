@@ -32,6 +32,12 @@ int cl_init_agent(cubelet *c, cl_slot *s, const Cube__NodeCreateRequest *req, cu
 void cl_slot_trust_ca(cubelet *c, cl_slot *s);
 /* With the lock: takes s off the list. */
 void cl_unlink_slot(cubelet *c, cl_slot *s);
+/* With the lock: a handed-out sandbox's slot, unless a kill has it (dying); or NULL. */
+cl_slot *cl_find_by_sandbox(cubelet *c, const char *sandbox_id);
+/* metrics_sampler.c: every handed-out, running sandbox sampled every METRICS_SAMPLE_MS into its history, and
+ * the RPC that answers it */
+void *cl_sampler_loop(void *arg);
+int cl_sandbox_stats_history(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *respp, cube_err *err);
 /* Adds the templates built since the last scan. */
 int cl_load_templates(cubelet *c, cube_err *err);
 

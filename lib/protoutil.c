@@ -11,4 +11,6 @@ void cube_hv_stats_copy(Cube__HvStats *dst, const Cube__HvStats *src)
     dst->disk_total = src->disk_total;
     dst->pids = src->pids;
     dst->state = src->state;
+    dst->cpu_usage_ns = src->cpu_usage_ns;
+    dst->sampled_at_ms = src->sampled_at_ms;
 }

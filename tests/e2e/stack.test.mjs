@@ -55,6 +55,16 @@ test('create with metadata and envs; getInfo; commands and files', async () => {
     const metrics = await sbx.getMetrics();
     assert.ok(metrics.length >= 1);
     assert.ok(metrics[0].memUsed > 0 && metrics[0].diskTotal > 0 && metrics[0].cpuCount >= 1, JSON.stringify(metrics));
+    // its history: the node samples it every 5 s; start/end select within it
+    let life = metrics;
+    for (let i = 0; i < 60 && life.length < 3; i++) {
+      await sleep(250);
+      life = await sbx.getMetrics();
+    }
+    assert.ok(life.length >= 3, JSON.stringify(life));
+    for (let i = 1; i < life.length; i++) assert.ok(life[i].timestamp >= life[i - 1].timestamp);
+    const recent = await sbx.getMetrics({ start: new Date(Date.now() - 2000) });
+    assert.ok(recent.length >= 1 && recent.length < life.length, `${recent.length} of ${life.length}`);
   } finally {
     await sbx.kill();
   }

@@ -17,6 +17,8 @@
 #include <sys/prctl.h>
 #include <sys/signalfd.h>
 #include <sys/ioctl.h>
+
+#include "timeutil.h"
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -74,6 +76,10 @@ static int stats(void *svc, cube_rpc_ctx *ctx, const void *req, void *resp, cube
     out->mem_total = 512 << 20;
     out->mem_used = 1 << 20;
     out->state = CUBE__SANDBOX_STATE__SANDBOX_STATE_RUNNING;
+    /* as if it kept half a CPU busy since it started */
+    static int64_t born;
+    if (!born) born = cube_now_mono_ns();
+    out->cpu_usage_ns = (uint64_t)(cube_now_mono_ns() - born) / 2;
     note("Stats");
     return 0;
 }

@@ -196,6 +196,28 @@ static int fake_list_snapshots(void *svc, cube_rpc_ctx *ctx, const void *reqp, v
     return 0;
 }
 
+/* "ihere"'s life: samples an hour ago, 10 s ago and now (cpu 10, 20, 30 %) */
+static int fake_metrics_history(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *respp, cube_err *err)
+{
+    (void)svc;
+    const Cube__SandboxRef *req = reqp;
+    if (fake_ref(req->sandbox_id, err) < 0) return -1;
+    Cube__HvStatsHistory *out = respp;
+    int64_t now = cube_now_unix_ms(), at[] = {now - 3600 * 1000, now - 10 * 1000, now};
+    out->samples = cube_rpc_alloc(ctx, 3 * sizeof(Cube__HvStats *));
+    for (int i = 0; i < 3; i++) {
+        Cube__HvStats *x = cube_rpc_alloc(ctx, sizeof(*x));
+        cube__hv_stats__init(x);
+        x->sampled_at_ms = at[i];
+        x->cpu_count = 2;
+        x->cpu_used_pct = 10 * (i + 1);
+        x->mem_used = 1 << 20;
+        x->mem_total = 512 << 20;
+        out->samples[out->n_samples++] = x;
+    }
+    return 0;
+}
+
 #define M(name, fn, req, resp) CUBE_RPC_METHOD("cube.Master", name, fn, req, resp)
 static const cube_rpc_method fake_master[] = {
     M("AuthKey", fake_auth, cube__auth_key_request, cube__auth_key_response),
@@ -208,6 +230,7 @@ static const cube_rpc_method fake_master[] = {
     M("RevokeKey", fake_revoke_key, cube__key_ref, cube__empty),
     M("ListNodes", fake_list_nodes, cube__empty, cube__list_nodes_response),
     M("SandboxMetrics", fake_metrics, cube__sandbox_ref, cube__hv_stats),
+    M("SandboxMetricsHistory", fake_metrics_history, cube__sandbox_ref, cube__hv_stats_history),
     M("ListSnapshots", fake_list_snapshots, cube__list_snapshots_request, cube__list_snapshots_response),
     {0},
 };
@@ -460,16 +483,24 @@ END_TEST
 START_TEST(metrics_one_range_and_many)
 {
     char body[8192], path[8192];
+    /* its life, oldest first; start/end select within it */
     ck_assert_int_eq(request("GET", "/sandboxes/ihere/metrics", "e2b_good", NULL, body, sizeof(body)), 200);
-    ck_assert_ptr_nonnull(strstr(body, "\"cpuUsedPct\":12.5"));
-    /* a range that holds now: the sample; one in the past: none (no history is kept); bad ones: 400 */
+    char *c10 = strstr(body, "\"cpuUsedPct\":10"), *c20 = strstr(body, "\"cpuUsedPct\":20"),
+         *c30 = strstr(body, "\"cpuUsedPct\":30");
+    ck_assert_msg(c10 && c20 && c30 && c10 < c20 && c20 < c30, "%s", body);
     long long now = cube_now_unix_ms() / 1000;
     snprintf(path, sizeof(path), "/sandboxes/ihere/metrics?start=%lld&end=%lld", now - 60, now + 60);
     ck_assert_int_eq(request("GET", path, "e2b_good", NULL, body, sizeof(body)), 200);
-    ck_assert_ptr_nonnull(strstr(body, "\"cpuUsedPct\":12.5"));
-    snprintf(path, sizeof(path), "/sandboxes/ihere/metrics?start=%lld&end=%lld", now - 3600, now - 1800);
+    ck_assert_msg(!strstr(body, "\"cpuUsedPct\":10") && strstr(body, "\"cpuUsedPct\":20") &&
+                      strstr(body, "\"cpuUsedPct\":30"),
+                  "%s", body);
+    snprintf(path, sizeof(path), "/sandboxes/ihere/metrics?start=%lld&end=%lld", now - 7200, now - 1800);
+    ck_assert_int_eq(request("GET", path, "e2b_good", NULL, body, sizeof(body)), 200);
+    ck_assert_msg(strstr(body, "\"cpuUsedPct\":10") && !strstr(body, "\"cpuUsedPct\":20"), "%s", body);
+    snprintf(path, sizeof(path), "/sandboxes/ihere/metrics?end=%lld", now - 7200);
     ck_assert_int_eq(request("GET", path, "e2b_good", NULL, body, sizeof(body)), 200);
     ck_assert_str_eq(body, "[]");
+    ck_assert_int_eq(request("GET", "/sandboxes/igone/metrics", "e2b_good", NULL, body, sizeof(body)), 404);
     ck_assert_int_eq(
         request("GET", "/sandboxes/ihere/metrics?start=soon", "e2b_good", NULL, body, sizeof(body)), 400);
     ck_assert_ptr_nonnull(strstr(body, "start must be"));

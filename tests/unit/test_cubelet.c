@@ -14,6 +14,7 @@
 
 #include "common.pb-c.h"
 #include "cubelet.h"
+#include "metrics_history.h"
 #include "cubelet.pb-c.h"
 #include "fsutil.h"
 #include "testutil.h"
@@ -80,7 +81,8 @@ static void setup(void)
                           .agent_bin = "/bin/true",
                           .pool_size = 2,
                           .pool_max = 2,
-                          .disk_mb = 16};
+                          .disk_mb = 16,
+                          .metrics_sample_ms = 100};
     cube_err err = {0};
     ck_assert_msg(cubelet_init(&c, &cfg, &err) == 0, "%s", err.msg);
     cubelet_start(&c);
@@ -153,6 +155,62 @@ START_TEST(pool_claims_kills_pauses)
     /* gone: a second kill and a pause say so */
     ck_assert_int_eq(by_ref("/cube.Cubelet/PauseSandbox", "sb-1", &cube__empty__descriptor, &err), -1);
     ck_assert_int_eq(err.code, ENOENT);
+}
+END_TEST
+
+/* A handed-out sandbox's metrics over its life: sampled while it runs (not while paused), oldest first, the
+ * last taken at the call; CPU from the hypervisor's cumulative counter (the fake's: half a CPU). */
+START_TEST(a_sandbox_keeps_its_metrics_history)
+{
+    wait_count("Start", 2);
+    cube_err err = {0};
+    ck_assert_msg(create("sb-m", "pooled", NULL, &err) == 0, "%s", err.msg);
+    nanosleep(&(struct timespec){0, 600 * 1000000}, NULL);
+    Cube__NodeSandboxRef ref = CUBE__NODE_SANDBOX_REF__INIT;
+    ref.sandbox_id = "sb-m";
+    ProtobufCMessage *resp = NULL;
+    cube_rpc_call_opts o = {.timeout_ms = 5000};
+    ck_assert_msg(cube_rpc_call(client, "/cube.Cubelet/SandboxStatsHistory", &ref.base,
+                                &cube__hv_stats_history__descriptor, &resp, &o, &err) == 0,
+                  "%s", err.msg);
+    const Cube__HvStatsHistory *h = (const Cube__HvStatsHistory *)resp;
+    ck_assert_msg(h->n_samples >= 4, "%zu samples after 600 ms at 100 ms", h->n_samples);
+    for (size_t i = 1; i < h->n_samples; i++) {
+        ck_assert_int_ge(h->samples[i]->sampled_at_ms, h->samples[i - 1]->sampled_at_ms);
+        ck_assert_msg(h->samples[i]->cpu_used_pct > 30 && h->samples[i]->cpu_used_pct < 70,
+                      "sample %zu: %.1f %%", i, h->samples[i]->cpu_used_pct);
+        ck_assert_int_eq(h->samples[i]->mem_used, 1 << 20);
+    }
+    protobuf_c_message_free_unpacked(resp, NULL);
+    ck_assert_int_eq(
+        by_ref("/cube.Cubelet/SandboxStatsHistory", "sb-none", &cube__hv_stats_history__descriptor, &err),
+        -1);
+    ck_assert_int_eq(err.code, ENOENT);
+}
+END_TEST
+
+/* The history stays bounded over a long life: full, it halves (pairs merged, CPU averaged) and samples half
+ * as often. */
+START_TEST(a_long_history_halves)
+{
+    metrics_history *h = calloc(1, sizeof(*h));
+    int64_t ns = 1000000000;
+    for (int i = 0; i < 1000; i++) {
+        metrics_sample x = {.at_ms = i * 1000};
+        /* CPU: 20 % of a CPU for the first 500 s, then 60 % */
+        uint64_t cpu =
+            i < 500 ? (uint64_t)i * ns / 5 : 500 * (uint64_t)ns / 5 + (uint64_t)(i - 500) * ns * 3 / 5;
+        metrics_history_add(h, &x, cpu, (int64_t)i * ns + 1);
+    }
+    ck_assert_int_le(h->n, METRICS_HISTORY_MAX);
+    ck_assert_int_ge(h->n, METRICS_HISTORY_MAX / 2);
+    ck_assert_int_eq(h->s[0].at_ms > 0 ? 1 : 0, 1);
+    ck_assert_int_le(h->s[0].at_ms, 10 * 1000); /* the beginning is still there */
+    ck_assert_int_ge(h->s[h->n - 1].at_ms, 990 * 1000);
+    for (int i = 1; i < h->n; i++) ck_assert_int_gt(h->s[i].at_ms, h->s[i - 1].at_ms);
+    ck_assert_msg(h->s[h->n / 4].cpu_pct > 19 && h->s[h->n / 4].cpu_pct < 21, "%.2f", h->s[h->n / 4].cpu_pct);
+    ck_assert_msg(h->s[h->n - 1].cpu_pct > 59 && h->s[h->n - 1].cpu_pct < 61, "%.2f", h->s[h->n - 1].cpu_pct);
+    free(h);
 }
 END_TEST
 
@@ -285,6 +343,10 @@ int main(void)
     tcase_add_test(tc, creates_without_a_pool_start_their_own);
     tcase_add_test(tc, a_busy_node_says_so_before_its_callers_deadline);
     tcase_add_test(tc, a_hypervisor_that_cannot_start_says_why);
+    tcase_add_test(tc, a_sandbox_keeps_its_metrics_history);
     suite_add_tcase(s, tc);
+    TCase *hist = tcase_create("metrics history");
+    tcase_add_test(hist, a_long_history_halves);
+    suite_add_tcase(s, hist);
     return cube_run_suite(s);
 }

@@ -1,0 +1,164 @@
+/* A handed-out sandbox's metrics over its life: every METRICS_SAMPLE_MS the node asks each running,
+ * handed-out sandbox's hypervisor for its stats (one control-socket call each; pooled sandboxes are not
+ * asked, so an idle pool still costs nothing) and keeps them in the slot's history. */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "cubelet_internal.h"
+#include "hypervisor.pb-c.h"
+#include "log.h"
+#include "metrics_history.h"
+#include "timeutil.h"
+
+#define SAMPLE_CALL_MS 1000 /* a hypervisor that does not answer in time misses this round */
+
+typedef struct sample_target {
+    char sandbox_id[32];
+    char *control;
+} sample_target;
+
+static void fill_sample(metrics_sample *x, const Cube__HvStats *st, int64_t at_ms)
+{
+    memset(x, 0, sizeof(*x));
+    x->at_ms = at_ms;
+    x->cpu_count = st->cpu_count;
+    x->mem_used = st->mem_used;
+    x->mem_total = st->mem_total;
+    x->mem_cache = st->mem_cache;
+    x->disk_used = st->disk_used;
+    x->disk_total = st->disk_total;
+}
+
+/* One round: who to ask (with the lock), then each asked without it, each answer kept if the sandbox is
+ * still there. */
+static void sample_round(cubelet *c)
+{
+    size_t n = 0, cap = 0;
+    sample_target *t = NULL;
+    for (cl_slot *s = c->slots; s; s = s->next) {
+        if (s->state != SLOT_CLAIMED || s->dying || s->stopped) continue;
+        if (n == cap) {
+            size_t nc = cap ? cap * 2 : 64;
+            sample_target *nt = realloc(t, nc * sizeof(*t));
+            if (!nt) break;
+            t = nt;
+            cap = nc;
+        }
+        snprintf(t[n].sandbox_id, sizeof(t[n].sandbox_id), "%s", s->sandbox_id);
+        if (!(t[n].control = strdup(s->control))) break;
+        n++;
+    }
+    pthread_mutex_unlock(&c->lock);
+    for (size_t i = 0; i < n; i++) {
+        Cube__Empty e = CUBE__EMPTY__INIT;
+        ProtobufCMessage *resp = NULL;
+        cube_err err = {0};
+        int rc = cube_rpc_call_once(t[i].control, "/cube.Hypervisor/Stats", &e.base,
+                                    &cube__hv_stats__descriptor, &resp, SAMPLE_CALL_MS, &err);
+        free(t[i].control);
+        if (rc < 0) continue;
+        const Cube__HvStats *st = (const Cube__HvStats *)resp;
+        metrics_sample x;
+        fill_sample(&x, st, cube_now_unix_ms());
+        int64_t mono = cube_now_mono_ns();
+        pthread_mutex_lock(&c->lock);
+        cl_slot *s = cl_find_by_sandbox(c, t[i].sandbox_id);
+        if (s && s->state == SLOT_CLAIMED && !s->history) s->history = calloc(1, sizeof(*s->history));
+        if (s && s->state == SLOT_CLAIMED && s->history)
+            metrics_history_add(s->history, &x, st->cpu_usage_ns, mono);
+        pthread_mutex_unlock(&c->lock);
+        protobuf_c_message_free_unpacked(resp, NULL);
+    }
+    free(t);
+    pthread_mutex_lock(&c->lock);
+}
+
+void *cl_sampler_loop(void *arg)
+{
+    cubelet *c = arg;
+    pthread_mutex_lock(&c->lock);
+    while (!c->stopping) {
+        int every = c->cfg.metrics_sample_ms > 0 ? c->cfg.metrics_sample_ms : METRICS_SAMPLE_MS;
+        struct timespec dl;
+        clock_gettime(CLOCK_REALTIME, &dl);
+        dl.tv_sec += every / 1000;
+        dl.tv_nsec += (long)(every % 1000) * 1000000;
+        if (dl.tv_nsec >= 1000000000) {
+            dl.tv_sec++;
+            dl.tv_nsec -= 1000000000;
+        }
+        while (!c->stopping && pthread_cond_timedwait(&c->tick, &c->lock, &dl) != ETIMEDOUT) {
+        }
+        if (!c->stopping) sample_round(c);
+    }
+    pthread_mutex_unlock(&c->lock);
+    return NULL;
+}
+
+static Cube__HvStats *to_proto(cube_rpc_ctx *ctx, const metrics_sample *x)
+{
+    Cube__HvStats *o = cube_rpc_alloc(ctx, sizeof(*o));
+    cube__hv_stats__init(o);
+    o->sampled_at_ms = x->at_ms;
+    o->cpu_used_pct = x->cpu_pct;
+    o->cpu_count = x->cpu_count;
+    o->mem_used = x->mem_used;
+    o->mem_total = x->mem_total;
+    o->mem_cache = x->mem_cache;
+    o->disk_used = x->disk_used;
+    o->disk_total = x->disk_total;
+    return o;
+}
+
+int cl_sandbox_stats_history(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *respp, cube_err *err)
+{
+    cubelet *c = svc;
+    const Cube__NodeSandboxRef *req = reqp;
+    Cube__HvStatsHistory *out = respp;
+    metrics_history *h = malloc(sizeof(*h));
+    if (!h) return cube_err_set(err, ENOMEM, "out of memory");
+    pthread_mutex_lock(&c->lock);
+    cl_slot *s = cl_find_by_sandbox(c, req->sandbox_id ? req->sandbox_id : "");
+    char control[sizeof(s->control)];
+    if (s) {
+        snprintf(control, sizeof(control), "%s", s->control);
+        if (s->history)
+            *h = *s->history;
+        else
+            memset(h, 0, sizeof(*h));
+    }
+    pthread_mutex_unlock(&c->lock);
+    if (!s) {
+        free(h);
+        return cube_err_set(err, ENOENT, "sandbox '%s' is not on this node", req->sandbox_id);
+    }
+    /* and one taken now, its CPU over the time since the last kept sample */
+    Cube__Empty e = CUBE__EMPTY__INIT;
+    ProtobufCMessage *resp = NULL;
+    int rc = cube_rpc_call_once(control, "/cube.Hypervisor/Stats", &e.base, &cube__hv_stats__descriptor,
+                                &resp, 5000, err);
+    if (rc < 0 && h->n == 0) {
+        free(h);
+        return -1;
+    }
+    out->samples = cube_rpc_alloc(ctx, (size_t)(h->n + 1) * sizeof(*out->samples));
+    for (int i = 0; i < h->n; i++) out->samples[out->n_samples++] = to_proto(ctx, &h->s[i]);
+    if (rc == 0) {
+        const Cube__HvStats *st = (const Cube__HvStats *)resp;
+        metrics_sample now;
+        fill_sample(&now, st, cube_now_unix_ms());
+        h->every = 1;
+        h->skipped = 0;
+        if (h->last_mono_ns) {
+            metrics_history_add(h, &now, st->cpu_usage_ns, cube_now_mono_ns());
+        } else {
+            now.cpu_pct = (float)st->cpu_used_pct;
+        }
+        out->samples[out->n_samples++] = to_proto(ctx, &now);
+        protobuf_c_message_free_unpacked(resp, NULL);
+    }
+    free(h);
+    return 0;
+}
