@@ -165,6 +165,14 @@ void api_nodes(void *svc, http_req *req)
     http_reply_cjson(req, 200, arr);
 }
 
+/* The template's sandbox size as the node reports it, or NULL (an older cubelet) */
+static const Cube__Resources *template_size(const Cube__NodeInfo *n, const char *tpl)
+{
+    for (size_t i = 0; i < n->n_template_sizes; i++)
+        if (strcmp(n->template_sizes[i]->template_id, tpl) == 0) return n->template_sizes[i]->resources;
+    return NULL;
+}
+
 /* GET /templates: E2B's template list, made from what the live nodes hold (a template is ready where a node
  * has it) */
 void api_templates(void *svc, http_req *req)
@@ -182,12 +190,13 @@ void api_templates(void *svc, http_req *req)
                 it, arr) if (strcmp(cJSON_GetStringValue(cJSON_GetObjectItem(it, "templateID")), id) == 0) o =
                 it;
             if (!o) {
+                const Cube__Resources *r = template_size(n, id);
                 o = cJSON_CreateObject();
                 cJSON_AddStringToObject(o, "templateID", id);
                 cJSON_AddStringToObject(o, "buildID", "");
-                cJSON_AddNumberToObject(o, "cpuCount", 2);
-                cJSON_AddNumberToObject(o, "memoryMB", 512);
-                cJSON_AddNumberToObject(o, "diskSizeMB", 1024);
+                cJSON_AddNumberToObject(o, "cpuCount", r ? r->cpu_count : 2);
+                cJSON_AddNumberToObject(o, "memoryMB", r ? (double)r->memory_mb : 512);
+                cJSON_AddNumberToObject(o, "diskSizeMB", r ? (double)r->disk_mb : 1024);
                 cJSON_AddBoolToObject(o, "public", false);
                 cJSON_AddItemToArray(cJSON_AddArrayToObject(o, "aliases"), cJSON_CreateString(id));
                 cJSON_AddItemToArray(cJSON_AddArrayToObject(o, "names"), cJSON_CreateString(id));

@@ -60,7 +60,7 @@ static void put_json(const char *path, cJSON *o)
 
 /* Image config (Env ["K=V"], WorkingDir, User, Cmd) into the template's config.json. */
 static cJSON *template_config(const char *name, const char *id, const char *source, const cJSON *img,
-                              unsigned long uid)
+                              unsigned long uid, unsigned long cpus, unsigned long memory_mb)
 {
     cJSON *c = cJSON_CreateObject();
     cJSON_AddStringToObject(c, "name", name);
@@ -83,8 +83,8 @@ static cJSON *template_config(const char *name, const char *id, const char *sour
     }
     if (cJSON_GetObjectItem(img, "Cmd"))
         cJSON_AddItemToObject(c, "cmd", cJSON_Duplicate(cJSON_GetObjectItem(img, "Cmd"), 1));
-    cJSON_AddNumberToObject(c, "cpu", 2);
-    cJSON_AddNumberToObject(c, "memoryMB", 512);
+    cJSON_AddNumberToObject(c, "cpu", (double)cpus);
+    cJSON_AddNumberToObject(c, "memoryMB", (double)memory_mb);
     cJSON_AddNumberToObject(c, "diskMB", 1024);
     cJSON_AddNumberToObject(c, "uidBase", (double)uid);
     return c;
@@ -93,7 +93,7 @@ static cJSON *template_config(const char *name, const char *id, const char *sour
 static int import_cmd(int argc, char **argv)
 {
     const char *name = argc > 0 ? argv[0] : NULL, *data = NULL, *oci = NULL, *dsave = NULL, *tarball = NULL;
-    unsigned long uid = 100000;
+    unsigned long uid = 100000, cpus = 2, memory_mb = 512;
     for (int i = 1; i + 1 < argc; i += 2) {
         if (!strcmp(argv[i], "--data"))
             data = argv[i + 1];
@@ -105,13 +105,22 @@ static int import_cmd(int argc, char **argv)
             tarball = argv[i + 1];
         else if (!strcmp(argv[i], "--uid-base"))
             uid = strtoul(argv[i + 1], NULL, 10);
+        else if (!strcmp(argv[i], "--cpus"))
+            cpus = strtoul(argv[i + 1], NULL, 10);
+        else if (!strcmp(argv[i], "--memory-mb"))
+            memory_mb = strtoul(argv[i + 1], NULL, 10);
         else
             name = NULL;
     }
     if (!name || !data || (!!oci + !!dsave + !!tarball) != 1 || argc % 2 == 0 || !uid) {
         fprintf(stderr, "usage: cube-template import NAME --data DIR (--oci LAYOUT | --docker-save TAR | "
                         "--rootfs TAR|DIR) "
-                        "[--uid-base N]\n");
+                        "[--uid-base N] [--cpus N] [--memory-mb N]\n");
+        return 2;
+    }
+    /* each sandbox's size (cubelet reads them; the same bounds) */
+    if (cpus < 1 || cpus > 64 || memory_mb < 64 || memory_mb > (1ul << 20)) {
+        fprintf(stderr, "cube-template: --cpus must be 1..64 and --memory-mb 64..%lu\n", 1ul << 20);
         return 2;
     }
     for (const char *p = name; *p; p++)
@@ -133,7 +142,12 @@ static int import_cmd(int argc, char **argv)
             goto fail;
     }
     char recipe[256], id[20];
-    snprintf(recipe, sizeof(recipe), "v1 %s uid_base=%lu", digest, uid);
+    /* the default size keeps the ids of templates made before sizes were chosen */
+    if (cpus == 2 && memory_mb == 512)
+        snprintf(recipe, sizeof(recipe), "v1 %s uid_base=%lu", digest, uid);
+    else
+        snprintf(recipe, sizeof(recipe), "v1 %s uid_base=%lu cpus=%lu memory_mb=%lu", digest, uid, cpus,
+                 memory_mb);
     unsigned char md[SHA256_DIGEST_LENGTH];
     SHA256((unsigned char *)recipe, strlen(recipe), md);
     for (int i = 0; i < 8; i++) snprintf(id + 2 * i, 3, "%02x", md[i]);
@@ -185,7 +199,7 @@ static int import_cmd(int argc, char **argv)
             cube_err_set(&err, EIO, "shifting ownership of %s failed", building);
             goto fail;
         }
-        cJSON *cfg = template_config(name, id, source, img, uid);
+        cJSON *cfg = template_config(name, id, source, img, uid, cpus, memory_mb);
         cJSON_Delete(img);
         if (rename(building, rootfs) < 0) {
             cJSON_Delete(cfg);

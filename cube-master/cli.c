@@ -415,11 +415,24 @@ static int tpl_cmd(cube_rpc_client *c, const char *data, int argc, char **argv)
     int async = argc >= 1 && strcmp(argv[argc - 1], "--async") == 0;
     if (async) argc--;
     if (argc >= 1 && strcmp(argv[0], "create-from-image") == 0) {
-        if (argc != 4 || (strcmp(argv[2], "--oci") && strcmp(argv[2], "--docker-save") &&
-                          strcmp(argv[2], "--rootfs") && strcmp(argv[2], "--debootstrap"))) {
+        /* each sandbox's size: --cpus N, --memory-mb N (image sources only) */
+        const char *cpus = NULL, *mem = NULL;
+        while (argc >= 6 &&
+               (strcmp(argv[argc - 2], "--cpus") == 0 || strcmp(argv[argc - 2], "--memory-mb") == 0)) {
+            if (strcmp(argv[argc - 2], "--cpus") == 0)
+                cpus = argv[argc - 1];
+            else
+                mem = argv[argc - 1];
+            argc -= 2;
+        }
+        if (argc != 4 ||
+            (strcmp(argv[2], "--oci") && strcmp(argv[2], "--docker-save") && strcmp(argv[2], "--rootfs") &&
+             strcmp(argv[2], "--debootstrap")) ||
+            ((cpus || mem) && strcmp(argv[2], "--debootstrap") == 0)) {
             fprintf(stderr,
                     "cubemastercli: tpl create-from-image NAME (--oci LAYOUT | --docker-save TAR | --rootfs "
-                    "TAR|DIR | --debootstrap base|code-interpreter-v1)\n");
+                    "TAR|DIR) [--cpus N] [--memory-mb N] | tpl create-from-image NAME --debootstrap "
+                    "base|code-interpreter-v1\n");
             return 2;
         }
         char tool[4200];
@@ -435,7 +448,8 @@ static int tpl_cmd(cube_rpc_client *c, const char *data, int argc, char **argv)
             execl(tool, tool, argv[3], "--data", data, (char *)NULL);
         } else {
             cube_sibling_path("cube-template", "../cube-hypervisor/cube-template", tool, sizeof(tool));
-            execl(tool, tool, "import", argv[1], "--data", data, argv[2], argv[3], (char *)NULL);
+            execl(tool, tool, "import", argv[1], "--data", data, argv[2], argv[3], "--cpus",
+                  cpus ? cpus : "2", "--memory-mb", mem ? mem : "512", (char *)NULL);
         }
         fprintf(stderr, "cubemastercli: cannot run %s: %s\n", tool, strerror(errno));
         return 1;

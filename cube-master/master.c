@@ -173,9 +173,10 @@ static int create_sandbox(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *
 
     Cube__Sandbox sb = CUBE__SANDBOX__INIT;
     Cube__Resources res = CUBE__RESOURCES__INIT;
-    res.cpu_count = 2;
+    res.cpu_count = 2; /* a node that does not say (older cubelets): the defaults */
     res.memory_mb = 512;
     res.disk_mb = 1024;
+    if (ns->resources && ns->resources->cpu_count) res = *ns->resources;
     sb.sandbox_id = id;
     sb.template_id = req->template_id;
     sb.node_id = node_id;

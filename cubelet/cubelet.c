@@ -93,6 +93,21 @@ int cl_load_templates(cubelet *c, cube_err *err)
         snprintf(t->workdir, sizeof(t->workdir), "%s", wd && *wd ? wd : "/");
         cJSON *env = cJSON_GetObjectItem(j, "env");
         t->env_json = cJSON_IsObject(env) ? cJSON_PrintUnformatted(env) : NULL;
+        /* each sandbox's size; out of range is a template mistake: said, and the default used */
+        cJSON *cpu = cJSON_GetObjectItem(j, "cpu"), *mem = cJSON_GetObjectItem(j, "memoryMB");
+        t->cpus = TEMPLATE_CPUS_DEFAULT;
+        t->memory_mb = TEMPLATE_MEMORY_MB_DEFAULT;
+        if (cJSON_IsNumber(cpu) && cpu->valuedouble >= 1 && cpu->valuedouble <= TEMPLATE_CPUS_MAX)
+            t->cpus = (int)cpu->valuedouble;
+        else if (cpu)
+            cube_log_warn("template cpu out of range: default used", "template=%s max=%d", t->name,
+                          TEMPLATE_CPUS_MAX);
+        if (cJSON_IsNumber(mem) && mem->valuedouble >= TEMPLATE_MEMORY_MB_MIN &&
+            mem->valuedouble <= TEMPLATE_MEMORY_MB_MAX)
+            t->memory_mb = (int)mem->valuedouble;
+        else if (mem)
+            cube_log_warn("template memoryMB out of range: default used", "template=%s min=%d max=%d",
+                          t->name, TEMPLATE_MEMORY_MB_MIN, TEMPLATE_MEMORY_MB_MAX);
         cJSON_Delete(j);
         t->next = c->templates;
         __atomic_store_n(&c->templates, t, __ATOMIC_RELEASE);
@@ -286,9 +301,11 @@ static int spawn_slot(cubelet *c, const cl_template *tpl, const char *layers, in
         free(s);
         return -1;
     }
-    char uid_base[16];
+    char uid_base[16], cpus[16], memory_mb[16];
     snprintf(uid_base, sizeof(uid_base), "%u", tpl->uid_base);
-    char *argv[28];
+    snprintf(cpus, sizeof(cpus), "%d", tpl->cpus);
+    snprintf(memory_mb, sizeof(memory_mb), "%d", tpl->memory_mb);
+    char *argv[32];
     int a = 0;
     argv[a++] = (char *)c->cfg.hypervisor_bin;
     argv[a++] = "--id";
@@ -299,6 +316,10 @@ static int spawn_slot(cubelet *c, const cl_template *tpl, const char *layers, in
     argv[a++] = s->state_dir;
     argv[a++] = "--uid-base";
     argv[a++] = uid_base;
+    argv[a++] = "--cpus";
+    argv[a++] = cpus;
+    argv[a++] = "--memory-mb";
+    argv[a++] = memory_mb;
     if (c->cfg.lxcfs) {
         argv[a++] = "--lxcfs";
         argv[a++] = (char *)c->cfg.lxcfs;
@@ -752,6 +773,12 @@ static int create_sandbox(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *
     snprintf(addr, sizeof(addr), "netns:%s:%d", s->netns, INTERP_PORT);
     out->interpreter_address = cube_rpc_strdup(ctx, addr);
     out->from_pool = from_pool;
+    Cube__Resources *res = cube_rpc_alloc(ctx, sizeof(*res));
+    cube__resources__init(res);
+    res->cpu_count = (uint32_t)tpl->cpus;
+    res->memory_mb = (uint64_t)tpl->memory_mb;
+    res->disk_mb = (uint64_t)(c->cfg.disk_mb > 0 ? c->cfg.disk_mb : 1024);
+    out->resources = res;
     int64_t t_end = cube_now_mono_ns();
     if (from_pool)
         cube_log_info("sandbox created", "sandbox=%s slot=%s template=%s pooled=1 claim_ms=%.2f init_ms=%.2f",
@@ -967,6 +994,8 @@ static int snapshot_sandbox(void *svc, cube_rpc_ctx *ctx, const void *reqp, void
     cJSON_AddStringToObject(cfg, "workdir", tpl->workdir);
     cJSON_AddItemToObject(cfg, "env", tpl->env_json ? cJSON_Parse(tpl->env_json) : cJSON_CreateObject());
     cJSON_AddNumberToObject(cfg, "uidBase", tpl->uid_base);
+    cJSON_AddNumberToObject(cfg, "cpu", tpl->cpus);
+    cJSON_AddNumberToObject(cfg, "memoryMB", tpl->memory_mb);
     cJSON_AddNumberToObject(cfg, "pool", 0);
     char *text = cJSON_Print(cfg);
     cJSON_Delete(cfg);

@@ -21,8 +21,9 @@ typedef struct cl_template {
     unsigned uid_base;
     char user[64]; /* the default user and workdir the agent gets at /init */
     char workdir[512];
-    char *env_json;    /* {"K": "V"} from the image, merged under the request's envVars */
-    char layers[8192]; /* a snapshot template: its layers above the parent's rootfs ("a:b"), else empty */
+    int cpus, memory_mb; /* each sandbox's limits (config.json "cpu", "memoryMB"; defaults 2 and 512) */
+    char *env_json;      /* {"K": "V"} from the image, merged under the request's envVars */
+    char layers[8192];   /* a snapshot template: its layers above the parent's rootfs ("a:b"), else empty */
     int pool; /* ready sandboxes to keep at least: the node's pool size, or the template's own (snapshots: 0)
                */
     pool_demand demand; /* creates seen (with the cubelet's lock): the pool follows them up to pool_max */

@@ -32,6 +32,13 @@ int cl_init_agent(cubelet *c, cl_slot *s, const Cube__NodeCreateRequest *req, cu
 void cl_slot_trust_ca(cubelet *c, cl_slot *s);
 /* With the lock: takes s off the list. */
 void cl_unlink_slot(cubelet *c, cl_slot *s);
+/* A template's sandbox size (config.json "cpu", "memoryMB") */
+#define TEMPLATE_CPUS_DEFAULT      2
+#define TEMPLATE_CPUS_MAX          64
+#define TEMPLATE_MEMORY_MB_DEFAULT 512
+#define TEMPLATE_MEMORY_MB_MIN     64
+#define TEMPLATE_MEMORY_MB_MAX     (1 << 20)
+
 /* With the lock: a handed-out sandbox's slot, unless a kill has it (dying); or NULL. */
 cl_slot *cl_find_by_sandbox(cubelet *c, const char *sandbox_id);
 /* metrics_sampler.c: every handed-out, running sandbox sampled every METRICS_SAMPLE_MS into its history, and

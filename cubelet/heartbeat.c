@@ -51,7 +51,10 @@ static void send_heartbeat(cubelet *c)
     Cube__NodeInfo__PoolReadyEntry **eptrs = calloc(nt ? nt : 1, sizeof(*eptrs));
     Cube__NodeInfo__PoolTargetEntry *targets = calloc(nt ? nt : 1, sizeof(*targets));
     Cube__NodeInfo__PoolTargetEntry **tptrs = calloc(nt ? nt : 1, sizeof(*tptrs));
-    if (!names || !entries || !eptrs || !targets || !tptrs) goto out;
+    Cube__TemplateSize *sizes = calloc(nt ? nt : 1, sizeof(*sizes)),
+                       **sptrs = calloc(nt ? nt : 1, sizeof(*sptrs));
+    Cube__Resources *sres = calloc(nt ? nt : 1, sizeof(*sres));
+    if (!names || !entries || !eptrs || !targets || !tptrs || !sizes || !sptrs || !sres) goto out;
     pthread_mutex_lock(&c->lock);
     size_t i = 0;
     for (cl_template *t = c->templates; t && i < nt; t = t->next) {
@@ -64,6 +67,14 @@ static void send_heartbeat(cubelet *c)
         targets[i].key = t->name;
         targets[i].value = (uint32_t)cl_pool_target(c, t);
         tptrs[i] = &targets[i];
+        cube__template_size__init(&sizes[i]);
+        cube__resources__init(&sres[i]);
+        sres[i].cpu_count = (uint32_t)t->cpus;
+        sres[i].memory_mb = (uint64_t)t->memory_mb;
+        sres[i].disk_mb = (uint64_t)(c->cfg.disk_mb > 0 ? c->cfg.disk_mb : 1024);
+        sizes[i].template_id = t->name;
+        sizes[i].resources = &sres[i];
+        sptrs[i] = &sizes[i];
         for (cl_slot *s = c->slots; s; s = s->next) {
             if (s->tpl == t && s->state == SLOT_READY) entries[i].value++;
             if (s->tpl == t && s->state >= SLOT_CLAIMED) ni.running++;
@@ -84,6 +95,8 @@ static void send_heartbeat(cubelet *c)
     ni.pool_ready = eptrs;
     ni.n_pool_target = i;
     ni.pool_target = tptrs;
+    ni.n_template_sizes = i;
+    ni.template_sizes = sptrs;
     ni.draining = __atomic_load_n(&c->draining, __ATOMIC_ACQUIRE);
     for (int m = 0; m < c->masters.n; m++) { /* every master learns the node itself: no shared node table */
         ProtobufCMessage *resp = NULL;
@@ -101,6 +114,9 @@ out:
     free(eptrs);
     free(targets);
     free(tptrs);
+    free(sizes);
+    free(sptrs);
+    free(sres);
 }
 
 /* A template whose current/ link was removed (cubemastercli tpl delete) takes no new sandboxes, and its ready

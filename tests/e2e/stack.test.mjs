@@ -276,13 +276,14 @@ test('a sandbox is killed when its timeout passes', async () => {
   assert.ok(!listed.some((s) => s.sandboxId === sbx.sandboxId));
 });
 
-test('cubemastercli makes a template from a rootfs directory; the SDK creates from it', async () => {
+test('cubemastercli makes a template from a rootfs directory, with its own size; the SDK creates from it', async () => {
   const cli = (...args) => execFileSync(`${root}/build/cube-master/cubemastercli`, ['--data', data, ...args], { encoding: 'utf8' });
   const dir = execFileSync('mktemp', ['-d', '/tmp/cube-tpl-XXXXXX'], { encoding: 'utf8' }).trim();
   try {
     // a small rootfs without cube-agent's libraries: the agent bundle serves it
     execFileSync(`${root}/tests/helpers/mkrootfs`, [`${dir}/root`, '', '0']);
-    const job = cli('tpl', 'create-from-image', 'tiny', '--rootfs', `${dir}/root`, '--async').match(/job (tpl-\w+)/)[1];
+    assert.throws(() => cli('tpl', 'create-from-image', 'tiny', '--rootfs', `${dir}/root`, '--memory-mb', '1'), /memory-mb/);
+    const job = cli('tpl', 'create-from-image', 'tiny', '--rootfs', `${dir}/root`, '--cpus', '1', '--memory-mb', '256', '--async').match(/job (tpl-\w+)/)[1];
     assert.match(cli('tpl', 'watch', '--job-id', job), new RegExp(`job ${job} done`));
     assert.throws(() => cli('tpl', 'watch', '--job-id', 'tpl-nope'), (e) => e.status === 3);
     assert.match(cli('tpl', 'list'), /^tiny\s/m);
@@ -292,6 +293,13 @@ test('cubemastercli makes a template from a rootfs directory; the SDK creates fr
     }
     assert.ok(sbx, 'no sandbox from the new template');
     assert.equal((await sbx.commands.run('cat /etc/os-release; id -un')).stdout, 'cube-test-rootfs\nroot\n');
+    // its size: what the API says, and what the sandbox sees (its memory limit, through lxcfs)
+    const info = await fetch(`${process.env.E2B_API_URL}/sandboxes/${sbx.sandboxId}`, { headers: { 'X-API-KEY': process.env.E2B_API_KEY } }).then((r) => r.json());
+    assert.equal(info.cpuCount, 1);
+    assert.equal(info.memoryMB, 256);
+    assert.match((await sbx.commands.run('cat /proc/meminfo')).stdout, /^MemTotal:\s+262144 kB/m);
+    const tpls = await fetch(`${process.env.E2B_API_URL}/templates`, { headers: { 'X-API-KEY': process.env.E2B_API_KEY } }).then((r) => r.json());
+    assert.equal(tpls.find((t) => t.templateID === 'tiny')?.memoryMB, 256, JSON.stringify(tpls));
     assert.throws(() => cli('tpl', 'delete', 'tiny'), /used by 1 sandbox/);
     await sbx.kill();
     assert.match(cli('tpl', 'delete', 'tiny'), /deleted/);

@@ -141,13 +141,18 @@ static void agent_main(int ready)
 
 int main(int argc, char **argv)
 {
-    const char *state = NULL, *rootfs = "";
+    const char *state = NULL, *rootfs = "", *cpus = "-", *memory_mb = "-";
     for (int i = 1; i + 1 < argc; i++) {
+        if (strcmp(argv[i], "--cpus") == 0) cpus = argv[i + 1];
+        if (strcmp(argv[i], "--memory-mb") == 0) memory_mb = argv[i + 1];
         if (strcmp(argv[i], "--id") == 0) snprintf(id, sizeof(id), "%s", argv[i + 1]);
         if (strcmp(argv[i], "--state") == 0) state = argv[i + 1];
         if (strcmp(argv[i], "--rootfs") == 0) rootfs = argv[i + 1];
     }
     if (!state) return 2;
+    char size[64]; /* "Size:<cpus>:<memory-mb> <id>" in the log: the limits it was started with */
+    snprintf(size, sizeof(size), "Size:%s:%s", cpus, memory_mb);
+    note(size);
     if (strstr(rootfs, "broken")) {
         fprintf(stderr, "fake-hypervisor: the template's rootfs is broken\n");
         return 1;

@@ -71,6 +71,8 @@ static void setup(void)
     template("pooled", "{\"pool\":2}");
     template("cold", "{\"pool\":0}");
     template("broken", "{\"pool\":0,\"rootfs\":\"/nonexistent/broken\"}");
+    template("sized", "{\"pool\":0,\"cpu\":4,\"memoryMB\":2048}");
+    template("missized", "{\"pool\":0,\"cpu\":0,\"memoryMB\":1}");
     static char hv[600], master[400]; /* the cubelet keeps these */
     snprintf(hv, sizeof(hv), "%s/fake_hypervisor", getenv("CUBE_TEST_BIN_DIR"));
     snprintf(master, sizeof(master), "unix:%s/no-master.sock", dir);
@@ -155,6 +157,34 @@ START_TEST(pool_claims_kills_pauses)
     /* gone: a second kill and a pause say so */
     ck_assert_int_eq(by_ref("/cube.Cubelet/PauseSandbox", "sb-1", &cube__empty__descriptor, &err), -1);
     ck_assert_int_eq(err.code, ENOENT);
+}
+END_TEST
+
+/* A template's size reaches its sandboxes' limits and the create's answer; out of range, the default. */
+START_TEST(a_templates_size_is_its_sandboxes_limits)
+{
+    cube_err err = {0};
+    const char *tpl[] = {"sized", "missized"};
+    uint32_t cpus[] = {4, 2};
+    uint64_t mem[] = {2048, 512};
+    for (int i = 0; i < 2; i++) {
+        Cube__NodeCreateRequest req = CUBE__NODE_CREATE_REQUEST__INIT;
+        req.sandbox_id = (char *)(i ? "sb-missized" : "sb-sized");
+        req.template_id = (char *)tpl[i];
+        ProtobufCMessage *resp = NULL;
+        cube_rpc_call_opts o = {.timeout_ms = 20000};
+        ck_assert_msg(cube_rpc_call(client, "/cube.Cubelet/CreateSandbox", &req.base,
+                                    &cube__node_sandbox__descriptor, &resp, &o, &err) == 0,
+                      "%s", err.msg);
+        const Cube__NodeSandbox *sb = (const Cube__NodeSandbox *)resp;
+        ck_assert_ptr_nonnull(sb->resources);
+        ck_assert_uint_eq(sb->resources->cpu_count, cpus[i]);
+        ck_assert_uint_eq(sb->resources->memory_mb, mem[i]);
+        ck_assert_uint_eq(sb->resources->disk_mb, 16);
+        protobuf_c_message_free_unpacked(resp, NULL);
+    }
+    ck_assert_int_eq(count("Size:4:2048"), 1);
+    ck_assert_int_ge(count("Size:2:512"), 1);
 }
 END_TEST
 
@@ -344,6 +374,7 @@ int main(void)
     tcase_add_test(tc, a_busy_node_says_so_before_its_callers_deadline);
     tcase_add_test(tc, a_hypervisor_that_cannot_start_says_why);
     tcase_add_test(tc, a_sandbox_keeps_its_metrics_history);
+    tcase_add_test(tc, a_templates_size_is_its_sandboxes_limits);
     suite_add_tcase(s, tc);
     TCase *hist = tcase_create("metrics history");
     tcase_add_test(hist, a_long_history_halves);
