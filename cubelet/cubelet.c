@@ -272,7 +272,6 @@ static int spawn_slot(cubelet *c, const cl_template *tpl, const char *layers, in
     s->hv_pidfd = -1;
     char rnd[16];
     if (cube_id_new(0, rnd, 12, err) < 0) {
-        free(s->history);
         free(s);
         return -1;
     }
@@ -412,6 +411,7 @@ void cl_destroy_slot(cubelet *c, cl_slot *s)
     cube_rm_rf(s->state_dir);
     cl_net_release(c, s->slot_id); /* after the hypervisor is gone: nothing uses the slot any more */
     if (s->agent_fd >= 0) close(s->agent_fd);
+    free(s->history);
     free(s);
 }
 
