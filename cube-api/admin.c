@@ -222,6 +222,7 @@ void api_templates(void *svc, http_req *req)
  * when a live node holds it; cube's template names are their ids and aliases. */
 void api_template_one(void *svc, http_req *req)
 {
+    if (api_template_build_get(svc, req)) return;
     const char *rest = req->url + strlen("/templates/");
     bool alias = strncmp(rest, "aliases/", 8) == 0;
     const char *id = alias ? rest + 8 : rest;

@@ -3,6 +3,7 @@
 #define CUBE_API_INTERNAL_H
 
 #include <cjson/cJSON.h>
+#include <stdbool.h>
 
 #include "api.h"
 #include "master.pb-c.h"
@@ -35,5 +36,13 @@ void api_key_one(void *svc, http_req *req);
 void api_nodes(void *svc, http_req *req);
 void api_templates(void *svc, http_req *req);
 void api_template_one(void *svc, http_req *req);
+
+/* E2B template builds (builds.c): POST /v3/templates, PUT /templates/{id}/files/{hash},
+ * POST /v2/templates/{id}/builds/{buildID}; api_template_build_get answers GET /templates/{id}/files/{hash}
+ * and /templates/{id}/builds/{buildID}/status, false when the URL is neither. */
+void api_templates_v3(void *svc, http_req *req);
+void api_template_file_put(void *svc, http_req *req);
+void api_template_build_start(void *svc, http_req *req);
+bool api_template_build_get(void *svc, http_req *req);
 
 #endif

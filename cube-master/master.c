@@ -1,4 +1,5 @@
 #include "master.h"
+#include "builds.h"
 #include "master_nodes.h"
 #include "secrets.h"
 
@@ -1053,6 +1054,11 @@ const cube_rpc_method master_methods[] = {
     M("ResumeSandbox", resume_sandbox, cube__set_timeout_request, cube__get_sandbox_response),
     M("RegisterNode", heartbeat, cube__node_info, cube__register_node_response),
     M("Heartbeat", heartbeat, cube__node_info, cube__register_node_response),
+    M("RequestBuild", request_build, cube__request_build_request, cube__template_build),
+    M("StartBuild", start_build, cube__build_start_request, cube__empty),
+    M("GetBuildStatus", get_build_status, cube__build_status_request, cube__build_status),
+    M("GetBuildFile", get_build_file, cube__build_file_ref, cube__build_file_state),
+    M("PutBuildFile", put_build_file, cube__build_file_chunk, cube__empty),
     M("AuthKey", auth_key, cube__auth_key_request, cube__auth_key_response),
     M("CreateKey", create_key, cube__create_key_request, cube__api_key),
     M("ListKeys", list_keys, cube__empty, cube__list_keys_response),

@@ -26,6 +26,10 @@ static const char *const schema[] = {
     " data BLOB NOT NULL) ENGINE=InnoDB",
     "CREATE TABLE IF NOT EXISTS secrets(secret_id VARCHAR(64) PRIMARY KEY, name VARCHAR(128) NOT NULL UNIQUE,"
     " version BIGINT NOT NULL, data MEDIUMBLOB NOT NULL) ENGINE=InnoDB",
+    "CREATE TABLE IF NOT EXISTS builds(build_id VARCHAR(64) PRIMARY KEY, template_id VARCHAR(128) NOT NULL,"
+    " created_at_ms BIGINT NOT NULL, data MEDIUMBLOB NOT NULL, INDEX builds_template(template_id, "
+    "created_at_ms))"
+    " ENGINE=InnoDB",
 };
 
 typedef struct conn {
@@ -595,6 +599,62 @@ static int my_volume_delete(store *base, const char *id, cube_err *err)
     return delete_by((mysql_store *)base, "volumes", "volume_id", id, "volume", err);
 }
 
+static int my_build_put(store *base, const Cube__TemplateBuild *tb, cube_err *err)
+{
+    size_t len = protobuf_c_message_get_packed_size(&tb->base);
+    uint8_t *buf = malloc(len ? len : 1);
+    if (!buf) return cube_err_set(err, ENOMEM, "out of memory");
+    protobuf_c_message_pack(&tb->base, buf);
+    sqlbuf b = {0};
+    puts_(&b, "INSERT INTO builds VALUES(");
+    put_str(&b, tb->build_id);
+    puts_(&b, ",");
+    put_str(&b, tb->template_id);
+    puts_(&b, ",");
+    put_int(&b, tb->created_at_ms);
+    puts_(&b, ",");
+    put_hex(&b, buf, len);
+    puts_(&b, ")");
+    free(buf);
+    if (done(&b, err) < 0) return -1;
+    int rc = exec((mysql_store *)base, b.p, b.len, "put build", NULL, err);
+    free(b.p);
+    return rc;
+}
+
+/* The first row of a query selecting one packed build; NULL + ENOENT when none. */
+static Cube__TemplateBuild *one_build(mysql_store *s, sqlbuf *b, const char *what, const char *key,
+                                      cube_err *err)
+{
+    packed_rows r = {.desc = &cube__template_build__descriptor};
+    if (select_rows(s, b, what, packed_row_fn, &r, err) < 0) return NULL;
+    if (r.n == 0) {
+        cube_err_set(err, ENOENT, "%s '%s' not found", what, key);
+        return NULL;
+    }
+    ProtobufCMessage *v = r.v[0];
+    for (size_t i = 1; i < r.n; i++) protobuf_c_message_free_unpacked(r.v[i], NULL);
+    free(r.v);
+    return (Cube__TemplateBuild *)v;
+}
+
+static Cube__TemplateBuild *my_build_get(store *base, const char *id, cube_err *err)
+{
+    sqlbuf b = {0};
+    puts_(&b, "SELECT data FROM builds WHERE build_id=");
+    put_str(&b, id);
+    return one_build((mysql_store *)base, &b, "build", id, err);
+}
+
+static Cube__TemplateBuild *my_build_latest(store *base, const char *template_id, cube_err *err)
+{
+    sqlbuf b = {0};
+    puts_(&b, "SELECT data FROM builds WHERE template_id=");
+    put_str(&b, template_id);
+    puts_(&b, " ORDER BY created_at_ms DESC LIMIT 1");
+    return one_build((mysql_store *)base, &b, "build of template", template_id, err);
+}
+
 /* INSERT (a new secret) or an UPDATE conditional on the version the caller read. */
 static int my_secret_write(store *base, const Cube__Secret *sec, int64_t expect_version, bool insert,
                            cube_err *err)
@@ -708,6 +768,9 @@ static const store_ops mysql_ops = {
     .secret_list = my_secret_list,
     .secret_update = my_secret_update,
     .secret_delete = my_secret_delete,
+    .build_put = my_build_put,
+    .build_get = my_build_get,
+    .build_latest = my_build_latest,
 };
 
 /* mysql://user[:password]@host[:port]/database, or @unix(/path/to.sock) instead of host:port */

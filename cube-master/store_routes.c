@@ -324,6 +324,18 @@ static int r_sandbox_claim(store *s, const char *id, int64_t a, int64_t b, cube_
 {
     return INNER(s)->ops->sandbox_claim(INNER(s), id, a, b, e);
 }
+static int r_build_put(store *s, const Cube__TemplateBuild *b, cube_err *e)
+{
+    return INNER(s)->ops->build_put(INNER(s), b, e);
+}
+static Cube__TemplateBuild *r_build_get(store *s, const char *id, cube_err *e)
+{
+    return INNER(s)->ops->build_get(INNER(s), id, e);
+}
+static Cube__TemplateBuild *r_build_latest(store *s, const char *t, cube_err *e)
+{
+    return INNER(s)->ops->build_latest(INNER(s), t, e);
+}
 static int r_volume_put(store *s, const Cube__Volume *v, cube_err *e)
 {
     return INNER(s)->ops->volume_put(INNER(s), v, e);
@@ -408,6 +420,9 @@ static const store_ops routes_ops = {
     .secret_list = r_secret_list,
     .secret_update = r_secret_update,
     .secret_delete = r_secret_delete,
+    .build_put = r_build_put,
+    .build_get = r_build_get,
+    .build_latest = r_build_latest,
     .node_seen = r_node_seen,
 };
 

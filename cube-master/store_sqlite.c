@@ -28,6 +28,11 @@ static const char *const schema[] = {
     /* version 3 */
     "CREATE TABLE secrets(secret_id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, version INTEGER NOT NULL,"
     " data BLOB NOT NULL);",
+    /* version 4 */
+    "CREATE TABLE builds(build_id TEXT PRIMARY KEY, template_id TEXT NOT NULL, created_at_ms INTEGER NOT "
+    "NULL,"
+    " data BLOB NOT NULL);"
+    "CREATE INDEX builds_template ON builds(template_id, created_at_ms);",
 };
 
 static int db_err(sqlite_store *s, cube_err *err, const char *what)
@@ -445,6 +450,50 @@ static int volume_delete(store *base, const char *id, cube_err *err)
     return exec_id((sqlite_store *)base, "DELETE FROM volumes WHERE volume_id=?", id, "volume", err);
 }
 
+static int build_put(store *base, const Cube__TemplateBuild *b, cube_err *err)
+{
+    sqlite_store *s = (sqlite_store *)base;
+    size_t len = protobuf_c_message_get_packed_size(&b->base);
+    uint8_t *buf = malloc(len ? len : 1);
+    if (!buf) return cube_err_set(err, ENOMEM, "out of memory");
+    protobuf_c_message_pack(&b->base, buf);
+    int rc = 0;
+    pthread_mutex_lock(&s->lock);
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(s->db, "INSERT INTO builds VALUES(?,?,?,?)", -1, &st, NULL) != SQLITE_OK) {
+        rc = db_err(s, err, "put build");
+    } else {
+        sqlite3_bind_text(st, 1, b->build_id, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 2, b->template_id, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(st, 3, b->created_at_ms);
+        sqlite3_bind_blob(st, 4, buf, (int)len, SQLITE_STATIC);
+        int r = sqlite3_step(st);
+        if (r == SQLITE_CONSTRAINT)
+            rc = cube_err_set(err, EEXIST, "build '%s' exists", b->build_id);
+        else if (r != SQLITE_DONE)
+            rc = db_err(s, err, "put build");
+        sqlite3_finalize(st);
+    }
+    pthread_mutex_unlock(&s->lock);
+    free(buf);
+    return rc;
+}
+
+static Cube__TemplateBuild *build_get(store *base, const char *id, cube_err *err)
+{
+    return (Cube__TemplateBuild *)get_packed((sqlite_store *)base,
+                                             "SELECT data FROM builds WHERE build_id=?1", id,
+                                             &cube__template_build__descriptor, "build", err);
+}
+
+static Cube__TemplateBuild *build_latest(store *base, const char *template_id, cube_err *err)
+{
+    return (Cube__TemplateBuild *)get_packed(
+        (sqlite_store *)base,
+        "SELECT data FROM builds WHERE template_id=?1 ORDER BY created_at_ms DESC, rowid DESC LIMIT 1",
+        template_id, &cube__template_build__descriptor, "build of template", err);
+}
+
 /* INSERT (a new secret) or an UPDATE conditional on the version the caller read. */
 static int secret_write(store *base, const Cube__Secret *sec, int64_t expect_version, bool insert,
                         cube_err *err)
@@ -561,6 +610,9 @@ static const store_ops sqlite_ops = {
     .secret_list = secret_list,
     .secret_update = secret_update,
     .secret_delete = secret_delete,
+    .build_put = build_put,
+    .build_get = build_get,
+    .build_latest = build_latest,
 };
 
 store *store_sqlite_open(const char *path, cube_err *err)

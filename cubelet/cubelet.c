@@ -49,6 +49,70 @@ static void adopt_running(cubelet *c);
 static int spawn_slot(cubelet *c, const cl_template *tpl, const char *layers, int disk_fd, cl_slot **out,
                       cube_err *err);
 
+/* One template from <data>/templates/<name>/current, not yet published; NULL when it has no readable config.
+ */
+static cl_template *load_template(cubelet *c, const char *name)
+{
+    char cfgp[4400], rootfs[4400];
+    snprintf(cfgp, sizeof(cfgp), "%s/templates/%s/current/config.json", c->cfg.data_dir, name);
+    snprintf(rootfs, sizeof(rootfs), "%s/templates/%s/current/rootfs", c->cfg.data_dir, name);
+    FILE *f = fopen(cfgp, "re");
+    if (!f) return NULL;
+    char buf[16384];
+    size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    cJSON *j = cJSON_Parse(buf);
+    cl_template *t = calloc(1, sizeof(*t));
+    if (!t) {
+        cJSON_Delete(j);
+        return NULL;
+    }
+    snprintf(t->name, sizeof(t->name), "%s", name);
+    /* a snapshot template names its parent's rootfs and the layers above it */
+    const char *own_rootfs = cJSON_GetStringValue(cJSON_GetObjectItem(j, "rootfs"));
+    const char *layers = cJSON_GetStringValue(cJSON_GetObjectItem(j, "layers"));
+    cJSON *pool = cJSON_GetObjectItem(j, "pool");
+    if (own_rootfs) snprintf(rootfs, sizeof(rootfs), "%s", own_rootfs);
+    snprintf(t->layers, sizeof(t->layers), "%s", layers ? layers : "");
+    t->pool = cJSON_IsNumber(pool) ? (int)pool->valuedouble : c->cfg.pool_size;
+    if (!realpath(rootfs, t->rootfs)) snprintf(t->rootfs, sizeof(t->rootfs), "%s", rootfs);
+    cJSON *ub = cJSON_GetObjectItem(j, "uidBase");
+    t->uid_base = cJSON_IsNumber(ub) ? (unsigned)ub->valuedouble : 100000;
+    const char *user = cJSON_GetStringValue(cJSON_GetObjectItem(j, "user"));
+    const char *wd = cJSON_GetStringValue(cJSON_GetObjectItem(j, "workdir"));
+    const char *id = cJSON_GetStringValue(cJSON_GetObjectItem(j, "id"));
+    snprintf(t->user, sizeof(t->user), "%s", user && *user ? user : "root");
+    snprintf(t->workdir, sizeof(t->workdir), "%s", wd && *wd ? wd : "/");
+    snprintf(t->build_id, sizeof(t->build_id), "%s", id ? id : "");
+    cJSON *env = cJSON_GetObjectItem(j, "env");
+    t->env_json = cJSON_IsObject(env) ? cJSON_PrintUnformatted(env) : NULL;
+    /* each sandbox's size; out of range is a template mistake: said, and the default used */
+    cJSON *cpu = cJSON_GetObjectItem(j, "cpu"), *mem = cJSON_GetObjectItem(j, "memoryMB");
+    t->cpus = TEMPLATE_CPUS_DEFAULT;
+    t->memory_mb = TEMPLATE_MEMORY_MB_DEFAULT;
+    if (cJSON_IsNumber(cpu) && cpu->valuedouble >= 1 && cpu->valuedouble <= TEMPLATE_CPUS_MAX)
+        t->cpus = (int)cpu->valuedouble;
+    else if (cpu)
+        cube_log_warn("template cpu out of range: default used", "template=%s max=%d", t->name,
+                      TEMPLATE_CPUS_MAX);
+    if (cJSON_IsNumber(mem) && mem->valuedouble >= TEMPLATE_MEMORY_MB_MIN &&
+        mem->valuedouble <= TEMPLATE_MEMORY_MB_MAX)
+        t->memory_mb = (int)mem->valuedouble;
+    else if (mem)
+        cube_log_warn("template memoryMB out of range: default used", "template=%s min=%d max=%d", t->name,
+                      TEMPLATE_MEMORY_MB_MIN, TEMPLATE_MEMORY_MB_MAX);
+    cJSON_Delete(j);
+    return t;
+}
+
+static void publish_template(cubelet *c, cl_template *t)
+{
+    t->next = c->templates;
+    __atomic_store_n(&c->templates, t, __ATOMIC_RELEASE);
+    cube_log_info("template found", "template=%s rootfs=%s", t->name, t->rootfs);
+}
+
 /* Adds the templates built since the last scan (at start, then once a heartbeat). Templates are never removed
  * while the cubelet runs, and a new one is published whole, so readers walk the list without the lock. */
 int cl_load_templates(cubelet *c, cube_err *err)
@@ -58,62 +122,31 @@ int cl_load_templates(cubelet *c, cube_err *err)
     DIR *d = opendir(dir);
     if (!d) return 0; /* no templates yet: the node runs nothing until some are built */
     struct dirent *de;
+    pthread_mutex_lock(&c->templates_lock); /* one publisher at a time: heartbeat scans, builds */
     while ((de = readdir(d))) {
-        if (de->d_name[0] == '.' || find_template(c, de->d_name)) continue;
-        char cfgp[4400], rootfs[4400];
-        snprintf(cfgp, sizeof(cfgp), "%s/%s/current/config.json", dir, de->d_name);
-        snprintf(rootfs, sizeof(rootfs), "%s/%s/current/rootfs", dir, de->d_name);
-        FILE *f = fopen(cfgp, "re");
-        if (!f) continue;
-        char buf[8192];
-        size_t n = fread(buf, 1, sizeof(buf) - 1, f);
-        fclose(f);
-        buf[n] = '\0';
-        cJSON *j = cJSON_Parse(buf);
-        cl_template *t = calloc(1, sizeof(*t));
-        if (!t) {
-            cJSON_Delete(j);
-            closedir(d);
-            return cube_err_set(err, ENOMEM, "out of memory");
-        }
-        snprintf(t->name, sizeof(t->name), "%s", de->d_name);
-        /* a snapshot template names its parent's rootfs and the layers above it */
-        const char *own_rootfs = cJSON_GetStringValue(cJSON_GetObjectItem(j, "rootfs"));
-        const char *layers = cJSON_GetStringValue(cJSON_GetObjectItem(j, "layers"));
-        cJSON *pool = cJSON_GetObjectItem(j, "pool");
-        if (own_rootfs) snprintf(rootfs, sizeof(rootfs), "%s", own_rootfs);
-        snprintf(t->layers, sizeof(t->layers), "%s", layers ? layers : "");
-        t->pool = cJSON_IsNumber(pool) ? (int)pool->valuedouble : c->cfg.pool_size;
-        if (!realpath(rootfs, t->rootfs)) snprintf(t->rootfs, sizeof(t->rootfs), "%s", rootfs);
-        cJSON *ub = cJSON_GetObjectItem(j, "uidBase");
-        t->uid_base = cJSON_IsNumber(ub) ? (unsigned)ub->valuedouble : 100000;
-        const char *user = cJSON_GetStringValue(cJSON_GetObjectItem(j, "user"));
-        const char *wd = cJSON_GetStringValue(cJSON_GetObjectItem(j, "workdir"));
-        snprintf(t->user, sizeof(t->user), "%s", user && *user ? user : "root");
-        snprintf(t->workdir, sizeof(t->workdir), "%s", wd && *wd ? wd : "/");
-        cJSON *env = cJSON_GetObjectItem(j, "env");
-        t->env_json = cJSON_IsObject(env) ? cJSON_PrintUnformatted(env) : NULL;
-        /* each sandbox's size; out of range is a template mistake: said, and the default used */
-        cJSON *cpu = cJSON_GetObjectItem(j, "cpu"), *mem = cJSON_GetObjectItem(j, "memoryMB");
-        t->cpus = TEMPLATE_CPUS_DEFAULT;
-        t->memory_mb = TEMPLATE_MEMORY_MB_DEFAULT;
-        if (cJSON_IsNumber(cpu) && cpu->valuedouble >= 1 && cpu->valuedouble <= TEMPLATE_CPUS_MAX)
-            t->cpus = (int)cpu->valuedouble;
-        else if (cpu)
-            cube_log_warn("template cpu out of range: default used", "template=%s max=%d", t->name,
-                          TEMPLATE_CPUS_MAX);
-        if (cJSON_IsNumber(mem) && mem->valuedouble >= TEMPLATE_MEMORY_MB_MIN &&
-            mem->valuedouble <= TEMPLATE_MEMORY_MB_MAX)
-            t->memory_mb = (int)mem->valuedouble;
-        else if (mem)
-            cube_log_warn("template memoryMB out of range: default used", "template=%s min=%d max=%d",
-                          t->name, TEMPLATE_MEMORY_MB_MIN, TEMPLATE_MEMORY_MB_MAX);
-        cJSON_Delete(j);
-        t->next = c->templates;
-        __atomic_store_n(&c->templates, t, __ATOMIC_RELEASE);
-        cube_log_info("template found", "template=%s rootfs=%s", t->name, t->rootfs);
+        if (de->d_name[0] == '.' || strlen(de->d_name) >= sizeof(((cl_template *)0)->name) ||
+            find_template(c, de->d_name))
+            continue;
+        cl_template *t = load_template(c, de->d_name);
+        if (t) publish_template(c, t);
     }
+    pthread_mutex_unlock(&c->templates_lock);
     closedir(d);
+    (void)err;
+    return 0;
+}
+
+int cl_replace_template(cubelet *c, const char *name, cube_err *err)
+{
+    pthread_mutex_lock(&c->templates_lock);
+    cl_template *old = (cl_template *)find_template(c, name), *t = load_template(c, name);
+    if (!t) {
+        pthread_mutex_unlock(&c->templates_lock);
+        return cube_err_set(err, EIO, "template '%s': its new config cannot be read", name);
+    }
+    publish_template(c, t); /* found first from now on */
+    pthread_mutex_unlock(&c->templates_lock);
+    if (old) cl_retire_template(c, old);
     return 0;
 }
 
@@ -122,6 +155,8 @@ int cubelet_init(cubelet *c, const cubelet_config *cfg, cube_err *err)
     memset(c, 0, sizeof(*c));
     c->cfg = *cfg;
     pthread_mutex_init(&c->lock, NULL);
+    pthread_mutex_init(&c->templates_lock, NULL);
+    cl_builds_init(c);
     pthread_cond_init(&c->refill, NULL);
     pthread_cond_init(&c->tick, NULL);
     pthread_cond_init(&c->reap, NULL);
@@ -163,6 +198,11 @@ static const cl_template *find_template(cubelet *c, const char *name)
     for (cl_template *t = __atomic_load_n(&c->templates, __ATOMIC_ACQUIRE); t; t = t->next)
         if (!__atomic_load_n(&t->gone, __ATOMIC_ACQUIRE) && strcmp(t->name, name) == 0) return t;
     return NULL;
+}
+
+const cl_template *cl_find_template(cubelet *c, const char *name)
+{
+    return find_template(c, name);
 }
 
 /* Starts a hypervisor for tpl and waits for its "ready" line. Not on the hot path of a pooled create. */
@@ -1112,6 +1152,7 @@ void cubelet_stop(cubelet *c)
     pthread_cond_broadcast(&c->tick);
     pthread_cond_broadcast(&c->reap);
     pthread_mutex_unlock(&c->lock);
+    cl_builds_stop(c); /* their build sandboxes gone before the node's own teardown */
     if (c->refill_thread) pthread_join(c->refill_thread, NULL);
     if (c->heartbeat_thread) pthread_join(c->heartbeat_thread, NULL);
     if (c->reaper_thread) pthread_join(c->reaper_thread, NULL); /* it finishes what was retired first */
@@ -1194,5 +1235,9 @@ const cube_rpc_method cubelet_methods[] = {
     M("SandboxLogs", sandbox_logs, cube__node_sandbox_ref, cube__log_lines),
     M("UpdateNetwork", update_network, cube__node_network_request, cube__empty),
     M("Drain", drain, cube__node_drain_request, cube__empty),
+    M("StartBuild", cl_start_build, cube__build_start_request, cube__empty),
+    M("GetBuildStatus", cl_build_status, cube__build_status_request, cube__build_status),
+    M("GetBuildFile", cl_get_build_file, cube__build_file_ref, cube__build_file_state),
+    M("PutBuildFile", cl_put_build_file, cube__build_file_chunk, cube__empty),
     {0},
 };

@@ -24,6 +24,7 @@ typedef struct cl_template {
     int cpus, memory_mb; /* each sandbox's limits (config.json "cpu", "memoryMB"; defaults 2 and 512) */
     char *env_json;      /* {"K": "V"} from the image, merged under the request's envVars */
     char layers[8192];   /* a snapshot template: its layers above the parent's rootfs ("a:b"), else empty */
+    char build_id[64];   /* config.json "id": which build of the name this is */
     int pool; /* ready sandboxes to keep at least: the node's pool size, or the template's own (snapshots: 0)
                */
     pool_demand demand; /* creates seen (with the cubelet's lock): the pool follows them up to pool_max */
@@ -87,6 +88,7 @@ typedef struct cubelet {
     cubelet_config cfg;
     char sandboxes_dir[4096];
     cl_template *templates;
+    pthread_mutex_t templates_lock; /* one publisher of templates at a time (readers take none) */
     pthread_mutex_t lock;
     cube_zygote zygote;    /* sock -1: hypervisors are exec'd */
     pthread_cond_t refill; /* signalled when a slot is claimed or lost: wakes the refill thread */
@@ -112,6 +114,12 @@ typedef struct cubelet {
     char disk_template[4400];  /* the empty ext4 image of cfg.disk_mb sandboxes' disks are copies of */
     char *egress_ca_pem;       /* the node's egress CA, for sandboxes to trust (read once it exists) */
     char disk_mb[16];
+    /* template builds (build.c): with builds_lock */
+    pthread_mutex_t builds_lock;
+    pthread_cond_t builds_changed; /* a build ended or left the queue */
+    struct cl_build *builds;       /* newest first; finished ones kept a while for their status */
+    int builds_running;            /* threads under way (cubelet_stop waits for them) */
+    int builds_active;             /* of those, holding a build sandbox (at most BUILDS_AT_ONCE) */
 } cubelet;
 
 int cubelet_init(cubelet *c, const cubelet_config *cfg, cube_err *err);

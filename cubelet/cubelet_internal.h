@@ -47,10 +47,28 @@ void *cl_sampler_loop(void *arg);
 int cl_sandbox_stats_history(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *respp, cube_err *err);
 /* Adds the templates built since the last scan. */
 int cl_load_templates(cubelet *c, cube_err *err);
+/* A template rebuilt under its name: the new config is published (creates take it from now on) and the old
+ * one retired. */
+int cl_replace_template(cubelet *c, const char *name, cube_err *err);
+/* Takes no new sandboxes from now on; its ready pool is destroyed (handed-out sandboxes keep running). */
+void cl_retire_template(cubelet *c, cl_template *t);
+/* The template named so, unless retired; NULL when none. */
+const cl_template *cl_find_template(cubelet *c, const char *name);
+/* build.c: template builds (the RPCs StartBuild, GetBuildStatus, GetBuildFile, PutBuildFile) */
+int cl_start_build(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *respp, cube_err *err);
+int cl_build_status(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *respp, cube_err *err);
+int cl_get_build_file(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *respp, cube_err *err);
+int cl_put_build_file(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *respp, cube_err *err);
+void cl_builds_init(cubelet *c);
+/* Builds end at their next step (cancelled); returns once no build thread runs. */
+void cl_builds_stop(cubelet *c);
 
 /* With the lock: how many ready sandboxes t's pool should hold now. */
 int cl_pool_target(cubelet *c, cl_template *t);
 void *cl_refill_loop(void *arg);
 void *cl_heartbeat_loop(void *arg);
+/* One heartbeat to every master now (the heartbeat thread's, and a build's once its template is published:
+ * a build is ready when the masters know the template). */
+void cl_send_heartbeat(cubelet *c);
 
 #endif

@@ -27,7 +27,7 @@ static uint64_t mem_available_mb(void)
     return kb >> 10;
 }
 
-static void send_heartbeat(cubelet *c)
+void cl_send_heartbeat(cubelet *c)
 {
     Cube__NodeInfo ni = CUBE__NODE_INFO__INIT;
     ni.node_id = (char *)c->cfg.node_id;
@@ -45,7 +45,8 @@ static void send_heartbeat(cubelet *c)
     ni.capacity = &cap;
     ni.mem_available_mb = mem_available_mb();
     size_t nt = 0;
-    for (cl_template *t = c->templates; t; t = t->next) nt += !__atomic_load_n(&t->gone, __ATOMIC_ACQUIRE);
+    for (cl_template *t = __atomic_load_n(&c->templates, __ATOMIC_ACQUIRE); t; t = t->next)
+        nt += !__atomic_load_n(&t->gone, __ATOMIC_ACQUIRE);
     char **names = calloc(nt ? nt : 1, sizeof(char *));
     Cube__NodeInfo__PoolReadyEntry *entries = calloc(nt ? nt : 1, sizeof(*entries));
     Cube__NodeInfo__PoolReadyEntry **eptrs = calloc(nt ? nt : 1, sizeof(*eptrs));
@@ -57,7 +58,7 @@ static void send_heartbeat(cubelet *c)
     if (!names || !entries || !eptrs || !targets || !tptrs || !sizes || !sptrs || !sres) goto out;
     pthread_mutex_lock(&c->lock);
     size_t i = 0;
-    for (cl_template *t = c->templates; t && i < nt; t = t->next) {
+    for (cl_template *t = __atomic_load_n(&c->templates, __ATOMIC_ACQUIRE); t && i < nt; t = t->next) {
         if (__atomic_load_n(&t->gone, __ATOMIC_ACQUIRE)) continue;
         names[i] = t->name;
         cube__node_info__pool_ready_entry__init(&entries[i]);
@@ -119,6 +120,30 @@ out:
     free(sres);
 }
 
+void cl_retire_template(cubelet *c, cl_template *t)
+{
+    __atomic_store_n(&t->gone, 1, __ATOMIC_RELEASE);
+    cl_slot *drop = NULL;
+    pthread_mutex_lock(&c->lock);
+    for (cl_slot **pp = &c->slots; *pp;) {
+        if ((*pp)->tpl == t && (*pp)->state == SLOT_READY) {
+            cl_slot *s = *pp;
+            *pp = s->next;
+            s->next = drop;
+            drop = s;
+        } else {
+            pp = &(*pp)->next;
+        }
+    }
+    pthread_cond_broadcast(&c->slot_ready); /* creates waiting for its pool get their answer now */
+    pthread_mutex_unlock(&c->lock);
+    while (drop) {
+        cl_slot *n = drop->next;
+        cl_destroy_slot(c, drop);
+        drop = n;
+    }
+}
+
 /* A template whose current/ link was removed (cubemastercli tpl delete) takes no new sandboxes, and its ready
  * pool goes: those sandboxes sit on files about to be deleted. */
 static void drop_deleted_templates(cubelet *c)
@@ -128,27 +153,8 @@ static void drop_deleted_templates(cubelet *c)
         char cur[4400];
         snprintf(cur, sizeof(cur), "%s/templates/%s/current", c->cfg.data_dir, t->name);
         if (access(cur, F_OK) == 0) continue;
-        __atomic_store_n(&t->gone, 1, __ATOMIC_RELEASE);
         cube_log_info("template removed", "template=%s", t->name);
-        cl_slot *drop = NULL;
-        pthread_mutex_lock(&c->lock);
-        for (cl_slot **pp = &c->slots; *pp;) {
-            if ((*pp)->tpl == t && (*pp)->state == SLOT_READY) {
-                cl_slot *s = *pp;
-                *pp = s->next;
-                s->next = drop;
-                drop = s;
-            } else {
-                pp = &(*pp)->next;
-            }
-        }
-        pthread_cond_broadcast(&c->slot_ready); /* creates waiting for its pool get their answer now */
-        pthread_mutex_unlock(&c->lock);
-        while (drop) {
-            cl_slot *n = drop->next;
-            cl_destroy_slot(c, drop);
-            drop = n;
-        }
+        cl_retire_template(c, t);
     }
 }
 
@@ -162,7 +168,7 @@ void *cl_heartbeat_loop(void *arg)
         drop_deleted_templates(c);
         if (cl_load_templates(c, &err) < 0) cube_log_warn("template scan failed", "err=\"%s\"", err.msg);
         pthread_cond_signal(&c->refill); /* a new template wants its pool */
-        send_heartbeat(c);
+        cl_send_heartbeat(c);
         pthread_mutex_lock(&c->lock);
         struct timespec dl;
         clock_gettime(CLOCK_REALTIME, &dl);

@@ -79,7 +79,8 @@ void *cl_refill_loop(void *arg)
         cl_template *need = NULL;
         cl_slot *extra = NULL;
         bool raised = false;
-        for (cl_template *t = c->templates; t && !need && !extra; t = t->next) {
+        for (cl_template *t = __atomic_load_n(&c->templates, __ATOMIC_ACQUIRE); t && !need && !extra;
+             t = t->next) {
             if (__atomic_load_n(&t->gone, __ATOMIC_ACQUIRE)) continue;
             int ready = 0, target = cl_pool_target(c, t);
             cl_slot *idle = NULL;

@@ -138,6 +138,7 @@ int cube_err_http_status(const cube_err *err)
     case EBUSY:
         return 409;
     case EMSGSIZE:
+    case EFBIG:
         return 413;
     case EAGAIN:
         return 429;

@@ -218,8 +218,84 @@ static int fake_metrics_history(void *svc, cube_rpc_ctx *ctx, const void *reqp, 
     return 0;
 }
 
+/* builds: RequestBuild answers build "b1" of the name asked; files with hash "have" are there; the bytes
+ * PutBuildFile got (and whether in order, and the last chunk seen) and StartBuild's template are kept */
+static size_t put_bytes;
+static int put_chunks, put_last, put_out_of_order;
+static char started_json[512];
+
+static int fake_request_build(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *respp, cube_err *err)
+{
+    (void)svc, (void)err;
+    const Cube__RequestBuildRequest *req = reqp;
+    Cube__TemplateBuild *out = respp;
+    out->template_id = cube_rpc_strdup(ctx, req->name);
+    out->build_id = "b1";
+    out->n_tags = req->n_tags;
+    out->tags = cube_rpc_alloc(ctx, (req->n_tags ? req->n_tags : 1) * sizeof(char *));
+    for (size_t i = 0; i < req->n_tags; i++) out->tags[i] = cube_rpc_strdup(ctx, req->tags[i]);
+    return req->resources && req->resources->cpu_count == 4 && req->resources->memory_mb == 1024
+               ? 0
+               : cube_err_set(err, EINVAL, "resources not passed");
+}
+
+static int fake_get_build_file(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *respp, cube_err *err)
+{
+    (void)svc, (void)ctx, (void)err;
+    ((Cube__BuildFileState *)respp)->present = strcmp(((const Cube__BuildFileRef *)reqp)->hash, "have") == 0;
+    return 0;
+}
+
+static int fake_put_build_file(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *respp, cube_err *err)
+{
+    (void)svc, (void)ctx, (void)respp, (void)err;
+    const Cube__BuildFileChunk *c = reqp;
+    if (c->offset != put_bytes) put_out_of_order = 1;
+    put_bytes += c->data.len;
+    put_chunks++;
+    put_last = c->last;
+    return 0;
+}
+
+static int fake_start_build(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *respp, cube_err *err)
+{
+    (void)svc, (void)ctx, (void)respp;
+    const Cube__BuildStartRequest *req = reqp;
+    if (strcmp(req->build_id, "b1") != 0)
+        return cube_err_set(err, ENOENT, "build '%s' not found", req->build_id);
+    snprintf(started_json, sizeof(started_json), "%s", req->template_json);
+    return 0;
+}
+
+/* two log lines; from logs_offset on */
+static int fake_build_status(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *respp, cube_err *err)
+{
+    (void)svc, (void)err;
+    const Cube__BuildStatusRequest *req = reqp;
+    Cube__BuildStatus *out = respp;
+    out->state = "error";
+    out->reason = "step 1 (RUN false) failed: RUN exited with code 1";
+    out->reason_step = "1";
+    out->logs = cube_rpc_alloc(ctx, 2 * sizeof(Cube__BuildLogEntry *));
+    for (uint32_t i = req->logs_offset; i < 2; i++) {
+        Cube__BuildLogEntry *e = cube_rpc_alloc(ctx, sizeof(*e));
+        cube__build_log_entry__init(e);
+        e->timestamp_ms = 1700000000000 + i;
+        e->level = i ? "error" : "info";
+        e->message = i ? "second line" : "first line";
+        e->step = "1";
+        out->logs[out->n_logs++] = e;
+    }
+    return 0;
+}
+
 #define M(name, fn, req, resp) CUBE_RPC_METHOD("cube.Master", name, fn, req, resp)
 static const cube_rpc_method fake_master[] = {
+    M("RequestBuild", fake_request_build, cube__request_build_request, cube__template_build),
+    M("GetBuildFile", fake_get_build_file, cube__build_file_ref, cube__build_file_state),
+    M("PutBuildFile", fake_put_build_file, cube__build_file_chunk, cube__empty),
+    M("StartBuild", fake_start_build, cube__build_start_request, cube__empty),
+    M("GetBuildStatus", fake_build_status, cube__build_status_request, cube__build_status),
     M("AuthKey", fake_auth, cube__auth_key_request, cube__auth_key_response),
     M("CreateSandbox", fake_create, cube__create_sandbox_request, cube__create_sandbox_response),
     M("GetSandbox", fake_get, cube__sandbox_ref, cube__get_sandbox_response),
@@ -582,6 +658,116 @@ START_TEST(the_console_is_served_from_the_binary)
 }
 END_TEST
 
+/* A PUT of len bytes (the upload of a COPY step's files); the status. */
+static int upload(const char *path, size_t len)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)http_server_port(srv))};
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ck_assert_int_eq(connect(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    char head[512];
+    int n = snprintf(head, sizeof(head),
+                     "PUT %s HTTP/1.1\r\nHost: api\r\nConnection: close\r\nX-API-KEY: e2b_good\r\n"
+                     "Content-Length: %zu\r\n\r\n",
+                     path, len);
+    ck_assert_int_eq(write(fd, head, (size_t)n), n);
+    char *body = malloc(len);
+    memset(body, 'x', len);
+    for (size_t off = 0; off < len;) {
+        ssize_t w = write(fd, body + off, len - off);
+        ck_assert_int_gt(w, 0);
+        off += (size_t)w;
+    }
+    free(body);
+    char resp[1024];
+    size_t got = 0;
+    for (;;) {
+        ssize_t r = read(fd, resp + got, sizeof(resp) - 1 - got);
+        if (r <= 0) break;
+        got += (size_t)r;
+    }
+    close(fd);
+    resp[got] = '\0';
+    int status = 0;
+    ck_assert_int_eq(sscanf(resp, "HTTP/1.1 %d", &status), 1);
+    return status;
+}
+
+/* E2B's Template.build: request, files, upload, start, status with logs; bad input named */
+START_TEST(template_builds_through_the_e2b_routes)
+{
+    char body[65536];
+    ck_assert_int_eq(request("POST", "/v3/templates", "e2b_good",
+                             "{\"name\":\"my-tpl:v2\",\"tags\":[\"x\"],\"cpuCount\":4,\"memoryMB\":1024}",
+                             body, sizeof(body)),
+                     202);
+    ck_assert_msg(strstr(body, "\"templateID\":\"my-tpl\"") && strstr(body, "\"buildID\":\"b1\"") &&
+                      strstr(body, "\"tags\":[\"v2\",\"x\"]"),
+                  "%s", body);
+    const char *bad[][2] = {{"{\"name\":\"Bad Name\"}", "name"},
+                            {"{\"name\":\"ok:BAD TAG\"}", "name"},
+                            {"{\"name\":\"ok\",\"cpuCount\":0}", "cpuCount"},
+                            {"{\"name\":\"ok\",\"memoryMB\":1.5}", "memoryMB"},
+                            {"{\"name\":\"ok\",\"tags\":\"v1\"}", "tags"},
+                            {"{\"name\":\"ok\",\"minFreeDiskMb\":100}", "minFreeDiskMb"}};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        ck_assert_int_eq(request("POST", "/v3/templates", "e2b_good", bad[i][0], body, sizeof(body)), 400);
+        char want[64];
+        snprintf(want, sizeof(want), "\"message\":\"%s", bad[i][1]);
+        ck_assert_msg(strstr(body, want), "%s: %s", bad[i][0], body);
+    }
+    ck_assert_int_eq(request("POST", "/v3/templates", NULL, "{\"name\":\"ok\"}", body, sizeof(body)), 401);
+
+    ck_assert_int_eq(request("GET", "/templates/my-tpl/files/have", "e2b_good", NULL, body, sizeof(body)),
+                     201);
+    ck_assert_msg(strstr(body, "\"present\":true") && !strstr(body, "url"), "%s", body);
+    ck_assert_int_eq(request("GET", "/templates/my-tpl/files/miss", "e2b_good", NULL, body, sizeof(body)),
+                     201);
+    ck_assert_msg(strstr(body, "\"present\":false") &&
+                      strstr(body, "\"url\":\"http://api/templates/my-tpl/files/miss\"") &&
+                      strstr(body, "\"X-API-KEY\":\"e2b_good\""),
+                  "%s", body);
+    ck_assert_int_eq(request("GET", "/templates/my-tpl/files/a%20b", "e2b_good", NULL, body, sizeof(body)),
+                     400);
+    /* 2.5 MiB: three chunks, in order, the last one marked */
+    ck_assert_int_eq(upload("/templates/my-tpl/files/miss", (5u << 20) / 2), 201);
+    ck_assert_uint_eq(put_bytes, (5u << 20) / 2);
+    ck_assert_int_eq(put_chunks, 3);
+    ck_assert_int_eq(put_last, 1);
+    ck_assert_int_eq(put_out_of_order, 0);
+
+    ck_assert_int_eq(request("POST", "/v2/templates/my-tpl/builds/b1", "e2b_good",
+                             "{\"fromTemplate\":\"base\",\"steps\":[{\"type\":\"RUN\",\"args\":[\"true\"]}]}",
+                             body, sizeof(body)),
+                     202);
+    ck_assert_ptr_nonnull(strstr(started_json, "\"fromTemplate\":\"base\""));
+    ck_assert_int_eq(request("POST", "/v2/templates/my-tpl/builds/b2", "e2b_good",
+                             "{\"fromTemplate\":\"base\"}", body, sizeof(body)),
+                     404);
+    ck_assert_int_eq(
+        request("POST", "/v2/templates/my-tpl/builds/b1", "e2b_good", "{\"steps\":[]}", body, sizeof(body)),
+        400);
+    ck_assert_int_eq(request("POST", "/v2/templates/my-tpl/builds/b1", "e2b_good",
+                             "{\"fromImage\":\"x\",\"fromImageRegistry\":{\"type\":\"registry\"}}", body,
+                             sizeof(body)),
+                     400);
+    ck_assert_ptr_nonnull(strstr(body, "fromImageRegistry"));
+
+    ck_assert_int_eq(request("GET", "/templates/my-tpl/builds/b1/status?logsOffset=1", "e2b_good", NULL, body,
+                             sizeof(body)),
+                     200);
+    ck_assert_msg(strstr(body, "\"status\":\"error\"") && strstr(body, "\"logs\":[\"second line\"]") &&
+                      strstr(body, "\"level\":\"error\"") &&
+                      strstr(body, "\"timestamp\":\"2023-11-14T22:13:20") &&
+                      strstr(body, "\"reason\":{\"message\":\"step 1 (RUN false) failed") &&
+                      strstr(body, "\"step\":\"1\"}") && !strstr(body, "first line"),
+                  "%s", body);
+    ck_assert_int_eq(request("GET", "/templates/my-tpl/builds/b1/status?logsOffset=x", "e2b_good", NULL, body,
+                             sizeof(body)),
+                     400);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("api");
@@ -596,6 +782,7 @@ int main(void)
     tcase_add_test(tc, metrics_one_range_and_many);
     tcase_add_test(tc, memoryless_pauses_and_mcp_are_refused_by_name);
     tcase_add_test(tc, snapshots_are_paged_newest_first);
+    tcase_add_test(tc, template_builds_through_the_e2b_routes);
     suite_add_tcase(s, tc);
     return cube_run_suite(s);
 }

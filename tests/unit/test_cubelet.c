@@ -339,6 +339,156 @@ START_TEST(a_busy_node_says_so_before_its_callers_deadline)
 }
 END_TEST
 
+static int rpc(const char *method, const ProtobufCMessage *req, const ProtobufCMessageDescriptor *rd,
+               ProtobufCMessage **resp, cube_err *err)
+{
+    cube_rpc_call_opts o = {.timeout_ms = 20000};
+    *resp = NULL;
+    return cube_rpc_call(client, method, req, rd, resp, &o, err);
+}
+
+static int start_build(const char *tpl, const char *build, const char *json, cube_err *err)
+{
+    Cube__BuildStartRequest req = CUBE__BUILD_START_REQUEST__INIT;
+    req.template_id = (char *)tpl;
+    req.build_id = (char *)build;
+    req.template_json = (char *)json;
+    ProtobufCMessage *resp;
+    int rc = rpc("/cube.Cubelet/StartBuild", &req.base, &cube__empty__descriptor, &resp, err);
+    if (resp) protobuf_c_message_free_unpacked(resp, NULL);
+    return rc;
+}
+
+/* Waits for the build to end; its state, and its log lines joined into logs. */
+static void build_wait(const char *build, char *state, char *logs, size_t cap)
+{
+    for (int i = 0; i < 200; i++) {
+        Cube__BuildStatusRequest req = CUBE__BUILD_STATUS_REQUEST__INIT;
+        req.build_id = (char *)build;
+        ProtobufCMessage *resp;
+        cube_err err = {0};
+        ck_assert_msg(
+            rpc("/cube.Cubelet/GetBuildStatus", &req.base, &cube__build_status__descriptor, &resp, &err) == 0,
+            "%s", err.msg);
+        const Cube__BuildStatus *st = (const Cube__BuildStatus *)resp;
+        snprintf(state, 16, "%s", st->state);
+        size_t n = 0;
+        logs[0] = '\0';
+        for (size_t k = 0; k < st->n_logs && n < cap; k++)
+            n += (size_t)snprintf(logs + n, cap - n, "%s\n", st->logs[k]->message);
+        protobuf_c_message_free_unpacked(resp, NULL);
+        if (strcmp(state, "ready") == 0 || strcmp(state, "error") == 0) return;
+        nanosleep(&(struct timespec){0, 50000000}, NULL);
+    }
+    ck_abort_msg("build %s did not end", build);
+}
+
+static void read_text(const char *path, char *out, size_t cap)
+{
+    FILE *f = fopen(path, "re");
+    ck_assert_msg(f != NULL, "%s", path);
+    size_t n = fread(out, 1, cap - 1, f);
+    out[n] = '\0';
+    fclose(f);
+}
+
+/* A build whose steps need no sandbox (ENV): published as a template that creates use at once; a rebuild
+ * replaces it; what the build would read is checked before it starts. */
+START_TEST(builds_publish_templates_and_check_their_input)
+{
+    cube_err err = {0};
+    char state[16], logs[8192], cfg[8192], p[600];
+    ck_assert_msg(
+        start_build("built", "b1",
+                    "{\"fromTemplate\":\"pooled\",\"steps\":[{\"type\":\"ENV\",\"args\":[\"A\",\"1\"]}]}",
+                    &err) == 0,
+        "%s", err.msg);
+    build_wait("b1", state, logs, sizeof(logs));
+    ck_assert_msg(strcmp(state, "ready") == 0, "%s: %s", state, logs);
+    ck_assert_msg(strstr(logs, "[1/1] ENV A 1") && strstr(logs, "Template 'built' built in"), "%s", logs);
+    snprintf(p, sizeof(p), "%s/templates/built/current/config.json", dir);
+    read_text(p, cfg, sizeof(cfg));
+    ck_assert_msg(strstr(cfg, "\"A\":\t\"1\"") && strstr(cfg, "\"id\":\t\"b1\""), "%s", cfg);
+    ck_assert_msg(create("sb-built", "built", NULL, &err) == 0, "%s", err.msg);
+
+    /* the same build id again is refused; a new build replaces the template */
+    ck_assert_int_eq(start_build("built", "b1", "{\"fromTemplate\":\"pooled\"}", &err), -1);
+    ck_assert_int_eq(err.code, EEXIST);
+    ck_assert_int_eq(
+        start_build("built", "b2",
+                    "{\"fromTemplate\":\"pooled\",\"steps\":[{\"type\":\"ENV\",\"args\":[\"A\",\"2\"]}]}",
+                    &err),
+        0);
+    build_wait("b2", state, logs, sizeof(logs));
+    ck_assert_str_eq(state, "ready");
+    read_text(p, cfg, sizeof(cfg));
+    ck_assert_msg(strstr(cfg, "\"A\":\t\"2\"") && strstr(cfg, "\"id\":\t\"b2\""), "%s", cfg);
+    ck_assert_msg(create("sb-built2", "built", NULL, &err) == 0, "%s", err.msg);
+
+    const char *bad[][2] = {
+        {"{\"fromTemplate\":\"no-such\"}", "fromTemplate"},
+        {"{\"fromImage\":\"python:3\"}", "fromImage"},
+        {"{\"fromTemplate\":\"pooled\",\"steps\":[{\"type\":\"FROB\",\"args\":[]}]}", "steps[0].type"},
+        {"{\"fromTemplate\":\"pooled\",\"steps\":[{\"type\":\"COPY\",\"args\":[\"a\",\"/b\"]}]}",
+         "steps[0].filesHash"},
+        {"{\"fromTemplate\":\"pooled\",\"steps\":[{\"type\":\"USER\",\"args\":[\"a b\"]}]}", "steps[0].args"},
+        {"{\"fromTemplate\":\"pooled\",\"startCmd\":\"server\"}", "startCmd"},
+        {"[1]", "template"},
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        ck_assert_int_eq(start_build("built", "b3", bad[i][0], &err), -1);
+        ck_assert_int_eq(err.code, EINVAL);
+        ck_assert_msg(strstr(err.msg, bad[i][1]), "%s: %s", bad[i][0], err.msg);
+    }
+    Cube__BuildStatusRequest sr = CUBE__BUILD_STATUS_REQUEST__INIT;
+    sr.build_id = "b3";
+    ProtobufCMessage *resp;
+    ck_assert_int_eq(
+        rpc("/cube.Cubelet/GetBuildStatus", &sr.base, &cube__build_status__descriptor, &resp, &err), -1);
+    ck_assert_int_eq(err.code, ENOENT);
+}
+END_TEST
+
+/* A COPY step's files arrive in chunks, in order, and are there once the last one is */
+START_TEST(build_files_arrive_in_order)
+{
+    cube_err err = {0};
+    ProtobufCMessage *resp;
+    Cube__BuildFileChunk ch = CUBE__BUILD_FILE_CHUNK__INIT;
+    ch.hash = "h1";
+    ch.data.data = (uint8_t *)"abc";
+    ch.data.len = 3;
+    ck_assert_int_eq(rpc("/cube.Cubelet/PutBuildFile", &ch.base, &cube__empty__descriptor, &resp, &err), 0);
+    protobuf_c_message_free_unpacked(resp, NULL);
+    Cube__BuildFileRef ref = CUBE__BUILD_FILE_REF__INIT;
+    ref.hash = "h1";
+    ck_assert_int_eq(
+        rpc("/cube.Cubelet/GetBuildFile", &ref.base, &cube__build_file_state__descriptor, &resp, &err), 0);
+    ck_assert(!((Cube__BuildFileState *)resp)->present);
+    protobuf_c_message_free_unpacked(resp, NULL);
+    ch.offset = 5; /* a gap */
+    ck_assert_int_eq(rpc("/cube.Cubelet/PutBuildFile", &ch.base, &cube__empty__descriptor, &resp, &err), -1);
+    ck_assert_int_eq(err.code, EINVAL);
+    ch.offset = 3;
+    ch.data.data = (uint8_t *)"def";
+    ch.last = true;
+    ck_assert_int_eq(rpc("/cube.Cubelet/PutBuildFile", &ch.base, &cube__empty__descriptor, &resp, &err), 0);
+    protobuf_c_message_free_unpacked(resp, NULL);
+    ck_assert_int_eq(
+        rpc("/cube.Cubelet/GetBuildFile", &ref.base, &cube__build_file_state__descriptor, &resp, &err), 0);
+    ck_assert(((Cube__BuildFileState *)resp)->present);
+    protobuf_c_message_free_unpacked(resp, NULL);
+    char p[600], text[64];
+    snprintf(p, sizeof(p), "%s/build-files/h1", dir);
+    read_text(p, text, sizeof(text));
+    ck_assert_str_eq(text, "abcdef");
+    ref.hash = "../x";
+    ck_assert_int_eq(
+        rpc("/cube.Cubelet/GetBuildFile", &ref.base, &cube__build_file_state__descriptor, &resp, &err), -1);
+    ck_assert_int_eq(err.code, EINVAL);
+}
+END_TEST
+
 START_TEST(a_hypervisor_that_cannot_start_says_why)
 {
     cube_err err = {0};
@@ -375,6 +525,8 @@ int main(void)
     tcase_add_test(tc, a_hypervisor_that_cannot_start_says_why);
     tcase_add_test(tc, a_sandbox_keeps_its_metrics_history);
     tcase_add_test(tc, a_templates_size_is_its_sandboxes_limits);
+    tcase_add_test(tc, builds_publish_templates_and_check_their_input);
+    tcase_add_test(tc, build_files_arrive_in_order);
     suite_add_tcase(s, tc);
     TCase *hist = tcase_create("metrics history");
     tcase_add_test(hist, a_long_history_halves);

@@ -216,6 +216,49 @@ START_TEST(volumes)
 }
 END_TEST
 
+/* template builds: by id, the newest of a template, ids unique */
+START_TEST(builds)
+{
+    if (skip(_i)) return;
+    store *st = open_backend(_i);
+    cube_err err = {0};
+    char tpl[64], id1[64], id2[64];
+    snprintf(tpl, sizeof(tpl), "tpl-%d", getpid());
+    snprintf(id1, sizeof(id1), "b1-%d", getpid());
+    snprintf(id2, sizeof(id2), "b2-%d", getpid());
+    char *tags[] = {"v1"};
+    Cube__TemplateBuild b = CUBE__TEMPLATE_BUILD__INIT;
+    b.template_id = tpl;
+    b.build_id = id1;
+    b.node_id = "node-a";
+    b.created_at_ms = 1000;
+    b.n_tags = 1;
+    b.tags = tags;
+    ck_assert_int_eq(st->ops->build_put(st, &b, &err), 0);
+    ck_assert_int_eq(st->ops->build_put(st, &b, &err), -1);
+    ck_assert_int_eq(err.code, EEXIST);
+    b.build_id = id2;
+    b.node_id = "node-b";
+    b.created_at_ms = 2000;
+    ck_assert_int_eq(st->ops->build_put(st, &b, &err), 0);
+    Cube__TemplateBuild *g = st->ops->build_get(st, id1, &err);
+    ck_assert_ptr_nonnull(g);
+    ck_assert_str_eq(g->node_id, "node-a");
+    ck_assert_uint_eq(g->n_tags, 1);
+    ck_assert_str_eq(g->tags[0], "v1");
+    cube__template_build__free_unpacked(g, NULL);
+    g = st->ops->build_latest(st, tpl, &err);
+    ck_assert_ptr_nonnull(g);
+    ck_assert_str_eq(g->build_id, id2);
+    cube__template_build__free_unpacked(g, NULL);
+    ck_assert_ptr_null(st->ops->build_get(st, "no-such-build", &err));
+    ck_assert_int_eq(err.code, ENOENT);
+    ck_assert_ptr_null(st->ops->build_latest(st, "no-such-template", &err));
+    ck_assert_int_eq(err.code, ENOENT);
+    st->ops->close(st);
+}
+END_TEST
+
 /* a secret's record: names unique, an update only from the version read, the list in name order */
 START_TEST(secrets)
 {
@@ -545,6 +588,7 @@ int main(void)
     tcase_add_loop_test(tc, transitions, 0, 2);
     tcase_add_loop_test(tc, volumes, 0, 2);
     tcase_add_loop_test(tc, secrets, 0, 2);
+    tcase_add_loop_test(tc, builds, 0, 2);
     tcase_add_test(tc, two_masters_claim_once);
     tcase_add_test(tc, mysql_reconnects_after_a_restart);
     tcase_add_test(tc, redis_routes_follow_the_store_in_order);

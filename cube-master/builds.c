@@ -1,0 +1,215 @@
+/* Template builds: records in the store, the work on one node (see builds.h). */
+#include "builds.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "cubelet.pb-c.h"
+#include "id.h"
+#include "log.h"
+#include "master_nodes.h"
+#include "timeutil.h"
+
+static int valid_name(const char *s)
+{
+    size_t n = s ? strlen(s) : 0;
+    if (n == 0 || n > 63 || s[0] == '.' || s[0] == '-') return 0;
+    for (; *s; s++)
+        if (!((*s >= 'a' && *s <= 'z') || (*s >= '0' && *s <= '9') || *s == '-' || *s == '_' || *s == '.'))
+            return 0;
+    return 1;
+}
+
+/* The node a build runs on: alive, not draining, holding the base template if any does, the fewest running.
+ */
+static master_node *pick_node(master *m, cube_err *err)
+{
+    int64_t now = cube_now_mono_ms();
+    master_node *best = NULL;
+    long best_score = 0;
+    for (master_node *n = m->nodes; n; n = n->next) {
+        if (!node_alive(m, n, now) || !n->info || !n->link || n->info->draining) continue;
+        int has_base = 0;
+        for (size_t i = 0; i < n->info->n_templates; i++)
+            has_base |= strcmp(n->info->templates[i], "base") == 0;
+        long score = (has_base ? 1000000 : 0) - (long)n->info->running;
+        if (!best || score > best_score) {
+            best = n;
+            best_score = score;
+        }
+    }
+    if (!best) cube_err_set(err, EAGAIN, "no node is available to run the build");
+    return best;
+}
+
+int request_build(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *respp, cube_err *err)
+{
+    master *m = svc;
+    const Cube__RequestBuildRequest *req = reqp;
+    Cube__TemplateBuild *out = respp;
+    if (!valid_name(req->name))
+        return cube_err_set(err, EINVAL,
+                            "name: 1-63 characters of [a-z0-9._-], not starting with '.' or '-'");
+    char id[40];
+    if (cube_id_new(0, id, 24, err) < 0) return -1;
+    pthread_mutex_lock(&m->lock);
+    master_node *n = pick_node(m, err);
+    char node[64] = "";
+    if (n) snprintf(node, sizeof(node), "%s", n->node_id);
+    pthread_mutex_unlock(&m->lock);
+    if (!n) return -1;
+    Cube__TemplateBuild b = CUBE__TEMPLATE_BUILD__INIT;
+    Cube__Resources res = CUBE__RESOURCES__INIT;
+    if (req->resources) res = *req->resources;
+    b.template_id = req->name;
+    b.build_id = id;
+    b.node_id = node;
+    b.created_at_ms = cube_now_unix_ms();
+    b.resources = &res;
+    b.n_tags = req->n_tags;
+    b.tags = req->tags;
+    if (m->st->ops->build_put(m->st, &b, err) < 0) return -1;
+    out->template_id = cube_rpc_strdup(ctx, b.template_id);
+    out->build_id = cube_rpc_strdup(ctx, id);
+    out->node_id = cube_rpc_strdup(ctx, node);
+    out->created_at_ms = b.created_at_ms;
+    out->n_tags = req->n_tags;
+    out->tags = cube_rpc_alloc(ctx, (req->n_tags ? req->n_tags : 1) * sizeof(char *));
+    for (size_t i = 0; i < req->n_tags; i++) out->tags[i] = cube_rpc_strdup(ctx, req->tags[i]);
+    cube_log_info("audit", "action=build-request template=%s build=%s node=%s", b.template_id, id, node);
+    return 0;
+}
+
+/* The build's record (checked against the template named in the call) and its node's link. */
+static node_link *build_node(master *m, const char *template_id, const char *build_id,
+                             Cube__TemplateBuild **out, cube_err *err)
+{
+    Cube__TemplateBuild *b = build_id ? m->st->ops->build_get(m->st, build_id, err)
+                                      : m->st->ops->build_latest(m->st, template_id ? template_id : "", err);
+    if (!b) {
+        if (err->code == ENOENT && build_id)
+            cube_err_set(err, ENOENT, "build '%s' not found", build_id);
+        else if (err->code == ENOENT)
+            cube_err_set(err, ENOENT, "template '%s' has no build: POST /v3/templates first", template_id);
+        return NULL;
+    }
+    if (template_id && *template_id && strcmp(b->template_id, template_id) != 0) {
+        cube_err_set(err, ENOENT, "build '%s' is not a build of template '%s'", b->build_id, template_id);
+        cube__template_build__free_unpacked(b, NULL);
+        return NULL;
+    }
+    node_link *l = node_link_get(m, b->node_id, err);
+    if (!l) {
+        cube_err_set(err, EHOSTUNREACH, "node '%s' that holds build '%s' is not available", b->node_id,
+                     b->build_id);
+        cube__template_build__free_unpacked(b, NULL);
+        return NULL;
+    }
+    *out = b;
+    return l;
+}
+
+static int node_call(node_link *l, const char *method, const ProtobufCMessage *req,
+                     const ProtobufCMessageDescriptor *rd, ProtobufCMessage **resp, int timeout_ms,
+                     cube_err *err)
+{
+    cube_rpc_call_opts o = {.timeout_ms = timeout_ms};
+    int rc = cube_rpc_call(l->rpc, method, req, rd, resp, &o, err);
+    node_link_put(l);
+    return rc;
+}
+
+int start_build(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *respp, cube_err *err)
+{
+    (void)ctx;
+    (void)respp;
+    master *m = svc;
+    const Cube__BuildStartRequest *req = reqp;
+    Cube__TemplateBuild *b = NULL;
+    node_link *l = build_node(m, req->template_id, req->build_id ? req->build_id : "", &b, err);
+    if (!l) return -1;
+    Cube__BuildStartRequest nr = *req;
+    nr.template_id = b->template_id;
+    nr.resources = b->resources;
+    ProtobufCMessage *r = NULL;
+    int rc = node_call(l, "/cube.Cubelet/StartBuild", &nr.base, &cube__empty__descriptor, &r, 30000, err);
+    if (r) protobuf_c_message_free_unpacked(r, NULL);
+    if (rc == 0)
+        cube_log_info("audit", "action=build-start template=%s build=%s", b->template_id, b->build_id);
+    cube__template_build__free_unpacked(b, NULL);
+    return rc;
+}
+
+int get_build_status(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *respp, cube_err *err)
+{
+    master *m = svc;
+    const Cube__BuildStatusRequest *req = reqp;
+    Cube__BuildStatus *out = respp;
+    Cube__TemplateBuild *b = NULL;
+    node_link *l = build_node(m, req->template_id, req->build_id ? req->build_id : "", &b, err);
+    if (!l) return -1;
+    cube__template_build__free_unpacked(b, NULL);
+    ProtobufCMessage *r = NULL;
+    if (node_call(l, "/cube.Cubelet/GetBuildStatus", &req->base, &cube__build_status__descriptor, &r, 10000,
+                  err) < 0) {
+        if (err->code == ENOENT) { /* requested, never started: E2B calls that waiting */
+            cube_err_clear(err);
+            out->state = cube_rpc_strdup(ctx, "waiting");
+            return 0;
+        }
+        return -1;
+    }
+    const Cube__BuildStatus *s = (const Cube__BuildStatus *)r;
+    out->state = cube_rpc_strdup(ctx, s->state);
+    out->reason = s->reason ? cube_rpc_strdup(ctx, s->reason) : NULL;
+    out->reason_step = s->reason_step ? cube_rpc_strdup(ctx, s->reason_step) : NULL;
+    out->logs_total = s->logs_total;
+    out->logs = cube_rpc_alloc(ctx, (s->n_logs ? s->n_logs : 1) * sizeof(*out->logs));
+    for (size_t i = 0; i < s->n_logs; i++) {
+        Cube__BuildLogEntry *e = cube_rpc_alloc(ctx, sizeof(*e));
+        cube__build_log_entry__init(e);
+        e->timestamp_ms = s->logs[i]->timestamp_ms;
+        e->level = cube_rpc_strdup(ctx, s->logs[i]->level);
+        e->message = cube_rpc_strdup(ctx, s->logs[i]->message);
+        e->step = cube_rpc_strdup(ctx, s->logs[i]->step);
+        out->logs[out->n_logs++] = e;
+    }
+    protobuf_c_message_free_unpacked(r, NULL);
+    return 0;
+}
+
+int get_build_file(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *respp, cube_err *err)
+{
+    (void)ctx;
+    master *m = svc;
+    const Cube__BuildFileRef *req = reqp;
+    Cube__BuildFileState *out = respp;
+    Cube__TemplateBuild *b = NULL;
+    node_link *l = build_node(m, req->template_id, NULL, &b, err);
+    if (!l) return -1;
+    cube__template_build__free_unpacked(b, NULL);
+    ProtobufCMessage *r = NULL;
+    if (node_call(l, "/cube.Cubelet/GetBuildFile", &req->base, &cube__build_file_state__descriptor, &r, 10000,
+                  err) < 0)
+        return -1;
+    out->present = ((const Cube__BuildFileState *)r)->present;
+    protobuf_c_message_free_unpacked(r, NULL);
+    return 0;
+}
+
+int put_build_file(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *respp, cube_err *err)
+{
+    (void)ctx;
+    (void)respp;
+    master *m = svc;
+    const Cube__BuildFileChunk *req = reqp;
+    Cube__TemplateBuild *b = NULL;
+    node_link *l = build_node(m, req->template_id, NULL, &b, err);
+    if (!l) return -1;
+    cube__template_build__free_unpacked(b, NULL);
+    ProtobufCMessage *r = NULL;
+    int rc = node_call(l, "/cube.Cubelet/PutBuildFile", &req->base, &cube__empty__descriptor, &r, 60000, err);
+    if (r) protobuf_c_message_free_unpacked(r, NULL);
+    return rc;
+}
