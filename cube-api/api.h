@@ -23,6 +23,7 @@ typedef struct api {
     char domain[256];              /* returned as the sandbox domain when set */
     char console_sandbox_url[256]; /* where the console's page reaches sandboxes (cube-proxy); ":PORT" is
                                     * that port on the host the page came from */
+    size_t file_chunk;             /* bytes of an upload a PutBuildFile call carries; 0: FILE_CHUNK */
     pthread_mutex_t auth_lock;
     api_auth_entry auth[API_AUTH_SLOTS];
 } api;

@@ -256,9 +256,10 @@ void api_template_file_put(void *svc, http_req *req)
         return http_reply_error(req, 404, "no such endpoint: %s", req->url);
     if (!valid_part(parts[0], 63)) return http_reply_error(req, 404, "template '%s' not found", parts[0]);
     if (!valid_hash(parts[2])) return http_reply_error(req, 400, "hash: letters, digits, '-' and '_'");
+    size_t chunk = a->file_chunk ? a->file_chunk : FILE_CHUNK;
     size_t off = 0;
     do {
-        size_t len = req->body_len - off > FILE_CHUNK ? FILE_CHUNK : req->body_len - off;
+        size_t len = req->body_len - off > chunk ? chunk : req->body_len - off;
         Cube__BuildFileChunk in = CUBE__BUILD_FILE_CHUNK__INIT;
         in.template_id = parts[0];
         in.hash = parts[2];
