@@ -301,12 +301,6 @@ void api_template_build_start(void *svc, http_req *req)
         cJSON_Delete(j);
         return http_reply_error(req, 400, "fromTemplate or fromImage is required");
     }
-    if (cJSON_GetObjectItem(j, "fromImageRegistry")) {
-        cJSON_Delete(j);
-        return http_reply_error(req, 400,
-                                "fromImageRegistry: pulling images from registries is not supported on "
-                                "cube yet; use fromTemplate");
-    }
     cJSON_Delete(j);
     Cube__BuildStartRequest in = CUBE__BUILD_START_REQUEST__INIT;
     in.template_id = parts[0];

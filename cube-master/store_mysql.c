@@ -184,6 +184,20 @@ static void put_hex(sqlbuf *b, const uint8_t *d, size_t n)
     puts_(b, "'");
 }
 
+/* A protobuf message as its packed bytes' hex literal (the blob column every table keeps). */
+static void put_message(sqlbuf *b, const ProtobufCMessage *m)
+{
+    size_t len = protobuf_c_message_get_packed_size(m);
+    uint8_t *buf = malloc(len ? len : 1);
+    if (!buf) {
+        b->oom = true;
+        return;
+    }
+    protobuf_c_message_pack(m, buf);
+    put_hex(b, buf, len);
+    free(buf);
+}
+
 static void put_int(sqlbuf *b, long long v)
 {
     char n[32];
@@ -328,10 +342,6 @@ static int my_sandbox_write(store *base, const Cube__Sandbox *sb, int expect_sta
                             cube_err *err)
 {
     mysql_store *s = (mysql_store *)base;
-    size_t len = protobuf_c_message_get_packed_size(&sb->base);
-    uint8_t *buf = malloc(len ? len : 1);
-    if (!buf) return cube_err_set(err, ENOMEM, "out of memory");
-    protobuf_c_message_pack(&sb->base, buf);
     sqlbuf b = {0};
     if (insert) {
         puts_(&b, "INSERT INTO sandboxes VALUES(");
@@ -343,7 +353,7 @@ static int my_sandbox_write(store *base, const Cube__Sandbox *sb, int expect_sta
         puts_(&b, ",");
         put_int(&b, sb->end_at_ms);
         puts_(&b, ",");
-        put_hex(&b, buf, len);
+        put_message(&b, &sb->base);
         puts_(&b, ")");
     } else {
         puts_(&b, "UPDATE sandboxes SET state=");
@@ -353,13 +363,12 @@ static int my_sandbox_write(store *base, const Cube__Sandbox *sb, int expect_sta
         puts_(&b, ", end_at_ms=");
         put_int(&b, sb->end_at_ms);
         puts_(&b, ", data=");
-        put_hex(&b, buf, len);
+        put_message(&b, &sb->base);
         puts_(&b, " WHERE sandbox_id=");
         put_str(&b, sb->sandbox_id);
         puts_(&b, " AND state=");
         put_int(&b, expect_state);
     }
-    free(buf);
     if (done(&b, err) < 0) return -1;
     uint64_t n = 0;
     int rc = exec(s, b.p, b.len, insert ? "add sandbox" : "update sandbox", &n, err);
@@ -500,19 +509,14 @@ static int my_sandbox_claim(store *base, const char *id, int64_t seen_end, int64
 
 static int my_volume_put(store *base, const Cube__Volume *v, cube_err *err)
 {
-    size_t len = protobuf_c_message_get_packed_size(&v->base);
-    uint8_t *buf = malloc(len ? len : 1);
-    if (!buf) return cube_err_set(err, ENOMEM, "out of memory");
-    protobuf_c_message_pack(&v->base, buf);
     sqlbuf b = {0};
     puts_(&b, "INSERT INTO volumes VALUES(");
     put_str(&b, v->volume_id);
     puts_(&b, ",");
     put_str(&b, v->name);
     puts_(&b, ",");
-    put_hex(&b, buf, len);
+    put_message(&b, &v->base);
     puts_(&b, ")");
-    free(buf);
     if (done(&b, err) < 0) return -1;
     int rc = exec((mysql_store *)base, b.p, b.len, "put volume", NULL, err);
     free(b.p);
@@ -601,10 +605,6 @@ static int my_volume_delete(store *base, const char *id, cube_err *err)
 
 static int my_build_put(store *base, const Cube__TemplateBuild *tb, cube_err *err)
 {
-    size_t len = protobuf_c_message_get_packed_size(&tb->base);
-    uint8_t *buf = malloc(len ? len : 1);
-    if (!buf) return cube_err_set(err, ENOMEM, "out of memory");
-    protobuf_c_message_pack(&tb->base, buf);
     sqlbuf b = {0};
     puts_(&b, "INSERT INTO builds VALUES(");
     put_str(&b, tb->build_id);
@@ -613,9 +613,8 @@ static int my_build_put(store *base, const Cube__TemplateBuild *tb, cube_err *er
     puts_(&b, ",");
     put_int(&b, tb->created_at_ms);
     puts_(&b, ",");
-    put_hex(&b, buf, len);
+    put_message(&b, &tb->base);
     puts_(&b, ")");
-    free(buf);
     if (done(&b, err) < 0) return -1;
     int rc = exec((mysql_store *)base, b.p, b.len, "put build", NULL, err);
     free(b.p);
@@ -660,10 +659,6 @@ static int my_secret_write(store *base, const Cube__Secret *sec, int64_t expect_
                            cube_err *err)
 {
     mysql_store *s = (mysql_store *)base;
-    size_t len = protobuf_c_message_get_packed_size(&sec->base);
-    uint8_t *buf = malloc(len ? len : 1);
-    if (!buf) return cube_err_set(err, ENOMEM, "out of memory");
-    protobuf_c_message_pack(&sec->base, buf);
     sqlbuf b = {0};
     if (insert) {
         puts_(&b, "INSERT INTO secrets VALUES(");
@@ -673,19 +668,18 @@ static int my_secret_write(store *base, const Cube__Secret *sec, int64_t expect_
         puts_(&b, ",");
         put_int(&b, sec->version);
         puts_(&b, ",");
-        put_hex(&b, buf, len);
+        put_message(&b, &sec->base);
         puts_(&b, ")");
     } else {
         puts_(&b, "UPDATE secrets SET version=");
         put_int(&b, sec->version);
         puts_(&b, ", data=");
-        put_hex(&b, buf, len);
+        put_message(&b, &sec->base);
         puts_(&b, " WHERE secret_id=");
         put_str(&b, sec->secret_id);
         puts_(&b, " AND version=");
         put_int(&b, expect_version);
     }
-    free(buf);
     if (done(&b, err) < 0) return -1;
     uint64_t n = 0;
     int rc = exec(s, b.p, b.len, insert ? "add secret" : "update secret", &n, err);

@@ -8,6 +8,7 @@
  * hash), <data>/build-cache/keys/<key>.json (a step's result: its layers, user, workdir, env) and
  * <data>/build-cache/layers/<build>-<step>/ (the layers; never removed while templates may stack them). */
 #include <cjson/cJSON.h>
+#include <curl/curl.h>
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -20,16 +21,23 @@
 #include <string.h>
 #include <sys/fsuid.h>
 #include <sys/stat.h>
+#include <spawn.h>
 #include <sys/syscall.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
+extern char **environ;
+
 #include "build_exec.h"
+#include "fsutil.h"
+#include "registry.h"
 #include "cubelet_internal.h"
 #include "hypervisor.pb-c.h"
 #include "id.h"
 #include "log.h"
 #include "protoutil.h"
 #include "rpc.h"
+#include "start_cmd.h"
 #include "timeutil.h"
 
 #define BUILDS_AT_ONCE  2     /* build sandboxes at once on a node; later builds wait */
@@ -530,7 +538,7 @@ static void step_label(const cJSON *step, char *out, size_t cap)
 }
 
 /* <data>/templates/<name>/<build>/config.json, then current -> <build>, swapped atomically. */
-static int publish(build_run *r, const build_state *st, cube_err *err)
+static int publish(build_run *r, const build_state *st, const char *start, const char *ready, cube_err *err)
 {
     cubelet *c = r->c;
     char dir[4400], cfgp[4500], cur[4500], tmp[4600];
@@ -552,6 +560,8 @@ static int publish(build_run *r, const build_state *st, cube_err *err)
     cJSON_AddNumberToObject(cfg, "uidBase", r->base->uid_base);
     cJSON_AddNumberToObject(cfg, "cpu", r->b->cpus);
     cJSON_AddNumberToObject(cfg, "memoryMB", r->b->memory_mb);
+    if (start && *start) cJSON_AddStringToObject(cfg, "startCmd", start);
+    if (start && *start && ready && *ready) cJSON_AddStringToObject(cfg, "readyCmd", ready);
     char *text = cJSON_Print(cfg);
     cJSON_Delete(cfg);
     FILE *f = fopen(cfgp, "we");
@@ -585,6 +595,95 @@ static const char *base_name(const cJSON *t, char *buf, size_t cap)
     return NULL;
 }
 
+static bool pull_cancelled(void *arg)
+{
+    return build_cancelled(arg);
+}
+
+static void pull_log(void *arg, const char *line)
+{
+    build_run *r = arg;
+    blog(r->b, r->c, "info", "base", "%s", line);
+}
+
+/* cube-template (beside cube-hypervisor) makes the template from the pulled layout; its words go to the log.
+ */
+static int import_image(build_run *r, const char *name, const char *layout, cube_err *err)
+{
+    char tool[4200], uid[16];
+    snprintf(tool, sizeof(tool), "%s", r->c->cfg.hypervisor_bin);
+    char *slash = strrchr(tool, '/');
+    size_t at = slash ? (size_t)(slash + 1 - tool) : 0;
+    snprintf(tool + at, sizeof(tool) - at, "cube-template");
+    snprintf(uid, sizeof(uid), "%d", 100000);
+    char *argv[] = {tool,    "import",       (char *)name, "--data", (char *)r->c->cfg.data_dir,
+                    "--oci", (char *)layout, "--uid-base", uid,      NULL};
+    int pipefd[2];
+    if (pipe2(pipefd, O_CLOEXEC) < 0) return cube_err_sys(err, errno, "pipe");
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_adddup2(&fa, pipefd[1], 1);
+    posix_spawn_file_actions_adddup2(&fa, pipefd[1], 2);
+    pid_t pid;
+    int rc = posix_spawn(&pid, tool, &fa, NULL, argv, environ);
+    posix_spawn_file_actions_destroy(&fa);
+    close(pipefd[1]);
+    if (rc != 0) {
+        close(pipefd[0]);
+        return cube_err_sys(err, rc, "run %s", tool);
+    }
+    FILE *f = fdopen(pipefd[0], "r");
+    char line[1024];
+    while (f && fgets(line, sizeof(line), f)) {
+        line[strcspn(line, "\n")] = '\0';
+        blog(r->b, r->c, "info", "base", "%s", line);
+    }
+    if (f)
+        fclose(f);
+    else
+        close(pipefd[0]);
+    int st = 0;
+    while (waitpid(pid, &st, 0) < 0 && errno == EINTR) {
+    }
+    if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) return cube_err_set(err, EIO, "importing the image failed");
+    return 0;
+}
+
+/* fromImage: the image's manifest resolved to its digest; the template "image-<digest>" made from it the
+ * first time (pulled, imported), found by later builds of any template from the same image. */
+static cl_template *image_base(build_run *r, const cJSON *t, cube_err *err)
+{
+    const char *name = cJSON_GetStringValue(cJSON_GetObjectItem(t, "fromImage"));
+    const cJSON *creds = cJSON_GetObjectItem(t, "fromImageRegistry");
+    reg_image img;
+    if (reg_parse(name, &img, err) < 0) return NULL;
+    reg_pull p = {.username = cJSON_GetStringValue(cJSON_GetObjectItem(creds, "username")),
+                  .password = cJSON_GetStringValue(cJSON_GetObjectItem(creds, "password")),
+                  .log = pull_log,
+                  .cancelled = pull_cancelled,
+                  .arg = r};
+    char digest[80], tname[64], layout[4400];
+    blog(r->b, r->c, "info", "base", "Resolving image %s (%s/%s:%s)", name, img.host, img.repo, img.ref);
+    if (reg_resolve(&img, &p, digest, err) < 0) return NULL;
+    snprintf(tname, sizeof(tname), "image-%.16s", digest + 7);
+    cl_template *found = (cl_template *)cl_find_template(r->c, tname);
+    if (found) {
+        blog(r->b, r->c, "info", "base", "Image %s is %s: already on this node", name, digest);
+        return found;
+    }
+    blog(r->b, r->c, "info", "base", "Pulling %s (%s)", name, digest);
+    snprintf(layout, sizeof(layout), "%s/build-cache/pull-%s", r->c->cfg.data_dir, r->b->id);
+    cube_rm_rf(layout);
+    int rc = reg_fetch(&img, &p, digest, layout, err);
+    if (rc == 0) rc = import_image(r, tname, layout, err);
+    cube_rm_rf(layout);
+    if (rc < 0) return NULL;
+    if (cl_load_templates(r->c, err) < 0) return NULL;
+    found = (cl_template *)cl_find_template(r->c, tname);
+    if (!found) cube_err_set(err, EIO, "the image's template did not appear");
+    return found;
+}
+
 static void run_build(build_run *r)
 {
     cubelet *c = r->c;
@@ -596,8 +695,13 @@ static void run_build(build_run *r)
     const char *bname = base_name(t, bn, sizeof(bn));
     build_state st = {0};
     cube_err err = {0};
-    if (!bname || !(r->base = (cl_template *)cl_find_template(c, bname))) {
-        fail(r, "base", "base template '%s' is not on this node", bname ? bname : "(an image)");
+    if (!bname) { /* an image from a registry */
+        if (!(r->base = image_base(r, t, &err))) {
+            fail(r, "base", "fromImage: %s", err.msg);
+            goto out;
+        }
+    } else if (!(r->base = (cl_template *)cl_find_template(c, bname))) {
+        fail(r, "base", "base template '%s' is not on this node", bname);
         goto out;
     }
     bool force = cJSON_IsTrue(cJSON_GetObjectItem(t, "force"));
@@ -653,7 +757,33 @@ static void run_build(build_run *r)
         blog(b, c, "debug", r->step, "step %d done in %.2f s", i + 1,
              (double)(cube_now_mono_ms() - ts) / 1e3);
     }
-    if (publish(r, &st, &err) < 0) {
+    const char *start = cJSON_GetStringValue(cJSON_GetObjectItem(t, "startCmd"));
+    const char *ready = cJSON_GetStringValue(cJSON_GetObjectItem(t, "readyCmd"));
+    if (start && *start) { /* shown to work once here; every sandbox of the template runs it */
+        snprintf(r->step, sizeof(r->step), "finalize");
+        if (!r->slot && start_sandbox(r, &st, &err) < 0) {
+            fail(r, "finalize", "%s", err.msg);
+            goto out;
+        }
+        cl_template run = r->sandbox_tpl;
+        snprintf(run.user, sizeof(run.user), "%s", st.user);
+        snprintf(run.workdir, sizeof(run.workdir), "%s", st.workdir);
+        run.env_json = cJSON_PrintUnformatted(st.env);
+        run.start_cmd = (char *)start;
+        run.ready_cmd = ready && *ready ? (char *)ready : NULL;
+        blog(b, c, "info", "finalize", "Start command: %s; waiting for: %s", start,
+             run.ready_cmd ? run.ready_cmd : "(nothing)");
+        int64_t ts = cube_now_mono_ms();
+        int rc = cl_start_cmd(&run, r->slot->netns, on_line, build_cancelled, r, &err);
+        free(run.env_json);
+        if (rc < 0) {
+            fail(r, "finalize", "%s", err.msg);
+            goto out;
+        }
+        blog(b, c, "info", "finalize", "Start command ready in %.2f s",
+             (double)(cube_now_mono_ms() - ts) / 1e3);
+    }
+    if (publish(r, &st, start, ready, &err) < 0) {
         fail(r, "finalize", "%s", err.msg);
         goto out;
     }
@@ -699,6 +829,7 @@ static void *build_thread(void *arg)
 
 void cl_builds_init(cubelet *c)
 {
+    curl_global_init(CURL_GLOBAL_DEFAULT); /* once, while the process has one thread */
     pthread_mutex_init(&c->builds_lock, NULL);
     pthread_cond_init(&c->builds_changed, NULL);
 }
@@ -724,10 +855,22 @@ static int check_template(const cJSON *t, cube_err *err)
 {
     if (!cJSON_IsObject(t)) return cube_err_set(err, EINVAL, "template: not a JSON object");
     char bn[128];
-    if (!base_name(t, bn, sizeof(bn)))
-        return cube_err_set(err, EINVAL,
-                            "fromImage: only E2B's base image (fromBaseImage) or fromTemplate is "
-                            "supported on cube");
+    if (!base_name(t, bn, sizeof(bn))) {
+        const char *img = cJSON_GetStringValue(cJSON_GetObjectItem(t, "fromImage"));
+        reg_image ri;
+        if (!img) return cube_err_set(err, EINVAL, "fromTemplate or fromImage is required");
+        if (reg_parse(img, &ri, err) < 0) return -1;
+        const cJSON *reg = cJSON_GetObjectItem(t, "fromImageRegistry");
+        const char *type = cJSON_GetStringValue(cJSON_GetObjectItem(reg, "type"));
+        if (reg && !cJSON_IsNull(reg) && (!type || strcmp(type, "registry") != 0))
+            return cube_err_set(err, EINVAL,
+                                "fromImageRegistry.type: only 'registry' (username and password) on "
+                                "cube; AWS and GCP registries are not supported yet");
+        if (reg && !cJSON_IsNull(reg) &&
+            (!cJSON_GetStringValue(cJSON_GetObjectItem(reg, "username")) ||
+             !cJSON_GetStringValue(cJSON_GetObjectItem(reg, "password"))))
+            return cube_err_set(err, EINVAL, "fromImageRegistry: username and password are required");
+    }
     const cJSON *steps = cJSON_GetObjectItem(t, "steps"), *s;
     if (steps && !cJSON_IsArray(steps)) return cube_err_set(err, EINVAL, "steps: not an array");
     int i = 0;
@@ -756,10 +899,13 @@ static int check_template(const cJSON *t, cube_err *err)
             return cube_err_set(err, EINVAL,
                                 "steps[%d].args: COPY's source must be relative, inside the context", i - 1);
     }
-    const char *start = cJSON_GetStringValue(cJSON_GetObjectItem(t, "startCmd"));
-    const char *ready = cJSON_GetStringValue(cJSON_GetObjectItem(t, "readyCmd"));
-    if ((start && *start) || (ready && *ready))
-        return cube_err_set(err, EINVAL, "startCmd/readyCmd: start commands are not supported on cube yet");
+    const cJSON *start = cJSON_GetObjectItem(t, "startCmd"), *ready = cJSON_GetObjectItem(t, "readyCmd");
+    if (start && !cJSON_IsNull(start) && !cJSON_IsString(start))
+        return cube_err_set(err, EINVAL, "startCmd: a string");
+    if (ready && !cJSON_IsNull(ready) && !cJSON_IsString(ready))
+        return cube_err_set(err, EINVAL, "readyCmd: a string");
+    if (cJSON_IsString(ready) && *ready->valuestring && !(cJSON_IsString(start) && *start->valuestring))
+        return cube_err_set(err, EINVAL, "readyCmd: given without a startCmd");
     return 0;
 }
 

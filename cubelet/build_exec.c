@@ -59,6 +59,7 @@ static char *request_body(const build_cmd *cmd, size_t *len)
         cJSON_AddStringToObject(envs, "PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
     cJSON_AddItemToObject(p, "envs", envs);
     if (cmd->cwd && *cmd->cwd) cJSON_AddStringToObject(p, "cwd", cmd->cwd);
+    if (cmd->tag) cJSON_AddStringToObject(in, "tag", cmd->tag);
     char *json = cJSON_PrintUnformatted(in);
     cJSON_Delete(in);
     if (!json) return NULL;
@@ -94,6 +95,12 @@ static int on_envelope(const build_cmd *cmd, stream_lines *out, stream_lines *er
     } else {
         const cJSON *ev = cJSON_GetObjectItem(j, "event");
         const cJSON *data = cJSON_GetObjectItem(ev, "data"), *end = cJSON_GetObjectItem(ev, "end");
+        const cJSON *start = cJSON_GetObjectItem(ev, "start");
+        if (start && cmd->detach) { /* it runs: the stream is left (the agent keeps the process) */
+            const cJSON *pid = cJSON_GetObjectItem(start, "pid");
+            *exit_code = cJSON_IsNumber(pid) ? (int)pid->valuedouble : 0;
+            *ended = true;
+        }
         const char *names[] = {"stdout", "stderr"};
         for (int k = 0; data && k < 2; k++) {
             const char *b64 = cJSON_GetStringValue(cJSON_GetObjectItem(data, names[k]));

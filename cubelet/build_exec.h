@@ -24,10 +24,13 @@ typedef struct build_cmd {
     build_line_fn on_line;
     build_cancel_fn cancelled;
     void *arg;
+    const char *tag; /* the process's tag (commands.list shows it), or NULL */
+    bool detach;     /* return once it started (its pid in *exit_code); it keeps running in the sandbox */
 } build_cmd;
 
 /* Runs it to its end: 0 with its exit code in *exit_code (non-zero exits are not errors here), or -1 when it
- * could not be run or followed (the agent's reason in err). */
+ * could not be run or followed (the agent's reason in err). detach: 0 once it started, its pid in *exit_code.
+ */
 int build_exec(const build_cmd *cmd, int *exit_code, cube_err *err);
 
 #endif

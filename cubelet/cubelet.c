@@ -31,6 +31,7 @@
 #include "netclient.h"
 #include "netns.h"
 #include "pool_sched.h"
+#include "start_cmd.h"
 #include "protoutil.h"
 #include "timeutil.h"
 
@@ -87,6 +88,10 @@ static cl_template *load_template(cubelet *c, const char *name)
     snprintf(t->build_id, sizeof(t->build_id), "%s", id ? id : "");
     cJSON *env = cJSON_GetObjectItem(j, "env");
     t->env_json = cJSON_IsObject(env) ? cJSON_PrintUnformatted(env) : NULL;
+    const char *start = cJSON_GetStringValue(cJSON_GetObjectItem(j, "startCmd"));
+    const char *ready = cJSON_GetStringValue(cJSON_GetObjectItem(j, "readyCmd"));
+    t->start_cmd = start && *start ? strdup(start) : NULL;
+    t->ready_cmd = start && *start && ready && *ready ? strdup(ready) : NULL;
     /* each sandbox's size; out of range is a template mistake: said, and the default used */
     cJSON *cpu = cJSON_GetObjectItem(j, "cpu"), *mem = cJSON_GetObjectItem(j, "memoryMB");
     t->cpus = TEMPLATE_CPUS_DEFAULT;
@@ -417,6 +422,12 @@ static int spawn_slot(cubelet *c, const cl_template *tpl, const char *layers, in
     s->lease_ms = (float)(t1 - t0) / 1e6f;
     s->hv_ms = (float)(t2 - t1) / 1e6f;
     s->connect_ms = (float)(cube_now_mono_ns() - t2) / 1e6f;
+    /* the template's start command runs before anyone gets the sandbox, and is ready */
+    if (tpl->start_cmd && cl_start_cmd(tpl, s->netns, NULL, NULL, NULL, err) < 0) {
+        cube_err_prefix(err, "template %s", tpl->name);
+        cl_destroy_slot(c, s);
+        return -1;
+    }
     s->state = SLOT_READY;
     *out = s;
     return 0;
@@ -1036,6 +1047,8 @@ static int snapshot_sandbox(void *svc, cube_rpc_ctx *ctx, const void *reqp, void
     cJSON_AddNumberToObject(cfg, "uidBase", tpl->uid_base);
     cJSON_AddNumberToObject(cfg, "cpu", tpl->cpus);
     cJSON_AddNumberToObject(cfg, "memoryMB", tpl->memory_mb);
+    if (tpl->start_cmd) cJSON_AddStringToObject(cfg, "startCmd", tpl->start_cmd);
+    if (tpl->ready_cmd) cJSON_AddStringToObject(cfg, "readyCmd", tpl->ready_cmd);
     cJSON_AddNumberToObject(cfg, "pool", 0);
     char *text = cJSON_Print(cfg);
     cJSON_Delete(cfg);
@@ -1176,6 +1189,8 @@ void cubelet_stop(cubelet *c)
     for (cl_template *t = c->templates, *n; t; t = n) {
         n = t->next;
         free(t->env_json);
+        free(t->start_cmd);
+        free(t->ready_cmd);
         free(t);
     }
     c->templates = NULL;

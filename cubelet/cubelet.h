@@ -25,6 +25,8 @@ typedef struct cl_template {
     char *env_json;      /* {"K": "V"} from the image, merged under the request's envVars */
     char layers[8192];   /* a snapshot template: its layers above the parent's rootfs ("a:b"), else empty */
     char build_id[64];   /* config.json "id": which build of the name this is */
+    char *start_cmd;     /* config.json "startCmd", "readyCmd" (start_cmd.h), or NULL */
+    char *ready_cmd;
     int pool; /* ready sandboxes to keep at least: the node's pool size, or the template's own (snapshots: 0)
                */
     pool_demand demand; /* creates seen (with the cubelet's lock): the pool follows them up to pool_max */

@@ -3,11 +3,14 @@
 // and bad input refused with the field named.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
-import { mkdtempSync, mkdirSync, writeFileSync, symlinkSync, rmSync } from 'node:fs';
+import { execFileSync, spawn } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { mkdtempSync, mkdirSync, writeFileSync, symlinkSync, rmSync, readFileSync, existsSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { gunzipSync } from 'node:zlib';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { Sandbox, Template, BuildError } from 'e2b';
+import { Sandbox, Template, BuildError, waitForPort } from 'e2b';
 
 const root = process.env.CUBE_ROOT || new URL('../..', import.meta.url).pathname;
 const data = process.env.CUBE_STACK_DATA || '/var/lib/cube-e2e';
@@ -18,6 +21,7 @@ const name = `sdk-built-${process.pid}`;
 // directory must not find these steps already built)
 const runTag = `# run ${process.pid}-${Date.now().toString(36)}`;
 let ctxDir;
+const built = [name, `${name}-server`, `${name}-img`, `${name}-img2`]; // deleted after the run
 
 before(() => {
   const out = cube('up', '--data', data, '--port', String(port));
@@ -31,7 +35,13 @@ before(() => {
   symlinkSync('hello.txt', path.join(ctxDir, 'app', 'link'));
 });
 
-after(() => {
+after(async () => {
+  // the templates this run built are deleted as a user would delete them (the layer cache stays)
+  for (const t of built) {
+    const r = await fetch(`${process.env.E2B_API_URL}/templates/${t}`,
+      { method: 'DELETE', headers: { 'X-API-KEY': process.env.E2B_API_KEY } });
+    assert.ok(r.status === 204 || r.status === 404, `DELETE /templates/${t}: ${r.status} ${await r.text()}`);
+  }
   rmSync(ctxDir, { recursive: true, force: true });
   cube('down', '--data', data);
 });
@@ -94,6 +104,123 @@ test('a template built with the SDK: RUN, USER, COPY (a file, a deeper file, a s
   assert.doesNotMatch(forced.text, /CACHED/);
 });
 
+test('a start command runs in every sandbox of the template, ready before the sandbox is handed out', async () => {
+  const t = Template().fromTemplate('base')
+    .runCmd('mkdir -p /home/user/site && echo served > /home/user/site/index.html')
+    .setWorkdir('/home/user/site')
+    .setStartCmd('python3 -m http.server 8000', waitForPort(8000));
+  const { text } = await build(t, `${name}-server`);
+  assert.match(text, /Start command: python3 -m http.server 8000; waiting for: \[ -n "\$\(ss -Htuln sport = :8000\)" \]/);
+  assert.match(text, /Start command ready in/);
+  for (let i = 0; i < 2; i++) { // a cold start and a pooled one alike
+    const sbx = await Sandbox.create(`${name}-server`);
+    try {
+      const r = await sbx.commands.run('curl -s http://127.0.0.1:8000/index.html');
+      assert.equal(r.stdout.trim(), 'served');
+      const procs = await sbx.commands.list();
+      assert.ok(procs.some((p) => p.tag === 'start-cmd' && /http\.server/.test([p.cmd, ...p.args].join(' '))),
+        JSON.stringify(procs));
+    } finally {
+      await sbx.kill();
+    }
+  }
+});
+
+// An OCI image layout of dir (one gzipped layer), tagged tag: what a registry push starts from.
+function ociLayout(dir, rootfs, tag) {
+  const blobs = path.join(dir, 'blobs', 'sha256');
+  mkdirSync(blobs, { recursive: true });
+  const put = (buf) => {
+    const hex = createHash('sha256').update(buf).digest('hex');
+    writeFileSync(path.join(blobs, hex), buf);
+    return { digest: `sha256:${hex}`, size: buf.length };
+  };
+  const layerFile = path.join(dir, 'layer.tar.gz');
+  execFileSync('tar', ['-C', rootfs, '--numeric-owner', '--owner=0', '--group=0', '-czf', layerFile, '.']);
+  const gz = readFileSync(layerFile);
+  rmSync(layerFile);
+  const layer = put(gz);
+  const diffId = `sha256:${createHash('sha256').update(gunzipSync(gz)).digest('hex')}`;
+  const config = put(Buffer.from(JSON.stringify({
+    architecture: 'amd64', os: 'linux',
+    config: { Env: ['PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin'] },
+    rootfs: { type: 'layers', diff_ids: [diffId] },
+  })));
+  const manifest = put(Buffer.from(JSON.stringify({
+    schemaVersion: 2, mediaType: 'application/vnd.oci.image.manifest.v1+json',
+    config: { mediaType: 'application/vnd.oci.image.config.v1+json', ...config },
+    layers: [{ mediaType: 'application/vnd.oci.image.layer.v1.tar+gzip', ...layer }],
+  })));
+  writeFileSync(path.join(dir, 'oci-layout'), JSON.stringify({ imageLayoutVersion: '1.0.0' }));
+  writeFileSync(path.join(dir, 'index.json'), JSON.stringify({
+    schemaVersion: 2,
+    manifests: [{ mediaType: 'application/vnd.oci.image.manifest.v1+json', ...manifest,
+      annotations: { 'org.opencontainers.image.ref.name': tag } }],
+  }));
+}
+
+const freePort = () => new Promise((resolve) => {
+  const srv = createServer().listen(0, '127.0.0.1', () => { const { port } = srv.address(); srv.close(() => resolve(port)); });
+});
+
+const registryTools = ['/usr/bin/docker-registry', '/usr/bin/skopeo'].filter((p) => !existsSync(p));
+test('fromImage: an image from a registry that wants a password, pulled once and built on', {
+  skip: registryTools.length ? `needs ${registryTools.join(', ')} (deploy/install-deps installs them)` : false,
+}, async () => {
+  const dir = mkdtempSync(path.join(tmpdir(), 'cube-registry-'));
+  let registry;
+  try {
+    // a registry on loopback with basic auth (a bcrypt htpasswd, as the registry requires)
+    const hash = execFileSync('python3', ['-W', 'ignore', '-c',
+      "import crypt; print(crypt.crypt('s3cret', crypt.mksalt(crypt.METHOD_BLOWFISH)))"], { encoding: 'utf8' }).trim();
+    writeFileSync(path.join(dir, 'htpasswd'), `builder:${hash}\n`);
+    const port = await freePort();
+    writeFileSync(path.join(dir, 'config.yml'), [
+      'version: 0.1', 'log:', '  level: error', 'storage:', '  filesystem:', `    rootdirectory: ${dir}/store`,
+      'http:', `  addr: 127.0.0.1:${port}`, 'auth:', '  htpasswd:', '    realm: cube-test', `    path: ${dir}/htpasswd`, '',
+    ].join('\n'));
+    registry = spawn('/usr/bin/docker-registry', ['serve', path.join(dir, 'config.yml')], { stdio: 'ignore' });
+    for (let i = 0; i < 100; i++) {
+      if (await fetch(`http://127.0.0.1:${port}/v2/`).then(() => true, () => false)) break;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    // an image that is not one of cube's templates: a small rootfs, pushed as an OCI image
+    execFileSync(`${root}/tests/helpers/mkrootfs`, [path.join(dir, 'rootfs'), '', '0']);
+    ociLayout(path.join(dir, 'oci'), path.join(dir, 'rootfs'), 'v1');
+    const image = `127.0.0.1:${port}/team/tiny:v1`;
+    execFileSync('skopeo', ['copy', '--quiet', '--dest-tls-verify=false', '--dest-creds', 'builder:s3cret',
+      `oci:${path.join(dir, 'oci')}:v1`, `docker://${image}`]);
+
+    const t = () => Template().fromImage(image, { username: 'builder', password: 's3cret' })
+      .runCmd(`echo built-on-the-image > /root/marker ${runTag}`);
+    const first = await build(t(), `${name}-img`);
+    const pulled = first.text.match(/Pulling 127\.0\.0\.1:\d+\/team\/tiny:v1 \(sha256:([0-9a-f]{16})/);
+    assert.ok(pulled, first.text);
+    built.push(`image-${pulled[1]}`); // the image's own template
+    const sbx = await Sandbox.create(`${name}-img`);
+    try {
+      assert.equal((await sbx.commands.run('cat /etc/os-release; cat /root/marker')).stdout,
+        'cube-test-rootfs\nbuilt-on-the-image\n');
+    } finally {
+      await sbx.kill();
+    }
+    // a second template from the same image does not pull it again
+    const second = await build(Template().fromImage(image, { username: 'builder', password: 's3cret' })
+      .runCmd(`true ${runTag}`), `${name}-img2`);
+    assert.match(second.text, /already on this node/, second.text);
+    assert.doesNotMatch(second.text, /Pulling/);
+
+    // the wrong password, and no password: the build fails saying the registry refused
+    await assert.rejects(build(Template().fromImage(image, { username: 'builder', password: 'wrong' }), `${name}-img3`),
+      (e) => e instanceof BuildError && /fromImage: .*(401|unauthori[sz]ed|refused)/i.test(e.message));
+    await assert.rejects(build(Template().fromImage(image), `${name}-img3`),
+      (e) => e instanceof BuildError && /fromImage: .*asks for credentials/.test(e.message));
+  } finally {
+    registry?.kill();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
 test('a failing RUN fails the build with its output and the step', async () => {
   const t = Template().fromTemplate('base').runCmd('echo about-to-fail; echo on-stderr >&2; exit 3');
   const logs = [];
@@ -127,7 +254,7 @@ test('bad input is a 400 naming the field', async () => {
   r = await post('/v3/templates', { name: `${name}-bad` });
   assert.equal(r.status, 202);
   const { templateID, buildID } = await r.json();
-  r = await post(`/v2/templates/${templateID}/builds/${buildID}`, { fromImage: 'python:3', steps: [] });
+  r = await post(`/v2/templates/${templateID}/builds/${buildID}`, { fromImage: 'Not An Image!', steps: [] });
   assert.equal(r.status, 400);
   assert.match((await r.json()).message, /^fromImage/);
   r = await post(`/v2/templates/${templateID}/builds/${buildID}`,

@@ -345,27 +345,24 @@ static void teardown(void)
     free(dir);
 }
 
-/* One request on its own connection; the status, and the body into body. */
-static int request(const char *method, const char *path, const char *key, const char *json, char *body,
-                   size_t cap)
+/* A connection to the API under test. */
+static int api_connect(void)
 {
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)http_server_port(srv))};
     sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     ck_assert_int_eq(connect(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
-    char head[1024];
-    int n = snprintf(
-        head, sizeof(head),
-        "%s %s HTTP/1.1\r\nHost: api\r\nConnection: close\r\n%s%s%sContent-Type: application/json\r\n"
-        "Content-Length: %zu\r\n\r\n%s",
-        method, path, key ? "X-API-KEY: " : "", key ? key : "", key ? "\r\n" : "", json ? strlen(json) : 0,
-        json ? json : "");
-    ck_assert_int_eq(write(fd, head, (size_t)n), n);
+    return fd;
+}
+
+/* The answer on fd up to its close (fd closed); its status, and its body into body. */
+static int read_answer(int fd, const char *what, char *body, size_t cap)
+{
     static char resp[65536];
     size_t got = 0;
     for (;;) {
         struct pollfd pf = {fd, POLLIN, 0};
-        ck_assert_msg(poll(&pf, 1, 10000) == 1, "no answer to %s %s", method, path);
+        ck_assert_msg(poll(&pf, 1, 10000) == 1, "no answer to %s", what);
         ssize_t r = read(fd, resp + got, sizeof(resp) - 1 - got);
         if (r <= 0) break;
         got += (size_t)r;
@@ -377,6 +374,23 @@ static int request(const char *method, const char *path, const char *key, const 
     const char *b = strstr(resp, "\r\n\r\n");
     snprintf(body, cap, "%s", b ? b + 4 : "");
     return status;
+}
+
+/* One request on its own connection; the status, and the body into body. */
+static int request(const char *method, const char *path, const char *key, const char *json, char *body,
+                   size_t cap)
+{
+    int fd = api_connect();
+    char head[1024], what[600];
+    int n = snprintf(
+        head, sizeof(head),
+        "%s %s HTTP/1.1\r\nHost: api\r\nConnection: close\r\n%s%s%sContent-Type: application/json\r\n"
+        "Content-Length: %zu\r\n\r\n%s",
+        method, path, key ? "X-API-KEY: " : "", key ? key : "", key ? "\r\n" : "", json ? strlen(json) : 0,
+        json ? json : "");
+    ck_assert_int_eq(write(fd, head, (size_t)n), n);
+    snprintf(what, sizeof(what), "%s %s", method, path);
+    return read_answer(fd, what, body, cap);
 }
 
 START_TEST(create_and_its_errors)
@@ -661,10 +675,7 @@ END_TEST
 /* A PUT of len bytes (the upload of a COPY step's files); the status. */
 static int upload(const char *path, size_t len)
 {
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)http_server_port(srv))};
-    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    ck_assert_int_eq(connect(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    int fd = api_connect();
     char head[512];
     int n = snprintf(head, sizeof(head),
                      "PUT %s HTTP/1.1\r\nHost: api\r\nConnection: close\r\nX-API-KEY: e2b_good\r\n"
@@ -679,18 +690,8 @@ static int upload(const char *path, size_t len)
         off += (size_t)w;
     }
     free(body);
-    char resp[1024];
-    size_t got = 0;
-    for (;;) {
-        ssize_t r = read(fd, resp + got, sizeof(resp) - 1 - got);
-        if (r <= 0) break;
-        got += (size_t)r;
-    }
-    close(fd);
-    resp[got] = '\0';
-    int status = 0;
-    ck_assert_int_eq(sscanf(resp, "HTTP/1.1 %d", &status), 1);
-    return status;
+    char answer[1024];
+    return read_answer(fd, path, answer, sizeof(answer));
 }
 
 /* E2B's Template.build: request, files, upload, start, status with logs; bad input named */
@@ -749,11 +750,6 @@ START_TEST(template_builds_through_the_e2b_routes)
     ck_assert_int_eq(
         request("POST", "/v2/templates/my-tpl/builds/b1", "e2b_good", "{\"steps\":[]}", body, sizeof(body)),
         400);
-    ck_assert_int_eq(request("POST", "/v2/templates/my-tpl/builds/b1", "e2b_good",
-                             "{\"fromImage\":\"x\",\"fromImageRegistry\":{\"type\":\"registry\"}}", body,
-                             sizeof(body)),
-                     400);
-    ck_assert_ptr_nonnull(strstr(body, "fromImageRegistry"));
 
     ck_assert_int_eq(request("GET", "/templates/my-tpl/builds/b1/status?logsOffset=1", "e2b_good", NULL, body,
                              sizeof(body)),

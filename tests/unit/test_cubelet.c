@@ -15,6 +15,7 @@
 #include "common.pb-c.h"
 #include "cubelet.h"
 #include "metrics_history.h"
+#include "registry.h"
 #include "cubelet.pb-c.h"
 #include "fsutil.h"
 #include "testutil.h"
@@ -427,12 +428,15 @@ START_TEST(builds_publish_templates_and_check_their_input)
 
     const char *bad[][2] = {
         {"{\"fromTemplate\":\"no-such\"}", "fromTemplate"},
-        {"{\"fromImage\":\"python:3\"}", "fromImage"},
+        {"{\"fromImage\":\"Not An Image!\"}", "fromImage"},
+        {"{\"fromImage\":\"python:3\",\"fromImageRegistry\":{\"type\":\"aws\"}}", "fromImageRegistry.type"},
+        {"{\"fromImage\":\"python:3\",\"fromImageRegistry\":{\"type\":\"registry\"}}", "fromImageRegistry"},
         {"{\"fromTemplate\":\"pooled\",\"steps\":[{\"type\":\"FROB\",\"args\":[]}]}", "steps[0].type"},
         {"{\"fromTemplate\":\"pooled\",\"steps\":[{\"type\":\"COPY\",\"args\":[\"a\",\"/b\"]}]}",
          "steps[0].filesHash"},
         {"{\"fromTemplate\":\"pooled\",\"steps\":[{\"type\":\"USER\",\"args\":[\"a b\"]}]}", "steps[0].args"},
-        {"{\"fromTemplate\":\"pooled\",\"startCmd\":\"server\"}", "startCmd"},
+        {"{\"fromTemplate\":\"pooled\",\"readyCmd\":\"true\"}", "readyCmd"},
+        {"{\"fromTemplate\":\"pooled\",\"startCmd\":7}", "startCmd"},
         {"[1]", "template"},
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
@@ -509,6 +513,41 @@ START_TEST(a_hypervisor_that_cannot_start_says_why)
 }
 END_TEST
 
+/* fromImage names as Docker reads them: the registry, the repository, the tag or digest; http only to
+ * loopback */
+START_TEST(image_names_are_read_as_docker_reads_them)
+{
+    const char *good[][5] = {
+        {"python:3", "registry-1.docker.io", "library/python", "3", "https"},
+        {"ubuntu", "registry-1.docker.io", "library/ubuntu", "latest", "https"},
+        {"oven/bun:1", "registry-1.docker.io", "oven/bun", "1", "https"},
+        {"ghcr.io/o/r/x:tag", "ghcr.io", "o/r/x", "tag", "https"},
+        {"localhost:5000/tiny", "localhost:5000", "tiny", "latest", "http"},
+        {"127.0.0.1:5077/team/tiny:v1", "127.0.0.1:5077", "team/tiny", "v1", "http"},
+        {"127.evil.example/x:1", "127.evil.example", "x", "1", "https"},
+        {"r.example:443/a@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+         "r.example:443", "a", "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+         "https"},
+    };
+    for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
+        reg_image img;
+        cube_err err = {0};
+        ck_assert_msg(reg_parse(good[i][0], &img, &err) == 0, "%s: %s", good[i][0], err.msg);
+        ck_assert_str_eq(img.host, good[i][1]);
+        ck_assert_str_eq(img.repo, good[i][2]);
+        ck_assert_str_eq(img.ref, good[i][3]);
+        ck_assert_int_eq(img.plain, strcmp(good[i][4], "http") == 0);
+    }
+    const char *bad[] = {"", "Not An Image!", "Upper/Case", "a//b", "x@sha256:12", "../x", "a:", "/x"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        reg_image img;
+        cube_err err = {0};
+        ck_assert_msg(reg_parse(bad[i], &img, &err) < 0, "'%s' accepted", bad[i]);
+        ck_assert_msg(strncmp(err.msg, "fromImage", 9) == 0, "%s", err.msg);
+    }
+}
+END_TEST
+
 int main(void)
 {
     if (geteuid() != 0) {
@@ -527,6 +566,7 @@ int main(void)
     tcase_add_test(tc, a_templates_size_is_its_sandboxes_limits);
     tcase_add_test(tc, builds_publish_templates_and_check_their_input);
     tcase_add_test(tc, build_files_arrive_in_order);
+    tcase_add_test(tc, image_names_are_read_as_docker_reads_them);
     suite_add_tcase(s, tc);
     TCase *hist = tcase_create("metrics history");
     tcase_add_test(hist, a_long_history_halves);
