@@ -422,15 +422,17 @@ static int spawn_slot(cubelet *c, const cl_template *tpl, const char *layers, in
     s->lease_ms = (float)(t1 - t0) / 1e6f;
     s->hv_ms = (float)(t2 - t1) / 1e6f;
     s->connect_ms = (float)(cube_now_mono_ns() - t2) / 1e6f;
-    /* the template's start command runs before anyone gets the sandbox, and is ready */
-    if (tpl->start_cmd && cl_start_cmd(tpl, s->netns, NULL, NULL, NULL, err) < 0) {
-        cube_err_prefix(err, "template %s", tpl->name);
-        cl_destroy_slot(c, s);
-        return -1;
-    }
     s->state = SLOT_READY;
     *out = s;
     return 0;
+}
+
+int cl_slot_start_cmd(cubelet *c, cl_slot *s, const cl_template *tpl, cube_err *err)
+{
+    if (!tpl->start_cmd || cl_start_cmd(tpl, s->netns, NULL, NULL, NULL, err) == 0) return 0;
+    cube_err_prefix(err, "template %s", tpl->name);
+    cl_destroy_slot(c, s);
+    return -1;
 }
 
 static int hv_call(cl_slot *s, const char *method, const ProtobufCMessageDescriptor *rd, cube_err *err)
@@ -782,6 +784,7 @@ static int create_sandbox(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *
     pthread_mutex_unlock(&c->lock);
     if (!s) { /* cold: the pool is empty */
         int rc = cl_spawn_slot(c, tpl, NULL, disk_fd, &s, err);
+        if (rc == 0) rc = cl_slot_start_cmd(c, s, tpl, err);
         pthread_mutex_lock(&c->lock);
         c->cold_running--;
         pthread_cond_broadcast(&c->slot_ready); /* a waiting create may start its own now */
@@ -951,7 +954,8 @@ static int fork_sandbox(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *re
         const Cube__NodeCreateRequest *child = req->children[i];
         cl_slot *s = NULL;
         cube_err cerr = {0};
-        if (cl_spawn_slot(c, tpl, child_layers, -1, &s, &cerr) == 0) {
+        if (cl_spawn_slot(c, tpl, child_layers, -1, &s, &cerr) == 0 &&
+            cl_slot_start_cmd(c, s, tpl, &cerr) == 0) {
             s->state = SLOT_CLAIMED;
             s->claimed_ms = cube_now_mono_ms();
             s->users = 1; /* this fork's, until the child is set up */

@@ -20,6 +20,9 @@
  * (taken: closed here), or -1 for the hypervisor to make its own. */
 int cl_spawn_slot(cubelet *c, const cl_template *tpl, const char *layers, int disk_fd, cl_slot **out,
                   cube_err *err);
+/* The template's start command in a spawned slot, ready before anyone gets the sandbox (see start_cmd.h);
+ * nothing when it has none. On failure the slot is destroyed. */
+int cl_slot_start_cmd(cubelet *c, cl_slot *s, const cl_template *tpl, cube_err *err);
 /* Stops the sandbox and removes its state; the slot is already off the list. */
 void cl_destroy_slot(cubelet *c, cl_slot *s);
 #define ENVD_PORT 49983 /* the agent's envd API in every sandbox */

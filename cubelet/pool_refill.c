@@ -121,6 +121,8 @@ void *cl_refill_loop(void *arg)
         int rc = cl_spawn_slot(c, need, NULL, -1, &s, &err);
         if (rc == 0) cl_slot_trust_ca(c, s);
         cl_pool_lock(lock_fd, 0);
+        /* outside the pool lock: a slow start command delays this template's pool, not every one's */
+        if (rc == 0) rc = cl_slot_start_cmd(c, s, need, &err);
         pthread_mutex_lock(&c->lock);
         if (rc < 0) {
             cube_log_error("pool refill failed", "template=%s err=\"%s\"", need->name, err.msg);

@@ -211,8 +211,7 @@ static long get(client *cl, const char *url, const char *accept, sink *s, bool b
     return status;
 }
 
-/* One parameter of a WWW-Authenticate challenge: name="value". */
-static void challenge_param(const char *h, const char *name, char *out, size_t cap)
+void reg_challenge_param(const char *h, const char *name, char *out, size_t cap)
 {
     *out = '\0';
     char key[64];
@@ -242,9 +241,9 @@ static int authenticate(client *cl, const char *challenge, cube_err *err)
         return cube_err_set(err, EPROTO, "registry %s asks for an authentication cube does not speak: %s",
                             cl->img->host, challenge);
     char realm[512], service[256], scope[512];
-    challenge_param(challenge, "realm", realm, sizeof(realm));
-    challenge_param(challenge, "service", service, sizeof(service));
-    challenge_param(challenge, "scope", scope, sizeof(scope));
+    reg_challenge_param(challenge, "realm", realm, sizeof(realm));
+    reg_challenge_param(challenge, "service", service, sizeof(service));
+    reg_challenge_param(challenge, "scope", scope, sizeof(scope));
     if (!*realm)
         return cube_err_set(err, EPROTO, "registry %s: a token challenge without a realm", cl->img->host);
     if (!*scope) snprintf(scope, sizeof(scope), "repository:%s:pull", cl->img->repo);
@@ -326,9 +325,34 @@ static const char *platform_arch(void)
 }
 
 /* The image manifest for this platform: its body and digest (an index or list is followed once). */
+int reg_pick_platform(const char *json, size_t len, const char *arch, char digest[80])
+{
+    *digest = '\0';
+    cJSON *j = json ? cJSON_ParseWithLength(json, len) : NULL;
+    const cJSON *list = cJSON_GetObjectItem(j, "manifests"), *m;
+    if (!cJSON_IsArray(list)) {
+        cJSON_Delete(j);
+        return 0;
+    }
+    cJSON_ArrayForEach(m, list)
+    {
+        const cJSON *pl = cJSON_GetObjectItem(m, "platform");
+        const char *os = cJSON_GetStringValue(cJSON_GetObjectItem(pl, "os"));
+        const char *a = cJSON_GetStringValue(cJSON_GetObjectItem(pl, "architecture"));
+        const char *d = cJSON_GetStringValue(cJSON_GetObjectItem(m, "digest"));
+        if (os && a && d && strcmp(os, "linux") == 0 && strcmp(a, arch) == 0 && is_digest(d)) {
+            snprintf(digest, 80, "%s", d);
+            break;
+        }
+    }
+    cJSON_Delete(j);
+    return *digest ? 1 : -1;
+}
+
 static int fetch_manifest(client *cl, const char *ref, char **body, size_t *len, char digest[80],
                           cube_err *err)
 {
+    char next[80]; /* an index's pick: fetched on the next round (outlives the round) */
     for (int depth = 0; depth < 2; depth++) {
         char path[400];
         snprintf(path, sizeof(path), "manifests/%s", ref);
@@ -351,35 +375,19 @@ static int fetch_manifest(client *cl, const char *ref, char **body, size_t *len,
             return cube_err_set(err, EBADMSG, "registry %s sent a manifest that is not %s", cl->img->host,
                                 ref);
         }
-        cJSON *j = cJSON_Parse(s.buf ? s.buf : "");
-        const cJSON *list = cJSON_GetObjectItem(j, "manifests"), *m;
-        if (!cJSON_IsArray(list)) {
-            cJSON_Delete(j);
+        const char *arch = platform_arch();
+        int picked = reg_pick_platform(s.buf, s.len, arch, next);
+        if (picked == 0) {
             if (!s.buf) return cube_err_set(err, EPROTO, "registry %s sent an empty manifest", cl->img->host);
             *body = s.buf;
             *len = s.len;
             return 0;
         }
-        const char *pick = NULL, *arch = platform_arch();
-        cJSON_ArrayForEach(m, list)
-        {
-            const cJSON *pl = cJSON_GetObjectItem(m, "platform");
-            const char *os = cJSON_GetStringValue(cJSON_GetObjectItem(pl, "os"));
-            const char *a = cJSON_GetStringValue(cJSON_GetObjectItem(pl, "architecture"));
-            if (os && a && strcmp(os, "linux") == 0 && strcmp(a, arch) == 0) {
-                pick = cJSON_GetStringValue(cJSON_GetObjectItem(m, "digest"));
-                break;
-            }
-        }
-        char next[80];
-        snprintf(next, sizeof(next), "%s", pick && is_digest(pick) ? pick : "");
-        cJSON_Delete(j);
         free(s.buf);
-        if (!*next)
+        if (picked < 0)
             return cube_err_set(err, ENOENT, "image %s/%s:%s has no linux/%s variant", cl->img->host,
                                 cl->img->repo, ref, arch);
         ref = next;
-        if (depth == 0) continue;
     }
     return cube_err_set(err, EPROTO, "registry %s: an index inside an index", cl->img->host);
 }
@@ -446,7 +454,7 @@ int reg_fetch(const reg_image *img, const reg_pull *p, const char *digest, const
             return cube_err_sys(err, errno, "mkdir %s", dir);
         }
     }
-    cJSON *m = cJSON_Parse(body);
+    cJSON *m = cJSON_ParseWithLength(body, len);
     const char *media = cJSON_GetStringValue(cJSON_GetObjectItem(m, "mediaType"));
     int rc = 0;
     snprintf(dir, sizeof(dir), "%s/blobs/sha256/%s", layout, got + 7);

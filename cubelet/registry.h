@@ -6,6 +6,7 @@
 #define CUBE_CUBELET_REGISTRY_H
 
 #include <stdbool.h>
+#include <stddef.h>
 
 #include "err.h"
 
@@ -34,5 +35,11 @@ int reg_resolve(const reg_image *img, const reg_pull *p, char digest[80], cube_e
 /* Fetches the image (as resolved to digest) into layout_dir (made here): oci-layout, index.json, blobs/. */
 int reg_fetch(const reg_image *img, const reg_pull *p, const char *digest, const char *layout_dir,
               cube_err *err);
+
+/* Parsers of what registries answer (exposed for the fuzzer): one name="value" parameter of a
+ * WWW-Authenticate challenge ("" when absent); and, of a manifest, whether it is an index (or list) and the
+ * digest of its linux/<arch> entry: 1 picked, 0 not an index, -1 an index without one. */
+void reg_challenge_param(const char *challenge, const char *name, char *out, size_t cap);
+int reg_pick_platform(const char *json, size_t len, const char *arch, char digest[80]);
 
 #endif

@@ -151,10 +151,17 @@ function ociLayout(dir, rootfs, tag) {
     config: { mediaType: 'application/vnd.oci.image.config.v1+json', ...config },
     layers: [{ mediaType: 'application/vnd.oci.image.layer.v1.tar+gzip', ...layer }],
   })));
+  // pushed as a multi-platform index, as most public images are: the puller must pick linux/amd64
+  const entry = (arch) => ({ mediaType: 'application/vnd.oci.image.manifest.v1+json', ...manifest,
+    platform: { os: 'linux', architecture: arch } });
+  const index = put(Buffer.from(JSON.stringify({
+    schemaVersion: 2, mediaType: 'application/vnd.oci.image.index.v1+json',
+    manifests: [entry('arm64'), entry('amd64')],
+  })));
   writeFileSync(path.join(dir, 'oci-layout'), JSON.stringify({ imageLayoutVersion: '1.0.0' }));
   writeFileSync(path.join(dir, 'index.json'), JSON.stringify({
     schemaVersion: 2,
-    manifests: [{ mediaType: 'application/vnd.oci.image.manifest.v1+json', ...manifest,
+    manifests: [{ mediaType: 'application/vnd.oci.image.index.v1+json', ...index,
       annotations: { 'org.opencontainers.image.ref.name': tag } }],
   }));
 }
@@ -188,7 +195,7 @@ test('fromImage: an image from a registry that wants a password, pulled once and
     execFileSync(`${root}/tests/helpers/mkrootfs`, [path.join(dir, 'rootfs'), '', '0']);
     ociLayout(path.join(dir, 'oci'), path.join(dir, 'rootfs'), 'v1');
     const image = `127.0.0.1:${port}/team/tiny:v1`;
-    execFileSync('skopeo', ['copy', '--quiet', '--dest-tls-verify=false', '--dest-creds', 'builder:s3cret',
+    execFileSync('skopeo', ['copy', '--quiet', '--all', '--dest-tls-verify=false', '--dest-creds', 'builder:s3cret',
       `oci:${path.join(dir, 'oci')}:v1`, `docker://${image}`]);
 
     const t = () => Template().fromImage(image, { username: 'builder', password: 's3cret' })
