@@ -16,6 +16,7 @@
 #define FILE_CHUNK        (1u << 20) /* bytes a PutBuildFile call carries (gRPC messages stay small) */
 #define TEMPLATE_CPUS_MAX 64
 #define TEMPLATE_MEM_MIN  128
+#define TEMPLATE_DISK_MAX (1 << 18) /* MB: cubelet's TEMPLATE_DISK_MB_MAX */
 #define TEMPLATE_MEM_MAX  (1 << 20)
 #define TAGS_MAX          16
 
@@ -83,11 +84,7 @@ void api_templates_v3(void *svc, http_req *req)
         http_reply_error(req, 400, "tags: an array of strings");
     } else if (int_field(req, j, "cpuCount", 1, TEMPLATE_CPUS_MAX, &cpus) < 0 ||
                int_field(req, j, "memoryMB", TEMPLATE_MEM_MIN, TEMPLATE_MEM_MAX, &mem) < 0 ||
-               int_field(req, j, "minFreeDiskMb", 0, 1e9, &disk) < 0) {
-    } else if (disk > 0) {
-        http_reply_error(
-            req, 400,
-            "minFreeDiskMb: not supported on cube yet (each sandbox's disk is its node's --disk-mb)");
+               int_field(req, j, "minFreeDiskMb", 0, TEMPLATE_DISK_MAX, &disk) < 0) {
     } else {
         bool ok = true;
         if (*tag) tagv[ntags++] = tag;
@@ -109,6 +106,7 @@ void api_templates_v3(void *svc, http_req *req)
         Cube__Resources res = CUBE__RESOURCES__INIT;
         res.cpu_count = (uint32_t)cpus;
         res.memory_mb = (uint64_t)mem;
+        res.disk_mb = (uint64_t)disk; /* 0: the node's; more: each sandbox's disk is at least this */
         in.name = name;
         in.resources = &res;
         in.n_tags = ntags;

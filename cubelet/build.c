@@ -29,6 +29,7 @@
 extern char **environ;
 
 #include "build_exec.h"
+#include "disk.h"
 #include "fsutil.h"
 #include "registry.h"
 #include "cubelet_internal.h"
@@ -64,6 +65,7 @@ typedef struct cl_build {
     char reason_step[12];
     char *template_json;
     int cpus, memory_mb;
+    int disk_mb; /* minFreeDiskMb: each sandbox's disk at least this (0: the base's) */
     struct cl_build *next;
 } cl_build;
 
@@ -264,6 +266,15 @@ static int start_sandbox(build_run *r, const build_state *st, cube_err *err)
     r->sandbox_tpl.next = NULL;
     r->sandbox_tpl.cpus = r->b->cpus;
     r->sandbox_tpl.memory_mb = r->b->memory_mb;
+    r->sandbox_tpl.start_cmd = r->sandbox_tpl.ready_cmd = NULL; /* the base's server is not the build's */
+    if (r->b->disk_mb > r->sandbox_tpl.disk_mb) { /* the steps get the disk the template's sandboxes will */
+        char disks[4200];
+        snprintf(disks, sizeof(disks), "%s/disks", r->c->cfg.data_dir);
+        if (hv_disk_template(disks, (uint64_t)r->b->disk_mb, r->sandbox_tpl.disk_template,
+                             sizeof(r->sandbox_tpl.disk_template), err) < 0)
+            return cube_err_prefix(err, "the build sandbox's disk");
+        r->sandbox_tpl.disk_mb = r->b->disk_mb;
+    }
     snprintf(r->start_layers, sizeof(r->start_layers), "%s", st->layers);
     int64_t t0 = cube_now_mono_ms();
     if (cl_spawn_slot(r->c, &r->sandbox_tpl, st->layers, -1, &r->slot, err) < 0) {
@@ -560,6 +571,9 @@ static int publish(build_run *r, const build_state *st, const char *start, const
     cJSON_AddNumberToObject(cfg, "uidBase", r->base->uid_base);
     cJSON_AddNumberToObject(cfg, "cpu", r->b->cpus);
     cJSON_AddNumberToObject(cfg, "memoryMB", r->b->memory_mb);
+    /* the disk asked for, else the base's own when it has one larger than the node's */
+    int disk = r->b->disk_mb > 0 ? r->b->disk_mb : *r->base->disk_template ? r->base->disk_mb : 0;
+    if (disk > 0) cJSON_AddNumberToObject(cfg, "diskMB", disk);
     if (start && *start) cJSON_AddStringToObject(cfg, "startCmd", start);
     if (start && *start && ready && *ready) cJSON_AddStringToObject(cfg, "readyCmd", ready);
     char *text = cJSON_Print(cfg);
@@ -946,6 +960,8 @@ int cl_start_build(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *respp, 
         req->resources && req->resources->cpu_count ? (int)req->resources->cpu_count : TEMPLATE_CPUS_DEFAULT;
     b->memory_mb = req->resources && req->resources->memory_mb ? (int)req->resources->memory_mb
                                                                : TEMPLATE_MEMORY_MB_DEFAULT;
+    b->disk_mb =
+        req->resources && req->resources->disk_mb <= TEMPLATE_DISK_MB_MAX ? (int)req->resources->disk_mb : 0;
     r->c = c;
     r->b = b;
     pthread_mutex_lock(&c->builds_lock);

@@ -107,6 +107,24 @@ static cl_template *load_template(cubelet *c, const char *name)
     else if (mem)
         cube_log_warn("template memoryMB out of range: default used", "template=%s min=%d max=%d", t->name,
                       TEMPLATE_MEMORY_MB_MIN, TEMPLATE_MEMORY_MB_MAX);
+    /* a disk larger than the node's: its empty image made now, off every create's path (it runs mkfs) */
+    cJSON *disk = cJSON_GetObjectItem(j, "diskMB");
+    int node_disk = c->cfg.disk_mb > 0 ? c->cfg.disk_mb : 1024;
+    t->disk_mb = node_disk;
+    if (cJSON_IsNumber(disk) && disk->valuedouble > node_disk && disk->valuedouble <= TEMPLATE_DISK_MB_MAX) {
+        char disks[4200];
+        cube_err derr = {0};
+        snprintf(disks, sizeof(disks), "%s/disks", c->cfg.data_dir);
+        if (hv_disk_template(disks, (uint64_t)disk->valuedouble, t->disk_template, sizeof(t->disk_template),
+                             &derr) == 0)
+            t->disk_mb = (int)disk->valuedouble;
+        else
+            cube_log_warn("template disk not made: the node's size used", "template=%s err=\"%s\"", t->name,
+                          derr.msg);
+    } else if (cJSON_IsNumber(disk) && disk->valuedouble > TEMPLATE_DISK_MB_MAX) {
+        cube_log_warn("template diskMB out of range: the node's size used", "template=%s max=%d", t->name,
+                      TEMPLATE_DISK_MB_MAX);
+    }
     cJSON_Delete(j);
     return t;
 }
@@ -368,10 +386,12 @@ static int spawn_slot(cubelet *c, const cl_template *tpl, const char *layers, in
         argv[a++] = "--lxcfs";
         argv[a++] = (char *)c->cfg.lxcfs;
     }
+    char disk_mb[16];
+    snprintf(disk_mb, sizeof(disk_mb), "%d", tpl->disk_mb);
     argv[a++] = "--disk-mb";
-    argv[a++] = c->disk_mb;
+    argv[a++] = *tpl->disk_template ? disk_mb : c->disk_mb;
     argv[a++] = "--disk-template";
-    argv[a++] = c->disk_template;
+    argv[a++] = *tpl->disk_template ? (char *)tpl->disk_template : c->disk_template;
     if (disk_fd >= 0) {
         argv[a++] = "--disk-fd";
         argv[a++] = "3";
@@ -749,7 +769,7 @@ static int create_sandbox(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *
         if (c->cold_running < c->cold_max && c->nretiring < RETIRE_BEHIND) {
             c->cold_running++;
             /* a writable layer made ahead saves this start the template's copy and mount */
-            if (c->nready_disks > 0) disk_fd = c->ready_disks[--c->nready_disks];
+            if (c->nready_disks > 0 && !*tpl->disk_template) disk_fd = c->ready_disks[--c->nready_disks];
             pthread_cond_signal(&c->refill);
             break;
         }
@@ -831,7 +851,7 @@ static int create_sandbox(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *
     cube__resources__init(res);
     res->cpu_count = (uint32_t)tpl->cpus;
     res->memory_mb = (uint64_t)tpl->memory_mb;
-    res->disk_mb = (uint64_t)(c->cfg.disk_mb > 0 ? c->cfg.disk_mb : 1024);
+    res->disk_mb = (uint64_t)tpl->disk_mb;
     out->resources = res;
     int64_t t_end = cube_now_mono_ns();
     if (from_pool)

@@ -27,6 +27,9 @@ typedef struct cl_template {
     char build_id[64];   /* config.json "id": which build of the name this is */
     char *start_cmd;     /* config.json "startCmd", "readyCmd" (start_cmd.h), or NULL */
     char *ready_cmd;
+    int disk_mb;              /* each sandbox's disk: the node's, or more (config.json "diskMB", E2B's
+                               * minFreeDiskMb) */
+    char disk_template[4400]; /* the empty image of disk_mb when it is not the node's, else empty */
     int pool; /* ready sandboxes to keep at least: the node's pool size, or the template's own (snapshots: 0)
                */
     pool_demand demand; /* creates seen (with the cubelet's lock): the pool follows them up to pool_max */

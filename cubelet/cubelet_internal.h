@@ -41,6 +41,7 @@ void cl_unlink_slot(cubelet *c, cl_slot *s);
 #define TEMPLATE_MEMORY_MB_DEFAULT 512
 #define TEMPLATE_MEMORY_MB_MIN     64
 #define TEMPLATE_MEMORY_MB_MAX     (1 << 20)
+#define TEMPLATE_DISK_MB_MAX       (1 << 18) /* 256 GiB: a sandbox disk is a sparse image, not a reservation */
 
 /* With the lock: a handed-out sandbox's slot, unless a kill has it (dying); or NULL. */
 cl_slot *cl_find_by_sandbox(cubelet *c, const char *sandbox_id);

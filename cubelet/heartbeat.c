@@ -72,7 +72,7 @@ void cl_send_heartbeat(cubelet *c)
         cube__resources__init(&sres[i]);
         sres[i].cpu_count = (uint32_t)t->cpus;
         sres[i].memory_mb = (uint64_t)t->memory_mb;
-        sres[i].disk_mb = (uint64_t)(c->cfg.disk_mb > 0 ? c->cfg.disk_mb : 1024);
+        sres[i].disk_mb = (uint64_t)t->disk_mb;
         sizes[i].template_id = t->name;
         sizes[i].resources = &sres[i];
         sptrs[i] = &sizes[i];

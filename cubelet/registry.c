@@ -12,13 +12,16 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <sys/utsname.h>
 #include <unistd.h>
 
-#define MANIFEST_MAX (4u << 20)
-#define BLOB_MAX     (8ull << 30)
-#define CONNECT_S    15L
-#define STALL_S      60L /* a transfer slower than 1 KiB/s this long is given up */
+#define MANIFEST_MAX  (4u << 20)
+#define BLOB_MAX      (8ull << 30)
+#define CONNECT_S     15L
+#define UNPACK_FACTOR 4.0 /* a layer's bytes on disk, compressed blob and unpacked, per byte pulled */
+#define SPACE_RESERVE (1024.0 * 1e6) /* left free on the node after a pull: its sandboxes still write */
+#define STALL_S       60L            /* a transfer slower than 1 KiB/s this long is given up */
 #define ACCEPT_MANIFEST                                                                                      \
     "Accept: application/vnd.oci.image.index.v1+json, "                                                      \
     "application/vnd.docker.distribution.manifest.list.v2+json, "                                            \
@@ -109,6 +112,7 @@ typedef struct sink {
     int fd;           /* a blob written to a file, or -1 */
     EVP_MD_CTX *hash; /* over what arrives */
     uint64_t total;
+    uint64_t limit; /* a blob: the size its manifest declares (0: BLOB_MAX) */
     bool too_big;
     char www_auth[1024];
     client *cl;
@@ -119,7 +123,7 @@ static size_t on_body(char *data, size_t sz, size_t nm, void *arg)
     sink *s = arg;
     size_t n = sz * nm;
     s->total += n;
-    if (s->total > (s->fd >= 0 ? BLOB_MAX : MANIFEST_MAX)) {
+    if (s->total > (s->fd < 0 ? MANIFEST_MAX : s->limit ? s->limit : BLOB_MAX)) {
         s->too_big = true;
         return 0;
     }
@@ -412,8 +416,11 @@ static int write_file(const char *path, const char *data, size_t len, cube_err *
 }
 
 /* A blob into blobs/sha256/<hex>, checked against its digest. */
-static int fetch_blob(client *cl, const char *layout, const char *digest, cube_err *err)
+static int fetch_blob(client *cl, const char *layout, const cJSON *desc, cube_err *err)
 {
+    const char *digest = cJSON_GetStringValue(cJSON_GetObjectItem(desc, "digest"));
+    const cJSON *size = cJSON_GetObjectItem(desc, "size");
+    if (!digest) digest = "";
     if (!is_digest(digest)) return cube_err_set(err, EPROTO, "registry %s: a bad blob digest", cl->img->host);
     char path[4400], part[4500], rel[200];
     snprintf(path, sizeof(path), "%s/blobs/sha256/%s", layout, digest + 7);
@@ -421,7 +428,9 @@ static int fetch_blob(client *cl, const char *layout, const char *digest, cube_e
     snprintf(rel, sizeof(rel), "blobs/%s", digest);
     int fd = open(part, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (fd < 0) return cube_err_sys(err, errno, "create %s", part);
-    sink s = {.fd = fd, .hash = EVP_MD_CTX_new()};
+    /* no more than the manifest says: a registry cannot fill the node's disk with one blob */
+    sink s = {
+        .fd = fd, .hash = EVP_MD_CTX_new(), .limit = cJSON_IsNumber(size) ? (uint64_t)size->valuedouble : 0};
     EVP_DigestInit_ex(s.hash, EVP_sha256(), NULL);
     long st = get_authed(cl, rel, NULL, &s, err);
     char got[80];
@@ -438,6 +447,31 @@ static int fetch_blob(client *cl, const char *layout, const char *digest, cube_e
     if (rc == 0 && rename(part, path) < 0) rc = cube_err_sys(err, errno, "rename %s", part);
     if (rc < 0) unlink(part);
     return rc;
+}
+
+/* The node's disk after the pull: the blobs (their declared sizes) and the template unpacked from them
+ * (taken as UNPACK_FACTOR times the compressed size) must leave SPACE_RESERVE free. */
+int reg_check_space(const cJSON *manifest, const char *dir, cube_err *err)
+{
+    const cJSON *layers = cJSON_GetObjectItem(manifest, "layers"), *l;
+    double total = 0;
+    cJSON_ArrayForEach(l, layers)
+    {
+        const cJSON *size = cJSON_GetObjectItem(l, "size");
+        if (!cJSON_IsNumber(size) || size->valuedouble < 0)
+            return cube_err_set(err, EPROTO, "the image's manifest gives a layer without its size");
+        total += size->valuedouble;
+    }
+    struct statvfs vs;
+    if (statvfs(dir, &vs) < 0) return cube_err_sys(err, errno, "statvfs %s", dir);
+    double free_b = (double)vs.f_bavail * (double)vs.f_frsize, need = total * UNPACK_FACTOR + SPACE_RESERVE;
+    if (need > free_b)
+        return cube_err_set(
+            err, ENOSPC,
+            "the image is %.0f MB compressed; pulling and unpacking it needs about %.0f MB and "
+            "this node has %.0f MB free",
+            total / 1e6, need / 1e6, free_b / 1e6);
+    return 0;
 }
 
 int reg_fetch(const reg_image *img, const reg_pull *p, const char *digest, const char *layout, cube_err *err)
@@ -463,7 +497,8 @@ int reg_fetch(const reg_image *img, const reg_pull *p, const char *digest, const
     if (rc == 0 && (!cJSON_IsArray(layers) || !cfg))
         rc = cube_err_set(err, EPROTO, "registry %s: the manifest of %s has no config or layers", img->host,
                           img->repo);
-    if (rc == 0) rc = fetch_blob(&cl, layout, cJSON_GetStringValue(cJSON_GetObjectItem(cfg, "digest")), err);
+    if (rc == 0) rc = reg_check_space(m, layout, err);
+    if (rc == 0) rc = fetch_blob(&cl, layout, cfg, err);
     int i = 0, n = cJSON_GetArraySize(layers);
     const cJSON *to_fetch = rc == 0 ? layers : NULL;
     cJSON_ArrayForEach(l, to_fetch)
@@ -475,8 +510,7 @@ int reg_fetch(const reg_image *img, const reg_pull *p, const char *digest, const
                      cJSON_IsNumber(size) ? size->valuedouble / 1e6 : 0.0);
             p->log(p->arg, line);
         }
-        if ((rc = fetch_blob(&cl, layout, cJSON_GetStringValue(cJSON_GetObjectItem(l, "digest")), err)) < 0)
-            break;
+        if ((rc = fetch_blob(&cl, layout, l, err)) < 0) break;
     }
     if (rc == 0) {
         cJSON *idx = cJSON_CreateObject(), *arr = cJSON_AddArrayToObject(idx, "manifests"),

@@ -5,6 +5,7 @@
 #ifndef CUBE_CUBELET_REGISTRY_H
 #define CUBE_CUBELET_REGISTRY_H
 
+#include <cjson/cJSON.h>
 #include <stdbool.h>
 #include <stddef.h>
 
@@ -41,5 +42,8 @@ int reg_fetch(const reg_image *img, const reg_pull *p, const char *digest, const
  * digest of its linux/<arch> entry: 1 picked, 0 not an index, -1 an index without one. */
 void reg_challenge_param(const char *challenge, const char *name, char *out, size_t cap);
 int reg_pick_platform(const char *json, size_t len, const char *arch, char digest[80]);
+/* Whether dir's filesystem holds the image of manifest (its layers' declared sizes, unpacked) with room to
+ * spare; ENOSPC saying how much it needs and has, EPROTO when a layer's size is missing. */
+int reg_check_space(const cJSON *manifest, const char *dir, cube_err *err);
 
 #endif

@@ -104,12 +104,12 @@ test('a template built with the SDK: RUN, USER, COPY (a file, a deeper file, a s
   assert.doesNotMatch(forced.text, /CACHED/);
 });
 
-test('a start command runs in every sandbox of the template, ready before the sandbox is handed out', async () => {
+test('a start command runs in every sandbox of the template, ready before the sandbox is handed out; minFreeDiskMb sizes their disks', async () => {
   const t = Template().fromTemplate('base')
     .runCmd('mkdir -p /home/user/site && echo served > /home/user/site/index.html')
     .setWorkdir('/home/user/site')
     .setStartCmd('python3 -m http.server 8000', waitForPort(8000));
-  const { text } = await build(t, `${name}-server`);
+  const { text } = await build(t, `${name}-server`, { minFreeDiskMb: 3072 });
   assert.match(text, /Start command: python3 -m http.server 8000; waiting for: \[ -n "\$\(ss -Htuln sport = :8000\)" \]/);
   assert.match(text, /Start command ready in/);
   for (let i = 0; i < 2; i++) { // a cold start and a pooled one alike
@@ -117,6 +117,12 @@ test('a start command runs in every sandbox of the template, ready before the sa
     try {
       const r = await sbx.commands.run('curl -s http://127.0.0.1:8000/index.html');
       assert.equal(r.stdout.trim(), 'served');
+      const df = await sbx.commands.run('df -m --output=size,avail / | tail -1');
+      const [size, avail] = df.stdout.trim().split(/\s+/).map(Number);
+      assert.ok(size >= 3000 && avail >= 2900, `df: ${df.stdout}`); // the node's default is 1024 MB
+      const info = await fetch(`${process.env.E2B_API_URL}/sandboxes/${sbx.sandboxId}`,
+        { headers: { 'X-API-KEY': process.env.E2B_API_KEY } }).then((r) => r.json());
+      assert.equal(info.diskSizeMB, 3072);
       const procs = await sbx.commands.list();
       assert.ok(procs.some((p) => p.tag === 'start-cmd' && /http\.server/.test([p.cmd, ...p.args].join(' '))),
         JSON.stringify(procs));

@@ -448,14 +448,15 @@ test('disk is disk: filling it is ENOSPC to the writer; the sandbox answers, kee
   const sbx = await Sandbox.create();
   try {
     await sbx.files.write('/home/user/keep.txt', 'kept');
-    const before = (await sbx.getMetrics())[0];
+    // getMetrics is the sandbox's history, oldest first; the last sample is taken at the call
+    const before = (await sbx.getMetrics()).at(-1);
     assert.ok(before.diskTotal >= 900e6 && before.diskTotal <= 1100e6, `diskTotal ${before.diskTotal}`);
     // more than the disk (1 GiB) and more than the memory limit (512 MB): the disk runs out, not the memory
     const fill = await sbx.commands.run('dd if=/dev/zero of=/home/user/fill bs=1M count=1500 2>&1; echo "rc=$?"', { timeoutMs: 120_000 });
     assert.match(fill.stdout, /No space left on device/);
     assert.match(fill.stdout, /rc=1/);
     assert.equal((await sbx.commands.run('cat /home/user/keep.txt')).stdout, 'kept');
-    const full = (await sbx.getMetrics())[0];
+    const full = (await sbx.getMetrics()).at(-1);
     assert.ok(full.diskUsed > 0.9 * full.diskTotal, `diskUsed ${full.diskUsed} of ${full.diskTotal}`);
     // the space comes back when the file goes
     await sbx.commands.run('rm /home/user/fill');

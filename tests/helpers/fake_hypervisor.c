@@ -141,10 +141,12 @@ static void agent_main(int ready)
 
 int main(int argc, char **argv)
 {
-    const char *state = NULL, *rootfs = "", *cpus = "-", *memory_mb = "-";
+    const char *state = NULL, *rootfs = "", *cpus = "-", *memory_mb = "-", *disk_mb = "-", *disk_tpl = "-";
     for (int i = 1; i + 1 < argc; i++) {
         if (strcmp(argv[i], "--cpus") == 0) cpus = argv[i + 1];
         if (strcmp(argv[i], "--memory-mb") == 0) memory_mb = argv[i + 1];
+        if (strcmp(argv[i], "--disk-mb") == 0) disk_mb = argv[i + 1];
+        if (strcmp(argv[i], "--disk-template") == 0) disk_tpl = argv[i + 1];
         if (strcmp(argv[i], "--id") == 0) snprintf(id, sizeof(id), "%s", argv[i + 1]);
         if (strcmp(argv[i], "--state") == 0) state = argv[i + 1];
         if (strcmp(argv[i], "--rootfs") == 0) rootfs = argv[i + 1];
@@ -153,6 +155,10 @@ int main(int argc, char **argv)
     char size[64]; /* "Size:<cpus>:<memory-mb> <id>" in the log: the limits it was started with */
     snprintf(size, sizeof(size), "Size:%s:%s", cpus, memory_mb);
     note(size);
+    char disk[128]; /* "Disk:<disk-mb>:<the disk template's file name>" */
+    const char *slash = strrchr(disk_tpl, '/');
+    snprintf(disk, sizeof(disk), "Disk:%s:%s", disk_mb, slash ? slash + 1 : disk_tpl);
+    note(disk);
     if (strstr(rootfs, "broken")) {
         fprintf(stderr, "fake-hypervisor: the template's rootfs is broken\n");
         return 1;

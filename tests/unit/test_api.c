@@ -234,7 +234,8 @@ static int fake_request_build(void *svc, cube_rpc_ctx *ctx, const void *reqp, vo
     out->n_tags = req->n_tags;
     out->tags = cube_rpc_alloc(ctx, (req->n_tags ? req->n_tags : 1) * sizeof(char *));
     for (size_t i = 0; i < req->n_tags; i++) out->tags[i] = cube_rpc_strdup(ctx, req->tags[i]);
-    return req->resources && req->resources->cpu_count == 4 && req->resources->memory_mb == 1024
+    return req->resources && req->resources->cpu_count == 4 && req->resources->memory_mb == 1024 &&
+                   req->resources->disk_mb == 4096
                ? 0
                : cube_err_set(err, EINVAL, "resources not passed");
 }
@@ -699,7 +700,8 @@ START_TEST(template_builds_through_the_e2b_routes)
 {
     char body[65536];
     ck_assert_int_eq(request("POST", "/v3/templates", "e2b_good",
-                             "{\"name\":\"my-tpl:v2\",\"tags\":[\"x\"],\"cpuCount\":4,\"memoryMB\":1024}",
+                             "{\"name\":\"my-tpl:v2\",\"tags\":[\"x\"],\"cpuCount\":4,\"memoryMB\":1024,"
+                             "\"minFreeDiskMb\":4096}",
                              body, sizeof(body)),
                      202);
     ck_assert_msg(strstr(body, "\"templateID\":\"my-tpl\"") && strstr(body, "\"buildID\":\"b1\"") &&
@@ -710,7 +712,8 @@ START_TEST(template_builds_through_the_e2b_routes)
                             {"{\"name\":\"ok\",\"cpuCount\":0}", "cpuCount"},
                             {"{\"name\":\"ok\",\"memoryMB\":1.5}", "memoryMB"},
                             {"{\"name\":\"ok\",\"tags\":\"v1\"}", "tags"},
-                            {"{\"name\":\"ok\",\"minFreeDiskMb\":100}", "minFreeDiskMb"}};
+                            {"{\"name\":\"ok\",\"minFreeDiskMb\":-1}", "minFreeDiskMb"},
+                            {"{\"name\":\"ok\",\"minFreeDiskMb\":1e9}", "minFreeDiskMb"}};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         ck_assert_int_eq(request("POST", "/v3/templates", "e2b_good", bad[i][0], body, sizeof(body)), 400);
         char want[64];

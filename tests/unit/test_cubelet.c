@@ -72,8 +72,8 @@ static void setup(void)
     template("pooled", "{\"pool\":2}");
     template("cold", "{\"pool\":0}");
     template("broken", "{\"pool\":0,\"rootfs\":\"/nonexistent/broken\"}");
-    template("sized", "{\"pool\":0,\"cpu\":4,\"memoryMB\":2048}");
-    template("missized", "{\"pool\":0,\"cpu\":0,\"memoryMB\":1}");
+    template("sized", "{\"pool\":0,\"cpu\":4,\"memoryMB\":2048,\"diskMB\":32}");
+    template("missized", "{\"pool\":0,\"cpu\":0,\"memoryMB\":1,\"diskMB\":1e12}");
     static char hv[600], master[400]; /* the cubelet keeps these */
     snprintf(hv, sizeof(hv), "%s/fake_hypervisor", getenv("CUBE_TEST_BIN_DIR"));
     snprintf(master, sizeof(master), "unix:%s/no-master.sock", dir);
@@ -167,7 +167,7 @@ START_TEST(a_templates_size_is_its_sandboxes_limits)
     cube_err err = {0};
     const char *tpl[] = {"sized", "missized"};
     uint32_t cpus[] = {4, 2};
-    uint64_t mem[] = {2048, 512};
+    uint64_t mem[] = {2048, 512}, disk[] = {32, 16}; /* diskMB: more than the node's 16, or out of range */
     for (int i = 0; i < 2; i++) {
         Cube__NodeCreateRequest req = CUBE__NODE_CREATE_REQUEST__INIT;
         req.sandbox_id = (char *)(i ? "sb-missized" : "sb-sized");
@@ -181,11 +181,13 @@ START_TEST(a_templates_size_is_its_sandboxes_limits)
         ck_assert_ptr_nonnull(sb->resources);
         ck_assert_uint_eq(sb->resources->cpu_count, cpus[i]);
         ck_assert_uint_eq(sb->resources->memory_mb, mem[i]);
-        ck_assert_uint_eq(sb->resources->disk_mb, 16);
+        ck_assert_uint_eq(sb->resources->disk_mb, disk[i]);
         protobuf_c_message_free_unpacked(resp, NULL);
     }
     ck_assert_int_eq(count("Size:4:2048"), 1);
     ck_assert_int_ge(count("Size:2:512"), 1);
+    ck_assert_int_eq(count("Disk:32:ext4-32m.img"), 1); /* its own empty disk, made when it was loaded */
+    ck_assert_int_ge(count("Disk:16:ext4-16m.img"), 1);
 }
 END_TEST
 
@@ -548,6 +550,25 @@ START_TEST(image_names_are_read_as_docker_reads_them)
 }
 END_TEST
 
+/* An image's declared size against the node's free disk: refused before a byte is pulled, saying why */
+START_TEST(an_image_too_big_for_the_node_is_refused_before_pulling)
+{
+    cube_err err = {0};
+    cJSON *small = cJSON_Parse("{\"layers\":[{\"digest\":\"x\",\"size\":1000},{\"size\":2000}]}");
+    ck_assert_msg(reg_check_space(small, "/tmp", &err) == 0, "%s", err.msg);
+    cJSON *huge = cJSON_Parse("{\"layers\":[{\"size\":1e15}]}");
+    ck_assert_int_lt(reg_check_space(huge, "/tmp", &err), 0);
+    ck_assert_int_eq(err.code, ENOSPC);
+    ck_assert_msg(strstr(err.msg, "1000000000 MB compressed") && strstr(err.msg, "MB free"), "%s", err.msg);
+    cJSON *sizeless = cJSON_Parse("{\"layers\":[{\"digest\":\"x\"}]}");
+    ck_assert_int_lt(reg_check_space(sizeless, "/tmp", &err), 0);
+    ck_assert_int_eq(err.code, EPROTO);
+    cJSON_Delete(small);
+    cJSON_Delete(huge);
+    cJSON_Delete(sizeless);
+}
+END_TEST
+
 int main(void)
 {
     if (geteuid() != 0) {
@@ -567,6 +588,7 @@ int main(void)
     tcase_add_test(tc, builds_publish_templates_and_check_their_input);
     tcase_add_test(tc, build_files_arrive_in_order);
     tcase_add_test(tc, image_names_are_read_as_docker_reads_them);
+    tcase_add_test(tc, an_image_too_big_for_the_node_is_refused_before_pulling);
     suite_add_tcase(s, tc);
     TCase *hist = tcase_create("metrics history");
     tcase_add_test(hist, a_long_history_halves);
