@@ -47,7 +47,7 @@ typedef struct store_ops {
     int (*secret_update)(store *st, const Cube__Secret *s, int64_t expect_version, cube_err *err);
     int (*secret_delete)(store *st, const char *id, cube_err *err); /* ENOENT */
     /* Template builds, by id (immutable once put: their progress lives on the node that runs them). */
-    int (*build_put)(store *st, const Cube__TemplateBuild *b, cube_err *err); /* EEXIST */
+    int (*build_put)(store *st, const Cube__TemplateBuild *b, cube_err *err);          /* EEXIST */
     Cube__TemplateBuild *(*build_get)(store *st, const char *build_id, cube_err *err); /* NULL + ENOENT */
     /* The template's newest build: the one its files are uploaded for. NULL + ENOENT when none. */
     Cube__TemplateBuild *(*build_latest)(store *st, const char *template_id, cube_err *err);

@@ -29,7 +29,6 @@
 extern char **environ;
 
 #include "build_exec.h"
-#include "disk.h"
 #include "fsutil.h"
 #include "registry.h"
 #include "cubelet_internal.h"
@@ -268,9 +267,7 @@ static int start_sandbox(build_run *r, const build_state *st, cube_err *err)
     r->sandbox_tpl.memory_mb = r->b->memory_mb;
     r->sandbox_tpl.start_cmd = r->sandbox_tpl.ready_cmd = NULL; /* the base's server is not the build's */
     if (r->b->disk_mb > r->sandbox_tpl.disk_mb) { /* the steps get the disk the template's sandboxes will */
-        char disks[4200];
-        snprintf(disks, sizeof(disks), "%s/disks", r->c->cfg.data_dir);
-        if (hv_disk_template(disks, (uint64_t)r->b->disk_mb, r->sandbox_tpl.disk_template,
+        if (cl_disk_template(r->c, r->b->disk_mb, r->sandbox_tpl.disk_template,
                              sizeof(r->sandbox_tpl.disk_template), err) < 0)
             return cube_err_prefix(err, "the build sandbox's disk");
         r->sandbox_tpl.disk_mb = r->b->disk_mb;

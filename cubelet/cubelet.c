@@ -45,133 +45,9 @@
  * and memory the waiting creates need) and other calls always find a thread. */
 #define CREATES_WAITING_MAX (CUBELET_RPC_THREADS - 32)
 
-static const cl_template *find_template(cubelet *c, const char *name);
 static void adopt_running(cubelet *c);
 static int spawn_slot(cubelet *c, const cl_template *tpl, const char *layers, int disk_fd, cl_slot **out,
                       cube_err *err);
-
-/* One template from <data>/templates/<name>/current, not yet published; NULL when it has no readable config.
- */
-static cl_template *load_template(cubelet *c, const char *name)
-{
-    char cfgp[4400], rootfs[4400];
-    snprintf(cfgp, sizeof(cfgp), "%s/templates/%s/current/config.json", c->cfg.data_dir, name);
-    snprintf(rootfs, sizeof(rootfs), "%s/templates/%s/current/rootfs", c->cfg.data_dir, name);
-    FILE *f = fopen(cfgp, "re");
-    if (!f) return NULL;
-    char buf[16384];
-    size_t n = fread(buf, 1, sizeof(buf) - 1, f);
-    fclose(f);
-    buf[n] = '\0';
-    cJSON *j = cJSON_Parse(buf);
-    cl_template *t = calloc(1, sizeof(*t));
-    if (!t) {
-        cJSON_Delete(j);
-        return NULL;
-    }
-    snprintf(t->name, sizeof(t->name), "%s", name);
-    /* a snapshot template names its parent's rootfs and the layers above it */
-    const char *own_rootfs = cJSON_GetStringValue(cJSON_GetObjectItem(j, "rootfs"));
-    const char *layers = cJSON_GetStringValue(cJSON_GetObjectItem(j, "layers"));
-    cJSON *pool = cJSON_GetObjectItem(j, "pool");
-    if (own_rootfs) snprintf(rootfs, sizeof(rootfs), "%s", own_rootfs);
-    snprintf(t->layers, sizeof(t->layers), "%s", layers ? layers : "");
-    t->pool = cJSON_IsNumber(pool) ? (int)pool->valuedouble : c->cfg.pool_size;
-    if (!realpath(rootfs, t->rootfs)) snprintf(t->rootfs, sizeof(t->rootfs), "%s", rootfs);
-    cJSON *ub = cJSON_GetObjectItem(j, "uidBase");
-    t->uid_base = cJSON_IsNumber(ub) ? (unsigned)ub->valuedouble : 100000;
-    const char *user = cJSON_GetStringValue(cJSON_GetObjectItem(j, "user"));
-    const char *wd = cJSON_GetStringValue(cJSON_GetObjectItem(j, "workdir"));
-    const char *id = cJSON_GetStringValue(cJSON_GetObjectItem(j, "id"));
-    snprintf(t->user, sizeof(t->user), "%s", user && *user ? user : "root");
-    snprintf(t->workdir, sizeof(t->workdir), "%s", wd && *wd ? wd : "/");
-    snprintf(t->build_id, sizeof(t->build_id), "%s", id ? id : "");
-    cJSON *env = cJSON_GetObjectItem(j, "env");
-    t->env_json = cJSON_IsObject(env) ? cJSON_PrintUnformatted(env) : NULL;
-    const char *start = cJSON_GetStringValue(cJSON_GetObjectItem(j, "startCmd"));
-    const char *ready = cJSON_GetStringValue(cJSON_GetObjectItem(j, "readyCmd"));
-    t->start_cmd = start && *start ? strdup(start) : NULL;
-    t->ready_cmd = start && *start && ready && *ready ? strdup(ready) : NULL;
-    /* each sandbox's size; out of range is a template mistake: said, and the default used */
-    cJSON *cpu = cJSON_GetObjectItem(j, "cpu"), *mem = cJSON_GetObjectItem(j, "memoryMB");
-    t->cpus = TEMPLATE_CPUS_DEFAULT;
-    t->memory_mb = TEMPLATE_MEMORY_MB_DEFAULT;
-    if (cJSON_IsNumber(cpu) && cpu->valuedouble >= 1 && cpu->valuedouble <= TEMPLATE_CPUS_MAX)
-        t->cpus = (int)cpu->valuedouble;
-    else if (cpu)
-        cube_log_warn("template cpu out of range: default used", "template=%s max=%d", t->name,
-                      TEMPLATE_CPUS_MAX);
-    if (cJSON_IsNumber(mem) && mem->valuedouble >= TEMPLATE_MEMORY_MB_MIN &&
-        mem->valuedouble <= TEMPLATE_MEMORY_MB_MAX)
-        t->memory_mb = (int)mem->valuedouble;
-    else if (mem)
-        cube_log_warn("template memoryMB out of range: default used", "template=%s min=%d max=%d", t->name,
-                      TEMPLATE_MEMORY_MB_MIN, TEMPLATE_MEMORY_MB_MAX);
-    /* a disk larger than the node's: its empty image made now, off every create's path (it runs mkfs) */
-    cJSON *disk = cJSON_GetObjectItem(j, "diskMB");
-    int node_disk = c->cfg.disk_mb > 0 ? c->cfg.disk_mb : 1024;
-    t->disk_mb = node_disk;
-    if (cJSON_IsNumber(disk) && disk->valuedouble > node_disk && disk->valuedouble <= TEMPLATE_DISK_MB_MAX) {
-        char disks[4200];
-        cube_err derr = {0};
-        snprintf(disks, sizeof(disks), "%s/disks", c->cfg.data_dir);
-        if (hv_disk_template(disks, (uint64_t)disk->valuedouble, t->disk_template, sizeof(t->disk_template),
-                             &derr) == 0)
-            t->disk_mb = (int)disk->valuedouble;
-        else
-            cube_log_warn("template disk not made: the node's size used", "template=%s err=\"%s\"", t->name,
-                          derr.msg);
-    } else if (cJSON_IsNumber(disk) && disk->valuedouble > TEMPLATE_DISK_MB_MAX) {
-        cube_log_warn("template diskMB out of range: the node's size used", "template=%s max=%d", t->name,
-                      TEMPLATE_DISK_MB_MAX);
-    }
-    cJSON_Delete(j);
-    return t;
-}
-
-static void publish_template(cubelet *c, cl_template *t)
-{
-    t->next = c->templates;
-    __atomic_store_n(&c->templates, t, __ATOMIC_RELEASE);
-    cube_log_info("template found", "template=%s rootfs=%s", t->name, t->rootfs);
-}
-
-/* Adds the templates built since the last scan (at start, then once a heartbeat). Templates are never removed
- * while the cubelet runs, and a new one is published whole, so readers walk the list without the lock. */
-int cl_load_templates(cubelet *c, cube_err *err)
-{
-    char dir[4200];
-    snprintf(dir, sizeof(dir), "%s/templates", c->cfg.data_dir);
-    DIR *d = opendir(dir);
-    if (!d) return 0; /* no templates yet: the node runs nothing until some are built */
-    struct dirent *de;
-    pthread_mutex_lock(&c->templates_lock); /* one publisher at a time: heartbeat scans, builds */
-    while ((de = readdir(d))) {
-        if (de->d_name[0] == '.' || strlen(de->d_name) >= sizeof(((cl_template *)0)->name) ||
-            find_template(c, de->d_name))
-            continue;
-        cl_template *t = load_template(c, de->d_name);
-        if (t) publish_template(c, t);
-    }
-    pthread_mutex_unlock(&c->templates_lock);
-    closedir(d);
-    (void)err;
-    return 0;
-}
-
-int cl_replace_template(cubelet *c, const char *name, cube_err *err)
-{
-    pthread_mutex_lock(&c->templates_lock);
-    cl_template *old = (cl_template *)find_template(c, name), *t = load_template(c, name);
-    if (!t) {
-        pthread_mutex_unlock(&c->templates_lock);
-        return cube_err_set(err, EIO, "template '%s': its new config cannot be read", name);
-    }
-    publish_template(c, t); /* found first from now on */
-    pthread_mutex_unlock(&c->templates_lock);
-    if (old) cl_retire_template(c, old);
-    return 0;
-}
 
 int cubelet_init(cubelet *c, const cubelet_config *cfg, cube_err *err)
 {
@@ -192,11 +68,8 @@ int cubelet_init(cubelet *c, const cubelet_config *cfg, cube_err *err)
         return cube_err_sys(err, errno, "mkdir %s", c->sandboxes_dir);
     if (cl_load_templates(c, err) < 0) return -1;
     /* made once per node and size, here at start: never on a create's path (it runs mkfs) */
-    char disks[4200];
-    snprintf(disks, sizeof(disks), "%s/disks", cfg->data_dir);
-    snprintf(c->disk_mb, sizeof(c->disk_mb), "%d", cfg->disk_mb > 0 ? cfg->disk_mb : 1024);
-    if (hv_disk_template(disks, (uint64_t)(cfg->disk_mb > 0 ? cfg->disk_mb : 1024), c->disk_template,
-                         sizeof(c->disk_template), err) < 0)
+    snprintf(c->disk_mb, sizeof(c->disk_mb), "%d", cl_node_disk_mb(c));
+    if (cl_disk_template(c, cl_node_disk_mb(c), c->disk_template, sizeof(c->disk_template), err) < 0)
         return cube_err_prefix(err, "sandbox disks");
     adopt_running(c);
     if (cfg->net && *cfg->net) {
@@ -214,18 +87,6 @@ int cubelet_init(cubelet *c, const cubelet_config *cfg, cube_err *err)
         cube_err_clear(err);
     }
     return 0;
-}
-
-static const cl_template *find_template(cubelet *c, const char *name)
-{
-    for (cl_template *t = __atomic_load_n(&c->templates, __ATOMIC_ACQUIRE); t; t = t->next)
-        if (!__atomic_load_n(&t->gone, __ATOMIC_ACQUIRE) && strcmp(t->name, name) == 0) return t;
-    return NULL;
-}
-
-const cl_template *cl_find_template(cubelet *c, const char *name)
-{
-    return find_template(c, name);
 }
 
 /* Starts a hypervisor for tpl and waits for its "ready" line. Not on the hot path of a pooled create. */
@@ -603,7 +464,7 @@ static void adopt_running(cubelet *c)
             if (fscanf(f, "%63s %63s", sid, tname) != 2) sid[0] = tname[0] = '\0';
             fclose(f);
         }
-        const cl_template *tpl = *tname ? find_template(c, tname) : NULL;
+        const cl_template *tpl = *tname ? cl_find_template(c, tname) : NULL;
         if (!tpl || cube_rpc_call_once(s->control, "/cube.Hypervisor/Info", &e.base,
                                        &cube__hv_info__descriptor, &resp, 2000, &err) < 0) {
             /* unclaimed pool slot or dead hypervisor: not worth keeping */
@@ -724,7 +585,7 @@ static int create_sandbox(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *
     Cube__NodeSandbox *out = respp;
     if (!req->sandbox_id || !*req->sandbox_id) return cube_err_set(err, EINVAL, "sandbox_id is required");
     int64_t t0 = cube_now_mono_ns();
-    const cl_template *tpl = find_template(c, req->template_id ? req->template_id : "");
+    const cl_template *tpl = cl_find_template(c, req->template_id ? req->template_id : "");
     if (!tpl)
         return cube_err_set(err, ENOENT, "template '%s' not found", req->template_id ? req->template_id : "");
     pthread_mutex_lock(&c->lock);
@@ -1027,7 +888,7 @@ static int snapshot_sandbox(void *svc, cube_rpc_ctx *ctx, const void *reqp, void
     const char *sid = req->snapshot_id ? req->snapshot_id : "";
     if (!*sid || strchr(sid, '/') || sid[0] == '.')
         return cube_err_set(err, EINVAL, "bad snapshot id '%s'", sid);
-    if (find_template(c, sid)) return cube_err_set(err, EEXIST, "a template named '%s' exists", sid);
+    if (cl_find_template(c, sid)) return cube_err_set(err, EEXIST, "a template named '%s' exists", sid);
     pthread_mutex_lock(&c->lock);
     cl_slot *p = cl_find_by_sandbox(c, req->sandbox_id ? req->sandbox_id : "");
     char control[sizeof(p->control)], layers[sizeof(p->layers)];
@@ -1210,14 +1071,7 @@ void cubelet_stop(cubelet *c)
     c->net = NULL;
     free(c->egress_ca_pem);
     c->egress_ca_pem = NULL;
-    for (cl_template *t = c->templates, *n; t; t = n) {
-        n = t->next;
-        free(t->env_json);
-        free(t->start_cmd);
-        free(t->ready_cmd);
-        free(t);
-    }
-    c->templates = NULL;
+    cl_free_templates(c);
 }
 
 static int update_network(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *respp, cube_err *err)

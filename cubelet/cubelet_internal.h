@@ -58,6 +58,13 @@ int cl_replace_template(cubelet *c, const char *name, cube_err *err);
 void cl_retire_template(cubelet *c, cl_template *t);
 /* The template named so, unless retired; NULL when none. */
 const cl_template *cl_find_template(cubelet *c, const char *name);
+/* At stop: every template, retired or not. */
+void cl_free_templates(cubelet *c);
+/* Each sandbox's disk unless its template asks for more (--disk-mb, default 1024). */
+int cl_node_disk_mb(const cubelet *c);
+/* The empty ext4 image of size_mb in <data>/disks (made once per size: it runs mkfs, so never on a create's
+ * path); its path into out. */
+int cl_disk_template(cubelet *c, int size_mb, char *out, size_t cap, cube_err *err);
 /* build.c: template builds (the RPCs StartBuild, GetBuildStatus, GetBuildFile, PutBuildFile) */
 int cl_start_build(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *respp, cube_err *err);
 int cl_build_status(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *respp, cube_err *err);

@@ -488,7 +488,8 @@ START_TEST(secrets_fill_rules_for_the_node_only)
     struct stat kst;
     ck_assert_int_eq(stat(keyfile, &kst), 0);
     ck_assert_int_eq(kst.st_mode & 0777, 0600);
-    __atomic_store_n(&m.has_secret_key, true, __ATOMIC_RELEASE); /* the key's bytes before it (the server runs) */
+    __atomic_store_n(&m.has_secret_key, true,
+                     __ATOMIC_RELEASE); /* the key's bytes before it (the server runs) */
 
     Cube__CreateSecretRequest req = CUBE__CREATE_SECRET_REQUEST__INIT;
     Cube__CreateSecretRequest__MetadataEntry me = CUBE__CREATE_SECRET_REQUEST__METADATA_ENTRY__INIT,

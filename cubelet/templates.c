@@ -1,0 +1,167 @@
+/* The node's templates: read from <data>/templates/<name>/current/config.json, published on a list that
+ * readers walk without a lock (a template is never freed while the cubelet runs, only retired), replaced
+ * whole when rebuilt; and the empty disk images their sandboxes' writable layers are copies of. */
+#include <cjson/cJSON.h>
+#include <dirent.h>
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cubelet.h"
+#include "cubelet_internal.h"
+#include "disk.h"
+#include "log.h"
+
+int cl_node_disk_mb(const cubelet *c)
+{
+    return c->cfg.disk_mb > 0 ? c->cfg.disk_mb : 1024;
+}
+
+int cl_disk_template(cubelet *c, int size_mb, char *out, size_t cap, cube_err *err)
+{
+    char disks[4200];
+    snprintf(disks, sizeof(disks), "%s/disks", c->cfg.data_dir);
+    return hv_disk_template(disks, (uint64_t)size_mb, out, cap, err);
+}
+
+/* One template from <data>/templates/<name>/current, not yet published; NULL when it has no readable config.
+ */
+static cl_template *load_template(cubelet *c, const char *name)
+{
+    char cfgp[4400], rootfs[4400];
+    snprintf(cfgp, sizeof(cfgp), "%s/templates/%s/current/config.json", c->cfg.data_dir, name);
+    snprintf(rootfs, sizeof(rootfs), "%s/templates/%s/current/rootfs", c->cfg.data_dir, name);
+    FILE *f = fopen(cfgp, "re");
+    if (!f) return NULL;
+    char buf[16384];
+    size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    cJSON *j = cJSON_Parse(buf);
+    cl_template *t = calloc(1, sizeof(*t));
+    if (!t) {
+        cJSON_Delete(j);
+        return NULL;
+    }
+    snprintf(t->name, sizeof(t->name), "%s", name);
+    /* a snapshot template names its parent's rootfs and the layers above it */
+    const char *own_rootfs = cJSON_GetStringValue(cJSON_GetObjectItem(j, "rootfs"));
+    const char *layers = cJSON_GetStringValue(cJSON_GetObjectItem(j, "layers"));
+    cJSON *pool = cJSON_GetObjectItem(j, "pool");
+    if (own_rootfs) snprintf(rootfs, sizeof(rootfs), "%s", own_rootfs);
+    snprintf(t->layers, sizeof(t->layers), "%s", layers ? layers : "");
+    t->pool = cJSON_IsNumber(pool) ? (int)pool->valuedouble : c->cfg.pool_size;
+    if (!realpath(rootfs, t->rootfs)) snprintf(t->rootfs, sizeof(t->rootfs), "%s", rootfs);
+    cJSON *ub = cJSON_GetObjectItem(j, "uidBase");
+    t->uid_base = cJSON_IsNumber(ub) ? (unsigned)ub->valuedouble : 100000;
+    const char *user = cJSON_GetStringValue(cJSON_GetObjectItem(j, "user"));
+    const char *wd = cJSON_GetStringValue(cJSON_GetObjectItem(j, "workdir"));
+    const char *id = cJSON_GetStringValue(cJSON_GetObjectItem(j, "id"));
+    snprintf(t->user, sizeof(t->user), "%s", user && *user ? user : "root");
+    snprintf(t->workdir, sizeof(t->workdir), "%s", wd && *wd ? wd : "/");
+    snprintf(t->build_id, sizeof(t->build_id), "%s", id ? id : "");
+    cJSON *env = cJSON_GetObjectItem(j, "env");
+    t->env_json = cJSON_IsObject(env) ? cJSON_PrintUnformatted(env) : NULL;
+    const char *start = cJSON_GetStringValue(cJSON_GetObjectItem(j, "startCmd"));
+    const char *ready = cJSON_GetStringValue(cJSON_GetObjectItem(j, "readyCmd"));
+    t->start_cmd = start && *start ? strdup(start) : NULL;
+    t->ready_cmd = start && *start && ready && *ready ? strdup(ready) : NULL;
+    /* each sandbox's size; out of range is a template mistake: said, and the default used */
+    cJSON *cpu = cJSON_GetObjectItem(j, "cpu"), *mem = cJSON_GetObjectItem(j, "memoryMB");
+    t->cpus = TEMPLATE_CPUS_DEFAULT;
+    t->memory_mb = TEMPLATE_MEMORY_MB_DEFAULT;
+    if (cJSON_IsNumber(cpu) && cpu->valuedouble >= 1 && cpu->valuedouble <= TEMPLATE_CPUS_MAX)
+        t->cpus = (int)cpu->valuedouble;
+    else if (cpu)
+        cube_log_warn("template cpu out of range: default used", "template=%s max=%d", t->name,
+                      TEMPLATE_CPUS_MAX);
+    if (cJSON_IsNumber(mem) && mem->valuedouble >= TEMPLATE_MEMORY_MB_MIN &&
+        mem->valuedouble <= TEMPLATE_MEMORY_MB_MAX)
+        t->memory_mb = (int)mem->valuedouble;
+    else if (mem)
+        cube_log_warn("template memoryMB out of range: default used", "template=%s min=%d max=%d", t->name,
+                      TEMPLATE_MEMORY_MB_MIN, TEMPLATE_MEMORY_MB_MAX);
+    /* a disk larger than the node's: its empty image made now, off every create's path (it runs mkfs) */
+    cJSON *disk = cJSON_GetObjectItem(j, "diskMB");
+    int node_disk = cl_node_disk_mb(c);
+    t->disk_mb = node_disk;
+    if (cJSON_IsNumber(disk) && disk->valuedouble > node_disk && disk->valuedouble <= TEMPLATE_DISK_MB_MAX) {
+        cube_err derr = {0};
+        if (cl_disk_template(c, (int)disk->valuedouble, t->disk_template, sizeof(t->disk_template), &derr) ==
+            0)
+            t->disk_mb = (int)disk->valuedouble;
+        else
+            cube_log_warn("template disk not made: the node's size used", "template=%s err=\"%s\"", t->name,
+                          derr.msg);
+    } else if (cJSON_IsNumber(disk) && disk->valuedouble > TEMPLATE_DISK_MB_MAX) {
+        cube_log_warn("template diskMB out of range: the node's size used", "template=%s max=%d", t->name,
+                      TEMPLATE_DISK_MB_MAX);
+    }
+    cJSON_Delete(j);
+    return t;
+}
+
+static void publish_template(cubelet *c, cl_template *t)
+{
+    t->next = c->templates;
+    __atomic_store_n(&c->templates, t, __ATOMIC_RELEASE);
+    cube_log_info("template found", "template=%s rootfs=%s", t->name, t->rootfs);
+}
+
+/* Adds the templates built since the last scan (at start, then once a heartbeat). Templates are never removed
+ * while the cubelet runs, and a new one is published whole, so readers walk the list without the lock. */
+int cl_load_templates(cubelet *c, cube_err *err)
+{
+    char dir[4200];
+    snprintf(dir, sizeof(dir), "%s/templates", c->cfg.data_dir);
+    DIR *d = opendir(dir);
+    if (!d) return 0; /* no templates yet: the node runs nothing until some are built */
+    struct dirent *de;
+    pthread_mutex_lock(&c->templates_lock); /* one publisher at a time: heartbeat scans, builds */
+    while ((de = readdir(d))) {
+        if (de->d_name[0] == '.' || strlen(de->d_name) >= sizeof(((cl_template *)0)->name) ||
+            cl_find_template(c, de->d_name))
+            continue;
+        cl_template *t = load_template(c, de->d_name);
+        if (t) publish_template(c, t);
+    }
+    pthread_mutex_unlock(&c->templates_lock);
+    closedir(d);
+    (void)err;
+    return 0;
+}
+
+int cl_replace_template(cubelet *c, const char *name, cube_err *err)
+{
+    pthread_mutex_lock(&c->templates_lock);
+    cl_template *old = (cl_template *)cl_find_template(c, name), *t = load_template(c, name);
+    if (!t) {
+        pthread_mutex_unlock(&c->templates_lock);
+        return cube_err_set(err, EIO, "template '%s': its new config cannot be read", name);
+    }
+    publish_template(c, t); /* found first from now on */
+    pthread_mutex_unlock(&c->templates_lock);
+    if (old) cl_retire_template(c, old);
+    return 0;
+}
+
+const cl_template *cl_find_template(cubelet *c, const char *name)
+{
+    for (cl_template *t = __atomic_load_n(&c->templates, __ATOMIC_ACQUIRE); t; t = t->next)
+        if (!__atomic_load_n(&t->gone, __ATOMIC_ACQUIRE) && strcmp(t->name, name) == 0) return t;
+    return NULL;
+}
+
+void cl_free_templates(cubelet *c)
+{
+    for (cl_template *t = c->templates, *n; t; t = n) {
+        n = t->next;
+        free(t->env_json);
+        free(t->start_cmd);
+        free(t->ready_cmd);
+        free(t);
+    }
+    c->templates = NULL;
+}
