@@ -29,6 +29,8 @@ typedef struct api {
 } api;
 
 extern const http_route api_routes[];
+/* The volume content API on a port of its own, a thread per connection (volume_content.c). */
+extern const http_route api_volume_routes[];
 
 /* E2B's double-encoded metadata filter ("a%3Db%2520c" as MHD hands it over) into key/value pairs. Returns the
  * number of pairs (<= max) or -1 when malformed. Exposed for tests. */

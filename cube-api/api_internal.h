@@ -45,4 +45,7 @@ void api_template_file_put(void *svc, http_req *req);
 void api_template_build_start(void *svc, http_req *req);
 bool api_template_build_get(void *svc, http_req *req);
 
+/* E2B's /volumecontent/{id}/dir|path|file on cube-api's port (bodies and files buffered) */
+void api_volume_content(void *svc, http_req *req);
+
 #endif

@@ -15,6 +15,8 @@ static const cube_config_flag flags[] = {
     {"port", "api.port", true, "port (default 3000, E2B's local default)"},
     {"master", "api.master", true,
      "cube-master address, or several comma-separated (failover) (default unix:<data>/run/master.sock)"},
+    {"volume-port", "api.volume_port", true,
+     "port of the volume content API, streamed (E2B_VOLUME_API_URL) (default <port + 5>; 0: none)"},
     {"share-port", "api.share_port", false, "let several cube-apis listen on the same port (SO_REUSEPORT)"},
     {"domain", "api.domain", true, "domain returned for sandboxes (default none)"},
     {"sandbox-url", "api.sandbox_url", true,
@@ -63,12 +65,14 @@ int main(int argc, char **argv)
     cube_config *cfg = cube_config_new();
     cube_err err = {0};
     int first, rc = 0;
-    long long port;
+    long long port, volume_port;
     static api a;
-    http_server *srv = NULL;
+    http_server *srv = NULL, *vsrv = NULL;
     http_server_opts opts = {0};
     if (cube_config_parse_args(cfg, argc, argv, flags, &first, &err) < 0 || first != argc ||
         cube_config_get_int(cfg, "api.port", 3000, 0, 65535, &port, &err) < 0 ||
+        cube_config_get_int(cfg, "api.volume_port", port ? (port + 5) % 65536 : 0, 0, 65535, &volume_port,
+                            &err) < 0 ||
         edge_opts(cfg, &opts, &err) < 0 ||
         cube_rpc_tls_configure(cube_config_get(cfg, "api.tls_dir", NULL), &err) < 0) {
         fprintf(stderr, "cube-api: %s\n", err.code ? err.msg : "unexpected argument");
@@ -100,11 +104,25 @@ int main(int argc, char **argv)
         rc = 1;
         goto out;
     }
-    cube_log_info("api ready", "port=%d master=%s max_conns=%u per_addr=%u idle_timeout_s=%u workers=%d",
-                  http_server_port(srv), cube_rpc_client_target(a.masters.c[0]), opts.max_conns,
-                  opts.max_per_addr, opts.idle_timeout_s, opts.workers);
+    if (volume_port) {
+        /* a thread per connection: a file streams through it in chunks, each one call to the volume's node */
+        http_server_opts vopts = {.share_port = opts.share_port, .max_conns = 256, .idle_timeout_s = 60};
+        vsrv = http_server_start_opts(cube_config_get(cfg, "api.listen", "127.0.0.1"), (int)volume_port,
+                                      api_volume_routes, &a, &vopts, &err);
+        if (!vsrv) {
+            fprintf(stderr, "cube-api: volume port %lld: %s\n", volume_port, err.msg);
+            http_server_stop(srv);
+            rc = 1;
+            goto out;
+        }
+    }
+    cube_log_info(
+        "api ready", "port=%d volume_port=%d master=%s max_conns=%u per_addr=%u idle_timeout_s=%u workers=%d",
+        http_server_port(srv), vsrv ? http_server_port(vsrv) : 0, cube_rpc_client_target(a.masters.c[0]),
+        opts.max_conns, opts.max_per_addr, opts.idle_timeout_s, opts.workers);
     int sig;
     sigwait(&set, &sig);
+    if (vsrv) http_server_stop(vsrv);
     http_server_stop(srv);
 out:
     cube_rpc_failover_free(&a.masters);

@@ -21,28 +21,6 @@ static int valid_name(const char *s)
     return 1;
 }
 
-/* The node a build runs on: alive, not draining, holding the base template if any does, the fewest running.
- */
-static master_node *pick_node(master *m, cube_err *err)
-{
-    int64_t now = cube_now_mono_ms();
-    master_node *best = NULL;
-    long best_score = 0;
-    for (master_node *n = m->nodes; n; n = n->next) {
-        if (!node_alive(m, n, now) || !n->info || !n->link || n->info->draining) continue;
-        int has_base = 0;
-        for (size_t i = 0; i < n->info->n_templates; i++)
-            has_base |= strcmp(n->info->templates[i], "base") == 0;
-        long score = (has_base ? 1000000 : 0) - (long)n->info->running;
-        if (!best || score > best_score) {
-            best = n;
-            best_score = score;
-        }
-    }
-    if (!best) cube_err_set(err, EAGAIN, "no node is available to run the build");
-    return best;
-}
-
 int request_build(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *respp, cube_err *err)
 {
     master *m = svc;
@@ -54,11 +32,11 @@ int request_build(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *respp, c
     char id[40];
     if (cube_id_new(0, id, 24, err) < 0) return -1;
     pthread_mutex_lock(&m->lock);
-    master_node *n = pick_node(m, err);
+    master_node *n = pick_node(m, "base"); /* builds start mostly from base */
     char node[64] = "";
     if (n) snprintf(node, sizeof(node), "%s", n->node_id);
     pthread_mutex_unlock(&m->lock);
-    if (!n) return -1;
+    if (!n) return cube_err_set(err, EAGAIN, "no node is available to run the build");
     Cube__TemplateBuild b = CUBE__TEMPLATE_BUILD__INIT;
     Cube__Resources res = CUBE__RESOURCES__INIT;
     if (req->resources) res = *req->resources;

@@ -2,6 +2,7 @@
 #include "builds.h"
 #include "master_nodes.h"
 #include "secrets.h"
+#include "volumes.h"
 
 #include <cjson/cJSON.h>
 #include <dirent.h>
@@ -122,23 +123,17 @@ static int create_sandbox(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *
     if (cube_sandbox_id_new(id, err) < 0 || cube_token_hex(token, 16, err) < 0) return -1;
     char traffic[33] = "";
     if (req->private_traffic && cube_token_hex(traffic, 16, err) < 0) return -1;
-    /* volumes by name: each must exist; the node gets its id (the directory's name) */
-    for (size_t i = 0; i < req->n_volume_mounts; i++) {
-        Cube__VolumeMount *vm = req->volume_mounts[i];
-        if (!vm->path || vm->path[0] != '/' || strstr(vm->path, "..") || strcmp(vm->path, "/") == 0)
-            return cube_err_set(err, EINVAL, "volume mount path '%s' must be absolute, without '..'",
-                                vm->path ? vm->path : "");
-        Cube__Volume *v = m->st->ops->volume_get(m->st, vm->name ? vm->name : "", err);
-        if (!v)
-            return err->code == ENOENT ? cube_err_set(err, EINVAL, "volume '%s' does not exist", vm->name)
-                                       : -1;
-        vm->volume_id = cube_rpc_strdup(ctx, v->volume_id);
-        cube__volume__free_unpacked(v, NULL);
-    }
+    /* volumes by name: each must exist, and the sandbox runs on the node that holds them */
+    char vol_node[64] = "";
+    if (volumes_resolve(m, ctx, req->volume_mounts, req->n_volume_mounts, vol_node, err) < 0) return -1;
 
     char node_id[64] = "";
-    node_link *link = schedule_wait(m, req->template_id, CREATE_NODE_WAIT_MS, node_id, err);
+    node_link *link = schedule_wait(m, req->template_id, vol_node, CREATE_NODE_WAIT_MS, node_id, err);
     if (!link) return -1;
+    if (!*vol_node && volumes_place(m, req->volume_mounts, req->n_volume_mounts, node_id, err) < 0) {
+        node_link_put(link);
+        return -1;
+    }
     cube_rpc_client *client = link->rpc;
     int64_t t_start = cube_now_mono_ns();
 
@@ -517,107 +512,6 @@ out:
     node_link_put(link);
     if (nresp) protobuf_c_message_free_unpacked(nresp, NULL);
     cube__sandbox__free_unpacked(parent, NULL);
-    return rc;
-}
-
-/* ---- volumes ---- */
-
-static int valid_volume_name(const char *s)
-{
-    size_t n = s ? strlen(s) : 0;
-    if (n == 0 || n > 63) return 0;
-    for (; *s; s++)
-        if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') || (*s >= '0' && *s <= '9') || *s == '-' ||
-              *s == '_' || *s == '.'))
-            return 0;
-    return 1;
-}
-
-static void volume_reply(cube_rpc_ctx *ctx, Cube__Volume *out, const Cube__Volume *v)
-{
-    out->volume_id = cube_rpc_strdup(ctx, v->volume_id);
-    out->name = cube_rpc_strdup(ctx, v->name);
-    out->token = cube_rpc_strdup(ctx, v->token);
-    out->created_at_ms = v->created_at_ms;
-}
-
-static int create_volume(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *respp, cube_err *err)
-{
-    master *m = svc;
-    const Cube__CreateVolumeRequest *req = reqp;
-    if (!valid_volume_name(req->name))
-        return cube_err_set(err, EINVAL, "volume name must be 1-63 chars of [A-Za-z0-9._-]");
-    char id[24], token[65];
-    if (cube_id_new('v', id, 16, err) < 0 || cube_token_hex(token, 24, err) < 0) return -1;
-    Cube__Volume v = CUBE__VOLUME__INIT;
-    v.volume_id = id;
-    v.name = req->name;
-    v.token = token;
-    v.created_at_ms = cube_now_unix_ms();
-    if (m->st->ops->volume_put(m->st, &v, err) < 0) return -1;
-    cube_log_info("audit", "action=volume-create volume=%s name=%s", id, req->name);
-    volume_reply(ctx, respp, &v);
-    return 0;
-}
-
-static int get_volume(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *respp, cube_err *err)
-{
-    master *m = svc;
-    const Cube__VolumeRef *req = reqp;
-    Cube__Volume *v = m->st->ops->volume_get(m->st, req->volume_id ? req->volume_id : "", err);
-    if (!v) return -1;
-    volume_reply(ctx, respp, v);
-    cube__volume__free_unpacked(v, NULL);
-    return 0;
-}
-
-static int list_volumes(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *respp, cube_err *err)
-{
-    (void)reqp;
-    master *m = svc;
-    Cube__ListVolumesResponse *out = respp;
-    Cube__Volume **v;
-    size_t n;
-    if (m->st->ops->volume_list(m->st, &v, &n, err) < 0) return -1;
-    out->volumes = cube_rpc_alloc(ctx, (n ? n : 1) * sizeof(*out->volumes));
-    for (size_t i = 0; i < n; i++) {
-        Cube__Volume *x = cube_rpc_alloc(ctx, sizeof(*x));
-        cube__volume__init(x);
-        volume_reply(ctx, x, v[i]);
-        out->volumes[out->n_volumes++] = x;
-    }
-    store_free_volumes(v, n);
-    return 0;
-}
-
-/* A volume still mounted by a running or paused sandbox stays. */
-static int delete_volume(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *respp, cube_err *err)
-{
-    (void)ctx;
-    (void)respp;
-    master *m = svc;
-    const Cube__VolumeRef *req = reqp;
-    Cube__Volume *v = m->st->ops->volume_get(m->st, req->volume_id ? req->volume_id : "", err);
-    if (!v) return -1;
-    Cube__Sandbox **all;
-    size_t n;
-    int listed = m->st->ops->sandbox_list(m->st, &all, &n, err) == 0;
-    int rc = listed ? 0 : -1;
-    for (size_t i = 0; listed && rc == 0 && i < n; i++)
-        for (size_t k = 0; k < all[i]->n_volume_mounts; k++)
-            if (all[i]->volume_mounts[k]->volume_id &&
-                strcmp(all[i]->volume_mounts[k]->volume_id, v->volume_id) == 0)
-                rc = cube_err_set(err, EBUSY, "volume '%s' is mounted by sandbox %s", v->name,
-                                  all[i]->sandbox_id);
-    if (listed) store_free_sandboxes(all, n);
-    if (rc == 0) rc = m->st->ops->volume_delete(m->st, v->volume_id, err);
-    if (rc == 0) {
-        char dir[4300];
-        snprintf(dir, sizeof(dir), "%s/volumes/%s", m->data_dir, v->volume_id);
-        cube_rm_rf(dir);
-        cube_log_info("audit", "action=volume-delete volume=%s", v->volume_id);
-    }
-    cube__volume__free_unpacked(v, NULL);
     return rc;
 }
 
@@ -1071,6 +965,7 @@ const cube_rpc_method master_methods[] = {
     M("GetVolume", get_volume, cube__volume_ref, cube__volume),
     M("ListVolumes", list_volumes, cube__empty, cube__list_volumes_response),
     M("DeleteVolume", delete_volume, cube__volume_ref, cube__empty),
+    M("VolumeFiles", volume_files, cube__volume_file_request, cube__volume_file_response),
     M("CreateSecret", create_secret, cube__create_secret_request, cube__secret),
     M("GetSecret", get_secret, cube__secret_ref, cube__secret),
     M("ListSecrets", list_secrets, cube__empty, cube__list_secrets_response),

@@ -7,12 +7,16 @@
 /* With m->lock held. */
 master_node *node_find(master *m, const char *node_id);
 int node_alive(const master *m, const master_node *n, int64_t now);
-/* With m->lock held: the node for a create (a ready pool slot wins, then the fewest running). */
-master_node *schedule(master *m, const char *template_id, cube_err *err);
+/* With m->lock held: the node for a create (a ready pool slot wins, then the fewest running); only_node
+ * (non-empty): that node or none (the one that holds the sandbox's volumes). */
+master_node *schedule(master *m, const char *template_id, const char *only_node, cube_err *err);
 /* The node for a create and a reference to its link; while no node is alive at all (a cluster starting, a
  * master just restarted) it waits up to wait_ms for a heartbeat instead of failing at once. */
-node_link *schedule_wait(master *m, const char *template_id, int64_t wait_ms, char node_id[64],
-                         cube_err *err);
+node_link *schedule_wait(master *m, const char *template_id, const char *only_node, int64_t wait_ms,
+                         char node_id[64], cube_err *err);
+/* With m->lock held: a live node taking work for a build or a new volume: one holding need_template (if
+ * given) first, then the fewest running; NULL when none. */
+master_node *pick_node(master *m, const char *need_template);
 /* A reference to a live node's link (node_link_put when done), or NULL + EHOSTUNREACH. */
 node_link *node_link_get(master *m, const char *node_id, cube_err *err);
 /* With m->lock held: a reference to n's link, or NULL when it has none. */

@@ -286,7 +286,7 @@ static Cube__NodeInfo__PoolReadyEntry *pool_entry(master_node *n, const char *te
 /* With m->lock held: the node for a create. A ready pool slot wins, then the fewest running sandboxes. The
  * pick is counted against the node's report at once (one slot fewer, one sandbox more) until its next
  * heartbeat: a burst between two heartbeats spreads instead of piling onto the node that reported a pool. */
-master_node *schedule(master *m, const char *template_id, cube_err *err)
+master_node *schedule(master *m, const char *template_id, const char *only_node, cube_err *err)
 {
     int64_t now = cube_now_mono_ms();
     master_node *best = NULL;
@@ -294,6 +294,7 @@ master_node *schedule(master *m, const char *template_id, cube_err *err)
     int any_alive = 0;
     for (master_node *n = m->nodes; n; n = n->next) {
         if (!node_alive(m, n, now) || !n->info || !n->link || n->info->draining) continue;
+        if (only_node && *only_node && strcmp(n->node_id, only_node) != 0) continue;
         any_alive = 1;
         int has = 0;
         for (size_t i = 0; i < n->info->n_templates; i++)
@@ -312,22 +313,29 @@ master_node *schedule(master *m, const char *template_id, cube_err *err)
         if (pe && pe->value > 0) pe->value--;
         best->info->running++;
     } else {
-        if (!any_alive)
+        if (!any_alive && only_node && *only_node)
+            cube_err_set(err, EAGAIN, "node %s, which holds the sandbox's volumes, is not available",
+                         only_node);
+        else if (!any_alive)
             cube_err_set(err, EAGAIN, "no node is available to run sandboxes");
+        else if (only_node && *only_node)
+            cube_err_set(err, ENOENT, "template '%s' is not on node %s, which holds the sandbox's volumes",
+                         template_id, only_node);
         else
             cube_err_set(err, ENOENT, "template '%s' not found", template_id);
     }
     return best;
 }
 
-node_link *schedule_wait(master *m, const char *template_id, int64_t wait_ms, char node_id[64], cube_err *err)
+node_link *schedule_wait(master *m, const char *template_id, const char *only_node, int64_t wait_ms,
+                         char node_id[64], cube_err *err)
 {
     int64_t until = cube_now_mono_ms() + wait_ms;
     node_link *l = NULL;
     pthread_mutex_lock(&m->lock);
     for (;;) {
         cube_err_clear(err);
-        master_node *n = schedule(m, template_id, err);
+        master_node *n = schedule(m, template_id, only_node, err);
         if (n) {
             snprintf(node_id, 64, "%s", n->node_id);
             l = node_link_ref(n);
@@ -341,6 +349,25 @@ node_link *schedule_wait(master *m, const char *template_id, int64_t wait_ms, ch
     }
     pthread_mutex_unlock(&m->lock);
     return l;
+}
+
+master_node *pick_node(master *m, const char *need_template)
+{
+    int64_t now = cube_now_mono_ms();
+    master_node *best = NULL;
+    long best_score = 0;
+    for (master_node *n = m->nodes; n; n = n->next) {
+        if (!node_alive(m, n, now) || !n->info || !n->link || n->info->draining) continue;
+        int has = 0;
+        for (size_t i = 0; need_template && i < n->info->n_templates; i++)
+            has |= strcmp(n->info->templates[i], need_template) == 0;
+        long score = (has ? 1000000 : 0) - (long)n->info->running;
+        if (!best || score > best_score) {
+            best = n;
+            best_score = score;
+        }
+    }
+    return best;
 }
 
 node_link *node_link_get(master *m, const char *node_id, cube_err *err)

@@ -39,6 +39,9 @@ typedef struct store_ops {
     Cube__Volume *(*volume_get)(store *st, const char *id_or_name, cube_err *err); /* NULL + ENOENT */
     int (*volume_list)(store *st, Cube__Volume ***out, size_t *n, cube_err *err);
     int (*volume_delete)(store *st, const char *id, cube_err *err);
+    /* A transition: nv replaces the volume's record only while it is still old, byte for byte (EBUSY when
+     * it moved, ENOENT when it is gone). */
+    int (*volume_update)(store *st, const Cube__Volume *old, const Cube__Volume *nv, cube_err *err);
     /* Secrets, by id; names are unique. An update is a transition: it replaces the record only while its
      * version is still expect_version (EBUSY otherwise, gone or moved: read it again). */
     int (*secret_put)(store *st, const Cube__Secret *s, cube_err *err); /* EEXIST for a taken name */

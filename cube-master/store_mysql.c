@@ -525,6 +525,23 @@ static int my_volume_put(store *base, const Cube__Volume *v, cube_err *err)
     return rc;
 }
 
+static int my_volume_update(store *base, const Cube__Volume *old, const Cube__Volume *nv, cube_err *err)
+{
+    sqlbuf b = {0};
+    puts_(&b, "UPDATE volumes SET data=");
+    put_message(&b, &nv->base);
+    puts_(&b, " WHERE volume_id=");
+    put_str(&b, old->volume_id);
+    puts_(&b, " AND data=");
+    put_message(&b, &old->base);
+    if (done(&b, err) < 0) return -1;
+    uint64_t n = 0;
+    int rc = exec((mysql_store *)base, b.p, b.len, "update volume", &n, err);
+    free(b.p);
+    if (rc == 0 && n == 0) return cube_err_set(err, EBUSY, "volume '%s' changed meanwhile", old->volume_id);
+    return rc;
+}
+
 /* Rows of one packed message type (volumes, secrets). */
 typedef struct packed_rows {
     const ProtobufCMessageDescriptor *desc;
@@ -756,6 +773,7 @@ static const store_ops mysql_ops = {
     .volume_put = my_volume_put,
     .volume_get = my_volume_get,
     .volume_list = my_volume_list,
+    .volume_update = my_volume_update,
     .volume_delete = my_volume_delete,
     .secret_put = my_secret_put,
     .secret_get = my_secret_get,

@@ -348,6 +348,10 @@ static int r_volume_list(store *s, Cube__Volume ***o, size_t *n, cube_err *e)
 {
     return INNER(s)->ops->volume_list(INNER(s), o, n, e);
 }
+static int r_volume_update(store *s, const Cube__Volume *o, const Cube__Volume *v, cube_err *e)
+{
+    return INNER(s)->ops->volume_update(INNER(s), o, v, e);
+}
 static int r_volume_delete(store *s, const char *id, cube_err *e)
 {
     return INNER(s)->ops->volume_delete(INNER(s), id, e);
@@ -415,6 +419,7 @@ static const store_ops routes_ops = {
     .volume_get = r_volume_get,
     .volume_list = r_volume_list,
     .volume_delete = r_volume_delete,
+    .volume_update = r_volume_update,
     .secret_put = r_secret_put,
     .secret_get = r_secret_get,
     .secret_list = r_secret_list,

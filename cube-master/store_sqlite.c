@@ -450,6 +450,41 @@ static int volume_delete(store *base, const char *id, cube_err *err)
     return exec_id((sqlite_store *)base, "DELETE FROM volumes WHERE volume_id=?", id, "volume", err);
 }
 
+static int volume_update(store *base, const Cube__Volume *old, const Cube__Volume *nv, cube_err *err)
+{
+    sqlite_store *s = (sqlite_store *)base;
+    size_t ol = protobuf_c_message_get_packed_size(&old->base),
+           nl = protobuf_c_message_get_packed_size(&nv->base);
+    uint8_t *ob = malloc(ol ? ol : 1), *nb = malloc(nl ? nl : 1);
+    int rc = 0;
+    if (!ob || !nb) {
+        free(ob);
+        free(nb);
+        return cube_err_set(err, ENOMEM, "out of memory");
+    }
+    protobuf_c_message_pack(&old->base, ob);
+    protobuf_c_message_pack(&nv->base, nb);
+    pthread_mutex_lock(&s->lock);
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(s->db, "UPDATE volumes SET data=? WHERE volume_id=? AND data=?", -1, &st, NULL) !=
+        SQLITE_OK) {
+        rc = db_err(s, err, "update volume");
+    } else {
+        sqlite3_bind_blob(st, 1, nb, (int)nl, SQLITE_STATIC);
+        sqlite3_bind_text(st, 2, old->volume_id, -1, SQLITE_STATIC);
+        sqlite3_bind_blob(st, 3, ob, (int)ol, SQLITE_STATIC);
+        if (sqlite3_step(st) != SQLITE_DONE)
+            rc = db_err(s, err, "update volume");
+        else if (sqlite3_changes(s->db) == 0)
+            rc = cube_err_set(err, EBUSY, "volume '%s' changed meanwhile", old->volume_id);
+        sqlite3_finalize(st);
+    }
+    pthread_mutex_unlock(&s->lock);
+    free(ob);
+    free(nb);
+    return rc;
+}
+
 static int build_put(store *base, const Cube__TemplateBuild *b, cube_err *err)
 {
     sqlite_store *s = (sqlite_store *)base;
@@ -604,6 +639,7 @@ static const store_ops sqlite_ops = {
     .volume_put = volume_put,
     .volume_get = volume_get,
     .volume_list = volume_list,
+    .volume_update = volume_update,
     .volume_delete = volume_delete,
     .secret_put = secret_put,
     .secret_get = secret_get,

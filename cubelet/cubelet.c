@@ -508,20 +508,11 @@ static void adopt_running(cubelet *c)
  * here, then a child that joins the sandbox's mount namespace (it must be single-threaded to) attaches it. */
 static int mount_volume(cubelet *c, const cl_slot *s, const Cube__VolumeMount *vm, cube_err *err)
 {
-    if (!vm->volume_id || !*vm->volume_id || strchr(vm->volume_id, '/') || !vm->path || vm->path[0] != '/' ||
-        strstr(vm->path, ".."))
+    if (!vm->path || vm->path[0] != '/' || strstr(vm->path, ".."))
         return cube_err_set(err, EINVAL, "bad volume mount '%s' at '%s'", vm->name ? vm->name : "",
                             vm->path ? vm->path : "");
     char host[4400];
-    snprintf(host, sizeof(host), "%s/volumes", c->cfg.data_dir);
-    mkdir(host, 0711);
-    snprintf(host, sizeof(host), "%s/volumes/%s", c->cfg.data_dir, vm->volume_id);
-    if (mkdir(host, 0755) == 0) { /* new: owned by the sandboxes' `user` (uid 1000 inside) */
-        if (chown(host, s->tpl->uid_base + 1000, s->tpl->uid_base + 1000) < 0)
-            return cube_err_sys(err, errno, "chown %s", host);
-    } else if (errno != EEXIST) {
-        return cube_err_sys(err, errno, "mkdir %s", host);
-    }
+    if (cl_volume_dir(c, vm->volume_id, s->tpl->uid_base, host, sizeof(host), err) < 0) return -1;
     int tree = (int)syscall(SYS_open_tree, AT_FDCWD, host, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC);
     if (tree < 0) return cube_err_sys(err, errno, "clone the mount of %s", host);
     char ns[64];
@@ -1132,5 +1123,6 @@ const cube_rpc_method cubelet_methods[] = {
     M("GetBuildStatus", cl_build_status, cube__build_status_request, cube__build_status),
     M("GetBuildFile", cl_get_build_file, cube__build_file_ref, cube__build_file_state),
     M("PutBuildFile", cl_put_build_file, cube__build_file_chunk, cube__empty),
+    M("VolumeFiles", cl_volume_files, cube__volume_file_request, cube__volume_file_response),
     {0},
 };

@@ -74,6 +74,14 @@ void cl_builds_init(cubelet *c);
 /* Builds end at their next step (cancelled); returns once no build thread runs. */
 void cl_builds_stop(cubelet *c);
 
+/* A template's sandboxes' uids on the host start here unless its config.json says ("uidBase"). */
+#define CL_UID_BASE_DEFAULT 100000
+/* volume_files.c: volumes' directories (<data>/volumes/<id>) and the content API on them */
+bool cl_volume_id_ok(const char *id);
+/* <data>/volumes/<id> into out, made (owned by the sandboxes' `user`) when missing */
+int cl_volume_dir(cubelet *c, const char *volume_id, unsigned uid_base, char *out, size_t cap, cube_err *err);
+int cl_volume_files(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *respp, cube_err *err);
+
 /* With the lock: how many ready sandboxes t's pool should hold now. */
 int cl_pool_target(cubelet *c, cl_template *t);
 void *cl_refill_loop(void *arg);

@@ -55,7 +55,7 @@ static cl_template *load_template(cubelet *c, const char *name)
     t->pool = cJSON_IsNumber(pool) ? (int)pool->valuedouble : c->cfg.pool_size;
     if (!realpath(rootfs, t->rootfs)) snprintf(t->rootfs, sizeof(t->rootfs), "%s", rootfs);
     cJSON *ub = cJSON_GetObjectItem(j, "uidBase");
-    t->uid_base = cJSON_IsNumber(ub) ? (unsigned)ub->valuedouble : 100000;
+    t->uid_base = cJSON_IsNumber(ub) ? (unsigned)ub->valuedouble : CL_UID_BASE_DEFAULT;
     const char *user = cJSON_GetStringValue(cJSON_GetObjectItem(j, "user"));
     const char *wd = cJSON_GetStringValue(cJSON_GetObjectItem(j, "workdir"));
     const char *id = cJSON_GetStringValue(cJSON_GetObjectItem(j, "id"));

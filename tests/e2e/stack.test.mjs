@@ -213,6 +213,68 @@ test('volumes: a named directory outlives the sandboxes that mount it and is sha
   assert.equal((await Volume.list()).some((v) => v.volumeId === vol.volumeId), false);
 });
 
+test('volume files without a sandbox: the SDK\'s Volume calls, shared with the sandboxes that mount it', async () => {
+  const { Volume, VolumePathNotFoundError } = await import('e2b');
+  assert.equal(process.env.E2B_VOLUME_API_URL, `http://127.0.0.1:${port + 5}`);
+  const vol = await Volume.create(`stack-files-${Date.now()}`);
+  try {
+    // written before any sandbox exists, read inside one, as the sandbox's user
+    const info = await vol.writeFile('/config/app.json', '{"ok":true}');
+    assert.equal(info.type, 'file');
+    assert.equal(info.size, 11);
+    assert.equal(info.uid, 1000);
+    assert.ok(info.mtime instanceof Date && Math.abs(info.mtime - Date.now()) < 120000, String(info.mtime));
+    const sbx = await Sandbox.create({ volumeMounts: { '/mnt/v': vol } });
+    try {
+      assert.equal((await sbx.commands.run('cat /mnt/v/config/app.json; echo; stat -c %U /mnt/v/config/app.json')).stdout, '{"ok":true}\nuser\n');
+      // what the sandbox writes, the API reads; a link it plants cannot lead out of the volume
+      await sbx.commands.run('mkdir -p /mnt/v/out && seq 1 5 > /mnt/v/out/n.txt && ln -s /etc /mnt/v/etc-link && ln -s ../../../../../../etc/hostname /mnt/v/up');
+      assert.equal(await vol.readFile('/out/n.txt'), '1\n2\n3\n4\n5\n');
+      await assert.rejects(vol.readFile('/etc-link/hostname'), VolumePathNotFoundError);
+      await assert.rejects(vol.readFile('/up'), VolumePathNotFoundError);
+      const link = await vol.getInfo('/etc-link');
+      assert.equal(link.type, 'symlink');
+      assert.equal(link.target, '/etc');
+      // a file larger than one call, both ways, byte for byte
+      const big = new Uint8Array(3 * 1024 * 1024 + 123);
+      for (let i = 0; i < big.length; i++) big[i] = (i * 31 + (i >> 11)) & 255;
+      await vol.writeFile('/blob.bin', big.buffer);
+      const back = await vol.readFile('/blob.bin', { format: 'bytes' });
+      assert.equal(back.length, big.length);
+      assert.ok(Buffer.from(back).equals(Buffer.from(big)));
+      assert.equal((await sbx.commands.run('stat -c %s /mnt/v/blob.bin')).stdout, `${big.length}\n`);
+      // directories, metadata, listing, removal
+      await assert.rejects(vol.makeDir('/a/b/c'), VolumePathNotFoundError);
+      const dir = await vol.makeDir('/a/b/c', { force: true, mode: 0o700 });
+      assert.equal(dir.type, 'directory');
+      assert.equal(dir.mode, 0o700);
+      assert.equal((await vol.updateMetadata('/out/n.txt', { uid: 0, gid: 0, mode: 0o600 })).mode, 0o600);
+      assert.equal((await sbx.commands.run('stat -c "%U %a" /mnt/v/out/n.txt')).stdout, 'root 600\n');
+      const top = (await vol.list('/')).map((e) => e.name).sort();
+      assert.deepEqual(top, ['a', 'blob.bin', 'config', 'etc-link', 'out', 'up']);
+      const deep = (await vol.list('/a', { depth: 3 })).map((e) => e.path).sort();
+      assert.deepEqual(deep, ['/a/b', '/a/b/c']);
+      assert.equal(await vol.exists('/out/n.txt'), true);
+      await vol.remove('/out');
+      assert.equal(await vol.exists('/out/n.txt'), false);
+      assert.equal((await sbx.commands.run('test -e /mnt/v/out || echo gone')).stdout, 'gone\n');
+      await vol.remove('/etc-link');
+      assert.equal((await sbx.commands.run('test -d /etc && echo kept')).stdout, 'kept\n');
+      await assert.rejects(vol.remove('/'), /root/);
+    } finally {
+      await sbx.kill();
+    }
+    // a token is the volume's own; no token is refused
+    const other = new Volume(vol.volumeId, vol.name, 'wrong-token');
+    await assert.rejects(other.readFile('/config/app.json'), /not this volume's|401/);
+    const res = await fetch(`${process.env.E2B_VOLUME_API_URL}/volumecontent/${vol.volumeId}/path?path=/`);
+    assert.equal(res.status, 401);
+  } finally {
+    await Volume.destroy(vol.volumeId).catch(() => {});
+  }
+  assert.equal((await Volume.list()).some((v) => v.volumeId === vol.volumeId), false);
+});
+
 test('snapshots: a sandbox\'s files become a template that new sandboxes start from', async () => {
   const sbx = await Sandbox.create();
   await sbx.files.write('/home/user/project/state.txt', 'snapshotted');

@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -290,6 +291,96 @@ static int fake_build_status(void *svc, cube_rpc_ctx *ctx, const void *reqp, voi
     return 0;
 }
 
+/* ---- the volume content API: a fake volume "vol1" (token "vtok") holding one file in memory ---- */
+
+static pthread_mutex_t vol_lock = PTHREAD_MUTEX_INITIALIZER;
+static char vol_file[1 << 20];
+static size_t vol_len, vol_pending, vol_write_calls, vol_read_calls;
+static char vol_last_op[32], vol_last_path[256];
+static int64_t vol_last_uid, vol_last_mode;
+static bool vol_last_force, vol_aborted;
+
+static int fake_get_volume(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *respp, cube_err *err)
+{
+    (void)svc, (void)ctx;
+    const Cube__VolumeRef *req = reqp;
+    Cube__Volume *out = respp;
+    if (strcmp(req->volume_id, "vol1") != 0)
+        return cube_err_set(err, ENOENT, "volume '%s' not found", req->volume_id);
+    out->volume_id = "vol1";
+    out->name = "data";
+    out->token = "vtok";
+    return 0;
+}
+
+static int fake_volume_files(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *respp, cube_err *err)
+{
+    (void)svc;
+    const Cube__VolumeFileRequest *r = reqp;
+    Cube__VolumeFileResponse *out = respp;
+    if (strcmp(r->volume_id, "vol1") != 0)
+        return cube_err_set(err, ENOENT, "volume '%s' not found", r->volume_id);
+    pthread_mutex_lock(&vol_lock);
+    snprintf(vol_last_op, sizeof(vol_last_op), "%s", r->op);
+    snprintf(vol_last_path, sizeof(vol_last_path), "%s", r->path);
+    vol_last_uid = r->uid;
+    vol_last_mode = r->mode;
+    vol_last_force = r->force;
+    int rc = 0;
+    if (strcmp(r->op, "write") == 0) {
+        vol_write_calls++;
+        if (r->offset != vol_pending || r->offset + r->data.len > sizeof(vol_file))
+            rc = cube_err_set(err, EINVAL, "offset out of order");
+        else {
+            memcpy(vol_file + r->offset, r->data.data, r->data.len);
+            vol_pending += r->data.len;
+            if (r->last) vol_len = vol_pending, vol_pending = 0;
+        }
+    } else if (strcmp(r->op, "abort") == 0) {
+        vol_pending = 0;
+        vol_aborted = true;
+    } else if (strcmp(r->op, "read") == 0) {
+        vol_read_calls++;
+        if (strcmp(r->path, "/big.bin") != 0) {
+            rc = cube_err_set(err, ENOENT, "%s: no such file", r->path);
+        } else {
+            size_t off = r->offset < vol_len ? (size_t)r->offset : vol_len;
+            size_t n = vol_len - off < r->max_bytes ? vol_len - off : r->max_bytes;
+            out->data.data = cube_rpc_alloc(ctx, n ? n : 1);
+            memcpy(out->data.data, vol_file + off, n);
+            out->data.len = n;
+            out->size = vol_len;
+            out->eof = off + n >= vol_len;
+        }
+    } else if (strcmp(r->op, "remove") != 0) { /* stat, list, mkdir, chmeta: one entry */
+        Cube__VolumeEntry *e = cube_rpc_alloc(ctx, sizeof(*e));
+        cube__volume_entry__init(e);
+        e->name = "big.bin";
+        e->path = cube_rpc_strdup(ctx, r->path);
+        e->type = "file";
+        e->size = vol_len;
+        e->mode = 0644;
+        e->uid = e->gid = 1000;
+        e->mtime_ms = 1764892800000;
+        out->entries = cube_rpc_alloc(ctx, sizeof(*out->entries));
+        out->entries[0] = e;
+        out->n_entries = 1;
+    }
+    if (rc == 0 && strcmp(r->op, "write") == 0 && r->last) {
+        Cube__VolumeEntry *e = cube_rpc_alloc(ctx, sizeof(*e));
+        cube__volume_entry__init(e);
+        e->name = "big.bin";
+        e->path = cube_rpc_strdup(ctx, r->path);
+        e->type = "file";
+        e->size = vol_len;
+        out->entries = cube_rpc_alloc(ctx, sizeof(*out->entries));
+        out->entries[0] = e;
+        out->n_entries = 1;
+    }
+    pthread_mutex_unlock(&vol_lock);
+    return rc;
+}
+
 #define M(name, fn, req, resp) CUBE_RPC_METHOD("cube.Master", name, fn, req, resp)
 static const cube_rpc_method fake_master[] = {
     M("RequestBuild", fake_request_build, cube__request_build_request, cube__template_build),
@@ -309,6 +400,8 @@ static const cube_rpc_method fake_master[] = {
     M("SandboxMetrics", fake_metrics, cube__sandbox_ref, cube__hv_stats),
     M("SandboxMetricsHistory", fake_metrics_history, cube__sandbox_ref, cube__hv_stats_history),
     M("ListSnapshots", fake_list_snapshots, cube__list_snapshots_request, cube__list_snapshots_response),
+    M("GetVolume", fake_get_volume, cube__volume_ref, cube__volume),
+    M("VolumeFiles", fake_volume_files, cube__volume_file_request, cube__volume_file_response),
     {0},
 };
 
@@ -769,6 +862,154 @@ START_TEST(template_builds_through_the_e2b_routes)
 }
 END_TEST
 
+/* A request to port with its own auth header and body; the status, and the body (up to cap) into out. */
+static int vrequest(int port, const char *method, const char *path, const char *auth, const char *body,
+                    size_t len, char *out, size_t cap)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ck_assert_int_eq(connect(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    char head[1024];
+    int n = snprintf(head, sizeof(head),
+                     "%s %s HTTP/1.1\r\nHost: api\r\nConnection: close\r\n%s%sContent-Length: %zu\r\n\r\n",
+                     method, path, auth ? auth : "", auth ? "\r\n" : "", len);
+    ck_assert_int_eq(write(fd, head, (size_t)n), n);
+    for (size_t off = 0; off < len;) {
+        ssize_t w = write(fd, body + off, len - off);
+        ck_assert_int_gt(w, 0);
+        off += (size_t)w;
+    }
+    size_t got = 0, total = (1 << 20) + 4096;
+    char *resp = malloc(total);
+    for (;;) {
+        struct pollfd pf = {fd, POLLIN, 0};
+        ck_assert_msg(poll(&pf, 1, 10000) == 1, "no answer to %s %s", method, path);
+        ssize_t r = read(fd, resp + got, total - 1 - got);
+        if (r <= 0) break;
+        got += (size_t)r;
+    }
+    close(fd);
+    resp[got] = '\0';
+    int status = 0;
+    ck_assert_msg(sscanf(resp, "HTTP/1.1 %d", &status) == 1, "not HTTP: %.200s", resp);
+    const char *b = strstr(resp, "\r\n\r\n");
+    size_t blen = b ? got - (size_t)(b + 4 - resp) : 0;
+    if (cap) {
+        size_t c = blen < cap - 1 ? blen : cap - 1;
+        memcpy(out, b ? b + 4 : "", c);
+        out[c] = '\0';
+    }
+    free(resp);
+    return status;
+}
+
+/* The SDK's Volume calls: the volume's token or a key, the query's fields named when wrong, a file larger
+ * than one call streamed both ways on the volume port in order, and buffered on the API's own port. */
+START_TEST(volume_content_streams_through_the_node)
+{
+    cube_err err = {0};
+    http_server_opts o = {.idle_timeout_s = 30};
+    http_server *vsrv = http_server_start_opts("127.0.0.1", 0, api_volume_routes, &a, &o, &err);
+    ck_assert_msg(vsrv != NULL, "%s", err.msg);
+    int vport = http_server_port(vsrv), port = http_server_port(srv);
+    a.file_chunk = 64u << 10;
+    char body[4096];
+    const char *tok = "Authorization: Bearer vtok";
+
+    ck_assert_int_eq(
+        vrequest(vport, "GET", "/volumecontent/vol1/path?path=/x", NULL, NULL, 0, body, sizeof(body)), 401);
+    ck_assert_int_eq(vrequest(vport, "GET", "/volumecontent/vol1/path?path=/x", "Authorization: Bearer nope",
+                              NULL, 0, body, sizeof(body)),
+                     401);
+    ck_assert_int_eq(vrequest(vport, "GET", "/volumecontent/vol1/path?path=/x", "X-API-KEY: e2b_good", NULL,
+                              0, body, sizeof(body)),
+                     200);
+    ck_assert_int_eq(
+        vrequest(vport, "GET", "/volumecontent/nope/path?path=/x", tok, NULL, 0, body, sizeof(body)), 404);
+    ck_assert_int_eq(
+        vrequest(vport, "GET", "/volumecontent/vol1/elsewhere?path=/x", tok, NULL, 0, body, sizeof(body)),
+        404);
+    const char *bad[][2] = {{"/volumecontent/vol1/path", "path"},
+                            {"/volumecontent/vol1/dir?path=/&depth=0", "depth"},
+                            {"/volumecontent/vol1/dir?path=/&depth=x", "depth"},
+                            {"/volumecontent/vol1/path?path=/&uid=70000", "uid"},
+                            {"/volumecontent/vol1/path?path=/&mode=-1", "mode"},
+                            {"/volumecontent/vol1/path?path=/&force=yes", "force"}};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        ck_assert_int_eq(vrequest(vport, "GET", bad[i][0], tok, NULL, 0, body, sizeof(body)), 400);
+        char want[64];
+        snprintf(want, sizeof(want), "\"message\":\"%s", bad[i][1]);
+        ck_assert_msg(strstr(body, want), "%s: %s", bad[i][0], body);
+    }
+
+    /* E2B's entry shape */
+    ck_assert_int_eq(vrequest(vport, "POST", "/volumecontent/vol1/dir?path=/d&mode=448&force=true", tok, NULL,
+                              0, body, sizeof(body)),
+                     201);
+    ck_assert_str_eq(vol_last_op, "mkdir");
+    ck_assert_int_eq(vol_last_mode, 0700);
+    ck_assert(vol_last_force);
+    ck_assert_msg(strstr(body, "\"path\":\"/d\"") && strstr(body, "\"type\":\"file\"") &&
+                      strstr(body, "\"mtime\":\"2025-12-05T00:00:00") && strstr(body, "\"uid\":1000"),
+                  "%s", body);
+    ck_assert_int_eq(vrequest(vport, "PATCH", "/volumecontent/vol1/path?path=/d", tok,
+                              "{\"uid\":0,\"mode\":420}", 20, body, sizeof(body)),
+                     200);
+    ck_assert_int_eq(vol_last_uid, 0);
+    ck_assert_int_eq(vol_last_mode, 0644);
+    ck_assert_int_eq(vrequest(vport, "PATCH", "/volumecontent/vol1/path?path=/d", tok, "{\"mode\":\"x\"}", 12,
+                              body, sizeof(body)),
+                     400);
+    ck_assert_ptr_nonnull(strstr(body, "\"message\":\"mode"));
+    ck_assert_int_eq(
+        vrequest(vport, "GET", "/volumecontent/vol1/dir?path=/&depth=3", tok, NULL, 0, body, sizeof(body)),
+        200);
+    ck_assert_msg(body[0] == '[' && strstr(body, "\"name\":\"big.bin\""), "%s", body);
+    ck_assert_int_eq(
+        vrequest(vport, "DELETE", "/volumecontent/vol1/path?path=/d", tok, NULL, 0, body, sizeof(body)), 204);
+    ck_assert_str_eq(vol_last_op, "remove");
+
+    /* 2.5 chunks up, in order, then down again in as many reads */
+    size_t len = (5u << 16) / 2;
+    char *data = malloc(len);
+    for (size_t i = 0; i < len; i++) data[i] = (char)('a' + i % 23);
+    vol_write_calls = 0;
+    ck_assert_int_eq(
+        vrequest(vport, "PUT", "/volumecontent/vol1/file?path=/big.bin", tok, data, len, body, sizeof(body)),
+        200);
+    ck_assert_int_eq(vol_write_calls, 3);
+    ck_assert_uint_eq(vol_len, len);
+    ck_assert(memcmp(vol_file, data, len) == 0);
+    ck_assert_ptr_nonnull(strstr(body, "\"path\":\"/big.bin\""));
+    char *back = malloc(len + 1);
+    vol_read_calls = 0;
+    ck_assert_int_eq(
+        vrequest(vport, "GET", "/volumecontent/vol1/file?path=/big.bin", tok, NULL, 0, back, len + 1), 200);
+    ck_assert_int_eq(vol_read_calls, 3);
+    ck_assert(memcmp(back, data, len) == 0);
+    ck_assert_int_eq(
+        vrequest(vport, "GET", "/volumecontent/vol1/file?path=/none", tok, NULL, 0, body, sizeof(body)), 404);
+
+    /* the API's own port: the same calls, buffered */
+    memset(back, 0, len + 1);
+    ck_assert_int_eq(
+        vrequest(port, "GET", "/volumecontent/vol1/file?path=/big.bin", tok, NULL, 0, back, len + 1), 200);
+    ck_assert(memcmp(back, data, len) == 0);
+    data[0] = 'Z';
+    ck_assert_int_eq(vrequest(port, "PUT", "/volumecontent/vol1/file?path=/big.bin", "X-API-KEY: e2b_good",
+                              data, len, body, sizeof(body)),
+                     200);
+    ck_assert_int_eq(vol_file[0], 'Z');
+    ck_assert_int_eq(vrequest(port, "GET", "/volumecontent/vol1/path?path=/x", "X-API-KEY: e2b_bad", NULL, 0,
+                              body, sizeof(body)),
+                     401);
+    free(back);
+    free(data);
+    http_server_stop(vsrv);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("api");
@@ -784,6 +1025,7 @@ int main(void)
     tcase_add_test(tc, memoryless_pauses_and_mcp_are_refused_by_name);
     tcase_add_test(tc, snapshots_are_paged_newest_first);
     tcase_add_test(tc, template_builds_through_the_e2b_routes);
+    tcase_add_test(tc, volume_content_streams_through_the_node);
     suite_add_tcase(s, tc);
     return cube_run_suite(s);
 }

@@ -569,6 +569,191 @@ START_TEST(an_image_too_big_for_the_node_is_refused_before_pulling)
 }
 END_TEST
 
+/* ---- the volume content API on the node ---- */
+
+typedef struct vf_args {
+    const char *op, *path, *upload_id;
+    int64_t uid, gid, mode; /* 0: not given (uid 0 is written -2) */
+    bool force, last;
+    uint64_t offset;
+    const char *data;
+    uint32_t depth;
+} vf_args;
+
+/* VolumeFiles on volume vol1; 0 with *out (free_unpacked), or -1 with err */
+static int vf(const vf_args *a, Cube__VolumeFileResponse **out, cube_err *err)
+{
+    Cube__VolumeFileRequest r = CUBE__VOLUME_FILE_REQUEST__INIT;
+    r.volume_id = "vol1";
+    r.op = (char *)a->op;
+    r.path = (char *)(a->path ? a->path : "");
+    r.uid = a->uid == -2 ? 0 : a->uid ? a->uid : -1;
+    r.gid = a->gid ? a->gid : -1;
+    r.mode = a->mode ? a->mode : -1;
+    r.force = a->force;
+    r.last = a->last;
+    r.offset = a->offset;
+    r.upload_id = (char *)(a->upload_id ? a->upload_id : "");
+    r.depth = a->depth;
+    if (a->data) {
+        r.data.data = (uint8_t *)a->data;
+        r.data.len = strlen(a->data);
+    }
+    ProtobufCMessage *resp = NULL;
+    cube_rpc_call_opts o = {.timeout_ms = 5000};
+    *out = NULL;
+    if (cube_rpc_call(client, "/cube.Cubelet/VolumeFiles", &r.base, &cube__volume_file_response__descriptor,
+                      &resp, &o, err) < 0)
+        return -1;
+    *out = (Cube__VolumeFileResponse *)resp;
+    return 0;
+}
+
+static void vf_ok(const vf_args *a, Cube__VolumeFileResponse **out)
+{
+    cube_err err = {0};
+    ck_assert_msg(vf(a, out, &err) == 0, "%s %s: %s", a->op, a->path, err.msg);
+}
+
+static int vf_errno(const vf_args *a)
+{
+    cube_err err = {0};
+    Cube__VolumeFileResponse *r = NULL;
+    int rc = vf(a, &r, &err);
+    if (r) cube__volume_file_response__free_unpacked(r, NULL);
+    return rc == 0 ? 0 : err.code;
+}
+
+static bool listed(const Cube__VolumeFileResponse *r, const char *path)
+{
+    for (size_t i = 0; i < r->n_entries; i++)
+        if (strcmp(r->entries[i]->path, path) == 0) return true;
+    return false;
+}
+
+START_TEST(volume_files_stay_inside_the_volume)
+{
+    char host[700];
+    Cube__VolumeFileResponse *r;
+    /* an upload in two chunks makes its parents and lands whole, owned by the sandboxes' user */
+    vf_ok(&(vf_args){.op = "write", .path = "/a/b/hello.txt", .upload_id = "up000001", .data = "hello "}, &r);
+    cube__volume_file_response__free_unpacked(r, NULL);
+    snprintf(host, sizeof(host), "%s/volumes/vol1/a/b/hello.txt", dir);
+    ck_assert_int_eq(access(host, F_OK), -1); /* not there before its last chunk */
+    ck_assert_int_eq(
+        vf_errno(&(vf_args){
+            .op = "write", .path = "/a/b/hello.txt", .upload_id = "up000001", .offset = 3, .data = "x"}),
+        EINVAL); /* out of order */
+    vf_ok(&(vf_args){.op = "write",
+                     .path = "/a/b/hello.txt",
+                     .upload_id = "up000001",
+                     .offset = 6,
+                     .data = "world",
+                     .last = true},
+          &r);
+    ck_assert_int_eq(r->n_entries, 1);
+    ck_assert_str_eq(r->entries[0]->path, "/a/b/hello.txt");
+    ck_assert_str_eq(r->entries[0]->type, "file");
+    ck_assert_int_eq(r->entries[0]->size, 11);
+    ck_assert_int_eq(r->entries[0]->uid, 1000);
+    ck_assert_int_eq(r->entries[0]->mode, 0644);
+    cube__volume_file_response__free_unpacked(r, NULL);
+    struct stat st;
+    ck_assert_int_eq(stat(host, &st), 0);
+    ck_assert_int_eq(st.st_uid, 101000);
+    vf_ok(&(vf_args){.op = "read", .path = "a/b/hello.txt"}, &r);
+    ck_assert_int_eq(r->data.len, 11);
+    ck_assert(memcmp(r->data.data, "hello world", 11) == 0);
+    ck_assert(r->eof);
+    cube__volume_file_response__free_unpacked(r, NULL);
+    vf_ok(&(vf_args){.op = "read", .path = "a/b/hello.txt", .offset = 6}, &r);
+    ck_assert_int_eq(r->data.len, 5);
+    cube__volume_file_response__free_unpacked(r, NULL);
+
+    /* listings go as deep as asked */
+    vf_ok(&(vf_args){.op = "list", .path = "/", .depth = 2}, &r);
+    ck_assert(listed(r, "/a") && listed(r, "/a/b") && !listed(r, "/a/b/hello.txt"));
+    cube__volume_file_response__free_unpacked(r, NULL);
+    vf_ok(&(vf_args){.op = "list", .path = "/a", .depth = 5}, &r);
+    ck_assert(listed(r, "/a/b/hello.txt"));
+    cube__volume_file_response__free_unpacked(r, NULL);
+    ck_assert_int_eq(vf_errno(&(vf_args){.op = "list", .path = "/a/b/hello.txt"}), EINVAL);
+    ck_assert_int_eq(vf_errno(&(vf_args){.op = "stat", .path = "/nope"}), ENOENT);
+
+    /* directories: parents only with force; an existing one only with force */
+    ck_assert_int_eq(vf_errno(&(vf_args){.op = "mkdir", .path = "/x/y"}), ENOENT);
+    vf_ok(&(vf_args){.op = "mkdir", .path = "/x/y", .force = true, .mode = 0700}, &r);
+    ck_assert_str_eq(r->entries[0]->type, "directory");
+    ck_assert_int_eq(r->entries[0]->mode, 0700);
+    cube__volume_file_response__free_unpacked(r, NULL);
+    ck_assert_int_eq(vf_errno(&(vf_args){.op = "mkdir", .path = "/x/y"}), EEXIST);
+    ck_assert_int_eq(vf_errno(&(vf_args){.op = "mkdir", .path = "/x/y", .force = true}), 0);
+    ck_assert_int_eq(vf_errno(&(vf_args){.op = "mkdir", .path = "/a/b/hello.txt", .force = true}), EEXIST);
+
+    /* owner and mode, in the sandboxes' ids */
+    vf_ok(&(vf_args){.op = "chmeta", .path = "/a/b/hello.txt", .uid = -2, .mode = 0600}, &r);
+    ck_assert_int_eq(r->entries[0]->uid, 0);
+    ck_assert_int_eq(r->entries[0]->gid, 1000);
+    ck_assert_int_eq(r->entries[0]->mode, 0600);
+    cube__volume_file_response__free_unpacked(r, NULL);
+    ck_assert_int_eq(stat(host, &st), 0);
+    ck_assert_int_eq(st.st_uid, 100000);
+    ck_assert_int_eq(vf_errno(&(vf_args){.op = "chmeta", .path = "/a", .uid = 70000}), EINVAL);
+
+    /* what a sandbox plants cannot lead outside: symlinks to the host's root, "..", a FIFO */
+    char link[760];
+    snprintf(link, sizeof(link), "%s/volumes/vol1/esc", dir);
+    ck_assert_int_eq(symlink("/", link), 0);
+    snprintf(link, sizeof(link), "%s/volumes/vol1/passwd", dir);
+    ck_assert_int_eq(symlink("/etc/passwd", link), 0);
+    ck_assert_int_eq(vf_errno(&(vf_args){.op = "read", .path = "esc/etc/passwd"}), ENOENT);
+    ck_assert_int_eq(vf_errno(&(vf_args){.op = "read", .path = "../../../../etc/passwd"}), ENOENT);
+    ck_assert_int_eq(vf_errno(&(vf_args){.op = "read", .path = "passwd"}), ENOENT);
+    vf_ok(&(vf_args){.op = "stat", .path = "passwd"}, &r);
+    ck_assert_str_eq(r->entries[0]->type, "symlink");
+    ck_assert_str_eq(r->entries[0]->target, "/etc/passwd");
+    cube__volume_file_response__free_unpacked(r, NULL);
+    struct stat before, after;
+    ck_assert_int_eq(stat("/etc/passwd", &before), 0);
+    vf_ok(&(vf_args){.op = "write", .path = "passwd", .upload_id = "up000002", .data = "mine", .last = true},
+          &r);
+    cube__volume_file_response__free_unpacked(r, NULL);
+    ck_assert_int_eq(stat("/etc/passwd", &after), 0);
+    ck_assert_int_eq(before.st_size, after.st_size);
+    ck_assert_int_eq(lstat(link, &st), 0);
+    ck_assert(S_ISREG(st.st_mode)); /* the link itself was replaced */
+    vf_ok(
+        &(vf_args){
+            .op = "write", .path = "esc/tmp/cube-escape", .upload_id = "up000003", .data = "x", .last = true},
+        &r);
+    cube__volume_file_response__free_unpacked(r, NULL);
+    ck_assert_int_eq(access("/tmp/cube-escape", F_OK), -1);
+    snprintf(link, sizeof(link), "%s/volumes/vol1/tmp/cube-escape", dir);
+    ck_assert_int_eq(access(link, F_OK), 0);
+    snprintf(link, sizeof(link), "%s/volumes/vol1/fifo", dir);
+    ck_assert_int_eq(mkfifo(link, 0666), 0);
+    ck_assert_int_eq(vf_errno(&(vf_args){.op = "read", .path = "fifo"}), EINVAL);
+    ck_assert_int_eq(vf_errno(&(vf_args){.op = "write", .path = "/q", .upload_id = "bad/id"}), EINVAL);
+
+    /* removal: trees through descriptors; the root and ".." are refused; a link goes, not its target */
+    ck_assert_int_eq(vf_errno(&(vf_args){.op = "remove", .path = "esc"}), 0);
+    ck_assert_int_eq(access("/etc/passwd", F_OK), 0);
+    ck_assert_int_eq(vf_errno(&(vf_args){.op = "remove", .path = "/a"}), 0);
+    snprintf(host, sizeof(host), "%s/volumes/vol1/a", dir);
+    ck_assert_int_eq(access(host, F_OK), -1);
+    ck_assert_int_eq(vf_errno(&(vf_args){.op = "remove", .path = "/"}), EINVAL);
+    ck_assert_int_eq(vf_errno(&(vf_args){.op = "remove", .path = "x/.."}), EINVAL);
+    ck_assert_int_eq(vf_errno(&(vf_args){.op = "remove", .path = "/a"}), ENOENT);
+    ck_assert_int_eq(vf_errno(&(vf_args){.op = "frobnicate", .path = "/"}), EINVAL);
+
+    /* the whole volume */
+    ck_assert_int_eq(vf_errno(&(vf_args){.op = "destroy"}), 0);
+    snprintf(host, sizeof(host), "%s/volumes/vol1", dir);
+    ck_assert_int_eq(access(host, F_OK), -1);
+    ck_assert_int_eq(access("/etc/passwd", F_OK), 0);
+}
+END_TEST
+
 int main(void)
 {
     if (geteuid() != 0) {
@@ -589,6 +774,7 @@ int main(void)
     tcase_add_test(tc, build_files_arrive_in_order);
     tcase_add_test(tc, image_names_are_read_as_docker_reads_them);
     tcase_add_test(tc, an_image_too_big_for_the_node_is_refused_before_pulling);
+    tcase_add_test(tc, volume_files_stay_inside_the_volume);
     suite_add_tcase(s, tc);
     TCase *hist = tcase_create("metrics history");
     tcase_add_test(hist, a_long_history_halves);

@@ -32,6 +32,7 @@ typedef struct fake_node {
     int holding;     /* calls waiting at the gate */
     char rules[512]; /* the header rules of the last create or network update: "host header=value;..." */
     int network_updates;
+    char vol_ops[512]; /* the VolumeFiles calls it answered: "op:volume:path;..." */
 } fake_node;
 
 static void fake_note_rules(fake_node *f, const Cube__NetworkPolicy *p)
@@ -150,6 +151,31 @@ static int fake_network(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *re
     return had ? 0 : cube_err_set(err, ENOENT, "sandbox %s not on this node", req->sandbox_id);
 }
 
+/* VolumeFiles: noted; a stat answers one entry named after this node */
+static int fake_volume_files(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *respp, cube_err *err)
+{
+    (void)err;
+    fake_node *f = svc;
+    const Cube__VolumeFileRequest *req = reqp;
+    Cube__VolumeFileResponse *out = respp;
+    pthread_mutex_lock(&f->lock);
+    size_t len = strlen(f->vol_ops);
+    snprintf(f->vol_ops + len, sizeof(f->vol_ops) - len, "%s:%s:%s;", req->op, req->volume_id,
+             req->path ? req->path : "");
+    pthread_mutex_unlock(&f->lock);
+    if (strcmp(req->op, "stat") == 0) {
+        Cube__VolumeEntry *e = cube_rpc_alloc(ctx, sizeof(*e));
+        cube__volume_entry__init(e);
+        e->name = cube_rpc_strdup(ctx, f->id);
+        e->path = cube_rpc_strdup(ctx, req->path);
+        e->type = "file";
+        out->entries = cube_rpc_alloc(ctx, sizeof(*out->entries));
+        out->entries[0] = e;
+        out->n_entries = 1;
+    }
+    return 0;
+}
+
 #define C(name, fn, req, resp) CUBE_RPC_METHOD("cube.Cubelet", name, fn, req, resp)
 static const cube_rpc_method fake_methods[] = {
     C("CreateSandbox", fake_create, cube__node_create_request, cube__node_sandbox),
@@ -158,6 +184,7 @@ static const cube_rpc_method fake_methods[] = {
     C("ResumeSandbox", fake_resume, cube__node_sandbox_ref, cube__node_sandbox),
     C("ListSandboxes", fake_list, cube__empty, cube__node_list_response),
     C("UpdateNetwork", fake_network, cube__node_network_request, cube__empty),
+    C("VolumeFiles", fake_volume_files, cube__volume_file_request, cube__volume_file_response),
     {0},
 };
 
@@ -617,6 +644,137 @@ START_TEST(secrets_fill_rules_for_the_node_only)
 }
 END_TEST
 
+static int create_with(const char **volumes, size_t n, char id[64], char node[64], cube_err *err)
+{
+    Cube__CreateSandboxRequest req = CUBE__CREATE_SANDBOX_REQUEST__INIT;
+    req.template_id = "base";
+    Cube__VolumeMount vm[4], *vmp[4];
+    for (size_t i = 0; i < n; i++) {
+        cube__volume_mount__init(&vm[i]);
+        vm[i].name = (char *)volumes[i];
+        vm[i].path = i ? "/mnt/two" : "/mnt/one";
+        vmp[i] = &vm[i];
+    }
+    req.n_volume_mounts = n;
+    req.volume_mounts = vmp;
+    ProtobufCMessage *r = NULL;
+    if (cube_rpc_call(mc, "/cube.Master/CreateSandbox", &req.base, &cube__create_sandbox_response__descriptor,
+                      &r, NULL, err) < 0)
+        return -1;
+    Cube__Sandbox *sb = ((Cube__CreateSandboxResponse *)r)->sandbox;
+    snprintf(id, 64, "%s", sb->sandbox_id);
+    snprintf(node, 64, "%s", sb->node_id);
+    protobuf_c_message_free_unpacked(r, NULL);
+    return 0;
+}
+
+static int volume_call(const char *method, const char *volume, const ProtobufCMessageDescriptor *rd,
+                       ProtobufCMessage **out, cube_err *err)
+{
+    Cube__VolumeRef ref = CUBE__VOLUME_REF__INIT;
+    ref.volume_id = (char *)volume;
+    ProtobufCMessage *r = NULL;
+    int rc = cube_rpc_call(mc, method, &ref.base, rd, &r, NULL, err);
+    if (out)
+        *out = r;
+    else if (r)
+        protobuf_c_message_free_unpacked(r, NULL);
+    return rc;
+}
+
+/* A volume's files are on one node: it is placed when created, every sandbox mounting it runs there (a burst
+ * would otherwise spread), its content calls and its deletion go there, and a record from before placement
+ * is placed on first use. */
+START_TEST(a_volume_lives_on_one_node)
+{
+    fake_node f[2];
+    fake_start(&f[0], "node-1");
+    fake_start(&f[1], "node-2");
+    heartbeat(&f[0], 0);
+    heartbeat(&f[1], 0);
+    cube_err err = {0};
+    Cube__CreateVolumeRequest cv = CUBE__CREATE_VOLUME_REQUEST__INIT;
+    cv.name = "data";
+    ProtobufCMessage *r = NULL;
+    ck_assert_msg(cube_rpc_call(mc, "/cube.Master/CreateVolume", &cv.base, &cube__volume__descriptor, &r,
+                                NULL, &err) == 0,
+                  "%s", err.msg);
+    char vid[64], home[64];
+    snprintf(vid, sizeof(vid), "%s", ((Cube__Volume *)r)->volume_id);
+    snprintf(home, sizeof(home), "%s", ((Cube__Volume *)r)->node_id);
+    protobuf_c_message_free_unpacked(r, NULL);
+    ck_assert_msg(strcmp(home, "node-1") == 0 || strcmp(home, "node-2") == 0, "placed on '%s'", home);
+    fake_node *owner = strcmp(home, f[0].id) == 0 ? &f[0] : &f[1], *other = owner == &f[0] ? &f[1] : &f[0];
+
+    const char *data[] = {"data"};
+    char ids[4][64], node[64];
+    for (int i = 0; i < 4; i++) {
+        ck_assert_msg(create_with(data, 1, ids[i], node, &err) == 0, "%s", err.msg);
+        ck_assert_str_eq(node, home);
+    }
+    ck_assert_int_eq(other->creates, 0);
+
+    /* content calls go to its node, by id or by name; a whole volume goes only with DeleteVolume */
+    Cube__VolumeFileRequest fr = CUBE__VOLUME_FILE_REQUEST__INIT;
+    fr.volume_id = "data";
+    fr.op = "stat";
+    fr.path = "/x";
+    ck_assert_msg(cube_rpc_call(mc, "/cube.Master/VolumeFiles", &fr.base,
+                                &cube__volume_file_response__descriptor, &r, NULL, &err) == 0,
+                  "%s", err.msg);
+    ck_assert_str_eq(((Cube__VolumeFileResponse *)r)->entries[0]->name, home);
+    protobuf_c_message_free_unpacked(r, NULL);
+    fr.op = "destroy";
+    ck_assert_int_eq(cube_rpc_call(mc, "/cube.Master/VolumeFiles", &fr.base,
+                                   &cube__volume_file_response__descriptor, &r, NULL, &err),
+                     -1);
+    ck_assert_int_eq(err.code, EINVAL);
+
+    /* volumes of two nodes cannot be mounted together */
+    Cube__Volume elsewhere = CUBE__VOLUME__INIT;
+    elsewhere.volume_id = "velsewhere";
+    elsewhere.name = "elsewhere";
+    elsewhere.token = "t";
+    elsewhere.node_id = other->id;
+    ck_assert_int_eq(st->ops->volume_put(st, &elsewhere, &err), 0);
+    const char *both[] = {"data", "elsewhere"};
+    ck_assert_int_eq(create_with(both, 2, ids[0] + 0, node, &err) == 0 ? 0 : err.code, EINVAL);
+    ck_assert_msg(strstr(err.msg, "different nodes"), "%s", err.msg);
+
+    /* a record from before placement is placed where its first sandbox runs */
+    Cube__Volume legacy = CUBE__VOLUME__INIT;
+    legacy.volume_id = "vlegacy";
+    legacy.name = "legacy";
+    legacy.token = "t";
+    ck_assert_int_eq(st->ops->volume_put(st, &legacy, &err), 0);
+    const char *old[] = {"legacy"};
+    char lid[64];
+    ck_assert_msg(create_with(old, 1, lid, node, &err) == 0, "%s", err.msg);
+    Cube__Volume *got = st->ops->volume_get(st, "legacy", &err);
+    ck_assert_str_eq(got->node_id, node);
+    cube__volume__free_unpacked(got, NULL);
+
+    /* deletion: refused while mounted; then its node removes the files, then the record goes */
+    ck_assert_int_eq(volume_call("/cube.Master/DeleteVolume", vid, &cube__empty__descriptor, NULL, &err), -1);
+    ck_assert_int_eq(err.code, EBUSY);
+    for (int i = 0; i < 4; i++)
+        ck_assert_msg(
+            call_ref("/cube.Master/KillSandbox", &cube__kill_sandbox_response__descriptor, ids[i], &err) == 0,
+            "%s", err.msg);
+    ck_assert_msg(volume_call("/cube.Master/DeleteVolume", vid, &cube__empty__descriptor, NULL, &err) == 0,
+                  "%s", err.msg);
+    char want[128];
+    snprintf(want, sizeof(want), "destroy:%s:;", vid);
+    pthread_mutex_lock(&owner->lock);
+    ck_assert_msg(strstr(owner->vol_ops, want), "%s", owner->vol_ops);
+    pthread_mutex_unlock(&owner->lock);
+    ck_assert_int_eq(volume_call("/cube.Master/GetVolume", vid, &cube__volume__descriptor, NULL, &err), -1);
+    ck_assert_int_eq(err.code, ENOENT);
+    fake_stop(&f[0]);
+    fake_stop(&f[1]);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("master");
@@ -628,6 +786,7 @@ int main(void)
     tcase_add_loop_test(tc, a_kill_wins_over_a_pause_or_resume_in_flight, 0, 2);
     tcase_add_test(tc, a_node_removed_under_a_call_in_flight);
     tcase_add_test(tc, secrets_fill_rules_for_the_node_only);
+    tcase_add_test(tc, a_volume_lives_on_one_node);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);

@@ -208,6 +208,17 @@ START_TEST(volumes)
     cube__volume__free_unpacked(g, NULL);
     g = st->ops->volume_get(st, id, &err);
     ck_assert_ptr_nonnull(g);
+    /* placing it on a node is a transition from the record read: a second placement from the same read fails
+     */
+    Cube__Volume placed = *g, other = *g;
+    placed.node_id = "node-1";
+    other.node_id = "node-2";
+    ck_assert_int_eq(st->ops->volume_update(st, g, &placed, &err), 0);
+    ck_assert_int_eq(st->ops->volume_update(st, g, &other, &err), -1);
+    ck_assert_int_eq(err.code, EBUSY);
+    cube__volume__free_unpacked(g, NULL);
+    g = st->ops->volume_get(st, id, &err);
+    ck_assert_str_eq(g->node_id, "node-1");
     cube__volume__free_unpacked(g, NULL);
     ck_assert_int_eq(st->ops->volume_delete(st, id, &err), 0);
     ck_assert_ptr_null(st->ops->volume_get(st, id, &err));
