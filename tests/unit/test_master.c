@@ -712,7 +712,10 @@ START_TEST(a_volume_lives_on_one_node)
         ck_assert_msg(create_with(data, 1, ids[i], node, &err) == 0, "%s", err.msg);
         ck_assert_str_eq(node, home);
     }
-    ck_assert_int_eq(other->creates, 0);
+    pthread_mutex_lock(&other->lock);
+    int elsewhere_creates = other->creates;
+    pthread_mutex_unlock(&other->lock);
+    ck_assert_int_eq(elsewhere_creates, 0);
 
     /* content calls go to its node, by id or by name; a whole volume goes only with DeleteVolume */
     Cube__VolumeFileRequest fr = CUBE__VOLUME_FILE_REQUEST__INIT;
