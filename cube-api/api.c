@@ -951,6 +951,7 @@ static void snapshots_list(void *svc, http_req *req)
 /* DELETE /templates/{id}: templates and snapshots alike (the SDK's deleteSnapshot) */
 static void template_delete(void *svc, http_req *req)
 {
+    if (strcmp(req->url, "/templates/tags") == 0) return api_template_tags(svc, req);
     api *a = svc;
     char key_id[64];
     if (api_authenticate(a, req, key_id) < 0) return;
@@ -1027,6 +1028,7 @@ const http_route api_routes[] = {
     {"GET", "/console/", api_console, NULL},
     {"DELETE", "/templates/", template_delete, NULL},
     {"POST", "/v3/templates", api_templates_v3, NULL},
+    {"POST", "/templates/tags", api_template_tags, NULL},
     {"PUT", "/templates/", api_template_file_put, NULL},
     {"POST", "/v2/templates/", api_template_build_start, NULL},
     {"POST", "/volumes", volumes_create, NULL},

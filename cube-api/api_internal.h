@@ -44,6 +44,8 @@ void api_templates_v3(void *svc, http_req *req);
 void api_template_file_put(void *svc, http_req *req);
 void api_template_build_start(void *svc, http_req *req);
 bool api_template_build_get(void *svc, http_req *req);
+/* E2B's tags: POST and DELETE /templates/tags (GET /templates/{id}/tags is api_template_build_get's) */
+void api_template_tags(void *svc, http_req *req);
 
 /* E2B's /volumecontent/{id}/dir|path|file on cube-api's port (bodies and files buffered) */
 void api_volume_content(void *svc, http_req *req);

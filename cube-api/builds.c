@@ -219,6 +219,76 @@ static int split(const char *rest, char parts[4][160])
     return *rest ? -1 : n;
 }
 
+/* TemplateTags through the master; list answers [{tag, buildID, createdAt}], assign {buildID, tags}. */
+static void tags_call(api *a, http_req *req, const char *op, const char *name, const char *target,
+                      const cJSON *tags)
+{
+    Cube__TemplateTagsRequest in = CUBE__TEMPLATE_TAGS_REQUEST__INIT;
+    char *tagv[TAGS_MAX];
+    const cJSON *t;
+    cJSON_ArrayForEach(t, tags)
+    {
+        if (!valid_part(cJSON_GetStringValue(t), 63) || in.n_tags >= TAGS_MAX)
+            return http_reply_error(req, 400, "tags: at most %d strings of [a-z0-9._-]", TAGS_MAX);
+        tagv[in.n_tags++] = t->valuestring;
+    }
+    in.name = (char *)name;
+    in.op = (char *)op;
+    in.target = (char *)(target ? target : "");
+    in.tags = tagv;
+    ProtobufCMessage *resp = NULL;
+    cube_err err = {0};
+    if (api_master_call(a, "/cube.Master/TemplateTags", &in.base, &cube__template_tags_response__descriptor,
+                        &resp, &err) < 0)
+        return api_reply_err(req, &err);
+    const Cube__TemplateTagsResponse *r = (const Cube__TemplateTagsResponse *)resp;
+    if (strcmp(op, "list") == 0) {
+        cJSON *arr = cJSON_CreateArray();
+        for (size_t i = 0; i < r->n_tags; i++) {
+            cJSON *o = cJSON_CreateObject();
+            cJSON_AddStringToObject(o, "tag", r->tags[i]->tag);
+            cJSON_AddStringToObject(o, "buildID", r->tags[i]->build_id);
+            api_add_time(o, "createdAt", r->tags[i]->created_at_ms);
+            cJSON_AddItemToArray(arr, o);
+        }
+        http_reply_cjson(req, 200, arr);
+    } else if (strcmp(op, "assign") == 0) {
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddStringToObject(o, "buildID", r->build_id);
+        cJSON *ta = cJSON_AddArrayToObject(o, "tags");
+        for (size_t i = 0; i < in.n_tags; i++) cJSON_AddItemToArray(ta, cJSON_CreateString(tagv[i]));
+        http_reply_cjson(req, 201, o);
+    } else {
+        http_reply_empty(req, 204);
+    }
+    protobuf_c_message_free_unpacked(resp, NULL);
+}
+
+/* POST /templates/tags {target: "name:tag" or "name", tags}; DELETE /templates/tags {name, tags} */
+void api_template_tags(void *svc, http_req *req)
+{
+    api *a = svc;
+    char key_id[64];
+    if (api_authenticate(a, req, key_id) < 0) return;
+    cJSON *j = api_parse_body(req, 0);
+    if (!j) return;
+    bool assign = strcmp(req->method, "POST") == 0;
+    const char *field = assign ? "target" : "name";
+    const char *v = cJSON_GetStringValue(cJSON_GetObjectItem(j, field));
+    const cJSON *tags = cJSON_GetObjectItem(j, "tags");
+    char name[128] = "";
+    if (v) snprintf(name, sizeof(name), "%.*s", (int)strcspn(v, ":"), v);
+    const char *tag = v ? strchr(v, ':') : NULL;
+    if (!valid_part(name, 63) || (tag && (!assign || !valid_part(tag + 1, 63))))
+        http_reply_error(req, 400, "%s: a template name%s of [a-z0-9._-]", field,
+                         assign ? " (name:tag)" : "");
+    else if (!cJSON_IsArray(tags) || cJSON_GetArraySize(tags) == 0)
+        http_reply_error(req, 400, "tags: a non-empty array of strings");
+    else
+        tags_call(a, req, assign ? "assign" : "remove", name, v, tags);
+    cJSON_Delete(j);
+}
+
 bool api_template_build_get(void *svc, http_req *req)
 {
     api *a = svc;
@@ -226,11 +296,14 @@ bool api_template_build_get(void *svc, http_req *req)
     int n = split(req->url + strlen("/templates/"), parts);
     bool files = n == 3 && strcmp(parts[1], "files") == 0;
     bool status = n == 4 && strcmp(parts[1], "builds") == 0 && strcmp(parts[3], "status") == 0;
-    if (!files && !status) return false;
+    bool tags = n == 2 && strcmp(parts[1], "tags") == 0;
+    if (!files && !status && !tags) return false;
     char key_id[64];
     if (api_authenticate(a, req, key_id) < 0) return true;
     if (!valid_part(parts[0], 63)) {
         http_reply_error(req, 404, "template '%s' not found", parts[0]);
+    } else if (tags) {
+        tags_call(a, req, "list", parts[0], NULL, NULL);
     } else if (files) {
         if (!valid_hash(parts[2]))
             http_reply_error(req, 400, "hash: letters, digits, '-' and '_'");

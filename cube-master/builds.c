@@ -110,6 +110,8 @@ int start_build(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *respp, cub
     Cube__BuildStartRequest nr = *req;
     nr.template_id = b->template_id;
     nr.resources = b->resources;
+    nr.n_tags = b->n_tags;
+    nr.tags = b->tags;
     ProtobufCMessage *r = NULL;
     int rc = node_call(l, "/cube.Cubelet/StartBuild", &nr.base, &cube__empty__descriptor, &r, 30000, err);
     if (r) protobuf_c_message_free_unpacked(r, NULL);
@@ -190,4 +192,62 @@ int put_build_file(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *respp, 
     int rc = node_call(l, "/cube.Cubelet/PutBuildFile", &req->base, &cube__empty__descriptor, &r, 60000, err);
     if (r) protobuf_c_message_free_unpacked(r, NULL);
     return rc;
+}
+
+/* The node that holds a template's builds: its newest build's, else a live node that reports it. */
+static node_link *template_node(master *m, const char *name, cube_err *err)
+{
+    Cube__TemplateBuild *b = m->st->ops->build_latest(m->st, name, err);
+    if (b) {
+        node_link *l = node_link_get(m, b->node_id, err);
+        if (!l)
+            cube_err_set(err, EHOSTUNREACH, "node '%s' that holds template '%s' is not available", b->node_id,
+                         name);
+        cube__template_build__free_unpacked(b, NULL);
+        return l;
+    }
+    if (err->code != ENOENT) return NULL;
+    cube_err_clear(err);
+    node_link *l = NULL;
+    int64_t now = cube_now_mono_ms();
+    pthread_mutex_lock(&m->lock);
+    for (master_node *n = m->nodes; n && !l; n = n->next) {
+        if (!node_alive(m, n, now) || !n->info || !n->link) continue;
+        for (size_t i = 0; i < n->info->n_templates && !l; i++)
+            if (strcmp(n->info->templates[i], name) == 0) l = node_link_ref(n);
+    }
+    pthread_mutex_unlock(&m->lock);
+    if (!l) cube_err_set(err, ENOENT, "template '%s' not found", name);
+    return l;
+}
+
+int template_tags(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *respp, cube_err *err)
+{
+    master *m = svc;
+    const Cube__TemplateTagsRequest *req = reqp;
+    Cube__TemplateTagsResponse *out = respp;
+    if (!valid_name(req->name)) return cube_err_set(err, EINVAL, "name: a template name of [a-z0-9._-]");
+    node_link *l = template_node(m, req->name, err);
+    if (!l) return -1;
+    ProtobufCMessage *r = NULL;
+    if (node_call(l, "/cube.Cubelet/TemplateTags", &req->base, &cube__template_tags_response__descriptor, &r,
+                  30000, err) < 0)
+        return -1;
+    const Cube__TemplateTagsResponse *t = (const Cube__TemplateTagsResponse *)r;
+    out->build_id = cube_rpc_strdup(ctx, t->build_id ? t->build_id : "");
+    out->tags = cube_rpc_alloc(ctx, (t->n_tags ? t->n_tags : 1) * sizeof(*out->tags));
+    for (size_t i = 0; out->tags && i < t->n_tags; i++) {
+        Cube__TemplateTag *x = cube_rpc_alloc(ctx, sizeof(*x));
+        if (!x) break;
+        cube__template_tag__init(x);
+        x->tag = cube_rpc_strdup(ctx, t->tags[i]->tag);
+        x->build_id = cube_rpc_strdup(ctx, t->tags[i]->build_id);
+        x->created_at_ms = t->tags[i]->created_at_ms;
+        out->tags[out->n_tags++] = x;
+    }
+    if (req->op && strcmp(req->op, "list") != 0)
+        cube_log_info("audit", "action=template-tags op=%s template=%s target=%s build=%s", req->op,
+                      req->name, req->target ? req->target : "", out->build_id);
+    protobuf_c_message_free_unpacked(r, NULL);
+    return 0;
 }

@@ -10,6 +10,8 @@ int request_build(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *respp, c
 int start_build(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *respp, cube_err *err);
 int get_build_status(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *respp, cube_err *err);
 int get_build_file(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *respp, cube_err *err);
+/* E2B's tags (assign, remove, list), done by the node that holds the template's builds */
+int template_tags(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *respp, cube_err *err);
 int put_build_file(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *respp, cube_err *err);
 
 #endif

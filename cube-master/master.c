@@ -116,6 +116,11 @@ static int create_sandbox(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *
     const Cube__CreateSandboxRequest *req = reqp;
     Cube__CreateSandboxResponse *out = respp;
     if (!req->template_id || !*req->template_id) return cube_err_set(err, EINVAL, "templateID is required");
+    /* "name:default" is what "name" alone starts (E2B's default tag) */
+    char tpl_id[160];
+    snprintf(tpl_id, sizeof(tpl_id), "%s", req->template_id);
+    size_t tl = strlen(tpl_id);
+    if (tl > 8 && strcmp(tpl_id + tl - 8, ":default") == 0) tpl_id[tl - 8] = '\0';
     int64_t timeout = req->timeout_s ? req->timeout_s : 300;
     if (timeout < 0 || timeout > MAX_TIMEOUT_S)
         return cube_err_set(err, EINVAL, "timeout must be within 0..%d seconds", MAX_TIMEOUT_S);
@@ -128,7 +133,7 @@ static int create_sandbox(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *
     if (volumes_resolve(m, ctx, req->volume_mounts, req->n_volume_mounts, vol_node, err) < 0) return -1;
 
     char node_id[64] = "";
-    node_link *link = schedule_wait(m, req->template_id, vol_node, CREATE_NODE_WAIT_MS, node_id, err);
+    node_link *link = schedule_wait(m, tpl_id, vol_node, CREATE_NODE_WAIT_MS, node_id, err);
     if (!link) return -1;
     if (!*vol_node && volumes_place(m, req->volume_mounts, req->n_volume_mounts, node_id, err) < 0) {
         node_link_put(link);
@@ -139,7 +144,7 @@ static int create_sandbox(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *
 
     Cube__NodeCreateRequest nreq = CUBE__NODE_CREATE_REQUEST__INIT;
     nreq.sandbox_id = id;
-    nreq.template_id = req->template_id;
+    nreq.template_id = tpl_id;
     /* map entries of every message are {key = 1, value = 2}: they pack the same whatever message holds them
      */
     nreq.n_env_vars = req->n_env_vars;
@@ -174,7 +179,7 @@ static int create_sandbox(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *
     res.disk_mb = 1024;
     if (ns->resources && ns->resources->cpu_count) res = *ns->resources;
     sb.sandbox_id = id;
-    sb.template_id = req->template_id;
+    sb.template_id = tpl_id;
     sb.node_id = node_id;
     sb.state = CUBE__SANDBOX_STATE__SANDBOX_STATE_RUNNING;
     sb.n_metadata = req->n_metadata;
@@ -206,7 +211,7 @@ static int create_sandbox(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *
         cube_log_info(
             "audit",
             "action=create sandbox=%s template=%s node=%s key=%s pooled=%d node_ms=%.2f store_ms=%.2f", id,
-            req->template_id, node_id, req->api_key_id ? req->api_key_id : "", ns->from_pool,
+            tpl_id, node_id, req->api_key_id ? req->api_key_id : "", ns->from_pool,
             (double)(t_store - t_node) / 1e6, (double)(t_end - t_store) / 1e6);
     } else {
         /* not recorded: do not leave it running unseen */
@@ -966,6 +971,7 @@ const cube_rpc_method master_methods[] = {
     M("ListVolumes", list_volumes, cube__empty, cube__list_volumes_response),
     M("DeleteVolume", delete_volume, cube__volume_ref, cube__empty),
     M("VolumeFiles", volume_files, cube__volume_file_request, cube__volume_file_response),
+    M("TemplateTags", template_tags, cube__template_tags_request, cube__template_tags_response),
     M("CreateSecret", create_secret, cube__create_secret_request, cube__secret),
     M("GetSecret", get_secret, cube__secret_ref, cube__secret),
     M("ListSecrets", list_secrets, cube__empty, cube__list_secrets_response),

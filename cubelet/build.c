@@ -65,6 +65,8 @@ typedef struct cl_build {
     char *template_json;
     int cpus, memory_mb;
     int disk_mb; /* minFreeDiskMb: each sandbox's disk at least this (0: the base's) */
+    char **tags; /* what it is tagged once ready (none: default) */
+    size_t ntags;
     struct cl_build *next;
 } cl_build;
 
@@ -159,6 +161,8 @@ static void free_build(cl_build *b)
     free(b->logs);
     free(b->reason);
     free(b->template_json);
+    for (size_t i = 0; i < b->ntags; i++) free(b->tags[i]);
+    free(b->tags);
     free(b);
 }
 
@@ -545,11 +549,12 @@ static void step_label(const cJSON *step, char *out, size_t cap)
     }
 }
 
-/* <data>/templates/<name>/<build>/config.json, then current -> <build>, swapped atomically. */
+/* <data>/templates/<name>/<build>/config.json, then its tags (current -> <build> for the default) moved to
+ * it, each atomically. */
 static int publish(build_run *r, const build_state *st, const char *start, const char *ready, cube_err *err)
 {
     cubelet *c = r->c;
-    char dir[4400], cfgp[4500], cur[4500], tmp[4600];
+    char dir[4400], cfgp[4500];
     snprintf(dir, sizeof(dir), "%s/templates/%s", c->cfg.data_dir, r->b->template_id);
     if (mkdir(dir, 0755) < 0 && errno != EEXIST) return cube_err_sys(err, errno, "mkdir %s", dir);
     snprintf(dir, sizeof(dir), "%s/templates/%s/%s", c->cfg.data_dir, r->b->template_id, r->b->id);
@@ -580,15 +585,7 @@ static int publish(build_run *r, const build_state *st, const char *start, const
     if (f) ok = fclose(f) == 0 && ok;
     free(text);
     if (!ok) return cube_err_sys(err, errno ? errno : EIO, "write %s", cfgp);
-    snprintf(cur, sizeof(cur), "%s/templates/%s/current", c->cfg.data_dir, r->b->template_id);
-    snprintf(tmp, sizeof(tmp), "%s.%s", cur, r->b->id);
-    unlink(tmp);
-    if (symlink(r->b->id, tmp) < 0 || rename(tmp, cur) < 0) {
-        int e = errno;
-        unlink(tmp);
-        return cube_err_sys(err, e, "publish template %s", r->b->template_id);
-    }
-    return cl_replace_template(c, r->b->template_id, err);
+    return cl_tags_link(c, r->b->template_id, r->b->id, r->b->tags, r->b->ntags, err);
 }
 
 static const char *base_name(const cJSON *t, char *buf, size_t cap)
@@ -596,8 +593,8 @@ static const char *base_name(const cJSON *t, char *buf, size_t cap)
     const char *from = cJSON_GetStringValue(cJSON_GetObjectItem(t, "fromTemplate"));
     if (from) {
         snprintf(buf, cap, "%s", from);
-        char *colon = strchr(buf, ':'); /* name:tag: cube keeps one build a name */
-        if (colon) *colon = '\0';
+        char *colon = strchr(buf, ':'); /* name:tag is that tag's build; name:default is name's */
+        if (colon && strcmp(colon + 1, "default") == 0) *colon = '\0';
         return buf;
     }
     /* fromBaseImage(): E2B's base image is cube's base template */
@@ -959,6 +956,19 @@ int cl_start_build(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *respp, 
                                                                : TEMPLATE_MEMORY_MB_DEFAULT;
     b->disk_mb =
         req->resources && req->resources->disk_mb <= TEMPLATE_DISK_MB_MAX ? (int)req->resources->disk_mb : 0;
+    if (req->n_tags > 64 || !(b->tags = calloc(req->n_tags + 1, sizeof(*b->tags)))) {
+        free_build(b);
+        free(r);
+        return cube_err_set(err, EINVAL, "tags: at most 64");
+    }
+    for (size_t i = 0; i < req->n_tags; i++) {
+        if (!valid_id(req->tags[i], 63) || !(b->tags[b->ntags++] = strdup(req->tags[i]))) {
+            free_build(b);
+            free(r);
+            return cube_err_set(err, EINVAL, "tags: '%s' is not 1-63 characters of [a-z0-9._-]",
+                                req->tags[i]);
+        }
+    }
     r->c = c;
     r->b = b;
     pthread_mutex_lock(&c->builds_lock);

@@ -1124,5 +1124,6 @@ const cube_rpc_method cubelet_methods[] = {
     M("GetBuildFile", cl_get_build_file, cube__build_file_ref, cube__build_file_state),
     M("PutBuildFile", cl_put_build_file, cube__build_file_chunk, cube__empty),
     M("VolumeFiles", cl_volume_files, cube__volume_file_request, cube__volume_file_response),
+    M("TemplateTags", cl_template_tags, cube__template_tags_request, cube__template_tags_response),
     {0},
 };

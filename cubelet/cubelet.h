@@ -16,7 +16,7 @@
 #define CUBELET_RPC_THREADS 256
 
 typedef struct cl_template {
-    char name[64];
+    char name[128]; /* "name", or "name:tag" for a tag's build */
     char rootfs[4096];
     unsigned uid_base;
     char user[64]; /* the default user and workdir the agent gets at /init */

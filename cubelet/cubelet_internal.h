@@ -49,6 +49,13 @@ cl_slot *cl_find_by_sandbox(cubelet *c, const char *sandbox_id);
  * the RPC that answers it */
 void *cl_sampler_loop(void *arg);
 int cl_sandbox_stats_history(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *respp, cube_err *err);
+/* The link a template's files are reached by: <data>/templates/<name>/current, or for "name:tag",
+ * <data>/templates/<name>/tags/<tag>. */
+void cl_template_link(const cubelet *c, const char *full, char *out, size_t cap);
+/* tags.c: links tags (none: "default") to one build of name, each moved atomically, and the templates they
+ * name reloaded; the RPC TemplateTags (assign, remove, list). */
+int cl_tags_link(cubelet *c, const char *name, const char *build_id, char **tags, size_t n, cube_err *err);
+int cl_template_tags(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *respp, cube_err *err);
 /* Adds the templates built since the last scan. */
 int cl_load_templates(cubelet *c, cube_err *err);
 /* A template rebuilt under its name: the new config is published (creates take it from now on) and the old

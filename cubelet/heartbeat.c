@@ -144,14 +144,14 @@ void cl_retire_template(cubelet *c, cl_template *t)
     }
 }
 
-/* A template whose current/ link was removed (cubemastercli tpl delete) takes no new sandboxes, and its ready
- * pool goes: those sandboxes sit on files about to be deleted. */
+/* A template whose current/ link (or a tag's) was removed (cubemastercli tpl delete, a tag removed) takes no
+ * new sandboxes, and its ready pool goes: those sandboxes sit on files about to be deleted. */
 static void drop_deleted_templates(cubelet *c)
 {
     for (cl_template *t = __atomic_load_n(&c->templates, __ATOMIC_ACQUIRE); t; t = t->next) {
         if (__atomic_load_n(&t->gone, __ATOMIC_ACQUIRE)) continue;
         char cur[4400];
-        snprintf(cur, sizeof(cur), "%s/templates/%s/current", c->cfg.data_dir, t->name);
+        cl_template_link(c, t->name, cur, sizeof(cur));
         if (access(cur, F_OK) == 0) continue;
         cube_log_info("template removed", "template=%s", t->name);
         cl_retire_template(c, t);

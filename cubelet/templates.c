@@ -1,4 +1,5 @@
-/* The node's templates: read from <data>/templates/<name>/current/config.json, published on a list that
+/* The node's templates: read from <data>/templates/<name>/current/config.json (and a tag's from
+ * <name>/tags/<tag>: template "name:tag"), published on a list that
  * readers walk without a lock (a template is never freed while the cubelet runs, only retired), replaced
  * whole when rebuilt; and the empty disk images their sandboxes' writable layers are copies of. */
 #include <cjson/cJSON.h>
@@ -26,13 +27,24 @@ int cl_disk_template(cubelet *c, int size_mb, char *out, size_t cap, cube_err *e
     return hv_disk_template(disks, (uint64_t)size_mb, out, cap, err);
 }
 
-/* One template from <data>/templates/<name>/current, not yet published; NULL when it has no readable config.
- */
+void cl_template_link(const cubelet *c, const char *full, char *out, size_t cap)
+{
+    const char *colon = strchr(full, ':');
+    if (colon)
+        snprintf(out, cap, "%s/templates/%.*s/tags/%s", c->cfg.data_dir, (int)(colon - full), full,
+                 colon + 1);
+    else
+        snprintf(out, cap, "%s/templates/%s/current", c->cfg.data_dir, full);
+}
+
+/* One template ("name", its default build, or "name:tag") from its link, not yet published; NULL when it has
+ * no readable config. */
 static cl_template *load_template(cubelet *c, const char *name)
 {
-    char cfgp[4400], rootfs[4400];
-    snprintf(cfgp, sizeof(cfgp), "%s/templates/%s/current/config.json", c->cfg.data_dir, name);
-    snprintf(rootfs, sizeof(rootfs), "%s/templates/%s/current/rootfs", c->cfg.data_dir, name);
+    char link[4400], cfgp[4500], rootfs[4500];
+    cl_template_link(c, name, link, sizeof(link));
+    snprintf(cfgp, sizeof(cfgp), "%s/config.json", link);
+    snprintf(rootfs, sizeof(rootfs), "%s/rootfs", link);
     FILE *f = fopen(cfgp, "re");
     if (!f) return NULL;
     char buf[16384];
@@ -53,6 +65,7 @@ static cl_template *load_template(cubelet *c, const char *name)
     if (own_rootfs) snprintf(rootfs, sizeof(rootfs), "%s", own_rootfs);
     snprintf(t->layers, sizeof(t->layers), "%s", layers ? layers : "");
     t->pool = cJSON_IsNumber(pool) ? (int)pool->valuedouble : c->cfg.pool_size;
+    if (strchr(name, ':')) t->pool = 0; /* a tag's own build pools only while creates ask for it */
     if (!realpath(rootfs, t->rootfs)) snprintf(t->rootfs, sizeof(t->rootfs), "%s", rootfs);
     cJSON *ub = cJSON_GetObjectItem(j, "uidBase");
     t->uid_base = cJSON_IsNumber(ub) ? (unsigned)ub->valuedouble : CL_UID_BASE_DEFAULT;
@@ -121,11 +134,25 @@ int cl_load_templates(cubelet *c, cube_err *err)
     struct dirent *de;
     pthread_mutex_lock(&c->templates_lock); /* one publisher at a time: heartbeat scans, builds */
     while ((de = readdir(d))) {
-        if (de->d_name[0] == '.' || strlen(de->d_name) >= sizeof(((cl_template *)0)->name) ||
-            cl_find_template(c, de->d_name))
-            continue;
-        cl_template *t = load_template(c, de->d_name);
-        if (t) publish_template(c, t);
+        if (de->d_name[0] == '.' || strlen(de->d_name) > 63) continue;
+        if (!cl_find_template(c, de->d_name)) {
+            cl_template *t = load_template(c, de->d_name);
+            if (t) publish_template(c, t);
+        }
+        /* its tags: name:tag each */
+        char tags[4500];
+        snprintf(tags, sizeof(tags), "%s/%s/tags", dir, de->d_name);
+        DIR *td = opendir(tags);
+        struct dirent *te;
+        while (td && (te = readdir(td))) {
+            char full[128];
+            if (te->d_name[0] == '.' || strlen(te->d_name) > 63) continue;
+            snprintf(full, sizeof(full), "%s:%s", de->d_name, te->d_name);
+            if (cl_find_template(c, full)) continue;
+            cl_template *t = load_template(c, full);
+            if (t) publish_template(c, t);
+        }
+        if (td) closedir(td);
     }
     pthread_mutex_unlock(&c->templates_lock);
     closedir(d);

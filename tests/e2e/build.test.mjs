@@ -104,6 +104,35 @@ test('a template built with the SDK: RUN, USER, COPY (a file, a deeper file, a s
   assert.doesNotMatch(forced.text, /CACHED/);
 });
 
+test('tags: name:tag starts that tag\'s build, the bare name its default, and a tag moves at once', async () => {
+  const tagged = `${name}-tags`;
+  built.push(tagged);
+  const which = (word) => Template().fromTemplate('base').runCmd(`echo ${word} > /tmp/which ${runTag}`);
+  const read = async (tpl) => {
+    const sbx = await Sandbox.create(tpl);
+    try { return (await sbx.commands.run('cat /tmp/which')).stdout.trim(); } finally { await sbx.kill(); }
+  };
+  await build(which('one'), tagged);
+  await build(which('two'), `${tagged}:v2`, { tags: ['stable'] });
+  assert.equal(await read(tagged), 'one'); // a tagged build leaves the default where it was
+  assert.equal(await read(`${tagged}:default`), 'one');
+  assert.equal(await read(`${tagged}:v2`), 'two');
+  assert.equal(await read(`${tagged}:stable`), 'two');
+  const tags = Object.fromEntries((await Template.getTags(tagged)).map((t) => [t.tag, t.buildId]));
+  assert.deepEqual(Object.keys(tags).sort(), ['default', 'stable', 'v2']);
+  assert.equal(tags.v2, tags.stable);
+  assert.notEqual(tags.v2, tags.default);
+  // the default moves to v2's build; a new tag on it
+  const moved = await Template.assignTags(`${tagged}:v2`, ['default', 'production']);
+  assert.equal(moved.buildId, tags.v2);
+  assert.equal(await read(tagged), 'two');
+  assert.equal(await read(`${tagged}:production`), 'two');
+  await Template.removeTags(tagged, 'stable');
+  await assert.rejects(Sandbox.create(`${tagged}:stable`), /not found/);
+  await assert.rejects(Template.removeTags(tagged, 'default'), /default/);
+  await assert.rejects(Template.assignTags(`${tagged}:nope`, 'x'), /not found/);
+});
+
 test('a start command runs in every sandbox of the template, ready before the sandbox is handed out; minFreeDiskMb sizes their disks', async () => {
   const t = Template().fromTemplate('base')
     .runCmd('mkdir -p /home/user/site && echo served > /home/user/site/index.html')

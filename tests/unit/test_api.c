@@ -381,6 +381,36 @@ static int fake_volume_files(void *svc, cube_rpc_ctx *ctx, const void *reqp, voi
     return rc;
 }
 
+/* TemplateTags: my-tpl has default -> b1 and v2 -> b2; assigning answers b2 */
+static int fake_template_tags(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *respp, cube_err *err)
+{
+    (void)svc;
+    const Cube__TemplateTagsRequest *r = reqp;
+    Cube__TemplateTagsResponse *out = respp;
+    if (strcmp(r->name, "my-tpl") != 0) return cube_err_set(err, ENOENT, "template '%s' not found", r->name);
+    if (strcmp(r->op, "list") == 0) {
+        out->tags = cube_rpc_alloc(ctx, 2 * sizeof(*out->tags));
+        const char *tags[][2] = {{"default", "b1"}, {"v2", "b2"}};
+        for (int i = 0; i < 2; i++) {
+            Cube__TemplateTag *t = cube_rpc_alloc(ctx, sizeof(*t));
+            cube__template_tag__init(t);
+            t->tag = (char *)tags[i][0];
+            t->build_id = (char *)tags[i][1];
+            t->created_at_ms = 1764892800000;
+            out->tags[out->n_tags++] = t;
+        }
+        return 0;
+    }
+    if (strcmp(r->op, "assign") == 0) {
+        if (strcmp(r->target, "my-tpl:v2") != 0) return cube_err_set(err, ENOENT, "target: not found");
+        out->build_id = "b2";
+        return 0;
+    }
+    return strcmp(r->op, "remove") == 0 && r->n_tags == 1 && strcmp(r->tags[0], "v2") == 0
+               ? 0
+               : cube_err_set(err, ENOENT, "no such tag");
+}
+
 #define M(name, fn, req, resp) CUBE_RPC_METHOD("cube.Master", name, fn, req, resp)
 static const cube_rpc_method fake_master[] = {
     M("RequestBuild", fake_request_build, cube__request_build_request, cube__template_build),
@@ -401,6 +431,7 @@ static const cube_rpc_method fake_master[] = {
     M("SandboxMetricsHistory", fake_metrics_history, cube__sandbox_ref, cube__hv_stats_history),
     M("ListSnapshots", fake_list_snapshots, cube__list_snapshots_request, cube__list_snapshots_response),
     M("GetVolume", fake_get_volume, cube__volume_ref, cube__volume),
+    M("TemplateTags", fake_template_tags, cube__template_tags_request, cube__template_tags_response),
     M("VolumeFiles", fake_volume_files, cube__volume_file_request, cube__volume_file_response),
     {0},
 };
@@ -1010,6 +1041,44 @@ START_TEST(volume_content_streams_through_the_node)
 }
 END_TEST
 
+/* E2B's tags: assign, list, remove; bad input named */
+START_TEST(template_tags_through_the_e2b_routes)
+{
+    char body[4096];
+    ck_assert_int_eq(request("POST", "/templates/tags", "e2b_good",
+                             "{\"target\":\"my-tpl:v2\",\"tags\":[\"prod\"]}", body, sizeof(body)),
+                     201);
+    ck_assert_msg(strstr(body, "\"buildID\":\"b2\"") && strstr(body, "\"tags\":[\"prod\"]"), "%s", body);
+    ck_assert_int_eq(request("GET", "/templates/my-tpl/tags", "e2b_good", NULL, body, sizeof(body)), 200);
+    ck_assert_msg(
+        strstr(body, "{\"tag\":\"default\",\"buildID\":\"b1\",\"createdAt\":\"2025-12-05T00:00:00") &&
+            strstr(body, "\"tag\":\"v2\""),
+        "%s", body);
+    ck_assert_int_eq(request("DELETE", "/templates/tags", "e2b_good",
+                             "{\"name\":\"my-tpl\",\"tags\":[\"v2\"]}", body, sizeof(body)),
+                     204);
+    ck_assert_int_eq(request("DELETE", "/templates/tags", "e2b_good",
+                             "{\"name\":\"my-tpl\",\"tags\":[\"zz\"]}", body, sizeof(body)),
+                     404);
+    ck_assert_int_eq(request("GET", "/templates/other/tags", "e2b_good", NULL, body, sizeof(body)), 404);
+    const char *bad[][3] = {{"POST", "{\"target\":\"My Tpl\",\"tags\":[\"a\"]}", "target"},
+                            {"POST", "{\"target\":\"my-tpl\",\"tags\":[]}", "tags"},
+                            {"POST", "{\"target\":\"my-tpl\",\"tags\":[\"Not A Tag\"]}", "tags"},
+                            {"DELETE", "{\"name\":\"my-tpl:v2\",\"tags\":[\"a\"]}", "name"},
+                            {"DELETE", "{\"name\":\"my-tpl\"}", "tags"}};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        ck_assert_int_eq(request(bad[i][0], "/templates/tags", "e2b_good", bad[i][1], body, sizeof(body)),
+                         400);
+        char want[64];
+        snprintf(want, sizeof(want), "\"message\":\"%s", bad[i][2]);
+        ck_assert_msg(strstr(body, want), "%s: %s", bad[i][1], body);
+    }
+    ck_assert_int_eq(request("POST", "/templates/tags", NULL, "{\"target\":\"my-tpl\",\"tags\":[\"a\"]}",
+                             body, sizeof(body)),
+                     401);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("api");
@@ -1026,6 +1095,7 @@ int main(void)
     tcase_add_test(tc, snapshots_are_paged_newest_first);
     tcase_add_test(tc, template_builds_through_the_e2b_routes);
     tcase_add_test(tc, volume_content_streams_through_the_node);
+    tcase_add_test(tc, template_tags_through_the_e2b_routes);
     suite_add_tcase(s, tc);
     return cube_run_suite(s);
 }

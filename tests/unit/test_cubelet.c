@@ -455,6 +455,103 @@ START_TEST(builds_publish_templates_and_check_their_input)
 }
 END_TEST
 
+static int tags_rpc(const char *op, const char *name, const char *target, const char *tag,
+                    Cube__TemplateTagsResponse **out, cube_err *err)
+{
+    Cube__TemplateTagsRequest req = CUBE__TEMPLATE_TAGS_REQUEST__INIT;
+    char *tags[] = {(char *)tag};
+    req.op = (char *)op;
+    req.name = (char *)name;
+    req.target = (char *)(target ? target : "");
+    req.n_tags = tag ? 1 : 0;
+    req.tags = tags;
+    ProtobufCMessage *resp = NULL;
+    int rc =
+        rpc("/cube.Cubelet/TemplateTags", &req.base, &cube__template_tags_response__descriptor, &resp, err);
+    if (out)
+        *out = (Cube__TemplateTagsResponse *)resp;
+    else if (resp)
+        protobuf_c_message_free_unpacked(resp, NULL);
+    return rc;
+}
+
+/* "a:b,c:d": the template's tags and their builds, as listed */
+static void tags_of(const char *name, char *out, size_t cap)
+{
+    cube_err err = {0};
+    Cube__TemplateTagsResponse *r;
+    ck_assert_msg(tags_rpc("list", name, NULL, NULL, &r, &err) == 0, "%s", err.msg);
+    /* sorted by tag, for a stable answer */
+    size_t n = 0;
+    out[0] = '\0';
+    for (char last[64] = ""; n < r->n_tags; n++) {
+        const Cube__TemplateTag *best = NULL;
+        for (size_t i = 0; i < r->n_tags; i++)
+            if (strcmp(r->tags[i]->tag, last) > 0 && (!best || strcmp(r->tags[i]->tag, best->tag) < 0))
+                best = r->tags[i];
+        size_t len = strlen(out);
+        snprintf(out + len, cap - len, "%s%s:%s", len ? "," : "", best->tag, best->build_id);
+        snprintf(last, sizeof(last), "%s", best->tag);
+    }
+    protobuf_c_message_free_unpacked(&r->base, NULL);
+}
+
+/* E2B's tags: a tagged build leaves the default where it was; "name:tag" starts that tag's build; a tag moves
+ * to another build at once; a removed tag starts nothing; the default cannot be removed, only moved. */
+START_TEST(tags_name_builds)
+{
+    cube_err err = {0};
+    char state[16], logs[8192], tags[512];
+    ck_assert_int_eq(start_build("tagged", "t1", "{\"fromTemplate\":\"pooled\"}", &err), 0);
+    build_wait("t1", state, logs, sizeof(logs));
+    ck_assert_msg(strcmp(state, "ready") == 0, "%s", logs);
+    Cube__BuildStartRequest req = CUBE__BUILD_START_REQUEST__INIT;
+    char *v2[] = {"v2", "stable"};
+    req.template_id = "tagged";
+    req.build_id = "t2";
+    req.template_json = "{\"fromTemplate\":\"pooled\",\"steps\":[{\"type\":\"ENV\",\"args\":[\"A\",\"2\"]}]}";
+    req.n_tags = 2;
+    req.tags = v2;
+    ProtobufCMessage *resp = NULL;
+    ck_assert_msg(rpc("/cube.Cubelet/StartBuild", &req.base, &cube__empty__descriptor, &resp, &err) == 0,
+                  "%s", err.msg);
+    protobuf_c_message_free_unpacked(resp, NULL);
+    build_wait("t2", state, logs, sizeof(logs));
+    ck_assert_msg(strcmp(state, "ready") == 0, "%s", logs);
+    tags_of("tagged", tags, sizeof(tags));
+    ck_assert_str_eq(tags, "default:t1,stable:t2,v2:t2");
+    ck_assert_msg(create("sb-v2", "tagged:v2", NULL, &err) == 0, "%s", err.msg);
+    ck_assert_msg(create("sb-default", "tagged", NULL, &err) == 0, "%s", err.msg);
+
+    /* moved: the default to v2's build; a new tag on the default's */
+    Cube__TemplateTagsResponse *r;
+    ck_assert_msg(tags_rpc("assign", "tagged", "tagged:v2", "default", &r, &err) == 0, "%s", err.msg);
+    ck_assert_str_eq(r->build_id, "t2");
+    protobuf_c_message_free_unpacked(&r->base, NULL);
+    ck_assert_int_eq(tags_rpc("assign", "tagged", "tagged", "prod", NULL, &err), 0);
+    tags_of("tagged", tags, sizeof(tags));
+    ck_assert_str_eq(tags, "default:t2,prod:t2,stable:t2,v2:t2");
+    ck_assert_msg(create("sb-prod", "tagged:prod", NULL, &err) == 0, "%s", err.msg);
+
+    /* removed: it starts nothing; the default is not removed; bad input is named */
+    ck_assert_int_eq(tags_rpc("remove", "tagged", NULL, "prod", NULL, &err), 0);
+    ck_assert_int_eq(create("sb-gone", "tagged:prod", NULL, &err), -1);
+    ck_assert_int_eq(err.code, ENOENT);
+    ck_assert_int_eq(tags_rpc("remove", "tagged", NULL, "prod", NULL, &err), -1);
+    ck_assert_int_eq(err.code, ENOENT);
+    ck_assert_int_eq(tags_rpc("remove", "tagged", NULL, "default", NULL, &err), -1);
+    ck_assert_int_eq(err.code, EINVAL);
+    ck_assert_int_eq(tags_rpc("assign", "tagged", "tagged:nope", "x", NULL, &err), -1);
+    ck_assert_int_eq(err.code, ENOENT);
+    ck_assert_int_eq(tags_rpc("assign", "tagged", "other:v2", "x", NULL, &err), -1);
+    ck_assert_int_eq(err.code, EINVAL);
+    ck_assert_int_eq(tags_rpc("assign", "tagged", "tagged", "Bad Tag", NULL, &err), -1);
+    ck_assert(err.code == EINVAL && strstr(err.msg, "tags"));
+    ck_assert_int_eq(tags_rpc("list", "no-such", NULL, NULL, NULL, &err), -1);
+    ck_assert_int_eq(err.code, ENOENT);
+}
+END_TEST
+
 /* A COPY step's files arrive in chunks, in order, and are there once the last one is */
 START_TEST(build_files_arrive_in_order)
 {
@@ -775,6 +872,7 @@ int main(void)
     tcase_add_test(tc, image_names_are_read_as_docker_reads_them);
     tcase_add_test(tc, an_image_too_big_for_the_node_is_refused_before_pulling);
     tcase_add_test(tc, volume_files_stay_inside_the_volume);
+    tcase_add_test(tc, tags_name_builds);
     suite_add_tcase(s, tc);
     TCase *hist = tcase_create("metrics history");
     tcase_add_test(hist, a_long_history_halves);
