@@ -79,7 +79,6 @@ static int run(cube_config *cfg, int argc, char **argv)
         return 2;
     }
     m.orphan_after_ms = orphan_ms;
-    snprintf(m.data_dir, sizeof(m.data_dir), "%s", data);
     char secrets_key[4200];
     snprintf(secrets_key, sizeof(secrets_key), "%s/secrets.key", data);
     if (secret_key_load(cube_config_get(cfg, "master.secrets_key", secrets_key), m.secret_key, &err) < 0) {

@@ -18,7 +18,6 @@
 #include "cubelet.pb-c.h"
 #include "hypervisor.pb-c.h"
 #include "id.h"
-#include "fsutil.h"
 #include "log.h"
 #include "metrics.h"
 #include "protoutil.h"
@@ -572,54 +571,56 @@ static int create_snapshot(void *svc, cube_rpc_ctx *ctx, const void *reqp, void 
     return rc;
 }
 
+/* Every live node's snapshots (templates it made from a sandbox), merged: nodes sharing one directory of
+ * templates answer the same ones once. */
 static int list_snapshots(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *respp, cube_err *err)
 {
     (void)err;
     master *m = svc;
-    const Cube__ListSnapshotsRequest *req = reqp;
     Cube__ListSnapshotsResponse *out = respp;
-    char dir[4200];
-    snprintf(dir, sizeof(dir), "%s/templates", m->data_dir);
-    DIR *d = opendir(dir);
+    node_link *links[64];
+    size_t nl = live_links(m, links, 64);
     size_t cap = 16;
     out->snapshots = cube_rpc_alloc(ctx, cap * sizeof(*out->snapshots));
-    struct dirent *de;
-    while (d && (de = readdir(d))) {
-        if (de->d_name[0] == '.') continue;
-        char p[4600];
-        snprintf(p, sizeof(p), "%s/%s/current/config.json", dir, de->d_name);
-        FILE *f = fopen(p, "re");
-        if (!f) continue;
-        char buf[16384];
-        size_t n = fread(buf, 1, sizeof(buf) - 1, f);
-        fclose(f);
-        buf[n] = '\0';
-        cJSON *j = cJSON_Parse(buf);
-        const char *of = cJSON_GetStringValue(cJSON_GetObjectItem(j, "snapshotOf"));
-        if (of && (!req->sandbox_id || !*req->sandbox_id || strcmp(of, req->sandbox_id) == 0)) {
+    for (size_t i = 0; i < nl; i++) {
+        ProtobufCMessage *r = NULL;
+        cube_err e = {0};
+        cube_rpc_call_opts o = {.timeout_ms = 10000};
+        int rc = cube_rpc_call(links[i]->rpc, "/cube.Cubelet/ListSnapshots", (const ProtobufCMessage *)reqp,
+                               &cube__list_snapshots_response__descriptor, &r, &o, &e);
+        node_link_put(links[i]);
+        if (rc < 0) {
+            cube_log_warn("a node did not list its snapshots", "err=\"%s\"", e.msg);
+            continue;
+        }
+        const Cube__ListSnapshotsResponse *l = (const Cube__ListSnapshotsResponse *)r;
+        for (size_t k = 0; out->snapshots && k < l->n_snapshots; k++) {
+            bool seen = false;
+            for (size_t j = 0; j < out->n_snapshots && !seen; j++)
+                seen = strcmp(out->snapshots[j]->snapshot_id, l->snapshots[k]->snapshot_id) == 0;
+            if (seen) continue;
             if (out->n_snapshots == cap) {
                 Cube__SnapshotInfo **bigger = cube_rpc_alloc(ctx, 2 * cap * sizeof(*bigger));
+                if (!bigger) break;
                 memcpy(bigger, out->snapshots, cap * sizeof(*bigger));
                 out->snapshots = bigger;
                 cap *= 2;
             }
             Cube__SnapshotInfo *si = cube_rpc_alloc(ctx, sizeof(*si));
+            if (!si) break;
             cube__snapshot_info__init(si);
-            si->snapshot_id = cube_rpc_strdup(ctx, de->d_name);
-            si->sandbox_id = cube_rpc_strdup(ctx, of);
-            cJSON *at = cJSON_GetObjectItem(j, "createdAt");
-            si->created_at_ms = cJSON_IsNumber(at) ? (int64_t)at->valuedouble : 0;
+            si->snapshot_id = cube_rpc_strdup(ctx, l->snapshots[k]->snapshot_id);
+            si->sandbox_id = cube_rpc_strdup(ctx, l->snapshots[k]->sandbox_id);
+            si->created_at_ms = l->snapshots[k]->created_at_ms;
             out->snapshots[out->n_snapshots++] = si;
         }
-        cJSON_Delete(j);
+        protobuf_c_message_free_unpacked(r, NULL);
     }
-    if (d) closedir(d);
     return 0;
 }
 
-/* A template (or snapshot) nobody uses is unpublished at once (nodes drain its pool within a heartbeat) and
- * its files are removed by the reaper a little later, once no node can still be starting a sandbox on them.
- */
+/* A template (or snapshot) no sandbox uses: every live node that holds it deletes its files (with its tags),
+ * each refusing while something of its own stands on them. */
 static int delete_template(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *respp, cube_err *err)
 {
     (void)ctx;
@@ -627,43 +628,40 @@ static int delete_template(void *svc, cube_rpc_ctx *ctx, const void *reqp, void 
     master *m = svc;
     const Cube__TemplateRef *req = reqp;
     const char *id = req->template_id ? req->template_id : "";
-    char dir[4400], cur[4500], gone[4600];
-    snprintf(dir, sizeof(dir), "%s/templates/%s", m->data_dir, id);
-    snprintf(cur, sizeof(cur), "%s/current", dir);
-    if (!valid_template_name(id) || access(cur, F_OK) != 0)
-        return cube_err_set(err, ENOENT, "template '%s' not found", id);
+    if (!valid_template_name(id)) return cube_err_set(err, ENOENT, "template '%s' not found", id);
     Cube__Sandbox **all;
-    size_t n;
+    size_t n, idl = strlen(id);
     if (m->st->ops->sandbox_list(m->st, &all, &n, err) < 0) return -1;
     int rc = 0;
     for (size_t i = 0; i < n && rc == 0; i++)
-        if (strcmp(all[i]->template_id, id) == 0)
+        if (strncmp(all[i]->template_id, id, idl) == 0 &&
+            (all[i]->template_id[idl] == '\0' || all[i]->template_id[idl] == ':') &&
+            all[i]->state != CUBE__SANDBOX_STATE__SANDBOX_STATE_KILLED &&
+            all[i]->state != CUBE__SANDBOX_STATE__SANDBOX_STATE_LOST)
             rc = cube_err_set(err, EBUSY, "template '%s' is used by sandbox %s", id, all[i]->sandbox_id);
     store_free_sandboxes(all, n);
     if (rc < 0) return -1;
-    snprintf(gone, sizeof(gone), "%s/templates/.deleted-%lld-%s", m->data_dir, (long long)cube_now_unix_ms(),
-             id);
-    if (rename(dir, gone) < 0) return cube_err_sys(err, errno, "remove template %s", id);
-    cube_log_info("audit", "action=template-delete template=%s", id);
-    return 0;
-}
-
-/* Files of deleted templates, a while after: rm -rf (background, off every request path). */
-static void sweep_deleted_templates(master *m)
-{
-    char dir[4200];
-    snprintf(dir, sizeof(dir), "%s/templates", m->data_dir);
-    DIR *d = opendir(dir);
-    struct dirent *de;
-    int64_t now = cube_now_unix_ms();
-    while (d && (de = readdir(d))) {
-        long long at;
-        if (sscanf(de->d_name, ".deleted-%lld-", &at) != 1 || now - at < 10000) continue;
-        char p[4500];
-        snprintf(p, sizeof(p), "%s/%s", dir, de->d_name);
-        cube_rm_rf(p);
+    node_link *links[64];
+    size_t nl = live_links(m, links, 64);
+    int deleted = 0;
+    for (size_t i = 0; i < nl; i++) {
+        ProtobufCMessage *r = NULL;
+        cube_err e = {0};
+        cube_rpc_call_opts o = {.timeout_ms = 30000};
+        int nrc = rc < 0 ? -1
+                         : cube_rpc_call(links[i]->rpc, "/cube.Cubelet/DeleteTemplate", &req->base,
+                                         &cube__empty__descriptor, &r, &o, &e);
+        node_link_put(links[i]);
+        if (r) protobuf_c_message_free_unpacked(r, NULL);
+        if (rc < 0) continue;
+        if (nrc == 0)
+            deleted++;
+        else if (e.code != ENOENT) /* the first refusal is the answer; nodes after it keep theirs */
+            rc = cube_err_set(err, e.code, "%s", e.msg);
     }
-    if (d) closedir(d);
+    if (rc == 0 && !deleted) return cube_err_set(err, ENOENT, "template '%s' not found", id);
+    if (deleted) cube_log_info("audit", "action=template-delete template=%s nodes=%d", id, deleted);
+    return rc;
 }
 
 static int sandbox_logs(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *respp, cube_err *err)
@@ -879,7 +877,6 @@ static void *reaper(void *arg)
         Cube__Sandbox **v;
         size_t n;
         cube_err err = {0};
-        if (*m->data_dir) sweep_deleted_templates(m);
         mark_lost_nodes(m);
         sweep_orphans(m);
         Cube__Sandbox **all;

@@ -31,8 +31,7 @@ typedef struct master_node {
 
 typedef struct master {
     store *st;
-    char data_dir[4096];  /* volumes live in <data_dir>/volumes/<id> (single node: shared with the cubelet) */
-    pthread_mutex_t lock; /* nodes */
+    pthread_mutex_t lock;         /* nodes */
     pthread_cond_t nodes_changed; /* a heartbeat arrived (with lock): creates waiting for a node look again */
     master_node *nodes;
     int64_t heartbeat_ms;

@@ -17,6 +17,8 @@ node_link *schedule_wait(master *m, const char *template_id, const char *only_no
 /* With m->lock held: a live node taking work for a build or a new volume: one holding need_template (if
  * given) first, then the fewest running; NULL when none. */
 master_node *pick_node(master *m, const char *need_template);
+/* References to the links of the live nodes (at most max; node_link_put each). */
+size_t live_links(master *m, node_link **out, size_t max);
 /* A reference to a live node's link (node_link_put when done), or NULL + EHOSTUNREACH. */
 node_link *node_link_get(master *m, const char *node_id, cube_err *err);
 /* With m->lock held: a reference to n's link, or NULL when it has none. */

@@ -351,6 +351,17 @@ node_link *schedule_wait(master *m, const char *template_id, const char *only_no
     return l;
 }
 
+size_t live_links(master *m, node_link **out, size_t max)
+{
+    size_t n = 0;
+    int64_t now = cube_now_mono_ms();
+    pthread_mutex_lock(&m->lock);
+    for (master_node *x = m->nodes; x && n < max; x = x->next)
+        if (node_alive(m, x, now) && x->link) out[n++] = node_link_ref(x);
+    pthread_mutex_unlock(&m->lock);
+    return n;
+}
+
 master_node *pick_node(master *m, const char *need_template)
 {
     int64_t now = cube_now_mono_ms();

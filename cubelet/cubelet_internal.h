@@ -56,6 +56,11 @@ void cl_template_link(const cubelet *c, const char *full, char *out, size_t cap)
  * name reloaded; the RPC TemplateTags (assign, remove, list). */
 int cl_tags_link(cubelet *c, const char *name, const char *build_id, char **tags, size_t n, cube_err *err);
 int cl_template_tags(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *respp, cube_err *err);
+/* The masters' ListSnapshots and DeleteTemplate, on this node's files; deleted ones' files removed a while
+ * after (the heartbeat loop). */
+int cl_list_snapshots(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *respp, cube_err *err);
+int cl_delete_template(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *respp, cube_err *err);
+void cl_sweep_deleted_templates(cubelet *c);
 /* Adds the templates built since the last scan. */
 int cl_load_templates(cubelet *c, cube_err *err);
 /* A template rebuilt under its name: the new config is published (creates take it from now on) and the old

@@ -166,6 +166,7 @@ void *cl_heartbeat_loop(void *arg)
         pthread_mutex_unlock(&c->lock);
         cube_err err = {0};
         drop_deleted_templates(c);
+        cl_sweep_deleted_templates(c);
         if (cl_load_templates(c, &err) < 0) cube_log_warn("template scan failed", "err=\"%s\"", err.msg);
         pthread_cond_signal(&c->refill); /* a new template wants its pool */
         cl_send_heartbeat(c);

@@ -5,15 +5,19 @@
 #include <cjson/cJSON.h>
 #include <dirent.h>
 #include <errno.h>
+#include <limits.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cubelet.h"
 #include "cubelet_internal.h"
 #include "disk.h"
+#include "fsutil.h"
 #include "log.h"
+#include "timeutil.h"
 
 int cl_node_disk_mb(const cubelet *c)
 {
@@ -191,4 +195,124 @@ void cl_free_templates(cubelet *c)
         free(t);
     }
     c->templates = NULL;
+}
+
+/* ---- snapshots and deletion: the node's own files, asked by the masters ---- */
+
+int cl_list_snapshots(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *respp, cube_err *err)
+{
+    (void)err;
+    cubelet *c = svc;
+    const Cube__ListSnapshotsRequest *req = reqp;
+    Cube__ListSnapshotsResponse *out = respp;
+    char dir[4200];
+    snprintf(dir, sizeof(dir), "%s/templates", c->cfg.data_dir);
+    DIR *d = opendir(dir);
+    size_t cap = 16;
+    out->snapshots = cube_rpc_alloc(ctx, cap * sizeof(*out->snapshots));
+    struct dirent *de;
+    while (d && out->snapshots && (de = readdir(d))) {
+        if (de->d_name[0] == '.') continue;
+        char p[4600];
+        snprintf(p, sizeof(p), "%s/%s/current/config.json", dir, de->d_name);
+        FILE *f = fopen(p, "re");
+        if (!f) continue;
+        char buf[16384];
+        size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+        fclose(f);
+        buf[n] = '\0';
+        cJSON *j = cJSON_Parse(buf);
+        const char *of = cJSON_GetStringValue(cJSON_GetObjectItem(j, "snapshotOf"));
+        if (of && (!req->sandbox_id || !*req->sandbox_id || strcmp(of, req->sandbox_id) == 0)) {
+            if (out->n_snapshots == cap) {
+                Cube__SnapshotInfo **bigger = cube_rpc_alloc(ctx, 2 * cap * sizeof(*bigger));
+                if (!bigger) {
+                    cJSON_Delete(j);
+                    break;
+                }
+                memcpy(bigger, out->snapshots, cap * sizeof(*bigger));
+                out->snapshots = bigger;
+                cap *= 2;
+            }
+            Cube__SnapshotInfo *si = cube_rpc_alloc(ctx, sizeof(*si));
+            if (si) {
+                cube__snapshot_info__init(si);
+                si->snapshot_id = cube_rpc_strdup(ctx, de->d_name);
+                si->sandbox_id = cube_rpc_strdup(ctx, of);
+                cJSON *at = cJSON_GetObjectItem(j, "createdAt");
+                si->created_at_ms = cJSON_IsNumber(at) ? (int64_t)at->valuedouble : 0;
+                out->snapshots[out->n_snapshots++] = si;
+            }
+        }
+        cJSON_Delete(j);
+    }
+    if (d) closedir(d);
+    return 0;
+}
+
+/* t is name itself or one of its tags */
+static bool of_template(const cl_template *t, const char *name)
+{
+    size_t n = strlen(name);
+    return strncmp(t->name, name, n) == 0 && (t->name[n] == '\0' || t->name[n] == ':');
+}
+
+/* A template's files go once nothing here stands on them: no sandbox of it (or of its tags) handed out, no
+ * other template built or snapshotted on top of its rootfs. They are renamed aside at once (no new sandbox
+ * finds them) and removed a little later (cl_sweep_deleted_templates), after any start already under way. */
+int cl_delete_template(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *respp, cube_err *err)
+{
+    (void)ctx;
+    (void)respp;
+    cubelet *c = svc;
+    const Cube__TemplateRef *req = reqp;
+    const char *name = req->template_id ? req->template_id : "";
+    char dir[4400], real[PATH_MAX], gone[4600];
+    if (!*name || name[0] == '.' || strchr(name, '/') || strchr(name, ':') || strlen(name) > 63)
+        return cube_err_set(err, EINVAL, "template '%s': not a template name", name);
+    snprintf(dir, sizeof(dir), "%s/templates/%s", c->cfg.data_dir, name);
+    char cur[4500];
+    cl_template_link(c, name, cur, sizeof(cur));
+    if (access(cur, F_OK) != 0 || !realpath(dir, real))
+        return cube_err_set(err, ENOENT, "template '%s' not found", name);
+    size_t rl = strlen(real);
+    int rc = 0;
+    pthread_mutex_lock(&c->lock);
+    for (cl_slot *s = c->slots; s && rc == 0; s = s->next)
+        if (of_template(s->tpl, name) && (s->state == SLOT_CLAIMED || s->state == SLOT_PAUSED))
+            rc = cube_err_set(err, EBUSY, "template '%s' is used by sandbox %s", name, s->sandbox_id);
+    pthread_mutex_unlock(&c->lock);
+    for (cl_template *t = __atomic_load_n(&c->templates, __ATOMIC_ACQUIRE); t && rc == 0; t = t->next) {
+        if (__atomic_load_n(&t->gone, __ATOMIC_ACQUIRE) || of_template(t, name)) continue;
+        bool on_it = (strncmp(t->rootfs, real, rl) == 0 && t->rootfs[rl] == '/');
+        for (const char *p = t->layers; !on_it && (p = strstr(p, real)); p += rl) on_it = p[rl] == '/';
+        if (on_it)
+            rc = cube_err_set(err, EBUSY, "template '%s' is what template '%s' is built on", name, t->name);
+    }
+    if (rc < 0) return -1;
+    snprintf(gone, sizeof(gone), "%s/templates/.deleted-%lld-%s", c->cfg.data_dir,
+             (long long)cube_now_unix_ms(), name);
+    if (rename(dir, gone) < 0) return cube_err_sys(err, errno, "remove template %s", name);
+    for (cl_template *t = __atomic_load_n(&c->templates, __ATOMIC_ACQUIRE); t; t = t->next)
+        if (!__atomic_load_n(&t->gone, __ATOMIC_ACQUIRE) && of_template(t, name)) cl_retire_template(c, t);
+    cube_log_info("template deleted", "template=%s", name);
+    cl_send_heartbeat(c); /* every master stops sending creates for it now */
+    return 0;
+}
+
+void cl_sweep_deleted_templates(cubelet *c)
+{
+    char dir[4200];
+    snprintf(dir, sizeof(dir), "%s/templates", c->cfg.data_dir);
+    DIR *d = opendir(dir);
+    struct dirent *de;
+    int64_t now = cube_now_unix_ms();
+    while (d && (de = readdir(d))) {
+        long long at;
+        if (sscanf(de->d_name, ".deleted-%lld-", &at) != 1 || now - at < 10000) continue;
+        char p[4500];
+        snprintf(p, sizeof(p), "%s/%s", dir, de->d_name);
+        cube_rm_rf(p);
+    }
+    if (d) closedir(d);
 }

@@ -549,6 +549,32 @@ START_TEST(tags_name_builds)
     ck_assert(err.code == EINVAL && strstr(err.msg, "tags"));
     ck_assert_int_eq(tags_rpc("list", "no-such", NULL, NULL, NULL, &err), -1);
     ck_assert_int_eq(err.code, ENOENT);
+
+    /* deletion: not while a sandbox of it (a tag's included) is handed out, nor while a template stands on
+     * it; then with its tags, at once */
+    Cube__TemplateRef ref = CUBE__TEMPLATE_REF__INIT;
+    ref.template_id = "tagged";
+    ck_assert_int_eq(rpc("/cube.Cubelet/DeleteTemplate", &ref.base, &cube__empty__descriptor, &resp, &err),
+                     -1);
+    ck_assert_msg(err.code == EBUSY && strstr(err.msg, "sb-"), "%s", err.msg);
+    const char *sbs[] = {"sb-v2", "sb-default", "sb-prod"};
+    for (int i = 0; i < 3; i++)
+        ck_assert_msg(by_ref("/cube.Cubelet/KillSandbox", sbs[i], &cube__empty__descriptor, &err) == 0, "%s",
+                      err.msg);
+    ref.template_id = "pooled";
+    ck_assert_int_eq(rpc("/cube.Cubelet/DeleteTemplate", &ref.base, &cube__empty__descriptor, &resp, &err),
+                     -1);
+    ck_assert_msg(err.code == EBUSY && strstr(err.msg, "built on"), "%s", err.msg);
+    ref.template_id = "tagged";
+    ck_assert_msg(rpc("/cube.Cubelet/DeleteTemplate", &ref.base, &cube__empty__descriptor, &resp, &err) == 0,
+                  "%s", err.msg);
+    protobuf_c_message_free_unpacked(resp, NULL);
+    ck_assert_int_eq(create("sb-after", "tagged:v2", NULL, &err), -1);
+    ck_assert_int_eq(err.code, ENOENT);
+    ck_assert_int_eq(create("sb-after", "tagged", NULL, &err), -1);
+    ck_assert_int_eq(rpc("/cube.Cubelet/DeleteTemplate", &ref.base, &cube__empty__descriptor, &resp, &err),
+                     -1);
+    ck_assert_int_eq(err.code, ENOENT);
 }
 END_TEST
 

@@ -33,6 +33,8 @@ typedef struct fake_node {
     char rules[512]; /* the header rules of the last create or network update: "host header=value;..." */
     int network_updates;
     char vol_ops[512]; /* the VolumeFiles calls it answered: "op:volume:path;..." */
+    char holds[128];   /* its templates and snapshots, ",a,b,": ListSnapshots, DeleteTemplate */
+    int refuse_delete; /* DeleteTemplate answers EBUSY */
 } fake_node;
 
 static void fake_note_rules(fake_node *f, const Cube__NetworkPolicy *p)
@@ -176,6 +178,48 @@ static int fake_volume_files(void *svc, cube_rpc_ctx *ctx, const void *reqp, voi
     return 0;
 }
 
+/* every template it holds is a snapshot of sandbox "sb-1" */
+static int fake_list_snapshots(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *respp, cube_err *err)
+{
+    (void)reqp, (void)err;
+    fake_node *f = svc;
+    Cube__ListSnapshotsResponse *out = respp;
+    pthread_mutex_lock(&f->lock);
+    char held[128];
+    snprintf(held, sizeof(held), "%s", f->holds);
+    pthread_mutex_unlock(&f->lock);
+    out->snapshots = cube_rpc_alloc(ctx, 8 * sizeof(*out->snapshots));
+    char *save = NULL;
+    for (char *t = strtok_r(held, ",", &save); t && out->n_snapshots < 8; t = strtok_r(NULL, ",", &save)) {
+        Cube__SnapshotInfo *si = cube_rpc_alloc(ctx, sizeof(*si));
+        cube__snapshot_info__init(si);
+        si->snapshot_id = cube_rpc_strdup(ctx, t);
+        si->sandbox_id = "sb-1";
+        out->snapshots[out->n_snapshots++] = si;
+    }
+    return 0;
+}
+
+static int fake_delete_template(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *respp, cube_err *err)
+{
+    (void)ctx, (void)respp;
+    fake_node *f = svc;
+    const Cube__TemplateRef *req = reqp;
+    char key[80];
+    snprintf(key, sizeof(key), ",%s,", req->template_id);
+    pthread_mutex_lock(&f->lock);
+    char *at = strstr(f->holds, key);
+    int rc = 0;
+    if (!at)
+        rc = cube_err_set(err, ENOENT, "template '%s' not found", req->template_id);
+    else if (f->refuse_delete)
+        rc = cube_err_set(err, EBUSY, "template '%s' is what template 'x' is built on", req->template_id);
+    else
+        memmove(at, at + strlen(key) - 1, strlen(at + strlen(key) - 1) + 1);
+    pthread_mutex_unlock(&f->lock);
+    return rc;
+}
+
 #define C(name, fn, req, resp) CUBE_RPC_METHOD("cube.Cubelet", name, fn, req, resp)
 static const cube_rpc_method fake_methods[] = {
     C("CreateSandbox", fake_create, cube__node_create_request, cube__node_sandbox),
@@ -185,6 +229,8 @@ static const cube_rpc_method fake_methods[] = {
     C("ListSandboxes", fake_list, cube__empty, cube__node_list_response),
     C("UpdateNetwork", fake_network, cube__node_network_request, cube__empty),
     C("VolumeFiles", fake_volume_files, cube__volume_file_request, cube__volume_file_response),
+    C("ListSnapshots", fake_list_snapshots, cube__list_snapshots_request, cube__list_snapshots_response),
+    C("DeleteTemplate", fake_delete_template, cube__template_ref, cube__empty),
     {0},
 };
 
@@ -278,7 +324,6 @@ static void setup(void)
     ck_assert_int_eq(master_init(&m, st, &err), 0);
     m.heartbeat_ms = 100; /* a node silent 300 ms is not scheduled; lost (and removable) after node_lost_ms */
     m.node_lost_ms = 400;
-    snprintf(m.data_dir, sizeof(m.data_dir), "%s", dir);
     snprintf(addr, sizeof(addr), "unix:%s/master.sock", dir);
     master_srv = cube_rpc_server_start(addr, master_methods, &m, 16, &err);
     ck_assert_msg(master_srv != NULL, "%s", err.msg);
@@ -778,6 +823,66 @@ START_TEST(a_volume_lives_on_one_node)
 }
 END_TEST
 
+/* Snapshots and template files are the nodes': listed from every live node (once each), deleted by each node
+ * that holds them (one refusing is the answer), 404 when none does, refused while a sandbox uses it. */
+START_TEST(snapshots_and_deletes_are_the_nodes)
+{
+    fake_node f[2];
+    fake_start(&f[0], "node-1");
+    fake_start(&f[1], "node-2");
+    snprintf(f[0].holds, sizeof(f[0].holds), ",snap-a,");
+    snprintf(f[1].holds, sizeof(f[1].holds), ",snap-a,snap-b,");
+    heartbeat(&f[0], 0);
+    heartbeat(&f[1], 0);
+    cube_err err = {0};
+    Cube__ListSnapshotsRequest lr = CUBE__LIST_SNAPSHOTS_REQUEST__INIT;
+    ProtobufCMessage *r = NULL;
+    ck_assert_msg(cube_rpc_call(mc, "/cube.Master/ListSnapshots", &lr.base,
+                                &cube__list_snapshots_response__descriptor, &r, NULL, &err) == 0,
+                  "%s", err.msg);
+    const Cube__ListSnapshotsResponse *l = (const Cube__ListSnapshotsResponse *)r;
+    ck_assert_int_eq(l->n_snapshots, 2);
+    protobuf_c_message_free_unpacked(r, NULL);
+
+    Cube__TemplateRef ref = CUBE__TEMPLATE_REF__INIT;
+    ref.template_id = "snap-a";
+    ck_assert_msg(cube_rpc_call(mc, "/cube.Master/DeleteTemplate", &ref.base, &cube__empty__descriptor, &r,
+                                NULL, &err) == 0,
+                  "%s", err.msg);
+    protobuf_c_message_free_unpacked(r, NULL);
+    char held[2][128];
+    for (int i = 0; i < 2; i++) {
+        pthread_mutex_lock(&f[i].lock);
+        snprintf(held[i], sizeof(held[i]), "%s", f[i].holds);
+        pthread_mutex_unlock(&f[i].lock);
+    }
+    ck_assert_str_eq(held[0], ",");
+    ck_assert_str_eq(held[1], ",snap-b,");
+    ck_assert_int_eq(
+        cube_rpc_call(mc, "/cube.Master/DeleteTemplate", &ref.base, &cube__empty__descriptor, &r, NULL, &err),
+        -1);
+    ck_assert_int_eq(err.code, ENOENT);
+    pthread_mutex_lock(&f[1].lock);
+    f[1].refuse_delete = 1;
+    pthread_mutex_unlock(&f[1].lock);
+    ref.template_id = "snap-b";
+    ck_assert_int_eq(
+        cube_rpc_call(mc, "/cube.Master/DeleteTemplate", &ref.base, &cube__empty__descriptor, &r, NULL, &err),
+        -1);
+    ck_assert_msg(err.code == EBUSY && strstr(err.msg, "built on"), "%d %s", err.code, err.msg);
+    /* a sandbox of it (here: of base) keeps it */
+    char id[64];
+    ck_assert_msg(create(id, NULL, &err) == 0, "%s", err.msg);
+    ref.template_id = "base";
+    ck_assert_int_eq(
+        cube_rpc_call(mc, "/cube.Master/DeleteTemplate", &ref.base, &cube__empty__descriptor, &r, NULL, &err),
+        -1);
+    ck_assert_msg(err.code == EBUSY && strstr(err.msg, id), "%s", err.msg);
+    fake_stop(&f[0]);
+    fake_stop(&f[1]);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("master");
@@ -790,6 +895,7 @@ int main(void)
     tcase_add_test(tc, a_node_removed_under_a_call_in_flight);
     tcase_add_test(tc, secrets_fill_rules_for_the_node_only);
     tcase_add_test(tc, a_volume_lives_on_one_node);
+    tcase_add_test(tc, snapshots_and_deletes_are_the_nodes);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
