@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "template_import.h"
+#include "template_config.h"
 
 static unsigned long base;
 
@@ -47,30 +48,19 @@ static int shift_one(const char *path, const struct stat *st, int flag, struct F
     return 0;
 }
 
-static void put_json(const char *path, cJSON *o)
+/* Image config (Env ["K=V"], WorkingDir, User, Cmd) into the template's config. */
+static void template_config(cube_tpl_config *c, const char *name, const char *id, const char *source,
+                            const cJSON *img, unsigned long uid, unsigned long cpus, unsigned long memory_mb)
 {
-    char *s = cJSON_Print(o);
-    FILE *f = fopen(path, "we");
-    if (f) {
-        fputs(s, f);
-        fclose(f);
-    }
-    free(s);
-}
-
-/* Image config (Env ["K=V"], WorkingDir, User, Cmd) into the template's config.json. */
-static cJSON *template_config(const char *name, const char *id, const char *source, const cJSON *img,
-                              unsigned long uid, unsigned long cpus, unsigned long memory_mb)
-{
-    cJSON *c = cJSON_CreateObject();
-    cJSON_AddStringToObject(c, "name", name);
-    cJSON_AddStringToObject(c, "id", id);
-    cJSON_AddStringToObject(c, "source", source);
+    cube_tpl_config_init(c);
+    snprintf(c->name, sizeof(c->name), "%s", name);
+    snprintf(c->id, sizeof(c->id), "%s", id);
+    snprintf(c->source, sizeof(c->source), "%s", source);
     const char *user = cJSON_GetStringValue(cJSON_GetObjectItem(img, "User"));
     const char *wd = cJSON_GetStringValue(cJSON_GetObjectItem(img, "WorkingDir"));
-    cJSON_AddStringToObject(c, "user", user && *user ? user : "root");
-    cJSON_AddStringToObject(c, "workdir", wd && *wd ? wd : "/");
-    cJSON *env = cJSON_AddObjectToObject(c, "env");
+    snprintf(c->user, sizeof(c->user), "%s", user && *user ? user : "root");
+    snprintf(c->workdir, sizeof(c->workdir), "%s", wd && *wd ? wd : "/");
+    cJSON *env = cJSON_CreateObject();
     const cJSON *e;
     cJSON_ArrayForEach(e, cJSON_GetObjectItem(img, "Env"))
     {
@@ -81,13 +71,55 @@ static cJSON *template_config(const char *name, const char *id, const char *sour
         snprintf(k, sizeof(k), "%.*s", (int)(eq - kv), kv);
         cJSON_AddStringToObject(env, k, eq + 1);
     }
-    if (cJSON_GetObjectItem(img, "Cmd"))
-        cJSON_AddItemToObject(c, "cmd", cJSON_Duplicate(cJSON_GetObjectItem(img, "Cmd"), 1));
-    cJSON_AddNumberToObject(c, "cpu", (double)cpus);
-    cJSON_AddNumberToObject(c, "memoryMB", (double)memory_mb);
-    cJSON_AddNumberToObject(c, "diskMB", 1024);
-    cJSON_AddNumberToObject(c, "uidBase", (double)uid);
-    return c;
+    c->env_json = cJSON_PrintUnformatted(env);
+    cJSON_Delete(env);
+    const cJSON *cmd = cJSON_GetObjectItem(img, "Cmd");
+    c->cmd_json = cJSON_IsArray(cmd) ? cJSON_PrintUnformatted(cmd) : NULL;
+    c->cpu = (int64_t)cpus;
+    c->memory_mb = (int64_t)memory_mb;
+    c->disk_mb = 1024;
+    c->uid_base = (unsigned)uid;
+}
+
+/* config PATH --name N --id ID [--recipe R] [--user U] [--workdir W] [--uid-base N]: a template's config
+ * written by a script (deploy/templates/build), in the one format every reader takes. */
+static int config_cmd(int argc, char **argv)
+{
+    cube_tpl_config c;
+    cube_tpl_config_init(&c);
+    c.cpu = 2;
+    c.memory_mb = 512;
+    c.disk_mb = 1024;
+    snprintf(c.user, sizeof(c.user), "root");
+    snprintf(c.workdir, sizeof(c.workdir), "/");
+    int bad = argc < 1 || argc % 2 == 0;
+    for (int i = 1; !bad && i + 1 < argc; i += 2) {
+        const char *k = argv[i], *v = argv[i + 1];
+        if (!strcmp(k, "--name"))
+            snprintf(c.name, sizeof(c.name), "%s", v);
+        else if (!strcmp(k, "--id"))
+            snprintf(c.id, sizeof(c.id), "%s", v);
+        else if (!strcmp(k, "--recipe"))
+            snprintf(c.recipe, sizeof(c.recipe), "%s", v);
+        else if (!strcmp(k, "--user"))
+            snprintf(c.user, sizeof(c.user), "%s", v);
+        else if (!strcmp(k, "--workdir"))
+            snprintf(c.workdir, sizeof(c.workdir), "%s", v);
+        else if (!strcmp(k, "--uid-base"))
+            c.uid_base = (unsigned)strtoul(v, NULL, 10);
+        else
+            bad = 1;
+    }
+    if (bad || !*c.name || !*c.id) {
+        fprintf(stderr, "usage: cube-template config PATH --name NAME --id ID [--recipe R] [--user U] "
+                        "[--workdir DIR] [--uid-base N]\n");
+        return 2;
+    }
+    cube_err err = {0};
+    int rc = cube_tpl_config_write(argv[0], &c, &err);
+    cube_tpl_config_free(&c);
+    if (rc < 0) fprintf(stderr, "cube-template: %s\n", err.msg);
+    return rc < 0 ? 1 : 0;
 }
 
 static int import_cmd(int argc, char **argv)
@@ -199,15 +231,13 @@ static int import_cmd(int argc, char **argv)
             cube_err_set(&err, EIO, "shifting ownership of %s failed", building);
             goto fail;
         }
-        cJSON *cfg = template_config(name, id, source, img, uid, cpus, memory_mb);
+        cube_tpl_config cfg;
+        template_config(&cfg, name, id, source, img, uid, cpus, memory_mb);
         cJSON_Delete(img);
-        if (rename(building, rootfs) < 0) {
-            cJSON_Delete(cfg);
-            cube_err_sys(&err, errno, "rename %s", building);
-            goto fail;
-        }
-        put_json(cfgp, cfg);
-        cJSON_Delete(cfg);
+        int wrc = rename(building, rootfs) < 0 ? cube_err_sys(&err, errno, "rename %s", building)
+                                               : cube_tpl_config_write(cfgp, &cfg, &err);
+        cube_tpl_config_free(&cfg);
+        if (wrc < 0) goto fail;
     }
     unlink(cur);
     if (symlink(id, cur) < 0) {
@@ -224,6 +254,7 @@ fail:
 int main(int argc, char **argv)
 {
     if (argc >= 2 && strcmp(argv[1], "import") == 0) return import_cmd(argc - 2, argv + 2);
+    if (argc >= 2 && strcmp(argv[1], "config") == 0) return config_cmd(argc - 2, argv + 2);
     if (argc == 4 && strcmp(argv[1], "shift") == 0) {
         char *end;
         base = strtoul(argv[3], &end, 10);
@@ -235,6 +266,7 @@ int main(int argc, char **argv)
     }
     fprintf(stderr,
             "usage: cube-template shift DIR UID_BASE | cube-template import NAME --data DIR (--oci LAYOUT | "
-            "--docker-save TAR | --rootfs TAR|DIR) [--uid-base N]\n");
+            "--docker-save TAR | --rootfs TAR|DIR) [--uid-base N] | cube-template config PATH --name NAME "
+            "--id ID ...\n");
     return 2;
 }

@@ -35,6 +35,7 @@ extern char **environ;
 #include "hypervisor.pb-c.h"
 #include "id.h"
 #include "log.h"
+#include "template_config.h"
 #include "protoutil.h"
 #include "rpc.h"
 #include "start_cmd.h"
@@ -560,31 +561,27 @@ static int publish(build_run *r, const build_state *st, const char *start, const
     snprintf(dir, sizeof(dir), "%s/templates/%s/%s", c->cfg.data_dir, r->b->template_id, r->b->id);
     if (mkdir(dir, 0755) < 0) return cube_err_sys(err, errno, "mkdir %s", dir);
     snprintf(cfgp, sizeof(cfgp), "%s/config.json", dir);
-    cJSON *cfg = cJSON_CreateObject();
-    cJSON_AddStringToObject(cfg, "name", r->b->template_id);
-    cJSON_AddStringToObject(cfg, "id", r->b->id);
-    cJSON_AddStringToObject(cfg, "fromTemplate", r->base->name);
-    cJSON_AddNumberToObject(cfg, "createdAt", (double)cube_now_unix_ms());
-    cJSON_AddStringToObject(cfg, "rootfs", r->base->rootfs);
-    cJSON_AddStringToObject(cfg, "layers", st->layers);
-    cJSON_AddStringToObject(cfg, "user", st->user);
-    cJSON_AddStringToObject(cfg, "workdir", st->workdir);
-    cJSON_AddItemToObject(cfg, "env", cJSON_Duplicate(st->env, 1));
-    cJSON_AddNumberToObject(cfg, "uidBase", r->base->uid_base);
-    cJSON_AddNumberToObject(cfg, "cpu", r->b->cpus);
-    cJSON_AddNumberToObject(cfg, "memoryMB", r->b->memory_mb);
+    cube_tpl_config cfg;
+    cube_tpl_config_init(&cfg);
+    snprintf(cfg.name, sizeof(cfg.name), "%s", r->b->template_id);
+    snprintf(cfg.id, sizeof(cfg.id), "%s", r->b->id);
+    snprintf(cfg.from_template, sizeof(cfg.from_template), "%s", r->base->name);
+    cfg.created_at_ms = cube_now_unix_ms();
+    snprintf(cfg.rootfs, sizeof(cfg.rootfs), "%s", r->base->rootfs);
+    snprintf(cfg.layers, sizeof(cfg.layers), "%s", st->layers);
+    snprintf(cfg.user, sizeof(cfg.user), "%s", st->user);
+    snprintf(cfg.workdir, sizeof(cfg.workdir), "%s", st->workdir);
+    cfg.env_json = cJSON_PrintUnformatted(st->env);
+    cfg.uid_base = r->base->uid_base;
+    cfg.cpu = r->b->cpus;
+    cfg.memory_mb = r->b->memory_mb;
     /* the disk asked for, else the base's own when it has one larger than the node's */
-    int disk = r->b->disk_mb > 0 ? r->b->disk_mb : *r->base->disk_template ? r->base->disk_mb : 0;
-    if (disk > 0) cJSON_AddNumberToObject(cfg, "diskMB", disk);
-    if (start && *start) cJSON_AddStringToObject(cfg, "startCmd", start);
-    if (start && *start && ready && *ready) cJSON_AddStringToObject(cfg, "readyCmd", ready);
-    char *text = cJSON_Print(cfg);
-    cJSON_Delete(cfg);
-    FILE *f = fopen(cfgp, "we");
-    bool ok = f && text && fputs(text, f) >= 0;
-    if (f) ok = fclose(f) == 0 && ok;
-    free(text);
-    if (!ok) return cube_err_sys(err, errno ? errno : EIO, "write %s", cfgp);
+    cfg.disk_mb = r->b->disk_mb > 0 ? r->b->disk_mb : *r->base->disk_template ? r->base->disk_mb : 0;
+    cfg.start_cmd = start && *start ? strdup(start) : NULL;
+    cfg.ready_cmd = start && *start && ready && *ready ? strdup(ready) : NULL;
+    int rc = cube_tpl_config_write(cfgp, &cfg, err);
+    cube_tpl_config_free(&cfg);
+    if (rc < 0) return -1;
     return cl_tags_link(c, r->b->template_id, r->b->id, r->b->tags, r->b->ntags, err);
 }
 

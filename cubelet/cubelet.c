@@ -26,6 +26,7 @@
 #include "id.h"
 #include "fsutil.h"
 #include "log.h"
+#include "template_config.h"
 #include "metrics.h"
 #include "master.pb-c.h"
 #include "netclient.h"
@@ -907,33 +908,32 @@ static int snapshot_sandbox(void *svc, cube_rpc_ctx *ctx, const void *reqp, void
         return cube_err_prefix(err, "snapshot %s", req->sandbox_id);
     protobuf_c_message_free_unpacked(resp, NULL);
     chmod(layer, 0755);
-    char all_layers[sizeof(layers) + 4600];
-    snprintf(all_layers, sizeof(all_layers), "%s%s%s", layer, *layers ? ":" : "", layers);
-    cJSON *cfg = cJSON_CreateObject();
-    cJSON_AddStringToObject(cfg, "name", sid);
-    cJSON_AddStringToObject(cfg, "id", build);
-    cJSON_AddStringToObject(cfg, "snapshotOf", req->sandbox_id);
-    cJSON_AddStringToObject(cfg, "parentTemplate", tpl->name);
-    cJSON_AddNumberToObject(cfg, "createdAt", (double)cube_now_unix_ms());
-    cJSON_AddStringToObject(cfg, "rootfs", tpl->rootfs);
-    cJSON_AddStringToObject(cfg, "layers", all_layers);
-    cJSON_AddStringToObject(cfg, "user", tpl->user);
-    cJSON_AddStringToObject(cfg, "workdir", tpl->workdir);
-    cJSON_AddItemToObject(cfg, "env", tpl->env_json ? cJSON_Parse(tpl->env_json) : cJSON_CreateObject());
-    cJSON_AddNumberToObject(cfg, "uidBase", tpl->uid_base);
-    cJSON_AddNumberToObject(cfg, "cpu", tpl->cpus);
-    cJSON_AddNumberToObject(cfg, "memoryMB", tpl->memory_mb);
-    if (tpl->start_cmd) cJSON_AddStringToObject(cfg, "startCmd", tpl->start_cmd);
-    if (tpl->ready_cmd) cJSON_AddStringToObject(cfg, "readyCmd", tpl->ready_cmd);
-    cJSON_AddNumberToObject(cfg, "pool", 0);
-    char *text = cJSON_Print(cfg);
-    cJSON_Delete(cfg);
-    FILE *f = fopen(cfgp, "we");
-    int ok = f && text && fputs(text, f) >= 0;
-    if (f) ok = fclose(f) == 0 && ok;
-    free(text);
-    if (!ok || symlink(build, cur) < 0)
-        return cube_err_sys(err, errno ? errno : EIO, "publish snapshot %s", sid);
+    /* topmost first: the sandbox's own changes above the layers it ran on (its template's, a fork's) */
+    cube_tpl_config cfg;
+    cube_tpl_config_init(&cfg);
+    int n = snprintf(cfg.layers, sizeof(cfg.layers), "%s%s%s", layer, *layers ? ":" : "", layers);
+    if (n < 0 || (size_t)n >= sizeof(cfg.layers))
+        return cube_err_set(err, E2BIG, "snapshot %s: too many layers", req->sandbox_id);
+    snprintf(cfg.name, sizeof(cfg.name), "%s", sid);
+    snprintf(cfg.id, sizeof(cfg.id), "%s", build);
+    snprintf(cfg.snapshot_of, sizeof(cfg.snapshot_of), "%s", req->sandbox_id);
+    snprintf(cfg.parent_template, sizeof(cfg.parent_template), "%s", tpl->name);
+    cfg.created_at_ms = cube_now_unix_ms();
+    snprintf(cfg.rootfs, sizeof(cfg.rootfs), "%s", tpl->rootfs);
+    snprintf(cfg.user, sizeof(cfg.user), "%s", tpl->user);
+    snprintf(cfg.workdir, sizeof(cfg.workdir), "%s", tpl->workdir);
+    cfg.env_json = tpl->env_json ? strdup(tpl->env_json) : NULL;
+    cfg.uid_base = tpl->uid_base;
+    cfg.cpu = tpl->cpus;
+    cfg.memory_mb = tpl->memory_mb;
+    if (*tpl->disk_template) cfg.disk_mb = tpl->disk_mb;
+    cfg.start_cmd = tpl->start_cmd ? strdup(tpl->start_cmd) : NULL;
+    cfg.ready_cmd = tpl->ready_cmd ? strdup(tpl->ready_cmd) : NULL;
+    cfg.pool = 0;
+    int rc = cube_tpl_config_write(cfgp, &cfg, err);
+    cube_tpl_config_free(&cfg);
+    if (rc < 0) return -1;
+    if (symlink(build, cur) < 0) return cube_err_sys(err, errno, "publish snapshot %s", sid);
     cube_log_info("sandbox snapshotted", "sandbox=%s snapshot=%s", req->sandbox_id, sid);
     return 0;
 }

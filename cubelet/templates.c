@@ -17,6 +17,7 @@
 #include "disk.h"
 #include "fsutil.h"
 #include "log.h"
+#include "template_config.h"
 #include "timeutil.h"
 
 int cl_node_disk_mb(const cubelet *c)
@@ -49,74 +50,61 @@ static cl_template *load_template(cubelet *c, const char *name)
     cl_template_link(c, name, link, sizeof(link));
     snprintf(cfgp, sizeof(cfgp), "%s/config.json", link);
     snprintf(rootfs, sizeof(rootfs), "%s/rootfs", link);
-    FILE *f = fopen(cfgp, "re");
-    if (!f) return NULL;
-    char buf[16384];
-    size_t n = fread(buf, 1, sizeof(buf) - 1, f);
-    fclose(f);
-    buf[n] = '\0';
-    cJSON *j = cJSON_Parse(buf);
+    cube_tpl_config cfg;
+    cube_err rerr = {0};
+    if (cube_tpl_config_read(cfgp, &cfg, &rerr) < 0) {
+        if (rerr.code != ENOENT)
+            cube_log_warn("template config unreadable", "template=%s err=\"%s\"", name, rerr.msg);
+        return NULL;
+    }
     cl_template *t = calloc(1, sizeof(*t));
     if (!t) {
-        cJSON_Delete(j);
+        cube_tpl_config_free(&cfg);
         return NULL;
     }
     snprintf(t->name, sizeof(t->name), "%s", name);
-    /* a snapshot template names its parent's rootfs and the layers above it */
-    const char *own_rootfs = cJSON_GetStringValue(cJSON_GetObjectItem(j, "rootfs"));
-    const char *layers = cJSON_GetStringValue(cJSON_GetObjectItem(j, "layers"));
-    cJSON *pool = cJSON_GetObjectItem(j, "pool");
-    if (own_rootfs) snprintf(rootfs, sizeof(rootfs), "%s", own_rootfs);
-    snprintf(t->layers, sizeof(t->layers), "%s", layers ? layers : "");
-    t->pool = cJSON_IsNumber(pool) ? (int)pool->valuedouble : c->cfg.pool_size;
+    /* a snapshot or a build names the rootfs it stands on and the layers above it */
+    if (*cfg.rootfs) snprintf(rootfs, sizeof(rootfs), "%s", cfg.rootfs);
+    snprintf(t->layers, sizeof(t->layers), "%s", cfg.layers);
+    t->pool = cfg.pool >= 0 ? cfg.pool : c->cfg.pool_size;
     if (strchr(name, ':')) t->pool = 0; /* a tag's own build pools only while creates ask for it */
     if (!realpath(rootfs, t->rootfs)) snprintf(t->rootfs, sizeof(t->rootfs), "%s", rootfs);
-    cJSON *ub = cJSON_GetObjectItem(j, "uidBase");
-    t->uid_base = cJSON_IsNumber(ub) ? (unsigned)ub->valuedouble : CL_UID_BASE_DEFAULT;
-    const char *user = cJSON_GetStringValue(cJSON_GetObjectItem(j, "user"));
-    const char *wd = cJSON_GetStringValue(cJSON_GetObjectItem(j, "workdir"));
-    const char *id = cJSON_GetStringValue(cJSON_GetObjectItem(j, "id"));
-    snprintf(t->user, sizeof(t->user), "%s", user && *user ? user : "root");
-    snprintf(t->workdir, sizeof(t->workdir), "%s", wd && *wd ? wd : "/");
-    snprintf(t->build_id, sizeof(t->build_id), "%s", id ? id : "");
-    cJSON *env = cJSON_GetObjectItem(j, "env");
-    t->env_json = cJSON_IsObject(env) ? cJSON_PrintUnformatted(env) : NULL;
-    const char *start = cJSON_GetStringValue(cJSON_GetObjectItem(j, "startCmd"));
-    const char *ready = cJSON_GetStringValue(cJSON_GetObjectItem(j, "readyCmd"));
-    t->start_cmd = start && *start ? strdup(start) : NULL;
-    t->ready_cmd = start && *start && ready && *ready ? strdup(ready) : NULL;
+    t->uid_base = cfg.uid_base ? cfg.uid_base : CL_UID_BASE_DEFAULT;
+    snprintf(t->user, sizeof(t->user), "%s", *cfg.user ? cfg.user : "root");
+    snprintf(t->workdir, sizeof(t->workdir), "%s", *cfg.workdir ? cfg.workdir : "/");
+    snprintf(t->build_id, sizeof(t->build_id), "%s", cfg.id);
+    t->env_json = cfg.env_json;
+    t->start_cmd = cfg.start_cmd;
+    t->ready_cmd = cfg.ready_cmd;
+    cfg.env_json = cfg.start_cmd = cfg.ready_cmd = NULL; /* the template has them */
     /* each sandbox's size; out of range is a template mistake: said, and the default used */
-    cJSON *cpu = cJSON_GetObjectItem(j, "cpu"), *mem = cJSON_GetObjectItem(j, "memoryMB");
     t->cpus = TEMPLATE_CPUS_DEFAULT;
     t->memory_mb = TEMPLATE_MEMORY_MB_DEFAULT;
-    if (cJSON_IsNumber(cpu) && cpu->valuedouble >= 1 && cpu->valuedouble <= TEMPLATE_CPUS_MAX)
-        t->cpus = (int)cpu->valuedouble;
-    else if (cpu)
+    if (cfg.cpu >= 1 && cfg.cpu <= TEMPLATE_CPUS_MAX)
+        t->cpus = (int)cfg.cpu;
+    else if (cfg.cpu)
         cube_log_warn("template cpu out of range: default used", "template=%s max=%d", t->name,
                       TEMPLATE_CPUS_MAX);
-    if (cJSON_IsNumber(mem) && mem->valuedouble >= TEMPLATE_MEMORY_MB_MIN &&
-        mem->valuedouble <= TEMPLATE_MEMORY_MB_MAX)
-        t->memory_mb = (int)mem->valuedouble;
-    else if (mem)
+    if (cfg.memory_mb >= TEMPLATE_MEMORY_MB_MIN && cfg.memory_mb <= TEMPLATE_MEMORY_MB_MAX)
+        t->memory_mb = (int)cfg.memory_mb;
+    else if (cfg.memory_mb)
         cube_log_warn("template memoryMB out of range: default used", "template=%s min=%d max=%d", t->name,
                       TEMPLATE_MEMORY_MB_MIN, TEMPLATE_MEMORY_MB_MAX);
     /* a disk larger than the node's: its empty image made now, off every create's path (it runs mkfs) */
-    cJSON *disk = cJSON_GetObjectItem(j, "diskMB");
     int node_disk = cl_node_disk_mb(c);
     t->disk_mb = node_disk;
-    if (cJSON_IsNumber(disk) && disk->valuedouble > node_disk && disk->valuedouble <= TEMPLATE_DISK_MB_MAX) {
+    if (cfg.disk_mb > node_disk && cfg.disk_mb <= TEMPLATE_DISK_MB_MAX) {
         cube_err derr = {0};
-        if (cl_disk_template(c, (int)disk->valuedouble, t->disk_template, sizeof(t->disk_template), &derr) ==
-            0)
-            t->disk_mb = (int)disk->valuedouble;
+        if (cl_disk_template(c, (int)cfg.disk_mb, t->disk_template, sizeof(t->disk_template), &derr) == 0)
+            t->disk_mb = (int)cfg.disk_mb;
         else
             cube_log_warn("template disk not made: the node's size used", "template=%s err=\"%s\"", t->name,
                           derr.msg);
-    } else if (cJSON_IsNumber(disk) && disk->valuedouble > TEMPLATE_DISK_MB_MAX) {
+    } else if (cfg.disk_mb > TEMPLATE_DISK_MB_MAX) {
         cube_log_warn("template diskMB out of range: the node's size used", "template=%s max=%d", t->name,
                       TEMPLATE_DISK_MB_MAX);
     }
-    cJSON_Delete(j);
+    cube_tpl_config_free(&cfg);
     return t;
 }
 
@@ -215,19 +203,15 @@ int cl_list_snapshots(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *resp
         if (de->d_name[0] == '.') continue;
         char p[4600];
         snprintf(p, sizeof(p), "%s/%s/current/config.json", dir, de->d_name);
-        FILE *f = fopen(p, "re");
-        if (!f) continue;
-        char buf[16384];
-        size_t n = fread(buf, 1, sizeof(buf) - 1, f);
-        fclose(f);
-        buf[n] = '\0';
-        cJSON *j = cJSON_Parse(buf);
-        const char *of = cJSON_GetStringValue(cJSON_GetObjectItem(j, "snapshotOf"));
-        if (of && (!req->sandbox_id || !*req->sandbox_id || strcmp(of, req->sandbox_id) == 0)) {
+        cube_tpl_config cfg;
+        cube_err rerr = {0};
+        if (cube_tpl_config_read(p, &cfg, &rerr) < 0) continue;
+        const char *of = cfg.snapshot_of;
+        if (*of && (!req->sandbox_id || !*req->sandbox_id || strcmp(of, req->sandbox_id) == 0)) {
             if (out->n_snapshots == cap) {
                 Cube__SnapshotInfo **bigger = cube_rpc_alloc(ctx, 2 * cap * sizeof(*bigger));
                 if (!bigger) {
-                    cJSON_Delete(j);
+                    cube_tpl_config_free(&cfg);
                     break;
                 }
                 memcpy(bigger, out->snapshots, cap * sizeof(*bigger));
@@ -239,12 +223,11 @@ int cl_list_snapshots(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *resp
                 cube__snapshot_info__init(si);
                 si->snapshot_id = cube_rpc_strdup(ctx, de->d_name);
                 si->sandbox_id = cube_rpc_strdup(ctx, of);
-                cJSON *at = cJSON_GetObjectItem(j, "createdAt");
-                si->created_at_ms = cJSON_IsNumber(at) ? (int64_t)at->valuedouble : 0;
+                si->created_at_ms = cfg.created_at_ms;
                 out->snapshots[out->n_snapshots++] = si;
             }
         }
-        cJSON_Delete(j);
+        cube_tpl_config_free(&cfg);
     }
     if (d) closedir(d);
     return 0;

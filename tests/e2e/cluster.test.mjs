@@ -98,6 +98,30 @@ test('creates spread across nodes; both masters answer for every sandbox; comman
   }
 });
 
+test('a volume is held by one node: its sandboxes run there and share its files; snapshots are listed and deleted through the nodes', async () => {
+  const { Volume } = await import('e2b');
+  const vol = await Volume.create(`cluster-vol-${Date.now()}`);
+  const sbs = [];
+  try {
+    await vol.writeFile('/hello.txt', 'from the volume api');
+    for (let i = 0; i < 3; i++) sbs.push(await Sandbox.create({ volumeMounts: { '/v': vol } }));
+    const where = new Set(sbs.map((s) => nodeOf(s.sandboxId)));
+    assert.equal(where.size, 1, `a volume's sandboxes on ${[...where]}`);
+    for (const s of sbs) assert.equal(await s.files.read('/v/hello.txt'), 'from the volume api');
+    await sbs[2].files.write('/v/back.txt', 'from a sandbox');
+    assert.equal(await vol.readFile('/back.txt'), 'from a sandbox');
+    // a snapshot is its node's files: listed and deleted through the masters, which hold none
+    const snap = await Sandbox.createSnapshot(sbs[0].sandboxId);
+    const listed = await sbs[0].listSnapshots().nextItems();
+    assert.ok(listed.some((s) => s.snapshotId === snap.snapshotId), JSON.stringify(listed));
+    assert.equal(await Sandbox.deleteSnapshot(snap.snapshotId), true);
+    assert.equal(await Sandbox.deleteSnapshot(snap.snapshotId), false);
+  } finally {
+    for (const s of sbs) await s.kill();
+    await Volume.destroy(vol.volumeId).catch(() => {});
+  }
+});
+
 test('kill -9 of one master under a create loop loses no sandbox record', async () => {
   const made = [];
   let failed = 0;

@@ -483,21 +483,24 @@ static int api_connect(void)
 /* The answer on fd up to its close (fd closed); its status, and its body into body. */
 static int read_answer(int fd, const char *what, char *body, size_t cap)
 {
-    static char resp[65536];
-    size_t got = 0;
+    size_t total = (1u << 20) + 4096, got = 0;
+    char *resp = malloc(total);
     for (;;) {
         struct pollfd pf = {fd, POLLIN, 0};
         ck_assert_msg(poll(&pf, 1, 10000) == 1, "no answer to %s", what);
-        ssize_t r = read(fd, resp + got, sizeof(resp) - 1 - got);
+        ssize_t r = read(fd, resp + got, total - 1 - got);
         if (r <= 0) break;
         got += (size_t)r;
     }
     close(fd);
     resp[got] = '\0';
     int status = 0;
-    ck_assert_msg(sscanf(resp, "HTTP/1.1 %d", &status) == 1, "not HTTP: %s", resp);
+    ck_assert_msg(sscanf(resp, "HTTP/1.1 %d", &status) == 1, "not HTTP: %.200s", resp);
     const char *b = strstr(resp, "\r\n\r\n");
-    snprintf(body, cap, "%s", b ? b + 4 : "");
+    size_t blen = b ? got - (size_t)(b + 4 - resp) : 0, c = blen < cap - 1 ? blen : cap - 1;
+    memcpy(body, b ? b + 4 : "", c); /* bytes: a file's may hold NULs */
+    body[c] = '\0';
+    free(resp);
     return status;
 }
 
@@ -911,28 +914,9 @@ static int vrequest(int port, const char *method, const char *path, const char *
         ck_assert_int_gt(w, 0);
         off += (size_t)w;
     }
-    size_t got = 0, total = (1 << 20) + 4096;
-    char *resp = malloc(total);
-    for (;;) {
-        struct pollfd pf = {fd, POLLIN, 0};
-        ck_assert_msg(poll(&pf, 1, 10000) == 1, "no answer to %s %s", method, path);
-        ssize_t r = read(fd, resp + got, total - 1 - got);
-        if (r <= 0) break;
-        got += (size_t)r;
-    }
-    close(fd);
-    resp[got] = '\0';
-    int status = 0;
-    ck_assert_msg(sscanf(resp, "HTTP/1.1 %d", &status) == 1, "not HTTP: %.200s", resp);
-    const char *b = strstr(resp, "\r\n\r\n");
-    size_t blen = b ? got - (size_t)(b + 4 - resp) : 0;
-    if (cap) {
-        size_t c = blen < cap - 1 ? blen : cap - 1;
-        memcpy(out, b ? b + 4 : "", c);
-        out[c] = '\0';
-    }
-    free(resp);
-    return status;
+    char what[600];
+    snprintf(what, sizeof(what), "%s %s", method, path);
+    return read_answer(fd, what, out, cap);
 }
 
 /* The SDK's Volume calls: the volume's token or a key, the query's fields named when wrong, a file larger
