@@ -2,6 +2,7 @@
 #include "builds.h"
 #include "master_nodes.h"
 #include "secrets.h"
+#include "replicate.h"
 #include "volumes.h"
 
 #include <cjson/cJSON.h>
@@ -879,6 +880,7 @@ static void *reaper(void *arg)
         cube_err err = {0};
         mark_lost_nodes(m);
         sweep_orphans(m);
+        replicate_templates(m);
         Cube__Sandbox **all;
         size_t na;
         if (m->st->ops->sandbox_list(m->st, &all, &na, &err) == 0) {
@@ -932,6 +934,7 @@ void master_stop(master *m)
     pthread_cond_broadcast(&m->stop_cond);
     pthread_mutex_unlock(&m->stop_lock);
     if (m->reaper) pthread_join(m->reaper, NULL);
+    replicate_stop(m);
     for (master_node *n = m->nodes, *next; n; n = next) {
         next = n->next;
         node_free(n);

@@ -29,6 +29,8 @@ typedef struct master_node {
     struct master_node *next;
 } master_node;
 
+#define COPY_FAILURES 16
+
 typedef struct master {
     store *st;
     pthread_mutex_t lock;         /* nodes */
@@ -42,6 +44,16 @@ typedef struct master {
     uint8_t secret_key[SECRET_KEY_LEN]; /* seals secrets in the store (every master of a store: the same) */
     bool has_secret_key;
     pthread_t reaper;
+    /* replicate.c: the template copy under way (started and joined by the reaper only), and the copies that
+     * failed lately (with lock), not tried again for a while */
+    pthread_t copy_thread;
+    bool copy_started;
+    int copy_running; /* atomic */
+    struct {
+        char name[128], node[64];
+        int64_t until_ms;
+    } copy_failures[COPY_FAILURES];
+    unsigned copy_failure_next;
     int stopping;
     pthread_mutex_t stop_lock;
     pthread_cond_t stop_cond;

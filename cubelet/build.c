@@ -566,6 +566,7 @@ static int publish(build_run *r, const build_state *st, const char *start, const
     snprintf(cfg.name, sizeof(cfg.name), "%s", r->b->template_id);
     snprintf(cfg.id, sizeof(cfg.id), "%s", r->b->id);
     snprintf(cfg.from_template, sizeof(cfg.from_template), "%s", r->base->name);
+    snprintf(cfg.from_build, sizeof(cfg.from_build), "%s", r->base->build_id);
     cfg.created_at_ms = cube_now_unix_ms();
     snprintf(cfg.rootfs, sizeof(cfg.rootfs), "%s", r->base->rootfs);
     snprintf(cfg.layers, sizeof(cfg.layers), "%s", st->layers);

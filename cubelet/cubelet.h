@@ -25,7 +25,8 @@ typedef struct cl_template {
     char *env_json;      /* {"K": "V"} from the image, merged under the request's envVars */
     char layers[8192];   /* a snapshot template: its layers above the parent's rootfs ("a:b"), else empty */
     char build_id[64];   /* config.json "id": which build of the name this is */
-    char *start_cmd;     /* config.json "startCmd", "readyCmd" (start_cmd.h), or NULL */
+    char from_template[128], from_build[64]; /* a build's base and its build; else empty */
+    char *start_cmd;                         /* config.json "startCmd", "readyCmd" (start_cmd.h), or NULL */
     char *ready_cmd;
     int disk_mb;              /* each sandbox's disk: the node's, or more (config.json "diskMB", E2B's
                                * minFreeDiskMb) */

@@ -61,6 +61,11 @@ int cl_template_tags(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *respp
 int cl_list_snapshots(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *respp, cube_err *err);
 int cl_delete_template(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *respp, cube_err *err);
 void cl_sweep_deleted_templates(cubelet *c);
+/* template_copy.c: a build's layers packed for another node (ExportTemplate), a copy taken in
+ * (ImportTemplate); packed archives removed a while after (the heartbeat loop) */
+int cl_export_template(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *respp, cube_err *err);
+int cl_import_template(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *respp, cube_err *err);
+void cl_sweep_exports(cubelet *c);
 /* Adds the templates built since the last scan. */
 int cl_load_templates(cubelet *c, cube_err *err);
 /* A template rebuilt under its name: the new config is published (creates take it from now on) and the old

@@ -75,6 +75,9 @@ void cl_send_heartbeat(cubelet *c)
         sres[i].disk_mb = (uint64_t)t->disk_mb;
         sizes[i].template_id = t->name;
         sizes[i].resources = &sres[i];
+        sizes[i].build_id = t->build_id;
+        sizes[i].from_template = t->from_template; /* a build: other nodes on the same base may take a copy */
+        sizes[i].from_build = t->from_build;
         sptrs[i] = &sizes[i];
         for (cl_slot *s = c->slots; s; s = s->next) {
             if (s->tpl == t && s->state == SLOT_READY) entries[i].value++;
@@ -167,6 +170,7 @@ void *cl_heartbeat_loop(void *arg)
         cube_err err = {0};
         drop_deleted_templates(c);
         cl_sweep_deleted_templates(c);
+        cl_sweep_exports(c);
         if (cl_load_templates(c, &err) < 0) cube_log_warn("template scan failed", "err=\"%s\"", err.msg);
         pthread_cond_signal(&c->refill); /* a new template wants its pool */
         cl_send_heartbeat(c);

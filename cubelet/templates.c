@@ -73,6 +73,8 @@ static cl_template *load_template(cubelet *c, const char *name)
     snprintf(t->user, sizeof(t->user), "%s", *cfg.user ? cfg.user : "root");
     snprintf(t->workdir, sizeof(t->workdir), "%s", *cfg.workdir ? cfg.workdir : "/");
     snprintf(t->build_id, sizeof(t->build_id), "%s", cfg.id);
+    snprintf(t->from_template, sizeof(t->from_template), "%s", cfg.from_template);
+    snprintf(t->from_build, sizeof(t->from_build), "%s", cfg.from_build);
     t->env_json = cfg.env_json;
     t->start_cmd = cfg.start_cmd;
     t->ready_cmd = cfg.ready_cmd;

@@ -44,6 +44,8 @@ static double get_num(const cJSON *j, const char *key, double lo, double hi, dou
     return cJSON_IsNumber(v) && v->valuedouble >= lo && v->valuedouble <= hi ? v->valuedouble : def;
 }
 
+static int parse_into(cJSON *j, cube_tpl_config *c, const char *what, cube_err *err);
+
 int cube_tpl_config_read(const char *path, cube_tpl_config *c, cube_err *err)
 {
     cube_tpl_config_init(c);
@@ -56,15 +58,28 @@ int cube_tpl_config_read(const char *path, cube_tpl_config *c, cube_err *err)
     buf[n] = '\0';
     cJSON *j = cJSON_Parse(buf);
     free(buf);
+    return parse_into(j, c, path, err);
+}
+
+int cube_tpl_config_parse(const char *json, cube_tpl_config *c, cube_err *err)
+{
+    cube_tpl_config_init(c);
+    return parse_into(cJSON_Parse(json ? json : ""), c, "template config", err);
+}
+
+/* takes j */
+static int parse_into(cJSON *j, cube_tpl_config *c, const char *what, cube_err *err)
+{
     if (!cJSON_IsObject(j)) {
         cJSON_Delete(j);
-        return cube_err_set(err, EBADMSG, "%s: not a JSON object", path);
+        return cube_err_set(err, EBADMSG, "%s: not a JSON object", what);
     }
     get_str(j, "name", c->name, sizeof(c->name));
     get_str(j, "id", c->id, sizeof(c->id));
     get_str(j, "source", c->source, sizeof(c->source));
     get_str(j, "recipe", c->recipe, sizeof(c->recipe));
     get_str(j, "fromTemplate", c->from_template, sizeof(c->from_template));
+    get_str(j, "fromBuild", c->from_build, sizeof(c->from_build));
     get_str(j, "snapshotOf", c->snapshot_of, sizeof(c->snapshot_of));
     get_str(j, "parentTemplate", c->parent_template, sizeof(c->parent_template));
     get_str(j, "rootfs", c->rootfs, sizeof(c->rootfs));
@@ -104,6 +119,7 @@ int cube_tpl_config_write(const char *path, const cube_tpl_config *c, cube_err *
     put_str(o, "source", c->source);
     put_str(o, "recipe", c->recipe);
     put_str(o, "fromTemplate", c->from_template);
+    put_str(o, "fromBuild", c->from_build);
     put_str(o, "snapshotOf", c->snapshot_of);
     put_str(o, "parentTemplate", c->parent_template);
     if (c->created_at_ms) cJSON_AddNumberToObject(o, "createdAt", (double)c->created_at_ms);

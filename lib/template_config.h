@@ -11,11 +11,12 @@
 
 typedef struct cube_tpl_config {
     char name[128];
-    char id[64];               /* which build of the name this is */
-    char source[512];          /* an import's: what it was made from */
-    char recipe[512];          /* debootstrap's: what it was made from */
-    char from_template[128];   /* a build's base */
-    char snapshot_of[64];      /* a snapshot's sandbox */
+    char id[64];             /* which build of the name this is */
+    char source[512];        /* an import's: what it was made from */
+    char recipe[512];        /* debootstrap's: what it was made from */
+    char from_template[128]; /* a build's base */
+    char from_build[64];  /* which build of that base it stands on (a copy to another node needs the same) */
+    char snapshot_of[64]; /* a snapshot's sandbox */
     char parent_template[128]; /* a snapshot's template */
     int64_t created_at_ms;
     char rootfs[4096]; /* another template's rootfs its layers stack on; "": <build dir>/rootfs */
@@ -35,6 +36,8 @@ void cube_tpl_config_init(cube_tpl_config *c);
 void cube_tpl_config_free(cube_tpl_config *c);
 /* ENOENT when there is none; EBADMSG when it is not a JSON object. Fields of the wrong type stay unset. */
 int cube_tpl_config_read(const char *path, cube_tpl_config *c, cube_err *err);
+/* The same from the text of one. */
+int cube_tpl_config_parse(const char *json, cube_tpl_config *c, cube_err *err);
 /* Written whole (a file beside it, renamed over it), so a reader never sees half of one. */
 int cube_tpl_config_write(const char *path, const cube_tpl_config *c, cube_err *err);
 

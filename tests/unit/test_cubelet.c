@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/xattr.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -69,7 +70,7 @@ static void setup(void)
     dir = cube_test_tmpdir();
     snprintf(log_path, sizeof(log_path), "%s/hv.log", dir);
     setenv("FAKE_HV_LOG", log_path, 1);
-    template("pooled", "{\"pool\":2}");
+    template("pooled", "{\"pool\":2,\"id\":\"p1\"}");
     template("cold", "{\"pool\":0}");
     template("broken", "{\"pool\":0,\"rootfs\":\"/nonexistent/broken\"}");
     template("sized", "{\"pool\":0,\"cpu\":4,\"memoryMB\":2048,\"diskMB\":32}");
@@ -578,6 +579,99 @@ START_TEST(tags_name_builds)
 }
 END_TEST
 
+/* ExportTemplate chunk by chunk from this node, ImportTemplate of them as name `as`; 0, or -1 with err. */
+static int copy_template(const char *name, const char *as, const char *bad_digest, cube_err *err)
+{
+    for (uint64_t off = 0;;) {
+        Cube__TemplateExportRequest er = CUBE__TEMPLATE_EXPORT_REQUEST__INIT;
+        er.name = (char *)name;
+        er.build_id = "b1";
+        er.offset = off;
+        ProtobufCMessage *chunk = NULL, *r = NULL;
+        if (rpc("/cube.Cubelet/ExportTemplate", &er.base, &cube__template_chunk__descriptor, &chunk, err) < 0)
+            return -1;
+        Cube__TemplateChunk in = *(Cube__TemplateChunk *)chunk;
+        in.name = (char *)as;
+        if (bad_digest) in.digest = (char *)bad_digest;
+        int rc = rpc("/cube.Cubelet/ImportTemplate", &in.base, &cube__empty__descriptor, &r, err);
+        off += in.data.len;
+        bool last = in.last;
+        if (r) protobuf_c_message_free_unpacked(r, NULL);
+        protobuf_c_message_free_unpacked(chunk, NULL);
+        if (rc < 0 || last) return rc;
+    }
+}
+
+/* A build copied to a node that lacks it: its layers arrive as they were (owners, modes, a whiteout, an
+ * opaque directory's xattr, a symlink, a file over one chunk), on the base's rootfs there, checked by digest.
+ */
+START_TEST(a_build_is_copied_whole_to_another_node)
+{
+    char p[700], cmd[900];
+    snprintf(p, sizeof(p), "%s/lay-layer", dir);
+    snprintf(
+        cmd, sizeof(cmd),
+        "set -e; mkdir -p %s/etc/opaque && echo hi > %s/etc/hello && chown 101000:101000 %s/etc/hello && "
+        "chmod 640 %s/etc/hello && mknod %s/etc/gone c 0 0 && ln -s hello %s/etc/link && "
+        "head -c 2500000 /dev/urandom > %s/big",
+        p, p, p, p, p, p, p);
+    ck_assert_int_eq(system(cmd), 0);
+    char opaque[800];
+    snprintf(opaque, sizeof(opaque), "%s/etc/opaque", p);
+    ck_assert_int_eq(setxattr(opaque, "trusted.overlay.opaque", "y", 1, 0), 0);
+    snprintf(cmd, sizeof(cmd), "mkdir -p %s/templates/lay/b1 && ln -s b1 %s/templates/lay/current", dir, dir);
+    ck_assert_int_eq(system(cmd), 0);
+    char cfgp[700], cfg[1400];
+    snprintf(cfgp, sizeof(cfgp), "%s/templates/lay/b1/config.json", dir);
+    snprintf(
+        cfg, sizeof(cfg),
+        "{\"name\":\"lay\",\"id\":\"b1\",\"fromTemplate\":\"pooled\",\"fromBuild\":\"p1\",\"layers\":\"%s\","
+        "\"user\":\"user\",\"pool\":0}",
+        p);
+    write_text(cfgp, cfg);
+    cube_err err = {0};
+    /* a copy whose bytes do not match its digest is refused, and leaves nothing */
+    ck_assert_int_eq(copy_template("lay", "lay-bad",
+                                   "00000000000000000000000000000000000000000000000000000000000"
+                                   "00000",
+                                   &err),
+                     -1);
+    ck_assert_msg((err.code == EBADMSG || err.code == EINVAL) && strstr(err.msg, "sha256"), "%s", err.msg);
+    snprintf(p, sizeof(p), "%s/templates/lay-bad/current", dir);
+    ck_assert_int_eq(access(p, F_OK), -1);
+    /* the real copy */
+    ck_assert_msg(copy_template("lay", "lay-copy", NULL, &err) == 0, "%s", err.msg);
+    char got[700];
+    snprintf(got, sizeof(got), "%s/templates/lay-copy/current/layers/0", dir);
+    snprintf(cmd, sizeof(cmd),
+             "set -e; cd %s; test \"$(stat -c '%%u %%a' etc/hello)\" = '101000 640'; test \"$(cat "
+             "etc/hello)\" = hi; "
+             "test \"$(stat -c '%%F %%t %%T' etc/gone)\" = 'character special file 0 0'; "
+             "test \"$(readlink etc/link)\" = hello; cmp big %s/lay-layer/big",
+             got, dir);
+    ck_assert_msg(system(cmd) == 0, "the copy differs: %s", cmd);
+    char xv[8] = "";
+    snprintf(opaque, sizeof(opaque), "%s/etc/opaque", got);
+    ck_assert_int_eq(getxattr(opaque, "trusted.overlay.opaque", xv, sizeof(xv)), 1);
+    ck_assert_int_eq(xv[0], 'y');
+    snprintf(p, sizeof(p), "%s/templates/lay-copy/current/config.json", dir);
+    read_text(p, cfg, sizeof(cfg));
+    ck_assert_msg(strstr(cfg, "templates/pooled/current/rootfs") && strstr(cfg, "lay-copy/b1/layers/0"), "%s",
+                  cfg);
+    bool pooled;
+    ck_assert_msg(create("sb-copy", "lay-copy", &pooled, &err) == 0, "%s", err.msg);
+    /* there already: said; no base of that build here: said */
+    ck_assert_int_eq(copy_template("lay", "lay-copy", NULL, &err), -1);
+    ck_assert_int_eq(err.code, EEXIST);
+    snprintf(cmd, sizeof(cmd), "sed -i 's/\"p1\"/\"p9\"/' %s", cfgp);
+    ck_assert_int_eq(system(cmd), 0);
+    snprintf(cmd, sizeof(cmd), "rm -f %s/exports/*", dir);
+    ck_assert_int_eq(system(cmd), 0);
+    ck_assert_int_eq(copy_template("lay", "lay-other", NULL, &err), -1);
+    ck_assert_msg(err.code == ENOENT && strstr(err.msg, "another build"), "%s", err.msg);
+}
+END_TEST
+
 /* A COPY step's files arrive in chunks, in order, and are there once the last one is */
 START_TEST(build_files_arrive_in_order)
 {
@@ -899,6 +993,7 @@ int main(void)
     tcase_add_test(tc, an_image_too_big_for_the_node_is_refused_before_pulling);
     tcase_add_test(tc, volume_files_stay_inside_the_volume);
     tcase_add_test(tc, tags_name_builds);
+    tcase_add_test(tc, a_build_is_copied_whole_to_another_node);
     suite_add_tcase(s, tc);
     TCase *hist = tcase_create("metrics history");
     tcase_add_test(hist, a_long_history_halves);

@@ -13,6 +13,7 @@
 
 #include "cubelet.pb-c.h"
 #include "master.h"
+#include "replicate.h"
 #include "secret_box.h"
 #include "rpc.h"
 #include "testutil.h"
@@ -220,6 +221,40 @@ static int fake_delete_template(void *svc, cube_rpc_ctx *ctx, const void *reqp, 
     return rc;
 }
 
+/* ExportTemplate: "app" build a1 in two chunks; ImportTemplate: the chunks noted in order */
+static int fake_export(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *respp, cube_err *err)
+{
+    (void)svc;
+    const Cube__TemplateExportRequest *req = reqp;
+    Cube__TemplateChunk *out = respp;
+    if (strcmp(req->name, "app") != 0 || strcmp(req->build_id, "a1") != 0)
+        return cube_err_set(err, ENOENT, "no such build");
+    out->name = "app";
+    out->build_id = "a1";
+    out->offset = req->offset;
+    out->data.data = (uint8_t *)cube_rpc_strdup(ctx, req->offset == 0 ? "first-" : "second");
+    out->data.len = 6;
+    out->size = 12;
+    out->last = req->offset >= 6;
+    out->digest = "d1";
+    out->config_json = "{}";
+    return 0;
+}
+
+static int fake_import(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *respp, cube_err *err)
+{
+    (void)ctx, (void)respp, (void)err;
+    fake_node *f = svc;
+    const Cube__TemplateChunk *req = reqp;
+    pthread_mutex_lock(&f->lock);
+    size_t len = strlen(f->vol_ops);
+    snprintf(f->vol_ops + len, sizeof(f->vol_ops) - len, "import:%s:%llu:%.*s%s;", req->name,
+             (unsigned long long)req->offset, (int)req->data.len, (const char *)req->data.data,
+             req->last ? ":last" : "");
+    pthread_mutex_unlock(&f->lock);
+    return 0;
+}
+
 #define C(name, fn, req, resp) CUBE_RPC_METHOD("cube.Cubelet", name, fn, req, resp)
 static const cube_rpc_method fake_methods[] = {
     C("CreateSandbox", fake_create, cube__node_create_request, cube__node_sandbox),
@@ -231,6 +266,8 @@ static const cube_rpc_method fake_methods[] = {
     C("VolumeFiles", fake_volume_files, cube__volume_file_request, cube__volume_file_response),
     C("ListSnapshots", fake_list_snapshots, cube__list_snapshots_request, cube__list_snapshots_response),
     C("DeleteTemplate", fake_delete_template, cube__template_ref, cube__empty),
+    C("ExportTemplate", fake_export, cube__template_export_request, cube__template_chunk),
+    C("ImportTemplate", fake_import, cube__template_chunk, cube__empty),
     {0},
 };
 
@@ -883,6 +920,89 @@ START_TEST(snapshots_and_deletes_are_the_nodes)
 }
 END_TEST
 
+/* A heartbeat reporting templates with their builds: "name=build[<base@build]" each */
+static void heartbeat_builds(fake_node *f, const char **tpls, size_t n)
+{
+    Cube__NodeInfo ni = CUBE__NODE_INFO__INIT;
+    ni.node_id = f->id;
+    ni.address = f->addr;
+    ni.backend = "ns";
+    char *names[8], buf[8][4][64];
+    Cube__TemplateSize sizes[8], *sp[8];
+    for (size_t i = 0; i < n; i++) {
+        char tmp[128];
+        snprintf(tmp, sizeof(tmp), "%s", tpls[i]);
+        char *eq = strchr(tmp, '='), *lt = strchr(tmp, '<'), *at = lt ? strchr(lt, '@') : NULL;
+        *eq = '\0';
+        if (lt) *lt = '\0';
+        if (at) *at = '\0';
+        snprintf(buf[i][0], 64, "%s", tmp);
+        snprintf(buf[i][1], 64, "%s", eq + 1);
+        snprintf(buf[i][2], 64, "%s", lt ? lt + 1 : "");
+        snprintf(buf[i][3], 64, "%s", at ? at + 1 : "");
+        names[i] = buf[i][0];
+        cube__template_size__init(&sizes[i]);
+        sizes[i].template_id = buf[i][0];
+        sizes[i].build_id = buf[i][1];
+        sizes[i].from_template = buf[i][2];
+        sizes[i].from_build = buf[i][3];
+        sp[i] = &sizes[i];
+    }
+    ni.n_templates = n;
+    ni.templates = names;
+    ni.n_template_sizes = n;
+    ni.template_sizes = sp;
+    ProtobufCMessage *r = NULL;
+    cube_err err = {0};
+    ck_assert_msg(cube_rpc_call(mc, "/cube.Master/Heartbeat", &ni.base,
+                                &cube__register_node_response__descriptor, &r, NULL, &err) == 0,
+                  "heartbeat: %s", err.msg);
+    protobuf_c_message_free_unpacked(r, NULL);
+}
+
+static void copies_done(void)
+{
+    for (int i = 0; i < 200 && __atomic_load_n(&m.copy_running, __ATOMIC_ACQUIRE); i++) usleep(10000);
+    replicate_stop(&m);
+}
+
+/* A build one node holds goes to a node that has its base in the same build, chunk after chunk in order;
+ * not to a node whose base is another build, nor to one that has it, nor back. */
+START_TEST(a_build_is_copied_to_nodes_that_lack_it)
+{
+    fake_node f[3];
+    fake_start(&f[0], "node-1");
+    fake_start(&f[1], "node-2");
+    fake_start(&f[2], "node-3");
+    const char *holder[] = {"base=bb1", "app=a1<base@bb1", "app:v2=a1<base@bb1"};
+    const char *taker[] = {"base=bb1"};
+    const char *other[] = {"base=bb2"};
+    heartbeat_builds(&f[0], holder, 3);
+    heartbeat_builds(&f[1], taker, 1);
+    heartbeat_builds(&f[2], other, 1);
+    replicate_templates(&m);
+    copies_done();
+    char seen[3][512];
+    for (int i = 0; i < 3; i++) {
+        pthread_mutex_lock(&f[i].lock);
+        snprintf(seen[i], sizeof(seen[i]), "%s", f[i].vol_ops);
+        pthread_mutex_unlock(&f[i].lock);
+    }
+    ck_assert_str_eq(seen[1], "import:app:0:first-;import:app:6:second:last;");
+    ck_assert_str_eq(seen[0], "");
+    ck_assert_str_eq(seen[2], "");
+    /* once the taker reports it, there is nothing left to copy */
+    const char *taken[] = {"base=bb1", "app=a1<base@bb1"};
+    heartbeat_builds(&f[1], taken, 2);
+    replicate_templates(&m);
+    copies_done();
+    pthread_mutex_lock(&f[1].lock);
+    ck_assert_str_eq(f[1].vol_ops, "import:app:0:first-;import:app:6:second:last;");
+    pthread_mutex_unlock(&f[1].lock);
+    for (int i = 0; i < 3; i++) fake_stop(&f[i]);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("master");
@@ -896,6 +1016,7 @@ int main(void)
     tcase_add_test(tc, secrets_fill_rules_for_the_node_only);
     tcase_add_test(tc, a_volume_lives_on_one_node);
     tcase_add_test(tc, snapshots_and_deletes_are_the_nodes);
+    tcase_add_test(tc, a_build_is_copied_to_nodes_that_lack_it);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
