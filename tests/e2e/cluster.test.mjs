@@ -122,6 +122,33 @@ test('a volume is held by one node: its sandboxes run there and share its files;
   }
 });
 
+test('a template built on one node reaches every node as a copy, and is deleted from every node', async () => {
+  const { Template } = await import('e2b');
+  const name = `cluster-built-${process.pid}`;
+  const mark = `built-${Date.now().toString(36)}`;
+  await Template.build(Template().fromTemplate('base').runCmd(`echo ${mark} > /tmp/mark`), name);
+  const holders = async () => {
+    const res = await fetch(`${process.env.E2B_API_URL}/nodes`, { headers: { 'X-API-KEY': process.env.E2B_API_KEY } });
+    return (await res.json()).filter((n) => n.pools.some((p) => p.templateID === name)).map((n) => n.nodeID);
+  };
+  let on = [];
+  for (let i = 0; i < 120 && on.length < 3; i++) { on = await holders(); if (on.length < 3) await sleep(500); }
+  assert.equal(on.length, 3, `the build is on ${on} only`);
+  const sbs = [];
+  try {
+    for (let i = 0; i < 6; i++) sbs.push(await Sandbox.create(name));
+    const where = new Set(sbs.map((s) => nodeOf(s.sandboxId)));
+    assert.ok(where.size >= 2, `all its sandboxes on ${[...where]}`);
+    for (const s of sbs) assert.equal((await s.commands.run('cat /tmp/mark')).stdout, `${mark}\n`);
+  } finally {
+    for (const s of sbs) await s.kill();
+  }
+  const del = await fetch(`${process.env.E2B_API_URL}/templates/${name}`, { method: 'DELETE', headers: { 'X-API-KEY': process.env.E2B_API_KEY } });
+  assert.equal(del.status, 204, await del.text());
+  assert.deepEqual(await holders(), []);
+  await assert.rejects(Sandbox.create(name));
+});
+
 test('kill -9 of one master under a create loop loses no sandbox record', async () => {
   const made = [];
   let failed = 0;
