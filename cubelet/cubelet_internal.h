@@ -66,6 +66,9 @@ void cl_sweep_deleted_templates(cubelet *c);
 int cl_export_template(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *respp, cube_err *err);
 int cl_import_template(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *respp, cube_err *err);
 void cl_sweep_exports(cubelet *c);
+/* The archive's entries (layers/<i>/..., i < nlayers, nothing else) under into, a canonical path; exposed for
+ * fuzz_template_copy. */
+int cl_unpack_layers(const char *tar, const char *into, int nlayers, cube_err *err);
 /* Adds the templates built since the last scan. */
 int cl_load_templates(cubelet *c, cube_err *err);
 /* A template rebuilt under its name: the new config is published (creates take it from now on) and the old

@@ -9,6 +9,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <openssl/evp.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -226,7 +227,7 @@ static bool entry_ok(const char *p, int n)
     return true;
 }
 
-static int unpack(const char *tar, const char *into, int nlayers, cube_err *err)
+int cl_unpack_layers(const char *tar, const char *into, int nlayers, cube_err *err)
 {
     struct archive *a = archive_read_new(), *w = archive_write_disk_new();
     archive_read_support_format_tar(a);
@@ -244,15 +245,26 @@ static int unpack(const char *tar, const char *into, int nlayers, cube_err *err)
             rc = cube_err_set(err, EBADMSG, "unpack: %s", archive_error_string(a));
             break;
         }
-        const char *p = archive_entry_pathname(e), *hl = archive_entry_hardlink(e);
-        if (!p || !entry_ok(p, nlayers) || (hl && !entry_ok(hl, nlayers))) {
-            rc = cube_err_set(err, EBADMSG, "unpack: entry '%s' is outside the layers", p ? p : "");
+        /* copies: setting the entry's names below frees what these pointed at */
+        char p[4200], hl[4200];
+        const char *ep = archive_entry_pathname(e), *eh = archive_entry_hardlink(e);
+        snprintf(p, sizeof(p), "%s", ep ? ep : "");
+        snprintf(hl, sizeof(hl), "%s", eh ? eh : "");
+        if (!ep || strlen(ep) >= sizeof(p) || (eh && strlen(eh) >= sizeof(hl)) || !entry_ok(p, nlayers) ||
+            (eh && !entry_ok(hl, nlayers))) {
+            rc = cube_err_set(err, EBADMSG, "unpack: entry '%.200s' is outside the layers", p);
+            break;
+        }
+        mode_t type = archive_entry_filetype(e);
+        if (type == AE_IFBLK || (type == AE_IFCHR && archive_entry_rdev(e) != 0)) {
+            rc = cube_err_set(err, EBADMSG, "unpack: entry '%s' is a device (only whiteouts, 0/0, are taken)",
+                              p);
             break;
         }
         char full[8400];
         snprintf(full, sizeof(full), "%s/%s", into, p);
         archive_entry_set_pathname(e, full);
-        if (hl) {
+        if (eh) {
             char link[8400];
             snprintf(link, sizeof(link), "%s/%s", into, hl);
             archive_entry_set_hardlink(e, link);
@@ -306,7 +318,11 @@ static int import_whole(cubelet *c, const Cube__TemplateChunk *req, const char *
         if (mkdir(into, 0755) < 0 || mkdir(layers_dir, 0755) < 0)
             rc = cube_err_sys(err, errno, "mkdir %s", into);
     }
-    if (rc == 0) rc = unpack(part, into, n, err);
+    /* by its canonical path: libarchive refuses to extract through any symlink on the way (an entry that
+     * made one, or one in the data directory's own path) */
+    char real_into[PATH_MAX];
+    if (rc == 0 && !realpath(into, real_into)) rc = cube_err_sys(err, errno, "realpath %s", into);
+    if (rc == 0) rc = cl_unpack_layers(part, real_into, n, err);
     /* the same template here: the base's rootfs, its own layers where they were unpacked (an empty layer has
      * no entries: made here) */
     size_t len = 0;
