@@ -661,6 +661,10 @@ static int delete_template(void *svc, cube_rpc_ctx *ctx, const void *reqp, void 
             rc = cube_err_set(err, e.code, "%s", e.msg);
     }
     if (rc == 0 && !deleted) return cube_err_set(err, ENOENT, "template '%s' not found", id);
+    /* its builds go too: no node copies it to another any more, and the name starts afresh */
+    cube_err berr = {0};
+    if (rc == 0 && m->st->ops->build_delete_template(m->st, id, &berr) < 0 && berr.code != ENOENT)
+        cube_log_warn("builds of a deleted template kept", "template=%s err=\"%s\"", id, berr.msg);
     if (deleted) cube_log_info("audit", "action=template-delete template=%s nodes=%d", id, deleted);
     return rc;
 }

@@ -35,6 +35,17 @@ static bool has_template(const master_node *n, const char *tpl)
     return false;
 }
 
+/* A build the store still has for the template (a deleted template's are gone with it). With m->lock: the
+ * store call is short, and only made for a copy that is otherwise due. */
+static bool build_recorded(master *m, const char *name, const char *build)
+{
+    cube_err err = {0};
+    Cube__TemplateBuild *b = m->st->ops->build_get(m->st, build, &err);
+    bool ok = b && strcmp(b->template_id, name) == 0;
+    if (b) cube__template_build__free_unpacked(b, NULL);
+    return ok;
+}
+
 static bool failed_lately(master *m, const char *name, const char *node, int64_t now)
 {
     for (int i = 0; i < COPY_FAILURES; i++)
@@ -60,6 +71,7 @@ static bool next_copy(master *m, copy_job *j)
                 if (has_template(b, t->template_id) || !has_build(b, t->from_template, t->from_build) ||
                     failed_lately(m, t->template_id, b->node_id, now))
                     continue;
+                if (!build_recorded(m, t->template_id, t->build_id)) break; /* deleted: never spread again */
                 snprintf(j->name, sizeof(j->name), "%s", t->template_id);
                 snprintf(j->build, sizeof(j->build), "%s", t->build_id);
                 snprintf(j->from, sizeof(j->from), "%s", a->node_id);

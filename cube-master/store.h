@@ -52,6 +52,8 @@ typedef struct store_ops {
     /* Template builds, by id (immutable once put: their progress lives on the node that runs them). */
     int (*build_put)(store *st, const Cube__TemplateBuild *b, cube_err *err);          /* EEXIST */
     Cube__TemplateBuild *(*build_get)(store *st, const char *build_id, cube_err *err); /* NULL + ENOENT */
+    /* A deleted template's builds (its name may be built again from scratch); ENOENT when it had none. */
+    int (*build_delete_template)(store *st, const char *template_id, cube_err *err);
     /* The template's newest build: the one its files are uploaded for. NULL + ENOENT when none. */
     Cube__TemplateBuild *(*build_latest)(store *st, const char *template_id, cube_err *err);
     /* Running sandboxes whose end_at has passed. */

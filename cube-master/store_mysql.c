@@ -654,6 +654,11 @@ static Cube__TemplateBuild *one_build(mysql_store *s, sqlbuf *b, const char *wha
     return (Cube__TemplateBuild *)v;
 }
 
+static int my_build_delete_template(store *base, const char *template_id, cube_err *err)
+{
+    return delete_by((mysql_store *)base, "builds", "template_id", template_id, "builds of", err);
+}
+
 static Cube__TemplateBuild *my_build_get(store *base, const char *id, cube_err *err)
 {
     sqlbuf b = {0};
@@ -782,6 +787,7 @@ static const store_ops mysql_ops = {
     .secret_delete = my_secret_delete,
     .build_put = my_build_put,
     .build_get = my_build_get,
+    .build_delete_template = my_build_delete_template,
     .build_latest = my_build_latest,
 };
 

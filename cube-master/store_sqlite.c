@@ -485,6 +485,12 @@ static int volume_update(store *base, const Cube__Volume *old, const Cube__Volum
     return rc;
 }
 
+static int build_delete_template(store *base, const char *template_id, cube_err *err)
+{
+    return exec_id((sqlite_store *)base, "DELETE FROM builds WHERE template_id=?", template_id, "builds of",
+                   err);
+}
+
 static int build_put(store *base, const Cube__TemplateBuild *b, cube_err *err)
 {
     sqlite_store *s = (sqlite_store *)base;
@@ -648,6 +654,7 @@ static const store_ops sqlite_ops = {
     .secret_delete = secret_delete,
     .build_put = build_put,
     .build_get = build_get,
+    .build_delete_template = build_delete_template,
     .build_latest = build_latest,
 };
 

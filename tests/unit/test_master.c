@@ -980,6 +980,18 @@ START_TEST(a_build_is_copied_to_nodes_that_lack_it)
     heartbeat_builds(&f[0], holder, 3);
     heartbeat_builds(&f[1], taker, 1);
     heartbeat_builds(&f[2], other, 1);
+    /* a build the store does not have (its template was deleted) is not spread */
+    replicate_templates(&m);
+    copies_done();
+    pthread_mutex_lock(&f[1].lock);
+    ck_assert_str_eq(f[1].vol_ops, "");
+    pthread_mutex_unlock(&f[1].lock);
+    Cube__TemplateBuild b = CUBE__TEMPLATE_BUILD__INIT;
+    b.template_id = "app";
+    b.build_id = "a1";
+    b.node_id = "node-1";
+    cube_err berr = {0};
+    ck_assert_int_eq(st->ops->build_put(st, &b, &berr), 0);
     replicate_templates(&m);
     copies_done();
     char seen[3][512];

@@ -265,6 +265,12 @@ START_TEST(builds)
     ck_assert_ptr_null(st->ops->build_get(st, "no-such-build", &err));
     ck_assert_int_eq(err.code, ENOENT);
     ck_assert_ptr_null(st->ops->build_latest(st, "no-such-template", &err));
+    /* a deleted template's builds go, all of them */
+    ck_assert_int_eq(st->ops->build_delete_template(st, tpl, &err), 0);
+    ck_assert_ptr_null(st->ops->build_get(st, id1, &err));
+    ck_assert_ptr_null(st->ops->build_latest(st, tpl, &err));
+    ck_assert_int_eq(st->ops->build_delete_template(st, tpl, &err), -1);
+    ck_assert_int_eq(err.code, ENOENT);
     ck_assert_int_eq(err.code, ENOENT);
     st->ops->close(st);
 }
