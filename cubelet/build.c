@@ -91,7 +91,7 @@ typedef struct build_run {
     char home[512]; /* USER: the user's home, read from the step's output */
 } build_run;
 
-static bool valid_id(const char *s, size_t max)
+bool cl_valid_id(const char *s, size_t max)
 {
     size_t n = s ? strlen(s) : 0;
     if (n == 0 || n > max || s[0] == '.' || s[0] == '-') return false;
@@ -896,10 +896,10 @@ static int check_template(const cJSON *t, cube_err *err)
         if ((strcmp(type, "ENV") == 0 && (n == 0 || n % 2)) || (strcmp(type, "COPY") == 0 && n < 2) ||
             (strcmp(type, "ENV") != 0 && !*first))
             return cube_err_set(err, EINVAL, "steps[%d].args: wrong arguments for %s", i - 1, type);
-        if (strcmp(type, "USER") == 0 && !valid_id(first, 32))
+        if (strcmp(type, "USER") == 0 && !cl_valid_id(first, 32))
             return cube_err_set(err, EINVAL, "steps[%d].args: bad user name '%s'", i - 1, first);
         if (strcmp(type, "COPY") == 0 &&
-            !valid_id(cJSON_GetStringValue(cJSON_GetObjectItem(s, "filesHash")), 128))
+            !cl_valid_id(cJSON_GetStringValue(cJSON_GetObjectItem(s, "filesHash")), 128))
             return cube_err_set(err, EINVAL, "steps[%d].filesHash: required for COPY", i - 1);
         if (strcmp(type, "COPY") == 0 && (strstr(first, "..") || first[0] == '/'))
             return cube_err_set(err, EINVAL,
@@ -921,8 +921,8 @@ int cl_start_build(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *respp, 
     (void)respp;
     cubelet *c = svc;
     const Cube__BuildStartRequest *req = reqp;
-    if (!valid_id(req->build_id, 63)) return cube_err_set(err, EINVAL, "bad build id");
-    if (!valid_id(req->template_id, 63)) return cube_err_set(err, EINVAL, "bad template id");
+    if (!cl_valid_id(req->build_id, 63)) return cube_err_set(err, EINVAL, "bad build id");
+    if (!cl_valid_id(req->template_id, 63)) return cube_err_set(err, EINVAL, "bad template id");
     cJSON *t = cJSON_Parse(req->template_json ? req->template_json : "");
     int rc = check_template(t, err);
     char bn[128];
@@ -960,7 +960,7 @@ int cl_start_build(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *respp, 
         return cube_err_set(err, EINVAL, "tags: at most 64");
     }
     for (size_t i = 0; i < req->n_tags; i++) {
-        if (!valid_id(req->tags[i], 63) || !(b->tags[b->ntags++] = strdup(req->tags[i]))) {
+        if (!cl_valid_id(req->tags[i], 63) || !(b->tags[b->ntags++] = strdup(req->tags[i]))) {
             free_build(b);
             free(r);
             return cube_err_set(err, EINVAL, "tags: '%s' is not 1-63 characters of [a-z0-9._-]",
@@ -1053,7 +1053,7 @@ int cl_get_build_file(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *resp
     cubelet *c = svc;
     const Cube__BuildFileRef *req = reqp;
     Cube__BuildFileState *out = respp;
-    if (!valid_id(req->hash, 128)) return cube_err_set(err, EINVAL, "bad files hash");
+    if (!cl_valid_id(req->hash, 128)) return cube_err_set(err, EINVAL, "bad files hash");
     char p[4400];
     snprintf(p, sizeof(p), "%s/build-files/%s", c->cfg.data_dir, req->hash);
     out->present = access(p, F_OK) == 0;
@@ -1067,7 +1067,7 @@ int cl_put_build_file(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *resp
     (void)respp;
     cubelet *c = svc;
     const Cube__BuildFileChunk *req = reqp;
-    if (!valid_id(req->hash, 128)) return cube_err_set(err, EINVAL, "bad files hash");
+    if (!cl_valid_id(req->hash, 128)) return cube_err_set(err, EINVAL, "bad files hash");
     if (req->offset + req->data.len > BUILD_FILE_MAX)
         return cube_err_set(err, EFBIG, "files for one COPY step may be at most %llu MiB",
                             (unsigned long long)(BUILD_FILE_MAX >> 20));

@@ -85,6 +85,9 @@ int cl_node_disk_mb(const cubelet *c);
 /* The empty ext4 image of size_mb in <data>/disks (made once per size: it runs mkfs, so never on a create's
  * path); its path into out. */
 int cl_disk_template(cubelet *c, int size_mb, char *out, size_t cap, cube_err *err);
+/* 1-max characters of [A-Za-z0-9._-], not starting with '.' or '-': a build, template or file name that is
+ * safe in a path */
+bool cl_valid_id(const char *s, size_t max);
 /* build.c: template builds (the RPCs StartBuild, GetBuildStatus, GetBuildFile, PutBuildFile) */
 int cl_start_build(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *respp, cube_err *err);
 int cl_build_status(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *respp, cube_err *err);
@@ -97,7 +100,6 @@ void cl_builds_stop(cubelet *c);
 /* A template's sandboxes' uids on the host start here unless its config.json says ("uidBase"). */
 #define CL_UID_BASE_DEFAULT 100000
 /* volume_files.c: volumes' directories (<data>/volumes/<id>) and the content API on them */
-bool cl_volume_id_ok(const char *id);
 /* <data>/volumes/<id> into out, made (owned by the sandboxes' `user`) when missing */
 int cl_volume_dir(cubelet *c, const char *volume_id, unsigned uid_base, char *out, size_t cap, cube_err *err);
 int cl_volume_files(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *respp, cube_err *err);

@@ -28,17 +28,6 @@
 #define LAYERS_MAX     128
 #define EXPORT_KEEP_MS (10 * 60 * 1000) /* an archive stays this long after it was made, for other nodes */
 
-static bool valid_part(const char *s, size_t max)
-{
-    size_t n = s ? strlen(s) : 0;
-    if (n == 0 || n > max || s[0] == '.' || s[0] == '-') return false;
-    for (; *s; s++)
-        if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') || (*s >= '0' && *s <= '9') || *s == '-' ||
-              *s == '_' || *s == '.'))
-            return false;
-    return true;
-}
-
 static int file_sha256(const char *path, char hex[65], cube_err *err)
 {
     cube_autoclose int fd = open(path, O_RDONLY | O_CLOEXEC);
@@ -191,7 +180,7 @@ int cl_export_template(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *res
     cubelet *c = svc;
     const Cube__TemplateExportRequest *req = reqp;
     Cube__TemplateChunk *out = respp;
-    if (!valid_part(req->name, 63) || !valid_part(req->build_id, 63))
+    if (!cl_valid_id(req->name, 63) || !cl_valid_id(req->build_id, 63))
         return cube_err_set(err, EINVAL, "bad template name or build id");
     char tar[4400], digest[65];
     char *config = NULL;
@@ -358,7 +347,7 @@ int cl_import_template(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *res
     (void)respp;
     cubelet *c = svc;
     const Cube__TemplateChunk *req = reqp;
-    if (!valid_part(req->name, 63) || !valid_part(req->build_id, 63) || !req->digest ||
+    if (!cl_valid_id(req->name, 63) || !cl_valid_id(req->build_id, 63) || !req->digest ||
         strlen(req->digest) != 64)
         return cube_err_set(err, EINVAL, "bad template name, build id or digest");
     char cur[4400];

@@ -48,20 +48,9 @@ static int open_path(const vreq *q, const char *path, int flags, bool follow)
                    RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS | RESOLVE_NO_XDEV);
 }
 
-bool cl_volume_id_ok(const char *id)
-{
-    size_t n = id ? strlen(id) : 0;
-    if (n == 0 || n > 63 || id[0] == '.') return false;
-    for (; *id; id++)
-        if (!((*id >= 'a' && *id <= 'z') || (*id >= 'A' && *id <= 'Z') || (*id >= '0' && *id <= '9') ||
-              *id == '-' || *id == '_'))
-            return false;
-    return true;
-}
-
 int cl_volume_dir(cubelet *c, const char *volume_id, unsigned uid_base, char *out, size_t cap, cube_err *err)
 {
-    if (!cl_volume_id_ok(volume_id)) return cube_err_set(err, EINVAL, "bad volume id '%s'", volume_id);
+    if (!cl_valid_id(volume_id, 63)) return cube_err_set(err, EINVAL, "bad volume id '%s'", volume_id);
     snprintf(out, cap, "%s/volumes", c->cfg.data_dir);
     if (mkdir(out, 0711) < 0 && errno != EEXIST) return cube_err_sys(err, errno, "mkdir %s", out);
     snprintf(out, cap, "%s/volumes/%s", c->cfg.data_dir, volume_id);
@@ -464,7 +453,7 @@ static int op_remove(vreq *q, const char *path, cube_err *err)
 
 static int destroy(cubelet *c, const char *volume_id, cube_err *err)
 {
-    if (!cl_volume_id_ok(volume_id)) return cube_err_set(err, EINVAL, "bad volume id '%s'", volume_id);
+    if (!cl_valid_id(volume_id, 63)) return cube_err_set(err, EINVAL, "bad volume id '%s'", volume_id);
     char dir[4200];
     snprintf(dir, sizeof(dir), "%s/volumes", c->cfg.data_dir);
     cube_autoclose int d = open(dir, O_PATH | O_DIRECTORY | O_CLOEXEC);

@@ -352,7 +352,10 @@ static int fake_volume_files(void *svc, cube_rpc_ctx *ctx, const void *reqp, voi
             out->size = vol_len;
             out->eof = off + n >= vol_len;
         }
-    } else if (strcmp(r->op, "remove") != 0) { /* stat, list, mkdir, chmeta: one entry */
+    }
+    /* stat, list, mkdir, chmeta, and a write's last chunk: one entry */
+    if (rc == 0 && strcmp(r->op, "remove") != 0 && strcmp(r->op, "read") != 0 &&
+        strcmp(r->op, "abort") != 0 && (strcmp(r->op, "write") != 0 || r->last)) {
         Cube__VolumeEntry *e = cube_rpc_alloc(ctx, sizeof(*e));
         cube__volume_entry__init(e);
         e->name = "big.bin";
@@ -362,17 +365,6 @@ static int fake_volume_files(void *svc, cube_rpc_ctx *ctx, const void *reqp, voi
         e->mode = 0644;
         e->uid = e->gid = 1000;
         e->mtime_ms = 1764892800000;
-        out->entries = cube_rpc_alloc(ctx, sizeof(*out->entries));
-        out->entries[0] = e;
-        out->n_entries = 1;
-    }
-    if (rc == 0 && strcmp(r->op, "write") == 0 && r->last) {
-        Cube__VolumeEntry *e = cube_rpc_alloc(ctx, sizeof(*e));
-        cube__volume_entry__init(e);
-        e->name = "big.bin";
-        e->path = cube_rpc_strdup(ctx, r->path);
-        e->type = "file";
-        e->size = vol_len;
         out->entries = cube_rpc_alloc(ctx, sizeof(*out->entries));
         out->entries[0] = e;
         out->n_entries = 1;
