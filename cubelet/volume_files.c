@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -349,6 +350,25 @@ static bool upload_id_ok(const char *s)
     return true;
 }
 
+/* Part files of uploads whose end never came (a cube-api that died mid-upload), a day old, beside a new one:
+ * only regular files this node made (owned by the host's root). */
+static void drop_stale_uploads(int pd)
+{
+    cube_autoclose int own = openat(pd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    DIR *d = own >= 0 ? fdopendir(own) : NULL;
+    if (!d) return;
+    own = -1;
+    time_t now = time(NULL);
+    struct dirent *de;
+    struct stat st;
+    while ((de = readdir(d)))
+        if (strncmp(de->d_name, UPLOAD_PREFIX, strlen(UPLOAD_PREFIX)) == 0 &&
+            fstatat(dirfd(d), de->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(st.st_mode) &&
+            st.st_uid == 0 && now - st.st_mtime > 86400)
+            unlinkat(dirfd(d), de->d_name, 0);
+    closedir(d);
+}
+
 /* An upload goes to a file of its own beside the target (created here, so owned by the host's root: a
  * sandbox cannot have swapped in one of its own), in order, and takes the target's place at its last chunk.
  * Missing parents are made, as a sandbox's files.write does. */
@@ -376,6 +396,7 @@ static int op_write(vreq *q, const char *path, bool abort_it, cube_err *err)
         if (unlinkat(pd, tmp, 0) < 0 && errno != ENOENT) return cube_err_sys(err, errno, "remove an upload");
         return 0;
     }
+    if (r->offset == 0) drop_stale_uploads(pd);
     cube_autoclose int fd = r->offset == 0
                                 ? openat(pd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600)
                                 : openat(pd, tmp, O_WRONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);

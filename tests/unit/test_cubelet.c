@@ -852,11 +852,23 @@ START_TEST(volume_files_stay_inside_the_volume)
 {
     char host[700];
     Cube__VolumeFileResponse *r;
+    /* the part file of an upload whose end never came goes once a day old, when another upload starts there
+     */
+    char stale[700], cmd[1600];
+    snprintf(stale, sizeof(stale), "%s/volumes/vol1/a/b", dir);
+    snprintf(
+        cmd, sizeof(cmd),
+        "mkdir -p %s && touch -d '2 days ago' %s/.cube-upload-old00000 && touch %s/.cube-upload-new00000",
+        stale, stale, stale);
+    ck_assert_int_eq(system(cmd), 0);
     /* an upload in two chunks makes its parents and lands whole, owned by the sandboxes' user */
     vf_ok(&(vf_args){.op = "write", .path = "/a/b/hello.txt", .upload_id = "up000001", .data = "hello "}, &r);
     cube__volume_file_response__free_unpacked(r, NULL);
     snprintf(host, sizeof(host), "%s/volumes/vol1/a/b/hello.txt", dir);
     ck_assert_int_eq(access(host, F_OK), -1); /* not there before its last chunk */
+    snprintf(cmd, sizeof(cmd), "test ! -e %s/.cube-upload-old00000 && test -e %s/.cube-upload-new00000",
+             stale, stale);
+    ck_assert_int_eq(system(cmd), 0);
     ck_assert_int_eq(
         vf_errno(&(vf_args){
             .op = "write", .path = "/a/b/hello.txt", .upload_id = "up000001", .offset = 3, .data = "x"}),
