@@ -454,58 +454,76 @@ static int tpl_cmd(cube_rpc_client *c, const char *data, int argc, char **argv)
         fprintf(stderr, "cubemastercli: cannot run %s: %s\n", tool, strerror(errno));
         return 1;
     }
-    if (argc == 2 && (strcmp(argv[0], "info") == 0 || strcmp(argv[0], "delete") == 0)) {
+    if (argc == 2 && strcmp(argv[0], "delete") == 0) {
+        /* through the masters: every node that holds it deletes it (with its tags), unless a sandbox uses it
+         */
+        Cube__TemplateRef r = CUBE__TEMPLATE_REF__INIT;
+        r.template_id = argv[1];
+        ProtobufCMessage *out = NULL;
+        int rc = call(c, "/cube.Master/DeleteTemplate", &r.base, &cube__empty__descriptor, &out);
+        if (out) protobuf_c_message_free_unpacked(out, NULL);
+        if (rc == 0 && !json_out) printf("deleted template %s\n", argv[1]);
+        return rc;
+    }
+    if (argc >= 2 &&
+        (strcmp(argv[0], "tags") == 0 || strcmp(argv[0], "tag") == 0 || strcmp(argv[0], "untag") == 0)) {
+        /* tags NAME | tag NAME[:TAG] TAG... (the tags move to that build) | untag NAME TAG... */
+        bool list = strcmp(argv[0], "tags") == 0, assign = strcmp(argv[0], "tag") == 0;
+        if ((list && argc != 2) || (!list && argc < 3)) {
+            fprintf(stderr,
+                    "cubemastercli: tpl tags NAME | tpl tag NAME[:TAG] TAG... | tpl untag NAME TAG...\n");
+            return 2;
+        }
+        char name[128];
+        snprintf(name, sizeof(name), "%.*s", (int)strcspn(argv[1], ":"), argv[1]);
+        Cube__TemplateTagsRequest r = CUBE__TEMPLATE_TAGS_REQUEST__INIT;
+        r.name = name;
+        r.op = list ? "list" : assign ? "assign" : "remove";
+        r.target = argv[1];
+        r.n_tags = list ? 0 : (size_t)(argc - 2);
+        r.tags = argv + 2;
+        ProtobufCMessage *out = NULL;
+        int rc =
+            call(c, "/cube.Master/TemplateTags", &r.base, &cube__template_tags_response__descriptor, &out);
+        if (rc) return rc;
+        const Cube__TemplateTagsResponse *t = (const Cube__TemplateTagsResponse *)out;
+        cJSON *arr = cJSON_CreateArray();
+        if (list && !json_out) printf("%-24s %s\n", "TAG", "BUILD");
+        for (size_t i = 0; i < t->n_tags; i++) {
+            if (!json_out) printf("%-24s %s\n", t->tags[i]->tag, t->tags[i]->build_id);
+            cJSON *o = cJSON_CreateObject();
+            cJSON_AddStringToObject(o, "tag", t->tags[i]->tag);
+            cJSON_AddStringToObject(o, "buildID", t->tags[i]->build_id);
+            cJSON_AddItemToArray(arr, o);
+        }
+        if (!list && !json_out)
+            printf("%s %s\n", assign ? "tagged build" : "untagged", assign ? t->build_id : name);
+        if (json_out && list)
+            print_json(arr);
+        else
+            cJSON_Delete(arr);
+        protobuf_c_message_free_unpacked(out, NULL);
+        return 0;
+    }
+    if (argc == 2 && strcmp(argv[0], "info") == 0) {
         char cfgp[4600];
         snprintf(cfgp, sizeof(cfgp), "%s/%s/current/config.json", dir, argv[1]);
         if (strchr(argv[1], '/') || access(cfgp, R_OK) != 0) {
             fprintf(stderr, "cubemastercli: template '%s' not found\n", argv[1]);
             return 3;
         }
-        if (strcmp(argv[0], "info") == 0) {
-            FILE *f = fopen(cfgp, "re");
-            char buf[8192];
-            size_t n = fread(buf, 1, sizeof(buf) - 1, f);
-            fclose(f);
-            buf[n] = '\0';
-            fputs(buf, stdout);
-            return 0;
-        }
-        /* a template in use stays: its rootfs is the lower layer of running sandboxes */
-        Cube__ListSandboxesRequest r = CUBE__LIST_SANDBOXES_REQUEST__INIT;
-        Cube__SandboxState states[] = {CUBE__SANDBOX_STATE__SANDBOX_STATE_RUNNING,
-                                       CUBE__SANDBOX_STATE__SANDBOX_STATE_PAUSED};
-        r.states = states;
-        r.n_states = 2;
-        r.template_id = argv[1];
-        ProtobufCMessage *out = NULL;
-        int rc =
-            call(c, "/cube.Master/ListSandboxes", &r.base, &cube__list_sandboxes_response__descriptor, &out);
-        if (rc) return rc;
-        size_t used = ((Cube__ListSandboxesResponse *)out)->n_sandboxes;
-        protobuf_c_message_free_unpacked(out, NULL);
-        if (used) {
-            fprintf(stderr, "cubemastercli: template '%s' is used by %zu sandbox(es); kill them first\n",
-                    argv[1], used);
-            return 1;
-        }
-        char path[4600], cur[4700];
-        snprintf(path, sizeof(path), "%s/%s", dir, argv[1]);
-        /* unpublish first: nodes drop the template and its ready pool within a heartbeat, then the files go
-         */
-        snprintf(cur, sizeof(cur), "%s/current", path);
-        unlink(cur);
-        sleep(3);
-        if (cube_rm_rf(path) < 0) {
-            fprintf(stderr, "cubemastercli: removing %s failed\n", path);
-            return 1;
-        }
-        if (!json_out) printf("deleted template %s\n", argv[1]);
+        FILE *f = fopen(cfgp, "re");
+        char buf[8192];
+        size_t n = f ? fread(buf, 1, sizeof(buf) - 1, f) : 0;
+        if (f) fclose(f);
+        buf[n] = '\0';
+        fputs(buf, stdout);
         return 0;
     }
     if (argc != 1 || strcmp(argv[0], "list") != 0) {
-        fprintf(
-            stderr,
-            "cubemastercli: tpl list | tpl info NAME | tpl delete NAME | tpl create-from-image NAME ...\n");
+        fprintf(stderr, "cubemastercli: tpl list | tpl info NAME | tpl delete NAME | tpl tags NAME | tpl tag "
+                        "NAME[:TAG] TAG... "
+                        "| tpl untag NAME TAG... | tpl create-from-image NAME ...\n");
         return 2;
     }
     DIR *d = opendir(dir);
@@ -541,6 +559,7 @@ static int usage(void)
                     "  node drain NODE | node undrain NODE | node remove NODE\n"
                     "  key create [NAME] | key list | key revoke ID\n"
                     "  tpl list | tpl info NAME | tpl delete NAME\n"
+                    "  tpl tags NAME | tpl tag NAME[:TAG] TAG... | tpl untag NAME TAG...\n"
                     "  tpl create-from-image NAME (--oci LAYOUT | --docker-save TAR | --rootfs TAR|DIR |\n"
                     "                              --debootstrap base|code-interpreter-v1) [--async]\n"
                     "  tpl watch --job-id ID\n");

@@ -16,6 +16,7 @@ const root = process.env.CUBE_ROOT || new URL('../..', import.meta.url).pathname
 const data = process.env.CUBE_STACK_DATA || '/var/lib/cube-e2e';
 const port = Number(process.env.CUBE_STACK_PORT || 3310);
 const cube = (...args) => execFileSync(`${root}/deploy/cube`, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] });
+const cli = (...args) => execFileSync(`${root}/build/cube-master/cubemastercli`, ['--data', data, ...args], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
 const name = `sdk-built-${process.pid}`;
 // in each step a comment unique to this run: the node's layer cache outlives a run (a rerun on the same data
 // directory must not find these steps already built)
@@ -127,6 +128,13 @@ test('tags: name:tag starts that tag\'s build, the bare name its default, and a 
   assert.equal(moved.buildId, tags.v2);
   assert.equal(await read(tagged), 'two');
   assert.equal(await read(`${tagged}:production`), 'two');
+  // the same through cubemastercli, for operators
+  assert.match(cli('tpl', 'tag', `${tagged}:v2`, 'ops'), new RegExp(`tagged build ${tags.v2}`));
+  assert.match(cli('tpl', 'tags', tagged), /^ops\s+\S+$/m);
+  assert.equal(await read(`${tagged}:ops`), 'two');
+  cli('tpl', 'untag', tagged, 'ops');
+  assert.doesNotMatch(cli('tpl', 'tags', tagged), /^ops\s/m);
+  assert.throws(() => cli('tpl', 'untag', tagged, 'ops'), (e) => e.status === 3);
   await Template.removeTags(tagged, 'stable');
   await assert.rejects(Sandbox.create(`${tagged}:stable`), /not found/);
   await assert.rejects(Template.removeTags(tagged, 'default'), /default/);
