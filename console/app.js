@@ -734,21 +734,55 @@ function tableOf(label, headers, rows, empty) {
 
 async function templatesPage(view) {
   const holder = h('div');
+  const detail = h('section', { id: 'template-detail', 'aria-live': 'polite' });
   view.append(h('h1', {}, 'Templates'),
     h('p', { class: 'muted' }, 'Templates the nodes hold, with their ready pools. New templates: ',
+      h('code', {}, "Template.build(t, 'name')"), ' with the E2B SDK, or ',
       h('code', {}, 'cubemastercli tpl create-from-image NAME IMAGE'), '.'),
-    holder);
+    holder, detail);
   every(REFRESH_MS * 2, async () => {
     const list = (await api('/templates')) || [];
     holder.replaceChildren(tableOf('Templates', ['Template', 'Status', 'Nodes', 'Pool (ready / target)', 'Sandbox size'],
       list.map((t) => h('tr', {},
-        h('td', { class: 'id' }, t.templateID),
+        h('td', { class: 'id' }, h('button', { type: 'button', class: 'link', onclick: () => showTemplate(t.templateID) }, t.templateID)),
         h('td', {}, h('span', { class: 'tag status-ready' }, t.buildStatus)),
         h('td', {}, t.nodes),
         h('td', {}, `${t.poolReady} / ${t.poolTarget}`),
         h('td', {}, `${t.cpuCount} vCPU, ${t.memoryMB} MB, ${t.diskSizeMB} MB disk`))),
       'No template on any node.'));
   });
+  // one template: its tags, its builds (newest first) and a build's log
+  async function showTemplate(id) {
+    const name = id.split(':')[0];
+    try {
+      const [tpl, tags] = await Promise.all([api(`/templates/${encodeURIComponent(name)}`),
+        api(`/templates/${encodeURIComponent(name)}/tags`).catch(() => [])]);
+      const log = h('pre', { class: 'log', id: 'build-log' });
+      detail.replaceChildren(h('h2', {}, `Template ${name}`),
+        h('p', {}, 'Tags: ', (tags || []).length ? (tags || []).map((t) => h('span', { class: 'tag' }, `${t.tag} → ${t.buildID}`)) : 'none'),
+        tableOf(`Builds of ${name}`, ['Build', 'Status', 'Created', 'Tags', ''],
+          (tpl.builds || []).map((b) => h('tr', {},
+            h('td', { class: 'id' }, b.buildID),
+            h('td', {}, h('span', { class: `tag status-${b.status}` }, b.status)),
+            h('td', {}, new Date(b.createdAt).toLocaleString()),
+            h('td', {}, (b.tags || []).join(', ')),
+            h('td', { class: 'actions' }, h('button', { type: 'button', onclick: () => showLog(b.buildID, log) }, 'Log')))),
+          'No build through the API: this template was made on the node.'),
+        log);
+    } catch (e) {
+      reportError(e);
+    }
+    async function showLog(build, log) {
+      try {
+        const st = await api(`/templates/${encodeURIComponent(name)}/builds/${encodeURIComponent(build)}/status?logsOffset=0`);
+        const lines = (st.logEntries || []).map((e) => `${e.timestamp ? new Date(e.timestamp).toLocaleTimeString() : ''} ${e.level} ${e.message}`);
+        log.textContent = lines.length ? lines.join('\n') : (st.logs || []).join('\n') || `(no log kept for ${build})`;
+        if (st.reason && st.reason.message) log.textContent += `\nerror: ${st.reason.message}`;
+      } catch (e) {
+        reportError(e);
+      }
+    }
+  }
 }
 
 async function volumesPage(view) {

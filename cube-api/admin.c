@@ -220,6 +220,39 @@ void api_templates(void *svc, http_req *req)
 
 /* GET /templates/aliases/{alias} (the SDK's Template.exists) and GET /templates/{id}: a template is there
  * when a live node holds it; cube's template names are their ids and aliases. */
+/* "builds": the template's builds, newest first, in E2B's shape (with their tags) */
+static void add_builds(api *a, cJSON *o, const char *id)
+{
+    cJSON *arr = cJSON_AddArrayToObject(o, "builds");
+    char name[128];
+    snprintf(name, sizeof(name), "%.*s", (int)strcspn(id, ":"), id);
+    Cube__TemplateRef r = CUBE__TEMPLATE_REF__INIT;
+    r.template_id = name;
+    ProtobufCMessage *resp = NULL;
+    cube_err err = {0};
+    if (api_master_call(a, "/cube.Master/ListBuilds", &r.base, &cube__list_builds_response__descriptor, &resp,
+                        &err) < 0)
+        return;
+    const Cube__ListBuildsResponse *l = (const Cube__ListBuildsResponse *)resp;
+    for (size_t i = 0; i < l->n_builds; i++) {
+        const Cube__TemplateBuild *b = l->builds[i];
+        cJSON *x = cJSON_CreateObject();
+        cJSON_AddStringToObject(x, "buildID", b->build_id);
+        cJSON_AddStringToObject(x, "status", i < l->n_states ? l->states[i] : "unknown");
+        api_add_time(x, "createdAt", b->created_at_ms);
+        api_add_time(x, "updatedAt", b->created_at_ms);
+        cJSON_AddNumberToObject(x, "cpuCount", b->resources ? b->resources->cpu_count : 2);
+        cJSON_AddNumberToObject(x, "memoryMB", b->resources ? (double)b->resources->memory_mb : 512);
+        if (b->resources && b->resources->disk_mb)
+            cJSON_AddNumberToObject(x, "diskSizeMB", (double)b->resources->disk_mb);
+        cJSON_AddStringToObject(x, "envdVersion", "0.5.7");
+        cJSON *tags = cJSON_AddArrayToObject(x, "tags");
+        for (size_t k = 0; k < b->n_tags; k++) cJSON_AddItemToArray(tags, cJSON_CreateString(b->tags[k]));
+        cJSON_AddItemToArray(arr, x);
+    }
+    protobuf_c_message_free_unpacked(resp, NULL);
+}
+
 void api_template_one(void *svc, http_req *req)
 {
     if (api_template_build_get(svc, req)) return;
@@ -241,7 +274,7 @@ void api_template_one(void *svc, http_req *req)
     if (!alias) {
         cJSON_AddItemToArray(cJSON_AddArrayToObject(o, "aliases"), cJSON_CreateString(id));
         cJSON_AddItemToArray(cJSON_AddArrayToObject(o, "names"), cJSON_CreateString(id));
-        cJSON_AddArrayToObject(o, "builds"); /* no build through the API made it */
+        add_builds(svc, o, id); /* the builds through the API: none for a template made otherwise */
         cJSON_AddNumberToObject(o, "spawnCount", 0);
         cJSON_AddNullToObject(o, "lastSpawnedAt");
     }

@@ -251,3 +251,80 @@ int template_tags(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *respp, c
     protobuf_c_message_free_unpacked(r, NULL);
     return 0;
 }
+
+/* With m->lock: a live node reports build_id for the template (it holds it, built and published). */
+static bool build_held(master *m, const char *name, const char *build_id)
+{
+    int64_t now = cube_now_mono_ms();
+    for (master_node *n = m->nodes; n; n = n->next) {
+        if (!node_alive(m, n, now) || !n->info) continue;
+        for (size_t i = 0; i < n->info->n_template_sizes; i++) {
+            const Cube__TemplateSize *t = n->info->template_sizes[i];
+            size_t nl = strlen(name);
+            if (t->build_id && strcmp(t->build_id, build_id) == 0 && strncmp(t->template_id, name, nl) == 0 &&
+                (t->template_id[nl] == '\0' || t->template_id[nl] == ':'))
+                return true;
+        }
+    }
+    return false;
+}
+
+/* The state a build's node gives (no log lines asked for), or what the heartbeats say. */
+static const char *build_state(master *m, const Cube__TemplateBuild *b)
+{
+    cube_err err = {0};
+    node_link *l = node_link_get(m, b->node_id, &err);
+    ProtobufCMessage *r = NULL;
+    Cube__BuildStatusRequest q = CUBE__BUILD_STATUS_REQUEST__INIT;
+    q.template_id = b->template_id;
+    q.build_id = b->build_id;
+    q.logs_offset = UINT32_MAX;
+    static const char *const known[] = {"waiting", "building", "ready", "error"};
+    const char *state = NULL;
+    if (l && node_call(l, "/cube.Cubelet/GetBuildStatus", &q.base, &cube__build_status__descriptor, &r, 5000,
+                       &err) == 0) {
+        for (size_t i = 0; i < sizeof(known) / sizeof(known[0]); i++)
+            if (strcmp(((Cube__BuildStatus *)r)->state, known[i]) == 0) state = known[i];
+        protobuf_c_message_free_unpacked(r, NULL);
+    }
+    if (state) return state;
+    pthread_mutex_lock(&m->lock);
+    bool held = build_held(m, b->template_id, b->build_id);
+    pthread_mutex_unlock(&m->lock);
+    return held ? "ready" : "unknown";
+}
+
+int list_builds(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *respp, cube_err *err)
+{
+    master *m = svc;
+    const Cube__TemplateRef *req = reqp;
+    Cube__ListBuildsResponse *out = respp;
+    if (!valid_name(req->template_id)) return cube_err_set(err, EINVAL, "templateID: a template name");
+    Cube__TemplateBuild **v;
+    size_t n;
+    if (m->st->ops->build_list(m->st, req->template_id, &v, &n, err) < 0) return -1;
+    out->builds = cube_rpc_alloc(ctx, (n ? n : 1) * sizeof(*out->builds));
+    out->states = cube_rpc_alloc(ctx, (n ? n : 1) * sizeof(*out->states));
+    for (size_t i = 0; out->builds && out->states && i < n; i++) {
+        Cube__TemplateBuild *b = cube_rpc_alloc(ctx, sizeof(*b));
+        Cube__Resources *res = cube_rpc_alloc(ctx, sizeof(*res));
+        if (!b || !res) break;
+        cube__template_build__init(b);
+        cube__resources__init(res);
+        if (v[i]->resources) *res = *v[i]->resources;
+        res->base.n_unknown_fields = 0;
+        res->base.unknown_fields = NULL;
+        b->template_id = cube_rpc_strdup(ctx, v[i]->template_id);
+        b->build_id = cube_rpc_strdup(ctx, v[i]->build_id);
+        b->node_id = cube_rpc_strdup(ctx, v[i]->node_id);
+        b->created_at_ms = v[i]->created_at_ms;
+        b->resources = res;
+        b->tags = cube_rpc_alloc(ctx, (v[i]->n_tags ? v[i]->n_tags : 1) * sizeof(char *));
+        for (size_t k = 0; b->tags && k < v[i]->n_tags; k++)
+            b->tags[b->n_tags++] = cube_rpc_strdup(ctx, v[i]->tags[k]);
+        out->states[out->n_states++] = (char *)build_state(m, v[i]);
+        out->builds[out->n_builds++] = b;
+    }
+    store_free_builds(v, n);
+    return 0;
+}

@@ -12,6 +12,8 @@ int get_build_status(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *respp
 int get_build_file(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *respp, cube_err *err);
 /* E2B's tags (assign, remove, list), done by the node that holds the template's builds */
 int template_tags(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *respp, cube_err *err);
+/* A template's builds, newest first, with their states */
+int list_builds(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *respp, cube_err *err);
 int put_build_file(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *respp, cube_err *err);
 
 #endif

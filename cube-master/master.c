@@ -976,6 +976,7 @@ const cube_rpc_method master_methods[] = {
     M("DeleteVolume", delete_volume, cube__volume_ref, cube__empty),
     M("VolumeFiles", volume_files, cube__volume_file_request, cube__volume_file_response),
     M("TemplateTags", template_tags, cube__template_tags_request, cube__template_tags_response),
+    M("ListBuilds", list_builds, cube__template_ref, cube__list_builds_response),
     M("CreateSecret", create_secret, cube__create_secret_request, cube__secret),
     M("GetSecret", get_secret, cube__secret_ref, cube__secret),
     M("ListSecrets", list_secrets, cube__empty, cube__list_secrets_response),

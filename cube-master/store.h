@@ -52,6 +52,9 @@ typedef struct store_ops {
     /* Template builds, by id (immutable once put: their progress lives on the node that runs them). */
     int (*build_put)(store *st, const Cube__TemplateBuild *b, cube_err *err);          /* EEXIST */
     Cube__TemplateBuild *(*build_get)(store *st, const char *build_id, cube_err *err); /* NULL + ENOENT */
+    /* The template's builds, newest first, at most 50 (caller frees with store_free_builds). */
+    int (*build_list)(store *st, const char *template_id, Cube__TemplateBuild ***out, size_t *n,
+                      cube_err *err);
     /* A deleted template's builds (its name may be built again from scratch); ENOENT when it had none. */
     int (*build_delete_template)(store *st, const char *template_id, cube_err *err);
     /* The template's newest build: the one its files are uploaded for. NULL + ENOENT when none. */
@@ -80,5 +83,6 @@ void store_free_sandboxes(Cube__Sandbox **v, size_t n);
 void store_free_keys(Cube__ListKeysResponse *out);
 void store_free_volumes(Cube__Volume **v, size_t n);
 void store_free_secrets(Cube__Secret **v, size_t n);
+void store_free_builds(Cube__TemplateBuild **v, size_t n);
 
 #endif

@@ -667,6 +667,20 @@ static Cube__TemplateBuild *my_build_get(store *base, const char *id, cube_err *
     return one_build((mysql_store *)base, &b, "build", id, err);
 }
 
+static int my_build_list(store *base, const char *template_id, Cube__TemplateBuild ***out, size_t *n,
+                         cube_err *err)
+{
+    sqlbuf b = {0};
+    puts_(&b, "SELECT data FROM builds WHERE template_id=");
+    put_str(&b, template_id);
+    puts_(&b, " ORDER BY created_at_ms DESC LIMIT 50");
+    packed_rows r = {.desc = &cube__template_build__descriptor};
+    long got = select_rows((mysql_store *)base, &b, "list builds", packed_row_fn, &r, err);
+    *out = (Cube__TemplateBuild **)r.v;
+    *n = r.n;
+    return got < 0 ? -1 : 0;
+}
+
 static Cube__TemplateBuild *my_build_latest(store *base, const char *template_id, cube_err *err)
 {
     sqlbuf b = {0};
@@ -787,6 +801,7 @@ static const store_ops mysql_ops = {
     .secret_delete = my_secret_delete,
     .build_put = my_build_put,
     .build_get = my_build_get,
+    .build_list = my_build_list,
     .build_delete_template = my_build_delete_template,
     .build_latest = my_build_latest,
 };

@@ -328,6 +328,10 @@ static int r_build_put(store *s, const Cube__TemplateBuild *b, cube_err *e)
 {
     return INNER(s)->ops->build_put(INNER(s), b, e);
 }
+static int r_build_list(store *s, const char *id, Cube__TemplateBuild ***o, size_t *n, cube_err *e)
+{
+    return INNER(s)->ops->build_list(INNER(s), id, o, n, e);
+}
 static int r_build_delete_template(store *s, const char *id, cube_err *e)
 {
     return INNER(s)->ops->build_delete_template(INNER(s), id, e);
@@ -431,6 +435,7 @@ static const store_ops routes_ops = {
     .secret_delete = r_secret_delete,
     .build_put = r_build_put,
     .build_get = r_build_get,
+    .build_list = r_build_list,
     .build_delete_template = r_build_delete_template,
     .build_latest = r_build_latest,
     .node_seen = r_node_seen,

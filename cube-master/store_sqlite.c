@@ -527,6 +527,42 @@ static Cube__TemplateBuild *build_get(store *base, const char *id, cube_err *err
                                              &cube__template_build__descriptor, "build", err);
 }
 
+static int build_list(store *base, const char *template_id, Cube__TemplateBuild ***out, size_t *n,
+                      cube_err *err)
+{
+    sqlite_store *s = (sqlite_store *)base;
+    *out = NULL;
+    *n = 0;
+    int rc = 0;
+    pthread_mutex_lock(&s->lock);
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(
+            s->db,
+            "SELECT data FROM builds WHERE template_id=?1 ORDER BY created_at_ms DESC, rowid DESC "
+            "LIMIT 50",
+            -1, &st, NULL) != SQLITE_OK) {
+        rc = db_err(s, err, "list builds");
+    } else {
+        sqlite3_bind_text(st, 1, template_id, -1, SQLITE_STATIC);
+        while (rc == 0 && sqlite3_step(st) == SQLITE_ROW) {
+            Cube__TemplateBuild *b = cube__template_build__unpack(NULL, (size_t)sqlite3_column_bytes(st, 0),
+                                                                  sqlite3_column_blob(st, 0));
+            if (!b) continue; /* a corrupt record is skipped */
+            Cube__TemplateBuild **nv = realloc(*out, (*n + 1) * sizeof(*nv));
+            if (!nv) {
+                cube__template_build__free_unpacked(b, NULL);
+                rc = cube_err_set(err, ENOMEM, "out of memory");
+                break;
+            }
+            *out = nv;
+            (*out)[(*n)++] = b;
+        }
+        sqlite3_finalize(st);
+    }
+    pthread_mutex_unlock(&s->lock);
+    return rc;
+}
+
 static Cube__TemplateBuild *build_latest(store *base, const char *template_id, cube_err *err)
 {
     return (Cube__TemplateBuild *)get_packed(
@@ -607,6 +643,12 @@ void store_free_secrets(Cube__Secret **v, size_t n)
     free(v);
 }
 
+void store_free_builds(Cube__TemplateBuild **v, size_t n)
+{
+    for (size_t i = 0; i < n; i++) cube__template_build__free_unpacked(v[i], NULL);
+    free(v);
+}
+
 void store_free_volumes(Cube__Volume **v, size_t n)
 {
     for (size_t i = 0; i < n; i++) cube__volume__free_unpacked(v[i], NULL);
@@ -654,6 +696,7 @@ static const store_ops sqlite_ops = {
     .secret_delete = secret_delete,
     .build_put = build_put,
     .build_get = build_get,
+    .build_list = build_list,
     .build_delete_template = build_delete_template,
     .build_latest = build_latest,
 };

@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { mkdirSync } from 'node:fs';
 import path from 'node:path';
-import { Sandbox, SandboxNotFoundError } from 'e2b';
+import { Sandbox, SandboxNotFoundError, Template } from 'e2b';
 import { chromium } from 'playwright-core';
 
 const root = process.env.CUBE_ROOT || new URL('../..', import.meta.url).pathname;
@@ -130,9 +130,23 @@ test('a sandbox made by the SDK: listed with its metadata, terminal, upload, pau
 });
 
 test('templates, volumes, nodes and API keys pages; a key made in the page works, then is revoked', async () => {
-  await page.goto(`${consoleUrl}#/templates`);
-  await page.locator('table[aria-label="Templates"] td', { hasText: 'code-interpreter-v1' }).waitFor();
-  await shot('templates');
+  // a template built with the SDK: its builds, tags and build log in the page
+  const built = `console-built-${process.pid}`;
+  await Template.build(Template().fromTemplate('base').runCmd(`echo from-the-console-test-${Date.now()} > /tmp/m`), built);
+  try {
+    await page.goto(`${consoleUrl}#/templates`);
+    await page.locator('table[aria-label="Templates"] td', { hasText: 'code-interpreter-v1' }).waitFor();
+    await page.locator('table[aria-label="Templates"] button', { hasText: built }).click();
+    const builds = page.locator(`table[aria-label="Builds of ${built}"] tbody tr`);
+    await builds.first().waitFor();
+    assert.match(await builds.first().textContent(), /ready/);
+    assert.match(await page.locator('#template-detail').textContent(), /default →/);
+    await builds.first().locator('button', { hasText: 'Log' }).click();
+    await page.locator('#build-log', { hasText: /built in/ }).waitFor();
+    await shot('templates');
+  } finally {
+    await fetch(`${process.env.E2B_API_URL}/templates/${built}`, { method: 'DELETE', headers: { 'X-API-KEY': process.env.E2B_API_KEY } });
+  }
 
   await page.goto(`${consoleUrl}#/nodes`);
   const node = page.locator('table[aria-label="Nodes"] tbody tr').first();

@@ -1015,6 +1015,46 @@ START_TEST(a_build_is_copied_to_nodes_that_lack_it)
 }
 END_TEST
 
+/* A template's builds, newest first, each with the state the nodes give: one a node holds is ready. */
+START_TEST(builds_are_listed_with_their_states)
+{
+    fake_node f;
+    fake_start(&f, "node-1");
+    const char *held[] = {"base=bb1", "app=a2<base@bb1"};
+    heartbeat_builds(&f, held, 2);
+    cube_err err = {0};
+    const char *ids[] = {"a1", "a2"};
+    for (int i = 0; i < 2; i++) {
+        Cube__TemplateBuild b = CUBE__TEMPLATE_BUILD__INIT;
+        b.template_id = "app";
+        b.build_id = (char *)ids[i];
+        b.node_id = "node-1";
+        b.created_at_ms = 1000 + i;
+        ck_assert_int_eq(st->ops->build_put(st, &b, &err), 0);
+    }
+    Cube__TemplateRef ref = CUBE__TEMPLATE_REF__INIT;
+    ref.template_id = "app";
+    ProtobufCMessage *r = NULL;
+    ck_assert_msg(cube_rpc_call(mc, "/cube.Master/ListBuilds", &ref.base,
+                                &cube__list_builds_response__descriptor, &r, NULL, &err) == 0,
+                  "%s", err.msg);
+    const Cube__ListBuildsResponse *l = (const Cube__ListBuildsResponse *)r;
+    ck_assert_int_eq(l->n_builds, 2);
+    ck_assert_int_eq(l->n_states, 2);
+    ck_assert_str_eq(l->builds[0]->build_id, "a2");
+    ck_assert_str_eq(l->states[0], "ready");
+    ck_assert_str_eq(l->builds[1]->build_id, "a1");
+    ck_assert_str_eq(l->states[1], "unknown");
+    protobuf_c_message_free_unpacked(r, NULL);
+    ref.template_id = "Bad Name";
+    ck_assert_int_eq(cube_rpc_call(mc, "/cube.Master/ListBuilds", &ref.base,
+                                   &cube__list_builds_response__descriptor, &r, NULL, &err),
+                     -1);
+    ck_assert_int_eq(err.code, EINVAL);
+    fake_stop(&f);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("master");
@@ -1029,6 +1069,7 @@ int main(void)
     tcase_add_test(tc, a_volume_lives_on_one_node);
     tcase_add_test(tc, snapshots_and_deletes_are_the_nodes);
     tcase_add_test(tc, a_build_is_copied_to_nodes_that_lack_it);
+    tcase_add_test(tc, builds_are_listed_with_their_states);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
