@@ -755,6 +755,24 @@ static void sandbox_op(api *a, http_req *req, const char *rest)
         cJSON *names = cJSON_AddArrayToObject(o, "names");
         cJSON_AddItemToArray(names, cJSON_CreateString(sid));
         http_reply_cjson(req, 201, o);
+    } else if (strcmp(op, "rollback") == 0 && strcmp(m, "POST") == 0) {
+        /* back in place to one of its snapshots: same id, URL, network and token; files only (processes
+         * start again, the template's start command too) */
+        cJSON *in = api_parse_body(req, 1);
+        if (!in) return;
+        const char *snap = NULL;
+        Cube__RollbackRequest rr = CUBE__ROLLBACK_REQUEST__INIT;
+        if (cube_json_get_string(in, "snapshotID", true, &snap, &err) < 0) {
+            cJSON_Delete(in);
+            return http_reply_error(req, 400, "%s", err.msg);
+        }
+        rr.sandbox_id = id;
+        rr.snapshot_id = (char *)snap;
+        int rc = api_master_call(a, "/cube.Master/RollbackSandbox", &rr.base,
+                                 &cube__get_sandbox_response__descriptor, &resp, &err);
+        cJSON_Delete(in);
+        if (rc < 0) return api_reply_err(req, &err);
+        http_reply_cjson(req, 200, listed_json(a, ((Cube__GetSandboxResponse *)resp)->sandbox, 1));
     } else if (strcmp(op, "logs") == 0 && strcmp(m, "GET") == 0) {
         Cube__SandboxRef ref = CUBE__SANDBOX_REF__INIT;
         ref.sandbox_id = id;
@@ -979,23 +997,41 @@ static const char openapi[] =
     "security: [{ApiKeyAuth: []}]\n"
     "paths:\n"
     "  /health: {get: {security: [], responses: {'200': {description: ok}}}}\n"
-    "  /sandboxes: {get: {responses: {'200': {description: ListedSandbox[]}}}, post: {responses: {'201': "
-    "{description: Sandbox}}}}\n"
-    "  /v2/sandboxes: {get: {responses: {'200': {description: ListedSandbox[] (X-Next-Token)}}}, post: "
-    "{responses: "
-    "{'201': {description: Sandbox}}}}\n"
-    "  /sandboxes/{sandboxID}: {get: {responses: {'200': {description: SandboxDetail}}}, delete: {responses: "
-    "{'204': "
-    "{description: killed}}}}\n"
+    "  /sandboxes:\n"
+    "    get: {responses: {'200': {description: 'ListedSandbox[]'}}}\n"
+    "    post: {responses: {'201': {description: Sandbox}}}\n"
+    "  /v2/sandboxes:\n"
+    "    get: {responses: {'200': {description: 'ListedSandbox[] (X-Next-Token)'}}}\n"
+    "    post: {responses: {'201': {description: Sandbox}}}\n"
+    "  /sandboxes/{sandboxID}:\n"
+    "    get: {responses: {'200': {description: SandboxDetail}}}\n"
+    "    delete: {responses: {'204': {description: killed}}}\n"
     "  /sandboxes/{sandboxID}/timeout: {post: {responses: {'204': {description: set}}}}\n"
     "  /sandboxes/{sandboxID}/refreshes: {post: {responses: {'204': {description: refreshed}}}}\n"
     "  /sandboxes/{sandboxID}/pause: {post: {responses: {'204': {description: paused}, '409': {description: "
-    "already "
-    "paused}}}}\n"
+    "already paused}}}}\n"
     "  /sandboxes/{sandboxID}/resume: {post: {responses: {'201': {description: Sandbox}}}}\n"
     "  /v2/sandboxes/{sandboxID}/connect: {post: {responses: {'200': {description: Sandbox}, '201': "
-    "{description: "
-    "resumed}}}}\n";
+    "{description: resumed}}}}\n"
+    "  /sandboxes/{sandboxID}/rollback:\n"
+    "    post:\n"
+    "      description: >-\n"
+    "        cube: the sandbox returns in place to one of its snapshots (or to the snapshot it was created "
+    "from),\n"
+    "        keeping its id, URL, network, access token, env vars and volumes. Its files become the "
+    "snapshot's; its\n"
+    "        processes start again (the template's start command too): snapshots of the ns backend hold "
+    "files, not\n"
+    "        memory. A paused sandbox runs after.\n"
+    "      requestBody:\n"
+    "        content: {application/json: {schema: {type: object, required: [snapshotID], properties: "
+    "{snapshotID: {type: string}}}}}\n"
+    "      responses:\n"
+    "        '200': {description: SandboxDetail}\n"
+    "        '400': {description: no snapshotID, or a snapshot of another sandbox}\n"
+    "        '404': {description: no such sandbox or snapshot}\n"
+    "        '500': {description: the rollback failed after the old processes ended; the sandbox was "
+    "removed}\n";
 
 static void openapi_doc(void *svc, http_req *req)
 {

@@ -8,20 +8,24 @@
 #include "hypervisor.pb-c.h"
 #include "timeutil.h"
 
-static int info(void *svc, cube_rpc_ctx *ctx, const void *req, void *resp, cube_err *err)
+static void fill_info(hv_control *c, cube_rpc_ctx *ctx, pid_t pid, Cube__HvInfo *out)
 {
-    (void)req;
-    (void)err;
-    hv_control *c = svc;
-    Cube__HvInfo *out = resp;
     char ns[64];
-    pid_t pid = c->ops->init_pid(c->sb);
     snprintf(ns, sizeof(ns), "/proc/%d/ns/net", pid);
     out->sandbox_id = cube_rpc_strdup(ctx, c->id);
     out->backend = cube_rpc_strdup(ctx, c->ops->name);
     out->init_pid = pid;
     out->netns_path = cube_rpc_strdup(ctx, ns);
     out->hv_pid = getpid();
+}
+
+static int info(void *svc, cube_rpc_ctx *ctx, const void *req, void *resp, cube_err *err)
+{
+    (void)req;
+    (void)err;
+    hv_control *c = svc;
+    /* not under the lock: a snapshot may hold it for long, and a restarted cubelet asks this to adopt */
+    fill_info(c, ctx, __atomic_load_n(&c->init_pid, __ATOMIC_ACQUIRE), resp);
     return 0;
 }
 
@@ -66,6 +70,29 @@ static int snapshot(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *respp,
     if (rc < 0) return -1;
     resp->dir = cube_rpc_strdup(ctx, req->dir);
     resp->has_process_state = ps;
+    return 0;
+}
+
+static int rollback(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *respp, cube_err *err)
+{
+    hv_control *c = svc;
+    const Cube__HvRollbackRequest *req = reqp;
+    if (!c->ops->rollback || !c->spec)
+        return cube_err_set(err, ENOTSUP, "the %s backend cannot roll a sandbox back", c->ops->name);
+    pthread_mutex_lock(&c->lock);
+    int rc = c->stopping ? cube_err_set(err, EBUSY, "sandbox %s is stopping", c->id)
+                         : c->ops->rollback(c->sb, c->spec, req->layers, err);
+    pid_t pid = c->ops->init_pid(c->sb);
+    __atomic_store_n(&c->init_pid, pid, __ATOMIC_RELEASE);
+    pthread_mutex_unlock(&c->lock);
+    if (rc < 0) {
+        /* no PID 1 now: the sandbox ends, as if it had exited */
+        uint64_t one = 1;
+        if (pid <= 0 && write(c->stop_fd, &one, sizeof(one)) < 0) {
+        }
+        return -1;
+    }
+    fill_info(c, ctx, pid, respp);
     return 0;
 }
 
@@ -132,6 +159,7 @@ const cube_rpc_method hv_control_methods[] = {
     M("Pause", pause_, cube__empty, cube__empty),
     M("Resume", resume_, cube__empty, cube__empty),
     M("Snapshot", snapshot, cube__hv_snapshot_request, cube__hv_snapshot_response),
+    M("Rollback", rollback, cube__hv_rollback_request, cube__hv_info),
     M("Stats", stats, cube__empty, cube__hv_stats),
     M("Stop", stop, cube__empty, cube__empty),
     {0},

@@ -10,10 +10,12 @@
 typedef struct hv_control {
     const hv_ops *ops;
     hv_sandbox *sb;
+    const hv_spec *spec; /* what the sandbox was created with (a rollback starts its PID 1 again from it) */
     char id[64];
-    pthread_mutex_t lock; /* one lifecycle call at a time */
+    pthread_mutex_t lock; /* one lifecycle call at a time; PID 1 changes only under it (rollback) */
     int stop_fd;          /* eventfd: Stop asks the main thread to tear down */
     int stopping;
+    pid_t init_pid; /* atomic: the sandbox's PID 1 now (Info answers it without waiting for the lock) */
     uint64_t last_cpu_ns;
     int64_t last_sample_ns;
 } hv_control;

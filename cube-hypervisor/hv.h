@@ -73,6 +73,10 @@ typedef struct hv_ops {
     /* Copies the writable layer to dir (paused meanwhile); *process_state says whether processes were saved.
      */
     int (*snapshot)(hv_sandbox *sb, const char *dir, bool *process_state, cube_err *err);
+    /* Returns the sandbox in place to a snapshot's files: its processes end, its writable layer is emptied
+     * and stacked over layers, and a new PID 1 starts with the rest of spec (the one it was created with).
+     * NULL: the backend cannot. On failure the sandbox no longer runs. */
+    int (*rollback)(hv_sandbox *sb, const hv_spec *spec, const char *layers, cube_err *err);
     int (*stats)(hv_sandbox *sb, hv_stats *st, cube_err *err);
     /* A descriptor that becomes readable when the sandbox ends by itself, where that is not PID 1's SIGCHLD
      * (a microVM's guest shutting down); NULL for backends whose end is PID 1's exit. */

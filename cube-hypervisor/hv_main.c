@@ -209,6 +209,8 @@ static int run(cube_config *cfg, int argc, char **argv)
         fprintf(stderr, "cube-hypervisor: create sandbox %s: %s\n", id, err.msg);
         return 1;
     }
+    ctl.init_pid = ops->init_pid(ctl.sb);
+    ctl.spec = &spec;
     char control[PATH_MAX + 32];
     const char *control_flag = cube_config_get(cfg, "hv.control", NULL);
     snprintf(control, sizeof(control), "%s", control_flag ? control_flag : "");
@@ -247,9 +249,14 @@ static int run(cube_config *cfg, int argc, char **argv)
         struct signalfd_siginfo si;
         if (read(sfd, &si, sizeof(si)) != sizeof(si)) continue;
         if (si.ssi_signo != SIGCHLD) break;
-        /* only PID 1: other children (the janitor, a snapshot's copy) are waited for by their owners */
+        /* only PID 1: other children (the janitor, a snapshot's copy) are waited for by their owners. PID 1
+         * changes only under the lock (a rollback reaps the one it ends) */
         int st;
-        if (waitpid(init, &st, WNOHANG) == init) {
+        pthread_mutex_lock(&ctl.lock);
+        init = ops->init_pid(ctl.sb);
+        bool ended = init > 0 && waitpid(init, &st, WNOHANG) == init;
+        pthread_mutex_unlock(&ctl.lock);
+        if (ended) {
             /* our exit status is PID 1's, as a shell reports it (the shim reports it to containerd) */
             rc = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + (WIFSIGNALED(st) ? WTERMSIG(st) : 0);
             init_exited = true;

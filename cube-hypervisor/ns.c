@@ -370,72 +370,16 @@ static int join_netns(const char *path, int *saved, int *sysfs, cube_err *err)
     return 0;
 }
 
-static int ns_create(const hv_spec *spec, hv_sandbox **out, cube_err *err)
+/* Starts the sandbox's PID 1 in new namespaces (the slot's network namespace joined when there is one) over
+ * the writable layer and cgroups already made, and waits for the agent to listen. builtin: the agent may run
+ * from this image (only while this process is single-threaded: a clone of a threaded process could inherit a
+ * lock another thread held, so later starts exec the agent). On failure nothing of it is left: sb->init is
+ * -1. */
+static int spawn_init(const hv_spec *spec, hv_sandbox *sb, bool builtin, cube_err *err)
 {
-    hv_sandbox *sb = calloc(1, sizeof(*sb));
-    if (!sb) return cube_err_set(err, ENOMEM, "out of memory");
-    sb->init = sb->janitor = -1;
-    sb->lifeline = -1;
-    snprintf(sb->id, sizeof(sb->id), "%s", spec->id);
-    snprintf(sb->state, sizeof(sb->state), "%s", spec->state_dir);
-    snprintf(sb->root, sizeof(sb->root), "%s/root", spec->state_dir);
-    snprintf(sb->rw, sizeof(sb->rw), "%s/rw", spec->state_dir);
     int syncp[2] = {-1, -1}, errp[2] = {-1, -1}, readyp[2] = {-1, -1}, host_ns = -1;
     bool agent = !(spec->argv && spec->argv[0]);
     char buf[4400];
-
-    /* compiled here (or once in the zygote this was forked from): PID 1 only installs it */
-    if (sandbox_seccomp_prepare(err) < 0) goto fail;
-    if (cgroup_init(&sb->cg, spec->id, err) < 0) goto fail;
-    /* the sandbox's root (an unprivileged host uid) mounts the overlay from inside: it must be able to pass
-     * through the state directory, though not to list it */
-    if (chmod(sb->state, 0711) < 0) {
-        cube_err_sys(err, errno, "chmod %s", sb->state);
-        goto fail;
-    }
-    if (mkdir(sb->root, 0755) < 0 && errno != EEXIST) {
-        cube_err_sys(err, errno, "mkdir %s", sb->root);
-        goto fail;
-    }
-    if (mkdir(sb->rw, 0700) < 0 && errno != EEXIST) {
-        cube_err_sys(err, errno, "mkdir %s", sb->rw);
-        goto fail;
-    }
-    /* the writable layer, owned by the sandbox's root so overlay copy-up works inside: its own ext4 on the
-     * node's disk when the node gave a disk template (see disk.h), else a tmpfs of disk_mb (whose pages are
-     * memory, charged to the sandbox's memory limit) */
-    if (spec->disk_fd > 2) { /* prepared ahead by the node (a cold start: the copy and mount are done) */
-        int rc = hv_disk_place(spec->disk_fd, sb->rw, spec->uid_base, err);
-        close(spec->disk_fd);
-        if (rc < 0) goto fail;
-    } else if (spec->disk_template) {
-        snprintf(buf, sizeof(buf), "%s/disk.img", spec->state_dir);
-        if (hv_disk_attach(spec->disk_template, buf, sb->rw, spec->uid_base, err) < 0) goto fail;
-    } else {
-        snprintf(buf, sizeof(buf), "size=%llum,mode=0755,uid=%u,gid=%u",
-                 (unsigned long long)(spec->disk_mb ? spec->disk_mb : 1024), spec->uid_base, spec->uid_base);
-        if (mount("cube-rw", sb->rw, "tmpfs", MS_NOSUID | MS_NODEV, buf) < 0) {
-            cube_err_sys(err, errno, "mount writable layer at %s", sb->rw);
-            goto fail;
-        }
-    }
-    sb->rw_mounted = true;
-    /* (a disk prepared ahead has them already) */
-    for (int i = 0; i < 2; i++) {
-        snprintf(buf, sizeof(buf), "%s/%s", sb->rw, i ? "work" : "upper");
-        if ((mkdir(buf, 0755) < 0 && errno != EEXIST) || chown(buf, spec->uid_base, spec->uid_base) < 0) {
-            cube_err_sys(err, errno, "prepare %s", buf);
-            goto fail;
-        }
-    }
-    if (sb->cg.ops->create(&sb->cg, &spec->limits, err) < 0) {
-        sb->cg_made = true; /* partly made: destroy removes what exists */
-        goto fail;
-    }
-    sb->cg_made = true;
-    sb->janitor = hv_janitor_start(sb->cg.name, sb->rw, sb->root, &sb->lifeline, err);
-    if (sb->janitor < 0) goto fail;
-
     if (pipe2(syncp, O_CLOEXEC) < 0 || pipe2(errp, O_CLOEXEC) < 0 ||
         (agent && pipe2(readyp, O_CLOEXEC) < 0)) {
         cube_err_sys(err, errno, "pipes");
@@ -467,7 +411,7 @@ static int ns_create(const hv_spec *spec, hv_sandbox **out, cube_err *err)
         }
         ca.flags &= ~(uint64_t)CLONE_NEWNET;
     }
-    cargs.builtin = agent && hv_builtin_agent;
+    cargs.builtin = agent && builtin && hv_builtin_agent;
     long pid = syscall(SYS_clone3, &ca, sizeof(ca));
     if (pid == 0) child_main(&cargs);
     if (host_ns >= 0) {
@@ -542,7 +486,6 @@ static int ns_create(const hv_spec *spec, hv_sandbox **out, cube_err *err)
         close(readyp[0]);
         readyp[0] = -1;
     }
-    *out = sb;
     return 0;
 
 fail:
@@ -558,7 +501,80 @@ fail:
     if (sb->init > 0) {
         kill(sb->init, SIGKILL);
         waitpid(sb->init, NULL, 0);
+        sb->init = -1;
     }
+    return -1;
+}
+
+static int ns_create(const hv_spec *spec, hv_sandbox **out, cube_err *err)
+{
+    hv_sandbox *sb = calloc(1, sizeof(*sb));
+    if (!sb) return cube_err_set(err, ENOMEM, "out of memory");
+    sb->init = sb->janitor = -1;
+    sb->lifeline = -1;
+    snprintf(sb->id, sizeof(sb->id), "%s", spec->id);
+    snprintf(sb->state, sizeof(sb->state), "%s", spec->state_dir);
+    snprintf(sb->root, sizeof(sb->root), "%s/root", spec->state_dir);
+    snprintf(sb->rw, sizeof(sb->rw), "%s/rw", spec->state_dir);
+    char buf[4400];
+
+    /* compiled here (or once in the zygote this was forked from): PID 1 only installs it */
+    if (sandbox_seccomp_prepare(err) < 0) goto fail;
+    if (cgroup_init(&sb->cg, spec->id, err) < 0) goto fail;
+    /* the sandbox's root (an unprivileged host uid) mounts the overlay from inside: it must be able to pass
+     * through the state directory, though not to list it */
+    if (chmod(sb->state, 0711) < 0) {
+        cube_err_sys(err, errno, "chmod %s", sb->state);
+        goto fail;
+    }
+    if (mkdir(sb->root, 0755) < 0 && errno != EEXIST) {
+        cube_err_sys(err, errno, "mkdir %s", sb->root);
+        goto fail;
+    }
+    if (mkdir(sb->rw, 0700) < 0 && errno != EEXIST) {
+        cube_err_sys(err, errno, "mkdir %s", sb->rw);
+        goto fail;
+    }
+    /* the writable layer, owned by the sandbox's root so overlay copy-up works inside: its own ext4 on the
+     * node's disk when the node gave a disk template (see disk.h), else a tmpfs of disk_mb (whose pages are
+     * memory, charged to the sandbox's memory limit) */
+    if (spec->disk_fd > 2) { /* prepared ahead by the node (a cold start: the copy and mount are done) */
+        int rc = hv_disk_place(spec->disk_fd, sb->rw, spec->uid_base, err);
+        close(spec->disk_fd);
+        if (rc < 0) goto fail;
+    } else if (spec->disk_template) {
+        snprintf(buf, sizeof(buf), "%s/disk.img", spec->state_dir);
+        if (hv_disk_attach(spec->disk_template, buf, sb->rw, spec->uid_base, err) < 0) goto fail;
+    } else {
+        snprintf(buf, sizeof(buf), "size=%llum,mode=0755,uid=%u,gid=%u",
+                 (unsigned long long)(spec->disk_mb ? spec->disk_mb : 1024), spec->uid_base, spec->uid_base);
+        if (mount("cube-rw", sb->rw, "tmpfs", MS_NOSUID | MS_NODEV, buf) < 0) {
+            cube_err_sys(err, errno, "mount writable layer at %s", sb->rw);
+            goto fail;
+        }
+    }
+    sb->rw_mounted = true;
+    /* (a disk prepared ahead has them already) */
+    for (int i = 0; i < 2; i++) {
+        snprintf(buf, sizeof(buf), "%s/%s", sb->rw, i ? "work" : "upper");
+        if ((mkdir(buf, 0755) < 0 && errno != EEXIST) || chown(buf, spec->uid_base, spec->uid_base) < 0) {
+            cube_err_sys(err, errno, "prepare %s", buf);
+            goto fail;
+        }
+    }
+    if (sb->cg.ops->create(&sb->cg, &spec->limits, err) < 0) {
+        sb->cg_made = true; /* partly made: destroy removes what exists */
+        goto fail;
+    }
+    sb->cg_made = true;
+    sb->janitor = hv_janitor_start(sb->cg.name, sb->rw, sb->root, &sb->lifeline, err);
+    if (sb->janitor < 0) goto fail;
+
+    if (spawn_init(spec, sb, true, err) < 0) goto fail;
+    *out = sb;
+    return 0;
+
+fail:
     cleanup(sb);
     if (sb->lifeline >= 0) close(sb->lifeline);
     if (sb->janitor > 0) waitpid(sb->janitor, NULL, 0);
@@ -632,6 +648,42 @@ out:
     return err->code ? -1 : 0;
 }
 
+/* Back to a snapshot in place: every process of the sandbox ends, its writable layer starts empty again over
+ * `layers` (a snapshot's files over the layers the sandbox stood on), and a new PID 1 starts in the same
+ * network namespace, cgroups and disk, so the sandbox keeps its id, address, policy and limits. Files only,
+ * as this backend's snapshots are. Runs on a control thread: the new PID 1 dies with this process as the
+ * first did (the control threads live as long as it serves). */
+static int ns_rollback(hv_sandbox *sb, const hv_spec *spec, const char *layers, cube_err *err)
+{
+    if (spec->argv && spec->argv[0])
+        return cube_err_set(err, ENOTSUP, "a container's sandbox cannot be rolled back");
+    if (sb->init > 0) {
+        ns_terminate(sb);
+        waitpid(sb->init, NULL, 0);
+        sb->init = -1;
+    }
+    /* the old layer goes aside, whole: new upper and work directories, as overlayfs marks the old ones in use
+     * by a mount that the ended mount namespace may still hold a moment */
+    char old[4300], from[4300], to[4400];
+    snprintf(old, sizeof(old), "%s/rolled-back", sb->rw);
+    cube_rm_rf(old);
+    if (mkdir(old, 0700) < 0) return cube_err_sys(err, errno, "mkdir %s", old);
+    for (int i = 0; i < 2; i++) {
+        const char *name = i ? "work" : "upper";
+        snprintf(from, sizeof(from), "%s/%s", sb->rw, name);
+        snprintf(to, sizeof(to), "%s/%s", old, name);
+        if (rename(from, to) < 0 && errno != ENOENT) return cube_err_sys(err, errno, "move %s aside", from);
+        if (mkdir(from, 0755) < 0 || chown(from, spec->uid_base, spec->uid_base) < 0)
+            return cube_err_sys(err, errno, "prepare %s", from);
+    }
+    hv_spec again = *spec;
+    again.layers = layers && *layers ? layers : NULL;
+    again.disk_fd = -1;
+    int rc = spawn_init(&again, sb, false, err);
+    cube_rm_rf(old);
+    return rc;
+}
+
 static void ns_destroy(hv_sandbox *sb)
 {
     if (!sb) return;
@@ -650,6 +702,7 @@ const hv_ops hv_ns_ops = {
     .pause = ns_pause,
     .resume = ns_resume,
     .snapshot = ns_snapshot,
+    .rollback = ns_rollback,
     .stats = ns_stats,
     .terminate = ns_terminate,
     .destroy = ns_destroy,

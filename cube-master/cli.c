@@ -1,5 +1,6 @@
 /* cubemastercli: the operator's command line over cube-master's RPC.
- *   cubemastercli [--data DIR | --master ADDR] [--json] sandbox list | sandbox info ID | sandbox kill ID
+ *   cubemastercli [--data DIR | --master ADDR] [--json] sandbox list | sandbox info ID | sandbox kill ID |
+ *                                sandbox snapshot ID [NAME] | sandbox rollback ID SNAPSHOT |
  *                                node list | node wait | node drain|undrain|remove NODE | key create [NAME] |
  * key list | key revoke ID tpl list */
 #include <cjson/cJSON.h>
@@ -100,8 +101,36 @@ static int sandbox_cmd(cube_rpc_client *c, int argc, char **argv)
                        &out)))
             return rc;
         if (!json_out) printf("killed %s\n", argv[1]);
+    } else if ((argc == 2 || argc == 3) && strcmp(argv[0], "snapshot") == 0) {
+        Cube__CreateSnapshotRequest r = CUBE__CREATE_SNAPSHOT_REQUEST__INIT;
+        r.sandbox_id = argv[1];
+        r.name = argc == 3 ? argv[2] : NULL;
+        if ((rc = call(c, "/cube.Master/CreateSnapshot", &r.base, &cube__snapshot_info__descriptor, &out)))
+            return rc;
+        const char *sid = ((Cube__SnapshotInfo *)out)->snapshot_id;
+        if (json_out) {
+            cJSON *o = cJSON_CreateObject();
+            cJSON_AddStringToObject(o, "snapshotID", sid);
+            print_json(o);
+        } else {
+            printf("%s\n", sid);
+        }
+    } else if (argc == 3 && strcmp(argv[0], "rollback") == 0) {
+        /* in place: same id, address and network; its files become the snapshot's, its processes restart */
+        Cube__RollbackRequest r = CUBE__ROLLBACK_REQUEST__INIT;
+        r.sandbox_id = argv[1];
+        r.snapshot_id = argv[2];
+        if ((rc = call(c, "/cube.Master/RollbackSandbox", &r.base, &cube__get_sandbox_response__descriptor,
+                       &out)))
+            return rc;
+        if (json_out)
+            print_json(sandbox_obj(((Cube__GetSandboxResponse *)out)->sandbox));
+        else
+            printf("rolled back %s to %s\n", argv[1], argv[2]);
     } else {
-        fprintf(stderr, "cubemastercli: sandbox list | sandbox info ID | sandbox kill ID\n");
+        fprintf(stderr,
+                "cubemastercli: sandbox list | sandbox info ID | sandbox kill ID | sandbox snapshot ID "
+                "[NAME] | sandbox rollback ID SNAPSHOT\n");
         return 2;
     }
     if (out) protobuf_c_message_free_unpacked(out, NULL);
@@ -555,6 +584,7 @@ static int usage(void)
 {
     fprintf(stderr, "usage: cubemastercli [--data DIR | --master ADDR [--tls-dir DIR]] [--json] COMMAND\n"
                     "  sandbox list | sandbox info ID | sandbox kill ID\n"
+                    "  sandbox snapshot ID [NAME] | sandbox rollback ID SNAPSHOT\n"
                     "  node list | node wait [--count N] [--pool] [--timeout S]\n"
                     "  node drain NODE | node undrain NODE | node remove NODE\n"
                     "  key create [NAME] | key list | key revoke ID\n"

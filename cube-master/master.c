@@ -432,6 +432,84 @@ static int resume_sandbox(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *
     return cube_err_set(err, EBUSY, "sandbox '%s' keeps changing: try again", id);
 }
 
+typedef struct rolled_back {
+    const Cube__NodeSandbox *node; /* what the node answered */
+    int state_before;              /* the record's state when the rollback was asked for */
+} rolled_back;
+
+/* The record after a rollback: the new agent's addresses; running, unless it was paused since the rollback
+ * was asked for (that pause came after the node's rollback: the node's sandbox is paused). */
+static int take_rollback(Cube__Sandbox *sb, void *arg, cube_err *err)
+{
+    const rolled_back *rb = arg;
+    char *agent = strdup(rb->node->agent_address ? rb->node->agent_address : ""),
+         *interp = strdup(rb->node->interpreter_address ? rb->node->interpreter_address : "");
+    if (!agent || !interp) {
+        free(agent);
+        free(interp);
+        return cube_err_set(err, ENOMEM, "out of memory");
+    }
+    if (sb->agent_address != protobuf_c_empty_string) free(sb->agent_address);
+    if (sb->interpreter_address != protobuf_c_empty_string) free(sb->interpreter_address);
+    sb->agent_address = agent;
+    sb->interpreter_address = interp;
+    if (!(sb->state == CUBE__SANDBOX_STATE__SANDBOX_STATE_PAUSED &&
+          rb->state_before == CUBE__SANDBOX_STATE__SANDBOX_STATE_RUNNING))
+        sb->state = CUBE__SANDBOX_STATE__SANDBOX_STATE_RUNNING;
+    return 0;
+}
+
+/* Rollback: the sandbox's node returns it in place to one of its snapshots (same id, URL, network, token);
+ * the record takes the new agent's addresses. A rollback that failed after the sandbox's processes ended
+ * (ENOTRECOVERABLE from the node, which removed it) removes the record too. */
+static int rollback_sandbox(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *respp, cube_err *err)
+{
+    master *m = svc;
+    const Cube__RollbackRequest *req = reqp;
+    Cube__GetSandboxResponse *out = respp;
+    const char *id = req->sandbox_id ? req->sandbox_id : "";
+    if (!req->snapshot_id || !*req->snapshot_id) return cube_err_set(err, EINVAL, "snapshotID is required");
+    Cube__Sandbox *sb = m->st->ops->sandbox_get(m->st, id, err);
+    if (!sb) return -1;
+    int rc = not_lost(sb, err);
+    node_link *l = rc == 0 ? node_link_get(m, sb->node_id, err) : NULL;
+    rolled_back rb = {.state_before = sb->state};
+    ProtobufCMessage *r = NULL;
+    if (l) {
+        Cube__NodeRollbackRequest nr = CUBE__NODE_ROLLBACK_REQUEST__INIT;
+        nr.sandbox_id = (char *)id;
+        nr.snapshot_id = req->snapshot_id;
+        cube_rpc_call_opts o = {.timeout_ms = 180000}; /* a start command may take up to 120 s to be ready */
+        rc = cube_rpc_call(l->rpc, "/cube.Cubelet/RollbackSandbox", &nr.base, &cube__node_sandbox__descriptor,
+                           &r, &o, err);
+        node_link_put(l);
+    } else {
+        rc = -1;
+    }
+    cube__sandbox__free_unpacked(sb, NULL);
+    if (rc < 0) {
+        if (err->code == ENOTRECOVERABLE) {
+            cube_err kerr = {0};
+            m->st->ops->sandbox_delete(m->st, id, &kerr);
+            cube_log_info("audit", "action=kill sandbox=%s reason=rollback-failed", id);
+        }
+        return -1;
+    }
+    rb.node = (const Cube__NodeSandbox *)r;
+    Cube__Sandbox *now = NULL;
+    rc = sandbox_modify(m, id, take_rollback, &rb, &now, err);
+    protobuf_c_message_free_unpacked(r, NULL);
+    if (rc < 0) {
+        if (err->code == ENOENT)
+            cube_err_set(err, ENOENT, "sandbox '%s' was killed while it was being rolled back", id);
+        return -1;
+    }
+    cube_log_info("audit", "action=rollback sandbox=%s snapshot=%s", id, req->snapshot_id);
+    out->sandbox = reply_copy(ctx, now);
+    cube__sandbox__free_unpacked(now, NULL);
+    return 0;
+}
+
 static int fork_sandbox(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *respp, cube_err *err)
 {
     master *m = svc;
@@ -954,6 +1032,7 @@ const cube_rpc_method master_methods[] = {
     M("KillSandbox", kill_sandbox, cube__sandbox_ref, cube__kill_sandbox_response),
     M("SetTimeout", set_timeout, cube__set_timeout_request, cube__empty),
     M("PauseSandbox", pause_sandbox, cube__sandbox_ref, cube__empty),
+    M("RollbackSandbox", rollback_sandbox, cube__rollback_request, cube__get_sandbox_response),
     M("ResumeSandbox", resume_sandbox, cube__set_timeout_request, cube__get_sandbox_response),
     M("RegisterNode", heartbeat, cube__node_info, cube__register_node_response),
     M("Heartbeat", heartbeat, cube__node_info, cube__register_node_response),

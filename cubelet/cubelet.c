@@ -36,7 +36,6 @@
 #include "protoutil.h"
 #include "timeutil.h"
 
-#define INTERP_PORT 49999
 /* A create waits at most this long (or until its caller's deadline) for a pooled sandbox or its turn to start
  * one; then the node answers "busy" (EAGAIN, a 503 to the user) instead of starting yet another sandbox on
  * CPUs already full: past what the node can start, more concurrent starts only make every one of them late.
@@ -392,6 +391,17 @@ static void *reaper_loop(void *arg)
     return NULL;
 }
 
+void cl_running_sandbox(cube_rpc_ctx *ctx, const cl_slot *s, Cube__NodeSandbox *out)
+{
+    char addr[96];
+    out->sandbox_id = cube_rpc_strdup(ctx, s->sandbox_id);
+    out->state = CUBE__SANDBOX_STATE__SANDBOX_STATE_RUNNING;
+    snprintf(addr, sizeof(addr), "netns:%s:%d", s->netns, ENVD_PORT);
+    out->agent_address = cube_rpc_strdup(ctx, addr);
+    snprintf(addr, sizeof(addr), "netns:%s:%d", s->netns, INTERP_PORT);
+    out->interpreter_address = cube_rpc_strdup(ctx, addr);
+}
+
 /* With the lock: a handed-out sandbox's slot, unless a kill has it (dying). */
 cl_slot *cl_find_by_sandbox(cubelet *c, const char *sandbox_id)
 {
@@ -401,7 +411,7 @@ cl_slot *cl_find_by_sandbox(cubelet *c, const char *sandbox_id)
 }
 
 /* With the lock: one user fewer (see cl_slot.users). */
-static void slot_release(cubelet *c, cl_slot *s)
+void cl_slot_release(cubelet *c, cl_slot *s)
 {
     if (--s->users == 0) pthread_cond_broadcast(&c->slot_idle);
 }
@@ -423,13 +433,15 @@ static void create_failed(cubelet *c, cl_slot *s)
     pthread_mutex_lock(&c->lock);
     bool killed = s->dying;
     if (!killed) cl_unlink_slot(c, s);
-    slot_release(c, s);
+    cl_slot_release(c, s);
     pthread_mutex_unlock(&c->lock);
     if (!killed) cl_destroy_slot(c, s);
 }
 
-/* Which sandbox and template a slot serves, on disk beside it, so that a restarted cubelet can adopt it. */
-static void record_claim(const cl_slot *s)
+/* Which sandbox and template a slot serves, on disk beside it, so that a restarted cubelet can adopt it; and
+ * the request that handed it out (claim.pb, root's only: it holds the access token and env vars), which a
+ * rollback sets the sandbox up with again. */
+static void record_claim(const cl_slot *s, const Cube__NodeCreateRequest *req)
 {
     char p[4300];
     snprintf(p, sizeof(p), "%s/claim", s->state_dir);
@@ -437,6 +449,16 @@ static void record_claim(const cl_slot *s)
     if (!f) return;
     fprintf(f, "%s %s\n", s->sandbox_id, s->tpl->name);
     fclose(f);
+    size_t len = protobuf_c_message_get_packed_size(&req->base);
+    uint8_t *buf = malloc(len ? len : 1);
+    snprintf(p, sizeof(p), "%s/claim.pb", s->state_dir);
+    int fd = buf ? open(p, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600) : -1;
+    if (fd >= 0) {
+        protobuf_c_message_pack(&req->base, buf);
+        if (write(fd, buf, len) != (ssize_t)len) unlink(p);
+        close(fd);
+    }
+    free(buf);
 }
 
 /* At start: sandboxes whose hypervisors outlived a previous cubelet (crash, kill -9) are taken back; a state
@@ -507,7 +529,7 @@ static void adopt_running(cubelet *c)
 
 /* Mounts a volume's directory into a running sandbox at path: the directory is cloned as a detached mount
  * here, then a child that joins the sandbox's mount namespace (it must be single-threaded to) attaches it. */
-static int mount_volume(cubelet *c, const cl_slot *s, const Cube__VolumeMount *vm, cube_err *err)
+int cl_mount_volume(cubelet *c, const cl_slot *s, const Cube__VolumeMount *vm, cube_err *err)
 {
     if (!vm->path || vm->path[0] != '/' || strstr(vm->path, ".."))
         return cube_err_set(err, EINVAL, "bad volume mount '%s' at '%s'", vm->name ? vm->name : "",
@@ -673,9 +695,9 @@ static int create_sandbox(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *
         c->slots = s;
         pthread_mutex_unlock(&c->lock);
     }
-    record_claim(s);
+    record_claim(s, req);
     for (size_t i = 0; i < req->n_volume_mounts; i++) {
-        if (mount_volume(c, s, req->volume_mounts[i], err) < 0) {
+        if (cl_mount_volume(c, s, req->volume_mounts[i], err) < 0) {
             create_failed(c, s);
             return -1;
         }
@@ -692,13 +714,7 @@ static int create_sandbox(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *
         create_failed(c, s);
         return -1;
     }
-    char addr[96];
-    out->sandbox_id = cube_rpc_strdup(ctx, req->sandbox_id);
-    out->state = CUBE__SANDBOX_STATE__SANDBOX_STATE_RUNNING;
-    snprintf(addr, sizeof(addr), "netns:%s:%d", s->netns, ENVD_PORT);
-    out->agent_address = cube_rpc_strdup(ctx, addr);
-    snprintf(addr, sizeof(addr), "netns:%s:%d", s->netns, INTERP_PORT);
-    out->interpreter_address = cube_rpc_strdup(ctx, addr);
+    cl_running_sandbox(ctx, s, out);
     out->from_pool = from_pool;
     Cube__Resources *res = cube_rpc_alloc(ctx, sizeof(*res));
     cube__resources__init(res);
@@ -718,7 +734,7 @@ static int create_sandbox(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *
                       req->sandbox_id, s->slot_id, tpl->name, (double)(t_init - t0) / 1e6,
                       (double)(t_end - t_init) / 1e6, s->lease_ms, s->hv_ms, s->connect_ms);
     pthread_mutex_lock(&c->lock);
-    slot_release(c, s); /* a kill that came meanwhile may take it now */
+    cl_slot_release(c, s); /* a kill that came meanwhile may take it now */
     pthread_mutex_unlock(&c->lock);
     return 0;
 }
@@ -727,10 +743,14 @@ static int kill_sandbox(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *re
 {
     (void)ctx;
     (void)respp;
-    cubelet *c = svc;
     const Cube__NodeSandboxRef *req = reqp;
+    return cl_kill_sandbox(svc, req->sandbox_id ? req->sandbox_id : "", err);
+}
+
+int cl_kill_sandbox(cubelet *c, const char *sandbox_id, cube_err *err)
+{
     pthread_mutex_lock(&c->lock);
-    cl_slot *s = cl_find_by_sandbox(c, req->sandbox_id ? req->sandbox_id : "");
+    cl_slot *s = cl_find_by_sandbox(c, sandbox_id);
     if (s) {
         /* a create still setting it up, a pause or resume under way: they finish first (nobody new starts) */
         s->dying = true;
@@ -738,7 +758,7 @@ static int kill_sandbox(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *re
         cl_unlink_slot(c, s);
     }
     pthread_mutex_unlock(&c->lock);
-    if (!s) return cube_err_set(err, ENOENT, "sandbox '%s' is not on this node", req->sandbox_id);
+    if (!s) return cube_err_set(err, ENOENT, "sandbox '%s' is not on this node", sandbox_id);
     retire_slot(c, s);
     return 0;
 }
@@ -748,12 +768,14 @@ static int pause_resume(cubelet *c, const char *id, bool pause, cube_err *err)
     pthread_mutex_lock(&c->lock);
     cl_slot *s = cl_find_by_sandbox(c, id ? id : "");
     char control[sizeof(s->control)];
-    if (s) {
+    bool rolling = s && s->rolling_back;
+    if (s && !rolling) {
         snprintf(control, sizeof(control), "%s", s->control);
         s->users++; /* a kill waits for the hypervisor's answer */
     }
     pthread_mutex_unlock(&c->lock);
     if (!s) return cube_err_set(err, ENOENT, "sandbox '%s' is not on this node", id);
+    if (rolling) return cube_err_set(err, EBUSY, "sandbox '%s' is being rolled back: try again", id);
     Cube__Empty e = CUBE__EMPTY__INIT;
     ProtobufCMessage *resp = NULL;
     int rc = cube_rpc_call_once(control, pause ? "/cube.Hypervisor/Pause" : "/cube.Hypervisor/Resume",
@@ -764,7 +786,7 @@ static int pause_resume(cubelet *c, const char *id, bool pause, cube_err *err)
     if (rc == 0 && s->dying)
         rc = cube_err_set(err, ENOENT, "sandbox '%s' was killed while it was being %s", id,
                           pause ? "paused" : "resumed");
-    slot_release(c, s);
+    cl_slot_release(c, s);
     pthread_mutex_unlock(&c->lock);
     return rc;
 }
@@ -837,6 +859,7 @@ static int fork_sandbox(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *re
             s->next = c->slots;
             c->slots = s;
             pthread_mutex_unlock(&c->lock);
+            record_claim(s, child);
             if (cl_net_policy(c, s->slot_id, child->network, &cerr) < 0 ||
                 cl_init_agent(c, s, child, &cerr) < 0) {
                 create_failed(c, s);
@@ -851,18 +874,12 @@ static int fork_sandbox(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *re
         }
         Cube__NodeSandbox *ns = cube_rpc_alloc(ctx, sizeof(*ns));
         cube__node_sandbox__init(ns);
-        char addr[96];
-        ns->sandbox_id = cube_rpc_strdup(ctx, child->sandbox_id);
-        ns->state = CUBE__SANDBOX_STATE__SANDBOX_STATE_RUNNING;
-        snprintf(addr, sizeof(addr), "netns:%s:%d", s->netns, ENVD_PORT);
-        ns->agent_address = cube_rpc_strdup(ctx, addr);
-        snprintf(addr, sizeof(addr), "netns:%s:%d", s->netns, INTERP_PORT);
-        ns->interpreter_address = cube_rpc_strdup(ctx, addr);
+        cl_running_sandbox(ctx, s, ns);
         out->sandboxes[out->n_sandboxes++] = ns;
         cube_log_info("sandbox forked", "parent=%s sandbox=%s slot=%s snapshot=%s", req->parent_id,
                       child->sandbox_id, s->slot_id, snap);
         pthread_mutex_lock(&c->lock);
-        slot_release(c, s);
+        cl_slot_release(c, s);
         pthread_mutex_unlock(&c->lock);
     }
     return 0;
@@ -935,6 +952,10 @@ static int snapshot_sandbox(void *svc, cube_rpc_ctx *ctx, const void *reqp, void
     if (rc < 0) return -1;
     if (symlink(build, cur) < 0) return cube_err_sys(err, errno, "publish snapshot %s", sid);
     cube_log_info("sandbox snapshotted", "sandbox=%s snapshot=%s", req->sandbox_id, sid);
+    /* known here and to every master at once: a create from it, or a rollback to it, can follow */
+    cube_err lerr = {0};
+    if (cl_load_templates(c, &lerr) < 0) cube_log_warn("template scan failed", "err=\"%s\"", lerr.msg);
+    cl_send_heartbeat(c);
     return 0;
 }
 
@@ -1116,6 +1137,7 @@ const cube_rpc_method cubelet_methods[] = {
     M("SandboxStatsHistory", cl_sandbox_stats_history, cube__node_sandbox_ref, cube__hv_stats_history),
     M("ForkSandbox", fork_sandbox, cube__node_fork_request, cube__node_fork_response),
     M("SnapshotSandbox", snapshot_sandbox, cube__node_snapshot_request, cube__empty),
+    M("RollbackSandbox", cl_rollback_sandbox, cube__node_rollback_request, cube__node_sandbox),
     M("SandboxLogs", sandbox_logs, cube__node_sandbox_ref, cube__log_lines),
     M("UpdateNetwork", update_network, cube__node_network_request, cube__empty),
     M("Drain", drain, cube__node_drain_request, cube__empty),

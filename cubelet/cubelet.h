@@ -21,10 +21,11 @@ typedef struct cl_template {
     unsigned uid_base;
     char user[64]; /* the default user and workdir the agent gets at /init */
     char workdir[512];
-    int cpus, memory_mb; /* each sandbox's limits (config.json "cpu", "memoryMB"; defaults 2 and 512) */
-    char *env_json;      /* {"K": "V"} from the image, merged under the request's envVars */
-    char layers[8192];   /* a snapshot template: its layers above the parent's rootfs ("a:b"), else empty */
-    char build_id[64];   /* config.json "id": which build of the name this is */
+    int cpus, memory_mb;  /* each sandbox's limits (config.json "cpu", "memoryMB"; defaults 2 and 512) */
+    char *env_json;       /* {"K": "V"} from the image, merged under the request's envVars */
+    char layers[8192];    /* a snapshot template: its layers above the parent's rootfs ("a:b"), else empty */
+    char snapshot_of[64]; /* a snapshot: the sandbox it was taken of; else empty */
+    char build_id[64];    /* config.json "id": which build of the name this is */
     char from_template[128], from_build[64]; /* a build's base and its build; else empty */
     char *start_cmd;                         /* config.json "startCmd", "readyCmd" (start_cmd.h), or NULL */
     char *ready_cmd;
@@ -64,6 +65,7 @@ typedef struct cl_slot {
      * the slot off the list, so nobody frees a slot under a call. */
     int users;
     bool dying;
+    bool rolling_back; /* with the lock: a rollback is under way (pauses, resumes and other rollbacks wait) */
     /* where its start went, ms: the network slot's lease, the hypervisor until ready, the agent connection */
     float lease_ms, hv_ms, connect_ms;
     struct metrics_history *history; /* with the lock: once handed out and sampled (metrics_history.h) */

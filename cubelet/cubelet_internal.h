@@ -25,7 +25,10 @@ int cl_spawn_slot(cubelet *c, const cl_template *tpl, const char *layers, int di
 int cl_slot_start_cmd(cubelet *c, cl_slot *s, const cl_template *tpl, cube_err *err);
 /* Stops the sandbox and removes its state; the slot is already off the list. */
 void cl_destroy_slot(cubelet *c, cl_slot *s);
-#define ENVD_PORT 49983 /* the agent's envd API in every sandbox */
+#define ENVD_PORT   49983 /* the agent's envd API in every sandbox */
+#define INTERP_PORT 49999 /* the code interpreter's, in templates that have one */
+/* out: a handed-out, running sandbox as the masters record it (its id, state, the agent's addresses) */
+void cl_running_sandbox(cube_rpc_ctx *ctx, const cl_slot *s, Cube__NodeSandbox *out);
 
 /* The agent's /init for a sandbox handed out as req: env vars, the access token, the default user and workdir
  * of its template, the node's egress CA (unless the pool gave it already). */
@@ -35,6 +38,14 @@ int cl_init_agent(cubelet *c, cl_slot *s, const Cube__NodeCreateRequest *req, cu
 void cl_slot_trust_ca(cubelet *c, cl_slot *s);
 /* With the lock: takes s off the list. */
 void cl_unlink_slot(cubelet *c, cl_slot *s);
+/* With the lock: one user fewer (see cl_slot.users). */
+void cl_slot_release(cubelet *c, cl_slot *s);
+/* Kills a handed-out sandbox (after the calls using it let go) and retires its slot; ENOENT when none. */
+int cl_kill_sandbox(cubelet *c, const char *sandbox_id, cube_err *err);
+/* Mounts a volume's directory into a running sandbox at its path. */
+int cl_mount_volume(cubelet *c, const cl_slot *s, const Cube__VolumeMount *vm, cube_err *err);
+/* rollback.c: RollbackSandbox */
+int cl_rollback_sandbox(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *respp, cube_err *err);
 /* A template's sandbox size (config.json "cpu", "memoryMB") */
 #define TEMPLATE_CPUS_DEFAULT      2
 #define TEMPLATE_CPUS_MAX          64

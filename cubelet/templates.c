@@ -66,6 +66,7 @@ static cl_template *load_template(cubelet *c, const char *name)
     /* a snapshot or a build names the rootfs it stands on and the layers above it */
     if (*cfg.rootfs) snprintf(rootfs, sizeof(rootfs), "%s", cfg.rootfs);
     snprintf(t->layers, sizeof(t->layers), "%s", cfg.layers);
+    snprintf(t->snapshot_of, sizeof(t->snapshot_of), "%s", cfg.snapshot_of);
     t->pool = cfg.pool >= 0 ? cfg.pool : c->cfg.pool_size;
     if (strchr(name, ':')) t->pool = 0; /* a tag's own build pools only while creates ask for it */
     if (!realpath(rootfs, t->rootfs)) snprintf(t->rootfs, sizeof(t->rootfs), "%s", rootfs);
@@ -242,6 +243,14 @@ static bool of_template(const cl_template *t, const char *name)
     return strncmp(t->name, name, n) == 0 && (t->name[n] == '\0' || t->name[n] == ':');
 }
 
+/* Is one of layers ("a:b") under the directory dir (of length dl)? */
+static bool layers_under(const char *layers, const char *dir, size_t dl)
+{
+    for (const char *p = layers; (p = strstr(p, dir)); p += dl)
+        if ((p == layers || p[-1] == ':') && p[dl] == '/') return true;
+    return false;
+}
+
 /* A template's files go once nothing here stands on them: no sandbox of it (or of its tags) handed out, no
  * other template built or snapshotted on top of its rootfs. They are renamed aside at once (no new sandbox
  * finds them) and removed a little later (cl_sweep_deleted_templates), after any start already under way. */
@@ -263,14 +272,16 @@ int cl_delete_template(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *res
     size_t rl = strlen(real);
     int rc = 0;
     pthread_mutex_lock(&c->lock);
+    /* (a sandbox rolled back to a snapshot runs on the snapshot's layers) */
     for (cl_slot *s = c->slots; s && rc == 0; s = s->next)
-        if (of_template(s->tpl, name) && (s->state == SLOT_CLAIMED || s->state == SLOT_PAUSED))
+        if ((of_template(s->tpl, name) || layers_under(s->layers, real, rl)) &&
+            (s->state == SLOT_CLAIMED || s->state == SLOT_PAUSED))
             rc = cube_err_set(err, EBUSY, "template '%s' is used by sandbox %s", name, s->sandbox_id);
     pthread_mutex_unlock(&c->lock);
     for (cl_template *t = __atomic_load_n(&c->templates, __ATOMIC_ACQUIRE); t && rc == 0; t = t->next) {
         if (__atomic_load_n(&t->gone, __ATOMIC_ACQUIRE) || of_template(t, name)) continue;
-        bool on_it = (strncmp(t->rootfs, real, rl) == 0 && t->rootfs[rl] == '/');
-        for (const char *p = t->layers; !on_it && (p = strstr(p, real)); p += rl) on_it = p[rl] == '/';
+        bool on_it =
+            (strncmp(t->rootfs, real, rl) == 0 && t->rootfs[rl] == '/') || layers_under(t->layers, real, rl);
         if (on_it)
             rc = cube_err_set(err, EBUSY, "template '%s' is what template '%s' is built on", name, t->name);
     }

@@ -81,6 +81,8 @@ int cube_rpc_status_from_errno(int code)
     case ECONNREFUSED:
     case EHOSTUNREACH:
         return GRPC_STATUS_UNAVAILABLE;
+    case ENOTRECOVERABLE: /* what was asked failed and took the thing with it (a sandbox that ended) */
+        return GRPC_STATUS_DATA_LOSS;
     default:
         return GRPC_STATUS_INTERNAL;
     }
@@ -116,6 +118,8 @@ int cube_rpc_errno_from_status(int status)
         return ECONNREFUSED;
     case GRPC_STATUS_UNAUTHENTICATED:
         return EKEYREJECTED;
+    case GRPC_STATUS_DATA_LOSS:
+        return ENOTRECOVERABLE;
     default:
         return EIO;
     }

@@ -304,6 +304,82 @@ test('snapshots: a sandbox\'s files become a template that new sandboxes start f
   assert.equal(await Sandbox.deleteSnapshot(snap.snapshotId), false);
 });
 
+test('rollback: a running sandbox returns in place to one of its snapshots, keeping its id, URL, token, envs and volumes', async () => {
+  const { Volume } = await import('e2b');
+  const vol = await Volume.create(`rb-vol-${Date.now()}`);
+  const sbx = await Sandbox.create({ envs: { KEPT: 'yes' }, volumeMounts: { '/mnt/vol': vol }, secure: true });
+  const url = process.env.E2B_API_URL;
+  const rollback = (body, id = sbx.sandboxId) => fetch(`${url}/sandboxes/${id}/rollback`, {
+    method: 'POST', headers: { 'X-API-KEY': process.env.E2B_API_KEY, 'Content-Type': 'application/json' }, body: JSON.stringify(body),
+  });
+  try {
+    await sbx.files.write('/home/user/state.txt', 'at the snapshot');
+    const snap = await Sandbox.createSnapshot(sbx.sandboxId);
+    await sbx.files.write('/home/user/state.txt', 'after the snapshot');
+    await sbx.files.write('/home/user/later.txt', 'made after');
+    await sbx.files.write('/mnt/vol/kept.txt', 'in the volume');
+    await sbx.commands.run('sleep 600', { background: true });
+    const before = (await sbx.getInfo());
+
+    const res = await rollback({ snapshotID: snap.snapshotId });
+    assert.equal(res.status, 200, await res.clone().text());
+    const info = await res.json();
+    assert.equal(info.sandboxID, sbx.sandboxId);
+    assert.equal(info.state, 'running');
+    // the same Sandbox object (its URL and access token) keeps working
+    assert.equal(await sbx.files.read('/home/user/state.txt'), 'at the snapshot');
+    assert.equal(await sbx.files.exists('/home/user/later.txt'), false);
+    const sleeps = 'n=0; for c in /proc/[0-9]*/comm; do [ "$(cat $c 2>/dev/null)" = sleep ] && n=$((n+1)); done; echo $n';
+    const r = await sbx.commands.run(`echo "$KEPT"; ${sleeps}; hostname; cat /mnt/vol/kept.txt`);
+    assert.equal(r.stdout, `yes\n0\n${sbx.sandboxId}\nin the volume`);
+    const after = await sbx.getInfo();
+    assert.equal(after.templateId, before.templateId);
+    assert.deepEqual(after.volumeMounts, before.volumeMounts);
+    // a paused sandbox rolls back too, and runs after
+    await sbx.files.write('/home/user/state.txt', 'again after');
+    await sbx.pause();
+    const res2 = await rollback({ snapshotID: snap.snapshotId });
+    assert.equal(res2.status, 200, await res2.clone().text());
+    assert.equal((await res2.json()).state, 'running');
+    const again = await Sandbox.connect(sbx.sandboxId);
+    assert.equal(await again.files.read('/home/user/state.txt'), 'at the snapshot');
+    // bad input: a 400 naming the field; a snapshot of another sandbox or none: refused, the sandbox untouched
+    const bad = await rollback({});
+    assert.equal(bad.status, 400);
+    assert.match((await bad.json()).message, /snapshotID/);
+    const other = await Sandbox.create();
+    const otherSnap = await Sandbox.createSnapshot(other.sandboxId);
+    const wrong = await rollback({ snapshotID: otherSnap.snapshotId });
+    assert.equal(wrong.status, 400, await wrong.clone().text());
+    assert.match((await wrong.json()).message, /is not of sandbox/);
+    assert.match(await (await fetch(`${url}/openapi.yml`)).text(), /\/sandboxes\/\{sandboxID\}\/rollback:/);
+    const none = await rollback({ snapshotID: 'no-such-snapshot' });
+    assert.equal(none.status, 404);
+    assert.equal((await rollback({ snapshotID: snap.snapshotId }, 'nosuchsandbox0000000')).status, 404);
+    assert.equal(await sbx.files.read('/home/user/state.txt'), 'at the snapshot');
+    // a snapshot a sandbox runs on after its rollback cannot be deleted from under it
+    await assert.rejects(Sandbox.deleteSnapshot(snap.snapshotId));
+    // the operator's CLI does the same
+    const cli = (...args) => execFileSync(`${root}/build/cube-master/cubemastercli`, ['--data', data, ...args], { encoding: 'utf8' });
+    await sbx.files.write('/home/user/state.txt', 'before the cli');
+    const cliSnap = cli('sandbox', 'snapshot', sbx.sandboxId).trim();
+    await sbx.files.write('/home/user/state.txt', 'after the cli snapshot');
+    assert.equal(cli('sandbox', 'rollback', sbx.sandboxId, cliSnap), `rolled back ${sbx.sandboxId} to ${cliSnap}\n`);
+    assert.equal(await sbx.files.read('/home/user/state.txt'), 'before the cli');
+    assert.throws(() => cli('sandbox', 'rollback', sbx.sandboxId, 'no-such-snapshot'), /not found/);
+    await other.kill();
+    await Sandbox.deleteSnapshot(otherSnap.snapshotId);
+    await sbx.kill();
+    // the CLI's snapshot was taken over the first one's files: it goes first
+    await assert.rejects(Sandbox.deleteSnapshot(snap.snapshotId), /built on/);
+    assert.equal(await Sandbox.deleteSnapshot(cliSnap), true);
+    assert.equal(await Sandbox.deleteSnapshot(snap.snapshotId), true);
+  } finally {
+    await sbx.kill().catch(() => {});
+    await Volume.destroy(vol.volumeId).catch(() => {});
+  }
+});
+
 test('Template.exists: the templates the node holds', async () => {
   assert.equal(await Template.exists('base'), true);
   assert.equal(await Template.exists('code-interpreter-v1'), true);

@@ -287,10 +287,10 @@ static void assert_nothing_left(sandbox *sb)
 
 /* --netns: the sandbox joins a namespace the node made (cube-net's slot), gets a sysfs for it, and cannot
  * reconfigure it (its root is not root of that namespace) */
-START_TEST(joins_a_node_owned_network_namespace)
+/* A network namespace kept at <workdir>/name, as cube-net keeps a slot's (loopback up); its inode in *st. */
+static void node_netns(const char *name, char *ns, size_t cap, struct stat *st)
 {
-    char ns[300];
-    snprintf(ns, sizeof(ns), "%s/test-netns", workdir);
+    snprintf(ns, cap, "%s/%s", workdir, name);
     int fd = open(ns, O_CREAT | O_RDONLY, 0444);
     ck_assert_int_ge(fd, 0);
     close(fd);
@@ -306,8 +306,14 @@ START_TEST(joins_a_node_owned_network_namespace)
     close(s);
     ck_assert_int_eq(setns(host, CLONE_NEWNET), 0);
     close(host);
+    ck_assert_int_eq(stat(ns, st), 0);
+}
+
+START_TEST(joins_a_node_owned_network_namespace)
+{
+    char ns[300];
     struct stat st;
-    ck_assert_int_eq(stat(ns, &st), 0);
+    node_netns("test-netns", ns, sizeof(ns), &st);
     sandbox sb;
     sb_start(&sb, "netns-join", "--netns", ns, NULL);
     char want[64];
@@ -593,6 +599,77 @@ START_TEST(snapshot_then_fork_diverges)
     expect_run(&parent, "cat /root/state.txt", "from-parent\n");
     sb_stop(&child);
     sb_stop(&parent);
+}
+END_TEST
+
+static pid_t rollback_to(sandbox *sb, const char *layers)
+{
+    Cube__HvRollbackRequest req = CUBE__HV_ROLLBACK_REQUEST__INIT;
+    req.layers = (char *)layers;
+    ProtobufCMessage *resp = NULL;
+    cube_err err = {0};
+    ck_assert_msg(
+        hv_call(sb, "/cube.Hypervisor/Rollback", &req.base, &cube__hv_info__descriptor, &resp, &err) == 0,
+        "%s", err.msg);
+    pid_t pid = ((Cube__HvInfo *)resp)->init_pid;
+    protobuf_c_message_free_unpacked(resp, NULL);
+    return pid;
+}
+
+/* Rollback: the sandbox's files go back to a snapshot's (or to the template's), its processes end and a new
+ * agent answers, in the same network namespace, under the same hypervisor and control socket */
+START_TEST(rollback_returns_to_a_snapshot_in_place)
+{
+    char ns[300], snap[600];
+    struct stat st;
+    node_netns("rollback-netns", ns, sizeof(ns), &st);
+    sandbox a;
+    sb_start(&a, "rb-a", "--netns", ns, NULL);
+    expect_run(&a, "echo one > /root/state.txt; sleep 1000 >/dev/null 2>&1 & echo ok", "ok\n");
+    snprintf(snap, sizeof(snap), "%s/rb-snap", workdir);
+    Cube__HvSnapshotRequest sr = CUBE__HV_SNAPSHOT_REQUEST__INIT;
+    sr.dir = snap;
+    ProtobufCMessage *resp = NULL;
+    cube_err err = {0};
+    ck_assert_msg(hv_call(&a, "/cube.Hypervisor/Snapshot", &sr.base, &cube__hv_snapshot_response__descriptor,
+                          &resp, &err) == 0,
+                  "%s", err.msg);
+    protobuf_c_message_free_unpacked(resp, NULL);
+    expect_run(&a, "echo two > /root/state.txt; touch /root/later; echo ok", "ok\n");
+
+    pid_t old = a.init;
+    a.init = rollback_to(&a, snap);
+    ck_assert_int_ne(a.init, old);
+    ck_assert_msg(kill(old, 0) < 0, "the old PID 1 survived the rollback");
+    const char *count_sleeps = "n=0; for c in /proc/[0-9]*/comm; do [ \"$(cat $c)\" = sleep ] && n=$((n+1)); "
+                               "done; echo $n";
+    expect_run(&a, "cat /root/state.txt; ls /root", "one\nstate.txt\n");
+    expect_run(&a, count_sleeps, "0\n");
+    char want[64];
+    snprintf(want, sizeof(want), "net:[%lu]\n", (unsigned long)st.st_ino);
+    expect_run(&a, "readlink /proc/self/ns/net", want);
+    /* Info answers the new PID 1 (a restarted cubelet adopts by it) */
+    Cube__Empty e = CUBE__EMPTY__INIT;
+    ck_assert_int_eq(hv_call(&a, "/cube.Hypervisor/Info", &e.base, &cube__hv_info__descriptor, &resp, &err),
+                     0);
+    ck_assert_int_eq(((Cube__HvInfo *)resp)->init_pid, a.init);
+    protobuf_c_message_free_unpacked(resp, NULL);
+
+    /* again, to the template's own files; a paused sandbox too */
+    expect_run(&a, "echo three > /root/state.txt; echo ok", "ok\n");
+    ck_assert_int_eq(hv_call(&a, "/cube.Hypervisor/Pause", &e.base, &cube__empty__descriptor, &resp, &err),
+                     0);
+    protobuf_c_message_free_unpacked(resp, NULL);
+    a.init = rollback_to(&a, "");
+    expect_run(&a, "ls /root | wc -l", "0\n");
+    /* the old layers are gone from the sandbox's disk; a stop still leaves nothing */
+    char aside[700];
+    snprintf(aside, sizeof(aside), "%s/rw/rolled-back", a.state);
+    ck_assert_msg(!path_exists(aside), "%s survived", aside);
+    sb_stop(&a);
+    assert_nothing_left(&a);
+    ck_assert_int_eq(umount2(ns, MNT_DETACH), 0);
+    unlink(ns);
 }
 END_TEST
 
@@ -928,6 +1005,7 @@ int main(void)
         an_idle_sandbox_costs_no_cpu,
         forgetting_a_disk_stops_that_disk_only,
         snapshot_then_fork_diverges,
+        rollback_returns_to_a_snapshot_in_place,
         sigkill_of_the_hypervisor_leaves_nothing,
         stop_leaves_nothing,
         oci_layout_template_runs,
