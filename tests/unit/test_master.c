@@ -255,10 +255,33 @@ static int fake_import(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *res
     return 0;
 }
 
+/* Rollback: "ends" fails after the sandbox's processes ended (the node removed it), "other" is a snapshot of
+ * another sandbox; any other snapshot succeeds with a new PID 1's addresses. */
+static int fake_rollback(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *respp, cube_err *err)
+{
+    fake_node *f = svc;
+    const Cube__NodeRollbackRequest *req = reqp;
+    Cube__NodeSandbox *out = respp;
+    if (strcmp(req->snapshot_id, "other") == 0)
+        return cube_err_set(err, EINVAL, "snapshot 'other' is not of it");
+    if (strcmp(req->snapshot_id, "ends") == 0) {
+        pthread_mutex_lock(&f->lock);
+        fake_remove(f, req->sandbox_id);
+        pthread_mutex_unlock(&f->lock);
+        return cube_err_set(err, ENOTRECOVERABLE, "rollback failed and the sandbox ended");
+    }
+    out->sandbox_id = cube_rpc_strdup(ctx, req->sandbox_id);
+    out->state = CUBE__SANDBOX_STATE__SANDBOX_STATE_RUNNING;
+    out->agent_address = "netns:/proc/77/ns/net:49983";
+    out->interpreter_address = "netns:/proc/77/ns/net:49999";
+    return 0;
+}
+
 #define C(name, fn, req, resp) CUBE_RPC_METHOD("cube.Cubelet", name, fn, req, resp)
 static const cube_rpc_method fake_methods[] = {
     C("CreateSandbox", fake_create, cube__node_create_request, cube__node_sandbox),
     C("KillSandbox", fake_kill, cube__node_sandbox_ref, cube__empty),
+    C("RollbackSandbox", fake_rollback, cube__node_rollback_request, cube__node_sandbox),
     C("PauseSandbox", fake_gate, cube__node_sandbox_ref, cube__empty),
     C("ResumeSandbox", fake_resume, cube__node_sandbox_ref, cube__node_sandbox),
     C("ListSandboxes", fake_list, cube__empty, cube__node_list_response),
@@ -509,6 +532,65 @@ START_TEST(a_kill_wins_over_a_pause_or_resume_in_flight)
                      0);
     ck_assert_int_eq(((Cube__ListSandboxesResponse *)r)->n_sandboxes, 0);
     protobuf_c_message_free_unpacked(r, NULL);
+    fake_stop(&f);
+}
+END_TEST
+
+static int rollback(const char *id, const char *snap, Cube__Sandbox **out, cube_err *err)
+{
+    Cube__RollbackRequest req = CUBE__ROLLBACK_REQUEST__INIT;
+    req.sandbox_id = (char *)id;
+    req.snapshot_id = (char *)snap;
+    ProtobufCMessage *r = NULL;
+    int rc = cube_rpc_call(mc, "/cube.Master/RollbackSandbox", &req.base,
+                           &cube__get_sandbox_response__descriptor, &r, NULL, err);
+    if (rc == 0 && out)
+        *out = ((Cube__GetSandboxResponse *)r)->sandbox, ((Cube__GetSandboxResponse *)r)->sandbox = NULL;
+    if (r) protobuf_c_message_free_unpacked(r, NULL);
+    return rc;
+}
+
+/* Rollback: the record keeps its id and node and takes the new agent's addresses; a paused sandbox runs
+ * after; a refusal leaves it as it was; a rollback that ended the sandbox on its node ends its record. */
+START_TEST(a_rollback_takes_the_new_agent_or_ends_the_record)
+{
+    fake_node f;
+    fake_start(&f, "node-1");
+    heartbeat(&f, 1);
+    cube_err err = {0};
+    char id[64];
+    ck_assert_int_eq(create(id, NULL, &err), 0);
+    ck_assert_int_eq(call_ref("/cube.Master/PauseSandbox", &cube__empty__descriptor, id, &err), 0);
+    Cube__Sandbox *sb = NULL;
+    ck_assert_msg(rollback(id, "snap-1", &sb, &err) == 0, "%s", err.msg);
+    ck_assert_str_eq(sb->sandbox_id, id);
+    ck_assert_str_eq(sb->node_id, "node-1");
+    ck_assert_int_eq(sb->state, CUBE__SANDBOX_STATE__SANDBOX_STATE_RUNNING);
+    ck_assert_str_eq(sb->agent_address, "netns:/proc/77/ns/net:49983");
+    ck_assert_str_eq(sb->interpreter_address, "netns:/proc/77/ns/net:49999");
+    cube__sandbox__free_unpacked(sb, NULL);
+    /* what GetSandbox (and so cube-proxy's routes) answers from now on */
+    Cube__SandboxRef ref = CUBE__SANDBOX_REF__INIT;
+    ref.sandbox_id = id;
+    ProtobufCMessage *r = NULL;
+    ck_assert_int_eq(cube_rpc_call(mc, "/cube.Master/GetSandbox", &ref.base,
+                                   &cube__get_sandbox_response__descriptor, &r, NULL, &err),
+                     0);
+    ck_assert_str_eq(((Cube__GetSandboxResponse *)r)->sandbox->agent_address, "netns:/proc/77/ns/net:49983");
+    protobuf_c_message_free_unpacked(r, NULL);
+    ck_assert_int_eq(rollback(id, "", NULL, &err), -1);
+    ck_assert_int_eq(err.code, EINVAL);
+    ck_assert_int_eq(rollback(id, "other", NULL, &err), -1);
+    ck_assert_int_eq(err.code, EINVAL);
+    ck_assert_int_eq(call_ref("/cube.Master/GetSandbox", &cube__get_sandbox_response__descriptor, id, &err),
+                     0);
+    ck_assert_int_eq(rollback("nosuchsandbox", "snap-1", NULL, &err), -1);
+    ck_assert_int_eq(err.code, ENOENT);
+    ck_assert_int_eq(rollback(id, "ends", NULL, &err), -1);
+    ck_assert_int_eq(err.code, ENOTRECOVERABLE);
+    ck_assert_int_eq(call_ref("/cube.Master/GetSandbox", &cube__get_sandbox_response__descriptor, id, &err),
+                     -1);
+    ck_assert_int_eq(err.code, ENOENT);
     fake_stop(&f);
 }
 END_TEST
@@ -1070,6 +1152,7 @@ int main(void)
     tcase_add_test(tc, snapshots_and_deletes_are_the_nodes);
     tcase_add_test(tc, a_build_is_copied_to_nodes_that_lack_it);
     tcase_add_test(tc, builds_are_listed_with_their_states);
+    tcase_add_test(tc, a_rollback_takes_the_new_agent_or_ends_the_record);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
