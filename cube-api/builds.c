@@ -11,6 +11,7 @@
 
 #include "api_internal.h"
 #include "common.pb-c.h"
+#include "id.h"
 #include "json.h"
 
 #define FILE_CHUNK        (1u << 20) /* bytes a PutBuildFile call carries (gRPC messages stay small) */
@@ -19,16 +20,6 @@
 #define TEMPLATE_DISK_MAX (1 << 18) /* MB: cubelet's TEMPLATE_DISK_MB_MAX */
 #define TEMPLATE_MEM_MAX  (1 << 20)
 #define TAGS_MAX          16
-
-static bool valid_part(const char *s, size_t max)
-{
-    size_t n = s ? strlen(s) : 0;
-    if (n == 0 || n > max || s[0] == '.' || s[0] == '-') return false;
-    for (; *s; s++)
-        if (!((*s >= 'a' && *s <= 'z') || (*s >= '0' && *s <= '9') || *s == '-' || *s == '_' || *s == '.'))
-            return false;
-    return true;
-}
 
 static bool valid_hash(const char *s)
 {
@@ -75,10 +66,10 @@ void api_templates_v3(void *svc, http_req *req)
     const cJSON *tags = cJSON_GetObjectItem(j, "tags"), *t;
     char *tagv[TAGS_MAX + 1];
     size_t ntags = 0;
-    if (!valid_part(name, 63)) {
+    if (!cube_template_name_valid(name)) {
         http_reply_error(req, 400,
                          "name: a template name of 1-63 characters of [a-z0-9._-] (name or name:tag)");
-    } else if (full[strlen(name)] == ':' && !valid_part(tag, 63)) {
+    } else if (full[strlen(name)] == ':' && !cube_template_name_valid(tag)) {
         http_reply_error(req, 400, "name: the tag after ':' must be 1-63 characters of [a-z0-9._-]");
     } else if (tags && !cJSON_IsNull(tags) && !cJSON_IsArray(tags)) {
         http_reply_error(req, 400, "tags: an array of strings");
@@ -91,7 +82,7 @@ void api_templates_v3(void *svc, http_req *req)
         const cJSON *tag_list = cJSON_IsArray(tags) ? tags : NULL;
         cJSON_ArrayForEach(t, tag_list)
         {
-            if (!valid_part(cJSON_GetStringValue(t), 63) || ntags >= TAGS_MAX) {
+            if (!cube_template_name_valid(cJSON_GetStringValue(t)) || ntags >= TAGS_MAX) {
                 http_reply_error(req, 400, "tags: at most %d strings of [a-z0-9._-]", TAGS_MAX);
                 ok = false;
                 break;
@@ -228,7 +219,7 @@ static void tags_call(api *a, http_req *req, const char *op, const char *name, c
     const cJSON *t;
     cJSON_ArrayForEach(t, tags)
     {
-        if (!valid_part(cJSON_GetStringValue(t), 63) || in.n_tags >= TAGS_MAX)
+        if (!cube_template_name_valid(cJSON_GetStringValue(t)) || in.n_tags >= TAGS_MAX)
             return http_reply_error(req, 400, "tags: at most %d strings of [a-z0-9._-]", TAGS_MAX);
         tagv[in.n_tags++] = t->valuestring;
     }
@@ -279,7 +270,7 @@ void api_template_tags(void *svc, http_req *req)
     char name[128] = "";
     if (v) snprintf(name, sizeof(name), "%.*s", (int)strcspn(v, ":"), v);
     const char *tag = v ? strchr(v, ':') : NULL;
-    if (!valid_part(name, 63) || (tag && (!assign || !valid_part(tag + 1, 63))))
+    if (!cube_template_name_valid(name) || (tag && (!assign || !cube_template_name_valid(tag + 1))))
         http_reply_error(req, 400, "%s: a template name%s of [a-z0-9._-]", field,
                          assign ? " (name:tag)" : "");
     else if (!cJSON_IsArray(tags) || cJSON_GetArraySize(tags) == 0)
@@ -300,7 +291,7 @@ bool api_template_build_get(void *svc, http_req *req)
     if (!files && !status && !tags) return false;
     char key_id[64];
     if (api_authenticate(a, req, key_id) < 0) return true;
-    if (!valid_part(parts[0], 63)) {
+    if (!cube_template_name_valid(parts[0])) {
         http_reply_error(req, 404, "template '%s' not found", parts[0]);
     } else if (tags) {
         tags_call(a, req, "list", parts[0], NULL, NULL);
@@ -325,7 +316,8 @@ void api_template_file_put(void *svc, http_req *req)
     int n = split(req->url + strlen("/templates/"), parts);
     if (n != 3 || strcmp(parts[1], "files") != 0)
         return http_reply_error(req, 404, "no such endpoint: %s", req->url);
-    if (!valid_part(parts[0], 63)) return http_reply_error(req, 404, "template '%s' not found", parts[0]);
+    if (!cube_template_name_valid(parts[0]))
+        return http_reply_error(req, 404, "template '%s' not found", parts[0]);
     if (!valid_hash(parts[2])) return http_reply_error(req, 400, "hash: letters, digits, '-' and '_'");
     size_t chunk = a->file_chunk ? a->file_chunk : FILE_CHUNK;
     size_t off = 0;

@@ -11,22 +11,12 @@
 #include "master_nodes.h"
 #include "timeutil.h"
 
-static int valid_name(const char *s)
-{
-    size_t n = s ? strlen(s) : 0;
-    if (n == 0 || n > 63 || s[0] == '.' || s[0] == '-') return 0;
-    for (; *s; s++)
-        if (!((*s >= 'a' && *s <= 'z') || (*s >= '0' && *s <= '9') || *s == '-' || *s == '_' || *s == '.'))
-            return 0;
-    return 1;
-}
-
 int request_build(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *respp, cube_err *err)
 {
     master *m = svc;
     const Cube__RequestBuildRequest *req = reqp;
     Cube__TemplateBuild *out = respp;
-    if (!valid_name(req->name))
+    if (!cube_template_name_valid(req->name))
         return cube_err_set(err, EINVAL,
                             "name: 1-63 characters of [a-z0-9._-], not starting with '.' or '-'");
     char id[40];
@@ -226,7 +216,8 @@ int template_tags(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *respp, c
     master *m = svc;
     const Cube__TemplateTagsRequest *req = reqp;
     Cube__TemplateTagsResponse *out = respp;
-    if (!valid_name(req->name)) return cube_err_set(err, EINVAL, "name: a template name of [a-z0-9._-]");
+    if (!cube_template_name_valid(req->name))
+        return cube_err_set(err, EINVAL, "name: a template name of [a-z0-9._-]");
     node_link *l = template_node(m, req->name, err);
     if (!l) return -1;
     ProtobufCMessage *r = NULL;
@@ -299,7 +290,8 @@ int list_builds(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *respp, cub
     master *m = svc;
     const Cube__TemplateRef *req = reqp;
     Cube__ListBuildsResponse *out = respp;
-    if (!valid_name(req->template_id)) return cube_err_set(err, EINVAL, "templateID: a template name");
+    if (!cube_template_name_valid(req->template_id))
+        return cube_err_set(err, EINVAL, "templateID: a template name");
     Cube__TemplateBuild **v;
     size_t n;
     if (m->st->ops->build_list(m->st, req->template_id, &v, &n, err) < 0) return -1;

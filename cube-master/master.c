@@ -600,16 +600,6 @@ out:
 
 /* ---- snapshots (templates made from a sandbox) ---- */
 
-static int valid_template_name(const char *s)
-{
-    size_t n = s ? strlen(s) : 0;
-    if (n == 0 || n > 63 || s[0] == '.') return 0;
-    for (; *s; s++)
-        if (!((*s >= 'a' && *s <= 'z') || (*s >= '0' && *s <= '9') || *s == '-' || *s == '_' || *s == '.'))
-            return 0;
-    return 1;
-}
-
 static int create_snapshot(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *respp, cube_err *err)
 {
     master *m = svc;
@@ -617,7 +607,7 @@ static int create_snapshot(void *svc, cube_rpc_ctx *ctx, const void *reqp, void 
     Cube__SnapshotInfo *out = respp;
     char id[64];
     if (req->name && *req->name) {
-        if (!valid_template_name(req->name))
+        if (!cube_template_name_valid(req->name))
             return cube_err_set(err, EINVAL, "snapshot name must be 1-63 chars of [a-z0-9._-]");
         snprintf(id, sizeof(id), "%s", req->name);
     } else {
@@ -707,7 +697,7 @@ static int delete_template(void *svc, cube_rpc_ctx *ctx, const void *reqp, void 
     master *m = svc;
     const Cube__TemplateRef *req = reqp;
     const char *id = req->template_id ? req->template_id : "";
-    if (!valid_template_name(id)) return cube_err_set(err, ENOENT, "template '%s' not found", id);
+    if (!cube_template_name_valid(id)) return cube_err_set(err, ENOENT, "template '%s' not found", id);
     Cube__Sandbox **all;
     size_t n, idl = strlen(id);
     if (m->st->ops->sandbox_list(m->st, &all, &n, err) < 0) return -1;

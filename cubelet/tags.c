@@ -13,20 +13,11 @@
 #include <unistd.h>
 
 #include "cubelet_internal.h"
+#include "id.h"
 #include "log.h"
 
 #define DEFAULT_TAG "default"
 #define TAGS_MAX    64
-
-static bool valid_part(const char *s)
-{
-    size_t n = s ? strlen(s) : 0;
-    if (n == 0 || n > 63 || s[0] == '.' || s[0] == '-') return false;
-    for (; *s; s++)
-        if (!((*s >= 'a' && *s <= 'z') || (*s >= '0' && *s <= '9') || *s == '-' || *s == '_' || *s == '.'))
-            return false;
-    return true;
-}
 
 /* The build a link leads to (its last component), or -1 (ENOENT: no such tag). */
 static int link_build(const char *link, char *build, size_t cap)
@@ -137,9 +128,10 @@ int cl_template_tags(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *respp
     const Cube__TemplateTagsRequest *req = reqp;
     Cube__TemplateTagsResponse *out = respp;
     const char *name = req->name ? req->name : "", *op = req->op ? req->op : "";
-    if (!valid_part(name)) return cube_err_set(err, EINVAL, "name: a template name of [a-z0-9._-]");
+    if (!cube_template_name_valid(name))
+        return cube_err_set(err, EINVAL, "name: a template name of [a-z0-9._-]");
     for (size_t i = 0; i < req->n_tags; i++)
-        if (!valid_part(req->tags[i]))
+        if (!cube_template_name_valid(req->tags[i]))
             return cube_err_set(err, EINVAL, "tags: '%s' is not 1-63 characters of [a-z0-9._-]",
                                 req->tags[i]);
     if (strcmp(op, "list") == 0) return list_tags(c, ctx, name, out, err);

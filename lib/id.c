@@ -63,3 +63,13 @@ int cube_token_hex(char *out, size_t nbytes, cube_err *err)
     out[2 * nbytes] = '\0';
     return 0;
 }
+
+bool cube_template_name_valid(const char *s)
+{
+    size_t n = s ? strlen(s) : 0;
+    if (n == 0 || n > 63 || s[0] == '.' || s[0] == '-') return false;
+    for (; *s; s++)
+        if (!((*s >= 'a' && *s <= 'z') || (*s >= '0' && *s <= '9') || *s == '-' || *s == '_' || *s == '.'))
+            return false;
+    return true;
+}

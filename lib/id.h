@@ -15,6 +15,9 @@ int cube_id_new(char prefix, char *out, size_t len, cube_err *err);
 int cube_sandbox_id_new(char out[CUBE_ID_LEN + 1], cube_err *err);
 /* True for a syntactically valid sandbox id (what routing and the store accept). */
 bool cube_sandbox_id_valid(const char *s);
+/* A template's name or tag as E2B takes them: 1-63 characters of [a-z0-9._-], not starting with '.' or '-'
+ * (safe as a path component on the nodes). */
+bool cube_template_name_valid(const char *s);
 /* nbytes random bytes as 2*nbytes hex chars + NUL into out. */
 int cube_token_hex(char *out, size_t nbytes, cube_err *err);
 /* Fills buf with nbytes from the kernel's CSPRNG. */

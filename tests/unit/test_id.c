@@ -49,6 +49,23 @@ START_TEST(validation_rejects_bad_ids)
 }
 END_TEST
 
+/* template names and tags: what E2B takes, and nothing that could leave a directory or look like a flag */
+START_TEST(template_names_are_path_safe)
+{
+    const char *good[] = {"base", "code-interpreter-v1", "app.v2", "my_tpl", "0", NULL};
+    const char *bad[] = {"", "-x", ".hidden", "..", "a/b", "a:b", "Upper", "sp ace", NULL};
+    for (int i = 0; good[i]; i++) ck_assert_msg(cube_template_name_valid(good[i]), "'%s' refused", good[i]);
+    for (int i = 0; bad[i]; i++) ck_assert_msg(!cube_template_name_valid(bad[i]), "'%s' taken", bad[i]);
+    ck_assert(!cube_template_name_valid(NULL));
+    char long_name[70];
+    memset(long_name, 'a', 64);
+    long_name[64] = '\0';
+    ck_assert(!cube_template_name_valid(long_name));
+    long_name[63] = '\0';
+    ck_assert(cube_template_name_valid(long_name));
+}
+END_TEST
+
 START_TEST(tokens_are_hex)
 {
     cube_err err = {0};
@@ -69,6 +86,7 @@ int main(void)
     tcase_add_test(tc, ids_are_distinct_and_use_all_symbols);
     tcase_add_test(tc, validation_rejects_bad_ids);
     tcase_add_test(tc, tokens_are_hex);
+    tcase_add_test(tc, template_names_are_path_safe);
     suite_add_tcase(s, tc);
     return cube_run_suite(s);
 }
