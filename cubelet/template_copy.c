@@ -118,16 +118,18 @@ static int ensure_archive(cubelet *c, const char *name, const char *build, char 
     snprintf(dir, sizeof(dir), "%s/exports", c->cfg.data_dir);
     if (mkdir(dir, 0700) < 0 && errno != EEXIST) return cube_err_sys(err, errno, "mkdir %s", dir);
     snprintf(cfgp, sizeof(cfgp), "%s/templates/%s/%s/config.json", c->cfg.data_dir, name, build);
-    cube_tpl_config cfg;
-    if (cube_tpl_config_read(cfgp, &cfg, err) < 0)
+    /* read once: parsed here, and its text sent with the archive */
+    char *text = cube_tpl_config_text(cfgp, err);
+    if (!text)
         return err->code == ENOENT
                    ? cube_err_set(err, ENOENT, "template %s has no build %s here", name, build)
                    : -1;
-    FILE *f = fopen(cfgp, "re");
-    char *text = calloc(1, 1 << 20);
-    size_t tl = f && text ? fread(text, 1, (1 << 20) - 1, f) : 0;
-    if (f) fclose(f);
-    if (!text || !tl || !*cfg.from_template || !*cfg.from_build || *cfg.snapshot_of) {
+    cube_tpl_config cfg;
+    if (cube_tpl_config_parse(text, &cfg, err) < 0) {
+        free(text);
+        return -1;
+    }
+    if (!*cfg.from_template || !*cfg.from_build || *cfg.snapshot_of) {
         free(text);
         cube_tpl_config_free(&cfg);
         return cube_err_set(err, EINVAL, "template %s: only a build (on a base build) is copied", name);

@@ -46,18 +46,25 @@ static double get_num(const cJSON *j, const char *key, double lo, double hi, dou
 
 static int parse_into(cJSON *j, cube_tpl_config *c, const char *what, cube_err *err);
 
-int cube_tpl_config_read(const char *path, cube_tpl_config *c, cube_err *err)
+char *cube_tpl_config_text(const char *path, cube_err *err)
 {
-    cube_tpl_config_init(c);
     FILE *f = fopen(path, "re");
-    if (!f) return cube_err_sys(err, errno, "read %s", path);
+    if (!f) return cube_err_sys(err, errno, "read %s", path), NULL;
     char *buf = malloc(CONFIG_MAX + 1);
     size_t n = buf ? fread(buf, 1, CONFIG_MAX, f) : 0;
     fclose(f);
-    if (!buf) return cube_err_set(err, ENOMEM, "out of memory");
+    if (!buf) return cube_err_set(err, ENOMEM, "out of memory"), NULL;
     buf[n] = '\0';
-    cJSON *j = cJSON_Parse(buf);
-    free(buf);
+    return buf;
+}
+
+int cube_tpl_config_read(const char *path, cube_tpl_config *c, cube_err *err)
+{
+    cube_tpl_config_init(c);
+    char *text = cube_tpl_config_text(path, err);
+    if (!text) return -1;
+    cJSON *j = cJSON_Parse(text);
+    free(text);
     return parse_into(j, c, path, err);
 }
 

@@ -36,6 +36,8 @@ void cube_tpl_config_init(cube_tpl_config *c);
 void cube_tpl_config_free(cube_tpl_config *c);
 /* ENOENT when there is none; EBADMSG when it is not a JSON object. Fields of the wrong type stay unset. */
 int cube_tpl_config_read(const char *path, cube_tpl_config *c, cube_err *err);
+/* A config file's text as it is (malloc'd), for whoever passes it on as well as reading it; NULL with why. */
+char *cube_tpl_config_text(const char *path, cube_err *err);
 /* The same from the text of one. */
 int cube_tpl_config_parse(const char *json, cube_tpl_config *c, cube_err *err);
 /* Written whole (a file beside it, renamed over it), so a reader never sees half of one. */
