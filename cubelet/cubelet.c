@@ -817,12 +817,14 @@ static int fork_sandbox(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *re
     Cube__NodeForkResponse *out = respp;
     pthread_mutex_lock(&c->lock);
     cl_slot *p = cl_find_by_sandbox(c, req->parent_id ? req->parent_id : "");
-    char control[sizeof(p->control)], layers[sizeof(p->layers)], slot[sizeof(p->slot_id)];
+    char control[sizeof(p->control)], layers[sizeof(p->layers)], slot[sizeof(p->slot_id)],
+        pstate[sizeof(p->state_dir)];
     const cl_template *tpl = p ? p->tpl : NULL;
     if (p) {
         snprintf(control, sizeof(control), "%s", p->control);
         snprintf(layers, sizeof(layers), "%s", p->layers);
         snprintf(slot, sizeof(slot), "%s", p->slot_id);
+        snprintf(pstate, sizeof(pstate), "%s", p->state_dir);
     }
     pthread_mutex_unlock(&c->lock);
     if (!p) return cube_err_set(err, ENOENT, "sandbox '%s' is not on this node", req->parent_id);
@@ -842,6 +844,9 @@ static int fork_sandbox(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *re
     char child_layers[sizeof(layers) + 4400];
     snprintf(child_layers, sizeof(child_layers), "%s%s%s", snap, *layers ? ":" : "", layers);
 
+    /* the children are the parent's copies: its env vars too (the parent's create request, kept beside it) */
+    cube_err perr = {0};
+    Cube__NodeCreateRequest *parent = cl_claim_request(pstate, &perr);
     out->sandboxes =
         cube_rpc_alloc(ctx, (req->n_children ? req->n_children : 1) * sizeof(Cube__NodeSandbox *));
     out->errors = cube_rpc_alloc(ctx, (req->n_children ? req->n_children : 1) * sizeof(char *));
@@ -859,9 +864,14 @@ static int fork_sandbox(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *re
             s->next = c->slots;
             c->slots = s;
             pthread_mutex_unlock(&c->lock);
-            record_claim(s, child);
+            Cube__NodeCreateRequest kid = *child;
+            if (parent && !kid.n_env_vars) {
+                kid.n_env_vars = parent->n_env_vars;
+                kid.env_vars = parent->env_vars;
+            }
+            record_claim(s, &kid);
             if (cl_net_policy(c, s->slot_id, child->network, &cerr) < 0 ||
-                cl_init_agent(c, s, child, &cerr) < 0) {
+                cl_init_agent(c, s, &kid, &cerr) < 0) {
                 create_failed(c, s);
                 s = NULL;
             }
@@ -882,6 +892,7 @@ static int fork_sandbox(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *re
         cl_slot_release(c, s);
         pthread_mutex_unlock(&c->lock);
     }
+    if (parent) cube__node_create_request__free_unpacked(parent, NULL);
     return 0;
 }
 

@@ -44,6 +44,9 @@ void cl_slot_release(cubelet *c, cl_slot *s);
 int cl_kill_sandbox(cubelet *c, const char *sandbox_id, cube_err *err);
 /* Mounts a volume's directory into a running sandbox at its path. */
 int cl_mount_volume(cubelet *c, const cl_slot *s, const Cube__VolumeMount *vm, cube_err *err);
+/* The create request that handed out the slot whose state directory this is (kept beside it as claim.pb);
+ * NULL with the reason (an older cubelet's sandbox has none). free_unpacked. */
+Cube__NodeCreateRequest *cl_claim_request(const char *state_dir, cube_err *err);
 /* rollback.c: RollbackSandbox */
 int cl_rollback_sandbox(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *respp, cube_err *err);
 /* A template's sandbox size (config.json "cpu", "memoryMB") */

@@ -19,8 +19,7 @@
 
 #define CLAIM_MAX (1 << 20)
 
-/* The request that handed s out (record_claim's claim.pb); NULL with the reason. */
-static Cube__NodeCreateRequest *claim_request(const char *state_dir, cube_err *err)
+Cube__NodeCreateRequest *cl_claim_request(const char *state_dir, cube_err *err)
 {
     char p[4300];
     snprintf(p, sizeof(p), "%s/claim.pb", state_dir);
@@ -82,7 +81,7 @@ int cl_rollback_sandbox(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *re
     if (busy) return cube_err_set(err, EBUSY, "sandbox '%s' is being rolled back already", sid);
     Cube__NodeCreateRequest *claim = NULL;
     int rc = check_target(s, to, sid, snap, err);
-    if (rc == 0) claim = claim_request(state_dir, err);
+    if (rc == 0) claim = cl_claim_request(state_dir, err);
     if (!claim) {
         pthread_mutex_lock(&c->lock);
         s->rolling_back = false;

@@ -136,14 +136,15 @@ test('kill, pause and connect raced on 20 sandboxes at once: the kills win, none
   for (const s of made) await assert.rejects(Sandbox.getInfo(s.sandboxId), SandboxNotFoundError);
 });
 
-test('fork: children start from the parent\'s files and diverge', async () => {
-  const parent = await Sandbox.create();
+test('fork: children start from the parent\'s files and env vars, and diverge', async () => {
+  const parent = await Sandbox.create({ envs: { FROM: 'the parent' } });
   try {
     await parent.files.write('/home/user/state.txt', 'from the parent');
     const kids = await Sandbox.fork(parent.sandboxId, { count: 2 });
     assert.equal(kids.length, 2);
     for (const k of kids) assert.ok(!(k instanceof Error), String(k));
     for (const k of kids) assert.equal(await k.files.read('/home/user/state.txt'), 'from the parent');
+    for (const k of kids) assert.equal((await k.commands.run('echo "$FROM"')).stdout, 'the parent\n');
     await kids[0].files.write('/home/user/state.txt', 'child 0');
     assert.equal(await kids[1].files.read('/home/user/state.txt'), 'from the parent');
     assert.equal(await parent.files.read('/home/user/state.txt'), 'from the parent');
