@@ -157,6 +157,10 @@ void api_nodes(void *svc, http_req *req)
             cJSON_AddStringToObject(p, "templateID", n->templates[t]);
             cJSON_AddNumberToObject(p, "ready", pool_ready(n, n->templates[t]));
             cJSON_AddNumberToObject(p, "target", pool_target(n, n->templates[t]));
+            for (size_t z = 0; z < n->n_template_sizes; z++) /* which build it serves there */
+                if (strcmp(n->template_sizes[z]->template_id, n->templates[t]) == 0 &&
+                    n->template_sizes[z]->build_id && *n->template_sizes[z]->build_id)
+                    cJSON_AddStringToObject(p, "buildID", n->template_sizes[z]->build_id);
             cJSON_AddItemToArray(pools, p);
         }
         cJSON_AddItemToArray(arr, o);

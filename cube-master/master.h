@@ -50,7 +50,7 @@ typedef struct master {
     bool copy_started;
     int copy_running; /* atomic */
     struct {
-        char name[128], node[64];
+        char name[192], node[64]; /* "name" or "name:tag" */
         int64_t until_ms;
     } copy_failures[COPY_FAILURES];
     unsigned copy_failure_next;

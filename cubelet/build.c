@@ -583,7 +583,7 @@ static int publish(build_run *r, const build_state *st, const char *start, const
     int rc = cube_tpl_config_write(cfgp, &cfg, err);
     cube_tpl_config_free(&cfg);
     if (rc < 0) return -1;
-    return cl_tags_link(c, r->b->template_id, r->b->id, r->b->tags, r->b->ntags, err);
+    return cl_tags_link(c, r->b->template_id, r->b->id, r->b->tags, r->b->ntags, true, err);
 }
 
 static const char *base_name(const cJSON *t, char *buf, size_t cap)

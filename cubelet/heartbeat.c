@@ -78,6 +78,7 @@ void cl_send_heartbeat(cubelet *c)
         sizes[i].build_id = t->build_id;
         sizes[i].from_template = t->from_template; /* a build: other nodes on the same base may take a copy */
         sizes[i].from_build = t->from_build;
+        sizes[i].assigned_at_ms = t->assigned_at_ms;
         sptrs[i] = &sizes[i];
         for (cl_slot *s = c->slots; s; s = s->next) {
             if (s->tpl == t && s->state == SLOT_READY) entries[i].value++;

@@ -57,12 +57,20 @@ static int set_link(cubelet *c, const char *name, const char *tag, const char *b
     return cl_replace_template(c, full, err);
 }
 
-int cl_tags_link(cubelet *c, const char *name, const char *build_id, char **tags, size_t n, cube_err *err)
+int cl_tags_link(cubelet *c, const char *name, const char *build_id, char **tags, size_t n,
+                 bool first_default, cube_err *err)
 {
+    char cfgp[4500];
+    snprintf(cfgp, sizeof(cfgp), "%s/templates/%s/%s/config.json", c->cfg.data_dir, name, build_id);
+    if (!cl_valid_id(build_id, 63) || access(cfgp, F_OK) != 0)
+        return cube_err_set(err, ENOENT, "template '%s' has no build '%s' here", name, build_id);
+    for (size_t i = 0; i < n; i++)
+        if (!cube_template_name_valid(tags[i]))
+            return cube_err_set(err, EINVAL, "tags: '%s' is not 1-63 characters of [a-z0-9._-]", tags[i]);
     char cur[4400];
     cl_template_link(c, name, cur, sizeof(cur));
     bool has_default = access(cur, F_OK) == 0;
-    bool gets_default = n == 0 || !has_default; /* a first build starts under its bare name too */
+    bool gets_default = n == 0 || (first_default && !has_default); /* a first build: its bare name too */
     for (size_t i = 0; i < n; i++) gets_default |= strcmp(tags[i], DEFAULT_TAG) == 0;
     for (size_t i = 0; i < n; i++)
         if (strcmp(tags[i], DEFAULT_TAG) != 0 && set_link(c, name, tags[i], build_id, err) < 0) return -1;
@@ -142,6 +150,13 @@ int cl_template_tags(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *respp
         return rc;
     }
     if (strcmp(op, "assign") != 0) return cube_err_set(err, EINVAL, "op: assign, remove or list");
+    /* by the build's id (a master bringing this node to a tag's build it holds already) */
+    if (req->build_id && *req->build_id) {
+        int rc = cl_tags_link(c, name, req->build_id, req->tags, req->n_tags, false, err);
+        cl_send_heartbeat(c);
+        out->build_id = cube_rpc_strdup(ctx, req->build_id);
+        return rc;
+    }
     /* the target's build: "name" (its default) or "name:tag" */
     const char *target = req->target && *req->target ? req->target : name;
     const char *colon = strchr(target, ':');

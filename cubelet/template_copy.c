@@ -20,6 +20,7 @@
 #include "cleanup.h"
 #include "cubelet_internal.h"
 #include "fsutil.h"
+#include "id.h"
 #include "log.h"
 #include "template_config.h"
 #include "timeutil.h"
@@ -300,7 +301,12 @@ static int import_whole(cubelet *c, const Cube__TemplateChunk *req, const char *
     snprintf(dir, sizeof(dir), "%s/templates/%s", c->cfg.data_dir, req->name);
     snprintf(final, sizeof(final), "%s/%s", dir, req->build_id);
     snprintf(into, sizeof(into), "%s.importing-%d", final, (int)getpid());
-    if (rc == 0 && access(final, F_OK) == 0) rc = cube_err_set(err, EEXIST, "%s is here already", final);
+    if (access(final, F_OK) == 0) { /* here already (under another tag, or a default that moved on): linked */
+        cube_tpl_config_free(&cfg);
+        if (cl_tags_link(c, req->name, req->build_id, req->tags, req->n_tags, false, err) < 0) return -1;
+        cl_send_heartbeat(c);
+        return 0;
+    }
     if (rc == 0 && mkdir(dir, 0755) < 0 && errno != EEXIST) rc = cube_err_sys(err, errno, "mkdir %s", dir);
     if (rc == 0) {
         cube_rm_rf(into);
@@ -337,7 +343,7 @@ static int import_whole(cubelet *c, const Cube__TemplateChunk *req, const char *
     if (rc < 0) cube_rm_rf(into);
     cube_tpl_config_free(&cfg);
     if (rc < 0) return -1;
-    if (cl_tags_link(c, req->name, req->build_id, NULL, 0, err) < 0) return -1;
+    if (cl_tags_link(c, req->name, req->build_id, req->tags, req->n_tags, false, err) < 0) return -1;
     cube_log_info("template copied here", "template=%s build=%s layers=%d", req->name, req->build_id, n);
     cl_send_heartbeat(c); /* every master may send its creates here now */
     return 0;
@@ -352,10 +358,21 @@ int cl_import_template(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *res
     if (!cl_valid_id(req->name, 63) || !cl_valid_id(req->build_id, 63) || !req->digest ||
         strlen(req->digest) != 64)
         return cube_err_set(err, EINVAL, "bad template name, build id or digest");
-    char cur[4400];
-    cl_template_link(c, req->name, cur, sizeof(cur));
-    if (access(cur, F_OK) == 0)
-        return cube_err_set(err, EEXIST, "template %s is on this node already", req->name);
+    /* nothing to do when what it links (the bare name, or its tag) leads to this build already: another
+     * master's copy got here first */
+    char full[200], cur[4400], to[256];
+    const char *tag = req->n_tags ? req->tags[0] : "default";
+    if (req->n_tags > 1 || !cube_template_name_valid(tag))
+        return cube_err_set(err, EINVAL, "tags: one tag name");
+    snprintf(full, sizeof(full), strcmp(tag, "default") == 0 ? "%s" : "%s:%s", req->name, tag);
+    cl_template_link(c, full, cur, sizeof(cur));
+    ssize_t tl = readlink(cur, to, sizeof(to) - 1);
+    if (tl > 0) {
+        to[tl] = '\0';
+        const char *last = strrchr(to, '/');
+        if (strcmp(last ? last + 1 : to, req->build_id) == 0)
+            return cube_err_set(err, EEXIST, "template %s is on this node already", full);
+    }
     char dir[4200], part[4400];
     snprintf(dir, sizeof(dir), "%s/imports", c->cfg.data_dir);
     if (mkdir(dir, 0700) < 0 && errno != EEXIST) return cube_err_sys(err, errno, "mkdir %s", dir);

@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "cubelet.h"
@@ -63,6 +64,9 @@ static cl_template *load_template(cubelet *c, const char *name)
         return NULL;
     }
     snprintf(t->name, sizeof(t->name), "%s", name);
+    struct stat lst;
+    if (lstat(link, &lst) == 0)
+        t->assigned_at_ms = (int64_t)lst.st_mtim.tv_sec * 1000 + lst.st_mtim.tv_nsec / 1000000;
     /* a snapshot or a build names the rootfs it stands on and the layers above it */
     if (*cfg.rootfs) snprintf(rootfs, sizeof(rootfs), "%s", cfg.rootfs);
     snprintf(t->layers, sizeof(t->layers), "%s", cfg.layers);

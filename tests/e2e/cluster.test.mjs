@@ -141,6 +141,35 @@ test('a template built on one node reaches every node as a copy, and is deleted 
     assert.ok(where.size >= 2, `all its sandboxes on ${[...where]}`);
     for (const s of sbs) assert.equal((await s.commands.run('cat /tmp/mark')).stdout, `${mark}\n`);
   } finally {
+    for (const s of sbs.splice(0)) await s.kill();
+  }
+  // a rebuild (on whichever node runs it) and a tagged build reach every node too: each node serves the
+  // newest build of the name, and the tag's
+  const served = async (id) => {
+    const res = await fetch(`${process.env.E2B_API_URL}/nodes`, { headers: { 'X-API-KEY': process.env.E2B_API_KEY } });
+    return (await res.json()).map((n) => n.pools.find((p) => p.templateID === id)?.buildID);
+  };
+  const first = new Set(await served(name));
+  const converged = async (id, not) => {
+    let b = [];
+    for (let i = 0; i < 120; i++) {
+      b = await served(id);
+      if (b.length === 3 && b.every((x) => x && x === b[0] && !not.has(x))) return b[0];
+      await sleep(500);
+    }
+    assert.fail(`${id}: the nodes serve ${JSON.stringify(b)}`);
+  };
+  const mark2 = `rebuilt-${Date.now().toString(36)}`, mark3 = `tagged-${Date.now().toString(36)}`;
+  await Template.build(Template().fromTemplate('base').runCmd(`echo ${mark2} > /tmp/mark`), name);
+  await converged(name, first);
+  await Template.build(Template().fromTemplate('base').runCmd(`echo ${mark3} > /tmp/mark`), `${name}:v2`);
+  await converged(`${name}:v2`, new Set());
+  try {
+    for (let i = 0; i < 6; i++) sbs.push(await Sandbox.create(i % 2 ? `${name}:v2` : name));
+    const where = new Set(sbs.map((s) => nodeOf(s.sandboxId)));
+    assert.ok(where.size >= 2, `all its sandboxes on ${[...where]}`);
+    for (let i = 0; i < 6; i++) assert.equal((await sbs[i].commands.run('cat /tmp/mark')).stdout, `${i % 2 ? mark3 : mark2}\n`);
+  } finally {
     for (const s of sbs) await s.kill();
   }
   const del = await fetch(`${process.env.E2B_API_URL}/templates/${name}`, { method: 'DELETE', headers: { 'X-API-KEY': process.env.E2B_API_KEY } });

@@ -221,16 +221,17 @@ static int fake_delete_template(void *svc, cube_rpc_ctx *ctx, const void *reqp, 
     return rc;
 }
 
-/* ExportTemplate: "app" build a1 in two chunks; ImportTemplate: the chunks noted in order */
+/* ExportTemplate: "app" builds a* in two chunks; ImportTemplate: the chunks noted in order (the last with the
+ * build and the tags it is linked under); TemplateTags assign by build: noted */
 static int fake_export(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *respp, cube_err *err)
 {
     (void)svc;
     const Cube__TemplateExportRequest *req = reqp;
     Cube__TemplateChunk *out = respp;
-    if (strcmp(req->name, "app") != 0 || strcmp(req->build_id, "a1") != 0)
+    if (strcmp(req->name, "app") != 0 || req->build_id[0] != 'a')
         return cube_err_set(err, ENOENT, "no such build");
     out->name = "app";
-    out->build_id = "a1";
+    out->build_id = cube_rpc_strdup(ctx, req->build_id);
     out->offset = req->offset;
     out->data.data = (uint8_t *)cube_rpc_strdup(ctx, req->offset == 0 ? "first-" : "second");
     out->data.len = 6;
@@ -248,9 +249,28 @@ static int fake_import(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *res
     const Cube__TemplateChunk *req = reqp;
     pthread_mutex_lock(&f->lock);
     size_t len = strlen(f->vol_ops);
-    snprintf(f->vol_ops + len, sizeof(f->vol_ops) - len, "import:%s:%llu:%.*s%s;", req->name,
-             (unsigned long long)req->offset, (int)req->data.len, (const char *)req->data.data,
-             req->last ? ":last" : "");
+    len += (size_t)snprintf(f->vol_ops + len, sizeof(f->vol_ops) - len, "import:%s:%llu:%.*s%s", req->name,
+                            (unsigned long long)req->offset, (int)req->data.len, (const char *)req->data.data,
+                            req->last ? ":last" : "");
+    if (req->last)
+        len += (size_t)snprintf(f->vol_ops + len, sizeof(f->vol_ops) - len, ":%s@%s", req->build_id,
+                                req->n_tags ? req->tags[0] : "");
+    snprintf(f->vol_ops + len, sizeof(f->vol_ops) - len, ";");
+    pthread_mutex_unlock(&f->lock);
+    return 0;
+}
+
+static int fake_tags(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *respp, cube_err *err)
+{
+    (void)ctx, (void)respp;
+    fake_node *f = svc;
+    const Cube__TemplateTagsRequest *req = reqp;
+    if (strcmp(req->op, "assign") != 0 || !*req->build_id || req->n_tags != 1)
+        return cube_err_set(err, EINVAL, "the fake links by build only");
+    pthread_mutex_lock(&f->lock);
+    size_t len = strlen(f->vol_ops);
+    snprintf(f->vol_ops + len, sizeof(f->vol_ops) - len, "link:%s:%s=%s;", req->name, req->tags[0],
+             req->build_id);
     pthread_mutex_unlock(&f->lock);
     return 0;
 }
@@ -291,6 +311,7 @@ static const cube_rpc_method fake_methods[] = {
     C("DeleteTemplate", fake_delete_template, cube__template_ref, cube__empty),
     C("ExportTemplate", fake_export, cube__template_export_request, cube__template_chunk),
     C("ImportTemplate", fake_import, cube__template_chunk, cube__empty),
+    C("TemplateTags", fake_tags, cube__template_tags_request, cube__template_tags_response),
     {0},
 };
 
@@ -1014,6 +1035,8 @@ static void heartbeat_builds(fake_node *f, const char **tpls, size_t n)
     for (size_t i = 0; i < n; i++) {
         char tmp[128];
         snprintf(tmp, sizeof(tmp), "%s", tpls[i]);
+        char *hash = strchr(tmp, '#'); /* "#MS": when the node's link moved */
+        if (hash) *hash = '\0';
         char *eq = strchr(tmp, '='), *lt = strchr(tmp, '<'), *at = lt ? strchr(lt, '@') : NULL;
         *eq = '\0';
         if (lt) *lt = '\0';
@@ -1028,6 +1051,7 @@ static void heartbeat_builds(fake_node *f, const char **tpls, size_t n)
         sizes[i].build_id = buf[i][1];
         sizes[i].from_template = buf[i][2];
         sizes[i].from_build = buf[i][3];
+        sizes[i].assigned_at_ms = hash ? atoll(hash + 1) : 0;
         sp[i] = &sizes[i];
     }
     ni.n_templates = n;
@@ -1082,16 +1106,45 @@ START_TEST(a_build_is_copied_to_nodes_that_lack_it)
         snprintf(seen[i], sizeof(seen[i]), "%s", f[i].vol_ops);
         pthread_mutex_unlock(&f[i].lock);
     }
-    ck_assert_str_eq(seen[1], "import:app:0:first-;import:app:6:second:last;");
+    ck_assert_str_eq(seen[1], "import:app:0:first-;import:app:6:second:last:a1@default;");
     ck_assert_str_eq(seen[0], "");
     ck_assert_str_eq(seen[2], "");
-    /* once the taker reports it, there is nothing left to copy */
-    const char *taken[] = {"base=bb1", "app=a1<base@bb1"};
+    /* once the taker reports it, its tag follows: the build is there, so only the link moves */
+    const char *taken[] = {"base=bb1", "app=a1<base@bb1#2000"};
     heartbeat_builds(&f[1], taken, 2);
     replicate_templates(&m);
     copies_done();
     pthread_mutex_lock(&f[1].lock);
-    ck_assert_str_eq(f[1].vol_ops, "import:app:0:first-;import:app:6:second:last;");
+    ck_assert_str_eq(f[1].vol_ops, "import:app:0:first-;import:app:6:second:last:a1@default;link:app:v2=a1;");
+    f[1].vol_ops[0] = '\0';
+    pthread_mutex_unlock(&f[1].lock);
+    /* then nothing is left to do; the taker's newer link of the same build moves nothing back */
+    const char *tagged[] = {"base=bb1", "app=a1<base@bb1#2000", "app:v2=a1<base@bb1#2000"};
+    heartbeat_builds(&f[1], tagged, 3);
+    replicate_templates(&m);
+    copies_done();
+    /* a rebuild on the holder (a newer assignment of the bare name) reaches the taker; an older one would not
+     */
+    b.build_id = "a3";
+    ck_assert_int_eq(st->ops->build_put(st, &b, &berr), 0);
+    const char *rebuilt[] = {"base=bb1", "app=a3<base@bb1#3000", "app:v2=a1<base@bb1"};
+    heartbeat_builds(&f[0], rebuilt, 3);
+    replicate_templates(&m);
+    copies_done();
+    for (int i = 0; i < 3; i++) {
+        pthread_mutex_lock(&f[i].lock);
+        snprintf(seen[i], sizeof(seen[i]), "%s", f[i].vol_ops);
+        f[i].vol_ops[0] = '\0';
+        pthread_mutex_unlock(&f[i].lock);
+    }
+    ck_assert_str_eq(seen[1], "import:app:0:first-;import:app:6:second:last:a3@default;");
+    ck_assert_str_eq(seen[0], "");
+    const char *stale[] = {"base=bb1", "app=a3<base@bb1#1000"}; /* assigned before the taker's a1 */
+    heartbeat_builds(&f[0], stale, 2);
+    replicate_templates(&m);
+    copies_done();
+    pthread_mutex_lock(&f[1].lock);
+    ck_assert_str_eq(f[1].vol_ops, "");
     pthread_mutex_unlock(&f[1].lock);
     for (int i = 0; i < 3; i++) fake_stop(&f[i]);
 }
