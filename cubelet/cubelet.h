@@ -28,7 +28,7 @@ typedef struct cl_template {
     char build_id[64];    /* config.json "id": which build of the name this is */
     char from_template[128], from_build[64]; /* a build's base and its build; else empty */
     int64_t assigned_at_ms; /* when its link (name or name:tag) last moved here: unix ms (heartbeats) */
-    char *start_cmd;                         /* config.json "startCmd", "readyCmd" (start_cmd.h), or NULL */
+    char *start_cmd;        /* config.json "startCmd", "readyCmd" (start_cmd.h), or NULL */
     char *ready_cmd;
     int disk_mb;              /* each sandbox's disk: the node's, or more (config.json "diskMB", E2B's
                                * minFreeDiskMb) */

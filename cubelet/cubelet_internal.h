@@ -68,8 +68,8 @@ int cl_sandbox_stats_history(void *svc, cube_rpc_ctx *ctx, const void *reqp, voi
 void cl_template_link(const cubelet *c, const char *full, char *out, size_t cap);
 /* tags.c: links tags (none: "default") to one build of name, each moved atomically, and the templates they
  * name reloaded; the RPC TemplateTags (assign, remove, list). */
-int cl_tags_link(cubelet *c, const char *name, const char *build_id, char **tags, size_t n, bool first_default,
-                 cube_err *err);
+int cl_tags_link(cubelet *c, const char *name, const char *build_id, char **tags, size_t n,
+                 bool first_default, cube_err *err);
 int cl_template_tags(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *respp, cube_err *err);
 /* The masters' ListSnapshots and DeleteTemplate, on this node's files; deleted ones' files removed a while
  * after (the heartbeat loop). */

@@ -590,19 +590,12 @@ START_TEST(a_rollback_takes_the_new_agent_or_ends_the_record)
     ck_assert_str_eq(sb->agent_address, "netns:/proc/77/ns/net:49983");
     ck_assert_str_eq(sb->interpreter_address, "netns:/proc/77/ns/net:49999");
     cube__sandbox__free_unpacked(sb, NULL);
-    /* what GetSandbox (and so cube-proxy's routes) answers from now on */
-    Cube__SandboxRef ref = CUBE__SANDBOX_REF__INIT;
-    ref.sandbox_id = id;
-    ProtobufCMessage *r = NULL;
-    ck_assert_int_eq(cube_rpc_call(mc, "/cube.Master/GetSandbox", &ref.base,
-                                   &cube__get_sandbox_response__descriptor, &r, NULL, &err),
-                     0);
-    ck_assert_str_eq(((Cube__GetSandboxResponse *)r)->sandbox->agent_address, "netns:/proc/77/ns/net:49983");
-    protobuf_c_message_free_unpacked(r, NULL);
-    ck_assert_int_eq(rollback(id, "", NULL, &err), -1);
-    ck_assert_int_eq(err.code, EINVAL);
-    ck_assert_int_eq(rollback(id, "other", NULL, &err), -1);
-    ck_assert_int_eq(err.code, EINVAL);
+    /* the record (and so cube-proxy's routes) from now on */
+    Cube__Sandbox *rec = st->ops->sandbox_get(st, id, &err);
+    ck_assert_str_eq(rec->agent_address, "netns:/proc/77/ns/net:49983");
+    cube__sandbox__free_unpacked(rec, NULL);
+    ck_assert(rollback(id, "", NULL, &err) == -1 && err.code == EINVAL);
+    ck_assert(rollback(id, "other", NULL, &err) == -1 && err.code == EINVAL);
     ck_assert_int_eq(call_ref("/cube.Master/GetSandbox", &cube__get_sandbox_response__descriptor, id, &err),
                      0);
     ck_assert_int_eq(rollback("nosuchsandbox", "snap-1", NULL, &err), -1);
@@ -1072,6 +1065,19 @@ static void copies_done(void)
     replicate_stop(&m);
 }
 
+/* One pass of the copier, to its end; what each of three nodes was asked meanwhile (then forgotten). */
+static void replicate_now(fake_node f[3], char seen[3][512])
+{
+    replicate_templates(&m);
+    copies_done();
+    for (int i = 0; i < 3; i++) {
+        pthread_mutex_lock(&f[i].lock);
+        snprintf(seen[i], 512, "%s", f[i].vol_ops);
+        f[i].vol_ops[0] = '\0';
+        pthread_mutex_unlock(&f[i].lock);
+    }
+}
+
 /* A build one node holds goes to a node that has its base in the same build, chunk after chunk in order;
  * not to a node whose base is another build, nor to one that has it, nor back. */
 START_TEST(a_build_is_copied_to_nodes_that_lack_it)
@@ -1087,65 +1093,43 @@ START_TEST(a_build_is_copied_to_nodes_that_lack_it)
     heartbeat_builds(&f[1], taker, 1);
     heartbeat_builds(&f[2], other, 1);
     /* a build the store does not have (its template was deleted) is not spread */
-    replicate_templates(&m);
-    copies_done();
-    pthread_mutex_lock(&f[1].lock);
-    ck_assert_str_eq(f[1].vol_ops, "");
-    pthread_mutex_unlock(&f[1].lock);
+    char seen[3][512];
+    replicate_now(f, seen);
+    ck_assert_str_eq(seen[1], "");
     Cube__TemplateBuild b = CUBE__TEMPLATE_BUILD__INIT;
     b.template_id = "app";
     b.build_id = "a1";
     b.node_id = "node-1";
     cube_err berr = {0};
     ck_assert_int_eq(st->ops->build_put(st, &b, &berr), 0);
-    replicate_templates(&m);
-    copies_done();
-    char seen[3][512];
-    for (int i = 0; i < 3; i++) {
-        pthread_mutex_lock(&f[i].lock);
-        snprintf(seen[i], sizeof(seen[i]), "%s", f[i].vol_ops);
-        pthread_mutex_unlock(&f[i].lock);
-    }
+    replicate_now(f, seen);
     ck_assert_str_eq(seen[1], "import:app:0:first-;import:app:6:second:last:a1@default;");
     ck_assert_str_eq(seen[0], "");
     ck_assert_str_eq(seen[2], "");
     /* once the taker reports it, its tag follows: the build is there, so only the link moves */
     const char *taken[] = {"base=bb1", "app=a1<base@bb1#2000"};
     heartbeat_builds(&f[1], taken, 2);
-    replicate_templates(&m);
-    copies_done();
-    pthread_mutex_lock(&f[1].lock);
-    ck_assert_str_eq(f[1].vol_ops, "import:app:0:first-;import:app:6:second:last:a1@default;link:app:v2=a1;");
-    f[1].vol_ops[0] = '\0';
-    pthread_mutex_unlock(&f[1].lock);
+    replicate_now(f, seen);
+    ck_assert_str_eq(seen[1], "link:app:v2=a1;");
     /* then nothing is left to do; the taker's newer link of the same build moves nothing back */
     const char *tagged[] = {"base=bb1", "app=a1<base@bb1#2000", "app:v2=a1<base@bb1#2000"};
     heartbeat_builds(&f[1], tagged, 3);
-    replicate_templates(&m);
-    copies_done();
-    /* a rebuild on the holder (a newer assignment of the bare name) reaches the taker; an older one would not
-     */
+    replicate_now(f, seen);
+    ck_assert_str_eq(seen[0], "");
+    /* a rebuild on the holder (a newer link of the bare name) reaches the taker */
     b.build_id = "a3";
     ck_assert_int_eq(st->ops->build_put(st, &b, &berr), 0);
     const char *rebuilt[] = {"base=bb1", "app=a3<base@bb1#3000", "app:v2=a1<base@bb1"};
     heartbeat_builds(&f[0], rebuilt, 3);
-    replicate_templates(&m);
-    copies_done();
-    for (int i = 0; i < 3; i++) {
-        pthread_mutex_lock(&f[i].lock);
-        snprintf(seen[i], sizeof(seen[i]), "%s", f[i].vol_ops);
-        f[i].vol_ops[0] = '\0';
-        pthread_mutex_unlock(&f[i].lock);
-    }
+    replicate_now(f, seen);
     ck_assert_str_eq(seen[1], "import:app:0:first-;import:app:6:second:last:a3@default;");
     ck_assert_str_eq(seen[0], "");
-    const char *stale[] = {"base=bb1", "app=a3<base@bb1#1000"}; /* assigned before the taker's a1 */
+    /* one linked before the taker's: the taker's leads, and goes the other way */
+    const char *stale[] = {"base=bb1", "app=a3<base@bb1#1000"};
     heartbeat_builds(&f[0], stale, 2);
-    replicate_templates(&m);
-    copies_done();
-    pthread_mutex_lock(&f[1].lock);
-    ck_assert_str_eq(f[1].vol_ops, "");
-    pthread_mutex_unlock(&f[1].lock);
+    replicate_now(f, seen);
+    ck_assert_str_eq(seen[1], "");
+    ck_assert_str_eq(seen[0], "import:app:0:first-;import:app:6:second:last:a1@default;");
     for (int i = 0; i < 3; i++) fake_stop(&f[i]);
 }
 END_TEST
