@@ -412,6 +412,7 @@ async function sandboxPage(view, id) {
       terminalPanel(() => sbx),
       filesPanel(() => sbx),
       metricsPanel(id),
+      snapshotsPanel(id, () => refresh()),
       logsPanel(id),
       h('section', { class: 'panel wide', 'aria-labelledby': 'net-title' },
         h('h2', { id: 'net-title' }, 'Network policy'),
@@ -699,6 +700,60 @@ function metricsPanel(id) {
     draw('disk', s.diskTotal, `${mb(s.diskUsed)} of ${mb(s.diskTotal)}`);
     since.textContent = `Over its life since ${new Date(m[0].timestamp).toLocaleTimeString()}: ${m.length} samples (every 5 s, coarser as it ages).`;
   });
+  return panel;
+}
+
+// Its snapshots (files, as this backend keeps them): take one, or roll the sandbox back to one in place (same
+// id, address, token; its processes start again).
+function snapshotsPanel(id, onRolledBack) {
+  const list = h('div', { id: 'snapshots' });
+  const take = h('button', { type: 'button', id: 'take-snapshot', onclick: snapshot }, 'Take snapshot');
+  const panel = h('section', { class: 'panel', 'aria-labelledby': 'snap-title' },
+    h('h2', { id: 'snap-title' }, 'Snapshots'),
+    h('p', { class: 'muted' }, 'A snapshot keeps the files. Rolling back restores them in place and starts the processes again.'),
+    h('div', { class: 'toolbar' }, take), list);
+  let shown = '';
+  async function load() {
+    let snaps;
+    try {
+      snaps = await api(`/snapshots?sandboxID=${encodeURIComponent(id)}&limit=100`);
+    } catch (e) {
+      if (e.status === 404) return;
+      throw e;
+    }
+    const key = JSON.stringify(snaps);
+    if (key === shown) return;
+    shown = key;
+    list.replaceChildren(tableOf('Snapshots', ['Snapshot', 'Taken', ''], snaps.map((x) =>
+      h('tr', { 'data-snapshot': x.snapshotID },
+        h('td', { class: 'mono' }, x.snapshotID),
+        h('td', {}, x.createdAt ? `${ago(x.createdAt)} ago` : ''),
+        h('td', {}, h('button', { type: 'button', class: 'rollback', onclick: () => rollback(x.snapshotID) }, 'Roll back')))),
+      'No snapshots yet.'));
+  }
+  async function snapshot() {
+    take.disabled = true;
+    try {
+      const out = await api(`/sandboxes/${id}/snapshots`, { method: 'POST', body: {} });
+      notice(`Snapshot taken: ${out.snapshotID}`, 'info');
+      await load();
+    } catch (e) {
+      reportError(e);
+    } finally {
+      take.disabled = false;
+    }
+  }
+  async function rollback(snap) {
+    if (!confirm(`Roll sandbox ${id} back to ${snap}? Files written since are lost and its processes start again.`)) return;
+    try {
+      await api(`/sandboxes/${id}/rollback`, { method: 'POST', body: { snapshotID: snap } });
+      notice(`Rolled back to ${snap}`, 'info');
+      await onRolledBack();
+    } catch (e) {
+      reportError(e);
+    }
+  }
+  every(REFRESH_MS, load);
   return panel;
 }
 

@@ -59,8 +59,9 @@ test('a wrong key is refused in words', async () => {
   await shot('sign-in-wrong-key');
 });
 
-test('a sandbox made by the SDK: listed with its metadata, terminal, upload, pause, resume, kill', async () => {
+test('a sandbox made by the SDK: listed with its metadata, terminal, upload, snapshot and rollback, pause, resume, kill', async () => {
   const sbx = await Sandbox.create({ metadata: { owner: 'console-test', purpose: 'browser' } });
+  let snapId;
   try {
     await signIn(process.env.E2B_API_KEY);
     const row = page.locator(`tr[data-sandbox="${sbx.sandboxId}"]`);
@@ -106,6 +107,19 @@ test('a sandbox made by the SDK: listed with its metadata, terminal, upload, pau
     await page.locator('#logs', { hasText: 'agent ready' }).waitFor();
     await shot('sandbox');
 
+    // a snapshot taken in the page; a later change is undone by rolling back to it there
+    await page.click('#take-snapshot');
+    await page.locator('#notice', { hasText: 'Snapshot taken' }).waitFor();
+    const snapRow = page.locator('#snapshots tr[data-snapshot]').first();
+    await snapRow.waitFor();
+    snapId = await snapRow.getAttribute('data-snapshot');
+    await sbx.files.write('/home/user/from-browser.txt', 'changed after the snapshot\n');
+    page.once('dialog', (d) => d.accept());
+    await snapRow.locator('button.rollback').click();
+    await page.locator('#notice', { hasText: 'Rolled back to' }).waitFor({ timeout: 30000 });
+    assert.equal(await sbx.files.read('/home/user/from-browser.txt'), 'uploaded through the console\n');
+    await shot('sandbox-rolled-back');
+
     // pause and resume from the page; the SDK sees each
     await page.click('#pause');
     await page.locator('#sandbox-state', { hasText: 'paused' }).waitFor();
@@ -126,6 +140,7 @@ test('a sandbox made by the SDK: listed with its metadata, terminal, upload, pau
     assert.equal(await page.locator(`tr[data-sandbox="${sbx.sandboxId}"]`).count(), 0);
   } finally {
     await sbx.kill().catch(() => {});
+    if (snapId) await Sandbox.deleteSnapshot(snapId).catch(() => {});
   }
 });
 
