@@ -673,6 +673,27 @@ START_TEST(rollback_returns_to_a_snapshot_in_place)
 }
 END_TEST
 
+/* A rollback that cannot start the new PID 1 (its layers are gone) says why; the sandbox then ends, leaving
+ * nothing behind */
+START_TEST(a_failed_rollback_ends_the_sandbox_cleanly)
+{
+    sandbox a;
+    sb_start(&a, "rb-fail", NULL);
+    expect_run(&a, "echo ok", "ok\n");
+    char missing[600];
+    snprintf(missing, sizeof(missing), "%s/no-such-layer", workdir);
+    Cube__HvRollbackRequest req = CUBE__HV_ROLLBACK_REQUEST__INIT;
+    req.layers = missing;
+    ProtobufCMessage *resp = NULL;
+    cube_err err = {0};
+    ck_assert_int_eq(
+        hv_call(&a, "/cube.Hypervisor/Rollback", &req.base, &cube__hv_info__descriptor, &resp, &err), -1);
+    ck_assert_msg(strstr(err.msg, "overlay"), "%s", err.msg);
+    hv_wait(&a);
+    assert_nothing_left(&a);
+}
+END_TEST
+
 START_TEST(sigkill_of_the_hypervisor_leaves_nothing)
 {
     sandbox a;
@@ -1006,6 +1027,7 @@ int main(void)
         forgetting_a_disk_stops_that_disk_only,
         snapshot_then_fork_diverges,
         rollback_returns_to_a_snapshot_in_place,
+        a_failed_rollback_ends_the_sandbox_cleanly,
         sigkill_of_the_hypervisor_leaves_nothing,
         stop_leaves_nothing,
         oci_layout_template_runs,
