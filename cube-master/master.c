@@ -2,6 +2,7 @@
 #include "builds.h"
 #include "master_nodes.h"
 #include "secrets.h"
+#include "snapshots.h"
 #include "replicate.h"
 #include "volumes.h"
 
@@ -598,96 +599,6 @@ out:
     return rc;
 }
 
-/* ---- snapshots (templates made from a sandbox) ---- */
-
-static int create_snapshot(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *respp, cube_err *err)
-{
-    master *m = svc;
-    const Cube__CreateSnapshotRequest *req = reqp;
-    Cube__SnapshotInfo *out = respp;
-    char id[64];
-    if (req->name && *req->name) {
-        if (!cube_template_name_valid(req->name))
-            return cube_err_set(err, EINVAL, "snapshot name must be 1-63 chars of [a-z0-9._-]");
-        snprintf(id, sizeof(id), "%s", req->name);
-    } else {
-        char rnd[16];
-        if (cube_id_new(0, rnd, 12, err) < 0) return -1;
-        snprintf(id, sizeof(id), "snap-%s", rnd);
-    }
-    Cube__Sandbox *sb = m->st->ops->sandbox_get(m->st, req->sandbox_id ? req->sandbox_id : "", err);
-    if (!sb) return -1;
-    node_link *l = node_link_get(m, sb->node_id, err);
-    int rc = -1;
-    if (l) {
-        Cube__NodeSnapshotRequest nr = CUBE__NODE_SNAPSHOT_REQUEST__INIT;
-        nr.sandbox_id = sb->sandbox_id;
-        nr.snapshot_id = id;
-        ProtobufCMessage *r = NULL;
-        cube_rpc_call_opts o = {.timeout_ms = 180000};
-        rc = cube_rpc_call(l->rpc, "/cube.Cubelet/SnapshotSandbox", &nr.base, &cube__empty__descriptor, &r,
-                           &o, err);
-        if (r) protobuf_c_message_free_unpacked(r, NULL);
-        node_link_put(l);
-    }
-    if (rc == 0) {
-        out->snapshot_id = cube_rpc_strdup(ctx, id);
-        out->sandbox_id = cube_rpc_strdup(ctx, sb->sandbox_id);
-        out->created_at_ms = cube_now_unix_ms();
-        cube_log_info("audit", "action=snapshot sandbox=%s snapshot=%s", sb->sandbox_id, id);
-    }
-    cube__sandbox__free_unpacked(sb, NULL);
-    return rc;
-}
-
-/* Every live node's snapshots (templates it made from a sandbox), merged: nodes sharing one directory of
- * templates answer the same ones once. */
-static int list_snapshots(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *respp, cube_err *err)
-{
-    (void)err;
-    master *m = svc;
-    Cube__ListSnapshotsResponse *out = respp;
-    node_link *links[64];
-    size_t nl = live_links(m, links, 64);
-    size_t cap = 16;
-    out->snapshots = cube_rpc_alloc(ctx, cap * sizeof(*out->snapshots));
-    for (size_t i = 0; i < nl; i++) {
-        ProtobufCMessage *r = NULL;
-        cube_err e = {0};
-        cube_rpc_call_opts o = {.timeout_ms = 10000};
-        int rc = cube_rpc_call(links[i]->rpc, "/cube.Cubelet/ListSnapshots", (const ProtobufCMessage *)reqp,
-                               &cube__list_snapshots_response__descriptor, &r, &o, &e);
-        node_link_put(links[i]);
-        if (rc < 0) {
-            cube_log_warn("a node did not list its snapshots", "err=\"%s\"", e.msg);
-            continue;
-        }
-        const Cube__ListSnapshotsResponse *l = (const Cube__ListSnapshotsResponse *)r;
-        for (size_t k = 0; out->snapshots && k < l->n_snapshots; k++) {
-            bool seen = false;
-            for (size_t j = 0; j < out->n_snapshots && !seen; j++)
-                seen = strcmp(out->snapshots[j]->snapshot_id, l->snapshots[k]->snapshot_id) == 0;
-            if (seen) continue;
-            if (out->n_snapshots == cap) {
-                Cube__SnapshotInfo **bigger = cube_rpc_alloc(ctx, 2 * cap * sizeof(*bigger));
-                if (!bigger) break;
-                memcpy(bigger, out->snapshots, cap * sizeof(*bigger));
-                out->snapshots = bigger;
-                cap *= 2;
-            }
-            Cube__SnapshotInfo *si = cube_rpc_alloc(ctx, sizeof(*si));
-            if (!si) break;
-            cube__snapshot_info__init(si);
-            si->snapshot_id = cube_rpc_strdup(ctx, l->snapshots[k]->snapshot_id);
-            si->sandbox_id = cube_rpc_strdup(ctx, l->snapshots[k]->sandbox_id);
-            si->created_at_ms = l->snapshots[k]->created_at_ms;
-            out->snapshots[out->n_snapshots++] = si;
-        }
-        protobuf_c_message_free_unpacked(r, NULL);
-    }
-    return 0;
-}
-
 /* A template (or snapshot) no sandbox uses: every live node that holds it deletes its files (with its tags),
  * each refusing while something of its own stands on them. */
 static int delete_template(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *respp, cube_err *err)
@@ -728,10 +639,15 @@ static int delete_template(void *svc, cube_rpc_ctx *ctx, const void *reqp, void 
         else if (e.code != ENOENT) /* the first refusal is the answer; nodes after it keep theirs */
             rc = cube_err_set(err, e.code, "%s", e.msg);
     }
-    if (rc == 0 && !deleted) return cube_err_set(err, ENOENT, "template '%s' not found", id);
+    if (rc < 0) return -1;
+    /* a snapshot's record goes with its files (kept while its node cannot be asked) */
+    cube_err serr = {0};
+    int recorded = snapshot_forget(m, id, deleted, &serr) == 0;
+    if (!recorded && serr.code != ENOENT) return cube_err_set(err, serr.code, "%s", serr.msg);
+    if (!deleted && !recorded) return cube_err_set(err, ENOENT, "template '%s' not found", id);
     /* its builds go too: no node copies it to another any more, and the name starts afresh */
     cube_err berr = {0};
-    if (rc == 0 && m->st->ops->build_delete_template(m->st, id, &berr) < 0 && berr.code != ENOENT)
+    if (m->st->ops->build_delete_template(m->st, id, &berr) < 0 && berr.code != ENOENT)
         cube_log_warn("builds of a deleted template kept", "template=%s err=\"%s\"", id, berr.msg);
     if (deleted) cube_log_info("audit", "action=template-delete template=%s nodes=%d", id, deleted);
     return rc;

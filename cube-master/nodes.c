@@ -10,6 +10,7 @@
 #include "log.h"
 #include "master.h"
 #include "master_nodes.h"
+#include "snapshots.h"
 #include "timeutil.h"
 
 master_node *node_find(master *m, const char *node_id)
@@ -261,6 +262,7 @@ int heartbeat(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *respp, cube_
     if (rc == 0 && m->st->ops->node_seen)
         m->st->ops->node_seen(m->st, in->node_id, in->proxy_address, m->node_lost_ms);
     int reconciled = link ? reconcile_node(m, in->node_id, link->rpc, was_lost) : 0;
+    if (link && reconciled == 0) snapshots_adopt(m, in);
     node_link_put(link);
     if (reconciled < 0) {
         pthread_mutex_lock(&m->lock); /* not reached yet (a channel still reconnecting): again next time */

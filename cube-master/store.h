@@ -59,6 +59,11 @@ typedef struct store_ops {
     int (*build_delete_template)(store *st, const char *template_id, cube_err *err);
     /* The template's newest build: the one its files are uploaded for. NULL + ENOENT when none. */
     Cube__TemplateBuild *(*build_latest)(store *st, const char *template_id, cube_err *err);
+    /* Snapshots (templates made from a sandbox, held by one node), by id: the masters' list of them. */
+    int (*snapshot_put)(store *st, const Cube__SnapshotInfo *s, cube_err *err);           /* EEXIST */
+    Cube__SnapshotInfo *(*snapshot_get)(store *st, const char *id, cube_err *err);        /* NULL + ENOENT */
+    int (*snapshot_list)(store *st, Cube__SnapshotInfo ***out, size_t *n, cube_err *err); /* newest first */
+    int (*snapshot_delete)(store *st, const char *id, cube_err *err);                     /* ENOENT */
     /* Running sandboxes whose end_at has passed. */
     int (*sandbox_expired)(store *st, int64_t now_ms, Cube__Sandbox ***out, size_t *n, cube_err *err);
     /* Takes an expired sandbox for this master: moves end_at from seen_end to new_end only if no one moved it
@@ -84,5 +89,6 @@ void store_free_keys(Cube__ListKeysResponse *out);
 void store_free_volumes(Cube__Volume **v, size_t n);
 void store_free_secrets(Cube__Secret **v, size_t n);
 void store_free_builds(Cube__TemplateBuild **v, size_t n);
+void store_free_snapshots(Cube__SnapshotInfo **v, size_t n);
 
 #endif

@@ -30,6 +30,9 @@ static const char *const schema[] = {
     " created_at_ms BIGINT NOT NULL, data MEDIUMBLOB NOT NULL, INDEX builds_template(template_id, "
     "created_at_ms))"
     " ENGINE=InnoDB",
+    "CREATE TABLE IF NOT EXISTS snapshots(snapshot_id VARCHAR(128) PRIMARY KEY, created_at_ms BIGINT NOT "
+    "NULL,"
+    " data BLOB NOT NULL) ENGINE=InnoDB",
 };
 
 typedef struct conn {
@@ -638,11 +641,11 @@ static int my_build_put(store *base, const Cube__TemplateBuild *tb, cube_err *er
     return rc;
 }
 
-/* The first row of a query selecting one packed build; NULL + ENOENT when none. */
-static Cube__TemplateBuild *one_build(mysql_store *s, sqlbuf *b, const char *what, const char *key,
-                                      cube_err *err)
+/* The first row of a query selecting one packed desc; NULL + ENOENT when none. */
+static ProtobufCMessage *one_packed(mysql_store *s, sqlbuf *b, const ProtobufCMessageDescriptor *desc,
+                                    const char *what, const char *key, cube_err *err)
 {
-    packed_rows r = {.desc = &cube__template_build__descriptor};
+    packed_rows r = {.desc = desc};
     if (select_rows(s, b, what, packed_row_fn, &r, err) < 0) return NULL;
     if (r.n == 0) {
         cube_err_set(err, ENOENT, "%s '%s' not found", what, key);
@@ -651,7 +654,13 @@ static Cube__TemplateBuild *one_build(mysql_store *s, sqlbuf *b, const char *wha
     ProtobufCMessage *v = r.v[0];
     for (size_t i = 1; i < r.n; i++) protobuf_c_message_free_unpacked(r.v[i], NULL);
     free(r.v);
-    return (Cube__TemplateBuild *)v;
+    return v;
+}
+
+static Cube__TemplateBuild *one_build(mysql_store *s, sqlbuf *b, const char *what, const char *key,
+                                      cube_err *err)
+{
+    return (Cube__TemplateBuild *)one_packed(s, b, &cube__template_build__descriptor, what, key, err);
 }
 
 static int my_build_delete_template(store *base, const char *template_id, cube_err *err)
@@ -688,6 +697,48 @@ static Cube__TemplateBuild *my_build_latest(store *base, const char *template_id
     put_str(&b, template_id);
     puts_(&b, " ORDER BY created_at_ms DESC LIMIT 1");
     return one_build((mysql_store *)base, &b, "build of template", template_id, err);
+}
+
+static int my_snapshot_put(store *base, const Cube__SnapshotInfo *si, cube_err *err)
+{
+    sqlbuf b = {0};
+    puts_(&b, "INSERT INTO snapshots VALUES(");
+    put_str(&b, si->snapshot_id);
+    puts_(&b, ",");
+    put_int(&b, si->created_at_ms);
+    puts_(&b, ",");
+    put_message(&b, &si->base);
+    puts_(&b, ")");
+    if (done(&b, err) < 0) return -1;
+    int rc = exec((mysql_store *)base, b.p, b.len, "put snapshot", NULL, err);
+    free(b.p);
+    if (rc < 0 && err->code == EEXIST) cube_err_set(err, EEXIST, "snapshot '%s' exists", si->snapshot_id);
+    return rc;
+}
+
+static Cube__SnapshotInfo *my_snapshot_get(store *base, const char *id, cube_err *err)
+{
+    sqlbuf b = {0};
+    puts_(&b, "SELECT data FROM snapshots WHERE snapshot_id=");
+    put_str(&b, id);
+    return (Cube__SnapshotInfo *)one_packed((mysql_store *)base, &b, &cube__snapshot_info__descriptor,
+                                            "snapshot", id, err);
+}
+
+static int my_snapshot_list(store *base, Cube__SnapshotInfo ***out, size_t *n, cube_err *err)
+{
+    sqlbuf b = {0};
+    puts_(&b, "SELECT data FROM snapshots ORDER BY created_at_ms DESC, snapshot_id DESC");
+    packed_rows r = {.desc = &cube__snapshot_info__descriptor};
+    long got = select_rows((mysql_store *)base, &b, "list snapshots", packed_row_fn, &r, err);
+    *out = (Cube__SnapshotInfo **)r.v;
+    *n = r.n;
+    return got < 0 ? -1 : 0;
+}
+
+static int my_snapshot_delete(store *base, const char *id, cube_err *err)
+{
+    return delete_by((mysql_store *)base, "snapshots", "snapshot_id", id, "snapshot", err);
 }
 
 /* INSERT (a new secret) or an UPDATE conditional on the version the caller read. */
@@ -804,6 +855,10 @@ static const store_ops mysql_ops = {
     .build_list = my_build_list,
     .build_delete_template = my_build_delete_template,
     .build_latest = my_build_latest,
+    .snapshot_put = my_snapshot_put,
+    .snapshot_get = my_snapshot_get,
+    .snapshot_list = my_snapshot_list,
+    .snapshot_delete = my_snapshot_delete,
 };
 
 /* mysql://user[:password]@host[:port]/database, or @unix(/path/to.sock) instead of host:port */

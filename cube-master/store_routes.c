@@ -344,6 +344,22 @@ static Cube__TemplateBuild *r_build_latest(store *s, const char *t, cube_err *e)
 {
     return INNER(s)->ops->build_latest(INNER(s), t, e);
 }
+static int r_snapshot_put(store *s, const Cube__SnapshotInfo *si, cube_err *e)
+{
+    return INNER(s)->ops->snapshot_put(INNER(s), si, e);
+}
+static Cube__SnapshotInfo *r_snapshot_get(store *s, const char *id, cube_err *e)
+{
+    return INNER(s)->ops->snapshot_get(INNER(s), id, e);
+}
+static int r_snapshot_list(store *s, Cube__SnapshotInfo ***o, size_t *n, cube_err *e)
+{
+    return INNER(s)->ops->snapshot_list(INNER(s), o, n, e);
+}
+static int r_snapshot_delete(store *s, const char *id, cube_err *e)
+{
+    return INNER(s)->ops->snapshot_delete(INNER(s), id, e);
+}
 static int r_volume_put(store *s, const Cube__Volume *v, cube_err *e)
 {
     return INNER(s)->ops->volume_put(INNER(s), v, e);
@@ -438,6 +454,10 @@ static const store_ops routes_ops = {
     .build_list = r_build_list,
     .build_delete_template = r_build_delete_template,
     .build_latest = r_build_latest,
+    .snapshot_put = r_snapshot_put,
+    .snapshot_get = r_snapshot_get,
+    .snapshot_list = r_snapshot_list,
+    .snapshot_delete = r_snapshot_delete,
     .node_seen = r_node_seen,
 };
 

@@ -33,6 +33,9 @@ static const char *const schema[] = {
     "NULL,"
     " data BLOB NOT NULL);"
     "CREATE INDEX builds_template ON builds(template_id, created_at_ms);",
+    /* version 5 */
+    "CREATE TABLE snapshots(snapshot_id TEXT PRIMARY KEY, created_at_ms INTEGER NOT NULL, data BLOB NOT "
+    "NULL);",
 };
 
 static int db_err(sqlite_store *s, cube_err *err, const char *what)
@@ -491,33 +494,41 @@ static int build_delete_template(store *base, const char *template_id, cube_err 
                    err);
 }
 
-static int build_put(store *base, const Cube__TemplateBuild *b, cube_err *err)
+/* INSERT of a packed record: sql binds the texts (1..nt), then at (an INTEGER time), then the blob;
+ * EEXIST when key is taken. */
+static int insert_packed(sqlite_store *s, const char *sql, const char *const *texts, int nt, int64_t at,
+                         const ProtobufCMessage *m, const char *what, const char *key, cube_err *err)
 {
-    sqlite_store *s = (sqlite_store *)base;
-    size_t len = protobuf_c_message_get_packed_size(&b->base);
+    size_t len = protobuf_c_message_get_packed_size(m);
     uint8_t *buf = malloc(len ? len : 1);
     if (!buf) return cube_err_set(err, ENOMEM, "out of memory");
-    protobuf_c_message_pack(&b->base, buf);
+    protobuf_c_message_pack(m, buf);
     int rc = 0;
     pthread_mutex_lock(&s->lock);
     sqlite3_stmt *st;
-    if (sqlite3_prepare_v2(s->db, "INSERT INTO builds VALUES(?,?,?,?)", -1, &st, NULL) != SQLITE_OK) {
-        rc = db_err(s, err, "put build");
+    if (sqlite3_prepare_v2(s->db, sql, -1, &st, NULL) != SQLITE_OK) {
+        rc = db_err(s, err, what);
     } else {
-        sqlite3_bind_text(st, 1, b->build_id, -1, SQLITE_STATIC);
-        sqlite3_bind_text(st, 2, b->template_id, -1, SQLITE_STATIC);
-        sqlite3_bind_int64(st, 3, b->created_at_ms);
-        sqlite3_bind_blob(st, 4, buf, (int)len, SQLITE_STATIC);
+        for (int i = 0; i < nt; i++) sqlite3_bind_text(st, i + 1, texts[i], -1, SQLITE_STATIC);
+        sqlite3_bind_int64(st, nt + 1, at);
+        sqlite3_bind_blob(st, nt + 2, buf, (int)len, SQLITE_STATIC);
         int r = sqlite3_step(st);
         if (r == SQLITE_CONSTRAINT)
-            rc = cube_err_set(err, EEXIST, "build '%s' exists", b->build_id);
+            rc = cube_err_set(err, EEXIST, "%s '%s' exists", what, key);
         else if (r != SQLITE_DONE)
-            rc = db_err(s, err, "put build");
+            rc = db_err(s, err, what);
         sqlite3_finalize(st);
     }
     pthread_mutex_unlock(&s->lock);
     free(buf);
     return rc;
+}
+
+static int build_put(store *base, const Cube__TemplateBuild *b, cube_err *err)
+{
+    const char *texts[] = {b->build_id, b->template_id};
+    return insert_packed((sqlite_store *)base, "INSERT INTO builds VALUES(?,?,?,?)", texts, 2,
+                         b->created_at_ms, &b->base, "build", b->build_id, err);
 }
 
 static Cube__TemplateBuild *build_get(store *base, const char *id, cube_err *err)
@@ -569,6 +580,32 @@ static Cube__TemplateBuild *build_latest(store *base, const char *template_id, c
         (sqlite_store *)base,
         "SELECT data FROM builds WHERE template_id=?1 ORDER BY created_at_ms DESC, rowid DESC LIMIT 1",
         template_id, &cube__template_build__descriptor, "build of template", err);
+}
+
+static int snapshot_put(store *base, const Cube__SnapshotInfo *si, cube_err *err)
+{
+    const char *texts[] = {si->snapshot_id};
+    return insert_packed((sqlite_store *)base, "INSERT INTO snapshots VALUES(?,?,?)", texts, 1,
+                         si->created_at_ms, &si->base, "snapshot", si->snapshot_id, err);
+}
+
+static Cube__SnapshotInfo *snapshot_get(store *base, const char *id, cube_err *err)
+{
+    return (Cube__SnapshotInfo *)get_packed((sqlite_store *)base,
+                                            "SELECT data FROM snapshots WHERE snapshot_id=?1", id,
+                                            &cube__snapshot_info__descriptor, "snapshot", err);
+}
+
+static int snapshot_list(store *base, Cube__SnapshotInfo ***out, size_t *n, cube_err *err)
+{
+    return list_packed((sqlite_store *)base,
+                       "SELECT data FROM snapshots ORDER BY created_at_ms DESC, snapshot_id DESC",
+                       &cube__snapshot_info__descriptor, (ProtobufCMessage ***)out, n, "list snapshots", err);
+}
+
+static int snapshot_delete(store *base, const char *id, cube_err *err)
+{
+    return exec_id((sqlite_store *)base, "DELETE FROM snapshots WHERE snapshot_id=?", id, "snapshot", err);
 }
 
 /* INSERT (a new secret) or an UPDATE conditional on the version the caller read. */
@@ -649,6 +686,12 @@ void store_free_builds(Cube__TemplateBuild **v, size_t n)
     free(v);
 }
 
+void store_free_snapshots(Cube__SnapshotInfo **v, size_t n)
+{
+    for (size_t i = 0; i < n; i++) cube__snapshot_info__free_unpacked(v[i], NULL);
+    free(v);
+}
+
 void store_free_volumes(Cube__Volume **v, size_t n)
 {
     for (size_t i = 0; i < n; i++) cube__volume__free_unpacked(v[i], NULL);
@@ -699,6 +742,10 @@ static const store_ops sqlite_ops = {
     .build_list = build_list,
     .build_delete_template = build_delete_template,
     .build_latest = build_latest,
+    .snapshot_put = snapshot_put,
+    .snapshot_get = snapshot_get,
+    .snapshot_list = snapshot_list,
+    .snapshot_delete = snapshot_delete,
 };
 
 store *store_sqlite_open(const char *path, cube_err *err)

@@ -1158,7 +1158,6 @@ const cube_rpc_method cubelet_methods[] = {
     M("PutBuildFile", cl_put_build_file, cube__build_file_chunk, cube__empty),
     M("VolumeFiles", cl_volume_files, cube__volume_file_request, cube__volume_file_response),
     M("TemplateTags", cl_template_tags, cube__template_tags_request, cube__template_tags_response),
-    M("ListSnapshots", cl_list_snapshots, cube__list_snapshots_request, cube__list_snapshots_response),
     M("DeleteTemplate", cl_delete_template, cube__template_ref, cube__empty),
     M("ExportTemplate", cl_export_template, cube__template_export_request, cube__template_chunk),
     M("ImportTemplate", cl_import_template, cube__template_chunk, cube__empty),

@@ -71,9 +71,8 @@ void cl_template_link(const cubelet *c, const char *full, char *out, size_t cap)
 int cl_tags_link(cubelet *c, const char *name, const char *build_id, char **tags, size_t n,
                  bool first_default, cube_err *err);
 int cl_template_tags(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *respp, cube_err *err);
-/* The masters' ListSnapshots and DeleteTemplate, on this node's files; deleted ones' files removed a while
- * after (the heartbeat loop). */
-int cl_list_snapshots(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *respp, cube_err *err);
+/* The masters' DeleteTemplate, on this node's files; deleted ones' files removed a while after (the heartbeat
+ * loop). */
 int cl_delete_template(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *respp, cube_err *err);
 void cl_sweep_deleted_templates(cubelet *c);
 /* template_copy.c: a build's layers packed for another node (ExportTemplate), a copy taken in

@@ -79,6 +79,7 @@ void cl_send_heartbeat(cubelet *c)
         sizes[i].from_template = t->from_template; /* a build: other nodes on the same base may take a copy */
         sizes[i].from_build = t->from_build;
         sizes[i].assigned_at_ms = t->assigned_at_ms;
+        sizes[i].snapshot_of = t->snapshot_of; /* the masters record a snapshot they have no record of */
         sptrs[i] = &sizes[i];
         for (cl_slot *s = c->slots; s; s = s->next) {
             if (s->tpl == t && s->state == SLOT_READY) entries[i].value++;

@@ -192,53 +192,7 @@ void cl_free_templates(cubelet *c)
     c->templates = NULL;
 }
 
-/* ---- snapshots and deletion: the node's own files, asked by the masters ---- */
-
-int cl_list_snapshots(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *respp, cube_err *err)
-{
-    (void)err;
-    cubelet *c = svc;
-    const Cube__ListSnapshotsRequest *req = reqp;
-    Cube__ListSnapshotsResponse *out = respp;
-    char dir[4200];
-    snprintf(dir, sizeof(dir), "%s/templates", c->cfg.data_dir);
-    DIR *d = opendir(dir);
-    size_t cap = 16;
-    out->snapshots = cube_rpc_alloc(ctx, cap * sizeof(*out->snapshots));
-    struct dirent *de;
-    while (d && out->snapshots && (de = readdir(d))) {
-        if (de->d_name[0] == '.') continue;
-        char p[4600];
-        snprintf(p, sizeof(p), "%s/%s/current/config.json", dir, de->d_name);
-        cube_tpl_config cfg;
-        cube_err rerr = {0};
-        if (cube_tpl_config_read(p, &cfg, &rerr) < 0) continue;
-        const char *of = cfg.snapshot_of;
-        if (*of && (!req->sandbox_id || !*req->sandbox_id || strcmp(of, req->sandbox_id) == 0)) {
-            if (out->n_snapshots == cap) {
-                Cube__SnapshotInfo **bigger = cube_rpc_alloc(ctx, 2 * cap * sizeof(*bigger));
-                if (!bigger) {
-                    cube_tpl_config_free(&cfg);
-                    break;
-                }
-                memcpy(bigger, out->snapshots, cap * sizeof(*bigger));
-                out->snapshots = bigger;
-                cap *= 2;
-            }
-            Cube__SnapshotInfo *si = cube_rpc_alloc(ctx, sizeof(*si));
-            if (si) {
-                cube__snapshot_info__init(si);
-                si->snapshot_id = cube_rpc_strdup(ctx, de->d_name);
-                si->sandbox_id = cube_rpc_strdup(ctx, of);
-                si->created_at_ms = cfg.created_at_ms;
-                out->snapshots[out->n_snapshots++] = si;
-            }
-        }
-        cube_tpl_config_free(&cfg);
-    }
-    if (d) closedir(d);
-    return 0;
-}
+/* ---- deletion: the node's own files, asked by the masters ---- */
 
 /* t is name itself or one of its tags */
 static bool of_template(const cl_template *t, const char *name)

@@ -98,7 +98,7 @@ test('creates spread across nodes; both masters answer for every sandbox; comman
   }
 });
 
-test('a volume is held by one node: its sandboxes run there and share its files; snapshots are listed and deleted through the nodes', async () => {
+test('a volume is held by one node: its sandboxes run there and share its files; a snapshot too, recorded in the store', async () => {
   const { Volume } = await import('e2b');
   const vol = await Volume.create(`cluster-vol-${Date.now()}`);
   const sbs = [];
@@ -110,7 +110,7 @@ test('a volume is held by one node: its sandboxes run there and share its files;
     for (const s of sbs) assert.equal(await s.files.read('/v/hello.txt'), 'from the volume api');
     await sbs[2].files.write('/v/back.txt', 'from a sandbox');
     assert.equal(await vol.readFile('/back.txt'), 'from a sandbox');
-    // a snapshot is its node's files: listed and deleted through the masters, which hold none
+    // a snapshot is its node's files and a record in the shared store: either master lists it at once
     const snap = await Sandbox.createSnapshot(sbs[0].sandboxId);
     const listed = await sbs[0].listSnapshots().nextItems();
     assert.ok(listed.some((s) => s.snapshotId === snap.snapshotId), JSON.stringify(listed));

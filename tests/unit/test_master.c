@@ -34,7 +34,7 @@ typedef struct fake_node {
     char rules[512]; /* the header rules of the last create or network update: "host header=value;..." */
     int network_updates;
     char vol_ops[512]; /* the VolumeFiles calls it answered: "op:volume:path;..." */
-    char holds[128];   /* its templates and snapshots, ",a,b,": ListSnapshots, DeleteTemplate */
+    char holds[128];   /* its templates and snapshots, ",a,b,": SnapshotSandbox, DeleteTemplate */
     int refuse_delete; /* DeleteTemplate answers EBUSY */
 } fake_node;
 
@@ -179,26 +179,23 @@ static int fake_volume_files(void *svc, cube_rpc_ctx *ctx, const void *reqp, voi
     return 0;
 }
 
-/* every template it holds is a snapshot of sandbox "sb-1" */
-static int fake_list_snapshots(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *respp, cube_err *err)
+/* SnapshotSandbox: the snapshot joins what it holds (a name it holds is refused) */
+static int fake_snapshot(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *respp, cube_err *err)
 {
-    (void)reqp, (void)err;
+    (void)ctx, (void)respp;
     fake_node *f = svc;
-    Cube__ListSnapshotsResponse *out = respp;
+    const Cube__NodeSnapshotRequest *req = reqp;
+    char key[80];
+    snprintf(key, sizeof(key), ",%s,", req->snapshot_id);
     pthread_mutex_lock(&f->lock);
-    char held[128];
-    snprintf(held, sizeof(held), "%s", f->holds);
+    int rc = 0;
+    if (strstr(f->holds, key))
+        rc = cube_err_set(err, EEXIST, "template '%s' exists", req->snapshot_id);
+    else
+        snprintf(f->holds + strlen(f->holds), sizeof(f->holds) - strlen(f->holds), "%s%s,",
+                 f->holds[0] ? "" : ",", req->snapshot_id);
     pthread_mutex_unlock(&f->lock);
-    out->snapshots = cube_rpc_alloc(ctx, 8 * sizeof(*out->snapshots));
-    char *save = NULL;
-    for (char *t = strtok_r(held, ",", &save); t && out->n_snapshots < 8; t = strtok_r(NULL, ",", &save)) {
-        Cube__SnapshotInfo *si = cube_rpc_alloc(ctx, sizeof(*si));
-        cube__snapshot_info__init(si);
-        si->snapshot_id = cube_rpc_strdup(ctx, t);
-        si->sandbox_id = "sb-1";
-        out->snapshots[out->n_snapshots++] = si;
-    }
-    return 0;
+    return rc;
 }
 
 static int fake_delete_template(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *respp, cube_err *err)
@@ -307,7 +304,7 @@ static const cube_rpc_method fake_methods[] = {
     C("ListSandboxes", fake_list, cube__empty, cube__node_list_response),
     C("UpdateNetwork", fake_network, cube__node_network_request, cube__empty),
     C("VolumeFiles", fake_volume_files, cube__volume_file_request, cube__volume_file_response),
-    C("ListSnapshots", fake_list_snapshots, cube__list_snapshots_request, cube__list_snapshots_response),
+    C("SnapshotSandbox", fake_snapshot, cube__node_snapshot_request, cube__empty),
     C("DeleteTemplate", fake_delete_template, cube__template_ref, cube__empty),
     C("ExportTemplate", fake_export, cube__template_export_request, cube__template_chunk),
     C("ImportTemplate", fake_import, cube__template_chunk, cube__empty),
@@ -956,78 +953,22 @@ START_TEST(a_volume_lives_on_one_node)
 }
 END_TEST
 
-/* Snapshots and template files are the nodes': listed from every live node (once each), deleted by each node
- * that holds them (one refusing is the answer), 404 when none does, refused while a sandbox uses it. */
-START_TEST(snapshots_and_deletes_are_the_nodes)
-{
-    fake_node f[2];
-    fake_start(&f[0], "node-1");
-    fake_start(&f[1], "node-2");
-    snprintf(f[0].holds, sizeof(f[0].holds), ",snap-a,");
-    snprintf(f[1].holds, sizeof(f[1].holds), ",snap-a,snap-b,");
-    heartbeat(&f[0], 0);
-    heartbeat(&f[1], 0);
-    cube_err err = {0};
-    Cube__ListSnapshotsRequest lr = CUBE__LIST_SNAPSHOTS_REQUEST__INIT;
-    ProtobufCMessage *r = NULL;
-    ck_assert_msg(cube_rpc_call(mc, "/cube.Master/ListSnapshots", &lr.base,
-                                &cube__list_snapshots_response__descriptor, &r, NULL, &err) == 0,
-                  "%s", err.msg);
-    const Cube__ListSnapshotsResponse *l = (const Cube__ListSnapshotsResponse *)r;
-    ck_assert_int_eq(l->n_snapshots, 2);
-    protobuf_c_message_free_unpacked(r, NULL);
-
-    Cube__TemplateRef ref = CUBE__TEMPLATE_REF__INIT;
-    ref.template_id = "snap-a";
-    ck_assert_msg(cube_rpc_call(mc, "/cube.Master/DeleteTemplate", &ref.base, &cube__empty__descriptor, &r,
-                                NULL, &err) == 0,
-                  "%s", err.msg);
-    protobuf_c_message_free_unpacked(r, NULL);
-    char held[2][128];
-    for (int i = 0; i < 2; i++) {
-        pthread_mutex_lock(&f[i].lock);
-        snprintf(held[i], sizeof(held[i]), "%s", f[i].holds);
-        pthread_mutex_unlock(&f[i].lock);
-    }
-    ck_assert_str_eq(held[0], ",");
-    ck_assert_str_eq(held[1], ",snap-b,");
-    ck_assert_int_eq(
-        cube_rpc_call(mc, "/cube.Master/DeleteTemplate", &ref.base, &cube__empty__descriptor, &r, NULL, &err),
-        -1);
-    ck_assert_int_eq(err.code, ENOENT);
-    pthread_mutex_lock(&f[1].lock);
-    f[1].refuse_delete = 1;
-    pthread_mutex_unlock(&f[1].lock);
-    ref.template_id = "snap-b";
-    ck_assert_int_eq(
-        cube_rpc_call(mc, "/cube.Master/DeleteTemplate", &ref.base, &cube__empty__descriptor, &r, NULL, &err),
-        -1);
-    ck_assert_msg(err.code == EBUSY && strstr(err.msg, "built on"), "%d %s", err.code, err.msg);
-    /* a sandbox of it (here: of base) keeps it */
-    char id[64];
-    ck_assert_msg(create(id, NULL, &err) == 0, "%s", err.msg);
-    ref.template_id = "base";
-    ck_assert_int_eq(
-        cube_rpc_call(mc, "/cube.Master/DeleteTemplate", &ref.base, &cube__empty__descriptor, &r, NULL, &err),
-        -1);
-    ck_assert_msg(err.code == EBUSY && strstr(err.msg, id), "%s", err.msg);
-    fake_stop(&f[0]);
-    fake_stop(&f[1]);
-}
-END_TEST
-
-/* A heartbeat reporting templates with their builds: "name=build[<base@build]" each */
+/* A heartbeat reporting templates with their builds: "name=build[<base@build][#MS][^SANDBOX]" each (^: a
+ * snapshot of that sandbox) */
 static void heartbeat_builds(fake_node *f, const char **tpls, size_t n)
 {
     Cube__NodeInfo ni = CUBE__NODE_INFO__INIT;
     ni.node_id = f->id;
     ni.address = f->addr;
     ni.backend = "ns";
-    char *names[8], buf[8][4][64];
+    char *names[8], buf[8][5][64];
     Cube__TemplateSize sizes[8], *sp[8];
     for (size_t i = 0; i < n; i++) {
         char tmp[128];
         snprintf(tmp, sizeof(tmp), "%s", tpls[i]);
+        char *caret = strchr(tmp, '^');
+        if (caret) *caret = '\0';
+        snprintf(buf[i][4], 64, "%s", caret ? caret + 1 : "");
         char *hash = strchr(tmp, '#'); /* "#MS": when the node's link moved */
         if (hash) *hash = '\0';
         char *eq = strchr(tmp, '='), *lt = strchr(tmp, '<'), *at = lt ? strchr(lt, '@') : NULL;
@@ -1045,6 +986,7 @@ static void heartbeat_builds(fake_node *f, const char **tpls, size_t n)
         sizes[i].from_template = buf[i][2];
         sizes[i].from_build = buf[i][3];
         sizes[i].assigned_at_ms = hash ? atoll(hash + 1) : 0;
+        sizes[i].snapshot_of = buf[i][4];
         sp[i] = &sizes[i];
     }
     ni.n_templates = n;
@@ -1058,6 +1000,103 @@ static void heartbeat_builds(fake_node *f, const char **tpls, size_t n)
                   "heartbeat: %s", err.msg);
     protobuf_c_message_free_unpacked(r, NULL);
 }
+
+/* A sandbox's snapshot as a template: the sandbox's node makes it, then a record in the store says which. */
+static int snapshot(const char *sandbox, const char *name, cube_err *err)
+{
+    Cube__CreateSnapshotRequest req = CUBE__CREATE_SNAPSHOT_REQUEST__INIT;
+    req.sandbox_id = (char *)sandbox;
+    req.name = (char *)name;
+    ProtobufCMessage *r = NULL;
+    int rc = cube_rpc_call(mc, "/cube.Master/CreateSnapshot", &req.base, &cube__snapshot_info__descriptor, &r,
+                           NULL, err);
+    if (r) protobuf_c_message_free_unpacked(r, NULL);
+    return rc;
+}
+
+/* "id@node" of each snapshot listed (of sandbox, when given), newest first */
+static void list_snapshots_of(const char *sandbox, char out[256])
+{
+    Cube__ListSnapshotsRequest lr = CUBE__LIST_SNAPSHOTS_REQUEST__INIT;
+    lr.sandbox_id = (char *)sandbox;
+    ProtobufCMessage *r = NULL;
+    cube_err err = {0};
+    ck_assert_msg(cube_rpc_call(mc, "/cube.Master/ListSnapshots", &lr.base,
+                                &cube__list_snapshots_response__descriptor, &r, NULL, &err) == 0,
+                  "%s", err.msg);
+    const Cube__ListSnapshotsResponse *l = (const Cube__ListSnapshotsResponse *)r;
+    size_t len = 0;
+    out[0] = '\0';
+    for (size_t i = 0; i < l->n_snapshots; i++)
+        len += (size_t)snprintf(out + len, 256 - len, "%s@%s:%s;", l->snapshots[i]->snapshot_id,
+                                l->snapshots[i]->node_id, l->snapshots[i]->sandbox_id);
+    protobuf_c_message_free_unpacked(r, NULL);
+}
+
+static int delete_tpl(const char *id, cube_err *err)
+{
+    Cube__TemplateRef ref = CUBE__TEMPLATE_REF__INIT;
+    ref.template_id = (char *)id;
+    ProtobufCMessage *r = NULL;
+    int rc =
+        cube_rpc_call(mc, "/cube.Master/DeleteTemplate", &ref.base, &cube__empty__descriptor, &r, NULL, err);
+    if (r) protobuf_c_message_free_unpacked(r, NULL);
+    return rc;
+}
+
+/* Snapshots are records in the store: made by the sandbox's node (a name taken is refused), listed whoever is
+ * up, a registering node's unrecorded ones recorded; deleted by every node holding the files (one refusing
+ * is the answer), the record with them, kept while its node does not answer. A sandbox keeps its template. */
+START_TEST(snapshots_are_records_their_nodes_hold)
+{
+    fake_node f[2];
+    fake_start(&f[0], "node-1");
+    fake_start(&f[1], "node-2");
+    heartbeat(&f[0], 0);
+    cube_err err = {0};
+    char id[64], node[64], want[256], got[256];
+    ck_assert_msg(create(id, node, &err) == 0, "%s", err.msg);
+    ck_assert_msg(snapshot(id, "snap-a", &err) == 0, "%s", err.msg);
+    ck_assert_int_eq(snapshot(id, "snap-a", &err), -1);
+    ck_assert_int_eq(err.code, EEXIST);
+    ck_assert_int_eq(snapshot("no-such-sandbox", "snap-c", &err), -1);
+    ck_assert_int_eq(err.code, ENOENT);
+    /* node-2 registers holding one made before records were kept */
+    snprintf(f[1].holds, sizeof(f[1].holds), ",snap-b,");
+    const char *tpls[] = {"snap-b=s1#1000^sb-old"};
+    heartbeat_builds(&f[1], tpls, 1);
+    snprintf(want, sizeof(want), "snap-a@node-1:%s;snap-b@node-2:sb-old;", id);
+    list_snapshots_of(NULL, got);
+    ck_assert_str_eq(got, want);
+    snprintf(want, sizeof(want), "snap-a@node-1:%s;", id);
+    list_snapshots_of(id, got);
+    ck_assert_str_eq(got, want);
+
+    ck_assert_int_eq(delete_tpl("base", &err), -1); /* the sandbox of base keeps it */
+    ck_assert_msg(err.code == EBUSY && strstr(err.msg, id), "%s", err.msg);
+    ck_assert_msg(delete_tpl("snap-a", &err) == 0, "%s", err.msg);
+    pthread_mutex_lock(&f[0].lock);
+    ck_assert_str_eq(f[0].holds, ",");
+    pthread_mutex_unlock(&f[0].lock);
+    list_snapshots_of(NULL, got);
+    ck_assert_str_eq(got, "snap-b@node-2:sb-old;");
+    ck_assert_int_eq(delete_tpl("snap-a", &err), -1);
+    ck_assert_int_eq(err.code, ENOENT);
+    pthread_mutex_lock(&f[1].lock);
+    f[1].refuse_delete = 1;
+    pthread_mutex_unlock(&f[1].lock);
+    ck_assert_int_eq(delete_tpl("snap-b", &err), -1);
+    ck_assert_msg(err.code == EBUSY && strstr(err.msg, "built on"), "%d %s", err.code, err.msg);
+    /* its node silent: the record stays, and the answer says why */
+    usleep(600 * 1000);
+    ck_assert_int_eq(delete_tpl("snap-b", &err), -1);
+    ck_assert_msg(strstr(err.msg, "node-2, which is not answering"), "%d %s", err.code, err.msg);
+    list_snapshots_of(NULL, got);
+    ck_assert_str_eq(got, "snap-b@node-2:sb-old;");
+    fake_stop(&f[0]);
+    fake_stop(&f[1]);
+}
+END_TEST
 
 static void copies_done(void)
 {
@@ -1186,7 +1225,7 @@ int main(void)
     tcase_add_test(tc, a_node_removed_under_a_call_in_flight);
     tcase_add_test(tc, secrets_fill_rules_for_the_node_only);
     tcase_add_test(tc, a_volume_lives_on_one_node);
-    tcase_add_test(tc, snapshots_and_deletes_are_the_nodes);
+    tcase_add_test(tc, snapshots_are_records_their_nodes_hold);
     tcase_add_test(tc, a_build_is_copied_to_nodes_that_lack_it);
     tcase_add_test(tc, builds_are_listed_with_their_states);
     tcase_add_test(tc, a_rollback_takes_the_new_agent_or_ends_the_record);

@@ -276,6 +276,52 @@ START_TEST(builds)
 }
 END_TEST
 
+/* snapshots: ids unique, listed newest first, deleted once */
+START_TEST(snapshots)
+{
+    if (skip(_i)) return;
+    store *st = open_backend(_i);
+    cube_err err = {0};
+    char old[64], young[64];
+    snprintf(old, sizeof(old), "snap-old-%d", getpid());
+    snprintf(young, sizeof(young), "snap-new-%d", getpid());
+    Cube__SnapshotInfo si = CUBE__SNAPSHOT_INFO__INIT;
+    si.snapshot_id = old;
+    si.sandbox_id = "sb-1";
+    si.node_id = "node-a";
+    si.template_id = "base";
+    si.created_at_ms = 4102444800000LL; /* after any other run's: first in the list */
+    ck_assert_msg(st->ops->snapshot_put(st, &si, &err) == 0, "%s", err.msg);
+    ck_assert_int_eq(st->ops->snapshot_put(st, &si, &err), -1);
+    ck_assert_int_eq(err.code, EEXIST);
+    si.snapshot_id = young;
+    si.created_at_ms += 1000;
+    ck_assert_int_eq(st->ops->snapshot_put(st, &si, &err), 0);
+    Cube__SnapshotInfo **all;
+    size_t n;
+    ck_assert_int_eq(st->ops->snapshot_list(st, &all, &n, &err), 0);
+    ck_assert_uint_ge(n, 2);
+    ck_assert_str_eq(all[0]->snapshot_id, young);
+    ck_assert_str_eq(all[1]->snapshot_id, old);
+    ck_assert_str_eq(all[1]->node_id, "node-a");
+    ck_assert_str_eq(all[1]->template_id, "base");
+    store_free_snapshots(all, n);
+    Cube__SnapshotInfo *g = st->ops->snapshot_get(st, old, &err);
+    ck_assert_ptr_nonnull(g);
+    ck_assert_str_eq(g->sandbox_id, "sb-1");
+    cube__snapshot_info__free_unpacked(g, NULL);
+    for (int i = 0; i < 2; i++) {
+        const char *id = i ? young : old;
+        ck_assert_int_eq(st->ops->snapshot_delete(st, id, &err), 0);
+        ck_assert_int_eq(st->ops->snapshot_delete(st, id, &err), -1);
+        ck_assert_int_eq(err.code, ENOENT);
+        ck_assert_ptr_null(st->ops->snapshot_get(st, id, &err));
+        ck_assert_int_eq(err.code, ENOENT);
+    }
+    st->ops->close(st);
+}
+END_TEST
+
 /* a secret's record: names unique, an update only from the version read, the list in name order */
 START_TEST(secrets)
 {
@@ -606,6 +652,7 @@ int main(void)
     tcase_add_loop_test(tc, volumes, 0, 2);
     tcase_add_loop_test(tc, secrets, 0, 2);
     tcase_add_loop_test(tc, builds, 0, 2);
+    tcase_add_loop_test(tc, snapshots, 0, 2);
     tcase_add_test(tc, two_masters_claim_once);
     tcase_add_test(tc, mysql_reconnects_after_a_restart);
     tcase_add_test(tc, redis_routes_follow_the_store_in_order);
