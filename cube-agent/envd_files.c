@@ -179,6 +179,10 @@ typedef struct upload {
     const char *qpath; /* ?path= (MHD owns the string for the request's lifetime) */
     cJSON *written;
     int failed;
+    /* the part being written: MHD may call with offset 0 twice for one part (first with no bytes, before
+     * its data arrived), so a new part is offset 0 after bytes of this one, or under another name */
+    uint64_t part_bytes;
+    char part_name[4096];
 } upload;
 
 static void upload_free(void *p)
@@ -265,7 +269,9 @@ static enum MHD_Result on_part(void *cls, enum MHD_ValueKind kind, const char *k
     upload *up = req->state;
     if (up->failed || !key || strcmp(key, "file") != 0)
         return MHD_YES; /* a part without a name is not a file */
-    if (off == 0) {
+    bool same_part =
+        up->fd >= 0 && up->part_bytes == 0 && strcmp(filename ? filename : "", up->part_name) == 0;
+    if (off == 0 && !same_part) {
         /* a new part: ?path= names the single destination, else the part's filename does */
         const char *dest = up->qpath && *up->qpath ? up->qpath : filename;
         if (!dest || !*dest) {
@@ -277,7 +283,10 @@ static enum MHD_Result on_part(void *cls, enum MHD_ValueKind kind, const char *k
             up->failed = 1;
             return MHD_NO;
         }
+        up->part_bytes = 0;
+        snprintf(up->part_name, sizeof(up->part_name), "%s", filename ? filename : "");
     }
+    up->part_bytes += size;
     if (size && write_all(up, req, data, size) < 0) {
         up->failed = 1;
         return MHD_NO;

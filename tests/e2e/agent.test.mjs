@@ -99,6 +99,12 @@ test('commands: pty', async () => {
 test('files: text, binary 256 KiB and 16 MiB, nested parents', async () => {
   await sbx.files.write(`${dir}/a/b/c/hello.txt`, 'hello world');
   assert.equal(await sbx.files.read(`${dir}/a/b/c/hello.txt`), 'hello world');
+  // what a write answers: the file written, once (a one-byte file too), and each of several once
+  const one = await sbx.files.write(`${dir}/one-byte.txt`, '1');
+  assert.equal(one.path, `${dir}/one-byte.txt`, JSON.stringify(one));
+  const many = await sbx.files.write([{ path: `${dir}/m/x.txt`, data: 'x' }, { path: `${dir}/m/y.txt`, data: 'yy' }]);
+  assert.deepEqual(many.map((e) => e.path), [`${dir}/m/x.txt`, `${dir}/m/y.txt`]);
+  assert.equal(await sbx.files.read(`${dir}/m/y.txt`), 'yy');
 
   const small = randomBytes(256 * 1024);
   await sbx.files.write(`${dir}/small.bin`, new Blob([small]));

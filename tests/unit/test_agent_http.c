@@ -231,6 +231,60 @@ START_TEST(files_range_and_gzip_upload)
 }
 END_TEST
 
+/* A multipart upload as the SDK sends one (chunked): each part's headers and bytes in chunks of their own, so
+ * the post processor sees a part before its data. Each file is written once and listed once. */
+START_TEST(files_multipart_lists_each_file_once)
+{
+    char dir[] = "/tmp/cube-multi-XXXXXX";
+    ck_assert_ptr_nonnull(mkdtemp(dir));
+    char body[2048], req[4096], path[2][128];
+    size_t bl = 0;
+    const char *chunks[8];
+    size_t nc = 0;
+    char part_head[2][512];
+    for (int i = 0; i < 2; i++) {
+        snprintf(path[i], sizeof(path[i]), "%s/sub/f%d.txt", dir, i);
+        snprintf(part_head[i], sizeof(part_head[i]),
+                 "%s--XyZ\r\nContent-Disposition: form-data; name=\"file\"; filename=\"%s\"\r\n"
+                 "Content-Type: application/octet-stream\r\n\r\n",
+                 i ? "\r\n" : "", path[i]);
+        chunks[nc++] = part_head[i];
+        chunks[nc++] = i ? "B" : "A"; /* at most 4 bytes: a first call with none of them */
+    }
+    chunks[nc++] = "\r\n--XyZ--\r\n";
+    for (size_t i = 0; i < nc; i++)
+        bl += (size_t)snprintf(body + bl, sizeof(body) - bl, "%zx\r\n%s\r\n", strlen(chunks[i]), chunks[i]);
+    bl += (size_t)snprintf(body + bl, sizeof(body) - bl, "0\r\n\r\n");
+    int hl = snprintf(req, sizeof(req),
+                      "POST /files HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: "
+                      "multipart/form-data; boundary=XyZ\r\nTransfer-Encoding: chunked\r\n\r\n%s",
+                      body);
+    char *resp = roundtrip(req, (size_t)hl, NULL);
+    ck_assert_msg(status_of(resp) == 200, "%s", resp);
+    char *json = strstr(resp, "\r\n\r\n");
+    ck_assert_ptr_nonnull(json);
+    cJSON *list = cJSON_Parse(json + 4);
+    ck_assert_msg(cJSON_IsArray(list) && cJSON_GetArraySize(list) == 2, "%s", json + 4);
+    for (int i = 0; i < 2; i++)
+        ck_assert_str_eq(cJSON_GetObjectItem(cJSON_GetArrayItem(list, i), "path")->valuestring, path[i]);
+    cJSON_Delete(list);
+    free(resp);
+    for (int i = 0; i < 2; i++) {
+        char got[64] = "";
+        FILE *f = fopen(path[i], "r");
+        ck_assert_ptr_nonnull(f);
+        ck_assert_ptr_nonnull(fgets(got, sizeof(got), f));
+        fclose(f);
+        ck_assert_str_eq(got, i ? "B" : "A");
+        ck_assert_int_eq(unlink(path[i]), 0);
+    }
+    char sub[160];
+    snprintf(sub, sizeof(sub), "%s/sub", dir);
+    ck_assert_int_eq(rmdir(sub), 0);
+    ck_assert_int_eq(rmdir(dir), 0);
+}
+END_TEST
+
 START_TEST(routing_and_init_errors)
 {
     const char *req = "GET /nope HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
@@ -268,6 +322,7 @@ int main(void)
     tcase_add_test(tc, files_bad_paths_and_bodies);
     tcase_add_test(tc, routing_and_init_errors);
     tcase_add_test(tc, files_range_and_gzip_upload);
+    tcase_add_test(tc, files_multipart_lists_each_file_once);
     suite_add_tcase(s, tc);
     return cube_run_suite(s);
 }
