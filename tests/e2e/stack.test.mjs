@@ -554,6 +554,11 @@ test('a private sandbox (allowPublicTraffic: false) answers on its ports only wi
     assert.match((await none.json()).message, /e2b-traffic-access-token/);
     assert.equal((await get(priv, { 'e2b-traffic-access-token': '0'.repeat(32) })).status, 403);
     assert.equal((await get(pub, { 'e2b-traffic-access-token': priv.trafficAccessToken })).status, 200);
+    // getHost(port) names this machine's proxy (<port>-<id>.localhost:<proxy port>), never the public e2b.app;
+    // curl resolves *.localhost to loopback itself (Node's resolver does not: the headers above are its way)
+    const host = pub.getHost(8000);
+    assert.equal(host, `8000-${pub.sandboxId}.localhost:${new URL(process.env.E2B_SANDBOX_URL).port}`);
+    assert.match(execFileSync('curl', ['-s', '-o', '/dev/null', '-w', '%{http_code}', `http://${host}/`]).toString(), /^200$/);
     // the SDK's own calls go to the agent, guarded by its envd token, and need no traffic token
     assert.equal((await priv.commands.run('echo inside')).stdout, 'inside\n');
     // chosen at create only
