@@ -7,28 +7,62 @@ import io
 import json
 import os
 import sys
+import threading
 import time
 import traceback
 
 _events = os.fdopen(3, "w", buffering=1)
+_emit_lock = threading.Lock()
+_streams = []  # the running execution's stdout and stderr
 
 
 def _emit(obj):
-    _events.write(json.dumps(obj) + "\n")
-    _events.flush()
+    if obj["type"] not in ("stdout", "stderr"):
+        for st in _streams:  # what was printed comes before what follows it
+            st.flush()
+    with _emit_lock:
+        _events.write(json.dumps(obj) + "\n")
+        _events.flush()
 
 
+# Output goes out a line at a time, as a terminal shows it: print("x") is one "x\n" event, not "x" then "\n".
+# A line still unfinished goes out on flush(), before any other event, at the end, or 0.1 s after it was begun
+# (a progress line the code keeps writing to shows up while it runs).
 class _Stream(io.TextIOBase):
     def __init__(self, kind):
         self.kind = kind
+        self.buf = ""
+        self.lock = threading.RLock()
+        self.timer = None
 
     def write(self, s):
-        if s:
-            _emit({"type": self.kind, "text": s, "timestamp": time.time_ns() // 1000})
+        if not isinstance(s, str):
+            raise TypeError("write() argument must be str, not %s" % type(s).__name__)
+        with self.lock:
+            self.buf += s
+            cut = self.buf.rfind("\n") + 1
+            if cut:
+                out, self.buf = self.buf[:cut], self.buf[cut:]
+                self._send(out)
+            if self.buf and self.timer is None:
+                self.timer = threading.Timer(0.1, self.flush)
+                self.timer.daemon = True
+                self.timer.start()
         return len(s)
 
+    def _send(self, text):
+        with _emit_lock:
+            _events.write(json.dumps({"type": self.kind, "text": text, "timestamp": time.time_ns() // 1000}) + "\n")
+            _events.flush()
+
     def flush(self):
-        pass
+        with self.lock:
+            if self.timer is not None:
+                self.timer.cancel()
+                self.timer = None
+            if self.buf:
+                out, self.buf = self.buf, ""
+                self._send(out)
 
     def isatty(self):
         return False
@@ -121,6 +155,7 @@ def main():
         saved = {k: os.environ.get(k) for k in env}
         os.environ.update({str(k): str(v) for k, v in env.items()})
         sys.stdout, sys.stderr = _Stream("stdout"), _Stream("stderr")
+        _streams[:] = [sys.stdout, sys.stderr]
         try:
             _run(req.get("code", ""), ns)
         except BaseException as e:  # the user's code may raise anything, KeyboardInterrupt included
@@ -130,6 +165,9 @@ def main():
             tb = traceback.format_exception(type(e), e, tb)
             _emit({"type": "error", "name": type(e).__name__, "value": str(e), "traceback": "".join(tb)})
         finally:
+            for st in _streams:
+                st.flush()
+            _streams.clear()
             sys.stdout, sys.stderr = real_out, real_err
             for k, v in saved.items():
                 if v is None:

@@ -156,10 +156,19 @@ test('runCode: value, state, stdout, error, streaming', async () => {
   assert.equal(err.error.name, 'ZeroDivisionError');
   assert.match(err.error.traceback, /ZeroDivisionError/);
   const streamed = [];
-  await ci.runCode('import time\nfor i in range(3):\n    print(i, flush=True)\n    time.sleep(0.2)', {
+  await ci.runCode('import time\nfor i in range(3):\n    print(i)\n    time.sleep(0.2)\nprint("no newline", end="")', {
     onStdout: (m) => streamed.push(m.line),
   });
-  assert.equal(streamed.join(''), '0\n1\n2\n');
+  // a line an event, as Jupyter sends them (print's text and its newline are two writes); the unfinished
+  // last line too
+  assert.deepEqual(streamed, ['0\n', '1\n', '2\n', 'no newline']);
+  // a line being written shows while the code runs on
+  const parts = [];
+  await ci.runCode('import time\nprint("working", end="")\ntime.sleep(0.6)\nprint(" done")', {
+    onStdout: (m) => parts.push([m.line, Date.now()]),
+  });
+  assert.deepEqual(parts.map((p) => p[0]), ['working', ' done\n']);
+  assert.ok(parts[1][1] - parts[0][1] >= 400, JSON.stringify(parts));
 });
 
 test('runCode: contexts keep separate state; env vars per execution', async () => {
