@@ -1,6 +1,8 @@
 /* The agent's whole life, from its command line: what cube-agent's main runs, and what cube-zygote runs in a
  * sandbox's PID 1 in place of exec'ing cube-agent (see agent_main.h). */
+#include <errno.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -100,8 +102,30 @@ int agent_main(int argc, char **argv)
             cube_log_warn("ready descriptor not writable", "fd=%lld", ready_fd);
         close((int)ready_fd);
     }
+    /* As a sandbox's PID 1, a stop comes from outside its PID namespace (the hypervisor), where the sender
+     * has no pid in ours (si_pid 0). `kill 1` by code in the sandbox is not a stop, as SIGTERM to a VM's init
+     * is not a power-off: the sandbox would end under its user (the SDK's calls then fail as "not running").
+     */
+    bool pid1 = getpid() == 1;
+    siginfo_t si;
     int sig;
-    while (sigwait(&set, &sig) == 0 && sig == SIGCHLD) children_reap();
+    for (;;) {
+        sig = sigwaitinfo(&set, &si);
+        if (sig < 0) {
+            if (errno == EINTR) continue;
+            break;
+        }
+        if (sig == SIGCHLD) {
+            children_reap();
+            continue;
+        }
+        if (pid1 && si.si_pid != 0) {
+            cube_log_warn("a stop signal from inside the sandbox ignored", "signal=%d pid=%d", sig,
+                          (int)si.si_pid);
+            continue;
+        }
+        break;
+    }
     cube_log_info("agent stopping", "signal=%d", sig);
     /* Processes the agent started go with it. The HTTP servers are not stopped one connection at a time:
      * a stream may be waiting for its next keepalive, and process exit closes every socket at once. */

@@ -610,9 +610,14 @@ test('disk is disk: filling it is ENOSPC to the writer; the sandbox answers, kee
   }
 });
 
-test('the agent outlives what it runs: a memory bomb, then a fork bomb killed through the SDK', async () => {
+test('the agent outlives what it runs: kill 1 from inside, a memory bomb, then a fork bomb killed through the SDK', async () => {
   const sbx = await Sandbox.create();
   try {
+    // code in the sandbox, even as root, signalling PID 1 does not end the sandbox (a VM's init neither)
+    const sigs = await sbx.commands.run('for s in TERM INT HUP QUIT USR1; do kill -$s 1; done; sleep 0.2; echo sent', { user: 'root' });
+    assert.equal(sigs.stdout, 'sent\n');
+    assert.equal((await sbx.commands.run('echo alive')).stdout, 'alive\n');
+    assert.equal(await sbx.isRunning(), true);
     // what the agent starts is the OOM killer's first choice, never the agent
     const scores = (await sbx.commands.run('cat /proc/self/oom_score_adj')).stdout.trim();
     assert.equal(scores, '500');
