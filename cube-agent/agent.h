@@ -9,11 +9,12 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "envd_version.h"
 #include "err.h"
 #include "http.h"
 #include "proc.h"
 
-#define ENVD_VERSION "0.5.7"
+#define ENVD_VERSION CUBE_ENVD_VERSION
 
 typedef struct watch_table watch_table;
 

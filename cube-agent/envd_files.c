@@ -14,6 +14,7 @@
 #include <zlib.h>
 
 #include "agent.h"
+#include "file_meta.h"
 #include "connect.h"
 
 void envd_files_get(agent *a, http_req *req);
@@ -178,6 +179,7 @@ typedef struct upload {
     char path[4096];
     const char *qpath; /* ?path= (MHD owns the string for the request's lifetime) */
     cJSON *written;
+    cJSON *meta; /* X-Metadata-* pairs every file written gets; NULL: none given */
     int failed;
     /* the part being written: MHD may call with offset 0 twice for one part (first with no bytes, before
      * its data arrived), so a new part is offset 0 after bytes of this one, or under another name */
@@ -192,6 +194,7 @@ static void upload_free(void *p)
     if (up->fd >= 0) close(up->fd);
     if (up->gz) inflateEnd(&up->z);
     cJSON_Delete(up->written);
+    cJSON_Delete(up->meta);
     free(up);
 }
 
@@ -233,11 +236,18 @@ static int open_dest(upload *up, http_req *req, const char *name)
         return -1;
     }
     up->fd = fd;
+    cube_err merr = {0};
+    if (up->meta && file_meta_apply(fd, up->meta, &merr) < 0) {
+        http_reply_error(req, merr.code == ENOSPC || merr.code == E2BIG ? 400 : 500, "%s: %s", up->path,
+                         merr.msg);
+        return -1;
+    }
     cJSON *entry = cJSON_CreateObject();
     char *copy = strdup(up->path);
     cJSON_AddStringToObject(entry, "path", up->path);
     cJSON_AddStringToObject(entry, "name", copy ? basename(copy) : up->path);
     cJSON_AddStringToObject(entry, "type", "file");
+    if (up->meta) cJSON_AddItemToObject(entry, "metadata", cJSON_Duplicate(up->meta, 1));
     free(copy);
     cJSON_AddItemToArray(up->written, entry);
     return 0;
@@ -322,6 +332,10 @@ static int begin_upload(agent *a, http_req *req)
     }
     if (!files_authorized(a, req, "write", http_query(req, "username"), up->qpath ? up->qpath : "")) {
         http_reply_error(req, 401, "missing or invalid access token or signature");
+        return -1;
+    }
+    if (file_meta_from_headers(req, &up->meta, &err) < 0) {
+        http_reply_error(req, 400, "%s", err.msg);
         return -1;
     }
     const char *ct = http_header(req, "Content-Type");

@@ -13,6 +13,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "file_meta.h"
 #include "id.h"
 #include "timeutil.h"
 
@@ -97,6 +98,8 @@ cJSON *entry_info(const char *path, cube_err *err)
             cJSON_AddStringToObject(o, "symlinkTarget", target);
         }
     }
+    cJSON *meta = file_meta_read(path);
+    if (meta) cJSON_AddItemToObject(o, "metadata", meta);
     return o;
 }
 

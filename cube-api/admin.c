@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "api_internal.h"
+#include "envd_version.h"
 #include "json.h"
 
 #define KEY_NAME_MAX 64
@@ -249,7 +250,7 @@ static void add_builds(api *a, cJSON *o, const char *id)
         cJSON_AddNumberToObject(x, "memoryMB", b->resources ? (double)b->resources->memory_mb : 512);
         if (b->resources && b->resources->disk_mb)
             cJSON_AddNumberToObject(x, "diskSizeMB", (double)b->resources->disk_mb);
-        cJSON_AddStringToObject(x, "envdVersion", "0.5.7");
+        cJSON_AddStringToObject(x, "envdVersion", CUBE_ENVD_VERSION);
         cJSON *tags = cJSON_AddArrayToObject(x, "tags");
         for (size_t k = 0; k < b->n_tags; k++) cJSON_AddItemToArray(tags, cJSON_CreateString(b->tags[k]));
         cJSON_AddItemToArray(arr, x);

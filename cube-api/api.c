@@ -1,4 +1,5 @@
 #include "api.h"
+#include "envd_version.h"
 #include "api_internal.h"
 #include "console.h"
 #include "network.h"
@@ -109,7 +110,7 @@ static cJSON *sandbox_json(api *a, const Cube__Sandbox *sb)
     cJSON_AddStringToObject(o, "alias", sb->template_id);
     cJSON_AddStringToObject(o, "clientID", sb->client_id && *sb->client_id ? sb->client_id : "cube");
     cJSON_AddStringToObject(o, "envdVersion",
-                            sb->envd_version && *sb->envd_version ? sb->envd_version : "0.5.7");
+                            sb->envd_version && *sb->envd_version ? sb->envd_version : CUBE_ENVD_VERSION);
     if (sb->envd_access_token && *sb->envd_access_token)
         cJSON_AddStringToObject(o, "envdAccessToken", sb->envd_access_token);
     if (sb->traffic_access_token && *sb->traffic_access_token)
@@ -132,7 +133,7 @@ static cJSON *listed_json(api *a, const Cube__Sandbox *sb, int detail)
     cJSON_AddNumberToObject(o, "memoryMB", sb->resources ? (double)sb->resources->memory_mb : 512);
     cJSON_AddNumberToObject(o, "diskSizeMB", sb->resources ? (double)sb->resources->disk_mb : 1024);
     cJSON_AddStringToObject(o, "envdVersion",
-                            sb->envd_version && *sb->envd_version ? sb->envd_version : "0.5.7");
+                            sb->envd_version && *sb->envd_version ? sb->envd_version : CUBE_ENVD_VERSION);
     cJSON_AddItemToObject(o, "metadata", metadata_json(sb));
     if (sb->node_id && *sb->node_id) cJSON_AddStringToObject(o, "nodeID", sb->node_id); /* cube's own */
     cJSON_AddStringToObject(o, "state",

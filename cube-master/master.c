@@ -1,4 +1,5 @@
 #include "master.h"
+#include "envd_version.h"
 #include "builds.h"
 #include "master_nodes.h"
 #include "secrets.h"
@@ -188,7 +189,7 @@ static int create_sandbox(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *
     sb.started_at_ms = cube_now_unix_ms();
     sb.end_at_ms = sb.started_at_ms + timeout * 1000;
     sb.resources = &res;
-    sb.envd_version = "0.5.7";
+    sb.envd_version = CUBE_ENVD_VERSION;
     sb.envd_access_token = token;
     sb.agent_address = ns->agent_address;
     sb.interpreter_address = ns->interpreter_address;

@@ -118,6 +118,22 @@ test('files: text, binary 256 KiB and 16 MiB, nested parents', async () => {
   assert.ok(backBig.equals(big));
 });
 
+test('files: metadata written with a file comes back with its info, follows a rename, is replaced by the next', async () => {
+  const w = await sbx.files.write(`${dir}/meta/report.csv`, 'a,b\n', { metadata: { owner: 'alice', 'build-id': '42' } });
+  assert.deepEqual(w.metadata, { owner: 'alice', 'build-id': '42' });
+  assert.deepEqual((await sbx.files.getInfo(`${dir}/meta/report.csv`)).metadata, { owner: 'alice', 'build-id': '42' });
+  await sbx.files.rename(`${dir}/meta/report.csv`, `${dir}/meta/moved.csv`);
+  const listed = await sbx.files.list(`${dir}/meta`);
+  assert.deepEqual(listed.map((e) => [e.name, e.metadata]), [['moved.csv', { owner: 'alice', 'build-id': '42' }]]);
+  await sbx.files.write(`${dir}/meta/moved.csv`, 'c', { metadata: { owner: 'bob' } });
+  assert.deepEqual((await sbx.files.getInfo(`${dir}/meta/moved.csv`)).metadata, { owner: 'bob' });
+  // a write without metadata leaves the file's as they are; a file never given any has none
+  await sbx.files.write(`${dir}/meta/moved.csv`, 'd');
+  assert.deepEqual((await sbx.files.getInfo(`${dir}/meta/moved.csv`)).metadata, { owner: 'bob' });
+  await sbx.files.write(`${dir}/meta/plain.txt`, 'p');
+  assert.equal((await sbx.files.getInfo(`${dir}/meta/plain.txt`)).metadata, undefined);
+});
+
 test('files: list, exists, getInfo, rename, remove, missing', async () => {
   await sbx.files.write(`${dir}/list/one.txt`, '1');
   await sbx.files.makeDir(`${dir}/list/sub`);
@@ -143,6 +159,16 @@ test('files: watchDir reports changes', async () => {
   for (let i = 0; i < 40 && !events.some((e) => e.name === 'watched.txt'); i++) await sleep(50);
   await w.stop();
   assert.ok(events.some((e) => e.name === 'watched.txt' && e.type === 'create'), JSON.stringify(events));
+  // with includeEntry (envd 0.6.3) each event carries the entry as it is then, metadata included
+  const withEntry = [];
+  const w2 = await sbx.files.watchDir(dir, (e) => withEntry.push(e), { includeEntry: true });
+  await sbx.files.write(`${dir}/entry.txt`, 'abc', { metadata: { tag: 'x' } });
+  for (let i = 0; i < 40 && !withEntry.some((e) => e.entry?.size === 3); i++) await sleep(50);
+  await w2.stop();
+  const ev = withEntry.find((e) => e.name === 'entry.txt' && e.entry?.size === 3);
+  assert.ok(ev, JSON.stringify(withEntry));
+  assert.equal(ev.entry.type, 'file');
+  assert.deepEqual(ev.entry.metadata, { tag: 'x' });
 });
 
 test('runCode: value, state, stdout, error, streaming', async () => {

@@ -1,9 +1,12 @@
 // Shared by the end-to-end tests: start real cube binaries, a minimal API double, and clean up after.
 import { spawn } from 'node:child_process';
 import http from 'node:http';
+import { readFileSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 
 export const buildDir = process.env.CUBE_BUILD_DIR;
+// the version the agent speaks (lib/envd_version.h), as cube-api tells the SDK
+const envdVersion = readFileSync(new URL('../../lib/envd_version.h', import.meta.url), 'utf8').match(/CUBE_ENVD_VERSION "([^"]+)"/)[1];
 if (!buildDir) throw new Error('CUBE_BUILD_DIR must name the CMake build directory');
 
 // Starts cube-agent on the SDK's debug ports (49983 envd, 49999 interpreter) and waits for /health.
@@ -39,7 +42,7 @@ export async function startApiDouble({ envdAccessToken }) {
         sandboxID: m[1] || 'itest0000000000000000',
         templateID: 'base',
         clientID: 'cube',
-        envdVersion: '0.5.7',
+        envdVersion,
         envdAccessToken,
       };
       res.writeHead(m[1] ? 200 : 201, { 'content-type': 'application/json' });

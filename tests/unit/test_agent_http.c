@@ -285,6 +285,40 @@ START_TEST(files_multipart_lists_each_file_once)
 }
 END_TEST
 
+/* metadata headers the SDK would refuse are refused here too, by name; good ones come back with the file */
+START_TEST(files_metadata_headers)
+{
+    char req[4096], longv[1100];
+    memset(longv, 'v', sizeof(longv) - 1);
+    longv[sizeof(longv) - 1] = '\0';
+    const char *bad[] = {"X-Metadata-: empty key", NULL};
+    for (int i = 0; i < 2; i++) {
+        char h[1200];
+        snprintf(h, sizeof(h), "%s", bad[i] ? bad[i] : "X-Metadata-big: ");
+        if (!bad[i]) strncat(h, longv, sizeof(h) - strlen(h) - 1);
+        int n =
+            snprintf(req, sizeof(req),
+                     "POST /files?path=/tmp/cube-meta-%d HTTP/1.1\r\nHost: x\r\nConnection: close\r\n%s\r\n"
+                     "Content-Type: application/octet-stream\r\nContent-Length: 1\r\n\r\nx",
+                     getpid(), h);
+        char *resp = roundtrip(req, (size_t)n, NULL);
+        ck_assert_msg(status_of(resp) == 400 && strstr(resp, "X-Metadata-"), "%s", resp);
+        free(resp);
+    }
+    int n = snprintf(
+        req, sizeof(req),
+        "POST /files?path=/tmp/cube-meta-%d HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+        "X-Metadata-Owner: alice\r\nContent-Type: application/octet-stream\r\nContent-Length: 1\r\n\r\nx",
+        getpid());
+    char *resp = roundtrip(req, (size_t)n, NULL);
+    ck_assert_msg(status_of(resp) == 200 && strstr(resp, "\"metadata\":{\"owner\":\"alice\"}"), "%s", resp);
+    free(resp);
+    char path[64];
+    snprintf(path, sizeof(path), "/tmp/cube-meta-%d", getpid());
+    unlink(path);
+}
+END_TEST
+
 START_TEST(routing_and_init_errors)
 {
     const char *req = "GET /nope HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
@@ -323,6 +357,7 @@ int main(void)
     tcase_add_test(tc, routing_and_init_errors);
     tcase_add_test(tc, files_range_and_gzip_upload);
     tcase_add_test(tc, files_multipart_lists_each_file_once);
+    tcase_add_test(tc, files_metadata_headers);
     suite_add_tcase(s, tc);
     return cube_run_suite(s);
 }
