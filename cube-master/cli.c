@@ -7,6 +7,7 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <errno.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -433,6 +434,68 @@ static int tpl_watch(const char *data, const char *id)
     }
 }
 
+/* A template build's tool, watched: on a terminal one live line (the time so far and the tool's last line of
+ * output), else each line as it comes (a job's log); then how long it took, or its last lines when it failed.
+ * Returns the tool's exit code. */
+static int run_build_tool(const char *label, char *const argv[])
+{
+    int p[2];
+    if (pipe2(p, O_CLOEXEC) < 0) return 1;
+    pid_t pid = fork();
+    if (pid < 0) return 1;
+    if (pid == 0) {
+        dup2(p[1], 1);
+        dup2(p[1], 2);
+        execv(argv[0], argv);
+        fprintf(stderr, "cubemastercli: cannot run %s: %s\n", argv[0], strerror(errno));
+        _exit(127);
+    }
+    close(p[1]);
+    bool tty = isatty(2);
+    int64_t t0 = cube_now_mono_ms();
+    char tail[20][256], line[256]; /* the last lines, for a failure */
+    int ntail = 0;
+    size_t ll = 0;
+    for (;;) {
+        struct pollfd pf = {.fd = p[0], .events = POLLIN};
+        int pr =
+            poll(&pf, 1, tty ? 500 : -1); /* an operator's terminal: the clock ticks while the tool works */
+        char buf[4096];
+        ssize_t n = pr > 0 ? read(p[0], buf, sizeof(buf)) : 0;
+        if (pr > 0 && n <= 0) break;
+        for (ssize_t i = 0; i < n; i++) {
+            if (buf[i] != '\n' && ll < sizeof(line) - 1) {
+                if (buf[i] != '\r') line[ll++] = buf[i];
+                continue;
+            }
+            if (buf[i] != '\n') continue; /* a long line: the rest of it is dropped */
+            line[ll] = '\0';
+            ll = 0;
+            snprintf(tail[ntail % 20], sizeof(tail[0]), "%s", line);
+            ntail++;
+            if (!tty) fprintf(stderr, "%s\n", line);
+        }
+        if (tty)
+            fprintf(stderr, "\r%s ... %.0f s  %.60s\033[K", label, (double)(cube_now_mono_ms() - t0) / 1000,
+                    ntail ? tail[(ntail - 1) % 20] : "");
+    }
+    close(p[0]);
+    int st = 0;
+    while (waitpid(pid, &st, 0) < 0 && errno == EINTR) {
+    }
+    int code = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + (WIFSIGNALED(st) ? WTERMSIG(st) : 0);
+    double secs = (double)(cube_now_mono_ms() - t0) / 1000;
+    if (tty) fprintf(stderr, "\r\033[K");
+    if (code == 0) {
+        fprintf(stderr, "%s: done in %.1f s\n", label, secs);
+        return 0;
+    }
+    fprintf(stderr, "%s failed after %.1f s (exit %d)%s\n", label, secs, code,
+            tty ? "; its last lines:" : "");
+    for (int i = ntail > 20 ? ntail - 20 : 0; tty && i < ntail; i++) fprintf(stderr, "  %s\n", tail[i % 20]);
+    return code;
+}
+
 /* Templates are files on the node (DATA/templates/NAME/current/...); building one runs cube-template (image
  * files) or deploy/templates/build (debootstrap). */
 static int tpl_cmd(cube_rpc_client *c, const char *data, int argc, char **argv)
@@ -473,15 +536,27 @@ static int tpl_cmd(cube_rpc_client *c, const char *data, int argc, char **argv)
                 return 2;
             }
             cube_sibling_path("cube-template-build", "../../deploy/templates/build", tool, sizeof(tool));
-            fprintf(stderr, "building %s with debootstrap (minutes the first time)...\n", argv[3]);
-            execl(tool, tool, argv[3], "--data", data, (char *)NULL);
-        } else {
-            cube_sibling_path("cube-template", "../cube-hypervisor/cube-template", tool, sizeof(tool));
-            execl(tool, tool, "import", argv[1], "--data", data, argv[2], argv[3], "--cpus",
-                  cpus ? cpus : "2", "--memory-mb", mem ? mem : "512", (char *)NULL);
+            char label[160];
+            snprintf(label, sizeof(label), "building %s with debootstrap (minutes the first time)", argv[3]);
+            char *targv[] = {tool, argv[3], "--data", (char *)data, NULL};
+            return run_build_tool(label, targv);
         }
-        fprintf(stderr, "cubemastercli: cannot run %s: %s\n", tool, strerror(errno));
-        return 1;
+        cube_sibling_path("cube-template", "../cube-hypervisor/cube-template", tool, sizeof(tool));
+        char label[160];
+        snprintf(label, sizeof(label), "importing %s from %s", argv[1], argv[3]);
+        char *targv[] = {tool,
+                         "import",
+                         argv[1],
+                         "--data",
+                         (char *)data,
+                         argv[2],
+                         argv[3],
+                         "--cpus",
+                         (char *)(cpus ? cpus : "2"),
+                         "--memory-mb",
+                         (char *)(mem ? mem : "512"),
+                         NULL};
+        return run_build_tool(label, targv);
     }
     if (argc == 2 && strcmp(argv[0], "delete") == 0) {
         /* through the masters: every node that holds it deletes it (with its tags), unless a sandbox uses it
