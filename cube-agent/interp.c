@@ -38,7 +38,8 @@ struct interp {
     agent *a;
     pthread_mutex_t lock;
     ctx *head;
-    ctx *default_ctx;
+    ctx *default_ctx;      /* python's, made at the first runCode without a context */
+    ctx *default_bash_ctx; /* bash's, likewise */
 };
 
 interp *interp_new(const char *python, agent *a)
@@ -120,7 +121,8 @@ static int start_worker(interp *ip, ctx *c, cube_err *err)
     gid_t groups[64];
     int ng = 64;
     if (getgrouplist(u.name, u.gid, groups, &ng) < 0) ng = 0;
-    char *argv[] = {(char *)ip->python, "-u", "-c", (char *)interp_worker_py, NULL};
+    /* one worker program: python runs the code itself, or keeps a bash that runs it */
+    char *argv[] = {(char *)ip->python, "-u", "-c", (char *)interp_worker_py, c->language, NULL};
     children_lock();
     pid_t pid = fork();
     if (pid == 0) {
@@ -150,17 +152,26 @@ static int start_worker(interp *ip, ctx *c, cube_err *err)
     return 0;
 }
 
+/* The languages a context runs: python, and bash (a shell kept between executions, as Jupyter's bash
+ * kernel); "" is python. NULL for others, with err naming what is. */
+static const char *language_of(const char *language, cube_err *err)
+{
+    if (!language || !*language || strcmp(language, "python") == 0) return "python";
+    if (strcmp(language, "bash") == 0) return "bash";
+    return cube_err_set(err, EINVAL, "language '%s' is not available (python and bash are)", language), NULL;
+}
+
 /* With ip->lock held. */
 static ctx *new_ctx(interp *ip, const char *language, const char *cwd, cube_err *err)
 {
-    if (language && *language && strcmp(language, "python") != 0)
-        return cube_err_set(err, EINVAL, "language '%s' is not available (python is)", language), NULL;
+    language = language_of(language, err);
+    if (!language) return NULL;
     ctx *c = calloc(1, sizeof(*c));
     if (!c) return cube_err_set(err, ENOMEM, "out of memory"), NULL;
     c->in_fd = c->ev_fd = -1;
     c->refs = 1;
     pthread_cond_init(&c->idle, NULL);
-    snprintf(c->language, sizeof(c->language), "python");
+    snprintf(c->language, sizeof(c->language), "%s", language);
     if (cwd && *cwd) {
         snprintf(c->cwd, sizeof(c->cwd), "%s", cwd);
     } else {
@@ -205,6 +216,7 @@ static void unlink_ctx(interp *ip, ctx *c)
         }
     }
     if (ip->default_ctx == c) ip->default_ctx = NULL;
+    if (ip->default_bash_ctx == c) ip->default_bash_ctx = NULL;
     c->removed = 1;
 }
 
@@ -342,11 +354,12 @@ static void execute(void *svc, http_req *req)
         if (!c)
             err = (cube_err){ENOENT, ""},
             snprintf(err.msg, sizeof(err.msg), "context '%s' not found", ctx_id);
-    } else if (lang && *lang && strcmp(lang, "python") != 0) {
-        cube_err_set(&err, EINVAL, "language '%s' is not available (python is)", lang);
+    } else if (!(lang = language_of(lang, &err))) {
+        /* err says which are */
     } else {
-        if (!ip->default_ctx) ip->default_ctx = new_ctx(ip, "python", NULL, &err);
-        c = ip->default_ctx;
+        ctx **dflt = strcmp(lang, "bash") == 0 ? &ip->default_bash_ctx : &ip->default_ctx;
+        if (!*dflt) *dflt = new_ctx(ip, lang, NULL, &err);
+        c = *dflt;
     }
     if (c) {
         c->refs++;

@@ -177,7 +177,113 @@ def main():
             _emit({"type": "end_of_execution"})
 
 
+# bash: one shell kept for the context (variables, functions and the directory carry over), each execution
+# its code in a group with stdin from /dev/null, then a marker on stdout (with the exit status) and on stderr
+# that the readers below wait for. A non-zero status is an error, as Jupyter's bash kernel reports it.
+class _Shell:
+    def __init__(self):
+        import subprocess
+        self.nonce = os.urandom(8).hex()
+        self.marker = "\x1eCUBE-END-" + self.nonce + " "
+        self.proc = subprocess.Popen(["bash", "--noprofile", "--norc"], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+        self.cond = threading.Condition()
+        self.targets = [None, None]  # the running execution's streams
+        self.done = [None, None]     # each stream's marker status once seen; "eof" when the shell is gone
+        for i, f in enumerate((self.proc.stdout, self.proc.stderr)):
+            threading.Thread(target=self._read, args=(i, f), daemon=True).start()
+
+    def _read(self, i, f):
+        import codecs
+        dec = codecs.getincrementaldecoder("utf-8")("replace")
+        buf = ""
+        while True:
+            data = os.read(f.fileno(), 65536)
+            buf += dec.decode(data, final=not data)
+            while True:
+                at = buf.find(self.marker)
+                end = buf.find("\x1e\n", at + len(self.marker)) if at >= 0 else -1
+                if end < 0:
+                    break
+                self._out(i, buf[:at])
+                status, buf = buf[at + len(self.marker):end], buf[end + 2:]
+                with self.cond:
+                    self.done[i] = status
+                    self.cond.notify_all()
+            keep = buf.rfind("\x1e") if buf.rfind("\x1e") > buf.rfind("\n") else len(buf)
+            self._out(i, buf[:keep])
+            buf = buf[keep:]
+            if not data:
+                with self.cond:
+                    self.done[i] = "eof"
+                    self.cond.notify_all()
+                return
+
+    def _out(self, i, text):
+        if text and self.targets[i] is not None:
+            self.targets[i].write(text)
+
+    def run(self, code, env, streams):
+        q = lambda v: "'" + str(v).replace("'", "'\\''") + "'"
+        names = [k for k in env if k.isidentifier()]
+        script = "".join("export %s=%s\n" % (k, q(env[k])) for k in names)
+        script += "{\n%s\n} </dev/null\n__cube_rc=$?\n" % code
+        script += "".join("unset %s\n" % k for k in names)
+        script += "printf '%s%%d\\036\\n' \"$__cube_rc\"; printf '%s0\\036\\n' >&2\n" % (
+            self.marker.replace("\x1e", "\\036"), self.marker.replace("\x1e", "\\036"))
+        with self.cond:
+            self.targets[:] = streams
+            self.done[:] = [None, None]
+        try:
+            self.proc.stdin.write(script.encode())
+            self.proc.stdin.flush()
+        except OSError:
+            return "eof"
+        with self.cond:
+            while None in self.done:
+                self.cond.wait()
+            self.targets[:] = [None, None]
+            return self.done[0]
+
+    def interrupt(self):
+        import signal
+        try:
+            os.killpg(self.proc.pid, signal.SIGINT)
+        except OSError:
+            pass
+
+
+def main_bash():
+    shell = _Shell()
+    count = 0
+    for line in sys.stdin:
+        try:
+            req = json.loads(line)
+        except ValueError:
+            continue
+        count += 1
+        _emit({"type": "number_of_executions", "execution_count": count})
+        streams = [_Stream("stdout"), _Stream("stderr")]
+        _streams[:] = streams
+        try:
+            status = shell.run(req.get("code", ""), req.get("env_vars") or {}, streams)
+        except KeyboardInterrupt:
+            shell.interrupt()
+            status = "interrupted"
+        if status in ("eof", "interrupted"):  # the shell ended (exit, or the interrupt): the next is a new one
+            shell.proc.kill()
+            shell = _Shell()
+            name = "KeyboardInterrupt" if status == "interrupted" else "ShellExited"
+            _emit({"type": "error", "name": name, "value": "the shell ended; its state is gone", "traceback": ""})
+        elif status != "0":
+            _emit({"type": "error", "name": "", "value": status, "traceback": ""})
+        for st in streams:
+            st.flush()
+        _streams.clear()
+        _emit({"type": "end_of_execution"})
+
+
 if __name__ == "__main__":
     import signal
     signal.signal(signal.SIGINT, signal.default_int_handler)
-    main()
+    main_bash() if sys.argv[1:] == ["bash"] else main()

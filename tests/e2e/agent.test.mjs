@@ -197,6 +197,24 @@ test('runCode: value, state, stdout, error, streaming', async () => {
   assert.ok(parts[1][1] - parts[0][1] >= 400, JSON.stringify(parts));
 });
 
+test('runCode in bash: the shell carries over between executions; a failing command is the error', async () => {
+  const ci = await CodeSandbox.connect('itest0000000000000000');
+  const first = await ci.runCode('x=41; cd /tmp; echo hi', { language: 'bash' });
+  assert.equal(first.error, undefined);
+  assert.deepEqual(first.logs.stdout, ['hi\n']);
+  const second = await ci.runCode('echo $((x + 1)) $(pwd) $PER_RUN', { language: 'bash', envs: { PER_RUN: 'yes' } });
+  assert.deepEqual(second.logs.stdout, ['42 /tmp yes\n']);
+  const failed = await ci.runCode('ls /no/such/dir', { language: 'bash' });
+  assert.equal(failed.error?.value, '2');
+  assert.match(failed.logs.stderr.join(''), /No such file/);
+  // a bash context of its own starts a fresh shell
+  const own = await ci.createCodeContext({ language: 'bash' });
+  assert.equal(own.language, 'bash');
+  assert.deepEqual((await ci.runCode('echo "x=$x"', { context: own })).logs.stdout, ['x=\n']);
+  // languages cube does not run are refused
+  await assert.rejects(ci.runCode('1 + 1', { language: 'js' }), /400/);
+});
+
 test('runCode: contexts keep separate state; env vars per execution', async () => {
   const ci = await CodeSandbox.connect('itest0000000000000000');
   const a = await ci.createCodeContext();
