@@ -6,7 +6,9 @@ import { setTimeout as sleep } from 'node:timers/promises';
 
 export const buildDir = process.env.CUBE_BUILD_DIR;
 // the version the agent speaks (lib/envd_version.h), as cube-api tells the SDK
-const envdVersion = readFileSync(new URL('../../lib/envd_version.h', import.meta.url), 'utf8').match(/CUBE_ENVD_VERSION "([^"]+)"/)[1];
+// (CUBE_ROOT: the checkout, when these files run from a copy, as sdk-latest.sh runs them)
+const root = process.env.CUBE_ROOT || new URL('../..', import.meta.url).pathname;
+const envdVersion = readFileSync(`${root}/lib/envd_version.h`, 'utf8').match(/CUBE_ENVD_VERSION "([^"]+)"/)[1];
 if (!buildDir) throw new Error('CUBE_BUILD_DIR must name the CMake build directory');
 
 // Starts cube-agent on the SDK's debug ports (49983 envd, 49999 interpreter) and waits for /health.
