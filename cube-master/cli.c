@@ -496,6 +496,15 @@ static int run_build_tool(const char *label, char *const argv[])
     return code;
 }
 
+/* The build's process ends here, whatever runs in it: an --async builder is a fork of a process with an RPC
+ * client, whose threads did not come along; going back through its teardown would wait for them forever. */
+static _Noreturn void build_done(int code)
+{
+    fflush(stdout);
+    fflush(stderr);
+    _exit(code);
+}
+
 /* Templates are files on the node (DATA/templates/NAME/current/...); building one runs cube-template (image
  * files) or deploy/templates/build (debootstrap). */
 static int tpl_cmd(cube_rpc_client *c, const char *data, int argc, char **argv)
@@ -539,7 +548,7 @@ static int tpl_cmd(cube_rpc_client *c, const char *data, int argc, char **argv)
             char label[160];
             snprintf(label, sizeof(label), "building %s with debootstrap (minutes the first time)", argv[3]);
             char *targv[] = {tool, argv[3], "--data", (char *)data, NULL};
-            return run_build_tool(label, targv);
+            build_done(run_build_tool(label, targv));
         }
         cube_sibling_path("cube-template", "../cube-hypervisor/cube-template", tool, sizeof(tool));
         char label[160];
@@ -556,7 +565,7 @@ static int tpl_cmd(cube_rpc_client *c, const char *data, int argc, char **argv)
                          "--memory-mb",
                          (char *)(mem ? mem : "512"),
                          NULL};
-        return run_build_tool(label, targv);
+        build_done(run_build_tool(label, targv));
     }
     if (argc == 2 && strcmp(argv[0], "delete") == 0) {
         /* through the masters: every node that holds it deletes it (with its tags), unless a sandbox uses it
