@@ -20,9 +20,34 @@ def _emit(obj):
     if obj["type"] not in ("stdout", "stderr"):
         for st in _streams:  # what was printed comes before what follows it
             st.flush()
+    _write_event(obj)
+
+
+def _write_event(obj):
     with _emit_lock:
         _events.write(json.dumps(obj) + "\n")
         _events.flush()
+
+
+def _executions():
+    """Each request from the agent, as (request, its [stdout, stderr] streams), counted."""
+    count = 0
+    for line in sys.stdin:
+        try:
+            req = json.loads(line)
+        except ValueError:
+            continue
+        count += 1
+        _emit({"type": "number_of_executions", "execution_count": count})
+        _streams[:] = [_Stream("stdout"), _Stream("stderr")]
+        yield req, list(_streams)
+
+
+def _end_execution():
+    for st in _streams:
+        st.flush()
+    _streams.clear()
+    _emit({"type": "end_of_execution"})
 
 
 # Output goes out a line at a time, as a terminal shows it: print("x") is one "x\n" event, not "x" then "\n".
@@ -51,9 +76,7 @@ class _Stream(io.TextIOBase):
         return len(s)
 
     def _send(self, text):
-        with _emit_lock:
-            _events.write(json.dumps({"type": self.kind, "text": text, "timestamp": time.time_ns() // 1000}) + "\n")
-            _events.flush()
+        _write_event({"type": self.kind, "text": text, "timestamp": time.time_ns() // 1000})
 
     def flush(self):
         with self.lock:
@@ -142,20 +165,11 @@ def _run(code, ns):
 def main():
     os.environ.setdefault("MPLBACKEND", "Agg")
     ns = {"__name__": "__main__", "__builtins__": __builtins__}
-    count = 0
     real_out, real_err = sys.stdout, sys.stderr
-    for line in sys.stdin:
-        try:
-            req = json.loads(line)
-        except ValueError:
-            continue
-        count += 1
-        _emit({"type": "number_of_executions", "execution_count": count})
+    for req, (sys.stdout, sys.stderr) in _executions():
         env = req.get("env_vars") or {}
         saved = {k: os.environ.get(k) for k in env}
         os.environ.update({str(k): str(v) for k, v in env.items()})
-        sys.stdout, sys.stderr = _Stream("stdout"), _Stream("stderr")
-        _streams[:] = [sys.stdout, sys.stderr]
         try:
             _run(req.get("code", ""), ns)
         except BaseException as e:  # the user's code may raise anything, KeyboardInterrupt included
@@ -165,16 +179,13 @@ def main():
             tb = traceback.format_exception(type(e), e, tb)
             _emit({"type": "error", "name": type(e).__name__, "value": str(e), "traceback": "".join(tb)})
         finally:
-            for st in _streams:
-                st.flush()
-            _streams.clear()
+            _end_execution()
             sys.stdout, sys.stderr = real_out, real_err
             for k, v in saved.items():
                 if v is None:
                     os.environ.pop(k, None)
                 else:
                     os.environ[k] = v
-            _emit({"type": "end_of_execution"})
 
 
 # bash: one shell kept for the context (variables, functions and the directory carry over), each execution
@@ -255,16 +266,7 @@ class _Shell:
 
 def main_bash():
     shell = _Shell()
-    count = 0
-    for line in sys.stdin:
-        try:
-            req = json.loads(line)
-        except ValueError:
-            continue
-        count += 1
-        _emit({"type": "number_of_executions", "execution_count": count})
-        streams = [_Stream("stdout"), _Stream("stderr")]
-        _streams[:] = streams
+    for req, streams in _executions():
         try:
             status = shell.run(req.get("code", ""), req.get("env_vars") or {}, streams)
         except KeyboardInterrupt:
@@ -277,10 +279,7 @@ def main_bash():
             _emit({"type": "error", "name": name, "value": "the shell ended; its state is gone", "traceback": ""})
         elif status != "0":
             _emit({"type": "error", "name": "", "value": status, "traceback": ""})
-        for st in streams:
-            st.flush()
-        _streams.clear()
-        _emit({"type": "end_of_execution"})
+        _end_execution()
 
 
 if __name__ == "__main__":
