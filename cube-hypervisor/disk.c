@@ -142,6 +142,10 @@ int hv_disk_prepare(const char *template_img, const char *scratch, cube_err *err
     int mfd = -1, fs = (int)syscall(SYS_fsopen, "ext4", FSOPEN_CLOEXEC);
     if (fs < 0 || syscall(SYS_fsconfig, fs, FSCONFIG_SET_STRING, "source", dev, 0) < 0 ||
         syscall(SYS_fsconfig, fs, FSCONFIG_SET_FLAG, "discard", NULL, 0) < 0 ||
+        /* the kernel would otherwise zero every inode table in the background after the mount: 16 MB of
+         * writes through the loop device for each 1 GB disk, on a filesystem that never outlives its sandbox
+         * (inodes not yet in use are known as such from the group descriptors either way) */
+        syscall(SYS_fsconfig, fs, FSCONFIG_SET_FLAG, "noinit_itable", NULL, 0) < 0 ||
         syscall(SYS_fsconfig, fs, FSCONFIG_CMD_CREATE, NULL, NULL, 0) < 0 ||
         (mfd = (int)syscall(SYS_fsmount, fs, FSMOUNT_CLOEXEC, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV)) < 0)
         cube_err_sys(err, errno, "mount %s (a copy of %s)", dev, template_img);

@@ -18,6 +18,7 @@
 #include "control.h"
 #include "fsutil.h"
 #include "hv_main.h"
+#include "janitor.h"
 #include "log.h"
 #include "oci.h"
 
@@ -227,7 +228,8 @@ static int run(cube_config *cfg, int argc, char **argv)
         ops->destroy(ctl.sb);
         return 1;
     }
-    pid_t init = ops->init_pid(ctl.sb);
+    /* (a Rollback may already be replacing PID 1 on a control thread: read as control.c writes it) */
+    pid_t init = __atomic_load_n(&ctl.init_pid, __ATOMIC_ACQUIRE);
     cube_log_info("sandbox running", "id=%s backend=%s init_pid=%d control=%s", id, ops->name, init, control);
     printf("ready %d %s\n", init, ops->name);
     fflush(stdout);
@@ -236,10 +238,16 @@ static int run(cube_config *cfg, int argc, char **argv)
     bool init_exited = false;
     int guest_fd = ops->exit_fd ? ops->exit_fd(ctl.sb) : -1;
     for (;;) {
-        struct pollfd fds[3] = {{sfd, POLLIN, 0}, {ctl.stop_fd, POLLIN, 0}, {guest_fd, POLLIN, 0}};
-        if (poll(fds, 3, -1) < 0) {
+        /* the lifeline the zygote holds the other end of hangs up only if the zygote died first */
+        struct pollfd fds[4] = {
+            {sfd, POLLIN, 0}, {ctl.stop_fd, POLLIN, 0}, {guest_fd, POLLIN, 0}, {hv_janitor_watch_fd(), 0, 0}};
+        if (poll(fds, 4, -1) < 0) {
             if (errno == EINTR) continue;
             break;
+        }
+        if (fds[3].revents) {
+            hv_janitor_orphaned();
+            continue;
         }
         if (fds[1].revents) break; /* Stop RPC */
         if (fds[2].revents) {      /* the microVM's guest shut down */

@@ -6,9 +6,11 @@
 #include <spawn.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "janitor.h"
+#include "log.h"
 
 extern char **environ;
 
@@ -43,8 +45,87 @@ static pid_t spawn_janitor(int lifeline_r, const char *cgroup, const char *rw, c
     return rc == 0 ? pid : -1;
 }
 
+int hv_janitor_sock = -1;
+
+/* what was handed to the zygote, for a janitor process in its place should the zygote die first */
+static struct {
+    int lifeline;
+    char cgroup[256], rw[4200], root[4200];
+} handed = {.lifeline = -1};
+
+/* The zygote takes the job: a socket pair, the paths queued in our end's direction, the other end sent to
+ * the zygote. 0, or -1 (no zygote to take it, paths too long to keep): the caller starts a janitor. */
+static int hand_to_zygote(const char *cgroup, const char *rw, const char *root, int *lifeline)
+{
+    size_t lc = strlen(cgroup) + 1, lr = strlen(rw) + 1, lo = strlen(root) + 1;
+    if (hv_janitor_sock < 0 || lc > sizeof(handed.cgroup) || lr > sizeof(handed.rw) ||
+        lo > sizeof(handed.root))
+        return -1;
+    char rec[sizeof(handed.cgroup) + sizeof(handed.rw) + sizeof(handed.root)];
+    memcpy(rec, cgroup, lc);
+    memcpy(rec + lc, rw, lr);
+    memcpy(rec + lc + lr, root, lo);
+    int sv[2];
+    if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0) return -1;
+    /* queued at the zygote's end before the zygote has it: it can never see the hang-up without the paths */
+    if (send(sv[1], rec, lc + lr + lo, MSG_NOSIGNAL) != (ssize_t)(lc + lr + lo)) goto fail;
+    char one = 'j';
+    struct iovec iov = {&one, 1};
+    union {
+        struct cmsghdr h;
+        char buf[CMSG_SPACE(sizeof(int))];
+    } u;
+    memset(&u, 0, sizeof(u));
+    struct msghdr m = {
+        .msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf, .msg_controllen = sizeof(u.buf)};
+    struct cmsghdr *c = CMSG_FIRSTHDR(&m);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(sizeof(int));
+    memcpy(CMSG_DATA(c), &sv[0], sizeof(int));
+    if (sendmsg(hv_janitor_sock, &m, MSG_NOSIGNAL) != 1) goto fail;
+    close(sv[0]);
+    memcpy(handed.cgroup, cgroup, lc);
+    memcpy(handed.rw, rw, lr);
+    memcpy(handed.root, root, lo);
+    handed.lifeline = sv[1];
+    *lifeline = sv[1];
+    return 0;
+fail:
+    close(sv[0]);
+    close(sv[1]);
+    return -1;
+}
+
+int hv_janitor_watch_fd(void)
+{
+    return handed.lifeline;
+}
+
+void hv_janitor_orphaned(void)
+{
+    if (handed.lifeline < 0) return;
+    int fd = handed.lifeline;
+    handed.lifeline = -1;
+    int sock = hv_janitor_sock;
+    hv_janitor_sock = -1; /* a process of its own this time */
+    cube_err err = {0};
+    int lifeline;
+    pid_t pid = hv_janitor_start(handed.cgroup, handed.rw, handed.root, &lifeline, &err);
+    hv_janitor_sock = sock;
+    if (pid < 0) {
+        cube_log_error("the zygote died and no janitor could replace it", "err=\"%s\"", err.msg);
+        return;
+    }
+    /* the backend closes fd when it has cleaned up: the new janitor's lifeline takes its number */
+    if (dup3(lifeline, fd, O_CLOEXEC) < 0) cube_log_error("janitor lifeline not placed", "errno=%d", errno);
+    close(lifeline);
+    cube_log_warn("the zygote died: this sandbox has a janitor process of its own", "janitor=%d", pid);
+}
+
 pid_t hv_janitor_start(const char *cgroup, const char *rw, const char *root, int *lifeline, cube_err *err)
 {
+    if (hand_to_zygote(cgroup, rw, root, lifeline) == 0) return 0;
     int fds[2];
     if (pipe2(fds, O_CLOEXEC) < 0) return cube_err_sys(err, errno, "janitor pipe");
     if (fds[0] ==

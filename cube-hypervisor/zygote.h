@@ -11,7 +11,9 @@
 #include "err.h"
 
 /* The zygote's side: answers requests on sock until the peer closes it, each child running entry(argc, argv)
- * and exiting with its return. Reaps its children. Returns 0 on the peer's close, -1 on a socket error. */
+ * and exiting with its return. Reaps its children, and is their janitor (janitor.h: hv_janitor_sock): after
+ * the peer's close it goes on until every lifeline handed to it has hung up and been cleaned. Returns 0 on
+ * the peer's close, -1 on a socket error. */
 int zygote_serve(int sock, int (*entry)(int argc, char **argv));
 
 /* The node's side: one zygote process and the socket to it; spawns may come from many threads. */
@@ -24,12 +26,13 @@ typedef struct cube_zygote {
 } cube_zygote;
 
 /* Starts bin (cube-zygote) as a child of this process; it exits when this process closes its socket (or
- * dies). */
+ * dies) and the sandboxes it started have ended. */
 int cube_zygote_start(cube_zygote *z, const char *bin, cube_err *err);
 /* Forks argv in the zygote with fds[i] placed at targets[i] (stdout, stderr, ...) in its own process group.
  * On success *pid and *pidfd (close-on-exec) are the child's. A zygote found dead is replaced (at most once a
  * second); ECONNRESET when there is none: the caller may exec instead. */
 int cube_zygote_spawn(cube_zygote *z, char *const argv[], const int fds[], const int targets[], int nfds,
                       pid_t *pid, int *pidfd, cube_err *err);
-/* Closes the socket (the zygote exits) and reaps it. Children it forked live on. */
+/* Closes the socket and reaps the zygote, which exits once the children it forked have ended: the caller
+ * stops them first. */
 void cube_zygote_stop(cube_zygote *z);

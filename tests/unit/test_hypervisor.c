@@ -705,6 +705,59 @@ START_TEST(sigkill_of_the_hypervisor_leaves_nothing)
 }
 END_TEST
 
+/* The hypervisor's children, as /proc lists them (its threads' together), into pids; their count. */
+static int hv_children(pid_t hv, pid_t *pids, int cap)
+{
+    char p[64], buf[4096];
+    snprintf(p, sizeof(p), "/proc/%d/task", hv);
+    DIR *d = opendir(p);
+    ck_assert_ptr_nonnull(d);
+    int n = 0;
+    for (struct dirent *e; (e = readdir(d));) {
+        if (e->d_name[0] == '.') continue;
+        snprintf(buf, sizeof(buf), "/proc/%d/task/%s/children", hv, e->d_name);
+        FILE *f = fopen(buf, "r");
+        if (!f) continue;
+        for (int pid; n < cap && fscanf(f, "%d", &pid) == 1;) pids[n++] = pid;
+        fclose(f);
+    }
+    closedir(d);
+    return n;
+}
+
+/* A zygote's sandbox has no janitor process: the zygote holds the lifeline. Killed with SIGKILL, the zygote
+ * cleans up after it all the same (sigkill_of_the_hypervisor_leaves_nothing runs in that case too). */
+START_TEST(a_zygote_sandbox_has_no_janitor_process)
+{
+    sandbox a;
+    sb_start(&a, "zj-a", NULL);
+    pid_t kids[8];
+    int n = hv_children(a.hv, kids, 8);
+    ck_assert_int_eq(n, 1);
+    ck_assert_int_eq(kids[0], a.init);
+    sb_stop(&a);
+    assert_nothing_left(&a);
+}
+END_TEST
+
+/* The zygote dies under a running sandbox: its hypervisor starts a janitor process of its own, which cleans
+ * up when the hypervisor is killed in turn. */
+START_TEST(a_sandbox_outlives_its_zygote_and_still_leaves_nothing)
+{
+    sandbox a;
+    sb_start(&a, "zj-b", NULL);
+    kill(zygote.pid, SIGKILL);
+    pid_t kids[8];
+    int n = 0;
+    for (int i = 0; i < 300 && (n = hv_children(a.hv, kids, 8)) < 2; i++) msleep(10);
+    ck_assert_int_eq(n, 2); /* PID 1 and the janitor that replaced the zygote */
+    expect_run(&a, "echo still", "still\n");
+    kill(a.hv, SIGKILL);
+    hv_wait(&a);
+    assert_nothing_left(&a);
+}
+END_TEST
+
 START_TEST(stop_leaves_nothing)
 {
     sandbox a;
@@ -772,7 +825,19 @@ START_TEST(forgetting_a_disk_stops_that_disk_only)
     hv_disk_forget(tmp);
     ck_assert_int_eq(write_in(sub), 0);
     ck_assert_int_eq(write_in(tmp), 0);
-    /* the disk itself: stopped, nothing more reaches it */
+    /* the disk itself, with nothing waiting to be written: left for the unmount (a shutdown would cost more
+     * than the little it saves, and puts an alert on the node's console) */
+    hv_disk_forget(mnt);
+    ck_assert_int_eq(write_in(mnt), 0);
+    /* with 8 MB written and not yet on its device: stopped, nothing more reaches it */
+    char big[500];
+    snprintf(big, sizeof(big), "%s/big", mnt);
+    int fd = open(big, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    ck_assert_int_ge(fd, 0);
+    static char chunk[1 << 20];
+    memset(chunk, 'b', sizeof(chunk));
+    for (int i = 0; i < 8; i++) ck_assert_int_eq(write(fd, chunk, sizeof(chunk)), (ssize_t)sizeof(chunk));
+    close(fd);
     hv_disk_forget(mnt);
     ck_assert_int_eq(write_in(mnt), EIO);
     snprintf(cmd, sizeof(cmd), "umount '%s' && umount '%s' && rm -f '%s'", tmp, mnt, img);
@@ -1040,7 +1105,14 @@ int main(void)
     tcase_set_timeout(tz, 120);
     tcase_add_unchecked_fixture(tz, zygote_up, zygote_down);
     for (int i = 0; i < tc_count; i++) tcase_add_test(tz, ns_cases[i]);
+    tcase_add_test(tz, a_zygote_sandbox_has_no_janitor_process);
     suite_add_tcase(s, tz);
+    /* its own zygote: the case kills it */
+    TCase *tzd = tcase_create("ns backend, the zygote dies");
+    tcase_set_timeout(tzd, 60);
+    tcase_add_checked_fixture(tzd, zygote_up, zygote_down);
+    tcase_add_test(tzd, a_sandbox_outlives_its_zygote_and_still_leaves_nothing);
+    suite_add_tcase(s, tzd);
     int rc = cube_run_suite(s);
     snprintf(cmd, sizeof(cmd), "rm -rf %s", workdir);
     if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", workdir);
