@@ -9,6 +9,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "fsutil.h"
 #include "janitor.h"
 #include "log.h"
 
@@ -69,21 +70,7 @@ static int hand_to_zygote(const char *cgroup, const char *rw, const char *root, 
     if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0) return -1;
     /* queued at the zygote's end before the zygote has it: it can never see the hang-up without the paths */
     if (send(sv[1], rec, lc + lr + lo, MSG_NOSIGNAL) != (ssize_t)(lc + lr + lo)) goto fail;
-    char one = 'j';
-    struct iovec iov = {&one, 1};
-    union {
-        struct cmsghdr h;
-        char buf[CMSG_SPACE(sizeof(int))];
-    } u;
-    memset(&u, 0, sizeof(u));
-    struct msghdr m = {
-        .msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf, .msg_controllen = sizeof(u.buf)};
-    struct cmsghdr *c = CMSG_FIRSTHDR(&m);
-    c->cmsg_level = SOL_SOCKET;
-    c->cmsg_type = SCM_RIGHTS;
-    c->cmsg_len = CMSG_LEN(sizeof(int));
-    memcpy(CMSG_DATA(c), &sv[0], sizeof(int));
-    if (sendmsg(hv_janitor_sock, &m, MSG_NOSIGNAL) != 1) goto fail;
+    if (cube_send_with_fd(hv_janitor_sock, "j", 1, sv[0]) != 1) goto fail;
     close(sv[0]);
     memcpy(handed.cgroup, cgroup, lc);
     memcpy(handed.rw, rw, lr);

@@ -80,23 +80,7 @@ static void reap(void)
 static void reply(int sock, pid_t pid, int error, int pidfd)
 {
     zygote_reply r = {.pid = pid, .error = error};
-    struct iovec iov = {&r, sizeof(r)};
-    union {
-        struct cmsghdr h;
-        char buf[CMSG_SPACE(sizeof(int))];
-    } u;
-    struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1};
-    if (pidfd >= 0) {
-        memset(&u, 0, sizeof(u));
-        m.msg_control = u.buf;
-        m.msg_controllen = sizeof(u.buf);
-        struct cmsghdr *c = CMSG_FIRSTHDR(&m);
-        c->cmsg_level = SOL_SOCKET;
-        c->cmsg_type = SCM_RIGHTS;
-        c->cmsg_len = CMSG_LEN(sizeof(int));
-        memcpy(CMSG_DATA(c), &pidfd, sizeof(int));
-    }
-    if (sendmsg(sock, &m, MSG_NOSIGNAL) < 0)
+    if (cube_send_with_fd(sock, &r, sizeof(r), pidfd) < 0)
         cube_log_warn("zygote reply not sent", "pid=%d errno=%d", pid, errno);
 }
 

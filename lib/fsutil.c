@@ -7,6 +7,8 @@
 #include <sys/stat.h>
 #include <limits.h>
 #include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 void cube_sibling_path(const char *name, const char *build_rel, char *out, size_t cap)
@@ -44,4 +46,25 @@ int cube_fd_at(int fd, int target)
 {
     if (fd == target) return fcntl(fd, F_SETFD, 0);
     return dup2(fd, target) == target ? 0 : -1;
+}
+
+ssize_t cube_send_with_fd(int sock, const void *buf, size_t len, int fd)
+{
+    struct iovec iov = {(void *)buf, len};
+    union {
+        struct cmsghdr h;
+        char buf[CMSG_SPACE(sizeof(int))];
+    } u;
+    struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1};
+    if (fd >= 0) {
+        memset(&u, 0, sizeof(u));
+        m.msg_control = u.buf;
+        m.msg_controllen = sizeof(u.buf);
+        struct cmsghdr *c = CMSG_FIRSTHDR(&m);
+        c->cmsg_level = SOL_SOCKET;
+        c->cmsg_type = SCM_RIGHTS;
+        c->cmsg_len = CMSG_LEN(sizeof(int));
+        memcpy(CMSG_DATA(c), &fd, sizeof(int));
+    }
+    return sendmsg(sock, &m, MSG_NOSIGNAL);
 }
