@@ -33,6 +33,7 @@ static void child(const zygote_req *h, int *fds, int nfds, int argc, char **argv
                   int (*entry)(int, char **), int janitor_sock)
 {
     setpgid(0, 0); /* its own group: a signal to the node's group does not reach sandboxes directly */
+    setpriority(PRIO_PROCESS, 0, h->nice); /* its caller's; its threads and PID 1 inherit it */
     /* ps, pgrep -f and the operator see the command line it was asked to run, not the zygote's */
     proc_title_set(argv[0], (size_t)(args_end - argv[0]), NULL, 0);
     const char *base = strrchr(argv[0], '/');
@@ -91,7 +92,7 @@ static void serve_one(int sock, int (*entry)(int, char **), const char *msg, siz
     zygote_req h;
     if (len < sizeof(h)) goto bad;
     memcpy(&h, msg, sizeof(h));
-    if (h.magic != ZYGOTE_MAGIC || h.nfds != nfds) goto bad;
+    if (h.magic != ZYGOTE_MAGIC || h.nfds != nfds || h.nice > 19) goto bad;
     for (int i = 0; i < nfds; i++)
         if (h.target[i] > 63) goto bad;
     const char *p = msg + sizeof(h), *end = msg + len;

@@ -5,6 +5,7 @@
 #include <stdbool.h>
 #include <spawn.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -83,7 +84,16 @@ int cube_zygote_spawn(cube_zygote *z, char *const argv[], const int fds[], const
 {
     if (nfds > ZYGOTE_MAX_FDS) return cube_err_set(err, EINVAL, "at most %d descriptors", ZYGOTE_MAX_FDS);
     char msg[ZYGOTE_MAX_MSG];
-    zygote_req h = {.magic = ZYGOTE_MAGIC, .nfds = (uint8_t)nfds};
+    /* the caller's priority goes with the request: a pool refill's thread runs at a low one, and so must the
+     * sandbox it starts, though the zygote forks it */
+    errno = 0;
+    int prio = getpriority(PRIO_PROCESS, (id_t)gettid());
+    if (errno) prio = 0;
+    zygote_req h = {.magic = ZYGOTE_MAGIC,
+                    .nfds = (uint8_t)nfds,
+                    .nice = (uint8_t)(prio < 0    ? 0
+                                      : prio > 19 ? 19
+                                                  : prio)};
     for (int i = 0; i < nfds; i++) h.target[i] = (uint8_t)targets[i];
     memcpy(msg, &h, sizeof(h));
     size_t len = sizeof(h);

@@ -49,7 +49,7 @@ void *cl_refill_loop(void *arg)
     cubelet *c = arg;
     /* Refills run at low priority, so that a burst of creates is not slowed by the sandboxes
      * being made to replace them (on a 2-core node one start costs tens of ms of CPU); see pool_sched.h. */
-    cl_sched_background();
+    cl_sched_refill(false);
     int lock_fd = cl_pool_lock_open(CL_POOL_LOCK);
     pthread_mutex_lock(&c->lock);
     /* as many writable layers made ahead as cold starts may run at once */
@@ -114,7 +114,11 @@ void *cl_refill_loop(void *arg)
             }
             continue;
         }
+        /* creates waiting for a sandbox take this one as soon as it is ready: it is theirs, at their priority
+         */
+        bool urgent = c->creates_waiting > 0;
         pthread_mutex_unlock(&c->lock);
+        cl_sched_refill(urgent);
         cl_slot *s = NULL;
         cube_err err = {0};
         cl_pool_lock(lock_fd, 1);

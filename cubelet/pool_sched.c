@@ -14,9 +14,9 @@
 #define POOL_NICE     10
 #define TEARDOWN_NICE 19
 
-void cl_sched_background(void)
+void cl_sched_refill(bool urgent)
 {
-    setpriority(PRIO_PROCESS, (id_t)gettid(), POOL_NICE);
+    setpriority(PRIO_PROCESS, (id_t)gettid(), urgent ? 0 : POOL_NICE);
 }
 
 /* Sets the nice value of each thread of pid; with recurse, of each child process of each thread too

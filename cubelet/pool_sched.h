@@ -1,16 +1,20 @@
 /* CPU priority of pool work. Sandboxes made ahead of time are made by a thread at nice 10, so the processes
- * it spawns (hypervisor, agent, and every thread they start) inherit it: on a busy node the creates being
+ * it spawns (hypervisor, agent, and every thread they start) run at it (the zygote forks them at the nice
+ * value of the thread that asked): on a busy node the creates being
  * answered get the CPU first, and the refill still keeps up under a steady stream of creates (SCHED_IDLE did
  * not: a stream of cold creates starved it and the pool never refilled). A claimed sandbox is raised back to
  * normal, every thread of every process of it, before it is handed out; Linux keeps a nice value per thread.
+ * A sandbox made while creates wait for one is theirs: made at normal priority.
  */
 #ifndef CUBE_CUBELET_POOL_SCHED_H
 #define CUBE_CUBELET_POOL_SCHED_H
 
+#include <stdbool.h>
 #include <sys/types.h>
 
-/* The calling thread (and what it spawns from now on) yields to normal work. */
-void cl_sched_background(void);
+/* The calling thread (and what it spawns from now on, forked by the zygote or not) yields to normal work;
+ * urgent (creates are waiting for the sandbox it makes next): back to normal. */
+void cl_sched_refill(bool urgent);
 /* pid, every thread of it and every descendant process, back to nice 0. Returns how many threads. */
 int cl_sched_foreground(pid_t pid);
 /* Every thread of pid (not its children) to nice 19: a process left with only its own teardown to do. */

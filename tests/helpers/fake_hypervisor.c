@@ -15,6 +15,7 @@
 #include <poll.h>
 #include <sys/eventfd.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <sys/ioctl.h>
 
@@ -159,6 +160,9 @@ int main(int argc, char **argv)
     const char *slash = strrchr(disk_tpl, '/');
     snprintf(disk, sizeof(disk), "Disk:%s:%s", disk_mb, slash ? slash + 1 : disk_tpl);
     note(disk);
+    char nice[32]; /* "Nice:<n>": the priority it was started at (a pool's refill yields to creates) */
+    snprintf(nice, sizeof(nice), "Nice:%d", getpriority(PRIO_PROCESS, 0));
+    note(nice);
     if (strstr(rootfs, "broken")) {
         fprintf(stderr, "fake-hypervisor: the template's rootfs is broken\n");
         return 1;

@@ -343,6 +343,42 @@ START_TEST(a_busy_node_says_so_before_its_callers_deadline)
 }
 END_TEST
 
+static void *run_pooled_create(void *arg)
+{
+    short_create *sc = arg;
+    sc->rc = create(sc->id, "pooled", NULL, &sc->err);
+    return NULL;
+}
+
+/* Sandboxes made ahead for the pool start at low priority (nice 10: creates being answered come first); one
+ * made while creates wait for it starts at theirs. */
+START_TEST(the_pool_refills_at_low_priority_unless_creates_wait)
+{
+    wait_count("Start", 2);
+    ck_assert_int_eq(count("Nice:10"), 2);
+    ck_assert_int_eq(count("Nice:0"), 0);
+    /* no cold starts: creates the pool cannot serve wait for refills, each a second long */
+    pthread_mutex_lock(&c.lock);
+    c.cold_max = 0;
+    pthread_mutex_unlock(&c.lock);
+    setenv("FAKE_HV_START_MS", "1000", 1);
+    enum { N = 4 }; /* two claim the pool's; two wait, so the second refill surely starts while one waits */
+    short_create sc[N];
+    pthread_t th[N];
+    for (int i = 0; i < N; i++) {
+        sc[i] = (short_create){0};
+        snprintf(sc[i].id, sizeof(sc[i].id), "wait-%d", i);
+        pthread_create(&th[i], NULL, run_pooled_create, &sc[i]);
+    }
+    for (int i = 0; i < N; i++) {
+        pthread_join(th[i], NULL);
+        ck_assert_msg(sc[i].rc == 0, "%s: %s", sc[i].id, sc[i].err.msg);
+    }
+    unsetenv("FAKE_HV_START_MS");
+    ck_assert_int_ge(count("Nice:0"), 1);
+}
+END_TEST
+
 static int rpc(const char *method, const ProtobufCMessage *req, const ProtobufCMessageDescriptor *rd,
                ProtobufCMessage **resp, cube_err *err)
 {
@@ -994,6 +1030,7 @@ int main(void)
     tcase_set_timeout(tc, 60);
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_add_test(tc, pool_claims_kills_pauses);
+    tcase_add_test(tc, the_pool_refills_at_low_priority_unless_creates_wait);
     tcase_add_test(tc, creates_without_a_pool_start_their_own);
     tcase_add_test(tc, a_busy_node_says_so_before_its_callers_deadline);
     tcase_add_test(tc, a_hypervisor_that_cannot_start_says_why);

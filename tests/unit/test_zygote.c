@@ -1,12 +1,15 @@
 /* cube-zygote and its client (zygote.h): a child runs the command line it was sent, with the descriptors it
  * was sent at their places, watched through a pidfd; bad requests are refused without harm; concurrent
- * spawns each get their own answer; a zygote that dies is replaced. The children here run
- * `cube-hypervisor --help` or a bad command line (test_hypervisor runs real sandboxes through it). */
+ * spawns each get their own answer; a child runs at its caller's priority; a zygote that dies is replaced.
+ * The children here run `cube-hypervisor --help` or a bad command line (test_hypervisor runs real sandboxes
+ * through it). */
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdbool.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -120,6 +123,76 @@ START_TEST(concurrent_spawns_each_get_their_own_child)
 }
 END_TEST
 
+/* The nice value of a process the zygote forked (field 19 of /proc/PID/stat), once it is blocked writing to a
+ * full pipe: past the point where the zygote's child sets it. */
+static int nice_when_blocked(pid_t pid)
+{
+    char path[64], buf[512];
+    for (int i = 0; i < 10000; i++) {
+        snprintf(path, sizeof(path), "/proc/%d/syscall", (int)pid);
+        FILE *f = fopen(path, "re");
+        bool writing = f && fgets(buf, sizeof(buf), f) && strncmp(buf, "1 ", 2) == 0;
+        if (f) fclose(f);
+        if (writing) break;
+        usleep(1000);
+    }
+    snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+    FILE *f = fopen(path, "re");
+    ck_assert_ptr_nonnull(f);
+    ck_assert_ptr_nonnull(fgets(buf, sizeof(buf), f));
+    fclose(f);
+    char *p = strrchr(buf, ')');
+    ck_assert_ptr_nonnull(p);
+    int nice = 99;
+    /* after ")": state is field 3, nice field 19 */
+    ck_assert_int_eq(
+        sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %*u %*u %*d %*d %*d %d", &nice), 1);
+    return nice;
+}
+
+/* a child runs at its caller's priority, not the zygote's: a pool refill's thread is at nice 10 and the
+ * sandbox it starts must yield as it does; a create's thread is at 0 */
+START_TEST(a_child_runs_at_its_callers_priority)
+{
+    int want[] = {10, 0, 19};
+    for (int i = 0; i < 3; i++) {
+        ck_assert_int_eq(setpriority(PRIO_PROCESS, (id_t)gettid(), want[i]), 0);
+        int p[2];
+        ck_assert_int_eq(pipe2(p, O_CLOEXEC), 0);
+        /* full, so that the child's first write of its usage blocks */
+        ck_assert_int_eq(fcntl(p[1], F_SETFL, O_NONBLOCK), 0);
+        char junk[4096] = {0};
+        while (write(p[1], junk, sizeof(junk)) > 0) {
+        }
+        ck_assert_int_eq(fcntl(p[1], F_SETFL, 0), 0);
+        char *help[] = {"cube-hypervisor", "--help", NULL};
+        int fds[1] = {p[1]}, targets[1] = {2};
+        pid_t pid;
+        int pidfd;
+        cube_err err = {0};
+        ck_assert_msg(cube_zygote_spawn(&z, help, fds, targets, 1, &pid, &pidfd, &err) == 0, "%s", err.msg);
+        close(p[1]);
+        ck_assert_int_eq(nice_when_blocked(pid), want[i]);
+        while (read(p[0], junk, sizeof(junk)) > 0) {
+        }
+        close(p[0]);
+        struct pollfd pf = {pidfd, POLLIN, 0};
+        ck_assert_int_eq(poll(&pf, 1, 10000), 1);
+        close(pidfd);
+    }
+    /* a value a caller cannot have is refused */
+    zygote_req h = {.magic = ZYGOTE_MAGIC, .nice = 20};
+    char msg[64];
+    memcpy(msg, &h, sizeof(h));
+    memcpy(msg + sizeof(h), "cube-hypervisor", 16);
+    ck_assert_int_eq(send(z.sock, msg, sizeof(h) + 16, 0), (ssize_t)(sizeof(h) + 16));
+    zygote_reply r;
+    ck_assert_int_eq(recv(z.sock, &r, sizeof(r), 0), (ssize_t)sizeof(r));
+    ck_assert_int_eq(r.error, EINVAL);
+    setpriority(PRIO_PROCESS, (id_t)gettid(), 0);
+}
+END_TEST
+
 START_TEST(a_dead_zygote_is_replaced)
 {
     pid_t first = z.pid;
@@ -152,6 +225,7 @@ int main(void)
     tcase_add_test(tc, runs_the_command_line_with_its_descriptors);
     tcase_add_test(tc, malformed_requests_are_refused);
     tcase_add_test(tc, concurrent_spawns_each_get_their_own_child);
+    tcase_add_test(tc, a_child_runs_at_its_callers_priority);
     tcase_add_test(tc, a_dead_zygote_is_replaced);
     suite_add_tcase(s, tc);
     return cube_run_suite(s);
