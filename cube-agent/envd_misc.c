@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "agent.h"
+#include "ca_paths.h"
 #include "json.h"
 #include "log.h"
 #include "timeutil.h"
@@ -30,16 +31,6 @@ static char *dup_or_null(const char *s)
 
 /* POST /init from the node agent: env vars, access token, default user and workdir. Exempt from the token
  * check the first time; once a token is set, a change needs the current token. */
-#define CA_SYSTEM_BUNDLE "/etc/ssl/certs/ca-certificates.crt"
-#define CA_CUBE_FILE     "/usr/local/share/ca-certificates/cube-egress.crt"
-
-static const char *const ca_env[][2] = {
-    {"NODE_EXTRA_CA_CERTS", CA_CUBE_FILE},
-    {"REQUESTS_CA_BUNDLE", CA_SYSTEM_BUNDLE},
-    {"SSL_CERT_FILE", CA_SYSTEM_BUNDLE},
-    {"CURL_CA_BUNDLE", CA_SYSTEM_BUNDLE},
-};
-
 /* The node's egress CA into the sandbox's trust: a file of its own (where update-ca-certificates looks) and
  * the system bundle (what OpenSSL, curl and Python read), once. */
 static int agent_trust_ca(const char *pem, cube_err *err)
@@ -144,9 +135,9 @@ void envd_init(agent *a, http_req *req)
     if (cJSON_IsString(ca) && getpid() == 1 && agent_trust_ca(ca->valuestring, &err) < 0)
         cube_log_warn("egress CA not trusted", "err=\"%s\"", err.msg);
     if (cJSON_IsString(ca) && getpid() == 1) /* for what reads no system store: Node, Python's requests */
-        for (size_t i = 0; i < sizeof(ca_env) / sizeof(ca_env[0]); i++)
-            if (!cJSON_GetObjectItemCaseSensitive(a->env_vars, ca_env[i][0]))
-                cJSON_AddStringToObject(a->env_vars, ca_env[i][0], ca_env[i][1]);
+        for (size_t i = 0; i < sizeof(cube_ca_env) / sizeof(cube_ca_env[0]); i++)
+            if (!cJSON_GetObjectItemCaseSensitive(a->env_vars, cube_ca_env[i][0]))
+                cJSON_AddStringToObject(a->env_vars, cube_ca_env[i][0], cube_ca_env[i][1]);
     if (cJSON_IsObject(vars)) {
         const cJSON *it;
         cJSON_ArrayForEach(it, vars)

@@ -6,12 +6,13 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "ca_paths.h"
 #include "cubelet_internal.h"
 #include "netns.h"
 
 /* The node's egress CA (cube-net keeps it under <data>/net/ca): sandboxes trust it, so that header rules
  * can be applied to their HTTPS. Read once it exists; a node without one (no uplink) sends none. */
-static const char *egress_ca(cubelet *c)
+const char *cl_egress_ca(cubelet *c)
 {
     pthread_mutex_lock(&c->lock);
     if (!c->egress_ca_pem) {
@@ -39,8 +40,8 @@ static char *ca_body(const char *pem)
 
 void cl_slot_trust_ca(cubelet *c, cl_slot *s)
 {
-    const char *ca = egress_ca(c);
-    if (!ca || s->agent_fd < 0) return;
+    const char *ca = cl_egress_ca(c);
+    if (!ca || s->agent_fd < 0 || s->ca_trusted) return;
     char *json = ca_body(ca), resp[256];
     int status = 0;
     cube_err err = {0};
@@ -58,10 +59,15 @@ void cl_slot_trust_ca(cubelet *c, cl_slot *s)
 int cl_init_agent(cubelet *c, cl_slot *s, const Cube__NodeCreateRequest *req, cube_err *err)
 {
     cJSON *body = cJSON_CreateObject();
-    const char *ca = s->ca_trusted ? NULL : egress_ca(c);
+    const char *ca = s->ca_trusted ? NULL : cl_egress_ca(c);
     if (ca) cJSON_AddStringToObject(body, "caCerts", ca);
     cJSON *vars = s->tpl->env_json ? cJSON_Parse(s->tpl->env_json) : NULL;
     if (!vars) vars = cJSON_CreateObject();
+    /* the CA came in a layer, so the agent never heard of it: what reads no system store is told here, as
+     * the agent tells it when /init brings the CA (the template's and the request's own values win) */
+    for (size_t i = 0; s->ca_layer && i < sizeof(cube_ca_env) / sizeof(cube_ca_env[0]); i++)
+        if (!cJSON_GetObjectItemCaseSensitive(vars, cube_ca_env[i][0]))
+            cJSON_AddStringToObject(vars, cube_ca_env[i][0], cube_ca_env[i][1]);
     cJSON_AddItemToObject(body, "envVars", vars);
     for (size_t i = 0; i < req->n_env_vars; i++)
         cJSON_DeleteItemFromObjectCaseSensitive(vars, req->env_vars[i]->key);

@@ -259,7 +259,17 @@ static int spawn_slot(cubelet *c, const cl_template *tpl, const char *layers, in
     }
     argv[a++] = c->cfg.agent_bundle ? "--agent-bundle" : "--agent";
     argv[a++] = (char *)(c->cfg.agent_bundle ? c->cfg.agent_bundle : c->cfg.agent_bin);
-    if (*s->layers) {
+    /* the template's own sandboxes (pooled or cold) stand on its egress CA layer, topmost: no /init brings
+     * the CA and no sandbox copies the system bundle up; builds and forks (layers of their own) get it at
+     * /init */
+    char stack[sizeof(s->layers) + 4400];
+    const char *ca = layers ? NULL : cl_egress_ca(c);
+    if (ca && cl_ca_layer(c, (cl_template *)tpl, ca, stack, sizeof(stack) - sizeof(s->layers)) == 0) {
+        s->ca_layer = s->ca_trusted = true;
+        if (*s->layers) snprintf(stack + strlen(stack), sizeof(stack) - strlen(stack), ":%s", s->layers);
+        argv[a++] = "--layers";
+        argv[a++] = stack;
+    } else if (*s->layers) {
         argv[a++] = "--layers";
         argv[a++] = s->layers;
     }

@@ -37,6 +37,9 @@ typedef struct cl_template {
                */
     pool_demand demand; /* creates seen (with the cubelet's lock): the pool follows them up to pool_max */
     int gone;           /* its files were deleted: no new sandboxes, pool drained (atomic) */
+    int ca_layer_state; /* the egress CA layer (ca_layer.c), with the cubelet's lock: 0 not made yet, 1 made
+                         * (ca_layer is its directory), -1 none (its sandboxes get the CA at /init) */
+    char ca_layer[4400];
     struct cl_template *next;
 } cl_template;
 
@@ -61,6 +64,7 @@ typedef struct cl_slot {
     int agent_fd; /* a connection to the agent made while the slot waited in the pool (the agent's thread for
                    * it started then): the claim's /init goes over it; -1 when none */
     bool ca_trusted; /* the node's egress CA is in its trust store already (done on the pool's time) */
+    bool ca_layer;   /* ... by the template's egress CA layer (ca_layer.c): /init sets the CA's variables */
     /* With the cubelet's lock: calls still using the slot after unlocking (a create setting it up, a pause or
      * resume); a kill marks it dying (no new user finds it) and waits for users to reach 0 before it takes
      * the slot off the list, so nobody frees a slot under a call. */

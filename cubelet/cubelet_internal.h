@@ -36,6 +36,12 @@ int cl_init_agent(cubelet *c, cl_slot *s, const Cube__NodeCreateRequest *req, cu
 /* A pool slot, before anyone can claim it: the node's egress CA into its trust store, on the pool's time (the
  * claim's /init then skips it). Failing here only leaves it to the claim. */
 void cl_slot_trust_ca(cubelet *c, cl_slot *s);
+/* The node's egress CA (cube-net keeps it under <data>/net/ca), or NULL while it has none (no uplink). */
+const char *cl_egress_ca(cubelet *c);
+/* The egress CA as a read-only layer over template t (ca_layer.c): its directory in out, made the first time
+ * (<data>/ca-layers/). -1 when the template's trust store cannot be covered so: its sandboxes then get the
+ * CA at /init. */
+int cl_ca_layer(cubelet *c, cl_template *t, const char *pem, char *out, size_t cap);
 /* With the lock: takes s off the list. */
 void cl_unlink_slot(cubelet *c, cl_slot *s);
 /* With the lock: one user fewer (see cl_slot.users). */

@@ -102,7 +102,8 @@ int cl_rollback_sandbox(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *re
         snprintf(s->netns, sizeof(s->netns), "/proc/%d/ns/net", s->init);
         snprintf(s->layers, sizeof(s->layers), "%s", to->layers);
         if (s->state == SLOT_PAUSED) s->state = SLOT_CLAIMED; /* the new PID 1 runs */
-        s->ca_trusted = false;
+        s->ca_trusted = false; /* a new PID 1 over the snapshot's layers: no CA layer among them */
+        s->ca_layer = false;
         pthread_mutex_unlock(&c->lock);
         protobuf_c_message_free_unpacked(resp, NULL);
         /* set up again as the create did: the template's start command, the volumes, the agent's /init */

@@ -274,6 +274,9 @@ test('rules: a header set on HTTPS to a name on the way out; the value is nowher
     assert.equal(r.out, 'hello allowed.test\n', JSON.stringify(r));
     const curl = await sbx.commands.run('curl -sS -H "Authorization: mine" https://allowed.test/');
     assert.equal(curl.stdout, 'hello allowed.test\n');
+    // and what reads no system store (Node) is pointed at the CA's own file
+    const env = await sbx.commands.run('echo "$NODE_EXTRA_CA_CERTS"; grep -c "BEGIN CERTIFICATE" "$NODE_EXTRA_CA_CERTS"');
+    assert.equal(env.stdout, '/usr/local/share/ca-certificates/cube-egress.crt\n1\n');
     const got = seen.slice(before).filter((l) => l.kind === 'https' && l.host === 'allowed.test');
     assert.equal(got.length, 2, JSON.stringify(seen.slice(before)));
     for (const l of got) {
