@@ -7,6 +7,7 @@
 //   sdk_seq p50 p95 p99         Sandbox.create() as the SDK measures it, one at a time
 //   sdk_c50 p50 p95 p99         the same, 50 at once
 //   sdk_cmd p50                 Sandbox.create() + the first commands.run
+//   sdk_run p50 p95 p99         a later commands.run('true') in the same sandbox
 import http from 'node:http';
 import { Sandbox } from 'e2b';
 
@@ -67,13 +68,18 @@ console.log(['http_c50', fmt(avg(cms)), fmt(q(cms, 0.95)), fmt(q(cms, 0.99))].jo
 await Promise.all(conc.map(([, id]) => req('DELETE', `/sandboxes/${id}`)));
 
 await waitPool();
-const sdk = [], cmd = [];
+const sdk = [], cmd = [], run = [];
 for (let i = 0; i < 20; i++) {
   const t0 = performance.now();
   const s = await Sandbox.create();
   sdk.push(performance.now() - t0);
   await s.commands.run('true');
   cmd.push(performance.now() - t0);
+  for (let k = 0; k < 3; k++) { // later commands in the same sandbox: what each of an agent's steps waits
+    const t1 = performance.now();
+    await s.commands.run('true');
+    run.push(performance.now() - t1);
+  }
   await s.kill();
   if (i % 5 === 4) await settle(300);
 }
@@ -89,4 +95,5 @@ const sc = sdkc.map((x) => x[0]);
 console.log(['sdk_c50', fmt(q(sc, 0.5)), fmt(q(sc, 0.95)), fmt(q(sc, 0.99))].join('\t'));
 await Promise.all(sdkc.map(([, s]) => s.kill()));
 console.log(['sdk_cmd', fmt(q(cmd, 0.5))].join('\t'));
+console.log(['sdk_run', fmt(q(run, 0.5)), fmt(q(run, 0.95)), fmt(q(run, 0.99))].join('\t'));
 agent.destroy();
