@@ -5,7 +5,9 @@
 #include <pthread.h>
 #include <signal.h>
 #include <stdlib.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -100,4 +102,13 @@ void children_confine(void)
         struct rlimit rl = {(rlim_t)nproc_limit, (rlim_t)nproc_limit};
         setrlimit(RLIMIT_NPROC, &rl);
     }
+}
+
+int children_become(uid_t uid, gid_t gid, const gid_t *groups, int ngroups)
+{
+    if (syscall(SYS_setgroups, (size_t)ngroups, groups) < 0 || syscall(SYS_setresgid, gid, gid, gid) < 0)
+        return -1;
+    if (uid != 0 && syscall(SYS_setresuid, uid, uid, uid) < 0) return -1;
+    prctl(PR_SET_DUMPABLE, 1);
+    return 0;
 }

@@ -1,7 +1,7 @@
 /* Child processes of the agent. The agent's main thread reaps every child when SIGCHLD comes (the agent is
  * PID 1 in a sandbox, so orphans land here too: SIGCHLD is blocked in every thread and taken by sigwait) and
  * hands the exit status of the registered ones to their owner's callback. Register under children_lock()
- * around fork(), so a child that dies at once is still found. No thread of its own: a sandbox starts with
+ * around vfork(), so a child that dies at once is still found. No thread of its own: a sandbox starts with
  * one thread fewer. */
 #ifndef CUBE_AGENT_CHILDREN_H
 #define CUBE_AGENT_CHILDREN_H
@@ -29,5 +29,12 @@ void children_set_nproc(long n);
  * out of memory loses the processes that use it, never the agent (raising one's own score needs no
  * privilege; lowering it again does); and its process count is bounded (children_set_nproc). */
 void children_confine(void);
+/* In a child between vfork and exec, as root: becomes uid:gid with those supplementary groups (uid 0: the
+ * groups and gid only). Raw system calls, not glibc's: the child borrows the agent's memory, and glibc's
+ * setuid would have every thread of the agent change its credentials. A change of credentials makes that
+ * memory undumpable, and it is still the agent's (its /proc files would go to the host's root, and the next
+ * child could not set its oom_score_adj): made dumpable again (exec gives the child memory of its own, with
+ * exec's rule). 0, or -1 with errno. */
+int children_become(uid_t uid, gid_t gid, const gid_t *groups, int ngroups);
 
 #endif

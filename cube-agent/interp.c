@@ -78,6 +78,26 @@ static void ctx_unref(interp *ip, ctx *c)
     free(c);
 }
 
+/* vfork, as the agent starts commands (proc.c): nothing of the agent's memory is copied. Its own function,
+ * so that no variable of the caller lives across the vfork. */
+static __attribute__((noinline)) pid_t spawn_worker(char *const argv[], char *const envp[], int in_fd,
+                                                    int ev_fd, const agent_user *u, const gid_t *groups,
+                                                    int ng, const char *cwd)
+{
+    pid_t pid = vfork();
+    if (pid == 0) {
+        children_confine(); /* signals as a fresh process has them: the SIGINT below must reach it */
+        setsid();           /* SIGINT to the worker alone interrupts the running code */
+        if (dup2(in_fd, 0) < 0 || dup2(ev_fd, 3) < 0) _exit(127);
+        if (getuid() == 0 && children_become(u->uid, u->gid, groups, ng) < 0) _exit(126);
+        if (chdir(cwd) < 0 && chdir(u->home) < 0) _exit(125);
+        close_range(4, ~0U, 0);
+        execvpe(argv[0], argv, envp);
+        _exit(127);
+    }
+    return pid;
+}
+
 /* With ip->lock held. Starts the Python worker as the default user, in c->cwd. */
 static int start_worker(interp *ip, ctx *c, cube_err *err)
 {
@@ -124,18 +144,7 @@ static int start_worker(interp *ip, ctx *c, cube_err *err)
     /* one worker program: python runs the code itself, or keeps a bash that runs it */
     char *argv[] = {(char *)ip->python, "-u", "-c", (char *)interp_worker_py, c->language, NULL};
     children_lock();
-    pid_t pid = fork();
-    if (pid == 0) {
-        children_confine(); /* signals as a fresh process has them: the SIGINT below must reach it */
-        setsid();           /* SIGINT to the worker alone interrupts the running code */
-        if (dup2(in[0], 0) < 0 || dup2(ev[1], 3) < 0) _exit(127);
-        if (getuid() == 0 && (setgroups((size_t)ng, groups) < 0 || setgid(u.gid) < 0 || setuid(u.uid) < 0))
-            _exit(126);
-        if (chdir(c->cwd) < 0 && chdir(u.home) < 0) _exit(125);
-        close_range(4, ~0U, 0);
-        execvpe(argv[0], argv, envp);
-        _exit(127);
-    }
+    pid_t pid = spawn_worker(argv, envp, in[0], ev[1], &u, groups, ng, c->cwd);
     if (pid > 0) children_add(pid, on_worker_exit, NULL);
     children_unlock();
     for (int i = 0; i < n; i++) free(envp[i]);

@@ -13,8 +13,6 @@
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/ioctl.h>
-#include <sys/prctl.h>
-#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <termios.h>
 #include <time.h>
@@ -293,9 +291,8 @@ static void on_exit_status(void *arg, pid_t pid, int wstatus)
 }
 
 /* In the child, between vfork and exec: only async-signal-safe calls, and none that writes to memory the
- * agent's threads use (the child borrows it). Credentials by raw system calls: glibc's setuid() would have
- * every thread of the agent change its own (they share this memory), not just this child. Reports errno
- * through errpipe. */
+ * agent's threads use (the child borrows it; its credentials: children_become). Reports errno through
+ * errpipe. */
 static _Noreturn void child_exec(const proc_spec *spec, int in_fd, int out_fd, int err_fd, int pty_slave,
                                  int errpipe, const gid_t *groups, int ngroups)
 {
@@ -307,16 +304,7 @@ static _Noreturn void child_exec(const proc_spec *spec, int in_fd, int out_fd, i
         in_fd = out_fd = err_fd = pty_slave;
     }
     if (dup2(in_fd, 0) < 0 || dup2(out_fd, 1) < 0 || dup2(err_fd, 2) < 0) goto fail;
-    if (getuid() == 0) {
-        if (syscall(SYS_setgroups, (size_t)ngroups, groups) < 0 ||
-            syscall(SYS_setresgid, spec->gid, spec->gid, spec->gid) < 0)
-            goto fail;
-        if (spec->uid != 0 && syscall(SYS_setresuid, spec->uid, spec->uid, spec->uid) < 0) goto fail;
-        /* a change of credentials makes the memory undumpable, and that memory is still the agent's: its
-         * /proc files would go to the host's root, and the next child could not set its oom_score_adj
-         * (exec gives this child memory of its own, with exec's rule) */
-        prctl(PR_SET_DUMPABLE, 1);
-    }
+    if (getuid() == 0 && children_become(spec->uid, spec->gid, groups, ngroups) < 0) goto fail;
     if (spec->cwd && chdir(spec->cwd) < 0) goto fail;
     /* nothing of the agent's may leak into user processes; errpipe stays until exec closes it (CLOEXEC) */
     if (errpipe > 3) close_range(3, (unsigned)errpipe - 1, 0);
