@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "cubelet.pb-c.h"
+#include "fake_node.h"
 #include "master.h"
 #include "replicate.h"
 #include "secret_box.h"
@@ -19,325 +20,11 @@
 #include "testutil.h"
 #include "timeutil.h"
 
-#define MAX_SB 64
-
-/* A node as the master sees it: its sandboxes, and a gate that holds Pause/Resume until the test opens it. */
-typedef struct fake_node {
-    char id[32], addr[300];
-    cube_rpc_server *srv;
-    pthread_mutex_t lock;
-    pthread_cond_t cond;
-    char sandboxes[MAX_SB][32];
-    int n, creates;
-    int hold;        /* Pause/Resume wait while set */
-    int holding;     /* calls waiting at the gate */
-    char rules[512]; /* the header rules of the last create or network update: "host header=value;..." */
-    int network_updates;
-    char vol_ops[512]; /* the VolumeFiles calls it answered: "op:volume:path;..." */
-    char holds[128];   /* its templates and snapshots, ",a,b,": SnapshotSandbox, DeleteTemplate */
-    int refuse_delete; /* DeleteTemplate answers EBUSY */
-} fake_node;
-
-static void fake_note_rules(fake_node *f, const Cube__NetworkPolicy *p)
-{
-    size_t len = 0;
-    f->rules[0] = '\0';
-    for (size_t i = 0; p && i < p->n_rules; i++)
-        len += (size_t)snprintf(f->rules + len, len < sizeof(f->rules) ? sizeof(f->rules) - len : 0,
-                                "%s %s=%s;", p->rules[i]->host, p->rules[i]->header, p->rules[i]->value);
-}
-
-static void fake_remove(fake_node *f, const char *id)
-{
-    for (int i = 0; i < f->n; i++)
-        if (strcmp(f->sandboxes[i], id) == 0) {
-            memmove(f->sandboxes[i], f->sandboxes[i + 1], (size_t)(f->n - i - 1) * sizeof(f->sandboxes[0]));
-            f->n--;
-            return;
-        }
-}
-
-static int fake_has(fake_node *f, const char *id)
-{
-    for (int i = 0; i < f->n; i++)
-        if (strcmp(f->sandboxes[i], id) == 0) return 1;
-    return 0;
-}
-
-static int fake_create(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *respp, cube_err *err)
-{
-    fake_node *f = svc;
-    const Cube__NodeCreateRequest *req = reqp;
-    Cube__NodeSandbox *out = respp;
-    pthread_mutex_lock(&f->lock);
-    if (f->n == MAX_SB) {
-        pthread_mutex_unlock(&f->lock);
-        return cube_err_set(err, ENOSPC, "fake node full");
-    }
-    snprintf(f->sandboxes[f->n++], 32, "%s", req->sandbox_id);
-    f->creates++;
-    fake_note_rules(f, req->network);
-    pthread_mutex_unlock(&f->lock);
-    out->sandbox_id = cube_rpc_strdup(ctx, req->sandbox_id);
-    out->state = CUBE__SANDBOX_STATE__SANDBOX_STATE_RUNNING;
-    out->agent_address = "netns:/proc/1/ns/net:49983";
-    out->from_pool = 1;
-    return 0;
-}
-
-static int fake_kill(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *respp, cube_err *err)
-{
-    (void)ctx, (void)respp;
-    fake_node *f = svc;
-    const Cube__NodeSandboxRef *req = reqp;
-    pthread_mutex_lock(&f->lock);
-    int had = fake_has(f, req->sandbox_id);
-    fake_remove(f, req->sandbox_id);
-    pthread_cond_broadcast(&f->cond);
-    pthread_mutex_unlock(&f->lock);
-    return had ? 0 : cube_err_set(err, ENOENT, "sandbox %s not on this node", req->sandbox_id);
-}
-
-/* Pause and resume: held at the gate while the test races something against them. */
-static int fake_gate(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *respp, cube_err *err)
-{
-    (void)ctx, (void)respp, (void)err;
-    fake_node *f = svc;
-    (void)reqp;
-    pthread_mutex_lock(&f->lock);
-    f->holding++;
-    pthread_cond_broadcast(&f->cond);
-    while (f->hold) pthread_cond_wait(&f->cond, &f->lock);
-    f->holding--;
-    pthread_mutex_unlock(&f->lock);
-    return 0;
-}
-
-static int fake_resume(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *respp, cube_err *err)
-{
-    Cube__NodeSandbox *out = respp;
-    const Cube__NodeSandboxRef *req = reqp;
-    out->sandbox_id = cube_rpc_strdup(ctx, req->sandbox_id);
-    return fake_gate(svc, ctx, reqp, NULL, err);
-}
-
-static int fake_list(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *respp, cube_err *err)
-{
-    (void)reqp, (void)err;
-    fake_node *f = svc;
-    Cube__NodeListResponse *out = respp;
-    pthread_mutex_lock(&f->lock);
-    out->sandboxes = cube_rpc_alloc(ctx, (size_t)(f->n ? f->n : 1) * sizeof(*out->sandboxes));
-    for (int i = 0; i < f->n; i++) {
-        Cube__NodeSandbox *x = cube_rpc_alloc(ctx, sizeof(*x));
-        cube__node_sandbox__init(x);
-        x->sandbox_id = cube_rpc_strdup(ctx, f->sandboxes[i]);
-        x->state = CUBE__SANDBOX_STATE__SANDBOX_STATE_RUNNING;
-        out->sandboxes[out->n_sandboxes++] = x;
-    }
-    pthread_mutex_unlock(&f->lock);
-    return 0;
-}
-
-static int fake_network(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *respp, cube_err *err)
-{
-    (void)ctx, (void)respp;
-    fake_node *f = svc;
-    const Cube__NodeNetworkRequest *req = reqp;
-    pthread_mutex_lock(&f->lock);
-    int had = fake_has(f, req->sandbox_id);
-    if (had) {
-        fake_note_rules(f, req->network);
-        f->network_updates++;
-    }
-    pthread_mutex_unlock(&f->lock);
-    return had ? 0 : cube_err_set(err, ENOENT, "sandbox %s not on this node", req->sandbox_id);
-}
-
-/* VolumeFiles: noted; a stat answers one entry named after this node */
-static int fake_volume_files(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *respp, cube_err *err)
-{
-    (void)err;
-    fake_node *f = svc;
-    const Cube__VolumeFileRequest *req = reqp;
-    Cube__VolumeFileResponse *out = respp;
-    pthread_mutex_lock(&f->lock);
-    size_t len = strlen(f->vol_ops);
-    snprintf(f->vol_ops + len, sizeof(f->vol_ops) - len, "%s:%s:%s;", req->op, req->volume_id,
-             req->path ? req->path : "");
-    pthread_mutex_unlock(&f->lock);
-    if (strcmp(req->op, "stat") == 0) {
-        Cube__VolumeEntry *e = cube_rpc_alloc(ctx, sizeof(*e));
-        cube__volume_entry__init(e);
-        e->name = cube_rpc_strdup(ctx, f->id);
-        e->path = cube_rpc_strdup(ctx, req->path);
-        e->type = "file";
-        out->entries = cube_rpc_alloc(ctx, sizeof(*out->entries));
-        out->entries[0] = e;
-        out->n_entries = 1;
-    }
-    return 0;
-}
-
-/* SnapshotSandbox: the snapshot joins what it holds (a name it holds is refused) */
-static int fake_snapshot(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *respp, cube_err *err)
-{
-    (void)ctx, (void)respp;
-    fake_node *f = svc;
-    const Cube__NodeSnapshotRequest *req = reqp;
-    char key[80];
-    snprintf(key, sizeof(key), ",%s,", req->snapshot_id);
-    pthread_mutex_lock(&f->lock);
-    int rc = 0;
-    if (strstr(f->holds, key))
-        rc = cube_err_set(err, EEXIST, "template '%s' exists", req->snapshot_id);
-    else
-        snprintf(f->holds + strlen(f->holds), sizeof(f->holds) - strlen(f->holds), "%s%s,",
-                 f->holds[0] ? "" : ",", req->snapshot_id);
-    pthread_mutex_unlock(&f->lock);
-    return rc;
-}
-
-static int fake_delete_template(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *respp, cube_err *err)
-{
-    (void)ctx, (void)respp;
-    fake_node *f = svc;
-    const Cube__TemplateRef *req = reqp;
-    char key[80];
-    snprintf(key, sizeof(key), ",%s,", req->template_id);
-    pthread_mutex_lock(&f->lock);
-    char *at = strstr(f->holds, key);
-    int rc = 0;
-    if (!at)
-        rc = cube_err_set(err, ENOENT, "template '%s' not found", req->template_id);
-    else if (f->refuse_delete)
-        rc = cube_err_set(err, EBUSY, "template '%s' is what template 'x' is built on", req->template_id);
-    else
-        memmove(at, at + strlen(key) - 1, strlen(at + strlen(key) - 1) + 1);
-    pthread_mutex_unlock(&f->lock);
-    return rc;
-}
-
-/* ExportTemplate: "app" builds a* in two chunks; ImportTemplate: the chunks noted in order (the last with the
- * build and the tags it is linked under); TemplateTags assign by build: noted */
-static int fake_export(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *respp, cube_err *err)
-{
-    (void)svc;
-    const Cube__TemplateExportRequest *req = reqp;
-    Cube__TemplateChunk *out = respp;
-    if (strcmp(req->name, "app") != 0 || req->build_id[0] != 'a')
-        return cube_err_set(err, ENOENT, "no such build");
-    out->name = "app";
-    out->build_id = cube_rpc_strdup(ctx, req->build_id);
-    out->offset = req->offset;
-    out->data.data = (uint8_t *)cube_rpc_strdup(ctx, req->offset == 0 ? "first-" : "second");
-    out->data.len = 6;
-    out->size = 12;
-    out->last = req->offset >= 6;
-    out->digest = "d1";
-    out->config_json = "{}";
-    return 0;
-}
-
-static int fake_import(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *respp, cube_err *err)
-{
-    (void)ctx, (void)respp, (void)err;
-    fake_node *f = svc;
-    const Cube__TemplateChunk *req = reqp;
-    pthread_mutex_lock(&f->lock);
-    size_t len = strlen(f->vol_ops);
-    len += (size_t)snprintf(f->vol_ops + len, sizeof(f->vol_ops) - len, "import:%s:%llu:%.*s%s", req->name,
-                            (unsigned long long)req->offset, (int)req->data.len, (const char *)req->data.data,
-                            req->last ? ":last" : "");
-    if (req->last)
-        len += (size_t)snprintf(f->vol_ops + len, sizeof(f->vol_ops) - len, ":%s@%s", req->build_id,
-                                req->n_tags ? req->tags[0] : "");
-    snprintf(f->vol_ops + len, sizeof(f->vol_ops) - len, ";");
-    pthread_mutex_unlock(&f->lock);
-    return 0;
-}
-
-static int fake_tags(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *respp, cube_err *err)
-{
-    (void)ctx, (void)respp;
-    fake_node *f = svc;
-    const Cube__TemplateTagsRequest *req = reqp;
-    if (strcmp(req->op, "assign") != 0 || !*req->build_id || req->n_tags != 1)
-        return cube_err_set(err, EINVAL, "the fake links by build only");
-    pthread_mutex_lock(&f->lock);
-    size_t len = strlen(f->vol_ops);
-    snprintf(f->vol_ops + len, sizeof(f->vol_ops) - len, "link:%s:%s=%s;", req->name, req->tags[0],
-             req->build_id);
-    pthread_mutex_unlock(&f->lock);
-    return 0;
-}
-
-/* Rollback: "ends" fails after the sandbox's processes ended (the node removed it), "other" is a snapshot of
- * another sandbox; any other snapshot succeeds with a new PID 1's addresses. */
-static int fake_rollback(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *respp, cube_err *err)
-{
-    fake_node *f = svc;
-    const Cube__NodeRollbackRequest *req = reqp;
-    Cube__NodeSandbox *out = respp;
-    if (strcmp(req->snapshot_id, "other") == 0)
-        return cube_err_set(err, EINVAL, "snapshot 'other' is not of it");
-    if (strcmp(req->snapshot_id, "ends") == 0) {
-        pthread_mutex_lock(&f->lock);
-        fake_remove(f, req->sandbox_id);
-        pthread_mutex_unlock(&f->lock);
-        return cube_err_set(err, ENOTRECOVERABLE, "rollback failed and the sandbox ended");
-    }
-    out->sandbox_id = cube_rpc_strdup(ctx, req->sandbox_id);
-    out->state = CUBE__SANDBOX_STATE__SANDBOX_STATE_RUNNING;
-    out->agent_address = "netns:/proc/77/ns/net:49983";
-    out->interpreter_address = "netns:/proc/77/ns/net:49999";
-    return 0;
-}
-
-#define C(name, fn, req, resp) CUBE_RPC_METHOD("cube.Cubelet", name, fn, req, resp)
-static const cube_rpc_method fake_methods[] = {
-    C("CreateSandbox", fake_create, cube__node_create_request, cube__node_sandbox),
-    C("KillSandbox", fake_kill, cube__node_sandbox_ref, cube__empty),
-    C("RollbackSandbox", fake_rollback, cube__node_rollback_request, cube__node_sandbox),
-    C("PauseSandbox", fake_gate, cube__node_sandbox_ref, cube__empty),
-    C("ResumeSandbox", fake_resume, cube__node_sandbox_ref, cube__node_sandbox),
-    C("ListSandboxes", fake_list, cube__empty, cube__node_list_response),
-    C("UpdateNetwork", fake_network, cube__node_network_request, cube__empty),
-    C("VolumeFiles", fake_volume_files, cube__volume_file_request, cube__volume_file_response),
-    C("SnapshotSandbox", fake_snapshot, cube__node_snapshot_request, cube__empty),
-    C("DeleteTemplate", fake_delete_template, cube__template_ref, cube__empty),
-    C("ExportTemplate", fake_export, cube__template_export_request, cube__template_chunk),
-    C("ImportTemplate", fake_import, cube__template_chunk, cube__empty),
-    C("TemplateTags", fake_tags, cube__template_tags_request, cube__template_tags_response),
-    {0},
-};
-
 static char dir[256];
 static store *st;
 static master m;
 static cube_rpc_server *master_srv;
 static cube_rpc_client *mc; /* the test's client of the master, as cube-api is */
-
-static void fake_start(fake_node *f, const char *id)
-{
-    memset(f, 0, sizeof(*f));
-    snprintf(f->id, sizeof(f->id), "%s", id);
-    snprintf(f->addr, sizeof(f->addr), "unix:%s/%s.sock", dir, id);
-    pthread_mutex_init(&f->lock, NULL);
-    pthread_cond_init(&f->cond, NULL);
-    cube_err err = {0};
-    f->srv = cube_rpc_server_start(f->addr, fake_methods, f, 4, &err);
-    ck_assert_msg(f->srv != NULL, "%s", err.msg);
-}
-
-static void fake_stop(fake_node *f)
-{
-    pthread_mutex_lock(&f->lock);
-    f->hold = 0;
-    pthread_cond_broadcast(&f->cond);
-    pthread_mutex_unlock(&f->lock);
-    cube_rpc_server_stop(f->srv);
-}
 
 /* The node's heartbeat to the master, reporting `ready` pooled sandboxes of base. */
 static void heartbeat(fake_node *f, unsigned ready)
@@ -426,7 +113,7 @@ START_TEST(a_burst_spreads_over_nodes)
 {
     fake_node f[3];
     const char *names[] = {"node-1", "node-2", "node-3"};
-    for (int i = 0; i < 3; i++) fake_start(&f[i], names[i]);
+    for (int i = 0; i < 3; i++) fake_start(&f[i], dir, names[i]);
     heartbeat(&f[0], 2);
     heartbeat(&f[1], 0);
     heartbeat(&f[2], 0);
@@ -476,7 +163,7 @@ static void *bg_ref(void *arg)
 START_TEST(a_create_waits_for_the_first_node)
 {
     fake_node f;
-    fake_start(&f, "node-1");
+    fake_start(&f, dir, "node-1");
     bg_call c = {0};
     pthread_create(&c.th, NULL, bg_create, &c);
     usleep(300 * 1000);
@@ -491,25 +178,10 @@ START_TEST(a_create_waits_for_the_first_node)
 }
 END_TEST
 
-static void wait_holding(fake_node *f)
-{
-    pthread_mutex_lock(&f->lock);
-    while (!f->holding) pthread_cond_wait(&f->cond, &f->lock);
-    pthread_mutex_unlock(&f->lock);
-}
-
-static void open_gate(fake_node *f)
-{
-    pthread_mutex_lock(&f->lock);
-    f->hold = 0;
-    pthread_cond_broadcast(&f->cond);
-    pthread_mutex_unlock(&f->lock);
-}
-
 /* A node with one sandbox (paused first if asked) and c's call to the master under way, held at the node. */
 static void held_call(fake_node *f, bool paused, bg_call *c, char id[64])
 {
-    fake_start(f, "node-1");
+    fake_start(f, dir, "node-1");
     heartbeat(f, 1);
     cube_err err = {0};
     ck_assert_int_eq(create(id, NULL, &err), 0);
@@ -573,7 +245,7 @@ static int rollback(const char *id, const char *snap, Cube__Sandbox **out, cube_
 START_TEST(a_rollback_takes_the_new_agent_or_ends_the_record)
 {
     fake_node f;
-    fake_start(&f, "node-1");
+    fake_start(&f, dir, "node-1");
     heartbeat(&f, 1);
     cube_err err = {0};
     char id[64];
@@ -650,13 +322,6 @@ static int create_secret_named(const char *name, const char *value, cube_err *er
     return secret_call("/cube.Master/CreateSecret", &req.base, NULL, err);
 }
 
-static void fake_rules(fake_node *f, char out[512])
-{
-    pthread_mutex_lock(&f->lock);
-    snprintf(out, 512, "%s", f->rules);
-    pthread_mutex_unlock(&f->lock);
-}
-
 /* true when the bytes of the file at path contain what */
 static bool file_has_one(const char *path, const char *what)
 {
@@ -726,7 +391,7 @@ START_TEST(secrets_fill_rules_for_the_node_only)
     ck_assert_int_eq(err.code, EEXIST);
 
     fake_node f;
-    fake_start(&f, "node-1");
+    fake_start(&f, dir, "node-1");
     heartbeat(&f, 2);
     Cube__NetworkPolicy np = CUBE__NETWORK_POLICY__INIT;
     Cube__HeaderRule hr = CUBE__HEADER_RULE__INIT, hr2 = CUBE__HEADER_RULE__INIT, *rules[] = {&hr, &hr2};
@@ -863,8 +528,8 @@ static int volume_call(const char *method, const char *volume, const ProtobufCMe
 START_TEST(a_volume_lives_on_one_node)
 {
     fake_node f[2];
-    fake_start(&f[0], "node-1");
-    fake_start(&f[1], "node-2");
+    fake_start(&f[0], dir, "node-1");
+    fake_start(&f[1], dir, "node-2");
     heartbeat(&f[0], 0);
     heartbeat(&f[1], 0);
     cube_err err = {0};
@@ -1050,8 +715,8 @@ static int delete_tpl(const char *id, cube_err *err)
 START_TEST(snapshots_are_records_their_nodes_hold)
 {
     fake_node f[2];
-    fake_start(&f[0], "node-1");
-    fake_start(&f[1], "node-2");
+    fake_start(&f[0], dir, "node-1");
+    fake_start(&f[1], dir, "node-2");
     heartbeat(&f[0], 0);
     cube_err err = {0};
     char id[64], node[64], want[256], got[256];
@@ -1122,9 +787,9 @@ static void replicate_now(fake_node f[3], char seen[3][512])
 START_TEST(a_build_is_copied_to_nodes_that_lack_it)
 {
     fake_node f[3];
-    fake_start(&f[0], "node-1");
-    fake_start(&f[1], "node-2");
-    fake_start(&f[2], "node-3");
+    fake_start(&f[0], dir, "node-1");
+    fake_start(&f[1], dir, "node-2");
+    fake_start(&f[2], dir, "node-3");
     const char *holder[] = {"base=bb1", "app=a1<base@bb1", "app:v2=a1<base@bb1"};
     const char *taker[] = {"base=bb1"};
     const char *other[] = {"base=bb2"};
@@ -1177,7 +842,7 @@ END_TEST
 START_TEST(builds_are_listed_with_their_states)
 {
     fake_node f;
-    fake_start(&f, "node-1");
+    fake_start(&f, dir, "node-1");
     const char *held[] = {"base=bb1", "app=a2<base@bb1"};
     heartbeat_builds(&f, held, 2);
     cube_err err = {0};
