@@ -1,7 +1,6 @@
 #include "agent.h"
 
 #include <errno.h>
-#include <pwd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,14 +25,8 @@ int agent_init(agent *a, const char *default_user, cube_err *err)
 
 int agent_lookup_user(const char *name, agent_user *u, cube_err *err)
 {
-    struct passwd pw, *res = NULL;
-    char buf[4096];
-    if (!name || !*name || getpwnam_r(name, &pw, buf, sizeof(buf), &res) != 0 || !res)
+    if (users_by_name(USERS_PASSWD, name, u) < 0)
         return cube_err_set(err, EINVAL, "user '%s' does not exist in the sandbox", name ? name : "");
-    snprintf(u->name, sizeof(u->name), "%s", pw.pw_name);
-    u->uid = pw.pw_uid;
-    u->gid = pw.pw_gid;
-    snprintf(u->home, sizeof(u->home), "%s", pw.pw_dir && *pw.pw_dir ? pw.pw_dir : "/");
     return 0;
 }
 

@@ -13,6 +13,7 @@
 #include "err.h"
 #include "http.h"
 #include "proc.h"
+#include "users.h"
 
 #define ENVD_VERSION CUBE_ENVD_VERSION
 
@@ -29,12 +30,7 @@ typedef struct agent {
     int64_t started_ms;
 } agent;
 
-typedef struct agent_user {
-    char name[64];
-    uid_t uid;
-    gid_t gid;
-    char home[512];
-} agent_user;
+typedef users_entry agent_user;
 
 int agent_init(agent *a, const char *default_user, cube_err *err);
 

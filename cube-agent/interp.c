@@ -2,7 +2,6 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <grp.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
@@ -17,6 +16,7 @@
 #include "id.h"
 #include "json.h"
 #include "log.h"
+#include "users.h"
 
 extern const char interp_worker_py[];
 
@@ -139,8 +139,7 @@ static int start_worker(interp *ip, ctx *c, cube_err *err)
         return cube_err_sys(err, errno, "pipe");
     }
     gid_t groups[64];
-    int ng = 64;
-    if (getgrouplist(u.name, u.gid, groups, &ng) < 0) ng = 0;
+    int ng = users_groups(USERS_GROUP, u.name, u.gid, groups, 64);
     /* one worker program: python runs the code itself, or keeps a bash that runs it */
     char *argv[] = {(char *)ip->python, "-u", "-c", (char *)interp_worker_py, c->language, NULL};
     children_lock();

@@ -3,7 +3,6 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <grp.h>
 #include <poll.h>
 #include <pthread.h>
 #include <pty.h>
@@ -22,6 +21,7 @@
 #include "connect.h"
 #include "log.h"
 #include "timeutil.h"
+#include "users.h"
 
 typedef struct event {
     char *json;
@@ -335,8 +335,7 @@ int proc_start(proc_table *t, const proc_spec *spec, proc_sub **sub, uint32_t *p
     int pipes_out[2] = {-1, -1}, pipes_err[2] = {-1, -1}, pipes_in[2] = {-1, -1}, errpipe[2] = {-1, -1};
     int master = -1, slave = -1;
     gid_t groups[64];
-    int ngroups = 64;
-    if (getgrouplist(spec->user ? spec->user : "root", spec->gid, groups, &ngroups) < 0) ngroups = 0;
+    int ngroups = users_groups(USERS_GROUP, spec->user ? spec->user : "root", spec->gid, groups, 64);
 
     proc *p = calloc(1, sizeof(*p));
     if (!p) return cube_err_set(err, ENOMEM, "out of memory");

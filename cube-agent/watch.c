@@ -2,10 +2,8 @@
 
 #include <dirent.h>
 #include <errno.h>
-#include <grp.h>
 #include <limits.h>
 #include <poll.h>
-#include <pwd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,6 +14,7 @@
 #include "file_meta.h"
 #include "id.h"
 #include "timeutil.h"
+#include "users.h"
 
 typedef struct wdir {
     int wd;
@@ -71,22 +70,13 @@ cJSON *entry_info(const char *path, cube_err *err)
     char perms[11];
     perm_string(st.st_mode, perms);
     cJSON_AddStringToObject(o, "permissions", perms);
-    char buf[1024];
-    struct passwd pw, *pr = NULL;
-    struct group gr, *grr = NULL;
-    char num[32];
-    if (getpwuid_r(st.st_uid, &pw, buf, sizeof(buf), &pr) == 0 && pr) {
-        cJSON_AddStringToObject(o, "owner", pw.pw_name);
-    } else {
-        snprintf(num, sizeof(num), "%u", st.st_uid);
-        cJSON_AddStringToObject(o, "owner", num);
-    }
-    if (getgrgid_r(st.st_gid, &gr, buf, sizeof(buf), &grr) == 0 && grr) {
-        cJSON_AddStringToObject(o, "group", gr.gr_name);
-    } else {
-        snprintf(num, sizeof(num), "%u", st.st_gid);
-        cJSON_AddStringToObject(o, "group", num);
-    }
+    char name[256];
+    if (users_name_of_uid(USERS_PASSWD, st.st_uid, name, sizeof(name)) < 0)
+        snprintf(name, sizeof(name), "%u", st.st_uid);
+    cJSON_AddStringToObject(o, "owner", name);
+    if (users_name_of_gid(USERS_GROUP, st.st_gid, name, sizeof(name)) < 0)
+        snprintf(name, sizeof(name), "%u", st.st_gid);
+    cJSON_AddStringToObject(o, "group", name);
     char ts[CUBE_RFC3339_MAX];
     cube_rfc3339_format((int64_t)st.st_mtim.tv_sec * 1000 + st.st_mtim.tv_nsec / 1000000, ts);
     cJSON_AddStringToObject(o, "modifiedTime", ts);
