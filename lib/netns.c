@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -76,6 +77,48 @@ int cube_netns_http(const char *netns_path, uint16_t port, const char *method, c
     return cube_netns_http_on(fd, method, path, body, status, resp_body, cap, timeout_ms, err);
 }
 
+/* the head's end, or NULL while it has not all come */
+static const char *head_end(const char *buf, size_t len)
+{
+    for (size_t i = 0; i + 3 < len; i++)
+        if (buf[i] == '\r' && buf[i + 1] == '\n' && buf[i + 2] == '\r' && buf[i + 3] == '\n')
+            return buf + i + 4;
+    return NULL;
+}
+
+int cube_http_answer_complete(const char *buf, size_t len)
+{
+    const char *end = head_end(buf, len);
+    if (!end) return 0;
+    int status = 0;
+    /* "HTTP/1.x NNN": the status at a fixed place */
+    if (end - buf < 12 || memcmp(buf, "HTTP/1.", 7) != 0 || buf[8] != ' ') return 0;
+    for (int i = 9; i < 12; i++) {
+        if (buf[i] < '0' || buf[i] > '9') return 0;
+        status = status * 10 + (buf[i] - '0');
+    }
+    if (status < 200 || status == 204 || status == 304) return 1;
+    /* Content-Length, any case, at the start of a line of the head */
+    static const char name[] = "content-length:";
+    for (const char *line = buf; line < end;) {
+        const char *nl = memchr(line, '\n', (size_t)(end - line));
+        if (!nl) break;
+        size_t ll = (size_t)(nl - line);
+        if (ll > sizeof(name) - 1 && strncasecmp(line, name, sizeof(name) - 1) == 0) {
+            const char *v = line + sizeof(name) - 1;
+            while (v < nl && (*v == ' ' || *v == '\t')) v++;
+            size_t want = 0;
+            int digits = 0;
+            for (; v < nl && *v >= '0' && *v <= '9' && digits < 12; v++, digits++)
+                want = want * 10 + (size_t)(*v - '0');
+            if (!digits) return 0; /* not a length we can trust: read to the close */
+            return len - (size_t)(end - buf) >= want;
+        }
+        line = nl + 1;
+    }
+    return 0;
+}
+
 int cube_netns_http_on(int fd, const char *method, const char *path, const char *body, int *status,
                        char *resp_body, size_t cap, int timeout_ms, cube_err *err)
 {
@@ -111,6 +154,7 @@ int cube_netns_http_on(int fd, const char *method, const char *path, const char 
             break;
         }
         len += (size_t)r;
+        if (cube_http_answer_complete(buf, len)) break;
     }
     close(fd);
     if (rc < 0) return -1;

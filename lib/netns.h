@@ -19,5 +19,9 @@ int cube_netns_http(const char *netns_path, uint16_t port, const char *method, c
 /* The same over a connection made earlier (cube_netns_connect), which it closes. */
 int cube_netns_http_on(int fd, const char *method, const char *path, const char *body, int *status,
                        char *resp_body, size_t cap, int timeout_ms, cube_err *err);
+/* Whether the len bytes of an HTTP/1.x answer in buf are all of it: its head, and the body its status and
+ * Content-Length say (none for 1xx, 204 and 304; without a length, the body ends when the peer closes).
+ * The request above returns then, not one wakeup later when the peer's close arrives. */
+int cube_http_answer_complete(const char *buf, size_t len);
 
 #endif
