@@ -125,6 +125,7 @@ END_TEST
 
 /* The nice value of a process the zygote forked (field 19 of /proc/PID/stat), once it is blocked writing to a
  * full pipe: past the point where the zygote's child sets it. */
+static int nice_of(pid_t pid);
 static int nice_when_blocked(pid_t pid)
 {
     char path[64], buf[512];
@@ -136,6 +137,13 @@ static int nice_when_blocked(pid_t pid)
         if (writing) break;
         usleep(1000);
     }
+    return nice_of(pid);
+}
+
+/* field 19 of /proc/PID/stat */
+static int nice_of(pid_t pid)
+{
+    char path[64], buf[512];
     snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
     FILE *f = fopen(path, "re");
     ck_assert_ptr_nonnull(f);
@@ -173,6 +181,7 @@ START_TEST(a_child_runs_at_its_callers_priority)
         ck_assert_msg(cube_zygote_spawn(&z, help, fds, targets, 1, &pid, &pidfd, &err) == 0, "%s", err.msg);
         close(p[1]);
         ck_assert_int_eq(nice_when_blocked(pid), want[i]);
+        ck_assert_int_eq(nice_of(z.pid), 0); /* it forked at the caller's value, and is back at its own */
         while (read(p[0], junk, sizeof(junk)) > 0) {
         }
         close(p[0]);
