@@ -602,6 +602,14 @@ int cl_mount_volume(cubelet *c, const cl_slot *s, const Cube__VolumeMount *vm, c
     return 0;
 }
 
+/* A claim's refill starts when the create is answered, not at the claim: on a small node the refill's start
+ * (a network slot, the zygote's fork) took the CPU from the claim's own steps (the agent's /init, the
+ * answer). The refill thread sees the claimed slot whenever it next looks; this wakes it. */
+static void refill_after_claim(cubelet *c, int from_pool)
+{
+    if (from_pool) pthread_cond_signal(&c->refill);
+}
+
 static int create_sandbox(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *respp, cube_err *err)
 {
     cubelet *c = svc;
@@ -637,8 +645,7 @@ static int create_sandbox(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *
             s->claimed_ms = cube_now_mono_ms();
             s->users = 1; /* this create's, until the sandbox is set up */
             snprintf(s->sandbox_id, sizeof(s->sandbox_id), "%s", req->sandbox_id);
-            pthread_cond_signal(&c->refill);
-            break;
+            break; /* the refill is told once this create is answered (refill_after_claim) */
         }
         if (c->stopping) {
             if (waiting) c->creates_waiting--;
@@ -709,12 +716,14 @@ static int create_sandbox(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *
     for (size_t i = 0; i < req->n_volume_mounts; i++) {
         if (cl_mount_volume(c, s, req->volume_mounts[i], err) < 0) {
             create_failed(c, s);
+            refill_after_claim(c, from_pool);
             return -1;
         }
     }
     /* the slot was leased with the default policy: only another one costs a call to cube-net */
     if (!cl_net_policy_is_default(req->network) && cl_net_policy(c, s->slot_id, req->network, err) < 0) {
         create_failed(c, s);
+        refill_after_claim(c, from_pool);
         return -1;
     }
     /* pool sandboxes were made at low priority: the user's sandbox runs at normal priority */
@@ -722,6 +731,7 @@ static int create_sandbox(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *
     int64_t t_init = cube_now_mono_ns();
     if (cl_init_agent(c, s, req, err) < 0) {
         create_failed(c, s);
+        refill_after_claim(c, from_pool);
         return -1;
     }
     cl_running_sandbox(ctx, s, out);
@@ -746,6 +756,7 @@ static int create_sandbox(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *
     pthread_mutex_lock(&c->lock);
     cl_slot_release(c, s); /* a kill that came meanwhile may take it now */
     pthread_mutex_unlock(&c->lock);
+    refill_after_claim(c, from_pool);
     return 0;
 }
 
