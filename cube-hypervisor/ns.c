@@ -543,7 +543,9 @@ static int ns_create(const hv_spec *spec, hv_sandbox **out, cube_err *err)
         close(spec->disk_fd);
         if (rc < 0) goto fail;
     } else if (spec->disk_template) {
-        snprintf(buf, sizeof(buf), "%s/disk.img", spec->state_dir);
+        /* the copy is the sandbox's disk: beside the template, on the node's disk (the state directory may
+         * be a tmpfs); its name goes as soon as the loop device holds it */
+        snprintf(buf, sizeof(buf), "%s.%s", spec->disk_template, spec->id);
         if (hv_disk_attach(spec->disk_template, buf, sb->rw, spec->uid_base, err) < 0) goto fail;
     } else {
         snprintf(buf, sizeof(buf), "size=%llum,mode=0755,uid=%u,gid=%u",

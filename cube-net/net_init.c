@@ -32,28 +32,14 @@
 #include "sandbox_net.skel.h"
 #include "uplink.h"
 
-/* The namespaces' mount points live on a tmpfs of their own: a slot's file is made and removed with every
- * sandbox, and on the node's ext4 each create then searched the inode tables past the recently deleted ones
- * (half of cube-net's CPU in a burst of creates). Mounted once, when the directory is empty (a directory
- * holding slots of an earlier run, on disk, is kept as it is); it outlives a restart, which adopts what is
- * in it, and goes at a stop that leaves no slot leased. */
+/* The namespaces' mount points live on a tmpfs of their own (cube_tmpfs_over_empty_dir): a slot's file is
+ * made and removed with every sandbox (on the node's ext4, half of cube-net's CPU in a burst of creates). It
+ * outlives a restart, which adopts what is in it, and goes at a stop that leaves no slot leased. */
 static int ns_dir_tmpfs(cube_net *n, cube_err *err)
 {
-    struct statfs fs;
-    if (statfs(n->cfg.ns_dir, &fs) < 0) return cube_err_sys(err, errno, "statfs %s", n->cfg.ns_dir);
-    if (fs.f_type == TMPFS_MAGIC) return 0;
-    DIR *d = opendir(n->cfg.ns_dir);
-    if (!d) return cube_err_sys(err, errno, "open %s", n->cfg.ns_dir);
-    bool empty = true;
-    for (struct dirent *de; empty && (de = readdir(d));)
-        empty = strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0;
-    closedir(d);
-    if (!empty) return 0;
-    if (mount("cube-netns", n->cfg.ns_dir, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=0755,size=4m") <
-        0)
-        return cube_err_sys(err, errno, "mount a tmpfs at %s", n->cfg.ns_dir);
-    n->ns_tmpfs = true;
-    return 0;
+    int rc = cube_tmpfs_over_empty_dir(n->cfg.ns_dir, "cube-netns", "mode=0755,size=4m", err);
+    if (rc > 0) n->ns_tmpfs = true;
+    return rc < 0 ? -1 : 0;
 }
 
 static int mkdir_p(const char *path, cube_err *err)

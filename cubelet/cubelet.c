@@ -66,6 +66,16 @@ int cubelet_init(cubelet *c, const cubelet_config *cfg, cube_err *err)
     snprintf(c->sandboxes_dir, sizeof(c->sandboxes_dir), "%s/sandboxes", cfg->data_dir);
     if (mkdir(c->sandboxes_dir, 0711) < 0 && errno != EEXIST)
         return cube_err_sys(err, errno, "mkdir %s", c->sandboxes_dir);
+    if (cfg->sandboxes_tmpfs) {
+        /* outlives a restart of cubelet (which adopts what is in it); a disk-sized file is never put in it
+         * (a sandbox's disk is a copy beside the disk template) */
+        int rc = cube_tmpfs_over_empty_dir(c->sandboxes_dir, "cube-sandboxes", "mode=0711,size=10%", err);
+        if (rc < 0) { /* slower, not wrong */
+            cube_log_warn("sandboxes' state directories stay on the node's disk", "err=\"%s\"", err->msg);
+            cube_err_clear(err);
+        }
+        c->sandboxes_tmpfs = rc > 0;
+    }
     if (cl_load_templates(c, err) < 0) return -1;
     /* made once per node and size, here at start: never on a create's path (it runs mkfs) */
     snprintf(c->disk_mb, sizeof(c->disk_mb), "%d", cl_node_disk_mb(c));
@@ -1109,6 +1119,7 @@ void cubelet_stop(cubelet *c)
         all = next;
     }
     while (c->nready_disks > 0) close(c->ready_disks[--c->nready_disks]); /* their mounts and devices go */
+    if (c->sandboxes_tmpfs && cube_umount_empty_dir(c->sandboxes_dir) == 0) c->sandboxes_tmpfs = false;
     cube_zygote_stop(&c->zygote);
     cube_rpc_failover_free(&c->masters);
     cube_rpc_client_free(c->net);

@@ -95,11 +95,15 @@ typedef struct cubelet_config {
     int disk_mb;               /* each sandbox's writable layer, on the node's disk */
     const char *lxcfs;         /* an lxcfs mount for sandboxes' /proc views, or NULL */
     int metrics_sample_ms;     /* handed-out sandboxes' metrics history: one sample this often (0: 5 s) */
+    /* sandboxes' state directories (sockets, logs, claims: small files made and removed with every sandbox)
+     * on a tmpfs of their own, as a runtime's state under /run: see cube_tmpfs_over_empty_dir */
+    bool sandboxes_tmpfs;
 } cubelet_config;
 
 typedef struct cubelet {
     cubelet_config cfg;
     char sandboxes_dir[4096];
+    bool sandboxes_tmpfs; /* sandboxes_dir is a tmpfs this process mounted (unmounted at a stop, empty) */
     cl_template *templates;
     pthread_mutex_t templates_lock; /* one publisher of templates at a time (readers take none) */
     pthread_mutex_t lock;

@@ -89,6 +89,7 @@ static int run(cube_config *cfg, int argc, char **argv)
         .pool_max = (int)pool_max,
         .disk_mb = (int)disk_mb,
         .lxcfs = cube_config_get(cfg, "cubelet.lxcfs", NULL),
+        .sandboxes_tmpfs = true,
     };
     const char *tuning = cube_config_get(cfg, "cubelet.cgroup_tuning", "on");
     if (strcmp(tuning, "on") != 0 && strcmp(tuning, "off") != 0) {

@@ -2,7 +2,12 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <dirent.h>
 #include <ftw.h>
+#include <linux/magic.h>
+#include <stdbool.h>
+#include <sys/mount.h>
+#include <sys/statfs.h>
 #include <libgen.h>
 #include <sys/stat.h>
 #include <limits.h>
@@ -67,4 +72,34 @@ ssize_t cube_send_with_fd(int sock, const void *buf, size_t len, int fd)
         memcpy(CMSG_DATA(c), &fd, sizeof(int));
     }
     return sendmsg(sock, &m, MSG_NOSIGNAL);
+}
+
+int cube_dir_empty(const char *dir)
+{
+    DIR *d = opendir(dir);
+    if (!d) return -1;
+    bool empty = true;
+    for (struct dirent *de; empty && (de = readdir(d));)
+        empty = strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0;
+    closedir(d);
+    return empty;
+}
+
+int cube_tmpfs_over_empty_dir(const char *dir, const char *source, const char *opts, cube_err *err)
+{
+    struct statfs fs;
+    if (statfs(dir, &fs) < 0) return cube_err_sys(err, errno, "statfs %s", dir);
+    if (fs.f_type == TMPFS_MAGIC) return 0;
+    int empty = cube_dir_empty(dir);
+    if (empty < 0) return cube_err_sys(err, errno, "open %s", dir);
+    if (!empty) return 0;
+    if (mount(source, dir, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, opts) < 0)
+        return cube_err_sys(err, errno, "mount a tmpfs at %s", dir);
+    return 1;
+}
+
+int cube_umount_empty_dir(const char *dir)
+{
+    if (cube_dir_empty(dir) != 1) return -1;
+    return umount2(dir, MNT_DETACH);
 }

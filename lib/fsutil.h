@@ -5,6 +5,8 @@
 #include <stddef.h>
 #include <sys/types.h>
 
+#include "err.h"
+
 /* rm -rf that stays on one filesystem (a mount left inside is not descended into). 0 when the tree is gone.
  */
 int cube_rm_rf(const char *path);
@@ -20,5 +22,17 @@ int cube_fd_at(int fd, int target);
 /* Sends len bytes on a Unix socket with descriptor fd attached (SCM_RIGHTS; none when fd < 0), without
  * SIGPIPE. sendmsg's return. */
 ssize_t cube_send_with_fd(int sock, const void *buf, size_t len, int fd);
+
+/* 1 when dir holds no entry, 0 when it holds some, -1 with errno. */
+int cube_dir_empty(const char *dir);
+/* A tmpfs (source names it in the mount table, opts its options) over dir, for small files that come and go
+ * with every sandbox: on an ext4 without a journal each new inode is searched for past the recently deleted
+ * ones (recently_deleted(): a minute or more), a cost that grows with the rate of creates. Mounted only when
+ * dir is empty and not a tmpfs already: a directory holding files of an earlier run keeps them where they are
+ * (and a later start, with it emptied, mounts). 1 when it mounted, 0 when dir was left as it was, -1 with
+ * err. */
+int cube_tmpfs_over_empty_dir(const char *dir, const char *source, const char *opts, cube_err *err);
+/* The mount at dir detached, when dir holds nothing (what is still in use keeps its mount). 0 when done. */
+int cube_umount_empty_dir(const char *dir);
 
 #endif

@@ -1,7 +1,7 @@
 // What a stopped stack must not leave on the node (deploy/cube down): shared by the end-to-end suites.
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 
 // data: the stack's data directory; port: its API port (sandbox veths are named after it)
 export function assertNothingLeft(data, port) {
@@ -25,4 +25,8 @@ export function assertNothingLeft(data, port) {
   // the sandboxes' disks: loop devices that clear themselves when their mounts go
   const loops = execFileSync('losetup', ['-l', '-n', '-O', 'BACK-FILE'], { encoding: 'utf8' });
   assert.ok(!loops.includes(`${data}/`), `loop devices left: ${loops}`);
+  // their files: copies of a disk template, beside it, unlinked once a loop device holds them
+  const disks = `${data}/disks`;
+  const copies = existsSync(disks) ? readdirSync(disks).filter((f) => !/^ext4-\d+m\.img$/.test(f)) : [];
+  assert.deepEqual(copies, [], 'sandbox disk copies left');
 }

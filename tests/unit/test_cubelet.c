@@ -8,7 +8,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/magic.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <sys/xattr.h>
 #include <time.h>
 #include <unistd.h>
@@ -65,7 +67,8 @@ static void wait_count(const char *what, int at_least)
     ck_assert_msg(count(what) >= at_least, "%d '%s' calls, expected %d", count(what), what, at_least);
 }
 
-static void setup(void)
+/* A cubelet on a fresh data directory, serving RPC; sandboxes_tmpfs as cubelet's main sets it, or not. */
+static void start_node(bool sandboxes_tmpfs)
 {
     dir = cube_test_tmpdir();
     snprintf(log_path, sizeof(log_path), "%s/hv.log", dir);
@@ -86,7 +89,8 @@ static void setup(void)
                           .pool_size = 2,
                           .pool_max = 2,
                           .disk_mb = 16,
-                          .metrics_sample_ms = 100};
+                          .metrics_sample_ms = 100,
+                          .sandboxes_tmpfs = sandboxes_tmpfs};
     cube_err err = {0};
     ck_assert_msg(cubelet_init(&c, &cfg, &err) == 0, "%s", err.msg);
     cubelet_start(&c);
@@ -97,11 +101,21 @@ static void setup(void)
     ck_assert_ptr_nonnull(client);
 }
 
-static void teardown(void)
+static void stop_node(void)
 {
     cube_rpc_client_free(client);
     cube_rpc_server_stop(srv);
     cubelet_stop(&c);
+}
+
+static void setup(void)
+{
+    start_node(false);
+}
+
+static void teardown(void)
+{
+    stop_node();
     cube_rm_rf(dir);
     free(dir);
 }
@@ -1019,6 +1033,59 @@ START_TEST(volume_files_stay_inside_the_volume)
 }
 END_TEST
 
+/* With sandboxes_tmpfs (cubelet's main sets it), the sandboxes' state directories (sockets, logs, claims:
+ * made and removed with every sandbox) are on a tmpfs of their own; a stop that leaves none unmounts it; a
+ * directory that holds something when cubelet starts is left on the disk as it is. */
+static bool is_tmpfs(const char *path)
+{
+    struct statfs fs;
+    return statfs(path, &fs) == 0 && fs.f_type == TMPFS_MAGIC;
+}
+
+START_TEST(sandbox_state_lives_on_a_tmpfs)
+{
+    start_node(true);
+    char sbs[400];
+    snprintf(sbs, sizeof(sbs), "%s/sandboxes", dir);
+    ck_assert(is_tmpfs(sbs));
+    wait_count("Start", 2);
+    cube_err err = {0};
+    ck_assert_msg(create("sb-t", "pooled", NULL, &err) == 0, "%s", err.msg);
+    /* the claim is recorded in the sandbox's state directory, on the tmpfs */
+    DIR *d = opendir(sbs);
+    ck_assert_ptr_nonnull(d);
+    int claims = 0;
+    for (struct dirent *de; (de = readdir(d));) {
+        char p[700];
+        snprintf(p, sizeof(p), "%s/%s/claim", sbs, de->d_name);
+        if (access(p, F_OK) == 0 && is_tmpfs(p)) claims++;
+    }
+    closedir(d);
+    ck_assert_int_eq(claims, 1);
+    stop_node();
+    ck_assert(!is_tmpfs(sbs));
+    ck_assert_int_eq(cube_dir_empty(sbs), 1);
+
+    /* something left in the directory (another run's files): kept where it is, no tmpfs over it */
+    char left[500];
+    snprintf(left, sizeof(left), "%s/left-behind", sbs);
+    ck_assert_int_eq(mkdir(left, 0700), 0);
+    cubelet_config cfg = {.data_dir = dir,
+                          .node_id = "n2",
+                          .master = "unix:/nonexistent.sock",
+                          .hypervisor_bin = "/bin/false",
+                          .agent_bin = "/bin/true",
+                          .disk_mb = 16,
+                          .sandboxes_tmpfs = true};
+    cubelet c2;
+    ck_assert_msg(cubelet_init(&c2, &cfg, &err) == 0, "%s", err.msg);
+    ck_assert(!is_tmpfs(sbs));
+    cubelet_stop(&c2);
+    cube_rm_rf(dir);
+    free(dir);
+}
+END_TEST
+
 int main(void)
 {
     if (geteuid() != 0) {
@@ -1044,6 +1111,10 @@ int main(void)
     tcase_add_test(tc, tags_name_builds);
     tcase_add_test(tc, a_build_is_copied_whole_to_another_node);
     suite_add_tcase(s, tc);
+    TCase *tmpfs = tcase_create("state on a tmpfs");
+    tcase_set_timeout(tmpfs, 60);
+    tcase_add_test(tmpfs, sandbox_state_lives_on_a_tmpfs);
+    suite_add_tcase(s, tmpfs);
     TCase *hist = tcase_create("metrics history");
     tcase_add_test(hist, a_long_history_halves);
     suite_add_tcase(s, hist);
