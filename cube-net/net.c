@@ -109,29 +109,50 @@ void cube_net_detach(cube_net *n, int idx)
     s->gen = 0;
 }
 
-/* The veth and the namespace of slot idx (detached already): the slow part, RCU grace periods in the kernel.
- */
-static void remove_slot(cube_net *n, int idx, cn_nl *nl)
+/* The veths and namespaces of k slots (detached already): the slow part, a wait for RCU readers in the
+ * kernel for each link deleted. The veths are put in this cube-net's group of dead links and deleted as one
+ * group, one wait for the whole batch: deleted one by one (~30 ms each on a small VM) they came slower than a
+ * churn of creates released them, and the namespaces left behind made every later create slower (each one
+ * is a mount every new sandbox's mount namespace copies). */
+static void remove_slots(cube_net *n, const int *idx, int k, cn_nl *nl)
 {
-    cn_slot *s = &n->slots[idx];
     cube_err err = {0};
-    char name[16];
-    cube_net_ifname(n, idx, name);
-    int ifx = s->host_ifindex > 0 ? s->host_ifindex : cn_nl_link_index(nl, name, &err);
-    if (ifx > 0 && cn_nl_link_del(nl, ifx, &err) < 0 && err.code != ENODEV)
-        cube_log_warn("veth not removed", "slot=%d err=\"%s\"", idx, err.msg);
-    s->host_ifindex = 0;
-    char p[4300];
-    ns_path(n, idx, p, sizeof(p));
-    if (umount2(p, MNT_DETACH) < 0 && errno != EINVAL && errno != ENOENT)
-        cube_log_warn("namespace not unmounted", "slot=%d path=%s errno=%d", idx, p, errno);
-    unlink(p);
+    int grouped = 0;
+    for (int i = 0; i < k; i++) {
+        cn_slot *s = &n->slots[idx[i]];
+        char name[16];
+        cube_net_ifname(n, idx[i], name);
+        int ifx = s->host_ifindex > 0 ? s->host_ifindex : cn_nl_link_index(nl, name, &err);
+        if (ifx > 0 && cn_nl_link_set_group(nl, ifx, n->dead_group, &err) == 0) {
+            grouped++;
+        } else if (ifx > 0 && err.code != ENODEV && cn_nl_link_del(nl, ifx, &err) < 0 && err.code != ENODEV) {
+            cube_log_warn("veth not removed", "slot=%d err=\"%s\"", idx[i], err.msg);
+        }
+        s->host_ifindex = 0;
+    }
+    if (grouped && cn_nl_group_del(nl, n->dead_group, &err) < 0) {
+        cube_log_warn("dead veths not removed as a group: one by one", "err=\"%s\"", err.msg);
+        for (int i = 0; i < k; i++) {
+            char name[16];
+            cube_net_ifname(n, idx[i], name);
+            int ifx = cn_nl_link_index(nl, name, &err);
+            if (ifx > 0 && cn_nl_link_del(nl, ifx, &err) < 0 && err.code != ENODEV)
+                cube_log_warn("veth not removed", "slot=%d err=\"%s\"", idx[i], err.msg);
+        }
+    }
+    for (int i = 0; i < k; i++) {
+        char p[4300];
+        ns_path(n, idx[i], p, sizeof(p));
+        if (umount2(p, MNT_DETACH) < 0 && errno != EINVAL && errno != ENOENT)
+            cube_log_warn("namespace not unmounted", "slot=%d path=%s errno=%d", idx[i], p, errno);
+        unlink(p);
+    }
 }
 
 void cube_net_teardown(cube_net *n, int idx, cn_nl *nl)
 {
     cube_net_detach(n, idx);
-    remove_slot(n, idx, nl);
+    remove_slots(n, &idx, 1, nl);
 }
 
 /* Builds slot idx: a namespace with lo and eth0 configured, the veth's host side routed and filtered. Runs on
@@ -231,19 +252,29 @@ static int build_one(cube_net *n, cn_nl *host, cube_err *err)
     return idx;
 }
 
-/* Released slots (detached already, lock held on entry and exit): their veths and namespaces go, then the
- * addresses are free again. */
+/* Released slots (detached already, lock held on entry and exit): their veths and namespaces go, all that
+ * were released by now in one batch (remove_slots), then the addresses are free again. */
 static void remove_released(cube_net *n, cn_nl *host)
 {
     while (n->nreleased > 0) {
-        int idx = n->released[--n->nreleased];
-        n->nremoving++; /* counted until its namespace is gone: wait_removed waits for this too */
+        int k = n->nreleased, one;
+        int *batch = malloc((size_t)k * sizeof(*batch));
+        if (!batch) { /* short of memory: one at a time */
+            k = 1;
+            batch = &one;
+        }
+        n->nreleased -= k;
+        memcpy(batch, n->released + n->nreleased, (size_t)k * sizeof(*batch));
+        n->nremoving += k; /* counted until their namespaces are gone: wait_removed waits for these too */
         pthread_mutex_unlock(&n->lock);
-        remove_slot(n, idx, host);
+        remove_slots(n, batch, k, host);
         pthread_mutex_lock(&n->lock);
-        n->nremoving--;
-        n->slots[idx].state = CN_FREE; /* only now: the index's old veth is gone */
-        n->slots[idx].lease[0] = '\0';
+        n->nremoving -= k;
+        for (int i = 0; i < k; i++) {
+            n->slots[batch[i]].state = CN_FREE; /* only now: the index's old veth is gone */
+            n->slots[batch[i]].lease[0] = '\0';
+        }
+        if (batch != &one) free(batch);
     }
     pthread_cond_broadcast(&n->removed);
 }

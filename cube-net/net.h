@@ -130,6 +130,8 @@ typedef struct cube_net {
     int nslots;         /* usable slot indices are 1 .. nslots */
     cn_slot *slots;     /* [nslots + 1] */
     int host_ns;        /* the node's network namespace (where cube_net_init ran) */
+    uint32_t
+        dead_group; /* link group of released veths, deleted together (from ifprefix: one per cube-net) */
     int uplink_ifindex;
     struct sandbox_net *skel;
     struct ring_buffer *events;

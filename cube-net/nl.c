@@ -123,6 +123,28 @@ int cn_nl_link_del(cn_nl *nl, int ifindex, cube_err *err)
     return transact(nl, h, NULL, NULL, "delete link", err);
 }
 
+int cn_nl_link_set_group(cn_nl *nl, int ifindex, uint32_t group, cube_err *err)
+{
+    struct nlmsghdr *h = start(nl, RTM_NEWLINK, 0);
+    struct ifinfomsg *ifi = mnl_nlmsg_put_extra_header(h, sizeof(*ifi));
+    ifi->ifi_family = AF_UNSPEC;
+    ifi->ifi_index = ifindex;
+    mnl_attr_put_u32(h, IFLA_GROUP, group);
+    return transact(nl, h, NULL, NULL, "set link group", err);
+}
+
+int cn_nl_group_del(cn_nl *nl, uint32_t group, cube_err *err)
+{
+    struct nlmsghdr *h = start(nl, RTM_DELLINK, 0);
+    struct ifinfomsg *ifi = mnl_nlmsg_put_extra_header(h, sizeof(*ifi));
+    ifi->ifi_family = AF_UNSPEC; /* no index: the group names the links */
+    mnl_attr_put_u32(h, IFLA_GROUP, group);
+    cube_err e = {0};
+    if (transact(nl, h, NULL, NULL, "delete link group", &e) == 0 || e.code == ENODEV) return 0;
+    *err = e;
+    return -1;
+}
+
 static int link_index_cb(const struct nlmsghdr *h, void *data)
 {
     const struct ifinfomsg *ifi = mnl_nlmsg_get_payload(h);

@@ -20,6 +20,11 @@ int cn_nl_add_veth(cn_nl *nl, const char *name, const uint8_t host_mac[6], const
                    int peer_index, const uint8_t peer_mac[6], int netns_fd, cube_err *err);
 int cn_nl_link_up(cn_nl *nl, int ifindex, cube_err *err);
 int cn_nl_link_del(cn_nl *nl, int ifindex, cube_err *err);
+/* Puts ifindex in link group `group` (IFLA_GROUP). */
+int cn_nl_link_set_group(cn_nl *nl, int ifindex, uint32_t group, cube_err *err);
+/* Deletes every link in group at once: the kernel unregisters them as one batch, with one wait for RCU
+ * readers, where deleting them one by one waits that long for each. None there is not an error. */
+int cn_nl_group_del(cn_nl *nl, uint32_t group, cube_err *err);
 /* The ifindex of a link by name, or 0 when there is none. */
 int cn_nl_link_index(cn_nl *nl, const char *name, cube_err *err);
 /* addr/prefix on ifindex (IPv4, network order). */

@@ -500,6 +500,41 @@ START_TEST(release_and_stop_leave_nothing)
 }
 END_TEST
 
+/* Released slots go together (their veths deleted as one group): every released veth and namespace goes,
+ * one already gone by other hands does not stop the rest, a slot still leased keeps its veth, and the
+ * addresses come back for new leases. */
+START_TEST(released_slots_go_together)
+{
+    net_start(0);
+    enum { N = 6 };
+    cn_lease_info li[N];
+    char names[N][16], ns[N][4300];
+    for (int i = 0; i < N; i++) {
+        snprintf(names[i], sizeof(names[i]), "batch-%d", i);
+        lease(names[i], policy(true, NULL, NULL), &li[i]);
+        snprintf(ns[i], sizeof(ns[i]), "%s", li[i].netns);
+    }
+    cube_err err = {0};
+    cn_nl *nl = cn_nl_open(&err);
+    ck_assert_ptr_nonnull(nl);
+    int gone = cn_nl_link_index(nl, li[0].host_ifname, &err);
+    ck_assert_int_gt(gone, 0);
+    ck_assert_int_eq(cn_nl_link_del(nl, gone, &err), 0);
+    cn_nl_close(nl);
+    for (int i = 0; i < N - 1; i++) ck_assert_int_eq(cube_net_release(&net, names[i], &err), 0);
+    cube_net_wait_removed(&net);
+    for (int i = 0; i < N - 1; i++) {
+        ck_assert_msg(!link_exists(li[i].host_ifname), "%s left behind", li[i].host_ifname);
+        ck_assert_int_ne(access(ns[i], F_OK), 0);
+    }
+    ck_assert(link_exists(li[N - 1].host_ifname));
+    ck_assert_int_eq(cube_net_stats(&net, names[N - 1], &(cn_stats){0}, &err), 0);
+    for (int i = 0; i < N - 1; i++) lease(names[i], policy(true, NULL, NULL), &li[i]);
+    for (int i = 0; i < N; i++) ck_assert(link_exists(li[i].host_ifname));
+    cube_net_stop(&net);
+}
+END_TEST
+
 START_TEST(restart_adopts_leases_and_their_policy)
 {
     net_start(1);
@@ -1094,6 +1129,7 @@ int main(void)
     tcase_add_test(tc, egress_follows_allow_and_deny_lists);
     tcase_add_test(tc, live_policy_update_keeps_allowed_flows);
     tcase_add_test(tc, release_and_stop_leave_nothing);
+    tcase_add_test(tc, released_slots_go_together);
     tcase_add_test(tc, restart_adopts_leases_and_their_policy);
     tcase_add_test(tc, restart_keeps_what_names_resolved_to);
     tcase_add_test(tc, bad_input_is_refused_clearly);
