@@ -4,7 +4,10 @@
 //                               (CUBE_BENCH_SEQ_N of them, 30 unless set; with CUBE_BENCH_SAMPLES=FILE each
 //                               one's "sandboxID ms" goes to FILE)
 //   http_c50 avg p95 p99        the same, 50 at once
-//   sdk_seq p50 p95 p99         Sandbox.create() as the SDK measures it, one at a time
+//   sdk_first ms                the process's first Sandbox.create(): Node loads its fetch (undici) on
+//                               the first call, ~80 ms of client start-up on a 2-core machine
+//   sdk_first_floor ms          the same first fetch() in a fresh node process, to a do-nothing server
+//   sdk_seq p50 p95 p99         Sandbox.create() as the SDK measures it, one at a time, after the first
 //   sdk_c50 p50 p95 p99         the same, 50 at once
 //   sdk_cmd p50                 Sandbox.create() + the first commands.run
 //   sdk_run p50 p95 p99         a later commands.run('true') in the same sandbox
@@ -67,6 +70,21 @@ const cms = conc.map((x) => x[0]);
 console.log(['http_c50', fmt(avg(cms)), fmt(q(cms, 0.95)), fmt(q(cms, 0.99))].join('\t'));
 await Promise.all(conc.map(([, id]) => req('DELETE', `/sandboxes/${id}`)));
 
+// the client's one-time start-up, beside the same first call to a do-nothing server in a fresh process
+const firstFloor = JSON.parse(
+  (await import('node:child_process')).execFileSync(process.execPath, ['--input-type=module', '-e', `
+    import http from 'node:http';
+    const srv = http.createServer((q, r) => { r.writeHead(201, { 'content-type': 'application/json' }); r.end('{}'); }).listen(0, '127.0.0.1');
+    await new Promise((r) => srv.on('listening', r));
+    const t = performance.now();
+    await (await fetch('http://127.0.0.1:' + srv.address().port + '/v2/sandboxes', { method: 'POST', body: '{}' })).text();
+    console.log(performance.now() - t);
+    srv.close();`], { encoding: 'utf8' }));
+await waitPool();
+const tf = performance.now();
+await (await Sandbox.create()).kill();
+console.log(['sdk_first', fmt(performance.now() - tf)].join('\t'));
+console.log(['sdk_first_floor', fmt(firstFloor)].join('\t'));
 await waitPool();
 const sdk = [], cmd = [], run = [];
 for (let i = 0; i < 20; i++) {
