@@ -8,7 +8,9 @@
 //                               the first call, ~80 ms of client start-up on a 2-core machine
 //   sdk_first_floor ms          the same first fetch() in a fresh node process, to a do-nothing server
 //   sdk_seq p50 p95 p99         Sandbox.create() as the SDK measures it, one at a time, after the first
-//   sdk_c50 p50 p95 p99         the same, 50 at once
+//   sdk_c50 avg p95 p99         the same, 50 at once
+//   sdk_c50_floor avg p95 p99   the SDK's 50 at once against a do-nothing server in another process (its
+//                               answer: a real create's, replayed): what the client and the machine cost
 //   sdk_cmd p50                 Sandbox.create() + the first commands.run
 //   sdk_run p50 p95 p99         a later commands.run('true') in the same sandbox
 import http from 'node:http';
@@ -110,8 +112,36 @@ const sdkc = await Promise.all(Array.from({ length: 50 }, async () => {
   return [performance.now() - t0, s];
 }));
 const sc = sdkc.map((x) => x[0]);
-console.log(['sdk_c50', fmt(q(sc, 0.5)), fmt(q(sc, 0.95)), fmt(q(sc, 0.99))].join('\t'));
+console.log(['sdk_c50', fmt(avg(sc)), fmt(q(sc, 0.95)), fmt(q(sc, 0.99))].join('\t'));
 await Promise.all(sdkc.map(([, s]) => s.kill()));
+
+// the floor: the same 50 SDK creates answered at once by a server that does nothing, with a real answer
+const real = await req('POST', '/sandboxes', '{"templateID":"base"}');
+const realBody = JSON.parse(real.body);
+await req('DELETE', `/sandboxes/${realBody.sandboxID}`);
+// in a process of its own, as cube's servers are: one sharing this event loop would make the client wait on it
+const { spawn } = await import('node:child_process');
+const floorProc = spawn(process.execPath, ['--input-type=module', '-e', `
+  import http from 'node:http';
+  const body = JSON.parse(process.env.FLOOR_BODY);
+  let served = 0;
+  const srv = http.createServer((rq, rs) => {
+    rq.resume();
+    rq.on('end', () => {
+      rs.writeHead(201, { 'content-type': 'application/json' });
+      rs.end(JSON.stringify({ ...body, sandboxID: 'floor' + served++ }));
+    });
+  }).listen(0, '127.0.0.1', () => console.log(srv.address().port));`], { env: { ...process.env, FLOOR_BODY: JSON.stringify(realBody) }, stdio: ['ignore', 'pipe', 'inherit'] });
+const floorPort = await new Promise((resolve) => floorProc.stdout.once('data', (d) => resolve(Number(String(d).trim()))));
+const floorUrl = `http://127.0.0.1:${floorPort}`;
+await Sandbox.create({ apiUrl: floorUrl }); // the client's first call to this server made
+const fc = await Promise.all(Array.from({ length: 50 }, async () => {
+  const t0 = performance.now();
+  await Sandbox.create({ apiUrl: floorUrl });
+  return performance.now() - t0;
+}));
+floorProc.kill();
+console.log(['sdk_c50_floor', fmt(avg(fc)), fmt(q(fc, 0.95)), fmt(q(fc, 0.99))].join('\t'));
 console.log(['sdk_cmd', fmt(q(cmd, 0.5))].join('\t'));
 console.log(['sdk_run', fmt(q(run, 0.5)), fmt(q(run, 0.95)), fmt(q(run, 0.99))].join('\t'));
 agent.destroy();
