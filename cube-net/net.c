@@ -149,10 +149,10 @@ static void remove_slots(cube_net *n, const int *idx, int k, cn_nl *nl)
     }
 }
 
-void cube_net_teardown(cube_net *n, int idx, cn_nl *nl)
+void cube_net_teardown(cube_net *n, const int *idx, int k, cn_nl *nl)
 {
-    cube_net_detach(n, idx);
-    remove_slots(n, &idx, 1, nl);
+    for (int i = 0; i < k; i++) cube_net_detach(n, idx[i]);
+    remove_slots(n, idx, k, nl);
 }
 
 /* Builds slot idx: a namespace with lo and eth0 configured, the veth's host side routed and filtered. Runs on
@@ -220,7 +220,7 @@ fail:
     if (nsfd >= 0) close(nsfd);
     if (rc < 0) {
         cube_err_prefix(err, "slot %d", idx);
-        cube_net_teardown(n, idx, host);
+        cube_net_teardown(n, &idx, 1, host);
     }
     return rc;
 }
@@ -481,7 +481,7 @@ int cube_net_lease(cube_net *n, const char *lease, const cn_policy *p, cn_lease_
         cube_err e2 = {0};
         cn_nl *host = cn_nl_open(&e2);
         pthread_mutex_lock(&n->lock);
-        if (host) cube_net_teardown(n, idx, host);
+        if (host) cube_net_teardown(n, &idx, 1, host);
         cn_nl_close(host);
         s->state = host ? CN_FREE : CN_RELEASING;
         s->lease[0] = '\0';

@@ -133,6 +133,7 @@ static int node_deny(cube_net *n, cube_err *err)
  * re-written); anything else is removed. */
 static void adopt(cube_net *n, cn_nl *host)
 {
+    int *stale = calloc((size_t)n->nslots + 1, sizeof(*stale)), nstale = 0; /* removed together, at the end */
     for (int idx = 1; idx <= n->nslots; idx++) {
         char lp[4300], np[4300], name[16];
         snprintf(lp, sizeof(lp), "%s/slot-%d.lease", n->cfg.state_dir, idx);
@@ -160,9 +161,16 @@ static void adopt(cube_net *n, cn_nl *host)
                       have_lease, have_ns, ifx > 0, err.msg);
         free(p);
         s->policy = NULL;
-        cube_net_teardown(n, idx, host);
-        s->lease[0] = '\0';
+        if (stale) {
+            stale[nstale++] = idx;
+        } else {
+            cube_net_teardown(n, &idx, 1, host);
+            s->lease[0] = '\0';
+        }
     }
+    if (nstale) cube_net_teardown(n, stale, nstale, host);
+    for (int i = 0; i < nstale; i++) n->slots[stale[i]].lease[0] = '\0';
+    free(stale);
 }
 
 int cube_net_init(cube_net *n, const cn_config *cfg, cube_err *err)
@@ -255,7 +263,8 @@ void cube_net_stop(cube_net *n)
     if (n->slots) cn_names_save(n);
     cube_err err = {0};
     cn_nl *host = n->slots ? cn_nl_open(&err) : NULL;
-    int leased = 0;
+    int leased = 0, ndead = 0;
+    int *dead = host ? calloc((size_t)n->nslots + 1, sizeof(*dead)) : NULL; /* removed as one batch */
     for (int i = 1; host && i <= n->nslots; i++) {
         if (n->slots[i].state == CN_LEASED) {
             leased++;
@@ -265,9 +274,14 @@ void cube_net_stop(cube_net *n)
             n->slots[i].seen = NULL;
             n->slots[i].n_seen = 0;
         } else if (n->slots[i].state != CN_FREE) {
-            cube_net_teardown(n, i, host);
+            if (dead)
+                dead[ndead++] = i;
+            else
+                cube_net_teardown(n, &i, 1, host);
         }
     }
+    if (ndead) cube_net_teardown(n, dead, ndead, host);
+    free(dead);
     cn_nl_close(host);
     n->nreleased = 0; /* torn down above, with every other slot not leased */
     if (!leased && n->uplink_ifindex) cn_uplink_disable(n->cfg.ifprefix);

@@ -16,8 +16,8 @@ int cube_net_attach(cube_net *n, int ifindex, cube_err *err);
 int cube_net_apply(cube_net *n, int idx, uint32_t gen, const cn_policy *p, cube_err *err);
 /* Takes slot idx's rules out of the maps and removes its lease file (lock held; fast). */
 void cube_net_detach(cube_net *n, int idx);
-/* Removes everything of slot idx: detach, then its veth and namespace. */
-void cube_net_teardown(cube_net *n, int idx, cn_nl *nl);
+/* Removes everything of the k slots idx[]: detach each, then their veths and namespaces, as one batch. */
+void cube_net_teardown(cube_net *n, const int *idx, int k, cn_nl *nl);
 void *cube_net_refill_loop(void *arg);
 /* The host-side interface name of slot idx: <ifprefix><idx>. */
 void cube_net_ifname(const cube_net *n, int idx, char name[16]);
