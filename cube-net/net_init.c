@@ -133,7 +133,8 @@ static int node_deny(cube_net *n, cube_err *err)
  * re-written); anything else is removed. */
 static void adopt(cube_net *n, cn_nl *host)
 {
-    int *stale = calloc((size_t)n->nslots + 1, sizeof(*stale)), nstale = 0; /* removed together, at the end */
+    /* stale slots are removed together, at the end; listed in released[] (empty and unused until start) */
+    int nstale = 0;
     for (int idx = 1; idx <= n->nslots; idx++) {
         char lp[4300], np[4300], name[16];
         snprintf(lp, sizeof(lp), "%s/slot-%d.lease", n->cfg.state_dir, idx);
@@ -161,16 +162,10 @@ static void adopt(cube_net *n, cn_nl *host)
                       have_lease, have_ns, ifx > 0, err.msg);
         free(p);
         s->policy = NULL;
-        if (stale) {
-            stale[nstale++] = idx;
-        } else {
-            cube_net_teardown(n, &idx, 1, host);
-            s->lease[0] = '\0';
-        }
+        n->released[nstale++] = idx;
     }
-    if (nstale) cube_net_teardown(n, stale, nstale, host);
-    for (int i = 0; i < nstale; i++) n->slots[stale[i]].lease[0] = '\0';
-    free(stale);
+    if (nstale) cube_net_teardown(n, n->released, nstale, host);
+    for (int i = 0; i < nstale; i++) n->slots[n->released[i]].lease[0] = '\0';
 }
 
 int cube_net_init(cube_net *n, const cn_config *cfg, cube_err *err)
@@ -263,8 +258,9 @@ void cube_net_stop(cube_net *n)
     if (n->slots) cn_names_save(n);
     cube_err err = {0};
     cn_nl *host = n->slots ? cn_nl_open(&err) : NULL;
+    /* slots not leased are removed as one batch, listed in released[] (the refill thread is gone; a slot
+     * other than free means init got as far as making that array) */
     int leased = 0, ndead = 0;
-    int *dead = host ? calloc((size_t)n->nslots + 1, sizeof(*dead)) : NULL; /* removed as one batch */
     for (int i = 1; host && i <= n->nslots; i++) {
         if (n->slots[i].state == CN_LEASED) {
             leased++;
@@ -274,14 +270,10 @@ void cube_net_stop(cube_net *n)
             n->slots[i].seen = NULL;
             n->slots[i].n_seen = 0;
         } else if (n->slots[i].state != CN_FREE) {
-            if (dead)
-                dead[ndead++] = i;
-            else
-                cube_net_teardown(n, &i, 1, host);
+            n->released[ndead++] = i;
         }
     }
-    if (ndead) cube_net_teardown(n, dead, ndead, host);
-    free(dead);
+    if (ndead) cube_net_teardown(n, n->released, ndead, host);
     cn_nl_close(host);
     n->nreleased = 0; /* torn down above, with every other slot not leased */
     if (!leased && n->uplink_ifindex) cn_uplink_disable(n->cfg.ifprefix);
