@@ -1,6 +1,7 @@
 #include "api.h"
 #include "envd_version.h"
 #include "api_internal.h"
+#include "hash.h"
 #include "console.h"
 #include "network.h"
 
@@ -39,9 +40,7 @@ int api_authenticate(api *a, http_req *req, char key_id[64])
         return -1;
     }
     size_t kl = strlen(key);
-    unsigned h = 2166136261u; /* FNV-1a picks the cache slot */
-    for (size_t i = 0; i < kl; i++) h = (h ^ (unsigned char)key[i]) * 16777619u;
-    api_auth_entry *slot = &a->auth[h % API_AUTH_SLOTS];
+    api_auth_entry *slot = &a->auth[cube_fnv1a(key) % API_AUTH_SLOTS];
     int64_t now = cube_now_mono_ms();
     pthread_mutex_lock(&a->auth_lock);
     int hit = kl < sizeof(slot->key) && slot->expires_ms > now && strcmp(slot->key, key) == 0;

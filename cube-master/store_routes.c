@@ -19,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "hash.h"
 #include "log.h"
 #include "redis.h"
 #include "store.h"
@@ -250,9 +251,7 @@ static uint64_t queue_sandbox(routes_store *s, const Cube__Sandbox *sb)
  * one sandbox queue their routes in the order the store took the writes. */
 static pthread_mutex_t *stripe(routes_store *s, const char *id)
 {
-    unsigned h = 2166136261u;
-    for (; *id; id++) h = (h ^ (unsigned char)*id) * 16777619u;
-    return &s->stripes[h % ROUTE_STRIPES];
+    return &s->stripes[cube_fnv1a(id) % ROUTE_STRIPES];
 }
 
 static int r_sandbox_update(store *base, const Cube__Sandbox *sb, int expect_state, cube_err *err)

@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "bpf/net_maps.h"
+#include "hash.h"
 #include "log.h"
 #include "names.h"
 #include "metrics.h"
@@ -321,9 +322,7 @@ void cube_net_wait_removed(cube_net *n)
 
 static unsigned lease_bucket(const cube_net *n, const char *lease)
 {
-    uint32_t h = 2166136261u; /* FNV-1a */
-    for (const char *p = lease; *p; p++) h = (h ^ (uint8_t)*p) * 16777619u;
-    return h % (sizeof(n->lease_index) / sizeof(n->lease_index[0]));
+    return cube_fnv1a(lease) % (sizeof(n->lease_index) / sizeof(n->lease_index[0]));
 }
 
 /* The slot holding lease (lock held), or -1. */

@@ -23,6 +23,7 @@
 #include "egress_tls.h"
 #include "bpf/net_maps.h"
 #include "fsutil.h"
+#include "hash.h"
 #include "log.h"
 #include "names.h"
 #include "net.h"
@@ -196,9 +197,7 @@ int cube_net_init(cube_net *n, const cn_config *cfg, cube_err *err)
     n->ready_stack = calloc((size_t)n->nslots + 1, sizeof(*n->ready_stack));
     n->released = calloc((size_t)n->nslots + 1, sizeof(*n->released));
     /* a group number of its own, far from the small ones people give links by hand */
-    uint32_t h = 2166136261u; /* FNV-1a */
-    for (const char *p = n->cfg.ifprefix; *p; p++) h = (h ^ (uint8_t)*p) * 16777619u;
-    n->dead_group = (h & 0x3fffffffu) | 0x40000000u;
+    n->dead_group = (cube_fnv1a(n->cfg.ifprefix) & 0x3fffffffu) | 0x40000000u;
     if (!n->slots || !n->ready_stack || !n->released) return cube_err_sys(err, ENOMEM, "slots");
     for (int i = 1; i <= n->nslots; i++) n->slots[i].addr = htonl(ntohl(n->net) + (uint32_t)i);
     if (mkdir_p(cfg->state_dir, err) < 0 || mkdir_p(cfg->ns_dir, err) < 0 || ns_dir_tmpfs(n, err) < 0)

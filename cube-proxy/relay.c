@@ -22,6 +22,7 @@
 #include <stdint.h>
 #include <unistd.h>
 
+#include "hash.h"
 #include "log.h"
 #include "loop.h"
 #include "metrics.h"
@@ -107,9 +108,7 @@ void proxy_limits_default(proxy_limits *l)
 
 static addr_count *addr_ref(proxy_relay *r, const char *key)
 {
-    unsigned h = 2166136261u;
-    for (const char *k = key; *k; k++) h = (h ^ (unsigned char)*k) * 16777619u;
-    addr_count **b = &r->addrs[h % ADDR_BUCKETS];
+    addr_count **b = &r->addrs[cube_fnv1a(key) % ADDR_BUCKETS];
     for (addr_count *a = *b; a; a = a->next)
         if (strcmp(a->key, key) == 0) return a;
     addr_count *a = calloc(1, sizeof(*a));
@@ -124,9 +123,7 @@ static addr_count *addr_ref(proxy_relay *r, const char *key)
 static void addr_forget(proxy_relay *r, addr_count *a)
 {
     if (!a || a->n > 0) return;
-    unsigned h = 2166136261u;
-    for (const char *k = a->key; *k; k++) h = (h ^ (unsigned char)*k) * 16777619u;
-    for (addr_count **pp = &r->addrs[h % ADDR_BUCKETS]; *pp; pp = &(*pp)->next)
+    for (addr_count **pp = &r->addrs[cube_fnv1a(a->key) % ADDR_BUCKETS]; *pp; pp = &(*pp)->next)
         if (*pp == a) {
             *pp = a->next;
             free(a);
