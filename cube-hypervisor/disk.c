@@ -3,7 +3,9 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/fs.h>
 #include <linux/loop.h>
+#include <linux/magic.h>
 #include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -11,9 +13,12 @@
 #include <sys/ioctl.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
+
+#include "fsutil.h"
 
 extern char **environ;
 
@@ -141,7 +146,6 @@ int hv_disk_prepare(const char *template_img, const char *scratch, cube_err *err
      */
     int mfd = -1, fs = (int)syscall(SYS_fsopen, "ext4", FSOPEN_CLOEXEC);
     if (fs < 0 || syscall(SYS_fsconfig, fs, FSCONFIG_SET_STRING, "source", dev, 0) < 0 ||
-        syscall(SYS_fsconfig, fs, FSCONFIG_SET_FLAG, "discard", NULL, 0) < 0 ||
         /* the kernel would otherwise zero every inode table in the background after the mount: 16 MB of
          * writes through the loop device for each 1 GB disk, on a filesystem that never outlives its sandbox
          * (inodes not yet in use are known as such from the group descriptors either way) */
@@ -182,4 +186,38 @@ int hv_disk_attach(const char *template_img, const char *scratch, const char *mo
     int rc = hv_disk_place(mfd, mountpoint, uid, err);
     close(mfd);
     return rc;
+}
+
+int hv_disk_keep(const char *mountpoint)
+{
+    struct stat st;
+    if (!hv_disk_mounted_at(mountpoint, &st)) return -1;
+    return (int)syscall(SYS_open_tree, AT_FDCWD, mountpoint, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC);
+}
+
+int hv_disk_renew(int mount_fd, cube_err *err)
+{
+    struct statfs fs;
+    if (fstatfs(mount_fd, &fs) < 0) return cube_err_sys(err, errno, "statfs the disk");
+    if (fs.f_type != EXT4_SUPER_MAGIC) return cube_err_set(err, EINVAL, "not a sandbox disk");
+    unsigned long long files = (unsigned long long)(fs.f_files - fs.f_ffree);
+    if (files > HV_DISK_RENEW_MAX_FILES)
+        return cube_err_set(err, EFBIG, "the disk holds %llu files: let go, not emptied", files);
+    /* the sandbox only ever saw upper (its files) and work (overlayfs's); a shut-down filesystem (the
+     * hypervisor's teardown stops one holding much unwritten data) fails here with EIO */
+    if (cube_rm_rf_at(mount_fd, "upper") < 0 || cube_rm_rf_at(mount_fd, "work") < 0)
+        return cube_err_sys(err, errno, "empty the disk");
+    if (mkdirat(mount_fd, "upper", 0755) < 0 || mkdirat(mount_fd, "work", 0755) < 0)
+        return cube_err_sys(err, errno, "prepare the disk");
+    /* the space of what the sandbox wrote, and deleted, back to the node's disk: ext4 trims only the block
+     * groups that freed blocks since their last trim (a fraction of a ms for a few files; ~4 ms the first
+     * time, for the whole image) */
+    int fd = openat(mount_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    struct fstrim_range all = {.start = 0, .len = UINT64_MAX, .minlen = 0};
+    if (fd >= 0) {
+        if (ioctl(fd, FITRIM, &all) < 0) { /* the space stays with the image until the disk goes */
+        }
+        close(fd);
+    }
+    return 0;
 }

@@ -9,7 +9,9 @@
 #ifndef CUBE_HV_DISK_H
 #define CUBE_HV_DISK_H
 
+#include <stdbool.h>
 #include <stdint.h>
+#include <sys/stat.h>
 #include <sys/types.h>
 
 #include "err.h"
@@ -18,9 +20,12 @@
  * create's path: it runs mkfs.ext4. */
 int hv_disk_template(const char *dir, uint64_t size_mb, char *out, size_t cap, cube_err *err);
 
-/* Mounts a copy of template at mountpoint (nosuid, nodev, discard: deleted files give the space back to the
- * node), its root directory owned by uid:uid. scratch is where the copy is made (removed before returning).
- */
+/* Mounts a copy of template at mountpoint (nosuid, nodev), its root directory owned by uid:uid. scratch is
+ * where the copy is made (removed before returning). Not mounted with discard: on an ext4 without a journal
+ * each freed extent is discarded on the spot, through the loop device to the node's disk, and the deleting
+ * call waits for it (rm -rf in a sandbox, and the emptying of a disk for reuse). A sandbox's disk takes the
+ * node's disk space its writes peaked at; the space goes back when the disk goes, or when it is emptied for
+ * reuse (hv_disk_renew trims it). */
 int hv_disk_attach(const char *template_img, const char *scratch, const char *mountpoint, uid_t uid,
                    cube_err *err);
 
@@ -29,5 +34,26 @@ int hv_disk_attach(const char *template_img, const char *scratch, const char *mo
  * and the copy go), place attaches it at mountpoint. */
 int hv_disk_prepare(const char *template_img, const char *scratch, cube_err *err);
 int hv_disk_place(int mount_fd, const char *mountpoint, uid_t uid, cube_err *err);
+
+/* A disk outlives its sandbox and serves the next one, instead of a new copy for each: at a stop the node keeps
+ * a clone of the disk's mount (hv_disk_keep, before the hypervisor's teardown unmounts it), and once the
+ * sandbox's processes are all gone hv_disk_renew empties it back to what hv_disk_prepare makes, for
+ * hv_disk_place. A new copy costs the node's disk a copy, a flush when the loop device switches to direct
+ * I/O, and at the end a flush, a truncate and (on a node mounted with discard) a discard that the teardown
+ * waits for; an emptied disk costs the removal of what the sandbox wrote. What a sandbox deleted is never
+ * seen by the next one: ext4 hands out blocks that read as zeros until written (and a trim punches them out
+ * of the image). A disk holding more than HV_DISK_RENEW_MAX_FILES files is let go: removing
+ * them file by file would cost more than a new copy. */
+#define HV_DISK_RENEW_MAX_FILES 1024
+#define HV_LOOP_MAJOR           7
+/* Whether a sandbox disk (a loop-backed ext4) is mounted right at mountpoint (not the filesystem under it);
+ * st: its stat. */
+bool hv_disk_mounted_at(const char *mountpoint, struct stat *st);
+/* A detached clone of the disk mounted at mountpoint (an fd holding the filesystem and its device), or -1
+ * when none is mounted there. */
+int hv_disk_keep(const char *mountpoint);
+/* Empties a kept disk whose sandbox is gone; 0 when it is ready for hv_disk_place, else -1 with err (the
+ * caller closes it: the disk goes as it would have). */
+int hv_disk_renew(int mount_fd, cube_err *err);
 
 #endif

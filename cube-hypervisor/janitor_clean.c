@@ -1,6 +1,5 @@
 /* The janitor's cleanup (see janitor.h), shared by cube-janitor and the hypervisor's fallback. */
 #include <fcntl.h>
-#include <linux/magic.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -9,18 +8,17 @@
 #include <sys/ioctl.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
-#include <sys/statfs.h>
 #include <sys/sysmacros.h>
 #include <unistd.h>
 
 #include "cgroup.h"
+#include "disk.h"
 #include "janitor.h"
 
 /* ext4's "going down" ioctl (linux/fs/ext4/ext4.h; not in the uapi headers): with NOLOGFLUSH the filesystem
  * stops at once and nothing more is written to its device */
 #define CUBE_EXT4_IOC_SHUTDOWN           _IOR('X', 125, uint32_t)
 #define CUBE_EXT4_GOING_FLAGS_NOLOGFLUSH 0x2
-#define CUBE_LOOP_MAJOR                  7
 
 /* Below this much data not yet written (4 KiB blocks), the unmount writes it in less than the shutdown
  * costs: ext4 reports a shutdown at KERN_ALERT, a line on the node's console for every sandbox (about a
@@ -52,14 +50,8 @@ static bool disk_holds_unwritten_data(dev_t dev)
 
 void hv_disk_forget(const char *mountpoint)
 {
-    /* only a loop-backed ext4 mounted right there: never the filesystem under it (the node's own) */
-    struct stat st, parent;
-    struct statfs fs;
-    char up[4200];
-    snprintf(up, sizeof(up), "%s/..", mountpoint);
-    if (stat(mountpoint, &st) < 0 || stat(up, &parent) < 0 || st.st_dev == parent.st_dev ||
-        major(st.st_dev) != CUBE_LOOP_MAJOR || statfs(mountpoint, &fs) < 0 || fs.f_type != EXT4_SUPER_MAGIC)
-        return;
+    struct stat st;
+    if (!hv_disk_mounted_at(mountpoint, &st)) return;
     if (!disk_holds_unwritten_data(st.st_dev)) return;
     int fd = open(mountpoint, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (fd < 0) return;

@@ -204,6 +204,7 @@ static int spawn_slot(cubelet *c, const cl_template *tpl, const char *layers, in
     if (!s) return cube_err_set(err, ENOMEM, "out of memory");
     s->agent_fd = -1;
     s->hv_pidfd = -1;
+    s->disk_kept = -1;
     char rnd[16];
     if (cube_id_new(0, rnd, 12, err) < 0) {
         free(s);
@@ -355,12 +356,49 @@ static void stop_hv(cl_slot *s)
     s->stopped = true;
 }
 
+/* Before a stop: the sandbox's disk held (a clone of its mount), so that it can serve another sandbox once
+ * this one is gone (see hv_disk_renew). Only a disk of the node's own size, which any start can take. */
+static void keep_disk(cubelet *c, cl_slot *s)
+{
+    if (s->disk_kept >= 0 || s->stopped || s->hv <= 0 || !*c->disk_template || !s->tpl ||
+        *s->tpl->disk_template)
+        return;
+    char rw[4300];
+    snprintf(rw, sizeof(rw), "%s/rw", s->state_dir);
+    s->disk_kept = hv_disk_keep(rw);
+}
+
+/* After the sandbox is gone (its hypervisor exited: no process of it is left): its disk emptied into the
+ * ready ones, or let go (the kernel then frees its device and space, as for a disk never kept). */
+static void reuse_disk(cubelet *c, cl_slot *s)
+{
+    int fd = s->disk_kept;
+    s->disk_kept = -1;
+    if (fd < 0) return;
+    cube_err err = {0};
+    if (hv_disk_renew(fd, &err) == 0) {
+        pthread_mutex_lock(&c->lock);
+        if (!c->stopping && c->nready_disks < (int)(sizeof(c->ready_disks) / sizeof(c->ready_disks[0]))) {
+            c->ready_disks[c->nready_disks++] = fd;
+            fd = -1;
+        }
+        pthread_mutex_unlock(&c->lock);
+    }
+    cube_metric_add(fd < 0 ? "cube_node_disks_reused_total" : "cube_node_disks_dropped_total",
+                    fd < 0 ? "Ended sandboxes' disks emptied for another sandbox"
+                           : "Ended sandboxes' disks let go (too full to empty, or no room among the ready ones)",
+                    1);
+    if (fd >= 0) close(fd);
+}
+
 void cl_destroy_slot(cubelet *c, cl_slot *s)
 {
     if (s->hv > 0) {
+        keep_disk(c, s);
         stop_hv(s);
         wait_hv(s); /* its teardown done */
     }
+    reuse_disk(c, s);
     if (s->hv_pidfd >= 0) close(s->hv_pidfd);
     cube_rm_rf(s->state_dir);
     cl_net_release(c, s->slot_id); /* after the hypervisor is gone: nothing uses the slot any more */
@@ -374,6 +412,7 @@ void cl_destroy_slot(cubelet *c, cl_slot *s)
  * does that teardown at the lowest priority, out of the next create's way. */
 static void retire_slot(cubelet *c, cl_slot *s)
 {
+    keep_disk(c, s);
     stop_hv(s);
     pthread_mutex_lock(&c->lock);
     bool behind = c->nretiring >= RETIRE_BEHIND;
@@ -494,6 +533,7 @@ static void adopt_running(cubelet *c)
         if (!s) break;
         s->agent_fd = -1;
         s->hv_pidfd = -1;
+        s->disk_kept = -1;
         snprintf(s->slot_id, sizeof(s->slot_id), "%s", de->d_name);
         snprintf(s->state_dir, sizeof(s->state_dir), "%s/%s", c->sandboxes_dir, de->d_name);
         snprintf(s->control, sizeof(s->control), "unix:%s/control.sock", s->state_dir);

@@ -61,6 +61,7 @@ typedef struct cl_slot {
     char net_path[4200]; /* cube-net's namespace for this slot, or empty */
     char layers[8192];   /* read-only layers above the template (a fork's snapshots), "a:b", or empty */
     bool stopped;        /* Stop answered: its processes are dead, the teardown is left */
+    int disk_kept;       /* its disk held across its stop, to be emptied for another sandbox (hv_disk_keep), or -1 */
     int agent_fd; /* a connection to the agent made while the slot waited in the pool (the agent's thread for
                    * it started then): the claim's /init goes over it; -1 when none */
     bool ca_trusted; /* the node's egress CA is in its trust store already (done on the pool's time) */
@@ -119,7 +120,9 @@ typedef struct cubelet {
     int cold_running;    /* cold starts under way (creates that found the pool empty) */
     int cold_max;        /* how many may be under way at once: COLD_PER_CPU per CPU, counted at init */
     int creates_waiting; /* creates waiting for a pooled sandbox or their turn to start one */
-    int ready_disks[16]; /* writable layers made ahead for cold starts (hv_disk_prepare: mount fds) */
+    /* writable layers ready for starts, cold and pooled (mount fds): made ahead for cold starts
+     * (hv_disk_prepare), or ended sandboxes' disks emptied (hv_disk_renew) */
+    int ready_disks[64];
     int nready_disks;
     bool disks_failed; /* making one failed: cold starts copy the template themselves */
     cl_slot *retiring; /* killed sandboxes whose hypervisor exit, files and network slot are still to go */

@@ -117,12 +117,16 @@ void *cl_refill_loop(void *arg)
         /* creates waiting for a sandbox take this one as soon as it is ready: it is theirs, at their priority
          */
         bool urgent = c->creates_waiting > 0;
+        /* an ended sandbox's disk, emptied, spares this start a copy of the template (made-ahead ones are
+         * kept for cold starts) */
+        int disk_fd = -1;
+        if (c->nready_disks > disks_want && !*need->disk_template) disk_fd = c->ready_disks[--c->nready_disks];
         pthread_mutex_unlock(&c->lock);
         cl_sched_refill(urgent);
         cl_slot *s = NULL;
         cube_err err = {0};
         cl_pool_lock(lock_fd, 1);
-        int rc = cl_spawn_slot(c, need, NULL, -1, &s, &err);
+        int rc = cl_spawn_slot(c, need, NULL, disk_fd, &s, &err);
         if (rc == 0) cl_slot_trust_ca(c, s);
         cl_pool_lock(lock_fd, 0);
         /* outside the pool lock: a slow start command delays this template's pool, not every one's */

@@ -3,7 +3,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { readFileSync, statfsSync } from 'node:fs';
 import { createServer, connect } from 'node:net';
 import { lookup } from 'node:dns/promises';
 import { networkInterfaces } from 'node:os';
@@ -589,6 +589,8 @@ test('bad input gets clear errors', async () => {
 });
 
 test('disk is disk: filling it is ENOSPC to the writer; the sandbox answers, keeps its files, reports its disk', async () => {
+  const free = () => { const f = statfsSync(data); return f.bavail * f.bsize; };
+  const freeBefore = free();
   const sbx = await Sandbox.create();
   try {
     await sbx.files.write('/home/user/keep.txt', 'kept');
@@ -605,9 +607,16 @@ test('disk is disk: filling it is ENOSPC to the writer; the sandbox answers, kee
     // the space comes back when the file goes
     await sbx.commands.run('rm /home/user/fill');
     assert.equal((await sbx.commands.run('echo more > /home/user/after.txt && cat /home/user/after.txt')).stdout, 'more\n');
+    await sbx.commands.run('dd if=/dev/zero of=/home/user/fill2 bs=1M count=600 status=none; sync');
   } finally {
     await sbx.kill();
   }
+  // the node's disk gets the space back once the sandbox is gone (its disk is emptied for another sandbox,
+  // or let go), whether the sandbox deleted its files or not
+  const reused = async () => /^cube_node_disks_reused_total [1-9]/m.test(await (await fetch(`http://127.0.0.1:${port + 3}/metrics`)).text());
+  for (let i = 0; i < 100 && (free() < freeBefore - 200e6 || !(await reused())); i++) await sleep(100);
+  assert.ok(free() >= freeBefore - 200e6, `the node's disk has ${((freeBefore - free()) / 1e6).toFixed(0)} MB less than before the sandbox`);
+  assert.ok(await reused(), 'ended sandboxes\' disks serve new ones (cube_node_disks_reused_total)');
 });
 
 test('the agent outlives what it runs: kill 1 from inside, a memory bomb, then a fork bomb killed through the SDK', async () => {
