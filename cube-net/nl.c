@@ -79,6 +79,10 @@ int cn_nl_add_veth(cn_nl *nl, const char *name, const uint8_t host_mac[6], const
     ifi->ifi_family = AF_UNSPEC;
     mnl_attr_put_strz(h, IFLA_IFNAME, name);
     mnl_attr_put(h, IFLA_ADDRESS, 6, host_mac);
+    /* one queue each way, from the start: left to the kernel, a veth gets one per possible CPU and is cut to
+     * one once registered, and each cut (this end's and its peer's) waits for an RCU grace period */
+    mnl_attr_put_u32(h, IFLA_NUM_TX_QUEUES, 1);
+    mnl_attr_put_u32(h, IFLA_NUM_RX_QUEUES, 1);
     struct nlattr *linkinfo = mnl_attr_nest_start(h, IFLA_LINKINFO);
     mnl_attr_put_strz(h, IFLA_INFO_KIND, "veth");
     struct nlattr *data = mnl_attr_nest_start(h, IFLA_INFO_DATA);
@@ -88,6 +92,8 @@ int cn_nl_add_veth(cn_nl *nl, const char *name, const uint8_t host_mac[6], const
     pifi->ifi_index = peer_index;
     mnl_attr_put_strz(h, IFLA_IFNAME, peer_name);
     mnl_attr_put(h, IFLA_ADDRESS, 6, peer_mac);
+    mnl_attr_put_u32(h, IFLA_NUM_TX_QUEUES, 1);
+    mnl_attr_put_u32(h, IFLA_NUM_RX_QUEUES, 1);
     mnl_attr_put_u32(h, IFLA_NET_NS_FD, (uint32_t)netns_fd);
     mnl_attr_nest_end(h, peer);
     mnl_attr_nest_end(h, data);
