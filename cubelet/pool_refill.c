@@ -103,6 +103,15 @@ void *cl_refill_loop(void *arg)
             continue;
         }
         if (need && c->nretiring >= RETIRE_BEHIND) need = NULL; /* teardowns first: the reaper wakes us */
+        if (!need && !raised && c->nready_disks > disks_want) {
+            /* demand went and the pools are back to their size: the ended sandboxes' disks kept for it go
+             * too, but for the few kept for cold starts (each holds a loop device and its image) */
+            int fd = c->ready_disks[--c->nready_disks];
+            pthread_mutex_unlock(&c->lock);
+            close(fd);
+            pthread_mutex_lock(&c->lock);
+            continue;
+        }
         if (!need) {
             if (raised) {
                 struct timespec dl;
