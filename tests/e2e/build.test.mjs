@@ -25,7 +25,7 @@ let ctxDir;
 const built = [name, `${name}-server`, `${name}-img`, `${name}-img2`]; // deleted after the run
 
 before(() => {
-  const out = cube('up', '--data', data, '--port', String(port));
+  const out = cube('up', '--data', data, '--port', String(port), '--pool-size', '2');
   for (const m of out.matchAll(/^export (\w+)=(.*)$/gm)) process.env[m[1]] = m[2];
   delete process.env.E2B_DEBUG;
   // the build context: a directory with a file, a file deeper down and a symlink

@@ -19,7 +19,7 @@ const pidOf = (svc) => Number(readFileSync(`${data}/run/${svc}.pid`, 'utf8'));
 
 before(() => {
   cube('down', '--data', data, '--port', String(port));
-  const out = cube('up', '--data', data, '--port', String(port));
+  const out = cube('up', '--data', data, '--port', String(port), '--pool-size', '2');
   for (const m of out.matchAll(/^export (\w+)=(.*)$/gm)) process.env[m[1]] = m[2];
 });
 
@@ -55,7 +55,7 @@ test('kill -9 of each service under load loses nothing and leaves nothing', asyn
     await sleep(1500);
     process.kill(pidOf(svc), 'SIGKILL');
     await sleep(300);
-    cube('up', '--data', data, '--port', String(port));
+    cube('up', '--data', data, '--port', String(port), '--pool-size', '2');
   }
   await sleep(1500);
   stop = true;

@@ -16,7 +16,7 @@ const port = Number(process.env.CUBE_CLUSTER_PORT || 3510);
 // orphans (a sandbox a node runs with no record) are killed after 4 s here, not a minute, to test it in time
 const cube = (...args) => execFileSync(`${root}/deploy/cube`, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, CUBE_MASTER_ORPHAN_AFTER_MS: '4000' } });
 const redisCli = (...args) => execFileSync('redis-cli', ['-s', `${data}/redis.sock`, ...args], { encoding: 'utf8' }).trim();
-const upOnly = () => cube('up', '--cluster', '--nodes', '3', '--data', data, '--port', String(port));
+const upOnly = () => cube('up', '--cluster', '--nodes', '3', '--data', data, '--port', String(port), '--pool-size', '2');
 const cli = (master, ...args) =>
   JSON.parse(execFileSync(`${root}/build/cube-master/cubemastercli`, ['--master', `unix:${data}/master-${master}/run/master.sock`, '--json', ...args], { encoding: 'utf8' }));
 const cliFails = (master, ...args) => {

@@ -21,7 +21,7 @@ let page;
 const consoleUrl = `http://127.0.0.1:${port}/console/`;
 
 before(async () => {
-  const out = cube('up', '--data', data, '--port', String(port));
+  const out = cube('up', '--data', data, '--port', String(port), '--pool-size', '2');
   for (const m of out.matchAll(/^export (\w+)=(.*)$/gm)) process.env[m[1]] = m[2];
   delete process.env.E2B_DEBUG;
   mkdirSync(shots, { recursive: true });

@@ -61,7 +61,7 @@ before(async () => {
       else seen.push(m);
     });
   });
-  const out = cube('up', '--data', data, '--port', String(port), '--uplink', HOSTIF, '--dns', RESOLVER,
+  const out = cube('up', '--data', data, '--port', String(port), '--pool-size', '2', '--uplink', HOSTIF, '--dns', RESOLVER,
     '--upstream-ca', `${dir}/ca.pem`);
   for (const m of out.matchAll(/^export (\w+)=(.*)$/gm)) process.env[m[1]] = m[2];
   delete process.env.E2B_DEBUG;

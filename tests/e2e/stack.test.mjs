@@ -19,7 +19,7 @@ const port = Number(process.env.CUBE_STACK_PORT || 3310);
 const cube = (...args) => execFileSync(`${root}/deploy/cube`, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] });
 
 before(() => {
-  const out = cube('up', '--data', data, '--port', String(port));
+  const out = cube('up', '--data', data, '--port', String(port), '--pool-size', '2');
   for (const m of out.matchAll(/^export (\w+)=(.*)$/gm)) process.env[m[1]] = m[2];
   assert.equal(process.env.E2B_API_URL, `http://127.0.0.1:${port}`);
   delete process.env.E2B_DEBUG;
@@ -163,7 +163,7 @@ test('a cubelet killed with SIGKILL and started again adopts its running sandbox
   for (let i = 0; i < 100; i++) {
     try { process.kill(pid, 0); await sleep(50); } catch { break; }
   }
-  cube('up', '--data', data, '--port', String(port)); // starts what is not running: the cubelet
+  cube('up', '--data', data, '--port', String(port), '--pool-size', '2'); // starts what is not running: the cubelet
   assert.equal(await sbx.files.read('/tmp/adopt.txt'), 'still here');
   // lifecycle calls reach the sandbox through the new cubelet
   let paused = false;
