@@ -15,5 +15,6 @@ bool hv_disk_mounted_at(const char *mountpoint, struct stat *st)
     char up[4200];
     snprintf(up, sizeof(up), "%s/..", mountpoint);
     return stat(mountpoint, st) == 0 && stat(up, &parent) == 0 && st->st_dev != parent.st_dev &&
-           major(st->st_dev) == HV_LOOP_MAJOR && statfs(mountpoint, &fs) == 0 && fs.f_type == EXT4_SUPER_MAGIC;
+           major(st->st_dev) == HV_LOOP_MAJOR && statfs(mountpoint, &fs) == 0 &&
+           fs.f_type == EXT4_SUPER_MAGIC;
 }

@@ -384,10 +384,11 @@ static void reuse_disk(cubelet *c, cl_slot *s)
         }
         pthread_mutex_unlock(&c->lock);
     }
-    cube_metric_add(fd < 0 ? "cube_node_disks_reused_total" : "cube_node_disks_dropped_total",
-                    fd < 0 ? "Ended sandboxes' disks emptied for another sandbox"
-                           : "Ended sandboxes' disks let go (too full to empty, or no room among the ready ones)",
-                    1);
+    cube_metric_add(
+        fd < 0 ? "cube_node_disks_reused_total" : "cube_node_disks_dropped_total",
+        fd < 0 ? "Ended sandboxes' disks emptied for another sandbox"
+               : "Ended sandboxes' disks let go (too full to empty, or no room among the ready ones)",
+        1);
     if (fd >= 0) close(fd);
 }
 

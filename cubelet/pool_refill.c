@@ -129,7 +129,8 @@ void *cl_refill_loop(void *arg)
         /* an ended sandbox's disk, emptied, spares this start a copy of the template (made-ahead ones are
          * kept for cold starts) */
         int disk_fd = -1;
-        if (c->nready_disks > disks_want && !*need->disk_template) disk_fd = c->ready_disks[--c->nready_disks];
+        if (c->nready_disks > disks_want && !*need->disk_template)
+            disk_fd = c->ready_disks[--c->nready_disks];
         pthread_mutex_unlock(&c->lock);
         cl_sched_refill(urgent);
         cl_slot *s = NULL;

@@ -874,10 +874,11 @@ START_TEST(an_ended_sandboxs_disk_is_emptied_for_the_next)
     ck_assert_msg(mfd >= 0, "%s", err.msg);
     ck_assert_int_eq(hv_disk_place(mfd, mnt, 1000, &err), 0);
     close(mfd);
-    snprintf(cmd, sizeof(cmd),
-             "cd '%s' && mkdir -p upper/a/b/c work/work/incompat/volatile/dirty && echo secret > upper/a/b/c/f "
-             "&& ln -s '%s' upper/out && dd if=/dev/urandom of=upper/big bs=1M count=20 status=none && sync",
-             mnt, out);
+    snprintf(
+        cmd, sizeof(cmd),
+        "cd '%s' && mkdir -p upper/a/b/c work/work/incompat/volatile/dirty && echo secret > upper/a/b/c/f "
+        "&& ln -s '%s' upper/out && dd if=/dev/urandom of=upper/big bs=1M count=20 status=none && sync",
+        mnt, out);
     ck_assert_int_eq(system(cmd), 0);
     int kept = hv_disk_keep(mnt);
     ck_assert_int_ge(kept, 0);
