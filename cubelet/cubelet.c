@@ -694,6 +694,7 @@ static int create_sandbox(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *
             from_pool = 1;
             s->state = SLOT_CLAIMED;
             s->claimed_ms = cube_now_mono_ms();
+            c->last_claim_ms = s->claimed_ms;
             s->users = 1; /* this create's, until the sandbox is set up */
             snprintf(s->sandbox_id, sizeof(s->sandbox_id), "%s", req->sandbox_id);
             break; /* the refill is told once this create is answered (refill_after_claim) */

@@ -117,9 +117,10 @@ typedef struct cubelet {
     pthread_cond_t slot_idle; /* a slot's users went down (kills wait for 0) */
     /* a pooled sandbox became ready, or a cold start ended: creates waiting wake */
     pthread_cond_t slot_ready;
-    int cold_running;    /* cold starts under way (creates that found the pool empty) */
-    int cold_max;        /* how many may be under way at once: COLD_PER_CPU per CPU, counted at init */
-    int creates_waiting; /* creates waiting for a pooled sandbox or their turn to start one */
+    int cold_running;      /* cold starts under way (creates that found the pool empty) */
+    int cold_max;          /* how many may be under way at once: COLD_PER_CPU per CPU, counted at init */
+    int creates_waiting;   /* creates waiting for a pooled sandbox or their turn to start one */
+    int64_t last_claim_ms; /* monotonic: the latest create answered from a pool (the refill lets it settle) */
     /* writable layers ready for starts, cold and pooled (mount fds): made ahead for cold starts
      * (hv_disk_prepare), or ended sandboxes' disks emptied (hv_disk_renew) */
     int ready_disks[64];

@@ -14,6 +14,8 @@
 /* Whether the node has memory to lend to idle sandboxes beyond the configured pools: MemAvailable above
  * POOL_MEM_FLOOR_MB (read at most once a second; the refill thread and heartbeats ask). */
 #define POOL_MEM_FLOOR_MB 1024
+/* How long after a create is answered from a pool its refill waits, while the pool holds half its target. */
+#define REFILL_SETTLE_MS 40
 static bool pool_may_grow(void)
 {
     static int64_t checked_ms;
@@ -79,6 +81,7 @@ void *cl_refill_loop(void *arg)
         cl_template *need = NULL;
         cl_slot *extra = NULL;
         bool raised = false;
+        int need_ready = 0, need_target = 0;
         for (cl_template *t = __atomic_load_n(&c->templates, __ATOMIC_ACQUIRE); t && !need && !extra;
              t = t->next) {
             if (__atomic_load_n(&t->gone, __ATOMIC_ACQUIRE)) continue;
@@ -90,9 +93,11 @@ void *cl_refill_loop(void *arg)
                     if (s->state == SLOT_READY) idle = s;
                 }
             raised = raised || target > t->pool || ready > t->pool;
-            if (ready < target)
+            if (ready < target) {
                 need = t;
-            else if (ready > target && idle)
+                need_ready = ready;
+                need_target = target;
+            } else if (ready > target && idle)
                 extra = idle; /* demand went: one idle sandbox at a time goes */
         }
         if (extra) {
@@ -121,6 +126,14 @@ void *cl_refill_loop(void *arg)
             } else {
                 pthread_cond_wait(&c->refill, &c->lock);
             }
+            continue;
+        }
+        /* a sandbox just handed out is at its busiest (its first commands): while the pool still holds half
+         * its target for the next creates, its refill waits for it to settle */
+        int64_t settle = c->last_claim_ms + REFILL_SETTLE_MS - cube_now_mono_ms();
+        if (settle > 0 && need_ready > 0 && 2 * need_ready >= need_target && c->creates_waiting == 0) {
+            struct timespec dl = cube_timespec_after_ms(CLOCK_REALTIME, settle);
+            pthread_cond_timedwait(&c->refill, &c->lock, &dl);
             continue;
         }
         /* creates waiting for a sandbox take this one as soon as it is ready: it is theirs, at their priority
