@@ -18,6 +18,7 @@
 
 #include "cleanup.h"
 #include "cubelet_internal.h"
+#include "fsutil.h"
 #include "log.h"
 
 #define VOLUME_USER      1000      /* new entries' owner when none is given: the sandboxes' `user` */
@@ -434,31 +435,6 @@ static int op_write(vreq *q, const char *path, bool abort_it, cube_err *err)
     return answer_entry(q, pd, name, path, err);
 }
 
-/* name in parent and everything under it, through descriptors (a sandbox renaming meanwhile cannot point this
- * outside the tree), staying on parent's filesystem. */
-static int remove_at(int parent, const char *name, int depth)
-{
-    if (unlinkat(parent, name, 0) == 0 || errno == ENOENT) return 0;
-    if (errno != EISDIR && errno != EPERM) return -1;
-    if (depth > 256) return errno = ELOOP, -1;
-    int fd = open_in(parent, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW,
-                     RESOLVE_BENEATH | RESOLVE_NO_XDEV | RESOLVE_NO_SYMLINKS);
-    if (fd < 0) return -1;
-    DIR *d = fdopendir(fd);
-    if (!d) {
-        close(fd);
-        return -1;
-    }
-    int rc = 0;
-    struct dirent *de;
-    while (rc == 0 && (de = readdir(d)))
-        if (strcmp(de->d_name, ".") != 0 && strcmp(de->d_name, "..") != 0)
-            rc = remove_at(dirfd(d), de->d_name, depth + 1);
-    closedir(d);
-    if (rc == 0 && unlinkat(parent, name, AT_REMOVEDIR) < 0 && errno != ENOENT) rc = -1;
-    return rc;
-}
-
 static int op_remove(vreq *q, const char *path, cube_err *err)
 {
     char parent[4096];
@@ -468,7 +444,7 @@ static int op_remove(vreq *q, const char *path, cube_err *err)
     if (pd < 0) return cube_err_sys(err, errno, "%s", parent);
     struct stat st;
     if (fstatat(pd, name, &st, AT_SYMLINK_NOFOLLOW) < 0) return cube_err_sys(err, errno, "%s", path);
-    if (remove_at(pd, name, 0) < 0) return cube_err_sys(err, errno, "remove %s", path);
+    if (cube_rm_rf_at(pd, name) < 0) return cube_err_sys(err, errno, "remove %s", path);
     return 0;
 }
 
@@ -479,7 +455,7 @@ static int destroy(cubelet *c, const char *volume_id, cube_err *err)
     snprintf(dir, sizeof(dir), "%s/volumes", c->cfg.data_dir);
     cube_autoclose int d = open(dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
     if (d < 0) return errno == ENOENT ? 0 : cube_err_sys(err, errno, "open %s", dir);
-    if (remove_at(d, volume_id, 0) < 0) return cube_err_sys(err, errno, "remove volume %s", volume_id);
+    if (cube_rm_rf_at(d, volume_id) < 0) return cube_err_sys(err, errno, "remove volume %s", volume_id);
     cube_log_info("volume removed", "volume=%s", volume_id);
     return 0;
 }

@@ -5,6 +5,7 @@
 #include <dirent.h>
 #include <ftw.h>
 #include <linux/magic.h>
+#include <linux/openat2.h>
 #include <stdbool.h>
 #include <sys/mount.h>
 #include <sys/statfs.h>
@@ -14,6 +15,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 void cube_sibling_path(const char *name, const char *build_rel, char *out, size_t cap)
@@ -47,54 +49,29 @@ int cube_rm_rf(const char *path)
     return lstat(path, &st) < 0 && errno == ENOENT ? 0 : -1;
 }
 
-static int rm_tree(int at, const char *name, int depth);
-
-/* One level of cube_rm_rf_at: the entries of the open directory dfd, then nothing (the caller removes it). */
-static int rm_entries(int dfd, int depth)
+/* One of cube_rm_rf_at's steps: name in parent and everything under it. */
+static int rm_tree(int parent, const char *name, int depth)
 {
-    DIR *d = fdopendir(dfd);
+    if (unlinkat(parent, name, 0) == 0 || errno == ENOENT) return 0;
+    if (errno != EISDIR && errno != EPERM) return -1;
+    if (depth > CUBE_RM_RF_MAX_DEPTH) return errno = ELOOP, -1;
+    struct open_how how = {.flags = O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC,
+                           .resolve = RESOLVE_BENEATH | RESOLVE_NO_XDEV | RESOLVE_NO_SYMLINKS};
+    int fd = (int)syscall(SYS_openat2, parent, name, &how, sizeof(how));
+    if (fd < 0) return -1;
+    DIR *d = fdopendir(fd);
     if (!d) {
-        close(dfd);
+        close(fd);
         return -1;
     }
     int rc = 0;
-    for (struct dirent *de; (de = readdir(d));) {
-        if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0) continue;
-        if (unlinkat(dirfd(d), de->d_name, 0) == 0) continue;
-        if (errno != EISDIR && errno != EPERM) {
-            rc = -1;
-            continue;
-        }
-        if (rm_tree(dirfd(d), de->d_name, depth + 1) < 0) rc = -1;
-    }
+    struct dirent *de;
+    while (rc == 0 && (de = readdir(d)))
+        if (strcmp(de->d_name, ".") != 0 && strcmp(de->d_name, "..") != 0)
+            rc = rm_tree(dirfd(d), de->d_name, depth + 1);
     closedir(d);
+    if (rc == 0 && unlinkat(parent, name, AT_REMOVEDIR) < 0 && errno != ENOENT) rc = -1;
     return rc;
-}
-
-static int rm_tree(int at, const char *name, int depth)
-{
-    if (depth > CUBE_RM_RF_MAX_DEPTH) {
-        errno = ELOOP;
-        return -1;
-    }
-    if (unlinkat(at, name, 0) == 0) return 0;
-    if (errno == ENOENT) return 0;
-    if (errno != EISDIR && errno != EPERM) return -1;
-    /* a directory: never followed through a link, never onto another filesystem */
-    int fd = openat(at, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-    if (fd < 0) return -1;
-    struct stat top, st;
-    if (fstatat(at, "", &top, AT_EMPTY_PATH) < 0 || fstat(fd, &st) < 0) {
-        close(fd);
-        return -1;
-    }
-    if (st.st_dev != top.st_dev) {
-        close(fd);
-        errno = EXDEV;
-        return -1;
-    }
-    if (rm_entries(fd, depth) < 0) return -1;
-    return unlinkat(at, name, AT_REMOVEDIR);
 }
 
 int cube_rm_rf_at(int dir, const char *name)

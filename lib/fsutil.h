@@ -11,11 +11,12 @@
  */
 int cube_rm_rf(const char *path);
 
-/* The same for name under the directory dirfd (which may be an O_PATH descriptor, a detached mount's):
- * never following a link nor leaving dirfd's filesystem, at most CUBE_RM_RF_MAX_DEPTH directories deep
- * (ELOOP past that). 0 when name is gone (or was not there), -1 with errno. */
-#define CUBE_RM_RF_MAX_DEPTH 128
-int cube_rm_rf_at(int dirfd, const char *name);
+/* The same for name under the directory dir (which may be an O_PATH descriptor, a detached mount's), through
+ * descriptors (a tree renamed meanwhile cannot point it elsewhere): no link followed, no other filesystem
+ * entered, at most CUBE_RM_RF_MAX_DEPTH directories deep (ELOOP past that); stops at the first entry that
+ * will not go. 0 when name is gone (or was not there), -1 with errno. */
+#define CUBE_RM_RF_MAX_DEPTH 256
+int cube_rm_rf_at(int dir, const char *name);
 
 /* A program that ships with the running one: <own dir>/name when it is there (installed side by side), else
  * <own dir>/build_rel (the build tree's layout). */
