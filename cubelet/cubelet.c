@@ -356,50 +356,14 @@ static void stop_hv(cl_slot *s)
     s->stopped = true;
 }
 
-/* Before a stop: the sandbox's disk held (a clone of its mount), so that it can serve another sandbox once
- * this one is gone (see hv_disk_renew). Only a disk of the node's own size, which any start can take. */
-static void keep_disk(cubelet *c, cl_slot *s)
-{
-    if (s->disk_kept >= 0 || s->stopped || s->hv <= 0 || !*c->disk_template || !s->tpl ||
-        *s->tpl->disk_template)
-        return;
-    char rw[4300];
-    snprintf(rw, sizeof(rw), "%s/rw", s->state_dir);
-    s->disk_kept = hv_disk_keep(rw);
-}
-
-/* After the sandbox is gone (its hypervisor exited: no process of it is left): its disk emptied into the
- * ready ones, or let go (the kernel then frees its device and space, as for a disk never kept). */
-static void reuse_disk(cubelet *c, cl_slot *s)
-{
-    int fd = s->disk_kept;
-    s->disk_kept = -1;
-    if (fd < 0) return;
-    cube_err err = {0};
-    if (hv_disk_renew(fd, &err) == 0) {
-        pthread_mutex_lock(&c->lock);
-        if (!c->stopping && c->nready_disks < (int)(sizeof(c->ready_disks) / sizeof(c->ready_disks[0]))) {
-            c->ready_disks[c->nready_disks++] = fd;
-            fd = -1;
-        }
-        pthread_mutex_unlock(&c->lock);
-    }
-    cube_metric_add(
-        fd < 0 ? "cube_node_disks_reused_total" : "cube_node_disks_dropped_total",
-        fd < 0 ? "Ended sandboxes' disks emptied for another sandbox"
-               : "Ended sandboxes' disks let go (too full to empty, or no room among the ready ones)",
-        1);
-    if (fd >= 0) close(fd);
-}
-
 void cl_destroy_slot(cubelet *c, cl_slot *s)
 {
     if (s->hv > 0) {
-        keep_disk(c, s);
+        cl_disk_keep(c, s);
         stop_hv(s);
         wait_hv(s); /* its teardown done */
     }
-    reuse_disk(c, s);
+    cl_disk_reuse(c, s);
     if (s->hv_pidfd >= 0) close(s->hv_pidfd);
     cube_rm_rf(s->state_dir);
     cl_net_release(c, s->slot_id); /* after the hypervisor is gone: nothing uses the slot any more */
@@ -413,7 +377,7 @@ void cl_destroy_slot(cubelet *c, cl_slot *s)
  * does that teardown at the lowest priority, out of the next create's way. */
 static void retire_slot(cubelet *c, cl_slot *s)
 {
-    keep_disk(c, s);
+    cl_disk_keep(c, s);
     stop_hv(s);
     pthread_mutex_lock(&c->lock);
     bool behind = c->nretiring >= RETIRE_BEHIND;
@@ -586,71 +550,6 @@ static void adopt_running(cubelet *c)
         cube_log_info("sandbox adopted", "sandbox=%s slot=%s hv_pid=%d", s->sandbox_id, s->slot_id, s->hv);
     }
     closedir(d);
-}
-
-/* Mounts a volume's directory into a running sandbox at path: the directory is cloned as a detached mount
- * here, then a child that joins the sandbox's mount namespace (it must be single-threaded to) attaches it. */
-int cl_mount_volume(cubelet *c, const cl_slot *s, const Cube__VolumeMount *vm, cube_err *err)
-{
-    if (!vm->path || vm->path[0] != '/' || strstr(vm->path, ".."))
-        return cube_err_set(err, EINVAL, "bad volume mount '%s' at '%s'", vm->name ? vm->name : "",
-                            vm->path ? vm->path : "");
-    char host[4400];
-    if (cl_volume_dir(c, vm->volume_id, s->tpl->uid_base, host, sizeof(host), err) < 0) return -1;
-    int tree = (int)syscall(SYS_open_tree, AT_FDCWD, host, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC);
-    if (tree < 0) return cube_err_sys(err, errno, "clone the mount of %s", host);
-    char ns[64];
-    snprintf(ns, sizeof(ns), "/proc/%d/ns/mnt", s->init);
-    int nsfd = open(ns, O_RDONLY | O_CLOEXEC);
-    if (nsfd < 0) {
-        close(tree);
-        return cube_err_sys(err, errno, "open %s", ns);
-    }
-    /* the namespace's own root is not the sandbox's root after its pivot_root: take the root from PID 1 */
-    snprintf(ns, sizeof(ns), "/proc/%d/root", s->init);
-    int rootfd = open(ns, O_PATH | O_DIRECTORY | O_CLOEXEC);
-    if (rootfd < 0) {
-        close(tree);
-        close(nsfd);
-        return cube_err_sys(err, errno, "open %s", ns);
-    }
-    char userns[64];
-    snprintf(userns, sizeof(userns), "/proc/%d/ns/user", s->init);
-    int userfd = open(userns, O_RDONLY | O_CLOEXEC);
-    pid_t pid = userfd < 0 ? -1 : fork();
-    if (pid == 0) {
-        /* become the sandbox's root (its user namespace), so that what is created there is owned inside */
-        if (setns(userfd, CLONE_NEWUSER) < 0 || setresgid(0, 0, 0) < 0 || setresuid(0, 0, 0) < 0) _exit(9);
-        if (setns(nsfd, CLONE_NEWNS) < 0 || fchdir(rootfd) < 0 || chroot(".") < 0 || chdir("/") < 0)
-            _exit(10);
-        char path[4096];
-        snprintf(path, sizeof(path), "%s", vm->path);
-        for (char *p = path + 1;; p++) { /* mkdir -p, owned by root inside */
-            if (*p != '/' && *p) continue;
-            char ch = *p;
-            *p = '\0';
-            if (mkdir(path, 0755) < 0 && errno != EEXIST) _exit(11);
-            *p = ch;
-            if (!ch) break;
-        }
-        if (syscall(SYS_move_mount, tree, "", AT_FDCWD, path, MOVE_MOUNT_F_EMPTY_PATH) < 0)
-            _exit(100 + (errno & 127));
-        _exit(0);
-    }
-    close(nsfd);
-    close(rootfd);
-    if (userfd >= 0) close(userfd);
-    close(tree);
-    int st = 0;
-    if (pid < 0 || waitpid(pid, &st, 0) < 0 || !WIFEXITED(st) || WEXITSTATUS(st) != 0)
-        return cube_err_set(
-            err, EIO, "mount volume %s at %s failed: %s", vm->name, vm->path,
-            WIFEXITED(st) && WEXITSTATUS(st) >= 100  ? strerror(WEXITSTATUS(st) - 100)
-            : WIFEXITED(st) && WEXITSTATUS(st) == 9  ? "cannot join the sandbox's user namespace"
-            : WIFEXITED(st) && WEXITSTATUS(st) == 10 ? "cannot join the sandbox's mount namespace"
-            : WIFEXITED(st) && WEXITSTATUS(st) == 11 ? "cannot create the mount point"
-                                                     : "helper died");
-    return 0;
 }
 
 /* A claim's refill starts when the create is answered, not at the claim: on a small node the refill's start

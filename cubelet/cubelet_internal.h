@@ -25,6 +25,10 @@ int cl_spawn_slot(cubelet *c, const cl_template *tpl, const char *layers, int di
 int cl_slot_start_cmd(cubelet *c, cl_slot *s, const cl_template *tpl, cube_err *err);
 /* Stops the sandbox and removes its state; the slot is already off the list. */
 void cl_destroy_slot(cubelet *c, cl_slot *s);
+/* disk_reuse.c. Before a sandbox's stop: its disk held, when it is of the node's own size. After its
+ * hypervisor exited: that disk emptied into the ready ones, or let go. */
+void cl_disk_keep(cubelet *c, cl_slot *s);
+void cl_disk_reuse(cubelet *c, cl_slot *s);
 #define ENVD_PORT   49983 /* the agent's envd API in every sandbox */
 #define INTERP_PORT 49999 /* the code interpreter's, in templates that have one */
 /* out: a handed-out, running sandbox as the masters record it (its id, state, the agent's addresses) */
