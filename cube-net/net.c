@@ -159,6 +159,22 @@ void cube_net_teardown(cube_net *n, const int *idx, int k, cn_nl *nl)
     remove_slots(n, idx, k, nl);
 }
 
+/* The host side of a slot carries IPv4 only (the sandbox side has IPv6 off from birth, its namespace's
+ * default). Left on, IPv6 gave each host veth, once up, a link-local address, routes in the node's IPv6 table
+ * and multicast reports, and every link added or removed walked that table: work for each create and kill
+ * that grew with the sandboxes the node holds. Turned off before the link goes up, none of it happens. A node
+ * without IPv6 has no such file: nothing to do. */
+static void host_ipv6_off(const char *ifname)
+{
+    char p[96];
+    snprintf(p, sizeof(p), "/proc/sys/net/ipv6/conf/%s/disable_ipv6", ifname);
+    int fd = open(p, O_WRONLY | O_CLOEXEC);
+    if (fd < 0) return;
+    if (write(fd, "1", 1) != 1)
+        cube_log_warn("IPv6 stays on for a slot's host link", "ifname=%s errno=%d", ifname, errno);
+    close(fd);
+}
+
 /* Builds slot idx: a namespace with lo and eth0 configured, the veth's host side routed and filtered. Runs on
  * the calling thread, which it moves into the new namespace and back. */
 static int build(cube_net *n, int idx, cn_nl *host, cube_err *err)
@@ -204,6 +220,7 @@ static int build(cube_net *n, int idx, cn_nl *host, cube_err *err)
     int ifx = cn_nl_add_veth(host, name, host_mac, "eth0", PEER_IFINDEX, mac, nsfd, err);
     if (ifx < 0) goto fail;
     s->host_ifindex = ifx;
+    host_ipv6_off(name);
     if (cn_nl_link_up(host, ifx, err) < 0 || cn_nl_route_add(host, ifx, s->addr, 32, 0, err) < 0 ||
         cn_nl_neigh_add(host, ifx, s->addr, mac, err) < 0 || cn_nl_link_up(inner, 1, err) < 0 ||
         cn_nl_link_up(inner, PEER_IFINDEX, err) < 0 ||

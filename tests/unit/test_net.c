@@ -469,12 +469,29 @@ static int nft_table_exists(void)
     return rc == 0;
 }
 
+/* Whether the node's IPv6 routing table names the link (/proc/net/ipv6_route: the device is the last column).
+ */
+static bool ipv6_routes_via(const char *ifname)
+{
+    FILE *f = fopen("/proc/net/ipv6_route", "re");
+    if (!f) return false;
+    char line[512], dev[64];
+    bool found = false;
+    while (!found && fgets(line, sizeof(line), f))
+        found =
+            sscanf(line, "%*s %*s %*s %*s %*s %*s %*s %*s %*s %63s", dev) == 1 && strcmp(dev, ifname) == 0;
+    fclose(f);
+    return found;
+}
+
 START_TEST(release_and_stop_leave_nothing)
 {
     net_start(1);
     cn_lease_info a;
     lease("gone", policy(true, NULL, NULL), &a);
     ck_assert(link_exists(a.host_ifname));
+    /* the host side carries IPv4 only: no link-local address, no routes in the node's IPv6 table */
+    ck_assert_msg(!ipv6_routes_via(a.host_ifname), "%s has IPv6 routes", a.host_ifname);
     ck_assert(nft_table_exists());
     char ns[4300];
     snprintf(ns, sizeof(ns), "%s", a.netns);
