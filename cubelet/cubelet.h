@@ -92,7 +92,7 @@ typedef struct cubelet_config {
     const char *net;           /* cube-net's RPC address, or NULL: sandboxes get no network but loopback */
     const char *proxy_address; /* where this node's cube-proxy listens (reported to masters), or NULL */
     int pool_size;             /* ready sandboxes kept per template, at least */
-    int pool_max;              /* the most a template's pool grows to while creates come fast */
+    int pool_max;              /* the most a template's pool grows to after a burst of creates */
     int disk_mb;               /* each sandbox's writable layer, on the node's disk */
     const char *lxcfs;         /* an lxcfs mount for sandboxes' /proc views, or NULL */
     int metrics_sample_ms;     /* handed-out sandboxes' metrics history: one sample this often (0: 5 s) */

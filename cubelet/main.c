@@ -23,7 +23,7 @@ static const cube_config_flag flags[] = {
     {"node-id", "cubelet.node_id", true, "this node's name (default the hostname)"},
     {"pool-size", "cubelet.pool_size", true, "ready sandboxes kept per template (default 2)"},
     {"pool-max", "cubelet.pool_max", true,
-     "the most ready sandboxes a template's pool grows to while creates come fast (default 64)"},
+     "the most ready sandboxes a template's pool grows to after a burst of creates (default 256)"},
     {"lxcfs", "cubelet.lxcfs", true,
      "an lxcfs mount: sandboxes' /proc/meminfo, cpuinfo, stat, uptime... show their own limits"},
     {"disk-mb", "cubelet.disk_mb", true,
@@ -69,7 +69,7 @@ static int run(cube_config *cfg, int argc, char **argv)
     cube_sibling_path("cube-zygote", "../cube-hypervisor/cube-zygote", zygote, sizeof(zygote));
     long long pool, pool_max, disk_mb;
     if (cube_config_get_int(cfg, "cubelet.pool_size", 2, 0, 1000, &pool, &err) < 0 ||
-        cube_config_get_int(cfg, "cubelet.pool_max", 64, 0, 10000, &pool_max, &err) < 0 ||
+        cube_config_get_int(cfg, "cubelet.pool_max", 256, 0, 10000, &pool_max, &err) < 0 ||
         cube_config_get_int(cfg, "cubelet.disk_mb", 1024, 16, 1 << 22, &disk_mb, &err) < 0) {
         fprintf(stderr, "cubelet: %s\n", err.msg);
         return 2;

@@ -1,51 +1,46 @@
 /* A pool's depth following demand (see pool_demand.h). */
 #include "pool_demand.h"
 
-#include <string.h>
-
-/* Moves the ring to now's second, zeroing the seconds that passed without a claim. */
-static void advance(pool_demand *d, int64_t now_ms)
+/* The run that last_ms belongs to, once over (a quiet gap after it): recorded if it was a burst. */
+static void end_run(pool_demand *d, int64_t now_ms)
 {
-    int64_t now = now_ms / 1000;
-    if (now <= d->sec) return;
-    if (now - d->sec >= POOL_DEMAND_SPAN_S) {
-        memset(d->per_sec, 0, sizeof(d->per_sec));
-    } else {
-        for (int64_t s = d->sec + 1; s <= now; s++) d->per_sec[s % POOL_DEMAND_SPAN_S] = 0;
+    if (d->run_creates == 0 || now_ms - d->last_ms < POOL_QUIET_MS) return;
+    if (d->last_ms - d->run_start_ms <= BURST_MAX_MS) {
+        d->bursts[d->next_burst].end_ms = d->last_ms;
+        d->bursts[d->next_burst].size = d->run_creates;
+        d->next_burst = (d->next_burst + 1) % POOL_BURSTS_KEPT;
     }
-    d->sec = now;
+    d->run_creates = 0;
 }
 
 void pool_demand_note(pool_demand *d, int64_t now_ms)
 {
-    advance(d, now_ms);
-    uint16_t *slot = &d->per_sec[d->sec % POOL_DEMAND_SPAN_S];
-    if (*slot < UINT16_MAX) (*slot)++;
+    end_run(d, now_ms);
+    if (d->run_creates == 0) d->run_start_ms = now_ms;
+    if (d->run_creates < 1 << 30) d->run_creates++;
+    d->last_ms = now_ms;
 }
 
-int pool_demand_peak(pool_demand *d, int64_t now_ms, int window_s)
+bool pool_demand_busy(const pool_demand *d, int64_t now_ms)
 {
-    advance(d, now_ms);
-    if (window_s < 1) window_s = 1;
-    if (window_s > POOL_DEMAND_SPAN_S) window_s = POOL_DEMAND_SPAN_S;
-    int peak = 0, sum = 0;
-    /* oldest to newest: a sliding sum over window_s seconds */
-    for (int i = 0; i < POOL_DEMAND_SPAN_S; i++) {
-        int64_t s = d->sec - (POOL_DEMAND_SPAN_S - 1) + i;
-        sum += d->per_sec[((s % POOL_DEMAND_SPAN_S) + POOL_DEMAND_SPAN_S) % POOL_DEMAND_SPAN_S];
-        if (i >= window_s) {
-            int64_t out = s - window_s;
-            sum -= d->per_sec[((out % POOL_DEMAND_SPAN_S) + POOL_DEMAND_SPAN_S) % POOL_DEMAND_SPAN_S];
-        }
-        if (sum > peak) peak = sum;
-    }
+    return d->run_creates > 0 && now_ms - d->last_ms < POOL_QUIET_MS;
+}
+
+int pool_demand_peak(pool_demand *d, int64_t now_ms)
+{
+    end_run(d, now_ms);
+    int peak = 0;
+    for (int i = 0; i < POOL_BURSTS_KEPT; i++)
+        if (d->bursts[i].size > peak && now_ms - d->bursts[i].end_ms < POOL_DEMAND_SPAN_MS)
+            peak = d->bursts[i].size;
     return peak;
 }
 
 int pool_demand_target(pool_demand *d, int64_t now_ms, int base, int max)
 {
     if (base <= 0) return 0;
-    int peak = pool_demand_peak(d, now_ms, PEAK_WINDOW_S);
+    if (pool_demand_busy(d, now_ms)) return base;
+    int peak = pool_demand_peak(d, now_ms);
     if (peak > max) peak = max;
     return peak > base ? peak : base;
 }

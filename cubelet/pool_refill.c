@@ -92,13 +92,15 @@ void *cl_refill_loop(void *arg)
                     ready++;
                     if (s->state == SLOT_READY) idle = s;
                 }
-            raised = raised || target > t->pool || ready > t->pool;
+            /* busy: the target may rise once the creates stop (a burst over), which nothing else signals */
+            raised = raised || target > t->pool || ready > t->pool ||
+                     pool_demand_busy(&t->demand, cube_now_mono_ms());
             if (ready < target) {
                 need = t;
                 need_ready = ready;
                 need_target = target;
-            } else if (ready > target && idle)
-                extra = idle; /* demand went: one idle sandbox at a time goes */
+            } else if (ready > target && idle && !pool_demand_busy(&t->demand, cube_now_mono_ms()))
+                extra = idle; /* demand went: one idle sandbox at a time goes (in a quiet: pool_demand.h) */
         }
         if (extra) {
             cl_unlink_slot(c, extra);
@@ -121,7 +123,7 @@ void *cl_refill_loop(void *arg)
             if (raised) {
                 struct timespec dl;
                 clock_gettime(CLOCK_REALTIME, &dl);
-                dl.tv_sec += 1; /* background only: a raised pool is looked at again to shrink */
+                dl.tv_sec += 1; /* background only: looked at again to grow after a burst, or to shrink */
                 pthread_cond_timedwait(&c->refill, &c->lock, &dl);
             } else {
                 pthread_cond_wait(&c->refill, &c->lock);
