@@ -35,10 +35,11 @@ int hv_disk_attach(const char *template_img, const char *scratch, const char *mo
 int hv_disk_prepare(const char *template_img, const char *scratch, cube_err *err);
 int hv_disk_place(int mount_fd, const char *mountpoint, uid_t uid, cube_err *err);
 
-/* A disk outlives its sandbox and serves the next one, instead of a new copy for each: at a stop the node
- * keeps a clone of the disk's mount (hv_disk_keep, before the hypervisor's teardown unmounts it), and once
- * the sandbox's processes are all gone hv_disk_renew empties it back to what hv_disk_prepare makes, for
- * hv_disk_place. A new copy costs the node's disk a copy, a flush when the loop device switches to direct
+/* A disk outlives its sandbox and serves the next one, instead of a new copy for each: the hypervisor, whose
+ * own mount namespace alone has the disk mounted, holds a clone of the mount (hv_disk_keep) at the
+ * descriptor its "ready" line names (keep-fd=); at a stop the node takes it (pidfd_getfd) before the
+ * hypervisor's teardown unmounts the disk, and once the sandbox's processes are all gone hv_disk_renew
+ * empties it back to what hv_disk_prepare makes, for hv_disk_place. A new copy costs the node's disk a copy, a flush when the loop device switches to direct
  * I/O, and at the end a flush, a truncate and (on a node mounted with discard) a discard that the teardown
  * waits for; an emptied disk costs the removal of what the sandbox wrote. What a sandbox deleted is never
  * seen by the next one: ext4 hands out blocks that read as zeros until written (and a trim punches them out

@@ -24,6 +24,7 @@ typedef struct hv_spec {
     /* a network namespace to join (cube-net's slot for this sandbox, owned by the node so the sandbox cannot
      * reconfigure it); NULL: a new one with only loopback */
     const char *netns;
+    int netns_fd;      /* the same, already open (a descriptor > 2: it wins over netns); 0 or -1: none */
     char *const *argv; /* PID 1; NULL: the agent */
     char *const *envp;
     /* A container's process (cube-shim): its working directory, user, hostname, stdio (host fds made its
@@ -87,6 +88,10 @@ typedef struct hv_ops {
     /* Called once the control socket serves: confines this process for the rest of its life (the kvm
      * backend's jail). NULL: nothing to do. */
     int (*jail)(hv_sandbox *sb, cube_err *err);
+    /* A descriptor of this process holding a clone of the sandbox's disk (a detached mount, see disk.h), for
+     * the node to take with pidfd_getfd before it stops the sandbox and reuse once the sandbox is gone; -1:
+     * none (a tmpfs writable layer, a microVM). NULL: never. */
+    int (*disk_keep_fd)(hv_sandbox *sb);
     /* Kills everything, removes mounts and cgroups. Idempotent; frees sb. */
     void (*destroy)(hv_sandbox *sb);
 } hv_ops;

@@ -1,8 +1,11 @@
 /* cube-hypervisor's life from its command line: creates one sandbox, answers its control socket, and tears
- * it down on Stop, SIGTERM/SIGINT, or when the sandbox's PID 1 exits. Prints "ready <init pid> <backend>"
- * once running. cube-hypervisor's main calls it; so does each child of cube-zygote (already loaded, no exec).
+ * it down on Stop, SIGTERM/SIGINT, or when the sandbox's PID 1 exits. Prints "ready <init pid> <backend>
+ * keep-fd=<n>" once running. cube-hypervisor's main calls it; so does each child of cube-zygote (already
+ * loaded, no exec).
  */
 #include <errno.h>
+#include <fcntl.h>
+#include <sched.h>
 #include <limits.h>
 #include <poll.h>
 #include <signal.h>
@@ -10,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/mount.h>
 #include <sys/signalfd.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -35,6 +39,7 @@ static const cube_config_flag flags[] = {
     {"stdio-fds", "hv.stdio_fds", true, "IN,OUT,ERR: inherited fds that become PID 1's stdio"},
     {"start-fd", "hv.start_fd", true, "inherited fd: PID 1 execs when a byte arrives (EOF: it exits)"},
     {"netns", "hv.netns", true, "network namespace to join (cube-net's slot); default: a new, empty one"},
+    {"netns-fd", "hv.netns_fd", true, "the same, as an inherited descriptor (it wins over --netns)"},
     {"backend", "hv.backend", true,
      "auto | ns | kvm (default auto: kvm when /dev/kvm works and a guest is given)"},
     {"kernel", "hv.kernel", true, "kvm: the guest kernel (bzImage or vmlinux)"},
@@ -98,11 +103,12 @@ static int run(cube_config *cfg, int argc, char **argv)
         fprintf(stderr, "cube-hypervisor: --id '%s' must be 1-63 chars of [a-z0-9-]\n", id);
         return 2;
     }
-    long long cpus, mem, disk, disk_fd, pids, uid_base;
+    long long cpus, mem, disk, disk_fd, netns_fd, pids, uid_base;
     if (cube_config_get_int(cfg, "hv.cpus", 2, 0, 1024, &cpus, &err) < 0 ||
         cube_config_get_int(cfg, "hv.memory_mb", 512, 0, 1 << 22, &mem, &err) < 0 ||
         cube_config_get_int(cfg, "hv.disk_mb", 1024, 1, 1 << 22, &disk, &err) < 0 ||
         cube_config_get_int(cfg, "hv.disk_fd", -1, -1, 1 << 20, &disk_fd, &err) < 0 ||
+        cube_config_get_int(cfg, "hv.netns_fd", -1, -1, 1 << 20, &netns_fd, &err) < 0 ||
         cube_config_get_int(cfg, "hv.pids", 1024, 0, 1 << 22, &pids, &err) < 0 ||
         cube_config_get_int(cfg, "hv.uid_base", 100000, 0, (1LL << 32) - 65537, &uid_base, &err) < 0) {
         fprintf(stderr, "cube-hypervisor: %s\n", err.msg);
@@ -146,6 +152,20 @@ static int run(cube_config *cfg, int argc, char **argv)
         fprintf(stderr, "cube-hypervisor: %s\n", err.msg);
         return 1;
     }
+    if (netns_fd > 2 && fcntl((int)netns_fd, F_SETFD, FD_CLOEXEC) < 0) {
+        fprintf(stderr, "cube-hypervisor: --netns-fd %lld: %s\n", netns_fd, strerror(errno));
+        return 2;
+    }
+    /* The ns backend's mounts (the sandbox's disk) go in a mount namespace of this process's own, private:
+     * in the node's they would be one more for every sandbox the node holds, and every new sandbox's mount
+     * namespace starts as a copy of its hypervisor's (the kernel copies each mount, and drops each again at
+     * the sandbox's pivot_root). Forked by cube-zygote, this copies the zygote's small namespace. Where it
+     * cannot be done (no CAP_SYS_ADMIN), mounts go where they always went. */
+    if (strcmp(ops->name, "ns") == 0 && unshare(CLONE_NEWNS) == 0 &&
+        mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0) {
+        fprintf(stderr, "cube-hypervisor: make its mounts private: %s\n", strerror(errno));
+        return 1;
+    }
     /* SIGCHLD tells us PID 1 exited; SIGTERM/SIGINT stop us. All arrive on a signalfd. */
     sigset_t set;
     sigemptyset(&set);
@@ -163,6 +183,7 @@ static int run(cube_config *cfg, int argc, char **argv)
         .agent_bin = need_agent ? agent_abs : NULL,
         .agent_bundle = need_agent && bundle ? bundle_abs : NULL,
         .netns = cube_config_get(cfg, "hv.netns", NULL),
+        .netns_fd = (int)netns_fd,
         .argv = first < argc ? argv + first : NULL,
         .limits = {(uint32_t)cpus, (uint64_t)mem, (uint32_t)pids},
         .disk_mb = (uint64_t)disk,
@@ -231,7 +252,9 @@ static int run(cube_config *cfg, int argc, char **argv)
     /* (a Rollback may already be replacing PID 1 on a control thread: read as control.c writes it) */
     pid_t init = __atomic_load_n(&ctl.init_pid, __ATOMIC_ACQUIRE);
     cube_log_info("sandbox running", "id=%s backend=%s init_pid=%d control=%s", id, ops->name, init, control);
-    printf("ready %d %s\n", init, ops->name);
+    /* keep-fd: where the node finds a clone of the sandbox's disk (hv_ops.disk_keep_fd) */
+    int keep = ops->disk_keep_fd ? ops->disk_keep_fd(ctl.sb) : -1;
+    printf("ready %d %s keep-fd=%d\n", init, ops->name, keep);
     fflush(stdout);
 
     int rc = 0;

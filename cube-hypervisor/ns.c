@@ -53,7 +53,8 @@ struct hv_sandbox {
     char rw[4200];   /* <state>/rw: the writable layer holding upper/ and work/ */
     pid_t init;
     pid_t janitor;
-    int lifeline; /* write end; the janitor cleans up when it closes */
+    int lifeline;  /* write end; the janitor cleans up when it closes */
+    int disk_keep; /* a clone of the disk's mount for the node (disk_keep_fd), or -1 */
     cgroup cg;
     bool cg_made, rw_mounted;
 };
@@ -219,7 +220,15 @@ static void child_main(const child_args *c)
             else
                 snprintf(src, sizeof(src), "%s/proc/%s", spec->lxcfs, files[i]);
             snprintf(dst, sizeof(dst), "%s/proc/%s", sb->root, files[i]);
-            if (mount(src, dst, NULL, MS_BIND, NULL) < 0) child_fail(errfd, src);
+            if (mount(src, dst, NULL, MS_BIND, NULL) == 0) continue;
+            if (i > 0) child_fail(errfd, src);
+            /* an lxcfs that died (its mount answers ENOTCONN), or one started again after the zygote's mount
+             * namespace was made: the sandbox starts with the kernel's own figures rather than not at all */
+            fprintf(stderr,
+                    "cube-hypervisor: lxcfs does not answer (%s: %s): the sandbox shows the node's "
+                    "/proc figures\n",
+                    src, strerror(errno));
+            break;
         }
     }
     snprintf(p, sizeof(p), "%s/sys", sb->root);
@@ -332,6 +341,8 @@ static void cleanup(hv_sandbox *sb)
 {
     if (sb->init > 0) kill(sb->init, SIGKILL);
     if (sb->cg_made) sb->cg.ops->destroy(&sb->cg);
+    if (sb->disk_keep >= 0) close(sb->disk_keep); /* the node took its own (or none) */
+    sb->disk_keep = -1;
     if (sb->rw_mounted) {
         hv_disk_forget(sb->rw);
         umount2(sb->rw, MNT_DETACH);
@@ -342,17 +353,17 @@ static void cleanup(hv_sandbox *sb)
 
 /* Moves this thread into the network namespace at path (the current one goes to *saved) and makes a read-only
  * sysfs mount there, detached, for the sandbox to attach. */
-static int join_netns(const char *path, int *saved, int *sysfs, cube_err *err)
+static int join_netns(const char *path, int given, int *saved, int *sysfs, cube_err *err)
 {
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return cube_err_sys(err, errno, "open network namespace %s", path);
+    int fd = given > 2 ? fcntl(given, F_DUPFD_CLOEXEC, 3) : open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return cube_err_sys(err, errno, "open network namespace %s", path ? path : "(descriptor)");
     *saved = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
     if (*saved < 0 || setns(fd, CLONE_NEWNET) < 0) {
         int e = errno;
         close(fd);
         if (*saved >= 0) close(*saved);
         *saved = -1;
-        return cube_err_sys(err, e, "join network namespace %s", path);
+        return cube_err_sys(err, e, "join network namespace %s", path ? path : "(descriptor)");
     }
     close(fd);
     int fs = (int)syscall(SYS_fsopen, "sysfs", FSOPEN_CLOEXEC);
@@ -402,10 +413,10 @@ static int spawn_init(const hv_spec *spec, hv_sandbox *sb, bool builtin, cube_er
             goto fail;
         }
     }
-    if (spec->netns) {
+    if (spec->netns || spec->netns_fd > 2) {
         /* join the slot's namespace for the clone (this thread only, and back after it); a sandbox's root
          * cannot mount sysfs for a namespace it does not own, so the mount is made here and handed over */
-        if (join_netns(spec->netns, &host_ns, &cargs.sysfs, err) < 0) {
+        if (join_netns(spec->netns, spec->netns_fd, &host_ns, &cargs.sysfs, err) < 0) {
             if (cargs.agent >= 0) close(cargs.agent);
             goto fail;
         }
@@ -511,7 +522,7 @@ static int ns_create(const hv_spec *spec, hv_sandbox **out, cube_err *err)
     hv_sandbox *sb = calloc(1, sizeof(*sb));
     if (!sb) return cube_err_set(err, ENOMEM, "out of memory");
     sb->init = sb->janitor = -1;
-    sb->lifeline = -1;
+    sb->lifeline = sb->disk_keep = -1;
     snprintf(sb->id, sizeof(sb->id), "%s", spec->id);
     snprintf(sb->state, sizeof(sb->state), "%s", spec->state_dir);
     snprintf(sb->root, sizeof(sb->root), "%s/root", spec->state_dir);
@@ -556,6 +567,10 @@ static int ns_create(const hv_spec *spec, hv_sandbox **out, cube_err *err)
         }
     }
     sb->rw_mounted = true;
+    /* the node may reuse the disk once this sandbox is gone: it can only take a clone made here, as the disk
+     * is mounted in this process's mount namespace alone (a disk mounted in the node's, one per sandbox,
+     * made every sandbox's start copy all of them) */
+    if (spec->disk_fd > 2 || spec->disk_template) sb->disk_keep = hv_disk_keep(sb->rw);
     /* (a disk prepared ahead has them already) */
     for (int i = 0; i < 2; i++) {
         snprintf(buf, sizeof(buf), "%s/%s", sb->rw, i ? "work" : "upper");
@@ -587,6 +602,11 @@ fail:
 static pid_t ns_init_pid(hv_sandbox *sb)
 {
     return sb->init;
+}
+
+static int ns_disk_keep_fd(hv_sandbox *sb)
+{
+    return sb->disk_keep;
 }
 
 static int ns_pause(hv_sandbox *sb, cube_err *err)
@@ -707,5 +727,6 @@ const hv_ops hv_ns_ops = {
     .rollback = ns_rollback,
     .stats = ns_stats,
     .terminate = ns_terminate,
+    .disk_keep_fd = ns_disk_keep_fd,
     .destroy = ns_destroy,
 };

@@ -1,20 +1,75 @@
 /* cube-zygote: the node's warm parent for sandboxes (zygote.h). cubelet starts it with one end of a socket
  * pair at --socket-fd; it exits when that closes. */
+#include <errno.h>
 #include <malloc.h>
+#include <sched.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mount.h>
 #include <sys/prctl.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "agent_main.h"
+#include "disk.h"
 #include "hv.h"
 #include "hv_main.h"
 #include "log.h"
 #include "proc_title.h"
 #include "sandbox_seccomp.h"
 #include "zygote.h"
+
+/* A mount point as /proc/self/mountinfo writes it, its octal escapes (a space is \040) undone in place. */
+static void unescape(char *s)
+{
+    char *o = s;
+    for (char *p = s; *p; p++) {
+        if (p[0] == '\\' && p[1] >= '0' && p[1] <= '3' && p[2] >= '0' && p[2] <= '7' && p[3] >= '0' &&
+            p[3] <= '7') {
+            *o++ = (char)((p[1] - '0') * 64 + (p[2] - '0') * 8 + (p[3] - '0'));
+            p += 3;
+        } else {
+            *o++ = *p;
+        }
+    }
+    *o = '\0';
+}
+
+/* Each sandbox's hypervisor is forked from here and makes a mount namespace of its own, a copy of this
+ * process's, and the sandbox's is a copy of that: the kernel copies (and at the sandbox's pivot_root drops)
+ * every mount, each time. In a namespace of the zygote's own, without what belongs to single sandboxes
+ * (the network namespaces cube-net holds at a mount each, sandbox disks of an older cubelet), that stays at
+ * the node's own few mounts however many sandboxes the node holds. A slave of the node's: what is mounted
+ * there later (lxcfs started again) still appears. Network namespaces reach a hypervisor as descriptors
+ * (--netns-fd). Where it cannot be done, the zygote goes on in the node's namespace, as before. */
+static void own_mount_namespace(void)
+{
+    if (unshare(CLONE_NEWNS) < 0 || mount(NULL, "/", NULL, MS_REC | MS_SLAVE, NULL) < 0) {
+        cube_log_warn("zygote keeps the node's mount namespace", "errno=%d", errno);
+        return;
+    }
+    FILE *f = fopen("/proc/self/mountinfo", "re");
+    char line[8192];
+    int dropped = 0;
+    while (f && fgets(line, sizeof(line), f)) {
+        /* ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTIONS [OPTIONAL...] - FSTYPE SOURCE SUPEROPTIONS */
+        char point[4096], fstype[64];
+        unsigned major = 0, minor = 0;
+        const char *dash = strstr(line, " - ");
+        if (!dash || sscanf(line, "%*d %*d %u:%u %*s %4095s", &major, &minor, point) != 3 ||
+            sscanf(dash + 3, "%63s", fstype) != 1)
+            continue;
+        unescape(point);
+        size_t n = strlen(point);
+        bool sandbox_disk = strcmp(fstype, "ext4") == 0 && major == HV_LOOP_MAJOR && n > 3 &&
+                            strcmp(point + n - 3, "/rw") == 0;
+        if ((strcmp(fstype, "nsfs") == 0 || sandbox_disk) && umount2(point, MNT_DETACH) == 0) dropped++;
+    }
+    if (f) fclose(f);
+    cube_log_info("zygote has a mount namespace of its own", "dropped=%d", dropped);
+}
 
 int main(int argc, char **argv)
 {
@@ -41,6 +96,7 @@ int main(int argc, char **argv)
     unsetenv("LD_BIND_NOW");
     prctl(PR_SET_NAME, "cube-zygote"); /* not "exe" */
     hv_builtin_agent = agent_main;
+    own_mount_namespace();
     /* what every sandbox would otherwise do again after the fork: the seccomp filter compiled, the time zone
      * read (log lines' timestamps) */
     cube_err err = {0};

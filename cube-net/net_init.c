@@ -40,6 +40,13 @@ static int ns_dir_tmpfs(cube_net *n, cube_err *err)
 {
     int rc = cube_tmpfs_over_empty_dir(n->cfg.ns_dir, "cube-netns", "mode=0755,size=4m", err);
     if (rc > 0) n->ns_tmpfs = true;
+    /* Private: a namespace's mount made there is not copied into other mount namespaces (on a host whose
+     * mounts are shared, as systemd makes them: cube-zygote's, a slave of the node's, would get one for every
+     * slot, and every sandbox's start would copy them). cubelet hands hypervisors their namespace as a
+     * descriptor. Not a mount point (EINVAL: the directory was a tmpfs already): they propagate as the
+     * host's do. */
+    if (rc >= 0 && mount(NULL, n->cfg.ns_dir, NULL, MS_PRIVATE, NULL) < 0 && errno != EINVAL)
+        cube_log_warn("slot namespaces' mounts stay shared", "dir=%s errno=%d", n->cfg.ns_dir, errno);
     return rc < 0 ? -1 : 0;
 }
 

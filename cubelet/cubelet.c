@@ -129,13 +129,14 @@ int cl_spawn_slot(cubelet *c, const cl_template *tpl, const char *layers, int di
 /* Runs a hypervisor: forked by the zygote when there is one (no exec, the agent built in), else exec'd. Its
  * stdout is out (the "ready" line), its stderr logfd (the sandbox's log), disk_fd its fd 3. s->hv is -1
  * when neither worked. */
-static void start_hv(cubelet *c, cl_slot *s, char **argv, int out, int logfd, int disk_fd)
+static void start_hv(cubelet *c, cl_slot *s, char **argv, int out, int logfd, int disk_fd, int netns_fd)
 {
     s->hv_pidfd = -1;
     if (c->zygote.sock >= 0) {
-        int fds[3] = {out}, targets[3] = {1}, nfds = 1;
+        int fds[4] = {out}, targets[4] = {1}, nfds = 1;
         if (logfd >= 0) fds[nfds] = logfd, targets[nfds++] = 2;
         if (disk_fd >= 0) fds[nfds] = disk_fd, targets[nfds++] = 3;
+        if (netns_fd >= 0) fds[nfds] = netns_fd, targets[nfds++] = 4;
         char *hv0 = argv[0];
         argv[0] = "cube-hypervisor";
         cube_err err = {0};
@@ -151,9 +152,11 @@ static void start_hv(cubelet *c, cl_slot *s, char **argv, int out, int logfd, in
     posix_spawn_file_actions_init(&fa);
     posix_spawnattr_init(&at);
     posix_spawn_file_actions_adddup2(&fa, out, 1);
-    int ahead =
-        disk_fd == 3 ? fcntl(disk_fd, F_DUPFD_CLOEXEC, 4) : disk_fd; /* dup2 onto itself keeps CLOEXEC */
+    /* (dup2 onto itself keeps CLOEXEC: one already at its target is moved out of the way first) */
+    int ahead = disk_fd == 3 || disk_fd == 4 ? fcntl(disk_fd, F_DUPFD_CLOEXEC, 5) : disk_fd;
+    int ns = netns_fd == 3 || netns_fd == 4 ? fcntl(netns_fd, F_DUPFD_CLOEXEC, 5) : netns_fd;
     if (ahead >= 0) posix_spawn_file_actions_adddup2(&fa, ahead, 3);
+    if (ns >= 0) posix_spawn_file_actions_adddup2(&fa, ns, 4);
     if (logfd >= 0)
         posix_spawn_file_actions_adddup2(&fa, logfd, 2); /* hypervisor and agent log: GET .../logs */
     sigset_t none;
@@ -164,6 +167,7 @@ static void start_hv(cubelet *c, cl_slot *s, char **argv, int out, int logfd, in
     posix_spawnattr_setflags(&at, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK);
     int sprc = posix_spawn(&s->hv, argv[0], &fa, &at, argv, environ);
     if (ahead >= 0 && ahead != disk_fd) close(ahead);
+    if (ns >= 0 && ns != netns_fd) close(ns);
     posix_spawn_file_actions_destroy(&fa);
     posix_spawnattr_destroy(&at);
     if (sprc != 0) {
@@ -204,7 +208,7 @@ static int spawn_slot(cubelet *c, const cl_template *tpl, const char *layers, in
     if (!s) return cube_err_set(err, ENOMEM, "out of memory");
     s->agent_fd = -1;
     s->hv_pidfd = -1;
-    s->disk_kept = -1;
+    s->disk_kept = s->hv_keep_fd = -1;
     char rnd[16];
     if (cube_id_new(0, rnd, 12, err) < 0) {
         free(s);
@@ -284,21 +288,31 @@ static int spawn_slot(cubelet *c, const cl_template *tpl, const char *layers, in
         argv[a++] = "--layers";
         argv[a++] = s->layers;
     }
+    /* the namespace goes as a descriptor too: the hypervisor's mount namespace (the zygote's) does not have
+     * cube-net's mounts of them */
+    int netns_fd = *s->net_path ? open(s->net_path, O_RDONLY | O_CLOEXEC) : -1;
     if (*s->net_path) {
         argv[a++] = "--netns";
         argv[a++] = s->net_path;
+    }
+    if (netns_fd >= 0) {
+        argv[a++] = "--netns-fd";
+        argv[a++] = "4";
     }
     argv[a] = NULL;
     char logp[4400];
     snprintf(logp, sizeof(logp), "%s/sandbox.log", s->state_dir);
     int logfd = open(logp, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
     int64_t t1 = cube_now_mono_ns();
-    start_hv(c, s, argv, out_pipe[1], logfd, disk_fd);
+    start_hv(c, s, argv, out_pipe[1], logfd, disk_fd, netns_fd);
     close(out_pipe[1]);
     if (logfd >= 0) close(logfd);
+    if (netns_fd >= 0) close(netns_fd);
     char line[128] = {0};
     ssize_t n = s->hv > 0 ? read(out_pipe[0], line, sizeof(line) - 1) : -1;
     close(out_pipe[0]);
+    const char *keep = n > 0 ? strstr(line, " keep-fd=") : NULL;
+    if (keep) s->hv_keep_fd = atoi(keep + 9);
     if (n <= 0 || sscanf(line, "ready %d", &s->init) != 1) {
         if (s->hv > 0) {
             kill_hv(s, SIGKILL);

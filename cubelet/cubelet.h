@@ -62,6 +62,7 @@ typedef struct cl_slot {
     char layers[8192];   /* read-only layers above the template (a fork's snapshots), "a:b", or empty */
     bool stopped;        /* Stop answered: its processes are dead, the teardown is left */
     int disk_kept;       /* its disk, held across its stop for the next sandbox (hv_disk_keep), or -1 */
+    int hv_keep_fd; /* the hypervisor's descriptor holding a clone of that disk (its "keep-fd="), or -1 */
     int agent_fd; /* a connection to the agent made while the slot waited in the pool (the agent's thread for
                    * it started then): the claim's /init goes over it; -1 when none */
     bool ca_trusted; /* the node's egress CA is in its trust store already (done on the pool's time) */

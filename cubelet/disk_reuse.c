@@ -1,6 +1,7 @@
 /* Ended sandboxes' disks serve the next sandboxes (see disk.h: hv_disk_keep, hv_disk_renew). */
 #include <pthread.h>
 #include <stdio.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "cubelet_internal.h"
@@ -14,7 +15,14 @@ void cl_disk_keep(cubelet *c, cl_slot *s)
     if (s->disk_kept >= 0 || s->stopped || s->hv <= 0 || !*c->disk_template || !s->tpl ||
         *s->tpl->disk_template)
         return;
-    char rw[4300];
+    if (s->hv_keep_fd > 2) {
+        /* the disk is mounted in the hypervisor's own mount namespace: its clone is taken from it */
+        int pidfd = s->hv_pidfd >= 0 ? s->hv_pidfd : (int)syscall(SYS_pidfd_open, s->hv, 0);
+        if (pidfd >= 0) s->disk_kept = (int)syscall(SYS_pidfd_getfd, pidfd, s->hv_keep_fd, 0);
+        if (pidfd >= 0 && pidfd != s->hv_pidfd) close(pidfd);
+        return;
+    }
+    char rw[4300]; /* a hypervisor that mounted it where this process sees it */
     snprintf(rw, sizeof(rw), "%s/rw", s->state_dir);
     s->disk_kept = hv_disk_keep(rw);
 }

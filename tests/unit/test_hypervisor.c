@@ -19,6 +19,7 @@
 #include <sys/socket.h>
 #include <poll.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -39,9 +40,10 @@ static char workdir[256];
 typedef struct sandbox {
     char id[32];
     char state[512];
-    pid_t hv;   /* the cube-hypervisor process */
-    int pidfd;  /* forked by the zygote: not this test's child, watched through this */
-    pid_t init; /* PID 1 inside, as the host sees it */
+    pid_t hv;    /* the cube-hypervisor process */
+    int pidfd;   /* forked by the zygote: not this test's child, watched through this */
+    pid_t init;  /* PID 1 inside, as the host sees it */
+    int keep_fd; /* the hypervisor's descriptor holding a clone of the sandbox's disk ("keep-fd="), or -1 */
 } sandbox;
 
 /* The "forked from cube-zygote" test case runs every ns case again with sandboxes the zygote forks (the
@@ -88,11 +90,23 @@ static void sb_start(sandbox *sb, const char *id, ...)
     ck_assert_int_eq(pipe(out), 0);
     sb->pidfd = -1;
     if (zygote.sock >= 0) {
-        int fds[1] = {out[1]}, targets[1] = {1};
+        /* as cubelet does: the zygote's mount namespace has no network namespace mounts, so one goes as a
+         * descriptor (an exec'd hypervisor, below, opens the path) */
+        int fds[2] = {out[1]}, targets[2] = {1, 4}, nfds = 1;
+        for (int i = 9; i + 1 < n; i++)
+            if (strcmp(argv[i], "--netns") == 0 && n < 30) {
+                fds[nfds++] = open(argv[i + 1], O_RDONLY | O_CLOEXEC);
+                ck_assert_int_ge(fds[1], 0);
+                argv[n++] = "--netns-fd";
+                argv[n++] = "4";
+                argv[n] = NULL;
+                break;
+            }
         cube_err err = {0};
         argv[0] = "cube-hypervisor";
-        ck_assert_msg(cube_zygote_spawn(&zygote, argv, fds, targets, 1, &sb->hv, &sb->pidfd, &err) == 0, "%s",
-                      err.msg);
+        ck_assert_msg(cube_zygote_spawn(&zygote, argv, fds, targets, nfds, &sb->hv, &sb->pidfd, &err) == 0,
+                      "%s", err.msg);
+        if (nfds > 1) close(fds[1]);
     } else {
         sb->hv = fork();
         if (sb->hv == 0) {
@@ -109,6 +123,8 @@ static void sb_start(sandbox *sb, const char *id, ...)
     fclose(f);
     ck_assert_msg(got && sscanf(line, "ready %d", &sb->init) == 1, "hypervisor for %s did not start: '%s'",
                   id, line);
+    const char *keep = strstr(line, " keep-fd=");
+    sb->keep_fd = keep ? atoi(keep + 9) : -1;
 }
 
 static int hv_call(sandbox *sb, const char *method, const ProtobufCMessage *req,
@@ -664,8 +680,8 @@ START_TEST(rollback_returns_to_a_snapshot_in_place)
     a.init = rollback_to(&a, "");
     expect_run(&a, "ls /root | wc -l", "0\n");
     /* the old layers are gone from the sandbox's disk; a stop still leaves nothing */
-    char aside[700];
-    snprintf(aside, sizeof(aside), "%s/rw/rolled-back", a.state);
+    char aside[700]; /* (the disk is mounted in the hypervisor's mount namespace only: looked at there) */
+    snprintf(aside, sizeof(aside), "/proc/%d/root%s/rw/rolled-back", (int)a.hv, a.state);
     ck_assert_msg(!path_exists(aside), "%s survived", aside);
     sb_stop(&a);
     assert_nothing_left(&a);
@@ -924,6 +940,43 @@ START_TEST(an_ended_sandboxs_disk_is_emptied_for_the_next)
 }
 END_TEST
 
+/* A sandbox's disk is mounted in its hypervisor's mount namespace only (in the node's, one mount per
+ * sandbox would make every new sandbox's start copy them all); the node takes the hypervisor's clone of it
+ * (pidfd_getfd) to reuse it once the sandbox is gone. */
+START_TEST(a_sandboxs_disk_stays_out_of_the_nodes_mounts)
+{
+    char dir[400], tpl[600];
+    snprintf(dir, sizeof(dir), "%s/keep", workdir);
+    cube_err err = {0};
+    ck_assert_msg(hv_disk_template(dir, 64, tpl, sizeof(tpl), &err) == 0, "%s", err.msg);
+    sandbox a;
+    sb_start(&a, "disk-keep", "--disk-template", tpl, "--disk-mb", "64", NULL);
+    expect_run(&a, "echo mine > /root/f; sync; echo ok", "ok\n");
+    ck_assert_msg(!mounted_under(a.state), "the disk is mounted in the node's namespace");
+    ck_assert_int_gt(a.keep_fd, 2);
+    int pidfd = a.pidfd >= 0 ? a.pidfd : (int)syscall(SYS_pidfd_open, a.hv, 0);
+    ck_assert_int_ge(pidfd, 0);
+    int kept = (int)syscall(SYS_pidfd_getfd, pidfd, a.keep_fd, 0);
+    ck_assert_msg(kept >= 0, "pidfd_getfd: %s", strerror(errno));
+    if (pidfd != a.pidfd) close(pidfd);
+    char got[16] = "";
+    int f = openat(kept, "upper/root/f", O_RDONLY | O_CLOEXEC);
+    ck_assert_int_ge(f, 0);
+    ck_assert_int_gt(read(f, got, sizeof(got) - 1), 0);
+    close(f);
+    ck_assert_str_eq(got, "mine\n");
+    sb_stop(&a);
+    assert_nothing_left(&a);
+    /* the sandbox gone, its disk is the node's to empty and hand on */
+    ck_assert_msg(hv_disk_renew(kept, &err) == 0, "%s", err.msg);
+    ck_assert_int_lt(openat(kept, "upper/root/f", O_RDONLY | O_CLOEXEC), 0);
+    close(kept);
+    char cmd[600];
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+    ck_assert_int_eq(system(cmd), 0);
+}
+END_TEST
+
 START_TEST(bad_arguments_are_refused_clearly)
 {
     const char *hv = getenv("CUBE_HV_BIN");
@@ -1170,6 +1223,7 @@ int main(void)
         an_idle_sandbox_costs_no_cpu,
         forgetting_a_disk_stops_that_disk_only,
         an_ended_sandboxs_disk_is_emptied_for_the_next,
+        a_sandboxs_disk_stays_out_of_the_nodes_mounts,
         snapshot_then_fork_diverges,
         rollback_returns_to_a_snapshot_in_place,
         a_failed_rollback_ends_the_sandbox_cleanly,
