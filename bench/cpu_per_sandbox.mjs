@@ -52,8 +52,10 @@ const settle = async (idle) => {
   for (let i = 0; i < 60 && (await rateOver(1000)) > idle + 0.02; i++);
 };
 const idle = await rateOver(3000); // busy ms per ms while nothing is asked
-// a warm-up at the same pace first: the pool grows to follow the rate (sandboxes made once, not per create)
-await serial(Math.max(10, n / 4));
+// a warm-up of the same run first: the pool grows to follow it (a quick run of creates counts as a burst, and
+// the pool grows to its size in the quiet after; sandboxes made once, not per create), so the measured run
+// costs what it consumes and its replacements
+await serial(n);
 await settle(idle);
 failed = 0;
 const b0 = busyMs(), t0 = performance.now();
