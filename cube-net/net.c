@@ -31,9 +31,6 @@
 
 #define GATEWAY      "169.254.1.1"
 #define PEER_IFINDEX 2 /* eth0 in a fresh namespace: lo is 1 */
-/* how long the refill leaves the CPUs to a create after its lease (a cold start through cubelet takes ~5-10
- * ms) */
-#define CN_REFILL_SETTLE_MS 25
 
 static const uint8_t host_mac[6] = {0x02, 0xcb, 0xff, 0xff, 0xff, 0x01};
 
@@ -313,17 +310,6 @@ void *cube_net_refill_loop(void *arg)
     }
     pthread_mutex_lock(&n->lock);
     while (!n->stopping) {
-        /* A slot just leased is on a create's path: its sandbox starts next, and a build or a teardown beside
-         * it (namespace and link work in the kernel, which a non-preemptible kernel does not interrupt for
-         * the create, nice or not) held the create's threads off the CPUs for milliseconds. While half the
-         * pool is still ready, the refill waits for the create to pass. */
-        int64_t settle = n->last_lease_ms + CN_REFILL_SETTLE_MS - cube_now_mono_ms();
-        if (settle > 0 && n->ready > 0 && 2 * n->ready >= n->cfg.pool_size &&
-            (n->nreleased > 0 || n->ready < n->cfg.pool_size)) {
-            struct timespec dl = cube_timespec_after_ms(CLOCK_REALTIME, settle);
-            pthread_cond_timedwait(&n->refill, &n->lock, &dl);
-            continue;
-        }
         if (n->nreleased > 0) {
             remove_released(n, host);
             continue;
@@ -492,7 +478,6 @@ int cube_net_lease(cube_net *n, const char *lease, const cn_policy *p, cn_lease_
         for (int i = 0; i < n->ready; i++) /* take this one off the ready stack */
             if (n->ready_stack[i] == idx) n->ready_stack[i] = n->ready_stack[--n->ready];
     }
-    n->last_lease_ms = cube_now_mono_ms();
     cn_slot *s = &n->slots[idx];
     s->state = CN_LEASED;
     snprintf(s->lease, sizeof(s->lease), "%s", lease);

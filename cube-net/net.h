@@ -146,7 +146,6 @@ typedef struct cube_net {
     int *released;
     int lease_index[1024]; /* lease name hash -> first slot of its chain (0: none) */
     int cursor;            /* next index to try when building: addresses are reused as late as possible */
-    int64_t last_lease_ms; /* monotonic: the latest lease (the refill lets its sandbox start first) */
     int stopping;
     bool threads;
     bool steering;            /* the mark rule and local table are in place */
