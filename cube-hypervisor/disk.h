@@ -39,12 +39,12 @@ int hv_disk_place(int mount_fd, const char *mountpoint, uid_t uid, cube_err *err
  * own mount namespace alone has the disk mounted, holds a clone of the mount (hv_disk_keep) at the
  * descriptor its "ready" line names (keep-fd=); at a stop the node takes it (pidfd_getfd) before the
  * hypervisor's teardown unmounts the disk, and once the sandbox's processes are all gone hv_disk_renew
- * empties it back to what hv_disk_prepare makes, for hv_disk_place. A new copy costs the node's disk a copy, a flush when the loop device switches to direct
- * I/O, and at the end a flush, a truncate and (on a node mounted with discard) a discard that the teardown
- * waits for; an emptied disk costs the removal of what the sandbox wrote. What a sandbox deleted is never
- * seen by the next one: ext4 hands out blocks that read as zeros until written (and a trim punches them out
- * of the image). A disk holding more than HV_DISK_RENEW_MAX_FILES files is let go: removing
- * them file by file would cost more than a new copy. */
+ * empties it back to what hv_disk_prepare makes, for hv_disk_place. A new copy costs the node's disk a copy,
+ * a flush when the loop device switches to direct I/O, and at the end a flush, a truncate and (on a node
+ * mounted with discard) a discard that the teardown waits for; an emptied disk costs the removal of what the
+ * sandbox wrote. What a sandbox deleted is never seen by the next one: ext4 hands out blocks that read as
+ * zeros until written (and a trim punches them out of the image). A disk holding more than
+ * HV_DISK_RENEW_MAX_FILES files is let go: removing them file by file would cost more than a new copy. */
 #define HV_DISK_RENEW_MAX_FILES 1024
 #define HV_LOOP_MAJOR           7
 /* Whether a sandbox disk (a loop-backed ext4) is mounted right at mountpoint (not the filesystem under it);
