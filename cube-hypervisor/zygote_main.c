@@ -9,6 +9,7 @@
 #include <string.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -56,15 +57,14 @@ static void own_mount_namespace(void)
     while (f && fgets(line, sizeof(line), f)) {
         /* ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTIONS [OPTIONAL...] - FSTYPE SOURCE SUPEROPTIONS */
         char point[4096], fstype[64];
-        unsigned major = 0, minor = 0;
         const char *dash = strstr(line, " - ");
-        if (!dash || sscanf(line, "%*d %*d %u:%u %*s %4095s", &major, &minor, point) != 3 ||
+        if (!dash || sscanf(line, "%*d %*d %*s %*s %4095s", point) != 1 ||
             sscanf(dash + 3, "%63s", fstype) != 1)
             continue;
         unescape(point);
         size_t n = strlen(point);
-        bool sandbox_disk = strcmp(fstype, "ext4") == 0 && major == HV_LOOP_MAJOR && n > 3 &&
-                            strcmp(point + n - 3, "/rw") == 0;
+        struct stat st;
+        bool sandbox_disk = n > 3 && strcmp(point + n - 3, "/rw") == 0 && hv_disk_mounted_at(point, &st);
         if ((strcmp(fstype, "nsfs") == 0 || sandbox_disk) && umount2(point, MNT_DETACH) == 0) dropped++;
     }
     if (f) fclose(f);

@@ -92,14 +92,14 @@ void *cl_refill_loop(void *arg)
                     ready++;
                     if (s->state == SLOT_READY) idle = s;
                 }
+            bool busy = pool_demand_busy(&t->demand, cube_now_mono_ms());
             /* busy: the target may rise once the creates stop (a burst over), which nothing else signals */
-            raised = raised || target > t->pool || ready > t->pool ||
-                     pool_demand_busy(&t->demand, cube_now_mono_ms());
+            raised = raised || target > t->pool || ready > t->pool || busy;
             if (ready < target) {
                 need = t;
                 need_ready = ready;
                 need_target = target;
-            } else if (ready > target && idle && !pool_demand_busy(&t->demand, cube_now_mono_ms()))
+            } else if (ready > target && idle && !busy)
                 extra = idle; /* demand went: one idle sandbox at a time goes (in a quiet: pool_demand.h) */
         }
         if (extra) {
