@@ -210,7 +210,7 @@ int main(void)
         for (int i = 0; i < pool; i++) {
             char lease[32];
             snprintf(lease, sizeof(lease), "bench-%d", i);
-            cube_net_release(&n, lease, &err);
+            cube_net_release(&n, lease, false, &err);
         }
         settle(&n, pool);
     }
@@ -245,7 +245,7 @@ int main(void)
     for (int i = 0; i < pool; i++) {
         char lease[32];
         snprintf(lease, sizeof(lease), "rpc-%d", i);
-        cube_net_release(&n, lease, &err);
+        cube_net_release(&n, lease, false, &err);
     }
     cube_rpc_client_free(cl);
     cube_rpc_server_stop(srv);
@@ -272,7 +272,7 @@ int main(void)
     printf("tput_plain_gbps\t%.2f\n", plain[1]);
     printf("tput_slot_nobpf_gbps\t%.2f\n", bare[1]);
     printf("tput_slot_bpf_gbps\t%.2f\n", bpf[1]);
-    cube_net_release(&n, "tput", &err);
+    cube_net_release(&n, "tput", false, &err);
     cube_net_stop(&n);
     cn_nl_close(node);
     free(lat);

@@ -24,6 +24,9 @@ static const cube_config_flag flags[] = {
      "host-side interface name prefix (default cn); one per cube-net on a host"},
     {"pool-size", "net.pool_size", true, "network slots kept ready (default 8)"},
     {"audit-allowed", "net.audit_allowed", false, "log allowed new connections too"},
+    {"fresh-slots", "net.fresh_slots", false,
+     "build every sandbox a new namespace and veth (default: a slot its sandbox left with no traffic and no "
+     "socket is handed out again)"},
     {"upstream-ca", "net.upstream_ca", true,
      "PEM file of extra CAs the egress proxy trusts for servers it injects headers on the way to"},
     {"dns", "net.dns", true,
@@ -56,10 +59,11 @@ static int run(cube_config *cfg, int argc, char **argv)
     snprintf(state, sizeof(state), "%s/net", data);
     snprintf(nsdir, sizeof(nsdir), "%s/net/ns", data);
     long long pool, mport = 0;
-    bool audit = false;
+    bool audit = false, fresh = false;
     if (cube_config_get_int(cfg, "net.pool_size", 8, 0, 4096, &pool, &err) < 0 ||
         cube_config_get_int(cfg, "net.metrics_port", 0, 0, 65535, &mport, &err) < 0 ||
-        cube_config_get_bool(cfg, "net.audit_allowed", false, &audit, &err) < 0) {
+        cube_config_get_bool(cfg, "net.audit_allowed", false, &audit, &err) < 0 ||
+        cube_config_get_bool(cfg, "net.fresh_slots", false, &fresh, &err) < 0) {
         fprintf(stderr, "cube-net: %s\n", err.msg);
         return 2;
     }
@@ -72,6 +76,7 @@ static int run(cube_config *cfg, int argc, char **argv)
         .ifprefix = cube_config_get(cfg, "net.ifprefix", "cn"),
         .pool_size = (int)pool,
         .audit_allowed = audit,
+        .fresh_slots = fresh,
         .dns = cube_config_get(cfg, "net.dns", NULL),
         .upstream_ca = cube_config_get(cfg, "net.upstream_ca", NULL),
     };

@@ -25,12 +25,15 @@
 #include "nl.h"
 #include "net_internal.h"
 #include "policy.h"
+#include "scrub.h"
 #include "sandbox_net.skel.h"
 #include "timeutil.h"
 #include "uplink.h"
 
-#define GATEWAY      "169.254.1.1"
-#define PEER_IFINDEX 2 /* eth0 in a fresh namespace: lo is 1 */
+#define GATEWAY "169.254.1.1"
+/* Ready slots beyond the pool's size (released ones kept for reuse) go after this long without a lease. */
+#define CN_TRIM_QUIET_MS 5000
+#define PEER_IFINDEX     2 /* eth0 in a fresh namespace: lo is 1 */
 
 static const uint8_t host_mac[6] = {0x02, 0xcb, 0xff, 0xff, 0xff, 0x01};
 
@@ -184,8 +187,10 @@ static int build(cube_net *n, int idx, cn_nl *host, cube_err *err)
     close(fd);
     int nsfd = -1;
     cn_nl *inner = NULL;
-    if (unshare(CLONE_NEWNET) < 0) {
+    /* made from cube-net's parent namespace, for socket tables of its own (net_init.c: slot_parent) */
+    if ((n->parent_ns >= 0 && setns(n->parent_ns, CLONE_NEWNET) < 0) || unshare(CLONE_NEWNET) < 0) {
         cube_err_sys(err, errno, "new network namespace");
+        if (setns(n->host_ns, CLONE_NEWNET) < 0) abort(); /* never stay outside the node's */
         unlink(p);
         return -1;
     }
@@ -270,6 +275,70 @@ static int build_one(cube_net *n, cn_nl *host, cube_err *err)
     return idx;
 }
 
+/* Whether nothing crossed slot idx's link since it was built or last handed out again: its programs'
+ * counters, both ways and drops included, are still zero (build zeroes them; a slot is reused only while
+ * they stay so). */
+static bool link_quiet(cube_net *n, int idx)
+{
+    int ncpu = libbpf_num_possible_cpus();
+    struct cn_counters *c = ncpu > 0 ? calloc((size_t)ncpu, sizeof(*c)) : NULL;
+    __u32 key = (__u32)idx;
+    bool quiet = c && bpf_map_lookup_elem(bpf_map__fd(n->skel->maps.cn_stats), &key, c) == 0;
+    for (int i = 0; quiet && i < ncpu; i++) quiet = !c[i].tx_packets && !c[i].rx_packets && !c[i].dropped;
+    free(c);
+    return quiet;
+}
+
+/* Whether released slot idx, vacated by its sandbox, can serve the next one as it is (cube_net_release says
+ * when); lock not held. Its TCP sockets are destroyed on the way. */
+static bool slot_reusable(cube_net *n, int idx)
+{
+    const char *why = NULL;
+    if (!link_quiet(n, idx)) {
+        why = "traffic";
+    } else {
+        char p[4300];
+        ns_path(n, idx, p, sizeof(p));
+        int fd = open(p, O_RDONLY | O_CLOEXEC), left = 0;
+        cube_err err = {0};
+        if (fd < 0 || cn_scrub_sockets(fd, n->host_ns, &left, &err) < 0) {
+            cube_log_warn("released slot not checked: torn down", "slot=%d err=\"%s\"", idx,
+                          fd < 0 ? strerror(errno) : err.msg);
+            why = "unchecked";
+        } else if (left > 0) {
+            why = "sockets";
+        }
+        if (fd >= 0) close(fd);
+    }
+    if (!why) {
+        cube_metric_add("cube_net_slots_reused_total", "released slots handed out again as they were", 1);
+        return true;
+    }
+    char m[96];
+    snprintf(m, sizeof(m), "cube_net_slots_renewed_total{reason=\"%s\"}", why);
+    cube_metric_add(m, "released slots torn down for a new one although their sandbox left nothing running",
+                    1);
+    return false;
+}
+
+/* One of the slots released as vacated (lock held on entry and exit, dropped while it is looked at): its
+ * index when it can serve the next sandbox as it is (still CN_RELEASING: the caller hands it out or makes it
+ * ready), else 0 and it is queued to be torn down. */
+static int take_vacated(cube_net *n)
+{
+    int idx = n->vacated[--n->nvacated];
+    n->nremoving++; /* not idle yet for cube_net_wait_removed */
+    pthread_mutex_unlock(&n->lock);
+    bool ok = slot_reusable(n, idx);
+    pthread_mutex_lock(&n->lock);
+    n->nremoving--;
+    pthread_cond_broadcast(&n->removed);
+    if (ok) return idx;
+    n->released[n->nreleased++] = idx;
+    pthread_cond_signal(&n->refill);
+    return 0;
+}
+
 /* Released slots (detached already, lock held on entry and exit): their veths and namespaces go, all that
  * were released by now in one batch (remove_slots), then the addresses are free again. */
 static void remove_released(cube_net *n, cn_nl *host)
@@ -310,8 +379,33 @@ void *cube_net_refill_loop(void *arg)
     }
     pthread_mutex_lock(&n->lock);
     while (!n->stopping) {
+        if (n->nvacated > 0) {
+            /* a slot released as it was serves a later lease, whatever the pool's size: the creates that
+             * released it are usually followed by as many (a burst's refill, a churn); extras go in a quiet
+             */
+            int idx = take_vacated(n);
+            if (idx > 0) {
+                n->slots[idx].state = CN_READY;
+                n->ready_stack[n->ready++] = idx;
+            }
+            continue;
+        }
         if (n->nreleased > 0) {
             remove_released(n, host);
+            continue;
+        }
+        if (n->ready > n->cfg.pool_size) {
+            int64_t quiet = cube_now_mono_ms() - n->last_lease_ms;
+            if (quiet < CN_TRIM_QUIET_MS) {
+                struct timespec dl = cube_timespec_after_ms(CLOCK_REALTIME, CN_TRIM_QUIET_MS - quiet);
+                pthread_cond_timedwait(&n->refill, &n->lock, &dl);
+                continue;
+            }
+            while (n->ready > n->cfg.pool_size) { /* back to the pool's size, as one batch */
+                int idx = n->ready_stack[--n->ready];
+                n->slots[idx].state = CN_RELEASING;
+                n->released[n->nreleased++] = idx;
+            }
             continue;
         }
         if (n->ready >= n->cfg.pool_size) {
@@ -332,7 +426,7 @@ void *cube_net_refill_loop(void *arg)
 void cube_net_wait_removed(cube_net *n)
 {
     pthread_mutex_lock(&n->lock);
-    while ((n->nreleased > 0 || n->nremoving > 0) && n->threads && !n->stopping)
+    while ((n->nreleased > 0 || n->nremoving > 0 || n->nvacated > 0) && n->threads && !n->stopping)
         pthread_cond_wait(&n->removed, &n->lock);
     pthread_mutex_unlock(&n->lock);
 }
@@ -462,9 +556,10 @@ int cube_net_lease(cube_net *n, const char *lease, const cn_policy *p, cn_lease_
         free(copy);
         return 0;
     }
-    if (n->ready > 0) {
+    idx = n->ready == 0 && n->nvacated > 0 ? take_vacated(n) : 0; /* far cheaper than building one */
+    if (idx <= 0 && n->ready > 0) {
         idx = n->ready_stack[--n->ready];
-    } else {
+    } else if (idx <= 0) {
         /* cold: nothing ready; build one on this thread (counted, so a pool too small shows) */
         cube_metric_add("cube_net_cold_slots_total", "slots built on the lease path (pool empty)", 1);
         cn_nl *host = cn_nl_open(err);
@@ -479,6 +574,7 @@ int cube_net_lease(cube_net *n, const char *lease, const cn_policy *p, cn_lease_
             if (n->ready_stack[i] == idx) n->ready_stack[i] = n->ready_stack[--n->ready];
     }
     cn_slot *s = &n->slots[idx];
+    n->last_lease_ms = cube_now_mono_ms();
     s->state = CN_LEASED;
     snprintf(s->lease, sizeof(s->lease), "%s", lease);
     cube_net_index_lease(n, idx);
@@ -544,7 +640,7 @@ int cube_net_update(cube_net *n, const char *lease, const cn_policy *p, cube_err
     return rc;
 }
 
-int cube_net_release(cube_net *n, const char *lease, cube_err *err)
+int cube_net_release(cube_net *n, const char *lease, bool vacated, cube_err *err)
 {
     pthread_mutex_lock(&n->lock);
     int idx = find_lease(n, lease ? lease : "");
@@ -556,7 +652,17 @@ int cube_net_release(cube_net *n, const char *lease, cube_err *err)
     n->slots[idx].state = CN_RELEASING;
     unindex_lease(n, idx);
     cube_net_detach(n, idx);
-    n->released[n->nreleased++] = idx;
+    if (vacated && !n->cfg.fresh_slots) {
+        n->vacated[n->nvacated++] = idx;
+        if (!n->threads && take_vacated(n) > 0) { /* no refill thread: looked at now */
+            n->slots[idx].state = CN_READY;
+            n->ready_stack[n->ready++] = idx;
+            pthread_mutex_unlock(&n->lock);
+            return 0;
+        }
+    } else {
+        n->released[n->nreleased++] = idx;
+    }
     if (n->threads) {
         /* the veth and namespace go on the refill thread: deleting them waits on the kernel (RCU), and the
          * caller (a sandbox's teardown, the next create right behind it) need not */

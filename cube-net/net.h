@@ -85,6 +85,8 @@ typedef struct cn_config {
     const char *ifprefix;  /* host-side interface names: <ifprefix><slot> (default "cn"; one per cube-net on a
                             * host) */
     int pool_size;         /* slots kept ready */
+    bool fresh_slots;      /* never reuse a released slot as it is: each sandbox gets a namespace and veth
+                            * built for it (see cube_net_release) */
     bool audit_allowed;    /* log allowed new connections too (denied ones always are) */
     const char *dns;       /* the resolver sandboxes' names go to, "ADDR[:PORT]" (NULL: the node's own, from
                             * /etc/resolv.conf); with an uplink only */
@@ -130,6 +132,8 @@ typedef struct cube_net {
     int nslots;         /* usable slot indices are 1 .. nslots */
     cn_slot *slots;     /* [nslots + 1] */
     int host_ns;        /* the node's network namespace (where cube_net_init ran) */
+    int parent_ns;      /* where slots' namespaces are made, for the hash tables they get (see net_init.c), or
+                         * -1: made from host_ns */
     uint32_t
         dead_group; /* link group of released veths, deleted together (from ifprefix: one per cube-net) */
     int uplink_ifindex;
@@ -144,6 +148,9 @@ typedef struct cube_net {
     bool ns_tmpfs; /* ns_dir is a tmpfs this process mounted */
     int nremoving; /* popped from released[] and being torn down by the refill thread now */
     int *released;
+    int nvacated; /* slots in CN_RELEASING released as vacated, to be reused or torn down: vacated[] */
+    int64_t last_lease_ms; /* monotonic: ready slots beyond the pool's size go in a quiet */
+    int *vacated;
     int lease_index[1024]; /* lease name hash -> first slot of its chain (0: none) */
     int cursor;            /* next index to try when building: addresses are reused as late as possible */
     int stopping;
@@ -174,9 +181,15 @@ int cube_net_lease(cube_net *n, const char *lease, const cn_policy *p, cn_lease_
 /* Replaces a lease's policy: new rules under the other generation bit, one map update flips to them. */
 int cube_net_update(cube_net *n, const char *lease, const cn_policy *p, cube_err *err);
 /* Removes the lease and its rules at once; the veth and the namespace go on the refill thread (inline when
- * the threads are not running), then the address is free again. Unknown leases are not an error. */
-int cube_net_release(cube_net *n, const char *lease, cube_err *err);
-/* Returns once every released slot's veth and namespace are gone. */
+ * the threads are not running), then the address is free again. Unknown leases are not an error.
+ * vacated: the caller knows that no process is left in the slot's namespace (every process of the sandbox
+ * has exited, as the sandbox's PID namespace ending proves). Such a slot is handed out again as it is,
+ * unless fresh_slots, when nothing crossed its link since it was made ready (no outside party knows its
+ * address, no connection tracked, no route or neighbour learned) and no socket is left in it once its TCP
+ * ones (orphans, TIME_WAIT) are destroyed; else it is torn down. What the next sandbox can still see of the
+ * last one is the namespace's cumulative counters (lo's bytes, /proc/net/snmp). */
+int cube_net_release(cube_net *n, const char *lease, bool vacated, cube_err *err);
+/* Returns once every released slot is reused or its veth and namespace are gone. */
 void cube_net_wait_removed(cube_net *n);
 int cube_net_stats(cube_net *n, const char *lease, cn_stats *out, cube_err *err);
 /* The leases held, for reconciling with cubelet: calls fn for each. */

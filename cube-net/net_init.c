@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <net/if.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -176,11 +177,38 @@ static void adopt(cube_net *n, cn_nl *host)
     for (int i = 0; i < nstale; i++) n->slots[n->released[i]].lease[0] = '\0';
 }
 
+/* A namespace of cube-net's own that slots' namespaces are made from (n->parent_ns): a new namespace takes
+ * the size of its TCP and UDP hash tables from the one it is made in, and by default shares the node's
+ * (262,144 TCP buckets on 24 GiB). Tables of their own keep a sandbox's connections out of every other's
+ * lookups, and make listing one namespace's sockets (scrub.c, when a slot is reused) a walk of its own small
+ * table, not of the node's: ~2 ms a walk before. Left at -1 (slots made in the node's namespace, sharing
+ * its tables) on kernels without these settings (before 6.2). */
+static void slot_parent(cube_net *n)
+{
+    cube_err err = {0};
+    if (unshare(CLONE_NEWNET) < 0) {
+        cube_log_warn("slots share the node's socket tables", "err=\"%s\"", strerror(errno));
+        return;
+    }
+    int fd = -1;
+    if (cn_sysctl("/proc/sys/net/ipv4/tcp_child_ehash_entries", "1024", &err) == 0 &&
+        cn_sysctl("/proc/sys/net/ipv4/udp_child_hash_entries", "256", &err) == 0)
+        fd = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
+    if (setns(n->host_ns, CLONE_NEWNET) < 0) { /* cannot happen with a valid fd; never stay inside */
+        cube_log_error("cannot return to the node's network namespace", "errno=%d", errno);
+        abort();
+    }
+    if (fd < 0)
+        cube_log_warn("slots share the node's socket tables", "err=\"%s\"",
+                      err.code ? err.msg : strerror(errno));
+    n->parent_ns = fd;
+}
+
 int cube_net_init(cube_net *n, const cn_config *cfg, cube_err *err)
 {
     memset(n, 0, sizeof(*n));
     n->cfg = *cfg;
-    n->host_ns = -1;
+    n->host_ns = n->parent_ns = -1;
     pthread_mutex_init(&n->lock, NULL);
     pthread_cond_init(&n->refill, NULL);
     pthread_cond_init(&n->removed, NULL);
@@ -203,14 +231,17 @@ int cube_net_init(cube_net *n, const cn_config *cfg, cube_err *err)
     n->slots = calloc((size_t)n->nslots + 1, sizeof(*n->slots));
     n->ready_stack = calloc((size_t)n->nslots + 1, sizeof(*n->ready_stack));
     n->released = calloc((size_t)n->nslots + 1, sizeof(*n->released));
+    n->vacated = calloc((size_t)n->nslots + 1, sizeof(*n->vacated));
     /* a group number of its own, far from the small ones people give links by hand */
     n->dead_group = (cube_fnv1a(n->cfg.ifprefix) & 0x3fffffffu) | 0x40000000u;
-    if (!n->slots || !n->ready_stack || !n->released) return cube_err_sys(err, ENOMEM, "slots");
+    if (!n->slots || !n->ready_stack || !n->released || !n->vacated)
+        return cube_err_sys(err, ENOMEM, "slots");
     for (int i = 1; i <= n->nslots; i++) n->slots[i].addr = htonl(ntohl(n->net) + (uint32_t)i);
     if (mkdir_p(cfg->state_dir, err) < 0 || mkdir_p(cfg->ns_dir, err) < 0 || ns_dir_tmpfs(n, err) < 0)
         return -1;
     n->host_ns = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
     if (n->host_ns < 0) return cube_err_sys(err, errno, "open the node's network namespace");
+    slot_parent(n);
     if (cfg->uplink && *cfg->uplink) {
         n->uplink_ifindex = (int)if_nametoindex(cfg->uplink);
         if (!n->uplink_ifindex)
@@ -281,7 +312,7 @@ void cube_net_stop(cube_net *n)
     }
     if (ndead) cube_net_teardown(n, n->released, ndead, host);
     cn_nl_close(host);
-    n->nreleased = 0; /* torn down above, with every other slot not leased */
+    n->nreleased = n->nvacated = 0; /* torn down above, with every other slot not leased */
     if (!leased && n->uplink_ifindex) cn_uplink_disable(n->cfg.ifprefix);
     if (!leased && n->steering) steering_disable(n);
     if (!leased && n->ns_tmpfs && umount2(n->cfg.ns_dir, MNT_DETACH) == 0) n->ns_tmpfs = false;
@@ -289,11 +320,14 @@ void cube_net_stop(cube_net *n)
     if (n->skel) sandbox_net__destroy(n->skel);
     n->skel = NULL;
     if (n->host_ns >= 0) close(n->host_ns);
-    n->host_ns = -1;
+    if (n->parent_ns >= 0) close(n->parent_ns);
+    n->host_ns = n->parent_ns = -1;
     free(n->slots);
     n->slots = NULL;
     free(n->ready_stack);
     n->ready_stack = NULL;
     free(n->released);
     n->released = NULL;
+    free(n->vacated);
+    n->vacated = NULL;
 }

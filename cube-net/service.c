@@ -55,8 +55,9 @@ static int release_network(void *svc, cube_rpc_ctx *ctx, const void *reqp, void 
     (void)ctx;
     (void)respp;
     const Cube__NetRef *req = reqp;
-    if (cube_net_release(svc, req->sandbox_id ? req->sandbox_id : "", err) < 0) return -1;
-    cube_log_info("network released", "lease=%s", req->sandbox_id ? req->sandbox_id : "");
+    if (cube_net_release(svc, req->sandbox_id ? req->sandbox_id : "", req->vacated, err) < 0) return -1;
+    cube_log_info("network released", "lease=%s vacated=%d", req->sandbox_id ? req->sandbox_id : "",
+                  req->vacated ? 1 : 0);
     return 0;
 }
 

@@ -207,7 +207,7 @@ static int spawn_slot(cubelet *c, const cl_template *tpl, const char *layers, in
     cl_slot *s = calloc(1, sizeof(*s));
     if (!s) return cube_err_set(err, ENOMEM, "out of memory");
     s->agent_fd = -1;
-    s->hv_pidfd = -1;
+    s->hv_pidfd = s->init_pidfd = -1;
     s->disk_kept = s->hv_keep_fd = -1;
     char rnd[16];
     if (cube_id_new(0, rnd, 12, err) < 0) {
@@ -324,12 +324,13 @@ static int spawn_slot(cubelet *c, const cl_template *tpl, const char *layers, in
         snprintf(logp, sizeof(logp), "%s/sandbox.log", s->state_dir);
         last_line(logp, why, sizeof(why));
         cube_rm_rf(s->state_dir);
-        cl_net_release(c, s->slot_id);
+        cl_net_release(c, s->slot_id, false);
         free(s);
         return cube_err_set(err, EIO, "cube-hypervisor for template %s did not start%s%s", tpl->name,
                             *why ? ": " : "", why);
     }
     snprintf(s->netns, sizeof(s->netns), "/proc/%d/ns/net", s->init);
+    cl_slot_watch_init(s);
     /* "ready" comes once the agent listens (the hypervisor waits for its word): no polling here. The
      * connection the claim will use is made now, on the pool's time */
     cube_err cerr = {0};
@@ -370,6 +371,21 @@ static void stop_hv(cl_slot *s)
     s->stopped = true;
 }
 
+void cl_slot_watch_init(cl_slot *s)
+{
+    if (s->init_pidfd >= 0) close(s->init_pidfd);
+    s->init_pidfd = s->init > 0 ? (int)syscall(SYS_pidfd_open, s->init, 0) : -1;
+}
+
+/* Whether no process of s's sandbox is left: its PID 1's pidfd reads as exited only once the kernel has
+ * ended its PID namespace, every other process in it gone first (a PID 1 exits last). Nothing else of the
+ * sandbox runs in its network namespace. */
+static bool sandbox_vacated(const cl_slot *s)
+{
+    struct pollfd p = {s->init_pidfd, POLLIN, 0};
+    return s->init_pidfd >= 0 && poll(&p, 1, 0) == 1 && (p.revents & POLLIN);
+}
+
 void cl_destroy_slot(cubelet *c, cl_slot *s)
 {
     if (s->hv > 0) {
@@ -380,7 +396,9 @@ void cl_destroy_slot(cubelet *c, cl_slot *s)
     cl_disk_reuse(c, s);
     if (s->hv_pidfd >= 0) close(s->hv_pidfd);
     cube_rm_rf(s->state_dir);
-    cl_net_release(c, s->slot_id); /* after the hypervisor is gone: nothing uses the slot any more */
+    /* after the hypervisor is gone: nothing uses the slot any more; one its sandbox vacated may be reused */
+    cl_net_release(c, s->slot_id, sandbox_vacated(s));
+    if (s->init_pidfd >= 0) close(s->init_pidfd);
     if (s->agent_fd >= 0) close(s->agent_fd);
     free(s->history);
     free(s);
@@ -511,7 +529,7 @@ static void adopt_running(cubelet *c)
         cl_slot *s = calloc(1, sizeof(*s));
         if (!s) break;
         s->agent_fd = -1;
-        s->hv_pidfd = -1;
+        s->hv_pidfd = s->init_pidfd = -1;
         s->disk_kept = -1;
         snprintf(s->slot_id, sizeof(s->slot_id), "%s", de->d_name);
         snprintf(s->state_dir, sizeof(s->state_dir), "%s/%s", c->sandboxes_dir, de->d_name);
@@ -543,6 +561,7 @@ static void adopt_running(cubelet *c)
         s->hv = info->hv_pid;
         s->hv_pidfd = (int)syscall(SYS_pidfd_open, s->hv, 0);
         s->init = info->init_pid;
+        cl_slot_watch_init(s);
         s->adopted = true;
         s->claimed_ms = cube_now_mono_ms();
         s->tpl = tpl;

@@ -51,7 +51,8 @@ typedef struct cl_slot {
     const cl_template *tpl;
     slot_state state;
     pid_t hv;
-    int hv_pidfd; /* not our child (the zygote's, or adopted at start): its exit is watched here; else -1 */
+    int hv_pidfd;   /* not our child (the zygote's, or adopted at start): its exit is watched here; else -1 */
+    int init_pidfd; /* the sandbox's PID 1 (cl_slot_watch_init), or -1 */
     pid_t init;
     bool adopted;       /* found running at start: not our child, so it is watched, not waited for */
     int64_t claimed_ms; /* monotonic: when a create claimed it (adopted: when adopted) */

@@ -25,6 +25,9 @@ int cl_spawn_slot(cubelet *c, const cl_template *tpl, const char *layers, int di
 int cl_slot_start_cmd(cubelet *c, cl_slot *s, const cl_template *tpl, cube_err *err);
 /* Stops the sandbox and removes its state; the slot is already off the list. */
 void cl_destroy_slot(cubelet *c, cl_slot *s);
+/* Takes a pidfd of s->init (PID 1 now), in place of one of an earlier PID 1: how a slot's network namespace
+ * is known to be vacated once the sandbox is gone (see cl_destroy_slot). */
+void cl_slot_watch_init(cl_slot *s);
 /* disk_reuse.c. Before a sandbox's stop: its disk held, when it is of the node's own size. After its
  * hypervisor exited: that disk emptied into the ready ones, or let go. */
 void cl_disk_keep(cubelet *c, cl_slot *s);

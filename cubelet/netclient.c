@@ -55,11 +55,12 @@ bool cl_net_policy_is_default(const Cube__NetworkPolicy *np)
     return !np || (np->allow_internet_access && np->n_allow_out == 0 && np->n_deny_out == 0);
 }
 
-void cl_net_release(cubelet *c, const char *lease)
+void cl_net_release(cubelet *c, const char *lease, bool vacated)
 {
     if (!c->net) return;
     Cube__NetRef r = CUBE__NET_REF__INIT;
     r.sandbox_id = (char *)lease;
+    r.vacated = vacated;
     ProtobufCMessage *resp = NULL;
     cube_err err = {0};
     if (call(c, "/cube.Net/ReleaseNetwork", &r.base, &cube__empty__descriptor, &resp, &err) < 0)
@@ -86,7 +87,7 @@ void cl_net_reconcile(cubelet *c)
         pthread_mutex_unlock(&c->lock);
         if (held) continue;
         cube_log_info("orphaned network slot released", "lease=%s", lease);
-        cl_net_release(c, lease);
+        cl_net_release(c, lease, false);
     }
     protobuf_c_message_free_unpacked(resp, NULL);
 }

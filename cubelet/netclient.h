@@ -17,7 +17,7 @@ int cl_net_lease(cubelet *c, const char *lease, char *netns, size_t len, cube_er
 bool cl_net_policy_is_default(const Cube__NetworkPolicy *np);
 /* Sets the lease's egress policy (NULL: E2B's default, internet allowed). */
 int cl_net_policy(cubelet *c, const char *lease, const Cube__NetworkPolicy *np, cube_err *err);
-void cl_net_release(cubelet *c, const char *lease);
+void cl_net_release(cubelet *c, const char *lease, bool vacated);
 /* At start: gives back every lease no sandbox of this node holds (left by a cubelet that died). */
 void cl_net_reconcile(cubelet *c);
 

@@ -99,6 +99,7 @@ int cl_rollback_sandbox(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *re
     if (rc == 0) {
         pthread_mutex_lock(&c->lock);
         s->init = ((Cube__HvInfo *)resp)->init_pid;
+        cl_slot_watch_init(s);
         snprintf(s->netns, sizeof(s->netns), "/proc/%d/ns/net", s->init);
         snprintf(s->layers, sizeof(s->layers), "%s", to->layers);
         if (s->state == SLOT_PAUSED) s->state = SLOT_CLAIMED; /* the new PID 1 runs */

@@ -496,14 +496,14 @@ START_TEST(release_and_stop_leave_nothing)
     char ns[4300];
     snprintf(ns, sizeof(ns), "%s", a.netns);
     cube_err err = {0};
-    ck_assert_int_eq(cube_net_release(&net, "gone", &err), 0);
+    ck_assert_int_eq(cube_net_release(&net, "gone", false, &err), 0);
     /* the lease is gone at once; its veth and namespace go on the refill thread */
     ck_assert_int_ne(cube_net_stats(&net, "gone", &(cn_stats){0}, &err), 0);
     cube_net_wait_removed(&net);
     ck_assert(!link_exists(a.host_ifname));
     ck_assert_int_ne(access(ns, F_OK), 0);
     ck_assert_int_ne(cube_net_stats(&net, "gone", &(cn_stats){0}, &err), 0);
-    ck_assert_int_eq(cube_net_release(&net, "gone", &err), 0); /* twice: still fine */
+    ck_assert_int_eq(cube_net_release(&net, "gone", false, &err), 0); /* twice: still fine */
     cube_net_stop(&net);
     char nsd[512];
     snprintf(nsd, sizeof(nsd), "%s/ns/", dir);
@@ -538,7 +538,7 @@ START_TEST(released_slots_go_together)
     ck_assert_int_gt(gone, 0);
     ck_assert_int_eq(cn_nl_link_del(nl, gone, &err), 0);
     cn_nl_close(nl);
-    for (int i = 0; i < N - 1; i++) ck_assert_int_eq(cube_net_release(&net, names[i], &err), 0);
+    for (int i = 0; i < N - 1; i++) ck_assert_int_eq(cube_net_release(&net, names[i], false, &err), 0);
     cube_net_wait_removed(&net);
     for (int i = 0; i < N - 1; i++) {
         ck_assert_msg(!link_exists(li[i].host_ifname), "%s left behind", li[i].host_ifname);
@@ -568,7 +568,7 @@ START_TEST(restart_adopts_leases_and_their_policy)
     ck_assert(can_connect(a.netns, ALLOWED_IP, PORT));
     ck_assert(!can_connect(a.netns, DENIED_IP, PORT));
     cube_err err = {0};
-    ck_assert_int_eq(cube_net_release(&net, "kept", &err), 0);
+    ck_assert_int_eq(cube_net_release(&net, "kept", false, &err), 0);
     cube_net_stop(&net);
     ck_assert(!link_exists(a.host_ifname));
 }
@@ -798,7 +798,7 @@ START_TEST(restart_keeps_what_names_resolved_to)
     ck_assert_int_eq(connect_errno(a.netns, ALLOWED_IP, PORT, 1000), 0);
     ck_assert(tls_ok(a.netns, ALLOWED_IP, "allowed.test"));
     ck_assert(!tls_ok(a.netns, ALLOWED_IP, "other.test"));
-    ck_assert_int_eq(cube_net_release(&net, "named", &err), 0);
+    ck_assert_int_eq(cube_net_release(&net, "named", false, &err), 0);
     char path[600];
     snprintf(path, sizeof(path), "%s/state/slot-1.names", dir);
     ck_assert_int_ne(access(path, F_OK), 0); /* gone with the lease */
