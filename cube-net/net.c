@@ -175,6 +175,14 @@ static void host_ipv6_off(const char *ifname)
     close(fd);
 }
 
+void cn_return_home(int host_ns)
+{
+    if (setns(host_ns, CLONE_NEWNET) < 0) { /* cannot happen with a valid fd */
+        cube_log_error("cannot return to the node's network namespace", "errno=%d", errno);
+        abort();
+    }
+}
+
 /* Builds slot idx: a namespace with lo and eth0 configured, the veth's host side routed and filtered. Runs on
  * the calling thread, which it moves into the new namespace and back. */
 static int build(cube_net *n, int idx, cn_nl *host, cube_err *err)
@@ -190,7 +198,7 @@ static int build(cube_net *n, int idx, cn_nl *host, cube_err *err)
     /* made from cube-net's parent namespace, for socket tables of its own (net_init.c: slot_parent) */
     if ((n->parent_ns >= 0 && setns(n->parent_ns, CLONE_NEWNET) < 0) || unshare(CLONE_NEWNET) < 0) {
         cube_err_sys(err, errno, "new network namespace");
-        if (setns(n->host_ns, CLONE_NEWNET) < 0) abort(); /* never stay outside the node's */
+        cn_return_home(n->host_ns); /* out of the parent namespace */
         unlink(p);
         return -1;
     }
@@ -207,10 +215,7 @@ static int build(cube_net *n, int idx, cn_nl *host, cube_err *err)
                (inner = cn_nl_open(err)) != NULL) {
         rc = 0;
     }
-    if (setns(n->host_ns, CLONE_NEWNET) < 0) { /* cannot happen with a valid fd; never stay inside */
-        cube_log_error("cannot return to the node's network namespace", "errno=%d", errno);
-        abort();
-    }
+    cn_return_home(n->host_ns);
     if (rc < 0) goto fail;
     rc = -1;
     uint8_t mac[6];
@@ -248,6 +253,13 @@ fail:
     return rc;
 }
 
+/* Slot idx (built, or released and found reusable) to the ready stack; lock held. */
+static void make_ready(cube_net *n, int idx)
+{
+    n->slots[idx].state = CN_READY;
+    n->ready_stack[n->ready++] = idx;
+}
+
 /* Picks a free index and builds it; lock held on entry and exit (dropped while building). Returns the index
  * (CN_READY) or -1. */
 static int build_one(cube_net *n, cn_nl *host, cube_err *err)
@@ -269,9 +281,11 @@ static int build_one(cube_net *n, cn_nl *host, cube_err *err)
     cube_metric_observe("cube_net_slot_build_seconds", "time to build a network slot",
                         (double)(cube_now_mono_ns() - t0) / 1e9);
     pthread_mutex_lock(&n->lock);
-    n->slots[idx].state = rc < 0 ? CN_FREE : CN_READY;
-    if (rc < 0) return -1;
-    n->ready_stack[n->ready++] = idx;
+    if (rc < 0) {
+        n->slots[idx].state = CN_FREE;
+        return -1;
+    }
+    make_ready(n, idx);
     return idx;
 }
 
@@ -384,10 +398,7 @@ void *cube_net_refill_loop(void *arg)
              * released it are usually followed by as many (a burst's refill, a churn); extras go in a quiet
              */
             int idx = take_vacated(n);
-            if (idx > 0) {
-                n->slots[idx].state = CN_READY;
-                n->ready_stack[n->ready++] = idx;
-            }
+            if (idx > 0) make_ready(n, idx);
             continue;
         }
         if (n->nreleased > 0) {
@@ -655,8 +666,7 @@ int cube_net_release(cube_net *n, const char *lease, bool vacated, cube_err *err
     if (vacated && !n->cfg.fresh_slots) {
         n->vacated[n->nvacated++] = idx;
         if (!n->threads && take_vacated(n) > 0) { /* no refill thread: looked at now */
-            n->slots[idx].state = CN_READY;
-            n->ready_stack[n->ready++] = idx;
+            make_ready(n, idx);
             pthread_mutex_unlock(&n->lock);
             return 0;
         }

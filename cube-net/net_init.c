@@ -194,10 +194,7 @@ static void slot_parent(cube_net *n)
     if (cn_sysctl("/proc/sys/net/ipv4/tcp_child_ehash_entries", "1024", &err) == 0 &&
         cn_sysctl("/proc/sys/net/ipv4/udp_child_hash_entries", "256", &err) == 0)
         fd = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
-    if (setns(n->host_ns, CLONE_NEWNET) < 0) { /* cannot happen with a valid fd; never stay inside */
-        cube_log_error("cannot return to the node's network namespace", "errno=%d", errno);
-        abort();
-    }
+    cn_return_home(n->host_ns);
     if (fd < 0)
         cube_log_warn("slots share the node's socket tables", "err=\"%s\"",
                       err.code ? err.msg : strerror(errno));

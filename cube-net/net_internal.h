@@ -19,6 +19,9 @@ void cube_net_detach(cube_net *n, int idx);
 /* Removes everything of the k slots idx[]: detach each, then their veths and namespaces, as one batch. */
 void cube_net_teardown(cube_net *n, const int *idx, int k, cn_nl *nl);
 void *cube_net_refill_loop(void *arg);
+/* Puts the calling thread back in the node's network namespace (host_ns) after work inside another, or
+ * aborts: a thread left in a sandbox's namespace must not go on. */
+void cn_return_home(int host_ns);
 /* The host-side interface name of slot idx: <ifprefix><idx>. */
 void cube_net_ifname(const cube_net *n, int idx, char name[16]);
 /* Puts fd at index which (enum cn_sock_index) of the programs' socket map, or takes it out (fd -1): where

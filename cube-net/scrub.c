@@ -16,7 +16,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "log.h"
+#include "net_internal.h"
 
 /* More TCP sockets than this left behind: not all are destroyed, and the count says so. */
 #define SCRUB_MAX 128
@@ -102,9 +102,7 @@ static void destroy(scrub *s, const struct inet_diag_msg *m)
     r->idiag_states = ~0u;
     r->id = m->id;
     cube_err e = {0};
-    int count = s->count;
     transact(s, h, &e);
-    s->count = count;
 }
 
 /* The sockets a namespace's sockstat files (opened inside it) count: every "inuse" figure (TCP, UDP,
@@ -133,10 +131,7 @@ int cn_scrub_sockets(int ns_fd, int host_ns, int *left, cube_err *err)
     int open_errno = errno;
     int stat4 = open("/proc/thread-self/net/sockstat", O_RDONLY | O_CLOEXEC);
     int stat6 = open("/proc/thread-self/net/sockstat6", O_RDONLY | O_CLOEXEC);
-    if (setns(host_ns, CLONE_NEWNET) < 0) { /* cannot happen with a valid fd; never stay inside */
-        cube_log_error("cannot return to the node's network namespace", "errno=%d", errno);
-        abort();
-    }
+    cn_return_home(host_ns);
     scrub *s = sock ? calloc(1, sizeof(*s)) : NULL;
     int rc = 0;
     if (!sock) {

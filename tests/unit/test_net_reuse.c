@@ -83,6 +83,16 @@ static void leave(void)
     ck_assert_int_eq(setns(node_ns, CLONE_NEWNET), 0);
 }
 
+/* A socket made inside netns (this thread only, and back). */
+static int socket_in(const char *netns, int family, int type)
+{
+    enter(netns);
+    int fd = socket(family, type | SOCK_CLOEXEC, 0);
+    leave();
+    ck_assert_int_ge(fd, 0);
+    return fd;
+}
+
 /* A namespace told apart from any other: its default TTL, a per-namespace setting, set to 77 (64 in a new
  * one). Inode numbers would not do: the kernel gives a gone namespace's number to the next. */
 static void mark(const char *netns)
@@ -133,10 +143,7 @@ static int proc_net_entries(const char *netns, const char *file)
  * sandbox is killed: the server's end stays in TIME_WAIT, holding the listening port's address. */
 static void leave_time_wait(const char *netns, int port)
 {
-    enter(netns);
-    int l = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0),
-        c = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    leave();
+    int l = socket_in(netns, AF_INET, SOCK_STREAM), c = socket_in(netns, AF_INET, SOCK_STREAM);
     struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
     a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     ck_assert_int_eq(bind(l, (struct sockaddr *)&a, sizeof(a)), 0);
@@ -179,9 +186,7 @@ START_TEST(vacated_quiet_slot_is_handed_out_again)
     ck_assert_int_eq(proc_net_entries(b.netns, "tcp"), 0);
     ck_assert(metric_has("cube_net_slots_reused_total 1"));
     /* the port the first tenant's server held is free for the next one's, without SO_REUSEADDR */
-    enter(b.netns);
-    int l = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    leave();
+    int l = socket_in(b.netns, AF_INET, SOCK_STREAM);
     struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons(49983)};
     sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     ck_assert_msg(bind(l, (struct sockaddr *)&sa, sizeof(sa)) == 0, "bind: %s", strerror(errno));
@@ -198,9 +203,7 @@ START_TEST(slot_is_rebuilt_unless_vacated_quiet_and_empty)
     cn_lease_info t, s, f;
     /* a packet crossed the link: the address is known outside (a peer, the node's connection tracking) */
     lease("traffic", &t);
-    enter(t.netns);
-    int u = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-    leave();
+    int u = socket_in(t.netns, AF_INET, SOCK_DGRAM);
     struct sockaddr_in out = {.sin_family = AF_INET, .sin_port = htons(9)};
     inet_pton(AF_INET, "192.0.2.9", &out.sin_addr);
     ck_assert_int_eq(sendto(u, "x", 1, 0, (struct sockaddr *)&out, sizeof(out)), 1);
@@ -211,9 +214,7 @@ START_TEST(slot_is_rebuilt_unless_vacated_quiet_and_empty)
     /* a socket some process still holds in the namespace: not vacated, whatever the caller said */
     lease("socket", &s);
     mark(s.netns);
-    enter(s.netns);
-    int held = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-    leave();
+    int held = socket_in(s.netns, AF_INET, SOCK_DGRAM);
     struct sockaddr_in any = {.sin_family = AF_INET, .sin_port = htons(5000)};
     ck_assert_int_eq(bind(held, (struct sockaddr *)&any, sizeof(any)), 0);
     release("socket", true);
@@ -223,9 +224,7 @@ START_TEST(slot_is_rebuilt_unless_vacated_quiet_and_empty)
     cn_lease_info l;
     lease("listener", &l);
     mark(l.netns);
-    enter(l.netns);
-    int lis = socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    leave();
+    int lis = socket_in(l.netns, AF_INET6, SOCK_STREAM);
     struct sockaddr_in6 any6 = {.sin6_family = AF_INET6, .sin6_port = htons(8080)};
     ck_assert_int_eq(bind(lis, (struct sockaddr *)&any6, sizeof(any6)), 0);
     ck_assert_int_eq(listen(lis, 1), 0);
