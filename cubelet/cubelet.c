@@ -711,7 +711,7 @@ static int create_sandbox(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *
         return -1;
     }
     /* pool sandboxes were made at low priority: the user's sandbox runs at normal priority */
-    if (from_pool) cl_sched_foreground(s->hv);
+    if (from_pool) cl_sched_foreground(s->hv, tpl->start_cmd != NULL);
     int64_t t_init = cube_now_mono_ns();
     if (cl_init_agent(c, s, req, err) < 0) {
         create_failed(c, s);

@@ -15,8 +15,10 @@
 /* The calling thread (and what it spawns from now on, forked by the zygote or not) yields to normal work;
  * urgent (creates are waiting for the sandbox it makes next): back to normal. */
 void cl_sched_refill(bool urgent);
-/* pid, every thread of it and every descendant process, back to nice 0. Returns how many threads. */
-int cl_sched_foreground(pid_t pid);
+/* pid, every thread of it and every descendant process, back to nice 0. pid leads its process group;
+ * strays: some descendants may have left it (a template's start command runs in sessions of its own), so
+ * they are looked for too (a walk of /proc). */
+void cl_sched_foreground(pid_t pid, bool strays);
 /* Every thread of pid (not its children) to nice 19: a process left with only its own teardown to do. */
 void cl_sched_background_process(pid_t pid);
 /* One pool refill at a time on a host, however many cubelets it runs (a cluster tried on one machine, or

@@ -364,8 +364,35 @@ static void *run_pooled_create(void *arg)
     return NULL;
 }
 
+/* The highest nice value of any thread of pid (field 19 of /proc/PID/task/TID/stat), or -99 if none is read.
+ */
+static int highest_nice(pid_t pid)
+{
+    char p[64];
+    snprintf(p, sizeof(p), "/proc/%d/task", (int)pid);
+    DIR *d = opendir(p);
+    int top = -99;
+    for (struct dirent *de; d && (de = readdir(d));) {
+        if (de->d_name[0] == '.') continue;
+        char sp[128], line[512];
+        snprintf(sp, sizeof(sp), "/proc/%d/task/%s/stat", (int)pid, de->d_name);
+        FILE *f = fopen(sp, "re");
+        int nice;
+        const char *after = f && fgets(line, sizeof(line), f) ? strrchr(line, ')') : NULL;
+        if (after &&
+            sscanf(after + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %*u %*u %*d %*d %*d %d", &nice) ==
+                1 &&
+            nice > top)
+            top = nice;
+        if (f) fclose(f);
+    }
+    if (d) closedir(d);
+    return top;
+}
+
 /* Sandboxes made ahead for the pool start at low priority (nice 10: creates being answered come first); one
- * made while creates wait for it starts at theirs. */
+ * made while creates wait for it starts at theirs. Claimed, a pooled one runs at normal priority, every
+ * thread of its hypervisor and of its init. */
 START_TEST(the_pool_refills_at_low_priority_unless_creates_wait)
 {
     wait_count("Start", 2);
@@ -390,6 +417,16 @@ START_TEST(the_pool_refills_at_low_priority_unless_creates_wait)
     }
     unsetenv("FAKE_HV_START_MS");
     ck_assert_int_ge(count("Nice:0"), 1);
+    int claimed = 0;
+    pthread_mutex_lock(&c.lock);
+    for (cl_slot *x = c.slots; x; x = x->next) {
+        if (x->state < SLOT_CLAIMED) continue;
+        claimed++;
+        ck_assert_int_eq(highest_nice(x->hv), 0);
+        ck_assert_int_eq(highest_nice(x->init), 0);
+    }
+    pthread_mutex_unlock(&c.lock);
+    ck_assert_int_eq(claimed, N);
 }
 END_TEST
 
