@@ -279,7 +279,7 @@ static int start_sandbox(build_run *r, const build_state *st, cube_err *err)
     }
     snprintf(r->start_layers, sizeof(r->start_layers), "%s", st->layers);
     int64_t t0 = cube_now_mono_ms();
-    if (cl_spawn_slot(r->c, &r->sandbox_tpl, st->layers, -1, &r->slot, err) < 0) {
+    if (cl_spawn_slot(r->c, &r->sandbox_tpl, st->layers, -1, NULL, &r->slot, err) < 0) {
         r->slot = NULL;
         return cube_err_prefix(err, "start the build sandbox");
     }

@@ -46,8 +46,8 @@
 #define CREATES_WAITING_MAX (CUBELET_RPC_THREADS - 32)
 
 static void adopt_running(cubelet *c);
-static int spawn_slot(cubelet *c, const cl_template *tpl, const char *layers, int disk_fd, cl_slot **out,
-                      cube_err *err);
+static int spawn_slot(cubelet *c, const cl_template *tpl, const char *layers, int disk_fd,
+                      const cl_lease *ahead, cl_slot **out, cube_err *err);
 
 int cubelet_init(cubelet *c, const cubelet_config *cfg, cube_err *err)
 {
@@ -118,10 +118,10 @@ static void last_line(const char *path, char *out, size_t cap)
     snprintf(out, cap, "%s", nl ? nl + 1 : buf);
 }
 
-int cl_spawn_slot(cubelet *c, const cl_template *tpl, const char *layers, int disk_fd, cl_slot **out,
-                  cube_err *err)
+int cl_spawn_slot(cubelet *c, const cl_template *tpl, const char *layers, int disk_fd, const cl_lease *ahead,
+                  cl_slot **out, cube_err *err)
 {
-    int rc = spawn_slot(c, tpl, layers, disk_fd, out, err);
+    int rc = spawn_slot(c, tpl, layers, disk_fd, ahead, out, err);
     if (disk_fd >= 0) close(disk_fd); /* the hypervisor has its own copy, or it was never started */
     return rc;
 }
@@ -201,43 +201,65 @@ static void kill_hv(cl_slot *s, int sig)
         kill(s->hv, sig);
 }
 
-static int spawn_slot(cubelet *c, const cl_template *tpl, const char *layers, int disk_fd, cl_slot **out,
-                      cube_err *err)
+/* A new slot id: "s" and 12 random characters. */
+static int new_slot_id(char *out, size_t len, cube_err *err)
+{
+    char rnd[16];
+    if (cube_id_new(0, rnd, 12, err) < 0) return -1;
+    snprintf(out, len, "s%s", rnd);
+    return 0;
+}
+
+int cl_lease_ahead(cubelet *c, cl_lease *out, cube_err *err)
+{
+    if (new_slot_id(out->slot_id, sizeof(out->slot_id), err) < 0) return -1;
+    return cl_net_lease(c, out->slot_id, out->net_path, sizeof(out->net_path), err);
+}
+
+static int spawn_slot(cubelet *c, const cl_template *tpl, const char *layers, int disk_fd,
+                      const cl_lease *ahead, cl_slot **out, cube_err *err)
 {
     cl_slot *s = calloc(1, sizeof(*s));
     if (!s) return cube_err_set(err, ENOMEM, "out of memory");
     s->agent_fd = -1;
     s->hv_pidfd = s->init_pidfd = -1;
     s->disk_kept = s->hv_keep_fd = -1;
-    char rnd[16];
-    if (cube_id_new(0, rnd, 12, err) < 0) {
+    if (ahead) {
+        snprintf(s->slot_id, sizeof(s->slot_id), "%s", ahead->slot_id);
+    } else if (new_slot_id(s->slot_id, sizeof(s->slot_id), err) < 0) {
         free(s);
         return -1;
     }
-    snprintf(s->slot_id, sizeof(s->slot_id), "s%s", rnd);
     s->tpl = tpl;
     snprintf(s->layers, sizeof(s->layers), "%s", layers ? layers : tpl->layers);
     s->state = SLOT_STARTING;
     snprintf(s->state_dir, sizeof(s->state_dir), "%s/%s", c->sandboxes_dir, s->slot_id);
     snprintf(s->control, sizeof(s->control), "unix:%s/control.sock", s->state_dir);
-    if (mkdir(s->state_dir, 0711) < 0) {
-        cube_err_sys(err, errno, "mkdir %s", s->state_dir);
-        free(s);
-        return -1;
-    }
     int out_pipe[2];
-    if (pipe2(out_pipe, O_CLOEXEC) < 0) {
-        cube_err_sys(err, errno, "pipe");
+    bool made = mkdir(s->state_dir, 0711) == 0;
+    if (!made || pipe2(out_pipe, O_CLOEXEC) < 0) {
+        if (made) {
+            cube_err_sys(err, errno, "pipe");
+            rmdir(s->state_dir);
+        } else {
+            cube_err_sys(err, errno, "mkdir %s", s->state_dir);
+        }
+        if (ahead) cl_net_release(c, s->slot_id, false); /* the slot was this start's */
         free(s);
         return -1;
     }
     int64_t t0 = cube_now_mono_ns();
-    if (cl_net_lease(c, s->slot_id, s->net_path, sizeof(s->net_path), err) < 0) {
+    if (ahead) {
+        snprintf(s->net_path, sizeof(s->net_path), "%s", ahead->net_path);
+    } else if (cl_net_lease(c, s->slot_id, s->net_path, sizeof(s->net_path), err) < 0) {
         close(out_pipe[0]);
         close(out_pipe[1]);
         rmdir(s->state_dir);
         free(s);
         return -1;
+    } else if (__atomic_load_n(&c->leases_failed, __ATOMIC_RELAXED)) {
+        __atomic_store_n(&c->leases_failed, false,
+                         __ATOMIC_RELAXED); /* cube-net is back: lease ahead again */
     }
     char uid_base[16], cpus[16], memory_mb[16];
     snprintf(uid_base, sizeof(uid_base), "%u", tpl->uid_base);
@@ -611,6 +633,8 @@ static int create_sandbox(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *
      * creates finish in about the order they came. */
     cl_slot *s = NULL;
     int from_pool = 0, disk_fd = -1;
+    cl_lease ahead;
+    bool leased = false;
     int64_t wait_ms = CREATE_WAIT_MAX_MS, left = ctx ? cube_rpc_deadline_left_ms(ctx) : INT64_MAX;
     if (left - 500 < wait_ms)
         wait_ms = left > 1000 ? left - 500 : left / 2; /* answer before the caller gives up */
@@ -646,6 +670,8 @@ static int create_sandbox(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *
             c->cold_running++;
             /* a writable layer made ahead saves this start the template's copy and mount */
             if (c->nready_disks > 0 && !*tpl->disk_template) disk_fd = c->ready_disks[--c->nready_disks];
+            /* and a network slot leased ahead, the round trip to cube-net */
+            if ((leased = c->nready_leases > 0)) ahead = c->ready_leases[--c->nready_leases];
             pthread_cond_signal(&c->refill);
             break;
         }
@@ -679,7 +705,7 @@ static int create_sandbox(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *
     if (waiting) c->creates_waiting--;
     pthread_mutex_unlock(&c->lock);
     if (!s) { /* cold: the pool is empty */
-        int rc = cl_spawn_slot(c, tpl, NULL, disk_fd, &s, err);
+        int rc = cl_spawn_slot(c, tpl, NULL, disk_fd, leased ? &ahead : NULL, &s, err);
         if (rc == 0) rc = cl_slot_start_cmd(c, s, tpl, err);
         pthread_mutex_lock(&c->lock);
         c->cold_running--;
@@ -859,7 +885,7 @@ static int fork_sandbox(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *re
         const Cube__NodeCreateRequest *child = req->children[i];
         cl_slot *s = NULL;
         cube_err cerr = {0};
-        if (cl_spawn_slot(c, tpl, child_layers, -1, &s, &cerr) == 0 &&
+        if (cl_spawn_slot(c, tpl, child_layers, -1, NULL, &s, &cerr) == 0 &&
             cl_slot_start_cmd(c, s, tpl, &cerr) == 0) {
             s->state = SLOT_CLAIMED;
             s->claimed_ms = cube_now_mono_ms();
@@ -1093,6 +1119,7 @@ void cubelet_stop(cubelet *c)
         all = next;
     }
     while (c->nready_disks > 0) close(c->ready_disks[--c->nready_disks]); /* their mounts and devices go */
+    while (c->nready_leases > 0) cl_net_release(c, c->ready_leases[--c->nready_leases].slot_id, false);
     if (c->sandboxes_tmpfs && cube_umount_empty_dir(c->sandboxes_dir) == 0) c->sandboxes_tmpfs = false;
     cube_zygote_stop(&c->zygote);
     cube_rpc_failover_free(&c->masters);

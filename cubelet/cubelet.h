@@ -45,6 +45,13 @@ typedef struct cl_template {
 
 typedef enum { SLOT_STARTING, SLOT_READY, SLOT_CLAIMED, SLOT_PAUSED } slot_state;
 
+/* A network slot leased from cube-net under a slot id (the name a sandbox started on it then has). */
+typedef struct cl_lease {
+    char slot_id[32];
+    char net_path[4200]; /* its namespace */
+} cl_lease;
+#define CL_LEASES_AHEAD 8 /* at most this many leased ahead (cubelet.ready_leases) */
+
 typedef struct cl_slot {
     char slot_id[32];    /* the hypervisor's id: cgroup name, hostname */
     char sandbox_id[32]; /* the E2B id once claimed */
@@ -128,8 +135,13 @@ typedef struct cubelet {
     int ready_disks[64];
     int nready_disks;
     bool disks_failed; /* making one failed: cold starts copy the template themselves */
-    cl_slot *retiring; /* killed sandboxes whose hypervisor exit, files and network slot are still to go */
-    int nretiring;     /* how many: while RETIRE_BEHIND or more, no new sandbox starts (see cubelet.c) */
+    /* network slots leased ahead for cold starts (by the refill thread, as many as cold starts may run at
+     * once): a cold create starts its hypervisor at once instead of asking cube-net first */
+    cl_lease ready_leases[CL_LEASES_AHEAD];
+    int nready_leases;
+    bool leases_failed; /* leasing one ahead failed (cube-net away): none until a start's own lease works */
+    cl_slot *retiring;  /* killed sandboxes whose hypervisor exit, files and network slot are still to go */
+    int nretiring;      /* how many: while RETIRE_BEHIND or more, no new sandbox starts (see cubelet.c) */
     pthread_t refill_thread, heartbeat_thread, reaper_thread, sampler_thread;
     cube_rpc_failover masters; /* heartbeats go to every one of them */
     cube_rpc_client *net;      /* NULL without cube-net */

@@ -17,9 +17,12 @@
 
 /* Starts a sandbox of tpl (its hypervisor, its network slot) and waits until its agent answers; *out is not
  * on the list yet. layers: the template's own (NULL) or a snapshot's. disk_fd: a writable layer made ahead
- * (taken: closed here), or -1 for the hypervisor to make its own. */
-int cl_spawn_slot(cubelet *c, const cl_template *tpl, const char *layers, int disk_fd, cl_slot **out,
-                  cube_err *err);
+ * (taken: closed here), or -1 for the hypervisor to make its own. ahead: a network slot leased ahead (taken:
+ * released here if the start fails), or NULL to lease one. */
+int cl_spawn_slot(cubelet *c, const cl_template *tpl, const char *layers, int disk_fd, const cl_lease *ahead,
+                  cl_slot **out, cube_err *err);
+/* Leases a network slot ahead under a new slot id (pool_refill.c keeps cubelet.ready_leases). */
+int cl_lease_ahead(cubelet *c, cl_lease *out, cube_err *err);
 /* The template's start command in a spawned slot, ready before anyone gets the sandbox (see start_cmd.h);
  * nothing when it has none. On failure the slot is destroyed. */
 int cl_slot_start_cmd(cubelet *c, cl_slot *s, const cl_template *tpl, cube_err *err);

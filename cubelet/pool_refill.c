@@ -8,6 +8,7 @@
 #include "cubelet_internal.h"
 #include "disk.h"
 #include "log.h"
+#include "netclient.h"
 #include "pool_sched.h"
 #include "timeutil.h"
 
@@ -57,6 +58,7 @@ void *cl_refill_loop(void *arg)
     /* as many writable layers made ahead as cold starts may run at once */
     int max_disks = (int)(sizeof(c->ready_disks) / sizeof(c->ready_disks[0]));
     int disks_want = c->cold_max < max_disks ? c->cold_max : max_disks;
+    int leases_want = c->cold_max < CL_LEASES_AHEAD ? c->cold_max : CL_LEASES_AHEAD;
     unsigned made = 0;
     while (!c->stopping) {
         if (c->nready_disks < disks_want && !c->disks_failed && *c->disk_template) {
@@ -75,6 +77,27 @@ void *cl_refill_loop(void *arg)
                 c->ready_disks[c->nready_disks++] = fd;
             } else {
                 close(fd);
+            }
+            continue;
+        }
+        if (c->net && c->nready_leases < leases_want &&
+            !__atomic_load_n(&c->leases_failed, __ATOMIC_RELAXED)) {
+            /* network slots for cold starts too (a round trip to cube-net each) */
+            pthread_mutex_unlock(&c->lock);
+            cl_lease l;
+            cube_err lerr = {0};
+            int rc = cl_lease_ahead(c, &l, &lerr);
+            pthread_mutex_lock(&c->lock);
+            if (rc < 0) {
+                cube_log_warn("no network slots leased ahead: cold starts lease their own", "err=\"%s\"",
+                              lerr.msg);
+                __atomic_store_n(&c->leases_failed, true, __ATOMIC_RELAXED);
+            } else if (c->stopping) {
+                pthread_mutex_unlock(&c->lock);
+                cl_net_release(c, l.slot_id, false);
+                pthread_mutex_lock(&c->lock);
+            } else {
+                c->ready_leases[c->nready_leases++] = l;
             }
             continue;
         }
@@ -151,7 +174,7 @@ void *cl_refill_loop(void *arg)
         cl_slot *s = NULL;
         cube_err err = {0};
         cl_pool_lock(lock_fd, 1);
-        int rc = cl_spawn_slot(c, need, NULL, disk_fd, &s, &err);
+        int rc = cl_spawn_slot(c, need, NULL, disk_fd, NULL, &s, &err);
         if (rc == 0) cl_slot_trust_ca(c, s);
         cl_pool_lock(lock_fd, 0);
         /* outside the pool lock: a slow start command delays this template's pool, not every one's */

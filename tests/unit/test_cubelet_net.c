@@ -1,0 +1,216 @@
+/* cubelet with a cube-net (a fake one in this process, answering its RPC methods as cube-net does) and a fake
+ * cube-hypervisor: the refill thread leases network slots ahead for cold starts, a cold create starts on one
+ * of them instead of asking cube-net first, the spent one is replaced, and at a stop every lease goes back.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "cubelet.h"
+#include "cubelet.pb-c.h"
+#include "fsutil.h"
+#include "net.pb-c.h"
+#include "testutil.h"
+
+/* The fake cube-net's record: every lease asked for and every release, in order. */
+enum { MAX_LEASES = 256 };
+static struct {
+    pthread_mutex_t lock;
+    char leased[MAX_LEASES][32];
+    int nleased;
+    char released[MAX_LEASES][32];
+    int nreleased;
+} net = {.lock = PTHREAD_MUTEX_INITIALIZER};
+
+static int ensure_network(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *respp, cube_err *err)
+{
+    (void)svc;
+    const Cube__EnsureNetworkRequest *req = reqp;
+    Cube__NetworkSlot *out = respp;
+    pthread_mutex_lock(&net.lock);
+    if (net.nleased == MAX_LEASES) {
+        pthread_mutex_unlock(&net.lock);
+        return cube_err_set(err, ENOSPC, "no slot left");
+    }
+    snprintf(net.leased[net.nleased++], 32, "%s", req->sandbox_id);
+    pthread_mutex_unlock(&net.lock);
+    out->sandbox_id = cube_rpc_strdup(ctx, req->sandbox_id);
+    out->netns_path = cube_rpc_strdup(ctx, "/proc/self/ns/net"); /* opened, passed on: the fake ignores it */
+    return 0;
+}
+
+static int release_network(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *respp, cube_err *err)
+{
+    (void)svc, (void)ctx, (void)respp, (void)err;
+    const Cube__NetRef *req = reqp;
+    pthread_mutex_lock(&net.lock);
+    if (net.nreleased < MAX_LEASES) snprintf(net.released[net.nreleased++], 32, "%s", req->sandbox_id);
+    pthread_mutex_unlock(&net.lock);
+    return 0;
+}
+
+static int list_networks(void *svc, cube_rpc_ctx *ctx, const void *req, void *resp, cube_err *err)
+{
+    (void)svc, (void)ctx, (void)req, (void)resp, (void)err;
+    return 0; /* none: a fresh node */
+}
+
+#define M(name, fn, req, resp) CUBE_RPC_METHOD("cube.Net", name, fn, req, resp)
+static const cube_rpc_method net_methods[] = {
+    M("EnsureNetwork", ensure_network, cube__ensure_network_request, cube__network_slot),
+    M("ReleaseNetwork", release_network, cube__net_ref, cube__empty),
+    M("ListNetworks", list_networks, cube__empty, cube__network_list),
+    {0},
+};
+
+static char *dir;
+static cubelet c;
+static cube_rpc_server *cubelet_srv, *net_srv;
+static cube_rpc_client *client;
+
+static void template(const char *name, const char *config)
+{
+    char p[600], cmd[700];
+    snprintf(p, sizeof(p), "%s/templates/%s/current/rootfs", dir, name);
+    snprintf(cmd, sizeof(cmd), "mkdir -p '%s'", p);
+    ck_assert_int_eq(system(cmd), 0);
+    snprintf(p, sizeof(p), "%s/templates/%s/current/config.json", dir, name);
+    FILE *f = fopen(p, "we");
+    ck_assert_ptr_nonnull(f);
+    fputs(config, f);
+    fclose(f);
+}
+
+static void setup(void)
+{
+    dir = cube_test_tmpdir();
+    template("pooled", "{\"pool\":2}");
+    template("cold", "{\"pool\":0}");
+    char a[400];
+    cube_err err = {0};
+    snprintf(a, sizeof(a), "unix:%s/net.sock", dir);
+    net_srv = cube_rpc_server_start(a, net_methods, NULL, 4, &err);
+    ck_assert_msg(net_srv != NULL, "%s", err.msg);
+    static char hv[600], master[400], net_addr[400]; /* the cubelet keeps these */
+    snprintf(hv, sizeof(hv), "%s/fake_hypervisor", getenv("CUBE_TEST_BIN_DIR"));
+    snprintf(master, sizeof(master), "unix:%s/no-master.sock", dir);
+    snprintf(net_addr, sizeof(net_addr), "%s", a);
+    cubelet_config cfg = {.data_dir = dir,
+                          .node_id = "n1",
+                          .master = master,
+                          .hypervisor_bin = hv,
+                          .agent_bin = "/bin/true",
+                          .net = net_addr,
+                          .pool_size = 2,
+                          .pool_max = 2,
+                          .disk_mb = 16};
+    ck_assert_msg(cubelet_init(&c, &cfg, &err) == 0, "%s", err.msg);
+    cubelet_start(&c);
+    snprintf(a, sizeof(a), "unix:%s/cubelet.sock", dir);
+    cubelet_srv = cube_rpc_server_start(a, cubelet_methods, &c, 4, &err);
+    ck_assert_msg(cubelet_srv != NULL, "%s", err.msg);
+    client = cube_rpc_client_new(a, &err);
+    ck_assert_ptr_nonnull(client);
+}
+
+static void teardown(void)
+{
+    cube_rpc_server_stop(net_srv);
+    cube_rm_rf(dir);
+    free(dir);
+}
+
+/* Leases given out and not given back. */
+static int held(void)
+{
+    pthread_mutex_lock(&net.lock);
+    int n = net.nleased - net.nreleased;
+    pthread_mutex_unlock(&net.lock);
+    return n;
+}
+
+static void wait_held(int n)
+{
+    for (int i = 0; i < 200 && held() != n; i++) nanosleep(&(struct timespec){0, 50000000}, NULL);
+    ck_assert_int_eq(held(), n);
+}
+
+/* The leases no sandbox of the node holds (those leased ahead), into ids; how many. */
+static int spare_leases(char ids[][32])
+{
+    int n = 0;
+    pthread_mutex_lock(&net.lock);
+    pthread_mutex_lock(&c.lock);
+    for (int i = 0; i < net.nleased; i++) {
+        bool used = false;
+        for (int k = 0; k < net.nreleased && !used; k++) used = strcmp(net.released[k], net.leased[i]) == 0;
+        for (cl_slot *s = c.slots; s && !used; s = s->next) used = strcmp(s->slot_id, net.leased[i]) == 0;
+        if (!used) snprintf(ids[n++], 32, "%s", net.leased[i]);
+    }
+    pthread_mutex_unlock(&c.lock);
+    pthread_mutex_unlock(&net.lock);
+    return n;
+}
+
+START_TEST(cold_starts_take_network_slots_leased_ahead)
+{
+    int ahead = c.cold_max < CL_LEASES_AHEAD ? c.cold_max : CL_LEASES_AHEAD;
+    wait_held(2 + ahead); /* the pool's two sandboxes, and the slots for cold starts */
+    char spare[MAX_LEASES][32];
+    ck_assert_int_eq(spare_leases(spare), ahead);
+
+    Cube__NodeCreateRequest req = CUBE__NODE_CREATE_REQUEST__INIT;
+    req.sandbox_id = "sb-cold";
+    req.template_id = "cold";
+    ProtobufCMessage *resp = NULL;
+    cube_rpc_call_opts o = {.timeout_ms = 20000};
+    cube_err err = {0};
+    ck_assert_msg(cube_rpc_call(client, "/cube.Cubelet/CreateSandbox", &req.base,
+                                &cube__node_sandbox__descriptor, &resp, &o, &err) == 0,
+                  "%s", err.msg);
+    ck_assert(!((Cube__NodeSandbox *)resp)->from_pool);
+    protobuf_c_message_free_unpacked(resp, NULL);
+    /* it started on one of the slots leased ahead */
+    char slot[32] = "";
+    pthread_mutex_lock(&c.lock);
+    for (cl_slot *s = c.slots; s; s = s->next)
+        if (strcmp(s->sandbox_id, "sb-cold") == 0) snprintf(slot, sizeof(slot), "%s", s->slot_id);
+    pthread_mutex_unlock(&c.lock);
+    bool was_spare = false;
+    for (int i = 0; i < ahead; i++) was_spare = was_spare || strcmp(spare[i], slot) == 0;
+    ck_assert_msg(was_spare, "sb-cold runs on slot '%s', not one leased ahead", slot);
+    wait_held(2 + 1 + ahead); /* and another was leased in its place */
+
+    cube_rpc_client_free(client);
+    cube_rpc_server_stop(cubelet_srv);
+    cubelet_stop(&c);
+    /* every lease went back, once */
+    pthread_mutex_lock(&net.lock);
+    ck_assert_int_eq(net.nreleased, net.nleased);
+    for (int i = 0; i < net.nleased; i++) {
+        int back = 0;
+        for (int k = 0; k < net.nreleased; k++) back += strcmp(net.released[k], net.leased[i]) == 0;
+        ck_assert_msg(back == 1, "lease %s given back %d times", net.leased[i], back);
+    }
+    pthread_mutex_unlock(&net.lock);
+}
+END_TEST
+
+int main(void)
+{
+    if (geteuid() != 0) {
+        printf("SKIP test_cubelet_net: the fake hypervisor's agent needs a network namespace (root)\n");
+        return 77;
+    }
+    Suite *s = suite_create("cubelet_net");
+    TCase *tc = tcase_create("with a fake cube-net");
+    tcase_set_timeout(tc, 60);
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_add_test(tc, cold_starts_take_network_slots_leased_ahead);
+    suite_add_tcase(s, tc);
+    return cube_run_suite(s);
+}
