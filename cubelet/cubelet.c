@@ -258,8 +258,8 @@ static int spawn_slot(cubelet *c, const cl_template *tpl, const char *layers, in
         free(s);
         return -1;
     } else if (__atomic_load_n(&c->leases_failed, __ATOMIC_RELAXED)) {
-        __atomic_store_n(&c->leases_failed, false,
-                         __ATOMIC_RELAXED); /* cube-net is back: lease ahead again */
+        /* cube-net answers again: the refill thread may lease ahead again */
+        __atomic_store_n(&c->leases_failed, false, __ATOMIC_RELAXED);
     }
     char uid_base[16], cpus[16], memory_mb[16];
     snprintf(uid_base, sizeof(uid_base), "%u", tpl->uid_base);
