@@ -257,9 +257,12 @@ static int spawn_slot(cubelet *c, const cl_template *tpl, const char *layers, in
         rmdir(s->state_dir);
         free(s);
         return -1;
-    } else if (__atomic_load_n(&c->leases_failed, __ATOMIC_RELAXED)) {
-        /* cube-net answers again: the refill thread may lease ahead again */
-        __atomic_store_n(&c->leases_failed, false, __ATOMIC_RELAXED);
+    } else if (__atomic_exchange_n(&c->leases_failed, false, __ATOMIC_RELAXED)) {
+        /* cube-net answers again: the refill thread leases ahead again (it may be asleep, waiting for that)
+         */
+        pthread_mutex_lock(&c->lock);
+        pthread_cond_signal(&c->refill);
+        pthread_mutex_unlock(&c->lock);
     }
     char uid_base[16], cpus[16], memory_mb[16];
     snprintf(uid_base, sizeof(uid_base), "%u", tpl->uid_base);

@@ -1,7 +1,7 @@
 /* cubelet with a cube-net (a fake one in this process, answering its RPC methods as cube-net does) and a fake
  * cube-hypervisor: the refill thread leases network slots ahead for cold starts, a cold create starts on one
  * of them instead of asking cube-net first, the spent one is replaced, and at a stop every lease goes back.
- */
+ * While cube-net refuses leases none is asked for ahead, and once it answers again they are. */
 #include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -16,10 +16,12 @@
 #include "net.pb-c.h"
 #include "testutil.h"
 
-/* The fake cube-net's record: every lease asked for and every release, in order. */
+/* The fake cube-net's record: every lease given and every release, in order. */
 enum { MAX_LEASES = 256 };
 static struct {
     pthread_mutex_t lock;
+    bool refuse; /* every lease refused (a cube-net that is away) */
+    int asked;   /* leases asked for, given or refused */
     char leased[MAX_LEASES][32];
     int nleased;
     char released[MAX_LEASES][32];
@@ -32,7 +34,8 @@ static int ensure_network(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *
     const Cube__EnsureNetworkRequest *req = reqp;
     Cube__NetworkSlot *out = respp;
     pthread_mutex_lock(&net.lock);
-    if (net.nleased == MAX_LEASES) {
+    net.asked++;
+    if (net.refuse || net.nleased == MAX_LEASES) {
         pthread_mutex_unlock(&net.lock);
         return cube_err_set(err, ENOSPC, "no slot left");
     }
@@ -139,6 +142,36 @@ static void wait_held(int n)
     ck_assert_int_eq(held(), n);
 }
 
+static int asked(void)
+{
+    pthread_mutex_lock(&net.lock);
+    int n = net.asked;
+    pthread_mutex_unlock(&net.lock);
+    return n;
+}
+
+static void refuse(bool on)
+{
+    pthread_mutex_lock(&net.lock);
+    net.refuse = on;
+    pthread_mutex_unlock(&net.lock);
+}
+
+/* A create from the "cold" template (no pool); 0, or -1 with err. */
+static int create_cold(const char *id, cube_err *err)
+{
+    Cube__NodeCreateRequest req = CUBE__NODE_CREATE_REQUEST__INIT;
+    req.sandbox_id = (char *)id;
+    req.template_id = "cold";
+    ProtobufCMessage *resp = NULL;
+    cube_rpc_call_opts o = {.timeout_ms = 20000};
+    int rc = cube_rpc_call(client, "/cube.Cubelet/CreateSandbox", &req.base, &cube__node_sandbox__descriptor,
+                           &resp, &o, err);
+    if (rc == 0) ck_assert(!((Cube__NodeSandbox *)resp)->from_pool);
+    if (resp) protobuf_c_message_free_unpacked(resp, NULL);
+    return rc;
+}
+
 /* The leases no sandbox of the node holds (those leased ahead), into ids; how many. */
 static int spare_leases(char ids[][32])
 {
@@ -163,17 +196,8 @@ START_TEST(cold_starts_take_network_slots_leased_ahead)
     char spare[MAX_LEASES][32];
     ck_assert_int_eq(spare_leases(spare), ahead);
 
-    Cube__NodeCreateRequest req = CUBE__NODE_CREATE_REQUEST__INIT;
-    req.sandbox_id = "sb-cold";
-    req.template_id = "cold";
-    ProtobufCMessage *resp = NULL;
-    cube_rpc_call_opts o = {.timeout_ms = 20000};
     cube_err err = {0};
-    ck_assert_msg(cube_rpc_call(client, "/cube.Cubelet/CreateSandbox", &req.base,
-                                &cube__node_sandbox__descriptor, &resp, &o, &err) == 0,
-                  "%s", err.msg);
-    ck_assert(!((Cube__NodeSandbox *)resp)->from_pool);
-    protobuf_c_message_free_unpacked(resp, NULL);
+    ck_assert_msg(create_cold("sb-cold", &err) == 0, "%s", err.msg);
     /* it started on one of the slots leased ahead */
     char slot[32] = "";
     pthread_mutex_lock(&c.lock);
@@ -200,6 +224,38 @@ START_TEST(cold_starts_take_network_slots_leased_ahead)
 }
 END_TEST
 
+START_TEST(leasing_ahead_stops_while_cube_net_refuses_and_resumes_once_it_answers)
+{
+    int ahead = c.cold_max < CL_LEASES_AHEAD ? c.cold_max : CL_LEASES_AHEAD;
+    wait_held(2 + ahead);
+    refuse(true);
+    /* cold creates take the slots leased ahead; their replacements are refused */
+    cube_err err = {0};
+    for (int i = 0; i < ahead; i++) {
+        char id[32];
+        snprintf(id, sizeof(id), "sb-%d", i);
+        ck_assert_msg(create_cold(id, &err) == 0, "%s", err.msg);
+    }
+    for (int i = 0; i < 200 && !__atomic_load_n(&c.leases_failed, __ATOMIC_RELAXED); i++)
+        nanosleep(&(struct timespec){0, 50000000}, NULL);
+    ck_assert(__atomic_load_n(&c.leases_failed, __ATOMIC_RELAXED));
+    /* none left: a cold create asks cube-net itself, and says why it could not start */
+    ck_assert_int_eq(create_cold("sb-refused", &err), -1);
+    ck_assert_msg(strstr(err.msg, "cube-net") != NULL, "%s", err.msg);
+    int n = asked();
+    nanosleep(&(struct timespec){0, 500000000}, NULL);
+    ck_assert_int_eq(asked(), n); /* and nothing asks again meanwhile */
+    refuse(false);
+    /* a start's own lease works (this cold create's): the slots for the next are leased ahead again */
+    ck_assert_msg(create_cold("sb-back", &err) == 0, "%s", err.msg);
+    wait_held(2 + ahead + 1 + ahead);
+    cube_rpc_client_free(client);
+    cube_rpc_server_stop(cubelet_srv);
+    cubelet_stop(&c);
+    ck_assert_int_eq(held(), 0);
+}
+END_TEST
+
 int main(void)
 {
     if (geteuid() != 0) {
@@ -211,6 +267,7 @@ int main(void)
     tcase_set_timeout(tc, 60);
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_add_test(tc, cold_starts_take_network_slots_leased_ahead);
+    tcase_add_test(tc, leasing_ahead_stops_while_cube_net_refuses_and_resumes_once_it_answers);
     suite_add_tcase(s, tc);
     return cube_run_suite(s);
 }
