@@ -441,8 +441,12 @@ static void retire_slot(cubelet *c, cl_slot *s)
     pthread_mutex_unlock(&c->lock);
     if (s->hv > 0 && !behind) cl_sched_background_process(s->hv);
     pthread_mutex_lock(&c->lock);
-    s->next = c->retiring;
-    c->retiring = s;
+    /* last in the line: the reaper takes them in the order they were killed, the oldest (the likeliest done
+     * with its teardown) first */
+    cl_slot **end = &c->retiring;
+    while (*end) end = &(*end)->next;
+    s->next = NULL;
+    *end = s;
     c->nretiring++;
     pthread_cond_signal(&c->reap);
     pthread_mutex_unlock(&c->lock);
@@ -463,7 +467,12 @@ static void *reaper_loop(void *arg)
         pthread_mutex_unlock(&c->lock);
         cl_destroy_slot(c, s);
         pthread_mutex_lock(&c->lock);
-        if (--c->nretiring == RETIRE_BEHIND - 1) { /* caught up: starts may go on */
+        if (--c->nretiring >= RETIRE_BEHIND) {
+            /* still behind: a create waiting for its turn may start one sandbox for this one gone */
+            if (c->retire_credits < c->cold_max) c->retire_credits++;
+            pthread_cond_signal(&c->slot_ready);
+        } else if (c->nretiring == RETIRE_BEHIND - 1) { /* caught up: starts may go on */
+            c->retire_credits = 0;
             pthread_cond_broadcast(&c->slot_ready);
             pthread_cond_signal(&c->refill);
         }
@@ -669,7 +678,10 @@ static int create_sandbox(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *
             return cube_err_set(err, ENOENT, "template '%s' was deleted", tpl->name);
         }
         int64_t now = cube_now_mono_ms();
-        if (c->cold_running < c->cold_max && c->nretiring < RETIRE_BEHIND) {
+        bool behind = c->nretiring >= RETIRE_BEHIND;
+        if (c->cold_running < c->cold_max && (!behind || c->retire_credits > 0)) {
+            if (behind)
+                c->retire_credits--; /* one teardown finished for each start: the line does not grow */
             c->cold_running++;
             /* a writable layer made ahead saves this start the template's copy and mount */
             if (c->nready_disks > 0 && !*tpl->disk_template) disk_fd = c->ready_disks[--c->nready_disks];

@@ -141,7 +141,8 @@ typedef struct cubelet {
     int nready_leases;
     bool leases_failed; /* leasing one ahead failed (cube-net away): none until a start's own lease works */
     cl_slot *retiring;  /* killed sandboxes whose hypervisor exit, files and network slot are still to go */
-    int nretiring;      /* how many: while RETIRE_BEHIND or more, no new sandbox starts (see cubelet.c) */
+    int nretiring;      /* how many: while RETIRE_BEHIND or more, starts wait for teardowns (see cubelet.c) */
+    int retire_credits; /* while behind: creates' starts allowed, one per teardown finished meanwhile */
     pthread_t refill_thread, heartbeat_thread, reaper_thread, sampler_thread;
     cube_rpc_failover masters; /* heartbeats go to every one of them */
     cube_rpc_client *net;      /* NULL without cube-net */

@@ -10,9 +10,11 @@
 /* Cold starts at once per CPU: a start waits on its processes part of the time, so a couple per CPU keep it
  * busy; as many writable layers are kept made ahead for them. */
 #define COLD_PER_CPU 2
-/* Killed sandboxes whose teardown is still to finish, past which the node starts no new sandbox (cold or for
- * the pool) and tears down at normal priority: under creates faster than the node can serve, teardowns at
- * the lowest priority starved, and thousands of killed sandboxes' processes and memory piled up. */
+/* Killed sandboxes whose teardown is still to finish, past which the node tears down at normal priority and
+ * starts no sandbox for its pools, and a create's cold start waits for a teardown to finish (one start per
+ * teardown: the line does not grow, and a create after a mass kill waits for one teardown, not for the whole
+ * line): under creates faster than the node can serve, teardowns at the lowest priority starved, and
+ * thousands of killed sandboxes' processes and memory piled up. */
 #define RETIRE_BEHIND 32
 
 /* Starts a sandbox of tpl (its hypervisor, its network slot) and waits until its agent answers; *out is not

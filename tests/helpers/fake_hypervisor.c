@@ -43,6 +43,21 @@ static void note(const char *what)
     fclose(f);
 }
 
+static long stop_rank; /* how many Stops the log had with this one's */
+
+/* Lines of the log that start with what and a space. */
+static long count_notes(const char *what)
+{
+    const char *log = getenv("FAKE_HV_LOG");
+    FILE *f = log ? fopen(log, "re") : NULL;
+    char line[256];
+    long n = 0;
+    while (f && fgets(line, sizeof(line), f))
+        if (strncmp(line, what, strlen(what)) == 0 && line[strlen(what)] == ' ') n++;
+    if (f) fclose(f);
+    return n;
+}
+
 static int info(void *svc, cube_rpc_ctx *ctx, const void *req, void *resp, cube_err *err)
 {
     (void)svc, (void)req, (void)err;
@@ -89,6 +104,7 @@ static int stop(void *svc, cube_rpc_ctx *ctx, const void *req, void *resp, cube_
 {
     (void)svc, (void)ctx, (void)req, (void)resp, (void)err;
     note("Stop");
+    stop_rank = count_notes("Stop");
     uint64_t one = 1;
     if (write(stop_fd, &one, sizeof(one)) < 0) return cube_err_sys(err, errno, "stop");
     return 0;
@@ -208,6 +224,13 @@ int main(int argc, char **argv)
     cube_rpc_local_stop(srv);
     kill(init_pid, SIGKILL);
     waitpid(init_pid, NULL, 0);
+    /* teardowns that finish one after another, where a test asks for it (a node tearing down a mass kill):
+     * the nth stopped (of this log) takes n steps */
+    const char *step = getenv("FAKE_HV_TEARDOWN_STEP_MS");
+    if (step) {
+        long ms = atol(step) * stop_rank;
+        nanosleep(&(struct timespec){ms / 1000, (ms % 1000) * 1000000L}, NULL);
+    }
     note("Exit");
     return 0;
 }

@@ -1,7 +1,8 @@
-/* cubelet with a cube-net (a fake one in this process, answering its RPC methods as cube-net does) and a fake
- * cube-hypervisor: the refill thread leases network slots ahead for cold starts, a cold create starts on one
- * of them instead of asking cube-net first, the spent one is replaced, and at a stop every lease goes back.
- * While cube-net refuses leases none is asked for ahead, and once it answers again they are. */
+/* cubelet's cold starts, with a cube-net (a fake one in this process, answering its RPC methods as cube-net
+ * does) and a fake cube-hypervisor. The refill thread leases network slots ahead for cold starts, a cold
+ * create starts on one of them instead of asking cube-net first, the spent one is replaced, and at a stop
+ * every lease goes back; while cube-net refuses leases none is asked for ahead, and once it answers again
+ * they are. After a mass kill, a create waits for one teardown to finish, not for the whole line of them. */
 #include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -11,6 +12,7 @@
 #include <unistd.h>
 
 #include "cubelet.h"
+#include "cubelet_internal.h"
 #include "cubelet.pb-c.h"
 #include "fsutil.h"
 #include "net.pb-c.h"
@@ -91,6 +93,9 @@ static void template(const char *name, const char *config)
 static void setup(void)
 {
     dir = cube_test_tmpdir();
+    static char log[400]; /* the fakes' log: what they were asked (the teardown steps count its Stops) */
+    snprintf(log, sizeof(log), "%s/hv.log", dir);
+    setenv("FAKE_HV_LOG", log, 1);
     template("pooled", "{\"pool\":2}");
     template("cold", "{\"pool\":0}");
     char a[400];
@@ -136,9 +141,22 @@ static int held(void)
     return n;
 }
 
+/* Sandboxes ready in the pool, on the node's list. */
+static int pool_ready(void)
+{
+    int n = 0;
+    pthread_mutex_lock(&c.lock);
+    for (cl_slot *s = c.slots; s; s = s->next) n += s->state == SLOT_READY;
+    pthread_mutex_unlock(&c.lock);
+    return n;
+}
+
+/* Waits for the pool's two sandboxes and n leases held in all. */
 static void wait_held(int n)
 {
-    for (int i = 0; i < 200 && held() != n; i++) nanosleep(&(struct timespec){0, 50000000}, NULL);
+    for (int i = 0; i < 200 && (held() != n || pool_ready() != 2); i++)
+        nanosleep(&(struct timespec){0, 50000000}, NULL);
+    ck_assert_int_eq(pool_ready(), 2);
     ck_assert_int_eq(held(), n);
 }
 
@@ -256,18 +274,61 @@ START_TEST(leasing_ahead_stops_while_cube_net_refuses_and_resumes_once_it_answer
 }
 END_TEST
 
+/* Killed sandboxes whose teardowns end one after another (the fake's nth stopped exits n steps after its
+ * stop): the line stays over RETIRE_BEHIND for a while, and a create that needs a cold start meanwhile starts
+ * once one teardown has ended, while the line is still that long. */
+START_TEST(a_create_after_a_mass_kill_waits_for_one_teardown_not_all)
+{
+    int ahead = c.cold_max < CL_LEASES_AHEAD ? c.cold_max : CL_LEASES_AHEAD;
+    wait_held(2 + ahead);
+    enum { N = RETIRE_BEHIND + 8 };
+    setenv("FAKE_HV_TEARDOWN_STEP_MS", "150", 1); /* read by each fake at its start */
+    cube_err err = {0};
+    for (int i = 0; i < N; i++) {
+        char id[32];
+        snprintf(id, sizeof(id), "k-%d", i);
+        ck_assert_msg(create_cold(id, &err) == 0, "%s", err.msg);
+    }
+    unsetenv("FAKE_HV_TEARDOWN_STEP_MS");
+    for (int i = 0; i < N; i++) {
+        Cube__NodeSandboxRef ref = CUBE__NODE_SANDBOX_REF__INIT;
+        char id[32];
+        snprintf(id, sizeof(id), "k-%d", i);
+        ref.sandbox_id = id;
+        ProtobufCMessage *resp = NULL;
+        cube_rpc_call_opts o = {.timeout_ms = 20000};
+        ck_assert_msg(cube_rpc_call(client, "/cube.Cubelet/KillSandbox", &ref.base, &cube__empty__descriptor,
+                                    &resp, &o, &err) == 0,
+                      "%s", err.msg);
+        if (resp) protobuf_c_message_free_unpacked(resp, NULL);
+    }
+    pthread_mutex_lock(&c.lock);
+    ck_assert_int_ge(c.nretiring, RETIRE_BEHIND); /* the first teardown ends a step after its stop */
+    pthread_mutex_unlock(&c.lock);
+    ck_assert_msg(create_cold("after", &err) == 0, "%s", err.msg);
+    pthread_mutex_lock(&c.lock);
+    int left = c.nretiring;
+    pthread_mutex_unlock(&c.lock);
+    ck_assert_msg(left >= RETIRE_BEHIND, "the create waited until %d teardowns were left", left);
+    cube_rpc_client_free(client);
+    cube_rpc_server_stop(cubelet_srv);
+    cubelet_stop(&c);
+}
+END_TEST
+
 int main(void)
 {
     if (geteuid() != 0) {
-        printf("SKIP test_cubelet_net: the fake hypervisor's agent needs a network namespace (root)\n");
+        printf("SKIP test_cold_starts: the fake hypervisor's agent needs a network namespace (root)\n");
         return 77;
     }
-    Suite *s = suite_create("cubelet_net");
+    Suite *s = suite_create("cold_starts");
     TCase *tc = tcase_create("with a fake cube-net");
     tcase_set_timeout(tc, 60);
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_add_test(tc, cold_starts_take_network_slots_leased_ahead);
     tcase_add_test(tc, leasing_ahead_stops_while_cube_net_refuses_and_resumes_once_it_answers);
+    tcase_add_test(tc, a_create_after_a_mass_kill_waits_for_one_teardown_not_all);
     suite_add_tcase(s, tc);
     return cube_run_suite(s);
 }
