@@ -67,6 +67,8 @@ int cl_mount_volume(cubelet *c, const cl_slot *s, const Cube__VolumeMount *vm, c
 Cube__NodeCreateRequest *cl_claim_request(const char *state_dir, cube_err *err);
 /* rollback.c: RollbackSandbox */
 int cl_rollback_sandbox(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *respp, cube_err *err);
+/* snapshot.c: SnapshotSandbox, the sandbox's writable layer published as a template of its own. */
+int cl_snapshot_sandbox(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *respp, cube_err *err);
 /* A template's sandbox size (config.json "cpu", "memoryMB") */
 #define TEMPLATE_CPUS_DEFAULT      2
 #define TEMPLATE_CPUS_MAX          64
