@@ -257,8 +257,7 @@ static int spawn_slot(cubelet *c, const cl_template *tpl, const char *layers, in
         free(s);
         return -1;
     } else if (__atomic_exchange_n(&c->leases_failed, false, __ATOMIC_RELAXED)) {
-        /* cube-net answers again: the refill thread leases ahead again (it may be asleep, waiting for that)
-         */
+        /* cube-net answers again: wake the refill thread to lease ahead again */
         pthread_mutex_lock(&c->lock);
         pthread_cond_signal(&c->refill);
         pthread_mutex_unlock(&c->lock);
@@ -679,8 +678,8 @@ static int create_sandbox(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *
         int64_t now = cube_now_mono_ms();
         bool behind = c->nretiring >= RETIRE_BEHIND;
         if (c->cold_running < c->cold_max && (!behind || c->retire_credits > 0)) {
-            if (behind)
-                c->retire_credits--; /* one teardown finished for each start: the line does not grow */
+            /* while behind, one teardown finished for each start: the line does not grow */
+            if (behind) c->retire_credits--;
             c->cold_running++;
             /* a writable layer made ahead saves this start the template's copy and mount */
             if (c->nready_disks > 0 && !*tpl->disk_template) disk_fd = c->ready_disks[--c->nready_disks];
