@@ -1,5 +1,7 @@
-/* Internal RPC: protobuf-c messages over gRPC (the C core, completion-queue API), for every cross-process
- * call.
+/* Internal RPC: protobuf-c messages for every cross-process call, over gRPC (the C core, completion-queue
+ * API) to host:port addresses, and over a kept unix stream connection to "unix:PATH" ones (rpc_unix.c: the
+ * services of one machine, where gRPC's per-call machinery was most of each hop's cost). Both behave the
+ * same to callers and handlers: deadlines, cancellation, errno codes.
  *
  * Server: a table of methods ("/cube.Master/CreateSandbox" → handler) served by a few threads that share one
  * completion queue. A handler gets the unpacked request and an initialised response message; everything it

@@ -7,25 +7,31 @@
 #include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/socket.h>
 
 #include "rpc.h"
 #include "rpc_internal.h"
 
 struct cube_rpc_client {
-    grpc_channel *channel;
+    grpc_channel *channel; /* a gRPC target */
+    rpc_unix_client *ux;   /* or a unix:PATH one (rpc_unix.c) */
     char *target;
 };
 
 struct cube_rpc_cancel {
     pthread_mutex_t lock;
-    grpc_call *call; /* the call in flight with this token, if any */
+    grpc_call *call; /* the gRPC call in flight with this token, if any */
+    int fd;          /* or the unix call's connection, or -1 */
     int fired;
 };
 
 cube_rpc_cancel *cube_rpc_cancel_new(void)
 {
     cube_rpc_cancel *c = calloc(1, sizeof(*c));
-    if (c) pthread_mutex_init(&c->lock, NULL);
+    if (c) {
+        pthread_mutex_init(&c->lock, NULL);
+        c->fd = -1;
+    }
     return c;
 }
 
@@ -34,7 +40,32 @@ void cube_rpc_cancel_fire(cube_rpc_cancel *c)
     pthread_mutex_lock(&c->lock);
     c->fired = 1;
     if (c->call) grpc_call_cancel(c->call, NULL);
+    if (c->fd >= 0) shutdown(c->fd, SHUT_RDWR);
     pthread_mutex_unlock(&c->lock);
+}
+
+int rpc_cancel_attach(cube_rpc_cancel *c, int fd)
+{
+    pthread_mutex_lock(&c->lock);
+    int fired = c->fired;
+    if (!fired) c->fd = fd;
+    pthread_mutex_unlock(&c->lock);
+    return fired ? -1 : 0;
+}
+
+void rpc_cancel_detach(cube_rpc_cancel *c)
+{
+    pthread_mutex_lock(&c->lock);
+    c->fd = -1;
+    pthread_mutex_unlock(&c->lock);
+}
+
+bool rpc_cancel_fired(cube_rpc_cancel *c)
+{
+    pthread_mutex_lock(&c->lock);
+    int fired = c->fired;
+    pthread_mutex_unlock(&c->lock);
+    return fired;
 }
 
 void cube_rpc_cancel_free(cube_rpc_cancel *c)
@@ -56,6 +87,13 @@ cube_rpc_client *cube_rpc_client_new_tls(const char *target, const cube_rpc_tls 
     if (!c || !(c->target = strdup(target))) {
         free(c);
         return cube_err_set(err, ENOMEM, "rpc client: out of memory"), NULL;
+    }
+    if (!tls && strncmp(target, "unix:", 5) == 0) { /* one machine: no gRPC (rpc_unix.c) */
+        if (!(c->ux = rpc_unix_client_new(c->target, err))) {
+            cube_rpc_client_free(c);
+            return NULL;
+        }
+        return c;
     }
     rpc_lib_init();
     grpc_channel_credentials *creds =
@@ -83,6 +121,7 @@ void cube_rpc_client_free(cube_rpc_client *c)
 {
     if (!c) return;
     if (c->channel) grpc_channel_destroy(c->channel);
+    rpc_unix_client_free(c->ux);
     free(c->target);
     free(c);
 }
@@ -108,6 +147,7 @@ static void drain_and_destroy(grpc_completion_queue *cq)
 
 int cube_rpc_client_connect(cube_rpc_client *c, int64_t timeout_ms, cube_err *err)
 {
+    if (c->ux) return rpc_unix_connect(c->ux, timeout_ms, err);
     grpc_completion_queue *cq = grpc_completion_queue_create_for_pluck(NULL);
     gpr_timespec deadline = deadline_in(timeout_ms);
     int rc = 0;
@@ -137,6 +177,7 @@ int cube_rpc_call(cube_rpc_client *c, const char *method, const ProtobufCMessage
     int64_t timeout_ms = opts && opts->timeout_ms > 0 ? opts->timeout_ms : 30000;
     cube_rpc_cancel *cancel = opts ? opts->cancel : NULL;
     *resp = NULL;
+    if (c->ux) return rpc_unix_call(c->ux, method, req, resp_desc, resp, timeout_ms, cancel, err);
 
     grpc_completion_queue *cq = grpc_completion_queue_create_for_pluck(NULL);
     grpc_slice method_slice = grpc_slice_from_static_string(method);

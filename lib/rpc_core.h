@@ -4,6 +4,7 @@
 #define CUBE_RPC_CORE_H
 
 #include <protobuf-c/protobuf-c.h>
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "err.h"
@@ -29,5 +30,25 @@ struct cube_rpc_ctx {
  * arena), or -1 with err set (EINVAL for a malformed request). */
 int rpc_invoke(const cube_rpc_method *m, void *service, cube_rpc_ctx *ctx, const uint8_t *in, size_t len,
                ProtobufCMessage **resp, cube_err *err);
+
+/* The transport of unix:PATH servers and clients (rpc_unix.c); cube_rpc_server/cube_rpc_client use it for
+ * such addresses. target is "unix:PATH" and must outlive the client. */
+typedef struct rpc_unix_server rpc_unix_server;
+rpc_unix_server *rpc_unix_server_start(const char *path, const cube_rpc_method *methods, void *service,
+                                       cube_err *err);
+void rpc_unix_server_stop(rpc_unix_server *srv);
+typedef struct rpc_unix_client rpc_unix_client;
+rpc_unix_client *rpc_unix_client_new(const char *target, cube_err *err);
+void rpc_unix_client_free(rpc_unix_client *c);
+int rpc_unix_connect(rpc_unix_client *c, int64_t timeout_ms, cube_err *err);
+int rpc_unix_call(rpc_unix_client *c, const char *method, const ProtobufCMessage *req,
+                  const ProtobufCMessageDescriptor *resp_desc, ProtobufCMessage **resp, int64_t timeout_ms,
+                  cube_rpc_cancel *cancel, cube_err *err);
+
+/* A cancel token's hold on a unix call's connection (rpc_client.c): a fire shuts it down, which wakes the
+ * caller and tells the server. attach: -1 when the token has fired already. */
+int rpc_cancel_attach(cube_rpc_cancel *c, int fd);
+void rpc_cancel_detach(cube_rpc_cancel *c);
+bool rpc_cancel_fired(cube_rpc_cancel *c);
 
 #endif

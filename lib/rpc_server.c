@@ -42,6 +42,7 @@ struct call_slot {
 };
 
 struct cube_rpc_server {
+    rpc_unix_server *ux; /* a unix:PATH server (rpc_unix.c); the rest is for gRPC */
     grpc_server *server;
     grpc_completion_queue *cq;
     const cube_rpc_method *methods;
@@ -271,6 +272,13 @@ cube_rpc_server *cube_rpc_server_start_tls(const char *address, const cube_rpc_m
     if (threads < 1) threads = 1;
     cube_rpc_server *srv = calloc(1, sizeof(*srv));
     if (!srv) return cube_err_set(err, ENOMEM, "rpc server: out of memory"), NULL;
+    if (!tls && strncmp(address, "unix:", 5) == 0) { /* one machine: no gRPC (rpc_unix.c) */
+        if (!(srv->ux = rpc_unix_server_start(address + 5, methods, service, err))) {
+            free(srv);
+            return NULL;
+        }
+        return srv;
+    }
     rpc_lib_init();
     srv->methods = methods;
     srv->service = service;
@@ -308,12 +316,17 @@ cube_rpc_server *cube_rpc_server_start_tls(const char *address, const cube_rpc_m
 
 int cube_rpc_server_port(const cube_rpc_server *srv)
 {
-    return srv->port;
+    return srv->port; /* 0 for a unix socket */
 }
 
 void cube_rpc_server_stop(cube_rpc_server *srv)
 {
     if (!srv) return;
+    if (srv->ux) {
+        rpc_unix_server_stop(srv->ux);
+        free(srv);
+        return;
+    }
     __atomic_store_n(&srv->shutting_down, 1, __ATOMIC_RELEASE);
     grpc_server_shutdown_and_notify(srv->server, srv->cq, &srv->shutdown_tag);
     grpc_server_cancel_all_calls(srv->server);

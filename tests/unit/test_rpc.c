@@ -1,7 +1,9 @@
-/* RPC across two real processes: round trip, error statuses, deadline, cancellation, dead peer. */
+/* RPC across two real processes: round trip, error statuses, deadline, cancellation, dead peer; each over
+ * both transports (a unix socket: rpc_unix.c; TCP: gRPC). */
 #include <errno.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,6 +19,7 @@ static char *tmpdir;
 static char address[256];
 static pid_t server_pid = -1;
 static cube_rpc_client *client;
+static bool over_tcp;
 
 /* Starts tests' rpc_echo_server at `address` and waits for its "ready" line. */
 static void start_server(void)
@@ -41,6 +44,7 @@ static void start_server(void)
     ck_assert_ptr_nonnull(fgets(line, sizeof(line), f));
     fclose(f);
     ck_assert_msg(strncmp(line, "ready", 5) == 0, "echo server said '%s'", line);
+    if (over_tcp) snprintf(address, sizeof(address), "127.0.0.1:%d", atoi(line + 6));
 }
 
 static void stop_server(int sig)
@@ -55,11 +59,20 @@ static void stop_server(int sig)
 static void setup(void)
 {
     tmpdir = cube_test_tmpdir();
-    snprintf(address, sizeof(address), "unix:%s/echo.sock", tmpdir);
+    if (over_tcp)
+        snprintf(address, sizeof(address), "127.0.0.1:0");
+    else
+        snprintf(address, sizeof(address), "unix:%s/echo.sock", tmpdir);
     start_server();
     cube_err err = {0};
     client = cube_rpc_client_new(address, &err);
     ck_assert_msg(client != NULL, "%s", err.msg);
+}
+
+static void setup_tcp(void)
+{
+    over_tcp = true;
+    setup();
 }
 
 static void teardown(void)
@@ -71,6 +84,7 @@ static void teardown(void)
     unlink(sock);
     rmdir(tmpdir);
     free(tmpdir);
+    over_tcp = false;
 }
 
 static int call_echo(Cubetest__EchoRequest *req, Cubetest__EchoReply **reply, int64_t timeout_ms,
@@ -398,10 +412,62 @@ START_TEST(stop_with_call_in_flight)
 }
 END_TEST
 
+/* A server restarted at the same path: the client's kept connection to the old one is found closed and a
+ * new one made, with no error for the caller. */
+START_TEST(restarted_server_is_reached_again)
+{
+    Cubetest__EchoRequest req = CUBETEST__ECHO_REQUEST__INIT;
+    req.text = "before";
+    Cubetest__EchoReply *reply;
+    cube_err err = {0};
+    ck_assert_msg(call_echo(&req, &reply, 5000, NULL, &err) == 0, "%s", err.msg);
+    protobuf_c_message_free_unpacked(&reply->base, NULL);
+    stop_server(SIGTERM);
+    start_server();
+    req.text = "after";
+    ck_assert_msg(call_echo(&req, &reply, 5000, NULL, &err) == 0, "%s", err.msg);
+    ck_assert_str_eq(reply->text, "after");
+    protobuf_c_message_free_unpacked(&reply->base, NULL);
+}
+END_TEST
+
+/* stop_with_call_in_flight on a unix socket, in this process: the handler sees itself cancelled */
+START_TEST(unix_stop_with_call_in_flight)
+{
+    char addr[300];
+    snprintf(addr, sizeof(addr), "unix:%s/inproc.sock", tmpdir);
+    cube_err err = {0};
+    cube_rpc_server *s = cube_rpc_server_start(addr, echo_methods, NULL, 2, &err);
+    ck_assert_msg(s != NULL, "%s", err.msg);
+    ck_assert_int_eq(cube_rpc_server_port(s), 0);
+    ck_assert_ptr_null(cube_rpc_server_start("unix:relative.sock", echo_methods, NULL, 1, &err));
+    ck_assert_int_eq(err.code, EINVAL);
+    slow_call sc = {.c = cube_rpc_client_new(addr, &err)};
+    ck_assert_int_eq(cube_rpc_client_connect(sc.c, 2000, &err), 0);
+    pthread_t th;
+    pthread_create(&th, NULL, run_slow_call, &sc);
+    nanosleep(&(struct timespec){0, 200 * 1000000}, NULL);
+    int64_t t0 = cube_now_mono_ms();
+    cube_rpc_server_stop(s);
+    pthread_join(th, NULL);
+    int64_t took = cube_now_mono_ms() - t0;
+    ck_assert_int_eq(sc.rc, -1);
+    ck_assert_msg(took < 3000, "stop + failed call took %lld ms", (long long)took);
+    /* nothing is left listening: a new call is refused at once */
+    Cubetest__EchoRequest req = CUBETEST__ECHO_REQUEST__INIT;
+    ProtobufCMessage *resp = NULL;
+    ck_assert_int_eq(
+        cube_rpc_call(sc.c, ECHO_METHOD, &req.base, &cubetest__echo_reply__descriptor, &resp, NULL, &err),
+        -1);
+    ck_assert_int_eq(err.code, ECONNREFUSED);
+    cube_rpc_client_free(sc.c);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("rpc");
-    TCase *tc = tcase_create("two processes");
+    TCase *tc = tcase_create("two processes, unix socket");
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_set_timeout(tc, 30);
     tcase_add_test(tc, round_trip);
@@ -415,6 +481,20 @@ int main(void)
     tcase_add_test(tc, in_process_tcp_and_port_conflict);
     tcase_add_test(tc, stop_with_call_in_flight);
     tcase_add_test(tc, mutual_tls_refuses_strangers);
+    tcase_add_test(tc, restarted_server_is_reached_again);
+    tcase_add_test(tc, unix_stop_with_call_in_flight);
     suite_add_tcase(s, tc);
+    /* the same calls to a server on TCP: gRPC */
+    TCase *tcp = tcase_create("two processes, gRPC");
+    tcase_add_checked_fixture(tcp, setup_tcp, teardown);
+    tcase_set_timeout(tcp, 30);
+    tcase_add_test(tcp, round_trip);
+    tcase_add_test(tcp, handler_error_becomes_status);
+    tcase_add_test(tcp, unknown_method_is_unimplemented);
+    tcase_add_test(tcp, deadline_exceeded);
+    tcase_add_test(tcp, cancellation);
+    tcase_add_test(tcp, dead_peer_fails_within_deadline);
+    tcase_add_test(tcp, concurrent_calls_share_one_channel);
+    suite_add_tcase(s, tcp);
     return cube_run_suite(s);
 }
