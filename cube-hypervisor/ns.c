@@ -167,7 +167,8 @@ typedef struct child_args {
     hv_sandbox *sb;
     int sysfs;    /* a detached sysfs mount made for the joined network namespace, or -1 */
     int agent;    /* a detached bind mount of the agent (binary or bundle), or -1 */
-    int syncfd;   /* read: the parent has written uid_map and placed us in the cgroups */
+    int syncfd;   /* read: a byte once the parent has written uid_map, another once it has placed us in the
+                   * sandbox's cgroups (made meanwhile: our mounts and its cgroups are set up at once) */
     int errfd;    /* write: an error message; closed by exec on success */
     int readyfd;  /* write, for the agent: a byte once it listens (--ready-fd); -1 for another process */
     bool builtin; /* the agent runs from this image (hv_builtin_agent) */
@@ -184,10 +185,8 @@ static void child_main(const child_args *c)
     if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0) _exit(126);
     char go;
     if (read(c->syncfd, &go, 1) != 1) _exit(126);
-    close(c->syncfd);
     if (setresgid(0, 0, 0) < 0 || setresuid(0, 0, 0) < 0)
         child_fail(errfd, "become root of the user namespace");
-    if (unshare(CLONE_NEWCGROUP) < 0) child_fail(errfd, "cgroup namespace");
     const char *hn = spec->hostname ? spec->hostname : spec->id;
     if (sethostname(hn, strlen(hn)) < 0) child_fail(errfd, "sethostname");
     if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0) child_fail(errfd, "make mounts private");
@@ -259,6 +258,12 @@ static void child_main(const child_args *c)
         if (mount(NULL, p, NULL, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV, NULL) < 0)
             child_fail(errfd, "agent read-only");
     }
+
+    /* nothing of the sandbox's own runs before it is in its cgroups, and its cgroup namespace is rooted at
+     * them: the parent's word (end of file: it failed, and says why) */
+    if (read(c->syncfd, &go, 1) != 1) _exit(126);
+    close(c->syncfd);
+    if (unshare(CLONE_NEWCGROUP) < 0) child_fail(errfd, "cgroup namespace");
 
     /* the host's filesystem leaves the view: only the sandbox root remains */
     if (chdir(sb->root) < 0) child_fail(errfd, "chdir rootfs");
@@ -391,7 +396,8 @@ static int spawn_init(const hv_spec *spec, hv_sandbox *sb, bool builtin, cube_er
     int syncp[2] = {-1, -1}, errp[2] = {-1, -1}, readyp[2] = {-1, -1}, host_ns = -1;
     bool agent = !(spec->argv && spec->argv[0]);
     char buf[4400];
-    if (pipe2(syncp, O_CLOEXEC) < 0 || pipe2(errp, O_CLOEXEC) < 0 ||
+    /* sync: a socket, so that a word to a child that died is an error, not SIGPIPE */
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, syncp) < 0 || pipe2(errp, O_CLOEXEC) < 0 ||
         (agent && pipe2(readyp, O_CLOEXEC) < 0)) {
         cube_err_sys(err, errno, "pipes");
         goto fail;
@@ -448,26 +454,31 @@ static int spawn_init(const hv_spec *spec, hv_sandbox *sb, bool builtin, cube_er
     if (write_proc(path, map, err) < 0) goto fail;
     snprintf(path, sizeof(path), "/proc/%d/gid_map", sb->init);
     if (write_proc(path, map, err) < 0) goto fail;
-    if (sb->cg.ops->add(&sb->cg, sb->init, err) < 0) goto fail;
-    /* The agent outlives what it runs: every process it starts raises its own OOM score (agent side), and
-     * where this host lets root lower one (CAP_SYS_RESOURCE, which some container hosts withhold) the agent's
-     * is also set to -1000 here, from outside: the OOM killer never picks it, and a sandbox cannot undo it.
-     * A container's own PID 1 (cube-shim) is the workload: it keeps the default. */
-    snprintf(path, sizeof(path), "/proc/%d/oom_score_adj", sb->init);
-    if (agent) {
-        /* refused: the children's raised scores alone keep the agent out of the OOM killer's way (checked
-         * without formatting an error: on such hosts it is refused for every sandbox) */
-        int fd = open(path, O_WRONLY | O_CLOEXEC);
-        if ((fd < 0 || write(fd, "-1000", 5) != 5) && errno != EACCES && errno != EPERM) {
-            cube_err_sys(err, errno, "write %s", path);
-            if (fd >= 0) close(fd);
-            goto fail;
+    /* the child mounts the sandbox's filesystems while its cgroups are made here (a first start); one that
+     * died meanwhile has said why on errfd, read below */
+    if (send(syncp[1], "g", 1, MSG_NOSIGNAL) == 1) {
+        if (!sb->cg_made) {
+            sb->cg_made = true; /* also when partly made: destroy removes what exists */
+            if (sb->cg.ops->create(&sb->cg, &spec->limits, err) < 0) goto fail;
         }
-        if (fd >= 0) close(fd);
-    }
-    if (write(syncp[1], "g", 1) != 1) {
-        cube_err_sys(err, errno, "start sandbox init");
-        goto fail;
+        if (sb->cg.ops->add(&sb->cg, sb->init, err) < 0) goto fail;
+        /* The agent outlives what it runs: every process it starts raises its own OOM score (agent side),
+         * and where this host lets root lower one (CAP_SYS_RESOURCE, which some container hosts withhold) the
+         * agent's is also set to -1000 here, from outside: the OOM killer never picks it, and a sandbox
+         * cannot undo it. A container's own PID 1 (cube-shim) is the workload: it keeps the default. */
+        snprintf(path, sizeof(path), "/proc/%d/oom_score_adj", sb->init);
+        if (agent) {
+            /* refused: the children's raised scores alone keep the agent out of the OOM killer's way (checked
+             * without formatting an error: on such hosts it is refused for every sandbox) */
+            int fd = open(path, O_WRONLY | O_CLOEXEC);
+            if ((fd < 0 || write(fd, "-1000", 5) != 5) && errno != EACCES && errno != EPERM) {
+                cube_err_sys(err, errno, "write %s", path);
+                if (fd >= 0) close(fd);
+                goto fail;
+            }
+            if (fd >= 0) close(fd);
+        }
+        send(syncp[1], "g", 1, MSG_NOSIGNAL); /* in its cgroups: it may go on */
     }
     close(syncp[1]);
     syncp[1] = -1;
@@ -579,11 +590,7 @@ static int ns_create(const hv_spec *spec, hv_sandbox **out, cube_err *err)
             goto fail;
         }
     }
-    if (sb->cg.ops->create(&sb->cg, &spec->limits, err) < 0) {
-        sb->cg_made = true; /* partly made: destroy removes what exists */
-        goto fail;
-    }
-    sb->cg_made = true;
+    /* (the cgroups are made by spawn_init, beside the sandbox's mounts; the janitor removes what exists) */
     sb->janitor = hv_janitor_start(sb->cg.name, sb->rw, sb->root, &sb->lifeline, err);
     if (sb->janitor < 0) goto fail;
 

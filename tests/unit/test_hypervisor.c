@@ -363,6 +363,21 @@ START_TEST(isolation_from_host_and_each_other)
     expect_run(&a, cmd, "hidden\n");
     expect_run(&a, "hostname", "iso-a\n");
     expect_run(&a, "cat /proc/1/cmdline", "/.cube/cube-agent");
+    /* PID 1 is in the sandbox's own cgroups, and its cgroup namespace is rooted at them: inside, each
+     * hierarchy reads "/" (the hypervisor makes the cgroups while PID 1 mounts its filesystems) */
+    expect_run(
+        &a,
+        "while IFS= read -r l; do case \"$l\" in *:/) ;; *) echo \"$l\";; esac; done < /proc/1/cgroup; "
+        "echo end",
+        "end\n");
+    char cgp[64], cgs[4096] = {0};
+    snprintf(cgp, sizeof(cgp), "/proc/%d/cgroup", (int)a.init);
+    FILE *cgf = fopen(cgp, "r");
+    ck_assert_ptr_nonnull(cgf);
+    ck_assert_uint_gt(fread(cgs, 1, sizeof(cgs) - 1, cgf), 0);
+    fclose(cgf);
+    ck_assert_msg(strstr(cgs, ":memory:/cube/iso-a\n") || strstr(cgs, "0::/cube/iso-a\n"), "PID 1 in %s",
+                  cgs);
     run_result r;
     sb_run(&a, "ps -e -o pid= | wc -l", &r);
     ck_assert_msg(atoi(r.out) <= 4, "sandbox sees %s processes", r.out);
