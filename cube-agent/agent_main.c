@@ -80,28 +80,43 @@ int agent_main(int argc, char **argv)
         fprintf(stderr, "cube-agent: %s\n", err.msg);
         return 1;
     }
-    http_server *envd = http_server_start(listen, (int)envd_port, envd_routes, &a, &err);
+    /* Both ports listen before the hypervisor is told: a client that connects at once waits in the queue
+     * while the servers start, which they do after the word, beside the node's own steps of the create */
+    int envd_fd = http_listen(listen, (int)envd_port, &err);
+    if (envd_fd < 0) {
+        fprintf(stderr, "cube-agent: envd: %s\n", err.msg);
+        return 1;
+    }
+    int interp_fd = -1;
+    interp *ip = NULL;
+    if (interp_port) {
+        ip = interp_new(cube_config_get(cfg, "agent.python", "/usr/bin/python3"), &a);
+        if ((interp_fd = http_listen(listen, (int)interp_port, &err)) < 0) {
+            fprintf(stderr, "cube-agent: interpreter: %s\n", err.msg);
+            return 1;
+        }
+    }
+    if (ready_fd >= 0) { /* the hypervisor waits for this instead of polling /health */
+        if (write((int)ready_fd, "r", 1) != 1)
+            cube_log_warn("ready descriptor not writable", "fd=%lld", ready_fd);
+        close((int)ready_fd);
+    }
+    http_server_opts eo = {.has_listen_fd = true, .listen_fd = envd_fd};
+    http_server *envd = http_server_start_opts(listen, (int)envd_port, envd_routes, &a, &eo, &err);
     if (!envd) {
         fprintf(stderr, "cube-agent: envd: %s\n", err.msg);
         return 1;
     }
-    interp *ip = NULL;
     http_server *isrv = NULL;
-    if (interp_port) {
-        ip = interp_new(cube_config_get(cfg, "agent.python", "/usr/bin/python3"), &a);
-        isrv = http_server_start(listen, (int)interp_port, interp_routes, ip, &err);
-        if (!isrv) {
+    if (interp_fd >= 0) {
+        http_server_opts io = {.has_listen_fd = true, .listen_fd = interp_fd};
+        if (!(isrv = http_server_start_opts(listen, (int)interp_port, interp_routes, ip, &io, &err))) {
             fprintf(stderr, "cube-agent: interpreter: %s\n", err.msg);
             return 1;
         }
     }
     cube_log_info("agent ready", "envd=%s:%d interpreter=%s:%d version=%s", listen, http_server_port(envd),
                   listen, isrv ? http_server_port(isrv) : 0, ENVD_VERSION);
-    if (ready_fd >= 0) { /* the hypervisor waits for this instead of polling /health */
-        if (write((int)ready_fd, "r", 1) != 1)
-            cube_log_warn("ready descriptor not writable", "fd=%lld", ready_fd);
-        close((int)ready_fd);
-    }
     /* As a sandbox's PID 1, a stop comes from outside its PID namespace (the hypervisor), where the sender
      * has no pid in ours (si_pid 0). `kill 1` by code in the sandbox is not a stop, as SIGTERM to a VM's init
      * is not a power-off: the sandbox would end under its user (the SDK's calls then fail as "not running").

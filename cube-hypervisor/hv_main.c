@@ -237,7 +237,8 @@ static int run(cube_config *cfg, int argc, char **argv)
     const char *control_flag = cube_config_get(cfg, "hv.control", NULL);
     snprintf(control, sizeof(control), "%s", control_flag ? control_flag : "");
     if (!control_flag) snprintf(control, sizeof(control), "unix:%s/control.sock", state_abs);
-    cube_rpc_local *srv = cube_rpc_local_start(control, hv_control_methods, &ctl, 2, &err);
+    /* listening now, served once "ready" is out: a call that comes first waits in the socket's queue */
+    cube_rpc_local *srv = cube_rpc_local_start(control, hv_control_methods, &ctl, 0, &err);
     if (!srv) {
         fprintf(stderr, "cube-hypervisor: control socket: %s\n", err.msg);
         ops->destroy(ctl.sb);
@@ -249,13 +250,18 @@ static int run(cube_config *cfg, int argc, char **argv)
         ops->destroy(ctl.sb);
         return 1;
     }
-    /* (a Rollback may already be replacing PID 1 on a control thread: read as control.c writes it) */
-    pid_t init = __atomic_load_n(&ctl.init_pid, __ATOMIC_ACQUIRE);
-    cube_log_info("sandbox running", "id=%s backend=%s init_pid=%d control=%s", id, ops->name, init, control);
+    pid_t init = ctl.init_pid; /* (no control thread runs yet) */
     /* keep-fd: where the node finds a clone of the sandbox's disk (hv_ops.disk_keep_fd) */
     int keep = ops->disk_keep_fd ? ops->disk_keep_fd(ctl.sb) : -1;
     printf("ready %d %s keep-fd=%d\n", init, ops->name, keep);
     fflush(stdout);
+    if (cube_rpc_local_serve(srv, 2, &err) < 0) {
+        fprintf(stderr, "cube-hypervisor: control socket: %s\n", err.msg);
+        cube_rpc_local_stop(srv);
+        ops->destroy(ctl.sb);
+        return 1;
+    }
+    cube_log_info("sandbox running", "id=%s backend=%s init_pid=%d control=%s", id, ops->name, init, control);
 
     int rc = 0;
     bool init_exited = false;

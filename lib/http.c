@@ -8,6 +8,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include "json.h"
 #include "metrics.h"
@@ -226,6 +228,23 @@ static void stop_workers(http_server *s)
     s->nworkers = 0;
 }
 
+int http_listen(const char *addr, int port, cube_err *err)
+{
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    if (inet_pton(AF_INET, addr, &sa.sin_addr) != 1)
+        return cube_err_set(err, EINVAL, "http: bad listen address '%s'", addr);
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0), one = 1;
+    if (fd < 0) return cube_err_sys(err, errno, "http: socket");
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)); /* as MHD does for its own */
+    if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || listen(fd, SOMAXCONN) < 0) {
+        int e = errno;
+        close(fd);
+        return cube_err_set(err, e == EADDRINUSE ? EADDRINUSE : e, "http: cannot listen on %s:%d: %s", addr,
+                            port, strerror(e));
+    }
+    return fd;
+}
+
 http_server *http_server_start(const char *addr, int port, const http_route *routes, void *svc, cube_err *err)
 {
     return http_server_start_shared(addr, port, routes, svc, false, err);
@@ -272,7 +291,10 @@ http_server *http_server_start_opts(const char *addr, int port, const http_route
     }
     struct MHD_OptionItem o[8];
     int n = 0;
-    o[n++] = (struct MHD_OptionItem){MHD_OPTION_SOCK_ADDR, 0, &sa};
+    if (opts->has_listen_fd)
+        o[n++] = (struct MHD_OptionItem){MHD_OPTION_LISTEN_SOCKET, opts->listen_fd, NULL};
+    else
+        o[n++] = (struct MHD_OptionItem){MHD_OPTION_SOCK_ADDR, 0, &sa};
     o[n++] = (struct MHD_OptionItem){MHD_OPTION_NOTIFY_COMPLETED, (intptr_t)on_completed, s};
     o[n++] = (struct MHD_OptionItem){MHD_OPTION_CONNECTION_TIMEOUT, (intptr_t)opts->idle_timeout_s, NULL};
     if (opts->max_conns)

@@ -72,7 +72,13 @@ typedef struct http_server_opts {
     unsigned max_per_addr;   /* 0: no cap per client address */
     unsigned idle_timeout_s; /* a connection with no byte in (request head, body, or between keep-alive
                               * requests) this long is closed; 0: never */
+    bool has_listen_fd;      /* serve listen_fd (from http_listen, taken over) instead of binding addr:port */
+    int listen_fd;
 } http_server_opts;
+
+/* A listening TCP socket on addr:port, for a server started later (http_server_opts.listen_fd): clients
+ * that connect meanwhile wait in its queue. -1 with err. */
+int http_listen(const char *addr, int port, cube_err *err);
 
 http_server *http_server_start_opts(const char *addr, int port, const http_route *routes, void *svc,
                                     const http_server_opts *opts, cube_err *err);

@@ -88,6 +88,9 @@ int cube_rpc_errno_from_status(int status);
 typedef struct cube_rpc_local cube_rpc_local;
 cube_rpc_local *cube_rpc_local_start(const char *address, const cube_rpc_method *methods, void *service,
                                      int threads, cube_err *err);
+/* threads 0 above: the socket listens (calls wait in its queue) and is served from this call on, so that a
+ * process can say it is ready before it starts the threads. Once. */
+int cube_rpc_local_serve(cube_rpc_local *srv, int threads, cube_err *err);
 /* Stops accepting, ends calls in flight (their connections are shut down), waits for handlers, removes the
  * socket, frees everything. */
 void cube_rpc_local_stop(cube_rpc_local *srv);

@@ -223,20 +223,9 @@ cube_rpc_local *cube_rpc_local_start(const char *address, const cube_rpc_method 
         cube_err_sys(err, errno, "listen on %s", path);
         goto fail;
     }
-    srv->nworkers = threads > 0 ? threads : 1;
-    srv->workers = calloc((size_t)srv->nworkers, sizeof(*srv->workers));
-    if (!srv->workers) {
-        cube_err_set(err, ENOMEM, "out of memory");
-        goto fail;
-    }
-    for (int i = 0; i < srv->nworkers; i++) {
-        srv->workers[i] = (local_worker){.srv = srv, .conn = -1};
-        if (pthread_create(&srv->workers[i].th, NULL, worker_main, &srv->workers[i]) != 0) {
-            cube_err_set(err, EAGAIN, "cannot start control socket threads");
-            srv->nworkers = i;
-            cube_rpc_local_stop(srv);
-            return NULL;
-        }
+    if (threads > 0 && cube_rpc_local_serve(srv, threads, err) < 0) {
+        cube_rpc_local_stop(srv);
+        return NULL;
     }
     return srv;
 fail:
@@ -244,6 +233,20 @@ fail:
     if (srv->stop_fd >= 0) close(srv->stop_fd);
     free(srv);
     return NULL;
+}
+
+int cube_rpc_local_serve(cube_rpc_local *srv, int threads, cube_err *err)
+{
+    if (srv->workers || threads < 1) return cube_err_set(err, EINVAL, "control socket: served already");
+    srv->workers = calloc((size_t)threads, sizeof(*srv->workers));
+    if (!srv->workers) return cube_err_set(err, ENOMEM, "out of memory");
+    for (int i = 0; i < threads; i++) {
+        srv->workers[i] = (local_worker){.srv = srv, .conn = -1};
+        if (pthread_create(&srv->workers[i].th, NULL, worker_main, &srv->workers[i]) != 0)
+            return cube_err_set(err, EAGAIN, "cannot start control socket threads");
+        srv->nworkers = i + 1;
+    }
+    return 0;
 }
 
 void cube_rpc_local_stop(cube_rpc_local *srv)
