@@ -37,6 +37,7 @@
 #define UNIX_MAX_MSG   (64u << 20) /* a frame's cap (gRPC's default receive cap is 4 MiB) */
 #define UNIX_MAX_CONNS 1024        /* connections a server serves at once; more are closed at accept */
 #define UNIX_IDLE_MAX  64          /* idle connections a client keeps */
+#define UNIX_SEND_MS   10000 /* a reply the client does not take within this is dropped (stop waits for it) */
 
 static void put_u32(uint8_t *p, uint32_t v)
 {
@@ -74,6 +75,12 @@ static int read_all(int fd, uint8_t *p, size_t n)
         n -= (size_t)k;
     }
     return 0;
+}
+
+static void send_timeout(int fd, int64_t ms)
+{
+    struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000};
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
 }
 
 static int unix_address(const char *path, struct sockaddr_un *sa, cube_err *err)
@@ -233,6 +240,7 @@ static void *acceptor_main(void *arg)
             close(fd);
             continue;
         }
+        send_timeout(fd, UNIX_SEND_MS);
         *c = (unix_conn){.srv = srv, .fd = fd, .next = srv->conns};
         if (srv->conns) srv->conns->prev = c;
         srv->conns = c;
@@ -381,8 +389,7 @@ static int dial(rpc_unix_client *c, const char *method, int64_t timeout_ms, cube
     int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0) return cube_err_sys(err, errno, "%s: socket", method);
     /* a listener whose backlog is full makes connect wait: at most the call's time */
-    struct timeval tv = {(time_t)(timeout_ms / 1000), (suseconds_t)(timeout_ms % 1000) * 1000};
-    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+    send_timeout(fd, timeout_ms);
     int rc;
     do rc = connect(fd, (struct sockaddr *)&c->sa, sizeof(c->sa));
     while (rc < 0 && errno == EINTR);
@@ -395,8 +402,6 @@ static int dial(rpc_unix_client *c, const char *method, int64_t timeout_ms, cube
         /* no socket, or nobody behind it: gRPC's UNAVAILABLE */
         return cube_err_set(err, ECONNREFUSED, "%s: %s unavailable: %s", method, c->target, strerror(e));
     }
-    struct timeval none = {0, 0};
-    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &none, sizeof(none));
     return fd;
 }
 
@@ -479,23 +484,30 @@ int rpc_unix_call(rpc_unix_client *c, const char *method, const ProtobufCMessage
     uint8_t *body = NULL;
     bool reused = false;
     for (int attempt = 0; attempt < 2; attempt++) {
+        int64_t left = (deadline - cube_now_mono_ns()) / 1000000;
+        if (left < 1) left = 1;
         fd = take_idle(c);
         reused = fd >= 0;
-        if (fd < 0) {
-            int64_t left = (deadline - cube_now_mono_ns()) / 1000000;
-            if ((fd = dial(c, method, left > 0 ? left : 1, err)) < 0) goto out;
-        }
+        if (fd < 0 && (fd = dial(c, method, left, err)) < 0) goto out;
         if (cancel && rpc_cancel_attach(cancel, fd) < 0) {
             put_idle(c, fd); /* unused */
             fd = -1;
             cube_err_set(err, ECANCELED, "%s: cancelled", method);
             goto out;
         }
+        /* a request bigger than the socket's buffer waits for the server to read it: at most the call's time
+         */
+        send_timeout(fd, left);
         if (send_all(fd, msg, 8 + mlen + plen) == 0) break;
         int e = errno;
         if (cancel) rpc_cancel_detach(cancel);
         close(fd);
         fd = -1;
+        if (e == EAGAIN || e == EWOULDBLOCK) {
+            cube_err_set(err, ETIMEDOUT, "%s to %s: no answer within %lld ms", method, c->target,
+                         (long long)timeout_ms);
+            goto out;
+        }
         /* a kept connection the server closed meanwhile: the request never arrived, a new one is safe */
         if (!reused || (e != EPIPE && e != ECONNRESET)) {
             cube_err_set(err, ECONNRESET, "%s: send to %s: %s", method, c->target, strerror(e));
