@@ -5,14 +5,26 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <fcntl.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
+
+/* With CUBE_LOG_MAX_MB set (deploy/cube sets it for the services it starts, whose stderr is
+ * DATA/log/NAME.log), a process whose stderr is a file keeps it under that size: past it the file becomes
+ * NAME.log.1 (the one before goes) and a new one is opened on descriptor 2. A node that creates 100 sandboxes
+ * a second writes ~100 KB/s of audit lines: its disk would otherwise fill in days. Unset (a sandbox's agent
+ * never has it), the file is left alone. */
+#define LOG_CHECK_BYTES (1 << 20) /* the file's real size (other processes may append) is read this often */
 
 static struct {
     char service[64];
     int level;
     int journal;
     FILE *stream;
+    char path[4096];   /* stderr's file, when it is one ("" else) */
+    long long max;     /* bytes; 0: no cap */
+    long long written; /* since the size was last read */
     pthread_mutex_t lock;
 } g_log = {.service = "cube", .level = CUBE_LOG_INFO, .lock = PTHREAD_MUTEX_INITIALIZER};
 
@@ -45,7 +57,42 @@ void cube_log_init(const char *service, int level)
     if (level < 0) level = cube_log_level_parse(getenv("CUBE_LOG_LEVEL"));
     g_log.level = level < 0 ? CUBE_LOG_INFO : level;
     g_log.journal = stderr_is_journal();
+    const char *cap = getenv("CUBE_LOG_MAX_MB");
+    long long mb = cap && *cap ? atoll(cap) : 0;
+    g_log.max = mb > 0 ? mb << 20 : 0;
+    g_log.path[0] = '\0';
+    struct stat st;
+    ssize_t n;
+    if (!g_log.journal && g_log.max && fstat(2, &st) == 0 && S_ISREG(st.st_mode) &&
+        (n = readlink("/proc/self/fd/2", g_log.path, sizeof(g_log.path) - 1)) > 0 && g_log.path[0] == '/') {
+        g_log.path[n] = '\0';
+        g_log.written = LOG_CHECK_BYTES; /* read its size at the first line */
+    } else {
+        g_log.path[0] = '\0';
+    }
     pthread_mutex_unlock(&g_log.lock);
+}
+
+/* Under the lock, after a line went to stderr: past the cap, stderr's file is set aside as .1 and a new one
+ * takes descriptor 2. Another process writing the same file (a service's children) may have done it first:
+ * then this one only follows it to the new file. */
+static void rotate_if_due(size_t n)
+{
+    if (!g_log.path[0] || (g_log.written += (long long)n) < LOG_CHECK_BYTES) return;
+    g_log.written = 0;
+    struct stat cur, named;
+    if (fstat(2, &cur) < 0 || cur.st_size < g_log.max) return;
+    if (stat(g_log.path, &named) == 0 && named.st_ino == cur.st_ino && named.st_dev == cur.st_dev) {
+        char old[sizeof(g_log.path) + 2];
+        snprintf(old, sizeof(old), "%s.1", g_log.path);
+        if (rename(g_log.path, old) < 0) return;
+    }
+    int fd = open(g_log.path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
+    if (fd < 0) return;
+    if (fd != 2) {
+        dup2(fd, 2); /* (descriptor 2 stays open across exec, as it was) */
+        close(fd);
+    }
 }
 
 void cube_log_set_stream(FILE *f)
@@ -123,5 +170,6 @@ void cube_log(cube_log_level level, const char *msg, const char *kv_fmt, ...)
     FILE *out = g_log.stream ? g_log.stream : stderr;
     fputs(line, out);
     fflush(out);
+    if (!g_log.stream) rotate_if_due(strlen(line));
     pthread_mutex_unlock(&g_log.lock);
 }

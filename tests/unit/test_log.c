@@ -1,5 +1,9 @@
+#include <fcntl.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "log.h"
 #include "testutil.h"
@@ -77,6 +81,60 @@ START_TEST(level_names_parse)
 }
 END_TEST
 
+static long long file_size(const char *p)
+{
+    struct stat st;
+    return stat(p, &st) == 0 ? (long long)st.st_size : -1;
+}
+
+/* Writes ~2.5 MiB of lines to a stderr that is the file p, with CUBE_LOG_MAX_MB as given (NULL: unset). */
+static void log_lots(const char *p, const char *cap)
+{
+    int fd = open(p, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    ck_assert_int_ge(fd, 0);
+    ck_assert_int_eq(dup2(fd, 2), 2);
+    close(fd);
+    if (cap)
+        setenv("CUBE_LOG_MAX_MB", cap, 1);
+    else
+        unsetenv("CUBE_LOG_MAX_MB");
+    cube_log_init("cube-test", CUBE_LOG_INFO);
+    char pad[201];
+    memset(pad, 'x', 200);
+    pad[200] = '\0';
+    for (int i = 0; i < 10000; i++) cube_log_info("line", "n=%d pad=%s", i, pad);
+    cube_log_info("the last line", NULL);
+}
+
+/* A service's log file stays under CUBE_LOG_MAX_MB: the full one becomes .1, the newest lines are in the file
+ * of that name; unset, the file grows as before. */
+START_TEST(a_log_file_is_kept_under_its_cap)
+{
+    char *dir = cube_test_tmpdir(), p[512], old[520];
+    snprintf(p, sizeof(p), "%s/svc.log", dir);
+    snprintf(old, sizeof(old), "%s.1", p);
+    log_lots(p, "1");
+    ck_assert_int_le(file_size(p), 2 << 20);
+    ck_assert_int_ge(file_size(old), 1 << 20);
+    ck_assert_int_le(file_size(old), 3 << 20);
+    char tail[512] = {0};
+    FILE *f = fopen(p, "r");
+    ck_assert_ptr_nonnull(f);
+    fseek(f, -200, SEEK_END);
+    ck_assert_uint_gt(fread(tail, 1, sizeof(tail) - 1, f), 0);
+    fclose(f);
+    ck_assert_msg(strstr(tail, "msg=\"the last line\""), "the file ends with '%s'", tail);
+    unlink(p);
+    unlink(old);
+    log_lots(p, NULL);
+    ck_assert_int_gt(file_size(p), 2 << 20);
+    ck_assert_int_eq(file_size(old), -1);
+    unlink(p);
+    rmdir(dir);
+    free(dir);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("log");
@@ -86,6 +144,7 @@ int main(void)
     tcase_add_test(tc, values_are_escaped_to_one_line);
     tcase_add_test(tc, overlong_line_is_truncated_not_split);
     tcase_add_test(tc, level_names_parse);
+    tcase_add_test(tc, a_log_file_is_kept_under_its_cap);
     suite_add_tcase(s, tc);
     return cube_run_suite(s);
 }
