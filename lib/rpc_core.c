@@ -5,6 +5,7 @@
 #include <poll.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 
 #include "log.h"
 #include "metrics.h"
@@ -133,4 +134,44 @@ int rpc_invoke(const cube_rpc_method *m, void *service, cube_rpc_ctx *ctx, const
     }
     *resp = out;
     return 0;
+}
+
+int rpc_serve_request(const cube_rpc_method *methods, void *service, cube_rpc_ctx *ctx, const uint8_t *msg,
+                      size_t len, size_t max_reply, uint8_t **out, size_t *out_len, cube_err *err)
+{
+    const uint8_t *nul = len > 4 ? memchr(msg + 4, '\0', len - 4) : NULL;
+    if (!nul) return cube_err_set(err, EINVAL, "malformed request: no method");
+    const cube_rpc_method *m = methods;
+    while (m->path && strcmp(m->path, (const char *)msg + 4) != 0) m++;
+    if (!m->path) return cube_err_set(err, ENOSYS, "unknown method %.200s", (const char *)msg + 4);
+    uint32_t timeout_ms = rpc_get_u32(msg);
+    ctx->deadline_ns = timeout_ms ? cube_now_mono_ns() + (int64_t)timeout_ms * 1000000 : INT64_MAX;
+    if (!ctx->arena) return cube_err_set(err, EAGAIN, "out of memory");
+    ProtobufCMessage *resp = NULL;
+    size_t off = (size_t)(nul + 1 - msg);
+    if (rpc_invoke(m, service, ctx, msg + off, len - off, &resp, err) < 0) return -1;
+    size_t n = protobuf_c_message_get_packed_size(resp);
+    if (n > max_reply)
+        return cube_err_set(err, EMSGSIZE, "%s: a reply of %zu bytes is over %zu", m->path, n, max_reply);
+    if (!(*out = rpc_arena_alloc(ctx->arena, n ? n : 1))) return cube_err_set(err, EAGAIN, "out of memory");
+    protobuf_c_message_pack(resp, *out);
+    *out_len = n;
+    return 0;
+}
+
+int rpc_accept(int lfd, int stop_fd)
+{
+    for (;;) {
+        struct pollfd p[2] = {{lfd, POLLIN, 0}, {stop_fd, POLLIN, 0}};
+        if (poll(p, 2, -1) < 0) {
+            if (errno == EINTR) continue;
+            return -1;
+        }
+        if (p[1].revents) return -1;
+        int fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+        if (fd >= 0) return fd;
+        if (errno == EMFILE || errno == ENFILE || errno == ENOMEM || errno == ENOBUFS)
+            poll(NULL, 0, 10); /* out of descriptors: the listen socket stays readable, back off */
+        /* EAGAIN: another thread took it */
+    }
 }

@@ -10,6 +10,17 @@
 #include "err.h"
 #include "rpc.h"
 
+/* The local transports' integers: 32 bits, little-endian. */
+static inline void rpc_put_u32(uint8_t *p, uint32_t v)
+{
+    for (int i = 0; i < 4; i++) p[i] = (uint8_t)(v >> (8 * i));
+}
+
+static inline uint32_t rpc_get_u32(const uint8_t *p)
+{
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
 /* A bump allocator that owns every allocation of one server call; freed whole. */
 typedef struct rpc_arena rpc_arena;
 rpc_arena *rpc_arena_new(void);
@@ -30,6 +41,16 @@ struct cube_rpc_ctx {
  * arena), or -1 with err set (EINVAL for a malformed request). */
 int rpc_invoke(const cube_rpc_method *m, void *service, cube_rpc_ctx *ctx, const uint8_t *in, size_t len,
                ProtobufCMessage **resp, cube_err *err);
+/* A call in the local transports' request layout (u32 timeout in ms, little-endian, 0: none; the method's
+ * path; NUL; the packed request), served: its method found, ctx's deadline set, the handler run. 0 with
+ * *out the packed response (*out_len bytes, at most max_reply, in ctx->arena, which the caller made), or -1
+ * with err. */
+int rpc_serve_request(const cube_rpc_method *methods, void *service, cube_rpc_ctx *ctx, const uint8_t *msg,
+                      size_t len, size_t max_reply, uint8_t **out, size_t *out_len, cube_err *err);
+
+/* The next connection on the (non-blocking) listening socket lfd, or -1 once stop_fd is readable (or poll
+ * fails). */
+int rpc_accept(int lfd, int stop_fd);
 
 /* The transport of unix:PATH servers and clients (rpc_unix.c); cube_rpc_server/cube_rpc_client use it for
  * such addresses. target is "unix:PATH" and must outlive the client. */

@@ -44,16 +44,6 @@ struct cube_rpc_local {
     char path[108];
 };
 
-static void put_u32(uint8_t *p, uint32_t v)
-{
-    for (int i = 0; i < 4; i++) p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static uint32_t get_u32(const uint8_t *p)
-{
-    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-
 static void set_timeouts(int fd, int64_t ms)
 {
     struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000};
@@ -95,7 +85,7 @@ static void send_reply(int fd, int code, const void *body, size_t len)
 {
     uint8_t *msg = malloc(4 + len);
     if (!msg) return; /* the client sees the hang-up */
-    put_u32(msg, (uint32_t)code);
+    rpc_put_u32(msg, (uint32_t)code);
     if (len) memcpy(msg + 4, body, len);
     if (send(fd, msg, 4 + len, MSG_NOSIGNAL) < 0) cube_log_debug("control reply not sent", "errno=%d", errno);
     free(msg);
@@ -119,45 +109,11 @@ static void serve_one(cube_rpc_local *srv, int fd)
         }
         return;
     }
-    const uint8_t *nul = len > 4 ? memchr(msg + 4, '\0', len - 4) : NULL;
-    const cube_rpc_method *m = NULL;
-    if (!nul) {
-        cube_err_set(&err, EINVAL, "malformed request: no method");
-    } else {
-        for (m = srv->methods; m->path && strcmp(m->path, (const char *)msg + 4) != 0; m++) {
-        }
-        if (!m->path) {
-            cube_err_set(&err, ENOSYS, "unknown method %.200s", (const char *)msg + 4);
-            m = NULL;
-        }
-    }
-    if (!m) {
-        send_error(fd, &err);
-        free(msg);
-        return;
-    }
-    uint32_t timeout_ms = get_u32(msg);
-    cube_rpc_ctx ctx = {.deadline_ns =
-                            timeout_ms ? cube_now_mono_ns() + (int64_t)timeout_ms * 1000000 : INT64_MAX,
-                        .fd = fd,
-                        .arena = rpc_arena_new()};
-    ProtobufCMessage *resp = NULL;
-    size_t off = (size_t)(nul + 1 - msg);
-    if (!ctx.arena)
-        cube_err_set(&err, EAGAIN, "out of memory");
-    else if (rpc_invoke(m, srv->service, &ctx, msg + off, len - off, &resp, &err) == 0) {
-        size_t n = protobuf_c_message_get_packed_size(resp);
-        uint8_t *out = rpc_arena_alloc(ctx.arena, n ? n : 1);
-        if (4 + n > LOCAL_MAX_MSG) {
-            cube_err_set(&err, EMSGSIZE, "a reply of %zu bytes is over the control socket's %u", n,
-                         LOCAL_MAX_MSG);
-        } else if (out) {
-            protobuf_c_message_pack(resp, out);
-            send_reply(fd, 0, out, n);
-        } else {
-            cube_err_set(&err, EAGAIN, "out of memory");
-        }
-    }
+    cube_rpc_ctx ctx = {.fd = fd, .arena = rpc_arena_new()};
+    uint8_t *out = NULL;
+    size_t n = 0;
+    if (rpc_serve_request(srv->methods, srv->service, &ctx, msg, len, LOCAL_MAX_MSG - 4, &out, &n, &err) == 0)
+        send_reply(fd, 0, out, n);
     if (err.code) send_error(fd, &err);
     rpc_arena_free(ctx.arena);
     free(msg);
@@ -168,18 +124,8 @@ static void *worker_main(void *arg)
     local_worker *w = arg;
     cube_rpc_local *srv = w->srv;
     while (!__atomic_load_n(&srv->stopping, __ATOMIC_ACQUIRE)) {
-        struct pollfd p[2] = {{srv->lfd, POLLIN, 0}, {srv->stop_fd, POLLIN, 0}};
-        if (poll(p, 2, -1) < 0) {
-            if (errno == EINTR) continue;
-            break;
-        }
-        if (p[1].revents) break;
-        int fd = accept4(srv->lfd, NULL, NULL, SOCK_CLOEXEC);
-        if (fd < 0) {
-            if (errno == EMFILE || errno == ENFILE || errno == ENOMEM || errno == ENOBUFS)
-                poll(NULL, 0, 10); /* out of descriptors: the listen socket stays readable, back off */
-            continue;              /* EAGAIN: another worker took it */
-        }
+        int fd = rpc_accept(srv->lfd, srv->stop_fd);
+        if (fd < 0) break;
         __atomic_store_n(&w->conn, fd, __ATOMIC_RELEASE);
         if (!__atomic_load_n(&srv->stopping, __ATOMIC_ACQUIRE)) serve_one(srv, fd);
         __atomic_store_n(&w->conn, -1, __ATOMIC_RELEASE);
@@ -288,7 +234,7 @@ int cube_rpc_call_once(const char *address, const char *method, const ProtobufCM
                             method, 4 + mlen + plen, LOCAL_MAX_MSG);
     uint8_t *msg = malloc(4 + mlen + plen);
     if (!msg) return cube_err_set(err, ENOMEM, "out of memory");
-    put_u32(msg, (uint32_t)(timeout_ms > UINT32_MAX ? UINT32_MAX : timeout_ms));
+    rpc_put_u32(msg, (uint32_t)(timeout_ms > UINT32_MAX ? UINT32_MAX : timeout_ms));
     memcpy(msg + 4, method, mlen);
     protobuf_c_message_pack(req, msg + 4 + mlen);
     int rc = -1;
@@ -327,7 +273,7 @@ int cube_rpc_call_once(const char *address, const char *method, const ProtobufCM
         cube_err_set(err, ECONNRESET, "%s: %s hung up without an answer", method, path);
         goto out;
     }
-    int code = (int)get_u32(reply);
+    int code = (int)rpc_get_u32(reply);
     if (code) {
         cube_err_set(err, code, "%.*s", (int)(rlen - 4 > 400 ? 400 : rlen - 4), (const char *)reply + 4);
         goto out;

@@ -39,16 +39,6 @@
 #define UNIX_IDLE_MAX  64          /* idle connections a client keeps */
 #define UNIX_SEND_MS   10000 /* a reply the client does not take within this is dropped (stop waits for it) */
 
-static void put_u32(uint8_t *p, uint32_t v)
-{
-    for (int i = 0; i < 4; i++) p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static uint32_t get_u32(const uint8_t *p)
-{
-    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-
 static int send_all(int fd, const uint8_t *p, size_t n)
 {
     while (n > 0) {
@@ -119,8 +109,8 @@ static void reply(int fd, int code, const void *body, size_t len)
 {
     uint8_t *msg = malloc(8 + len);
     if (!msg) return; /* the client sees no answer: its deadline ends the call */
-    put_u32(msg, (uint32_t)(4 + len));
-    put_u32(msg + 4, (uint32_t)code);
+    rpc_put_u32(msg, (uint32_t)(4 + len));
+    rpc_put_u32(msg + 4, (uint32_t)code);
     if (len) memcpy(msg + 8, body, len);
     if (send_all(fd, msg, 8 + len) < 0) cube_log_debug("rpc reply not sent", "errno=%d", errno);
     free(msg);
@@ -137,43 +127,11 @@ static void reply_error(int fd, const cube_err *err)
 static void serve_call(rpc_unix_server *srv, int fd, const uint8_t *msg, size_t len)
 {
     cube_err err = {0};
-    const uint8_t *nul = len > 4 ? memchr(msg + 4, '\0', len - 4) : NULL;
-    const cube_rpc_method *m = NULL;
-    if (!nul) {
-        cube_err_set(&err, EINVAL, "malformed request: no method");
-    } else {
-        for (m = srv->methods; m->path && strcmp(m->path, (const char *)msg + 4) != 0; m++) {
-        }
-        if (!m->path) {
-            cube_err_set(&err, ENOSYS, "unknown method %.200s", (const char *)msg + 4);
-            m = NULL;
-        }
-    }
-    if (!m) {
-        reply_error(fd, &err);
-        return;
-    }
-    uint32_t timeout_ms = get_u32(msg);
-    cube_rpc_ctx ctx = {.deadline_ns =
-                            timeout_ms ? cube_now_mono_ns() + (int64_t)timeout_ms * 1000000 : INT64_MAX,
-                        .fd = fd,
-                        .arena = rpc_arena_new()};
-    ProtobufCMessage *resp = NULL;
-    size_t off = (size_t)(nul + 1 - msg);
-    if (!ctx.arena) {
-        cube_err_set(&err, EAGAIN, "out of memory");
-    } else if (rpc_invoke(m, srv->service, &ctx, msg + off, len - off, &resp, &err) == 0) {
-        size_t n = protobuf_c_message_get_packed_size(resp);
-        uint8_t *out = n + 4 > UNIX_MAX_MSG ? NULL : rpc_arena_alloc(ctx.arena, n ? n : 1);
-        if (n + 4 > UNIX_MAX_MSG)
-            cube_err_set(&err, EMSGSIZE, "%s: a reply of %zu bytes is over %u", m->path, n, UNIX_MAX_MSG);
-        else if (!out)
-            cube_err_set(&err, EAGAIN, "out of memory");
-        else {
-            protobuf_c_message_pack(resp, out);
-            reply(fd, 0, out, n);
-        }
-    }
+    cube_rpc_ctx ctx = {.fd = fd, .arena = rpc_arena_new()};
+    uint8_t *out = NULL;
+    size_t n = 0;
+    if (rpc_serve_request(srv->methods, srv->service, &ctx, msg, len, UNIX_MAX_MSG - 4, &out, &n, &err) == 0)
+        reply(fd, 0, out, n);
     if (err.code) reply_error(fd, &err);
     rpc_arena_free(ctx.arena);
 }
@@ -185,7 +143,7 @@ static void *conn_main(void *arg)
     for (;;) {
         uint8_t hdr[4];
         if (read_all(c->fd, hdr, 4) < 0) break; /* the client closed it (or the server stops) */
-        uint32_t len = get_u32(hdr);
+        uint32_t len = rpc_get_u32(hdr);
         if (len > UNIX_MAX_MSG) {
             cube_err err = {0};
             cube_err_set(&err, EMSGSIZE, "request of %u bytes is over %u", len, UNIX_MAX_MSG);
@@ -217,18 +175,8 @@ static void *acceptor_main(void *arg)
 {
     rpc_unix_server *srv = arg;
     for (;;) {
-        struct pollfd p[2] = {{srv->lfd, POLLIN, 0}, {srv->stop_fd, POLLIN, 0}};
-        if (poll(p, 2, -1) < 0) {
-            if (errno == EINTR) continue;
-            break;
-        }
-        if (p[1].revents) break;
-        int fd = accept4(srv->lfd, NULL, NULL, SOCK_CLOEXEC);
-        if (fd < 0) {
-            if (errno == EMFILE || errno == ENFILE || errno == ENOMEM || errno == ENOBUFS)
-                poll(NULL, 0, 10); /* out of descriptors: the listen socket stays readable, back off */
-            continue;
-        }
+        int fd = rpc_accept(srv->lfd, srv->stop_fd);
+        if (fd < 0) break;
         unix_conn *c = calloc(1, sizeof(*c));
         pthread_mutex_lock(&srv->lock);
         if (!c || srv->stopping || srv->nconns >= UNIX_MAX_CONNS) {
@@ -444,7 +392,7 @@ static uint8_t *await_reply(rpc_unix_client *c, int fd, const char *method, int6
         got += (size_t)k;
         if (got < want) continue;
         if (into == hdr) {
-            want = get_u32(hdr);
+            want = rpc_get_u32(hdr);
             if (want < 4 || want > UNIX_MAX_MSG) {
                 cube_err_set(err, EBADMSG, "%s: a reply of %zu bytes from %s", method, want, c->target);
                 break;
@@ -476,8 +424,8 @@ int rpc_unix_call(rpc_unix_client *c, const char *method, const ProtobufCMessage
                             UNIX_MAX_MSG);
     uint8_t *msg = malloc(8 + mlen + plen);
     if (!msg) return cube_err_set(err, ENOMEM, "out of memory");
-    put_u32(msg, (uint32_t)(4 + mlen + plen));
-    put_u32(msg + 4, (uint32_t)(timeout_ms > UINT32_MAX ? UINT32_MAX : timeout_ms));
+    rpc_put_u32(msg, (uint32_t)(4 + mlen + plen));
+    rpc_put_u32(msg + 4, (uint32_t)(timeout_ms > UINT32_MAX ? UINT32_MAX : timeout_ms));
     memcpy(msg + 8, method, mlen);
     protobuf_c_message_pack(req, msg + 8 + mlen);
     int rc = -1, fd = -1;
@@ -528,7 +476,7 @@ int rpc_unix_call(rpc_unix_client *c, const char *method, const ProtobufCMessage
     }
     put_idle(c, fd);
     fd = -1;
-    int code = (int)get_u32(body);
+    int code = (int)rpc_get_u32(body);
     if (code) {
         int n = (int)(len - 4);
         if (code == ECONNREFUSED) /* as gRPC's UNAVAILABLE reads */
