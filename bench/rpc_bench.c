@@ -1,7 +1,9 @@
-/* rpc_bench: unary round trip of cube's RPC layer (gRPC C core + protobuf-c, unix socket, server in another
- * process) beside the floor it is compared with: a raw ping-pong over a unix socket between two processes.
+/* rpc_bench: unary round trip of cube's RPC layer, server in another process: on a unix socket (rpc_unix.c,
+ * the services of one machine) and on TCP (gRPC C core, the links between machines), beside the floor they
+ * are compared with: a raw ping-pong over a unix socket between two processes.
  * Prints one line per figure: "name<TAB>p50_us<TAB>p99_us". */
 #include <signal.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,12 +28,15 @@ static void report(const char *name, long long *ns, int n)
     printf("%s\t%.1f\t%.1f\n", name, ns[n / 2] / 1000.0, ns[n * 99 / 100] / 1000.0);
 }
 
-static void bench_rpc(long long *ns)
+static void bench_rpc(long long *ns, bool tcp)
 {
     char path[] = "/tmp/cube-bench-XXXXXX";
     if (!mkdtemp(path)) exit(1);
     char addr[128];
-    snprintf(addr, sizeof(addr), "unix:%s/s.sock", path);
+    if (tcp)
+        snprintf(addr, sizeof(addr), "127.0.0.1:0");
+    else
+        snprintf(addr, sizeof(addr), "unix:%s/s.sock", path);
     int ready[2];
     if (pipe(ready) < 0) exit(1);
     pid_t pid = fork();
@@ -40,13 +45,15 @@ static void bench_rpc(long long *ns)
         cube_err err = {0};
         cube_rpc_server *srv = cube_rpc_server_start(addr, echo_methods, NULL, 1, &err);
         if (!srv) _exit(1);
-        if (write(ready[1], "r", 1) != 1) _exit(1);
+        int port = cube_rpc_server_port(srv);
+        if (write(ready[1], &port, sizeof(port)) != sizeof(port)) _exit(1);
         pause();
         _exit(0);
     }
     close(ready[1]);
-    char c;
-    if (read(ready[0], &c, 1) != 1) exit(1);
+    int port;
+    if (read(ready[0], &port, sizeof(port)) != sizeof(port)) exit(1);
+    if (tcp) snprintf(addr, sizeof(addr), "127.0.0.1:%d", port);
     cube_err err = {0};
     cube_rpc_client *cl = cube_rpc_client_new(addr, &err);
     Cubetest__EchoRequest req = CUBETEST__ECHO_REQUEST__INIT;
@@ -98,8 +105,10 @@ static void bench_raw(long long *ns)
 int main(void)
 {
     static long long ns[N];
-    bench_rpc(ns);
+    bench_rpc(ns, false);
     report("rpc unary round trip", ns, N);
+    bench_rpc(ns, true);
+    report("rpc unary round trip, gRPC over TCP", ns, N);
     bench_raw(ns);
     report("raw unix socket ping-pong", ns, N);
     return 0;
