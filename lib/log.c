@@ -60,7 +60,6 @@ void cube_log_init(const char *service, int level)
     const char *cap = getenv("CUBE_LOG_MAX_MB");
     long long mb = cap && *cap ? atoll(cap) : 0;
     g_log.max = mb > 0 ? mb << 20 : 0;
-    g_log.path[0] = '\0';
     struct stat st;
     ssize_t n;
     if (!g_log.journal && g_log.max && fstat(2, &st) == 0 && S_ISREG(st.st_mode) &&
@@ -68,7 +67,7 @@ void cube_log_init(const char *service, int level)
         g_log.path[n] = '\0';
         g_log.written = LOG_CHECK_BYTES; /* read its size at the first line */
     } else {
-        g_log.path[0] = '\0';
+        g_log.path[0] = '\0'; /* (readlink may have written part of one) */
     }
     pthread_mutex_unlock(&g_log.lock);
 }

@@ -6,6 +6,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
 
 #include "log.h"
 #include "metrics.h"
@@ -174,4 +177,34 @@ int rpc_accept(int lfd, int stop_fd)
             poll(NULL, 0, 10); /* out of descriptors: the listen socket stays readable, back off */
         /* EAGAIN: another thread took it */
     }
+}
+
+int rpc_unix_address(const char *path, struct sockaddr_un *sa, cube_err *err)
+{
+    memset(sa, 0, sizeof(*sa));
+    sa->sun_family = AF_UNIX;
+    if (path[0] != '/' || strlen(path) >= sizeof(sa->sun_path))
+        return cube_err_set(err, EINVAL, "unix:%s: an absolute path under %zu bytes is required", path,
+                            sizeof(sa->sun_path));
+    memcpy(sa->sun_path, path, strlen(path) + 1);
+    return 0;
+}
+
+int rpc_unix_listen(const char *path, int type, int backlog, cube_err *err)
+{
+    struct sockaddr_un sa;
+    if (rpc_unix_address(path, &sa, err) < 0) return -1;
+    struct stat st;
+    if (lstat(path, &st) == 0 && S_ISSOCK(st.st_mode)) unlink(path); /* stale, from a crashed run */
+    int fd = socket(AF_UNIX, type | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (fd < 0) return cube_err_sys(err, errno, "socket for unix:%s", path);
+    mode_t old = umask(0177); /* 0600 from the start: only its owner (root, the node's services) may call */
+    int rc = bind(fd, (struct sockaddr *)&sa, sizeof(sa));
+    umask(old);
+    if (rc < 0 || listen(fd, backlog) < 0) {
+        int e = errno;
+        close(fd);
+        return cube_err_set(err, e, "cannot listen on unix:%s: %s", path, strerror(e));
+    }
+    return fd;
 }

@@ -48,6 +48,13 @@ int rpc_invoke(const cube_rpc_method *m, void *service, cube_rpc_ctx *ctx, const
 int rpc_serve_request(const cube_rpc_method *methods, void *service, cube_rpc_ctx *ctx, const uint8_t *msg,
                       size_t len, size_t max_reply, uint8_t **out, size_t *out_len, cube_err *err);
 
+/* The local transports' socket address for path: absolute, and short enough for sun_path (else EINVAL). */
+struct sockaddr_un;
+int rpc_unix_address(const char *path, struct sockaddr_un *sa, cube_err *err);
+/* A non-blocking listening unix socket of type (SOCK_STREAM, SOCK_SEQPACKET) at path, mode 0600 from the
+ * start; a stale socket a crashed run left there is replaced. -1 with err. */
+int rpc_unix_listen(const char *path, int type, int backlog, cube_err *err);
+
 /* The next connection on the (non-blocking) listening socket lfd, or -1 once stop_fd is readable (or poll
  * fails). */
 int rpc_accept(int lfd, int stop_fd);

@@ -146,27 +146,14 @@ cube_rpc_local *cube_rpc_local_start(const char *address, const cube_rpc_method 
     srv->lfd = srv->stop_fd = -1;
     srv->methods = methods;
     srv->service = service;
-    if (path[0] != '/' || strlen(path) >= sizeof(srv->path)) {
-        cube_err_set(err, EINVAL, "control socket '%s': an absolute path under %zu bytes is required",
-                     address, sizeof(srv->path));
-        goto fail;
-    }
     snprintf(srv->path, sizeof(srv->path), "%s", path);
-    struct sockaddr_un sa = {.sun_family = AF_UNIX};
-    memcpy(sa.sun_path, path, strlen(path) + 1);
-    struct stat st;
-    if (lstat(path, &st) == 0 && S_ISSOCK(st.st_mode)) unlink(path); /* stale, from a crashed run */
-    srv->lfd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-    srv->stop_fd = eventfd(0, EFD_CLOEXEC);
-    if (srv->lfd < 0 || srv->stop_fd < 0) {
-        cube_err_sys(err, errno, "control socket");
+    if ((srv->lfd = rpc_unix_listen(path, SOCK_SEQPACKET, 64, err)) < 0) {
+        cube_err_prefix(err, "control socket");
         goto fail;
     }
-    mode_t old = umask(0177); /* 0600 from the start: only root (cubelet, the shim) talks to it */
-    int rc = bind(srv->lfd, (struct sockaddr *)&sa, sizeof(sa));
-    umask(old);
-    if (rc < 0 || listen(srv->lfd, 64) < 0) {
-        cube_err_sys(err, errno, "listen on %s", path);
+    if ((srv->stop_fd = eventfd(0, EFD_CLOEXEC)) < 0) {
+        cube_err_sys(err, errno, "control socket");
+        unlink(path);
         goto fail;
     }
     if (threads > 0 && cube_rpc_local_serve(srv, threads, err) < 0) {
@@ -222,10 +209,8 @@ int cube_rpc_call_once(const char *address, const char *method, const ProtobufCM
 {
     *resp = NULL;
     const char *path = strncmp(address, "unix:", 5) == 0 ? address + 5 : address;
-    struct sockaddr_un sa = {.sun_family = AF_UNIX};
-    if (path[0] != '/' || strlen(path) >= sizeof(sa.sun_path))
-        return cube_err_set(err, EINVAL, "control socket '%s': an absolute path is required", address);
-    memcpy(sa.sun_path, path, strlen(path) + 1);
+    struct sockaddr_un sa;
+    if (rpc_unix_address(path, &sa, err) < 0) return cube_err_prefix(err, "control socket");
     if (timeout_ms <= 0) timeout_ms = 30000;
     int64_t deadline = cube_now_mono_ns() + timeout_ms * 1000000;
     size_t mlen = strlen(method) + 1, plen = protobuf_c_message_get_packed_size(req);

@@ -25,7 +25,6 @@
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
-#include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -71,17 +70,6 @@ static void send_timeout(int fd, int64_t ms)
 {
     struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000};
     setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
-}
-
-static int unix_address(const char *path, struct sockaddr_un *sa, cube_err *err)
-{
-    memset(sa, 0, sizeof(*sa));
-    sa->sun_family = AF_UNIX;
-    if (path[0] != '/' || strlen(path) >= sizeof(sa->sun_path))
-        return cube_err_set(err, EINVAL, "unix:%s: an absolute path under %zu bytes is required", path,
-                            sizeof(sa->sun_path));
-    memcpy(sa->sun_path, path, strlen(path) + 1);
-    return 0;
 }
 
 /* ---- server ---- */
@@ -214,8 +202,6 @@ static void *acceptor_main(void *arg)
 rpc_unix_server *rpc_unix_server_start(const char *path, const cube_rpc_method *methods, void *service,
                                        cube_err *err)
 {
-    struct sockaddr_un sa;
-    if (unix_address(path, &sa, err) < 0) return NULL;
     rpc_unix_server *srv = calloc(1, sizeof(*srv));
     if (!srv) return cube_err_set(err, ENOMEM, "out of memory"), NULL;
     srv->methods = methods;
@@ -223,20 +209,11 @@ rpc_unix_server *rpc_unix_server_start(const char *path, const cube_rpc_method *
     snprintf(srv->path, sizeof(srv->path), "%s", path);
     pthread_mutex_init(&srv->lock, NULL);
     pthread_cond_init(&srv->drained, NULL);
-    struct stat st;
-    if (lstat(path, &st) == 0 && S_ISSOCK(st.st_mode)) unlink(path); /* stale, from a crashed run */
-    srv->lfd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-    srv->stop_fd = eventfd(0, EFD_CLOEXEC);
-    if (srv->lfd < 0 || srv->stop_fd < 0) {
-        cube_err_sys(err, errno, "rpc server socket");
-        goto fail;
-    }
-    mode_t old = umask(0177); /* 0600: only its owner (root, the node's services) may call */
-    int rc = bind(srv->lfd, (struct sockaddr *)&sa, sizeof(sa));
-    umask(old);
-    if (rc < 0 || listen(srv->lfd, 512) < 0) {
-        cube_err_set(err, errno == EADDRINUSE ? EADDRINUSE : errno,
-                     "rpc server: cannot listen on unix:%s: %s", path, strerror(errno));
+    srv->stop_fd = -1;
+    if ((srv->lfd = rpc_unix_listen(path, SOCK_STREAM, 512, err)) < 0) goto fail;
+    if ((srv->stop_fd = eventfd(0, EFD_CLOEXEC)) < 0) {
+        cube_err_sys(err, errno, "rpc server eventfd");
+        unlink(path);
         goto fail;
     }
     if (pthread_create(&srv->acceptor, NULL, acceptor_main, srv) != 0) {
@@ -290,7 +267,7 @@ rpc_unix_client *rpc_unix_client_new(const char *target, cube_err *err)
 {
     rpc_unix_client *c = calloc(1, sizeof(*c));
     if (!c) return cube_err_set(err, ENOMEM, "out of memory"), NULL;
-    if (unix_address(target + 5, &c->sa, err) < 0) {
+    if (rpc_unix_address(target + 5, &c->sa, err) < 0) {
         free(c);
         return NULL;
     }
