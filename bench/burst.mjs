@@ -4,6 +4,7 @@
 // do-nothing HTTP server in this process (the floor: what the client and the machine cost). With
 // CUBE_BENCH_GAP_MS, rounds are that far apart (bursts after a quiet spell, the pool refilled meanwhile);
 // without, back to back (a sustained rate: every create needs a sandbox started somewhere).
+// With CUBE_BENCH_VERBOSE set, each round's avg and max and the time its kills took go to stderr.
 // Prints tab-separated lines, figures in ms:
 //   burst_first avg p95 p99        the first round (the pool as it was: mostly cold starts)
 //   burst_rest avg p95 p99         the other rounds together
@@ -53,7 +54,9 @@ async function run(base, pause = gap) {
       }),
     );
     perRound.push(res.map((x) => x[0]));
+    const k0 = performance.now();
     await Promise.all(res.filter((x) => x[1]).map((x) => req('DELETE', `/sandboxes/${x[1]}`)));
+    if (process.env.CUBE_BENCH_VERBOSE) console.error(`round ${r}: avg ${avg(perRound[r]).toFixed(1)} max ${Math.max(...perRound[r]).toFixed(1)} kills ${(performance.now() - k0).toFixed(1)}`);
     if (pause && r < rounds - 1) await new Promise((ok) => setTimeout(ok, pause));
   }
   agent.destroy();
