@@ -799,6 +799,31 @@ START_TEST(stop_leaves_nothing)
 }
 END_TEST
 
+/* A paused sandbox's hypervisor told to end by SIGTERM (what the node does when Stop does not answer, and a
+ * service stop): its frozen processes are thawed to die, so the teardown does not sit out its wait for PID
+ * 1's exit (5 s) before falling back to the cgroups' kill loop; nothing is left. */
+START_TEST(sigterm_of_a_paused_sandbox_leaves_nothing)
+{
+    sandbox a;
+    sb_start(&a, "term-paused", NULL);
+    expect_run(&a, "sleep 100 >/dev/null 2>&1 & echo started", "started\n");
+    Cube__Empty e = CUBE__EMPTY__INIT;
+    ProtobufCMessage *resp = NULL;
+    cube_err err = {0};
+    ck_assert_msg(hv_call(&a, "/cube.Hypervisor/Pause", &e.base, &cube__empty__descriptor, &resp, &err) == 0,
+                  "%s", err.msg);
+    protobuf_c_message_free_unpacked(resp, NULL);
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    kill(a.hv, SIGTERM);
+    hv_wait(&a);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    double s = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
+    ck_assert_msg(s < 4.0, "the teardown of a paused sandbox took %.1f s: its processes were not thawed", s);
+    assert_nothing_left(&a);
+}
+END_TEST
+
 /* auto runs ns when kvm cannot run the sandbox: without /dev/kvm even with a guest given (a kvm attempt would
  * fail on the missing kernel), and with /dev/kvm when no guest is given */
 START_TEST(auto_falls_back_to_ns_without_kvm)
@@ -1112,6 +1137,7 @@ int main(void)
         a_failed_rollback_ends_the_sandbox_cleanly,
         sigkill_of_the_hypervisor_leaves_nothing,
         stop_leaves_nothing,
+        sigterm_of_a_paused_sandbox_leaves_nothing,
         oci_layout_template_runs,
     };
     int tc_count = (int)(sizeof(ns_cases) / sizeof(ns_cases[0]));
