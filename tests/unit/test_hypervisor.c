@@ -134,6 +134,17 @@ static int hv_call(sandbox *sb, const char *method, const ProtobufCMessage *req,
     return cube_rpc_call_once(addr, method, req, rd, resp, 10000, err);
 }
 
+/* A method that takes and answers Empty (Pause, Resume), which must succeed. */
+static void hv_call_empty(sandbox *sb, const char *method)
+{
+    Cube__Empty e = CUBE__EMPTY__INIT;
+    ProtobufCMessage *resp = NULL;
+    cube_err err = {0};
+    ck_assert_msg(hv_call(sb, method, &e.base, &cube__empty__descriptor, &resp, &err) == 0, "%s: %s", method,
+                  err.msg);
+    protobuf_c_message_free_unpacked(resp, NULL);
+}
+
 /* Waits for the hypervisor's exit: this test's child, or the zygote's */
 static void hv_wait(sandbox *sb)
 {
@@ -522,9 +533,7 @@ START_TEST(pause_freezes_and_resume_continues)
     Cube__Empty e = CUBE__EMPTY__INIT;
     ProtobufCMessage *resp = NULL;
     cube_err err = {0};
-    ck_assert_msg(hv_call(&a, "/cube.Hypervisor/Pause", &e.base, &cube__empty__descriptor, &resp, &err) == 0,
-                  "%s", err.msg);
-    protobuf_c_message_free_unpacked(resp, NULL);
+    hv_call_empty(&a, "/cube.Hypervisor/Pause");
     long frozen = read_count(&a);
     msleep(400);
     ck_assert_int_eq(read_count(&a), frozen);
@@ -533,9 +542,7 @@ START_TEST(pause_freezes_and_resume_continues)
                   "%s", err.msg);
     ck_assert_int_eq(((Cube__HvStats *)resp)->state, CUBE__SANDBOX_STATE__SANDBOX_STATE_PAUSED);
     protobuf_c_message_free_unpacked(resp, NULL);
-    ck_assert_int_eq(hv_call(&a, "/cube.Hypervisor/Resume", &e.base, &cube__empty__descriptor, &resp, &err),
-                     0);
-    protobuf_c_message_free_unpacked(resp, NULL);
+    hv_call_empty(&a, "/cube.Hypervisor/Resume");
     msleep(400);
     ck_assert_int_gt(read_count(&a), frozen);
     sb_stop(&a);
@@ -688,9 +695,7 @@ START_TEST(rollback_returns_to_a_snapshot_in_place)
 
     /* again, to the template's own files; a paused sandbox too */
     expect_run(&a, "echo three > /root/state.txt; echo ok", "ok\n");
-    ck_assert_int_eq(hv_call(&a, "/cube.Hypervisor/Pause", &e.base, &cube__empty__descriptor, &resp, &err),
-                     0);
-    protobuf_c_message_free_unpacked(resp, NULL);
+    hv_call_empty(&a, "/cube.Hypervisor/Pause");
     a.init = rollback_to(&a, "");
     expect_run(&a, "ls /root | wc -l", "0\n");
     /* the old layers are gone from the sandbox's disk; a stop still leaves nothing */
@@ -807,12 +812,7 @@ START_TEST(sigterm_of_a_paused_sandbox_leaves_nothing)
     sandbox a;
     sb_start(&a, "term-paused", NULL);
     expect_run(&a, "sleep 100 >/dev/null 2>&1 & echo started", "started\n");
-    Cube__Empty e = CUBE__EMPTY__INIT;
-    ProtobufCMessage *resp = NULL;
-    cube_err err = {0};
-    ck_assert_msg(hv_call(&a, "/cube.Hypervisor/Pause", &e.base, &cube__empty__descriptor, &resp, &err) == 0,
-                  "%s", err.msg);
-    protobuf_c_message_free_unpacked(resp, NULL);
+    hv_call_empty(&a, "/cube.Hypervisor/Pause");
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
     kill(a.hv, SIGTERM);
