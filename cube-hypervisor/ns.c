@@ -342,11 +342,21 @@ static void child_main(const child_args *c)
     child_fail(errfd, argv[0]);
 }
 
+/* SIGKILL to PID 1 ends its pid namespace: the kernel kills every other process in it. A frozen sandbox is
+ * thawed after, or the kill would wait for a resume. */
+static void ns_terminate(hv_sandbox *sb)
+{
+    if (sb->init <= 0) return;
+    kill(sb->init, SIGKILL);
+    cube_err err = {0};
+    if (sb->cg_made) sb->cg.ops->freeze(&sb->cg, false, &err); /* (a start that failed before its cgroups) */
+}
+
 /* PID 1 killed and its exit waited for. The kernel ends every other process of the pid namespace before PID
  * 1's own exit completes, so the cgroups are empty once it has: their removal then finds no process to kill
  * and no rmdir to retry, where it would otherwise poll cgroup.procs (a mass kill of 200 sandboxes cost ~3 ms
- * of CPU each in those polls). A frozen sandbox is thawed, or its processes could not die. One that has not
- * died within INIT_EXIT_WAIT_MS (a task stuck in a filesystem) is left to the cgroup teardown's retries. */
+ * of CPU each in those polls). One that has not died within INIT_EXIT_WAIT_MS (a task stuck in a filesystem)
+ * is left to the cgroup teardown's retries. */
 static void end_init(hv_sandbox *sb)
 {
     if (sb->init <= 0) return;
@@ -356,8 +366,7 @@ static void end_init(hv_sandbox *sb)
         return;
     }
     int pidfd = (int)syscall(SYS_pidfd_open, sb->init, 0);
-    kill(sb->init, SIGKILL);
-    if (sb->cg_made) sb->cg.ops->freeze(&sb->cg, false, NULL);
+    ns_terminate(sb);
     if (pidfd >= 0) {
         struct pollfd pfd = {.fd = pidfd, .events = POLLIN};
         while (poll(&pfd, 1, INIT_EXIT_WAIT_MS) < 0 && errno == EINTR) {
@@ -651,16 +660,6 @@ static int ns_pause(hv_sandbox *sb, cube_err *err)
 static int ns_resume(hv_sandbox *sb, cube_err *err)
 {
     return sb->cg.ops->freeze(&sb->cg, false, err);
-}
-
-/* SIGKILL to PID 1 ends its pid namespace: the kernel kills every other process in it. A frozen sandbox is
- * thawed after, or the kill would wait for a resume. */
-static void ns_terminate(hv_sandbox *sb)
-{
-    if (sb->init <= 0) return;
-    kill(sb->init, SIGKILL);
-    cube_err err = {0};
-    sb->cg.ops->freeze(&sb->cg, false, &err);
 }
 
 static int ns_stats(hv_sandbox *sb, hv_stats *st, cube_err *err)
