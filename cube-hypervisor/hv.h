@@ -52,7 +52,8 @@ typedef struct hv_spec {
     const char *kernel;
     const char *disk_image;
     const char *restore;
-    uid_t uid_base; /* root inside is this host uid */
+    const char *kernel_args; /* kvm: appended to the guest kernel's command line; may be NULL */
+    uid_t uid_base;          /* root inside is this host uid */
     uint32_t uid_count;
 } hv_spec;
 
@@ -82,6 +83,9 @@ typedef struct hv_ops {
     /* A descriptor that becomes readable when the sandbox ends by itself, where that is not PID 1's SIGCHLD
      * (a microVM's guest shutting down); NULL for backends whose end is PID 1's exit. */
     int (*exit_fd)(hv_sandbox *sb);
+    /* Once exit_fd fired: this process's exit status, 0 when the guest powered off or reset itself, 1 when
+     * it failed (a crash, or an instruction the host's KVM cannot run). NULL: 0. */
+    int (*exit_status)(hv_sandbox *sb);
     /* Kills every process of the sandbox now (a paused one too), leaving the teardown to destroy: Stop's
      * caller learns that the sandbox no longer runs before the slower cleanup. */
     void (*terminate)(hv_sandbox *sb);

@@ -45,6 +45,8 @@ static const cube_config_flag flags[] = {
     {"kernel", "hv.kernel", true, "kvm: the guest kernel (bzImage or vmlinux)"},
     {"disk", "hv.disk", true, "kvm: the template's root disk image (ext4), shared read-only"},
     {"restore", "hv.restore", true, "kvm: a snapshot directory to clone from instead of booting"},
+    {"kernel-args", "hv.kernel_args", true,
+     "kvm: parameters appended to the guest kernel's command line (e.g. earlyprintk=serial nokaslr)"},
     {"control", "hv.control", true, "control socket path (default <state>/control.sock)"},
     {"cpus", "hv.cpus", true, "cpu limit in cores (default 2)"},
     {"memory-mb", "hv.memory_mb", true, "memory limit (default 512)"},
@@ -136,13 +138,6 @@ static int run(cube_config *cfg, int argc, char **argv)
         }
         snprintf(agent, sizeof(agent), "%s", probe);
     }
-    /* a container's own process (--oci-config) needs no agent inside */
-    bool need_agent = cube_config_get(cfg, "hv.oci_config", NULL) == NULL;
-    if (need_agent && (!realpath(agent, agent_abs) || access(agent_abs, X_OK) < 0)) {
-        fprintf(stderr, "cube-hypervisor: cube-agent not found at %s (use --agent)\n", agent);
-        return 2;
-    }
-
     const char *kernel = cube_config_get(cfg, "hv.kernel", NULL),
                *disk_image = cube_config_get(cfg, "hv.disk", NULL),
                *restore = cube_config_get(cfg, "hv.restore", NULL);
@@ -152,6 +147,14 @@ static int run(cube_config *cfg, int argc, char **argv)
         fprintf(stderr, "cube-hypervisor: %s\n", err.msg);
         return 1;
     }
+    /* a container's own process (--oci-config) needs no agent from the node, nor does a microVM (its agent is
+     * in its disk image) */
+    bool need_agent = cube_config_get(cfg, "hv.oci_config", NULL) == NULL && strcmp(ops->name, "kvm") != 0;
+    if (need_agent && (!realpath(agent, agent_abs) || access(agent_abs, X_OK) < 0)) {
+        fprintf(stderr, "cube-hypervisor: cube-agent not found at %s (use --agent)\n", agent);
+        return 2;
+    }
+
     if (netns_fd > 2 && fcntl((int)netns_fd, F_SETFD, FD_CLOEXEC) < 0) {
         fprintf(stderr, "cube-hypervisor: --netns-fd %lld: %s\n", netns_fd, strerror(errno));
         return 2;
@@ -193,6 +196,7 @@ static int run(cube_config *cfg, int argc, char **argv)
         .kernel = kernel,
         .disk_image = disk_image,
         .restore = restore,
+        .kernel_args = cube_config_get(cfg, "hv.kernel_args", NULL),
         .uid_base = (uid_t)uid_base,
         .uid_count = 65536,
     };
@@ -280,6 +284,7 @@ static int run(cube_config *cfg, int argc, char **argv)
         }
         if (fds[1].revents) break; /* Stop RPC */
         if (fds[2].revents) {      /* the microVM's guest shut down */
+            rc = ops->exit_status ? ops->exit_status(ctl.sb) : 0;
             init_exited = true;
             break;
         }

@@ -10,6 +10,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "boot.h"
 #include "hv.h"
 #include "janitor.h"
 #include "vmm.h"
@@ -73,8 +74,10 @@ static int kvm_create(const hv_spec *spec, hv_sandbox **out, cube_err *err)
         free(k);
         return -1;
     }
-    char cmdline[160];
-    snprintf(cmdline, sizeof(cmdline), "cube.id=%s", spec->id);
+    /* the operator's parameters last: the kernel takes the last of a repeated one */
+    char cmdline[KB_CMDLINE_MAX + 1];
+    snprintf(cmdline, sizeof(cmdline), "cube.id=%s%s%s", spec->id, spec->kernel_args ? " " : "",
+             spec->kernel_args ? spec->kernel_args : ""); /* too long: vmm_create refuses it */
     int cpus = spec->limits.cpus ? (int)spec->limits.cpus : 1;
     vmm_config cfg = {
         .kernel = spec->kernel,
@@ -132,6 +135,11 @@ static int kvm_stats(hv_sandbox *sb, hv_stats *st, cube_err *err)
     return k->cg.ops->stats(&k->cg, &st->cg, err);
 }
 
+static int kvm_exit_status(hv_sandbox *sb)
+{
+    return vmm_stop_status(((kvm_sandbox *)sb)->vm, NULL) > 0 ? 1 : 0;
+}
+
 static void kvm_terminate(hv_sandbox *sb)
 {
     cube_err err = {0};
@@ -169,6 +177,7 @@ const hv_ops hv_kvm_ops = {
     .snapshot = kvm_snapshot,
     .stats = kvm_stats,
     .exit_fd = kvm_exit_fd,
+    .exit_status = kvm_exit_status,
     .terminate = kvm_terminate,
     .jail = kvm_jail,
     .destroy = kvm_destroy,

@@ -48,6 +48,8 @@ static const int allowed[] = {
     SCMP_SYS(fdatasync),
     SCMP_SYS(copy_file_range),
     SCMP_SYS(unlink),
+    SCMP_SYS(mkdir), /* a snapshot's directory */
+    SCMP_SYS(mkdirat),
     SCMP_SYS(unlinkat),
     SCMP_SYS(fcntl),
     SCMP_SYS(dup),
@@ -108,13 +110,13 @@ static const int allowed[] = {
     SCMP_SYS(exit_group),
 };
 
-/* ioctl requests: KVM's while the guest runs and while a snapshot reads its state, and a terminal query
- * (stdio's isatty); the setup requests (memory regions, new vCPUs, irqfds) were made before the filter */
+/* ioctl requests: KVM's while the guest runs, while a snapshot reads its state and while a failed guest's
+ * last instruction is looked up (KVM_TRANSLATE, for the log), and a terminal query (stdio's isatty); the
+ * setup requests (memory regions, new vCPUs, irqfds) were made before the filter */
 static const unsigned long ioctls[] = {
-    KVM_RUN,          KVM_GET_REGS,    KVM_GET_SREGS, KVM_GET_FPU,
-    KVM_GET_XCRS,     KVM_GET_LAPIC,   KVM_GET_MSRS,  KVM_GET_VCPU_EVENTS,
-    KVM_GET_MP_STATE, KVM_GET_IRQCHIP, KVM_GET_PIT2,  KVM_GET_CLOCK,
-    TCGETS,           FIONBIO,
+    KVM_RUN,       KVM_GET_REGS,  KVM_GET_SREGS,       KVM_GET_FPU,      KVM_GET_XCRS,
+    KVM_GET_LAPIC, KVM_GET_MSRS,  KVM_GET_VCPU_EVENTS, KVM_GET_MP_STATE, KVM_GET_IRQCHIP,
+    KVM_GET_PIT2,  KVM_GET_CLOCK, KVM_TRANSLATE,       TCGETS,           FIONBIO,
 };
 
 int vmm_seccomp_load(cube_err *err)

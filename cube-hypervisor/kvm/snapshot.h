@@ -26,7 +26,13 @@ enum snap_type {
     SNAP_CLOCK = 5,   /* struct kvm_clock_data */
     SNAP_DEVICE = 6,  /* vmmio_saved, id = device index */
     SNAP_DISK = 7,    /* a disk's overlay bitmap, id = device index */
+    SNAP_UART = 8,    /* snap_uart: the serial port's registers (older snapshots lack it: reset values) */
 };
+
+typedef struct __attribute__((packed)) snap_uart {
+    uint8_t lcr, ier, scr;
+    uint8_t reserved[5];
+} snap_uart;
 
 typedef struct __attribute__((packed)) snap_vm {
     uint64_t mem_size;

@@ -60,6 +60,8 @@ struct vmm {
     pthread_mutex_t lock;
     pthread_cond_t cond;
     int pause_req, paused, stopping;
+    const char *stop_reason; /* why the guest stopped by itself (with lock); NULL: it did not */
+    bool stop_failed; /* and whether that was a failure (a crash) rather than its own poweroff or reset */
     int exit_fd;
     int console_fd;
     uint8_t uart_lcr, uart_ier, uart_scr;
@@ -136,21 +138,72 @@ static void uart_io(vmm *v, uint16_t port, uint8_t *data, bool out)
     }
 }
 
-static void guest_stopped(vmm *v, const char *why)
+/* With the lock: every started vCPU but self leaves KVM_RUN (or does not enter it) and looks at pause_req
+ * and stopping. A vCPU clears immediate_exit under the lock where it looks at them, so a kick between its
+ * look and its KVM_RUN is not lost: KVM_RUN returns at once. */
+static void kick_vcpus(vmm *v, pthread_t self)
+{
+    for (int i = 0; i < v->ncpus; i++)
+        if (v->cpus[i].started && !pthread_equal(v->cpus[i].thread, self)) {
+            v->cpus[i].run->immediate_exit = 1;
+            pthread_kill(v->cpus[i].thread, KICK_SIGNAL);
+        }
+}
+
+/* The guest ended by itself: failed, it crashed (or KVM could not run it), else it powered off or reset. */
+static void guest_stopped(vmm *v, const char *why, bool failed)
 {
     pthread_mutex_lock(&v->lock);
     int first = !v->stopping;
     v->stopping = 1;
+    if (first) {
+        v->stop_reason = why;
+        v->stop_failed = failed;
+        kick_vcpus(v, pthread_self()); /* the others leave KVM_RUN too */
+    }
     pthread_cond_broadcast(&v->cond);
     pthread_mutex_unlock(&v->lock);
     if (!first) return;
-    cube_log_info("guest stopped", "reason=%s", why);
+    if (failed)
+        cube_log_error("guest stopped", "reason=\"%s\"", why);
+    else
+        cube_log_info("guest stopped", "reason=\"%s\"", why);
     eventfd_write(v->exit_fd, 1);
-    for (int i = 0; i < v->ncpus; i++) /* the others leave KVM_RUN too */
-        if (v->cpus[i].started && !pthread_equal(v->cpus[i].thread, pthread_self())) {
-            v->cpus[i].run->immediate_exit = 1;
-            pthread_kill(v->cpus[i].thread, KICK_SIGNAL);
+}
+
+/* Where a vCPU was when its guest failed, for the operator: registers and the instruction bytes at RIP (read
+ * through the guest's own page tables), in one line. */
+static void log_vcpu_state(vcpu *c, const char *what, const uint8_t *insn_bytes, size_t insn_len)
+{
+    struct kvm_regs r;
+    struct kvm_sregs sr;
+    if (ioctl(c->fd, KVM_GET_REGS, &r) < 0 || ioctl(c->fd, KVM_GET_SREGS, &sr) < 0) {
+        cube_log_error(what, "vcpu=%d registers=unreadable errno=%d", c->id, errno);
+        return;
+    }
+    /* the bytes KVM fetched itself, else read at RIP through the guest's page tables */
+    uint8_t at_rip[15];
+    const uint8_t *b = insn_bytes;
+    size_t n = insn_len < sizeof(at_rip) ? insn_len : sizeof(at_rip);
+    struct kvm_translation t = {.linear_address = r.rip};
+    if (!n && ioctl(c->fd, KVM_TRANSLATE, &t) == 0 && t.valid) {
+        for (; n < sizeof(at_rip); n++) {
+            if (n && ((t.physical_address + n) & 0xfff) == 0) break; /* the next page may be elsewhere */
+            const uint8_t *p = gmem_ptr(&c->v->mem, t.physical_address + n, 1);
+            if (!p) break;
+            at_rip[n] = *p;
         }
+        b = at_rip;
+    }
+    char insn[sizeof(at_rip) * 3 + 1] = "unmapped";
+    for (size_t i = 0; i < n; i++) snprintf(insn + 3 * i, 4, "%02x ", b[i]);
+    if (n) insn[3 * n - 1] = '\0';
+    cube_log_error(what,
+                   "vcpu=%d rip=0x%llx rsp=0x%llx rflags=0x%llx cr0=0x%llx cr3=0x%llx cr4=0x%llx efer=0x%llx "
+                   "cs=0x%x insn=\"%s\"",
+                   c->id, (unsigned long long)r.rip, (unsigned long long)r.rsp, (unsigned long long)r.rflags,
+                   (unsigned long long)sr.cr0, (unsigned long long)sr.cr3, (unsigned long long)sr.cr4,
+                   (unsigned long long)sr.efer, sr.cs.selector, insn);
 }
 
 /* Returns false when the vCPU must stop. */
@@ -167,7 +220,7 @@ static bool handle_exit(vcpu *c)
             if (port >= COM1 && port < COM1 + 8 && run->io.size == 1) {
                 uart_io(v, port, data, out);
             } else if (port == 0x64 && out && data[0] == 0xfe) {
-                guest_stopped(v, "reset"); /* reboot=k: the keyboard controller's reset line */
+                guest_stopped(v, "reset", false); /* reboot=k: the keyboard controller's reset line */
                 return false;
             } else if (!out) {
                 memset(data, 0xff, run->io.size); /* nothing at that port */
@@ -196,27 +249,48 @@ static bool handle_exit(vcpu *c)
     }
     case KVM_EXIT_INTR:
         return true;
-    case KVM_EXIT_SHUTDOWN:
-        guest_stopped(v, "shutdown (triple fault)");
+    case KVM_EXIT_SHUTDOWN: /* a fault while delivering a double fault: the machine would reset */
+        log_vcpu_state(c, "guest triple fault", NULL, 0);
+        guest_stopped(v, "triple fault", true);
         return false;
     case KVM_EXIT_SYSTEM_EVENT:
-        guest_stopped(v, "system event");
+        guest_stopped(v, "system event", run->system_event.type == KVM_SYSTEM_EVENT_CRASH);
         return false;
     case KVM_EXIT_HLT:
-        guest_stopped(v, "halt");
+        guest_stopped(v, "halt", false);
         return false;
     case KVM_EXIT_FAIL_ENTRY:
         cube_log_error("vcpu entry failed", "vcpu=%d reason=0x%llx", c->id,
                        (unsigned long long)run->fail_entry.hardware_entry_failure_reason);
-        guest_stopped(v, "entry failure");
+        log_vcpu_state(c, "vcpu entry failed", NULL, 0);
+        guest_stopped(v, "entry failure", true);
         return false;
-    case KVM_EXIT_INTERNAL_ERROR:
-        cube_log_error("kvm internal error", "vcpu=%d suberror=%u", c->id, run->internal.suberror);
-        guest_stopped(v, "internal error");
+    case KVM_EXIT_INTERNAL_ERROR: {
+        /* suberror 1 is an instruction KVM's emulator cannot run (on a PVM host, a kernel not built for
+         * PVM meets one early); data[] is KVM's own detail */
+        char data[4 * 19 + 1] = "";
+        for (uint32_t i = 0; i < run->internal.ndata && i < 4; i++)
+            snprintf(data + strlen(data), sizeof(data) - strlen(data), "%s0x%llx", i ? "," : "",
+                     (unsigned long long)run->internal.data[i]);
+        cube_log_error("kvm internal error", "vcpu=%d suberror=%u%s data=%s", c->id, run->internal.suberror,
+                       run->internal.suberror == KVM_INTERNAL_ERROR_EMULATION ? " (emulation failed)" : "",
+                       *data ? data : "-");
+        bool bytes = run->internal.suberror == KVM_INTERNAL_ERROR_EMULATION &&
+                     run->emulation_failure.ndata >= 3 &&
+                     (run->emulation_failure.flags & KVM_INTERNAL_ERROR_EMULATION_FLAG_INSTRUCTION_BYTES);
+        log_vcpu_state(c, "kvm internal error", bytes ? run->emulation_failure.insn_bytes : NULL,
+                       bytes ? run->emulation_failure.insn_size : 0);
+        guest_stopped(v,
+                      run->internal.suberror == KVM_INTERNAL_ERROR_EMULATION
+                          ? "internal error: an instruction KVM cannot emulate"
+                          : "internal error",
+                      true);
         return false;
+    }
     default:
         cube_log_error("unhandled vcpu exit", "vcpu=%d exit_reason=%u", c->id, run->exit_reason);
-        guest_stopped(v, "unhandled exit");
+        log_vcpu_state(c, "unhandled vcpu exit", NULL, 0);
+        guest_stopped(v, "unhandled exit", true);
         return false;
     }
 }
@@ -231,6 +305,15 @@ static void *vcpu_loop(void *arg)
     pthread_sigmask(SIG_SETMASK, &set, NULL);
     for (;;) {
         pthread_mutex_lock(&v->lock);
+        if (v->pause_req && !v->stopping) {
+            /* the exit just handled (a port or MMIO access) completes only when KVM_RUN is entered again:
+             * enter it once, returning at once, so that a snapshot sees the instruction done (else a clone
+             * would run an OUT again, or lose an IN's data) */
+            c->run->immediate_exit = 1;
+            pthread_mutex_unlock(&v->lock);
+            ioctl(c->fd, KVM_RUN, 0); /* EINTR, having completed what was pending */
+            pthread_mutex_lock(&v->lock);
+        }
         while (v->pause_req && !v->stopping) {
             v->paused++;
             pthread_cond_broadcast(&v->cond);
@@ -238,13 +321,13 @@ static void *vcpu_loop(void *arg)
             v->paused--;
         }
         int stop = v->stopping;
+        c->run->immediate_exit = 0; /* under the lock: a pause or stop from now on sets it again */
         pthread_mutex_unlock(&v->lock);
         if (stop) break;
-        c->run->immediate_exit = 0;
         if (ioctl(c->fd, KVM_RUN, 0) < 0) {
             if (errno == EINTR || errno == EAGAIN) continue; /* kicked: pause or stop */
             cube_log_error("KVM_RUN failed", "vcpu=%d errno=%d", c->id, errno);
-            guest_stopped(v, "KVM_RUN failed");
+            guest_stopped(v, "KVM_RUN failed", true);
             break;
         }
         if (!handle_exit(c)) break;
@@ -544,8 +627,11 @@ static int cold_boot(vmm *v, const vmm_config *cfg, cube_err *err)
     char dev[96], net[96] = "", cmdline[KB_CMDLINE_MAX];
     vmmio_cmdline(&v->disk.dev, dev, sizeof(dev));
     if (v->net.tap_fd >= 0) vmmio_cmdline(&v->net.dev, net, sizeof(net));
-    snprintf(cmdline, sizeof(cmdline), "%s %s %s %s", BASE_CMDLINE, dev, net,
-             cfg->cmdline ? cfg->cmdline : "");
+    int n = snprintf(cmdline, sizeof(cmdline), "%s %s %s %s", BASE_CMDLINE, dev, net,
+                     cfg->cmdline ? cfg->cmdline : "");
+    if (n < 0 || (size_t)n >= sizeof(cmdline))
+        return cube_err_set(err, E2BIG, "kvm: the kernel command line is over %d bytes (--kernel-args)",
+                            KB_CMDLINE_MAX - 1);
     if (kb_write_zero_page(&v->mem, &k, cmdline, err) < 0 || kb_write_page_tables(&v->mem, err) < 0)
         return -1;
     for (int i = 0; i < v->ncpus; i++)
@@ -626,6 +712,12 @@ static int restore(vmm *v, const vmm_config *cfg, cube_err *err)
         }
         if (set_vcpu_state(&v->cpus[i], sc, err) < 0) goto out;
     }
+    const snap_uart *uart = snap_get(&s, SNAP_UART, 0, sizeof(snap_uart));
+    if (uart) { /* the console as the guest programmed it (a divisor latch open, its scratch byte) */
+        v->uart_lcr = uart->lcr;
+        v->uart_ier = uart->ier;
+        v->uart_scr = uart->scr;
+    }
     const struct kvm_clock_data *clock = snap_get(&s, SNAP_CLOCK, 0, sizeof(struct kvm_clock_data));
     if (clock) {
         struct kvm_clock_data cd = *clock;
@@ -674,11 +766,14 @@ int vmm_create(const vmm_config *cfg, vmm **out, cube_err *err)
         v->io_started = true;
     }
     for (int i = 0; i < v->ncpus; i++) {
-        if (pthread_create(&v->cpus[i].thread, NULL, vcpu_loop, &v->cpus[i]) != 0) {
+        pthread_mutex_lock(&v->lock); /* a vCPU already running may look at started (kick_vcpus) */
+        v->cpus[i].started = pthread_create(&v->cpus[i].thread, NULL, vcpu_loop, &v->cpus[i]) == 0;
+        bool started = v->cpus[i].started;
+        pthread_mutex_unlock(&v->lock);
+        if (!started) {
             vmm_destroy(v);
             return cube_err_set(err, EAGAIN, "cannot start vCPU thread %d", i);
         }
-        v->cpus[i].started = true;
     }
     *out = v;
     return 0;
@@ -689,6 +784,16 @@ int vmm_exit_fd(const vmm *v)
     return v->exit_fd;
 }
 
+int vmm_stop_status(vmm *v, const char **why)
+{
+    pthread_mutex_lock(&v->lock);
+    const char *r = v->stop_reason;
+    int failed = v->stop_failed;
+    pthread_mutex_unlock(&v->lock);
+    if (why) *why = r;
+    return r ? failed : -1;
+}
+
 int vmm_pause(vmm *v, cube_err *err)
 {
     pthread_mutex_lock(&v->lock);
@@ -697,11 +802,7 @@ int vmm_pause(vmm *v, cube_err *err)
         return cube_err_set(err, ESRCH, "the guest has stopped");
     }
     /* atomic: the I/O thread reads it holding dev_lock, not this lock */
-    if (__atomic_add_fetch(&v->pause_req, 1, __ATOMIC_RELEASE) == 1)
-        for (int i = 0; i < v->ncpus; i++) {
-            v->cpus[i].run->immediate_exit = 1;
-            pthread_kill(v->cpus[i].thread, KICK_SIGNAL);
-        }
+    if (__atomic_add_fetch(&v->pause_req, 1, __ATOMIC_RELEASE) == 1) kick_vcpus(v, (pthread_t)0);
     while (v->paused < v->ncpus && !v->stopping) pthread_cond_wait(&v->cond, &v->lock);
     pthread_mutex_unlock(&v->lock);
     /* the I/O thread stops between frames: after dev_lock is taken once, none is being delivered */
@@ -747,6 +848,9 @@ static int save_memory(vmm *v, const char *path, cube_err *err)
 
 int vmm_snapshot(vmm *v, const char *dir, cube_err *err)
 {
+    /* the directory is made here (the caller names a new one; the jail allows mkdir for it) */
+    if (mkdir(dir, 0700) < 0 && errno != EEXIST)
+        return cube_err_sys(err, errno, "snapshot directory %s", dir);
     if (vmm_pause(v, err) < 0) return -1;
     int rc = -1;
     char p[4200];
@@ -778,6 +882,9 @@ int vmm_snapshot(vmm *v, const char *dir, cube_err *err)
     }
     snap_put(&w, SNAP_PIT, 0, &pit, sizeof(pit));
     snap_put(&w, SNAP_CLOCK, 0, &clock, sizeof(clock));
+    /* the vCPUs are out of KVM_RUN: nothing writes the serial port's registers now */
+    snap_uart uart = {.lcr = v->uart_lcr, .ier = v->uart_ier, .scr = v->uart_scr};
+    snap_put(&w, SNAP_UART, 0, &uart, sizeof(uart));
     vmmio_saved dev;
     pthread_mutex_lock(&v->dev_lock);
     vmmio_save(&v->disk.dev, &dev);
@@ -811,13 +918,9 @@ void vmm_destroy(vmm *v)
     if (!v) return;
     pthread_mutex_lock(&v->lock);
     v->stopping = 1;
+    kick_vcpus(v, (pthread_t)0);
     pthread_cond_broadcast(&v->cond);
     pthread_mutex_unlock(&v->lock);
-    for (int i = 0; i < v->ncpus; i++)
-        if (v->cpus[i].started) {
-            v->cpus[i].run->immediate_exit = 1;
-            pthread_kill(v->cpus[i].thread, KICK_SIGNAL);
-        }
     if (v->io_started) {
         wake_io(v);
         pthread_join(v->io_thread, NULL);

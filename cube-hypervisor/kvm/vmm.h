@@ -38,9 +38,14 @@ int vmm_available(cube_err *err);
 int vmm_create(const vmm_config *cfg, vmm **out, cube_err *err);
 /* An eventfd that becomes readable when the guest stops by itself (shutdown, reset, triple fault, error). */
 int vmm_exit_fd(const vmm *v);
+/* Once it has: 1 when the guest failed (a triple fault, an instruction KVM could not run, an entry failure),
+ * 0 when it powered off or reset itself; -1 while it has not stopped by itself. *why (may be NULL) says how.
+ */
+int vmm_stop_status(vmm *v, const char **why);
 int vmm_pause(vmm *v, cube_err *err);
 int vmm_resume(vmm *v, cube_err *err);
-/* Writes dir/snapshot, dir/memory and dir/disk-overlay; the VM is paused meanwhile and left as it was. */
+/* Writes dir/snapshot, dir/memory and dir/disk-overlay (dir is made if it does not exist); the VM is paused
+ * meanwhile and left as it was. */
 int vmm_snapshot(vmm *v, const char *dir, cube_err *err);
 /* Stops the vCPUs for good (the guest is gone), then frees everything. */
 void vmm_destroy(vmm *v);
