@@ -13,12 +13,16 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <signal.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "boot.h"
+#include "common.pb-c.h"
 #include "fsutil.h"
+#include "hypervisor.pb-c.h"
+#include "rpc.h"
 #include "timeutil.h"
 #include "vmm.h"
 
@@ -299,15 +303,16 @@ START_TEST(a_triple_fault_stops_the_guest_as_a_failure)
 }
 END_TEST
 
-/* cube-hypervisor itself: the guest's failure is its exit status, and the log says where the guest was */
-START_TEST(the_hypervisor_exits_non_zero_when_its_guest_fails)
+/* cube-hypervisor itself, jailed as in production: started on the guest (or --restore SNAP), its log in
+ * <dir>/<id>.log and its console in <dir>/<id>/console.log; returns its pid, with wait_ready once it is
+ * ready (its first line: its control socket serves) */
+static pid_t hv_start(const char *id, const char *restore, bool wait_ready)
 {
-    write_guest(faulting_guest, sizeof(faulting_guest));
     const char *bin = getenv("CUBE_TEST_BIN_DIR");
     char hv[4200], state[4300], log[4300];
     snprintf(hv, sizeof(hv), "%s/../cube-hypervisor/cube-hypervisor", bin ? bin : ".");
-    snprintf(state, sizeof(state), "%s/state", dir);
-    snprintf(log, sizeof(log), "%s/hv.log", dir);
+    snprintf(state, sizeof(state), "%s/%s", dir, id);
+    snprintf(log, sizeof(log), "%s/%s.log", dir, id);
     ck_assert_int_eq(mkdir(state, 0700), 0);
     pid_t pid = fork();
     ck_assert_int_ge(pid, 0);
@@ -315,39 +320,155 @@ START_TEST(the_hypervisor_exits_non_zero_when_its_guest_fails)
         int fd = open(log, O_WRONLY | O_CREAT | O_TRUNC, 0644);
         dup2(fd, 1);
         dup2(fd, 2);
-        execl(hv, hv, "--backend", "kvm", "--id", "kvm-guest-test", "--rootfs", dir, "--state", state,
-              "--kernel", kernel, "--disk", disk, "--memory-mb", "64", "--cpus", "1", "--kernel-args",
-              "quiet", (char *)NULL);
+        if (restore)
+            execl(hv, hv, "--backend", "kvm", "--id", id, "--rootfs", dir, "--state", state, "--restore",
+                  restore, "--disk", disk, "--memory-mb", "64", "--cpus", "1", (char *)NULL);
+        else
+            execl(hv, hv, "--backend", "kvm", "--id", id, "--rootfs", dir, "--state", state, "--kernel",
+                  kernel, "--disk", disk, "--memory-mb", "64", "--cpus", "1", "--kernel-args", "quiet",
+                  (char *)NULL);
         _exit(127);
     }
+    int64_t until = cube_now_mono_ms() + 20000;
+    while (wait_ready) {
+        char head[8] = "";
+        int fd = open(log, O_RDONLY | O_CLOEXEC);
+        if (fd >= 0) {
+            ssize_t n = read(fd, head, 6);
+            (void)n;
+            close(fd);
+        }
+        if (strncmp(head, "ready ", 6) == 0) break;
+        ck_assert_msg(cube_now_mono_ms() < until, "cube-hypervisor %s was not ready in 20 s", id);
+        usleep(2000);
+    }
+    return pid;
+}
+
+/* its exit status, waiting at most 20 s */
+static int hv_wait_exit(pid_t pid)
+{
     int st = 0;
     int64_t until = cube_now_mono_ms() + 20000;
     while (waitpid(pid, &st, WNOHANG) == 0) {
         if (cube_now_mono_ms() > until) {
             kill(pid, SIGKILL);
             waitpid(pid, &st, 0);
-            ck_abort_msg("cube-hypervisor did not exit within 20 s of its guest's triple fault");
+            ck_abort_msg("cube-hypervisor did not exit within 20 s");
         }
         usleep(10000);
     }
-    int fd = open(log, O_RDONLY);
-    char text[8192] = "";
-    ssize_t n = read(fd, text, sizeof(text) - 1);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+}
+
+static char *read_text(const char *path)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    ck_assert_msg(fd >= 0, "%s: %s", path, strerror(errno));
+    size_t len;
+    char *b = console_read(fd, &len);
     close(fd);
-    text[n > 0 ? n : 0] = '\0';
-    ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 1, "exit status %d; log:\n%s", st, text);
-    /* where it stopped: RIP at the ud2 (the second byte of the code past the four OUTs) and its bytes */
-    ck_assert_msg(strstr(text, "guest stopped") && strstr(text, "rip=0x100010") &&
-                      strstr(text, "insn=\"0f 0b"),
-                  "log:\n%s", text);
-    char console[4400];
-    snprintf(console, sizeof(console), "%s/console.log", state);
-    fd = open(console, O_RDONLY);
-    ck_assert_int_ge(fd, 0);
-    n = read(fd, text, sizeof(text) - 1);
-    close(fd);
-    text[n > 0 ? n : 0] = '\0';
-    ck_assert_str_eq(text, "bye\n");
+    return b;
+}
+
+static void hv_call(const char *id, const char *method, const ProtobufCMessage *req,
+                    const ProtobufCMessageDescriptor *rd)
+{
+    char addr[4400];
+    snprintf(addr, sizeof(addr), "unix:%s/%s/control.sock", dir, id);
+    ProtobufCMessage *resp = NULL;
+    cube_err err = {0};
+    ck_assert_msg(cube_rpc_call_once(addr, method, req, rd, &resp, 10000, &err) == 0, "%s: %s", method,
+                  err.msg);
+    protobuf_c_message_free_unpacked(resp, NULL);
+}
+
+/* the guest's failure is the hypervisor's exit status, and the log says where the guest was */
+START_TEST(the_hypervisor_exits_non_zero_when_its_guest_fails)
+{
+    write_guest(faulting_guest, sizeof(faulting_guest));
+    pid_t pid = hv_start("failing", NULL, false);
+    int status = hv_wait_exit(pid);
+    char path[4400];
+    snprintf(path, sizeof(path), "%s/failing.log", dir);
+    char *log = read_text(path);
+    ck_assert_msg(status == 1, "exit status %d; log:\n%s", status, log);
+    /* where it stopped: RIP at the ud2 (past the four OUTs) and its bytes */
+    ck_assert_msg(strstr(log, "guest stopped") && strstr(log, "rip=0x100010") && strstr(log, "insn=\"0f 0b"),
+                  "log:\n%s", log);
+    free(log);
+    snprintf(path, sizeof(path), "%s/failing/console.log", dir);
+    char *console = read_text(path);
+    ck_assert_str_eq(console, "bye\n");
+    free(console);
+}
+END_TEST
+
+/* Pause, Snapshot (into a directory not made yet) and Resume through the control socket of a jailed
+ * hypervisor, then a second one restored from that snapshot: both go on counting from where it was taken. */
+START_TEST(the_hypervisor_snapshots_through_its_control_socket_and_a_restore_goes_on)
+{
+    write_guest(counting_guest, sizeof(counting_guest));
+    pid_t orig = hv_start("orig", NULL, true);
+    char path[4400], snap[4400];
+    snprintf(path, sizeof(path), "%s/orig/console.log", dir);
+    int con = open(path, O_RDONLY | O_CLOEXEC);
+    ck_assert_int_ge(con, 0);
+    wait_console(con, 17 * 20);
+    Cube__Empty e = CUBE__EMPTY__INIT;
+    hv_call("orig", "/cube.Hypervisor/Pause", &e.base, &cube__empty__descriptor);
+    off_t at = console_size(con);
+    snprintf(snap, sizeof(snap), "%s/snaps/one", dir);
+    snprintf(path, sizeof(path), "%s/snaps", dir);
+    ck_assert_int_eq(mkdir(path, 0700), 0);
+    Cube__HvSnapshotRequest req = CUBE__HV_SNAPSHOT_REQUEST__INIT;
+    req.dir = snap;
+    hv_call("orig", "/cube.Hypervisor/Snapshot", &req.base, &cube__hv_snapshot_response__descriptor);
+    ck_assert_int_eq(console_size(con), at); /* still paused: Snapshot leaves it as it found it */
+    pid_t clone = hv_start("clone", snap, true);
+    hv_call("orig", "/cube.Hypervisor/Resume", &e.base, &cube__empty__descriptor);
+    snprintf(path, sizeof(path), "%s/clone/console.log", dir);
+    int ccon = open(path, O_RDONLY | O_CLOEXEC);
+    ck_assert_int_ge(ccon, 0);
+    wait_console(ccon, 17 * 20);
+    wait_console(con, at + 17 * 20);
+    kill(orig, SIGTERM);
+    kill(clone, SIGTERM);
+    ck_assert_int_eq(hv_wait_exit(orig), 0); /* stopped, not failed */
+    ck_assert_int_eq(hv_wait_exit(clone), 0);
+    size_t len, clen;
+    char *out = console_read(con, &len), *cout = console_read(ccon, &clen);
+    expect_counting(out, len, "the original");
+    char *joined = malloc((size_t)at + clen);
+    ck_assert_ptr_nonnull(joined);
+    memcpy(joined, out, (size_t)at);
+    memcpy(joined + at, cout, clen);
+    expect_counting(joined, (size_t)at + clen, "the original up to the snapshot, then the restored one");
+    free(joined);
+    free(out);
+    free(cout);
+    close(con);
+    close(ccon);
+}
+END_TEST
+
+/* A guest that never leaves the CPU by itself (jmp $) is paused all the same, again and again */
+START_TEST(a_guest_that_never_exits_is_paused)
+{
+    static const uint8_t spinning_guest[] = {0xeb, 0xfe}; /* jmp $ */
+    write_guest(spinning_guest, sizeof(spinning_guest));
+    int con = console_open("console");
+    vmm *v = boot(NULL, con, 64u << 20);
+    cube_err err = {0};
+    for (int i = 0; i < 50; i++) {
+        int64_t t0 = cube_now_mono_ms();
+        ck_assert_int_eq(vmm_pause(v, &err), 0);
+        ck_assert_int_lt(cube_now_mono_ms() - t0, 5000);
+        ck_assert_int_eq(vmm_resume(v, &err), 0);
+        usleep(1000);
+    }
+    vmm_destroy(v);
+    close(con);
 }
 END_TEST
 
@@ -392,7 +513,9 @@ int main(void)
     tcase_add_test(tc, pause_stops_the_guest_and_resume_goes_on);
     tcase_add_test(tc, a_snapshot_clone_goes_on_where_the_original_was);
     tcase_add_test(tc, a_triple_fault_stops_the_guest_as_a_failure);
+    tcase_add_test(tc, a_guest_that_never_exits_is_paused);
     tcase_add_test(tc, the_hypervisor_exits_non_zero_when_its_guest_fails);
+    tcase_add_test(tc, the_hypervisor_snapshots_through_its_control_socket_and_a_restore_goes_on);
     tcase_add_test(tc, kernel_args_reach_the_command_line_and_too_long_is_refused);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
