@@ -161,6 +161,81 @@ int kb_write_zero_page(const gmem *m, const kb_kernel *k, const char *cmdline, c
     return 0;
 }
 
+/* ---- the MP table (Intel MultiProcessor Specification 1.4): how the guest learns of its vCPUs without
+ * ACPI. A floating pointer at the start of the EBDA (which Linux scans), then the configuration table: one
+ * processor entry per vCPU, an ISA bus, the I/O APIC, ISA IRQs 0-15 to its pins 0-15 (KVM's default
+ * routing), ExtINT and NMI on every local APIC's LINT0 and LINT1. */
+#define MP_LAPIC_ADDR  0xfee00000u
+#define MP_IOAPIC_ADDR 0xfec00000u
+
+static uint8_t mp_checksum(const uint8_t *p, size_t n)
+{
+    uint8_t sum = 0;
+    for (size_t i = 0; i < n; i++) sum = (uint8_t)(sum + p[i]);
+    return (uint8_t)(0 - sum);
+}
+
+static uint8_t *mp_put(uint8_t *at, const void *bytes, size_t n)
+{
+    memcpy(at, bytes, n);
+    return at + n;
+}
+
+int kb_write_mptable(const gmem *m, int ncpus, cube_err *err)
+{
+    if (ncpus < 1 || ncpus > KB_MP_MAX_CPUS)
+        return cube_err_set(err, EINVAL, "an MP table for %d vCPUs (1 to %d)", ncpus, KB_MP_MAX_CPUS);
+    uint8_t *base = gmem_ptr(m, KB_EBDA_START, KB_MP_SIZE);
+    if (!base) return cube_err_set(err, ENOMEM, "guest memory too small for the MP table");
+    memset(base, 0, KB_MP_SIZE);
+    uint8_t *cfg = base + 16, *e = cfg + 44;
+    uint16_t entries = 0;
+    const uint8_t ioapic_id = (uint8_t)ncpus; /* after the local APICs' ids */
+    for (int i = 0; i < ncpus; i++, entries++) {
+        uint8_t cpu[20] = {0, (uint8_t)i, 0x14, (uint8_t)(0x01 | (i == 0 ? 0x02 : 0))}; /* enabled, BSP */
+        const uint32_t signature = 0x600, features = 0x201; /* family 6; FPU, APIC */
+        memcpy(cpu + 4, &signature, 4);
+        memcpy(cpu + 8, &features, 4);
+        e = mp_put(e, cpu, sizeof(cpu));
+    }
+    const uint8_t bus[8] = {1, 0, 'I', 'S', 'A', ' ', ' ', ' '};
+    e = mp_put(e, bus, sizeof(bus));
+    entries++;
+    uint8_t ioapic[8] = {2, ioapic_id, 0x11, 0x01};
+    const uint32_t ioapic_addr = MP_IOAPIC_ADDR;
+    memcpy(ioapic + 4, &ioapic_addr, 4);
+    e = mp_put(e, ioapic, sizeof(ioapic));
+    entries++;
+    for (uint8_t irq = 0; irq < 16; irq++, entries++) {
+        const uint8_t intr[8] = {3, 0 /* INT */, 0, 0, 0 /* bus */, irq, ioapic_id, irq};
+        e = mp_put(e, intr, sizeof(intr));
+    }
+    const uint8_t extint[8] = {4, 3 /* ExtINT */, 0, 0, 0, 0, 0xff /* every local APIC */, 0 /* LINT0 */};
+    const uint8_t nmi[8] = {4, 1 /* NMI */, 0, 0, 0, 0, 0xff, 1 /* LINT1 */};
+    e = mp_put(e, extint, sizeof(extint));
+    e = mp_put(e, nmi, sizeof(nmi));
+    entries += 2;
+    /* the configuration table's header, its checksum over the whole base table */
+    const uint16_t length = (uint16_t)(e - cfg);
+    const uint32_t lapic = MP_LAPIC_ADDR;
+    memcpy(cfg, "PCMP", 4);
+    memcpy(cfg + 4, &length, 2);
+    cfg[6] = 4; /* spec 1.4 */
+    memcpy(cfg + 8, "CUBE    ", 8);
+    memcpy(cfg + 16, "MICROVM     ", 12);
+    memcpy(cfg + 34, &entries, 2);
+    memcpy(cfg + 36, &lapic, 4);
+    cfg[7] = mp_checksum(cfg, length);
+    /* the floating pointer: where the table is */
+    const uint32_t cfg_addr = KB_EBDA_START + 16;
+    memcpy(base, "_MP_", 4);
+    memcpy(base + 4, &cfg_addr, 4);
+    base[8] = 1; /* length in 16-byte units */
+    base[9] = 4; /* spec 1.4 */
+    base[10] = mp_checksum(base, 16);
+    return 0;
+}
+
 int kb_write_page_tables(const gmem *m, cube_err *err)
 {
     uint64_t *gdt = gmem_ptr(m, KB_GDT_ADDR, 4 * sizeof(uint64_t));

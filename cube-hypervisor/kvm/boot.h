@@ -48,6 +48,12 @@ int kb_load_kernel(const gmem *m, const uint8_t *img, size_t len, kb_kernel *out
 int kb_e820(uint64_t mem_size, struct boot_e820_entry *e820, int max);
 /* Writes the zero page (with cmdline and e820) for a loaded kernel. */
 int kb_write_zero_page(const gmem *m, const kb_kernel *k, const char *cmdline, cube_err *err);
+/* Writes the MP table (floating pointer and configuration table at KB_EBDA_START, KB_MP_SIZE bytes at most)
+ * that tells the guest of its ncpus vCPUs (local APIC ids 0..ncpus-1, the first the boot CPU) and its I/O
+ * APIC. */
+#define KB_MP_MAX_CPUS 16
+#define KB_MP_SIZE     0x400
+int kb_write_mptable(const gmem *m, int ncpus, cube_err *err);
 /* Writes the GDT and identity page tables (first 1 GiB, 2 MiB pages) into guest memory. */
 int kb_write_page_tables(const gmem *m, cube_err *err);
 /* The vCPU's special registers for long mode with those tables, and its general registers at entry. */

@@ -632,7 +632,8 @@ static int cold_boot(vmm *v, const vmm_config *cfg, cube_err *err)
     if (n < 0 || (size_t)n >= sizeof(cmdline))
         return cube_err_set(err, E2BIG, "kvm: the kernel command line is over %d bytes (--kernel-args)",
                             KB_CMDLINE_MAX - 1);
-    if (kb_write_zero_page(&v->mem, &k, cmdline, err) < 0 || kb_write_page_tables(&v->mem, err) < 0)
+    if (kb_write_zero_page(&v->mem, &k, cmdline, err) < 0 || kb_write_page_tables(&v->mem, err) < 0 ||
+        kb_write_mptable(&v->mem, v->ncpus, err) < 0)
         return -1;
     for (int i = 0; i < v->ncpus; i++)
         if (setup_lapic(&v->cpus[i], err) < 0) return -1;

@@ -212,6 +212,96 @@ static uint64_t translate(uint64_t va)
     return (e & ~0x1fffffull) + (va & 0x1fffff);
 }
 
+static uint8_t sum(const uint8_t *p, size_t n)
+{
+    uint8_t v = 0;
+    for (size_t i = 0; i < n; i++) v = (uint8_t)(v + p[i]);
+    return v;
+}
+
+/* What Linux's mpparse reads: the floating pointer where it scans (the EBDA's first KiB), both checksums,
+ * one enabled processor per vCPU (the first the boot CPU), the ISA bus, the I/O APIC and its 16 ISA pins */
+START_TEST(mp_table_lists_every_vcpu_and_the_io_apic)
+{
+    cube_err err = {0};
+    ck_assert_int_eq(kb_write_mptable(&mem, 3, &err), 0);
+    const uint8_t *fp = gmem_ptr(&mem, KB_EBDA_START, 16);
+    ck_assert_mem_eq(fp, "_MP_", 4);
+    ck_assert_uint_eq(sum(fp, 16), 0);
+    ck_assert_uint_eq(fp[8], 1);
+    ck_assert_uint_eq(fp[9], 4);
+    uint32_t at;
+    memcpy(&at, fp + 4, 4);
+    ck_assert_uint_ge(at, KB_EBDA_START);
+    const uint8_t *cfg = gmem_ptr(&mem, at, 44);
+    ck_assert_mem_eq(cfg, "PCMP", 4);
+    uint16_t len, n;
+    memcpy(&len, cfg + 4, 2);
+    memcpy(&n, cfg + 34, 2);
+    ck_assert_uint_le(at + len, KB_EBDA_START + KB_MP_SIZE);
+    ck_assert_uint_eq(sum(cfg, len), 0);
+    uint32_t lapic;
+    memcpy(&lapic, cfg + 36, 4);
+    ck_assert_uint_eq(lapic, 0xfee00000u);
+    int cpus = 0, bsp = 0, buses = 0, ioapics = 0, irqs = 0, lints = 0, ioapic_id = -1;
+    const uint8_t *e = cfg + 44;
+    for (int i = 0; i < n; i++) {
+        ck_assert_int_lt(e - cfg, len);
+        switch (e[0]) {
+        case 0:
+            ck_assert_uint_eq(e[1], cpus); /* APIC ids in order, as the vCPUs' CPUID says */
+            ck_assert(e[3] & 1);
+            bsp += (e[3] & 2) != 0;
+            if (e[3] & 2) ck_assert_int_eq(cpus, 0);
+            cpus++;
+            e += 20;
+            break;
+        case 1:
+            ck_assert_mem_eq(e + 2, "ISA   ", 6);
+            buses++;
+            e += 8;
+            break;
+        case 2: {
+            uint32_t addr;
+            memcpy(&addr, e + 4, 4);
+            ck_assert_uint_eq(addr, 0xfec00000u);
+            ck_assert(e[3] & 1);
+            ioapic_id = e[1];
+            ioapics++;
+            e += 8;
+            break;
+        }
+        case 3:
+            ck_assert_int_eq(e[6], ioapic_id);
+            ck_assert_uint_eq(e[5], e[7]); /* ISA IRQ n on pin n */
+            irqs++;
+            e += 8;
+            break;
+        case 4:
+            lints++;
+            e += 8;
+            break;
+        default:
+            ck_abort_msg("entry %d has type %u", i, e[0]);
+        }
+    }
+    ck_assert_int_eq(e - cfg, len);
+    ck_assert_int_eq(cpus, 3);
+    ck_assert_int_eq(bsp, 1);
+    ck_assert_int_eq(buses, 1);
+    ck_assert_int_eq(ioapics, 1);
+    ck_assert_int_ge(ioapic_id, 3); /* not a local APIC's id */
+    ck_assert_int_eq(irqs, 16);
+    ck_assert_int_eq(lints, 2);
+    /* the most vCPUs still fit where Linux looks; more are refused */
+    ck_assert_int_eq(kb_write_mptable(&mem, KB_MP_MAX_CPUS, &err), 0);
+    memcpy(&len, cfg + 4, 2);
+    ck_assert_uint_le(at + len, KB_EBDA_START + KB_MP_SIZE);
+    ck_assert_int_eq(kb_write_mptable(&mem, KB_MP_MAX_CPUS + 1, &err), -1);
+    ck_assert_int_eq(kb_write_mptable(&mem, 0, &err), -1);
+}
+END_TEST
+
 START_TEST(page_tables_identity_map_the_first_gib)
 {
     cube_err err = {0};
@@ -887,6 +977,7 @@ int main(void)
     tcase_add_test(tc, e820_leaves_the_legacy_area_and_the_mmio_hole);
     tcase_add_test(tc, zero_page_carries_header_cmdline_and_memory_map);
     tcase_add_test(tc, page_tables_identity_map_the_first_gib);
+    tcase_add_test(tc, mp_table_lists_every_vcpu_and_the_io_apic);
     tcase_add_test(tc, long_mode_registers);
     tcase_add_test(tc, virtq_pops_chains_and_pushes_used);
     tcase_add_test(tc, virtq_refuses_what_a_hostile_guest_writes);
