@@ -62,6 +62,7 @@ struct vmm {
     int pause_req, paused, stopping;
     const char *stop_reason; /* why the guest stopped by itself (with lock); NULL: it did not */
     bool stop_failed; /* and whether that was a failure (a crash) rather than its own poweroff or reset */
+    bool pvm; /* this host's KVM is PVM (kvm_pvm): kernels not built for it are emulated, and stop early */
     int exit_fd;
     int console_fd;
     uint8_t uart_lcr, uart_ier, uart_scr;
@@ -281,9 +282,10 @@ static bool handle_exit(vcpu *c)
         log_vcpu_state(c, "kvm internal error", bytes ? run->emulation_failure.insn_bytes : NULL,
                        bytes ? run->emulation_failure.insn_size : 0);
         guest_stopped(v,
-                      run->internal.suberror == KVM_INTERNAL_ERROR_EMULATION
-                          ? "internal error: an instruction KVM cannot emulate"
-                          : "internal error",
+                      run->internal.suberror != KVM_INTERNAL_ERROR_EMULATION ? "internal error"
+                      : v->pvm ? "internal error: an instruction KVM cannot emulate (this host's KVM is PVM: "
+                                 "it runs kernels built for PVM, and emulates others until they stop)"
+                               : "internal error: an instruction KVM cannot emulate",
                       true);
         return false;
     }
@@ -746,6 +748,7 @@ int vmm_create(const vmm_config *cfg, vmm **out, cube_err *err)
     v->kvm = v->vm = v->mem_fd = v->disk_irqfd = v->net_irqfd = v->io_wake = -1;
     v->net.tap_fd = -1;
     v->console_fd = cfg->console_fd;
+    v->pvm = access("/sys/module/kvm_pvm", F_OK) == 0; /* before the jail, which has no access() */
     pthread_mutex_init(&v->lock, NULL);
     pthread_mutex_init(&v->dev_lock, NULL);
     pthread_cond_init(&v->cond, NULL);
