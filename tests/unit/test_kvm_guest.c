@@ -23,6 +23,7 @@
 #include "fsutil.h"
 #include "hypervisor.pb-c.h"
 #include "rpc.h"
+#include "testutil.h"
 #include "timeutil.h"
 #include "vmm.h"
 
@@ -163,6 +164,24 @@ static void expect_counting(const char *out, size_t len, const char *who)
     }
 }
 
+/* The original's console (con) counts from its start; the clone's (ccon) begins with the byte the original
+ * printed after its first `at` bytes, where the snapshot was taken: same registers (mid-line, mid-number),
+ * same memory (the count), the same serial port, the same instruction next. */
+static void expect_clone_goes_on(int con, off_t at, int ccon)
+{
+    size_t len, clen;
+    char *out = console_read(con, &len), *cout = console_read(ccon, &clen);
+    expect_counting(out, len, "the original");
+    char *joined = malloc((size_t)at + clen);
+    ck_assert_ptr_nonnull(joined);
+    memcpy(joined, out, (size_t)at);
+    memcpy(joined + at, cout, clen);
+    expect_counting(joined, (size_t)at + clen, "the original up to the snapshot, then the clone");
+    free(joined);
+    free(out);
+    free(cout);
+}
+
 static vmm *boot(const char *cmdline, int console, uint64_t mem)
 {
     char overlay[4300];
@@ -181,11 +200,18 @@ static vmm *boot(const char *cmdline, int console, uint64_t mem)
     return v;
 }
 
+/* code as the kernel, booted with 64 MiB, its console in <dir>/console (*con) */
+static vmm *start_guest(const uint8_t *code, size_t len, int *con)
+{
+    write_guest(code, len);
+    *con = console_open("console");
+    return boot(NULL, *con, 64u << 20);
+}
+
 START_TEST(a_guest_boots_in_long_mode_and_prints_on_the_console)
 {
-    write_guest(counting_guest, sizeof(counting_guest));
-    int con = console_open("console");
-    vmm *v = boot(NULL, con, 64u << 20);
+    int con;
+    vmm *v = start_guest(counting_guest, sizeof(counting_guest), &con);
     wait_console(con, 17 * 50);
     cube_err err = {0};
     ck_assert_int_eq(vmm_pause(v, &err), 0);
@@ -201,9 +227,8 @@ END_TEST
 
 START_TEST(pause_stops_the_guest_and_resume_goes_on)
 {
-    write_guest(counting_guest, sizeof(counting_guest));
-    int con = console_open("console");
-    vmm *v = boot(NULL, con, 64u << 20);
+    int con;
+    vmm *v = start_guest(counting_guest, sizeof(counting_guest), &con);
     wait_console(con, 17 * 10);
     cube_err err = {0};
     ck_assert_int_eq(vmm_pause(v, &err), 0);
@@ -247,19 +272,7 @@ static void snapshot_and_clone(vmm *v, int con, int round)
     ck_assert_int_eq(vmm_pause(clone, &err), 0);
     ck_assert_int_eq(vmm_pause(v, &err), 0);
 
-    size_t len, clen;
-    char *out = console_read(con, &len), *cout = console_read(ccon, &clen);
-    expect_counting(out, len, "the original");
-    /* the clone's first byte is the one the original printed next: same registers (mid-line, mid-number),
-     * same memory (the count), the same serial port, the same instruction next */
-    char *joined = malloc((size_t)at + clen);
-    ck_assert_ptr_nonnull(joined);
-    memcpy(joined, out, (size_t)at);
-    memcpy(joined + at, cout, clen);
-    expect_counting(joined, (size_t)at + clen, "the original up to the snapshot, then the clone");
-    free(joined);
-    free(out);
-    free(cout);
+    expect_clone_goes_on(con, at, ccon);
     vmm_destroy(clone);
     close(ccon);
     ck_assert_int_eq(vmm_resume(v, &err), 0);
@@ -268,9 +281,8 @@ static void snapshot_and_clone(vmm *v, int con, int round)
 /* Several rounds: each pause lands on one of the guest's port accesses, and each kind must come through */
 START_TEST(a_snapshot_clone_goes_on_where_the_original_was)
 {
-    write_guest(counting_guest, sizeof(counting_guest));
-    int con = console_open("console");
-    vmm *v = boot(NULL, con, 64u << 20);
+    int con;
+    vmm *v = start_guest(counting_guest, sizeof(counting_guest), &con);
     for (int round = 0; round < 16; round++) {
         wait_console(con, console_size(con) + 17 * 5);
         snapshot_and_clone(v, con, round);
@@ -282,9 +294,8 @@ END_TEST
 
 START_TEST(a_triple_fault_stops_the_guest_as_a_failure)
 {
-    write_guest(faulting_guest, sizeof(faulting_guest));
-    int con = console_open("console");
-    vmm *v = boot(NULL, con, 64u << 20);
+    int con;
+    vmm *v = start_guest(faulting_guest, sizeof(faulting_guest), &con);
     struct pollfd p = {.fd = vmm_exit_fd(v), .events = POLLIN};
     ck_assert_msg(poll(&p, 1, 20000) == 1, "the faulting guest did not stop in 20 s");
     const char *why = NULL;
@@ -436,17 +447,7 @@ START_TEST(the_hypervisor_snapshots_through_its_control_socket_and_a_restore_goe
     kill(clone, SIGTERM);
     ck_assert_int_eq(hv_wait_exit(orig), 0); /* stopped, not failed */
     ck_assert_int_eq(hv_wait_exit(clone), 0);
-    size_t len, clen;
-    char *out = console_read(con, &len), *cout = console_read(ccon, &clen);
-    expect_counting(out, len, "the original");
-    char *joined = malloc((size_t)at + clen);
-    ck_assert_ptr_nonnull(joined);
-    memcpy(joined, out, (size_t)at);
-    memcpy(joined + at, cout, clen);
-    expect_counting(joined, (size_t)at + clen, "the original up to the snapshot, then the restored one");
-    free(joined);
-    free(out);
-    free(cout);
+    expect_clone_goes_on(con, at, ccon);
     close(con);
     close(ccon);
 }
@@ -456,9 +457,8 @@ END_TEST
 START_TEST(a_guest_that_never_exits_is_paused)
 {
     static const uint8_t spinning_guest[] = {0xeb, 0xfe}; /* jmp $ */
-    write_guest(spinning_guest, sizeof(spinning_guest));
-    int con = console_open("console");
-    vmm *v = boot(NULL, con, 64u << 20);
+    int con;
+    vmm *v = start_guest(spinning_guest, sizeof(spinning_guest), &con);
     cube_err err = {0};
     for (int i = 0; i < 50; i++) {
         int64_t t0 = cube_now_mono_ms();
@@ -518,9 +518,5 @@ int main(void)
     tcase_add_test(tc, the_hypervisor_snapshots_through_its_control_socket_and_a_restore_goes_on);
     tcase_add_test(tc, kernel_args_reach_the_command_line_and_too_long_is_refused);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? 1 : 0;
+    return cube_run_suite(s);
 }

@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "fsutil.h"
+#include "testutil.h"
 #include "timeutil.h"
 #include "vmm.h"
 
@@ -110,9 +111,5 @@ int main(void)
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, the_guest_kernel_boots_and_sees_its_command_line_and_every_vcpu);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? 1 : 0;
+    return cube_run_suite(s);
 }
