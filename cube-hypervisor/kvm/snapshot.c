@@ -118,6 +118,20 @@ int snap_parse(snap_file *s, uint8_t *buf, size_t size, cube_err *err)
         cube_err_set(err, EINVAL, "snapshot has %zu stray bytes after its last section", size - off);
         goto bad;
     }
+    /* sections follow each other at any offset in the file: each is copied to a 16-byte aligned place, so
+     * that its struct (vCPU registers, the clock) is read where its type may be */
+    size_t total = 0;
+    for (uint32_t i = 0; i < s->n; i++) total += (s->secs[i].len + 15) & ~(size_t)15;
+    s->aligned = aligned_alloc(16, total ? total : 16);
+    if (!s->aligned) {
+        cube_err_set(err, ENOMEM, "snapshot sections");
+        goto bad;
+    }
+    for (size_t i = 0, at = 0; i < s->n; i++) {
+        memcpy(s->aligned + at, s->secs[i].data, s->secs[i].len);
+        s->secs[i].data = s->aligned + at;
+        at += (s->secs[i].len + 15) & ~(size_t)15;
+    }
     return 0;
 bad:
     snap_close(s);
@@ -150,6 +164,7 @@ int snap_open(snap_file *s, const char *path, cube_err *err)
 void snap_close(snap_file *s)
 {
     free(s->buf);
+    free(s->aligned);
     free(s->secs);
     memset(s, 0, sizeof(*s));
 }

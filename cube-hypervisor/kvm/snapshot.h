@@ -73,6 +73,7 @@ typedef struct snap_section {
 
 typedef struct snap_file {
     uint8_t *buf;
+    uint8_t *aligned; /* the sections' data, each 16-byte aligned (where secs[].data point) */
     size_t size;
     snap_section *secs;
     uint32_t n;
@@ -82,7 +83,8 @@ int snap_open(snap_file *s, const char *path, cube_err *err);
 /* The same checks on bytes in memory (what snap_open reads). Takes ownership of buf (malloc'd). */
 int snap_parse(snap_file *s, uint8_t *buf, size_t size, cube_err *err);
 void snap_close(snap_file *s);
-/* The section of that type and id, its length checked to be exactly len; NULL if absent or another size. */
+/* The section of that type and id, its length checked to be exactly len; NULL if absent or another size.
+ * Aligned for any struct. */
 const void *snap_get(const snap_file *s, uint32_t type, uint32_t id, uint64_t len);
 
 #endif
