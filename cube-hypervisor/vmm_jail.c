@@ -90,6 +90,7 @@ static const int allowed[] = {
     SCMP_SYS(mremap),
     SCMP_SYS(mprotect),
     SCMP_SYS(madvise),
+    SCMP_SYS(mincore), /* a snapshot of a clone: which of its pages it has */
     SCMP_SYS(brk),
     SCMP_SYS(membarrier),
     SCMP_SYS(getrandom),

@@ -45,7 +45,8 @@ struct vmm {
     int kvm, vm;
     size_t run_size;
     gmem mem;
-    int mem_fd; /* the memfd of a cold-booted VM (-1 for a clone: its memory is the snapshot's file) */
+    int mem_fd;   /* the memfd of a cold-booted VM (-1 for a clone: its memory is the snapshot's file) */
+    int clone_fd; /* a clone's snapshot memory file, mapped MAP_PRIVATE (its holes are zero pages); -1 */
     vcpu cpus[VMM_MAX_VCPUS];
     int ncpus;
     vblk disk;
@@ -666,7 +667,7 @@ static int restore(vmm *v, const vmm_config *cfg, cube_err *err)
     }
     v->mem.size = vm->mem_size;
     v->mem.base = mmap(NULL, v->mem.size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_NORESERVE, fd, 0);
-    close(fd);
+    v->clone_fd = fd; /* kept: a snapshot of this clone looks for the file's holes */
     if (v->mem.base == MAP_FAILED) {
         v->mem.base = NULL;
         cube_err_sys(err, errno, "map snapshot memory");
@@ -745,7 +746,7 @@ int vmm_create(const vmm_config *cfg, vmm **out, cube_err *err)
     if (!cfg->disk) return cube_err_set(err, EINVAL, "a microVM needs a root disk image");
     vmm *v = calloc(1, sizeof(*v));
     if (!v) return cube_err_set(err, ENOMEM, "vmm");
-    v->kvm = v->vm = v->mem_fd = v->disk_irqfd = v->net_irqfd = v->io_wake = -1;
+    v->kvm = v->vm = v->mem_fd = v->clone_fd = v->disk_irqfd = v->net_irqfd = v->io_wake = -1;
     v->net.tap_fd = -1;
     v->console_fd = cfg->console_fd;
     v->pvm = access("/sys/module/kvm_pvm", F_OK) == 0; /* before the jail, which has no access() */
@@ -828,8 +829,21 @@ int vmm_resume(vmm *v, cube_err *err)
     return 0;
 }
 
+/* One page of guest memory at off to fd unless it is all zero (left a hole). */
+static int save_page(vmm *v, int fd, uint64_t off, const char *path, cube_err *err)
+{
+    static const uint8_t zero[4096];
+    if (memcmp(v->mem.base + off, zero, 4096) == 0) return 0;
+    if (pwrite(fd, v->mem.base + off, 4096, (off_t)off) != 4096)
+        return cube_err_sys(err, errno, "write %s", path);
+    return 0;
+}
+
 /* Guest memory to a file, leaving the zero pages as holes: a booted guest has touched a fraction of its RAM.
- */
+ * Only pages that can hold data are read: reading the rest would fault them in (a memfd allocates a page for
+ * each read of a hole: a snapshot made all of a 512 MiB guest's memory resident). A cold-booted VM's data is
+ * where its memfd has any (SEEK_DATA); a clone's is where its snapshot file has data, plus the pages it has
+ * itself (written or read since: mincore), the file's holes being zero pages. */
 static int save_memory(vmm *v, const char *path, cube_err *err)
 {
     int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
@@ -838,12 +852,22 @@ static int save_memory(vmm *v, const char *path, cube_err *err)
         if (fd >= 0) close(fd);
         return cube_err_sys(err, e, "snapshot memory %s", path);
     }
-    static const uint8_t zero[4096];
+    int backing = v->mem_fd >= 0 ? v->mem_fd : v->clone_fd;
     int rc = 0;
-    for (uint64_t off = 0; off < v->mem.size && rc == 0; off += 4096) {
-        if (memcmp(v->mem.base + off, zero, 4096) == 0) continue;
-        if (pwrite(fd, v->mem.base + off, 4096, (off_t)off) != 4096)
-            rc = cube_err_sys(err, errno, "write %s", path);
+    for (uint64_t off = 0; off < v->mem.size && rc == 0;) {
+        off_t data = backing >= 0 ? lseek(backing, (off_t)off, SEEK_DATA) : (off_t)off;
+        if (data < 0) data = errno == ENXIO ? (off_t)v->mem.size : (off_t)off; /* none left, or scan it all */
+        if ((uint64_t)data > v->mem.size) data = (off_t)v->mem.size;
+        /* a hole of the backing file: a clone's own pages there, if any */
+        for (uint64_t p = off; v->mem_fd < 0 && p < (uint64_t)data && rc == 0; p += 4096) {
+            unsigned char in = 0;
+            if (mincore(v->mem.base + p, 4096, &in) < 0 || (in & 1)) rc = save_page(v, fd, p, path, err);
+        }
+        off_t hole = backing >= 0 ? lseek(backing, data, SEEK_HOLE) : (off_t)v->mem.size;
+        if (hole < 0 || (uint64_t)hole > v->mem.size) hole = (off_t)v->mem.size;
+        for (uint64_t p = (uint64_t)data; p < (uint64_t)hole && rc == 0; p += 4096)
+            rc = save_page(v, fd, p, path, err);
+        off = (uint64_t)hole > off ? (uint64_t)hole : off + 4096;
     }
     if (rc == 0 && fsync(fd) < 0) rc = cube_err_sys(err, errno, "sync %s", path);
     close(fd);
@@ -943,6 +967,7 @@ void vmm_destroy(vmm *v)
     if (v->kvm >= 0) close(v->kvm);
     if (v->mem.base) munmap(v->mem.base, v->mem.size);
     if (v->mem_fd >= 0) close(v->mem_fd);
+    if (v->clone_fd >= 0) close(v->clone_fd);
     if (v->exit_fd >= 0) close(v->exit_fd);
     pthread_mutex_destroy(&v->lock);
     pthread_mutex_destroy(&v->dev_lock);

@@ -27,31 +27,36 @@
 #include "timeutil.h"
 #include "vmm.h"
 
-/* for (;;) { ++*(u64 *)0x3000; print it as 16 hex digits and a newline on COM1 }, each digit written to the
+/* for (;;) { n = ++*(u64 *)0x3000; *(u64 *)(4 MiB + (n % 64) * 4 KiB) = n; print n as 16 hex digits and a
+ * newline on COM1 }, each digit written to the
  * serial port's scratch register and read back before it is printed: what a clone prints depends on its
  * registers, its memory and the port's state all coming through the snapshot (and on the IN completing) */
 static const uint8_t counting_guest[] = {
     0x48, 0xff, 0x04, 0x25, 0x00, 0x30, 0x00, 0x00, /* line: inc qword [0x3000] */
     0x48, 0x8b, 0x1c, 0x25, 0x00, 0x30, 0x00, 0x00, /* mov rbx, [0x3000] */
-    0xb9, 0x10, 0x00, 0x00, 0x00,                   /* mov ecx, 16 */
-    0x48, 0xc1, 0xc3, 0x04,                         /* digit: rol rbx, 4 */
-    0x88, 0xd8,                                     /* mov al, bl */
-    0x24, 0x0f,                                     /* and al, 0x0f */
-    0x3c, 0x0a,                                     /* cmp al, 10 */
-    0x72, 0x02,                                     /* jb +2 */
-    0x04, 0x07,                                     /* add al, 7 ('A' - '9' - 1) */
-    0x04, 0x30,                                     /* add al, '0' */
-    0x66, 0xba, 0xff, 0x03,                         /* mov dx, 0x3ff (scratch) */
-    0xee,                                           /* out dx, al */
-    0xb0, 0x00,                                     /* mov al, 0 */
-    0xec,                                           /* in al, dx */
-    0x66, 0xba, 0xf8, 0x03,                         /* mov dx, 0x3f8 (transmit) */
-    0xee,                                           /* out dx, al */
-    0xff, 0xc9,                                     /* dec ecx */
-    0x75, 0xdf,                                     /* jnz digit */
-    0xb0, 0x0a,                                     /* mov al, '\n' */
-    0xee,                                           /* out dx, al */
-    0xeb, 0xc5,                                     /* jmp line */
+    0x48, 0x89, 0xd8,                               /* mov rax, rbx */
+    0x83, 0xe0, 0x3f,                               /* and eax, 63 */
+    0x48, 0xc1, 0xe0, 0x0c,                         /* shl rax, 12 */
+    0x48, 0x89, 0x98, 0x00, 0x00, 0x40, 0x00, /* mov [rax + 4 MiB], rbx: the count in a page of its own */
+    0xb9, 0x10, 0x00, 0x00, 0x00,             /* mov ecx, 16 */
+    0x48, 0xc1, 0xc3, 0x04,                   /* digit: rol rbx, 4 */
+    0x88, 0xd8,                               /* mov al, bl */
+    0x24, 0x0f,                               /* and al, 0x0f */
+    0x3c, 0x0a,                               /* cmp al, 10 */
+    0x72, 0x02,                               /* jb +2 */
+    0x04, 0x07,                               /* add al, 7 ('A' - '9' - 1) */
+    0x04, 0x30,                               /* add al, '0' */
+    0x66, 0xba, 0xff, 0x03,                   /* mov dx, 0x3ff (scratch) */
+    0xee,                                     /* out dx, al */
+    0xb0, 0x00,                               /* mov al, 0 */
+    0xec,                                     /* in al, dx */
+    0x66, 0xba, 0xf8, 0x03,                   /* mov dx, 0x3f8 (transmit) */
+    0xee,                                     /* out dx, al */
+    0xff, 0xc9,                               /* dec ecx */
+    0x75, 0xdf,                               /* jnz digit */
+    0xb0, 0x0a,                               /* mov al, '\n' */
+    0xee,                                     /* out dx, al */
+    0xeb, 0xb4,                               /* jmp line */
 };
 
 /* prints "bye\n", then ud2: with no IDT the #UD cannot be delivered, nor the #DF after it */
@@ -154,14 +159,19 @@ static void wait_console(int fd, off_t n)
 }
 
 /* The counting guest's output from its start: "0000000000000001\n0000000000000002\n..." */
-static void expect_counting(const char *out, size_t len, const char *who)
+static void expect_counting_from(size_t base, const char *out, size_t len, const char *who)
 {
     char line[18];
-    for (size_t i = 0; i < len; i++) {
+    for (size_t i = base; i < base + len; i++) {
         snprintf(line, sizeof(line), "%016llX\n", (unsigned long long)(i / 17 + 1));
-        ck_assert_msg(out[i] == line[i % 17], "%s: byte %zu is '%c', the count says '%c'", who, i, out[i],
-                      line[i % 17]);
+        ck_assert_msg(out[i - base] == line[i % 17], "%s: byte %zu is '%c', the count says '%c'", who, i,
+                      out[i - base], line[i % 17]);
     }
+}
+
+static void expect_counting(const char *out, size_t len, const char *who)
+{
+    expect_counting_from(0, out, len, who);
 }
 
 /* The original's console (con) counts from its start; the clone's (ccon) begins with the byte the original
@@ -288,6 +298,99 @@ START_TEST(a_snapshot_clone_goes_on_where_the_original_was)
         snapshot_and_clone(v, con, round);
     }
     vmm_destroy(v);
+    close(con);
+}
+END_TEST
+
+/* The 8 bytes at guest physical address gpa in a snapshot's memory file */
+static uint64_t guest_word(const char *snap, uint64_t gpa)
+{
+    char p[4400];
+    snprintf(p, sizeof(p), "%s/memory", snap);
+    int fd = open(p, O_RDONLY | O_CLOEXEC);
+    ck_assert_int_ge(fd, 0);
+    uint64_t w = 0;
+    ck_assert_int_eq(pread(fd, &w, sizeof(w), (off_t)gpa), (ssize_t)sizeof(w));
+    close(fd);
+    return w;
+}
+
+/* kB of shared memory (the guest's memfd) this process has resident */
+static long rss_shmem_kb(void)
+{
+    FILE *f = fopen("/proc/self/status", "re");
+    char line[128];
+    long kb = -1;
+    while (f && fgets(line, sizeof(line), f))
+        if (sscanf(line, "RssShmem: %ld kB", &kb) == 1) break;
+    if (f) fclose(f);
+    return kb;
+}
+
+/* A snapshot reads only the pages the guest has (reading the rest of a memfd allocates them: it made all of
+ * a 512 MiB guest resident), and a clone's own snapshot, of the pages it has and of its snapshot's file,
+ * makes a clone that goes on from there: original -> clone A -> clone B count on without a gap. */
+START_TEST(snapshots_leave_memory_as_it_was_and_a_clone_of_a_clone_goes_on)
+{
+    write_guest(counting_guest, sizeof(counting_guest));
+    int con = console_open("console");
+    vmm *v = boot(NULL, con, 256u << 20);
+    wait_console(con, 17 * 20);
+    cube_err err = {0};
+    ck_assert_int_eq(vmm_pause(v, &err), 0);
+    off_t at = console_size(con);
+    long before = rss_shmem_kb();
+    char snap_a[4300], snap_b[4300], overlay[4300];
+    snprintf(snap_a, sizeof(snap_a), "%s/snap-a", dir);
+    snprintf(snap_b, sizeof(snap_b), "%s/snap-b", dir);
+    ck_assert_msg(vmm_snapshot(v, snap_a, &err) == 0, "snapshot: %s", err.msg);
+    long after = rss_shmem_kb();
+    ck_assert_msg(before >= 0 && after - before < 16 * 1024,
+                  "a snapshot of a 256 MiB guest made %ld kB resident", after - before);
+
+    int acon = console_open("clone-a");
+    snprintf(overlay, sizeof(overlay), "%s/overlay-a", dir);
+    vmm_config cfg = {
+        .restore = snap_a, .disk = disk, .overlay = overlay, .vcpus = 1, .console_fd = acon, .tap_fd = -1};
+    vmm *a = NULL;
+    ck_assert_msg(vmm_create(&cfg, &a, &err) == 0, "restore: %s", err.msg);
+    wait_console(acon, 17 * 20);
+    ck_assert_int_eq(vmm_pause(a, &err), 0);
+    off_t at_a = console_size(acon);
+    ck_assert_msg(vmm_snapshot(a, snap_b, &err) == 0, "snapshot of a clone: %s", err.msg);
+
+    int bcon = console_open("clone-b");
+    snprintf(overlay, sizeof(overlay), "%s/overlay-b", dir);
+    cfg.restore = snap_b;
+    cfg.overlay = overlay;
+    cfg.console_fd = bcon;
+    vmm *b = NULL;
+    ck_assert_msg(vmm_create(&cfg, &b, &err) == 0, "restore of a clone's snapshot: %s", err.msg);
+    wait_console(bcon, 17 * 20);
+    ck_assert_int_eq(vmm_pause(b, &err), 0);
+
+    /* clone A wrote counts into pages that were holes in its snapshot's file: clone A's own snapshot has them
+     */
+    uint64_t count_a = guest_word(snap_a, 0x3000), count_b = guest_word(snap_b, 0x3000);
+    ck_assert_msg(count_b > count_a + 1 && count_b - count_a < 64, "counts %llu then %llu",
+                  (unsigned long long)count_a, (unsigned long long)count_b);
+    uint64_t page = 0x400000 + ((count_b - 1) % 64) * 4096;
+    ck_assert_uint_eq(guest_word(snap_a, page), 0);
+    ck_assert_uint_eq(guest_word(snap_b, page), count_b - 1);
+
+    size_t len, alen, blen;
+    char *out = console_read(con, &len), *aout = console_read(acon, &alen), *bout = console_read(bcon, &blen);
+    expect_counting(out, (size_t)at, "the original up to its snapshot");
+    expect_counting_from((size_t)at, aout, (size_t)at_a, "clone A up to its snapshot");
+    expect_counting_from((size_t)at + (size_t)at_a, bout, blen, "clone B, from clone A's snapshot");
+    free(out);
+    free(aout);
+    free(bout);
+    vmm_destroy(b);
+    vmm_destroy(a);
+    vmm_destroy(v);
+    close(bcon);
+    close(acon);
     close(con);
 }
 END_TEST
@@ -518,6 +621,7 @@ int main(void)
     tcase_add_test(tc, a_guest_boots_in_long_mode_and_prints_on_the_console);
     tcase_add_test(tc, pause_stops_the_guest_and_resume_goes_on);
     tcase_add_test(tc, a_snapshot_clone_goes_on_where_the_original_was);
+    tcase_add_test(tc, snapshots_leave_memory_as_it_was_and_a_clone_of_a_clone_goes_on);
     tcase_add_test(tc, a_triple_fault_stops_the_guest_as_a_failure);
     tcase_add_test(tc, a_guest_that_never_exits_is_paused);
     tcase_add_test(tc, the_hypervisor_exits_non_zero_when_its_guest_fails);
