@@ -192,7 +192,7 @@ static void expect_clone_goes_on(int con, off_t at, int ccon)
     free(cout);
 }
 
-static vmm *boot(const char *cmdline, int console, uint64_t mem)
+static vmm *boot(const char *cmdline, int console, uint64_t mem, int vcpus)
 {
     char overlay[4300];
     snprintf(overlay, sizeof(overlay), "%s/overlay-%d", dir, console);
@@ -201,7 +201,7 @@ static vmm *boot(const char *cmdline, int console, uint64_t mem)
                       .overlay = overlay,
                       .cmdline = cmdline,
                       .mem_bytes = mem,
-                      .vcpus = 1,
+                      .vcpus = vcpus,
                       .console_fd = console,
                       .tap_fd = -1};
     vmm *v = NULL;
@@ -210,18 +210,19 @@ static vmm *boot(const char *cmdline, int console, uint64_t mem)
     return v;
 }
 
-/* code as the kernel, booted with 64 MiB, its console in <dir>/console (*con) */
-static vmm *start_guest(const uint8_t *code, size_t len, int *con)
+/* code as the kernel, booted with 64 MiB and vcpus vCPUs (the others than the first wait for an INIT/SIPI
+ * these guests never send), its console in <dir>/console (*con) */
+static vmm *start_guest(const uint8_t *code, size_t len, int vcpus, int *con)
 {
     write_guest(code, len);
     *con = console_open("console");
-    return boot(NULL, *con, 64u << 20);
+    return boot(NULL, *con, 64u << 20, vcpus);
 }
 
 START_TEST(a_guest_boots_in_long_mode_and_prints_on_the_console)
 {
     int con;
-    vmm *v = start_guest(counting_guest, sizeof(counting_guest), &con);
+    vmm *v = start_guest(counting_guest, sizeof(counting_guest), 1, &con);
     wait_console(con, 17 * 50);
     cube_err err = {0};
     ck_assert_int_eq(vmm_pause(v, &err), 0);
@@ -238,7 +239,7 @@ END_TEST
 START_TEST(pause_stops_the_guest_and_resume_goes_on)
 {
     int con;
-    vmm *v = start_guest(counting_guest, sizeof(counting_guest), &con);
+    vmm *v = start_guest(counting_guest, sizeof(counting_guest), 1, &con);
     wait_console(con, 17 * 10);
     cube_err err = {0};
     ck_assert_int_eq(vmm_pause(v, &err), 0);
@@ -288,11 +289,12 @@ static void snapshot_and_clone(vmm *v, int con, int round)
     ck_assert_int_eq(vmm_resume(v, &err), 0);
 }
 
-/* Several rounds: each pause lands on one of the guest's port accesses, and each kind must come through */
+/* Several rounds: each pause lands on one of the guest's port accesses, and each kind must come through. Two
+ * vCPUs: the second's state (waiting for its start-up IPI) comes through too. */
 START_TEST(a_snapshot_clone_goes_on_where_the_original_was)
 {
     int con;
-    vmm *v = start_guest(counting_guest, sizeof(counting_guest), &con);
+    vmm *v = start_guest(counting_guest, sizeof(counting_guest), 2, &con);
     for (int round = 0; round < 16; round++) {
         wait_console(con, console_size(con) + 17 * 5);
         snapshot_and_clone(v, con, round);
@@ -334,7 +336,7 @@ START_TEST(snapshots_leave_memory_as_it_was_and_a_clone_of_a_clone_goes_on)
 {
     write_guest(counting_guest, sizeof(counting_guest));
     int con = console_open("console");
-    vmm *v = boot(NULL, con, 256u << 20);
+    vmm *v = boot(NULL, con, 256u << 20, 2); /* the waiting vCPU's state comes through too */
     wait_console(con, 17 * 20);
     cube_err err = {0};
     ck_assert_int_eq(vmm_pause(v, &err), 0);
@@ -398,7 +400,7 @@ END_TEST
 START_TEST(a_triple_fault_stops_the_guest_as_a_failure)
 {
     int con;
-    vmm *v = start_guest(faulting_guest, sizeof(faulting_guest), &con);
+    vmm *v = start_guest(faulting_guest, sizeof(faulting_guest), 1, &con);
     struct pollfd p = {.fd = vmm_exit_fd(v), .events = POLLIN};
     ck_assert_msg(poll(&p, 1, 20000) == 1, "the faulting guest did not stop in 20 s");
     const char *why = NULL;
@@ -567,7 +569,7 @@ START_TEST(a_guest_that_never_exits_is_paused)
 {
     static const uint8_t spinning_guest[] = {0xeb, 0xfe}; /* jmp $ */
     int con;
-    vmm *v = start_guest(spinning_guest, sizeof(spinning_guest), &con);
+    vmm *v = start_guest(spinning_guest, sizeof(spinning_guest), 1, &con);
     cube_err err = {0};
     for (int i = 0; i < 50; i++) {
         int64_t t0 = cube_now_mono_ms();
