@@ -493,8 +493,9 @@ static char *read_text(const char *path)
     return b;
 }
 
-static void hv_call(const char *id, const char *method, const ProtobufCMessage *req,
-                    const ProtobufCMessageDescriptor *rd)
+/* A call that must succeed; its answer in *out (the caller frees it) or freed */
+static void hv_call_answer(const char *id, const char *method, const ProtobufCMessage *req,
+                           const ProtobufCMessageDescriptor *rd, ProtobufCMessage **out)
 {
     char addr[4400];
     snprintf(addr, sizeof(addr), "unix:%s/%s/control.sock", dir, id);
@@ -502,27 +503,55 @@ static void hv_call(const char *id, const char *method, const ProtobufCMessage *
     cube_err err = {0};
     ck_assert_msg(cube_rpc_call_once(addr, method, req, rd, &resp, 10000, &err) == 0, "%s: %s", method,
                   err.msg);
-    protobuf_c_message_free_unpacked(resp, NULL);
+    if (out)
+        *out = resp;
+    else
+        protobuf_c_message_free_unpacked(resp, NULL);
+}
+
+static void hv_call(const char *id, const char *method, const ProtobufCMessage *req,
+                    const ProtobufCMessageDescriptor *rd)
+{
+    hv_call_answer(id, method, req, rd, NULL);
+}
+
+static bool cgroup_there(const char *id)
+{
+    char v1[256], v2[256];
+    snprintf(v1, sizeof(v1), "/sys/fs/cgroup/memory/cube/%s", id);
+    snprintf(v2, sizeof(v2), "/sys/fs/cgroup/cube/%s", id);
+    return access(v1, F_OK) == 0 || access(v2, F_OK) == 0;
+}
+
+/* the VMM's cgroup (v1's memory hierarchy, or v2's) removed by its janitor once it exited: within 5 s */
+static void expect_cgroups_gone(const char *id)
+{
+    int64_t until = cube_now_mono_ms() + 5000;
+    while (cgroup_there(id)) {
+        ck_assert_msg(cube_now_mono_ms() < until, "the cgroup of %s is still there 5 s after its exit", id);
+        usleep(10000);
+    }
 }
 
 /* the guest's failure is the hypervisor's exit status, and the log says where the guest was */
 START_TEST(the_hypervisor_exits_non_zero_when_its_guest_fails)
 {
     write_guest(faulting_guest, sizeof(faulting_guest));
-    pid_t pid = hv_start("failing", NULL, false);
+    pid_t pid = hv_start("kvm-failing", NULL, false);
     int status = hv_wait_exit(pid);
     char path[4400];
-    snprintf(path, sizeof(path), "%s/failing.log", dir);
+    snprintf(path, sizeof(path), "%s/kvm-failing.log", dir);
     char *log = read_text(path);
     ck_assert_msg(status == 1, "exit status %d; log:\n%s", status, log);
     /* where it stopped: RIP at the ud2 (past the four OUTs) and its bytes */
     ck_assert_msg(strstr(log, "guest stopped") && strstr(log, "rip=0x100010") && strstr(log, "insn=\"0f 0b"),
                   "log:\n%s", log);
     free(log);
-    snprintf(path, sizeof(path), "%s/failing/console.log", dir);
+    snprintf(path, sizeof(path), "%s/kvm-failing/console.log", dir);
     char *console = read_text(path);
     ck_assert_str_eq(console, "bye\n");
     free(console);
+    expect_cgroups_gone("kvm-failing");
 }
 END_TEST
 
@@ -531,33 +560,42 @@ END_TEST
 START_TEST(the_hypervisor_snapshots_through_its_control_socket_and_a_restore_goes_on)
 {
     write_guest(counting_guest, sizeof(counting_guest));
-    pid_t orig = hv_start("orig", NULL, true);
+    pid_t orig = hv_start("kvm-orig", NULL, true);
+    ck_assert(cgroup_there("kvm-orig")); /* the VMM runs in a cgroup of its own */
     char path[4400], snap[4400];
-    snprintf(path, sizeof(path), "%s/orig/console.log", dir);
+    snprintf(path, sizeof(path), "%s/kvm-orig/console.log", dir);
     int con = open(path, O_RDONLY | O_CLOEXEC);
     ck_assert_int_ge(con, 0);
     wait_console(con, 17 * 20);
     Cube__Empty e = CUBE__EMPTY__INIT;
-    hv_call("orig", "/cube.Hypervisor/Pause", &e.base, &cube__empty__descriptor);
+    hv_call("kvm-orig", "/cube.Hypervisor/Pause", &e.base, &cube__empty__descriptor);
     off_t at = console_size(con);
     snprintf(snap, sizeof(snap), "%s/snaps/one", dir);
     snprintf(path, sizeof(path), "%s/snaps", dir);
     ck_assert_int_eq(mkdir(path, 0700), 0);
     Cube__HvSnapshotRequest req = CUBE__HV_SNAPSHOT_REQUEST__INIT;
     req.dir = snap;
-    hv_call("orig", "/cube.Hypervisor/Snapshot", &req.base, &cube__hv_snapshot_response__descriptor);
+    hv_call("kvm-orig", "/cube.Hypervisor/Snapshot", &req.base, &cube__hv_snapshot_response__descriptor);
     ck_assert_int_eq(console_size(con), at); /* still paused: Snapshot leaves it as it found it */
-    pid_t clone = hv_start("clone", snap, true);
-    hv_call("orig", "/cube.Hypervisor/Resume", &e.base, &cube__empty__descriptor);
-    snprintf(path, sizeof(path), "%s/clone/console.log", dir);
+    pid_t clone = hv_start("kvm-clone", snap, true);
+    hv_call("kvm-orig", "/cube.Hypervisor/Resume", &e.base, &cube__empty__descriptor);
+    snprintf(path, sizeof(path), "%s/kvm-clone/console.log", dir);
     int ccon = open(path, O_RDONLY | O_CLOEXEC);
     ck_assert_int_ge(ccon, 0);
     wait_console(ccon, 17 * 20);
     wait_console(con, at + 17 * 20);
+    /* what the node asks of a running sandbox: its figures (the VMM's cgroup holds the guest's memory),
+     * then Stop; the original ends by SIGTERM, the node's fallback */
+    ProtobufCMessage *st = NULL;
+    hv_call_answer("kvm-clone", "/cube.Hypervisor/Stats", &e.base, &cube__hv_stats__descriptor, &st);
+    ck_assert_uint_gt(((Cube__HvStats *)st)->mem_used, 0);
+    protobuf_c_message_free_unpacked(st, NULL);
+    hv_call("kvm-clone", "/cube.Hypervisor/Stop", &e.base, &cube__empty__descriptor);
     kill(orig, SIGTERM);
-    kill(clone, SIGTERM);
     ck_assert_int_eq(hv_wait_exit(orig), 0); /* stopped, not failed */
     ck_assert_int_eq(hv_wait_exit(clone), 0);
+    expect_cgroups_gone("kvm-orig");
+    expect_cgroups_gone("kvm-clone");
     expect_clone_goes_on(con, at, ccon);
     close(con);
     close(ccon);
