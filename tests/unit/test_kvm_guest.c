@@ -586,6 +586,25 @@ START_TEST(the_hypervisor_snapshots_through_its_control_socket_and_a_restore_goe
     wait_console(con, at + 17 * 20);
     /* what the node asks of a running sandbox: its figures (the VMM's cgroup holds the guest's memory),
      * then Stop; the original ends by SIGTERM, the node's fallback */
+    ProtobufCMessage *info = NULL; /* what a restarted cubelet asks to adopt it */
+    hv_call_answer("kvm-clone", "/cube.Hypervisor/Info", &e.base, &cube__hv_info__descriptor, &info);
+    ck_assert_str_eq(((Cube__HvInfo *)info)->sandbox_id, "kvm-clone");
+    ck_assert_str_eq(((Cube__HvInfo *)info)->backend, "kvm");
+    ck_assert_int_eq(((Cube__HvInfo *)info)->hv_pid, clone);
+    protobuf_c_message_free_unpacked(info, NULL);
+    /* a rollback (the ns backend's files-only return to a snapshot) is refused by name, and the VM runs on */
+    Cube__HvRollbackRequest rb = CUBE__HV_ROLLBACK_REQUEST__INIT;
+    rb.layers = snap;
+    char addr[4400];
+    snprintf(addr, sizeof(addr), "unix:%s/kvm-clone/control.sock", dir);
+    ProtobufCMessage *none = NULL;
+    cube_err rerr = {0};
+    ck_assert_int_eq(cube_rpc_call_once(addr, "/cube.Hypervisor/Rollback", &rb.base,
+                                        &cube__hv_info__descriptor, &none, 10000, &rerr),
+                     -1);
+    ck_assert_msg(strstr(rerr.msg, "kvm backend cannot roll"), "%s", rerr.msg);
+    off_t was = console_size(ccon);
+    wait_console(ccon, was + 17);
     ProtobufCMessage *st = NULL;
     hv_call_answer("kvm-clone", "/cube.Hypervisor/Stats", &e.base, &cube__hv_stats__descriptor, &st);
     ck_assert_uint_gt(((Cube__HvStats *)st)->mem_used, 0);
