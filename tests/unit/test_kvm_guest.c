@@ -24,6 +24,7 @@
 #include "hypervisor.pb-c.h"
 #include "rpc.h"
 #include "testutil.h"
+#include "zygote.h"
 #include "timeutil.h"
 #include "vmm.h"
 
@@ -621,6 +622,83 @@ START_TEST(the_hypervisor_snapshots_through_its_control_socket_and_a_restore_goe
 }
 END_TEST
 
+/* cubelet's way: cube-zygote forks the hypervisor (no exec, no janitor process: the zygote holds the
+ * lifeline). The forked VMM boots, snapshots through its control socket, stops, and leaves no cgroup. */
+START_TEST(a_kvm_hypervisor_forked_by_the_zygote_runs_snapshots_and_leaves_nothing)
+{
+    write_guest(counting_guest, sizeof(counting_guest));
+    const char *bin = getenv("CUBE_TEST_BIN_DIR");
+    char zbin[4200], state[4300], log[4300], snap[4300], console[4400];
+    snprintf(zbin, sizeof(zbin), "%s/../cube-hypervisor/cube-zygote", bin ? bin : ".");
+    snprintf(state, sizeof(state), "%s/kvm-forked", dir);
+    snprintf(log, sizeof(log), "%s/kvm-forked.log", dir);
+    snprintf(snap, sizeof(snap), "%s/kvm-forked-snap", dir);
+    snprintf(console, sizeof(console), "%s/console.log", state);
+    ck_assert_int_eq(mkdir(state, 0700), 0);
+    cube_zygote z = {.sock = -1};
+    pthread_mutex_init(&z.lock, NULL);
+    cube_err err = {0};
+    ck_assert_msg(cube_zygote_start(&z, zbin, &err) == 0, "zygote: %s", err.msg);
+    int out = open(log, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    ck_assert_int_ge(out, 0);
+    char *argv[] = {"cube-hypervisor",
+                    "--backend",
+                    "kvm",
+                    "--id",
+                    "kvm-forked",
+                    "--rootfs",
+                    dir,
+                    "--state",
+                    state,
+                    "--kernel",
+                    kernel,
+                    "--disk",
+                    disk,
+                    "--memory-mb",
+                    "64",
+                    "--cpus",
+                    "1",
+                    NULL};
+    int fds[1] = {out}, targets[1] = {1};
+    pid_t pid = 0;
+    int pidfd = -1;
+    ck_assert_msg(cube_zygote_spawn(&z, argv, fds, targets, 1, &pid, &pidfd, &err) == 0, "spawn: %s",
+                  err.msg);
+    close(out);
+    int64_t until = cube_now_mono_ms() + 20000;
+    for (;;) { /* ready: its first line */
+        char head[8] = "";
+        int fd = open(log, O_RDONLY | O_CLOEXEC);
+        ssize_t n = fd >= 0 ? read(fd, head, 6) : 0;
+        (void)n;
+        if (fd >= 0) close(fd);
+        if (strncmp(head, "ready ", 6) == 0) break;
+        ck_assert_msg(cube_now_mono_ms() < until, "the zygote's kvm hypervisor was not ready in 20 s");
+        usleep(2000);
+    }
+    ck_assert(cgroup_there("kvm-forked"));
+    int con = open(console, O_RDONLY | O_CLOEXEC);
+    ck_assert_int_ge(con, 0);
+    wait_console(con, 17 * 10);
+    Cube__HvSnapshotRequest req = CUBE__HV_SNAPSHOT_REQUEST__INIT;
+    req.dir = snap;
+    hv_call("kvm-forked", "/cube.Hypervisor/Snapshot", &req.base, &cube__hv_snapshot_response__descriptor);
+    ck_assert_uint_gt(guest_word(snap, 0x3000), 0); /* the count, in the snapshot's memory */
+    Cube__Empty e = CUBE__EMPTY__INIT;
+    hv_call("kvm-forked", "/cube.Hypervisor/Stop", &e.base, &cube__empty__descriptor);
+    struct pollfd p = {.fd = pidfd, .events = POLLIN};
+    ck_assert_msg(poll(&p, 1, 20000) == 1, "the zygote's kvm hypervisor did not exit after Stop");
+    close(pidfd);
+    expect_cgroups_gone("kvm-forked"); /* the zygote's janitor work */
+    size_t len;
+    char *text = console_read(con, &len);
+    expect_counting(text, len, "the zygote's guest");
+    free(text);
+    close(con);
+    cube_zygote_stop(&z);
+}
+END_TEST
+
 /* A guest that never leaves the CPU by itself (jmp $) is paused all the same, again and again */
 START_TEST(a_guest_that_never_exits_is_paused)
 {
@@ -684,6 +762,7 @@ int main(void)
     tcase_add_test(tc, a_triple_fault_stops_the_guest_as_a_failure);
     tcase_add_test(tc, a_guest_that_never_exits_is_paused);
     tcase_add_test(tc, the_hypervisor_exits_non_zero_when_its_guest_fails);
+    tcase_add_test(tc, a_kvm_hypervisor_forked_by_the_zygote_runs_snapshots_and_leaves_nothing);
     tcase_add_test(tc, the_hypervisor_snapshots_through_its_control_socket_and_a_restore_goes_on);
     tcase_add_test(tc, kernel_args_reach_the_command_line_and_too_long_is_refused);
     suite_add_tcase(s, tc);
