@@ -420,17 +420,63 @@ START_TEST(a_triple_fault_stops_the_guest_as_a_failure)
 }
 END_TEST
 
-/* cube-hypervisor itself, jailed as in production: started on the guest (or --restore SNAP), its log in
- * <dir>/<id>.log and its console in <dir>/<id>/console.log; returns its pid, with wait_ready once it is
- * ready (its first line: its control socket serves) */
-static pid_t hv_start(const char *id, const char *restore, bool wait_ready)
+/* A program built beside the tests: cube-hypervisor/<name> */
+static void built_bin(const char *name, char *out, size_t len)
 {
     const char *bin = getenv("CUBE_TEST_BIN_DIR");
-    char hv[4200], state[4300], log[4300];
-    snprintf(hv, sizeof(hv), "%s/../cube-hypervisor/cube-hypervisor", bin ? bin : ".");
+    snprintf(out, len, "%s/../cube-hypervisor/%s", bin ? bin : ".", name);
+}
+
+/* cube-hypervisor's arguments for a kvm sandbox id (state in <dir>/<id>) booting the guest, or restored from
+ * restore; argv holds 24 */
+static void hv_argv(const char *id, const char *restore, char *state, char **argv)
+{
+    int n = 0;
+    const char *common[] = {
+        "cube-hypervisor", "--backend", "kvm",         "--id", id,       "--rootfs", dir, "--state", state,
+        "--disk",          disk,        "--memory-mb", "64",   "--cpus", "1"};
+    for (size_t i = 0; i < sizeof(common) / sizeof(common[0]); i++) argv[n++] = (char *)common[i];
+    if (restore) {
+        argv[n++] = "--restore";
+        argv[n++] = (char *)restore;
+    } else {
+        argv[n++] = "--kernel";
+        argv[n++] = kernel;
+        argv[n++] = "--kernel-args";
+        argv[n++] = "quiet";
+    }
+    argv[n] = NULL;
+}
+
+/* until the hypervisor that logs to log is ready (its first line: its control socket serves), at most 20 s */
+static void wait_ready(const char *id, const char *log)
+{
+    int64_t until = cube_now_mono_ms() + 20000;
+    for (;;) {
+        char head[8] = "";
+        int fd = open(log, O_RDONLY | O_CLOEXEC);
+        if (fd >= 0) {
+            ssize_t n = read(fd, head, 6);
+            (void)n;
+            close(fd);
+        }
+        if (strncmp(head, "ready ", 6) == 0) return;
+        ck_assert_msg(cube_now_mono_ms() < until, "cube-hypervisor %s was not ready in 20 s", id);
+        usleep(2000);
+    }
+}
+
+/* cube-hypervisor itself, jailed as in production: started on the guest (or --restore SNAP), its log in
+ * <dir>/<id>.log and its console in <dir>/<id>/console.log; returns its pid, with ready once it is
+ * ready */
+static pid_t hv_start(const char *id, const char *restore, bool ready)
+{
+    char hv[4200], state[4300], log[4300], *argv[24];
+    built_bin("cube-hypervisor", hv, sizeof(hv));
     snprintf(state, sizeof(state), "%s/%s", dir, id);
     snprintf(log, sizeof(log), "%s/%s.log", dir, id);
     ck_assert_int_eq(mkdir(state, 0700), 0);
+    hv_argv(id, restore, state, argv);
     pid_t pid = fork();
     ck_assert_int_ge(pid, 0);
     if (pid == 0) {
@@ -443,28 +489,10 @@ static pid_t hv_start(const char *id, const char *restore, bool wait_ready)
         const char *was = getenv("ASAN_OPTIONS");
         snprintf(asan, sizeof(asan), "%s%sdetect_leaks=0", was ? was : "", was && *was ? ":" : "");
         setenv("ASAN_OPTIONS", asan, 1);
-        if (restore)
-            execl(hv, hv, "--backend", "kvm", "--id", id, "--rootfs", dir, "--state", state, "--restore",
-                  restore, "--disk", disk, "--memory-mb", "64", "--cpus", "1", (char *)NULL);
-        else
-            execl(hv, hv, "--backend", "kvm", "--id", id, "--rootfs", dir, "--state", state, "--kernel",
-                  kernel, "--disk", disk, "--memory-mb", "64", "--cpus", "1", "--kernel-args", "quiet",
-                  (char *)NULL);
+        execv(hv, argv);
         _exit(127);
     }
-    int64_t until = cube_now_mono_ms() + 20000;
-    while (wait_ready) {
-        char head[8] = "";
-        int fd = open(log, O_RDONLY | O_CLOEXEC);
-        if (fd >= 0) {
-            ssize_t n = read(fd, head, 6);
-            (void)n;
-            close(fd);
-        }
-        if (strncmp(head, "ready ", 6) == 0) break;
-        ck_assert_msg(cube_now_mono_ms() < until, "cube-hypervisor %s was not ready in 20 s", id);
-        usleep(2000);
-    }
+    if (ready) wait_ready(id, log);
     return pid;
 }
 
@@ -494,16 +522,22 @@ static char *read_text(const char *path)
     return b;
 }
 
+/* A call on the control socket of hypervisor id; its answer in *resp */
+static int hv_call_try(const char *id, const char *method, const ProtobufCMessage *req,
+                       const ProtobufCMessageDescriptor *rd, ProtobufCMessage **resp, cube_err *err)
+{
+    char addr[4400];
+    snprintf(addr, sizeof(addr), "unix:%s/%s/control.sock", dir, id);
+    return cube_rpc_call_once(addr, method, req, rd, resp, 10000, err);
+}
+
 /* A call that must succeed; its answer in *out (the caller frees it) or freed */
 static void hv_call_answer(const char *id, const char *method, const ProtobufCMessage *req,
                            const ProtobufCMessageDescriptor *rd, ProtobufCMessage **out)
 {
-    char addr[4400];
-    snprintf(addr, sizeof(addr), "unix:%s/%s/control.sock", dir, id);
     ProtobufCMessage *resp = NULL;
     cube_err err = {0};
-    ck_assert_msg(cube_rpc_call_once(addr, method, req, rd, &resp, 10000, &err) == 0, "%s: %s", method,
-                  err.msg);
+    ck_assert_msg(hv_call_try(id, method, req, rd, &resp, &err) == 0, "%s: %s", method, err.msg);
     if (out)
         *out = resp;
     else
@@ -596,12 +630,10 @@ START_TEST(the_hypervisor_snapshots_through_its_control_socket_and_a_restore_goe
     /* a rollback (the ns backend's files-only return to a snapshot) is refused by name, and the VM runs on */
     Cube__HvRollbackRequest rb = CUBE__HV_ROLLBACK_REQUEST__INIT;
     rb.layers = snap;
-    char addr[4400];
-    snprintf(addr, sizeof(addr), "unix:%s/kvm-clone/control.sock", dir);
     ProtobufCMessage *none = NULL;
     cube_err rerr = {0};
-    ck_assert_int_eq(cube_rpc_call_once(addr, "/cube.Hypervisor/Rollback", &rb.base,
-                                        &cube__hv_info__descriptor, &none, 10000, &rerr),
+    ck_assert_int_eq(hv_call_try("kvm-clone", "/cube.Hypervisor/Rollback", &rb.base,
+                                 &cube__hv_info__descriptor, &none, &rerr),
                      -1);
     ck_assert_msg(strstr(rerr.msg, "kvm backend cannot roll"), "%s", rerr.msg);
     off_t was = console_size(ccon);
@@ -627,55 +659,27 @@ END_TEST
 START_TEST(a_kvm_hypervisor_forked_by_the_zygote_runs_snapshots_and_leaves_nothing)
 {
     write_guest(counting_guest, sizeof(counting_guest));
-    const char *bin = getenv("CUBE_TEST_BIN_DIR");
-    char zbin[4200], state[4300], log[4300], snap[4300], console[4400];
-    snprintf(zbin, sizeof(zbin), "%s/../cube-hypervisor/cube-zygote", bin ? bin : ".");
+    char zbin[4200], state[4300], log[4300], snap[4300], console[4400], *argv[24];
+    built_bin("cube-zygote", zbin, sizeof(zbin));
     snprintf(state, sizeof(state), "%s/kvm-forked", dir);
     snprintf(log, sizeof(log), "%s/kvm-forked.log", dir);
     snprintf(snap, sizeof(snap), "%s/kvm-forked-snap", dir);
     snprintf(console, sizeof(console), "%s/console.log", state);
     ck_assert_int_eq(mkdir(state, 0700), 0);
+    hv_argv("kvm-forked", NULL, state, argv);
     cube_zygote z = {.sock = -1};
     pthread_mutex_init(&z.lock, NULL);
     cube_err err = {0};
     ck_assert_msg(cube_zygote_start(&z, zbin, &err) == 0, "zygote: %s", err.msg);
     int out = open(log, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     ck_assert_int_ge(out, 0);
-    char *argv[] = {"cube-hypervisor",
-                    "--backend",
-                    "kvm",
-                    "--id",
-                    "kvm-forked",
-                    "--rootfs",
-                    dir,
-                    "--state",
-                    state,
-                    "--kernel",
-                    kernel,
-                    "--disk",
-                    disk,
-                    "--memory-mb",
-                    "64",
-                    "--cpus",
-                    "1",
-                    NULL};
     int fds[1] = {out}, targets[1] = {1};
     pid_t pid = 0;
     int pidfd = -1;
     ck_assert_msg(cube_zygote_spawn(&z, argv, fds, targets, 1, &pid, &pidfd, &err) == 0, "spawn: %s",
                   err.msg);
     close(out);
-    int64_t until = cube_now_mono_ms() + 20000;
-    for (;;) { /* ready: its first line */
-        char head[8] = "";
-        int fd = open(log, O_RDONLY | O_CLOEXEC);
-        ssize_t n = fd >= 0 ? read(fd, head, 6) : 0;
-        (void)n;
-        if (fd >= 0) close(fd);
-        if (strncmp(head, "ready ", 6) == 0) break;
-        ck_assert_msg(cube_now_mono_ms() < until, "the zygote's kvm hypervisor was not ready in 20 s");
-        usleep(2000);
-    }
+    wait_ready("kvm-forked", log);
     ck_assert(cgroup_there("kvm-forked"));
     int con = open(console, O_RDONLY | O_CLOEXEC);
     ck_assert_int_ge(con, 0);
