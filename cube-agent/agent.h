@@ -61,8 +61,4 @@ void envd_fs_unary(agent *a, http_req *req);
 void envd_fs_watch(agent *a, http_req *req);
 watch_table *watch_table_new(void);
 
-/* The E2B SDK's signed /files URLs: "v1_" + base64(sha256("path:op:user:token[:exp]")), unpadded. */
-int files_signature(const char *path, const char *op, const char *user, const char *token, const char *exp,
-                    char *out, size_t cap);
-
 #endif

@@ -4,7 +4,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <libgen.h>
-#include <openssl/sha.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,31 +14,12 @@
 
 #include "agent.h"
 #include "file_meta.h"
+#include "file_signature.h"
 #include "connect.h"
 
 void envd_files_get(agent *a, http_req *req);
 void envd_files_post(agent *a, http_req *req);
 int envd_files_upload(agent *a, http_req *req, const char *data, size_t len);
-
-/* "v1_" + base64(sha256("path:op:user:token[:exp]")) without padding — the E2B SDK's signed URLs. */
-int files_signature(const char *path, const char *op, const char *user, const char *token, const char *exp,
-                    char *out, size_t cap)
-{
-    char *raw;
-    int n = exp && *exp ? asprintf(&raw, "%s:%s:%s:%s:%s", path, op, user, token, exp)
-                        : asprintf(&raw, "%s:%s:%s:%s", path, op, user, token);
-    if (n < 0) return -1;
-    unsigned char digest[SHA256_DIGEST_LENGTH];
-    SHA256((unsigned char *)raw, (size_t)n, digest);
-    free(raw);
-    char *b64 = b64_encode(digest, sizeof(digest));
-    if (!b64) return -1;
-    char *eq = strchr(b64, '=');
-    if (eq) *eq = '\0';
-    n = snprintf(out, cap, "v1_%s", b64);
-    free(b64);
-    return n < 0 || (size_t)n >= cap ? -1 : 0;
-}
 
 /* Token header, or a valid unexpired signature for this path and operation. */
 static int files_authorized(agent *a, http_req *req, const char *op, const char *user, const char *path)
@@ -54,14 +34,8 @@ static int files_authorized(agent *a, http_req *req, const char *op, const char 
     }
     const char *sig = http_query(req, "signature");
     const char *exp = http_query(req, "signature_expiration");
-    if (sig && token) {
-        char want[128];
-        if (exp && *exp && strtoll(exp, NULL, 10) < (long long)time(NULL)) {
-            ok = 0;
-        } else if (files_signature(path, op, user ? user : "", token, exp, want, sizeof(want)) == 0) {
-            ok = strcmp(want, sig) == 0;
-        }
-    }
+    if (sig && token && !(exp && *exp && strtoll(exp, NULL, 10) < (long long)time(NULL)))
+        ok = cube_file_signature_ok(sig, path, op, user, token, exp);
     free(token);
     return ok;
 }

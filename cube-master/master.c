@@ -1,5 +1,6 @@
 #include "master.h"
 #include "envd_version.h"
+#include "file_signature.h"
 #include "builds.h"
 #include "master_nodes.h"
 #include "secrets.h"
@@ -243,6 +244,40 @@ static int get_sandbox(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *res
     }
     out->sandbox = reply_copy(ctx, sb);
     cube__sandbox__free_unpacked(sb, NULL);
+    return 0;
+}
+
+/* A signed file URL that names no sandbox (the SDK with E2B_SANDBOX_URL: one address for every sandbox): the
+ * live sandbox whose access token signed it. Each token is tried (a hash each; signatures are rare next to
+ * everything else); the agent checks the signature again, and its expiration, when the request arrives. */
+static int find_signed_file(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *respp, cube_err *err)
+{
+    master *m = svc;
+    const Cube__SignedFileRequest *req = reqp;
+    Cube__SandboxRef *out = respp;
+    const char *op = req->operation ? req->operation : "";
+    if (strcmp(op, "read") != 0 && strcmp(op, "write") != 0)
+        return cube_err_set(err, EINVAL, "operation: want read or write, got '%s'", op);
+    if (!req->signature || strncmp(req->signature, "v1_", 3) != 0)
+        return cube_err_set(err, EINVAL, "signature: want v1_<base64>");
+    Cube__Sandbox **all;
+    size_t n;
+    if (m->st->ops->sandbox_list(m->st, &all, &n, err) < 0) return -1;
+    char *found = NULL;
+    for (size_t i = 0; i < n && !found; i++) {
+        const Cube__Sandbox *sb = all[i];
+        if ((sb->state == CUBE__SANDBOX_STATE__SANDBOX_STATE_RUNNING ||
+             sb->state == CUBE__SANDBOX_STATE__SANDBOX_STATE_PAUSED) &&
+            cube_file_signature_ok(req->signature, req->path, op, req->username, sb->envd_access_token,
+                                   req->expiration))
+            found = cube_rpc_strdup(ctx, sb->sandbox_id);
+    }
+    store_free_sandboxes(all, n);
+    cube_metric_add(found ? "cube_master_signed_files_total{found=\"yes\"}"
+                          : "cube_master_signed_files_total{found=\"no\"}",
+                    "Signed file URLs naming no sandbox, looked up by their signature", 1);
+    if (!found) return cube_err_set(err, ENOENT, "no live sandbox signed this file URL");
+    out->sandbox_id = found;
     return 0;
 }
 
@@ -935,6 +970,7 @@ void master_stop(master *m)
 const cube_rpc_method master_methods[] = {
     M("CreateSandbox", create_sandbox, cube__create_sandbox_request, cube__create_sandbox_response),
     M("GetSandbox", get_sandbox, cube__sandbox_ref, cube__get_sandbox_response),
+    M("FindSignedFile", find_signed_file, cube__signed_file_request, cube__sandbox_ref),
     M("ListSandboxes", list_sandboxes, cube__list_sandboxes_request, cube__list_sandboxes_response),
     M("KillSandbox", kill_sandbox, cube__sandbox_ref, cube__kill_sandbox_response),
     M("SetTimeout", set_timeout, cube__set_timeout_request, cube__empty),

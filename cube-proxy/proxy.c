@@ -380,6 +380,53 @@ int proxy_use_tls(proxy *p, const char *dir, cube_err *err)
     return p->tls ? 0 : -1;
 }
 
+/* A signed file URL that names no sandbox: the sandbox whose token signed it (a master knows), then the
+ * request as if it had named it (the headers added, so that a hop to another node's proxy names it too). */
+static void route_signed_file(proxy *p, const char *head, size_t head_len, size_t len, bool peer_tls,
+                              const proxy_signed_file *f, proxy_route *r)
+{
+    Cube__SignedFileRequest req = CUBE__SIGNED_FILE_REQUEST__INIT;
+    req.path = (char *)f->path;
+    req.operation = (char *)f->operation;
+    req.username = (char *)f->username;
+    req.expiration = (char *)f->expiration;
+    req.signature = (char *)f->signature;
+    ProtobufCMessage *resp = NULL;
+    cube_rpc_call_opts o = {.timeout_ms = 5000};
+    cube_err err = {0};
+    if (cube_rpc_failover_call(&p->masters, "/cube.Master/FindSignedFile", &req.base,
+                               &cube__sandbox_ref__descriptor, &resp, &o, &err) < 0) {
+        char msg[400];
+        snprintf(msg, sizeof(msg), "signed file URL: %s", err.msg);
+        if (err.code == ENOENT)
+            reply_json(r, 401, "Unauthorized",
+                       "no live sandbox signed this file URL: a wrong signature, or its sandbox is gone");
+        else
+            reply_json(r, 502, "Bad Gateway", msg);
+        return;
+    }
+    const char *id = ((Cube__SandboxRef *)resp)->sandbox_id;
+    const char *eol = strstr(head, "\r\n");
+    char add[160];
+    int k =
+        snprintf(add, sizeof(add), "E2b-Sandbox-Id: %s\r\nE2b-Sandbox-Port: %d\r\n", id ? id : "", ENVD_PORT);
+    size_t first = (size_t)(eol - head) + 2;
+    char *nb = k > 0 && (size_t)k < sizeof(add) && id && *id ? malloc(len + (size_t)k + 1) : NULL;
+    protobuf_c_message_free_unpacked(resp, NULL);
+    if (!nb) {
+        reply_json(r, 503, "Service Unavailable", "out of memory");
+        return;
+    }
+    memcpy(nb, head, first);
+    memcpy(nb + first, add, (size_t)k);
+    memcpy(nb + first + k, head + first, len - first);
+    nb[len + (size_t)k] = '\0';
+    cube_metric_add("cube_proxy_signed_files_total", "Signed file URLs routed by their signature", 1);
+    free(r->resp_headers); /* routing the named request starts over (and finds the same CORS headers) */
+    proxy_route_request(p, nb, head_len + (size_t)k, len + (size_t)k, peer_tls, r);
+    free(nb);
+}
+
 void proxy_route_request(proxy *p, const char *head, size_t head_len, size_t len, bool peer_tls,
                          proxy_route *r)
 {
@@ -388,7 +435,15 @@ void proxy_route_request(proxy *p, const char *head, size_t head_len, size_t len
     if (console_cors(p, head, r)) return;
     proxy_target t;
     if (proxy_parse_target(head, p->domain, &t) < 0) {
-        if (strncmp(head, "GET /metrics ", 13) == 0) {
+        proxy_signed_file sf;
+        int signed_file = proxy_parse_signed_file(head, &sf);
+        if (signed_file == 0) {
+            route_signed_file(p, head, head_len, len, peer_tls, &sf, r);
+        } else if (signed_file == 1) {
+            reply_json(r, 400, "Bad Request",
+                       "a file URL without a signature names no sandbox: send E2b-Sandbox-Id and "
+                       "E2b-Sandbox-Port, or Host <port>-<id>.<domain>");
+        } else if (strncmp(head, "GET /metrics ", 13) == 0) {
             char *text = cube_metrics_render();
             r->reply = proxy_format_reply(200, "OK", "text/plain; version=0.0.4", text ? text : "", NULL,
                                           &r->reply_len);

@@ -88,4 +88,18 @@ char *proxy_format_reply(int status, const char *reason, const char *content_typ
 /* Parses the routing target out of a request head; 0, or -1 when it names none. Exposed for tests. */
 int proxy_parse_target(const char *head, const char *domain, proxy_target *t);
 
+/* The SDK's signed file URLs (uploadUrl/downloadUrl: GET or POST /files?path=&username=&signature=
+ * [&signature_expiration=]) name no sandbox when the SDK has one address for all (E2B_SANDBOX_URL): a master
+ * finds the sandbox whose token signed one (FindSignedFile). The query's fields, decoded. */
+typedef struct proxy_signed_file {
+    const char *operation; /* "read" (GET), "write" (POST) */
+    char path[4096];
+    char username[256];
+    char signature[128];
+    char expiration[32];
+} proxy_signed_file;
+/* 0: a signed /files request; 1: /files without a signature; -1: another request, or a query that does not
+ * decode (a bad escape, a field too long). */
+int proxy_parse_signed_file(const char *head, proxy_signed_file *f);
+
 #endif

@@ -588,6 +588,53 @@ test('bad input gets clear errors', async () => {
   assert.equal(proxied.status, 502);
 });
 
+test('signed file URLs (uploadUrl, downloadUrl) work from anywhere: a browser, curl, another service', async () => {
+  // E2B_SANDBOX_URL gives the SDK one address for every sandbox, so the URLs it signs name none: the proxy
+  // finds the sandbox by the signature (its access token), and the agent checks it
+  const sbx = await Sandbox.create();
+  try {
+    const path = '/tmp/up load+1.txt';
+    const form = new FormData();
+    form.append('file', new Blob(['sent by a browser']), 'up.txt');
+    const up = await fetch(await sbx.uploadUrl(path), { method: 'POST', body: form });
+    assert.equal(up.status, 200, await up.text());
+    assert.equal(await sbx.files.read(path), 'sent by a browser');
+    const down = await sbx.downloadUrl(path);
+    const got = await fetch(down);
+    assert.equal(got.status, 200);
+    assert.equal(await got.text(), 'sent by a browser');
+    // as root, a path relative to its home
+    const rootUp = await fetch(await sbx.uploadUrl('mine.txt', { user: 'root' }), { method: 'POST', body: form });
+    assert.equal(rootUp.status, 200, await rootUp.text());
+    assert.equal((await sbx.commands.run('cat /root/mine.txt', { user: 'root' })).stdout, 'sent by a browser');
+    // a signature changed, or past its expiration, opens nothing
+    const changed = await fetch(down.replace('signature=v1_', 'signature=v1_A'));
+    assert.equal(changed.status, 401);
+    assert.match((await changed.json()).message, /signed/);
+    const brief = await sbx.downloadUrl(path, { useSignatureExpiration: 1 });
+    await sleep(2100);
+    assert.equal((await fetch(brief)).status, 401);
+    // another sandbox's URL is not this one's
+    const other = await Sandbox.create();
+    try {
+      await other.files.write(path, 'the other one');
+      assert.equal(await (await fetch(await other.downloadUrl(path))).text(), 'the other one');
+      assert.equal(await (await fetch(down)).text(), 'sent by a browser');
+    } finally {
+      await other.kill();
+    }
+    await sbx.kill();
+    const gone = await fetch(down);
+    assert.equal(gone.status, 401);
+    // a URL with no signature names no sandbox: said so
+    const unsigned = await fetch(`${process.env.E2B_SANDBOX_URL}/files?path=${encodeURIComponent(path)}`);
+    assert.equal(unsigned.status, 400);
+    assert.match((await unsigned.json()).message, /without a signature/);
+  } finally {
+    await sbx.kill().catch(() => {});
+  }
+});
+
 test('disk is disk: filling it is ENOSPC to the writer; the sandbox answers, keeps its files, reports its disk', async () => {
   const free = () => { const f = statfsSync(data); return f.bavail * f.bsize; };
   const freeBefore = free();

@@ -1,4 +1,5 @@
-/* cube-proxy's request head: the routing target from E2b-Sandbox-Id/Port headers or Host. */
+/* cube-proxy's request head: the routing target from E2b-Sandbox-Id/Port headers or Host, and a signed file
+ * URL's fields from its request line. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,6 +15,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     proxy_target t;
     proxy_parse_target(head, "", &t);
     proxy_parse_target(head, "e2b.app", &t);
+    proxy_signed_file f;
+    proxy_parse_signed_file(head, &f);
     free(head);
     return 0;
 }

@@ -5,6 +5,7 @@
 
 #include "agent.h"
 #include "connect.h"
+#include "file_signature.h"
 #include "testutil.h"
 
 START_TEST(envelope_round_trip)
@@ -95,12 +96,18 @@ START_TEST(files_signature_matches_the_sdk)
 {
     /* "v1_" + base64(sha256("/home/user/a.txt:read:user:tok")) computed independently with node's crypto */
     char sig[128];
-    ck_assert_int_eq(files_signature("/home/user/a.txt", "read", "user", "tok", NULL, sig, sizeof(sig)), 0);
+    ck_assert_int_eq(cube_file_signature("/home/user/a.txt", "read", "user", "tok", NULL, sig, sizeof(sig)),
+                     0);
     ck_assert_str_eq(sig, "v1_p0WqJQYCLtO6YX+e4h7VbpybRsdJbMbIw7clYpulIJk");
     ck_assert_int_eq(
-        files_signature("/home/user/a.txt", "read", "user", "tok", "1795380163", sig, sizeof(sig)), 0);
+        cube_file_signature("/home/user/a.txt", "read", "user", "tok", "1795380163", sig, sizeof(sig)), 0);
     ck_assert_str_eq(sig, "v1_UXQ9LhyEOLNskJDyi6zOEKAahlF975bJrO7dy/RfD1E");
     ck_assert_ptr_null(strchr(sig, '='));
+    ck_assert(cube_file_signature_ok(sig, "/home/user/a.txt", "read", "user", "tok", "1795380163"));
+    ck_assert(!cube_file_signature_ok(sig, "/home/user/a.txt", "write", "user", "tok", "1795380163"));
+    ck_assert(!cube_file_signature_ok(sig, "/home/user/a.txt", "read", "user", "tok", NULL));
+    ck_assert(!cube_file_signature_ok(sig, "/home/user/a.txt", "read", "user", "", "1795380163"));
+    ck_assert(!cube_file_signature_ok("v1_UXQ9", "/home/user/a.txt", "read", "user", "tok", "1795380163"));
 }
 END_TEST
 

@@ -13,6 +13,7 @@
 
 #include "cubelet.pb-c.h"
 #include "fake_node.h"
+#include "file_signature.h"
 #include "master.h"
 #include "replicate.h"
 #include "secret_box.h"
@@ -127,6 +128,77 @@ START_TEST(a_burst_spreads_over_nodes)
         ck_assert_msg(creates == 2, "%s got %d of 6 creates", f[i].id, creates);
         fake_stop(&f[i]);
     }
+}
+END_TEST
+
+/* FindSignedFile with these fields: 0 and the sandbox's id in found, or -1 and err. */
+static int find_signed(const char *path, const char *op, const char *user, const char *exp, const char *sig,
+                       char found[64], cube_err *err)
+{
+    Cube__SignedFileRequest req = CUBE__SIGNED_FILE_REQUEST__INIT;
+    req.path = (char *)path;
+    req.operation = (char *)op;
+    req.username = (char *)user;
+    req.expiration = (char *)exp;
+    req.signature = (char *)sig;
+    ProtobufCMessage *r = NULL;
+    if (cube_rpc_call(mc, "/cube.Master/FindSignedFile", &req.base, &cube__sandbox_ref__descriptor, &r, NULL,
+                      err) < 0)
+        return -1;
+    snprintf(found, 64, "%s", ((Cube__SandboxRef *)r)->sandbox_id);
+    protobuf_c_message_free_unpacked(r, NULL);
+    return 0;
+}
+
+/* The SDK's signed file URLs name no sandbox when it has one address for all: the master finds the live
+ * sandbox whose access token signed one, and none for a wrong operation, a changed field, or a killed one. */
+START_TEST(a_signed_file_url_leads_to_its_sandbox)
+{
+    fake_node f;
+    fake_start(&f, dir, "node-1");
+    heartbeat(&f, 0);
+    cube_err err = {0};
+    char ids[3][64], token[3][64];
+    for (int i = 0; i < 3; i++) {
+        ck_assert_msg(create(ids[i], NULL, &err) == 0, "create: %s", err.msg);
+        Cube__SandboxRef ref = CUBE__SANDBOX_REF__INIT;
+        ref.sandbox_id = ids[i];
+        ProtobufCMessage *r = NULL;
+        ck_assert_int_eq(cube_rpc_call(mc, "/cube.Master/GetSandbox", &ref.base,
+                                       &cube__get_sandbox_response__descriptor, &r, NULL, &err),
+                         0);
+        snprintf(token[i], 64, "%s", ((Cube__GetSandboxResponse *)r)->sandbox->envd_access_token);
+        protobuf_c_message_free_unpacked(r, NULL);
+        ck_assert_int_gt(strlen(token[i]), 16);
+    }
+    char sig[64], exp_sig[64], found[64];
+    ck_assert_int_eq(cube_file_signature("/tmp/a b.txt", "write", "", token[1], NULL, sig, sizeof(sig)), 0);
+    ck_assert_int_eq(
+        cube_file_signature("x", "read", "root", token[2], "1795380163", exp_sig, sizeof(exp_sig)), 0);
+    ck_assert_msg(find_signed("/tmp/a b.txt", "write", "", "", sig, found, &err) == 0, "%s", err.msg);
+    ck_assert_str_eq(found, ids[1]);
+    ck_assert_msg(find_signed("x", "read", "root", "1795380163", exp_sig, found, &err) == 0, "%s", err.msg);
+    ck_assert_str_eq(found, ids[2]);
+    /* the same signature for another operation, path, user or expiration is no sandbox's */
+    ck_assert_int_eq(find_signed("/tmp/a b.txt", "read", "", "", sig, found, &err), -1);
+    ck_assert_int_eq(err.code, ENOENT);
+    ck_assert_int_eq(find_signed("/tmp/a b.txt ", "write", "", "", sig, found, &err), -1);
+    ck_assert_int_eq(find_signed("/tmp/a b.txt", "write", "user", "", sig, found, &err), -1);
+    ck_assert_int_eq(find_signed("x", "read", "root", "1795380164", exp_sig, found, &err), -1);
+    ck_assert_int_eq(err.code, ENOENT);
+    /* what no URL of the SDK's holds is refused by name */
+    ck_assert_int_eq(find_signed("x", "delete", "", "", sig, found, &err), -1);
+    ck_assert_int_eq(err.code, EINVAL);
+    ck_assert_ptr_nonnull(strstr(err.msg, "operation"));
+    ck_assert_int_eq(find_signed("x", "read", "", "", "abc", found, &err), -1);
+    ck_assert_ptr_nonnull(strstr(err.msg, "signature"));
+    /* a killed sandbox's URLs lead nowhere */
+    ck_assert_msg(
+        call_ref("/cube.Master/KillSandbox", &cube__kill_sandbox_response__descriptor, ids[1], &err) == 0,
+        "kill: %s", err.msg);
+    ck_assert_int_eq(find_signed("/tmp/a b.txt", "write", "", "", sig, found, &err), -1);
+    ck_assert_int_eq(err.code, ENOENT);
+    fake_stop(&f);
 }
 END_TEST
 
@@ -885,6 +957,7 @@ int main(void)
     tcase_set_timeout(tc, 30);
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_add_test(tc, a_burst_spreads_over_nodes);
+    tcase_add_test(tc, a_signed_file_url_leads_to_its_sandbox);
     tcase_add_test(tc, a_create_waits_for_the_first_node);
     tcase_add_loop_test(tc, a_kill_wins_over_a_pause_or_resume_in_flight, 0, 2);
     tcase_add_test(tc, a_node_removed_under_a_call_in_flight);

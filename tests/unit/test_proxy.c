@@ -109,6 +109,19 @@ START_TEST(answers_of_its_own)
     r = read_all(fd, 3000);
     ck_assert_msg(strncmp(r, "HTTP/1.1 400 ", 13) == 0 && strstr(r, "E2b-Sandbox-Id"), "%s", r);
     close(fd);
+    /* a file URL that names no sandbox: unsigned, it cannot lead anywhere (said so); signed, a master is
+     * asked whose it is (none here: a clear 502) */
+    fd = dial();
+    send_str(fd, "GET /files?path=%2Ftmp%2Fx HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
+    r = read_all(fd, 3000);
+    ck_assert_msg(strncmp(r, "HTTP/1.1 400 ", 13) == 0 && strstr(r, "without a signature"), "%s", r);
+    close(fd);
+    fd = dial();
+    send_str(fd, "POST /files?path=%2Ftmp%2Fx&signature=v1_abc HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                 "Content-Length: 0\r\n\r\n");
+    r = read_all(fd, 8000);
+    ck_assert_msg(strncmp(r, "HTTP/1.1 502 ", 13) == 0 && strstr(r, "signed file URL"), "%s", r);
+    close(fd);
     /* a sandbox no master can be asked about: a clear 502, not a hang */
     fd = dial();
     send_str(fd, "GET / HTTP/1.1\r\nHost: 49983-isomething.example\r\n\r\n");
@@ -129,6 +142,41 @@ START_TEST(answers_of_its_own)
     ck_assert_msg(strncmp(r, "HTTP/1.1 431 ", 13) == 0, "%s", r);
     close(fd);
     stop();
+}
+END_TEST
+
+/* The fields of a signed file URL read as the agent's HTTP library reads a query (%HH, '+' a space), from
+ * the SDK's uploadUrl (POST) and downloadUrl (GET); what is not one is told apart. */
+START_TEST(signed_file_urls_are_read_as_the_agent_reads_them)
+{
+    proxy_signed_file f;
+    ck_assert_int_eq(proxy_parse_signed_file("GET /files?path=%2Ftmp%2Fwith+space%2Bplus.txt&username=root&"
+                                             "signature=v1_ab%2Fc%2Bd&signature_expiration=1795380163 "
+                                             "HTTP/1.1\r\nHost: x\r\n\r\n",
+                                             &f),
+                     0);
+    ck_assert_str_eq(f.operation, "read");
+    ck_assert_str_eq(f.path, "/tmp/with space+plus.txt");
+    ck_assert_str_eq(f.username, "root");
+    ck_assert_str_eq(f.signature, "v1_ab/c+d");
+    ck_assert_str_eq(f.expiration, "1795380163");
+    ck_assert_int_eq(proxy_parse_signed_file("POST /files?signature=v1_x&other=1&path= HTTP/1.1\r\n\r\n", &f),
+                     0);
+    ck_assert_str_eq(f.operation, "write");
+    ck_assert_str_eq(f.path, "");
+    ck_assert_str_eq(f.username, "");
+    ck_assert_str_eq(f.expiration, "");
+    ck_assert_int_eq(proxy_parse_signed_file("GET /files?path=%2Ftmp HTTP/1.1\r\n\r\n", &f), 1);
+    ck_assert_int_eq(proxy_parse_signed_file("GET /filesystem?signature=v1_x HTTP/1.1\r\n\r\n", &f), -1);
+    ck_assert_int_eq(proxy_parse_signed_file("PUT /files?signature=v1_x HTTP/1.1\r\n\r\n", &f), -1);
+    ck_assert_int_eq(proxy_parse_signed_file("GET /files?path=%2&signature=v1_x HTTP/1.1\r\n\r\n", &f), -1);
+    ck_assert_int_eq(proxy_parse_signed_file("GET /files?path=a%00b&signature=v1_x HTTP/1.1\r\n\r\n", &f),
+                     -1);
+    char big[5000];
+    int n = snprintf(big, sizeof(big), "GET /files?signature=v1_x&path=");
+    memset(big + n, 'a', 4200);
+    snprintf(big + n + 4200, sizeof(big) - (size_t)n - 4200, " HTTP/1.1\r\n\r\n");
+    ck_assert_int_eq(proxy_parse_signed_file(big, &f), -1);
 }
 END_TEST
 
@@ -315,6 +363,7 @@ int main(void)
     TCase *tc = tcase_create("relay");
     tcase_set_timeout(tc, 30);
     tcase_add_test(tc, answers_of_its_own);
+    tcase_add_test(tc, signed_file_urls_are_read_as_the_agent_reads_them);
     tcase_add_test(tc, only_the_consoles_origin_is_answered_cors);
     tcase_add_test(tc, a_head_that_does_not_arrive_in_time_is_answered_408);
     tcase_add_test(tc, at_the_cap_idle_heads_make_room);
