@@ -21,6 +21,7 @@ static const cube_config_flag flags[] = {
     {"interp-port", "agent.interp_port", true, "code interpreter port (default 49999; 0 disables)"},
     {"default-user", "agent.default_user", true, "user for requests that name none (default root)"},
     {"python", "agent.python", true, "python3 for the code interpreter (default /usr/bin/python3)"},
+    {"node", "agent.node", true, "node for its javascript and typescript (default /usr/bin/node)"},
     {"ready-fd", "agent.ready_fd", true, "a descriptor to write one byte to (and close) once listening"},
     {"user-procs", "agent.user_procs", true,
      "processes each user may run (RLIMIT_NPROC of what the agent starts; default: no limit)"},
@@ -90,7 +91,8 @@ int agent_main(int argc, char **argv)
     int interp_fd = -1;
     interp *ip = NULL;
     if (interp_port) {
-        ip = interp_new(cube_config_get(cfg, "agent.python", "/usr/bin/python3"), &a);
+        ip = interp_new(cube_config_get(cfg, "agent.python", "/usr/bin/python3"),
+                        cube_config_get(cfg, "agent.node", "/usr/bin/node"), &a);
         if ((interp_fd = http_listen(listen, (int)interp_port, &err)) < 0) {
             fprintf(stderr, "cube-agent: interpreter: %s\n", err.msg);
             return 1;

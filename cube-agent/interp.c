@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -19,10 +20,23 @@
 #include "users.h"
 
 extern const char interp_worker_py[];
+extern const char interp_worker_js[];
+
+/* The languages a context runs (E2B's names and their aliases): python runs the code itself; bash is a shell
+ * the Python worker keeps (as Jupyter's bash kernel); javascript and typescript a Node.js worker. */
+enum { LANG_PYTHON, LANG_BASH, LANG_JAVASCRIPT, LANG_TYPESCRIPT, LANG_COUNT };
+static const struct {
+    const char *name, *alias;
+} languages[LANG_COUNT] = {
+    [LANG_PYTHON] = {"python", "python3"},
+    [LANG_BASH] = {"bash", "sh"},
+    [LANG_JAVASCRIPT] = {"javascript", "js"},
+    [LANG_TYPESCRIPT] = {"typescript", "ts"},
+};
 
 typedef struct ctx {
     char id[40];
-    char language[16];
+    int lang; /* LANG_* */
     char cwd[4096];
     pid_t pid; /* 0: no worker running */
     int in_fd, ev_fd;
@@ -34,19 +48,19 @@ typedef struct ctx {
 } ctx;
 
 struct interp {
-    const char *python;
+    const char *python, *node;
     agent *a;
     pthread_mutex_t lock;
     ctx *head;
-    ctx *default_ctx;      /* python's, made at the first runCode without a context */
-    ctx *default_bash_ctx; /* bash's, likewise */
+    ctx *default_ctx[LANG_COUNT]; /* each language's, made at its first runCode without a context */
 };
 
-interp *interp_new(const char *python, agent *a)
+interp *interp_new(const char *python, const char *node, agent *a)
 {
     interp *ip = calloc(1, sizeof(*ip));
     if (!ip) return NULL;
     ip->python = python;
+    ip->node = node;
     ip->a = a;
     pthread_mutex_init(&ip->lock, NULL);
     return ip;
@@ -140,8 +154,18 @@ static int start_worker(interp *ip, ctx *c, cube_err *err)
     }
     gid_t groups[64];
     int ng = users_groups(USERS_GROUP, u.name, u.gid, groups, 64);
-    /* one worker program: python runs the code itself, or keeps a bash that runs it */
-    char *argv[] = {(char *)ip->python, "-u", "-c", (char *)interp_worker_py, c->language, NULL};
+    /* python runs the code itself, or keeps a bash that runs it; node runs javascript and typescript */
+    const char *lang = languages[c->lang].name;
+    char *py_argv[] = {(char *)ip->python, "-u", "-c", (char *)interp_worker_py, (char *)lang, NULL};
+    /* --no-warnings: Node's notes on its own experimental features (fetch) are not the code's output */
+    char *js_argv[] = {(char *)ip->node, "--no-warnings", "-e", (char *)interp_worker_js, (char *)lang, NULL};
+    char **argv = c->lang == LANG_JAVASCRIPT || c->lang == LANG_TYPESCRIPT ? js_argv : py_argv;
+    if (access(argv[0], X_OK) < 0) {
+        int e = errno;
+        for (int i = 0; i < n; i++) free(envp[i]);
+        close(in[0]), close(in[1]), close(ev[0]), close(ev[1]);
+        return cube_err_sys(err, e, "%s needs %s, which this sandbox's template lacks", lang, argv[0]);
+    }
     children_lock();
     pid_t pid = spawn_worker(argv, envp, in[0], ev[1], &u, groups, ng, c->cwd);
     if (pid > 0) children_add(pid, on_worker_exit, NULL);
@@ -152,7 +176,7 @@ static int start_worker(interp *ip, ctx *c, cube_err *err)
     if (pid < 0) {
         close(in[1]);
         close(ev[0]);
-        return cube_err_sys(err, errno, "fork python worker");
+        return cube_err_sys(err, errno, "fork %s worker", argv[0]);
     }
     c->pid = pid;
     c->in_fd = in[1];
@@ -160,26 +184,31 @@ static int start_worker(interp *ip, ctx *c, cube_err *err)
     return 0;
 }
 
-/* The languages a context runs: python, and bash (a shell kept between executions, as Jupyter's bash
- * kernel); "" is python. NULL for others, with err naming what is. */
-static const char *language_of(const char *language, cube_err *err)
+/* The LANG_ of a language's name or alias; "" or none is python. -1 for others, with err naming those there
+ * are.
+ */
+static int language_of(const char *language, cube_err *err)
 {
-    if (!language || !*language || strcmp(language, "python") == 0) return "python";
-    if (strcmp(language, "bash") == 0) return "bash";
-    return cube_err_set(err, EINVAL, "language '%s' is not available (python and bash are)", language), NULL;
+    if (!language || !*language) return LANG_PYTHON;
+    for (int i = 0; i < LANG_COUNT; i++)
+        if (strcasecmp(language, languages[i].name) == 0 || strcasecmp(language, languages[i].alias) == 0)
+            return i;
+    return cube_err_set(
+        err, EINVAL, "language '%s' is not available (python, bash, javascript or js, typescript or ts are)",
+        language);
 }
 
 /* With ip->lock held. */
 static ctx *new_ctx(interp *ip, const char *language, const char *cwd, cube_err *err)
 {
-    language = language_of(language, err);
-    if (!language) return NULL;
+    int lang = language_of(language, err);
+    if (lang < 0) return NULL;
     ctx *c = calloc(1, sizeof(*c));
     if (!c) return cube_err_set(err, ENOMEM, "out of memory"), NULL;
     c->in_fd = c->ev_fd = -1;
     c->refs = 1;
     pthread_cond_init(&c->idle, NULL);
-    snprintf(c->language, sizeof(c->language), "%s", language);
+    c->lang = lang;
     if (cwd && *cwd) {
         snprintf(c->cwd, sizeof(c->cwd), "%s", cwd);
     } else {
@@ -203,7 +232,7 @@ static cJSON *ctx_json(const ctx *c)
 {
     cJSON *o = cJSON_CreateObject();
     cJSON_AddStringToObject(o, "id", c->id);
-    cJSON_AddStringToObject(o, "language", c->language);
+    cJSON_AddStringToObject(o, "language", languages[c->lang].name);
     cJSON_AddStringToObject(o, "cwd", c->cwd);
     return o;
 }
@@ -223,8 +252,8 @@ static void unlink_ctx(interp *ip, ctx *c)
             break;
         }
     }
-    if (ip->default_ctx == c) ip->default_ctx = NULL;
-    if (ip->default_bash_ctx == c) ip->default_bash_ctx = NULL;
+    for (int i = 0; i < LANG_COUNT; i++)
+        if (ip->default_ctx[i] == c) ip->default_ctx[i] = NULL;
     c->removed = 1;
 }
 
@@ -288,7 +317,7 @@ static ssize_t exec_read(void *cls, uint64_t pos, char *out, size_t max)
         if (n < 0 && errno == EINTR) continue;
         /* the worker died mid-execution */
         const char *died =
-            "{\"type\": \"error\", \"name\": \"KernelDied\", \"value\": \"the Python process of this "
+            "{\"type\": \"error\", \"name\": \"KernelDied\", \"value\": \"the interpreter process of this "
             "context exited\", \"traceback\": \"\"}\n{\"type\": \"end_of_execution\"}\n";
         size_t dl = strlen(died);
         memcpy(es->buf, died, dl);
@@ -362,10 +391,8 @@ static void execute(void *svc, http_req *req)
         if (!c)
             err = (cube_err){ENOENT, ""},
             snprintf(err.msg, sizeof(err.msg), "context '%s' not found", ctx_id);
-    } else if (!(lang = language_of(lang, &err))) {
-        /* err says which are */
-    } else {
-        ctx **dflt = strcmp(lang, "bash") == 0 ? &ip->default_bash_ctx : &ip->default_ctx;
+    } else if (language_of(lang, &err) >= 0) { /* else err says which there are */
+        ctx **dflt = &ip->default_ctx[language_of(lang, &err)];
         if (!*dflt) *dflt = new_ctx(ip, lang, NULL, &err);
         c = *dflt;
     }

@@ -15,7 +15,7 @@ import { startAgent, startApiDouble, initAgent } from './harness.mjs';
 let agent, api, sbx, dir;
 
 before(async () => {
-  agent = await startAgent();
+  agent = await startAgent(['--node', process.execPath]);
   await initAgent({ envVars: { CUBE_INIT_VAR: 'from-init' } });
   api = await startApiDouble({});
   process.env.E2B_DEBUG = 'true';
@@ -212,7 +212,43 @@ test('runCode in bash: the shell carries over between executions; a failing comm
   assert.equal(own.language, 'bash');
   assert.deepEqual((await ci.runCode('echo "x=$x"', { context: own })).logs.stdout, ['x=\n']);
   // languages cube does not run are refused
-  await assert.rejects(ci.runCode('1 + 1', { language: 'js' }), /400/);
+  await assert.rejects(ci.runCode('1 + 1', { language: 'r' }), /400/);
+});
+
+test('runCode in javascript: declarations carry over, console streams, awaits, errors, interrupts', async () => {
+  const ci = await CodeSandbox.connect('itest0000000000000000');
+  const first = await ci.runCode('const base = 40\nconsole.log("hi", { n: 1 })\nbase + 2', { language: 'js' });
+  assert.equal(first.error, undefined);
+  assert.equal(first.text, '42');
+  assert.deepEqual(first.logs.stdout, ['hi { n: 1 }\n']);
+  // the same default context for 'js' and 'javascript'; a promise the cell ends with is awaited
+  assert.equal((await ci.runCode('Promise.resolve(base * 2)', { language: 'javascript' })).text, '80');
+  // top-level await: the cell runs as an async function, its value what it returns
+  const awaited = await ci.runCode('const t0 = Date.now()\nawait new Promise((r) => setTimeout(r, 200))\nreturn Date.now() - t0 >= 190', { language: 'js' });
+  assert.equal(awaited.text, 'true', JSON.stringify(awaited));
+  const seen = [];
+  await ci.runCode('for (let i = 0; i < 3; i++) { console.log(i); await new Promise((r) => setTimeout(r, 150)) }', {
+    language: 'js',
+    onStdout: (m) => seen.push([m.line, Date.now()]),
+  });
+  assert.deepEqual(seen.map((x) => x[0]), ['0\n', '1\n', '2\n']);
+  assert.ok(seen[2][1] - seen[0][1] >= 250, 'printed as it ran');
+  const failed = await ci.runCode('function f() { throw new TypeError("bad " + base) }\nf()', { language: 'js' });
+  assert.equal(failed.error.name, 'TypeError');
+  assert.equal(failed.error.value, 'bad 40');
+  assert.match(failed.error.traceback, /at f \(<cell>:1/);
+  assert.doesNotMatch(failed.error.traceback, /node:vm/);
+  const env = await ci.runCode('process.env.PER_RUN', { language: 'js', envs: { PER_RUN: 'yes' } });
+  assert.equal(env.text, "'yes'");
+  assert.equal((await ci.runCode('process.env.PER_RUN', { language: 'js' })).text, undefined);
+  assert.equal((await ci.runCode('require("node:path").join("a", "b")', { language: 'js' })).text, "'a/b'");
+  // a loop that never ends is interrupted at the timeout; the context lives on with its state
+  await assert.rejects(ci.runCode('while (true) {}', { language: 'js', timeoutMs: 1000 }));
+  assert.equal((await ci.runCode('base + 1', { language: 'js' })).text, '41');
+  // a context of its own starts fresh; its language is named as E2B names it
+  const own = await ci.createCodeContext({ language: 'js' });
+  assert.equal(own.language, 'javascript');
+  assert.equal((await ci.runCode('typeof base', { context: own })).text, "'undefined'");
 });
 
 test('runCode: contexts keep separate state; env vars per execution', async () => {

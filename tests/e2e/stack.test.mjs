@@ -789,6 +789,19 @@ test('runCode in code-interpreter-v1', async () => {
     assert.ok(Date.now() - t0 < 20000, `the next execution waited ${Date.now() - t0} ms`);
     const fig = await sbx.runCode('import matplotlib.pyplot as plt\nplt.plot([1, 2, 3])\nplt.show()');
     assert.ok(fig.results.some((x) => x.png), JSON.stringify(fig.error));
+    // javascript and typescript, as E2B's code interpreter runs them (the template's Node.js)
+    const js = await sbx.runCode('const xs = [1, 2, 3]\nconsole.log(process.version)\nxs.reduce((a, b) => a + b, 0)', { language: 'js' });
+    assert.equal(js.text, '6', JSON.stringify(js));
+    assert.match(js.logs.stdout[0], /^v\d+\./);
+    const tsc = await sbx.runCode('interface P { x: number }\nconst p: P = { x: 20 }\np.x * 2 + 3', { language: 'ts' });
+    assert.equal(tsc.text, '43', JSON.stringify(tsc));
+    assert.equal((await sbx.runCode('const s: string = 5', { language: 'typescript' })).error, undefined); // transpiled, not type-checked, as Deno's kernel runs it
+    // pip installs for the sandbox's user (no network needed for a local package)
+    await sbx.files.write('/tmp/pkg/pyproject.toml', '[build-system]\nrequires = ["setuptools"]\nbuild-backend = "setuptools.build_meta"\n[project]\nname = "cubepkg"\nversion = "0.1"\n');
+    await sbx.files.write('/tmp/pkg/cubepkg/__init__.py', 'V = 7\n');
+    await sbx.commands.run('cd /tmp/pkg && pip install --no-index --no-build-isolation .', { timeoutMs: 60000 });
+    // ... and a Python already running imports it (the user's site-packages exist from the start)
+    assert.equal((await sbx.runCode('import cubepkg\ncubepkg.V * 6')).text, '42');
   } finally {
     await sbx.kill();
   }
