@@ -30,6 +30,8 @@ static const cube_config_flag flags[] = {
     {"idle-timeout-ms", "proxy.idle_timeout_ms", true,
      "a relayed connection with no byte either way is closed (default 900000)"},
     {"workers", "proxy.workers", true, "threads routing requests (default 16)"},
+    {"signed-lookups", "proxy.signed_lookups", true,
+     "signed file URLs (uploadUrl/downloadUrl with no sandbox named) looked up a second (default 100)"},
     {"tls-dir", "proxy.tls_dir", true,
      "this machine's TLS identity (ca.pem, cert.pem, key.pem; deploy/tls-certs): links to other machines "
      "(host:port) use mutual TLS"},
@@ -63,6 +65,9 @@ static int limits_from(cube_config *cfg, proxy_limits *l, cube_err *err)
     l->idle_timeout_ms = (int)v;
     if (cube_config_get_int(cfg, "proxy.workers", l->workers, 1, 1024, &v, err) < 0) return -1;
     l->workers = (int)v;
+    if (cube_config_get_int(cfg, "proxy.signed_lookups", l->signed_lookups_per_s, 1, 1000000, &v, err) < 0)
+        return -1;
+    l->signed_lookups_per_s = (int)v;
     return 0;
 }
 

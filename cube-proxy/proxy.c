@@ -23,6 +23,7 @@
 #include "master.pb-c.h"
 #include "netns.h"
 #include "redis.h"
+#include "timeutil.h"
 #include "tls.h"
 
 /* the agent's ports: envd (guarded by the envd access token) and the code interpreter */
@@ -35,6 +36,8 @@ int proxy_init(proxy *p, const char *addr, int port, const char *master, const c
 {
     memset(p, 0, sizeof(*p));
     pthread_mutex_init(&p->relay_lock, NULL);
+    pthread_mutex_init(&p->lookup_lock, NULL);
+    p->lookup_tokens = -1; /* full at the first lookup, whatever the limits are set to by then */
     snprintf(p->domain, sizeof(p->domain), "%s", domain ? domain : "");
     p->listen_fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     int one = 1;
@@ -382,9 +385,34 @@ int proxy_use_tls(proxy *p, const char *dir, cube_err *err)
 
 /* A signed file URL that names no sandbox: the sandbox whose token signed it (a master knows), then the
  * request as if it had named it (the headers added, so that a hop to another node's proxy names it too). */
+/* Whether a signed lookup may go to a master now: a token bucket, refilled at signed_lookups_per_s. */
+static bool lookup_allowed(proxy *p)
+{
+    double rate = p->limits.signed_lookups_per_s > 0 ? p->limits.signed_lookups_per_s : 1;
+    int64_t now = cube_now_mono_ms();
+    pthread_mutex_lock(&p->lookup_lock);
+    if (p->lookup_tokens < 0) {
+        p->lookup_tokens = rate;
+    } else {
+        p->lookup_tokens += (double)(now - p->lookup_ms) * rate / 1000.0;
+        if (p->lookup_tokens > rate) p->lookup_tokens = rate;
+    }
+    p->lookup_ms = now;
+    bool ok = p->lookup_tokens >= 1;
+    if (ok) p->lookup_tokens -= 1;
+    pthread_mutex_unlock(&p->lookup_lock);
+    return ok;
+}
+
 static void route_signed_file(proxy *p, const char *head, size_t head_len, size_t len, bool peer_tls,
                               const proxy_signed_file *f, proxy_route *r)
 {
+    if (!lookup_allowed(p)) {
+        cube_metric_add("cube_proxy_signed_files_refused_total",
+                        "Signed file URLs refused for too many lookups a second", 1);
+        reply_json(r, 429, "Too Many Requests", "too many signed file URLs to look up: retry in a second");
+        return;
+    }
     Cube__SignedFileRequest req = CUBE__SIGNED_FILE_REQUEST__INIT;
     req.path = (char *)f->path;
     req.operation = (char *)f->operation;

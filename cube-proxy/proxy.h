@@ -23,6 +23,8 @@ typedef struct proxy_limits {
     int max_conns;       /* in total; at the cap the oldest connection still sending its head makes room */
     int max_per_addr;    /* per client address, the same way; else 429 */
     int workers;         /* threads that route requests */
+    int signed_lookups_per_s; /* signed file URLs looked up by signature (each costs a master a hash per
+                                 sandbox), a second, in bursts of as many; beyond: 429 */
 } proxy_limits;
 
 typedef struct proxy {
@@ -38,8 +40,11 @@ typedef struct proxy {
      * proxy (one hop). Empty: every sandbox is reached from here (one machine). */
     char node_id[64];
     char domain[256];
-    char console_origins[1024]; /* comma-separated: origins whose pages may call the agent's ports (CORS) */
-    int stopping;               /* with relay_lock */
+    char console_origins[1024];  /* comma-separated: origins whose pages may call the agent's ports (CORS) */
+    int stopping;                /* with relay_lock */
+    pthread_mutex_t lookup_lock; /* the signed lookups' token bucket: */
+    double lookup_tokens;
+    int64_t lookup_ms;
 } proxy;
 
 typedef struct proxy_target {

@@ -102,6 +102,7 @@ void proxy_limits_default(proxy_limits *l)
     l->max_conns = (int)conns;
     l->max_per_addr = (int)conns;
     l->workers = 16;
+    l->signed_lookups_per_s = 100;
 }
 
 /* ---- client addresses ---- */

@@ -74,6 +74,14 @@ test('creates spread across nodes; both masters answer for every sandbox; comman
       assert.equal(r.stdout.trim(), s.sandboxId);
     }
     assert.ok(where.size >= 2, `all sandboxes landed on ${[...where]}`);
+    // a signed file URL names no sandbox: the entry proxy finds it by its signature, on whichever node
+    for (const s of sbs) {
+      const form = new FormData();
+      form.append('file', new Blob([`to ${s.sandboxId}`]), 'f.txt');
+      const up = await fetch(await s.uploadUrl('/tmp/signed.txt'), { method: 'POST', body: form });
+      assert.equal(up.status, 200, await up.text());
+      assert.equal(await (await fetch(await s.downloadUrl('/tmp/signed.txt'))).text(), `to ${s.sandboxId}`);
+    }
     // the entry proxy forwarded each one to its node's proxy, which reached the sandbox
     const entry = await (await fetch(`${process.env.E2B_SANDBOX_URL}/metrics`)).text();
     assert.match(entry, /^cube_proxy_forwarded_total [1-9]/m);

@@ -42,6 +42,7 @@ static void start(int max_conns, int head_timeout_ms)
     px.limits.max_per_addr = max_conns;
     px.limits.head_timeout_ms = head_timeout_ms;
     px.limits.workers = 2;
+    px.limits.signed_lookups_per_s = 2;
     pthread_create(&server, NULL, serve, NULL);
 }
 
@@ -122,6 +123,16 @@ START_TEST(answers_of_its_own)
     r = read_all(fd, 8000);
     ck_assert_msg(strncmp(r, "HTTP/1.1 502 ", 13) == 0 && strstr(r, "signed file URL"), "%s", r);
     close(fd);
+    /* each lookup costs a master a hash per sandbox: beyond the rate (2 a second here), 429 */
+    int refused = 0;
+    for (int i = 0; i < 4; i++) {
+        fd = dial();
+        send_str(fd, "GET /files?path=x&signature=v1_abc HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
+        r = read_all(fd, 8000);
+        refused += strncmp(r, "HTTP/1.1 429 ", 13) == 0;
+        close(fd);
+    }
+    ck_assert_int_ge(refused, 2);
     /* a sandbox no master can be asked about: a clear 502, not a hang */
     fd = dial();
     send_str(fd, "GET / HTTP/1.1\r\nHost: 49983-isomething.example\r\n\r\n");
