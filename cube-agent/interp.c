@@ -161,10 +161,12 @@ static int start_worker(interp *ip, ctx *c, cube_err *err)
     char *js_argv[] = {(char *)ip->node, "--no-warnings", "-e", (char *)interp_worker_js, (char *)lang, NULL};
     char **argv = c->lang == LANG_JAVASCRIPT || c->lang == LANG_TYPESCRIPT ? js_argv : py_argv;
     if (access(argv[0], X_OK) < 0) {
+        /* EINVAL: the request's language is what this sandbox cannot run (400, as an unknown one) */
         int e = errno;
         for (int i = 0; i < n; i++) free(envp[i]);
         close(in[0]), close(in[1]), close(ev[0]), close(ev[1]);
-        return cube_err_sys(err, e, "%s needs %s, which this sandbox's template lacks", lang, argv[0]);
+        return cube_err_set(err, EINVAL, "%s needs %s, which this sandbox's template lacks (%s)", lang, argv[0],
+                            strerror(e));
     }
     children_lock();
     pid_t pid = spawn_worker(argv, envp, in[0], ev[1], &u, groups, ng, c->cwd);
