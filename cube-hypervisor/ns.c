@@ -422,6 +422,42 @@ static int join_netns(const char *path, int given, int *saved, int *sysfs, cube_
     return 0;
 }
 
+/* The sandbox's user namespace is owned by a host uid of its own, not root: the kernel charges what the
+ * namespace's processes hold of per-user limits (inotify instances, 128 by default; inotify watches;
+ * fanotify groups) to the namespace's owner as well. Owned by root, one sandbox that took every inotify
+ * instance left none to every other sandbox (their agents' watchDir) and to the host's own root (systemd).
+ * The uid is NS_OWNER_BASE + the hypervisor's pid: unique among live sandboxes, above the ranges container
+ * tools allocate (systemd's end below 0x70000000), and no host process runs as it (a process of the owner's
+ * uid in the parent namespace would hold every capability in the sandbox's). */
+#define NS_OWNER_BASE 0x71000000u
+
+/* clone3 with this thread's effective uid the owner's for the call (a raw setresuid: glibc's changes every
+ * thread); the parent is root again after it. A host that refuses user namespaces to unprivileged uids
+ * (AppArmor's restrict_unprivileged_userns, a sysctl) gets them owned by root, said once. */
+static long clone_owned(struct clone_args *ca)
+{
+    static int refused; /* the host refused an owned namespace once: root owns them from then on */
+    if (!__atomic_load_n(&refused, __ATOMIC_RELAXED)) {
+        uid_t owner = NS_OWNER_BASE + (uid_t)getpid();
+        if (syscall(SYS_setresuid, -1, owner, -1) == 0) {
+            long pid = syscall(SYS_clone3, ca, sizeof(*ca));
+            if (pid == 0) return 0; /* the child: its namespace's root once uid_map is written */
+            int e = errno;
+            if (syscall(SYS_setresuid, -1, 0, -1) < 0) abort(); /* never go on without root */
+            if (pid > 0 || (e != EPERM && e != EACCES && e != ENOSPC && e != EUSERS)) {
+                errno = e;
+                return pid;
+            }
+            __atomic_store_n(&refused, 1, __ATOMIC_RELAXED);
+            fprintf(stderr,
+                    "cube-hypervisor: this host refuses user namespaces owned by an unprivileged uid (%s): "
+                    "sandboxes' namespaces are owned by root and share its per-user limits (inotify)\n",
+                    strerror(e));
+        }
+    }
+    return syscall(SYS_clone3, ca, sizeof(*ca));
+}
+
 /* Starts the sandbox's PID 1 in new namespaces (the slot's network namespace joined when there is one) over
  * the writable layer and cgroups already made, and waits for the agent to listen. builtin: the agent may run
  * from this image (only while this process is single-threaded: a clone of a threaded process could inherit a
@@ -465,7 +501,7 @@ static int spawn_init(const hv_spec *spec, hv_sandbox *sb, bool builtin, cube_er
         ca.flags &= ~(uint64_t)CLONE_NEWNET;
     }
     cargs.builtin = agent && builtin && hv_builtin_agent;
-    long pid = syscall(SYS_clone3, &ca, sizeof(ca));
+    long pid = clone_owned(&ca);
     if (pid == 0) child_main(&cargs);
     if (host_ns >= 0) {
         if (setns(host_ns, CLONE_NEWNET) < 0) abort(); /* never stay in the sandbox's namespace */

@@ -6,6 +6,7 @@
 #include <linux/perf_event.h>
 #include <net/if.h>
 #include <netinet/in.h>
+#include <sys/inotify.h>
 #include <sys/ioctl.h>
 #include <sched.h>
 #include <signal.h>
@@ -77,6 +78,15 @@ int main(int argc, char **argv)
         int fd = open(argv[2], O_WRONLY);
         if (fd < 0) return report(-1);
         return report(write(fd, argv[3], strlen(argv[3])));
+    }
+    if (!strcmp(v, "inotify")) return report(inotify_init1(IN_CLOEXEC));
+    if (!strcmp(v, "inotify_fill")) { /* take inotify instances until refused, say how many, hold them */
+        int n = 0;
+        while (n < 100000 && inotify_init1(IN_CLOEXEC) >= 0) n++;
+        printf("%d %s\n", n, strerrorname_np(errno));
+        fflush(stdout);
+        pause();
+        return 0;
     }
     if (!strcmp(v, "forkbomb")) { /* fork until refused; print how many succeeded, then clean up */
         int n = 0;

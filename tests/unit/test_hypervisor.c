@@ -18,6 +18,7 @@
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <poll.h>
+#include <sys/inotify.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -402,6 +403,30 @@ START_TEST(isolation_from_host_and_each_other)
     sb_stop(&a);
     sb_stop(&b);
     unlink(marker);
+}
+END_TEST
+
+/* What the kernel limits per user (inotify instances: 128 by default) a sandbox's processes hold is charged
+ * to its own namespace's owner: one sandbox that takes every instance leaves other sandboxes (their agents'
+ * watchDir) and the host's root theirs. */
+START_TEST(per_user_kernel_limits_are_each_sandboxs_own)
+{
+    sandbox a, b;
+    sb_start(&a, "ino-a", NULL);
+    sb_start(&b, "ino-b", NULL);
+    run_result r;
+    sb_run(&a,
+           "cube-probe inotify_fill > /tmp/fill 2>&1 & for i in $(seq 100); do [ -s /tmp/fill ] && break; "
+           "sleep 0.1; done; cat /tmp/fill",
+           &r);
+    ck_assert_msg(atoi(r.out) > 0 && strstr(r.out, "EMFILE"), "filler: %s", r.out);
+    expect_run(&a, "cube-probe inotify", "EMFILE\n"); /* its own are gone */
+    expect_run(&b, "cube-probe inotify", "ok\n");
+    int fd = inotify_init1(IN_CLOEXEC);
+    ck_assert_msg(fd >= 0, "the host's root has no inotify instance left: %s", strerror(errno));
+    close(fd);
+    sb_stop(&a);
+    sb_stop(&b);
 }
 END_TEST
 
@@ -1121,6 +1146,7 @@ int main(void)
     tcase_set_timeout(tc, 120);
     const TTest *ns_cases[] = {
         isolation_from_host_and_each_other,
+        per_user_kernel_limits_are_each_sandboxs_own,
         pid1_shows_the_agent_and_nothing_of_the_node,
         auto_falls_back_to_ns_without_kvm,
         joins_a_node_owned_network_namespace,
