@@ -79,6 +79,10 @@ int main(int argc, char **argv)
         if (fd < 0) return report(-1);
         return report(write(fd, argv[3], strlen(argv[3])));
     }
+    if (!strcmp(v, "io_uring")) {
+        char params[120] = {0}; /* struct io_uring_params */
+        return report(syscall(SYS_io_uring_setup, 1, params));
+    }
     if (!strcmp(v, "inotify")) return report(inotify_init1(IN_CLOEXEC));
     if (!strcmp(v, "inotify_fill")) { /* take inotify instances until refused, say how many, hold them */
         int n = 0;

@@ -488,8 +488,8 @@ START_TEST(kernel_surfaces_are_refused)
 {
     sandbox a;
     sb_start(&a, "kern-a", NULL);
-    const char *refused[] = {"bpf",    "module", "kexec",  "perf", "keyctl",
-                             "userns", "reboot", "swapon", "mknod"};
+    const char *refused[] = {"bpf",    "module", "kexec",  "perf",  "keyctl",
+                             "userns", "reboot", "swapon", "mknod", "io_uring"};
     for (size_t i = 0; i < sizeof(refused) / sizeof(refused[0]); i++) {
         char cmd[64];
         snprintf(cmd, sizeof(cmd), "cube-probe %s", refused[i]);
