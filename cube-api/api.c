@@ -197,6 +197,35 @@ int api_to_entries(const cJSON *obj, const char *name, kv_pool *pool, size_t *n,
     return 0;
 }
 
+/* The kernel's limits on what a process starts with: one "NAME=value" at most 128 KiB (MAX_ARG_STRLEN),
+ * all of them with the command's arguments a quarter of the stack limit (2 MiB by default). */
+#define ENV_VAR_MAX   (128 * 1024 - 2)
+#define ENV_TOTAL_MAX (1024 * 1024)
+
+/* envVars every command in the sandbox starts with: a name no process could hold ("", one with '='), or more
+ * than the kernel lets a process start with, would make every command fail ("Argument list too long"). */
+static int check_env_vars(const cJSON *envs, cube_err *err)
+{
+    size_t total = 0;
+    const cJSON *it;
+    cJSON_ArrayForEach(it, envs)
+    {
+        size_t len = strlen(it->string) + 1 + strlen(it->valuestring);
+        if (!*it->string || strchr(it->string, '='))
+            return cube_err_set(err, EINVAL, "envVars: '%.64s' is not a variable name (empty, or has '=')",
+                                it->string);
+        if (len > ENV_VAR_MAX)
+            return cube_err_set(err, EINVAL,
+                                "envVars.%.64s: %zu bytes, more than a process may start with (%d)",
+                                it->string, len, ENV_VAR_MAX);
+        total += len + 1;
+    }
+    if (total > ENV_TOTAL_MAX)
+        return cube_err_set(err, EINVAL, "envVars: %zu bytes in all, more than commands may start with (%d)",
+                            total, ENV_TOTAL_MAX);
+    return 0;
+}
+
 static void create(api *a, http_req *req)
 {
     char key_id[64];
@@ -222,7 +251,8 @@ static void create(api *a, http_req *req)
         cube_json_get_object(in, "autoResume", false, &resume, &err) < 0 ||
         (resume && cube_json_get_bool(resume, "enabled", false, &auto_resume, &err) < 0) ||
         api_to_entries(md, "metadata", &mdp, &r.n_metadata, &err) < 0 ||
-        api_to_entries(envs, "envVars", &envp, &r.n_env_vars, &err) < 0) {
+        api_to_entries(envs, "envVars", &envp, &r.n_env_vars, &err) < 0 ||
+        (envs && check_env_vars(envs, &err) < 0)) {
         http_reply_error(req, 400, "%s", err.msg);
         goto out;
     }

@@ -505,10 +505,14 @@ static int request(const char *method, const char *path, const char *key, const 
     int n = snprintf(
         head, sizeof(head),
         "%s %s HTTP/1.1\r\nHost: api\r\nConnection: close\r\n%s%s%sContent-Type: application/json\r\n"
-        "Content-Length: %zu\r\n\r\n%s",
-        method, path, key ? "X-API-KEY: " : "", key ? key : "", key ? "\r\n" : "", json ? strlen(json) : 0,
-        json ? json : "");
+        "Content-Length: %zu\r\n\r\n",
+        method, path, key ? "X-API-KEY: " : "", key ? key : "", key ? "\r\n" : "", json ? strlen(json) : 0);
     ck_assert_int_eq(write(fd, head, (size_t)n), n);
+    for (size_t off = 0, len = json ? strlen(json) : 0; off < len;) { /* a body of any size */
+        ssize_t w = write(fd, json + off, len - off);
+        ck_assert_int_gt(w, 0);
+        off += (size_t)w;
+    }
     snprintf(what, sizeof(what), "%s %s", method, path);
     return read_answer(fd, what, body, cap);
 }
@@ -532,6 +536,20 @@ START_TEST(create_and_its_errors)
                              sizeof(body)),
                      400);
     ck_assert_msg(strstr(body, "allowOut"), "%s", body);
+    /* env vars no process could start with: refused at create, not every command failing after */
+    ck_assert_int_eq(request("POST", "/sandboxes", "e2b_good",
+                             "{\"templateID\":\"base\",\"envVars\":{\"A=B\":\"1\"}}", body, sizeof(body)),
+                     400);
+    ck_assert_msg(strstr(body, "envVars") && strstr(body, "A=B"), "%s", body);
+    ck_assert_int_eq(request("POST", "/sandboxes", "e2b_good",
+                             "{\"templateID\":\"base\",\"envVars\":{\"\":\"1\"}}", body, sizeof(body)),
+                     400);
+    static char big[140 * 1024];
+    int bn = snprintf(big, sizeof(big), "{\"templateID\":\"base\",\"envVars\":{\"BIG\":\"");
+    memset(big + bn, 'x', 135 * 1024);
+    snprintf(big + bn + 135 * 1024, sizeof(big) - (size_t)bn - 135 * 1024, "\"}}");
+    ck_assert_int_eq(request("POST", "/sandboxes", "e2b_good", big, body, sizeof(body)), 400);
+    ck_assert_msg(strstr(body, "envVars.BIG"), "%s", body);
     /* names: allowed in allowOut (wildcards too), never a bare '*', never in denyOut */
     static const char *const bad_names[][2] = {
         {"{\"templateID\":\"base\",\"network\":{\"allowOut\":[\"*\"]}}", "allowOut[0]"},
