@@ -48,6 +48,32 @@ static void adopt_running(cubelet *c);
 static int spawn_slot(cubelet *c, const cl_template *tpl, const char *layers, int disk_fd,
                       const cl_lease *ahead, cl_slot **out, cube_err *err);
 
+/* The node's pid space holds every sandbox's processes, each sandbox up to its pids limit (1024 by default):
+ * with the kernel's default pid_max (32768 on a machine of fewer than 32 CPUs), 32 sandboxes at their limit
+ * took every pid and the node itself could fork nothing (a create, a service's restart). Raised to the
+ * kernel's own limit, as container hosts set it; a host that refuses keeps its own, said. */
+#define NODE_PID_MAX 4194304
+static void raise_pid_max(void)
+{
+    FILE *f = fopen("/proc/sys/kernel/pid_max", "re");
+    long cur = 0;
+    if (f) {
+        if (fscanf(f, "%ld", &cur) != 1) cur = 0;
+        fclose(f);
+    }
+    if (cur <= 0 || cur >= NODE_PID_MAX) return;
+    f = fopen("/proc/sys/kernel/pid_max", "we");
+    bool ok = f && fprintf(f, "%d\n", NODE_PID_MAX) > 0;
+    if (f && fclose(f) != 0) ok = false;
+    if (ok)
+        cube_log_info("raised the node's pid_max for sandboxes' processes", "from=%ld to=%d", cur,
+                      NODE_PID_MAX);
+    else
+        cube_log_warn(
+            "the node's pid_max stays low: a few sandboxes at their process limit can take every pid",
+            "pid_max=%ld err=\"%s\"", cur, strerror(errno));
+}
+
 int cubelet_init(cubelet *c, const cubelet_config *cfg, cube_err *err)
 {
     memset(c, 0, sizeof(*c));
@@ -60,6 +86,7 @@ int cubelet_init(cubelet *c, const cubelet_config *cfg, cube_err *err)
     pthread_cond_init(&c->reap, NULL);
     pthread_cond_init(&c->slot_idle, NULL);
     pthread_cond_init(&c->slot_ready, NULL);
+    raise_pid_max();
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
     c->cold_max = COLD_PER_CPU * (int)(ncpu > 0 ? ncpu : 1);
     snprintf(c->sandboxes_dir, sizeof(c->sandboxes_dir), "%s/sandboxes", cfg->data_dir);

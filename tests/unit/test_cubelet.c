@@ -1123,6 +1123,31 @@ START_TEST(sandbox_state_lives_on_a_tmpfs)
 }
 END_TEST
 
+/* A node whose pid_max is the kernel's default (32768 below 32 CPUs) holds 32 sandboxes at their process
+ * limit: cubelet raises it so that sandboxes cannot take every pid of the node. */
+static long read_pid_max(void)
+{
+    FILE *f = fopen("/proc/sys/kernel/pid_max", "re");
+    long v = -1;
+    if (f && fscanf(f, "%ld", &v) != 1) v = -1;
+    if (f) fclose(f);
+    return v;
+}
+
+START_TEST(the_nodes_pid_space_outgrows_its_sandboxes)
+{
+    FILE *f = fopen("/proc/sys/kernel/pid_max", "we");
+    ck_assert_ptr_nonnull(f);
+    ck_assert_int_gt(fprintf(f, "32768\n"), 0); /* the kernel's default on a small machine */
+    ck_assert_int_eq(fclose(f), 0);
+    start_node(false);
+    ck_assert_int_ge(read_pid_max(), 4194304);
+    stop_node();
+    cube_rm_rf(dir);
+    free(dir);
+}
+END_TEST
+
 int main(void)
 {
     if (geteuid() != 0) {
@@ -1151,6 +1176,7 @@ int main(void)
     TCase *tmpfs = tcase_create("state on a tmpfs");
     tcase_set_timeout(tmpfs, 60);
     tcase_add_test(tmpfs, sandbox_state_lives_on_a_tmpfs);
+    tcase_add_test(tmpfs, the_nodes_pid_space_outgrows_its_sandboxes);
     suite_add_tcase(s, tmpfs);
     TCase *hist = tcase_create("metrics history");
     tcase_add_test(hist, a_long_history_halves);
