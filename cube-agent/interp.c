@@ -165,8 +165,8 @@ static int start_worker(interp *ip, ctx *c, cube_err *err)
         int e = errno;
         for (int i = 0; i < n; i++) free(envp[i]);
         close(in[0]), close(in[1]), close(ev[0]), close(ev[1]);
-        return cube_err_set(err, EINVAL, "%s needs %s, which this sandbox's template lacks (%s)", lang, argv[0],
-                            strerror(e));
+        return cube_err_set(err, EINVAL, "%s needs %s, which this sandbox's template lacks (%s)", lang,
+                            argv[0], strerror(e));
     }
     children_lock();
     pid_t pid = spawn_worker(argv, envp, in[0], ev[1], &u, groups, ng, c->cwd);
