@@ -24,6 +24,8 @@ static const cube_config_flag flags[] = {
      "host-side interface name prefix (default cn); one per cube-net on a host"},
     {"pool-size", "net.pool_size", true, "network slots kept ready (default 8)"},
     {"audit-allowed", "net.audit_allowed", false, "log allowed new connections too"},
+    {"flows-per-sandbox", "net.flows_per_sandbox", true,
+     "connections each sandbox may have open through the uplink at once (default 8192)"},
     {"fresh-slots", "net.fresh_slots", false,
      "build every sandbox a new namespace and veth (default: a slot its sandbox left with no traffic and no "
      "socket is handed out again)"},
@@ -58,10 +60,12 @@ static int run(cube_config *cfg, int argc, char **argv)
     snprintf(listen, sizeof(listen), "unix:%s/run/net.sock", data);
     snprintf(state, sizeof(state), "%s/net", data);
     snprintf(nsdir, sizeof(nsdir), "%s/net/ns", data);
-    long long pool, mport = 0;
+    long long pool, mport = 0, flows = CN_FLOWS_PER_SANDBOX;
     bool audit = false, fresh = false;
     if (cube_config_get_int(cfg, "net.pool_size", 8, 0, 4096, &pool, &err) < 0 ||
         cube_config_get_int(cfg, "net.metrics_port", 0, 0, 65535, &mport, &err) < 0 ||
+        cube_config_get_int(cfg, "net.flows_per_sandbox", CN_FLOWS_PER_SANDBOX, 1, 1 << 24, &flows, &err) <
+            0 ||
         cube_config_get_bool(cfg, "net.audit_allowed", false, &audit, &err) < 0 ||
         cube_config_get_bool(cfg, "net.fresh_slots", false, &fresh, &err) < 0) {
         fprintf(stderr, "cube-net: %s\n", err.msg);
@@ -75,6 +79,7 @@ static int run(cube_config *cfg, int argc, char **argv)
         .node_deny = cube_config_get(cfg, "net.deny", "169.254.0.0/16"),
         .ifprefix = cube_config_get(cfg, "net.ifprefix", "cn"),
         .pool_size = (int)pool,
+        .flows_per_sandbox = (int)flows,
         .audit_allowed = audit,
         .fresh_slots = fresh,
         .dns = cube_config_get(cfg, "net.dns", NULL),

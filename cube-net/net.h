@@ -76,6 +76,11 @@ const char *cn_policy_name_rule(const cn_policy *p, const char *name);
  * default); names play no part. */
 bool cn_policy_allows_addr(const cn_policy *p, uint32_t addr);
 
+/* One sandbox's flows are tracked in the node's conntrack table, which every sandbox shares (its limit,
+ * nf_conntrack_max, 262144 by default): uncapped, one sandbox sending UDP from fresh ports filled it and
+ * every other sandbox's new connections were dropped. */
+#define CN_FLOWS_PER_SANDBOX 8192
+
 typedef struct cn_config {
     const char *state_dir; /* leases, one file a slot */
     const char *ns_dir;    /* the slots' namespace bind mounts */
@@ -85,6 +90,8 @@ typedef struct cn_config {
     const char *ifprefix;  /* host-side interface names: <ifprefix><slot> (default "cn"; one per cube-net on a
                             * host) */
     int pool_size;         /* slots kept ready */
+    int flows_per_sandbox; /* connections (tracked flows) each sandbox may have open through the uplink at
+                            * once; more are dropped. 0: the default, CN_FLOWS_PER_SANDBOX */
     bool fresh_slots;      /* never reuse a released slot as it is: each sandbox gets a namespace and veth
                             * built for it (see cube_net_release) */
     bool audit_allowed;    /* log allowed new connections too (denied ones always are) */

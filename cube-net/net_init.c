@@ -245,7 +245,10 @@ int cube_net_init(cube_net *n, const cn_config *cfg, cube_err *err)
             return cube_err_set(err, ENODEV, "uplink interface '%s' not found", cfg->uplink);
     }
     if (load_programs(n, err) < 0 || node_deny(n, err) < 0) return -1;
-    if (n->uplink_ifindex && cn_uplink_enable(n->cfg.ifprefix, cfg->uplink, cfg->cidr, err) < 0) return -1;
+    if (n->uplink_ifindex &&
+        cn_uplink_enable(n->cfg.ifprefix, cfg->uplink, cfg->cidr,
+                         cfg->flows_per_sandbox > 0 ? cfg->flows_per_sandbox : CN_FLOWS_PER_SANDBOX, err) < 0)
+        return -1;
     if (n->uplink_ifindex &&
         (steering_enable(n, err) < 0 || cn_dns_open(n, err) < 0 || cn_egress_open(n, err) < 0))
         return -1;

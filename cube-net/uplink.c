@@ -1,5 +1,6 @@
 /* Forwarding and masquerade for the uplink (see uplink.h). */
 #include "uplink.h"
+#include "log.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -34,7 +35,7 @@ static int nft(const char *cmds, cube_err *err)
     return rc != 0 ? -1 : 0;
 }
 
-int cn_uplink_enable(const char *tag, const char *uplink, const char *cidr, cube_err *err)
+int cn_uplink_enable(const char *tag, const char *uplink, const char *cidr, int flows_max, cube_err *err)
 {
     for (const char *p = uplink; *p; p++) /* it goes into a rule: an interface name, nothing else */
         if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') || *p == '-' ||
@@ -48,7 +49,19 @@ int cn_uplink_enable(const char *tag, const char *uplink, const char *cidr, cube
              "add chain ip cube_%s postrouting { type nat hook postrouting priority srcnat; }\n"
              "add rule ip cube_%s postrouting ip saddr %s oifname \"%s\" masquerade\n",
              tag, tag, tag, tag, cidr, uplink);
-    return nft(cmds, err);
+    if (nft(cmds, err) < 0) return -1;
+    /* the cap: a set of source addresses, each with its count of tracked connections (nft's connlimit) */
+    snprintf(cmds, sizeof(cmds),
+             "add chain ip cube_%s forward { type filter hook forward priority filter; }\n"
+             "add set ip cube_%s flows { type ipv4_addr; size 65535; flags dynamic; }\n"
+             "add rule ip cube_%s forward ip saddr %s ct state new add @flows { ip saddr ct count over %d } "
+             "counter drop\n",
+             tag, tag, tag, cidr, flows_max);
+    cube_err cerr = {0};
+    if (flows_max > 0 && nft(cmds, &cerr) < 0)
+        cube_log_warn("sandboxes' flows are not capped: one sandbox can fill the node's connection table",
+                      "err=\"%s\"", cerr.msg);
+    return 0;
 }
 
 void cn_uplink_disable(const char *tag)

@@ -5,8 +5,10 @@
 
 #include "err.h"
 
-/* The nftables table is named after tag (the interface prefix), so cube-nets on one host keep apart. */
-int cn_uplink_enable(const char *tag, const char *uplink, const char *cidr, cube_err *err);
+/* The nftables table is named after tag (the interface prefix), so cube-nets on one host keep apart. Each
+ * source address in cidr (a sandbox) may have flows_max tracked flows forwarded at once; its new ones beyond
+ * are dropped (a kernel without nftables' connlimit keeps no cap, said). */
+int cn_uplink_enable(const char *tag, const char *uplink, const char *cidr, int flows_max, cube_err *err);
 void cn_uplink_disable(const char *tag);
 /* Writes value to a sysctl file of the calling thread's network namespace. */
 int cn_sysctl(const char *path, const char *value, cube_err *err);

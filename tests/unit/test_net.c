@@ -71,6 +71,15 @@ static int listener(int ns_fd, const char *path, int type, int port)
     return s;
 }
 
+static int listener_at_udp(int ns_fd, const char *ip, int port)
+{
+    int s = ns_socket(NULL, ns_fd, SOCK_DGRAM, 0);
+    struct sockaddr_in a = {
+        .sin_family = AF_INET, .sin_port = htons((uint16_t)port), .sin_addr.s_addr = ip4(ip)};
+    ck_assert_int_eq(bind(s, (struct sockaddr *)&a, sizeof(a)), 0);
+    return s;
+}
+
 static int listener_at(int ns_fd, const char *ip, int port)
 {
     int s = ns_socket(NULL, ns_fd, SOCK_STREAM, 0);
@@ -295,6 +304,7 @@ static void node_setup(void)
 }
 
 static char upstream_ca[600]; /* the HTTPS server's CA, when a test made one */
+static int flows_cap; /* the flows each sandbox may have open, when a test sets it (else the default) */
 
 static void net_start(int pool)
 {
@@ -308,7 +318,8 @@ static void net_start(int pool)
                      .node_deny = "169.254.0.0/16",
                      .dns = DNS_IP,
                      .upstream_ca = upstream_ca[0] ? upstream_ca : NULL,
-                     .pool_size = pool};
+                     .pool_size = pool,
+                     .flows_per_sandbox = flows_cap};
     cube_err err = {0};
     ck_assert_msg(cube_net_init(&net, &cfg, &err) == 0, "cube_net_init: %s", err.msg);
     cube_net_start(&net);
@@ -377,6 +388,29 @@ START_TEST(sandbox_cannot_reach_the_node)
     close(l);
     close(ul);
     cube_net_stop(&net);
+}
+END_TEST
+
+/* The node's connection table is every sandbox's: one sandbox's new flows beyond its cap are dropped, and
+ * another sandbox's still go out. (Without the cap, one sandbox sending UDP from fresh ports fills the
+ * table, 262144 flows by default, and every sandbox's new connections are dropped.) */
+START_TEST(one_sandbox_cannot_fill_the_nodes_connection_table)
+{
+    flows_cap = 16;
+    net_start(2);
+    cn_lease_info a, b;
+    lease("flood", policy(true, NULL, NULL), &a);
+    lease("quiet", policy(true, NULL, NULL), &b);
+    int rx = listener_at_udp(uplink_ns, ALLOWED_IP, 7201);
+    int arrived = 0;
+    for (int i = 0; i < 40; i++) arrived += udp_reaches(a.netns, ALLOWED_IP, 7201, rx); /* a new flow each */
+    ck_assert_msg(arrived >= 14 && arrived <= 16, "%d of 40 new flows went out with a cap of 16", arrived);
+    ck_assert(udp_reaches(b.netns, ALLOWED_IP, 7201, rx));
+    ck_assert(can_connect(b.netns, ALLOWED_IP, PORT));
+    ck_assert(!can_connect(a.netns, ALLOWED_IP, PORT)); /* its own new ones wait for its flows to end */
+    close(rx);
+    cube_net_stop(&net);
+    flows_cap = 0;
 }
 END_TEST
 
@@ -1145,6 +1179,7 @@ int main(void)
     tcase_add_test(tc, sandboxes_cannot_reach_each_other);
     tcase_add_test(tc, sandbox_cannot_reach_the_node);
     tcase_add_test(tc, egress_follows_allow_and_deny_lists);
+    tcase_add_test(tc, one_sandbox_cannot_fill_the_nodes_connection_table);
     tcase_add_test(tc, live_policy_update_keeps_allowed_flows);
     tcase_add_test(tc, release_and_stop_leave_nothing);
     tcase_add_test(tc, released_slots_go_together);
