@@ -95,14 +95,17 @@ static void ctx_unref(interp *ip, ctx *c)
 /* vfork, as the agent starts commands (proc.c): nothing of the agent's memory is copied. Its own function,
  * so that no variable of the caller lives across the vfork. */
 static __attribute__((noinline)) pid_t spawn_worker(char *const argv[], char *const envp[], int in_fd,
-                                                    int ev_fd, const agent_user *u, const gid_t *groups,
-                                                    int ng, const char *cwd)
+                                                    int null_fd, int ev_fd, const agent_user *u,
+                                                    const gid_t *groups, int ng, const char *cwd)
 {
     pid_t pid = vfork();
     if (pid == 0) {
         children_confine(); /* signals as a fresh process has them: the SIGINT below must reach it */
         setsid();           /* SIGINT to the worker alone interrupts the running code */
-        if (dup2(in_fd, 0) < 0 || dup2(ev_fd, 3) < 0) _exit(127);
+        /* stdout and stderr: /dev/null, not the agent's own (its stderr is the node's log of the sandbox: the
+         * code's raw writes there, os.write(2, ...) or a subprocess's, would fill the node's disk) */
+        if (dup2(in_fd, 0) < 0 || dup2(null_fd, 1) < 0 || dup2(null_fd, 2) < 0 || dup2(ev_fd, 3) < 0)
+            _exit(127);
         if (getuid() == 0 && children_become(u->uid, u->gid, groups, ng) < 0) _exit(126);
         if (chdir(cwd) < 0 && chdir(u->home) < 0) _exit(125);
         close_range(4, ~0U, 0);
@@ -168,11 +171,13 @@ static int start_worker(interp *ip, ctx *c, cube_err *err)
         return cube_err_set(err, EINVAL, "%s needs %s, which this sandbox's template lacks (%s)", lang,
                             argv[0], strerror(e));
     }
+    int null_fd = open("/dev/null", O_WRONLY | O_CLOEXEC);
     children_lock();
-    pid_t pid = spawn_worker(argv, envp, in[0], ev[1], &u, groups, ng, c->cwd);
+    pid_t pid = null_fd < 0 ? -1 : spawn_worker(argv, envp, in[0], null_fd, ev[1], &u, groups, ng, c->cwd);
     if (pid > 0) children_add(pid, on_worker_exit, NULL);
     children_unlock();
     for (int i = 0; i < n; i++) free(envp[i]);
+    if (null_fd >= 0) close(null_fd);
     close(in[0]);
     close(ev[1]);
     if (pid < 0) {

@@ -245,6 +245,11 @@ test('runCode in javascript: declarations carry over, console streams, awaits, e
   // a loop that never ends is interrupted at the timeout; the context lives on with its state
   await assert.rejects(ci.runCode('while (true) {}', { language: 'js', timeoutMs: 1000 }));
   assert.equal((await ci.runCode('base + 1', { language: 'js' })).text, '41');
+  // the worker's raw stdout and stderr lead nowhere: never into the agent's own (the node's log)
+  const fds = await ci.runCode('[1, 2].map((n) => require("fs").readlinkSync(`/proc/self/fd/${n}`))', { language: 'js' });
+  assert.equal(fds.text, "[ '/dev/null', '/dev/null' ]");
+  const pyfds = await ci.runCode('import os\n[os.readlink(f"/proc/self/fd/{n}") for n in (1, 2)]');
+  assert.equal(pyfds.text, "['/dev/null', '/dev/null']");
   // a context of its own starts fresh; its language is named as E2B names it
   const own = await ci.createCodeContext({ language: 'js' });
   assert.equal(own.language, 'javascript');
