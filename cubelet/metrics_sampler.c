@@ -1,6 +1,7 @@
 /* A handed-out sandbox's metrics over its life: every METRICS_SAMPLE_MS the node asks each running,
  * handed-out sandbox's hypervisor for its stats (one control-socket call each; pooled sandboxes are not
- * asked, so an idle pool still costs nothing) and keeps them in the slot's history. */
+ * asked, so an idle pool still costs nothing) and keeps them in the slot's history. The same round keeps
+ * each one's log on the node bounded (sandbox_log.h). */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,6 +11,7 @@
 #include "hypervisor.pb-c.h"
 #include "log.h"
 #include "metrics_history.h"
+#include "sandbox_log.h"
 #include "timeutil.h"
 
 #define SAMPLE_CALL_MS 1000 /* a hypervisor that does not answer in time misses this round */
@@ -17,6 +19,7 @@
 typedef struct sample_target {
     char sandbox_id[32];
     char *control;
+    char *log; /* its sandbox.log */
 } sample_target;
 
 static void fill_sample(metrics_sample *x, const Cube__HvStats *st, int64_t at_ms)
@@ -48,6 +51,10 @@ static void sample_round(cubelet *c)
         }
         snprintf(t[n].sandbox_id, sizeof(t[n].sandbox_id), "%s", s->sandbox_id);
         if (!(t[n].control = strdup(s->control))) break;
+        if (asprintf(&t[n].log, "%s/sandbox.log", s->state_dir) < 0) {
+            free(t[n].control);
+            break;
+        }
         n++;
     }
     pthread_mutex_unlock(&c->lock);
@@ -58,6 +65,10 @@ static void sample_round(cubelet *c)
         int rc = cube_rpc_call_once(t[i].control, "/cube.Hypervisor/Stats", &e.base,
                                     &cube__hv_stats__descriptor, &resp, SAMPLE_CALL_MS, &err);
         free(t[i].control);
+        if (cl_sandbox_log_trim(t[i].log, SANDBOX_LOG_MAX, SANDBOX_LOG_KEEP) > 0)
+            cube_log_info("sandbox log cut to its tail", "sandbox=%s kept=%d", t[i].sandbox_id,
+                          SANDBOX_LOG_KEEP);
+        free(t[i].log);
         if (rc < 0) continue;
         const Cube__HvStats *st = (const Cube__HvStats *)resp;
         metrics_sample x;

@@ -17,6 +17,8 @@
 
 #include "common.pb-c.h"
 #include "cubelet.h"
+#include "cubelet_internal.h"
+#include "sandbox_log.h"
 #include "metrics_history.h"
 #include "registry.h"
 #include "cubelet.pb-c.h"
@@ -234,6 +236,21 @@ START_TEST(a_sandbox_keeps_its_metrics_history)
         by_ref("/cube.Cubelet/SandboxStatsHistory", "sb-none", &cube__hv_stats_history__descriptor, &err),
         -1);
     ck_assert_int_eq(err.code, ENOENT);
+    /* the same rounds keep its log on the node bounded: 5 MiB more of it is cut to its tail */
+    char logp[4400];
+    pthread_mutex_lock(&c.lock);
+    cl_slot *s = cl_find_by_sandbox(&c, "sb-m");
+    ck_assert_ptr_nonnull(s);
+    snprintf(logp, sizeof(logp), "%s/sandbox.log", s->state_dir);
+    pthread_mutex_unlock(&c.lock);
+    FILE *f = fopen(logp, "a");
+    ck_assert_ptr_nonnull(f);
+    for (int i = 0; i < 5 * 1024; i++) fprintf(f, "%01023d\n", i);
+    fclose(f);
+    struct stat st = {0};
+    for (int i = 0; i < 100 && stat(logp, &st) == 0 && st.st_size > SANDBOX_LOG_KEEP + 128; i++)
+        nanosleep(&(struct timespec){0, 50 * 1000000}, NULL);
+    ck_assert_int_le(st.st_size, SANDBOX_LOG_KEEP + 128);
 }
 END_TEST
 
@@ -1123,6 +1140,36 @@ START_TEST(sandbox_state_lives_on_a_tmpfs)
 }
 END_TEST
 
+/* A sandbox's log on the node is cut to its tail once it is over its cap: the tail whole, from a line's
+ * start, after a line saying how much went; a log under the cap is left as it is. */
+START_TEST(a_sandboxs_log_stays_bounded)
+{
+    char *d = cube_test_tmpdir(), path[600];
+    snprintf(path, sizeof(path), "%s/sandbox.log", d);
+    FILE *f = fopen(path, "w");
+    ck_assert_ptr_nonnull(f);
+    for (int i = 0; i < 100000; i++) fprintf(f, "line %06d of what the sandbox said\n", i);
+    fclose(f);
+    ck_assert_int_eq(cl_sandbox_log_trim(path, 1 << 24, 4096), 0); /* under its cap */
+    ck_assert_int_eq(cl_sandbox_log_trim(path, 1 << 20, 4096), 1);
+    struct stat st;
+    ck_assert_int_eq(stat(path, &st), 0);
+    ck_assert_int_le(st.st_size, 4096 + 128);
+    char buf[8192] = {0};
+    f = fopen(path, "r");
+    size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+    fclose(f);
+    ck_assert_msg(strncmp(buf, "... ", 4) == 0 && strstr(buf, "bytes of this sandbox's earlier log dropped"),
+                  "%s", buf);
+    const char *second = strchr(buf, '\n') + 1;
+    ck_assert_msg(strncmp(second, "line ", 5) == 0, "the tail starts mid-line: %.40s", second);
+    const char *last = "line 099999 of what the sandbox said\n";
+    ck_assert_msg(n > strlen(last) && strcmp(buf + n - strlen(last), last) == 0, "%s", buf);
+    cube_rm_rf(d);
+    free(d);
+}
+END_TEST
+
 /* A node whose pid_max is the kernel's default (32768 below 32 CPUs) holds 32 sandboxes at their process
  * limit: cubelet raises it so that sandboxes cannot take every pid of the node. */
 static long read_pid_max(void)
@@ -1180,6 +1227,7 @@ int main(void)
     suite_add_tcase(s, tmpfs);
     TCase *hist = tcase_create("metrics history");
     tcase_add_test(hist, a_long_history_halves);
+    tcase_add_test(hist, a_sandboxs_log_stays_bounded);
     suite_add_tcase(s, hist);
     return cube_run_suite(s);
 }
