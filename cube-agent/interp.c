@@ -398,10 +398,10 @@ static void execute(void *svc, http_req *req)
         if (!c)
             err = (cube_err){ENOENT, ""},
             snprintf(err.msg, sizeof(err.msg), "context '%s' not found", ctx_id);
-    } else if (language_of(lang, &err) >= 0) { /* else err says which there are */
-        ctx **dflt = &ip->default_ctx[language_of(lang, &err)];
-        if (!*dflt) *dflt = new_ctx(ip, lang, NULL, &err);
-        c = *dflt;
+    } else {
+        int li = language_of(lang, &err); /* -1: err says which there are */
+        if (li >= 0 && !ip->default_ctx[li]) ip->default_ctx[li] = new_ctx(ip, lang, NULL, &err);
+        c = li >= 0 ? ip->default_ctx[li] : NULL;
     }
     if (c) {
         c->refs++;

@@ -50,6 +50,7 @@ int cn_uplink_enable(const char *tag, const char *uplink, const char *cidr, int 
              "add rule ip cube_%s postrouting ip saddr %s oifname \"%s\" masquerade\n",
              tag, tag, tag, tag, cidr, uplink);
     if (nft(cmds, err) < 0) return -1;
+    if (flows_max <= 0) return 0;
     /* the cap: a set of source addresses, each with its count of tracked connections (nft's connlimit) */
     snprintf(cmds, sizeof(cmds),
              "add chain ip cube_%s forward { type filter hook forward priority filter; }\n"
@@ -58,7 +59,7 @@ int cn_uplink_enable(const char *tag, const char *uplink, const char *cidr, int 
              "counter drop\n",
              tag, tag, tag, cidr, flows_max);
     cube_err cerr = {0};
-    if (flows_max > 0 && nft(cmds, &cerr) < 0)
+    if (nft(cmds, &cerr) < 0)
         cube_log_warn("sandboxes' flows are not capped: one sandbox can fill the node's connection table",
                       "err=\"%s\"", cerr.msg);
     return 0;

@@ -13,11 +13,15 @@ int cl_sandbox_log_trim(const char *path, off_t max, size_t keep)
     int fd = open(path, O_RDWR | O_CLOEXEC | O_NOFOLLOW);
     if (fd < 0) return errno == ENOENT ? 0 : -1;
     struct stat st;
-    if (fstat(fd, &st) < 0 || st.st_size <= max) {
+    if (fstat(fd, &st) < 0) {
         int e = errno;
         close(fd);
         errno = e;
-        return st.st_size <= max ? 0 : -1;
+        return -1;
+    }
+    if (st.st_size <= max) {
+        close(fd);
+        return 0;
     }
     char *buf = malloc(keep + 128);
     if (!buf) {
