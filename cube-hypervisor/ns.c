@@ -68,16 +68,6 @@ static int ns_available(cube_err *err)
     return 0;
 }
 
-static int write_proc(const char *path, const char *v, cube_err *err)
-{
-    int fd = open(path, O_WRONLY | O_CLOEXEC);
-    if (fd < 0) return cube_err_sys(err, errno, "open %s", path);
-    ssize_t n = write(fd, v, strlen(v));
-    int e = errno;
-    close(fd);
-    return n == (ssize_t)strlen(v) ? 0 : cube_err_sys(err, e, "write %s", path);
-}
-
 /* ---- in the child, between clone and exec: report failures through errfd and exit ---- */
 
 static void child_fail(int errfd, const char *what)
@@ -523,9 +513,9 @@ static int spawn_init(const hv_spec *spec, hv_sandbox *sb, bool builtin, cube_er
     char path[64], map[64];
     snprintf(map, sizeof(map), "0 %u %u\n", spec->uid_base, spec->uid_count);
     snprintf(path, sizeof(path), "/proc/%d/uid_map", sb->init);
-    if (write_proc(path, map, err) < 0) goto fail;
+    if (cube_write_string(path, map, err) < 0) goto fail;
     snprintf(path, sizeof(path), "/proc/%d/gid_map", sb->init);
-    if (write_proc(path, map, err) < 0) goto fail;
+    if (cube_write_string(path, map, err) < 0) goto fail;
     /* the child mounts the sandbox's filesystems while its cgroups are made here (a first start); one that
      * died meanwhile has said why on errfd, read below */
     if (send(syncp[1], "g", 1, MSG_NOSIGNAL) == 1) {

@@ -28,6 +28,7 @@
 #include "scrub.h"
 #include "sandbox_net.skel.h"
 #include "timeutil.h"
+#include "fsutil.h"
 #include "uplink.h"
 
 #define GATEWAY "169.254.1.1"
@@ -207,11 +208,11 @@ static int build(cube_net *n, int idx, cn_nl *host, cube_err *err)
         cube_err_sys(err, errno, "bind the namespace at %s", p);
     } else if ((nsfd = open(p, O_RDONLY | O_CLOEXEC)) < 0) {
         cube_err_sys(err, errno, "open %s", p);
-    } else if (cn_sysctl("/proc/sys/net/ipv6/conf/all/disable_ipv6", "1", err) == 0 &&
-               cn_sysctl("/proc/sys/net/ipv6/conf/default/disable_ipv6", "1", err) == 0 &&
+    } else if (cube_write_string("/proc/sys/net/ipv6/conf/all/disable_ipv6", "1", err) == 0 &&
+               cube_write_string("/proc/sys/net/ipv6/conf/default/disable_ipv6", "1", err) == 0 &&
                /* the sandbox's root is not root of this namespace: let it bind low ports and ping */
-               cn_sysctl("/proc/sys/net/ipv4/ip_unprivileged_port_start", "0", err) == 0 &&
-               cn_sysctl("/proc/sys/net/ipv4/ping_group_range", "0 2147483647", err) == 0 &&
+               cube_write_string("/proc/sys/net/ipv4/ip_unprivileged_port_start", "0", err) == 0 &&
+               cube_write_string("/proc/sys/net/ipv4/ping_group_range", "0 2147483647", err) == 0 &&
                (inner = cn_nl_open(err)) != NULL) {
         rc = 0;
     }

@@ -191,8 +191,8 @@ static void slot_parent(cube_net *n)
         return;
     }
     int fd = -1;
-    if (cn_sysctl("/proc/sys/net/ipv4/tcp_child_ehash_entries", "1024", &err) == 0 &&
-        cn_sysctl("/proc/sys/net/ipv4/udp_child_hash_entries", "256", &err) == 0)
+    if (cube_write_string("/proc/sys/net/ipv4/tcp_child_ehash_entries", "1024", &err) == 0 &&
+        cube_write_string("/proc/sys/net/ipv4/udp_child_hash_entries", "256", &err) == 0)
         fd = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
     cn_return_home(n->host_ns);
     if (fd < 0)

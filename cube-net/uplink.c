@@ -1,5 +1,6 @@
 /* Forwarding and masquerade for the uplink (see uplink.h). */
 #include "uplink.h"
+#include "fsutil.h"
 #include "log.h"
 
 #include <errno.h>
@@ -8,17 +9,6 @@
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
-
-int cn_sysctl(const char *path, const char *value, cube_err *err)
-{
-    int fd = open(path, O_WRONLY | O_CLOEXEC);
-    if (fd < 0) return cube_err_sys(err, errno, "open %s", path);
-    ssize_t n = write(fd, value, strlen(value));
-    int e = errno;
-    close(fd);
-    if (n != (ssize_t)strlen(value)) return cube_err_sys(err, n < 0 ? e : EIO, "write %s", path);
-    return 0;
-}
 
 static int nft(const char *cmds, cube_err *err)
 {
@@ -41,7 +31,7 @@ int cn_uplink_enable(const char *tag, const char *uplink, const char *cidr, int 
         if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') || *p == '-' ||
               *p == '_' || *p == '.' || *p == '@'))
             return cube_err_set(err, EINVAL, "bad uplink interface name '%s'", uplink);
-    if (cn_sysctl("/proc/sys/net/ipv4/ip_forward", "1", err) < 0) return -1;
+    if (cube_write_string("/proc/sys/net/ipv4/ip_forward", "1", err) < 0) return -1;
     char cmds[1024];
     snprintf(cmds, sizeof(cmds),
              "add table ip cube_%s\n"

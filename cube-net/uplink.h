@@ -10,7 +10,5 @@
  * are dropped (a kernel without nftables' connlimit keeps no cap, said). */
 int cn_uplink_enable(const char *tag, const char *uplink, const char *cidr, int flows_max, cube_err *err);
 void cn_uplink_disable(const char *tag);
-/* Writes value to a sysctl file of the calling thread's network namespace. */
-int cn_sysctl(const char *path, const char *value, cube_err *err);
 
 #endif

@@ -62,16 +62,16 @@ static void raise_pid_max(void)
         fclose(f);
     }
     if (cur <= 0 || cur >= NODE_PID_MAX) return;
-    f = fopen("/proc/sys/kernel/pid_max", "we");
-    bool ok = f && fprintf(f, "%d\n", NODE_PID_MAX) > 0;
-    if (f && fclose(f) != 0) ok = false;
-    if (ok)
+    cube_err err = {0};
+    char v[16];
+    snprintf(v, sizeof(v), "%d\n", NODE_PID_MAX);
+    if (cube_write_string("/proc/sys/kernel/pid_max", v, &err) == 0)
         cube_log_info("raised the node's pid_max for sandboxes' processes", "from=%ld to=%d", cur,
                       NODE_PID_MAX);
     else
         cube_log_warn(
             "the node's pid_max stays low: a few sandboxes at their process limit can take every pid",
-            "pid_max=%ld err=\"%s\"", cur, strerror(errno));
+            "pid_max=%ld err=\"%s\"", cur, err.msg);
 }
 
 int cubelet_init(cubelet *c, const cubelet_config *cfg, cube_err *err)

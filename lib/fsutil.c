@@ -135,3 +135,14 @@ int cube_umount_empty_dir(const char *dir)
     if (cube_dir_empty(dir) != 1) return -1;
     return umount2(dir, MNT_DETACH);
 }
+
+int cube_write_string(const char *path, const char *value, cube_err *err)
+{
+    int fd = open(path, O_WRONLY | O_CLOEXEC);
+    if (fd < 0) return cube_err_sys(err, errno, "open %s", path);
+    ssize_t n = write(fd, value, strlen(value));
+    int e = errno;
+    close(fd);
+    if (n != (ssize_t)strlen(value)) return cube_err_sys(err, n < 0 ? e : EIO, "write %s", path);
+    return 0;
+}

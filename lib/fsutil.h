@@ -7,6 +7,10 @@
 
 #include "err.h"
 
+/* Writes value to the existing file path in one write(2): a kernel setting (/proc/sys, /proc/PID/uid_map).
+ * 0, or -1 with err naming the file. */
+int cube_write_string(const char *path, const char *value, cube_err *err);
+
 /* rm -rf that stays on one filesystem (a mount left inside is not descended into). 0 when the tree is gone.
  */
 int cube_rm_rf(const char *path);
