@@ -19,7 +19,6 @@
 #include "cubelet.h"
 #include "cubelet_internal.h"
 #include "sandbox_log.h"
-#include "metrics_history.h"
 #include "registry.h"
 #include "cubelet.pb-c.h"
 #include "fsutil.h"
@@ -251,31 +250,6 @@ START_TEST(a_sandbox_keeps_its_metrics_history)
     for (int i = 0; i < 100 && stat(logp, &st) == 0 && st.st_size > SANDBOX_LOG_KEEP + 128; i++)
         nanosleep(&(struct timespec){0, 50 * 1000000}, NULL);
     ck_assert_int_le(st.st_size, SANDBOX_LOG_KEEP + 128);
-}
-END_TEST
-
-/* The history stays bounded over a long life: full, it halves (pairs merged, CPU averaged) and samples half
- * as often. */
-START_TEST(a_long_history_halves)
-{
-    metrics_history *h = calloc(1, sizeof(*h));
-    int64_t ns = 1000000000;
-    for (int i = 0; i < 1000; i++) {
-        metrics_sample x = {.at_ms = i * 1000};
-        /* CPU: 20 % of a CPU for the first 500 s, then 60 % */
-        uint64_t cpu =
-            i < 500 ? (uint64_t)i * ns / 5 : 500 * (uint64_t)ns / 5 + (uint64_t)(i - 500) * ns * 3 / 5;
-        metrics_history_add(h, &x, cpu, (int64_t)i * ns + 1);
-    }
-    ck_assert_int_le(h->n, METRICS_HISTORY_MAX);
-    ck_assert_int_ge(h->n, METRICS_HISTORY_MAX / 2);
-    ck_assert_int_eq(h->s[0].at_ms > 0 ? 1 : 0, 1);
-    ck_assert_int_le(h->s[0].at_ms, 10 * 1000); /* the beginning is still there */
-    ck_assert_int_ge(h->s[h->n - 1].at_ms, 990 * 1000);
-    for (int i = 1; i < h->n; i++) ck_assert_int_gt(h->s[i].at_ms, h->s[i - 1].at_ms);
-    ck_assert_msg(h->s[h->n / 4].cpu_pct > 19 && h->s[h->n / 4].cpu_pct < 21, "%.2f", h->s[h->n / 4].cpu_pct);
-    ck_assert_msg(h->s[h->n - 1].cpu_pct > 59 && h->s[h->n - 1].cpu_pct < 61, "%.2f", h->s[h->n - 1].cpu_pct);
-    free(h);
 }
 END_TEST
 
@@ -1140,36 +1114,6 @@ START_TEST(sandbox_state_lives_on_a_tmpfs)
 }
 END_TEST
 
-/* A sandbox's log on the node is cut to its tail once it is over its cap: the tail whole, from a line's
- * start, after a line saying how much went; a log under the cap is left as it is. */
-START_TEST(a_sandboxs_log_stays_bounded)
-{
-    char *d = cube_test_tmpdir(), path[600];
-    snprintf(path, sizeof(path), "%s/sandbox.log", d);
-    FILE *f = fopen(path, "w");
-    ck_assert_ptr_nonnull(f);
-    for (int i = 0; i < 100000; i++) fprintf(f, "line %06d of what the sandbox said\n", i);
-    fclose(f);
-    ck_assert_int_eq(cl_sandbox_log_trim(path, 1 << 24, 4096), 0); /* under its cap */
-    ck_assert_int_eq(cl_sandbox_log_trim(path, 1 << 20, 4096), 1);
-    struct stat st;
-    ck_assert_int_eq(stat(path, &st), 0);
-    ck_assert_int_le(st.st_size, 4096 + 128);
-    char buf[8192] = {0};
-    f = fopen(path, "r");
-    size_t n = fread(buf, 1, sizeof(buf) - 1, f);
-    fclose(f);
-    ck_assert_msg(strncmp(buf, "... ", 4) == 0 && strstr(buf, "bytes of this sandbox's earlier log dropped"),
-                  "%s", buf);
-    const char *second = strchr(buf, '\n') + 1;
-    ck_assert_msg(strncmp(second, "line ", 5) == 0, "the tail starts mid-line: %.40s", second);
-    const char *last = "line 099999 of what the sandbox said\n";
-    ck_assert_msg(n > strlen(last) && strcmp(buf + n - strlen(last), last) == 0, "%s", buf);
-    cube_rm_rf(d);
-    free(d);
-}
-END_TEST
-
 /* A node whose pid_max is the kernel's default (32768 below 32 CPUs) holds 32 sandboxes at their process
  * limit: cubelet raises it so that sandboxes cannot take every pid of the node. */
 static long read_pid_max(void)
@@ -1225,9 +1169,5 @@ int main(void)
     tcase_add_test(tmpfs, sandbox_state_lives_on_a_tmpfs);
     tcase_add_test(tmpfs, the_nodes_pid_space_outgrows_its_sandboxes);
     suite_add_tcase(s, tmpfs);
-    TCase *hist = tcase_create("metrics history");
-    tcase_add_test(hist, a_long_history_halves);
-    tcase_add_test(hist, a_sandboxs_log_stays_bounded);
-    suite_add_tcase(s, hist);
     return cube_run_suite(s);
 }
