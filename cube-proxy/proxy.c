@@ -385,6 +385,20 @@ int proxy_use_tls(proxy *p, const char *dir, cube_err *err)
 
 /* A signed file URL that names no sandbox: the sandbox whose token signed it (a master knows), then the
  * request as if it had named it (the headers added, so that a hop to another node's proxy names it too). */
+/* head[0..len) (a request head and what followed it) with the header lines add ("Name: v\r\n"...) right after
+ * the request line; malloc'd and NUL-terminated, or NULL. */
+static char *with_header_lines(const char *head, size_t len, const char *add)
+{
+    size_t first = (size_t)(strstr(head, "\r\n") - head) + 2, k = strlen(add);
+    char *out = malloc(len + k + 1);
+    if (!out) return NULL;
+    memcpy(out, head, first);
+    memcpy(out + first, add, k);
+    memcpy(out + first + k, head + first, len - first);
+    out[len + k] = '\0';
+    return out;
+}
+
 /* Whether a signed lookup may go to a master now: a token bucket, refilled at signed_lookups_per_s. */
 static bool lookup_allowed(proxy *p)
 {
@@ -434,21 +448,15 @@ static void route_signed_file(proxy *p, const char *head, size_t head_len, size_
         return;
     }
     const char *id = ((Cube__SandboxRef *)resp)->sandbox_id;
-    const char *eol = strstr(head, "\r\n");
     char add[160];
     int k =
         snprintf(add, sizeof(add), "E2b-Sandbox-Id: %s\r\nE2b-Sandbox-Port: %d\r\n", id ? id : "", ENVD_PORT);
-    size_t first = (size_t)(eol - head) + 2;
-    char *nb = k > 0 && (size_t)k < sizeof(add) && id && *id ? malloc(len + (size_t)k + 1) : NULL;
+    char *nb = k > 0 && (size_t)k < sizeof(add) && id && *id ? with_header_lines(head, len, add) : NULL;
     protobuf_c_message_free_unpacked(resp, NULL);
     if (!nb) {
         reply_json(r, 503, "Service Unavailable", "out of memory");
         return;
     }
-    memcpy(nb, head, first);
-    memcpy(nb + first, add, (size_t)k);
-    memcpy(nb + first + k, head + first, len - first);
-    nb[len + (size_t)k] = '\0';
     cube_metric_add("cube_proxy_signed_files_total", "Signed file URLs routed by their signature", 1);
     free(r->resp_headers); /* routing the named request starts over (and finds the same CORS headers) */
     proxy_route_request(p, nb, head_len + (size_t)k, len + (size_t)k, peer_tls, r);
@@ -546,17 +554,12 @@ void proxy_route_request(proxy *p, const char *head, size_t head_len, size_t len
         free(r->resp_headers); /* the node's proxy adds them to the sandbox's answer */
         r->resp_headers = NULL;
         /* the head with the hop mark, then the rest as it came */
-        const char *eol = strstr(head, "\r\n");
-        size_t first = (size_t)(eol - head) + 2;
-        r->send = malloc(len + 16);
+        r->send = with_header_lines(head, len, "X-Cube-Hop: 1\r\n");
         if (!r->send) {
             close(up);
             reply_json(r, 503, "Service Unavailable", "out of memory");
             return;
         }
-        memcpy(r->send, head, first);
-        memcpy(r->send + first, "X-Cube-Hop: 1\r\n", 15);
-        memcpy(r->send + first + 15, head + first, len - first);
         r->send_len = len + 15;
         r->up = up;
         return;
