@@ -7,7 +7,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/magic.h>
 #include <sys/stat.h>
+#include <sys/vfs.h>
 #include <time.h>
 #include <unistd.h>
 #include <zlib.h>
@@ -64,6 +66,42 @@ static unsigned errno_status(int e)
     }
 }
 
+/* Whether a file's size says how much it holds. The kernel's generated files do not: /proc's are 0 bytes
+ * long, /sys's 4096, whatever reading them gives. */
+static int size_is_content(int fd, const struct stat *st)
+{
+    struct statfs fs;
+    if (st->st_size == 0 || fstatfs(fd, &fs) < 0) return 0;
+    switch ((unsigned long)fs.f_type) {
+    case PROC_SUPER_MAGIC:
+    case SYSFS_MAGIC:
+    case CGROUP_SUPER_MAGIC:
+    case CGROUP2_SUPER_MAGIC:
+    case DEBUGFS_MAGIC:
+    case TRACEFS_MAGIC:
+    case SECURITYFS_MAGIC:
+        return 0;
+    default:
+        return 1;
+    }
+}
+
+/* MHD's reader for a file streamed until its end (size_is_content: no length to give ahead) */
+static ssize_t read_to_end(void *cls, uint64_t pos, char *buf, size_t max)
+{
+    (void)pos; /* read in order, never sought */
+    ssize_t n;
+    do n = read((int)(intptr_t)cls, buf, max);
+    while (n < 0 && errno == EINTR);
+    if (n == 0) return MHD_CONTENT_READER_END_OF_STREAM;
+    return n < 0 ? MHD_CONTENT_READER_END_WITH_ERROR : n;
+}
+
+static void close_fd(void *cls)
+{
+    close((int)(intptr_t)cls);
+}
+
 void envd_files_get(agent *a, http_req *req)
 {
     cube_err err = {0};
@@ -89,6 +127,17 @@ void envd_files_get(agent *a, http_req *req)
     if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
         close(fd);
         return http_reply_error(req, 400, "path '%s' is not a regular file", path);
+    }
+    if (!size_is_content(fd, &st)) {
+        /* streamed whole, chunked (a Range is ignored, as HTTP allows: there is no length to count from) */
+        struct MHD_Response *resp = MHD_create_response_from_callback(
+            MHD_SIZE_UNKNOWN, 64 * 1024, read_to_end, (void *)(intptr_t)fd, close_fd);
+        if (!resp) {
+            close(fd);
+            return http_reply_error(req, 500, "cannot stream '%s'", path);
+        }
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "application/octet-stream");
+        return http_reply(req, 200, resp);
     }
     uint64_t size = (uint64_t)st.st_size, off = 0, len = size;
     unsigned status = 200;

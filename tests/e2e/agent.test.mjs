@@ -118,6 +118,22 @@ test('files: text, binary 256 KiB and 16 MiB, nested parents', async () => {
   assert.ok(backBig.equals(big));
 });
 
+test("files: the kernel's generated files read whole (their size says 0 or 4096)", async () => {
+  // /proc's files are 0 bytes long by stat, /sys's 4096: what reading them gives is what comes back
+  const status = await sbx.files.read('/proc/self/status');
+  assert.match(status, /^Name:\t/);
+  assert.match(status, /\nPid:\t\d+\n/);
+  const online = await sbx.files.read('/sys/devices/system/cpu/online');
+  assert.match(online, /^\d+(-\d+)?(,\d+(-\d+)?)*\n$/);
+  // a file of a size that says what it holds still answers a Range
+  await sbx.files.write(`${dir}/range.txt`, '0123456789');
+  const r = await fetch(`http://127.0.0.1:49983/files?path=${encodeURIComponent(`${dir}/range.txt`)}&username=root`, {
+    headers: { Range: 'bytes=2-4' },
+  });
+  assert.equal(r.status, 206);
+  assert.equal(await r.text(), '234');
+});
+
 test('files: metadata written with a file comes back with its info, follows a rename, is replaced by the next', async () => {
   const w = await sbx.files.write(`${dir}/meta/report.csv`, 'a,b\n', { metadata: { owner: 'alice', 'build-id': '42' } });
   assert.deepEqual(w.metadata, { owner: 'alice', 'build-id': '42' });
