@@ -29,10 +29,26 @@ def _write_event(obj):
         _events.flush()
 
 
+# The agent's requests come on fd 0. The code must not read them (input(), sys.stdin, a subprocess that
+# inherits fd 0 would take the next execution's request): they move to a descriptor of the worker's own and the
+# code's stdin is /dev/null, as a Jupyter kernel's is.
+_requests = os.fdopen(os.dup(0), "r", encoding="utf-8", errors="replace")
+os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
+sys.stdin = open(os.devnull, "r")
+
+
+class StdinNotImplementedError(RuntimeError):
+    pass
+
+
+def _no_input(prompt=""):
+    raise StdinNotImplementedError("input() was called, but this interpreter does not support input requests")
+
+
 def _executions():
     """Each request from the agent, as (request, its [stdout, stderr] streams), counted."""
     count = 0
-    for line in sys.stdin:
+    for line in _requests:
         try:
             req = json.loads(line)
         except ValueError:
@@ -96,35 +112,32 @@ class _Stream(io.TextIOBase):
 
 
 _FIELDS = ("text", "html", "markdown", "svg", "png", "jpeg", "pdf", "latex", "json", "javascript", "data", "chart", "extra")
+# Jupyter's MIME types as E2B's result fields; others travel under their MIME type (the SDK's result.extra)
+_MIME_FIELDS = {"text/plain": "text", "text/html": "html", "text/markdown": "markdown", "image/svg+xml": "svg",
+                "image/png": "png", "image/jpeg": "jpeg", "application/pdf": "pdf", "text/latex": "latex",
+                "application/json": "json", "application/javascript": "javascript"}
 
 
-def _result(value, main):
+def _bundle_result(data, main):
+    """A result event from a MIME bundle (what Jupyter's display machinery gives); binary data base64."""
     r = dict.fromkeys(_FIELDS)
     r["type"] = "result"
     r["is_main_result"] = main
-    fig = _as_figure(value)
-    if fig is not None:
-        buf = io.BytesIO()
-        fig.savefig(buf, format="png", bbox_inches="tight")
-        r["png"] = base64.b64encode(buf.getvalue()).decode()
-        r["text"] = repr(fig)
-        return r
-    r["text"] = repr(value)
-    # IPython's rich-display protocol; binary formats travel base64-encoded
-    for field in ("html", "markdown", "svg", "latex", "json", "javascript", "png", "jpeg"):
-        fn = getattr(value, "_repr_%s_" % field, None)
-        if not callable(fn):
-            continue
-        try:
-            out = fn()
-        except Exception:
-            continue
-        if field in ("png", "jpeg"):
-            if isinstance(out, bytes):
-                r[field] = base64.b64encode(out).decode()
-        elif out is not None:
-            r[field] = out
+    for mime, value in data.items():
+        if isinstance(value, (bytes, bytearray)):
+            value = base64.b64encode(value).decode()
+        r[_MIME_FIELDS.get(mime, mime)] = value
     return r
+
+
+_shown = set()  # the figures the running execution has put out already
+
+
+def _figure_png(fig):
+    _shown.add(id(fig))
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", bbox_inches="tight")
+    return buf.getvalue()
 
 
 def _as_figure(value):
@@ -134,50 +147,142 @@ def _as_figure(value):
     return None
 
 
-def _flush_figures(shown):
+def _flush_figures():
+    """Figures the code made and did not show go out after it, as Jupyter's inline backend does."""
     plt = sys.modules.get("matplotlib.pyplot")
     if plt is None:
         return
     for num in plt.get_fignums():
         fig = plt.figure(num)
-        if id(fig) not in shown:
-            _emit(_result(fig, False))
+        if id(fig) not in _shown:
+            _emit(_bundle_result({"text/plain": repr(fig), "image/png": _figure_png(fig)}, False))
     plt.close("all")
 
 
-def _run(code, ns):
-    tree = ast.parse(code, "<cell>", "exec")
-    last = None
-    if tree.body and isinstance(tree.body[-1], ast.Expr):
-        last = ast.Expression(tree.body.pop().value)
-    exec(compile(tree, "<cell>", "exec"), ns)
-    value = eval(compile(last, "<cell>", "eval"), ns) if last is not None else None
-    shown = set()
-    if value is not None:
-        if _as_figure(value) is not None:
-            shown.add(id(value))
-        _flush_figures(shown)
-        _emit(_result(value, True))
-    else:
-        _flush_figures(shown)
+def _error_event(name, value, traceback_text):
+    _emit({"type": "error", "name": name, "value": value, "traceback": traceback_text})
+
+
+# Without IPython: the code runs as a module body; its last expression is the main result, rich through
+# IPython's _repr_*_ protocol, and display() puts out the others.
+def _mime_bundle(value):
+    fig = _as_figure(value)
+    if fig is not None:
+        return {"text/plain": repr(fig), "image/png": _figure_png(fig)}
+    data = {"text/plain": repr(value)}
+    for field, mime in (("html", "text/html"), ("markdown", "text/markdown"), ("svg", "image/svg+xml"),
+                        ("latex", "text/latex"), ("json", "application/json"),
+                        ("javascript", "application/javascript"), ("png", "image/png"), ("jpeg", "image/jpeg")):
+        fn = getattr(value, "_repr_%s_" % field, None)
+        if not callable(fn):
+            continue
+        try:
+            out = fn()
+        except Exception:
+            continue
+        if field in ("png", "jpeg") and not isinstance(out, bytes):
+            continue
+        if out is not None:
+            data[mime] = out
+    return data
+
+
+def _display(*objs, **kwargs):
+    for obj in objs:
+        _emit(_bundle_result(_mime_bundle(obj), False))
+
+
+def _plain_runner():
+    import builtins
+    builtins.display = _display
+    ns = {"__name__": "__main__", "__builtins__": builtins}
+
+    def run(code):
+        try:
+            tree = ast.parse(code, "<cell>", "exec")
+            last = None
+            if tree.body and isinstance(tree.body[-1], ast.Expr):
+                last = ast.Expression(tree.body.pop().value)
+            exec(compile(tree, "<cell>", "exec"), ns)
+            value = eval(compile(last, "<cell>", "eval"), ns) if last is not None else None
+            if value is not None:
+                _emit(_bundle_result(_mime_bundle(value), True))
+            _flush_figures()
+        except BaseException as e:  # the user's code may raise anything, KeyboardInterrupt included
+            tb = e.__traceback__
+            while tb is not None and tb.tb_frame.f_code.co_filename != "<cell>":
+                tb = tb.tb_next  # the worker's own frames are noise to the user
+            _error_event(type(e).__name__, str(e), "".join(traceback.format_exception(type(e), e, tb)))
+
+    return run
+
+
+# With IPython (the code-interpreter template has it): the code runs as in E2B's Jupyter kernel. Magics and
+# shell escapes (!pip install, %pip, %%bash, %timeit), display() and every rich format, the last expression as
+# the main result, Out and _, IPython's tracebacks (without colour: they are read, often by a model).
+def _ipython_runner():
+    try:
+        from IPython.core.displayhook import DisplayHook
+        from IPython.core.displaypub import DisplayPublisher
+        from IPython.core.interactiveshell import InteractiveShell
+        from traitlets import Type
+        from traitlets.config import Config
+    except Exception:
+        return None
+
+    class Hook(DisplayHook):  # the last expression's value
+        def start_displayhook(self):
+            pass
+
+        def write_output_prompt(self):
+            pass
+
+        def write_format_data(self, format_dict, md_dict=None):
+            _emit(_bundle_result(format_dict, True))
+
+        def finish_displayhook(self):
+            pass
+
+    class Publisher(DisplayPublisher):  # display()
+        def publish(self, data, metadata=None, source=None, *, transient=None, update=False, **kwargs):
+            _emit(_bundle_result(data, False))
+
+        def clear_output(self, wait=False):
+            pass
+
+    class Shell(InteractiveShell):
+        displayhook_class = Type(Hook)
+        display_pub_class = Type(Publisher)
+
+        def _showtraceback(self, etype, evalue, stb):
+            _error_event(etype.__name__, str(evalue), "\n".join(stb))
+
+    config = Config()
+    config.HistoryManager.enabled = False  # no sqlite file in the user's home, no thread writing it
+    config.InteractiveShell.colors = "NoColor"
+    shell = Shell.instance(config=config)
+    shell.display_formatter.formatters["image/png"].for_type_by_name("matplotlib.figure", "Figure", _figure_png)
+
+    def run(code):
+        shell.run_cell(code, store_history=True)
+        _flush_figures()
+
+    return run
 
 
 def main():
     os.environ.setdefault("MPLBACKEND", "Agg")
-    ns = {"__name__": "__main__", "__builtins__": __builtins__}
+    import builtins
+    builtins.input = _no_input
+    run = _ipython_runner() or _plain_runner()
     real_out, real_err = sys.stdout, sys.stderr
     for req, (sys.stdout, sys.stderr) in _executions():
         env = req.get("env_vars") or {}
         saved = {k: os.environ.get(k) for k in env}
         os.environ.update({str(k): str(v) for k, v in env.items()})
+        _shown.clear()
         try:
-            _run(req.get("code", ""), ns)
-        except BaseException as e:  # the user's code may raise anything, KeyboardInterrupt included
-            tb = e.__traceback__
-            while tb is not None and tb.tb_frame.f_code.co_filename != "<cell>":
-                tb = tb.tb_next  # the worker's own frames are noise to the user
-            tb = traceback.format_exception(type(e), e, tb)
-            _emit({"type": "error", "name": type(e).__name__, "value": str(e), "traceback": "".join(tb)})
+            run(req.get("code", ""))
         finally:
             _end_execution()
             sys.stdout, sys.stderr = real_out, real_err

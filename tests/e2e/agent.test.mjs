@@ -213,6 +213,32 @@ test('runCode: value, state, stdout, error, streaming', async () => {
   assert.ok(parts[1][1] - parts[0][1] >= 400, JSON.stringify(parts));
 });
 
+test('runCode in python runs as in Jupyter: shell escapes, magics, display(), rich results, no stdin', async () => {
+  // the agent's python3 has IPython (deploy/install-deps; the code-interpreter template has it too)
+  const ci = await CodeSandbox.connect('itest0000000000000000');
+  const shell = await ci.runCode('!echo from-the-shell\nn = 6');
+  assert.equal(shell.error, undefined, JSON.stringify(shell.error));
+  assert.match(shell.logs.stdout.join(''), /from-the-shell/);
+  const cell = await ci.runCode('%%bash\necho "bash $((n + 1))"');
+  assert.equal(cell.logs.stdout.join(''), 'bash 1\n'); // a bash cell: its own shell, no python names
+  const pip = await ci.runCode('%pip --version');
+  assert.match(pip.logs.stdout.join(''), /^pip \d+/, JSON.stringify(pip));
+  // display() puts out results before the main one; a rich object comes back in its formats
+  const shown = await ci.runCode('from IPython.display import HTML\ndisplay(HTML("<b>x</b>"))\ndisplay(n)\nn * 7');
+  assert.deepEqual(shown.results.map((r) => [r.html ?? r.text, r.isMainResult]), [['<b>x</b>', false], ['6', false], ['42', true]]);
+  assert.equal((await ci.runCode('_ + 1')).text, '43'); // the output history works
+  const md = await ci.runCode('from IPython.display import Markdown\nMarkdown("# t")');
+  assert.equal(md.results[0].markdown, '# t');
+  // input() fails at once, as in Jupyter without a frontend; nothing the code runs reads the requests
+  const asked = await ci.runCode('input("name? ")', { timeoutMs: 10000 });
+  assert.equal(asked.error?.name, 'StdinNotImplementedError', JSON.stringify(asked));
+  const read = await ci.runCode('import subprocess, sys\n(sys.stdin.read(), subprocess.run(["cat"], capture_output=True).stdout)', { timeoutMs: 10000 });
+  assert.equal(read.text, "('', b'')", JSON.stringify(read));
+  assert.equal((await ci.runCode('n')).text, '6'); // the request after them arrived whole
+  const syntax = await ci.runCode('def f(:');
+  assert.equal(syntax.error?.name, 'SyntaxError');
+});
+
 test('runCode in bash: the shell carries over between executions; a failing command is the error', async () => {
   const ci = await CodeSandbox.connect('itest0000000000000000');
   const first = await ci.runCode('x=41; cd /tmp; echo hi', { language: 'bash' });

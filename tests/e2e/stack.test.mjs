@@ -802,6 +802,25 @@ test('runCode in code-interpreter-v1', async () => {
     await sbx.commands.run('cd /tmp/pkg && pip install --no-index --no-build-isolation .', { timeoutMs: 60000 });
     // ... and a Python already running imports it (the user's site-packages exist from the start)
     assert.equal((await sbx.runCode('import cubepkg\ncubepkg.V * 6')).text, '42');
+    // python runs as in E2B's Jupyter kernel: shell escapes and magics (the template has IPython),
+    // display(), and input() refused at once
+    const shown = await sbx.runCode('!pip show cubepkg | head -1\ndisplay(cubepkg.V)\ncubepkg.V + 1');
+    assert.match(shown.logs.stdout.join(''), /Name: cubepkg/, JSON.stringify(shown));
+    assert.deepEqual(shown.results.map((x) => [x.text, x.isMainResult]), [['7', false], ['8', true]]);
+    assert.match((await sbx.runCode('%pip --version')).logs.stdout.join(''), /^pip /);
+    assert.equal((await sbx.runCode('input()', { timeoutMs: 10000 })).error?.name, 'StdinNotImplementedError');
+  } finally {
+    await sbx.kill();
+  }
+});
+
+test('runCode in base: python without IPython still gives display() and refuses input()', async () => {
+  const sbx = await CodeSandbox.create('base');
+  try {
+    const r = await sbx.runCode('class T:\n    def _repr_html_(self): return "<b>t</b>"\ndisplay(T())\n6 * 7');
+    assert.deepEqual(r.results.map((x) => [x.html ?? x.text, x.isMainResult]), [['<b>t</b>', false], ['42', true]]);
+    assert.equal((await sbx.runCode('input()', { timeoutMs: 10000 })).error?.name, 'StdinNotImplementedError');
+    assert.equal((await sbx.runCode('!true')).error?.name, 'SyntaxError'); // no IPython here: plain Python
   } finally {
     await sbx.kill();
   }
