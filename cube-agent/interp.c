@@ -103,12 +103,15 @@ static __attribute__((noinline)) pid_t spawn_worker(char *const argv[], char *co
         children_confine(); /* signals as a fresh process has them: the SIGINT below must reach it */
         setsid();           /* SIGINT to the worker alone interrupts the running code */
         /* stdout and stderr: /dev/null, not the agent's own (its stderr is the node's log of the sandbox: the
-         * code's raw writes there, os.write(2, ...) or a subprocess's, would fill the node's disk) */
-        if (dup2(in_fd, 0) < 0 || dup2(null_fd, 1) < 0 || dup2(null_fd, 2) < 0 || dup2(ev_fd, 3) < 0)
+         * code's raw writes there, os.write(2, ...) or a subprocess's, would fill the node's disk). stdin
+         * too: the requests come on fd 4, which nothing the code reads by default (input(), a child
+         * inheriting stdin) would take from the next execution. */
+        if (dup2(null_fd, 0) < 0 || dup2(null_fd, 1) < 0 || dup2(null_fd, 2) < 0 || dup2(ev_fd, 3) < 0 ||
+            dup2(in_fd, 4) < 0)
             _exit(127);
         if (getuid() == 0 && children_become(u->uid, u->gid, groups, ng) < 0) _exit(126);
         if (chdir(cwd) < 0 && chdir(u->home) < 0) _exit(125);
-        close_range(4, ~0U, 0);
+        close_range(5, ~0U, 0);
         execvpe(argv[0], argv, envp);
         _exit(127);
     }
@@ -160,8 +163,15 @@ static int start_worker(interp *ip, ctx *c, cube_err *err)
     /* python runs the code itself, or keeps a bash that runs it; node runs javascript and typescript */
     const char *lang = languages[c->lang].name;
     char *py_argv[] = {(char *)ip->python, "-u", "-c", (char *)interp_worker_py, (char *)lang, NULL};
-    /* --no-warnings: Node's notes on its own experimental features (fetch) are not the code's output */
-    char *js_argv[] = {(char *)ip->node, "--no-warnings", "-e", (char *)interp_worker_js, (char *)lang, NULL};
+    /* --no-warnings: Node's notes on its own experimental features (fetch) are not the code's output;
+     * --expose-internals: the REPL's top-level await transform (interp_worker.js) */
+    char *js_argv[] = {(char *)ip->node,
+                       "--no-warnings",
+                       "--expose-internals",
+                       "-e",
+                       (char *)interp_worker_js,
+                       (char *)lang,
+                       NULL};
     char **argv = c->lang == LANG_JAVASCRIPT || c->lang == LANG_TYPESCRIPT ? js_argv : py_argv;
     if (access(argv[0], X_OK) < 0) {
         /* EINVAL: the request's language is what this sandbox cannot run (400, as an unknown one) */
@@ -171,7 +181,7 @@ static int start_worker(interp *ip, ctx *c, cube_err *err)
         return cube_err_set(err, EINVAL, "%s needs %s, which this sandbox's template lacks (%s)", lang,
                             argv[0], strerror(e));
     }
-    int null_fd = open("/dev/null", O_WRONLY | O_CLOEXEC);
+    int null_fd = open("/dev/null", O_RDWR | O_CLOEXEC);
     children_lock();
     pid_t pid = null_fd < 0 ? -1 : spawn_worker(argv, envp, in[0], null_fd, ev[1], &u, groups, ng, c->cwd);
     if (pid > 0) children_add(pid, on_worker_exit, NULL);

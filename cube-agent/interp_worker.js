@@ -1,10 +1,10 @@
 // cube-agent's code interpreter worker for JavaScript and TypeScript: one persistent Node.js process per
-// context, the same protocol as interp_worker.py. The agent writes one JSON request per line on stdin
-// ({"code", "env_vars"}); the worker answers on fd 3 with the E2B NDJSON events (stdout/stderr as they
-// happen, the last expression's value as the main result, error) and ends every execution with
-// end_of_execution. Each cell runs as a script in one vm context kept for the context's life: its top-level
-// declarations carry over, a promise it ends with is awaited, and a cell with a top-level await runs as an
-// async function (its value is what it returns). TypeScript is transpiled first (Debian's node-typescript).
+// context, the same protocol as interp_worker.py. The agent writes one JSON request per line on fd 4
+// ({"code", "env_vars"}; stdin is /dev/null); the worker answers on fd 3 with the E2B NDJSON events
+// (stdout/stderr as they happen, the last expression's value as the main result, error) and ends every
+// execution with end_of_execution. Each cell runs as a script in one vm context kept for the context's life:
+// its top-level declarations carry over, a promise it ends with is awaited, and a cell with a top-level await
+// runs as an async function (its value is what it returns). TypeScript is transpiled first (Debian's node-typescript).
 'use strict';
 const fs = require('fs');
 const readline = require('readline');
@@ -81,6 +81,39 @@ process.on('SIGINT', () => {
   if (abandon) abandon(Object.assign(new Error('execution interrupted'), { name: 'KeyboardInterrupt' }));
 });
 
+// A cell with a top-level await becomes what Node's REPL makes of it (the worker runs with --expose-internals
+// for this): an async function whose declarations stay in the context for the next cells and whose last
+// expression is its value. Where that transform is missing or refuses the cell (one with a top-level return),
+// the cell runs as the body of an async function: its value is what it returns.
+let replAwait = null;
+try {
+  replAwait = require('internal/repl/await').processTopLevelAwait;
+} catch (e) {
+  replAwait = null;
+}
+
+function withTopLevelAwait(code) {
+  let wrapped = null;
+  try {
+    wrapped = replAwait ? replAwait(code + '\n') : null; // the newline: a last line comment ends there
+  } catch (e) {
+    wrapped = null;
+  }
+  if (wrapped) {
+    const out = vm.runInContext(wrapped, context, { filename: '<cell>', breakOnSigint: true });
+    return out.then((r) => r && r.value);
+  }
+  return vm.runInContext('(async () => {\n' + code + '\n})()', context, {
+    filename: '<cell>', breakOnSigint: true, lineOffset: -1,
+  });
+}
+
+function settle(value) {
+  return Promise.race([value, new Promise((_, reject) => { abandon = reject; })]).finally(() => {
+    abandon = null;
+  });
+}
+
 async function run(code) {
   if (language === 'typescript') code = transpile(code);
   let value;
@@ -88,15 +121,9 @@ async function run(code) {
     value = vm.runInContext(code, context, { filename: '<cell>', breakOnSigint: true });
   } catch (e) {
     if (!isAwaitError(e)) throw e;
-    value = vm.runInContext('(async () => {\n' + code + '\n})()', context, {
-      filename: '<cell>', breakOnSigint: true, lineOffset: -1,
-    });
+    value = await settle(withTopLevelAwait(code));
   }
-  if (value && typeof value.then === 'function') {
-    value = await Promise.race([value, new Promise((_, reject) => { abandon = reject; })]).finally(() => {
-      abandon = null;
-    });
-  }
+  if (value && typeof value.then === 'function') value = await settle(value);
   if (value !== undefined) emit(result(value));
 }
 
@@ -157,7 +184,7 @@ async function drain() {
 process.on('unhandledRejection', (e) => emit({ type: 'stderr', text: 'Unhandled rejection: ' + util.inspect(e) + '\n', timestamp: Date.now() * 1000 }));
 process.on('uncaughtException', (e) => emit({ type: 'stderr', text: 'Uncaught ' + String((e && e.stack) || e) + '\n', timestamp: Date.now() * 1000 }));
 
-const rl = readline.createInterface({ input: process.stdin, terminal: false });
+const rl = readline.createInterface({ input: fs.createReadStream(null, { fd: 4 }), terminal: false });
 rl.on('line', (line) => {
   queue.push(line);
   drain();

@@ -1,5 +1,5 @@
 # cube-agent's code interpreter worker: one persistent Python process per context. The agent writes one JSON
-# request per line on stdin ({"code", "env_vars"}); the worker answers on fd 3 with the E2B NDJSON events
+# request per line on fd 4 ({"code", "env_vars"}); the worker answers on fd 3 with the E2B NDJSON events
 # (stdout/stderr as they happen, results, error) and ends every execution with end_of_execution.
 import ast
 import base64
@@ -29,12 +29,11 @@ def _write_event(obj):
         _events.flush()
 
 
-# The agent's requests come on fd 0. The code must not read them (input(), sys.stdin, a subprocess that
-# inherits fd 0 would take the next execution's request): they move to a descriptor of the worker's own and the
-# code's stdin is /dev/null, as a Jupyter kernel's is.
-_requests = os.fdopen(os.dup(0), "r", encoding="utf-8", errors="replace")
-os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
-sys.stdin = open(os.devnull, "r")
+# The agent's requests come on fd 4 (stdin is /dev/null, as a Jupyter kernel's is: nothing the code reads
+# takes the next execution's request).
+_requests = os.fdopen(4, "r", encoding="utf-8", errors="replace")
+os.set_inheritable(3, False)  # neither channel is the code's children's (os.system, a shell escape)
+os.set_inheritable(4, False)
 
 
 class StdinNotImplementedError(RuntimeError):

@@ -268,6 +268,11 @@ test('runCode in javascript: declarations carry over, console streams, awaits, e
   // top-level await: the cell runs as an async function, its value what it returns
   const awaited = await ci.runCode('const t0 = Date.now()\nawait new Promise((r) => setTimeout(r, 200))\nreturn Date.now() - t0 >= 190', { language: 'js' });
   assert.equal(awaited.text, 'true', JSON.stringify(awaited));
+  // as in a notebook, a cell that awaits keeps its declarations for the next, and its last expression is its
+  // value (a last line comment too)
+  const fetched = await ci.runCode('const got = await Promise.resolve({ n: 5 })\nlet { n } = got\nfunction twice(v) { return 2 * v }\nawait Promise.resolve(n + 1) // six', { language: 'js' });
+  assert.equal(fetched.text, '6', JSON.stringify(fetched));
+  assert.equal((await ci.runCode('twice(got.n + n)', { language: 'js' })).text, '20');
   const seen = [];
   await ci.runCode('for (let i = 0; i < 3; i++) { console.log(i); await new Promise((r) => setTimeout(r, 150)) }', {
     language: 'js',
@@ -287,11 +292,15 @@ test('runCode in javascript: declarations carry over, console streams, awaits, e
   // a loop that never ends is interrupted at the timeout; the context lives on with its state
   await assert.rejects(ci.runCode('while (true) {}', { language: 'js', timeoutMs: 1000 }));
   assert.equal((await ci.runCode('base + 1', { language: 'js' })).text, '41');
-  // the worker's raw stdout and stderr lead nowhere: never into the agent's own (the node's log)
-  const fds = await ci.runCode('[1, 2].map((n) => require("fs").readlinkSync(`/proc/self/fd/${n}`))', { language: 'js' });
-  assert.equal(fds.text, "[ '/dev/null', '/dev/null' ]");
-  const pyfds = await ci.runCode('import os\n[os.readlink(f"/proc/self/fd/{n}") for n in (1, 2)]');
-  assert.equal(pyfds.text, "['/dev/null', '/dev/null']");
+  // the worker's raw stdout and stderr lead nowhere: never into the agent's own (the node's log); its stdin
+  // is nothing either (the requests come on a descriptor the code does not read by default)
+  const fds = await ci.runCode('[0, 1, 2].map((n) => require("fs").readlinkSync(`/proc/self/fd/${n}`))', { language: 'js' });
+  assert.equal(fds.text, "[ '/dev/null', '/dev/null', '/dev/null' ]");
+  const pyfds = await ci.runCode('import os\n[os.readlink(f"/proc/self/fd/{n}") for n in (0, 1, 2)]');
+  assert.equal(pyfds.text, "['/dev/null', '/dev/null', '/dev/null']");
+  const stdin = await ci.runCode('await new Promise((r) => { let n = 0; process.stdin.on("data", (d) => (n += d.length)); process.stdin.on("end", () => r(n)) })', { language: 'js', timeoutMs: 10000 });
+  assert.equal(stdin.text, '0', JSON.stringify(stdin));
+  assert.equal((await ci.runCode('base', { language: 'js' })).text, '40'); // the request after it arrived whole
   // a context of its own starts fresh; its language is named as E2B names it
   const own = await ci.createCodeContext({ language: 'js' });
   assert.equal(own.language, 'javascript');
