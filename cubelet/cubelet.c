@@ -50,28 +50,31 @@ static int spawn_slot(cubelet *c, const cl_template *tpl, const char *layers, in
 
 /* The node's pid space holds every sandbox's processes, each sandbox up to its pids limit (1024 by default):
  * with the kernel's default pid_max (32768 on a machine of fewer than 32 CPUs), 32 sandboxes at their limit
- * took every pid and the node itself could fork nothing (a create, a service's restart). Raised to the
- * kernel's own limit, as container hosts set it; a host that refuses keeps its own, said. */
-#define NODE_PID_MAX 4194304
-static void raise_pid_max(void)
+ * took every pid and the node itself could fork nothing (a create, a service's restart). threads-max, the
+ * node's count of tasks, is next: the kernel sizes it from memory (192,735 on 24 GiB), which 189 sandboxes
+ * of 1,024 idle threads each reach in about 10 GiB. Both are raised to the kernel's pid limit, as container
+ * hosts set them (a sandbox's tasks stay bounded by its own pids and memory limits); a host that refuses
+ * keeps its own, said. */
+#define NODE_TASKS_MAX 4194304
+static void raise_task_limit(const char *path)
 {
-    FILE *f = fopen("/proc/sys/kernel/pid_max", "re");
+    FILE *f = fopen(path, "re");
     long cur = 0;
     if (f) {
         if (fscanf(f, "%ld", &cur) != 1) cur = 0;
         fclose(f);
     }
-    if (cur <= 0 || cur >= NODE_PID_MAX) return;
+    if (cur <= 0 || cur >= NODE_TASKS_MAX) return;
     cube_err err = {0};
     char v[16];
-    snprintf(v, sizeof(v), "%d\n", NODE_PID_MAX);
-    if (cube_write_string("/proc/sys/kernel/pid_max", v, &err) == 0)
-        cube_log_info("raised the node's pid_max for sandboxes' processes", "from=%ld to=%d", cur,
-                      NODE_PID_MAX);
+    snprintf(v, sizeof(v), "%d\n", NODE_TASKS_MAX);
+    if (cube_write_string(path, v, &err) == 0)
+        cube_log_info("raised a node-wide limit on tasks for sandboxes' processes", "path=%s from=%ld to=%d",
+                      path, cur, NODE_TASKS_MAX);
     else
-        cube_log_warn(
-            "the node's pid_max stays low: a few sandboxes at their process limit can take every pid",
-            "pid_max=%ld err=\"%s\"", cur, err.msg);
+        cube_log_warn("a node-wide limit on tasks stays low: a few sandboxes at their process limit can take "
+                      "every one",
+                      "path=%s value=%ld err=\"%s\"", path, cur, err.msg);
 }
 
 int cubelet_init(cubelet *c, const cubelet_config *cfg, cube_err *err)
@@ -86,7 +89,8 @@ int cubelet_init(cubelet *c, const cubelet_config *cfg, cube_err *err)
     pthread_cond_init(&c->reap, NULL);
     pthread_cond_init(&c->slot_idle, NULL);
     pthread_cond_init(&c->slot_ready, NULL);
-    raise_pid_max();
+    raise_task_limit("/proc/sys/kernel/pid_max");
+    raise_task_limit("/proc/sys/kernel/threads-max");
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
     c->cold_max = COLD_PER_CPU * (int)(ncpu > 0 ? ncpu : 1);
     snprintf(c->sandboxes_dir, sizeof(c->sandboxes_dir), "%s/sandboxes", cfg->data_dir);

@@ -1115,24 +1115,32 @@ START_TEST(sandbox_state_lives_on_a_tmpfs)
 END_TEST
 
 /* A node whose pid_max is the kernel's default (32768 below 32 CPUs) holds 32 sandboxes at their process
- * limit: cubelet raises it so that sandboxes cannot take every pid of the node. */
-static long read_pid_max(void)
+ * limit, and one whose threads-max is sized from its memory less than 200: cubelet raises both so that
+ * sandboxes cannot take every task of the node. */
+static long read_long(const char *path)
 {
-    FILE *f = fopen("/proc/sys/kernel/pid_max", "re");
+    FILE *f = fopen(path, "re");
     long v = -1;
     if (f && fscanf(f, "%ld", &v) != 1) v = -1;
     if (f) fclose(f);
     return v;
 }
 
-START_TEST(the_nodes_pid_space_outgrows_its_sandboxes)
+static void write_long(const char *path, long v)
 {
-    FILE *f = fopen("/proc/sys/kernel/pid_max", "we");
+    FILE *f = fopen(path, "we");
     ck_assert_ptr_nonnull(f);
-    ck_assert_int_gt(fprintf(f, "32768\n"), 0); /* the kernel's default on a small machine */
+    ck_assert_int_gt(fprintf(f, "%ld\n", v), 0);
     ck_assert_int_eq(fclose(f), 0);
+}
+
+START_TEST(the_nodes_task_limits_outgrow_its_sandboxes)
+{
+    write_long("/proc/sys/kernel/pid_max", 32768);      /* the kernel's default on a small machine */
+    write_long("/proc/sys/kernel/threads-max", 192735); /* what it sizes for 24 GiB */
     start_node(false);
-    ck_assert_int_ge(read_pid_max(), 4194304);
+    ck_assert_int_ge(read_long("/proc/sys/kernel/pid_max"), 4194304);
+    ck_assert_int_ge(read_long("/proc/sys/kernel/threads-max"), 4194304);
     stop_node();
     cube_rm_rf(dir);
     free(dir);
@@ -1167,7 +1175,7 @@ int main(void)
     TCase *tmpfs = tcase_create("state on a tmpfs");
     tcase_set_timeout(tmpfs, 60);
     tcase_add_test(tmpfs, sandbox_state_lives_on_a_tmpfs);
-    tcase_add_test(tmpfs, the_nodes_pid_space_outgrows_its_sandboxes);
+    tcase_add_test(tmpfs, the_nodes_task_limits_outgrow_its_sandboxes);
     suite_add_tcase(s, tmpfs);
     return cube_run_suite(s);
 }
