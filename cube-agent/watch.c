@@ -95,30 +95,58 @@ cJSON *entry_info(const char *path, cube_err *err)
 
 #define WATCH_MASK (IN_CREATE | IN_MODIFY | IN_DELETE | IN_MOVED_FROM | IN_MOVED_TO | IN_ATTRIB | IN_ONLYDIR)
 
-static int add_dir(watcher *w, const char *rel)
+static cJSON *event_json(watcher *w, const char *name, const char *type, bool with_entry);
+
+/* Watches root/rel and, when recursive, every directory below it. found: NULL for the directories there when
+ * the watch began; else the directory was just made, and what is already in it (made before its watch was
+ * added: a `mkdir -p a/b && touch a/b/c`, a clone, an unpacked archive) is reported into found as made. */
+static int add_dir(watcher *w, const char *rel, cJSON *found)
 {
     char abs[PATH_MAX];
     snprintf(abs, sizeof(abs), "%s%s%s", w->root, *rel ? "/" : "", rel);
     int wd = inotify_add_watch(w->fd, abs, WATCH_MASK);
     if (wd < 0) return -1;
-    wdir *d = malloc(sizeof(*d));
-    if (!d) return -1;
-    d->wd = wd;
+    wdir *d = NULL;
+    for (wdir *x = w->dirs; x && !d; x = x->next)
+        if (x->wd == wd) d = x; /* already watched (reported twice, or moved here): its name is the new one */
+    if (d) {
+        free(d->rel);
+    } else {
+        if (!(d = malloc(sizeof(*d)))) return -1;
+        d->wd = wd;
+        d->next = w->dirs;
+        w->dirs = d;
+    }
     d->rel = strdup(rel);
-    d->next = w->dirs;
-    w->dirs = d;
     if (!w->recursive) return 0;
     DIR *dir = opendir(abs);
     if (!dir) return 0;
     struct dirent *de;
     while ((de = readdir(dir))) {
-        if (de->d_type != DT_DIR || strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0) continue;
+        if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0) continue;
         char sub[PATH_MAX];
         snprintf(sub, sizeof(sub), "%s%s%s", rel, *rel ? "/" : "", de->d_name);
-        add_dir(w, sub);
+        if (found) {
+            cJSON *e = event_json(w, sub, "EVENT_TYPE_CREATE", w->include_entry);
+            if (e) cJSON_AddItemToArray(found, e);
+        }
+        if (de->d_type == DT_DIR) add_dir(w, sub, found);
     }
     closedir(dir);
     return 0;
+}
+
+/* The kernel dropped a watch (its directory was removed, or the filesystem unmounted): so does the list. */
+static void forget_dir(watcher *w, int wd)
+{
+    for (wdir **pp = &w->dirs; *pp; pp = &(*pp)->next)
+        if ((*pp)->wd == wd) {
+            wdir *d = *pp;
+            *pp = d->next;
+            free(d->rel);
+            free(d);
+            return;
+        }
 }
 
 watcher *watcher_new(const char *dir, bool recursive, bool include_entry, cube_err *err)
@@ -132,7 +160,7 @@ watcher *watcher_new(const char *dir, bool recursive, bool include_entry, cube_e
     w->root = strdup(dir);
     w->recursive = recursive;
     w->include_entry = include_entry;
-    if (w->fd < 0 || !w->root || add_dir(w, "") < 0) {
+    if (w->fd < 0 || !w->root || add_dir(w, "", NULL) < 0) {
         cube_err_sys(err, errno, "watch '%s'", dir);
         watcher_free(w);
         return NULL;
@@ -163,17 +191,37 @@ static const char *event_type(uint32_t mask)
     return NULL;
 }
 
+static cJSON *event_json(watcher *w, const char *name, const char *type, bool with_entry)
+{
+    cJSON *e = cJSON_CreateObject();
+    if (!e) return NULL;
+    cJSON_AddStringToObject(e, "name", name);
+    cJSON_AddStringToObject(e, "type", type);
+    if (with_entry) {
+        char abs[PATH_MAX * 2];
+        snprintf(abs, sizeof(abs), "%s/%s", w->root, name);
+        cube_err err = {0};
+        cJSON *info = entry_info(abs, &err);
+        if (info) cJSON_AddItemToObject(e, "entry", info);
+    }
+    return e;
+}
+
 int watcher_read(watcher *w, int timeout_ms, cJSON *out)
 {
     struct pollfd pfd = {w->fd, POLLIN, 0};
     if (timeout_ms > 0 && poll(&pfd, 1, timeout_ms) <= 0) return 0;
     char buf[16384] __attribute__((aligned(__alignof__(struct inotify_event))));
-    int count = 0;
+    int before = cJSON_GetArraySize(out);
     ssize_t n;
     while ((n = read(w->fd, buf, sizeof(buf))) > 0) {
         for (char *p = buf; p < buf + n;) {
             struct inotify_event *ev = (struct inotify_event *)p;
             p += sizeof(*ev) + ev->len;
+            if (ev->mask & IN_IGNORED) {
+                forget_dir(w, ev->wd);
+                continue;
+            }
             const char *type = event_type(ev->mask);
             if (!type || !ev->len) continue;
             const char *rel = NULL;
@@ -182,23 +230,14 @@ int watcher_read(watcher *w, int timeout_ms, cJSON *out)
             if (!rel) continue;
             char name[PATH_MAX];
             snprintf(name, sizeof(name), "%s%s%s", rel, *rel ? "/" : "", ev->name);
+            cJSON *e =
+                event_json(w, name, type, w->include_entry && !(ev->mask & (IN_DELETE | IN_MOVED_FROM)));
+            if (e) cJSON_AddItemToArray(out, e);
             if (w->recursive && (ev->mask & IN_ISDIR) && (ev->mask & (IN_CREATE | IN_MOVED_TO)))
-                add_dir(w, name);
-            cJSON *e = cJSON_CreateObject();
-            cJSON_AddStringToObject(e, "name", name);
-            cJSON_AddStringToObject(e, "type", type);
-            if (w->include_entry && !(ev->mask & (IN_DELETE | IN_MOVED_FROM))) {
-                char abs[PATH_MAX * 2];
-                snprintf(abs, sizeof(abs), "%s/%s", w->root, name);
-                cube_err err = {0};
-                cJSON *info = entry_info(abs, &err);
-                if (info) cJSON_AddItemToObject(e, "entry", info);
-            }
-            cJSON_AddItemToArray(out, e);
-            count++;
+                add_dir(w, name, out); /* after the directory's own event: what it holds follows it */
         }
     }
-    return count;
+    return cJSON_GetArraySize(out) - before;
 }
 
 watch_table *watch_table_new(void)

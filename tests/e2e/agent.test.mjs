@@ -172,9 +172,18 @@ test('files: watchDir reports changes', async () => {
   const events = [];
   const w = await sbx.files.watchDir(dir, (e) => events.push(e), { recursive: true });
   await sbx.files.write(`${dir}/watched.txt`, 'x');
-  for (let i = 0; i < 40 && !events.some((e) => e.name === 'watched.txt'); i++) await sleep(50);
+  // a tree made at once (as a clone or an unpacked archive makes one): what lands in a new directory before
+  // its watch is added is reported too, ten levels down
+  const deep = Array.from({ length: 10 }, (_, i) => `d${i}`).join('/');
+  // and a tree moved in whole from elsewhere (unpacked, then moved): its contents are new here too
+  await sbx.commands.run(`cd ${dir} && mkdir -p ${deep} && touch ${deep}/leaf.txt && mkdir -p ../moved-${process.pid}/in && touch ../moved-${process.pid}/in/file.txt && mv ../moved-${process.pid} moved && touch tree-done`);
+  for (let i = 0; i < 40 && !events.some((e) => e.name === 'tree-done'); i++) await sleep(50);
+  for (let i = 0; i < 20 && !events.some((e) => e.name === `${deep}/leaf.txt`); i++) await sleep(50);
   await w.stop();
   assert.ok(events.some((e) => e.name === 'watched.txt' && e.type === 'create'), JSON.stringify(events));
+  assert.ok(events.some((e) => e.name === `${deep}/leaf.txt` && e.type === 'create'), JSON.stringify(events));
+  assert.ok(events.some((e) => e.name === 'd0/d1' && e.type === 'create'), JSON.stringify(events));
+  assert.ok(events.some((e) => e.name === 'moved/in/file.txt' && e.type === 'create'), JSON.stringify(events));
   // with includeEntry (envd 0.6.3) each event carries the entry as it is then, metadata included
   const withEntry = [];
   const w2 = await sbx.files.watchDir(dir, (e) => withEntry.push(e), { includeEntry: true });
