@@ -4,9 +4,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "envd_rpc.h"
+#include "fsutil.h"
 
 #define DEFAULT_PATH "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -87,6 +90,46 @@ static int env_merge(strv *env, const cJSON *obj)
     return 0;
 }
 
+/* The kernel takes no single argument over MAX_ARG_STRLEN (32 pages), and the SDK sends a command as one:
+ * `bash -l -c CMD`. A longer CMD (a script or a file's text in a heredoc) was "Argument list too long". Bash
+ * reads it from a memfd instead: `-c '. /proc/self/fd/N'`, the script's first line closing N again (`.`
+ * reads its whole file before running any of it), so nothing the command starts inherits it. */
+#define ARG_STRLEN_MAX (32 * 4096 - 1)
+static int long_script(strv *argv, int *fd_out, cube_err *err)
+{
+    const char *base = strrchr(argv->v[0], '/');
+    base = base ? base + 1 : argv->v[0];
+    if (strcmp(base, "bash") != 0) return 0;
+    /* bash -c: the command string is the first argument that is not an option */
+    bool dash_c = false;
+    size_t i = 1;
+    for (; i < argv->n && argv->v[i] && argv->v[i][0] == '-'; i++) {
+        if (strcmp(argv->v[i], "--") == 0) {
+            i++;
+            break;
+        }
+        if (argv->v[i][1] != '-' && strchr(argv->v[i], 'c')) dash_c = true;
+    }
+    if (!dash_c || i >= argv->n || !argv->v[i]) return 0;
+    char *script = argv->v[i];
+    size_t len = strlen(script);
+    if (len <= ARG_STRLEN_MAX) return 0;
+    int fd = memfd_create("command", MFD_CLOEXEC);
+    if (fd < 0) return cube_err_sys(err, errno, "command of %zu bytes: memfd", len);
+    char head[64], *ref = NULL;
+    int hn = snprintf(head, sizeof(head), "exec %d<&-\n", fd);
+    if (cube_write_all(fd, head, (size_t)hn) < 0 || cube_write_all(fd, script, len) < 0 ||
+        asprintf(&ref, ". /proc/self/fd/%d", fd) < 0) {
+        int e = errno;
+        close(fd);
+        return cube_err_sys(err, e, "command of %zu bytes: write its script", len);
+    }
+    free(script);
+    argv->v[i] = ref;
+    *fd_out = fd;
+    return 0;
+}
+
 void envd_process_start(agent *a, http_req *req)
 {
     cJSON *in;
@@ -147,7 +190,13 @@ void envd_process_start(agent *a, http_req *req)
         goto out;
     }
     if (!usable) snprintf(cwd, sizeof(cwd), "/"); /* a user without a home (nobody) starts at the root */
+    int script_fd = -1;
+    if (long_script(&argv, &script_fd, &err) < 0) {
+        envd_rpc_error_err(req, 1, &err);
+        goto out;
+    }
     proc_spec spec = {
+        .script_fd = script_fd,
         .cmd = cmd,
         .argv = argv.v,
         .envp = env.v,
@@ -164,7 +213,9 @@ void envd_process_start(agent *a, http_req *req)
     };
     proc_sub *sub;
     uint32_t pid;
-    if (proc_start(a->procs, &spec, &sub, &pid, &err) < 0) {
+    int started = proc_start(a->procs, &spec, &sub, &pid, &err);
+    if (script_fd >= 0) close(script_fd);
+    if (started < 0) {
         envd_rpc_error_err(req, 1, &err);
         goto out;
     }

@@ -306,9 +306,14 @@ static _Noreturn void child_exec(const proc_spec *spec, int in_fd, int out_fd, i
     if (dup2(in_fd, 0) < 0 || dup2(out_fd, 1) < 0 || dup2(err_fd, 2) < 0) goto fail;
     if (getuid() == 0 && children_become(spec->uid, spec->gid, groups, ngroups) < 0) goto fail;
     if (spec->cwd && chdir(spec->cwd) < 0) goto fail;
-    /* nothing of the agent's may leak into user processes; errpipe stays until exec closes it (CLOEXEC) */
-    if (errpipe > 3) close_range(3, (unsigned)errpipe - 1, 0);
-    close_range((unsigned)errpipe + 1, ~0U, 0);
+    /* nothing of the agent's may leak into user processes; errpipe stays until exec closes it (CLOEXEC), the
+     * script's descriptor until the shell has read it (it closes it first thing) */
+    int keep[2] = {errpipe, spec->script_fd >= 0 ? spec->script_fd : errpipe};
+    if (keep[1] < keep[0]) keep[0] = keep[1], keep[1] = errpipe;
+    if (keep[0] > 3) close_range(3, (unsigned)keep[0] - 1, 0);
+    if (keep[1] > keep[0] + 1) close_range((unsigned)keep[0] + 1, (unsigned)keep[1] - 1, 0);
+    close_range((unsigned)keep[1] + 1, ~0U, 0);
+    if (spec->script_fd >= 0 && fcntl(spec->script_fd, F_SETFD, 0) < 0) goto fail;
     execve(spec->cmd, spec->argv, spec->envp);
 fail:
     e = errno;

@@ -27,6 +27,7 @@ typedef struct proc_spec {
     bool stdin_open;
     const char *tag;
     const cJSON *config; /* the request's ProcessConfig, echoed by List */
+    int script_fd;       /* >= 0: a descriptor the command reads its script from, kept open across exec */
 } proc_spec;
 
 typedef struct proc_selector {

@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "cubelet_internal.h"
+#include "fsutil.h"
 #include "ca_paths.h"
 #include "fsutil.h"
 #include "log.h"
@@ -73,24 +74,12 @@ static int resolve(const cl_template *t, const char *rel, char *out, size_t cap,
     return in_layer(t->rootfs, rel, out, cap, st) == FOUND;
 }
 
-static int write_all(int fd, const char *p, size_t n)
-{
-    while (n > 0) {
-        ssize_t k = write(fd, p, n);
-        if (k < 0 && errno == EINTR) continue;
-        if (k <= 0) return -1;
-        p += k;
-        n -= (size_t)k;
-    }
-    return 0;
-}
-
 static int write_file(const char *path, const char *a, size_t alen, const char *b, size_t blen, mode_t mode,
                       uid_t uid, gid_t gid, cube_err *err)
 {
     int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
     if (fd < 0) return cube_err_sys(err, errno, "create %s", path);
-    int rc = write_all(fd, a, alen) < 0 || write_all(fd, b, blen) < 0 || fchown(fd, uid, gid) < 0 ||
+    int rc = cube_write_all(fd, a, alen) < 0 || cube_write_all(fd, b, blen) < 0 || fchown(fd, uid, gid) < 0 ||
                      fchmod(fd, mode & 07777) < 0
                  ? -1
                  : 0;

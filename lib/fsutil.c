@@ -136,6 +136,19 @@ int cube_umount_empty_dir(const char *dir)
     return umount2(dir, MNT_DETACH);
 }
 
+int cube_write_all(int fd, const void *p, size_t n)
+{
+    const char *c = p;
+    while (n > 0) {
+        ssize_t k = write(fd, c, n);
+        if (k < 0 && errno == EINTR) continue;
+        if (k <= 0) return -1;
+        c += k;
+        n -= (size_t)k;
+    }
+    return 0;
+}
+
 int cube_write_string(const char *path, const char *value, cube_err *err)
 {
     int fd = open(path, O_WRONLY | O_CLOEXEC);

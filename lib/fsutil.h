@@ -11,6 +11,9 @@
  * 0, or -1 with err naming the file. */
 int cube_write_string(const char *path, const char *value, cube_err *err);
 
+/* Writes all n bytes of p to fd (short writes and EINTR retried). 0, or -1 with errno. */
+int cube_write_all(int fd, const void *p, size_t n);
+
 /* rm -rf that stays on one filesystem (a mount left inside is not descended into). 0 when the tree is gone.
  */
 int cube_rm_rf(const char *path);

@@ -44,6 +44,15 @@ test('commands: stdout, exit codes, envs, cwd', async () => {
 
   const cwd = await sbx.commands.run('pwd', { cwd: dir });
   assert.equal(cwd.stdout.trim(), dir);
+
+  // a command longer than the kernel takes as one argument (128 KiB): a file's text in a heredoc runs too,
+  // and what it starts inherits nothing of how it got there (descriptors 0-2 only, and ls's own)
+  const text = 'line of a generated file\n'.repeat(12000); // 300,000 bytes
+  const long = await sbx.commands.run(`cat > ${dir}/gen.txt <<'EOF'\n${text}EOF\nwc -c < ${dir}/gen.txt\nexit 3`).catch((e) => e);
+  assert.equal(long.exitCode, 3, String(long));
+  assert.equal(long.stdout, `${text.length}\n`);
+  const fds = await sbx.commands.run(`# ${'x'.repeat(200000)}\nls /proc/self/fd | sort -n | tr '\\n' ' '`);
+  assert.equal(fds.stdout, '0 1 2 3 ');
 });
 
 test('commands and files run as the requested user', async () => {
