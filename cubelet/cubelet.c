@@ -5,6 +5,7 @@
 #include <cjson/cJSON.h>
 #include <dirent.h>
 #include <errno.h>
+#include <limits.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
@@ -48,33 +49,49 @@ static void adopt_running(cubelet *c);
 static int spawn_slot(cubelet *c, const cl_template *tpl, const char *layers, int disk_fd,
                       const cl_lease *ahead, cl_slot **out, cube_err *err);
 
-/* The node's pid space holds every sandbox's processes, each sandbox up to its pids limit (1024 by default):
- * with the kernel's default pid_max (32768 on a machine of fewer than 32 CPUs), 32 sandboxes at their limit
- * took every pid and the node itself could fork nothing (a create, a service's restart). threads-max, the
- * node's count of tasks, is next: the kernel sizes it from memory (192,735 on 24 GiB), which 189 sandboxes
- * of 1,024 idle threads each reach in about 10 GiB. Both are raised to the kernel's pid limit, as container
- * hosts set them (a sandbox's tasks stay bounded by its own pids and memory limits); a host that refuses
+/* Node-wide counts that every sandbox draws on, each sandbox bounded only by its own limits (pids, memory:
+ * the kernel charges each of these objects to the sandbox's memory cgroup). At the kernel's defaults a few
+ * sandboxes at their limits took all of one, and then every other sandbox (and the node, for the first
+ * two) was refused:
+ * - pid_max (32768 below 32 CPUs): 32 sandboxes at their 1,024 processes, and the node itself forked nothing;
+ * - threads-max (sized from memory: 192,735 on 24 GiB): 189 sandboxes of 1,024 idle threads (~50 MiB each);
+ * - file-max (sized from memory: 2,466,239 on 24 GiB; unprivileged opens past it fail, ENFILE): three
+ *   sandboxes holding a million descriptors each;
+ * - epoll's max_user_watches (4% of memory) and pipe-user-pages-soft (64 MiB of pipe buffers, past which
+ *   pipes get one page): counted per host uid, and every sandbox's `user` is the same host uid.
+ * Raised as container hosts raise them (systemd sets file-max to the maximum at boot); a host that refuses
  * keeps its own, said. */
-#define NODE_TASKS_MAX 4194304
-static void raise_task_limit(const char *path)
+static const struct node_limit {
+    const char *path;
+    long long want; /* at least this; 0: none, the kernel's "no limit" for that one */
+} node_limits[] = {
+    {"/proc/sys/kernel/pid_max", 4194304},    {"/proc/sys/kernel/threads-max", 4194304},
+    {"/proc/sys/fs/file-max", LLONG_MAX},     {"/proc/sys/fs/epoll/max_user_watches", LLONG_MAX},
+    {"/proc/sys/fs/pipe-user-pages-soft", 0},
+};
+
+static void raise_node_limits(void)
 {
-    FILE *f = fopen(path, "re");
-    long cur = 0;
-    if (f) {
-        if (fscanf(f, "%ld", &cur) != 1) cur = 0;
-        fclose(f);
+    for (size_t i = 0; i < sizeof(node_limits) / sizeof(node_limits[0]); i++) {
+        const struct node_limit *l = &node_limits[i];
+        FILE *f = fopen(l->path, "re");
+        long long cur = -1;
+        if (f) {
+            if (fscanf(f, "%lld", &cur) != 1) cur = -1;
+            fclose(f);
+        }
+        if (cur < 0 || (l->want ? cur >= l->want : cur == 0)) continue; /* absent, or already enough */
+        cube_err err = {0};
+        char v[32];
+        snprintf(v, sizeof(v), "%lld\n", l->want);
+        if (cube_write_string(l->path, v, &err) == 0)
+            cube_log_info("raised a node-wide limit that sandboxes share", "path=%s from=%lld to=%lld",
+                          l->path, cur, l->want);
+        else
+            cube_log_warn(
+                "a node-wide limit stays low: a few sandboxes at their own limits can take all of it",
+                "path=%s value=%lld err=\"%s\"", l->path, cur, err.msg);
     }
-    if (cur <= 0 || cur >= NODE_TASKS_MAX) return;
-    cube_err err = {0};
-    char v[16];
-    snprintf(v, sizeof(v), "%d\n", NODE_TASKS_MAX);
-    if (cube_write_string(path, v, &err) == 0)
-        cube_log_info("raised a node-wide limit on tasks for sandboxes' processes", "path=%s from=%ld to=%d",
-                      path, cur, NODE_TASKS_MAX);
-    else
-        cube_log_warn("a node-wide limit on tasks stays low: a few sandboxes at their process limit can take "
-                      "every one",
-                      "path=%s value=%ld err=\"%s\"", path, cur, err.msg);
 }
 
 int cubelet_init(cubelet *c, const cubelet_config *cfg, cube_err *err)
@@ -89,8 +106,7 @@ int cubelet_init(cubelet *c, const cubelet_config *cfg, cube_err *err)
     pthread_cond_init(&c->reap, NULL);
     pthread_cond_init(&c->slot_idle, NULL);
     pthread_cond_init(&c->slot_ready, NULL);
-    raise_task_limit("/proc/sys/kernel/pid_max");
-    raise_task_limit("/proc/sys/kernel/threads-max");
+    raise_node_limits();
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
     c->cold_max = COLD_PER_CPU * (int)(ncpu > 0 ? ncpu : 1);
     snprintf(c->sandboxes_dir, sizeof(c->sandboxes_dir), "%s/sandboxes", cfg->data_dir);

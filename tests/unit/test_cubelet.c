@@ -4,6 +4,7 @@
  * gives the create its reason. */
 #include <dirent.h>
 #include <errno.h>
+#include <limits.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -1114,33 +1115,39 @@ START_TEST(sandbox_state_lives_on_a_tmpfs)
 }
 END_TEST
 
-/* A node whose pid_max is the kernel's default (32768 below 32 CPUs) holds 32 sandboxes at their process
- * limit, and one whose threads-max is sized from its memory less than 200: cubelet raises both so that
- * sandboxes cannot take every task of the node. */
-static long read_long(const char *path)
+/* A node at the kernel's defaults for the node-wide counts sandboxes share (pid_max 32768 below 32 CPUs,
+ * threads-max and file-max sized from memory, epoll watches and pipe pages per host uid): cubelet raises
+ * each so that a few sandboxes at their own limits cannot take all of one. */
+static long long read_long(const char *path)
 {
     FILE *f = fopen(path, "re");
-    long v = -1;
-    if (f && fscanf(f, "%ld", &v) != 1) v = -1;
+    long long v = -1;
+    if (f && fscanf(f, "%lld", &v) != 1) v = -1;
     if (f) fclose(f);
     return v;
 }
 
-static void write_long(const char *path, long v)
+static void write_long(const char *path, long long v)
 {
     FILE *f = fopen(path, "we");
     ck_assert_ptr_nonnull(f);
-    ck_assert_int_gt(fprintf(f, "%ld\n", v), 0);
+    ck_assert_int_gt(fprintf(f, "%lld\n", v), 0);
     ck_assert_int_eq(fclose(f), 0);
 }
 
-START_TEST(the_nodes_task_limits_outgrow_its_sandboxes)
+START_TEST(the_nodes_shared_limits_outgrow_its_sandboxes)
 {
-    write_long("/proc/sys/kernel/pid_max", 32768);      /* the kernel's default on a small machine */
-    write_long("/proc/sys/kernel/threads-max", 192735); /* what it sizes for 24 GiB */
+    write_long("/proc/sys/kernel/pid_max", 32768);              /* the kernel's default on a small machine */
+    write_long("/proc/sys/kernel/threads-max", 192735);         /* what it sizes for 24 GiB */
+    write_long("/proc/sys/fs/file-max", 2466239);               /* the same */
+    write_long("/proc/sys/fs/epoll/max_user_watches", 5491645); /* the same */
+    write_long("/proc/sys/fs/pipe-user-pages-soft", 16384);     /* the kernel's default */
     start_node(false);
     ck_assert_int_ge(read_long("/proc/sys/kernel/pid_max"), 4194304);
     ck_assert_int_ge(read_long("/proc/sys/kernel/threads-max"), 4194304);
+    ck_assert_int_eq(read_long("/proc/sys/fs/file-max"), LLONG_MAX);
+    ck_assert_int_eq(read_long("/proc/sys/fs/epoll/max_user_watches"), LLONG_MAX);
+    ck_assert_int_eq(read_long("/proc/sys/fs/pipe-user-pages-soft"), 0);
     stop_node();
     cube_rm_rf(dir);
     free(dir);
@@ -1175,7 +1182,7 @@ int main(void)
     TCase *tmpfs = tcase_create("state on a tmpfs");
     tcase_set_timeout(tmpfs, 60);
     tcase_add_test(tmpfs, sandbox_state_lives_on_a_tmpfs);
-    tcase_add_test(tmpfs, the_nodes_task_limits_outgrow_its_sandboxes);
+    tcase_add_test(tmpfs, the_nodes_shared_limits_outgrow_its_sandboxes);
     suite_add_tcase(s, tmpfs);
     return cube_run_suite(s);
 }
