@@ -34,9 +34,17 @@ typedef struct proc proc;
 struct proc_sub {
     proc *p;
     event *head, *tail;
+    size_t queued; /* bytes of the events waiting in it */
     int done;
     proc_sub *next;
 };
+
+/* Output waits for its readers: past SUB_QUEUED_MAX bytes queued for a stream, the reader stops reading the
+ * process's output until that stream has taken half of it, so the process blocks on its full pipe as it
+ * would on a slow terminal. Unbounded, a command writing faster than its client reads (cat of a big file,
+ * a fast build log) queued it all in the agent, PID 1 of the sandbox: past the sandbox's memory the OOM
+ * killer ended the agent and the sandbox with it. A stream that goes away takes its queue with it. */
+#define SUB_QUEUED_MAX (4u << 20)
 
 struct proc {
     proc_table *table;
@@ -118,8 +126,17 @@ static void broadcast(proc *p, const char *json, int is_end)
         else
             s->head = e;
         s->tail = e;
+        s->queued += strlen(json);
     }
     pthread_cond_broadcast(&p->cond);
+}
+
+/* With p->lock: whether a stream has more output waiting than it may (SUB_QUEUED_MAX). */
+static int sub_full(const proc *p)
+{
+    for (const proc_sub *s = p->subs; s; s = s->next)
+        if (s->queued > SUB_QUEUED_MAX) return 1;
+    return 0;
 }
 
 static char *event_json(const char *kind, cJSON *body)
@@ -164,6 +181,7 @@ static void queue_one(proc_sub *s, char *json)
     e->next = s->head; /* the start event goes first, ahead of anything already queued */
     s->head = e;
     if (!s->tail) s->tail = e;
+    s->queued += strlen(json);
     pthread_cond_broadcast(&p->cond);
     pthread_mutex_unlock(&p->lock);
 }
@@ -176,8 +194,10 @@ static void emit_data(proc *p, const char *field, const unsigned char *buf, size
     cJSON_AddStringToObject(data, field, b64);
     free(b64);
     char *json = event_json("data", data);
+    if (!json) return;
     pthread_mutex_lock(&p->lock);
     broadcast(p, json, 0);
+    while (sub_full(p)) pthread_cond_wait(&p->cond, &p->lock); /* its readers catch up (see SUB_QUEUED_MAX) */
     pthread_mutex_unlock(&p->lock);
     free(json);
 }
@@ -507,6 +527,10 @@ int proc_sub_next(proc_sub *sub, int timeout_ms, char **json)
     if (e) {
         sub->head = e->next;
         if (!sub->head) sub->tail = NULL;
+        size_t was = sub->queued, len = strlen(e->json);
+        sub->queued = was > len ? was - len : 0;
+        /* the reader waits for half of it to go: woken once, not at every event */
+        if (was > SUB_QUEUED_MAX / 2 && sub->queued <= SUB_QUEUED_MAX / 2) pthread_cond_broadcast(&p->cond);
     }
     pthread_mutex_unlock(&p->lock);
     if (!e) return 0;
@@ -527,6 +551,7 @@ void proc_sub_free(proc_sub *sub)
             break;
         }
     }
+    pthread_cond_broadcast(&p->cond); /* a reader waiting for this stream to catch up goes on */
     pthread_mutex_unlock(&p->lock);
     for (event *e = sub->head, *n; e; e = n) {
         n = e->next;

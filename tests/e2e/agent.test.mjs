@@ -4,7 +4,8 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import http from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -86,6 +87,45 @@ test('commands: background process, list, connect, kill', async () => {
   assert.equal(await sbx.commands.kill(h.pid), true);
   await assert.rejects(again.wait(), (e) => e instanceof CommandExitError);
   assert.equal(await sbx.commands.kill(h.pid), false);
+});
+
+test('commands: output waits for a client that reads slowly, instead of piling up in the agent', async () => {
+  // a Start stream whose client stops reading while its command writes 200 MB: the agent (PID 1 of a
+  // sandbox, within the sandbox's memory) keeps a bounded queue and the command waits on its pipe
+  const rssKb = () => Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${agent.proc.pid}/status`, 'utf8'))[1]);
+  const total = 200 * 1000 * 1000;
+  const body = Buffer.from(JSON.stringify({ process: { cmd: '/bin/bash', args: ['-c', `head -c ${total} /dev/zero; echo; echo END`] } }));
+  const frame = Buffer.alloc(5);
+  frame.writeUInt32BE(body.length, 1);
+  const before = rssKb();
+  const req = http.request({ host: '127.0.0.1', port: 49983, method: 'POST', path: '/process.Process/Start', headers: { 'content-type': 'application/connect+json', 'connect-protocol-version': '1' } });
+  const res = await new Promise((ok, fail) => { req.on('response', ok); req.on('error', fail); req.end(Buffer.concat([frame, body])); });
+  assert.equal(res.statusCode, 200);
+  res.pause();
+  await sleep(3000); // the command writes 200 MB in well under that when nothing holds it back
+  const grown = rssKb() - before;
+  // then everything comes, in order, and the command ends
+  let buf = Buffer.alloc(0), bytes = 0, tail = '', ended = false;
+  res.on('data', (c) => {
+    buf = Buffer.concat([buf, c]);
+    while (buf.length >= 5 && buf.length >= 5 + buf.readUInt32BE(1)) {
+      const msg = JSON.parse(buf.subarray(5, 5 + buf.readUInt32BE(1)).toString());
+      buf = buf.subarray(5 + buf.readUInt32BE(1));
+      const out = msg.event?.data?.stdout;
+      if (out) {
+        const d = Buffer.from(out, 'base64');
+        bytes += d.length;
+        tail = (tail + d.toString('latin1')).slice(-8);
+      }
+      if (msg.event?.end) ended = true;
+    }
+  });
+  res.resume();
+  await new Promise((ok) => res.on('end', ok));
+  assert.ok(grown < 64 * 1024, `the agent grew by ${grown} kB while its client did not read`);
+  assert.equal(bytes, total + 5);
+  assert.equal(tail.slice(-4), 'END\n');
+  assert.ok(ended);
 });
 
 test('commands: stdin', async () => {
