@@ -226,6 +226,25 @@ static int check_env_vars(const cJSON *envs, cube_err *err)
     return 0;
 }
 
+/* metadata is kept with the sandbox's record and comes back in every list of sandboxes: a careless client
+ * putting megabytes in each (up to the 8 MiB body) made every list, of the API and of the console, carry
+ * them all. 64 KiB is far more than labels need. */
+#define METADATA_MAX (64 * 1024)
+static int check_metadata(const cJSON *md, cube_err *err)
+{
+    size_t total = 0;
+    const cJSON *it;
+    cJSON_ArrayForEach(it, md)
+    {
+        if (!*it->string) return cube_err_set(err, EINVAL, "metadata: a key must not be empty");
+        total += strlen(it->string) + strlen(it->valuestring);
+    }
+    if (total > METADATA_MAX)
+        return cube_err_set(err, EINVAL, "metadata: %zu bytes of keys and values, more than %d", total,
+                            METADATA_MAX);
+    return 0;
+}
+
 static void create(api *a, http_req *req)
 {
     char key_id[64];
@@ -252,7 +271,7 @@ static void create(api *a, http_req *req)
         (resume && cube_json_get_bool(resume, "enabled", false, &auto_resume, &err) < 0) ||
         api_to_entries(md, "metadata", &mdp, &r.n_metadata, &err) < 0 ||
         api_to_entries(envs, "envVars", &envp, &r.n_env_vars, &err) < 0 ||
-        (envs && check_env_vars(envs, &err) < 0)) {
+        (envs && check_env_vars(envs, &err) < 0) || (md && check_metadata(md, &err) < 0)) {
         http_reply_error(req, 400, "%s", err.msg);
         goto out;
     }

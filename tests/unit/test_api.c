@@ -550,6 +550,16 @@ START_TEST(create_and_its_errors)
     snprintf(big + bn + 135 * 1024, sizeof(big) - (size_t)bn - 135 * 1024, "\"}}");
     ck_assert_int_eq(request("POST", "/sandboxes", "e2b_good", big, body, sizeof(body)), 400);
     ck_assert_msg(strstr(body, "envVars.BIG"), "%s", body);
+    /* metadata comes back in every list: kept small (64 KiB), and a key is a name */
+    bn = snprintf(big, sizeof(big), "{\"templateID\":\"base\",\"metadata\":{\"notes\":\"");
+    memset(big + bn, 'x', 70 * 1024);
+    snprintf(big + bn + 70 * 1024, sizeof(big) - (size_t)bn - 70 * 1024, "\"}}");
+    ck_assert_int_eq(request("POST", "/sandboxes", "e2b_good", big, body, sizeof(body)), 400);
+    ck_assert_msg(strstr(body, "metadata"), "%s", body);
+    ck_assert_int_eq(request("POST", "/sandboxes", "e2b_good",
+                             "{\"templateID\":\"base\",\"metadata\":{\"\":\"1\"}}", body, sizeof(body)),
+                     400);
+    ck_assert_msg(strstr(body, "metadata"), "%s", body);
     /* names: allowed in allowOut (wildcards too), never a bare '*', never in denyOut */
     static const char *const bad_names[][2] = {
         {"{\"templateID\":\"base\",\"network\":{\"allowOut\":[\"*\"]}}", "allowOut[0]"},
