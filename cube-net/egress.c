@@ -194,7 +194,7 @@ static void decide(cube_net *n, cn_egress *e, conn *c, bool have_name)
     const char *pattern = p && have_name ? cn_policy_name_rule(p, c->name) : NULL;
     if (pattern && cn_names_fresh(n, idx, c->dst.sin_addr.s_addr))
         snprintf(rule, sizeof(rule), "name:%s", pattern);
-    else if (p && cn_policy_allows_addr(p, c->dst.sin_addr.s_addr))
+    else if (p && cn_policy_allows_dest(p, c->dst.sin_addr.s_addr, n->private_nets, n->n_private_nets))
         snprintf(rule, sizeof(rule), "address");
     /* a header rule for the name on a TLS connection: injected on a thread of its own */
     cn_mitm_job *job = NULL;

@@ -20,6 +20,10 @@ static const cube_config_flag flags[] = {
      "interface sandboxes reach the outside through, masqueraded (default: none)"},
     {"deny", "net.deny", true,
      "comma-separated CIDRs no sandbox may reach whatever its policy (default 169.254.0.0/16)"},
+    {"private", "net.private", true,
+     "comma-separated CIDRs a sandbox's internet access does not cover, reached only where its allowOut "
+     "names "
+     "them (default: private, shared, loopback, multicast and reserved IPv4; '' for none)"},
     {"ifprefix", "net.ifprefix", true,
      "host-side interface name prefix (default cn); one per cube-net on a host"},
     {"pool-size", "net.pool_size", true, "network slots kept ready (default 8)"},
@@ -77,6 +81,7 @@ static int run(cube_config *cfg, int argc, char **argv)
         .cidr = cube_config_get(cfg, "net.cidr", "10.200.0.0/16"),
         .uplink = cube_config_get(cfg, "net.uplink", NULL),
         .node_deny = cube_config_get(cfg, "net.deny", "169.254.0.0/16"),
+        .private_nets = cube_config_get(cfg, "net.private", CN_PRIVATE_NETS),
         .ifprefix = cube_config_get(cfg, "net.ifprefix", "cn"),
         .pool_size = (int)pool,
         .flows_per_sandbox = (int)flows,

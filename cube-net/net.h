@@ -72,21 +72,35 @@ const char *cn_policy_rule_host(const cn_policy *p, const char *name);
 bool cn_policy_allows_name(const cn_policy *p, const char *name);
 /* The policy's name (pattern) that matches name, or NULL. */
 const char *cn_policy_name_rule(const cn_policy *p, const char *name);
-/* The policy's verdict for an address, as the BPF program gives it (allow wins over deny, then the
- * default); names play no part. */
+/* The policy's verdict for an address: allow wins over deny, then the default (internet access); names play
+ * no part. */
 bool cn_policy_allows_addr(const cn_policy *p, uint32_t addr);
+/* The same for a connection to addr, as the BPF program gives it: internet access does not cover the
+ * private networks (n of them, CN_PRIVATE_NETS), which only an allow entry opens. */
+bool cn_policy_allows_dest(const cn_policy *p, uint32_t addr, const cn_prefix *private_nets, int n);
 
 /* One sandbox's flows are tracked in the node's conntrack table, which every sandbox shares (its limit,
  * nf_conntrack_max, 262144 by default): uncapped, one sandbox sending UDP from fresh ports filled it and
  * every other sandbox's new connections were dropped. */
 #define CN_FLOWS_PER_SANDBOX 8192
 
+/* Addresses that are not the internet: private networks (RFC 1918, carrier-grade NAT's RFC 6598, where
+ * clouds keep internal services and metadata: 100.100.100.200), "this network", loopback, IETF protocol
+ * assignments, multicast and reserved. A sandbox with internet access reached the operator's own networks
+ * (databases, the cluster's Redis and MySQL, the infrastructure's resolver) as if they were the internet. */
+#define CN_PRIVATE_NETS                                                                                      \
+    "0.0.0.0/8,10.0.0.0/8,100.64.0.0/10,127.0.0.0/8,172.16.0.0/12,192.0.0.0/24,192.168.0.0/16,224.0.0.0/4,"  \
+    "240.0.0.0/4"
+#define CN_MAX_PRIVATE_NETS 64
+
 typedef struct cn_config {
-    const char *state_dir; /* leases, one file a slot */
-    const char *ns_dir;    /* the slots' namespace bind mounts */
-    const char *cidr;      /* the node's sandbox range, e.g. 10.200.0.0/16 */
-    const char *uplink;    /* interface sandboxes leave through (masqueraded), or NULL: no egress at all */
-    const char *node_deny; /* operator's comma-separated CIDRs no sandbox may reach, whatever its policy */
+    const char *state_dir;    /* leases, one file a slot */
+    const char *ns_dir;       /* the slots' namespace bind mounts */
+    const char *cidr;         /* the node's sandbox range, e.g. 10.200.0.0/16 */
+    const char *uplink;       /* interface sandboxes leave through (masqueraded), or NULL: no egress at all */
+    const char *node_deny;    /* operator's comma-separated CIDRs no sandbox may reach, whatever its policy */
+    const char *private_nets; /* comma-separated CIDRs a sandbox's internet access does not cover: reached
+                               * only where its allowOut names them (NULL: CN_PRIVATE_NETS; "": none) */
     const char *ifprefix;  /* host-side interface names: <ifprefix><slot> (default "cn"; one per cube-net on a
                             * host) */
     int pool_size;         /* slots kept ready */
@@ -144,6 +158,8 @@ typedef struct cube_net {
     uint32_t
         dead_group; /* link group of released veths, deleted together (from ifprefix: one per cube-net) */
     int uplink_ifindex;
+    cn_prefix private_nets[CN_MAX_PRIVATE_NETS]; /* cfg.private_nets, parsed (the egress proxy's check) */
+    int n_private_nets;
     struct sandbox_net *skel;
     struct ring_buffer *events;
     pthread_mutex_t lock;

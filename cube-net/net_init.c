@@ -117,11 +117,14 @@ static void steering_disable(cube_net *n)
     n->steering = false;
 }
 
-static int node_deny(cube_net *n, cube_err *err)
+/* Fills an LPM map of the node's (the operator's deny list, the private networks) from comma-separated CIDRs;
+ * each also into out[] (up to max) when given. */
+static int node_prefixes(int map_fd, const char *what, const char *csv, cn_prefix *out, int max, int *n_out,
+                         cube_err *err)
 {
-    if (!n->cfg.node_deny || !*n->cfg.node_deny) return 0;
-    char *list = strdup(n->cfg.node_deny), *save = NULL;
-    if (!list) return cube_err_sys(err, ENOMEM, "deny list");
+    if (!csv || !*csv) return 0;
+    char *list = strdup(csv), *save = NULL;
+    if (!list) return cube_err_sys(err, ENOMEM, "%s", what);
     int rc = 0;
     for (char *t = strtok_r(list, ", ", &save); t && rc == 0; t = strtok_r(NULL, ", ", &save)) {
         cn_prefix p;
@@ -129,10 +132,14 @@ static int node_deny(cube_net *n, cube_err *err)
             rc = -1;
             break;
         }
+        if (out && *n_out >= max) {
+            rc = cube_err_set(err, E2BIG, "%s: more than %d networks", what, max);
+            break;
+        }
+        if (out) out[(*n_out)++] = p;
         struct cn_node_key k = {.prefixlen = p.len, .addr = p.addr};
         __u8 one = 1;
-        if (bpf_map_update_elem(bpf_map__fd(n->skel->maps.cn_node_deny), &k, &one, BPF_ANY) < 0)
-            rc = cube_err_sys(err, errno, "node deny list");
+        if (bpf_map_update_elem(map_fd, &k, &one, BPF_ANY) < 0) rc = cube_err_sys(err, errno, "%s", what);
     }
     free(list);
     return rc;
@@ -244,7 +251,13 @@ int cube_net_init(cube_net *n, const cn_config *cfg, cube_err *err)
         if (!n->uplink_ifindex)
             return cube_err_set(err, ENODEV, "uplink interface '%s' not found", cfg->uplink);
     }
-    if (load_programs(n, err) < 0 || node_deny(n, err) < 0) return -1;
+    const char *priv = n->cfg.private_nets ? n->cfg.private_nets : CN_PRIVATE_NETS;
+    if (load_programs(n, err) < 0 ||
+        node_prefixes(bpf_map__fd(n->skel->maps.cn_node_deny), "node deny list", n->cfg.node_deny, NULL, 0,
+                      NULL, err) < 0 ||
+        node_prefixes(bpf_map__fd(n->skel->maps.cn_private), "private networks", priv, n->private_nets,
+                      CN_MAX_PRIVATE_NETS, &n->n_private_nets, err) < 0)
+        return -1;
     if (n->uplink_ifindex &&
         cn_uplink_enable(n->cfg.ifprefix, cfg->uplink, cfg->cidr,
                          cfg->flows_per_sandbox > 0 ? cfg->flows_per_sandbox : CN_FLOWS_PER_SANDBOX, err) < 0)

@@ -145,13 +145,20 @@ static bool in_prefix(const cn_prefix *x, uint32_t addr)
     return (addr & mask) == x->addr;
 }
 
-bool cn_policy_allows_addr(const cn_policy *p, uint32_t addr)
+bool cn_policy_allows_dest(const cn_policy *p, uint32_t addr, const cn_prefix *private_nets, int n)
 {
     for (int i = 0; i < p->n_allow; i++)
         if (in_prefix(&p->allow[i], addr)) return true;
     for (int i = 0; i < p->n_deny; i++)
         if (in_prefix(&p->deny[i], addr)) return false;
+    for (int i = 0; i < n; i++)
+        if (in_prefix(&private_nets[i], addr)) return false;
     return p->internet;
+}
+
+bool cn_policy_allows_addr(const cn_policy *p, uint32_t addr)
+{
+    return cn_policy_allows_dest(p, addr, NULL, 0);
 }
 
 static void rule_key(struct cn_rule_key *k, int slot, uint32_t gen, const cn_prefix *pfx)

@@ -58,6 +58,15 @@ struct {
     __type(value, __u8);
 } cn_node_deny SEC(".maps");
 
+/* what a sandbox's internet access does not cover (CN_PRIVATE_NETS): only its allow entries reach there */
+struct {
+    __uint(type, BPF_MAP_TYPE_LPM_TRIE);
+    __uint(max_entries, 1024);
+    __uint(map_flags, BPF_F_NO_PREALLOC);
+    __type(key, struct cn_node_key);
+    __type(value, __u8);
+} cn_private SEC(".maps");
+
 struct {
     __uint(type, BPF_MAP_TYPE_HASH);
     __uint(max_entries, CN_MAX_NAME_ADDRS);
@@ -345,7 +354,7 @@ int from_sandbox(struct __sk_buff *skb)
         if (bpf_map_lookup_elem(&cn_deny, &k))
             allow = 0;
         else
-            allow = cfg->default_allow;
+            allow = cfg->default_allow && !bpf_map_lookup_elem(&cn_private, &nk);
     }
     if (!allow) {
         if (tcp && new_flow && ip->ihl == 5) {

@@ -35,6 +35,7 @@
 #define PORT       8000
 #define DNS_IP     "192.0.2.2"    /* the uplink side: the node's upstream resolver in the names tests */
 #define TLS_IP     "198.51.100.2" /* an HTTPS server (secure.test, under the test's own CA) */
+#define PRIVATE_IP "10.77.0.1"    /* a private network behind the uplink (an operator's own services) */
 
 static char *dir;
 static int node_ns = -1, uplink_ns = -1;
@@ -185,11 +186,9 @@ static int echo_ok(int s, const char *msg)
 static void *dns_server(void *arg)
 {
     int s = (int)(intptr_t)arg;
-    static const char *const zone[][2] = {{"allowed.test.", ALLOWED_IP},
-                                          {"other.test.", ALLOWED_IP},
-                                          {"wild.test.", DENIED_IP},
-                                          {"a.wild.test.", DENIED_IP},
-                                          {"secure.test.", TLS_IP}};
+    static const char *const zone[][2] = {{"allowed.test.", ALLOWED_IP}, {"other.test.", ALLOWED_IP},
+                                          {"wild.test.", DENIED_IP},     {"a.wild.test.", DENIED_IP},
+                                          {"secure.test.", TLS_IP},      {"internal.test.", PRIVATE_IP}};
     for (;;) {
         uint8_t b[512];
         struct sockaddr_in from;
@@ -280,12 +279,14 @@ static void node_setup(void)
     ck_assert_int_eq(cn_nl_addr_add(node, ifx, ip4(NODE_IP), 24, &err), 0);
     ck_assert_int_eq(cn_nl_route_add(node, ifx, ip4("198.51.100.0"), 24, ip4("192.0.2.2"), &err), 0);
     ck_assert_int_eq(cn_nl_route_add(node, ifx, ip4("203.0.113.0"), 24, ip4("192.0.2.2"), &err), 0);
+    ck_assert_int_eq(cn_nl_route_add(node, ifx, ip4("10.77.0.0"), 16, ip4("192.0.2.2"), &err), 0);
     ck_assert_int_eq(cn_nl_link_up(up, 1, &err), 0);
     ck_assert_int_eq(cn_nl_link_up(up, 2, &err), 0);
     ck_assert_int_eq(cn_nl_addr_add(up, 2, ip4("192.0.2.2"), 24, &err), 0);
     ck_assert_int_eq(cn_nl_addr_add(up, 1, ip4(ALLOWED_IP), 32, &err), 0);
     ck_assert_int_eq(cn_nl_addr_add(up, 1, ip4(DENIED_IP), 32, &err), 0);
     ck_assert_int_eq(cn_nl_addr_add(up, 1, ip4(TLS_IP), 32, &err), 0);
+    ck_assert_int_eq(cn_nl_addr_add(up, 1, ip4(PRIVATE_IP), 32, &err), 0);
     cn_nl_close(up);
     cn_nl_close(node);
     pthread_t t;
@@ -791,6 +792,40 @@ START_TEST(names_allow_what_they_resolve_to)
 }
 END_TEST
 
+/* Internet access is the internet: the operator's private networks behind the uplink are reached only where
+ * a sandbox's allowOut names them, by address or by a name that resolves there; the resolver still answers.
+ */
+START_TEST(internet_access_is_the_public_internet)
+{
+    net_start(1);
+    cn_lease_info a, b, c;
+    lease("internet", policy(true, NULL, NULL), &a);
+    ck_assert_int_eq(connect_errno(a.netns, ALLOWED_IP, PORT, 1000), 0);
+    ck_assert_int_eq(connect_errno(a.netns, PRIVATE_IP, PORT, 1000), ECONNREFUSED);
+    uint32_t addrs[8];
+    int n = 0;
+    ck_assert_int_eq(resolve(a.netns, "10.255.255.53", "allowed.test", addrs, &n),
+                     0); /* a private resolver */
+    /* named by address */
+    lease("by-address", policy(true, "10.77.0.0/16", NULL), &b);
+    ck_assert_int_eq(connect_errno(b.netns, PRIVATE_IP, PORT, 1000), 0);
+    /* named by a name that resolves there; on the web ports, only under that name */
+    cn_policy p = policy(true, NULL, NULL);
+    const char *names[] = {"internal.test"};
+    cube_err err = {0};
+    ck_assert_int_eq(cn_policy_add(&p, true, names, 1, &err), 0);
+    lease("by-name", p, &c);
+    ck_assert_int_eq(connect_errno(c.netns, PRIVATE_IP, PORT, 1000), ECONNREFUSED);
+    ck_assert_int_eq(resolve(c.netns, "9.9.9.9", "internal.test", addrs, &n), 0);
+    ck_assert_uint_eq(addrs[0], ip4(PRIVATE_IP));
+    ck_assert_int_eq(connect_errno(c.netns, PRIVATE_IP, PORT, 1000), 0);
+    ck_assert(http_ok(c.netns, PRIVATE_IP, "internal.test"));
+    ck_assert(!http_ok(c.netns, PRIVATE_IP, "allowed.test")); /* its internet access does not reach there */
+    ck_assert(http_ok(c.netns, ALLOWED_IP, "allowed.test"));  /* and does reach the internet */
+    cube_net_stop(&net);
+}
+END_TEST
+
 START_TEST(name_rules_refuse_bad_input)
 {
     cn_policy p = {0};
@@ -1179,6 +1214,7 @@ int main(void)
     tcase_add_test(tc, sandboxes_cannot_reach_each_other);
     tcase_add_test(tc, sandbox_cannot_reach_the_node);
     tcase_add_test(tc, egress_follows_allow_and_deny_lists);
+    tcase_add_test(tc, internet_access_is_the_public_internet);
     tcase_add_test(tc, one_sandbox_cannot_fill_the_nodes_connection_table);
     tcase_add_test(tc, live_policy_update_keeps_allowed_flows);
     tcase_add_test(tc, release_and_stop_leave_nothing);
