@@ -24,8 +24,9 @@ def _emit(obj):
 
 
 def _write_event(obj):
+    line = json.dumps(obj, default=str)  # a value JSON has no type for (a timestamp in a table) as its text
     with _emit_lock:
-        _events.write(json.dumps(obj) + "\n")
+        _events.write(line + "\n")
         _events.flush()
 
 
@@ -114,7 +115,8 @@ _FIELDS = ("text", "html", "markdown", "svg", "png", "jpeg", "pdf", "latex", "js
 # Jupyter's MIME types as E2B's result fields; others travel under their MIME type (the SDK's result.extra)
 _MIME_FIELDS = {"text/plain": "text", "text/html": "html", "text/markdown": "markdown", "image/svg+xml": "svg",
                 "image/png": "png", "image/jpeg": "jpeg", "application/pdf": "pdf", "text/latex": "latex",
-                "application/json": "json", "application/javascript": "javascript"}
+                "application/json": "json", "application/javascript": "javascript", "e2b/chart": "chart",
+                "e2b/data": "data"}
 
 
 def _bundle_result(data, main):
@@ -139,11 +141,126 @@ def _figure_png(fig):
     return buf.getvalue()
 
 
+# E2B's chart and data results: what a matplotlib figure shows, as data (result.chart: line, scatter, bar and
+# pie charts, a superchart of a figure's several axes, else "unknown"), and a pandas DataFrame's columns
+# (result.data), beside the figure's PNG and the frame's HTML.
+def _plain(v):
+    import datetime
+    if isinstance(v, (datetime.date, datetime.datetime)):
+        return v.isoformat()
+    np = sys.modules.get("numpy")
+    if np is not None and isinstance(v, np.datetime64):
+        return str(np.datetime_as_string(v, unit="s"))
+    if np is not None and isinstance(v, np.generic):
+        return v.item()
+    return v
+
+
+def _unit(label):
+    import re
+    m = re.search(r"\s\((.*?)\)|\[(.*?)\]", label or "")
+    return (m.group(1) or m.group(2)) if m else None
+
+
+def _axis_info(ax, which):
+    axis = ax.xaxis if which == "x" else ax.yaxis
+    ticks = [float(t) for t in (ax.get_xticks() if which == "x" else ax.get_yticks())]
+    labels = [t.get_text() for t in (ax.get_xticklabels() if which == "x" else ax.get_yticklabels())]
+    scale = ax.get_xscale() if which == "x" else ax.get_yscale()
+    if type(axis.get_major_formatter()).__module__ == "matplotlib.dates":
+        import matplotlib.dates
+        scale, ticks = "datetime", [matplotlib.dates.num2date(t).isoformat() for t in ticks]
+    elif scale == "linear" and ticks and all(t == i and labels[i] != str(i) for i, t in enumerate(ticks[:len(labels)])):
+        scale = "categorical"  # ticks 0..n-1 under names of their own: categories
+    return {which + "_ticks": ticks, which + "_tick_labels": labels, which + "_scale": scale}
+
+
+def _chart_2d(ax, kind):
+    xl, yl = ax.get_xlabel() or None, ax.get_ylabel() or None
+    return {"type": kind, "title": ax.get_title() or None, "x_label": xl, "y_label": yl, "x_unit": _unit(xl),
+            "y_unit": _unit(yl), "elements": []}
+
+
+def _axes_chart(ax):
+    from matplotlib.collections import PathCollection
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Rectangle, Wedge
+    from matplotlib.text import Text
+    artists = [a for a in getattr(ax, "_children", []) if not isinstance(a, Text)]
+    if artists and all(isinstance(a, Line2D) for a in artists):
+        c = dict(_chart_2d(ax, "line"), **_axis_info(ax, "x"), **_axis_info(ax, "y"))
+        for i, line in enumerate(ax.get_lines()):
+            label = line.get_label()
+            c["elements"].append({"label": "Line %d" % i if label.startswith("_") else label,
+                                  "points": [[_plain(x), _plain(y)] for x, y in zip(line.get_xdata(), line.get_ydata())]})
+        return c
+    if artists and all(isinstance(a, PathCollection) for a in artists):
+        c = dict(_chart_2d(ax, "scatter"), **_axis_info(ax, "x"), **_axis_info(ax, "y"))
+        for i, coll in enumerate(ax.collections):
+            label = coll.get_label()
+            c["elements"].append({"label": "Series %d" % i if label.startswith("_") else label,
+                                  "points": [[_plain(x), _plain(y)] for x, y in coll.get_offsets()]})
+        return c
+    if artists and all(isinstance(a, Wedge) for a in artists):
+        return {"type": "pie", "title": ax.get_title() or None,
+                "elements": [{"label": w.get_label(), "angle": abs(round(w.theta2 - w.theta1, 4)), "radius": w.r}
+                             for w in artists]}
+    if artists and all(isinstance(a, Rectangle) for a in artists):
+        c = _chart_2d(ax, "bar")
+        for i, bars in enumerate(ax.containers):
+            horizontal = getattr(bars, "orientation", None) == "horizontal"
+            names = [t.get_text() for t in (ax.get_yticklabels() if horizontal else ax.get_xticklabels())]
+            where = [r.get_y() + r.get_height() / 2 if horizontal else r.get_x() + r.get_width() / 2 for r in bars]
+            ticks = list(ax.get_yticks() if horizontal else ax.get_xticks())
+            values = getattr(bars, "datavalues", None)
+            if values is None:
+                values = [r.get_width() if horizontal else r.get_height() for r in bars]
+            group = bars.get_label()
+            for pos, value in zip(where, values):
+                near = min(range(len(ticks)), key=lambda k: abs(ticks[k] - pos)) if ticks else -1
+                label = names[near] if 0 <= near < len(names) and abs(ticks[near] - pos) < 0.5 else str(_plain(pos))
+                c["elements"].append({"label": label, "value": _plain(value),
+                                      "group": "Group %d" % i if group.startswith("_") else group})
+            if horizontal:  # the categories are on y: as E2B gives it, the axes' names swap
+                c["x_label"], c["y_label"], c["x_unit"], c["y_unit"] = c["y_label"], c["x_label"], c["y_unit"], c["x_unit"]
+        return c
+    return {"type": "unknown", "title": ax.get_title() or None, "elements": []}
+
+
+def _figure_chart(fig):
+    axes = fig.get_axes()
+    if not axes:
+        return None
+    try:
+        if len(axes) == 1:
+            return _axes_chart(axes[0])
+        sup = getattr(fig, "_suptitle", None)
+        return {"type": "superchart", "title": (sup.get_text() if sup is not None else "") or None,
+                "elements": [_axes_chart(ax) for ax in axes]}
+    except Exception:  # a figure of a kind not foreseen: it still comes back as its image
+        return None
+
+
+def _frame_data(df):
+    try:
+        return {str(col): [_plain(v) for v in df[col].tolist()] for col in df.columns}
+    except Exception:
+        return None
+
+
 def _as_figure(value):
     mpl = sys.modules.get("matplotlib.figure")
     if mpl is not None and isinstance(value, mpl.Figure):
         return value
     return None
+
+
+def _figure_bundle(fig):
+    data = {"text/plain": repr(fig), "image/png": _figure_png(fig)}
+    chart = _figure_chart(fig)
+    if chart is not None:
+        data["e2b/chart"] = chart
+    return data
 
 
 def _flush_figures():
@@ -154,7 +271,7 @@ def _flush_figures():
     for num in plt.get_fignums():
         fig = plt.figure(num)
         if id(fig) not in _shown:
-            _emit(_bundle_result({"text/plain": repr(fig), "image/png": _figure_png(fig)}, False))
+            _emit(_bundle_result(_figure_bundle(fig), False))
     plt.close("all")
 
 
@@ -167,8 +284,13 @@ def _error_event(name, value, traceback_text):
 def _mime_bundle(value):
     fig = _as_figure(value)
     if fig is not None:
-        return {"text/plain": repr(fig), "image/png": _figure_png(fig)}
+        return _figure_bundle(fig)
     data = {"text/plain": repr(value)}
+    pd = sys.modules.get("pandas")
+    if pd is not None and isinstance(value, pd.DataFrame):
+        frame = _frame_data(value)
+        if frame is not None:
+            data["e2b/data"] = frame
     for field, mime in (("html", "text/html"), ("markdown", "text/markdown"), ("svg", "image/svg+xml"),
                         ("latex", "text/latex"), ("json", "application/json"),
                         ("javascript", "application/javascript"), ("png", "image/png"), ("jpeg", "image/jpeg")):
@@ -260,7 +382,28 @@ def _ipython_runner():
     config.HistoryManager.enabled = False  # no sqlite file in the user's home, no thread writing it
     config.InteractiveShell.colors = "NoColor"
     shell = Shell.instance(config=config)
-    shell.display_formatter.formatters["image/png"].for_type_by_name("matplotlib.figure", "Figure", _figure_png)
+    formatters = shell.display_formatter.formatters
+    formatters["image/png"].for_type_by_name("matplotlib.figure", "Figure", _figure_png)
+    try:  # E2B's own formats: a figure's chart, a DataFrame's columns
+        from IPython.core.formatters import BaseFormatter
+        from traitlets import ObjectName, Unicode
+
+        class DataFormatter(BaseFormatter):
+            format_type = Unicode("e2b/data")
+            print_method = ObjectName("_repr_e2b_data_")
+            _return_type = (dict,)
+
+        class ChartFormatter(BaseFormatter):
+            format_type = Unicode("e2b/chart")
+            print_method = ObjectName("_repr_e2b_chart_")
+            _return_type = (dict,)
+
+        formatters["e2b/data"] = DataFormatter(parent=shell.display_formatter)
+        formatters["e2b/data"].for_type_by_name("pandas.core.frame", "DataFrame", _frame_data)
+        formatters["e2b/chart"] = ChartFormatter(parent=shell.display_formatter)
+        formatters["e2b/chart"].for_type_by_name("matplotlib.figure", "Figure", _figure_chart)
+    except Exception:
+        pass
 
     def run(code):
         shell.run_cell(code, store_history=True)

@@ -389,6 +389,7 @@ test('runCode: a pandas DataFrame comes back with html', async () => {
   assert.equal(r.error, undefined, JSON.stringify(r.error));
   assert.match(r.results[0].html, /<table/);
   assert.match(r.text, /a\s+b/);
+  assert.deepEqual(r.results[0].data, { a: [1, 2], b: [3, 4] }); // E2B's result.data: the columns
 });
 
 test('runCode: a matplotlib figure comes back as PNG', async () => {
@@ -398,4 +399,18 @@ test('runCode: a matplotlib figure comes back as PNG', async () => {
   const png = r.results.find((x) => x.png);
   assert.ok(png, 'no png result');
   assert.ok(Buffer.from(png.png, 'base64').subarray(1, 4).equals(Buffer.from('PNG')));
+  // E2B's result.chart: what the figure shows, as data
+  assert.equal(png.chart?.type, 'line', JSON.stringify(png.chart));
+  assert.deepEqual(png.chart.elements[0].points, [[0, 1], [1, 3], [2, 2]]);
+  const charts = await ci.runCode(
+    'fig, (left, right) = plt.subplots(1, 2)\nleft.bar(["a", "b"], [3, 1], label="sales")\nright.pie([1, 3], labels=["x", "y"])\n' +
+      'left.set_ylabel("revenue (USD)")\nfig.suptitle("Q1")\nfig',
+  );
+  const chart = charts.results[0].chart;
+  assert.equal(chart?.type, 'superchart', JSON.stringify(charts.results[0]));
+  assert.equal(chart.title, 'Q1');
+  const [bar, pie] = chart.elements;
+  assert.deepEqual(bar.elements, [{ label: 'a', value: 3, group: 'sales' }, { label: 'b', value: 1, group: 'sales' }]);
+  assert.equal(bar.y_unit, 'USD');
+  assert.deepEqual(pie.elements.map((w) => [w.label, w.angle]), [['x', 90], ['y', 270]]);
 });
