@@ -66,6 +66,10 @@ function result(value) {
   const r = { type: 'result', is_main_result: true };
   for (const f of FIELDS) r[f] = null;
   r.text = util.inspect(value, { depth: 4, colors: false }); // as Node's REPL shows it
+  // a string's value without its quotes, as E2B's server gives it
+  if (r.text.length >= 2 && r.text[0] === r.text[r.text.length - 1] && (r.text[0] === "'" || r.text[0] === '"')) {
+    r.text = r.text.slice(1, -1);
+  }
   return r;
 }
 

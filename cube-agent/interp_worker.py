@@ -128,6 +128,9 @@ def _bundle_result(data, main):
         if isinstance(value, (bytes, bytearray)):
             value = base64.b64encode(value).decode()
         r[_MIME_FIELDS.get(mime, mime)] = value
+    text = r["text"]
+    if isinstance(text, str) and len(text) >= 2 and text[0] == text[-1] and text[0] in "'\"":
+        r["text"] = text[1:-1]  # a string's value without its quotes, as E2B's server gives it
     return r
 
 

@@ -252,6 +252,9 @@ test('runCode: value, state, stdout, error, streaming', async () => {
   assert.equal(first.logs.stdout.join(''), 'hi\n');
   const second = await ci.runCode('x * 2');
   assert.equal(second.text, '80');
+  // a string's text is its value, without the quotes of its repr, as E2B's server gives it
+  assert.equal((await ci.runCode('"hello"')).text, 'hello');
+  assert.equal((await ci.runCode('["a"]')).text, "['a']");
   const err = await ci.runCode('1/0');
   assert.equal(err.error.name, 'ZeroDivisionError');
   assert.match(err.error.traceback, /ZeroDivisionError/);
@@ -344,9 +347,9 @@ test('runCode in javascript: declarations carry over, console streams, awaits, e
   assert.match(failed.error.traceback, /at f \(<cell>:1/);
   assert.doesNotMatch(failed.error.traceback, /node:vm/);
   const env = await ci.runCode('process.env.PER_RUN', { language: 'js', envs: { PER_RUN: 'yes' } });
-  assert.equal(env.text, "'yes'");
+  assert.equal(env.text, 'yes'); // a string without its quotes, as E2B gives it
   assert.equal((await ci.runCode('process.env.PER_RUN', { language: 'js' })).text, undefined);
-  assert.equal((await ci.runCode('require("node:path").join("a", "b")', { language: 'js' })).text, "'a/b'");
+  assert.equal((await ci.runCode('require("node:path").join("a", "b")', { language: 'js' })).text, 'a/b');
   // a loop that never ends is interrupted at the timeout; the context lives on with its state
   await assert.rejects(ci.runCode('while (true) {}', { language: 'js', timeoutMs: 1000 }));
   assert.equal((await ci.runCode('base + 1', { language: 'js' })).text, '41');
@@ -362,7 +365,7 @@ test('runCode in javascript: declarations carry over, console streams, awaits, e
   // a context of its own starts fresh; its language is named as E2B names it
   const own = await ci.createCodeContext({ language: 'js' });
   assert.equal(own.language, 'javascript');
-  assert.equal((await ci.runCode('typeof base', { context: own })).text, "'undefined'");
+  assert.equal((await ci.runCode('typeof base', { context: own })).text, 'undefined');
 });
 
 test('runCode: contexts keep separate state; env vars per execution', async () => {
@@ -370,11 +373,11 @@ test('runCode: contexts keep separate state; env vars per execution', async () =
   const a = await ci.createCodeContext();
   const b = await ci.createCodeContext({ cwd: dir });
   await ci.runCode('v = "in a"', { context: a });
-  assert.equal((await ci.runCode('v', { context: a })).text, "'in a'");
+  assert.equal((await ci.runCode('v', { context: a })).text, 'in a');
   assert.equal((await ci.runCode('v', { context: b })).error.name, 'NameError');
-  assert.equal((await ci.runCode('import os; os.getcwd()', { context: b })).text, `'${dir}'`);
+  assert.equal((await ci.runCode('import os; os.getcwd()', { context: b })).text, dir);
   const env = await ci.runCode('import os; os.environ["PER_RUN"]', { context: a, envs: { PER_RUN: 'yes' } });
-  assert.equal(env.text, "'yes'");
+  assert.equal(env.text, 'yes');
   const listed = (await ci.listCodeContexts()).map((c) => c.id);
   assert.ok(listed.includes(a.id) && listed.includes(b.id));
   await ci.restartCodeContext(a);

@@ -780,7 +780,7 @@ test('runCode in code-interpreter-v1', async () => {
     assert.equal(r.text, '45');
     // the worker can be interrupted: SIGINT is neither blocked nor ignored there, so Python has its handler
     const sig = await sbx.runCode('import signal\nsignal.getsignal(signal.SIGINT).__name__');
-    assert.equal(sig.text, "'default_int_handler'", JSON.stringify(sig));
+    assert.equal(sig.text, 'default_int_handler', JSON.stringify(sig));
     // a caller that gives up (timeoutMs) interrupts its code: the next execution does not wait for it
     await assert.rejects(sbx.runCode('import time\ntime.sleep(60)', { timeoutMs: 1500 }));
     const t0 = Date.now();
