@@ -195,7 +195,19 @@ void envd_process_start(agent *a, http_req *req)
         envd_rpc_error_err(req, 1, &err);
         goto out;
     }
+    /* the caller's deadline (the SDK's timeoutMs, 60 s unless given; 0: none) ends the command, as envd does
+     */
+    const char *tmo = http_header(req, "Connect-Timeout-Ms");
+    char *tend = NULL;
+    long long timeout_ms = tmo ? strtoll(tmo, &tend, 10) : 0;
+    if (tmo && (tend == tmo || *tend || timeout_ms < 0)) {
+        envd_rpc_error(req, 1, CONNECT_INVALID_ARGUMENT,
+                       "Connect-Timeout-Ms must be a number of milliseconds");
+        if (script_fd >= 0) close(script_fd);
+        goto out;
+    }
     proc_spec spec = {
+        .timeout_ms = timeout_ms,
         .script_fd = script_fd,
         .cmd = cmd,
         .argv = argv.v,

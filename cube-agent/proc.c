@@ -3,6 +3,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <poll.h>
 #include <pthread.h>
 #include <pty.h>
@@ -53,6 +54,7 @@ struct proc {
     cJSON *config;
     int out_fd, err_fd, pty_fd, stdin_fd;
     int exit_efd;
+    int64_t deadline_ms; /* monotonic; 0: none (proc_spec.timeout_ms) */
     int wstatus, exited;
     int group_killed; /* atomic: SIGKILL went to its whole group (nothing of it can fork after that) */
     int refs;         /* atomic: table entry, reaper, reader thread, each stream */
@@ -230,22 +232,28 @@ static void *reader(void *arg)
     int out = p->pty_fd >= 0 ? p->pty_fd : p->out_fd;
     int err = p->pty_fd >= 0 ? -1 : p->err_fd;
     const char *out_field = p->pty_fd >= 0 ? "pty" : "stdout";
+    int64_t deadline = p->deadline_ms;
     for (;;) {
+        /* both closed (out, err < 0): only the exit itself is waited for */
         struct pollfd fds[3] = {{p->exit_efd, POLLIN, 0}, {out, POLLIN, 0}, {err, POLLIN, 0}};
         int nf = err >= 0 ? 3 : out >= 0 ? 2 : 1;
-        if (poll(fds, (nfds_t)nf, -1) < 0) {
+        int64_t left = deadline ? deadline - cube_now_mono_ms() : -1;
+        int n = poll(fds, (nfds_t)nf, left < 0 ? (deadline ? 0 : -1) : left > INT_MAX ? INT_MAX : (int)left);
+        if (n < 0) {
             if (errno == EINTR) continue;
             break;
+        }
+        if (n == 0 && deadline && cube_now_mono_ms() >= deadline) {
+            /* its timeout passed: the whole group goes, as a kill of it would; its end is reported as usual
+             */
+            if (kill(-p->pid, SIGKILL) == 0) __atomic_store_n(&p->group_killed, 1, __ATOMIC_RELEASE);
+            cube_log_info("process timed out", "pid=%d", p->pid);
+            deadline = 0;
+            continue;
         }
         if (fds[0].revents) break; /* exited: what it wrote is in the pipes, drained below */
         if (out >= 0 && fds[1].revents && !pump(p, out, out_field)) out = -1;
         if (err >= 0 && nf == 3 && fds[2].revents && !pump(p, err, "stderr")) err = -1;
-        if (out < 0 && err < 0) {
-            /* both closed: wait for the exit itself */
-            uint64_t v;
-            if (read(p->exit_efd, &v, sizeof(v)) < 0 && errno == EINTR) continue;
-            break;
-        }
     }
     /* Output written before the exit is in the pipe buffers; take it without waiting for grandchildren
      * that may hold the pipes open. */
@@ -399,6 +407,7 @@ int proc_start(proc_table *t, const proc_spec *spec, proc_sub **sub, uint32_t *p
     children_unlock();
     if (pid < 0) goto sys_fail;
     p->pid = pid;
+    if (spec->timeout_ms > 0) p->deadline_ms = cube_now_mono_ms() + spec->timeout_ms;
 
     close_fd(&errpipe[1]);
     close_fd(&slave);

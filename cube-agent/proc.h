@@ -28,6 +28,8 @@ typedef struct proc_spec {
     const char *tag;
     const cJSON *config; /* the request's ProcessConfig, echoed by List */
     int script_fd;       /* >= 0: a descriptor the command reads its script from, kept open across exec */
+    int64_t timeout_ms;  /* > 0: its whole process group is killed this long after it starts (the caller's
+                          * Connect-Timeout-Ms, as envd ends a command whose timeout passes) */
 } proc_spec;
 
 typedef struct proc_selector {

@@ -128,6 +128,28 @@ test('commands: output waits for a client that reads slowly, instead of piling u
   assert.ok(ended);
 });
 
+test('commands: a command whose timeoutMs passes is ended, as envd ends it; timeoutMs 0 runs on', async () => {
+  const mark = `timeout-${process.pid}`;
+  await assert.rejects(sbx.commands.run(`sleep 30 # ${mark}-a`, { timeoutMs: 1000 }));
+  const alive = async (m) => (await sbx.commands.list()).some((p) => p.args.join(' ').includes(m));
+  let gone = false;
+  for (let i = 0; i < 40 && !gone; i++) gone = !(await alive(`${mark}-a`)) || (await sleep(100), false);
+  assert.ok(gone, 'the timed-out command still runs');
+  // a background command, its children too (the whole group goes)
+  const bg = await sbx.commands.run('sleep 37.1 & sleep 37.2', { background: true, timeoutMs: 800 });
+  assert.ok((await bg.wait().catch((e) => e)) instanceof Error); // the SDK gives up at its deadline too
+  let left = '';
+  for (let i = 0; i < 40 && left !== '0'; i++) {
+    left = (await sbx.commands.run('pgrep -f "sleep 37[.][12]" | wc -l')).stdout.trim();
+    if (left !== '0') await sleep(100);
+  }
+  assert.equal(left, '0', 'a child of the timed-out command still runs');
+  const forever = await sbx.commands.run(`sleep 30 # ${mark}-c`, { background: true, timeoutMs: 0 });
+  await sleep(1500);
+  assert.ok(await alive(`${mark}-c`), 'a command without a timeout was ended');
+  await forever.kill();
+});
+
 test('commands: stdin', async () => {
   const h = await sbx.commands.run('read line; echo "got $line"', { background: true, stdin: true });
   await sbx.commands.sendStdin(h.pid, 'typed\n');
