@@ -129,6 +129,12 @@ typedef struct cn_slot {
     struct cn_name_rec *seen; /* what the policy's names resolved to (names.c) */
     int n_seen;
     bool names_dirty; /* seen changed since it was last saved */
+    /* its audit lines this second (audit.c: at most CN_AUDIT_LINES_PER_SEC, the rest counted) */
+    int64_t audit_window_ms;
+    int audit_lines;
+    uint64_t audit_suppressed;
+    char audit_lease[64]; /* whose records those were (the slot may be another sandbox's by the time they are
+                           * said) */
 } cn_slot;
 
 typedef struct cn_lease_info {

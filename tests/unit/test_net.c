@@ -448,6 +448,41 @@ START_TEST(egress_follows_allow_and_deny_lists)
 }
 END_TEST
 
+/* A metric's value from the registry (0 when absent). */
+static double metric_value(const char *name)
+{
+    char *m = cube_metrics_render();
+    double v = 0;
+    size_t nl = strlen(name);
+    for (const char *p = m; p && *p;) {
+        if (strncmp(p, name, nl) == 0 && p[nl] == ' ') v = strtod(p + nl + 1, NULL);
+        const char *e = strchr(p, '\n');
+        p = e ? e + 1 : NULL;
+    }
+    free(m);
+    return v;
+}
+
+/* One sandbox refusing itself a flood (every refused datagram is a record): its lines in the node's log are
+ * capped a second, the rest counted and said in one line, so that it cannot fill the node's disk. */
+START_TEST(audit_lines_are_capped_per_sandbox)
+{
+    net_start(1);
+    cn_lease_info a;
+    lease("flood", policy(false, NULL, NULL), &a);
+    int s = ns_socket(a.netns, -1, SOCK_DGRAM, 0);
+    struct sockaddr_in to = {.sin_family = AF_INET, .sin_port = htons(9), .sin_addr.s_addr = ip4(DENIED_IP)};
+    for (int i = 0; i < 3000; i++) sendto(s, "x", 1, 0, (struct sockaddr *)&to, sizeof(to));
+    close(s);
+    for (int i = 0; i < 40 && metric_value("cube_net_audit_suppressed_total") < 2000; i++) usleep(100 * 1000);
+    double lines = metric_value("cube_net_audit_lines_total");
+    double suppressed = metric_value("cube_net_audit_suppressed_total");
+    ck_assert_msg(lines >= 1 && lines <= 60, "%.0f audit lines logged", lines);
+    ck_assert_msg(suppressed >= 2000, "%.0f audit records counted as suppressed", suppressed);
+    cube_net_stop(&net);
+}
+END_TEST
+
 START_TEST(live_policy_update_keeps_allowed_flows)
 {
     net_start(1);
@@ -1215,6 +1250,7 @@ int main(void)
     tcase_add_test(tc, sandbox_cannot_reach_the_node);
     tcase_add_test(tc, egress_follows_allow_and_deny_lists);
     tcase_add_test(tc, internet_access_is_the_public_internet);
+    tcase_add_test(tc, audit_lines_are_capped_per_sandbox);
     tcase_add_test(tc, one_sandbox_cannot_fill_the_nodes_connection_table);
     tcase_add_test(tc, live_policy_update_keeps_allowed_flows);
     tcase_add_test(tc, release_and_stop_leave_nothing);
