@@ -9,6 +9,7 @@
 #include <string.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include "disk.h"
@@ -76,6 +77,32 @@ static bool there(const char *dir, const char *name)
     snprintf(p, sizeof(p), "%s/%s", dir, name);
     return lstat(p, &st) == 0;
 }
+
+/* Files run out with the space, not before it: a disk holds an inode per block (a node_modules of many small
+ * files filled the default 1 GiB disk's 65,536 inodes with most of its space free). */
+START_TEST(a_disk_holds_as_many_files_as_blocks)
+{
+    char dir[400], tpl[600], scratch[700], mnt[400];
+    snprintf(dir, sizeof(dir), "%s/inodes", workdir);
+    snprintf(mnt, sizeof(mnt), "%s/inodes-mnt", workdir);
+    cube_err err = {0};
+    ck_assert_msg(hv_disk_template(dir, 1024, tpl, sizeof(tpl), &err) == 0, "%s", err.msg);
+    snprintf(scratch, sizeof(scratch), "%s.scratch", tpl);
+    ck_assert_int_eq(mkdir(mnt, 0755), 0);
+    int mfd = hv_disk_prepare(tpl, scratch, &err);
+    ck_assert_msg(mfd >= 0, "%s", err.msg);
+    ck_assert_int_eq(hv_disk_place(mfd, mnt, 1000, &err), 0);
+    close(mfd);
+    struct statvfs vfs;
+    ck_assert_int_eq(statvfs(mnt, &vfs), 0);
+    ck_assert_msg(vfs.f_files >= (1024ull << 20) / 4096, "%llu inodes on a 1 GiB disk",
+                  (unsigned long long)vfs.f_files);
+    ck_assert_msg(vfs.f_blocks * vfs.f_frsize >= 900ull << 20, "%llu bytes left for files",
+                  (unsigned long long)(vfs.f_blocks * vfs.f_frsize));
+    hv_disk_forget(mnt);
+    ck_assert_int_eq(umount2(mnt, MNT_DETACH), 0);
+}
+END_TEST
 
 START_TEST(an_ended_sandboxs_disk_is_emptied_for_the_next)
 {
@@ -163,6 +190,7 @@ int main(void)
     tcase_set_timeout(tc, 60);
     tcase_add_test(tc, forgetting_a_disk_stops_that_disk_only);
     tcase_add_test(tc, an_ended_sandboxs_disk_is_emptied_for_the_next);
+    tcase_add_test(tc, a_disk_holds_as_many_files_as_blocks);
     suite_add_tcase(s, tc);
     int rc = cube_run_suite(s);
     char cmd[400];
