@@ -13,23 +13,39 @@
 #include "envd_rpc.h"
 #include "watch.h"
 
-static int list_dir(const char *abs, int depth, cJSON *out, cube_err *err)
+/* A ListDir answer is built whole in the agent, PID 1 of the sandbox, within the sandbox's memory: a deep one
+ * of a big tree (files.list('/', {depth: 100}) with a node_modules or /sys in it) took hundreds of MB and
+ * the OOM killer ended the agent and the sandbox with it. Past LIST_MAX_ENTRIES it is refused, by name. */
+#define LIST_MAX_ENTRIES 50000
+
+/* 0, or -1 with err: a directory that cannot be read (the first one), or more entries than LIST_MAX_ENTRIES
+ */
+static int list_dir(const char *abs, int depth, cJSON *out, int *n, cube_err *err)
 {
     DIR *d = opendir(abs);
-    if (!d) return cube_err_sys(err, errno, "read directory '%s'", abs);
+    if (!d) return *n ? 0 : cube_err_sys(err, errno, "read directory '%s'", abs); /* below: skipped */
     struct dirent *de;
-    while ((de = readdir(d))) {
+    int rc = 0;
+    while (rc == 0 && (de = readdir(d))) {
         if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0) continue;
+        if (++*n > LIST_MAX_ENTRIES) {
+            rc = cube_err_set(err, EINVAL,
+                              "more than %d entries: list a smaller depth or a directory further down",
+                              LIST_MAX_ENTRIES);
+            break;
+        }
         char child[PATH_MAX];
         snprintf(child, sizeof(child), "%s%s%s", abs, strcmp(abs, "/") == 0 ? "" : "/", de->d_name);
-        cJSON *info = entry_info(child, err);
+        cube_err ignored = {0};
+        cJSON *info = entry_info(child, &ignored);
         if (!info) continue; /* vanished meanwhile */
         cJSON_AddItemToArray(out, info);
         struct stat st;
-        if (depth > 1 && lstat(child, &st) == 0 && S_ISDIR(st.st_mode)) list_dir(child, depth - 1, out, err);
+        if (depth > 1 && lstat(child, &st) == 0 && S_ISDIR(st.st_mode))
+            rc = list_dir(child, depth - 1, out, n, err);
     }
     closedir(d);
-    return 0;
+    return rc;
 }
 
 static int rm_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
@@ -100,7 +116,8 @@ static int fs_call(agent *a, const char *method, const cJSON *in, const agent_us
         if (stat(path, &st) < 0) return cube_err_set(err, ENOENT, "path '%s' does not exist", path);
         if (!S_ISDIR(st.st_mode)) return cube_err_set(err, ENOTDIR, "path '%s' is not a directory", path);
         cJSON *entries = cJSON_AddArrayToObject(*out, "entries");
-        if (list_dir(path, (int)depth, entries, err) < 0) return -1;
+        int n = 0;
+        if (list_dir(path, depth > 1 << 20 ? 1 << 20 : (int)depth, entries, &n, err) < 0) return -1;
     } else if (strcmp(method, "MakeDir") == 0) {
         if (make_dirs(path, err) < 0) return -1;
         cJSON *info = entry_info(path, err);

@@ -236,6 +236,11 @@ test('files: list, exists, getInfo, rename, remove, missing', async () => {
   assert.equal(await sbx.files.read(`${dir}/list/two.txt`), '1');
   await sbx.files.remove(`${dir}/list`);
   assert.equal(await sbx.files.exists(`${dir}/list`), false);
+  // a listing too big to build in the sandbox's memory is refused by name, not the agent's death
+  await sbx.commands.run(`mkdir -p ${dir}/huge/sub && cd ${dir}/huge/sub && seq 1 50001 | xargs touch`, { timeoutMs: 120000 });
+  assert.equal((await sbx.files.list(`${dir}/huge`)).length, 1); // depth 1: the one directory
+  await assert.rejects(sbx.files.list(`${dir}/huge`, { depth: 2 }), /more than 50000 entries/);
+  await sbx.commands.run(`rm -rf ${dir}/huge`, { timeoutMs: 120000 });
   await assert.rejects(sbx.files.read(`${dir}/missing.txt`), FileNotFoundError);
 });
 
