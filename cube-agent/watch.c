@@ -97,10 +97,17 @@ cJSON *entry_info(const char *path, cube_err *err)
 
 static cJSON *event_json(watcher *w, const char *name, const char *type, bool with_entry);
 
+/* What one directory made at once may report of its contents: as many as the kernel's own queue of events
+ * holds by default (max_queued_events); a tree moved in with more (a node_modules) is watched whole but its
+ * further entries are not listed, as the kernel drops events past its queue. The events are built in the
+ * agent, PID 1 of the sandbox, within its memory. */
+#define WATCH_SCAN_MAX 16384
+
 /* Watches root/rel and, when recursive, every directory below it. found: NULL for the directories there when
  * the watch began; else the directory was just made, and what is already in it (made before its watch was
- * added: a `mkdir -p a/b && touch a/b/c`, a clone, an unpacked archive) is reported into found as made. */
-static int add_dir(watcher *w, const char *rel, cJSON *found)
+ * added: a `mkdir -p a/b && touch a/b/c`, a clone, an unpacked archive) is reported into found as made, while
+ * *budget lasts. */
+static int add_dir(watcher *w, const char *rel, cJSON *found, int *budget)
 {
     char abs[PATH_MAX];
     snprintf(abs, sizeof(abs), "%s%s%s", w->root, *rel ? "/" : "", rel);
@@ -126,11 +133,11 @@ static int add_dir(watcher *w, const char *rel, cJSON *found)
         if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0) continue;
         char sub[PATH_MAX];
         snprintf(sub, sizeof(sub), "%s%s%s", rel, *rel ? "/" : "", de->d_name);
-        if (found) {
+        if (found && *budget > 0) {
             cJSON *e = event_json(w, sub, "EVENT_TYPE_CREATE", w->include_entry);
-            if (e) cJSON_AddItemToArray(found, e);
+            if (e) cJSON_AddItemToArray(found, e), --*budget;
         }
-        if (de->d_type == DT_DIR) add_dir(w, sub, found);
+        if (de->d_type == DT_DIR) add_dir(w, sub, found, budget);
     }
     closedir(dir);
     return 0;
@@ -160,7 +167,7 @@ watcher *watcher_new(const char *dir, bool recursive, bool include_entry, cube_e
     w->root = strdup(dir);
     w->recursive = recursive;
     w->include_entry = include_entry;
-    if (w->fd < 0 || !w->root || add_dir(w, "", NULL) < 0) {
+    if (w->fd < 0 || !w->root || add_dir(w, "", NULL, NULL) < 0) {
         cube_err_sys(err, errno, "watch '%s'", dir);
         watcher_free(w);
         return NULL;
@@ -212,7 +219,7 @@ int watcher_read(watcher *w, int timeout_ms, cJSON *out)
     struct pollfd pfd = {w->fd, POLLIN, 0};
     if (timeout_ms > 0 && poll(&pfd, 1, timeout_ms) <= 0) return 0;
     char buf[16384] __attribute__((aligned(__alignof__(struct inotify_event))));
-    int before = cJSON_GetArraySize(out);
+    int before = cJSON_GetArraySize(out), budget = WATCH_SCAN_MAX;
     ssize_t n;
     while ((n = read(w->fd, buf, sizeof(buf))) > 0) {
         for (char *p = buf; p < buf + n;) {
@@ -234,7 +241,7 @@ int watcher_read(watcher *w, int timeout_ms, cJSON *out)
                 event_json(w, name, type, w->include_entry && !(ev->mask & (IN_DELETE | IN_MOVED_FROM)));
             if (e) cJSON_AddItemToArray(out, e);
             if (w->recursive && (ev->mask & IN_ISDIR) && (ev->mask & (IN_CREATE | IN_MOVED_TO)))
-                add_dir(w, name, out); /* after the directory's own event: what it holds follows it */
+                add_dir(w, name, out, &budget); /* after the directory's own event: what it holds follows */
         }
     }
     return cJSON_GetArraySize(out) - before;
