@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <ftw.h>
 #include <limits.h>
+#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -180,13 +181,18 @@ void envd_fs_unary(agent *a, http_req *req)
         agent_fs_become(&u, &ou, &og);
         int rc = fs_call(a, method, in, &u, &out, &err);
         agent_fs_restore(ou, og);
-        if (rc < 0)
+        if (rc < 0) {
             envd_rpc_error_err(req, 0, &err);
-        else
-            envd_rpc_reply(req, cJSON_Duplicate(out, 1));
+        } else {
+            envd_rpc_reply(req, out); /* it takes the answer */
+            out = NULL;
+        }
     }
     cJSON_Delete(out);
     cJSON_Delete(in);
+    /* a listing of tens of thousands of entries was freed in this thread's arena: its memory goes back to
+     * the sandbox rather than staying with the agent (71 MB after one of 50,000) */
+    if (strcmp(method, "ListDir") == 0) malloc_trim(0);
 }
 
 typedef struct watch_stream {
