@@ -409,8 +409,11 @@ def _ipython_runner():
         pass
 
     def run(code):
-        shell.run_cell(code, store_history=True)
-        _flush_figures()
+        try:
+            shell.run_cell(code, store_history=True)
+            _flush_figures()
+        except BaseException as e:  # an interrupt landing outside the cell's own run (IPython reports those)
+            _error_event(type(e).__name__, str(e), "")
 
     return run
 
