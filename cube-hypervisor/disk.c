@@ -33,7 +33,9 @@ int hv_disk_template(const char *dir, uint64_t size_mb, char *out, size_t cap, c
     snprintf(tmp, sizeof(tmp), "%s.%d.tmp", out, (int)getpid());
     int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
     if (fd < 0) return cube_err_sys(err, errno, "create %s", tmp);
-    int rc = ftruncate(fd, (off_t)(size_mb << 20));
+    /* the inode tables (below) take 1/16 of the image: it is made that much larger, so that a disk of
+     * size_mb holds size_mb of files, as it did (and as a template's minFreeDiskMb asks) */
+    int rc = ftruncate(fd, (off_t)((size_mb + size_mb / 12) << 20));
     int e = errno;
     close(fd);
     if (rc < 0) {
@@ -44,7 +46,7 @@ int hv_disk_template(const char *dir, uint64_t size_mb, char *out, size_t cap, c
      * no blocks reserved for root: the sandbox gets the size it was given. An inode per 4 KiB block: files
      * run out with the space, not before it (mke2fs gives a disk of 1 GiB and more one per 16 KiB: on the
      * default 1 GiB disk, 200,000 empty files stopped at 65,517 with "No space left on device", the disk
-     * nearly empty; a node_modules holds tens of thousands). Their tables take 1/16 of the disk. */
+     * nearly empty; a node_modules holds tens of thousands). Their tables take 1/16 of the image. */
     char *argv[] = {"mkfs.ext4", "-q", "-F", "-O",   "^has_journal", "-E",   "lazy_itable_init=1,nodiscard",
                     "-m",        "0",  "-b", "4096", "-i",           "4096", tmp,
                     NULL};
