@@ -22,11 +22,15 @@
 
 extern char **environ;
 
+/* how hv_disk_template makes an image: an inode a block, sized for its tables (change it with the recipe) */
+#define DISK_FORMAT "i4k2"
+
 int hv_disk_template(const char *dir, uint64_t size_mb, char *out, size_t cap, cube_err *err)
 {
     if (mkdir(dir, 0700) < 0 && errno != EEXIST) return cube_err_sys(err, errno, "mkdir %s", dir);
-    /* named by how it is made too: a node's older images (fewer inodes) are not taken for these */
-    snprintf(out, cap, "%s/ext4-%llum-i4k.img", dir, (unsigned long long)size_mb);
+    /* named by how it is made too (its version, DISK_FORMAT): a node's images made otherwise before (fewer
+     * inodes, or less room left by them) are not taken for these */
+    snprintf(out, cap, "%s/ext4-%llum-%s.img", dir, (unsigned long long)size_mb, DISK_FORMAT);
     if (access(out, R_OK) == 0) return 0;
     /* made under a temporary name and renamed: a half-made image is never taken for a template */
     char tmp[4400];

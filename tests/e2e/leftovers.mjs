@@ -27,6 +27,6 @@ export function assertNothingLeft(data, port) {
   assert.ok(!loops.includes(`${data}/`), `loop devices left: ${loops}`);
   // their files: copies of a disk template, beside it, unlinked once a loop device holds them
   const disks = `${data}/disks`;
-  const copies = existsSync(disks) ? readdirSync(disks).filter((f) => !/^ext4-\d+m(-i4k)?\.img$/.test(f)) : [];
+  const copies = existsSync(disks) ? readdirSync(disks).filter((f) => !/^ext4-\d+m(-\w+)?\.img$/.test(f)) : [];
   assert.deepEqual(copies, [], 'sandbox disk copies left');
 }

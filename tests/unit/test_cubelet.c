@@ -203,8 +203,8 @@ START_TEST(a_templates_size_is_its_sandboxes_limits)
     }
     ck_assert_int_eq(count("Size:4:2048"), 1);
     ck_assert_int_ge(count("Size:2:512"), 1);
-    ck_assert_int_eq(count("Disk:32:ext4-32m-i4k.img"), 1); /* its own empty disk, made when it was loaded */
-    ck_assert_int_ge(count("Disk:16:ext4-16m-i4k.img"), 1);
+    ck_assert_int_eq(count("Disk:32:ext4-32m-i4k2.img"), 1); /* its own empty disk, made when it was loaded */
+    ck_assert_int_ge(count("Disk:16:ext4-16m-i4k2.img"), 1);
 }
 END_TEST
 
