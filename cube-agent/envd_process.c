@@ -190,11 +190,6 @@ void envd_process_start(agent *a, http_req *req)
         goto out;
     }
     if (!usable) snprintf(cwd, sizeof(cwd), "/"); /* a user without a home (nobody) starts at the root */
-    int script_fd = -1;
-    if (long_script(&argv, &script_fd, &err) < 0) {
-        envd_rpc_error_err(req, 1, &err);
-        goto out;
-    }
     /* the caller's deadline (the SDK's timeoutMs, 60 s unless given; 0: none) ends the command, as envd does
      */
     const char *tmo = http_header(req, "Connect-Timeout-Ms");
@@ -203,7 +198,11 @@ void envd_process_start(agent *a, http_req *req)
     if (tmo && (tend == tmo || *tend || timeout_ms < 0)) {
         envd_rpc_error(req, 1, CONNECT_INVALID_ARGUMENT,
                        "Connect-Timeout-Ms must be a number of milliseconds");
-        if (script_fd >= 0) close(script_fd);
+        goto out;
+    }
+    int script_fd = -1;
+    if (long_script(&argv, &script_fd, &err) < 0) {
+        envd_rpc_error_err(req, 1, &err);
         goto out;
     }
     proc_spec spec = {
