@@ -28,11 +28,13 @@
 #include "disk.h"
 #include "fsutil.h"
 #include "hv.h"
+#include "idmap.h"
 #include "janitor.h"
 #include "log.h"
 #include "oci.h"
 #include "proc_title.h"
 #include "sandbox_seccomp.h"
+#include "uid_range.h"
 
 /* how long a new sandbox's agent may take to listen (a cold start takes tens of ms; a loaded host more) */
 #define AGENT_READY_TIMEOUT_MS 10000
@@ -59,6 +61,11 @@ struct hv_sandbox {
     int disk_keep; /* a clone of the disk's mount for the node (disk_keep_fd), or -1 */
     cgroup cg;
     bool cg_made, rw_mounted;
+    /* root inside is this host uid: a range of the sandbox's own (uid_range.h), its files seen through
+     * idmap_ns (a user namespace mapping the template's range onto it); or, where the host cannot idmap the
+     * layers' filesystems, the template's range itself, shared (idmap_ns -1) */
+    uid_t uid_host;
+    int idmap_ns, uid_lock;
 };
 
 static int ns_available(cube_err *err)
@@ -164,6 +171,10 @@ typedef struct child_args {
     int errfd;    /* write: an error message; closed by exec on success */
     int readyfd;  /* write, for the agent: a byte once it listens (--ready-fd); -1 for another process */
     bool builtin; /* the agent runs from this image (hv_builtin_agent) */
+    /* detached idmapped clones of the layers and the writable layer, each attached over its own path */
+    const int *idmapped;
+    const char *const *idmapped_at;
+    int n_idmapped;
 } child_args;
 
 static void child_main(const child_args *c)
@@ -182,6 +193,13 @@ static void child_main(const child_args *c)
     const char *hn = spec->hostname ? spec->hostname : spec->id;
     if (sethostname(hn, strlen(hn)) < 0) child_fail(errfd, "sethostname");
     if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0) child_fail(errfd, "make mounts private");
+    /* the sandbox's files are the template's host uids on disk, its own uids in here (idmap.h) */
+    for (int i = 0; i < c->n_idmapped; i++) {
+        if (syscall(SYS_move_mount, c->idmapped[i], "", AT_FDCWD, c->idmapped_at[i],
+                    MOVE_MOUNT_F_EMPTY_PATH) < 0)
+            child_fail(errfd, "attach an idmapped layer");
+        close(c->idmapped[i]);
+    }
 
     char opts[12288];
     /* volatile: the writable layer lives and dies with the sandbox, so nothing in it is ever synced (no
@@ -448,6 +466,66 @@ static long clone_owned(struct clone_args *ca)
     return syscall(SYS_clone3, ca, sizeof(*ca));
 }
 
+static void release_uids(hv_sandbox *sb)
+{
+    if (sb->idmap_ns >= 0) close(sb->idmap_ns);
+    if (sb->uid_lock >= 0) close(sb->uid_lock); /* (after the sandbox's processes are gone) */
+    sb->idmap_ns = sb->uid_lock = -1;
+}
+
+/* The layers of a sandbox (spec's list, the rootfs) and its writable layer, each a detached clone seen
+ * through the sandbox's own uids, for its PID 1 to attach over the same paths. None when it shares the
+ * template's uids. */
+typedef struct idmapped_set {
+    int *fds;
+    const char **at; /* into copy, spec and sb */
+    int n;
+    char *copy;
+} idmapped_set;
+
+static void idmapped_free(idmapped_set *set)
+{
+    for (int i = 0; i < set->n; i++) close(set->fds[i]);
+    free(set->fds);
+    free(set->at);
+    free(set->copy);
+    memset(set, 0, sizeof(*set));
+}
+
+static int idmapped_add(idmapped_set *set, int userns, const char *path, cube_err *err)
+{
+    int fd = cube_idmapped_tree(path, userns, 0, err);
+    if (fd < 0) return -1;
+    set->fds[set->n] = fd;
+    set->at[set->n++] = path;
+    return 0;
+}
+
+static int idmapped_make(const hv_spec *spec, const hv_sandbox *sb, idmapped_set *set, cube_err *err)
+{
+    memset(set, 0, sizeof(*set));
+    if (sb->idmap_ns < 0) return 0;
+    size_t max = 2;
+    for (const char *l = spec->layers; l && *l; l++) max += *l == ':';
+    set->copy = strdup(spec->layers ? spec->layers : "");
+    set->fds = calloc(max + 1, sizeof(*set->fds));
+    set->at = calloc(max + 1, sizeof(*set->at));
+    if (!set->copy || !set->fds || !set->at) {
+        idmapped_free(set);
+        return cube_err_set(err, ENOMEM, "out of memory");
+    }
+    char *save = NULL;
+    for (char *l = strtok_r(set->copy, ":", &save); l; l = strtok_r(NULL, ":", &save))
+        if (idmapped_add(set, sb->idmap_ns, l, err) < 0) goto fail;
+    if (idmapped_add(set, sb->idmap_ns, spec->rootfs, err) < 0 ||
+        idmapped_add(set, sb->idmap_ns, sb->rw, err) < 0)
+        goto fail;
+    return 0;
+fail:
+    idmapped_free(set);
+    return -1;
+}
+
 /* Starts the sandbox's PID 1 in new namespaces (the slot's network namespace joined when there is one) over
  * the writable layer and cgroups already made, and waits for the agent to listen. builtin: the agent may run
  * from this image (only while this process is single-threaded: a clone of a threaded process could inherit a
@@ -456,6 +534,7 @@ static long clone_owned(struct clone_args *ca)
 static int spawn_init(const hv_spec *spec, hv_sandbox *sb, bool builtin, cube_err *err)
 {
     int syncp[2] = {-1, -1}, errp[2] = {-1, -1}, readyp[2] = {-1, -1}, host_ns = -1;
+    idmapped_set idmapped = {0};
     bool agent = !(spec->argv && spec->argv[0]);
     char buf[4400];
     /* sync: a socket, so that a word to a child that died is an error, not SIGPIPE */
@@ -468,7 +547,11 @@ static int spawn_init(const hv_spec *spec, hv_sandbox *sb, bool builtin, cube_er
         .flags = CLONE_NEWUSER | CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWUTS | CLONE_NEWIPC,
         .exit_signal = SIGCHLD,
     };
-    child_args cargs = {spec, sb, -1, -1, syncp[0], errp[1], readyp[1], false};
+    child_args cargs = {spec, sb, -1, -1, syncp[0], errp[1], readyp[1], false, NULL, NULL, 0};
+    if (idmapped_make(spec, sb, &idmapped, err) < 0) goto fail;
+    cargs.idmapped = idmapped.fds;
+    cargs.idmapped_at = idmapped.at;
+    cargs.n_idmapped = idmapped.n;
     const char *agent_src = spec->agent_bundle ? spec->agent_bundle : spec->agent_bin;
     if (agent_src) {
         /* taken here, as host root: the sandbox's root (an unprivileged host uid) may not be able to reach
@@ -500,6 +583,7 @@ static int spawn_init(const hv_spec *spec, hv_sandbox *sb, bool builtin, cube_er
     }
     if (cargs.sysfs >= 0) close(cargs.sysfs);
     if (cargs.agent >= 0) close(cargs.agent);
+    idmapped_free(&idmapped);
     if (pid < 0) {
         cube_err_sys(err, errno, "clone3 into new namespaces");
         goto fail;
@@ -511,7 +595,7 @@ static int spawn_init(const hv_spec *spec, hv_sandbox *sb, bool builtin, cube_er
     errp[1] = -1;
 
     char path[64], map[64];
-    snprintf(map, sizeof(map), "0 %u %u\n", spec->uid_base, spec->uid_count);
+    snprintf(map, sizeof(map), "0 %u %u\n", sb->uid_host, spec->uid_count);
     snprintf(path, sizeof(path), "/proc/%d/uid_map", sb->init);
     if (cube_write_string(path, map, err) < 0) goto fail;
     snprintf(path, sizeof(path), "/proc/%d/gid_map", sb->init);
@@ -573,6 +657,7 @@ static int spawn_init(const hv_spec *spec, hv_sandbox *sb, bool builtin, cube_er
     return 0;
 
 fail:
+    idmapped_free(&idmapped);
     if (host_ns >= 0) {
         if (setns(host_ns, CLONE_NEWNET) < 0) abort();
         close(host_ns);
@@ -590,12 +675,45 @@ fail:
     return -1;
 }
 
+/* Gives the sandbox a host uid range of its own (uid_range.h). A container's sandbox (uid_base 0: its files
+ * are the host's own, unshifted) keeps the host's uids. Where the host cannot idmap the template's or the
+ * writable layer's filesystem, the sandbox shares the template's range, and says so. */
+static int private_uids(const hv_spec *spec, hv_sandbox *sb, cube_err *err)
+{
+    if (spec->uid_base == 0) return 0;
+    uid_t first;
+    sb->uid_lock = hv_uid_range_claim(&first, err);
+    if (sb->uid_lock < 0) return -1;
+    sb->idmap_ns = cube_idmap_userns(spec->uid_base, first, spec->uid_count, err);
+    if (sb->idmap_ns < 0) return -1;
+    const char *probe[] = {spec->rootfs, sb->rw};
+    for (int i = 0; i < 2; i++) {
+        int fd = cube_idmapped_tree(probe[i], sb->idmap_ns, 0, err);
+        if (fd >= 0) {
+            close(fd);
+            continue;
+        }
+        if (err->code != EINVAL && err->code != EPERM && err->code != EOPNOTSUPP && err->code != ENOSYS)
+            return -1;
+        fprintf(stderr,
+                "cube-hypervisor: %s: the sandbox shares its template's host uids with other sandboxes\n",
+                err->msg);
+        cube_err_clear(err);
+        release_uids(sb);
+        return 0;
+    }
+    sb->uid_host = first;
+    return 0;
+}
+
 static int ns_create(const hv_spec *spec, hv_sandbox **out, cube_err *err)
 {
     hv_sandbox *sb = calloc(1, sizeof(*sb));
     if (!sb) return cube_err_set(err, ENOMEM, "out of memory");
     sb->init = sb->janitor = -1;
     sb->lifeline = sb->disk_keep = -1;
+    sb->idmap_ns = sb->uid_lock = -1;
+    sb->uid_host = spec->uid_base;
     snprintf(sb->id, sizeof(sb->id), "%s", spec->id);
     snprintf(sb->state, sizeof(sb->state), "%s", spec->state_dir);
     snprintf(sb->root, sizeof(sb->root), "%s/root", spec->state_dir);
@@ -656,12 +774,14 @@ static int ns_create(const hv_spec *spec, hv_sandbox **out, cube_err *err)
     sb->janitor = hv_janitor_start(sb->cg.name, sb->rw, sb->root, &sb->lifeline, err);
     if (sb->janitor < 0) goto fail;
 
+    if (private_uids(spec, sb, err) < 0) goto fail;
     if (spawn_init(spec, sb, true, err) < 0) goto fail;
     *out = sb;
     return 0;
 
 fail:
     cleanup(sb);
+    release_uids(sb);
     if (sb->lifeline >= 0) close(sb->lifeline);
     if (sb->janitor > 0) waitpid(sb->janitor, NULL, 0);
     free(sb);
@@ -770,6 +890,7 @@ static void ns_destroy(hv_sandbox *sb)
     if (!sb) return;
     cleanup(sb);
     if (sb->init > 0) waitpid(sb->init, NULL, 0);
+    release_uids(sb);
     if (sb->lifeline >= 0) close(sb->lifeline); /* the janitor finds nothing left and exits */
     if (sb->janitor > 0) waitpid(sb->janitor, NULL, 0);
     free(sb);

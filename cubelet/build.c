@@ -30,6 +30,7 @@ extern char **environ;
 
 #include "build_exec.h"
 #include "fsutil.h"
+#include "idmap.h"
 #include "registry.h"
 #include "cubelet_internal.h"
 #include "hypervisor.pb-c.h"
@@ -385,9 +386,16 @@ static int place_tar(build_run *r, const char *hash, const char *name, cube_err 
     char path[128];
     snprintf(path, sizeof(path), "/tmp/%s", name);
     /* created as the sandbox's root (the node's root has no uid in the sandbox's user namespace, so its
-     * filesystem could not own the file); fsuid and fsgid are this thread's own, and restored */
-    setfsgid(r->base->uid_base);
-    setfsuid(r->base->uid_base);
+     * filesystem could not own the file): the host uid its user namespace maps 0 to, a range of the
+     * sandbox's own; fsuid and fsgid are this thread's own, and restored */
+    uid_t sandbox_root;
+    if (cube_userns_root_uid(r->slot->init, &sandbox_root, err) < 0) {
+        close(in);
+        close(rootfd);
+        return -1;
+    }
+    setfsgid(sandbox_root);
+    setfsuid(sandbox_root);
     int out = (int)syscall(SYS_openat2, rootfd, path, &how, sizeof(how));
     int e = errno;
     setfsuid(0);

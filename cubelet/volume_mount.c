@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "cubelet_internal.h"
+#include "idmap.h"
 
 /* Mounts a volume's directory into a running sandbox at path: the directory is cloned as a detached mount
  * here, then a child that joins the sandbox's mount namespace (it must be single-threaded to) attaches it. */
@@ -21,8 +22,22 @@ int cl_mount_volume(cubelet *c, const cl_slot *s, const Cube__VolumeMount *vm, c
                             vm->path ? vm->path : "");
     char host[4400];
     if (cl_volume_dir(c, vm->volume_id, s->tpl->uid_base, host, sizeof(host), err) < 0) return -1;
-    int tree = (int)syscall(SYS_open_tree, AT_FDCWD, host, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC);
-    if (tree < 0) return cube_err_sys(err, errno, "clone the mount of %s", host);
+    /* the volume's files are the template's host uids on disk (as other sandboxes mounting it see them);
+     * this sandbox runs as a host uid range of its own (cube-hypervisor's uid_range.h): the mount shows them
+     * as its own */
+    uid_t root;
+    if (cube_userns_root_uid(s->init, &root, err) < 0) return -1;
+    int tree;
+    if (root == s->tpl->uid_base) {
+        tree = (int)syscall(SYS_open_tree, AT_FDCWD, host, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC);
+        if (tree < 0) return cube_err_sys(err, errno, "clone the mount of %s", host);
+    } else {
+        int idmap = cube_idmap_userns(s->tpl->uid_base, root, 65536, err);
+        if (idmap < 0) return -1;
+        tree = cube_idmapped_tree(host, idmap, 0, err);
+        close(idmap);
+        if (tree < 0) return -1;
+    }
     char ns[64];
     snprintf(ns, sizeof(ns), "/proc/%d/ns/mnt", s->init);
     int nsfd = open(ns, O_RDONLY | O_CLOEXEC);

@@ -200,6 +200,9 @@ test('volumes: a named directory outlives the sandboxes that mount it and is sha
     await a.commands.run('echo "written by a" > /mnt/shared/note.txt');
     const b = await Sandbox.create({ volumeMounts: { '/data': vol.name } });
     assert.equal((await b.commands.run('cat /data/note.txt')).stdout, 'written by a\n');
+    // each sandbox runs as host uids of its own; the volume's files are the same user in both
+    assert.equal((await b.commands.run('stat -c %U:%G /data/note.txt')).stdout, 'user:user\n');
+    assert.equal((await b.commands.run('touch /data/from-b && stat -c %U /data/from-b')).stdout, 'user\n');
     await a.kill();
     await b.kill();
     const c = await Sandbox.create({ volumeMounts: { '/again': vol } });
@@ -735,6 +738,37 @@ test('the agent outlives what it runs: kill 1 from inside, a memory bomb, then a
     assert.equal(await left.kill(), false); // nothing of it is left to kill
   } finally {
     await sbx2.kill();
+  }
+});
+
+test('one sandbox holding thousands of descriptors in flight leaves the others\' descriptor passing working', async () => {
+  // the kernel counts descriptors in flight over Unix sockets per host uid and refuses a sender whose count
+  // passes its RLIMIT_NOFILE: sandboxes sharing host uids shared that count
+  const hold = `import resource, socket, time
+resource.setrlimit(resource.RLIMIT_NOFILE, (8192, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+a, b = socket.socketpair()
+for i in range(16): socket.send_fds(a, [b'x'], [b.fileno()] * 250)
+print('held', flush=True)
+time.sleep(600)`;
+  const pass = `import resource, socket
+resource.setrlimit(resource.RLIMIT_NOFILE, (1024, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+a, b = socket.socketpair()
+try:
+    socket.send_fds(a, [b'x'], [b.fileno()]); print('ok')
+except OSError as e: print(e.strerror)`;
+  const [a, b] = await Promise.all([Sandbox.create(), Sandbox.create()]);
+  try {
+    await a.files.write('/tmp/hold.py', hold);
+    await b.files.write('/tmp/pass.py', pass);
+    await a.files.write('/tmp/pass.py', pass);
+    let out = '';
+    await a.commands.run('python3 /tmp/hold.py', { background: true, timeoutMs: 0, onStdout: (d) => { out += d; } });
+    for (let i = 0; i < 100 && !out.includes('held'); i++) await sleep(100);
+    assert.equal(out, 'held\n');
+    assert.match((await a.commands.run('python3 /tmp/pass.py')).stdout, /^Too many references/); // its own count
+    assert.equal((await b.commands.run('python3 /tmp/pass.py')).stdout, 'ok\n');
+  } finally {
+    await Promise.all([a.kill(), b.kill()]);
   }
 });
 

@@ -92,6 +92,45 @@ int main(int argc, char **argv)
         pause();
         return 0;
     }
+    if (!strcmp(v, "fds_in_flight") && argc == 3) { /* put N descriptors in flight on a socket, hold them */
+        long want = atol(argv[2]), sent = 0;
+        int sp[2];
+        if (socketpair(AF_UNIX, SOCK_STREAM, 0, sp) < 0) return report(-1);
+        while (sent < want) {
+            int n = want - sent < 250 ? (int)(want - sent) : 250;
+            char cbuf[CMSG_SPACE(250 * sizeof(int))] = {0};
+            struct iovec iov = {.iov_base = "x", .iov_len = 1};
+            struct msghdr m = {.msg_iov = &iov,
+                               .msg_iovlen = 1,
+                               .msg_control = cbuf,
+                               .msg_controllen = CMSG_SPACE(n * sizeof(int))};
+            struct cmsghdr *c = CMSG_FIRSTHDR(&m);
+            c->cmsg_level = SOL_SOCKET;
+            c->cmsg_type = SCM_RIGHTS;
+            c->cmsg_len = CMSG_LEN(n * sizeof(int));
+            for (int i = 0; i < n; i++) ((int *)CMSG_DATA(c))[i] = sp[0];
+            if (sendmsg(sp[1], &m, 0) < 0) break;
+            sent += n;
+        }
+        printf("%ld %s\n", sent, sent < want ? strerrorname_np(errno) : "held");
+        fflush(stdout);
+        pause();
+        return 0;
+    }
+    if (!strcmp(v, "send_fd")) { /* pass one descriptor over a socket, as a program handing work off does */
+        int sp[2];
+        if (socketpair(AF_UNIX, SOCK_STREAM, 0, sp) < 0) return report(-1);
+        char cbuf[CMSG_SPACE(sizeof(int))] = {0};
+        struct iovec iov = {.iov_base = "x", .iov_len = 1};
+        struct msghdr m = {
+            .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf, .msg_controllen = sizeof(cbuf)};
+        struct cmsghdr *c = CMSG_FIRSTHDR(&m);
+        c->cmsg_level = SOL_SOCKET;
+        c->cmsg_type = SCM_RIGHTS;
+        c->cmsg_len = CMSG_LEN(sizeof(int));
+        memcpy(CMSG_DATA(c), &sp[0], sizeof(int));
+        return report(sendmsg(sp[1], &m, 0));
+    }
     if (!strcmp(v, "forkbomb")) { /* fork until refused; print how many succeeded, then clean up */
         int n = 0;
         pid_t pids[100000];
