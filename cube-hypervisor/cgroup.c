@@ -1,5 +1,7 @@
 #include "cgroup.h"
 
+#include "cgroup_sockets.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -104,7 +106,14 @@ static int v1_create(cgroup *cg, const cg_limits *lim, cube_err *err)
     char p[512], v[64];
     for (size_t i = 0; i < V1_N; i++) {
         snprintf(p, sizeof(p), CG_ROOT "/%s/cube", v1_ctrls[i]);
-        if (mkdir(p, 0755) < 0 && errno != EEXIST) return cube_err_sys(err, errno, "mkdir %s", p);
+        if (mkdir(p, 0755) == 0 && i == 0) {
+            /* the node's first sandbox since boot: all sandboxes' sockets together get their bound (cubelet
+             * sets it at its start too) */
+            unsigned long long cap;
+            if (cube_cgroup_cap_sandbox_sockets(&cap, err) < 0) return -1;
+        } else if (errno != EEXIST) {
+            return cube_err_sys(err, errno, "mkdir %s", p);
+        }
         v1_path(cg, v1_ctrls[i], NULL, p, sizeof(p));
         if (mkdir(p, 0755) < 0 && errno != EEXIST) return cube_err_sys(err, errno, "mkdir %s", p);
     }
@@ -116,6 +125,11 @@ static int v1_create(cgroup *cg, const cg_limits *lim, cube_err *err)
         if (access(p, F_OK) == 0 && write_file(p, v, err) < 0) return -1; /* memory+swap == memory: no swap */
         v1_path(cg, "memory", "memory.swappiness", p, sizeof(p));
         write_file(p, "0", NULL);
+        /* its socket buffers, counted and bounded (cgroup_tune.h); a kernel without the counter has none */
+        snprintf(v, sizeof(v), "%llu",
+                 cube_cgroup_sandbox_socket_limit((unsigned long long)lim->memory_mb << 20));
+        v1_path(cg, "memory", "memory.kmem.tcp.limit_in_bytes", p, sizeof(p));
+        if (access(p, F_OK) == 0 && write_file(p, v, err) < 0) return -1;
     }
     if (lim->pids) {
         snprintf(v, sizeof(v), "%u", lim->pids);

@@ -11,6 +11,7 @@
 #include "rpc.h"
 #include "fsutil.h"
 #include "cgroup_tune.h"
+#include "cgroup_sockets.h"
 #include "cubelet.h"
 #include "http.h"
 #include "log.h"
@@ -99,6 +100,14 @@ static int run(cube_config *cfg, int argc, char **argv)
     if (strcmp(tuning, "on") == 0 && cube_cgroup_favor_dynmods(&err) < 0) {
         cube_log_warn("cgroups not tuned: each sandbox start waits ~10 ms more", "err=\"%s\"", err.msg);
         cube_err_clear(&err);
+    }
+    unsigned long long socket_cap;
+    if (cube_cgroup_cap_sandbox_sockets(&socket_cap, &err) < 0) {
+        cube_log_warn("sandboxes' socket memory not bounded together: they may use up the node's",
+                      "err=\"%s\"", err.msg);
+        cube_err_clear(&err);
+    } else if (socket_cap) {
+        cube_log_info("sandboxes' socket memory bounded together", "cap_mb=%llu", socket_cap >> 20);
     }
     char probe[PATH_MAX + 32];
     snprintf(probe, sizeof(probe), "%s/proc/meminfo", cc.lxcfs ? cc.lxcfs : "");

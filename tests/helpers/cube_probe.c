@@ -131,6 +131,55 @@ int main(int argc, char **argv)
         memcpy(CMSG_DATA(c), &sp[0], sizeof(int));
         return report(sendmsg(sp[1], &m, 0));
     }
+    if (!strcmp(v, "sock_fill") && argc == 4) { /* N loopback TCP or UDP sockets whose data is never read */
+        int n = atoi(argv[3]), udp = !strcmp(argv[2], "udp");
+        static int fds[4096];
+        static char chunk[65000];
+        if (n > 2048) n = 2048;
+        struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+        socklen_t al = sizeof(a);
+        int srv = socket(AF_INET, udp ? SOCK_DGRAM : SOCK_STREAM, 0);
+        if (srv < 0 || bind(srv, (struct sockaddr *)&a, al) < 0 || (!udp && listen(srv, 4096) < 0) ||
+            getsockname(srv, (struct sockaddr *)&a, &al) < 0)
+            return report(-1);
+        int made = 0;
+        for (; made < n; made++) {
+            int c = socket(AF_INET, (udp ? SOCK_DGRAM : SOCK_STREAM) | SOCK_NONBLOCK, 0);
+            if (c < 0) break;
+            if (udp) { /* each its own receiver, sent to by itself */
+                struct sockaddr_in self = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+                socklen_t sl = sizeof(self);
+                if (bind(c, (struct sockaddr *)&self, sl) < 0 ||
+                    getsockname(c, (struct sockaddr *)&self, &sl) < 0 ||
+                    connect(c, (struct sockaddr *)&self, sl) < 0)
+                    break;
+            } else {
+                if (connect(c, (struct sockaddr *)&a, al) < 0 && errno != EINPROGRESS) break;
+                if (accept(srv, NULL, NULL) < 0) break; /* held, never read */
+            }
+            fds[made] = c;
+        }
+        long long sent = 0;
+        for (int round = 0; round < 64; round++) {
+            long long moved = 0;
+            for (int i = 0; i < made; i++) /* (a datagram to a full queue is dropped, its send succeeds) */
+                for (ssize_t w, k = 0;
+                     (!udp || k < 16) &&
+                     (w = send(fds[i], chunk, udp ? 60000 : sizeof(chunk), MSG_DONTWAIT)) > 0;
+                     k++)
+                    moved += w;
+            if (udp) {
+                sent += moved;
+                break;
+            }
+            sent += moved;
+            if (!moved) break;
+        }
+        printf("%d %lld\n", made, sent >> 20);
+        fflush(stdout);
+        pause();
+        return 0;
+    }
     if (!strcmp(v, "forkbomb")) { /* fork until refused; print how many succeeded, then clean up */
         int n = 0;
         pid_t pids[100000];

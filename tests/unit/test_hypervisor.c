@@ -474,6 +474,56 @@ START_TEST(each_sandbox_runs_as_host_uids_of_its_own)
 }
 END_TEST
 
+/* The node's socket memory in use, in bytes: /proc/net/sockstat's pages for proto (TCP or UDP), the whole
+ * host's (the kernel's one count per protocol, whatever the network namespace). */
+static long long sockstat_bytes(const char *proto)
+{
+    FILE *f = fopen("/proc/net/sockstat", "r");
+    ck_assert_ptr_nonnull(f);
+    char line[256];
+    long long pages = -1;
+    while (fgets(line, sizeof(line), f))
+        if (strncmp(line, proto, strlen(proto)) == 0 && line[strlen(proto)] == ':') {
+            const char *m = strstr(line, " mem ");
+            if (m) pages = atoll(m + 5);
+        }
+    fclose(f);
+    ck_assert_int_ge(pages, 0);
+    return pages * 4096;
+}
+
+/* Socket buffers are the sandbox's: data a sandbox sends to its own sockets and never reads is bounded by a
+ * share of its memory limit (as a VM of that size bounds its own), not by the node's whole TCP and UDP
+ * budget. Without that, a sandbox of 128 MB held the node's every TCP page (2.2 GB here: "TCP: out of
+ * memory" for the node's own services) while its memory showed 18 MB used. */
+START_TEST(socket_buffers_are_bounded_by_the_sandboxs_memory)
+{
+    sandbox a;
+    sb_start(&a, "sockmem-a", "--memory-mb", "128", NULL);
+    const char *protos[] = {"tcp", "udp"}, *stat_names[] = {"TCP", "UDP"};
+    for (int i = 0; i < 2; i++) {
+        long long before = sockstat_bytes(stat_names[i]);
+        char cmd[256];
+        snprintf(
+            cmd, sizeof(cmd),
+            "{ cube-probe sock_fill %s %d > /tmp/fill 2>&1 & echo $! > /tmp/fill.pid; } && for i in $(seq "
+            "300); do [ -s /tmp/fill ] && break; sleep 0.1; done; cat /tmp/fill",
+            protos[i], i ? 1000 : 200); /* (200 unread connections: ~800 MB unbounded, not all the node's) */
+        run_result r;
+        sb_run(&a, cmd, &r);
+        ck_assert_msg(atoi(r.out) > 0, "%s filler: %s %s", protos[i], r.out, r.err);
+        long long grew = sockstat_bytes(stat_names[i]) - before;
+        if (grew >= (48LL << 20)) sb_stop(&a); /* what it holds goes before the failure is reported */
+        ck_assert_msg(grew < (48LL << 20),
+                      "%s: the sandbox's sockets hold %lld MB of the node's (filler: %s)", protos[i],
+                      grew >> 20, r.out);
+        expect_run(&a, "echo alive", "alive\n");
+        expect_run(&a, "kill $(cat /tmp/fill.pid) && rm /tmp/fill && echo ended", "ended\n");
+    }
+    sb_stop(&a);
+}
+END_TEST
+
 /* What PID 1 shows of itself, whichever way it started: the agent's command line and environment, its name;
  * nothing of the node's environment (a zygote-forked agent was never exec'd: it scrubs what it inherited);
  * the hypervisor shows its own command line, not the zygote's. */
@@ -1195,6 +1245,7 @@ int main(void)
         isolation_from_host_and_each_other,
         per_user_kernel_limits_are_each_sandboxs_own,
         each_sandbox_runs_as_host_uids_of_its_own,
+        socket_buffers_are_bounded_by_the_sandboxs_memory,
         pid1_shows_the_agent_and_nothing_of_the_node,
         auto_falls_back_to_ns_without_kvm,
         joins_a_node_owned_network_namespace,

@@ -1,0 +1,53 @@
+/* Socket memory of sandboxes under cgroup v1 (cgroup_sockets.h). */
+#include "cgroup_sockets.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+unsigned long long cube_cgroup_sandbox_socket_limit(unsigned long long memory_bytes)
+{
+    unsigned long long share = memory_bytes / 8;
+    return share < (16ULL << 20) ? 16ULL << 20 : share;
+}
+
+/* the first of the three page counts of tcp_mem or udp_mem, in bytes; 0 when unreadable */
+static unsigned long long pressure_bytes(const char *path)
+{
+    FILE *f = fopen(path, "re");
+    unsigned long long pages = 0;
+    if (f) {
+        if (fscanf(f, "%llu", &pages) != 1) pages = 0;
+        fclose(f);
+    }
+    return pages * (unsigned long long)sysconf(_SC_PAGESIZE);
+}
+
+#define V1_MEMORY "/sys/fs/cgroup/memory"
+
+int cube_cgroup_cap_sandbox_sockets(unsigned long long *cap_bytes, cube_err *err)
+{
+    *cap_bytes = 0;
+    if (access(V1_MEMORY "/memory.kmem.tcp.limit_in_bytes", F_OK) < 0) return 0;
+    unsigned long long tcp = pressure_bytes("/proc/sys/net/ipv4/tcp_mem"),
+                       udp = pressure_bytes("/proc/sys/net/ipv4/udp_mem");
+    unsigned long long cap = tcp && udp ? (tcp < udp ? tcp : udp) : tcp ? tcp : udp;
+    if (!cap) return cube_err_set(err, EIO, "cannot read the node's socket memory thresholds");
+    if (mkdir(V1_MEMORY "/cube", 0755) < 0 && errno != EEXIST)
+        return cube_err_sys(err, errno, "mkdir " V1_MEMORY "/cube");
+    char v[32];
+    snprintf(v, sizeof(v), "%llu", cap);
+    int fd = open(V1_MEMORY "/cube/memory.kmem.tcp.limit_in_bytes", O_WRONLY | O_CLOEXEC);
+    if (fd < 0) return cube_err_sys(err, errno, "open " V1_MEMORY "/cube/memory.kmem.tcp.limit_in_bytes");
+    ssize_t n = write(fd, v, strlen(v));
+    int e = errno;
+    close(fd);
+    if (n != (ssize_t)strlen(v))
+        return cube_err_sys(err, n < 0 ? e : EIO,
+                            "write %s to " V1_MEMORY "/cube/memory.kmem.tcp.limit_in_bytes", v);
+    *cap_bytes = cap;
+    return 0;
+}
