@@ -54,7 +54,8 @@ struct proc {
     cJSON *config;
     int out_fd, err_fd, pty_fd, stdin_fd;
     int exit_efd;
-    int64_t deadline_ms; /* monotonic; 0: none (proc_spec.timeout_ms) */
+    int64_t
+        deadline_ms; /* monotonic; 0: none, or passed and acted on (proc_spec.timeout_ms; reader thread) */
     int wstatus, exited;
     int group_killed; /* atomic: SIGKILL went to its whole group (nothing of it can fork after that) */
     int refs;         /* atomic: table entry, reaper, reader thread, each stream */
@@ -188,6 +189,15 @@ static void queue_one(proc_sub *s, char *json)
     pthread_mutex_unlock(&p->lock);
 }
 
+/* Its timeout passed: the whole group goes, as a kill of it would; its end is reported as usual. On the
+ * reader thread. */
+static void time_out(proc *p)
+{
+    if (kill(-p->pid, SIGKILL) == 0) __atomic_store_n(&p->group_killed, 1, __ATOMIC_RELEASE);
+    cube_log_info("process timed out", "pid=%d", p->pid);
+    p->deadline_ms = 0;
+}
+
 static void emit_data(proc *p, const char *field, const unsigned char *buf, size_t n)
 {
     char *b64 = b64_encode(buf, n);
@@ -199,7 +209,16 @@ static void emit_data(proc *p, const char *field, const unsigned char *buf, size
     if (!json) return;
     pthread_mutex_lock(&p->lock);
     broadcast(p, json, 0);
-    while (sub_full(p)) pthread_cond_wait(&p->cond, &p->lock); /* its readers catch up (see SUB_QUEUED_MAX) */
+    /* its readers catch up (see SUB_QUEUED_MAX); a client that stops reading does not keep the command past
+     * its deadline (p->cond is on the monotonic clock) */
+    while (sub_full(p)) {
+        if (!p->deadline_ms) {
+            pthread_cond_wait(&p->cond, &p->lock);
+            continue;
+        }
+        struct timespec at = {p->deadline_ms / 1000, (long)(p->deadline_ms % 1000) * 1000000};
+        if (pthread_cond_timedwait(&p->cond, &p->lock, &at) == ETIMEDOUT && sub_full(p)) time_out(p);
+    }
     pthread_mutex_unlock(&p->lock);
     free(json);
 }
@@ -232,23 +251,18 @@ static void *reader(void *arg)
     int out = p->pty_fd >= 0 ? p->pty_fd : p->out_fd;
     int err = p->pty_fd >= 0 ? -1 : p->err_fd;
     const char *out_field = p->pty_fd >= 0 ? "pty" : "stdout";
-    int64_t deadline = p->deadline_ms;
     for (;;) {
         /* both closed (out, err < 0): only the exit itself is waited for */
         struct pollfd fds[3] = {{p->exit_efd, POLLIN, 0}, {out, POLLIN, 0}, {err, POLLIN, 0}};
         int nf = err >= 0 ? 3 : out >= 0 ? 2 : 1;
-        int64_t left = deadline ? deadline - cube_now_mono_ms() : -1;
+        int64_t deadline = p->deadline_ms, left = deadline ? deadline - cube_now_mono_ms() : -1;
         int n = poll(fds, (nfds_t)nf, left < 0 ? (deadline ? 0 : -1) : left > INT_MAX ? INT_MAX : (int)left);
         if (n < 0) {
             if (errno == EINTR) continue;
             break;
         }
         if (n == 0 && deadline && cube_now_mono_ms() >= deadline) {
-            /* its timeout passed: the whole group goes, as a kill of it would; its end is reported as usual
-             */
-            if (kill(-p->pid, SIGKILL) == 0) __atomic_store_n(&p->group_killed, 1, __ATOMIC_RELEASE);
-            cube_log_info("process timed out", "pid=%d", p->pid);
-            deadline = 0;
+            time_out(p);
             continue;
         }
         if (fds[0].revents) break; /* exited: what it wrote is in the pipes, drained below */
@@ -376,7 +390,11 @@ int proc_start(proc_table *t, const proc_spec *spec, proc_sub **sub, uint32_t *p
     p->out_fd = p->err_fd = p->pty_fd = p->stdin_fd = -1;
     p->exit_efd = eventfd(0, EFD_CLOEXEC);
     pthread_mutex_init(&p->lock, NULL);
-    pthread_cond_init(&p->cond, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&p->cond, &ca);
+    pthread_condattr_destroy(&ca);
     p->refs = 3; /* table, reaper, reader */
     p->tag = spec->tag ? strdup(spec->tag) : NULL;
     p->config = spec->config ? cJSON_Duplicate(spec->config, 1) : cJSON_CreateObject();
@@ -527,7 +545,7 @@ int proc_sub_next(proc_sub *sub, int timeout_ms, char **json)
 {
     proc *p = sub->p;
     if (sub->done) return -1;
-    struct timespec dl = cube_timespec_after_ms(CLOCK_REALTIME, timeout_ms);
+    struct timespec dl = cube_timespec_after_ms(CLOCK_MONOTONIC, timeout_ms); /* p->cond's clock */
     pthread_mutex_lock(&p->lock);
     while (!sub->head) {
         if (pthread_cond_timedwait(&p->cond, &p->lock, &dl) == ETIMEDOUT) break;

@@ -10,10 +10,13 @@
 
 int hv_uid_range_claim(uid_t *first, cube_err *err)
 {
-    if ((mkdir("/run/cube", 0755) < 0 && errno != EEXIST) ||
-        (mkdir(HV_UID_RANGES_DIR, 0700) < 0 && errno != EEXIST))
-        return cube_err_sys(err, errno, "mkdir %s", HV_UID_RANGES_DIR);
     int dir = open(HV_UID_RANGES_DIR, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (dir < 0 && errno == ENOENT) { /* the node's first sandbox since boot */
+        if ((mkdir("/run/cube", 0755) < 0 && errno != EEXIST) ||
+            (mkdir(HV_UID_RANGES_DIR, 0700) < 0 && errno != EEXIST))
+            return cube_err_sys(err, errno, "mkdir %s", HV_UID_RANGES_DIR);
+        dir = open(HV_UID_RANGES_DIR, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    }
     if (dir < 0) return cube_err_sys(err, errno, "open %s", HV_UID_RANGES_DIR);
     /* from a place of this process's own, so that hypervisors starting at once seldom try the same file */
     unsigned start = (unsigned)getpid() % HV_UID_RANGE_COUNT;

@@ -150,6 +150,26 @@ test('commands: a command whose timeoutMs passes is ended, as envd ends it; time
   await forever.kill();
 });
 
+test('commands: a client that stops reading does not keep its command past timeoutMs', async () => {
+  // the command fills the agent's queue for its stream, so the agent waits for the client: its deadline
+  // still ends it
+  const mark = `unread-${process.pid}`;
+  const body = Buffer.from(JSON.stringify({ process: { cmd: '/bin/bash', args: ['-c', `yes ${mark} # ${mark}`] } }));
+  const frame = Buffer.alloc(5);
+  frame.writeUInt32BE(body.length, 1);
+  const req = http.request({ host: '127.0.0.1', port: 49983, method: 'POST', path: '/process.Process/Start', headers: { 'content-type': 'application/connect+json', 'connect-protocol-version': '1', 'connect-timeout-ms': '1000' } });
+  const res = await new Promise((ok, fail) => { req.on('response', ok); req.on('error', fail); req.end(Buffer.concat([frame, body])); });
+  assert.equal(res.statusCode, 200);
+  res.pause();
+  // (it stays listed until its end is sent: its output is still queued for the client)
+  const alive = async () => (await sbx.commands.run(`pgrep -xc yes || true`)).stdout.trim() !== '0';
+  assert.ok(await alive(), 'the command did not start');
+  let gone = false;
+  for (let i = 0; i < 50 && !gone; i++) gone = !(await alive()) || (await sleep(100), false);
+  res.destroy();
+  assert.ok(gone, 'the command runs past its deadline while its client does not read');
+});
+
 test('commands: stdin', async () => {
   const h = await sbx.commands.run('read line; echo "got $line"', { background: true, stdin: true });
   await sbx.commands.sendStdin(h.pid, 'typed\n');
