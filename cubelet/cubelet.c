@@ -58,7 +58,10 @@ static int spawn_slot(cubelet *c, const cl_template *tpl, const char *layers, in
  * - file-max (sized from memory: 2,466,239 on 24 GiB; unprivileged opens past it fail, ENFILE): three
  *   sandboxes holding a million descriptors each;
  * - epoll's max_user_watches (4% of memory) and pipe-user-pages-soft (64 MiB of pipe buffers, past which
- *   pipes get one page): counted per host uid, and every sandbox's `user` is the same host uid.
+ *   pipes get one page): counted per host uid, which every sandbox's `user` was before each had its own;
+ * - aio-max-nr (65,536 AIO events reserved by io_setup, node-wide; an event's ring slot is 32 bytes of the
+ *   sandbox's memory): one sandbox holding two io_setup(32768) left none, and every other sandbox's (and
+ *   the node's) MariaDB or libaio program was refused. Without the cap, a sandbox's memory bounds it.
  * Raised as container hosts raise them (systemd sets file-max to the maximum at boot); a host that refuses
  * keeps its own, said. */
 static const struct node_limit {
@@ -67,7 +70,7 @@ static const struct node_limit {
 } node_limits[] = {
     {"/proc/sys/kernel/pid_max", 4194304},    {"/proc/sys/kernel/threads-max", 4194304},
     {"/proc/sys/fs/file-max", LLONG_MAX},     {"/proc/sys/fs/epoll/max_user_watches", LLONG_MAX},
-    {"/proc/sys/fs/pipe-user-pages-soft", 0},
+    {"/proc/sys/fs/pipe-user-pages-soft", 0}, {"/proc/sys/fs/aio-max-nr", LLONG_MAX},
 };
 
 static void raise_node_limits(void)

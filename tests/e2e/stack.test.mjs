@@ -772,6 +772,34 @@ except OSError as e: print(e.strerror)`;
   }
 });
 
+test('one sandbox reserving AIO events leaves the others and the node theirs', async () => {
+  // io_setup reserves events from one count for the whole node (aio-max-nr, 65,536 by default): cubelet
+  // lifts it, so each sandbox's memory (32 bytes of ring an event) is what bounds it
+  const setup = (n, hold) => `import ctypes, os, time
+libc = ctypes.CDLL(None, use_errno=True)
+nr = {'x86_64': 206, 'aarch64': 0}[os.uname().machine]
+held = []
+for i in range(${hold ? 64 : 1}):
+    ctx = ctypes.c_ulong(0)
+    if libc.syscall(nr, ${n}, ctypes.byref(ctx)) != 0:
+        print('refused', i, os.strerror(ctypes.get_errno()), flush=True); break
+    held.append(ctx)
+else: print('ok', len(held), flush=True)
+${hold ? 'time.sleep(600)' : ''}`;
+  const [a, b] = await Promise.all([Sandbox.create(), Sandbox.create()]);
+  try {
+    await a.files.write('/tmp/hold.py', setup(32768, true));
+    await b.files.write('/tmp/one.py', setup(128, false));
+    let out = '';
+    await a.commands.run('python3 /tmp/hold.py', { background: true, timeoutMs: 0, onStdout: (d) => { out += d; } });
+    for (let i = 0; i < 100 && !out.includes('\n'); i++) await sleep(100);
+    assert.equal(out, 'ok 64\n'); // 4 M events, 128 MB of its own memory
+    assert.equal((await b.commands.run('python3 /tmp/one.py')).stdout, 'ok 1\n');
+  } finally {
+    await Promise.all([a.kill(), b.kill()]);
+  }
+});
+
 test('idle half-open clients lock out neither the API nor the proxy, and cost them no threads', async () => {
   const threads = (svc) => {
     const pid = readFileSync(`${data}/run/${svc}.pid`, 'utf8').trim();
