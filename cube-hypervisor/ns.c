@@ -40,6 +40,9 @@
 #define AGENT_READY_TIMEOUT_MS 10000
 /* how long a teardown waits for a killed sandbox's processes to be gone before removing its cgroups anyway */
 #define INIT_EXIT_WAIT_MS 5000
+/* the ptys one sandbox may hold (a VM's kernel allows 4,096 by default; the E2B SDK's terminals take one
+ * each) */
+#define SANDBOX_PTYS_MAX "1024"
 /* pids kept for the agent's own threads and processes out of the sandbox's limit */
 #define AGENT_PIDS_RESERVE 64
 
@@ -108,7 +111,11 @@ static void setup_dev(int errfd, const char *root)
     for (size_t i = 0; i < sizeof(nodes) / sizeof(nodes[0]); i++) bind_dev(errfd, root, nodes[i]);
     snprintf(p, sizeof(p), "%s/dev/pts", root);
     mkdir(p, 0755);
-    if (mount("devpts", p, "devpts", MS_NOSUID | MS_NOEXEC, "newinstance,ptmxmode=0666,mode=0620") < 0)
+    /* max: the ptys of every sandbox come from one node-wide count (kernel.pty.max less pty.reserve, 3,072
+     * by default; cubelet raises it): uncapped, one sandbox opening them all left every other sandbox
+     * without a terminal */
+    if (mount("devpts", p, "devpts", MS_NOSUID | MS_NOEXEC,
+              "newinstance,ptmxmode=0666,mode=0620,max=" SANDBOX_PTYS_MAX) < 0)
         child_fail(errfd, "mount /dev/pts");
     snprintf(p, sizeof(p), "%s/dev/shm", root);
     mkdir(p, 01777);

@@ -61,7 +61,9 @@ static int spawn_slot(cubelet *c, const cl_template *tpl, const char *layers, in
  *   pipes get one page): counted per host uid, which every sandbox's `user` was before each had its own;
  * - aio-max-nr (65,536 AIO events reserved by io_setup, node-wide; an event's ring slot is 32 bytes of the
  *   sandbox's memory): one sandbox holding two io_setup(32768) left none, and every other sandbox's (and
- *   the node's) MariaDB or libaio program was refused. Without the cap, a sandbox's memory bounds it.
+ *   the node's) MariaDB or libaio program was refused. Without the cap, a sandbox's memory bounds it;
+ * - pty/max (4,096, of which 3,072 for containers' devpts instances): each sandbox's own instance is capped
+ *   at 1,024 (cube-hypervisor), and the node's count allows the kernel's most.
  * Raised as container hosts raise them (systemd sets file-max to the maximum at boot); a host that refuses
  * keeps its own, said. */
 static const struct node_limit {
@@ -71,6 +73,7 @@ static const struct node_limit {
     {"/proc/sys/kernel/pid_max", 4194304},    {"/proc/sys/kernel/threads-max", 4194304},
     {"/proc/sys/fs/file-max", LLONG_MAX},     {"/proc/sys/fs/epoll/max_user_watches", LLONG_MAX},
     {"/proc/sys/fs/pipe-user-pages-soft", 0}, {"/proc/sys/fs/aio-max-nr", LLONG_MAX},
+    {"/proc/sys/kernel/pty/max", 1048576},
 };
 
 static void raise_node_limits(void)

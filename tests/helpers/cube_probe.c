@@ -180,6 +180,15 @@ int main(int argc, char **argv)
         pause();
         return 0;
     }
+    if (!strcmp(v, "pty_fill")) { /* open ptys until refused; say how many, hold them */
+        int n = 0;
+        while (n < 100000 && posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC) >= 0) n++;
+        printf("%d %s\n", n, strerrorname_np(errno));
+        fflush(stdout);
+        pause();
+        return 0;
+    }
+    if (!strcmp(v, "pty")) return report(posix_openpt(O_RDWR | O_NOCTTY));
     if (!strcmp(v, "forkbomb")) { /* fork until refused; print how many succeeded, then clean up */
         int n = 0;
         pid_t pids[100000];

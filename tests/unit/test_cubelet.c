@@ -1143,6 +1143,7 @@ START_TEST(the_nodes_shared_limits_outgrow_its_sandboxes)
     write_long("/proc/sys/fs/epoll/max_user_watches", 5491645); /* the same */
     write_long("/proc/sys/fs/pipe-user-pages-soft", 16384);     /* the kernel's default */
     write_long("/proc/sys/fs/aio-max-nr", 65536);               /* the kernel's default */
+    write_long("/proc/sys/kernel/pty/max", 4096);               /* the kernel's default */
     start_node(false);
     ck_assert_int_ge(read_long("/proc/sys/kernel/pid_max"), 4194304);
     ck_assert_int_ge(read_long("/proc/sys/kernel/threads-max"), 4194304);
@@ -1150,6 +1151,7 @@ START_TEST(the_nodes_shared_limits_outgrow_its_sandboxes)
     ck_assert_int_eq(read_long("/proc/sys/fs/epoll/max_user_watches"), LLONG_MAX);
     ck_assert_int_eq(read_long("/proc/sys/fs/pipe-user-pages-soft"), 0);
     ck_assert_int_eq(read_long("/proc/sys/fs/aio-max-nr"), LLONG_MAX);
+    ck_assert_int_eq(read_long("/proc/sys/kernel/pty/max"), 1048576);
     stop_node();
     cube_rm_rf(dir);
     free(dir);

@@ -524,6 +524,29 @@ START_TEST(socket_buffers_are_bounded_by_the_sandboxs_memory)
 }
 END_TEST
 
+/* A sandbox's ptys are its own instance's, capped: one that opens all it can leaves other sandboxes (and the
+ * node) their terminals. Before, it took the node's whole count for containers (3,072 of kernel.pty.max). */
+START_TEST(a_sandbox_cannot_take_every_pty)
+{
+    sandbox a, b;
+    sb_start(&a, "pty-a", NULL);
+    sb_start(&b, "pty-b", NULL);
+    run_result r;
+    sb_run(&a,
+           "ulimit -n 8192 && { cube-probe pty_fill > /tmp/ptys 2>&1 & } && for i in $(seq 100); do [ -s "
+           "/tmp/ptys "
+           "] && break; sleep 0.1; done; cat /tmp/ptys",
+           &r);
+    ck_assert_msg(strcmp(r.out, "1024 ENOSPC\n") == 0, "sandbox a opened: %s %s", r.out, r.err);
+    expect_run(&b, "cube-probe pty", "ok\n");
+    int fd = posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC);
+    ck_assert_msg(fd >= 0, "the node has no pty left: %s", strerror(errno));
+    close(fd);
+    sb_stop(&a);
+    sb_stop(&b);
+}
+END_TEST
+
 /* What PID 1 shows of itself, whichever way it started: the agent's command line and environment, its name;
  * nothing of the node's environment (a zygote-forked agent was never exec'd: it scrubs what it inherited);
  * the hypervisor shows its own command line, not the zygote's. */
@@ -1246,6 +1269,7 @@ int main(void)
         per_user_kernel_limits_are_each_sandboxs_own,
         each_sandbox_runs_as_host_uids_of_its_own,
         socket_buffers_are_bounded_by_the_sandboxs_memory,
+        a_sandbox_cannot_take_every_pty,
         pid1_shows_the_agent_and_nothing_of_the_node,
         auto_falls_back_to_ns_without_kvm,
         joins_a_node_owned_network_namespace,
