@@ -71,6 +71,8 @@ int main(int argc, char **argv)
     }
     if (!strcmp(v, "keyctl")) return report(syscall(SYS_keyctl, 0, 0, 0, 0, 0));
     if (!strcmp(v, "userns")) return report(unshare(CLONE_NEWUSER));
+    if (!strcmp(v, "netns")) return report(unshare(CLONE_NEWNET));
+    if (!strcmp(v, "mntns")) return report(unshare(CLONE_NEWNS));
     if (!strcmp(v, "reboot")) return report(reboot(RB_POWER_OFF));
     if (!strcmp(v, "swapon")) return report(swapon("/tmp/none", 0));
     if (!strcmp(v, "mknod")) return report(mknod("/tmp/sda", S_IFBLK | 0600, makedev(8, 0)));

@@ -608,8 +608,8 @@ START_TEST(kernel_surfaces_are_refused)
 {
     sandbox a;
     sb_start(&a, "kern-a", NULL);
-    const char *refused[] = {"bpf",    "module", "kexec",  "perf",  "keyctl",
-                             "userns", "reboot", "swapon", "mknod", "io_uring"};
+    const char *refused[] = {"bpf",   "module", "kexec",  "perf",  "keyctl",  "userns",
+                             "netns", "reboot", "swapon", "mknod", "io_uring"};
     for (size_t i = 0; i < sizeof(refused) / sizeof(refused[0]); i++) {
         char cmd[64];
         snprintf(cmd, sizeof(cmd), "cube-probe %s", refused[i]);
@@ -617,6 +617,8 @@ START_TEST(kernel_surfaces_are_refused)
         sb_run(&a, cmd, &r);
         ck_assert_msg(strcmp(r.out, "ok\n") != 0 && r.out_len > 0, "%s was allowed", refused[i]);
     }
+    /* (a mount namespace of its own is cheap and its own: allowed) */
+    expect_run(&a, "cube-probe mntns", "ok\n");
     /* host kernel settings and devices */
     run_result r;
     sb_run(&a, "cube-probe write /proc/sys/vm/drop_caches 3", &r);
