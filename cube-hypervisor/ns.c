@@ -536,12 +536,12 @@ fail:
 /* Starts the sandbox's PID 1 in new namespaces (the slot's network namespace joined when there is one) over
  * the writable layer and cgroups already made, and waits for the agent to listen. builtin: the agent may run
  * from this image (only while this process is single-threaded: a clone of a threaded process could inherit a
- * lock another thread held, so later starts exec the agent). On failure nothing of it is left: sb->init is
- * -1. */
-static int spawn_init(const hv_spec *spec, hv_sandbox *sb, bool builtin, cube_err *err)
+ * lock another thread held, so later starts exec the agent). idmapped: the layers as PID 1 attaches them
+ * (idmapped_make; the caller's, closed by it). On failure nothing of it is left: sb->init is -1. */
+static int spawn_init(const hv_spec *spec, hv_sandbox *sb, bool builtin, const idmapped_set *idmapped,
+                      cube_err *err)
 {
     int syncp[2] = {-1, -1}, errp[2] = {-1, -1}, readyp[2] = {-1, -1}, host_ns = -1;
-    idmapped_set idmapped = {0};
     bool agent = !(spec->argv && spec->argv[0]);
     char buf[4400];
     /* sync: a socket, so that a word to a child that died is an error, not SIGPIPE */
@@ -555,10 +555,9 @@ static int spawn_init(const hv_spec *spec, hv_sandbox *sb, bool builtin, cube_er
         .exit_signal = SIGCHLD,
     };
     child_args cargs = {spec, sb, -1, -1, syncp[0], errp[1], readyp[1], false, NULL, NULL, 0};
-    if (idmapped_make(spec, sb, &idmapped, err) < 0) goto fail;
-    cargs.idmapped = idmapped.fds;
-    cargs.idmapped_at = idmapped.at;
-    cargs.n_idmapped = idmapped.n;
+    cargs.idmapped = idmapped->fds;
+    cargs.idmapped_at = idmapped->at;
+    cargs.n_idmapped = idmapped->n;
     const char *agent_src = spec->agent_bundle ? spec->agent_bundle : spec->agent_bin;
     if (agent_src) {
         /* taken here, as host root: the sandbox's root (an unprivileged host uid) may not be able to reach
@@ -590,7 +589,6 @@ static int spawn_init(const hv_spec *spec, hv_sandbox *sb, bool builtin, cube_er
     }
     if (cargs.sysfs >= 0) close(cargs.sysfs);
     if (cargs.agent >= 0) close(cargs.agent);
-    idmapped_free(&idmapped);
     if (pid < 0) {
         cube_err_sys(err, errno, "clone3 into new namespaces");
         goto fail;
@@ -664,7 +662,6 @@ static int spawn_init(const hv_spec *spec, hv_sandbox *sb, bool builtin, cube_er
     return 0;
 
 fail:
-    idmapped_free(&idmapped);
     if (host_ns >= 0) {
         if (setns(host_ns, CLONE_NEWNET) < 0) abort();
         close(host_ns);
@@ -684,32 +681,27 @@ fail:
 
 /* Gives the sandbox a host uid range of its own (uid_range.h). A container's sandbox (uid_base 0: its files
  * are the host's own, unshifted) keeps the host's uids. Where the host cannot idmap the template's or the
- * writable layer's filesystem, the sandbox shares the template's range, and says so. */
-static int private_uids(const hv_spec *spec, hv_sandbox *sb, cube_err *err)
+ * writable layer's filesystem, the sandbox shares the template's range, and says so. The layers, idmapped
+ * for the first PID 1, in *idmapped (none when shared). */
+static int private_uids(const hv_spec *spec, hv_sandbox *sb, idmapped_set *idmapped, cube_err *err)
 {
+    memset(idmapped, 0, sizeof(*idmapped));
     if (spec->uid_base == 0) return 0;
     uid_t first;
     sb->uid_lock = hv_uid_range_claim(&first, err);
     if (sb->uid_lock < 0) return -1;
     sb->idmap_ns = cube_idmap_userns(spec->uid_base, first, spec->uid_count, err);
     if (sb->idmap_ns < 0) return -1;
-    const char *probe[] = {spec->rootfs, sb->rw};
-    for (int i = 0; i < 2; i++) {
-        int fd = cube_idmapped_tree(probe[i], sb->idmap_ns, 0, err);
-        if (fd >= 0) {
-            close(fd);
-            continue;
-        }
-        if (err->code != EINVAL && err->code != EPERM && err->code != EOPNOTSUPP && err->code != ENOSYS)
-            return -1;
-        fprintf(stderr,
-                "cube-hypervisor: %s: the sandbox shares its template's host uids with other sandboxes\n",
-                err->msg);
-        cube_err_clear(err);
-        release_uids(sb);
+    if (idmapped_make(spec, sb, idmapped, err) == 0) {
+        sb->uid_host = first;
         return 0;
     }
-    sb->uid_host = first;
+    if (err->code != EINVAL && err->code != EPERM && err->code != EOPNOTSUPP && err->code != ENOSYS)
+        return -1;
+    fprintf(stderr, "cube-hypervisor: %s: the sandbox shares its template's host uids with other sandboxes\n",
+            err->msg);
+    cube_err_clear(err);
+    release_uids(sb);
     return 0;
 }
 
@@ -781,8 +773,10 @@ static int ns_create(const hv_spec *spec, hv_sandbox **out, cube_err *err)
     sb->janitor = hv_janitor_start(sb->cg.name, sb->rw, sb->root, &sb->lifeline, err);
     if (sb->janitor < 0) goto fail;
 
-    if (private_uids(spec, sb, err) < 0) goto fail;
-    if (spawn_init(spec, sb, true, err) < 0) goto fail;
+    idmapped_set idmapped = {0};
+    int rc = private_uids(spec, sb, &idmapped, err) < 0 ? -1 : spawn_init(spec, sb, true, &idmapped, err);
+    idmapped_free(&idmapped);
+    if (rc < 0) goto fail;
     *out = sb;
     return 0;
 
@@ -887,7 +881,10 @@ static int ns_rollback(hv_sandbox *sb, const hv_spec *spec, const char *layers, 
     hv_spec again = *spec;
     again.layers = layers && *layers ? layers : NULL;
     again.disk_fd = -1;
-    int rc = spawn_init(&again, sb, false, err);
+    idmapped_set idmapped;
+    int rc =
+        idmapped_make(&again, sb, &idmapped, err) < 0 ? -1 : spawn_init(&again, sb, false, &idmapped, err);
+    idmapped_free(&idmapped);
     cube_rm_rf(old);
     return rc;
 }
