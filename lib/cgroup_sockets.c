@@ -8,6 +8,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "fsutil.h"
+
 unsigned long long cube_cgroup_sandbox_socket_limit(unsigned long long memory_bytes)
 {
     unsigned long long share = memory_bytes / 8;
@@ -40,14 +42,7 @@ int cube_cgroup_cap_sandbox_sockets(unsigned long long *cap_bytes, cube_err *err
         return cube_err_sys(err, errno, "mkdir " V1_MEMORY "/cube");
     char v[32];
     snprintf(v, sizeof(v), "%llu", cap);
-    int fd = open(V1_MEMORY "/cube/memory.kmem.tcp.limit_in_bytes", O_WRONLY | O_CLOEXEC);
-    if (fd < 0) return cube_err_sys(err, errno, "open " V1_MEMORY "/cube/memory.kmem.tcp.limit_in_bytes");
-    ssize_t n = write(fd, v, strlen(v));
-    int e = errno;
-    close(fd);
-    if (n != (ssize_t)strlen(v))
-        return cube_err_sys(err, n < 0 ? e : EIO,
-                            "write %s to " V1_MEMORY "/cube/memory.kmem.tcp.limit_in_bytes", v);
+    if (cube_write_string(V1_MEMORY "/cube/memory.kmem.tcp.limit_in_bytes", v, err) < 0) return -1;
     *cap_bytes = cap;
     return 0;
 }
