@@ -1,6 +1,6 @@
 #include "cgroup.h"
 
-#include "cgroup_sockets.h"
+#include "cgroup_caps.h"
 
 #include <errno.h>
 #include <fcntl.h>

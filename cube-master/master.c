@@ -32,6 +32,8 @@
 /* a create while no node is alive yet (a cluster starting, this master just restarted and not yet heard from
  * its nodes, a heartbeat apart) waits this long for one instead of answering 503 at once */
 #define CREATE_NODE_WAIT_MS 5000
+/* a node's refusal is taken to the next node only while the caller's deadline leaves this much */
+#define CREATE_RETRY_MIN_LEFT_MS 2000
 
 static void key_hash(const char *key, char out[65])
 {
@@ -135,16 +137,6 @@ static int create_sandbox(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *
     char vol_node[64] = "";
     if (volumes_resolve(m, ctx, req->volume_mounts, req->n_volume_mounts, vol_node, err) < 0) return -1;
 
-    char node_id[64] = "";
-    node_link *link = schedule_wait(m, tpl_id, vol_node, CREATE_NODE_WAIT_MS, node_id, err);
-    if (!link) return -1;
-    if (!*vol_node && volumes_place(m, req->volume_mounts, req->n_volume_mounts, node_id, err) < 0) {
-        node_link_put(link);
-        return -1;
-    }
-    cube_rpc_client *client = link->rpc;
-    int64_t t_start = cube_now_mono_ns();
-
     Cube__NodeCreateRequest nreq = CUBE__NODE_CREATE_REQUEST__INIT;
     nreq.sandbox_id = id;
     nreq.template_id = tpl_id;
@@ -155,23 +147,51 @@ static int create_sandbox(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *
     nreq.envd_access_token = token;
     Cube__NetworkPolicy *filled =
         NULL; /* the rules' secrets, for the node only: the record keeps placeholders */
-    if (secrets_resolve_policy(m, req->network, false, &filled, err) < 0) {
-        node_link_put(link);
-        return -1;
-    }
+    if (secrets_resolve_policy(m, req->network, false, &filled, err) < 0) return -1;
     nreq.network = filled ? filled : req->network;
     nreq.n_volume_mounts = req->n_volume_mounts;
     nreq.volume_mounts = req->volume_mounts;
+
+    /* A node that refuses the create for now (busy, or out of memory for sandboxes) is not the cluster's
+     * last word: the next best node is asked, while the caller's deadline leaves time for it. Not with
+     * volumes, which hold the sandbox to their node. */
+    char node_id[64] = "";
+    node_skip skip = {0};
+    cube_err refused = {0};
+    node_link *link = NULL;
     ProtobufCMessage *nresp = NULL;
-    cube_rpc_call_opts o = {.timeout_ms = CREATE_RPC_TIMEOUT_MS};
-    int64_t t_node = cube_now_mono_ns();
-    int node_rc = cube_rpc_call(client, "/cube.Cubelet/CreateSandbox", &nreq.base,
-                                &cube__node_sandbox__descriptor, &nresp, &o, err);
-    secrets_free_policy(filled);
-    if (node_rc < 0) {
+    int64_t t_start = 0, t_node = 0;
+    for (;;) {
+        link = schedule_wait(m, tpl_id, vol_node, &skip, CREATE_NODE_WAIT_MS, node_id, err);
+        if (!link) {
+            if (skip.n) *err = refused; /* every node that has the template refused: the last one's words */
+            secrets_free_policy(filled);
+            return -1;
+        }
+        if (!*vol_node && volumes_place(m, req->volume_mounts, req->n_volume_mounts, node_id, err) < 0) {
+            node_link_put(link);
+            secrets_free_policy(filled);
+            return -1;
+        }
+        t_start = t_node = cube_now_mono_ns();
+        cube_rpc_call_opts o = {.timeout_ms = CREATE_RPC_TIMEOUT_MS};
+        if (cube_rpc_call(link->rpc, "/cube.Cubelet/CreateSandbox", &nreq.base,
+                          &cube__node_sandbox__descriptor, &nresp, &o, err) == 0)
+            break;
         node_link_put(link);
-        return cube_err_prefix(err, "create on node %s", node_id);
+        cube_err_prefix(err, "create on node %s", node_id);
+        bool again = err->code == EAGAIN && !req->n_volume_mounts && skip.n < NODE_SKIP_MAX &&
+                     (!ctx || cube_rpc_deadline_left_ms(ctx) > CREATE_RETRY_MIN_LEFT_MS);
+        if (!again) {
+            secrets_free_policy(filled);
+            return -1;
+        }
+        refused = *err;
+        snprintf(skip.ids[skip.n++], sizeof(skip.ids[0]), "%s", node_id);
+        cube_err_clear(err);
     }
+    secrets_free_policy(filled);
+    cube_rpc_client *client = link->rpc;
     Cube__NodeSandbox *ns = (Cube__NodeSandbox *)nresp;
     int64_t t_store = cube_now_mono_ns();
 

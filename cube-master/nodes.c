@@ -288,12 +288,20 @@ static Cube__NodeInfo__PoolReadyEntry *pool_entry(master_node *n, const char *te
 /* With m->lock held: the node for a create. A ready pool slot wins, then the fewest running sandboxes. The
  * pick is counted against the node's report at once (one slot fewer, one sandbox more) until its next
  * heartbeat: a burst between two heartbeats spreads instead of piling onto the node that reported a pool. */
-master_node *schedule(master *m, const char *template_id, const char *only_node, cube_err *err)
+static bool skipped(const node_skip *skip, const char *node_id)
+{
+    for (size_t i = 0; skip && i < skip->n; i++)
+        if (strcmp(skip->ids[i], node_id) == 0) return true;
+    return false;
+}
+
+master_node *schedule(master *m, const char *template_id, const char *only_node, const node_skip *skip,
+                      cube_err *err)
 {
     int64_t now = cube_now_mono_ms();
     master_node *best = NULL;
     long best_score = 0;
-    int any_alive = 0;
+    int any_alive = 0, any_skipped = 0;
     for (master_node *n = m->nodes; n; n = n->next) {
         if (!node_alive(m, n, now) || !n->info || !n->link || n->info->draining) continue;
         if (only_node && *only_node && strcmp(n->node_id, only_node) != 0) continue;
@@ -302,6 +310,10 @@ master_node *schedule(master *m, const char *template_id, const char *only_node,
         for (size_t i = 0; i < n->info->n_templates; i++)
             if (strcmp(n->info->templates[i], template_id) == 0) has = 1;
         if (!has) continue;
+        if (skipped(skip, n->node_id)) {
+            any_skipped = 1;
+            continue;
+        }
         Cube__NodeInfo__PoolReadyEntry *pe = pool_entry(n, template_id);
         long ready = pe ? (long)pe->value : 0;
         long score = (ready > 0 ? 1000000 : 0) - (long)n->info->running;
@@ -315,7 +327,9 @@ master_node *schedule(master *m, const char *template_id, const char *only_node,
         if (pe && pe->value > 0) pe->value--;
         best->info->running++;
     } else {
-        if (!any_alive && only_node && *only_node)
+        if (any_skipped)
+            cube_err_set(err, EBUSY, "every node with template '%s' refused the create", template_id);
+        else if (!any_alive && only_node && *only_node)
             cube_err_set(err, EAGAIN, "node %s, which holds the sandbox's volumes, is not available",
                          only_node);
         else if (!any_alive)
@@ -329,15 +343,15 @@ master_node *schedule(master *m, const char *template_id, const char *only_node,
     return best;
 }
 
-node_link *schedule_wait(master *m, const char *template_id, const char *only_node, int64_t wait_ms,
-                         char node_id[64], cube_err *err)
+node_link *schedule_wait(master *m, const char *template_id, const char *only_node, const node_skip *skip,
+                         int64_t wait_ms, char node_id[64], cube_err *err)
 {
     int64_t until = cube_now_mono_ms() + wait_ms;
     node_link *l = NULL;
     pthread_mutex_lock(&m->lock);
     for (;;) {
         cube_err_clear(err);
-        master_node *n = schedule(m, template_id, only_node, err);
+        master_node *n = schedule(m, template_id, only_node, skip, err);
         if (n) {
             snprintf(node_id, 64, "%s", n->node_id);
             l = node_link_ref(n);

@@ -108,6 +108,9 @@ typedef struct cubelet_config {
     /* sandboxes' state directories (sockets, logs, claims: small files made and removed with every sandbox)
      * on a tmpfs of their own, as a runtime's state under /run: see cube_tmpfs_over_empty_dir */
     bool sandboxes_tmpfs;
+    /* memory the node keeps for itself, in MB: a create is refused while MemAvailable less this is below
+     * the template's memory limit (main.c also caps all sandboxes together at the node's memory less it) */
+    long long memory_reserve_mb;
 } cubelet_config;
 
 typedef struct cubelet {

@@ -9,23 +9,11 @@
 #include <unistd.h>
 
 #include "cubelet_internal.h"
+#include "fsutil.h"
 #include "log.h"
 #include "master.pb-c.h"
 #include "metrics.h"
 #include "timeutil.h"
-
-/* MemAvailable from /proc/meminfo (sysinfo's freeram leaves out the page cache the kernel would give back) */
-static uint64_t mem_available_mb(void)
-{
-    FILE *f = fopen("/proc/meminfo", "re");
-    if (!f) return 0;
-    char line[128];
-    unsigned long long kb = 0;
-    while (fgets(line, sizeof(line), f))
-        if (sscanf(line, "MemAvailable: %llu kB", &kb) == 1) break;
-    fclose(f);
-    return kb >> 10;
-}
 
 void cl_send_heartbeat(cubelet *c)
 {
@@ -43,7 +31,8 @@ void cl_send_heartbeat(cubelet *c)
         ni.load1 = si.loads[0] / (double)(1 << SI_LOAD_SHIFT);
     }
     ni.capacity = &cap;
-    ni.mem_available_mb = mem_available_mb();
+    long long avail_kb = cube_meminfo_kb("MemAvailable"); /* sysinfo's freeram leaves out the page cache */
+    ni.mem_available_mb = avail_kb > 0 ? (uint64_t)avail_kb >> 10 : 0;
     size_t nt = 0;
     for (cl_template *t = __atomic_load_n(&c->templates, __ATOMIC_ACQUIRE); t; t = t->next)
         nt += !__atomic_load_n(&t->gone, __ATOMIC_ACQUIRE);

@@ -11,7 +11,7 @@
 #include "rpc.h"
 #include "fsutil.h"
 #include "cgroup_tune.h"
-#include "cgroup_sockets.h"
+#include "cgroup_caps.h"
 #include "cubelet.h"
 #include "http.h"
 #include "log.h"
@@ -37,6 +37,10 @@ static const cube_config_flag flags[] = {
     {"agent-bundle", "cubelet.agent_bundle", true, "self-contained agent directory (deploy/agent-bundle)"},
     {"proxy-address", "cubelet.proxy_address", true,
      "host:port where this node's cube-proxy listens, for the other nodes' proxies (cluster)"},
+    {"memory-reserve-mb", "cubelet.memory_reserve_mb", true,
+     "memory the node keeps for itself: all sandboxes together are capped at the rest, and creates are "
+     "refused while what is left for sandboxes is less than a sandbox's limit (default: a sixteenth of the "
+     "node's memory, 256 to 2048)"},
     {"net", "cubelet.net", true, "cube-net's RPC address (default: none, sandboxes get loopback only)"},
     {"metrics-port", "cubelet.metrics_port", true,
      "serve Prometheus /metrics on 127.0.0.1:PORT (default: off)"},
@@ -68,10 +72,15 @@ static int run(cube_config *cfg, int argc, char **argv)
     cube_sibling_path("cube-hypervisor", "../cube-hypervisor/cube-hypervisor", hv, sizeof(hv));
     cube_sibling_path("cube-agent", "../cube-agent/cube-agent", agent, sizeof(agent));
     cube_sibling_path("cube-zygote", "../cube-hypervisor/cube-zygote", zygote, sizeof(zygote));
-    long long pool, pool_max, disk_mb;
+    long long pool, pool_max, disk_mb, reserve_mb, total_kb = cube_meminfo_kb("MemTotal");
+    long long reserve_default =
+        total_kb > 0 ? (long long)(cube_node_memory_reserve_default((unsigned long long)total_kb << 10) >> 20)
+                     : 0;
     if (cube_config_get_int(cfg, "cubelet.pool_size", 2, 0, 1000, &pool, &err) < 0 ||
         cube_config_get_int(cfg, "cubelet.pool_max", 256, 0, 10000, &pool_max, &err) < 0 ||
-        cube_config_get_int(cfg, "cubelet.disk_mb", 1024, 16, 1 << 22, &disk_mb, &err) < 0) {
+        cube_config_get_int(cfg, "cubelet.disk_mb", 1024, 16, 1 << 22, &disk_mb, &err) < 0 ||
+        cube_config_get_int(cfg, "cubelet.memory_reserve_mb", reserve_default, 0,
+                            total_kb > 0 ? total_kb >> 10 : 1LL << 40, &reserve_mb, &err) < 0) {
         fprintf(stderr, "cubelet: %s\n", err.msg);
         return 2;
     }
@@ -89,6 +98,7 @@ static int run(cube_config *cfg, int argc, char **argv)
         .pool_size = (int)pool,
         .pool_max = (int)pool_max,
         .disk_mb = (int)disk_mb,
+        .memory_reserve_mb = reserve_mb,
         .lxcfs = cube_config_get(cfg, "cubelet.lxcfs", NULL),
         .sandboxes_tmpfs = true,
     };
@@ -108,6 +118,19 @@ static int run(cube_config *cfg, int argc, char **argv)
         cube_err_clear(&err);
     } else if (socket_cap) {
         cube_log_info("sandboxes' socket memory bounded together", "cap_mb=%llu", socket_cap >> 20);
+    }
+    if (total_kb > 0 && reserve_mb > 0) {
+        unsigned long long cap =
+            ((unsigned long long)total_kb << 10) - ((unsigned long long)reserve_mb << 20);
+        int rc = cube_cgroup_cap_sandbox_memory(cap, &err);
+        if (rc < 0) {
+            cube_log_warn("sandboxes' memory not bounded together: they may run the node out of memory",
+                          "err=\"%s\"", err.msg);
+            cube_err_clear(&err);
+        } else if (rc > 0) {
+            cube_log_info("sandboxes' memory bounded together", "cap_mb=%llu reserve_mb=%lld", cap >> 20,
+                          reserve_mb);
+        }
     }
     char probe[PATH_MAX + 32];
     snprintf(probe, sizeof(probe), "%s/proc/meminfo", cc.lxcfs ? cc.lxcfs : "");

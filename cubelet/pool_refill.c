@@ -7,17 +7,19 @@
 
 #include "cubelet_internal.h"
 #include "disk.h"
+#include "fsutil.h"
 #include "log.h"
 #include "netclient.h"
 #include "pool_sched.h"
 #include "timeutil.h"
 
-/* Whether the node has memory to lend to idle sandboxes beyond the configured pools: MemAvailable above
- * POOL_MEM_FLOOR_MB (read at most once a second; the refill thread and heartbeats ask). */
+/* Whether the node has memory to lend to idle sandboxes beyond the configured pools: MemAvailable above the
+ * node's reserve and POOL_MEM_FLOOR_MB more (read at most once a second; the refill thread and heartbeats
+ * ask). */
 #define POOL_MEM_FLOOR_MB 1024
 /* How long after a create is answered from a pool its refill waits, while the pool holds half its target. */
 #define REFILL_SETTLE_MS 40
-static bool pool_may_grow(void)
+static bool pool_may_grow(const cubelet *c)
 {
     static int64_t checked_ms;
     static bool ok = true;
@@ -25,13 +27,8 @@ static bool pool_may_grow(void)
     if (now - __atomic_load_n(&checked_ms, __ATOMIC_RELAXED) < 1000)
         return __atomic_load_n(&ok, __ATOMIC_RELAXED);
     __atomic_store_n(&checked_ms, now, __ATOMIC_RELAXED);
-    FILE *f = fopen("/proc/meminfo", "re");
-    char line[128];
-    long long kb = -1;
-    while (f && fgets(line, sizeof(line), f))
-        if (sscanf(line, "MemAvailable: %lld kB", &kb) == 1) break;
-    if (f) fclose(f);
-    bool v = kb < 0 || kb / 1024 > POOL_MEM_FLOOR_MB;
+    long long kb = cube_meminfo_kb("MemAvailable");
+    bool v = kb < 0 || kb / 1024 > c->cfg.memory_reserve_mb + POOL_MEM_FLOOR_MB;
     __atomic_store_n(&ok, v, __ATOMIC_RELAXED);
     return v;
 }
@@ -41,7 +38,7 @@ static bool pool_may_grow(void)
 int cl_pool_target(cubelet *c, cl_template *t)
 {
     int max = c->cfg.pool_max > t->pool ? c->cfg.pool_max : t->pool;
-    if (!pool_may_grow()) max = t->pool;
+    if (!pool_may_grow(c)) max = t->pool;
     return pool_demand_target(&t->demand, cube_now_mono_ms(), t->pool, max);
 }
 

@@ -13,6 +13,7 @@
 #include <sys/stat.h>
 #include <limits.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
@@ -147,6 +148,19 @@ int cube_write_all(int fd, const void *p, size_t n)
         n -= (size_t)k;
     }
     return 0;
+}
+
+long long cube_meminfo_kb(const char *field)
+{
+    FILE *f = fopen("/proc/meminfo", "re");
+    if (!f) return -1;
+    char line[128];
+    long long kb = -1;
+    size_t n = strlen(field);
+    while (kb < 0 && fgets(line, sizeof(line), f))
+        if (strncmp(line, field, n) == 0 && line[n] == ':') kb = strtoll(line + n + 1, NULL, 10);
+    fclose(f);
+    return kb;
 }
 
 int cube_write_string(const char *path, const char *value, cube_err *err)

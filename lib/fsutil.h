@@ -11,6 +11,8 @@
  * 0, or -1 with err naming the file. */
 int cube_write_string(const char *path, const char *value, cube_err *err);
 
+/* A field of /proc/meminfo ("MemAvailable", "MemTotal"), in kB; -1 where it cannot be read. */
+long long cube_meminfo_kb(const char *field);
 /* Writes all n bytes of p to fd (short writes and EINTR retried). 0, or -1 with errno. */
 int cube_write_all(int fd, const void *p, size_t n);
 

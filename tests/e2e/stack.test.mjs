@@ -8,7 +8,7 @@ import { createServer, connect } from 'node:net';
 import { lookup } from 'node:dns/promises';
 import { networkInterfaces } from 'node:os';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { Sandbox, SandboxNotFoundError, AuthenticationError, Template } from 'e2b';
+import { Sandbox, SandboxNotFoundError, AuthenticationError, ServiceBusyError, Template } from 'e2b';
 import { Sandbox as CodeSandbox } from '@e2b/code-interpreter';
 import { assertNothingLeft } from './leftovers.mjs';
 
@@ -174,6 +174,41 @@ test('a cubelet killed with SIGKILL and started again adopts its running sandbox
   const again = await Sandbox.connect(sbx.sandboxId);
   assert.equal(await again.files.read('/tmp/adopt.txt'), 'still here');
   assert.equal(await again.kill(), true);
+});
+
+test('a node out of memory for sandboxes refuses creates in words; all sandboxes together are capped below its memory', async () => {
+  const meminfo = (k) => Number(new RegExp(`^${k}:\\s+(\\d+) kB`, 'm').exec(readFileSync('/proc/meminfo', 'utf8'))[1]);
+  const restart = (env) => { // SIGKILL: the next cubelet adopts the running sandboxes (a SIGTERM stops them)
+    const pid = Number(readFileSync(`${data}/run/cubelet.pid`, 'utf8').trim());
+    process.kill(pid, 'SIGKILL');
+    for (let i = 0; i < 200; i++) {
+      try { process.kill(pid, 0); execFileSync('sleep', ['0.05']); } catch { break; }
+    }
+    execFileSync(`${root}/deploy/cube`, ['up', '--data', data, '--port', String(port), '--pool-size', '2'],
+      { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, ...env } });
+  };
+  const cap = '/sys/fs/cgroup/memory/cube/memory.limit_in_bytes';
+  const v1 = (() => { try { readFileSync(cap); return true; } catch { return false; } })();
+  if (v1) { // what cubelet's default reserve leaves all sandboxes: the node's memory less 1/16 (256 MB..2 GB)
+    const total = meminfo('MemTotal') * 1024, reserve = Math.min(Math.max(Math.floor(total / 16 / 2 ** 20), 256), 2048) * 2 ** 20;
+    assert.ok(Math.abs(Number(readFileSync(cap, 'utf8')) - (total - reserve)) < 4096, `cap ${readFileSync(cap, 'utf8')} of ${total}`);
+  }
+  const running = await Sandbox.create();
+  try {
+    // the node keeps all but ~256 MB for itself: a 512 MB sandbox may not start, the running one goes on
+    restart({ CUBE_CUBELET_MEMORY_RESERVE_MB: String(Math.floor(meminfo('MemAvailable') / 1024) - 256) });
+    await assert.rejects(Sandbox.create(), (e) => {
+      assert.ok(e instanceof ServiceBusyError, `${e.constructor.name}: ${e.message}`);
+      assert.match(e.message, /out of memory for sandboxes: \d+ MB left for them .* may use 512 MB; kill sandboxes you no longer need/);
+      return true;
+    });
+    assert.equal((await running.commands.run('echo on')).stdout, 'on\n');
+  } finally {
+    restart({});
+  }
+  const again = await Sandbox.create();
+  assert.equal((await again.commands.run('echo on')).stdout, 'on\n');
+  await Promise.all([again.kill(), running.kill()]);
 });
 
 test('lifecycle: paused on timeout, resumed by the next request', async () => {

@@ -45,6 +45,11 @@ static int fake_create(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *res
         pthread_mutex_unlock(&f->lock);
         return cube_err_set(err, ENOSPC, "fake node full");
     }
+    if (f->refuse_creates) {
+        f->refused++;
+        pthread_mutex_unlock(&f->lock);
+        return cube_err_set(err, EAGAIN, "node %s is out of memory for sandboxes", f->id);
+    }
     snprintf(f->sandboxes[f->n++], 32, "%s", req->sandbox_id);
     f->creates++;
     fake_note_rules(f, req->network);

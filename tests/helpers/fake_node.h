@@ -22,9 +22,11 @@ typedef struct fake_node {
     int holding;     /* calls waiting at the gate */
     char rules[512]; /* the header rules of the last create or network update: "host header=value;..." */
     int network_updates;
-    char vol_ops[512]; /* the VolumeFiles calls it answered: "op:volume:path;..." */
-    char holds[128];   /* its templates and snapshots, ",a,b,": SnapshotSandbox, DeleteTemplate */
-    int refuse_delete; /* DeleteTemplate answers EBUSY */
+    char vol_ops[512];  /* the VolumeFiles calls it answered: "op:volume:path;..." */
+    char holds[128];    /* its templates and snapshots, ",a,b,": SnapshotSandbox, DeleteTemplate */
+    int refuse_delete;  /* DeleteTemplate answers EBUSY */
+    int refuse_creates; /* CreateSandbox answers "busy" (EAGAIN), as a node out of memory does; counted */
+    int refused;
 } fake_node;
 
 /* Listens on unix:<dir>/<id>.sock. */

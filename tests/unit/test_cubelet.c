@@ -31,6 +31,7 @@ static char log_path[300], sock[300];
 static cubelet c;
 static cube_rpc_server *srv;
 static cube_rpc_client *client;
+static long long reserve_mb; /* the next start_node's memory_reserve_mb */
 
 static void write_text(const char *path, const char *text)
 {
@@ -92,6 +93,7 @@ static void start_node(bool sandboxes_tmpfs)
                           .pool_max = 2,
                           .disk_mb = 16,
                           .metrics_sample_ms = 100,
+                          .memory_reserve_mb = reserve_mb,
                           .sandboxes_tmpfs = sandboxes_tmpfs};
     cube_err err = {0};
     ck_assert_msg(cubelet_init(&c, &cfg, &err) == 0, "%s", err.msg);
@@ -1135,6 +1137,63 @@ static void write_long(const char *path, long long v)
     ck_assert_int_eq(fclose(f), 0);
 }
 
+static int fork_children(const char *parent, unsigned n, cube_err *err)
+{
+    Cube__NodeCreateRequest kids[4], *kp[4];
+    char ids[4][32];
+    Cube__NodeForkRequest req = CUBE__NODE_FORK_REQUEST__INIT;
+    req.parent_id = (char *)parent;
+    for (unsigned i = 0; i < n && i < 4; i++) {
+        kids[i] = (Cube__NodeCreateRequest)CUBE__NODE_CREATE_REQUEST__INIT;
+        snprintf(ids[i], sizeof(ids[i]), "%s-kid-%u", parent, i);
+        kids[i].sandbox_id = ids[i];
+        kp[i] = &kids[i];
+    }
+    req.n_children = n;
+    req.children = kp;
+    ProtobufCMessage *resp = NULL;
+    cube_rpc_call_opts o = {.timeout_ms = 20000};
+    int rc = cube_rpc_call(client, "/cube.Cubelet/ForkSandbox", &req.base,
+                           &cube__node_fork_response__descriptor, &resp, &o, err);
+    if (resp) protobuf_c_message_free_unpacked(resp, NULL);
+    return rc;
+}
+
+/* Sandboxes' memory limits are promises (idle ones hold a few MB), but a node whose memory is nearly all in
+ * use refuses a sandbox that could not use its limit without squeezing the running ones: in words, with
+ * the figures, as "busy" (EAGAIN, which masters take to another node). The node's reserve here leaves
+ * about 1 GB for sandboxes: a 512 MB sandbox starts, a 2 GB one and a fork into three 512 MB ones do not. */
+START_TEST(a_node_out_of_memory_for_sandboxes_refuses_creates_in_words)
+{
+    long long avail_mb = cube_meminfo_kb("MemAvailable") / 1024;
+    ck_assert_int_gt(avail_mb, 2560);
+    teardown();
+    reserve_mb = avail_mb - 1024;
+    setup();
+    cube_err err = {0};
+    ck_assert_msg(create("mem-small", "pooled", NULL, &err) == 0, "%s", err.msg);
+    ck_assert_int_eq(create("mem-big", "sized", NULL, &err), -1);
+    ck_assert_int_eq(err.code, EAGAIN);
+    ck_assert_msg(strstr(err.msg, "out of memory for sandboxes") &&
+                      strstr(err.msg, "template 'sized' may use "
+                                      "2048 MB"),
+                  "%s", err.msg);
+    char kept[64];
+    snprintf(kept, sizeof(kept), "%lld MB kept for the node", reserve_mb);
+    ck_assert_msg(strstr(err.msg, kept), "%s", err.msg);
+    cube_err_clear(&err);
+    ck_assert_int_eq(fork_children("mem-small", 3, &err), -1);
+    ck_assert_int_eq(err.code, EAGAIN);
+    ck_assert_msg(strstr(err.msg, "the sandboxes of template 'pooled' may use 1536 MB"), "%s", err.msg);
+    /* with the node's memory to spare, the same create starts */
+    teardown();
+    reserve_mb = 0;
+    setup();
+    cube_err_clear(&err);
+    ck_assert_msg(create("mem-big", "sized", NULL, &err) == 0, "%s", err.msg);
+}
+END_TEST
+
 START_TEST(the_nodes_shared_limits_outgrow_its_sandboxes)
 {
     write_long("/proc/sys/kernel/pid_max", 32768);              /* the kernel's default on a small machine */
@@ -1172,6 +1231,7 @@ int main(void)
     tcase_add_test(tc, the_pool_refills_at_low_priority_unless_creates_wait);
     tcase_add_test(tc, creates_without_a_pool_start_their_own);
     tcase_add_test(tc, a_busy_node_says_so_before_its_callers_deadline);
+    tcase_add_test(tc, a_node_out_of_memory_for_sandboxes_refuses_creates_in_words);
     tcase_add_test(tc, a_hypervisor_that_cannot_start_says_why);
     tcase_add_test(tc, a_sandbox_keeps_its_metrics_history);
     tcase_add_test(tc, a_templates_size_is_its_sandboxes_limits);

@@ -131,6 +131,49 @@ START_TEST(a_burst_spreads_over_nodes)
 }
 END_TEST
 
+/* A node that refuses a create for now (busy, out of memory for sandboxes) is not the cluster's answer: the
+ * master takes the create to the next node, each refusing node asked once; when all refuse, the caller gets
+ * the last refusal's words (EAGAIN). */
+static void set_refusing(fake_node *f, int on)
+{
+    pthread_mutex_lock(&f->lock);
+    f->refuse_creates = on;
+    pthread_mutex_unlock(&f->lock);
+}
+
+static int refused(fake_node *f)
+{
+    pthread_mutex_lock(&f->lock);
+    int n = f->refused;
+    pthread_mutex_unlock(&f->lock);
+    return n;
+}
+
+START_TEST(a_create_a_node_refuses_goes_to_another)
+{
+    fake_node f[3];
+    const char *names[] = {"node-1", "node-2", "node-3"};
+    for (int i = 0; i < 3; i++) fake_start(&f[i], dir, names[i]);
+    heartbeat(&f[0], 5); /* the pool makes node-1 the first choice */
+    heartbeat(&f[1], 0);
+    heartbeat(&f[2], 0);
+    set_refusing(&f[0], 1);
+    cube_err err = {0};
+    char id[64], node[64];
+    ck_assert_msg(create(id, node, &err) == 0, "%s", err.msg);
+    ck_assert_str_ne(node, "node-1");
+    ck_assert_int_eq(refused(&f[0]), 1);
+    for (int i = 0; i < 3; i++) set_refusing(&f[i], 1);
+    ck_assert_int_eq(create(id, node, &err), -1);
+    ck_assert_int_eq(err.code, EAGAIN);
+    ck_assert_msg(strstr(err.msg, "out of memory for sandboxes"), "%s", err.msg);
+    for (int i = 0; i < 3; i++) {
+        ck_assert_int_eq(refused(&f[i]), i == 0 ? 2 : 1);
+        fake_stop(&f[i]);
+    }
+}
+END_TEST
+
 /* FindSignedFile with these fields: 0 and the sandbox's id in found, or -1 and err. */
 static int find_signed(const char *path, const char *op, const char *user, const char *exp, const char *sig,
                        char found[64], cube_err *err)
@@ -957,6 +1000,7 @@ int main(void)
     tcase_set_timeout(tc, 30);
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_add_test(tc, a_burst_spreads_over_nodes);
+    tcase_add_test(tc, a_create_a_node_refuses_goes_to_another);
     tcase_add_test(tc, a_signed_file_url_leads_to_its_sandbox);
     tcase_add_test(tc, a_create_waits_for_the_first_node);
     tcase_add_loop_test(tc, a_kill_wins_over_a_pause_or_resume_in_flight, 0, 2);
