@@ -688,7 +688,7 @@ static int create_sandbox(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *
     const cl_template *tpl = cl_find_template(c, req->template_id ? req->template_id : "");
     if (!tpl)
         return cube_err_set(err, ENOENT, "template '%s' not found", req->template_id ? req->template_id : "");
-    if (cl_memory_admit(c, tpl, 1, err) < 0) return -1;
+    if (cl_room_admit(c, tpl, 1, err) < 0) return -1;
     pthread_mutex_lock(&c->lock);
     pool_demand_note(&((cl_template *)tpl)->demand, cube_now_mono_ms()); /* the pool follows creates */
     /* A pooled sandbox if there is one; else a cold start of our own, but no more of them at once than
@@ -926,7 +926,7 @@ static int fork_sandbox(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *re
     }
     pthread_mutex_unlock(&c->lock);
     if (!p) return cube_err_set(err, ENOENT, "sandbox '%s' is not on this node", req->parent_id);
-    if (cl_memory_admit(c, tpl, (unsigned)req->n_children, err) < 0) return -1;
+    if (cl_room_admit(c, tpl, (unsigned)req->n_children, err) < 0) return -1;
     char snaps[4200], snap[4400], rnd[16];
     snprintf(snaps, sizeof(snaps), "%s/snapshots", c->cfg.data_dir);
     mkdir(snaps, 0711);

@@ -111,6 +111,8 @@ typedef struct cubelet_config {
     /* memory the node keeps for itself, in MB: a create is refused while MemAvailable less this is below
      * the template's memory limit (main.c also caps all sandboxes together at the node's memory less it) */
     long long memory_reserve_mb;
+    /* the same of its disk (the data directory's filesystem, where sandboxes' disks are sparse images) */
+    long long disk_reserve_mb;
 } cubelet_config;
 
 typedef struct cubelet {

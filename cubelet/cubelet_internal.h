@@ -140,9 +140,9 @@ int cl_volume_files(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *respp,
 
 /* With the lock: how many ready sandboxes t's pool should hold now. */
 int cl_pool_target(cubelet *c, cl_template *t);
-/* Whether the node has the memory for n more sandboxes of tpl (node_memory.c): 0, or -1 with EAGAIN and the
- * figures in words. */
-int cl_memory_admit(const cubelet *c, const cl_template *tpl, unsigned n, cube_err *err);
+/* Whether the node has the memory and the disk for n more sandboxes of tpl (node_room.c): 0, or -1 with
+ * EAGAIN and the figures in words. */
+int cl_room_admit(const cubelet *c, const cl_template *tpl, unsigned n, cube_err *err);
 void *cl_refill_loop(void *arg);
 void *cl_heartbeat_loop(void *arg);
 /* One heartbeat to every master now (the heartbeat thread's, and a build's once its template is published:

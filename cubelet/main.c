@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include "config.h"
@@ -41,6 +42,9 @@ static const cube_config_flag flags[] = {
      "memory the node keeps for itself: all sandboxes together are capped at the rest, and creates are "
      "refused while what is left for sandboxes is less than a sandbox's limit (default: a sixteenth of the "
      "node's memory, 256 to 2048)"},
+    {"disk-reserve-mb", "cubelet.disk_reserve_mb", true,
+     "disk the node keeps for itself on the data directory's filesystem: creates are refused while its free "
+     "space less this is less than a sandbox's disk (default: a twentieth of it, 1024 to 10240)"},
     {"net", "cubelet.net", true, "cube-net's RPC address (default: none, sandboxes get loopback only)"},
     {"metrics-port", "cubelet.metrics_port", true,
      "serve Prometheus /metrics on 127.0.0.1:PORT (default: off)"},
@@ -72,7 +76,13 @@ static int run(cube_config *cfg, int argc, char **argv)
     cube_sibling_path("cube-hypervisor", "../cube-hypervisor/cube-hypervisor", hv, sizeof(hv));
     cube_sibling_path("cube-agent", "../cube-agent/cube-agent", agent, sizeof(agent));
     cube_sibling_path("cube-zygote", "../cube-hypervisor/cube-zygote", zygote, sizeof(zygote));
-    long long pool, pool_max, disk_mb, reserve_mb, total_kb = cube_meminfo_kb("MemTotal");
+    long long pool, pool_max, disk_mb, reserve_mb, disk_reserve_mb, total_kb = cube_meminfo_kb("MemTotal");
+    /* the data directory's filesystem keeps a twentieth, 1 to 10 GB, for the node (store, logs, templates) */
+    struct statvfs data_fs;
+    long long fs_mb = statvfs(data, &data_fs) == 0
+                          ? (long long)((unsigned long long)data_fs.f_blocks * data_fs.f_frsize >> 20)
+                          : 0;
+    long long disk_reserve_default = fs_mb / 20 < 1024 ? 1024 : fs_mb / 20 > 10240 ? 10240 : fs_mb / 20;
     long long reserve_default =
         total_kb > 0 ? (long long)(cube_node_memory_reserve_default((unsigned long long)total_kb << 10) >> 20)
                      : 0;
@@ -80,7 +90,9 @@ static int run(cube_config *cfg, int argc, char **argv)
         cube_config_get_int(cfg, "cubelet.pool_max", 256, 0, 10000, &pool_max, &err) < 0 ||
         cube_config_get_int(cfg, "cubelet.disk_mb", 1024, 16, 1 << 22, &disk_mb, &err) < 0 ||
         cube_config_get_int(cfg, "cubelet.memory_reserve_mb", reserve_default, 0,
-                            total_kb > 0 ? total_kb >> 10 : 1LL << 40, &reserve_mb, &err) < 0) {
+                            total_kb > 0 ? total_kb >> 10 : 1LL << 40, &reserve_mb, &err) < 0 ||
+        cube_config_get_int(cfg, "cubelet.disk_reserve_mb", disk_reserve_default, 0, 1LL << 40,
+                            &disk_reserve_mb, &err) < 0) {
         fprintf(stderr, "cubelet: %s\n", err.msg);
         return 2;
     }
@@ -99,6 +111,7 @@ static int run(cube_config *cfg, int argc, char **argv)
         .pool_max = (int)pool_max,
         .disk_mb = (int)disk_mb,
         .memory_reserve_mb = reserve_mb,
+        .disk_reserve_mb = disk_reserve_mb,
         .lxcfs = cube_config_get(cfg, "cubelet.lxcfs", NULL),
         .sandboxes_tmpfs = true,
     };

@@ -24,7 +24,7 @@ typedef struct metric {
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static metric *head, *tail;
 
-/* With the lock: the metric, created in registration order so families stay together. */
+/* With the lock: the metric, created where it belongs if new. */
 static metric *get(const char *name, const char *help, kind k)
 {
     for (metric *m = head; m; m = m->next)
@@ -40,11 +40,22 @@ static metric *get(const char *name, const char *help, kind k)
         free(m);
         return NULL;
     }
-    if (tail)
+    /* after the last of its family (labels set apart, registered whenever they first happen): a family's
+     * HELP and TYPE are written once, before all its members, or Prometheus refuses the whole scrape */
+    size_t fl = strcspn(name, "{");
+    metric *after = NULL;
+    for (metric *x = head; x; x = x->next)
+        if (strncmp(x->name, name, fl) == 0 && (x->name[fl] == '{' || x->name[fl] == '\0')) after = x;
+    if (after) {
+        m->next = after->next;
+        after->next = m;
+        if (tail == after) tail = m;
+    } else if (tail) {
         tail->next = m;
-    else
-        head = m;
-    tail = m;
+        tail = m;
+    } else {
+        head = tail = m;
+    }
     return m;
 }
 

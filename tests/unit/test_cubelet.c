@@ -12,6 +12,7 @@
 #include <linux/magic.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
+#include <sys/statvfs.h>
 #include <sys/xattr.h>
 #include <time.h>
 #include <unistd.h>
@@ -31,7 +32,7 @@ static char log_path[300], sock[300];
 static cubelet c;
 static cube_rpc_server *srv;
 static cube_rpc_client *client;
-static long long reserve_mb; /* the next start_node's memory_reserve_mb */
+static long long reserve_mb, disk_reserve_mb; /* the next start_node's memory_reserve_mb, disk_reserve_mb */
 
 static void write_text(const char *path, const char *text)
 {
@@ -94,6 +95,7 @@ static void start_node(bool sandboxes_tmpfs)
                           .disk_mb = 16,
                           .metrics_sample_ms = 100,
                           .memory_reserve_mb = reserve_mb,
+                          .disk_reserve_mb = disk_reserve_mb,
                           .sandboxes_tmpfs = sandboxes_tmpfs};
     cube_err err = {0};
     ck_assert_msg(cubelet_init(&c, &cfg, &err) == 0, "%s", err.msg);
@@ -1194,6 +1196,31 @@ START_TEST(a_node_out_of_memory_for_sandboxes_refuses_creates_in_words)
 }
 END_TEST
 
+/* Sandboxes' disks are sparse images on the node's disk: one more is not started where the node's free space,
+ * beyond what it keeps for itself, is less than that sandbox may write (past it, a sandbox's writes would be
+ * lost behind its own filesystem). Here the node keeps 1 GB more than it has free. */
+START_TEST(a_node_out_of_disk_for_sandboxes_refuses_creates_in_words)
+{
+    struct statvfs vfs;
+    ck_assert_int_eq(statvfs(dir, &vfs), 0);
+    long long free_mb = (long long)((unsigned long long)vfs.f_bavail * vfs.f_frsize >> 20);
+    teardown();
+    disk_reserve_mb = free_mb + 1024;
+    setup();
+    cube_err err = {0};
+    ck_assert_int_eq(create("disk-1", "cold", NULL, &err), -1);
+    ck_assert_int_eq(err.code, EAGAIN);
+    ck_assert_msg(strstr(err.msg, "out of disk for sandboxes: 0 MB left for them") &&
+                      strstr(err.msg, "a sandbox of template 'cold' may write 16 MB"),
+                  "%s", err.msg);
+    teardown();
+    disk_reserve_mb = 0;
+    setup();
+    cube_err_clear(&err);
+    ck_assert_msg(create("disk-1", "cold", NULL, &err) == 0, "%s", err.msg);
+}
+END_TEST
+
 START_TEST(the_nodes_shared_limits_outgrow_its_sandboxes)
 {
     write_long("/proc/sys/kernel/pid_max", 32768);              /* the kernel's default on a small machine */
@@ -1232,6 +1259,7 @@ int main(void)
     tcase_add_test(tc, creates_without_a_pool_start_their_own);
     tcase_add_test(tc, a_busy_node_says_so_before_its_callers_deadline);
     tcase_add_test(tc, a_node_out_of_memory_for_sandboxes_refuses_creates_in_words);
+    tcase_add_test(tc, a_node_out_of_disk_for_sandboxes_refuses_creates_in_words);
     tcase_add_test(tc, a_hypervisor_that_cannot_start_says_why);
     tcase_add_test(tc, a_sandbox_keeps_its_metrics_history);
     tcase_add_test(tc, a_templates_size_is_its_sandboxes_limits);

@@ -30,11 +30,30 @@ START_TEST(render_text_format)
 }
 END_TEST
 
+/* A label first seen after other metrics joins its family: one HELP and TYPE for the family, its members
+ * together (a second HELP for a name makes Prometheus refuse the whole scrape). */
+START_TEST(a_family_stays_together_whenever_its_labels_appear)
+{
+    cube_metric_add("t_refused_total{reason=\"busy\"}", "refused", 1);
+    cube_metric_set("t_other", "other", 1);
+    cube_metric_add("t_refused_total{reason=\"memory\"}", "refused", 2);
+    char *s = cube_metrics_render();
+    ck_assert_msg(strstr(s, "# HELP t_refused_total refused\n# TYPE t_refused_total counter\n"
+                            "t_refused_total{reason=\"busy\"} 1\nt_refused_total{reason=\"memory\"} 2\n"),
+                  "%s", s);
+    const char *first = strstr(s, "# HELP t_refused_total");
+    ck_assert_ptr_null(strstr(first + 1, "# HELP t_refused_total"));
+    ck_assert_ptr_nonnull(strstr(s, "# TYPE t_other gauge\nt_other 1\n"));
+    free(s);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("metrics");
     TCase *tc = tcase_create("core");
     tcase_add_test(tc, render_text_format);
+    tcase_add_test(tc, a_family_stays_together_whenever_its_labels_appear);
     suite_add_tcase(s, tc);
     return cube_run_suite(s);
 }
