@@ -137,6 +137,21 @@ static int stats(void *svc, cube_rpc_ctx *ctx, const void *req, void *respp, cub
     return 0;
 }
 
+static int set_disk_room(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *resp, cube_err *err)
+{
+    (void)ctx;
+    (void)resp;
+    hv_control *c = svc;
+    const Cube__HvDiskRoom *req = reqp;
+    if (!c->ops->disk_room)
+        return cube_err_set(err, ENOSYS, "the %s backend has no disk of its own to bound", c->ops->name);
+    pthread_mutex_lock(&c->lock);
+    int rc = c->stopping || !c->sb ? cube_err_set(err, ENOENT, "the sandbox is stopping")
+                                   : c->ops->disk_room(c->sb, req->limited, req->writable_bytes, err);
+    pthread_mutex_unlock(&c->lock);
+    return rc;
+}
+
 static int stop(void *svc, cube_rpc_ctx *ctx, const void *req, void *resp, cube_err *err)
 {
     (void)ctx;
@@ -162,5 +177,6 @@ const cube_rpc_method hv_control_methods[] = {
     M("Rollback", rollback, cube__hv_rollback_request, cube__hv_info),
     M("Stats", stats, cube__empty, cube__hv_stats),
     M("Stop", stop, cube__empty, cube__empty),
+    M("SetDiskRoom", set_disk_room, cube__hv_disk_room, cube__empty),
     {0},
 };

@@ -15,6 +15,7 @@
 #include <sys/stat.h>
 #include <sys/statfs.h>
 #include <sys/syscall.h>
+#include <sys/sysmacros.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -205,11 +206,51 @@ int hv_disk_keep(const char *mountpoint)
     return (int)syscall(SYS_open_tree, AT_FDCWD, mountpoint, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC);
 }
 
+/* The clusters ext4 holds back on a filesystem of this many (ext4_calculate_resv_clusters: a fiftieth, at
+ * most 4096; a cluster is a block on these disks) */
+static uint64_t ext4_own_reserve(uint64_t blocks)
+{
+    return blocks / 50 < 4096 ? blocks / 50 : 4096;
+}
+
+/* ext4's reserved clusters of the disk on loop device dev */
+static int set_reserved(dev_t dev, uint64_t clusters, cube_err *err)
+{
+    char p[96], v[32];
+    snprintf(p, sizeof(p), "/sys/fs/ext4/loop%u/reserved_clusters", minor(dev));
+    snprintf(v, sizeof(v), "%llu", (unsigned long long)clusters);
+    return cube_write_string(p, v, err);
+}
+
+int hv_disk_set_room(const char *mountpoint, bool limited, uint64_t writable_bytes, cube_err *err)
+{
+    struct stat st;
+    struct statfs fs;
+    if (!hv_disk_mounted_at(mountpoint, &st))
+        return cube_err_set(err, ENOTSUP, "no sandbox disk at %s", mountpoint);
+    if (statfs(mountpoint, &fs) < 0 || fs.f_bsize <= 0)
+        return cube_err_sys(err, errno, "statfs %s", mountpoint);
+    uint64_t blocks = (uint64_t)fs.f_blocks, own = ext4_own_reserve(blocks), target = own;
+    if (limited) {
+        /* free blocks less those that may still be written: these disks have no root reserve (mkfs -m 0), so
+         * the rest is what no writer gets */
+        uint64_t room = writable_bytes / (uint64_t)fs.f_bsize, bfree = (uint64_t)fs.f_bfree;
+        target = bfree > room ? bfree - room : 0;
+        if (target < own) target = own;
+        if (target >= blocks) target = blocks - 1; /* ext4 refuses all of them */
+    }
+    return set_reserved(st.st_dev, target, err);
+}
+
 int hv_disk_renew(int mount_fd, cube_err *err)
 {
     struct statfs fs;
     if (fstatfs(mount_fd, &fs) < 0) return cube_err_sys(err, errno, "statfs the disk");
     if (fs.f_type != EXT4_SUPER_MAGIC) return cube_err_set(err, EINVAL, "not a sandbox disk");
+    struct stat st;
+    /* a bound its last sandbox was given (hv_disk_set_room) is not the next one's */
+    if (fstat(mount_fd, &st) == 0 && major(st.st_dev) == HV_LOOP_MAJOR)
+        set_reserved(st.st_dev, ext4_own_reserve((uint64_t)fs.f_blocks), NULL);
     unsigned long long files = (unsigned long long)(fs.f_files - fs.f_ffree);
     if (files > HV_DISK_RENEW_MAX_FILES)
         return cube_err_set(err, EFBIG, "the disk holds %llu files: let go, not emptied", files);

@@ -46,7 +46,16 @@ int hv_disk_place(int mount_fd, const char *mountpoint, uid_t uid, cube_err *err
  * zeros until written (and a trim punches them out of the image). A disk holding more than
  * HV_DISK_RENEW_MAX_FILES files is let go: removing them file by file would cost more than a new copy. */
 #define HV_DISK_RENEW_MAX_FILES 1024
-#define HV_LOOP_MAJOR           7
+
+/* A sandbox's disk takes the node's space as it is written, so the node's filesystem can fill before the
+ * sandboxes' own do; past that point a sandbox's writes find room in its filesystem but not behind it and are
+ * lost (the writer is not told: its fsync may succeed). So the node bounds what each may still write while
+ * its own free space is short: ext4's reserved clusters (which no writer may take, root included) are raised
+ * until the disk mounted at mountpoint has writable_bytes free, and a writer gets ENOSPC past them, as on a
+ * full disk of its own. Not limited: the reservation goes back to ext4's own (as a renewed disk's does).
+ * ENOTSUP where no sandbox disk is mounted there. */
+int hv_disk_set_room(const char *mountpoint, bool limited, uint64_t writable_bytes, cube_err *err);
+#define HV_LOOP_MAJOR 7
 /* Whether a sandbox disk (a loop-backed ext4) is mounted right at mountpoint (not the filesystem under it);
  * st: its stat. */
 bool hv_disk_mounted_at(const char *mountpoint, struct stat *st);

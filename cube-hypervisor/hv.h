@@ -96,6 +96,9 @@ typedef struct hv_ops {
      * the node to take with pidfd_getfd before it stops the sandbox and reuse once the sandbox is gone; -1:
      * none (a tmpfs writable layer, a microVM). NULL: never. */
     int (*disk_keep_fd)(hv_sandbox *sb);
+    /* Bounds what the sandbox may still write to its disk (disk.h, hv_disk_set_room); NULL: no disk of its
+     * own to bound (a microVM's). */
+    int (*disk_room)(hv_sandbox *sb, bool limited, uint64_t writable_bytes, cube_err *err);
     /* Kills everything, removes mounts and cgroups. Idempotent; frees sb. */
     void (*destroy)(hv_sandbox *sb);
 } hv_ops;

@@ -821,6 +821,11 @@ static int ns_stats(hv_sandbox *sb, hv_stats *st, cube_err *err)
     return 0;
 }
 
+static int ns_disk_room(hv_sandbox *sb, bool limited, uint64_t writable_bytes, cube_err *err)
+{
+    return hv_disk_set_room(sb->rw, limited, writable_bytes, err);
+}
+
 /* Files only: the writable layer, copied while the sandbox is frozen so that it is consistent. Process state
  * would need CRIU, which this backend does not drive yet; the caller is told so. */
 static int ns_snapshot(hv_sandbox *sb, const char *dir, bool *process_state, cube_err *err)
@@ -910,6 +915,7 @@ const hv_ops hv_ns_ops = {
     .snapshot = ns_snapshot,
     .rollback = ns_rollback,
     .stats = ns_stats,
+    .disk_room = ns_disk_room,
     .terminate = ns_terminate,
     .disk_keep_fd = ns_disk_keep_fd,
     .destroy = ns_destroy,

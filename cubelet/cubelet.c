@@ -648,6 +648,8 @@ static void adopt_running(cubelet *c)
         s->init = info->init_pid;
         cl_slot_watch_init(s);
         s->adopted = true;
+        s->disk_bounded = true; /* unknown: the cubelet before may have bounded it (lifted at the first round
+                                   that finds the node's disk with room) */
         s->claimed_ms = cube_now_mono_ms();
         s->tpl = tpl;
         s->state = SLOT_CLAIMED;

@@ -84,6 +84,7 @@ typedef struct cl_slot {
     /* where its start went, ms: the network slot's lease, the hypervisor until ready, the agent connection */
     float lease_ms, hv_ms, connect_ms;
     struct metrics_history *history; /* with the lock: once handed out and sampled (metrics_history.h) */
+    bool disk_bounded;               /* with the lock: the node's disk guard bounded what it may write */
     struct cl_slot *next;
 } cl_slot;
 
@@ -149,6 +150,7 @@ typedef struct cubelet {
     int nretiring;      /* how many: while RETIRE_BEHIND or more, starts wait for teardowns (see cubelet.c) */
     int retire_credits; /* while behind: creates' starts allowed, one per teardown finished meanwhile */
     pthread_t refill_thread, heartbeat_thread, reaper_thread, sampler_thread;
+    bool disk_tight; /* the sampler thread alone: its disk guard bounds sandboxes now (metrics_sampler.c) */
     cube_rpc_failover masters; /* heartbeats go to every one of them */
     cube_rpc_client *net;      /* NULL without cube-net */
     int draining;              /* no new sandboxes: reported in heartbeats; kept in <data>/draining */

@@ -1,26 +1,88 @@
 /* A handed-out sandbox's metrics over its life: every METRICS_SAMPLE_MS the node asks each running,
  * handed-out sandbox's hypervisor for its stats (one control-socket call each; pooled sandboxes are not
  * asked, so an idle pool still costs nothing) and keeps them in the slot's history. The same round keeps
- * each one's log on the node bounded (sandbox_log.h). */
+ * each one's log on the node bounded (sandbox_log.h), and guards the node's disk (disk_guard). */
 #include <errno.h>
 #include <stdlib.h>
+#include <sys/statvfs.h>
 #include <string.h>
 #include <time.h>
 
 #include "cubelet_internal.h"
 #include "hypervisor.pb-c.h"
 #include "log.h"
+#include "metrics.h"
 #include "metrics_history.h"
 #include "sandbox_log.h"
 #include "timeutil.h"
 
 #define SAMPLE_CALL_MS 1000 /* a hypervisor that does not answer in time misses this round */
 
+#define SAMPLE_TIGHT_MS 1000 /* the round's period while the node's disk is short (disk_guard) */
+
 typedef struct sample_target {
     char sandbox_id[32];
     char *control;
-    char *log; /* its sandbox.log */
+    char *log;          /* its sandbox.log */
+    bool sampled;       /* it answered: */
+    uint64_t disk_free; /* what its disk could still take, bytes */
+    bool bounded;       /* the guard bounded it before this round */
 } sample_target;
+
+/* Sandboxes' disks are sparse images that take the node's disk as they are written (disk.h): while what they
+ * could all still write is more than the node's disk has free beyond its reserve, each handed-out sandbox
+ * may write an equal share of that, past which its writer gets ENOSPC (hv_disk_set_room), rather than all
+ * writing on until the node's disk is full and their writes are lost behind their filesystems. The bounds go
+ * once the node has the room again (sandboxes killed, space freed). Without the lock. true: bounded now. */
+static bool disk_guard(cubelet *c, sample_target *t, size_t n)
+{
+    struct statvfs vfs;
+    if (n == 0 || statvfs(c->cfg.data_dir, &vfs) < 0) return false;
+    long long room =
+        (long long)((unsigned long long)vfs.f_bavail * vfs.f_frsize) - c->cfg.disk_reserve_mb * 1024 * 1024;
+    unsigned long long could = 0;
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++)
+        if (t[i].sampled) {
+            could += t[i].disk_free;
+            k++;
+        }
+    bool tight = k > 0 && (room < 0 || could > (unsigned long long)room);
+    uint64_t share = tight && room > 0 ? (uint64_t)room / k : 0;
+    size_t bounded = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (!t[i].sampled || (!tight && !t[i].bounded)) continue;
+        Cube__HvDiskRoom req = CUBE__HV_DISK_ROOM__INIT;
+        req.limited = tight;
+        req.writable_bytes = share;
+        ProtobufCMessage *resp = NULL;
+        cube_err err = {0};
+        if (cube_rpc_call_once(t[i].control, "/cube.Hypervisor/SetDiskRoom", &req.base,
+                               &cube__empty__descriptor, &resp, SAMPLE_CALL_MS, &err) < 0) {
+            if (err.code != ENOTSUP && err.code != ENOSYS) /* no disk of its own: nothing to bound */
+                cube_log_warn("sandbox disk not bounded", "sandbox=%s err=\"%s\"", t[i].sandbox_id, err.msg);
+            continue;
+        }
+        protobuf_c_message_free_unpacked(resp, NULL);
+        pthread_mutex_lock(&c->lock);
+        cl_slot *s = cl_find_by_sandbox(c, t[i].sandbox_id);
+        if (s) s->disk_bounded = tight;
+        pthread_mutex_unlock(&c->lock);
+        if (tight) bounded++;
+    }
+    cube_metric_set(
+        "cube_node_disk_bounded_sandboxes",
+        "Sandboxes whose writes the node bounds while its disk is short of what theirs could take",
+        (double)bounded);
+    if (tight != c->disk_tight)
+        cube_log_warn(tight ? "node disk short: each sandbox may write an equal share of what is left"
+                            : "node disk has room again: sandboxes' disk bounds lifted",
+                      "free_mb=%llu reserve_mb=%lld sandboxes_could_write_mb=%llu share_mb=%llu",
+                      (unsigned long long)vfs.f_bavail * vfs.f_frsize >> 20, c->cfg.disk_reserve_mb,
+                      could >> 20, (unsigned long long)share >> 20);
+    c->disk_tight = tight; /* the sampler's thread alone */
+    return tight;
+}
 
 static void fill_sample(metrics_sample *x, const Cube__HvStats *st, int64_t at_ms)
 {
@@ -35,8 +97,8 @@ static void fill_sample(metrics_sample *x, const Cube__HvStats *st, int64_t at_m
 }
 
 /* One round: who to ask (with the lock), then each asked without it, each answer kept if the sandbox is
- * still there. */
-static void sample_round(cubelet *c)
+ * still there. true: the node's disk is short (disk_guard). */
+static bool sample_round(cubelet *c)
 {
     size_t n = 0, cap = 0;
     sample_target *t = NULL;
@@ -50,6 +112,8 @@ static void sample_round(cubelet *c)
             cap = nc;
         }
         snprintf(t[n].sandbox_id, sizeof(t[n].sandbox_id), "%s", s->sandbox_id);
+        t[n].sampled = false;
+        t[n].bounded = s->disk_bounded;
         if (!(t[n].control = strdup(s->control))) break;
         if (asprintf(&t[n].log, "%s/sandbox.log", s->state_dir) < 0) {
             free(t[n].control);
@@ -64,13 +128,14 @@ static void sample_round(cubelet *c)
         cube_err err = {0};
         int rc = cube_rpc_call_once(t[i].control, "/cube.Hypervisor/Stats", &e.base,
                                     &cube__hv_stats__descriptor, &resp, SAMPLE_CALL_MS, &err);
-        free(t[i].control);
         if (cl_sandbox_log_trim(t[i].log, SANDBOX_LOG_MAX, SANDBOX_LOG_KEEP) > 0)
             cube_log_info("sandbox log cut to its tail", "sandbox=%s kept=%d", t[i].sandbox_id,
                           SANDBOX_LOG_KEEP);
         free(t[i].log);
         if (rc < 0) continue;
         const Cube__HvStats *st = (const Cube__HvStats *)resp;
+        t[i].sampled = st->disk_total > 0;
+        t[i].disk_free = st->disk_total > st->disk_used ? st->disk_total - st->disk_used : 0;
         metrics_sample x;
         fill_sample(&x, st, cube_now_unix_ms());
         int64_t mono = cube_now_mono_ns();
@@ -82,16 +147,21 @@ static void sample_round(cubelet *c)
         pthread_mutex_unlock(&c->lock);
         protobuf_c_message_free_unpacked(resp, NULL);
     }
+    bool tight = disk_guard(c, t, n);
+    for (size_t i = 0; i < n; i++) free(t[i].control);
     free(t);
     pthread_mutex_lock(&c->lock);
+    return tight;
 }
 
 void *cl_sampler_loop(void *arg)
 {
     cubelet *c = arg;
     pthread_mutex_lock(&c->lock);
+    bool tight = false;
     while (!c->stopping) {
         int every = c->cfg.metrics_sample_ms > 0 ? c->cfg.metrics_sample_ms : METRICS_SAMPLE_MS;
+        if (tight && every > SAMPLE_TIGHT_MS) every = SAMPLE_TIGHT_MS;
         struct timespec dl;
         clock_gettime(CLOCK_REALTIME, &dl);
         dl.tv_sec += every / 1000;
@@ -102,7 +172,7 @@ void *cl_sampler_loop(void *arg)
         }
         while (!c->stopping && pthread_cond_timedwait(&c->tick, &c->lock, &dl) != ETIMEDOUT) {
         }
-        if (!c->stopping) sample_round(c);
+        if (!c->stopping) tight = sample_round(c);
     }
     pthread_mutex_unlock(&c->lock);
     return NULL;

@@ -176,17 +176,20 @@ test('a cubelet killed with SIGKILL and started again adopts its running sandbox
   assert.equal(await again.kill(), true);
 });
 
+// cubelet again, with env (its settings, CUBE_CUBELET_*) over this process's; SIGKILL: the next cubelet adopts
+// the running sandboxes (a SIGTERM stops them)
+const restartCubelet = (env) => {
+  const pid = Number(readFileSync(`${data}/run/cubelet.pid`, 'utf8').trim());
+  process.kill(pid, 'SIGKILL');
+  for (let i = 0; i < 200; i++) {
+    try { process.kill(pid, 0); execFileSync('sleep', ['0.05']); } catch { break; }
+  }
+  execFileSync(`${root}/deploy/cube`, ['up', '--data', data, '--port', String(port), '--pool-size', '2'],
+    { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, ...env } });
+};
+
 test('a node out of memory for sandboxes refuses creates in words; all sandboxes together are capped below its memory', async () => {
   const meminfo = (k) => Number(new RegExp(`^${k}:\\s+(\\d+) kB`, 'm').exec(readFileSync('/proc/meminfo', 'utf8'))[1]);
-  const restart = (env) => { // SIGKILL: the next cubelet adopts the running sandboxes (a SIGTERM stops them)
-    const pid = Number(readFileSync(`${data}/run/cubelet.pid`, 'utf8').trim());
-    process.kill(pid, 'SIGKILL');
-    for (let i = 0; i < 200; i++) {
-      try { process.kill(pid, 0); execFileSync('sleep', ['0.05']); } catch { break; }
-    }
-    execFileSync(`${root}/deploy/cube`, ['up', '--data', data, '--port', String(port), '--pool-size', '2'],
-      { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, ...env } });
-  };
   const cap = '/sys/fs/cgroup/memory/cube/memory.limit_in_bytes';
   const v1 = (() => { try { readFileSync(cap); return true; } catch { return false; } })();
   if (v1) { // what cubelet's default reserve leaves all sandboxes: the node's memory less 1/16 (256 MB..2 GB)
@@ -196,7 +199,7 @@ test('a node out of memory for sandboxes refuses creates in words; all sandboxes
   const running = await Sandbox.create();
   try {
     // the node keeps all but ~256 MB for itself: a 512 MB sandbox may not start, the running one goes on
-    restart({ CUBE_CUBELET_MEMORY_RESERVE_MB: String(Math.floor(meminfo('MemAvailable') / 1024) - 256) });
+    restartCubelet({ CUBE_CUBELET_MEMORY_RESERVE_MB: String(Math.floor(meminfo('MemAvailable') / 1024) - 256) });
     await assert.rejects(Sandbox.create(), (e) => {
       assert.ok(e instanceof ServiceBusyError, `${e.constructor.name}: ${e.message}`);
       assert.match(e.message, /out of memory for sandboxes: \d+ MB left for them .* may use 512 MB; kill sandboxes you no longer need/);
@@ -204,11 +207,46 @@ test('a node out of memory for sandboxes refuses creates in words; all sandboxes
     });
     assert.equal((await running.commands.run('echo on')).stdout, 'on\n');
   } finally {
-    restart({});
+    restartCubelet({});
   }
   const again = await Sandbox.create();
   assert.equal((await again.commands.run('echo on')).stdout, 'on\n');
   await Promise.all([again.kill(), running.kill()]);
+});
+
+test('a node whose disk cannot hold what its sandboxes could write bounds them: ENOSPC to the writer, nothing lost', async () => {
+  // sandboxes' disks (1 GB each) take the node's disk as they are written: with the node keeping all but
+  // 700 MB of its free space, two sandboxes could write more than that, so each may write an equal share of
+  // what is left (re-split every second: a lone writer takes more as long as the node keeps its reserve)
+  const freeMb = () => Math.floor(statfsSync(data).bavail * statfsSync(data).bsize / 2 ** 20);
+  const [a, b] = await Promise.all([Sandbox.create(), Sandbox.create()]);
+  const reserve = freeMb() - 700;
+  try {
+    restartCubelet({ CUBE_CUBELET_DISK_RESERVE_MB: String(reserve) });
+    const avail = async () => Number((await a.commands.run('df -m --output=avail / | tail -1')).stdout.trim());
+    let mb = await avail();
+    for (let i = 0; i < 100 && mb > 400; i++) { await sleep(200); mb = await avail(); }
+    assert.ok(mb <= 400, `a's disk still shows ${mb} MB free`);
+    const r = await a.commands.run('yes 0123456789abcdef | dd of=/tmp/big bs=1M count=1024 iflag=fullblock conv=fsync; echo rc=$?; sync; stat -c %s /tmp/big', { timeoutMs: 120000 });
+    assert.match(r.stdout + r.stderr, /No space left on device/);
+    assert.doesNotMatch(r.stdout, /rc=0/);
+    const wrote = Number(r.stdout.trim().split('\n').pop());
+    assert.ok(wrote > 300 * 2 ** 20 && wrote <= 700 * 2 ** 20, `wrote ${wrote}`);
+    assert.ok(freeMb() >= reserve - 64, `the node's disk went below its reserve: ${freeMb()} MB free, ${reserve} kept`);
+    // what it wrote reads back whole (past its 512 MB of memory, from the disk); the other sandbox answers
+    assert.equal((await a.commands.run('yes 0123456789abcdef | cmp -n $(stat -c %s /tmp/big) /tmp/big - && echo same')).stdout, 'same\n');
+    assert.equal((await b.commands.run('echo on')).stdout, 'on\n');
+  } finally {
+    restartCubelet({});
+  }
+  // the node's room back: the bounds go (the new cubelet lifts what the one before set)
+  let mb = 0;
+  for (let i = 0; i < 100 && mb < 900; i++) {
+    mb = Number((await a.commands.run('rm -f /tmp/big; df -m --output=avail / | tail -1')).stdout.trim());
+    if (mb < 900) await sleep(200);
+  }
+  assert.ok(mb >= 900, `a's disk shows ${mb} MB free after the node has room again`);
+  await Promise.all([a.kill(), b.kill()]);
 });
 
 test('lifecycle: paused on timeout, resumed by the next request', async () => {

@@ -32,6 +32,7 @@
 static char id[128] = "?";
 static pid_t init_pid;
 static int stop_fd;
+static uint64_t disk_bytes; /* --disk-mb: Stats reports a disk of that size with 1 MB used */
 
 static void note(const char *what)
 {
@@ -96,6 +97,8 @@ static int stats(void *svc, cube_rpc_ctx *ctx, const void *req, void *resp, cube
     static int64_t born;
     if (!born) born = cube_now_mono_ns();
     out->cpu_usage_ns = (uint64_t)(cube_now_mono_ns() - born) / 2;
+    out->disk_total = disk_bytes;
+    out->disk_used = disk_bytes ? 1 << 20 : 0;
     note("Stats");
     return 0;
 }
@@ -110,11 +113,24 @@ static int stop(void *svc, cube_rpc_ctx *ctx, const void *req, void *resp, cube_
     return 0;
 }
 
+/* "DiskBound" (the node bounds what it may write) or "DiskLifted" */
+static int set_disk_room(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *resp, cube_err *err)
+{
+    (void)svc, (void)ctx, (void)resp, (void)err;
+    const Cube__HvDiskRoom *req = reqp;
+    note(req->limited ? "DiskBound" : "DiskLifted");
+    return 0;
+}
+
 #define M(name, fn, req, resp) CUBE_RPC_METHOD("cube.Hypervisor", name, fn, req, resp)
 static const cube_rpc_method methods[] = {
-    M("Info", info, cube__empty, cube__hv_info),    M("Pause", pause_, cube__empty, cube__empty),
-    M("Resume", resume_, cube__empty, cube__empty), M("Stats", stats, cube__empty, cube__hv_stats),
-    M("Stop", stop, cube__empty, cube__empty),      {0},
+    M("Info", info, cube__empty, cube__hv_info),
+    M("Pause", pause_, cube__empty, cube__empty),
+    M("Resume", resume_, cube__empty, cube__empty),
+    M("Stats", stats, cube__empty, cube__hv_stats),
+    M("Stop", stop, cube__empty, cube__empty),
+    M("SetDiskRoom", set_disk_room, cube__hv_disk_room, cube__empty),
+    {0},
 };
 
 /* The "init": a network namespace of its own with an agent that answers every request 204 (POST /init). */
@@ -169,6 +185,7 @@ int main(int argc, char **argv)
         if (strcmp(argv[i], "--rootfs") == 0) rootfs = argv[i + 1];
     }
     if (!state) return 2;
+    if (strcmp(disk_mb, "-") != 0) disk_bytes = strtoull(disk_mb, NULL, 10) << 20;
     char size[64]; /* "Size:<cpus>:<memory-mb> <id>" in the log: the limits it was started with */
     snprintf(size, sizeof(size), "Size:%s:%s", cpus, memory_mb);
     note(size);

@@ -82,6 +82,7 @@ static void start_node(bool sandboxes_tmpfs)
     template("broken", "{\"pool\":0,\"rootfs\":\"/nonexistent/broken\"}");
     template("sized", "{\"pool\":0,\"cpu\":4,\"memoryMB\":2048,\"diskMB\":32}");
     template("missized", "{\"pool\":0,\"cpu\":0,\"memoryMB\":1,\"diskMB\":1e12}");
+    template("big-disk", "{\"pool\":0,\"diskMB\":2048}");
     static char hv[600], master[400]; /* the cubelet keeps these */
     snprintf(hv, sizeof(hv), "%s/fake_hypervisor", getenv("CUBE_TEST_BIN_DIR"));
     snprintf(master, sizeof(master), "unix:%s/no-master.sock", dir);
@@ -1221,6 +1222,34 @@ START_TEST(a_node_out_of_disk_for_sandboxes_refuses_creates_in_words)
 }
 END_TEST
 
+/* While what the handed-out sandboxes' disks could still take is more than the node's disk has free beyond
+ * its reserve, each sandbox's writes are bounded (SetDiskRoom: ENOSPC at its share, see test_hypervisor);
+ * once the node has the room again, the bounds go. Here the node has ~3 GB to spare: one sandbox with a 2 GB
+ * disk and one with 16 MB fit it; a second 2 GB one is admitted (2 GB free for it) but all three could write
+ * more than the node has, so all are bounded; with it killed, the others are let go. */
+START_TEST(the_node_bounds_sandboxes_writes_while_its_disk_is_short)
+{
+    struct statvfs vfs;
+    ck_assert_int_eq(statvfs(dir, &vfs), 0);
+    long long free_mb = (long long)((unsigned long long)vfs.f_bavail * vfs.f_frsize >> 20);
+    ck_assert_int_gt(free_mb, 8192);
+    teardown();
+    disk_reserve_mb = free_mb - 3072;
+    setup();
+    cube_err err = {0};
+    ck_assert_msg(create("small", "cold", NULL, &err) == 0, "%s", err.msg);
+    ck_assert_msg(create("big-1", "big-disk", NULL, &err) == 0, "%s", err.msg);
+    wait_count("Stats", 4);
+    ck_assert_int_eq(count("DiskBound"), 0); /* 2 GB and 16 MB: the node has the room */
+    ck_assert_msg(create("big-2", "big-disk", NULL, &err) == 0, "%s", err.msg);
+    wait_count("DiskBound", 3); /* all three, each to an equal share */
+    ck_assert_int_eq(count("DiskLifted"), 0);
+    ck_assert_msg(by_ref("/cube.Cubelet/KillSandbox", "big-2", &cube__empty__descriptor, &err) == 0, "%s",
+                  err.msg);
+    wait_count("DiskLifted", 2);
+}
+END_TEST
+
 START_TEST(the_nodes_shared_limits_outgrow_its_sandboxes)
 {
     write_long("/proc/sys/kernel/pid_max", 32768);              /* the kernel's default on a small machine */
@@ -1260,6 +1289,7 @@ int main(void)
     tcase_add_test(tc, a_busy_node_says_so_before_its_callers_deadline);
     tcase_add_test(tc, a_node_out_of_memory_for_sandboxes_refuses_creates_in_words);
     tcase_add_test(tc, a_node_out_of_disk_for_sandboxes_refuses_creates_in_words);
+    tcase_add_test(tc, the_node_bounds_sandboxes_writes_while_its_disk_is_short);
     tcase_add_test(tc, a_hypervisor_that_cannot_start_says_why);
     tcase_add_test(tc, a_sandbox_keeps_its_metrics_history);
     tcase_add_test(tc, a_templates_size_is_its_sandboxes_limits);

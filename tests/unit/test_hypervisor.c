@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mount.h>
+#include <sys/statfs.h>
 #include <net/if.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
@@ -614,6 +615,70 @@ START_TEST(a_sandboxs_disk_stays_out_of_the_nodes_mounts)
 }
 END_TEST
 
+static void set_disk_room(sandbox *sb, bool limited, uint64_t bytes)
+{
+    Cube__HvDiskRoom req = CUBE__HV_DISK_ROOM__INIT;
+    req.limited = limited;
+    req.writable_bytes = bytes;
+    ProtobufCMessage *resp = NULL;
+    cube_err err = {0};
+    ck_assert_msg(
+        hv_call(sb, "/cube.Hypervisor/SetDiskRoom", &req.base, &cube__empty__descriptor, &resp, &err) == 0,
+        "%s", err.msg);
+    protobuf_c_message_free_unpacked(resp, NULL);
+}
+
+/* What the sandbox sees free on its disk (its root's statfs is its writable layer's), in MB. */
+static long long sandbox_free_mb(sandbox *sb)
+{
+    char p[64];
+    snprintf(p, sizeof(p), "/proc/%d/root", (int)sb->init);
+    struct statfs fs;
+    ck_assert_int_eq(statfs(p, &fs), 0);
+    return (long long)((unsigned long long)fs.f_bavail * (unsigned long long)fs.f_bsize >> 20);
+}
+
+/* A sandbox's disk is a sparse image on the node's disk: the node's filesystem (here a 48 MB tmpfs under a
+ * 128 MB disk) can fill before the sandbox's own, and then the sandbox's writes are lost behind its
+ * filesystem without its writer hearing of it. Bounded by the node (SetDiskRoom, cubelet's guard), the
+ * writer gets ENOSPC at the bound instead, and what it wrote is whole; unbounded again, it writes on. */
+START_TEST(a_disk_bounded_by_the_node_is_enospc_to_the_writer)
+{
+    char dir[400], tpl[600], cmd[700];
+    snprintf(dir, sizeof(dir), "%s/small-node-disk", workdir);
+    ck_assert_int_eq(mkdir(dir, 0755), 0);
+    ck_assert_int_eq(mount("tmpfs", dir, "tmpfs", 0, "size=48m"), 0);
+    cube_err err = {0};
+    ck_assert_msg(hv_disk_template(dir, 128, tpl, sizeof(tpl), &err) == 0, "%s", err.msg);
+    sandbox a;
+    sb_start(&a, "disk-room", "--disk-template", tpl, "--disk-mb", "128", NULL);
+    ck_assert_int_gt(sandbox_free_mb(&a), 100);
+    set_disk_room(&a, true, 16 << 20);
+    ck_assert_int_le(sandbox_free_mb(&a), 16);
+    run_result r;
+    sb_run(&a,
+           "dd if=/dev/zero of=/root/big bs=1M count=64 conv=fsync 2>&1; echo rc=$?; sync; echo size=$(wc -c "
+           "< /root/big)",
+           &r);
+    ck_assert_msg(strstr(r.out, "No space left on device") && !strstr(r.out, "rc=0"), "%s", r.out);
+    const char *size = strstr(r.out, "size=");
+    long long wrote = size ? atoll(size + 5) : -1;
+    ck_assert_msg(wrote >= (15 << 20) && wrote <= (16 << 20), "wrote %lld: %s", wrote, r.out);
+    struct statfs node;
+    ck_assert_int_eq(statfs(dir, &node), 0);
+    ck_assert_msg(node.f_bavail * node.f_bsize > (16ull << 20), "the node's disk filled: %llu bytes left",
+                  (unsigned long long)(node.f_bavail * node.f_bsize));
+    set_disk_room(&a, false, 0);
+    ck_assert_int_gt(sandbox_free_mb(&a), 90);
+    expect_run(&a, "dd if=/dev/zero of=/root/more bs=1M count=8 conv=fsync 2>/dev/null && echo ok", "ok\n");
+    sb_stop(&a);
+    assert_nothing_left(&a);
+    ck_assert_int_eq(umount2(dir, MNT_DETACH), 0);
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+    ck_assert_int_eq(system(cmd), 0);
+}
+END_TEST
+
 START_TEST(bad_arguments_are_refused_clearly)
 {
     const char *hv = getenv("CUBE_HV_BIN");
@@ -858,6 +923,9 @@ int main(void)
     int tc_count = (int)(sizeof(ns_cases) / sizeof(ns_cases[0]));
     for (int i = 0; i < tc_count; i++) tcase_add_test(tc, ns_cases[i]);
     tcase_add_test(tc, bad_arguments_are_refused_clearly);
+    /* not from the zygote: the small node disk it mounts is made after the zygote's mount namespace was (the
+     * bound is the same control call either way) */
+    tcase_add_test(tc, a_disk_bounded_by_the_node_is_enospc_to_the_writer);
     suite_add_tcase(s, tc);
     TCase *tz = tcase_create("ns backend, forked from cube-zygote");
     tcase_set_timeout(tz, 120);
