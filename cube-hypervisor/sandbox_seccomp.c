@@ -1,6 +1,7 @@
 #include "sandbox_seccomp.h"
 
 #include <errno.h>
+#include <linux/falloc.h>
 #include <linux/filter.h>
 #include <linux/seccomp.h>
 #include <pthread.h>
@@ -93,6 +94,16 @@ static void compile(void)
                                   SCMP_A0(SCMP_CMP_MASKED_EQ, ns_flags[i], ns_flags[i]));
     }
     if (rc == 0) rc = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(ENOSYS), SCMP_SYS(clone3), 0);
+    /* fallocate that allocates: a sandbox's disk is a sparse image, and space allocated without being
+     * written takes the node's disk only when it is written, past the bound the node sets on what a sandbox
+     * may still write while its disk is short (hv_disk_set_room). Refused as by a filesystem without it
+     * (EOPNOTSUPP: libc's posix_fallocate then writes the blocks, which the bound counts); punching holes
+     * and collapsing ranges give space back and stay. (Kernel 6.18's overlayfs over the sandbox's idmapped
+     * writable layer answers the same already; this holds it whatever the kernel does.) */
+    if (rc == 0)
+        rc =
+            seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EOPNOTSUPP), SCMP_SYS(fallocate), 1,
+                             SCMP_A1(SCMP_CMP_MASKED_EQ, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_COLLAPSE_RANGE, 0));
     /* the program as the kernel takes it, through a memory file (libseccomp 2.5 exports to a descriptor) */
     int fd = rc == 0 ? memfd_create("cube-seccomp", MFD_CLOEXEC) : -1;
     if (rc == 0 && fd < 0) rc = -errno;

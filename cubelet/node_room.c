@@ -1,59 +1,50 @@
 /* The node's memory and disk, and the creates it takes (see cl_room_admit). */
 #include <errno.h>
+#include <stdio.h>
 #include <sys/statvfs.h>
 
 #include "cubelet_internal.h"
 #include "fsutil.h"
 #include "metrics.h"
 
-/* A sandbox's memory limit is promised, not set aside: idle sandboxes hold a few MB each, so a node takes
+/* Refuses n sandboxes of tpl, each of which may take need_mb of what the node has `have_mb` (less its
+ * reserve): "busy" (EAGAIN), which masters take to another node, in words with the figures. */
+static int refuse(const cubelet *c, const cl_template *tpl, unsigned n, const char *what, long long have_mb,
+                  const char *have, long long reserve_mb, const char *verb, long long need_mb, cube_err *err)
+{
+    long long left_mb = have_mb - reserve_mb;
+    char metric[96];
+    snprintf(metric, sizeof(metric), "cube_node_creates_refused_total{reason=\"%s\"}", what);
+    cube_metric_add(metric, "Creates a node refused for want of memory or disk", 1);
+    return cube_err_set(
+        err, EAGAIN,
+        "node %s is out of %s for sandboxes: %lld MB left for them (%lld MB %s, %lld MB kept for "
+        "the node), and %s of template '%s' may %s %lld MB; kill sandboxes you no longer need, "
+        "or try again later",
+        c->cfg.node_id ? c->cfg.node_id : "", what, left_mb > 0 ? left_mb : 0, have_mb, have, reserve_mb,
+        n > 1 ? "the sandboxes" : "a sandbox", tpl->name, verb, need_mb);
+}
+
+/* Memory: a sandbox's limit is promised, not set aside (idle sandboxes hold a few MB each), so a node takes
  * many more sandboxes than its memory would hold at their limits. But once what sandboxes use leaves the
- * node less than a new sandbox may use (beyond the node's own reserve), starting one more only squeezes
- * the running ones: past the cap on all sandboxes (main.c), the kernel ends a process of one of them, which
- * kept within its own limit. */
-static int memory_admit(const cubelet *c, const cl_template *tpl, unsigned n, cube_err *err)
-{
-    long long avail_kb = cube_meminfo_kb("MemAvailable");
-    if (avail_kb < 0) return 0; /* no /proc/meminfo: nothing to go by */
-    long long left_mb = avail_kb / 1024 - c->cfg.memory_reserve_mb;
-    long long need_mb = (long long)tpl->memory_mb * n;
-    if (left_mb >= need_mb) return 0;
-    cube_metric_add("cube_node_creates_refused_total{reason=\"memory\"}",
-                    "Creates a node refused for want of memory or disk", 1);
-    return cube_err_set(
-        err, EAGAIN,
-        "node %s is out of memory for sandboxes: %lld MB left for them (%lld MB available, %lld "
-        "MB kept for the node), and %s of template '%s' may use %lld MB; kill sandboxes you "
-        "no longer need, or try again later",
-        c->cfg.node_id ? c->cfg.node_id : "", left_mb > 0 ? left_mb : 0, avail_kb / 1024,
-        c->cfg.memory_reserve_mb, n > 1 ? "the sandboxes" : "a sandbox", tpl->name, need_mb);
-}
-
-/* Disks too: each sandbox's disk is a sparse image on the node's disk that takes space as it is written.
- * When the node's filesystem fills, a sandbox's writes still find room in its own filesystem but not behind
- * it: they are lost (the kernel says "potential data loss"; the writer's fsync may not). So no sandbox is
- * started on a node whose free space, beyond its reserve, is less than the sandbox's disk. */
-static int disk_admit(const cubelet *c, const cl_template *tpl, unsigned n, cube_err *err)
-{
-    struct statvfs vfs;
-    if (statvfs(c->cfg.data_dir, &vfs) < 0) return 0;
-    long long free_mb = (long long)((unsigned long long)vfs.f_bavail * vfs.f_frsize >> 20);
-    long long left_mb = free_mb - c->cfg.disk_reserve_mb;
-    long long need_mb = (long long)(tpl->disk_mb > 0 ? tpl->disk_mb : cl_node_disk_mb(c)) * n;
-    if (left_mb >= need_mb) return 0;
-    cube_metric_add("cube_node_creates_refused_total{reason=\"disk\"}",
-                    "Creates a node refused for want of memory or disk", 1);
-    return cube_err_set(
-        err, EAGAIN,
-        "node %s is out of disk for sandboxes: %lld MB left for them (%lld MB free, %lld MB kept "
-        "for the node), and %s of template '%s' may write %lld MB; kill sandboxes you no longer "
-        "need, or try again later",
-        c->cfg.node_id ? c->cfg.node_id : "", left_mb > 0 ? left_mb : 0, free_mb, c->cfg.disk_reserve_mb,
-        n > 1 ? "the sandboxes" : "a sandbox", tpl->name, need_mb);
-}
-
+ * node less than a new sandbox may use (beyond the node's own reserve), starting one more only squeezes the
+ * running ones: past the cap on all sandboxes (main.c), the kernel ends a process of one of them, which
+ * kept within its own limit.
+ * Disk: each sandbox's disk is a sparse image on the node's disk that takes space as it is written; a node
+ * whose free space (beyond its reserve) is less than a sandbox's disk starts none (metrics_sampler.c bounds
+ * the running ones' writes while the node's disk is short). */
 int cl_room_admit(const cubelet *c, const cl_template *tpl, unsigned n, cube_err *err)
 {
     if (n == 0) n = 1;
-    return memory_admit(c, tpl, n, err) < 0 || disk_admit(c, tpl, n, err) < 0 ? -1 : 0;
+    long long avail_kb = cube_meminfo_kb("MemAvailable"), need_mb = (long long)tpl->memory_mb * n;
+    if (avail_kb >= 0 && avail_kb / 1024 - c->cfg.memory_reserve_mb < need_mb)
+        return refuse(c, tpl, n, "memory", avail_kb / 1024, "available", c->cfg.memory_reserve_mb, "use",
+                      need_mb, err);
+    struct statvfs vfs;
+    if (statvfs(c->cfg.data_dir, &vfs) < 0) return 0;
+    long long free_mb = (long long)((unsigned long long)vfs.f_bavail * vfs.f_frsize >> 20);
+    need_mb = (long long)(tpl->disk_mb > 0 ? tpl->disk_mb : cl_node_disk_mb(c)) * n;
+    if (free_mb - c->cfg.disk_reserve_mb < need_mb)
+        return refuse(c, tpl, n, "disk", free_mb, "free", c->cfg.disk_reserve_mb, "write", need_mb, err);
+    return 0;
 }

@@ -2,6 +2,7 @@
  * Each verb prints one line, "ok" or the errno name, and exits 0; the test reads the line. */
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/falloc.h>
 #include <linux/bpf.h>
 #include <linux/perf_event.h>
 #include <net/if.h>
@@ -80,6 +81,20 @@ int main(int argc, char **argv)
         int fd = open(argv[2], O_WRONLY);
         if (fd < 0) return report(-1);
         return report(write(fd, argv[3], strlen(argv[3])));
+    }
+    if (!strcmp(v, "fallocate") &&
+        argc == 3) { /* 1 MB of /tmp/falloc: alloc, keep (KEEP_SIZE), punch, posix */
+        int fd = open("/tmp/falloc", O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+        if (fd < 0) return report(-1);
+        if (!strcmp(argv[2], "posix")) {
+            int e = posix_fallocate(fd, 0, 1 << 20);
+            errno = e;
+            return report(e ? -1 : 0);
+        }
+        int mode = !strcmp(argv[2], "keep")    ? FALLOC_FL_KEEP_SIZE
+                   : !strcmp(argv[2], "punch") ? FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE
+                                               : 0;
+        return report(fallocate(fd, mode, 0, 1 << 20));
     }
     if (!strcmp(v, "io_uring")) {
         char params[120] = {0}; /* struct io_uring_params */

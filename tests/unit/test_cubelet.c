@@ -1140,6 +1140,15 @@ static void write_long(const char *path, long long v)
     ck_assert_int_eq(fclose(f), 0);
 }
 
+/* The node again, keeping these for itself (its memory_reserve_mb, disk_reserve_mb). */
+static void restart_node(long long memory_mb, long long disk_mb)
+{
+    teardown();
+    reserve_mb = memory_mb;
+    disk_reserve_mb = disk_mb;
+    setup();
+}
+
 static int fork_children(const char *parent, unsigned n, cube_err *err)
 {
     Cube__NodeCreateRequest kids[4], *kp[4];
@@ -1170,9 +1179,7 @@ START_TEST(a_node_out_of_memory_for_sandboxes_refuses_creates_in_words)
 {
     long long avail_mb = cube_meminfo_kb("MemAvailable") / 1024;
     ck_assert_int_gt(avail_mb, 2560);
-    teardown();
-    reserve_mb = avail_mb - 1024;
-    setup();
+    restart_node(avail_mb - 1024, 0);
     cube_err err = {0};
     ck_assert_msg(create("mem-small", "pooled", NULL, &err) == 0, "%s", err.msg);
     ck_assert_int_eq(create("mem-big", "sized", NULL, &err), -1);
@@ -1189,9 +1196,7 @@ START_TEST(a_node_out_of_memory_for_sandboxes_refuses_creates_in_words)
     ck_assert_int_eq(err.code, EAGAIN);
     ck_assert_msg(strstr(err.msg, "the sandboxes of template 'pooled' may use 1536 MB"), "%s", err.msg);
     /* with the node's memory to spare, the same create starts */
-    teardown();
-    reserve_mb = 0;
-    setup();
+    restart_node(0, 0);
     cube_err_clear(&err);
     ck_assert_msg(create("mem-big", "sized", NULL, &err) == 0, "%s", err.msg);
 }
@@ -1205,18 +1210,14 @@ START_TEST(a_node_out_of_disk_for_sandboxes_refuses_creates_in_words)
     struct statvfs vfs;
     ck_assert_int_eq(statvfs(dir, &vfs), 0);
     long long free_mb = (long long)((unsigned long long)vfs.f_bavail * vfs.f_frsize >> 20);
-    teardown();
-    disk_reserve_mb = free_mb + 1024;
-    setup();
+    restart_node(0, free_mb + 1024);
     cube_err err = {0};
     ck_assert_int_eq(create("disk-1", "cold", NULL, &err), -1);
     ck_assert_int_eq(err.code, EAGAIN);
     ck_assert_msg(strstr(err.msg, "out of disk for sandboxes: 0 MB left for them") &&
                       strstr(err.msg, "a sandbox of template 'cold' may write 16 MB"),
                   "%s", err.msg);
-    teardown();
-    disk_reserve_mb = 0;
-    setup();
+    restart_node(0, 0);
     cube_err_clear(&err);
     ck_assert_msg(create("disk-1", "cold", NULL, &err) == 0, "%s", err.msg);
 }
@@ -1233,9 +1234,7 @@ START_TEST(the_node_bounds_sandboxes_writes_while_its_disk_is_short)
     ck_assert_int_eq(statvfs(dir, &vfs), 0);
     long long free_mb = (long long)((unsigned long long)vfs.f_bavail * vfs.f_frsize >> 20);
     ck_assert_int_gt(free_mb, 8192);
-    teardown();
-    disk_reserve_mb = free_mb - 3072;
-    setup();
+    restart_node(0, free_mb - 3072);
     cube_err err = {0};
     ck_assert_msg(create("small", "cold", NULL, &err) == 0, "%s", err.msg);
     ck_assert_msg(create("big-1", "big-disk", NULL, &err) == 0, "%s", err.msg);

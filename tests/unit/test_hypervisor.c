@@ -201,6 +201,14 @@ START_TEST(kernel_surfaces_are_refused)
     }
     /* (a mount namespace of its own is cheap and its own: allowed) */
     expect_run(&a, "cube-probe mntns", "ok\n");
+    /* space allocated without being written (fallocate's unwritten extents) would take the node's disk only
+     * when written, past the node's bound on what the sandbox may still write (hv_disk_set_room): refused
+     * as a filesystem without it does, which posix_fallocate (libc writes the blocks) and holes punched
+     * (they give space back) do not meet */
+    expect_run(&a, "cube-probe fallocate alloc", "EOPNOTSUPP\n");
+    expect_run(&a, "cube-probe fallocate keep", "EOPNOTSUPP\n");
+    expect_run(&a, "cube-probe fallocate posix && stat -c %s /tmp/falloc", "ok\n1048576\n");
+    expect_run(&a, "cube-probe fallocate punch", "ok\n");
     /* host kernel settings and devices */
     run_result r;
     sb_run(&a, "cube-probe write /proc/sys/vm/drop_caches 3", &r);
