@@ -135,6 +135,27 @@ static int loop_bind(int fd, char *dev, size_t cap, cube_err *err)
     return rc;
 }
 
+/* A detached mount of the ext4 image open at img (bound to a loop device here); -1 with err. It belongs to no
+ * namespace until placed, and goes (with the device) if never placed. */
+static int mount_image(int img, const char *what, cube_err *err)
+{
+    char dev[64];
+    int lfd = loop_bind(img, dev, sizeof(dev), err);
+    if (lfd < 0) return -1;
+    int mfd = -1, fs = (int)syscall(SYS_fsopen, "ext4", FSOPEN_CLOEXEC);
+    if (fs < 0 || syscall(SYS_fsconfig, fs, FSCONFIG_SET_STRING, "source", dev, 0) < 0 ||
+        /* the kernel would otherwise zero every inode table in the background after the mount: 16 MB of
+         * writes through the loop device for each 1 GB of disk (inodes not yet in use are known as such from
+         * the group descriptors either way) */
+        syscall(SYS_fsconfig, fs, FSCONFIG_SET_FLAG, "noinit_itable", NULL, 0) < 0 ||
+        syscall(SYS_fsconfig, fs, FSCONFIG_CMD_CREATE, NULL, NULL, 0) < 0 ||
+        (mfd = (int)syscall(SYS_fsmount, fs, FSMOUNT_CLOEXEC, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV)) < 0)
+        cube_err_sys(err, errno, "mount %s (%s)", dev, what);
+    if (fs >= 0) close(fs);
+    close(lfd); /* the mount holds the device now (or, failed, nothing does: it clears) */
+    return mfd;
+}
+
 int hv_disk_prepare(const char *template_img, const char *scratch, cube_err *err)
 {
     int in = open(template_img, O_RDONLY | O_CLOEXEC);
@@ -147,33 +168,51 @@ int hv_disk_prepare(const char *template_img, const char *scratch, cube_err *err
     }
     int rc = sparse_copy(in, out, err);
     close(in);
-    char dev[64];
-    int lfd = rc == 0 ? loop_bind(out, dev, sizeof(dev), err) : -1;
+    char what[4200];
+    snprintf(what, sizeof(what), "a copy of %s", template_img);
+    int mfd = rc == 0 ? mount_image(out, what, err) : -1;
     /* the device holds the file from here: its name is not needed any more, and the space goes with it */
     unlink(scratch);
     close(out);
-    if (lfd < 0) return -1;
-    /* a detached mount: it belongs to no namespace until placed, and goes (with the device) if never placed
-     */
-    int mfd = -1, fs = (int)syscall(SYS_fsopen, "ext4", FSOPEN_CLOEXEC);
-    if (fs < 0 || syscall(SYS_fsconfig, fs, FSCONFIG_SET_STRING, "source", dev, 0) < 0 ||
-        /* the kernel would otherwise zero every inode table in the background after the mount: 16 MB of
-         * writes through the loop device for each 1 GB disk, on a filesystem that never outlives its sandbox
-         * (inodes not yet in use are known as such from the group descriptors either way) */
-        syscall(SYS_fsconfig, fs, FSCONFIG_SET_FLAG, "noinit_itable", NULL, 0) < 0 ||
-        syscall(SYS_fsconfig, fs, FSCONFIG_CMD_CREATE, NULL, NULL, 0) < 0 ||
-        (mfd = (int)syscall(SYS_fsmount, fs, FSMOUNT_CLOEXEC, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV)) < 0)
-        cube_err_sys(err, errno, "mount %s (a copy of %s)", dev, template_img);
-    if (fs >= 0) close(fs);
-    close(lfd); /* the mount holds the device now (or, failed, nothing does: it clears) */
     /* the overlay's upper and work directories, made now: a fresh filesystem's first allocations read its
      * bitmaps through the loop device, which is what the sandbox's start would otherwise wait for (~0.5 ms,
      * and the overlay's own probes of the upper layer then find them cached) */
     if (mfd >= 0 && (mkdirat(mfd, "upper", 0755) < 0 || mkdirat(mfd, "work", 0755) < 0)) {
-        cube_err_sys(err, errno, "prepare %s (a copy of %s)", dev, template_img);
+        cube_err_sys(err, errno, "prepare %s", what);
         close(mfd);
         mfd = -1;
     }
+    return mfd;
+}
+
+int hv_disk_open_kept(const char *template_img, const char *image, cube_err *err)
+{
+    int img = open(image, O_RDWR | O_CLOEXEC);
+    if (img < 0 && errno != ENOENT) return cube_err_sys(err, errno, "open %s", image);
+    if (img < 0) { /* new: a copy of the template, whole under its name before anyone uses it */
+        char tmp[4300];
+        snprintf(tmp, sizeof(tmp), "%s.new", image);
+        int in = open(template_img, O_RDONLY | O_CLOEXEC);
+        if (in < 0) return cube_err_sys(err, errno, "open disk template %s", template_img);
+        int out = open(tmp, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+        if (out < 0) {
+            int e = errno;
+            close(in);
+            return cube_err_sys(err, e, "create %s", tmp);
+        }
+        int rc = sparse_copy(in, out, err);
+        close(in);
+        if (rc == 0 && (fsync(out) < 0 || rename(tmp, image) < 0))
+            rc = cube_err_sys(err, errno, "keep %s", image);
+        if (rc < 0) {
+            close(out);
+            unlink(tmp);
+            return -1;
+        }
+        img = out;
+    }
+    int mfd = mount_image(img, image, err);
+    close(img);
     return mfd;
 }
 

@@ -33,6 +33,9 @@ int hv_disk_attach(const char *template_img, const char *scratch, const char *mo
  * starts): prepare returns a detached mount of a fresh copy (an fd: closed unplaced, the mount, the device
  * and the copy go), place attaches it at mountpoint. */
 int hv_disk_prepare(const char *template_img, const char *scratch, cube_err *err);
+/* A disk kept under its name (a volume's): a detached mount of image, made first as a copy of template_img
+ * when there is none; the file stays when the mount goes. */
+int hv_disk_open_kept(const char *template_img, const char *image, cube_err *err);
 int hv_disk_place(int mount_fd, const char *mountpoint, uid_t uid, cube_err *err);
 
 /* A disk outlives its sandbox and serves the next one, instead of a new copy for each: the hypervisor, whose

@@ -106,6 +106,7 @@ int cubelet_init(cubelet *c, const cubelet_config *cfg, cube_err *err)
     c->cfg = *cfg;
     pthread_mutex_init(&c->lock, NULL);
     pthread_mutex_init(&c->templates_lock, NULL);
+    pthread_mutex_init(&c->volumes_lock, NULL);
     cl_builds_init(c);
     pthread_cond_init(&c->refill, NULL);
     pthread_cond_init(&c->tick, NULL);
@@ -133,6 +134,9 @@ int cubelet_init(cubelet *c, const cubelet_config *cfg, cube_err *err)
     snprintf(c->disk_mb, sizeof(c->disk_mb), "%d", cl_node_disk_mb(c));
     if (cl_disk_template(c, cl_node_disk_mb(c), c->disk_template, sizeof(c->disk_template), err) < 0)
         return cube_err_prefix(err, "sandbox disks");
+    if (cfg->volume_mb > 0 &&
+        cl_disk_template(c, cfg->volume_mb, c->volume_template, sizeof(c->volume_template), err) < 0)
+        return cube_err_prefix(err, "volume disks");
     adopt_running(c);
     if (cfg->net && *cfg->net) {
         c->net = cube_rpc_client_new(cfg->net, err);

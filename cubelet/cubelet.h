@@ -114,6 +114,9 @@ typedef struct cubelet_config {
     long long memory_reserve_mb;
     /* the same of its disk (the data directory's filesystem, where sandboxes' disks are sparse images) */
     long long disk_reserve_mb;
+    /* each volume's size: a filesystem of its own (a sparse image beside it, as sandboxes' disks are), full
+     * at this size; 0: volumes are plain directories on the node's disk, bounded by nothing */
+    int volume_mb;
 } cubelet_config;
 
 typedef struct cubelet {
@@ -151,11 +154,14 @@ typedef struct cubelet {
     int retire_credits; /* while behind: creates' starts allowed, one per teardown finished meanwhile */
     pthread_t refill_thread, heartbeat_thread, reaper_thread, sampler_thread;
     bool disk_tight; /* the sampler thread alone: its disk guard bounds sandboxes now (metrics_sampler.c) */
-    cube_rpc_failover masters; /* heartbeats go to every one of them */
-    cube_rpc_client *net;      /* NULL without cube-net */
-    int draining;              /* no new sandboxes: reported in heartbeats; kept in <data>/draining */
-    char disk_template[4400];  /* the empty ext4 image of cfg.disk_mb sandboxes' disks are copies of */
-    char *egress_ca_pem;       /* the node's egress CA, for sandboxes to trust (read once it exists) */
+    bool disk_guard_ran;          /* the sampler thread alone: the guard has looked once */
+    cube_rpc_failover masters;    /* heartbeats go to every one of them */
+    cube_rpc_client *net;         /* NULL without cube-net */
+    int draining;                 /* no new sandboxes: reported in heartbeats; kept in <data>/draining */
+    char disk_template[4400];     /* the empty ext4 image of cfg.disk_mb sandboxes' disks are copies of */
+    char volume_template[4400];   /* the same of cfg.volume_mb, for volumes; empty: volumes are directories */
+    pthread_mutex_t volumes_lock; /* a volume's disk mounted once (volume_files.c, cl_volume_dir) */
+    char *egress_ca_pem;          /* the node's egress CA, for sandboxes to trust (read once it exists) */
     char disk_mb[16];
     /* template builds (build.c): with builds_lock */
     pthread_mutex_t builds_lock;

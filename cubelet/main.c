@@ -45,6 +45,9 @@ static const cube_config_flag flags[] = {
     {"disk-reserve-mb", "cubelet.disk_reserve_mb", true,
      "disk the node keeps for itself on the data directory's filesystem: creates are refused while its free "
      "space less this is less than a sandbox's disk (default: a twentieth of it, 1024 to 10240)"},
+    {"volume-mb", "cubelet.volume_mb", true,
+     "each volume's size: a filesystem of its own, ENOSPC to writers when full (default 10240; 0: plain "
+     "directories on the node's disk, bounded by nothing)"},
     {"net", "cubelet.net", true, "cube-net's RPC address (default: none, sandboxes get loopback only)"},
     {"metrics-port", "cubelet.metrics_port", true,
      "serve Prometheus /metrics on 127.0.0.1:PORT (default: off)"},
@@ -76,7 +79,8 @@ static int run(cube_config *cfg, int argc, char **argv)
     cube_sibling_path("cube-hypervisor", "../cube-hypervisor/cube-hypervisor", hv, sizeof(hv));
     cube_sibling_path("cube-agent", "../cube-agent/cube-agent", agent, sizeof(agent));
     cube_sibling_path("cube-zygote", "../cube-hypervisor/cube-zygote", zygote, sizeof(zygote));
-    long long pool, pool_max, disk_mb, reserve_mb, disk_reserve_mb, total_kb = cube_meminfo_kb("MemTotal");
+    long long pool, pool_max, disk_mb, volume_mb, reserve_mb, disk_reserve_mb,
+        total_kb = cube_meminfo_kb("MemTotal");
     /* the data directory's filesystem keeps a twentieth, 1 to 10 GB, for the node (store, logs, templates) */
     struct statvfs data_fs;
     long long fs_mb = statvfs(data, &data_fs) == 0
@@ -89,11 +93,17 @@ static int run(cube_config *cfg, int argc, char **argv)
     if (cube_config_get_int(cfg, "cubelet.pool_size", 2, 0, 1000, &pool, &err) < 0 ||
         cube_config_get_int(cfg, "cubelet.pool_max", 256, 0, 10000, &pool_max, &err) < 0 ||
         cube_config_get_int(cfg, "cubelet.disk_mb", 1024, 16, 1 << 22, &disk_mb, &err) < 0 ||
+        cube_config_get_int(cfg, "cubelet.volume_mb", 10240, 0, 1 << 24, &volume_mb, &err) < 0 ||
         cube_config_get_int(cfg, "cubelet.memory_reserve_mb", reserve_default, 0,
                             total_kb > 0 ? total_kb >> 10 : 1LL << 40, &reserve_mb, &err) < 0 ||
         cube_config_get_int(cfg, "cubelet.disk_reserve_mb", disk_reserve_default, 0, 1LL << 40,
                             &disk_reserve_mb, &err) < 0) {
         fprintf(stderr, "cubelet: %s\n", err.msg);
+        return 2;
+    }
+    if (volume_mb > 0 && volume_mb < 16) {
+        fprintf(stderr, "cubelet: --volume-mb must be 0 (plain directories) or at least 16, got %lld\n",
+                volume_mb);
         return 2;
     }
     cubelet_config cc = {
@@ -112,6 +122,7 @@ static int run(cube_config *cfg, int argc, char **argv)
         .disk_mb = (int)disk_mb,
         .memory_reserve_mb = reserve_mb,
         .disk_reserve_mb = disk_reserve_mb,
+        .volume_mb = (int)volume_mb,
         .lxcfs = cube_config_get(cfg, "cubelet.lxcfs", NULL),
         .sandboxes_tmpfs = true,
     };

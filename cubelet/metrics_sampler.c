@@ -2,13 +2,17 @@
  * handed-out sandbox's hypervisor for its stats (one control-socket call each; pooled sandboxes are not
  * asked, so an idle pool still costs nothing) and keeps them in the slot's history. The same round keeps
  * each one's log on the node bounded (sandbox_log.h), and guards the node's disk (disk_guard). */
+#include <dirent.h>
 #include <errno.h>
 #include <stdlib.h>
+#include <sys/stat.h>
+#include <sys/statfs.h>
 #include <sys/statvfs.h>
 #include <string.h>
 #include <time.h>
 
 #include "cubelet_internal.h"
+#include "disk.h"
 #include "hypervisor.pb-c.h"
 #include "log.h"
 #include "metrics.h"
@@ -34,14 +38,46 @@ typedef struct sample_target {
  * may write an equal share of that, past which its writer gets ENOSPC (hv_disk_set_room), rather than all
  * writing on until the node's disk is full and their writes are lost behind their filesystems. The bounds go
  * once the node has the room again (sandboxes killed, space freed). Without the lock. true: bounded now. */
+/* The node's volumes with a disk of their own, mounted now: their mount points (at most max) and what each
+ * could still take. */
+static size_t mounted_volumes(cubelet *c, char (*path)[4400], uint64_t *free_bytes, size_t max)
+{
+    char dir[4200];
+    snprintf(dir, sizeof(dir), "%s/volumes", c->cfg.data_dir);
+    DIR *d = *c->volume_template ? opendir(dir) : NULL;
+    size_t n = 0;
+    for (struct dirent *de; d && n < max && (de = readdir(d));) {
+        if (de->d_name[0] == '.' || strchr(de->d_name, '.')) continue; /* <id>.img, <id>.img.new */
+        struct stat st;
+        struct statfs fs;
+        snprintf(path[n], sizeof(path[n]), "%s/%s", dir, de->d_name);
+        if (!hv_disk_mounted_at(path[n], &st) || statfs(path[n], &fs) < 0) continue;
+        free_bytes[n++] = (uint64_t)fs.f_bfree * (uint64_t)fs.f_bsize;
+    }
+    if (d) closedir(d);
+    return n;
+}
+
+#define GUARD_VOLUMES_MAX 256
+
+/* Sandboxes' disks (and volumes) are sparse images that take the node's disk as they are written (disk.h):
+ * while what they could all still write is more than the node's disk has free beyond its reserve, each
+ * handed-out sandbox and each mounted volume may write an equal share of that, past which its writer gets
+ * ENOSPC (hv_disk_set_room), rather than all writing on until the node's disk is full and their writes are
+ * lost behind their filesystems. The bounds go once the node has the room again (sandboxes killed, space
+ * freed), also those a cubelet before this one set. Without the lock. true: bounded now. */
 static bool disk_guard(cubelet *c, sample_target *t, size_t n)
 {
     struct statvfs vfs;
-    if (n == 0 || statvfs(c->cfg.data_dir, &vfs) < 0) return false;
+    if (statvfs(c->cfg.data_dir, &vfs) < 0) return false;
+    static char vpath[GUARD_VOLUMES_MAX][4400]; /* the sampler's thread alone */
+    uint64_t vfree[GUARD_VOLUMES_MAX];
+    size_t nv = mounted_volumes(c, vpath, vfree, GUARD_VOLUMES_MAX);
     long long room =
         (long long)((unsigned long long)vfs.f_bavail * vfs.f_frsize) - c->cfg.disk_reserve_mb * 1024 * 1024;
     unsigned long long could = 0;
-    size_t k = 0;
+    size_t k = nv;
+    for (size_t i = 0; i < nv; i++) could += vfree[i];
     for (size_t i = 0; i < n; i++)
         if (t[i].sampled) {
             could += t[i].disk_free;
@@ -70,17 +106,31 @@ static bool disk_guard(cubelet *c, sample_target *t, size_t n)
         pthread_mutex_unlock(&c->lock);
         if (tight) bounded++;
     }
+    /* volumes: bounded here (the node has them mounted); lifted whenever the node has room and they may have
+     * been bounded (by this cubelet's last rounds, or before it started) */
+    bool lift = !tight && (c->disk_tight || !c->disk_guard_ran);
+    for (size_t i = 0; i < nv && (tight || lift); i++) {
+        cube_err err = {0};
+        if (hv_disk_set_room(vpath[i], tight, share, &err) < 0)
+            cube_log_warn("volume disk not bounded", "volume=%s err=\"%s\"", strrchr(vpath[i], '/') + 1,
+                          err.msg);
+        else if (tight)
+            bounded++;
+    }
     cube_metric_set(
         "cube_node_disk_bounded_sandboxes",
-        "Sandboxes whose writes the node bounds while its disk is short of what theirs could take",
+        "Sandboxes and volumes whose writes the node bounds while its disk is short of what theirs "
+        "could take",
         (double)bounded);
     if (tight != c->disk_tight)
-        cube_log_warn(tight ? "node disk short: each sandbox may write an equal share of what is left"
-                            : "node disk has room again: sandboxes' disk bounds lifted",
-                      "free_mb=%llu reserve_mb=%lld sandboxes_could_write_mb=%llu share_mb=%llu",
-                      (unsigned long long)vfs.f_bavail * vfs.f_frsize >> 20, c->cfg.disk_reserve_mb,
-                      could >> 20, (unsigned long long)share >> 20);
+        cube_log_warn(
+            tight ? "node disk short: each sandbox and volume may write an equal share of what is left"
+                  : "node disk has room again: sandboxes' and volumes' disk bounds lifted",
+            "free_mb=%llu reserve_mb=%lld could_write_mb=%llu share_mb=%llu",
+            (unsigned long long)vfs.f_bavail * vfs.f_frsize >> 20, c->cfg.disk_reserve_mb, could >> 20,
+            (unsigned long long)share >> 20);
     c->disk_tight = tight; /* the sampler's thread alone */
+    c->disk_guard_ran = true;
     return tight;
 }
 

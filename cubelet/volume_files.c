@@ -12,12 +12,14 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
 #include "cleanup.h"
 #include "cubelet_internal.h"
+#include "disk.h"
 #include "fsutil.h"
 #include "log.h"
 
@@ -50,6 +52,31 @@ static int open_path(const vreq *q, const char *path, int flags, bool follow)
                    RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS | RESOLVE_NO_XDEV);
 }
 
+/* A volume is a filesystem of its own (cfg.volume_mb): its image <id>.img beside its mount point <id>,
+ * mounted on the node once (the first time a sandbox or the volume API needs it after a boot) and cloned from
+ * there into sandboxes. Writes past its size are ENOSPC to the writer, whoever it is, instead of filling the
+ * node's disk (its store, logs and every sandbox's disk with it). A volume made as a plain directory (before,
+ * or with volume_mb 0) stays one. */
+static int volume_mount_locked(cubelet *c, const char *volume_id, const char *dir, unsigned uid_base,
+                               cube_err *err)
+{
+    struct stat st;
+    if (hv_disk_mounted_at(dir, &st)) return 0;
+    char image[4400];
+    snprintf(image, sizeof(image), "%s/volumes/%s.img", c->cfg.data_dir, volume_id);
+    bool is_new = access(image, F_OK) < 0;
+    if (is_new && cube_dir_empty(dir) == 0) return 0; /* a directory volume with files: as it was */
+    int mfd = hv_disk_open_kept(c->volume_template, image, err);
+    if (mfd < 0) return -1;
+    /* owned by the sandboxes' `user` (uid 1000 inside); mkfs's lost+found is nothing of the volume's */
+    if (is_new) unlinkat(mfd, "lost+found", AT_REMOVEDIR);
+    int rc = hv_disk_place(mfd, dir, uid_base + VOLUME_USER, err);
+    close(mfd);
+    if (rc == 0 && is_new)
+        cube_log_info("volume disk made", "volume=%s size_mb=%d", volume_id, c->cfg.volume_mb);
+    return rc;
+}
+
 int cl_volume_dir(cubelet *c, const char *volume_id, unsigned uid_base, char *out, size_t cap, cube_err *err)
 {
     if (!cl_valid_id(volume_id, 63)) return cube_err_set(err, EINVAL, "bad volume id '%s'", volume_id);
@@ -62,7 +89,11 @@ int cl_volume_dir(cubelet *c, const char *volume_id, unsigned uid_base, char *ou
     } else if (errno != EEXIST) {
         return cube_err_sys(err, errno, "mkdir %s", out);
     }
-    return 0;
+    if (!*c->volume_template) return 0;
+    pthread_mutex_lock(&c->volumes_lock);
+    int rc = volume_mount_locked(c, volume_id, out, uid_base, err);
+    pthread_mutex_unlock(&c->volumes_lock);
+    return rc;
 }
 
 /* "/a/b/", "a//b" -> "a/b"; "" or "/" -> "." (the root). Components "." and ".." stay: resolution keeps them
@@ -455,6 +486,23 @@ static int destroy(cubelet *c, const char *volume_id, cube_err *err)
     snprintf(dir, sizeof(dir), "%s/volumes", c->cfg.data_dir);
     cube_autoclose int d = open(dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
     if (d < 0) return errno == ENOENT ? 0 : cube_err_sys(err, errno, "open %s", dir);
+    /* a volume with a disk of its own: unmounted (no sandbox has it any more: the masters check), its image
+     * removed */
+    char mnt[4400], image[4400];
+    snprintf(mnt, sizeof(mnt), "%s/%s", dir, volume_id);
+    snprintf(image, sizeof(image), "%s.img", volume_id);
+    struct stat st;
+    pthread_mutex_lock(&c->volumes_lock);
+    if (hv_disk_mounted_at(mnt, &st) && umount2(mnt, MNT_DETACH) < 0) {
+        int e = errno;
+        pthread_mutex_unlock(&c->volumes_lock);
+        return cube_err_sys(err, e, "unmount volume %s", volume_id);
+    }
+    int rc = unlinkat(d, image, 0) < 0 && errno != ENOENT
+                 ? cube_err_sys(err, errno, "remove volume %s's disk", volume_id)
+                 : 0;
+    pthread_mutex_unlock(&c->volumes_lock);
+    if (rc < 0) return -1;
     if (cube_rm_rf_at(d, volume_id) < 0) return cube_err_sys(err, errno, "remove volume %s", volume_id);
     cube_log_info("volume removed", "volume=%s", volume_id);
     return 0;

@@ -271,6 +271,9 @@ test('volumes: a named directory outlives the sandboxes that mount it and is sha
   try {
     const a = await Sandbox.create({ volumeMounts: { '/mnt/shared': vol } });
     assert.deepEqual((await a.getInfo()).volumeMounts.map((m) => m.path), ['/mnt/shared']);
+    // a filesystem of its own (10 GB by default), not the node's disk: writes past it are ENOSPC, not the node's
+    const avail = Number((await a.commands.run('df -m --output=avail /mnt/shared | tail -1')).stdout.trim());
+    assert.ok(avail > 9500 && avail <= 10500, `the volume's filesystem has ${avail} MB free`);
     await a.commands.run('echo "written by a" > /mnt/shared/note.txt');
     const b = await Sandbox.create({ volumeMounts: { '/data': vol.name } });
     assert.equal((await b.commands.run('cat /data/note.txt')).stdout, 'written by a\n');

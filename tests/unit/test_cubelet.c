@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <linux/magic.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
 #include <sys/statvfs.h>
@@ -20,6 +21,7 @@
 #include "common.pb-c.h"
 #include "cubelet.h"
 #include "cubelet_internal.h"
+#include "disk.h"
 #include "sandbox_log.h"
 #include "registry.h"
 #include "cubelet.pb-c.h"
@@ -33,6 +35,7 @@ static cubelet c;
 static cube_rpc_server *srv;
 static cube_rpc_client *client;
 static long long reserve_mb, disk_reserve_mb; /* the next start_node's memory_reserve_mb, disk_reserve_mb */
+static int volume_mb;                         /* and volume_mb (0: volumes are plain directories) */
 
 static void write_text(const char *path, const char *text)
 {
@@ -97,6 +100,7 @@ static void start_node(bool sandboxes_tmpfs)
                           .metrics_sample_ms = 100,
                           .memory_reserve_mb = reserve_mb,
                           .disk_reserve_mb = disk_reserve_mb,
+                          .volume_mb = volume_mb,
                           .sandboxes_tmpfs = sandboxes_tmpfs};
     cube_err err = {0};
     ck_assert_msg(cubelet_init(&c, &cfg, &err) == 0, "%s", err.msg);
@@ -123,6 +127,10 @@ static void setup(void)
 static void teardown(void)
 {
     stop_node();
+    char
+        vol[700]; /* a volume with a disk of its own stays mounted on the node past cubelet (a failed case) */
+    snprintf(vol, sizeof(vol), "%s/volumes/vol1", dir);
+    umount2(vol, MNT_DETACH);
     cube_rm_rf(dir);
     free(dir);
 }
@@ -1175,6 +1183,82 @@ static int fork_children(const char *parent, unsigned n, cube_err *err)
  * use refuses a sandbox that could not use its limit without squeezing the running ones: in words, with
  * the figures, as "busy" (EAGAIN, which masters take to another node). The node's reserve here leaves
  * about 1 GB for sandboxes: a 512 MB sandbox starts, a 2 GB one and a fork into three 512 MB ones do not. */
+/* A volume is a filesystem of its own (cubelet --volume-mb): writes past its size are ENOSPC to the writer,
+ * whoever writes (a sandbox that mounts it, or the volume API, as here), instead of filling the node's disk;
+ * destroyed, its disk goes with it. */
+START_TEST(a_volume_is_a_disk_of_its_own_size)
+{
+    teardown();
+    volume_mb = 64;
+    setup();
+    Cube__VolumeFileResponse *r;
+    vf_ok(
+        &(vf_args){.op = "write", .path = "/small.txt", .upload_id = "up000001", .data = "hi", .last = true},
+        &r);
+    cube__volume_file_response__free_unpacked(r, NULL);
+    char mnt[700], image[700];
+    snprintf(mnt, sizeof(mnt), "%s/volumes/vol1", dir);
+    snprintf(image, sizeof(image), "%s/volumes/vol1.img", dir);
+    struct stat st;
+    ck_assert_msg(hv_disk_mounted_at(mnt, &st), "the volume is not a disk of its own");
+    ck_assert_int_eq(st.st_uid, 101000); /* its root: the sandboxes' user's */
+    vf_ok(&(vf_args){.op = "list", .path = "/"}, &r);
+    ck_assert_int_eq(r->n_entries, 1); /* small.txt: mkfs's lost+found is nothing of the volume's */
+    cube__volume_file_response__free_unpacked(r, NULL);
+    static char chunk[1 << 20];
+    memset(chunk, 'x', sizeof(chunk) - 1);
+    cube_err err = {0};
+    uint64_t off = 0;
+    int rc = 0;
+    while (off < (100ull << 20) && rc == 0) {
+        rc = vf(
+            &(vf_args){.op = "write", .path = "/big", .upload_id = "up000002", .offset = off, .data = chunk},
+            &r, &err);
+        if (rc == 0) {
+            cube__volume_file_response__free_unpacked(r, NULL);
+            off += sizeof(chunk) - 1;
+        }
+    }
+    ck_assert_msg(rc < 0 && strstr(err.msg, "No space left on device"), "wrote %llu: %s",
+                  (unsigned long long)off, err.msg);
+    ck_assert_uint_lt(off, 64ull << 20);
+    ck_assert_int_eq(vf_errno(&(vf_args){.op = "destroy"}), 0);
+    ck_assert(!hv_disk_mounted_at(mnt, &st));
+    ck_assert_int_eq(access(image, F_OK), -1);
+    ck_assert_int_eq(access(mnt, F_OK), -1);
+}
+END_TEST
+
+/* A volume's disk is a sparse image too: while the node's disk is short of what it could take, the node
+ * bounds it like a sandbox's (here: ~60 MB it could take, 32 MB the node has beyond its reserve). */
+START_TEST(a_volume_is_bounded_while_the_nodes_disk_is_short)
+{
+    struct statvfs vfs;
+    ck_assert_int_eq(statvfs(dir, &vfs), 0);
+    long long free_mb = (long long)((unsigned long long)vfs.f_bavail * vfs.f_frsize >> 20);
+    teardown();
+    volume_mb = 64;
+    disk_reserve_mb = free_mb - 32;
+    setup();
+    Cube__VolumeFileResponse *r;
+    vf_ok(
+        &(vf_args){.op = "write", .path = "/small.txt", .upload_id = "up000001", .data = "hi", .last = true},
+        &r);
+    cube__volume_file_response__free_unpacked(r, NULL);
+    char mnt[700];
+    snprintf(mnt, sizeof(mnt), "%s/volumes/vol1", dir);
+    struct statfs fs;
+    long long avail_mb = 64;
+    for (int i = 0; i < 100 && avail_mb > 32; i++) {
+        nanosleep(&(struct timespec){0, 50 * 1000000}, NULL);
+        ck_assert_int_eq(statfs(mnt, &fs), 0);
+        avail_mb = (long long)((unsigned long long)fs.f_bavail * (unsigned long long)fs.f_bsize >> 20);
+    }
+    ck_assert_msg(avail_mb <= 32, "the volume shows %lld MB free", avail_mb);
+    ck_assert_int_eq(vf_errno(&(vf_args){.op = "destroy"}), 0);
+}
+END_TEST
+
 START_TEST(a_node_out_of_memory_for_sandboxes_refuses_creates_in_words)
 {
     long long avail_mb = cube_meminfo_kb("MemAvailable") / 1024;
@@ -1297,6 +1381,8 @@ int main(void)
     tcase_add_test(tc, image_names_are_read_as_docker_reads_them);
     tcase_add_test(tc, an_image_too_big_for_the_node_is_refused_before_pulling);
     tcase_add_test(tc, volume_files_stay_inside_the_volume);
+    tcase_add_test(tc, a_volume_is_a_disk_of_its_own_size);
+    tcase_add_test(tc, a_volume_is_bounded_while_the_nodes_disk_is_short);
     tcase_add_test(tc, tags_name_builds);
     tcase_add_test(tc, a_build_is_copied_whole_to_another_node);
     suite_add_tcase(s, tc);
