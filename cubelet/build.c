@@ -295,6 +295,7 @@ static int snapshot_layer(build_run *r, build_state *st, int step, cube_err *err
 {
     char dir[4400];
     snprintf(dir, sizeof(dir), "%s/build-cache/layers/%s-%d", r->c->cfg.data_dir, r->b->id, step);
+    if (cl_room_for_copy(r->c, r->slot->control, "the build sandbox", err) < 0) return -1;
     Cube__HvSnapshotRequest sr = CUBE__HV_SNAPSHOT_REQUEST__INIT;
     sr.dir = dir;
     ProtobufCMessage *resp = NULL;

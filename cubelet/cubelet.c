@@ -932,7 +932,9 @@ static int fork_sandbox(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *re
     }
     pthread_mutex_unlock(&c->lock);
     if (!p) return cube_err_set(err, ENOENT, "sandbox '%s' is not on this node", req->parent_id);
-    if (cl_room_admit(c, tpl, (unsigned)req->n_children, err) < 0) return -1;
+    if (cl_room_admit(c, tpl, (unsigned)req->n_children, err) < 0 ||
+        cl_room_for_copy(c, control, "the sandbox to fork", err) < 0)
+        return -1;
     char snaps[4200], snap[4400], rnd[16];
     snprintf(snaps, sizeof(snaps), "%s/snapshots", c->cfg.data_dir);
     mkdir(snaps, 0711);

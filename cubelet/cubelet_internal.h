@@ -143,6 +143,10 @@ int cl_pool_target(cubelet *c, cl_template *t);
 /* Whether the node has the memory and the disk for n more sandboxes of tpl (node_room.c): 0, or -1 with
  * EAGAIN and the figures in words. */
 int cl_room_admit(const cubelet *c, const cl_template *tpl, unsigned n, cube_err *err);
+/* Whether the node's disk (beyond its reserve) holds a copy of the files of the sandbox whose hypervisor
+ * answers at control (a snapshot, a fork's, a build's layer); what: the sandbox in words. 0, or -1 with
+ * EAGAIN and the figures in words. */
+int cl_room_for_copy(const cubelet *c, const char *control, const char *what, cube_err *err);
 void *cl_refill_loop(void *arg);
 void *cl_heartbeat_loop(void *arg);
 /* One heartbeat to every master now (the heartbeat thread's, and a build's once its template is published:

@@ -5,6 +5,7 @@
 
 #include "cubelet_internal.h"
 #include "fsutil.h"
+#include "hypervisor.pb-c.h"
 #include "metrics.h"
 
 /* Refuses n sandboxes of tpl, each of which may take need_mb of what the node has `have_mb` (less its
@@ -47,4 +48,30 @@ int cl_room_admit(const cubelet *c, const cl_template *tpl, unsigned n, cube_err
     if (free_mb - c->cfg.disk_reserve_mb < need_mb)
         return refuse(c, tpl, n, "disk", free_mb, "free", c->cfg.disk_reserve_mb, "write", need_mb, err);
     return 0;
+}
+
+int cl_room_for_copy(const cubelet *c, const char *control, const char *what, cube_err *err)
+{
+    Cube__Empty e = CUBE__EMPTY__INIT;
+    ProtobufCMessage *resp = NULL;
+    cube_err serr = {0};
+    if (cube_rpc_call_once(control, "/cube.Hypervisor/Stats", &e.base, &cube__hv_stats__descriptor, &resp,
+                           5000, &serr) < 0)
+        return 0; /* not known: the copy itself will say if it does not fit */
+    long long used_mb = (long long)(((const Cube__HvStats *)resp)->disk_used >> 20);
+    protobuf_c_message_free_unpacked(resp, NULL);
+    struct statvfs vfs;
+    if (statvfs(c->cfg.data_dir, &vfs) < 0) return 0;
+    long long free_mb = (long long)((unsigned long long)vfs.f_bavail * vfs.f_frsize >> 20),
+              left_mb = free_mb - c->cfg.disk_reserve_mb;
+    if (left_mb >= used_mb) return 0;
+    cube_metric_add("cube_node_copies_refused_total", "Snapshots and forks a node refused for want of disk",
+                    1);
+    return cube_err_set(
+        err, EAGAIN,
+        "node %s is out of disk for a copy of %s: its files take %lld MB, %lld MB are left "
+        "(%lld MB free, %lld MB kept for the node); delete snapshots or templates you no longer "
+        "need, or try again later",
+        c->cfg.node_id ? c->cfg.node_id : "", what, used_mb, left_mb > 0 ? left_mb : 0, free_mb,
+        c->cfg.disk_reserve_mb);
 }

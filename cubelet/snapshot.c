@@ -36,6 +36,9 @@ int cl_snapshot_sandbox(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *re
     }
     pthread_mutex_unlock(&c->lock);
     if (!p) return cube_err_set(err, ENOENT, "sandbox '%s' is not on this node", req->sandbox_id);
+    char what[96];
+    snprintf(what, sizeof(what), "sandbox %s", req->sandbox_id);
+    if (cl_room_for_copy(c, control, what, err) < 0) return -1;
     char dir[4400], build[16], layer[4500], cfgp[4500], cur[4500];
     if (cube_id_new(0, build, 12, err) < 0) return -1;
     snprintf(dir, sizeof(dir), "%s/templates/%s", c->cfg.data_dir, sid);

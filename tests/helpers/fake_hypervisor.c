@@ -32,7 +32,8 @@
 static char id[128] = "?";
 static pid_t init_pid;
 static int stop_fd;
-static uint64_t disk_bytes; /* --disk-mb: Stats reports a disk of that size with 1 MB used */
+static uint64_t disk_bytes, disk_used = 1 << 20; /* --disk-mb: Stats reports a disk of that size with 1 MB
+                                                    used (FAKE_HV_DISK_USED_MB: that many) */
 
 static void note(const char *what)
 {
@@ -98,7 +99,7 @@ static int stats(void *svc, cube_rpc_ctx *ctx, const void *req, void *resp, cube
     if (!born) born = cube_now_mono_ns();
     out->cpu_usage_ns = (uint64_t)(cube_now_mono_ns() - born) / 2;
     out->disk_total = disk_bytes;
-    out->disk_used = disk_bytes ? 1 << 20 : 0;
+    out->disk_used = disk_bytes ? disk_used : 0;
     note("Stats");
     return 0;
 }
@@ -186,6 +187,7 @@ int main(int argc, char **argv)
     }
     if (!state) return 2;
     if (strcmp(disk_mb, "-") != 0) disk_bytes = strtoull(disk_mb, NULL, 10) << 20;
+    if (getenv("FAKE_HV_DISK_USED_MB")) disk_used = strtoull(getenv("FAKE_HV_DISK_USED_MB"), NULL, 10) << 20;
     char size[64]; /* "Size:<cpus>:<memory-mb> <id>" in the log: the limits it was started with */
     snprintf(size, sizeof(size), "Size:%s:%s", cpus, memory_mb);
     note(size);

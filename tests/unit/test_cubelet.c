@@ -1259,6 +1259,38 @@ START_TEST(a_volume_is_bounded_while_the_nodes_disk_is_short)
 }
 END_TEST
 
+/* A snapshot or a fork copies the sandbox's files onto the node's disk: refused in words where they would
+ * not fit beyond what the node keeps for itself (here its files take 1 GB more than the node has free). */
+START_TEST(a_copy_the_nodes_disk_cannot_hold_is_refused_in_words)
+{
+    struct statvfs vfs;
+    ck_assert_int_eq(statvfs(dir, &vfs), 0);
+    char used[32];
+    snprintf(used, sizeof(used), "%llu", ((unsigned long long)vfs.f_bavail * vfs.f_frsize >> 20) + 1024);
+    setenv("FAKE_HV_DISK_USED_MB", used, 1);
+    cube_err err = {0};
+    ck_assert_msg(create("full-1", "cold", NULL, &err) == 0, "%s", err.msg);
+    unsetenv("FAKE_HV_DISK_USED_MB");
+    Cube__NodeSnapshotRequest req = CUBE__NODE_SNAPSHOT_REQUEST__INIT;
+    req.sandbox_id = "full-1";
+    req.snapshot_id = "snap-full";
+    ProtobufCMessage *resp = NULL;
+    cube_rpc_call_opts o = {.timeout_ms = 20000};
+    ck_assert_int_eq(cube_rpc_call(client, "/cube.Cubelet/SnapshotSandbox", &req.base,
+                                   &cube__empty__descriptor, &resp, &o, &err),
+                     -1);
+    ck_assert_int_eq(err.code, EAGAIN);
+    char want[96];
+    snprintf(want, sizeof(want), "out of disk for a copy of sandbox full-1: its files take %s MB", used);
+    ck_assert_msg(strstr(err.msg, want), "%s", err.msg);
+    cube_err_clear(&err);
+    ck_assert_int_eq(fork_children("full-1", 1, &err), -1);
+    ck_assert_int_eq(err.code, EAGAIN);
+    snprintf(want, sizeof(want), "out of disk for a copy of the sandbox to fork: its files take %s MB", used);
+    ck_assert_msg(strstr(err.msg, want), "%s", err.msg);
+}
+END_TEST
+
 START_TEST(a_node_out_of_memory_for_sandboxes_refuses_creates_in_words)
 {
     long long avail_mb = cube_meminfo_kb("MemAvailable") / 1024;
@@ -1383,6 +1415,7 @@ int main(void)
     tcase_add_test(tc, volume_files_stay_inside_the_volume);
     tcase_add_test(tc, a_volume_is_a_disk_of_its_own_size);
     tcase_add_test(tc, a_volume_is_bounded_while_the_nodes_disk_is_short);
+    tcase_add_test(tc, a_copy_the_nodes_disk_cannot_hold_is_refused_in_words);
     tcase_add_test(tc, tags_name_builds);
     tcase_add_test(tc, a_build_is_copied_whole_to_another_node);
     suite_add_tcase(s, tc);
