@@ -301,8 +301,8 @@ static int node_cmd(cube_rpc_client *c, int argc, char **argv)
     Cube__ListNodesResponse *l = (Cube__ListNodesResponse *)out;
     cJSON *arr = cJSON_CreateArray();
     if (!json_out)
-        printf("%-16s %-9s %-8s %-8s %-11s %-28s %s\n", "NODE", "STATE", "BACKEND", "RUNNING", "LOAD/CPUS",
-               "ADDRESS", "POOL (ready/target)");
+        printf("%-16s %-9s %-8s %-8s %-11s %-15s %-28s %s\n", "NODE", "STATE", "BACKEND", "RUNNING",
+               "LOAD/CPUS", "LEFT MEM/DISK", "ADDRESS", "POOL (ready/target)");
     for (size_t i = 0; i < l->n_nodes; i++) {
         Cube__NodeInfo *n = l->nodes[i];
         const char *state = n->lost ? "lost" : n->silent ? "silent" : n->draining ? "draining" : "ready";
@@ -310,8 +310,12 @@ static int node_cmd(cube_rpc_client *c, int argc, char **argv)
             char load[32] = "-";
             if (n->capacity && n->capacity->cpu_count)
                 snprintf(load, sizeof(load), "%.2f/%u", n->load1, n->capacity->cpu_count);
-            printf("%-16s %-9s %-8s %-8u %-11s %-28s", n->node_id, state, n->backend, n->running, load,
-                   n->address);
+            char left[48] = "-"; /* what is left for sandboxes beyond the node's reserves, GB */
+            if (n->room_reported)
+                snprintf(left, sizeof(left), "%.1fG/%.0fG", (double)n->memory_left_mb / 1024,
+                         (double)n->disk_left_mb / 1024);
+            printf("%-16s %-9s %-8s %-8u %-11s %-15s %-28s", n->node_id, state, n->backend, n->running, load,
+                   left, n->address);
             for (size_t k = 0; k < n->n_pool_target; k++) {
                 uint32_t ready = 0;
                 for (size_t j = 0; j < n->n_pool_ready; j++)
@@ -331,6 +335,10 @@ static int node_cmd(cube_rpc_client *c, int argc, char **argv)
         cJSON_AddNumberToObject(o, "cpus", n->capacity ? n->capacity->cpu_count : 0);
         cJSON_AddNumberToObject(o, "memory_mb", n->capacity ? (double)n->capacity->memory_mb : 0);
         cJSON_AddNumberToObject(o, "memory_available_mb", (double)n->mem_available_mb);
+        if (n->room_reported) { /* for new sandboxes, beyond the node's reserves (below 0: into them) */
+            cJSON_AddNumberToObject(o, "memory_left_mb", (double)n->memory_left_mb);
+            cJSON_AddNumberToObject(o, "disk_left_mb", (double)n->disk_left_mb);
+        }
         cJSON *pool = cJSON_AddObjectToObject(o, "pool_ready"); /* template -> sandboxes ready in its pool */
         for (size_t k = 0; k < n->n_pool_ready; k++)
             cJSON_AddNumberToObject(pool, n->pool_ready[k]->key, n->pool_ready[k]->value);

@@ -288,6 +288,18 @@ static Cube__NodeInfo__PoolReadyEntry *pool_entry(master_node *n, const char *te
 /* With m->lock held: the node for a create. A ready pool slot wins, then the fewest running sandboxes. The
  * pick is counted against the node's report at once (one slot fewer, one sandbox more) until its next
  * heartbeat: a burst between two heartbeats spreads instead of piling onto the node that reported a pool. */
+static bool has_room(const master_node *n, const char *template_id)
+{
+    if (!n->info->room_reported) return true;
+    for (size_t i = 0; i < n->info->n_template_sizes; i++) {
+        const Cube__TemplateSize *t = n->info->template_sizes[i];
+        if (!t->template_id || strcmp(t->template_id, template_id) != 0 || !t->resources) continue;
+        return n->info->memory_left_mb >= (int64_t)t->resources->memory_mb &&
+               n->info->disk_left_mb >= (int64_t)t->resources->disk_mb;
+    }
+    return true;
+}
+
 static bool skipped(const node_skip *skip, const char *node_id)
 {
     for (size_t i = 0; skip && i < skip->n; i++)
@@ -317,6 +329,9 @@ master_node *schedule(master *m, const char *template_id, const char *only_node,
         Cube__NodeInfo__PoolReadyEntry *pe = pool_entry(n, template_id);
         long ready = pe ? (long)pe->value : 0;
         long score = (ready > 0 ? 1000000 : 0) - (long)n->info->running;
+        /* a node that reported too little memory or disk left for one more of these comes last: it would
+         * refuse the create (the report may be a heartbeat old: it is still asked when no other is left) */
+        if (!has_room(n, template_id)) score -= 2000000;
         if (!best || score > best_score) {
             best = n;
             best_score = score;

@@ -143,6 +143,8 @@ int cl_pool_target(cubelet *c, cl_template *t);
 /* Whether the node has the memory and the disk for n more sandboxes of tpl (node_room.c): 0, or -1 with
  * EAGAIN and the figures in words. */
 int cl_room_admit(const cubelet *c, const cl_template *tpl, unsigned n, cube_err *err);
+/* What is left for new sandboxes beyond the node's reserves, MB (below 0: into them). */
+void cl_room_left(const cubelet *c, long long *memory_mb, long long *disk_mb);
 /* Whether the node's disk (beyond its reserve) holds a copy of the files of the sandbox whose hypervisor
  * answers at control (a snapshot, a fork's, a build's layer); what: the sandbox in words. 0, or -1 with
  * EAGAIN and the figures in words. */

@@ -33,6 +33,11 @@ void cl_send_heartbeat(cubelet *c)
     ni.capacity = &cap;
     long long avail_kb = cube_meminfo_kb("MemAvailable"); /* sysinfo's freeram leaves out the page cache */
     ni.mem_available_mb = avail_kb > 0 ? (uint64_t)avail_kb >> 10 : 0;
+    long long mem_left, disk_left;
+    cl_room_left(c, &mem_left, &disk_left);
+    ni.room_reported = true;
+    ni.memory_left_mb = mem_left;
+    ni.disk_left_mb = disk_left;
     size_t nt = 0;
     for (cl_template *t = __atomic_load_n(&c->templates, __ATOMIC_ACQUIRE); t; t = t->next)
         nt += !__atomic_load_n(&t->gone, __ATOMIC_ACQUIRE);

@@ -34,6 +34,17 @@ static int refuse(const cubelet *c, const cl_template *tpl, unsigned n, const ch
  * Disk: each sandbox's disk is a sparse image on the node's disk that takes space as it is written; a node
  * whose free space (beyond its reserve) is less than a sandbox's disk starts none (metrics_sampler.c bounds
  * the running ones' writes while the node's disk is short). */
+void cl_room_left(const cubelet *c, long long *memory_mb, long long *disk_mb)
+{
+    long long avail_kb = cube_meminfo_kb("MemAvailable");
+    struct statvfs vfs;
+    *memory_mb = avail_kb >= 0 ? avail_kb / 1024 - c->cfg.memory_reserve_mb : 0;
+    *disk_mb =
+        statvfs(c->cfg.data_dir, &vfs) == 0
+            ? (long long)((unsigned long long)vfs.f_bavail * vfs.f_frsize >> 20) - c->cfg.disk_reserve_mb
+            : 0;
+}
+
 int cl_room_admit(const cubelet *c, const cl_template *tpl, unsigned n, cube_err *err)
 {
     if (n == 0) n = 1;

@@ -197,9 +197,14 @@ test('a node out of memory for sandboxes refuses creates in words; all sandboxes
     assert.ok(Math.abs(Number(readFileSync(cap, 'utf8')) - (total - reserve)) < 4096, `cap ${readFileSync(cap, 'utf8')} of ${total}`);
   }
   const running = await Sandbox.create();
+  const left = () => JSON.parse(execFileSync(`${root}/build/cube-master/cubemastercli`, ['--data', data, '--json', 'node', 'list'], { encoding: 'utf8' }))[0].memory_left_mb;
   try {
-    // the node keeps all but ~256 MB for itself: a 512 MB sandbox may not start, the running one goes on
+    // the node keeps all but ~256 MB for itself: a 512 MB sandbox may not start, the running one goes on;
+    // the operator sees what is left (cubemastercli node list) once the node's next heartbeat says so
     restartCubelet({ CUBE_CUBELET_MEMORY_RESERVE_MB: String(Math.floor(meminfo('MemAvailable') / 1024) - 256) });
+    let mb = left();
+    for (let i = 0; i < 50 && !(mb < 512); i++) { await sleep(100); mb = left(); }
+    assert.ok(mb < 512, `node list shows ${mb} MB left for sandboxes`);
     await assert.rejects(Sandbox.create(), (e) => {
       assert.ok(e instanceof ServiceBusyError, `${e.constructor.name}: ${e.message}`);
       assert.match(e.message, /out of memory for sandboxes: \d+ MB left for them .* may use 512 MB; kill sandboxes you no longer need/);

@@ -27,8 +27,9 @@ static master m;
 static cube_rpc_server *master_srv;
 static cube_rpc_client *mc; /* the test's client of the master, as cube-api is */
 
-/* The node's heartbeat to the master, reporting `ready` pooled sandboxes of base. */
-static void heartbeat(fake_node *f, unsigned ready)
+/* The node's heartbeat to the master, reporting `ready` pooled sandboxes of base; with memory_left_mb >= 0,
+ * also base's size (512 MB, 1 GB of disk) and that much memory left for sandboxes (disk: plenty). */
+static void heartbeat_room(fake_node *f, unsigned ready, long long memory_left_mb)
 {
     Cube__NodeInfo ni = CUBE__NODE_INFO__INIT;
     ni.node_id = f->id;
@@ -42,6 +43,19 @@ static void heartbeat(fake_node *f, unsigned ready)
     pe.value = ready;
     ni.n_pool_ready = 1;
     ni.pool_ready = &pep;
+    Cube__Resources res = CUBE__RESOURCES__INIT;
+    Cube__TemplateSize size = CUBE__TEMPLATE_SIZE__INIT, *sizep = &size;
+    if (memory_left_mb >= 0) {
+        res.memory_mb = 512;
+        res.disk_mb = 1024;
+        size.template_id = "base";
+        size.resources = &res;
+        ni.n_template_sizes = 1;
+        ni.template_sizes = &sizep;
+        ni.room_reported = true;
+        ni.memory_left_mb = memory_left_mb;
+        ni.disk_left_mb = 100000;
+    }
     pthread_mutex_lock(&f->lock);
     ni.running = (uint32_t)f->n;
     pthread_mutex_unlock(&f->lock);
@@ -51,6 +65,11 @@ static void heartbeat(fake_node *f, unsigned ready)
                                 &cube__register_node_response__descriptor, &r, NULL, &err) == 0,
                   "heartbeat: %s", err.msg);
     protobuf_c_message_free_unpacked(r, NULL);
+}
+
+static void heartbeat(fake_node *f, unsigned ready)
+{
+    heartbeat_room(f, ready, -1);
 }
 
 static int create(char id[64], char node[64], cube_err *err)
@@ -171,6 +190,33 @@ START_TEST(a_create_a_node_refuses_goes_to_another)
         ck_assert_int_eq(refused(&f[i]), i == 0 ? 2 : 1);
         fake_stop(&f[i]);
     }
+}
+END_TEST
+
+/* A node that reported too little memory left for one more sandbox of the template is not offered the create
+ * while another has room, its ready pool notwithstanding; with none other left, it is still asked. */
+START_TEST(a_node_without_room_is_asked_last)
+{
+    fake_node f[2];
+    fake_start(&f[0], dir, "full");
+    fake_start(&f[1], dir, "roomy");
+    heartbeat_room(&f[0], 5, 300); /* a pool, but 300 MB left: less than base's 512 */
+    heartbeat_room(&f[1], 0, 8000);
+    cube_err err = {0};
+    char id[64], node[64];
+    for (int i = 0; i < 3; i++) {
+        ck_assert_msg(create(id, node, &err) == 0, "%s", err.msg);
+        ck_assert_str_eq(node, "roomy");
+    }
+    fake_stop(&f[1]);
+    heartbeat_room(&f[0], 5, 300);
+    for (int i = 0; i < 30 && create(id, node, &err) < 0; i++) { /* roomy goes silent within 300 ms */
+        cube_err_clear(&err);
+        nanosleep(&(struct timespec){0, 50 * 1000000}, NULL);
+        heartbeat_room(&f[0], 5, 300);
+    }
+    ck_assert_str_eq(node, "full");
+    fake_stop(&f[0]);
 }
 END_TEST
 
@@ -1001,6 +1047,7 @@ int main(void)
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_add_test(tc, a_burst_spreads_over_nodes);
     tcase_add_test(tc, a_create_a_node_refuses_goes_to_another);
+    tcase_add_test(tc, a_node_without_room_is_asked_last);
     tcase_add_test(tc, a_signed_file_url_leads_to_its_sandbox);
     tcase_add_test(tc, a_create_waits_for_the_first_node);
     tcase_add_loop_test(tc, a_kill_wins_over_a_pause_or_resume_in_flight, 0, 2);
