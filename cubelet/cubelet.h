@@ -154,7 +154,10 @@ typedef struct cubelet {
     int retire_credits; /* while behind: creates' starts allowed, one per teardown finished meanwhile */
     pthread_t refill_thread, heartbeat_thread, reaper_thread, sampler_thread;
     bool disk_tight; /* the sampler thread alone: its disk guard bounds sandboxes now (metrics_sampler.c) */
-    bool disk_guard_ran;          /* the sampler thread alone: the guard has looked once */
+    bool disk_guard_ran; /* the sampler thread alone: the guard has looked once */
+    /* what was left for new sandboxes at room_checked_ms (atomics: pool_refill.c reads it once a second) */
+    int64_t room_checked_ms;
+    long long room_memory_mb, room_disk_mb;
     cube_rpc_failover masters;    /* heartbeats go to every one of them */
     cube_rpc_client *net;         /* NULL without cube-net */
     int draining;                 /* no new sandboxes: reported in heartbeats; kept in <data>/draining */

@@ -7,38 +7,48 @@
 
 #include "cubelet_internal.h"
 #include "disk.h"
-#include "fsutil.h"
 #include "log.h"
 #include "netclient.h"
 #include "pool_sched.h"
 #include "timeutil.h"
 
-/* Whether the node has memory to lend to idle sandboxes beyond the configured pools: MemAvailable above the
- * node's reserve and POOL_MEM_FLOOR_MB more (read at most once a second; the refill thread and heartbeats
- * ask). */
+/* How much memory (MB) beyond what is left for sandboxes (cl_room_left) the node has to lend to idle
+ * sandboxes beyond the configured pools. */
 #define POOL_MEM_FLOOR_MB 1024
 /* How long after a create is answered from a pool its refill waits, while the pool holds half its target. */
 #define REFILL_SETTLE_MS 40
-static bool pool_may_grow(const cubelet *c)
+
+/* What is left for new sandboxes beyond the node's reserves (cl_room_left), read at most once a second: the
+ * refill thread and heartbeats ask at every turn. */
+static void room_now(cubelet *c, long long *memory_mb, long long *disk_mb)
 {
-    static int64_t checked_ms;
-    static bool ok = true;
-    int64_t now = cube_now_mono_ms();
-    if (now - __atomic_load_n(&checked_ms, __ATOMIC_RELAXED) < 1000)
-        return __atomic_load_n(&ok, __ATOMIC_RELAXED);
-    __atomic_store_n(&checked_ms, now, __ATOMIC_RELAXED);
-    long long kb = cube_meminfo_kb("MemAvailable");
-    bool v = kb < 0 || kb / 1024 > c->cfg.memory_reserve_mb + POOL_MEM_FLOOR_MB;
-    __atomic_store_n(&ok, v, __ATOMIC_RELAXED);
-    return v;
+    int64_t now = cube_now_mono_ms(), at = __atomic_load_n(&c->room_checked_ms, __ATOMIC_RELAXED);
+    if (at == 0 || now - at >= 1000) {
+        long long m, d;
+        cl_room_left(c, &m, &d);
+        __atomic_store_n(&c->room_memory_mb, m, __ATOMIC_RELAXED);
+        __atomic_store_n(&c->room_disk_mb, d, __ATOMIC_RELAXED);
+        __atomic_store_n(&c->room_checked_ms, now ? now : 1, __ATOMIC_RELAXED);
+        *memory_mb = m;
+        *disk_mb = d;
+        return;
+    }
+    *memory_mb = __atomic_load_n(&c->room_memory_mb, __ATOMIC_RELAXED);
+    *disk_mb = __atomic_load_n(&c->room_disk_mb, __ATOMIC_RELAXED);
 }
 
 /* With the lock: how many ready sandboxes t's pool should hold now (pool_demand.h): it follows demand while
- * the node has memory to spare, else keeps the configured size. */
+ * the node has memory to spare, else keeps the configured size; and none while the node has not the room
+ * for one more of t's sandboxes (creates are refused then: cl_room_admit), so that idle ones give theirs
+ * back and none is started. */
 int cl_pool_target(cubelet *c, cl_template *t)
 {
+    long long mem_left, disk_left;
+    room_now(c, &mem_left, &disk_left);
+    int disk_mb = t->disk_mb > 0 ? t->disk_mb : cl_node_disk_mb(c);
+    if (mem_left < t->memory_mb || disk_left < disk_mb) return 0;
     int max = c->cfg.pool_max > t->pool ? c->cfg.pool_max : t->pool;
-    if (!pool_may_grow(c)) max = t->pool;
+    if (mem_left <= POOL_MEM_FLOOR_MB) max = t->pool;
     return pool_demand_target(&t->demand, cube_now_mono_ms(), t->pool, max);
 }
 
@@ -113,8 +123,9 @@ void *cl_refill_loop(void *arg)
                     if (s->state == SLOT_READY) idle = s;
                 }
             bool busy = pool_demand_busy(&t->demand, cube_now_mono_ms());
-            /* busy: the target may rise once the creates stop (a burst over), which nothing else signals */
-            raised = raised || target > t->pool || ready > t->pool || busy;
+            /* busy: the target may rise once the creates stop (a burst over), which nothing else signals; a
+             * target below the pool's size (no room for it) rises again when the node has room */
+            raised = raised || target != t->pool || ready > t->pool || busy;
             if (ready < target) {
                 need = t;
                 need_ready = ready;

@@ -1291,6 +1291,19 @@ START_TEST(a_copy_the_nodes_disk_cannot_hold_is_refused_in_words)
 }
 END_TEST
 
+/* A node without the room for one more sandbox of a template keeps no pool of it (the creates it would serve
+ * are refused): none is started for it, and when the room comes back, the pool fills again. */
+START_TEST(no_pool_is_kept_where_the_node_has_no_room)
+{
+    long long avail_mb = cube_meminfo_kb("MemAvailable") / 1024;
+    restart_node(avail_mb + 1024, 0);
+    nanosleep(&(struct timespec){1, 500 * 1000000}, NULL);
+    ck_assert_int_eq(count("Start"), 0); /* the new node's log: none started */
+    restart_node(0, 0);
+    wait_count("Start", 2); /* the pooled template's two */
+}
+END_TEST
+
 START_TEST(a_node_out_of_memory_for_sandboxes_refuses_creates_in_words)
 {
     long long avail_mb = cube_meminfo_kb("MemAvailable") / 1024;
@@ -1416,6 +1429,7 @@ int main(void)
     tcase_add_test(tc, a_volume_is_a_disk_of_its_own_size);
     tcase_add_test(tc, a_volume_is_bounded_while_the_nodes_disk_is_short);
     tcase_add_test(tc, a_copy_the_nodes_disk_cannot_hold_is_refused_in_words);
+    tcase_add_test(tc, no_pool_is_kept_where_the_node_has_no_room);
     tcase_add_test(tc, tags_name_builds);
     tcase_add_test(tc, a_build_is_copied_whole_to_another_node);
     suite_add_tcase(s, tc);
