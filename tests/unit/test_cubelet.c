@@ -1148,6 +1148,14 @@ static void write_long(const char *path, long long v)
     ck_assert_int_eq(fclose(f), 0);
 }
 
+/* What the test node's disk (its data directory's) has free, MB. */
+static long long node_free_mb(void)
+{
+    struct statvfs vfs;
+    ck_assert_int_eq(statvfs(dir, &vfs), 0);
+    return (long long)((unsigned long long)vfs.f_bavail * vfs.f_frsize >> 20);
+}
+
 /* The node again, keeping these for itself (its memory_reserve_mb, disk_reserve_mb). */
 static void restart_node(long long memory_mb, long long disk_mb)
 {
@@ -1233,9 +1241,7 @@ END_TEST
  * bounds it like a sandbox's (here: ~60 MB it could take, 32 MB the node has beyond its reserve). */
 START_TEST(a_volume_is_bounded_while_the_nodes_disk_is_short)
 {
-    struct statvfs vfs;
-    ck_assert_int_eq(statvfs(dir, &vfs), 0);
-    long long free_mb = (long long)((unsigned long long)vfs.f_bavail * vfs.f_frsize >> 20);
+    long long free_mb = node_free_mb();
     teardown();
     volume_mb = 64;
     disk_reserve_mb = free_mb - 32;
@@ -1263,10 +1269,8 @@ END_TEST
  * not fit beyond what the node keeps for itself (here its files take 1 GB more than the node has free). */
 START_TEST(a_copy_the_nodes_disk_cannot_hold_is_refused_in_words)
 {
-    struct statvfs vfs;
-    ck_assert_int_eq(statvfs(dir, &vfs), 0);
     char used[32];
-    snprintf(used, sizeof(used), "%llu", ((unsigned long long)vfs.f_bavail * vfs.f_frsize >> 20) + 1024);
+    snprintf(used, sizeof(used), "%lld", node_free_mb() + 1024);
     setenv("FAKE_HV_DISK_USED_MB", used, 1);
     cube_err err = {0};
     ck_assert_msg(create("full-1", "cold", NULL, &err) == 0, "%s", err.msg);
@@ -1336,9 +1340,7 @@ END_TEST
  * lost behind its own filesystem). Here the node keeps 1 GB more than it has free. */
 START_TEST(a_node_out_of_disk_for_sandboxes_refuses_creates_in_words)
 {
-    struct statvfs vfs;
-    ck_assert_int_eq(statvfs(dir, &vfs), 0);
-    long long free_mb = (long long)((unsigned long long)vfs.f_bavail * vfs.f_frsize >> 20);
+    long long free_mb = node_free_mb();
     restart_node(0, free_mb + 1024);
     cube_err err = {0};
     ck_assert_int_eq(create("disk-1", "cold", NULL, &err), -1);
@@ -1359,9 +1361,7 @@ END_TEST
  * more than the node has, so all are bounded; with it killed, the others are let go. */
 START_TEST(the_node_bounds_sandboxes_writes_while_its_disk_is_short)
 {
-    struct statvfs vfs;
-    ck_assert_int_eq(statvfs(dir, &vfs), 0);
-    long long free_mb = (long long)((unsigned long long)vfs.f_bavail * vfs.f_frsize >> 20);
+    long long free_mb = node_free_mb();
     ck_assert_int_gt(free_mb, 8192);
     restart_node(0, free_mb - 3072);
     cube_err err = {0};
