@@ -38,20 +38,23 @@ typedef struct sample_target {
  * may write an equal share of that, past which its writer gets ENOSPC (hv_disk_set_room), rather than all
  * writing on until the node's disk is full and their writes are lost behind their filesystems. The bounds go
  * once the node has the room again (sandboxes killed, space freed). Without the lock. true: bounded now. */
-/* The node's volumes with a disk of their own, mounted now: their mount points (at most max) and what each
- * could still take. */
-static size_t mounted_volumes(cubelet *c, char (*path)[4400], uint64_t *free_bytes, size_t max)
+/* The node's volumes with a disk of their own, mounted now: their ids (at most max) and what each could still
+ * take. */
+static size_t mounted_volumes(cubelet *c, char (*id)[64], uint64_t *free_bytes, size_t max)
 {
     char dir[4200];
     snprintf(dir, sizeof(dir), "%s/volumes", c->cfg.data_dir);
     DIR *d = *c->volume_template ? opendir(dir) : NULL;
     size_t n = 0;
     for (struct dirent *de; d && n < max && (de = readdir(d));) {
-        if (de->d_name[0] == '.' || strchr(de->d_name, '.')) continue; /* <id>.img, <id>.img.new */
+        /* <id>.img, <id>.img.new are not */
+        if (de->d_name[0] == '.' || strchr(de->d_name, '.') || strlen(de->d_name) >= sizeof(id[0])) continue;
         struct stat st;
         struct statfs fs;
-        snprintf(path[n], sizeof(path[n]), "%s/%s", dir, de->d_name);
-        if (!hv_disk_mounted_at(path[n], &st) || statfs(path[n], &fs) < 0) continue;
+        char path[4400];
+        snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
+        if (!hv_disk_mounted_at(path, &st) || statfs(path, &fs) < 0) continue;
+        snprintf(id[n], sizeof(id[n]), "%s", de->d_name);
         free_bytes[n++] = (uint64_t)fs.f_bfree * (uint64_t)fs.f_bsize;
     }
     if (d) closedir(d);
@@ -70,9 +73,9 @@ static bool disk_guard(cubelet *c, sample_target *t, size_t n)
 {
     struct statvfs vfs;
     if (statvfs(c->cfg.data_dir, &vfs) < 0) return false;
-    static char vpath[GUARD_VOLUMES_MAX][4400]; /* the sampler's thread alone */
+    char vid[GUARD_VOLUMES_MAX][64];
     uint64_t vfree[GUARD_VOLUMES_MAX];
-    size_t nv = mounted_volumes(c, vpath, vfree, GUARD_VOLUMES_MAX);
+    size_t nv = mounted_volumes(c, vid, vfree, GUARD_VOLUMES_MAX);
     long long room =
         (long long)((unsigned long long)vfs.f_bavail * vfs.f_frsize) - c->cfg.disk_reserve_mb * 1024 * 1024;
     unsigned long long could = 0;
@@ -111,9 +114,10 @@ static bool disk_guard(cubelet *c, sample_target *t, size_t n)
     bool lift = !tight && (c->disk_tight || !c->disk_guard_ran);
     for (size_t i = 0; i < nv && (tight || lift); i++) {
         cube_err err = {0};
-        if (hv_disk_set_room(vpath[i], tight, share, &err) < 0)
-            cube_log_warn("volume disk not bounded", "volume=%s err=\"%s\"", strrchr(vpath[i], '/') + 1,
-                          err.msg);
+        char path[4400];
+        snprintf(path, sizeof(path), "%s/volumes/%s", c->cfg.data_dir, vid[i]);
+        if (hv_disk_set_room(path, tight, share, &err) < 0)
+            cube_log_warn("volume disk not bounded", "volume=%s err=\"%s\"", vid[i], err.msg);
         else if (tight)
             bounded++;
     }
