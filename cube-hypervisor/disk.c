@@ -160,7 +160,16 @@ int hv_disk_prepare(const char *template_img, const char *scratch, cube_err *err
 {
     int in = open(template_img, O_RDONLY | O_CLOEXEC);
     if (in < 0) return cube_err_sys(err, errno, "open disk template %s", template_img);
-    int out = open(scratch, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    /* a file with no name in scratch's directory: a process killed while it copies (a cubelet restarted, a
+     * hypervisor SIGKILLed) leaves nothing behind, where a named copy stayed on the node's disk for good.
+     * Named only where the filesystem cannot make one (no O_TMPFILE) */
+    char dir[4200];
+    snprintf(dir, sizeof(dir), "%s", scratch);
+    char *slash = strrchr(dir, '/');
+    if (slash) *(slash == dir ? slash + 1 : slash) = '\0';
+    int out = open(slash ? dir : ".", O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+    bool named = out < 0 && (errno == EOPNOTSUPP || errno == EISDIR || errno == EINVAL);
+    if (named) out = open(scratch, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
     if (out < 0) {
         int e = errno;
         close(in);
@@ -172,7 +181,7 @@ int hv_disk_prepare(const char *template_img, const char *scratch, cube_err *err
     snprintf(what, sizeof(what), "a copy of %s", template_img);
     int mfd = rc == 0 ? mount_image(out, what, err) : -1;
     /* the device holds the file from here: its name is not needed any more, and the space goes with it */
-    unlink(scratch);
+    if (named) unlink(scratch);
     close(out);
     /* the overlay's upper and work directories, made now: a fresh filesystem's first allocations read its
      * bitmaps through the loop device, which is what the sandbox's start would otherwise wait for (~0.5 ms,

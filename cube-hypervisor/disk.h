@@ -21,7 +21,9 @@
 int hv_disk_template(const char *dir, uint64_t size_mb, char *out, size_t cap, cube_err *err);
 
 /* Mounts a copy of template at mountpoint (nosuid, nodev), its root directory owned by uid:uid. scratch is
- * where the copy is made (removed before returning). Not mounted with discard: on an ext4 without a journal
+ * where the copy is made: in its directory, with no name (O_TMPFILE: nothing is left if the process dies
+ * while copying), or under that name (removed before returning) where the filesystem has no O_TMPFILE. Not
+ * mounted with discard: on an ext4 without a journal
  * each freed extent is discarded on the spot, through the loop device to the node's disk, and the deleting
  * call waits for it (rm -rf in a sandbox, and the emptying of a disk for reuse). A sandbox's disk takes the
  * node's disk space its writes peaked at; the space goes back when the disk goes, or when it is emptied for

@@ -100,6 +100,25 @@ static void raise_node_limits(void)
     }
 }
 
+/* Disks made ahead by an earlier cubelet's version, which named its copies (<template>.ahead-<pid>-<n>) until
+ * a loop device held them: one killed while copying left its copy on the node's disk. Now copies have no name
+ * (hv_disk_prepare); those of a process no longer alive go. */
+static void sweep_named_copies(const char *data_dir)
+{
+    char dir[4200];
+    snprintf(dir, sizeof(dir), "%s/disks", data_dir);
+    DIR *d = opendir(dir);
+    for (struct dirent *de; d && (de = readdir(d));) {
+        const char *ahead = strstr(de->d_name, ".img.ahead-");
+        int pid = ahead ? atoi(ahead + strlen(".img.ahead-")) : 0;
+        if (pid <= 0) continue;
+        if (pid != getpid() && (kill(pid, 0) == 0 || errno != ESRCH)) continue; /* its maker may live */
+        if (unlinkat(dirfd(d), de->d_name, 0) == 0)
+            cube_log_info("stale disk copy removed", "file=%s", de->d_name);
+    }
+    if (d) closedir(d);
+}
+
 int cubelet_init(cubelet *c, const cubelet_config *cfg, cube_err *err)
 {
     memset(c, 0, sizeof(*c));
@@ -134,6 +153,7 @@ int cubelet_init(cubelet *c, const cubelet_config *cfg, cube_err *err)
     snprintf(c->disk_mb, sizeof(c->disk_mb), "%d", cl_node_disk_mb(c));
     if (cl_disk_template(c, cl_node_disk_mb(c), c->disk_template, sizeof(c->disk_template), err) < 0)
         return cube_err_prefix(err, "sandbox disks");
+    sweep_named_copies(cfg->data_dir);
     if (cfg->volume_mb > 0 &&
         cl_disk_template(c, cfg->volume_mb, c->volume_template, sizeof(c->volume_template), err) < 0)
         return cube_err_prefix(err, "volume disks");

@@ -14,6 +14,7 @@
 #include <sys/stat.h>
 #include <sys/statfs.h>
 #include <sys/statvfs.h>
+#include <sys/wait.h>
 #include <sys/xattr.h>
 #include <time.h>
 #include <unistd.h>
@@ -74,10 +75,9 @@ static void wait_count(const char *what, int at_least)
     ck_assert_msg(count(what) >= at_least, "%d '%s' calls, expected %d", count(what), what, at_least);
 }
 
-/* A cubelet on a fresh data directory, serving RPC; sandboxes_tmpfs as cubelet's main sets it, or not. */
-static void start_node(bool sandboxes_tmpfs)
+/* A cubelet on the data directory dir, serving RPC; sandboxes_tmpfs as cubelet's main sets it, or not. */
+static void start_node_in_dir(bool sandboxes_tmpfs)
 {
-    dir = cube_test_tmpdir();
     snprintf(log_path, sizeof(log_path), "%s/hv.log", dir);
     setenv("FAKE_HV_LOG", log_path, 1);
     template("pooled", "{\"pool\":2,\"id\":\"p1\"}");
@@ -110,6 +110,13 @@ static void start_node(bool sandboxes_tmpfs)
     ck_assert_msg(srv != NULL, "%s", err.msg);
     client = cube_rpc_client_new(sock, &err);
     ck_assert_ptr_nonnull(client);
+}
+
+/* The same on a fresh data directory. */
+static void start_node(bool sandboxes_tmpfs)
+{
+    dir = cube_test_tmpdir();
+    start_node_in_dir(sandboxes_tmpfs);
 }
 
 static void stop_node(void)
@@ -1378,6 +1385,26 @@ START_TEST(the_node_bounds_sandboxes_writes_while_its_disk_is_short)
 }
 END_TEST
 
+/* Older cubelets named the disks they made ahead (<template>.ahead-<pid>-<n>) until a loop device held them,
+ * and one killed meanwhile left its copy on the node's disk for good: a cubelet starting removes those whose
+ * maker is gone, not those of a process alive. */
+START_TEST(a_cubelet_starting_removes_disk_copies_an_older_one_left)
+{
+    stop_node();
+    pid_t gone = fork();
+    if (gone == 0) _exit(0);
+    waitpid(gone, NULL, 0);
+    char stale[700], alive[700];
+    snprintf(stale, sizeof(stale), "%s/disks/ext4-16m-i4k2.img.ahead-%d-3", dir, (int)gone);
+    snprintf(alive, sizeof(alive), "%s/disks/ext4-16m-i4k2.img.ahead-%d-0", dir, (int)getppid());
+    write_text(stale, "x");
+    write_text(alive, "x");
+    start_node_in_dir(false);
+    ck_assert_int_eq(access(stale, F_OK), -1);
+    ck_assert_int_eq(access(alive, F_OK), 0);
+}
+END_TEST
+
 START_TEST(the_nodes_shared_limits_outgrow_its_sandboxes)
 {
     write_long("/proc/sys/kernel/pid_max", 32768);              /* the kernel's default on a small machine */
@@ -1430,6 +1457,7 @@ int main(void)
     tcase_add_test(tc, a_volume_is_bounded_while_the_nodes_disk_is_short);
     tcase_add_test(tc, a_copy_the_nodes_disk_cannot_hold_is_refused_in_words);
     tcase_add_test(tc, no_pool_is_kept_where_the_node_has_no_room);
+    tcase_add_test(tc, a_cubelet_starting_removes_disk_copies_an_older_one_left);
     tcase_add_test(tc, tags_name_builds);
     tcase_add_test(tc, a_build_is_copied_whole_to_another_node);
     suite_add_tcase(s, tc);

@@ -1,7 +1,9 @@
 /* A sandbox's writable layer on a loop-mounted ext4 (cube-hypervisor/disk.c), without a sandbox: a disk
  * stopped at a teardown (hv_disk_forget) and an ended sandbox's disk emptied for the next (hv_disk_keep,
  * hv_disk_renew). Needs root (loop devices, mounts) and mkfs.ext4. */
+#include <dirent.h>
 #include <errno.h>
+#include <signal.h>
 #include <fcntl.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -10,6 +12,8 @@
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
+#include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "disk.h"
@@ -104,6 +108,40 @@ START_TEST(a_disk_holds_as_many_files_as_blocks)
 }
 END_TEST
 
+/* A process killed while it copies a disk (a cubelet restarted with SIGKILL while it made disks ahead, a
+ * hypervisor killed during its start) leaves no copy on the node's disk: the copy has no name until a loop
+ * device holds it, and none after. Killed 40 times at moments across the copy. */
+START_TEST(a_process_killed_while_it_copies_a_disk_leaves_no_copy)
+{
+    char dir[400], tpl[600], scratch[700];
+    snprintf(dir, sizeof(dir), "%s/killed", workdir);
+    cube_err err = {0};
+    ck_assert_msg(hv_disk_template(dir, 256, tpl, sizeof(tpl), &err) == 0, "%s", err.msg);
+    for (int i = 0; i < 40; i++) {
+        snprintf(scratch, sizeof(scratch), "%s.ahead-%d", tpl, i);
+        pid_t pid = fork();
+        if (pid == 0) {
+            for (int k = 0;; k++) {
+                char name[720];
+                snprintf(name, sizeof(name), "%s-%d", scratch, k);
+                cube_err e = {0};
+                int mfd = hv_disk_prepare(tpl, name, &e);
+                if (mfd >= 0) close(mfd);
+            }
+        }
+        nanosleep(&(struct timespec){0, (long)(i % 8) * 250000}, NULL);
+        kill(pid, SIGKILL);
+        waitpid(pid, NULL, 0);
+    }
+    DIR *d = opendir(dir);
+    ck_assert_ptr_nonnull(d);
+    for (struct dirent *de; (de = readdir(d));)
+        ck_assert_msg(de->d_name[0] == '.' || strcmp(de->d_name, strrchr(tpl, '/') + 1) == 0, "left: %s",
+                      de->d_name);
+    closedir(d);
+}
+END_TEST
+
 START_TEST(an_ended_sandboxs_disk_is_emptied_for_the_next)
 {
     char dir[400], tpl[600], scratch[700], mnt[400], out[400], cmd[2400];
@@ -191,6 +229,7 @@ int main(void)
     tcase_add_test(tc, forgetting_a_disk_stops_that_disk_only);
     tcase_add_test(tc, an_ended_sandboxs_disk_is_emptied_for_the_next);
     tcase_add_test(tc, a_disk_holds_as_many_files_as_blocks);
+    tcase_add_test(tc, a_process_killed_while_it_copies_a_disk_leaves_no_copy);
     suite_add_tcase(s, tc);
     int rc = cube_run_suite(s);
     char cmd[400];
