@@ -881,7 +881,7 @@ async function nodesPage(view) {
   view.append(h('h1', {}, 'Nodes'), holder);
   every(REFRESH_MS, async () => {
     const list = (await api('/nodes')) || [];
-    holder.replaceChildren(tableOf('Nodes', ['Node', 'Status', 'Backend', 'Sandboxes', 'Load (1 min)', 'Memory available', 'Last heartbeat', 'Pools (ready / target)'],
+    holder.replaceChildren(tableOf('Nodes', ['Node', 'Status', 'Backend', 'Sandboxes', 'Load (1 min)', 'Memory available', 'Left for sandboxes', 'Last heartbeat', 'Pools (ready / target)'],
       list.map((n) => h('tr', {},
         h('td', { class: 'id' }, n.nodeID),
         h('td', {}, h('span', { class: `tag status-${n.status}` }, n.status)),
@@ -889,6 +889,9 @@ async function nodesPage(view) {
         h('td', {}, n.sandboxCount),
         h('td', {}, n.cpuCount ? `${n.load1.toFixed(2)} on ${n.cpuCount} CPU` : 'not reported'),
         h('td', {}, n.memoryMB ? `${(n.memoryAvailableMB / 1024).toFixed(1)} of ${(n.memoryMB / 1024).toFixed(1)} GB` : 'not reported'),
+        // beyond what the node keeps for itself: creates of a template that may use more are refused there
+        h('td', {}, n.memoryLeftMB === undefined ? 'not reported'
+          : `${Math.max(0, n.memoryLeftMB / 1024).toFixed(1)} GB memory, ${Math.max(0, n.diskLeftMB / 1024).toFixed(0)} GB disk`),
         h('td', {}, `${(n.lastSeenMsAgo / 1000).toFixed(1)} s ago`),
         h('td', {}, n.pools.map((p) => h('span', { class: 'tag' }, `${p.templateID} ${p.ready} / ${p.target}`))))),
       'No node has registered.'));

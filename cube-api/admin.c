@@ -150,6 +150,10 @@ void api_nodes(void *svc, http_req *req)
         cJSON_AddNumberToObject(o, "cpuCount", n->capacity ? n->capacity->cpu_count : 0);
         cJSON_AddNumberToObject(o, "memoryMB", n->capacity ? (double)n->capacity->memory_mb : 0);
         cJSON_AddNumberToObject(o, "memoryAvailableMB", (double)n->mem_available_mb);
+        if (n->room_reported) { /* left for new sandboxes beyond the node's reserves (below 0: into them) */
+            cJSON_AddNumberToObject(o, "memoryLeftMB", (double)n->memory_left_mb);
+            cJSON_AddNumberToObject(o, "diskLeftMB", (double)n->disk_left_mb);
+        }
         cJSON_AddNumberToObject(o, "load1", n->load1);
         cJSON_AddNumberToObject(o, "lastSeenMsAgo", (double)n->last_seen_ms_ago);
         cJSON *pools = cJSON_AddArrayToObject(o, "pools");

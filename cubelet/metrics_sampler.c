@@ -33,11 +33,6 @@ typedef struct sample_target {
     bool bounded;       /* the guard bounded it before this round */
 } sample_target;
 
-/* Sandboxes' disks are sparse images that take the node's disk as they are written (disk.h): while what they
- * could all still write is more than the node's disk has free beyond its reserve, each handed-out sandbox
- * may write an equal share of that, past which its writer gets ENOSPC (hv_disk_set_room), rather than all
- * writing on until the node's disk is full and their writes are lost behind their filesystems. The bounds go
- * once the node has the room again (sandboxes killed, space freed). Without the lock. true: bounded now. */
 /* The node's volumes with a disk of their own, mounted now: their ids (at most max) and what each could still
  * take. */
 static size_t mounted_volumes(cubelet *c, char (*id)[64], uint64_t *free_bytes, size_t max)

@@ -168,6 +168,7 @@ test('templates, volumes, nodes and API keys pages; a key made in the page works
   await node.waitFor();
   assert.match(await node.textContent(), /ready/);
   assert.match(await node.textContent(), /base \d+ \/ \d+/);
+  assert.match(await node.textContent(), /[\d.]+ GB memory, \d+ GB disk/); // left for sandboxes
   await shot('nodes');
 
   await page.goto(`${consoleUrl}#/volumes`);
