@@ -207,7 +207,7 @@ void *cl_sampler_loop(void *arg)
 {
     cubelet *c = arg;
     pthread_mutex_lock(&c->lock);
-    bool tight = false;
+    bool tight = true; /* the first round soon after a start: the guard has not looked yet */
     while (!c->stopping) {
         int every = c->cfg.metrics_sample_ms > 0 ? c->cfg.metrics_sample_ms : METRICS_SAMPLE_MS;
         if (tight && every > SAMPLE_TIGHT_MS) every = SAMPLE_TIGHT_MS;
