@@ -198,24 +198,28 @@ int hv_disk_open_kept(const char *template_img, const char *image, cube_err *err
 {
     int img = open(image, O_RDWR | O_CLOEXEC);
     if (img < 0 && errno != ENOENT) return cube_err_sys(err, errno, "open %s", image);
-    if (img < 0) { /* new: a copy of the template, whole under its name before anyone uses it */
-        char tmp[4300];
-        snprintf(tmp, sizeof(tmp), "%s.new", image);
+    if (img <
+        0) { /* new: a copy of the template, given its name once whole (nothing is left of one cut short) */
+        char dir[4300];
+        snprintf(dir, sizeof(dir), "%s", image);
+        char *slash = strrchr(dir, '/');
+        if (slash) *(slash == dir ? slash + 1 : slash) = '\0';
         int in = open(template_img, O_RDONLY | O_CLOEXEC);
         if (in < 0) return cube_err_sys(err, errno, "open disk template %s", template_img);
-        int out = open(tmp, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+        int out = open(slash ? dir : ".", O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
         if (out < 0) {
             int e = errno;
             close(in);
-            return cube_err_sys(err, e, "create %s", tmp);
+            return cube_err_sys(err, e, "create %s", image);
         }
         int rc = sparse_copy(in, out, err);
         close(in);
-        if (rc == 0 && (fsync(out) < 0 || rename(tmp, image) < 0))
+        char fdpath[64];
+        snprintf(fdpath, sizeof(fdpath), "/proc/self/fd/%d", out);
+        if (rc == 0 && (fsync(out) < 0 || linkat(AT_FDCWD, fdpath, AT_FDCWD, image, AT_SYMLINK_FOLLOW) < 0))
             rc = cube_err_sys(err, errno, "keep %s", image);
         if (rc < 0) {
             close(out);
-            unlink(tmp);
             return -1;
         }
         img = out;

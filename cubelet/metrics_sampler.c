@@ -42,7 +42,7 @@ static size_t mounted_volumes(cubelet *c, char (*id)[64], uint64_t *free_bytes, 
     DIR *d = *c->volume_template ? opendir(dir) : NULL;
     size_t n = 0;
     for (struct dirent *de; d && n < max && (de = readdir(d));) {
-        /* <id>.img, <id>.img.new are not */
+        /* <id>.img is not */
         if (de->d_name[0] == '.' || strchr(de->d_name, '.') || strlen(de->d_name) >= sizeof(id[0])) continue;
         struct stat st;
         struct statfs fs;
