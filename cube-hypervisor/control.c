@@ -131,6 +131,7 @@ static int stats(void *svc, cube_rpc_ctx *ctx, const void *req, void *respp, cub
     out->mem_cache = st.cg.mem_cache;
     out->disk_used = st.disk_used;
     out->disk_total = st.disk_total;
+    out->disk_pending = st.disk_pending;
     out->pids = st.cg.pids;
     out->state =
         st.cg.frozen ? CUBE__SANDBOX_STATE__SANDBOX_STATE_PAUSED : CUBE__SANDBOX_STATE__SANDBOX_STATE_RUNNING;

@@ -274,6 +274,22 @@ static int set_reserved(dev_t dev, uint64_t clusters, cube_err *err)
     return cube_write_string(p, v, err);
 }
 
+uint64_t hv_disk_pending(const char *mountpoint)
+{
+    struct stat st;
+    struct statfs fs;
+    if (!hv_disk_mounted_at(mountpoint, &st) || statfs(mountpoint, &fs) < 0) return 0;
+    char p[96];
+    snprintf(p, sizeof(p), "/sys/fs/ext4/loop%u/delayed_allocation_blocks", minor(st.st_dev));
+    FILE *f = fopen(p, "re");
+    unsigned long long blocks = 0;
+    if (f) {
+        if (fscanf(f, "%llu", &blocks) != 1) blocks = 0;
+        fclose(f);
+    }
+    return (uint64_t)blocks * (uint64_t)fs.f_bsize;
+}
+
 int hv_disk_set_room(const char *mountpoint, bool limited, uint64_t writable_bytes, cube_err *err)
 {
     struct stat st;

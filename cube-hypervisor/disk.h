@@ -60,6 +60,9 @@ int hv_disk_place(int mount_fd, const char *mountpoint, uid_t uid, cube_err *err
  * full disk of its own. Not limited: the reservation goes back to ext4's own (as a renewed disk's does).
  * ENOTSUP where no sandbox disk is mounted there. */
 int hv_disk_set_room(const char *mountpoint, bool limited, uint64_t writable_bytes, cube_err *err);
+/* What the disk mounted at mountpoint holds written but not yet allocated (ext4's delayed allocation), in
+ * bytes: what the node's disk is still to take for writes already made; 0 where none is mounted there. */
+uint64_t hv_disk_pending(const char *mountpoint);
 #define HV_LOOP_MAJOR 7
 /* Whether a sandbox disk (a loop-backed ext4) is mounted right at mountpoint (not the filesystem under it);
  * st: its stat. */

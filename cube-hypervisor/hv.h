@@ -60,6 +60,7 @@ typedef struct hv_spec {
 typedef struct hv_stats {
     cg_stats cg;
     uint64_t disk_used, disk_total;
+    uint64_t disk_pending; /* hv_disk_pending */
 } hv_stats;
 
 typedef struct hv_sandbox hv_sandbox;

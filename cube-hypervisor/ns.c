@@ -817,6 +817,7 @@ static int ns_stats(hv_sandbox *sb, hv_stats *st, cube_err *err)
     if (statfs(sb->rw, &sf) == 0) {
         st->disk_total = (uint64_t)sf.f_blocks * (uint64_t)sf.f_bsize;
         st->disk_used = st->disk_total - (uint64_t)sf.f_bfree * (uint64_t)sf.f_bsize;
+        st->disk_pending = hv_disk_pending(sb->rw);
     }
     return 0;
 }
