@@ -119,6 +119,9 @@ int cl_node_disk_mb(const cubelet *c);
 /* The empty ext4 image of size_mb in <data>/disks (made once per size: it runs mkfs, so never on a create's
  * path); its path into out. */
 int cl_disk_template(cubelet *c, int size_mb, char *out, size_t cap, cube_err *err);
+/* Removes the disk copies an older cubelet named and a process killed while copying left beside the
+ * templates (templates.c). */
+void cl_sweep_disk_copies(const cubelet *c);
 /* 1-max characters of [A-Za-z0-9._-], not starting with '.' or '-': a build, template or file name that is
  * safe in a path */
 bool cl_valid_id(const char *s, size_t max);
@@ -142,6 +145,9 @@ int cl_volume_files(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *respp,
 int cl_pool_target(cubelet *c, cl_template *t);
 /* Whether the node has the memory and the disk for n more sandboxes of tpl (node_room.c): 0, or -1 with
  * EAGAIN and the figures in words. */
+/* Raises the node-wide counts sandboxes share past what a few sandboxes at their own limits could take
+ * (node_limits.c). */
+void cl_raise_node_limits(void);
 int cl_room_admit(const cubelet *c, const cl_template *tpl, unsigned n, cube_err *err);
 /* What is left for new sandboxes beyond the node's reserves, MB (below 0: into them). */
 void cl_room_left(const cubelet *c, long long *memory_mb, long long *disk_mb);

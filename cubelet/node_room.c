@@ -26,6 +26,29 @@ static int refuse(const cubelet *c, const cl_template *tpl, unsigned n, const ch
         n > 1 ? "the sandboxes" : "a sandbox", tpl->name, verb, need_mb);
 }
 
+/* What the node has now, MB: MemAvailable (-1: unknown) and its data directory's free space (-1: unknown). */
+typedef struct node_have {
+    long long memory_mb, disk_mb;
+} node_have;
+
+static node_have have_now(const cubelet *c)
+{
+    node_have h = {-1, -1};
+    long long avail_kb = cube_meminfo_kb("MemAvailable");
+    struct statvfs vfs;
+    if (avail_kb >= 0) h.memory_mb = avail_kb / 1024;
+    if (statvfs(c->cfg.data_dir, &vfs) == 0)
+        h.disk_mb = (long long)((unsigned long long)vfs.f_bavail * vfs.f_frsize >> 20);
+    return h;
+}
+
+void cl_room_left(const cubelet *c, long long *memory_mb, long long *disk_mb)
+{
+    node_have h = have_now(c);
+    *memory_mb = h.memory_mb >= 0 ? h.memory_mb - c->cfg.memory_reserve_mb : 0;
+    *disk_mb = h.disk_mb >= 0 ? h.disk_mb - c->cfg.disk_reserve_mb : 0;
+}
+
 /* Memory: a sandbox's limit is promised, not set aside (idle sandboxes hold a few MB each), so a node takes
  * many more sandboxes than its memory would hold at their limits. But once what sandboxes use leaves the
  * node less than a new sandbox may use (beyond the node's own reserve), starting one more only squeezes the
@@ -34,30 +57,17 @@ static int refuse(const cubelet *c, const cl_template *tpl, unsigned n, const ch
  * Disk: each sandbox's disk is a sparse image on the node's disk that takes space as it is written; a node
  * whose free space (beyond its reserve) is less than a sandbox's disk starts none (metrics_sampler.c bounds
  * the running ones' writes while the node's disk is short). */
-void cl_room_left(const cubelet *c, long long *memory_mb, long long *disk_mb)
-{
-    long long avail_kb = cube_meminfo_kb("MemAvailable");
-    struct statvfs vfs;
-    *memory_mb = avail_kb >= 0 ? avail_kb / 1024 - c->cfg.memory_reserve_mb : 0;
-    *disk_mb =
-        statvfs(c->cfg.data_dir, &vfs) == 0
-            ? (long long)((unsigned long long)vfs.f_bavail * vfs.f_frsize >> 20) - c->cfg.disk_reserve_mb
-            : 0;
-}
-
 int cl_room_admit(const cubelet *c, const cl_template *tpl, unsigned n, cube_err *err)
 {
     if (n == 0) n = 1;
-    long long avail_kb = cube_meminfo_kb("MemAvailable"), need_mb = (long long)tpl->memory_mb * n;
-    if (avail_kb >= 0 && avail_kb / 1024 - c->cfg.memory_reserve_mb < need_mb)
-        return refuse(c, tpl, n, "memory", avail_kb / 1024, "available", c->cfg.memory_reserve_mb, "use",
-                      need_mb, err);
-    struct statvfs vfs;
-    if (statvfs(c->cfg.data_dir, &vfs) < 0) return 0;
-    long long free_mb = (long long)((unsigned long long)vfs.f_bavail * vfs.f_frsize >> 20);
+    node_have h = have_now(c);
+    long long need_mb = (long long)tpl->memory_mb * n;
+    if (h.memory_mb >= 0 && h.memory_mb - c->cfg.memory_reserve_mb < need_mb)
+        return refuse(c, tpl, n, "memory", h.memory_mb, "available", c->cfg.memory_reserve_mb, "use", need_mb,
+                      err);
     need_mb = (long long)(tpl->disk_mb > 0 ? tpl->disk_mb : cl_node_disk_mb(c)) * n;
-    if (free_mb - c->cfg.disk_reserve_mb < need_mb)
-        return refuse(c, tpl, n, "disk", free_mb, "free", c->cfg.disk_reserve_mb, "write", need_mb, err);
+    if (h.disk_mb >= 0 && h.disk_mb - c->cfg.disk_reserve_mb < need_mb)
+        return refuse(c, tpl, n, "disk", h.disk_mb, "free", c->cfg.disk_reserve_mb, "write", need_mb, err);
     return 0;
 }
 
@@ -71,10 +81,8 @@ int cl_room_for_copy(const cubelet *c, const char *control, const char *what, cu
         return 0; /* not known: the copy itself will say if it does not fit */
     long long used_mb = (long long)(((const Cube__HvStats *)resp)->disk_used >> 20);
     protobuf_c_message_free_unpacked(resp, NULL);
-    struct statvfs vfs;
-    if (statvfs(c->cfg.data_dir, &vfs) < 0) return 0;
-    long long free_mb = (long long)((unsigned long long)vfs.f_bavail * vfs.f_frsize >> 20),
-              left_mb = free_mb - c->cfg.disk_reserve_mb;
+    long long free_mb = have_now(c).disk_mb, left_mb = free_mb - c->cfg.disk_reserve_mb;
+    if (free_mb < 0) return 0;
     if (left_mb >= used_mb) return 0;
     cube_metric_add("cube_node_copies_refused_total", "Snapshots and forks a node refused for want of disk",
                     1);

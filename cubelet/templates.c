@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <limits.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,6 +32,25 @@ int cl_disk_template(cubelet *c, int size_mb, char *out, size_t cap, cube_err *e
     char disks[4200];
     snprintf(disks, sizeof(disks), "%s/disks", c->cfg.data_dir);
     return hv_disk_template(disks, (uint64_t)size_mb, out, cap, err);
+}
+
+/* Disks made ahead by an earlier cubelet's version, which named its copies (<template>.ahead-<pid>-<n>) until
+ * a loop device held them: one killed while copying left its copy on the node's disk. Now copies have no name
+ * (hv_disk_prepare); those of a process no longer alive go. */
+void cl_sweep_disk_copies(const cubelet *c)
+{
+    char dir[4200];
+    snprintf(dir, sizeof(dir), "%s/disks", c->cfg.data_dir);
+    DIR *d = opendir(dir);
+    for (struct dirent *de; d && (de = readdir(d));) {
+        const char *ahead = strstr(de->d_name, ".img.ahead-");
+        int pid = ahead ? atoi(ahead + strlen(".img.ahead-")) : 0;
+        if (pid <= 0) continue;
+        if (pid != getpid() && (kill(pid, 0) == 0 || errno != ESRCH)) continue; /* its maker may live */
+        if (unlinkat(dirfd(d), de->d_name, 0) == 0)
+            cube_log_info("stale disk copy removed", "file=%s", de->d_name);
+    }
+    if (d) closedir(d);
 }
 
 void cl_template_link(const cubelet *c, const char *full, char *out, size_t cap)
