@@ -156,6 +156,17 @@ static int mount_image(int img, const char *what, cube_err *err)
     return mfd;
 }
 
+/* A new file with no name in the directory path names a file of (O_TMPFILE): nothing is left of it if the
+ * process dies before it is given a name, or before it goes. -1 with errno. */
+static int open_unnamed_beside(const char *path)
+{
+    char dir[4300];
+    snprintf(dir, sizeof(dir), "%s", path);
+    char *slash = strrchr(dir, '/');
+    if (slash) *(slash == dir ? slash + 1 : slash) = '\0';
+    return open(slash ? dir : ".", O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+}
+
 int hv_disk_prepare(const char *template_img, const char *scratch, cube_err *err)
 {
     int in = open(template_img, O_RDONLY | O_CLOEXEC);
@@ -163,11 +174,7 @@ int hv_disk_prepare(const char *template_img, const char *scratch, cube_err *err
     /* a file with no name in scratch's directory: a process killed while it copies (a cubelet restarted, a
      * hypervisor SIGKILLed) leaves nothing behind, where a named copy stayed on the node's disk for good.
      * Named only where the filesystem cannot make one (no O_TMPFILE) */
-    char dir[4200];
-    snprintf(dir, sizeof(dir), "%s", scratch);
-    char *slash = strrchr(dir, '/');
-    if (slash) *(slash == dir ? slash + 1 : slash) = '\0';
-    int out = open(slash ? dir : ".", O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+    int out = open_unnamed_beside(scratch);
     bool named = out < 0 && (errno == EOPNOTSUPP || errno == EISDIR || errno == EINVAL);
     if (named) out = open(scratch, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
     if (out < 0) {
@@ -198,15 +205,11 @@ int hv_disk_open_kept(const char *template_img, const char *image, cube_err *err
 {
     int img = open(image, O_RDWR | O_CLOEXEC);
     if (img < 0 && errno != ENOENT) return cube_err_sys(err, errno, "open %s", image);
-    if (img <
-        0) { /* new: a copy of the template, given its name once whole (nothing is left of one cut short) */
-        char dir[4300];
-        snprintf(dir, sizeof(dir), "%s", image);
-        char *slash = strrchr(dir, '/');
-        if (slash) *(slash == dir ? slash + 1 : slash) = '\0';
+    /* new: a copy of the template, given its name once whole (nothing is left of one cut short) */
+    if (img < 0) {
         int in = open(template_img, O_RDONLY | O_CLOEXEC);
         if (in < 0) return cube_err_sys(err, errno, "open disk template %s", template_img);
-        int out = open(slash ? dir : ".", O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+        int out = open_unnamed_beside(image);
         if (out < 0) {
             int e = errno;
             close(in);

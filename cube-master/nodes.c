@@ -285,9 +285,7 @@ static Cube__NodeInfo__PoolReadyEntry *pool_entry(master_node *n, const char *te
     return NULL;
 }
 
-/* With m->lock held: the node for a create. A ready pool slot wins, then the fewest running sandboxes. The
- * pick is counted against the node's report at once (one slot fewer, one sandbox more) until its next
- * heartbeat: a burst between two heartbeats spreads instead of piling onto the node that reported a pool. */
+/* Whether n's last heartbeat left room for one more sandbox of template_id (true when it did not say). */
 static bool has_room(const master_node *n, const char *template_id)
 {
     if (!n->info->room_reported) return true;
@@ -307,6 +305,9 @@ static bool skipped(const node_skip *skip, const char *node_id)
     return false;
 }
 
+/* With m->lock held: the node for a create. A ready pool slot wins, then the fewest running sandboxes. The
+ * pick is counted against the node's report at once (one slot fewer, one sandbox more) until its next
+ * heartbeat: a burst between two heartbeats spreads instead of piling onto the node that reported a pool. */
 master_node *schedule(master *m, const char *template_id, const char *only_node, const node_skip *skip,
                       cube_err *err)
 {
