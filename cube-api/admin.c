@@ -1,5 +1,6 @@
 /* The operators' side of the REST API, as the console uses it: API keys (E2B's /api-keys shapes), nodes with
  * their pools, and the templates the nodes hold. Any valid key may call them: a cube deployment is one team.
+ * Only a key without a sandbox limit manages keys (else a limited key would make itself an unlimited one).
  */
 #include <ctype.h>
 #include <errno.h>
@@ -10,7 +11,8 @@
 #include "envd_version.h"
 #include "json.h"
 
-#define KEY_NAME_MAX 64
+#define KEY_NAME_MAX  64
+#define KEY_LIMIT_MAX 1000000
 
 static cJSON *key_json(const Cube__ApiKey *k)
 {
@@ -26,15 +28,47 @@ static cJSON *key_json(const Cube__ApiKey *k)
     cJSON_AddNullToObject(o, "createdBy");
     cJSON_AddNullToObject(o, "lastUsed");
     if (k->key && *k->key) cJSON_AddStringToObject(o, "key", k->key);
+    /* cube's own: the most sandboxes the key's creates may hold at once (null: no limit), and how many now */
+    if (k->max_sandboxes)
+        cJSON_AddNumberToObject(o, "maxSandboxes", k->max_sandboxes);
+    else
+        cJSON_AddNullToObject(o, "maxSandboxes");
+    cJSON_AddNumberToObject(o, "sandboxes", k->sandboxes);
     return o;
 }
 
-/* GET /api-keys, POST /api-keys {name} (the answer holds the key, once) */
+/* 403 (and -1) when the caller's key has a sandbox limit: such keys do not manage keys */
+static int refuse_limited(http_req *req, uint32_t max)
+{
+    if (!max) return 0;
+    http_reply_error(req, 403,
+                     "this API key may hold at most %u sandboxes: a key with a sandbox limit cannot create, "
+                     "change or revoke API keys (use a key without one)",
+                     max);
+    return -1;
+}
+
+/* maxSandboxes of a key's body: absent or null is 0 (no limit) */
+static int get_limit(const cJSON *in, bool required, uint32_t *out, cube_err *err)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(in, "maxSandboxes");
+    int64_t max = 0;
+    if (cJSON_IsNull(v)) {
+        *out = 0;
+        return 0;
+    }
+    if (cube_json_get_int(in, "maxSandboxes", required, 0, KEY_LIMIT_MAX, &max, err) < 0) return -1;
+    *out = (uint32_t)max;
+    return 0;
+}
+
+/* GET /api-keys, POST /api-keys {name, maxSandboxes} (the answer holds the key, once) */
 void api_keys(void *svc, http_req *req)
 {
     api *a = svc;
     char key_id[64];
-    if (api_authenticate(a, req, key_id) < 0) return;
+    uint32_t own_max = 0;
+    if (api_authenticate_limited(a, req, key_id, &own_max) < 0) return;
     ProtobufCMessage *resp = NULL;
     cube_err err = {0};
     if (strcmp(req->method, "GET") == 0) {
@@ -53,10 +87,12 @@ void api_keys(void *svc, http_req *req)
         protobuf_c_message_free_unpacked(resp, NULL);
         return http_reply_cjson(req, 200, arr);
     }
+    if (refuse_limited(req, own_max) < 0) return;
     cJSON *in = api_parse_body(req, 0);
     if (!in) return;
     const char *name = NULL;
-    if (cube_json_get_string(in, "name", true, &name, &err) < 0) {
+    uint32_t max = 0;
+    if (cube_json_get_string(in, "name", true, &name, &err) < 0 || get_limit(in, false, &max, &err) < 0) {
         cJSON_Delete(in);
         return http_reply_error(req, 400, "%s", err.msg);
     }
@@ -69,6 +105,7 @@ void api_keys(void *svc, http_req *req)
     }
     Cube__CreateKeyRequest r = CUBE__CREATE_KEY_REQUEST__INIT;
     r.name = (char *)name;
+    r.max_sandboxes = max;
     int rc = api_master_call(a, "/cube.Master/CreateKey", &r.base, &cube__api_key__descriptor, &resp, &err);
     cJSON_Delete(in);
     if (rc < 0) return api_reply_err(req, &err);
@@ -76,25 +113,51 @@ void api_keys(void *svc, http_req *req)
     protobuf_c_message_free_unpacked(resp, NULL);
 }
 
-/* DELETE /api-keys/{id} */
+/* drops what this api remembers of keys: a revoked one stops working here now (at the others within
+ * API_AUTH_TTL_MS), a new limit holds here from the next request */
+static void forget_keys(api *a)
+{
+    pthread_mutex_lock(&a->auth_lock);
+    memset(a->auth, 0, sizeof(a->auth));
+    pthread_mutex_unlock(&a->auth_lock);
+}
+
+/* DELETE /api-keys/{id}; PATCH /api-keys/{id} {maxSandboxes} */
 void api_key_one(void *svc, http_req *req)
 {
     api *a = svc;
     char key_id[64];
-    if (api_authenticate(a, req, key_id) < 0) return;
+    uint32_t own_max = 0;
+    if (api_authenticate_limited(a, req, key_id, &own_max) < 0) return;
     const char *id = req->url + strlen("/api-keys/");
     if (!*id || strchr(id, '/')) return http_reply_error(req, 404, "no such endpoint: %s", req->url);
-    Cube__KeyRef r = CUBE__KEY_REF__INIT;
-    r.key_id = (char *)id;
+    if (refuse_limited(req, own_max) < 0) return;
     ProtobufCMessage *resp = NULL;
     cube_err err = {0};
+    if (strcmp(req->method, "PATCH") == 0) {
+        cJSON *in = api_parse_body(req, 0);
+        if (!in) return;
+        Cube__KeyLimitRequest lr = CUBE__KEY_LIMIT_REQUEST__INIT;
+        lr.key_id = (char *)id;
+        bool named = cJSON_GetObjectItemCaseSensitive(in, "name") != NULL;
+        int bad = get_limit(in, true, &lr.max_sandboxes, &err);
+        cJSON_Delete(in);
+        if (named) return http_reply_error(req, 400, "name: a key's name cannot be changed in cube");
+        if (bad < 0) return http_reply_error(req, 400, "%s", err.msg);
+        if (api_master_call(a, "/cube.Master/SetKeyLimit", &lr.base, &cube__api_key__descriptor, &resp,
+                            &err) < 0)
+            return api_reply_err(req, &err);
+        forget_keys(a);
+        http_reply_cjson(req, 200, key_json((Cube__ApiKey *)resp));
+        protobuf_c_message_free_unpacked(resp, NULL);
+        return;
+    }
+    Cube__KeyRef r = CUBE__KEY_REF__INIT;
+    r.key_id = (char *)id;
     if (api_master_call(a, "/cube.Master/RevokeKey", &r.base, &cube__empty__descriptor, &resp, &err) < 0)
         return api_reply_err(req, &err);
     protobuf_c_message_free_unpacked(resp, NULL);
-    /* this api stops accepting the key now; the others within API_AUTH_TTL_MS */
-    pthread_mutex_lock(&a->auth_lock);
-    memset(a->auth, 0, sizeof(a->auth));
-    pthread_mutex_unlock(&a->auth_lock);
+    forget_keys(a);
     http_reply_empty(req, 204);
 }
 

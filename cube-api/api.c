@@ -31,8 +31,14 @@ void api_reply_err(http_req *req, const cube_err *err)
     http_reply_error(req, st, "%s", err->msg);
 }
 
-/* X-API-KEY → the key's id through cube-master; replies 401 and returns -1 when it is missing or wrong. */
 int api_authenticate(api *a, http_req *req, char key_id[64])
+{
+    uint32_t max = 0;
+    return api_authenticate_limited(a, req, key_id, &max);
+}
+
+/* X-API-KEY → the key's id through cube-master; replies 401 and returns -1 when it is missing or wrong. */
+int api_authenticate_limited(api *a, http_req *req, char key_id[64], uint32_t *max_sandboxes)
 {
     const char *key = http_header(req, "X-API-KEY");
     if (!key || !*key) {
@@ -44,7 +50,10 @@ int api_authenticate(api *a, http_req *req, char key_id[64])
     int64_t now = cube_now_mono_ms();
     pthread_mutex_lock(&a->auth_lock);
     int hit = kl < sizeof(slot->key) && slot->expires_ms > now && strcmp(slot->key, key) == 0;
-    if (hit) snprintf(key_id, 64, "%s", slot->key_id);
+    if (hit) {
+        snprintf(key_id, 64, "%s", slot->key_id);
+        *max_sandboxes = slot->max_sandboxes;
+    }
     pthread_mutex_unlock(&a->auth_lock);
     if (hit) return 0;
     Cube__AuthKeyRequest in = CUBE__AUTH_KEY_REQUEST__INIT;
@@ -60,11 +69,13 @@ int api_authenticate(api *a, http_req *req, char key_id[64])
         return -1;
     }
     snprintf(key_id, 64, "%s", ((Cube__AuthKeyResponse *)resp)->key_id);
+    *max_sandboxes = ((Cube__AuthKeyResponse *)resp)->max_sandboxes;
     protobuf_c_message_free_unpacked(resp, NULL);
     if (kl < sizeof(slot->key)) {
         pthread_mutex_lock(&a->auth_lock);
         snprintf(slot->key, sizeof(slot->key), "%s", key);
         snprintf(slot->key_id, sizeof(slot->key_id), "%s", key_id);
+        slot->max_sandboxes = *max_sandboxes;
         slot->expires_ms = now + API_AUTH_TTL_MS;
         pthread_mutex_unlock(&a->auth_lock);
     }
@@ -248,7 +259,8 @@ static int check_metadata(const cJSON *md, cube_err *err)
 static void create(api *a, http_req *req)
 {
     char key_id[64];
-    if (api_authenticate(a, req, key_id) < 0) return;
+    uint32_t key_max = 0;
+    if (api_authenticate_limited(a, req, key_id, &key_max) < 0) return;
     cJSON *in = api_parse_body(req, 0);
     if (!in) return;
     cube_err err = {0};
@@ -339,6 +351,7 @@ static void create(api *a, http_req *req)
     r.network = &net.policy;
     r.private_traffic = net.private_traffic;
     r.api_key_id = key_id;
+    r.api_key_max_sandboxes = key_max;
     ProtobufCMessage *resp = NULL;
     if (api_master_call(a, "/cube.Master/CreateSandbox", &r.base, &cube__create_sandbox_response__descriptor,
                         &resp, &err) < 0) {
@@ -656,7 +669,8 @@ static void sandbox_op(api *a, http_req *req, const char *rest)
     id[idlen] = '\0';
     if (slash) snprintf(op, sizeof(op), "%s", slash + 1);
     char key_id[64];
-    if (api_authenticate(a, req, key_id) < 0) return;
+    uint32_t key_max = 0;
+    if (api_authenticate_limited(a, req, key_id, &key_max) < 0) return;
     cube_err err = {0};
     ProtobufCMessage *resp = NULL;
     const char *m = req->method;
@@ -765,6 +779,7 @@ static void sandbox_op(api *a, http_req *req, const char *rest)
         fr.timeout_s = t;
         fr.count = (uint32_t)count;
         fr.api_key_id = key_id;
+        fr.api_key_max_sandboxes = key_max;
         if (api_master_call(a, "/cube.Master/ForkSandbox", &fr.base, &cube__fork_response__descriptor, &resp,
                             &err) < 0)
             return api_reply_err(req, &err);
@@ -1109,6 +1124,7 @@ const http_route api_routes[] = {
     {"GET", "/api-keys", api_keys, NULL},
     {"POST", "/api-keys", api_keys, NULL},
     {"DELETE", "/api-keys/", api_key_one, NULL},
+    {"PATCH", "/api-keys/", api_key_one, NULL},
     {"GET", "/console", api_console, NULL},
     {"GET", "/console/", api_console, NULL},
     {"DELETE", "/templates/", template_delete, NULL},

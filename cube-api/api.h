@@ -15,6 +15,7 @@
 typedef struct api_auth_entry {
     char key[128];
     char key_id[64];
+    uint32_t max_sandboxes;
     int64_t expires_ms;
 } api_auth_entry;
 

@@ -12,6 +12,8 @@
 void api_reply_err(http_req *req, const cube_err *err);
 /* X-API-KEY → the key's id through cube-master; replies 401 and returns -1 when it is missing or wrong. */
 int api_authenticate(api *a, http_req *req, char key_id[64]);
+/* The same, with the key's sandbox limit as cube-master last told this api (0: none). */
+int api_authenticate_limited(api *a, http_req *req, char key_id[64], uint32_t *max_sandboxes);
 int api_master_call(api *a, const char *method, const ProtobufCMessage *in,
                     const ProtobufCMessageDescriptor *rd, ProtobufCMessage **out, cube_err *err);
 void api_add_time(cJSON *o, const char *name, int64_t ms);

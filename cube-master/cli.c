@@ -1,9 +1,10 @@
 /* cubemastercli: the operator's command line over cube-master's RPC.
  *   cubemastercli [--data DIR | --master ADDR] [--json] sandbox list | sandbox info ID | sandbox kill ID |
  *                                sandbox snapshot ID [NAME] | sandbox rollback ID SNAPSHOT |
- *                                node list | node wait | node drain|undrain|remove NODE | key create [NAME] |
- * key list | key revoke ID tpl list */
+ *                                node list | node wait | node drain|undrain|remove NODE | key create [NAME]
+ * [--max-sandboxes N] | key list | key limit ID N | key revoke ID | tpl list */
 #include <cjson/cJSON.h>
+#include <ctype.h>
 #include <dirent.h>
 #include <fcntl.h>
 #include <errno.h>
@@ -138,13 +139,45 @@ static int sandbox_cmd(cube_rpc_client *c, int argc, char **argv)
     return 0;
 }
 
+/* a key's sandbox limit as typed: digits only, 0 (no limit) to 1,000,000 */
+static int parse_limit(const char *s, uint32_t *out)
+{
+    char *end = NULL;
+    errno = 0;
+    unsigned long v = strtoul(s, &end, 10);
+    if (!*s || *end || errno || v > 1000000 || !isdigit((unsigned char)*s)) {
+        fprintf(stderr, "cubemastercli: max sandboxes '%s' must be a number from 0 (no limit) to 1000000\n",
+                s);
+        return -1;
+    }
+    *out = (uint32_t)v;
+    return 0;
+}
+
+static void key_print(const Cube__ApiKey *k)
+{
+    char limit[16] = "-";
+    if (k->max_sandboxes) snprintf(limit, sizeof(limit), "%u", k->max_sandboxes);
+    printf("key %s (%s): sandbox limit %s\n", k->key_id, k->name, limit);
+}
+
 static int key_cmd(cube_rpc_client *c, int argc, char **argv)
 {
     ProtobufCMessage *out = NULL;
     int rc;
-    if (argc >= 1 && argc <= 2 && strcmp(argv[0], "create") == 0) {
+    if (argc >= 1 && argc <= 4 && strcmp(argv[0], "create") == 0) {
         Cube__CreateKeyRequest r = CUBE__CREATE_KEY_REQUEST__INIT;
-        r.name = argc == 2 ? argv[1] : "cli";
+        r.name = "cli";
+        for (int i = 1; i < argc; i++) {
+            if (strcmp(argv[i], "--max-sandboxes") == 0 && i + 1 < argc) {
+                if (parse_limit(argv[++i], &r.max_sandboxes) < 0) return 2;
+            } else if (argv[i][0] != '-' && i == 1) {
+                r.name = argv[i];
+            } else {
+                fprintf(stderr, "cubemastercli: key create [NAME] [--max-sandboxes N]\n");
+                return 2;
+            }
+        }
         if ((rc = call(c, "/cube.Master/CreateKey", &r.base, &cube__api_key__descriptor, &out))) return rc;
         Cube__ApiKey *k = (Cube__ApiKey *)out;
         if (json_out) {
@@ -152,10 +185,13 @@ static int key_cmd(cube_rpc_client *c, int argc, char **argv)
             cJSON_AddStringToObject(o, "keyID", k->key_id);
             cJSON_AddStringToObject(o, "name", k->name);
             cJSON_AddStringToObject(o, "key", k->key);
+            cJSON_AddNumberToObject(o, "maxSandboxes", k->max_sandboxes);
             print_json(o);
         } else {
             printf("key %s (%s): %s\nkeep it: it is stored hashed and cannot be shown again\n", k->key_id,
                    k->name, k->key);
+            if (k->max_sandboxes)
+                printf("it may hold at most %u sandboxes at once, and manages no keys\n", k->max_sandboxes);
         }
     } else if (argc == 1 && strcmp(argv[0], "list") == 0) {
         Cube__Empty e = CUBE__EMPTY__INIT;
@@ -163,28 +199,52 @@ static int key_cmd(cube_rpc_client *c, int argc, char **argv)
             return rc;
         Cube__ListKeysResponse *l = (Cube__ListKeysResponse *)out;
         cJSON *arr = cJSON_CreateArray();
-        if (!json_out) printf("%-20s %-20s %s\n", "KEY", "NAME", "CREATED");
+        if (!json_out) printf("%-20s %-20s %-9s %-9s %s\n", "KEY", "NAME", "LIMIT", "SANDBOXES", "CREATED");
         for (size_t i = 0; i < l->n_keys; i++) {
-            char ts[CUBE_RFC3339_MAX];
-            cube_rfc3339_format(l->keys[i]->created_at_ms, ts);
-            if (!json_out) printf("%-20s %-20s %s\n", l->keys[i]->key_id, l->keys[i]->name, ts);
+            const Cube__ApiKey *k = l->keys[i];
+            char ts[CUBE_RFC3339_MAX], limit[16] = "-";
+            cube_rfc3339_format(k->created_at_ms, ts);
+            if (k->max_sandboxes) snprintf(limit, sizeof(limit), "%u", k->max_sandboxes);
+            if (!json_out) printf("%-20s %-20s %-9s %-9u %s\n", k->key_id, k->name, limit, k->sandboxes, ts);
             cJSON *o = cJSON_CreateObject();
-            cJSON_AddStringToObject(o, "keyID", l->keys[i]->key_id);
-            cJSON_AddStringToObject(o, "name", l->keys[i]->name);
+            cJSON_AddStringToObject(o, "keyID", k->key_id);
+            cJSON_AddStringToObject(o, "name", k->name);
             cJSON_AddStringToObject(o, "createdAt", ts);
+            cJSON_AddNumberToObject(o, "maxSandboxes", k->max_sandboxes);
+            cJSON_AddNumberToObject(o, "sandboxes", k->sandboxes);
             cJSON_AddItemToArray(arr, o);
         }
         if (json_out)
             print_json(arr);
         else
             cJSON_Delete(arr);
+    } else if (argc == 3 && strcmp(argv[0], "limit") == 0) {
+        Cube__KeyLimitRequest r = CUBE__KEY_LIMIT_REQUEST__INIT;
+        r.key_id = argv[1];
+        if (parse_limit(argv[2], &r.max_sandboxes) < 0) return 2;
+        if ((rc = call(c, "/cube.Master/SetKeyLimit", &r.base, &cube__api_key__descriptor, &out))) return rc;
+        const Cube__ApiKey *k = (const Cube__ApiKey *)out;
+        if (json_out) {
+            cJSON *o = cJSON_CreateObject();
+            cJSON_AddStringToObject(o, "keyID", k->key_id);
+            cJSON_AddNumberToObject(o, "maxSandboxes", k->max_sandboxes);
+            cJSON_AddNumberToObject(o, "sandboxes", k->sandboxes);
+            print_json(o);
+        } else {
+            key_print(k);
+            if (k->max_sandboxes && k->sandboxes > k->max_sandboxes)
+                printf("it holds %u now: none is ended, its creates are refused until it holds fewer\n",
+                       k->sandboxes);
+        }
     } else if (argc == 2 && strcmp(argv[0], "revoke") == 0) {
         Cube__KeyRef r = CUBE__KEY_REF__INIT;
         r.key_id = argv[1];
         if ((rc = call(c, "/cube.Master/RevokeKey", &r.base, &cube__empty__descriptor, &out))) return rc;
         if (!json_out) printf("revoked %s\n", argv[1]);
     } else {
-        fprintf(stderr, "cubemastercli: key create [NAME] | key list | key revoke ID\n");
+        fprintf(stderr,
+                "cubemastercli: key create [NAME] [--max-sandboxes N] | key list | key limit ID N | key "
+                "revoke ID\n");
         return 2;
     }
     if (out) protobuf_c_message_free_unpacked(out, NULL);
@@ -679,7 +739,7 @@ static int usage(void)
                     "  sandbox snapshot ID [NAME] | sandbox rollback ID SNAPSHOT\n"
                     "  node list | node wait [--count N] [--pool] [--timeout S]\n"
                     "  node drain NODE | node undrain NODE | node remove NODE\n"
-                    "  key create [NAME] | key list | key revoke ID\n"
+                    "  key create [NAME] [--max-sandboxes N] | key list | key limit ID N | key revoke ID\n"
                     "  tpl list | tpl info NAME | tpl delete NAME\n"
                     "  tpl tags NAME | tpl tag NAME[:TAG] TAG... | tpl untag NAME TAG...\n"
                     "  tpl create-from-image NAME (--oci LAYOUT | --docker-save TAR | --rootfs TAR|DIR |\n"

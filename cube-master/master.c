@@ -2,6 +2,7 @@
 #include "envd_version.h"
 #include "file_signature.h"
 #include "builds.h"
+#include "keys.h"
 #include "master_nodes.h"
 #include "secrets.h"
 #include "snapshots.h"
@@ -11,7 +12,6 @@
 #include <cjson/cJSON.h>
 #include <dirent.h>
 #include <errno.h>
-#include <openssl/sha.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -35,13 +35,6 @@
 /* a node's refusal is taken to the next node only while the caller's deadline leaves this much */
 #define CREATE_RETRY_MIN_LEFT_MS 2000
 
-static void key_hash(const char *key, char out[65])
-{
-    unsigned char d[SHA256_DIGEST_LENGTH];
-    SHA256((const unsigned char *)key, strlen(key), d);
-    for (int i = 0; i < SHA256_DIGEST_LENGTH; i++) snprintf(out + 2 * i, 3, "%02x", d[i]);
-}
-
 int master_init(master *m, store *st, cube_err *err)
 {
     (void)err;
@@ -56,18 +49,10 @@ int master_init(master *m, store *st, cube_err *err)
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
     pthread_cond_init(&m->nodes_changed, &ca);
     pthread_condattr_destroy(&ca);
+    pthread_mutex_init(&m->keys_lock, NULL);
     pthread_mutex_init(&m->stop_lock, NULL);
     pthread_cond_init(&m->stop_cond, NULL);
     return 0;
-}
-
-int master_ensure_key(master *m, const char *key, const char *name, cube_err *err)
-{
-    char hash[65], id[64], found_name[128];
-    key_hash(key, hash);
-    if (m->st->ops->key_find(m->st, hash, id, found_name, err) == 0) return 0;
-    if (cube_id_new('k', id, 16, err) < 0) return -1;
-    return m->st->ops->key_put(m->st, id, name, hash, cube_now_unix_ms(), err);
 }
 
 /* ---- nodes ---- */
@@ -136,6 +121,8 @@ static int create_sandbox(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *
     /* volumes by name: each must exist, and the sandbox runs on the node that holds them */
     char vol_node[64] = "";
     if (volumes_resolve(m, ctx, req->volume_mounts, req->n_volume_mounts, vol_node, err) < 0) return -1;
+    key_hold hold;
+    if (key_hold_take(m, req->api_key_id, req->api_key_max_sandboxes, 1, &hold, err) < 0) return -1;
 
     Cube__NodeCreateRequest nreq = CUBE__NODE_CREATE_REQUEST__INIT;
     nreq.sandbox_id = id;
@@ -147,7 +134,10 @@ static int create_sandbox(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *
     nreq.envd_access_token = token;
     Cube__NetworkPolicy *filled =
         NULL; /* the rules' secrets, for the node only: the record keeps placeholders */
-    if (secrets_resolve_policy(m, req->network, false, &filled, err) < 0) return -1;
+    if (secrets_resolve_policy(m, req->network, false, &filled, err) < 0) {
+        key_hold_drop(m, &hold);
+        return -1;
+    }
     nreq.network = filled ? filled : req->network;
     nreq.n_volume_mounts = req->n_volume_mounts;
     nreq.volume_mounts = req->volume_mounts;
@@ -166,11 +156,13 @@ static int create_sandbox(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *
         if (!link) {
             if (skip.n) *err = refused; /* every node that has the template refused: the last one's words */
             secrets_free_policy(filled);
+            key_hold_drop(m, &hold);
             return -1;
         }
         if (!*vol_node && volumes_place(m, req->volume_mounts, req->n_volume_mounts, node_id, err) < 0) {
             node_link_put(link);
             secrets_free_policy(filled);
+            key_hold_drop(m, &hold);
             return -1;
         }
         t_start = t_node = cube_now_mono_ns();
@@ -184,6 +176,7 @@ static int create_sandbox(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *
                      (!ctx || cube_rpc_deadline_left_ms(ctx) > CREATE_RETRY_MIN_LEFT_MS);
         if (!again) {
             secrets_free_policy(filled);
+            key_hold_drop(m, &hold);
             return -1;
         }
         refused = *err;
@@ -221,7 +214,9 @@ static int create_sandbox(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *
     sb.n_volume_mounts = req->n_volume_mounts;
     sb.volume_mounts = req->volume_mounts;
     sb.client_id = "cube";
-    int rc = m->st->ops->sandbox_add(m->st, &sb, err);
+    sb.api_key_id = req->api_key_id;
+    int rc = key_hold_add(m, &hold, &sb, err);
+    key_hold_drop(m, &hold);
     if (rc == 0) {
         out->sandbox = reply_copy(ctx, &sb);
         cube_metric_observe("cube_sandbox_create_seconds",
@@ -579,6 +574,11 @@ static int fork_sandbox(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *re
         return cube_err_set(err, EINVAL, "timeout must be within 0..%d seconds", MAX_TIMEOUT_S);
     Cube__Sandbox *parent = m->st->ops->sandbox_get(m->st, req->sandbox_id ? req->sandbox_id : "", err);
     if (!parent) return -1;
+    key_hold hold;
+    if (key_hold_take(m, req->api_key_id, req->api_key_max_sandboxes, count, &hold, err) < 0) {
+        cube__sandbox__free_unpacked(parent, NULL);
+        return -1;
+    }
     node_link *link = node_link_get(m, parent->node_id, err);
     int rc = -1;
     Cube__NodeForkRequest nreq = CUBE__NODE_FORK_REQUEST__INIT;
@@ -606,6 +606,7 @@ static int fork_sandbox(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *re
         goto out;
     }
     Cube__NodeForkResponse *nr = (Cube__NodeForkResponse *)nresp;
+    key_hold_drop(m, &hold); /* from here the store's adds hold the limit */
     out->results = cube_rpc_alloc(ctx, (nr->n_sandboxes + nr->n_errors + 1) * sizeof(Cube__ForkResult *));
     for (size_t i = 0; i < nr->n_sandboxes; i++) {
         Cube__Sandbox sb = *parent;
@@ -618,6 +619,7 @@ static int fork_sandbox(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *re
         sb.started_at_ms = cube_now_unix_ms();
         sb.end_at_ms = sb.started_at_ms + timeout * 1000;
         sb.envd_access_token = (char *)token;
+        sb.api_key_id = req->api_key_id; /* the forking key's, held against its limit */
         sb.agent_address = nr->sandboxes[i]->agent_address;
         sb.interpreter_address = nr->sandboxes[i]->interpreter_address;
         Cube__ForkResult *fr = cube_rpc_alloc(ctx, sizeof(*fr));
@@ -630,15 +632,23 @@ static int fork_sandbox(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *re
         if (private_traffic && (!traffic || cube_token_hex(traffic, 16, &perr) < 0)) {
             fr->error = cube_rpc_strdup(ctx, "could not make the fork's traffic access token");
             fr->code = 500;
-        } else if (m->st->ops->sandbox_add(m->st, &sb, &perr) < 0) {
+        } else if (key_hold_add(m, &hold, &sb, &perr) < 0) {
             fr->error = cube_rpc_strdup(ctx, perr.msg);
-            fr->code = 500;
+            fr->code = cube_err_http_status(&perr);
         } else {
             fr->sandbox = reply_copy(ctx, &sb);
             cube_log_info("audit", "action=fork parent=%s sandbox=%s key=%s", parent->sandbox_id,
                           sb.sandbox_id, req->api_key_id ? req->api_key_id : "");
         }
         out->results[out->n_results++] = fr;
+        if (!fr->sandbox) { /* not recorded: do not leave it running unseen */
+            Cube__NodeSandboxRef ref = CUBE__NODE_SANDBOX_REF__INIT;
+            ref.sandbox_id = sb.sandbox_id;
+            ProtobufCMessage *r = NULL;
+            if (cube_rpc_call(link->rpc, "/cube.Cubelet/KillSandbox", &ref.base, &cube__empty__descriptor, &r,
+                              NULL, NULL) == 0)
+                protobuf_c_message_free_unpacked(r, NULL);
+        }
     }
     for (size_t i = 0; i < nr->n_errors; i++) {
         Cube__ForkResult *fr = cube_rpc_alloc(ctx, sizeof(*fr));
@@ -649,6 +659,7 @@ static int fork_sandbox(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *re
     }
     rc = 0;
 out:
+    key_hold_drop(m, &hold);
     node_link_put(link);
     if (nresp) protobuf_c_message_free_unpacked(nresp, NULL);
     cube__sandbox__free_unpacked(parent, NULL);
@@ -848,71 +859,6 @@ static int sandbox_metrics_history(void *svc, cube_rpc_ctx *ctx, const void *req
     return 0;
 }
 
-static int auth_key(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *respp, cube_err *err)
-{
-    master *m = svc;
-    const Cube__AuthKeyRequest *req = reqp;
-    Cube__AuthKeyResponse *out = respp;
-    char hash[65], id[64], name[128];
-    key_hash(req->key ? req->key : "", hash);
-    if (m->st->ops->key_find(m->st, hash, id, name, err) < 0) {
-        if (err->code == ENOENT) cube_err_set(err, EKEYREJECTED, "Invalid API key");
-        return -1;
-    }
-    out->key_id = cube_rpc_strdup(ctx, id);
-    out->name = cube_rpc_strdup(ctx, name);
-    return 0;
-}
-
-static int create_key(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *respp, cube_err *err)
-{
-    master *m = svc;
-    const Cube__CreateKeyRequest *req = reqp;
-    Cube__ApiKey *out = respp;
-    char secret[64] = "e2b_", id[32], hash[65];
-    if (cube_token_hex(secret + 4, 20, err) < 0 || cube_id_new('k', id, 16, err) < 0) return -1;
-    key_hash(secret, hash);
-    int64_t now = cube_now_unix_ms();
-    const char *name = req->name && *req->name ? req->name : "unnamed";
-    if (m->st->ops->key_put(m->st, id, name, hash, now, err) < 0) return -1;
-    out->key_id = cube_rpc_strdup(ctx, id);
-    out->name = cube_rpc_strdup(ctx, name);
-    out->created_at_ms = now;
-    out->key = cube_rpc_strdup(ctx, secret);
-    cube_log_info("audit", "action=key-create key=%s", id);
-    return 0;
-}
-
-static int list_keys(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *respp, cube_err *err)
-{
-    (void)reqp;
-    master *m = svc;
-    Cube__ListKeysResponse *out = respp, tmp;
-    if (m->st->ops->key_list(m->st, &tmp, err) < 0) return -1;
-    out->keys = cube_rpc_alloc(ctx, (tmp.n_keys ? tmp.n_keys : 1) * sizeof(Cube__ApiKey *));
-    for (size_t i = 0; i < tmp.n_keys; i++) {
-        Cube__ApiKey *k = cube_rpc_alloc(ctx, sizeof(*k));
-        cube__api_key__init(k);
-        k->key_id = cube_rpc_strdup(ctx, tmp.keys[i]->key_id);
-        k->name = cube_rpc_strdup(ctx, tmp.keys[i]->name);
-        k->created_at_ms = tmp.keys[i]->created_at_ms;
-        out->keys[out->n_keys++] = k;
-    }
-    store_free_keys(&tmp);
-    return 0;
-}
-
-static int revoke_key(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *respp, cube_err *err)
-{
-    (void)ctx;
-    (void)respp;
-    master *m = svc;
-    const Cube__KeyRef *req = reqp;
-    int rc = m->st->ops->key_revoke(m->st, req->key_id ? req->key_id : "", err);
-    if (rc == 0) cube_log_info("audit", "action=key-revoke key=%s", req->key_id);
-    return rc;
-}
-
 static void *reaper(void *arg)
 {
     master *m = arg;
@@ -1008,6 +954,7 @@ const cube_rpc_method master_methods[] = {
     M("CreateKey", create_key, cube__create_key_request, cube__api_key),
     M("ListKeys", list_keys, cube__empty, cube__list_keys_response),
     M("RevokeKey", revoke_key, cube__key_ref, cube__empty),
+    M("SetKeyLimit", set_key_limit, cube__key_limit_request, cube__api_key),
     M("ListNodes", list_nodes, cube__empty, cube__list_nodes_response),
     M("SandboxMetrics", sandbox_metrics, cube__sandbox_ref, cube__hv_stats),
     M("SandboxMetricsHistory", sandbox_metrics_history, cube__sandbox_ref, cube__hv_stats_history),

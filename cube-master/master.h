@@ -29,7 +29,8 @@ typedef struct master_node {
     struct master_node *next;
 } master_node;
 
-#define COPY_FAILURES 16
+#define COPY_FAILURES  16
+#define KEY_HOLD_SLOTS 64
 
 typedef struct master {
     store *st;
@@ -54,6 +55,12 @@ typedef struct master {
         int64_t until_ms;
     } copy_failures[COPY_FAILURES];
     unsigned copy_failure_next;
+    /* keys.c: sandboxes this master is making for keys with a limit, not recorded yet (with keys_lock) */
+    pthread_mutex_t keys_lock;
+    struct {
+        char key_id[64];
+        uint32_t n;
+    } key_holds[KEY_HOLD_SLOTS];
     int stopping;
     pthread_mutex_t stop_lock;
     pthread_cond_t stop_cond;

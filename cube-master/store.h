@@ -15,20 +15,30 @@ typedef struct store store;
 typedef struct store_ops {
     const char *name;
     void (*close)(store *st);
-    /* API keys are stored by the sha256 of the secret; lookups take the hash. */
+    /* API keys are stored by the sha256 of the secret; lookups take the hash. A key's max_sandboxes (0: none)
+     * bounds the sandboxes its creates and forks hold at once (sandbox_add). */
     int (*key_put)(store *st, const char *key_id, const char *name, const char *hash, int64_t created_ms,
-                   cube_err *err);
-    int (*key_find)(store *st, const char *hash, char key_id[64], char name[128], cube_err *err); /* ENOENT */
-    int (*key_list)(store *st, Cube__ListKeysResponse *out,
-                    cube_err *err);                                  /* caller frees with store_free_keys */
-    int (*key_revoke)(store *st, const char *key_id, cube_err *err); /* ENOENT */
+                   uint32_t max_sandboxes, cube_err *err);
+    int (*key_find)(store *st, const char *hash, char key_id[64], char name[128], uint32_t *max_sandboxes,
+                    cube_err *err); /* ENOENT */
+    /* each key with its limit and the sandboxes it holds now; caller frees with store_free_keys */
+    int (*key_list)(store *st, Cube__ListKeysResponse *out, cube_err *err);
+    int (*key_revoke)(store *st, const char *key_id, cube_err *err);                            /* ENOENT */
+    int (*key_set_limit)(store *st, const char *key_id, uint32_t max_sandboxes, cube_err *err); /* ENOENT */
+    /* The key's limit and how many sandboxes (starting, running or paused) it holds. ENOENT: no such key. */
+    int (*key_usage)(store *st, const char *key_id, uint32_t *max_sandboxes, uint32_t *held, cube_err *err);
     /* Sandboxes are kept whole (packed) with the columns that filters need. A change is a transition: the
      * record is replaced only while it exists in the state the caller read (expect_state), never recreated;
      * ENOENT when it is gone (a kill won), EBUSY when its state moved meanwhile (read it again). */
     int (*sandbox_update)(store *st, const Cube__Sandbox *sb, int expect_state, cube_err *err);
     /* The record of a sandbox just created: EEXIST if its id is taken. Stored before it returns; a view
-     * derived from the store (Redis routes) may be brought up to date after. */
+     * derived from the store (Redis routes) may be brought up to date after. A sandbox made for a key
+     * (api_key_id) is added only while that key holds fewer than its limit (EDQUOT when it holds as many),
+     * checked in the same statement. */
     int (*sandbox_add)(store *st, const Cube__Sandbox *sb, cube_err *err);
+    /* The same for a key known to have a limit: adds for one key are taken one at a time (MySQL: its row
+     * locked for the add), so masters sharing a store never take a key past its limit together. */
+    int (*sandbox_add_limited)(store *st, const Cube__Sandbox *sb, cube_err *err);
     Cube__Sandbox *(*sandbox_get)(store *st, const char *id,
                                   cube_err *err);                    /* NULL + ENOENT; free_unpacked */
     int (*sandbox_delete)(store *st, const char *id, cube_err *err); /* ENOENT */
@@ -84,6 +94,11 @@ store *store_sqlite_open(const char *path, cube_err *err);
 store *store_mysql_open(const char *url, cube_err *err);
 /* inner, plus sandbox routes kept in Redis at redis_addr for cube-proxy (takes inner; closes it on error). */
 store *store_with_routes(store *inner, const char *redis_addr, cube_err *err);
+/* SQL (the same in both stores): how many sandboxes the key (an SQL expression) holds against its limit,
+ * those starting, running or paused */
+#define STORE_HELD_BY(key)                                                                                   \
+    "(SELECT COUNT(*) FROM sandboxes s WHERE s.api_key_id=" key " AND s.state IN (1,2,3))"
+
 void store_free_sandboxes(Cube__Sandbox **v, size_t n);
 void store_free_keys(Cube__ListKeysResponse *out);
 void store_free_volumes(Cube__Volume **v, size_t n);

@@ -33,6 +33,10 @@ static const char *const schema[] = {
     "CREATE TABLE IF NOT EXISTS snapshots(snapshot_id VARCHAR(128) PRIMARY KEY, created_at_ms BIGINT NOT "
     "NULL,"
     " data BLOB NOT NULL) ENGINE=InnoDB",
+    /* keys' sandbox limits; sandboxes by the key that made them */
+    "ALTER TABLE api_keys ADD COLUMN max_sandboxes INT UNSIGNED NOT NULL DEFAULT 0",
+    "ALTER TABLE sandboxes ADD COLUMN api_key_id VARCHAR(64) NOT NULL DEFAULT '',"
+    " ADD INDEX sandboxes_key(api_key_id, state)",
 };
 
 typedef struct conn {
@@ -109,15 +113,19 @@ static conn *run(mysql_store *s, const char *sql, size_t len, const char *what, 
 {
     conn *c = acquire(s, err);
     if (!c) return NULL;
-    for (int attempt = 0;; attempt++) {
+    bool resent = false;
+    for (int deadlocks = 0;;) {
         if (c->db && mysql_real_query(c->db, sql, (unsigned long)len) == 0) return c;
         unsigned e = c->db ? mysql_errno(c->db) : CR_SERVER_GONE_ERROR;
-        if (attempt == 0 && gone(e)) {
+        if (!resent && gone(e)) {
             cube_err cerr = {0};
+            resent = true;
             if (connect_one(s, c, &cerr) == 0) continue;
         }
+        /* rolled back whole by InnoDB, for another statement's sake (two adds for one key): run it again */
+        if (e == ER_LOCK_DEADLOCK && ++deadlocks < 8) continue;
         if (e == ER_DUP_ENTRY) /* sent again after a dropped connection: maybe our own first attempt */
-            cube_err_set(err, attempt ? EALREADY : EEXIST, "store: %s: duplicate", what);
+            cube_err_set(err, resent ? EALREADY : EEXIST, "store: %s: duplicate", what);
         else
             cube_err_set(err, EIO, "store: %s: %s", what, c->db ? mysql_error(c->db) : "no connection");
         release(s, c);
@@ -217,10 +225,10 @@ static int done(sqlbuf *b, cube_err *err)
 }
 
 static int my_key_put(store *base, const char *key_id, const char *name, const char *hash, int64_t created,
-                      cube_err *err)
+                      uint32_t max_sandboxes, cube_err *err)
 {
     sqlbuf b = {0};
-    puts_(&b, "INSERT IGNORE INTO api_keys VALUES(");
+    puts_(&b, "INSERT IGNORE INTO api_keys(key_id, name, key_hash, created_at_ms, max_sandboxes) VALUES(");
     put_str(&b, key_id);
     puts_(&b, ",");
     put_str(&b, name);
@@ -228,6 +236,8 @@ static int my_key_put(store *base, const char *key_id, const char *name, const c
     put_str(&b, hash);
     puts_(&b, ",");
     put_int(&b, created);
+    puts_(&b, ",");
+    put_int(&b, max_sandboxes);
     puts_(&b, ")");
     if (done(&b, err) < 0) return -1;
     int rc = exec((mysql_store *)base, b.p, b.len, "insert key", NULL, err);
@@ -265,6 +275,7 @@ static long select_rows(mysql_store *s, sqlbuf *b, const char *what,
 
 typedef struct key_row {
     char *id, *name;
+    uint32_t *max_sandboxes;
 } key_row;
 
 static int key_row_fn(void *arg, MYSQL_ROW row, unsigned long *lens)
@@ -273,15 +284,17 @@ static int key_row_fn(void *arg, MYSQL_ROW row, unsigned long *lens)
     key_row *k = arg;
     snprintf(k->id, 64, "%s", row[0] ? row[0] : "");
     snprintf(k->name, 128, "%s", row[1] ? row[1] : "");
+    *k->max_sandboxes = row[2] ? (uint32_t)strtoul(row[2], NULL, 10) : 0;
     return 0;
 }
 
-static int my_key_find(store *base, const char *hash, char key_id[64], char name[128], cube_err *err)
+static int my_key_find(store *base, const char *hash, char key_id[64], char name[128],
+                       uint32_t *max_sandboxes, cube_err *err)
 {
     sqlbuf b = {0};
-    puts_(&b, "SELECT key_id, name FROM api_keys WHERE key_hash=");
+    puts_(&b, "SELECT key_id, name, max_sandboxes FROM api_keys WHERE key_hash=");
     put_str(&b, hash);
-    key_row k = {key_id, name};
+    key_row k = {key_id, name, max_sandboxes};
     long n = select_rows((mysql_store *)base, &b, "find key", key_row_fn, &k, err);
     if (n < 0) return -1;
     return n == 0 ? cube_err_set(err, ENOENT, "no such API key") : 0;
@@ -302,6 +315,8 @@ static int key_list_fn(void *arg, MYSQL_ROW row, unsigned long *lens)
     k->key_id = strdup(row[0]);
     k->name = strdup(row[1]);
     k->created_at_ms = strtoll(row[2], NULL, 10);
+    k->max_sandboxes = (uint32_t)strtoul(row[3], NULL, 10);
+    k->sandboxes = (uint32_t)strtoul(row[4], NULL, 10);
     out->keys[out->n_keys++] = k;
     return 0;
 }
@@ -310,7 +325,8 @@ static int my_key_list(store *base, Cube__ListKeysResponse *out, cube_err *err)
 {
     cube__list_keys_response__init(out);
     sqlbuf b = {0};
-    puts_(&b, "SELECT key_id, name, created_at_ms FROM api_keys ORDER BY created_at_ms, key_id");
+    puts_(&b, "SELECT k.key_id, k.name, k.created_at_ms, k.max_sandboxes, " STORE_HELD_BY(
+                  "k.key_id") " FROM api_keys k ORDER BY k.created_at_ms, k.key_id");
     return select_rows((mysql_store *)base, &b, "list keys", key_list_fn, out, err) < 0 ? -1 : 0;
 }
 
@@ -337,9 +353,75 @@ static int my_key_revoke(store *base, const char *key_id, cube_err *err)
     return delete_by((mysql_store *)base, "api_keys", "key_id", key_id, "revoke key", err);
 }
 
+static int my_key_set_limit(store *base, const char *key_id, uint32_t max_sandboxes, cube_err *err)
+{
+    sqlbuf b = {0};
+    puts_(&b, "UPDATE api_keys SET max_sandboxes=");
+    put_int(&b, max_sandboxes);
+    puts_(&b, " WHERE key_id=");
+    put_str(&b, key_id);
+    if (done(&b, err) < 0) return -1;
+    uint64_t n = 0; /* rows matched (CLIENT_FOUND_ROWS), changed or not */
+    int rc = exec((mysql_store *)base, b.p, b.len, "set key limit", &n, err);
+    free(b.p);
+    if (rc == 0 && n == 0) return cube_err_set(err, ENOENT, "no API key '%s'", key_id);
+    return rc;
+}
+
+static int usage_row_fn(void *arg, MYSQL_ROW row, unsigned long *lens)
+{
+    (void)lens;
+    uint32_t *v = arg;
+    v[0] = row[0] ? (uint32_t)strtoul(row[0], NULL, 10) : 0;
+    v[1] = row[1] ? (uint32_t)strtoul(row[1], NULL, 10) : 0;
+    return 0;
+}
+
+static int my_key_usage(store *base, const char *key_id, uint32_t *max_sandboxes, uint32_t *held,
+                        cube_err *err)
+{
+    sqlbuf b = {0};
+    puts_(&b, "SELECT k.max_sandboxes, " STORE_HELD_BY("k.key_id") " FROM api_keys k WHERE k.key_id=");
+    put_str(&b, key_id);
+    uint32_t v[2] = {0, 0};
+    long n = select_rows((mysql_store *)base, &b, "key usage", usage_row_fn, v, err);
+    if (n < 0) return -1;
+    if (n == 0) return cube_err_set(err, ENOENT, "no API key '%s'", key_id);
+    *max_sandboxes = v[0];
+    *held = v[1];
+    return 0;
+}
+
 /* Affected rows count the rows matched (CLIENT_FOUND_ROWS): a transition that changes nothing still found its
  * row. */
 static int my_sandbox_state(mysql_store *s, const char *id, int *state, cube_err *err);
+
+/* the INSERT of a new sandbox's record: nothing is inserted for a key holding its limit */
+static void put_add(sqlbuf *b, const Cube__Sandbox *sb)
+{
+    const char *key = sb->api_key_id ? sb->api_key_id : "";
+    puts_(b, "INSERT INTO sandboxes(sandbox_id, state, started_at_ms, end_at_ms, data, api_key_id) SELECT ");
+    put_str(b, sb->sandbox_id);
+    puts_(b, ",");
+    put_int(b, sb->state);
+    puts_(b, ",");
+    put_int(b, sb->started_at_ms);
+    puts_(b, ",");
+    put_int(b, sb->end_at_ms);
+    puts_(b, ",");
+    put_message(b, &sb->base);
+    puts_(b, ",");
+    put_str(b, key);
+    puts_(b, " FROM DUAL");
+    if (!*key) return;
+    puts_(b, " WHERE NOT EXISTS (SELECT 1 FROM api_keys k WHERE k.key_id=");
+    put_str(b, key);
+    puts_(
+        b,
+        " AND k.max_sandboxes>0 AND k.max_sandboxes<=(SELECT COUNT(*) FROM sandboxes s WHERE s.api_key_id=");
+    put_str(b, key);
+    puts_(b, " AND s.state IN (1,2,3)))");
+}
 
 static int my_sandbox_write(store *base, const Cube__Sandbox *sb, int expect_state, bool insert,
                             cube_err *err)
@@ -347,17 +429,7 @@ static int my_sandbox_write(store *base, const Cube__Sandbox *sb, int expect_sta
     mysql_store *s = (mysql_store *)base;
     sqlbuf b = {0};
     if (insert) {
-        puts_(&b, "INSERT INTO sandboxes VALUES(");
-        put_str(&b, sb->sandbox_id);
-        puts_(&b, ",");
-        put_int(&b, sb->state);
-        puts_(&b, ",");
-        put_int(&b, sb->started_at_ms);
-        puts_(&b, ",");
-        put_int(&b, sb->end_at_ms);
-        puts_(&b, ",");
-        put_message(&b, &sb->base);
-        puts_(&b, ")");
+        put_add(&b, sb);
     } else {
         puts_(&b, "UPDATE sandboxes SET state=");
         put_int(&b, sb->state);
@@ -384,6 +456,8 @@ static int my_sandbox_write(store *base, const Cube__Sandbox *sb, int expect_sta
     }
     if (rc < 0 && insert && err->code == EEXIST)
         return cube_err_set(err, EEXIST, "sandbox '%s' exists already", sb->sandbox_id);
+    if (rc == 0 && insert && n == 0)
+        return cube_err_set(err, EDQUOT, "API key '%s' holds as many sandboxes as its limit", sb->api_key_id);
     if (rc < 0 || insert || n > 0) return rc;
     int now = -1;
     if (my_sandbox_state(s, sb->sandbox_id, &now, err) < 0) return -1;
@@ -399,6 +473,70 @@ static int my_sandbox_update(store *base, const Cube__Sandbox *sb, int expect_st
 static int my_sandbox_add(store *base, const Cube__Sandbox *sb, cube_err *err)
 {
     return my_sandbox_write(base, sb, 0, true, err);
+}
+
+static bool query(conn *c, const char *sql, size_t len)
+{
+    return mysql_real_query(c->db, sql, (unsigned long)len) == 0;
+}
+
+/* The add for a key with a limit, in a transaction that first locks the key's row: the adds for one key, from
+ * every master, are taken one at a time, each counting what the last one wrote. Run again (whole) when InnoDB
+ * ends it for a deadlock (the count's reads lock index gaps that another key's add may want), or once when
+ * the connection dropped. */
+static int my_sandbox_add_limited(store *base, const Cube__Sandbox *sb, cube_err *err)
+{
+    mysql_store *s = (mysql_store *)base;
+    sqlbuf lock = {0}, add = {0};
+    puts_(&lock, "SELECT max_sandboxes FROM api_keys WHERE key_id=");
+    put_str(&lock, sb->api_key_id ? sb->api_key_id : "");
+    puts_(&lock, " FOR UPDATE");
+    put_add(&add, sb);
+    if (done(&lock, err) < 0 || done(&add, err) < 0) {
+        free(lock.p);
+        free(add.p);
+        return -1;
+    }
+    conn *c = acquire(s, err);
+    int rc = c ? 0 : -1;
+    bool resent = false;
+    for (int deadlocks = 0; c;) {
+        uint64_t n = 0;
+        bool ok = query(c, "START TRANSACTION", strlen("START TRANSACTION")) && query(c, lock.p, lock.len);
+        if (ok) {
+            MYSQL_RES *r = mysql_store_result(c->db);
+            if (r) mysql_free_result(r);
+            ok = query(c, add.p, add.len);
+            n = ok ? mysql_affected_rows(c->db) : 0;
+            ok = ok && query(c, "COMMIT", strlen("COMMIT"));
+        }
+        if (ok) {
+            if (n == 0)
+                rc = cube_err_set(err, EDQUOT, "API key '%s' holds as many sandboxes as its limit",
+                                  sb->api_key_id);
+            break;
+        }
+        unsigned e = mysql_errno(c->db);
+        query(c, "ROLLBACK", strlen("ROLLBACK"));
+        if (e == ER_LOCK_DEADLOCK && ++deadlocks < 8) continue;
+        if (!resent && gone(e)) {
+            cube_err cerr = {0};
+            resent = true;
+            if (connect_one(s, c, &cerr) == 0) continue;
+        }
+        if (e == ER_DUP_ENTRY && resent) /* our own first attempt's COMMIT landed before the drop */
+            break;
+        if (e == ER_DUP_ENTRY)
+            rc = cube_err_set(err, EEXIST, "sandbox '%s' exists already", sb->sandbox_id);
+        else
+            rc = cube_err_set(err, EIO, "store: add sandbox: %s",
+                              c->db ? mysql_error(c->db) : "no connection");
+        break;
+    }
+    if (c) release(s, c);
+    free(lock.p);
+    free(add.p);
+    return rc;
 }
 
 static int state_row_fn(void *arg, MYSQL_ROW row, unsigned long *lens)
@@ -833,8 +971,11 @@ static const store_ops mysql_ops = {
     .key_find = my_key_find,
     .key_list = my_key_list,
     .key_revoke = my_key_revoke,
+    .key_set_limit = my_key_set_limit,
+    .key_usage = my_key_usage,
     .sandbox_update = my_sandbox_update,
     .sandbox_add = my_sandbox_add,
+    .sandbox_add_limited = my_sandbox_add_limited,
     .sandbox_get = my_sandbox_get,
     .sandbox_delete = my_sandbox_delete,
     .sandbox_list = my_sandbox_list,

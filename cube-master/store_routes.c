@@ -266,15 +266,26 @@ static int r_sandbox_update(store *base, const Cube__Sandbox *sb, int expect_sta
     return rc;
 }
 
-static int r_sandbox_add(store *base, const Cube__Sandbox *sb, cube_err *err)
+static int r_add(store *base, const Cube__Sandbox *sb, bool limited, cube_err *err)
 {
     routes_store *s = (routes_store *)base;
     pthread_mutex_t *l = stripe(s, sb->sandbox_id);
     pthread_mutex_lock(l);
-    int rc = s->inner->ops->sandbox_add(s->inner, sb, err);
+    int rc = limited ? s->inner->ops->sandbox_add_limited(s->inner, sb, err)
+                     : s->inner->ops->sandbox_add(s->inner, sb, err);
     if (rc == 0) queue_sandbox(s, sb); /* not waited for: see the top of this file */
     pthread_mutex_unlock(l);
     return rc;
+}
+
+static int r_sandbox_add(store *base, const Cube__Sandbox *sb, cube_err *err)
+{
+    return r_add(base, sb, false, err);
+}
+
+static int r_sandbox_add_limited(store *base, const Cube__Sandbox *sb, cube_err *err)
+{
+    return r_add(base, sb, true, err);
 }
 
 static int r_sandbox_delete(store *base, const char *id, cube_err *err)
@@ -291,13 +302,14 @@ static int r_sandbox_delete(store *base, const char *id, cube_err *err)
 
 /* the rest passes through */
 #define INNER(s) (((routes_store *)(s))->inner)
-static int r_key_put(store *s, const char *a, const char *b, const char *c, int64_t d, cube_err *e)
+static int r_key_put(store *s, const char *a, const char *b, const char *c, int64_t d, uint32_t max,
+                     cube_err *e)
 {
-    return INNER(s)->ops->key_put(INNER(s), a, b, c, d, e);
+    return INNER(s)->ops->key_put(INNER(s), a, b, c, d, max, e);
 }
-static int r_key_find(store *s, const char *h, char id[64], char name[128], cube_err *e)
+static int r_key_find(store *s, const char *h, char id[64], char name[128], uint32_t *max, cube_err *e)
 {
-    return INNER(s)->ops->key_find(INNER(s), h, id, name, e);
+    return INNER(s)->ops->key_find(INNER(s), h, id, name, max, e);
 }
 static int r_key_list(store *s, Cube__ListKeysResponse *o, cube_err *e)
 {
@@ -306,6 +318,14 @@ static int r_key_list(store *s, Cube__ListKeysResponse *o, cube_err *e)
 static int r_key_revoke(store *s, const char *id, cube_err *e)
 {
     return INNER(s)->ops->key_revoke(INNER(s), id, e);
+}
+static int r_key_set_limit(store *s, const char *id, uint32_t max, cube_err *e)
+{
+    return INNER(s)->ops->key_set_limit(INNER(s), id, max, e);
+}
+static int r_key_usage(store *s, const char *id, uint32_t *max, uint32_t *held, cube_err *e)
+{
+    return INNER(s)->ops->key_usage(INNER(s), id, max, held, e);
 }
 static Cube__Sandbox *r_sandbox_get(store *s, const char *id, cube_err *e)
 {
@@ -431,8 +451,11 @@ static const store_ops routes_ops = {
     .key_find = r_key_find,
     .key_list = r_key_list,
     .key_revoke = r_key_revoke,
+    .key_set_limit = r_key_set_limit,
+    .key_usage = r_key_usage,
     .sandbox_update = r_sandbox_update,
     .sandbox_add = r_sandbox_add,
+    .sandbox_add_limited = r_sandbox_add_limited,
     .sandbox_get = r_sandbox_get,
     .sandbox_delete = r_sandbox_delete,
     .sandbox_list = r_sandbox_list,

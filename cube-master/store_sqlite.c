@@ -36,6 +36,10 @@ static const char *const schema[] = {
     /* version 5 */
     "CREATE TABLE snapshots(snapshot_id TEXT PRIMARY KEY, created_at_ms INTEGER NOT NULL, data BLOB NOT "
     "NULL);",
+    /* version 6: keys' sandbox limits; sandboxes by the key that made them */
+    "ALTER TABLE api_keys ADD COLUMN max_sandboxes INTEGER NOT NULL DEFAULT 0;"
+    "ALTER TABLE sandboxes ADD COLUMN api_key_id TEXT NOT NULL DEFAULT '';"
+    "CREATE INDEX sandboxes_key ON sandboxes(api_key_id, state);",
 };
 
 static int db_err(sqlite_store *s, cube_err *err, const char *what)
@@ -66,15 +70,17 @@ static int migrate(sqlite_store *s, cube_err *err)
 }
 
 static int key_put(store *base, const char *key_id, const char *name, const char *hash, int64_t created,
-                   cube_err *err)
+                   uint32_t max_sandboxes, cube_err *err)
 {
     sqlite_store *s = (sqlite_store *)base;
     int rc = 0;
     pthread_mutex_lock(&s->lock);
     do { /* break leaves the block; the lock is released below */
         sqlite3_stmt *st;
-        if (sqlite3_prepare_v2(s->db, "INSERT OR IGNORE INTO api_keys VALUES(?,?,?,?)", -1, &st, NULL) !=
-            SQLITE_OK) {
+        if (sqlite3_prepare_v2(s->db,
+                               "INSERT OR IGNORE INTO api_keys(key_id, name, key_hash, created_at_ms, "
+                               "max_sandboxes) VALUES(?,?,?,?,?)",
+                               -1, &st, NULL) != SQLITE_OK) {
             rc = db_err(s, err, "insert key");
             break;
         }
@@ -82,6 +88,7 @@ static int key_put(store *base, const char *key_id, const char *name, const char
         sqlite3_bind_text(st, 2, name, -1, SQLITE_STATIC);
         sqlite3_bind_text(st, 3, hash, -1, SQLITE_STATIC);
         sqlite3_bind_int64(st, 4, created);
+        sqlite3_bind_int64(st, 5, max_sandboxes);
         if (sqlite3_step(st) != SQLITE_DONE) rc = db_err(s, err, "insert key");
         sqlite3_finalize(st);
     } while (0);
@@ -89,15 +96,16 @@ static int key_put(store *base, const char *key_id, const char *name, const char
     return rc;
 }
 
-static int key_find(store *base, const char *hash, char key_id[64], char name[128], cube_err *err)
+static int key_find(store *base, const char *hash, char key_id[64], char name[128], uint32_t *max_sandboxes,
+                    cube_err *err)
 {
     sqlite_store *s = (sqlite_store *)base;
     int rc = 0;
     pthread_mutex_lock(&s->lock);
     do { /* break leaves the block; the lock is released below */
         sqlite3_stmt *st;
-        if (sqlite3_prepare_v2(s->db, "SELECT key_id, name FROM api_keys WHERE key_hash=?", -1, &st, NULL) !=
-            SQLITE_OK) {
+        if (sqlite3_prepare_v2(s->db, "SELECT key_id, name, max_sandboxes FROM api_keys WHERE key_hash=?", -1,
+                               &st, NULL) != SQLITE_OK) {
             rc = db_err(s, err, "find key");
             break;
         }
@@ -105,6 +113,7 @@ static int key_find(store *base, const char *hash, char key_id[64], char name[12
         if (sqlite3_step(st) == SQLITE_ROW) {
             snprintf(key_id, 64, "%s", (const char *)sqlite3_column_text(st, 0));
             snprintf(name, 128, "%s", (const char *)sqlite3_column_text(st, 1));
+            *max_sandboxes = (uint32_t)sqlite3_column_int64(st, 2);
         } else {
             rc = cube_err_set(err, ENOENT, "no such API key");
         }
@@ -123,8 +132,9 @@ static int key_list(store *base, Cube__ListKeysResponse *out, cube_err *err)
     do { /* break leaves the block; the lock is released below */
         sqlite3_stmt *st;
         if (sqlite3_prepare_v2(s->db,
-                               "SELECT key_id, name, created_at_ms FROM api_keys ORDER BY created_at_ms", -1,
-                               &st, NULL) != SQLITE_OK) {
+                               "SELECT k.key_id, k.name, k.created_at_ms, k.max_sandboxes, " STORE_HELD_BY(
+                                   "k.key_id") " FROM api_keys k ORDER BY k.created_at_ms",
+                               -1, &st, NULL) != SQLITE_OK) {
             rc = db_err(s, err, "list keys");
             break;
         }
@@ -142,6 +152,8 @@ static int key_list(store *base, Cube__ListKeysResponse *out, cube_err *err)
             k->key_id = strdup((const char *)sqlite3_column_text(st, 0));
             k->name = strdup((const char *)sqlite3_column_text(st, 1));
             k->created_at_ms = sqlite3_column_int64(st, 2);
+            k->max_sandboxes = (uint32_t)sqlite3_column_int64(st, 3);
+            k->sandboxes = (uint32_t)sqlite3_column_int64(st, 4);
             out->keys[out->n_keys++] = k;
         }
         sqlite3_finalize(st);
@@ -188,6 +200,57 @@ static int key_revoke(store *base, const char *key_id, cube_err *err)
     return exec_id((sqlite_store *)base, "DELETE FROM api_keys WHERE key_id=?", key_id, "revoke key", err);
 }
 
+static int key_set_limit(store *base, const char *key_id, uint32_t max_sandboxes, cube_err *err)
+{
+    sqlite_store *s = (sqlite_store *)base;
+    int rc = 0;
+    pthread_mutex_lock(&s->lock);
+    do { /* break leaves the block; the lock is released below */
+        sqlite3_stmt *st;
+        if (sqlite3_prepare_v2(s->db, "UPDATE api_keys SET max_sandboxes=? WHERE key_id=?", -1, &st, NULL) !=
+            SQLITE_OK) {
+            rc = db_err(s, err, "set key limit");
+            break;
+        }
+        sqlite3_bind_int64(st, 1, max_sandboxes);
+        sqlite3_bind_text(st, 2, key_id, -1, SQLITE_STATIC);
+        if (sqlite3_step(st) != SQLITE_DONE)
+            rc = db_err(s, err, "set key limit");
+        else if (sqlite3_changes(s->db) == 0)
+            rc = cube_err_set(err, ENOENT, "no API key '%s'", key_id);
+        sqlite3_finalize(st);
+    } while (0);
+    pthread_mutex_unlock(&s->lock);
+    return rc;
+}
+
+static int key_usage(store *base, const char *key_id, uint32_t *max_sandboxes, uint32_t *held, cube_err *err)
+{
+    sqlite_store *s = (sqlite_store *)base;
+    int rc = 0;
+    pthread_mutex_lock(&s->lock);
+    do { /* break leaves the block; the lock is released below */
+        sqlite3_stmt *st;
+        if (sqlite3_prepare_v2(
+                s->db,
+                "SELECT k.max_sandboxes, " STORE_HELD_BY("k.key_id") " FROM api_keys k WHERE k.key_id=?", -1,
+                &st, NULL) != SQLITE_OK) {
+            rc = db_err(s, err, "key usage");
+            break;
+        }
+        sqlite3_bind_text(st, 1, key_id, -1, SQLITE_STATIC);
+        if (sqlite3_step(st) == SQLITE_ROW) {
+            *max_sandboxes = (uint32_t)sqlite3_column_int64(st, 0);
+            *held = (uint32_t)sqlite3_column_int64(st, 1);
+        } else {
+            rc = cube_err_set(err, ENOENT, "no API key '%s'", key_id);
+        }
+        sqlite3_finalize(st);
+    } while (0);
+    pthread_mutex_unlock(&s->lock);
+    return rc;
+}
+
 /* One statement over a packed sandbox: INSERT (an add) or a conditional UPDATE (a transition). */
 static int sandbox_write(store *base, const Cube__Sandbox *sb, int expect_state, bool insert, cube_err *err)
 {
@@ -201,8 +264,11 @@ static int sandbox_write(store *base, const Cube__Sandbox *sb, int expect_state,
     pthread_mutex_lock(&s->lock);
     do { /* break leaves the block; the lock is released below */
         sqlite3_stmt *st;
-        const char *sql = insert ? "INSERT INTO sandboxes(state, started_at_ms, end_at_ms, data, sandbox_id) "
-                                   "VALUES(?,?,?,?,?)"
+        /* an add for a key holding its limit inserts nothing (a revoked key's limit is gone with it) */
+        const char *sql = insert ? "INSERT INTO sandboxes(state, started_at_ms, end_at_ms, data, sandbox_id, "
+                                   "api_key_id) SELECT ?1,?2,?3,?4,?5,?6 WHERE NOT EXISTS (SELECT 1 FROM "
+                                   "api_keys k WHERE ?6<>'' AND k.key_id=?6 AND k.max_sandboxes>0 AND "
+                                   "k.max_sandboxes<=" STORE_HELD_BY("?6") ")"
                                  : "UPDATE sandboxes SET state=?, started_at_ms=?, end_at_ms=?, data=? "
                                    "WHERE sandbox_id=? AND state=?";
         if (sqlite3_prepare_v2(s->db, sql, -1, &st, NULL) != SQLITE_OK) {
@@ -215,11 +281,15 @@ static int sandbox_write(store *base, const Cube__Sandbox *sb, int expect_state,
         sqlite3_bind_blob(st, 4, buf, (int)len, SQLITE_STATIC);
         sqlite3_bind_text(st, 5, sb->sandbox_id, -1, SQLITE_STATIC);
         if (!insert) sqlite3_bind_int(st, 6, expect_state);
+        if (insert) sqlite3_bind_text(st, 6, sb->api_key_id ? sb->api_key_id : "", -1, SQLITE_STATIC);
         int step = sqlite3_step(st), missed = 0;
         if (step == SQLITE_CONSTRAINT)
             rc = cube_err_set(err, EEXIST, "sandbox '%s' exists already", sb->sandbox_id);
         else if (step != SQLITE_DONE)
             rc = db_err(s, err, what);
+        else if (insert && sqlite3_changes(s->db) == 0)
+            rc = cube_err_set(err, EDQUOT, "API key '%s' holds as many sandboxes as its limit",
+                              sb->api_key_id);
         else if (!insert && sqlite3_changes(s->db) == 0)
             rc = missed = -1; /* told apart below: gone, or in another state */
         sqlite3_finalize(st);
@@ -720,8 +790,11 @@ static const store_ops sqlite_ops = {
     .key_find = key_find,
     .key_list = key_list,
     .key_revoke = key_revoke,
+    .key_set_limit = key_set_limit,
+    .key_usage = key_usage,
     .sandbox_update = sandbox_update,
     .sandbox_add = sandbox_add,
+    .sandbox_add_limited = sandbox_add, /* one writer at a time here already */
     .sandbox_get = sandbox_get,
     .sandbox_delete = sandbox_delete,
     .sandbox_list = sandbox_list,

@@ -141,6 +141,8 @@ int cube_err_http_status(const cube_err *err)
     case EFBIG:
         return 413;
     case EAGAIN:
+    case EDQUOT: /* a key's sandbox limit: E2B's concurrency limit answers 429 too (the SDK's RateLimitError)
+                  */
         return 429;
     case ENOSYS:
     case ENOTSUP:

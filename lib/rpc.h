@@ -80,6 +80,11 @@ void cube_rpc_cancel_free(cube_rpc_cancel *c);
 /* The mapping both sides use; exposed for tests and for services that report statuses. */
 int cube_rpc_status_from_errno(int code);
 int cube_rpc_errno_from_status(int status);
+/* Errnos whose status the table shares with another's, carried beside it so that callers tell them apart
+ * (gRPC: trailing metadata RPC_ERRNO_HEADER; unix sockets: the frame's code): EDQUOT, a key's sandbox limit
+ * (HTTP 429), shares RESOURCE_EXHAUSTED with EAGAIN, a busy node (503). */
+#define RPC_ERRNO_HEADER "cube-errno"
+bool cube_rpc_errno_carried(int code);
 
 /* A sandbox's control socket (cube-hypervisor; cubelet and cube-shim call it): the same method tables and
  * handlers over a unix SOCK_SEQPACKET socket, a connection per call, no gRPC (see rpc_local.c for the wire

@@ -231,6 +231,16 @@ int cube_rpc_call(cube_rpc_client *c, const char *method, const ProtobufCMessage
         } else if (status != GRPC_STATUS_OK) {
             char *d = grpc_slice_to_c_string(details);
             int code = cube_rpc_errno_from_status(status);
+            for (size_t i = 0; i < trailing_md.count; i++) {
+                if (!grpc_slice_str_cmp(trailing_md.metadata[i].key, RPC_ERRNO_HEADER)) {
+                    char v[16] = "";
+                    grpc_slice val = trailing_md.metadata[i].value;
+                    size_t vl =
+                        GRPC_SLICE_LENGTH(val) < sizeof(v) - 1 ? GRPC_SLICE_LENGTH(val) : sizeof(v) - 1;
+                    memcpy(v, GRPC_SLICE_START_PTR(val), vl);
+                    if (cube_rpc_errno_carried(atoi(v))) code = atoi(v);
+                }
+            }
             if (status == GRPC_STATUS_DEADLINE_EXCEEDED)
                 rc = cube_err_set(err, code, "%s to %s: no answer within %lld ms", method, c->target,
                                   (long long)timeout_ms);

@@ -72,6 +72,7 @@ int cube_rpc_status_from_errno(int code)
         return GRPC_STATUS_UNAUTHENTICATED;
     case EAGAIN:
     case ENOSPC:
+    case EDQUOT:
         return GRPC_STATUS_RESOURCE_EXHAUSTED;
     case EBUSY:
         return GRPC_STATUS_FAILED_PRECONDITION;
@@ -86,6 +87,11 @@ int cube_rpc_status_from_errno(int code)
     default:
         return GRPC_STATUS_INTERNAL;
     }
+}
+
+bool cube_rpc_errno_carried(int code)
+{
+    return code == EDQUOT;
 }
 
 int cube_rpc_errno_from_status(int status)

@@ -35,6 +35,8 @@ struct call_slot {
     grpc_byte_buffer *response;
     grpc_slice status_details;
     int has_status_details;
+    grpc_metadata carried; /* trailing "cube-errno" (cube_rpc_errno_carried), kept until the send completes */
+    char carried_code[16];
     slot_state state;
     int refs; /* atomic */
     slot_tag main_tag, close_tag;
@@ -120,7 +122,7 @@ static const cube_rpc_method *find_method(const cube_rpc_server *srv, grpc_slice
 }
 
 /* Sends the reply: the packed response when status is OK, else only the status with err's message. */
-static void send_reply(call_slot *s, grpc_status_code status, const char *details)
+static void send_reply(call_slot *s, grpc_status_code status, const char *details, int code)
 {
     grpc_op ops[4];
     memset(ops, 0, sizeof(ops));
@@ -137,6 +139,13 @@ static void send_reply(call_slot *s, grpc_status_code status, const char *detail
         s->has_status_details = 1;
         ops[n].data.send_status_from_server.status_details = &s->status_details;
     }
+    if (cube_rpc_errno_carried(code)) {
+        snprintf(s->carried_code, sizeof(s->carried_code), "%d", code);
+        s->carried.key = grpc_slice_from_static_string(RPC_ERRNO_HEADER);
+        s->carried.value = grpc_slice_from_static_string(s->carried_code);
+        ops[n].data.send_status_from_server.trailing_metadata_count = 1;
+        ops[n].data.send_status_from_server.trailing_metadata = &s->carried;
+    }
     n++;
     s->state = SLOT_SENDING;
     grpc_call *call = s->call; /* read before the hand-off: the event may free s */
@@ -152,16 +161,16 @@ static void dispatch(call_slot *s)
         char msg[300];
         snprintf(msg, sizeof(msg), "unknown method %.*s", (int)GRPC_SLICE_LENGTH(s->details.method),
                  (const char *)GRPC_SLICE_START_PTR(s->details.method));
-        send_reply(s, GRPC_STATUS_UNIMPLEMENTED, msg);
+        send_reply(s, GRPC_STATUS_UNIMPLEMENTED, msg, 0);
         return;
     }
     if (!s->request) {
-        send_reply(s, GRPC_STATUS_INVALID_ARGUMENT, "no request message");
+        send_reply(s, GRPC_STATUS_INVALID_ARGUMENT, "no request message", 0);
         return;
     }
     grpc_byte_buffer_reader reader;
     if (!grpc_byte_buffer_reader_init(&reader, s->request)) {
-        send_reply(s, GRPC_STATUS_INVALID_ARGUMENT, "unreadable request message");
+        send_reply(s, GRPC_STATUS_INVALID_ARGUMENT, "unreadable request message", 0);
         return;
     }
     grpc_slice in = grpc_byte_buffer_reader_readall(&reader);
@@ -172,11 +181,11 @@ static void dispatch(call_slot *s)
         rpc_invoke(m, srv->service, &s->ctx, GRPC_SLICE_START_PTR(in), GRPC_SLICE_LENGTH(in), &resp, &err);
     grpc_slice_unref(in);
     if (rc < 0) {
-        send_reply(s, (grpc_status_code)cube_rpc_status_from_errno(err.code), err.msg);
+        send_reply(s, (grpc_status_code)cube_rpc_status_from_errno(err.code), err.msg, err.code);
         return;
     }
     s->response = rpc_pack(resp);
-    send_reply(s, GRPC_STATUS_OK, NULL);
+    send_reply(s, GRPC_STATUS_OK, NULL, 0);
 }
 
 static void on_event(cube_rpc_server *srv, slot_tag *tag, int ok)

@@ -106,8 +106,10 @@ static void reply(int fd, int code, const void *body, size_t len)
 
 static void reply_error(int fd, const cube_err *err)
 {
-    /* the code a gRPC client would have read from the status this errno maps to */
-    int code = cube_rpc_errno_from_status(cube_rpc_status_from_errno(err->code ? err->code : EIO));
+    /* the code a gRPC client would have read from the status this errno maps to (and what it carries) */
+    int code = cube_rpc_errno_carried(err->code)
+                   ? err->code
+                   : cube_rpc_errno_from_status(cube_rpc_status_from_errno(err->code ? err->code : EIO));
     reply(fd, code ? code : EIO, err->msg, strlen(err->msg));
 }
 

@@ -270,10 +270,31 @@ static int fake_rollback(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *r
     return 0;
 }
 
+/* Forks: every child starts, as created ones do */
+static int fake_fork(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *respp, cube_err *err)
+{
+    fake_node *f = svc;
+    const Cube__NodeForkRequest *req = reqp;
+    Cube__NodeForkResponse *out = respp;
+    out->sandboxes = cube_rpc_alloc(ctx, (req->n_children + 1) * sizeof(*out->sandboxes));
+    for (size_t i = 0; i < req->n_children; i++) {
+        Cube__NodeSandbox *kid = cube_rpc_alloc(ctx, sizeof(*kid));
+        if (!kid || !out->sandboxes) return cube_err_set(err, ENOMEM, "out of memory");
+        cube__node_sandbox__init(kid);
+        if (fake_create(svc, ctx, req->children[i], kid, err) < 0) return -1;
+        out->sandboxes[out->n_sandboxes++] = kid;
+    }
+    pthread_mutex_lock(&f->lock);
+    f->forks++;
+    pthread_mutex_unlock(&f->lock);
+    return 0;
+}
+
 #define C(name, fn, req, resp) CUBE_RPC_METHOD("cube.Cubelet", name, fn, req, resp)
 static const cube_rpc_method fake_methods[] = {
     C("CreateSandbox", fake_create, cube__node_create_request, cube__node_sandbox),
     C("KillSandbox", fake_kill, cube__node_sandbox_ref, cube__empty),
+    C("ForkSandbox", fake_fork, cube__node_fork_request, cube__node_fork_response),
     C("RollbackSandbox", fake_rollback, cube__node_rollback_request, cube__node_sandbox),
     C("PauseSandbox", fake_gate, cube__node_sandbox_ref, cube__empty),
     C("ResumeSandbox", fake_resume, cube__node_sandbox_ref, cube__node_sandbox),

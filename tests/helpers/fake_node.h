@@ -17,7 +17,7 @@ typedef struct fake_node {
     pthread_mutex_t lock;
     pthread_cond_t cond;
     char sandboxes[MAX_SB][32];
-    int n, creates;
+    int n, creates, forks;
     int hold;        /* Pause/Resume wait while set */
     int holding;     /* calls waiting at the gate */
     char rules[512]; /* the header rules of the last create or network update: "host header=value;..." */

@@ -26,11 +26,18 @@ static int fake_auth(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *respp
     (void)svc;
     const Cube__AuthKeyRequest *req = reqp;
     Cube__AuthKeyResponse *out = respp;
+    if (req->key && strcmp(req->key, "e2b_limited") == 0) { /* a key that may hold 2 sandboxes */
+        out->key_id = cube_rpc_strdup(ctx, "k4");
+        out->max_sandboxes = 2;
+        return 0;
+    }
     if (!req->key || strcmp(req->key, "e2b_good") != 0)
         return cube_err_set(err, EKEYREJECTED, "Invalid API key");
     out->key_id = cube_rpc_strdup(ctx, "k1");
     return 0;
 }
+
+static uint32_t last_create_hint = 99; /* the key's limit the last create carried */
 
 static Cube__Sandbox *fake_sandbox(cube_rpc_ctx *ctx, const char *id, const char *tpl)
 {
@@ -46,13 +53,17 @@ static Cube__Sandbox *fake_sandbox(cube_rpc_ctx *ctx, const char *id, const char
     return sb;
 }
 
-/* "busy": no node is alive (EAGAIN); "missing": no such template (ENOENT); anything else is created */
+/* "busy": no node is alive (EAGAIN); "missing": no such template (ENOENT); "quota": the key holds its limit
+ * (EDQUOT); anything else is created */
 static int fake_create(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *respp, cube_err *err)
 {
     (void)svc;
     const Cube__CreateSandboxRequest *req = reqp;
     Cube__CreateSandboxResponse *out = respp;
+    last_create_hint = req->api_key_max_sandboxes;
     if (strcmp(req->template_id, "busy") == 0) return cube_err_set(err, EAGAIN, "no node is available");
+    if (strcmp(req->template_id, "quota") == 0)
+        return cube_err_set(err, EDQUOT, "API key %s may hold at most 2 sandboxes at once", req->api_key_id);
     if (strcmp(req->template_id, "missing") == 0)
         return cube_err_set(err, ENOENT, "template 'missing' not found");
     out->sandbox = fake_sandbox(ctx, "inew", req->template_id);
@@ -118,7 +129,21 @@ static int fake_create_key(void *svc, cube_rpc_ctx *ctx, const void *reqp, void 
     Cube__ApiKey *out = respp;
     out->key_id = "k3";
     out->name = cube_rpc_strdup(ctx, ((const Cube__CreateKeyRequest *)reqp)->name);
+    out->max_sandboxes = ((const Cube__CreateKeyRequest *)reqp)->max_sandboxes;
     out->key = "e2b_fresh";
+    return 0;
+}
+
+static int fake_key_limit(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *respp, cube_err *err)
+{
+    (void)svc, (void)ctx;
+    const Cube__KeyLimitRequest *req = reqp;
+    Cube__ApiKey *out = respp;
+    if (strcmp(req->key_id, "k2") != 0) return cube_err_set(err, ENOENT, "no API key '%s'", req->key_id);
+    out->key_id = "k2";
+    out->name = "other";
+    out->max_sandboxes = req->max_sandboxes;
+    out->sandboxes = 1;
     return 0;
 }
 
@@ -418,6 +443,7 @@ static const cube_rpc_method fake_master[] = {
     M("ListKeys", fake_list_keys, cube__empty, cube__list_keys_response),
     M("CreateKey", fake_create_key, cube__create_key_request, cube__api_key),
     M("RevokeKey", fake_revoke_key, cube__key_ref, cube__empty),
+    M("SetKeyLimit", fake_key_limit, cube__key_limit_request, cube__api_key),
     M("ListNodes", fake_list_nodes, cube__empty, cube__list_nodes_response),
     M("SandboxMetrics", fake_metrics, cube__sandbox_ref, cube__hv_stats),
     M("SandboxMetricsHistory", fake_metrics_history, cube__sandbox_ref, cube__hv_stats_history),
@@ -715,6 +741,61 @@ START_TEST(keys_nodes_and_templates_for_the_console)
     ck_assert_int_eq(request("GET", "/templates/base", "e2b_good", NULL, body, sizeof(body)), 200);
     ck_assert_ptr_nonnull(strstr(body, "\"aliases\":[\"base\"]"));
     ck_assert_int_eq(request("GET", "/templates/nothing", "e2b_good", NULL, body, sizeof(body)), 404);
+}
+END_TEST
+
+/* a key's sandbox limit: set with the key or later, carried to creates; a limited key manages no keys */
+START_TEST(key_limits_through_the_api)
+{
+    char body[8192];
+    ck_assert_int_eq(request("POST", "/api-keys", "e2b_good", "{\"name\":\"agent\",\"maxSandboxes\":5}", body,
+                             sizeof(body)),
+                     201);
+    ck_assert_ptr_nonnull(strstr(body, "\"maxSandboxes\":5"));
+    ck_assert_int_eq(request("POST", "/api-keys", "e2b_good", "{\"name\":\"agent\",\"maxSandboxes\":null}",
+                             body, sizeof(body)),
+                     201);
+    ck_assert_ptr_nonnull(strstr(body, "\"maxSandboxes\":null"));
+    ck_assert_int_eq(request("POST", "/api-keys", "e2b_good", "{\"name\":\"agent\",\"maxSandboxes\":-1}",
+                             body, sizeof(body)),
+                     400);
+    ck_assert_ptr_nonnull(strstr(body, "maxSandboxes"));
+    ck_assert_int_eq(request("POST", "/api-keys", "e2b_good", "{\"name\":\"agent\",\"maxSandboxes\":\"3\"}",
+                             body, sizeof(body)),
+                     400);
+    ck_assert_ptr_nonnull(strstr(body, "maxSandboxes"));
+    ck_assert_int_eq(request("PATCH", "/api-keys/k2", "e2b_good", "{\"maxSandboxes\":3}", body, sizeof(body)),
+                     200);
+    ck_assert_ptr_nonnull(strstr(body, "\"maxSandboxes\":3"));
+    ck_assert_ptr_nonnull(strstr(body, "\"sandboxes\":1"));
+    ck_assert_int_eq(request("PATCH", "/api-keys/k2", "e2b_good", "{}", body, sizeof(body)), 400);
+    ck_assert_int_eq(request("PATCH", "/api-keys/k2", "e2b_good", "{\"name\":\"x\"}", body, sizeof(body)),
+                     400);
+    ck_assert_ptr_nonnull(strstr(body, "name"));
+    ck_assert_int_eq(request("PATCH", "/api-keys/k9", "e2b_good", "{\"maxSandboxes\":3}", body, sizeof(body)),
+                     404);
+
+    /* a key with a limit lists keys but manages none (it would make itself an unlimited one) */
+    ck_assert_int_eq(request("GET", "/api-keys", "e2b_limited", NULL, body, sizeof(body)), 200);
+    ck_assert_int_eq(request("POST", "/api-keys", "e2b_limited", "{\"name\":\"mine\"}", body, sizeof(body)),
+                     403);
+    ck_assert_ptr_nonnull(strstr(body, "at most 2 sandboxes"));
+    ck_assert_int_eq(
+        request("PATCH", "/api-keys/k4", "e2b_limited", "{\"maxSandboxes\":0}", body, sizeof(body)), 403);
+    ck_assert_int_eq(request("DELETE", "/api-keys/k2", "e2b_limited", NULL, body, sizeof(body)), 403);
+
+    /* its creates carry its limit; the master's refusal is a 429 (the SDK's RateLimitError) in its words */
+    ck_assert_int_eq(
+        request("POST", "/sandboxes", "e2b_limited", "{\"templateID\":\"base\"}", body, sizeof(body)), 201);
+    ck_assert_uint_eq(last_create_hint, 2);
+    ck_assert_int_eq(
+        request("POST", "/sandboxes", "e2b_limited", "{\"templateID\":\"quota\"}", body, sizeof(body)), 429);
+    ck_assert_ptr_nonnull(strstr(body, "API key k4 may hold at most 2 sandboxes"));
+    ck_assert_int_eq(
+        request("POST", "/sandboxes", "e2b_good", "{\"templateID\":\"base\"}", body, sizeof(body)), 201);
+    ck_assert_uint_eq(last_create_hint, 0);
+    ck_assert_int_eq(
+        request("POST", "/sandboxes", "e2b_good", "{\"templateID\":\"busy\"}", body, sizeof(body)), 503);
 }
 END_TEST
 
@@ -1093,6 +1174,7 @@ int main(void)
     tcase_add_test(tc, sandbox_routes_map_errors);
     tcase_add_test(tc, egress_proxy_is_kept_and_its_password_never_shown);
     tcase_add_test(tc, keys_nodes_and_templates_for_the_console);
+    tcase_add_test(tc, key_limits_through_the_api);
     tcase_add_test(tc, the_console_is_served_from_the_binary);
     tcase_add_test(tc, metrics_one_range_and_many);
     tcase_add_test(tc, memoryless_pauses_and_mcp_are_refused_by_name);

@@ -13,6 +13,7 @@
 
 #include "cubelet.pb-c.h"
 #include "fake_node.h"
+#include "master_fixture.h"
 #include "file_signature.h"
 #include "master.h"
 #include "replicate.h"
@@ -20,57 +21,6 @@
 #include "rpc.h"
 #include "testutil.h"
 #include "timeutil.h"
-
-static char dir[256];
-static store *st;
-static master m;
-static cube_rpc_server *master_srv;
-static cube_rpc_client *mc; /* the test's client of the master, as cube-api is */
-
-/* The node's heartbeat to the master, reporting `ready` pooled sandboxes of base; with memory_left_mb >= 0,
- * also base's size (512 MB, 1 GB of disk) and that much memory left for sandboxes (disk: plenty). */
-static void heartbeat_room(fake_node *f, unsigned ready, long long memory_left_mb)
-{
-    Cube__NodeInfo ni = CUBE__NODE_INFO__INIT;
-    ni.node_id = f->id;
-    ni.address = f->addr;
-    ni.backend = "ns";
-    char *tpl = "base";
-    ni.n_templates = 1;
-    ni.templates = &tpl;
-    Cube__NodeInfo__PoolReadyEntry pe = CUBE__NODE_INFO__POOL_READY_ENTRY__INIT, *pep = &pe;
-    pe.key = "base";
-    pe.value = ready;
-    ni.n_pool_ready = 1;
-    ni.pool_ready = &pep;
-    Cube__Resources res = CUBE__RESOURCES__INIT;
-    Cube__TemplateSize size = CUBE__TEMPLATE_SIZE__INIT, *sizep = &size;
-    if (memory_left_mb >= 0) {
-        res.memory_mb = 512;
-        res.disk_mb = 1024;
-        size.template_id = "base";
-        size.resources = &res;
-        ni.n_template_sizes = 1;
-        ni.template_sizes = &sizep;
-        ni.room_reported = true;
-        ni.memory_left_mb = memory_left_mb;
-        ni.disk_left_mb = 100000;
-    }
-    pthread_mutex_lock(&f->lock);
-    ni.running = (uint32_t)f->n;
-    pthread_mutex_unlock(&f->lock);
-    ProtobufCMessage *r = NULL;
-    cube_err err = {0};
-    ck_assert_msg(cube_rpc_call(mc, "/cube.Master/Heartbeat", &ni.base,
-                                &cube__register_node_response__descriptor, &r, NULL, &err) == 0,
-                  "heartbeat: %s", err.msg);
-    protobuf_c_message_free_unpacked(r, NULL);
-}
-
-static void heartbeat(fake_node *f, unsigned ready)
-{
-    heartbeat_room(f, ready, -1);
-}
 
 static int create(char id[64], char node[64], cube_err *err)
 {
@@ -97,36 +47,6 @@ static int call_ref(const char *method, const ProtobufCMessageDescriptor *rd, co
     return rc;
 }
 
-static void setup(void)
-{
-    snprintf(dir, sizeof(dir), "/tmp/cube-master-test-%d", getpid());
-    mkdir(dir, 0700);
-    char p[300], addr[320];
-    snprintf(p, sizeof(p), "%s/store.db", dir);
-    cube_err err = {0};
-    st = store_sqlite_open(p, &err);
-    ck_assert_msg(st != NULL, "%s", err.msg);
-    ck_assert_int_eq(master_init(&m, st, &err), 0);
-    m.heartbeat_ms = 100; /* a node silent 300 ms is not scheduled; lost (and removable) after node_lost_ms */
-    m.node_lost_ms = 400;
-    snprintf(addr, sizeof(addr), "unix:%s/master.sock", dir);
-    master_srv = cube_rpc_server_start(addr, master_methods, &m, 16, &err);
-    ck_assert_msg(master_srv != NULL, "%s", err.msg);
-    mc = cube_rpc_client_new(addr, &err);
-    ck_assert_ptr_nonnull(mc);
-}
-
-static void teardown(void)
-{
-    cube_rpc_client_free(mc);
-    cube_rpc_server_stop(master_srv);
-    master_stop(&m);
-    st->ops->close(st);
-    char rm[300];
-    snprintf(rm, sizeof(rm), "rm -rf %s", dir);
-    if (system(rm) != 0) fprintf(stderr, "could not remove %s\n", dir);
-}
-
 /* A burst between two heartbeats: the node that reported a pool gets as many as it has ready, the rest spread
  * by load, instead of all piling onto it until its next report. */
 START_TEST(a_burst_spreads_over_nodes)
@@ -134,9 +54,9 @@ START_TEST(a_burst_spreads_over_nodes)
     fake_node f[3];
     const char *names[] = {"node-1", "node-2", "node-3"};
     for (int i = 0; i < 3; i++) fake_start(&f[i], dir, names[i]);
-    heartbeat(&f[0], 2);
-    heartbeat(&f[1], 0);
-    heartbeat(&f[2], 0);
+    node_reports(&f[0], 2);
+    node_reports(&f[1], 0);
+    node_reports(&f[2], 0);
     cube_err err = {0};
     char id[64];
     for (int i = 0; i < 6; i++) ck_assert_msg(create(id, NULL, &err) == 0, "create %d: %s", i, err.msg);
@@ -173,9 +93,9 @@ START_TEST(a_create_a_node_refuses_goes_to_another)
     fake_node f[3];
     const char *names[] = {"node-1", "node-2", "node-3"};
     for (int i = 0; i < 3; i++) fake_start(&f[i], dir, names[i]);
-    heartbeat(&f[0], 5); /* the pool makes node-1 the first choice */
-    heartbeat(&f[1], 0);
-    heartbeat(&f[2], 0);
+    node_reports(&f[0], 5); /* the pool makes node-1 the first choice */
+    node_reports(&f[1], 0);
+    node_reports(&f[2], 0);
     set_refusing(&f[0], 1);
     cube_err err = {0};
     char id[64], node[64];
@@ -200,8 +120,8 @@ START_TEST(a_node_without_room_is_asked_last)
     fake_node f[2];
     fake_start(&f[0], dir, "full");
     fake_start(&f[1], dir, "roomy");
-    heartbeat_room(&f[0], 5, 300); /* a pool, but 300 MB left: less than base's 512 */
-    heartbeat_room(&f[1], 0, 8000);
+    node_reports_room(&f[0], 5, 300); /* a pool, but 300 MB left: less than base's 512 */
+    node_reports_room(&f[1], 0, 8000);
     cube_err err = {0};
     char id[64], node[64];
     for (int i = 0; i < 3; i++) {
@@ -209,11 +129,11 @@ START_TEST(a_node_without_room_is_asked_last)
         ck_assert_str_eq(node, "roomy");
     }
     fake_stop(&f[1]);
-    heartbeat_room(&f[0], 5, 300);
+    node_reports_room(&f[0], 5, 300);
     for (int i = 0; i < 30 && create(id, node, &err) < 0; i++) { /* roomy goes silent within 300 ms */
         cube_err_clear(&err);
         nanosleep(&(struct timespec){0, 50 * 1000000}, NULL);
-        heartbeat_room(&f[0], 5, 300);
+        node_reports_room(&f[0], 5, 300);
     }
     ck_assert_str_eq(node, "full");
     fake_stop(&f[0]);
@@ -245,7 +165,7 @@ START_TEST(a_signed_file_url_leads_to_its_sandbox)
 {
     fake_node f;
     fake_start(&f, dir, "node-1");
-    heartbeat(&f, 0);
+    node_reports(&f, 0);
     cube_err err = {0};
     char ids[3][64], token[3][64];
     for (int i = 0; i < 3; i++) {
@@ -328,7 +248,7 @@ START_TEST(a_create_waits_for_the_first_node)
     bg_call c = {0};
     pthread_create(&c.th, NULL, bg_create, &c);
     usleep(300 * 1000);
-    heartbeat(&f, 1);
+    node_reports(&f, 1);
     pthread_join(c.th, NULL);
     ck_assert_msg(c.rc == 0, "create failed: errno %d", c.code);
     ck_assert_int_ge(c.took_ms, 250);
@@ -343,7 +263,7 @@ END_TEST
 static void held_call(fake_node *f, bool paused, bg_call *c, char id[64])
 {
     fake_start(f, dir, "node-1");
-    heartbeat(f, 1);
+    node_reports(f, 1);
     cube_err err = {0};
     ck_assert_int_eq(create(id, NULL, &err), 0);
     if (paused)
@@ -407,7 +327,7 @@ START_TEST(a_rollback_takes_the_new_agent_or_ends_the_record)
 {
     fake_node f;
     fake_start(&f, dir, "node-1");
-    heartbeat(&f, 1);
+    node_reports(&f, 1);
     cube_err err = {0};
     char id[64];
     ck_assert_int_eq(create(id, NULL, &err), 0);
@@ -553,7 +473,7 @@ START_TEST(secrets_fill_rules_for_the_node_only)
 
     fake_node f;
     fake_start(&f, dir, "node-1");
-    heartbeat(&f, 2);
+    node_reports(&f, 2);
     Cube__NetworkPolicy np = CUBE__NETWORK_POLICY__INIT;
     Cube__HeaderRule hr = CUBE__HEADER_RULE__INIT, hr2 = CUBE__HEADER_RULE__INIT, *rules[] = {&hr, &hr2};
     hr.host = "api.test";
@@ -691,8 +611,8 @@ START_TEST(a_volume_lives_on_one_node)
     fake_node f[2];
     fake_start(&f[0], dir, "node-1");
     fake_start(&f[1], dir, "node-2");
-    heartbeat(&f[0], 0);
-    heartbeat(&f[1], 0);
+    node_reports(&f[0], 0);
+    node_reports(&f[1], 0);
     cube_err err = {0};
     Cube__CreateVolumeRequest cv = CUBE__CREATE_VOLUME_REQUEST__INIT;
     cv.name = "data";
@@ -878,7 +798,7 @@ START_TEST(snapshots_are_records_their_nodes_hold)
     fake_node f[2];
     fake_start(&f[0], dir, "node-1");
     fake_start(&f[1], dir, "node-2");
-    heartbeat(&f[0], 0);
+    node_reports(&f[0], 0);
     cube_err err = {0};
     char id[64], node[64], want[256], got[256];
     ck_assert_msg(create(id, node, &err) == 0, "%s", err.msg);

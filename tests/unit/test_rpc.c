@@ -139,6 +139,18 @@ START_TEST(handler_error_becomes_status)
     req.fail_message = "timeout must be positive";
     ck_assert_int_eq(call_echo(&req, &reply, 5000, NULL, &err), -1);
     ck_assert_int_eq(err.code, EINVAL);
+
+    /* two errnos one status stands for (RESOURCE_EXHAUSTED): a key's limit (429) and a busy node (503) stay
+     * apart */
+    req.fail_errno = EDQUOT;
+    req.fail_message = "API key k1 may hold at most 2 sandboxes";
+    ck_assert_int_eq(call_echo(&req, &reply, 5000, NULL, &err), -1);
+    ck_assert_int_eq(err.code, EDQUOT);
+    ck_assert_str_eq(err.msg, "API key k1 may hold at most 2 sandboxes");
+    req.fail_errno = EAGAIN;
+    req.fail_message = "node is busy";
+    ck_assert_int_eq(call_echo(&req, &reply, 5000, NULL, &err), -1);
+    ck_assert_int_eq(err.code, EAGAIN);
 }
 END_TEST
 

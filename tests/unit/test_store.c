@@ -73,12 +73,14 @@ START_TEST(keys)
     snprintf(hash, sizeof(hash), "%064d", getpid());
     char id[64], name[128];
     snprintf(id, sizeof(id), "k%d", getpid());
-    ck_assert_int_eq(st->ops->key_put(st, id, "it's a key", hash, 1000, &err), 0);
-    ck_assert_int_eq(st->ops->key_put(st, id, "again", hash, 2000, &err), 0); /* same key: no change */
+    ck_assert_int_eq(st->ops->key_put(st, id, "it's a key", hash, 1000, 0, &err), 0);
+    ck_assert_int_eq(st->ops->key_put(st, id, "again", hash, 2000, 7, &err), 0); /* same key: no change */
     char got_id[64], got_name[128];
-    ck_assert_int_eq(st->ops->key_find(st, hash, got_id, got_name, &err), 0);
+    uint32_t max = 99;
+    ck_assert_int_eq(st->ops->key_find(st, hash, got_id, got_name, &max, &err), 0);
     ck_assert_str_eq(got_id, id);
     ck_assert_str_eq(got_name, "it's a key");
+    ck_assert_uint_eq(max, 0);
     Cube__ListKeysResponse l;
     ck_assert_int_eq(st->ops->key_list(st, &l, &err), 0);
     int seen = 0;
@@ -86,12 +88,153 @@ START_TEST(keys)
     ck_assert_int_eq(seen, 1);
     store_free_keys(&l);
     ck_assert_int_eq(st->ops->key_revoke(st, id, &err), 0);
-    ck_assert_int_eq(st->ops->key_find(st, hash, got_id, got_name, &err), -1);
+    ck_assert_int_eq(st->ops->key_find(st, hash, got_id, got_name, &max, &err), -1);
     ck_assert_int_eq(err.code, ENOENT);
     ck_assert_int_eq(st->ops->key_revoke(st, id, &err), -1);
     ck_assert_int_eq(err.code, ENOENT);
     (void)name;
     st->ops->close(st);
+}
+END_TEST
+
+static Cube__Sandbox keyed(const char *id, const char *key)
+{
+    Cube__Sandbox sb = sandbox(id, 1, 1000000);
+    sb.api_key_id = (char *)key;
+    return sb;
+}
+
+/* A key's limit counts its sandboxes starting, running or paused, in the add itself */
+START_TEST(key_limits)
+{
+    if (skip(_i)) return;
+    store *st = open_backend(_i);
+    cube_err err = {0};
+    char key[64], hash[65];
+    snprintf(key, sizeof(key), "kl%d", getpid());
+    snprintf(hash, sizeof(hash), "%063d1", getpid());
+    ck_assert_int_eq(st->ops->key_put(st, key, "limited", hash, 1000, 2, &err), 0);
+    char got_id[64], got_name[128];
+    uint32_t max = 0, held = 99;
+    ck_assert_int_eq(st->ops->key_find(st, hash, got_id, got_name, &max, &err), 0);
+    ck_assert_uint_eq(max, 2);
+    ck_assert_int_eq(st->ops->key_usage(st, key, &max, &held, &err), 0);
+    ck_assert_uint_eq(max, 2);
+    ck_assert_uint_eq(held, 0);
+
+    char ids[4][64];
+    for (int i = 0; i < 4; i++) snprintf(ids[i], sizeof(ids[i]), "kl%d-%d", getpid(), i);
+    Cube__Sandbox a = keyed(ids[0], key), b = keyed(ids[1], key), c = keyed(ids[2], key);
+    ck_assert_int_eq(st->ops->sandbox_add(st, &a, &err), 0);
+    b.state = CUBE__SANDBOX_STATE__SANDBOX_STATE_PAUSED; /* paused sandboxes hold their memory: they count */
+    ck_assert_int_eq(st->ops->sandbox_add(st, &b, &err), 0);
+    ck_assert_int_eq(st->ops->sandbox_add(st, &c, &err), -1);
+    ck_assert_int_eq(err.code, EDQUOT);
+    ck_assert_ptr_null(st->ops->sandbox_get(st, ids[2], &err)); /* nothing was written */
+    /* other keys and sandboxes of no key are not bounded by it */
+    Cube__Sandbox other = keyed(ids[3], "another-key"), none = sandbox("kl-none", 1, 1000000);
+    ck_assert_int_eq(st->ops->sandbox_add(st, &other, &err), 0);
+    ck_assert_int_eq(st->ops->sandbox_add(st, &none, &err), 0);
+    ck_assert_int_eq(st->ops->key_usage(st, key, &max, &held, &err), 0);
+    ck_assert_uint_eq(held, 2);
+
+    /* one ended (killed): room for one more */
+    Cube__Sandbox killed = a;
+    killed.state = CUBE__SANDBOX_STATE__SANDBOX_STATE_KILLED;
+    ck_assert_int_eq(st->ops->sandbox_update(st, &killed, CUBE__SANDBOX_STATE__SANDBOX_STATE_RUNNING, &err),
+                     0);
+    ck_assert_int_eq(st->ops->sandbox_add(st, &c, &err), 0);
+    Cube__ListKeysResponse l;
+    ck_assert_int_eq(st->ops->key_list(st, &l, &err), 0);
+    int seen = 0;
+    for (size_t i = 0; i < l.n_keys; i++) {
+        if (strcmp(l.keys[i]->key_id, key) != 0) continue;
+        seen++;
+        ck_assert_uint_eq(l.keys[i]->max_sandboxes, 2);
+        ck_assert_uint_eq(l.keys[i]->sandboxes, 2);
+    }
+    ck_assert_int_eq(seen, 1);
+    store_free_keys(&l);
+
+    /* a limit lowered below what the key holds ends nothing; lifted (0), adds go on */
+    ck_assert_int_eq(st->ops->key_set_limit(st, key, 1, &err), 0);
+    ck_assert_int_eq(st->ops->sandbox_add(st, &a, &err), -1);
+    ck_assert_int_eq(err.code, EDQUOT);
+    ck_assert_int_eq(st->ops->key_set_limit(st, key, 0, &err), 0);
+    ck_assert_int_eq(st->ops->sandbox_delete(st, ids[0], &err), 0);
+    ck_assert_int_eq(st->ops->sandbox_add(st, &a, &err), 0);
+    ck_assert_int_eq(st->ops->key_set_limit(st, "no-such-key", 3, &err), -1);
+    ck_assert_int_eq(err.code, ENOENT);
+    ck_assert_int_eq(st->ops->key_usage(st, "no-such-key", &max, &held, &err), -1);
+    ck_assert_int_eq(err.code, ENOENT);
+    /* a revoked key's limit went with it */
+    ck_assert_int_eq(st->ops->key_set_limit(st, key, 1, &err), 0);
+    ck_assert_int_eq(st->ops->key_revoke(st, key, &err), 0);
+    Cube__Sandbox d = keyed("kl-after-revoke", key);
+    ck_assert_int_eq(st->ops->sandbox_add(st, &d, &err), 0);
+    const char *all[] = {ids[0], ids[1], ids[2], ids[3], "kl-none", "kl-after-revoke"};
+    for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++) st->ops->sandbox_delete(st, all[i], &err);
+    st->ops->close(st);
+}
+END_TEST
+
+typedef struct adder {
+    store *st;
+    const char *key;
+    int n, added, refused, other;
+} adder;
+
+static void *add_many(void *arg)
+{
+    adder *a = arg;
+    for (int i = 0; i < a->n; i++) {
+        char id[64];
+        snprintf(id, sizeof(id), "ka%d-%p-%d", getpid(), arg, i);
+        Cube__Sandbox sb = keyed(id, a->key);
+        cube_err err = {0};
+        if (a->st->ops->sandbox_add_limited(a->st, &sb, &err) == 0)
+            a->added++;
+        else if (err.code == EDQUOT)
+            a->refused++;
+        else
+            a->other++;
+    }
+    return NULL;
+}
+
+/* adds for one key from several threads (MySQL: two masters' connection pools) never take it past its limit
+ */
+START_TEST(key_limit_holds_under_concurrent_adds)
+{
+    if (skip(_i)) return;
+    store *m1 = open_backend(_i), *m2 = _i ? open_backend(_i) : m1;
+    cube_err err = {0};
+    char key[64], hash[65];
+    snprintf(key, sizeof(key), "kc%d", getpid());
+    snprintf(hash, sizeof(hash), "%063d2", getpid());
+    ck_assert_int_eq(m1->ops->key_put(m1, key, "racing", hash, 1000, 5, &err), 0);
+    adder ad[6];
+    pthread_t t[6];
+    for (int i = 0; i < 6; i++) {
+        ad[i] = (adder){.st = i % 2 ? m2 : m1, .key = key, .n = 4};
+        pthread_create(&t[i], NULL, add_many, &ad[i]);
+    }
+    int added = 0, refused = 0, other = 0;
+    for (int i = 0; i < 6; i++) {
+        pthread_join(t[i], NULL);
+        added += ad[i].added;
+        refused += ad[i].refused;
+        other += ad[i].other;
+    }
+    ck_assert_int_eq(other, 0);
+    ck_assert_int_eq(added, 5);
+    ck_assert_int_eq(refused, 24 - 5);
+    uint32_t max = 0, held = 0;
+    ck_assert_int_eq(m2->ops->key_usage(m2, key, &max, &held, &err), 0);
+    ck_assert_uint_eq(held, 5);
+    m1->ops->key_revoke(m1, key, &err);
+    if (m2 != m1) m2->ops->close(m2);
+    m1->ops->close(m1);
 }
 END_TEST
 
@@ -647,6 +790,8 @@ int main(void)
     TCase *tc = tcase_create("backends");
     tcase_set_timeout(tc, 60);
     tcase_add_loop_test(tc, keys, 0, 2);
+    tcase_add_loop_test(tc, key_limits, 0, 2);
+    tcase_add_loop_test(tc, key_limit_holds_under_concurrent_adds, 0, 2);
     tcase_add_loop_test(tc, sandboxes_and_claims, 0, 2);
     tcase_add_loop_test(tc, transitions, 0, 2);
     tcase_add_loop_test(tc, volumes, 0, 2);
