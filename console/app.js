@@ -902,25 +902,46 @@ async function keysPage(view) {
   const holder = h('div');
   const created = h('div', { id: 'created-key', 'aria-live': 'polite' });
   const name = h('input', { id: 'key-name', required: true, maxlength: 64, placeholder: 'name' });
+  // the most sandboxes the key may hold at once; empty: no limit
+  const limit = h('input', { id: 'key-limit', type: 'number', min: 1, max: 1000000, placeholder: 'no limit' });
   view.append(h('h1', {}, 'API keys'),
     h('form', { class: 'toolbar', onsubmit: create },
-      h('label', { for: 'key-name' }, 'New key'), name, h('button', { type: 'submit', class: 'primary' }, 'Create')),
+      h('label', { for: 'key-name' }, 'New key'), name,
+      h('label', { for: 'key-limit' }, 'Sandbox limit'), limit,
+      h('button', { type: 'submit', class: 'primary' }, 'Create')),
     created, holder);
+  const held = (k) => (k.maxSandboxes ? `${k.sandboxes} of ${k.maxSandboxes}` : `${k.sandboxes}, no limit`);
   async function load() {
     const list = (await api('/api-keys')) || [];
-    holder.replaceChildren(tableOf('API keys', ['Key', 'Name', 'Created', ''],
+    holder.replaceChildren(tableOf('API keys', ['Key', 'Name', 'Sandboxes', 'Created', ''],
       list.map((k) => h('tr', {},
         h('td', { class: 'id' }, k.id, k.current ? h('span', { class: 'tag' }, 'this browser') : null),
         h('td', {}, k.name),
+        h('td', {}, held(k)),
         h('td', {}, new Date(k.createdAt).toLocaleString()),
-        h('td', { class: 'actions' }, h('button', { type: 'button', class: 'danger', onclick: () => revoke(k) }, 'Revoke')))),
+        h('td', { class: 'actions' },
+          h('button', { type: 'button', onclick: () => setLimit(k) }, 'Set limit'),
+          h('button', { type: 'button', class: 'danger', onclick: () => revoke(k) }, 'Revoke')))),
       'No keys.'));
+  }
+  async function setLimit(k) {
+    const v = prompt(`The most sandboxes key ${k.name} (${k.id}) may hold at once (0: no limit). Lowering it ends none.`, k.maxSandboxes || 0);
+    if (v === null) return;
+    try {
+      await api(`/api-keys/${k.id}`, { method: 'PATCH', body: { maxSandboxes: Number(v.trim()) } });
+      await load();
+    } catch (e) {
+      reportError(e);
+    }
   }
   async function create(ev) {
     ev.preventDefault();
     try {
-      const k = await api('/api-keys', { method: 'POST', body: { name: name.value } });
+      const body = { name: name.value };
+      if (limit.value !== '') body.maxSandboxes = Number(limit.value);
+      const k = await api('/api-keys', { method: 'POST', body });
       name.value = '';
+      limit.value = '';
       created.replaceChildren(h('p', {}, `Key "${k.name}" created. Copy it now: it is stored hashed and cannot be shown again.`),
         h('p', { class: 'secret mono', id: 'new-key' }, k.key),
         h('button', { type: 'button', onclick: () => navigator.clipboard.writeText(k.key).then(() => announce('copied')) }, 'Copy'));

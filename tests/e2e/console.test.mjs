@@ -182,11 +182,18 @@ test('templates, volumes, nodes and API keys pages; a key made in the page works
 
   await page.goto(`${consoleUrl}#/keys`);
   await page.fill('#key-name', 'made-in-console');
+  await page.fill('#key-limit', '3');
   await page.press('#key-name', 'Enter');
   const key = (await page.locator('#new-key').textContent()).trim();
   assert.match(key, /^e2b_/);
   const list = (k) => fetch(`${process.env.E2B_API_URL}/v2/sandboxes`, { headers: { 'X-API-KEY': k } });
   assert.equal((await list(key)).status, 200);
+  const row = page.locator('table[aria-label="API keys"] tr', { hasText: 'made-in-console' });
+  await row.locator('td', { hasText: '0 of 3' }).waitFor();
+  // its limit changed in the page: the key's creates follow it
+  page.once('dialog', (d) => d.accept('5'));
+  await row.getByRole('button', { name: 'Set limit' }).click();
+  await row.locator('td', { hasText: '0 of 5' }).waitFor();
   await shot('api-keys');
   page.once('dialog', (d) => d.accept());
   await page.locator('table[aria-label="API keys"] tr', { hasText: 'made-in-console' }).getByRole('button', { name: 'Revoke' }).click();

@@ -8,7 +8,7 @@ import { createServer, connect } from 'node:net';
 import { lookup } from 'node:dns/promises';
 import { networkInterfaces } from 'node:os';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { Sandbox, SandboxNotFoundError, AuthenticationError, ServiceBusyError, Template } from 'e2b';
+import { Sandbox, SandboxNotFoundError, AuthenticationError, ServiceBusyError, RateLimitError, Template } from 'e2b';
 import { Sandbox as CodeSandbox } from '@e2b/code-interpreter';
 import { assertNothingLeft } from './leftovers.mjs';
 
@@ -652,6 +652,43 @@ test('a private sandbox (allowPublicTraffic: false) answers on its ports only wi
   } finally {
     await priv.kill();
     await pub.kill();
+  }
+});
+
+test('an API key with a sandbox limit: past it the SDK gets a RateLimitError in words, bursts and forks included; it manages no keys', async () => {
+  const cli = (...args) => execFileSync(`${root}/build/cube-master/cubemastercli`, ['--data', data, ...args], { encoding: 'utf8' });
+  const made = JSON.parse(cli('--json', 'key', 'create', 'agent-e2e', '--max-sandboxes', '2'));
+  assert.equal(made.maxSandboxes, 2);
+  const apiKey = made.key;
+  const held = () => JSON.parse(cli('--json', 'key', 'list')).find((k) => k.keyID === made.keyID).sandboxes;
+  const mine = [];
+  try {
+    mine.push(await Sandbox.create({ apiKey }), await Sandbox.create({ apiKey }));
+    await assert.rejects(Sandbox.create({ apiKey }), (e) => e instanceof RateLimitError &&
+      e.message.includes(`API key ${made.keyID} may hold at most 2 sandboxes`) && e.message.includes('holds 2'));
+    assert.equal(held(), 2);
+    // a burst with one place free: one sandbox, the rest refused; a fork past the limit too
+    await mine.shift().kill();
+    const burst = await Promise.allSettled(Array.from({ length: 6 }, () => Sandbox.create({ apiKey })));
+    for (const r of burst) if (r.status === 'fulfilled') mine.push(r.value);
+    assert.equal(burst.filter((r) => r.status === 'fulfilled').length, 1);
+    assert.ok(burst.every((r) => r.status === 'fulfilled' || r.reason instanceof RateLimitError));
+    await assert.rejects(Sandbox.fork(mine[0].sandboxId, { apiKey, count: 1 }), RateLimitError);
+    assert.equal(held(), 2);
+    // the operator's key is not bounded by it
+    const other = await Sandbox.create();
+    await other.kill();
+    // a limited key cannot make itself an unlimited one
+    const res = await fetch(`${process.env.E2B_API_URL}/api-keys`, { method: 'POST', headers: { 'X-API-KEY': apiKey, 'content-type': 'application/json' }, body: '{"name":"escape"}' });
+    assert.equal(res.status, 403);
+    // the operator raises the limit: the next create goes through
+    assert.match(cli('key', 'limit', made.keyID, '3'), /sandbox limit 3/);
+    mine.push(await Sandbox.create({ apiKey }));
+    assert.equal(held(), 3);
+    assert.throws(() => cli('key', 'limit', made.keyID, 'lots'), /must be a number/);
+  } finally {
+    for (const s of mine) await s.kill();
+    cli('key', 'revoke', made.keyID);
   }
 });
 
