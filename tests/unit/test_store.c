@@ -181,6 +181,7 @@ END_TEST
 typedef struct adder {
     store *st;
     const char *key;
+    bool plain; /* sandbox_add, as for a key the master knows no limit of */
     int n, added, refused, other;
 } adder;
 
@@ -189,10 +190,11 @@ static void *add_many(void *arg)
     adder *a = arg;
     for (int i = 0; i < a->n; i++) {
         char id[64];
-        snprintf(id, sizeof(id), "ka%d-%p-%d", getpid(), arg, i);
+        snprintf(id, sizeof(id), "ka%d-%d-%p-%d", getpid(), a->plain, arg, i);
         Cube__Sandbox sb = keyed(id, a->key);
         cube_err err = {0};
-        if (a->st->ops->sandbox_add_limited(a->st, &sb, &err) == 0)
+        if ((a->plain ? a->st->ops->sandbox_add(a->st, &sb, &err)
+                      : a->st->ops->sandbox_add_limited(a->st, &sb, &err)) == 0)
             a->added++;
         else if (err.code == EDQUOT)
             a->refused++;
@@ -232,6 +234,21 @@ START_TEST(key_limit_holds_under_concurrent_adds)
     uint32_t max = 0, held = 0;
     ck_assert_int_eq(m2->ops->key_usage(m2, key, &max, &held, &err), 0);
     ck_assert_uint_eq(held, 5);
+
+    /* a key without a limit: every add lands, none held up by another's */
+    ck_assert_int_eq(m1->ops->key_set_limit(m1, key, 0, &err), 0);
+    added = refused = other = 0;
+    for (int i = 0; i < 6; i++) {
+        ad[i] = (adder){.st = i % 2 ? m2 : m1, .key = key, .plain = true, .n = 8};
+        pthread_create(&t[i], NULL, add_many, &ad[i]);
+    }
+    for (int i = 0; i < 6; i++) {
+        pthread_join(t[i], NULL);
+        added += ad[i].added;
+        other += ad[i].other + ad[i].refused;
+    }
+    ck_assert_int_eq(other, 0);
+    ck_assert_int_eq(added, 48);
     m1->ops->key_revoke(m1, key, &err);
     if (m2 != m1) m2->ops->close(m2);
     m1->ops->close(m1);
