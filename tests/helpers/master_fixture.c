@@ -46,9 +46,14 @@ void node_reports_room(fake_node *f, unsigned ready, long long memory_left_mb)
     pthread_mutex_lock(&f->lock);
     ni.running = (uint32_t)f->n;
     pthread_mutex_unlock(&f->lock);
+    node_sends(&ni);
+}
+
+void node_sends(const Cube__NodeInfo *ni)
+{
     ProtobufCMessage *r = NULL;
     cube_err err = {0};
-    ck_assert_msg(cube_rpc_call(mc, "/cube.Master/Heartbeat", &ni.base,
+    ck_assert_msg(cube_rpc_call(mc, "/cube.Master/Heartbeat", &ni->base,
                                 &cube__register_node_response__descriptor, &r, NULL, &err) == 0,
                   "heartbeat: %s", err.msg);
     protobuf_c_message_free_unpacked(r, NULL);

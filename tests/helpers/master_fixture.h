@@ -20,5 +20,7 @@ void teardown(void);
  * also base's size (512 MB, 1 GB of disk) and that much memory left for sandboxes (disk: plenty). */
 void node_reports_room(fake_node *f, unsigned ready, long long memory_left_mb);
 void node_reports(fake_node *f, unsigned ready);
+/* a heartbeat as given */
+void node_sends(const Cube__NodeInfo *ni);
 
 #endif

@@ -739,12 +739,7 @@ static void heartbeat_builds(fake_node *f, const char **tpls, size_t n)
     ni.templates = names;
     ni.n_template_sizes = n;
     ni.template_sizes = sp;
-    ProtobufCMessage *r = NULL;
-    cube_err err = {0};
-    ck_assert_msg(cube_rpc_call(mc, "/cube.Master/Heartbeat", &ni.base,
-                                &cube__register_node_response__descriptor, &r, NULL, &err) == 0,
-                  "heartbeat: %s", err.msg);
-    protobuf_c_message_free_unpacked(r, NULL);
+    node_sends(&ni);
 }
 
 /* A sandbox's snapshot as a template: the sandbox's node makes it, then a record in the store says which. */
