@@ -156,10 +156,14 @@ int key_hold_take(master *m, const char *key_id, uint32_t limit_hint, uint32_t w
     if (!limit_hint || !key_id || !*key_id) return 0;
     uint32_t max = 0, held = 0;
     cube_err uerr = {0};
-    if (m->st->ops->key_usage(m->st, key_id, &max, &held, &uerr) < 0) return 0; /* revoked: the add decides */
-    if (!max) return 0;
-    h->limited = true;
+    /* the store is read under the lock, under which creates also record their sandboxes and let go of their
+     * places (key_hold_add): each sandbox under way is counted once, in the store or here */
     pthread_mutex_lock(&m->keys_lock);
+    if (m->st->ops->key_usage(m->st, key_id, &max, &held, &uerr) < 0 || !max) {
+        pthread_mutex_unlock(&m->keys_lock);
+        return 0; /* no limit (or revoked: the add decides) */
+    }
+    h->limited = true;
     int slot = -1, free_slot = -1;
     for (int i = 0; i < KEY_HOLD_SLOTS && slot < 0; i++) {
         if (strcmp(m->key_holds[i].key_id, key_id) == 0)
@@ -196,10 +200,21 @@ void key_hold_drop(master *m, key_hold *h)
     h->n = 0;
 }
 
-int key_hold_add(master *m, const key_hold *h, const Cube__Sandbox *sb, cube_err *err)
+int key_hold_add(master *m, key_hold *h, const Cube__Sandbox *sb, cube_err *err)
 {
-    int rc = h->limited ? m->st->ops->sandbox_add_limited(m->st, sb, err)
-                        : m->st->ops->sandbox_add(m->st, sb, err);
+    if (!h->limited) {
+        int rc = m->st->ops->sandbox_add(m->st, sb, err);
+        if (rc < 0 && err->code == EDQUOT) key_limit_reached(m, sb->api_key_id, err);
+        return rc;
+    }
+    pthread_mutex_lock(&m->keys_lock);
+    int rc = m->st->ops->sandbox_add_limited(m->st, sb, err);
+    if (h->slot >= 0 && h->n > 0) { /* recorded (or refused): its place here goes with the same lock */
+        h->n--;
+        if (!--m->key_holds[h->slot].n) m->key_holds[h->slot].key_id[0] = '\0';
+        if (!h->n) h->slot = -1;
+    }
+    pthread_mutex_unlock(&m->keys_lock);
     if (rc < 0 && err->code == EDQUOT) key_limit_reached(m, sb->api_key_id, err);
     return rc;
 }

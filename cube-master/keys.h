@@ -23,9 +23,10 @@ typedef struct key_hold {
  * the caller's api read with the key (0: none): a key without one costs no store read. */
 int key_hold_take(master *m, const char *key_id, uint32_t limit_hint, uint32_t want, key_hold *h,
                   cube_err *err);
+/* Lets go of what h still holds (creates that failed before their record). */
 void key_hold_drop(master *m, key_hold *h);
-/* the record of a sandbox made under h */
-int key_hold_add(master *m, const key_hold *h, const Cube__Sandbox *sb, cube_err *err);
+/* The record of a sandbox made under h, which then holds one place fewer. */
+int key_hold_add(master *m, key_hold *h, const Cube__Sandbox *sb, cube_err *err);
 /* err (EDQUOT from the store's add: masters together reached the limit) reworded with the key's figures */
 void key_limit_reached(master *m, const char *key_id, cube_err *err);
 

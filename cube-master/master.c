@@ -100,6 +100,17 @@ static int sandbox_modify(master *m, const char *id,
     return cube_err_set(err, EBUSY, "sandbox '%s' keeps changing: try again", id);
 }
 
+/* A sandbox its node made whose record could not be written: not left running unseen. */
+static void kill_unrecorded(cube_rpc_client *node, const char *id)
+{
+    Cube__NodeSandboxRef ref = CUBE__NODE_SANDBOX_REF__INIT;
+    ref.sandbox_id = (char *)id;
+    ProtobufCMessage *r = NULL;
+    if (cube_rpc_call(node, "/cube.Cubelet/KillSandbox", &ref.base, &cube__empty__descriptor, &r, NULL,
+                      NULL) == 0)
+        protobuf_c_message_free_unpacked(r, NULL);
+}
+
 static int create_sandbox(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *respp, cube_err *err)
 {
     master *m = svc;
@@ -232,13 +243,7 @@ static int create_sandbox(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *
             tpl_id, node_id, req->api_key_id ? req->api_key_id : "", ns->from_pool,
             (double)(t_store - t_node) / 1e6, (double)(t_end - t_store) / 1e6);
     } else {
-        /* not recorded: do not leave it running unseen */
-        Cube__NodeSandboxRef ref = CUBE__NODE_SANDBOX_REF__INIT;
-        ref.sandbox_id = id;
-        ProtobufCMessage *r = NULL;
-        if (cube_rpc_call(client, "/cube.Cubelet/KillSandbox", &ref.base, &cube__empty__descriptor, &r, NULL,
-                          NULL) == 0)
-            protobuf_c_message_free_unpacked(r, NULL);
+        kill_unrecorded(client, id);
     }
     protobuf_c_message_free_unpacked(nresp, NULL);
     node_link_put(link);
@@ -606,7 +611,6 @@ static int fork_sandbox(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *re
         goto out;
     }
     Cube__NodeForkResponse *nr = (Cube__NodeForkResponse *)nresp;
-    key_hold_drop(m, &hold); /* from here the store's adds hold the limit */
     out->results = cube_rpc_alloc(ctx, (nr->n_sandboxes + nr->n_errors + 1) * sizeof(Cube__ForkResult *));
     for (size_t i = 0; i < nr->n_sandboxes; i++) {
         Cube__Sandbox sb = *parent;
@@ -641,14 +645,7 @@ static int fork_sandbox(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *re
                           sb.sandbox_id, req->api_key_id ? req->api_key_id : "");
         }
         out->results[out->n_results++] = fr;
-        if (!fr->sandbox) { /* not recorded: do not leave it running unseen */
-            Cube__NodeSandboxRef ref = CUBE__NODE_SANDBOX_REF__INIT;
-            ref.sandbox_id = sb.sandbox_id;
-            ProtobufCMessage *r = NULL;
-            if (cube_rpc_call(link->rpc, "/cube.Cubelet/KillSandbox", &ref.base, &cube__empty__descriptor, &r,
-                              NULL, NULL) == 0)
-                protobuf_c_message_free_unpacked(r, NULL);
-        }
+        if (!fr->sandbox) kill_unrecorded(link->rpc, sb.sandbox_id);
     }
     for (size_t i = 0; i < nr->n_errors; i++) {
         Cube__ForkResult *fr = cube_rpc_alloc(ctx, sizeof(*fr));
