@@ -56,6 +56,8 @@ static int edge_opts(cube_config *cfg, http_server_opts *o, cube_err *err)
     o->idle_timeout_s = (unsigned)v;
     if (cube_config_get_int(cfg, "api.workers", 64, 1, 4096, &v, err) < 0) return -1;
     o->workers = (int)v;
+    o->fair_header =
+        "X-API-KEY"; /* callers take turns for the workers: one key's burst does not hold the rest */
     return 0;
 }
 

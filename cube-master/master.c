@@ -143,6 +143,7 @@ static int create_sandbox(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *
     nreq.n_env_vars = req->n_env_vars;
     nreq.env_vars = (Cube__NodeCreateRequest__EnvVarsEntry **)req->env_vars;
     nreq.envd_access_token = token;
+    nreq.api_key_id = req->api_key_id;
     Cube__NetworkPolicy *filled =
         NULL; /* the rules' secrets, for the node only: the record keeps placeholders */
     if (secrets_resolve_policy(m, req->network, false, &filled, err) < 0) {

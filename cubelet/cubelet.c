@@ -62,6 +62,7 @@ int cubelet_init(cubelet *c, const cubelet_config *cfg, cube_err *err)
     pthread_cond_init(&c->reap, NULL);
     pthread_cond_init(&c->slot_idle, NULL);
     pthread_cond_init(&c->slot_ready, NULL);
+    fair_init(&c->create_line);
     cl_raise_node_limits();
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
     c->cold_max = COLD_PER_CPU * (int)(ncpu > 0 ? ncpu : 1);
@@ -475,7 +476,7 @@ static void *reaper_loop(void *arg)
         if (--c->nretiring >= RETIRE_BEHIND) {
             /* still behind: a create waiting for its turn may start one sandbox for this one gone */
             if (c->retire_credits < c->cold_max) c->retire_credits++;
-            pthread_cond_signal(&c->slot_ready);
+            pthread_cond_broadcast(&c->slot_ready);     /* for the first in line (fair_line.h) */
         } else if (c->nretiring == RETIRE_BEHIND - 1) { /* caught up: starts may go on */
             c->retire_credits = 0;
             pthread_cond_broadcast(&c->slot_ready);
@@ -634,6 +635,21 @@ static void refill_after_claim(cubelet *c, int from_pool)
     if (from_pool) pthread_cond_signal(&c->refill);
 }
 
+/* With the lock: a create leaves the line (served, refused or given up). The others wake to see whether
+ * the next turn is theirs now: what they waited for may be free, kept for one first in line. */
+static void leave_line(cubelet *c, fair_entry *me, bool waiting)
+{
+    if (waiting) c->creates_waiting--;
+    fair_leave(&c->create_line, me);
+    if (!c->create_line.head) return;
+    bool free_now = c->cold_running < c->cold_max && (c->nretiring < RETIRE_BEHIND || c->retire_credits > 0);
+    for (cl_slot *x = c->slots; x && !free_now; x = x->next)
+        if (x->state == SLOT_READY)
+            for (const fair_entry *w = c->create_line.head; w && !free_now; w = w->next)
+                free_now = w->group == x->tpl;
+    if (free_now) pthread_cond_broadcast(&c->slot_ready);
+}
+
 static int create_sandbox(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *respp, cube_err *err)
 {
     cubelet *c = svc;
@@ -660,12 +676,17 @@ static int create_sandbox(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *
         wait_ms = left > 1000 ? left - 500 : left / 2; /* answer before the caller gives up */
     int64_t wait_until = cube_now_mono_ms() + wait_ms;
     bool waiting = false;
+    /* in line with the other creates under way: when sandboxes are short, turns go round the keys that
+     * asked (fair_line.h) */
+    fair_entry me;
+    fair_join(&c->create_line, &me, req->api_key_id, tpl);
     for (;;) {
         for (cl_slot *x = c->slots; x; x = x->next)
             if (x->tpl == tpl && x->state == SLOT_READY) {
                 s = x;
                 break;
             }
+        if (s && !fair_first(&c->create_line, &me, true)) s = NULL; /* another's turn first */
         if (s) {
             from_pool = 1;
             s->state = SLOT_CLAIMED;
@@ -676,18 +697,19 @@ static int create_sandbox(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *
             break; /* the refill is told once this create is answered (refill_after_claim) */
         }
         if (c->stopping) {
-            if (waiting) c->creates_waiting--;
+            leave_line(c, &me, waiting);
             pthread_mutex_unlock(&c->lock);
             return cube_err_set(err, EAGAIN, "node is stopping");
         }
         if (__atomic_load_n(&tpl->gone, __ATOMIC_ACQUIRE)) { /* deleted meanwhile: no sandbox will come */
-            if (waiting) c->creates_waiting--;
+            leave_line(c, &me, waiting);
             pthread_mutex_unlock(&c->lock);
             return cube_err_set(err, ENOENT, "template '%s' was deleted", tpl->name);
         }
         int64_t now = cube_now_mono_ms();
         bool behind = c->nretiring >= RETIRE_BEHIND;
-        if (c->cold_running < c->cold_max && (!behind || c->retire_credits > 0)) {
+        if (c->cold_running < c->cold_max && (!behind || c->retire_credits > 0) &&
+            fair_first(&c->create_line, &me, false)) {
             /* while behind, one teardown finished for each start: the line does not grow */
             if (behind) c->retire_credits--;
             c->cold_running++;
@@ -705,7 +727,7 @@ static int create_sandbox(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *
             busy = EAGAIN;
         if (busy) {
             int n = c->creates_waiting, starting = c->cold_running;
-            if (waiting) c->creates_waiting--;
+            leave_line(c, &me, waiting);
             pthread_mutex_unlock(&c->lock);
             if (busy == ECANCELED)
                 return cube_err_set(err, ECANCELED, "the create was abandoned by its caller");
@@ -725,7 +747,8 @@ static int create_sandbox(void *svc, cube_rpc_ctx *ctx, const void *reqp, void *
         struct timespec dl = cube_timespec_after_ms(CLOCK_REALTIME, wait_until - now);
         pthread_cond_timedwait(&c->slot_ready, &c->lock, &dl);
     }
-    if (waiting) c->creates_waiting--;
+    fair_served(&c->create_line, &me);
+    leave_line(c, &me, waiting);
     pthread_mutex_unlock(&c->lock);
     if (!s) { /* cold: the pool is empty */
         int rc = cl_spawn_slot(c, tpl, NULL, disk_fd, leased ? &ahead : NULL, &s, err);

@@ -9,6 +9,7 @@
 #include <sys/types.h>
 
 #include "pool_demand.h"
+#include "fair_line.h"
 #include "rpc.h"
 #include "zygote.h"
 
@@ -138,6 +139,7 @@ typedef struct cubelet {
     int cold_running;      /* cold starts under way (creates that found the pool empty) */
     int cold_max;          /* how many may be under way at once: COLD_PER_CPU per CPU, counted at init */
     int creates_waiting;   /* creates waiting for a pooled sandbox or their turn to start one */
+    fair_line create_line; /* the creates under way here, in turns by key (fair_line.h; groups: templates) */
     int64_t last_claim_ms; /* monotonic: the latest create answered from a pool (the refill lets it settle) */
     /* writable layers ready for starts, cold and pooled (mount fds): made ahead for cold starts
      * (hv_disk_prepare), or ended sandboxes' disks emptied (hv_disk_renew) */

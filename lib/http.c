@@ -24,7 +24,8 @@ struct http_server {
     int nworkers;
     pthread_mutex_t qlock;
     pthread_cond_t qcond;
-    http_req *qhead, *qtail;
+    fair_line queue;         /* requests whose body is in, waiting for a handler thread */
+    const char *fair_header; /* the header they take turns by (NULL: one line, in order) */
     bool qstop;
 };
 
@@ -158,12 +159,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         if (queued) {
             req->stage = REQ_QUEUED;
             MHD_suspend_connection(conn);
-            req->qnext = NULL;
-            if (s->qtail)
-                s->qtail->qnext = req;
-            else
-                s->qhead = req;
-            s->qtail = req;
+            fair_join(&s->queue, &req->fe, s->fair_header ? http_header(req, s->fair_header) : NULL, NULL);
             pthread_cond_signal(&s->qcond);
         }
         pthread_mutex_unlock(&s->qlock);
@@ -201,11 +197,12 @@ static void *worker(void *arg)
     http_server *s = arg;
     pthread_mutex_lock(&s->qlock);
     for (;;) {
-        while (!s->qhead && !s->qstop) pthread_cond_wait(&s->qcond, &s->qlock);
-        if (!s->qhead) break;
-        http_req *req = s->qhead;
-        s->qhead = req->qnext;
-        if (!s->qhead) s->qtail = NULL;
+        while (!s->queue.head && !s->qstop) pthread_cond_wait(&s->qcond, &s->qlock);
+        if (!s->queue.head) break;
+        fair_entry *next = fair_next(&s->queue);
+        http_req *req = (http_req *)((char *)next - offsetof(http_req, fe));
+        fair_served(&s->queue, next);
+        fair_leave(&s->queue, next);
         pthread_mutex_unlock(&s->qlock);
         if (!req->replied) req->route->handler(s->svc, req);
         req->stage = REQ_HANDLED;
@@ -266,6 +263,8 @@ http_server *http_server_start_opts(const char *addr, int port, const http_route
     s->svc = svc;
     pthread_mutex_init(&s->qlock, NULL);
     pthread_cond_init(&s->qcond, NULL);
+    fair_init(&s->queue);
+    s->fair_header = opts->fair_header;
     struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
     if (inet_pton(AF_INET, addr, &sa.sin_addr) != 1) {
         free(s);

@@ -10,6 +10,7 @@
 #include <stddef.h>
 
 #include "err.h"
+#include "fair_line.h"
 
 #define HTTP_MAX_BUFFERED_BODY (8u << 20)
 
@@ -41,8 +42,8 @@ struct http_req {
     unsigned status;
     struct MHD_Response *resp;
     int replied;
-    int stage;              /* the server's (event-driven hand-off) */
-    struct http_req *qnext; /* the server's queue */
+    int stage;     /* the server's (event-driven hand-off) */
+    fair_entry fe; /* its place in the server's queue for a handler thread */
 };
 
 const char *http_header(http_req *req, const char *name);
@@ -74,6 +75,9 @@ typedef struct http_server_opts {
                               * requests) this long is closed; 0: never */
     bool has_listen_fd;      /* serve listen_fd (from http_listen, taken over) instead of binding addr:port */
     int listen_fd;
+    /* with workers: requests wait for a handler thread in turns by this header's value (X-API-KEY: one
+     * caller's burst delays another's request by a turn, not by the burst); NULL: first come, first served */
+    const char *fair_header;
 } http_server_opts;
 
 /* A listening TCP socket on addr:port, for a server started later (http_server_opts.listen_fd): clients

@@ -2,7 +2,8 @@
  * does) and a fake cube-hypervisor. The refill thread leases network slots ahead for cold starts, a cold
  * create starts on one of them instead of asking cube-net first, the spent one is replaced, and at a stop
  * every lease goes back; while cube-net refuses leases none is asked for ahead, and once it answers again
- * they are. After a mass kill, a create waits for one teardown to finish, not for the whole line of them. */
+ * they are. After a mass kill, a create waits for one teardown to finish, not for the whole line of them. On
+ * a node busy with one key's burst, another key's create waits a turn, not the whole burst. */
 #include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -17,6 +18,7 @@
 #include "fsutil.h"
 #include "net.pb-c.h"
 #include "testutil.h"
+#include "timeutil.h"
 
 /* The fake cube-net's record: every lease given and every release, in order. */
 enum { MAX_LEASES = 256 };
@@ -119,7 +121,8 @@ static void setup(void)
     ck_assert_msg(cubelet_init(&c, &cfg, &err) == 0, "%s", err.msg);
     cubelet_start(&c);
     snprintf(a, sizeof(a), "unix:%s/cubelet.sock", dir);
-    cubelet_srv = cube_rpc_server_start(a, cubelet_methods, &c, 4, &err);
+    cubelet_srv =
+        cube_rpc_server_start(a, cubelet_methods, &c, 64, &err); /* a burst's creates wait at once */
     ck_assert_msg(cubelet_srv != NULL, "%s", err.msg);
     client = cube_rpc_client_new(a, &err);
     ck_assert_ptr_nonnull(client);
@@ -316,6 +319,60 @@ START_TEST(a_create_after_a_mass_kill_waits_for_one_teardown_not_all)
 }
 END_TEST
 
+typedef struct keyed_create {
+    char id[32];
+    const char *key;
+    int rc;
+    int64_t done_ns;
+} keyed_create;
+
+static void *create_for_key(void *arg)
+{
+    keyed_create *k = arg;
+    Cube__NodeCreateRequest req = CUBE__NODE_CREATE_REQUEST__INIT;
+    req.sandbox_id = k->id;
+    req.template_id = "cold";
+    req.api_key_id = (char *)k->key;
+    ProtobufCMessage *resp = NULL;
+    cube_err err = {0};
+    cube_rpc_call_opts o = {.timeout_ms = 30000};
+    k->rc = cube_rpc_call(client, "/cube.Cubelet/CreateSandbox", &req.base, &cube__node_sandbox__descriptor,
+                          &resp, &o, &err);
+    k->done_ns = cube_now_mono_ns();
+    if (resp) protobuf_c_message_free_unpacked(resp, NULL);
+    return NULL;
+}
+
+/* On a node busy with one key's burst (cold starts of 150 ms, a few at once), another key's create waits for
+ * the next turn, not behind the whole burst. */
+START_TEST(another_keys_create_waits_a_turn_not_a_burst)
+{
+    int ahead = c.cold_max < CL_LEASES_AHEAD ? c.cold_max : CL_LEASES_AHEAD;
+    wait_held(2 + ahead);
+    setenv("FAKE_HV_START_MS", "150", 1); /* read by each fake at its start */
+    enum { N = 40 };
+    keyed_create k[N + 1];
+    pthread_t t[N + 1];
+    for (int i = 0; i <= N; i++) {
+        snprintf(k[i].id, sizeof(k[i].id), "%s-%d", i < N ? "burst" : "other", i);
+        k[i].key = i < N ? "k-burst" : "k-other";
+        if (i == N) nanosleep(&(struct timespec){0, 50000000}, NULL); /* the burst waits already */
+        pthread_create(&t[i], NULL, create_for_key, &k[i]);
+    }
+    for (int i = 0; i <= N; i++) pthread_join(t[i], NULL);
+    unsetenv("FAKE_HV_START_MS");
+    int before = 0;
+    for (int i = 0; i <= N; i++) ck_assert_msg(k[i].rc == 0, "create %s failed", k[i].id);
+    for (int i = 0; i < N; i++) before += k[i].done_ns < k[N].done_ns;
+    /* the starts under way when it came, and those of the same turn */
+    ck_assert_msg(before <= 2 * c.cold_max,
+                  "%d of the burst's %d creates were answered before the other key's", before, N);
+    cube_rpc_client_free(client);
+    cube_rpc_server_stop(cubelet_srv);
+    cubelet_stop(&c);
+}
+END_TEST
+
 int main(void)
 {
     if (geteuid() != 0) {
@@ -329,6 +386,7 @@ int main(void)
     tcase_add_test(tc, cold_starts_take_network_slots_leased_ahead);
     tcase_add_test(tc, leasing_ahead_stops_while_cube_net_refuses_and_resumes_once_it_answers);
     tcase_add_test(tc, a_create_after_a_mass_kill_waits_for_one_teardown_not_all);
+    tcase_add_test(tc, another_keys_create_waits_a_turn_not_a_burst);
     suite_add_tcase(s, tc);
     return cube_run_suite(s);
 }
