@@ -70,7 +70,8 @@ static void run(bool fair, int *pos_other, int *pos_last_a)
         snprintf(id, sizeof(id), "a%d", i);
         fds[i] = send_request(port, "burst", id);
     }
-    nanosleep(&(struct timespec){0, 60000000}, NULL); /* the burst waits: a0 runs (150 ms), a1..a7 are in line */
+    nanosleep(&(struct timespec){0, 60000000},
+              NULL); /* the burst waits: a0 runs (150 ms), a1..a7 are in line */
     fds[8] = send_request(port, "other", "b");
     for (int i = 0; i < 9; i++) wait_answer(fds[i]);
     http_server_stop(s);
