@@ -24,7 +24,7 @@ static void slow(void *svc, http_req *req)
     pthread_mutex_lock(&order_lock);
     if (norder < 64) snprintf(order[norder++], sizeof(order[0]), "%s", id ? id : "?");
     pthread_mutex_unlock(&order_lock);
-    nanosleep(&(struct timespec){0, 150000000}, NULL);
+    nanosleep(&(struct timespec){0, 400000000}, NULL);
     http_reply_empty(req, 204);
 }
 
@@ -70,8 +70,8 @@ static void run(bool fair, int *pos_other, int *pos_last_a)
         snprintf(id, sizeof(id), "a%d", i);
         fds[i] = send_request(port, "burst", id);
     }
-    nanosleep(&(struct timespec){0, 60000000},
-              NULL); /* the burst waits: a0 runs (150 ms), a1..a7 are in line */
+    /* the burst waits: a0 runs (400 ms), a1..a7 are in line */
+    nanosleep(&(struct timespec){0, 200000000}, NULL);
     fds[8] = send_request(port, "other", "b");
     for (int i = 0; i < 9; i++) wait_answer(fds[i]);
     http_server_stop(s);
