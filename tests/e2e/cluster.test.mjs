@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { execFileSync, spawn } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { Sandbox, SandboxNotFoundError, NotFoundError } from 'e2b';
+import { Sandbox, SandboxNotFoundError, NotFoundError, RateLimitError } from 'e2b';
 
 const root = process.env.CUBE_ROOT || new URL('../..', import.meta.url).pathname;
 // shares the single-node test's data dir for its cached templates; the cluster's own state lives beside them
@@ -103,6 +103,24 @@ test('creates spread across nodes; both masters answer for every sandbox; comman
     }
   } finally {
     for (const s of sbs) await s.kill();
+  }
+});
+
+test('a key\'s sandbox limit holds across both masters and apis: a burst of 10 for a key of 3 makes 3', async () => {
+  const made = cli(1, 'key', 'create', 'cluster-limited', '--max-sandboxes', '3');
+  const mine = [];
+  try {
+    // new connections each: the kernel spreads them over both apis, and each api over the masters
+    const burst = await Promise.allSettled(Array.from({ length: 10 }, () => Sandbox.create({ apiKey: made.key })));
+    for (const r of burst) if (r.status === 'fulfilled') mine.push(r.value);
+    assert.equal(mine.length, 3, burst.filter((r) => r.status === 'rejected').map((r) => r.reason.message).join('; '));
+    assert.ok(burst.every((r) => r.status === 'fulfilled' || r.reason instanceof RateLimitError));
+    assert.equal(cli(2, 'key', 'list').find((k) => k.keyID === made.keyID).sandboxes, 3);
+    await mine.pop().kill();
+    mine.push(await Sandbox.create({ apiKey: made.key }));
+  } finally {
+    for (const s of mine) await s.kill();
+    assert.equal(cliFails(1, 'key', 'revoke', made.keyID), null);
   }
 });
 
