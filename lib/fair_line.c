@@ -70,8 +70,11 @@ void fair_leave(fair_line *l, fair_entry *e)
             *p = e->next;
             break;
         }
-    if (!l->head) { /* not busy any more: the next spell starts its round afresh */
-        l->nkeys = 0;
-        l->last = -1;
+    if (!l->head && l->last > 0) /* not busy any more: the next spell's round starts after the key served
+                                  * last (its request may still run while others come) */
+        memcpy(l->keys[0], l->keys[l->last], sizeof(l->keys[0]));
+    if (!l->head) {
+        l->nkeys = l->last >= 0 ? 1 : 0;
+        l->last = l->last >= 0 ? 0 : -1;
     }
 }

@@ -36,7 +36,8 @@ bool fair_first(const fair_line *l, const fair_entry *e, bool same_group);
 fair_entry *fair_next(const fair_line *l);
 /* e got its turn: its key was served last. */
 void fair_served(fair_line *l, const fair_entry *e);
-/* e leaves the line (served, refused or given up); an empty line forgets its keys. */
+/* e leaves the line (served, refused or given up); an empty line forgets its keys but the one served last,
+ * whose turn has just been: the next spell's round starts after it. */
 void fair_leave(fair_line *l, fair_entry *e);
 
 #endif

@@ -93,6 +93,27 @@ START_TEST(an_empty_line_forgets_and_many_keys_fit)
 }
 END_TEST
 
+/* the line empties while the key served last still has a request running: a burst of that key coming back
+ * and another key's request after it, the other key goes first */
+START_TEST(the_key_served_last_is_remembered_across_an_empty_line)
+{
+    fair_line q;
+    fair_init(&q);
+    fair_entry a0, a1, a2, b;
+    fair_join(&q, &a0, "burst", &X);
+    fair_served(&q, &a0);
+    fair_leave(&q, &a0);
+    ck_assert_int_eq(q.nkeys, 1);
+    fair_join(&q, &a1, "burst", &X);
+    fair_join(&q, &a2, "burst", &X);
+    fair_join(&q, &b, "other", &X);
+    ck_assert_ptr_eq(fair_next(&q), &b);
+    fair_served(&q, &b);
+    fair_leave(&q, &b);
+    ck_assert_ptr_eq(fair_next(&q), &a1);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("fair_line");
@@ -101,6 +122,7 @@ int main(void)
     tcase_add_test(tc, turns_go_round_the_keys);
     tcase_add_test(tc, a_pooled_sandbox_goes_to_the_first_waiting_for_its_template);
     tcase_add_test(tc, an_empty_line_forgets_and_many_keys_fit);
+    tcase_add_test(tc, the_key_served_last_is_remembered_across_an_empty_line);
     suite_add_tcase(s, tc);
     return cube_run_suite(s);
 }
