@@ -60,6 +60,8 @@ static cJSON *sandbox_obj(const Cube__Sandbox *sb)
     cJSON *md = cJSON_AddObjectToObject(o, "metadata");
     for (size_t i = 0; i < sb->n_metadata; i++)
         cJSON_AddStringToObject(md, sb->metadata[i]->key, sb->metadata[i]->value);
+    /* the API key whose create or fork made it (what its limit counts); "" when made otherwise */
+    cJSON_AddStringToObject(o, "keyID", sb->api_key_id ? sb->api_key_id : "");
     return o;
 }
 
@@ -80,14 +82,15 @@ static int sandbox_cmd(cube_rpc_client *c, int argc, char **argv)
                 cJSON_AddItemToArray(arr, sandbox_obj(l->sandboxes[i]));
             print_json(arr);
         } else {
-            printf("%-22s %-20s %-8s %-12s %s\n", "SANDBOX", "TEMPLATE", "STATE", "NODE", "ENDS");
+            printf("%-22s %-20s %-8s %-12s %-24s %s\n", "SANDBOX", "TEMPLATE", "STATE", "NODE", "ENDS",
+                   "KEY");
             for (size_t i = 0; i < l->n_sandboxes; i++) {
                 Cube__Sandbox *sb = l->sandboxes[i];
                 char ts[CUBE_RFC3339_MAX];
                 cube_rfc3339_format(sb->end_at_ms, ts);
-                printf("%-22s %-20s %-8s %-12s %s\n", sb->sandbox_id, sb->template_id,
+                printf("%-22s %-20s %-8s %-12s %-24s %s\n", sb->sandbox_id, sb->template_id,
                        sb->state == CUBE__SANDBOX_STATE__SANDBOX_STATE_PAUSED ? "paused" : "running",
-                       sb->node_id, ts);
+                       sb->node_id, ts, sb->api_key_id && *sb->api_key_id ? sb->api_key_id : "-");
             }
         }
     } else if (argc == 2 && strcmp(argv[0], "info") == 0) {

@@ -667,6 +667,9 @@ test('an API key with a sandbox limit: past it the SDK gets a RateLimitError in 
     await assert.rejects(Sandbox.create({ apiKey }), (e) => e instanceof RateLimitError &&
       e.message.includes(`API key ${made.keyID} may hold at most 2 sandboxes`) && e.message.includes('holds 2'));
     assert.equal(held(), 2);
+    // the operator sees whose they are
+    assert.equal(JSON.parse(cli('--json', 'sandbox', 'info', mine[0].sandboxId)).keyID, made.keyID);
+    assert.match(cli('sandbox', 'list'), new RegExp(`${mine[1].sandboxId} .* ${made.keyID}\n`));
     // a burst with one place free: one sandbox, the rest refused; a fork past the limit too
     await mine.shift().kill();
     const burst = await Promise.allSettled(Array.from({ length: 6 }, () => Sandbox.create({ apiKey })));
