@@ -11,8 +11,7 @@
 #include "envd_version.h"
 #include "json.h"
 
-#define KEY_NAME_MAX  64
-#define KEY_LIMIT_MAX 1000000
+#define KEY_NAME_MAX 64
 
 static cJSON *key_json(const Cube__ApiKey *k)
 {
@@ -48,7 +47,7 @@ static int refuse_limited(http_req *req, uint32_t max)
     return -1;
 }
 
-/* maxSandboxes of a key's body: absent or null is 0 (no limit) */
+/* maxSandboxes of a key's body: absent or null is 0 (no limit); its range is cube-master's to check */
 static int get_limit(const cJSON *in, bool required, uint32_t *out, cube_err *err)
 {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(in, "maxSandboxes");
@@ -57,7 +56,7 @@ static int get_limit(const cJSON *in, bool required, uint32_t *out, cube_err *er
         *out = 0;
         return 0;
     }
-    if (cube_json_get_int(in, "maxSandboxes", required, 0, KEY_LIMIT_MAX, &max, err) < 0) return -1;
+    if (cube_json_get_int(in, "maxSandboxes", required, 0, UINT32_MAX, &max, err) < 0) return -1;
     *out = (uint32_t)max;
     return 0;
 }

@@ -142,15 +142,14 @@ static int sandbox_cmd(cube_rpc_client *c, int argc, char **argv)
     return 0;
 }
 
-/* a key's sandbox limit as typed: digits only, 0 (no limit) to 1,000,000 */
+/* a key's sandbox limit as typed: digits only, 0 for no limit (its range is cube-master's to check) */
 static int parse_limit(const char *s, uint32_t *out)
 {
     char *end = NULL;
     errno = 0;
     unsigned long v = strtoul(s, &end, 10);
-    if (!*s || *end || errno || v > 1000000 || !isdigit((unsigned char)*s)) {
-        fprintf(stderr, "cubemastercli: max sandboxes '%s' must be a number from 0 (no limit) to 1000000\n",
-                s);
+    if (!*s || *end || errno || v > UINT32_MAX || !isdigit((unsigned char)*s)) {
+        fprintf(stderr, "cubemastercli: max sandboxes '%s' must be a number (0: no limit)\n", s);
         return -1;
     }
     *out = (uint32_t)v;

@@ -416,11 +416,12 @@ static void put_add(sqlbuf *b, const Cube__Sandbox *sb)
     if (!*key) return;
     puts_(b, " WHERE NOT EXISTS (SELECT 1 FROM api_keys k WHERE k.key_id=");
     put_str(b, key);
-    puts_(
-        b,
-        " AND k.max_sandboxes>0 AND k.max_sandboxes<=(SELECT COUNT(*) FROM sandboxes s WHERE s.api_key_id=");
-    put_str(b, key);
-    puts_(b, " AND s.state IN (1,2,3)))");
+    puts_(b, " AND k.max_sandboxes>0 AND k.max_sandboxes<=" STORE_HELD_BY("k.key_id") ")");
+}
+
+static int limit_held(const Cube__Sandbox *sb, cube_err *err)
+{
+    return cube_err_set(err, EDQUOT, "API key '%s' holds as many sandboxes as its limit", sb->api_key_id);
 }
 
 static int my_sandbox_write(store *base, const Cube__Sandbox *sb, int expect_state, bool insert,
@@ -456,8 +457,7 @@ static int my_sandbox_write(store *base, const Cube__Sandbox *sb, int expect_sta
     }
     if (rc < 0 && insert && err->code == EEXIST)
         return cube_err_set(err, EEXIST, "sandbox '%s' exists already", sb->sandbox_id);
-    if (rc == 0 && insert && n == 0)
-        return cube_err_set(err, EDQUOT, "API key '%s' holds as many sandboxes as its limit", sb->api_key_id);
+    if (rc == 0 && insert && n == 0) return limit_held(sb, err);
     if (rc < 0 || insert || n > 0) return rc;
     int now = -1;
     if (my_sandbox_state(s, sb->sandbox_id, &now, err) < 0) return -1;
@@ -511,9 +511,7 @@ static int my_sandbox_add_limited(store *base, const Cube__Sandbox *sb, cube_err
             ok = ok && query(c, "COMMIT", strlen("COMMIT"));
         }
         if (ok) {
-            if (n == 0)
-                rc = cube_err_set(err, EDQUOT, "API key '%s' holds as many sandboxes as its limit",
-                                  sb->api_key_id);
+            if (n == 0) rc = limit_held(sb, err);
             break;
         }
         unsigned e = mysql_errno(c->db);

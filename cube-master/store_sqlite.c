@@ -268,7 +268,7 @@ static int sandbox_write(store *base, const Cube__Sandbox *sb, int expect_state,
         const char *sql = insert ? "INSERT INTO sandboxes(state, started_at_ms, end_at_ms, data, sandbox_id, "
                                    "api_key_id) SELECT ?1,?2,?3,?4,?5,?6 WHERE NOT EXISTS (SELECT 1 FROM "
                                    "api_keys k WHERE ?6<>'' AND k.key_id=?6 AND k.max_sandboxes>0 AND "
-                                   "k.max_sandboxes<=" STORE_HELD_BY("?6") ")"
+                                   "k.max_sandboxes<=" STORE_HELD_BY("k.key_id") ")"
                                  : "UPDATE sandboxes SET state=?, started_at_ms=?, end_at_ms=?, data=? "
                                    "WHERE sandbox_id=? AND state=?";
         if (sqlite3_prepare_v2(s->db, sql, -1, &st, NULL) != SQLITE_OK) {
