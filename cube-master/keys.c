@@ -189,40 +189,42 @@ int key_hold_take(master *m, const char *key_id, uint32_t limit_hint, uint32_t w
     return rc;
 }
 
+/* With keys_lock: h lets go of n of its places (a slot left with none is free for another key). */
+static void let_go(master *m, key_hold *h, uint32_t n)
+{
+    if (h->slot < 0 || !n) return;
+    if (!(m->key_holds[h->slot].n -= n)) m->key_holds[h->slot].key_id[0] = '\0';
+    if (!(h->n -= n)) h->slot = -1;
+}
+
 void key_hold_drop(master *m, key_hold *h)
 {
     if (h->slot < 0) return;
     pthread_mutex_lock(&m->keys_lock);
-    m->key_holds[h->slot].n -= h->n;
-    if (!m->key_holds[h->slot].n) m->key_holds[h->slot].key_id[0] = '\0';
+    let_go(m, h, h->n);
     pthread_mutex_unlock(&m->keys_lock);
-    h->slot = -1;
-    h->n = 0;
 }
 
-int key_hold_add(master *m, key_hold *h, const Cube__Sandbox *sb, cube_err *err)
-{
-    if (!h->limited) {
-        int rc = m->st->ops->sandbox_add(m->st, sb, err);
-        if (rc < 0 && err->code == EDQUOT) key_limit_reached(m, sb->api_key_id, err);
-        return rc;
-    }
-    pthread_mutex_lock(&m->keys_lock);
-    int rc = m->st->ops->sandbox_add_limited(m->st, sb, err);
-    if (h->slot >= 0 && h->n > 0) { /* recorded (or refused): its place here goes with the same lock */
-        h->n--;
-        if (!--m->key_holds[h->slot].n) m->key_holds[h->slot].key_id[0] = '\0';
-        if (!h->n) h->slot = -1;
-    }
-    pthread_mutex_unlock(&m->keys_lock);
-    if (rc < 0 && err->code == EDQUOT) key_limit_reached(m, sb->api_key_id, err);
-    return rc;
-}
-
-void key_limit_reached(master *m, const char *key_id, cube_err *err)
+/* err (EDQUOT from the store's add: masters together reached the limit) reworded with the key's figures */
+static void limit_reached(master *m, const char *key_id, cube_err *err)
 {
     uint32_t max = 0, held = 0;
     cube_err uerr = {0};
     if (m->st->ops->key_usage(m->st, key_id, &max, &held, &uerr) == 0 && max)
         limit_err(err, key_id, max, held, 0);
+}
+
+int key_hold_add(master *m, key_hold *h, const Cube__Sandbox *sb, cube_err *err)
+{
+    int rc;
+    if (!h->limited) {
+        rc = m->st->ops->sandbox_add(m->st, sb, err);
+    } else { /* recorded (or refused): its place here goes under the same lock */
+        pthread_mutex_lock(&m->keys_lock);
+        rc = m->st->ops->sandbox_add_limited(m->st, sb, err);
+        let_go(m, h, h->n ? 1 : 0);
+        pthread_mutex_unlock(&m->keys_lock);
+    }
+    if (rc < 0 && err->code == EDQUOT) limit_reached(m, sb->api_key_id, err);
+    return rc;
 }

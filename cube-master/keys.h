@@ -27,7 +27,5 @@ int key_hold_take(master *m, const char *key_id, uint32_t limit_hint, uint32_t w
 void key_hold_drop(master *m, key_hold *h);
 /* The record of a sandbox made under h, which then holds one place fewer. */
 int key_hold_add(master *m, key_hold *h, const Cube__Sandbox *sb, cube_err *err);
-/* err (EDQUOT from the store's add: masters together reached the limit) reworded with the key's figures */
-void key_limit_reached(master *m, const char *key_id, cube_err *err);
 
 #endif
